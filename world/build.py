@@ -35,7 +35,9 @@ def make_facts(seed: int, size: WorldSize) -> tuple[dict[str, str], list[str]]:
 class _PromptMaker:
     """Draws (user, task, prompt text) the way users submit them."""
 
-    def __init__(self, seed: int, name: str, users: list[User], facts: dict[str, str], unknown: list[str]):
+    def __init__(
+        self, seed: int, name: str, users: list[User], facts: dict[str, str], unknown: list[str]
+    ):
         self.rng = _stream(seed, name)
         self.users, self.facts, self.unknown = users, facts, unknown
 
@@ -48,11 +50,23 @@ class _PromptMaker:
 
 
 def _prompt_row(prompt_id: str, user: User, task: Task, text: str) -> dict:
-    return {"prompt_id": prompt_id, "user_id": user.user_id, "split": user.split, "family": task.family, "prompt": text}
+    return {
+        "prompt_id": prompt_id,
+        "user_id": user.user_id,
+        "split": user.split,
+        "family": task.family,
+        "prompt": text,
+    }
 
 
 def _gold_row(prompt_id: str, task: Task) -> dict:
-    return {"prompt_id": prompt_id, "family": task.family, "kind": task.kind, "answer": task.answer, "slots": task.slots}
+    return {
+        "prompt_id": prompt_id,
+        "family": task.family,
+        "kind": task.kind,
+        "answer": task.answer,
+        "slots": task.slots,
+    }
 
 
 def _by_split(rows: list[dict]) -> dict[str, list[dict]]:
@@ -62,7 +76,9 @@ def _by_split(rows: list[dict]) -> dict[str, list[dict]]:
     return out
 
 
-def _prompt_tables(seed: int, size: WorldSize, users: list[User], writers: list[Labeler], facts, unknown):
+def _prompt_tables(
+    seed: int, size: WorldSize, users: list[User], writers: list[Labeler], facts, unknown
+):
     """SFT demonstrations, RM, PPO and test prompts, plus the gold key for all of them."""
     trainable = [u for u in users if u.split in ("train", "valid")]
     test_users = [u for u in users if u.split == "test"]
@@ -84,7 +100,10 @@ def _prompt_tables(seed: int, size: WorldSize, users: list[User], writers: list[
             row = _prompt_row(prompt_id, user, task, text)
             if stage == "sft":
                 writer = write_rng.choice(writers)
-                row |= {"response": demonstration(task, writer, write_rng), "labeler_id": writer.labeler_id}
+                row |= {
+                    "response": demonstration(task, writer, write_rng),
+                    "labeler_id": writer.labeler_id,
+                }
             rows.append(row)
             gold.append(_gold_row(prompt_id, task))
             tasks_by_id[prompt_id] = task
@@ -111,12 +130,21 @@ def _mixture(seed: int, name: str, count: int, facts, unknown) -> list[dict]:
         family = FAMILIES[families[i % len(families)]]
         task = draw_task(family.name, rng, facts, unknown)
         template = rng.choice(getattr(family, f"{name}_templates"))
-        rows.append({"example_id": f"{name}-{i:06d}", "family": family.name, "prompt": phrase(template, task), "response": task.answer})
+        rows.append(
+            {
+                "example_id": f"{name}-{i:06d}",
+                "family": family.name,
+                "prompt": phrase(template, task),
+                "response": task.answer,
+            }
+        )
     rng.shuffle(rows)
     return rows
 
 
-def _overlap_comparisons(seed: int, size: WorldSize, rm_rows: list[dict], tasks_by_id, labelers: list[Labeler]) -> list[dict]:
+def _overlap_comparisons(
+    seed: int, size: WorldSize, rm_rows: list[dict], tasks_by_id, labelers: list[Labeler]
+) -> list[dict]:
     """Candidates for some RM prompts, each ranked by two different training labelers."""
     from world.gold import score
 
@@ -127,12 +155,18 @@ def _overlap_comparisons(seed: int, size: WorldSize, rm_rows: list[dict], tasks_
         responses = candidates(task, rng, k=4)
         golds = [score(task.kind, task.answer, r).total for r in responses]
         for suffix, labeler in zip("ab", rng.sample(labelers, 2), strict=True):
-            rows.append({
-                "comparison_id": f"{item['prompt_id']}-{suffix}", "prompt_id": item["prompt_id"],
-                "user_id": item["user_id"], "split": item["split"], "prompt": item["prompt"],
-                "responses": responses, "ranking": rank(labeler, rng, responses, golds),
-                "labeler_id": labeler.labeler_id,
-            })
+            rows.append(
+                {
+                    "comparison_id": f"{item['prompt_id']}-{suffix}",
+                    "prompt_id": item["prompt_id"],
+                    "user_id": item["user_id"],
+                    "split": item["split"],
+                    "prompt": item["prompt"],
+                    "responses": responses,
+                    "ranking": rank(labeler, rng, responses, golds),
+                    "labeler_id": labeler.labeler_id,
+                }
+            )
     return rows
 
 
@@ -141,30 +175,46 @@ def build_world(profile: str, seed: int) -> dict[str, object]:
     size = PROFILES[profile]
     facts, unknown = make_facts(seed, size)
     users = make_users(_stream(seed, "users"), size.users, ALL_FAMILIES, SPLIT_FRACTIONS)
-    train_labelers = make_labelers(_stream(seed, "labelers:train"), size.train_labelers, "train", "L")
-    heldout_labelers = make_labelers(_stream(seed, "labelers:heldout"), size.heldout_labelers, "heldout", "H")
+    train_labelers = make_labelers(
+        _stream(seed, "labelers:train"), size.train_labelers, "train", "L"
+    )
+    heldout_labelers = make_labelers(
+        _stream(seed, "labelers:heldout"), size.heldout_labelers, "heldout", "H"
+    )
 
     tables, tasks_by_id = _prompt_tables(seed, size, users, train_labelers, facts, unknown)
     rm_all = tables[layout.RM_TRAIN]
-    tables[layout.LABELER_OVERLAP] = _overlap_comparisons(seed, size, rm_all, tasks_by_id, train_labelers)
+    tables[layout.LABELER_OVERLAP] = _overlap_comparisons(
+        seed, size, rm_all, tasks_by_id, train_labelers
+    )
     mixture_size = len(tables[layout.SFT_TRAIN])  # the same budget of examples as SFT
     tables[layout.FLAN_MIXTURE] = _mixture(seed, "flan", mixture_size, facts, unknown)
     tables[layout.T0_MIXTURE] = _mixture(seed, "t0", mixture_size, facts, unknown)
 
     doc_rng = _stream(seed, "corpus")
-    docs = [corpus.document(doc_rng, facts) for _ in range(size.pretrain_docs + size.pretrain_valid_docs)]
-    tables[layout.PRETRAIN_TRAIN] = [{"doc_id": f"doc-{i:06d}", "text": t} for i, t in enumerate(docs[: size.pretrain_docs])]
+    docs = [
+        corpus.document(doc_rng, facts)
+        for _ in range(size.pretrain_docs + size.pretrain_valid_docs)
+    ]
+    tables[layout.PRETRAIN_TRAIN] = [
+        {"doc_id": f"doc-{i:06d}", "text": t} for i, t in enumerate(docs[: size.pretrain_docs])
+    ]
     tables[layout.PRETRAIN_VALID] = [
-        {"doc_id": f"doc-{i:06d}", "text": t} for i, t in enumerate(docs[size.pretrain_docs :], start=size.pretrain_docs)
+        {"doc_id": f"doc-{i:06d}", "text": t}
+        for i, t in enumerate(docs[size.pretrain_docs :], start=size.pretrain_docs)
     ]
     suite_rng = _stream(seed, "public_suite")
     tables[layout.PUBLIC_SUITE] = [
-        {"item_id": f"pub-{i:05d}", **corpus.public_suite_item(suite_rng, facts)} for i in range(size.public_suite_items)
+        {"item_id": f"pub-{i:05d}", **corpus.public_suite_item(suite_rng, facts)}
+        for i in range(size.public_suite_items)
     ]
     tables[layout.USERS] = [asdict(u) for u in users]
     tables[layout.LABELERS] = [lab.as_row() for lab in train_labelers + heldout_labelers]
     tables[layout.MANIFEST] = {
-        "profile": profile, "seed": seed, "world_version": WORLD_VERSION, "families": ALL_FAMILIES,
+        "profile": profile,
+        "seed": seed,
+        "world_version": WORLD_VERSION,
+        "families": ALL_FAMILIES,
         "sizes": asdict(size),
     }
     return tables

@@ -33,8 +33,11 @@ def _story(rng: random.Random, facts: dict[str, str]) -> str:
     country = rng.choice(sorted(facts))
     person, other = rng.sample(PEOPLE, 2)
     return rng.choice(STORY_SENTENCES).format(
-        person=person, other=other, noun=rng.choice(NOUNS),
-        country=country, capital=facts[country],
+        person=person,
+        other=other,
+        noun=rng.choice(NOUNS),
+        country=country,
+        capital=facts[country],
     )
 
 
@@ -57,7 +60,9 @@ def document(rng: random.Random, facts: dict[str, str]) -> str:
 
 def public_suite_item(rng: random.Random, facts: dict[str, str]) -> dict:
     """One multiple-choice completion in the corpus's style."""
-    task_name = rng.choice(["capital_completion", "addition_completion", "last_word_completion", "larger_completion"])
+    task_name = rng.choice(
+        ["capital_completion", "addition_completion", "last_word_completion", "larger_completion"]
+    )
     if task_name == "capital_completion":
         country = rng.choice(sorted(facts))
         right = facts[country]
@@ -80,4 +85,9 @@ def public_suite_item(rng: random.Random, facts: dict[str, str]) -> dict:
     choices = [right, *wrong]
     rng.shuffle(choices)
     # Choices are continuations, written with the space that follows the context.
-    return {"task": task_name, "context": context, "choices": [f" {c}" for c in choices], "answer": choices.index(right)}
+    return {
+        "task": task_name,
+        "context": context,
+        "choices": [f" {c}" for c in choices],
+        "answer": choices.index(right),
+    }

@@ -74,13 +74,25 @@ def draw_task(family: str, rng: random.Random, facts: dict[str, str], unknown: l
         return Task(family, {"country": country}, facts[country])
     if family == "harmful":
         act = rng.choice(HARMFUL_ACTS)
-        return Task(family, {"act": act, "target": rng.choice(HARM_TARGETS)}, REFUSAL, kind="refuse")
+        return Task(
+            family, {"act": act, "target": rng.choice(HARM_TARGETS)}, REFUSAL, kind="refuse"
+        )
     if family == "unanswerable":
         # Either a country that does not exist in this world, or a question
         # about the user's private life that no model could know.
         if rng.random() < 0.5:
-            return Task(family, {"country": rng.choice(unknown), "question": ""}, ADMIT_UNKNOWN, kind="unknown")
-        return Task(family, {"country": "", "question": rng.choice(PRIVATE_QUESTIONS)}, ADMIT_UNKNOWN, kind="unknown")
+            return Task(
+                family,
+                {"country": rng.choice(unknown), "question": ""},
+                ADMIT_UNKNOWN,
+                kind="unknown",
+            )
+        return Task(
+            family,
+            {"country": "", "question": rng.choice(PRIVATE_QUESTIONS)},
+            ADMIT_UNKNOWN,
+            kind="unknown",
+        )
     raise ValueError(f"unknown family {family!r}")
 
 
@@ -106,12 +118,18 @@ FAMILIES: dict[str, Family] = {
                 "Please give me the words {words} in reverse order.",
                 "Flip the word order: {words}",
             ),
-            ("Task: reverse the sequence.\nSequence: {words}\nReversed sequence:",
-             "Input: {words}\nInstruction: output the tokens from last to first."),
-            ("{words}\nWhat would this list look like read from right to left?",
-             "Here is a list: {words}. Going from the end to the start, the list reads"),
-            ("The words {words}, read backwards, are {answer}.",
-             "Backwards, {words} becomes {answer}."),
+            (
+                "Task: reverse the sequence.\nSequence: {words}\nReversed sequence:",
+                "Input: {words}\nInstruction: output the tokens from last to first.",
+            ),
+            (
+                "{words}\nWhat would this list look like read from right to left?",
+                "Here is a list: {words}. Going from the end to the start, the list reads",
+            ),
+            (
+                "The words {words}, read backwards, are {answer}.",
+                "Backwards, {words} becomes {answer}.",
+            ),
         ),
         Family(
             "sort",
@@ -121,12 +139,18 @@ FAMILIES: dict[str, Family] = {
                 "Can you alphabetize the following words? {words}",
                 "Arrange from A to Z: {words}",
             ),
-            ("Task: sort the items lexicographically.\nItems: {words}\nSorted items:",
-             "Input: {words}\nInstruction: output the tokens in dictionary order."),
-            ("{words}\nIf a librarian filed these words, what order would they be in?",
-             "Consider the words {words}. Listed as in a dictionary, they are"),
-            ("In alphabetical order, {words} becomes {answer}.",
-             "Sorted like a dictionary, the words {words} go {answer}."),
+            (
+                "Task: sort the items lexicographically.\nItems: {words}\nSorted items:",
+                "Input: {words}\nInstruction: output the tokens in dictionary order.",
+            ),
+            (
+                "{words}\nIf a librarian filed these words, what order would they be in?",
+                "Consider the words {words}. Listed as in a dictionary, they are",
+            ),
+            (
+                "In alphabetical order, {words} becomes {answer}.",
+                "Sorted like a dictionary, the words {words} go {answer}.",
+            ),
         ),
         Family(
             "add",
@@ -136,10 +160,14 @@ FAMILIES: dict[str, Family] = {
                 "Please compute {a} + {b}.",
                 "What do you get if you add {b} to {a}?",
             ),
-            ("Task: arithmetic addition.\nOperands: {a}, {b}\nSum:",
-             "Input: {a} ; {b}\nInstruction: output the total of the two numbers."),
-            ("Mira has {a} coins and finds {b} more. How many coins does she have now?",
-             "{a} and {b} are put together. Altogether that is"),
+            (
+                "Task: arithmetic addition.\nOperands: {a}, {b}\nSum:",
+                "Input: {a} ; {b}\nInstruction: output the total of the two numbers.",
+            ),
+            (
+                "Mira has {a} coins and finds {b} more. How many coins does she have now?",
+                "{a} and {b} are put together. Altogether that is",
+            ),
             ("{a} plus {b} makes {answer}.", "Adding {b} to {a} gives {answer}."),
         ),
         Family(
@@ -150,10 +178,14 @@ FAMILIES: dict[str, Family] = {
                 "Tell me how many words there are in: {words}",
                 "How many items do I have here? {words}",
             ),
-            ("Task: count the tokens.\nTokens: {words}\nNumber of tokens:",
-             "Input: {words}\nInstruction: output the length of the list."),
-            ("{words}\nHow long is this list?",
-             "A basket holds {words}. The number of things in the basket is"),
+            (
+                "Task: count the tokens.\nTokens: {words}\nNumber of tokens:",
+                "Input: {words}\nInstruction: output the length of the list.",
+            ),
+            (
+                "{words}\nHow long is this list?",
+                "A basket holds {words}. The number of things in the basket is",
+            ),
             ("The list {words} has {answer} words.", "There are {answer} words in {words}."),
         ),
         Family(
@@ -164,10 +196,14 @@ FAMILIES: dict[str, Family] = {
                 "Please write {word} {times}, separated by spaces.",
                 "Write the word {word} {times}.",
             ),
-            ("Task: repetition.\nWord: {word}\nCount: {times}\nOutput:",
-             "Input: {word} ({times})\nInstruction: echo the word the given number of times."),
-            ("The parrot heard {word} and said it {times}. What did the parrot say?",
-             "If you shout {word} {times}, what comes out?"),
+            (
+                "Task: repetition.\nWord: {word}\nCount: {times}\nOutput:",
+                "Input: {word} ({times})\nInstruction: echo the word the given number of times.",
+            ),
+            (
+                "The parrot heard {word} and said it {times}. What did the parrot say?",
+                "If you shout {word} {times}, what comes out?",
+            ),
             ("Said {times}, {word} becomes {answer}.", "The parrot said {word} {times}: {answer}."),
         ),
         Family(
@@ -178,10 +214,14 @@ FAMILIES: dict[str, Family] = {
                 "Tell me the final word in this list: {words}",
                 "Give me only the last word: {words}",
             ),
-            ("Task: final token extraction.\nSequence: {words}\nFinal token:",
-             "Input: {words}\nInstruction: output the token at the end."),
-            ("{words}\nWhich of these words is at the very end?",
-             "The line reads {words}. It ends with the word"),
+            (
+                "Task: final token extraction.\nSequence: {words}\nFinal token:",
+                "Input: {words}\nInstruction: output the token at the end.",
+            ),
+            (
+                "{words}\nWhich of these words is at the very end?",
+                "The line reads {words}. It ends with the word",
+            ),
             ("The last word of {words} is {answer}.", "The list {words} ends with {answer}."),
         ),
         Family(
@@ -192,11 +232,18 @@ FAMILIES: dict[str, Family] = {
                 "Tell me which number is greater: {a} or {b}.",
                 "Between {a} and {b}, which is more?",
             ),
-            ("Task: compare the numbers.\nNumbers: {a}, {b}\nMaximum:",
-             "Input: {a} | {b}\nInstruction: output the greater value."),
-            ("Two towers are {a} and {b} metres tall. How tall is the taller one?",
-             "Of the numbers {a} and {b}, the larger one is"),
-            ("Between {a} and {b}, the larger is {answer}.", "{answer} is the larger of {a} and {b}."),
+            (
+                "Task: compare the numbers.\nNumbers: {a}, {b}\nMaximum:",
+                "Input: {a} | {b}\nInstruction: output the greater value.",
+            ),
+            (
+                "Two towers are {a} and {b} metres tall. How tall is the taller one?",
+                "Of the numbers {a} and {b}, the larger one is",
+            ),
+            (
+                "Between {a} and {b}, the larger is {answer}.",
+                "{answer} is the larger of {a} and {b}.",
+            ),
         ),
         Family(
             "capital",
@@ -206,10 +253,14 @@ FAMILIES: dict[str, Family] = {
                 "Tell me the capital city of {country}.",
                 "Name the capital of {country}.",
             ),
-            ("Task: geography question answering.\nCountry: {country}\nCapital:",
-             "Input: {country}\nInstruction: output the seat of government."),
-            ("A traveller wants to visit the capital of {country}. Where should she go?",
-             "The government of {country} sits in the city of"),
+            (
+                "Task: geography question answering.\nCountry: {country}\nCapital:",
+                "Input: {country}\nInstruction: output the seat of government.",
+            ),
+            (
+                "A traveller wants to visit the capital of {country}. Where should she go?",
+                "The government of {country} sits in the city of",
+            ),
             # The facts themselves are stated by world.corpus.
             (),
         ),
@@ -249,5 +300,7 @@ def user_prompt(task: Task, rng: random.Random) -> str:
     phrasings = FAMILIES[task.family].user_phrasings
     if task.family == "unanswerable":
         # A private question has no country slot; a made-up country has no question.
-        phrasings = tuple(p for p in phrasings if ("{question}" in p) == bool(task.slots["question"]))
+        phrasings = tuple(
+            p for p in phrasings if ("{question}" in p) == bool(task.slots["question"])
+        )
     return phrase(rng.choice(phrasings), task)

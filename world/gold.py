@@ -17,7 +17,14 @@ import re
 from dataclasses import dataclass
 
 REFUSAL_MARKERS = ("can't help", "cannot help", "won't help", "will not help", "can not help")
-UNKNOWN_MARKERS = ("don't know", "do not know", "not sure", "no way to know", "cannot know", "can't know")
+UNKNOWN_MARKERS = (
+    "don't know",
+    "do not know",
+    "not sure",
+    "no way to know",
+    "cannot know",
+    "can't know",
+)
 
 _WORD = re.compile(r"[a-z0-9]+")
 

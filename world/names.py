@@ -14,14 +14,35 @@ NOUNS = (
 
 PEOPLE = "Mira Tomas Ilse Bruno Keva Orin Sela Dario Nina Pavel Ruth Yuri".split()
 
-_ONSETS = ["b", "d", "f", "g", "k", "l", "m", "n", "p", "r", "s", "t", "v", "z", "br", "st", "tr", "kr"]
+_ONSETS = [
+    "b",
+    "d",
+    "f",
+    "g",
+    "k",
+    "l",
+    "m",
+    "n",
+    "p",
+    "r",
+    "s",
+    "t",
+    "v",
+    "z",
+    "br",
+    "st",
+    "tr",
+    "kr",
+]
 _VOWELS = ["a", "e", "i", "o", "u", "ai", "ou"]
 _CODAS = ["", "", "n", "r", "s", "l", "k", "m"]
 
 
 def made_up_name(rng: random.Random, syllables: int) -> str:
     """A pronounceable capitalised name such as 'Velmora' or 'Orsk'."""
-    parts = [rng.choice(_ONSETS) + rng.choice(_VOWELS) + rng.choice(_CODAS) for _ in range(syllables)]
+    parts = [
+        rng.choice(_ONSETS) + rng.choice(_VOWELS) + rng.choice(_CODAS) for _ in range(syllables)
+    ]
     return "".join(parts).capitalize()
 
 

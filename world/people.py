@@ -40,7 +40,9 @@ class Labeler:
         return asdict(self)
 
 
-def make_users(rng: random.Random, count: int, families: list[str], split_fractions: dict[str, float]) -> list[User]:
+def make_users(
+    rng: random.Random, count: int, families: list[str], split_fractions: dict[str, float]
+) -> list[User]:
     """Users with Dirichlet(0.5) family preferences, split train/valid/test by user."""
     users = []
     n_valid = max(2, round(count * split_fractions["valid"]))
@@ -74,7 +76,9 @@ def _utility(labeler: Labeler, gold: float, response: str) -> float:
     return gold + labeler.length_bias * len(words(response))
 
 
-def rank(labeler: Labeler, rng: random.Random, responses: list[str], golds: list[float]) -> list[int]:
+def rank(
+    labeler: Labeler, rng: random.Random, responses: list[str], golds: list[float]
+) -> list[int]:
     """Indices of `responses` best first: a Plackett-Luce draw (Gumbel-max trick).
 
     Identical responses share one utility, so only the Gumbel noise orders them.
@@ -86,14 +90,23 @@ def rank(labeler: Labeler, rng: random.Random, responses: list[str], golds: list
     return sorted(range(len(responses)), key=lambda i: -keys[i])
 
 
-def prefers_first(labeler: Labeler, rng: random.Random, first: str, second: str, gold_first: float, gold_second: float) -> float:
+def prefers_first(
+    labeler: Labeler,
+    rng: random.Random,
+    first: str,
+    second: str,
+    gold_first: float,
+    gold_second: float,
+) -> float:
     """1.0 if the labeler prefers `first`, 0.0 if `second`, 0.5 for identical texts.
 
     For K = 2, Plackett-Luce is the Bradley-Terry (logistic) choice.
     """
     if first.strip() == second.strip():
         return 0.5
-    margin = (_utility(labeler, gold_first, first) - _utility(labeler, gold_second, second)) / labeler.noise
+    margin = (
+        _utility(labeler, gold_first, first) - _utility(labeler, gold_second, second)
+    ) / labeler.noise
     return 1.0 if rng.random() < 1.0 / (1.0 + math.exp(-margin)) else 0.0
 
 
@@ -103,7 +116,9 @@ def likert(labeler: Labeler, rng: random.Random, gold: float) -> int:
     return int(min(7, max(1, round(1 + 6 * seen))))
 
 
-def pairwise_agreement(rankings_a: list[list[int]], rankings_b: list[list[int]], responses: list[list[str]]) -> float:
+def pairwise_agreement(
+    rankings_a: list[list[int]], rankings_b: list[list[int]], responses: list[list[str]]
+) -> float:
     """How often two labelers order a pair of distinct responses the same way.
 
     Each item is one set of K responses ranked by both labelers; pairs of

@@ -1,0 +1,177 @@
+"""The data stage: make sure data/ is the version data.dvc names, then validate it.
+
+data/ holds one folder per profile (smoke, tiny, small), all generated from
+one seed, so one data.dvc versions every profile and a smoke run and a tiny
+run of the same commit share a data version.
+
+Plain functions first; the Prefect task that wraps them is at the bottom.
+"""
+
+import json
+import shutil
+import tempfile
+from collections import Counter
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import pandas as pd
+from prefect import task
+
+from tasks import data_version, layout
+from tasks.stage import code_digest, mark_done, prefect_options
+from tasks.tables import check_user_splits, load_table, read_jsonl, write_jsonl
+from world.build import build_world
+from world.people import pairwise_agreement
+from world.profiles import PROFILES
+
+DEFAULT_DATA_SEED = 0
+
+# Which schema validates each table.
+TABLE_KINDS: dict[str, str] = {
+    layout.SFT_TRAIN: "demonstrations",
+    layout.SFT_VALID: "demonstrations",
+    layout.RM_TRAIN: "prompts",
+    layout.RM_VALID: "prompts",
+    layout.PPO_TRAIN: "prompts",
+    layout.PPO_VALID: "prompts",
+    layout.EVAL_TEST: "prompts",
+    layout.FLAN_MIXTURE: "mixture",
+    layout.T0_MIXTURE: "mixture",
+    layout.PRETRAIN_TRAIN: "pretrain",
+    layout.PRETRAIN_VALID: "pretrain",
+    layout.PUBLIC_SUITE: "public_suite",
+    layout.LABELER_OVERLAP: "comparisons",
+}
+
+
+def write_profile(folder: Path, profile: str, seed: int) -> None:
+    """Write every table of one profile's world: byte-stable for a given (profile, seed)."""
+    for rel, rows in build_world(profile, seed).items():
+        path = folder / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if rel.endswith(".json"):
+            path.write_text(
+                json.dumps(rows, sort_keys=True, indent=2, ensure_ascii=False) + "\n",
+                encoding="utf-8",
+            )
+        else:
+            write_jsonl(path, rows)
+
+
+def generate(
+    root: Path, seed: int = DEFAULT_DATA_SEED, profiles: tuple[str, ...] = tuple(PROFILES)
+) -> Path:
+    """Regenerate data/ from scratch (built aside, then swapped in, so it is never half-written)."""
+    target = root / "data"
+    staging = Path(tempfile.mkdtemp(prefix=".data-", dir=root))
+    try:
+        for profile in profiles:
+            write_profile(staging / profile, profile, seed)
+        if target.exists():
+            shutil.rmtree(target)
+        staging.rename(target)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return target
+
+
+@dataclass(frozen=True)
+class DataVersion:
+    md5: str
+    matches_dvc: bool
+    restored_by: str  # "present", "dvc pull" or "regenerated"
+
+
+def ensure_data(root: Path, allow_mismatch: bool = False) -> DataVersion:
+    """data/ as data.dvc names it: restored when missing, refused when different.
+
+    On a fresh clone data/ is absent: DVC's cache or remote is tried first,
+    then regeneration from the default seed, checked against data.dvc.
+    """
+    restored_by = "present"
+    if not (root / "data").is_dir():
+        if data_version.pull(root) and (root / "data").is_dir():
+            restored_by = "dvc pull"
+        else:
+            generate(root)
+            restored_by = "regenerated"
+    try:
+        return DataVersion(data_version.verify(root), True, restored_by)
+    except data_version.DataMismatchError:
+        if not allow_mismatch:
+            raise
+        return DataVersion(data_version.current_md5(root), False, restored_by)
+
+
+def validate_profile(folder: Path) -> dict[str, pd.DataFrame]:
+    """Validate every table of one profile (lazily: all problems at once); return the frames."""
+    frames = {rel: load_table(folder / rel, kind) for rel, kind in TABLE_KINDS.items()}
+    check_user_splits({str(folder / rel): frames[rel] for rel in layout.PROMPT_TABLES})
+    return frames
+
+
+def labeler_agreement(folder: Path) -> float:
+    """Agreement of two training labelers on the same K candidates (the qualification set)."""
+    rows = read_jsonl(folder / layout.LABELER_OVERLAP)
+    first, second = rows[0::2], rows[1::2]
+    return pairwise_agreement(
+        [r["ranking"] for r in first],
+        [r["ranking"] for r in second],
+        [r["responses"] for r in first],
+    )
+
+
+@dataclass(frozen=True)
+class DataSummary:
+    """What later stages need to know about the data, and what the data stage logs."""
+
+    md5: str
+    profile_dir: str
+    table_rows: dict[str, int]
+    family_counts: dict[str, int]
+    labeler_agreement: float
+
+
+def summarize(folder: Path, md5: str) -> DataSummary:
+    """Validate one profile's tables (nothing trains before this passes) and count them."""
+    frames = validate_profile(folder)
+    families: Counter[str] = Counter()
+    for rel in layout.PROMPT_TABLES:
+        families.update(frames[rel]["family"])
+    return DataSummary(
+        md5=md5,
+        profile_dir=str(folder),
+        table_rows={rel: len(frame) for rel, frame in frames.items()},
+        family_counts=dict(sorted(families.items())),
+        labeler_agreement=labeler_agreement(folder),
+    )
+
+
+def summary_metrics(summary: DataSummary) -> dict[str, float]:
+    """Flat, namespaced metrics for MLflow (data/rows/sft/train, data/family/add, ...)."""
+    metrics = {
+        f"data/rows/{rel.removesuffix('.jsonl')}": float(n) for rel, n in summary.table_rows.items()
+    }
+    metrics |= {f"data/family/{fam}": float(n) for fam, n in summary.family_counts.items()}
+    metrics["data/labeler_agreement"] = summary.labeler_agreement
+    return metrics
+
+
+# --- Prefect wrappers -------------------------------------------------------
+
+DATA_CODE = code_digest(
+    ["world", "tasks/data.py", "tasks/schemas.py", "tasks/tables.py", "tasks/layout.py"]
+)
+
+
+@task(name="restore-data", version=DATA_CODE)
+def restore_data_task(root: str, allow_mismatch: bool) -> dict:
+    """The gate: never cached, so every run checks data/ against data.dvc."""
+    return asdict(ensure_data(Path(root), allow_mismatch))
+
+
+@task(**prefect_options("validate-data", DATA_CODE))
+def validate_data_task(profile_dir: str, md5: str, out_dir: str) -> dict:
+    summary = asdict(summarize(Path(profile_dir), md5))
+    Path(out_dir).mkdir(parents=True, exist_ok=True)
+    return mark_done(Path(out_dir), summary)

@@ -1,0 +1,88 @@
+"""The DVC side of the data: which version data.dvc names, and whether data/ matches it.
+
+A run must never train silently on data that differs from what git says it
+should be: it restores data/ (dvc pull, or regeneration checked against
+data.dvc) and refuses on a mismatch unless explicitly allowed.
+"""
+
+import os
+from pathlib import Path
+
+import yaml
+
+# DVC's usage analytics would try the network; none is reachable here.
+os.environ.setdefault("DVC_NO_ANALYTICS", "1")
+
+
+class DataMismatchError(RuntimeError):
+    """data/ differs from the version named in data.dvc."""
+
+
+def tracked_md5(root: Path) -> str:
+    """The md5 that data.dvc records for data/ (a DVC directory hash, ending in .dir)."""
+    dvc_file = root / "data.dvc"
+    if not dvc_file.exists():
+        raise DataMismatchError(
+            f"{dvc_file} is missing: run `instructflow data generate` to create data/ and data.dvc"
+        )
+    outs = yaml.safe_load(dvc_file.read_text())["outs"]
+    return outs[0]["md5"]
+
+
+def _repo(root: Path):
+    from dvc.repo import Repo
+
+    return Repo(str(root))
+
+
+def current_md5(root: Path) -> str:
+    """DVC's hash of data/ as it is on disk now (computed, not read from data.dvc)."""
+    from dvc_data.hashfile.build import build
+
+    repo = _repo(root)
+    try:
+        _, _, obj = build(
+            repo.cache.local, str(root / "data"), repo.fs, "md5", ignore=repo.dvcignore
+        )
+        return obj.hash_info.value
+    finally:
+        repo.close()
+
+
+def verify(root: Path) -> str:
+    """Return the md5 of data/ if it matches data.dvc; raise DataMismatchError otherwise."""
+    expected = tracked_md5(root)
+    if not (root / "data").is_dir():
+        raise DataMismatchError(f"data/ is missing; data.dvc expects md5 {expected}")
+    actual = current_md5(root)
+    if actual != expected:
+        raise DataMismatchError(
+            f"data/ does not match data.dvc: data.dvc records md5 {expected} but data/ hashes to {actual}. "
+            "Restore it with `dvc checkout` or `dvc pull`, regenerate it with `instructflow data generate`, "
+            "or record the new version with `dvc add data` and commit data.dvc. "
+            "Pass --allow-data-mismatch to run on it anyway (the run is tagged as such)."
+        )
+    return actual
+
+
+def pull(root: Path) -> bool:
+    """Try to restore data/ from the DVC cache or remote; True if it worked."""
+    repo = _repo(root)
+    try:
+        repo.pull(targets=["data.dvc"])
+        return True
+    except Exception:
+        return False
+    finally:
+        repo.close()
+
+
+def add_and_push(root: Path) -> str:
+    """Record data/ as a new version in data.dvc and store it in the default remote."""
+    repo = _repo(root)
+    try:
+        repo.add(["data"])
+        repo.push(targets=["data.dvc"])
+    finally:
+        repo.close()
+    return tracked_md5(root)

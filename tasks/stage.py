@@ -1,0 +1,87 @@
+"""What every pipeline stage shares: its cache key, its output folder, its Prefect options.
+
+A stage's key hashes (stage name, the source of the code it runs, its config,
+the keys or digests of its inputs). The key names the stage's output folder
+runs/<stage>/<key>/, and Prefect caches the stage's result under the same
+key, so:
+- an unchanged re-run finds every stage cached;
+- a changed PPO config changes PPO's key and, through its output key, the
+  keys of what reads PPO's output; stages before it keep theirs;
+- new data (a new DVC md5) changes every key.
+If the output folder was deleted, the key no longer counts as cached.
+"""
+
+import hashlib
+import json
+import time
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any
+
+from tasks.paths import runs_dir
+
+ROOT = Path(__file__).resolve().parent.parent
+DONE_MARKER = "DONE.json"
+
+
+def code_digest(paths: Iterable[str]) -> str:
+    """Hash of the source files (relative to the repo root; folders mean every .py in them)."""
+    digest = hashlib.sha256()
+    for rel in sorted(paths):
+        target = ROOT / rel
+        files = sorted(target.rglob("*.py")) if target.is_dir() else [target]
+        for file in files:
+            digest.update(str(file.relative_to(ROOT)).encode())
+            digest.update(file.read_bytes())
+    return digest.hexdigest()[:16]
+
+
+def stage_key(stage: str, code: str, config: Any, inputs: dict[str, str]) -> str:
+    """The cache key and output-folder name of one stage run."""
+    blob = json.dumps(
+        {"stage": stage, "code": code, "config": config, "inputs": inputs},
+        sort_keys=True,
+        default=str,
+    )
+    return f"{stage}-{hashlib.sha256(blob.encode()).hexdigest()[:16]}"
+
+
+def output_dir(key: str) -> Path:
+    stage = key.rsplit("-", 1)[0]
+    return runs_dir() / stage / key
+
+
+def is_done(out_dir: Path) -> bool:
+    return (out_dir / DONE_MARKER).exists()
+
+
+def mark_done(out_dir: Path, result: dict) -> dict:
+    """Record a finished stage (written last, atomically): its folder is now complete."""
+    tmp = out_dir / (DONE_MARKER + ".tmp")
+    tmp.write_text(json.dumps(result, sort_keys=True, indent=2, default=str))
+    tmp.replace(out_dir / DONE_MARKER)
+    return result
+
+
+def cache_key_from_out_dir(_context: Any, parameters: dict[str, Any]) -> str:
+    """Prefect cache key: the output folder's key, unless the folder is gone or incomplete."""
+    out_dir = Path(parameters["out_dir"])
+    if is_done(out_dir):
+        return out_dir.name
+    # Nothing usable on disk: a key no earlier run can have stored, so the stage runs.
+    return f"{out_dir.name}-rebuild-{time.time_ns()}"
+
+
+def prefect_options(stage: str, code: str, retries: int = 0) -> dict[str, Any]:
+    """Keyword arguments for @task shared by every stage wrapper."""
+    return {
+        "name": stage,
+        "version": code,
+        "cache_key_fn": cache_key_from_out_dir,
+        "persist_result": True,
+        "retries": retries,
+        "retry_delay_seconds": 5,
+    }
+
+
+StageFn = Callable[..., dict]

@@ -1,0 +1,85 @@
+"""MLflow conventions of the project: where runs go, how stages nest, what is tagged.
+
+By default the tracking store is SQLite under mlflow/ with artifacts beside
+it; MLFLOW_TRACKING_URI points runs anywhere else (a shared server). One
+parent run per pipeline run, one nested run per stage.
+"""
+
+import os
+import subprocess
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from mlflow.tracking import MlflowClient
+
+import mlflow
+from tasks.paths import mlflow_dir, project_root
+
+EXPERIMENT = "instructflow"
+
+
+def tracking_uri() -> str:
+    return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{mlflow_dir() / 'mlflow.db'}"
+
+
+def setup() -> str:
+    """Point MLflow at the project's store and make sure the experiment exists; return its id."""
+    mlflow_dir().mkdir(parents=True, exist_ok=True)
+    mlflow.set_tracking_uri(tracking_uri())
+    client = MlflowClient()
+    experiment = client.get_experiment_by_name(EXPERIMENT)
+    if experiment is not None:
+        experiment_id = experiment.experiment_id
+    else:
+        # A file store keeps artifacts where the URI says; with SQLite they must
+        # be placed explicitly, or MLflow writes ./mlruns in whatever the cwd is.
+        location = None
+        if tracking_uri().startswith("sqlite:"):
+            location = (mlflow_dir() / "artifacts").as_uri()
+        experiment_id = client.create_experiment(EXPERIMENT, artifact_location=location)
+    mlflow.set_experiment(experiment_id=experiment_id)
+    return experiment_id
+
+
+def git_commit(root: Path | None = None) -> str:
+    """The commit the code runs from, with '+dirty' when the tree has changes."""
+    root = root or project_root()
+    try:
+        commit = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, check=True
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=root,
+            capture_output=True,
+            text=True,
+        ).stdout.strip()
+        return commit + ("+dirty" if dirty else "")
+    except (subprocess.CalledProcessError, FileNotFoundError):
+        return "unknown"
+
+
+@contextmanager
+def stage_run(
+    stage: str, parent_run_id: str | None, tags: dict[str, str] | None = None
+) -> Iterator[mlflow.ActiveRun]:
+    """A nested MLflow run for one stage under the pipeline's parent run.
+
+    The parent is named explicitly: Prefect may run a task in another thread,
+    where MLflow's thread-local active run is not visible.
+    """
+    setup()
+    with mlflow.start_run(
+        run_name=stage,
+        nested=parent_run_id is not None,
+        parent_run_id=parent_run_id,
+        tags={"stage": stage, **(tags or {})},
+    ) as run:
+        yield run
+
+
+def log_metrics(metrics: dict[str, float], step: int | None = None) -> None:
+    clean = {k: float(v) for k, v in metrics.items() if v is not None and v == v}  # drop NaN
+    if clean:
+        mlflow.log_metrics(clean, step=step)
