@@ -1,0 +1,152 @@
+"""Build, load and save causal language models.
+
+Two ways in: `build_gpt2` makes the small default model from config (nothing
+is ever downloaded), `load_causal_lm` opens any local Hugging Face causal-LM
+directory a user brings. Both end with the same contract: a tokenizer with a
+pad token and a model whose `config.pad_token_id` matches it.
+"""
+
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from transformers import (
+    AutoModelForCausalLM,
+    AutoTokenizer,
+    GPT2Config,
+    GPT2LMHeadModel,
+    PreTrainedModel,
+    PreTrainedTokenizerBase,
+)
+
+# Tried in order when a loaded tokenizer has no pad token.
+_PAD_CANDIDATES = ("<|pad|>", "<pad>", "[PAD]")
+
+
+@dataclass(frozen=True)
+class GPT2Size:
+    """Shape of a GPT-2 built from scratch."""
+
+    n_layer: int = 4
+    """Number of transformer blocks."""
+    n_head: int = 4
+    """Attention heads per block; must divide `n_embd`."""
+    n_embd: int = 128
+    """Width of the residual stream (embedding size)."""
+    n_positions: int = 256
+    """Longest sequence (prompt + response) the model can read."""
+
+
+def build_gpt2(tokenizer: PreTrainedTokenizerBase, size: GPT2Size, seed: int) -> GPT2LMHeadModel:
+    """A freshly initialised GPT-2 whose vocabulary and special ids match `tokenizer`."""
+    if tokenizer.pad_token_id is None or tokenizer.eos_token_id is None:
+        raise ValueError("tokenizer needs both an eos and a pad token")
+    config = GPT2Config(
+        vocab_size=len(tokenizer),
+        n_layer=size.n_layer,
+        n_head=size.n_head,
+        n_embd=size.n_embd,
+        n_positions=size.n_positions,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+        # The model is tiny and trained briefly; dropout would only cost
+        # determinism (and make PPO's old/new log-probs disagree).
+        resid_pdrop=0.0,
+        embd_pdrop=0.0,
+        attn_pdrop=0.0,
+        summary_first_dropout=0.0,
+    )
+    # The seed fixes the initial weights, independent of any earlier RNG use.
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = GPT2LMHeadModel(config)
+    return model
+
+
+def ensure_pad_token(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase) -> None:
+    """Give `tokenizer` a pad token and write its id into `model.config`.
+
+    Preference order, and why:
+    1. The tokenizer's own pad token, if it has one.
+    2. A pad token that already exists in the vocabulary (e.g. `<|pad|>`):
+       distinct from EOS, no change to the embedding matrix.
+    3. A new `<|pad|>` token, if the model's embedding matrix already has a
+       spare row for it (many checkpoints round the matrix up): distinct from
+       EOS and the weights keep their shape.
+    4. Otherwise EOS is reused as pad. Adding a token would resize the
+       embeddings and change the model's vocabulary, which a user's model
+       should not silently undergo. Sampling and log-probs are unaffected
+       (they use attention masks and the first EOS); the reward model, which
+       needs a pad distinct from EOS, gives itself one
+       (`models.reward_model.reward_model_from_causal_lm`).
+    """
+    if tokenizer.pad_token is None:
+        vocab = tokenizer.get_vocab()
+        existing = next((t for t in _PAD_CANDIDATES if t in vocab), None)
+        n_rows = model.get_input_embeddings().weight.shape[0]
+        if existing is not None:
+            tokenizer.pad_token = existing
+        elif len(tokenizer) < n_rows:
+            tokenizer.add_special_tokens({"pad_token": _PAD_CANDIDATES[0]})
+        else:
+            tokenizer.pad_token = tokenizer.eos_token
+    model.config.pad_token_id = tokenizer.pad_token_id
+    if model.generation_config is not None:
+        model.generation_config.pad_token_id = tokenizer.pad_token_id
+
+
+def load_causal_lm(path: str | os.PathLike) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+    """Open a local Hugging Face causal-LM directory (never touches the network)."""
+    tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
+    model = AutoModelForCausalLM.from_pretrained(path, local_files_only=True)
+    ensure_pad_token(model, tokenizer)
+    return model, tokenizer
+
+
+def save_model(
+    model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, path: str | os.PathLike
+) -> None:
+    """Save model and tokenizer (safetensors) to `path`, all or nothing.
+
+    Everything is written into a temporary directory beside `path` (same
+    filesystem, so the final rename is atomic) and renamed into place only
+    once complete. A save killed half-way leaves at most a `.tmp-*` directory,
+    never a half-written checkpoint at `path` that a later stage would load.
+    When overwriting, the old checkpoint is moved aside first; a kill between
+    the two renames leaves `path` absent (the old one is in `.old-*`), still
+    never half-written.
+    """
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{target.name}-", dir=target.parent))
+    try:
+        # transformers 5 always writes safetensors (the option was removed).
+        model.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+        if target.exists():
+            # A directory cannot be atomically replaced by another non-empty
+            # one: move the old one aside first, then drop it once the new
+            # one is in place.
+            old = target.parent / f".old-{target.name}-{os.getpid()}"
+            os.replace(target, old)
+            os.replace(tmp, target)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, target)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def context_length(model: PreTrainedModel) -> int:
+    """The longest sequence `model` can read, whatever its architecture calls it."""
+    config = model.config
+    for name in ("max_position_embeddings", "n_positions", "n_ctx", "max_sequence_length"):
+        value = getattr(config, name, None)
+        if isinstance(value, int) and value > 0:
+            return value
+    raise ValueError(f"cannot tell the context length of {type(model).__name__}")

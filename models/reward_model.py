@@ -1,0 +1,140 @@
+"""The reward model: the SFT network with its unembedding swapped for a scalar head.
+
+`AutoModelForSequenceClassification(num_labels=1)` built from the SFT
+directory keeps the trunk's weights, drops the LM head and adds a fresh
+`score` head. The reward of a sequence is the score at its last real token,
+which is the EOS that ends the response: the model has read the whole
+prompt and response there.
+
+Two readings of the same head:
+- `rewards`: one scalar per sequence (RM training, PPO's episode reward).
+- `token_values`: the score at every position (the PPO value function,
+  initialised from the RM as in the paper).
+Both include `config.reward_offset`, the bias that makes labeler
+demonstrations score mean 0 (set after training, saved with the config).
+"""
+
+import os
+from collections.abc import Sequence
+
+import torch
+from transformers import (
+    AutoModelForSequenceClassification,
+    AutoTokenizer,
+    PreTrainedModel,
+    PreTrainedTokenizerBase,
+)
+
+from models.batching import encode_pair, pad_batch
+from models.sampling import position_ids_from_mask
+
+_PAD_CANDIDATES = ("<|pad|>", "<pad>", "[PAD]")
+
+
+def _ensure_distinct_pad(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase) -> None:
+    """Make pad a token of its own, so "last non-pad token" is the final EOS.
+
+    HF's sequence-classification forward finds the last token by
+    `input_ids != pad_token_id`; with pad == eos it would read the token
+    before the EOS. If the tokenizer has no distinct pad, an existing pad-like
+    token is used, else a new one is added and the RM's embeddings grow by a
+    row (the RM is a new network anyway; policy token ids stay valid in it).
+    """
+    if tokenizer.pad_token is None or tokenizer.pad_token_id == tokenizer.eos_token_id:
+        vocab = tokenizer.get_vocab()
+        existing = next((t for t in _PAD_CANDIDATES if t in vocab), None)
+        if existing is not None and vocab[existing] != tokenizer.eos_token_id:
+            tokenizer.pad_token = existing
+        else:
+            tokenizer.add_special_tokens({"pad_token": _PAD_CANDIDATES[0]})
+            if len(tokenizer) > model.get_input_embeddings().weight.shape[0]:
+                model.resize_token_embeddings(len(tokenizer))
+    model.config.pad_token_id = tokenizer.pad_token_id
+
+
+def reward_model_from_causal_lm(
+    path: str | os.PathLike, seed: int = 0
+) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+    """A scalar-head model from a local causal-LM directory (or reload a saved RM).
+
+    From an SFT checkpoint the `score` head is new (initialised under `seed`);
+    from a directory saved by `models.lm.save_model` after RM training, the
+    trained head and `reward_offset` come back as they were.
+    """
+    tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = AutoModelForSequenceClassification.from_pretrained(
+            path, num_labels=1, local_files_only=True
+        )
+    _ensure_distinct_pad(model, tokenizer)
+    model.config.reward_offset = float(getattr(model.config, "reward_offset", 0.0))
+    return model, tokenizer
+
+
+def set_reward_offset(model: PreTrainedModel, offset: float) -> None:
+    """Store the bias added to every reward (saved with the config by save_pretrained)."""
+    model.config.reward_offset = float(offset)
+
+
+def token_values(
+    model: PreTrainedModel,
+    input_ids: torch.Tensor,
+    attention_mask: torch.Tensor,
+    position_ids: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """[B, T] score head (plus offset) at every position.
+
+    Uses the generic trunk (`model.base_model`: GPT-2's `transformer`,
+    Llama's `model`, ...) and `model.score`, so any architecture with an HF
+    sequence-classification class works. Position ids default to the ones
+    implied by the attention mask, so left-padded inputs are read correctly.
+    """
+    if position_ids is None:
+        position_ids = position_ids_from_mask(attention_mask)
+    hidden = model.base_model(
+        input_ids=input_ids,
+        attention_mask=attention_mask,
+        position_ids=position_ids,
+        use_cache=False,
+    ).last_hidden_state
+    values = model.score(hidden).squeeze(-1)
+    return values + float(getattr(model.config, "reward_offset", 0.0))
+
+
+def last_token_index(attention_mask: torch.Tensor) -> torch.Tensor:
+    """[B] column of the rightmost attended token (works for left and right padding)."""
+    columns = torch.arange(attention_mask.shape[1], device=attention_mask.device)
+    return (columns * attention_mask.long()).argmax(-1)
+
+
+def rewards(
+    model: PreTrainedModel, input_ids: torch.Tensor, attention_mask: torch.Tensor
+) -> torch.Tensor:
+    """[B] reward of each sequence: the score at its last attended token, plus the offset.
+
+    The last token is found from the attention mask, not from pad ids, so it
+    does not matter what id sits in a padded slot (a policy that pads with
+    EOS, a rollout padded after its EOS). For right-padded inputs whose pad id
+    is distinct this equals `model(...).logits + offset`.
+    """
+    values = token_values(model, input_ids, attention_mask)
+    index = last_token_index(attention_mask)
+    return values.gather(1, index.unsqueeze(1)).squeeze(1)
+
+
+def encode_for_reward(
+    tokenizer: PreTrainedTokenizerBase,
+    prompts: Sequence[str],
+    responses: Sequence[str],
+    max_len: int,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Right-padded (input_ids, attention_mask) of prompt + response + EOS, as in SFT."""
+    if len(prompts) != len(responses):
+        raise ValueError("prompts and responses must have the same length")
+    sequences = [
+        encode_pair(tokenizer, p, r, max_len)[0] for p, r in zip(prompts, responses, strict=True)
+    ]
+    input_ids = pad_batch(sequences, tokenizer.pad_token_id)
+    attention_mask = pad_batch([[1] * len(s) for s in sequences], 0)
+    return input_ids, attention_mask

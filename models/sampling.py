@@ -1,0 +1,222 @@
+"""Batched, KV-cached sampling from a policy, and the log-probs of what it said.
+
+Layout of a rollout (B sequences, prompts LEFT padded to P, responses RIGHT
+padded to R = max_new_tokens):
+
+    query_response = [pad pad Q Q Q | r r r EOS pad pad]
+                      <---- P ----> <------- R ------->
+
+Left padding puts every prompt's last token at column P-1, so all responses
+start in the same column and one forward pass scores the whole batch.
+Position ids come from the attention mask, so a padded prompt is read at the
+same positions as the unpadded one.
+"""
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from transformers import GenerationConfig, PreTrainedModel, PreTrainedTokenizerBase
+
+from models.batching import encode_prompt, pad_batch
+from models.formatting import format_prompt, parse_response
+from models.lm import context_length
+
+
+@dataclass
+class Rollout:
+    """A batch of prompts and the responses sampled for them."""
+
+    query_response: torch.Tensor
+    """[B, P+R] token ids: left-padded prompt, then the response (pad after it)."""
+    attention_mask: torch.Tensor
+    """[B, P+R] 1 on real prompt tokens and on `response_mask` positions."""
+    prompt_len: int
+    """P: width of the left-padded prompt block; responses start at this column."""
+    response_ids: torch.Tensor
+    """[B, R] generated ids, padded to R = max_new_tokens."""
+    response_mask: torch.Tensor
+    """[B, R] 1 on response tokens up to and including the first EOS, 0 after."""
+    texts: list[str]
+    """Decoded responses (special tokens dropped, `parse_response` applied)."""
+    truncated: torch.Tensor
+    """[B] bool: no EOS within max_new_tokens."""
+
+
+def position_ids_from_mask(attention_mask: torch.Tensor) -> torch.Tensor:
+    """Positions counting real tokens only (0 on left padding), as `generate` uses them."""
+    return (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
+
+
+def response_mask_from_ids(response_ids: torch.Tensor, eos_token_id: int) -> torch.Tensor:
+    """1 up to and including the first EOS of each row, 0 after it."""
+    is_eos = (response_ids == eos_token_id).long()
+    eos_before = is_eos.cumsum(-1) - is_eos  # EOS tokens strictly before each position
+    return (eos_before == 0).long()
+
+
+def encode_prompts(
+    tokenizer: PreTrainedTokenizerBase, prompts: list[str], prefix: str = ""
+) -> list[list[int]]:
+    """Token ids of `prefix + format_prompt(p)`, with the tokenizer's usual BOS if it adds one."""
+    return [encode_prompt(tokenizer, prefix + format_prompt(p)) for p in prompts]
+
+
+def _clean_generation_config(
+    tokenizer: PreTrainedTokenizerBase,
+    max_new_tokens: int,
+    temperature: float,
+    greedy: bool,
+    top_k: int | None,
+) -> GenerationConfig:
+    """Every decoding knob set on purpose.
+
+    transformers fills any field left at None from the model's
+    generation_config and then from global defaults (top_k=50 among them), so
+    "None" would not mean "off". Sampling must be from the model's true
+    distribution at `temperature` (PPO's importance ratios assume it): top_k=0
+    and top_p=1.0 are passed explicitly.
+    """
+    settings: dict = {
+        "max_new_tokens": max_new_tokens,
+        "do_sample": not greedy,
+        "num_beams": 1,
+        "use_cache": True,
+        "pad_token_id": tokenizer.pad_token_id,
+        "eos_token_id": tokenizer.eos_token_id,
+        "bos_token_id": tokenizer.bos_token_id,
+    }
+    if not greedy:
+        if temperature <= 0:
+            raise ValueError("temperature must be > 0 when sampling (use greedy=True instead)")
+        settings.update(temperature=temperature, top_k=top_k or 0, top_p=1.0)
+    return GenerationConfig(**settings)
+
+
+@torch.no_grad()
+def generate(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    prompts: list[str],
+    max_new_tokens: int,
+    temperature: float = 1.0,
+    greedy: bool = False,
+    top_k: int | None = None,
+    prefix: str = "",
+) -> Rollout:
+    """Sample (or greedily decode) one response per prompt, in one batch.
+
+    `prefix` is text put before the formatted prompt (few-shot examples for
+    the prompted-baseline policy); it is part of the query in the Rollout.
+    The tokenizer is not modified: padding is done here, not by the tokenizer.
+    """
+    device = model.device
+    pad_id, eos_id = tokenizer.pad_token_id, tokenizer.eos_token_id
+    if pad_id is None or eos_id is None:
+        raise ValueError("tokenizer needs a pad and an eos token (see models.lm.ensure_pad_token)")
+    prompt_ids = encode_prompts(tokenizer, prompts, prefix)
+    query = pad_batch(prompt_ids, pad_id, side="left").to(device)
+    query_mask = pad_batch([[1] * len(ids) for ids in prompt_ids], 0, side="left").to(device)
+    prompt_len = query.shape[1]
+    if prompt_len + max_new_tokens > context_length(model):
+        # Past the context, GPT-2's position table would fail with an index error.
+        raise ValueError(
+            f"prompt ({prompt_len} tokens) + max_new_tokens ({max_new_tokens}) exceeds the "
+            f"model's context length ({context_length(model)})"
+        )
+
+    config = _clean_generation_config(tokenizer, max_new_tokens, temperature, greedy, top_k)
+    # A user's checkpoint may ship a generation_config.json with top_p,
+    # repetition_penalty, min_new_tokens... Hide it for this call so only
+    # `config` decides how we decode.
+    saved_config, was_training = model.generation_config, model.training
+    model.generation_config = GenerationConfig()
+    model.eval()
+    try:
+        output = model.generate(
+            input_ids=query, attention_mask=query_mask, generation_config=config
+        )
+    finally:
+        model.generation_config = saved_config
+        model.train(was_training)
+
+    # generate stops early once every row has ended: pad to a fixed R.
+    response_ids = output[:, prompt_len:]
+    missing = max_new_tokens - response_ids.shape[1]
+    if missing > 0:
+        response_ids = F.pad(response_ids, (0, missing), value=pad_id)
+    response_mask = response_mask_from_ids(response_ids, eos_id)
+    truncated = ~(response_ids == eos_id).any(-1)
+
+    texts = [
+        parse_response(tokenizer.decode(ids[mask.bool()].tolist(), skip_special_tokens=True))
+        for ids, mask in zip(response_ids, response_mask, strict=True)
+    ]
+    return Rollout(
+        query_response=torch.cat([query, response_ids], dim=1),
+        attention_mask=torch.cat([query_mask, response_mask], dim=1),
+        prompt_len=prompt_len,
+        response_ids=response_ids,
+        response_mask=response_mask,
+        texts=texts,
+        truncated=truncated,
+    )
+
+
+def sample_responses(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    prompts: list[str],
+    num_samples: int,
+    max_new_tokens: int,
+    temperature: float,
+    batch_size: int,
+    seed: int,
+) -> list[list[str]]:
+    """`num_samples` sampled responses for each prompt, deterministic for `seed`.
+
+    Each prompt is repeated `num_samples` times and the flat list is cut into
+    batches of `batch_size` sequences, so a batch mixes prompts of different
+    lengths but the work is spread evenly. The global RNG state is restored
+    afterwards, so sampling does not disturb a surrounding training loop.
+    """
+    flat = [p for p in prompts for _ in range(num_samples)]
+    texts: list[str] = []
+    devices = [model.device] if model.device.type == "cuda" else []
+    with torch.random.fork_rng(devices=devices):
+        torch.manual_seed(seed)
+        for start in range(0, len(flat), batch_size):
+            rollout = generate(
+                model, tokenizer, flat[start : start + batch_size], max_new_tokens, temperature
+            )
+            texts.extend(rollout.texts)
+    return [texts[i * num_samples : (i + 1) * num_samples] for i in range(len(prompts))]
+
+
+def sequence_logprobs(
+    model: PreTrainedModel,
+    query_response: torch.Tensor,
+    attention_mask: torch.Tensor,
+    prompt_len: int,
+    response_ids: torch.Tensor,
+    response_mask: torch.Tensor,
+    temperature: float = 1.0,
+) -> torch.Tensor:
+    """[B, R] log-prob of each response token under `model`, 0 where `response_mask` is 0.
+
+    One batched forward pass (with gradients if the caller has them on: PPO
+    calls this for the policy). `temperature` divides the logits, to score
+    responses under the same distribution they were sampled from.
+    """
+    output = model(
+        input_ids=query_response,
+        attention_mask=attention_mask,
+        position_ids=position_ids_from_mask(attention_mask),
+        use_cache=False,
+    )
+    # Logit at column t predicts the token at column t+1.
+    width = response_ids.shape[1]
+    logits = output.logits[:, prompt_len - 1 : prompt_len - 1 + width].float() / temperature
+    logprobs = torch.log_softmax(logits, dim=-1)
+    token_logprobs = logprobs.gather(-1, response_ids.unsqueeze(-1)).squeeze(-1)
+    return token_logprobs * response_mask.to(token_logprobs.dtype)
