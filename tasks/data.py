@@ -14,10 +14,12 @@ from collections import Counter
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+import mlflow.data
 import pandas as pd
 from prefect import task
 
-from tasks import data_version, layout
+import mlflow
+from tasks import data_version, layout, tracking
 from tasks.stage import code_digest, mark_done, prefect_options
 from tasks.tables import check_user_splits, load_table, read_jsonl, write_jsonl
 from world.build import build_world
@@ -171,7 +173,19 @@ def restore_data_task(root: str, allow_mismatch: bool) -> dict:
 
 
 @task(**prefect_options("validate-data", DATA_CODE))
-def validate_data_task(profile_dir: str, md5: str, out_dir: str) -> dict:
-    summary = asdict(summarize(Path(profile_dir), md5))
+def validate_data_task(profile_dir: str, md5: str, out_dir: str, parent_run_id: str) -> dict:
+    """Validate and describe the data in a nested MLflow run; log the tables as MLflow datasets."""
+    with tracking.stage_run("data", parent_run_id) as run:
+        summary = summarize(Path(profile_dir), md5)
+        metrics = summary_metrics(summary)
+        tracking.log_metrics(metrics)
+        mlflow.log_params({"profile_dir": profile_dir, "dvc_data_md5": md5})
+        for rel in (layout.SFT_TRAIN, layout.RM_TRAIN, layout.PPO_TRAIN, layout.EVAL_TEST):
+            frame = pd.read_json(Path(profile_dir) / rel, lines=True)
+            # The digest is the DVC md5 of data/, so MLflow's dataset and DVC's version agree.
+            dataset = mlflow.data.from_pandas(frame, source=str(Path(profile_dir) / rel), name=rel, digest=md5[:32])
+            mlflow.log_input(dataset, context=rel.split("/")[0])
+        mlflow.log_dict(asdict(summary), "data_summary.json")
+        result = asdict(summary) | {"mlflow_run_id": run.info.run_id, "metrics": metrics}
     Path(out_dir).mkdir(parents=True, exist_ok=True)
-    return mark_done(Path(out_dir), summary)
+    return mark_done(Path(out_dir), result)

@@ -168,6 +168,8 @@ def comparisons_schema(min_k: int = MIN_K, max_k: int = MAX_K) -> pa.DataFrameSc
 
     columns = _prompt_columns()
     del columns["family"]
+    # Several labelers may rank the same prompt's responses: the comparison is unique, the prompt need not be.
+    columns["prompt_id"] = _text("Id of the prompt whose K responses are ranked.")
     columns = {"comparison_id": _id("Unique id of the comparison."), **columns}
     columns["responses"] = pa.Column(
         checks=[

@@ -1,0 +1,104 @@
+"""The `instructflow` command line. Every subcommand has --help.
+
+    instructflow run --profile tiny          run the whole pipeline
+    instructflow data generate               regenerate data/ and record it in data.dvc
+    instructflow data verify                 check data/ against data.dvc
+    instructflow data validate FILE --kind comparisons
+                                             validate one JSONL table (e.g. human comparisons)
+"""
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import tasks  # noqa: F401  (environment defaults before prefect is imported)
+from tasks.paths import project_root
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    from flows.params import PipelineParams
+    from flows.pipeline import rlhf_pipeline
+
+    overrides = json.loads(Path(args.params).read_text()) if args.params else {}
+    for field in ("profile", "seed", "base_model"):
+        if getattr(args, field) is not None:
+            overrides[field] = getattr(args, field)
+    if args.allow_data_mismatch:
+        overrides["allow_data_mismatch"] = True
+    params = PipelineParams(**overrides)
+    report = rlhf_pipeline(params)
+    print(json.dumps(report["run"], indent=2))
+    return 0
+
+
+def _cmd_data_generate(args: argparse.Namespace) -> int:
+    from tasks import data, data_version
+
+    root = project_root()
+    data.generate(root, seed=args.seed)
+    print(f"wrote {root / 'data'} (seed {args.seed})")
+    if args.no_dvc:
+        return 0
+    md5 = data_version.add_and_push(root)
+    print(f"data.dvc now records md5 {md5}; commit data.dvc to make it the project's data version")
+    return 0
+
+
+def _cmd_data_verify(_args: argparse.Namespace) -> int:
+    from tasks import data_version
+
+    md5 = data_version.verify(project_root())
+    print(f"data/ matches data.dvc (md5 {md5})")
+    return 0
+
+
+def _cmd_data_validate(args: argparse.Namespace) -> int:
+    from tasks.tables import load_table
+
+    frame = load_table(Path(args.file), args.kind)
+    print(f"{args.file}: {len(frame)} valid rows of kind {args.kind}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="instructflow", description="InstructGPT-style RLHF pipeline on Prefect, MLflow and DVC.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    run = sub.add_parser("run", help="Run the rlhf_pipeline flow.", description="Run the rlhf_pipeline flow once, here.")
+    run.add_argument("--profile", choices=["smoke", "tiny", "small"], help="world and training size (default tiny)")
+    run.add_argument("--seed", type=int, help="training and sampling seed (default 0)")
+    run.add_argument("--base-model", dest="base_model", help="local Hugging Face causal-LM directory to start from")
+    run.add_argument("--allow-data-mismatch", action="store_true", help="run even if data/ differs from data.dvc")
+    run.add_argument("--params", help="JSON file with PipelineParams fields (command-line flags override it)")
+    run.set_defaults(func=_cmd_run)
+
+    data = sub.add_parser("data", help="Generate, verify or validate data.", description="Data commands.")
+    data_sub = data.add_subparsers(dest="data_command", required=True)
+    gen = data_sub.add_parser("generate", help="Regenerate data/ and record it with DVC.", description="Regenerate data/ for every profile from a seed, then `dvc add data` and `dvc push`.")
+    gen.add_argument("--seed", type=int, default=0, help="world seed (default 0, the version committed in data.dvc)")
+    gen.add_argument("--no-dvc", action="store_true", help="write data/ only; leave data.dvc alone")
+    gen.set_defaults(func=_cmd_data_generate)
+    ver = data_sub.add_parser("verify", help="Check data/ against data.dvc.", description="Exit 1 if data/ differs from data.dvc.")
+    ver.set_defaults(func=_cmd_data_verify)
+    val = data_sub.add_parser("validate", help="Validate one JSONL table.", description="Validate a JSONL file against a table schema.")
+    val.add_argument("file", help="path to the JSONL file")
+    val.add_argument("--kind", required=True, choices=["prompts", "demonstrations", "comparisons", "pairwise", "pretrain", "public_suite", "mixture"])
+    val.set_defaults(func=_cmd_data_validate)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    from tasks.data_version import DataMismatchError
+    from tasks.tables import TableError
+
+    try:
+        return args.func(args)
+    except (DataMismatchError, TableError) as error:
+        print(f"instructflow: {error}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

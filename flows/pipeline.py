@@ -1,0 +1,82 @@
+"""The `rlhf_pipeline` Prefect flow: data -> (later stages) -> report.
+
+One MLflow parent run per pipeline run, tagged with the git commit, the DVC
+data md5 and the Prefect flow-run id; each stage opens a nested run. A stage
+found in Prefect's cache still gets a nested run (tagged cached=true, with
+the metrics of the run that computed it) so MLflow reads the same either way.
+"""
+
+import os
+
+from prefect import flow, get_run_logger
+from prefect.artifacts import create_markdown_artifact
+from prefect.runtime import flow_run
+
+import mlflow
+import tasks  # noqa: F401  (sets Prefect's environment before prefect is imported)
+from flows.params import PipelineParams
+from tasks import data, report, tracking
+from tasks.paths import project_root, reports_dir
+from tasks.stage import output_dir, stage_key
+
+
+def mlflow_run_url(experiment_id: str, run_id: str) -> str:
+    """Where a person opens this run: the tracking server, or the one `make serve` starts."""
+    uri = tracking.tracking_uri()
+    base = os.environ.get("INSTRUCTFLOW_MLFLOW_UI") or (uri if uri.startswith("http") else "http://127.0.0.1:5000")
+    return f"{base.rstrip('/')}/#/experiments/{experiment_id}/runs/{run_id}"
+
+
+def run_stage(task, stage: str, config: dict, inputs: dict[str, str], parent_run_id: str, **kwargs) -> dict:
+    """Call a stage task under its cache key; give a cached stage its nested MLflow run too."""
+    key = stage_key(stage, task.version, config, inputs)
+    state = task(out_dir=str(output_dir(key)), parent_run_id=parent_run_id, **kwargs, return_state=True)
+    result = state.result()
+    if state.name == "Cached":
+        tags = {"cached": "true", "cached_from_run_id": result.get("mlflow_run_id", ""), "cache_key": key}
+        with tracking.stage_run(stage, parent_run_id, tags=tags):
+            tracking.log_metrics(result.get("metrics", {}))
+    get_run_logger().info("stage %s: %s (%s)", stage, state.name, key)
+    return result
+
+
+@flow(name="rlhf_pipeline", log_prints=True)
+def rlhf_pipeline(params: PipelineParams = PipelineParams()) -> dict:
+    """Run the InstructGPT pipeline on the embedded world (or your data) and write the report."""
+    logger = get_run_logger()
+    root = project_root()
+    experiment_id = tracking.setup()
+    run_info = {
+        "profile": params.profile,
+        "seed": params.seed,
+        "git_commit": tracking.git_commit(root),
+        "prefect_flow_run_id": str(flow_run.id or ""),
+    }
+    tags = {k: str(v) for k, v in run_info.items()}
+    with mlflow.start_run(run_name=f"rlhf-{params.profile}", tags=tags) as parent:
+        parent_id = parent.info.run_id
+        mlflow.log_params({"profile": params.profile, "seed": params.seed, "base_model": params.base_model or "embedded"})
+
+        version = data.restore_data_task(str(root), params.allow_data_mismatch)
+        mlflow.set_tags({"dvc_data_md5": version["md5"], "data_mismatch": str(not version["matches_dvc"]).lower()})
+        logger.info("data/ is DVC version %s (%s)", version["md5"], version["restored_by"])
+        summary = run_stage(
+            data.validate_data_task,
+            "data",
+            config={"profile": params.profile},
+            inputs={"data_md5": version["md5"]},
+            parent_run_id=parent_id,
+            profile_dir=str(root / "data" / params.profile),
+            md5=version["md5"],
+        )
+
+        result = report.empty_report({"mlflow_run_id": parent_id, **run_info, "dvc_data_md5": version["md5"]})
+        result["labelers"] = {"pairwise_agreement": summary["labeler_agreement"]}
+
+        url = mlflow_run_url(experiment_id, parent_id)
+        markdown = report.to_markdown(result, mlflow_url=url)
+        run_dir = report.write_report(result, reports_dir(), markdown)
+        mlflow.log_artifacts(str(run_dir), artifact_path="report")
+        create_markdown_artifact(markdown=markdown, key="rlhf-report", description=f"instructflow run {parent_id}")
+        logger.info("report: %s  MLflow: %s", reports_dir() / "latest" / "report.json", url)
+    return result

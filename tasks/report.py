@@ -1,0 +1,72 @@
+"""The run report: report.json (the contract every stage fills) and report.md.
+
+Written to reports/<mlflow run id>/ and copied to reports/latest/, then
+logged to the MLflow parent run.
+"""
+
+import json
+import shutil
+from pathlib import Path
+from typing import Any
+
+POLICY_NAMES = ["base", "base_fewshot", "flan", "t0", "sft", "ppo", "ppo_ptx"]
+
+
+def empty_report(run: dict[str, Any]) -> dict[str, Any]:
+    """The report skeleton: stages fill `labelers`, `reward_model` and `policies`."""
+    return {"run": run, "labelers": {}, "reward_model": {}, "policies": {}}
+
+
+def _fmt(value: Any) -> str:
+    if isinstance(value, dict) and "mean" in value:
+        text = _fmt(value["mean"])
+        if value.get("ci95"):
+            lo, hi = value["ci95"]
+            text += f" [{lo:.3f}, {hi:.3f}]"
+        return text
+    if isinstance(value, float):
+        return f"{value:.3f}"
+    return "-" if value is None else str(value)
+
+
+def to_markdown(report: dict[str, Any], mlflow_url: str | None = None, plots: list[str] | None = None) -> str:
+    run = report["run"]
+    lines = [f"# instructflow run `{run.get('mlflow_run_id', '?')}`", ""]
+    if mlflow_url:
+        lines += [f"MLflow run: [{mlflow_url}]({mlflow_url})", ""]
+    lines += ["| field | value |", "| --- | --- |"]
+    lines += [f"| {k} | `{v}` |" for k, v in run.items()]
+    if report["labelers"]:
+        lines += ["", f"Labeler pairwise agreement: **{_fmt(report['labelers'].get('pairwise_agreement'))}**"]
+    if report["reward_model"]:
+        lines += ["", "## Reward model", ""]
+        lines += [f"- {k}: {_fmt(v)}" for k, v in report["reward_model"].items()]
+    if report["policies"]:
+        columns = ["gold_score", "win_rate_vs_sft", "likert", "rm_score", "kl_to_sft", "public_suite_accuracy", "pretrain_perplexity"]
+        lines += ["", "## Policies (test users, held-out labelers; 95% bootstrap CI)", ""]
+        lines += ["| policy | " + " | ".join(columns) + " |", "|" + " --- |" * (len(columns) + 1)]
+        for name in [n for n in POLICY_NAMES if n in report["policies"]] + [
+            n for n in report["policies"] if n not in POLICY_NAMES
+        ]:
+            row = report["policies"][name]
+            lines.append(f"| {name} | " + " | ".join(_fmt(row.get(c)) for c in columns) + " |")
+    for plot in plots or []:
+        lines += ["", f"![{Path(plot).stem}]({Path(plot).name})"]
+    return "\n".join(lines) + "\n"
+
+
+def write_report(report: dict[str, Any], reports_root: Path, markdown: str, extra_files: list[Path] | None = None) -> Path:
+    """Write reports/<run id>/ and replace reports/latest/ with a copy of it."""
+    run_dir = reports_root / report["run"]["mlflow_run_id"]
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "report.json").write_text(json.dumps(report, indent=2, sort_keys=False) + "\n")
+    (run_dir / "report.md").write_text(markdown)
+    for file in extra_files or []:
+        shutil.copy2(file, run_dir / file.name)
+    latest = reports_root / "latest"
+    staging = reports_root / ".latest.tmp"
+    shutil.rmtree(staging, ignore_errors=True)
+    shutil.copytree(run_dir, staging)
+    shutil.rmtree(latest, ignore_errors=True)
+    staging.rename(latest)
+    return run_dir
