@@ -17,7 +17,7 @@ import tasks  # noqa: F401  (sets Prefect's environment before prefect is import
 from flows.params import PipelineParams
 from tasks import data, report, tracking
 from tasks.paths import project_root, reports_dir
-from tasks.stage import output_dir, stage_key
+from tasks.stage import is_done, output_dir, stage_key
 
 
 def mlflow_run_url(experiment_id: str, run_id: str) -> str:
@@ -30,7 +30,10 @@ def mlflow_run_url(experiment_id: str, run_id: str) -> str:
 def run_stage(task, stage: str, config: dict, inputs: dict[str, str], parent_run_id: str, **kwargs) -> dict:
     """Call a stage task under its cache key; give a cached stage its nested MLflow run too."""
     key = stage_key(stage, task.version, config, inputs)
-    state = task(out_dir=str(output_dir(key)), parent_run_id=parent_run_id, **kwargs, return_state=True)
+    out_dir = output_dir(key)
+    # Outputs deleted or never finished: recompute even if Prefect remembers a result.
+    task = task.with_options(refresh_cache=not is_done(out_dir))
+    state = task(out_dir=str(out_dir), parent_run_id=parent_run_id, **kwargs, return_state=True)
     result = state.result()
     if state.name == "Cached":
         tags = {"cached": "true", "cached_from_run_id": result.get("mlflow_run_id", ""), "cache_key": key}

@@ -13,7 +13,6 @@ If the output folder was deleted, the key no longer counts as cached.
 
 import hashlib
 import json
-import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
@@ -64,12 +63,12 @@ def mark_done(out_dir: Path, result: dict) -> dict:
 
 
 def cache_key_from_out_dir(_context: Any, parameters: dict[str, Any]) -> str:
-    """Prefect cache key: the output folder's key, unless the folder is gone or incomplete."""
-    out_dir = Path(parameters["out_dir"])
-    if is_done(out_dir):
-        return out_dir.name
-    # Nothing usable on disk: a key no earlier run can have stored, so the stage runs.
-    return f"{out_dir.name}-rebuild-{time.time_ns()}"
+    """Prefect cache key: the name of the stage's output folder (see stage_key).
+
+    Callers pass refresh_cache=True when that folder is gone or incomplete, so
+    a cached result never points at files that are not there.
+    """
+    return Path(parameters["out_dir"]).name
 
 
 def prefect_options(stage: str, code: str, retries: int = 0) -> dict[str, Any]:

@@ -1,0 +1,37 @@
+# The two commands a newcomer needs:
+#   make demo   run the pipeline on the embedded world (PROFILE=tiny; PROFILE=smoke for ~1 minute)
+#   make test   run the test suite (end-to-end tests included)
+# Both create .venv and install everything on first use.
+
+PROFILE ?= tiny
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: demo test lint serve stop clean-runs help
+
+help:
+	@echo "make demo [PROFILE=smoke|tiny|small]   run the pipeline on the embedded world"
+	@echo "make test                              run the test suite"
+	@echo "make serve / make stop                 local Prefect server + worker and MLflow UI"
+	@echo "make lint                              ruff"
+
+# torch first, pinned: the CPU wheel is already on these machines, and any
+# other torch request would pull gigabytes of CUDA packages.
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet torch==2.13.0
+	$(BIN)/pip install --quiet -e ".[dev]"
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/instructflow run --profile $(PROFILE)
+
+test: $(STAMP)
+	$(BIN)/pytest -q
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
