@@ -1,0 +1,144 @@
+"""The `instructflow` command line: help everywhere, exit 1 with a clear message on bad data."""
+
+import argparse
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from flows.cli import build_parser, main
+from tasks import data_version, layout
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+SUBCOMMANDS = [
+    [],
+    ["run"],
+    ["data"],
+    ["data", "generate"],
+    ["data", "verify"],
+    ["data", "validate"],
+]
+
+
+def _subcommands(parser: argparse.ArgumentParser) -> dict[str, argparse.ArgumentParser]:
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            return dict(action.choices)
+    return {}
+
+
+def test_every_subcommand_is_covered():
+    # given the parser
+    parser = build_parser()
+    # then the commands whose help is tested below are all it has
+    top = _subcommands(parser)
+    assert set(top) == {"run", "data"}
+    assert set(_subcommands(top["data"])) == {"generate", "verify", "validate"}
+    assert not _subcommands(top["run"])
+    tested = {tuple(c) for c in SUBCOMMANDS}
+    assert tested == {(), ("run",), ("data",)} | {("data", c) for c in _subcommands(top["data"])}
+
+
+@pytest.mark.parametrize("command", SUBCOMMANDS, ids=lambda c: " ".join(c) or "top")
+def test_help_exits_zero(command, capsys):
+    # when a command is asked for --help
+    with pytest.raises(SystemExit) as exit_info:
+        main([*command, "--help"])
+    # then it prints its usage and exits 0
+    assert exit_info.value.code == 0
+    out = capsys.readouterr().out
+    assert out.startswith("usage: instructflow" + "".join(f" {c}" for c in command))
+
+
+def test_installed_script_prints_help():
+    # given the console script the package installs
+    script = Path(sys.executable).parent / "instructflow"
+    if not script.exists():
+        pytest.skip("instructflow is not installed in this environment")
+    # when it is run with --help, as a user would
+    done = subprocess.run([str(script), "--help"], capture_output=True, text=True, timeout=120)
+    # then it lists the commands and exits 0
+    assert done.returncode == 0, done.stderr
+    assert "run" in done.stdout and "data" in done.stdout
+
+
+def test_missing_command_is_a_usage_error(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main([])
+    assert exit_info.value.code == 2
+    assert "usage:" in capsys.readouterr().err
+
+
+def _write_prompts(path: Path, rows: list[dict]) -> None:
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+
+
+def _prompt(i: int, **over) -> dict:
+    row = {"prompt_id": f"p{i}", "user_id": f"u{i}", "split": "train", "family": "add"}
+    return {**row, "prompt": f"What is {i} plus {i}?", **over}
+
+
+def test_validate_good_file_exits_zero(tmp_path, capsys):
+    # given a valid prompts table
+    good = tmp_path / "prompts.jsonl"
+    _write_prompts(good, [_prompt(0), _prompt(1)])
+    # when it is validated
+    code = main(["data", "validate", str(good), "--kind", "prompts"])
+    # then it passes
+    assert code == 0
+    assert "2 valid rows" in capsys.readouterr().out
+
+
+def test_validate_bad_file_exits_one_naming_file_row_and_field(tmp_path, capsys):
+    # given a prompts table whose second row has an empty prompt
+    bad = tmp_path / "prompts.jsonl"
+    _write_prompts(bad, [_prompt(0), _prompt(1, prompt=""), _prompt(2)])
+    # when it is validated
+    code = main(["data", "validate", str(bad), "--kind", "prompts"])
+    # then the command fails and says where
+    assert code == 1
+    err = capsys.readouterr().err
+    assert f"{bad} row 2 field 'prompt'" in err
+    assert "row 1 " not in err and "row 3 " not in err
+
+
+def test_verify_matching_data_exits_zero(make_project, monkeypatch, capsys):
+    # given a project whose data/ matches data.dvc
+    root = make_project()
+    monkeypatch.setenv("INSTRUCTFLOW_ROOT", str(root))
+    # when it is verified
+    code = main(["data", "verify"])
+    # then it passes, printing the md5
+    assert code == 0
+    assert data_version.tracked_md5(REPO_ROOT) in capsys.readouterr().out
+
+
+def test_verify_mismatched_data_exits_one_naming_data_dvc(
+    make_project, change_one_byte, monkeypatch, capsys
+):
+    # given a project where one byte of one table changed
+    root = make_project()
+    change_one_byte(root / "data" / "tiny" / layout.PPO_VALID)
+    monkeypatch.setenv("INSTRUCTFLOW_ROOT", str(root))
+    # when it is verified
+    code = main(["data", "verify"])
+    # then it fails, naming data.dvc and both md5s
+    assert code == 1
+    err = capsys.readouterr().err
+    assert "data.dvc" in err
+    assert data_version.tracked_md5(REPO_ROOT) in err
+    assert data_version.current_md5(root) in err
+
+
+def test_verify_without_data_exits_one(make_project, monkeypatch, capsys):
+    # given a project with data.dvc but no data/
+    root = make_project(with_data=False)
+    monkeypatch.setenv("INSTRUCTFLOW_ROOT", str(root))
+    # when it is verified
+    code = main(["data", "verify"])
+    # then it fails and says data/ is missing
+    assert code == 1
+    assert "data/ is missing" in capsys.readouterr().err
+    assert not (root / "data").exists()

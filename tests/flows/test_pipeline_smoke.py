@@ -1,0 +1,181 @@
+"""End to end: the rlhf_pipeline flow on the smoke profile in an isolated project root.
+
+One temporary Prefect server serves the session (tests/conftest.py); each
+project root has its own data/, runs/, reports/ and SQLite MLflow store.
+"""
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from mlflow.tracking import MlflowClient
+
+from flows.params import PipelineParams
+from tasks import data_version, layout, tracking
+
+pytestmark = pytest.mark.slow
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+PARAMS = PipelineParams(profile="smoke")
+
+
+def _use_root(monkeypatch: pytest.MonkeyPatch, root: Path) -> str:
+    """Point the project (and MLflow) at `root`; return the tracking URI."""
+    uri = f"sqlite:///{root / 'mlflow.db'}"
+    monkeypatch.setenv("INSTRUCTFLOW_ROOT", str(root))
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    return uri
+
+
+def _run_pipeline() -> dict:
+    from flows.pipeline import rlhf_pipeline
+
+    return rlhf_pipeline(PARAMS)
+
+
+class Project:
+    def __init__(self, root: Path, uri: str, result: dict):
+        self.root, self.uri, self.result = root, uri, result
+        self.client = MlflowClient(tracking_uri=uri)
+        self.experiment_id = self.client.get_experiment_by_name(tracking.EXPERIMENT).experiment_id
+
+    def runs(self, filter_string: str = "") -> list:
+        return self.client.search_runs([self.experiment_id], filter_string=filter_string)
+
+    def data_runs(self, parent_id: str) -> list:
+        return self.runs(f"tags.stage = 'data' and tags.mlflow.parentRunId = '{parent_id}'")
+
+
+@pytest.fixture(scope="module")
+def smoke_run(prefect_harness, make_project) -> Iterator[Project]:
+    """One pipeline run on the smoke profile in a fresh project root (data/ already present)."""
+    root = make_project()
+    with pytest.MonkeyPatch.context() as monkeypatch:
+        uri = _use_root(monkeypatch, root)
+        result = _run_pipeline()
+        yield Project(root, uri, result)
+
+
+def test_report_json_has_the_run_contract(smoke_run):
+    # given a finished smoke run
+    report_file = smoke_run.root / "reports" / "latest" / "report.json"
+    # then reports/latest/report.json is there, with the run's identity
+    assert report_file.is_file()
+    report = json.loads(report_file.read_text())
+    run = report["run"]
+    for field in (
+        "mlflow_run_id",
+        "prefect_flow_run_id",
+        "dvc_data_md5",
+        "git_commit",
+        "profile",
+        "seed",
+    ):
+        assert run.get(field) not in (None, ""), field
+    assert (run["profile"], run["seed"]) == ("smoke", 0)
+    # and the data version it ran on is the one data.dvc records
+    assert run["dvc_data_md5"] == data_version.tracked_md5(REPO_ROOT)
+    # and the labelers' agreement is reported
+    agreement = report["labelers"]["pairwise_agreement"]
+    assert 0.5 < agreement < 1.0
+    # and it is the report the flow returned, also kept under its MLflow run id
+    assert report == json.loads(json.dumps(smoke_run.result))
+    assert (smoke_run.root / "reports" / run["mlflow_run_id"] / "report.json").is_file()
+    assert "pairwise agreement" in (report_file.parent / "report.md").read_text()
+
+
+def test_mlflow_parent_run_is_tagged(smoke_run):
+    # given the report's MLflow run id
+    run_info = smoke_run.result["run"]
+    parent = smoke_run.client.get_run(run_info["mlflow_run_id"])
+    # then the parent run is tagged with the code, data and Prefect identities
+    tags = parent.data.tags
+    assert tags["git_commit"] == run_info["git_commit"]
+    assert tags["dvc_data_md5"] == data_version.tracked_md5(REPO_ROOT)
+    assert tags["prefect_flow_run_id"] == run_info["prefect_flow_run_id"]
+    assert tags["data_mismatch"] == "false"
+    assert parent.info.status == "FINISHED"
+    # and the report is logged to it
+    artifacts = [a.path for a in smoke_run.client.list_artifacts(parent.info.run_id, "report")]
+    assert "report/report.json" in artifacts
+
+
+def test_data_stage_is_a_nested_run_with_metrics_and_datasets(smoke_run):
+    parent_id = smoke_run.result["run"]["mlflow_run_id"]
+    md5 = data_version.tracked_md5(REPO_ROOT)
+    # given the nested runs tagged stage=data under the parent
+    data_runs = smoke_run.data_runs(parent_id)
+    # then there is exactly one, not cached, with the data metrics
+    assert len(data_runs) == 1
+    data_run = data_runs[0]
+    assert data_run.data.tags["mlflow.parentRunId"] == parent_id
+    assert data_run.data.tags.get("cached") != "true"
+    metrics = data_run.data.metrics
+    assert metrics["data/labeler_agreement"] == pytest.approx(
+        smoke_run.result["labelers"]["pairwise_agreement"]
+    )
+    assert metrics[f"data/rows/{layout.EVAL_TEST.removesuffix('.jsonl')}"] == 120
+    # and the tables it read are logged as datasets whose digest is DVC's md5
+    inputs = data_run.inputs.dataset_inputs
+    assert {i.dataset.name for i in inputs} >= {layout.SFT_TRAIN, layout.EVAL_TEST}
+    for dataset_input in inputs:
+        digest = dataset_input.dataset.digest
+        assert len(digest) >= 8
+        assert md5.startswith(digest), digest
+
+
+def test_unchanged_rerun_finds_the_data_stage_cached(smoke_run):
+    first_parent = smoke_run.result["run"]["mlflow_run_id"]
+    first_data_run = smoke_run.data_runs(first_parent)[0]
+    # given the first run's project root
+    with pytest.MonkeyPatch.context() as monkeypatch:
+        _use_root(monkeypatch, smoke_run.root)
+        # when the same parameters run again
+        second = _run_pipeline()
+    # then it is a new pipeline run on the same data
+    second_parent = second["run"]["mlflow_run_id"]
+    assert second_parent != first_parent
+    assert second["run"]["dvc_data_md5"] == smoke_run.result["run"]["dvc_data_md5"]
+    assert second["run"]["prefect_flow_run_id"] != smoke_run.result["run"]["prefect_flow_run_id"]
+    # and its data stage came from Prefect's cache, still with a nested MLflow run
+    data_runs = smoke_run.data_runs(second_parent)
+    assert len(data_runs) == 1
+    tags = data_runs[0].data.tags
+    assert tags["cached"] == "true"
+    assert tags["cached_from_run_id"] == first_data_run.info.run_id
+    # carrying the metrics of the run that computed it
+    assert data_runs[0].data.metrics["data/labeler_agreement"] == pytest.approx(
+        first_data_run.data.metrics["data/labeler_agreement"]
+    )
+    assert second["labelers"] == smoke_run.result["labelers"]
+
+
+def test_changed_data_fails_the_run_and_leaves_no_report(
+    prefect_harness, make_project, change_one_byte, monkeypatch
+):
+    # given a project whose data/ differs from data.dvc by one byte
+    root = make_project()
+    change_one_byte(root / "data" / "smoke" / layout.SFT_TRAIN)
+    _use_root(monkeypatch, root)
+    # when the pipeline runs
+    # then it fails, naming data.dvc
+    with pytest.raises(data_version.DataMismatchError, match=r"data\.dvc"):
+        _run_pipeline()
+    # and it wrote no report and ran no stage
+    assert not (root / "reports").exists()
+    assert not (root / "runs" / "data").exists()
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="tracking.git_commit() asks git in project_root() (here a data-only folder), "
+    "not in the checkout the code runs from, so the run is tagged 'unknown'",
+)
+def test_git_commit_is_the_commit_of_the_code_that_ran(smoke_run):
+    # given the checkout the pipeline's code comes from
+    expected = tracking.git_commit(REPO_ROOT).split("+")[0]
+    if expected == "unknown":
+        pytest.skip("the code does not run from a git checkout")
+    # then the run records that commit, wherever INSTRUCTFLOW_ROOT points
+    assert smoke_run.result["run"]["git_commit"].split("+")[0] == expected
