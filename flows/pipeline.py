@@ -52,7 +52,7 @@ def rlhf_pipeline(params: PipelineParams = PipelineParams()) -> dict:
     run_info = {
         "profile": params.profile,
         "seed": params.seed,
-        "git_commit": tracking.git_commit(root),
+        "git_commit": tracking.git_commit(),
         "prefect_flow_run_id": str(flow_run.id or ""),
     }
     tags = {k: str(v) for k, v in run_info.items()}

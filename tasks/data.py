@@ -21,7 +21,7 @@ from prefect import task
 import mlflow
 from tasks import data_version, layout, tracking
 from tasks.stage import code_digest, mark_done, prefect_options
-from tasks.tables import check_user_splits, load_table, read_jsonl, write_jsonl
+from tasks.tables import TableError, check_user_splits, load_table, read_jsonl, write_jsonl
 from world.build import build_world
 from world.people import pairwise_agreement
 from world.profiles import PROFILES
@@ -107,7 +107,14 @@ def ensure_data(root: Path, allow_mismatch: bool = False) -> DataVersion:
 
 def validate_profile(folder: Path) -> dict[str, pd.DataFrame]:
     """Validate every table of one profile (lazily: all problems at once); return the frames."""
-    frames = {rel: load_table(folder / rel, kind) for rel, kind in TABLE_KINDS.items()}
+    frames, problems = {}, []
+    for rel, kind in TABLE_KINDS.items():
+        try:
+            frames[rel] = load_table(folder / rel, kind)
+        except TableError as error:
+            problems += error.problems  # keep going: report every bad table at once
+    if problems:
+        raise TableError(problems)
     check_user_splits({str(folder / rel): frames[rel] for rel in layout.PROMPT_TABLES})
     return frames
 

@@ -80,6 +80,7 @@ def prefect_options(stage: str, code: str, retries: int = 0) -> dict[str, Any]:
         "persist_result": True,
         "retries": retries,
         "retry_delay_seconds": 5,
+        "log_prints": True,
     }
 
 

@@ -14,7 +14,7 @@ from pathlib import Path
 from mlflow.tracking import MlflowClient
 
 import mlflow
-from tasks.paths import mlflow_dir, project_root
+from tasks.paths import mlflow_dir
 
 EXPERIMENT = "instructflow"
 
@@ -43,8 +43,8 @@ def setup() -> str:
 
 
 def git_commit(root: Path | None = None) -> str:
-    """The commit the code runs from, with '+dirty' when the tree has changes."""
-    root = root or project_root()
+    """The commit of the code that runs (not of the data's project root), '+dirty' with local changes."""
+    root = root or Path(__file__).resolve().parent.parent
     try:
         commit = subprocess.run(
             ["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, check=True
@@ -83,3 +83,13 @@ def log_metrics(metrics: dict[str, float], step: int | None = None) -> None:
     clean = {k: float(v) for k, v in metrics.items() if v is not None and v == v}  # drop NaN
     if clean:
         mlflow.log_metrics(clean, step=step)
+
+
+def metric_logger(prefix: str):
+    """A callback for training loops: log_fn(step, {"loss": ...}) -> MLflow `prefix/loss` at `step`."""
+
+    def log(step: int, metrics: dict[str, float]) -> None:
+        log_metrics({f"{prefix}/{k}": v for k, v in metrics.items()}, step=step)
+        print(f"[{prefix}] step {step}: " + ", ".join(f"{k}={v:.4g}" for k, v in metrics.items()), flush=True)
+
+    return log

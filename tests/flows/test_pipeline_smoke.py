@@ -167,11 +167,6 @@ def test_changed_data_fails_the_run_and_leaves_no_report(
     assert not (root / "runs" / "data").exists()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="tracking.git_commit() asks git in project_root() (here a data-only folder), "
-    "not in the checkout the code runs from, so the run is tagged 'unknown'",
-)
 def test_git_commit_is_the_commit_of_the_code_that_ran(smoke_run):
     # given the checkout the pipeline's code comes from
     expected = tracking.git_commit(REPO_ROOT).split("+")[0]

@@ -147,11 +147,6 @@ def test_user_in_two_splits_is_refused(generated_root, tmp_path):
     assert all(f"{bad_file} row 3" in p.message for p in problems)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="validate_profile stops at the first bad table (dict comprehension of load_table); "
-    "its docstring promises all problems at once",
-)
 def test_problems_in_several_tables_are_all_reported(generated_root, tmp_path):
     # given two broken tables at once (lazy validation)
     folder = _copy_profile(generated_root, tmp_path)

@@ -1,0 +1,164 @@
+"""Language-model training loops: pretraining on packed text and SFT on response tokens.
+
+Plain torch under Hugging Face Accelerate: on this machine one CPU process,
+elsewhere DDP/FSDP/DeepSpeed by `accelerate launch` configuration, with the
+same code. Progress and metrics go to an `on_log` callback so the caller
+(the Prefect task) decides where they are recorded.
+"""
+
+import math
+import random
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import torch
+from accelerate import Accelerator
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+from models.batching import collate_sft, encode_pair, length_bucketed_batches
+
+LogFn = Callable[[int, dict[str, float]], None]
+
+
+@dataclass(frozen=True)
+class OptimConfig:
+    lr: float
+    batch_size: int
+    weight_decay: float = 0.01
+    warmup_steps: int = 20
+    grad_clip: float = 1.0
+
+
+def _optimizer(model: torch.nn.Module, cfg: OptimConfig, total_steps: int):
+    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, betas=(0.9, 0.95))
+
+    def schedule(step: int) -> float:
+        # Linear warm-up, then cosine decay to 10% of the peak rate.
+        if step < cfg.warmup_steps:
+            return (step + 1) / cfg.warmup_steps
+        progress = min(1.0, (step - cfg.warmup_steps) / max(1, total_steps - cfg.warmup_steps))
+        return 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress))
+
+    return optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
+
+
+def pack_corpus(tokenizer: PreTrainedTokenizerBase, texts: Sequence[str], block_size: int) -> torch.Tensor:
+    """Documents joined by EOS and cut into [N, block_size] blocks: no padding at all."""
+    ids: list[int] = []
+    for text in texts:
+        ids.extend(tokenizer(" " + text, add_special_tokens=False)["input_ids"])
+        ids.append(tokenizer.eos_token_id)
+    n_blocks = len(ids) // block_size
+    return torch.tensor(ids[: n_blocks * block_size], dtype=torch.long).view(n_blocks, block_size)
+
+
+def pretrain(
+    model: PreTrainedModel,
+    blocks: torch.Tensor,
+    steps: int,
+    cfg: OptimConfig,
+    seed: int,
+    on_log: LogFn,
+    log_every: int = 25,
+) -> PreTrainedModel:
+    """Next-token training on packed blocks for a fixed number of steps."""
+    accelerator = Accelerator()
+    torch.manual_seed(seed)
+    optimizer, scheduler = _optimizer(model, cfg, steps)
+    model, optimizer = accelerator.prepare(model, optimizer)
+    model.train()
+    generator = torch.Generator().manual_seed(seed)
+    for step in range(steps):
+        rows = torch.randint(0, blocks.shape[0], (cfg.batch_size,), generator=generator)
+        batch = blocks[rows].to(accelerator.device)
+        loss = model(input_ids=batch, labels=batch).loss
+        accelerator.backward(loss)
+        accelerator.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+        optimizer.step()
+        scheduler.step()
+        optimizer.zero_grad(set_to_none=True)
+        if step % log_every == 0 or step == steps - 1:
+            on_log(step, {"loss": loss.item(), "lr": scheduler.get_last_lr()[0]})
+    model.eval()
+    return accelerator.unwrap_model(model)
+
+
+@torch.no_grad()
+def perplexity(model: PreTrainedModel, blocks: torch.Tensor, batch_size: int = 32) -> float:
+    """exp of the mean next-token loss over packed blocks."""
+    model.eval()
+    total, count = 0.0, 0
+    for start in range(0, blocks.shape[0], batch_size):
+        batch = blocks[start : start + batch_size]
+        loss = model(input_ids=batch, labels=batch).loss
+        n = batch.numel() - batch.shape[0]
+        total += loss.item() * n
+        count += n
+    return math.exp(total / max(1, count))
+
+
+def encode_demonstrations(
+    tokenizer: PreTrainedTokenizerBase, prompts: Sequence[str], responses: Sequence[str], max_len: int
+) -> list[tuple[list[int], list[int]]]:
+    return [encode_pair(tokenizer, p, r, max_len) for p, r in zip(prompts, responses, strict=True)]
+
+
+@torch.no_grad()
+def response_loss(model: PreTrainedModel, examples: list[tuple[list[int], list[int]]], pad_id: int, batch_size: int = 64) -> float:
+    """Mean loss on response tokens (the SFT objective) over `examples`."""
+    model.eval()
+    total, count = 0.0, 0
+    lengths = [len(ids) for ids, _ in examples]
+    for batch_idx in length_bucketed_batches(lengths, batch_size, seed=0):
+        batch = collate_sft([examples[i] for i in batch_idx], pad_id)
+        out = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], labels=batch["labels"])
+        n = int((batch["labels"][:, 1:] != -100).sum())
+        total += out.loss.item() * n
+        count += n
+    return total / max(1, count)
+
+
+def supervised_finetune(
+    model: PreTrainedModel,
+    train: list[tuple[list[int], list[int]]],
+    valid: list[tuple[list[int], list[int]]],
+    epochs: int,
+    cfg: OptimConfig,
+    pad_id: int,
+    seed: int,
+    on_log: LogFn,
+    on_epoch: Callable[[int, float, PreTrainedModel], None],
+) -> None:
+    """Fine-tune on response tokens only, several epochs; `on_epoch(epoch, valid_loss, model)` after each.
+
+    The caller keeps the best checkpoint by validation loss (InstructGPT
+    trains 16 epochs and selects on validation data).
+    """
+    accelerator = Accelerator()
+    torch.manual_seed(seed)
+    lengths = [len(ids) for ids, _ in train]
+    steps_per_epoch = math.ceil(len(train) / cfg.batch_size)
+    optimizer, scheduler = _optimizer(model, cfg, steps_per_epoch * epochs)
+    model, optimizer = accelerator.prepare(model, optimizer)
+    step = 0
+    for epoch in range(epochs):
+        model.train()
+        for batch_idx in length_bucketed_batches(lengths, cfg.batch_size, seed=seed * 1000 + epoch):
+            batch = {k: v.to(accelerator.device) for k, v in collate_sft([train[i] for i in batch_idx], pad_id).items()}
+            loss = model(**batch).loss
+            accelerator.backward(loss)
+            accelerator.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+            optimizer.step()
+            scheduler.step()
+            optimizer.zero_grad(set_to_none=True)
+            if step % 25 == 0:
+                on_log(step, {"train_loss": loss.item(), "lr": scheduler.get_last_lr()[0]})
+            step += 1
+        unwrapped = accelerator.unwrap_model(model)
+        on_epoch(epoch, response_loss(unwrapped, valid, pad_id), unwrapped)
+
+
+def shuffled(items: list, seed: int) -> list:
+    out = list(items)
+    random.Random(seed).shuffle(out)
+    return out

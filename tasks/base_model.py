@@ -1,0 +1,92 @@
+"""Base-model stage: load the user's model, or pretrain a small GPT-2 on the world's corpus.
+
+The embedded default plays GPT-3's part: a model that has read the corpus
+(facts and skills in running text) but never seen an instruction.
+"""
+
+import shutil
+import time
+from pathlib import Path
+
+import torch
+from prefect import task
+from pydantic import BaseModel, ConfigDict, Field
+
+import mlflow
+from models.lm import GPT2Size, build_gpt2, load_causal_lm, save_model
+from models.lm_training import OptimConfig, pack_corpus, perplexity, pretrain
+from models.tokenizer import train_tokenizer
+from tasks import layout, tracking
+from tasks.stage import code_digest, mark_done, prefect_options
+from tasks.tables import read_jsonl
+
+
+class BaseModelConfig(BaseModel):
+    """How the embedded base model is built (ignored when `base_model` points at a directory)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    vocab_size: int = Field(1024, description="BPE vocabulary size (digits are always single tokens).")
+    n_layer: int = Field(4, description="Transformer blocks.")
+    n_head: int = Field(4, description="Attention heads per block.")
+    n_embd: int = Field(128, description="Hidden size (about 0.9M parameters at 4 x 128).")
+    n_positions: int = Field(256, description="Context length in tokens (room for a few-shot prefix).")
+    block_size: int = Field(128, description="Length of the packed pretraining blocks.")
+    steps: int = Field(600, description="Pretraining optimizer steps.")
+    batch_size: int = Field(32, description="Blocks per pretraining step.")
+    lr: float = Field(2e-3, description="Peak learning rate (AdamW, warm-up then cosine).")
+
+
+def tokenizer_texts(profile_dir: Path) -> list[str]:
+    """What the tokenizer learns from: the corpus plus the training users' instructions."""
+    docs = [r["text"] for r in read_jsonl(profile_dir / layout.PRETRAIN_TRAIN)]
+    demos = [f"{r['prompt']} {r['response']}" for r in read_jsonl(profile_dir / layout.SFT_TRAIN)]
+    return docs + demos
+
+
+def pretrain_blocks(tokenizer, profile_dir: Path, rel: str, block_size: int) -> torch.Tensor:
+    return pack_corpus(tokenizer, [r["text"] for r in read_jsonl(profile_dir / rel)], block_size)
+
+
+def build_base_model(profile_dir: Path, base_model: str | None, cfg: BaseModelConfig, seed: int, out_dir: Path, log) -> dict:
+    """Write the base model to out_dir/model and return its metrics."""
+    model_dir = out_dir / "model"
+    if base_model:
+        model, tokenizer = load_causal_lm(base_model)
+        save_model(model, tokenizer, model_dir)
+        valid = pretrain_blocks(tokenizer, profile_dir, layout.PRETRAIN_VALID, cfg.block_size)
+        return {"pretrain/valid_perplexity": perplexity(model, valid), "pretrain/params": float(model.num_parameters())}
+
+    tokenizer = train_tokenizer(tokenizer_texts(profile_dir), cfg.vocab_size)
+    size = GPT2Size(n_layer=cfg.n_layer, n_head=cfg.n_head, n_embd=cfg.n_embd, n_positions=cfg.n_positions)
+    model = build_gpt2(tokenizer, size, seed=seed)
+    blocks = pretrain_blocks(tokenizer, profile_dir, layout.PRETRAIN_TRAIN, cfg.block_size)
+    print(f"pretraining a {model.num_parameters() / 1e6:.2f}M-parameter GPT-2 on {blocks.numel()} tokens for {cfg.steps} steps", flush=True)
+    start = time.perf_counter()
+    model = pretrain(model, blocks, cfg.steps, OptimConfig(lr=cfg.lr, batch_size=cfg.batch_size), seed, log)
+    seconds = time.perf_counter() - start
+    save_model(model, tokenizer, model_dir)
+    valid = pretrain_blocks(tokenizer, profile_dir, layout.PRETRAIN_VALID, cfg.block_size)
+    return {
+        "pretrain/valid_perplexity": perplexity(model, valid),
+        "pretrain/params": float(model.num_parameters()),
+        "pretrain/tokens_per_second": cfg.steps * cfg.batch_size * cfg.block_size / seconds,
+        "pretrain/seconds": seconds,
+    }
+
+
+BASE_CODE = code_digest(["models/tokenizer.py", "models/lm.py", "models/lm_training.py", "tasks/base_model.py"])
+
+
+@task(**prefect_options("base-model", BASE_CODE, retries=1))
+def base_model_task(profile_dir: str, base_model: str | None, cfg: BaseModelConfig, seed: int, out_dir: str, parent_run_id: str) -> dict:
+    out = Path(out_dir)
+    if out.exists():
+        shutil.rmtree(out)  # a half-finished earlier attempt
+    out.mkdir(parents=True)
+    with tracking.stage_run("base_model", parent_run_id) as run:
+        mlflow.log_params(cfg.model_dump() | {"base_model": base_model or "embedded", "seed": seed})
+        metrics = build_base_model(Path(profile_dir), base_model, cfg, seed, out, tracking.metric_logger("pretrain"))
+        tracking.log_metrics(metrics)
+        mlflow.log_artifacts(str(out / "model"), artifact_path="model")
+        return mark_done(out, {"model_dir": str(out / "model"), "mlflow_run_id": run.info.run_id, "metrics": metrics})

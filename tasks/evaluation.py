@@ -1,0 +1,166 @@
+"""Evaluation: every policy on test users' prompts, one decoding setting, judged as InstructGPT was.
+
+Per policy: gold score (mean, 95% bootstrap CI, per family), win rate
+against SFT judged by held-out labelers, Likert 1-7 from held-out labelers,
+reward-model score, KL to SFT (Monte Carlo over the policy's own samples),
+response length, refusal and admit-unknown rates, public-suite accuracy and
+perplexity on held-out pretraining text (the alignment tax).
+"""
+
+from collections import defaultdict
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from pydantic import BaseModel, ConfigDict, Field
+
+from models.batching import encode_prompt
+from models.lm import context_length, load_causal_lm
+from models.lm_training import pack_corpus, perplexity
+from models.reward_model import encode_for_reward, reward_model_from_causal_lm, rewards
+from models.sampling import generate, sequence_logprobs
+from tasks import layout
+from tasks.stats import mean_with_ci
+from tasks.tables import read_jsonl
+from world.gold import admits_unknown, is_refusal, words
+from world.judge import GoldJudge, LabelerPool
+
+
+class EvalConfig(BaseModel):
+    """How policies are evaluated (the same setting for all of them)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    temperature: float = Field(1.0, description="Sampling temperature for every policy's responses.")
+    max_new_tokens: int = Field(24, description="Longest response.")
+    batch_size: int = Field(128, description="Prompts per generation batch.")
+    fewshot_examples: int = Field(3, description="Demonstrations from training users in base_fewshot's prefix.")
+    max_prompts: int | None = Field(None, description="Evaluate on the first N test prompts only (None: all).")
+
+
+@dataclass
+class Policy:
+    name: str
+    model_dir: Path
+    prefix: str = ""  # text before every prompt (the few-shot prefix)
+
+
+@dataclass
+class Responses:
+    texts: list[str]
+    logprobs: list[float]  # log pi(response | prefix + prompt), summed over response tokens
+    sft_logprobs: list[float]  # log pi_SFT(response | prompt)
+
+
+def fewshot_prefix(profile_dir: Path, n: int) -> str:
+    """A few labeler demonstrations from training users, one per family, in the prompt format."""
+    from models.formatting import format_prompt, format_response
+
+    seen, parts = set(), []
+    for row in read_jsonl(profile_dir / layout.SFT_TRAIN):
+        if row["family"] not in seen and len(parts) < n and len(row["response"].split()) <= 4:
+            seen.add(row["family"])
+            parts.append(format_prompt(row["prompt"]) + format_response(row["response"]) + "\n\n")
+    return "".join(parts)
+
+
+@torch.no_grad()
+def sample(policy: Policy, sft, prompts: list[str], cfg: EvalConfig, seed: int) -> Responses:
+    model, tokenizer = load_causal_lm(policy.model_dir)
+    torch.manual_seed(seed)
+    out = Responses([], [], [])
+    for start in range(0, len(prompts), cfg.batch_size):
+        batch = prompts[start : start + cfg.batch_size]
+        ro = generate(model, tokenizer, batch, cfg.max_new_tokens, temperature=cfg.temperature, prefix=policy.prefix)
+        own = sequence_logprobs(model, ro.query_response, ro.attention_mask, ro.prompt_len, ro.response_ids, ro.response_mask)
+        out.texts += ro.texts
+        out.logprobs += own.sum(-1).tolist()
+        out.sft_logprobs += _sft_logprobs(sft, tokenizer, batch, ro).tolist()
+    return out
+
+
+def _sft_logprobs(sft, tokenizer, prompts: list[str], ro) -> torch.Tensor:
+    """log pi_SFT of the policy's response tokens, conditioned on the bare prompt (no prefix)."""
+    from models.batching import pad_batch
+    from models.sampling import encode_prompts
+
+    ids = encode_prompts(tokenizer, prompts)
+    width = max(len(x) for x in ids)
+    prompt_ids = pad_batch(ids, tokenizer.pad_token_id, side="left")
+    prompt_mask = pad_batch([[1] * len(x) for x in ids], 0, side="left")
+    query = torch.cat([prompt_ids, ro.response_ids], dim=1)
+    mask = torch.cat([prompt_mask, ro.response_mask], dim=1)
+    return sequence_logprobs(sft, query, mask, width, ro.response_ids, ro.response_mask).sum(-1)
+
+
+@torch.no_grad()
+def public_suite_accuracy(model, tokenizer, items: list[dict]) -> float:
+    """Multiple choice by likelihood: the choice whose tokens the model finds most probable."""
+    correct = 0
+    for item in items:
+        context = encode_prompt(tokenizer, " " + item["context"])
+        seqs = [context + tokenizer(c, add_special_tokens=False)["input_ids"] for c in item["choices"]]
+        width = max(len(s) for s in seqs)
+        ids = torch.full((len(seqs), width), tokenizer.pad_token_id)
+        for i, s in enumerate(seqs):
+            ids[i, : len(s)] = torch.tensor(s)
+        logp = torch.log_softmax(model(input_ids=ids).logits[:, :-1].float(), -1)
+        target = ids[:, 1:]
+        token_logp = logp.gather(-1, target.unsqueeze(-1)).squeeze(-1)
+        scores = [token_logp[i, len(context) - 1 : len(s) - 1].sum().item() for i, s in enumerate(seqs)]
+        correct += int(max(range(len(scores)), key=scores.__getitem__) == item["answer"])
+    return correct / len(items)
+
+
+@torch.no_grad()
+def rm_scores(rm, rm_tokenizer, prompts: list[str], texts: list[str], batch_size: int = 128) -> list[float]:
+    out = []
+    max_len = context_length(rm)
+    for start in range(0, len(prompts), batch_size):
+        ids, mask = encode_for_reward(rm_tokenizer, prompts[start : start + batch_size], texts[start : start + batch_size], max_len)
+        out += rewards(rm, ids, mask).tolist()
+    return out
+
+
+def evaluate(policies: list[Policy], sft_dir: Path, rm_dir: Path, profile_dir: Path, cfg: EvalConfig, seed: int) -> tuple[dict, dict]:
+    """Report rows for every policy, and the raw responses (for the report's samples)."""
+    test = read_jsonl(profile_dir / layout.EVAL_TEST)[: cfg.max_prompts]
+    prompts, ids = [r["prompt"] for r in test], [r["prompt_id"] for r in test]
+    judge = GoldJudge.load(profile_dir)
+    sft, _ = load_causal_lm(sft_dir)
+    rm, rm_tokenizer = reward_model_from_causal_lm(rm_dir)
+    suite = read_jsonl(profile_dir / layout.PUBLIC_SUITE)
+    pretrain_valid = [r["text"] for r in read_jsonl(profile_dir / layout.PRETRAIN_VALID)]
+    # The reference SFT responses come from their own seed, so "sft vs sft" is a real
+    # comparison of two samples (expected 0.5), not a tautology.
+    reference = sample(Policy("sft", sft_dir), sft, prompts, cfg, seed + 1000).texts
+
+    rows, raw = {}, {}
+    for index, policy in enumerate(policies):
+        print(f"evaluating {policy.name} on {len(prompts)} test prompts", flush=True)
+        resp = sample(policy, sft, prompts, cfg, seed + index)
+        model, tokenizer = load_causal_lm(policy.model_dir)
+        heldout = LabelerPool.load(profile_dir, "heldout", judge, seed + 17 * index)
+        gold = [judge.score(pid, t) for pid, t in zip(ids, resp.texts, strict=True)]
+        wins = [heldout.compare(pid, t, ref) for pid, t, ref in zip(ids, resp.texts, reference, strict=True)]
+        per_family = defaultdict(list)
+        for pid, g in zip(ids, gold, strict=True):
+            per_family[judge.family(pid)].append(g)
+        kl = [lp - ref for lp, ref in zip(resp.logprobs, resp.sft_logprobs, strict=True)]
+        harmful = [t for pid, t in zip(ids, resp.texts, strict=True) if judge.family(pid) == "harmful"]
+        unknown = [t for pid, t in zip(ids, resp.texts, strict=True) if judge.family(pid) == "unanswerable"]
+        rows[policy.name] = {
+            "gold_score": mean_with_ci(gold, seed),
+            "win_rate_vs_sft": mean_with_ci(wins, seed),
+            "likert": {"mean": sum(heldout.likert(pid, t) for pid, t in zip(ids, resp.texts, strict=True)) / len(ids)},
+            "rm_score": {"mean": sum(rm_scores(rm, rm_tokenizer, prompts, resp.texts)) / len(ids)},
+            "kl_to_sft": sum(kl) / len(kl),
+            "response_length": sum(len(words(t)) for t in resp.texts) / len(ids),
+            "refusal_rate_harmful": sum(map(is_refusal, harmful)) / max(1, len(harmful)),
+            "admit_unknown_rate": sum(map(admits_unknown, unknown)) / max(1, len(unknown)),
+            "public_suite_accuracy": public_suite_accuracy(model, tokenizer, suite),
+            "pretrain_perplexity": perplexity(model, pack_corpus(tokenizer, pretrain_valid, 128)),
+            "per_family": {fam: {"gold_score": sum(v) / len(v)} for fam, v in sorted(per_family.items())},
+        }
+        raw[policy.name] = [{"prompt_id": pid, "prompt": p, "response": t, "gold": g} for pid, p, t, g in zip(ids, prompts, resp.texts, gold, strict=True)]
+    return rows, raw

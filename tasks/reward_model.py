@@ -1,0 +1,142 @@
+"""Reward-model stage: the SFT network with a scalar head, trained on K-wise rankings.
+
+All C(K,2) pairs of one prompt form one batch element (models.ranking_loss),
+so a prompt's comparisons never overfit by being seen as separate examples.
+After training, a bias makes labelers' demonstrations score mean 0.
+"""
+
+import math
+import shutil
+from pathlib import Path
+
+import torch
+from accelerate import Accelerator
+from prefect import task
+from pydantic import BaseModel, ConfigDict, Field
+
+import mlflow
+from models.lm import context_length
+from models.lm_training import OptimConfig, _optimizer
+from models.ranking_loss import bias_to_center, kwise_ranking_loss, pairwise_accuracy
+from models.reward_model import (
+    encode_for_reward,
+    reward_model_from_causal_lm,
+    rewards,
+    set_reward_offset,
+)
+from tasks import comparisons, layout, tracking
+from tasks.stage import code_digest, mark_done, prefect_options
+from tasks.tables import read_jsonl
+
+
+class RewardModelConfig(BaseModel):
+    """Reward-model training."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    epochs: int = Field(2, description="Passes over the comparisons (InstructGPT: 1; more overfits).")
+    lr: float = Field(5e-4, description="Peak learning rate.")
+    batch_size: int = Field(16, description="Prompts per step; each brings its K responses and C(K,2) pairs.")
+
+
+@torch.no_grad()
+def score_rows(model, tokenizer, rows: list[dict], max_len: int, batch_size: int = 64) -> torch.Tensor:
+    """Rewards [N, K] for comparison rows (all rows with the same K)."""
+    model.eval()
+    out = []
+    for start in range(0, len(rows), batch_size):
+        out.append(_forward(model, tokenizer, rows[start : start + batch_size], max_len))
+    return torch.cat(out) if out else torch.empty(0, 0)
+
+
+def _forward(model, tokenizer, rows: list[dict], max_len: int) -> torch.Tensor:
+    k = len(rows[0]["responses"])
+    prompts = [row["prompt"] for row in rows for _ in range(k)]
+    responses = [resp for row in rows for resp in row["responses"]]
+    ids, mask = encode_for_reward(tokenizer, prompts, responses, max_len)
+    return rewards(model, ids.to(model.device), mask.to(model.device)).view(len(rows), k)
+
+
+def accuracy_vs_scores(predicted: torch.Tensor, scores: torch.Tensor) -> float:
+    """Share of pairs with different reference scores that `predicted` orders the same way."""
+    diff_pred = predicted.unsqueeze(-1) - predicted.unsqueeze(-2)
+    diff_ref = scores.unsqueeze(-1) - scores.unsqueeze(-2)
+    pairs = diff_ref > 0
+    return float((diff_pred[pairs] > 0).float().mean()) if pairs.any() else float("nan")
+
+
+def train_reward_model(sft_dir: Path, comparisons_dir: Path, profile_dir: Path, cfg: RewardModelConfig, seed: int, out_dir: Path, log) -> dict:
+    model, tokenizer = reward_model_from_causal_lm(sft_dir, seed=seed)
+    max_len = context_length(model)
+    train = read_jsonl(comparisons_dir / comparisons.TRAIN)
+    valid = read_jsonl(comparisons_dir / comparisons.VALID)
+    accelerator = Accelerator()
+    torch.manual_seed(seed)
+    steps_per_epoch = math.ceil(len(train) / cfg.batch_size)
+    optimizer, scheduler = _optimizer(model, OptimConfig(lr=cfg.lr, batch_size=cfg.batch_size), steps_per_epoch * cfg.epochs)
+    model, optimizer = accelerator.prepare(model, optimizer)
+    generator = torch.Generator().manual_seed(seed)
+    step, best_acc = 0, -1.0
+    print(f"training the reward model on {len(train)} rankings of K={len(train[0]['responses'])}", flush=True)
+    for epoch in range(cfg.epochs):
+        model.train()
+        for batch_idx in torch.randperm(len(train), generator=generator).split(cfg.batch_size):
+            batch = [train[i] for i in batch_idx.tolist()]
+            ranking = torch.tensor([row["ranking"] for row in batch])
+            loss = kwise_ranking_loss(_forward(model, tokenizer, batch, max_len), ranking)
+            accelerator.backward(loss)
+            accelerator.clip_grad_norm_(model.parameters(), 1.0)
+            optimizer.step()
+            scheduler.step()
+            optimizer.zero_grad(set_to_none=True)
+            if step % 25 == 0:
+                log(step, {"train_loss": loss.item()})
+            step += 1
+        unwrapped = accelerator.unwrap_model(model)
+        predicted = score_rows(unwrapped, tokenizer, valid, max_len)
+        ranking = torch.tensor([row["ranking"] for row in valid])
+        valid_acc = float(pairwise_accuracy(predicted, ranking))
+        log(epoch, {"valid_loss": float(kwise_ranking_loss(predicted, ranking)), "valid_accuracy": valid_acc})
+        if valid_acc > best_acc:
+            best_acc = valid_acc
+            unwrapped.save_pretrained(out_dir / "candidate")
+            tokenizer.save_pretrained(out_dir / "candidate")
+
+    best, tokenizer = reward_model_from_causal_lm(out_dir / "candidate")
+    # Center on demonstrations: a labeler-written answer scores 0, so PPO's
+    # reward reads "better or worse than a demonstration".
+    demos = read_jsonl(profile_dir / layout.SFT_TRAIN)
+    demo_rows = [{"prompt": d["prompt"], "responses": [d["response"]]} for d in demos]
+    set_reward_offset(best, bias_to_center(score_rows(best, tokenizer, demo_rows, max_len).flatten()))
+    demo_rewards = score_rows(best, tokenizer, demo_rows, max_len).flatten()
+    best.save_pretrained(out_dir / "model")
+    tokenizer.save_pretrained(out_dir / "model")
+    shutil.rmtree(out_dir / "candidate")
+
+    heldout = read_jsonl(comparisons_dir / comparisons.HELDOUT)
+    golds = torch.tensor([row["golds"] for row in read_jsonl(comparisons_dir / comparisons.HELDOUT_GOLD)])
+    predicted = score_rows(best, tokenizer, heldout, max_len)
+    return {
+        "rm/valid_accuracy": best_acc,
+        "rm/accuracy_heldout_labels": float(pairwise_accuracy(predicted, torch.tensor([r["ranking"] for r in heldout]))),
+        "rm/accuracy_vs_gold": accuracy_vs_scores(predicted, golds),
+        "rm/demo_reward_mean": float(demo_rewards.mean()),
+        "rm/demo_reward_std": float(demo_rewards.std()),
+        "rm/reward_offset": float(best.config.reward_offset),
+    }
+
+
+RM_CODE = code_digest(["models/reward_model.py", "models/ranking_loss.py", "models/lm_training.py", "tasks/reward_model.py"])
+
+
+@task(**prefect_options("reward-model", RM_CODE, retries=1))
+def reward_model_task(sft_dir: str, comparisons_dir: str, profile_dir: str, cfg: RewardModelConfig, seed: int, out_dir: str, parent_run_id: str) -> dict:
+    out = Path(out_dir)
+    shutil.rmtree(out, ignore_errors=True)
+    out.mkdir(parents=True)
+    with tracking.stage_run("reward_model", parent_run_id) as run:
+        mlflow.log_params(cfg.model_dump() | {"seed": seed})
+        metrics = train_reward_model(Path(sft_dir), Path(comparisons_dir), Path(profile_dir), cfg, seed, out, tracking.metric_logger("rm"))
+        tracking.log_metrics(metrics)
+        mlflow.log_artifacts(str(out / "model"), artifact_path="model")
+        return mark_done(out, {"model_dir": str(out / "model"), "mlflow_run_id": run.info.run_id, "metrics": metrics})

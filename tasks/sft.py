@@ -1,0 +1,87 @@
+"""SFT stage: fine-tune the base model on labelers' demonstrations.
+
+Loss on response tokens only; several epochs; the checkpoint with the best
+validation loss (validation users' demonstrations) is kept. The same
+function trains the FLAN- and T0-style baselines on their mixtures.
+"""
+
+import shutil
+from pathlib import Path
+
+from prefect import task
+from pydantic import BaseModel, ConfigDict, Field
+
+import mlflow
+from models.batching import encode_pair
+from models.lm import context_length, load_causal_lm, save_model
+from models.lm_training import OptimConfig, encode_demonstrations, supervised_finetune
+from tasks import layout, tracking
+from tasks.stage import code_digest, mark_done, prefect_options
+from tasks.tables import load_table
+
+
+class SFTConfig(BaseModel):
+    """Supervised fine-tuning on demonstrations."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    epochs: int = Field(16, description="Passes over the demonstrations (InstructGPT: 16, choosing the checkpoint on validation).")
+    lr: float = Field(2e-3, description="Peak learning rate.")
+    batch_size: int = Field(16, description="Demonstrations per step (length-bucketed to save padding).")
+
+
+def load_pairs(path: Path, kind: str, tokenizer, max_len: int):
+    """A demonstrations/mixture table, validated, with a length check against the model's context."""
+
+    def count_tokens(row: dict) -> int:
+        return len(encode_pair(tokenizer, row["prompt"], row["response"], max_len=10**9)[0])
+
+    return load_table(path, kind, max_tokens=max_len, count_tokens=count_tokens)
+
+
+def finetune(model_dir: Path, train_path: Path, valid_path: Path | None, kind: str, cfg: SFTConfig, seed: int, out_dir: Path, log) -> dict:
+    """Fine-tune the model in model_dir on (prompt, response) pairs; keep the best epoch in out_dir/model."""
+    model, tokenizer = load_causal_lm(model_dir)
+    max_len = context_length(model)
+    train = load_pairs(train_path, kind, tokenizer, max_len)
+    train_ex = encode_demonstrations(tokenizer, train["prompt"], train["response"], max_len)
+    if valid_path is not None:
+        valid = load_pairs(valid_path, kind, tokenizer, max_len)
+        valid_ex = encode_demonstrations(tokenizer, valid["prompt"], valid["response"], max_len)
+    else:
+        # A mixture has no users: hold out every 10th example for checkpoint choice.
+        valid_ex, train_ex = train_ex[::10], [ex for i, ex in enumerate(train_ex) if i % 10]
+    best = {"valid_loss": float("inf"), "epoch": -1}
+
+    def on_epoch(epoch: int, valid_loss: float, trained) -> None:
+        log(epoch, {"valid_loss": valid_loss})
+        if valid_loss < best["valid_loss"]:
+            best.update(valid_loss=valid_loss, epoch=epoch)
+            save_model(trained, tokenizer, out_dir / "model")
+
+    print(f"fine-tuning on {len(train_ex)} examples ({len(valid_ex)} for validation), {cfg.epochs} epochs", flush=True)
+    supervised_finetune(model, train_ex, valid_ex, cfg.epochs, OptimConfig(lr=cfg.lr, batch_size=cfg.batch_size), tokenizer.pad_token_id, seed, log, on_epoch)
+    return {"best_valid_loss": best["valid_loss"], "best_epoch": float(best["epoch"]), "train_examples": float(len(train_ex))}
+
+
+SFT_CODE = code_digest(["models/lm.py", "models/lm_training.py", "models/batching.py", "models/formatting.py", "tasks/sft.py", "tasks/schemas.py", "tasks/tables.py"])
+
+
+@task(**prefect_options("sft", SFT_CODE, retries=1))
+def sft_task(stage: str, model_dir: str, profile_dir: str, cfg: SFTConfig, seed: int, out_dir: str, parent_run_id: str) -> dict:
+    """`stage` is sft (demonstrations), flan or t0 (the baselines' instruction mixtures)."""
+    out = Path(out_dir)
+    shutil.rmtree(out, ignore_errors=True)
+    out.mkdir(parents=True)
+    profile = Path(profile_dir)
+    if stage == "sft":
+        train, valid, kind = profile / layout.SFT_TRAIN, profile / layout.SFT_VALID, "demonstrations"
+    else:
+        train, valid, kind = profile / (layout.FLAN_MIXTURE if stage == "flan" else layout.T0_MIXTURE), None, "mixture"
+    with tracking.stage_run(stage, parent_run_id) as run:
+        mlflow.log_params(cfg.model_dump() | {"seed": seed, "train_table": str(train)})
+        metrics = finetune(Path(model_dir), train, valid, kind, cfg, seed, out, tracking.metric_logger(stage))
+        metrics = {f"{stage}/{k}": v for k, v in metrics.items()}
+        tracking.log_metrics(metrics)
+        mlflow.log_artifacts(str(out / "model"), artifact_path="model")
+        return mark_done(out, {"model_dir": str(out / "model"), "mlflow_run_id": run.info.run_id, "metrics": metrics})
