@@ -1,12 +1,37 @@
 """The pipeline's parameters: one pydantic model, which Prefect turns into the UI's run form.
 
 Every field is documented where it is declared (the description shows in the
-form). Stage configs nest under their stage's name.
+form). Stage configs nest under their stage's name; their defaults are sized
+for the `tiny` profile, and a profile adjusts any field the user did not set.
 """
 
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
+
+from tasks.base_model import BaseModelConfig
+from tasks.comparisons import ComparisonsConfig
+from tasks.evaluation import EvalConfig
+from tasks.reward_model import RewardModelConfig
+from tasks.sft import SFTConfig
+
+# What each profile changes from the stage defaults (which are sized for tiny).
+PROFILE_OVERRIDES: dict[str, dict[str, dict[str, Any]]] = {
+    "smoke": {
+        "base": {"vocab_size": 512, "n_layer": 2, "n_head": 2, "n_embd": 64, "steps": 60, "batch_size": 16},
+        "sft": {"epochs": 3},
+        "baselines": {"epochs": 3},
+        "comparisons": {"heldout_prompts": 60},
+        "reward_model": {"epochs": 1},
+        "evaluation": {"max_prompts": 60},
+    },
+    "tiny": {},
+    "small": {
+        "base": {"n_layer": 6, "n_head": 6, "n_embd": 192, "steps": 3000},
+        "sft": {"epochs": 8},
+        "baselines": {"epochs": 8},
+    },
+}
 
 
 class PipelineParams(BaseModel):
@@ -24,3 +49,15 @@ class PipelineParams(BaseModel):
     allow_data_mismatch: bool = Field(
         False, description="Run even if data/ differs from the version in data.dvc (the run is tagged data_mismatch=true)."
     )
+    base: BaseModelConfig = Field(default_factory=BaseModelConfig, description="The embedded base model (pretraining).")
+    sft: SFTConfig = Field(default_factory=SFTConfig, description="Supervised fine-tuning on demonstrations.")
+    baselines: SFTConfig = Field(default_factory=SFTConfig, description="Fine-tuning of the FLAN- and T0-style baselines (same budget as SFT).")
+    comparisons: ComparisonsConfig = Field(default_factory=ComparisonsConfig, description="Sampling and ranking of K responses per prompt.")
+    reward_model: RewardModelConfig = Field(default_factory=RewardModelConfig, description="Reward-model training.")
+    evaluation: EvalConfig = Field(default_factory=EvalConfig, description="Evaluation of all policies on test users.")
+
+    def stage(self, name: str) -> BaseModel:
+        """A stage's config with the profile's sizes for every field the user left unset."""
+        config: BaseModel = getattr(self, name)
+        overrides = {k: v for k, v in PROFILE_OVERRIDES[self.profile].get(name, {}).items() if k not in config.model_fields_set}
+        return config.model_copy(update=overrides)

@@ -7,6 +7,7 @@ the metrics of the run that computed it) so MLflow reads the same either way.
 """
 
 import os
+from pathlib import Path
 
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact
@@ -15,7 +16,7 @@ from prefect.runtime import flow_run
 import mlflow
 import tasks  # noqa: F401  (sets Prefect's environment before prefect is imported)
 from flows.params import PipelineParams
-from tasks import data, report, tracking
+from tasks import base_model, comparisons, data, evaluation, report, reward_model, sft, tracking
 from tasks.paths import project_root, reports_dir
 from tasks.stage import is_done, output_dir, stage_key
 
@@ -73,8 +74,49 @@ def rlhf_pipeline(params: PipelineParams = PipelineParams()) -> dict:
             md5=version["md5"],
         )
 
+        profile_dir = str(root / "data" / params.profile)
+        common = {"profile_dir": profile_dir, "seed": params.seed, "parent_run_id": parent_id}
+        data_in = {"data_md5": version["md5"]}
+
+        def stage(task, name: str, config_name: str | None, inputs: dict, **kwargs) -> dict:
+            config = params.stage(config_name) if config_name else None
+            key_config = {"config": config.model_dump() if config else None, "seed": params.seed, **{k: v for k, v in kwargs.items() if isinstance(v, str | int | float | type(None))}}
+            extra = {"cfg": config} if config is not None else {}
+            return run_stage(task, name, key_config, inputs, **common, **extra, **kwargs)
+
+        base = stage(base_model.base_model_task, "base_model", "base", data_in, base_model=params.base_model)
+        base_in = data_in | {"base": Path(base["model_dir"]).parent.name}
+        sft_out = stage(sft.sft_task, "sft", "sft", base_in, variant="sft", model_dir=base["model_dir"])
+        sft_in = base_in | {"sft": Path(sft_out["model_dir"]).parent.name}
+        comps = stage(comparisons.comparisons_task, "comparisons", "comparisons", sft_in, sft_dir=sft_out["model_dir"])
+        rm = stage(
+            reward_model.reward_model_task, "reward_model", "reward_model", sft_in | {"comparisons": Path(comps["dir"]).name},
+            sft_dir=sft_out["model_dir"], comparisons_dir=comps["dir"],
+        )
+        flan = stage(sft.sft_task, "flan", "baselines", base_in, variant="flan", model_dir=base["model_dir"])
+        t0 = stage(sft.sft_task, "t0", "baselines", base_in, variant="t0", model_dir=base["model_dir"])
+
+        policies = {
+            "base": {"model_dir": base["model_dir"]},
+            "base_fewshot": {"model_dir": base["model_dir"], "prefix": evaluation.fewshot_prefix(Path(profile_dir), params.stage("evaluation").fewshot_examples)},
+            "flan": {"model_dir": flan["model_dir"]},
+            "t0": {"model_dir": t0["model_dir"]},
+            "sft": {"model_dir": sft_out["model_dir"]},
+        }
+        policy_keys = {name: Path(p["model_dir"]).parent.name for name, p in policies.items()}
+        evaluated = stage(
+            evaluation.evaluation_task, "evaluation", "evaluation", sft_in | {"rm": Path(rm["model_dir"]).parent.name, **policy_keys},
+            policies=policies, sft_dir=sft_out["model_dir"], rm_dir=rm["model_dir"],
+        )
+
         result = report.empty_report({"mlflow_run_id": parent_id, **run_info, "dvc_data_md5": version["md5"]})
         result["labelers"] = {"pairwise_agreement": summary["labeler_agreement"]}
+        result["reward_model"] = {
+            "accuracy_heldout_labels": rm["metrics"]["rm/accuracy_heldout_labels"],
+            "accuracy_vs_gold": rm["metrics"]["rm/accuracy_vs_gold"],
+        }
+        result["policies"] = evaluated["rows"]
+        tracking.log_metrics(evaluation.flat_metrics(evaluated["rows"]))
 
         url = mlflow_run_url(experiment_id, parent_id)
         markdown = report.to_markdown(result, mlflow_url=url)

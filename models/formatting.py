@@ -10,6 +10,8 @@ tokenizer gives " Orsk" and "Orsk" different ids. Keeping the space lets
 facts learned in pretraining transfer to answers.
 """
 
+import re
+
 PROMPT_PREFIX = "Q: "
 RESPONSE_PREFIX = "\nA:"
 
@@ -24,6 +26,13 @@ def format_response(response: str) -> str:
     return f" {response}"
 
 
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+
+
 def parse_response(completion: str) -> str:
-    """Turn a raw decoded completion back into a response string."""
-    return completion.strip()
+    """Turn a raw decoded completion back into a response string.
+
+    Byte-level decoding of an untrained model's tokens can produce control
+    characters; they carry nothing a labeler could read, so they are dropped.
+    """
+    return _CONTROL.sub("", completion).strip()

@@ -7,21 +7,26 @@ response length, refusal and admit-unknown rates, public-suite accuracy and
 perplexity on held-out pretraining text (the alignment tax).
 """
 
+import json
+import shutil
 from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from prefect import task
 from pydantic import BaseModel, ConfigDict, Field
 
+import mlflow
 from models.batching import encode_prompt
 from models.lm import context_length, load_causal_lm
 from models.lm_training import pack_corpus, perplexity
 from models.reward_model import encode_for_reward, reward_model_from_causal_lm, rewards
 from models.sampling import generate, sequence_logprobs
-from tasks import layout
+from tasks import layout, tracking
+from tasks.stage import code_digest, mark_done, prefect_options
 from tasks.stats import mean_with_ci
-from tasks.tables import read_jsonl
+from tasks.tables import read_jsonl, write_jsonl
 from world.gold import admits_unknown, is_refusal, words
 from world.judge import GoldJudge, LabelerPool
 
@@ -164,3 +169,39 @@ def evaluate(policies: list[Policy], sft_dir: Path, rm_dir: Path, profile_dir: P
         }
         raw[policy.name] = [{"prompt_id": pid, "prompt": p, "response": t, "gold": g} for pid, p, t, g in zip(ids, prompts, resp.texts, gold, strict=True)]
     return rows, raw
+
+
+# --- Prefect wrapper ------------------------------------------------------------
+
+EVAL_CODE = code_digest(["models/sampling.py", "models/reward_model.py", "tasks/evaluation.py", "tasks/stats.py", "world"])
+
+
+def flat_metrics(rows: dict) -> dict[str, float]:
+    """eval/<policy>/<metric> for MLflow, the means of the report's rows."""
+    out = {}
+    for name, row in rows.items():
+        for key, value in row.items():
+            if isinstance(value, dict) and "mean" in value:
+                out[f"eval/{name}/{key}"] = value["mean"]
+            elif isinstance(value, int | float):
+                out[f"eval/{name}/{key}"] = float(value)
+    return out
+
+
+@task(**prefect_options("evaluation", EVAL_CODE))
+def evaluation_task(policies: dict[str, dict], sft_dir: str, rm_dir: str, profile_dir: str, cfg: EvalConfig, seed: int, out_dir: str, parent_run_id: str) -> dict:
+    """`policies` maps a name to {"model_dir": ..., "prefix": ...}."""
+    out = Path(out_dir)
+    shutil.rmtree(out, ignore_errors=True)
+    out.mkdir(parents=True)
+    with tracking.stage_run("evaluation", parent_run_id) as run:
+        mlflow.log_params(cfg.model_dump() | {"seed": seed, "policies": ",".join(policies)})
+        listed = [Policy(name, Path(p["model_dir"]), p.get("prefix", "")) for name, p in policies.items()]
+        rows, raw = evaluate(listed, Path(sft_dir), Path(rm_dir), Path(profile_dir), cfg, seed)
+        metrics = flat_metrics(rows)
+        tracking.log_metrics(metrics)
+        (out / "policies.json").write_text(json.dumps(rows, indent=2))
+        for name, items in raw.items():
+            write_jsonl(out / "responses" / f"{name}.jsonl", items)
+        mlflow.log_artifacts(str(out), artifact_path="evaluation")
+        return mark_done(out, {"rows": rows, "dir": str(out), "mlflow_run_id": run.info.run_id, "metrics": metrics})

@@ -102,11 +102,11 @@ def _id(description: str) -> pa.Column:
     return pa.Column(checks=[*_string_checks(), _unique()], description=description)
 
 
-def _good_text(value: Any) -> bool:
+def _good_text(value: Any, allow_empty: bool = False) -> bool:
     """What ``_string_checks`` accepts, for strings nested in lists."""
     return (
         isinstance(value, str)
-        and bool(value.strip())
+        and (allow_empty or bool(value.strip()))
         and not _CONTROL_RE.search(value)
         and not _SURROGATE_RE.search(value)
     )
@@ -176,8 +176,10 @@ def comparisons_schema(min_k: int = MIN_K, max_k: int = MAX_K) -> pa.DataFrameSc
             _element(lambda v: isinstance(v, list), "must be a list of strings"),
             _element(k_ok, k_error),
             _element(
-                lambda v: not isinstance(v, list) or all(_good_text(r) for r in v),
-                "every response must be a non-empty string without control characters",
+                # A policy may answer with nothing (labelers rank that last), so an
+                # empty response is data here; broken text is not.
+                lambda v: not isinstance(v, list) or all(_good_text(r, allow_empty=True) for r in v),
+                "every response must be a string without control characters",
             ),
         ],
         description=f"The K sampled responses, {min_k} <= K <= {max_k}.",

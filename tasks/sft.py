@@ -68,20 +68,20 @@ SFT_CODE = code_digest(["models/lm.py", "models/lm_training.py", "models/batchin
 
 
 @task(**prefect_options("sft", SFT_CODE, retries=1))
-def sft_task(stage: str, model_dir: str, profile_dir: str, cfg: SFTConfig, seed: int, out_dir: str, parent_run_id: str) -> dict:
-    """`stage` is sft (demonstrations), flan or t0 (the baselines' instruction mixtures)."""
+def sft_task(variant: str, model_dir: str, profile_dir: str, cfg: SFTConfig, seed: int, out_dir: str, parent_run_id: str) -> dict:
+    """`variant` is sft (demonstrations), flan or t0 (the baselines' instruction mixtures)."""
     out = Path(out_dir)
     shutil.rmtree(out, ignore_errors=True)
     out.mkdir(parents=True)
     profile = Path(profile_dir)
-    if stage == "sft":
+    if variant == "sft":
         train, valid, kind = profile / layout.SFT_TRAIN, profile / layout.SFT_VALID, "demonstrations"
     else:
-        train, valid, kind = profile / (layout.FLAN_MIXTURE if stage == "flan" else layout.T0_MIXTURE), None, "mixture"
-    with tracking.stage_run(stage, parent_run_id) as run:
+        train, valid, kind = profile / (layout.FLAN_MIXTURE if variant == "flan" else layout.T0_MIXTURE), None, "mixture"
+    with tracking.stage_run(variant, parent_run_id) as run:
         mlflow.log_params(cfg.model_dump() | {"seed": seed, "train_table": str(train)})
-        metrics = finetune(Path(model_dir), train, valid, kind, cfg, seed, out, tracking.metric_logger(stage))
-        metrics = {f"{stage}/{k}": v for k, v in metrics.items()}
+        metrics = finetune(Path(model_dir), train, valid, kind, cfg, seed, out, tracking.metric_logger(variant))
+        metrics = {f"{variant}/{k}": v for k, v in metrics.items()}
         tracking.log_metrics(metrics)
         mlflow.log_artifacts(str(out / "model"), artifact_path="model")
         return mark_done(out, {"model_dir": str(out / "model"), "mlflow_run_id": run.info.run_id, "metrics": metrics})

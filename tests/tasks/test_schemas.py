@@ -207,13 +207,22 @@ def test_k_bounds_are_configurable(tmp_path: Path) -> None:
     assert_names(error, path, 1, "responses", "4 to 5 responses")
 
 
-def test_empty_response_inside_comparison(tmp_path: Path) -> None:
-    # given a comparison whose third response is blank
+def test_empty_response_inside_comparison_is_data(tmp_path: Path) -> None:
+    # given a comparison whose third response is blank (a policy may answer nothing)
     row = comparison_row(0)
-    row["responses"][2] = "   "
+    row["responses"][2] = ""
+    path = write_rows(tmp_path / "train.jsonl", [row])
+    # when it is loaded / then it is accepted as one of the K responses
+    assert len(load_table(path, "comparisons")) == 1
+
+
+def test_control_character_inside_comparison(tmp_path: Path) -> None:
+    # given a comparison whose third response holds a control character
+    row = comparison_row(0)
+    row["responses"][2] = "bad\x15text"
     path = write_rows(tmp_path / "train.jsonl", [row])
     # when it is loaded / then the responses field of row 1 is named
-    assert_names(table_error(path, "comparisons"), path, 1, "responses", "non-empty")
+    assert_names(table_error(path, "comparisons"), path, 1, "responses", "control characters")
 
 
 def test_pairwise_chosen_equals_rejected(tmp_path: Path) -> None:
