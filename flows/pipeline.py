@@ -7,16 +7,27 @@ the metrics of the run that computed it) so MLflow reads the same either way.
 """
 
 import os
+import shutil
 from pathlib import Path
 
+import mlflow
 from prefect import flow, get_run_logger
-from prefect.artifacts import create_markdown_artifact
+from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.runtime import flow_run
 
-import mlflow
 import tasks  # noqa: F401  (sets Prefect's environment before prefect is imported)
 from flows.params import PipelineParams
-from tasks import base_model, comparisons, data, evaluation, report, reward_model, sft, tracking
+from tasks import (
+    base_model,
+    comparisons,
+    data,
+    evaluation,
+    plots,
+    report,
+    reward_model,
+    sft,
+    tracking,
+)
 from tasks.paths import project_root, reports_dir
 from tasks.stage import is_done, output_dir, stage_key
 
@@ -119,9 +130,13 @@ def rlhf_pipeline(params: PipelineParams = PipelineParams()) -> dict:
         tracking.log_metrics(evaluation.flat_metrics(evaluated["rows"]))
 
         url = mlflow_run_url(experiment_id, parent_id)
-        markdown = report.to_markdown(result, mlflow_url=url)
-        run_dir = report.write_report(result, reports_dir(), markdown)
+        staging = reports_dir() / ".staging" / parent_id
+        figures = plots.report_plots(result["policies"], staging)
+        markdown = report.to_markdown(result, mlflow_url=url, plots=[str(f) for f in figures])
+        run_dir = report.write_report(result, reports_dir(), markdown, extra_files=figures)
+        shutil.rmtree(staging, ignore_errors=True)
         mlflow.log_artifacts(str(run_dir), artifact_path="report")
         create_markdown_artifact(markdown=markdown, key="rlhf-report", description=f"instructflow run {parent_id}")
+        create_table_artifact(table=report.table_rows(result), key="rlhf-policies", description="Policies on test users")
         logger.info("report: %s  MLflow: %s", reports_dir() / "latest" / "report.json", url)
     return result

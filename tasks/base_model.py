@@ -8,11 +8,11 @@ import shutil
 import time
 from pathlib import Path
 
+import mlflow
 import torch
 from prefect import task
 from pydantic import BaseModel, ConfigDict, Field
 
-import mlflow
 from models.lm import GPT2Size, build_gpt2, load_causal_lm, save_model
 from models.lm_training import OptimConfig, pack_corpus, perplexity, pretrain
 from models.tokenizer import train_tokenizer

@@ -10,12 +10,12 @@ Human comparisons (same JSONL schema) can replace the simulated training ones.
 import shutil
 from pathlib import Path
 
+import mlflow
 import mlflow.data
 import pandas as pd
 from prefect import task
 from pydantic import BaseModel, ConfigDict, Field
 
-import mlflow
 from models.lm import load_causal_lm
 from models.sampling import sample_responses
 from tasks import layout, tracking

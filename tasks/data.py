@@ -14,11 +14,11 @@ from collections import Counter
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+import mlflow
 import mlflow.data
 import pandas as pd
 from prefect import task
 
-import mlflow
 from tasks import data_version, layout, tracking
 from tasks.stage import code_digest, mark_done, prefect_options
 from tasks.tables import TableError, check_user_splits, load_table, read_jsonl, write_jsonl

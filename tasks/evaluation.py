@@ -13,11 +13,11 @@ from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 
+import mlflow
 import torch
 from prefect import task
 from pydantic import BaseModel, ConfigDict, Field
 
-import mlflow
 from models.batching import encode_prompt
 from models.lm import context_length, load_causal_lm
 from models.lm_training import pack_corpus, perplexity
@@ -169,6 +169,24 @@ def evaluate(policies: list[Policy], sft_dir: Path, rm_dir: Path, profile_dir: P
         }
         raw[policy.name] = [{"prompt_id": pid, "prompt": p, "response": t, "gold": g} for pid, p, t, g in zip(ids, prompts, resp.texts, gold, strict=True)]
     return rows, raw
+
+
+def head_to_head(challenger: Policy, incumbent: Policy, sft_dir: Path, profile_dir: Path, cfg: EvalConfig, seed: int) -> dict:
+    """Challenger against incumbent on test users' prompts, judged by held-out labelers."""
+    test = read_jsonl(profile_dir / layout.EVAL_TEST)[: cfg.max_prompts]
+    prompts, ids = [r["prompt"] for r in test], [r["prompt_id"] for r in test]
+    judge = GoldJudge.load(profile_dir)
+    sft, _ = load_causal_lm(sft_dir)
+    ours = sample(challenger, sft, prompts, cfg, seed).texts
+    theirs = sample(incumbent, sft, prompts, cfg, seed + 1).texts
+    heldout = LabelerPool.load(profile_dir, "heldout", judge, seed + 23)
+    wins = [heldout.compare(pid, a, b) for pid, a, b in zip(ids, ours, theirs, strict=True)]
+    suite = read_jsonl(profile_dir / layout.PUBLIC_SUITE)
+    public = {}
+    for policy in (challenger, incumbent):
+        model, tokenizer = load_causal_lm(policy.model_dir)
+        public[policy.name] = public_suite_accuracy(model, tokenizer, suite)
+    return {"win_rate": mean_with_ci(wins, seed), "public_challenger": public[challenger.name], "public_incumbent": public[incumbent.name]}
 
 
 # --- Prefect wrapper ------------------------------------------------------------

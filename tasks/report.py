@@ -70,3 +70,17 @@ def write_report(report: dict[str, Any], reports_root: Path, markdown: str, extr
     shutil.rmtree(latest, ignore_errors=True)
     staging.rename(latest)
     return run_dir
+
+
+def table_rows(report: dict[str, Any]) -> list[dict[str, Any]]:
+    """One flat row per policy, for a Prefect table artifact."""
+    rows = []
+    for name, row in report["policies"].items():
+        flat = {"policy": name}
+        for key, value in row.items():
+            if isinstance(value, dict) and "mean" in value:
+                flat[key] = round(value["mean"], 4)
+            elif isinstance(value, float):
+                flat[key] = round(value, 4)
+        rows.append(flat)
+    return rows

@@ -9,12 +9,12 @@ import math
 import shutil
 from pathlib import Path
 
+import mlflow
 import torch
 from accelerate import Accelerator
 from prefect import task
 from pydantic import BaseModel, ConfigDict, Field
 
-import mlflow
 from models.lm import context_length
 from models.lm_training import OptimConfig, _optimizer
 from models.ranking_loss import bias_to_center, kwise_ranking_loss, pairwise_accuracy

@@ -8,10 +8,10 @@ function trains the FLAN- and T0-style baselines on their mixtures.
 import shutil
 from pathlib import Path
 
+import mlflow
 from prefect import task
 from pydantic import BaseModel, ConfigDict, Field
 
-import mlflow
 from models.batching import encode_pair
 from models.lm import context_length, load_causal_lm, save_model
 from models.lm_training import OptimConfig, encode_demonstrations, supervised_finetune

@@ -11,9 +11,9 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+import mlflow
 from mlflow.tracking import MlflowClient
 
-import mlflow
 from tasks.paths import mlflow_dir
 
 EXPERIMENT = "instructflow"

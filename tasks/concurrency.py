@@ -1,0 +1,43 @@
+"""Prefect global concurrency limits that keep heavy work from overlapping.
+
+- instructflow-training (1 slot): two training stages never run at once, even
+  across pipeline runs: on a small machine they would only slow each other
+  down (thread oversubscription costs far more than waiting).
+- instructflow-registry (1 slot): one promotion gate at a time, so two runs
+  finishing together cannot both judge against the same champion.
+
+Prefect's `concurrency()` silently does nothing for a limit that does not
+exist, so the pipeline creates them (idempotently) when it starts.
+"""
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from prefect.client.orchestration import get_client
+from prefect.client.schemas.actions import GlobalConcurrencyLimitCreate
+from prefect.concurrency.sync import concurrency
+from prefect.exceptions import ObjectNotFound
+
+TRAINING = "instructflow-training"
+REGISTRY = "instructflow-registry"
+
+
+def ensure_limits() -> None:
+    with get_client(sync_client=True) as client:
+        for name in (TRAINING, REGISTRY):
+            try:
+                client.read_global_concurrency_limit_by_name(name)
+            except ObjectNotFound:
+                client.create_global_concurrency_limit(GlobalConcurrencyLimitCreate(name=name, limit=1))
+
+
+@contextmanager
+def training_slot() -> Iterator[None]:
+    with concurrency(TRAINING, occupy=1):
+        yield
+
+
+@contextmanager
+def registry_slot() -> Iterator[None]:
+    with concurrency(REGISTRY, occupy=1):
+        yield

@@ -1,0 +1,175 @@
+"""The MLflow model registry: register candidates, and the gate that moves `champion`.
+
+Every run registers its policy as `instructflow-policy` (alias `challenger`)
+and its reward model as `instructflow-reward-model`, each version tagged with
+its report metrics and lineage. `champion` moves only when the challenger
+beats the current champion head to head (test users, held-out labelers: the
+lower end of the win rate's 95% CI above 0.5) without losing more than a
+margin of public-suite accuracy. With no champion yet, the bar is SFT.
+Registration happens after every stage has succeeded, so a failed run
+never touches the registry.
+"""
+
+import glob
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import mlflow
+from mlflow import MlflowClient
+from mlflow.exceptions import MlflowException
+from prefect import task
+from prefect.artifacts import create_markdown_artifact
+from pydantic import BaseModel, ConfigDict, Field
+
+from tasks import tracking
+from tasks.concurrency import registry_slot
+from tasks.evaluation import EvalConfig, Policy, head_to_head
+from tasks.stage import code_digest, mark_done, prefect_options
+
+POLICY_MODEL = "instructflow-policy"
+REWARD_MODEL = "instructflow-reward-model"
+SERVING = Path(__file__).resolve().parent / "serving"
+REQUIREMENTS = ["torch==2.13.0", "transformers>=5.0,<6", "instructflow"]
+
+
+class GateConfig(BaseModel):
+    """The promotion gate."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    public_suite_margin: float = Field(0.02, description="How much public-suite accuracy the challenger may lose against the champion.")
+    max_prompts: int | None = Field(None, description="Head-to-head on the first N test prompts (None: all).")
+    auto_promote: bool = Field(True, description="Move `champion` when the gate passes (off: record the decision only).")
+
+
+@dataclass(frozen=True)
+class GateDecision:
+    promote: bool
+    reason: str
+    incumbent: str  # "champion vN" or "sft"
+    win_rate: float
+    ci95: tuple[float, float]
+    public_suite_challenger: float
+    public_suite_incumbent: float
+
+
+def decide(win_rate: float, ci95: tuple[float, float], public_challenger: float, public_incumbent: float, margin: float, incumbent: str) -> GateDecision:
+    """The gate's rule, separate from how its inputs are measured."""
+    reasons = []
+    if ci95[0] <= 0.5:
+        reasons.append(f"win rate vs {incumbent} {win_rate:.3f} has 95% CI lower end {ci95[0]:.3f} <= 0.5")
+    if public_challenger < public_incumbent - margin:
+        reasons.append(f"public-suite accuracy {public_challenger:.3f} is more than {margin} below {incumbent}'s {public_incumbent:.3f}")
+    promote = not reasons
+    reason = (
+        f"beats {incumbent}: win rate {win_rate:.3f} (95% CI {ci95[0]:.3f}-{ci95[1]:.3f}), public suite {public_challenger:.3f} vs {public_incumbent:.3f}"
+        if promote
+        else "; ".join(reasons)
+    )
+    return GateDecision(promote, reason, incumbent, win_rate, ci95, public_challenger, public_incumbent)
+
+
+def _tag_values(tags: dict) -> dict[str, str]:
+    return {k: str(v) for k, v in tags.items() if v is not None}
+
+
+def register(model_dir: str, name: str, serving_file: str, tags: dict) -> str:
+    """Log the HF checkpoint as a pyfunc model in the active run and register it; return the version."""
+    info = mlflow.pyfunc.log_model(
+        name=name, python_model=str(SERVING / serving_file), artifacts={"hf_model": model_dir}, pip_requirements=REQUIREMENTS
+    )
+    version = mlflow.register_model(info.model_uri, name, tags=_tag_values(tags))
+    return version.version
+
+
+def champion_version(client: MlflowClient, name: str = POLICY_MODEL) -> str | None:
+    try:
+        return client.get_model_version_by_alias(name, "champion").version
+    except MlflowException:
+        return None
+
+
+def local_checkpoint(name: str, version: str) -> str:
+    """Download a registered version and return the folder of its Hugging Face checkpoint."""
+    root = mlflow.artifacts.download_artifacts(artifact_uri=f"models:/{name}/{version}")
+    configs = glob.glob(f"{root}/artifacts/*/config.json")
+    if not configs:
+        raise FileNotFoundError(f"no Hugging Face checkpoint inside models:/{name}/{version}")
+    return str(Path(configs[0]).parent)
+
+
+def record_decision(client: MlflowClient, version: str, decision: GateDecision, auto_promote: bool) -> None:
+    """Tag the challenger with the gate's decision and, if it passed, make it champion."""
+    tags = {f"gate_{k}": v for k, v in asdict(decision).items()}
+    for key, value in tags.items():
+        client.set_model_version_tag(POLICY_MODEL, version, key, str(value))
+    if decision.promote and auto_promote:
+        client.set_registered_model_alias(POLICY_MODEL, "champion", version)
+        client.set_model_version_tag(POLICY_MODEL, version, "promoted_by", "gate")
+
+
+def promote_manually(version: str, reason: str) -> None:
+    """An override: make `version` champion, recording who-knows-why in its tags."""
+    if not reason.strip():
+        raise ValueError("a manual promotion needs a reason")
+    client = MlflowClient()
+    client.get_model_version(POLICY_MODEL, version)  # fails clearly if it does not exist
+    previous = champion_version(client)
+    client.set_registered_model_alias(POLICY_MODEL, "champion", version)
+    client.set_model_version_tag(POLICY_MODEL, version, "promoted_by", "manual")
+    client.set_model_version_tag(POLICY_MODEL, version, "promotion_reason", reason)
+    client.set_model_version_tag(POLICY_MODEL, version, "previous_champion", str(previous))
+
+
+# --- Prefect wrapper ------------------------------------------------------------
+
+REGISTRY_CODE = code_digest(["tasks/registry.py", "tasks/serving", "tasks/evaluation.py"])
+
+
+def gate_markdown(version: str, decision: GateDecision) -> str:
+    verdict = "PROMOTED to champion" if decision.promote else "NOT promoted"
+    return (
+        f"# Promotion gate: {POLICY_MODEL} v{version} {verdict}\n\n"
+        f"- compared with: {decision.incumbent}\n"
+        f"- win rate: {decision.win_rate:.3f} (95% CI {decision.ci95[0]:.3f} - {decision.ci95[1]:.3f}); needs lower end > 0.5\n"
+        f"- public-suite accuracy: {decision.public_suite_challenger:.3f} vs {decision.public_suite_incumbent:.3f}\n"
+        f"- reason: {decision.reason}\n"
+    )
+
+
+@task(**prefect_options("register-and-gate", REGISTRY_CODE))
+def register_and_gate_task(
+    candidate: str, policy_dir: str, rm_dir: str, sft_dir: str, profile_dir: str, eval_cfg: EvalConfig, gate_cfg: GateConfig,
+    lineage: dict, policy_metrics: dict, rm_metrics: dict, seed: int, out_dir: str, parent_run_id: str,
+) -> dict:
+    """Register the candidate policy and the RM, then let the gate decide about `champion`."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    client = MlflowClient()
+    with tracking.stage_run("registry", parent_run_id) as run, registry_slot():
+        policy_version = register(policy_dir, POLICY_MODEL, "policy_model.py", lineage | policy_metrics | {"policy": candidate})
+        rm_version = register(rm_dir, REWARD_MODEL, "reward_model.py", lineage | rm_metrics)
+        client.set_registered_model_alias(POLICY_MODEL, "challenger", policy_version)
+        champion = champion_version(client)
+        if champion is not None and champion != policy_version:
+            incumbent, incumbent_name = Policy("champion", Path(local_checkpoint(POLICY_MODEL, champion))), f"champion v{champion}"
+        else:
+            incumbent, incumbent_name = Policy("sft", Path(sft_dir)), "sft"
+        cfg = eval_cfg.model_copy(update={"max_prompts": gate_cfg.max_prompts})
+        match = head_to_head(Policy("challenger", Path(policy_dir)), incumbent, Path(sft_dir), Path(profile_dir), cfg, seed)
+        win = match["win_rate"]
+        decision = decide(win["mean"], tuple(win["ci95"]), match["public_challenger"], match["public_incumbent"], gate_cfg.public_suite_margin, incumbent_name)
+        record_decision(client, policy_version, decision, gate_cfg.auto_promote)
+        metrics = {
+            "registry/gate_win_rate": win["mean"], "registry/gate_ci_low": win["ci95"][0], "registry/gate_ci_high": win["ci95"][1],
+            "registry/promoted": float(decision.promote and gate_cfg.auto_promote),
+        }
+        tracking.log_metrics(metrics)
+        mlflow.set_tags({"policy_version": policy_version, "reward_model_version": rm_version, "gate_decision": "promoted" if decision.promote else "rejected"})
+        markdown = gate_markdown(policy_version, decision)
+        create_markdown_artifact(markdown=markdown, key="promotion-gate", description=f"{POLICY_MODEL} v{policy_version}")
+        result = {
+            "policy_version": policy_version, "reward_model_version": rm_version, "decision": asdict(decision),
+            "champion": champion_version(client), "mlflow_run_id": run.info.run_id, "metrics": metrics,
+        }
+        return mark_done(out, result)
