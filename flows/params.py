@@ -12,6 +12,9 @@ from pydantic import BaseModel, ConfigDict, Field
 from tasks.base_model import BaseModelConfig
 from tasks.comparisons import ComparisonsConfig
 from tasks.evaluation import EvalConfig
+from tasks.ppo import SMOKE_OVERRIDES as PPO_SMOKE
+from tasks.ppo import PPOStageConfig
+from tasks.registry import GateConfig
 from tasks.reward_model import RewardModelConfig
 from tasks.sft import SFTConfig
 
@@ -24,6 +27,8 @@ PROFILE_OVERRIDES: dict[str, dict[str, dict[str, Any]]] = {
         "comparisons": {"heldout_prompts": 60},
         "reward_model": {"epochs": 1},
         "evaluation": {"max_prompts": 60},
+        "ppo": PPO_SMOKE,
+        "gate": {"max_prompts": 60},
     },
     "tiny": {},
     "small": {
@@ -54,7 +59,11 @@ class PipelineParams(BaseModel):
     baselines: SFTConfig = Field(default_factory=SFTConfig, description="Fine-tuning of the FLAN- and T0-style baselines (same budget as SFT).")
     comparisons: ComparisonsConfig = Field(default_factory=ComparisonsConfig, description="Sampling and ranking of K responses per prompt.")
     reward_model: RewardModelConfig = Field(default_factory=RewardModelConfig, description="Reward-model training.")
+    ppo: PPOStageConfig = Field(default_factory=PPOStageConfig, description="PPO and PPO-ptx (the same settings for both).")
+    ptx_gamma: float = Field(1.0, description="Weight of the pretraining LM loss in PPO-ptx (0 would make it plain PPO).")
     evaluation: EvalConfig = Field(default_factory=EvalConfig, description="Evaluation of all policies on test users.")
+    gate: GateConfig = Field(default_factory=GateConfig, description="The promotion gate that moves the `champion` alias.")
+    candidate: Literal["ppo_ptx", "ppo", "sft"] = Field("ppo_ptx", description="Which policy is registered as the challenger.")
 
     def stage(self, name: str) -> BaseModel:
         """A stage's config with the profile's sizes for every field the user left unset."""

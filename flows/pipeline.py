@@ -23,11 +23,14 @@ from tasks import (
     data,
     evaluation,
     plots,
+    ppo,
+    registry,
     report,
     reward_model,
     sft,
     tracking,
 )
+from tasks.concurrency import ensure_limits
 from tasks.paths import project_root, reports_dir
 from tasks.stage import is_done, output_dir, stage_key
 
@@ -39,9 +42,9 @@ def mlflow_run_url(experiment_id: str, run_id: str) -> str:
     return f"{base.rstrip('/')}/#/experiments/{experiment_id}/runs/{run_id}"
 
 
-def run_stage(task, stage: str, config: dict, inputs: dict[str, str], parent_run_id: str, **kwargs) -> dict:
+def run_stage(task, stage_name: str, config: dict, inputs: dict[str, str], parent_run_id: str, **kwargs) -> dict:
     """Call a stage task under its cache key; give a cached stage its nested MLflow run too."""
-    key = stage_key(stage, task.version, config, inputs)
+    key = stage_key(stage_name, task.version, config, inputs)
     out_dir = output_dir(key)
     # Outputs deleted or never finished: recompute even if Prefect remembers a result.
     task = task.with_options(refresh_cache=not is_done(out_dir))
@@ -49,9 +52,9 @@ def run_stage(task, stage: str, config: dict, inputs: dict[str, str], parent_run
     result = state.result()
     if state.name == "Cached":
         tags = {"cached": "true", "cached_from_run_id": result.get("mlflow_run_id", ""), "cache_key": key}
-        with tracking.stage_run(stage, parent_run_id, tags=tags):
+        with tracking.stage_run(stage_name, parent_run_id, tags=tags):
             tracking.log_metrics(result.get("metrics", {}))
-    get_run_logger().info("stage %s: %s (%s)", stage, state.name, key)
+    get_run_logger().info("stage %s: %s (%s)", stage_name, state.name, key)
     return result
 
 
@@ -61,6 +64,7 @@ def rlhf_pipeline(params: PipelineParams = PipelineParams()) -> dict:
     logger = get_run_logger()
     root = project_root()
     experiment_id = tracking.setup()
+    ensure_limits()
     run_info = {
         "profile": params.profile,
         "seed": params.seed,
@@ -104,6 +108,13 @@ def rlhf_pipeline(params: PipelineParams = PipelineParams()) -> dict:
             reward_model.reward_model_task, "reward_model", "reward_model", sft_in | {"comparisons": Path(comps["dir"]).name},
             sft_dir=sft_out["model_dir"], comparisons_dir=comps["dir"],
         )
+        rm_in = sft_in | {"rm": Path(rm["model_dir"]).parent.name}
+        ppo_runs = {
+            name: stage(
+                ppo.ppo_task, name, "ppo", rm_in, stage=name, sft_dir=sft_out["model_dir"], rm_dir=rm["model_dir"], ptx_gamma=gamma,
+            )
+            for name, gamma in (("ppo", 0.0), ("ppo_ptx", params.ptx_gamma))
+        }
         flan = stage(sft.sft_task, "flan", "baselines", base_in, variant="flan", model_dir=base["model_dir"])
         t0 = stage(sft.sft_task, "t0", "baselines", base_in, variant="t0", model_dir=base["model_dir"])
 
@@ -113,10 +124,11 @@ def rlhf_pipeline(params: PipelineParams = PipelineParams()) -> dict:
             "flan": {"model_dir": flan["model_dir"]},
             "t0": {"model_dir": t0["model_dir"]},
             "sft": {"model_dir": sft_out["model_dir"]},
+            **{name: {"model_dir": out["model_dir"]} for name, out in ppo_runs.items()},
         }
         policy_keys = {name: Path(p["model_dir"]).parent.name for name, p in policies.items()}
         evaluated = stage(
-            evaluation.evaluation_task, "evaluation", "evaluation", sft_in | {"rm": Path(rm["model_dir"]).parent.name, **policy_keys},
+            evaluation.evaluation_task, "evaluation", "evaluation", rm_in | policy_keys,
             policies=policies, sft_dir=sft_out["model_dir"], rm_dir=rm["model_dir"],
         )
 
@@ -138,5 +150,19 @@ def rlhf_pipeline(params: PipelineParams = PipelineParams()) -> dict:
         mlflow.log_artifacts(str(run_dir), artifact_path="report")
         create_markdown_artifact(markdown=markdown, key="rlhf-report", description=f"instructflow run {parent_id}")
         create_table_artifact(table=report.table_rows(result), key="rlhf-policies", description="Policies on test users")
+        candidate = params.candidate
+        lineage = {
+            "dvc_data_md5": version["md5"], "git_commit": run_info["git_commit"], "prefect_flow_run_id": run_info["prefect_flow_run_id"],
+            "mlflow_parent_run_id": parent_id, "profile": params.profile, "seed": params.seed,
+        }
+        policy_metrics = {k.split("/", 2)[2]: round(v, 4) for k, v in evaluation.flat_metrics({candidate: result["policies"][candidate]}).items()}
+        gate = stage(
+            registry.register_and_gate_task, "registry", "gate", rm_in | {"policy": policy_keys[candidate], "evaluation": Path(evaluated["dir"]).name},
+            candidate=candidate, policy_dir=policies[candidate]["model_dir"], rm_dir=rm["model_dir"], sft_dir=sft_out["model_dir"],
+            eval_cfg=params.stage("evaluation"), lineage=lineage, policy_metrics=policy_metrics,
+            rm_metrics={k.split("/", 1)[1]: round(v, 4) for k, v in rm["metrics"].items()},
+        )
+        mlflow.set_tags({"policy_version": gate["policy_version"], "gate_decision": "promoted" if gate["decision"]["promote"] else "rejected"})
+        logger.info("registered %s v%s; gate: %s", registry.POLICY_MODEL, gate["policy_version"], gate["decision"]["reason"])
         logger.info("report: %s  MLflow: %s", reports_dir() / "latest" / "report.json", url)
     return result

@@ -17,6 +17,7 @@ from models.lm import GPT2Size, build_gpt2, load_causal_lm, save_model
 from models.lm_training import OptimConfig, pack_corpus, perplexity, pretrain
 from models.tokenizer import train_tokenizer
 from tasks import layout, tracking
+from tasks.concurrency import training_slot
 from tasks.stage import code_digest, mark_done, prefect_options
 from tasks.tables import read_jsonl
 
@@ -84,7 +85,7 @@ def base_model_task(profile_dir: str, base_model: str | None, cfg: BaseModelConf
     if out.exists():
         shutil.rmtree(out)  # a half-finished earlier attempt
     out.mkdir(parents=True)
-    with tracking.stage_run("base_model", parent_run_id) as run:
+    with training_slot(), tracking.stage_run("base_model", parent_run_id) as run:
         mlflow.log_params(cfg.model_dump() | {"base_model": base_model or "embedded", "seed": seed})
         metrics = build_base_model(Path(profile_dir), base_model, cfg, seed, out, tracking.metric_logger("pretrain"))
         tracking.log_metrics(metrics)

@@ -19,6 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from models.lm import load_causal_lm
 from models.sampling import sample_responses
 from tasks import layout, tracking
+from tasks.concurrency import training_slot
 from tasks.stage import code_digest, mark_done, prefect_options
 from tasks.tables import load_table, read_jsonl, write_jsonl
 from world.judge import GoldJudge, LabelerPool
@@ -115,7 +116,7 @@ def comparisons_task(sft_dir: str, profile_dir: str, cfg: ComparisonsConfig, see
     out = Path(out_dir)
     shutil.rmtree(out, ignore_errors=True)
     (out / "comparisons").mkdir(parents=True)
-    with tracking.stage_run("comparisons", parent_run_id) as run:
+    with training_slot(), tracking.stage_run("comparisons", parent_run_id) as run:
         mlflow.log_params(cfg.model_dump() | {"seed": seed})
         metrics = collect(Path(sft_dir), Path(profile_dir), cfg, seed, out)
         tracking.log_metrics(metrics)

@@ -139,7 +139,7 @@ def gate_markdown(version: str, decision: GateDecision) -> str:
 
 @task(**prefect_options("register-and-gate", REGISTRY_CODE))
 def register_and_gate_task(
-    candidate: str, policy_dir: str, rm_dir: str, sft_dir: str, profile_dir: str, eval_cfg: EvalConfig, gate_cfg: GateConfig,
+    candidate: str, policy_dir: str, rm_dir: str, sft_dir: str, profile_dir: str, eval_cfg: EvalConfig, cfg: GateConfig,
     lineage: dict, policy_metrics: dict, rm_metrics: dict, seed: int, out_dir: str, parent_run_id: str,
 ) -> dict:
     """Register the candidate policy and the RM, then let the gate decide about `champion`."""
@@ -155,14 +155,14 @@ def register_and_gate_task(
             incumbent, incumbent_name = Policy("champion", Path(local_checkpoint(POLICY_MODEL, champion))), f"champion v{champion}"
         else:
             incumbent, incumbent_name = Policy("sft", Path(sft_dir)), "sft"
-        cfg = eval_cfg.model_copy(update={"max_prompts": gate_cfg.max_prompts})
-        match = head_to_head(Policy("challenger", Path(policy_dir)), incumbent, Path(sft_dir), Path(profile_dir), cfg, seed)
+        match_cfg = eval_cfg.model_copy(update={"max_prompts": cfg.max_prompts})
+        match = head_to_head(Policy("challenger", Path(policy_dir)), incumbent, Path(sft_dir), Path(profile_dir), match_cfg, seed)
         win = match["win_rate"]
-        decision = decide(win["mean"], tuple(win["ci95"]), match["public_challenger"], match["public_incumbent"], gate_cfg.public_suite_margin, incumbent_name)
-        record_decision(client, policy_version, decision, gate_cfg.auto_promote)
+        decision = decide(win["mean"], tuple(win["ci95"]), match["public_challenger"], match["public_incumbent"], cfg.public_suite_margin, incumbent_name)
+        record_decision(client, policy_version, decision, cfg.auto_promote)
         metrics = {
             "registry/gate_win_rate": win["mean"], "registry/gate_ci_low": win["ci95"][0], "registry/gate_ci_high": win["ci95"][1],
-            "registry/promoted": float(decision.promote and gate_cfg.auto_promote),
+            "registry/promoted": float(decision.promote and cfg.auto_promote),
         }
         tracking.log_metrics(metrics)
         mlflow.set_tags({"policy_version": policy_version, "reward_model_version": rm_version, "gate_decision": "promoted" if decision.promote else "rejected"})

@@ -25,6 +25,7 @@ from models.reward_model import (
     set_reward_offset,
 )
 from tasks import comparisons, layout, tracking
+from tasks.concurrency import training_slot
 from tasks.stage import code_digest, mark_done, prefect_options
 from tasks.tables import read_jsonl
 
@@ -134,7 +135,7 @@ def reward_model_task(sft_dir: str, comparisons_dir: str, profile_dir: str, cfg:
     out = Path(out_dir)
     shutil.rmtree(out, ignore_errors=True)
     out.mkdir(parents=True)
-    with tracking.stage_run("reward_model", parent_run_id) as run:
+    with training_slot(), tracking.stage_run("reward_model", parent_run_id) as run:
         mlflow.log_params(cfg.model_dump() | {"seed": seed})
         metrics = train_reward_model(Path(sft_dir), Path(comparisons_dir), Path(profile_dir), cfg, seed, out, tracking.metric_logger("rm"))
         tracking.log_metrics(metrics)

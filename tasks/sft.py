@@ -16,6 +16,7 @@ from models.batching import encode_pair
 from models.lm import context_length, load_causal_lm, save_model
 from models.lm_training import OptimConfig, encode_demonstrations, supervised_finetune
 from tasks import layout, tracking
+from tasks.concurrency import training_slot
 from tasks.stage import code_digest, mark_done, prefect_options
 from tasks.tables import load_table
 
@@ -78,7 +79,7 @@ def sft_task(variant: str, model_dir: str, profile_dir: str, cfg: SFTConfig, see
         train, valid, kind = profile / layout.SFT_TRAIN, profile / layout.SFT_VALID, "demonstrations"
     else:
         train, valid, kind = profile / (layout.FLAN_MIXTURE if variant == "flan" else layout.T0_MIXTURE), None, "mixture"
-    with tracking.stage_run(variant, parent_run_id) as run:
+    with training_slot(), tracking.stage_run(variant, parent_run_id) as run:
         mlflow.log_params(cfg.model_dump() | {"seed": seed, "train_table": str(train)})
         metrics = finetune(Path(model_dir), train, valid, kind, cfg, seed, out, tracking.metric_logger(variant))
         metrics = {f"{variant}/{k}": v for k, v in metrics.items()}
