@@ -5,6 +5,10 @@
     instructflow data verify                 check data/ against data.dvc
     instructflow data validate FILE --kind comparisons
                                              validate one JSONL table (e.g. human comparisons)
+    instructflow evaluate champion challenger
+                                             evaluate registered policies against SFT and each other
+    instructflow promote --version 3 --reason "..."
+                                             move `champion` by hand (an override of the gate)
 """
 
 import argparse
@@ -61,6 +65,25 @@ def _cmd_data_validate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_promote(args: argparse.Namespace) -> int:
+    from tasks import tracking
+    from tasks.registry import POLICY_MODEL, promote_manually
+
+    tracking.setup()
+    promote_manually(args.version, args.reason)
+    print(f"{POLICY_MODEL} v{args.version} is now champion (manual: {args.reason})")
+    return 0
+
+
+def _cmd_evaluate(args: argparse.Namespace) -> int:
+    from flows.evaluate import EvaluateParams, evaluate_registered
+
+    result = evaluate_registered(EvaluateParams(models=args.models, profile=args.profile, seed=args.seed))
+    for name, row in result["policies"].items():
+        print(f"{name}: gold {row['gold_score']['mean']:.3f}  win vs SFT {row['win_rate_vs_sft']['mean']:.3f}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="instructflow", description="InstructGPT-style RLHF pipeline on Prefect, MLflow and DVC.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -85,6 +108,21 @@ def build_parser() -> argparse.ArgumentParser:
     val.add_argument("file", help="path to the JSONL file")
     val.add_argument("--kind", required=True, choices=["prompts", "demonstrations", "comparisons", "pairwise", "pretrain", "public_suite", "mixture"])
     val.set_defaults(func=_cmd_data_validate)
+
+    promote = sub.add_parser(
+        "promote", help="Make a policy version champion by hand.", description="Override the promotion gate: move the champion alias of instructflow-policy to VERSION."
+    )
+    promote.add_argument("--version", required=True, help="version number of instructflow-policy")
+    promote.add_argument("--reason", required=True, help="why the gate is overridden (recorded on the version)")
+    promote.set_defaults(func=_cmd_promote)
+
+    evaluate = sub.add_parser(
+        "evaluate", help="Evaluate registered policies.", description="Evaluate registered policy versions or aliases against SFT and against each other."
+    )
+    evaluate.add_argument("models", nargs="+", help="versions or aliases of instructflow-policy, e.g. champion challenger 3")
+    evaluate.add_argument("--profile", default="tiny", help="whose test users to evaluate on (default tiny)")
+    evaluate.add_argument("--seed", type=int, default=0, help="sampling seed")
+    evaluate.set_defaults(func=_cmd_evaluate)
     return parser
 
 

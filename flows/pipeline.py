@@ -154,6 +154,7 @@ def rlhf_pipeline(params: PipelineParams = PipelineParams()) -> dict:
         lineage = {
             "dvc_data_md5": version["md5"], "git_commit": run_info["git_commit"], "prefect_flow_run_id": run_info["prefect_flow_run_id"],
             "mlflow_parent_run_id": parent_id, "profile": params.profile, "seed": params.seed,
+            "sft_run_id": sft_out["mlflow_run_id"],  # where the reference SFT checkpoint lives (for later evaluations)
         }
         policy_metrics = {k.split("/", 2)[2]: round(v, 4) for k, v in evaluation.flat_metrics({candidate: result["policies"][candidate]}).items()}
         gate = stage(

@@ -147,8 +147,9 @@ def register_and_gate_task(
     out.mkdir(parents=True, exist_ok=True)
     client = MlflowClient()
     with tracking.stage_run("registry", parent_run_id) as run, registry_slot():
-        policy_version = register(policy_dir, POLICY_MODEL, "policy_model.py", lineage | policy_metrics | {"policy": candidate})
         rm_version = register(rm_dir, REWARD_MODEL, "reward_model.py", lineage | rm_metrics)
+        policy_tags = lineage | policy_metrics | {"policy": candidate, "reward_model_version": rm_version}
+        policy_version = register(policy_dir, POLICY_MODEL, "policy_model.py", policy_tags)
         client.set_registered_model_alias(POLICY_MODEL, "challenger", policy_version)
         champion = champion_version(client)
         if champion is not None and champion != policy_version:

@@ -19,6 +19,8 @@ SUBCOMMANDS = [
     ["data", "generate"],
     ["data", "verify"],
     ["data", "validate"],
+    ["promote"],
+    ["evaluate"],
 ]
 
 
@@ -34,11 +36,11 @@ def test_every_subcommand_is_covered():
     parser = build_parser()
     # then the commands whose help is tested below are all it has
     top = _subcommands(parser)
-    assert set(top) == {"run", "data"}
+    assert set(top) == {"run", "data", "promote", "evaluate"}
     assert set(_subcommands(top["data"])) == {"generate", "verify", "validate"}
     assert not _subcommands(top["run"])
     tested = {tuple(c) for c in SUBCOMMANDS}
-    assert tested == {(), ("run",), ("data",)} | {("data", c) for c in _subcommands(top["data"])}
+    assert tested == {(), ("run",), ("data",), ("promote",), ("evaluate",)} | {("data", c) for c in _subcommands(top["data"])}
 
 
 @pytest.mark.parametrize("command", SUBCOMMANDS, ids=lambda c: " ".join(c) or "top")
