@@ -174,3 +174,30 @@ def test_git_commit_is_the_commit_of_the_code_that_ran(smoke_run):
         pytest.skip("the code does not run from a git checkout")
     # then the run records that commit, wherever INSTRUCTFLOW_ROOT points
     assert smoke_run.result["run"]["git_commit"].split("+")[0] == expected
+
+
+POLICY_FIELDS = (
+    "gold_score", "win_rate_vs_sft", "likert", "rm_score", "kl_to_sft",
+    "public_suite_accuracy", "pretrain_perplexity", "per_family",
+)
+
+
+def test_every_field_of_the_report_contract_is_filled(smoke_run):
+    # given the smoke run's report
+    report = json.loads((smoke_run.root / "reports" / "latest" / "report.json").read_text())
+    # then the reward model's accuracies are there
+    for field in ("accuracy_heldout_labels", "accuracy_vs_gold"):
+        assert 0.0 <= report["reward_model"][field] <= 1.0, field
+    # and all seven policies have every field, with CIs where the contract has them
+    assert set(report["policies"]) == {"base", "base_fewshot", "flan", "t0", "sft", "ppo", "ppo_ptx"}
+    for name, row in report["policies"].items():
+        for field in POLICY_FIELDS:
+            assert field in row, (name, field)
+        for field in ("gold_score", "win_rate_vs_sft"):
+            lo, hi = row[field]["ci95"]
+            assert lo <= row[field]["mean"] <= hi, (name, field)
+        assert row["per_family"] and all("gold_score" in v for v in row["per_family"].values())
+    # and the plots the report shows exist beside it
+    markdown = (smoke_run.root / "reports" / "latest" / "report.md").read_text()
+    for plot in ("win_rate_vs_sft.png", "per_family_gold.png", "score_vs_kl.png"):
+        assert plot in markdown and (smoke_run.root / "reports" / "latest" / plot).is_file()

@@ -1,0 +1,41 @@
+import pytest
+
+from tasks.registry import decide
+
+
+def test_a_clearly_better_challenger_is_promoted():
+    # given a win rate whose CI is above 0.5 and no loss on the public suite
+    decision = decide(0.62, (0.57, 0.67), 0.80, 0.81, margin=0.02, incumbent="sft")
+    # then the gate promotes, saying why
+    assert decision.promote
+    assert "beats sft" in decision.reason
+
+
+def test_a_ci_touching_one_half_is_not_enough():
+    # given a better mean whose CI's lower end is 0.5 or below
+    decision = decide(0.54, (0.49, 0.59), 0.80, 0.80, margin=0.02, incumbent="champion v3")
+    # then the gate refuses and names the lower end
+    assert not decision.promote
+    assert "0.490 <= 0.5" in decision.reason
+
+
+def test_a_worse_candidate_is_never_promoted():
+    # given a candidate that loses head to head (e.g. trained against a sign-flipped reward)
+    decision = decide(0.21, (0.17, 0.25), 0.80, 0.80, margin=0.02, incumbent="champion v1")
+    # then it is not promoted
+    assert not decision.promote
+
+
+def test_alignment_tax_beyond_the_margin_blocks_promotion():
+    # given a clear win but 5 points lost on the public suite with a 2-point margin
+    decision = decide(0.70, (0.65, 0.75), 0.75, 0.80, margin=0.02, incumbent="sft")
+    # then the gate refuses because of the public suite
+    assert not decision.promote
+    assert "public-suite accuracy 0.750 is more than 0.02 below" in decision.reason
+
+
+def test_manual_promotion_needs_a_reason():
+    from tasks.registry import promote_manually
+
+    with pytest.raises(ValueError, match="reason"):
+        promote_manually("1", "   ")
