@@ -1,0 +1,280 @@
+"""Tests for the PPO stage: resume after a kill, atomic checkpoints, the over-optimisation record.
+
+Everything is tiny: 2-layer GPT-2 SFT and RM built from config, a profile
+folder with a handful of prompts, gold answers and pretraining text.
+"""
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from models.lm import load_causal_lm, save_model
+from models.reward_model import reward_model_from_causal_lm
+from tasks import layout
+from tasks.ppo import (
+    CURVE_JSON,
+    CURVE_PNG,
+    RESUME,
+    SMOKE_OVERRIDES,
+    PPOStageConfig,
+    find_resume,
+    prepare_out_dir,
+    read_resume,
+    run_ppo,
+    write_resume,
+)
+from tasks.stage import DONE_MARKER
+from tasks.tables import write_jsonl
+from tests.models.test_lm import CORPUS, save_tiny_checkpoint
+from world.judge import GoldJudge
+
+WORDS = ["stone", "apple", "tarn", "velm", "orsk", "bex"]
+CFG = PPOStageConfig(
+    iterations=4,
+    rollout_batch=8,
+    minibatch_size=4,
+    ppo_epochs=1,
+    lr=1e-3,
+    max_new_tokens=4,
+    eval_every=2,
+    eval_prompts=4,
+    checkpoint_every=2,
+    reference_samples=8,
+    patience=100,
+    ptx_block_size=16,
+    ptx_batch_size=2,
+)
+
+
+class Killed(Exception):
+    """Stands in for the process being killed."""
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory) -> dict[str, Path]:
+    """SFT and RM checkpoints and a profile folder (prompts, gold key, pretraining text)."""
+    root = tmp_path_factory.mktemp("ppo-stage")
+    sft = save_tiny_checkpoint("gpt2", root / "sft")
+    rm, rm_tokenizer = reward_model_from_causal_lm(sft, seed=3)
+    save_model(rm, rm_tokenizer, root / "rm")
+    profile = root / "profile"
+
+    def prompts(split: str, n: int, offset: int) -> list[dict]:
+        return [
+            {
+                "prompt_id": f"ppo-{offset + i:03d}",
+                "user_id": f"u-{split}-{i % 3}",
+                "split": split,
+                "family": "reverse",
+                "prompt": f"reverse the word {WORDS[i % len(WORDS)]}",
+            }
+            for i in range(n)
+        ]
+
+    train, valid = prompts("train", 12, 0), prompts("valid", 6, 100)
+    write_jsonl(profile / layout.PPO_TRAIN, train)
+    write_jsonl(profile / layout.PPO_VALID, valid)
+    key = [
+        {
+            "prompt_id": r["prompt_id"],
+            "family": "reverse",
+            "kind": "words",
+            "answer": r["prompt"].split()[-1][::-1],
+            "slots": {},
+        }
+        for r in train + valid
+    ]
+    write_jsonl(profile / layout.GOLD_KEY, key)
+    docs = [{"doc_id": f"doc-{i}", "text": text} for i, text in enumerate(CORPUS)]
+    write_jsonl(profile / layout.PRETRAIN_TRAIN, docs)
+    write_jsonl(profile / layout.PRETRAIN_VALID, docs[:6])
+    return {"sft": sft, "rm": root / "rm", "profile": profile}
+
+
+def iteration_logger(steps: list[int], kill_at: int | None = None):
+    def log(step: int, metrics: dict) -> None:
+        if "ppo/kl" in metrics:  # an iteration's metrics (validation points come separately)
+            steps.append(step)
+            if step == kill_at:
+                raise Killed
+
+    return log
+
+
+def run(
+    world, out: Path, log, stage: str = "ppo", ptx_gamma: float = 0.0, cfg: PPOStageConfig = CFG
+) -> dict:
+    return run_ppo(stage, world["sft"], world["rm"], world["profile"], cfg, ptx_gamma, 0, out, log)
+
+
+# ---------------------------------------------------------------- resume
+
+
+def test_killed_run_resumes_at_its_last_checkpoint_and_ends_like_an_uninterrupted_one(
+    world, tmp_path: Path
+) -> None:
+    # given: a run killed during iteration 3 (of 4), after the checkpoint written at the end of iteration 1
+    out = tmp_path / "killed"
+    first: list[int] = []
+    with pytest.raises(Killed):
+        run(world, out, iteration_logger(first, kill_at=3))
+    assert first == [0, 1, 2, 3]
+    state = read_resume(out)
+    assert state["trainer"]["iteration"] == 2
+    assert [p["iteration"] for p in state["history"]["points"]] == [0, 2]
+    # when: the stage is started again on the same folder
+    second: list[int] = []
+    metrics = run(world, out, iteration_logger(second))
+    # then: it continues with iteration 2 and stops at the configured total, not later
+    assert second == [2, 3]
+    assert metrics["ppo/iterations_run"] == 4
+    curve = json.loads((out / CURVE_JSON).read_text())
+    assert [p["iteration"] for p in curve["points"]] == [0, 2, 4]
+    # and: the result is the one an uninterrupted run reaches (same seed, restored RNGs)
+    clean = tmp_path / "clean"
+    reference = run(world, clean, iteration_logger([]))
+    assert json.loads((clean / CURVE_JSON).read_text())["points"] == curve["points"]
+    timing = "ppo/seconds_per_iteration"
+    assert reference | {timing: 0} == pytest.approx(metrics | {timing: 0}, nan_ok=True)
+    resumed_model, _ = load_causal_lm(out / "model")
+    clean_model, _ = load_causal_lm(clean / "model")
+    a, b = resumed_model.state_dict(), clean_model.state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    # and: started once more before the wrapper marks it done, a finished run trains no further
+    assert read_resume(out)["trainer"]["iteration"] == 4
+    third: list[int] = []
+    assert run(world, out, iteration_logger(third))["ppo/iterations_run"] == 4 and third == []
+
+
+def test_prepare_out_dir_keeps_only_an_unfinished_runs_checkpoint(tmp_path: Path) -> None:
+    payload = {"history": {"points": []}, "trainer": {"iteration": 2}}
+    unfinished = tmp_path / "unfinished"
+    unfinished.mkdir()
+    write_resume(unfinished, payload)
+    (unfinished / "model").mkdir()
+    prepare_out_dir(unfinished)
+    assert find_resume(unfinished) == unfinished / RESUME and (unfinished / "model").exists()
+
+    finished = tmp_path / "finished"
+    finished.mkdir()
+    write_resume(finished, payload)
+    (finished / DONE_MARKER).write_text("{}")
+    prepare_out_dir(finished)
+    assert finished.exists() and list(finished.iterdir()) == []
+
+    stale = tmp_path / "stale"
+    (stale / "model").mkdir(parents=True)
+    prepare_out_dir(stale)
+    assert list(stale.iterdir()) == []
+
+
+# ---------------------------------------------------------------- atomic checkpoints
+
+
+def test_a_failed_checkpoint_write_leaves_the_previous_one_intact(
+    tmp_path: Path, monkeypatch
+) -> None:
+    write_resume(tmp_path, {"history": {"points": [1]}, "trainer": {"iteration": 2}})
+
+    def broken_save(obj, path):
+        Path(path).write_bytes(b"half a checkpoint")
+        raise OSError("disk full")
+
+    monkeypatch.setattr(torch, "save", broken_save)
+    with pytest.raises(OSError, match="disk full"):
+        write_resume(tmp_path, {"history": {"points": [1, 2]}, "trainer": {"iteration": 4}})
+    monkeypatch.undo()
+    assert sorted(p.name for p in tmp_path.iterdir()) == [RESUME]  # no temporary or partial folder
+    assert read_resume(tmp_path)["trainer"]["iteration"] == 2
+    assert sorted(p.name for p in (tmp_path / RESUME).iterdir()) == ["history.json", "state.pt"]
+
+
+def test_a_kill_between_the_two_renames_falls_back_to_the_previous_checkpoint(
+    tmp_path: Path,
+) -> None:
+    write_resume(tmp_path, {"history": {}, "trainer": {"iteration": 2}})
+    (tmp_path / RESUME).rename(tmp_path / f".old-{RESUME}")  # new one not yet in place
+    assert read_resume(tmp_path)["trainer"]["iteration"] == 2
+    write_resume(tmp_path, {"history": {}, "trainer": {"iteration": 4}})
+    assert sorted(p.name for p in tmp_path.iterdir()) == [RESUME]
+    assert read_resume(tmp_path)["trainer"]["iteration"] == 4
+
+
+# ---------------------------------------------------------------- outputs
+
+
+def test_ppo_ptx_writes_model_curve_and_namespaced_summary(
+    world, tmp_path: Path, monkeypatch
+) -> None:
+    # A random policy's gold is 0 everywhere; a made-up judge makes the gold summary non-trivial.
+    monkeypatch.setattr(
+        GoldJudge, "score", lambda self, prompt_id, response: 0.1 + len(response) % 7 / 10
+    )
+    out = tmp_path / "ptx"
+    cfg = CFG.model_copy(update={"min_rm_gain": -1e9})  # every evaluation replaces the kept one
+    metrics = run(world, out, iteration_logger([]), stage="ppo_ptx", ptx_gamma=1.0, cfg=cfg)
+    assert (out / "model" / "model.safetensors").exists() and (out / CURVE_PNG).stat().st_size > 0
+    curve = json.loads((out / CURVE_JSON).read_text())
+    assert curve["ptx_gamma"] == 1.0 and curve["points"][0] == pytest.approx(
+        {
+            "iteration": 0,
+            "kl": 0.0,
+            "rm": curve["points"][0]["rm"],
+            "gold": curve["points"][0]["gold"],
+            "no_eos_fraction": curve["points"][0]["no_eos_fraction"],
+        }
+    )
+    expected = {
+        "chosen_iteration",
+        "peak_gold",
+        "chosen_gold",
+        "gold_fraction_of_peak",
+        "iterations_run",
+        "seconds_per_iteration",
+    }
+    assert {f"ppo_ptx/{k}" for k in expected} <= set(metrics)
+    assert metrics["ppo_ptx/chosen_iteration"] == 4
+    assert metrics["ppo_ptx/gold_fraction_of_peak"] == pytest.approx(
+        metrics["ppo_ptx/chosen_gold"] / metrics["ppo_ptx/peak_gold"]
+    )
+    # the kept model is the last evaluated policy here, not SFT
+    kept, _ = load_causal_lm(out / "model")
+    sft, _ = load_causal_lm(world["sft"])
+    assert any(
+        not torch.equal(a, b)
+        for a, b in zip(kept.state_dict().values(), sft.state_dict().values(), strict=True)
+    )
+
+
+def test_stopping_rule_keeps_sft_when_nothing_beats_it(world, tmp_path: Path) -> None:
+    # No later evaluation can gain 1e9 in RM score: patience 1 stops at the first evaluation after SFT.
+    cfg = CFG.model_copy(update={"min_rm_gain": 1e9, "patience": 1})
+    steps: list[int] = []
+    metrics = run(world, tmp_path / "out", iteration_logger(steps), cfg=cfg)
+    assert steps == [0, 1] and metrics["ppo/stopped_early"] == 1.0
+    assert metrics["ppo/chosen_iteration"] == 0
+    curve = json.loads((tmp_path / "out" / CURVE_JSON).read_text())
+    assert "no validation RM gain" in curve["stop_reason"]
+    kept, _ = load_causal_lm(tmp_path / "out" / "model")
+    sft, _ = load_causal_lm(world["sft"])
+    assert all(
+        torch.equal(a, b)
+        for a, b in zip(kept.state_dict().values(), sft.state_dict().values(), strict=True)
+    )
+
+
+def test_smoke_overrides_are_valid_config() -> None:
+    cfg = PPOStageConfig(**SMOKE_OVERRIDES)
+    assert cfg.iterations < PPOStageConfig().iterations
+    with pytest.raises(ValueError):
+        run_ppo("ppo-ptx", Path("."), Path("."), Path("."), cfg, 0.0, 0, Path("."), print)
