@@ -34,7 +34,7 @@ class ComparisonsConfig(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    k: int = Field(4, ge=4, le=9, description="Responses sampled and ranked per prompt (InstructGPT: 4 to 9).")
+    k: int = Field(6, ge=4, le=9, description="Responses sampled and ranked per prompt (InstructGPT: 4 to 9; 6 gives 15 pairs each).")
     temperature: float = Field(1.0, description="Sampling temperature for the K responses.")
     max_new_tokens: int = Field(24, description="Longest response sampled.")
     batch_size: int = Field(256, description="Sequences per generation batch.")
