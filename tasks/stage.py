@@ -71,6 +71,20 @@ def cache_key_from_out_dir(_context: Any, parameters: dict[str, Any]) -> str:
     return Path(parameters["out_dir"]).name
 
 
+def retry_only_transient(_task: Any, _task_run: Any, state: Any) -> bool:
+    """Retry crashes and I/O trouble, never bad input: a retry cannot fix a table or a data version."""
+    from tasks.data_version import DataMismatchError
+    from tasks.tables import TableError
+
+    try:
+        state.result()
+    except (TableError, DataMismatchError, ValueError):
+        return False
+    except Exception:
+        return True
+    return True
+
+
 def prefect_options(stage: str, code: str, retries: int = 0) -> dict[str, Any]:
     """Keyword arguments for @task shared by every stage wrapper."""
     return {
@@ -80,6 +94,7 @@ def prefect_options(stage: str, code: str, retries: int = 0) -> dict[str, Any]:
         "persist_result": True,
         "retries": retries,
         "retry_delay_seconds": 5,
+        "retry_condition_fn": retry_only_transient,
         "log_prints": True,
     }
 
