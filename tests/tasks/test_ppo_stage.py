@@ -20,8 +20,10 @@ from tasks.ppo import (
     SMOKE_OVERRIDES,
     PPOStageConfig,
     find_resume,
+    new_history,
     prepare_out_dir,
     read_resume,
+    record_evaluation,
     run_ppo,
     write_resume,
 )
@@ -210,6 +212,39 @@ def test_a_kill_between_the_two_renames_falls_back_to_the_previous_checkpoint(
     assert read_resume(tmp_path)["trainer"]["iteration"] == 4
 
 
+# ---------------------------------------------------------------- checkpoint choice
+
+
+def test_extra_kl_must_pay_for_itself_in_validation_rm() -> None:
+    cfg = PPOStageConfig(kl_price=0.1, patience=2, kl_budget=8.0)
+    history = new_history()
+    sft_scores = torch.tensor([-1.0, 1.0, -1.0, 1.0])  # sd ~1.15
+    scale = float(sft_scores.std())
+
+    def observe(iteration: int, kl: float, rm: float) -> bool:
+        point = {"iteration": iteration, "kl": kl, "rm": rm, "gold": 0.0}
+        return record_evaluation(history, point, sft_scores, cfg)
+
+    assert observe(0, 0.0, 0.0)  # SFT is kept until something beats it
+    assert observe(5, 1.0, 0.3 * scale)  # +0.3 sd for 1 nat: worth it (objective 0.2)
+    assert not observe(10, 4.0, 0.45 * scale)  # +0.15 sd for 3 more nats: not worth it (0.05)
+    assert history["chosen"] == 1 and history["stop_reason"] is None
+    assert not observe(15, 9.0, 2.0 * scale)  # past the KL budget: never kept, and the run stops
+    assert "kl_budget" in history["stop_reason"]
+    assert [round(p["objective"], 6) for p in history["points"]] == [0.0, 0.2, 0.05, 1.1]
+
+
+def test_patience_runs_out_without_a_better_checkpoint() -> None:
+    cfg = PPOStageConfig(patience=2)
+    history = new_history()
+    scores = torch.tensor([0.0, 2.0])
+    for iteration, rm in [(0, 0.0), (5, -0.1), (10, -0.2)]:
+        record_evaluation(
+            history, {"iteration": iteration, "kl": 0.5, "rm": rm, "gold": 0.0}, scores, cfg
+        )
+    assert history["chosen"] == 0 and "did not improve" in history["stop_reason"]
+
+
 # ---------------------------------------------------------------- outputs
 
 
@@ -221,18 +256,15 @@ def test_ppo_ptx_writes_model_curve_and_namespaced_summary(
         GoldJudge, "score", lambda self, prompt_id, response: 0.1 + len(response) % 7 / 10
     )
     out = tmp_path / "ptx"
-    cfg = CFG.model_copy(update={"min_rm_gain": -1e9})  # every evaluation replaces the kept one
+    cfg = CFG.model_copy(update={"min_gain": -1e9})  # every evaluation replaces the kept one
     metrics = run(world, out, iteration_logger([]), stage="ppo_ptx", ptx_gamma=1.0, cfg=cfg)
     assert (out / "model" / "model.safetensors").exists() and (out / CURVE_PNG).stat().st_size > 0
     curve = json.loads((out / CURVE_JSON).read_text())
-    assert curve["ptx_gamma"] == 1.0 and curve["points"][0] == pytest.approx(
-        {
-            "iteration": 0,
-            "kl": 0.0,
-            "rm": curve["points"][0]["rm"],
-            "gold": curve["points"][0]["gold"],
-            "no_eos_fraction": curve["points"][0]["no_eos_fraction"],
-        }
+    first = curve["points"][0]
+    assert curve["ptx_gamma"] == 1.0 and (first["iteration"], first["kl"], first["objective"]) == (
+        0,
+        0.0,
+        0.0,
     )
     expected = {
         "chosen_iteration",
@@ -257,14 +289,14 @@ def test_ppo_ptx_writes_model_curve_and_namespaced_summary(
 
 
 def test_stopping_rule_keeps_sft_when_nothing_beats_it(world, tmp_path: Path) -> None:
-    # No later evaluation can gain 1e9 in RM score: patience 1 stops at the first evaluation after SFT.
-    cfg = CFG.model_copy(update={"min_rm_gain": 1e9, "patience": 1})
+    # No later evaluation can gain 1e9: patience 1 stops at the first evaluation after SFT.
+    cfg = CFG.model_copy(update={"min_gain": 1e9, "patience": 1})
     steps: list[int] = []
     metrics = run(world, tmp_path / "out", iteration_logger(steps), cfg=cfg)
     assert steps == [0, 1] and metrics["ppo/stopped_early"] == 1.0
     assert metrics["ppo/chosen_iteration"] == 0
     curve = json.loads((tmp_path / "out" / CURVE_JSON).read_text())
-    assert "no validation RM gain" in curve["stop_reason"]
+    assert "did not improve" in curve["stop_reason"]
     kept, _ = load_causal_lm(tmp_path / "out" / "model")
     sft, _ = load_causal_lm(world["sft"])
     assert all(
