@@ -35,3 +35,11 @@ test: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+
+# Local Prefect server + worker (deployments of prefect.yaml) and MLflow UI on 127.0.0.1;
+# PIDs and logs in .serve/. Ports: PREFECT_PORT=4200 MLFLOW_PORT=5000.
+serve: $(STAMP)
+	bash scripts/serve.sh
+
+stop:
+	bash scripts/stop.sh

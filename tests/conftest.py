@@ -6,10 +6,20 @@
   generated once per session from the default seed (all profiles, ~10 s).
 - `make_project`: a fresh project root (DVC repo, the repository's data.dvc
   and .dvc/config), optionally with a copy of the generated data/.
+- `fast_smoke`: PipelineParams fields of a smoke run with smaller stages still.
+- `live_stack`: scripts/serve.sh for real (Prefect server, worker, MLflow
+  server on free loopback ports) in a fresh copy of the checkout, stopped by
+  PID (scripts/stop.sh) at the end of the session; `live_manual_run`: one
+  Custom Run of the manual-run deployment on it.
 """
 
+import contextlib
 import os
 import shutil
+import signal
+import socket
+import subprocess
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -99,3 +109,226 @@ def flip_one_byte(path: Path, offset: int = 10) -> None:
 @pytest.fixture(scope="session")
 def change_one_byte() -> Callable[[Path], None]:
     return flip_one_byte
+
+
+# --- Live servers (slow end-to-end tests) ------------------------------------------
+
+# A smoke run made smaller still through PipelineParams (what a user's Custom Run
+# could send): the tests check orchestration, caching and the registry, not quality.
+FAST_SMOKE: dict = {
+    "profile": "smoke",
+    "base": {"steps": 20},
+    "sft": {"epochs": 1},
+    "baselines": {"epochs": 1},
+    "comparisons": {"k": 4, "heldout_prompts": 16, "max_new_tokens": 12},
+    "reward_model": {"epochs": 1},
+    "ppo": {
+        "iterations": 2,
+        "eval_every": 1,
+        "eval_prompts": 16,
+        "reference_samples": 16,
+        "checkpoint_every": 1,
+        "max_new_tokens": 12,
+    },
+    "evaluation": {"max_prompts": 16, "max_new_tokens": 12},
+    "gate": {"max_prompts": 16},
+}
+
+
+@pytest.fixture(scope="session")
+def fast_smoke() -> Callable[..., dict]:
+    """fast_smoke(seed=1, ppo={"lr": 1e-4}) -> PipelineParams fields of a reduced smoke run (nested keys merge)."""
+
+    def params(**overrides) -> dict:
+        merged = {k: dict(v) if isinstance(v, dict) else v for k, v in FAST_SMOKE.items()}
+        for key, value in overrides.items():
+            merged[key] = merged.get(key, {}) | value if isinstance(value, dict) else value
+        return merged
+
+    return params
+
+
+def free_port() -> int:
+    """A TCP port free on the loopback interface right now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def copy_checkout(dest: Path) -> Path:
+    """A fresh clone of this checkout as it is now: the files git sees (tracked and not ignored), committed.
+
+    No data/, runs/, mlflow store or .serve/: the pipeline regenerates data/ as
+    on a fresh clone. .venv is linked, so the scripts find the same environment.
+    """
+    listing = subprocess.run(
+        ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        check=True,
+    ).stdout.decode()
+    for rel in filter(None, listing.split("\0")):
+        source = REPO_ROOT / rel
+        if source.is_file():
+            (dest / rel).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(source, dest / rel)
+    # A git repository of its own, as a clone is (DVC wants one; git_commit reads it).
+    git = [
+        "git",
+        "-c",
+        "user.name=instructflow-tests",
+        "-c",
+        "user.email=tests@localhost",
+        "-c",
+        "commit.gpgsign=false",
+    ]
+    subprocess.run([*git, "init", "-q"], cwd=dest, check=True)
+    subprocess.run([*git, "add", "-A"], cwd=dest, check=True)
+    subprocess.run(
+        [*git, "commit", "-q", "-m", "snapshot of the checkout under test"], cwd=dest, check=True
+    )
+    (dest / ".git" / "info" / "exclude").write_text(".venv\n")
+    (dest / ".venv").symlink_to(REPO_ROOT / ".venv")
+    return dest
+
+
+TERMINAL_STATES = {"COMPLETED", "FAILED", "CRASHED", "CANCELLED"}
+
+
+class LiveStack:
+    """What scripts/serve.sh started in a copy of the checkout: Prefect server, worker, MLflow server."""
+
+    def __init__(self, checkout: Path, env: dict[str, str], prefect_port: int, mlflow_port: int):
+        import httpx
+
+        self.checkout, self.env = checkout, env
+        self.prefect_url = f"http://127.0.0.1:{prefect_port}"
+        self.mlflow_url = f"http://127.0.0.1:{mlflow_port}"
+        self.api = httpx.Client(base_url=f"{self.prefect_url}/api", timeout=30)
+        self.serve_output = ""
+
+    def run_deployment(self, name: str, parameters: dict) -> str:
+        """What the UI's Custom Run does: create a flow run of a deployment; return its id."""
+        deployment = self.api.get(f"/deployments/name/{name}")
+        deployment.raise_for_status()
+        created = self.api.post(
+            f"/deployments/{deployment.json()['id']}/create_flow_run",
+            json={"parameters": parameters},
+        )
+        created.raise_for_status()
+        return created.json()["id"]
+
+    def wait(self, flow_run_id: str, timeout: float) -> dict:
+        deadline = time.monotonic() + timeout
+        while True:
+            run = self.api.get(f"/flow_runs/{flow_run_id}").json()
+            if (run.get("state") or {}).get(
+                "type"
+            ) in TERMINAL_STATES or time.monotonic() > deadline:
+                return run
+            time.sleep(2)
+
+    def logs(self, flow_run_id: str) -> str:
+        """The flow run's log lines, and the end of the worker's log (for failure messages)."""
+        found = self.api.post(
+            "/logs/filter", json={"logs": {"flow_run_id": {"any_": [flow_run_id]}}, "limit": 200}
+        )
+        lines = [row["message"] for row in found.json()] if found.is_success else []
+        worker_log = self.checkout / ".serve" / "worker.log"
+        tail = worker_log.read_text(errors="replace")[-4000:] if worker_log.exists() else ""
+        return "\n".join(lines[-60:]) + "\n--- worker.log ---\n" + tail
+
+    def artifacts(self, flow_run_id: str, key: str) -> list[dict]:
+        found = self.api.post(
+            "/artifacts/filter",
+            json={"artifacts": {"key": {"any_": [key]}, "flow_run_id": {"any_": [flow_run_id]}}},
+        )
+        found.raise_for_status()
+        return found.json()
+
+    def stop(self) -> None:
+        """scripts/stop.sh; then, whatever is left, by the PIDs in .serve/."""
+        state = self.checkout / ".serve"
+        pids = {f.name: f.read_text().strip() for f in state.glob("*.pid")}
+        stopped = subprocess.run(
+            ["bash", "scripts/stop.sh"], cwd=self.checkout, env=self.env, timeout=120, check=False
+        )
+        if stopped.returncode != 0:
+            for pid in pids.values():
+                if pid.isdigit():
+                    with contextlib.suppress(ProcessLookupError, PermissionError):
+                        os.killpg(int(pid), signal.SIGKILL)
+        self.api.close()
+
+
+@pytest.fixture(scope="session")
+def live_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveStack]:
+    """`make serve` for real, on free loopback ports, in a copy of the checkout with a fresh Prefect database.
+
+    The worker's flow runs log to the MLflow server (MLFLOW_TRACKING_URI is not
+    set, so serve.sh points them at it) and use one thread each.
+    """
+    if not (REPO_ROOT / ".git").exists():
+        pytest.skip("needs a git checkout to copy")
+    base = tmp_path_factory.mktemp("live")
+    checkout = copy_checkout(base / "checkout")
+    prefect_port, mlflow_port = free_port(), free_port()
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("PREFECT_", "MLFLOW_", "INSTRUCTFLOW_"))
+    }
+    env |= {
+        "PREFECT_HOME": str(base / "prefect-home"),
+        "PREFECT_PORT": str(prefect_port),
+        "MLFLOW_PORT": str(mlflow_port),
+        "PREFECT_WORKER_QUERY_SECONDS": "2",
+        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+        "DO_NOT_TRACK": "1",
+        "OMP_NUM_THREADS": "1",
+        "MKL_NUM_THREADS": "1",
+    }
+    stack = LiveStack(checkout, env, prefect_port, mlflow_port)
+    try:
+        served = subprocess.run(
+            ["bash", "scripts/serve.sh"],
+            cwd=checkout,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=420,
+        )
+        stack.serve_output = served.stdout + served.stderr
+        assert served.returncode == 0, stack.serve_output
+        yield stack
+    finally:
+        stack.stop()
+
+
+@pytest.fixture(scope="session")
+def live_manual_run(live_stack: LiveStack, fast_smoke) -> dict:
+    """One Custom Run of rlhf_pipeline/manual-run on the live stack (seed 1, reduced smoke sizes).
+
+    `challenger` is the registry's alias right after the run (later runs move it).
+    """
+    from mlflow import MlflowClient
+    from mlflow.exceptions import MlflowException
+
+    params = fast_smoke(seed=1)
+    started = time.monotonic()
+    flow_run_id = live_stack.run_deployment("rlhf_pipeline/manual-run", {"params": params})
+    flow_run = live_stack.wait(flow_run_id, timeout=600)
+    wall_s = time.monotonic() - started
+    print(f"\nmanual-run on the live stack: {wall_s:.0f} s")
+    try:
+        client = MlflowClient(tracking_uri=live_stack.mlflow_url)
+        challenger = client.get_model_version_by_alias("instructflow-policy", "challenger")
+    except MlflowException:
+        challenger = None
+    return {
+        "id": flow_run_id,
+        "flow_run": flow_run,
+        "params": params,
+        "wall_s": wall_s,
+        "challenger": challenger,
+    }

@@ -1,0 +1,155 @@
+#!/usr/bin/env bash
+# Start the local MLOps stack on 127.0.0.1 (what `make serve` runs):
+#   - a Prefect server (UI and API), with the instructflow-process work pool,
+#     the global concurrency limits and the deployments of prefect.yaml;
+#   - a Prefect worker on that pool, which runs the triggered flow runs;
+#   - an MLflow server on the project's tracking store (mlflow/mlflow.db).
+# PIDs and logs go to .serve/; scripts/stop.sh (`make stop`) stops everything.
+# Running it again is harmless: what already runs is left alone.
+#
+# Settings (environment):
+#   PREFECT_PORT (4200)  MLFLOW_PORT (5000)
+#   INSTRUCTFLOW_ROOT    project root holding mlflow/ (default: this checkout)
+#   PREFECT_HOME         where the Prefect server keeps its database (Prefect's default: ~/.prefect)
+#   MLFLOW_TRACKING_URI  where flow runs log (default: the MLflow server started here)
+#   VENV                 the virtual environment (default: .venv of this checkout)
+set -euo pipefail
+
+CODE_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$CODE_DIR"
+BIN="${VENV:-$CODE_DIR/.venv}/bin"
+ROOT="${INSTRUCTFLOW_ROOT:-$CODE_DIR}"
+STATE="$CODE_DIR/.serve"
+PREFECT_PORT="${PREFECT_PORT:-4200}"
+MLFLOW_PORT="${MLFLOW_PORT:-5000}"
+HOST=127.0.0.1
+POOL=instructflow-process
+PREFECT_URL="http://$HOST:$PREFECT_PORT"
+MLFLOW_URL="http://$HOST:$MLFLOW_PORT"
+
+export PREFECT_API_URL="$PREFECT_URL/api"
+export PREFECT_SERVER_API_HOST="$HOST"
+export PREFECT_SERVER_API_PORT="$PREFECT_PORT"
+export DVC_NO_ANALYTICS=1
+mkdir -p "$STATE" "$ROOT/mlflow/artifacts"
+trap 'if (($? != 0)); then echo "serve.sh failed; scripts/stop.sh (make stop) stops whatever it started" >&2; fi' EXIT
+
+command_of() { # what the process of NAME runs (to tell it from a stale PID reused by another process)
+    case "$1" in
+        prefect-server) echo "prefect server start" ;;
+        mlflow) echo "mlflow server" ;;
+        worker) echo "prefect worker start" ;;
+    esac
+}
+
+running() { # running NAME: its pid file names a live process that runs NAME
+    local pid
+    [[ -f "$STATE/$1.pid" ]] && pid="$(cat "$STATE/$1.pid")" && kill -0 "$pid" 2>/dev/null &&
+        ps -p "$pid" -o args= | grep -qF "$(command_of "$1")"
+}
+
+port_busy() {
+    "$BIN/python" - "$1" <<'EOF'
+import socket, sys
+with socket.socket() as s:
+    sys.exit(0 if s.connect_ex(("127.0.0.1", int(sys.argv[1]))) == 0 else 1)
+EOF
+}
+
+start() { # start NAME COMMAND...: in its own session (process group = PID), logging to .serve/NAME.log
+    local name="$1"
+    shift
+    setsid "$@" >"$STATE/$name.log" 2>&1 </dev/null &
+    echo $! >"$STATE/$name.pid"
+}
+
+wait_healthy() { # wait_healthy NAME URL SECONDS
+    local name="$1" url="$2" deadline=$((SECONDS + $3))
+    until curl -fsS -o /dev/null "$url" 2>/dev/null; do
+        if ! running "$name"; then
+            echo "$name exited during start-up; last lines of $STATE/$name.log:" >&2
+            tail -n 30 "$STATE/$name.log" >&2
+            rm -f "$STATE/$name.pid"
+            exit 1
+        fi
+        if ((SECONDS > deadline)); then
+            echo "$name is not healthy at $url after $3 s; see $STATE/$name.log" >&2
+            exit 1
+        fi
+        sleep 1
+    done
+}
+
+# --- the two servers (started together: each migrates its database on a first start) ---
+if running prefect-server; then
+    echo "Prefect server already running (pid $(cat "$STATE/prefect-server.pid")) at $PREFECT_URL"
+else
+    if port_busy "$PREFECT_PORT"; then
+        echo "port $PREFECT_PORT is taken by another process; set PREFECT_PORT" >&2
+        exit 1
+    fi
+    echo "starting the Prefect server at $PREFECT_URL (a first start migrates its database: ~30 s)"
+    start prefect-server "$BIN/prefect" server start --host "$HOST" --port "$PREFECT_PORT"
+fi
+if running mlflow; then
+    echo "MLflow server already running (pid $(cat "$STATE/mlflow.pid")) at $MLFLOW_URL"
+else
+    if port_busy "$MLFLOW_PORT"; then
+        echo "port $MLFLOW_PORT is taken by another process; set MLFLOW_PORT" >&2
+        exit 1
+    fi
+    echo "starting the MLflow server at $MLFLOW_URL on $ROOT/mlflow/mlflow.db"
+    # No MLflow server jobs (GenAI evaluation workers): this project does not use them,
+    # and they would start a dozen idle processes.
+    MLFLOW_SERVER_ENABLE_JOB_EXECUTION="${MLFLOW_SERVER_ENABLE_JOB_EXECUTION:-false}" \
+        start mlflow "$BIN/mlflow" server --host "$HOST" --port "$MLFLOW_PORT" --workers 1 \
+        --backend-store-uri "sqlite:///$ROOT/mlflow/mlflow.db" \
+        --default-artifact-root "$ROOT/mlflow/artifacts"
+fi
+wait_healthy prefect-server "$PREFECT_URL/api/health" 300
+
+# --- work pool, concurrency limits, deployments ----------------------------------
+if "$BIN/prefect" work-pool inspect "$POOL" >/dev/null 2>&1; then
+    echo "work pool $POOL exists"
+else
+    "$BIN/prefect" work-pool create "$POOL" --type process >/dev/null
+    echo "created work pool $POOL (type process)"
+fi
+"$BIN/python" -c "from tasks.concurrency import ensure_limits; ensure_limits()"
+echo "global concurrency limits instructflow-training and instructflow-registry exist"
+"$BIN/prefect" --no-prompt deploy --all >"$STATE/deploy.log" 2>&1 || {
+    echo "prefect deploy failed; see $STATE/deploy.log" >&2
+    tail -n 30 "$STATE/deploy.log" >&2
+    exit 1
+}
+echo "deployed rlhf_pipeline/scheduled-retrain and rlhf_pipeline/manual-run from $CODE_DIR"
+wait_healthy mlflow "$MLFLOW_URL/health" 180
+
+# --- worker ----------------------------------------------------------------------------
+if running worker; then
+    echo "worker already running (pid $(cat "$STATE/worker.pid")) on pool $POOL"
+else
+    # Flow runs log to the MLflow server unless MLFLOW_TRACKING_URI says otherwise.
+    MLFLOW_TRACKING_URI="${MLFLOW_TRACKING_URI:-$MLFLOW_URL}" \
+        start worker "$BIN/prefect" worker start --pool "$POOL" --type process
+    sleep 2
+    if ! running worker; then
+        echo "the worker exited; last lines of $STATE/worker.log:" >&2
+        tail -n 30 "$STATE/worker.log" >&2
+        exit 1
+    fi
+    echo "started a worker on pool $POOL (log: $STATE/worker.log)"
+fi
+
+cat <<EOF
+
+Prefect UI: $PREFECT_URL
+MLflow UI:  $MLFLOW_URL
+
+Trigger a run:
+  UI:  Deployments > rlhf_pipeline / manual-run > Run > Custom run (the form is PipelineParams)
+  CLI: PREFECT_API_URL=$PREFECT_API_URL $BIN/prefect deployment run rlhf_pipeline/manual-run \\
+         --params '{"params": {"profile": "smoke"}}'
+scheduled-retrain runs every Monday 03:00 UTC (profile tiny).
+Logs and PIDs: $STATE/   Stop everything: make stop
+EOF

@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# Stop what scripts/serve.sh started (`make stop`): each process group named by
+# a PID file in .serve/ (the worker first, so no flow run starts meanwhile).
+set -uo pipefail
+
+STATE="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)/.serve"
+
+stop() { # stop NAME: TERM the process group of .serve/NAME.pid, KILL it after 10 s
+    local name="$1" file="$STATE/$1.pid" pid
+    [[ -f "$file" ]] || return 0
+    pid="$(cat "$file")"
+    # The group's leader must still be the process serve.sh started (not a reused PID);
+    # if the leader is gone, what is left of its group is still ours.
+    if [[ "$pid" =~ ^[0-9]+$ ]] && { ps -p "$pid" -o args= | grep -qE "prefect (server|worker) start|mlflow server" ||
+        { ! kill -0 "$pid" && kill -0 -- "-$pid"; }; } 2>/dev/null; then
+        echo "stopping $name (pid $pid)"
+        kill -TERM -- "-$pid" 2>/dev/null || kill -TERM "$pid" 2>/dev/null
+        for _ in $(seq 20); do
+            kill -0 -- "-$pid" 2>/dev/null || break
+            sleep 0.5
+        done
+        # Whatever is left of the group (a flow run the worker started, server children).
+        kill -KILL -- "-$pid" 2>/dev/null || true
+    else
+        echo "$name is not running"
+    fi
+    rm -f "$file"
+}
+
+stop worker
+stop mlflow
+stop prefect-server

@@ -1,0 +1,149 @@
+"""Stage caching across pipeline runs: unchanged -> all cached; a PPO change -> PPO onwards; new data -> all.
+
+Four runs in one isolated project root (reduced smoke sizes), on the session's
+Prefect test server. Which stages ran is read from MLflow: every stage has a
+nested run under the pipeline's parent run, tagged cached=true when Prefect
+served it from its cache.
+"""
+
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from mlflow import MlflowClient
+
+from flows.params import PipelineParams
+from tasks import tracking
+
+pytestmark = pytest.mark.slow
+
+STAGES = {
+    "data",
+    "base_model",
+    "sft",
+    "comparisons",
+    "reward_model",
+    "ppo",
+    "ppo_ptx",
+    "flan",
+    "t0",
+    "evaluation",
+    "registry",
+}
+AFTER_PPO = {"ppo", "ppo_ptx", "evaluation", "registry"}
+
+
+@dataclass
+class Run:
+    result: dict
+    wall_s: float
+    stages: dict[str, bool]  # stage -> taken from the cache
+
+
+class Project:
+    def __init__(self, root: Path, monkeypatch: pytest.MonkeyPatch):
+        self.root = root
+        self.uri = f"sqlite:///{root / 'mlflow.db'}"
+        monkeypatch.setenv("INSTRUCTFLOW_ROOT", str(root))
+        monkeypatch.setenv("MLFLOW_TRACKING_URI", self.uri)
+
+    def run(self, params: dict) -> Run:
+        from flows.pipeline import rlhf_pipeline
+
+        started = time.perf_counter()
+        result = rlhf_pipeline(PipelineParams(**params))
+        wall_s = time.perf_counter() - started
+        return Run(result, wall_s, self.stages(result["run"]["mlflow_run_id"]))
+
+    def stages(self, parent_id: str) -> dict[str, bool]:
+        client = MlflowClient(tracking_uri=self.uri)
+        experiment = client.get_experiment_by_name(tracking.EXPERIMENT)
+        children = client.search_runs(
+            [experiment.experiment_id], filter_string=f"tags.mlflow.parentRunId = '{parent_id}'"
+        )
+        stages: dict[str, bool] = {}
+        for child in children:
+            stage = child.data.tags["stage"]
+            assert stage not in stages, f"two nested runs for stage {stage}"
+            stages[stage] = child.data.tags.get("cached") == "true"
+        return stages
+
+    def new_data_version(self) -> str:
+        """New data recorded as a new DVC version: the smoke world regenerated from another seed, `dvc add data`."""
+        from dvc.repo import Repo
+
+        from tasks import data, data_version
+
+        data.write_profile(self.root / "data" / "smoke", "smoke", seed=1)
+        with Repo(str(self.root)) as repo:
+            repo.add([str(self.root / "data")])
+        return data_version.tracked_md5(self.root)
+
+
+def ran(run: Run) -> set[str]:
+    return {stage for stage, cached in run.stages.items() if not cached}
+
+
+@pytest.fixture(scope="module")
+def runs(prefect_harness, make_project, fast_smoke) -> Iterator[dict]:
+    """first, unchanged re-run, PPO lr changed, new data: one project root, in that order."""
+    params = fast_smoke()
+    with pytest.MonkeyPatch.context() as monkeypatch:
+        project = Project(make_project(), monkeypatch)
+        out = {"first": project.run(params)}
+        out["unchanged"] = project.run(params)
+        out["ppo_changed"] = project.run(fast_smoke(ppo={"lr": 1e-4}))
+        out["folders"] = {
+            stage: len(list((project.root / "runs" / stage).iterdir())) for stage in STAGES
+        }
+        out["old_md5"] = out["first"].result["run"]["dvc_data_md5"]
+        out["new_md5"] = project.new_data_version()
+        out["new_data"] = project.run(fast_smoke(ppo={"lr": 1e-4}))
+        first, again = out["first"].wall_s, out["unchanged"].wall_s
+        print(
+            f"\nfirst run {first:.1f} s, unchanged re-run {again:.1f} s: {again / first:.1%} of the first"
+        )
+        yield out
+
+
+def test_first_run_computes_every_stage(runs):
+    assert set(runs["first"].stages) == STAGES
+    assert ran(runs["first"]) == STAGES
+
+
+def test_unchanged_rerun_finds_every_stage_cached(runs):
+    # given the same parameters and data again
+    again = runs["unchanged"]
+    # then every stage came from the cache (each still with its nested MLflow run)
+    assert set(again.stages) == STAGES
+    assert ran(again) == set()
+    # and the report is the same, for a new pipeline run
+    assert again.result["policies"] == runs["first"].result["policies"]
+    assert again.result["run"]["mlflow_run_id"] != runs["first"].result["run"]["mlflow_run_id"]
+    # and it took a fraction of the first run's time
+    assert again.wall_s < runs["first"].wall_s / 2
+
+
+def test_changed_ppo_config_reruns_ppo_and_what_reads_it(runs):
+    # given only params.ppo.lr changed
+    changed = runs["ppo_changed"]
+    # then PPO, PPO-ptx, the evaluation and the registry ran again; nothing before them did
+    assert set(changed.stages) == STAGES
+    assert ran(changed) == AFTER_PPO
+    # and the stages before PPO kept their one output folder each; PPO onwards got a second
+    folders = runs["folders"]
+    before = ("data", "base_model", "sft", "comparisons", "reward_model", "flan", "t0")
+    assert all(folders[stage] == 1 for stage in before), folders
+    assert all(folders[stage] == 2 for stage in AFTER_PPO), folders
+
+
+def test_new_data_version_reruns_everything(runs):
+    # given data/ changed and recorded as a new DVC version
+    assert runs["new_md5"] != runs["old_md5"]
+    new = runs["new_data"]
+    # then the run used it, and no stage was taken from the cache
+    assert new.result["run"]["dvc_data_md5"] == runs["new_md5"]
+    assert set(new.stages) == STAGES
+    assert ran(new) == STAGES

@@ -1,0 +1,129 @@
+"""Two pipeline runs at once on the live stack: both finish, training takes turns, the registry stays consistent.
+
+The two runs are Custom Runs of manual-run started together on the stack of
+test_e2e_servers (one worker, which runs both at the same time). They differ
+from that test's run only in the reward model's learning rate, so each
+re-trains the reward model and re-runs what follows (PPO, PPO-ptx, the
+evaluation, the registry stage). The global concurrency limits (one slot
+each) must make the two reward models train one after the other, and the two
+promotion gates judge one after the other, each against the champion the
+other left.
+"""
+
+from datetime import datetime
+
+import pytest
+from mlflow import MlflowClient
+
+from tasks import concurrency, registry, tracking
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def two_runs(live_stack, live_manual_run, fast_smoke) -> dict:
+    """Both flow runs (after the e2e run, whose stages they reuse), by id."""
+    assert live_manual_run["flow_run"]["state"]["type"] == "COMPLETED", live_stack.logs(
+        live_manual_run["id"]
+    )
+    ids = [
+        live_stack.run_deployment(
+            "rlhf_pipeline/manual-run", {"params": fast_smoke(seed=1, reward_model={"lr": lr})}
+        )
+        for lr in (4e-4, 6e-4)
+    ]
+    return {run_id: live_stack.wait(run_id, timeout=600) for run_id in ids}
+
+
+def _interval(flow_run: dict) -> tuple[datetime, datetime]:
+    return datetime.fromisoformat(flow_run["start_time"]), datetime.fromisoformat(
+        flow_run["end_time"]
+    )
+
+
+def test_both_runs_finish_and_overlapped(live_stack, two_runs):
+    # given two Custom Runs started together
+    for run_id, flow_run in two_runs.items():
+        # then both completed
+        assert flow_run["state"]["type"] == "COMPLETED", live_stack.logs(run_id)
+    # and they did run at the same time
+    (start_a, end_a), (start_b, end_b) = (_interval(r) for r in two_runs.values())
+    assert start_a < end_b and start_b < end_a
+
+
+def _stage_run(client: MlflowClient, flow_run_id: str, stage: str):
+    """The nested MLflow run of `stage` under the parent run of a Prefect flow run."""
+    experiment_id = client.get_experiment_by_name(tracking.EXPERIMENT).experiment_id
+    (parent,) = [
+        r
+        for r in client.search_runs(
+            [experiment_id], filter_string=f"tags.prefect_flow_run_id = '{flow_run_id}'"
+        )
+        if "mlflow.parentRunId" not in r.data.tags
+    ]
+    (run,) = client.search_runs(
+        [experiment_id],
+        filter_string=f"tags.mlflow.parentRunId = '{parent.info.run_id}' and tags.stage = '{stage}'",
+    )
+    return run
+
+
+def test_training_stages_took_turns(live_stack, two_runs):
+    client = MlflowClient(tracking_uri=live_stack.mlflow_url)
+    # given each run's reward-model stage, trained (its config changed), not cached
+    stage_runs = [_stage_run(client, run_id, "reward_model") for run_id in two_runs]
+    assert all(r.data.tags.get("cached") != "true" for r in stage_runs)
+    # then the two trainings did not overlap: instructflow-training has one slot
+    (_, end_first), (start_second, _) = sorted(
+        (r.info.start_time, r.info.end_time) for r in stage_runs
+    )
+    assert end_first <= start_second
+
+
+def test_registry_stays_consistent(live_stack, live_manual_run, two_runs):
+    client = MlflowClient(tracking_uri=live_stack.mlflow_url)
+    versions = sorted(
+        client.search_model_versions(f"name = '{registry.POLICY_MODEL}'"),
+        key=lambda v: int(v.version),
+    )
+    # given the policy versions registered by the e2e run and the two concurrent runs
+    by_run = {v.tags.get("prefect_flow_run_id"): v for v in versions}
+    assert set(by_run) >= {live_manual_run["id"], *two_runs}
+    # then each run registered exactly one version, and every version records a gate decision
+    assert len(versions) == len(by_run)
+    assert all(
+        v.tags.get("gate_promote") in {"True", "False"} and v.tags.get("gate_reason")
+        for v in versions
+    )
+    # and `challenger` is one of the two runs' versions (the last one registered)
+    challenger = client.get_model_version_by_alias(registry.POLICY_MODEL, "challenger")
+    assert (
+        challenger.version
+        == max((by_run[r] for r in two_runs), key=lambda v: int(v.version)).version
+    )
+    # and the gates ran one after the other: each judged against the champion the one before it left
+    champion = None
+    for version in versions:
+        assert version.tags["gate_incumbent"] == (f"champion v{champion}" if champion else "sft"), (
+            version.version
+        )
+        if version.tags["gate_promote"] == "True":
+            champion = version.version
+    # and `champion`, if any, is the version the gates made champion, and exists
+    if champion is None:
+        assert registry.champion_version(client) is None
+    else:
+        assert registry.champion_version(client) == champion
+        assert (
+            client.get_model_version(registry.POLICY_MODEL, champion).tags["promoted_by"] == "gate"
+        )
+
+
+def test_training_and_registry_limits_exist_with_one_slot(live_stack, two_runs):
+    # given the Prefect server the runs used
+    for name in (concurrency.TRAINING, concurrency.REGISTRY):
+        # then the global concurrency limit exists, active, with a single slot, and nothing holds it now
+        limit = live_stack.api.get(f"/v2/concurrency_limits/{name}")
+        assert limit.status_code == 200, name
+        body = limit.json()
+        assert (body["limit"], body["active"], body["active_slots"]) == (1, True, 0)
