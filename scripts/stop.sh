@@ -27,6 +27,10 @@ stop() { # stop NAME: TERM the process group of .serve/NAME.pid, KILL it after 1
     rm -f "$file"
 }
 
+if ! compgen -G "$STATE/*.pid" >/dev/null; then
+    echo "nothing to stop (no PID files in $STATE)"
+    exit 0
+fi
 stop worker
 stop mlflow
 stop prefect-server
