@@ -81,7 +81,7 @@ def add_and_push(root: Path) -> str:
     """Record data/ as a new version in data.dvc and store it in the default remote."""
     repo = _repo(root)
     try:
-        repo.add(["data"])
+        repo.add([str(root / "data")])  # DVC resolves paths against the cwd, not the repo
         repo.push(targets=["data.dvc"])
     finally:
         repo.close()
