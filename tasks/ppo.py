@@ -28,6 +28,7 @@ again with the same parameters has the same out_dir and continues from there.
 """
 
 import json
+import math
 import os
 import shutil
 import tempfile
@@ -322,7 +323,8 @@ def run_ppo(
     reward_model, rm_tokenizer = reward_model_from_causal_lm(rm_dir)
     train = load_table(profile_dir / layout.PPO_TRAIN, "prompts")
     valid = load_table(profile_dir / layout.PPO_VALID, "prompts").head(cfg.eval_prompts)
-    judge = GoldJudge.load(profile_dir)
+    # The gold judge exists for the embedded world only; on a user's own data gold is NaN.
+    judge = GoldJudge.load(profile_dir) if (profile_dir / layout.GOLD_KEY).exists() else None
     train_ids, valid_ids, valid_prompts = (
         list(train["prompt_id"]),
         list(valid["prompt_id"]),
@@ -351,12 +353,15 @@ def run_ppo(
         make_hyper(cfg, ptx_gamma, seed),
     )
 
+    def gold(prompt_id: str, text: str) -> float:
+        return judge.score(prompt_id, text) if judge is not None else float("nan")
+
     def snapshot() -> dict:
         return {k: v.detach().clone() for k, v in trainer.unwrapped_policy.state_dict().items()}
 
     def evaluate(iteration: int) -> None:
         result = trainer.evaluate(valid_prompts, seed=seed + 1)
-        golds = [judge.score(pid, text) for pid, text in zip(valid_ids, result.texts, strict=True)]
+        golds = [gold(pid, text) for pid, text in zip(valid_ids, result.texts, strict=True)]
         point = {
             "iteration": iteration,
             "kl": float(result.kl.mean()),
@@ -407,9 +412,7 @@ def run_ppo(
         )
 
     def monitor(indices: list[int], texts: list[str]) -> float:
-        return sum(judge.score(train_ids[i], t) for i, t in zip(indices, texts, strict=True)) / len(
-            texts
-        )
+        return sum(gold(train_ids[i], t) for i, t in zip(indices, texts, strict=True)) / len(texts)
 
     start, first_iteration = time.perf_counter(), trainer.iteration
     ppo_train(
@@ -429,14 +432,15 @@ def run_ppo(
     final.load_state_dict(state["best_policy"])
     save_model(final, tokenizer, out_dir / "model")
     points, chosen = history["points"], history["chosen"]
-    peak = max(p["gold"] for p in points)
+    peak_point = max(points, key=lambda p: p["gold"] if p["gold"] == p["gold"] else -math.inf)
+    peak = peak_point["gold"]
     summary = {
         "chosen_iteration": points[chosen]["iteration"],
         "chosen_rm": points[chosen]["rm"],
         "chosen_kl": points[chosen]["kl"],
         "chosen_gold": points[chosen]["gold"],
         "peak_gold": peak,
-        "peak_gold_iteration": max(points, key=lambda p: p["gold"])["iteration"],
+        "peak_gold_iteration": peak_point["iteration"],
         "gold_fraction_of_peak": points[chosen]["gold"] / peak if peak > 0 else float("nan"),
         "sft_gold": points[0]["gold"],
         "sft_rm": points[0]["rm"],

@@ -5,6 +5,8 @@ folder with a handful of prompts, gold answers and pretraining text.
 """
 
 import json
+import math
+import shutil
 from pathlib import Path
 
 import pytest
@@ -289,12 +291,20 @@ def test_ppo_ptx_writes_model_curve_and_namespaced_summary(
 
 
 def test_stopping_rule_keeps_sft_when_nothing_beats_it(world, tmp_path: Path) -> None:
-    # No later evaluation can gain 1e9: patience 1 stops at the first evaluation after SFT.
+    # given: a user's own data, which has no gold judge
+    profile = tmp_path / "profile"
+    shutil.copytree(world["profile"], profile)
+    (profile / layout.GOLD_KEY).unlink()
+    # when: no later evaluation can gain 1e9, so patience 1 stops at the first one after SFT
     cfg = CFG.model_copy(update={"min_gain": 1e9, "patience": 1})
     steps: list[int] = []
-    metrics = run(world, tmp_path / "out", iteration_logger(steps), cfg=cfg)
+    metrics = run({**world, "profile": profile}, tmp_path / "out", iteration_logger(steps), cfg=cfg)
+    # then: the run stops early and keeps SFT; gold is simply not known
     assert steps == [0, 1] and metrics["ppo/stopped_early"] == 1.0
     assert metrics["ppo/chosen_iteration"] == 0
+    assert math.isnan(metrics["ppo/chosen_gold"]) and math.isnan(
+        metrics["ppo/gold_fraction_of_peak"]
+    )
     curve = json.loads((tmp_path / "out" / CURVE_JSON).read_text())
     assert "did not improve" in curve["stop_reason"]
     kept, _ = load_causal_lm(tmp_path / "out" / "model")
