@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from models.batching import encode_prompt
-from models.formatting import format_prompt
+from models.formatting import format_prompt, parse_response
 from models.lm import build_gpt2, load_causal_lm
 from models.sampling import (
     generate,
@@ -107,7 +107,7 @@ def test_response_mask_and_texts_after_eos() -> None:
         else:
             assert mask == [1] * 10 and truncated
         kept = [t for t, m in zip(ids, mask, strict=True) if m and t != eos]
-        assert text == tokenizer.decode(kept).strip()
+        assert text == parse_response(tokenizer.decode(kept))
     assert 0 < ended < len(rollout.texts)  # the test saw both cases
 
 
