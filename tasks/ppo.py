@@ -45,6 +45,7 @@ from models.lm_training import pack_corpus, perplexity
 from models.ppo import Normalization, PPOHyper, PPOTrainer, hyper_field_names, ppo_train
 from models.reward_model import reward_model_from_causal_lm
 from tasks import layout, tracking
+from tasks.concurrency import training_slot
 from tasks.stage import code_digest, is_done, mark_done, prefect_options
 from tasks.tables import load_table, read_jsonl
 from world.judge import GoldJudge
@@ -500,7 +501,7 @@ def ppo_task(
     out = Path(out_dir)
     prepare_out_dir(out)
     resumed = find_resume(out) is not None
-    with tracking.stage_run(stage, parent_run_id, tags={"resumed": str(resumed).lower()}) as run:
+    with training_slot(), tracking.stage_run(stage, parent_run_id, tags={"resumed": str(resumed).lower()}) as run:
         mlflow.log_params(cfg.model_dump() | {"seed": seed, "ptx_gamma": ptx_gamma})
         metrics = run_ppo(
             stage,
