@@ -1,14 +1,14 @@
 """The `instructflow` command line. Every subcommand has --help.
 
-    instructflow run --profile tiny          run the whole pipeline
-    instructflow data generate               regenerate data/ and record it in data.dvc
-    instructflow data verify                 check data/ against data.dvc
-    instructflow data validate FILE --kind comparisons
-                                             validate one JSONL table (e.g. human comparisons)
-    instructflow evaluate champion challenger
-                                             evaluate registered policies against SFT and each other
-    instructflow promote --version 3 --reason "..."
-                                             move `champion` by hand (an override of the gate)
+instructflow run --profile tiny          run the whole pipeline
+instructflow data generate               regenerate data/ and record it in data.dvc
+instructflow data verify                 check data/ against data.dvc
+instructflow data validate FILE --kind comparisons
+                                         validate one JSONL table (e.g. human comparisons)
+instructflow evaluate champion challenger
+                                         evaluate registered policies against SFT and each other
+instructflow promote --version 3 --reason "..."
+                                         move `champion` by hand (an override of the gate)
 """
 
 import argparse
@@ -78,49 +78,115 @@ def _cmd_promote(args: argparse.Namespace) -> int:
 def _cmd_evaluate(args: argparse.Namespace) -> int:
     from flows.evaluate import EvaluateParams, evaluate_registered
 
-    result = evaluate_registered(EvaluateParams(models=args.models, profile=args.profile, seed=args.seed))
+    result = evaluate_registered(
+        EvaluateParams(models=args.models, profile=args.profile, seed=args.seed)
+    )
     for name, row in result["policies"].items():
-        print(f"{name}: gold {row['gold_score']['mean']:.3f}  win vs SFT {row['win_rate_vs_sft']['mean']:.3f}")
+        print(
+            f"{name}: gold {row['gold_score']['mean']:.3f}  win vs SFT {row['win_rate_vs_sft']['mean']:.3f}"
+        )
     return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="instructflow", description="InstructGPT-style RLHF pipeline on Prefect, MLflow and DVC.")
+    parser = argparse.ArgumentParser(
+        prog="instructflow",
+        description="InstructGPT-style RLHF pipeline on Prefect, MLflow and DVC.",
+    )
     sub = parser.add_subparsers(dest="command", required=True)
 
-    run = sub.add_parser("run", help="Run the rlhf_pipeline flow.", description="Run the rlhf_pipeline flow once, here.")
-    run.add_argument("--profile", choices=["smoke", "tiny", "small"], help="world and training size (default tiny)")
+    run = sub.add_parser(
+        "run",
+        help="Run the rlhf_pipeline flow.",
+        description="Run the rlhf_pipeline flow once, here.",
+    )
+    run.add_argument(
+        "--profile",
+        choices=["smoke", "tiny", "small"],
+        help="world and training size (default tiny)",
+    )
     run.add_argument("--seed", type=int, help="training and sampling seed (default 0)")
-    run.add_argument("--base-model", dest="base_model", help="local Hugging Face causal-LM directory to start from")
-    run.add_argument("--allow-data-mismatch", action="store_true", help="run even if data/ differs from data.dvc")
-    run.add_argument("--params", help="JSON file with PipelineParams fields (command-line flags override it)")
+    run.add_argument(
+        "--base-model",
+        dest="base_model",
+        help="local Hugging Face causal-LM directory to start from",
+    )
+    run.add_argument(
+        "--allow-data-mismatch", action="store_true", help="run even if data/ differs from data.dvc"
+    )
+    run.add_argument(
+        "--params", help="JSON file with PipelineParams fields (command-line flags override it)"
+    )
     run.set_defaults(func=_cmd_run)
 
-    data = sub.add_parser("data", help="Generate, verify or validate data.", description="Data commands.")
+    data = sub.add_parser(
+        "data", help="Generate, verify or validate data.", description="Data commands."
+    )
     data_sub = data.add_subparsers(dest="data_command", required=True)
-    gen = data_sub.add_parser("generate", help="Regenerate data/ and record it with DVC.", description="Regenerate data/ for every profile from a seed, then `dvc add data` and `dvc push`.")
-    gen.add_argument("--seed", type=int, default=0, help="world seed (default 0, the version committed in data.dvc)")
+    gen = data_sub.add_parser(
+        "generate",
+        help="Regenerate data/ and record it with DVC.",
+        description="Regenerate data/ for every profile from a seed, then `dvc add data` and `dvc push`.",
+    )
+    gen.add_argument(
+        "--seed",
+        type=int,
+        default=0,
+        help="world seed (default 0, the version committed in data.dvc)",
+    )
     gen.add_argument("--no-dvc", action="store_true", help="write data/ only; leave data.dvc alone")
     gen.set_defaults(func=_cmd_data_generate)
-    ver = data_sub.add_parser("verify", help="Check data/ against data.dvc.", description="Exit 1 if data/ differs from data.dvc.")
+    ver = data_sub.add_parser(
+        "verify",
+        help="Check data/ against data.dvc.",
+        description="Exit 1 if data/ differs from data.dvc.",
+    )
     ver.set_defaults(func=_cmd_data_verify)
-    val = data_sub.add_parser("validate", help="Validate one JSONL table.", description="Validate a JSONL file against a table schema.")
+    val = data_sub.add_parser(
+        "validate",
+        help="Validate one JSONL table.",
+        description="Validate a JSONL file against a table schema.",
+    )
     val.add_argument("file", help="path to the JSONL file")
-    val.add_argument("--kind", required=True, choices=["prompts", "demonstrations", "comparisons", "pairwise", "pretrain", "public_suite", "mixture"])
+    val.add_argument(
+        "--kind",
+        required=True,
+        choices=[
+            "prompts",
+            "demonstrations",
+            "comparisons",
+            "pairwise",
+            "pretrain",
+            "public_suite",
+            "mixture",
+        ],
+    )
     val.set_defaults(func=_cmd_data_validate)
 
     promote = sub.add_parser(
-        "promote", help="Make a policy version champion by hand.", description="Override the promotion gate: move the champion alias of instructflow-policy to VERSION."
+        "promote",
+        help="Make a policy version champion by hand.",
+        description="Override the promotion gate: move the champion alias of instructflow-policy to VERSION.",
     )
     promote.add_argument("--version", required=True, help="version number of instructflow-policy")
-    promote.add_argument("--reason", required=True, help="why the gate is overridden (recorded on the version)")
+    promote.add_argument(
+        "--reason", required=True, help="why the gate is overridden (recorded on the version)"
+    )
     promote.set_defaults(func=_cmd_promote)
 
     evaluate = sub.add_parser(
-        "evaluate", help="Evaluate registered policies.", description="Evaluate registered policy versions or aliases against SFT and against each other."
+        "evaluate",
+        help="Evaluate registered policies.",
+        description="Evaluate registered policy versions or aliases against SFT and against each other.",
     )
-    evaluate.add_argument("models", nargs="+", help="versions or aliases of instructflow-policy, e.g. champion challenger 3")
-    evaluate.add_argument("--profile", default="tiny", help="whose test users to evaluate on (default tiny)")
+    evaluate.add_argument(
+        "models",
+        nargs="+",
+        help="versions or aliases of instructflow-policy, e.g. champion challenger 3",
+    )
+    evaluate.add_argument(
+        "--profile", default="tiny", help="whose test users to evaluate on (default tiny)"
+    )
     evaluate.add_argument("--seed", type=int, default=0, help="sampling seed")
     evaluate.set_defaults(func=_cmd_evaluate)
     return parser

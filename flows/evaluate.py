@@ -29,15 +29,23 @@ class EvaluateParams(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    models: list[str] = Field(["champion", "challenger"], description="Versions or aliases of instructflow-policy.")
+    models: list[str] = Field(
+        ["champion", "challenger"], description="Versions or aliases of instructflow-policy."
+    )
     profile: str = Field("tiny", description="Which profile's test users to evaluate on.")
     seed: int = Field(0, description="Sampling seed.")
-    evaluation: evaluation.EvalConfig = Field(default_factory=evaluation.EvalConfig, description="Decoding and evaluation settings.")
+    evaluation: evaluation.EvalConfig = Field(
+        default_factory=evaluation.EvalConfig, description="Decoding and evaluation settings."
+    )
 
 
 def resolve(client: MlflowClient, ref: str):
     """A version number or an alias -> the registered model version."""
-    return client.get_model_version(POLICY_MODEL, ref) if ref.isdigit() else client.get_model_version_by_alias(POLICY_MODEL, ref)
+    return (
+        client.get_model_version(POLICY_MODEL, ref)
+        if ref.isdigit()
+        else client.get_model_version_by_alias(POLICY_MODEL, ref)
+    )
 
 
 @flow(name="evaluate_registered", log_prints=True)
@@ -47,30 +55,60 @@ def evaluate_registered(params: EvaluateParams = EvaluateParams()) -> dict:
     client = MlflowClient()
     versions = {ref: resolve(client, ref) for ref in params.models}
     first = next(iter(versions.values()))
-    sft_dir = mlflow.artifacts.download_artifacts(run_id=first.tags["sft_run_id"], artifact_path="model")
+    sft_dir = mlflow.artifacts.download_artifacts(
+        run_id=first.tags["sft_run_id"], artifact_path="model"
+    )
     rm_dir = local_checkpoint(REWARD_MODEL, first.tags["reward_model_version"])
     profile_dir = data_dir() / params.profile
-    policies = [evaluation.Policy(f"v{v.version} ({ref})", Path(local_checkpoint(POLICY_MODEL, v.version))) for ref, v in versions.items()]
+    policies = [
+        evaluation.Policy(f"v{v.version} ({ref})", Path(local_checkpoint(POLICY_MODEL, v.version)))
+        for ref, v in versions.items()
+    ]
     policies.append(evaluation.Policy("sft", Path(sft_dir)))
 
-    with mlflow.start_run(run_name="evaluate-registered", tags={"models": ",".join(params.models)}) as run:
-        rows, _ = evaluation.evaluate(policies, Path(sft_dir), Path(rm_dir), profile_dir, params.evaluation, params.seed)
+    with mlflow.start_run(
+        run_name="evaluate-registered", tags={"models": ",".join(params.models)}
+    ) as run:
+        rows, _ = evaluation.evaluate(
+            policies, Path(sft_dir), Path(rm_dir), profile_dir, params.evaluation, params.seed
+        )
         tracking.log_metrics(evaluation.flat_metrics({k.split(" ")[0]: v for k, v in rows.items()}))
         head_to_head = {}
         for a, b in itertools.combinations(policies[:-1], 2):
-            match = evaluation.head_to_head(a, b, Path(sft_dir), profile_dir, params.evaluation, params.seed)
+            match = evaluation.head_to_head(
+                a, b, Path(sft_dir), profile_dir, params.evaluation, params.seed
+            )
             head_to_head[f"{a.name} vs {b.name}"] = match
-            logger.info("%s vs %s: win rate %.3f %s", a.name, b.name, match["win_rate"]["mean"], match["win_rate"]["ci95"])
-        result = {"run": {"mlflow_run_id": run.info.run_id, "models": params.models}, "labelers": {}, "reward_model": {}, "policies": rows, "head_to_head": head_to_head}
+            logger.info(
+                "%s vs %s: win rate %.3f %s",
+                a.name,
+                b.name,
+                match["win_rate"]["mean"],
+                match["win_rate"]["ci95"],
+            )
+        result = {
+            "run": {"mlflow_run_id": run.info.run_id, "models": params.models},
+            "labelers": {},
+            "reward_model": {},
+            "policies": rows,
+            "head_to_head": head_to_head,
+        }
         folder = reports_dir() / "evaluations" / run.info.run_id
         figures = plots.report_plots(rows, folder)
         markdown = report.to_markdown(result, plots=[str(f) for f in figures])
-        markdown += "\n## Head to head (held-out labelers)\n\n" + "\n".join(
-            f"- {name}: {m['win_rate']['mean']:.3f} (95% CI {m['win_rate']['ci95'][0]:.3f}-{m['win_rate']['ci95'][1]:.3f})" for name, m in head_to_head.items()
-        ) + "\n"
+        markdown += (
+            "\n## Head to head (held-out labelers)\n\n"
+            + "\n".join(
+                f"- {name}: {m['win_rate']['mean']:.3f} (95% CI {m['win_rate']['ci95'][0]:.3f}-{m['win_rate']['ci95'][1]:.3f})"
+                for name, m in head_to_head.items()
+            )
+            + "\n"
+        )
         (folder / "report.json").write_text(json.dumps(result, indent=2))
         (folder / "report.md").write_text(markdown)
         mlflow.log_artifacts(str(folder), artifact_path="report")
-        create_markdown_artifact(markdown=markdown, key="evaluate-registered", description=", ".join(params.models))
+        create_markdown_artifact(
+            markdown=markdown, key="evaluate-registered", description=", ".join(params.models)
+        )
         logger.info("report: %s", folder / "report.md")
     return result

@@ -21,7 +21,14 @@ from tasks.sft import SFTConfig
 # What each profile changes from the stage defaults (which are sized for tiny).
 PROFILE_OVERRIDES: dict[str, dict[str, dict[str, Any]]] = {
     "smoke": {
-        "base": {"vocab_size": 512, "n_layer": 2, "n_head": 2, "n_embd": 64, "steps": 60, "batch_size": 16},
+        "base": {
+            "vocab_size": 512,
+            "n_layer": 2,
+            "n_head": 2,
+            "n_embd": 64,
+            "steps": 60,
+            "batch_size": 16,
+        },
         "sft": {"epochs": 3},
         "baselines": {"epochs": 3},
         "comparisons": {"heldout_prompts": 60},
@@ -45,28 +52,62 @@ class PipelineParams(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     profile: Literal["smoke", "tiny", "small"] = Field(
-        "tiny", description="Size of the embedded world and of training: smoke (about a minute), tiny (minutes), small."
+        "tiny",
+        description="Size of the embedded world and of training: smoke (about a minute), tiny (minutes), small.",
     )
-    seed: int = Field(0, description="Seed for training and sampling (the data's own seed is part of the DVC data version).")
+    seed: int = Field(
+        0,
+        description="Seed for training and sampling (the data's own seed is part of the DVC data version).",
+    )
     base_model: str | None = Field(
-        None, description="A local Hugging Face causal-LM directory to start from. Empty: train a small GPT-2 on the world's corpus."
+        None,
+        description="A local Hugging Face causal-LM directory to start from. Empty: train a small GPT-2 on the world's corpus.",
     )
     allow_data_mismatch: bool = Field(
-        False, description="Run even if data/ differs from the version in data.dvc (the run is tagged data_mismatch=true)."
+        False,
+        description="Run even if data/ differs from the version in data.dvc (the run is tagged data_mismatch=true).",
     )
-    base: BaseModelConfig = Field(default_factory=BaseModelConfig, description="The embedded base model (pretraining).")
-    sft: SFTConfig = Field(default_factory=SFTConfig, description="Supervised fine-tuning on demonstrations.")
-    baselines: SFTConfig = Field(default_factory=SFTConfig, description="Fine-tuning of the FLAN- and T0-style baselines (same budget as SFT).")
-    comparisons: ComparisonsConfig = Field(default_factory=ComparisonsConfig, description="Sampling and ranking of K responses per prompt.")
-    reward_model: RewardModelConfig = Field(default_factory=RewardModelConfig, description="Reward-model training.")
-    ppo: PPOStageConfig = Field(default_factory=PPOStageConfig, description="PPO and PPO-ptx (the same settings for both).")
-    ptx_gamma: float = Field(0.1, description="Weight of the pretraining LM loss in PPO-ptx (0 would make it plain PPO; 1.0 pushed the tiny policy 5 nats from SFT).")
-    evaluation: EvalConfig = Field(default_factory=EvalConfig, description="Evaluation of all policies on test users.")
-    gate: GateConfig = Field(default_factory=GateConfig, description="The promotion gate that moves the `champion` alias.")
-    candidate: Literal["ppo_ptx", "ppo", "sft"] = Field("ppo_ptx", description="Which policy is registered as the challenger.")
+    base: BaseModelConfig = Field(
+        default_factory=BaseModelConfig, description="The embedded base model (pretraining)."
+    )
+    sft: SFTConfig = Field(
+        default_factory=SFTConfig, description="Supervised fine-tuning on demonstrations."
+    )
+    baselines: SFTConfig = Field(
+        default_factory=SFTConfig,
+        description="Fine-tuning of the FLAN- and T0-style baselines (same budget as SFT).",
+    )
+    comparisons: ComparisonsConfig = Field(
+        default_factory=ComparisonsConfig,
+        description="Sampling and ranking of K responses per prompt.",
+    )
+    reward_model: RewardModelConfig = Field(
+        default_factory=RewardModelConfig, description="Reward-model training."
+    )
+    ppo: PPOStageConfig = Field(
+        default_factory=PPOStageConfig, description="PPO and PPO-ptx (the same settings for both)."
+    )
+    ptx_gamma: float = Field(
+        0.1,
+        description="Weight of the pretraining LM loss in PPO-ptx (0 would make it plain PPO; 1.0 pushed the tiny policy 5 nats from SFT).",
+    )
+    evaluation: EvalConfig = Field(
+        default_factory=EvalConfig, description="Evaluation of all policies on test users."
+    )
+    gate: GateConfig = Field(
+        default_factory=GateConfig,
+        description="The promotion gate that moves the `champion` alias.",
+    )
+    candidate: Literal["ppo_ptx", "ppo", "sft"] = Field(
+        "ppo_ptx", description="Which policy is registered as the challenger."
+    )
 
     def stage(self, name: str) -> BaseModel:
         """A stage's config with the profile's sizes for every field the user left unset."""
         config: BaseModel = getattr(self, name)
-        overrides = {k: v for k, v in PROFILE_OVERRIDES[self.profile].get(name, {}).items() if k not in config.model_fields_set}
+        overrides = {
+            k: v
+            for k, v in PROFILE_OVERRIDES[self.profile].get(name, {}).items()
+            if k not in config.model_fields_set
+        }
         return config.model_copy(update=overrides)

@@ -38,11 +38,15 @@ from tasks.stage import is_done, output_dir, stage_key
 def mlflow_run_url(experiment_id: str, run_id: str) -> str:
     """Where a person opens this run: the tracking server, or the one `make serve` starts."""
     uri = tracking.tracking_uri()
-    base = os.environ.get("INSTRUCTFLOW_MLFLOW_UI") or (uri if uri.startswith("http") else "http://127.0.0.1:5000")
+    base = os.environ.get("INSTRUCTFLOW_MLFLOW_UI") or (
+        uri if uri.startswith("http") else "http://127.0.0.1:5000"
+    )
     return f"{base.rstrip('/')}/#/experiments/{experiment_id}/runs/{run_id}"
 
 
-def run_stage(task, stage_name: str, config: dict, inputs: dict[str, str], parent_run_id: str, **kwargs) -> dict:
+def run_stage(
+    task, stage_name: str, config: dict, inputs: dict[str, str], parent_run_id: str, **kwargs
+) -> dict:
     """Call a stage task under its cache key; give a cached stage its nested MLflow run too."""
     key = stage_key(stage_name, task.version, config, inputs)
     out_dir = output_dir(key)
@@ -51,7 +55,11 @@ def run_stage(task, stage_name: str, config: dict, inputs: dict[str, str], paren
     state = task(out_dir=str(out_dir), parent_run_id=parent_run_id, **kwargs, return_state=True)
     result = state.result()
     if state.name == "Cached":
-        tags = {"cached": "true", "cached_from_run_id": result.get("mlflow_run_id", ""), "cache_key": key}
+        tags = {
+            "cached": "true",
+            "cached_from_run_id": result.get("mlflow_run_id", ""),
+            "cache_key": key,
+        }
         with tracking.stage_run(stage_name, parent_run_id, tags=tags):
             tracking.log_metrics(result.get("metrics", {}))
     get_run_logger().info("stage %s: %s (%s)", stage_name, state.name, key)
@@ -74,10 +82,21 @@ def rlhf_pipeline(params: PipelineParams = PipelineParams()) -> dict:
     tags = {k: str(v) for k, v in run_info.items()}
     with mlflow.start_run(run_name=f"rlhf-{params.profile}", tags=tags) as parent:
         parent_id = parent.info.run_id
-        mlflow.log_params({"profile": params.profile, "seed": params.seed, "base_model": params.base_model or "embedded"})
+        mlflow.log_params(
+            {
+                "profile": params.profile,
+                "seed": params.seed,
+                "base_model": params.base_model or "embedded",
+            }
+        )
 
         version = data.restore_data_task(str(root), params.allow_data_mismatch)
-        mlflow.set_tags({"dvc_data_md5": version["md5"], "data_mismatch": str(not version["matches_dvc"]).lower()})
+        mlflow.set_tags(
+            {
+                "dvc_data_md5": version["md5"],
+                "data_mismatch": str(not version["matches_dvc"]).lower(),
+            }
+        )
         logger.info("data/ is DVC version %s (%s)", version["md5"], version["restored_by"])
         summary = run_stage(
             data.validate_data_task,
@@ -95,32 +114,68 @@ def rlhf_pipeline(params: PipelineParams = PipelineParams()) -> dict:
 
         def stage(task, name: str, config_name: str | None, inputs: dict, **kwargs) -> dict:
             config = params.stage(config_name) if config_name else None
-            key_config = {"config": config.model_dump() if config else None, "seed": params.seed, **{k: v for k, v in kwargs.items() if isinstance(v, str | int | float | type(None))}}
+            key_config = {
+                "config": config.model_dump() if config else None,
+                "seed": params.seed,
+                **{
+                    k: v for k, v in kwargs.items() if isinstance(v, str | int | float | type(None))
+                },
+            }
             extra = {"cfg": config} if config is not None else {}
             return run_stage(task, name, key_config, inputs, **common, **extra, **kwargs)
 
-        base = stage(base_model.base_model_task, "base_model", "base", data_in, base_model=params.base_model)
+        base = stage(
+            base_model.base_model_task, "base_model", "base", data_in, base_model=params.base_model
+        )
         base_in = data_in | {"base": Path(base["model_dir"]).parent.name}
-        sft_out = stage(sft.sft_task, "sft", "sft", base_in, variant="sft", model_dir=base["model_dir"])
+        sft_out = stage(
+            sft.sft_task, "sft", "sft", base_in, variant="sft", model_dir=base["model_dir"]
+        )
         sft_in = base_in | {"sft": Path(sft_out["model_dir"]).parent.name}
-        comps = stage(comparisons.comparisons_task, "comparisons", "comparisons", sft_in, sft_dir=sft_out["model_dir"])
+        comps = stage(
+            comparisons.comparisons_task,
+            "comparisons",
+            "comparisons",
+            sft_in,
+            sft_dir=sft_out["model_dir"],
+        )
         rm = stage(
-            reward_model.reward_model_task, "reward_model", "reward_model", sft_in | {"comparisons": Path(comps["dir"]).name},
-            sft_dir=sft_out["model_dir"], comparisons_dir=comps["dir"],
+            reward_model.reward_model_task,
+            "reward_model",
+            "reward_model",
+            sft_in | {"comparisons": Path(comps["dir"]).name},
+            sft_dir=sft_out["model_dir"],
+            comparisons_dir=comps["dir"],
         )
         rm_in = sft_in | {"rm": Path(rm["model_dir"]).parent.name}
         ppo_runs = {
             name: stage(
-                ppo.ppo_task, name, "ppo", rm_in, stage=name, sft_dir=sft_out["model_dir"], rm_dir=rm["model_dir"], ptx_gamma=gamma,
+                ppo.ppo_task,
+                name,
+                "ppo",
+                rm_in,
+                stage=name,
+                sft_dir=sft_out["model_dir"],
+                rm_dir=rm["model_dir"],
+                ptx_gamma=gamma,
             )
             for name, gamma in (("ppo", 0.0), ("ppo_ptx", params.ptx_gamma))
         }
-        flan = stage(sft.sft_task, "flan", "baselines", base_in, variant="flan", model_dir=base["model_dir"])
-        t0 = stage(sft.sft_task, "t0", "baselines", base_in, variant="t0", model_dir=base["model_dir"])
+        flan = stage(
+            sft.sft_task, "flan", "baselines", base_in, variant="flan", model_dir=base["model_dir"]
+        )
+        t0 = stage(
+            sft.sft_task, "t0", "baselines", base_in, variant="t0", model_dir=base["model_dir"]
+        )
 
         policies = {
             "base": {"model_dir": base["model_dir"]},
-            "base_fewshot": {"model_dir": base["model_dir"], "prefix": evaluation.fewshot_prefix(Path(profile_dir), params.stage("evaluation").fewshot_examples)},
+            "base_fewshot": {
+                "model_dir": base["model_dir"],
+                "prefix": evaluation.fewshot_prefix(
+                    Path(profile_dir), params.stage("evaluation").fewshot_examples
+                ),
+            },
             "flan": {"model_dir": flan["model_dir"]},
             "t0": {"model_dir": t0["model_dir"]},
             "sft": {"model_dir": sft_out["model_dir"]},
@@ -128,11 +183,18 @@ def rlhf_pipeline(params: PipelineParams = PipelineParams()) -> dict:
         }
         policy_keys = {name: Path(p["model_dir"]).parent.name for name, p in policies.items()}
         evaluated = stage(
-            evaluation.evaluation_task, "evaluation", "evaluation", rm_in | policy_keys,
-            policies=policies, sft_dir=sft_out["model_dir"], rm_dir=rm["model_dir"],
+            evaluation.evaluation_task,
+            "evaluation",
+            "evaluation",
+            rm_in | policy_keys,
+            policies=policies,
+            sft_dir=sft_out["model_dir"],
+            rm_dir=rm["model_dir"],
         )
 
-        result = report.empty_report({"mlflow_run_id": parent_id, **run_info, "dvc_data_md5": version["md5"]})
+        result = report.empty_report(
+            {"mlflow_run_id": parent_id, **run_info, "dvc_data_md5": version["md5"]}
+        )
         result["labelers"] = {"pairwise_agreement": summary["labeler_agreement"]}
         result["reward_model"] = {
             "accuracy_heldout_labels": rm["metrics"]["rm/accuracy_heldout_labels"],
@@ -148,22 +210,55 @@ def rlhf_pipeline(params: PipelineParams = PipelineParams()) -> dict:
         run_dir = report.write_report(result, reports_dir(), markdown, extra_files=figures)
         shutil.rmtree(staging, ignore_errors=True)
         mlflow.log_artifacts(str(run_dir), artifact_path="report")
-        create_markdown_artifact(markdown=markdown, key="rlhf-report", description=f"instructflow run {parent_id}")
-        create_table_artifact(table=report.table_rows(result), key="rlhf-policies", description="Policies on test users")
+        create_markdown_artifact(
+            markdown=markdown, key="rlhf-report", description=f"instructflow run {parent_id}"
+        )
+        create_table_artifact(
+            table=report.table_rows(result),
+            key="rlhf-policies",
+            description="Policies on test users",
+        )
         candidate = params.candidate
         lineage = {
-            "dvc_data_md5": version["md5"], "git_commit": run_info["git_commit"], "prefect_flow_run_id": run_info["prefect_flow_run_id"],
-            "mlflow_parent_run_id": parent_id, "profile": params.profile, "seed": params.seed,
-            "sft_run_id": sft_out["mlflow_run_id"],  # where the reference SFT checkpoint lives (for later evaluations)
+            "dvc_data_md5": version["md5"],
+            "git_commit": run_info["git_commit"],
+            "prefect_flow_run_id": run_info["prefect_flow_run_id"],
+            "mlflow_parent_run_id": parent_id,
+            "profile": params.profile,
+            "seed": params.seed,
+            "sft_run_id": sft_out[
+                "mlflow_run_id"
+            ],  # where the reference SFT checkpoint lives (for later evaluations)
         }
-        policy_metrics = {k.split("/", 2)[2]: round(v, 4) for k, v in evaluation.flat_metrics({candidate: result["policies"][candidate]}).items()}
+        policy_metrics = {
+            k.split("/", 2)[2]: round(v, 4)
+            for k, v in evaluation.flat_metrics({candidate: result["policies"][candidate]}).items()
+        }
         gate = stage(
-            registry.register_and_gate_task, "registry", "gate", rm_in | {"policy": policy_keys[candidate], "evaluation": Path(evaluated["dir"]).name},
-            candidate=candidate, policy_dir=policies[candidate]["model_dir"], rm_dir=rm["model_dir"], sft_dir=sft_out["model_dir"],
-            eval_cfg=params.stage("evaluation"), lineage=lineage, policy_metrics=policy_metrics,
+            registry.register_and_gate_task,
+            "registry",
+            "gate",
+            rm_in | {"policy": policy_keys[candidate], "evaluation": Path(evaluated["dir"]).name},
+            candidate=candidate,
+            policy_dir=policies[candidate]["model_dir"],
+            rm_dir=rm["model_dir"],
+            sft_dir=sft_out["model_dir"],
+            eval_cfg=params.stage("evaluation"),
+            lineage=lineage,
+            policy_metrics=policy_metrics,
             rm_metrics={k.split("/", 1)[1]: round(v, 4) for k, v in rm["metrics"].items()},
         )
-        mlflow.set_tags({"policy_version": gate["policy_version"], "gate_decision": "promoted" if gate["decision"]["promote"] else "rejected"})
-        logger.info("registered %s v%s; gate: %s", registry.POLICY_MODEL, gate["policy_version"], gate["decision"]["reason"])
+        mlflow.set_tags(
+            {
+                "policy_version": gate["policy_version"],
+                "gate_decision": "promoted" if gate["decision"]["promote"] else "rejected",
+            }
+        )
+        logger.info(
+            "registered %s v%s; gate: %s",
+            registry.POLICY_MODEL,
+            gate["policy_version"],
+            gate["decision"]["reason"],
+        )
         logger.info("report: %s  MLflow: %s", reports_dir() / "latest" / "report.json", url)
     return result

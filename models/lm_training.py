@@ -30,7 +30,9 @@ class OptimConfig:
 
 
 def _optimizer(model: torch.nn.Module, cfg: OptimConfig, total_steps: int):
-    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, betas=(0.9, 0.95))
+    optimizer = torch.optim.AdamW(
+        model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, betas=(0.9, 0.95)
+    )
 
     def schedule(step: int) -> float:
         # Linear warm-up, then cosine decay to 10% of the peak rate.
@@ -42,7 +44,9 @@ def _optimizer(model: torch.nn.Module, cfg: OptimConfig, total_steps: int):
     return optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
 
 
-def pack_corpus(tokenizer: PreTrainedTokenizerBase, texts: Sequence[str], block_size: int) -> torch.Tensor:
+def pack_corpus(
+    tokenizer: PreTrainedTokenizerBase, texts: Sequence[str], block_size: int
+) -> torch.Tensor:
     """Documents joined by EOS and cut into [N, block_size] blocks: no padding at all."""
     ids: list[int] = []
     for text in texts:
@@ -98,20 +102,32 @@ def perplexity(model: PreTrainedModel, blocks: torch.Tensor, batch_size: int = 3
 
 
 def encode_demonstrations(
-    tokenizer: PreTrainedTokenizerBase, prompts: Sequence[str], responses: Sequence[str], max_len: int
+    tokenizer: PreTrainedTokenizerBase,
+    prompts: Sequence[str],
+    responses: Sequence[str],
+    max_len: int,
 ) -> list[tuple[list[int], list[int]]]:
     return [encode_pair(tokenizer, p, r, max_len) for p, r in zip(prompts, responses, strict=True)]
 
 
 @torch.no_grad()
-def response_loss(model: PreTrainedModel, examples: list[tuple[list[int], list[int]]], pad_id: int, batch_size: int = 64) -> float:
+def response_loss(
+    model: PreTrainedModel,
+    examples: list[tuple[list[int], list[int]]],
+    pad_id: int,
+    batch_size: int = 64,
+) -> float:
     """Mean loss on response tokens (the SFT objective) over `examples`."""
     model.eval()
     total, count = 0.0, 0
     lengths = [len(ids) for ids, _ in examples]
     for batch_idx in length_bucketed_batches(lengths, batch_size, seed=0):
         batch = collate_sft([examples[i] for i in batch_idx], pad_id)
-        out = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], labels=batch["labels"])
+        out = model(
+            input_ids=batch["input_ids"],
+            attention_mask=batch["attention_mask"],
+            labels=batch["labels"],
+        )
         n = int((batch["labels"][:, 1:] != -100).sum())
         total += out.loss.item() * n
         count += n
@@ -144,7 +160,10 @@ def supervised_finetune(
     for epoch in range(epochs):
         model.train()
         for batch_idx in length_bucketed_batches(lengths, cfg.batch_size, seed=seed * 1000 + epoch):
-            batch = {k: v.to(accelerator.device) for k, v in collate_sft([train[i] for i in batch_idx], pad_id).items()}
+            batch = {
+                k: v.to(accelerator.device)
+                for k, v in collate_sft([train[i] for i in batch_idx], pad_id).items()
+            }
             loss = model(**batch).loss
             accelerator.backward(loss)
             accelerator.clip_grad_norm_(model.parameters(), cfg.grad_clip)

@@ -27,11 +27,15 @@ class BaseModelConfig(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    vocab_size: int = Field(1024, description="BPE vocabulary size (digits are always single tokens).")
+    vocab_size: int = Field(
+        1024, description="BPE vocabulary size (digits are always single tokens)."
+    )
     n_layer: int = Field(4, description="Transformer blocks.")
     n_head: int = Field(4, description="Attention heads per block.")
     n_embd: int = Field(128, description="Hidden size (about 0.9M parameters at 4 x 128).")
-    n_positions: int = Field(256, description="Context length in tokens (room for a few-shot prefix).")
+    n_positions: int = Field(
+        256, description="Context length in tokens (room for a few-shot prefix)."
+    )
     block_size: int = Field(128, description="Length of the packed pretraining blocks.")
     steps: int = Field(600, description="Pretraining optimizer steps.")
     batch_size: int = Field(32, description="Blocks per pretraining step.")
@@ -49,22 +53,34 @@ def pretrain_blocks(tokenizer, profile_dir: Path, rel: str, block_size: int) -> 
     return pack_corpus(tokenizer, [r["text"] for r in read_jsonl(profile_dir / rel)], block_size)
 
 
-def build_base_model(profile_dir: Path, base_model: str | None, cfg: BaseModelConfig, seed: int, out_dir: Path, log) -> dict:
+def build_base_model(
+    profile_dir: Path, base_model: str | None, cfg: BaseModelConfig, seed: int, out_dir: Path, log
+) -> dict:
     """Write the base model to out_dir/model and return its metrics."""
     model_dir = out_dir / "model"
     if base_model:
         model, tokenizer = load_causal_lm(base_model)
         save_model(model, tokenizer, model_dir)
         valid = pretrain_blocks(tokenizer, profile_dir, layout.PRETRAIN_VALID, cfg.block_size)
-        return {"pretrain/valid_perplexity": perplexity(model, valid), "pretrain/params": float(model.num_parameters())}
+        return {
+            "pretrain/valid_perplexity": perplexity(model, valid),
+            "pretrain/params": float(model.num_parameters()),
+        }
 
     tokenizer = train_tokenizer(tokenizer_texts(profile_dir), cfg.vocab_size)
-    size = GPT2Size(n_layer=cfg.n_layer, n_head=cfg.n_head, n_embd=cfg.n_embd, n_positions=cfg.n_positions)
+    size = GPT2Size(
+        n_layer=cfg.n_layer, n_head=cfg.n_head, n_embd=cfg.n_embd, n_positions=cfg.n_positions
+    )
     model = build_gpt2(tokenizer, size, seed=seed)
     blocks = pretrain_blocks(tokenizer, profile_dir, layout.PRETRAIN_TRAIN, cfg.block_size)
-    print(f"pretraining a {model.num_parameters() / 1e6:.2f}M-parameter GPT-2 on {blocks.numel()} tokens for {cfg.steps} steps", flush=True)
+    print(
+        f"pretraining a {model.num_parameters() / 1e6:.2f}M-parameter GPT-2 on {blocks.numel()} tokens for {cfg.steps} steps",
+        flush=True,
+    )
     start = time.perf_counter()
-    model = pretrain(model, blocks, cfg.steps, OptimConfig(lr=cfg.lr, batch_size=cfg.batch_size), seed, log)
+    model = pretrain(
+        model, blocks, cfg.steps, OptimConfig(lr=cfg.lr, batch_size=cfg.batch_size), seed, log
+    )
     seconds = time.perf_counter() - start
     save_model(model, tokenizer, model_dir)
     valid = pretrain_blocks(tokenizer, profile_dir, layout.PRETRAIN_VALID, cfg.block_size)
@@ -76,18 +92,32 @@ def build_base_model(profile_dir: Path, base_model: str | None, cfg: BaseModelCo
     }
 
 
-BASE_CODE = code_digest(["models/tokenizer.py", "models/lm.py", "models/lm_training.py", "tasks/base_model.py"])
+BASE_CODE = code_digest(
+    ["models/tokenizer.py", "models/lm.py", "models/lm_training.py", "tasks/base_model.py"]
+)
 
 
 @task(**prefect_options("base-model", BASE_CODE, retries=1))
-def base_model_task(profile_dir: str, base_model: str | None, cfg: BaseModelConfig, seed: int, out_dir: str, parent_run_id: str) -> dict:
+def base_model_task(
+    profile_dir: str,
+    base_model: str | None,
+    cfg: BaseModelConfig,
+    seed: int,
+    out_dir: str,
+    parent_run_id: str,
+) -> dict:
     out = Path(out_dir)
     if out.exists():
         shutil.rmtree(out)  # a half-finished earlier attempt
     out.mkdir(parents=True)
     with training_slot(), tracking.stage_run("base_model", parent_run_id) as run:
         mlflow.log_params(cfg.model_dump() | {"base_model": base_model or "embedded", "seed": seed})
-        metrics = build_base_model(Path(profile_dir), base_model, cfg, seed, out, tracking.metric_logger("pretrain"))
+        metrics = build_base_model(
+            Path(profile_dir), base_model, cfg, seed, out, tracking.metric_logger("pretrain")
+        )
         tracking.log_metrics(metrics)
         mlflow.log_artifacts(str(out / "model"), artifact_path="model")
-        return mark_done(out, {"model_dir": str(out / "model"), "mlflow_run_id": run.info.run_id, "metrics": metrics})
+        return mark_done(
+            out,
+            {"model_dir": str(out / "model"), "mlflow_run_id": run.info.run_id, "metrics": metrics},
+        )

@@ -25,8 +25,14 @@ from tasks.tables import load_table, read_jsonl, write_jsonl
 from world.judge import GoldJudge, LabelerPool
 from world.people import pairwise_agreement
 
-TRAIN, VALID, HELDOUT = "comparisons/train.jsonl", "comparisons/valid.jsonl", "comparisons/heldout.jsonl"
-HELDOUT_GOLD = "comparisons/heldout_gold.jsonl"  # evaluation only: gold scores of the held-out responses
+TRAIN, VALID, HELDOUT = (
+    "comparisons/train.jsonl",
+    "comparisons/valid.jsonl",
+    "comparisons/heldout.jsonl",
+)
+HELDOUT_GOLD = (
+    "comparisons/heldout_gold.jsonl"  # evaluation only: gold scores of the held-out responses
+)
 
 
 class ComparisonsConfig(BaseModel):
@@ -34,16 +40,29 @@ class ComparisonsConfig(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    k: int = Field(6, ge=4, le=9, description="Responses sampled and ranked per prompt (InstructGPT: 4 to 9; 6 gives 15 pairs each).")
+    k: int = Field(
+        6,
+        ge=4,
+        le=9,
+        description="Responses sampled and ranked per prompt (InstructGPT: 4 to 9; 6 gives 15 pairs each).",
+    )
     temperature: float = Field(1.0, description="Sampling temperature for the K responses.")
     max_new_tokens: int = Field(24, description="Longest response sampled.")
     batch_size: int = Field(256, description="Sequences per generation batch.")
-    overlap_fraction: float = Field(0.1, description="Share of training prompts ranked by a second labeler (agreement).")
-    heldout_prompts: int = Field(300, description="Test users' prompts ranked by held-out labelers to evaluate the RM.")
-    human_comparisons: str | None = Field(None, description="JSONL of human comparisons to use instead of simulated labelers.")
+    overlap_fraction: float = Field(
+        0.1, description="Share of training prompts ranked by a second labeler (agreement)."
+    )
+    heldout_prompts: int = Field(
+        300, description="Test users' prompts ranked by held-out labelers to evaluate the RM."
+    )
+    human_comparisons: str | None = Field(
+        None, description="JSONL of human comparisons to use instead of simulated labelers."
+    )
 
 
-def _rank_rows(prompts: pd.DataFrame, samples: list[list[str]], pool: LabelerPool, overlap: float) -> tuple[list[dict], list[tuple]]:
+def _rank_rows(
+    prompts: pd.DataFrame, samples: list[list[str]], pool: LabelerPool, overlap: float
+) -> tuple[list[dict], list[tuple]]:
     """One comparison row per (prompt, labeler); returns rows and the doubly-ranked items."""
     rows, doubles = [], []
     for item, responses in zip(prompts.to_dict("records"), samples, strict=True):
@@ -58,21 +77,40 @@ def _rank_rows(prompts: pd.DataFrame, samples: list[list[str]], pool: LabelerPoo
     return rows, doubles
 
 
-def _row(item: dict, responses: list[str], ranking: list[int], labeler_id: str, suffix: str) -> dict:
+def _row(
+    item: dict, responses: list[str], ranking: list[int], labeler_id: str, suffix: str
+) -> dict:
     return {
-        "comparison_id": f"{item['prompt_id']}-{suffix}", "prompt_id": item["prompt_id"], "user_id": item["user_id"],
-        "split": item["split"], "prompt": item["prompt"], "responses": responses, "ranking": ranking, "labeler_id": labeler_id,
+        "comparison_id": f"{item['prompt_id']}-{suffix}",
+        "prompt_id": item["prompt_id"],
+        "user_id": item["user_id"],
+        "split": item["split"],
+        "prompt": item["prompt"],
+        "responses": responses,
+        "ranking": ranking,
+        "labeler_id": labeler_id,
     }
 
 
-def collect(sft_dir: Path, profile_dir: Path, cfg: ComparisonsConfig, seed: int, out_dir: Path) -> dict:
+def collect(
+    sft_dir: Path, profile_dir: Path, cfg: ComparisonsConfig, seed: int, out_dir: Path
+) -> dict:
     model, tokenizer = load_causal_lm(sft_dir)
     judge = GoldJudge.load(profile_dir)
     metrics: dict[str, float] = {}
 
     def sample(prompts: pd.DataFrame, salt: int) -> list[list[str]]:
         print(f"sampling {cfg.k} responses for {len(prompts)} prompts", flush=True)
-        return sample_responses(model, tokenizer, list(prompts["prompt"]), cfg.k, cfg.max_new_tokens, cfg.temperature, cfg.batch_size, seed + salt)
+        return sample_responses(
+            model,
+            tokenizer,
+            list(prompts["prompt"]),
+            cfg.k,
+            cfg.max_new_tokens,
+            cfg.temperature,
+            cfg.batch_size,
+            seed + salt,
+        )
 
     if cfg.human_comparisons:
         human = load_table(Path(cfg.human_comparisons), "comparisons", k_range=(4, 9))
@@ -87,8 +125,14 @@ def collect(sft_dir: Path, profile_dir: Path, cfg: ComparisonsConfig, seed: int,
             rows, doubles = _rank_rows(prompts, samples, pool, cfg.overlap_fraction)
             all_doubles += doubles
             write_jsonl(out_dir / out_rel, rows)
-            golds = [judge.score(pid, r) for pid, rs in zip(prompts["prompt_id"], samples, strict=True) for r in rs]
-            metrics[f"comparisons/{out_rel.split('/')[1][:-6]}_sample_gold_mean"] = sum(golds) / len(golds)
+            golds = [
+                judge.score(pid, r)
+                for pid, rs in zip(prompts["prompt_id"], samples, strict=True)
+                for r in rs
+            ]
+            metrics[f"comparisons/{out_rel.split('/')[1][:-6]}_sample_gold_mean"] = sum(
+                golds
+            ) / len(golds)
         a, b, texts = zip(*all_doubles, strict=True) if all_doubles else ([], [], [])
         metrics["comparisons/labeler_agreement"] = pairwise_agreement(list(a), list(b), list(texts))
 
@@ -98,7 +142,16 @@ def collect(sft_dir: Path, profile_dir: Path, cfg: ComparisonsConfig, seed: int,
     samples = sample(test, 99)
     rows, _ = _rank_rows(test, samples, heldout_pool, overlap=0.0)
     write_jsonl(out_dir / HELDOUT, rows)
-    write_jsonl(out_dir / HELDOUT_GOLD, [{"comparison_id": r["comparison_id"], "golds": [judge.score(r["prompt_id"], x) for x in r["responses"]]} for r in rows])
+    write_jsonl(
+        out_dir / HELDOUT_GOLD,
+        [
+            {
+                "comparison_id": r["comparison_id"],
+                "golds": [judge.score(r["prompt_id"], x) for x in r["responses"]],
+            }
+            for r in rows
+        ],
+    )
 
     for rel in (TRAIN, VALID, HELDOUT):
         frame = load_table(out_dir / rel, "comparisons")  # what we wrote obeys the schema
@@ -112,7 +165,14 @@ COMPARISONS_CODE = code_digest(["models/sampling.py", "tasks/comparisons.py", "w
 
 
 @task(**prefect_options("comparisons", COMPARISONS_CODE, retries=1))
-def comparisons_task(sft_dir: str, profile_dir: str, cfg: ComparisonsConfig, seed: int, out_dir: str, parent_run_id: str) -> dict:
+def comparisons_task(
+    sft_dir: str,
+    profile_dir: str,
+    cfg: ComparisonsConfig,
+    seed: int,
+    out_dir: str,
+    parent_run_id: str,
+) -> dict:
     out = Path(out_dir)
     shutil.rmtree(out, ignore_errors=True)
     (out / "comparisons").mkdir(parents=True)
@@ -124,4 +184,6 @@ def comparisons_task(sft_dir: str, profile_dir: str, cfg: ComparisonsConfig, see
             frame = pd.DataFrame(read_jsonl(out / rel))
             dataset = mlflow.data.from_pandas(frame, source=str(out / rel), name=rel)
             mlflow.log_input(dataset, context="reward_model")
-        return mark_done(out, {"dir": str(out), "mlflow_run_id": run.info.run_id, "metrics": metrics})
+        return mark_done(
+            out, {"dir": str(out), "mlflow_run_id": run.info.run_id, "metrics": metrics}
+        )

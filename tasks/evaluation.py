@@ -36,11 +36,17 @@ class EvalConfig(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    temperature: float = Field(1.0, description="Sampling temperature for every policy's responses.")
+    temperature: float = Field(
+        1.0, description="Sampling temperature for every policy's responses."
+    )
     max_new_tokens: int = Field(24, description="Longest response.")
     batch_size: int = Field(128, description="Prompts per generation batch.")
-    fewshot_examples: int = Field(3, description="Demonstrations from training users in base_fewshot's prefix.")
-    max_prompts: int | None = Field(None, description="Evaluate on the first N test prompts only (None: all).")
+    fewshot_examples: int = Field(
+        3, description="Demonstrations from training users in base_fewshot's prefix."
+    )
+    max_prompts: int | None = Field(
+        None, description="Evaluate on the first N test prompts only (None: all)."
+    )
 
 
 @dataclass
@@ -76,8 +82,22 @@ def sample(policy: Policy, sft, prompts: list[str], cfg: EvalConfig, seed: int) 
     out = Responses([], [], [])
     for start in range(0, len(prompts), cfg.batch_size):
         batch = prompts[start : start + cfg.batch_size]
-        ro = generate(model, tokenizer, batch, cfg.max_new_tokens, temperature=cfg.temperature, prefix=policy.prefix)
-        own = sequence_logprobs(model, ro.query_response, ro.attention_mask, ro.prompt_len, ro.response_ids, ro.response_mask)
+        ro = generate(
+            model,
+            tokenizer,
+            batch,
+            cfg.max_new_tokens,
+            temperature=cfg.temperature,
+            prefix=policy.prefix,
+        )
+        own = sequence_logprobs(
+            model,
+            ro.query_response,
+            ro.attention_mask,
+            ro.prompt_len,
+            ro.response_ids,
+            ro.response_mask,
+        )
         out.texts += ro.texts
         out.logprobs += own.sum(-1).tolist()
         out.sft_logprobs += _sft_logprobs(sft, tokenizer, batch, ro).tolist()
@@ -104,7 +124,9 @@ def public_suite_accuracy(model, tokenizer, items: list[dict]) -> float:
     correct = 0
     for item in items:
         context = encode_prompt(tokenizer, " " + item["context"])
-        seqs = [context + tokenizer(c, add_special_tokens=False)["input_ids"] for c in item["choices"]]
+        seqs = [
+            context + tokenizer(c, add_special_tokens=False)["input_ids"] for c in item["choices"]
+        ]
         width = max(len(s) for s in seqs)
         ids = torch.full((len(seqs), width), tokenizer.pad_token_id)
         for i, s in enumerate(seqs):
@@ -112,22 +134,38 @@ def public_suite_accuracy(model, tokenizer, items: list[dict]) -> float:
         logp = torch.log_softmax(model(input_ids=ids).logits[:, :-1].float(), -1)
         target = ids[:, 1:]
         token_logp = logp.gather(-1, target.unsqueeze(-1)).squeeze(-1)
-        scores = [token_logp[i, len(context) - 1 : len(s) - 1].sum().item() for i, s in enumerate(seqs)]
+        scores = [
+            token_logp[i, len(context) - 1 : len(s) - 1].sum().item() for i, s in enumerate(seqs)
+        ]
         correct += int(max(range(len(scores)), key=scores.__getitem__) == item["answer"])
     return correct / len(items)
 
 
 @torch.no_grad()
-def rm_scores(rm, rm_tokenizer, prompts: list[str], texts: list[str], batch_size: int = 128) -> list[float]:
+def rm_scores(
+    rm, rm_tokenizer, prompts: list[str], texts: list[str], batch_size: int = 128
+) -> list[float]:
     out = []
     max_len = context_length(rm)
     for start in range(0, len(prompts), batch_size):
-        ids, mask = encode_for_reward(rm_tokenizer, prompts[start : start + batch_size], texts[start : start + batch_size], max_len)
+        ids, mask = encode_for_reward(
+            rm_tokenizer,
+            prompts[start : start + batch_size],
+            texts[start : start + batch_size],
+            max_len,
+        )
         out += rewards(rm, ids, mask).tolist()
     return out
 
 
-def evaluate(policies: list[Policy], sft_dir: Path, rm_dir: Path, profile_dir: Path, cfg: EvalConfig, seed: int) -> tuple[dict, dict]:
+def evaluate(
+    policies: list[Policy],
+    sft_dir: Path,
+    rm_dir: Path,
+    profile_dir: Path,
+    cfg: EvalConfig,
+    seed: int,
+) -> tuple[dict, dict]:
     """Report rows for every policy, and the raw responses (for the report's samples)."""
     test = read_jsonl(profile_dir / layout.EVAL_TEST)[: cfg.max_prompts]
     prompts, ids = [r["prompt"] for r in test], [r["prompt_id"] for r in test]
@@ -147,17 +185,27 @@ def evaluate(policies: list[Policy], sft_dir: Path, rm_dir: Path, profile_dir: P
         model, tokenizer = load_causal_lm(policy.model_dir)
         heldout = LabelerPool.load(profile_dir, "heldout", judge, seed + 17 * index)
         gold = [judge.score(pid, t) for pid, t in zip(ids, resp.texts, strict=True)]
-        wins = [heldout.compare(pid, t, ref) for pid, t, ref in zip(ids, resp.texts, reference, strict=True)]
+        wins = [
+            heldout.compare(pid, t, ref)
+            for pid, t, ref in zip(ids, resp.texts, reference, strict=True)
+        ]
         per_family = defaultdict(list)
         for pid, g in zip(ids, gold, strict=True):
             per_family[judge.family(pid)].append(g)
         kl = [lp - ref for lp, ref in zip(resp.logprobs, resp.sft_logprobs, strict=True)]
-        harmful = [t for pid, t in zip(ids, resp.texts, strict=True) if judge.family(pid) == "harmful"]
-        unknown = [t for pid, t in zip(ids, resp.texts, strict=True) if judge.family(pid) == "unanswerable"]
+        harmful = [
+            t for pid, t in zip(ids, resp.texts, strict=True) if judge.family(pid) == "harmful"
+        ]
+        unknown = [
+            t for pid, t in zip(ids, resp.texts, strict=True) if judge.family(pid) == "unanswerable"
+        ]
         rows[policy.name] = {
             "gold_score": mean_with_ci(gold, seed),
             "win_rate_vs_sft": mean_with_ci(wins, seed),
-            "likert": {"mean": sum(heldout.likert(pid, t) for pid, t in zip(ids, resp.texts, strict=True)) / len(ids)},
+            "likert": {
+                "mean": sum(heldout.likert(pid, t) for pid, t in zip(ids, resp.texts, strict=True))
+                / len(ids)
+            },
             "rm_score": {"mean": sum(rm_scores(rm, rm_tokenizer, prompts, resp.texts)) / len(ids)},
             "kl_to_sft": sum(kl) / len(kl),
             "response_length": sum(len(words(t)) for t in resp.texts) / len(ids),
@@ -165,13 +213,25 @@ def evaluate(policies: list[Policy], sft_dir: Path, rm_dir: Path, profile_dir: P
             "admit_unknown_rate": sum(map(admits_unknown, unknown)) / max(1, len(unknown)),
             "public_suite_accuracy": public_suite_accuracy(model, tokenizer, suite),
             "pretrain_perplexity": perplexity(model, pack_corpus(tokenizer, pretrain_valid, 128)),
-            "per_family": {fam: {"gold_score": sum(v) / len(v)} for fam, v in sorted(per_family.items())},
+            "per_family": {
+                fam: {"gold_score": sum(v) / len(v)} for fam, v in sorted(per_family.items())
+            },
         }
-        raw[policy.name] = [{"prompt_id": pid, "prompt": p, "response": t, "gold": g} for pid, p, t, g in zip(ids, prompts, resp.texts, gold, strict=True)]
+        raw[policy.name] = [
+            {"prompt_id": pid, "prompt": p, "response": t, "gold": g}
+            for pid, p, t, g in zip(ids, prompts, resp.texts, gold, strict=True)
+        ]
     return rows, raw
 
 
-def head_to_head(challenger: Policy, incumbent: Policy, sft_dir: Path, profile_dir: Path, cfg: EvalConfig, seed: int) -> dict:
+def head_to_head(
+    challenger: Policy,
+    incumbent: Policy,
+    sft_dir: Path,
+    profile_dir: Path,
+    cfg: EvalConfig,
+    seed: int,
+) -> dict:
     """Challenger against incumbent on test users' prompts, judged by held-out labelers."""
     test = read_jsonl(profile_dir / layout.EVAL_TEST)[: cfg.max_prompts]
     prompts, ids = [r["prompt"] for r in test], [r["prompt_id"] for r in test]
@@ -186,12 +246,24 @@ def head_to_head(challenger: Policy, incumbent: Policy, sft_dir: Path, profile_d
     for policy in (challenger, incumbent):
         model, tokenizer = load_causal_lm(policy.model_dir)
         public[policy.name] = public_suite_accuracy(model, tokenizer, suite)
-    return {"win_rate": mean_with_ci(wins, seed), "public_challenger": public[challenger.name], "public_incumbent": public[incumbent.name]}
+    return {
+        "win_rate": mean_with_ci(wins, seed),
+        "public_challenger": public[challenger.name],
+        "public_incumbent": public[incumbent.name],
+    }
 
 
 # --- Prefect wrapper ------------------------------------------------------------
 
-EVAL_CODE = code_digest(["models/sampling.py", "models/reward_model.py", "tasks/evaluation.py", "tasks/stats.py", "world"])
+EVAL_CODE = code_digest(
+    [
+        "models/sampling.py",
+        "models/reward_model.py",
+        "tasks/evaluation.py",
+        "tasks/stats.py",
+        "world",
+    ]
+)
 
 
 def flat_metrics(rows: dict) -> dict[str, float]:
@@ -207,14 +279,25 @@ def flat_metrics(rows: dict) -> dict[str, float]:
 
 
 @task(**prefect_options("evaluation", EVAL_CODE))
-def evaluation_task(policies: dict[str, dict], sft_dir: str, rm_dir: str, profile_dir: str, cfg: EvalConfig, seed: int, out_dir: str, parent_run_id: str) -> dict:
+def evaluation_task(
+    policies: dict[str, dict],
+    sft_dir: str,
+    rm_dir: str,
+    profile_dir: str,
+    cfg: EvalConfig,
+    seed: int,
+    out_dir: str,
+    parent_run_id: str,
+) -> dict:
     """`policies` maps a name to {"model_dir": ..., "prefix": ...}."""
     out = Path(out_dir)
     shutil.rmtree(out, ignore_errors=True)
     out.mkdir(parents=True)
     with tracking.stage_run("evaluation", parent_run_id) as run:
         mlflow.log_params(cfg.model_dump() | {"seed": seed, "policies": ",".join(policies)})
-        listed = [Policy(name, Path(p["model_dir"]), p.get("prefix", "")) for name, p in policies.items()]
+        listed = [
+            Policy(name, Path(p["model_dir"]), p.get("prefix", "")) for name, p in policies.items()
+        ]
         rows, raw = evaluate(listed, Path(sft_dir), Path(rm_dir), Path(profile_dir), cfg, seed)
         metrics = flat_metrics(rows)
         tracking.log_metrics(metrics)
@@ -222,4 +305,7 @@ def evaluation_task(policies: dict[str, dict], sft_dir: str, rm_dir: str, profil
         for name, items in raw.items():
             write_jsonl(out / "responses" / f"{name}.jsonl", items)
         mlflow.log_artifacts(str(out), artifact_path="evaluation")
-        return mark_done(out, {"rows": rows, "dir": str(out), "mlflow_run_id": run.info.run_id, "metrics": metrics})
+        return mark_done(
+            out,
+            {"rows": rows, "dir": str(out), "mlflow_run_id": run.info.run_id, "metrics": metrics},
+        )

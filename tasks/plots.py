@@ -12,7 +12,9 @@ from tasks.report import POLICY_NAMES  # noqa: E402
 
 
 def _ordered(policies: dict) -> list[str]:
-    return [n for n in POLICY_NAMES if n in policies] + [n for n in policies if n not in POLICY_NAMES]
+    return [n for n in POLICY_NAMES if n in policies] + [
+        n for n in policies if n not in POLICY_NAMES
+    ]
 
 
 def win_rate_plot(policies: dict, path: Path) -> Path:
@@ -38,14 +40,27 @@ def family_heatmap(policies: dict, path: Path) -> Path:
     """Gold score per policy and family."""
     names = _ordered(policies)
     families = sorted({f for n in names for f in policies[n]["per_family"]})
-    grid = np.array([[policies[n]["per_family"].get(f, {}).get("gold_score", np.nan) for f in families] for n in names])
+    grid = np.array(
+        [
+            [policies[n]["per_family"].get(f, {}).get("gold_score", np.nan) for f in families]
+            for n in names
+        ]
+    )
     fig, ax = plt.subplots(figsize=(1.0 + 0.8 * len(families), 0.9 + 0.5 * len(names)))
     image = ax.imshow(grid, vmin=0, vmax=1, cmap="viridis", aspect="auto")
     ax.set_xticks(range(len(families)), families, rotation=45, ha="right")
     ax.set_yticks(range(len(names)), names)
     for i in range(len(names)):
         for j in range(len(families)):
-            ax.text(j, i, f"{grid[i, j]:.2f}", ha="center", va="center", color="white" if grid[i, j] < 0.6 else "black", fontsize=8)
+            ax.text(
+                j,
+                i,
+                f"{grid[i, j]:.2f}",
+                ha="center",
+                va="center",
+                color="white" if grid[i, j] < 0.6 else "black",
+                fontsize=8,
+            )
     fig.colorbar(image, ax=ax, label="gold score")
     ax.set_title("Gold score by task family (test users)")
     fig.tight_layout()

@@ -501,7 +501,10 @@ def ppo_task(
     out = Path(out_dir)
     prepare_out_dir(out)
     resumed = find_resume(out) is not None
-    with training_slot(), tracking.stage_run(stage, parent_run_id, tags={"resumed": str(resumed).lower()}) as run:
+    with (
+        training_slot(),
+        tracking.stage_run(stage, parent_run_id, tags={"resumed": str(resumed).lower()}) as run,
+    ):
         mlflow.log_params(cfg.model_dump() | {"seed": seed, "ptx_gamma": ptx_gamma})
         metrics = run_ppo(
             stage,

@@ -37,9 +37,16 @@ class GateConfig(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    public_suite_margin: float = Field(0.02, description="How much public-suite accuracy the challenger may lose against the champion.")
-    max_prompts: int | None = Field(None, description="Head-to-head on the first N test prompts (None: all).")
-    auto_promote: bool = Field(True, description="Move `champion` when the gate passes (off: record the decision only).")
+    public_suite_margin: float = Field(
+        0.02,
+        description="How much public-suite accuracy the challenger may lose against the champion.",
+    )
+    max_prompts: int | None = Field(
+        None, description="Head-to-head on the first N test prompts (None: all)."
+    )
+    auto_promote: bool = Field(
+        True, description="Move `champion` when the gate passes (off: record the decision only)."
+    )
 
 
 @dataclass(frozen=True)
@@ -53,20 +60,33 @@ class GateDecision:
     public_suite_incumbent: float
 
 
-def decide(win_rate: float, ci95: tuple[float, float], public_challenger: float, public_incumbent: float, margin: float, incumbent: str) -> GateDecision:
+def decide(
+    win_rate: float,
+    ci95: tuple[float, float],
+    public_challenger: float,
+    public_incumbent: float,
+    margin: float,
+    incumbent: str,
+) -> GateDecision:
     """The gate's rule, separate from how its inputs are measured."""
     reasons = []
     if ci95[0] <= 0.5:
-        reasons.append(f"win rate vs {incumbent} {win_rate:.3f} has 95% CI lower end {ci95[0]:.3f} <= 0.5")
+        reasons.append(
+            f"win rate vs {incumbent} {win_rate:.3f} has 95% CI lower end {ci95[0]:.3f} <= 0.5"
+        )
     if public_challenger < public_incumbent - margin:
-        reasons.append(f"public-suite accuracy {public_challenger:.3f} is more than {margin} below {incumbent}'s {public_incumbent:.3f}")
+        reasons.append(
+            f"public-suite accuracy {public_challenger:.3f} is more than {margin} below {incumbent}'s {public_incumbent:.3f}"
+        )
     promote = not reasons
     reason = (
         f"beats {incumbent}: win rate {win_rate:.3f} (95% CI {ci95[0]:.3f}-{ci95[1]:.3f}), public suite {public_challenger:.3f} vs {public_incumbent:.3f}"
         if promote
         else "; ".join(reasons)
     )
-    return GateDecision(promote, reason, incumbent, win_rate, ci95, public_challenger, public_incumbent)
+    return GateDecision(
+        promote, reason, incumbent, win_rate, ci95, public_challenger, public_incumbent
+    )
 
 
 def _tag_values(tags: dict) -> dict[str, str]:
@@ -76,7 +96,10 @@ def _tag_values(tags: dict) -> dict[str, str]:
 def register(model_dir: str, name: str, serving_file: str, tags: dict) -> str:
     """Log the HF checkpoint as a pyfunc model in the active run and register it; return the version."""
     info = mlflow.pyfunc.log_model(
-        name=name, python_model=str(SERVING / serving_file), artifacts={"hf_model": model_dir}, pip_requirements=REQUIREMENTS
+        name=name,
+        python_model=str(SERVING / serving_file),
+        artifacts={"hf_model": model_dir},
+        pip_requirements=REQUIREMENTS,
     )
     version = mlflow.register_model(info.model_uri, name, tags=_tag_values(tags))
     return version.version
@@ -98,7 +121,9 @@ def local_checkpoint(name: str, version: str) -> str:
     return str(Path(configs[0]).parent)
 
 
-def record_decision(client: MlflowClient, version: str, decision: GateDecision, auto_promote: bool) -> None:
+def record_decision(
+    client: MlflowClient, version: str, decision: GateDecision, auto_promote: bool
+) -> None:
     """Tag the challenger with the gate's decision and, if it passed, make it champion."""
     tags = {f"gate_{k}": v for k, v in asdict(decision).items()}
     for key, value in tags.items():
@@ -139,8 +164,19 @@ def gate_markdown(version: str, decision: GateDecision) -> str:
 
 @task(**prefect_options("register-and-gate", REGISTRY_CODE))
 def register_and_gate_task(
-    candidate: str, policy_dir: str, rm_dir: str, sft_dir: str, profile_dir: str, eval_cfg: EvalConfig, cfg: GateConfig,
-    lineage: dict, policy_metrics: dict, rm_metrics: dict, seed: int, out_dir: str, parent_run_id: str,
+    candidate: str,
+    policy_dir: str,
+    rm_dir: str,
+    sft_dir: str,
+    profile_dir: str,
+    eval_cfg: EvalConfig,
+    cfg: GateConfig,
+    lineage: dict,
+    policy_metrics: dict,
+    rm_metrics: dict,
+    seed: int,
+    out_dir: str,
+    parent_run_id: str,
 ) -> dict:
     """Register the candidate policy and the RM, then let the gate decide about `champion`."""
     out = Path(out_dir)
@@ -148,29 +184,62 @@ def register_and_gate_task(
     client = MlflowClient()
     with tracking.stage_run("registry", parent_run_id) as run, registry_slot():
         rm_version = register(rm_dir, REWARD_MODEL, "reward_model.py", lineage | rm_metrics)
-        policy_tags = lineage | policy_metrics | {"policy": candidate, "reward_model_version": rm_version}
+        policy_tags = (
+            lineage | policy_metrics | {"policy": candidate, "reward_model_version": rm_version}
+        )
         policy_version = register(policy_dir, POLICY_MODEL, "policy_model.py", policy_tags)
         client.set_registered_model_alias(POLICY_MODEL, "challenger", policy_version)
         champion = champion_version(client)
         if champion is not None and champion != policy_version:
-            incumbent, incumbent_name = Policy("champion", Path(local_checkpoint(POLICY_MODEL, champion))), f"champion v{champion}"
+            incumbent, incumbent_name = (
+                Policy("champion", Path(local_checkpoint(POLICY_MODEL, champion))),
+                f"champion v{champion}",
+            )
         else:
             incumbent, incumbent_name = Policy("sft", Path(sft_dir)), "sft"
         match_cfg = eval_cfg.model_copy(update={"max_prompts": cfg.max_prompts})
-        match = head_to_head(Policy("challenger", Path(policy_dir)), incumbent, Path(sft_dir), Path(profile_dir), match_cfg, seed)
+        match = head_to_head(
+            Policy("challenger", Path(policy_dir)),
+            incumbent,
+            Path(sft_dir),
+            Path(profile_dir),
+            match_cfg,
+            seed,
+        )
         win = match["win_rate"]
-        decision = decide(win["mean"], tuple(win["ci95"]), match["public_challenger"], match["public_incumbent"], cfg.public_suite_margin, incumbent_name)
+        decision = decide(
+            win["mean"],
+            tuple(win["ci95"]),
+            match["public_challenger"],
+            match["public_incumbent"],
+            cfg.public_suite_margin,
+            incumbent_name,
+        )
         record_decision(client, policy_version, decision, cfg.auto_promote)
         metrics = {
-            "registry/gate_win_rate": win["mean"], "registry/gate_ci_low": win["ci95"][0], "registry/gate_ci_high": win["ci95"][1],
+            "registry/gate_win_rate": win["mean"],
+            "registry/gate_ci_low": win["ci95"][0],
+            "registry/gate_ci_high": win["ci95"][1],
             "registry/promoted": float(decision.promote and cfg.auto_promote),
         }
         tracking.log_metrics(metrics)
-        mlflow.set_tags({"policy_version": policy_version, "reward_model_version": rm_version, "gate_decision": "promoted" if decision.promote else "rejected"})
+        mlflow.set_tags(
+            {
+                "policy_version": policy_version,
+                "reward_model_version": rm_version,
+                "gate_decision": "promoted" if decision.promote else "rejected",
+            }
+        )
         markdown = gate_markdown(policy_version, decision)
-        create_markdown_artifact(markdown=markdown, key="promotion-gate", description=f"{POLICY_MODEL} v{policy_version}")
+        create_markdown_artifact(
+            markdown=markdown, key="promotion-gate", description=f"{POLICY_MODEL} v{policy_version}"
+        )
         result = {
-            "policy_version": policy_version, "reward_model_version": rm_version, "decision": asdict(decision),
-            "champion": champion_version(client), "mlflow_run_id": run.info.run_id, "metrics": metrics,
+            "policy_version": policy_version,
+            "reward_model_version": rm_version,
+            "decision": asdict(decision),
+            "champion": champion_version(client),
+            "mlflow_run_id": run.info.run_id,
+            "metrics": metrics,
         }
         return mark_done(out, result)

@@ -29,7 +29,9 @@ def _fmt(value: Any) -> str:
     return "-" if value is None else str(value)
 
 
-def to_markdown(report: dict[str, Any], mlflow_url: str | None = None, plots: list[str] | None = None) -> str:
+def to_markdown(
+    report: dict[str, Any], mlflow_url: str | None = None, plots: list[str] | None = None
+) -> str:
     run = report["run"]
     lines = [f"# instructflow run `{run.get('mlflow_run_id', '?')}`", ""]
     if mlflow_url:
@@ -37,12 +39,23 @@ def to_markdown(report: dict[str, Any], mlflow_url: str | None = None, plots: li
     lines += ["| field | value |", "| --- | --- |"]
     lines += [f"| {k} | `{v}` |" for k, v in run.items()]
     if report["labelers"]:
-        lines += ["", f"Labeler pairwise agreement: **{_fmt(report['labelers'].get('pairwise_agreement'))}**"]
+        lines += [
+            "",
+            f"Labeler pairwise agreement: **{_fmt(report['labelers'].get('pairwise_agreement'))}**",
+        ]
     if report["reward_model"]:
         lines += ["", "## Reward model", ""]
         lines += [f"- {k}: {_fmt(v)}" for k, v in report["reward_model"].items()]
     if report["policies"]:
-        columns = ["gold_score", "win_rate_vs_sft", "likert", "rm_score", "kl_to_sft", "public_suite_accuracy", "pretrain_perplexity"]
+        columns = [
+            "gold_score",
+            "win_rate_vs_sft",
+            "likert",
+            "rm_score",
+            "kl_to_sft",
+            "public_suite_accuracy",
+            "pretrain_perplexity",
+        ]
         lines += ["", "## Policies (test users, held-out labelers; 95% bootstrap CI)", ""]
         lines += ["| policy | " + " | ".join(columns) + " |", "|" + " --- |" * (len(columns) + 1)]
         for name in [n for n in POLICY_NAMES if n in report["policies"]] + [
@@ -55,7 +68,9 @@ def to_markdown(report: dict[str, Any], mlflow_url: str | None = None, plots: li
     return "\n".join(lines) + "\n"
 
 
-def write_report(report: dict[str, Any], reports_root: Path, markdown: str, extra_files: list[Path] | None = None) -> Path:
+def write_report(
+    report: dict[str, Any], reports_root: Path, markdown: str, extra_files: list[Path] | None = None
+) -> Path:
     """Write reports/<run id>/ and replace reports/latest/ with a copy of it."""
     run_dir = reports_root / report["run"]["mlflow_run_id"]
     run_dir.mkdir(parents=True, exist_ok=True)

@@ -35,13 +35,19 @@ class RewardModelConfig(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    epochs: int = Field(2, description="Passes over the comparisons (InstructGPT: 1; more overfits).")
+    epochs: int = Field(
+        2, description="Passes over the comparisons (InstructGPT: 1; more overfits)."
+    )
     lr: float = Field(5e-4, description="Peak learning rate.")
-    batch_size: int = Field(16, description="Prompts per step; each brings its K responses and C(K,2) pairs.")
+    batch_size: int = Field(
+        16, description="Prompts per step; each brings its K responses and C(K,2) pairs."
+    )
 
 
 @torch.no_grad()
-def score_rows(model, tokenizer, rows: list[dict], max_len: int, batch_size: int = 64) -> torch.Tensor:
+def score_rows(
+    model, tokenizer, rows: list[dict], max_len: int, batch_size: int = 64
+) -> torch.Tensor:
     """Rewards [N, K] for comparison rows (all rows with the same K)."""
     model.eval()
     out = []
@@ -66,7 +72,15 @@ def accuracy_vs_scores(predicted: torch.Tensor, scores: torch.Tensor) -> float:
     return float((diff_pred[pairs] > 0).float().mean()) if pairs.any() else float("nan")
 
 
-def train_reward_model(sft_dir: Path, comparisons_dir: Path, profile_dir: Path, cfg: RewardModelConfig, seed: int, out_dir: Path, log) -> dict:
+def train_reward_model(
+    sft_dir: Path,
+    comparisons_dir: Path,
+    profile_dir: Path,
+    cfg: RewardModelConfig,
+    seed: int,
+    out_dir: Path,
+    log,
+) -> dict:
     model, tokenizer = reward_model_from_causal_lm(sft_dir, seed=seed)
     max_len = context_length(model)
     train = read_jsonl(comparisons_dir / comparisons.TRAIN)
@@ -74,11 +88,16 @@ def train_reward_model(sft_dir: Path, comparisons_dir: Path, profile_dir: Path, 
     accelerator = Accelerator()
     torch.manual_seed(seed)
     steps_per_epoch = math.ceil(len(train) / cfg.batch_size)
-    optimizer, scheduler = _optimizer(model, OptimConfig(lr=cfg.lr, batch_size=cfg.batch_size), steps_per_epoch * cfg.epochs)
+    optimizer, scheduler = _optimizer(
+        model, OptimConfig(lr=cfg.lr, batch_size=cfg.batch_size), steps_per_epoch * cfg.epochs
+    )
     model, optimizer = accelerator.prepare(model, optimizer)
     generator = torch.Generator().manual_seed(seed)
     step, best_acc = 0, -1.0
-    print(f"training the reward model on {len(train)} rankings of K={len(train[0]['responses'])}", flush=True)
+    print(
+        f"training the reward model on {len(train)} rankings of K={len(train[0]['responses'])}",
+        flush=True,
+    )
     for epoch in range(cfg.epochs):
         model.train()
         for batch_idx in torch.randperm(len(train), generator=generator).split(cfg.batch_size):
@@ -97,7 +116,13 @@ def train_reward_model(sft_dir: Path, comparisons_dir: Path, profile_dir: Path, 
         predicted = score_rows(unwrapped, tokenizer, valid, max_len)
         ranking = torch.tensor([row["ranking"] for row in valid])
         valid_acc = float(pairwise_accuracy(predicted, ranking))
-        log(epoch, {"valid_loss": float(kwise_ranking_loss(predicted, ranking)), "valid_accuracy": valid_acc})
+        log(
+            epoch,
+            {
+                "valid_loss": float(kwise_ranking_loss(predicted, ranking)),
+                "valid_accuracy": valid_acc,
+            },
+        )
         if valid_acc > best_acc:
             best_acc = valid_acc
             unwrapped.save_pretrained(out_dir / "candidate")
@@ -108,18 +133,24 @@ def train_reward_model(sft_dir: Path, comparisons_dir: Path, profile_dir: Path, 
     # reward reads "better or worse than a demonstration".
     demos = read_jsonl(profile_dir / layout.SFT_TRAIN)
     demo_rows = [{"prompt": d["prompt"], "responses": [d["response"]]} for d in demos]
-    set_reward_offset(best, bias_to_center(score_rows(best, tokenizer, demo_rows, max_len).flatten()))
+    set_reward_offset(
+        best, bias_to_center(score_rows(best, tokenizer, demo_rows, max_len).flatten())
+    )
     demo_rewards = score_rows(best, tokenizer, demo_rows, max_len).flatten()
     best.save_pretrained(out_dir / "model")
     tokenizer.save_pretrained(out_dir / "model")
     shutil.rmtree(out_dir / "candidate")
 
     heldout = read_jsonl(comparisons_dir / comparisons.HELDOUT)
-    golds = torch.tensor([row["golds"] for row in read_jsonl(comparisons_dir / comparisons.HELDOUT_GOLD)])
+    golds = torch.tensor(
+        [row["golds"] for row in read_jsonl(comparisons_dir / comparisons.HELDOUT_GOLD)]
+    )
     predicted = score_rows(best, tokenizer, heldout, max_len)
     return {
         "rm/valid_accuracy": best_acc,
-        "rm/accuracy_heldout_labels": float(pairwise_accuracy(predicted, torch.tensor([r["ranking"] for r in heldout]))),
+        "rm/accuracy_heldout_labels": float(
+            pairwise_accuracy(predicted, torch.tensor([r["ranking"] for r in heldout]))
+        ),
         "rm/accuracy_vs_gold": accuracy_vs_scores(predicted, golds),
         "rm/demo_reward_mean": float(demo_rewards.mean()),
         "rm/demo_reward_std": float(demo_rewards.std()),
@@ -127,17 +158,43 @@ def train_reward_model(sft_dir: Path, comparisons_dir: Path, profile_dir: Path, 
     }
 
 
-RM_CODE = code_digest(["models/reward_model.py", "models/ranking_loss.py", "models/lm_training.py", "tasks/reward_model.py"])
+RM_CODE = code_digest(
+    [
+        "models/reward_model.py",
+        "models/ranking_loss.py",
+        "models/lm_training.py",
+        "tasks/reward_model.py",
+    ]
+)
 
 
 @task(**prefect_options("reward-model", RM_CODE, retries=1))
-def reward_model_task(sft_dir: str, comparisons_dir: str, profile_dir: str, cfg: RewardModelConfig, seed: int, out_dir: str, parent_run_id: str) -> dict:
+def reward_model_task(
+    sft_dir: str,
+    comparisons_dir: str,
+    profile_dir: str,
+    cfg: RewardModelConfig,
+    seed: int,
+    out_dir: str,
+    parent_run_id: str,
+) -> dict:
     out = Path(out_dir)
     shutil.rmtree(out, ignore_errors=True)
     out.mkdir(parents=True)
     with training_slot(), tracking.stage_run("reward_model", parent_run_id) as run:
         mlflow.log_params(cfg.model_dump() | {"seed": seed})
-        metrics = train_reward_model(Path(sft_dir), Path(comparisons_dir), Path(profile_dir), cfg, seed, out, tracking.metric_logger("rm"))
+        metrics = train_reward_model(
+            Path(sft_dir),
+            Path(comparisons_dir),
+            Path(profile_dir),
+            cfg,
+            seed,
+            out,
+            tracking.metric_logger("rm"),
+        )
         tracking.log_metrics(metrics)
         mlflow.log_artifacts(str(out / "model"), artifact_path="model")
-        return mark_done(out, {"model_dir": str(out / "model"), "mlflow_run_id": run.info.run_id, "metrics": metrics})
+        return mark_done(
+            out,
+            {"model_dir": str(out / "model"), "mlflow_run_id": run.info.run_id, "metrics": metrics},
+        )

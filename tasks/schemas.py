@@ -178,7 +178,9 @@ def comparisons_schema(min_k: int = MIN_K, max_k: int = MAX_K) -> pa.DataFrameSc
             _element(
                 # A policy may answer with nothing (labelers rank that last), so an
                 # empty response is data here; broken text is not.
-                lambda v: not isinstance(v, list) or all(_good_text(r, allow_empty=True) for r in v),
+                lambda v: (
+                    not isinstance(v, list) or all(_good_text(r, allow_empty=True) for r in v)
+                ),
                 "every response must be a string without control characters",
             ),
         ],

@@ -26,9 +26,14 @@ class SFTConfig(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    epochs: int = Field(16, description="Passes over the demonstrations (InstructGPT: 16, choosing the checkpoint on validation).")
+    epochs: int = Field(
+        16,
+        description="Passes over the demonstrations (InstructGPT: 16, choosing the checkpoint on validation).",
+    )
     lr: float = Field(2e-3, description="Peak learning rate.")
-    batch_size: int = Field(16, description="Demonstrations per step (length-bucketed to save padding).")
+    batch_size: int = Field(
+        16, description="Demonstrations per step (length-bucketed to save padding)."
+    )
 
 
 def load_pairs(path: Path, kind: str, tokenizer, max_len: int):
@@ -40,7 +45,16 @@ def load_pairs(path: Path, kind: str, tokenizer, max_len: int):
     return load_table(path, kind, max_tokens=max_len, count_tokens=count_tokens)
 
 
-def finetune(model_dir: Path, train_path: Path, valid_path: Path | None, kind: str, cfg: SFTConfig, seed: int, out_dir: Path, log) -> dict:
+def finetune(
+    model_dir: Path,
+    train_path: Path,
+    valid_path: Path | None,
+    kind: str,
+    cfg: SFTConfig,
+    seed: int,
+    out_dir: Path,
+    log,
+) -> dict:
     """Fine-tune the model in model_dir on (prompt, response) pairs; keep the best epoch in out_dir/model."""
     model, tokenizer = load_causal_lm(model_dir)
     max_len = context_length(model)
@@ -60,29 +74,77 @@ def finetune(model_dir: Path, train_path: Path, valid_path: Path | None, kind: s
             best.update(valid_loss=valid_loss, epoch=epoch)
             save_model(trained, tokenizer, out_dir / "model")
 
-    print(f"fine-tuning on {len(train_ex)} examples ({len(valid_ex)} for validation), {cfg.epochs} epochs", flush=True)
-    supervised_finetune(model, train_ex, valid_ex, cfg.epochs, OptimConfig(lr=cfg.lr, batch_size=cfg.batch_size), tokenizer.pad_token_id, seed, log, on_epoch)
-    return {"best_valid_loss": best["valid_loss"], "best_epoch": float(best["epoch"]), "train_examples": float(len(train_ex))}
+    print(
+        f"fine-tuning on {len(train_ex)} examples ({len(valid_ex)} for validation), {cfg.epochs} epochs",
+        flush=True,
+    )
+    supervised_finetune(
+        model,
+        train_ex,
+        valid_ex,
+        cfg.epochs,
+        OptimConfig(lr=cfg.lr, batch_size=cfg.batch_size),
+        tokenizer.pad_token_id,
+        seed,
+        log,
+        on_epoch,
+    )
+    return {
+        "best_valid_loss": best["valid_loss"],
+        "best_epoch": float(best["epoch"]),
+        "train_examples": float(len(train_ex)),
+    }
 
 
-SFT_CODE = code_digest(["models/lm.py", "models/lm_training.py", "models/batching.py", "models/formatting.py", "tasks/sft.py", "tasks/schemas.py", "tasks/tables.py"])
+SFT_CODE = code_digest(
+    [
+        "models/lm.py",
+        "models/lm_training.py",
+        "models/batching.py",
+        "models/formatting.py",
+        "tasks/sft.py",
+        "tasks/schemas.py",
+        "tasks/tables.py",
+    ]
+)
 
 
 @task(**prefect_options("sft", SFT_CODE, retries=1))
-def sft_task(variant: str, model_dir: str, profile_dir: str, cfg: SFTConfig, seed: int, out_dir: str, parent_run_id: str) -> dict:
+def sft_task(
+    variant: str,
+    model_dir: str,
+    profile_dir: str,
+    cfg: SFTConfig,
+    seed: int,
+    out_dir: str,
+    parent_run_id: str,
+) -> dict:
     """`variant` is sft (demonstrations), flan or t0 (the baselines' instruction mixtures)."""
     out = Path(out_dir)
     shutil.rmtree(out, ignore_errors=True)
     out.mkdir(parents=True)
     profile = Path(profile_dir)
     if variant == "sft":
-        train, valid, kind = profile / layout.SFT_TRAIN, profile / layout.SFT_VALID, "demonstrations"
+        train, valid, kind = (
+            profile / layout.SFT_TRAIN,
+            profile / layout.SFT_VALID,
+            "demonstrations",
+        )
     else:
-        train, valid, kind = profile / (layout.FLAN_MIXTURE if variant == "flan" else layout.T0_MIXTURE), None, "mixture"
+        train, valid, kind = (
+            profile / (layout.FLAN_MIXTURE if variant == "flan" else layout.T0_MIXTURE),
+            None,
+            "mixture",
+        )
     with training_slot(), tracking.stage_run(variant, parent_run_id) as run:
         mlflow.log_params(cfg.model_dump() | {"seed": seed, "train_table": str(train)})
-        metrics = finetune(Path(model_dir), train, valid, kind, cfg, seed, out, tracking.metric_logger(variant))
+        metrics = finetune(
+            Path(model_dir), train, valid, kind, cfg, seed, out, tracking.metric_logger(variant)
+        )
         metrics = {f"{variant}/{k}": v for k, v in metrics.items()}
         tracking.log_metrics(metrics)
         mlflow.log_artifacts(str(out / "model"), artifact_path="model")
-        return mark_done(out, {"model_dir": str(out / "model"), "mlflow_run_id": run.info.run_id, "metrics": metrics})
+        return mark_done(
+            out,
+            {"model_dir": str(out / "model"), "mlflow_run_id": run.info.run_id, "metrics": metrics},
+        )

@@ -3,7 +3,9 @@
 import numpy as np
 
 
-def bootstrap_ci(values, n_resamples: int = 2000, seed: int = 0, level: float = 0.95) -> tuple[float, float]:
+def bootstrap_ci(
+    values, n_resamples: int = 2000, seed: int = 0, level: float = 0.95
+) -> tuple[float, float]:
     """Percentile bootstrap CI of the mean of `values`."""
     data = np.asarray(values, dtype=float)
     if data.size == 0:

@@ -90,6 +90,9 @@ def metric_logger(prefix: str):
 
     def log(step: int, metrics: dict[str, float]) -> None:
         log_metrics({f"{prefix}/{k}": v for k, v in metrics.items()}, step=step)
-        print(f"[{prefix}] step {step}: " + ", ".join(f"{k}={v:.4g}" for k, v in metrics.items()), flush=True)
+        print(
+            f"[{prefix}] step {step}: " + ", ".join(f"{k}={v:.4g}" for k, v in metrics.items()),
+            flush=True,
+        )
 
     return log

@@ -58,7 +58,14 @@ class LabelerPool:
     def compare(self, prompt_id: str, first: str, second: str) -> float:
         """One labeler's verdict: 1 if `first` is preferred, 0 if `second`, 0.5 for identical texts."""
         labeler = self.pick()
-        return prefers_first(labeler, self.rng, first, second, self.judge.score(prompt_id, first), self.judge.score(prompt_id, second))
+        return prefers_first(
+            labeler,
+            self.rng,
+            first,
+            second,
+            self.judge.score(prompt_id, first),
+            self.judge.score(prompt_id, second),
+        )
 
     def likert(self, prompt_id: str, response: str) -> int:
         return likert(self.pick(), self.rng, self.judge.score(prompt_id, response))

@@ -1,7 +1,7 @@
 """pyfunc for `instructflow-reward-model`: (prompt, response) rows in, scalar rewards out.
 
-    rm = mlflow.pyfunc.load_model("models:/instructflow-reward-model/1")
-    rm.predict(pd.DataFrame({"prompt": ["Add 2 and 3."], "response": ["5"]}))
+rm = mlflow.pyfunc.load_model("models:/instructflow-reward-model/1")
+rm.predict(pd.DataFrame({"prompt": ["Add 2 and 3."], "response": ["5"]}))
 """
 
 import mlflow
@@ -21,7 +21,12 @@ class RewardModel(PythonModel):
         from models.lm import context_length
         from models.reward_model import encode_for_reward, rewards
 
-        ids, mask = encode_for_reward(self.tokenizer, list(model_input["prompt"]), list(model_input["response"]), context_length(self.model))
+        ids, mask = encode_for_reward(
+            self.tokenizer,
+            list(model_input["prompt"]),
+            list(model_input["response"]),
+            context_length(self.model),
+        )
         with torch.no_grad():
             return rewards(self.model, ids, mask).tolist()
 

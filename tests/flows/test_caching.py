@@ -16,22 +16,10 @@ from mlflow import MlflowClient
 
 from flows.params import PipelineParams
 from tasks import tracking
+from tests.flows.stages import STAGES
 
 pytestmark = pytest.mark.slow
 
-STAGES = {
-    "data",
-    "base_model",
-    "sft",
-    "comparisons",
-    "reward_model",
-    "ppo",
-    "ppo_ptx",
-    "flan",
-    "t0",
-    "evaluation",
-    "registry",
-}
 AFTER_PPO = {"ppo", "ppo_ptx", "evaluation", "registry"}
 
 

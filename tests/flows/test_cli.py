@@ -40,7 +40,9 @@ def test_every_subcommand_is_covered():
     assert set(_subcommands(top["data"])) == {"generate", "verify", "validate"}
     assert not _subcommands(top["run"])
     tested = {tuple(c) for c in SUBCOMMANDS}
-    assert tested == {(), ("run",), ("data",), ("promote",), ("evaluate",)} | {("data", c) for c in _subcommands(top["data"])}
+    assert tested == {(), ("run",), ("data",), ("promote",), ("evaluate",)} | {
+        ("data", c) for c in _subcommands(top["data"])
+    }
 
 
 @pytest.mark.parametrize("command", SUBCOMMANDS, ids=lambda c: " ".join(c) or "top")

@@ -11,22 +11,9 @@ import pytest
 from mlflow import MlflowClient
 
 from tasks import registry, tracking
+from tests.flows.stages import STAGES
 
 pytestmark = pytest.mark.slow
-
-STAGES = {
-    "data",
-    "base_model",
-    "sft",
-    "comparisons",
-    "reward_model",
-    "ppo",
-    "ppo_ptx",
-    "flan",
-    "t0",
-    "evaluation",
-    "registry",
-}
 
 
 def test_serve_prints_the_urls_and_how_to_trigger_a_run(live_stack):

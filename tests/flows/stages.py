@@ -1,0 +1,15 @@
+"""The pipeline's stages as MLflow names their nested runs (one per stage)."""
+
+STAGES = {
+    "data",
+    "base_model",
+    "sft",
+    "comparisons",
+    "reward_model",
+    "ppo",
+    "ppo_ptx",
+    "flan",
+    "t0",
+    "evaluation",
+    "registry",
+}
