@@ -78,17 +78,19 @@ def ran(run: Run) -> set[str]:
 def runs(prefect_harness, make_project, fast_smoke) -> Iterator[dict]:
     """first, unchanged re-run, PPO lr changed, new data: one project root, in that order."""
     params = fast_smoke()
+    # A learning rate that differs from whatever the first run used, by construction.
+    changed_lr = PipelineParams(**params).stage("ppo").lr * 2
     with pytest.MonkeyPatch.context() as monkeypatch:
         project = Project(make_project(), monkeypatch)
         out = {"first": project.run(params)}
         out["unchanged"] = project.run(params)
-        out["ppo_changed"] = project.run(fast_smoke(ppo={"lr": 1e-4}))
+        out["ppo_changed"] = project.run(fast_smoke(ppo={"lr": changed_lr}))
         out["folders"] = {
             stage: len(list((project.root / "runs" / stage).iterdir())) for stage in STAGES
         }
         out["old_md5"] = out["first"].result["run"]["dvc_data_md5"]
         out["new_md5"] = project.new_data_version()
-        out["new_data"] = project.run(fast_smoke(ppo={"lr": 1e-4}))
+        out["new_data"] = project.run(fast_smoke(ppo={"lr": changed_lr}))
         first, again = out["first"].wall_s, out["unchanged"].wall_s
         print(
             f"\nfirst run {first:.1f} s, unchanged re-run {again:.1f} s: {again / first:.1%} of the first"
