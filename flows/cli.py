@@ -18,6 +18,7 @@ from pathlib import Path
 
 import tasks  # noqa: F401  (environment defaults before prefect is imported)
 from tasks.paths import project_root
+from tasks.schemas import KINDS
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
@@ -151,15 +152,8 @@ def build_parser() -> argparse.ArgumentParser:
     val.add_argument(
         "--kind",
         required=True,
-        choices=[
-            "prompts",
-            "demonstrations",
-            "comparisons",
-            "pairwise",
-            "pretrain",
-            "public_suite",
-            "mixture",
-        ],
+        choices=KINDS,
+        help="which table schema to check against",
     )
     val.set_defaults(func=_cmd_data_validate)
 
