@@ -4,7 +4,6 @@ The embedded default plays GPT-3's part: a model that has read the corpus
 (facts and skills in running text) but never seen an instruction.
 """
 
-import shutil
 import time
 from pathlib import Path
 
@@ -18,7 +17,7 @@ from models.lm_training import OptimConfig, pack_corpus, perplexity, pretrain
 from models.tokenizer import train_tokenizer
 from tasks import layout, tracking
 from tasks.concurrency import training_slot
-from tasks.stage import code_digest, mark_done, prefect_options
+from tasks.stage import code_digest, fresh_output_dir, mark_done, prefect_options
 from tasks.tables import read_jsonl
 
 
@@ -106,10 +105,7 @@ def base_model_task(
     out_dir: str,
     parent_run_id: str,
 ) -> dict:
-    out = Path(out_dir)
-    if out.exists():
-        shutil.rmtree(out)  # a half-finished earlier attempt
-    out.mkdir(parents=True)
+    out = fresh_output_dir(out_dir)  # drops a half-finished earlier attempt
     with training_slot(), tracking.stage_run("base_model", parent_run_id) as run:
         mlflow.log_params(cfg.model_dump() | {"base_model": base_model or "embedded", "seed": seed})
         metrics = build_base_model(

@@ -7,7 +7,6 @@
 Human comparisons (same JSONL schema) can replace the simulated training ones.
 """
 
-import shutil
 from pathlib import Path
 
 import mlflow
@@ -20,7 +19,7 @@ from models.lm import load_causal_lm
 from models.sampling import sample_responses
 from tasks import layout, tracking
 from tasks.concurrency import training_slot
-from tasks.stage import code_digest, mark_done, prefect_options
+from tasks.stage import code_digest, fresh_output_dir, mark_done, prefect_options
 from tasks.tables import load_table, read_jsonl, write_jsonl
 from world.judge import GoldJudge, LabelerPool
 from world.people import pairwise_agreement
@@ -173,9 +172,8 @@ def comparisons_task(
     out_dir: str,
     parent_run_id: str,
 ) -> dict:
-    out = Path(out_dir)
-    shutil.rmtree(out, ignore_errors=True)
-    (out / "comparisons").mkdir(parents=True)
+    out = fresh_output_dir(out_dir)
+    (out / "comparisons").mkdir()
     with training_slot(), tracking.stage_run("comparisons", parent_run_id) as run:
         mlflow.log_params(cfg.model_dump() | {"seed": seed})
         metrics = collect(Path(sft_dir), Path(profile_dir), cfg, seed, out)

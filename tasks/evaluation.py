@@ -8,7 +8,6 @@ perplexity on held-out pretraining text (the alignment tax).
 """
 
 import json
-import shutil
 from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,7 +23,7 @@ from models.lm_training import pack_corpus, perplexity
 from models.reward_model import encode_for_reward, reward_model_from_causal_lm, rewards
 from models.sampling import generate, sequence_logprobs
 from tasks import layout, tracking
-from tasks.stage import code_digest, mark_done, prefect_options
+from tasks.stage import code_digest, fresh_output_dir, mark_done, prefect_options
 from tasks.stats import mean_with_ci
 from tasks.tables import read_jsonl, write_jsonl
 from world.gold import admits_unknown, is_refusal, words
@@ -290,9 +289,7 @@ def evaluation_task(
     parent_run_id: str,
 ) -> dict:
     """`policies` maps a name to {"model_dir": ..., "prefix": ...}."""
-    out = Path(out_dir)
-    shutil.rmtree(out, ignore_errors=True)
-    out.mkdir(parents=True)
+    out = fresh_output_dir(out_dir)
     with tracking.stage_run("evaluation", parent_run_id) as run:
         mlflow.log_params(cfg.model_dump() | {"seed": seed, "policies": ",".join(policies)})
         listed = [

@@ -26,7 +26,7 @@ from models.reward_model import (
 )
 from tasks import comparisons, layout, tracking
 from tasks.concurrency import training_slot
-from tasks.stage import code_digest, mark_done, prefect_options
+from tasks.stage import code_digest, fresh_output_dir, mark_done, prefect_options
 from tasks.tables import read_jsonl
 
 
@@ -178,9 +178,7 @@ def reward_model_task(
     out_dir: str,
     parent_run_id: str,
 ) -> dict:
-    out = Path(out_dir)
-    shutil.rmtree(out, ignore_errors=True)
-    out.mkdir(parents=True)
+    out = fresh_output_dir(out_dir)
     with training_slot(), tracking.stage_run("reward_model", parent_run_id) as run:
         mlflow.log_params(cfg.model_dump() | {"seed": seed})
         metrics = train_reward_model(

@@ -5,7 +5,6 @@ validation loss (validation users' demonstrations) is kept. The same
 function trains the FLAN- and T0-style baselines on their mixtures.
 """
 
-import shutil
 from pathlib import Path
 
 import mlflow
@@ -17,7 +16,7 @@ from models.lm import context_length, load_causal_lm, save_model
 from models.lm_training import OptimConfig, encode_demonstrations, supervised_finetune
 from tasks import layout, tracking
 from tasks.concurrency import training_slot
-from tasks.stage import code_digest, mark_done, prefect_options
+from tasks.stage import code_digest, fresh_output_dir, mark_done, prefect_options
 from tasks.tables import load_table
 
 
@@ -120,9 +119,7 @@ def sft_task(
     parent_run_id: str,
 ) -> dict:
     """`variant` is sft (demonstrations), flan or t0 (the baselines' instruction mixtures)."""
-    out = Path(out_dir)
-    shutil.rmtree(out, ignore_errors=True)
-    out.mkdir(parents=True)
+    out = fresh_output_dir(out_dir)
     profile = Path(profile_dir)
     if variant == "sft":
         train, valid, kind = (

@@ -13,6 +13,7 @@ If the output folder was deleted, the key no longer counts as cached.
 
 import hashlib
 import json
+import shutil
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
@@ -48,6 +49,14 @@ def stage_key(stage: str, code: str, config: Any, inputs: dict[str, str]) -> str
 def output_dir(key: str) -> Path:
     stage = key.rsplit("-", 1)[0]
     return runs_dir() / stage / key
+
+
+def fresh_output_dir(out_dir: str | Path) -> Path:
+    """An empty output folder for a stage: leftovers of an unfinished attempt are removed."""
+    out = Path(out_dir)
+    shutil.rmtree(out, ignore_errors=True)
+    out.mkdir(parents=True)
+    return out
 
 
 def is_done(out_dir: Path) -> bool:
