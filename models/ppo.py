@@ -113,6 +113,9 @@ class PPOHyper:
     """RM score scaling. "reference": (score - mean) / std of the SFT policy's own samples,
     fixed at the start (a stationary reward); "running": the same stats, updated with every
     rollout; "none": the raw RM score (centred on demonstrations by the RM stage)."""
+    invert_reward: bool = False
+    """Train against the negated RM score: a deliberately worse policy, the candidate a
+    promotion gate must never accept. Checkpoint choice sees the negated score too."""
     reference_samples: int = 256
     """SFT samples that fit the "reference"/"running" statistics at the start."""
     grad_clip: float = 1.0
@@ -357,13 +360,18 @@ class PPOTrainer:
         if not self.rm_reads_policy_ids:
             max_len = context_length(self.reward_model)
             ids, mask = encode_for_reward(self.rm_tokenizer, list(prompts), texts, max_len)
-            return rewards(self.reward_model, ids.to(qr.device), mask.to(qr.device)).float()
+            return self._signed(
+                rewards(self.reward_model, ids.to(qr.device), mask.to(qr.device)).float()
+            )
         eos = torch.full_like(qr[:, :1], self.tokenizer.eos_token_id)
         pad = torch.full_like(qr[:, :1], self.tokenizer.pad_token_id)
         extra_ids = torch.where(truncated.unsqueeze(1), eos, pad)
         ids = torch.cat([qr, extra_ids], dim=1)
         mask = torch.cat([am, truncated.unsqueeze(1).to(am.dtype)], dim=1)
-        return rewards(self.reward_model, ids, mask).float()
+        return self._signed(rewards(self.reward_model, ids, mask).float())
+
+    def _signed(self, scores: Tensor) -> Tensor:
+        return -scores if self.hyper.invert_reward else scores
 
     # -------------------------------------------------------------- rollout
 

@@ -24,7 +24,7 @@ from models.reward_model import encode_for_reward, reward_model_from_causal_lm, 
 from models.sampling import generate, sequence_logprobs
 from tasks import layout, tracking
 from tasks.stage import code_digest, fresh_output_dir, mark_done, prefect_options
-from tasks.stats import mean_with_ci
+from tasks.stats import prompt_mean_with_ci
 from tasks.tables import read_jsonl, write_jsonl
 from world.gold import admits_unknown, is_refusal, words
 from world.judge import GoldJudge, LabelerPool
@@ -46,6 +46,11 @@ class EvalConfig(BaseModel):
     max_prompts: int | None = Field(
         None, description="Evaluate on the first N test prompts only (None: all)."
     )
+    samples_per_prompt: int = Field(
+        3,
+        ge=1,
+        description="Responses sampled and judged per test prompt; CIs resample prompts, so more samples narrow them only by the sampling and labeler noise.",
+    )
 
 
 @dataclass
@@ -60,6 +65,14 @@ class Responses:
     texts: list[str]
     logprobs: list[float]  # log pi(response | prefix + prompt), summed over response tokens
     sft_logprobs: list[float]  # log pi_SFT(response | prompt)
+
+
+def test_prompts(profile_dir: Path, cfg: EvalConfig) -> tuple[list[str], list[str]]:
+    """Test users' prompts and ids, each repeated `samples_per_prompt` times in a row."""
+    test = read_jsonl(profile_dir / layout.EVAL_TEST)[: cfg.max_prompts]
+    repeat = cfg.samples_per_prompt
+    prompts = [r["prompt"] for r in test for _ in range(repeat)]
+    return prompts, [r["prompt_id"] for r in test for _ in range(repeat)]
 
 
 def fewshot_prefix(profile_dir: Path, n: int) -> str:
@@ -166,8 +179,8 @@ def evaluate(
     seed: int,
 ) -> tuple[dict, dict]:
     """Report rows for every policy, and the raw responses (for the report's samples)."""
-    test = read_jsonl(profile_dir / layout.EVAL_TEST)[: cfg.max_prompts]
-    prompts, ids = [r["prompt"] for r in test], [r["prompt_id"] for r in test]
+    prompts, ids = test_prompts(profile_dir, cfg)
+    n = cfg.samples_per_prompt
     judge = GoldJudge.load(profile_dir)
     sft, _ = load_causal_lm(sft_dir)
     rm, rm_tokenizer = reward_model_from_causal_lm(rm_dir)
@@ -179,7 +192,10 @@ def evaluate(
 
     rows, raw = {}, {}
     for index, policy in enumerate(policies):
-        print(f"evaluating {policy.name} on {len(prompts)} test prompts", flush=True)
+        print(
+            f"evaluating {policy.name} on {len(prompts) // n} test prompts x {n} samples",
+            flush=True,
+        )
         resp = sample(policy, sft, prompts, cfg, seed + index)
         model, tokenizer = load_causal_lm(policy.model_dir)
         heldout = LabelerPool.load(profile_dir, "heldout", judge, seed + 17 * index)
@@ -199,8 +215,8 @@ def evaluate(
             t for pid, t in zip(ids, resp.texts, strict=True) if judge.family(pid) == "unanswerable"
         ]
         rows[policy.name] = {
-            "gold_score": mean_with_ci(gold, seed),
-            "win_rate_vs_sft": mean_with_ci(wins, seed),
+            "gold_score": prompt_mean_with_ci(gold, n, seed),
+            "win_rate_vs_sft": prompt_mean_with_ci(wins, n, seed),
             "likert": {
                 "mean": sum(heldout.likert(pid, t) for pid, t in zip(ids, resp.texts, strict=True))
                 / len(ids)
@@ -217,8 +233,8 @@ def evaluate(
             },
         }
         raw[policy.name] = [
-            {"prompt_id": pid, "prompt": p, "response": t, "gold": g}
-            for pid, p, t, g in zip(ids, prompts, resp.texts, gold, strict=True)
+            {"prompt_id": pid, "sample": i % n, "prompt": p, "response": t, "gold": g}
+            for i, (pid, p, t, g) in enumerate(zip(ids, prompts, resp.texts, gold, strict=True))
         ]
     return rows, raw
 
@@ -232,8 +248,7 @@ def head_to_head(
     seed: int,
 ) -> dict:
     """Challenger against incumbent on test users' prompts, judged by held-out labelers."""
-    test = read_jsonl(profile_dir / layout.EVAL_TEST)[: cfg.max_prompts]
-    prompts, ids = [r["prompt"] for r in test], [r["prompt_id"] for r in test]
+    prompts, ids = test_prompts(profile_dir, cfg)
     judge = GoldJudge.load(profile_dir)
     sft, _ = load_causal_lm(sft_dir)
     ours = sample(challenger, sft, prompts, cfg, seed).texts
@@ -246,7 +261,7 @@ def head_to_head(
         model, tokenizer = load_causal_lm(policy.model_dir)
         public[policy.name] = public_suite_accuracy(model, tokenizer, suite)
     return {
-        "win_rate": mean_with_ci(wins, seed),
+        "win_rate": prompt_mean_with_ci(wins, cfg.samples_per_prompt, seed),
         "public_challenger": public[challenger.name],
         "public_incumbent": public[incumbent.name],
     }

@@ -103,6 +103,10 @@ class PPOStageConfig(BaseModel):
         "reference",
         description='"reference": RM score standardised by the SFT samples\' mean/std (fixed); "running": updated every rollout; "none": raw.',
     )
+    invert_reward: bool = Field(
+        False,
+        description="Train against the negated RM score (a deliberately worse policy, to test the promotion gate).",
+    )
     reference_samples: int = Field(
         256, description="SFT samples that fit the reward normalisation."
     )

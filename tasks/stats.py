@@ -20,3 +20,20 @@ def mean_with_ci(values, seed: int = 0) -> dict:
     """{"mean": m, "ci95": [lo, hi]}: the report's shape for an estimated quantity."""
     lo, hi = bootstrap_ci(values, seed=seed)
     return {"mean": float(np.mean(values)) if len(values) else float("nan"), "ci95": [lo, hi]}
+
+
+def per_prompt_means(values, samples_per_prompt: int) -> list[float]:
+    """Average the consecutive samples of each prompt.
+
+    Samples of one prompt share the prompt's difficulty, so they are not
+    independent; the bootstrap resamples prompts, not samples.
+    """
+    data = np.asarray(values, dtype=float)
+    if data.size % samples_per_prompt:
+        raise ValueError(f"{data.size} values do not split into groups of {samples_per_prompt}")
+    return data.reshape(-1, samples_per_prompt).mean(axis=1).tolist()
+
+
+def prompt_mean_with_ci(values, samples_per_prompt: int, seed: int = 0) -> dict:
+    """mean_with_ci over prompts, for `samples_per_prompt` consecutive values per prompt."""
+    return mean_with_ci(per_prompt_means(values, samples_per_prompt), seed)

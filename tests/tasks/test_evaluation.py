@@ -42,7 +42,7 @@ def test_win_rate_of_a_policy_against_itself_is_one_half_within_its_ci(tiny_dirs
         "per_family",
     ):
         assert field in row
-    assert len(raw["sft"]) == 80
+    assert len(raw["sft"]) == 80 * cfg.samples_per_prompt
 
 
 def test_head_to_head_of_identical_policies_is_even(tiny_dirs, generated_root):

@@ -2,7 +2,9 @@ import math
 
 import numpy as np
 
-from tasks.stats import bootstrap_ci, mean_with_ci
+import pytest
+
+from tasks.stats import bootstrap_ci, mean_with_ci, per_prompt_means, prompt_mean_with_ci
 
 
 def test_bootstrap_ci_matches_the_binomial_normal_approximation():
@@ -32,3 +34,30 @@ def test_mean_with_ci_shape():
     result = mean_with_ci([0.0, 1.0, 1.0, 1.0])
     assert result["mean"] == 0.75
     assert len(result["ci95"]) == 2 and result["ci95"][0] <= 0.75 <= result["ci95"][1]
+
+
+def test_per_prompt_means_average_consecutive_samples():
+    # given two prompts with three samples each
+    values = [1.0, 0.0, 0.5, 0.0, 0.0, 1.0]
+    # then each prompt's value is the mean of its own three
+    assert per_prompt_means(values, 3) == pytest.approx([0.5, 1 / 3])
+
+
+def test_per_prompt_means_refuses_a_ragged_count():
+    with pytest.raises(ValueError, match="groups of 3"):
+        per_prompt_means([1.0, 0.0], 3)
+
+
+def test_repeated_identical_samples_do_not_narrow_the_ci():
+    # given 100 prompts whose three samples always agree (no sampling noise at all)
+    rng = np.random.default_rng(3)
+    outcomes = (rng.random(100) < 0.6).astype(float)
+    repeated = np.repeat(outcomes, 3)
+    # then resampling prompts gives the same CI as one sample per prompt: the
+    # copies carry no new evidence, and a naive bootstrap over 300 values would be
+    # sqrt(3) times too narrow
+    clustered = prompt_mean_with_ci(repeated, 3, seed=5)["ci95"]
+    single = mean_with_ci(outcomes, seed=5)["ci95"]
+    assert clustered == pytest.approx(single)
+    naive_lo, naive_hi = bootstrap_ci(repeated, seed=5)
+    assert (naive_hi - naive_lo) < 0.7 * (single[1] - single[0])
