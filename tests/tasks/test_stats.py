@@ -1,7 +1,6 @@
 import math
 
 import numpy as np
-
 import pytest
 
 from tasks.stats import bootstrap_ci, mean_with_ci, per_prompt_means, prompt_mean_with_ci
