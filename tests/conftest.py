@@ -332,3 +332,14 @@ def live_manual_run(live_stack: LiveStack, fast_smoke) -> dict:
         "wall_s": wall_s,
         "challenger": challenger,
     }
+
+
+@pytest.fixture
+def one_thread() -> Iterator[None]:
+    """One torch thread for the test: small PPO steps run faster without thread hand-offs."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

@@ -51,17 +51,11 @@ CFG = PPOStageConfig(
     ptx_batch_size=2,
 )
 
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 
 class Killed(Exception):
     """Stands in for the process being killed."""
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")
