@@ -9,6 +9,7 @@ from transformers import LlamaConfig, LlamaForCausalLM
 from flows.params import PipelineParams
 from models.tokenizer import train_tokenizer
 from tasks.base_model import tokenizer_texts
+from tests.flows.contract import SEVEN_POLICIES
 
 pytestmark = pytest.mark.slow
 
@@ -48,12 +49,4 @@ def test_a_llama_base_model_runs_the_whole_smoke_pipeline(
         assert configs, stage
         assert json.loads(configs[0].read_text())["model_type"] == "llama", stage
     # and the report has all seven policies
-    assert set(result["policies"]) == {
-        "base",
-        "base_fewshot",
-        "flan",
-        "t0",
-        "sft",
-        "ppo",
-        "ppo_ptx",
-    }
+    assert set(result["policies"]) == SEVEN_POLICIES

@@ -13,6 +13,7 @@ from mlflow.tracking import MlflowClient
 
 from flows.params import PipelineParams
 from tasks import data_version, layout, tracking
+from tests.flows.contract import POLICY_FIELDS, SEVEN_POLICIES
 
 pytestmark = pytest.mark.slow
 
@@ -176,18 +177,6 @@ def test_git_commit_is_the_commit_of_the_code_that_ran(smoke_run):
     assert smoke_run.result["run"]["git_commit"].split("+")[0] == expected
 
 
-POLICY_FIELDS = (
-    "gold_score",
-    "win_rate_vs_sft",
-    "likert",
-    "rm_score",
-    "kl_to_sft",
-    "public_suite_accuracy",
-    "pretrain_perplexity",
-    "per_family",
-)
-
-
 def test_every_field_of_the_report_contract_is_filled(smoke_run):
     # given the smoke run's report
     report = json.loads((smoke_run.root / "reports" / "latest" / "report.json").read_text())
@@ -195,15 +184,7 @@ def test_every_field_of_the_report_contract_is_filled(smoke_run):
     for field in ("accuracy_heldout_labels", "accuracy_vs_gold"):
         assert 0.0 <= report["reward_model"][field] <= 1.0, field
     # and all seven policies have every field, with CIs where the contract has them
-    assert set(report["policies"]) == {
-        "base",
-        "base_fewshot",
-        "flan",
-        "t0",
-        "sft",
-        "ppo",
-        "ppo_ptx",
-    }
+    assert set(report["policies"]) == SEVEN_POLICIES
     for name, row in report["policies"].items():
         for field in POLICY_FIELDS:
             assert field in row, (name, field)
