@@ -9,6 +9,7 @@ instructflow evaluate champion challenger
                                          evaluate registered policies against SFT and each other
 instructflow promote --version 3 --reason "..."
                                          move `champion` by hand (an override of the gate)
+instructflow best-of-n                   how far the newest RM can lift SFT (no RL): best of n by RM vs by gold
 """
 
 import argparse
@@ -85,6 +86,41 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     for name, row in result["policies"].items():
         print(
             f"{name}: gold {row['gold_score']['mean']:.3f}  win vs SFT {row['win_rate_vs_sft']['mean']:.3f}"
+        )
+    return 0
+
+
+def _newest_model(stage: str) -> Path:
+    """The model folder of a stage's most recent run under runs/."""
+    found = sorted(
+        (project_root() / "runs" / stage).glob("*/model"), key=lambda p: p.stat().st_mtime
+    )
+    if not found:
+        raise SystemExit(
+            f"instructflow: no {stage} model under runs/{stage}/; run `make demo` first"
+        )
+    return found[-1]
+
+
+def _cmd_best_of_n(args: argparse.Namespace) -> int:
+    from tasks.best_of_n import best_of_n_table, sample_candidates
+
+    sft = Path(args.sft) if args.sft else _newest_model("sft")
+    rm = Path(args.rm) if args.rm else _newest_model("reward_model")
+    profile_dir = project_root() / "data" / args.profile
+    print(
+        f"SFT {sft}\nRM  {rm}\nsampling {args.n} + {args.references} responses for {args.prompts} test prompts"
+    )
+    cands = sample_candidates(
+        sft, rm, profile_dir, args.n, args.references, args.prompts, args.seed
+    )
+    ns = sorted({n for n in (1, 2, 4, args.n) if n <= args.n})
+    print("| n | selector | gold | win vs SFT [95% CI] |\n| --- | --- | --- | --- |")
+    for row in best_of_n_table(cands, ns, profile_dir, args.seed):
+        win = row["win_rate_vs_sft"]
+        lo, hi = win["ci95"]
+        print(
+            f"| {row['n']} | {row['selector']} | {row['gold']:.3f} | {win['mean']:.3f} [{lo:.3f}, {hi:.3f}] |"
         )
     return 0
 
@@ -183,6 +219,24 @@ def build_parser() -> argparse.ArgumentParser:
     )
     evaluate.add_argument("--seed", type=int, default=0, help="sampling seed")
     evaluate.set_defaults(func=_cmd_evaluate)
+
+    best = sub.add_parser(
+        "best-of-n",
+        help="How far the reward model can lift SFT, without RL.",
+        description="Sample n SFT responses per test prompt, keep the reward model's favourite (and, for comparison, gold's), and report its gold score and held-out labelers' win rate against other SFT samples. PPO at KL about log(n) nats cannot expect more.",
+    )
+    best.add_argument("--sft", help="SFT model folder (default: the newest under runs/sft)")
+    best.add_argument(
+        "--rm", help="reward-model folder (default: the newest under runs/reward_model)"
+    )
+    best.add_argument("--profile", default="tiny", help="whose test prompts (default tiny)")
+    best.add_argument("--n", type=int, default=8, help="largest n (default 8)")
+    best.add_argument(
+        "--references", type=int, default=3, help="SFT samples each choice is judged against"
+    )
+    best.add_argument("--prompts", type=int, default=300, help="test prompts (default 300)")
+    best.add_argument("--seed", type=int, default=0, help="sampling and labeler seed")
+    best.set_defaults(func=_cmd_best_of_n)
     return parser
 
 
