@@ -2,8 +2,7 @@
 
 Prompt counts keep InstructGPT's proportions (about 13k SFT demonstrations,
 33k reward-model prompts and 31k PPO prompts): `small` is that scale, `tiny`
-a fifth of it, `smoke` a hundredth. (A tenth left the tiny reward model at
-0.72 accuracy against gold; twice the rankings took it past 0.75.)
+a tenth of it, `smoke` a hundredth.
 """
 
 from dataclasses import dataclass
@@ -47,9 +46,9 @@ PROFILES: dict[str, WorldSize] = {
         users=300,
         countries=30,
         unknown_countries=20,
-        sft_prompts=2600,
-        rm_prompts=6600,
-        ppo_prompts=6200,
+        sft_prompts=1300,
+        rm_prompts=3300,
+        ppo_prompts=3100,
         test_prompts=600,
         pretrain_docs=5000,
         pretrain_valid_docs=300,
@@ -76,4 +75,4 @@ PROFILES: dict[str, WorldSize] = {
 }
 
 SPLIT_FRACTIONS = {"valid": 0.1, "test": 0.1}
-WORLD_VERSION = "2"
+WORLD_VERSION = "1"
