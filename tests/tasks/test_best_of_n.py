@@ -1,13 +1,9 @@
 """Best-of-n diagnostics: the choice rule by hand, and the table on smoke data with tiny models."""
 
-from pathlib import Path
-
 import pytest
 import torch
 
-from models.reward_model import reward_model_from_causal_lm
 from tasks.best_of_n import best_of_first, best_of_n_table, sample_candidates
-from tests.models.test_lm import save_tiny_checkpoint
 
 
 def test_best_of_first_n_looks_only_at_the_first_n_candidates():
@@ -21,16 +17,6 @@ def test_best_of_first_n_looks_only_at_the_first_n_candidates():
 def test_best_of_first_rejects_an_n_outside_the_candidates():
     with pytest.raises(ValueError, match="between 1 and 2"):
         best_of_first(torch.zeros(3, 2), 3)
-
-
-@pytest.fixture(scope="module")
-def tiny_dirs(tmp_path_factory) -> tuple[Path, Path]:
-    folder = tmp_path_factory.mktemp("bon-models")
-    sft_dir = save_tiny_checkpoint("gpt2", folder / "sft")
-    rm, tokenizer = reward_model_from_causal_lm(sft_dir)
-    rm.save_pretrained(folder / "rm")
-    tokenizer.save_pretrained(folder / "rm")
-    return sft_dir, folder / "rm"
 
 
 def test_gold_selection_never_loses_to_rm_selection_and_n1_is_a_fair_coin(

@@ -1,23 +1,7 @@
 """The evaluation harness on generated smoke data with tiny models built from config."""
 
-from pathlib import Path
-
-import pytest
-
 from models.lm import load_causal_lm
-from models.reward_model import reward_model_from_causal_lm
 from tasks.evaluation import EvalConfig, Policy, evaluate, head_to_head
-from tests.models.test_lm import save_tiny_checkpoint
-
-
-@pytest.fixture(scope="module")
-def tiny_dirs(tmp_path_factory) -> tuple[Path, Path]:
-    folder = tmp_path_factory.mktemp("tiny-models")
-    sft_dir = save_tiny_checkpoint("gpt2", folder / "sft")
-    rm, tokenizer = reward_model_from_causal_lm(sft_dir)
-    rm.save_pretrained(folder / "rm")
-    tokenizer.save_pretrained(folder / "rm")
-    return sft_dir, folder / "rm"
 
 
 def test_win_rate_of_a_policy_against_itself_is_one_half_within_its_ci(tiny_dirs, generated_root):
