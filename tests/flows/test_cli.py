@@ -21,6 +21,7 @@ SUBCOMMANDS = [
     ["data", "validate"],
     ["promote"],
     ["evaluate"],
+    ["best-of-n"],
 ]
 
 
@@ -36,11 +37,11 @@ def test_every_subcommand_is_covered():
     parser = build_parser()
     # then the commands whose help is tested below are all it has
     top = _subcommands(parser)
-    assert set(top) == {"run", "data", "promote", "evaluate"}
+    assert set(top) == {"run", "data", "promote", "evaluate", "best-of-n"}
     assert set(_subcommands(top["data"])) == {"generate", "verify", "validate"}
     assert not _subcommands(top["run"])
     tested = {tuple(c) for c in SUBCOMMANDS}
-    assert tested == {(), ("run",), ("data",), ("promote",), ("evaluate",)} | {
+    assert tested == {(), ("run",), ("data",), ("promote",), ("evaluate",), ("best-of-n",)} | {
         ("data", c) for c in _subcommands(top["data"])
     }
 
@@ -54,6 +55,17 @@ def test_help_exits_zero(command, capsys):
     assert exit_info.value.code == 0
     out = capsys.readouterr().out
     assert out.startswith("usage: instructflow" + "".join(f" {c}" for c in command))
+
+
+def test_best_of_n_without_a_run_says_what_to_do(tmp_path, monkeypatch):
+    # given a project root with no runs yet
+    monkeypatch.setenv("INSTRUCTFLOW_ROOT", str(tmp_path))
+    # when best-of-n is asked to find the newest SFT model
+    with pytest.raises(SystemExit) as exit_info:
+        main(["best-of-n"])
+    # then it stops with a message naming the folder it looked in and the fix
+    assert "runs/sft" in str(exit_info.value.code)
+    assert "make demo" in str(exit_info.value.code)
 
 
 def test_installed_script_prints_help():
