@@ -207,11 +207,28 @@ class LiveStack:
         self.api = httpx.Client(base_url=f"{self.prefect_url}/api", timeout=30)
         self.serve_output = ""
 
+    # Prefect answers 503 while its SQLite store is busy (SQLITE_BUSY: the worker
+    # and a finishing run write at the same moment) and 429 when it sheds load;
+    # both mean "ask again", and Prefect's own client retries them the same way.
+    RETRYABLE = {429, 503}
+
+    def request(self, method: str, path: str, attempts: int = 8, **kwargs):
+        """One API call, asked again with a growing pause while the server says it is busy."""
+        pause = 0.5
+        for _ in range(attempts - 1):
+            response = self.api.request(method, path, **kwargs)
+            if response.status_code not in self.RETRYABLE:
+                return response
+            time.sleep(pause)
+            pause = min(pause * 2, 8.0)
+        return self.api.request(method, path, **kwargs)
+
     def run_deployment(self, name: str, parameters: dict) -> str:
         """What the UI's Custom Run does: create a flow run of a deployment; return its id."""
-        deployment = self.api.get(f"/deployments/name/{name}")
+        deployment = self.request("GET", f"/deployments/name/{name}")
         deployment.raise_for_status()
-        created = self.api.post(
+        created = self.request(
+            "POST",
             f"/deployments/{deployment.json()['id']}/create_flow_run",
             json={"parameters": parameters},
         )
@@ -221,7 +238,7 @@ class LiveStack:
     def wait(self, flow_run_id: str, timeout: float) -> dict:
         deadline = time.monotonic() + timeout
         while True:
-            run = self.api.get(f"/flow_runs/{flow_run_id}").json()
+            run = self.request("GET", f"/flow_runs/{flow_run_id}").json()
             if (run.get("state") or {}).get(
                 "type"
             ) in TERMINAL_STATES or time.monotonic() > deadline:
@@ -230,8 +247,10 @@ class LiveStack:
 
     def logs(self, flow_run_id: str) -> str:
         """The flow run's log lines, and the end of the worker's log (for failure messages)."""
-        found = self.api.post(
-            "/logs/filter", json={"logs": {"flow_run_id": {"any_": [flow_run_id]}}, "limit": 200}
+        found = self.request(
+            "POST",
+            "/logs/filter",
+            json={"logs": {"flow_run_id": {"any_": [flow_run_id]}}, "limit": 200},
         )
         lines = [row["message"] for row in found.json()] if found.is_success else []
         worker_log = self.checkout / ".serve" / "worker.log"
@@ -239,7 +258,8 @@ class LiveStack:
         return "\n".join(lines[-60:]) + "\n--- worker.log ---\n" + tail
 
     def artifacts(self, flow_run_id: str, key: str) -> list[dict]:
-        found = self.api.post(
+        found = self.request(
+            "POST",
             "/artifacts/filter",
             json={"artifacts": {"key": {"any_": [key]}, "flow_run_id": {"any_": [flow_run_id]}}},
         )

@@ -123,7 +123,7 @@ def test_training_and_registry_limits_exist_with_one_slot(live_stack, two_runs):
     # given the Prefect server the runs used
     for name in (concurrency.TRAINING, concurrency.REGISTRY):
         # then the global concurrency limit exists, active, with a single slot, and nothing holds it now
-        limit = live_stack.api.get(f"/v2/concurrency_limits/{name}")
+        limit = live_stack.request("GET", f"/v2/concurrency_limits/{name}")
         assert limit.status_code == 200, name
         body = limit.json()
         assert (body["limit"], body["active"], body["active_slots"]) == (1, True, 0)

@@ -24,7 +24,9 @@ def test_serve_prints_the_urls_and_how_to_trigger_a_run(live_stack):
     assert live_stack.mlflow_url in out
     assert "prefect deployment run rlhf_pipeline/manual-run" in out
     # and both deployments exist, on the process pool, scheduled-retrain with a weekly UTC cron
-    deployments = {d["name"]: d for d in live_stack.api.post("/deployments/filter", json={}).json()}
+    deployments = {
+        d["name"]: d for d in live_stack.request("POST", "/deployments/filter", json={}).json()
+    }
     assert set(deployments) >= {"scheduled-retrain", "manual-run"}
     assert {d["work_pool_name"] for d in deployments.values()} == {"instructflow-process"}
     schedules = deployments["scheduled-retrain"]["schedules"]
