@@ -93,7 +93,7 @@ def perplexity(model: PreTrainedModel, blocks: torch.Tensor, batch_size: int = 3
     model.eval()
     total, count = 0.0, 0
     for start in range(0, blocks.shape[0], batch_size):
-        batch = blocks[start : start + batch_size]
+        batch = blocks[start : start + batch_size].to(model.device)
         loss = model(input_ids=batch, labels=batch).loss
         n = batch.numel() - batch.shape[0]
         total += loss.item() * n
@@ -122,7 +122,10 @@ def response_loss(
     total, count = 0.0, 0
     lengths = [len(ids) for ids, _ in examples]
     for batch_idx in length_bucketed_batches(lengths, batch_size, seed=0):
-        batch = collate_sft([examples[i] for i in batch_idx], pad_id)
+        batch = {
+            k: v.to(model.device)
+            for k, v in collate_sft([examples[i] for i in batch_idx], pad_id).items()
+        }
         out = model(
             input_ids=batch["input_ids"],
             attention_mask=batch["attention_mask"],

@@ -48,11 +48,11 @@ class RewardModelConfig(BaseModel):
 def score_rows(
     model, tokenizer, rows: list[dict], max_len: int, batch_size: int = 64
 ) -> torch.Tensor:
-    """Rewards [N, K] for comparison rows (all rows with the same K)."""
+    """Rewards [N, K] for comparison rows (all rows with the same K), on the CPU."""
     model.eval()
     out = []
     for start in range(0, len(rows), batch_size):
-        out.append(_forward(model, tokenizer, rows[start : start + batch_size], max_len))
+        out.append(_forward(model, tokenizer, rows[start : start + batch_size], max_len).cpu())
     return torch.cat(out) if out else torch.empty(0, 0)
 
 
@@ -102,7 +102,7 @@ def train_reward_model(
         model.train()
         for batch_idx in torch.randperm(len(train), generator=generator).split(cfg.batch_size):
             batch = [train[i] for i in batch_idx.tolist()]
-            ranking = torch.tensor([row["ranking"] for row in batch])
+            ranking = torch.tensor([row["ranking"] for row in batch], device=accelerator.device)
             loss = kwise_ranking_loss(_forward(model, tokenizer, batch, max_len), ranking)
             accelerator.backward(loss)
             accelerator.clip_grad_norm_(model.parameters(), 1.0)
