@@ -103,11 +103,25 @@ class PipelineParams(BaseModel):
     )
 
     def stage(self, name: str) -> BaseModel:
-        """A stage's config with the profile's sizes for every field the user left unset."""
+        """A stage's config with the profile's sizes for every field the user left at its default.
+
+        "Left at its default" rather than "not sent": the Prefect UI's run form
+        may send every field it shows, defaults included, and a smoke run started
+        there must still get smoke sizes. The price: under a profile that changes
+        a field, that field's tiny-sized default cannot be asked for explicitly.
+        """
         config: BaseModel = getattr(self, name)
         overrides = {
             k: v
             for k, v in PROFILE_OVERRIDES[self.profile].get(name, {}).items()
-            if k not in config.model_fields_set
+            if _left_at_default(config, k)
         }
         return config.model_copy(update=overrides)
+
+
+def _left_at_default(config: BaseModel, field: str) -> bool:
+    if field not in config.model_fields_set:
+        return True
+    return getattr(config, field) == type(config).model_fields[field].get_default(
+        call_default_factory=True
+    )

@@ -1,0 +1,35 @@
+"""Profile sizes versus what the user set, as the Prefect UI's run form sends it."""
+
+from flows.params import PROFILE_OVERRIDES, PipelineParams
+from tasks.base_model import BaseModelConfig
+
+
+def test_profile_sizes_apply_to_fields_not_sent():
+    # given a smoke run with no stage settings
+    params = PipelineParams(profile="smoke")
+    # then the base model gets smoke's sizes
+    base = params.stage("base")
+    assert base.n_layer == PROFILE_OVERRIDES["smoke"]["base"]["n_layer"] == 2
+    assert base.n_embd == 64
+
+
+def test_profile_sizes_apply_to_fields_sent_at_their_default():
+    # given a smoke run as a form sends it: every base field, each at its default
+    every_default = BaseModelConfig().model_dump()
+    params = PipelineParams.model_validate({"profile": "smoke", "base": every_default})
+    assert "n_layer" in params.base.model_fields_set
+    # then the fields still take smoke's sizes
+    assert params.stage("base").n_layer == 2
+    assert params.stage("base").steps == PROFILE_OVERRIDES["smoke"]["base"]["steps"]
+
+
+def test_a_value_the_user_changed_wins_over_the_profile():
+    # given a smoke run whose user asked for three layers
+    params = PipelineParams.model_validate({"profile": "smoke", "base": {"n_layer": 3}})
+    # then three it is, and the other sizes are still smoke's
+    assert params.stage("base").n_layer == 3
+    assert params.stage("base").n_embd == 64
+
+
+def test_tiny_takes_the_stage_defaults():
+    assert PipelineParams(profile="tiny").stage("base") == BaseModelConfig()
