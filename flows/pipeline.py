@@ -11,6 +11,7 @@ import shutil
 from pathlib import Path
 
 import mlflow
+from mlflow import MlflowClient
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.runtime import flow_run
@@ -238,7 +239,14 @@ def rlhf_pipeline(params: PipelineParams = PipelineParams()) -> dict:
             registry.register_and_gate_task,
             "registry",
             "gate",
-            rm_in | {"policy": policy_keys[candidate], "evaluation": Path(evaluated["dir"]).name},
+            rm_in
+            | {
+                "policy": policy_keys[candidate],
+                "evaluation": Path(evaluated["dir"]).name,
+                "gate_opponent": registry.gate_opponent(
+                    MlflowClient(), policies[candidate]["model_dir"]
+                ),
+            },
             candidate=candidate,
             policy_dir=policies[candidate]["model_dir"],
             rm_dir=rm["model_dir"],

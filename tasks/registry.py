@@ -30,6 +30,8 @@ POLICY_MODEL = "instructflow-policy"
 REWARD_MODEL = "instructflow-reward-model"
 SERVING = Path(__file__).resolve().parent / "serving"
 REQUIREMENTS = ["torch==2.13.0", "transformers>=5.0,<6", "instructflow"]
+# Tag on every registered version: the stage output folder its checkpoint came from.
+CHECKPOINT_TAG = "checkpoint_key"
 
 
 class GateConfig(BaseModel):
@@ -93,15 +95,53 @@ def _tag_values(tags: dict) -> dict[str, str]:
     return {k: str(v) for k, v in tags.items() if v is not None}
 
 
+def checkpoint_key(model_dir: str) -> str:
+    """What identifies a checkpoint across runs: its stage's output folder, named by the stage's cache key."""
+    return Path(model_dir).parent.name
+
+
+def version_of_checkpoint(client: MlflowClient, name: str, key: str) -> str | None:
+    """The version already registered from the checkpoint with this key, if any."""
+    for version in client.search_model_versions(f"name = '{name}'"):
+        if version.tags.get(CHECKPOINT_TAG) == key:
+            return version.version
+    return None
+
+
+def gate_opponent(client: MlflowClient, policy_dir: str) -> str:
+    """Whom the gate will judge this checkpoint against: part of the registry stage's cache key.
+
+    A champion that moved to another checkpoint since the stage last ran makes
+    its cached decision stale; the checkpoint itself as champion does not.
+    """
+    champion = champion_version(client)
+    if champion is None:
+        return "sft"
+    tags = client.get_model_version(POLICY_MODEL, champion).tags
+    if tags.get(CHECKPOINT_TAG) == checkpoint_key(policy_dir):
+        return "sft"
+    return f"champion v{champion}"
+
+
 def register(model_dir: str, name: str, serving_file: str, tags: dict) -> str:
-    """Log the HF checkpoint as a pyfunc model in the active run and register it; return the version."""
+    """Register the HF checkpoint as a pyfunc model (logged in the active run); return the version.
+
+    A checkpoint registered before (by an earlier run) keeps its version and
+    lineage: registering again would only make a duplicate.
+    """
+    key = checkpoint_key(model_dir)
+    existing = version_of_checkpoint(MlflowClient(), name, key)
+    if existing is not None:
+        return existing
     info = mlflow.pyfunc.log_model(
         name=name,
         python_model=str(SERVING / serving_file),
         artifacts={"hf_model": model_dir},
         pip_requirements=REQUIREMENTS,
     )
-    version = mlflow.register_model(info.model_uri, name, tags=_tag_values(tags))
+    version = mlflow.register_model(
+        info.model_uri, name, tags=_tag_values(tags | {CHECKPOINT_TAG: key})
+    )
     return version.version
 
 

@@ -1,6 +1,7 @@
-"""Stage caching across pipeline runs: unchanged -> all cached; a PPO change -> PPO onwards; new data -> all.
+"""Stage caching across pipeline runs: unchanged -> all cached; a PPO change -> PPO onwards;
+a champion moved to another checkpoint -> the registry stage only; new data -> all.
 
-Four runs in one isolated project root (reduced smoke sizes), on the session's
+Five runs in one isolated project root (reduced smoke sizes), on the session's
 Prefect test server. Which stages ran is read from MLflow: every stage has a
 nested run under the pipeline's parent run, tagged cached=true when Prefect
 served it from its cache.
@@ -15,7 +16,7 @@ import pytest
 from mlflow import MlflowClient
 
 from flows.params import PipelineParams
-from tasks import tracking
+from tasks import registry, tracking
 from tests.flows.stages import STAGES
 
 pytestmark = pytest.mark.slow
@@ -28,6 +29,7 @@ class Run:
     result: dict
     wall_s: float
     stages: dict[str, bool]  # stage -> taken from the cache
+    gate: dict  # policy_version registered (or found registered) and the gate's decision
 
 
 class Project:
@@ -43,7 +45,13 @@ class Project:
         started = time.perf_counter()
         result = rlhf_pipeline(PipelineParams(**params))
         wall_s = time.perf_counter() - started
-        return Run(result, wall_s, self.stages(result["run"]["mlflow_run_id"]))
+        parent_id = result["run"]["mlflow_run_id"]
+        return Run(result, wall_s, self.stages(parent_id), self.gate(parent_id))
+
+    def gate(self, parent_id: str) -> dict:
+        """The registry stage's outcome, from its pipeline run's tags."""
+        tags = MlflowClient(tracking_uri=self.uri).get_run(parent_id).data.tags
+        return {"policy_version": tags["policy_version"], "decision": tags["gate_decision"]}
 
     def stages(self, parent_id: str) -> dict[str, bool]:
         client = MlflowClient(tracking_uri=self.uri)
@@ -88,6 +96,10 @@ def runs(prefect_harness, make_project, fast_smoke) -> Iterator[dict]:
         out["folders"] = {
             stage: len(list((project.root / "runs" / stage).iterdir())) for stage in STAGES
         }
+        # The second policy made champion by hand; then the first run's parameters again.
+        registry.promote_manually(out["ppo_changed"].gate["policy_version"], "caching test")
+        out["champion_moved"] = project.run(params)
+        out["uri"] = project.uri
         out["old_md5"] = out["first"].result["run"]["dvc_data_md5"]
         out["new_md5"] = project.new_data_version()
         out["new_data"] = project.run(fast_smoke(ppo={"lr": changed_lr}))
@@ -127,6 +139,27 @@ def test_changed_ppo_config_reruns_ppo_and_what_reads_it(runs):
     before = ("data", "base_model", "sft", "comparisons", "reward_model", "flan", "t0")
     assert all(folders[stage] == 1 for stage in before), folders
     assert all(folders[stage] == 2 for stage in AFTER_PPO), folders
+
+
+def test_a_champion_moved_elsewhere_reruns_only_the_gate(runs):
+    # given the first run's parameters again, after another checkpoint was made champion by hand
+    moved = runs["champion_moved"]
+    # then only the registry stage ran: its cached decision was judged against another incumbent
+    assert set(moved.stages) == STAGES
+    assert ran(moved) == {"registry"}
+    # and the checkpoint kept the version it was registered as, instead of a duplicate
+    assert moved.gate["policy_version"] == runs["first"].gate["policy_version"]
+    champion = registry.champion_version(MlflowClient(tracking_uri=runs["uri"]))
+    decision_tags = (
+        MlflowClient(tracking_uri=runs["uri"])
+        .get_model_version(registry.POLICY_MODEL, moved.gate["policy_version"])
+        .tags
+    )
+    # and the gate judged it against the champion set by hand
+    assert (
+        decision_tags["gate_incumbent"] == f"champion v{runs['ppo_changed'].gate['policy_version']}"
+    )
+    assert champion is not None
 
 
 def test_new_data_version_reruns_everything(runs):
