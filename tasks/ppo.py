@@ -208,8 +208,20 @@ def prepare_out_dir(out: Path) -> None:
 # ------------------------------------------------------------------ over-optimisation monitor
 
 
+def standard_error(values: torch.Tensor) -> float:
+    """Standard error of the mean of `values` (0 for fewer than two)."""
+    if values.numel() < 2:
+        return 0.0
+    return float(values.std() / math.sqrt(values.numel()))
+
+
 def plot_curve(points: list[dict], chosen: int, path: Path, title: str) -> None:
-    """RM score and gold score against KL to SFT, the kept checkpoint marked."""
+    """RM score and gold score against KL to SFT, the kept checkpoint marked.
+
+    The gold score carries +-1 standard error over the validation prompts: the
+    gold axis is scaled to its own range, and without the bars a wiggle of
+    sampling noise reads like over-optimisation.
+    """
     import matplotlib
 
     matplotlib.use("Agg")
@@ -221,12 +233,14 @@ def plot_curve(points: list[dict], chosen: int, path: Path, title: str) -> None:
     ax_rm.plot(
         kl, [p["rm"] for p in points], "o-", color="tab:blue", label="validation RM score (proxy)"
     )
-    ax_gold.plot(
+    ax_gold.errorbar(
         kl,
         [p["gold"] for p in points],
-        "s-",
+        yerr=[p.get("gold_se", 0.0) for p in points],  # points resumed from older runs have none
+        fmt="s-",
         color="tab:orange",
-        label="validation gold score (truth)",
+        capsize=3,
+        label="validation gold score (truth), +-1 s.e.",
     )
     ax_rm.axvline(
         points[chosen]["kl"],
@@ -366,12 +380,15 @@ def run_ppo(
 
     def evaluate(iteration: int) -> None:
         result = trainer.evaluate(valid_prompts, seed=seed + 1)
-        golds = [gold(pid, text) for pid, text in zip(valid_ids, result.texts, strict=True)]
+        golds = torch.tensor(
+            [gold(pid, text) for pid, text in zip(valid_ids, result.texts, strict=True)]
+        )
         point = {
             "iteration": iteration,
             "kl": float(result.kl.mean()),
             "rm": float(result.rm_score.mean()),
-            "gold": sum(golds) / len(golds),
+            "gold": float(golds.mean()),
+            "gold_se": standard_error(golds),
             "no_eos_fraction": float(result.truncated.float().mean()),
         }
         if record_evaluation(history, point, result.rm_score, cfg):

@@ -27,6 +27,7 @@ from tasks.ppo import (
     read_resume,
     record_evaluation,
     run_ppo,
+    standard_error,
     write_resume,
 )
 from tasks.stage import DONE_MARKER
@@ -257,6 +258,7 @@ def test_ppo_ptx_writes_model_curve_and_namespaced_summary(
     assert (out / "model" / "model.safetensors").exists() and (out / CURVE_PNG).stat().st_size > 0
     curve = json.loads((out / CURVE_JSON).read_text())
     first = curve["points"][0]
+    assert all(p["gold_se"] >= 0 for p in curve["points"])  # the plot's error bars
     assert curve["ptx_gamma"] == 1.0 and (first["iteration"], first["kl"], first["objective"]) == (
         0,
         0.0,
@@ -314,3 +316,9 @@ def test_smoke_overrides_are_valid_config() -> None:
     assert cfg.iterations < PPOStageConfig().iterations
     with pytest.raises(ValueError):
         run_ppo("ppo-ptx", Path("."), Path("."), Path("."), cfg, 0.0, 0, Path("."), print)
+
+
+def test_standard_error_by_hand() -> None:
+    # values 1, 2, 3, 4: sample sd = sqrt(5/3), so s.e. = sqrt(5/3) / 2
+    assert standard_error(torch.tensor([1.0, 2.0, 3.0, 4.0])) == pytest.approx(math.sqrt(5 / 3) / 2)
+    assert standard_error(torch.tensor([0.7])) == 0.0
