@@ -43,6 +43,21 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 
+# Every submodule the stage modules import from prefect or mlflow.
+STUBBED_SUBMODULES = (
+    "",
+    ".data",
+    ".tracking",
+    ".client",
+    ".client.orchestration",
+    ".client.schemas",
+    ".client.schemas.actions",
+    ".concurrency",
+    ".concurrency.sync",
+    ".exceptions",
+)
+
+
 def stub_orchestration() -> None:
     """Inert prefect/mlflow modules where the real ones are missing.
 
@@ -60,12 +75,8 @@ def stub_orchestration() -> None:
         for key in [k for k in sys.modules if k == name or k.startswith(name + ".")]:
             del sys.modules[key]
         stand_in = mock.MagicMock()
-        for sub in ("", ".data", ".tracking", ".client", ".client.orchestration"):
+        for sub in STUBBED_SUBMODULES:
             sys.modules[name + sub] = stand_in
-        for sub in (".client.schemas", ".client.schemas.actions", ".concurrency"):
-            sys.modules[name + sub] = stand_in
-        sys.modules[name + ".concurrency.sync"] = stand_in
-        sys.modules[name + ".exceptions"] = stand_in
 
 
 def patch_world(patch: dict, folder: Path) -> Path | None:
