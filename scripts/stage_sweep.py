@@ -213,12 +213,13 @@ def drive(variants: list[dict], parallel: int, work: Path, summary_path: Path, s
             command += ["--stub-orchestration"] if stub else []
             log = open(work / f"{variant['name']}.log", "w")
             process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
-            running.append((variant["name"], process, time.time()))
+            running.append((variant["name"], process, log, time.time()))
         time.sleep(2)
         for item in list(running):
-            name, process, began = item
+            name, process, log, began = item
             if process.poll() is not None:
                 running.remove(item)
+                log.close()
                 print(f"{name}: exit {process.returncode} after {time.time() - began:.0f}s")
                 write_summary()
     write_summary()

@@ -47,6 +47,7 @@ from models.reward_model import reward_model_from_causal_lm
 from tasks import layout, tracking
 from tasks.concurrency import training_slot
 from tasks.stage import code_digest, is_done, mark_done, prefect_options
+from tasks.stats import standard_error
 from tasks.tables import load_table, read_jsonl
 from world.judge import GoldJudge
 
@@ -206,13 +207,6 @@ def prepare_out_dir(out: Path) -> None:
 
 
 # ------------------------------------------------------------------ over-optimisation monitor
-
-
-def standard_error(values: torch.Tensor) -> float:
-    """Standard error of the mean of `values` (0 for fewer than two)."""
-    if values.numel() < 2:
-        return 0.0
-    return float(values.std() / math.sqrt(values.numel()))
 
 
 def plot_curve(points: list[dict], chosen: int, path: Path, title: str) -> None:
@@ -380,14 +374,12 @@ def run_ppo(
 
     def evaluate(iteration: int) -> None:
         result = trainer.evaluate(valid_prompts, seed=seed + 1)
-        golds = torch.tensor(
-            [gold(pid, text) for pid, text in zip(valid_ids, result.texts, strict=True)]
-        )
+        golds = [gold(pid, text) for pid, text in zip(valid_ids, result.texts, strict=True)]
         point = {
             "iteration": iteration,
             "kl": float(result.kl.mean()),
             "rm": float(result.rm_score.mean()),
-            "gold": float(golds.mean()),
+            "gold": sum(golds) / len(golds),
             "gold_se": standard_error(golds),
             "no_eos_fraction": float(result.truncated.float().mean()),
         }
@@ -502,6 +494,7 @@ PPO_CODE = code_digest(
         "models/sampling.py",
         "models/reward_model.py",
         "tasks/ppo.py",
+        "tasks/stats.py",
     ]
 )
 

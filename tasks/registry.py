@@ -108,19 +108,24 @@ def version_of_checkpoint(client: MlflowClient, name: str, key: str) -> str | No
     return None
 
 
+def rival_champion(client: MlflowClient, policy_dir: str) -> str | None:
+    """The champion version this checkpoint must beat; None (the bar is SFT) with no
+    champion, or when the champion is this very checkpoint."""
+    champion = champion_version(client)
+    if champion is None:
+        return None
+    tags = client.get_model_version(POLICY_MODEL, champion).tags
+    return None if tags.get(CHECKPOINT_TAG) == checkpoint_key(policy_dir) else champion
+
+
 def gate_opponent(client: MlflowClient, policy_dir: str) -> str:
     """Whom the gate will judge this checkpoint against: part of the registry stage's cache key.
 
     A champion that moved to another checkpoint since the stage last ran makes
     its cached decision stale; the checkpoint itself as champion does not.
     """
-    champion = champion_version(client)
-    if champion is None:
-        return "sft"
-    tags = client.get_model_version(POLICY_MODEL, champion).tags
-    if tags.get(CHECKPOINT_TAG) == checkpoint_key(policy_dir):
-        return "sft"
-    return f"champion v{champion}"
+    champion = rival_champion(client, policy_dir)
+    return f"champion v{champion}" if champion else "sft"
 
 
 def register(model_dir: str, name: str, serving_file: str, tags: dict) -> str:
@@ -229,8 +234,8 @@ def register_and_gate_task(
         )
         policy_version = register(policy_dir, POLICY_MODEL, "policy_model.py", policy_tags)
         client.set_registered_model_alias(POLICY_MODEL, "challenger", policy_version)
-        champion = champion_version(client)
-        if champion is not None and champion != policy_version:
+        champion = rival_champion(client, policy_dir)
+        if champion is not None:
             incumbent, incumbent_name = (
                 Policy("champion", Path(local_checkpoint(POLICY_MODEL, champion))),
                 f"champion v{champion}",

@@ -16,6 +16,14 @@ def bootstrap_ci(
     return (float(np.quantile(means, tail)), float(np.quantile(means, 1.0 - tail)))
 
 
+def standard_error(values) -> float:
+    """Standard error of the mean of `values` (0 for fewer than two)."""
+    data = np.asarray(values, dtype=float)
+    if data.size < 2:
+        return 0.0
+    return float(data.std(ddof=1) / np.sqrt(data.size))
+
+
 def mean_with_ci(values, seed: int = 0) -> dict:
     """{"mean": m, "ci95": [lo, hi]}: the report's shape for an estimated quantity."""
     lo, hi = bootstrap_ci(values, seed=seed)

@@ -149,12 +149,11 @@ def test_a_champion_moved_elsewhere_reruns_only_the_gate(runs):
     assert ran(moved) == {"registry"}
     # and the checkpoint kept the version it was registered as, instead of a duplicate
     assert moved.gate["policy_version"] == runs["first"].gate["policy_version"]
-    champion = registry.champion_version(MlflowClient(tracking_uri=runs["uri"]))
-    decision_tags = (
-        MlflowClient(tracking_uri=runs["uri"])
-        .get_model_version(registry.POLICY_MODEL, moved.gate["policy_version"])
-        .tags
-    )
+    client = MlflowClient(tracking_uri=runs["uri"])
+    champion = registry.champion_version(client)
+    decision_tags = client.get_model_version(
+        registry.POLICY_MODEL, moved.gate["policy_version"]
+    ).tags
     # and the gate judged it against the champion set by hand
     assert (
         decision_tags["gate_incumbent"] == f"champion v{runs['ppo_changed'].gate['policy_version']}"

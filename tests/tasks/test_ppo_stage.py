@@ -27,7 +27,6 @@ from tasks.ppo import (
     read_resume,
     record_evaluation,
     run_ppo,
-    standard_error,
     write_resume,
 )
 from tasks.stage import DONE_MARKER
@@ -316,9 +315,3 @@ def test_smoke_overrides_are_valid_config() -> None:
     assert cfg.iterations < PPOStageConfig().iterations
     with pytest.raises(ValueError):
         run_ppo("ppo-ptx", Path("."), Path("."), Path("."), cfg, 0.0, 0, Path("."), print)
-
-
-def test_standard_error_by_hand() -> None:
-    # values 1, 2, 3, 4: sample sd = sqrt(5/3), so s.e. = sqrt(5/3) / 2
-    assert standard_error(torch.tensor([1.0, 2.0, 3.0, 4.0])) == pytest.approx(math.sqrt(5 / 3) / 2)
-    assert standard_error(torch.tensor([0.7])) == 0.0

@@ -3,7 +3,13 @@ import math
 import numpy as np
 import pytest
 
-from tasks.stats import bootstrap_ci, mean_with_ci, per_prompt_means, prompt_mean_with_ci
+from tasks.stats import (
+    bootstrap_ci,
+    mean_with_ci,
+    per_prompt_means,
+    prompt_mean_with_ci,
+    standard_error,
+)
 
 
 def test_bootstrap_ci_matches_the_binomial_normal_approximation():
@@ -60,3 +66,9 @@ def test_repeated_identical_samples_do_not_narrow_the_ci():
     assert clustered == pytest.approx(single)
     naive_lo, naive_hi = bootstrap_ci(repeated, seed=5)
     assert (naive_hi - naive_lo) < 0.7 * (single[1] - single[0])
+
+
+def test_standard_error_by_hand() -> None:
+    # values 1, 2, 3, 4: sample sd = sqrt(5/3), so s.e. = sqrt(5/3) / 2
+    assert standard_error([1.0, 2.0, 3.0, 4.0]) == pytest.approx(math.sqrt(5 / 3) / 2)
+    assert standard_error([0.7]) == 0.0
