@@ -20,7 +20,7 @@ A variant is a JSON object:
      "world": {"gold": {"CONCISE_WEIGHT": 0.5}, "profile": {"pretrain_docs": 20000}}}
 
 "world" patches the embedded world for this variant only (module constants of
-world.gold, fields of the tiny WorldSize) and regenerates its data in its own
+world.gold/people/families/responses, fields of the tiny WorldSize) and regenerates its data in its own
 folder: a what-if for the world's design, never a change to data.dvc.
 
 On a machine without Prefect or MLflow (a lent GPU machine has torch and
@@ -79,19 +79,33 @@ def stub_orchestration() -> None:
             sys.modules[name + sub] = stand_in
 
 
+# World modules whose constants a variant may patch (difficulty, habits, grading).
+PATCHABLE_WORLD_MODULES = ("gold", "people", "families", "responses")
+
+
 def patch_world(patch: dict, folder: Path) -> Path | None:
-    """Apply a variant's world patch and write its data; None when there is no patch."""
+    """Apply a variant's world patch and write its data; None when there is no patch.
+
+    {"families": {"ADD_MAX": 19}} sets world.families.ADD_MAX; a dict-valued
+    constant is updated key by key; "profile" replaces fields of the tiny WorldSize.
+    """
     if not patch:
         return None
-    import world.gold
     import world.profiles
     from tasks import layout
     from tasks.data import write_profile
 
-    for name, value in patch.get("gold", {}).items():
-        if not hasattr(world.gold, name):
-            raise ValueError(f"world.gold has no {name}")
-        setattr(world.gold, name, value)
+    for module_name, constants in patch.items():
+        if module_name == "profile":
+            continue
+        if module_name not in PATCHABLE_WORLD_MODULES:
+            raise ValueError(f"cannot patch world.{module_name}")
+        module = importlib.import_module(f"world.{module_name}")
+        for name, value in constants.items():
+            if not hasattr(module, name):
+                raise ValueError(f"world.{module_name} has no {name}")
+            current = getattr(module, name)
+            setattr(module, name, {**current, **value} if isinstance(current, dict) else value)
     if patch.get("profile"):
         tiny = world.profiles.PROFILES["tiny"]
         world.profiles.PROFILES["tiny"] = dataclasses.replace(tiny, **patch["profile"])
@@ -124,7 +138,8 @@ def run_variant(variant: dict, work: Path, profile_dir: Path) -> None:
 
     rms = variant.get("rms", [{"name": "rm"}])
     if variant.get("reuse"):
-        source = work / variant["reuse"]
+        # Absolute: a link's relative target would be read from the link's own folder.
+        source = (work / variant["reuse"]).resolve()
         while not (source / "STAGES_DONE").exists():  # the other variant is still training
             time.sleep(3)
         for stage in ("base", "sft", "comparisons", *[rm["name"] for rm in rms]):

@@ -62,7 +62,7 @@ class PPOStageConfig(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     iterations: int = Field(
-        50, description="Maximum rollout + update cycles (the stopping rule may end sooner)."
+        150, description="Maximum rollout + update cycles (the stopping rule may end sooner)."
     )
     rollout_batch: int = Field(
         64, description="Training prompts (one sampled response each) per iteration."

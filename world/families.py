@@ -42,32 +42,43 @@ class Family:
     corpus_statements: tuple[str, ...] = field(default_factory=tuple)
 
 
-def _word_list(rng: random.Random, low: int, high: int) -> list[str]:
-    return rng.sample(NOUNS, rng.randint(low, high))
+# How hard each family is: list lengths (inclusive ranges) and number ranges.
+# World v1 drew 3-6 words and numbers up to 99: the ~1M-parameter tiny SFT
+# model then got reverse, sort, add and larger mostly wrong (gold 0.04-0.22),
+# and a reward model on the same trunk could not judge those answers, so
+# RLHF had nothing to find there. At these sizes SFT solves each family
+# partly (gold ~0.3-0.7 at temperature 1): room for the RM and PPO to help.
+WORD_LIST_LENGTHS = {"reverse": (2, 3), "sort": (2, 3), "last_word": (2, 4), "count": (1, 4)}
+ADD_MAX = 9  # operands of "add" are drawn from 0..ADD_MAX
+LARGER_MAX = 19  # "larger" compares two numbers from 0..LARGER_MAX
+
+
+def _word_list(rng: random.Random, family: str) -> list[str]:
+    return rng.sample(NOUNS, rng.randint(*WORD_LIST_LENGTHS[family]))
 
 
 def draw_task(family: str, rng: random.Random, facts: dict[str, str], unknown: list[str]) -> Task:
     """Draw one task of `family`. `facts` maps country -> capital."""
     if family == "reverse":
-        words = _word_list(rng, 3, 5)
+        words = _word_list(rng, family)
         return Task(family, {"words": " ".join(words)}, " ".join(reversed(words)))
     if family == "sort":
-        words = _word_list(rng, 3, 5)
+        words = _word_list(rng, family)
         return Task(family, {"words": " ".join(words)}, " ".join(sorted(words)))
     if family == "add":
-        a, b = rng.randint(0, 49), rng.randint(0, 49)
+        a, b = rng.randint(0, ADD_MAX), rng.randint(0, ADD_MAX)
         return Task(family, {"a": str(a), "b": str(b)}, str(a + b), kind="number")
     if family == "count":
-        words = [rng.choice(NOUNS) for _ in range(rng.randint(2, 7))]
+        words = [rng.choice(NOUNS) for _ in range(rng.randint(*WORD_LIST_LENGTHS[family]))]
         return Task(family, {"words": " ".join(words)}, str(len(words)), kind="number")
     if family == "repeat":
         word, times = rng.choice(NOUNS), rng.randint(2, 4)
         return Task(family, {"word": word, "times": _TIMES[times]}, " ".join([word] * times))
     if family == "last_word":
-        words = _word_list(rng, 3, 6)
+        words = _word_list(rng, family)
         return Task(family, {"words": " ".join(words)}, words[-1])
     if family == "larger":
-        a, b = rng.sample(range(0, 100), 2)
+        a, b = rng.sample(range(0, LARGER_MAX + 1), 2)
         return Task(family, {"a": str(a), "b": str(b)}, str(max(a, b)), kind="number")
     if family == "capital":
         country = rng.choice(sorted(facts))

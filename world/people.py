@@ -57,16 +57,26 @@ def make_users(
     return users
 
 
+# Ranges each labeler's traits are drawn from (uniformly).
+NOISE_RANGE = (0.14, 0.24)
+LENGTH_BIAS_RANGE = (-0.006, 0.006)
+# Demonstration habits: every labeler pads some answers and gets some wrong,
+# so SFT imitates both and the comparisons (which notice them) have
+# something to teach the reward model.
+P_VERBOSE_RANGE = (0.3, 0.7)
+P_WRONG_RANGE = (0.1, 0.3)
+
+
 def make_labelers(rng: random.Random, count: int, pool: str, prefix: str) -> list[Labeler]:
     """A pool of labelers, each with its own noise, length taste and writing habits."""
     return [
         Labeler(
             labeler_id=f"{prefix}{i:02d}",
             pool=pool,
-            noise=round(rng.uniform(0.14, 0.24), 4),
-            length_bias=round(rng.uniform(-0.006, 0.006), 5),
-            p_verbose=round(rng.uniform(0.2, 0.6), 4),
-            p_wrong=round(rng.uniform(0.05, 0.2), 4),
+            noise=round(rng.uniform(*NOISE_RANGE), 4),
+            length_bias=round(rng.uniform(*LENGTH_BIAS_RANGE), 5),
+            p_verbose=round(rng.uniform(*P_VERBOSE_RANGE), 4),
+            p_wrong=round(rng.uniform(*P_WRONG_RANGE), 4),
         )
         for i in range(count)
     ]

@@ -249,13 +249,19 @@ def test_training_data_comes_from_training_labelers_only(tiny_world):
 # --- proportions ---------------------------------------------------------------------------
 
 PAPER = {"sft": 13, "rm": 33, "ppo": 31}
+# world.profiles gives SFT three times the paper's share (a tiny model needs more demonstrations).
+SFT_SHARE_FACTOR = 3
 
 
 @pytest.mark.parametrize("profile", list(PROFILES))
 def test_sft_rm_ppo_prompts_keep_instructgpt_proportions(profile):
-    # given the profile's prompt counts
+    # given the profile's prompt counts, SFT's scaled back to the paper's share
     size = PROFILES[profile]
-    counts = {"sft": size.sft_prompts, "rm": size.rm_prompts, "ppo": size.ppo_prompts}
+    counts = {
+        "sft": size.sft_prompts / SFT_SHARE_FACTOR,
+        "rm": size.rm_prompts,
+        "ppo": size.ppo_prompts,
+    }
     total, paper_total = sum(counts.values()), sum(PAPER.values())
     # then SFT : RM : PPO is about 13 : 33 : 31
     for stage, count in counts.items():
@@ -282,10 +288,12 @@ def test_exact_answer_scores_one():
 
 
 def test_verbose_right_answer_is_below_exact_and_above_wrong():
-    # given "dog cat" wrapped in three filler words (concision 1 - 3/6 = 0.5)
-    verbose = gold.score("words", "dog cat", "The answer is dog cat.")
-    # then it scores 0.7 + 0.3 * 0.5 = 0.85
-    assert verbose.total == pytest.approx(0.85)
+    # given "dog cat" wrapped in one filler word (concision 1 - 1/3)
+    verbose = gold.score("words", "dog cat", "Sure! dog cat")
+    # then it scores 0.5 + 0.5 * 2/3
+    assert verbose.total == pytest.approx(0.5 + 0.5 * 2 / 3)
+    # and three filler words take all the concision credit: 0.5
+    assert gold.score("words", "dog cat", "The answer is dog cat.").total == pytest.approx(0.5)
     assert verbose.helpful == 1.0
     # and a wrong answer (words in the wrong places) scores below it
     wrong = gold.score("words", "dog cat", "cat dog")
@@ -341,7 +349,10 @@ def test_refusing_an_answerable_task_scores_point_one():
 
 def test_listing_guesses_never_beats_the_exact_answer():
     # hand-worked cases: the right capital among wrong ones, the answer twice, two numbers
-    assert gold.score("words", "velmora", "Velmora Brakstel Tousk").total == pytest.approx(0.9)
+    # two wrong names are two filler words: concision 1 - 2/3
+    assert gold.score("words", "velmora", "Velmora Brakstel Tousk").total == pytest.approx(
+        0.5 + 0.5 / 3
+    )
     assert gold.score("words", "dog cat", "dog cat dog cat").total == pytest.approx(0.5)
     assert gold.score("number", "42", "43 42").total < 1.0
     # given many drawn tasks of every checkable family
