@@ -83,17 +83,13 @@ def stub_orchestration() -> None:
 PATCHABLE_WORLD_MODULES = ("gold", "people", "families", "responses")
 
 
-def patch_world(patch: dict, folder: Path) -> Path | None:
-    """Apply a variant's world patch and write its data; None when there is no patch.
+def apply_world_patch(patch: dict) -> None:
+    """Set the world's constants as the patch says, in this process.
 
     {"families": {"ADD_MAX": 19}} sets world.families.ADD_MAX; a dict-valued
     constant is updated key by key; "profile" replaces fields of the tiny WorldSize.
     """
-    if not patch:
-        return None
     import world.profiles
-    from tasks import layout
-    from tasks.data import write_profile
 
     for module_name, constants in patch.items():
         if module_name == "profile":
@@ -109,6 +105,16 @@ def patch_world(patch: dict, folder: Path) -> Path | None:
     if patch.get("profile"):
         tiny = world.profiles.PROFILES["tiny"]
         world.profiles.PROFILES["tiny"] = dataclasses.replace(tiny, **patch["profile"])
+
+
+def patch_world(patch: dict, folder: Path) -> Path | None:
+    """Apply a variant's world patch and write its data; None when there is no patch."""
+    if not patch:
+        return None
+    from tasks import layout
+    from tasks.data import write_profile
+
+    apply_world_patch(patch)
     if not (folder / layout.SFT_TRAIN).exists():
         write_profile(folder, "tiny", 0)
     return folder
