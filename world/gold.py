@@ -29,9 +29,9 @@ UNKNOWN_MARKERS = (
 _WORD = re.compile(r"[a-z0-9]+")
 
 # Each criterion's weight within a task that has a right answer. These tasks
-# want a bare answer, and a careful reader holds "The answer is 42." to be
-# half as good as "42": padding costs as much as it does in real comparisons
-# of short answers, where labelers reliably prefer the direct one.
+# want a bare answer, and this world's careful reader holds "The answer is
+# 42." to be half as good as "42". With a smaller cost (v1: 0.85) labelers'
+# noise hid padding, and the reward model had little to learn from it.
 HELPFUL_WEIGHT = 0.5
 CONCISE_WEIGHT = 0.5
 # Filler words that make a right answer lose all concision credit.

@@ -77,5 +77,7 @@ PROFILES: dict[str, WorldSize] = {
     ),
 }
 
+# SFT demonstrations per profile, over the paper's share (see the docstring).
+SFT_SHARE_FACTOR = 3
 SPLIT_FRACTIONS = {"valid": 0.1, "test": 0.1}
 WORLD_VERSION = "2"

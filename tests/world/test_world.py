@@ -27,7 +27,7 @@ from world.families import (
     phrase,
 )
 from world.people import Labeler, make_labelers, pairwise_agreement, rank
-from world.profiles import PROFILES
+from world.profiles import PROFILES, SFT_SHARE_FACTOR
 from world.responses import candidates, wrong_answer
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -249,8 +249,6 @@ def test_training_data_comes_from_training_labelers_only(tiny_world):
 # --- proportions ---------------------------------------------------------------------------
 
 PAPER = {"sft": 13, "rm": 33, "ppo": 31}
-# world.profiles gives SFT three times the paper's share (a tiny model needs more demonstrations).
-SFT_SHARE_FACTOR = 3
 
 
 @pytest.mark.parametrize("profile", list(PROFILES))
