@@ -200,6 +200,11 @@ def rlhf_pipeline(params: PipelineParams = PipelineParams()) -> dict:
         result["reward_model"] = {
             "accuracy_heldout_labels": rm["metrics"]["rm/accuracy_heldout_labels"],
             "accuracy_vs_gold": rm["metrics"]["rm/accuracy_vs_gold"],
+            "accuracy_vs_gold_by_family": {
+                name.removeprefix(reward_model.BY_FAMILY_PREFIX): value
+                for name, value in rm["metrics"].items()
+                if name.startswith(reward_model.BY_FAMILY_PREFIX)
+            },
         }
         result["policies"] = evaluated["rows"]
         tracking.log_metrics(evaluation.flat_metrics(evaluated["rows"]))

@@ -24,6 +24,8 @@ def _fmt(value: Any) -> str:
             lo, hi = value["ci95"]
             text += f" [{lo:.3f}, {hi:.3f}]"
         return text
+    if isinstance(value, dict):
+        return ", ".join(f"{key} {_fmt(item)}" for key, item in value.items())
     if isinstance(value, float):
         return f"{value:.3f}"
     return "-" if value is None else str(value)

@@ -28,6 +28,10 @@ from tasks import comparisons, layout, tracking
 from tasks.concurrency import training_slot
 from tasks.stage import code_digest, fresh_output_dir, mark_done, prefect_options
 from tasks.tables import read_jsonl
+from world.judge import GoldJudge
+
+# Metric-name prefix of the per-family accuracy against gold (held-out prompts).
+BY_FAMILY_PREFIX = "rm/accuracy_vs_gold/"
 
 
 class RewardModelConfig(BaseModel):
@@ -64,12 +68,35 @@ def _forward(model, tokenizer, rows: list[dict], max_len: int) -> torch.Tensor:
     return rewards(model, ids.to(model.device), mask.to(model.device)).view(len(rows), k)
 
 
-def accuracy_vs_scores(predicted: torch.Tensor, scores: torch.Tensor) -> float:
-    """Share of pairs with different reference scores that `predicted` orders the same way."""
+def accuracy_vs_scores(
+    predicted: torch.Tensor, scores: torch.Tensor, min_gap: float = 0.0
+) -> float:
+    """Share of pairs whose reference scores differ (by more than `min_gap`) that `predicted` orders the same way."""
     diff_pred = predicted.unsqueeze(-1) - predicted.unsqueeze(-2)
     diff_ref = scores.unsqueeze(-1) - scores.unsqueeze(-2)
-    pairs = diff_ref > 0
+    pairs = diff_ref > min_gap
     return float((diff_pred[pairs] > 0).float().mean()) if pairs.any() else float("nan")
+
+
+def accuracy_vs_scores_by_family(
+    predicted: torch.Tensor, scores: torch.Tensor, families: list[str]
+) -> dict[str, float]:
+    """`accuracy_vs_scores` within each task family (one family per row), sorted by name.
+
+    One overall figure hides where a reward model cannot judge: on tiny it
+    orders refusals and padding almost perfectly and right against wrong
+    arithmetic barely better than chance, and PPO can only climb where it judges.
+    """
+    rows_of: dict[str, list[int]] = {}
+    for row, family in enumerate(families):
+        rows_of.setdefault(family, []).append(row)
+    by_family = {
+        family: accuracy_vs_scores(predicted[rows], scores[rows])
+        for family, rows in sorted(rows_of.items())
+    }
+    # A family whose responses all scored alike has no pair to judge (smoke's
+    # untrained policies): it is left out rather than reported as NaN.
+    return {family: acc for family, acc in by_family.items() if not math.isnan(acc)}
 
 
 def train_reward_model(
@@ -146,12 +173,17 @@ def train_reward_model(
         [row["golds"] for row in read_jsonl(comparisons_dir / comparisons.HELDOUT_GOLD)]
     )
     predicted = score_rows(best, tokenizer, heldout, max_len)
+    judge = GoldJudge.load(profile_dir)
+    by_family = accuracy_vs_scores_by_family(
+        predicted, golds, [judge.family(row["prompt_id"]) for row in heldout]
+    )
     return {
         "rm/valid_accuracy": best_acc,
         "rm/accuracy_heldout_labels": float(
             pairwise_accuracy(predicted, torch.tensor([r["ranking"] for r in heldout]))
         ),
         "rm/accuracy_vs_gold": accuracy_vs_scores(predicted, golds),
+        **{f"{BY_FAMILY_PREFIX}{family}": acc for family, acc in by_family.items()},
         "rm/demo_reward_mean": float(demo_rewards.mean()),
         "rm/demo_reward_std": float(demo_rewards.std()),
         "rm/reward_offset": float(best.config.reward_offset),

@@ -183,6 +183,9 @@ def test_every_field_of_the_report_contract_is_filled(smoke_run):
     # then the reward model's accuracies are there
     for field in ("accuracy_heldout_labels", "accuracy_vs_gold"):
         assert 0.0 <= report["reward_model"][field] <= 1.0, field
+    # and split by task family, for every family the held-out prompts ask about
+    by_family = report["reward_model"]["accuracy_vs_gold_by_family"]
+    assert by_family and all(0.0 <= v <= 1.0 for v in by_family.values()), by_family
     # and all seven policies have every field, with CIs where the contract has them
     assert set(report["policies"]) == SEVEN_POLICIES
     for name, row in report["policies"].items():
