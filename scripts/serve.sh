@@ -31,6 +31,7 @@ export PREFECT_API_URL="$PREFECT_URL/api"
 export PREFECT_SERVER_API_HOST="$HOST"
 export PREFECT_SERVER_API_PORT="$PREFECT_PORT"
 export DVC_NO_ANALYTICS=1
+export PREFECT_SERVER_ANALYTICS_ENABLED=false
 mkdir -p "$STATE" "$ROOT/mlflow/artifacts"
 trap 'if (($? != 0)); then echo "serve.sh failed; scripts/stop.sh (make stop) stops whatever it started" >&2; fi' EXIT
 
