@@ -28,7 +28,6 @@ from tasks import comparisons, layout, tracking
 from tasks.concurrency import training_slot
 from tasks.stage import code_digest, fresh_output_dir, mark_done, prefect_options
 from tasks.tables import read_jsonl
-from world.judge import GoldJudge
 
 # Metric-name prefix of the per-family accuracy against gold (held-out prompts).
 BY_FAMILY_PREFIX = "rm/accuracy_vs_gold/"
@@ -173,9 +172,9 @@ def train_reward_model(
         [row["golds"] for row in read_jsonl(comparisons_dir / comparisons.HELDOUT_GOLD)]
     )
     predicted = score_rows(best, tokenizer, heldout, max_len)
-    judge = GoldJudge.load(profile_dir)
+    family_of = {p["prompt_id"]: p["family"] for p in read_jsonl(profile_dir / layout.EVAL_TEST)}
     by_family = accuracy_vs_scores_by_family(
-        predicted, golds, [judge.family(row["prompt_id"]) for row in heldout]
+        predicted, golds, [family_of[row["prompt_id"]] for row in heldout]
     )
     return {
         "rm/valid_accuracy": best_acc,
