@@ -27,7 +27,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from models.batching import encode_pair, pad_batch  # noqa: E402
+from models.batching import IGNORE_INDEX, encode_pair, pad_batch  # noqa: E402
 from models.lm import context_length, load_causal_lm  # noqa: E402
 from models.reward_model import reward_model_from_causal_lm  # noqa: E402
 from tasks import layout  # noqa: E402
@@ -47,23 +47,31 @@ def newest_stage_dir(runs: Path, stage: str) -> Path:
 
 
 @torch.no_grad()
-def response_loglik(model, tokenizer, prompts: list[str], responses: list[str]) -> torch.Tensor:
-    """[N] log p(response + EOS | prompt) under `model`, in batches."""
+def response_loglik(
+    model, tokenizer, prompts: list[str], responses: list[str], batch_size: int = 64
+) -> torch.Tensor:
+    """[N] log p(response + EOS | prompt) under `model`, right-padded batches."""
     model.eval()
     max_len = context_length(model)
     out = []
-    for start in range(0, len(prompts), 64):
+    for start in range(0, len(prompts), batch_size):
         pairs = [
-            encode_pair(tokenizer, p, r, max_len)
-            for p, r in zip(prompts[start : start + 64], responses[start : start + 64], strict=True)
+            encode_pair(tokenizer, prompt, response, max_len)
+            for prompt, response in zip(
+                prompts[start : start + batch_size],
+                responses[start : start + batch_size],
+                strict=True,
+            )
         ]
-        ids = pad_batch([ids for ids, _ in pairs], tokenizer.pad_token_id)
-        labels = pad_batch([labels for _, labels in pairs], -100)
+        input_ids = pad_batch([ids for ids, _ in pairs], tokenizer.pad_token_id)
+        labels = pad_batch([labels for _, labels in pairs], IGNORE_INDEX)
         mask = pad_batch([[1] * len(ids) for ids, _ in pairs], 0)
-        logits = model(input_ids=ids, attention_mask=mask).logits[:, :-1].float()
+        # The logit at column t predicts the token at column t + 1.
+        logits = model(input_ids=input_ids, attention_mask=mask).logits[:, :-1].float()
         targets = labels[:, 1:]
+        scored = targets != IGNORE_INDEX
         token_ll = logits.log_softmax(-1).gather(-1, targets.clamp(min=0).unsqueeze(-1))
-        out.append((token_ll.squeeze(-1) * (targets != -100)).sum(-1))
+        out.append((token_ll.squeeze(-1) * scored).sum(-1))
     return torch.cat(out)
 
 
@@ -99,10 +107,9 @@ def main() -> None:
         print(f"{'family':14s} {'n':>4s} {'gold':>5s} {'RM':>5s} {'SFT loglik':>10s}")
         for family, idx in sorted(by_family.items()):
             gold = torch.tensor([rows[i]["gold"] for i in idx])
-            print(
-                f"{family:14s} {len(idx):4d} {gold.mean():5.2f} "
-                f"{accuracy_vs_scores(rm_score[idx], gold, MIN_GOLD_GAP):5.2f} {accuracy_vs_scores(loglik[idx], gold, MIN_GOLD_GAP):10.2f}"
-            )
+            rm_acc = accuracy_vs_scores(rm_score[idx], gold, MIN_GOLD_GAP)
+            loglik_acc = accuracy_vs_scores(loglik[idx], gold, MIN_GOLD_GAP)
+            print(f"{family:14s} {len(idx):4d} {gold.mean():5.2f} {rm_acc:5.2f} {loglik_acc:10.2f}")
 
 
 if __name__ == "__main__":
