@@ -1,22 +1,11 @@
 """The probe's response likelihood: batching and padding must not change it."""
 
-import importlib.util
-from pathlib import Path
-
 import torch
 
-from models.batching import encode_pair
+from models.batching import IGNORE_INDEX, encode_pair
 from models.lm import load_causal_lm
 from tests.models.test_lm import save_tiny_checkpoint
-
-SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "rm_probe.py"
-
-
-def load_rm_probe():
-    spec = importlib.util.spec_from_file_location("rm_probe", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+from tests.scripts import load_script
 
 
 def test_response_loglik_sums_the_response_tokens_of_each_pair_alone(tmp_path):
@@ -26,13 +15,15 @@ def test_response_loglik_sums_the_response_tokens_of_each_pair_alone(tmp_path):
     prompts = ["reverse stone", "what is 2 + 3?", "hi"]
     responses = ["enots", "5", "hello there, how can I help"]
     # when the probe scores them two at a time
-    batched = load_rm_probe().response_loglik(model, tokenizer, prompts, responses, batch_size=2)
+    batched = load_script("rm_probe").response_loglik(
+        model, tokenizer, prompts, responses, batch_size=2
+    )
     # then each equals log p(response + EOS | prompt) summed token by token from its own,
     # unpadded forward pass
     for i, (prompt, response) in enumerate(zip(prompts, responses, strict=True)):
         ids, labels = encode_pair(tokenizer, prompt, response, 10_000)
         with torch.no_grad():
             logprobs = model(torch.tensor([ids])).logits[0].log_softmax(-1)
-        n_prompt = sum(1 for label in labels if label == -100)
+        n_prompt = sum(1 for label in labels if label == IGNORE_INDEX)
         expected = sum(logprobs[t - 1, ids[t]].item() for t in range(n_prompt, len(ids)))
         assert abs(batched[i].item() - expected) < 1e-4, (i, batched[i].item(), expected)

@@ -1,23 +1,13 @@
 """The sweep driver's world patch: what-ifs change the world's constants, nothing else."""
 
-import importlib.util
 import random
-from pathlib import Path
 
 import pytest
 
 import world.families
 import world.gold
+from tests.scripts import load_script
 from world.profiles import PROFILES
-
-SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "stage_sweep.py"
-
-
-def load_stage_sweep():
-    spec = importlib.util.spec_from_file_location("stage_sweep", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 @pytest.fixture
@@ -33,7 +23,7 @@ def restored_world(monkeypatch):
 
 
 def test_patch_sets_constants_merges_dicts_and_resizes_tiny(restored_world):
-    sweep = load_stage_sweep()
+    sweep = load_script("stage_sweep")
     lengths_before = dict(world.families.WORD_LIST_LENGTHS)
     # given a patch of a number, one entry of a dict, a gold constant and a profile size
     sweep.apply_world_patch(
@@ -65,4 +55,4 @@ def test_patch_sets_constants_merges_dicts_and_resizes_tiny(restored_world):
 )
 def test_patch_refuses_what_it_cannot_set(patch, message, restored_world):
     with pytest.raises(ValueError, match=message):
-        load_stage_sweep().apply_world_patch(patch)
+        load_script("stage_sweep").apply_world_patch(patch)
