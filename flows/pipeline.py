@@ -33,7 +33,7 @@ from tasks import (
 )
 from tasks.concurrency import ensure_limits
 from tasks.paths import project_root, reports_dir
-from tasks.stage import is_done, output_dir, stage_key
+from tasks.stage import is_done, keyed_by_content, output_dir, stage_key
 
 
 def mlflow_run_url(experiment_id: str, run_id: str) -> str:
@@ -116,11 +116,15 @@ def rlhf_pipeline(params: PipelineParams = PipelineParams()) -> dict:
         def stage(task, name: str, config_name: str | None, inputs: dict, **kwargs) -> dict:
             config = params.stage(config_name) if config_name else None
             key_config = {
-                "config": config.model_dump() if config else None,
+                "config": keyed_by_content(config.model_dump()) if config else None,
                 "seed": params.seed,
-                **{
-                    k: v for k, v in kwargs.items() if isinstance(v, str | int | float | type(None))
-                },
+                **keyed_by_content(
+                    {
+                        k: v
+                        for k, v in kwargs.items()
+                        if isinstance(v, str | int | float | type(None))
+                    }
+                ),
             }
             extra = {"cfg": config} if config is not None else {}
             return run_stage(task, name, key_config, inputs, **common, **extra, **kwargs)

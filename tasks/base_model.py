@@ -17,7 +17,7 @@ from models.lm_training import OptimConfig, pack_corpus, perplexity, pretrain
 from models.tokenizer import train_tokenizer
 from tasks import layout, tracking
 from tasks.concurrency import training_slot
-from tasks.stage import code_digest, fresh_output_dir, mark_done, prefect_options
+from tasks.stage import fresh_output_dir, import_closure_digest, mark_done, prefect_options
 from tasks.tables import read_jsonl
 
 
@@ -91,9 +91,7 @@ def build_base_model(
     }
 
 
-BASE_CODE = code_digest(
-    ["models/tokenizer.py", "models/lm.py", "models/lm_training.py", "tasks/base_model.py"]
-)
+BASE_CODE = import_closure_digest("tasks.base_model")
 
 
 @task(**prefect_options("base-model", BASE_CODE, retries=1))

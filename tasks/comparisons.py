@@ -19,7 +19,7 @@ from models.lm import load_causal_lm
 from models.sampling import sample_responses
 from tasks import layout, tracking
 from tasks.concurrency import training_slot
-from tasks.stage import code_digest, fresh_output_dir, mark_done, prefect_options
+from tasks.stage import fresh_output_dir, import_closure_digest, mark_done, prefect_options
 from tasks.tables import load_table, read_jsonl, write_jsonl
 from world.judge import GoldJudge, LabelerPool
 from world.people import pairwise_agreement
@@ -160,7 +160,7 @@ def collect(
     return metrics
 
 
-COMPARISONS_CODE = code_digest(["models/sampling.py", "tasks/comparisons.py", "world"])
+COMPARISONS_CODE = import_closure_digest("tasks.comparisons")
 
 
 @task(**prefect_options("comparisons", COMPARISONS_CODE, retries=1))

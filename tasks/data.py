@@ -20,7 +20,7 @@ import pandas as pd
 from prefect import task
 
 from tasks import data_version, layout, tracking
-from tasks.stage import code_digest, mark_done, prefect_options
+from tasks.stage import import_closure_digest, mark_done, prefect_options
 from tasks.tables import TableError, check_user_splits, load_table, read_jsonl, write_jsonl
 from world.build import build_world
 from world.people import pairwise_agreement
@@ -168,9 +168,7 @@ def summary_metrics(summary: DataSummary) -> dict[str, float]:
 
 # --- Prefect wrappers -------------------------------------------------------
 
-DATA_CODE = code_digest(
-    ["world", "tasks/data.py", "tasks/schemas.py", "tasks/tables.py", "tasks/layout.py"]
-)
+DATA_CODE = import_closure_digest("tasks.data")
 
 
 @task(name="restore-data", version=DATA_CODE)

@@ -23,7 +23,7 @@ from models.lm_training import pack_corpus, perplexity
 from models.reward_model import encode_for_reward, reward_model_from_causal_lm, rewards
 from models.sampling import generate, sequence_logprobs
 from tasks import layout, tracking
-from tasks.stage import code_digest, fresh_output_dir, mark_done, prefect_options
+from tasks.stage import fresh_output_dir, import_closure_digest, mark_done, prefect_options
 from tasks.stats import prompt_mean_with_ci
 from tasks.tables import read_jsonl, write_jsonl
 from world.gold import admits_unknown, is_refusal, words
@@ -269,15 +269,7 @@ def head_to_head(
 
 # --- Prefect wrapper ------------------------------------------------------------
 
-EVAL_CODE = code_digest(
-    [
-        "models/sampling.py",
-        "models/reward_model.py",
-        "tasks/evaluation.py",
-        "tasks/stats.py",
-        "world",
-    ]
-)
+EVAL_CODE = import_closure_digest("tasks.evaluation")
 
 
 def flat_metrics(rows: dict) -> dict[str, float]:

@@ -46,7 +46,7 @@ from models.ppo import Normalization, PPOHyper, PPOTrainer, hyper_field_names, p
 from models.reward_model import reward_model_from_causal_lm
 from tasks import layout, tracking
 from tasks.concurrency import training_slot
-from tasks.stage import code_digest, is_done, mark_done, prefect_options
+from tasks.stage import import_closure_digest, is_done, mark_done, prefect_options
 from tasks.stats import standard_error
 from tasks.tables import load_table, read_jsonl
 from world.judge import GoldJudge
@@ -487,16 +487,7 @@ def _log_to_mlflow(step: int, metrics: dict[str, float]) -> None:
         )
 
 
-PPO_CODE = code_digest(
-    [
-        "models/ppo.py",
-        "models/ppo_math.py",
-        "models/sampling.py",
-        "models/reward_model.py",
-        "tasks/ppo.py",
-        "tasks/stats.py",
-    ]
-)
+PPO_CODE = import_closure_digest("tasks.ppo")
 
 
 @task(**prefect_options("ppo", PPO_CODE, retries=1))

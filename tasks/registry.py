@@ -24,7 +24,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from tasks import tracking
 from tasks.concurrency import registry_slot
 from tasks.evaluation import EvalConfig, Policy, head_to_head
-from tasks.stage import code_digest, mark_done, prefect_options
+from tasks.stage import import_closure_digest, mark_done, prefect_options
 
 POLICY_MODEL = "instructflow-policy"
 REWARD_MODEL = "instructflow-reward-model"
@@ -193,7 +193,12 @@ def promote_manually(version: str, reason: str) -> None:
 
 # --- Prefect wrapper ------------------------------------------------------------
 
-REGISTRY_CODE = code_digest(["tasks/registry.py", "tasks/serving", "tasks/evaluation.py"])
+REGISTRY_CODE = import_closure_digest(
+    "tasks.registry",
+    # loaded by MLflow as code files with the registered models, not imported
+    "tasks.serving.policy_model",
+    "tasks.serving.reward_model",
+)
 
 
 def gate_markdown(version: str, decision: GateDecision) -> str:

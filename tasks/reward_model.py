@@ -26,7 +26,7 @@ from models.reward_model import (
 )
 from tasks import comparisons, layout, tracking
 from tasks.concurrency import training_slot
-from tasks.stage import code_digest, fresh_output_dir, mark_done, prefect_options
+from tasks.stage import fresh_output_dir, import_closure_digest, mark_done, prefect_options
 from tasks.tables import read_jsonl
 
 # Metric-name prefix of the per-family accuracy against gold (held-out prompts).
@@ -189,14 +189,7 @@ def train_reward_model(
     }
 
 
-RM_CODE = code_digest(
-    [
-        "models/reward_model.py",
-        "models/ranking_loss.py",
-        "models/lm_training.py",
-        "tasks/reward_model.py",
-    ]
-)
+RM_CODE = import_closure_digest("tasks.reward_model")
 
 
 @task(**prefect_options("reward-model", RM_CODE, retries=1))

@@ -16,7 +16,7 @@ from models.lm import context_length, load_causal_lm, save_model
 from models.lm_training import OptimConfig, encode_demonstrations, supervised_finetune
 from tasks import layout, tracking
 from tasks.concurrency import training_slot
-from tasks.stage import code_digest, fresh_output_dir, mark_done, prefect_options
+from tasks.stage import fresh_output_dir, import_closure_digest, mark_done, prefect_options
 from tasks.tables import load_table
 
 
@@ -95,17 +95,7 @@ def finetune(
     }
 
 
-SFT_CODE = code_digest(
-    [
-        "models/lm.py",
-        "models/lm_training.py",
-        "models/batching.py",
-        "models/formatting.py",
-        "tasks/sft.py",
-        "tasks/schemas.py",
-        "tasks/tables.py",
-    ]
-)
+SFT_CODE = import_closure_digest("tasks.sft")
 
 
 @task(**prefect_options("sft", SFT_CODE, retries=1))

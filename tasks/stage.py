@@ -1,7 +1,10 @@
 """What every pipeline stage shares: its cache key, its output folder, its Prefect options.
 
 A stage's key hashes (stage name, the source of the code it runs, its config,
-the keys or digests of its inputs). The key names the stage's output folder
+the keys or content digests of its inputs). The code part is
+`import_closure_digest(<the stage's module>)`: every project module the stage
+imports, found by walking its imports (tasks.code_closure), never a hand-kept
+list; inputs enter by `content_digest` of what is on disk, never by path. The key names the stage's output folder
 runs/<stage>/<key>/, and Prefect caches the stage's result under the same
 key, so:
 - an unchanged re-run finds every stage cached;
@@ -18,6 +21,7 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
+from tasks.code_closure import import_closure_digest  # noqa: F401  (stage modules import it from here)
 from tasks.paths import runs_dir
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -25,7 +29,11 @@ DONE_MARKER = "DONE.json"
 
 
 def code_digest(paths: Iterable[str]) -> str:
-    """Hash of the source files (relative to the repo root; folders mean every .py in them)."""
+    """Hash of the listed source files (folders mean every .py in them).
+
+    Kept for callers not yet moved over; stages use import_closure_digest,
+    which cannot forget a module the stage imports.
+    """
     digest = hashlib.sha256()
     for rel in sorted(paths):
         target = ROOT / rel
@@ -34,6 +42,49 @@ def code_digest(paths: Iterable[str]) -> str:
             digest.update(str(file.relative_to(ROOT)).encode())
             digest.update(file.read_bytes())
     return digest.hexdigest()[:16]
+
+
+def content_digest(path: str | Path) -> str:
+    """Hash of a file's bytes, or of a folder's files (relative paths and bytes, sorted).
+
+    What a stage key records of an input given by path: editing a file in
+    place changes it, moving or renaming the same bytes does not.
+    """
+    target = Path(path)
+    digest = hashlib.sha256()
+    if target.is_dir():
+        for file in sorted(p for p in target.rglob("*") if p.is_file()):
+            digest.update(str(file.relative_to(target)).encode() + b"\0")
+            _update_with_file(digest, file)
+    else:
+        _update_with_file(digest, target)
+    return digest.hexdigest()[:16]
+
+
+def _update_with_file(digest: "hashlib._Hash", file: Path) -> None:
+    with file.open("rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    digest.update(b"\0")
+
+
+# Parameters that name an input file or folder (a config field or a stage
+# argument): a stage key holds the digest of what is there, never the path.
+CONTENT_KEYED_FIELDS = ("base_model", "human_comparisons", "dataset_dir")
+
+
+def keyed_by_content(values: dict[str, Any]) -> dict[str, Any]:
+    """`values` with every CONTENT_KEYED_FIELDS path replaced by its content digest.
+
+    A value that is no local path (a Hub id, None) stays as it is: its name is
+    its identity.
+    """
+    return {
+        k: {"content": content_digest(v)}
+        if k in CONTENT_KEYED_FIELDS and isinstance(v, str) and v and Path(v).exists()
+        else v
+        for k, v in values.items()
+    }
 
 
 def stage_key(stage: str, code: str, config: Any, inputs: dict[str, str]) -> str:

@@ -1,0 +1,146 @@
+"""Stage code keys from import closures, input keys from contents (issue 16 item 1)."""
+
+from pathlib import Path
+
+import pytest
+
+from tasks.code_closure import ROOT, import_closure, import_closure_digest
+from tasks.stage import content_digest
+
+
+def write(root: Path, rel: str, text: str = "") -> Path:
+    path = root / rel
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+    return path
+
+
+@pytest.fixture
+def tree(tmp_path: Path) -> Path:
+    """A miniature project: tasks.stage_a reaches four modules by four kinds of import."""
+    write(tmp_path, "tasks/__init__.py", "from tasks import env  # noqa\n")
+    write(tmp_path, "tasks/env.py", "import os\n")
+    write(
+        tmp_path,
+        "tasks/stage_a.py",
+        "import numpy\nfrom tasks import helper\nfrom . import rel_helper\n"
+        "def late():\n    from models.net import Net\n    return Net\n",
+    )
+    write(tmp_path, "tasks/helper.py", "import world.facts\n")
+    write(tmp_path, "tasks/rel_helper.py", "X = 1\n")
+    write(tmp_path, "tasks/unrelated.py", "Y = 2\n")
+    write(tmp_path, "models/__init__.py")
+    write(tmp_path, "models/net.py", "class Net: ...\n")
+    write(tmp_path, "world/__init__.py")
+    write(tmp_path, "world/facts.py", "FACTS = {}\n")
+    return tmp_path
+
+
+def rels(files: list[Path], root: Path) -> set[str]:
+    return {str(f.relative_to(root)) for f in files}
+
+
+def test_closure_follows_plain_from_relative_and_lazy_imports(tree):
+    # given a stage module that imports through `from pkg import mod`, a relative
+    # import, a transitive `import a.b` and an import inside a function
+    files = import_closure(["tasks.stage_a"], root=tree)
+    # then every one of those modules and their packages is in, and nothing else
+    assert rels(files, tree) == {
+        "tasks/__init__.py",
+        "tasks/env.py",
+        "tasks/stage_a.py",
+        "tasks/helper.py",
+        "tasks/rel_helper.py",
+        "models/__init__.py",
+        "models/net.py",
+        "world/__init__.py",
+        "world/facts.py",
+    }
+
+
+def test_digest_changes_with_an_imported_module_only(tree):
+    before = import_closure_digest("tasks.stage_a", root=tree)
+    # an edit to a module the stage does not import leaves the key alone
+    write(tree, "tasks/unrelated.py", "Y = 3\n")
+    assert import_closure_digest("tasks.stage_a", root=tree) == before
+    # an edit (a comment even) to one it reaches transitively and lazily changes it
+    write(tree, "world/facts.py", "FACTS = {}  # edited\n")
+    assert import_closure_digest("tasks.stage_a", root=tree) != before
+
+
+def test_installed_namespace_prefix_is_the_same_module(tree):
+    assert import_closure_digest("instructflow.tasks.stage_a", root=tree) == (
+        import_closure_digest("tasks.stage_a", root=tree)
+    )
+
+
+def test_a_module_outside_the_project_is_refused(tree):
+    with pytest.raises(ValueError, match="numpy"):
+        import_closure_digest("numpy", root=tree)
+
+
+@pytest.mark.parametrize(
+    ("module", "must_include"),
+    [
+        # the files issue 16 found missing from the hand-kept lists
+        ("tasks.evaluation", {"models/lm.py", "models/lm_training.py", "models/batching.py"}),
+        ("tasks.ppo", {"world/judge.py", "models/lm.py"}),
+        ("tasks.registry", {"world/judge.py", "models/lm.py", "tasks/evaluation.py"}),
+    ],
+)
+def test_real_stages_cover_what_they_import(module, must_include):
+    assert must_include <= rels(import_closure([module]), ROOT)
+
+
+def test_stage_task_versions_are_their_closure_digests():
+    from tasks import base_model, comparisons, data, evaluation, ppo, registry, reward_model, sft
+
+    assert sft.sft_task.version == import_closure_digest("tasks.sft")
+    assert ppo.ppo_task.version == import_closure_digest("tasks.ppo")
+    assert evaluation.evaluation_task.version == import_closure_digest("tasks.evaluation")
+    assert base_model.base_model_task.version == import_closure_digest("tasks.base_model")
+    assert comparisons.comparisons_task.version == import_closure_digest("tasks.comparisons")
+    assert reward_model.reward_model_task.version == import_closure_digest("tasks.reward_model")
+    assert data.validate_data_task.version == import_closure_digest("tasks.data")
+    # the registry also ships the serving modules MLflow loads as code files
+    assert registry.register_and_gate_task.version == import_closure_digest(
+        "tasks.registry", "tasks.serving.policy_model", "tasks.serving.reward_model"
+    )
+
+
+def test_content_digest_follows_bytes_not_paths(tmp_path):
+    a = write(tmp_path, "a.jsonl", '{"x": 1}\n')
+    b = write(tmp_path, "elsewhere/b.jsonl", '{"x": 1}\n')
+    # the same bytes at another path: the same key
+    assert content_digest(a) == content_digest(b)
+    first = content_digest(a)
+    # edited in place, same path and size: another key
+    a.write_text('{"x": 2}\n')
+    assert content_digest(a) != first
+
+
+def test_content_digest_of_a_folder_sees_every_file_and_name(tmp_path):
+    model = tmp_path / "model"
+    write(model, "config.json", "{}")
+    write(model, "weights/part1.bin", "abc")
+    first = content_digest(model)
+    write(model, "weights/part1.bin", "abd")
+    second = content_digest(model)
+    assert second != first
+    (model / "weights/part1.bin").rename(model / "weights/part2.bin")
+    assert content_digest(model) != second
+
+
+def test_keyed_by_content_swaps_input_paths_for_digests(tmp_path):
+    from tasks.stage import keyed_by_content
+
+    human = write(tmp_path, "human.jsonl", '{"x": 1}\n')
+    keyed = keyed_by_content(
+        {"human_comparisons": str(human), "base_model": "gpt2", "k": 4, "dataset_dir": None}
+    )
+    assert keyed == {
+        "human_comparisons": {"content": content_digest(human)},
+        "base_model": "gpt2",  # not a local path (a Hub id): its name is its identity
+        "k": 4,
+        "dataset_dir": None,
+    }
