@@ -1,0 +1,125 @@
+"""Conversations in a user's dataset: message lists, HH-RLHF text, and how they become prompt + response.
+
+A conversation is a list of ``{"role", "content"}`` messages (roles system,
+user, assistant), or Anthropic HH-RLHF's text form
+``"\\n\\nHuman: ...\\n\\nAssistant: ..."``, which is parsed into the same list.
+The pipeline trains on (prompt, response) pairs: the response is the final
+assistant turn and the prompt is every turn before it, rendered with the
+base model's chat template when its tokenizer has one, as plain text otherwise.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+ROLES = ("system", "user", "assistant")
+HH_MARKER = re.compile(r"\n\n(Human|Assistant): ?")
+HH_ROLE = {"Human": "user", "Assistant": "assistant"}
+PLAIN_ROLE = {"system": "System", "user": "Human", "assistant": "Assistant"}
+
+
+def parse_hh(text: str) -> list[dict[str, str]] | None:
+    """HH-RLHF text -> messages; None when the text is not in that form.
+
+    The text must start with a ``\\n\\nHuman:`` turn; a turn's content runs
+    to the next marker. Whitespace around a turn's content is not part of it.
+    """
+    parts = HH_MARKER.split(text)
+    # re.split with one group: [before, role, content, role, content, ...]
+    if len(parts) < 3 or parts[0].strip():
+        return None
+    roles, contents = parts[1::2], parts[2::2]
+    return [
+        {"role": HH_ROLE[role], "content": content.strip()}
+        for role, content in zip(roles, contents, strict=True)
+    ]
+
+
+def as_messages(value: Any) -> list[dict[str, Any]] | None:
+    """A conversation cell (message list or HH text) as messages; None if it is neither."""
+    if isinstance(value, str):
+        return parse_hh(value)
+    if isinstance(value, list) and all(isinstance(m, dict) for m in value):
+        return value
+    return None
+
+
+NOT_A_CONVERSATION = (
+    "must be a list of {role, content} messages or HH-RLHF text ('\\n\\nHuman: ...')"
+)
+EMPTY_CONVERSATION = "is an empty conversation"
+BAD_MESSAGE = f"has a message that is not {{role, content}} with role in {ROLES} and string content"
+NOT_ASSISTANT_LAST = "does not end on an assistant turn"
+EMPTY_ANSWER = "its final assistant turn is empty"
+NO_USER_TURN = "has no user turn before its final assistant turn"
+CONVERSATION_PROBLEMS = (
+    NOT_A_CONVERSATION,
+    EMPTY_CONVERSATION,
+    BAD_MESSAGE,
+    NOT_ASSISTANT_LAST,
+    EMPTY_ANSWER,
+    NO_USER_TURN,
+)
+
+
+def _good_message(message: dict) -> bool:
+    return (
+        set(message) == {"role", "content"}
+        and message["role"] in ROLES
+        and isinstance(message["content"], str)
+    )
+
+
+def conversation_problem(value: Any) -> str | None:
+    """The first of CONVERSATION_PROBLEMS a conversation cell has, or None."""
+    messages = as_messages(value)
+    if messages is None:
+        return NOT_A_CONVERSATION
+    if not messages:
+        return EMPTY_CONVERSATION
+    if not all(_good_message(m) for m in messages):
+        return BAD_MESSAGE
+    if messages[-1]["role"] != "assistant":
+        return NOT_ASSISTANT_LAST
+    if not messages[-1]["content"].strip():
+        return EMPTY_ANSWER
+    if not any(m["role"] == "user" for m in messages[:-1]):
+        return NO_USER_TURN
+    return None
+
+
+def shared_prompt(
+    chosen: list[dict[str, str]], rejected: list[dict[str, str]]
+) -> list[dict[str, str]] | None:
+    """The turns both conversations share before their final assistant turns, or None.
+
+    HH-RLHF's chosen and rejected are the same conversation up to the last
+    assistant turn; a pair that diverges earlier has no shared prompt.
+    """
+    prefix = chosen[:-1]
+    if rejected[:-1] != prefix:
+        return None
+    return prefix
+
+
+def render(messages: list[dict[str, str]], tokenizer: Any = None) -> str:
+    """The prompt text of the turns before a response.
+
+    With a chat template: ``apply_chat_template(..., add_generation_prompt=True)``,
+    minus a leading BOS (the pipeline's encoder adds the tokenizer's own
+    special tokens, so keeping it would double it). Without: one user turn
+    is its own text; longer conversations are ``Human: ...``/``Assistant: ...``
+    turns separated by blank lines.
+    """
+    if tokenizer is not None and getattr(tokenizer, "chat_template", None):
+        text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+        bos = tokenizer.bos_token
+        return text[len(bos) :] if bos and text.startswith(bos) else text
+    if len(messages) == 1 and messages[0]["role"] == "user":
+        return messages[0]["content"]
+    return "\n\n".join(f"{PLAIN_ROLE[m['role']]}: {m['content']}" for m in messages)
+
+
+def has_chat_template(tokenizer: Any) -> bool:
+    return tokenizer is not None and bool(getattr(tokenizer, "chat_template", None))

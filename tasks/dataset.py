@@ -1,0 +1,324 @@
+"""A user's dataset directory, validated and normalised to the pipeline's own tables.
+
+A dataset is a directory holding tables named ``prompts``, ``demonstrations``
+and ``preferences`` (and optionally ``pretrain``, ``flan``, ``t0``), each as
+``<name>.jsonl`` or ``<name>.parquet``. Only ``preferences`` is required:
+without demonstrations SFT trains on the preferred responses; without
+prompts PPO and evaluation use the preferences' prompts.
+
+``load_dataset`` reads every table, validates it with pandera (lazily: every
+problem of every table, each naming file, row and field), turns the three
+preference shapes into K-wise comparisons (K = 2..9; a pair is K = 2),
+checks lengths against the base model's context, and assigns splits
+(tasks.splits). Nothing is trained on a dataset that fails: the TableError
+lists what to fix. ``write_layout`` then writes the tables in the layout the
+stages read (tasks.layout), so SFT, the reward model, PPO and evaluation run
+on a user's data through the same code as on the embedded world.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import pandas as pd
+import pandera.pandas as pa
+from pydantic import BaseModel, ConfigDict, Field
+
+from tasks import dataset_schemas as ds
+from tasks import splits
+from tasks.conversations import as_messages, has_chat_template, render, shared_prompt
+from tasks.lengths import LengthCheck
+from tasks.tables import Problem, TableError, _read_rows, _schema_problems
+
+FORMATS = (".jsonl", ".parquet")
+COMPARISONS_DIR = "comparisons"  # written beside the layout: the stage's train/valid/heldout
+LAYOUT_SPLITS = {"train": "train", "valid": "valid", "test": "heldout"}
+
+
+class DatasetConfig(BaseModel):
+    """How a user's dataset is split and how rows longer than the context are handled."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    valid_fraction: float = Field(
+        0.1, ge=0.0, lt=1.0, description="Share of users (or prompts) hashed into validation."
+    )
+    test_fraction: float = Field(
+        0.2,
+        gt=0.0,
+        lt=1.0,
+        description="Share of users (or prompts) hashed into test: evaluation prompts and the held-out judge's preferences.",
+    )
+    overlong: Literal["refuse", "drop", "truncate"] = Field(
+        "refuse",
+        description="A row longer than the context: refuse the dataset (naming it), drop the row, or cut the prompt's start (a row whose response alone is too long is dropped). Counts go to MLflow and the report.",
+    )
+
+
+@dataclass
+class Item:
+    """One row of a user's table, normalised: a prompt and zero or more ranked responses."""
+
+    file: str
+    row: int
+    prompt: str
+    responses: list[str]
+    ranking: list[int]
+    user_id: str | None
+    stated_split: str | None
+    category: str | None
+    labeler_id: str | None
+    response_field: str = "response"  # where a too-long response is reported
+    meta: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class Dataset:
+    """The normalised tables and what the import found (the summary goes to MLflow and the report)."""
+
+    prompts: list[Item]
+    demonstrations: list[Item]
+    preferences: list[Item]
+    extra: dict[str, list[dict]]  # pretrain / flan / t0 rows as given
+    split_of: dict[int, str]  # id(item) -> split
+    summary: dict[str, Any]
+
+
+def find_tables(folder: Path) -> tuple[dict[str, Path], list[Problem]]:
+    """Each known table's file; a table given twice (JSONL and Parquet) or no preferences is a problem."""
+    found: dict[str, Path] = {}
+    problems: list[Problem] = []
+    for name in (*ds.TABLES, *ds.OPTIONAL_TABLES):
+        paths = [folder / f"{name}{ext}" for ext in FORMATS if (folder / f"{name}{ext}").exists()]
+        if len(paths) > 1:
+            problems.append(Problem(str(folder), 0, name, "table given as both JSONL and Parquet"))
+        elif paths:
+            found[name] = paths[0]
+    if "preferences" not in found:
+        problems.append(
+            Problem(str(folder), 0, "preferences", "no preferences.jsonl or preferences.parquet")
+        )
+    return found, problems
+
+
+def _plain(value: Any) -> Any:
+    """Parquet cells as JSON would give them: arrays -> lists, numpy scalars -> Python, NaN -> None."""
+    if isinstance(value, np.ndarray):
+        return [_plain(v) for v in value.tolist()]
+    if isinstance(value, list):
+        return [_plain(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, float) and value != value:
+        return None
+    return value
+
+
+def read_rows(path: Path) -> tuple[list[tuple[int, dict]], list[Problem]]:
+    """(row number, object) pairs: the line number in JSONL, the 1-based row in Parquet."""
+    if path.suffix == ".jsonl":
+        return _read_rows(path)
+    try:
+        frame = pd.read_parquet(path)
+    except Exception as e:  # pyarrow raises several types for a broken file
+        return [], [Problem(str(path), 0, "<file>", f"unreadable Parquet: {e}")]
+    records = frame.to_dict("records")
+    return [(i + 1, {k: _plain(v) for k, v in r.items()}) for i, r in enumerate(records)], []
+
+
+def validate(
+    path: Path, rows: list[tuple[int, dict]], schema: pa.DataFrameSchema
+) -> tuple[list[Problem], set[str]]:
+    """Problems of a table under its schema (lazy: all of them) and the columns it ignores."""
+    file = str(path)
+    columns = sorted({k for _, obj in rows for k in obj})
+    missing = [c for c, col in schema.columns.items() if col.required and c not in columns]
+    if missing:
+        return [Problem(file, 0, c, "missing required column") for c in missing], set()
+    frame = pd.DataFrame(
+        [obj for _, obj in rows], index=[n - 1 for n, _ in rows], columns=columns, dtype=object
+    )
+    frame = frame.astype(object).where(frame.notna(), None)
+    problems: list[Problem] = []
+    try:
+        schema.validate(frame, lazy=True)
+    except pa.errors.SchemaErrors as e:
+        problems = _schema_problems(e, frame, file, set())
+    return problems, set(columns) - set(schema.columns)
+
+
+def _item(
+    path: Path, row: int, obj: dict, prompt: str, responses: list[str], where: str, **meta
+) -> Item:
+    return Item(
+        response_field=where,
+        file=str(path),
+        row=row,
+        prompt=prompt,
+        responses=responses,
+        ranking=list(range(len(responses))),
+        user_id=obj.get("user_id"),
+        stated_split=obj.get("split"),
+        category=obj.get("category"),
+        labeler_id=obj.get("labeler_id"),
+        meta=meta,
+    )
+
+
+def _conversation_items(path, rows, tokenizer) -> tuple[list[Item], int]:
+    """Pairwise conversations: the shared turns are the prompt. Returns items and rows with none."""
+    items, unshared = [], 0
+    for row, obj in rows:
+        chosen, rejected = as_messages(obj["chosen"]), as_messages(obj["rejected"])
+        prefix = shared_prompt(chosen, rejected)
+        if prefix is None:
+            unshared += 1
+            continue
+        answers = [chosen[-1]["content"].strip(), rejected[-1]["content"].strip()]
+        items.append(_item(path, row, obj, render(prefix, tokenizer), answers, "chosen"))
+    return items, unshared
+
+
+def _preference_items(path, rows, shape, tokenizer) -> tuple[list[Item], int]:
+    if shape == "conversation":
+        return _conversation_items(path, rows, tokenizer)
+    items = []
+    for row, obj in rows:
+        if shape == "ranking":
+            item = _item(path, row, obj, obj["prompt"], list(obj["responses"]), "responses")
+            item.ranking = list(obj["ranking"])
+        else:
+            scores = {k: obj[k] for k in ("score_chosen", "score_rejected", "margin") if k in obj}
+            pair = [obj["chosen"], obj["rejected"]]
+            item = _item(path, row, obj, obj["prompt"], pair, "chosen", **scores)
+        items.append(item)
+    return items, 0
+
+
+def _demonstration_items(path, rows, tokenizer) -> list[Item]:
+    items = []
+    for row, obj in rows:
+        if "messages" in obj:
+            messages = as_messages(obj["messages"])
+            prompt, answer = render(messages[:-1], tokenizer), messages[-1]["content"].strip()
+            items.append(_item(path, row, obj, prompt, [answer], "messages"))
+        else:
+            items.append(_item(path, row, obj, obj["prompt"], [obj["response"]], "response"))
+    return items
+
+
+def md5_of(path: Path) -> str:
+    return hashlib.md5(path.read_bytes()).hexdigest()
+
+
+def load_dataset(
+    folder: str | Path,
+    cfg: DatasetConfig = DatasetConfig(),
+    lengths: LengthCheck | None = None,
+) -> Dataset:
+    """Read, validate, normalise and split a dataset directory; raise TableError listing every problem."""
+    folder = Path(folder)
+    tokenizer = lengths.tokenizer if lengths is not None else None
+    paths, problems = find_tables(folder)
+    summary: dict[str, Any] = {"dir": str(folder.resolve()), "tables": {}, "ignored_columns": {}}
+    loaded: dict[str, list[Item]] = {"prompts": [], "demonstrations": [], "preferences": []}
+    extra: dict[str, list[dict]] = {}
+    for name, path in paths.items():
+        rows, read_problems = read_rows(path)
+        problems += read_problems
+        columns = {k for _, obj in rows for k in obj}
+        if name == "prompts":
+            schema = ds.prompts_schema()
+        elif name == "demonstrations":
+            schema = ds.demonstrations_schema(columns)
+        elif name == "preferences":
+            shape = ds.preference_shape(columns)
+            if shape is None:
+                message = f"columns {sorted(columns)} fit none of the shapes: responses+ranking, prompt+chosen+rejected, chosen+rejected conversations"
+                problems.append(Problem(str(path), 0, "<columns>", message))
+                continue
+            schema = ds.preferences_schema(shape)
+            summary["preference_shape"] = shape
+        elif name == "pretrain":
+            schema = ds.text_schema()
+        else:
+            schema = ds.mixture_schema()
+        found, ignored = validate(path, rows, schema)
+        problems += found
+        summary["tables"][name] = {"file": path.name, "rows": len(rows), "md5": md5_of(path)}
+        if ignored:
+            summary["ignored_columns"][name] = sorted(ignored)
+        if found or read_problems:
+            continue  # normalising needs valid rows; the problems are reported below
+        if name == "prompts":
+            loaded[name] = [_item(path, r, o, o["prompt"], [], "prompt") for r, o in rows]
+        elif name == "demonstrations":
+            loaded[name] = _demonstration_items(path, rows, tokenizer)
+        elif name == "preferences":
+            loaded[name], summary["no_shared_prefix"] = _preference_items(
+                path, rows, shape, tokenizer
+            )
+        else:
+            extra[name] = [obj for _, obj in rows]
+    if problems:
+        raise TableError(problems)
+
+    if lengths is not None:
+        summary["overlong"] = {"policy": cfg.overlong}
+        for name in loaded:
+            loaded[name], counts, found = lengths.apply(loaded[name], cfg.overlong)
+            problems += found
+            if counts and name in paths:
+                summary["overlong"][paths[name].name] = counts
+    summary["rendering"] = "chat_template" if has_chat_template(tokenizer) else "plain"
+    every = [item for items in loaded.values() for item in items]
+    if not loaded["preferences"]:
+        problems.append(Problem(str(paths["preferences"]), 0, "preferences", "no usable rows"))
+    if problems:
+        raise TableError(problems)
+
+    split_of, problems = _split(every, cfg, summary)
+    if problems:
+        raise TableError(problems)
+    summary["k_counts"] = dict(
+        sorted(Counter(len(i.responses) for i in loaded["preferences"]).items())
+    )
+    summary["sft_source"] = (
+        "demonstrations"
+        if loaded["demonstrations"]
+        else "preferred responses (no demonstrations table)"
+    )
+    summary["split_counts"] = {
+        name: dict(Counter(split_of[id(i)] for i in items))
+        for name, items in loaded.items()
+        if items
+    }
+    return Dataset(**loaded, extra=extra, split_of=split_of, summary=summary)
+
+
+def _split(
+    items: list[Item], cfg: DatasetConfig, summary: dict
+) -> tuple[dict[int, str], list[Problem]]:
+    rule = "user_id" if all(i.user_id for i in items) else "prompt_hash"
+    summary["split_rule"] = rule
+
+    def key(item: Item) -> str:
+        return item.user_id if rule == "user_id" else item.prompt
+
+    keyed = [splits.Keyed(i.file, i.row, key(i), i.stated_split) for i in items]
+    stated, problems = splits.stated_splits(keyed, rule)
+    split_of = {
+        id(i): splits.split_of(stated, key(i), cfg.valid_fraction, cfg.test_fraction) for i in items
+    }
+    for name in ("train", "test"):
+        if name not in split_of.values():
+            message = f"no row landed in the {name} split ({len(items)} rows, rule {rule}): add rows or state splits"
+            problems.append(Problem(summary["dir"], 0, "split", message))
+    return split_of, problems

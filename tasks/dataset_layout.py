@@ -1,0 +1,138 @@
+"""Write a normalised user dataset in the layout the stages read (tasks.layout), in the pipeline's schemas.
+
+- sft/{train,valid}.jsonl: demonstrations of train/valid rows, or, without a
+  demonstrations table, the preferred response of each train/valid preference;
+- ppo/{train,valid}.jsonl: the prompts table's prompts (else the preferences');
+- rm/{train,valid}.jsonl: the preferences' prompts (what the RM was trained on);
+- eval/test.jsonl: every test-split prompt of prompts and preferences;
+- comparisons/{train,valid,heldout}.jsonl: the preferences as K-wise
+  comparisons, heldout = the test split (for the held-out judge, never the RM);
+- pretrain/{train,valid}.jsonl and baselines/{flan,t0}.jsonl when given;
+- manifest.json: the import summary.
+Ids are derived from the text (a prompt's id is a hash of it), so the same
+dataset always writes the same bytes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+from tasks import layout
+from tasks.dataset import Dataset, Item
+from tasks.tables import write_jsonl
+
+COMPARISONS = {"train": "comparisons/train.jsonl", "valid": "comparisons/valid.jsonl"}
+HELDOUT = "comparisons/heldout.jsonl"
+DEFAULT_FAMILY = "default"
+UNKNOWN_LABELER = "unknown"
+
+
+def prompt_id(prompt: str) -> str:
+    return "p-" + hashlib.sha256(prompt.encode("utf-8")).hexdigest()[:12]
+
+
+def _prompt_row(item: Item, split: str) -> dict:
+    return {
+        "prompt_id": prompt_id(item.prompt),
+        "user_id": item.user_id or f"anon-{prompt_id(item.prompt)[2:]}",
+        "split": split,
+        "family": item.category or DEFAULT_FAMILY,
+        "prompt": item.prompt,
+    }
+
+
+def _unique_prompts(rows: list[dict]) -> list[dict]:
+    """One row per prompt text (the first), as the prompts schema's unique prompt_id wants."""
+    seen: dict[str, dict] = {}
+    for row in rows:
+        seen.setdefault(row["prompt_id"], row)
+    return list(seen.values())
+
+
+def _unique_ids(rows: list[dict]) -> list[dict]:
+    """Suffix repeated prompt ids (two demonstrations of one prompt) so each row's id is unique."""
+    count: dict[str, int] = {}
+    out = []
+    for row in rows:
+        n = count[row["prompt_id"]] = count.get(row["prompt_id"], 0) + 1
+        out.append(row | {"prompt_id": f"{row['prompt_id']}-{n}"} if n > 1 else row)
+    return out
+
+
+def _demo_row(item: Item, split: str, response: str) -> dict:
+    return _prompt_row(item, split) | {
+        "response": response,
+        "labeler_id": item.labeler_id or UNKNOWN_LABELER,
+    }
+
+
+def _comparison_row(item: Item, split: str) -> dict:
+    row = _prompt_row(item, split)
+    del row["family"]
+    return row | {
+        "comparison_id": f"{Path(item.file).stem}-{item.row}",
+        "responses": item.responses,
+        "ranking": item.ranking,
+        "labeler_id": item.labeler_id or UNKNOWN_LABELER,
+    }
+
+
+def write_layout(dataset: Dataset, folder: Path) -> dict[str, int]:
+    """Write the stage tables under `folder`; returns rows written per file."""
+    split = dataset.split_of
+
+    def in_split(items: list[Item], name: str) -> list[Item]:
+        return [i for i in items if split[id(i)] == name]
+
+    tables: dict[str, list[dict]] = {}
+    for name, rel in (("train", layout.SFT_TRAIN), ("valid", layout.SFT_VALID)):
+        if dataset.demonstrations:
+            demos = [
+                _demo_row(i, name, i.responses[0]) for i in in_split(dataset.demonstrations, name)
+            ]
+        else:
+            chosen = in_split(dataset.preferences, name)
+            demos = [_demo_row(i, name, i.responses[i.ranking[0]]) for i in chosen]
+        tables[rel] = _unique_ids(demos)
+    ppo_source = dataset.prompts or dataset.preferences
+    for name, ppo_rel, rm_rel in (
+        ("train", layout.PPO_TRAIN, layout.RM_TRAIN),
+        ("valid", layout.PPO_VALID, layout.RM_VALID),
+    ):
+        tables[ppo_rel] = _unique_prompts(
+            [_prompt_row(i, name) for i in in_split(ppo_source, name)]
+        )
+        tables[rm_rel] = _unique_prompts(
+            [_prompt_row(i, name) for i in in_split(dataset.preferences, name)]
+        )
+    test = in_split(dataset.prompts, "test") + in_split(dataset.preferences, "test")
+    tables[layout.EVAL_TEST] = _unique_prompts([_prompt_row(i, "test") for i in test])
+    for name, rel in (*COMPARISONS.items(), ("test", HELDOUT)):
+        tables[rel] = [_comparison_row(i, name) for i in in_split(dataset.preferences, name)]
+    if "pretrain" in dataset.extra:
+        docs = [
+            {"doc_id": f"doc-{n}", "text": r["text"]}
+            for n, r in enumerate(dataset.extra["pretrain"])
+        ]
+        # Every 10th document measures perplexity; the rest is PPO-ptx's mix.
+        tables[layout.PRETRAIN_TRAIN] = [d for n, d in enumerate(docs) if n % 10]
+        tables[layout.PRETRAIN_VALID] = docs[::10]
+    for name, rel in (("flan", layout.FLAN_MIXTURE), ("t0", layout.T0_MIXTURE)):
+        if name in dataset.extra:
+            tables[rel] = [
+                {
+                    "example_id": f"{name}-{n}",
+                    "family": DEFAULT_FAMILY,
+                    "prompt": r["prompt"],
+                    "response": r["response"],
+                }
+                for n, r in enumerate(dataset.extra[name])
+            ]
+    for rel, rows in tables.items():
+        write_jsonl(folder / rel, rows)
+    (folder / layout.MANIFEST).write_text(
+        json.dumps({"dataset": dataset.summary}, sort_keys=True, indent=2) + "\n", encoding="utf-8"
+    )
+    return {rel: len(rows) for rel, rows in tables.items()}

@@ -1,0 +1,208 @@
+"""pandera schemas of a user's dataset tables, and how a preferences table's shape is recognised.
+
+These validate the tables as the user wrote them (JSONL or Parquet), before
+they are normalised to the pipeline's own tables (tasks.schemas). Optional
+columns may be absent or null; other columns are ignored (and listed in the
+data summary), so an export from another tool with extra metadata loads.
+Checks follow tasks.schemas' rules: element-wise, one message per bad cell,
+row-wise checks registered with the field they are about.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import pandas as pd
+import pandera.pandas as pa
+
+from tasks import schemas
+from tasks.conversations import CONVERSATION_PROBLEMS, conversation_problem
+from tasks.schemas import (
+    _CONTROL_RE,
+    _SURROGATE_RE,
+    SPLITS,
+    _good_text,
+    _is_int,
+    _row_check,
+)
+
+MIN_K, MAX_K = 2, 9  # K = 2 is one pair: the K-wise loss with C(2,2) = 1
+TABLES = ("prompts", "demonstrations", "preferences")
+OPTIONAL_TABLES = ("pretrain", "flan", "t0")
+SHAPES = ("ranking", "pairwise", "conversation")
+
+
+def _null(v: Any) -> bool:
+    return v is None or (isinstance(v, float) and v != v)
+
+
+def _check(fn: Callable[[Any], bool], error: str, required: bool = True) -> pa.Check:
+    """An element-wise check; in an optional column a null passes."""
+    if required:
+        return pa.Check(fn, element_wise=True, error=error)
+    return pa.Check(lambda v: _null(v) or fn(v), element_wise=True, error=error)
+
+
+def _text(description: str, required: bool = True) -> pa.Column:
+    """A non-empty string without control characters (one message per problem, as in tasks.schemas)."""
+    checks = [
+        _check(lambda v: isinstance(v, str), schemas.NOT_A_STRING, required),
+        _check(lambda v: not isinstance(v, str) or bool(v.strip()), schemas.EMPTY, required),
+        _check(
+            lambda v: not isinstance(v, str) or not _CONTROL_RE.search(v),
+            schemas.CONTROL_CHARS,
+            required,
+        ),
+        _check(
+            lambda v: not isinstance(v, str) or not _SURROGATE_RE.search(v),
+            schemas.SURROGATE,
+            required,
+        ),
+    ]
+    return pa.Column(
+        checks=checks, required=required, nullable=not required, description=description
+    )
+
+
+def _common() -> dict[str, pa.Column]:
+    """Columns any table may carry."""
+    return {
+        "prompt_id": _text("Your id of the prompt (kept as metadata).", required=False),
+        "user_id": _text(
+            "Who wrote the prompt: splits are by user when every row has one.", required=False
+        ),
+        "split": pa.Column(
+            checks=[_check(lambda v: v in SPLITS, f"must be one of {SPLITS}", required=False)],
+            required=False,
+            nullable=True,
+            description="train, valid or test; rows without one are split by hash.",
+        ),
+        "category": _text("Task family of the prompt (per-family metrics).", required=False),
+        "labeler_id": _text("Who wrote or ranked the responses.", required=False),
+    }
+
+
+def _conversation(description: str) -> pa.Column:
+    """One check per kind of problem, so the message says which (each passes the others)."""
+
+    def passes(problem: str) -> Callable[[Any], bool]:
+        return lambda v: conversation_problem(v) != problem
+
+    checks = [_check(passes(problem), problem) for problem in CONVERSATION_PROBLEMS]
+    return pa.Column(checks=checks, description=description)
+
+
+def prompts_schema() -> pa.DataFrameSchema:
+    columns = {"prompt": _text("The user's instruction."), **_common()}
+    return pa.DataFrameSchema(columns, name="prompts")
+
+
+def demonstrations_schema(columns_present: set[str]) -> pa.DataFrameSchema:
+    """prompt + response, or a `messages` conversation ending on the demonstrated answer."""
+    columns = _common()
+    if "messages" in columns_present:
+        columns["messages"] = _conversation("The conversation; its last turn is the answer.")
+    else:
+        columns["prompt"] = _text("The instruction.")
+        columns["response"] = _text("The demonstrated answer.")
+    return pa.DataFrameSchema(columns, name="demonstrations")
+
+
+def _ranking_schema() -> pa.DataFrameSchema:
+    k_error = f"must be a list of {MIN_K} to {MAX_K} non-empty responses"
+    perm_error = "must be a permutation of 0..K-1 (K = number of responses), best first"
+
+    def responses_ok(v: Any) -> bool:
+        return isinstance(v, list) and MIN_K <= len(v) <= MAX_K and all(_good_text(r) for r in v)
+
+    def ranking_ok(row: pd.Series) -> bool:
+        responses, ranking = row["responses"], row["ranking"]
+        if not isinstance(responses, list) or not isinstance(ranking, list):
+            return True  # the column checks report the wrong type
+        return all(_is_int(i) for i in ranking) and sorted(ranking) == list(range(len(responses)))
+
+    columns = {
+        "prompt": _text("The prompt the responses answer."),
+        "responses": pa.Column(checks=[_check(responses_ok, k_error)]),
+        "ranking": pa.Column(checks=[_check(lambda v: isinstance(v, list), "must be a list")]),
+        **_common(),
+    }
+    return pa.DataFrameSchema(
+        columns, checks=[_row_check("ranking", ranking_ok, perm_error)], name="preferences"
+    )
+
+
+def _number() -> pa.Column:
+    def ok(v: Any) -> bool:
+        return isinstance(v, int | float) and not isinstance(v, bool)
+
+    return pa.Column(
+        checks=[_check(ok, "must be a number", required=False)], required=False, nullable=True
+    )
+
+
+def _pairwise_schema() -> pa.DataFrameSchema:
+    columns = {
+        "prompt": _text("The prompt both responses answer."),
+        "chosen": _text("The preferred response."),
+        "rejected": _text("The dispreferred response."),
+        "score_chosen": _number(),
+        "score_rejected": _number(),
+        "margin": _number(),
+        **_common(),
+    }
+    return pa.DataFrameSchema(
+        columns, checks=[_row_check("rejected", _differ, IDENTICAL)], name="preferences"
+    )
+
+
+IDENTICAL = "is identical to 'chosen'"
+
+
+def _differ(row: pd.Series) -> bool:
+    chosen, rejected = row["chosen"], row["rejected"]
+    if isinstance(chosen, str) and isinstance(rejected, str):
+        return chosen.strip() != rejected.strip()
+    return chosen != rejected
+
+
+def _conversation_schema() -> pa.DataFrameSchema:
+    columns = {
+        "chosen": _conversation("The preferred conversation."),
+        "rejected": _conversation("The dispreferred conversation (same prompt turns)."),
+        **_common(),
+    }
+    return pa.DataFrameSchema(
+        columns, checks=[_row_check("rejected", _differ, IDENTICAL)], name="preferences"
+    )
+
+
+def preference_shape(columns: set[str]) -> str | None:
+    """Which of SHAPES a preferences table is, from its columns; None if none fits."""
+    if {"responses", "ranking"} <= columns:
+        return "ranking"
+    if {"prompt", "chosen", "rejected"} <= columns:
+        return "pairwise"
+    if {"chosen", "rejected"} <= columns:
+        return "conversation"
+    return None
+
+
+def preferences_schema(shape: str) -> pa.DataFrameSchema:
+    return {
+        "ranking": _ranking_schema,
+        "pairwise": _pairwise_schema,
+        "conversation": _conversation_schema,
+    }[shape]()
+
+
+def text_schema() -> pa.DataFrameSchema:
+    """An optional pretraining table: one document per row."""
+    return pa.DataFrameSchema({"text": _text("A pretraining document.")}, name="pretrain")
+
+
+def mixture_schema() -> pa.DataFrameSchema:
+    """An optional FLAN- or T0-style mixture: templated prompt + target."""
+    columns = {"prompt": _text("The templated instruction."), "response": _text("The target.")}
+    return pa.DataFrameSchema(columns, name="mixture")

@@ -1,0 +1,75 @@
+"""Length checks of a user's rows against the base model's context, at validation time.
+
+A row fits when every (prompt, response) pair, encoded exactly as SFT and the
+reward model encode it (models.batching.encode_pair: prompt format, response,
+EOS), fits the context, and when the prompt leaves room for `max_new_tokens`
+of sampling (comparisons, PPO and evaluation continue from the prompt).
+What happens to a row that does not fit is a setting (DatasetConfig.overlong):
+refuse the dataset naming the row, drop the row, or cut the start of the
+prompt (the end of a prompt is what the response answers).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from typing import Any
+
+from models.batching import encode_pair, encode_prompt
+from models.formatting import format_prompt
+from tasks.tables import Problem
+
+
+@dataclass(frozen=True)
+class LengthCheck:
+    tokenizer: Any
+    max_len: int  # the model's context (or a smaller configured maximum)
+    max_new_tokens: int  # room a prompt must leave for sampling
+
+    def need(self, prompt: str, responses: list[str]) -> int:
+        """Tokens the row needs: its longest pair, or its prompt plus the sampling room."""
+        prompt_room = (
+            len(encode_prompt(self.tokenizer, format_prompt(prompt))) + self.max_new_tokens
+        )
+        pairs = [len(encode_pair(self.tokenizer, prompt, r, 10**9)[0]) for r in responses]
+        return max([prompt_room, *pairs])
+
+    def cut_prompt(self, prompt: str, responses: list[str]) -> str | None:
+        """The prompt with its start cut so the row fits, or None when even an empty prompt cannot."""
+        ids = self.tokenizer.encode(prompt, add_special_tokens=False)
+        cut = self.need(prompt, responses) - self.max_len
+        while cut < len(ids):
+            shorter = self.tokenizer.decode(ids[cut:], skip_special_tokens=True).strip()
+            excess = self.need(shorter, responses) - self.max_len if shorter else 1
+            if shorter and excess <= 0:
+                return shorter
+            cut += max(1, excess)  # decoding can merge tokens differently: cut again
+        return None
+
+    def apply(self, items: list, policy: str) -> tuple[list, dict[str, int], list[Problem]]:
+        """Items that fit (kept, cut or dropped per `policy`), counts, and problems under "refuse"."""
+        kept, problems = [], []
+        counts = {"dropped": 0, "truncated": 0}
+        for item in items:
+            n = self.need(item.prompt, item.responses)
+            if n <= self.max_len:
+                kept.append(item)
+                continue
+            if policy == "refuse":
+                response_tokens = [
+                    len(encode_pair(self.tokenizer, "", r, 10**9)[0]) for r in item.responses
+                ]
+                where = (
+                    item.response_field
+                    if response_tokens and max(response_tokens) >= self.max_len
+                    else "prompt"
+                )
+                message = f"row needs {n} tokens > context {self.max_len} (with {self.max_new_tokens} tokens of sampling room)"
+                problems.append(Problem(item.file, item.row, where, message))
+                continue
+            shorter = self.cut_prompt(item.prompt, item.responses) if policy == "truncate" else None
+            if shorter is None:
+                counts["dropped"] += 1
+            else:
+                counts["truncated"] += 1
+                kept.append(replace(item, prompt=shorter))
+        return kept, {k: v for k, v in counts.items() if v}, problems

@@ -1,0 +1,66 @@
+"""Train/validation/test splits of a user's dataset: by user when every row names one, else by prompt.
+
+The key of a row is its ``user_id`` when every row of every table has one
+(so no user's prompts reach two splits, as InstructGPT splits), otherwise its
+prompt text (so one prompt never lands in two splits, whichever table it is
+in). A key's split is the one its rows state, if they do; every row of a key
+must agree (a user in two splits is refused, naming both places). A key no
+row places gets a split from a stable hash of the key: the same key lands in
+the same split on every machine and every run, and adding rows never moves
+an existing key.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from tasks.tables import Problem
+
+SPLIT_RULES = ("user_id", "prompt_hash")
+
+
+@dataclass(frozen=True)
+class Keyed:
+    """One row as the splitter sees it: where it is, its key, and the split it states (or None)."""
+
+    file: str
+    row: int
+    key: str
+    stated: str | None
+
+
+def hash_split(key: str, valid_fraction: float, test_fraction: float) -> str:
+    """A split from sha256(key): uniform in [0, 1), test first, then valid, else train."""
+    u = int(hashlib.sha256(key.encode("utf-8")).hexdigest()[:15], 16) / 16**15
+    if u < test_fraction:
+        return "test"
+    if u < test_fraction + valid_fraction:
+        return "valid"
+    return "train"
+
+
+def stated_splits(rows: Iterable[Keyed], rule: str) -> tuple[dict[str, str], list[Problem]]:
+    """Each key's split, and a Problem for every row that states a split its key's other rows contradict."""
+    field = "user_id" if rule == "user_id" else "split"
+    first: dict[str, Keyed] = {}
+    problems: list[Problem] = []
+    for row in rows:
+        if row.stated is None:
+            continue
+        seen = first.setdefault(row.key, row)
+        if seen.stated != row.stated:
+            who = f"user {row.key!r}" if rule == "user_id" else "this prompt"
+            message = (
+                f"{who} is in split {row.stated!r} here but in split {seen.stated!r}"
+                f" at {seen.file} row {seen.row}"
+            )
+            problems.append(Problem(row.file, row.row, field, message))
+    splits = {key: row.stated for key, row in first.items() if row.stated is not None}
+    return splits, problems
+
+
+def split_of(splits: dict[str, str], key: str, valid_fraction: float, test_fraction: float) -> str:
+    """The stated split of a key, else its hash split."""
+    return splits.get(key) or hash_split(key, valid_fraction, test_fraction)

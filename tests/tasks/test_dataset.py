@@ -1,0 +1,248 @@
+"""A user's dataset directory: shapes recognised, normalised to K-wise comparisons, split, validated."""
+
+import json
+from pathlib import Path
+
+import pytest
+
+from models.tokenizer import train_tokenizer
+from tasks import layout
+from tasks.conversations import parse_hh, render
+from tasks.dataset import DatasetConfig, load_dataset
+from tasks.dataset_layout import HELDOUT, write_layout
+from tasks.lengths import LengthCheck
+from tasks.splits import hash_split
+from tasks.tables import TableError, load_table
+from tests.own_data import (
+    hh_text,
+    write_hh_dataset,
+    write_kwise_dataset,
+    write_pairwise_dataset,
+)
+
+
+@pytest.fixture(scope="module")
+def tokenizer():
+    texts = [f"Say the word {w} twice." for w in "apple river stone cloud".split()] * 5
+    return train_tokenizer(texts, vocab_size=300)
+
+
+def _lines(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def _problems(error: TableError) -> list[tuple[str, int, str]]:
+    return [(Path(p.file).name, p.row, p.field) for p in error.problems]
+
+
+# ---------------------------------------------------------------- conversations
+
+
+def test_hh_text_parses_into_turns_and_the_prompt_is_what_both_sides_share():
+    text = "\n\nHuman: Hi.\n\nAssistant: Hello!\n\nHuman: Name a fruit.\n\nAssistant: Apple."
+    assert parse_hh(text) == [
+        {"role": "user", "content": "Hi."},
+        {"role": "assistant", "content": "Hello!"},
+        {"role": "user", "content": "Name a fruit."},
+        {"role": "assistant", "content": "Apple."},
+    ]
+    assert parse_hh("Human: no leading blank line") is None
+    # plain rendering: one user turn is its own text; more turns keep their roles
+    assert render([{"role": "user", "content": "Name a fruit."}]) == "Name a fruit."
+    assert render(parse_hh(text)[:3]) == "Human: Hi.\n\nAssistant: Hello!\n\nHuman: Name a fruit."
+
+
+def test_a_chat_template_renders_the_prompt_turns():
+    tok = train_tokenizer(["a b c"], vocab_size=270)
+    tok.chat_template = (
+        "{% for m in messages %}<|{{ m['role'] }}|>{{ m['content'] }}\n{% endfor %}"
+        "{% if add_generation_prompt %}<|assistant|>{% endif %}"
+    )
+    messages = [{"role": "user", "content": "Name a fruit."}]
+    assert render(messages, tok) == "<|user|>Name a fruit.\n<|assistant|>"
+
+
+# ---------------------------------------------------------------- the three shapes
+
+
+def test_hh_conversations_become_pairs_whose_prompt_is_the_shared_turns(tmp_path):
+    folder = write_hh_dataset(tmp_path / "hh", n_pairs=200)
+    # one more row whose sides diverge before the last turn: no shared prompt, counted
+    extra = {
+        "chosen": hh_text([("user", "A?"), ("assistant", "x"), ("user", "B?"), ("assistant", "y")]),
+        "rejected": hh_text([("user", "C?"), ("assistant", "z")]),
+        "user_id": "user-1",
+    }
+    with (folder / "preferences.jsonl").open("a") as f:
+        f.write(json.dumps(extra) + "\n")
+
+    data = load_dataset(folder)
+
+    assert data.summary["preference_shape"] == "conversation"
+    assert data.summary["no_shared_prefix"] == 1
+    assert data.summary["k_counts"] == {2: 200}
+    assert data.summary["sft_source"] == "demonstrations"
+    first = data.preferences[0]  # row 1: a three-turn prompt (i = 0 is even)
+    assert first.prompt.startswith("Human: Hello.\n\nAssistant: Hi, how can I help?\n\nHuman: Say")
+    assert first.ranking == [0, 1] and first.responses[0] == first.responses[0].strip()
+    assert data.preferences[1].prompt.startswith("Say the word")  # single turn: the text itself
+
+
+def test_kwise_rankings_mixing_k2_and_k4_from_parquet_keep_their_order(tmp_path):
+    folder = write_kwise_dataset(tmp_path / "kw", n=40, fmt="parquet")
+
+    data = load_dataset(folder)
+    write_layout(data, tmp_path / "out")
+
+    assert data.summary["preference_shape"] == "ranking"
+    assert data.summary["k_counts"] == {2: 20, 4: 20}
+    assert data.summary["split_rule"] == "prompt_hash"
+    assert data.summary["sft_source"].startswith("preferred responses")
+    rows = [
+        r
+        for rel in ("comparisons/train.jsonl", "comparisons/valid.jsonl", HELDOUT)
+        for r in _lines(tmp_path / "out" / rel)
+    ]
+    assert len(rows) == 40
+    for row in rows:  # the writer ranks the doubled word first
+        best = row["responses"][row["ranking"][0]]
+        assert best.split()[0] == best.split()[1] and len(best.split()) == 2
+    # SFT trains on the preferred response when there are no demonstrations
+    sft = _lines(tmp_path / "out" / layout.SFT_TRAIN)
+    assert all(len(set(r["response"].split())) == 1 for r in sft)
+
+
+def test_explicit_pairs_keep_their_scores_as_metadata(tmp_path):
+    data = load_dataset(write_pairwise_dataset(tmp_path / "pw", n=30))
+    assert data.summary["preference_shape"] == "pairwise"
+    assert data.preferences[0].meta == {"score_chosen": 8.0, "score_rejected": 3.5}
+    assert data.preferences[0].responses == [
+        data.preferences[0].responses[0],
+        data.preferences[0].responses[1],
+    ]
+
+
+def test_the_written_layout_passes_the_pipeline_schemas(tmp_path):
+    data = load_dataset(write_hh_dataset(tmp_path / "hh", n_pairs=200))
+    counts = write_layout(data, tmp_path / "out")
+    out = tmp_path / "out"
+    for rel in (layout.SFT_TRAIN, layout.SFT_VALID):
+        load_table(out / rel, "demonstrations")
+    for rel in (layout.PPO_TRAIN, layout.PPO_VALID, layout.EVAL_TEST, layout.RM_TRAIN):
+        load_table(out / rel, "prompts")
+    for rel in ("comparisons/train.jsonl", "comparisons/valid.jsonl", HELDOUT):
+        load_table(out / rel, "comparisons", k_range=(2, 9))
+    assert (
+        counts["comparisons/train.jsonl"] + counts["comparisons/valid.jsonl"] + counts[HELDOUT]
+        == 200
+    )
+    # by user: no user's rows in two splits, across every table written
+    split_of_user: dict[str, set] = {}
+    for rel in counts:
+        for row in _lines(out / rel):
+            if "user_id" in row:
+                split_of_user.setdefault(row["user_id"], set()).add(row["split"])
+    assert all(len(s) == 1 for s in split_of_user.values())
+
+
+# ---------------------------------------------------------------- splits
+
+
+def test_hash_split_is_stable_and_follows_the_fractions():
+    keys = [f"prompt {i}" for i in range(4000)]
+    first = [hash_split(k, 0.1, 0.2) for k in keys]
+    assert first == [hash_split(k, 0.1, 0.2) for k in keys]
+    share = {s: first.count(s) / len(keys) for s in ("train", "valid", "test")}
+    # binomial s.d. at n = 4000 is <= 0.008: these bounds are ~4 s.d.
+    assert abs(share["test"] - 0.2) < 0.03 and abs(share["valid"] - 0.1) < 0.03
+
+
+def test_one_prompt_lands_in_one_split_whatever_table_holds_it(tmp_path):
+    data = load_dataset(write_pairwise_dataset(tmp_path / "pw", n=60))
+    by_text: dict[str, set] = {}
+    for item in data.prompts + data.preferences:
+        by_text.setdefault(item.prompt, set()).add(data.split_of[id(item)])
+    assert all(len(s) == 1 for s in by_text.values())
+    assert data.summary["split_counts"]["prompts"] == data.summary["split_counts"]["preferences"]
+
+
+# ---------------------------------------------------------------- refused before training
+
+
+def _rewrite(path: Path, row: int, **changes) -> None:
+    rows = _lines(path)
+    rows[row - 1] |= changes
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+
+
+def test_a_user_in_two_splits_is_refused_naming_both_places(tmp_path):
+    folder = write_hh_dataset(tmp_path / "hh", n_pairs=60)
+    _rewrite(folder / "prompts.jsonl", 1, split="train")  # user-0
+    _rewrite(folder / "preferences.jsonl", 41, split="test")  # user-0 again (i = 40)
+    with pytest.raises(TableError) as e:
+        load_dataset(folder)
+    found = _problems(e.value)
+    assert len(found) == 1
+    assert found[0][1:] == (41, "user_id") or found[0][1:] == (1, "user_id")
+    assert "user 'user-0'" in str(e.value) and "split 'train'" in str(e.value)
+
+
+def test_bad_rows_are_each_named_by_file_row_and_field(tmp_path):
+    folder = write_kwise_dataset(tmp_path / "kw", n=20)
+    _rewrite(folder / "preferences.jsonl", 3, ranking=[0, 0, 1, 2])  # K = 4, not a permutation
+    _rewrite(folder / "preferences.jsonl", 6, responses=["fine", "  "])  # K = 2, one empty
+    with pytest.raises(TableError) as e:
+        load_dataset(folder)
+    assert set(_problems(e.value)) == {
+        ("preferences.jsonl", 3, "ranking"),
+        ("preferences.jsonl", 6, "responses"),
+    }
+
+
+def test_a_conversation_not_ending_on_an_assistant_turn_is_refused(tmp_path):
+    folder = write_hh_dataset(tmp_path / "hh", n_pairs=20)
+    _rewrite(
+        folder / "preferences.jsonl", 2, rejected="\n\nHuman: Say it.\n\nAssistant: no\n\nHuman: ?"
+    )
+    demo = {"messages": [{"role": "user", "content": "Hi"}], "user_id": "user-3"}
+    _rewrite(folder / "demonstrations.jsonl", 4, **demo)
+    with pytest.raises(TableError) as e:
+        load_dataset(folder)
+    assert set(_problems(e.value)) == {
+        ("preferences.jsonl", 2, "rejected"),
+        ("demonstrations.jsonl", 4, "messages"),
+    }
+    assert "does not end on an assistant turn" in str(e.value)
+
+
+def test_an_empty_chosen_and_an_unknown_shape_are_refused(tmp_path):
+    folder = write_pairwise_dataset(tmp_path / "pw", n=10)
+    _rewrite(folder / "preferences.jsonl", 7, chosen="")
+    with pytest.raises(TableError) as e:
+        load_dataset(folder)
+    assert _problems(e.value) == [("preferences.jsonl", 7, "chosen")]
+
+    (folder / "preferences.jsonl").write_text(json.dumps({"question": "q", "answer": "a"}) + "\n")
+    with pytest.raises(TableError, match="fit none of the shapes"):
+        load_dataset(folder)
+
+
+def test_a_row_longer_than_the_context_is_refused_dropped_or_cut(tmp_path, tokenizer):
+    folder = write_pairwise_dataset(tmp_path / "pw", n=40)
+    long_prompt = "Say the word apple twice. " * 30 + "Now say it."
+    _rewrite(folder / "preferences.jsonl", 9, prompt=long_prompt)
+    check = LengthCheck(tokenizer, max_len=64, max_new_tokens=8)
+
+    with pytest.raises(TableError) as e:
+        load_dataset(folder, DatasetConfig(overlong="refuse"), check)
+    assert _problems(e.value) == [("preferences.jsonl", 9, "prompt")]
+    assert "context 64" in str(e.value)
+
+    dropped = load_dataset(folder, DatasetConfig(overlong="drop"), check)
+    assert len(dropped.preferences) == 39
+    assert dropped.summary["overlong"]["preferences.jsonl"] == {"dropped": 1}
+
+    cut = load_dataset(folder, DatasetConfig(overlong="truncate"), check)
+    assert cut.summary["overlong"]["preferences.jsonl"] == {"truncated": 1}
+    item = next(i for i in cut.preferences if i.row == 9)
+    assert item.prompt.endswith("Now say it.") and check.need(item.prompt, item.responses) <= 64
