@@ -16,6 +16,8 @@ from accelerate import Accelerator
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from models.batching import collate_sft, encode_pair, length_bucketed_batches
+from models.checkpoints import CheckpointStore, after_step, rng_state, set_rng_state
+from models.numeric import check_finite
 
 LogFn = Callable[[int, dict[str, float]], None]
 
@@ -44,6 +46,41 @@ def _optimizer(model: torch.nn.Module, cfg: OptimConfig, total_steps: int):
     return optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
 
 
+def loop_state(accelerator: Accelerator, model, optimizer, scheduler, generator=None, **position):
+    """Everything a resumed loop needs to continue exactly: weights, optimizer, schedule, RNGs, position."""
+    return {
+        "model": accelerator.unwrap_model(model).state_dict(),
+        "optimizer": optimizer.state_dict(),
+        "scheduler": scheduler.state_dict(),
+        "rng": rng_state(generator),
+        **position,
+    }
+
+
+def restore_loop(
+    saved: dict, accelerator: Accelerator, model, optimizer, scheduler, generator=None
+):
+    """Put a `loop_state` back; returns it for the position fields."""
+    accelerator.unwrap_model(model).load_state_dict(saved["model"])
+    optimizer.load_state_dict(saved["optimizer"])
+    scheduler.load_state_dict(saved["scheduler"])
+    set_rng_state(saved["rng"], generator)
+    return saved
+
+
+def guarded_step(
+    accelerator: Accelerator, model, loss, optimizer, scheduler, clip: float, step: int
+):
+    """backward, clip, optimizer and schedule step; a non-finite loss or gradient stops before the update."""
+    check_finite("loss", step, loss)
+    accelerator.backward(loss)
+    norm = accelerator.clip_grad_norm_(model.parameters(), clip)
+    check_finite("gradient norm", step, norm)
+    optimizer.step()
+    scheduler.step()
+    optimizer.zero_grad(set_to_none=True)
+
+
 def pack_corpus(
     tokenizer: PreTrainedTokenizerBase, texts: Sequence[str], block_size: int
 ) -> torch.Tensor:
@@ -64,25 +101,32 @@ def pretrain(
     seed: int,
     on_log: LogFn,
     log_every: int = 25,
+    store: CheckpointStore | None = None,
 ) -> PreTrainedModel:
-    """Next-token training on packed blocks for a fixed number of steps."""
+    """Next-token training on packed blocks for a fixed number of steps (resumed from `store` if it holds a checkpoint)."""
     accelerator = Accelerator()
     torch.manual_seed(seed)
     optimizer, scheduler = _optimizer(model, cfg, steps)
     model, optimizer = accelerator.prepare(model, optimizer)
     model.train()
     generator = torch.Generator().manual_seed(seed)
-    for step in range(steps):
+    start = 0
+    if store is not None and (saved := store.load()) is not None:
+        start = restore_loop(saved, accelerator, model, optimizer, scheduler, generator)["step"]
+    for step in range(start, steps):
         rows = torch.randint(0, blocks.shape[0], (cfg.batch_size,), generator=generator)
         batch = blocks[rows].to(accelerator.device)
         loss = model(input_ids=batch, labels=batch).loss
-        accelerator.backward(loss)
-        accelerator.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-        optimizer.step()
-        scheduler.step()
-        optimizer.zero_grad(set_to_none=True)
+        guarded_step(accelerator, model, loss, optimizer, scheduler, cfg.grad_clip, step)
         if step % log_every == 0 or step == steps - 1:
             on_log(step, {"loss": loss.item(), "lr": scheduler.get_last_lr()[0]})
+        after_step(
+            store,
+            step + 1,
+            lambda s=step + 1: loop_state(
+                accelerator, model, optimizer, scheduler, generator, step=s
+            ),
+        )
     model.eval()
     return accelerator.unwrap_model(model)
 
@@ -147,11 +191,16 @@ def supervised_finetune(
     seed: int,
     on_log: LogFn,
     on_epoch: Callable[[int, float, PreTrainedModel], None],
+    store: CheckpointStore | None = None,
+    carry: dict | None = None,
 ) -> None:
     """Fine-tune on response tokens only, several epochs; `on_epoch(epoch, valid_loss, model)` after each.
 
     The caller keeps the best checkpoint by validation loss (InstructGPT
-    trains 16 epochs and selects on validation data).
+    trains 16 epochs and selects on validation data). With a `store` the loop
+    checkpoints every `store.every` steps, with the caller's `carry` dict (its
+    record of the best epoch), and resumes from the newest checkpoint there:
+    `carry` is then updated in place.
     """
     accelerator = Accelerator()
     torch.manual_seed(seed)
@@ -159,23 +208,40 @@ def supervised_finetune(
     steps_per_epoch = math.ceil(len(train) / cfg.batch_size)
     optimizer, scheduler = _optimizer(model, cfg, steps_per_epoch * epochs)
     model, optimizer = accelerator.prepare(model, optimizer)
-    step = 0
-    for epoch in range(epochs):
+    step, start_epoch, start_batch = 0, 0, 0
+    if store is not None and (saved := store.load()) is not None:
+        restore_loop(saved, accelerator, model, optimizer, scheduler)
+        step, start_epoch, start_batch = saved["step"], saved["epoch"], saved["batch"]
+        if carry is not None:
+            carry.update(saved["carry"])
+    for epoch in range(start_epoch, epochs):
         model.train()
-        for batch_idx in length_bucketed_batches(lengths, cfg.batch_size, seed=seed * 1000 + epoch):
+        batches = length_bucketed_batches(lengths, cfg.batch_size, seed=seed * 1000 + epoch)
+        first = start_batch if epoch == start_epoch else 0
+        for index in range(first, len(batches)):
             batch = {
                 k: v.to(accelerator.device)
-                for k, v in collate_sft([train[i] for i in batch_idx], pad_id).items()
+                for k, v in collate_sft([train[i] for i in batches[index]], pad_id).items()
             }
             loss = model(**batch).loss
-            accelerator.backward(loss)
-            accelerator.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-            optimizer.step()
-            scheduler.step()
-            optimizer.zero_grad(set_to_none=True)
+            guarded_step(accelerator, model, loss, optimizer, scheduler, cfg.grad_clip, step)
             if step % 25 == 0:
                 on_log(step, {"train_loss": loss.item(), "lr": scheduler.get_last_lr()[0]})
             step += 1
+            after_step(
+                store,
+                step,
+                lambda s=step, e=epoch, b=index + 1: loop_state(
+                    accelerator,
+                    model,
+                    optimizer,
+                    scheduler,
+                    step=s,
+                    epoch=e,
+                    batch=b,
+                    carry=dict(carry or {}),
+                ),
+            )
         unwrapped = accelerator.unwrap_model(model)
         on_epoch(epoch, response_loss(unwrapped, valid, pad_id), unwrapped)
 

@@ -42,7 +42,9 @@ from torch import Tensor
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from models import ppo_math
+from models.checkpoints import TrainingInterrupted, stop_requested
 from models.lm import context_length
+from models.numeric import check_finite
 from models.reward_model import encode_for_reward, rewards, token_values
 from models.sampling import generate, position_ids_from_mask
 
@@ -424,6 +426,8 @@ class PPOTrainer:
             token_rewards, values, mask, hyper.gamma, hyper.gae_lambda
         )
         advantages = ppo_math.masked_whiten(advantages, mask)
+        check_finite("reward (RM score)", self.iteration, rm_score)
+        check_finite("advantage", self.iteration, advantages)
         return Experience(
             query_response=qr,
             attention_mask=am,
@@ -455,9 +459,11 @@ class PPOTrainer:
         logits = self.policy(input_ids=block, use_cache=False).logits
         return ppo_math.lm_loss(logits.float(), block, torch.ones_like(block))
 
-    def _optimizer_step(self, loss: Tensor, net: torch.nn.Module, optimizer) -> None:
+    def _optimizer_step(self, loss: Tensor, net: torch.nn.Module, optimizer, name: str) -> None:
+        check_finite(f"{name} loss", self.iteration, loss)
         self.accelerator.backward(loss)
-        self.accelerator.clip_grad_norm_(net.parameters(), self.hyper.grad_clip)
+        norm = self.accelerator.clip_grad_norm_(net.parameters(), self.hyper.grad_clip)
+        check_finite(f"{name} gradient norm", self.iteration, norm)
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
 
@@ -488,7 +494,7 @@ class PPOTrainer:
                 )
                 ptx_loss = self._ptx_loss(ptx_blocks) if hyper.ptx_gamma > 0 else None
                 loss = ppo_math.ptx_mixed_loss(policy_loss, ptx_loss, hyper.ptx_gamma)
-                self._optimizer_step(loss, self.policy, self.policy_opt)
+                self._optimizer_step(loss, self.policy, self.policy_opt, "policy")
 
                 values = self._values(qr, am, prompt_len, width)
                 value_loss, value_clipfrac = ppo_math.clipped_value_loss(
@@ -498,7 +504,7 @@ class PPOTrainer:
                     mask,
                     hyper.value_clip,
                 )
-                self._optimizer_step(value_loss, self.value_net, self.value_opt)
+                self._optimizer_step(value_loss, self.value_net, self.value_opt, "value")
 
                 with torch.no_grad():
                     entropy = ppo_math.masked_mean(ppo_math.entropy_from_logits(logits), mask)
@@ -661,6 +667,11 @@ def ppo_train(
         )
         trainer.stopped = bool(on_iteration(index, metrics))
         last = trainer.stopped or trainer.iteration == trainer.hyper.iterations
-        if checkpoint is not None and (trainer.iteration % checkpoint_every == 0 or last):
+        interrupted = stop_requested()
+        if checkpoint is not None and (
+            trainer.iteration % checkpoint_every == 0 or last or interrupted
+        ):
             checkpoint(trainer)
+        if interrupted:
+            raise TrainingInterrupted(f"stopped after iteration {index}; checkpoint kept")
     return trainer

@@ -14,10 +14,11 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from models.lm import GPT2Size, build_gpt2, load_causal_lm, save_model
 from models.lm_training import OptimConfig, pack_corpus, perplexity, pretrain
+from models.numeric import in_stage
 from models.tokenizer import train_tokenizer
-from tasks import layout, tracking
+from tasks import checkpoints, layout, tracking
 from tasks.concurrency import training_slot
-from tasks.stage import fresh_output_dir, import_closure_digest, mark_done, prefect_options
+from tasks.stage import import_closure_digest, mark_done, prefect_options
 from tasks.tables import read_jsonl
 
 
@@ -39,6 +40,11 @@ class BaseModelConfig(BaseModel):
     steps: int = Field(600, description="Pretraining optimizer steps.")
     batch_size: int = Field(32, description="Blocks per pretraining step.")
     lr: float = Field(2e-3, description="Peak learning rate (AdamW, warm-up then cosine).")
+    checkpoint_every: int = Field(
+        100,
+        ge=1,
+        description="Steps between resume checkpoints (a killed run continues from the last).",
+    )
 
 
 def tokenizer_texts(profile_dir: Path) -> list[str]:
@@ -78,7 +84,13 @@ def build_base_model(
     )
     start = time.perf_counter()
     model = pretrain(
-        model, blocks, cfg.steps, OptimConfig(lr=cfg.lr, batch_size=cfg.batch_size), seed, log
+        model,
+        blocks,
+        cfg.steps,
+        OptimConfig(lr=cfg.lr, batch_size=cfg.batch_size),
+        seed,
+        log,
+        store=checkpoints.store(out_dir, cfg.checkpoint_every),
     )
     seconds = time.perf_counter() - start
     save_model(model, tokenizer, model_dir)
@@ -103,15 +115,21 @@ def base_model_task(
     out_dir: str,
     parent_run_id: str,
 ) -> dict:
-    out = fresh_output_dir(out_dir)  # drops a half-finished earlier attempt
-    with training_slot(), tracking.stage_run("base_model", parent_run_id) as run:
+    out = checkpoints.prepare_out_dir(out_dir)  # keeps an unfinished attempt's checkpoints only
+    with (
+        in_stage("base_model"),
+        training_slot(),
+        tracking.stage_run("base_model", parent_run_id) as run,
+    ):
         mlflow.log_params(cfg.model_dump() | {"base_model": base_model or "embedded", "seed": seed})
         metrics = build_base_model(
             Path(profile_dir), base_model, cfg, seed, out, tracking.metric_logger("pretrain")
         )
         tracking.log_metrics(metrics)
         mlflow.log_artifacts(str(out / "model"), artifact_path="model")
-        return mark_done(
+        result = mark_done(
             out,
             {"model_dir": str(out / "model"), "mlflow_run_id": run.info.run_id, "metrics": metrics},
         )
+    checkpoints.finish(out)
+    return result

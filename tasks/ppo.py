@@ -29,9 +29,6 @@ again with the same parameters has the same out_dir and continues from there.
 
 import json
 import math
-import os
-import shutil
-import tempfile
 import time
 from pathlib import Path
 
@@ -40,18 +37,20 @@ import torch
 from prefect import task
 from pydantic import BaseModel, ConfigDict, Field
 
+from models.checkpoints import CheckpointStore
 from models.lm import load_causal_lm, save_model
 from models.lm_training import pack_corpus, perplexity
+from models.numeric import in_stage
 from models.ppo import Normalization, PPOHyper, PPOTrainer, hyper_field_names, ppo_train
 from models.reward_model import reward_model_from_causal_lm
 from tasks import layout, tracking
+from tasks.checkpoints import RESUME, finish, prepare_out_dir
 from tasks.concurrency import training_slot
-from tasks.stage import import_closure_digest, is_done, mark_done, prefect_options
+from tasks.stage import import_closure_digest, mark_done, prefect_options
 from tasks.stats import standard_error
 from tasks.tables import load_table, read_jsonl
 from world.judge import GoldJudge
 
-RESUME = "resume"
 CURVE_JSON = "overoptimization.json"
 CURVE_PNG = "overoptimization.png"
 
@@ -164,46 +163,25 @@ def make_hyper(cfg: PPOStageConfig, ptx_gamma: float, seed: int) -> PPOHyper:
 # ------------------------------------------------------------------ resume checkpoints
 
 
-def write_resume(out_dir: Path, payload: dict) -> None:
-    """Write the resume checkpoint to out_dir/resume, all or nothing.
+def _store(out_dir: Path) -> CheckpointStore:
+    # ppo_train decides when to checkpoint; the store keeps the last two, verified by digest.
+    return CheckpointStore(out_dir / RESUME, every=1)
 
-    Written into a temporary directory beside it, then renamed into place.
-    The previous checkpoint is moved to .old-resume first and deleted after;
-    a kill between the two renames leaves .old-resume, which `find_resume`
-    falls back to. A failed write leaves no temporary directory behind.
-    """
-    target, old = out_dir / RESUME, out_dir / f".old-{RESUME}"
-    tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{RESUME}-", dir=out_dir))
-    try:
-        torch.save(payload, tmp / "state.pt")
-        (tmp / "history.json").write_text(json.dumps(payload["history"], indent=2))
-        if target.exists():
-            shutil.rmtree(old, ignore_errors=True)
-            os.replace(target, old)
-        os.replace(tmp, target)
-        shutil.rmtree(old, ignore_errors=True)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+
+def write_resume(out_dir: Path, payload: dict) -> None:
+    """Save the resume checkpoint (atomic, with its digest) and its history as readable JSON."""
+    saved = _store(out_dir).save(payload["trainer"]["iteration"], payload)
+    (saved / "history.json").write_text(json.dumps(payload["history"], indent=2))
 
 
 def find_resume(out_dir: Path) -> Path | None:
-    for candidate in (out_dir / RESUME, out_dir / f".old-{RESUME}"):
-        if (candidate / "state.pt").exists():
-            return candidate
-    return None
+    found = _store(out_dir).checkpoints()
+    return found[0] if found else None
 
 
 def read_resume(out_dir: Path) -> dict | None:
-    found = find_resume(out_dir)
-    return None if found is None else torch.load(found / "state.pt", weights_only=True)
-
-
-def prepare_out_dir(out: Path) -> None:
-    """Keep an unfinished run's resume checkpoint; otherwise start from an empty folder."""
-    if is_done(out) or find_resume(out) is None:
-        shutil.rmtree(out, ignore_errors=True)
-    out.mkdir(parents=True, exist_ok=True)
+    """The newest checkpoint that passes its digest check (an older one, with a warning, if not)."""
+    return _store(out_dir).load()
 
 
 # ------------------------------------------------------------------ over-optimisation monitor
@@ -507,6 +485,7 @@ def ppo_task(
     prepare_out_dir(out)
     resumed = find_resume(out) is not None
     with (
+        in_stage(stage),
         training_slot(),
         tracking.stage_run(stage, parent_run_id, tags={"resumed": str(resumed).lower()}) as run,
     ):
@@ -530,5 +509,5 @@ def ppo_task(
             out,
             {"model_dir": str(out / "model"), "mlflow_run_id": run.info.run_id, "metrics": metrics},
         )
-    shutil.rmtree(out / RESUME, ignore_errors=True)  # the run is complete: nothing to resume
+    finish(out)  # the run is complete: nothing to resume
     return result

@@ -15,8 +15,10 @@ from accelerate import Accelerator
 from prefect import task
 from pydantic import BaseModel, ConfigDict, Field
 
+from models.checkpoints import after_step
 from models.lm import context_length
-from models.lm_training import OptimConfig, _optimizer
+from models.lm_training import OptimConfig, _optimizer, guarded_step, loop_state, restore_loop
+from models.numeric import in_stage
 from models.ranking_loss import bias_to_center, kwise_ranking_loss, pairwise_accuracy
 from models.reward_model import (
     encode_for_reward,
@@ -24,9 +26,9 @@ from models.reward_model import (
     rewards,
     set_reward_offset,
 )
-from tasks import comparisons, layout, tracking
+from tasks import checkpoints, comparisons, layout, tracking
 from tasks.concurrency import training_slot
-from tasks.stage import fresh_output_dir, import_closure_digest, mark_done, prefect_options
+from tasks.stage import import_closure_digest, mark_done, prefect_options
 from tasks.tables import read_jsonl
 
 # Metric-name prefix of the per-family accuracy against gold (held-out prompts).
@@ -44,6 +46,11 @@ class RewardModelConfig(BaseModel):
     lr: float = Field(5e-4, description="Peak learning rate.")
     batch_size: int = Field(
         16, description="Prompts per step; each brings its K responses and C(K,2) pairs."
+    )
+    checkpoint_every: int = Field(
+        50,
+        ge=1,
+        description="Steps between resume checkpoints (a killed run continues from the last).",
     )
 
 
@@ -119,25 +126,46 @@ def train_reward_model(
     )
     model, optimizer = accelerator.prepare(model, optimizer)
     generator = torch.Generator().manual_seed(seed)
-    step, best_acc = 0, -1.0
+    step, best_acc, start_epoch, start_batch, order = 0, -1.0, 0, 0, None
+    store = checkpoints.store(out_dir, cfg.checkpoint_every)
+    if (saved := store.load()) is not None:
+        restore_loop(saved, accelerator, model, optimizer, scheduler, generator)
+        step, best_acc = saved["step"], saved["best_acc"]
+        start_epoch, start_batch, order = saved["epoch"], saved["batch"], saved["order"]
     print(
         f"training the reward model on {len(train)} rankings of K={len(train[0]['responses'])}",
         flush=True,
     )
-    for epoch in range(cfg.epochs):
+    for epoch in range(start_epoch, cfg.epochs):
         model.train()
-        for batch_idx in torch.randperm(len(train), generator=generator).split(cfg.batch_size):
-            batch = [train[i] for i in batch_idx.tolist()]
+        if epoch != start_epoch or order is None:
+            order = torch.randperm(len(train), generator=generator).tolist()
+        batches = [order[i : i + cfg.batch_size] for i in range(0, len(order), cfg.batch_size)]
+        first = start_batch if epoch == start_epoch else 0
+        for index in range(first, len(batches)):
+            batch = [train[i] for i in batches[index]]
             ranking = torch.tensor([row["ranking"] for row in batch], device=accelerator.device)
             loss = kwise_ranking_loss(_forward(model, tokenizer, batch, max_len), ranking)
-            accelerator.backward(loss)
-            accelerator.clip_grad_norm_(model.parameters(), 1.0)
-            optimizer.step()
-            scheduler.step()
-            optimizer.zero_grad(set_to_none=True)
+            guarded_step(accelerator, model, loss, optimizer, scheduler, 1.0, step)
             if step % 25 == 0:
                 log(step, {"train_loss": loss.item()})
             step += 1
+            after_step(
+                store,
+                step,
+                lambda s=step, e=epoch, b=index + 1, o=order, a=best_acc: loop_state(
+                    accelerator,
+                    model,
+                    optimizer,
+                    scheduler,
+                    generator,
+                    step=s,
+                    epoch=e,
+                    batch=b,
+                    order=o,
+                    best_acc=a,
+                ),
+            )
         unwrapped = accelerator.unwrap_model(model)
         predicted = score_rows(unwrapped, tokenizer, valid, max_len)
         ranking = torch.tensor([row["ranking"] for row in valid])
@@ -165,6 +193,9 @@ def train_reward_model(
     demo_rewards = score_rows(best, tokenizer, demo_rows, max_len).flatten()
     best.save_pretrained(out_dir / "model")
     tokenizer.save_pretrained(out_dir / "model")
+    # Checkpoints first: a kill between the two leaves nothing to resume (a
+    # fresh start), never checkpoints that expect the candidate.
+    store.clear()
     shutil.rmtree(out_dir / "candidate")
 
     heldout = read_jsonl(comparisons_dir / comparisons.HELDOUT)
@@ -202,8 +233,12 @@ def reward_model_task(
     out_dir: str,
     parent_run_id: str,
 ) -> dict:
-    out = fresh_output_dir(out_dir)
-    with training_slot(), tracking.stage_run("reward_model", parent_run_id) as run:
+    out = checkpoints.prepare_out_dir(out_dir)
+    with (
+        in_stage("reward_model"),
+        training_slot(),
+        tracking.stage_run("reward_model", parent_run_id) as run,
+    ):
         mlflow.log_params(cfg.model_dump() | {"seed": seed})
         metrics = train_reward_model(
             Path(sft_dir),

@@ -14,9 +14,10 @@ from pydantic import BaseModel, ConfigDict, Field
 from models.batching import encode_pair
 from models.lm import context_length, load_causal_lm, save_model
 from models.lm_training import OptimConfig, encode_demonstrations, supervised_finetune
-from tasks import layout, tracking
+from models.numeric import in_stage
+from tasks import checkpoints, layout, tracking
 from tasks.concurrency import training_slot
-from tasks.stage import fresh_output_dir, import_closure_digest, mark_done, prefect_options
+from tasks.stage import import_closure_digest, mark_done, prefect_options
 from tasks.tables import load_table
 
 
@@ -32,6 +33,11 @@ class SFTConfig(BaseModel):
     lr: float = Field(2e-3, description="Peak learning rate.")
     batch_size: int = Field(
         16, description="Demonstrations per step (length-bucketed to save padding)."
+    )
+    checkpoint_every: int = Field(
+        100,
+        ge=1,
+        description="Steps between resume checkpoints (a killed run continues from the last).",
     )
 
 
@@ -87,6 +93,8 @@ def finetune(
         seed,
         log,
         on_epoch,
+        store=checkpoints.store(out_dir, cfg.checkpoint_every),
+        carry=best,
     )
     return {
         "best_valid_loss": best["valid_loss"],
@@ -109,7 +117,7 @@ def sft_task(
     parent_run_id: str,
 ) -> dict:
     """`variant` is sft (demonstrations), flan or t0 (the baselines' instruction mixtures)."""
-    out = fresh_output_dir(out_dir)
+    out = checkpoints.prepare_out_dir(out_dir)
     profile = Path(profile_dir)
     if variant == "sft":
         train, valid, kind = (
@@ -123,7 +131,7 @@ def sft_task(
             None,
             "mixture",
         )
-    with training_slot(), tracking.stage_run(variant, parent_run_id) as run:
+    with in_stage(variant), training_slot(), tracking.stage_run(variant, parent_run_id) as run:
         mlflow.log_params(cfg.model_dump() | {"seed": seed, "train_table": str(train)})
         metrics = finetune(
             Path(model_dir), train, valid, kind, cfg, seed, out, tracking.metric_logger(variant)
@@ -131,7 +139,9 @@ def sft_task(
         metrics = {f"{variant}/{k}": v for k, v in metrics.items()}
         tracking.log_metrics(metrics)
         mlflow.log_artifacts(str(out / "model"), artifact_path="model")
-        return mark_done(
+        result = mark_done(
             out,
             {"model_dir": str(out / "model"), "mlflow_run_id": run.info.run_id, "metrics": metrics},
         )
+    checkpoints.finish(out)
+    return result

@@ -12,7 +12,9 @@ from pathlib import Path
 import pytest
 import torch
 
+from models.checkpoints import CheckpointWarning
 from models.lm import load_causal_lm, save_model
+from models.numeric import NonFiniteError, in_stage
 from models.reward_model import reward_model_from_causal_lm
 from tasks import layout
 from tasks.ppo import (
@@ -161,7 +163,8 @@ def test_prepare_out_dir_keeps_only_an_unfinished_runs_checkpoint(tmp_path: Path
     write_resume(unfinished, payload)
     (unfinished / "model").mkdir()
     prepare_out_dir(unfinished)
-    assert find_resume(unfinished) == unfinished / RESUME and (unfinished / "model").exists()
+    assert find_resume(unfinished).parent == unfinished / RESUME
+    assert (unfinished / "model").exists()
 
     finished = tmp_path / "finished"
     finished.mkdir()
@@ -194,18 +197,21 @@ def test_a_failed_checkpoint_write_leaves_the_previous_one_intact(
     monkeypatch.undo()
     assert sorted(p.name for p in tmp_path.iterdir()) == [RESUME]  # no temporary or partial folder
     assert read_resume(tmp_path)["trainer"]["iteration"] == 2
-    assert sorted(p.name for p in (tmp_path / RESUME).iterdir()) == ["history.json", "state.pt"]
+    (kept,) = (tmp_path / RESUME).iterdir()
+    assert sorted(p.name for p in kept.iterdir()) == ["history.json", "meta.json", "state.pt"]
 
 
-def test_a_kill_between_the_two_renames_falls_back_to_the_previous_checkpoint(
-    tmp_path: Path,
-) -> None:
+def test_a_corrupted_newest_checkpoint_falls_back_to_the_one_before(tmp_path: Path) -> None:
+    # given two checkpoints, the newer one damaged on disk (one byte flipped)
     write_resume(tmp_path, {"history": {}, "trainer": {"iteration": 2}})
-    (tmp_path / RESUME).rename(tmp_path / f".old-{RESUME}")  # new one not yet in place
-    assert read_resume(tmp_path)["trainer"]["iteration"] == 2
     write_resume(tmp_path, {"history": {}, "trainer": {"iteration": 4}})
-    assert sorted(p.name for p in tmp_path.iterdir()) == [RESUME]
-    assert read_resume(tmp_path)["trainer"]["iteration"] == 4
+    state = find_resume(tmp_path) / "state.pt"
+    blob = bytearray(state.read_bytes())
+    blob[len(blob) // 2] ^= 0xFF
+    state.write_bytes(bytes(blob))
+    # then its digest gives it away, and the stage resumes from the one before, with a warning
+    with pytest.warns(CheckpointWarning, match="sha256"):
+        assert read_resume(tmp_path)["trainer"]["iteration"] == 2
 
 
 # ---------------------------------------------------------------- checkpoint choice
@@ -315,3 +321,20 @@ def test_smoke_overrides_are_valid_config() -> None:
     assert cfg.iterations < PPOStageConfig().iterations
     with pytest.raises(ValueError):
         run_ppo("ppo-ptx", Path("."), Path("."), Path("."), cfg, 0.0, 0, Path("."), print)
+
+
+def test_a_nan_reward_stops_ppo_naming_stage_iteration_and_quantity(world, tmp_path: Path) -> None:
+    # given a reward model whose score head gives NaN
+    rm, tokenizer = reward_model_from_causal_lm(world["rm"])
+    with torch.no_grad():
+        for name, param in rm.named_parameters():
+            if "score" in name:
+                param.fill_(float("nan"))
+    save_model(rm, tokenizer, tmp_path / "nan-rm")
+    broken = dict(world, rm=tmp_path / "nan-rm")
+    # then the stage stops, naming the stage, the iteration and the quantity
+    with pytest.raises(NonFiniteError, match=r"stage ppo, iteration 0: reward \(RM score\) is nan"):
+        with in_stage("ppo"):
+            run(broken, tmp_path / "out", iteration_logger([]))
+    # and left no checkpoint to resume from
+    assert find_resume(tmp_path / "out") is None

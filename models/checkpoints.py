@@ -1,0 +1,145 @@
+"""Resumable training loops: atomic checkpoints verified by digest, and a cooperative stop.
+
+A training loop saves its whole state (weights, optimizer, scheduler, RNGs,
+data position) every `every` steps into `folder/step-<n>/`: written into a
+temporary folder, then renamed into place, so a kill at any instant leaves
+either the new checkpoint or none. The last `keep` checkpoints stay. Each
+records the sha256 of its state file; loading checks it, and a checkpoint
+that fails (truncated, corrupted, unreadable) is skipped with a warning for
+the one before it.
+
+A stop request (SIGINT/SIGTERM, set by the orchestration) is checked by the
+loops after each step: they save a checkpoint there and raise
+`TrainingInterrupted`, so an interrupted run loses no finished step.
+
+Pure torch: no Prefect, no MLflow.
+"""
+
+import hashlib
+import json
+import os
+import random
+import shutil
+import tempfile
+import threading
+import warnings
+from pathlib import Path
+from typing import Any
+
+import torch
+
+STATE = "state.pt"
+META = "meta.json"
+_STOP = threading.Event()
+
+
+class CheckpointWarning(UserWarning):
+    """A checkpoint could not be used; an older one (or a fresh start) replaces it."""
+
+
+class TrainingInterrupted(KeyboardInterrupt):
+    """A loop stopped after a step because a stop was requested (a KeyboardInterrupt, so nothing retries it)."""
+
+
+def request_stop() -> None:
+    _STOP.set()
+
+
+def clear_stop() -> None:
+    _STOP.clear()
+
+
+def stop_requested() -> bool:
+    return _STOP.is_set()
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+class CheckpointStore:
+    """The checkpoints of one training loop in `folder`, one every `every` steps."""
+
+    def __init__(self, folder: Path, every: int, keep: int = 2):
+        if every < 1:
+            raise ValueError(f"checkpoint interval must be >= 1 step, got {every}")
+        self.folder, self.every, self.keep = Path(folder), every, keep
+
+    def checkpoints(self) -> list[Path]:
+        """Complete checkpoints, newest first."""
+        if not self.folder.is_dir():
+            return []
+        return sorted(self.folder.glob("step-*"), reverse=True)
+
+    def save(self, step: int, state: dict[str, Any]) -> Path:
+        self.folder.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=self.folder))
+        try:
+            torch.save(state, tmp / STATE)
+            (tmp / META).write_text(json.dumps({"step": step, "sha256": sha256_file(tmp / STATE)}))
+            final = self.folder / f"step-{step:09d}"
+            shutil.rmtree(final, ignore_errors=True)  # the same step saved again (a replay)
+            os.replace(tmp, final)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        for old in self.checkpoints()[self.keep :]:
+            shutil.rmtree(old, ignore_errors=True)
+        for stray in self.folder.glob(".tmp-*"):  # a write killed half-way, earlier
+            shutil.rmtree(stray, ignore_errors=True)
+        return final
+
+    def load(self) -> dict[str, Any] | None:
+        """The newest checkpoint whose digest matches and that loads; None if there is none."""
+        for path in self.checkpoints():
+            try:
+                meta = json.loads((path / META).read_text())
+                actual = sha256_file(path / STATE)
+                if actual != meta["sha256"]:
+                    raise ValueError(
+                        f"sha256 {actual[:12]} differs from the recorded {meta['sha256'][:12]}"
+                    )
+                return torch.load(path / STATE, weights_only=True)
+            except Exception as error:  # noqa: BLE001  (any damage means: use the one before)
+                warnings.warn(
+                    f"checkpoint {path} is unusable ({error}); falling back to the previous one",
+                    CheckpointWarning,
+                    stacklevel=2,
+                )
+        return None
+
+    def clear(self) -> None:
+        shutil.rmtree(self.folder, ignore_errors=True)
+
+
+def rng_state(generator: torch.Generator | None = None) -> dict[str, Any]:
+    """Every random state a CPU/GPU training step can draw from."""
+    state = {"torch": torch.get_rng_state(), "python": random.getstate()}
+    if generator is not None:
+        state["generator"] = generator.get_state()
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict[str, Any], generator: torch.Generator | None = None) -> None:
+    torch.set_rng_state(state["torch"])
+    random.setstate(state["python"])
+    if generator is not None:
+        generator.set_state(state["generator"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def after_step(store: CheckpointStore | None, step: int, state_fn) -> None:
+    """Call after each finished step (`step` counts finished steps): checkpoint when due; honour a stop request."""
+    stopping = stop_requested()
+    if store is not None and (stopping or step % store.every == 0):
+        store.save(step, state_fn())
+    if stopping:
+        kept = f"; checkpoint at step {step} kept" if store is not None else ""
+        raise TrainingInterrupted(f"stopped after step {step}{kept}")
