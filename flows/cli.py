@@ -3,6 +3,7 @@
 instructflow run --profile tiny          run the whole pipeline
 instructflow data generate               regenerate data/ and record it in data.dvc
 instructflow data verify                 check data/ against data.dvc
+instructflow data add DIR                validate your dataset directory and `dvc add` it
 instructflow data validate FILE --kind comparisons
                                          validate one JSONL table (e.g. human comparisons)
 instructflow evaluate champion challenger
@@ -27,12 +28,20 @@ def _cmd_run(args: argparse.Namespace) -> int:
     from flows.pipeline import rlhf_pipeline
 
     overrides = json.loads(Path(args.params).read_text()) if args.params else {}
-    for field in ("profile", "seed", "base_model"):
+    for field in ("profile", "seed", "base_model", "data"):
         if getattr(args, field) is not None:
             overrides[field] = getattr(args, field)
     if args.allow_data_mismatch:
         overrides["allow_data_mismatch"] = True
     params = PipelineParams(**overrides)
+    if params.data:
+        from flows.own_data import NEEDS_BASE, preflight
+
+        if not params.base_model:
+            print(f"instructflow: {NEEDS_BASE}", file=sys.stderr)
+            return 2
+
+        preflight(params)  # a refused dataset stops here with its problems, before any flow
     report = rlhf_pipeline(params)
     print(json.dumps(report["run"], indent=2))
     return 0
@@ -48,6 +57,21 @@ def _cmd_data_generate(args: argparse.Namespace) -> int:
         return 0
     md5 = data_version.add_and_push(root)
     print(f"data.dvc now records md5 {md5}; commit data.dvc to make it the project's data version")
+    return 0
+
+
+def _cmd_data_add(args: argparse.Namespace) -> int:
+    from tasks.dataset_dvc import OutsideProject, add_dataset
+
+    try:
+        added = add_dataset(project_root(), Path(args.dir))
+    except OutsideProject as error:
+        print(f"instructflow: {error}", file=sys.stderr)
+        return 2
+    for name, md5 in added["md5s"].items():
+        print(f"{name}: md5 {md5}")
+    where = "DVC cache and remote" if added["pushed"] else "DVC cache"
+    print(f"stored in the {where}; commit {added['dvc_file']} to version the dataset")
     return 0
 
 
@@ -149,6 +173,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="local Hugging Face causal-LM directory to start from",
     )
     run.add_argument(
+        "--data",
+        help="your dataset directory (prompts, demonstrations, preferences; .jsonl or .parquet)",
+    )
+    run.add_argument(
         "--allow-data-mismatch", action="store_true", help="run even if data/ differs from data.dvc"
     )
     run.add_argument(
@@ -173,6 +201,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     gen.add_argument("--no-dvc", action="store_true", help="write data/ only; leave data.dvc alone")
     gen.set_defaults(func=_cmd_data_generate)
+    add = data_sub.add_parser(
+        "add",
+        help="Validate a dataset directory and put it under DVC.",
+        description="Validate DIR (prompts, demonstrations, preferences), then `dvc add DIR` (and push to the default remote); commit DIR.dvc afterwards.",
+    )
+    add.add_argument("dir", help="the dataset directory, inside the project")
+    add.set_defaults(func=_cmd_data_add)
     ver = data_sub.add_parser(
         "verify",
         help="Check data/ against data.dvc.",

@@ -11,6 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from tasks.base_model import BaseModelConfig
 from tasks.comparisons import ComparisonsConfig
+from tasks.dataset import DatasetConfig
 from tasks.evaluation import EvalConfig
 from tasks.ppo import SMOKE_OVERRIDES as PPO_SMOKE
 from tasks.ppo import PPOStageConfig
@@ -62,6 +63,14 @@ class PipelineParams(BaseModel):
     base_model: str | None = Field(
         None,
         description="A local Hugging Face causal-LM directory to start from. Empty: train a small GPT-2 on the world's corpus.",
+    )
+    data: str | None = Field(
+        None,
+        description="A dataset directory (prompts, demonstrations, preferences as JSONL or Parquet) to train on. Empty: the embedded world. Needs base_model.",
+    )
+    dataset: DatasetConfig = Field(
+        default_factory=DatasetConfig,
+        description="How a dataset directory is split and how too-long rows are handled.",
     )
     allow_data_mismatch: bool = Field(
         False,

@@ -17,6 +17,7 @@ from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.runtime import flow_run
 
 import tasks  # noqa: F401  (sets Prefect's environment before prefect is imported)
+from flows import own_data
 from flows.params import PipelineParams
 from tasks import (
     base_model,
@@ -90,6 +91,10 @@ def rlhf_pipeline(params: PipelineParams = PipelineParams()) -> dict:
                 "base_model": params.base_model or "embedded",
             }
         )
+
+        if params.data:  # a user's dataset: its own path through the same stages
+            url = mlflow_run_url(experiment_id, parent_id)
+            return own_data.run(params, parent_id, run_info, url)
 
         version = data.restore_data_task(str(root), params.allow_data_mismatch)
         mlflow.set_tags(

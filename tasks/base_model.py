@@ -66,11 +66,12 @@ def build_base_model(
     if base_model:
         model, tokenizer = load_causal_lm(base_model)
         save_model(model, tokenizer, model_dir)
-        valid = pretrain_blocks(tokenizer, profile_dir, layout.PRETRAIN_VALID, cfg.block_size)
-        return {
-            "pretrain/valid_perplexity": perplexity(model, valid),
-            "pretrain/params": float(model.num_parameters()),
-        }
+        metrics = {"pretrain/params": float(model.num_parameters())}
+        # A user's dataset may come without pretraining text: no perplexity then.
+        if (profile_dir / layout.PRETRAIN_VALID).exists():
+            valid = pretrain_blocks(tokenizer, profile_dir, layout.PRETRAIN_VALID, cfg.block_size)
+            metrics["pretrain/valid_perplexity"] = perplexity(model, valid)
+        return metrics
 
     tokenizer = train_tokenizer(tokenizer_texts(profile_dir), cfg.vocab_size)
     size = GPT2Size(

@@ -321,9 +321,13 @@ def run_ppo(
         list(valid["prompt_id"]),
         list(valid["prompt"]),
     )
+    # A user's dataset may have no pretraining text: no perplexity (and no ptx) then.
+    has_pretrain = (profile_dir / layout.PRETRAIN_VALID).exists()
     pretrain_valid = pack_corpus(
         tokenizer,
-        [r["text"] for r in read_jsonl(profile_dir / layout.PRETRAIN_VALID)],
+        [r["text"] for r in read_jsonl(profile_dir / layout.PRETRAIN_VALID)]
+        if has_pretrain
+        else [],
         cfg.ptx_block_size,
     )
     ptx_blocks = None
@@ -419,7 +423,7 @@ def run_ppo(
     seconds = time.perf_counter() - start
 
     # The kept policy, the curve and the summary.
-    sft_perplexity = perplexity(ref_policy, pretrain_valid)
+    sft_perplexity = perplexity(ref_policy, pretrain_valid) if has_pretrain else float("nan")
     final = trainer.unwrapped_policy
     final.load_state_dict(state["best_policy"])
     save_model(final, tokenizer, out_dir / "model")
@@ -439,7 +443,7 @@ def run_ppo(
         "iterations_run": trainer.iteration,
         "stopped_early": float(trainer.iteration < cfg.iterations),
         "seconds_per_iteration": seconds / max(1, trainer.iteration - first_iteration),
-        "pretrain_perplexity": perplexity(final, pretrain_valid),
+        "pretrain_perplexity": perplexity(final, pretrain_valid) if has_pretrain else float("nan"),
         "sft_pretrain_perplexity": sft_perplexity,
     }
     curve = {

@@ -58,18 +58,31 @@ class RewardModelConfig(BaseModel):
 def score_rows(
     model, tokenizer, rows: list[dict], max_len: int, batch_size: int = 64
 ) -> torch.Tensor:
-    """Rewards [N, K] for comparison rows (all rows with the same K), on the CPU."""
+    """Rewards [N, K_max] for comparison rows on the CPU (slots past a row's own K are padding)."""
     model.eval()
+    width = max((len(row["responses"]) for row in rows), default=0)
     out = []
     for start in range(0, len(rows), batch_size):
-        out.append(_forward(model, tokenizer, rows[start : start + batch_size], max_len).cpu())
+        batch = rows[start : start + batch_size]
+        out.append(_forward(model, tokenizer, batch, max_len, width).cpu())
     return torch.cat(out) if out else torch.empty(0, 0)
 
 
-def _forward(model, tokenizer, rows: list[dict], max_len: int) -> torch.Tensor:
-    k = len(rows[0]["responses"])
+def ranking_tensor(rows: list[dict], device=None) -> torch.Tensor:
+    """Rankings [N, K_max], best first; a row with fewer responses is padded with -1 (models.ranking_loss)."""
+    width = max(len(row["ranking"]) for row in rows)
+    padded = [row["ranking"] + [-1] * (width - len(row["ranking"])) for row in rows]
+    return torch.tensor(padded, device=device)
+
+
+def _forward(
+    model, tokenizer, rows: list[dict], max_len: int, width: int | None = None
+) -> torch.Tensor:
+    """Rewards [B, width] of each row's responses. A dataset may mix K: a row with fewer
+    responses is padded with empty ones, which the ranking loss and accuracy ignore."""
+    k = width or max(len(row["responses"]) for row in rows)
     prompts = [row["prompt"] for row in rows for _ in range(k)]
-    responses = [resp for row in rows for resp in row["responses"]]
+    responses = [r for row in rows for r in row["responses"] + [""] * (k - len(row["responses"]))]
     ids, mask = encode_for_reward(tokenizer, prompts, responses, max_len)
     return rewards(model, ids.to(model.device), mask.to(model.device)).view(len(rows), k)
 
@@ -133,7 +146,7 @@ def train_reward_model(
         step, best_acc = saved["step"], saved["best_acc"]
         start_epoch, start_batch, order = saved["epoch"], saved["batch"], saved["order"]
     print(
-        f"training the reward model on {len(train)} rankings of K={len(train[0]['responses'])}",
+        f"training the reward model on {len(train)} rankings of K={sorted({len(r['responses']) for r in train})}",
         flush=True,
     )
     for epoch in range(start_epoch, cfg.epochs):
@@ -144,7 +157,7 @@ def train_reward_model(
         first = start_batch if epoch == start_epoch else 0
         for index in range(first, len(batches)):
             batch = [train[i] for i in batches[index]]
-            ranking = torch.tensor([row["ranking"] for row in batch], device=accelerator.device)
+            ranking = ranking_tensor(batch, device=accelerator.device)
             loss = kwise_ranking_loss(_forward(model, tokenizer, batch, max_len), ranking)
             guarded_step(accelerator, model, loss, optimizer, scheduler, 1.0, step)
             if step % 25 == 0:
@@ -168,7 +181,7 @@ def train_reward_model(
             )
         unwrapped = accelerator.unwrap_model(model)
         predicted = score_rows(unwrapped, tokenizer, valid, max_len)
-        ranking = torch.tensor([row["ranking"] for row in valid])
+        ranking = ranking_tensor(valid)
         valid_acc = float(pairwise_accuracy(predicted, ranking))
         log(
             epoch,
@@ -199,21 +212,26 @@ def train_reward_model(
     shutil.rmtree(out_dir / "candidate")
 
     heldout = read_jsonl(comparisons_dir / comparisons.HELDOUT)
-    golds = torch.tensor(
-        [row["golds"] for row in read_jsonl(comparisons_dir / comparisons.HELDOUT_GOLD)]
-    )
     predicted = score_rows(best, tokenizer, heldout, max_len)
-    family_of = {p["prompt_id"]: p["family"] for p in read_jsonl(profile_dir / layout.EVAL_TEST)}
-    by_family = accuracy_vs_scores_by_family(
-        predicted, golds, [family_of[row["prompt_id"]] for row in heldout]
-    )
-    return {
+    metrics = {
         "rm/valid_accuracy": best_acc,
-        "rm/accuracy_heldout_labels": float(
-            pairwise_accuracy(predicted, torch.tensor([r["ranking"] for r in heldout]))
-        ),
-        "rm/accuracy_vs_gold": accuracy_vs_scores(predicted, golds),
-        **{f"{BY_FAMILY_PREFIX}{family}": acc for family, acc in by_family.items()},
+        "rm/accuracy_heldout_labels": float(pairwise_accuracy(predicted, ranking_tensor(heldout))),
+    }
+    # Gold exists on the embedded world only; a user's dataset has held-out labels alone.
+    if (comparisons_dir / comparisons.HELDOUT_GOLD).exists():
+        golds = torch.tensor(
+            [row["golds"] for row in read_jsonl(comparisons_dir / comparisons.HELDOUT_GOLD)]
+        )
+        family_of = {
+            p["prompt_id"]: p["family"] for p in read_jsonl(profile_dir / layout.EVAL_TEST)
+        }
+        by_family = accuracy_vs_scores_by_family(
+            predicted, golds, [family_of[row["prompt_id"]] for row in heldout]
+        )
+        metrics["rm/accuracy_vs_gold"] = accuracy_vs_scores(predicted, golds)
+        metrics |= {f"{BY_FAMILY_PREFIX}{family}": acc for family, acc in by_family.items()}
+    return {
+        **metrics,
         "rm/demo_reward_mean": float(demo_rewards.mean()),
         "rm/demo_reward_std": float(demo_rewards.std()),
         "rm/reward_offset": float(best.config.reward_offset),

@@ -1,0 +1,274 @@
+"""The pipeline on a user's dataset (`--data DIR`): the same stages, fed from the dataset, judged without gold.
+
+data (import: validate, normalise, split) -> base model -> SFT -> comparisons
+(the dataset's preferences; no sampling, no simulated labelers) -> reward
+model -> PPO, PPO-ptx (skipped without pretraining text) -> FLAN/T0 baselines
+(skipped without mixtures) -> evaluation (no gold; win rates from a held-out
+judge when one is given) -> report -> registry (challenger, tagged with the
+dataset's per-table md5s).
+
+Each stage's cache key holds the content digest of the files it reads from
+the imported tables, so a dataset that gained preferences re-runs
+comparisons -> RM -> PPO -> evaluation, while the base model, SFT (its
+demonstrations did not change) and the baselines come from the cache.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import mlflow
+from prefect import get_run_logger
+from prefect.artifacts import create_markdown_artifact
+
+from flows.params import PipelineParams
+from tasks import (
+    base_model,
+    dataset_stage,
+    layout,
+    own_evaluation,
+    ppo,
+    registry,
+    report,
+    reward_model,
+    sft,
+    tracking,
+)
+from tasks.dataset import load_dataset
+from tasks.evaluation import fewshot_prefix
+from tasks.paths import reports_dir
+from tasks.stage import content_digest
+
+NEEDS_BASE = "a run on your own data needs --base-model (a local Hugging Face causal-LM directory)"
+NO_PRETRAIN = "skipped: the dataset has no pretrain table (PPO-ptx mixes pretraining text into PPO)"
+NO_MIXTURE = "skipped: the dataset has no {name} table (a FLAN/T0-style baseline fine-tunes on it)"
+
+
+def max_new_tokens(params: PipelineParams) -> int:
+    """Room every prompt must leave for sampling: the longest any sampling stage asks for."""
+    return max(params.stage("ppo").max_new_tokens, params.stage("evaluation").max_new_tokens)
+
+
+def preflight(params: PipelineParams) -> dict:
+    """Validate the dataset before any flow starts (the CLI calls this: a refusal is a message, not a traceback)."""
+    if not params.base_model:
+        raise ValueError(NEEDS_BASE)
+    check = dataset_stage.length_check(params.base_model, max_new_tokens(params))
+    return load_dataset(Path(params.data), params.dataset, check).summary
+
+
+def _digests(profile_dir: Path, *rels: str) -> dict[str, str | None]:
+    """Content digest of each table a stage reads (None when the dataset has no such table)."""
+    return {
+        rel: content_digest(profile_dir / rel) if (profile_dir / rel).exists() else None
+        for rel in rels
+    }
+
+
+def run(params: PipelineParams, parent_id: str, run_info: dict, mlflow_url: str) -> dict:
+    """The stages on `params.data` inside the running flow and MLflow parent run; returns the report."""
+    from flows.pipeline import run_stage  # the flow module imports this one
+
+    logger = get_run_logger()
+    if not params.base_model:
+        raise ValueError(NEEDS_BASE)
+    data_dir = Path(params.data).resolve()
+    table_md5s = {
+        p.name: content_digest(p)
+        for p in sorted(data_dir.iterdir())
+        if p.suffix in (".jsonl", ".parquet")
+    }
+    base_digest = content_digest(params.base_model)
+    imported = run_stage(
+        dataset_stage.import_dataset_task,
+        "data",
+        {"dataset": params.dataset.model_dump(), "max_new_tokens": max_new_tokens(params)},
+        {"tables": table_md5s, "base_model": base_digest},
+        parent_id,
+        data_dir=str(data_dir),
+        base_model=params.base_model,
+        cfg=params.dataset,
+        max_new_tokens=max_new_tokens(params),
+    )
+    summary = imported["summary"]
+    profile_dir = Path(imported["profile_dir"])
+    md5s = {name: t["md5"] for name, t in summary["tables"].items()}
+    mlflow.set_tags({"data_dir": str(data_dir)} | {f"data_md5/{n}": m for n, m in md5s.items()})
+    skipped: dict[str, str] = {}
+
+    def stage(task, name: str, config_name: str | None, inputs: dict, **kwargs) -> dict:
+        config = params.stage(config_name) if config_name else None
+        key_config = {"config": config.model_dump() if config else None, "seed": params.seed}
+        extra = {"cfg": config} if config is not None else {}
+        common = {"profile_dir": str(profile_dir), "seed": params.seed}
+        return run_stage(task, name, key_config, inputs, parent_id, **common, **extra, **kwargs)
+
+    pretrain_in = _digests(profile_dir, layout.PRETRAIN_TRAIN, layout.PRETRAIN_VALID)
+    base = stage(
+        base_model.base_model_task,
+        "base_model",
+        "base",
+        {"base_model": base_digest, **pretrain_in},
+        base_model=params.base_model,
+    )
+    base_in = {"base": Path(base["model_dir"]).parent.name}
+    sft_out = stage(
+        sft.sft_task,
+        "sft",
+        "sft",
+        base_in | _digests(profile_dir, layout.SFT_TRAIN, layout.SFT_VALID),
+        variant="sft",
+        model_dir=base["model_dir"],
+    )
+    sft_in = base_in | {"sft": Path(sft_out["model_dir"]).parent.name}
+    comps = run_stage(
+        dataset_stage.comparisons_task,
+        "comparisons",
+        None,
+        {"comparisons": content_digest(profile_dir / "comparisons")},
+        parent_id,
+        profile_dir=str(profile_dir),
+    )
+    rm = stage(
+        reward_model.reward_model_task,
+        "reward_model",
+        "reward_model",
+        sft_in
+        | {"comparisons": Path(comps["dir"]).name}
+        | _digests(profile_dir, layout.SFT_TRAIN, layout.EVAL_TEST),
+        sft_dir=sft_out["model_dir"],
+        comparisons_dir=comps["dir"],
+    )
+    rm_in = sft_in | {"rm": Path(rm["model_dir"]).parent.name}
+    ppo_in = rm_in | _digests(profile_dir, layout.PPO_TRAIN, layout.PPO_VALID) | pretrain_in
+    variants = [("ppo", 0.0)]
+    if pretrain_in[layout.PRETRAIN_TRAIN]:
+        variants.append(("ppo_ptx", params.ptx_gamma))
+    else:
+        skipped["ppo_ptx"] = NO_PRETRAIN
+    ppo_runs = {
+        name: stage(
+            ppo.ppo_task,
+            name,
+            "ppo",
+            ppo_in,
+            stage=name,
+            sft_dir=sft_out["model_dir"],
+            rm_dir=rm["model_dir"],
+            ptx_gamma=gamma,
+        )
+        for name, gamma in variants
+    }
+    policies = {
+        "base": {"model_dir": base["model_dir"]},
+        "base_fewshot": {
+            "model_dir": base["model_dir"],
+            "prefix": fewshot_prefix(profile_dir, params.stage("evaluation").fewshot_examples),
+        },
+        "sft": {"model_dir": sft_out["model_dir"]},
+        **{name: {"model_dir": out["model_dir"]} for name, out in ppo_runs.items()},
+    }
+    for name, rel in (("flan", layout.FLAN_MIXTURE), ("t0", layout.T0_MIXTURE)):
+        if not (profile_dir / rel).exists():
+            skipped[name] = NO_MIXTURE.format(name=name)
+            continue
+        out = stage(
+            sft.sft_task,
+            name,
+            "baselines",
+            base_in | _digests(profile_dir, rel),
+            variant=name,
+            model_dir=base["model_dir"],
+        )
+        policies[name] = {"model_dir": out["model_dir"]}
+    for name, reason in skipped.items():
+        logger.info("%s %s", name, reason)
+
+    policy_keys = {name: Path(p["model_dir"]).parent.name for name, p in policies.items()}
+    evaluated = stage(
+        own_evaluation.evaluation_task,
+        "evaluation",
+        "evaluation",
+        rm_in | policy_keys | _digests(profile_dir, layout.EVAL_TEST, layout.PRETRAIN_VALID),
+        policies=policies,
+        sft_dir=sft_out["model_dir"],
+        rm_dir=rm["model_dir"],
+        judge_dir=None,
+    )
+
+    result = report.empty_report(
+        {"mlflow_run_id": parent_id, **run_info, "data_dir": str(data_dir)}
+    )
+    result["dataset"] = summary
+    result["skipped"] = skipped
+    result["judge"] = {"kind": None, "reason": own_evaluation.NO_JUDGE}
+    result["reward_model"] = {k.split("/", 1)[1]: v for k, v in rm["metrics"].items()}
+    result["policies"] = evaluated["rows"]
+    candidate = params.candidate if params.candidate in policies else "ppo"
+    result["registry"] = _register(
+        params, candidate, policies, rm, sft_out, parent_id, run_info, md5s
+    )
+
+    markdown = report.to_markdown(result, mlflow_url=mlflow_url) + dataset_markdown(result)
+    run_dir = report.write_report(result, reports_dir(), markdown)
+    mlflow.log_artifacts(str(run_dir), artifact_path="report")
+    create_markdown_artifact(
+        markdown=markdown, key="rlhf-report", description=f"instructflow run {parent_id}"
+    )
+    logger.info("report: %s", reports_dir() / "latest" / "report.json")
+    return result
+
+
+def _register(params, candidate, policies, rm, sft_out, parent_id, run_info, md5s) -> dict:
+    """The candidate and the RM as registered versions, the candidate aliased `challenger`.
+
+    The gate is not run: on a user's data its evidence is the held-out judge
+    or a human evaluation, neither of which this run has yet.
+    """
+    lineage = {
+        "git_commit": run_info["git_commit"],
+        "prefect_flow_run_id": run_info["prefect_flow_run_id"],
+        "mlflow_parent_run_id": parent_id,
+        "profile": params.profile,
+        "seed": params.seed,
+        "sft_run_id": sft_out["mlflow_run_id"],
+        "data_dir": str(Path(params.data).resolve()),
+        **{f"data_md5_{name}": md5 for name, md5 in md5s.items()},
+    }
+    with tracking.stage_run("registry", parent_id):
+        rm_version = registry.register(
+            rm["model_dir"], registry.REWARD_MODEL, "reward_model.py", lineage
+        )
+        tags = lineage | {"policy": candidate, "reward_model_version": rm_version}
+        version = registry.register(
+            policies[candidate]["model_dir"], registry.POLICY_MODEL, "policy_model.py", tags
+        )
+        registry.MlflowClient().set_registered_model_alias(
+            registry.POLICY_MODEL, "challenger", version
+        )
+    return {
+        "policy_version": version,
+        "reward_model_version": rm_version,
+        "candidate": candidate,
+        "gate": "not run: no held-out judge or human evaluation on this dataset yet",
+    }
+
+
+def dataset_markdown(result: dict) -> str:
+    summary = result["dataset"]
+    lines = ["", "## Dataset", "", f"- directory: `{summary['dir']}`"]
+    lines += [
+        f"- {name}: `{t['file']}`, {t['rows']} rows, md5 `{t['md5']}`"
+        for name, t in summary["tables"].items()
+    ]
+    lines += [
+        f"- preferences: {summary['preference_shape']}, K counts {summary['k_counts']}, "
+        f"{summary.get('no_shared_prefix', 0)} conversation pairs without a shared prompt (left out)",
+        f"- splits by {summary['split_rule']}: {summary['split_counts']}",
+        f"- SFT trained on {summary['sft_source']}; prompts rendered: {summary['rendering']}",
+        f"- rows longer than the context: {summary.get('overlong', {})}",
+        "- gold score: none (no gold oracle on a user's dataset)",
+    ]
+    lines += [f"- {name}: {reason}" for name, reason in result["skipped"].items()]
+    lines += [f"- judge: {result['judge']['reason']}", f"- registry: {result['registry']}"]
+    return "\n".join(lines) + "\n"

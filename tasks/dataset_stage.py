@@ -1,0 +1,126 @@
+"""The stages a user's dataset adds: import (validate, normalise, split) and comparisons (the dataset's own).
+
+- `import_dataset`: tasks.dataset.load_dataset with the base model's
+  tokenizer (chat template, lengths against its context), then
+  tasks.dataset_layout.write_layout into the stage's folder: every later
+  stage reads its tables from there, as it reads data/<profile> on the
+  embedded world. What the import found goes to MLflow (`data/...`).
+- `comparisons`: the dataset's preferences replace sampling from SFT and the
+  simulated labelers; the stage records what the reward model will train on.
+Plain functions first; Prefect wrappers at the bottom.
+"""
+
+from __future__ import annotations
+
+import shutil
+from collections import Counter
+from pathlib import Path
+from types import SimpleNamespace
+
+import mlflow
+from prefect import task
+from transformers import AutoConfig, AutoTokenizer
+
+from models.lm import context_length
+from tasks import tracking
+from tasks.dataset import DatasetConfig, load_dataset
+from tasks.dataset_layout import COMPARISONS, HELDOUT, write_layout
+from tasks.lengths import LengthCheck
+from tasks.stage import fresh_output_dir, import_closure_digest, mark_done, prefect_options
+from tasks.tables import read_jsonl
+
+DATA_FOLDER = "data"  # under the import stage's output folder
+
+
+def length_check(base_model: str, max_new_tokens: int) -> LengthCheck:
+    """Tokenizer and context of a local base model, without loading its weights."""
+    tokenizer = AutoTokenizer.from_pretrained(base_model, local_files_only=True)
+    config = AutoConfig.from_pretrained(base_model, local_files_only=True)
+    return LengthCheck(tokenizer, context_length(SimpleNamespace(config=config)), max_new_tokens)
+
+
+def summary_metrics(summary: dict) -> dict[str, float]:
+    """The import's counts as MLflow metrics: rows, splits, K, conversations, too-long rows."""
+    metrics = {f"data/rows/{name}": float(t["rows"]) for name, t in summary["tables"].items()}
+    for table, counts in summary["split_counts"].items():
+        metrics |= {f"data/split/{table}/{split}": float(n) for split, n in counts.items()}
+    metrics |= {f"data/k/{k}": float(n) for k, n in summary["k_counts"].items()}
+    metrics["data/no_shared_prefix"] = float(summary.get("no_shared_prefix", 0))
+    for file, counts in summary.get("overlong", {}).items():
+        if isinstance(counts, dict):
+            metrics |= {f"data/overlong/{file}/{what}": float(n) for what, n in counts.items()}
+    return metrics
+
+
+def import_dataset(
+    data_dir: Path, base_model: str, cfg: DatasetConfig, max_new_tokens: int, out_dir: Path
+) -> dict:
+    dataset = load_dataset(data_dir, cfg, length_check(base_model, max_new_tokens))
+    written = write_layout(dataset, out_dir / DATA_FOLDER)
+    return {"summary": dataset.summary, "written": written}
+
+
+def comparison_metrics(folder: Path) -> dict[str, float]:
+    metrics = {}
+    for name, rel in (*COMPARISONS.items(), ("heldout", HELDOUT)):
+        rows = read_jsonl(folder / rel)
+        metrics[f"comparisons/rows_{name}"] = float(len(rows))
+        for k, n in Counter(len(r["responses"]) for r in rows).items():
+            metrics[f"comparisons/k{k}_{name}"] = float(n)
+    return metrics
+
+
+# --- Prefect wrappers -------------------------------------------------------------
+
+
+@task(**prefect_options("import-dataset", import_closure_digest("tasks.dataset_stage")))
+def import_dataset_task(
+    data_dir: str,
+    base_model: str,
+    cfg: DatasetConfig,
+    max_new_tokens: int,
+    out_dir: str,
+    parent_run_id: str,
+) -> dict:
+    out = fresh_output_dir(out_dir)
+    with tracking.stage_run("data", parent_run_id) as run:
+        # Refused data raises TableError here, before any training stage starts.
+        result = import_dataset(Path(data_dir), base_model, cfg, max_new_tokens, out)
+        summary = result["summary"]
+        mlflow.log_params(
+            cfg.model_dump()
+            | {
+                "data_dir": data_dir,
+                "split_rule": summary["split_rule"],
+                "preference_shape": summary["preference_shape"],
+                "rendering": summary["rendering"],
+                "sft_source": summary["sft_source"],
+            }
+        )
+        mlflow.set_tags({f"data_md5/{n}": t["md5"] for n, t in summary["tables"].items()})
+        metrics = summary_metrics(summary)
+        tracking.log_metrics(metrics)
+        mlflow.log_dict(summary, "dataset_summary.json")
+        return mark_done(
+            out,
+            result
+            | {
+                "profile_dir": str(out / DATA_FOLDER),
+                "mlflow_run_id": run.info.run_id,
+                "metrics": metrics,
+            },
+        )
+
+
+@task(**prefect_options("dataset-comparisons", import_closure_digest("tasks.dataset_stage")))
+def comparisons_task(profile_dir: str, out_dir: str, parent_run_id: str) -> dict:
+    """The dataset's preferences as the reward model's comparisons (train/valid; heldout = test split)."""
+    out = fresh_output_dir(out_dir)
+    shutil.copytree(Path(profile_dir) / "comparisons", out / "comparisons")
+    with tracking.stage_run("comparisons", parent_run_id) as run:
+        mlflow.log_param("source", "dataset preferences (no sampling, no simulated labelers)")
+        metrics = comparison_metrics(out)
+        tracking.log_metrics(metrics)
+        return mark_done(
+            out, {"dir": str(out), "mlflow_run_id": run.info.run_id, "metrics": metrics}
+        )

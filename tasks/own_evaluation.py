@@ -1,0 +1,133 @@
+"""Evaluation on a user's dataset: no gold oracle, no simulated labelers.
+
+Every policy answers the test split's prompts with the same decoding setting
+as on the embedded world (tasks.evaluation.sample). Per policy the report has
+`gold_score: null` (there is no gold), the training reward model's score (the
+proxy PPO climbed, so not evidence of quality), KL to SFT, response length,
+and perplexity on the dataset's held-out pretraining text when it has some.
+
+Win rates against SFT come from a judge: a reward model trained only on
+held-out preferences (the test split), never on what the training RM saw.
+The judge is pluggable (`judge_dir`, a reward-model checkpoint): without one
+the report says `win_rate_vs_sft: null` and why, rather than letting the
+training RM grade its own policy.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import mlflow
+from prefect import task
+
+from models.lm import load_causal_lm
+from models.lm_training import pack_corpus, perplexity
+from models.reward_model import reward_model_from_causal_lm
+from tasks import layout, tracking
+from tasks.evaluation import EvalConfig, Policy, flat_metrics, rm_scores, sample, test_prompts
+from tasks.stage import fresh_output_dir, import_closure_digest, mark_done, prefect_options
+from tasks.stats import prompt_mean_with_ci
+from tasks.tables import read_jsonl, write_jsonl
+
+NO_JUDGE = "no held-out judge given: win rates need a judge trained on held-out preferences"
+
+
+def wins_against(judge_scores: list[float], reference_scores: list[float]) -> list[float]:
+    """1 where the judge scores the policy's sample above SFT's for the same prompt, 0.5 on a tie."""
+    return [
+        1.0 if a > b else 0.5 if a == b else 0.0
+        for a, b in zip(judge_scores, reference_scores, strict=True)
+    ]
+
+
+def evaluate_own(
+    policies: list[Policy],
+    sft_dir: Path,
+    rm_dir: Path,
+    profile_dir: Path,
+    cfg: EvalConfig,
+    seed: int,
+    judge_dir: Path | None = None,
+) -> tuple[dict, dict]:
+    prompts, ids = test_prompts(profile_dir, cfg)
+    n = cfg.samples_per_prompt
+    sft, _ = load_causal_lm(sft_dir)
+    rm, rm_tokenizer = reward_model_from_causal_lm(rm_dir)
+    pretrain_path = profile_dir / layout.PRETRAIN_VALID
+    pretrain_valid = (
+        [r["text"] for r in read_jsonl(pretrain_path)] if pretrain_path.exists() else []
+    )
+    judge = reward_model_from_causal_lm(judge_dir) if judge_dir else None
+    # SFT's reference samples use their own seed: "sft vs sft" is two samples (expected 0.5).
+    reference = sample(Policy("sft", sft_dir), sft, prompts, cfg, seed + 1000).texts
+    reference_judged = rm_scores(*judge, prompts, reference) if judge else None
+
+    rows, raw = {}, {}
+    for index, policy in enumerate(policies):
+        print(
+            f"evaluating {policy.name} on {len(prompts) // n} test prompts x {n} samples",
+            flush=True,
+        )
+        resp = sample(policy, sft, prompts, cfg, seed + index)
+        model, tokenizer = load_causal_lm(policy.model_dir)
+        kl = [lp - ref for lp, ref in zip(resp.logprobs, resp.sft_logprobs, strict=True)]
+        win = None
+        if judge:
+            wins = wins_against(rm_scores(*judge, prompts, resp.texts), reference_judged)
+            win = prompt_mean_with_ci(wins, n, seed)
+        rows[policy.name] = {
+            "gold_score": None,
+            "win_rate_vs_sft": win,
+            "likert": None,
+            "rm_score": {"mean": sum(rm_scores(rm, rm_tokenizer, prompts, resp.texts)) / len(ids)},
+            "kl_to_sft": sum(kl) / len(kl),
+            "response_length": sum(len(t.split()) for t in resp.texts) / len(ids),
+            "pretrain_perplexity": (
+                perplexity(model, pack_corpus(tokenizer, pretrain_valid, 128))
+                if pretrain_valid
+                else None
+            ),
+        }
+        raw[policy.name] = [
+            {"prompt_id": pid, "sample": i % n, "prompt": p, "response": t}
+            for i, (pid, p, t) in enumerate(zip(ids, prompts, resp.texts, strict=True))
+        ]
+    return rows, raw
+
+
+@task(**prefect_options("own-evaluation", import_closure_digest("tasks.own_evaluation")))
+def evaluation_task(
+    policies: dict[str, dict],
+    sft_dir: str,
+    rm_dir: str,
+    profile_dir: str,
+    cfg: EvalConfig,
+    seed: int,
+    judge_dir: str | None,
+    out_dir: str,
+    parent_run_id: str,
+) -> dict:
+    out = fresh_output_dir(out_dir)
+    with tracking.stage_run("evaluation", parent_run_id) as run:
+        mlflow.log_params(
+            cfg.model_dump()
+            | {"seed": seed, "policies": ",".join(policies), "judge": judge_dir or "none"}
+        )
+        listed = [
+            Policy(name, Path(p["model_dir"]), p.get("prefix", "")) for name, p in policies.items()
+        ]
+        judge = Path(judge_dir) if judge_dir else None
+        rows, raw = evaluate_own(
+            listed, Path(sft_dir), Path(rm_dir), Path(profile_dir), cfg, seed, judge
+        )
+        metrics = flat_metrics(rows)
+        tracking.log_metrics(metrics)
+        (out / "policies.json").write_text(json.dumps(rows, indent=2))
+        for name, items in raw.items():
+            write_jsonl(out / "responses" / f"{name}.jsonl", items)
+        mlflow.log_artifacts(str(out), artifact_path="evaluation")
+        return mark_done(
+            out,
+            {"rows": rows, "dir": str(out), "mlflow_run_id": run.info.run_id, "metrics": metrics},
+        )

@@ -1,0 +1,104 @@
+"""End to end on a user's dataset: an HH-style directory and a tiny Llama built from config.
+
+One project root: the first run trains on 200 HH pairs; then 50 more
+comparisons arrive and the second run re-runs only what reads them.
+"""
+
+import json
+from pathlib import Path
+
+import pytest
+from mlflow.tracking import MlflowClient
+from transformers import LlamaConfig, LlamaForCausalLM
+
+from flows.cli import main
+from models.tokenizer import train_tokenizer
+from tasks import registry, tracking
+from tests.own_data import WORDS, hh_text, write_hh_dataset
+
+pytestmark = pytest.mark.slow
+
+
+def tiny_llama(folder: Path, texts: list[str]) -> Path:
+    tokenizer = train_tokenizer(texts, vocab_size=400)
+    config = LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=256,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+    )
+    LlamaForCausalLM(config).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
+def _stage_runs(client: MlflowClient, parent_id: str) -> dict[str, bool]:
+    """stage name -> served from the cache, for one pipeline run."""
+    experiment = client.get_experiment_by_name(tracking.EXPERIMENT).experiment_id
+    runs = client.search_runs([experiment], f"tags.mlflow.parentRunId = '{parent_id}'")
+    return {
+        r.data.tags.get("stage", r.info.run_name): r.data.tags.get("cached") == "true" for r in runs
+    }
+
+
+def test_an_hh_dataset_runs_end_to_end_and_new_comparisons_rerun_only_what_reads_them(
+    prefect_harness, make_project, fast_smoke, tmp_path, monkeypatch
+):
+    # given an HH-style dataset, a tiny Llama and a project root without the world's data
+    root = make_project(with_data=False)
+    monkeypatch.setenv("INSTRUCTFLOW_ROOT", str(root))
+    uri = f"sqlite:///{root / 'mlflow.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    data = write_hh_dataset(tmp_path / "hh", n_pairs=200)
+    texts = [line for f in data.iterdir() for line in f.read_text().splitlines()]
+    llama = tiny_llama(tmp_path / "llama", texts)
+    params = tmp_path / "params.json"
+    params.write_text(json.dumps(fast_smoke()))
+    argv = ["run", "--data", str(data), "--base-model", str(llama), "--params", str(params)]
+
+    # when the pipeline runs on it
+    assert main(argv) == 0
+    first = json.loads((root / "reports" / "latest" / "report.json").read_text())
+
+    # then the report has the policies, no gold, the dataset's md5s and what was skipped
+    assert {"sft", "ppo", "base"} <= set(first["policies"])
+    assert first["skipped"]["ppo_ptx"].startswith("skipped: the dataset has no pretrain table")
+    assert all(row["gold_score"] is None for row in first["policies"].values())
+    md5s = {name: t["md5"] for name, t in first["dataset"]["tables"].items()}
+    assert set(md5s) == {"prompts", "demonstrations", "preferences"}
+    assert first["dataset"]["split_rule"] == "user_id"
+    assert first["dataset"]["k_counts"] == {"2": 200}
+    # and the registry's challenger carries them
+    client = MlflowClient(tracking_uri=uri)
+    challenger = client.get_model_version_by_alias(registry.POLICY_MODEL, "challenger")
+    assert challenger.tags["data_md5_preferences"] == md5s["preferences"]
+    assert challenger.tags["data_md5_demonstrations"] == md5s["demonstrations"]
+
+    # when 50 more comparisons arrive and the pipeline runs again
+    with (data / "preferences.jsonl").open("a") as f:
+        for i in range(50):
+            word = WORDS[i % len(WORDS)]
+            turns = [("user", f"Say the word {word} twice. (new {i})")]
+            row = {
+                "chosen": hh_text([*turns, ("assistant", f"{word} {word}")]),
+                "rejected": hh_text([*turns, ("assistant", "no")]),
+                "user_id": f"user-{i % 40}",
+            }
+            f.write(json.dumps(row) + "\n")
+    assert main(argv) == 0
+    second = json.loads((root / "reports" / "latest" / "report.json").read_text())
+
+    # then what does not read preferences came from the cache, the rest ran again
+    cached = _stage_runs(client, second["run"]["mlflow_run_id"])
+    assert cached["base_model"] and cached["sft"], cached
+    assert not any(
+        cached[s] for s in ("data", "comparisons", "reward_model", "ppo", "evaluation")
+    ), cached
+    assert second["dataset"]["tables"]["preferences"]["rows"] == 250
+    assert second["dataset"]["tables"]["preferences"]["md5"] != md5s["preferences"]

@@ -1,0 +1,38 @@
+"""`instructflow data add DIR`: a valid dataset gets a .dvc file; a bad one is refused unversioned."""
+
+import json
+
+import pytest
+import yaml
+
+from flows.cli import main
+from tasks.tables import TableError
+from tests.conftest import init_dvc_project
+from tests.own_data import write_pairwise_dataset
+
+
+def test_data_add_versions_a_valid_dataset_and_refuses_a_bad_one(tmp_path, monkeypatch, capsys):
+    root = init_dvc_project(tmp_path / "project")
+    monkeypatch.setenv("INSTRUCTFLOW_ROOT", str(root))
+    good = write_pairwise_dataset(root / "mine", n=30)
+
+    assert main(["data", "add", str(good)]) == 0
+
+    outs = yaml.safe_load((root / "mine.dvc").read_text())["outs"]
+    assert outs[0]["path"] == "mine" and outs[0]["md5"].endswith(".dir")
+    printed = capsys.readouterr().out
+    assert "preferences: md5" in printed and "commit" in printed
+
+    bad = write_pairwise_dataset(root / "bad", n=10)
+    rows = [json.loads(line) for line in (bad / "preferences.jsonl").read_text().splitlines()]
+    rows[3]["rejected"] = ""
+    (bad / "preferences.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    assert main(["data", "add", str(bad)]) == 1
+    assert "preferences.jsonl row 4 field 'rejected'" in capsys.readouterr().err
+    assert not (root / "bad.dvc").exists()
+
+    with pytest.raises(TableError):  # the same refusal from the function itself
+        from tasks.dataset_dvc import add_dataset
+
+        add_dataset(root, bad)
+    assert main(["data", "add", str(tmp_path)]) == 2  # outside the project
