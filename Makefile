@@ -9,7 +9,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint lock serve stop clean-runs help
+.PHONY: demo test lint lock serve stop clean-runs help bench-venv
 
 help:
 	@echo "make demo [PROFILE=smoke|tiny|small]   run the pipeline on the embedded world"
@@ -17,6 +17,7 @@ help:
 	@echo "make serve / make stop                 local Prefect server + worker and MLflow UI"
 	@echo "make lint                              ruff"
 	@echo "make lock                              pin the installed versions in constraints.txt"
+	@echo "make bench-venv                        .bench-venv with TRL beside the project, for bench/"
 
 # torch first, pinned: the CPU wheel is already on these machines, and any
 # other torch request would pull gigabytes of CUDA packages.
@@ -52,3 +53,18 @@ serve: $(STAMP)
 
 stop:
 	bash scripts/stop.sh
+
+# The benchmarks' own environment: the project at its pins plus TRL (bench/vs_trl.py
+# runs TRL's PPO beside ours). TRL never enters the project's dependencies; it sits
+# here, with the same torch/transformers/accelerate as .venv so both sides run on
+# the same libraries. torch first, for the same reason as above.
+BENCH_VENV := .bench-venv
+TRL_VERSION ?= 1.12.0
+$(BENCH_VENV)/.installed: pyproject.toml constraints.txt
+	test -x $(BENCH_VENV)/bin/python || $(PYTHON) -m venv $(BENCH_VENV)
+	$(BENCH_VENV)/bin/pip install --quiet --upgrade pip
+	$(BENCH_VENV)/bin/pip install --quiet torch==2.13.0
+	$(BENCH_VENV)/bin/pip install --quiet -c constraints.txt -e . trl==$(TRL_VERSION) psutil
+	touch $@
+
+bench-venv: $(BENCH_VENV)/.installed

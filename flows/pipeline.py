@@ -8,6 +8,7 @@ the metrics of the run that computed it) so MLflow reads the same either way.
 
 import os
 import shutil
+import time
 from pathlib import Path
 
 import mlflow
@@ -47,9 +48,20 @@ def mlflow_run_url(experiment_id: str, run_id: str) -> str:
 
 
 def run_stage(
-    task, stage_name: str, config: dict, inputs: dict[str, str], parent_run_id: str, **kwargs
+    task,
+    stage_name: str,
+    config: dict,
+    inputs: dict[str, str],
+    parent_run_id: str,
+    timings: dict[str, float] | None = None,
+    **kwargs,
 ) -> dict:
-    """Call a stage task under its cache key; give a cached stage its nested MLflow run too."""
+    """Call a stage task under its cache key; give a cached stage its nested MLflow run too.
+
+    Wall seconds of the stage (cached or not) go to `timings[stage_name]` and to
+    the parent run as metric `stage_seconds/<stage>`.
+    """
+    started = time.perf_counter()
     key = stage_key(stage_name, task.version, config, inputs)
     out_dir = output_dir(key)
     # Outputs deleted or never finished: recompute even if Prefect remembers a result.
@@ -64,7 +76,11 @@ def run_stage(
         }
         with tracking.stage_run(stage_name, parent_run_id, tags=tags):
             tracking.log_metrics(result.get("metrics", {}))
-    get_run_logger().info("stage %s: %s (%s)", stage_name, state.name, key)
+    seconds = time.perf_counter() - started
+    if timings is not None:
+        timings[stage_name] = round(seconds, 2)
+    mlflow.log_metric(f"stage_seconds/{stage_name}", seconds, run_id=parent_run_id)
+    get_run_logger().info("stage %s: %s (%s) in %.1f s", stage_name, state.name, key, seconds)
     return result
 
 
@@ -96,7 +112,11 @@ def rlhf_pipeline(params: PipelineParams = PipelineParams()) -> dict:
             url = mlflow_run_url(experiment_id, parent_id)
             return own_data.run(params, parent_id, run_info, url)
 
+        timings: dict[str, float] = {}  # stage -> wall seconds (report: run.stage_seconds)
+        started = time.perf_counter()
         version = data.restore_data_task(str(root), params.allow_data_mismatch)
+        timings["data_restore"] = round(time.perf_counter() - started, 2)
+        mlflow.log_metric("stage_seconds/data_restore", timings["data_restore"])
         mlflow.set_tags(
             {
                 "dvc_data_md5": version["md5"],
@@ -110,6 +130,7 @@ def rlhf_pipeline(params: PipelineParams = PipelineParams()) -> dict:
             config={"profile": params.profile},
             inputs={"data_md5": version["md5"]},
             parent_run_id=parent_id,
+            timings=timings,
             profile_dir=str(root / "data" / params.profile),
             md5=version["md5"],
         )
@@ -132,7 +153,9 @@ def rlhf_pipeline(params: PipelineParams = PipelineParams()) -> dict:
                 ),
             }
             extra = {"cfg": config} if config is not None else {}
-            return run_stage(task, name, key_config, inputs, **common, **extra, **kwargs)
+            return run_stage(
+                task, name, key_config, inputs, timings=timings, **common, **extra, **kwargs
+            )
 
         base = stage(
             base_model.base_model_task, "base_model", "base", data_in, base_model=params.base_model
@@ -202,8 +225,14 @@ def rlhf_pipeline(params: PipelineParams = PipelineParams()) -> dict:
             rm_dir=rm["model_dir"],
         )
 
+        # The registry stage runs after the report is written: its seconds are in MLflow only.
         result = report.empty_report(
-            {"mlflow_run_id": parent_id, **run_info, "dvc_data_md5": version["md5"]}
+            {
+                "mlflow_run_id": parent_id,
+                **run_info,
+                "dvc_data_md5": version["md5"],
+                "stage_seconds": dict(timings),
+            }
         )
         result["labelers"] = {"pairwise_agreement": summary["labeler_agreement"]}
         result["reward_model"] = {

@@ -102,6 +102,22 @@ def test_mlflow_parent_run_is_tagged(smoke_run):
     assert "report/report.json" in artifacts
 
 
+def test_seconds_per_stage_in_report_and_mlflow(smoke_run):
+    # given a finished smoke run's report and MLflow parent run
+    seconds = smoke_run.result["run"]["stage_seconds"]
+    parent = smoke_run.client.get_run(smoke_run.result["run"]["mlflow_run_id"])
+    # then every stage before the report has its wall seconds, all positive
+    stages = {"data_restore", "data", "base_model", "sft", "comparisons", "reward_model"}
+    stages |= {"ppo", "ppo_ptx", "flan", "t0", "evaluation"}
+    assert set(seconds) == stages
+    assert all(value > 0 for value in seconds.values())
+    # and MLflow holds the same figures (plus the registry stage, which runs after the report)
+    metrics = parent.data.metrics
+    for stage in stages | {"registry"}:
+        assert metrics[f"stage_seconds/{stage}"] > 0, stage
+    assert metrics["stage_seconds/sft"] == pytest.approx(seconds["sft"], abs=0.01)
+
+
 def test_data_stage_is_a_nested_run_with_metrics_and_datasets(smoke_run):
     parent_id = smoke_run.result["run"]["mlflow_run_id"]
     md5 = data_version.tracked_md5(REPO_ROOT)

@@ -1,0 +1,118 @@
+"""The checkpoints the benchmarks run on: the embedded world's data, an SFT GPT-2 and its RM.
+
+Built once per (profile, seed) through the stages' plain functions (no
+Prefect, no MLflow, no hub: the tokenizer and the GPT-2 are made here from
+config) and cached under bench/.cache/ (git-ignored). Training is shortened
+against the pipeline's defaults: the benchmarks need a policy that answers
+in the task format and a reward model that tells answers apart, not the
+best ones the pipeline can make.
+
+    python bench/checkpoint.py            # build (or find) the cached checkpoints
+"""
+
+import json
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+CACHE = ROOT / "bench" / ".cache"
+
+# Shorter than the tiny profile's defaults (600 pretraining steps, 16 SFT epochs,
+# 2 RM epochs): about 3 minutes on two quiet cores instead of 8.
+BASE = {"steps": 300}
+SFT = {"epochs": 6}
+RM = {"epochs": 1}
+
+
+@dataclass(frozen=True)
+class BenchCheckpoints:
+    profile_dir: Path
+    """The world's tables (prompts, gold key) for the profile."""
+    sft: Path
+    """SFT policy (GPT-2 from config + locally trained BPE tokenizer)."""
+    rm: Path
+    """Reward model trained on the SFT policy's ranked samples."""
+
+
+def build(profile: str = "tiny", seed: int = 0, cache: Path = CACHE) -> BenchCheckpoints:
+    """Data and checkpoints for `profile`, built on first use and reused after."""
+    from tasks import base_model, comparisons, layout, reward_model, sft
+    from tasks.data import write_profile
+
+    work = cache / f"{profile}-seed{seed}"
+    data = work / "data"
+    if not (data / layout.PPO_TRAIN).exists():
+        write_profile(data, profile, seed)
+    log = _logger(work / "log.jsonl")
+    stages = {}
+    if not (work / "base" / "model").exists():
+        cfg = base_model.BaseModelConfig(**BASE)
+        stages["base"] = _timed(
+            base_model.build_base_model, data, None, cfg, seed, work / "base", log
+        )
+    if not (work / "sft" / "model").exists():
+        stages["sft"] = _timed(
+            sft.finetune,
+            work / "base" / "model",
+            data / layout.SFT_TRAIN,
+            data / layout.SFT_VALID,
+            "demonstrations",
+            sft.SFTConfig(**SFT),
+            seed,
+            work / "sft",
+            log,
+        )
+    if not (work / "comparisons" / comparisons.HELDOUT_GOLD).exists():
+        (work / "comparisons").mkdir(parents=True, exist_ok=True)
+        stages["comparisons"] = _timed(
+            comparisons.collect,
+            work / "sft" / "model",
+            data,
+            comparisons.ComparisonsConfig(),
+            seed,
+            work / "comparisons",
+        )
+    if not (work / "rm" / "model").exists():
+        (work / "rm").mkdir(parents=True, exist_ok=True)
+        stages["rm"] = _timed(
+            reward_model.train_reward_model,
+            work / "sft" / "model",
+            work / "comparisons",
+            data,
+            reward_model.RewardModelConfig(**RM),
+            seed,
+            work / "rm",
+            log,
+        )
+    if stages:
+        (work / "build.json").write_text(json.dumps(stages, indent=1, default=str))
+    return BenchCheckpoints(data, work / "sft" / "model", work / "rm" / "model")
+
+
+def _timed(fn, *args):
+    start = time.perf_counter()
+    result = fn(*args)
+    print(f"[bench] {fn.__module__}.{fn.__name__}: {time.perf_counter() - start:.0f} s", flush=True)
+    return result
+
+
+def _logger(path: Path):
+    path.parent.mkdir(parents=True, exist_ok=True)
+
+    def log(step: int, metrics: dict) -> None:
+        with open(path, "a") as fh:
+            fh.write(json.dumps({"step": step, **metrics}) + "\n")
+
+    return log
+
+
+if __name__ == "__main__":
+    import torch
+
+    torch.set_num_threads(2)
+    print(build())

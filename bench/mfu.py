@@ -1,0 +1,193 @@
+"""Tokens/s and model FLOPs utilisation (MFU) of SFT and RM training steps.
+
+    .venv/bin/python bench/mfu.py [--threads 1] [--steps 20]
+
+The peak is measured in the same process and at the same thread count: the
+best of several fp32 square matmuls (2 n^3 FLOPs each). A training step is
+what the stages run (SFT: `collate_sft` batches of demonstrations, forward
+with labels, backward, gradient clipping, AdamW; RM: K responses per prompt,
+`rewards`, the K-wise loss, backward, clipping, AdamW), on the bench's
+checkpoints (bench/checkpoint.py). Model FLOPs per real (non-pad) token:
+6 * N_matmul + 12 * n_layer * T * d (PaLM's appendix B; N_matmul = the
+weights that take part in matmuls, the LM head included, T the padded
+length of the batch), so padding counts as waste, not as work. Prints one
+JSON object; writes bench/results/mfu.json.
+"""
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+
+def matmul_peak(threads: int, n: int = 1024, repeats: int = 10) -> float:
+    """Best fp32 FLOP/s of an n x n matmul at the current thread count."""
+    import torch
+
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    for _ in range(3):
+        a @ b
+    best = float("inf")
+    for _ in range(repeats):
+        start = time.perf_counter()
+        a @ b
+        best = min(best, time.perf_counter() - start)
+    return 2 * n**3 / best
+
+
+def matmul_params(model) -> int:
+    """Weights used in matmuls: every 2-D parameter except the position table (a lookup).
+
+    GPT-2 ties the token embedding to the LM head: it is counted once, as the head
+    (a reward model has no head and reads it as a lookup only: not counted there).
+    """
+    total = 0
+    for name, p in model.named_parameters():
+        if p.dim() != 2 or "wpe" in name:
+            continue
+        if "wte" in name and not hasattr(model, "lm_head"):
+            continue
+        total += p.numel()
+    return total
+
+
+def flops_per_token(model, width: int) -> float:
+    cfg = model.config
+    return 6 * matmul_params(model) + 12 * cfg.n_layer * width * cfg.n_embd
+
+
+def time_steps(step, batches, warmup: int = 2) -> tuple[float, float, float]:
+    """(seconds, real tokens, model FLOPs) of `step` over `batches` after a warm-up."""
+    for batch in batches[:warmup]:
+        step(batch)
+    seconds = tokens = flops = 0.0
+    for batch in batches[warmup:]:
+        start = time.perf_counter()
+        n_tokens, n_flops = step(batch)
+        seconds += time.perf_counter() - start
+        tokens += n_tokens
+        flops += n_flops
+    return seconds, tokens, flops
+
+
+def sft_batches(tokenizer, rows, batch_size: int, count: int, max_len: int):
+    from models.batching import collate_sft, encode_pair, length_bucketed_batches
+
+    examples = [encode_pair(tokenizer, r["prompt"], r["response"], max_len) for r in rows]
+    lengths = [len(ids) for ids, _ in examples]
+    order = length_bucketed_batches(lengths, batch_size, seed=0)[:count]
+    return [collate_sft([examples[i] for i in b], tokenizer.pad_token_id) for b in order]
+
+
+def bench_sft(ckpt, steps: int) -> dict:
+    import torch
+
+    from models.lm import context_length, load_causal_lm
+    from tasks import layout
+    from tasks.tables import read_jsonl
+
+    model, tokenizer = load_causal_lm(ckpt.sft)
+    model.train()
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-5)
+    rows = read_jsonl(ckpt.profile_dir / layout.SFT_TRAIN)
+    batches = sft_batches(tokenizer, rows, 16, steps + 2, context_length(model))
+
+    def step(batch):
+        loss = model(**batch).loss
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        real = int(batch["attention_mask"].sum())
+        return real, real * flops_per_token(model, batch["input_ids"].shape[1])
+
+    seconds, tokens, flops = time_steps(step, batches)
+    padded = sum(b["input_ids"].numel() for b in batches[2:])
+    return {"tokens_per_s": tokens / seconds, "flops_per_s": flops / seconds,
+            "padding_fraction": 1 - tokens / padded, "steps": len(batches) - 2,
+            "batch": 16, "params_in_matmuls": matmul_params(model)}  # fmt: skip
+
+
+def bench_rm(ckpt, steps: int) -> dict:
+    import torch
+
+    from models.lm import context_length
+    from models.ranking_loss import kwise_ranking_loss
+    from models.reward_model import encode_for_reward, reward_model_from_causal_lm, rewards
+    from tasks.tables import read_jsonl
+
+    model, tokenizer = reward_model_from_causal_lm(ckpt.sft)
+    model.train()
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-5)
+    rows = read_jsonl(ckpt.rm.parent.parent / "comparisons" / "train.jsonl")
+    batch_rows = 16
+    batches = [rows[i : i + batch_rows] for i in range(0, (steps + 2) * batch_rows, batch_rows)]
+    max_len = context_length(model)
+
+    def step(batch):
+        k = len(batch[0]["responses"])
+        prompts = [r["prompt"] for r in batch for _ in range(k)]
+        responses = [x for r in batch for x in r["responses"]]
+        ids, mask = encode_for_reward(tokenizer, prompts, responses, max_len)
+        scores = rewards(model, ids, mask).view(len(batch), k)
+        loss = kwise_ranking_loss(scores, torch.tensor([r["ranking"] for r in batch]))
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        real = int(mask.sum())
+        step.padded += ids.numel()
+        return real, real * flops_per_token(model, ids.shape[1])
+
+    step.padded = 0
+    seconds, tokens, flops = time_steps(step, batches)
+    return {"tokens_per_s": tokens / seconds, "flops_per_s": flops / seconds,
+            "steps": len(batches) - 2, "prompts_per_step": batch_rows,
+            "params_in_matmuls": matmul_params(model)}  # fmt: skip
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--steps", type=int, default=20)
+    parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "mfu.json")
+    args = parser.parse_args()
+    import torch
+
+    torch.set_num_threads(args.threads)
+    from bench.checkpoint import build
+
+    ckpt = build()
+    loads = [os.getloadavg()[0]]
+    peaks = [matmul_peak(args.threads)]
+    sft = bench_sft(ckpt, args.steps)
+    peaks.append(matmul_peak(args.threads))
+    rm = bench_rm(ckpt, args.steps)
+    peaks.append(matmul_peak(args.threads))
+    loads.append(os.getloadavg()[0])
+    peak = max(peaks)
+    for stage in (sft, rm):
+        stage["mfu"] = stage["flops_per_s"] / peak
+    result = {
+        "machine": f"{os.cpu_count()} cores; 1-min load average {min(loads):.1f}-{max(loads):.1f}",
+        "threads": args.threads,
+        "matmul_peak_flops_per_s": peak,
+        "matmul_peak_samples": peaks,
+        "matmul_peak_spread": statistics.pstdev(peaks) / peak,
+        "sft": sft,
+        "reward_model": rm,
+    }
+    print(json.dumps(result, indent=1))
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=1) + "\n")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,202 @@
+"""What Prefect and MLflow cost: a smoke run through the stage functions against the same run orchestrated.
+
+    .venv/bin/python bench/overhead.py [--threads 2] [--profile smoke]
+
+In a fresh temporary project root (its own data/, runs/, MLflow SQLite store
+and Prefect home), three timed runs on the same data, settings and seed:
+
+1. direct: every stage's plain function called in pipeline order (data
+   validation, base model, SFT, comparisons, RM, PPO, PPO-ptx, FLAN, T0,
+   evaluation), no Prefect, no MLflow;
+2. orchestrated: `rlhf_pipeline` (Prefect tasks, MLflow runs, artifacts,
+   registry and promotion gate); Prefect's ephemeral server is started
+   before the clock runs (a trivial flow), as the issue excludes server start;
+3. re-run: the same flow again, unchanged: every stage comes from the cache.
+
+The direct path has no registry or gate (they are MLflow's), so the overhead
+is (orchestrated - registry stage - direct) / orchestrated, with the
+registry stage's seconds taken from the run's own `stage_seconds/registry`.
+Prints the ratios; writes bench/results/overhead.json.
+"""
+
+import argparse
+import json
+import os
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def prepare_root(root: Path) -> None:
+    """A DVC project with the repository's data.dvc and the data it names (not timed)."""
+    root.mkdir(parents=True, exist_ok=True)
+    shutil.copy2(ROOT / "data.dvc", root / "data.dvc")
+    from dvc.repo import Repo
+
+    from tasks import data
+
+    Repo.init(str(root), no_scm=True).close()
+
+    data.ensure_data(root)
+
+
+def direct(profile_dir: Path, params, out: Path) -> float:
+    """Every stage's plain function, in pipeline order; wall seconds."""
+    from tasks import base_model, comparisons, evaluation, layout, ppo, reward_model, sft
+    from tasks.data import summarize
+
+    def log(step: int, metrics: dict) -> None:
+        pass
+
+    seed = params.seed
+    start = time.perf_counter()
+    summarize(profile_dir, "direct")
+    base_model.build_base_model(profile_dir, None, params.stage("base"), seed, out / "base", log)
+    base = out / "base" / "model"
+    sft.finetune(
+        base,
+        profile_dir / layout.SFT_TRAIN,
+        profile_dir / layout.SFT_VALID,
+        "demonstrations",
+        params.stage("sft"),
+        seed,
+        out / "sft",
+        log,
+    )
+    sft_dir = out / "sft" / "model"
+    (out / "comparisons").mkdir(parents=True)
+    comparisons.collect(
+        sft_dir, profile_dir, params.stage("comparisons"), seed, out / "comparisons"
+    )
+    (out / "rm").mkdir(parents=True)
+    reward_model.train_reward_model(
+        sft_dir,
+        out / "comparisons",
+        profile_dir,
+        params.stage("reward_model"),
+        seed,
+        out / "rm",
+        log,
+    )
+    rm_dir = out / "rm" / "model"
+    for name, gamma in (("ppo", 0.0), ("ppo_ptx", params.ptx_gamma)):
+        ppo.run_ppo(
+            name, sft_dir, rm_dir, profile_dir, params.stage("ppo"), gamma, seed, out / name, log
+        )
+    for name, table in (("flan", layout.FLAN_MIXTURE), ("t0", layout.T0_MIXTURE)):
+        sft.finetune(
+            base,
+            profile_dir / table,
+            None,
+            "mixture",
+            params.stage("baselines"),
+            seed,
+            out / name,
+            log,
+        )
+    cfg = params.stage("evaluation")
+    prefix = evaluation.fewshot_prefix(profile_dir, cfg.fewshot_examples)
+    policies = [
+        evaluation.Policy("base", base),
+        evaluation.Policy("base_fewshot", base, prefix),
+        evaluation.Policy("flan", out / "flan" / "model"),
+        evaluation.Policy("t0", out / "t0" / "model"),
+        evaluation.Policy("sft", sft_dir),
+        evaluation.Policy("ppo", out / "ppo" / "model"),
+        evaluation.Policy("ppo_ptx", out / "ppo_ptx" / "model"),
+    ]
+    evaluation.evaluate(policies, sft_dir, rm_dir, profile_dir, cfg, seed)
+    return time.perf_counter() - start
+
+
+def orchestrated(params) -> tuple[float, dict]:
+    from mlflow import MlflowClient
+
+    from flows.pipeline import rlhf_pipeline
+
+    start = time.perf_counter()
+    result = rlhf_pipeline(params)
+    seconds = time.perf_counter() - start
+    metrics = MlflowClient().get_run(result["run"]["mlflow_run_id"]).data.metrics
+    return seconds, metrics
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--profile", default="smoke")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "overhead.json")
+    args = parser.parse_args()
+
+    tmp = Path(tempfile.mkdtemp(prefix="instructflow-overhead-"))
+    project = tmp / "project"
+    # Before anything imports tasks (its env module reads the root) or prefect.
+    os.environ.update(
+        INSTRUCTFLOW_ROOT=str(project),
+        MLFLOW_TRACKING_URI=f"sqlite:///{project / 'mlflow.db'}",
+        PREFECT_HOME=str(tmp / "prefect-home"),
+    )
+    os.environ.pop("PREFECT_API_URL", None)
+    sys.path.insert(0, str(ROOT))
+    import torch
+
+    torch.set_num_threads(args.threads)
+    from prefect import flow
+
+    from flows.params import PipelineParams
+
+    try:
+        prepare_root(project)
+        params = PipelineParams(profile=args.profile)
+        direct_s = direct(project / "data" / args.profile, params, tmp / "direct")
+        print(f"[overhead] direct: {direct_s:.1f} s", flush=True)
+
+        @flow
+        def warm_up() -> int:
+            return 1
+
+        started = time.perf_counter()
+        warm_up()  # starts Prefect's ephemeral server (excluded)
+        server_s = time.perf_counter() - started
+        first_s, metrics = orchestrated(params)
+        print(f"[overhead] orchestrated: {first_s:.1f} s", flush=True)
+        rerun_s, _ = orchestrated(params)
+        print(f"[overhead] unchanged re-run: {rerun_s:.1f} s", flush=True)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+    registry_s = metrics.get("stage_seconds/registry", 0.0)
+    overhead = (first_s - registry_s - direct_s) / first_s
+    result = {
+        "machine": f"{os.cpu_count()} cores; 1-min load average {os.getloadavg()[0]:.1f} at the end",
+        "profile": args.profile,
+        "threads": args.threads,
+        "direct_seconds": round(direct_s, 2),
+        "orchestrated_seconds": round(first_s, 2),
+        "registry_stage_seconds": round(registry_s, 2),
+        "prefect_server_start_seconds": round(server_s, 2),
+        "rerun_seconds": round(rerun_s, 2),
+        "overhead_fraction": round(overhead, 4),
+        "rerun_fraction": round(rerun_s / first_s, 4),
+        "stage_seconds": {
+            k.split("/", 1)[1]: round(v, 2)
+            for k, v in metrics.items()
+            if k.startswith("stage_seconds/")
+        },
+    }
+    print(
+        f"overhead (orchestration + tracking, registry stage excluded): "
+        f"{100 * overhead:.1f}% of {first_s:.1f} s; unchanged re-run: "
+        f"{100 * rerun_s / first_s:.1f}% of the first run ({rerun_s:.1f} s)"
+    )
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=1) + "\n")
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()
