@@ -34,6 +34,7 @@ import random
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, fields
+from functools import partial
 from typing import Literal
 
 import torch
@@ -47,6 +48,7 @@ from models.lm import context_length
 from models.numeric import check_finite
 from models.reward_model import encode_for_reward, rewards, token_values
 from models.sampling import generate, position_ids_from_mask
+from models.side_thread import SideThread
 
 Normalization = Literal["none", "running", "reference"]
 
@@ -277,6 +279,8 @@ class PPOTrainer:
         self.rm_reads_policy_ids = _shares_vocabulary(tokenizer, self.rm_tokenizer)
         self.accelerator = Accelerator()
         device = self.accelerator.device
+        # With 2+ CPU threads: value-model work beside policy work, one core each.
+        self.side = SideThread(device)
         torch.manual_seed(hyper.seed)
         self.generator = torch.Generator().manual_seed(hyper.seed)
 
@@ -350,6 +354,14 @@ class PPOTrainer:
         logprobs = ppo_math.logprobs_of(logits, response_ids)
         return torch.where(mask.bool(), logprobs, torch.zeros_like(logprobs))
 
+    def _policy_and_ref_logprobs(
+        self, qr: Tensor, am: Tensor, prompt_len: int, response_ids: Tensor, mask: Tensor
+    ) -> tuple[Tensor, Tensor]:
+        return (
+            self._logprobs(self.policy, qr, am, prompt_len, response_ids, mask),
+            self._logprobs(self.ref_policy, qr, am, prompt_len, response_ids, mask),
+        )
+
     def _rm_scores(
         self, prompts: Sequence[str], texts: list[str], qr: Tensor, am: Tensor, truncated: Tensor
     ) -> Tensor:
@@ -412,10 +424,13 @@ class PPOTrainer:
         """Sample responses and turn them into per-token rewards, advantages and returns."""
         hyper = self.hyper
         ro, qr, am, prompt_len, response_ids, mask = self._sample(self.unwrapped_policy, prompts)
-        logprobs = self._logprobs(self.policy, qr, am, prompt_len, response_ids, mask)
-        ref_logprobs = self._logprobs(self.ref_policy, qr, am, prompt_len, response_ids, mask)
-        values = self._values(qr, am, prompt_len, response_ids.shape[1]) * mask
-        rm_score = self._rm_scores(prompts, ro.texts, qr, am, ro.truncated)
+        (logprobs, ref_logprobs), (values, rm_score) = self.side.both(
+            partial(self._policy_and_ref_logprobs, qr, am, prompt_len, response_ids, mask),
+            lambda: (
+                self._values(qr, am, prompt_len, response_ids.shape[1]) * mask,
+                self._rm_scores(prompts, ro.texts, qr, am, ro.truncated),
+            ),
+        )
 
         if hyper.reward_normalization == "running":
             self.normalizer.update(rm_score)
@@ -467,6 +482,51 @@ class PPOTrainer:
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
 
+    def _policy_step(
+        self,
+        exp: Experience,
+        rows: Tensor,
+        qr: Tensor,
+        am: Tensor,
+        prompt_len: int,
+        mask: Tensor,
+        response_ids: Tensor,
+        ptx_blocks: Tensor | None,
+    ) -> tuple[Tensor, Tensor, Tensor, Tensor | None, Tensor]:
+        """One clipped-surrogate step (plus ptx) on a minibatch; its loss terms and entropy."""
+        hyper, width = self.hyper, mask.shape[1]
+        logits = self._response_logits(self.policy, qr, am, prompt_len, width)
+        logprobs = ppo_math.logprobs_of(logits, response_ids)
+        policy_loss, clipfrac, approx_kl = ppo_math.clipped_policy_loss(
+            logprobs,
+            exp.logprobs[rows, :width],
+            exp.advantages[rows, :width],
+            mask,
+            hyper.clip_eps,
+        )
+        ptx_loss = self._ptx_loss(ptx_blocks) if hyper.ptx_gamma > 0 else None
+        loss = ppo_math.ptx_mixed_loss(policy_loss, ptx_loss, hyper.ptx_gamma)
+        self._optimizer_step(loss, self.policy, self.policy_opt, "policy")
+        with torch.no_grad():
+            entropy = ppo_math.masked_mean(ppo_math.entropy_from_logits(logits), mask)
+        return policy_loss, clipfrac, approx_kl, ptx_loss, entropy
+
+    def _value_step(
+        self, exp: Experience, rows: Tensor, qr: Tensor, am: Tensor, prompt_len: int, mask: Tensor
+    ) -> tuple[Tensor, Tensor]:
+        """One clipped value-loss step on a minibatch (no random numbers: may run in a side thread)."""
+        width = mask.shape[1]
+        values = self._values(qr, am, prompt_len, width)
+        value_loss, value_clipfrac = ppo_math.clipped_value_loss(
+            values,
+            exp.values[rows, :width],
+            exp.returns[rows, :width],
+            mask,
+            self.hyper.value_clip,
+        )
+        self._optimizer_step(value_loss, self.value_net, self.value_opt, "value")
+        return value_loss, value_clipfrac
+
     def update(self, exp: Experience, ptx_blocks: Tensor | None) -> dict[str, float]:
         """`ppo_epochs` passes of clipped policy and value updates over shuffled minibatches."""
         hyper = self.hyper
@@ -483,31 +543,13 @@ class PPOTrainer:
                 )
                 mask, response_ids = mask[:, :width], exp.response_ids[rows, :width]
 
-                logits = self._response_logits(self.policy, qr, am, prompt_len, width)
-                logprobs = ppo_math.logprobs_of(logits, response_ids)
-                policy_loss, clipfrac, approx_kl = ppo_math.clipped_policy_loss(
-                    logprobs,
-                    exp.logprobs[rows, :width],
-                    exp.advantages[rows, :width],
-                    mask,
-                    hyper.clip_eps,
+                # Independent networks and optimizers: with 2+ threads, side by side.
+                batch_args = (exp, rows, qr, am, prompt_len, mask)
+                policy_out, (value_loss, value_clipfrac) = self.side.both(
+                    partial(self._policy_step, *batch_args, response_ids, ptx_blocks),
+                    partial(self._value_step, *batch_args),
                 )
-                ptx_loss = self._ptx_loss(ptx_blocks) if hyper.ptx_gamma > 0 else None
-                loss = ppo_math.ptx_mixed_loss(policy_loss, ptx_loss, hyper.ptx_gamma)
-                self._optimizer_step(loss, self.policy, self.policy_opt, "policy")
-
-                values = self._values(qr, am, prompt_len, width)
-                value_loss, value_clipfrac = ppo_math.clipped_value_loss(
-                    values,
-                    exp.values[rows, :width],
-                    exp.returns[rows, :width],
-                    mask,
-                    hyper.value_clip,
-                )
-                self._optimizer_step(value_loss, self.value_net, self.value_opt, "value")
-
-                with torch.no_grad():
-                    entropy = ppo_math.masked_mean(ppo_math.entropy_from_logits(logits), mask)
+                policy_loss, clipfrac, approx_kl, ptx_loss, entropy = policy_out
                 stats = {
                     "ppo/policy_loss": policy_loss,
                     "ppo/value_loss": value_loss,
@@ -562,12 +604,12 @@ class PPOTrainer:
                 ro, qr, am, prompt_len, response_ids, mask = self._sample(
                     self.unwrapped_policy, batch
                 )
-                logprobs = self._logprobs(self.policy, qr, am, prompt_len, response_ids, mask)
-                ref_logprobs = self._logprobs(
-                    self.ref_policy, qr, am, prompt_len, response_ids, mask
+                (logprobs, ref_logprobs), score = self.side.both(
+                    partial(self._policy_and_ref_logprobs, qr, am, prompt_len, response_ids, mask),
+                    partial(self._rm_scores, batch, ro.texts, qr, am, ro.truncated),
                 )
                 texts += ro.texts
-                scores.append(self._rm_scores(batch, ro.texts, qr, am, ro.truncated))
+                scores.append(score)
                 kls.append((logprobs - ref_logprobs).sum(1))
                 truncated.append(ro.truncated)
         return EvalResult(texts, torch.cat(scores), torch.cat(kls), torch.cat(truncated))
