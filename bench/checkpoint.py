@@ -8,6 +8,11 @@ in the task format and a reward model that tells answers apart, not the
 best ones the pipeline can make.
 
     python bench/checkpoint.py            # build (or find) the cached checkpoints
+
+`untrained()` is the cheap alternative for a machine too busy to train: a
+tiny-profile-sized GPT-2 and BPE tokenizer from config, and an RM that is
+the same trunk with a fresh head. Responses then run to the length limit
+(the slowest case), and the gold score says nothing.
 """
 
 import json
@@ -94,6 +99,26 @@ def build(profile: str = "tiny", seed: int = 0, cache: Path = CACHE) -> BenchChe
     return BenchCheckpoints(data, work / "sft" / "model", work / "rm" / "model")
 
 
+def untrained(profile: str = "tiny", seed: int = 0, cache: Path = CACHE) -> BenchCheckpoints:
+    """The world's data and an untrained GPT-2 (4 x 128, the tiny profile's size) as SFT and RM."""
+    from models.lm import GPT2Size, build_gpt2, save_model
+    from models.tokenizer import train_tokenizer
+    from tasks import layout
+    from tasks.base_model import tokenizer_texts
+    from tasks.data import write_profile
+
+    work = cache / f"{profile}-seed{seed}-untrained"
+    data = cache / f"{profile}-seed{seed}" / "data"
+    if not (data / layout.PPO_TRAIN).exists():
+        write_profile(data, profile, seed)
+    model_dir = work / "sft" / "model"
+    if not model_dir.exists():
+        tokenizer = train_tokenizer(tokenizer_texts(data), vocab_size=1024)
+        model = build_gpt2(tokenizer, GPT2Size(), seed=seed)
+        save_model(model, tokenizer, model_dir)
+    return BenchCheckpoints(data, model_dir, model_dir)
+
+
 def _timed(fn, *args):
     start = time.perf_counter()
     result = fn(*args)
@@ -115,4 +140,4 @@ if __name__ == "__main__":
     import torch
 
     torch.set_num_threads(2)
-    print(build())
+    print(untrained() if "--untrained" in sys.argv else build())

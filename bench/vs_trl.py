@@ -184,15 +184,20 @@ def gold_score(policy, tokenizer, ckpt, n_prompts: int = 256) -> list[float]:
     return [judge.score(r["prompt_id"], t) for r, t in zip(rows, ro.texts, strict=True)]
 
 
-def worker(side: str, threads: int, iterations: int, out: Path) -> None:
+def checkpoints(kind: str):
+    from bench import checkpoint
+
+    return checkpoint.build() if kind == "trained" else checkpoint.untrained()
+
+
+def worker(side: str, threads: int, iterations: int, kind: str, out: Path) -> None:
     import torch
 
     torch.set_num_threads(threads)
-    from bench.checkpoint import build
     from tasks import layout
     from tasks.tables import read_jsonl
 
-    ckpt = build()
+    ckpt = checkpoints(kind)
     prompts = [r["prompt"] for r in read_jsonl(ckpt.profile_dir / layout.PPO_TRAIN)]
     with tempfile.TemporaryDirectory() as tmp:
         if side == "instructflow":
@@ -239,17 +244,22 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--iterations", type=int, default=10, help="PPO iterations per run")
     parser.add_argument("--threads", type=int, nargs="+", default=[1, 2])
+    parser.add_argument(
+        "--checkpoint",
+        choices=["trained", "untrained"],
+        default="trained",
+        help="trained: SFT + RM of bench/checkpoint.py (minutes to build once); untrained: "
+        "a GPT-2 from config (responses run to the length limit, gold says nothing)",
+    )
     parser.add_argument("--out", type=Path, default=RESULTS)
     parser.add_argument("--worker", choices=["instructflow", "trl"], help=argparse.SUPPRESS)
     parser.add_argument("--result", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
-        worker(args.worker, args.threads[0], args.iterations, args.result)
+        worker(args.worker, args.threads[0], args.iterations, args.checkpoint, args.result)
         return
 
-    from bench.checkpoint import build
-
-    print("[bench] checkpoints:", build(), flush=True)  # once, before any timed run
+    print("[bench] checkpoints:", checkpoints(args.checkpoint), flush=True)  # before any timed run
     runs: list[dict] = []
     loads = [load_average()]
     with tempfile.TemporaryDirectory() as tmp:
@@ -265,7 +275,8 @@ def main() -> None:
                     }
                     subprocess.run(
                         [sys.executable, __file__, "--worker", side, "--threads", str(threads),
-                         "--iterations", str(args.iterations), "--result", str(result)],
+                         "--iterations", str(args.iterations), "--checkpoint", args.checkpoint,
+                         "--result", str(result)],
                         check=True, env=env, cwd=ROOT,
                     )  # fmt: skip
                     run = json.loads(result.read_text()) | {"round": round_}
@@ -345,6 +356,7 @@ def report(runs: list[dict], loads: list[list[float]], args) -> None:
         "machine": machine,
         "threads": threads_out,
         "settings": SETTINGS | {"iterations": args.iterations, "rounds": args.rounds},
+        "checkpoint": args.checkpoint,
         "load_average_1min": [load[0] for load in loads],
         "runs": [{k: v for k, v in r.items() if k != "gold"} for r in runs],
     }
