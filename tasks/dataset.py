@@ -33,6 +33,7 @@ from tasks import dataset_schemas as ds
 from tasks import splits
 from tasks.conversations import as_messages, has_chat_template, render, shared_prompt
 from tasks.lengths import LengthCheck
+from tasks.schemas import ROW_CHECK_FIELDS
 from tasks.tables import Problem, TableError, _read_rows, _schema_problems
 
 FORMATS = (".jsonl", ".parquet")
@@ -74,6 +75,7 @@ class Item:
     category: str | None
     labeler_id: str | None
     response_field: str = "response"  # where a too-long response is reported
+    prompt_field: str = "prompt"  # where a too-long prompt is reported
     meta: dict[str, Any] = field(default_factory=dict)
 
 
@@ -150,15 +152,30 @@ def validate(
     try:
         schema.validate(frame, lazy=True)
     except pa.errors.SchemaErrors as e:
+        # A row-wise check's failure is listed under whichever columns held
+        # non-null values; report it once, on the field the check is about.
+        cases = e.failure_cases
+        row_checks = cases["check"].astype(str).isin(ROW_CHECK_FIELDS)
+        cases.loc[row_checks, "column"] = (
+            cases.loc[row_checks, "check"].astype(str).map(ROW_CHECK_FIELDS)
+        )
         problems = _schema_problems(e, frame, file, set())
     return problems, set(columns) - set(schema.columns)
 
 
 def _item(
-    path: Path, row: int, obj: dict, prompt: str, responses: list[str], where: str, **meta
+    path: Path,
+    row: int,
+    obj: dict,
+    prompt: str,
+    responses: list[str],
+    where: str,
+    prompt_where: str = "prompt",
+    **meta,
 ) -> Item:
     return Item(
         response_field=where,
+        prompt_field=prompt_where,
         file=str(path),
         row=row,
         prompt=prompt,
@@ -182,7 +199,7 @@ def _conversation_items(path, rows, tokenizer) -> tuple[list[Item], int]:
             unshared += 1
             continue
         answers = [chosen[-1]["content"].strip(), rejected[-1]["content"].strip()]
-        items.append(_item(path, row, obj, render(prefix, tokenizer), answers, "chosen"))
+        items.append(_item(path, row, obj, render(prefix, tokenizer), answers, "chosen", "chosen"))
     return items, unshared
 
 
@@ -205,10 +222,10 @@ def _preference_items(path, rows, shape, tokenizer) -> tuple[list[Item], int]:
 def _demonstration_items(path, rows, tokenizer) -> list[Item]:
     items = []
     for row, obj in rows:
-        if "messages" in obj:
+        if obj.get("messages") is not None:
             messages = as_messages(obj["messages"])
             prompt, answer = render(messages[:-1], tokenizer), messages[-1]["content"].strip()
-            items.append(_item(path, row, obj, prompt, [answer], "messages"))
+            items.append(_item(path, row, obj, prompt, [answer], "messages", "messages"))
         else:
             items.append(_item(path, row, obj, obj["prompt"], [obj["response"]], "response"))
     return items

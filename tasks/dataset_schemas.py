@@ -83,14 +83,14 @@ def _common() -> dict[str, pa.Column]:
     }
 
 
-def _conversation(description: str) -> pa.Column:
+def _conversation(description: str, required: bool = True) -> pa.Column:
     """One check per kind of problem, so the message says which (each passes the others)."""
 
     def passes(problem: str) -> Callable[[Any], bool]:
         return lambda v: conversation_problem(v) != problem
 
-    checks = [_check(passes(problem), problem) for problem in CONVERSATION_PROBLEMS]
-    return pa.Column(checks=checks, description=description)
+    checks = [_check(passes(problem), problem, required) for problem in CONVERSATION_PROBLEMS]
+    return pa.Column(checks=checks, nullable=not required, description=description)
 
 
 def prompts_schema() -> pa.DataFrameSchema:
@@ -98,15 +98,27 @@ def prompts_schema() -> pa.DataFrameSchema:
     return pa.DataFrameSchema(columns, name="prompts")
 
 
+ONE_FORM = "needs either messages or both prompt and response"
+
+
+def _one_form(row: pd.Series) -> bool:
+    has_messages = not _null(row.get("messages"))
+    has_pair = not _null(row.get("prompt")) and not _null(row.get("response"))
+    return has_messages != has_pair
+
+
 def demonstrations_schema(columns_present: set[str]) -> pa.DataFrameSchema:
-    """prompt + response, or a `messages` conversation ending on the demonstrated answer."""
+    """prompt + response, or a `messages` conversation ending on the demonstrated answer (rows may mix)."""
     columns = _common()
-    if "messages" in columns_present:
-        columns["messages"] = _conversation("The conversation; its last turn is the answer.")
-    else:
+    if "messages" not in columns_present:
         columns["prompt"] = _text("The instruction.")
         columns["response"] = _text("The demonstrated answer.")
-    return pa.DataFrameSchema(columns, name="demonstrations")
+        return pa.DataFrameSchema(columns, name="demonstrations")
+    columns["messages"] = _conversation("The conversation; its last turn is the answer.", False)
+    columns["prompt"] = _text("The instruction (rows without messages).", required=False)
+    columns["response"] = _text("The answer (rows without messages).", required=False)
+    checks = [_row_check("messages", _one_form, ONE_FORM)]
+    return pa.DataFrameSchema(columns, checks=checks, name="demonstrations")
 
 
 def _ranking_schema() -> pa.DataFrameSchema:

@@ -61,7 +61,7 @@ class LengthCheck:
                 where = (
                     item.response_field
                     if response_tokens and max(response_tokens) >= self.max_len
-                    else "prompt"
+                    else item.prompt_field
                 )
                 message = f"row needs {n} tokens > context {self.max_len} (with {self.max_new_tokens} tokens of sampling room)"
                 problems.append(Problem(item.file, item.row, where, message))

@@ -14,6 +14,7 @@ from transformers import LlamaConfig, LlamaForCausalLM
 from flows.cli import main
 from models.tokenizer import train_tokenizer
 from tasks import registry, tracking
+from tests.conftest import init_dvc_project
 from tests.own_data import WORDS, hh_text, write_hh_dataset
 
 pytestmark = pytest.mark.slow
@@ -48,10 +49,10 @@ def _stage_runs(client: MlflowClient, parent_id: str) -> dict[str, bool]:
 
 
 def test_an_hh_dataset_runs_end_to_end_and_new_comparisons_rerun_only_what_reads_them(
-    prefect_harness, make_project, fast_smoke, tmp_path, monkeypatch
+    prefect_harness, fast_smoke, tmp_path, monkeypatch
 ):
     # given an HH-style dataset, a tiny Llama and a project root without the world's data
-    root = make_project(with_data=False)
+    root = init_dvc_project(tmp_path / "project")
     monkeypatch.setenv("INSTRUCTFLOW_ROOT", str(root))
     uri = f"sqlite:///{root / 'mlflow.db'}"
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)

@@ -246,3 +246,30 @@ def test_a_row_longer_than_the_context_is_refused_dropped_or_cut(tmp_path, token
     assert cut.summary["overlong"]["preferences.jsonl"] == {"truncated": 1}
     item = next(i for i in cut.preferences if i.row == 9)
     assert item.prompt.endswith("Now say it.") and check.need(item.prompt, item.responses) <= 64
+
+
+def test_demonstrations_may_mix_messages_and_prompt_response_rows(tmp_path):
+    folder = write_pairwise_dataset(tmp_path / "pw", n=30)
+    rows = [
+        {"prompt": "Say apple twice.", "response": "apple apple"},
+        {
+            "messages": [
+                {"role": "system", "content": "Be brief."},
+                {"role": "user", "content": "Say cedar twice."},
+                {"role": "assistant", "content": "cedar cedar"},
+            ]
+        },
+    ]
+    (folder / "demonstrations.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    data = load_dataset(folder)
+    assert [(d.prompt, d.responses) for d in data.demonstrations] == [
+        ("Say apple twice.", ["apple apple"]),
+        ("System: Be brief.\n\nHuman: Say cedar twice.", ["cedar cedar"]),
+    ]
+
+    rows.append({"prompt": "Only a prompt."})  # neither form complete
+    (folder / "demonstrations.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    with pytest.raises(TableError) as e:
+        load_dataset(folder)
+    assert _problems(e.value) == [("demonstrations.jsonl", 3, "messages")]
+    assert "needs either messages or both prompt and response" in str(e.value)

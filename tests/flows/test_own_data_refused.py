@@ -1,0 +1,50 @@
+"""A bad dataset stops `instructflow run --data` before any flow or training: one message, file/row/field."""
+
+import json
+
+from flows.cli import main
+from tests.flows.test_own_data import tiny_llama
+from tests.own_data import write_hh_dataset
+
+
+def test_a_bad_dataset_is_refused_before_anything_runs(tmp_path, monkeypatch, capsys):
+    root = tmp_path / "project"
+    root.mkdir()
+    monkeypatch.setenv("INSTRUCTFLOW_ROOT", str(root))
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{root / 'mlflow.db'}")
+    data = write_hh_dataset(tmp_path / "hh", n_pairs=30)
+    llama = tiny_llama(tmp_path / "llama", [p.read_text() for p in data.iterdir()])
+    prefs = [json.loads(line) for line in (data / "preferences.jsonl").read_text().splitlines()]
+    prefs[4]["chosen"] = prefs[4]["chosen"] + "\n\nHuman: and?"  # ends on a user turn
+    (data / "preferences.jsonl").write_text("".join(json.dumps(r) + "\n" for r in prefs))
+    (data / "demonstrations.jsonl").write_text(
+        (data / "demonstrations.jsonl").read_text()
+        + json.dumps(
+            {
+                "messages": [
+                    {"role": "user", "content": "Say it. " * 400},
+                    {"role": "assistant", "content": "it"},
+                ],
+                "user_id": "user-2",
+            }
+        )
+        + "\n"
+    )
+
+    code = main(["run", "--profile", "smoke", "--data", str(data), "--base-model", str(llama)])
+
+    assert code == 1
+    err = capsys.readouterr().err
+    assert "preferences.jsonl row 5 field 'chosen': does not end on an assistant turn" in err
+    assert "Traceback" not in err
+    # nothing started: no stage output, no MLflow store, so nothing registered
+    assert not (root / "runs").exists() and not (root / "mlflow.db").exists()
+
+    # the too-long demonstration is named once the conversation is fixed
+    prefs[4]["chosen"] = prefs[4]["chosen"].removesuffix("\n\nHuman: and?")
+    (data / "preferences.jsonl").write_text("".join(json.dumps(r) + "\n" for r in prefs))
+    assert main(["run", "--data", str(data), "--base-model", str(llama)]) == 1
+    err = capsys.readouterr().err
+    assert (
+        "demonstrations.jsonl row 31 field 'messages': row needs" in err and "> context 256" in err
+    )
