@@ -93,11 +93,11 @@ def _cmd_data_validate(args: argparse.Namespace) -> int:
 
 def _cmd_promote(args: argparse.Namespace) -> int:
     from tasks import tracking
-    from tasks.registry import POLICY_MODEL, promote_manually
+    from tasks.registry import promote_manually
 
     tracking.setup()
-    promote_manually(args.version, args.reason)
-    print(f"{POLICY_MODEL} v{args.version} is now champion (manual: {args.reason})")
+    promote_manually(args.version, args.reason, args.model)
+    print(f"{args.model} v{args.version} is now champion (manual: {args.reason})")
     return 0
 
 
@@ -105,7 +105,13 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     from flows.evaluate import EvaluateParams, evaluate_registered
 
     result = evaluate_registered(
-        EvaluateParams(models=args.models, profile=args.profile, seed=args.seed)
+        EvaluateParams(
+            models=args.models,
+            model_name=args.model,
+            profile=args.profile,
+            seed=args.seed,
+            evaluation={"max_prompts": args.max_prompts},
+        )
     )
     for name, row in result["policies"].items():
         print(
@@ -231,9 +237,14 @@ def build_parser() -> argparse.ArgumentParser:
     promote = sub.add_parser(
         "promote",
         help="Make a policy version champion by hand.",
-        description="Override the promotion gate: move the champion alias of instructflow-policy to VERSION.",
+        description="Override the promotion gate: move the champion alias of a registered policy to VERSION.",
     )
-    promote.add_argument("--version", required=True, help="version number of instructflow-policy")
+    promote.add_argument("--version", required=True, help="version number of the policy")
+    promote.add_argument(
+        "--model",
+        default="instructflow-policy",
+        help="registered policy (default instructflow-policy; smoke runs: instructflow-policy-smoke)",
+    )
     promote.add_argument(
         "--reason", required=True, help="why the gate is overridden (recorded on the version)"
     )
@@ -247,12 +258,20 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument(
         "models",
         nargs="+",
-        help="versions or aliases of instructflow-policy, e.g. champion challenger 3",
+        help="versions or aliases of the registered policy, e.g. champion challenger 3",
+    )
+    evaluate.add_argument(
+        "--model",
+        default="instructflow-policy",
+        help="registered policy (default instructflow-policy; smoke runs: instructflow-policy-smoke)",
     )
     evaluate.add_argument(
         "--profile", default="tiny", help="whose test users to evaluate on (default tiny)"
     )
     evaluate.add_argument("--seed", type=int, default=0, help="sampling seed")
+    evaluate.add_argument(
+        "--max-prompts", type=int, default=None, help="evaluate on the first N test prompts only"
+    )
     evaluate.set_defaults(func=_cmd_evaluate)
 
     best = sub.add_parser(

@@ -2,7 +2,8 @@
 
     instructflow evaluate champion challenger
 
-Each model is a version number or an alias of `instructflow-policy`. The
+Each model is a version number or an alias of a registered policy
+(`instructflow-policy` unless `model_name` says otherwise). The
 reference SFT checkpoint and the reward model are the ones recorded in the
 first model's lineage tags, so the numbers are comparable with that run's
 report.
@@ -30,8 +31,9 @@ class EvaluateParams(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     models: list[str] = Field(
-        ["champion", "challenger"], description="Versions or aliases of instructflow-policy."
+        ["champion", "challenger"], description="Versions or aliases of the registered policy."
     )
+    model_name: str = Field(POLICY_MODEL, description="The registered policy model.")
     profile: str = Field("tiny", description="Which profile's test users to evaluate on.")
     seed: int = Field(0, description="Sampling seed.")
     evaluation: evaluation.EvalConfig = Field(
@@ -39,12 +41,12 @@ class EvaluateParams(BaseModel):
     )
 
 
-def resolve(client: MlflowClient, ref: str):
+def resolve(client: MlflowClient, name: str, ref: str):
     """A version number or an alias -> the registered model version."""
     return (
-        client.get_model_version(POLICY_MODEL, ref)
+        client.get_model_version(name, ref)
         if ref.isdigit()
-        else client.get_model_version_by_alias(POLICY_MODEL, ref)
+        else client.get_model_version_by_alias(name, ref)
     )
 
 
@@ -53,15 +55,18 @@ def evaluate_registered(params: EvaluateParams = EvaluateParams()) -> dict:
     logger = get_run_logger()
     tracking.setup()
     client = MlflowClient()
-    versions = {ref: resolve(client, ref) for ref in params.models}
+    versions = {ref: resolve(client, params.model_name, ref) for ref in params.models}
     first = next(iter(versions.values()))
     sft_dir = mlflow.artifacts.download_artifacts(
         run_id=first.tags["sft_run_id"], artifact_path="model"
     )
-    rm_dir = local_checkpoint(REWARD_MODEL, first.tags["reward_model_version"])
+    rm_name = first.tags.get("reward_model_name", REWARD_MODEL)
+    rm_dir = local_checkpoint(rm_name, first.tags["reward_model_version"])
     profile_dir = data_dir() / params.profile
     policies = [
-        evaluation.Policy(f"v{v.version} ({ref})", Path(local_checkpoint(POLICY_MODEL, v.version)))
+        evaluation.Policy(
+            f"v{v.version} ({ref})", Path(local_checkpoint(params.model_name, v.version))
+        )
         for ref, v in versions.items()
     ]
     policies.append(evaluation.Policy("sft", Path(sft_dir)))
@@ -75,9 +80,7 @@ def evaluate_registered(params: EvaluateParams = EvaluateParams()) -> dict:
         tracking.log_metrics(evaluation.flat_metrics({k.split(" ")[0]: v for k, v in rows.items()}))
         head_to_head = {}
         for a, b in itertools.combinations(policies[:-1], 2):
-            match = evaluation.head_to_head(
-                a, b, Path(sft_dir), profile_dir, params.evaluation, params.seed
-            )
+            match = evaluation.head_to_head(a, b, profile_dir, params.evaluation, params.seed)
             head_to_head[f"{a.name} vs {b.name}"] = match
             logger.info(
                 "%s vs %s: win rate %.3f %s",

@@ -15,7 +15,7 @@ from tasks.dataset import DatasetConfig
 from tasks.evaluation import EvalConfig
 from tasks.ppo import SMOKE_OVERRIDES as PPO_SMOKE
 from tasks.ppo import PPOStageConfig
-from tasks.registry import GateConfig
+from tasks.registry import GateConfig, RegistryConfig
 from tasks.reward_model import RewardModelConfig
 from tasks.sft import SFTConfig
 
@@ -106,6 +106,10 @@ class PipelineParams(BaseModel):
     gate: GateConfig = Field(
         default_factory=GateConfig,
         description="The promotion gate that moves the `champion` alias.",
+    )
+    registry: RegistryConfig = Field(
+        default_factory=RegistryConfig,
+        description="Which registered models the run's policy and reward model join.",
     )
     candidate: Literal["ppo_ptx", "ppo", "sft"] = Field(
         "ppo_ptx", description="Which policy is registered as the challenger."

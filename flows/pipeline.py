@@ -247,21 +247,6 @@ def rlhf_pipeline(params: PipelineParams = PipelineParams()) -> dict:
         result["policies"] = evaluated["rows"]
         tracking.log_metrics(evaluation.flat_metrics(evaluated["rows"]))
 
-        url = mlflow_run_url(experiment_id, parent_id)
-        staging = reports_dir() / ".staging" / parent_id
-        figures = plots.report_plots(result["policies"], staging)
-        markdown = report.to_markdown(result, mlflow_url=url, plots=[str(f) for f in figures])
-        run_dir = report.write_report(result, reports_dir(), markdown, extra_files=figures)
-        shutil.rmtree(staging, ignore_errors=True)
-        mlflow.log_artifacts(str(run_dir), artifact_path="report")
-        create_markdown_artifact(
-            markdown=markdown, key="rlhf-report", description=f"instructflow run {parent_id}"
-        )
-        create_table_artifact(
-            table=report.table_rows(result),
-            key="rlhf-policies",
-            description="Policies on test users",
-        )
         candidate = params.candidate
         lineage = {
             "dvc_data_md5": version["md5"],
@@ -270,6 +255,7 @@ def rlhf_pipeline(params: PipelineParams = PipelineParams()) -> dict:
             "mlflow_parent_run_id": parent_id,
             "profile": params.profile,
             "seed": params.seed,
+            "base_model": params.base_model or f"embedded GPT-2 ({params.profile})",
             "sft_run_id": sft_out[
                 "mlflow_run_id"
             ],  # where the reference SFT checkpoint lives (for later evaluations)
@@ -278,6 +264,7 @@ def rlhf_pipeline(params: PipelineParams = PipelineParams()) -> dict:
             k.split("/", 2)[2]: round(v, 4)
             for k, v in evaluation.flat_metrics({candidate: result["policies"][candidate]}).items()
         }
+        model_name, reward_model_name = params.registry.names(params.profile)
         gate = stage(
             registry.register_and_gate_task,
             "registry",
@@ -287,10 +274,12 @@ def rlhf_pipeline(params: PipelineParams = PipelineParams()) -> dict:
                 "policy": policy_keys[candidate],
                 "evaluation": Path(evaluated["dir"]).name,
                 "gate_opponent": registry.gate_opponent(
-                    MlflowClient(), policies[candidate]["model_dir"]
+                    MlflowClient(), policies[candidate]["model_dir"], model_name
                 ),
             },
             candidate=candidate,
+            model_name=model_name,
+            reward_model_name=reward_model_name,
             policy_dir=policies[candidate]["model_dir"],
             rm_dir=rm["model_dir"],
             sft_dir=sft_out["model_dir"],
@@ -306,10 +295,27 @@ def rlhf_pipeline(params: PipelineParams = PipelineParams()) -> dict:
             }
         )
         logger.info(
-            "registered %s v%s; gate: %s",
-            registry.POLICY_MODEL,
+            "registered %s v%s; gate (vs %s): %s",
+            model_name,
             gate["policy_version"],
+            gate["gate"]["incumbent"],
             gate["decision"]["reason"],
+        )
+        result["gate"] = gate["gate"]
+        url = mlflow_run_url(experiment_id, parent_id)
+        staging = reports_dir() / ".staging" / parent_id
+        figures = plots.report_plots(result["policies"], staging)
+        markdown = report.to_markdown(result, mlflow_url=url, plots=[str(f) for f in figures])
+        run_dir = report.write_report(result, reports_dir(), markdown, extra_files=figures)
+        shutil.rmtree(staging, ignore_errors=True)
+        mlflow.log_artifacts(str(run_dir), artifact_path="report")
+        create_markdown_artifact(
+            markdown=markdown, key="rlhf-report", description=f"instructflow run {parent_id}"
+        )
+        create_table_artifact(
+            table=report.table_rows(result),
+            key="rlhf-policies",
+            description="Policies on test users",
         )
         logger.info("report: %s  MLflow: %s", reports_dir() / "latest" / "report.json", url)
     return result

@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from transformers import GenerationConfig, PreTrainedModel, PreTrainedTokenizerBase
 
-from models.batching import encode_prompt, pad_batch
+from models.batching import IGNORE_INDEX, encode_prompt, encode_response, pad_batch
 from models.formatting import format_prompt, parse_response
 from models.lm import context_length
 
@@ -220,3 +220,43 @@ def sequence_logprobs(
     logprobs = torch.log_softmax(logits, dim=-1)
     token_logprobs = logprobs.gather(-1, response_ids.unsqueeze(-1)).squeeze(-1)
     return token_logprobs * response_mask.to(token_logprobs.dtype)
+
+
+@torch.no_grad()
+def text_response_logprobs(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    prompts: list[str],
+    responses: list[str],
+    batch_size: int = 64,
+) -> torch.Tensor:
+    """[N] log p(response + EOS | prompt) under `model`, from text.
+
+    For responses that another model wrote with another tokenizer: each text
+    is encoded with `model`'s own tokenizer (prompt and response separately, as
+    in training), so any two policies can be scored by the same model. A pair
+    longer than the context keeps its first tokens: the score then covers the
+    part of the response that fits.
+    """
+    max_len = context_length(model)
+    out = []
+    for start in range(0, len(prompts), batch_size):
+        rows = []
+        for prompt, response in zip(
+            prompts[start : start + batch_size], responses[start : start + batch_size], strict=True
+        ):
+            prompt_ids = encode_prompt(tokenizer, format_prompt(prompt))
+            response_ids = encode_response(tokenizer, response)
+            ids = (prompt_ids + response_ids)[:max_len]
+            labels = ([IGNORE_INDEX] * len(prompt_ids) + response_ids)[:max_len]
+            rows.append((ids, labels))
+        input_ids = pad_batch([ids for ids, _ in rows], tokenizer.pad_token_id).to(model.device)
+        labels = pad_batch([labels for _, labels in rows], IGNORE_INDEX).to(model.device)
+        mask = pad_batch([[1] * len(ids) for ids, _ in rows], 0).to(model.device)
+        # The logit at column t predicts the token at column t + 1.
+        logits = model(input_ids=input_ids, attention_mask=mask).logits[:, :-1].float()
+        targets = labels[:, 1:]
+        scored = targets != IGNORE_INDEX
+        token_ll = logits.log_softmax(-1).gather(-1, targets.clamp(min=0).unsqueeze(-1))
+        out.append((token_ll.squeeze(-1) * scored).sum(-1).cpu())
+    return torch.cat(out)

@@ -52,3 +52,25 @@ def train_tokenizer(texts: Iterable[str], vocab_size: int) -> PreTrainedTokenize
         padding_side="right",
     )
     return tokenizer
+
+
+def tokenizer_digest(tokenizer) -> str:
+    """A short digest of what a tokenizer maps text to: same digest, same token ids.
+
+    Two policies may share token ids (and so be scored token by token) only
+    when their digests agree; otherwise their texts must be re-encoded.
+    A fast tokenizer is digested from its full serialisation (vocabulary,
+    merges, normaliser, special tokens); a slow one from its vocabulary.
+    """
+    import hashlib
+    import json
+
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    if backend is not None:
+        blob = backend.to_str()
+    else:
+        blob = json.dumps(sorted(tokenizer.get_vocab().items()))
+    specials = json.dumps(
+        [tokenizer.bos_token_id, tokenizer.eos_token_id, tokenizer.pad_token_id], default=str
+    )
+    return hashlib.sha256((blob + specials).encode()).hexdigest()[:16]

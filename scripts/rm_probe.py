@@ -27,9 +27,9 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from models.batching import IGNORE_INDEX, encode_pair, pad_batch  # noqa: E402
 from models.lm import context_length, load_causal_lm  # noqa: E402
 from models.reward_model import reward_model_from_causal_lm  # noqa: E402
+from models.sampling import text_response_logprobs  # noqa: E402
 from tasks import layout  # noqa: E402
 from tasks.reward_model import accuracy_vs_scores, score_rows  # noqa: E402
 from tasks.tables import read_jsonl  # noqa: E402
@@ -46,33 +46,8 @@ def newest_stage_dir(runs: Path, stage: str) -> Path:
     return done[-1].parent
 
 
-@torch.no_grad()
-def response_loglik(
-    model, tokenizer, prompts: list[str], responses: list[str], batch_size: int = 64
-) -> torch.Tensor:
-    """[N] log p(response + EOS | prompt) under `model`, right-padded batches."""
-    model.eval()
-    max_len = context_length(model)
-    out = []
-    for start in range(0, len(prompts), batch_size):
-        pairs = [
-            encode_pair(tokenizer, prompt, response, max_len)
-            for prompt, response in zip(
-                prompts[start : start + batch_size],
-                responses[start : start + batch_size],
-                strict=True,
-            )
-        ]
-        input_ids = pad_batch([ids for ids, _ in pairs], tokenizer.pad_token_id)
-        labels = pad_batch([labels for _, labels in pairs], IGNORE_INDEX)
-        mask = pad_batch([[1] * len(ids) for ids, _ in pairs], 0)
-        # The logit at column t predicts the token at column t + 1.
-        logits = model(input_ids=input_ids, attention_mask=mask).logits[:, :-1].float()
-        targets = labels[:, 1:]
-        scored = targets != IGNORE_INDEX
-        token_ll = logits.log_softmax(-1).gather(-1, targets.clamp(min=0).unsqueeze(-1))
-        out.append((token_ll.squeeze(-1) * scored).sum(-1))
-    return torch.cat(out)
+# The SFT network's own likelihood of a response, from text (shared with the evaluation).
+response_loglik = text_response_logprobs
 
 
 def main() -> None:

@@ -21,7 +21,8 @@ from models.batching import encode_prompt
 from models.lm import context_length, load_causal_lm
 from models.lm_training import pack_corpus, perplexity
 from models.reward_model import encode_for_reward, reward_model_from_causal_lm, rewards
-from models.sampling import generate, sequence_logprobs
+from models.sampling import generate, sequence_logprobs, text_response_logprobs
+from models.tokenizer import tokenizer_digest
 from tasks import layout, tracking
 from tasks.stage import fresh_output_dir, import_closure_digest, mark_done, prefect_options
 from tasks.stats import prompt_mean_with_ci
@@ -88,8 +89,16 @@ def fewshot_prefix(profile_dir: Path, n: int) -> str:
 
 
 @torch.no_grad()
-def sample(policy: Policy, sft, prompts: list[str], cfg: EvalConfig, seed: int) -> Responses:
+def sample(policy: Policy, prompts: list[str], cfg: EvalConfig, seed: int, sft=None) -> Responses:
+    """The policy's responses, sampled with its own model and tokenizer.
+
+    `sft` (a (model, tokenizer) pair, or None to skip) scores the responses for
+    the KL term. With the same tokenizer the sampled token ids are scored as
+    they are; with another one (a policy from another base model) the texts are
+    re-encoded with SFT's tokenizer, so any two policies can be compared.
+    """
     model, tokenizer = load_causal_lm(policy.model_dir)
+    same_tokens = sft is not None and tokenizer_digest(tokenizer) == tokenizer_digest(sft[1])
     torch.manual_seed(seed)
     out = Responses([], [], [])
     for start in range(0, len(prompts), cfg.batch_size):
@@ -112,12 +121,18 @@ def sample(policy: Policy, sft, prompts: list[str], cfg: EvalConfig, seed: int) 
         )
         out.texts += ro.texts
         out.logprobs += own.sum(-1).tolist()
-        out.sft_logprobs += _sft_logprobs(sft, tokenizer, batch, ro).tolist()
+        if same_tokens:
+            out.sft_logprobs += _sft_logprobs(sft[0], tokenizer, batch, ro).tolist()
+        elif sft is not None:
+            out.sft_logprobs += text_response_logprobs(sft[0], sft[1], batch, ro.texts).tolist()
     return out
 
 
 def _sft_logprobs(sft, tokenizer, prompts: list[str], ro) -> torch.Tensor:
-    """log pi_SFT of the policy's response tokens, conditioned on the bare prompt (no prefix)."""
+    """log pi_SFT of the policy's response tokens, conditioned on the bare prompt (no prefix).
+
+    Only for a policy that shares SFT's tokenizer: the sampled ids are SFT's ids too.
+    """
     from models.batching import pad_batch
     from models.sampling import encode_prompts
 
@@ -182,13 +197,13 @@ def evaluate(
     prompts, ids = test_prompts(profile_dir, cfg)
     n = cfg.samples_per_prompt
     judge = GoldJudge.load(profile_dir)
-    sft, _ = load_causal_lm(sft_dir)
+    sft = load_causal_lm(sft_dir)
     rm, rm_tokenizer = reward_model_from_causal_lm(rm_dir)
     suite = read_jsonl(profile_dir / layout.PUBLIC_SUITE)
     pretrain_valid = [r["text"] for r in read_jsonl(profile_dir / layout.PRETRAIN_VALID)]
     # The reference SFT responses come from their own seed, so "sft vs sft" is a real
     # comparison of two samples (expected 0.5), not a tautology.
-    reference = sample(Policy("sft", sft_dir), sft, prompts, cfg, seed + 1000).texts
+    reference = sample(Policy("sft", sft_dir), prompts, cfg, seed + 1000).texts
 
     rows, raw = {}, {}
     for index, policy in enumerate(policies):
@@ -196,7 +211,7 @@ def evaluate(
             f"evaluating {policy.name} on {len(prompts) // n} test prompts x {n} samples",
             flush=True,
         )
-        resp = sample(policy, sft, prompts, cfg, seed + index)
+        resp = sample(policy, prompts, cfg, seed + index, sft=sft)
         model, tokenizer = load_causal_lm(policy.model_dir)
         heldout = LabelerPool.load(profile_dir, "heldout", judge, seed + 17 * index)
         gold = [judge.score(pid, t) for pid, t in zip(ids, resp.texts, strict=True)]
@@ -242,17 +257,20 @@ def evaluate(
 def head_to_head(
     challenger: Policy,
     incumbent: Policy,
-    sft_dir: Path,
     profile_dir: Path,
     cfg: EvalConfig,
     seed: int,
 ) -> dict:
-    """Challenger against incumbent on test users' prompts, judged by held-out labelers."""
+    """Challenger against incumbent on test users' prompts, judged by held-out labelers.
+
+    The two are compared as text: each is sampled with its own model and
+    tokenizer, and the labelers read the decoded responses, so an incumbent
+    trained from another base model (another tokenizer) is a fair rival.
+    """
     prompts, ids = test_prompts(profile_dir, cfg)
     judge = GoldJudge.load(profile_dir)
-    sft, _ = load_causal_lm(sft_dir)
-    ours = sample(challenger, sft, prompts, cfg, seed).texts
-    theirs = sample(incumbent, sft, prompts, cfg, seed + 1).texts
+    ours = sample(challenger, prompts, cfg, seed).texts
+    theirs = sample(incumbent, prompts, cfg, seed + 1).texts
     heldout = LabelerPool.load(profile_dir, "heldout", judge, seed + 23)
     wins = [heldout.compare(pid, a, b) for pid, a, b in zip(ids, ours, theirs, strict=True)]
     suite = read_jsonl(profile_dir / layout.PUBLIC_SUITE)
@@ -262,6 +280,8 @@ def head_to_head(
         public[policy.name] = public_suite_accuracy(model, tokenizer, suite)
     return {
         "win_rate": prompt_mean_with_ci(wins, cfg.samples_per_prompt, seed),
+        "prompts": len(prompts) // cfg.samples_per_prompt,
+        "judged_by": "held-out labelers",
         "public_challenger": public[challenger.name],
         "public_incumbent": public[incumbent.name],
     }

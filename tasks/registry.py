@@ -1,13 +1,18 @@
 """The MLflow model registry: register candidates, and the gate that moves `champion`.
 
-Every run registers its policy as `instructflow-policy` (alias `challenger`)
-and its reward model as `instructflow-reward-model`, each version tagged with
-its report metrics and lineage. `champion` moves only when the challenger
-beats the current champion head to head (test users, held-out labelers: the
-lower end of the win rate's 95% CI above 0.5) without losing more than a
-margin of public-suite accuracy. With no champion yet, the bar is SFT.
-Registration happens after every stage has succeeded, so a failed run
-never touches the registry.
+Every run registers its policy under `registry.model_name` (alias
+`challenger`; `instructflow-policy` by default, `instructflow-policy-smoke`
+on the smoke profile) and its reward model beside it, each version tagged
+with its report metrics and lineage and described by a model card.
+`champion` moves only when the challenger beats the current champion head to
+head (test users, held-out labelers: the lower end of the win rate's 95% CI
+above 0.5) without losing more than a margin of public-suite accuracy. With
+no champion yet, or a champion that cannot be loaded, the bar is SFT.
+
+Order matters: the head-to-head runs first, on the local checkpoints; only
+then is anything written to the registry, and a failure while writing puts
+back the versions and aliases that were there before. A failed run never
+touches the registry.
 """
 
 import glob
@@ -21,9 +26,13 @@ from prefect import task
 from prefect.artifacts import create_markdown_artifact
 from pydantic import BaseModel, ConfigDict, Field
 
+from models.lm import load_causal_lm
+from models.tokenizer import tokenizer_digest
 from tasks import tracking
 from tasks.concurrency import registry_slot
 from tasks.evaluation import EvalConfig, Policy, head_to_head
+from tasks.model_card import model_card
+from tasks.registry_snapshot import RegistrySnapshot
 from tasks.stage import import_closure_digest, mark_done, prefect_options
 
 POLICY_MODEL = "instructflow-policy"
@@ -32,6 +41,34 @@ SERVING = Path(__file__).resolve().parent / "serving"
 REQUIREMENTS = ["torch==2.13.0", "transformers>=5.0,<6", "instructflow"]
 # Tag on every registered version: the stage output folder its checkpoint came from.
 CHECKPOINT_TAG = "checkpoint_key"
+
+
+class RegistryConfig(BaseModel):
+    """Which registered models a run competes in."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    model_name: str | None = Field(
+        None,
+        min_length=1,
+        description="Registered model of the policy: its `champion` is the rival this run must "
+        "beat. Empty: instructflow-policy, or instructflow-policy-smoke on the smoke profile, "
+        "so trying the pipeline never touches the champion of real runs.",
+    )
+    reward_model_name: str | None = Field(
+        None,
+        min_length=1,
+        description="Registered model of the reward model. Empty: instructflow-reward-model "
+        "(-smoke on the smoke profile).",
+    )
+
+    def names(self, profile: str) -> tuple[str, str]:
+        """(policy model, reward model) for a run of `profile`."""
+        suffix = "-smoke" if profile == "smoke" else ""
+        return (
+            self.model_name or POLICY_MODEL + suffix,
+            self.reward_model_name or REWARD_MODEL + suffix,
+        )
 
 
 class GateConfig(BaseModel):
@@ -104,31 +141,33 @@ def version_of_checkpoint(client: MlflowClient, name: str, key: str) -> str | No
     """The version already registered from the checkpoint with this key, if any."""
     for version in client.search_model_versions(f"name = '{name}'"):
         if version.tags.get(CHECKPOINT_TAG) == key:
-            return version.version
+            return str(version.version)
     return None
 
 
-def rival_champion(client: MlflowClient, policy_dir: str) -> str | None:
+def rival_champion(client: MlflowClient, policy_dir: str, name: str = POLICY_MODEL) -> str | None:
     """The champion version this checkpoint must beat; None (the bar is SFT) with no
     champion, or when the champion is this very checkpoint."""
-    champion = champion_version(client)
+    champion = champion_version(client, name)
     if champion is None:
         return None
-    tags = client.get_model_version(POLICY_MODEL, champion).tags
+    tags = client.get_model_version(name, champion).tags
     return None if tags.get(CHECKPOINT_TAG) == checkpoint_key(policy_dir) else champion
 
 
-def gate_opponent(client: MlflowClient, policy_dir: str) -> str:
+def gate_opponent(client: MlflowClient, policy_dir: str, name: str = POLICY_MODEL) -> str:
     """Whom the gate will judge this checkpoint against: part of the registry stage's cache key.
 
     A champion that moved to another checkpoint since the stage last ran makes
     its cached decision stale; the checkpoint itself as champion does not.
     """
-    champion = rival_champion(client, policy_dir)
-    return f"champion v{champion}" if champion else "sft"
+    champion = rival_champion(client, policy_dir, name)
+    return f"{name} champion v{champion}" if champion else f"{name} sft"
 
 
-def register(model_dir: str, name: str, serving_file: str, tags: dict) -> str:
+def register(
+    model_dir: str, name: str, serving_file: str, tags: dict, description: str | None = None
+) -> str:
     """Register the HF checkpoint as a pyfunc model (logged in the active run); return the version.
 
     A checkpoint registered before (by an earlier run) keeps its version and
@@ -147,7 +186,9 @@ def register(model_dir: str, name: str, serving_file: str, tags: dict) -> str:
     version = mlflow.register_model(
         info.model_uri, name, tags=_tag_values(tags | {CHECKPOINT_TAG: key})
     )
-    return version.version
+    if description:
+        MlflowClient().update_model_version(name, version.version, description=description)
+    return str(version.version)
 
 
 def champion_version(client: MlflowClient, name: str = POLICY_MODEL) -> str | None:
@@ -167,28 +208,49 @@ def local_checkpoint(name: str, version: str) -> str:
 
 
 def record_decision(
-    client: MlflowClient, version: str, decision: GateDecision, auto_promote: bool
+    client: MlflowClient, name: str, version: str, decision: GateDecision, auto_promote: bool
 ) -> None:
     """Tag the challenger with the gate's decision and, if it passed, make it champion."""
     tags = {f"gate_{k}": v for k, v in asdict(decision).items()}
     for key, value in tags.items():
-        client.set_model_version_tag(POLICY_MODEL, version, key, str(value))
+        client.set_model_version_tag(name, version, key, str(value))
     if decision.promote and auto_promote:
-        client.set_registered_model_alias(POLICY_MODEL, "champion", version)
-        client.set_model_version_tag(POLICY_MODEL, version, "promoted_by", "gate")
+        client.set_registered_model_alias(name, "champion", version)
+        client.set_model_version_tag(name, version, "promoted_by", "gate")
 
 
-def promote_manually(version: str, reason: str) -> None:
+def promote_manually(version: str, reason: str, name: str = POLICY_MODEL) -> None:
     """An override: make `version` champion, recording who-knows-why in its tags."""
     if not reason.strip():
         raise ValueError("a manual promotion needs a reason")
     client = MlflowClient()
-    client.get_model_version(POLICY_MODEL, version)  # fails clearly if it does not exist
-    previous = champion_version(client)
-    client.set_registered_model_alias(POLICY_MODEL, "champion", version)
-    client.set_model_version_tag(POLICY_MODEL, version, "promoted_by", "manual")
-    client.set_model_version_tag(POLICY_MODEL, version, "promotion_reason", reason)
-    client.set_model_version_tag(POLICY_MODEL, version, "previous_champion", str(previous))
+    client.get_model_version(name, version)  # fails clearly if it does not exist
+    previous = champion_version(client, name)
+    client.set_registered_model_alias(name, "champion", version)
+    client.set_model_version_tag(name, version, "promoted_by", "manual")
+    client.set_model_version_tag(name, version, "promotion_reason", reason)
+    client.set_model_version_tag(name, version, "previous_champion", str(previous))
+
+
+def choose_incumbent(
+    client: MlflowClient, name: str, policy_dir: str, sft_dir: str
+) -> tuple[Policy, str, str | None]:
+    """Whom the challenger plays: (policy, its name in the report, a note if the bar fell to SFT).
+
+    A champion whose checkpoint is missing or does not load cannot be judged;
+    the gate then plays SFT and says which version it skipped and why.
+    """
+    champion = rival_champion(client, policy_dir, name)
+    if champion is None:
+        return Policy("sft", Path(sft_dir)), "sft", None
+    try:
+        path = local_checkpoint(name, champion)
+        load_causal_lm(path)
+    except Exception as error:  # any reason a stored model cannot be opened
+        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        note = f"{name} v{champion} (champion) cannot be compared: {reason}; the gate played sft"
+        return Policy("sft", Path(sft_dir)), "sft", note
+    return Policy("champion", Path(path)), f"champion v{champion}", None
 
 
 # --- Prefect wrapper ------------------------------------------------------------
@@ -201,12 +263,13 @@ REGISTRY_CODE = import_closure_digest(
 )
 
 
-def gate_markdown(version: str, decision: GateDecision) -> str:
+def gate_markdown(name: str, version: str, decision: GateDecision, note: str | None) -> str:
     verdict = "PROMOTED to champion" if decision.promote else "NOT promoted"
     return (
-        f"# Promotion gate: {POLICY_MODEL} v{version} {verdict}\n\n"
+        f"# Promotion gate: {name} v{version} {verdict}\n\n"
         f"- compared with: {decision.incumbent}\n"
-        f"- win rate: {decision.win_rate:.3f} (95% CI {decision.ci95[0]:.3f} - {decision.ci95[1]:.3f}); needs lower end > 0.5\n"
+        + (f"- note: {note}\n" if note else "")
+        + f"- win rate: {decision.win_rate:.3f} (95% CI {decision.ci95[0]:.3f} - {decision.ci95[1]:.3f}); needs lower end > 0.5\n"
         f"- public-suite accuracy: {decision.public_suite_challenger:.3f} vs {decision.public_suite_incumbent:.3f}\n"
         f"- reason: {decision.reason}\n"
     )
@@ -221,6 +284,8 @@ def register_and_gate_task(
     profile_dir: str,
     eval_cfg: EvalConfig,
     cfg: GateConfig,
+    model_name: str,
+    reward_model_name: str,
     lineage: dict,
     policy_metrics: dict,
     rm_metrics: dict,
@@ -228,34 +293,21 @@ def register_and_gate_task(
     out_dir: str,
     parent_run_id: str,
 ) -> dict:
-    """Register the candidate policy and the RM, then let the gate decide about `champion`."""
+    """Judge the candidate against the champion (or SFT), then register it and record the gate.
+
+    Nothing is written to the registry before the head-to-head has finished;
+    a failure while writing restores the versions and aliases found at the start.
+    """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     client = MlflowClient()
     with tracking.stage_run("registry", parent_run_id) as run, registry_slot():
-        rm_version = register(rm_dir, REWARD_MODEL, "reward_model.py", lineage | rm_metrics)
-        policy_tags = (
-            lineage | policy_metrics | {"policy": candidate, "reward_model_version": rm_version}
-        )
-        policy_version = register(policy_dir, POLICY_MODEL, "policy_model.py", policy_tags)
-        client.set_registered_model_alias(POLICY_MODEL, "challenger", policy_version)
-        champion = rival_champion(client, policy_dir)
-        if champion is not None:
-            incumbent, incumbent_name = (
-                Policy("champion", Path(local_checkpoint(POLICY_MODEL, champion))),
-                f"champion v{champion}",
-            )
-        else:
-            incumbent, incumbent_name = Policy("sft", Path(sft_dir)), "sft"
+        incumbent, incumbent_name, note = choose_incumbent(client, model_name, policy_dir, sft_dir)
+        if note:
+            print(note, flush=True)
         match_cfg = eval_cfg.model_copy(update={"max_prompts": cfg.max_prompts})
-        match = head_to_head(
-            Policy("challenger", Path(policy_dir)),
-            incumbent,
-            Path(sft_dir),
-            Path(profile_dir),
-            match_cfg,
-            seed,
-        )
+        challenger = Policy("challenger", Path(policy_dir))
+        match = head_to_head(challenger, incumbent, Path(profile_dir), match_cfg, seed)
         win = match["win_rate"]
         decision = decide(
             win["mean"],
@@ -265,12 +317,56 @@ def register_and_gate_task(
             cfg.public_suite_margin,
             incumbent_name,
         )
-        record_decision(client, policy_version, decision, cfg.auto_promote)
+        gate = {
+            "model_name": model_name,
+            "incumbent": incumbent_name,
+            "note": note,
+            "evidence": match["judged_by"],
+            "prompts": match["prompts"],
+            "win_rate": win,
+            "public_suite": {
+                "challenger": match["public_challenger"],
+                "incumbent": match["public_incumbent"],
+            },
+            "promote": decision.promote,
+            "reason": decision.reason,
+        }
+        _, tokenizer = load_causal_lm(policy_dir)
+        lineage = lineage | {"tokenizer_digest": tokenizer_digest(tokenizer)}
+
+        snapshot = RegistrySnapshot.take(client, [model_name, reward_model_name])
+        try:
+            rm_version = register(
+                rm_dir, reward_model_name, "reward_model.py", lineage | rm_metrics
+            )
+            policy_tags = (
+                lineage
+                | policy_metrics
+                | {
+                    "policy": candidate,
+                    "reward_model_name": reward_model_name,
+                    "reward_model_version": rm_version,
+                }
+            )
+            policy_version = register(policy_dir, model_name, "policy_model.py", policy_tags)
+            client.set_registered_model_alias(model_name, "challenger", policy_version)
+            record_decision(client, model_name, policy_version, decision, cfg.auto_promote)
+            gate |= {
+                "policy_version": policy_version,
+                "promoted": decision.promote and cfg.auto_promote,
+                "champion": champion_version(client, model_name),
+            }
+            card = model_card(model_name, policy_version, lineage, policy_metrics, gate)
+            client.update_model_version(model_name, policy_version, description=card)
+        except BaseException:
+            snapshot.restore(client)
+            raise
+
         metrics = {
             "registry/gate_win_rate": win["mean"],
             "registry/gate_ci_low": win["ci95"][0],
             "registry/gate_ci_high": win["ci95"][1],
-            "registry/promoted": float(decision.promote and cfg.auto_promote),
+            "registry/promoted": float(gate["promoted"]),
         }
         tracking.log_metrics(metrics)
         mlflow.set_tags(
@@ -278,17 +374,20 @@ def register_and_gate_task(
                 "policy_version": policy_version,
                 "reward_model_version": rm_version,
                 "gate_decision": "promoted" if decision.promote else "rejected",
+                "gate_incumbent": incumbent_name,
             }
         )
-        markdown = gate_markdown(policy_version, decision)
         create_markdown_artifact(
-            markdown=markdown, key="promotion-gate", description=f"{POLICY_MODEL} v{policy_version}"
+            markdown=gate_markdown(model_name, policy_version, decision, note),
+            key="promotion-gate",
+            description=f"{model_name} v{policy_version}",
         )
         result = {
             "policy_version": policy_version,
             "reward_model_version": rm_version,
             "decision": asdict(decision),
-            "champion": champion_version(client),
+            "gate": gate,
+            "champion": gate["champion"],
             "mlflow_run_id": run.info.run_id,
             "metrics": metrics,
         }

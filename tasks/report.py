@@ -14,7 +14,7 @@ POLICY_NAMES = ["base", "base_fewshot", "flan", "t0", "sft", "ppo", "ppo_ptx"]
 
 def empty_report(run: dict[str, Any]) -> dict[str, Any]:
     """The report skeleton: stages fill `labelers`, `reward_model` and `policies`."""
-    return {"run": run, "labelers": {}, "reward_model": {}, "policies": {}}
+    return {"run": run, "labelers": {}, "reward_model": {}, "policies": {}, "gate": None}
 
 
 def _fmt(value: Any) -> str:
@@ -65,6 +65,19 @@ def to_markdown(
         ]:
             row = report["policies"][name]
             lines.append(f"| {name} | " + " | ".join(_fmt(row.get(c)) for c in columns) + " |")
+    gate = report.get("gate")
+    if gate:
+        win = gate["win_rate"]
+        verdict = "promoted to champion" if gate.get("promoted") else "not promoted"
+        lines += ["", "## Promotion gate", ""]
+        lines += [
+            f"- {gate['model_name']} v{gate.get('policy_version', '?')}: {verdict}",
+            f"- played: {gate['incumbent']} ({gate['evidence']}, {gate['prompts']} prompts)",
+            f"- win rate: {_fmt(win)}",
+            f"- reason: {gate['reason']}",
+        ]
+        if gate.get("note"):
+            lines.append(f"- note: {gate['note']}")
     for plot in plots or []:
         lines += ["", f"![{Path(plot).stem}]({Path(plot).name})"]
     return "\n".join(lines) + "\n"

@@ -342,7 +342,7 @@ def live_manual_run(live_stack: LiveStack, fast_smoke) -> dict:
     print(f"\nmanual-run on the live stack: {wall_s:.0f} s")
     try:
         client = MlflowClient(tracking_uri=live_stack.mlflow_url)
-        challenger = client.get_model_version_by_alias("instructflow-policy", "challenger")
+        challenger = client.get_model_version_by_alias("instructflow-policy-smoke", "challenger")
     except MlflowException:
         challenger = None
     return {

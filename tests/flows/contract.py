@@ -1,6 +1,8 @@
 """The report contract (DESIGN.md section 4), written out here on purpose rather than
 imported from tasks/report.py, so that a field the code drops fails a test."""
 
+from tasks.registry import RegistryConfig
+
 SEVEN_POLICIES = {"base", "base_fewshot", "flan", "t0", "sft", "ppo", "ppo_ptx"}
 
 POLICY_FIELDS = (
@@ -13,3 +15,6 @@ POLICY_FIELDS = (
     "pretrain_perplexity",
     "per_family",
 )
+
+# Where smoke runs register (tests run the smoke profile; real runs' champion is elsewhere).
+SMOKE_POLICY, SMOKE_REWARD_MODEL = RegistryConfig().names("smoke")

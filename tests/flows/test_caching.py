@@ -17,6 +17,7 @@ from mlflow import MlflowClient
 
 from flows.params import PipelineParams
 from tasks import registry, tracking
+from tests.flows.contract import SMOKE_POLICY
 from tests.flows.stages import STAGES
 
 pytestmark = pytest.mark.slow
@@ -97,7 +98,9 @@ def runs(prefect_harness, make_project, fast_smoke) -> Iterator[dict]:
             stage: len(list((project.root / "runs" / stage).iterdir())) for stage in STAGES
         }
         # The second policy made champion by hand; then the first run's parameters again.
-        registry.promote_manually(out["ppo_changed"].gate["policy_version"], "caching test")
+        registry.promote_manually(
+            out["ppo_changed"].gate["policy_version"], "caching test", SMOKE_POLICY
+        )
         out["champion_moved"] = project.run(params)
         out["uri"] = project.uri
         out["old_md5"] = out["first"].result["run"]["dvc_data_md5"]
@@ -150,10 +153,8 @@ def test_a_champion_moved_elsewhere_reruns_only_the_gate(runs):
     # and the checkpoint kept the version it was registered as, instead of a duplicate
     assert moved.gate["policy_version"] == runs["first"].gate["policy_version"]
     client = MlflowClient(tracking_uri=runs["uri"])
-    champion = registry.champion_version(client)
-    decision_tags = client.get_model_version(
-        registry.POLICY_MODEL, moved.gate["policy_version"]
-    ).tags
+    champion = registry.champion_version(client, SMOKE_POLICY)
+    decision_tags = client.get_model_version(SMOKE_POLICY, moved.gate["policy_version"]).tags
     # and the gate judged it against the champion set by hand
     assert (
         decision_tags["gate_incumbent"] == f"champion v{runs['ppo_changed'].gate['policy_version']}"

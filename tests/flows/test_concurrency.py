@@ -16,6 +16,7 @@ import pytest
 from mlflow import MlflowClient
 
 from tasks import concurrency, registry, tracking
+from tests.flows.contract import SMOKE_POLICY
 
 pytestmark = pytest.mark.slow
 
@@ -83,7 +84,7 @@ def test_training_stages_took_turns(live_stack, two_runs):
 def test_registry_stays_consistent(live_stack, live_manual_run, two_runs):
     client = MlflowClient(tracking_uri=live_stack.mlflow_url)
     versions = sorted(
-        client.search_model_versions(f"name = '{registry.POLICY_MODEL}'"),
+        client.search_model_versions(f"name = '{SMOKE_POLICY}'"),
         key=lambda v: int(v.version),
     )
     # given the policy versions registered by the e2e run and the two concurrent runs
@@ -96,7 +97,7 @@ def test_registry_stays_consistent(live_stack, live_manual_run, two_runs):
         for v in versions
     )
     # and `challenger` is one of the two runs' versions (the last one registered)
-    challenger = client.get_model_version_by_alias(registry.POLICY_MODEL, "challenger")
+    challenger = client.get_model_version_by_alias(SMOKE_POLICY, "challenger")
     assert (
         challenger.version
         == max((by_run[r] for r in two_runs), key=lambda v: int(v.version)).version
@@ -111,12 +112,10 @@ def test_registry_stays_consistent(live_stack, live_manual_run, two_runs):
             champion = version.version
     # and `champion`, if any, is the version the gates made champion, and exists
     if champion is None:
-        assert registry.champion_version(client) is None
+        assert registry.champion_version(client, SMOKE_POLICY) is None
     else:
-        assert registry.champion_version(client) == champion
-        assert (
-            client.get_model_version(registry.POLICY_MODEL, champion).tags["promoted_by"] == "gate"
-        )
+        assert registry.champion_version(client, SMOKE_POLICY) == champion
+        assert client.get_model_version(SMOKE_POLICY, champion).tags["promoted_by"] == "gate"
 
 
 def test_training_and_registry_limits_exist_with_one_slot(live_stack, two_runs):

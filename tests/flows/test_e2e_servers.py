@@ -10,7 +10,8 @@ none) and logs to the MLflow server over HTTP.
 import pytest
 from mlflow import MlflowClient
 
-from tasks import registry, tracking
+from tasks import tracking
+from tests.flows.contract import SMOKE_POLICY, SMOKE_REWARD_MODEL
 from tests.flows.stages import STAGES
 
 pytestmark = pytest.mark.slow
@@ -133,9 +134,9 @@ def test_challenger_is_registered_and_the_gate_decision_is_recorded(live_stack, 
     # and, if the gate passed, it became champion through the gate
     assert (version.tags.get("promoted_by") == "gate") == (version.tags["gate_promote"] == "True")
     # and the reward model was registered beside it
-    assert client.get_latest_versions(registry.REWARD_MODEL)
+    assert client.get_latest_versions(SMOKE_REWARD_MODEL)
     # and the flow run published the gate's decision as a Prefect artifact
     artifacts = live_stack.artifacts(live_manual_run["id"], "promotion-gate")
     assert len(artifacts) == 1
-    assert f"{registry.POLICY_MODEL} v{version.version}" in artifacts[0]["data"]
+    assert f"{SMOKE_POLICY} v{version.version}" in artifacts[0]["data"]
     assert ("PROMOTED" in artifacts[0]["data"]) == (version.tags["gate_promote"] == "True")

@@ -17,6 +17,7 @@ from mlflow import MlflowClient
 
 from flows.params import PipelineParams
 from tasks import registry
+from tests.flows.contract import SMOKE_POLICY
 
 pytestmark = pytest.mark.slow
 
@@ -50,13 +51,11 @@ def gate_runs(prefect_harness, make_project, fast_smoke) -> Iterator[GateRuns]:
         client = MlflowClient(tracking_uri=uri)
 
         rlhf_pipeline(PipelineParams(**fast_smoke()))
-        champion = client.get_model_version_by_alias(registry.POLICY_MODEL, "challenger").version
-        registry.promote_manually(champion, "baseline for the worse-candidate test")
+        champion = client.get_model_version_by_alias(SMOKE_POLICY, "challenger").version
+        registry.promote_manually(champion, "baseline for the worse-candidate test", SMOKE_POLICY)
 
         rlhf_pipeline(PipelineParams(**fast_smoke(ppo=WORSE_PPO)))
-        worse_version = client.get_model_version_by_alias(
-            registry.POLICY_MODEL, "challenger"
-        ).version
+        worse_version = client.get_model_version_by_alias(SMOKE_POLICY, "challenger").version
         yield GateRuns(champion, worse_version, client)
 
 
@@ -66,7 +65,7 @@ def test_the_worse_candidate_is_registered_as_a_new_challenger(gate_runs):
 
 def test_the_candidate_was_trained_against_the_negated_reward(gate_runs):
     # the registered version's PPO-ptx run is the one that logged invert_reward=True
-    tags = gate_runs.client.get_model_version(registry.POLICY_MODEL, gate_runs.worse_version).tags
+    tags = gate_runs.client.get_model_version(SMOKE_POLICY, gate_runs.worse_version).tags
     parent = tags["mlflow_parent_run_id"]
     ppo_ptx = gate_runs.client.search_runs(
         [gate_runs.client.get_run(parent).info.experiment_id],
@@ -76,12 +75,12 @@ def test_the_candidate_was_trained_against_the_negated_reward(gate_runs):
 
 
 def test_the_gate_compares_with_the_champion_and_rejects(gate_runs):
-    tags = gate_runs.client.get_model_version(registry.POLICY_MODEL, gate_runs.worse_version).tags
+    tags = gate_runs.client.get_model_version(SMOKE_POLICY, gate_runs.worse_version).tags
     assert tags["gate_incumbent"] == f"champion v{gate_runs.champion}"
     assert tags["gate_promote"] == "False"
     assert float(tags["gate_ci95"].strip("()").split(",")[0]) <= 0.5
 
 
 def test_champion_stays_where_it_was(gate_runs):
-    champion = gate_runs.client.get_model_version_by_alias(registry.POLICY_MODEL, "champion")
+    champion = gate_runs.client.get_model_version_by_alias(SMOKE_POLICY, "champion")
     assert champion.version == gate_runs.champion

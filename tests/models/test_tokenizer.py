@@ -51,3 +51,18 @@ def test_deterministic_for_same_texts() -> None:
 def test_vocab_size_is_an_upper_bound() -> None:
     tokenizer = train_tokenizer(TEXTS, vocab_size=280)
     assert 258 <= len(tokenizer) <= 280  # 256 bytes + 2 specials at least
+
+
+def test_digest_names_the_mapping_not_the_object() -> None:
+    from models.tokenizer import tokenizer_digest
+
+    # given two tokenizers trained alike, and one with another vocabulary size
+    same_a = train_tokenizer(TEXTS, vocab_size=300)
+    same_b = train_tokenizer(TEXTS, vocab_size=300)
+    other = train_tokenizer(TEXTS, vocab_size=280)
+    # then equal mappings share a digest and a different vocabulary does not
+    assert tokenizer_digest(same_a) == tokenizer_digest(same_b)
+    assert tokenizer_digest(same_a) != tokenizer_digest(other)
+    # and a different pad token changes it too (ids of padding differ)
+    same_b.pad_token = EOS_TOKEN
+    assert tokenizer_digest(same_a) != tokenizer_digest(same_b)

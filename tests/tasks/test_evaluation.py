@@ -36,7 +36,6 @@ def test_head_to_head_of_identical_policies_is_even(tiny_dirs, generated_root):
     match = head_to_head(
         Policy("a", sft_dir),
         Policy("b", sft_dir),
-        sft_dir,
         generated_root / "data" / "smoke",
         cfg,
         seed=0,
@@ -57,3 +56,56 @@ def test_fewshot_prefix_shows_demonstrations_in_the_prompt_format(generated_root
 def test_tiny_models_load(tiny_dirs):
     model, tokenizer = load_causal_lm(tiny_dirs[0])
     assert model.num_parameters() > 0 and tokenizer.pad_token_id is not None
+
+
+def _foreign_policy(folder, profile_dir):
+    """A policy from another base model: its own, larger tokenizer (ids beyond SFT's vocabulary)."""
+    from models.lm import GPT2Size, build_gpt2, save_model
+    from models.tokenizer import train_tokenizer
+    from tasks.base_model import tokenizer_texts
+
+    tokenizer = train_tokenizer(tokenizer_texts(profile_dir), vocab_size=700)
+    model = build_gpt2(tokenizer, GPT2Size(n_layer=1, n_head=2, n_embd=32, n_positions=128), 1)
+    save_model(model, tokenizer, folder)
+    return folder
+
+
+def test_a_policy_with_another_tokenizer_is_scored_by_sft_as_text(
+    tiny_dirs, generated_root, tmp_path
+):
+    from models.tokenizer import tokenizer_digest
+    from tasks.evaluation import sample
+
+    # given SFT and a policy whose tokenizer is another (and larger) one
+    sft_dir, _ = tiny_dirs
+    profile_dir = generated_root / "data" / "smoke"
+    foreign = _foreign_policy(tmp_path / "foreign", profile_dir)
+    sft = load_causal_lm(sft_dir)
+    assert len(load_causal_lm(foreign)[1]) > len(sft[1])
+    assert tokenizer_digest(load_causal_lm(foreign)[1]) != tokenizer_digest(sft[1])
+    cfg = EvalConfig(max_new_tokens=8)
+    prompts = ["reverse stone", "what is 2 + 3?"]
+    # when it is sampled and scored by SFT (the KL term)
+    out = sample(Policy("foreign", foreign), prompts, cfg, seed=0, sft=sft)
+    # then SFT's log-probabilities are those of the texts re-encoded with SFT's tokenizer
+    from models.sampling import text_response_logprobs
+
+    expected = text_response_logprobs(sft[0], sft[1], prompts, out.texts)
+    assert out.sft_logprobs == expected.tolist()
+    assert all(lp < 0 for lp in out.sft_logprobs)
+
+
+def test_head_to_head_against_a_policy_with_another_tokenizer(tiny_dirs, generated_root, tmp_path):
+    # given SFT and a rival from another base model (the gate's champion after a change of base)
+    sft_dir, _ = tiny_dirs
+    profile_dir = generated_root / "data" / "smoke"
+    foreign = _foreign_policy(tmp_path / "foreign", profile_dir)
+    cfg = EvalConfig(max_prompts=20, max_new_tokens=8)
+    # when they play each other, both ways round
+    one = head_to_head(Policy("a", sft_dir), Policy("b", foreign), profile_dir, cfg, seed=0)
+    two = head_to_head(Policy("b", foreign), Policy("a", sft_dir), profile_dir, cfg, seed=0)
+    # then the match is judged on text, with its evidence named
+    for match in (one, two):
+        assert 0.0 <= match["win_rate"]["mean"] <= 1.0
+        assert match["prompts"] == 20 and match["judged_by"] == "held-out labelers"
+    assert one["public_challenger"] == two["public_incumbent"]

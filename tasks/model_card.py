@@ -1,0 +1,47 @@
+"""The model card: the description of each registered policy version.
+
+A person opening the version in the MLflow UI reads where it came from
+(profile, base model, tokenizer, data), what it scored, and what the
+promotion gate saw and decided.
+"""
+
+from typing import Any
+
+LINEAGE_ROWS = [
+    ("profile", "profile"),
+    ("base model", "base_model"),
+    ("tokenizer digest", "tokenizer_digest"),
+    ("data version (DVC md5)", "dvc_data_md5"),
+    ("seed", "seed"),
+    ("git commit", "git_commit"),
+    ("MLflow parent run", "mlflow_parent_run_id"),
+    ("Prefect flow run", "prefect_flow_run_id"),
+]
+
+
+def _fmt(value: Any) -> str:
+    return f"{value:.3f}" if isinstance(value, float) else str(value)
+
+
+def model_card(
+    name: str, version: str, lineage: dict, metrics: dict[str, float], gate: dict
+) -> str:
+    """Markdown for the registered version's description."""
+    lines = [f"# {name} v{version}", "", "## Where it comes from", ""]
+    lines += [f"- {label}: `{lineage[key]}`" for label, key in LINEAGE_ROWS if key in lineage]
+    lines += ["", "## Evaluation (test users)", ""]
+    lines += [f"- {key}: {_fmt(value)}" for key, value in sorted(metrics.items())]
+    win = gate["win_rate"]
+    lines += [
+        "",
+        "## Promotion gate",
+        "",
+        f"- played: {gate['incumbent']} ({gate['evidence']}, {gate['prompts']} prompts)",
+        f"- win rate: {win['mean']:.3f} (95% CI {win['ci95'][0]:.3f}-{win['ci95'][1]:.3f})",
+        f"- public suite: {gate['public_suite']['challenger']:.3f} vs "
+        f"{gate['public_suite']['incumbent']:.3f}",
+        f"- decision: {'promoted' if gate['promoted'] else 'not promoted'}: {gate['reason']}",
+    ]
+    if gate.get("note"):
+        lines.append(f"- note: {gate['note']}")
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,56 @@
+"""What the registry held before a run wrote to it, and how to put it back.
+
+The registry stage writes several things (two model versions, aliases, tags,
+a description). MLflow has no transaction across them, so the stage takes a
+snapshot first and, if any write fails, restores it: versions created since
+are deleted, aliases point where they pointed, a registered model that did
+not exist is removed. Tags and descriptions of pre-existing versions are not
+touched by the stage, so they need no restoring.
+"""
+
+from dataclasses import dataclass, field
+
+from mlflow import MlflowClient
+from mlflow.exceptions import MlflowException
+
+
+@dataclass
+class RegisteredModelState:
+    exists: bool
+    versions: set[str] = field(default_factory=set)
+    aliases: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class RegistrySnapshot:
+    models: dict[str, RegisteredModelState]
+
+    @classmethod
+    def take(cls, client: MlflowClient, names: list[str]) -> "RegistrySnapshot":
+        return cls({name: _state(client, name) for name in names})
+
+    def restore(self, client: MlflowClient) -> None:
+        """Make every model's versions and aliases what they were when the snapshot was taken."""
+        for name, before in self.models.items():
+            now = _state(client, name)
+            if not now.exists:
+                continue
+            if not before.exists:
+                client.delete_registered_model(name)
+                continue
+            for version in sorted(now.versions - before.versions, key=int):
+                client.delete_model_version(name, version)
+            for alias in now.aliases.keys() - before.aliases.keys():
+                client.delete_registered_model_alias(name, alias)
+            for alias, version in before.aliases.items():
+                if now.aliases.get(alias) != version:
+                    client.set_registered_model_alias(name, alias, version)
+
+
+def _state(client: MlflowClient, name: str) -> RegisteredModelState:
+    try:
+        model = client.get_registered_model(name)
+    except MlflowException:
+        return RegisteredModelState(exists=False)
+    versions = {v.version for v in client.search_model_versions(f"name = '{name}'")}
+    return RegisteredModelState(True, versions, dict(model.aliases or {}))

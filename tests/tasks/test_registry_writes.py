@@ -1,0 +1,131 @@
+"""The registry stage judges first and writes after: a failing gate leaves the registry as it was,
+and a champion that cannot be loaded is skipped with a one-line reason."""
+
+import shutil
+from pathlib import Path
+
+import mlflow
+import pytest
+from mlflow import MlflowClient
+
+from tasks import registry, tracking
+from tasks.evaluation import EvalConfig
+from tasks.registry import GateConfig, RegistryConfig
+from tests.tasks.test_evaluation import _foreign_policy
+
+POLICY, RM = RegistryConfig().names("tiny")
+
+
+def _state(client: MlflowClient) -> dict:
+    """Every registered model's versions and aliases."""
+    out = {}
+    for model in client.search_registered_models():
+        versions = sorted(v.version for v in client.search_model_versions(f"name = '{model.name}'"))
+        out[model.name] = (versions, dict(model.aliases))
+    return out
+
+
+class Gate:
+    def __init__(self, root: Path, dirs: tuple[Path, Path], profile_dir: Path):
+        self.root, self.profile_dir = root, profile_dir
+        self.sft_dir, self.rm_dir = dirs
+        self.client = MlflowClient()
+        self.calls = 0
+
+    def run(self, policy_dir: Path) -> dict:
+        self.calls += 1
+        with mlflow.start_run(run_name=f"parent-{self.calls}") as parent:
+            return registry.register_and_gate_task.fn(
+                candidate="ppo_ptx",
+                policy_dir=str(policy_dir),
+                rm_dir=str(self.rm_dir),
+                sft_dir=str(self.sft_dir),
+                profile_dir=str(self.profile_dir),
+                eval_cfg=EvalConfig(max_new_tokens=8, samples_per_prompt=1),
+                cfg=GateConfig(max_prompts=12),
+                model_name=POLICY,
+                reward_model_name=RM,
+                lineage={"profile": "smoke", "dvc_data_md5": "test"},
+                policy_metrics={},
+                rm_metrics={},
+                seed=0,
+                out_dir=str(self.root / "runs" / f"registry-{self.calls}"),
+                parent_run_id=parent.info.run_id,
+            )
+
+
+@pytest.fixture
+def gate(prefect_harness, tiny_dirs, generated_root, tmp_path, monkeypatch) -> Gate:
+    """A fresh project root whose registry holds v1 (the tiny SFT checkpoint) as champion."""
+    monkeypatch.setenv("INSTRUCTFLOW_ROOT", str(tmp_path))
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    tracking.setup()
+    gate = Gate(tmp_path, tiny_dirs, generated_root / "data" / "smoke")
+    first = gate.run(tiny_dirs[0])
+    registry.promote_manually(first["policy_version"], "test champion", POLICY)
+    return gate
+
+
+def test_a_failure_while_writing_puts_the_registry_back(gate, tmp_path, monkeypatch):
+    # given a registry with a champion, and a new candidate from another base model
+    before = _state(gate.client)
+    candidate = _foreign_policy(tmp_path / "foreign", gate.profile_dir)
+
+    # when the gate fails after the versions were registered (recording the decision)
+    def broken(*_args, **_kwargs):
+        raise RuntimeError("injected failure while recording the decision")
+
+    monkeypatch.setattr(registry, "record_decision", broken)
+    with pytest.raises(RuntimeError, match="injected"):
+        gate.run(candidate)
+    # then the registry's versions and aliases are exactly as before
+    assert _state(gate.client) == before
+
+
+def test_a_failure_while_judging_writes_nothing(gate, tmp_path, monkeypatch):
+    before = _state(gate.client)
+    candidate = _foreign_policy(tmp_path / "foreign", gate.profile_dir)
+
+    def broken(*_args, **_kwargs):
+        raise RuntimeError("injected failure in the head-to-head")
+
+    monkeypatch.setattr(registry, "head_to_head", broken)
+    with pytest.raises(RuntimeError, match="injected"):
+        gate.run(candidate)
+    assert _state(gate.client) == before
+
+
+def test_a_champion_from_another_tokenizer_is_played_as_text(gate, tmp_path):
+    # given champion v1 (the tiny GPT-2) and a candidate with another, larger tokenizer
+    candidate = _foreign_policy(tmp_path / "foreign", gate.profile_dir)
+    # when the gate runs
+    result = gate.run(candidate)
+    # then it played the champion, and the new version is the one challenger
+    assert result["gate"]["incumbent"] == "champion v1"
+    assert result["gate"]["note"] is None
+    assert result["policy_version"] == "2"
+    assert str(gate.client.get_model_version_by_alias(POLICY, "challenger").version) == "2"
+    # and the version carries the lineage tags and a model card naming what it played
+    version = gate.client.get_model_version(POLICY, "2")
+    for tag in ("profile", "dvc_data_md5", "tokenizer_digest", "gate_incumbent"):
+        assert version.tags.get(tag), tag
+    assert "played: champion v1" in version.description
+
+
+def test_a_champion_that_cannot_be_loaded_is_skipped_with_its_reason(gate, tmp_path):
+    # given a champion whose stored checkpoint is gone
+    stored = list((tmp_path / "mlflow" / "artifacts").rglob("config.json"))
+    assert stored
+    for config in stored:
+        shutil.rmtree(config.parent, ignore_errors=True)
+    candidate = _foreign_policy(tmp_path / "foreign", gate.profile_dir)
+    # when the gate runs
+    result = gate.run(candidate)
+    # then it says which version it could not compare, plays SFT instead, and says so
+    note = result["gate"]["note"]
+    assert note.startswith(f"{POLICY} v1 (champion) cannot be compared: ")
+    assert note.endswith("the gate played sft") and "\n" not in note
+    assert result["gate"]["incumbent"] == "sft"
+    # and the registry stays consistent: the judged candidate is the challenger, v1 still champion
+    assert str(gate.client.get_model_version_by_alias(POLICY, "challenger").version) == "2"
+    assert str(registry.champion_version(gate.client, POLICY)) == "1"
