@@ -21,6 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 import tasks  # noqa: F401  (sets Prefect's environment before prefect is imported)
 from tasks import evaluation, plots, report, tracking
+from tasks.evaluation import EvalConfig
 from tasks.paths import data_dir, reports_dir
 from tasks.registry import POLICY_MODEL, REWARD_MODEL, local_checkpoint
 
@@ -36,8 +37,10 @@ class EvaluateParams(BaseModel):
     model_name: str = Field(POLICY_MODEL, description="The registered policy model.")
     profile: str = Field("tiny", description="Which profile's test users to evaluate on.")
     seed: int = Field(0, description="Sampling seed.")
-    evaluation: evaluation.EvalConfig = Field(
-        default_factory=evaluation.EvalConfig, description="Decoding and evaluation settings."
+    # Named by the class, not `evaluation.EvalConfig`: inside this class body the field
+    # `evaluation` shadows the module once assigned.
+    evaluation: EvalConfig = Field(
+        default_factory=EvalConfig, description="Decoding and evaluation settings."
     )
 
 
