@@ -235,17 +235,14 @@ def _register(params, candidate, policies, rm, sft_out, parent_id, run_info, md5
         "data_dir": str(Path(params.data).resolve()),
         **{f"data_md5_{name}": md5 for name, md5 in md5s.items()},
     }
+    policy_name, rm_name = params.registry.names(params.profile)
     with tracking.stage_run("registry", parent_id):
-        rm_version = registry.register(
-            rm["model_dir"], registry.REWARD_MODEL, "reward_model.py", lineage
-        )
+        rm_version = registry.register(rm["model_dir"], rm_name, "reward_model.py", lineage)
         tags = lineage | {"policy": candidate, "reward_model_version": rm_version}
         version = registry.register(
-            policies[candidate]["model_dir"], registry.POLICY_MODEL, "policy_model.py", tags
+            policies[candidate]["model_dir"], policy_name, "policy_model.py", tags
         )
-        registry.MlflowClient().set_registered_model_alias(
-            registry.POLICY_MODEL, "challenger", version
-        )
+        registry.MlflowClient().set_registered_model_alias(policy_name, "challenger", version)
     return {
         "policy_version": version,
         "reward_model_version": rm_version,

@@ -52,7 +52,7 @@ def evaluate_own(
 ) -> tuple[dict, dict]:
     prompts, ids = test_prompts(profile_dir, cfg)
     n = cfg.samples_per_prompt
-    sft, _ = load_causal_lm(sft_dir)
+    sft = load_causal_lm(sft_dir)
     rm, rm_tokenizer = reward_model_from_causal_lm(rm_dir)
     pretrain_path = profile_dir / layout.PRETRAIN_VALID
     pretrain_valid = (
@@ -60,7 +60,7 @@ def evaluate_own(
     )
     judge = reward_model_from_causal_lm(judge_dir) if judge_dir else None
     # SFT's reference samples use their own seed: "sft vs sft" is two samples (expected 0.5).
-    reference = sample(Policy("sft", sft_dir), sft, prompts, cfg, seed + 1000).texts
+    reference = sample(Policy("sft", sft_dir), prompts, cfg, seed + 1000).texts
     reference_judged = rm_scores(*judge, prompts, reference) if judge else None
 
     rows, raw = {}, {}
@@ -69,7 +69,7 @@ def evaluate_own(
             f"evaluating {policy.name} on {len(prompts) // n} test prompts x {n} samples",
             flush=True,
         )
-        resp = sample(policy, sft, prompts, cfg, seed + index)
+        resp = sample(policy, prompts, cfg, seed + index, sft=sft)
         model, tokenizer = load_causal_lm(policy.model_dir)
         kl = [lp - ref for lp, ref in zip(resp.logprobs, resp.sft_logprobs, strict=True)]
         win = None

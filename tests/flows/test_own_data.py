@@ -13,8 +13,9 @@ from transformers import LlamaConfig, LlamaForCausalLM
 
 from flows.cli import main
 from models.tokenizer import train_tokenizer
-from tasks import registry, tracking
+from tasks import tracking
 from tests.conftest import init_dvc_project
+from tests.flows.contract import SMOKE_POLICY
 from tests.own_data import WORDS, hh_text, write_hh_dataset
 
 pytestmark = pytest.mark.slow
@@ -77,7 +78,7 @@ def test_an_hh_dataset_runs_end_to_end_and_new_comparisons_rerun_only_what_reads
     assert first["dataset"]["k_counts"] == {"2": 200}
     # and the registry's challenger carries them
     client = MlflowClient(tracking_uri=uri)
-    challenger = client.get_model_version_by_alias(registry.POLICY_MODEL, "challenger")
+    challenger = client.get_model_version_by_alias(SMOKE_POLICY, "challenger")
     assert challenger.tags["data_md5_preferences"] == md5s["preferences"]
     assert challenger.tags["data_md5_demonstrations"] == md5s["demonstrations"]
 
