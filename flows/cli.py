@@ -155,6 +155,27 @@ def _cmd_best_of_n(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_eval_export(args: argparse.Namespace) -> int:
+    from flows.human_eval import export
+
+    paths = export(args.run, args.n, args.seed)
+    print(f"labeling files: {paths['csv']} and {paths['jsonl']} (key: {paths['key']})")
+    return 0
+
+
+def _cmd_eval_import(args: argparse.Namespace) -> int:
+    from flows.human_eval import import_labels
+
+    result = import_labels(args.run, args.file)
+    for name, row in result["human_eval"]["policies"].items():
+        win = row.get("win_rate_vs_sft")
+        text = f"win vs sft {win['mean']:.3f} {win['ci95']}" if win else "baseline"
+        print(f"{name}: {text}, Likert {row['likert']['mean']}")
+    if result.get("gate"):
+        print(f"gate ({result['gate']['evidence']}): {result['gate']['reason']}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="instructflow",
@@ -291,6 +312,35 @@ def build_parser() -> argparse.ArgumentParser:
     best.add_argument("--prompts", type=int, default=300, help="test prompts (default 300)")
     best.add_argument("--seed", type=int, default=0, help="sampling and labeler seed")
     best.set_defaults(func=_cmd_best_of_n)
+
+    human = sub.add_parser(
+        "eval",
+        help="Human evaluation of a finished run: export a labeling file, import it ranked.",
+        description="The human evaluation round trip: a blinded labeling file out, people's rankings in.",
+    )
+    human_sub = human.add_subparsers(dest="eval_command", required=True)
+    out = human_sub.add_parser(
+        "export",
+        help="Write a blinded labeling file of a run's test samples.",
+        description="Per test prompt, every policy's sample shuffled under labels A, B, C... "
+        "(names hidden; the key stays beside the file). Writes reports/<run>/human_eval/"
+        "labeling.jsonl and labeling.csv: fill `ranking` (JSONL, best first) or `rank` "
+        "(CSV, 1 = best) and `likert` (1-7).",
+    )
+    out.add_argument("run", help="MLflow run id of the pipeline run, or 'latest'")
+    out.add_argument("--n", type=int, default=100, help="test prompts to label (default 100)")
+    out.add_argument("--seed", type=int, default=0, help="shuffling seed")
+    out.set_defaults(func=_cmd_eval_export)
+    back = human_sub.add_parser(
+        "import",
+        help="Read a ranked labeling file back: win rates, Likert, MLflow, report, gate.",
+        description="Computes each policy's win rate against SFT (95% CI over prompts) and "
+        "Likert mean from the filled file, logs human/<policy>/... to the run in MLflow, adds "
+        "human_eval to its report, and lets the promotion gate decide again on human evidence.",
+    )
+    back.add_argument("run", help="MLflow run id of the pipeline run, or 'latest'")
+    back.add_argument("file", type=Path, help="the filled labeling.csv or labeling.jsonl")
+    back.set_defaults(func=_cmd_eval_import)
     return parser
 
 

@@ -319,6 +319,9 @@ def register_and_gate_task(
         )
         gate = {
             "model_name": model_name,
+            "candidate": candidate,
+            "auto_promote": cfg.auto_promote,
+            "public_suite_margin": cfg.public_suite_margin,
             "incumbent": incumbent_name,
             "note": note,
             "evidence": match["judged_by"],

@@ -78,6 +78,12 @@ def to_markdown(
         ]
         if gate.get("note"):
             lines.append(f"- note: {gate['note']}")
+    human = report.get("human_eval")
+    if human:
+        lines += ["", f"## Human evaluation ({human['items']} prompts, `{human['file']}`)", ""]
+        lines += ["| policy | win rate vs sft | Likert |", "| --- | --- | --- |"]
+        for name, row in human["policies"].items():
+            lines.append(f"| {name} | {_fmt(row.get('win_rate_vs_sft'))} | {_fmt(row['likert'])} |")
     for plot in plots or []:
         lines += ["", f"![{Path(plot).stem}]({Path(plot).name})"]
     return "\n".join(lines) + "\n"

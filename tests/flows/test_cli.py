@@ -19,9 +19,13 @@ SUBCOMMANDS = [
     ["data", "generate"],
     ["data", "verify"],
     ["data", "validate"],
+    ["data", "add"],
     ["promote"],
     ["evaluate"],
     ["best-of-n"],
+    ["eval"],
+    ["eval", "export"],
+    ["eval", "import"],
 ]
 
 
@@ -37,12 +41,21 @@ def test_every_subcommand_is_covered():
     parser = build_parser()
     # then the commands whose help is tested below are all it has
     top = _subcommands(parser)
-    assert set(top) == {"run", "data", "promote", "evaluate", "best-of-n"}
-    assert set(_subcommands(top["data"])) == {"generate", "verify", "validate"}
+    assert set(top) == {"run", "data", "promote", "evaluate", "best-of-n", "eval"}
+    assert set(_subcommands(top["data"])) == {"generate", "verify", "validate", "add"}
+    assert set(_subcommands(top["eval"])) == {"export", "import"}
     assert not _subcommands(top["run"])
     tested = {tuple(c) for c in SUBCOMMANDS}
-    assert tested == {(), ("run",), ("data",), ("promote",), ("evaluate",), ("best-of-n",)} | {
-        ("data", c) for c in _subcommands(top["data"])
+    assert tested == {
+        (),
+        ("run",),
+        ("data",),
+        ("promote",),
+        ("evaluate",),
+        ("best-of-n",),
+        ("eval",),
+    } | {("data", c) for c in _subcommands(top["data"])} | {
+        ("eval", c) for c in _subcommands(top["eval"])
     }
 
 

@@ -1,0 +1,157 @@
+"""`instructflow eval export|import`: a finished run's human evaluation round trip.
+
+    instructflow eval export latest --n 100      # reports/<run>/human_eval/labeling.{jsonl,csv}
+    instructflow eval import latest FILLED.csv   # win rates, Likert, MLflow, report, gate
+
+Export takes the run's evaluation samples (test users' prompts) from MLflow,
+plus the champion the gate played, if any, sampled on the same prompts.
+Import logs `human/<policy>/...` metrics to the run, adds a `human_eval`
+block to its report, and lets the gate decide again on the human evidence:
+people outrank every automatic judge. The report's gate block then says
+`evidence: human`.
+"""
+
+import json
+from pathlib import Path
+
+import mlflow
+from mlflow import MlflowClient
+
+from tasks import human_eval, registry, report, tracking
+from tasks.evaluation import EvalConfig, Policy, sample
+from tasks.paths import reports_dir
+from tasks.stats import mean_with_ci
+from tasks.tables import read_jsonl
+
+
+def run_folder(run: str) -> Path:
+    """reports/<run id>/ of a finished run ('latest' is the newest completed one)."""
+    if run == "latest":
+        latest = reports_dir() / "latest" / "report.json"
+        if not latest.exists():
+            raise SystemExit(f"instructflow: no {latest}: run the pipeline first")
+        run = json.loads(latest.read_text())["run"]["mlflow_run_id"]
+    folder = reports_dir() / run
+    if not (folder / "report.json").exists():
+        raise SystemExit(f"instructflow: no report for run {run} under {reports_dir()}")
+    return folder
+
+
+def evaluation_responses(client: MlflowClient, parent_run_id: str) -> dict[str, list[dict]]:
+    """The evaluation stage's samples of the run (from the run that computed them, if cached)."""
+    runs = client.search_runs(
+        [client.get_run(parent_run_id).info.experiment_id],
+        f"tags.stage = 'evaluation' and tags.mlflow.parentRunId = '{parent_run_id}'",
+    )
+    if not runs:
+        raise SystemExit(f"instructflow: run {parent_run_id} has no evaluation stage")
+    source = runs[0].data.tags.get("cached_from_run_id") or runs[0].info.run_id
+    folder = Path(mlflow.artifacts.download_artifacts(run_id=source, artifact_path="evaluation"))
+    return {path.stem: read_jsonl(path) for path in sorted((folder / "responses").glob("*.jsonl"))}
+
+
+def _champion_rows(gate: dict, rows: list[dict], seed: int) -> list[dict]:
+    """The champion the gate played, sampled on the exported prompts (sample 0 of each)."""
+    version = gate["incumbent"].removeprefix("champion v")
+    model_dir = Path(registry.local_checkpoint(gate["model_name"], version))
+    prompts = [row["prompt"] for row in rows]
+    texts = sample(Policy(gate["incumbent"], model_dir), prompts, EvalConfig(), seed).texts
+    return [
+        {"prompt_id": row["prompt_id"], "sample": 0, "prompt": row["prompt"], "response": text}
+        for row, text in zip(rows, texts, strict=True)
+    ]
+
+
+def export(run: str, n: int, seed: int = 0) -> dict[str, Path]:
+    folder = run_folder(run)
+    result = json.loads((folder / "report.json").read_text())
+    tracking.setup()
+    responses = evaluation_responses(MlflowClient(), result["run"]["mlflow_run_id"])
+    gate = result.get("gate") or {}
+    if gate.get("incumbent", "").startswith("champion v"):
+        firsts = [row for row in responses["sft"] if row["sample"] == 0][:n]
+        responses[gate["incumbent"]] = _champion_rows(gate, firsts, seed)
+    items, key = human_eval.blinded_items(responses, n, seed)
+    return human_eval.write_labeling_files(items, key, folder / "human_eval")
+
+
+def _regate(client: MlflowClient, gate: dict, labels: dict, key: dict) -> dict:
+    """The gate's decision again, on people's rankings of the candidate against its rival."""
+    policies = {p for item in key.values() for p in item.values()}
+    rival = gate["incumbent"] if gate["incumbent"] in policies else "sft"
+    wins = human_eval.pairwise_wins(labels, key, gate["candidate"], rival)
+    win = mean_with_ci(wins)
+    public = gate["public_suite"]
+    decision = registry.decide(
+        win["mean"],
+        tuple(win["ci95"]),
+        public["challenger"],
+        public["incumbent"],
+        gate.get("public_suite_margin", 0.02),
+        rival,
+    )
+    name, version = gate["model_name"], gate["policy_version"]
+    was_promoted = gate.get("promoted", False)
+    registry.record_decision(client, name, version, decision, gate.get("auto_promote", True))
+    client.set_model_version_tag(name, version, "gate_evidence", "human")
+    if was_promoted and not decision.promote:
+        # The automatic gate moved `champion` here; people disagree: put it back.
+        previous = gate["incumbent"].removeprefix("champion v")
+        if gate["incumbent"].startswith("champion v"):
+            client.set_registered_model_alias(name, "champion", previous)
+        else:
+            client.delete_registered_model_alias(name, "champion")
+    return gate | {
+        "automatic": {k: gate[k] for k in ("evidence", "incumbent", "win_rate", "reason")},
+        "evidence": "human",
+        "incumbent": rival,
+        "prompts": len(wins),
+        "win_rate": win,
+        "promote": decision.promote,
+        "promoted": decision.promote and gate.get("auto_promote", True),
+        "reason": decision.reason,
+        "champion": registry.champion_version(client, name),
+    }
+
+
+def import_labels(run: str, path: Path) -> dict:
+    folder = run_folder(run)
+    result = json.loads((folder / "report.json").read_text())
+    key = json.loads((folder / "human_eval" / "key.json").read_text())
+    labels = human_eval.read_labels(path, key)
+    policies = human_eval.human_results(labels, key)
+    tracking.setup()
+    client = MlflowClient()
+    parent = result["run"]["mlflow_run_id"]
+    for policy, row in policies.items():
+        tag = policy.replace(" ", "_")
+        if "win_rate_vs_sft" in row:
+            client.log_metric(
+                parent, f"human/{tag}/win_rate_vs_sft", row["win_rate_vs_sft"]["mean"]
+            )
+        if row["likert"]["mean"] is not None:
+            client.log_metric(parent, f"human/{tag}/likert", row["likert"]["mean"])
+    result["human_eval"] = {"file": str(path), "items": len(labels), "policies": policies}
+    if result.get("gate") and result["gate"].get("policy_version"):
+        result["gate"] = _regate(client, result["gate"], labels, key)
+        client.set_tag(parent, "gate_evidence", "human")
+    _rewrite(folder, result)
+    return result
+
+
+def _rewrite(folder: Path, result: dict) -> None:
+    """report.json and report.md of the run, and of reports/latest if it is that run."""
+    plots = sorted(str(p) for p in folder.glob("*.png"))
+    markdown = report.to_markdown(result, plots=plots)
+    for target in (folder, reports_dir() / "latest"):
+        existing = target / "report.json"
+        if target != folder and (
+            not existing.exists()
+            or json.loads(existing.read_text())["run"]["mlflow_run_id"]
+            != result["run"]["mlflow_run_id"]
+        ):
+            continue
+        staged = target / ".report.json.tmp"
+        staged.write_text(json.dumps(result, indent=2) + "\n")
+        staged.replace(existing)
+        (target / "report.md").write_text(markdown)

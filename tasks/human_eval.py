@@ -1,0 +1,212 @@
+"""Human evaluation round trip: a blinded labeling file out, people's rankings back in.
+
+Export: per test prompt, one sample of every policy, shuffled and labelled
+A, B, C...; the policy names are kept in a separate key file that labelers
+never see. Both JSONL (one item a line) and CSV (one response a row, with
+empty `rank` and `likert` columns to fill) are written.
+
+Import: the filled file is checked (every item ranked, each ranking a
+permutation of that item's labels, Likert 1-7), joined with the key, and
+turned into per-policy win rates against a baseline (SFT), with a 95%
+bootstrap interval over prompts, and Likert means.
+"""
+
+import csv
+import json
+import random
+from pathlib import Path
+
+from tasks.stats import mean_with_ci
+from tasks.tables import Problem, TableError
+
+LIKERT = range(1, 8)
+CSV_FIELDS = ["item_id", "prompt", "label", "response", "rank", "likert"]
+
+
+def blinded_items(
+    responses: dict[str, list[dict]], n: int, seed: int
+) -> tuple[list[dict], dict[str, dict[str, str]]]:
+    """Items to label and the key {item_id: {label: policy}}.
+
+    `responses` maps a policy to its evaluation rows (prompt_id, sample, prompt,
+    response); the first sample of the first `n` prompts is used.
+    """
+    first = {
+        policy: {row["prompt_id"]: row for row in rows if row["sample"] == 0}
+        for policy, rows in responses.items()
+    }
+    prompt_ids = [
+        pid for pid in next(iter(first.values())) if all(pid in r for r in first.values())
+    ]
+    rng = random.Random(seed)
+    items, key = [], {}
+    for index, pid in enumerate(prompt_ids[:n]):
+        policies = sorted(first)
+        rng.shuffle(policies)
+        item_id = f"item-{index:04d}"
+        labels = [chr(ord("A") + i) for i in range(len(policies))]
+        key[item_id] = dict(zip(labels, policies, strict=True))
+        items.append(
+            {
+                "item_id": item_id,
+                "prompt": first[policies[0]][pid]["prompt"],
+                "responses": [
+                    {"label": label, "text": first[policy][pid]["response"]}
+                    for label, policy in zip(labels, policies, strict=True)
+                ],
+                "ranking": [],
+                "likert": {},
+            }
+        )
+    return items, key
+
+
+def write_labeling_files(items: list[dict], key: dict, folder: Path) -> dict[str, Path]:
+    """labeling.jsonl and labeling.csv for labelers, key.json for whoever imports."""
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = {
+        "jsonl": folder / "labeling.jsonl",
+        "csv": folder / "labeling.csv",
+        "key": folder / "key.json",
+    }
+    paths["jsonl"].write_text("".join(json.dumps(item) + "\n" for item in items))
+    with paths["csv"].open("w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=CSV_FIELDS)
+        writer.writeheader()
+        for item in items:
+            for response in item["responses"]:
+                writer.writerow(
+                    {
+                        "item_id": item["item_id"],
+                        "prompt": item["prompt"],
+                        "label": response["label"],
+                        "response": response["text"],
+                        "rank": "",
+                        "likert": "",
+                    }
+                )
+    paths["key"].write_text(json.dumps(key, indent=2))
+    return paths
+
+
+def _int(value, file: str, row: int, field: str, problems: list[Problem]) -> int | None:
+    try:
+        return int(str(value).strip())
+    except (TypeError, ValueError):
+        problems.append(Problem(file, row, field, f"expected a whole number, got {value!r}"))
+        return None
+
+
+def read_labels(path: Path, key: dict[str, dict[str, str]]) -> dict[str, dict]:
+    """{item_id: {"ranking": [labels best first], "likert": {label: 1..7}}} from a filled file.
+
+    Every problem (unknown item, missing item, a ranking that is not a
+    permutation of the item's labels, a Likert score outside 1-7) is reported
+    at once, naming file, row and field.
+    """
+    problems: list[Problem] = []
+    labels: dict[str, dict] = {}
+    name = str(path)
+    if path.suffix == ".csv":
+        ranks: dict[str, dict[str, int]] = {}
+        with path.open(newline="") as handle:
+            for row_no, row in enumerate(csv.DictReader(handle), start=2):
+                item = row.get("item_id", "")
+                if item not in key:
+                    problems.append(Problem(name, row_no, "item_id", f"unknown item {item!r}"))
+                    continue
+                rank = _int(row.get("rank"), name, row_no, "rank", problems)
+                likert = _int(row.get("likert"), name, row_no, "likert", problems)
+                if likert is not None and likert not in LIKERT:
+                    problems.append(Problem(name, row_no, "likert", f"{likert} is not in 1-7"))
+                if rank is not None:
+                    ranks.setdefault(item, {})[row["label"]] = rank
+                entry = labels.setdefault(item, {"ranking": [], "likert": {}, "row": row_no})
+                if likert is not None:
+                    entry["likert"][row["label"]] = likert
+        for item, by_label in ranks.items():
+            if sorted(by_label.values()) != list(range(1, len(by_label) + 1)):
+                problems.append(
+                    Problem(
+                        name,
+                        labels[item]["row"],
+                        "rank",
+                        f"{item}: ranks {by_label} are not 1..{len(by_label)}",
+                    )
+                )
+            labels[item]["ranking"] = sorted(by_label, key=by_label.__getitem__)
+    else:
+        for row_no, line in enumerate(path.read_text().splitlines(), start=1):
+            if not line.strip():
+                continue
+            row = json.loads(line)
+            item = row.get("item_id", "")
+            if item not in key:
+                problems.append(Problem(name, row_no, "item_id", f"unknown item {item!r}"))
+                continue
+            likert = {
+                label: _int(v, name, row_no, "likert", problems)
+                for label, v in row.get("likert", {}).items()
+            }
+            for label, value in likert.items():
+                if value is not None and value not in LIKERT:
+                    problems.append(
+                        Problem(name, row_no, "likert", f"{label}: {value} is not in 1-7")
+                    )
+            labels[item] = {
+                "ranking": list(row.get("ranking", [])),
+                "likert": likert,
+                "row": row_no,
+            }
+    for item, entry in labels.items():
+        if sorted(entry["ranking"]) != sorted(key[item]):
+            problems.append(
+                Problem(
+                    name,
+                    entry["row"],
+                    "ranking",
+                    f"{item}: {entry['ranking']} is not an order of {sorted(key[item])}",
+                )
+            )
+    missing = sorted(set(key) - set(labels))
+    if missing:
+        problems.append(
+            Problem(name, 0, "item_id", f"{len(missing)} items not labelled, e.g. {missing[0]}")
+        )
+    if problems:
+        raise TableError(problems)
+    return labels
+
+
+def pairwise_wins(
+    labels: dict[str, dict], key: dict[str, dict[str, str]], policy: str, rival: str
+) -> list[float]:
+    """Per item: 1 if people ranked `policy` above `rival`, else 0 (items with both)."""
+    wins = []
+    for item, entry in sorted(labels.items()):
+        position = {key[item][label]: i for i, label in enumerate(entry["ranking"])}
+        if policy in position and rival in position:
+            wins.append(float(position[policy] < position[rival]))
+    return wins
+
+
+def human_results(
+    labels: dict[str, dict], key: dict[str, dict[str, str]], baseline: str = "sft", seed: int = 0
+) -> dict[str, dict]:
+    """Per policy: win rate against `baseline` (mean, 95% CI over prompts) and Likert mean."""
+    policies = sorted({p for item in key.values() for p in item.values()})
+    out = {}
+    for policy in policies:
+        scores = [
+            entry["likert"][label]
+            for item, entry in sorted(labels.items())
+            for label, name in key[item].items()
+            if name == policy and label in entry["likert"]
+        ]
+        row = {"likert": {"mean": sum(scores) / len(scores) if scores else None}}
+        if policy != baseline:
+            row["win_rate_vs_sft"] = mean_with_ci(
+                pairwise_wins(labels, key, policy, baseline), seed
+            )
+        out[policy] = row
+    return out

@@ -1,0 +1,167 @@
+"""`instructflow eval export` -> people rank -> `instructflow eval import`, on a finished run.
+
+The run is built here as the pipeline leaves one (a parent MLflow run, its
+evaluation stage's samples as artifacts, its report, a registered challenger
+judged against SFT), so the test needs no training.
+"""
+
+import csv
+import json
+import random
+
+import mlflow
+import pytest
+from mlflow import MlflowClient
+
+from flows.cli import main
+from tasks import registry, tracking
+from tasks.stats import mean_with_ci
+from tests.models.test_lm import save_tiny_checkpoint
+
+POLICIES = ("sft", "ppo", "ppo_ptx")
+PROMPTS = 12
+
+
+@pytest.fixture
+def finished_run(prefect_harness, tmp_path, monkeypatch):
+    monkeypatch.setenv("INSTRUCTFLOW_ROOT", str(tmp_path))
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    tracking.setup()
+    responses = tmp_path / "evaluation" / "responses"
+    responses.mkdir(parents=True)
+    for policy in POLICIES:
+        rows = [
+            {
+                "prompt_id": f"p{i}",
+                "sample": s,
+                "prompt": f"prompt {i}",
+                "response": f"{policy} {i}",
+            }
+            for i in range(PROMPTS)
+            for s in range(3)
+        ]
+        (responses / f"{policy}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    with mlflow.start_run(run_name="rlhf-smoke") as parent:
+        with tracking.stage_run("evaluation", parent.info.run_id):
+            mlflow.log_artifacts(str(tmp_path / "evaluation"), artifact_path="evaluation")
+        with tracking.stage_run("registry", parent.info.run_id):
+            policy_dir = save_tiny_checkpoint("gpt2", tmp_path / "policy")
+            version = registry.register(
+                str(policy_dir), "instructflow-policy-smoke", "policy_model.py", {}
+            )
+    gate = {
+        "model_name": "instructflow-policy-smoke",
+        "policy_version": version,
+        "candidate": "ppo_ptx",
+        "auto_promote": True,
+        "public_suite_margin": 0.02,
+        "incumbent": "sft",
+        "note": None,
+        "evidence": "held-out labelers",
+        "prompts": PROMPTS,
+        "win_rate": {"mean": 0.5, "ci95": [0.4, 0.6]},
+        "public_suite": {"challenger": 0.5, "incumbent": 0.5},
+        "promote": False,
+        "promoted": False,
+        "reason": "win rate vs sft 0.500 has 95% CI lower end 0.400 <= 0.5",
+    }
+    report = {
+        "run": {"mlflow_run_id": parent.info.run_id},
+        "labelers": {},
+        "reward_model": {},
+        "policies": {},
+        "gate": gate,
+    }
+    for folder in (tmp_path / "reports" / parent.info.run_id, tmp_path / "reports" / "latest"):
+        folder.mkdir(parents=True)
+        (folder / "report.json").write_text(json.dumps(report))
+    return tmp_path, parent.info.run_id
+
+
+def _rank_like_a_person(csv_path, seed):
+    """Fill the CSV: ppo_ptx's answers are usually preferred (read from the text, as a person would)."""
+    rng = random.Random(seed)
+    rows = list(csv.DictReader(csv_path.open()))
+    by_item: dict[str, list[dict]] = {}
+    for row in rows:
+        by_item.setdefault(row["item_id"], []).append(row)
+    for item_rows in by_item.values():
+        score = {
+            r["label"]: rng.random() + (0.8 if r["response"].startswith("ppo_ptx") else 0)
+            for r in item_rows
+        }
+        order = sorted(score, key=score.__getitem__, reverse=True)
+        for r in item_rows:
+            r["rank"] = order.index(r["label"]) + 1
+            r["likert"] = 7 - order.index(r["label"]) * 2
+    with csv_path.open("w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    return rows
+
+
+def test_export_rank_import(finished_run):
+    root, run_id = finished_run
+    # when the run's samples are exported for labelling
+    assert main(["eval", "export", "latest", "--n", "10"]) == 0
+    folder = root / "reports" / run_id / "human_eval"
+    assert len((folder / "labeling.jsonl").read_text().splitlines()) == 10
+    # and people rank them (here: a seeded stand-in that prefers ppo_ptx's answers)
+    rows = _rank_like_a_person(folder / "labeling.csv", seed=3)
+    assert main(["eval", "import", run_id, str(folder / "labeling.csv")]) == 0
+
+    # then the imported win rates and Likert means are the ones computed here from the same ranks
+    expected_wins = {p: [] for p in POLICIES}
+    likert = {p: [] for p in POLICIES}
+    items: dict[str, dict[str, dict]] = {}
+    for row in rows:
+        policy = row["response"].split(" ")[0]
+        items.setdefault(row["item_id"], {})[policy] = row
+        likert[policy].append(row["likert"])
+    for by_policy in sorted(items.items()):
+        for policy in ("ppo", "ppo_ptx"):
+            expected_wins[policy].append(
+                float(by_policy[1][policy]["rank"] < by_policy[1]["sft"]["rank"])
+            )
+    report = json.loads((root / "reports" / "latest" / "report.json").read_text())
+    human = report["human_eval"]["policies"]
+    for policy in ("ppo", "ppo_ptx"):
+        assert human[policy]["win_rate_vs_sft"] == mean_with_ci(expected_wins[policy])
+    for policy in POLICIES:
+        assert human[policy]["likert"]["mean"] == pytest.approx(
+            sum(likert[policy]) / len(likert[policy])
+        )
+    # and the run's MLflow metrics hold them
+    metrics = MlflowClient().get_run(run_id).data.metrics
+    assert metrics["human/ppo_ptx/win_rate_vs_sft"] == human["ppo_ptx"]["win_rate_vs_sft"]["mean"]
+    # and the gate decided again on the human evidence, and says so
+    gate = report["gate"]
+    assert gate["evidence"] == "human" and gate["prompts"] == 10
+    assert gate["automatic"]["evidence"] == "held-out labelers"
+    assert gate["win_rate"] == human["ppo_ptx"]["win_rate_vs_sft"]
+    tags = (
+        MlflowClient().get_model_version("instructflow-policy-smoke", gate["policy_version"]).tags
+    )
+    assert tags["gate_evidence"] == "human"
+    assert tags["gate_promote"] == str(gate["promote"])
+    assert (
+        registry.champion_version(MlflowClient(), "instructflow-policy-smoke") is not None
+    ) == gate["promote"]
+
+
+def test_a_bad_label_file_is_refused_in_one_message(finished_run, capsys):
+    root, run_id = finished_run
+    main(["eval", "export", run_id, "--n", "4"])
+    filled = root / "reports" / run_id / "human_eval" / "labeling.csv"
+    rows = list(csv.DictReader(filled.open()))
+    for row in rows:
+        row["rank"], row["likert"] = 1, 4  # every response ranked first: not a ranking
+    with filled.open("w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    code = main(["eval", "import", run_id, str(filled)])
+    assert code != 0
+    err = capsys.readouterr().err
+    assert f"{filled} row 2 field 'rank'" in err and "Traceback" not in err
