@@ -9,7 +9,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint lock serve stop clean-runs help bench-venv
+.PHONY: demo test lint lock serve stop clean clean-runs help bench-venv
 
 help:
 	@echo "make demo [PROFILE=smoke|tiny|small]   run the pipeline on the embedded world"
@@ -18,6 +18,8 @@ help:
 	@echo "make lint                              ruff"
 	@echo "make lock                              pin the installed versions in constraints.txt"
 	@echo "make bench-venv                        .bench-venv with TRL beside the project, for bench/"
+	@echo "make clean-runs                        remove stage outputs and reports (runs/, reports/), after asking"
+	@echo "make clean                             also the local MLflow store, Prefect home and data/, after asking"
 
 # torch first, pinned: the CPU wheel is already on these machines, and any
 # other torch request would pull gigabytes of CUDA packages.
@@ -68,3 +70,18 @@ $(BENCH_VENV)/.installed: pyproject.toml constraints.txt
 	touch $@
 
 bench-venv: $(BENCH_VENV)/.installed
+
+# Local state of this checkout. Both ask first (answer y); YES=1 skips the question.
+RUN_STATE := runs reports
+LOCAL_STATE := $(RUN_STATE) mlflow/mlflow.db mlflow/artifacts .prefect .serve data
+define confirm
+	@if [ "$(YES)" != 1 ]; then read -p "remove $(1)? [y/N] " answer && [ "$$answer" = y ]; fi
+endef
+
+clean-runs:
+	$(call confirm,$(RUN_STATE))
+	rm -rf $(RUN_STATE)
+
+clean:
+	$(call confirm,$(LOCAL_STATE))
+	rm -rf $(LOCAL_STATE)

@@ -6,7 +6,12 @@ setdefault: anything the user exported wins.
 
 import os
 
-from tasks.paths import runs_dir
+from tasks.paths import project_root, runs_dir
+
+# Prefect's home (its ephemeral server's database, settings) belongs to the
+# project, not to ~/.prefect: two checkouts never see each other's runs or
+# concurrency slots.
+os.environ.setdefault("PREFECT_HOME", str(project_root() / ".prefect"))
 
 # Prefect's ephemeral server (used when PREFECT_API_URL is unset) migrates its
 # database on first start, which takes ~30 s on a 2-core machine: more than
