@@ -28,12 +28,18 @@ def _cmd_run(args: argparse.Namespace) -> int:
     from flows.pipeline import rlhf_pipeline
 
     overrides = json.loads(Path(args.params).read_text()) if args.params else {}
-    for field in ("profile", "seed", "base_model", "data"):
+    for field in ("profile", "seed", "base_model", "base_model_revision", "data"):
         if getattr(args, field) is not None:
             overrides[field] = getattr(args, field)
     if args.allow_data_mismatch:
         overrides["allow_data_mismatch"] = True
     params = PipelineParams(**overrides)
+    local = params
+    if params.base_model:  # a missing model fails here, before Prefect or any stage starts
+        from models.hub import resolve_pretrained
+
+        model_dir = resolve_pretrained(params.base_model, params.base_model_revision)
+        local = params.model_copy(update={"base_model": str(model_dir)})
     if params.data:
         from flows.own_data import NEEDS_BASE, preflight
 
@@ -41,7 +47,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
             print(f"instructflow: {NEEDS_BASE}", file=sys.stderr)
             return 2
 
-        preflight(params)  # a refused dataset stops here with its problems, before any flow
+        preflight(local)  # a refused dataset stops here with its problems, before any flow
     report = rlhf_pipeline(params)
     print(json.dumps(report["run"], indent=2))
     return 0
@@ -197,7 +203,12 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--base-model",
         dest="base_model",
-        help="local Hugging Face causal-LM directory to start from",
+        help="Hugging Face causal LM to start from: a local directory or a Hub id (org/name)",
+    )
+    run.add_argument(
+        "--revision",
+        dest="base_model_revision",
+        help="Hub revision (branch, tag or commit) of a --base-model Hub id",
     )
     run.add_argument(
         "--data",
@@ -346,12 +357,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    from models.hub import ModelNotFoundError
     from tasks.data_version import DataMismatchError
     from tasks.tables import TableError
 
     try:
         return args.func(args)
-    except (DataMismatchError, TableError) as error:
+    except (DataMismatchError, TableError, ModelNotFoundError) as error:
         print(f"instructflow: {error}", file=sys.stderr)
         return 1
 

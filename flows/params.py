@@ -62,7 +62,10 @@ class PipelineParams(BaseModel):
     )
     base_model: str | None = Field(
         None,
-        description="A local Hugging Face causal-LM directory to start from. Empty: train a small GPT-2 on the world's corpus.",
+        description="A local Hugging Face causal-LM directory or a Hub id (org/name; fetched into the Hugging Face cache, or read from it when offline) to start from. Empty: train a small GPT-2 on the world's corpus.",
+    )
+    base_model_revision: str | None = Field(
+        None, description="Hub revision (branch, tag or commit) of a base_model given as a Hub id."
     )
     data: str | None = Field(
         None,

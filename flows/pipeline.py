@@ -20,6 +20,7 @@ from prefect.runtime import flow_run
 import tasks  # noqa: F401  (sets Prefect's environment before prefect is imported)
 from flows import own_data
 from flows.params import PipelineParams
+from models.hub import resolve_pretrained
 from tasks import (
     base_model,
     comparisons,
@@ -89,6 +90,13 @@ def rlhf_pipeline(params: PipelineParams = PipelineParams()) -> dict:
     """Run the InstructGPT pipeline on the embedded world (or your data) and write the report."""
     logger = get_run_logger()
     root = project_root()
+    # A Hub id becomes its cached local snapshot (its commit is in the path, hence in the
+    # cache key); a missing model fails now, before any stage runs.
+    base_model_dir = (
+        str(resolve_pretrained(params.base_model, params.base_model_revision))
+        if params.base_model
+        else None
+    )
     experiment_id = tracking.setup()
     ensure_limits()
     run_info = {
@@ -110,7 +118,8 @@ def rlhf_pipeline(params: PipelineParams = PipelineParams()) -> dict:
 
         if params.data:  # a user's dataset: its own path through the same stages
             url = mlflow_run_url(experiment_id, parent_id)
-            return own_data.run(params, parent_id, run_info, url)
+            local = params.model_copy(update={"base_model": base_model_dir})
+            return own_data.run(local, parent_id, run_info, url)
 
         timings: dict[str, float] = {}  # stage -> wall seconds (report: run.stage_seconds)
         started = time.perf_counter()
@@ -158,7 +167,7 @@ def rlhf_pipeline(params: PipelineParams = PipelineParams()) -> dict:
             )
 
         base = stage(
-            base_model.base_model_task, "base_model", "base", data_in, base_model=params.base_model
+            base_model.base_model_task, "base_model", "base", data_in, base_model=base_model_dir
         )
         base_in = data_in | {"base": Path(base["model_dir"]).parent.name}
         sft_out = stage(

@@ -18,6 +18,7 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 from models.batching import collate_sft, encode_pair, length_bucketed_batches
 from models.checkpoints import CheckpointStore, after_step, rng_state, set_rng_state
 from models.numeric import check_finite
+from models.runtime import Precision, make_accelerator
 
 LogFn = Callable[[int, dict[str, float]], None]
 
@@ -32,8 +33,10 @@ class OptimConfig:
 
 
 def _optimizer(model: torch.nn.Module, cfg: OptimConfig, total_steps: int):
+    # Only what trains: with LoRA adapters the frozen weights get no optimizer state.
+    trainable = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(
-        model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, betas=(0.9, 0.95)
+        trainable, lr=cfg.lr, weight_decay=cfg.weight_decay, betas=(0.9, 0.95)
     )
 
     def schedule(step: int) -> float:
@@ -193,6 +196,7 @@ def supervised_finetune(
     on_epoch: Callable[[int, float, PreTrainedModel], None],
     store: CheckpointStore | None = None,
     carry: dict | None = None,
+    precision: Precision = "fp32",
 ) -> None:
     """Fine-tune on response tokens only, several epochs; `on_epoch(epoch, valid_loss, model)` after each.
 
@@ -200,9 +204,10 @@ def supervised_finetune(
     trains 16 epochs and selects on validation data). With a `store` the loop
     checkpoints every `store.every` steps, with the caller's `carry` dict (its
     record of the best epoch), and resumes from the newest checkpoint there:
-    `carry` is then updated in place.
+    `carry` is then updated in place. `precision` is the autocast precision
+    (models.runtime.make_accelerator).
     """
-    accelerator = Accelerator()
+    accelerator = make_accelerator(precision)
     torch.manual_seed(seed)
     lengths = [len(ids) for ids, _ in train]
     steps_per_epoch = math.ceil(len(train) / cfg.batch_size)

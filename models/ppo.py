@@ -32,21 +32,24 @@ to callbacks that the caller (tasks/ppo.py) supplies.
 import math
 import random
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, fields
 from functools import partial
 from typing import Literal
 
 import torch
-from accelerate import Accelerator
+from peft import PeftModel
 from torch import Tensor
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from models import ppo_math
 from models.checkpoints import TrainingInterrupted, stop_requested
 from models.lm import context_length
+from models.lora import adapters_off, trainable_parameters
 from models.numeric import check_finite
 from models.reward_model import encode_for_reward, rewards, token_values
+from models.runtime import Precision, make_accelerator
 from models.sampling import generate, position_ids_from_mask
 from models.side_thread import SideThread
 
@@ -126,6 +129,8 @@ class PPOHyper:
     """Max global gradient norm, per network."""
     seed: int = 0
     """Seeds sampling, prompt order, minibatch order and ptx blocks."""
+    precision: Precision = "fp32"
+    """Autocast precision of the trained networks' forward passes (models.runtime)."""
 
     def __post_init__(self) -> None:
         if self.reward_normalization not in ("none", "running", "reference"):
@@ -261,6 +266,12 @@ class PPOTrainer:
     with `models.reward_model.token_values` (initialise it from the RM) and
     must use the policy's token ids; the reward model may use another
     tokenizer (`rm_tokenizer`), in which case responses are re-encoded as text.
+
+    With LoRA, `policy` and `value_model` are `PeftModel`s (models.lora) and
+    `ref_policy` / `reward_model` may be None: the reference is then the
+    policy with its adapters off, and the reward model the value model with
+    its adapters off (the value model starts as the RM). No network is held
+    twice; only adapters (and the value head) train.
     """
 
     def __init__(
@@ -277,24 +288,37 @@ class PPOTrainer:
         self.tokenizer = tokenizer
         self.rm_tokenizer = rm_tokenizer or tokenizer
         self.rm_reads_policy_ids = _shares_vocabulary(tokenizer, self.rm_tokenizer)
-        self.accelerator = Accelerator()
+        self.accelerator = make_accelerator(hyper.precision)
         device = self.accelerator.device
         # With 2+ CPU threads: value-model work beside policy work, one core each.
         self.side = SideThread(device)
         torch.manual_seed(hyper.seed)
         self.generator = torch.Generator().manual_seed(hyper.seed)
 
+        # The PeftModels are kept only to switch adapters off and to merge them;
+        # training reads the inner Hugging Face networks, which carry the adapters.
+        self.policy_adapters = policy if isinstance(policy, PeftModel) else None
+        self.value_adapters = value_model if isinstance(value_model, PeftModel) else None
+        if self.policy_adapters is not None:
+            policy = policy.get_base_model()
+        if self.value_adapters is not None:
+            value_model = value_model.get_base_model()
+        if ref_policy is None and self.policy_adapters is None:
+            raise ValueError("ref_policy is needed unless the policy carries LoRA adapters")
+        if reward_model is None and self.value_adapters is None:
+            raise ValueError("reward_model is needed unless the value model carries LoRA adapters")
         for frozen in (ref_policy, reward_model):
-            frozen.requires_grad_(False)
-            frozen.eval().to(device)
+            if frozen is not None:
+                frozen.requires_grad_(False)
+                frozen.eval().to(device)
         self.ref_policy, self.reward_model = ref_policy, reward_model
         policy.eval()
         value_model.eval()
         policy_opt = torch.optim.AdamW(
-            policy.parameters(), lr=hyper.lr, weight_decay=hyper.weight_decay
+            trainable_parameters(policy), lr=hyper.lr, weight_decay=hyper.weight_decay
         )
         value_opt = torch.optim.AdamW(
-            value_model.parameters(), lr=hyper.value_lr, weight_decay=hyper.weight_decay
+            trainable_parameters(value_model), lr=hyper.value_lr, weight_decay=hyper.weight_decay
         )
         self.policy, self.value_net, self.policy_opt, self.value_opt = self.accelerator.prepare(
             policy, _ValueNet(value_model), policy_opt, value_opt
@@ -324,6 +348,34 @@ class PPOTrainer:
     @property
     def unwrapped_value_model(self) -> PreTrainedModel:
         return self.accelerator.unwrap_model(self.value_net).model
+
+    @contextmanager
+    def reference(self) -> Iterator[PreTrainedModel]:
+        """The frozen SFT policy: its own network, or the policy with its adapters off."""
+        if self.ref_policy is not None:
+            yield self.ref_policy
+        else:
+            with adapters_off(self.policy_adapters):
+                yield self.unwrapped_policy
+
+    @contextmanager
+    def frozen_reward_model(self) -> Iterator[PreTrainedModel]:
+        """The frozen RM: its own network, or the value model with its adapters off."""
+        if self.reward_model is not None:
+            yield self.reward_model
+        else:
+            with adapters_off(self.value_adapters):
+                yield self.unwrapped_value_model
+
+    def policy_weights(self) -> dict[str, Tensor]:
+        """A detached copy of what training changes in the policy (adapters only, with LoRA)."""
+        policy = self.unwrapped_policy
+        if self.policy_adapters is None:
+            return {k: v.detach().clone() for k, v in policy.state_dict().items()}
+        return {k: v.detach().clone() for k, v in policy.named_parameters() if v.requires_grad}
+
+    def load_policy_weights(self, weights: dict[str, Tensor]) -> None:
+        self.unwrapped_policy.load_state_dict(weights, strict=self.policy_adapters is None)
 
     def _response_logits(
         self, model, query_response: Tensor, attention_mask: Tensor, prompt_len: int, width: int
@@ -357,10 +409,9 @@ class PPOTrainer:
     def _policy_and_ref_logprobs(
         self, qr: Tensor, am: Tensor, prompt_len: int, response_ids: Tensor, mask: Tensor
     ) -> tuple[Tensor, Tensor]:
-        return (
-            self._logprobs(self.policy, qr, am, prompt_len, response_ids, mask),
-            self._logprobs(self.ref_policy, qr, am, prompt_len, response_ids, mask),
-        )
+        logprobs = self._logprobs(self.policy, qr, am, prompt_len, response_ids, mask)
+        with self.reference() as ref_policy:  # with LoRA: the policy's adapters off
+            return logprobs, self._logprobs(ref_policy, qr, am, prompt_len, response_ids, mask)
 
     def _rm_scores(
         self, prompts: Sequence[str], texts: list[str], qr: Tensor, am: Tensor, truncated: Tensor
@@ -372,17 +423,19 @@ class PPOTrainer:
         is applied separately.
         """
         if not self.rm_reads_policy_ids:
-            max_len = context_length(self.reward_model)
-            ids, mask = encode_for_reward(self.rm_tokenizer, list(prompts), texts, max_len)
-            return self._signed(
-                rewards(self.reward_model, ids.to(qr.device), mask.to(qr.device)).float()
-            )
+            with self.frozen_reward_model() as reward_model:
+                max_len = context_length(reward_model)
+                ids, mask = encode_for_reward(self.rm_tokenizer, list(prompts), texts, max_len)
+                scores = rewards(reward_model, ids.to(qr.device), mask.to(qr.device))
+            return self._signed(scores.float())
         eos = torch.full_like(qr[:, :1], self.tokenizer.eos_token_id)
         pad = torch.full_like(qr[:, :1], self.tokenizer.pad_token_id)
         extra_ids = torch.where(truncated.unsqueeze(1), eos, pad)
         ids = torch.cat([qr, extra_ids], dim=1)
         mask = torch.cat([am, truncated.unsqueeze(1).to(am.dtype)], dim=1)
-        return self._signed(rewards(self.reward_model, ids, mask).float())
+        with self.frozen_reward_model() as reward_model:
+            scores = rewards(reward_model, ids, mask)
+        return self._signed(scores.float())
 
     def _signed(self, scores: Tensor) -> Tensor:
         return -scores if self.hyper.invert_reward else scores
@@ -411,7 +464,8 @@ class PPOTrainer:
         scores = []
         for start in range(0, n, self.hyper.rollout_batch):
             batch = chosen[start : start + self.hyper.rollout_batch]
-            ro, qr, am, _, _, _ = self._sample(self.ref_policy, batch)
+            with self.reference() as ref_policy:
+                ro, qr, am, _, _, _ = self._sample(ref_policy, batch)
             scores.append(self._rm_scores(batch, ro.texts, qr, am, ro.truncated))
         self.normalizer.update(torch.cat(scores))
         self.value_shift, self.value_scale = (

@@ -40,19 +40,23 @@ from pydantic import BaseModel, ConfigDict, Field
 from models.checkpoints import CheckpointStore
 from models.lm import load_causal_lm, save_model
 from models.lm_training import pack_corpus, perplexity
+from models.lora import add_lora, merged, trainable_fraction
 from models.numeric import in_stage
 from models.ppo import Normalization, PPOHyper, PPOTrainer, hyper_field_names, ppo_train
 from models.reward_model import reward_model_from_causal_lm
+from models.runtime import PeakMemory
 from tasks import layout, tracking
 from tasks.checkpoints import RESUME, finish, prepare_out_dir
 from tasks.concurrency import training_slot
 from tasks.stage import import_closure_digest, mark_done, prefect_options
 from tasks.stats import standard_error
 from tasks.tables import load_table, read_jsonl
+from tasks.training_options import LoraOptions, Precision, precision_field
 from world.judge import GoldJudge
 
 CURVE_JSON = "overoptimization.json"
 CURVE_PNG = "overoptimization.png"
+ADAPTER = "adapter"
 
 
 class PPOStageConfig(BaseModel):
@@ -135,6 +139,11 @@ class PPOStageConfig(BaseModel):
         None,
         description="Stop past this validation KL to SFT (nats); such a point is never kept. None: no budget.",
     )
+    lora: LoraOptions | None = Field(
+        None,
+        description="LoRA adapters on the policy and the value model (null: full fine-tuning). The SFT reference is the policy with adapters off, the reward model the value model with adapters off: one copy of each network. The kept policy is saved merged.",
+    )
+    precision: Precision = precision_field()
 
 
 SMOKE_OVERRIDES: dict = {
@@ -308,10 +317,17 @@ def run_ppo(
     if stage_name not in ("ppo", "ppo_ptx"):
         raise ValueError(f"stage_name must be 'ppo' or 'ppo_ptx', got {stage_name!r}")
     out_dir.mkdir(parents=True, exist_ok=True)
+    memory = PeakMemory().start()
     policy, tokenizer = load_causal_lm(sft_dir)
-    ref_policy, _ = load_causal_lm(sft_dir)
-    value_model, _ = reward_model_from_causal_lm(rm_dir)
-    reward_model, rm_tokenizer = reward_model_from_causal_lm(rm_dir)
+    value_model, rm_tokenizer = reward_model_from_causal_lm(rm_dir)
+    if cfg.lora is not None:
+        # Frozen SFT and RM are these same networks with their adapters off.
+        policy = add_lora(policy, cfg.lora.spec(), "causal_lm")
+        value_model = add_lora(value_model, cfg.lora.spec(), "reward")
+        ref_policy = reward_model = None
+    else:
+        ref_policy, _ = load_causal_lm(sft_dir)
+        reward_model, _ = reward_model_from_causal_lm(rm_dir)
     train = load_table(profile_dir / layout.PPO_TRAIN, "prompts")
     valid = load_table(profile_dir / layout.PPO_VALID, "prompts").head(cfg.eval_prompts)
     # The gold judge exists for the embedded world only; on a user's own data gold is NaN.
@@ -352,7 +368,7 @@ def run_ppo(
         return judge.score(prompt_id, text) if judge is not None else float("nan")
 
     def snapshot() -> dict:
-        return {k: v.detach().clone() for k, v in trainer.unwrapped_policy.state_dict().items()}
+        return trainer.policy_weights()
 
     def evaluate(iteration: int) -> None:
         result = trainer.evaluate(valid_prompts, seed=seed + 1)
@@ -423,9 +439,14 @@ def run_ppo(
     seconds = time.perf_counter() - start
 
     # The kept policy, the curve and the summary.
-    sft_perplexity = perplexity(ref_policy, pretrain_valid) if has_pretrain else float("nan")
+    with trainer.reference() as sft_policy:  # with LoRA: the policy's adapters off
+        sft_perplexity = perplexity(sft_policy, pretrain_valid) if has_pretrain else float("nan")
+    fraction = trainable_fraction(trainer.unwrapped_policy)
+    trainer.load_policy_weights(state["best_policy"])
     final = trainer.unwrapped_policy
-    final.load_state_dict(state["best_policy"])
+    if trainer.policy_adapters is not None:
+        trainer.policy_adapters.save_pretrained(out_dir / ADAPTER)
+        final = merged(trainer.policy_adapters)  # a plain Hugging Face model
     save_model(final, tokenizer, out_dir / "model")
     points, chosen = history["points"], history["chosen"]
     peak_point = max(points, key=lambda p: p["gold"] if p["gold"] == p["gold"] else -math.inf)
@@ -445,6 +466,8 @@ def run_ppo(
         "seconds_per_iteration": seconds / max(1, trainer.iteration - first_iteration),
         "pretrain_perplexity": perplexity(final, pretrain_valid) if has_pretrain else float("nan"),
         "sft_pretrain_perplexity": sft_perplexity,
+        "trainable_fraction": fraction,
+        "peak_memory_mb": memory.peak_bytes() / 2**20,
     }
     curve = {
         "stage": stage_name,
@@ -509,6 +532,8 @@ def ppo_task(
         mlflow.log_artifact(str(out / CURVE_PNG))
         mlflow.log_artifact(str(out / CURVE_JSON))
         mlflow.log_artifacts(str(out / "model"), artifact_path="model")
+        if (out / ADAPTER).exists():  # the policy's adapter and its config
+            mlflow.log_artifacts(str(out / ADAPTER), artifact_path=ADAPTER)
         result = mark_done(
             out,
             {"model_dir": str(out / "model"), "mlflow_run_id": run.info.run_id, "metrics": metrics},

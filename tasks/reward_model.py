@@ -11,13 +11,13 @@ from pathlib import Path
 
 import mlflow
 import torch
-from accelerate import Accelerator
 from prefect import task
 from pydantic import BaseModel, ConfigDict, Field
 
 from models.checkpoints import after_step
 from models.lm import context_length
 from models.lm_training import OptimConfig, _optimizer, guarded_step, loop_state, restore_loop
+from models.lora import add_lora, merge_saved_adapter, trainable_fraction
 from models.numeric import in_stage
 from models.ranking_loss import bias_to_center, kwise_ranking_loss, pairwise_accuracy
 from models.reward_model import (
@@ -26,13 +26,22 @@ from models.reward_model import (
     rewards,
     set_reward_offset,
 )
+from models.runtime import PeakMemory, enable_gradient_checkpointing, make_accelerator
 from tasks import checkpoints, comparisons, layout, tracking
 from tasks.concurrency import training_slot
 from tasks.stage import import_closure_digest, mark_done, prefect_options
 from tasks.tables import read_jsonl
+from tasks.training_options import (
+    LoraOptions,
+    Precision,
+    checkpointing_field,
+    lora_field,
+    precision_field,
+)
 
 # Metric-name prefix of the per-family accuracy against gold (held-out prompts).
 BY_FAMILY_PREFIX = "rm/accuracy_vs_gold/"
+ADAPTER = "adapter"
 
 
 class RewardModelConfig(BaseModel):
@@ -52,6 +61,9 @@ class RewardModelConfig(BaseModel):
         ge=1,
         description="Steps between resume checkpoints (a killed run continues from the last).",
     )
+    lora: LoraOptions | None = lora_field()
+    precision: Precision = precision_field()
+    gradient_checkpointing: bool = checkpointing_field()
 
 
 @torch.no_grad()
@@ -127,11 +139,17 @@ def train_reward_model(
     out_dir: Path,
     log,
 ) -> dict:
+    memory = PeakMemory().start()
     model, tokenizer = reward_model_from_causal_lm(sft_dir, seed=seed)
+    if cfg.gradient_checkpointing:
+        enable_gradient_checkpointing(model)
+    # With LoRA the trunk is frozen: adapters and the new score head train (peft's SEQ_CLS).
+    adapters = add_lora(model, cfg.lora.spec(), "reward") if cfg.lora else None
+    fraction = trainable_fraction(model)
     max_len = context_length(model)
     train = read_jsonl(comparisons_dir / comparisons.TRAIN)
     valid = read_jsonl(comparisons_dir / comparisons.VALID)
-    accelerator = Accelerator()
+    accelerator = make_accelerator(cfg.precision)
     torch.manual_seed(seed)
     steps_per_epoch = math.ceil(len(train) / cfg.batch_size)
     optimizer, scheduler = _optimizer(
@@ -192,9 +210,18 @@ def train_reward_model(
         )
         if valid_acc > best_acc:
             best_acc = valid_acc
-            unwrapped.save_pretrained(out_dir / "candidate")
-            tokenizer.save_pretrained(out_dir / "candidate")
+            if adapters is not None:  # the adapter and trained head only, merged below
+                adapters.save_pretrained(out_dir / ADAPTER)
+            else:
+                unwrapped.save_pretrained(out_dir / "candidate")
+                tokenizer.save_pretrained(out_dir / "candidate")
 
+    if adapters is not None:
+        del model, adapters, unwrapped
+        # The SFT trunk and new head as before training (same seed), plus the best adapter.
+        base, _ = reward_model_from_causal_lm(sft_dir, seed=seed)
+        merge_saved_adapter(base, out_dir / ADAPTER).save_pretrained(out_dir / "candidate")
+        tokenizer.save_pretrained(out_dir / "candidate")
     best, tokenizer = reward_model_from_causal_lm(out_dir / "candidate")
     # Center on demonstrations: a labeler-written answer scores 0, so PPO's
     # reward reads "better or worse than a demonstration".
@@ -235,6 +262,8 @@ def train_reward_model(
         "rm/demo_reward_mean": float(demo_rewards.mean()),
         "rm/demo_reward_std": float(demo_rewards.std()),
         "rm/reward_offset": float(best.config.reward_offset),
+        "rm/trainable_fraction": fraction,
+        "rm/peak_memory_mb": memory.peak_bytes() / 2**20,
     }
 
 
@@ -269,6 +298,8 @@ def reward_model_task(
         )
         tracking.log_metrics(metrics)
         mlflow.log_artifacts(str(out / "model"), artifact_path="model")
+        if (out / ADAPTER).exists():  # the adapter and its config, beside the merged model
+            mlflow.log_artifacts(str(out / ADAPTER), artifact_path=ADAPTER)
         return mark_done(
             out,
             {"model_dir": str(out / "model"), "mlflow_run_id": run.info.run_id, "metrics": metrics},

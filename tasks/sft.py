@@ -14,11 +14,22 @@ from pydantic import BaseModel, ConfigDict, Field
 from models.batching import encode_pair
 from models.lm import context_length, load_causal_lm, save_model
 from models.lm_training import OptimConfig, encode_demonstrations, supervised_finetune
+from models.lora import add_lora, merge_saved_adapter, trainable_fraction
 from models.numeric import in_stage
+from models.runtime import PeakMemory, enable_gradient_checkpointing
 from tasks import checkpoints, layout, tracking
 from tasks.concurrency import training_slot
 from tasks.stage import import_closure_digest, mark_done, prefect_options
 from tasks.tables import load_table
+from tasks.training_options import (
+    LoraOptions,
+    Precision,
+    checkpointing_field,
+    lora_field,
+    precision_field,
+)
+
+ADAPTER = "adapter"
 
 
 class SFTConfig(BaseModel):
@@ -39,6 +50,9 @@ class SFTConfig(BaseModel):
         ge=1,
         description="Steps between resume checkpoints (a killed run continues from the last).",
     )
+    lora: LoraOptions | None = lora_field()
+    precision: Precision = precision_field()
+    gradient_checkpointing: bool = checkpointing_field()
 
 
 def load_pairs(path: Path, kind: str, tokenizer, max_len: int):
@@ -60,8 +74,16 @@ def finetune(
     out_dir: Path,
     log,
 ) -> dict:
-    """Fine-tune the model in model_dir on (prompt, response) pairs; keep the best epoch in out_dir/model."""
+    """Fine-tune the model in model_dir on (prompt, response) pairs; keep the best epoch in out_dir/model.
+
+    With `cfg.lora` only adapters train; the best epoch's adapter is kept in
+    out_dir/adapter and merged into the base weights for out_dir/model.
+    """
+    memory = PeakMemory().start()
     model, tokenizer = load_causal_lm(model_dir)
+    if cfg.gradient_checkpointing:
+        enable_gradient_checkpointing(model)
+    adapters = add_lora(model, cfg.lora.spec(), "causal_lm") if cfg.lora else None
     max_len = context_length(model)
     train = load_pairs(train_path, kind, tokenizer, max_len)
     train_ex = encode_demonstrations(tokenizer, train["prompt"], train["response"], max_len)
@@ -77,7 +99,10 @@ def finetune(
         log(epoch, {"valid_loss": valid_loss})
         if valid_loss < best["valid_loss"]:
             best.update(valid_loss=valid_loss, epoch=epoch)
-            save_model(trained, tokenizer, out_dir / "model")
+            if adapters is not None:
+                adapters.save_pretrained(out_dir / ADAPTER)  # a few MB: adapters only
+            else:
+                save_model(trained, tokenizer, out_dir / "model")
 
     print(
         f"fine-tuning on {len(train_ex)} examples ({len(valid_ex)} for validation), {cfg.epochs} epochs",
@@ -95,11 +120,20 @@ def finetune(
         on_epoch,
         store=checkpoints.store(out_dir, cfg.checkpoint_every),
         carry=best,
+        precision=cfg.precision,
     )
+    fraction = trainable_fraction(model)
+    if adapters is not None:
+        # A plain Hugging Face checkpoint: the untouched base plus the best adapter, merged.
+        del model, adapters
+        base, _ = load_causal_lm(model_dir)
+        save_model(merge_saved_adapter(base, out_dir / ADAPTER), tokenizer, out_dir / "model")
     return {
         "best_valid_loss": best["valid_loss"],
         "best_epoch": float(best["epoch"]),
         "train_examples": float(len(train_ex)),
+        "trainable_fraction": fraction,
+        "peak_memory_mb": memory.peak_bytes() / 2**20,
     }
 
 
@@ -139,6 +173,8 @@ def sft_task(
         metrics = {f"{variant}/{k}": v for k, v in metrics.items()}
         tracking.log_metrics(metrics)
         mlflow.log_artifacts(str(out / "model"), artifact_path="model")
+        if (out / ADAPTER).exists():  # the adapter and its config, beside the merged model
+            mlflow.log_artifacts(str(out / ADAPTER), artifact_path=ADAPTER)
         result = mark_done(
             out,
             {"model_dir": str(out / "model"), "mlflow_run_id": run.info.run_id, "metrics": metrics},

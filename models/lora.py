@@ -1,0 +1,86 @@
+"""LoRA adapters (Hugging Face `peft`) for the training stages.
+
+How the stages use them, and why this way round:
+- `add_lora` wraps a model in a `PeftModel`. The stages keep training the
+  *inner* Hugging Face model (`peft_model.get_base_model()`): peft injects
+  the adapter layers into it in place, so its forward already includes them,
+  and every existing reader (`model.generate`, `model.base_model`,
+  `model.score`, `model.config`) keeps working unchanged.
+- The `PeftModel` is kept beside it for what only peft knows:
+  `disable_adapter()` (PPO's frozen SFT reference is the policy with its
+  adapters switched off, and the frozen reward model is the value model with
+  its adapters off: no second copy of either network) and
+  `merge_and_unload()` (a saved or registered checkpoint is a plain
+  Hugging Face model that needs no peft to load).
+- For a reward model (`task="reward"`, peft's SEQ_CLS), peft also trains a
+  full copy of the new `score` head (`modules_to_save`); with adapters
+  disabled the original head is read again.
+"""
+
+from contextlib import AbstractContextManager, nullcontext
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import torch
+from peft import LoraConfig, PeftModel, get_peft_model
+from transformers import PreTrainedModel
+
+Task = Literal["causal_lm", "reward"]
+_PEFT_TASK = {"causal_lm": "CAUSAL_LM", "reward": "SEQ_CLS"}
+
+
+@dataclass(frozen=True)
+class LoraSpec:
+    """Shape of the adapters (peft's LoraConfig fields under their usual names)."""
+
+    r: int = 8
+    """Rank of each adapter's update matrix."""
+    alpha: int = 16
+    """Scale of the update: the adapter's output is multiplied by alpha / r."""
+    dropout: float = 0.0
+    """Dropout on the adapter's input (0 keeps PPO's importance ratios exact)."""
+    target_modules: tuple[str, ...] | str | None = None
+    """Module names to adapt; None: peft's default for the architecture
+    (GPT-2: c_attn; Llama: q_proj, v_proj); "all-linear": every linear layer
+    but the output one."""
+
+
+def add_lora(model: PreTrainedModel, spec: LoraSpec, task: Task) -> PeftModel:
+    """Freeze `model` and give it trainable adapters; returns the PeftModel (the network is
+    `peft_model.get_base_model()`, the same object as `model`, now carrying adapters)."""
+    targets = spec.target_modules
+    config = LoraConfig(
+        task_type=_PEFT_TASK[task],
+        r=spec.r,
+        lora_alpha=spec.alpha,
+        lora_dropout=spec.dropout,
+        target_modules=list(targets) if isinstance(targets, tuple) else targets,
+    )
+    return get_peft_model(model, config)
+
+
+def trainable_parameters(model: torch.nn.Module) -> list[torch.nn.Parameter]:
+    """What an optimizer should see: with adapters, only they (and a new head) train."""
+    return [p for p in model.parameters() if p.requires_grad]
+
+
+def trainable_fraction(model: torch.nn.Module) -> float:
+    """Trainable parameters / all parameters (1.0 for full fine-tuning)."""
+    total = sum(p.numel() for p in model.parameters())
+    return sum(p.numel() for p in trainable_parameters(model)) / max(1, total)
+
+
+def adapters_off(peft_model: PeftModel | None) -> AbstractContextManager:
+    """Run the network as it was before the adapters (a no-op context without adapters)."""
+    return peft_model.disable_adapter() if peft_model is not None else nullcontext()
+
+
+def merged(peft_model: PeftModel) -> PreTrainedModel:
+    """The plain Hugging Face model with the adapters folded into its weights (in place)."""
+    return peft_model.merge_and_unload()
+
+
+def merge_saved_adapter(model: PreTrainedModel, adapter_dir: str | Path) -> PreTrainedModel:
+    """`model` (as it was before training) plus the adapter saved in `adapter_dir`, merged."""
+    return PeftModel.from_pretrained(model, str(adapter_dir)).merge_and_unload()

@@ -1,0 +1,84 @@
+"""How a training loop runs: numeric precision, gradient checkpointing, peak memory.
+
+Pure torch and Accelerate, shared by every training loop so a stage's
+`precision` and `gradient_checkpointing` mean the same thing everywhere.
+"""
+
+import re
+from pathlib import Path
+from typing import Literal
+
+import torch
+from accelerate import Accelerator
+from transformers import PreTrainedModel
+
+Precision = Literal["fp32", "bf16", "fp16"]
+_MIXED = {"fp32": "no", "bf16": "bf16", "fp16": "fp16"}
+
+
+def make_accelerator(precision: Precision = "fp32") -> Accelerator:
+    """An Accelerator whose prepared models run under autocast at `precision`.
+
+    Weights and optimizer state stay fp32 (mixed precision, not half-precision
+    training); fp16 adds a gradient scaler. Accelerate refuses fp16 where the
+    device has no fp16 autocast (a CPU): bf16 is the CPU's half type.
+    """
+    if precision not in _MIXED:
+        raise ValueError(f"precision must be one of {sorted(_MIXED)}, got {precision!r}")
+    return Accelerator(mixed_precision=_MIXED[precision])
+
+
+def enable_gradient_checkpointing(model: PreTrainedModel) -> None:
+    """Recompute activations in the backward pass instead of keeping them.
+
+    Non-reentrant checkpointing: it needs no input that requires grad, so it
+    works under frozen embeddings (LoRA). Hugging Face models checkpoint only
+    in train mode; PPO runs its networks in eval mode (exact importance
+    ratios), so there it saves nothing.
+    """
+    model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    model.config.use_cache = False
+
+
+class PeakMemory:
+    """Peak memory of a stretch of work: CUDA's allocator peak, else the process's peak RSS.
+
+    On Linux the RSS high-water mark is reset at `start()` (writing 5 to
+    /proc/self/clear_refs), so a stage that runs after others in the same
+    process reports its own peak. RSS counts everything the process holds:
+    the Python interpreter, imported libraries (torch alone is ~300 MB) and
+    any earlier model still referenced, not only this stage's tensors.
+    Where the reset is not possible, the peak is the process's since it began.
+    """
+
+    def __init__(self) -> None:
+        self.cuda = torch.cuda.is_available()
+
+    def start(self) -> "PeakMemory":
+        if self.cuda:
+            torch.cuda.reset_peak_memory_stats()
+        else:
+            try:
+                Path("/proc/self/clear_refs").write_text("5")
+            except OSError:
+                pass
+        return self
+
+    def peak_bytes(self) -> int:
+        if self.cuda:
+            return int(torch.cuda.max_memory_allocated())
+        return peak_rss_bytes()
+
+
+def peak_rss_bytes() -> int:
+    """The process's resident-set high-water mark (VmHWM), in bytes."""
+    try:
+        status = Path("/proc/self/status").read_text()
+        match = re.search(r"VmHWM:\s+(\d+)\s+kB", status)
+        if match:
+            return int(match.group(1)) * 1024
+    except OSError:
+        pass
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
