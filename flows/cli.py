@@ -53,6 +53,27 @@ def _cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_plan(args: argparse.Namespace) -> int:
+    from dataclasses import asdict
+
+    from flows.params import PipelineParams
+    from flows.plan import make_plan, parse_size, render, runtime_bytes
+
+    overrides = json.loads(Path(args.params).read_text()) if args.params else {}
+    for field in ("profile", "base_model", "base_model_revision"):
+        if getattr(args, field) is not None:
+            overrides[field] = getattr(args, field)
+    plan = make_plan(PipelineParams(**overrides), args.seq_len, args.prompt_len)
+    runtime = runtime_bytes() if args.runtime else None
+    memory = parse_size(args.memory) if args.memory else None
+    if args.json:
+        stages = [asdict(row) | {"peak": row.peak + (runtime or 0)} for row in plan["stages"]]
+        print(json.dumps(plan | {"stages": stages, "runtime": runtime}, indent=2))
+    else:
+        print(render(plan, memory, runtime))
+    return 0
+
+
 def _cmd_data_generate(args: argparse.Namespace) -> int:
     from tasks import data, data_version
 
@@ -221,6 +242,28 @@ def build_parser() -> argparse.ArgumentParser:
         "--params", help="JSON file with PipelineParams fields (command-line flags override it)"
     )
     run.set_defaults(func=_cmd_run)
+
+    plan = sub.add_parser(
+        "plan",
+        help="Memory each training stage needs, with and without LoRA.",
+        description="Estimate per stage (SFT, RM, PPO) weights, gradients, optimizer state, "
+        "activations per batch and PPO's rollout memory, with and without LoRA, and whether "
+        "it fits --memory. See models/memory_plan.py for what is counted.",
+    )
+    plan.add_argument("--base-model", dest="base_model", help="directory or Hub id")
+    plan.add_argument("--revision", dest="base_model_revision", help="Hub revision")
+    plan.add_argument("--params", help="JSON file with PipelineParams fields")
+    plan.add_argument("--profile", choices=["smoke", "tiny", "small"])
+    plan.add_argument("--memory", help="memory to fit, e.g. 24GiB")
+    plan.add_argument("--seq-len", type=int, help="tokens per training sequence (default: context)")
+    plan.add_argument(
+        "--prompt-len", type=int, help="PPO prompt tokens (default: seq-len - response)"
+    )
+    plan.add_argument(
+        "--runtime", action="store_true", help="add this machine's measured runtime RSS to the peak"
+    )
+    plan.add_argument("--json", action="store_true", help="machine-readable output")
+    plan.set_defaults(func=_cmd_plan)
 
     data = sub.add_parser(
         "data", help="Generate, verify or validate data.", description="Data commands."

@@ -1,0 +1,128 @@
+"""`instructflow plan`: the memory each training stage needs, with and without LoRA.
+
+Reads the run's settings (a params file, the profile's sizes) and the base
+model's config (a directory or Hub id; without one, the embedded GPT-2 the
+settings describe), and prints per stage: weights, gradients, optimizer
+state, activations of one batch, PPO's rollout (KV cache or log-prob pass),
+the peak, and whether it fits `--memory`. See models/memory_plan.py for what
+each term counts and what it leaves out.
+"""
+
+import re
+import subprocess
+import sys
+
+from transformers import AutoConfig, GPT2Config
+
+from flows.params import PipelineParams
+from models import memory_plan
+from models.lora import LoraSpec
+
+UNITS = {"": 1, "b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "tb": 10**12}
+UNITS |= {"kib": 2**10, "mib": 2**20, "gib": 2**30, "tib": 2**40}
+
+
+def parse_size(text: str) -> int:
+    """'24GiB', '80 GB', '512MiB' -> bytes."""
+    match = re.fullmatch(r"\s*([0-9.]+)\s*([a-zA-Z]*)\s*", text)
+    if not match or match.group(2).lower() not in UNITS:
+        raise ValueError(f"not a memory size: {text!r} (e.g. 24GiB, 80GB, 512MiB)")
+    return int(float(match.group(1)) * UNITS[match.group(2).lower()])
+
+
+def model_config(params: PipelineParams):
+    if params.base_model:
+        from models.hub import resolve_pretrained
+
+        return AutoConfig.from_pretrained(
+            resolve_pretrained(params.base_model, params.base_model_revision)
+        )
+    base = params.stage("base")
+    return GPT2Config(
+        vocab_size=base.vocab_size,
+        n_layer=base.n_layer,
+        n_head=base.n_head,
+        n_embd=base.n_embd,
+        n_positions=base.n_positions,
+    )
+
+
+def context_of(config) -> int:
+    text = config.get_text_config()
+    for name in ("max_position_embeddings", "n_positions"):
+        if isinstance(getattr(text, name, None), int):
+            return getattr(text, name)
+    return 2048
+
+
+def runtime_bytes() -> int:
+    """RSS of a fresh process that has imported the training stages (no model yet), measured now."""
+    code = (
+        "import tasks.sft, tasks.reward_model, tasks.ppo;"
+        "from models.runtime import peak_rss_bytes; print(peak_rss_bytes())"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    return int(out.stdout.strip().splitlines()[-1])
+
+
+def make_plan(
+    params: PipelineParams, seq_len: int | None = None, prompt_len: int | None = None
+) -> dict:
+    """Per stage, full fine-tuning and LoRA (the stage's own lora settings, else peft defaults)."""
+    config = model_config(params)
+    seq = seq_len or context_of(config)
+    sft, rm, ppo = params.stage("sft"), params.stage("reward_model"), params.stage("ppo")
+    k = params.stage("comparisons").k
+    prompt = prompt_len if prompt_len is not None else max(1, seq - ppo.max_new_tokens)
+    rows = []
+    for lora in (False, True):
+        spec = {
+            name: (cfg.lora.spec() if cfg.lora else LoraSpec())
+            for name, cfg in (("sft", sft), ("reward_model", rm), ("ppo", ppo))
+        }
+        shapes = {
+            name: memory_plan.shape_of(config, s if lora else None) for name, s in spec.items()
+        }
+        rows += [
+            memory_plan.plan_sft(
+                shapes["sft"], sft.batch_size, seq, lora,
+                sft.precision != "fp32", sft.gradient_checkpointing,
+            ),
+            memory_plan.plan_rm(
+                shapes["reward_model"], rm.batch_size, k, seq, lora,
+                rm.precision != "fp32", rm.gradient_checkpointing,
+            ),
+            memory_plan.plan_ppo(
+                shapes["ppo"], max(ppo.rollout_batch, ppo.eval_prompts or 0, ppo.reference_samples),
+                ppo.minibatch_size, prompt, ppo.max_new_tokens, lora, ppo.precision != "fp32",
+            ),
+        ]  # fmt: skip
+    shape = shapes["sft"]
+    return {"params": shape.params, "seq_len": seq, "prompt_len": prompt, "stages": rows}
+
+
+def render(plan: dict, memory: int | None, runtime: int | None) -> str:
+    mib = 2**20
+    lines = [
+        f"model: {plan['params'] / 1e6:.2f}M parameters; sequences of {plan['seq_len']} tokens "
+        f"(PPO: {plan['prompt_len']}-token prompts)",
+        f"{'stage':<13}{'LoRA':<6}{'weights':>10}{'grads':>10}{'optim':>10}"
+        f"{'activ.':>10}{'rollout':>10}{'peak':>11}  (MiB)" + ("  fits" if memory else ""),
+    ]
+    for row in plan["stages"]:
+        peak = row.peak + (runtime or 0)
+        fits = ("  yes" if peak <= memory else "  NO") if memory else ""
+        lines.append(
+            f"{row.stage:<13}{'yes' if row.lora else 'no':<6}{row.weights / mib:>10.1f}"
+            f"{row.gradients / mib:>10.1f}{row.optimizer / mib:>10.1f}"
+            f"{row.activations / mib:>10.1f}{row.rollout / mib:>10.1f}{peak / mib:>11.1f}{fits}"
+        )
+    if runtime:
+        lines.append(
+            f"peak includes {runtime / mib:.0f} MiB measured runtime (interpreter + libraries)"
+        )
+    else:
+        lines.append(
+            "peak excludes the runtime (interpreter, libraries, CUDA context): add --runtime"
+        )
+    return "\n".join(lines)

@@ -1,0 +1,85 @@
+"""`instructflow plan` against measured peak RSS of SFT, RM and PPO on smoke sizes (within 30%).
+
+Each stage runs in its own process (tests/flows/memory_probe.py). What the
+RSS includes, and so what the plan must include to match it: the interpreter
+and every library the stages import (measured by `flows.plan.runtime_bytes`,
+the larger part at these sizes), the networks, optimizer state, activations
+and rollout. Sequence lengths are the data's longest, as a user would pass
+with --seq-len / --prompt-len.
+"""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from flows.params import PipelineParams
+from flows.plan import make_plan, runtime_bytes
+from models.batching import encode_pair
+from models.lm import GPT2Size, build_gpt2, save_model
+from models.tokenizer import train_tokenizer
+from tasks import layout
+from tasks.base_model import tokenizer_texts
+from tasks.comparisons import collect
+from tasks.tables import read_jsonl
+
+pytestmark = pytest.mark.slow
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
+def probe(stage: str, spec: dict, tmp_path: Path) -> int:
+    spec_file = tmp_path / f"{stage}.json"
+    spec_file.write_text(json.dumps(spec))
+    done = subprocess.run(
+        [sys.executable, "-m", "tests.flows.memory_probe", stage, str(spec_file)],
+        env=os.environ | {"PYTHONPATH": str(REPO_ROOT)}, cwd=REPO_ROOT,
+        capture_output=True, text=True, timeout=900,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    return json.loads(done.stdout.strip().splitlines()[-1])["peak_rss"]
+
+
+def test_plan_matches_measured_peak_rss_within_30_percent(make_project, fast_smoke, tmp_path):
+    # given smoke-sized stages on a smoke-sized GPT-2 (weights untrained: memory does not care)
+    profile = make_project() / "data" / "smoke"
+    params = PipelineParams(**fast_smoke())
+    base = params.stage("base")
+    tokenizer = train_tokenizer(tokenizer_texts(profile), base.vocab_size)
+    size = GPT2Size(base.n_layer, base.n_head, base.n_embd, base.n_positions)
+    save_model(build_gpt2(tokenizer, size, seed=0), tokenizer, tmp_path / "base")
+    demos = read_jsonl(profile / layout.SFT_TRAIN)
+    seq_len = max(len(encode_pair(tokenizer, d["prompt"], d["response"], 10**6)[0]) for d in demos)
+    prompts = read_jsonl(profile / layout.PPO_TRAIN)
+    prompt_len = max(len(tokenizer(p["prompt"])["input_ids"]) for p in prompts)
+
+    # when each stage runs in a process of its own
+    measured = {}
+    sft_cfg = params.stage("sft").model_dump()
+    measured["sft"] = probe(
+        "sft", {"out": str(tmp_path / "sft"), "profile": str(profile),
+                "model": str(tmp_path / "base"), "cfg": sft_cfg}, tmp_path,
+    )  # fmt: skip
+    sft_dir = tmp_path / "sft" / "model"
+    collect(sft_dir, profile, params.stage("comparisons"), 0, tmp_path / "comparisons")
+    measured["reward_model"] = probe(
+        "reward_model", {"out": str(tmp_path / "rm"), "profile": str(profile), "sft": str(sft_dir),
+                         "comparisons": str(tmp_path / "comparisons"),
+                         "cfg": params.stage("reward_model").model_dump()}, tmp_path,
+    )  # fmt: skip
+    measured["ppo"] = probe(
+        "ppo", {"out": str(tmp_path / "ppo"), "profile": str(profile), "sft": str(sft_dir),
+                "rm": str(tmp_path / "rm" / "model"), "cfg": params.stage("ppo").model_dump()},
+        tmp_path,
+    )  # fmt: skip
+
+    # then the plan (full fine-tuning rows) plus the measured runtime is within 30% of each
+    runtime = runtime_bytes()
+    plan = make_plan(params, seq_len=seq_len, prompt_len=prompt_len)
+    planned = {row.stage: row.peak + runtime for row in plan["stages"] if not row.lora}
+    report = {s: (planned[s] / 2**20, measured[s] / 2**20) for s in measured}
+    print(f"runtime {runtime / 2**20:.0f} MiB; planned vs measured MiB: {report}")
+    for stage, peak in measured.items():
+        assert abs(planned[stage] - peak) / peak <= 0.30, (stage, report)
