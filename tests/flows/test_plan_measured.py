@@ -21,10 +21,9 @@ from flows.plan import make_plan, runtime_bytes
 from models.batching import encode_pair
 from models.lm import GPT2Size, build_gpt2, save_model
 from models.tokenizer import train_tokenizer
-from tasks import layout
+from tasks import comparisons, layout
 from tasks.base_model import tokenizer_texts
-from tasks.comparisons import collect
-from tasks.tables import read_jsonl
+from tasks.tables import read_jsonl, write_jsonl
 
 pytestmark = pytest.mark.slow
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -40,6 +39,20 @@ def probe(stage: str, spec: dict, tmp_path: Path) -> int:
     )  # fmt: skip
     assert done.returncode == 0, done.stderr[-3000:]
     return json.loads(done.stdout.strip().splitlines()[-1])["peak_rss"]
+
+
+def write_rankings(demos: list[dict], k: int, folder: Path) -> None:
+    """K-wise comparisons from demonstrations (each demo's answer first, then others'):
+    the RM stage's input in its real shape, without sampling the SFT model."""
+    rows = [
+        {"prompt_id": d["prompt_id"], "prompt": d["prompt"], "ranking": list(range(k)),
+         "responses": [demos[(i + j) % len(demos)]["response"] for j in range(k)]}
+        for i, d in enumerate(demos)
+    ]  # fmt: skip
+    for rel, part in ((comparisons.TRAIN, rows[:-64]), (comparisons.VALID, rows[-64:-32]),
+                      (comparisons.HELDOUT, rows[-32:])):  # fmt: skip
+        (folder / rel).parent.mkdir(parents=True, exist_ok=True)
+        write_jsonl(folder / rel, part)
 
 
 def test_plan_matches_measured_peak_rss_within_30_percent(make_project, fast_smoke, tmp_path):
@@ -63,7 +76,7 @@ def test_plan_matches_measured_peak_rss_within_30_percent(make_project, fast_smo
                 "model": str(tmp_path / "base"), "cfg": sft_cfg}, tmp_path,
     )  # fmt: skip
     sft_dir = tmp_path / "sft" / "model"
-    collect(sft_dir, profile, params.stage("comparisons"), 0, tmp_path / "comparisons")
+    write_rankings(demos, params.stage("comparisons").k, tmp_path / "comparisons")
     measured["reward_model"] = probe(
         "reward_model", {"out": str(tmp_path / "rm"), "profile": str(profile), "sft": str(sft_dir),
                          "comparisons": str(tmp_path / "comparisons"),
