@@ -35,6 +35,7 @@ from tasks import (
     tracking,
 )
 from tasks.dataset import load_dataset
+from tasks.dataset_dvc import version_tags
 from tasks.evaluation import fewshot_prefix
 from tasks.paths import reports_dir
 from tasks.stage import content_digest
@@ -53,6 +54,7 @@ def preflight(params: PipelineParams) -> dict:
     """Validate the dataset before any flow starts (the CLI calls this: a refusal is a message, not a traceback)."""
     if not params.base_model:
         raise ValueError(NEEDS_BASE)
+    version_tags(Path(params.data), params.allow_data_mismatch)  # a changed dataset is refused
     check = dataset_stage.length_check(params.base_model, max_new_tokens(params))
     return load_dataset(Path(params.data), params.dataset, check).summary
 
@@ -78,6 +80,7 @@ def run(params: PipelineParams, parent_id: str, run_info: dict, mlflow_url: str)
         for p in sorted(data_dir.iterdir())
         if p.suffix in (".jsonl", ".parquet")
     }
+    mlflow.set_tags(version_tags(data_dir, params.allow_data_mismatch))
     base_digest = content_digest(params.base_model)
     imported = run_stage(
         dataset_stage.import_dataset_task,

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import yaml
+
 from tasks.dataset import load_dataset
 
 
@@ -40,4 +42,52 @@ def add_dataset(root: Path, folder: Path) -> dict:
         "dvc_file": str(folder) + ".dvc",
         "pushed": pushed,
         "md5s": {name: t["md5"] for name, t in summary["tables"].items()},
+    }
+
+
+def dataset_version(folder: Path) -> dict | None:
+    """What DIR.dvc records for the dataset and whether the folder still matches it; None if never added.
+
+    A run on a dataset that differs from its .dvc file is refused (as on the
+    embedded world's data.dvc) unless allow_data_mismatch is set.
+    """
+    from dvc.repo import Repo
+    from dvc_data.hashfile.build import build
+
+    folder = folder.resolve()
+    dvc_file = folder.with_name(folder.name + ".dvc")
+    if not dvc_file.exists():
+        return None
+    recorded = yaml.safe_load(dvc_file.read_text())["outs"][0]["md5"]
+    repo = Repo(Repo.find_root(str(folder)))
+    try:
+        _, _, obj = build(repo.cache.local, str(folder), repo.fs, "md5", ignore=repo.dvcignore)
+        current = obj.hash_info.value
+    finally:
+        repo.close()
+    return {
+        "dvc_file": str(dvc_file),
+        "dvc_md5": recorded,
+        "md5": current,
+        "matches": current == recorded,
+    }
+
+
+def version_tags(folder: Path, allow_mismatch: bool) -> dict[str, str]:
+    """MLflow tags naming the dataset's DVC version; refuses a dataset that differs from its .dvc file."""
+    from tasks.data_version import DataMismatchError
+
+    version = dataset_version(folder)
+    if version is None:
+        return {"data_dvc_md5": "untracked (no .dvc file: instructflow data add DIR)"}
+    if not version["matches"] and not allow_mismatch:
+        raise DataMismatchError(
+            f"{folder} does not match {version['dvc_file']}: it records md5 {version['dvc_md5']} but the"
+            f" folder hashes to {version['md5']}. Record the new version with `instructflow data add"
+            f" {folder}` (and commit the .dvc file), restore it with `dvc checkout`, or pass"
+            " --allow-data-mismatch to run on it anyway."
+        )
+    return {
+        "data_dvc_md5": version["dvc_md5"],
+        "data_mismatch": str(not version["matches"]).lower(),
     }

@@ -108,3 +108,15 @@ def write_pairwise_dataset(folder: Path, n: int = 120, fmt: str = "jsonl", seed:
     _write(folder, "preferences", rows, fmt)
     _write(folder, "prompts", prompts, fmt)
     return folder
+
+
+def write_extras(folder: Path, fmt: str = "jsonl", n_docs: int = 60) -> Path:
+    """A pretraining text table (PPO-ptx's mix) and a FLAN-style mixture beside a dataset."""
+    docs = [
+        {"text": f"The word {w} is a word. People say {w} often."}
+        for w in WORDS * (n_docs // len(WORDS))
+    ]
+    flan = [{"prompt": f"Repeat twice: {w}", "response": f"{w} {w}"} for w in WORDS * 4]
+    _write(folder, "pretrain", docs, fmt)
+    _write(folder, "flan", flan, fmt)
+    return folder

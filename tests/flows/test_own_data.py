@@ -16,7 +16,7 @@ from models.tokenizer import train_tokenizer
 from tasks import tracking
 from tests.conftest import init_dvc_project
 from tests.flows.contract import SMOKE_POLICY
-from tests.own_data import WORDS, hh_text, write_hh_dataset
+from tests.own_data import WORDS, hh_text, write_extras, write_hh_dataset, write_kwise_dataset
 
 pytestmark = pytest.mark.slow
 
@@ -104,3 +104,29 @@ def test_an_hh_dataset_runs_end_to_end_and_new_comparisons_rerun_only_what_reads
     ), cached
     assert second["dataset"]["tables"]["preferences"]["rows"] == 250
     assert second["dataset"]["tables"]["preferences"]["md5"] != md5s["preferences"]
+
+
+def test_kwise_parquet_with_pretraining_text_and_a_mixture_runs_ptx_and_flan(
+    prefect_harness, fast_smoke, tmp_path, monkeypatch
+):
+    # given K-wise rankings mixing K = 2 and 4, a pretrain table and a FLAN mixture, all Parquet
+    root = init_dvc_project(tmp_path / "project")
+    monkeypatch.setenv("INSTRUCTFLOW_ROOT", str(root))
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{root / 'mlflow.db'}")
+    data = write_extras(write_kwise_dataset(tmp_path / "kw", n=120, fmt="parquet"), fmt="parquet")
+    llama = tiny_llama(tmp_path / "llama", [f"Say the word {w} twice. {w} {w}" for w in WORDS] * 5)
+    from flows.params import PipelineParams
+    from flows.pipeline import rlhf_pipeline
+
+    # when the pipeline runs on it
+    params = PipelineParams(**fast_smoke(data=str(data), base_model=str(llama)))
+    result = rlhf_pipeline(params)
+
+    # then PPO-ptx mixed the dataset's text, the FLAN baseline trained, T0 was skipped
+    assert {"sft", "ppo", "ppo_ptx", "flan", "base"} <= set(result["policies"])
+    assert set(result["skipped"]) == {"t0"}
+    assert result["dataset"]["k_counts"] == {2: 60, 4: 60}
+    assert result["dataset"]["sft_source"].startswith("preferred responses")
+    assert result["dataset"]["tables"]["preferences"]["file"] == "preferences.parquet"
+    assert result["policies"]["ppo_ptx"]["pretrain_perplexity"] is not None
+    assert result["registry"]["candidate"] == "ppo_ptx"

@@ -2,7 +2,8 @@
 
 import json
 
-import pytest
+import dvc.repo  # noqa: F401  (DVC binds its log handlers to sys.stdout at first import:
+import pytest  # imported inside a test, they would write to that test's closed capture)
 import yaml
 
 from flows.cli import main
@@ -11,7 +12,7 @@ from tests.conftest import init_dvc_project
 from tests.own_data import write_pairwise_dataset
 
 
-def test_data_add_versions_a_valid_dataset_and_refuses_a_bad_one(tmp_path, monkeypatch, capsys):
+def test_data_add_versions_a_valid_dataset_and_refuses_a_bad_one(tmp_path, monkeypatch, capfd):
     root = init_dvc_project(tmp_path / "project")
     monkeypatch.setenv("INSTRUCTFLOW_ROOT", str(root))
     good = write_pairwise_dataset(root / "mine", n=30)
@@ -20,7 +21,7 @@ def test_data_add_versions_a_valid_dataset_and_refuses_a_bad_one(tmp_path, monke
 
     outs = yaml.safe_load((root / "mine.dvc").read_text())["outs"]
     assert outs[0]["path"] == "mine" and outs[0]["md5"].endswith(".dir")
-    printed = capsys.readouterr().out
+    printed = capfd.readouterr().out
     assert "preferences: md5" in printed and "commit" in printed
 
     bad = write_pairwise_dataset(root / "bad", n=10)
@@ -28,7 +29,7 @@ def test_data_add_versions_a_valid_dataset_and_refuses_a_bad_one(tmp_path, monke
     rows[3]["rejected"] = ""
     (bad / "preferences.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     assert main(["data", "add", str(bad)]) == 1
-    assert "preferences.jsonl row 4 field 'rejected'" in capsys.readouterr().err
+    assert "preferences.jsonl row 4 field 'rejected'" in capfd.readouterr().err
     assert not (root / "bad.dvc").exists()
 
     with pytest.raises(TableError):  # the same refusal from the function itself
@@ -36,3 +37,22 @@ def test_data_add_versions_a_valid_dataset_and_refuses_a_bad_one(tmp_path, monke
 
         add_dataset(root, bad)
     assert main(["data", "add", str(tmp_path)]) == 2  # outside the project
+
+
+def test_a_dataset_that_changed_since_data_add_is_refused_unless_allowed(tmp_path):
+    from tasks.data_version import DataMismatchError
+    from tasks.dataset_dvc import add_dataset, version_tags
+
+    root = init_dvc_project(tmp_path / "project")
+    mine = write_pairwise_dataset(root / "mine", n=20)
+    assert version_tags(mine, allow_mismatch=False)["data_dvc_md5"].startswith("untracked")
+    recorded = add_dataset(root, mine)
+    tags = version_tags(mine, allow_mismatch=False)
+    assert tags["data_mismatch"] == "false" and tags["data_dvc_md5"].endswith(".dir")
+    assert recorded["dvc_file"].endswith("mine.dvc")
+
+    with (mine / "preferences.jsonl").open("a") as f:
+        f.write(json.dumps({"prompt": "p", "chosen": "a", "rejected": "b"}) + "\n")
+    with pytest.raises(DataMismatchError, match="instructflow data add"):
+        version_tags(mine, allow_mismatch=False)
+    assert version_tags(mine, allow_mismatch=True)["data_mismatch"] == "true"
