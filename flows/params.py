@@ -13,6 +13,7 @@ from tasks.base_model import BaseModelConfig
 from tasks.comparisons import ComparisonsConfig
 from tasks.dataset import DatasetConfig
 from tasks.evaluation import EvalConfig
+from tasks.judge import JudgeConfig
 from tasks.ppo import SMOKE_OVERRIDES as PPO_SMOKE
 from tasks.ppo import PPOStageConfig
 from tasks.registry import GateConfig, RegistryConfig
@@ -34,6 +35,7 @@ PROFILE_OVERRIDES: dict[str, dict[str, dict[str, Any]]] = {
         "baselines": {"epochs": 3},
         "comparisons": {"heldout_prompts": 60},
         "reward_model": {"epochs": 1},
+        "judge": {"epochs": 1},
         "evaluation": {"max_prompts": 60},
         "ppo": PPO_SMOKE,
         "gate": {"max_prompts": 60},
@@ -95,6 +97,10 @@ class PipelineParams(BaseModel):
     )
     reward_model: RewardModelConfig = Field(
         default_factory=RewardModelConfig, description="Reward-model training."
+    )
+    judge: JudgeConfig = Field(
+        default_factory=JudgeConfig,
+        description="The held-out judge: a reward model trained only on held-out preferences.",
     )
     ppo: PPOStageConfig = Field(
         default_factory=PPOStageConfig, description="PPO and PPO-ptx (the same settings for both)."

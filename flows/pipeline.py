@@ -26,6 +26,8 @@ from tasks import (
     comparisons,
     data,
     evaluation,
+    judge,
+    judge_trust,
     plots,
     ppo,
     registry,
@@ -190,6 +192,15 @@ def rlhf_pipeline(params: PipelineParams = PipelineParams()) -> dict:
             comparisons_dir=comps["dir"],
         )
         rm_in = sft_in | {"rm": Path(rm["model_dir"]).parent.name}
+        # A second reward model, on held-out preferences only: judges where gold cannot.
+        held_out_judge = stage(
+            judge.judge_task,
+            "judge",
+            "judge",
+            sft_in | {"comparisons": Path(comps["dir"]).name},
+            sft_dir=sft_out["model_dir"],
+            comparisons_dir=comps["dir"],
+        )
         ppo_runs = {
             name: stage(
                 ppo.ppo_task,
@@ -228,10 +239,11 @@ def rlhf_pipeline(params: PipelineParams = PipelineParams()) -> dict:
             evaluation.evaluation_task,
             "evaluation",
             "evaluation",
-            rm_in | policy_keys,
+            rm_in | policy_keys | {"judge": Path(held_out_judge["dir"]).name},
             policies=policies,
             sft_dir=sft_out["model_dir"],
             rm_dir=rm["model_dir"],
+            judge_dir=held_out_judge["dir"],
         )
 
         # The registry stage runs after the report is written: its seconds are in MLflow only.
@@ -254,7 +266,11 @@ def rlhf_pipeline(params: PipelineParams = PipelineParams()) -> dict:
             },
         }
         result["policies"] = evaluated["rows"]
+        result["judge"] = judge_trust.report_block(
+            held_out_judge["metrics"], evaluated.get("judge_agreement")
+        )
         tracking.log_metrics(evaluation.flat_metrics(evaluated["rows"]))
+        tracking.log_metrics(judge_trust.parent_metrics(result["judge"]))
 
         candidate = params.candidate
         lineage = {

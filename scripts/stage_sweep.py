@@ -16,6 +16,7 @@ A variant is a JSON object:
      "base": {...BaseModelConfig}, "sft": {...}, "comparisons": {...}, "evaluation": {...},
      "rms": [{"name": "rm", ...RewardModelConfig}],          # default: one "rm"
      "ppos": [{"name": "ppo", "rm": "rm", "gamma": 0.0, ...PPOStageConfig}],
+     "judge": {...JudgeConfig},  # optional: a held-out judge beside gold and the labelers
      "reuse": "other-variant",   # take base/SFT/comparisons/RMs from that variant
      "world": {"gold": {"CONCISE_WEIGHT": 0.5}, "profile": {"pretrain_docs": 20000}}}
 
@@ -124,7 +125,17 @@ def run_variant(variant: dict, work: Path, profile_dir: Path) -> None:
     """All stages of one variant; a stage whose output exists is not run again."""
     import torch
 
-    from tasks import base_model, comparisons, evaluation, layout, ppo, reward_model, sft
+    from tasks import (
+        base_model,
+        comparisons,
+        evaluation,
+        judge,
+        judge_trust,
+        layout,
+        ppo,
+        reward_model,
+        sft,
+    )
 
     out = work / variant["name"]
     out.mkdir(parents=True, exist_ok=True)
@@ -187,6 +198,16 @@ def run_variant(variant: dict, work: Path, profile_dir: Path) -> None:
             sft_dir, out / "comparisons", profile_dir, cfg, seed, out / rm["name"], log
         )
         save()
+    judge_dir = None
+    if "judge" in variant:  # trained beside the RMs, on the held-out rankings only
+        judge_dir = out / "judge"
+        if not (judge_dir / "model").exists():
+            judge_dir.mkdir(parents=True, exist_ok=True)
+            cfg = judge.JudgeConfig(**variant["judge"])
+            results["judge"] = judge.train_judge_on_comparisons(
+                sft_dir, profile_dir, out / "comparisons", cfg, seed, judge_dir, log
+            )
+            save()
     (out / "STAGES_DONE").write_text("")
 
     results["ppo"] = {}
@@ -205,8 +226,15 @@ def run_variant(variant: dict, work: Path, profile_dir: Path) -> None:
             evaluation.Policy("sft", sft_dir),
             evaluation.Policy(run["name"], out / run["name"] / "model"),
         ]
-        rows, _ = evaluation.evaluate(policies, sft_dir, rm_dir, profile_dir, eval_cfg, seed)
+        rows, raw = evaluation.evaluate(
+            policies, sft_dir, rm_dir, profile_dir, eval_cfg, seed, judge_dir
+        )
         results["ppo"][run["name"]] = {**summary, "eval": rows}
+        if judge_dir:
+            trained = judge.HeldOutJudge.load(judge_dir).trained_prompts
+            results["ppo"][run["name"]]["judge_agreement"] = judge_trust.agreement_block(
+                raw, trained
+            )
         save()
 
 
@@ -254,6 +282,12 @@ def show(summary: dict) -> None:
             for rm, m in (result.get("rm") or {}).items()
         }
         print(f"== {name}: {rms or ''}")
+        if result.get("judge"):
+            j = result["judge"]
+            print(
+                f"  judge: {j['judge/training_pairs']:.0f} pairs, accuracy"
+                f" {j['judge/accuracy_heldout_pairs']:.3f} on held-out pairs"
+            )
         for run, ppo_result in (result.get("ppo") or {}).items():
             for policy, row in ppo_result["eval"].items():
                 low, high = row["win_rate_vs_sft"]["ci95"]
@@ -264,6 +298,15 @@ def show(summary: dict) -> None:
                     f"  {run}/{policy}: gold {row['gold_score']['mean']:.3f}"
                     f"  win {row['win_rate_vs_sft']['mean']:.3f} [{low:.3f}, {high:.3f}]"
                     f"  KL {row['kl_to_sft']:.2f}  {families}"
+                )
+            agreement = ppo_result.get("judge_agreement")
+            if agreement:
+                unseen = agreement["unseen_prompts"]
+                print(
+                    f"  {run}: agreement with gold: judge {agreement['judge']:.3f},"
+                    f" held-out labelers {agreement['heldout_labelers']:.3f}"
+                    f" ({agreement['pairs']} pairs); on prompts the judge never saw"
+                    f" {unseen['judge']:.3f} vs {unseen['heldout_labelers']:.3f}"
                 )
         if not result.get("ppo") and result.get("log_tail"):
             print(result["log_tail"][-800:])

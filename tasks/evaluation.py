@@ -24,6 +24,8 @@ from models.reward_model import encode_for_reward, reward_model_from_causal_lm, 
 from models.sampling import generate, sequence_logprobs, text_response_logprobs
 from models.tokenizer import tokenizer_digest
 from tasks import layout, tracking
+from tasks.judge import HeldOutJudge
+from tasks.judge_trust import agreement_block, agreement_metrics
 from tasks.stage import fresh_output_dir, import_closure_digest, mark_done, prefect_options
 from tasks.stats import prompt_mean_with_ci
 from tasks.tables import read_jsonl, write_jsonl
@@ -192,8 +194,13 @@ def evaluate(
     profile_dir: Path,
     cfg: EvalConfig,
     seed: int,
+    judge_dir: Path | None = None,
 ) -> tuple[dict, dict]:
-    """Report rows for every policy, and the raw responses (for the report's samples)."""
+    """Report rows for every policy, and the raw responses (for the report's samples).
+
+    With `judge_dir` (tasks.judge's output), the held-out judge also compares
+    every sample with its SFT reference, beside the held-out labelers.
+    """
     prompts, ids = test_prompts(profile_dir, cfg)
     n = cfg.samples_per_prompt
     judge = GoldJudge.load(profile_dir)
@@ -204,6 +211,8 @@ def evaluate(
     # The reference SFT responses come from their own seed, so "sft vs sft" is a real
     # comparison of two samples (expected 0.5), not a tautology.
     reference = sample(Policy("sft", sft_dir), prompts, cfg, seed + 1000).texts
+    reference_gold = [judge.score(pid, t) for pid, t in zip(ids, reference, strict=True)]
+    held_out_judge = HeldOutJudge.load(judge_dir) if judge_dir else None
 
     rows, raw = {}, {}
     for index, policy in enumerate(policies):
@@ -229,9 +238,19 @@ def evaluate(
         unknown = [
             t for pid, t in zip(ids, resp.texts, strict=True) if judge.family(pid) == "unanswerable"
         ]
+        verdicts = (
+            held_out_judge.compare_many(prompts, resp.texts, reference)
+            if held_out_judge
+            else [None] * len(ids)
+        )
         rows[policy.name] = {
             "gold_score": prompt_mean_with_ci(gold, n, seed),
             "win_rate_vs_sft": prompt_mean_with_ci(wins, n, seed),
+            **(
+                {"judge_win_rate_vs_sft": prompt_mean_with_ci(verdicts, n, seed)}
+                if held_out_judge
+                else {}
+            ),
             "likert": {
                 "mean": sum(heldout.likert(pid, t) for pid, t in zip(ids, resp.texts, strict=True))
                 / len(ids)
@@ -248,7 +267,16 @@ def evaluate(
             },
         }
         raw[policy.name] = [
-            {"prompt_id": pid, "sample": i % n, "prompt": p, "response": t, "gold": g}
+            {
+                "prompt_id": pid,
+                "sample": i % n,
+                "prompt": p,
+                "response": t,
+                "gold": g,
+                "reference_gold": reference_gold[i],
+                "labeler_verdict": wins[i],
+                "judge_verdict": verdicts[i],
+            }
             for i, (pid, p, t, g) in enumerate(zip(ids, prompts, resp.texts, gold, strict=True))
         ]
     return rows, raw
@@ -314,6 +342,7 @@ def evaluation_task(
     seed: int,
     out_dir: str,
     parent_run_id: str,
+    judge_dir: str | None = None,
 ) -> dict:
     """`policies` maps a name to {"model_dir": ..., "prefix": ...}."""
     out = fresh_output_dir(out_dir)
@@ -322,8 +351,20 @@ def evaluation_task(
         listed = [
             Policy(name, Path(p["model_dir"]), p.get("prefix", "")) for name, p in policies.items()
         ]
-        rows, raw = evaluate(listed, Path(sft_dir), Path(rm_dir), Path(profile_dir), cfg, seed)
+        rows, raw = evaluate(
+            listed,
+            Path(sft_dir),
+            Path(rm_dir),
+            Path(profile_dir),
+            cfg,
+            seed,
+            Path(judge_dir) if judge_dir else None,
+        )
         metrics = flat_metrics(rows)
+        agreement = None
+        if judge_dir:  # how far the held-out judge can be trusted: its agreement with gold
+            agreement = agreement_block(raw, HeldOutJudge.load(judge_dir).trained_prompts)
+            metrics |= agreement_metrics(agreement)
         tracking.log_metrics(metrics)
         (out / "policies.json").write_text(json.dumps(rows, indent=2))
         for name, items in raw.items():
@@ -331,5 +372,11 @@ def evaluation_task(
         mlflow.log_artifacts(str(out), artifact_path="evaluation")
         return mark_done(
             out,
-            {"rows": rows, "dir": str(out), "mlflow_run_id": run.info.run_id, "metrics": metrics},
+            {
+                "rows": rows,
+                "judge_agreement": agreement,
+                "dir": str(out),
+                "mlflow_run_id": run.info.run_id,
+                "metrics": metrics,
+            },
         )

@@ -13,8 +13,15 @@ POLICY_NAMES = ["base", "base_fewshot", "flan", "t0", "sft", "ppo", "ppo_ptx"]
 
 
 def empty_report(run: dict[str, Any]) -> dict[str, Any]:
-    """The report skeleton: stages fill `labelers`, `reward_model` and `policies`."""
-    return {"run": run, "labelers": {}, "reward_model": {}, "policies": {}, "gate": None}
+    """The report skeleton: stages fill `labelers`, `reward_model`, `judge`, `policies` and `gate`."""
+    return {
+        "run": run,
+        "labelers": {},
+        "reward_model": {},
+        "judge": {},
+        "policies": {},
+        "gate": None,
+    }
 
 
 def _fmt(value: Any) -> str:
@@ -48,10 +55,31 @@ def to_markdown(
     if report["reward_model"]:
         lines += ["", "## Reward model", ""]
         lines += [f"- {k}: {_fmt(v)}" for k, v in report["reward_model"].items()]
+    if report.get("judge"):
+        lines += ["", "## Held-out judge", ""]
+        lines += [
+            f"- {k}: {_fmt(v)}" for k, v in report["judge"].items() if k != "agreement_with_gold"
+        ]
+        agreement = report["judge"].get("agreement_with_gold")
+        if agreement:
+            lines += [
+                "",
+                "Agreement with gold (policy sample vs SFT sample, pairs gold orders):",
+                "",
+                "| pairs | judge | held-out labelers | n |",
+                "| --- | --- | --- | --- |",
+            ]
+            scopes = {"all": agreement, "prompts the judge never saw": agreement["unseen_prompts"]}
+            scopes |= agreement["by_policy"]
+            lines += [
+                f"| {name} | {_fmt(a['judge'])} | {_fmt(a['heldout_labelers'])} | {a['pairs']} |"
+                for name, a in scopes.items()
+            ]
     if report["policies"]:
         columns = [
             "gold_score",
             "win_rate_vs_sft",
+            "judge_win_rate_vs_sft",
             "likert",
             "rm_score",
             "kl_to_sft",

@@ -8,6 +8,7 @@ SEVEN_POLICIES = {"base", "base_fewshot", "flan", "t0", "sft", "ppo", "ppo_ptx"}
 POLICY_FIELDS = (
     "gold_score",
     "win_rate_vs_sft",
+    "judge_win_rate_vs_sft",
     "likert",
     "rm_score",
     "kl_to_sft",

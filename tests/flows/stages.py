@@ -6,6 +6,7 @@ STAGES = {
     "sft",
     "comparisons",
     "reward_model",
+    "judge",
     "ppo",
     "ppo_ptx",
     "flan",

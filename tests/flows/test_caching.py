@@ -139,7 +139,7 @@ def test_changed_ppo_config_reruns_ppo_and_what_reads_it(runs):
     assert ran(changed) == AFTER_PPO
     # and the stages before PPO kept their one output folder each; PPO onwards got a second
     folders = runs["folders"]
-    before = ("data", "base_model", "sft", "comparisons", "reward_model", "flan", "t0")
+    before = ("data", "base_model", "sft", "comparisons", "reward_model", "judge", "flan", "t0")
     assert all(folders[stage] == 1 for stage in before), folders
     assert all(folders[stage] == 2 for stage in AFTER_PPO), folders
 

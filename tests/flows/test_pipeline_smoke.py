@@ -215,3 +215,40 @@ def test_every_field_of_the_report_contract_is_filled(smoke_run):
     markdown = (smoke_run.root / "reports" / "latest" / "report.md").read_text()
     for plot in ("win_rate_vs_sft.png", "per_family_gold.png", "score_vs_kl.png"):
         assert plot in markdown and (smoke_run.root / "reports" / "latest" / plot).is_file()
+
+
+def test_the_held_out_judge_is_reported_beside_gold_and_labelers(smoke_run):
+    # given the smoke run's report
+    report = json.loads((smoke_run.root / "reports" / "latest" / "report.json").read_text())
+    judge = report["judge"]
+    # then it names what judged, on how many pairs, and how accurate that was on pairs it never trained on
+    assert judge["kind"] == "reward_model_on_heldout_preferences"
+    assert judge["training_pairs"] > 0 and judge["test_pairs"] > 0
+    assert 0.0 <= judge["accuracy_heldout_pairs"] <= 1.0
+    assert judge["trustworthy"] == (judge["accuracy_heldout_pairs"] >= 0.6)
+    # and its agreement with gold stands beside the held-out labelers', on the same pairs
+    agreement = judge["agreement_with_gold"]
+    assert agreement["pairs"] > 0
+    assert 0.0 <= agreement["judge"] <= 1.0 and 0.0 <= agreement["heldout_labelers"] <= 1.0
+    assert set(agreement["by_policy"]) == SEVEN_POLICIES
+    assert agreement["unseen_prompts"]["pairs"] <= agreement["pairs"]
+    assert judge["agreement_within_margin"] == (
+        agreement["judge"] >= agreement["heldout_labelers"] - 0.10
+    )
+    # and every policy has the judge's win rate against SFT with its CI
+    for name, row in report["policies"].items():
+        lo, hi = row["judge_win_rate_vs_sft"]["ci95"]
+        assert lo <= row["judge_win_rate_vs_sft"]["mean"] <= hi, name
+    # and MLflow has the judge's own nested run and the figures on the parent run
+    parent_id = report["run"]["mlflow_run_id"]
+    judge_runs = smoke_run.runs(f"tags.stage = 'judge' and tags.mlflow.parentRunId = '{parent_id}'")
+    assert len(judge_runs) == 1
+    assert judge_runs[0].data.metrics["judge/accuracy_heldout_pairs"] == pytest.approx(
+        judge["accuracy_heldout_pairs"]
+    )
+    parent = smoke_run.client.get_run(parent_id).data.metrics
+    assert parent["eval/judge/gold_agreement"] == pytest.approx(agreement["judge"])
+    assert parent["eval/judge/labelers_gold_agreement"] == pytest.approx(
+        agreement["heldout_labelers"]
+    )
+    assert "Held-out judge" in (smoke_run.root / "reports" / "latest" / "report.md").read_text()

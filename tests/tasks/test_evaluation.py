@@ -2,19 +2,28 @@
 
 from models.lm import load_causal_lm
 from tasks.evaluation import EvalConfig, Policy, evaluate, head_to_head
+from tasks.judge_trust import agreement_block
 
 
-def test_win_rate_of_a_policy_against_itself_is_one_half_within_its_ci(tiny_dirs, generated_root):
-    # given SFT evaluated against an independent sample of itself
+def test_win_rate_of_a_policy_against_itself_is_one_half_within_its_ci(
+    tiny_dirs, generated_root, tmp_path
+):
+    # given SFT evaluated against an independent sample of itself, also by a held-out judge
     sft_dir, rm_dir = tiny_dirs
+    (tmp_path / "model").symlink_to(rm_dir.resolve())  # a judge folder (tasks.judge's layout)
     cfg = EvalConfig(max_prompts=80, max_new_tokens=8)
-    rows, raw = evaluate(
-        [Policy("sft", sft_dir)], sft_dir, rm_dir, generated_root / "data" / "smoke", cfg, seed=0
-    )
+    profile = generated_root / "data" / "smoke"
+    rows, raw = evaluate([Policy("sft", sft_dir)], sft_dir, rm_dir, profile, cfg, 0, tmp_path)
     row = rows["sft"]
-    # then the win rate's CI contains 0.5 and KL to itself is 0
-    lo, hi = row["win_rate_vs_sft"]["ci95"]
-    assert lo <= 0.5 <= hi
+    # then the win rates' CIs (labelers' and judge's) contain 0.5 and KL to itself is 0
+    for field in ("win_rate_vs_sft", "judge_win_rate_vs_sft"):
+        lo, hi = row[field]["ci95"]
+        assert lo <= 0.5 <= hi, field
+    # and each sample carries what the judge's agreement with gold is counted from
+    block = agreement_block(raw, frozenset())
+    assert block["pairs"] > 0 and block["unseen_prompts"] == {
+        k: v for k, v in block.items() if k in ("judge", "heldout_labelers", "pairs")
+    }
     assert abs(row["kl_to_sft"]) < 1e-4
     # and every field of the contract's policy row is present
     for field in (

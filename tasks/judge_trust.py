@@ -1,0 +1,119 @@
+"""How far the held-out judge can be trusted: pure functions, no torch.
+
+- `judge_is_trustworthy`: the rule a gate applies before promoting on the
+  judge's verdicts (its accuracy on held-out pairs it did not train on);
+- on the embedded world, the judge's agreement with gold beside the held-out
+  labelers' agreement with gold, on the same pairs (a policy sample against
+  its SFT reference);
+- the report's top-level `judge` block.
+"""
+
+import math
+from collections.abc import Sequence
+
+KIND = "reward_model_on_heldout_preferences"
+# The gate's default floor: below it a judge is too weak to promote on (issue 18).
+ACCURACY_FLOOR = 0.6
+# How much below the held-out labelers' agreement with gold the judge's may fall.
+AGREEMENT_MARGIN = 0.10
+
+
+def judge_is_trustworthy(accuracy: float, floor: float = ACCURACY_FLOOR) -> tuple[bool, str]:
+    """May a gate promote on this judge's verdicts? (ok, one-line reason)."""
+    if accuracy is None or math.isnan(accuracy):
+        return False, "held-out judge untested: no held-out pairs were left to measure it on"
+    if accuracy < floor:
+        return (
+            False,
+            f"held-out judge too weak: accuracy {accuracy:.3f} on held-out pairs < floor {floor:.2f}",
+        )
+    return True, f"held-out judge accuracy {accuracy:.3f} on held-out pairs >= floor {floor:.2f}"
+
+
+# --- Agreement with gold (embedded world) ----------------------------------------
+
+
+def gold_agreement(
+    verdicts: Sequence[float], gold_first: Sequence[float], gold_second: Sequence[float]
+) -> tuple[float, int]:
+    """(share of pairs where the verdict prefers the sample gold prefers, number of such pairs).
+
+    Only pairs gold orders strictly count; a verdict of 0.5 (a tie) earns half.
+    """
+    credit, pairs = 0.0, 0
+    for verdict, g1, g2 in zip(verdicts, gold_first, gold_second, strict=True):
+        if g1 == g2:
+            continue
+        pairs += 1
+        credit += verdict if g1 > g2 else 1.0 - verdict
+    return (credit / pairs if pairs else float("nan")), pairs
+
+
+def agreement_block(raw: dict[str, list[dict]], trained_prompts: frozenset[str]) -> dict:
+    """Judge and held-out labelers against gold, on every policy sample vs its SFT reference.
+
+    `raw` maps a policy to the evaluation's items (`prompt`, `gold`,
+    `reference_gold`, `labeler_verdict`, `judge_verdict`). Pooled over all
+    policies, per policy, and on prompts the judge never trained on.
+    """
+
+    def measure(items: list[dict]) -> dict:
+        first = [it["gold"] for it in items]
+        second = [it["reference_gold"] for it in items]
+        judge, pairs = gold_agreement([it["judge_verdict"] for it in items], first, second)
+        labelers, _ = gold_agreement([it["labeler_verdict"] for it in items], first, second)
+        return {"judge": judge, "heldout_labelers": labelers, "pairs": pairs}
+
+    everything = [it for items in raw.values() for it in items]
+    block = measure(everything)
+    block["unseen_prompts"] = measure(
+        [it for it in everything if it["prompt"] not in trained_prompts]
+    )
+    block["by_policy"] = {name: measure(items) for name, items in raw.items()}
+    return block
+
+
+def agreement_metrics(block: dict) -> dict[str, float]:
+    """MLflow metrics of an agreement block (eval/judge/...)."""
+    out = {}
+    for scope, figures in (("", block), ("unseen_prompts/", block["unseen_prompts"])):
+        out[f"eval/judge/{scope}gold_agreement"] = figures["judge"]
+        out[f"eval/judge/{scope}labelers_gold_agreement"] = figures["heldout_labelers"]
+        out[f"eval/judge/{scope}gold_pairs"] = float(figures["pairs"])
+    return out
+
+
+def report_block(metrics: dict[str, float], agreement: dict | None) -> dict:
+    """The report's top-level `judge` block from the judge stage's metrics and the agreement."""
+    accuracy = metrics.get("judge/accuracy_heldout_pairs", float("nan"))
+    trustworthy, reason = judge_is_trustworthy(accuracy)
+    block = {
+        "kind": KIND,
+        "training_rows": int(metrics["judge/training_rows"]),
+        "training_pairs": int(metrics["judge/training_pairs"]),
+        "test_pairs": int(metrics["judge/test_pairs"]),
+        "accuracy_heldout_pairs": accuracy,
+        "trustworthy": trustworthy,
+        "trust_reason": reason,
+    }
+    if "judge/accuracy_vs_gold" in metrics:
+        block["accuracy_vs_gold"] = metrics["judge/accuracy_vs_gold"]
+    if agreement is not None:
+        block["agreement_with_gold"] = agreement
+        # Issue 18's bar: the judge agrees with gold at most 0.10 less often than the labelers.
+        block["agreement_within_margin"] = bool(
+            agreement["judge"] >= agreement["heldout_labelers"] - AGREEMENT_MARGIN
+        )
+    return block
+
+
+def parent_metrics(block: dict) -> dict[str, float]:
+    """The `judge` block's figures for the pipeline's parent MLflow run (judge/...)."""
+    out = {
+        "judge/accuracy_heldout_pairs": block["accuracy_heldout_pairs"],
+        "judge/training_pairs": float(block["training_pairs"]),
+        "judge/trustworthy": float(block["trustworthy"]),
+    }
+    if "agreement_with_gold" in block:
+        out |= agreement_metrics(block["agreement_with_gold"])
+    return out

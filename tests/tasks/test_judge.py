@@ -1,0 +1,308 @@
+"""The held-out judge: which preferences it learns from, how its accuracy and agreement are counted,
+when it is too weak to trust, and that it learns a preference the training RM never saw."""
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+import torch
+
+from models.reward_model import reward_model_from_causal_lm
+from tasks import comparisons, layout
+from tasks.judge import (
+    HeldOutJudge,
+    JudgeConfig,
+    JudgeDataError,
+    cap_pairs,
+    judge_accuracy,
+    pair_count,
+    select_judge_rows,
+    split_for_judge,
+    train_judge_on_comparisons,
+)
+from tasks.judge_trust import (
+    agreement_block,
+    gold_agreement,
+    judge_is_trustworthy,
+    report_block,
+)
+from tasks.reward_model import _forward, score_rows
+from tasks.tables import write_jsonl
+
+
+def row(cid: str, user: str, labeler: str, prompt: str, responses: list[str], ranking: list[int]):
+    return {
+        "comparison_id": cid,
+        "prompt_id": cid,
+        "user_id": user,
+        "split": "test",
+        "prompt": prompt,
+        "responses": responses,
+        "ranking": ranking,
+        "labeler_id": labeler,
+    }
+
+
+RM_ROWS = [
+    row(f"rm{i}", f"u{i % 3}", "L0", f"p{i}", ["a", "b", "c", "d"], [0, 1, 2, 3]) for i in range(4)
+]
+HELDOUT = [
+    row(f"h{i}", f"t{i % 5}", "H0", f"q{i}", ["a", "b", "c", "d"], [3, 2, 1, 0]) for i in range(10)
+]
+
+
+# --- training data selection ----------------------------------------------------
+
+
+def test_held_out_rows_disjoint_from_the_rm_data_are_taken_as_they_are():
+    assert select_judge_rows(HELDOUT, RM_ROWS) == HELDOUT
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [("comparison_id", "rm1"), ("user_id", "u2"), ("labeler_id", "L0")],
+)
+def test_rows_the_training_rm_saw_are_refused(field, value):
+    # given one held-out row that shares a comparison, a user or a labeler with the RM's data
+    leaked = [*HELDOUT[:3], HELDOUT[3] | {field: value}]
+    # then the judge refuses to train, naming what overlaps
+    with pytest.raises(JudgeDataError, match=f"{field}='{value}'"):
+        select_judge_rows(leaked, RM_ROWS)
+
+
+def test_shared_labelers_are_allowed_on_a_test_split_ranked_by_the_same_people():
+    same_people = [r | {"labeler_id": "L0"} for r in HELDOUT]
+    assert select_judge_rows(same_people, RM_ROWS, distinct_labelers=False) == same_people
+
+
+def test_the_split_keeps_each_user_on_one_side():
+    train, test = split_for_judge(HELDOUT, test_share=0.3, seed=0)
+    train_users, test_users = {r["user_id"] for r in train}, {r["user_id"] for r in test}
+    # 5 users: ceil(0.3 * 5) = 2 test the judge, 3 train it, none on both sides
+    assert len(test_users) == 2 and len(train_users) == 3
+    assert not train_users & test_users
+    assert sorted(r["comparison_id"] for r in train + test) == sorted(
+        r["comparison_id"] for r in HELDOUT
+    )
+    # deterministic for a seed
+    assert split_for_judge(HELDOUT, 0.3, 0) == (train, test)
+
+
+def test_without_users_the_split_is_by_prompt_and_one_group_leaves_no_test_part():
+    no_users = [{k: v for k, v in r.items() if k != "user_id"} for r in HELDOUT]
+    train, test = split_for_judge(no_users + [no_users[0] | {"comparison_id": "again"}], 0.3, 0)
+    assert not {r["prompt"] for r in train} & {r["prompt"] for r in test}
+    assert len({r["prompt"] for r in test}) == 3  # ceil(0.3 * 10 prompts)
+    # one user only: the prompts are the groups; one prompt only: nothing left to test on
+    assert split_for_judge(HELDOUT[:1], 0.3, 0) == (HELDOUT[:1], [])
+
+
+def test_cap_pairs_takes_whole_rankings_then_single_pairs_up_to_exactly_the_cap():
+    # given rankings of K=4 (6 pairs each) and a cap of 20 pairs
+    capped = cap_pairs(HELDOUT, 20)
+    # then 3 whole rankings (18 pairs) and 2 pairs of the 4th: its best over its 2nd and 3rd
+    assert [r["comparison_id"] for r in capped[:3]] == ["h0", "h1", "h2"]
+    assert pair_count(capped) == 20
+    assert [(r["responses"], r["ranking"]) for r in capped[3:]] == [
+        (["d", "c"], [0, 1]),
+        (["d", "b"], [0, 1]),
+    ]
+    assert cap_pairs(HELDOUT, None) == HELDOUT
+
+
+# --- accuracy, agreement and the weak-judge rule (worked by hand) ----------------
+
+
+def test_accuracy_counts_every_ranked_pair_and_a_tie_as_half():
+    rows = [
+        {"ranking": [0, 2, 1]},  # pairs 0>2, 0>1, 2>1 with scores 3>2, 3>1, 2>1: 3 right
+        {"ranking": [0, 1, 2]},  # 1<2, 1<3, 2<3: all 3 wrong
+        {"ranking": [1, 0]},  # K=2 (padded): 5 == 5, a tie: 0.5
+    ]
+    scores = torch.tensor([[3.0, 1.0, 2.0], [1.0, 2.0, 3.0], [5.0, 5.0, 0.0]])
+    assert judge_accuracy(scores, rows) == pytest.approx(3.5 / 7)
+    assert math.isnan(judge_accuracy(torch.empty(0, 0), []))
+
+
+def test_gold_agreement_counts_only_pairs_gold_orders():
+    verdicts = [1.0, 0.0, 0.5, 1.0, 1.0]
+    gold_first = [0.9, 0.2, 0.5, 0.3, 0.4]
+    gold_second = [0.1, 0.8, 0.1, 0.3, 0.9]
+    # agree, agree, half (judge tie), skipped (gold tie), disagree: 2.5 of 4
+    assert gold_agreement(verdicts, gold_first, gold_second) == (pytest.approx(0.625), 4)
+    assert math.isnan(gold_agreement([1.0], [0.2], [0.2])[0])
+
+
+def test_agreement_block_pools_policies_and_reads_unseen_prompts_apart():
+    def item(prompt, gold, ref, labeler, judge):
+        return {
+            "prompt": prompt,
+            "gold": gold,
+            "reference_gold": ref,
+            "labeler_verdict": labeler,
+            "judge_verdict": judge,
+        }
+
+    raw = {
+        "ppo": [item("seen", 1.0, 0.0, 1.0, 1.0), item("new", 1.0, 0.0, 1.0, 0.0)],
+        "sft": [item("new", 0.0, 1.0, 0.0, 0.0), item("new", 0.5, 0.5, 1.0, 1.0)],
+    }
+    block = agreement_block(raw, frozenset({"seen"}))
+    # gold orders 3 pairs: the labelers agree on 3, the judge on 2
+    assert (block["judge"], block["heldout_labelers"], block["pairs"]) == (
+        pytest.approx(2 / 3),
+        1.0,
+        3,
+    )
+    assert block["unseen_prompts"] == {"judge": 0.5, "heldout_labelers": 1.0, "pairs": 2}
+    assert block["by_policy"]["sft"] == {"judge": 1.0, "heldout_labelers": 1.0, "pairs": 1}
+
+
+def test_a_weak_judge_is_not_trusted_and_says_why_in_one_line():
+    ok, reason = judge_is_trustworthy(0.55)
+    assert not ok and "0.550" in reason and "0.60" in reason and "\n" not in reason
+    assert judge_is_trustworthy(0.6)[0]
+    assert not judge_is_trustworthy(0.7, floor=0.75)[0]
+    assert not judge_is_trustworthy(float("nan"))[0]
+
+
+def test_report_block_says_whether_the_judge_is_within_010_of_the_labelers():
+    metrics = {
+        "judge/training_rows": 7.0,
+        "judge/training_pairs": 42.0,
+        "judge/test_pairs": 18.0,
+        "judge/accuracy_heldout_pairs": 0.5,
+    }
+    near = {"judge": 0.66, "heldout_labelers": 0.75, "pairs": 10}
+    block = report_block(metrics, near)
+    assert (block["training_pairs"], block["trustworthy"], block["agreement_within_margin"]) == (
+        42,
+        False,
+        True,
+    )
+    assert not report_block(metrics, near | {"judge": 0.64})["agreement_within_margin"]
+    assert "agreement_with_gold" not in report_block(metrics, None)
+
+
+# --- training on files, with a tiny model --------------------------------------
+
+
+def test_scoring_rows_of_mixed_k_equals_scoring_each_row_alone(tiny_dirs):
+    rm, tokenizer = reward_model_from_causal_lm(tiny_dirs[1])
+    rows = [
+        {"prompt": "hi", "responses": ["a", "b"]},
+        {"prompt": "yo", "responses": ["c", "d", "e"]},
+    ]
+    together = score_rows(rm, tokenizer, rows, 64)
+    assert together.shape == (2, 3)
+    for i, one in enumerate(rows):
+        alone = _forward(rm.eval(), tokenizer, [one], 64)[0]
+        torch.testing.assert_close(together[i, : len(one["responses"])], alone)
+
+
+def _write_comparisons(folder: Path) -> Path:
+    """RM data that prefers "no"; held-out data that prefers "yes": the judge must learn the latter."""
+    rm_rows = [
+        row(f"rm{i}", "u0", "L0", f"Q{i}", ["yes", "no"] * 2, [1, 3, 0, 2]) for i in range(8)
+    ]
+    heldout = [
+        row(
+            f"h{i}",
+            f"t{i % 6}",
+            "H0",
+            f"count the letters in word{i}",
+            ["yes", "no", "yes", "no"],
+            [0, 2, 1, 3],
+        )
+        for i in range(36)
+    ]
+    write_jsonl(folder / comparisons.TRAIN, rm_rows)
+    write_jsonl(folder / comparisons.VALID, rm_rows[:2])
+    write_jsonl(folder / comparisons.HELDOUT, heldout)
+    write_jsonl(
+        folder / comparisons.HELDOUT_GOLD,
+        [{"comparison_id": r["comparison_id"], "golds": [1.0, 0.0, 1.0, 0.0]} for r in heldout],
+    )
+    # The profile the RM function reads: demonstrations (its bias) and test prompts' families.
+    profile = folder / "profile"
+    write_jsonl(
+        profile / layout.SFT_TRAIN, [{"prompt": "Q0", "response": r} for r in ("no", "yes")]
+    )
+    write_jsonl(
+        profile / layout.EVAL_TEST,
+        [{"prompt_id": r["prompt_id"], "family": "count"} for r in heldout],
+    )
+    return profile
+
+
+def test_the_judge_learns_the_held_out_preference_from_held_out_rows_only(
+    tiny_dirs, tmp_path, one_thread
+):
+    # given RM comparisons that prefer "no" and held-out ones that prefer "yes"
+    sft_dir, _ = tiny_dirs
+    profile = _write_comparisons(tmp_path)
+    out = tmp_path / "judge"
+    out.mkdir()
+    cfg = JudgeConfig(epochs=4, lr=3e-3, batch_size=4)
+    # when the judge trains
+    metrics = train_judge_on_comparisons(
+        sft_dir, profile, tmp_path, cfg, seed=0, out_dir=out, log=lambda *a: None
+    )
+    # then it trained on held-out users' rows only: 4 of 6 users' prompts, none of the RM's
+    trained = set(json.loads((out / "trained_prompts.json").read_text()))
+    assert trained and all(p.startswith("count the letters") for p in trained)
+    assert metrics["judge/training_rows"] == len(trained) == 24
+    assert (metrics["judge/training_pairs"], metrics["judge/test_pairs"]) == (24 * 6, 12 * 6)
+    # and on the 2 users it never saw it orders "yes" above "no" (the held-out labelers' taste)
+    judge = HeldOutJudge.load(out)
+    assert judge.compare("count the letters in word99", "yes", "no") == 1.0
+    assert judge.compare("count the letters in word99", "no", "yes") == 0.0
+    assert judge.compare("anything", "same", "same ") == 0.5
+    # and its win rate of "yes" over "no" on two prompts x 2 samples is 1, of a text over itself 0.5
+    prompts = ["count the letters in word98"] * 2 + ["count the letters in word99"] * 2
+    assert judge.win_rate(prompts, ["yes"] * 4, ["no"] * 4, 2)["mean"] == 1.0
+    assert judge.win_rate(prompts, ["no", "yes"] * 2, ["no", "yes"] * 2, 2)["ci95"] == [0.5, 0.5]
+    # only the yes/no pairs are decided (4 of the 6 per ranking); yes-yes and no-no pairs are ties
+    assert metrics["judge/accuracy_vs_gold"] == 1.0
+    assert metrics["judge/accuracy_heldout_pairs"] == pytest.approx(5 / 6)
+
+
+def test_the_judge_refuses_to_train_when_the_rm_saw_its_users(tiny_dirs, tmp_path):
+    profile = _write_comparisons(tmp_path)
+    leaked = [row("rmX", "t0", "L0", "Q", ["a", "b", "c", "d"], [0, 1, 2, 3])]
+    write_jsonl(tmp_path / comparisons.VALID, leaked)
+    with pytest.raises(JudgeDataError, match="user_id='t0'"):
+        train_judge_on_comparisons(
+            tiny_dirs[0], profile, tmp_path, JudgeConfig(), 0, tmp_path, print
+        )
+    assert not (tmp_path / "model").exists()
+
+
+def test_the_judge_block_reaches_mlflow_and_report_md():
+    from tasks.judge_trust import parent_metrics
+    from tasks.report import empty_report, to_markdown
+
+    metrics = {
+        "judge/training_rows": 7.0,
+        "judge/training_pairs": 42.0,
+        "judge/test_pairs": 18.0,
+        "judge/accuracy_heldout_pairs": 0.7,
+    }
+    figures = {"judge": 0.7, "heldout_labelers": 0.75, "pairs": 10}
+    agreement = figures | {"unseen_prompts": figures, "by_policy": {"ppo": figures}}
+    block = report_block(metrics, agreement)
+    assert parent_metrics(block) == {
+        "judge/accuracy_heldout_pairs": 0.7,
+        "judge/training_pairs": 42.0,
+        "judge/trustworthy": 1.0,
+        "eval/judge/gold_agreement": 0.7,
+        "eval/judge/labelers_gold_agreement": 0.75,
+        "eval/judge/gold_pairs": 10.0,
+        "eval/judge/unseen_prompts/gold_agreement": 0.7,
+        "eval/judge/unseen_prompts/labelers_gold_agreement": 0.75,
+        "eval/judge/unseen_prompts/gold_pairs": 10.0,
+    }
+    report = empty_report({"mlflow_run_id": "r"}) | {"judge": block}
+    markdown = to_markdown(report)
+    assert "## Held-out judge" in markdown and "| ppo | 0.700 | 0.750 | 10 |" in markdown
