@@ -10,6 +10,7 @@ from typing import Literal
 
 import torch
 from accelerate import Accelerator
+from accelerate.state import AcceleratorState
 from transformers import PreTrainedModel
 
 Precision = Literal["fp32", "bf16", "fp16"]
@@ -20,11 +21,17 @@ def make_accelerator(precision: Precision = "fp32") -> Accelerator:
     """An Accelerator whose prepared models run under autocast at `precision`.
 
     Weights and optimizer state stay fp32 (mixed precision, not half-precision
-    training); fp16 adds a gradient scaler. Accelerate refuses fp16 where the
-    device has no fp16 autocast (a CPU): bf16 is the CPU's half type.
+    training); fp16 adds a gradient scaler and is meant for CUDA (on a CPU,
+    bf16 is the half type with fast kernels).
     """
     if precision not in _MIXED:
         raise ValueError(f"precision must be one of {sorted(_MIXED)}, got {precision!r}")
+    # Accelerate keeps one process-wide state and refuses a second precision; the stages
+    # of one pipeline run share a process and may each ask for their own, so a change of
+    # precision starts a new state (the process's distributed setup is kept).
+    state = AcceleratorState._shared_state
+    if state and state.get("_mixed_precision", _MIXED[precision]) != _MIXED[precision]:
+        AcceleratorState._reset_state()
     return Accelerator(mixed_precision=_MIXED[precision])
 
 

@@ -47,7 +47,7 @@ def lora_field():
 def precision_field():
     return Field(
         "fp32",
-        description="fp32, or mixed precision with bf16 / fp16 autocast (fp16 needs CUDA; bf16 also runs on CPU).",
+        description="fp32, or mixed precision: bf16 / fp16 autocast with fp32 weights (fp16 is for CUDA; on CPU use bf16).",
     )
 
 

@@ -1,0 +1,55 @@
+"""Tests for precision, gradient checkpointing and peak memory (models.runtime)."""
+
+import torch
+
+from models.lm import load_causal_lm
+from models.runtime import PeakMemory, enable_gradient_checkpointing, make_accelerator
+from tests.models.test_lm import save_tiny_checkpoint
+
+IDS = torch.tensor([[5, 9, 12, 40, 7, 3, 8, 8], [8, 8, 21, 30, 2, 11, 4, 6]])
+
+
+def test_each_stage_may_ask_for_its_own_precision_in_one_process():
+    # given the stages of one pipeline run in one process, asking for different precisions
+    seen = []
+    for precision in ("bf16", "fp32", "bf16", "fp32"):
+        accelerator = make_accelerator(precision)
+        inner = torch.nn.Linear(4, 4)
+        # Accelerate hands outputs back in fp32: the dtype inside the forward tells the autocast.
+        inner.register_forward_hook(lambda _m, _i, out: seen.append(out.dtype))
+        model = accelerator.prepare(torch.nn.Sequential(inner))
+        model(torch.ones(2, 4))
+    # then each got its own autocast (Accelerate alone refuses a second precision)
+    assert seen == [torch.bfloat16, torch.float32, torch.bfloat16, torch.float32]
+
+
+def test_gradient_checkpointing_computes_the_same_loss_and_gradients(tmp_path):
+    path = save_tiny_checkpoint("llama", tmp_path / "llama")
+    results = []
+    for checkpointing in (False, True):
+        model, _ = load_causal_lm(path)
+        if checkpointing:
+            enable_gradient_checkpointing(model)
+        model.train()
+        loss = model(input_ids=IDS, labels=IDS).loss
+        loss.backward()
+        grads = torch.cat([p.grad.flatten() for p in model.parameters() if p.grad is not None])
+        results.append((loss.detach(), grads))
+    torch.testing.assert_close(results[0][0], results[1][0], rtol=0, atol=0)
+    torch.testing.assert_close(results[0][1], results[1][1], rtol=1e-6, atol=1e-7)
+
+
+def test_peak_memory_is_the_peak_since_start_not_since_the_process_began():
+    # given a process that once held a large tensor (300 MB), now freed
+    big = torch.ones(300 * 2**20 // 4)
+    big.add_(1)
+    earlier_peak = PeakMemory().peak_bytes()
+    del big
+    # when a new stretch of work starts and holds 100 MB at most
+    memory = PeakMemory().start()
+    small = torch.ones(100 * 2**20 // 4)
+    small.add_(1)
+    peak = memory.peak_bytes()
+    # then its peak counts the 100 MB, not the 300 MB from before
+    assert peak >= 100 * 2**20
+    assert peak < earlier_peak - 150 * 2**20
