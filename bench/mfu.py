@@ -115,6 +115,26 @@ def bench_sft(ckpt, steps: int) -> dict:
             "batch": 16, "params_in_matmuls": matmul_params(model)}  # fmt: skip
 
 
+def demo_rankings(ckpt, k: int = 6) -> list[dict]:
+    """Comparison-shaped rows without sampling: each prompt with k demonstrations' responses.
+
+    For an untrained checkpoint (no comparisons collected); the step's work
+    depends on the lengths only, which are those of real responses.
+    """
+    from tasks import layout
+    from tasks.tables import read_jsonl
+
+    demos = read_jsonl(ckpt.profile_dir / layout.SFT_TRAIN)
+    return [
+        {
+            "prompt": demos[i]["prompt"],
+            "responses": [d["response"] for d in demos[i : i + k]],
+            "ranking": list(range(k)),
+        }
+        for i in range(0, len(demos) - k, k)
+    ]
+
+
 def bench_rm(ckpt, steps: int) -> dict:
     import torch
 
@@ -126,7 +146,8 @@ def bench_rm(ckpt, steps: int) -> dict:
     model, tokenizer = reward_model_from_causal_lm(ckpt.sft)
     model.train()
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-5)
-    rows = read_jsonl(ckpt.rm.parent.parent / "comparisons" / "train.jsonl")
+    comparisons = ckpt.rm.parent.parent / "comparisons" / "train.jsonl"
+    rows = read_jsonl(comparisons) if comparisons.exists() else demo_rankings(ckpt)
     batch_rows = 16
     batches = [rows[i : i + batch_rows] for i in range(0, (steps + 2) * batch_rows, batch_rows)]
     max_len = context_length(model)
@@ -157,14 +178,15 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--steps", type=int, default=20)
+    parser.add_argument("--checkpoint", choices=["trained", "untrained"], default="trained")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "mfu.json")
     args = parser.parse_args()
     import torch
 
     torch.set_num_threads(args.threads)
-    from bench.checkpoint import build
+    from bench import checkpoint
 
-    ckpt = build()
+    ckpt = checkpoint.build() if args.checkpoint == "trained" else checkpoint.untrained()
     loads = [os.getloadavg()[0]]
     peaks = [matmul_peak(args.threads)]
     sft = bench_sft(ckpt, args.steps)
@@ -178,6 +200,7 @@ def main() -> None:
     result = {
         "machine": f"{os.cpu_count()} cores; 1-min load average {min(loads):.1f}-{max(loads):.1f}",
         "threads": args.threads,
+        "checkpoint": args.checkpoint,
         "matmul_peak_flops_per_s": peak,
         "matmul_peak_samples": peaks,
         "matmul_peak_spread": statistics.pstdev(peaks) / peak,

@@ -22,7 +22,9 @@ TRL's settings are its fastest fair ones: the whole rollout batch in one
 generation and one forward per network (local_rollout_forward_batch_size =
 rollout batch), log-probs of the sampled tokens taken from generation (no
 extra policy forward), no sample generations or checkpoints during
-training, no reporting integration, a constant learning rate like ours.
+training, no reporting integration, no gradient checkpointing (PPOConfig
+turns it on by default: it recomputes forwards), fp32 like ours (PPOConfig
+defaults to bf16), a constant learning rate like ours.
 Where TRL cannot do what instructflow does, instructflow is set to TRL's
 behaviour (raw RM score: reward_normalization "none"; no RM offset) or
 keeps the extra cost (gradient clipping at 1.0: TRL's PPO loop does not clip).
@@ -138,8 +140,9 @@ def run_trl(ckpt, prompts: list[str], iterations: int, out_dir: str):
         logging_steps=10**6,
         disable_tqdm=True,
         use_cpu=True,
-        bf16=False,
+        bf16=False,  # PPOConfig's default is True: fp32 on both sides
         fp16=False,
+        gradient_checkpointing=False,  # PPOConfig's default is True: a second forward per step
         dataloader_num_workers=0,
     )
     dataset = Dataset.from_dict({"input_ids": ids})
@@ -289,10 +292,12 @@ def main() -> None:
                         f"gold {sum(run['gold']) / len(run['gold']):.3f}, load {loads[-1][0]:.1f}",
                         flush=True,
                     )
-    report(runs, loads, args)
+            report(
+                runs, loads, args, round_ + 1
+            )  # after every round: a cut-short run still reports
 
 
-def report(runs: list[dict], loads: list[list[float]], args) -> None:
+def report(runs: list[dict], loads: list[list[float]], args, n_rounds: int) -> None:
     import torch
     import transformers
     import trl
@@ -307,7 +312,7 @@ def report(runs: list[dict], loads: list[list[float]], args) -> None:
                 if r["side"] == side and r["threads"] == t and r["round"] == round_
             )
 
-        rounds = range(args.rounds)
+        rounds = range(n_rounds)
         speed = [
             pick("instructflow", "episodes_per_s", i) / pick("trl", "episodes_per_s", i)
             for i in rounds
@@ -355,7 +360,7 @@ def report(runs: list[dict], loads: list[list[float]], args) -> None:
     result = {
         "machine": machine,
         "threads": threads_out,
-        "settings": SETTINGS | {"iterations": args.iterations, "rounds": args.rounds},
+        "settings": SETTINGS | {"iterations": args.iterations, "rounds": n_rounds},
         "checkpoint": args.checkpoint,
         "load_average_1min": [load[0] for load in loads],
         "runs": [{k: v for k, v in r.items() if k != "gold"} for r in runs],
