@@ -7,6 +7,7 @@ metrics), and the registered policy is a plain Hugging Face checkpoint that
 """
 
 import json
+from pathlib import Path
 
 import mlflow
 import pytest
@@ -78,8 +79,9 @@ def test_lora_on_every_training_stage_of_a_llama_smoke_run(
         assert (model_dir.parent / "adapter" / "adapter_config.json").exists(), stage
 
     # and the registered challenger opens with plain AutoModelForCausalLM (no peft) and generates
-    local = mlflow.artifacts.download_artifacts("models:/instructflow-policy@challenger")
-    hf_dirs = [p.parent for p in sorted(__import__("pathlib").Path(local).rglob("config.json"))]
+    # (a smoke run registers under the smoke name, never touching real runs' models)
+    local = mlflow.artifacts.download_artifacts("models:/instructflow-policy-smoke@challenger")
+    hf_dirs = [p.parent for p in sorted(Path(local).rglob("config.json"))]
     hf_dir = next(d for d in hf_dirs if (d / "tokenizer.json").exists())
     model = AutoModelForCausalLM.from_pretrained(hf_dir)
     assert type(model).__name__ == "LlamaForCausalLM"
