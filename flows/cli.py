@@ -11,6 +11,8 @@ instructflow evaluate champion challenger
 instructflow promote --version 3 --reason "..."
                                          move `champion` by hand (an override of the gate)
 instructflow best-of-n                   how far the newest RM can lift SFT (no RL): best of n by RM vs by gold
+instructflow sweep --seeds 0 1 2         the pipeline once per seed; figures with their spread over seeds
+instructflow compare A.json B.json       two reports side by side, saying if they come from different machines
 """
 
 import argparse
@@ -28,12 +30,15 @@ def _cmd_run(args: argparse.Namespace) -> int:
     from flows.pipeline import rlhf_pipeline
 
     overrides = json.loads(Path(args.params).read_text()) if args.params else {}
-    for field in ("profile", "seed", "base_model", "base_model_revision", "data"):
+    for field in ("profile", "seed", "base_model", "base_model_revision", "data", "threads"):
         if getattr(args, field) is not None:
             overrides[field] = getattr(args, field)
     if args.allow_data_mismatch:
         overrides["allow_data_mismatch"] = True
     params = PipelineParams(**overrides)
+    from tasks.provenance import pin_threads
+
+    pin_threads(params.threads)  # before any torch work (inter-op threads can be set only once)
     local = params
     if params.base_model:  # a missing model fails here, before Prefect or any stage starts
         from models.hub import resolve_pretrained
@@ -71,6 +76,27 @@ def _cmd_plan(args: argparse.Namespace) -> int:
         print(json.dumps(plan | {"stages": stages, "runtime": runtime}, indent=2))
     else:
         print(render(plan, memory, runtime))
+    return 0
+
+
+def _cmd_sweep(args: argparse.Namespace) -> int:
+    from flows.params import PipelineParams
+    from flows.sweep import run_sweep
+
+    overrides = json.loads(Path(args.params).read_text()) if args.params else {}
+    for field in ("profile", "threads"):
+        if getattr(args, field) is not None:
+            overrides[field] = getattr(args, field)
+    result = run_sweep(PipelineParams(**overrides), args.seeds, args.workers)
+    print(json.dumps(result["sweep"], indent=2))
+    return 0
+
+
+def _cmd_compare(args: argparse.Namespace) -> int:
+    from tasks.provenance import report_comparison
+
+    a, b = (json.loads(Path(f).read_text()) for f in (args.a, args.b))
+    print(report_comparison(a, b))
     return 0
 
 
@@ -236,6 +262,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="your dataset directory (prompts, demonstrations, preferences; .jsonl or .parquet)",
     )
     run.add_argument(
+        "--threads", type=int, help="torch CPU threads (default: every core this process may use)"
+    )
+    run.add_argument(
         "--allow-data-mismatch", action="store_true", help="run even if data/ differs from data.dvc"
     )
     run.add_argument(
@@ -264,6 +293,27 @@ def build_parser() -> argparse.ArgumentParser:
     )
     plan.add_argument("--json", action="store_true", help="machine-readable output")
     plan.set_defaults(func=_cmd_plan)
+
+    sweep = sub.add_parser(
+        "sweep",
+        help="Run the pipeline once per seed and aggregate.",
+        description="A seed_sweep flow: one rlhf_pipeline sub-flow run per seed (cores // threads at once), each with its own MLflow run under the sweep's; the sweep's run gets mean, sd, min, max and a seeds-then-prompts 95%% interval per policy and metric (reports/sweeps/<run id>/aggregate.json). Never moves champion.",
+    )
+    sweep.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="training seeds")
+    sweep.add_argument("--profile", choices=["smoke", "tiny", "small"], help="default tiny")
+    sweep.add_argument("--threads", type=int, help="torch threads per seed (default: all cores)")
+    sweep.add_argument("--workers", type=int, help="seeds at once (default: cores // threads)")
+    sweep.add_argument("--params", help="JSON file with PipelineParams fields for every seed")
+    sweep.set_defaults(func=_cmd_sweep)
+
+    compare = sub.add_parser(
+        "compare",
+        help="Compare two report.json files.",
+        description="Where each report was made (machine, software, threads, seed, commit) and each policy's figures side by side; says when the comparison crosses machines.",
+    )
+    compare.add_argument("a", help="report.json A")
+    compare.add_argument("b", help="report.json B")
+    compare.set_defaults(func=_cmd_compare)
 
     data = sub.add_parser(
         "data", help="Generate, verify or validate data.", description="Data commands."

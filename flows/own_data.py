@@ -28,6 +28,7 @@ from tasks import (
     layout,
     own_evaluation,
     ppo,
+    provenance,
     registry,
     report,
     reward_model,
@@ -202,6 +203,7 @@ def run(params: PipelineParams, parent_id: str, run_info: dict, mlflow_url: str)
     result = report.empty_report(
         {"mlflow_run_id": parent_id, **run_info, "data_dir": str(data_dir)}
     )
+    result["provenance"] = provenance.collect(params.seed)  # where it was made (issue 24)
     result["dataset"] = summary
     result["skipped"] = skipped
     result["judge"] = {"kind": None, "reason": own_evaluation.NO_JUDGE}

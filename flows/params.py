@@ -62,6 +62,11 @@ class PipelineParams(BaseModel):
         0,
         description="Seed for training and sampling (the data's own seed is part of the DVC data version).",
     )
+    threads: int | None = Field(
+        None,
+        ge=1,
+        description="CPU threads for torch (pinned at the start, recorded in the report). Empty: every core this process may use. Figures are reproducible bit for bit only at the same thread count on the same machine.",
+    )
     base_model: str | None = Field(
         None,
         description="A local Hugging Face causal-LM directory or a Hub id (org/name; fetched into the Hugging Face cache, or read from it when offline) to start from. Empty: train a small GPT-2 on the world's corpus.",

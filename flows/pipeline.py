@@ -30,6 +30,7 @@ from tasks import (
     judge_trust,
     plots,
     ppo,
+    provenance,
     registry,
     report,
     reward_model,
@@ -88,8 +89,13 @@ def run_stage(
 
 
 @flow(name="rlhf_pipeline", log_prints=True)
-def rlhf_pipeline(params: PipelineParams = PipelineParams()) -> dict:
-    """Run the InstructGPT pipeline on the embedded world (or your data) and write the report."""
+def rlhf_pipeline(
+    params: PipelineParams = PipelineParams(), sweep_run_id: str | None = None
+) -> dict:
+    """Run the InstructGPT pipeline on the embedded world (or your data) and write the report.
+
+    sweep_run_id: the MLflow run of a seed sweep this run belongs to (its parent); empty otherwise.
+    """
     logger = get_run_logger()
     root = project_root()
     # A Hub id becomes its cached local snapshot (its commit is in the path, hence in the
@@ -101,22 +107,31 @@ def rlhf_pipeline(params: PipelineParams = PipelineParams()) -> dict:
     )
     experiment_id = tracking.setup()
     ensure_limits()
+    threads = provenance.pin_threads(params.threads)["threads"]  # before any torch work
+    prov = provenance.collect(params.seed)
     run_info = {
         "profile": params.profile,
         "seed": params.seed,
         "git_commit": tracking.git_commit(),
         "prefect_flow_run_id": str(flow_run.id or ""),
     }
-    tags = {k: str(v) for k, v in run_info.items()}
-    with mlflow.start_run(run_name=f"rlhf-{params.profile}", tags=tags) as parent:
+    tags = {k: str(v) for k, v in run_info.items()} | provenance.mlflow_tags(prov)
+    with mlflow.start_run(
+        run_name=f"rlhf-{params.profile}-seed{params.seed}",
+        tags=tags,
+        parent_run_id=sweep_run_id,
+        nested=sweep_run_id is not None,
+    ) as parent:
         parent_id = parent.info.run_id
         mlflow.log_params(
             {
                 "profile": params.profile,
                 "seed": params.seed,
+                "threads": threads,
                 "base_model": params.base_model or "embedded",
             }
         )
+        mlflow.log_dict(prov, "provenance.json")
 
         if params.data:  # a user's dataset: its own path through the same stages
             url = mlflow_run_url(experiment_id, parent_id)
@@ -155,6 +170,8 @@ def rlhf_pipeline(params: PipelineParams = PipelineParams()) -> dict:
             key_config = {
                 "config": keyed_by_content(config.model_dump()) if config else None,
                 "seed": params.seed,
+                # The thread count changes how float sums round: part of what a stage computed.
+                "threads": threads,
                 **keyed_by_content(
                     {
                         k: v
@@ -255,6 +272,11 @@ def rlhf_pipeline(params: PipelineParams = PipelineParams()) -> dict:
                 "stage_seconds": dict(timings),
             }
         )
+        result["provenance"] = prov
+        result["run"]["stage_keys"] = policy_keys | {
+            "reward_model": rm_in["rm"],
+            "evaluation": Path(evaluated["dir"]).name,
+        }
         result["labelers"] = {"pairwise_agreement": summary["labeler_agreement"]}
         result["reward_model"] = {
             "accuracy_heldout_labels": rm["metrics"]["rm/accuracy_heldout_labels"],

@@ -4,6 +4,7 @@ Written to reports/<mlflow run id>/ and copied to reports/latest/, then
 logged to the MLflow parent run.
 """
 
+import fcntl
 import json
 import shutil
 from pathlib import Path
@@ -47,6 +48,12 @@ def to_markdown(
         lines += [f"MLflow run: [{mlflow_url}]({mlflow_url})", ""]
     lines += ["| field | value |", "| --- | --- |"]
     lines += [f"| {k} | `{v}` |" for k, v in run.items()]
+    if report.get("provenance"):
+        lines += ["", "## Where it was made", "", "| field | value |", "| --- | --- |"]
+        lines += [
+            f"| {k} | `{' '.join(v) if isinstance(v, list) else v}` |"
+            for k, v in report["provenance"].items()
+        ]
     if report["labelers"]:
         lines += [
             "",
@@ -129,10 +136,13 @@ def write_report(
         shutil.copy2(file, run_dir / file.name)
     latest = reports_root / "latest"
     staging = reports_root / ".latest.tmp"
-    shutil.rmtree(staging, ignore_errors=True)
-    shutil.copytree(run_dir, staging)
-    shutil.rmtree(latest, ignore_errors=True)
-    staging.rename(latest)
+    # Runs of a seed sweep finish side by side: one replaces latest/ at a time.
+    with open(reports_root / ".latest.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        shutil.rmtree(staging, ignore_errors=True)
+        shutil.copytree(run_dir, staging)
+        shutil.rmtree(latest, ignore_errors=True)
+        staging.rename(latest)
     return run_dir
 
 

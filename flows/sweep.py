@@ -1,0 +1,145 @@
+"""The `seed_sweep` Prefect flow: the pipeline once per training seed, and what its figures are worth.
+
+Each seed is a sub-flow run of `rlhf_pipeline` inside a task, submitted to
+Prefect's ProcessPoolTaskRunner: a process per seed, so each has its own
+torch threads and random state, and as many run at once as the cores allow
+(cores // threads). Each child has its own MLflow run, nested under the
+sweep's run, which gets the aggregate (tasks/sweep_stats.py): per policy and
+metric the mean, sd, min and max over seeds and a 95% interval over seeds and
+prompts, plus the head-to-head win rate between seeds of the candidate (the
+noise a promotion gate must clear).
+
+A sweep never moves `champion`: its children run with the gate's
+auto_promote off.
+"""
+
+import itertools
+import json
+import time
+from pathlib import Path
+
+import mlflow
+from prefect import flow, get_run_logger, task
+from prefect.artifacts import create_markdown_artifact
+from prefect.task_runners import ProcessPoolTaskRunner
+
+import tasks  # noqa: F401  (sets Prefect's environment before prefect is imported)
+from flows.params import PipelineParams
+from tasks import data, provenance, sweep_report, sweep_stats, tracking
+from tasks.evaluation import Policy, head_to_head
+from tasks.paths import project_root, reports_dir
+from tasks.stage import output_dir
+from tasks.tables import read_jsonl
+
+# Where each per-prompt metric's values sit in the evaluation's responses/<policy>.jsonl.
+SAMPLE_FIELDS = {"gold_score": "gold", "win_rate_vs_sft": "win"}
+
+
+def child_params(params: PipelineParams, seed: int) -> PipelineParams:
+    """One seed's pipeline parameters: the sweep's, with its seed, and a gate that never promotes."""
+    gate = params.gate.model_copy(update={"auto_promote": False})
+    return params.model_copy(update={"seed": seed, "gate": gate})
+
+
+def workers_for(params: PipelineParams) -> int:
+    """Seeds that can run at once without sharing cores: cores // threads (at least 1)."""
+    threads = params.threads or provenance.available_cores()
+    return max(1, provenance.available_cores() // threads)
+
+
+def per_prompt_from(report: dict) -> dict[str, dict[str, list[float]]]:
+    """Each policy's per-prompt gold score and win rate, from the run's evaluation outputs."""
+    responses = output_dir(report["run"]["stage_keys"]["evaluation"]) / "responses"
+    out = {}
+    for policy in report["policies"]:
+        rows = read_jsonl(responses / f"{policy}.jsonl")
+        out[policy] = {m: sweep_stats.per_prompt_values(rows, f) for m, f in SAMPLE_FIELDS.items()}
+    return out
+
+
+@task(name="seed-run", task_run_name="seed-{seed}")
+def seed_run(params: PipelineParams, seed: int, sweep_run_id: str) -> dict:
+    """One seed: the whole pipeline as a sub-flow run, then its per-prompt values."""
+    from flows.pipeline import rlhf_pipeline
+
+    report = rlhf_pipeline(child_params(params, seed), sweep_run_id=sweep_run_id)
+    return {"report": report, "per_prompt": per_prompt_from(report)}
+
+
+@task(name="seed-pairs")
+def seed_pairs(params: PipelineParams, reports: dict[int, dict]) -> dict:
+    """The candidate of each seed against the candidate of every other seed, head to head."""
+    profile_dir = project_root() / "data" / params.profile
+    cfg = params.stage("evaluation").model_copy(
+        update={"max_prompts": params.stage("gate").max_prompts}
+    )
+
+    def model_dir(seed: int, policy: str) -> Path:
+        return output_dir(reports[seed]["run"]["stage_keys"][policy]) / "model"
+
+    pairs = []
+    for first, second in itertools.combinations(sorted(reports), 2):
+        match = head_to_head(
+            Policy("challenger", model_dir(first, params.candidate)),
+            Policy("incumbent", model_dir(second, params.candidate)),
+            model_dir(first, "sft"),
+            profile_dir,
+            cfg,
+            params.seed,
+        )
+        pairs.append(
+            {
+                "seeds": [first, second],
+                "win_rate": match["win_rate"]["mean"],
+                "ci95": match["win_rate"]["ci95"],
+            }
+        )
+    return sweep_stats.gate_noise(pairs) | {"policy": params.candidate}
+
+
+@flow(name="seed_sweep", log_prints=True, task_runner=ProcessPoolTaskRunner(max_workers=1))
+def seed_sweep(params: PipelineParams = PipelineParams(), seeds: list[int] = [0, 1, 2]) -> dict:  # noqa: B006
+    """Run the pipeline once per seed (sub-flow runs) and aggregate the figures over seeds."""
+    logger = get_run_logger()
+    if len(set(seeds)) < 2:
+        raise ValueError(f"a seed sweep needs at least two different seeds, got {seeds}")
+    started = time.monotonic()
+    tracking.setup()
+    # The data gate once, here: children started together must not each regenerate data/.
+    data.restore_data_task(str(project_root()), params.allow_data_mismatch)
+    tags = {"kind": "seed_sweep", "profile": params.profile, "seeds": " ".join(map(str, seeds))}
+    with mlflow.start_run(run_name=f"sweep-{params.profile}", tags=tags) as run:
+        sweep_id = run.info.run_id
+        futures = [seed_run.submit(params, seed, sweep_id) for seed in seeds]
+        results = {seed: future.result() for seed, future in zip(seeds, futures, strict=True)}
+        reports = {seed: r["report"] for seed, r in results.items()}
+        result = sweep_stats.aggregate(reports, {s: r["per_prompt"] for s, r in results.items()})
+        result["gate_noise"] = seed_pairs(params, reports)
+        result["provenance"] = sweep_report.common_provenance(reports) | {
+            "profile": params.profile,
+            "wall_s": round(time.monotonic() - started, 1),
+        }
+        result["sweep"] = {
+            "mlflow_run_id": sweep_id,
+            "child_runs": {str(s): r["run"]["mlflow_run_id"] for s, r in reports.items()},
+        }
+        mlflow.log_params({"profile": params.profile, "seeds": tags["seeds"]})
+        mlflow.set_tags(provenance.mlflow_tags(result["provenance"]))
+        tracking.log_metrics(sweep_report.flat_metrics(result))
+        markdown = sweep_report.to_markdown(result)
+        folder = reports_dir() / "sweeps" / sweep_id
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / "aggregate.json").write_text(json.dumps(result, indent=2) + "\n")
+        (folder / "aggregate.md").write_text(markdown)
+        mlflow.log_artifacts(str(folder), artifact_path="sweep")
+        create_markdown_artifact(
+            markdown=markdown, key="seed-sweep", description=f"sweep {sweep_id}"
+        )
+    logger.info("sweep aggregate: %s", folder / "aggregate.json")
+    return result
+
+
+def run_sweep(params: PipelineParams, seeds: list[int], workers: int | None = None) -> dict:
+    """The sweep with as many processes as `workers` (default: cores // threads)."""
+    runner = ProcessPoolTaskRunner(max_workers=workers or workers_for(params))
+    return seed_sweep.with_options(task_runner=runner)(params, seeds)

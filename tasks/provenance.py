@@ -1,0 +1,178 @@
+"""Where a figure was made: thread pinning, and the machine and software a run records.
+
+Two runs with the same seed, data, code and thread count on the same machine
+give the same report. Across machines they need not: torch picks its CPU
+kernels by vector extension (AVX2, AVX-512, AMX) and splits reductions by
+thread count, and a float sum in another order rounds differently; sampling
+then amplifies the last bit into other tokens. So every report carries the
+facts that decide this, and `compare` says when two reports differ in them.
+"""
+
+import os
+import platform
+import re
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+from typing import Any
+
+# The /proc/cpuinfo flags that choose torch's kernels (x86 vector units; ARM's on aarch64).
+VECTOR_FLAG = re.compile(r"^(avx.*|amx.*|fma|f16c|sse4_2|asimd.*|sve.*|neon)$")
+# Fields that describe the machine or the software rather than the run.
+MACHINE_FIELDS = ("cpu_model", "cpu_flags", "torch_cpu_capability", "gpu", "platform")
+SOFTWARE_FIELDS = ("torch", "transformers", "python")
+RUN_FIELDS = ("threads", "seed", "git_commit", "git_clean")
+
+
+def available_cores() -> int:
+    """The cores this process may run on (its CPU affinity, not the machine's count)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # macOS, Windows
+        return os.cpu_count() or 1
+
+
+def pin_threads(threads: int | None) -> dict[str, int]:
+    """Set torch's intra-op and inter-op thread counts; return what torch now uses.
+
+    None means every available core. The inter-op count can be set only once
+    per process, before any parallel work; later calls keep the first value
+    (and the report records the value in force, not the one asked for).
+    """
+    import torch
+
+    wanted = threads or available_cores()
+    torch.set_num_threads(wanted)
+    try:
+        torch.set_num_interop_threads(wanted)
+    except RuntimeError:
+        pass  # already started or already set in this process
+    return {"threads": torch.get_num_threads(), "interop_threads": torch.get_num_interop_threads()}
+
+
+def parse_cpuinfo(text: str) -> tuple[str, list[str]]:
+    """(CPU model, its vector extensions) from the text of /proc/cpuinfo (x86 or ARM)."""
+    model, flags = "", []
+    for line in text.splitlines():
+        key, _, value = line.partition(":")
+        key = key.strip()
+        if key in ("model name", "Model", "cpu model") and not model:
+            model = value.strip()
+        elif key in ("flags", "Features") and not flags:
+            flags = sorted(f for f in value.split() if VECTOR_FLAG.match(f))
+    return model, flags
+
+
+def _cpuinfo() -> tuple[str, list[str]]:
+    path = Path("/proc/cpuinfo")
+    model, flags = parse_cpuinfo(path.read_text(errors="replace")) if path.exists() else ("", [])
+    return model or platform.processor() or "unknown", flags
+
+
+def _package_version(name: str) -> str:
+    try:
+        return version(name)
+    except PackageNotFoundError:
+        return "absent"
+
+
+def _gpu() -> str | None:
+    import torch
+
+    if not torch.cuda.is_available():
+        return None
+    names = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
+    return f"{names[0]} x{len(names)}" if len(set(names)) == 1 else ", ".join(names)
+
+
+def _git(root: Path) -> tuple[str, bool | None]:
+    """(commit, clean) of the code that runs; clean is None outside a git checkout."""
+    from tasks.tracking import git_commit
+
+    commit = git_commit(root)
+    if commit == "unknown":
+        return commit, None
+    return commit.removesuffix("+dirty"), not commit.endswith("+dirty")
+
+
+def collect(seed: int, code_root: Path | None = None) -> dict[str, Any]:
+    """The provenance block of a report: machine, software, threads in force, seed, commit."""
+    import torch
+
+    cpu_model, cpu_flags = _cpuinfo()
+    commit, clean = _git(code_root or Path(__file__).resolve().parent.parent)
+    return {
+        "seed": seed,
+        "threads": torch.get_num_threads(),
+        "interop_threads": torch.get_num_interop_threads(),
+        "cores_available": available_cores(),
+        "cpu_model": cpu_model,
+        "cpu_flags": cpu_flags,
+        "torch_cpu_capability": torch.backends.cpu.get_cpu_capability(),
+        "gpu": _gpu(),
+        "platform": f"{platform.system()}-{platform.machine()}",
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "transformers": _package_version("transformers"),
+        "git_commit": commit,
+        "git_clean": clean,
+    }
+
+
+def mlflow_tags(prov: dict[str, Any]) -> dict[str, str]:
+    """The provenance as MLflow tags (`provenance.<field>`), lists joined by spaces."""
+    return {
+        f"provenance.{k}": " ".join(v) if isinstance(v, list) else str(v) for k, v in prov.items()
+    }
+
+
+def compare(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
+    """How two provenance blocks differ: {"same_machine", "same_software", "differences"}.
+
+    `differences` maps each differing field to its two values. A comparison of
+    figures across machines, versions, threads or seeds should say so.
+    """
+    fields = MACHINE_FIELDS + SOFTWARE_FIELDS + RUN_FIELDS
+    differences = {f: [a.get(f), b.get(f)] for f in fields if a.get(f) != b.get(f)}
+    return {
+        "same_machine": not any(f in differences for f in MACHINE_FIELDS),
+        "same_software": not any(f in differences for f in SOFTWARE_FIELDS),
+        "differences": differences,
+    }
+
+
+def describe_comparison(result: dict[str, Any]) -> str:
+    """One paragraph a person reads before trusting a difference between two reports."""
+    diffs = result["differences"]
+    if not diffs:
+        return "Same machine, software, threads, seed and commit: the reports should be identical."
+    lines = []
+    if not result["same_machine"]:
+        lines.append("Compared ACROSS MACHINES: figures may differ in the last bits and beyond.")
+    if not result["same_software"]:
+        lines.append("Compared across software versions.")
+    lines += [f"- {field}: {left} vs {right}" for field, (left, right) in diffs.items()]
+    return "\n".join(lines)
+
+
+def report_comparison(a: dict[str, Any], b: dict[str, Any]) -> str:
+    """Two report.json contents side by side: where each was made, then each policy's figures."""
+    missing = [name for name, r in (("A", a), ("B", b)) if "provenance" not in r]
+    if missing:
+        head = (
+            f"Report {' and '.join(missing)} records no provenance: where it was made is unknown."
+        )
+    else:
+        head = describe_comparison(compare(a["provenance"], b["provenance"]))
+    lines = [head, "", "| policy | metric | A | B | B - A |", "| --- | --- | --- | --- | --- |"]
+    for policy in a.get("policies", {}):
+        if policy not in b.get("policies", {}):
+            continue
+        for metric in ("gold_score", "win_rate_vs_sft", "public_suite_accuracy"):
+            left, right = (r["policies"][policy].get(metric) for r in (a, b))
+            left, right = (v["mean"] if isinstance(v, dict) else v for v in (left, right))
+            if left is None or right is None:
+                continue
+            lines.append(
+                f"| {policy} | {metric} | {left:.3f} | {right:.3f} | {right - left:+.3f} |"
+            )
+    return "\n".join(lines)

@@ -1,0 +1,133 @@
+"""End to end: a 3-seed sweep on reduced smoke sizes, and a same-seed rerun elsewhere.
+
+The sweep runs seeds 0, 1, 2 in one project root (two processes at a time,
+one thread each); a plain run of seed 0 in a second, fresh root must then
+give the sweep's seed-0 report field for field (the only multi-run test this
+module adds: the sweep's child is the first of the two same-seed runs).
+"""
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from mlflow import MlflowClient
+from mlflow.exceptions import MlflowException
+
+from flows.params import PipelineParams
+from tasks import tracking
+from tests.flows.contract import SEVEN_POLICIES
+
+pytestmark = pytest.mark.slow
+
+SEEDS = [0, 1, 2]
+# What differs between two runs by construction: their ids. interop_threads is
+# the size of torch's inter-op pool, which can be set once per process: this
+# test process set it before the test ran, each sweep child at its start. It
+# decides how many independent ops run side by side, not how any op rounds.
+NOT_COMPARED = {("run", "mlflow_run_id"), ("run", "prefect_flow_run_id")}
+NOT_COMPARED_PROVENANCE = {"interop_threads"}
+
+
+def _use_root(monkeypatch: pytest.MonkeyPatch, root: Path) -> str:
+    uri = f"sqlite:///{root / 'mlflow.db'}"
+    monkeypatch.setenv("INSTRUCTFLOW_ROOT", str(root))
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    return uri
+
+
+@pytest.fixture(scope="module")
+def sweep(prefect_harness, make_project, fast_smoke) -> Iterator[dict]:
+    from flows.pipeline import rlhf_pipeline
+    from flows.sweep import child_params, run_sweep
+
+    params = PipelineParams(**fast_smoke(threads=1))
+    out = {}
+    with pytest.MonkeyPatch.context() as monkeypatch:
+        out["root"] = make_project()
+        out["uri"] = _use_root(monkeypatch, out["root"])
+        out["result"] = run_sweep(params, SEEDS, workers=2)
+    with pytest.MonkeyPatch.context() as monkeypatch:
+        again = make_project()
+        _use_root(monkeypatch, again)
+        out["rerun"] = rlhf_pipeline(child_params(params, 0))
+    yield out
+
+
+def _without_ids(report: dict) -> dict:
+    copy = json.loads(json.dumps(report))
+    for block, field in NOT_COMPARED:
+        copy[block].pop(field)
+    for field in NOT_COMPARED_PROVENANCE:
+        copy["provenance"].pop(field)
+    return copy
+
+
+def test_same_seed_same_machine_same_report_field_by_field(sweep):
+    # given the sweep's seed-0 report (a child process) and a plain seed-0 run in a fresh root
+    root = sweep["root"]
+    child_id = sweep["result"]["sweep"]["child_runs"]["0"]
+    child = json.loads((root / "reports" / child_id / "report.json").read_text())
+    rerun = sweep["rerun"]
+    # then both pinned one thread and recorded it
+    assert child["provenance"]["threads"] == rerun["provenance"]["threads"] == 1
+    # and every field but the ids is equal, floats bit for bit
+    a, b = _without_ids(child), _without_ids(rerun)
+    assert a.keys() == b.keys()
+    for key in a:
+        assert a[key] == b[key], key
+
+
+def test_aggregate_has_every_statistic_for_every_policy(sweep):
+    result = sweep["result"]
+    assert result["seeds"] == SEEDS
+    assert set(result["policies"]) == SEVEN_POLICIES
+    for policy, metrics in result["policies"].items():
+        for metric in ("win_rate_vs_sft", "gold_score", "public_suite_accuracy"):
+            entry = metrics[metric]
+            for stat in ("mean", "sd", "min", "max"):
+                assert isinstance(entry[stat], float), (policy, metric, stat)
+            assert entry["min"] <= entry["mean"] <= entry["max"]
+            assert len(entry["ci95"]) == 2 and entry["ci95"][0] <= entry["ci95"][1]
+            assert set(entry["per_seed"]) == {"0", "1", "2"}
+    # the seeds trained different policies: some figure differs between seeds
+    assert any(e["sd"] > 0 for metrics in result["policies"].values() for e in metrics.values())
+    # and the candidate's seeds met head to head (3 pairs), giving the gate's noise margin
+    noise = result["gate_noise"]
+    assert len(noise["pairs"]) == 3 and 0 <= noise["win_margin"] <= 0.5
+    assert result["provenance"]["seeds"] == SEEDS and result["provenance"]["threads"] == 1
+
+
+def test_three_child_runs_under_one_parent_and_no_champion(sweep):
+    client = MlflowClient(tracking_uri=sweep["uri"])
+    experiment = client.get_experiment_by_name(tracking.EXPERIMENT).experiment_id
+    sweep_id = sweep["result"]["sweep"]["mlflow_run_id"]
+    children = client.search_runs([experiment], f"tags.mlflow.parentRunId = '{sweep_id}'")
+    assert sorted(int(r.data.tags["seed"]) for r in children) == SEEDS
+    parent = client.get_run(sweep_id)
+    assert "sweep/ppo/win_rate_vs_sft/sd" in parent.data.metrics
+    assert parent.data.tags["provenance.threads"] == "1"
+    # each child has its own stage runs under it
+    for child in children:
+        stages = client.search_runs(
+            [experiment], f"tags.mlflow.parentRunId = '{child.info.run_id}'"
+        )
+        assert {"sft", "evaluation"} <= {r.data.tags.get("stage") for r in stages}
+    # and a sweep never moves champion
+    with pytest.raises(MlflowException):
+        client.get_model_version_by_alias("instructflow-policy", "champion")
+
+
+def test_seeds_are_prefect_sub_flow_runs(sweep):
+    from prefect.client.orchestration import get_client
+
+    with get_client(sync_client=True) as client:
+        runs = client.read_flow_runs()
+        sweeps = [r for r in runs if r.name and r.parameters.get("seeds") == SEEDS]
+        children = [
+            r
+            for r in runs
+            if r.parent_task_run_id is not None
+            and r.parameters.get("sweep_run_id") == sweep["result"]["sweep"]["mlflow_run_id"]
+        ]
+    assert sweeps and len(children) == 3
