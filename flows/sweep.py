@@ -79,6 +79,7 @@ def seed_pairs(params: PipelineParams, reports: dict[int, dict]) -> dict:
 
     pairs = []
     for first, second in itertools.combinations(sorted(reports), 2):
+        started = time.monotonic()
         match = head_to_head(
             Policy("challenger", model_dir(first, params.candidate)),
             Policy("incumbent", model_dir(second, params.candidate)),
@@ -93,6 +94,9 @@ def seed_pairs(params: PipelineParams, reports: dict[int, dict]) -> dict:
                 "win_rate": match["win_rate"]["mean"],
                 "ci95": match["win_rate"]["ci95"],
             }
+        )
+        print(
+            f"seed {first} vs {second}: {pairs[-1]['win_rate']:.3f} ({time.monotonic() - started:.0f} s)"
         )
     return sweep_stats.gate_noise(pairs) | {"policy": params.candidate}
 

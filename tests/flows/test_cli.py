@@ -26,6 +26,8 @@ SUBCOMMANDS = [
     ["eval"],
     ["eval", "export"],
     ["eval", "import"],
+    ["sweep"],
+    ["compare"],
 ]
 
 
@@ -41,7 +43,16 @@ def test_every_subcommand_is_covered():
     parser = build_parser()
     # then the commands whose help is tested below are all it has
     top = _subcommands(parser)
-    assert set(top) == {"run", "data", "promote", "evaluate", "best-of-n", "eval"}
+    assert set(top) == {
+        "run",
+        "data",
+        "promote",
+        "evaluate",
+        "best-of-n",
+        "eval",
+        "sweep",
+        "compare",
+    }
     assert set(_subcommands(top["data"])) == {"generate", "verify", "validate", "add"}
     assert set(_subcommands(top["eval"])) == {"export", "import"}
     assert not _subcommands(top["run"])
@@ -54,6 +65,8 @@ def test_every_subcommand_is_covered():
         ("evaluate",),
         ("best-of-n",),
         ("eval",),
+        ("sweep",),
+        ("compare",),
     } | {("data", c) for c in _subcommands(top["data"])} | {
         ("eval", c) for c in _subcommands(top["eval"])
     }
@@ -171,3 +184,30 @@ def test_verify_without_data_exits_one(make_project, monkeypatch, capsys):
     assert code == 1
     assert "data/ is missing" in capsys.readouterr().err
     assert not (root / "data").exists()
+
+
+def test_compare_says_when_two_reports_come_from_different_machines(tmp_path, capsys):
+    # given two reports of the same policy made on different CPUs
+    from tasks.provenance import collect
+
+    prov = collect(seed=0)
+    row = {
+        "gold_score": {"mean": 0.5},
+        "win_rate_vs_sft": {"mean": 0.6},
+        "public_suite_accuracy": 0.4,
+    }
+    a = {"provenance": prov, "policies": {"ppo": row}}
+    b = {
+        "provenance": prov | {"cpu_flags": ["avx2"]},
+        "policies": {"ppo": row | {"public_suite_accuracy": 0.45}},
+    }
+    files = []
+    for name, report in (("a.json", a), ("b.json", b)):
+        (tmp_path / name).write_text(json.dumps(report))
+        files.append(str(tmp_path / name))
+    # when they are compared
+    assert main(["compare", *files]) == 0
+    out = capsys.readouterr().out
+    # then the output says so, names the difference, and sets the figures side by side
+    assert "ACROSS MACHINES" in out and "cpu_flags" in out
+    assert "| ppo | public_suite_accuracy | 0.400 | 0.450 | +0.050 |" in out
