@@ -21,6 +21,8 @@ from pathlib import Path
 import mlflow
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
+from prefect.client.orchestration import get_client
+from prefect.settings import PREFECT_API_URL, temporary_settings
 from prefect.task_runners import ProcessPoolTaskRunner
 
 import tasks  # noqa: F401  (sets Prefect's environment before prefect is imported)
@@ -108,14 +110,22 @@ def seed_sweep(params: PipelineParams = PipelineParams(), seeds: list[int] = [0,
     if len(set(seeds)) < 2:
         raise ValueError(f"a seed sweep needs at least two different seeds, got {seeds}")
     started = time.monotonic()
+    # The head-to-head between seeds runs here: the same thread count as the children
+    # (on a busy machine two spinning OpenMP threads made it 15x slower than one).
+    provenance.pin_threads(params.threads)
     tracking.setup()
     # The data gate once, here: children started together must not each regenerate data/.
     data.restore_data_task(str(project_root()), params.allow_data_mismatch)
     tags = {"kind": "seed_sweep", "profile": params.profile, "seeds": " ".join(map(str, seeds))}
     with mlflow.start_run(run_name=f"sweep-{params.profile}", tags=tags) as run:
         sweep_id = run.info.run_id
-        futures = [seed_run.submit(params, seed, sweep_id) for seed in seeds]
-        results = {seed: future.result() for seed, future in zip(seeds, futures, strict=True)}
+        # The children report to this run's Prefect API. Without a configured server
+        # (ephemeral mode) each worker process would start a server of its own.
+        with get_client(sync_client=True) as client:
+            api_url = str(client.api_url)
+        with temporary_settings(updates={PREFECT_API_URL: api_url}):
+            futures = [seed_run.submit(params, seed, sweep_id) for seed in seeds]
+            results = {seed: f.result() for seed, f in zip(seeds, futures, strict=True)}
         reports = {seed: r["report"] for seed, r in results.items()}
         result = sweep_stats.aggregate(reports, {s: r["per_prompt"] for s, r in results.items()})
         result["gate_noise"] = seed_pairs(params, reports)

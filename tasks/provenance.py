@@ -121,7 +121,8 @@ def collect(seed: int, code_root: Path | None = None) -> dict[str, Any]:
 def mlflow_tags(prov: dict[str, Any]) -> dict[str, str]:
     """The provenance as MLflow tags (`provenance.<field>`), lists joined by spaces."""
     return {
-        f"provenance.{k}": " ".join(v) if isinstance(v, list) else str(v) for k, v in prov.items()
+        f"provenance.{k}": " ".join(map(str, v)) if isinstance(v, list) else str(v)
+        for k, v in prov.items()
     }
 
 

@@ -21,11 +21,15 @@ from tests.flows.contract import SEVEN_POLICIES
 pytestmark = pytest.mark.slow
 
 SEEDS = [0, 1, 2]
-# What differs between two runs by construction: their ids. interop_threads is
+# What differs between two runs by construction: their ids and timings. interop_threads is
 # the size of torch's inter-op pool, which can be set once per process: this
 # test process set it before the test ran, each sweep child at its start. It
 # decides how many independent ops run side by side, not how any op rounds.
-NOT_COMPARED = {("run", "mlflow_run_id"), ("run", "prefect_flow_run_id")}
+NOT_COMPARED = {
+    ("run", "mlflow_run_id"),
+    ("run", "prefect_flow_run_id"),
+    ("run", "stage_seconds"),  # wall-clock time
+}
 NOT_COMPARED_PROVENANCE = {"interop_threads"}
 
 

@@ -53,7 +53,7 @@ def test_compare_says_when_two_reports_come_from_different_machines():
     assert "ACROSS MACHINES" in provenance.describe_comparison(result)
 
 
-@pytest.mark.parametrize("value", [["avx2", "fma"], "x"])
+@pytest.mark.parametrize("value", [["avx2", "fma"], "x", [0, 1, 2]])
 def test_mlflow_tags_are_strings(value):
     tags = provenance.mlflow_tags({"cpu_flags": value})
     assert isinstance(tags["provenance.cpu_flags"], str)
