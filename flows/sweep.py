@@ -9,8 +9,8 @@ metric the mean, sd, min and max over seeds and a 95% interval over seeds and
 prompts, plus the head-to-head win rate between seeds of the candidate (the
 noise a promotion gate must clear).
 
-A sweep never moves `champion`: its children run with the gate's
-auto_promote off.
+A sweep never moves `champion`: its children register under models of their
+own (`<name>-sweep`) with the gate's auto_promote off.
 """
 
 import itertools
@@ -38,9 +38,14 @@ SAMPLE_FIELDS = {"gold_score": "gold", "win_rate_vs_sft": "win"}
 
 
 def child_params(params: PipelineParams, seed: int) -> PipelineParams:
-    """One seed's pipeline parameters: the sweep's, with its seed, and a gate that never promotes."""
+    """One seed's pipeline parameters: the sweep's, with its seed, a gate that never promotes,
+    and registered models of their own (`<name>-sweep`), so even `challenger` stays put."""
     gate = params.gate.model_copy(update={"auto_promote": False})
-    return params.model_copy(update={"seed": seed, "gate": gate})
+    policy, reward = params.registry.names(params.profile)
+    registry = params.registry.model_copy(
+        update={"model_name": f"{policy}-sweep", "reward_model_name": f"{reward}-sweep"}
+    )
+    return params.model_copy(update={"seed": seed, "gate": gate, "registry": registry})
 
 
 def workers_for(params: PipelineParams) -> int:
@@ -85,7 +90,6 @@ def seed_pairs(params: PipelineParams, reports: dict[int, dict]) -> dict:
         match = head_to_head(
             Policy("challenger", model_dir(first, params.candidate)),
             Policy("incumbent", model_dir(second, params.candidate)),
-            model_dir(first, "sft"),
             profile_dir,
             cfg,
             params.seed,

@@ -117,9 +117,12 @@ def test_three_child_runs_under_one_parent_and_no_champion(sweep):
             [experiment], f"tags.mlflow.parentRunId = '{child.info.run_id}'"
         )
         assert {"sft", "evaluation"} <= {r.data.tags.get("stage") for r in stages}
-    # and a sweep never moves champion
-    with pytest.raises(MlflowException):
-        client.get_model_version_by_alias("instructflow-policy", "champion")
+    # and a sweep never moves champion, nor touches the models of real or smoke runs
+    for name in ("instructflow-policy-smoke-sweep", "instructflow-policy-smoke"):
+        with pytest.raises(MlflowException):
+            client.get_model_version_by_alias(name, "champion")
+    assert client.search_model_versions("name = 'instructflow-policy-smoke'") == []
+    assert len(client.search_model_versions("name = 'instructflow-policy-smoke-sweep'")) == 3
 
 
 def test_seeds_are_prefect_sub_flow_runs(sweep):
