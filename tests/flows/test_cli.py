@@ -28,6 +28,7 @@ SUBCOMMANDS = [
     ["eval", "import"],
     ["sweep"],
     ["compare"],
+    ["plan"],
 ]
 
 
@@ -52,6 +53,7 @@ def test_every_subcommand_is_covered():
         "eval",
         "sweep",
         "compare",
+        "plan",
     }
     assert set(_subcommands(top["data"])) == {"generate", "verify", "validate", "add"}
     assert set(_subcommands(top["eval"])) == {"export", "import"}
@@ -67,6 +69,7 @@ def test_every_subcommand_is_covered():
         ("eval",),
         ("sweep",),
         ("compare",),
+        ("plan",),
     } | {("data", c) for c in _subcommands(top["data"])} | {
         ("eval", c) for c in _subcommands(top["eval"])
     }
