@@ -34,7 +34,7 @@ from tasks.stage import output_dir
 from tasks.tables import read_jsonl
 
 # Where each per-prompt metric's values sit in the evaluation's responses/<policy>.jsonl.
-SAMPLE_FIELDS = {"gold_score": "gold", "win_rate_vs_sft": "win"}
+SAMPLE_FIELDS = {"gold_score": "gold", "win_rate_vs_sft": "labeler_verdict"}
 
 
 def child_params(params: PipelineParams, seed: int) -> PipelineParams:

@@ -266,7 +266,6 @@ def evaluate(
                 fam: {"gold_score": sum(v) / len(v)} for fam, v in sorted(per_family.items())
             },
         }
-        # Per sample, so a seed sweep can resample prompts within each seed (tasks/sweep_stats).
         raw[policy.name] = [
             {
                 "prompt_id": pid,
@@ -277,7 +276,6 @@ def evaluate(
                 "reference_gold": reference_gold[i],
                 "labeler_verdict": wins[i],
                 "judge_verdict": verdicts[i],
-                "win": wins[i],
             }
             for i, (pid, p, t, g) in enumerate(zip(ids, prompts, resp.texts, gold, strict=True))
         ]
