@@ -242,11 +242,9 @@ def _register(params, candidate, policies, rm, sft_out, parent_id, run_info, md5
     }
     policy_name, rm_name = params.registry.names(params.profile)
     with tracking.stage_run("registry", parent_id):
-        rm_version = registry.register(rm["model_dir"], rm_name, "reward_model.py", lineage)
+        rm_version = registry.register(rm["model_dir"], rm_name, "reward_model", lineage)
         tags = lineage | {"policy": candidate, "reward_model_version": rm_version}
-        version = registry.register(
-            policies[candidate]["model_dir"], policy_name, "policy_model.py", tags
-        )
+        version = registry.register(policies[candidate]["model_dir"], policy_name, "policy", tags)
         registry.MlflowClient().set_registered_model_alias(policy_name, "challenger", version)
     return {
         "policy_version": version,

@@ -16,12 +16,15 @@ touches the registry.
 """
 
 import glob
+import shutil
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import mlflow
 from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
+from mlflow.models import ModelSignature
+from mlflow.types import ColSpec, Schema
 from prefect import task
 from prefect.artifacts import create_markdown_artifact
 from pydantic import BaseModel, ConfigDict, Field
@@ -38,7 +41,15 @@ from tasks.stage import import_closure_digest, mark_done, prefect_options
 POLICY_MODEL = "instructflow-policy"
 REWARD_MODEL = "instructflow-reward-model"
 SERVING = Path(__file__).resolve().parent / "serving"
-REQUIREMENTS = ["torch==2.13.0", "transformers>=5.0,<6", "instructflow"]
+# The policy needs nothing of this project to load (transformers flavor); the
+# reward model's pyfunc runs the project's scoring code.
+POLICY_REQUIREMENTS = ["torch==2.13.0", "transformers>=5.0,<6"]
+REWARD_MODEL_REQUIREMENTS = [*POLICY_REQUIREMENTS, "instructflow"]
+# What the reward model's pyfunc reads and returns (its documented signature).
+REWARD_MODEL_SIGNATURE = ModelSignature(
+    inputs=Schema([ColSpec("string", "prompt"), ColSpec("string", "response")]),
+    outputs=Schema([ColSpec("double", "reward")]),
+)
 # Tag on every registered version: the stage output folder its checkpoint came from.
 CHECKPOINT_TAG = "checkpoint_key"
 
@@ -165,10 +176,40 @@ def gate_opponent(client: MlflowClient, policy_dir: str, name: str = POLICY_MODE
     return f"{name} champion v{champion}" if champion else f"{name} sft"
 
 
+def log_policy(model_dir: str, name: str):
+    """The policy in MLflow's transformers flavor: `mlflow.transformers.load_model` gives a
+    text-generation pipeline and `mlflow models serve` serves it, with no project code."""
+    from models.lm import load_causal_lm
+
+    model, tokenizer = load_causal_lm(model_dir)
+    return mlflow.transformers.log_model(
+        transformers_model={"model": model, "tokenizer": tokenizer},
+        task="text-generation",
+        name=name,
+        # Given, not inferred: inference would ask for vision packages a text model never uses.
+        pip_requirements=POLICY_REQUIREMENTS,
+    )
+
+
+def log_reward_model(model_dir: str, name: str):
+    """The reward model as a pyfunc: rows of (prompt, response) in, one reward each out."""
+    return mlflow.pyfunc.log_model(
+        name=name,
+        python_model=str(SERVING / "reward_model.py"),
+        artifacts={"hf_model": model_dir},
+        pip_requirements=REWARD_MODEL_REQUIREMENTS,
+        signature=REWARD_MODEL_SIGNATURE,
+    )
+
+
+LOGGERS = {"policy": log_policy, "reward_model": log_reward_model}
+
+
 def register(
-    model_dir: str, name: str, serving_file: str, tags: dict, description: str | None = None
+    model_dir: str, name: str, kind: str, tags: dict, description: str | None = None
 ) -> str:
-    """Register the HF checkpoint as a pyfunc model (logged in the active run); return the version.
+    """Register the HF checkpoint (`kind` policy or reward_model, logged in the active run);
+    return the version.
 
     A checkpoint registered before (by an earlier run) keeps its version and
     lineage: registering again would only make a duplicate.
@@ -177,12 +218,7 @@ def register(
     existing = version_of_checkpoint(MlflowClient(), name, key)
     if existing is not None:
         return existing
-    info = mlflow.pyfunc.log_model(
-        name=name,
-        python_model=str(SERVING / serving_file),
-        artifacts={"hf_model": model_dir},
-        pip_requirements=REQUIREMENTS,
-    )
+    info = LOGGERS[kind](model_dir, name)
     version = mlflow.register_model(
         info.model_uri, name, tags=_tag_values(tags | {CHECKPOINT_TAG: key})
     )
@@ -200,7 +236,12 @@ def champion_version(client: MlflowClient, name: str = POLICY_MODEL) -> str | No
 
 def local_checkpoint(name: str, version: str) -> str:
     """Download a registered version and return the folder of its Hugging Face checkpoint."""
-    root = mlflow.artifacts.download_artifacts(artifact_uri=f"models:/{name}/{version}")
+    root = Path(mlflow.artifacts.download_artifacts(artifact_uri=f"models:/{name}/{version}"))
+    if (root / "model" / "config.json").exists() and (root / "components" / "tokenizer").is_dir():
+        # transformers flavor: weights in model/, tokenizer beside them in components/.
+        for file in (root / "components" / "tokenizer").iterdir():
+            shutil.copy2(file, root / "model" / file.name)
+        return str(root / "model")
     configs = glob.glob(f"{root}/artifacts/*/config.json")
     if not configs:
         raise FileNotFoundError(f"no Hugging Face checkpoint inside models:/{name}/{version}")
@@ -258,7 +299,6 @@ def choose_incumbent(
 REGISTRY_CODE = import_closure_digest(
     "tasks.registry",
     # loaded by MLflow as code files with the registered models, not imported
-    "tasks.serving.policy_model",
     "tasks.serving.reward_model",
 )
 
@@ -339,9 +379,7 @@ def register_and_gate_task(
 
         snapshot = RegistrySnapshot.take(client, [model_name, reward_model_name])
         try:
-            rm_version = register(
-                rm_dir, reward_model_name, "reward_model.py", lineage | rm_metrics
-            )
+            rm_version = register(rm_dir, reward_model_name, "reward_model", lineage | rm_metrics)
             policy_tags = (
                 lineage
                 | policy_metrics
@@ -351,7 +389,7 @@ def register_and_gate_task(
                     "reward_model_version": rm_version,
                 }
             )
-            policy_version = register(policy_dir, model_name, "policy_model.py", policy_tags)
+            policy_version = register(policy_dir, model_name, "policy", policy_tags)
             client.set_registered_model_alias(model_name, "challenger", policy_version)
             record_decision(client, model_name, policy_version, decision, cfg.auto_promote)
             gate |= {

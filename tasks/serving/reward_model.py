@@ -15,7 +15,9 @@ class RewardModel(PythonModel):
 
         self.model, self.tokenizer = reward_model_from_causal_lm(context.artifacts["hf_model"])
 
-    def predict(self, context, model_input: pd.DataFrame, params=None) -> list[float]:
+    def predict(
+        self, context, model_input: pd.DataFrame, params: dict | None = None
+    ) -> list[float]:
         import torch
 
         from models.lm import context_length

@@ -46,9 +46,7 @@ def finished_run(prefect_harness, tmp_path, monkeypatch):
             mlflow.log_artifacts(str(tmp_path / "evaluation"), artifact_path="evaluation")
         with tracking.stage_run("registry", parent.info.run_id):
             policy_dir = save_tiny_checkpoint("gpt2", tmp_path / "policy")
-            version = registry.register(
-                str(policy_dir), "instructflow-policy-smoke", "policy_model.py", {}
-            )
+            version = registry.register(str(policy_dir), "instructflow-policy-smoke", "policy", {})
     gate = {
         "model_name": "instructflow-policy-smoke",
         "policy_version": version,

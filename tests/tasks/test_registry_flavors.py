@@ -1,0 +1,70 @@
+"""Registered models load the way MLflow users expect, in a process that never imported the project:
+the policy through the transformers flavor (a text-generation pipeline), the reward model as a
+pyfunc with a documented signature."""
+
+import json
+import os
+import subprocess
+import sys
+
+import mlflow
+from mlflow import MlflowClient
+
+from tasks import registry, tracking
+
+LOAD_POLICY = """
+import json, sys, mlflow
+pipe = mlflow.transformers.load_model("models:/instructflow-policy@champion")
+out = pipe("Q: reverse stone\\nA:", max_new_tokens=4, do_sample=False)
+project = [m for m in ("tasks", "models", "flows", "world") if m in sys.modules]
+print(json.dumps({"kind": type(pipe).__name__, "text": out[0]["generated_text"], "project": project}))
+"""
+
+LOAD_RM = """
+import json, mlflow, pandas as pd
+rm = mlflow.pyfunc.load_model("models:/instructflow-reward-model/1")
+rows = pd.DataFrame({"prompt": ["Add 2 and 3.", "Say hi."], "response": ["5", "hi"]})
+print(json.dumps({"rewards": list(rm.predict(rows)), "inputs": rm.metadata.get_input_schema().input_names()}))
+"""
+
+
+def _fresh_process(code: str, tmp_path) -> dict:
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    env["MLFLOW_TRACKING_URI"] = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    done = subprocess.run(
+        [sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def test_registered_policy_and_reward_model_load_without_the_project(
+    tiny_dirs, tmp_path, monkeypatch
+):
+    # given the tiny policy registered as champion and a reward model beside it
+    monkeypatch.setenv("INSTRUCTFLOW_ROOT", str(tmp_path))
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    tracking.setup()
+    sft_dir, rm_dir = tiny_dirs
+    with mlflow.start_run():
+        version = registry.register(str(sft_dir), registry.POLICY_MODEL, "policy", {})
+        registry.register(str(rm_dir), registry.REWARD_MODEL, "reward_model", {})
+    MlflowClient().set_registered_model_alias(registry.POLICY_MODEL, "champion", version)
+
+    # when a fresh process loads the champion with mlflow.transformers alone
+    policy = _fresh_process(LOAD_POLICY, tmp_path)
+    # then it is a text-generation pipeline that continues the prompt, and no project module loaded
+    assert policy["kind"] == "TextGenerationPipeline"
+    assert policy["text"].startswith("Q: reverse stone\nA:") and len(policy["text"]) > 20
+    assert policy["project"] == []
+
+    # and the reward model scores rows through its pyfunc, whose signature names its inputs
+    scored = _fresh_process(LOAD_RM, tmp_path)
+    assert len(scored["rewards"]) == 2 and all(isinstance(r, float) for r in scored["rewards"])
+    assert scored["inputs"] == ["prompt", "response"]
+
+    # and the pipeline's own code reads the registered policy back as a checkpoint
+    from models.lm import load_causal_lm
+
+    model, tokenizer = load_causal_lm(registry.local_checkpoint(registry.POLICY_MODEL, version))
+    assert tokenizer.pad_token_id is not None and model.num_parameters() > 0
