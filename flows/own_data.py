@@ -2,10 +2,10 @@
 
 data (import: validate, normalise, split) -> base model -> SFT -> comparisons
 (the dataset's preferences; no sampling, no simulated labelers) -> reward
-model -> PPO, PPO-ptx (skipped without pretraining text) -> FLAN/T0 baselines
-(skipped without mixtures) -> evaluation (no gold; win rates from a held-out
-judge when one is given) -> report -> registry (challenger, tagged with the
-dataset's per-table md5s).
+model and held-out judge (tasks.judge: the test split's preferences only) ->
+PPO, PPO-ptx (skipped without pretraining text) -> FLAN/T0 baselines (skipped
+without mixtures) -> evaluation (no gold; win rates from the held-out judge)
+-> report -> registry (challenger, tagged with the dataset's per-table md5s).
 
 Each stage's cache key holds the content digest of the files it reads from
 the imported tables, so a dataset that gained preferences re-runs
@@ -25,6 +25,8 @@ from flows.params import PipelineParams
 from tasks import (
     base_model,
     dataset_stage,
+    judge,
+    judge_trust,
     layout,
     own_evaluation,
     ppo,
@@ -81,7 +83,8 @@ def run(params: PipelineParams, parent_id: str, run_info: dict, mlflow_url: str)
         for p in sorted(data_dir.iterdir())
         if p.suffix in (".jsonl", ".parquet")
     }
-    mlflow.set_tags(version_tags(data_dir, params.allow_data_mismatch))
+    dvc_tags = version_tags(data_dir, params.allow_data_mismatch)
+    mlflow.set_tags(dvc_tags)
     base_digest = content_digest(params.base_model)
     imported = run_stage(
         dataset_stage.import_dataset_task,
@@ -144,6 +147,17 @@ def run(params: PipelineParams, parent_id: str, run_info: dict, mlflow_url: str)
         comparisons_dir=comps["dir"],
     )
     rm_in = sft_in | {"rm": Path(rm["model_dir"]).parent.name}
+    # The held-out judge: a second RM trained on the test split's preferences only. The same
+    # people may have ranked both splits, so labelers need not differ (users or prompts do).
+    judged = stage(
+        judge.judge_task,
+        "judge",
+        "judge",
+        sft_in | {"comparisons": Path(comps["dir"]).name},
+        sft_dir=sft_out["model_dir"],
+        comparisons_dir=comps["dir"],
+        distinct_labelers=False,
+    )
     ppo_in = rm_in | _digests(profile_dir, layout.PPO_TRAIN, layout.PPO_VALID) | pretrain_in
     variants = [("ppo", 0.0)]
     if pretrain_in[layout.PRETRAIN_TRAIN]:
@@ -193,20 +207,29 @@ def run(params: PipelineParams, parent_id: str, run_info: dict, mlflow_url: str)
         own_evaluation.evaluation_task,
         "evaluation",
         "evaluation",
-        rm_in | policy_keys | _digests(profile_dir, layout.EVAL_TEST, layout.PRETRAIN_VALID),
+        rm_in
+        | policy_keys
+        | {"judge": Path(judged["dir"]).name}
+        | _digests(profile_dir, layout.EVAL_TEST, layout.PRETRAIN_VALID),
         policies=policies,
         sft_dir=sft_out["model_dir"],
         rm_dir=rm["model_dir"],
-        judge_dir=None,
+        judge_dir=judged["dir"],
     )
 
     result = report.empty_report(
-        {"mlflow_run_id": parent_id, **run_info, "data_dir": str(data_dir)}
+        {
+            "mlflow_run_id": parent_id,
+            **run_info,
+            "data_dir": str(data_dir),
+            "dvc_data_md5": dvc_tags["data_dvc_md5"],
+        }
     )
     result["provenance"] = provenance.collect(params.seed)  # where it was made (issue 24)
     result["dataset"] = summary
     result["skipped"] = skipped
-    result["judge"] = {"kind": None, "reason": own_evaluation.NO_JUDGE}
+    result["judge"] = judge_trust.report_block(judged["metrics"], None)
+    tracking.log_metrics(judge_trust.parent_metrics(result["judge"]))
     result["reward_model"] = {k.split("/", 1)[1]: v for k, v in rm["metrics"].items()}
     result["policies"] = evaluated["rows"]
     candidate = params.candidate if params.candidate in policies else "ppo"
@@ -227,8 +250,8 @@ def run(params: PipelineParams, parent_id: str, run_info: dict, mlflow_url: str)
 def _register(params, candidate, policies, rm, sft_out, parent_id, run_info, md5s) -> dict:
     """The candidate and the RM as registered versions, the candidate aliased `challenger`.
 
-    The gate is not run: on a user's data its evidence is the held-out judge
-    or a human evaluation, neither of which this run has yet.
+    The gate is not run here: the promotion gate compares policies with the
+    embedded world's held-out labelers, which a user's dataset does not have.
     """
     lineage = {
         "git_commit": run_info["git_commit"],
@@ -250,7 +273,7 @@ def _register(params, candidate, policies, rm, sft_out, parent_id, run_info, md5
         "policy_version": version,
         "reward_model_version": rm_version,
         "candidate": candidate,
-        "gate": "not run: no held-out judge or human evaluation on this dataset yet",
+        "gate": "not run on a dataset run: promote by hand (instructflow promote) or after a human evaluation",
     }
 
 
@@ -270,5 +293,10 @@ def dataset_markdown(result: dict) -> str:
         "- gold score: none (no gold oracle on a user's dataset)",
     ]
     lines += [f"- {name}: {reason}" for name, reason in result["skipped"].items()]
-    lines += [f"- judge: {result['judge']['reason']}", f"- registry: {result['registry']}"]
+    lines += [
+        f"- judge: {result['judge']['kind']}, {result['judge']['training_pairs']} training pairs,"
+        f" accuracy {result['judge']['accuracy_heldout_pairs']:.3f} on held-out pairs"
+        f" ({result['judge']['trust_reason']})",
+        f"- registry: {result['registry']}",
+    ]
     return "\n".join(lines) + "\n"

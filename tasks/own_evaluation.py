@@ -8,8 +8,8 @@ and perplexity on the dataset's held-out pretraining text when it has some.
 
 Win rates against SFT come from a judge: a reward model trained only on
 held-out preferences (the test split), never on what the training RM saw.
-The judge is pluggable (`judge_dir`, a reward-model checkpoint): without one
-the report says `win_rate_vs_sft: null` and why, rather than letting the
+The judge is tasks.judge's (`judge_dir`, the judge stage's folder); without
+one the report says `win_rate_vs_sft: null` and why, rather than letting the
 training RM grade its own policy.
 """
 
@@ -26,19 +26,12 @@ from models.lm_training import pack_corpus, perplexity
 from models.reward_model import reward_model_from_causal_lm
 from tasks import layout, tracking
 from tasks.evaluation import EvalConfig, Policy, flat_metrics, rm_scores, sample, test_prompts
+from tasks.judge import HeldOutJudge
 from tasks.stage import fresh_output_dir, import_closure_digest, mark_done, prefect_options
 from tasks.stats import prompt_mean_with_ci
 from tasks.tables import read_jsonl, write_jsonl
 
 NO_JUDGE = "no held-out judge given: win rates need a judge trained on held-out preferences"
-
-
-def wins_against(judge_scores: list[float], reference_scores: list[float]) -> list[float]:
-    """1 where the judge scores the policy's sample above SFT's for the same prompt, 0.5 on a tie."""
-    return [
-        1.0 if a > b else 0.5 if a == b else 0.0
-        for a, b in zip(judge_scores, reference_scores, strict=True)
-    ]
 
 
 def evaluate_own(
@@ -58,10 +51,9 @@ def evaluate_own(
     pretrain_valid = (
         [r["text"] for r in read_jsonl(pretrain_path)] if pretrain_path.exists() else []
     )
-    judge = reward_model_from_causal_lm(judge_dir) if judge_dir else None
+    judge = HeldOutJudge.load(judge_dir) if judge_dir else None
     # SFT's reference samples use their own seed: "sft vs sft" is two samples (expected 0.5).
     reference = sample(Policy("sft", sft_dir), prompts, cfg, seed + 1000).texts
-    reference_judged = rm_scores(*judge, prompts, reference) if judge else None
 
     rows, raw = {}, {}
     for index, policy in enumerate(policies):
@@ -74,7 +66,7 @@ def evaluate_own(
         kl = [lp - ref for lp, ref in zip(resp.logprobs, resp.sft_logprobs, strict=True)]
         win = None
         if judge:
-            wins = wins_against(rm_scores(*judge, prompts, resp.texts), reference_judged)
+            wins = judge.compare_many(prompts, resp.texts, reference)
             win = prompt_mean_with_ci(wins, n, seed)
         rows[policy.name] = {
             "gold_score": None,

@@ -72,6 +72,14 @@ def test_an_hh_dataset_runs_end_to_end_and_new_comparisons_rerun_only_what_reads
     assert {"sft", "ppo", "base"} <= set(first["policies"])
     assert first["skipped"]["ppo_ptx"].startswith("skipped: the dataset has no pretrain table")
     assert all(row["gold_score"] is None for row in first["policies"].values())
+    # win rates against SFT come from the held-out judge, with its accuracy on held-out pairs
+    assert (
+        first["judge"]["training_pairs"] > 0
+        and 0.0 <= first["judge"]["accuracy_heldout_pairs"] <= 1.0
+    )
+    for name in ("ppo", "base"):
+        win = first["policies"][name]["win_rate_vs_sft"]
+        assert 0.0 <= win["ci95"][0] <= win["mean"] <= win["ci95"][1] <= 1.0
     md5s = {name: t["md5"] for name, t in first["dataset"]["tables"].items()}
     assert set(md5s) == {"prompts", "demonstrations", "preferences"}
     assert first["dataset"]["split_rule"] == "user_id"
