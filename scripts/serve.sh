@@ -10,7 +10,7 @@
 # Settings (environment):
 #   PREFECT_PORT (4200)  MLFLOW_PORT (5000)
 #   INSTRUCTFLOW_ROOT    project root holding mlflow/ (default: this checkout)
-#   PREFECT_HOME         where the Prefect server keeps its database (default: $ROOT/.prefect)
+#   PREFECT_HOME         where the Prefect server keeps its database (Prefect's default: ~/.prefect)
 #   MLFLOW_TRACKING_URI  where flow runs log (default: the MLflow server started here)
 #   VENV                 the virtual environment (default: .venv of this checkout)
 set -euo pipefail
@@ -27,12 +27,15 @@ POOL=instructflow-process
 PREFECT_URL="http://$HOST:$PREFECT_PORT"
 MLFLOW_URL="http://$HOST:$MLFLOW_PORT"
 
-export PREFECT_HOME="${PREFECT_HOME:-$ROOT/.prefect}"
 export PREFECT_API_URL="$PREFECT_URL/api"
 export PREFECT_SERVER_API_HOST="$HOST"
 export PREFECT_SERVER_API_PORT="$PREFECT_PORT"
 export DVC_NO_ANALYTICS=1
 export PREFECT_SERVER_ANALYTICS_ENABLED=false
+# MLflow's telemetry thread sets and unsets an environment variable while other
+# threads read os.environ: a flow run failed on it with KeyError
+# '_MLFLOW_TELEMETRY_SESSION_ID' (and there is no network to send it to).
+export MLFLOW_DISABLE_TELEMETRY="${MLFLOW_DISABLE_TELEMETRY:-true}"
 mkdir -p "$STATE" "$ROOT/mlflow/artifacts"
 trap 'if (($? != 0)); then echo "serve.sh failed; scripts/stop.sh (make stop) stops whatever it started" >&2; fi' EXIT
 
