@@ -10,7 +10,7 @@
 # Settings (environment):
 #   PREFECT_PORT (4200)  MLFLOW_PORT (5000)
 #   INSTRUCTFLOW_ROOT    project root holding mlflow/ (default: this checkout)
-#   PREFECT_HOME         where the Prefect server keeps its database (Prefect's default: ~/.prefect)
+#   PREFECT_HOME         where the Prefect server keeps its database (default: $ROOT/.prefect)
 #   MLFLOW_TRACKING_URI  where flow runs log (default: the MLflow server started here)
 #   VENV                 the virtual environment (default: .venv of this checkout)
 set -euo pipefail
@@ -27,6 +27,7 @@ POOL=instructflow-process
 PREFECT_URL="http://$HOST:$PREFECT_PORT"
 MLFLOW_URL="http://$HOST:$MLFLOW_PORT"
 
+export PREFECT_HOME="${PREFECT_HOME:-$ROOT/.prefect}"
 export PREFECT_API_URL="$PREFECT_URL/api"
 export PREFECT_SERVER_API_HOST="$HOST"
 export PREFECT_SERVER_API_PORT="$PREFECT_PORT"
