@@ -89,6 +89,7 @@ def _regate(client: MlflowClient, gate: dict, labels: dict, key: dict) -> dict:
         public["incumbent"],
         gate.get("public_suite_margin", 0.02),
         rival,
+        gate.get("win_margin", 0.0),
     )
     name, version = gate["model_name"], gate["policy_version"]
     was_promoted = gate.get("promoted", False)

@@ -31,7 +31,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from models.lm import load_causal_lm
 from models.tokenizer import tokenizer_digest
-from tasks import tracking
+from tasks import gate_margin, tracking
 from tasks.concurrency import registry_slot
 from tasks.evaluation import EvalConfig, Policy, head_to_head
 from tasks.model_card import model_card
@@ -97,6 +97,18 @@ class GateConfig(BaseModel):
     auto_promote: bool = Field(
         True, description="Move `champion` when the gate passes (off: record the decision only)."
     )
+    win_margin: float = Field(
+        0.0,
+        ge=0.0,
+        lt=0.5,
+        description="The head-to-head win rate's 95% CI lower end must exceed 0.5 + this: the "
+        "seed noise between two trainings of one configuration (tasks/gate_margin.py).",
+    )
+    win_margin_from: str | None = Field(
+        None,
+        description="A seed sweep's aggregate.json (instructflow sweep): its measured noise "
+        "(gate_noise.win_margin) replaces win_margin, and the gate's evidence names the sweep.",
+    )
 
 
 @dataclass(frozen=True)
@@ -108,6 +120,7 @@ class GateDecision:
     ci95: tuple[float, float]
     public_suite_challenger: float
     public_suite_incumbent: float
+    win_margin: float = 0.0
 
 
 def decide(
@@ -117,12 +130,17 @@ def decide(
     public_incumbent: float,
     margin: float,
     incumbent: str,
+    win_margin: float = 0.0,
 ) -> GateDecision:
-    """The gate's rule, separate from how its inputs are measured."""
+    """The gate's rule, separate from how its inputs are measured.
+
+    win_margin: how far above 0.5 the win rate's CI must start (seed noise, from a sweep).
+    """
     reasons = []
-    if ci95[0] <= 0.5:
+    bar = "0.5" if not win_margin else f"0.5 + {win_margin:.3f} (seed noise)"
+    if ci95[0] <= 0.5 + win_margin:
         reasons.append(
-            f"win rate vs {incumbent} {win_rate:.3f} has 95% CI lower end {ci95[0]:.3f} <= 0.5"
+            f"win rate vs {incumbent} {win_rate:.3f} has 95% CI lower end {ci95[0]:.3f} <= {bar}"
         )
     if public_challenger < public_incumbent - margin:
         reasons.append(
@@ -135,7 +153,7 @@ def decide(
         else "; ".join(reasons)
     )
     return GateDecision(
-        promote, reason, incumbent, win_rate, ci95, public_challenger, public_incumbent
+        promote, reason, incumbent, win_rate, ci95, public_challenger, public_incumbent, win_margin
     )
 
 
@@ -309,7 +327,7 @@ def gate_markdown(name: str, version: str, decision: GateDecision, note: str | N
         f"# Promotion gate: {name} v{version} {verdict}\n\n"
         f"- compared with: {decision.incumbent}\n"
         + (f"- note: {note}\n" if note else "")
-        + f"- win rate: {decision.win_rate:.3f} (95% CI {decision.ci95[0]:.3f} - {decision.ci95[1]:.3f}); needs lower end > 0.5\n"
+        + f"- win rate: {decision.win_rate:.3f} (95% CI {decision.ci95[0]:.3f} - {decision.ci95[1]:.3f}); needs lower end > {0.5 + decision.win_margin:.3f}\n"
         f"- public-suite accuracy: {decision.public_suite_challenger:.3f} vs {decision.public_suite_incumbent:.3f}\n"
         f"- reason: {decision.reason}\n"
     )
@@ -345,6 +363,7 @@ def register_and_gate_task(
         incumbent, incumbent_name, note = choose_incumbent(client, model_name, policy_dir, sft_dir)
         if note:
             print(note, flush=True)
+        win_margin, margin_source = gate_margin.resolve(cfg.win_margin, cfg.win_margin_from)
         match_cfg = eval_cfg.model_copy(update={"max_prompts": cfg.max_prompts})
         challenger = Policy("challenger", Path(policy_dir))
         match = head_to_head(challenger, incumbent, Path(profile_dir), match_cfg, seed)
@@ -356,12 +375,15 @@ def register_and_gate_task(
             match["public_incumbent"],
             cfg.public_suite_margin,
             incumbent_name,
+            win_margin,
         )
         gate = {
             "model_name": model_name,
             "candidate": candidate,
             "auto_promote": cfg.auto_promote,
             "public_suite_margin": cfg.public_suite_margin,
+            "win_margin": win_margin,
+            "win_margin_source": margin_source,
             "incumbent": incumbent_name,
             "note": note,
             "evidence": match["judged_by"],

@@ -70,7 +70,7 @@ def _update_with_file(digest: "hashlib._Hash", file: Path) -> None:
 
 # Parameters that name an input file or folder (a config field or a stage
 # argument): a stage key holds the digest of what is there, never the path.
-CONTENT_KEYED_FIELDS = ("base_model", "human_comparisons", "dataset_dir")
+CONTENT_KEYED_FIELDS = ("base_model", "human_comparisons", "dataset_dir", "win_margin_from")
 
 
 def keyed_by_content(values: dict[str, Any]) -> dict[str, Any]:

@@ -39,3 +39,15 @@ def test_manual_promotion_needs_a_reason():
 
     with pytest.raises(ValueError, match="reason"):
         promote_manually("1", "   ")
+
+
+def test_a_win_within_the_seed_noise_is_not_enough():
+    # given a CI starting at 0.55 and a sweep that measured 0.083 of seed noise (two seeds of
+    # one configuration met at 0.417)
+    decision = decide(0.6, (0.55, 0.65), 0.8, 0.8, margin=0.02, incumbent="sft", win_margin=0.083)
+    # then 0.55 <= 0.583 refuses, naming the noise margin, which the decision carries
+    assert not decision.promote
+    assert "0.550 <= 0.5 + 0.083 (seed noise)" in decision.reason
+    assert decision.win_margin == 0.083
+    # and the same evidence passes a gate without a margin
+    assert decide(0.6, (0.55, 0.65), 0.8, 0.8, margin=0.02, incumbent="sft").promote

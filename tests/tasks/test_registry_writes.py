@@ -1,6 +1,7 @@
 """The registry stage judges first and writes after: a failing gate leaves the registry as it was,
 and a champion that cannot be loaded is skipped with a one-line reason."""
 
+import json
 import shutil
 from pathlib import Path
 
@@ -32,7 +33,7 @@ class Gate:
         self.client = MlflowClient()
         self.calls = 0
 
-    def run(self, policy_dir: Path) -> dict:
+    def run(self, policy_dir: Path, cfg: GateConfig | None = None) -> dict:
         self.calls += 1
         with mlflow.start_run(run_name=f"parent-{self.calls}") as parent:
             return registry.register_and_gate_task.fn(
@@ -42,7 +43,7 @@ class Gate:
                 sft_dir=str(self.sft_dir),
                 profile_dir=str(self.profile_dir),
                 eval_cfg=EvalConfig(max_new_tokens=8, samples_per_prompt=1),
-                cfg=GateConfig(max_prompts=12),
+                cfg=cfg or GateConfig(max_prompts=12),
                 model_name=POLICY,
                 reward_model_name=RM,
                 lineage={"profile": "smoke", "dvc_data_md5": "test"},
@@ -129,3 +130,21 @@ def test_a_champion_that_cannot_be_loaded_is_skipped_with_its_reason(gate, tmp_p
     # and the registry stays consistent: the judged candidate is the challenger, v1 still champion
     assert str(gate.client.get_model_version_by_alias(POLICY, "challenger").version) == "2"
     assert str(registry.champion_version(gate.client, POLICY)) == "1"
+
+
+def test_the_gate_says_which_margin_it_used_and_where_from(gate, tmp_path):
+    # given a sweep aggregate that measured 0.3 of seed noise between two seeds
+    sweep = tmp_path / "aggregate.json"
+    noise = {"policy": "ppo_ptx", "win_margin": 0.3, "pairs": [{"seeds": [0, 1], "win_rate": 0.2}]}
+    sweep.write_text(
+        json.dumps({"gate_noise": noise, "sweep": {"mlflow_run_id": "sweep-1"}, "provenance": {}})
+    )
+    # when the gate judges with its margin taken from that sweep
+    cfg = GateConfig(max_prompts=12, win_margin=0.01, win_margin_from=str(sweep))
+    result = gate.run(gate.sft_dir, cfg=cfg)
+    # then its evidence names the margin and the sweep it came from, and the bar it set
+    assert result["gate"]["win_margin"] == 0.3
+    assert "sweep-1" in result["gate"]["win_margin_source"]
+    assert str(sweep) in result["gate"]["win_margin_source"]
+    assert not result["gate"]["promote"]
+    assert "0.5 + 0.300 (seed noise)" in result["gate"]["reason"]
