@@ -1,6 +1,7 @@
 """The `instructflow` command line. Every subcommand has --help.
 
 instructflow run --profile tiny          run the whole pipeline
+instructflow params --example            every run setting, commented (--schema: JSON schema)
 instructflow data generate               regenerate data/ and record it in data.dvc
 instructflow data verify                 check data/ against data.dvc
 instructflow data add DIR                validate your dataset directory and `dvc add` it
@@ -26,16 +27,16 @@ from tasks.schemas import KINDS
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
-    from flows.params import PipelineParams
-    from flows.pipeline import rlhf_pipeline
+    from flows.params_io import build_params, read_params_file
+    from tasks import preflight
 
-    overrides = json.loads(Path(args.params).read_text()) if args.params else {}
+    fields = read_params_file(args.params) if args.params else {}
     for field in ("profile", "seed", "base_model", "base_model_revision", "data", "threads"):
         if getattr(args, field) is not None:
-            overrides[field] = getattr(args, field)
+            fields[field] = getattr(args, field)
     if args.allow_data_mismatch:
-        overrides["allow_data_mismatch"] = True
-    params = PipelineParams(**overrides)
+        fields["allow_data_mismatch"] = True
+    params = build_params(fields)
     from tasks.provenance import pin_threads
 
     pin_threads(params.threads)  # before any torch work (inter-op threads can be set only once)
@@ -46,15 +47,36 @@ def _cmd_run(args: argparse.Namespace) -> int:
         model_dir = resolve_pretrained(params.base_model, params.base_model_revision)
         local = params.model_copy(update={"base_model": str(model_dir)})
     if params.data:
-        from flows.own_data import NEEDS_BASE, preflight
+        from flows.own_data import NEEDS_BASE
+        from flows.own_data import preflight as own_data_preflight
 
         if not params.base_model:
             print(f"instructflow: {NEEDS_BASE}", file=sys.stderr)
             return 2
 
-        preflight(local)  # a refused dataset stops here with its problems, before any flow
-    report = rlhf_pipeline(params)
+        own_data_preflight(local)  # a refused dataset stops here with its problems, before any flow
+    else:
+        # Checked here, before Prefect starts (which takes a while): a refusal comes in seconds.
+        _, refusal = preflight.refusal_of(local, project_root())
+        if refusal:
+            # printed before MLflow's (slow) start-up
+            print(f"instructflow: {refusal}", file=sys.stderr, flush=True)
+            run_id = preflight.record_refusal(params, refusal)
+            print(f"instructflow: MLflow run {run_id} marked FAILED", file=sys.stderr)
+            return 2
+
+    from flows.pipeline import rlhf_pipeline
+
+    state = rlhf_pipeline(params, return_state=True)
+    report = state.result()  # raises InputRefused if the flow refused, or the stage's error
     print(json.dumps(report["run"], indent=2))
+    return 0
+
+
+def _cmd_params(args: argparse.Namespace) -> int:
+    from flows.params_io import example, schema
+
+    print(json.dumps(schema() if args.schema else example(), indent=2))
     return 0
 
 
@@ -137,9 +159,12 @@ def _cmd_data_verify(_args: argparse.Namespace) -> int:
 
 
 def _cmd_data_validate(args: argparse.Namespace) -> int:
-    from tasks.tables import load_table
+    from tasks.input_checks import table_problems
+    from tasks.tables import TableError
 
-    frame = load_table(Path(args.file), args.kind)
+    frame, problems = table_problems(Path(args.file), args.kind)  # an empty file is refused too
+    if frame is None:
+        raise TableError(problems)
     print(f"{args.file}: {len(frame)} valid rows of kind {args.kind}")
     return 0
 
@@ -268,9 +293,25 @@ def build_parser() -> argparse.ArgumentParser:
         "--allow-data-mismatch", action="store_true", help="run even if data/ differs from data.dvc"
     )
     run.add_argument(
-        "--params", help="JSON file with PipelineParams fields (command-line flags override it)"
+        "--params",
+        help='JSON file of run settings, {"params": {...}} as the Prefect form sends or the bare fields; '
+        "see `instructflow params --example` (command-line flags override it)",
     )
     run.set_defaults(func=_cmd_run)
+
+    params = sub.add_parser(
+        "params",
+        help="Print the run settings' JSON schema or a commented example.",
+        description="The settings `run --params FILE` reads, the same shape as the Prefect manual-run form: "
+        '{"params": {...}} (bare fields are accepted too; keys starting with _ are comments). '
+        "`instructflow params --example > p.json` writes every field at its default.",
+    )
+    shown = params.add_mutually_exclusive_group(required=True)
+    shown.add_argument("--schema", action="store_true", help="the JSON schema of PipelineParams")
+    shown.add_argument(
+        "--example", action="store_true", help="every field at its default, each with a comment"
+    )
+    params.set_defaults(func=_cmd_params)
 
     plan = sub.add_parser(
         "plan",
@@ -450,15 +491,18 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    from flows.params_io import ParamsError
     from models.hub import ModelNotFoundError
     from tasks.data_version import DataMismatchError
+    from tasks.preflight import InputRefused
     from tasks.tables import TableError
 
     try:
         return args.func(args)
-    except (DataMismatchError, TableError, ModelNotFoundError) as error:
+    except (DataMismatchError, TableError, ModelNotFoundError, ParamsError, InputRefused) as error:
+        # Bad input: what to fix, without a traceback. Exit 2, as argparse does for bad usage.
         print(f"instructflow: {error}", file=sys.stderr)
-        return 1
+        return 2
 
 
 if __name__ == "__main__":

@@ -7,7 +7,8 @@ for the `tiny` profile, and a profile adjusts any field the user did not set.
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic_core import PydanticCustomError
 
 from tasks.base_model import BaseModelConfig
 from tasks.comparisons import ComparisonsConfig
@@ -60,6 +61,7 @@ class PipelineParams(BaseModel):
     )
     seed: int = Field(
         0,
+        ge=0,
         description="Seed for training and sampling (the data's own seed is part of the DVC data version).",
     )
     threads: int | None = Field(
@@ -112,6 +114,7 @@ class PipelineParams(BaseModel):
     )
     ptx_gamma: float = Field(
         0.1,
+        ge=0,
         description="Weight of the pretraining LM loss in PPO-ptx (0 would make it plain PPO; 1.0 pushed the tiny policy 5 nats from SFT).",
     )
     evaluation: EvalConfig = Field(
@@ -128,6 +131,21 @@ class PipelineParams(BaseModel):
     candidate: Literal["ppo_ptx", "ppo", "sft"] = Field(
         "ppo_ptx", description="Which policy is registered as the challenger."
     )
+
+    @model_validator(mode="wrap")
+    @classmethod
+    def _one_line_per_problem(cls, data: Any, handler: Any) -> "PipelineParams":
+        """Errors as one line per field with what it allows, wherever params are checked.
+
+        The CLI, a params file and Prefect (which validates a deployment run's
+        parameters against this model) all report the same lines.
+        """
+        try:
+            return handler(data)
+        except ValidationError as error:
+            from flows.params_io import INVALID, explain
+
+            raise PydanticCustomError(INVALID, "{lines}", {"lines": explain(error)}) from None
 
     def stage(self, name: str) -> BaseModel:
         """A stage's config with the profile's sizes for every field the user left at its default.

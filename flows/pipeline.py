@@ -30,6 +30,7 @@ from tasks import (
     judge_trust,
     plots,
     ppo,
+    preflight,
     provenance,
     registry,
     report,
@@ -140,7 +141,11 @@ def rlhf_pipeline(
 
         timings: dict[str, float] = {}  # stage -> wall seconds (report: run.stage_seconds)
         started = time.perf_counter()
-        version = data.restore_data_task(str(root), params.allow_data_mismatch)
+        # Every input checked before any training; a refusal fails the run here (no retry).
+        checked = preflight.preflight_task(str(root), params)
+        if checked["refusal"]:
+            return preflight.refuse(checked["refusal"])
+        version = checked["version"]
         timings["data_restore"] = round(time.perf_counter() - started, 2)
         mlflow.log_metric("stage_seconds/data_restore", timings["data_restore"])
         mlflow.set_tags(

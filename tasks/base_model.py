@@ -28,18 +28,18 @@ class BaseModelConfig(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     vocab_size: int = Field(
-        1024, description="BPE vocabulary size (digits are always single tokens)."
+        1024, ge=32, description="BPE vocabulary size (digits are always single tokens)."
     )
-    n_layer: int = Field(4, description="Transformer blocks.")
-    n_head: int = Field(4, description="Attention heads per block.")
-    n_embd: int = Field(128, description="Hidden size (about 0.9M parameters at 4 x 128).")
+    n_layer: int = Field(4, ge=1, description="Transformer blocks.")
+    n_head: int = Field(4, ge=1, description="Attention heads per block.")
+    n_embd: int = Field(128, ge=1, description="Hidden size (about 0.9M parameters at 4 x 128).")
     n_positions: int = Field(
-        256, description="Context length in tokens (room for a few-shot prefix)."
+        256, ge=16, description="Context length in tokens (room for a few-shot prefix)."
     )
-    block_size: int = Field(128, description="Length of the packed pretraining blocks.")
-    steps: int = Field(600, description="Pretraining optimizer steps.")
-    batch_size: int = Field(32, description="Blocks per pretraining step.")
-    lr: float = Field(2e-3, description="Peak learning rate (AdamW, warm-up then cosine).")
+    block_size: int = Field(128, ge=2, description="Length of the packed pretraining blocks.")
+    steps: int = Field(600, ge=1, description="Pretraining optimizer steps.")
+    batch_size: int = Field(32, ge=1, description="Blocks per pretraining step.")
+    lr: float = Field(2e-3, gt=0, description="Peak learning rate (AdamW, warm-up then cosine).")
     checkpoint_every: int = Field(
         100,
         ge=1,

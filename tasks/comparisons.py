@@ -45,14 +45,17 @@ class ComparisonsConfig(BaseModel):
         le=9,
         description="Responses sampled and ranked per prompt (InstructGPT: 4 to 9; 6 gives 15 pairs each).",
     )
-    temperature: float = Field(1.0, description="Sampling temperature for the K responses.")
-    max_new_tokens: int = Field(24, description="Longest response sampled.")
-    batch_size: int = Field(256, description="Sequences per generation batch.")
+    temperature: float = Field(1.0, gt=0, description="Sampling temperature for the K responses.")
+    max_new_tokens: int = Field(24, ge=1, description="Longest response sampled.")
+    batch_size: int = Field(256, ge=1, description="Sequences per generation batch.")
     overlap_fraction: float = Field(
-        0.1, description="Share of training prompts ranked by a second labeler (agreement)."
+        0.1,
+        ge=0,
+        le=1,
+        description="Share of training prompts ranked by a second labeler (agreement).",
     )
     heldout_prompts: int = Field(
-        300, description="Test users' prompts ranked by held-out labelers to evaluate the RM."
+        300, ge=1, description="Test users' prompts ranked by held-out labelers to evaluate the RM."
     )
     human_comparisons: str | None = Field(
         None, description="JSONL of human comparisons to use instead of simulated labelers."

@@ -39,15 +39,15 @@ class EvalConfig(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     temperature: float = Field(
-        1.0, description="Sampling temperature for every policy's responses."
+        1.0, gt=0, description="Sampling temperature for every policy's responses."
     )
-    max_new_tokens: int = Field(24, description="Longest response.")
-    batch_size: int = Field(128, description="Prompts per generation batch.")
+    max_new_tokens: int = Field(24, ge=1, description="Longest response.")
+    batch_size: int = Field(128, ge=1, description="Prompts per generation batch.")
     fewshot_examples: int = Field(
-        3, description="Demonstrations from training users in base_fewshot's prefix."
+        3, ge=0, description="Demonstrations from training users in base_fewshot's prefix."
     )
     max_prompts: int | None = Field(
-        None, description="Evaluate on the first N test prompts only (None: all)."
+        None, ge=1, description="Evaluate on the first N test prompts only (None: all)."
     )
     samples_per_prompt: int = Field(
         3,

@@ -65,43 +65,56 @@ class PPOStageConfig(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     iterations: int = Field(
-        150, description="Maximum rollout + update cycles (the stopping rule may end sooner)."
+        150, ge=1, description="Maximum rollout + update cycles (the stopping rule may end sooner)."
     )
     rollout_batch: int = Field(
-        64, description="Training prompts (one sampled response each) per iteration."
+        64, ge=1, description="Training prompts (one sampled response each) per iteration."
     )
-    minibatch_size: int = Field(32, description="Responses per gradient step.")
+    minibatch_size: int = Field(32, ge=1, description="Responses per gradient step.")
     ppo_epochs: int = Field(
-        2, description="Passes over each rollout batch (2 learns as much per second as 4 here)."
+        2,
+        ge=1,
+        description="Passes over each rollout batch (2 learns as much per second as 4 here).",
     )
     lr: float = Field(
         1e-4,
+        gt=0,
         description="Policy learning rate (AdamW, constant); 3e-5 moves too slowly for the 1M-parameter tiny model.",
     )
-    value_lr: float = Field(1e-4, description="Value-model learning rate (AdamW, constant).")
-    weight_decay: float = Field(0.0, description="AdamW weight decay of both networks.")
-    clip_eps: float = Field(0.2, description="Surrogate clip range.")
-    value_clip: float = Field(0.2, description="Value clip range (in normalised reward units).")
-    gae_lambda: float = Field(0.95, description="GAE lambda.")
-    gamma: float = Field(1.0, description="Per-token discount.")
+    value_lr: float = Field(1e-4, gt=0, description="Value-model learning rate (AdamW, constant).")
+    weight_decay: float = Field(0.0, ge=0, description="AdamW weight decay of both networks.")
+    clip_eps: float = Field(0.2, gt=0, description="Surrogate clip range.")
+    value_clip: float = Field(
+        0.2, gt=0, description="Value clip range (in normalised reward units)."
+    )
+    gae_lambda: float = Field(0.95, ge=0, le=1, description="GAE lambda.")
+    gamma: float = Field(1.0, ge=0, le=1, description="Per-token discount.")
     kl_beta: float = Field(
         0.2,
+        ge=0,
         description="KL penalty coefficient on normalised rewards (initial value if adaptive); at 0.05 the tiny RM is over-optimised within ~20 iterations.",
     )
     adaptive_kl: bool = Field(False, description="Adapt beta so the rollout KL tracks target_kl.")
     target_kl: float = Field(
         1.0,
+        gt=0,
         description="Target KL to SFT per response (nats) for the adaptive controller (gold peaked around 0.5-1 on tiny).",
     )
-    kl_horizon: int = Field(10000, description="Adaptive controller horizon (samples).")
-    ptx_batch_size: int = Field(8, description="Pretraining blocks per policy step (PPO-ptx only).")
-    ptx_block_size: int = Field(
-        128, description="Tokens per packed pretraining block (PPO-ptx only)."
+    kl_horizon: int = Field(10000, ge=1, description="Adaptive controller horizon (samples).")
+    ptx_batch_size: int = Field(
+        8, ge=1, description="Pretraining blocks per policy step (PPO-ptx only)."
     )
-    max_new_tokens: int = Field(24, description="Longest response sampled (as in evaluation).")
-    temperature: float = Field(1.0, description="Sampling temperature (as in evaluation).")
+    ptx_block_size: int = Field(
+        128, ge=2, description="Tokens per packed pretraining block (PPO-ptx only)."
+    )
+    max_new_tokens: int = Field(
+        24, ge=1, description="Longest response sampled (as in evaluation)."
+    )
+    temperature: float = Field(1.0, gt=0, description="Sampling temperature (as in evaluation).")
     no_eos_penalty: float = Field(
-        1.0, description="Subtracted from the normalised score of a response cut off without EOS."
+        1.0,
+        ge=0,
+        description="Subtracted from the normalised score of a response cut off without EOS.",
     )
     reward_normalization: Normalization = Field(
         "reference",
@@ -112,20 +125,21 @@ class PPOStageConfig(BaseModel):
         description="Train against the negated RM score (a deliberately worse policy, to test the promotion gate).",
     )
     reference_samples: int = Field(
-        256, description="SFT samples that fit the reward normalisation."
+        256, ge=1, description="SFT samples that fit the reward normalisation."
     )
-    grad_clip: float = Field(1.0, description="Max gradient norm per network.")
+    grad_clip: float = Field(1.0, gt=0, description="Max gradient norm per network.")
     eval_every: int = Field(
-        5, description="Iterations between validation evaluations (checkpoint choice, curve)."
+        5, ge=1, description="Iterations between validation evaluations (checkpoint choice, curve)."
     )
     eval_prompts: int | None = Field(
-        256, description="Validation prompts per evaluation (None: all)."
+        256, ge=1, description="Validation prompts per evaluation (None: all)."
     )
     checkpoint_every: int = Field(
-        5, description="Iterations between resumable checkpoints in out_dir/resume."
+        5, ge=1, description="Iterations between resumable checkpoints in out_dir/resume."
     )
     kl_price: float = Field(
         0.2,
+        ge=0,
         description="Checkpoint choice: validation RM gain (in SFT-sample RM standard deviations) one nat of KL to SFT must buy.",
     )
     min_gain: float = Field(
@@ -133,10 +147,11 @@ class PPOStageConfig(BaseModel):
         description="A later checkpoint is kept only if it raises the validation objective (RM gain - kl_price * KL) by more than this.",
     )
     patience: int = Field(
-        4, description="Stop after this many evaluations without a kept checkpoint."
+        4, ge=1, description="Stop after this many evaluations without a kept checkpoint."
     )
     kl_budget: float | None = Field(
         None,
+        gt=0,
         description="Stop past this validation KL to SFT (nats); such a point is never kept. None: no budget.",
     )
     lora: LoraOptions | None = Field(

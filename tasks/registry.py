@@ -89,10 +89,12 @@ class GateConfig(BaseModel):
 
     public_suite_margin: float = Field(
         0.02,
+        ge=0,
+        le=1,
         description="How much public-suite accuracy the challenger may lose against the champion.",
     )
     max_prompts: int | None = Field(
-        None, description="Head-to-head on the first N test prompts (None: all)."
+        None, ge=1, description="Head-to-head on the first N test prompts (None: all)."
     )
     auto_promote: bool = Field(
         True, description="Move `champion` when the gate passes (off: record the decision only)."

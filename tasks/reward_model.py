@@ -50,11 +50,11 @@ class RewardModelConfig(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     epochs: int = Field(
-        2, description="Passes over the comparisons (InstructGPT: 1; more overfits)."
+        2, ge=1, description="Passes over the comparisons (InstructGPT: 1; more overfits)."
     )
-    lr: float = Field(5e-4, description="Peak learning rate.")
+    lr: float = Field(5e-4, gt=0, description="Peak learning rate.")
     batch_size: int = Field(
-        16, description="Prompts per step; each brings its K responses and C(K,2) pairs."
+        16, ge=1, description="Prompts per step; each brings its K responses and C(K,2) pairs."
     )
     checkpoint_every: int = Field(
         50,

@@ -39,11 +39,12 @@ class SFTConfig(BaseModel):
 
     epochs: int = Field(
         16,
+        ge=1,
         description="Passes over the demonstrations (InstructGPT: 16, choosing the checkpoint on validation).",
     )
-    lr: float = Field(2e-3, description="Peak learning rate.")
+    lr: float = Field(2e-3, gt=0, description="Peak learning rate.")
     batch_size: int = Field(
-        16, description="Demonstrations per step (length-bucketed to save padding)."
+        16, ge=1, description="Demonstrations per step (length-bucketed to save padding)."
     )
     checkpoint_every: int = Field(
         100,

@@ -1,4 +1,4 @@
-"""The `instructflow` command line: help everywhere, exit 1 with a clear message on bad data."""
+"""The `instructflow` command line: help everywhere, exit 2 with a clear message on bad data (a refusal, as argparse exits 2 on bad usage)."""
 
 import argparse
 import json
@@ -15,6 +15,7 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 SUBCOMMANDS = [
     [],
     ["run"],
+    ["params"],
     ["data"],
     ["data", "generate"],
     ["data", "verify"],
@@ -46,6 +47,7 @@ def test_every_subcommand_is_covered():
     top = _subcommands(parser)
     assert set(top) == {
         "run",
+        "params",
         "data",
         "promote",
         "evaluate",
@@ -62,6 +64,7 @@ def test_every_subcommand_is_covered():
     assert tested == {
         (),
         ("run",),
+        ("params",),
         ("data",),
         ("promote",),
         ("evaluate",),
@@ -136,14 +139,14 @@ def test_validate_good_file_exits_zero(tmp_path, capsys):
     assert "2 valid rows" in capsys.readouterr().out
 
 
-def test_validate_bad_file_exits_one_naming_file_row_and_field(tmp_path, capsys):
+def test_validate_bad_file_exits_two_naming_file_row_and_field(tmp_path, capsys):
     # given a prompts table whose second row has an empty prompt
     bad = tmp_path / "prompts.jsonl"
     _write_prompts(bad, [_prompt(0), _prompt(1, prompt=""), _prompt(2)])
     # when it is validated
     code = main(["data", "validate", str(bad), "--kind", "prompts"])
     # then the command fails and says where
-    assert code == 1
+    assert code == 2
     err = capsys.readouterr().err
     assert f"{bad} row 2 field 'prompt'" in err
     assert "row 1 " not in err and "row 3 " not in err
@@ -160,7 +163,7 @@ def test_verify_matching_data_exits_zero(make_project, monkeypatch, capsys):
     assert data_version.tracked_md5(REPO_ROOT) in capsys.readouterr().out
 
 
-def test_verify_mismatched_data_exits_one_naming_data_dvc(
+def test_verify_mismatched_data_exits_two_naming_data_dvc(
     make_project, change_one_byte, monkeypatch, capsys
 ):
     # given a project where one byte of one table changed
@@ -170,21 +173,21 @@ def test_verify_mismatched_data_exits_one_naming_data_dvc(
     # when it is verified
     code = main(["data", "verify"])
     # then it fails, naming data.dvc and both md5s
-    assert code == 1
+    assert code == 2
     err = capsys.readouterr().err
     assert "data.dvc" in err
     assert data_version.tracked_md5(REPO_ROOT) in err
     assert data_version.current_md5(root) in err
 
 
-def test_verify_without_data_exits_one(make_project, monkeypatch, capsys):
+def test_verify_without_data_exits_two(make_project, monkeypatch, capsys):
     # given a project with data.dvc but no data/
     root = make_project(with_data=False)
     monkeypatch.setenv("INSTRUCTFLOW_ROOT", str(root))
     # when it is verified
     code = main(["data", "verify"])
     # then it fails and says data/ is missing
-    assert code == 1
+    assert code == 2
     assert "data/ is missing" in capsys.readouterr().err
     assert not (root / "data").exists()
 

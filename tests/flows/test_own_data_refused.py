@@ -33,7 +33,7 @@ def test_a_bad_dataset_is_refused_before_anything_runs(tmp_path, monkeypatch, ca
 
     code = main(["run", "--profile", "smoke", "--data", str(data), "--base-model", str(llama)])
 
-    assert code == 1
+    assert code == 2
     err = capsys.readouterr().err
     assert "preferences.jsonl row 5 field 'chosen': does not end on an assistant turn" in err
     assert "Traceback" not in err
@@ -43,7 +43,7 @@ def test_a_bad_dataset_is_refused_before_anything_runs(tmp_path, monkeypatch, ca
     # the too-long demonstration is named once the conversation is fixed
     prefs[4]["chosen"] = prefs[4]["chosen"].removesuffix("\n\nHuman: and?")
     (data / "preferences.jsonl").write_text("".join(json.dumps(r) + "\n" for r in prefs))
-    assert main(["run", "--data", str(data), "--base-model", str(llama)]) == 1
+    assert main(["run", "--data", str(data), "--base-model", str(llama)]) == 2
     err = capsys.readouterr().err
     assert (
         "demonstrations.jsonl row 31 field 'messages': row needs" in err and "> context 256" in err

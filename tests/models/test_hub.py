@@ -77,7 +77,7 @@ def test_the_cli_refuses_a_missing_hub_id_before_any_stage_runs(tmp_path):
         env=env, capture_output=True, text=True, timeout=300,
     )  # fmt: skip
     # then it fails with one line naming the model, and nothing was started
-    assert done.returncode == 1, done.stderr
+    assert done.returncode == 2, done.stderr
     lines = [line for line in done.stderr.splitlines() if line.strip()]
     assert lines == [lines[-1]] and "acme/not-downloaded" in lines[-1], done.stderr
     assert not (tmp_path / "project" / "runs").exists()

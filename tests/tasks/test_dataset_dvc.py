@@ -28,7 +28,7 @@ def test_data_add_versions_a_valid_dataset_and_refuses_a_bad_one(tmp_path, monke
     rows = [json.loads(line) for line in (bad / "preferences.jsonl").read_text().splitlines()]
     rows[3]["rejected"] = ""
     (bad / "preferences.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
-    assert main(["data", "add", str(bad)]) == 1
+    assert main(["data", "add", str(bad)]) == 2
     assert "preferences.jsonl row 4 field 'rejected'" in capfd.readouterr().err
     assert not (root / "bad.dvc").exists()
 

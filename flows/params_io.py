@@ -1,0 +1,178 @@
+"""Run settings as a user sees them: the file, its schema, an example, one-line errors.
+
+One shape everywhere: a params file is what the Prefect deployment form
+sends, `{"params": {...PipelineParams fields...}}`; the bare fields
+`{...}` are accepted too. Keys starting with `_` are comments and are
+dropped at any depth, so `instructflow params --example` can say what each
+field does inside a file that `instructflow run --params` reads as it is.
+
+A bad value gives one line per problem naming the field and what it allows
+(`ParamsError`), never pydantic's multi-line report.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ValidationError
+
+from flows.params import PipelineParams
+
+INVALID = "invalid_params"  # pydantic error type carrying explain()'s lines
+COMMENT = "_comment"  # key of the comment on a group; "_<field>" comments one field
+
+
+class ParamsError(ValueError):
+    """Run settings that cannot be used; the message is one line per problem."""
+
+
+def strip_comments(value: Any) -> Any:
+    """`value` without keys that start with `_`, at any depth."""
+    if isinstance(value, dict):
+        return {k: strip_comments(v) for k, v in value.items() if not str(k).startswith("_")}
+    if isinstance(value, list):
+        return [strip_comments(v) for v in value]
+    return value
+
+
+def read_params_file(path: str | Path) -> dict:
+    """The PipelineParams fields in a params file (either shape), comments dropped."""
+    file = Path(path)
+    try:
+        loaded = json.loads(file.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ParamsError(f"{file}: no such params file") from None
+    except json.JSONDecodeError as error:
+        raise ParamsError(
+            f"{file} line {error.lineno} column {error.colno}: not valid JSON ({error.msg})"
+        ) from None
+    if not isinstance(loaded, dict):
+        raise ParamsError(f"{file}: must hold a JSON object of PipelineParams fields")
+    loaded = strip_comments(loaded)
+    if set(loaded) == {"params"} and isinstance(loaded["params"], dict):
+        return loaded["params"]  # the deployment form's shape
+    return loaded
+
+
+def _field_schema(path: tuple[str | int, ...]) -> tuple[dict, dict]:
+    """(schema of the field at `path`, schema of the object holding it) in PipelineParams."""
+    schema = PipelineParams.model_json_schema()
+    defs = schema.get("$defs", {})
+
+    def resolve(node: dict) -> dict:
+        while "$ref" in node:
+            node = defs[node["$ref"].rsplit("/", 1)[1]]
+        return node
+
+    parent, node = schema, schema
+    for part in path:
+        parent = resolve(node)
+        node = resolve(parent.get("properties", {}).get(str(part), {}))
+    return node, parent
+
+
+def allowed(node: dict) -> str:
+    """What a field's JSON schema allows, in words."""
+    options = node.get("anyOf") or [node]
+    words = []
+    for option in options:
+        kind = option.get("type")
+        if "enum" in option:
+            words.append("one of " + ", ".join(json.dumps(v) for v in option["enum"]))
+        elif kind == "null":
+            words.append("null")
+        elif kind in ("integer", "number"):
+            bounds = [
+                f"{op} {option[key]}"
+                for key, op in (
+                    ("exclusiveMinimum", ">"),
+                    ("minimum", ">="),
+                    ("exclusiveMaximum", "<"),
+                    ("maximum", "<="),
+                )
+                if key in option
+            ]
+            noun = "an integer" if kind == "integer" else "a number"
+            words.append(noun + (" " + " and ".join(bounds) if bounds else ""))
+        elif kind == "boolean":
+            words.append("true or false")
+        elif kind == "string":
+            words.append("a string")
+        elif kind == "object" or "properties" in option:
+            words.append("an object with fields " + ", ".join(option.get("properties", {})))
+    return " or ".join(words) or "see `instructflow params --schema`"
+
+
+def explain(error: ValidationError) -> str:
+    """One line per problem: the dotted field, what was wrong, what is allowed."""
+    lines = []
+    for item in error.errors():
+        if item["type"] == INVALID:  # already explained (PipelineParams' own validator)
+            lines.append(item["msg"])
+            continue
+        loc = tuple(item["loc"])
+        dotted = ".".join(str(p) for p in loc) or "params"
+        if item["type"] == "extra_forbidden":
+            _, parent = _field_schema(loc)
+            fields = ", ".join(parent.get("properties", {}))
+            lines.append(f"unknown field {dotted!r}; allowed fields here: {fields}")
+            continue
+        node, _ = _field_schema(loc)
+        got = json.dumps(item.get("input"), default=str)
+        lines.append(f"{dotted} = {got} is not allowed; expected {allowed(node)}")
+    return "\n".join(lines)
+
+
+def build_params(fields: dict) -> PipelineParams:
+    """PipelineParams from plain fields, or a ParamsError naming each bad field."""
+    try:
+        return PipelineParams(**fields)
+    except ValidationError as error:
+        lines = explain(error).splitlines()
+        raise ParamsError("\n".join(f"params: {line}" for line in lines)) from None
+    except TypeError as error:  # e.g. a non-string key
+        raise ParamsError(f"params: {error}") from None
+
+
+def schema() -> dict:
+    return PipelineParams.model_json_schema()
+
+
+def _commented(model: BaseModel) -> dict:
+    """A model's fields with their values, each preceded by its description under `_<field>`."""
+    out: dict[str, Any] = {}
+    doc = (type(model).__doc__ or "").strip().splitlines()
+    if doc:
+        out[COMMENT] = doc[0]
+    for name, info in type(model).model_fields.items():
+        value = getattr(model, name)
+        if info.description:
+            out[f"_{name}"] = f"{info.description} Allowed: {allowed(_json_of(model, name))}."
+        out[name] = _commented(value) if isinstance(value, BaseModel) else value
+    return out
+
+
+def _json_of(model: BaseModel, name: str) -> dict:
+    node = type(model).model_json_schema()
+    prop = node["properties"][name]
+    if "$ref" in prop:
+        return node["$defs"][prop["$ref"].rsplit("/", 1)[1]]
+    return prop
+
+
+def example() -> dict:
+    """Every field at its default, commented, in the deployment form's shape."""
+    params = _commented(PipelineParams())
+    params[COMMENT] = (
+        "PipelineParams of one run. Keys starting with '_' are comments. Stage sizes are the"
+        " tiny profile's; a profile changes the fields left at these defaults."
+    )
+    return {
+        COMMENT: (
+            "instructflow run --params FILE reads this; the Prefect manual-run form and"
+            " `prefect deployment run --params` take the same {'params': {...}}."
+        ),
+        "params": params,
+    }

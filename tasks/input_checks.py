@@ -1,0 +1,219 @@
+"""Checks of a run's inputs that need more than one table's schema.
+
+Each function returns a list of `Problem`s (file, row, field, message) and
+never raises on bad input: tasks.preflight gathers them all into one refusal.
+
+- `base_model_problems`: a base-model directory is one `AutoModelForCausalLM`
+  can load (config, weights, tokenizer), read without loading the weights;
+- `human_comparisons_problems`: a file of human comparisons the reward-model
+  stage can train on (schema, train and valid rows, one K, no test users);
+- `length_problems`: every row fits the model's context, as the stages
+  encode it (tasks.lengths.LengthCheck).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from models.batching import encode_prompt
+from models.formatting import format_prompt, format_response
+from tasks.lengths import LengthCheck
+from tasks.stage import content_digest
+from tasks.tables import LINE, Problem, TableError, load_table
+
+WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin")
+CONTEXT_FIELDS = ("max_position_embeddings", "n_positions", "n_ctx", "max_sequence_length")
+# A tokenizer turns a text into at most one token per UTF-8 byte (byte-level BPE,
+# SentencePiece with byte fallback) plus a few special tokens: rows this short
+# need no tokenizing, which keeps the check fast on the embedded world.
+SPECIAL_TOKENS_MARGIN = 8
+
+
+_VALID_TABLES: dict[tuple[str, str], pd.DataFrame] = {}  # (content digest, kind) -> frame
+
+
+def _load_table_once(path: Path, kind: str) -> pd.DataFrame:
+    """load_table, remembered by content once valid: the CLI's check and the flow's find it done."""
+    key = (content_digest(path), kind)
+    if key not in _VALID_TABLES:
+        if len(_VALID_TABLES) >= 64:
+            _VALID_TABLES.clear()
+        _VALID_TABLES[key] = load_table(path, kind)
+    return _VALID_TABLES[key]
+
+
+def table_problems(path: Path, kind: str) -> tuple[pd.DataFrame | None, list[Problem]]:
+    """A table loaded and validated, or the problems; a missing or empty file is a problem too."""
+    if not path.is_file():
+        return None, [Problem(str(path), 0, LINE, "file not found")]
+    try:
+        frame = _load_table_once(path, kind)
+    except TableError as error:
+        return None, error.problems
+    if frame.empty:
+        return None, [Problem(str(path), 0, LINE, "the table is empty (no rows)")]
+    return frame, []
+
+
+def base_model_problems(folder: Path) -> tuple[int | None, list[Problem]]:
+    """(context length, problems) of a base-model directory, without loading its weights."""
+    where = str(folder)
+    if not folder.is_dir():
+        return None, [Problem(where, 0, "base_model", "no such directory")]
+    config_file = folder / "config.json"
+    if not config_file.is_file():
+        return None, [Problem(where, 0, "config.json", "missing: not a Hugging Face model dir")]
+    try:
+        raw = json.loads(config_file.read_text())
+    except (ValueError, UnicodeDecodeError) as error:
+        return None, [Problem(str(config_file), 0, LINE, f"not valid JSON ({error})")]
+    if not isinstance(raw, dict):
+        return None, [Problem(str(config_file), 0, LINE, "must be a JSON object")]
+    config, problems = _config_problems(folder, config_file)
+    context = None
+    if config is not None:
+        context = next(
+            (v for k in CONTEXT_FIELDS if isinstance(v := getattr(config, k, None), int) and v > 0),
+            None,
+        )
+        if context is None:
+            message = f"no context length (one of {', '.join(CONTEXT_FIELDS)})"
+            problems.append(Problem(str(config_file), 0, "max_position_embeddings", message))
+    problems += _weight_problems(folder)
+    if config is not None:  # the tokenizer reads the config too: one problem, not two
+        problems += _tokenizer_problems(folder)
+    return context, problems
+
+
+def _first_line(error: Exception) -> str:
+    lines = [line.strip() for line in str(error).strip().splitlines() if line.strip()]
+    return " ".join(lines[:2]) if lines else type(error).__name__
+
+
+def _config_problems(folder: Path, config_file: Path) -> tuple[Any, list[Problem]]:
+    """The config as transformers reads it, and whether it has a causal-LM head."""
+    from transformers import MODEL_FOR_CAUSAL_LM_MAPPING, AutoConfig
+
+    try:
+        config = AutoConfig.from_pretrained(folder, local_files_only=True)
+    except Exception as error:  # transformers and huggingface_hub raise many kinds here
+        # A field that fails validation is named in the message: report it on that field.
+        named = re.search(r"field '(\w+)'", str(error))
+        field = named.group(1) if named else "model_type"
+        return None, [Problem(str(config_file), 0, field, _first_line(error))]
+    if type(config) not in MODEL_FOR_CAUSAL_LM_MAPPING:
+        message = f"model_type {config.model_type!r} has no causal-LM head in transformers"
+        return None, [Problem(str(config_file), 0, "model_type", message)]
+    return config, []
+
+
+def _weight_problems(folder: Path) -> list[Problem]:
+    found = [folder / name for name in WEIGHT_FILES if (folder / name).is_file()]
+    if not found:
+        message = f"no weights ({' or '.join(WEIGHT_FILES)})"
+        return [Problem(str(folder), 0, WEIGHT_FILES[0], message)]
+    if found[0].name != "model.safetensors":
+        return []  # sharded or pickled weights: checked when the stage loads them
+    from safetensors import safe_open
+
+    try:
+        # Reads the header only and checks it against the file's size: catches
+        # a truncated or overwritten file before any training.
+        with safe_open(str(found[0]), framework="pt") as weights:
+            weights.keys()
+    except Exception as error:  # safetensors raises its own SafetensorError
+        return [Problem(str(found[0]), 0, LINE, f"unreadable safetensors file ({error})")]
+    return []
+
+
+def _tokenizer_problems(folder: Path) -> list[Problem]:
+    from transformers import AutoTokenizer
+
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(folder, local_files_only=True)
+    except Exception as error:  # transformers raises many kinds here
+        return [Problem(str(folder), 0, "tokenizer", f"cannot be loaded ({_first_line(error)})")]
+    if not tokenizer.encode("Q: hello world", add_special_tokens=False):
+        # transformers 5 builds an empty tokenizer when the files are missing
+        message = "encodes text to nothing (tokenizer.json / vocab files missing?)"
+        return [Problem(str(folder), 0, "tokenizer", message)]
+    if tokenizer.eos_token_id is None:
+        return [Problem(str(folder), 0, "tokenizer", "has no EOS token (responses end with it)")]
+    return []
+
+
+def human_comparisons_problems(
+    path: Path, prompt_tables: dict[str, pd.DataFrame]
+) -> tuple[pd.DataFrame | None, list[Problem]]:
+    """Human comparisons the RM stage can use: schema, both splits, one K, no user in two splits."""
+    frame, problems = table_problems(path, "comparisons")
+    if frame is None:
+        return None, problems
+    file = str(path)
+    rows = frame.index + 1  # valid tables have no blank lines: row = index + 1
+    for split in ("train", "valid"):
+        if not (frame["split"] == split).any():
+            message = f"no rows with split {split!r}: the reward model trains on 'train' and picks its epoch on 'valid'"
+            problems.append(Problem(file, 0, "split", message))
+    for row, split in zip(rows, frame["split"], strict=True):
+        if split == "test":
+            message = "split 'test' is for held-out users' evaluation, not reward-model training"
+            problems.append(Problem(file, int(row), "split", message))
+    ks = frame["responses"].map(len)
+    first_k, first_row = int(ks.iloc[0]), int(rows[0])
+    for row, k in zip(rows, ks, strict=True):
+        if k != first_k:
+            message = f"K={k} responses here but K={first_k} on row {first_row}: the reward model trains on one K"
+            problems.append(Problem(file, int(row), "responses", message))
+    from tasks.tables import check_user_splits
+
+    try:
+        check_user_splits({**prompt_tables, file: frame})
+    except TableError as error:
+        problems += [p for p in error.problems if p.file == file]
+    return frame, problems
+
+
+def length_problems(
+    file: str,
+    frame: pd.DataFrame,
+    context: int,
+    tokenizer: Callable[[], Any],
+    max_new_tokens: int,
+    prefix: str = "",
+) -> list[Problem]:
+    """Rows longer than `context` as the stages encode them.
+
+    A table of prompts alone is sampled from: the prompt (after `prefix`, the
+    few-shot examples) must leave `max_new_tokens` of room. A row with
+    responses is trained on: each prompt + response + EOS must fit.
+    `tokenizer` is called only when some row is too long to be sure by bytes.
+    """
+    problems: list[Problem] = []
+    field = next((f for f in ("response", "responses") if f in frame.columns), None)
+    for index, row in zip(frame.index, frame.to_dict("records"), strict=True):
+        prompt = row["prompt"]
+        responses = [] if field is None else ([row[field]] if field == "response" else row[field])
+        prompt_bytes = len((prefix + format_prompt(prompt)).encode()) + SPECIAL_TOKENS_MARGIN
+        if field is None:
+            if prompt_bytes + max_new_tokens <= context:
+                continue
+            need = len(encode_prompt(tokenizer(), prefix + format_prompt(prompt))) + max_new_tokens
+            where, what = "prompt", f" with {max_new_tokens} tokens of sampling room"
+        else:
+            longest = max((len(format_response(r).encode()) for r in responses), default=0)
+            if prompt_bytes + longest + 1 <= context:
+                continue
+            need = LengthCheck(tokenizer(), context, 0).need(prompt, list(responses))
+            alone = len(encode_prompt(tokenizer(), format_prompt(prompt)))
+            where, what = ("prompt" if alone >= context else field), " (prompt + response + EOS)"
+        if need > context:
+            message = f"row needs {need} tokens{what} > context {context}"
+            problems.append(Problem(file, int(index) + 1, where, message))
+    return problems

@@ -1,0 +1,89 @@
+"""Bad run settings: one line per problem naming the field and what it allows."""
+
+import json
+
+import pytest
+
+from flows.params_io import ParamsError, build_params, read_params_file
+from tests.bad_inputs.conftest import assert_names, refusal
+
+CASES = [
+    ("unknown-top", {"bogus": 1}, ["unknown field 'bogus'", "allowed fields here: profile, seed"]),
+    ("unknown-nested", {"ppo": {"lr_rate": 1e-4}}, ["unknown field 'ppo.lr_rate'", "kl_beta"]),
+    ("wrong-type", {"seed": "abc"}, ['seed = "abc"', "an integer >= 0"]),
+    ("out-of-range", {"comparisons": {"k": 12}}, ["comparisons.k = 12", ">= 4 and <= 9"]),
+    ("negative-lr", {"sft": {"lr": -1}}, ["sft.lr = -1", "a number > 0"]),
+    ("bad-choice", {"profile": "huge"}, ['profile = "huge"', 'one of "smoke", "tiny", "small"']),
+    ("not-an-object", {"ppo": 5}, ["ppo = 5", "an object with fields iterations"]),
+    ("fraction-above-one", {"ppo": {"gae_lambda": 1.5}}, ["ppo.gae_lambda = 1.5", "<= 1"]),
+]
+
+
+@pytest.mark.parametrize(("fields", "expected"), [c[1:] for c in CASES], ids=[c[0] for c in CASES])
+def test_bad_params_give_one_line_per_field_with_what_is_allowed(fields, expected):
+    with pytest.raises(ParamsError) as caught:
+        build_params(fields)
+    text = str(caught.value)
+    assert len(text.splitlines()) == 1, text
+    assert text.startswith("params: ")
+    for words in expected:
+        assert words in text
+
+
+def test_two_bad_fields_give_two_lines():
+    with pytest.raises(ParamsError) as caught:
+        build_params({"seed": -1, "ppo": {"lr": 0}})
+    assert len(str(caught.value).splitlines()) == 2
+
+
+def test_prefect_validates_a_form_run_with_the_same_lines():
+    # given the parameters a deployment run (the UI form) would send
+    from prefect.exceptions import ParameterTypeError
+
+    from flows.pipeline import rlhf_pipeline
+
+    with pytest.raises(ParameterTypeError) as caught:
+        rlhf_pipeline.validate_parameters({"params": {"ppo": {"lr": -1}}})
+    # then Prefect's refusal carries the same one-line explanation
+    assert "ppo.lr = -1 is not allowed; expected a number > 0" in str(caught.value)
+    assert "Traceback" not in str(caught.value)
+
+
+def test_a_params_file_that_is_not_json_names_line_and_column(tmp_path):
+    path = tmp_path / "p.json"
+    path.write_text('{\n  "seed": 1,\n  "profile": smoke\n}\n')
+    with pytest.raises(ParamsError, match=r"p.json line 3 column 14: not valid JSON"):
+        read_params_file(path)
+
+
+def test_a_params_file_may_use_the_deployment_form_shape(tmp_path):
+    # given the same settings as the form sends them and bare, with comments
+    form, bare = tmp_path / "form.json", tmp_path / "bare.json"
+    form.write_text(
+        json.dumps({"_comment": "x", "params": {"seed": 3, "ppo": {"_lr": "doc", "lr": 0.5}}})
+    )
+    bare.write_text(json.dumps({"seed": 3, "ppo": {"lr": 0.5}}))
+    # then both read the same
+    assert read_params_file(form) == read_params_file(bare) == {"seed": 3, "ppo": {"lr": 0.5}}
+
+
+def test_the_example_reads_back_as_the_defaults(tmp_path):
+    from flows.params import PipelineParams
+    from flows.params_io import example
+
+    path = tmp_path / "p.json"
+    path.write_text(json.dumps(example()))
+    assert build_params(read_params_file(path)) == PipelineParams()
+    # and every field carries its comment
+    params = example()["params"]
+    assert all(f"_{name}" in params for name in PipelineParams.model_fields)
+
+
+def test_a_block_longer_than_the_context_is_refused_before_training(smoke_dir, params):
+    problems = refusal(params(base={"block_size": 512, "n_positions": 256}), smoke_dir)
+    assert_names(problems, "params", 0, "base.block_size", "n_positions")
+
+
+def test_heads_that_do_not_divide_the_width_are_refused(smoke_dir, params):
+    problems = refusal(params(base={"n_head": 3, "n_embd": 64}), smoke_dir)
+    assert_names(problems, "params", 0, "base.n_head", "multiple")
