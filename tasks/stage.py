@@ -132,13 +132,17 @@ def cache_key_from_out_dir(_context: Any, parameters: dict[str, Any]) -> str:
 
 
 def retry_only_transient(_task: Any, _task_run: Any, state: Any) -> bool:
-    """Retry crashes and I/O trouble, never bad input: a retry cannot fix a table or a data version."""
+    """Retry crashes and I/O trouble, never bad input: a retry cannot fix a table or a data version.
+
+    IndexError, KeyError and TypeError are what code raises on data it did not
+    expect (an empty table, a missing field): the same input fails the same way.
+    """
     from tasks.data_version import DataMismatchError
     from tasks.tables import TableError
 
     try:
         state.result()
-    except (TableError, DataMismatchError, ValueError):
+    except (TableError, DataMismatchError, ValueError, IndexError, KeyError, TypeError):
         return False
     except Exception:
         return True
