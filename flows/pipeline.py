@@ -142,7 +142,9 @@ def rlhf_pipeline(
         timings: dict[str, float] = {}  # stage -> wall seconds (report: run.stage_seconds)
         started = time.perf_counter()
         # Every input checked before any training; a refusal fails the run here (no retry).
-        checked = preflight.preflight_task(str(root), params)
+        checked = preflight.preflight_task(
+            str(root), params.model_copy(update={"base_model": base_model_dir})
+        )
         if checked["refusal"]:
             return preflight.refuse(checked["refusal"])
         version = checked["version"]
