@@ -83,14 +83,14 @@ def _cmd_params(args: argparse.Namespace) -> int:
 def _cmd_plan(args: argparse.Namespace) -> int:
     from dataclasses import asdict
 
-    from flows.params import PipelineParams
+    from flows.params_io import build_params, read_params_file
     from flows.plan import make_plan, parse_size, render, runtime_bytes
 
-    overrides = json.loads(Path(args.params).read_text()) if args.params else {}
+    overrides = read_params_file(args.params) if args.params else {}
     for field in ("profile", "base_model", "base_model_revision"):
         if getattr(args, field) is not None:
             overrides[field] = getattr(args, field)
-    plan = make_plan(PipelineParams(**overrides), args.seq_len, args.prompt_len)
+    plan = make_plan(build_params(overrides), args.seq_len, args.prompt_len)
     runtime = runtime_bytes() if args.runtime else None
     memory = parse_size(args.memory) if args.memory else None
     if args.json:
