@@ -119,10 +119,23 @@ def seed_sweep(params: PipelineParams = PipelineParams(), seeds: list[int] = [0,
     provenance.pin_threads(params.threads)
     tracking.setup()
     # The data gate once, here: children started together must not each regenerate data/.
-    data.restore_data_task(str(project_root()), params.allow_data_mismatch)
+    version = data.restore_data_task(str(project_root()), params.allow_data_mismatch)
     tags = {"kind": "seed_sweep", "profile": params.profile, "seeds": " ".join(map(str, seeds))}
     with mlflow.start_run(run_name=f"sweep-{params.profile}", tags=tags) as run:
         sweep_id = run.info.run_id
+        # The data stage has no seed in its key: validated once here, children find it cached
+        # (two children validating at once raced on MLflow's dataset table).
+        from flows.pipeline import run_stage
+
+        run_stage(
+            data.validate_data_task,
+            "data",
+            config={"profile": params.profile},
+            inputs={"data_md5": version["md5"]},
+            parent_run_id=sweep_id,
+            profile_dir=str(project_root() / "data" / params.profile),
+            md5=version["md5"],
+        )
         # The children report to this run's Prefect API. Without a configured server
         # (ephemeral mode) each worker process would start a server of its own.
         with get_client(sync_client=True) as client:
