@@ -41,6 +41,7 @@ from tasks.dataset import load_dataset
 from tasks.dataset_dvc import version_tags
 from tasks.evaluation import fewshot_prefix
 from tasks.paths import reports_dir
+from tasks.registry_snapshot import RegistrySnapshot
 from tasks.stage import content_digest
 
 NEEDS_BASE = "a run on your own data needs --base-model (a local Hugging Face causal-LM directory)"
@@ -233,8 +234,8 @@ def run(params: PipelineParams, parent_id: str, run_info: dict, mlflow_url: str)
     result["reward_model"] = {k.split("/", 1)[1]: v for k, v in rm["metrics"].items()}
     result["policies"] = evaluated["rows"]
     candidate = params.candidate if params.candidate in policies else "ppo"
-    result["registry"] = _register(
-        params, candidate, policies, rm, sft_out, parent_id, run_info, md5s
+    result["gate"] = _register(
+        params, candidate, policies, rm, sft_out, parent_id, run_info, md5s, result
     )
 
     markdown = report.to_markdown(result, mlflow_url=mlflow_url) + dataset_markdown(result)
@@ -247,11 +248,13 @@ def run(params: PipelineParams, parent_id: str, run_info: dict, mlflow_url: str)
     return result
 
 
-def _register(params, candidate, policies, rm, sft_out, parent_id, run_info, md5s) -> dict:
-    """The candidate and the RM as registered versions, the candidate aliased `challenger`.
+def _register(params, candidate, policies, rm, sft_out, parent_id, run_info, md5s, result) -> dict:
+    """Register the candidate (alias `challenger`) and the RM, then let the gate decide.
 
-    The gate is not run here: the promotion gate compares policies with the
-    embedded world's held-out labelers, which a user's dataset does not have.
+    On a dataset the gate's evidence is the held-out judge: the candidate's win
+    rate against SFT as the judge sees it, acted on only if the judge is
+    trustworthy (`gate.judge_accuracy_floor`). `instructflow eval import` later
+    replaces it with people's rankings. Registry writes are undone if one fails.
     """
     lineage = {
         "git_commit": run_info["git_commit"],
@@ -263,17 +266,44 @@ def _register(params, candidate, policies, rm, sft_out, parent_id, run_info, md5
         "data_dir": str(Path(params.data).resolve()),
         **{f"data_md5_{name}": md5 for name, md5 in md5s.items()},
     }
+    cfg = params.stage("gate")
+    win = result["policies"][candidate].get("win_rate_vs_sft")
+    accuracy = result["judge"]["accuracy_heldout_pairs"]
+    decision = registry.judge_decision(win, accuracy, cfg)
     policy_name, rm_name = params.registry.names(params.profile)
+    client = registry.MlflowClient()
     with tracking.stage_run("registry", parent_id):
-        rm_version = registry.register(rm["model_dir"], rm_name, "reward_model", lineage)
-        tags = lineage | {"policy": candidate, "reward_model_version": rm_version}
-        version = registry.register(policies[candidate]["model_dir"], policy_name, "policy", tags)
-        registry.MlflowClient().set_registered_model_alias(policy_name, "challenger", version)
+        snapshot = RegistrySnapshot.take(client, [policy_name, rm_name])
+        try:
+            rm_version = registry.register(rm["model_dir"], rm_name, "reward_model", lineage)
+            tags = lineage | {"policy": candidate, "reward_model_version": rm_version}
+            version = registry.register(
+                policies[candidate]["model_dir"], policy_name, "policy", tags
+            )
+            client.set_registered_model_alias(policy_name, "challenger", version)
+            registry.record_decision(client, policy_name, version, decision, cfg.auto_promote)
+            client.set_model_version_tag(policy_name, version, "gate_evidence", "held-out judge")
+        except BaseException:
+            snapshot.restore(client)
+            raise
     return {
+        "model_name": policy_name,
         "policy_version": version,
         "reward_model_version": rm_version,
         "candidate": candidate,
-        "gate": "not run on a dataset run: promote by hand (instructflow promote) or after a human evaluation",
+        "auto_promote": cfg.auto_promote,
+        "public_suite_margin": cfg.public_suite_margin,
+        "incumbent": "sft",
+        "note": None,
+        "evidence": "held-out judge",
+        "judge_accuracy_heldout_pairs": accuracy,
+        "prompts": None,  # the judge's verdicts cover the evaluation's test prompts
+        "win_rate": win,
+        "public_suite": {"challenger": 0.0, "incumbent": 0.0},
+        "promote": decision.promote,
+        "promoted": decision.promote and cfg.auto_promote,
+        "reason": decision.reason,
+        "champion": registry.champion_version(client, policy_name),
     }
 
 
@@ -297,6 +327,6 @@ def dataset_markdown(result: dict) -> str:
         f"- judge: {result['judge']['kind']}, {result['judge']['training_pairs']} training pairs,"
         f" accuracy {result['judge']['accuracy_heldout_pairs']:.3f} on held-out pairs"
         f" ({result['judge']['trust_reason']})",
-        f"- registry: {result['registry']}",
+        f"- gate ({result['gate']['evidence']}): {result['gate']['reason']}",
     ]
     return "\n".join(lines) + "\n"

@@ -17,7 +17,7 @@ touches the registry.
 
 import glob
 import shutil
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import mlflow
@@ -34,6 +34,7 @@ from models.tokenizer import tokenizer_digest
 from tasks import gate_margin, tracking
 from tasks.concurrency import registry_slot
 from tasks.evaluation import EvalConfig, Policy, head_to_head
+from tasks.judge_trust import judge_is_trustworthy
 from tasks.model_card import model_card
 from tasks.registry_snapshot import RegistrySnapshot
 from tasks.stage import import_closure_digest, mark_done, prefect_options
@@ -99,6 +100,13 @@ class GateConfig(BaseModel):
     auto_promote: bool = Field(
         True, description="Move `champion` when the gate passes (off: record the decision only)."
     )
+    judge_accuracy_floor: float = Field(
+        0.6,
+        ge=0.0,
+        le=1.0,
+        description="On a dataset run the evidence is the held-out judge: below this accuracy on "
+        "held-out pairs it is too weak to promote on, and the gate says so.",
+    )
     win_margin: float = Field(
         0.0,
         ge=0.0,
@@ -157,6 +165,24 @@ def decide(
     return GateDecision(
         promote, reason, incumbent, win_rate, ci95, public_challenger, public_incumbent, win_margin
     )
+
+
+def judge_decision(win: dict | None, judge_accuracy: float, cfg: "GateConfig") -> GateDecision:
+    """The gate on a dataset run (no gold, no simulated labelers): the candidate's win rate
+    against SFT as the held-out judge sees it, acted on only when the judge itself is
+    trustworthy (its accuracy on held-out pairs at least `cfg.judge_accuracy_floor`)."""
+    if win is None:
+        nan = float("nan")
+        return GateDecision(
+            False, "no held-out judge verdicts to decide on", "sft", nan, (nan, nan), 0.0, 0.0
+        )
+    decision = decide(
+        win["mean"], tuple(win["ci95"]), 0.0, 0.0, cfg.public_suite_margin, "sft", cfg.win_margin
+    )
+    trusted, why = judge_is_trustworthy(judge_accuracy, cfg.judge_accuracy_floor)
+    if not trusted:
+        return replace(decision, promote=False, reason=f"no automatic promotion: {why}")
+    return decision
 
 
 def _tag_values(tags: dict) -> dict[str, str]:

@@ -89,6 +89,13 @@ def test_an_hh_dataset_runs_end_to_end_and_new_comparisons_rerun_only_what_reads
     challenger = client.get_model_version_by_alias(SMOKE_POLICY, "challenger")
     assert challenger.tags["data_md5_preferences"] == md5s["preferences"]
     assert challenger.tags["data_md5_demonstrations"] == md5s["demonstrations"]
+    # and the gate decided on the held-out judge's evidence, refusing an untrustworthy judge
+    gate = first["gate"]
+    assert gate["evidence"] == "held-out judge" and gate["candidate"] == "ppo"
+    assert gate["win_rate"] == first["policies"]["ppo"]["win_rate_vs_sft"]
+    assert challenger.tags["gate_evidence"] == "held-out judge"
+    if not first["judge"]["trustworthy"]:
+        assert not gate["promote"] and "held-out judge too weak" in gate["reason"]
 
     # when 50 more comparisons arrive and the pipeline runs again
     with (data / "preferences.jsonl").open("a") as f:
@@ -137,4 +144,4 @@ def test_kwise_parquet_with_pretraining_text_and_a_mixture_runs_ptx_and_flan(
     assert result["dataset"]["sft_source"].startswith("preferred responses")
     assert result["dataset"]["tables"]["preferences"]["file"] == "preferences.parquet"
     assert result["policies"]["ppo_ptx"]["pretrain_perplexity"] is not None
-    assert result["registry"]["candidate"] == "ppo_ptx"
+    assert result["gate"]["candidate"] == "ppo_ptx"

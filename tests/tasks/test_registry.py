@@ -51,3 +51,29 @@ def test_a_win_within_the_seed_noise_is_not_enough():
     assert decision.win_margin == 0.083
     # and the same evidence passes a gate without a margin
     assert decide(0.6, (0.55, 0.65), 0.8, 0.8, margin=0.02, incumbent="sft").promote
+
+
+def test_a_weak_judge_blocks_automatic_promotion_in_one_line():
+    from tasks.registry import GateConfig, judge_decision
+
+    # given a clear win as the judge sees it, from a judge at chance on held-out pairs
+    # (what a 20-pair judge scored: 0.46 on smoke)
+    win = {"mean": 0.70, "ci95": [0.62, 0.78]}
+    decision = judge_decision(win, judge_accuracy=0.46, cfg=GateConfig())
+    # then the gate does not promote, and says why in one line
+    assert not decision.promote
+    assert decision.reason.startswith(
+        "no automatic promotion: held-out judge too weak: accuracy 0.460"
+    )
+    assert "\n" not in decision.reason
+    # and the same win from a trustworthy judge promotes
+    assert judge_decision(win, judge_accuracy=0.72, cfg=GateConfig()).promote
+    # and a floor set higher than the judge's accuracy blocks it again
+    assert not judge_decision(win, 0.72, GateConfig(judge_accuracy_floor=0.8)).promote
+
+
+def test_without_judge_verdicts_nothing_is_promoted():
+    from tasks.registry import GateConfig, judge_decision
+
+    decision = judge_decision(None, judge_accuracy=0.9, cfg=GateConfig())
+    assert not decision.promote and "no held-out judge verdicts" in decision.reason
