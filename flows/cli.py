@@ -28,7 +28,12 @@ from tasks.schemas import KINDS
 
 def _cmd_run(args: argparse.Namespace) -> int:
     from flows.params_io import build_params, read_params_file
-    from tasks import preflight
+    from tasks import outages, preflight
+    from tasks.interrupts import stop_on_signals
+
+    # Before the heavy imports: an unreachable server is reported within seconds.
+    outages.bound_mlflow_retries()
+    outages.preflight()
 
     fields = read_params_file(args.params) if args.params else {}
     for field in ("profile", "seed", "base_model", "base_model_revision", "data", "threads"):
@@ -67,7 +72,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
     from flows.pipeline import rlhf_pipeline
 
-    state = rlhf_pipeline(params, return_state=True)
+    with stop_on_signals():
+        state = rlhf_pipeline(params, return_state=True)
     report = state.result()  # raises InputRefused if the flow refused, or the stage's error
     print(json.dumps(report["run"], indent=2))
     return 0
@@ -494,6 +500,7 @@ def main(argv: list[str] | None = None) -> int:
     from flows.params_io import ParamsError
     from models.hub import ModelNotFoundError
     from tasks.data_version import DataMismatchError
+    from tasks.outages import ServiceUnreachable
     from tasks.preflight import InputRefused
     from tasks.tables import TableError
 
@@ -503,6 +510,39 @@ def main(argv: list[str] | None = None) -> int:
         # Bad input: what to fix, without a traceback. Exit 2, as argparse does for bad usage.
         print(f"instructflow: {error}", file=sys.stderr)
         return 2
+    except ServiceUnreachable as error:
+        print(f"instructflow: {error}", file=sys.stderr)
+        return 3
+    except BaseException as error:
+        return _explain_stop(error)
+
+
+def _explain_stop(error: BaseException) -> int:
+    """A signal, or a server lost mid-run: one line and an exit status; anything else propagates."""
+    from prefect.exceptions import TerminationSignal
+
+    from tasks import interrupts, tracking
+    from tasks.outages import lost_service_message
+
+    if isinstance(error, KeyboardInterrupt | TerminationSignal):
+        detail = (
+            f" ({error})" if str(error) and not isinstance(error, interrupts.RunInterrupted) else ""
+        )
+        print(
+            f"instructflow: interrupted by {interrupts.signal_name()}{detail}: MLflow runs marked "
+            "KILLED, checkpoints kept under runs/; run the same command again to resume.",
+            file=sys.stderr,
+        )
+        return interrupts.exit_status()
+    message = (
+        lost_service_message(error, tracking.tracking_uri())
+        if isinstance(error, Exception)
+        else None
+    )
+    if message is None:
+        raise error
+    print(f"instructflow: {message}", file=sys.stderr)
+    return 3
 
 
 if __name__ == "__main__":

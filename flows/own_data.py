@@ -238,8 +238,12 @@ def run(params: PipelineParams, parent_id: str, run_info: dict, mlflow_url: str)
         params, candidate, policies, rm, sft_out, parent_id, run_info, md5s, result
     )
 
+    result["status"] = "completed"
     markdown = report.to_markdown(result, mlflow_url=mlflow_url) + dataset_markdown(result)
     run_dir = report.write_report(result, reports_dir(), markdown)
+    report.publish_latest(
+        run_dir, reports_dir()
+    )  # the run is complete: nothing after this fails it
     mlflow.log_artifacts(str(run_dir), artifact_path="report")
     create_markdown_artifact(
         markdown=markdown, key="rlhf-report", description=f"instructflow run {parent_id}"

@@ -26,8 +26,11 @@ from tasks import (
     comparisons,
     data,
     evaluation,
+    interrupts,
     judge,
     judge_trust,
+    lifecycle,
+    outages,
     plots,
     ppo,
     preflight,
@@ -35,10 +38,10 @@ from tasks import (
     registry,
     report,
     reward_model,
+    run_status,
     sft,
     tracking,
 )
-from tasks.concurrency import ensure_limits
 from tasks.paths import project_root, reports_dir
 from tasks.stage import is_done, keyed_by_content, output_dir, stage_key
 
@@ -66,6 +69,7 @@ def run_stage(
     Wall seconds of the stage (cached or not) go to `timings[stage_name]` and to
     the parent run as metric `stage_seconds/<stage>`.
     """
+    run_status.at_stage(stage_name)
     started = time.perf_counter()
     key = stage_key(stage_name, task.version, config, inputs)
     out_dir = output_dir(key)
@@ -90,6 +94,7 @@ def run_stage(
 
 
 @flow(name="rlhf_pipeline", log_prints=True)
+@run_status.failure_report
 def rlhf_pipeline(
     params: PipelineParams = PipelineParams(), sweep_run_id: str | None = None
 ) -> dict:
@@ -99,6 +104,9 @@ def rlhf_pipeline(
     """
     logger = get_run_logger()
     root = project_root()
+    interrupts.reclaim()  # SIGINT/SIGTERM checkpoint and stop (instructflow run)
+    outages.bound_mlflow_retries()
+    outages.preflight(tracking.tracking_uri())
     # A Hub id becomes its cached local snapshot (its commit is in the path, hence in the
     # cache key); a missing model fails now, before any stage runs.
     base_model_dir = (
@@ -107,7 +115,7 @@ def rlhf_pipeline(
         else None
     )
     experiment_id = tracking.setup()
-    ensure_limits()
+    live = lifecycle.start_run(experiment_id, logger)
     threads = provenance.pin_threads(params.threads)["threads"]  # before any torch work
     prov = provenance.collect(params.seed)
     run_info = {
@@ -116,14 +124,20 @@ def rlhf_pipeline(
         "git_commit": tracking.git_commit(),
         "prefect_flow_run_id": str(flow_run.id or ""),
     }
-    tags = {k: str(v) for k, v in run_info.items()} | provenance.mlflow_tags(prov)
-    with mlflow.start_run(
-        run_name=f"rlhf-{params.profile}-seed{params.seed}",
-        tags=tags,
-        parent_run_id=sweep_run_id,
-        nested=sweep_run_id is not None,
-    ) as parent:
+    run_info |= run_status.data_version(root / "data" / params.profile)
+    tags = {k: str(v) for k, v in run_info.items()} | provenance.mlflow_tags(prov) | live
+    with (
+        lifecycle.ended(live),
+        mlflow.start_run(
+            run_name=f"rlhf-{params.profile}-seed{params.seed}",
+            tags=tags,
+            parent_run_id=sweep_run_id,
+            nested=sweep_run_id is not None,
+        ) as parent,
+        tracking.killed_on_interrupt(),
+    ):
         parent_id = parent.info.run_id
+        run_status.begin({"mlflow_run_id": parent_id, **run_info})
         mlflow.log_params(
             {
                 "profile": params.profile,
@@ -298,6 +312,7 @@ def rlhf_pipeline(
         result["judge"] = judge_trust.report_block(
             held_out_judge["metrics"], evaluated.get("judge_agreement")
         )
+        run_status.partial(result)  # a failure from here on reports what was evaluated
         tracking.log_metrics(evaluation.flat_metrics(evaluated["rows"]))
         tracking.log_metrics(judge_trust.parent_metrics(result["judge"]))
 
@@ -356,11 +371,13 @@ def rlhf_pipeline(
             gate["decision"]["reason"],
         )
         result["gate"] = gate["gate"]
+        result["status"] = "completed"  # a failure before here: run_status.failure_report
         url = mlflow_run_url(experiment_id, parent_id)
         staging = reports_dir() / ".staging" / parent_id
         figures = plots.report_plots(result["policies"], staging)
         markdown = report.to_markdown(result, mlflow_url=url, plots=[str(f) for f in figures])
         run_dir = report.write_report(result, reports_dir(), markdown, extra_files=figures)
+        report.publish_latest(run_dir, reports_dir())
         shutil.rmtree(staging, ignore_errors=True)
         mlflow.log_artifacts(str(run_dir), artifact_path="report")
         create_markdown_artifact(

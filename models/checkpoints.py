@@ -31,6 +31,7 @@ import torch
 STATE = "state.pt"
 META = "meta.json"
 _STOP = threading.Event()
+_HONOURED = threading.Event()  # a loop saw the request and is unwinding
 
 
 class CheckpointWarning(UserWarning):
@@ -47,6 +48,17 @@ def request_stop() -> None:
 
 def clear_stop() -> None:
     _STOP.clear()
+    _HONOURED.clear()
+
+
+def stop_honoured() -> bool:
+    return _HONOURED.is_set()
+
+
+def interrupt(message: str) -> TrainingInterrupted:
+    """The exception a loop raises when it has stopped for a request (and marks the request honoured)."""
+    _HONOURED.set()
+    return TrainingInterrupted(message)
 
 
 def stop_requested() -> bool:
@@ -142,4 +154,4 @@ def after_step(store: CheckpointStore | None, step: int, state_fn) -> None:
         store.save(step, state_fn())
     if stopping:
         kept = f"; checkpoint at step {step} kept" if store is not None else ""
-        raise TrainingInterrupted(f"stopped after step {step}{kept}")
+        raise interrupt(f"stopped after step {step}{kept}")

@@ -44,7 +44,7 @@ from torch import Tensor
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from models import ppo_math
-from models.checkpoints import TrainingInterrupted, stop_requested
+from models.checkpoints import interrupt, stop_requested
 from models.lm import context_length
 from models.lora import adapters_off, trainable_parameters
 from models.numeric import check_finite
@@ -769,5 +769,5 @@ def ppo_train(
         ):
             checkpoint(trainer)
         if interrupted:
-            raise TrainingInterrupted(f"stopped after iteration {index}; checkpoint kept")
+            raise interrupt(f"stopped after iteration {index}; checkpoint kept")
     return trainer

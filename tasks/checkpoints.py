@@ -12,12 +12,15 @@ import shutil
 from pathlib import Path
 
 from models.checkpoints import CheckpointStore
+from tasks import interrupts
 from tasks.stage import is_done
 
 RESUME = "resume"
 
 
 def store(out_dir: Path, every: int) -> CheckpointStore:
+    """The loop's checkpoints; from here on SIGINT/SIGTERM checkpoint and stop it (tasks.interrupts)."""
+    interrupts.reclaim()
     return CheckpointStore(Path(out_dir) / RESUME, every)
 
 

@@ -18,6 +18,10 @@ from prefect.client.schemas.actions import GlobalConcurrencyLimitCreate
 from prefect.concurrency.sync import concurrency
 from prefect.exceptions import ObjectNotFound
 
+# A held slot's lease is renewed while its holder lives; a server running the
+# repossessor frees it this long after the holder died (tasks.leftovers frees
+# it at once where no server would).
+LEASE_SECONDS = 60.0  # the shortest lease Prefect accepts
 TRAINING = "instructflow-training"
 REGISTRY = "instructflow-registry"
 
@@ -35,11 +39,11 @@ def ensure_limits() -> None:
 
 @contextmanager
 def training_slot() -> Iterator[None]:
-    with concurrency(TRAINING, occupy=1):
+    with concurrency(TRAINING, occupy=1, lease_duration=LEASE_SECONDS):
         yield
 
 
 @contextmanager
 def registry_slot() -> Iterator[None]:
-    with concurrency(REGISTRY, occupy=1):
+    with concurrency(REGISTRY, occupy=1, lease_duration=LEASE_SECONDS):
         yield

@@ -45,7 +45,7 @@ from models.numeric import in_stage
 from models.ppo import Normalization, PPOHyper, PPOTrainer, hyper_field_names, ppo_train
 from models.reward_model import reward_model_from_causal_lm
 from models.runtime import PeakMemory
-from tasks import layout, tracking
+from tasks import interrupts, layout, tracking
 from tasks.checkpoints import RESUME, finish, prepare_out_dir
 from tasks.concurrency import training_slot
 from tasks.stage import import_closure_digest, mark_done, prefect_options
@@ -525,6 +525,7 @@ def ppo_task(
     """`stage` is "ppo" (ptx_gamma 0) or "ppo_ptx". An unfinished run in out_dir is resumed, not restarted."""
     out = Path(out_dir)
     prepare_out_dir(out)
+    interrupts.reclaim()  # SIGINT/SIGTERM: checkpoint, then stop
     resumed = find_resume(out) is not None
     with (
         in_stage(stage),

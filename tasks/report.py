@@ -1,11 +1,12 @@
 """The run report: report.json (the contract every stage fills) and report.md.
 
-Written to reports/<mlflow run id>/ and copied to reports/latest/, then
-logged to the MLflow parent run.
+Written to reports/<mlflow run id>/ after the evaluation; copied to
+reports/latest/ only when the run completes (tasks.run_status), then logged
+to the MLflow parent run. A failed run's folder says where it stopped.
 """
 
-import fcntl
 import json
+import os
 import shutil
 from pathlib import Path
 from typing import Any
@@ -54,6 +55,8 @@ def to_markdown(
             f"| {k} | `{' '.join(v) if isinstance(v, list) else v}` |"
             for k, v in report["provenance"].items()
         ]
+    if report.get("status"):
+        lines += ["", f"Status: **{report['status']}**"]
     if report["labelers"]:
         lines += [
             "",
@@ -127,23 +130,29 @@ def to_markdown(
 def write_report(
     report: dict[str, Any], reports_root: Path, markdown: str, extra_files: list[Path] | None = None
 ) -> Path:
-    """Write reports/<run id>/ and replace reports/latest/ with a copy of it."""
+    """Write reports/<run id>/ (reports/latest/ moves only when the run completes: `publish_latest`)."""
     run_dir = reports_root / report["run"]["mlflow_run_id"]
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "report.json").write_text(json.dumps(report, indent=2, sort_keys=False) + "\n")
     (run_dir / "report.md").write_text(markdown)
     for file in extra_files or []:
         shutil.copy2(file, run_dir / file.name)
-    latest = reports_root / "latest"
-    staging = reports_root / ".latest.tmp"
-    # Runs of a seed sweep finish side by side: one replaces latest/ at a time.
-    with open(reports_root / ".latest.lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        shutil.rmtree(staging, ignore_errors=True)
-        shutil.copytree(run_dir, staging)
-        shutil.rmtree(latest, ignore_errors=True)
-        staging.rename(latest)
     return run_dir
+
+
+def publish_latest(run_dir: Path, reports_root: Path) -> None:
+    """Point reports/latest at a completed run's folder: a symlink swapped by one rename.
+
+    The rename is atomic, so a reader never sees a half-written latest and two
+    runs finishing together leave latest on one of them, never on a mix.
+    """
+    latest = reports_root / "latest"
+    if latest.is_dir() and not latest.is_symlink():  # a copy written by an older version
+        shutil.rmtree(latest)
+    tmp = reports_root / f".latest-{run_dir.name}"
+    tmp.unlink(missing_ok=True)
+    tmp.symlink_to(run_dir.name)
+    os.replace(tmp, latest)
 
 
 def table_rows(report: dict[str, Any]) -> list[dict[str, Any]]:

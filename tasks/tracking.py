@@ -70,13 +70,29 @@ def stage_run(
     where MLflow's thread-local active run is not visible.
     """
     setup()
-    with mlflow.start_run(
-        run_name=stage,
-        nested=parent_run_id is not None,
-        parent_run_id=parent_run_id,
-        tags={"stage": stage, **(tags or {})},
-    ) as run:
+    with (
+        mlflow.start_run(
+            run_name=stage,
+            nested=parent_run_id is not None,
+            parent_run_id=parent_run_id,
+            tags={"stage": stage, **(tags or {})},
+        ) as run,
+        killed_on_interrupt(),
+    ):
         yield run
+
+
+@contextmanager
+def killed_on_interrupt() -> Iterator[None]:
+    """End the active run KILLED, not FAILED, when a signal (a KeyboardInterrupt) stops it."""
+    from prefect.exceptions import TerminationSignal  # Prefect's SIGTERM in a worker's flow run
+
+    try:
+        yield
+    except (KeyboardInterrupt, TerminationSignal):
+        if mlflow.active_run() is not None:
+            mlflow.end_run("KILLED")
+        raise
 
 
 def log_metrics(metrics: dict[str, float], step: int | None = None) -> None:

@@ -1,12 +1,13 @@
 """Two pipeline runs at once on the live stack: both finish, training takes turns, the registry stays consistent.
 
-The two runs are Custom Runs of manual-run started together on the stack of
-test_e2e_servers (one worker, which runs both at the same time). They differ
-from that test's run only in the reward model's learning rate, so each
-re-trains the reward model and re-runs what follows (PPO, PPO-ptx, the
-evaluation, the registry stage). The global concurrency limits (one slot
-each) must make the two reward models train one after the other, and the two
-promotion gates judge one after the other, each against the champion the
+The two runs are started together on the stack of test_e2e_servers (one
+worker, which runs both at the same time): a run of the scheduled-retrain
+deployment (its cron run, started early, with the reduced smoke sizes and
+seed 2) overlapping a Custom Run of manual-run (seed 1, the e2e run's
+parameters but the reward model's learning rate). Each re-trains the reward
+model and re-runs what follows; the seed-2 run trains everything. The global
+concurrency limits (one slot each) must make the trainings take turns and the
+two promotion gates judge one after the other, each against the champion the
 other left.
 """
 
@@ -29,11 +30,13 @@ def two_runs(live_stack, live_manual_run, fast_smoke) -> dict:
     )
     ids = [
         live_stack.run_deployment(
-            "rlhf_pipeline/manual-run", {"params": fast_smoke(seed=1, reward_model={"lr": lr})}
-        )
-        for lr in (4e-4, 6e-4)
+            "rlhf_pipeline/scheduled-retrain", {"params": fast_smoke(seed=2)}
+        ),
+        live_stack.run_deployment(
+            "rlhf_pipeline/manual-run", {"params": fast_smoke(seed=1, reward_model={"lr": 6e-4})}
+        ),
     ]
-    return {run_id: live_stack.wait(run_id, timeout=600) for run_id in ids}
+    return {run_id: live_stack.wait(run_id, timeout=900) for run_id in ids}
 
 
 def _interval(flow_run: dict) -> tuple[datetime, datetime]:
@@ -126,3 +129,49 @@ def test_training_and_registry_limits_exist_with_one_slot(live_stack, two_runs):
         assert limit.status_code == 200, name
         body = limit.json()
         assert (body["limit"], body["active"], body["active_slots"]) == (1, True, 0)
+
+
+def _parent_run(client: MlflowClient, flow_run_id: str):
+    experiment_id = client.get_experiment_by_name(tracking.EXPERIMENT).experiment_id
+    (parent,) = [
+        r
+        for r in client.search_runs(
+            [experiment_id], filter_string=f"tags.prefect_flow_run_id = '{flow_run_id}'"
+        )
+        if "mlflow.parentRunId" not in r.data.tags
+    ]
+    return parent
+
+
+def test_each_run_has_its_own_completed_report_and_nothing_is_left_running(live_stack, two_runs):
+    import json
+
+    client = MlflowClient(tracking_uri=live_stack.mlflow_url)
+    seeds = set()
+    for run_id in two_runs:
+        # given each run's MLflow parent run
+        parent = _parent_run(client, run_id)
+        # then its own report folder holds its completed report, with the gate's outcome
+        report = json.loads(
+            (live_stack.checkout / "reports" / parent.info.run_id / "report.json").read_text()
+        )
+        assert report["status"] == "completed" and report["gate"]["reason"], report.get("status")
+        assert report["run"]["prefect_flow_run_id"] == run_id
+        seeds.add(report["run"]["seed"])
+    assert seeds == {1, 2}
+    # and no MLflow run of the experiment is left RUNNING
+    experiment_id = client.get_experiment_by_name(tracking.EXPERIMENT).experiment_id
+    assert client.search_runs([experiment_id], filter_string="attributes.status = 'RUNNING'") == []
+
+
+def test_registry_versions_have_no_gaps_and_aliases_point_at_existing_versions(
+    live_stack, two_runs
+):
+    client = MlflowClient(tracking_uri=live_stack.mlflow_url)
+    for name in (registry.POLICY_MODEL, registry.REWARD_MODEL):
+        versions = sorted(int(v.version) for v in client.search_model_versions(f"name = '{name}'"))
+        # then versions run 1..n without a gap
+        assert versions == list(range(1, len(versions) + 1)), (name, versions)
+        # and every alias names one of them
+        aliases = client.get_registered_model(name).aliases
+        assert all(int(v) in versions for v in aliases.values()), (name, aliases)

@@ -1,0 +1,81 @@
+"""SIGINT and SIGTERM: stop a run within seconds, with a checkpoint, leaving nothing RUNNING.
+
+The first signal asks the training loops to stop (models.checkpoints): the
+running loop saves a checkpoint after its current step and raises
+TrainingInterrupted, a KeyboardInterrupt, which no retry catches: the stage's
+and the pipeline's MLflow runs end KILLED (tracking.killed_on_interrupt) and
+Prefect records the flow run as Crashed. Outside a training loop (sampling,
+evaluation) nothing polls the request, so if no loop has taken it up after
+`grace` seconds (SIGALRM), or at a second signal, the interrupt is raised
+wherever the run is.
+"""
+
+import signal
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from models.checkpoints import clear_stop, request_stop, stop_honoured, stop_requested
+
+SIGNALS = (signal.SIGINT, signal.SIGTERM)
+received: list[int] = []  # the signals of the current run, first first
+_installed: list = []  # the handler while stop_on_signals is active
+
+
+class RunInterrupted(KeyboardInterrupt):
+    def __init__(self, signum: int):
+        self.signum = signum
+        super().__init__(f"interrupted by {signal.Signals(signum).name}")
+
+
+def signal_name() -> str:
+    return signal.Signals(received[0]).name if received else "SIGINT"
+
+
+def exit_status() -> int:
+    return 128 + (received[0] if received else signal.SIGINT)
+
+
+@contextmanager
+def stop_on_signals(grace: int = 8) -> Iterator[None]:
+    """Install the handlers for the duration of a run (main thread only)."""
+
+    def on_signal(signum: int, _frame) -> None:
+        received.append(signum)
+        if stop_requested():  # a second signal: at once
+            raise RunInterrupted(signum)
+        print(f"\n{signal.Signals(signum).name}: stopping after the current step...", flush=True)
+        request_stop()
+        signal.alarm(grace)
+
+    def on_alarm(_signum: int, _frame) -> None:
+        if not stop_honoured():  # no training loop took the request up
+            raise RunInterrupted(received[0])
+
+    previous = {sig: signal.signal(sig, on_signal) for sig in SIGNALS}
+    previous[signal.SIGALRM] = signal.signal(signal.SIGALRM, on_alarm)
+    received.clear()
+    _installed.append(on_signal)
+    try:
+        yield
+    finally:
+        _installed.clear()
+        signal.alarm(0)
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+        clear_stop()
+
+
+def reclaim() -> None:
+    """Inside the flow: put our handlers back over Prefect's SIGTERM bridge.
+
+    Prefect's flow engine swaps in a SIGTERM handler that raises at once,
+    wherever the run is, so the running step's checkpoint would be lost.
+    Under `instructflow run` (stop_on_signals active, main thread) the signal
+    goes to ours instead; a flow run by a worker keeps Prefect's. Called at
+    the flow's start and again as each training loop starts (a test run saw
+    Prefect's handler back in place by the time the base model trained).
+    """
+    if _installed and threading.current_thread() is threading.main_thread():
+        for sig in SIGNALS:
+            signal.signal(sig, _installed[0])

@@ -1,0 +1,152 @@
+"""What a killed run leaves behind, found and cleared by the next run.
+
+kill -9 (or a power cut) skips every `finally`: the MLflow runs stay RUNNING,
+the Prefect flow run stays Running, and a concurrency slot it held stays
+taken (Prefect frees a slot when its lease expires, but only a server that
+runs the repossessor service does that; the ephemeral server of a plain
+`instructflow run` does not, so the slot would be held forever).
+
+Every pipeline run therefore holds an exclusive lock (flock) on a file of its
+own under runs/.live/ for as long as it lives. The kernel drops the lock when
+the process dies, however it dies. At start, a run takes its own lock, then:
+- every RUNNING MLflow run of this project root and host whose lock is free
+  is marked KILLED, with its RUNNING stage runs; its Prefect flow run is set
+  to Crashed;
+- if no other run of this project root is alive and the Prefect API is on
+  this machine, the training and registry slots are set back to 0 in use.
+"""
+
+import fcntl
+import os
+import socket
+import uuid
+from pathlib import Path
+
+from mlflow import MlflowClient
+
+from tasks.paths import project_root, runs_dir
+
+LIVE = ".live"
+TAG_TOKEN, TAG_HOST, TAG_ROOT = "instructflow_live_token", "instructflow_host", "instructflow_root"
+_held: dict[str, int] = {}  # token -> open file descriptor holding the lock
+
+
+def live_dir() -> Path:
+    return runs_dir() / LIVE
+
+
+def register() -> dict[str, str]:
+    """Lock a file for this run (released by the kernel when the process ends); return the tags that name it."""
+    token = uuid.uuid4().hex
+    folder = live_dir()
+    folder.mkdir(parents=True, exist_ok=True)
+    fd = os.open(folder / token, os.O_CREAT | os.O_RDWR, 0o644)
+    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    os.write(fd, str(os.getpid()).encode())
+    _held[token] = fd
+    return {TAG_TOKEN: token, TAG_HOST: socket.gethostname(), TAG_ROOT: str(project_root())}
+
+
+def unregister(token: str) -> None:
+    fd = _held.pop(token, None)
+    if fd is not None:
+        (live_dir() / token).unlink(missing_ok=True)
+        os.close(fd)
+
+
+def is_alive(token: str) -> bool:
+    """True while the run that registered `token` holds its lock."""
+    if token in _held:
+        return True
+    path = live_dir() / token
+    try:
+        fd = os.open(path, os.O_RDWR)
+    except FileNotFoundError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)
+    return False
+
+
+def others_alive(own: str) -> bool:
+    """Is another run of this project root alive? Files of dead runs are removed on the way."""
+    folder = live_dir()
+    alive = False
+    for path in folder.iterdir() if folder.is_dir() else []:
+        if path.name == own:
+            continue
+        if is_alive(path.name):
+            alive = True
+        else:
+            path.unlink(missing_ok=True)
+    return alive
+
+
+def reap_mlflow_runs(client: MlflowClient, experiment_id: str) -> list[str]:
+    """Mark KILLED the RUNNING runs of dead pipeline runs of this root and host; return the parents' ids."""
+    mine = (
+        f"attributes.status = 'RUNNING' and tags.{TAG_HOST} = '{socket.gethostname()}'"
+        f" and tags.{TAG_ROOT} = '{project_root()}'"
+    )
+    reaped = []
+    for parent in client.search_runs([experiment_id], filter_string=mine):
+        if is_alive(parent.data.tags.get(TAG_TOKEN, "")):
+            continue
+        children = client.search_runs(
+            [experiment_id],
+            filter_string=f"attributes.status = 'RUNNING' and tags.mlflow.parentRunId = '{parent.info.run_id}'",
+        )
+        for run in [*children, parent]:
+            client.set_terminated(run.info.run_id, "KILLED")
+        client.set_tag(parent.info.run_id, "killed_found_by", "a later run")
+        _crash_flow_run(parent.data.tags.get("prefect_flow_run_id", ""))
+        reaped.append(parent.info.run_id)
+    return reaped
+
+
+def _crash_flow_run(flow_run_id: str) -> None:
+    if not flow_run_id:
+        return
+    from prefect.client.orchestration import get_client
+    from prefect.states import Crashed
+
+    with get_client(sync_client=True) as client:
+        try:
+            run = client.read_flow_run(flow_run_id)
+        except Exception:  # noqa: BLE001  (another Prefect database: nothing to mark here)
+            return
+        if run.state is not None and not run.state.is_final():
+            client.set_flow_run_state(
+                flow_run_id, Crashed(message="the process was killed"), force=True
+            )
+
+
+def prefect_api_is_local() -> bool:
+    """The ephemeral server, or a server on this machine (a slot held elsewhere is not ours to free)."""
+    from prefect.settings import PREFECT_API_URL
+
+    url = PREFECT_API_URL.value() or ""
+    return not url or any(host in url for host in ("//127.0.0.1", "//localhost", "//[::1]"))
+
+
+def free_orphaned_slots(own_token: str, limits: list[str]) -> list[str]:
+    """Set `limits` back to 0 slots in use if no other run of this root lives; return those that were held."""
+    if others_alive(own_token) or not prefect_api_is_local():
+        return []
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.actions import GlobalConcurrencyLimitUpdate
+
+    freed = []
+    with get_client(sync_client=True) as client:
+        for name in limits:
+            limit = client.read_global_concurrency_limit_by_name(name)
+            if limit.active_slots:
+                client.update_global_concurrency_limit(
+                    name, GlobalConcurrencyLimitUpdate(active_slots=0)
+                )
+                freed.append(name)
+    return freed

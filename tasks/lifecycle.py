@@ -1,0 +1,34 @@
+"""Start and end of a pipeline run: take this run's liveness lock, clear what killed runs left.
+
+See tasks.leftovers for why; this is the order the pipeline needs: lock
+first (so a run starting at the same moment sees this one alive), then mark
+dead runs KILLED, then make sure the concurrency limits exist and free the
+slots dead runs held.
+"""
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from mlflow import MlflowClient
+
+from tasks import leftovers
+from tasks.concurrency import REGISTRY, TRAINING, ensure_limits
+
+
+def start_run(experiment_id: str, logger) -> dict[str, str]:
+    """Register this run; return the MLflow tags that name it (host, project root, liveness token)."""
+    live = leftovers.register()
+    for run_id in leftovers.reap_mlflow_runs(MlflowClient(), experiment_id):
+        logger.warning("an earlier run (MLflow %s) had been killed: marked KILLED", run_id)
+    ensure_limits()
+    for name in leftovers.free_orphaned_slots(live[leftovers.TAG_TOKEN], [TRAINING, REGISTRY]):
+        logger.warning("freed the %s slot a killed run still held", name)
+    return live
+
+
+@contextmanager
+def ended(live: dict[str, str]) -> Iterator[None]:
+    try:
+        yield
+    finally:
+        leftovers.unregister(live[leftovers.TAG_TOKEN])

@@ -1,0 +1,90 @@
+"""The services a run needs, checked before it starts, and bounded waits when one goes away.
+
+Unreachable at start: one line naming the URI within seconds, before any
+training (MLflow's own client would retry for minutes: 7 retries with a
+backoff factor of 2 and a 120 s timeout per request). Lost mid-run: MLflow's
+client retries a few times with backoff (`bound_mlflow_retries`), then the
+stage fails; its checkpoints stay in runs/, so the same command run again
+resumes where it stopped.
+"""
+
+import os
+import urllib.error
+import urllib.request
+
+# MLflow's HTTP client, bounded: about 15 s of retries (1, 2, 4, 8 s) and 20 s per request.
+MLFLOW_RETRY_ENV = {
+    "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "4",
+    "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
+    "MLFLOW_HTTP_REQUEST_TIMEOUT": "20",
+}
+
+
+class ServiceUnreachable(RuntimeError):
+    def __init__(self, what: str, uri: str, reason: str, hint: str):
+        self.uri = uri
+        super().__init__(f"{what} at {uri} is unreachable ({reason}); {hint}")
+
+
+def bound_mlflow_retries() -> None:
+    """Called by the CLI and the flow (not at import); a value the user exported wins."""
+    for key, value in MLFLOW_RETRY_ENV.items():
+        os.environ.setdefault(key, value)
+
+
+def _get(url: str, timeout: float) -> None:
+    with urllib.request.urlopen(url, timeout=timeout) as response:  # noqa: S310  (http(s) only)
+        response.read(64)
+
+
+def check_reachable(what: str, base: str, path: str, hint: str, timeout: float = 5.0) -> None:
+    url = base.rstrip("/") + path
+    try:
+        _get(url, timeout)
+    except urllib.error.HTTPError as error:
+        if error.code >= 500:
+            raise ServiceUnreachable(what, base, f"HTTP {error.code}", hint) from None
+    except (urllib.error.URLError, OSError, TimeoutError) as error:
+        reason = getattr(error, "reason", error)
+        raise ServiceUnreachable(what, base, str(reason), hint) from None
+
+
+def preflight(mlflow_uri: str | None = None) -> None:
+    """MLflow (when it is a server) and the Prefect API (when PREFECT_API_URL is set) answer, or one clear error."""
+    mlflow_uri = mlflow_uri or os.environ.get("MLFLOW_TRACKING_URI", "")
+    if mlflow_uri.startswith(("http://", "https://")):
+        check_reachable(
+            "the MLflow tracking server",
+            mlflow_uri,
+            "/health",
+            "start it (make serve) or unset MLFLOW_TRACKING_URI to use the project's SQLite store",
+        )
+    prefect_api = os.environ.get("PREFECT_API_URL")
+    if prefect_api:
+        check_reachable(
+            "the Prefect API",
+            prefect_api,
+            "/health",
+            "start it (make serve) or unset PREFECT_API_URL to run with Prefect's ephemeral server",
+        )
+
+
+def lost_service_message(error: BaseException, mlflow_uri: str) -> str | None:
+    """One line for an error that says a service went away mid-run; None for any other error."""
+    from mlflow.exceptions import MlflowException
+
+    text = str(error)
+    lost = isinstance(error, ConnectionError | TimeoutError | OSError) or (
+        isinstance(error, MlflowException)
+        and any(s in text for s in ("Max retries exceeded", "Connection refused", "timed out"))
+    )
+    if type(error).__module__.startswith("httpx") or "ConnectError" in type(error).__name__:
+        lost = True
+    if not lost:
+        return None
+    first = text.strip().splitlines()[0][:200] if text.strip() else type(error).__name__
+    return (
+        f"lost a service mid-run (MLflow: {mlflow_uri}; Prefect: "
+        f"{os.environ.get('PREFECT_API_URL') or 'ephemeral'}): {first}. Finished stages and "
+        "checkpoints are kept under runs/; run the same command again to resume."
+    )

@@ -1,0 +1,93 @@
+"""A run's status in its report: where it stands, where it stopped, what the gate said.
+
+reports/<run id>/report.json is written once the gate has judged, with
+status "completed", and only then does reports/latest move (`complete` for
+a report written before). If anything fails (or a signal stops the
+run), `failure_report` rewrites the run's own report with status "failed" (or
+"interrupted"), the stage where it stopped and the error, and reports/latest
+stays on the last completed run.
+"""
+
+import functools
+import json
+from contextvars import ContextVar
+from pathlib import Path
+from typing import Any
+
+from tasks import report
+from tasks.paths import reports_dir
+
+_progress: ContextVar[dict | None] = ContextVar("instructflow_run_progress", default=None)
+
+
+def begin(run: dict[str, Any]) -> None:
+    """The pipeline's parent run exists: from here a failure gets a report."""
+    _progress.set({"run": dict(run), "stage": None})
+
+
+def partial(result: dict) -> None:
+    """What the run has found so far (a failed run's report carries it)."""
+    progress = _progress.get()
+    if progress is not None:
+        progress["result"] = result
+
+
+def at_stage(stage: str) -> None:
+    progress = _progress.get()
+    if progress is not None:
+        progress["stage"] = stage
+
+
+def data_version(profile_dir: Path) -> dict[str, Any]:
+    """The world version of the embedded world's data, or the dataset's own version fields."""
+    manifest = profile_dir / "manifest.json"
+    if not manifest.exists():
+        return {}
+    fields = json.loads(manifest.read_text())
+    return {k: fields[k] for k in ("world_version", "dataset_version", "dataset") if k in fields}
+
+
+def complete(result: dict, run_dir: Path, markdown_fn) -> None:
+    """Status completed (the gate has judged: result["gate"]); then, and only then, move reports/latest."""
+    result["status"] = "completed"
+    (run_dir / "report.json").write_text(json.dumps(result, indent=2) + "\n")
+    (run_dir / "report.md").write_text(markdown_fn(result))
+    report.publish_latest(run_dir, run_dir.parent)
+
+
+def failure_report(fn):
+    """Decorate the flow function: on any exception, write the run's own report saying where it stopped."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        token = _progress.set(None)
+        try:
+            return fn(*args, **kwargs)
+        except BaseException as error:
+            progress = _progress.get()
+            if progress is not None:
+                _write_failed(progress, error)
+            raise
+        finally:
+            _progress.reset(token)
+
+    return wrapper
+
+
+def _write_failed(progress: dict, error: BaseException) -> None:
+    run_dir = reports_dir() / progress["run"]["mlflow_run_id"]
+    run_dir.mkdir(parents=True, exist_ok=True)
+    existing = run_dir / "report.json"
+    result = (
+        json.loads(existing.read_text())
+        if existing.exists()
+        else report.empty_report(progress["run"])
+    )
+    result["status"] = "interrupted" if isinstance(error, KeyboardInterrupt) else "failed"
+    result["stopped_at_stage"] = progress["stage"]
+    result["error"] = f"{type(error).__name__}: {error}".strip()[:500]
+    existing.write_text(json.dumps(result, indent=2) + "\n")
+    (run_dir / "report.md").write_text(
+        f"# instructflow run `{progress['run']['mlflow_run_id']}`: {result['status']}\n\n"
+        f"Stopped at stage **{progress['stage']}**: `{result['error']}`\n"
+    )

@@ -1,0 +1,261 @@
+"""Faults a long run meets, end to end through `instructflow run`: a server down at start,
+SIGTERM, kill -9 at random points of SFT, the reward model and PPO, then a run that fails
+after its evaluation.
+
+The CLI runs in a subprocess (its own session, so leftover processes can be
+found) against the session's Prefect test server, in a fresh project root
+with its own SQLite MLflow store. The training stages checkpoint every one or
+two steps so that a kill lands between checkpoints.
+"""
+
+import json
+import os
+import random
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from mlflow import MlflowClient
+
+from tasks import concurrency, tracking
+from tests.conftest import free_port
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+CHECKPOINTS = {
+    "base": {"checkpoint_every": 2},
+    "sft": {"checkpoint_every": 2},
+    "baselines": {"checkpoint_every": 2},
+    "reward_model": {"checkpoint_every": 1},
+}
+
+
+def cli_env(root: Path, **extra: str) -> dict[str, str]:
+    from prefect.settings import PREFECT_API_URL
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "MLFLOW_"))}
+    env |= {
+        "PYTHONPATH": str(REPO_ROOT),
+        "INSTRUCTFLOW_ROOT": str(root),
+        "MLFLOW_TRACKING_URI": f"sqlite:///{root / 'mlflow.db'}",
+        "PREFECT_API_URL": PREFECT_API_URL.value() or "",
+        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+    }
+    return env | extra
+
+
+def start_cli(root: Path, params: dict, env: dict[str, str]) -> subprocess.Popen:
+    (root / "params.json").write_text(json.dumps(params))
+    return subprocess.Popen(
+        [sys.executable, "-m", "flows.cli", "run", "--params", str(root / "params.json")],
+        cwd=root, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        start_new_session=True,
+    )  # fmt: skip
+
+
+def session_processes(sid: int) -> list[int]:
+    """PIDs still alive in a session (the CLI's children, if any were orphaned)."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[3]) == sid and fields[0] != "Z":  # fields: state, ppid, pgrp, session
+            found.append(int(stat.parent.name))
+    return found
+
+
+def wait_for_checkpoint(
+    root: Path, stage: str, proc: subprocess.Popen, timeout: float = 900
+) -> None:
+    deadline = time.monotonic() + timeout
+    while not list((root / "runs" / stage).glob("*/resume/step-*")):
+        if proc.poll() is not None:
+            raise AssertionError(
+                f"the run ended before {stage} checkpointed:\n{proc.stdout.read()[-3000:]}"
+            )
+        if time.monotonic() > deadline:
+            proc.kill()
+            raise AssertionError(f"no {stage} checkpoint within {timeout} s")
+        time.sleep(0.02)
+
+
+def mlflow_runs(root: Path) -> list:
+    client = MlflowClient(tracking_uri=f"sqlite:///{root / 'mlflow.db'}")
+    experiment = client.get_experiment_by_name(tracking.EXPERIMENT)
+    return client.search_runs([experiment.experiment_id]) if experiment else []
+
+
+@pytest.mark.parametrize("service", ["MLFLOW_TRACKING_URI", "PREFECT_API_URL"])
+def test_an_unreachable_server_fails_fast_in_one_line_naming_its_uri(service, tmp_path):
+    # given a project whose MLflow server (or Prefect API) is down
+    uri = f"http://127.0.0.1:{free_port()}"
+    env = cli_env(tmp_path, **{service: uri if service != "PREFECT_API_URL" else uri + "/api"})
+    (tmp_path / "data.dvc").write_text("")
+    started = time.monotonic()
+    # when a run starts
+    done = subprocess.run(
+        [sys.executable, "-m", "flows.cli", "run", "--profile", "smoke"],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    # then it fails within 30 s with one line naming the URI, and trained nothing
+    assert time.monotonic() - started < 30
+    assert done.returncode == 3, done.stderr
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and uri in lines[0] and "unreachable" in lines[0], done.stderr
+    assert not (tmp_path / "runs").exists()
+
+
+@pytest.mark.slow
+def test_sigterm_stops_a_run_within_10_s_with_a_checkpoint_and_nothing_left_running(
+    prefect_harness, make_project, fast_smoke
+):
+    # given a run in the middle of pretraining the base model
+    root = make_project()
+    params = fast_smoke(base={"steps": 3000, "checkpoint_every": 10})
+    proc = start_cli(root, params, cli_env(root))
+    wait_for_checkpoint(root, "base_model", proc)
+    # when it receives SIGTERM
+    sent = time.monotonic()
+    proc.send_signal(signal.SIGTERM)
+    output, _ = proc.communicate(timeout=60)
+    stopped_s = time.monotonic() - sent
+    # then it stopped within 10 s, saying so, with the exit status of SIGTERM
+    assert stopped_s < 10, (stopped_s, output[-3000:])
+    assert proc.returncode == 128 + signal.SIGTERM, output[-3000:]
+    assert output.strip().splitlines()[-1].startswith("instructflow: interrupted by SIGTERM")
+    # and the loop wrote a checkpoint at the step where it stopped
+    stopped_at = re.search(r"checkpoint at step (\d+) kept", output)
+    assert stopped_at, output[-3000:]
+    (resume,) = (root / "runs" / "base_model").glob("*/resume")
+    assert (resume / f"step-{int(stopped_at[1]):09d}").is_dir()
+    # and MLflow says KILLED for the pipeline run and the stage, nothing RUNNING
+    statuses = {r.data.tags.get("stage", "pipeline"): r.info.status for r in mlflow_runs(root)}
+    assert statuses["pipeline"] == "KILLED" and statuses["base_model"] == "KILLED", statuses
+    # and Prefect recorded the flow run as crashed, not running
+    from prefect.client.orchestration import get_client
+
+    parent = next(r for r in mlflow_runs(root) if "stage" not in r.data.tags)
+    with get_client(sync_client=True) as client:
+        state = client.read_flow_run(parent.data.tags["prefect_flow_run_id"]).state
+    assert state.type.value in ("CRASHED", "CANCELLED", "FAILED"), state
+    # and no process of the run is left
+    assert session_processes(proc.pid) == []
+
+
+@pytest.fixture(scope="module")
+def reference(prefect_harness, make_project, fast_smoke) -> dict:
+    """An uninterrupted run with the same parameters the killed runs use."""
+    root = make_project()
+    params = fast_smoke(**CHECKPOINTS)
+    done = subprocess.run(
+        [sys.executable, "-m", "flows.cli", "run", "--params", "/dev/stdin"],
+        input=json.dumps(params), cwd=root, env=cli_env(root), capture_output=True, text=True,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    return json.loads((root / "reports" / "latest" / "report.json").read_text())
+
+
+@pytest.fixture(scope="module")
+def killed_and_resumed(prefect_harness, make_project, fast_smoke) -> dict:
+    """Runs killed (SIGKILL) a random moment after a checkpoint of SFT, of the reward model, of PPO; then one more run."""
+    seed = int(os.environ.get("INSTRUCTFLOW_KILL_SEED", random.randrange(10**6)))
+    print(f"kill seed {seed} (INSTRUCTFLOW_KILL_SEED={seed} replays it)")
+    rng = random.Random(seed)
+    root = make_project()
+    params = fast_smoke(**CHECKPOINTS)
+    env = cli_env(root)
+    # Each killed run starts where the one before stopped.
+    for stage in ("sft", "reward_model", "ppo"):
+        proc = start_cli(root, params, env)
+        wait_for_checkpoint(root, stage, proc)
+        time.sleep(rng.uniform(0.0, 0.5))
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    started = time.monotonic()
+    proc = start_cli(root, params, env)
+    output, _ = proc.communicate(timeout=900)
+    assert proc.returncode == 0, output[-4000:]
+    print(f"the resumed run took {time.monotonic() - started:.0f} s")
+    report = json.loads((root / "reports" / "latest" / "report.json").read_text())
+    return {"root": root, "params": params, "output": output, "report": report}
+
+
+@pytest.mark.slow
+def test_killed_during_sft_rm_and_ppo_the_next_run_resumes_and_reports_as_if_never_killed(
+    killed_and_resumed, reference
+):
+    root, output, report = (killed_and_resumed[k] for k in ("root", "output", "report"))
+    # then the final report equals the uninterrupted run's, field by field
+    for field in ("labelers", "reward_model", "policies", "status"):
+        assert report[field] == reference[field], field
+    assert report["gate"]["promoted"] == reference["gate"]["promoted"]
+    # and what the killed runs left was cleared: their MLflow runs are KILLED, none RUNNING
+    runs = mlflow_runs(root)
+    parents = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
+    assert sorted(r.info.status for r in parents) == ["FINISHED", "KILLED", "KILLED", "KILLED"]
+    assert not [r for r in runs if r.info.status == "RUNNING"]
+    assert "an earlier run" in output  # it said what it cleared
+    # and the stages the killed runs had finished came from the cache
+    final = next(r for r in parents if r.info.status == "FINISHED")
+    cached = {
+        r.data.tags["stage"]: r.data.tags.get("cached") == "true"
+        for r in runs
+        if r.data.tags.get("mlflow.parentRunId") == final.info.run_id
+    }
+    assert cached["base_model"] and cached["sft"] and cached["reward_model"], cached
+    # and no concurrency slot is left taken
+    from prefect.client.orchestration import get_client
+
+    with get_client(sync_client=True) as client:
+        for name in (concurrency.TRAINING, concurrency.REGISTRY):
+            assert client.read_global_concurrency_limit_by_name(name).active_slots == 0, name
+
+
+@pytest.mark.slow
+def test_a_run_failing_after_its_evaluation_leaves_reports_latest_where_it_was(
+    killed_and_resumed,
+):
+    from prefect import task
+    from prefect.settings import PREFECT_LOCAL_STORAGE_PATH, temporary_settings
+
+    from flows.params import PipelineParams
+    from flows.pipeline import rlhf_pipeline
+    from tasks import registry
+
+    root = killed_and_resumed["root"]
+    before = json.loads((root / "reports" / "latest" / "report.json").read_text())
+    client = MlflowClient(tracking_uri=f"sqlite:///{root / 'mlflow.db'}")
+    versions = len(client.search_model_versions(f"name = '{registry.POLICY_MODEL}'"))
+
+    @task(name="registry", version="broken")
+    def broken_registry(**_kwargs) -> dict:
+        raise RuntimeError("the registry is down")
+
+    # given the same project, every stage cached, and a registry stage that fails
+    with (
+        pytest.MonkeyPatch.context() as monkeypatch,
+        temporary_settings({PREFECT_LOCAL_STORAGE_PATH: str(root / "runs" / "prefect-results")}),
+    ):
+        monkeypatch.setenv("INSTRUCTFLOW_ROOT", str(root))
+        monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{root / 'mlflow.db'}")
+        monkeypatch.setattr(registry, "register_and_gate_task", broken_registry)
+        # when the run fails after its evaluation
+        with pytest.raises(RuntimeError, match="registry is down"):
+            rlhf_pipeline(PipelineParams(**killed_and_resumed["params"]))
+    # then reports/latest is the report it was
+    assert json.loads((root / "reports" / "latest" / "report.json").read_text()) == before
+    # and the failed run's own report says failed, and where
+    (failed,) = [
+        json.loads(f.read_text())
+        for f in (root / "reports").glob("*/report.json")
+        if json.loads(f.read_text())["status"] == "failed"
+    ]
+    assert failed["stopped_at_stage"] == "registry" and "registry is down" in failed["error"]
+    assert failed["policies"]  # it had got as far as the evaluation
+    # and nothing was registered
+    assert len(client.search_model_versions(f"name = '{registry.POLICY_MODEL}'")) == versions

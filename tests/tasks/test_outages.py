@@ -1,0 +1,68 @@
+"""Servers checked before a run, bounded retries, and the one line a lost server gives."""
+
+import http.server
+import threading
+
+import pytest
+from mlflow.exceptions import MlflowException
+
+from tasks import outages
+from tests.conftest import free_port
+
+
+@pytest.fixture
+def healthy_server():
+    class Health(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):  # noqa: N802
+            self.send_response(200 if self.path.endswith("/health") else 404)
+            self.end_headers()
+            self.wfile.write(b"OK")
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.HTTPServer(("127.0.0.1", 0), Health)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+
+
+def test_preflight_passes_when_both_servers_answer(healthy_server, monkeypatch):
+    monkeypatch.setenv("PREFECT_API_URL", healthy_server + "/api")
+    outages.preflight(healthy_server)
+
+
+def test_preflight_names_the_unreachable_uri_and_what_to_do(monkeypatch):
+    monkeypatch.delenv("PREFECT_API_URL", raising=False)
+    uri = f"http://127.0.0.1:{free_port()}"
+    with pytest.raises(
+        outages.ServiceUnreachable,
+        match=rf"MLflow tracking server at {uri} is unreachable.*MLFLOW_TRACKING_URI",
+    ):
+        outages.preflight(uri)
+    outages.preflight("sqlite:///x.db")  # a local store needs no server
+
+
+def test_mlflow_retries_are_bounded_unless_the_user_chose(monkeypatch):
+    for key in outages.MLFLOW_RETRY_ENV:
+        monkeypatch.delenv(key, raising=False)
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "7")
+    outages.bound_mlflow_retries()
+    from mlflow.environment_variables import (
+        MLFLOW_HTTP_REQUEST_MAX_RETRIES,
+        MLFLOW_HTTP_REQUEST_TIMEOUT,
+    )
+
+    assert MLFLOW_HTTP_REQUEST_MAX_RETRIES.get() == 4
+    assert MLFLOW_HTTP_REQUEST_TIMEOUT.get() == 7
+
+
+def test_a_server_lost_mid_run_gives_one_line_saying_how_to_resume():
+    lost = MlflowException(
+        "API request to http://127.0.0.1:5000/api/2.0/mlflow/runs/log-batch failed with exception "
+        "HTTPConnectionPool(host='127.0.0.1', port=5000): Max retries exceeded with url: ..."
+    )
+    message = outages.lost_service_message(lost, "http://127.0.0.1:5000")
+    assert "http://127.0.0.1:5000" in message and "run the same command again" in message
+    assert "\n" not in message
+    assert outages.lost_service_message(ValueError("bad value"), "x") is None

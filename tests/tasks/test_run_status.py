@@ -1,0 +1,90 @@
+"""The report's status and reports/latest: moved only by a completed run; a failed run's report says where it stopped."""
+
+import json
+from pathlib import Path
+
+import pytest
+
+from tasks import report, run_status
+
+
+@pytest.fixture
+def reports(tmp_path, monkeypatch) -> Path:
+    monkeypatch.setenv("INSTRUCTFLOW_ROOT", str(tmp_path))
+    return tmp_path / "reports"
+
+
+def _run(run_id: str) -> dict:
+    return {"mlflow_run_id": run_id, "profile": "smoke", "seed": 0}
+
+
+def _evaluated(reports: Path, run_id: str) -> Path:
+    result = report.empty_report(_run(run_id)) | {"status": "evaluated"}
+    return report.write_report(result, reports, "# evaluated\n")
+
+
+GATE = {
+    "model_name": "instructflow-policy",
+    "policy_version": "3",
+    "incumbent": "sft",
+    "evidence": "labelers",
+    "prompts": 60,
+    "win_rate": {"mean": 0.52, "ci95": [0.45, 0.6]},
+    "promoted": False,
+    "reason": "CI includes 0.5",
+}
+
+
+def test_latest_moves_only_when_a_run_completes(reports):
+    # given a completed run
+    first = _evaluated(reports, "run-a")
+    assert not (reports / "latest").exists()  # evaluated is not completed
+    result = json.loads((first / "report.json").read_text()) | {"gate": GATE}
+    run_status.complete(result, first, lambda r: report.to_markdown(r))
+    latest = json.loads((reports / "latest" / "report.json").read_text())
+    assert latest["run"]["mlflow_run_id"] == "run-a" and latest["status"] == "completed"
+    assert latest["gate"] == GATE
+    assert "Status: **completed**" in (reports / "latest" / "report.md").read_text()
+    # when a second run is evaluated but never completes
+    _evaluated(reports, "run-b")
+    # then latest still shows the first
+    assert (
+        json.loads((reports / "latest" / "report.json").read_text())["run"]["mlflow_run_id"]
+        == "run-a"
+    )
+
+
+def test_a_failed_run_reports_the_stage_where_it_stopped(reports):
+    @run_status.failure_report
+    def pipeline():
+        run_status.begin(_run("run-c"))
+        run_status.at_stage("evaluation")
+        _evaluated(reports, "run-c")
+        run_status.at_stage("registry")
+        raise RuntimeError("registry unreachable")
+
+    with pytest.raises(RuntimeError):
+        pipeline()
+    failed = json.loads((reports / "run-c" / "report.json").read_text())
+    assert failed["status"] == "failed" and failed["stopped_at_stage"] == "registry"
+    assert "registry unreachable" in failed["error"]
+    assert not (reports / "latest").exists()
+
+
+def test_an_interrupted_run_says_so(reports):
+    @run_status.failure_report
+    def pipeline():
+        run_status.begin(_run("run-d"))
+        run_status.at_stage("sft")
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        pipeline()
+    stopped = json.loads((reports / "run-d" / "report.json").read_text())
+    assert (stopped["status"], stopped["stopped_at_stage"]) == ("interrupted", "sft")
+
+
+def test_world_version_comes_from_the_data_manifest(tmp_path):
+    (tmp_path / "manifest.json").write_text(json.dumps({"world_version": "2", "seed": 0}))
+    assert run_status.data_version(tmp_path) == {"world_version": "2"}
+    assert run_status.data_version(tmp_path / "missing") == {}
