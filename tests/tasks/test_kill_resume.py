@@ -116,7 +116,12 @@ STAGES = {"base_model": _base_model, "sft": _sft, "reward_model": _reward_model}
 
 def run_stage(stage: str, world: dict, out: Path) -> dict:
     """The stage's metrics and a digest of the weights it kept."""
-    metrics = STAGES[stage](world, out)
+    # Wall time and peak memory depend on the machine and the process, not on the training.
+    metrics = {
+        k: v
+        for k, v in STAGES[stage](world, out).items()
+        if not any(m in k for m in ("peak_memory", "seconds", "per_second"))
+    }
     weights = load_file(str(out / "model" / "model.safetensors"))
     return {"metrics": metrics, "weights": {k: weights[k] for k in sorted(weights)}}
 

@@ -144,8 +144,9 @@ def test_killed_run_resumes_at_its_last_checkpoint_and_ends_like_an_uninterrupte
     clean = tmp_path / "clean"
     reference = run(world, clean, iteration_logger([]))
     assert json.loads((clean / CURVE_JSON).read_text())["points"] == curve["points"]
-    timing = "ppo/seconds_per_iteration"
-    assert reference | {timing: 0} == pytest.approx(metrics | {timing: 0}, nan_ok=True)
+    # Wall time and peak memory depend on the machine and the process, not on the training.
+    machine = {"ppo/seconds_per_iteration": 0, "ppo/peak_memory_mb": 0}
+    assert reference | machine == pytest.approx(metrics | machine, nan_ok=True)
     resumed_model, _ = load_causal_lm(out / "model")
     clean_model, _ = load_causal_lm(clean / "model")
     a, b = resumed_model.state_dict(), clean_model.state_dict()
