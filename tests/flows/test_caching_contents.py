@@ -74,7 +74,9 @@ def runs(prefect_harness, make_project, fast_smoke, tmp_path_factory):
             version = import_closure_digest(*roots, root=tree)
             if version != task.version:
                 out["changed_code"].add(name)
-            monkeypatch.setattr(module, name, task.with_options(version=version))
+            edited = task.with_options()  # a copy (with_options takes no version)
+            edited.version = version
+            monkeypatch.setattr(module, name, edited)
         out["module_edited"] = project.run(params)
         yield out
 
