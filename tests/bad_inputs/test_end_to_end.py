@@ -33,7 +33,12 @@ def runs_of(client: MlflowClient) -> list:
 def stage_outputs(root) -> list[str]:
     runs = root / "runs"
     return (
-        sorted(p.name for p in runs.iterdir() if p.name not in {"preflight", "prefect-results"})
+        # not stage outputs: the refusal's own record, cached results, and the live-run locks
+        sorted(
+            p.name
+            for p in runs.iterdir()
+            if p.name not in {"preflight", "prefect-results", ".live"}
+        )
         if runs.exists()
         else []
     )
