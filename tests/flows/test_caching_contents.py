@@ -36,7 +36,7 @@ STAGE_TASKS = [
     (
         registry,
         "register_and_gate_task",
-        ["tasks.registry", "tasks.serving.policy_model", "tasks.serving.reward_model"],
+        ["tasks.registry", "tasks.serving.reward_model"],
     ),
 ]
 FROM_COMPARISONS = {"comparisons", "reward_model", "ppo", "ppo_ptx", "evaluation", "registry"}
