@@ -176,8 +176,10 @@ def test_changed_data_fails_the_run_and_leaves_no_report(
     change_one_byte(root / "data" / "smoke" / layout.SFT_TRAIN)
     _use_root(monkeypatch, root)
     # when the pipeline runs
-    # then it fails, naming data.dvc
-    with pytest.raises(data_version.DataMismatchError, match=r"data\.dvc"):
+    # then it is refused before training (the input checks run the DVC gate first), naming data.dvc
+    from tasks.preflight import InputRefused
+
+    with pytest.raises(InputRefused, match=r"data/ does not match data\.dvc"):
         _run_pipeline()
     # and it wrote no report and ran no stage
     assert not (root / "reports").exists()
