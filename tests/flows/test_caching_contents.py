@@ -39,7 +39,15 @@ STAGE_TASKS = [
         ["tasks.registry", "tasks.serving.reward_model"],
     ),
 ]
-FROM_COMPARISONS = {"comparisons", "reward_model", "ppo", "ppo_ptx", "evaluation", "registry"}
+FROM_COMPARISONS = {
+    "comparisons",
+    "judge",
+    "reward_model",
+    "ppo",
+    "ppo_ptx",
+    "evaluation",
+    "registry",
+}
 FROM_REWARD_MODEL = {"reward_model", "ppo", "ppo_ptx", "evaluation", "registry"}
 
 
