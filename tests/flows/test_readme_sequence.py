@@ -12,37 +12,16 @@ from pathlib import Path
 
 import pytest
 from mlflow import MlflowClient
-from transformers import LlamaConfig, LlamaForCausalLM
 
 from flows.cli import main
-from models.tokenizer import train_tokenizer
 from tasks import registry
 from tasks.base_model import tokenizer_texts
 from tests.flows.contract import SMOKE_POLICY
+from tests.flows.test_own_data import tiny_llama
 
 pytestmark = pytest.mark.slow
 
 TINY_POLICY = registry.POLICY_MODEL  # where `make demo` (tiny) registers
-
-
-def _llama_base(root: Path, folder: Path) -> Path:
-    """A user's own base model: a tiny Llama whose tokenizer is not the embedded one."""
-    tokenizer = train_tokenizer(tokenizer_texts(root / "data" / "smoke"), vocab_size=400)
-    config = LlamaConfig(
-        vocab_size=len(tokenizer),
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=256,
-        bos_token_id=tokenizer.bos_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-        pad_token_id=tokenizer.pad_token_id,
-    )
-    LlamaForCausalLM(config).save_pretrained(folder)
-    tokenizer.save_pretrained(folder)
-    return folder
 
 
 def _params_file(folder: Path, name: str, fields: dict) -> str:
@@ -81,7 +60,7 @@ def test_readme_commands_in_a_row(prefect_harness, make_project, fast_smoke, tmp
     assert len(client.search_model_versions(f"name = '{TINY_POLICY}'")) == 1
 
     # 3. your own base model, competing for the demo's champion
-    llama = _llama_base(root, tmp_path / "my-llama")
+    llama = tiny_llama(tmp_path / "my-llama", tokenizer_texts(root / "data" / "smoke"))
     own = fast_smoke(registry={"model_name": TINY_POLICY})
     own_file = _params_file(tmp_path, "own", own)
     assert main(["run", "--base-model", str(llama), "--params", own_file]) == 0
