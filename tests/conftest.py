@@ -204,20 +204,27 @@ class LiveStack:
         self.checkout, self.env = checkout, env
         self.prefect_url = f"http://127.0.0.1:{prefect_port}"
         self.mlflow_url = f"http://127.0.0.1:{mlflow_port}"
-        self.api = httpx.Client(base_url=f"{self.prefect_url}/api", timeout=30)
+        self.api = httpx.Client(base_url=f"{self.prefect_url}/api", timeout=60)
         self.serve_output = ""
 
     # Prefect answers 503 while its SQLite store is busy (SQLITE_BUSY: the worker
     # and a finishing run write at the same moment) and 429 when it sheds load;
     # both mean "ask again", and Prefect's own client retries them the same way.
+    # On two cores a training flow run can starve the server long enough for a
+    # read to time out (seen in CI): that is "ask again" too.
     RETRYABLE = {429, 503}
 
     def request(self, method: str, path: str, attempts: int = 8, **kwargs):
-        """One API call, asked again with a growing pause while the server says it is busy."""
+        """One API call, asked again with a growing pause while the server is busy or slow."""
+        import httpx
+
         pause = 0.5
         for _ in range(attempts - 1):
-            response = self.api.request(method, path, **kwargs)
-            if response.status_code not in self.RETRYABLE:
+            try:
+                response = self.api.request(method, path, **kwargs)
+            except httpx.TimeoutException:
+                response = None
+            if response is not None and response.status_code not in self.RETRYABLE:
                 return response
             time.sleep(pause)
             pause = min(pause * 2, 8.0)
