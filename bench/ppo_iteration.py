@@ -18,11 +18,12 @@ from pathlib import Path
 import torch
 
 from models.lm import GPT2Size, build_gpt2, load_causal_lm, save_model
-from models.ppo import PPOTrainer, ppo_train
+from models.ppo import PPOTrainer
+from models.ppo_loop import ppo_train
 from models.reward_model import reward_model_from_causal_lm
 from models.tokenizer import train_tokenizer
 from tasks import layout
-from tasks.ppo import PPOStageConfig, make_hyper
+from tasks.ppo_config import PPOStageConfig, trainer_hyper
 from tasks.tables import read_jsonl
 
 
@@ -54,9 +55,7 @@ def main() -> None:
         value, _ = reward_model_from_causal_lm(rm_dir)
         rm, rm_tokenizer = reward_model_from_causal_lm(rm_dir)
         cfg = PPOStageConfig(iterations=args.iterations, reference_samples=64)
-        trainer = PPOTrainer(
-            policy, ref, value, rm, tokenizer, rm_tokenizer, make_hyper(cfg, 0.0, 0)
-        )
+        trainer = PPOTrainer(policy, ref, value, rm, tokenizer, rm_tokenizer, trainer_hyper(cfg))
         seen: list[dict] = []
         start, cpu = time.perf_counter(), time.process_time()
         ppo_train(trainer, prompts, None, lambda i, m: seen.append(m))

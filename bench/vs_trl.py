@@ -87,11 +87,16 @@ def load_networks(ckpt):
 
 
 def run_instructflow(ckpt, prompts: list[str], iterations: int):
-    from models.ppo import PPOHyper, PPOTrainer, ppo_train
+    from models.ppo import PPOTrainer
+    from models.ppo_config import PPOHyper
+    from models.ppo_loop import ppo_train
 
     policy, ref, value, reward, tokenizer, rm_tokenizer = load_networks(ckpt)
-    hyper = PPOHyper(iterations=iterations, reward_normalization="none", **SETTINGS)
-    trainer = PPOTrainer(policy, ref, value, reward, tokenizer, rm_tokenizer, hyper)
+    settings = {k: v for k, v in SETTINGS.items() if k != "seed"}
+    hyper = PPOHyper(iterations=iterations, reward_normalization="none", **settings)
+    trainer = PPOTrainer(
+        policy, ref, value, reward, tokenizer, rm_tokenizer, hyper, seed=SETTINGS["seed"]
+    )
     start = time.perf_counter()
     ppo_train(trainer, prompts, None, lambda i, m: None)
     return time.perf_counter() - start, trainer.unwrapped_policy, tokenizer

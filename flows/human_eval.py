@@ -19,6 +19,7 @@ from mlflow import MlflowClient
 
 from tasks import human_eval, registry, report, tracking
 from tasks.evaluation import EvalConfig, Policy, sample
+from tasks.gate import decide
 from tasks.paths import reports_dir
 from tasks.stats import mean_with_ci
 from tasks.tables import read_jsonl
@@ -82,7 +83,7 @@ def _regate(client: MlflowClient, gate: dict, labels: dict, key: dict) -> dict:
     wins = human_eval.pairwise_wins(labels, key, gate["candidate"], rival)
     win = mean_with_ci(wins)
     public = gate["public_suite"]
-    decision = registry.decide(
+    decision = decide(
         win["mean"],
         tuple(win["ci95"]),
         public["challenger"],

@@ -40,6 +40,7 @@ from tasks import (
 from tasks.dataset import load_dataset
 from tasks.dataset_dvc import version_tags
 from tasks.evaluation import fewshot_prefix
+from tasks.gate import judge_decision
 from tasks.paths import reports_dir
 from tasks.registry_snapshot import RegistrySnapshot
 from tasks.stage import content_digest
@@ -273,7 +274,7 @@ def _register(params, candidate, policies, rm, sft_out, parent_id, run_info, md5
     cfg = params.stage("gate")
     win = result["policies"][candidate].get("win_rate_vs_sft")
     accuracy = result["judge"]["accuracy_heldout_pairs"]
-    decision = registry.judge_decision(win, accuracy, cfg)
+    decision = judge_decision(win, accuracy, cfg)
     policy_name, rm_name = params.registry.names(params.profile)
     client = registry.MlflowClient()
     with tracking.stage_run("registry", parent_id):

@@ -14,10 +14,11 @@ from tasks.base_model import BaseModelConfig
 from tasks.comparisons import ComparisonsConfig
 from tasks.dataset import DatasetConfig
 from tasks.evaluation import EvalConfig
+from tasks.gate import GateConfig
 from tasks.judge import JudgeConfig
 from tasks.ppo import SMOKE_OVERRIDES as PPO_SMOKE
 from tasks.ppo import PPOStageConfig
-from tasks.registry import GateConfig, RegistryConfig
+from tasks.registry import RegistryConfig
 from tasks.reward_model import RewardModelConfig
 from tasks.sft import SFTConfig
 
@@ -115,7 +116,7 @@ class PipelineParams(BaseModel):
     ptx_gamma: float = Field(
         0.1,
         ge=0,
-        description="Weight of the pretraining LM loss in PPO-ptx (0 would make it plain PPO; 1.0 pushed the tiny policy 5 nats from SFT).",
+        description="Weight of the pretraining LM loss in PPO-ptx (0 would make it plain PPO).",
     )
     evaluation: EvalConfig = Field(
         default_factory=EvalConfig, description="Evaluation of all policies on test users."

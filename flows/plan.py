@@ -16,7 +16,7 @@ from transformers import AutoConfig, GPT2Config
 
 from flows.params import PipelineParams
 from models import memory_plan
-from models.lora import LoraSpec
+from models.lora import LoraOptions
 
 UNITS = {"": 1, "b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "tb": 10**12}
 UNITS |= {"kib": 2**10, "mib": 2**20, "gib": 2**30, "tib": 2**40}
@@ -77,7 +77,7 @@ def make_plan(
     rows = []
     for lora in (False, True):
         spec = {
-            name: (cfg.lora.spec() if cfg.lora else LoraSpec())
+            name: cfg.lora or LoraOptions()
             for name, cfg in (("sft", sft), ("reward_model", rm), ("ppo", ppo))
         }
         shapes = {

@@ -9,10 +9,10 @@ pad token and a model whose `config.pad_token_id` matches it.
 import os
 import shutil
 import tempfile
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from pydantic import BaseModel, ConfigDict, Field
 from transformers import (
     AutoModelForCausalLM,
     AutoTokenizer,
@@ -26,18 +26,23 @@ from transformers import (
 _PAD_CANDIDATES = ("<|pad|>", "<pad>", "[PAD]")
 
 
-@dataclass(frozen=True)
-class GPT2Size:
-    """Shape of a GPT-2 built from scratch."""
+class GPT2Size(BaseModel):
+    """Shape of a GPT-2 built from scratch (the base-model stage's config extends it)."""
 
-    n_layer: int = 4
-    """Number of transformer blocks."""
-    n_head: int = 4
-    """Attention heads per block; must divide `n_embd`."""
-    n_embd: int = 128
-    """Width of the residual stream (embedding size)."""
-    n_positions: int = 256
-    """Longest sequence (prompt + response) the model can read."""
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    n_layer: int = Field(4, ge=1, description="Transformer blocks.")
+    n_head: int = Field(4, ge=1, description="Attention heads per block; must divide n_embd.")
+    n_embd: int = Field(
+        128,
+        ge=1,
+        description="Hidden size: width of the residual stream (about 0.9M parameters at 4 x 128).",
+    )
+    n_positions: int = Field(
+        256,
+        ge=16,
+        description="Context length in tokens: the longest prompt + response (with room for a few-shot prefix).",
+    )
 
 
 def build_gpt2(tokenizer: PreTrainedTokenizerBase, size: GPT2Size, seed: int) -> GPT2LMHeadModel:

@@ -18,44 +18,48 @@ How the stages use them, and why this way round:
 """
 
 from contextlib import AbstractContextManager, nullcontext
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
 import torch
 from peft import LoraConfig, PeftModel, get_peft_model
+from pydantic import BaseModel, ConfigDict, Field
 from transformers import PreTrainedModel
 
 Task = Literal["causal_lm", "reward"]
 _PEFT_TASK = {"causal_lm": "CAUSAL_LM", "reward": "SEQ_CLS"}
 
 
-@dataclass(frozen=True)
-class LoraSpec:
-    """Shape of the adapters (peft's LoraConfig fields under their usual names)."""
+class LoraOptions(BaseModel):
+    """LoRA adapters (peft): train low-rank updates instead of every weight.
 
-    r: int = 8
-    """Rank of each adapter's update matrix."""
-    alpha: int = 16
-    """Scale of the update: the adapter's output is multiplied by alpha / r."""
-    dropout: float = 0.0
-    """Dropout on the adapter's input (0 keeps PPO's importance ratios exact)."""
-    target_modules: tuple[str, ...] | str | None = None
-    """Module names to adapt; None: peft's default for the architecture
-    (GPT-2: c_attn; Llama: q_proj, v_proj); "all-linear": every linear layer
-    but the output one."""
+    The one declaration of the adapter settings: the stage configs' `lora`
+    field has this type, and `add_lora` reads it directly.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    r: int = Field(8, ge=1, description="Rank of each adapter's update matrix.")
+    alpha: int = Field(16, ge=1, description="Adapter scale: updates are multiplied by alpha / r.")
+    dropout: float = Field(
+        0.0, ge=0.0, lt=1.0, description="Dropout on the adapters' input (0 keeps PPO exact)."
+    )
+    target_modules: list[str] | Literal["all-linear"] | None = Field(
+        None,
+        description='Modules to adapt by name; null: peft\'s default for the architecture (GPT-2: c_attn; Llama: q_proj, v_proj); "all-linear": every linear layer but the output.',
+    )
 
 
-def add_lora(model: PreTrainedModel, spec: LoraSpec, task: Task) -> PeftModel:
+def add_lora(model: PreTrainedModel, options: LoraOptions, task: Task) -> PeftModel:
     """Freeze `model` and give it trainable adapters; returns the PeftModel (the network is
     `peft_model.get_base_model()`, the same object as `model`, now carrying adapters)."""
-    targets = spec.target_modules
+    targets = options.target_modules
     config = LoraConfig(
         task_type=_PEFT_TASK[task],
-        r=spec.r,
-        lora_alpha=spec.alpha,
-        lora_dropout=spec.dropout,
-        target_modules=list(targets) if isinstance(targets, tuple) else targets,
+        r=options.r,
+        lora_alpha=options.alpha,
+        lora_dropout=options.dropout,
+        target_modules=list(targets) if isinstance(targets, list) else targets,
     )
     return get_peft_model(model, config)
 

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 import torch
 from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification, PretrainedConfig
 
-from models.lora import LoraSpec, add_lora
+from models.lora import LoraOptions, add_lora
 
 FP32 = 4
 
@@ -48,7 +48,7 @@ def _count(model: torch.nn.Module, trainable: bool = False) -> int:
     return sum(p.numel() for p in model.parameters() if p.requires_grad or not trainable)
 
 
-def shape_of(config: PretrainedConfig, lora: LoraSpec | None) -> Shape:
+def shape_of(config: PretrainedConfig, lora: LoraOptions | None) -> Shape:
     """Parameter counts by building the networks on the meta device (no memory, exact counts)."""
     rm_config = copy.deepcopy(config)
     rm_config.num_labels = 1

@@ -3,10 +3,10 @@
 The environment is a bandit: a random prompt, the policy's sampled response,
 the reward model's score at the end of the episode. One iteration is
 
-1. rollout (no gradients): sample responses for `rollout_batch` prompts
-   (KV-cached, batched), then ONE batched forward each for the policy's
-   log-probs, the frozen SFT reference's log-probs, the value model's values
-   and the reward model's score;
+1. rollout (no gradients; models/rollout.py): sample responses for
+   `rollout_batch` prompts (KV-cached, batched), then ONE batched forward
+   each for the policy's log-probs, the frozen SFT reference's log-probs, the
+   value model's values and the reward model's score;
 2. rewards: the (normalised) RM score on the last response token, minus a
    penalty if the response hit the length limit without EOS, and
    -beta * (log pi - log pi_SFT) on every token (`ppo_math.kl_penalty_rewards`);
@@ -16,10 +16,7 @@ the reward model's score at the end of the episode. One iteration is
    for the value model, each with its own AdamW optimizer;
 5. the KL controller sees the batch's KL (adaptive beta, or fixed).
 
-Token alignment (P = width of the left-padded prompt block, t = 0.. response
-positions): the logit at column P-1+t predicts response token t, and the
-value read at column P-1+t is the value of the state "prompt + response[:t]"
-in which token t is chosen. Both are sliced the same way from one forward.
+Settings: `models.ppo_config.PPOHyper`. Resume state: `models.ppo_state`.
 
 Dropout: every network runs in eval mode, also while it is trained, so the
 importance ratio is exactly 1 on the first minibatch of an update (the ratio
@@ -29,31 +26,25 @@ No Prefect, no MLflow: progress, monitoring (gold score) and checkpoints go
 to callbacks that the caller (tasks/ppo.py) supplies.
 """
 
-import math
-import random
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, fields
 from functools import partial
-from typing import Literal
 
 import torch
 from peft import PeftModel
 from torch import Tensor
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from models import ppo_math
-from models.checkpoints import interrupt, stop_requested
-from models.lm import context_length
+from models import ppo_math, rollout
 from models.lora import adapters_off, trainable_parameters
 from models.numeric import check_finite
-from models.reward_model import encode_for_reward, rewards, token_values
-from models.runtime import Precision, make_accelerator
-from models.sampling import generate, position_ids_from_mask
+from models.ppo_config import PPOHyper
+from models.ppo_state import load_trainer_state, trainer_state
+from models.reward_model import token_values
+from models.rollout import EvalResult, Experience, RewardNormalizer, response_logits, trim
+from models.runtime import make_accelerator
 from models.side_thread import SideThread
-
-Normalization = Literal["none", "running", "reference"]
 
 METRIC_KEYS = (
     "ppo/reward_rm",
@@ -70,172 +61,6 @@ METRIC_KEYS = (
     "ppo/no_eos_fraction",
 )
 """Keys every iteration's metrics carry (more diagnostics ride along)."""
-
-
-@dataclass(frozen=True)
-class PPOHyper:
-    """Hyperparameters of PPO / PPO-ptx (defaults: a reasonable start for a small model)."""
-
-    iterations: int = 100
-    """Rollout + update cycles to run."""
-    rollout_batch: int = 64
-    """Prompts sampled (one response each) per iteration."""
-    minibatch_size: int = 16
-    """Responses per gradient step; `rollout_batch / minibatch_size` steps per epoch."""
-    ppo_epochs: int = 4
-    """Passes over each rollout batch (reusing samples is what the clip makes safe)."""
-    lr: float = 2e-5
-    """Policy learning rate (AdamW, constant)."""
-    value_lr: float = 1e-4
-    """Value-model learning rate (its own AdamW, constant)."""
-    weight_decay: float = 0.0
-    """AdamW weight decay of both optimizers (0: stay close to the initialisation)."""
-    clip_eps: float = 0.2
-    """Surrogate clip range: ratios outside [1 - eps, 1 + eps] earn nothing."""
-    value_clip: float = 0.2
-    """Value clip range: the value may move at most this far from its rollout value per update."""
-    gae_lambda: float = 0.95
-    """GAE lambda (bias/variance of advantages)."""
-    gamma: float = 1.0
-    """Discount per token (1: the episode is one short response)."""
-    kl_beta: float = 0.05
-    """KL penalty coefficient beta (the initial value when `adaptive_kl`)."""
-    adaptive_kl: bool = False
-    """Steer beta so that the batch KL tracks `target_kl` (Ziegler et al. 2019)."""
-    target_kl: float = 6.0
-    """Target KL(pi || pi_SFT) per response, in nats, for the adaptive controller."""
-    kl_horizon: int = 10000
-    """Adaptive controller horizon in samples: larger moves beta more slowly."""
-    ptx_gamma: float = 0.0
-    """Weight of the pretraining LM loss mixed into every policy step (0: plain PPO)."""
-    ptx_batch_size: int = 8
-    """Packed pretraining blocks per policy step when `ptx_gamma > 0`."""
-    max_new_tokens: int = 24
-    """Longest response sampled."""
-    temperature: float = 1.0
-    """Sampling temperature; log-probs are computed at the same temperature."""
-    no_eos_penalty: float = 1.0
-    """Subtracted from the (normalised) score of a response that ends without EOS."""
-    reward_normalization: Normalization = "reference"
-    """RM score scaling. "reference": (score - mean) / std of the SFT policy's own samples,
-    fixed at the start (a stationary reward); "running": the same stats, updated with every
-    rollout; "none": the raw RM score (centred on demonstrations by the RM stage)."""
-    invert_reward: bool = False
-    """Train against the negated RM score: a deliberately worse policy, the candidate a
-    promotion gate must never accept. Checkpoint choice sees the negated score too."""
-    reference_samples: int = 256
-    """SFT samples that fit the "reference"/"running" statistics at the start."""
-    grad_clip: float = 1.0
-    """Max global gradient norm, per network."""
-    seed: int = 0
-    """Seeds sampling, prompt order, minibatch order and ptx blocks."""
-    precision: Precision = "fp32"
-    """Autocast precision of the trained networks' forward passes (models.runtime)."""
-
-    def __post_init__(self) -> None:
-        if self.reward_normalization not in ("none", "running", "reference"):
-            raise ValueError(f"unknown reward_normalization {self.reward_normalization!r}")
-        if self.minibatch_size > self.rollout_batch:
-            raise ValueError("minibatch_size cannot exceed rollout_batch")
-        if self.ptx_gamma < 0:
-            raise ValueError("ptx_gamma must be >= 0")
-
-
-def hyper_field_names() -> list[str]:
-    """Names of PPOHyper's fields (a stage config copies the ones it shares)."""
-    return [f.name for f in fields(PPOHyper)]
-
-
-# ------------------------------------------------------------------ reward normalisation
-
-
-@dataclass
-class RewardNormalizer:
-    """Mean/std of RM scores, merged batch by batch (Chan et al.'s parallel update)."""
-
-    mode: Normalization
-    mean: float = 0.0
-    var: float = 1.0
-    count: int = 0
-
-    def update(self, scores: Tensor) -> None:
-        n = scores.numel()
-        batch_mean = float(scores.mean())
-        batch_var = float(scores.var(unbiased=False)) if n > 1 else 0.0
-        total = self.count + n
-        delta = batch_mean - self.mean
-        m2 = self.var * self.count + batch_var * n + delta**2 * self.count * n / total
-        self.mean, self.var, self.count = self.mean + delta * n / total, m2 / total, total
-
-    def __call__(self, scores: Tensor) -> Tensor:
-        if self.mode == "none":
-            return scores
-        return (scores - self.mean) / math.sqrt(self.var + 1e-8)
-
-
-# ------------------------------------------------------------------ rollout data
-
-
-@dataclass
-class Experience:
-    """One rollout batch with everything the update needs; [B, L] tensors, L = longest response."""
-
-    query_response: Tensor
-    """[B, P+L] left-padded prompt, then the response."""
-    attention_mask: Tensor
-    """[B, P+L] 1 on prompt tokens and on response tokens up to the first EOS."""
-    prompt_len: int
-    """P: responses start at this column."""
-    response_ids: Tensor
-    mask: Tensor
-    """[B, L] 1 on response tokens (up to and including EOS)."""
-    logprobs: Tensor
-    """log pi_old of each response token (0 on padding)."""
-    ref_logprobs: Tensor
-    """log pi_SFT of each response token (0 on padding)."""
-    values: Tensor
-    """V(state before each token) under the value model at rollout time."""
-    rm_score: Tensor
-    """[B] raw reward-model score of prompt + response (+ EOS)."""
-    score: Tensor
-    """[B] the episode reward: normalised RM score minus the no-EOS penalty."""
-    kl: Tensor
-    """[B, L] log pi - log pi_SFT per token (0 on padding)."""
-    rewards: Tensor
-    """[B, L] -beta * kl on every token, plus `score` on the last one."""
-    advantages: Tensor
-    """[B, L] whitened GAE advantages."""
-    returns: Tensor
-    """[B, L] advantages (before whitening) + values: the value targets."""
-    truncated: Tensor
-    """[B] bool: no EOS within max_new_tokens."""
-    texts: list[str]
-    beta: float
-
-
-@dataclass
-class EvalResult:
-    """The policy's samples on held-out prompts, scored by the RM and against the reference."""
-
-    texts: list[str]
-    rm_score: Tensor
-    """[N] raw RM score."""
-    kl: Tensor
-    """[N] log pi(y|x) - log pi_SFT(y|x), summed over the response: a KL sample per prompt."""
-    truncated: Tensor
-
-
-def _trim(query_response: Tensor, attention_mask: Tensor, prompt_len: int, mask: Tensor):
-    """Drop all-padding columns on both ends: left-pad columns no row uses, response columns past the longest."""
-    width = int(mask.sum(1).max())
-    first = int(attention_mask[:, :prompt_len].any(0).long().argmax())
-    end = prompt_len + width
-    return (
-        query_response[:, first:end],
-        attention_mask[:, first:end],
-        prompt_len - first,
-        width,
-    )
 
 
 class _ValueNet(torch.nn.Module):
@@ -272,6 +97,10 @@ class PPOTrainer:
     policy with its adapters off, and the reward model the value model with
     its adapters off (the value model starts as the RM). No network is held
     twice; only adapters (and the value head) train.
+
+    `ptx_gamma` weighs the pretraining LM loss mixed into every policy step
+    (0: plain PPO); `seed` seeds sampling, prompt order, minibatch order and
+    ptx blocks. Both are per run, not settings: one PPOHyper drives PPO and PPO-ptx.
     """
 
     def __init__(
@@ -283,8 +112,13 @@ class PPOTrainer:
         tokenizer: PreTrainedTokenizerBase,
         rm_tokenizer: PreTrainedTokenizerBase | None,
         hyper: PPOHyper,
+        *,
+        ptx_gamma: float = 0.0,
+        seed: int = 0,
     ) -> None:
-        self.hyper = hyper
+        if ptx_gamma < 0:
+            raise ValueError("ptx_gamma must be >= 0")
+        self.hyper, self.ptx_gamma, self.seed = hyper, ptx_gamma, seed
         self.tokenizer = tokenizer
         self.rm_tokenizer = rm_tokenizer or tokenizer
         self.rm_reads_policy_ids = _shares_vocabulary(tokenizer, self.rm_tokenizer)
@@ -292,8 +126,8 @@ class PPOTrainer:
         device = self.accelerator.device
         # With 2+ CPU threads: value-model work beside policy work, one core each.
         self.side = SideThread(device)
-        torch.manual_seed(hyper.seed)
-        self.generator = torch.Generator().manual_seed(hyper.seed)
+        torch.manual_seed(seed)
+        self.generator = torch.Generator().manual_seed(seed)
 
         # The PeftModels are kept only to switch adapters off and to merge them;
         # training reads the inner Hugging Face networks, which carry the adapters.
@@ -377,21 +211,7 @@ class PPOTrainer:
     def load_policy_weights(self, weights: dict[str, Tensor]) -> None:
         self.unwrapped_policy.load_state_dict(weights, strict=self.policy_adapters is None)
 
-    def _response_logits(
-        self, model, query_response: Tensor, attention_mask: Tensor, prompt_len: int, width: int
-    ) -> Tensor:
-        """[B, width, V] logits (at the sampling temperature) that predict the response tokens."""
-        # The last column predicts nothing we score: leave it out of the forward.
-        ids, mask = query_response[:, :-1], attention_mask[:, :-1]
-        logits = model(
-            input_ids=ids,
-            attention_mask=mask,
-            position_ids=position_ids_from_mask(mask),
-            use_cache=False,
-        ).logits
-        return logits[:, prompt_len - 1 : prompt_len - 1 + width].float() / self.hyper.temperature
-
-    def _values(
+    def values(
         self, query_response: Tensor, attention_mask: Tensor, prompt_len: int, width: int
     ) -> Tensor:
         """[B, width] value of the state in which each response token is chosen (same columns as the logits)."""
@@ -399,123 +219,16 @@ class PPOTrainer:
         values = values[:, prompt_len - 1 : prompt_len - 1 + width].float()
         return (values - self.value_shift) / self.value_scale
 
-    def _logprobs(
-        self, model, qr: Tensor, am: Tensor, prompt_len: int, response_ids: Tensor, mask: Tensor
-    ) -> Tensor:
-        logits = self._response_logits(model, qr, am, prompt_len, response_ids.shape[1])
-        logprobs = ppo_math.logprobs_of(logits, response_ids)
-        return torch.where(mask.bool(), logprobs, torch.zeros_like(logprobs))
+    # -------------------------------------------------------------- rollout (models/rollout.py)
 
-    def _policy_and_ref_logprobs(
-        self, qr: Tensor, am: Tensor, prompt_len: int, response_ids: Tensor, mask: Tensor
-    ) -> tuple[Tensor, Tensor]:
-        logprobs = self._logprobs(self.policy, qr, am, prompt_len, response_ids, mask)
-        with self.reference() as ref_policy:  # with LoRA: the policy's adapters off
-            return logprobs, self._logprobs(ref_policy, qr, am, prompt_len, response_ids, mask)
-
-    def _rm_scores(
-        self, prompts: Sequence[str], texts: list[str], qr: Tensor, am: Tensor, truncated: Tensor
-    ) -> Tensor:
-        """[B] raw RM score of prompt + response + EOS.
-
-        A response cut off at the length limit has no EOS; one is appended for
-        the RM (it was trained on EOS-terminated text), and the no-EOS penalty
-        is applied separately.
-        """
-        if not self.rm_reads_policy_ids:
-            with self.frozen_reward_model() as reward_model:
-                max_len = context_length(reward_model)
-                ids, mask = encode_for_reward(self.rm_tokenizer, list(prompts), texts, max_len)
-                scores = rewards(reward_model, ids.to(qr.device), mask.to(qr.device))
-            return self._signed(scores.float())
-        eos = torch.full_like(qr[:, :1], self.tokenizer.eos_token_id)
-        pad = torch.full_like(qr[:, :1], self.tokenizer.pad_token_id)
-        extra_ids = torch.where(truncated.unsqueeze(1), eos, pad)
-        ids = torch.cat([qr, extra_ids], dim=1)
-        mask = torch.cat([am, truncated.unsqueeze(1).to(am.dtype)], dim=1)
-        with self.frozen_reward_model() as reward_model:
-            scores = rewards(reward_model, ids, mask)
-        return self._signed(scores.float())
-
-    def _signed(self, scores: Tensor) -> Tensor:
-        return -scores if self.hyper.invert_reward else scores
-
-    # -------------------------------------------------------------- rollout
-
-    def _sample(self, model, prompts: Sequence[str]):
-        """Sample one response per prompt; return the trimmed rollout tensors."""
-        ro = generate(
-            model, self.tokenizer, list(prompts), self.hyper.max_new_tokens, self.hyper.temperature
-        )
-        qr, am, prompt_len, width = _trim(
-            ro.query_response, ro.attention_mask, ro.prompt_len, ro.response_mask
-        )
-        return ro, qr, am, prompt_len, ro.response_ids[:, :width], ro.response_mask[:, :width]
-
-    @torch.no_grad()
     def fit_reward_normalizer(self, prompts: Sequence[str]) -> None:
-        """Score SFT samples on up to `reference_samples` prompts: the statistics that normalise the RM score."""
-        if self.hyper.reward_normalization == "none":
-            return
-        n = min(self.hyper.reference_samples, len(prompts))
-        chosen = [
-            prompts[i] for i in torch.randperm(len(prompts), generator=self.generator)[:n].tolist()
-        ]
-        scores = []
-        for start in range(0, n, self.hyper.rollout_batch):
-            batch = chosen[start : start + self.hyper.rollout_batch]
-            with self.reference() as ref_policy:
-                ro, qr, am, _, _, _ = self._sample(ref_policy, batch)
-            scores.append(self._rm_scores(batch, ro.texts, qr, am, ro.truncated))
-        self.normalizer.update(torch.cat(scores))
-        self.value_shift, self.value_scale = (
-            self.normalizer.mean,
-            math.sqrt(self.normalizer.var + 1e-8),
-        )
+        rollout.fit_reward_normalizer(self, prompts)
 
-    @torch.no_grad()
     def rollout(self, prompts: Sequence[str]) -> Experience:
-        """Sample responses and turn them into per-token rewards, advantages and returns."""
-        hyper = self.hyper
-        ro, qr, am, prompt_len, response_ids, mask = self._sample(self.unwrapped_policy, prompts)
-        (logprobs, ref_logprobs), (values, rm_score) = self.side.both(
-            partial(self._policy_and_ref_logprobs, qr, am, prompt_len, response_ids, mask),
-            lambda: (
-                self._values(qr, am, prompt_len, response_ids.shape[1]) * mask,
-                self._rm_scores(prompts, ro.texts, qr, am, ro.truncated),
-            ),
-        )
+        return rollout.rollout(self, prompts)
 
-        if hyper.reward_normalization == "running":
-            self.normalizer.update(rm_score)
-        score = self.normalizer(rm_score) - hyper.no_eos_penalty * ro.truncated.float()
-        beta = self.kl_ctl.beta
-        token_rewards, kl = ppo_math.kl_penalty_rewards(score, logprobs, ref_logprobs, mask, beta)
-        advantages, returns = ppo_math.gae(
-            token_rewards, values, mask, hyper.gamma, hyper.gae_lambda
-        )
-        advantages = ppo_math.masked_whiten(advantages, mask)
-        check_finite("reward (RM score)", self.iteration, rm_score)
-        check_finite("advantage", self.iteration, advantages)
-        return Experience(
-            query_response=qr,
-            attention_mask=am,
-            prompt_len=prompt_len,
-            response_ids=response_ids,
-            mask=mask,
-            logprobs=logprobs,
-            ref_logprobs=ref_logprobs,
-            values=values,
-            rm_score=rm_score,
-            score=score,
-            kl=kl,
-            rewards=token_rewards,
-            advantages=advantages,
-            returns=returns,
-            truncated=ro.truncated,
-            texts=ro.texts,
-            beta=beta,
-        )
+    def evaluate(self, prompts: Sequence[str], seed: int, batch_size: int = 128) -> EvalResult:
+        return rollout.evaluate(self, prompts, seed, batch_size)
 
     # -------------------------------------------------------------- update
 
@@ -549,7 +262,7 @@ class PPOTrainer:
     ) -> tuple[Tensor, Tensor, Tensor, Tensor | None, Tensor]:
         """One clipped-surrogate step (plus ptx) on a minibatch; its loss terms and entropy."""
         hyper, width = self.hyper, mask.shape[1]
-        logits = self._response_logits(self.policy, qr, am, prompt_len, width)
+        logits = response_logits(self.policy, qr, am, prompt_len, width, hyper.temperature)
         logprobs = ppo_math.logprobs_of(logits, response_ids)
         policy_loss, clipfrac, approx_kl = ppo_math.clipped_policy_loss(
             logprobs,
@@ -558,8 +271,8 @@ class PPOTrainer:
             mask,
             hyper.clip_eps,
         )
-        ptx_loss = self._ptx_loss(ptx_blocks) if hyper.ptx_gamma > 0 else None
-        loss = ppo_math.ptx_mixed_loss(policy_loss, ptx_loss, hyper.ptx_gamma)
+        ptx_loss = self._ptx_loss(ptx_blocks) if self.ptx_gamma > 0 else None
+        loss = ppo_math.ptx_mixed_loss(policy_loss, ptx_loss, self.ptx_gamma)
         self._optimizer_step(loss, self.policy, self.policy_opt, "policy")
         with torch.no_grad():
             entropy = ppo_math.masked_mean(ppo_math.entropy_from_logits(logits), mask)
@@ -570,7 +283,7 @@ class PPOTrainer:
     ) -> tuple[Tensor, Tensor]:
         """One clipped value-loss step on a minibatch (no random numbers: may run in a side thread)."""
         width = mask.shape[1]
-        values = self._values(qr, am, prompt_len, width)
+        values = self.values(qr, am, prompt_len, width)
         value_loss, value_clipfrac = ppo_math.clipped_value_loss(
             values,
             exp.values[rows, :width],
@@ -584,7 +297,7 @@ class PPOTrainer:
     def update(self, exp: Experience, ptx_blocks: Tensor | None) -> dict[str, float]:
         """`ppo_epochs` passes of clipped policy and value updates over shuffled minibatches."""
         hyper = self.hyper
-        if hyper.ptx_gamma > 0 and ptx_blocks is None:
+        if self.ptx_gamma > 0 and ptx_blocks is None:
             raise ValueError("ptx_gamma > 0 needs pretraining blocks")
         sums: dict[str, float] = {}
         steps = 0
@@ -592,7 +305,7 @@ class PPOTrainer:
         for _ in range(hyper.ppo_epochs):
             for rows in torch.randperm(batch, generator=self.generator).split(hyper.minibatch_size):
                 mask = exp.mask[rows]
-                qr, am, prompt_len, width = _trim(
+                qr, am, prompt_len, width = trim(
                     exp.query_response[rows], exp.attention_mask[rows], exp.prompt_len, mask
                 )
                 mask, response_ids = mask[:, :width], exp.response_ids[rows, :width]
@@ -644,130 +357,10 @@ class PPOTrainer:
         }
         return metrics, exp
 
-    # -------------------------------------------------------------- evaluation
-
-    @torch.no_grad()
-    def evaluate(self, prompts: Sequence[str], seed: int, batch_size: int = 128) -> EvalResult:
-        """Sample the current policy on `prompts` (under its own seed: training RNG untouched)."""
-        texts, scores, kls, truncated = [], [], [], []
-        devices = [self.accelerator.device] if self.accelerator.device.type == "cuda" else []
-        with torch.random.fork_rng(devices=devices):
-            torch.manual_seed(seed)
-            for start in range(0, len(prompts), batch_size):
-                batch = list(prompts[start : start + batch_size])
-                ro, qr, am, prompt_len, response_ids, mask = self._sample(
-                    self.unwrapped_policy, batch
-                )
-                (logprobs, ref_logprobs), score = self.side.both(
-                    partial(self._policy_and_ref_logprobs, qr, am, prompt_len, response_ids, mask),
-                    partial(self._rm_scores, batch, ro.texts, qr, am, ro.truncated),
-                )
-                texts += ro.texts
-                scores.append(score)
-                kls.append((logprobs - ref_logprobs).sum(1))
-                truncated.append(ro.truncated)
-        return EvalResult(texts, torch.cat(scores), torch.cat(kls), torch.cat(truncated))
-
-    # -------------------------------------------------------------- checkpoints
+    # -------------------------------------------------------------- resume state (models/ppo_state.py)
 
     def state_dict(self) -> dict:
-        """Everything needed to continue exactly where this run is: weights, optimizers, beta, RNGs.
-
-        Weight and optimizer tensors are shared with the live trainer (as
-        `nn.Module.state_dict` does): save or copy them before training on.
-        """
-        rng = {
-            "torch": torch.get_rng_state(),
-            "python": random.getstate(),
-            "generator": self.generator.get_state(),
-        }
-        if torch.cuda.is_available():
-            rng["cuda"] = torch.cuda.get_rng_state_all()
-        return {
-            "iteration": self.iteration,
-            "stopped": self.stopped,
-            "policy": self.unwrapped_policy.state_dict(),
-            "value_model": self.unwrapped_value_model.state_dict(),
-            "policy_optimizer": self.policy_opt.state_dict(),
-            "value_optimizer": self.value_opt.state_dict(),
-            "kl_beta": self.kl_ctl.beta,
-            "normalizer": {
-                "mean": self.normalizer.mean,
-                "var": self.normalizer.var,
-                "count": self.normalizer.count,
-            },
-            "value_affine": [self.value_shift, self.value_scale],
-            "rng": rng,
-        }
+        return trainer_state(self)
 
     def load_state_dict(self, state: dict) -> None:
-        self.iteration, self.stopped = int(state["iteration"]), bool(state["stopped"])
-        self.unwrapped_policy.load_state_dict(state["policy"])
-        self.unwrapped_value_model.load_state_dict(state["value_model"])
-        self.policy_opt.load_state_dict(state["policy_optimizer"])
-        self.value_opt.load_state_dict(state["value_optimizer"])
-        self.kl_ctl.beta = float(state["kl_beta"])
-        self.normalizer.mean = float(state["normalizer"]["mean"])
-        self.normalizer.var = float(state["normalizer"]["var"])
-        self.normalizer.count = int(state["normalizer"]["count"])
-        self.value_shift, self.value_scale = (float(x) for x in state["value_affine"])
-        rng = state["rng"]
-        torch.set_rng_state(rng["torch"])
-        random.setstate(rng["python"])
-        self.generator.set_state(rng["generator"])
-        if "cuda" in rng and torch.cuda.is_available():
-            torch.cuda.set_rng_state_all(rng["cuda"])
-
-
-# ------------------------------------------------------------------ the loop
-
-IterationFn = Callable[[int, dict[str, float]], bool | None]
-MonitorFn = Callable[[list[int], list[str]], float]
-
-
-def draw_prompts(trainer: PPOTrainer, n_prompts: int) -> list[int]:
-    """Indices of this iteration's prompts: without replacement when there are enough."""
-    size = trainer.hyper.rollout_batch
-    if size <= n_prompts:
-        return torch.randperm(n_prompts, generator=trainer.generator)[:size].tolist()
-    return torch.randint(0, n_prompts, (size,), generator=trainer.generator).tolist()
-
-
-def ppo_train(
-    trainer: PPOTrainer,
-    prompts: Sequence[str],
-    ptx_blocks: Tensor | None,
-    on_iteration: IterationFn,
-    monitor: MonitorFn | None = None,
-    checkpoint: Callable[[PPOTrainer], None] | None = None,
-    checkpoint_every: int = 10,
-) -> PPOTrainer:
-    """Run iterations `trainer.iteration .. hyper.iterations - 1` (a resumed trainer continues).
-
-    Per iteration `i`: `trainer.step`, then `monitor(prompt_indices, responses)`
-    (the gold score: logged as ppo/reward_gold, never used for training), then
-    `on_iteration(i, metrics)`; if it returns True the run stops after this
-    iteration. `checkpoint(trainer)` is called after every `checkpoint_every`
-    iterations and after the last one, with `trainer.iteration = i + 1`.
-    `ptx_blocks` ([N, block] packed pretraining ids) is read only when
-    `ptx_gamma > 0`.
-    """
-    if not trainer.stopped and trainer.iteration == 0 and trainer.normalizer.count == 0:
-        trainer.fit_reward_normalizer(prompts)
-    while trainer.iteration < trainer.hyper.iterations and not trainer.stopped:
-        index = trainer.iteration
-        chosen = draw_prompts(trainer, len(prompts))
-        metrics, exp = trainer.step([prompts[i] for i in chosen], ptx_blocks)
-        metrics["ppo/reward_gold"] = (
-            monitor(chosen, exp.texts) if monitor is not None else float("nan")
-        )
-        trainer.stopped = bool(on_iteration(index, metrics))
-        last = trainer.stopped or trainer.iteration == trainer.hyper.iterations
-        interrupted = stop_requested()
-        if checkpoint is not None and (
-            trainer.iteration % checkpoint_every == 0 or last or interrupted
-        ):
-            checkpoint(trainer)
-        if interrupted:
-            raise interrupt(f"stopped after iteration {index}; checkpoint kept")
-    return trainer
+        load_trainer_state(self, state)

@@ -11,9 +11,20 @@ from typing import Literal
 import torch
 from accelerate import Accelerator
 from accelerate.state import AcceleratorState
+from pydantic import Field
 from transformers import PreTrainedModel
 
 Precision = Literal["fp32", "bf16", "fp16"]
+
+
+def precision_field():
+    """The `precision` field of every training config (PPO, SFT, reward model), declared once."""
+    return Field(
+        "fp32",
+        description="fp32, or mixed precision: bf16 / fp16 autocast with fp32 weights (fp16 is for CUDA; on CPU use bf16).",
+    )
+
+
 _MIXED = {"fp32": "no", "bf16": "bf16", "fp16": "fp16"}
 
 

@@ -24,7 +24,7 @@ from models.lm import context_length
 
 
 @dataclass
-class Rollout:
+class Sampled:
     """A batch of prompts and the responses sampled for them."""
 
     query_response: torch.Tensor
@@ -103,11 +103,11 @@ def generate(
     greedy: bool = False,
     top_k: int | None = None,
     prefix: str = "",
-) -> Rollout:
+) -> Sampled:
     """Sample (or greedily decode) one response per prompt, in one batch.
 
     `prefix` is text put before the formatted prompt (few-shot examples for
-    the prompted-baseline policy); it is part of the query in the Rollout.
+    the prompted-baseline policy); it is part of the query in the result.
     The tokenizer is not modified: padding is done here, not by the tokenizer.
     """
     device = model.device
@@ -152,7 +152,7 @@ def generate(
         parse_response(tokenizer.decode(ids[mask.bool()].tolist(), skip_special_tokens=True))
         for ids, mask in zip(response_ids, response_mask, strict=True)
     ]
-    return Rollout(
+    return Sampled(
         query_response=torch.cat([query, response_ids], dim=1),
         attention_mask=torch.cat([query_mask, response_mask], dim=1),
         prompt_len=prompt_len,

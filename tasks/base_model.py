@@ -10,7 +10,7 @@ from pathlib import Path
 import mlflow
 import torch
 from prefect import task
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
 from models.lm import GPT2Size, build_gpt2, load_causal_lm, save_model
 from models.lm_training import OptimConfig, pack_corpus, perplexity, pretrain
@@ -22,19 +22,14 @@ from tasks.stage import import_closure_digest, mark_done, prefect_options
 from tasks.tables import read_jsonl
 
 
-class BaseModelConfig(BaseModel):
-    """How the embedded base model is built (ignored when `base_model` points at a directory)."""
+class BaseModelConfig(GPT2Size):
+    """How the embedded base model is built (ignored when `base_model` points at a directory).
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    Its shape (n_layer, n_head, n_embd, n_positions) is declared by GPT2Size.
+    """
 
     vocab_size: int = Field(
         1024, ge=32, description="BPE vocabulary size (digits are always single tokens)."
-    )
-    n_layer: int = Field(4, ge=1, description="Transformer blocks.")
-    n_head: int = Field(4, ge=1, description="Attention heads per block.")
-    n_embd: int = Field(128, ge=1, description="Hidden size (about 0.9M parameters at 4 x 128).")
-    n_positions: int = Field(
-        256, ge=16, description="Context length in tokens (room for a few-shot prefix)."
     )
     block_size: int = Field(128, ge=2, description="Length of the packed pretraining blocks.")
     steps: int = Field(600, ge=1, description="Pretraining optimizer steps.")
@@ -74,10 +69,7 @@ def build_base_model(
         return metrics
 
     tokenizer = train_tokenizer(tokenizer_texts(profile_dir), cfg.vocab_size)
-    size = GPT2Size(
-        n_layer=cfg.n_layer, n_head=cfg.n_head, n_embd=cfg.n_embd, n_positions=cfg.n_positions
-    )
-    model = build_gpt2(tokenizer, size, seed=seed)
+    model = build_gpt2(tokenizer, cfg, seed=seed)  # the config is a GPT2Size
     blocks = pretrain_blocks(tokenizer, profile_dir, layout.PRETRAIN_TRAIN, cfg.block_size)
     print(
         f"pretraining a {model.num_parameters() / 1e6:.2f}M-parameter GPT-2 on {blocks.numel()} tokens for {cfg.steps} steps",

@@ -70,7 +70,7 @@ class Responses:
     sft_logprobs: list[float]  # log pi_SFT(response | prompt)
 
 
-def test_prompts(profile_dir: Path, cfg: EvalConfig) -> tuple[list[str], list[str]]:
+def load_test_prompts(profile_dir: Path, cfg: EvalConfig) -> tuple[list[str], list[str]]:
     """Test users' prompts and ids, each repeated `samples_per_prompt` times in a row."""
     test = read_jsonl(profile_dir / layout.EVAL_TEST)[: cfg.max_prompts]
     repeat = cfg.samples_per_prompt
@@ -201,7 +201,7 @@ def evaluate(
     With `judge_dir` (tasks.judge's output), the held-out judge also compares
     every sample with its SFT reference, beside the held-out labelers.
     """
-    prompts, ids = test_prompts(profile_dir, cfg)
+    prompts, ids = load_test_prompts(profile_dir, cfg)
     n = cfg.samples_per_prompt
     judge = GoldJudge.load(profile_dir)
     sft = load_causal_lm(sft_dir)
@@ -295,7 +295,7 @@ def head_to_head(
     tokenizer, and the labelers read the decoded responses, so an incumbent
     trained from another base model (another tokenizer) is a fair rival.
     """
-    prompts, ids = test_prompts(profile_dir, cfg)
+    prompts, ids = load_test_prompts(profile_dir, cfg)
     judge = GoldJudge.load(profile_dir)
     ours = sample(challenger, prompts, cfg, seed).texts
     theirs = sample(incumbent, prompts, cfg, seed + 1).texts

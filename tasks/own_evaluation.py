@@ -25,7 +25,7 @@ from models.lm import load_causal_lm
 from models.lm_training import pack_corpus, perplexity
 from models.reward_model import reward_model_from_causal_lm
 from tasks import layout, tracking
-from tasks.evaluation import EvalConfig, Policy, flat_metrics, rm_scores, sample, test_prompts
+from tasks.evaluation import EvalConfig, Policy, flat_metrics, load_test_prompts, rm_scores, sample
 from tasks.judge import HeldOutJudge
 from tasks.stage import fresh_output_dir, import_closure_digest, mark_done, prefect_options
 from tasks.stats import prompt_mean_with_ci
@@ -43,7 +43,7 @@ def evaluate_own(
     seed: int,
     judge_dir: Path | None = None,
 ) -> tuple[dict, dict]:
-    prompts, ids = test_prompts(profile_dir, cfg)
+    prompts, ids = load_test_prompts(profile_dir, cfg)
     n = cfg.samples_per_prompt
     sft = load_causal_lm(sft_dir)
     rm, rm_tokenizer = reward_model_from_causal_lm(rm_dir)

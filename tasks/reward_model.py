@@ -12,7 +12,7 @@ from pathlib import Path
 import mlflow
 import torch
 from prefect import task
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
 from models.checkpoints import after_step
 from models.lm import context_length
@@ -31,39 +31,25 @@ from tasks import checkpoints, comparisons, layout, tracking
 from tasks.concurrency import training_slot
 from tasks.stage import import_closure_digest, mark_done, prefect_options
 from tasks.tables import read_jsonl
-from tasks.training_options import (
-    LoraOptions,
-    Precision,
-    checkpointing_field,
-    lora_field,
-    precision_field,
-)
+from tasks.training_options import SupervisedOptions
 
 # Metric-name prefix of the per-family accuracy against gold (held-out prompts).
 BY_FAMILY_PREFIX = "rm/accuracy_vs_gold/"
 ADAPTER = "adapter"
 
 
-class RewardModelConfig(BaseModel):
+class RewardModelConfig(SupervisedOptions):
     """Reward-model training."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    # batch_size, lora, precision, gradient_checkpointing: declared by SupervisedOptions.
 
-    epochs: int = Field(
-        2, ge=1, description="Passes over the comparisons (InstructGPT: 1; more overfits)."
-    )
+    epochs: int = Field(2, ge=1, description="Passes over the comparisons (InstructGPT: 1).")
     lr: float = Field(5e-4, gt=0, description="Peak learning rate.")
-    batch_size: int = Field(
-        16, ge=1, description="Prompts per step; each brings its K responses and C(K,2) pairs."
-    )
     checkpoint_every: int = Field(
         50,
         ge=1,
         description="Steps between resume checkpoints (a killed run continues from the last).",
     )
-    lora: LoraOptions | None = lora_field()
-    precision: Precision = precision_field()
-    gradient_checkpointing: bool = checkpointing_field()
 
 
 @torch.no_grad()
@@ -144,7 +130,7 @@ def train_reward_model(
     if cfg.gradient_checkpointing:
         enable_gradient_checkpointing(model)
     # With LoRA the trunk is frozen: adapters and the new score head train (peft's SEQ_CLS).
-    adapters = add_lora(model, cfg.lora.spec(), "reward") if cfg.lora else None
+    adapters = add_lora(model, cfg.lora, "reward") if cfg.lora else None
     fraction = trainable_fraction(model)
     max_len = context_length(model)
     train = read_jsonl(comparisons_dir / comparisons.TRAIN)

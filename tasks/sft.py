@@ -9,7 +9,7 @@ from pathlib import Path
 
 import mlflow
 from prefect import task
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
 from models.batching import encode_pair
 from models.lm import context_length, load_causal_lm, save_model
@@ -21,21 +21,15 @@ from tasks import checkpoints, layout, tracking
 from tasks.concurrency import training_slot
 from tasks.stage import import_closure_digest, mark_done, prefect_options
 from tasks.tables import load_table
-from tasks.training_options import (
-    LoraOptions,
-    Precision,
-    checkpointing_field,
-    lora_field,
-    precision_field,
-)
+from tasks.training_options import SupervisedOptions
 
 ADAPTER = "adapter"
 
 
-class SFTConfig(BaseModel):
+class SFTConfig(SupervisedOptions):
     """Supervised fine-tuning on demonstrations."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    # batch_size, lora, precision, gradient_checkpointing: declared by SupervisedOptions.
 
     epochs: int = Field(
         16,
@@ -43,17 +37,11 @@ class SFTConfig(BaseModel):
         description="Passes over the demonstrations (InstructGPT: 16, choosing the checkpoint on validation).",
     )
     lr: float = Field(2e-3, gt=0, description="Peak learning rate.")
-    batch_size: int = Field(
-        16, ge=1, description="Demonstrations per step (length-bucketed to save padding)."
-    )
     checkpoint_every: int = Field(
         100,
         ge=1,
         description="Steps between resume checkpoints (a killed run continues from the last).",
     )
-    lora: LoraOptions | None = lora_field()
-    precision: Precision = precision_field()
-    gradient_checkpointing: bool = checkpointing_field()
 
 
 def load_pairs(path: Path, kind: str, tokenizer, max_len: int):
@@ -84,7 +72,7 @@ def finetune(
     model, tokenizer = load_causal_lm(model_dir)
     if cfg.gradient_checkpointing:
         enable_gradient_checkpointing(model)
-    adapters = add_lora(model, cfg.lora.spec(), "causal_lm") if cfg.lora else None
+    adapters = add_lora(model, cfg.lora, "causal_lm") if cfg.lora else None
     max_len = context_length(model)
     train = load_pairs(train_path, kind, tokenizer, max_len)
     train_ex = encode_demonstrations(tokenizer, train["prompt"], train["response"], max_len)

@@ -17,7 +17,7 @@ If the output folder was deleted, the key no longer counts as cached.
 import hashlib
 import json
 import shutil
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -161,6 +161,3 @@ def prefect_options(stage: str, code: str, retries: int = 0) -> dict[str, Any]:
         "retry_condition_fn": retry_only_transient,
         "log_prints": True,
     }
-
-
-StageFn = Callable[..., dict]

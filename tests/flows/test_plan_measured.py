@@ -61,7 +61,9 @@ def test_plan_matches_measured_peak_rss_within_30_percent(make_project, fast_smo
     params = PipelineParams(**fast_smoke())
     base = params.stage("base")
     tokenizer = train_tokenizer(tokenizer_texts(profile), base.vocab_size)
-    size = GPT2Size(base.n_layer, base.n_head, base.n_embd, base.n_positions)
+    size = GPT2Size(
+        n_layer=base.n_layer, n_head=base.n_head, n_embd=base.n_embd, n_positions=base.n_positions
+    )
     save_model(build_gpt2(tokenizer, size, seed=0), tokenizer, tmp_path / "base")
     demos = read_jsonl(profile / layout.SFT_TRAIN)
     seq_len = max(len(encode_pair(tokenizer, d["prompt"], d["response"], 10**6)[0]) for d in demos)

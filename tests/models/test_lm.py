@@ -187,7 +187,9 @@ def test_missing_pad_reuses_eos_rather_than_resizing(tmp_path: Path) -> None:
 
 
 def test_context_length_is_generic() -> None:
-    gpt2 = build_gpt2(tiny_tokenizer(), GPT2Size(1, 1, 8, 40), seed=0)
+    gpt2 = build_gpt2(
+        tiny_tokenizer(), GPT2Size(n_layer=1, n_head=1, n_embd=8, n_positions=40), seed=0
+    )
     llama = LlamaForCausalLM(
         LlamaConfig(
             hidden_size=8,

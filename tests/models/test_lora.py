@@ -8,7 +8,7 @@ from transformers import AutoModelForCausalLM
 
 from models.lm import load_causal_lm
 from models.lora import (
-    LoraSpec,
+    LoraOptions,
     adapters_off,
     add_lora,
     merge_saved_adapter,
@@ -16,11 +16,13 @@ from models.lora import (
     trainable_fraction,
     trainable_parameters,
 )
-from models.ppo import PPOHyper, PPOTrainer
+from models.ppo import PPOTrainer
+from models.ppo_config import PPOHyper
 from models.reward_model import reward_model_from_causal_lm, rewards
+from models.rollout import response_logprobs
 from tests.models.test_lm import save_tiny_checkpoint
 
-SPEC = LoraSpec(r=4, alpha=8)
+SPEC = LoraOptions(r=4, alpha=8)
 IDS = torch.tensor([[5, 9, 12, 40, 7, 3], [8, 8, 21, 30, 2, 11]])
 MASK = torch.ones_like(IDS)
 
@@ -114,7 +116,7 @@ def test_ppo_on_adapters_keeps_the_reference_and_reward_model_frozen(tmp_path):
     rm, _ = reward_model_from_causal_lm(path, seed=2)
     hyper = PPOHyper(
         iterations=1, rollout_batch=4, minibatch_size=2, ppo_epochs=2, lr=5e-2, value_lr=5e-2,
-        max_new_tokens=4, reward_normalization="none", seed=0,
+        max_new_tokens=4, reward_normalization="none",
     )  # fmt: skip
     trainer = PPOTrainer(
         add_lora(policy, SPEC, "causal_lm"),
@@ -130,7 +132,7 @@ def test_ppo_on_adapters_keeps_the_reference_and_reward_model_frozen(tmp_path):
     _, exp = trainer.step(prompts, None)
     # then the rollout's reference log-probs and RM scores are those of the untouched SFT and RM
     qr, am = exp.query_response, exp.attention_mask
-    ref = trainer._logprobs(sft, qr, am, exp.prompt_len, exp.response_ids, exp.mask)
+    ref = response_logprobs(sft, qr, am, exp.prompt_len, exp.response_ids, exp.mask)
     torch.testing.assert_close(exp.ref_logprobs, ref, rtol=1e-5, atol=1e-5)
     with torch.no_grad():
         eos = torch.full_like(qr[:, :1], tokenizer.eos_token_id)

@@ -3,7 +3,7 @@
 import torch
 from transformers import LlamaConfig, LlamaForCausalLM
 
-from models.lora import LoraSpec
+from models.lora import LoraOptions
 from models.memory_plan import Shape, activation_bytes, plan_ppo, plan_rm, plan_sft, shape_of
 
 H, KV, LAYERS, VOCAB, INTER = 32, 16, 2, 320, 64
@@ -18,7 +18,7 @@ CONFIG = LlamaConfig(
 
 
 def test_parameter_counts_match_the_built_network_and_lora_by_hand():
-    shape = shape_of(CONFIG, LoraSpec(r=4, target_modules=("q_proj", "v_proj")))
+    shape = shape_of(CONFIG, LoraOptions(r=4, target_modules=("q_proj", "v_proj")))
     # the full count is the real network's
     torch.manual_seed(0)
     assert shape.params == sum(p.numel() for p in LlamaForCausalLM(CONFIG).parameters())

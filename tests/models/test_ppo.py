@@ -18,7 +18,9 @@ from models.batching import encode_prompt
 from models.formatting import format_prompt
 from models.lm import load_causal_lm
 from models.lm_training import pack_corpus
-from models.ppo import METRIC_KEYS, PPOHyper, PPOTrainer, ppo_train
+from models.ppo import METRIC_KEYS, PPOTrainer
+from models.ppo_config import PPOHyper
+from models.ppo_loop import ppo_train
 from models.reward_model import reward_model_from_causal_lm, rewards
 from tests.models.test_lm import CORPUS, save_tiny_checkpoint
 from tests.models.test_sampling import eos_heavy_model
@@ -94,8 +96,10 @@ def toy_trainer(checkpoint: Path, **overrides) -> tuple[PPOTrainer, object]:
         reference_samples=32,
     )
     settings.update(overrides)
+    run = {name: settings.pop(name) for name in ("ptx_gamma", "seed") if name in settings}
     rm = EvenFirstTokenReward(prompt_len(tokenizer))
-    return PPOTrainer(policy, ref, value, rm, tokenizer, None, PPOHyper(**settings)), tokenizer
+    hyper = PPOHyper(**settings)
+    return PPOTrainer(policy, ref, value, rm, tokenizer, None, hyper, **run), tokenizer
 
 
 # ---------------------------------------------------------------- learning

@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from models.ppo import ppo_train
+from models.ppo_loop import ppo_train
 from models.side_thread import SideThread
 from tests.models.test_lm import save_tiny_checkpoint
 from tests.models.test_ppo import PROMPT, toy_trainer

@@ -41,7 +41,7 @@ def test_win_rates_are_the_judges_verdicts_against_sft_samples(tiny_dirs, tmp_pa
     assert all(row["gold_score"] is None for row in rows.values())
     assert without["ppo"]["win_rate_vs_sft"] is None
     # with one: the judge's verdicts on the policy's samples against SFT's reference samples
-    repeated, _ = evaluation.test_prompts(profile, cfg)
+    repeated, _ = evaluation.load_test_prompts(profile, cfg)
     reference = sample(Policy("sft", sft_dir), repeated, cfg, 3 + 1000).texts
     texts = [item["response"] for item in raw["ppo"]]
     verdicts = HeldOutJudge.load(judge_dir).compare_many(repeated, texts, reference)

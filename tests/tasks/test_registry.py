@@ -1,6 +1,6 @@
 import pytest
 
-from tasks.registry import decide
+from tasks.gate import decide
 
 
 def test_a_clearly_better_challenger_is_promoted():
@@ -54,7 +54,7 @@ def test_a_win_within_the_seed_noise_is_not_enough():
 
 
 def test_a_weak_judge_blocks_automatic_promotion_in_one_line():
-    from tasks.registry import GateConfig, judge_decision
+    from tasks.gate import GateConfig, judge_decision
 
     # given a clear win as the judge sees it, from a judge at chance on held-out pairs
     # (what a 20-pair judge scored: 0.46 on smoke)
@@ -73,7 +73,7 @@ def test_a_weak_judge_blocks_automatic_promotion_in_one_line():
 
 
 def test_without_judge_verdicts_nothing_is_promoted():
-    from tasks.registry import GateConfig, judge_decision
+    from tasks.gate import GateConfig, judge_decision
 
     decision = judge_decision(None, judge_accuracy=0.9, cfg=GateConfig())
     assert not decision.promote and "no held-out judge verdicts" in decision.reason

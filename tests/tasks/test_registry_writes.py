@@ -11,7 +11,8 @@ from mlflow import MlflowClient
 
 from tasks import registry, tracking
 from tasks.evaluation import EvalConfig
-from tasks.registry import GateConfig, RegistryConfig
+from tasks.gate import GateConfig
+from tasks.registry import RegistryConfig
 from tests.tasks.test_evaluation import _foreign_policy
 
 POLICY, RM = RegistryConfig().names("tiny")

@@ -1,0 +1,129 @@
+"""The promotion gate: the rule that decides whether a challenger replaces the champion.
+
+The challenger must beat the incumbent (the current champion, or SFT) head
+to head on test users, judged by held-out labelers: the lower end of the win
+rate's 95% CI above 0.5 (plus the seed noise a sweep measured), without
+losing more than a margin of public-suite accuracy. On a dataset run the
+evidence is the held-out judge, acted on only when the judge is trustworthy.
+How the inputs are measured and where the decision is written: tasks/registry.py.
+"""
+
+from dataclasses import dataclass, replace
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from tasks.judge_trust import judge_is_trustworthy
+
+
+class GateConfig(BaseModel):
+    """The promotion gate."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    public_suite_margin: float = Field(
+        0.02,
+        ge=0,
+        le=1,
+        description="How much public-suite accuracy the challenger may lose against the champion.",
+    )
+    max_prompts: int | None = Field(
+        None, ge=1, description="Head-to-head on the first N test prompts (None: all)."
+    )
+    auto_promote: bool = Field(
+        True, description="Move `champion` when the gate passes (off: record the decision only)."
+    )
+    judge_accuracy_floor: float = Field(
+        0.6,
+        ge=0.0,
+        le=1.0,
+        description="On a dataset run the evidence is the held-out judge: below this accuracy on "
+        "held-out pairs it is too weak to promote on, and the gate says so.",
+    )
+    win_margin: float = Field(
+        0.0,
+        ge=0.0,
+        lt=0.5,
+        description="The head-to-head win rate's 95% CI lower end must exceed 0.5 + this: the "
+        "seed noise between two trainings of one configuration (tasks/gate_margin.py).",
+    )
+    win_margin_from: str | None = Field(
+        None,
+        description="A seed sweep's aggregate.json (instructflow sweep): its measured noise "
+        "(gate_noise.win_margin) replaces win_margin, and the gate's evidence names the sweep.",
+    )
+
+
+@dataclass(frozen=True)
+class GateDecision:
+    promote: bool
+    reason: str
+    incumbent: str  # "champion vN" or "sft"
+    win_rate: float
+    ci95: tuple[float, float]
+    public_suite_challenger: float
+    public_suite_incumbent: float
+    win_margin: float = 0.0
+
+
+def decide(
+    win_rate: float,
+    ci95: tuple[float, float],
+    public_challenger: float,
+    public_incumbent: float,
+    margin: float,
+    incumbent: str,
+    win_margin: float = 0.0,
+) -> GateDecision:
+    """The gate's rule, separate from how its inputs are measured.
+
+    win_margin: how far above 0.5 the win rate's CI must start (seed noise, from a sweep).
+    """
+    reasons = []
+    bar = "0.5" if not win_margin else f"0.5 + {win_margin:.3f} (seed noise)"
+    if ci95[0] <= 0.5 + win_margin:
+        reasons.append(
+            f"win rate vs {incumbent} {win_rate:.3f} has 95% CI lower end {ci95[0]:.3f} <= {bar}"
+        )
+    if public_challenger < public_incumbent - margin:
+        reasons.append(
+            f"public-suite accuracy {public_challenger:.3f} is more than {margin} below {incumbent}'s {public_incumbent:.3f}"
+        )
+    promote = not reasons
+    reason = (
+        f"beats {incumbent}: win rate {win_rate:.3f} (95% CI {ci95[0]:.3f}-{ci95[1]:.3f}), public suite {public_challenger:.3f} vs {public_incumbent:.3f}"
+        if promote
+        else "; ".join(reasons)
+    )
+    return GateDecision(
+        promote, reason, incumbent, win_rate, ci95, public_challenger, public_incumbent, win_margin
+    )
+
+
+def judge_decision(win: dict | None, judge_accuracy: float, cfg: "GateConfig") -> GateDecision:
+    """The gate on a dataset run (no gold, no simulated labelers): the candidate's win rate
+    against SFT as the held-out judge sees it, acted on only when the judge itself is
+    trustworthy (its accuracy on held-out pairs at least `cfg.judge_accuracy_floor`)."""
+    if win is None:
+        nan = float("nan")
+        return GateDecision(
+            False, "no held-out judge verdicts to decide on", "sft", nan, (nan, nan), 0.0, 0.0
+        )
+    decision = decide(
+        win["mean"], tuple(win["ci95"]), 0.0, 0.0, cfg.public_suite_margin, "sft", cfg.win_margin
+    )
+    trusted, why = judge_is_trustworthy(judge_accuracy, cfg.judge_accuracy_floor)
+    if not trusted:
+        return replace(decision, promote=False, reason=f"no automatic promotion: {why}")
+    return decision
+
+
+def gate_markdown(name: str, version: str, decision: GateDecision, note: str | None) -> str:
+    verdict = "PROMOTED to champion" if decision.promote else "NOT promoted"
+    return (
+        f"# Promotion gate: {name} v{version} {verdict}\n\n"
+        f"- compared with: {decision.incumbent}\n"
+        + (f"- note: {note}\n" if note else "")
+        + f"- win rate: {decision.win_rate:.3f} (95% CI {decision.ci95[0]:.3f} - {decision.ci95[1]:.3f}); needs lower end > {0.5 + decision.win_margin:.3f}\n"
+        f"- public-suite accuracy: {decision.public_suite_challenger:.3f} vs {decision.public_suite_incumbent:.3f}\n"
+        f"- reason: {decision.reason}\n"
+    )

@@ -1,0 +1,55 @@
+"""The over-optimisation plot: proxy (RM) and true (gold) validation scores against KL to SFT."""
+
+from pathlib import Path
+
+
+def plot_curve(points: list[dict], chosen: int, path: Path, title: str) -> None:
+    """RM score and gold score against KL to SFT, the kept checkpoint marked.
+
+    The gold score carries +-1 standard error over the validation prompts: the
+    gold axis is scaled to its own range, and without the bars a wiggle of
+    sampling noise reads like over-optimisation.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    kl = [p["kl"] for p in points]
+    fig, ax_rm = plt.subplots(figsize=(6.4, 4.2))
+    ax_gold = ax_rm.twinx()
+    ax_rm.plot(
+        kl, [p["rm"] for p in points], "o-", color="tab:blue", label="validation RM score (proxy)"
+    )
+    ax_gold.errorbar(
+        kl,
+        [p["gold"] for p in points],
+        yerr=[p.get("gold_se", 0.0) for p in points],  # points resumed from older runs have none
+        fmt="s-",
+        color="tab:orange",
+        capsize=3,
+        label="validation gold score (truth), +-1 s.e.",
+    )
+    ax_rm.axvline(
+        points[chosen]["kl"],
+        color="grey",
+        linestyle="--",
+        label=f"kept: iteration {points[chosen]['iteration']}",
+    )
+    for p in points:
+        ax_rm.annotate(
+            str(p["iteration"]),
+            (p["kl"], p["rm"]),
+            fontsize=7,
+            textcoords="offset points",
+            xytext=(2, 4),
+        )
+    ax_rm.set_xlabel("KL(policy || SFT) per response, nats")
+    ax_rm.set_ylabel("RM score", color="tab:blue")
+    ax_gold.set_ylabel("gold score", color="tab:orange")
+    handles = [h for ax in (ax_rm, ax_gold) for h in ax.get_legend_handles_labels()[0]]
+    ax_rm.legend(handles, [h.get_label() for h in handles], loc="lower right", fontsize=8)
+    ax_rm.set_title(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
