@@ -1,0 +1,102 @@
+"""Subcommands about data: data generate, add, verify, validate."""
+
+import argparse
+import sys
+from pathlib import Path
+
+from tasks.paths import project_root
+from tasks.schemas import KINDS
+
+
+def _cmd_data_generate(args: argparse.Namespace) -> int:
+    from tasks import data, data_version
+
+    root = project_root()
+    data.generate(root, seed=args.seed)
+    print(f"wrote {root / 'data'} (seed {args.seed})")
+    if args.no_dvc:
+        return 0
+    md5 = data_version.add_and_push(root)
+    print(f"data.dvc now records md5 {md5}; commit data.dvc to make it the project's data version")
+    return 0
+
+
+def _cmd_data_add(args: argparse.Namespace) -> int:
+    from tasks.dataset_dvc import OutsideProject, add_dataset
+
+    try:
+        added = add_dataset(project_root(), Path(args.dir))
+    except OutsideProject as error:
+        print(f"instructflow: {error}", file=sys.stderr)
+        return 2
+    for name, md5 in added["md5s"].items():
+        print(f"{name}: md5 {md5}")
+    where = "DVC cache and remote" if added["pushed"] else "DVC cache"
+    print(f"stored in the {where}; commit {added['dvc_file']} to version the dataset")
+    return 0
+
+
+def _cmd_data_verify(_args: argparse.Namespace) -> int:
+    from tasks import data_version
+
+    md5 = data_version.verify(project_root())
+    print(f"data/ matches data.dvc (md5 {md5})")
+    return 0
+
+
+def _cmd_data_validate(args: argparse.Namespace) -> int:
+    from tasks.input_checks import table_problems
+    from tasks.tables import TableError
+
+    frame, problems = table_problems(Path(args.file), args.kind)  # an empty file is refused too
+    if frame is None:
+        raise TableError(problems)
+    print(f"{args.file}: {len(frame)} valid rows of kind {args.kind}")
+    return 0
+
+
+def add_commands(sub) -> None:
+    """Register these subcommands on the `instructflow` parser."""
+    data = sub.add_parser(
+        "data", help="Generate, verify or validate data.", description="Data commands."
+    )
+    data_sub = data.add_subparsers(dest="data_command", required=True)
+    gen = data_sub.add_parser(
+        "generate",
+        help="Regenerate data/ and record it with DVC.",
+        description="Regenerate data/ for every profile from a seed, then `dvc add data` and `dvc push`.",
+    )
+    gen.add_argument(
+        "--seed",
+        type=int,
+        default=0,
+        help="world seed (default 0, the version committed in data.dvc)",
+    )
+    gen.add_argument("--no-dvc", action="store_true", help="write data/ only; leave data.dvc alone")
+    gen.set_defaults(func=_cmd_data_generate)
+    add = data_sub.add_parser(
+        "add",
+        help="Validate a dataset directory and put it under DVC.",
+        description="Validate DIR (prompts, demonstrations, preferences), then `dvc add DIR` (and push to the default remote); commit DIR.dvc afterwards.",
+    )
+    add.add_argument("dir", help="the dataset directory, inside the project")
+    add.set_defaults(func=_cmd_data_add)
+    ver = data_sub.add_parser(
+        "verify",
+        help="Check data/ against data.dvc.",
+        description="Exit 1 if data/ differs from data.dvc.",
+    )
+    ver.set_defaults(func=_cmd_data_verify)
+    val = data_sub.add_parser(
+        "validate",
+        help="Validate one JSONL table.",
+        description="Validate a JSONL file against a table schema.",
+    )
+    val.add_argument("file", help="path to the JSONL file")
+    val.add_argument(
+        "--kind",
+        required=True,
+        choices=KINDS,
+        help="which table schema to check against",
+    )
+    val.set_defaults(func=_cmd_data_validate)

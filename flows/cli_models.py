@@ -1,0 +1,181 @@
+"""Subcommands about trained and registered models: promote, evaluate, best-of-n, eval (human evaluation)."""
+
+import argparse
+from pathlib import Path
+
+from tasks.paths import project_root
+
+
+def _cmd_promote(args: argparse.Namespace) -> int:
+    from tasks import tracking
+    from tasks.registry import promote_manually
+
+    tracking.setup()
+    promote_manually(args.version, args.reason, args.model)
+    print(f"{args.model} v{args.version} is now champion (manual: {args.reason})")
+    return 0
+
+
+def _cmd_evaluate(args: argparse.Namespace) -> int:
+    from flows.evaluate import EvaluateParams, evaluate_registered
+
+    result = evaluate_registered(
+        EvaluateParams(
+            models=args.models,
+            model_name=args.model,
+            profile=args.profile,
+            seed=args.seed,
+            evaluation={"max_prompts": args.max_prompts},
+        )
+    )
+    for name, row in result["policies"].items():
+        print(
+            f"{name}: gold {row['gold_score']['mean']:.3f}  win vs SFT {row['win_rate_vs_sft']['mean']:.3f}"
+        )
+    return 0
+
+
+def _newest_model(stage: str) -> Path:
+    """The model folder of a stage's most recent run under runs/."""
+    found = sorted(
+        (project_root() / "runs" / stage).glob("*/model"), key=lambda p: p.stat().st_mtime
+    )
+    if not found:
+        raise SystemExit(
+            f"instructflow: no {stage} model under runs/{stage}/; run `make demo` first"
+        )
+    return found[-1]
+
+
+def _cmd_best_of_n(args: argparse.Namespace) -> int:
+    from tasks.best_of_n import best_of_n_table, sample_candidates
+
+    sft = Path(args.sft) if args.sft else _newest_model("sft")
+    rm = Path(args.rm) if args.rm else _newest_model("reward_model")
+    profile_dir = project_root() / "data" / args.profile
+    print(
+        f"SFT {sft}\nRM  {rm}\nsampling {args.n} + {args.references} responses for {args.prompts} test prompts"
+    )
+    cands = sample_candidates(
+        sft, rm, profile_dir, args.n, args.references, args.prompts, args.seed
+    )
+    ns = sorted({n for n in (1, 2, 4, args.n) if n <= args.n})
+    print("| n | selector | gold | win vs SFT [95% CI] |\n| --- | --- | --- | --- |")
+    for row in best_of_n_table(cands, ns, profile_dir, args.seed):
+        win = row["win_rate_vs_sft"]
+        lo, hi = win["ci95"]
+        print(
+            f"| {row['n']} | {row['selector']} | {row['gold']:.3f} | {win['mean']:.3f} [{lo:.3f}, {hi:.3f}] |"
+        )
+    return 0
+
+
+def _cmd_eval_export(args: argparse.Namespace) -> int:
+    from flows.human_eval import export
+
+    paths = export(args.run, args.n, args.seed)
+    print(f"labeling files: {paths['csv']} and {paths['jsonl']} (key: {paths['key']})")
+    return 0
+
+
+def _cmd_eval_import(args: argparse.Namespace) -> int:
+    from flows.human_eval import import_labels
+
+    result = import_labels(args.run, args.file)
+    for name, row in result["human_eval"]["policies"].items():
+        win = row.get("win_rate_vs_sft")
+        text = f"win vs sft {win['mean']:.3f} {win['ci95']}" if win else "baseline"
+        print(f"{name}: {text}, Likert {row['likert']['mean']}")
+    if result.get("gate"):
+        print(f"gate ({result['gate']['evidence']}): {result['gate']['reason']}")
+    return 0
+
+
+def add_commands(sub) -> None:
+    """Register these subcommands on the `instructflow` parser."""
+    promote = sub.add_parser(
+        "promote",
+        help="Make a policy version champion by hand.",
+        description="Override the promotion gate: move the champion alias of a registered policy to VERSION.",
+    )
+    promote.add_argument("--version", required=True, help="version number of the policy")
+    promote.add_argument(
+        "--model",
+        default="instructflow-policy",
+        help="registered policy (default instructflow-policy; smoke runs: instructflow-policy-smoke)",
+    )
+    promote.add_argument(
+        "--reason", required=True, help="why the gate is overridden (recorded on the version)"
+    )
+    promote.set_defaults(func=_cmd_promote)
+
+    evaluate = sub.add_parser(
+        "evaluate",
+        help="Evaluate registered policies.",
+        description="Evaluate registered policy versions or aliases against SFT and against each other.",
+    )
+    evaluate.add_argument(
+        "models",
+        nargs="+",
+        help="versions or aliases of the registered policy, e.g. champion challenger 3",
+    )
+    evaluate.add_argument(
+        "--model",
+        default="instructflow-policy",
+        help="registered policy (default instructflow-policy; smoke runs: instructflow-policy-smoke)",
+    )
+    evaluate.add_argument(
+        "--profile", default="tiny", help="whose test users to evaluate on (default tiny)"
+    )
+    evaluate.add_argument("--seed", type=int, default=0, help="sampling seed")
+    evaluate.add_argument(
+        "--max-prompts", type=int, default=None, help="evaluate on the first N test prompts only"
+    )
+    evaluate.set_defaults(func=_cmd_evaluate)
+
+    best = sub.add_parser(
+        "best-of-n",
+        help="How far the reward model can lift SFT, without RL.",
+        description="Sample n SFT responses per test prompt, keep the reward model's favourite (and, for comparison, gold's), and report its gold score and held-out labelers' win rate against other SFT samples. PPO at KL about log(n) nats cannot expect more.",
+    )
+    best.add_argument("--sft", help="SFT model folder (default: the newest under runs/sft)")
+    best.add_argument(
+        "--rm", help="reward-model folder (default: the newest under runs/reward_model)"
+    )
+    best.add_argument("--profile", default="tiny", help="whose test prompts (default tiny)")
+    best.add_argument("--n", type=int, default=8, help="largest n (default 8)")
+    best.add_argument(
+        "--references", type=int, default=3, help="SFT samples each choice is judged against"
+    )
+    best.add_argument("--prompts", type=int, default=300, help="test prompts (default 300)")
+    best.add_argument("--seed", type=int, default=0, help="sampling and labeler seed")
+    best.set_defaults(func=_cmd_best_of_n)
+
+    human = sub.add_parser(
+        "eval",
+        help="Human evaluation of a finished run: export a labeling file, import it ranked.",
+        description="The human evaluation round trip: a blinded labeling file out, people's rankings in.",
+    )
+    human_sub = human.add_subparsers(dest="eval_command", required=True)
+    out = human_sub.add_parser(
+        "export",
+        help="Write a blinded labeling file of a run's test samples.",
+        description="Per test prompt, every policy's sample shuffled under labels A, B, C... "
+        "(names hidden; the key stays beside the file). Writes reports/<run>/human_eval/"
+        "labeling.jsonl and labeling.csv: fill `ranking` (JSONL, best first) or `rank` "
+        "(CSV, 1 = best) and `likert` (1-7).",
+    )
+    out.add_argument("run", help="MLflow run id of the pipeline run, or 'latest'")
+    out.add_argument("--n", type=int, default=100, help="test prompts to label (default 100)")
+    out.add_argument("--seed", type=int, default=0, help="shuffling seed")
+    out.set_defaults(func=_cmd_eval_export)
+    back = human_sub.add_parser(
+        "import",
+        help="Read a ranked labeling file back: win rates, Likert, MLflow, report, gate.",
+        description="Computes each policy's win rate against SFT (95% CI over prompts) and "
+        "Likert mean from the filled file, logs human/<policy>/... to the run in MLflow, adds "
+        "human_eval to its report, and lets the promotion gate decide again on human evidence.",
+    )
+    back.add_argument("run", help="MLflow run id of the pipeline run, or 'latest'")
+    back.add_argument("file", type=Path, help="the filled labeling.csv or labeling.jsonl")
+    back.set_defaults(func=_cmd_eval_import)

@@ -1,0 +1,208 @@
+"""Subcommands about whole runs: run, params, plan, sweep, compare."""
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from tasks.paths import project_root
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    from flows.params_io import build_params, read_params_file
+    from tasks import outages, preflight
+    from tasks.interrupts import stop_on_signals
+
+    # Before the heavy imports: an unreachable server is reported within seconds.
+    outages.bound_mlflow_retries()
+    outages.preflight()
+
+    fields = read_params_file(args.params) if args.params else {}
+    for field in ("profile", "seed", "base_model", "base_model_revision", "data", "threads"):
+        if getattr(args, field) is not None:
+            fields[field] = getattr(args, field)
+    if args.allow_data_mismatch:
+        fields["allow_data_mismatch"] = True
+    params = build_params(fields)
+    from tasks.provenance import pin_threads
+
+    pin_threads(params.threads)  # before any torch work (inter-op threads can be set only once)
+    local = params
+    if params.base_model:  # a missing model fails here, before Prefect or any stage starts
+        from models.hub import resolve_pretrained
+
+        model_dir = resolve_pretrained(params.base_model, params.base_model_revision)
+        local = params.model_copy(update={"base_model": str(model_dir)})
+    if params.data:
+        from flows.own_data import NEEDS_BASE
+        from flows.own_data import preflight as own_data_preflight
+
+        if not params.base_model:
+            print(f"instructflow: {NEEDS_BASE}", file=sys.stderr)
+            return 2
+
+        own_data_preflight(local)  # a refused dataset stops here with its problems, before any flow
+    else:
+        # Checked here, before Prefect starts (which takes a while): a refusal comes in seconds.
+        _, refusal = preflight.refusal_of(local, project_root())
+        if refusal:
+            # printed before MLflow's (slow) start-up
+            print(f"instructflow: {refusal}", file=sys.stderr, flush=True)
+            run_id = preflight.record_refusal(params, refusal)
+            print(f"instructflow: MLflow run {run_id} marked FAILED", file=sys.stderr)
+            return 2
+
+    from flows.pipeline import rlhf_pipeline
+
+    with stop_on_signals():
+        state = rlhf_pipeline(params, return_state=True)
+    report = state.result()  # raises InputRefused if the flow refused, or the stage's error
+    print(json.dumps(report["run"], indent=2))
+    return 0
+
+
+def _cmd_params(args: argparse.Namespace) -> int:
+    from flows.params_io import example, schema
+
+    print(json.dumps(schema() if args.schema else example(), indent=2))
+    return 0
+
+
+def _cmd_plan(args: argparse.Namespace) -> int:
+    from dataclasses import asdict
+
+    from flows.params_io import build_params, read_params_file
+    from flows.plan import make_plan, parse_size, render, runtime_bytes
+
+    overrides = read_params_file(args.params) if args.params else {}
+    for field in ("profile", "base_model", "base_model_revision"):
+        if getattr(args, field) is not None:
+            overrides[field] = getattr(args, field)
+    plan = make_plan(build_params(overrides), args.seq_len, args.prompt_len)
+    runtime = runtime_bytes() if args.runtime else None
+    memory = parse_size(args.memory) if args.memory else None
+    if args.json:
+        stages = [asdict(row) | {"peak": row.peak + (runtime or 0)} for row in plan["stages"]]
+        print(json.dumps(plan | {"stages": stages, "runtime": runtime}, indent=2))
+    else:
+        print(render(plan, memory, runtime))
+    return 0
+
+
+def _cmd_sweep(args: argparse.Namespace) -> int:
+    from flows.params import PipelineParams
+    from flows.sweep import run_sweep
+
+    overrides = json.loads(Path(args.params).read_text()) if args.params else {}
+    for field in ("profile", "threads"):
+        if getattr(args, field) is not None:
+            overrides[field] = getattr(args, field)
+    result = run_sweep(PipelineParams(**overrides), args.seeds, args.workers)
+    print(json.dumps(result["sweep"], indent=2))
+    return 0
+
+
+def _cmd_compare(args: argparse.Namespace) -> int:
+    from tasks.provenance import report_comparison
+
+    a, b = (json.loads(Path(f).read_text()) for f in (args.a, args.b))
+    print(report_comparison(a, b))
+    return 0
+
+
+def add_commands(sub) -> None:
+    """Register these subcommands on the `instructflow` parser."""
+    run = sub.add_parser(
+        "run",
+        help="Run the rlhf_pipeline flow.",
+        description="Run the rlhf_pipeline flow once, here.",
+    )
+    run.add_argument(
+        "--profile",
+        choices=["smoke", "tiny", "small"],
+        help="world and training size (default tiny)",
+    )
+    run.add_argument("--seed", type=int, help="training and sampling seed (default 0)")
+    run.add_argument(
+        "--base-model",
+        dest="base_model",
+        help="Hugging Face causal LM to start from: a local directory or a Hub id (org/name)",
+    )
+    run.add_argument(
+        "--revision",
+        dest="base_model_revision",
+        help="Hub revision (branch, tag or commit) of a --base-model Hub id",
+    )
+    run.add_argument(
+        "--data",
+        help="your dataset directory (prompts, demonstrations, preferences; .jsonl or .parquet)",
+    )
+    run.add_argument(
+        "--threads", type=int, help="torch CPU threads (default: every core this process may use)"
+    )
+    run.add_argument(
+        "--allow-data-mismatch", action="store_true", help="run even if data/ differs from data.dvc"
+    )
+    run.add_argument(
+        "--params",
+        help='JSON file of run settings, {"params": {...}} as the Prefect form sends or the bare fields; '
+        "see `instructflow params --example` (command-line flags override it)",
+    )
+    run.set_defaults(func=_cmd_run)
+
+    params = sub.add_parser(
+        "params",
+        help="Print the run settings' JSON schema or a commented example.",
+        description="The settings `run --params FILE` reads, the same shape as the Prefect manual-run form: "
+        '{"params": {...}} (bare fields are accepted too; keys starting with _ are comments). '
+        "`instructflow params --example > p.json` writes every field at its default.",
+    )
+    shown = params.add_mutually_exclusive_group(required=True)
+    shown.add_argument("--schema", action="store_true", help="the JSON schema of PipelineParams")
+    shown.add_argument(
+        "--example", action="store_true", help="every field at its default, each with a comment"
+    )
+    params.set_defaults(func=_cmd_params)
+
+    plan = sub.add_parser(
+        "plan",
+        help="Memory each training stage needs, with and without LoRA.",
+        description="Estimate per stage (SFT, RM, PPO) weights, gradients, optimizer state, "
+        "activations per batch and PPO's rollout memory, with and without LoRA, and whether "
+        "it fits --memory. See models/memory_plan.py for what is counted.",
+    )
+    plan.add_argument("--base-model", dest="base_model", help="directory or Hub id")
+    plan.add_argument("--revision", dest="base_model_revision", help="Hub revision")
+    plan.add_argument("--params", help="JSON file with PipelineParams fields")
+    plan.add_argument("--profile", choices=["smoke", "tiny", "small"])
+    plan.add_argument("--memory", help="memory to fit, e.g. 24GiB")
+    plan.add_argument("--seq-len", type=int, help="tokens per training sequence (default: context)")
+    plan.add_argument(
+        "--prompt-len", type=int, help="PPO prompt tokens (default: seq-len - response)"
+    )
+    plan.add_argument(
+        "--runtime", action="store_true", help="add this machine's measured runtime RSS to the peak"
+    )
+    plan.add_argument("--json", action="store_true", help="machine-readable output")
+    plan.set_defaults(func=_cmd_plan)
+
+    sweep = sub.add_parser(
+        "sweep",
+        help="Run the pipeline once per seed and aggregate.",
+        description="A seed_sweep flow: one rlhf_pipeline sub-flow run per seed (cores // threads at once), each with its own MLflow run under the sweep's; the sweep's run gets mean, sd, min, max and a seeds-then-prompts 95%% interval per policy and metric (reports/sweeps/<run id>/aggregate.json). Never moves champion.",
+    )
+    sweep.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="training seeds")
+    sweep.add_argument("--profile", choices=["smoke", "tiny", "small"], help="default tiny")
+    sweep.add_argument("--threads", type=int, help="torch threads per seed (default: all cores)")
+    sweep.add_argument("--workers", type=int, help="seeds at once (default: cores // threads)")
+    sweep.add_argument("--params", help="JSON file with PipelineParams fields for every seed")
+    sweep.set_defaults(func=_cmd_sweep)
+
+    compare = sub.add_parser(
+        "compare",
+        help="Compare two report.json files.",
+        description="Where each report was made (machine, software, threads, seed, commit) and each policy's figures side by side; says when the comparison crosses machines.",
+    )
+    compare.add_argument("a", help="report.json A")
+    compare.add_argument("b", help="report.json B")
+    compare.set_defaults(func=_cmd_compare)
