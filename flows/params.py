@@ -16,8 +16,8 @@ from tasks.dataset import DatasetConfig
 from tasks.evaluation import EvalConfig
 from tasks.gate import GateConfig
 from tasks.judge import JudgeConfig
-from tasks.ppo import SMOKE_OVERRIDES as PPO_SMOKE
-from tasks.ppo import PPOStageConfig
+from tasks.ppo_config import SMOKE_OVERRIDES as PPO_SMOKE
+from tasks.ppo_config import PPOStageConfig
 from tasks.registry import RegistryConfig
 from tasks.reward_model import RewardModelConfig
 from tasks.sft import SFTConfig

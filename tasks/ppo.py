@@ -28,9 +28,9 @@ from models.ppo_loop import ppo_train
 from models.reward_model import reward_model_from_causal_lm
 from models.runtime import PeakMemory
 from tasks import interrupts, layout, tracking
-from tasks.checkpoints import RESUME, finish, prepare_out_dir
+from tasks.checkpoints import finish, prepare_out_dir
 from tasks.concurrency import training_slot
-from tasks.ppo_config import SMOKE_OVERRIDES, PPOStageConfig, trainer_hyper
+from tasks.ppo_config import PPOStageConfig, trainer_hyper
 from tasks.ppo_plot import plot_curve
 from tasks.ppo_resume import find_resume, read_resume, write_resume
 from tasks.ppo_selection import new_history, record_evaluation
@@ -42,22 +42,6 @@ from world.judge import GoldJudge
 CURVE_JSON = "overoptimization.json"
 CURVE_PNG = "overoptimization.png"
 ADAPTER = "adapter"
-
-__all__ = [  # what callers and tests import from the stage module
-    "CURVE_JSON",
-    "CURVE_PNG",
-    "RESUME",
-    "SMOKE_OVERRIDES",
-    "PPOStageConfig",
-    "find_resume",
-    "new_history",
-    "ppo_task",
-    "prepare_out_dir",
-    "read_resume",
-    "record_evaluation",
-    "run_ppo",
-    "write_resume",
-]
 
 
 def run_ppo(

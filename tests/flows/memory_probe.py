@@ -12,7 +12,8 @@ from pathlib import Path
 
 from models.runtime import peak_rss_bytes
 from tasks import layout
-from tasks.ppo import PPOStageConfig, run_ppo
+from tasks.ppo import run_ppo
+from tasks.ppo_config import PPOStageConfig
 from tasks.reward_model import RewardModelConfig, train_reward_model
 from tasks.sft import SFTConfig, finetune
 

@@ -17,20 +17,11 @@ from models.lm import load_causal_lm, save_model
 from models.numeric import NonFiniteError, in_stage
 from models.reward_model import reward_model_from_causal_lm
 from tasks import layout
-from tasks.ppo import (
-    CURVE_JSON,
-    CURVE_PNG,
-    RESUME,
-    SMOKE_OVERRIDES,
-    PPOStageConfig,
-    find_resume,
-    new_history,
-    prepare_out_dir,
-    read_resume,
-    record_evaluation,
-    run_ppo,
-    write_resume,
-)
+from tasks.checkpoints import RESUME, prepare_out_dir
+from tasks.ppo import CURVE_JSON, CURVE_PNG, run_ppo
+from tasks.ppo_config import SMOKE_OVERRIDES, PPOStageConfig
+from tasks.ppo_resume import find_resume, read_resume, write_resume
+from tasks.ppo_selection import new_history, record_evaluation
 from tasks.stage import DONE_MARKER
 from tasks.tables import write_jsonl
 from tests.models.test_lm import CORPUS, save_tiny_checkpoint
