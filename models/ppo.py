@@ -16,7 +16,8 @@ the reward model's score at the end of the episode. One iteration is
    for the value model, each with its own AdamW optimizer;
 5. the KL controller sees the batch's KL (adaptive beta, or fixed).
 
-Settings: `models.ppo_config.PPOHyper`. Resume state: `models.ppo_state`.
+Settings: `models.ppo_config.PPOHyper`. The loop that runs iterations:
+`models.ppo_loop.ppo_train`. Resume state: `models.ppo_state`.
 
 Dropout: every network runs in eval mode, also while it is trained, so the
 importance ratio is exactly 1 on the first minibatch of an update (the ratio
