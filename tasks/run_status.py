@@ -78,11 +78,10 @@ def _write_failed(progress: dict, error: BaseException) -> None:
     run_dir = reports_dir() / progress["run"]["mlflow_run_id"]
     run_dir.mkdir(parents=True, exist_ok=True)
     existing = run_dir / "report.json"
-    result = (
-        json.loads(existing.read_text())
-        if existing.exists()
-        else report.empty_report(progress["run"])
-    )
+    if existing.exists():
+        result = json.loads(existing.read_text())
+    else:  # what the run had found (partial), else its bare run block
+        result = progress.get("result") or report.empty_report(progress["run"])
     result["status"] = "interrupted" if isinstance(error, KeyboardInterrupt) else "failed"
     result["stopped_at_stage"] = progress["stage"]
     result["error"] = f"{type(error).__name__}: {error}".strip()[:500]

@@ -115,9 +115,11 @@ def change_one_byte() -> Callable[[Path], None]:
 
 # A smoke run made smaller still through PipelineParams (what a user's Custom Run
 # could send): the tests check orchestration, caching and the registry, not quality.
+# A one-block, 32-wide GPT-2 halves a run's time against the smoke profile's 2 x 64
+# (torch's forward and backward are most of it).
 FAST_SMOKE: dict = {
     "profile": "smoke",
-    "base": {"steps": 20},
+    "base": {"steps": 20, "n_layer": 1, "n_head": 2, "n_embd": 32},
     "sft": {"epochs": 1},
     "baselines": {"epochs": 1},
     "comparisons": {"k": 4, "heldout_prompts": 16, "max_new_tokens": 12},

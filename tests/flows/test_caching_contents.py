@@ -16,7 +16,17 @@ from pathlib import Path
 
 import pytest
 
-from tasks import base_model, comparisons, data, evaluation, ppo, registry, reward_model, sft
+from tasks import (
+    base_model,
+    comparisons,
+    data,
+    evaluation,
+    judge,
+    ppo,
+    registry,
+    reward_model,
+    sft,
+)
 from tasks.code_closure import PACKAGES, ROOT, import_closure_digest
 from tests.bad_inputs.conftest import human_rows, read_rows, write_rows
 from tests.flows.stages import STAGES
@@ -31,6 +41,7 @@ STAGE_TASKS = [
     (sft, "sft_task", ["tasks.sft"]),
     (comparisons, "comparisons_task", ["tasks.comparisons"]),
     (reward_model, "reward_model_task", ["tasks.reward_model"]),
+    (judge, "judge_task", ["tasks.judge"]),
     (ppo, "ppo_task", ["tasks.ppo"]),
     (evaluation, "evaluation_task", ["tasks.evaluation"]),
     (
@@ -48,7 +59,8 @@ FROM_COMPARISONS = {
     "evaluation",
     "registry",
 }
-FROM_REWARD_MODEL = {"reward_model", "ppo", "ppo_ptx", "evaluation", "registry"}
+# The held-out judge is a reward model too: it imports the ranking loss.
+FROM_RANKING_LOSS = {"reward_model", "judge", "ppo", "ppo_ptx", "evaluation", "registry"}
 
 
 def edited_copy(tmp: Path, rel: str) -> Path:
@@ -74,7 +86,7 @@ def runs(prefect_harness, make_project, fast_smoke, tmp_path_factory):
         write_rows(human, [r | {"ranking": r["ranking"][::-1]} for r in rows])
         out["input_edited"] = project.run(params)
 
-        # models/ranking_loss.py edited: only the reward model imports it
+        # models/ranking_loss.py edited: only the reward model and the judge import it
         tree = edited_copy(tmp_path_factory.mktemp("tree"), "models/ranking_loss.py")
         out["changed_code"] = set()
         for module, name, roots in STAGE_TASKS:
@@ -103,9 +115,9 @@ def test_an_input_edited_in_place_reruns_what_reads_it(runs):
 
 
 def test_an_edited_module_reruns_the_stages_that_import_it_and_what_follows(runs):
-    # given models/ranking_loss.py edited: only the reward model's code key changed
-    assert runs["changed_code"] == {"reward_model_task"}
+    # given models/ranking_loss.py edited: only the reward model's and the judge's code keys changed
+    assert runs["changed_code"] == {"reward_model_task", "judge_task"}
     edited = runs["module_edited"]
-    # then the reward model and what reads its output ran; the rest came from the cache
+    # then those two and what reads their outputs ran; the rest came from the cache
     assert set(edited.stages) == STAGES
-    assert ran(edited) == FROM_REWARD_MODEL
+    assert ran(edited) == FROM_RANKING_LOSS

@@ -17,7 +17,7 @@ import pytest
 from mlflow import MlflowClient
 
 from tasks import concurrency, registry, tracking
-from tests.flows.contract import SMOKE_POLICY
+from tests.flows.contract import SMOKE_POLICY, SMOKE_REWARD_MODEL
 
 pytestmark = pytest.mark.slow
 
@@ -168,7 +168,7 @@ def test_registry_versions_have_no_gaps_and_aliases_point_at_existing_versions(
     live_stack, two_runs
 ):
     client = MlflowClient(tracking_uri=live_stack.mlflow_url)
-    for name in (registry.POLICY_MODEL, registry.REWARD_MODEL):
+    for name in (SMOKE_POLICY, SMOKE_REWARD_MODEL):
         versions = sorted(int(v.version) for v in client.search_model_versions(f"name = '{name}'"))
         # then versions run 1..n without a gap
         assert versions == list(range(1, len(versions) + 1)), (name, versions)

@@ -23,6 +23,7 @@ from mlflow import MlflowClient
 
 from tasks import concurrency, tracking
 from tests.conftest import free_port
+from tests.flows.contract import SMOKE_POLICY
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 CHECKPOINTS = {
@@ -230,7 +231,7 @@ def test_a_run_failing_after_its_evaluation_leaves_reports_latest_where_it_was(
     root = killed_and_resumed["root"]
     before = json.loads((root / "reports" / "latest" / "report.json").read_text())
     client = MlflowClient(tracking_uri=f"sqlite:///{root / 'mlflow.db'}")
-    versions = len(client.search_model_versions(f"name = '{registry.POLICY_MODEL}'"))
+    versions = len(client.search_model_versions(f"name = '{SMOKE_POLICY}'"))
 
     @task(name="registry", version="broken")
     def broken_registry(**_kwargs) -> dict:
@@ -258,4 +259,4 @@ def test_a_run_failing_after_its_evaluation_leaves_reports_latest_where_it_was(
     assert failed["stopped_at_stage"] == "registry" and "registry is down" in failed["error"]
     assert failed["policies"]  # it had got as far as the evaluation
     # and nothing was registered
-    assert len(client.search_model_versions(f"name = '{registry.POLICY_MODEL}'")) == versions
+    assert len(client.search_model_versions(f"name = '{SMOKE_POLICY}'")) == versions

@@ -1,23 +1,22 @@
-"""LoRA on every training stage of a smoke run on a Llama built from config.
+"""A user's own base model (a tiny Llama built from config, not GPT-2), with LoRA on every
+training stage of a smoke run.
 
 The acceptance test of LoRA (issue 20): the run completes with a full report,
 each training stage trained only adapters (trainable fraction < 1 in its
-metrics), and the registered policy is a plain Hugging Face checkpoint that
-`AutoModelForCausalLM` opens without peft.
+metrics), and the registered policy loads through MLflow's transformers flavor
+as a plain Llama, without peft.
 """
 
 import json
-from pathlib import Path
 
 import mlflow
 import pytest
 import torch
-from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
 from flows.params import PipelineParams
-from models.tokenizer import train_tokenizer
 from tasks.base_model import tokenizer_texts
 from tests.flows.contract import SEVEN_POLICIES
+from tests.tiny_models import tiny_llama
 
 pytestmark = pytest.mark.slow
 
@@ -29,22 +28,7 @@ def test_lora_on_every_training_stage_of_a_llama_smoke_run(
 ):
     # given a tiny Llama base model and a fresh project root
     root = make_project()
-    tokenizer = train_tokenizer(tokenizer_texts(root / "data" / "smoke"), vocab_size=512)
-    config = LlamaConfig(
-        vocab_size=len(tokenizer),
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=256,
-        bos_token_id=tokenizer.bos_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-        pad_token_id=tokenizer.pad_token_id,
-    )
-    llama_dir = tmp_path / "my-llama"
-    LlamaForCausalLM(config).save_pretrained(llama_dir)
-    tokenizer.save_pretrained(llama_dir)
+    llama_dir = tiny_llama(tmp_path / "my-llama", tokenizer_texts(root / "data" / "smoke"), 512)
     monkeypatch.setenv("INSTRUCTFLOW_ROOT", str(root))
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{root / 'mlflow.db'}")
     from flows.pipeline import rlhf_pipeline
@@ -61,6 +45,11 @@ def test_lora_on_every_training_stage_of_a_llama_smoke_run(
 
     # then the report is complete
     assert set(result["policies"]) == SEVEN_POLICIES
+    # and every stage ran on the Llama: the checkpoints it wrote are Llama checkpoints
+    for stage in ("base_model", "sft", "reward_model", "ppo", "ppo_ptx"):
+        configs = list((root / "runs" / stage).glob("*/model/config.json"))
+        assert configs, stage
+        assert json.loads(configs[0].read_text())["model_type"] == "llama", stage
     # and every training stage trained a small part of its network and kept its adapter
     runs = root / "runs"
     for stage, key in (
@@ -78,14 +67,13 @@ def test_lora_on_every_training_stage_of_a_llama_smoke_run(
         )
         assert (model_dir.parent / "adapter" / "adapter_config.json").exists(), stage
 
-    # and the registered challenger opens with plain AutoModelForCausalLM (no peft) and generates
+    # and the registered challenger loads as plain transformers components (no peft) and generates
     # (a smoke run registers under the smoke name, never touching real runs' models)
-    local = mlflow.artifacts.download_artifacts("models:/instructflow-policy-smoke@challenger")
-    hf_dirs = [p.parent for p in sorted(Path(local).rglob("config.json"))]
-    hf_dir = next(d for d in hf_dirs if (d / "tokenizer.json").exists())
-    model = AutoModelForCausalLM.from_pretrained(hf_dir)
+    parts = mlflow.transformers.load_model(
+        "models:/instructflow-policy-smoke@challenger", return_type="components"
+    )
+    model, tok = parts["model"], parts["tokenizer"]
     assert type(model).__name__ == "LlamaForCausalLM"
     assert not any("lora" in name for name in model.state_dict())
-    tok = AutoTokenizer.from_pretrained(hf_dir)
     out = model.generate(**tok("reverse the word stone", return_tensors="pt"), max_new_tokens=3)
     assert out.shape[1] > 0 and torch.isfinite(model(out).logits).all()

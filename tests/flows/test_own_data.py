@@ -5,39 +5,18 @@ comparisons arrive and the second run re-runs only what reads them.
 """
 
 import json
-from pathlib import Path
 
 import pytest
 from mlflow.tracking import MlflowClient
-from transformers import LlamaConfig, LlamaForCausalLM
 
 from flows.cli import main
-from models.tokenizer import train_tokenizer
 from tasks import tracking
 from tests.conftest import init_dvc_project
 from tests.flows.contract import SMOKE_POLICY
 from tests.own_data import WORDS, hh_text, write_extras, write_hh_dataset, write_kwise_dataset
+from tests.tiny_models import tiny_llama
 
 pytestmark = pytest.mark.slow
-
-
-def tiny_llama(folder: Path, texts: list[str]) -> Path:
-    tokenizer = train_tokenizer(texts, vocab_size=400)
-    config = LlamaConfig(
-        vocab_size=len(tokenizer),
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=256,
-        bos_token_id=tokenizer.bos_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-        pad_token_id=tokenizer.pad_token_id,
-    )
-    LlamaForCausalLM(config).save_pretrained(folder)
-    tokenizer.save_pretrained(folder)
-    return folder
 
 
 def _stage_runs(client: MlflowClient, parent_id: str) -> dict[str, bool]:

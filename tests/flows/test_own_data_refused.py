@@ -3,8 +3,8 @@
 import json
 
 from flows.cli import main
-from tests.flows.test_own_data import tiny_llama
 from tests.own_data import write_hh_dataset
+from tests.tiny_models import tiny_llama
 
 
 def test_a_bad_dataset_is_refused_before_anything_runs(tmp_path, monkeypatch, capsys):

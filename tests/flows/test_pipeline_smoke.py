@@ -108,7 +108,7 @@ def test_seconds_per_stage_in_report_and_mlflow(smoke_run):
     parent = smoke_run.client.get_run(smoke_run.result["run"]["mlflow_run_id"])
     # then every stage before the report has its wall seconds, all positive
     stages = {"data_restore", "data", "base_model", "sft", "comparisons", "reward_model"}
-    stages |= {"ppo", "ppo_ptx", "flan", "t0", "evaluation"}
+    stages |= {"judge", "ppo", "ppo_ptx", "flan", "t0", "evaluation"}
     assert set(seconds) == stages
     assert all(value > 0 for value in seconds.values())
     # and MLflow holds the same figures (plus the registry stage, which runs after the report)

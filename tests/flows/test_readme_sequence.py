@@ -17,7 +17,7 @@ from flows.cli import main
 from tasks import registry
 from tasks.base_model import tokenizer_texts
 from tests.flows.contract import SMOKE_POLICY
-from tests.flows.test_own_data import tiny_llama
+from tests.tiny_models import tiny_llama
 
 pytestmark = pytest.mark.slow
 
