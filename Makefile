@@ -9,12 +9,13 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint lock serve stop clean clean-runs help bench-venv
+.PHONY: demo test lint lock serve stop screenshots clean clean-runs help bench-venv
 
 help:
 	@echo "make demo [PROFILE=smoke|tiny|small]   run the pipeline on the embedded world"
 	@echo "make test                              run the test suite"
 	@echo "make serve / make stop                 local Prefect server + worker and MLflow UI"
+	@echo "make screenshots                       refresh docs/screenshots/ (browser tests; needs chromium)"
 	@echo "make lint                              ruff"
 	@echo "make lock                              pin the installed versions in constraints.txt"
 	@echo "make bench-venv                        .bench-venv with TRL beside the project, for bench/"
@@ -87,3 +88,9 @@ clean-runs:
 clean:
 	$(call confirm,$(LOCAL_STATE))
 	rm -rf $(LOCAL_STATE)
+
+# The README's pictures of the UIs: the browser tests (tests/browser) save their
+# screenshots here when INSTRUCTFLOW_SCREENSHOTS says where. Needs Debian's
+# chromium (apt-get install chromium); Playwright never downloads a browser here.
+screenshots: $(STAMP)
+	INSTRUCTFLOW_SCREENSHOTS=$(CURDIR)/docs/screenshots $(BIN)/pytest -q -m browser tests/browser

@@ -18,7 +18,7 @@ from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.runtime import flow_run
 
 import tasks  # noqa: F401  (sets Prefect's environment before prefect is imported)
-from flows import own_data
+from flows import approval, own_data
 from flows.params import PipelineParams
 from models.hub import resolve_pretrained
 from tasks import (
@@ -321,6 +321,7 @@ def rlhf_pipeline(
             "dvc_data_md5": version["md5"],
             "git_commit": run_info["git_commit"],
             "prefect_flow_run_id": run_info["prefect_flow_run_id"],
+            "prefect_flow_run_url": approval.flow_run_page(),  # the model card links it
             "mlflow_parent_run_id": parent_id,
             "profile": params.profile,
             "seed": params.seed,
@@ -370,7 +371,10 @@ def rlhf_pipeline(
             gate["gate"]["incumbent"],
             gate["decision"]["reason"],
         )
-        result["gate"] = gate["gate"]
+        links = [mlflow_run_url(experiment_id, r) for r in (parent_id, gate["mlflow_run_id"])]
+        result["gate"] = approval.after_gate(
+            params.gate, model_name, gate, candidate, result["policies"], links
+        )
         result["status"] = "completed"  # a failure before here: run_status.failure_report
         url = mlflow_run_url(experiment_id, parent_id)
         staging = reports_dir() / ".staging" / parent_id

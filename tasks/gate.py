@@ -32,6 +32,15 @@ class GateConfig(BaseModel):
     auto_promote: bool = Field(
         True, description="Move `champion` when the gate passes (off: record the decision only)."
     )
+    require_approval: bool = Field(
+        False,
+        description="When the gate passes, pause the run until a person approves or rejects "
+        "the promotion on the Prefect UI's form (it shows the evidence); only Approve moves "
+        "`champion` (flows/approval.py).",
+    )
+    approval_timeout_s: int = Field(
+        3600, ge=1, description="How long a paused run waits for that answer; none is no promotion."
+    )
     judge_accuracy_floor: float = Field(
         0.6,
         ge=0.0,

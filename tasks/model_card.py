@@ -23,12 +23,39 @@ def _fmt(value: Any) -> str:
     return f"{value:.3f}" if isinstance(value, float) else str(value)
 
 
+def _verdict(gate: dict) -> str:
+    if gate.get("awaiting_approval"):
+        return "passed, awaiting a person's approval"
+    return "promoted" if gate["promoted"] else "not promoted"
+
+
+def approval_section(
+    decision: str, reviewer: str, reason: str, champion: str | None, moved: bool, note: str = ""
+) -> str:
+    """The card's closing section once a person has answered a passed gate."""
+    effect = "moved `champion` here" if moved else "left `champion` unchanged"
+    where = f"v{champion}" if champion else "none"
+    lines = [
+        "",
+        "## Approval",
+        "",
+        f"- decision: {decision} by {reviewer} ({effect}; champion: {where})",
+        f"- reason: {reason}",
+    ]
+    if note:
+        lines.append(f"- note: {note}")
+    return "\n".join(lines) + "\n"
+
+
 def model_card(
     name: str, version: str, lineage: dict, metrics: dict[str, float], gate: dict
 ) -> str:
     """Markdown for the registered version's description."""
     lines = [f"# {name} v{version}", "", "## Where it comes from", ""]
     lines += [f"- {label}: `{lineage[key]}`" for label, key in LINEAGE_ROWS if key in lineage]
+    if lineage.get("prefect_flow_run_url"):
+        url = lineage["prefect_flow_run_url"]
+        lines.append(f"- Prefect flow run page: [{url}]({url})")
     lines += ["", "## Evaluation (test users)", ""]
     lines += [f"- {key}: {_fmt(value)}" for key, value in sorted(metrics.items())]
     win = gate["win_rate"]
@@ -40,7 +67,7 @@ def model_card(
         f"- win rate: {win['mean']:.3f} (95% CI {win['ci95'][0]:.3f}-{win['ci95'][1]:.3f})",
         f"- public suite: {gate['public_suite']['challenger']:.3f} vs "
         f"{gate['public_suite']['incumbent']:.3f}",
-        f"- decision: {'promoted' if gate['promoted'] else 'not promoted'}: {gate['reason']}",
+        f"- decision: {_verdict(gate)}: {gate['reason']}",
     ]
     if gate.get("note"):
         lines.append(f"- note: {gate['note']}")

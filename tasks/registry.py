@@ -327,10 +327,13 @@ def register_and_gate_task(
             )
             policy_version = register(policy_dir, model_name, "policy", policy_tags)
             client.set_registered_model_alias(model_name, "challenger", policy_version)
-            record_decision(client, model_name, policy_version, decision, cfg.auto_promote)
+            # With approval required, a passed gate waits for a person (flows/approval.py).
+            promote_now = cfg.auto_promote and not cfg.require_approval
+            record_decision(client, model_name, policy_version, decision, promote_now)
             gate |= {
                 "policy_version": policy_version,
-                "promoted": decision.promote and cfg.auto_promote,
+                "promoted": decision.promote and promote_now,
+                "awaiting_approval": decision.promote and cfg.require_approval,
                 "champion": champion_version(client, model_name),
             }
             card = model_card(model_name, policy_version, lineage, policy_metrics, gate)

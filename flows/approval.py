@@ -1,0 +1,170 @@
+"""A person approves a promotion: the flow pauses on Prefect's form, with the gate's evidence on it.
+
+When `gate.require_approval` is on and the automatic gate passes, the flow
+run pauses with `pause_flow_run(wait_for_input=...)`. The Prefect UI shows
+the evidence (as the form's Markdown description) and a form asking Approve
+or Reject, who decides and why. Approve moves `champion`; Reject, or no
+answer before the timeout, leaves it where it was. Either way the decision,
+who and why are tags on the model version (tasks.promotion.record_approval).
+"""
+
+from dataclasses import asdict, dataclass
+from typing import Any, Literal
+
+import mlflow
+from mlflow import MlflowClient
+from prefect import get_run_logger
+from prefect.exceptions import FlowPauseTimeout
+from prefect.flow_runs import pause_flow_run
+from prefect.input import RunInput
+from prefect.runtime import flow_run
+from pydantic import Field
+
+from tasks.concurrency import registry_slot
+from tasks.gate import GateConfig
+from tasks.promotion import record_approval
+
+
+class PromotionApproval(RunInput):
+    """What the reviewer answers on the paused run's form."""
+
+    decision: Literal["Approve", "Reject"] = Field(
+        description="Approve moves `champion` to this version; Reject leaves it where it is."
+    )
+    reviewer: str = Field(min_length=1, description="Who decides (your name).")
+    reason: str = Field(min_length=1, description="Why: it goes into the model version's tags.")
+
+
+@dataclass(frozen=True)
+class Approval:
+    decision: Literal["approved", "rejected", "timeout"]
+    reviewer: str
+    reason: str
+
+    @property
+    def approved(self) -> bool:
+        return self.decision == "approved"
+
+
+def _ci(value: dict | None) -> str:
+    if not value:
+        return "-"
+    text = f"{value['mean']:.3f}"
+    if value.get("ci95"):
+        low, high = value["ci95"]
+        text += f" (95% CI {low:.3f}-{high:.3f})"
+    return text
+
+
+def _num(value: Any) -> str:
+    return f"{value:.3f}" if isinstance(value, int | float) else "-"
+
+
+def evidence_markdown(
+    model: str, gate: dict, candidate: str, policies: dict[str, dict], links: list[str]
+) -> str:
+    """The evidence a reviewer reads before deciding, as Markdown for Prefect's form.
+
+    `gate` is the registry stage's gate block (the report's `gate`), `policies`
+    the report's evaluation rows.
+    """
+    row, sft = policies[candidate], policies.get("sft", {})
+    win, public, rival = gate["win_rate"], gate["public_suite"], gate["incumbent"]
+    verdict = "passed" if gate["promote"] else "did not pass"
+    lines = [
+        f"## Promote {model} v{gate['policy_version']} ({candidate}) to `champion`?",
+        "",
+        f"The automatic gate {verdict}: {gate['reason']}.",
+        "",
+        "| evidence | challenger | reference |",
+        "| --- | --- | --- |",
+        f"| win rate vs {rival} (head to head, {gate['prompts']} prompts) | {_ci(win)} | 0.5 |",
+        f"| win rate vs SFT (evaluation) | {_ci(row.get('win_rate_vs_sft'))} | 0.5 |",
+        f"| public-suite accuracy | {_num(public['challenger'])} | "
+        f"{_num(public['incumbent'])} ({rival}) |",
+        f"| KL to SFT (nats) | {_num(row.get('kl_to_sft'))} | 0 |",
+        f"| gold score | {_ci(row.get('gold_score'))} | {_ci(sft.get('gold_score'))} (SFT) |",
+    ]
+    families = sorted(row.get("per_family", {}))
+    if families:
+        lines += ["", "| task family | challenger gold | SFT gold |", "| --- | --- | --- |"]
+        for family in families:
+            mine = row["per_family"][family].get("gold_score")
+            theirs = sft.get("per_family", {}).get(family, {}).get("gold_score")
+            lines.append(f"| {family} | {_num(mine)} | {_num(theirs)} |")
+    if links:
+        lines += ["", "MLflow runs (this pipeline, the gate):", ""]
+        lines += [f"- [{url}]({url})" for url in links]
+    lines += ["", "Approve moves `champion`; Reject or no answer leaves it where it is."]
+    return "\n".join(lines) + "\n"
+
+
+def request_approval(evidence: str, timeout_s: int, poll_s: int = 5) -> Approval:
+    """Pause this flow run until a person answers the form, or the timeout passes."""
+    logger = get_run_logger()
+    form = PromotionApproval.with_initial_data(description=evidence)
+    try:
+        answer = pause_flow_run(wait_for_input=form, timeout=timeout_s, poll_interval=poll_s)
+    except FlowPauseTimeout:
+        logger.warning("no approval within %s s: champion stays where it is", timeout_s)
+        return Approval("timeout", "nobody", f"no answer within {timeout_s} s")
+    decision = "approved" if answer.decision == "Approve" else "rejected"
+    logger.info("promotion %s by %s: %s", decision, answer.reviewer, answer.reason)
+    return Approval(decision, answer.reviewer.strip(), answer.reason.strip())
+
+
+def review(
+    model: str,
+    gate: dict,
+    candidate: str,
+    policies: dict[str, dict],
+    links: list[str],
+    timeout_s: int,
+    client: MlflowClient | None = None,
+) -> dict:
+    """Ask a person about `model` v`gate["policy_version"]`, write the answer to the registry.
+
+    Returns the gate block updated with the answer (`approval`, `promoted`, `champion`).
+    The version is promoted only if `champion` is still the one the gate judged
+    against (gate["champion"]): a champion moved meanwhile was never played.
+    """
+    version = gate["policy_version"]
+    answer = request_approval(evidence_markdown(model, gate, candidate, policies, links), timeout_s)
+    with registry_slot():  # one registry writer at a time, as for the gate
+        outcome = record_approval(
+            client or MlflowClient(),
+            model,
+            version,
+            answer.decision,
+            answer.reviewer,
+            answer.reason,
+            judged_against=gate["champion"],
+        )
+    if mlflow.active_run():
+        mlflow.set_tag("approval_decision", answer.decision)
+    return gate | {
+        "approval": asdict(answer) | outcome,
+        "promoted": outcome["moved"],
+        "awaiting_approval": False,
+        "champion": outcome["champion"],
+    }
+
+
+def after_gate(
+    cfg: GateConfig,
+    model: str,
+    registry_stage: dict,
+    candidate: str,
+    policies: dict[str, dict],
+    links: list[str],
+) -> dict:
+    """The gate block of the report: as the registry stage left it, or after a person's answer."""
+    if not (cfg.require_approval and registry_stage["decision"]["promote"]):
+        return registry_stage["gate"]
+    return review(model, registry_stage["gate"], candidate, policies, links, cfg.approval_timeout_s)
+
+
+def flow_run_page() -> str | None:
+    """This flow run's page in the Prefect UI (None without a Prefect server to open it on)."""
+    url = flow_run.ui_url
+    return url if url and url.startswith("http") else None

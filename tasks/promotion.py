@@ -1,0 +1,60 @@
+"""A person's answer to a passed promotion gate, written to the registry.
+
+The question is asked in the flow layer (flows/approval.py pauses the run);
+this is the plain registry side: the decision, who and why become tags on
+the model version and a section of its model card, and `champion` moves
+only on approval, and only if it is still the version the gate judged
+against: a champion that moved while the run waited was never played.
+"""
+
+from typing import Literal
+
+from mlflow import MlflowClient
+
+from tasks.model_card import approval_section
+from tasks.registry import champion_version
+
+Decision = Literal["approved", "rejected", "timeout"]
+
+
+def _str(version) -> str | None:
+    return None if version is None else str(version)  # MLflow may give an int
+
+
+def record_approval(
+    client: MlflowClient,
+    name: str,
+    version: str,
+    decision: Decision,
+    reviewer: str,
+    reason: str,
+    judged_against: str | None,
+) -> dict:
+    """Tag `name` v`version` with the answer; on approval make it champion.
+
+    judged_against: the champion when the gate judged (None: there was none).
+    Returns {"moved": whether champion moved here, "champion": the champion now, "note"}.
+    """
+    previous = _str(champion_version(client, name))
+    stale = decision == "approved" and previous != _str(judged_against)
+    note = (
+        f"champion moved to v{previous} after the gate judged against v{judged_against}: "
+        "not promoted (run the gate again)"
+        if stale
+        else ""
+    )
+    tags = {"approval_decision": decision, "approval_by": reviewer, "approval_reason": reason}
+    if note:
+        tags["approval_note"] = note
+    for key, value in tags.items():
+        client.set_model_version_tag(name, version, key, value)
+    moved = decision == "approved" and not stale
+    if moved:
+        client.set_registered_model_alias(name, "champion", version)
+        client.set_model_version_tag(name, version, "promoted_by", "approval")
+        client.set_model_version_tag(name, version, "previous_champion", str(previous))
+    champion = _str(champion_version(client, name))
+    card = client.get_model_version(name, version).description or ""
+    section = approval_section(decision, reviewer, reason, champion, moved, note)
+    client.update_model_version(name, version, description=card + section)
+    return {"moved": moved, "champion": champion, "note": note}

@@ -1,0 +1,159 @@
+"""Promotion approval: the evidence a reviewer reads, and the paused run's answer (Prefect harness).
+
+A tiny flow calls request_approval the way the pipeline does; a thread plays
+the reviewer, answering through Prefect's resume_flow_run with run_input,
+which is what the UI's form sends.
+"""
+
+import threading
+import time
+
+import pytest
+from mlflow import MlflowClient
+from prefect import flow
+from prefect.client.orchestration import get_client
+from prefect.flow_runs import resume_flow_run
+from prefect.runtime import flow_run
+
+from flows.approval import Approval, after_gate, evidence_markdown, request_approval, review
+from tasks.gate import GateConfig
+
+REGISTERED = "policy-under-review"
+
+GATE = {
+    "policy_version": "4",
+    "promote": True,
+    "reason": "beats champion v3: win rate 0.700 (95% CI 0.600-0.800), public suite 0.450 vs 0.430",
+    "incumbent": "champion v3",
+    "prompts": 40,
+    "win_rate": {"mean": 0.7, "ci95": [0.6, 0.8]},
+    "public_suite": {"challenger": 0.45, "incumbent": 0.43},
+}
+POLICIES = {
+    "sft": {
+        "gold_score": {"mean": 0.5, "ci95": [0.45, 0.55]},
+        "per_family": {"add": {"gold_score": 0.25}, "sort": {"gold_score": 0.5}},
+    },
+    "ppo_ptx": {
+        "gold_score": {"mean": 0.7, "ci95": [0.65, 0.75]},
+        "win_rate_vs_sft": {"mean": 0.62, "ci95": [0.58, 0.66]},
+        "kl_to_sft": 1.25,
+        "per_family": {"add": {"gold_score": 0.375}, "sort": {"gold_score": 0.625}},
+    },
+}
+
+
+def test_the_evidence_shows_both_win_rates_public_suite_kl_families_and_links():
+    text = evidence_markdown("instructflow-policy", GATE, "ppo_ptx", POLICIES, ["http://m/#/r/1"])
+    assert "Promote instructflow-policy v4 (ppo_ptx)" in text
+    assert "The automatic gate passed: beats champion v3" in text
+    assert (
+        "| win rate vs champion v3 (head to head, 40 prompts) | 0.700 (95% CI 0.600-0.800) | 0.5 |"
+        in text
+    )
+    assert "| win rate vs SFT (evaluation) | 0.620 (95% CI 0.580-0.660) | 0.5 |" in text
+    assert "| public-suite accuracy | 0.450 | 0.430 (champion v3) |" in text
+    assert "| KL to SFT (nats) | 1.250 | 0 |" in text
+    assert "| add | 0.375 | 0.250 |" in text
+    assert "| sort | 0.625 | 0.500 |" in text
+    assert "[http://m/#/r/1](http://m/#/r/1)" in text
+
+
+@flow
+def asks_for_approval(timeout_s: int) -> dict:
+    answer = request_approval("## evidence", timeout_s=timeout_s, poll_s=1)
+    return {"id": str(flow_run.id), **answer.__dict__}
+
+
+def _answer_when_paused(answer: dict, seen: dict) -> threading.Thread:
+    """A reviewer: wait for a paused run with the approval form, then answer it."""
+
+    def review() -> None:
+        deadline = time.monotonic() + 120
+        with get_client(sync_client=True) as client:
+            while time.monotonic() < deadline:
+                paused = [
+                    run
+                    for run in client.read_flow_runs()
+                    if run.state and run.state.is_paused() and str(run.id) not in seen
+                ]
+                if paused:
+                    run = paused[0]
+                    seen[str(run.id)] = run.state.state_details.run_input_keyset
+                    resume_flow_run(run.id, run_input=answer)
+                    return
+                time.sleep(0.5)
+
+    thread = threading.Thread(target=review, daemon=True)
+    thread.start()
+    return thread
+
+
+@pytest.mark.parametrize(
+    ("answer", "expected"),
+    [
+        (
+            {"decision": "Approve", "reviewer": "ana", "reason": "wins on every family"},
+            Approval("approved", "ana", "wins on every family"),
+        ),
+        (
+            {"decision": "Reject", "reviewer": "bo", "reason": "KL too high"},
+            Approval("rejected", "bo", "KL too high"),
+        ),
+    ],
+)
+def test_the_reviewers_answer_comes_back_to_the_flow(prefect_harness, answer, expected):
+    seen: dict = {}
+    reviewer = _answer_when_paused(answer, seen)
+    result = asks_for_approval(timeout_s=120)
+    reviewer.join(timeout=5)
+    assert Approval(result["decision"], result["reviewer"], result["reason"]) == expected
+    assert result["id"] in seen and seen[result["id"]] is not None  # the run waited for input
+
+
+def test_no_answer_before_the_timeout_is_no_promotion(prefect_harness):
+    result = asks_for_approval(timeout_s=2)
+    assert result["decision"] == "timeout"
+    assert result["reviewer"] == "nobody"
+
+
+def test_no_question_when_approval_is_off_or_the_gate_failed():
+    passed = {"decision": {"promote": True}, "gate": GATE}
+    assert after_gate(GateConfig(), "m", passed, "ppo_ptx", POLICIES, []) is GATE
+    failed = {"decision": {"promote": False}, "gate": GATE | {"promote": False}}
+    on = GateConfig(require_approval=True)
+    assert after_gate(on, "m", failed, "ppo_ptx", POLICIES, []) is failed["gate"]
+
+
+@flow
+def reviews_version_2(tracking_uri: str, timeout_s: int) -> dict:
+    gate = GATE | {"policy_version": "2", "champion": "1"}
+    client = MlflowClient(tracking_uri=tracking_uri)
+    return review(REGISTERED, gate, "ppo_ptx", POLICIES, [], timeout_s, client=client)
+
+
+@pytest.mark.parametrize(
+    ("answer", "champion"),
+    [
+        ({"decision": "Approve", "reviewer": "ana", "reason": "wins on every family"}, "2"),
+        ({"decision": "Reject", "reviewer": "bo", "reason": "KL too high"}, "1"),
+    ],
+)
+def test_the_answer_reaches_the_registry(prefect_harness, tmp_path, answer, champion):
+    # given a registry with champion v1 and the challenger v2 a passed gate registered
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    client = MlflowClient(tracking_uri=uri)
+    client.create_registered_model(REGISTERED)
+    for _ in range(2):
+        client.create_model_version(REGISTERED, source=(tmp_path / "model").as_uri())
+    client.set_registered_model_alias(REGISTERED, "champion", "1")
+    # when a reviewer answers the paused run
+    reviewer = _answer_when_paused(answer, {})
+    gate = reviews_version_2(uri, timeout_s=120)
+    reviewer.join(timeout=5)
+    # then champion is where the answer puts it, and the version records who and why
+    assert (gate["champion"], gate["promoted"]) == (champion, champion == "2")
+    assert str(client.get_model_version_by_alias(REGISTERED, "champion").version) == champion
+    tags = client.get_model_version(REGISTERED, "2").tags
+    assert (tags["approval_by"], tags["approval_reason"]) == (answer["reviewer"], answer["reason"])
+    assert tags["approval_decision"] == ("approved" if champion == "2" else "rejected")

@@ -1,0 +1,52 @@
+"""The model card: a registered version's description, written from the run's lineage, metrics and gate."""
+
+from tasks.model_card import approval_section, model_card
+
+LINEAGE = {
+    "profile": "smoke",
+    "dvc_data_md5": "0123abcd.dir",
+    "prefect_flow_run_id": "7f0c",
+    "prefect_flow_run_url": "http://127.0.0.1:4200/flow-runs/flow-run/7f0c",
+}
+GATE = {
+    "incumbent": "champion v3",
+    "evidence": "held-out labelers",
+    "prompts": 40,
+    "win_rate": {"mean": 0.625, "ci95": [0.55, 0.7]},
+    "public_suite": {"challenger": 0.45, "incumbent": 0.4375},
+    "promoted": False,
+    "awaiting_approval": True,
+    "reason": "beats champion v3",
+}
+
+
+def test_the_card_holds_data_version_metrics_gate_evidence_decision_and_the_flow_run_link():
+    card = model_card("policy", "4", LINEAGE, {"gold_score": 0.5, "kl_to_sft": 1.25}, GATE)
+    assert card.startswith("# policy v4\n")
+    assert "- data version (DVC md5): `0123abcd.dir`" in card
+    assert "- gold_score: 0.500" in card and "- kl_to_sft: 1.250" in card
+    assert "- played: champion v3 (held-out labelers, 40 prompts)" in card
+    assert "- win rate: 0.625 (95% CI 0.550-0.700)" in card
+    assert "- public suite: 0.450 vs 0.438" in card
+    assert "- decision: passed, awaiting a person's approval: beats champion v3" in card
+    url = LINEAGE["prefect_flow_run_url"]
+    assert f"- Prefect flow run page: [{url}]({url})" in card
+
+
+def test_without_approval_the_decision_is_the_gates():
+    gate = GATE | {"awaiting_approval": False, "promoted": True}
+    assert "- decision: promoted: beats champion v3" in model_card("p", "4", {}, {}, gate)
+    gate = GATE | {"awaiting_approval": False, "promoted": False, "reason": "CI too wide"}
+    card = model_card("p", "4", {}, {}, gate)
+    assert "- decision: not promoted: CI too wide" in card
+    assert "Prefect flow run page" not in card  # no Prefect server: no link
+
+
+def test_the_approval_section_says_who_decided_why_and_where_champion_is():
+    text = approval_section("rejected", "bo", "KL too high", "3", moved=False)
+    assert text == (
+        "\n## Approval\n\n- decision: rejected by bo (left `champion` unchanged; champion: v3)\n"
+        "- reason: KL too high\n"
+    )
+    moved = approval_section("approved", "ana", "wins", "4", moved=True, note="")
+    assert "- decision: approved by ana (moved `champion` here; champion: v4)" in moved

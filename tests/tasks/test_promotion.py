@@ -1,0 +1,79 @@
+"""record_approval: a person's answer to a passed gate, on a real (SQLite) MLflow registry."""
+
+import pytest
+from mlflow import MlflowClient
+
+from tasks.promotion import record_approval
+
+NAME = "policy-under-review"
+
+
+@pytest.fixture
+def client(tmp_path) -> MlflowClient:
+    """A registry with v1 champion and v2 challenger (a passed gate awaiting approval)."""
+    client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}")
+    client.create_registered_model(NAME)
+    for _ in range(2):
+        client.create_model_version(NAME, source=(tmp_path / "model").as_uri())
+    client.set_registered_model_alias(NAME, "champion", "1")
+    client.set_registered_model_alias(NAME, "challenger", "2")
+    client.update_model_version(NAME, "2", description="# card of v2\n")
+    return client
+
+
+def test_approval_moves_champion_and_records_who_and_why(client):
+    # given a gate that judged v2 against champion v1, when a person approves
+    outcome = record_approval(
+        client, NAME, "2", "approved", "ana", "wins on every family", judged_against="1"
+    )
+    # then champion moved to v2, and who and why are on the version and its card
+    assert outcome == {"moved": True, "champion": "2", "note": ""}
+    assert str(client.get_model_version_by_alias(NAME, "champion").version) == "2"
+    tags = client.get_model_version(NAME, "2").tags
+    assert tags["approval_decision"] == "approved"
+    assert tags["approval_by"] == "ana"
+    assert tags["approval_reason"] == "wins on every family"
+    assert tags["promoted_by"] == "approval"
+    assert tags["previous_champion"] == "1"
+    card = client.get_model_version(NAME, "2").description
+    assert card.startswith("# card of v2\n")
+    assert "## Approval" in card and "approved by ana" in card and "wins on every family" in card
+
+
+@pytest.mark.parametrize("decision", ["rejected", "timeout"])
+def test_rejection_or_timeout_leaves_champion_and_records_it(client, decision):
+    outcome = record_approval(client, NAME, "2", decision, "bo", "KL too high", judged_against="1")
+    assert (outcome["moved"], outcome["champion"]) == (False, "1")
+    assert str(client.get_model_version_by_alias(NAME, "champion").version) == "1"
+    tags = client.get_model_version(NAME, "2").tags
+    assert (tags["approval_decision"], tags["approval_by"]) == (decision, "bo")
+    assert "promoted_by" not in tags
+    assert f"{decision} by bo (left `champion` unchanged; champion: v1)" in (
+        client.get_model_version(NAME, "2").description
+    )
+
+
+def test_an_approval_after_the_champion_moved_promotes_nothing(client):
+    # given a gate that judged v2 against champion v1, and champion moved to v3 meanwhile
+    client.create_model_version(NAME, source="file:///model")
+    client.set_registered_model_alias(NAME, "champion", "3")
+    # when a person approves v2
+    outcome = record_approval(
+        client, NAME, "2", "approved", "ana", "looks good", judged_against="1"
+    )
+    # then v2 was never played against v3: champion stays on v3, and the version says why
+    assert (outcome["moved"], outcome["champion"]) == (False, "3")
+    assert str(client.get_model_version_by_alias(NAME, "champion").version) == "3"
+    tags = client.get_model_version(NAME, "2").tags
+    assert tags["approval_decision"] == "approved" and "promoted_by" not in tags
+    assert tags["approval_note"].startswith("champion moved to v3 after the gate judged against v1")
+    assert "approved by ana (left `champion` unchanged; champion: v3)" in (
+        client.get_model_version(NAME, "2").description
+    )
+
+
+def test_approval_with_no_champion_before_makes_the_first_one(client):
+    client.delete_registered_model_alias(NAME, "champion")
+    outcome = record_approval(client, NAME, "2", "approved", "ana", "first", judged_against=None)
+    assert outcome == {"moved": True, "champion": "2", "note": ""}
+    assert client.get_model_version(NAME, "2").tags["previous_champion"] == "None"
