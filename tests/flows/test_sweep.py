@@ -106,7 +106,10 @@ def test_three_child_runs_under_one_parent_and_no_champion(sweep):
     client = MlflowClient(tracking_uri=sweep["uri"])
     experiment = client.get_experiment_by_name(tracking.EXPERIMENT).experiment_id
     sweep_id = sweep["result"]["sweep"]["mlflow_run_id"]
-    children = client.search_runs([experiment], f"tags.mlflow.parentRunId = '{sweep_id}'")
+    nested = client.search_runs([experiment], f"tags.mlflow.parentRunId = '{sweep_id}'")
+    # under the sweep's run: the data stage (validated once, for every seed) and one run per seed
+    assert [r.data.tags["stage"] for r in nested if "stage" in r.data.tags] == ["data"]
+    children = [r for r in nested if "stage" not in r.data.tags]
     assert sorted(int(r.data.tags["seed"]) for r in children) == SEEDS
     parent = client.get_run(sweep_id)
     assert "sweep/ppo/win_rate_vs_sft/sd" in parent.data.metrics
