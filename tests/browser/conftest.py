@@ -41,9 +41,12 @@ def chromium_path() -> str | None:
     return next(filter(None, (shutil.which(name) for name in CHROMIUM_NAMES)), None)
 
 
-@pytest.fixture(scope="session")
+# Package scope, not session: Playwright's sync API keeps an event loop running in the
+# main thread until it stops, and Prefect's sync calls in later tests (tests/flows) then
+# return coroutines ("'coroutine' object is not subscriptable", seen in CI).
+@pytest.fixture(scope="package")
 def chromium() -> Iterator:
-    """One headless Chromium for the session."""
+    """One headless Chromium for the browser tests, stopped after the last of them."""
     executable = chromium_path()
     if executable is None:
         message = "no Chromium on PATH: apt-get install chromium (or set INSTRUCTFLOW_CHROMIUM)"

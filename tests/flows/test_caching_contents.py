@@ -86,7 +86,7 @@ def runs(prefect_harness, make_project, fast_smoke, tmp_path_factory):
         write_rows(human, [r | {"ranking": r["ranking"][::-1]} for r in rows])
         out["input_edited"] = project.run(params)
 
-        # models/ranking_loss.py edited: only the reward model and the judge import it
+        # models/ranking_loss.py edited (the RM's and the judge's loss)
         tree = edited_copy(tmp_path_factory.mktemp("tree"), "models/ranking_loss.py")
         out["changed_code"] = set()
         for module, name, roots in STAGE_TASKS:
@@ -115,8 +115,15 @@ def test_an_input_edited_in_place_reruns_what_reads_it(runs):
 
 
 def test_an_edited_module_reruns_the_stages_that_import_it_and_what_follows(runs):
-    # given models/ranking_loss.py edited: only the reward model's and the judge's code keys changed
-    assert runs["changed_code"] == {"reward_model_task", "judge_task"}
+    # given models/ranking_loss.py edited: tasks.reward_model and tasks.judge import it, and the
+    # evaluation and registry stages import tasks.reward_model (to score with the RM): their
+    # code keys changed, no other stage's
+    assert runs["changed_code"] == {
+        "reward_model_task",
+        "judge_task",
+        "evaluation_task",
+        "register_and_gate_task",
+    }
     edited = runs["module_edited"]
     # then those two and what reads their outputs ran; the rest came from the cache
     assert set(edited.stages) == STAGES
