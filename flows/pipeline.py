@@ -43,7 +43,7 @@ from tasks import (
     tracking,
 )
 from tasks.paths import project_root, reports_dir
-from tasks.stage import is_done, keyed_by_content, output_dir, stage_key
+from tasks.stage import is_done, key_arguments, keyed_by_content, output_dir, stage_key
 
 
 def mlflow_run_url(experiment_id: str, run_id: str) -> str:
@@ -193,13 +193,7 @@ def rlhf_pipeline(
                 "seed": params.seed,
                 # The thread count changes how float sums round: part of what a stage computed.
                 "threads": threads,
-                **keyed_by_content(
-                    {
-                        k: v
-                        for k, v in kwargs.items()
-                        if isinstance(v, str | int | float | type(None))
-                    }
-                ),
+                **key_arguments(kwargs),
             }
             extra = {"cfg": config} if config is not None else {}
             return run_stage(

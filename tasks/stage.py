@@ -87,6 +87,22 @@ def keyed_by_content(values: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def key_arguments(kwargs: dict[str, Any]) -> dict[str, Any]:
+    """The part of a stage call's keyword arguments that enters its cache key.
+
+    Scalars only (paths of user inputs by content). `*_dir` arguments are left
+    out: they are earlier stages' output folders, which sit under the project
+    root (so their path differs from one checkout to the next) and which the
+    key already holds by those stages' own keys in its `inputs`.
+    """
+    scalars = {
+        k: v
+        for k, v in kwargs.items()
+        if isinstance(v, str | int | float | type(None)) and not k.endswith("_dir")
+    }
+    return keyed_by_content(scalars)
+
+
 def stage_key(stage: str, code: str, config: Any, inputs: dict[str, str]) -> str:
     """The cache key and output-folder name of one stage run."""
     blob = json.dumps(

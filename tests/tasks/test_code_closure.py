@@ -144,3 +144,27 @@ def test_keyed_by_content_swaps_input_paths_for_digests(tmp_path):
         "k": 4,
         "dataset_dir": None,
     }
+
+
+def test_key_arguments_do_not_depend_on_where_the_project_lives(tmp_path):
+    from tasks.stage import key_arguments
+
+    base = write(tmp_path, "my-model/config.json", "{}").parent
+
+    def call(root: str) -> dict:
+        return {
+            "variant": "flan",
+            "ptx_gamma": 0.5,
+            "model_dir": f"{root}/runs/base_model/base_model-1234/model",
+            "sft_dir": f"{root}/runs/sft/sft-5678/model",
+            "base_model": str(base),
+            "policies": {"sft": {"model_dir": f"{root}/runs/sft"}},
+        }
+
+    # the same stage call in two checkouts: earlier stages' folders differ, the key part does not
+    assert key_arguments(call("/home/a/instructflow")) == key_arguments(call("/tmp/b"))
+    assert key_arguments(call("/tmp/b")) == {
+        "variant": "flan",
+        "ptx_gamma": 0.5,
+        "base_model": {"content": content_digest(base)},
+    }
