@@ -43,7 +43,14 @@ from tasks import (
     tracking,
 )
 from tasks.paths import project_root, reports_dir
-from tasks.stage import is_done, key_arguments, keyed_by_content, output_dir, stage_key
+from tasks.stage import (
+    is_done,
+    key_arguments,
+    keyed_by_content,
+    output_dir,
+    relocated,
+    stage_key,
+)
 
 
 def mlflow_run_url(experiment_id: str, run_id: str) -> str:
@@ -76,7 +83,7 @@ def run_stage(
     # Outputs deleted or never finished: recompute even if Prefect remembers a result.
     task = task.with_options(refresh_cache=not is_done(out_dir))
     state = task(out_dir=str(out_dir), parent_run_id=parent_run_id, **kwargs, return_state=True)
-    result = state.result()
+    result = relocated(state.result(), out_dir)
     if state.name == "Cached":
         tags = {
             "cached": "true",

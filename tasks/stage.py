@@ -118,6 +118,25 @@ def output_dir(key: str) -> Path:
     return runs_dir() / stage / key
 
 
+def relocated(result: Any, out_dir: Path) -> Any:
+    """A stage result whose paths name `out_dir`, wherever the stage once ran.
+
+    Prefect's result store keeps the absolute paths of the checkout that
+    computed a stage. Keys do not depend on where the project lives, so a
+    copied or moved project root finds its stages done under the same keys;
+    the paths in their results must then be this root's files, not the old ones.
+    """
+    tail = f"/{out_dir.parent.name}/{out_dir.name}"
+    if isinstance(result, dict):
+        return {k: relocated(v, out_dir) for k, v in result.items()}
+    if isinstance(result, list):
+        return [relocated(v, out_dir) for v in result]
+    if isinstance(result, str) and tail in result and not result.startswith(str(out_dir)):
+        before, _, after = result.partition(tail)
+        return str(out_dir) + after if before.endswith("/runs") else result
+    return result
+
+
 def fresh_output_dir(out_dir: str | Path) -> Path:
     """An empty output folder for a stage: leftovers of an unfinished attempt are removed."""
     out = Path(out_dir)

@@ -168,3 +168,23 @@ def test_key_arguments_do_not_depend_on_where_the_project_lives(tmp_path):
         "ptx_gamma": 0.5,
         "base_model": {"content": content_digest(base)},
     }
+
+
+def test_a_cached_result_from_another_checkout_names_this_checkouts_files(tmp_path):
+    from tasks.stage import relocated
+
+    here = tmp_path / "runs" / "sft" / "sft-1234"
+    cached = {
+        "model_dir": "/old/clone/runs/sft/sft-1234/model",
+        "metrics": {"loss": 1.5},
+        "files": ["/old/clone/runs/sft/sft-1234/a.jsonl", "/old/clone/runs/rm/rm-9/b"],
+        "note": "trained on /data/sft/sft-1234x",  # not under a runs/ folder: left alone
+    }
+    assert relocated(cached, here) == {
+        "model_dir": f"{here}/model",
+        "metrics": {"loss": 1.5},
+        "files": [f"{here}/a.jsonl", "/old/clone/runs/rm/rm-9/b"],
+        "note": "trained on /data/sft/sft-1234x",
+    }
+    # a result computed here is unchanged
+    assert relocated({"dir": str(here)}, here) == {"dir": str(here)}
