@@ -189,7 +189,7 @@ def add_commands(sub) -> None:
     sweep = sub.add_parser(
         "sweep",
         help="Run the pipeline once per seed and aggregate.",
-        description="A seed_sweep flow: one rlhf_pipeline sub-flow run per seed (cores // threads at once), each with its own MLflow run under the sweep's; the sweep's run gets mean, sd, min, max and a seeds-then-prompts 95%% interval per policy and metric (reports/sweeps/<run id>/aggregate.json). Never moves champion.",
+        description="A seed_sweep flow: one rlhf_pipeline sub-flow run per seed (cores // threads at once), each with its own MLflow run under the sweep's; the sweep's run gets mean, sd, min, max and a seeds-then-prompts 95% interval per policy and metric (reports/sweeps/<run id>/aggregate.json). Never moves champion.",
     )
     sweep.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="training seeds")
     sweep.add_argument("--profile", choices=["smoke", "tiny", "small"], help="default tiny")

@@ -6,8 +6,9 @@ torch threads and random state, and as many run at once as the cores allow
 (cores // threads). Each child has its own MLflow run, nested under the
 sweep's run, which gets the aggregate (tasks/sweep_stats.py): per policy and
 metric the mean, sd, min and max over seeds and a 95% interval over seeds and
-prompts, plus the head-to-head win rate between seeds of the candidate (the
-noise a promotion gate must clear).
+prompts, the once-per-run figures about the world (tasks/sweep_world.py), and
+the head-to-head win rate between seeds of the candidate (the noise a
+promotion gate must clear).
 
 A sweep never moves `champion`: its children register under models of their
 own (`<name>-sweep`) with the gate's auto_promote off.
@@ -27,7 +28,7 @@ from prefect.task_runners import ProcessPoolTaskRunner
 
 import tasks  # noqa: F401  (sets Prefect's environment before prefect is imported)
 from flows.params import PipelineParams
-from tasks import data, provenance, sweep_report, sweep_stats, tracking
+from tasks import data, provenance, sweep_report, sweep_stats, sweep_world, tracking
 from tasks.evaluation import Policy, head_to_head
 from tasks.paths import project_root, reports_dir
 from tasks.stage import output_dir
@@ -145,6 +146,7 @@ def seed_sweep(params: PipelineParams = PipelineParams(), seeds: list[int] = [0,
             results = {seed: f.result() for seed, f in zip(seeds, futures, strict=True)}
         reports = {seed: r["report"] for seed, r in results.items()}
         result = sweep_stats.aggregate(reports, {s: r["per_prompt"] for s, r in results.items()})
+        result["world"] = sweep_world.world_figures(reports)
         result["gate_noise"] = seed_pairs(params, reports)
         result["provenance"] = sweep_report.common_provenance(reports) | {
             "profile": params.profile,

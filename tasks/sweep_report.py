@@ -90,3 +90,57 @@ def to_markdown(result: Mapping[str, Any]) -> str:
         lines += [f"- seeds {p['seeds']}: win rate {p['win_rate']:.3f}" for p in noise["pairs"]]
         lines += [f"- gate margin from this sweep: {noise['win_margin']:.3f}"]
     return "\n".join(lines) + "\n"
+
+
+def _range(entry: Mapping[str, Any] | None) -> str:
+    if not entry:
+        return "-"
+    return f"{entry['mean']:.3f} [{entry['min']:.3f}, {entry['max']:.3f}]"
+
+
+def _count(verdicts: Mapping[str, bool] | None) -> str:
+    if not verdicts:
+        return "not recorded"
+    return f"{sum(verdicts.values())}/{len(verdicts)} seeds"
+
+
+def world_lines(result: Mapping[str, Any]) -> list[str]:
+    """The reward model, the labelers, per-family gold and the judge, each mean [min, max]."""
+    world = result.get("world")
+    if not world:
+        return [
+            "(This aggregate has no per-family, labeler or judge figures: made before they were kept.)"
+        ]
+    rm = result.get("reward_model", {})
+    lines = [
+        f"Reward model: accuracy {_range(rm.get('accuracy_vs_gold'))} against the gold ordering "
+        f"and {_range(rm.get('accuracy_heldout_labels'))} against held-out labelers, who agree "
+        f"with each other {_range(world.get('labelers_pairwise_agreement'))} of the time.",
+        "",
+    ]
+    gold = world["gold_by_family"]
+    shown = [p for p in ("sft", "ppo", "ppo_ptx") if p in gold]
+    # The RM's families first, then any family only the policies were scored on.
+    rm_families = world["reward_model_by_family"]
+    families = list(dict.fromkeys([*rm_families, *(f for p in shown for f in gold[p])]))
+    lines += [
+        "| family | RM accuracy vs gold | " + " | ".join(f"{p} gold" for p in shown) + " |",
+        "| --- | --- | " + " | ".join("---" for _ in shown) + " |",
+    ]
+    for family in families:
+        cells = [_range(rm_families.get(family))]
+        cells += [_range(gold[p].get(family)) for p in shown]
+        lines.append(f"| {family} | " + " | ".join(cells) + " |")
+    judge = world.get("judge", {})
+    if judge:
+        lines += [
+            "",
+            f"Held-out judge: accuracy {_range(judge.get('accuracy_heldout_pairs'))} on held-out "
+            f"users' pairs, trustworthy (>= 0.6) in {_count(judge.get('trustworthy'))}. Agreement "
+            f"with gold: judge {_range(judge.get('agreement_judge'))}, held-out labelers "
+            f"{_range(judge.get('agreement_heldout_labelers'))}; on prompts the judge never "
+            f"trained on, judge {_range(judge.get('agreement_judge_unseen_prompts'))} and "
+            f"labelers {_range(judge.get('agreement_heldout_labelers_unseen_prompts'))}; within 0.10 of "
+            f"the labelers in {_count(judge.get('agreement_within_margin'))}.",
+        ]
+    return lines
