@@ -24,7 +24,7 @@ cat > "$params" <<'JSON'
 }
 JSON
 
-"$PY" -m flows.cli run --profile small --params "$params" "$@"
+"$PY" -m instructflow.flows.cli run --profile small --params "$params" "$@"
 
 mkdir -p bench/results
 "$PY" - <<'PY'

@@ -78,7 +78,7 @@ def time_steps(step, batches, warmup: int = 2) -> tuple[float, float, float]:
 
 
 def sft_batches(tokenizer, rows, batch_size: int, count: int, max_len: int):
-    from models.batching import collate_sft, encode_pair, length_bucketed_batches
+    from instructflow.models.batching import collate_sft, encode_pair, length_bucketed_batches
 
     examples = [encode_pair(tokenizer, r["prompt"], r["response"], max_len) for r in rows]
     lengths = [len(ids) for ids, _ in examples]
@@ -89,9 +89,9 @@ def sft_batches(tokenizer, rows, batch_size: int, count: int, max_len: int):
 def bench_sft(ckpt, steps: int) -> dict:
     import torch
 
-    from models.lm import context_length, load_causal_lm
-    from tasks import layout
-    from tasks.tables import read_jsonl
+    from instructflow.models.lm import context_length, load_causal_lm
+    from instructflow.tasks import layout
+    from instructflow.tasks.tables import read_jsonl
 
     model, tokenizer = load_causal_lm(ckpt.sft)
     model.train()
@@ -121,8 +121,8 @@ def demo_rankings(ckpt, k: int = 6) -> list[dict]:
     For an untrained checkpoint (no comparisons collected); the step's work
     depends on the lengths only, which are those of real responses.
     """
-    from tasks import layout
-    from tasks.tables import read_jsonl
+    from instructflow.tasks import layout
+    from instructflow.tasks.tables import read_jsonl
 
     demos = read_jsonl(ckpt.profile_dir / layout.SFT_TRAIN)
     return [
@@ -138,10 +138,14 @@ def demo_rankings(ckpt, k: int = 6) -> list[dict]:
 def bench_rm(ckpt, steps: int) -> dict:
     import torch
 
-    from models.lm import context_length
-    from models.ranking_loss import kwise_ranking_loss
-    from models.reward_model import encode_for_reward, reward_model_from_causal_lm, rewards
-    from tasks.tables import read_jsonl
+    from instructflow.models.lm import context_length
+    from instructflow.models.ranking_loss import kwise_ranking_loss
+    from instructflow.models.reward_model import (
+        encode_for_reward,
+        reward_model_from_causal_lm,
+        rewards,
+    )
+    from instructflow.tasks.tables import read_jsonl
 
     model, tokenizer = reward_model_from_causal_lm(ckpt.sft)
     model.train()

@@ -37,7 +37,7 @@ def prepare_root(root: Path) -> None:
     shutil.copy2(ROOT / "data.dvc", root / "data.dvc")
     from dvc.repo import Repo
 
-    from tasks import data
+    from instructflow.tasks import data
 
     Repo.init(str(root), no_scm=True).close()
 
@@ -46,8 +46,16 @@ def prepare_root(root: Path) -> None:
 
 def direct(profile_dir: Path, params, out: Path) -> float:
     """Every stage's plain function, in pipeline order; wall seconds."""
-    from tasks import base_model, comparisons, evaluation, layout, ppo, reward_model, sft
-    from tasks.data import summarize
+    from instructflow.tasks import (
+        base_model,
+        comparisons,
+        evaluation,
+        layout,
+        ppo,
+        reward_model,
+        sft,
+    )
+    from instructflow.tasks.data import summarize
 
     def log(step: int, metrics: dict) -> None:
         pass
@@ -116,7 +124,7 @@ def direct(profile_dir: Path, params, out: Path) -> float:
 def orchestrated(params) -> tuple[float, dict]:
     from mlflow import MlflowClient
 
-    from flows.pipeline import rlhf_pipeline
+    from instructflow.flows.pipeline import rlhf_pipeline
 
     start = time.perf_counter()
     result = rlhf_pipeline(params)
@@ -134,7 +142,7 @@ def main() -> None:
 
     tmp = Path(tempfile.mkdtemp(prefix="instructflow-overhead-"))
     project = tmp / "project"
-    # Before anything imports tasks (its env module reads the root) or prefect.
+    # Before anything imports prefect: a project root of its own, then what the CLI sets.
     os.environ.update(
         INSTRUCTFLOW_ROOT=str(project),
         MLFLOW_TRACKING_URI=f"sqlite:///{project / 'mlflow.db'}",
@@ -142,12 +150,15 @@ def main() -> None:
     )
     os.environ.pop("PREFECT_API_URL", None)
     sys.path.insert(0, str(ROOT))
+    from instructflow.tasks.env import apply_defaults
+
+    apply_defaults()
     import torch
 
     torch.set_num_threads(args.threads)
     from prefect import flow
 
-    from flows.params import PipelineParams
+    from instructflow.flows.params import PipelineParams
 
     try:
         prepare_root(project)

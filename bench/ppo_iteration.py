@@ -17,14 +17,14 @@ from pathlib import Path
 
 import torch
 
-from models.lm import GPT2Size, build_gpt2, load_causal_lm, save_model
-from models.ppo import PPOTrainer
-from models.ppo_loop import ppo_train
-from models.reward_model import reward_model_from_causal_lm
-from models.tokenizer import train_tokenizer
-from tasks import layout
-from tasks.ppo_config import PPOStageConfig, trainer_hyper
-from tasks.tables import read_jsonl
+from instructflow.models.lm import GPT2Size, build_gpt2, load_causal_lm, save_model
+from instructflow.models.ppo import PPOTrainer
+from instructflow.models.ppo_loop import ppo_train
+from instructflow.models.reward_model import reward_model_from_causal_lm
+from instructflow.models.tokenizer import train_tokenizer
+from instructflow.tasks import layout
+from instructflow.tasks.ppo_config import PPOStageConfig, trainer_hyper
+from instructflow.tasks.tables import read_jsonl
 
 
 def untrained_checkpoint(prompts: list[str], folder: Path) -> Path:

@@ -73,8 +73,8 @@ EVAL_SEED = 1234
 
 def load_networks(ckpt):
     """Policy, frozen reference, value model and reward model: the same objects for both sides."""
-    from models.lm import load_causal_lm
-    from models.reward_model import reward_model_from_causal_lm
+    from instructflow.models.lm import load_causal_lm
+    from instructflow.models.reward_model import reward_model_from_causal_lm
 
     policy, tokenizer = load_causal_lm(ckpt.sft)
     ref, _ = load_causal_lm(ckpt.sft)
@@ -87,9 +87,9 @@ def load_networks(ckpt):
 
 
 def run_instructflow(ckpt, prompts: list[str], iterations: int):
-    from models.ppo import PPOTrainer
-    from models.ppo_config import PPOHyper
-    from models.ppo_loop import ppo_train
+    from instructflow.models.ppo import PPOTrainer
+    from instructflow.models.ppo_config import PPOHyper
+    from instructflow.models.ppo_loop import ppo_train
 
     policy, ref, value, reward, tokenizer, rm_tokenizer = load_networks(ckpt)
     settings = {k: v for k, v in SETTINGS.items() if k != "seed"}
@@ -106,7 +106,7 @@ def run_trl(ckpt, prompts: list[str], iterations: int, out_dir: str):
     from datasets import Dataset
     from trl.experimental.ppo import PPOConfig, PPOTrainer
 
-    from models.sampling import encode_prompts
+    from instructflow.models.sampling import encode_prompts
 
     policy, ref, value, reward, tokenizer, _ = load_networks(ckpt)
     tokenizer.padding_side = (
@@ -172,10 +172,10 @@ def gold_score(policy, tokenizer, ckpt, n_prompts: int = 256) -> list[float]:
     """Gold score per validation prompt of one sampled response (same sampler and seed for both sides)."""
     import torch
 
-    from models.sampling import generate
-    from tasks import layout
-    from tasks.tables import read_jsonl
-    from world.judge import GoldJudge
+    from instructflow.models.sampling import generate
+    from instructflow.tasks import layout
+    from instructflow.tasks.tables import read_jsonl
+    from instructflow.world.judge import GoldJudge
 
     rows = read_jsonl(ckpt.profile_dir / layout.PPO_VALID)[:n_prompts]
     judge = GoldJudge.load(ckpt.profile_dir)
@@ -202,8 +202,8 @@ def worker(side: str, threads: int, iterations: int, kind: str, out: Path) -> No
     import torch
 
     torch.set_num_threads(threads)
-    from tasks import layout
-    from tasks.tables import read_jsonl
+    from instructflow.tasks import layout
+    from instructflow.tasks.tables import read_jsonl
 
     ckpt = checkpoints(kind)
     prompts = [r["prompt"] for r in read_jsonl(ckpt.profile_dir / layout.PPO_TRAIN)]

@@ -5,7 +5,7 @@ run pauses with `pause_flow_run(wait_for_input=...)`. The Prefect UI shows
 the evidence (as the form's Markdown description) and a form asking Approve
 or Reject, who decides and why. Approve moves `champion`; Reject, or no
 answer before the timeout, leaves it where it was. Either way the decision,
-who and why are tags on the model version (tasks.promotion.record_approval).
+who and why are tags on the model version (instructflow.tasks.promotion.record_approval).
 """
 
 from dataclasses import asdict, dataclass
@@ -20,9 +20,9 @@ from prefect.input import RunInput
 from prefect.runtime import flow_run
 from pydantic import Field
 
-from tasks.concurrency import registry_slot
-from tasks.gate import GateConfig
-from tasks.promotion import record_approval
+from instructflow.tasks.concurrency import registry_slot
+from instructflow.tasks.gate import GateConfig
+from instructflow.tasks.promotion import record_approval
 
 
 class PromotionApproval(RunInput):

@@ -19,8 +19,8 @@ instructflow compare A.json B.json       two reports side by side, saying if the
 import argparse
 import sys
 
-import tasks  # noqa: F401  (environment defaults before prefect is imported)
-from flows import cli_data, cli_models, cli_run
+from instructflow.flows import cli_data, cli_models, cli_run
+from instructflow.tasks.env import apply_defaults
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -36,13 +36,16 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    # Before anything imports Prefect, which reads its settings once, at import
+    # (instructflow.tasks.env: the defaults, each overridden by what you export).
+    apply_defaults()
     args = build_parser().parse_args(argv)
-    from flows.params_io import ParamsError
-    from models.hub import ModelNotFoundError
-    from tasks.data_version import DataMismatchError
-    from tasks.outages import ServiceUnreachable
-    from tasks.preflight import InputRefused
-    from tasks.tables import TableError
+    from instructflow.flows.params_io import ParamsError
+    from instructflow.models.hub import ModelNotFoundError
+    from instructflow.tasks.data_version import DataMismatchError
+    from instructflow.tasks.outages import ServiceUnreachable
+    from instructflow.tasks.preflight import InputRefused
+    from instructflow.tasks.tables import TableError
 
     try:
         return args.func(args)
@@ -61,8 +64,8 @@ def _explain_stop(error: BaseException) -> int:
     """A signal, or a server lost mid-run: one line and an exit status; anything else propagates."""
     from prefect.exceptions import TerminationSignal
 
-    from tasks import interrupts, tracking
-    from tasks.outages import lost_service_message
+    from instructflow.tasks import interrupts, tracking
+    from instructflow.tasks.outages import lost_service_message
 
     if isinstance(error, KeyboardInterrupt | TerminationSignal):
         detail = (

@@ -4,12 +4,12 @@ import argparse
 import sys
 from pathlib import Path
 
-from tasks.paths import project_root
-from tasks.schemas import KINDS
+from instructflow.tasks.paths import project_root
+from instructflow.tasks.schemas import KINDS
 
 
 def _cmd_data_generate(args: argparse.Namespace) -> int:
-    from tasks import data, data_version
+    from instructflow.tasks import data, data_version
 
     root = project_root()
     data.generate(root, seed=args.seed)
@@ -22,7 +22,7 @@ def _cmd_data_generate(args: argparse.Namespace) -> int:
 
 
 def _cmd_data_add(args: argparse.Namespace) -> int:
-    from tasks.dataset_dvc import OutsideProject, add_dataset
+    from instructflow.tasks.dataset_dvc import OutsideProject, add_dataset
 
     try:
         added = add_dataset(project_root(), Path(args.dir))
@@ -37,7 +37,7 @@ def _cmd_data_add(args: argparse.Namespace) -> int:
 
 
 def _cmd_data_verify(_args: argparse.Namespace) -> int:
-    from tasks import data_version
+    from instructflow.tasks import data_version
 
     md5 = data_version.verify(project_root())
     print(f"data/ matches data.dvc (md5 {md5})")
@@ -45,8 +45,8 @@ def _cmd_data_verify(_args: argparse.Namespace) -> int:
 
 
 def _cmd_data_validate(args: argparse.Namespace) -> int:
-    from tasks.input_checks import table_problems
-    from tasks.tables import TableError
+    from instructflow.tasks.input_checks import table_problems
+    from instructflow.tasks.tables import TableError
 
     frame, problems = table_problems(Path(args.file), args.kind)  # an empty file is refused too
     if frame is None:

@@ -3,12 +3,12 @@
 import argparse
 from pathlib import Path
 
-from tasks.paths import project_root
+from instructflow.tasks.paths import project_root
 
 
 def _cmd_promote(args: argparse.Namespace) -> int:
-    from tasks import tracking
-    from tasks.registry import promote_manually
+    from instructflow.tasks import tracking
+    from instructflow.tasks.registry import promote_manually
 
     tracking.setup()
     promote_manually(args.version, args.reason, args.model)
@@ -17,7 +17,7 @@ def _cmd_promote(args: argparse.Namespace) -> int:
 
 
 def _cmd_evaluate(args: argparse.Namespace) -> int:
-    from flows.evaluate import EvaluateParams, evaluate_registered
+    from instructflow.flows.evaluate import EvaluateParams, evaluate_registered
 
     result = evaluate_registered(
         EvaluateParams(
@@ -48,7 +48,7 @@ def _newest_model(stage: str) -> Path:
 
 
 def _cmd_best_of_n(args: argparse.Namespace) -> int:
-    from tasks.best_of_n import best_of_n_table, sample_candidates
+    from instructflow.tasks.best_of_n import best_of_n_table, sample_candidates
 
     sft = Path(args.sft) if args.sft else _newest_model("sft")
     rm = Path(args.rm) if args.rm else _newest_model("reward_model")
@@ -71,7 +71,7 @@ def _cmd_best_of_n(args: argparse.Namespace) -> int:
 
 
 def _cmd_eval_export(args: argparse.Namespace) -> int:
-    from flows.human_eval import export
+    from instructflow.flows.human_eval import export
 
     paths = export(args.run, args.n, args.seed)
     print(f"labeling files: {paths['csv']} and {paths['jsonl']} (key: {paths['key']})")
@@ -79,7 +79,7 @@ def _cmd_eval_export(args: argparse.Namespace) -> int:
 
 
 def _cmd_eval_import(args: argparse.Namespace) -> int:
-    from flows.human_eval import import_labels
+    from instructflow.flows.human_eval import import_labels
 
     result = import_labels(args.run, args.file)
     for name, row in result["human_eval"]["policies"].items():

@@ -5,13 +5,13 @@ import json
 import sys
 from pathlib import Path
 
-from tasks.paths import project_root
+from instructflow.tasks.paths import project_root
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
-    from flows.params_io import build_params, read_params_file
-    from tasks import outages, preflight
-    from tasks.interrupts import stop_on_signals
+    from instructflow.flows.params_io import build_params, read_params_file
+    from instructflow.tasks import outages, preflight
+    from instructflow.tasks.interrupts import stop_on_signals
 
     # Before the heavy imports: an unreachable server is reported within seconds.
     outages.bound_mlflow_retries()
@@ -24,18 +24,18 @@ def _cmd_run(args: argparse.Namespace) -> int:
     if args.allow_data_mismatch:
         fields["allow_data_mismatch"] = True
     params = build_params(fields)
-    from tasks.provenance import pin_threads
+    from instructflow.tasks.provenance import pin_threads
 
     pin_threads(params.threads)  # before any torch work (inter-op threads can be set only once)
     local = params
     if params.base_model:  # a missing model fails here, before Prefect or any stage starts
-        from models.hub import resolve_pretrained
+        from instructflow.models.hub import resolve_pretrained
 
         model_dir = resolve_pretrained(params.base_model, params.base_model_revision)
         local = params.model_copy(update={"base_model": str(model_dir)})
     if params.data:
-        from flows.own_data import NEEDS_BASE
-        from flows.own_data import preflight as own_data_preflight
+        from instructflow.flows.own_data import NEEDS_BASE
+        from instructflow.flows.own_data import preflight as own_data_preflight
 
         if not params.base_model:
             print(f"instructflow: {NEEDS_BASE}", file=sys.stderr)
@@ -52,7 +52,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
             print(f"instructflow: MLflow run {run_id} marked FAILED", file=sys.stderr)
             return 2
 
-    from flows.pipeline import rlhf_pipeline
+    from instructflow.flows.pipeline import rlhf_pipeline
 
     with stop_on_signals():
         state = rlhf_pipeline(params, return_state=True)
@@ -62,7 +62,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
 
 def _cmd_params(args: argparse.Namespace) -> int:
-    from flows.params_io import example, schema
+    from instructflow.flows.params_io import example, schema
 
     print(json.dumps(schema() if args.schema else example(), indent=2))
     return 0
@@ -71,8 +71,8 @@ def _cmd_params(args: argparse.Namespace) -> int:
 def _cmd_plan(args: argparse.Namespace) -> int:
     from dataclasses import asdict
 
-    from flows.params_io import build_params, read_params_file
-    from flows.plan import make_plan, parse_size, render, runtime_bytes
+    from instructflow.flows.params_io import build_params, read_params_file
+    from instructflow.flows.plan import make_plan, parse_size, render, runtime_bytes
 
     overrides = read_params_file(args.params) if args.params else {}
     for field in ("profile", "base_model", "base_model_revision"):
@@ -90,8 +90,8 @@ def _cmd_plan(args: argparse.Namespace) -> int:
 
 
 def _cmd_sweep(args: argparse.Namespace) -> int:
-    from flows.params import PipelineParams
-    from flows.sweep import run_sweep
+    from instructflow.flows.params import PipelineParams
+    from instructflow.flows.sweep import run_sweep
 
     overrides = json.loads(Path(args.params).read_text()) if args.params else {}
     for field in ("profile", "threads"):
@@ -103,7 +103,7 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
 
 
 def _cmd_compare(args: argparse.Namespace) -> int:
-    from tasks.provenance import report_comparison
+    from instructflow.tasks.provenance import report_comparison
 
     a, b = (json.loads(Path(f).read_text()) for f in (args.a, args.b))
     print(report_comparison(a, b))

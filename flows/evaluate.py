@@ -19,11 +19,10 @@ from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact
 from pydantic import BaseModel, ConfigDict, Field
 
-import tasks  # noqa: F401  (sets Prefect's environment before prefect is imported)
-from tasks import evaluation, plots, report, tracking
-from tasks.evaluation import EvalConfig
-from tasks.paths import data_dir, reports_dir
-from tasks.registry import POLICY_MODEL, REWARD_MODEL, local_checkpoint
+from instructflow.tasks import env, evaluation, plots, report, tracking
+from instructflow.tasks.evaluation import EvalConfig
+from instructflow.tasks.paths import data_dir, reports_dir
+from instructflow.tasks.registry import POLICY_MODEL, REWARD_MODEL, local_checkpoint
 
 
 class EvaluateParams(BaseModel):
@@ -56,6 +55,7 @@ def resolve(client: MlflowClient, name: str, ref: str):
 @flow(name="evaluate_registered", log_prints=True)
 def evaluate_registered(params: EvaluateParams = EvaluateParams()) -> dict:
     logger = get_run_logger()
+    env.apply_defaults()  # as rlhf_pipeline does
     tracking.setup()
     client = MlflowClient()
     versions = {ref: resolve(client, params.model_name, ref) for ref in params.models}

@@ -17,12 +17,12 @@ from pathlib import Path
 import mlflow
 from mlflow import MlflowClient
 
-from tasks import human_eval, registry, report, tracking
-from tasks.evaluation import EvalConfig, Policy, sample
-from tasks.gate import decide
-from tasks.paths import reports_dir
-from tasks.stats import mean_with_ci
-from tasks.tables import read_jsonl
+from instructflow.tasks import human_eval, registry, report, tracking
+from instructflow.tasks.evaluation import EvalConfig, Policy, sample
+from instructflow.tasks.gate import decide
+from instructflow.tasks.paths import reports_dir
+from instructflow.tasks.stats import mean_with_ci
+from instructflow.tasks.tables import read_jsonl
 
 
 def run_folder(run: str) -> Path:

@@ -2,7 +2,7 @@
 
 data (import: validate, normalise, split) -> base model -> SFT -> comparisons
 (the dataset's preferences; no sampling, no simulated labelers) -> reward
-model and held-out judge (tasks.judge: the test split's preferences only) ->
+model and held-out judge (instructflow.tasks.judge: the test split's preferences only) ->
 PPO, PPO-ptx (skipped without pretraining text) -> FLAN/T0 baselines (skipped
 without mixtures) -> evaluation (no gold; win rates from the held-out judge)
 -> report -> registry (challenger, tagged with the dataset's per-table md5s).
@@ -21,8 +21,8 @@ import mlflow
 from prefect import get_run_logger
 from prefect.artifacts import create_markdown_artifact
 
-from flows.params import PipelineParams
-from tasks import (
+from instructflow.flows.params import PipelineParams
+from instructflow.tasks import (
     base_model,
     dataset_stage,
     judge,
@@ -37,13 +37,13 @@ from tasks import (
     sft,
     tracking,
 )
-from tasks.dataset import load_dataset
-from tasks.dataset_dvc import version_tags
-from tasks.evaluation import fewshot_prefix
-from tasks.gate import judge_decision
-from tasks.paths import reports_dir
-from tasks.registry_snapshot import RegistrySnapshot
-from tasks.stage import content_digest
+from instructflow.tasks.dataset import load_dataset
+from instructflow.tasks.dataset_dvc import version_tags
+from instructflow.tasks.evaluation import fewshot_prefix
+from instructflow.tasks.gate import judge_decision
+from instructflow.tasks.paths import reports_dir
+from instructflow.tasks.registry_snapshot import RegistrySnapshot
+from instructflow.tasks.stage import content_digest
 
 NEEDS_BASE = "a run on your own data needs --base-model (a local Hugging Face causal-LM directory)"
 NO_PRETRAIN = "skipped: the dataset has no pretrain table (PPO-ptx mixes pretraining text into PPO)"
@@ -74,7 +74,7 @@ def _digests(profile_dir: Path, *rels: str) -> dict[str, str | None]:
 
 def run(params: PipelineParams, parent_id: str, run_info: dict, mlflow_url: str) -> dict:
     """The stages on `params.data` inside the running flow and MLflow parent run; returns the report."""
-    from flows.pipeline import run_stage  # the flow module imports this one
+    from instructflow.flows.pipeline import run_stage  # the flow module imports this one
 
     logger = get_run_logger()
     if not params.base_model:

@@ -10,17 +10,17 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 from pydantic_core import PydanticCustomError
 
-from tasks.base_model import BaseModelConfig
-from tasks.comparisons import ComparisonsConfig
-from tasks.dataset import DatasetConfig
-from tasks.evaluation import EvalConfig
-from tasks.gate import GateConfig
-from tasks.judge import JudgeConfig
-from tasks.ppo_config import SMOKE_OVERRIDES as PPO_SMOKE
-from tasks.ppo_config import PPOStageConfig
-from tasks.registry import RegistryConfig
-from tasks.reward_model import RewardModelConfig
-from tasks.sft import SFTConfig
+from instructflow.tasks.base_model import BaseModelConfig
+from instructflow.tasks.comparisons import ComparisonsConfig
+from instructflow.tasks.dataset import DatasetConfig
+from instructflow.tasks.evaluation import EvalConfig
+from instructflow.tasks.gate import GateConfig
+from instructflow.tasks.judge import JudgeConfig
+from instructflow.tasks.ppo_config import SMOKE_OVERRIDES as PPO_SMOKE
+from instructflow.tasks.ppo_config import PPOStageConfig
+from instructflow.tasks.registry import RegistryConfig
+from instructflow.tasks.reward_model import RewardModelConfig
+from instructflow.tasks.sft import SFTConfig
 
 # What each profile changes from the stage defaults (which are sized for tiny).
 PROFILE_OVERRIDES: dict[str, dict[str, dict[str, Any]]] = {
@@ -144,7 +144,7 @@ class PipelineParams(BaseModel):
         try:
             return handler(data)
         except ValidationError as error:
-            from flows.params_io import INVALID, explain
+            from instructflow.flows.params_io import INVALID, explain
 
             raise PydanticCustomError(INVALID, "{lines}", {"lines": explain(error)}) from None
 

@@ -18,7 +18,7 @@ from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
-from flows.params import PipelineParams
+from instructflow.flows.params import PipelineParams
 
 INVALID = "invalid_params"  # pydantic error type carrying explain()'s lines
 COMMENT = "_comment"  # key of the comment on a group; "_<field>" comments one field

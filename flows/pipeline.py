@@ -17,14 +17,14 @@ from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.runtime import flow_run
 
-import tasks  # noqa: F401  (sets Prefect's environment before prefect is imported)
-from flows import approval, own_data
-from flows.params import PipelineParams
-from models.hub import resolve_pretrained
-from tasks import (
+from instructflow.flows import approval, own_data
+from instructflow.flows.params import PipelineParams
+from instructflow.models.hub import resolve_pretrained
+from instructflow.tasks import (
     base_model,
     comparisons,
     data,
+    env,
     evaluation,
     interrupts,
     judge,
@@ -42,8 +42,8 @@ from tasks import (
     sft,
     tracking,
 )
-from tasks.paths import project_root, reports_dir
-from tasks.stage import (
+from instructflow.tasks.paths import project_root, reports_dir
+from instructflow.tasks.stage import (
     is_done,
     key_arguments,
     keyed_by_content,
@@ -110,6 +110,9 @@ def rlhf_pipeline(
     sweep_run_id: the MLflow run of a seed sweep this run belongs to (its parent); empty otherwise.
     """
     logger = get_run_logger()
+    # What is read at run time (tokenizers, DVC); Prefect's own settings were fixed when
+    # it was imported, by the CLI or, in a deployment run, by the worker's environment.
+    env.apply_defaults()
     root = project_root()
     interrupts.reclaim()  # SIGINT/SIGTERM checkpoint and stop (instructflow run)
     outages.bound_mlflow_retries()

@@ -14,9 +14,9 @@ import sys
 
 from transformers import AutoConfig, GPT2Config
 
-from flows.params import PipelineParams
-from models import memory_plan
-from models.lora import LoraOptions
+from instructflow.flows.params import PipelineParams
+from instructflow.models import memory_plan
+from instructflow.models.lora import LoraOptions
 
 UNITS = {"": 1, "b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "tb": 10**12}
 UNITS |= {"kib": 2**10, "mib": 2**20, "gib": 2**30, "tib": 2**40}
@@ -32,7 +32,7 @@ def parse_size(text: str) -> int:
 
 def model_config(params: PipelineParams):
     if params.base_model:
-        from models.hub import resolve_pretrained
+        from instructflow.models.hub import resolve_pretrained
 
         return AutoConfig.from_pretrained(
             resolve_pretrained(params.base_model, params.base_model_revision)
@@ -58,8 +58,8 @@ def context_of(config) -> int:
 def runtime_bytes() -> int:
     """RSS of a fresh process that has imported the training stages (no model yet), measured now."""
     code = (
-        "import tasks.sft, tasks.reward_model, tasks.ppo;"
-        "from models.runtime import peak_rss_bytes; print(peak_rss_bytes())"
+        "import instructflow.tasks.sft, instructflow.tasks.reward_model, instructflow.tasks.ppo;"
+        "from instructflow.models.runtime import peak_rss_bytes; print(peak_rss_bytes())"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     return int(out.stdout.strip().splitlines()[-1])

@@ -26,13 +26,20 @@ from prefect.client.orchestration import get_client
 from prefect.settings import PREFECT_API_URL, temporary_settings
 from prefect.task_runners import ProcessPoolTaskRunner
 
-import tasks  # noqa: F401  (sets Prefect's environment before prefect is imported)
-from flows.params import PipelineParams
-from tasks import data, provenance, sweep_report, sweep_stats, sweep_world, tracking
-from tasks.evaluation import Policy, head_to_head
-from tasks.paths import project_root, reports_dir
-from tasks.stage import output_dir
-from tasks.tables import read_jsonl
+from instructflow.flows.params import PipelineParams
+from instructflow.tasks import (
+    data,
+    env,
+    provenance,
+    sweep_report,
+    sweep_stats,
+    sweep_world,
+    tracking,
+)
+from instructflow.tasks.evaluation import Policy, head_to_head
+from instructflow.tasks.paths import project_root, reports_dir
+from instructflow.tasks.stage import output_dir
+from instructflow.tasks.tables import read_jsonl
 
 # Where each per-prompt metric's values sit in the evaluation's responses/<policy>.jsonl.
 SAMPLE_FIELDS = {"gold_score": "gold", "win_rate_vs_sft": "labeler_verdict"}
@@ -68,7 +75,7 @@ def per_prompt_from(report: dict) -> dict[str, dict[str, list[float]]]:
 @task(name="seed-run", task_run_name="seed-{seed}")
 def seed_run(params: PipelineParams, seed: int, sweep_run_id: str) -> dict:
     """One seed: the whole pipeline as a sub-flow run, then its per-prompt values."""
-    from flows.pipeline import rlhf_pipeline
+    from instructflow.flows.pipeline import rlhf_pipeline
 
     report = rlhf_pipeline(child_params(params, seed), sweep_run_id=sweep_run_id)
     return {"report": report, "per_prompt": per_prompt_from(report)}
@@ -112,6 +119,7 @@ def seed_pairs(params: PipelineParams, reports: dict[int, dict]) -> dict:
 def seed_sweep(params: PipelineParams = PipelineParams(), seeds: list[int] = [0, 1, 2]) -> dict:  # noqa: B006
     """Run the pipeline once per seed (sub-flow runs) and aggregate the figures over seeds."""
     logger = get_run_logger()
+    env.apply_defaults()  # as rlhf_pipeline does; the child processes inherit them
     if len(set(seeds)) < 2:
         raise ValueError(f"a seed sweep needs at least two different seeds, got {seeds}")
     started = time.monotonic()
@@ -126,7 +134,7 @@ def seed_sweep(params: PipelineParams = PipelineParams(), seeds: list[int] = [0,
         sweep_id = run.info.run_id
         # The data stage has no seed in its key: validated once here, children find it cached
         # (two children validating at once raced on MLflow's dataset table).
-        from flows.pipeline import run_stage
+        from instructflow.flows.pipeline import run_stage
 
         run_stage(
             data.validate_data_task,

@@ -1,6 +1,6 @@
 """Turn (prompt, response) text into padded training batches.
 
-The text format comes from `models.formatting`, the one place that defines it,
+The text format comes from `instructflow.models.formatting`, the one place that defines it,
 so SFT sees exactly what sampling, the reward model and PPO see.
 """
 
@@ -10,7 +10,7 @@ from collections.abc import Sequence
 import torch
 from transformers import PreTrainedTokenizerBase
 
-from models.formatting import format_prompt, format_response
+from instructflow.models.formatting import format_prompt, format_response
 
 IGNORE_INDEX = -100
 """Label value that `torch.nn.functional.cross_entropy` (and HF models) skip."""

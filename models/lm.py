@@ -87,7 +87,7 @@ def ensure_pad_token(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase)
        should not silently undergo. Sampling and log-probs are unaffected
        (they use attention masks and the first EOS); the reward model, which
        needs a pad distinct from EOS, gives itself one
-       (`models.reward_model.reward_model_from_causal_lm`).
+       (`instructflow.models.reward_model.reward_model_from_causal_lm`).
     """
     if tokenizer.pad_token is None:
         vocab = tokenizer.get_vocab()

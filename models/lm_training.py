@@ -15,10 +15,10 @@ import torch
 from accelerate import Accelerator
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from models.batching import collate_sft, encode_pair, length_bucketed_batches
-from models.checkpoints import CheckpointStore, after_step, rng_state, set_rng_state
-from models.numeric import check_finite
-from models.runtime import Precision, make_accelerator
+from instructflow.models.batching import collate_sft, encode_pair, length_bucketed_batches
+from instructflow.models.checkpoints import CheckpointStore, after_step, rng_state, set_rng_state
+from instructflow.models.numeric import check_finite
+from instructflow.models.runtime import Precision, make_accelerator
 
 LogFn = Callable[[int, dict[str, float]], None]
 
@@ -205,7 +205,7 @@ def supervised_finetune(
     checkpoints every `store.every` steps, with the caller's `carry` dict (its
     record of the best epoch), and resumes from the newest checkpoint there:
     `carry` is then updated in place. `precision` is the autocast precision
-    (models.runtime.make_accelerator).
+    (instructflow.models.runtime.make_accelerator).
     """
     accelerator = make_accelerator(precision)
     torch.manual_seed(seed)

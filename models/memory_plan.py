@@ -23,7 +23,7 @@ from dataclasses import dataclass
 import torch
 from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification, PretrainedConfig
 
-from models.lora import LoraOptions, add_lora
+from instructflow.models.lora import LoraOptions, add_lora
 
 FP32 = 4
 

@@ -16,8 +16,8 @@ the reward model's score at the end of the episode. One iteration is
    for the value model, each with its own AdamW optimizer;
 5. the KL controller sees the batch's KL (adaptive beta, or fixed).
 
-Settings: `models.ppo_config.PPOHyper`. The loop that runs iterations:
-`models.ppo_loop.ppo_train`. Resume state: `models.ppo_state`.
+Settings: `instructflow.models.ppo_config.PPOHyper`. The loop that runs iterations:
+`instructflow.models.ppo_loop.ppo_train`. Resume state: `instructflow.models.ppo_state`.
 
 Dropout: every network runs in eval mode, also while it is trained, so the
 importance ratio is exactly 1 on the first minibatch of an update (the ratio
@@ -37,15 +37,21 @@ from peft import PeftModel
 from torch import Tensor
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from models import ppo_math, rollout
-from models.lora import adapters_off, trainable_parameters
-from models.numeric import check_finite
-from models.ppo_config import PPOHyper
-from models.ppo_state import load_trainer_state, trainer_state
-from models.reward_model import token_values
-from models.rollout import EvalResult, Experience, RewardNormalizer, response_logits, trim
-from models.runtime import make_accelerator
-from models.side_thread import SideThread
+from instructflow.models import ppo_math, rollout
+from instructflow.models.lora import adapters_off, trainable_parameters
+from instructflow.models.numeric import check_finite
+from instructflow.models.ppo_config import PPOHyper
+from instructflow.models.ppo_state import load_trainer_state, trainer_state
+from instructflow.models.reward_model import token_values
+from instructflow.models.rollout import (
+    EvalResult,
+    Experience,
+    RewardNormalizer,
+    response_logits,
+    trim,
+)
+from instructflow.models.runtime import make_accelerator
+from instructflow.models.side_thread import SideThread
 
 METRIC_KEYS = (
     "ppo/reward_rm",
@@ -89,11 +95,11 @@ class PPOTrainer:
 
     `policy` and `value_model` are trained; `ref_policy` (the SFT model) and
     `reward_model` are frozen. The value model is a scalar-head model read
-    with `models.reward_model.token_values` (initialise it from the RM) and
+    with `instructflow.models.reward_model.token_values` (initialise it from the RM) and
     must use the policy's token ids; the reward model may use another
     tokenizer (`rm_tokenizer`), in which case responses are re-encoded as text.
 
-    With LoRA, `policy` and `value_model` are `PeftModel`s (models.lora) and
+    With LoRA, `policy` and `value_model` are `PeftModel`s (instructflow.models.lora) and
     `ref_policy` / `reward_model` may be None: the reference is then the
     policy with its adapters off, and the reward model the value model with
     its adapters off (the value model starts as the RM). No network is held

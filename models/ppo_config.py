@@ -1,6 +1,6 @@
 """The settings of PPO / PPO-ptx that the math reads: declared once, documented, with the defaults runs use.
 
-`tasks.ppo_config.PPOStageConfig` extends this model with what only the
+`instructflow.tasks.ppo_config.PPOStageConfig` extends this model with what only the
 stage reads (evaluation, checkpoint choice, stopping, LoRA); the trainer
 receives a `PPOHyper` (the stage builds it in one place), plus the two
 per-run values that are not configuration: `ptx_gamma` (0 for PPO, > 0 for
@@ -14,7 +14,7 @@ from typing import Literal, Self
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from models.runtime import Precision, precision_field
+from instructflow.models.runtime import Precision, precision_field
 
 Normalization = Literal["none", "running", "reference"]
 

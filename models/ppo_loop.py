@@ -1,6 +1,6 @@
 """The PPO loop: draw prompts, step the trainer, report, checkpoint, stop when asked.
 
-`ppo_train` runs a `models.ppo.PPOTrainer` to its configured number of
+`ppo_train` runs a `instructflow.models.ppo.PPOTrainer` to its configured number of
 iterations (or continues a resumed one); everything outside the math
 (logging, the gold monitor, where checkpoints go) arrives as callbacks.
 """
@@ -10,8 +10,8 @@ from collections.abc import Callable, Sequence
 import torch
 from torch import Tensor
 
-from models.checkpoints import interrupt, stop_requested
-from models.ppo import PPOTrainer
+from instructflow.models.checkpoints import interrupt, stop_requested
+from instructflow.models.ppo import PPOTrainer
 
 IterationFn = Callable[[int, dict[str, float]], bool | None]
 MonitorFn = Callable[[list[int], list[str]], float]

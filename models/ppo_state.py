@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 import torch
 
 if TYPE_CHECKING:
-    from models.ppo import PPOTrainer
+    from instructflow.models.ppo import PPOTrainer
 
 
 def trainer_state(trainer: PPOTrainer) -> dict:

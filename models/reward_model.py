@@ -25,8 +25,8 @@ from transformers import (
     PreTrainedTokenizerBase,
 )
 
-from models.batching import encode_pair, pad_batch
-from models.sampling import position_ids_from_mask
+from instructflow.models.batching import encode_pair, pad_batch
+from instructflow.models.sampling import position_ids_from_mask
 
 _PAD_CANDIDATES = ("<|pad|>", "<pad>", "[PAD]")
 
@@ -58,7 +58,7 @@ def reward_model_from_causal_lm(
     """A scalar-head model from a local causal-LM directory (or reload a saved RM).
 
     From an SFT checkpoint the `score` head is new (initialised under `seed`);
-    from a directory saved by `models.lm.save_model` after RM training, the
+    from a directory saved by `instructflow.models.lm.save_model` after RM training, the
     trained head and `reward_offset` come back as they were.
     """
     tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)

@@ -22,15 +22,15 @@ from typing import TYPE_CHECKING
 import torch
 from torch import Tensor
 
-from models import ppo_math
-from models.lm import context_length
-from models.numeric import check_finite
-from models.ppo_config import Normalization
-from models.reward_model import encode_for_reward, rewards
-from models.sampling import generate, position_ids_from_mask
+from instructflow.models import ppo_math
+from instructflow.models.lm import context_length
+from instructflow.models.numeric import check_finite
+from instructflow.models.ppo_config import Normalization
+from instructflow.models.reward_model import encode_for_reward, rewards
+from instructflow.models.sampling import generate, position_ids_from_mask
 
 if TYPE_CHECKING:
-    from models.ppo import PPOTrainer
+    from instructflow.models.ppo import PPOTrainer
 
 
 @dataclass

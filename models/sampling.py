@@ -18,9 +18,9 @@ import torch
 import torch.nn.functional as F
 from transformers import GenerationConfig, PreTrainedModel, PreTrainedTokenizerBase
 
-from models.batching import IGNORE_INDEX, encode_prompt, encode_response, pad_batch
-from models.formatting import format_prompt, parse_response
-from models.lm import context_length
+from instructflow.models.batching import IGNORE_INDEX, encode_prompt, encode_response, pad_batch
+from instructflow.models.formatting import format_prompt, parse_response
+from instructflow.models.lm import context_length
 
 
 @dataclass
@@ -113,7 +113,9 @@ def generate(
     device = model.device
     pad_id, eos_id = tokenizer.pad_token_id, tokenizer.eos_token_id
     if pad_id is None or eos_id is None:
-        raise ValueError("tokenizer needs a pad and an eos token (see models.lm.ensure_pad_token)")
+        raise ValueError(
+            "tokenizer needs a pad and an eos token (see instructflow.models.lm.ensure_pad_token)"
+        )
     prompt_ids = encode_prompts(tokenizer, prompts, prefix)
     query = pad_batch(prompt_ids, pad_id, side="left").to(device)
     query_mask = pad_batch([[1] * len(ids) for ids in prompt_ids], 0, side="left").to(device)

@@ -23,7 +23,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from tasks.sweep_report import ordered, provenance_line, trust_table, world_lines  # noqa: E402
+from instructflow.tasks.sweep_report import ordered, provenance_line, trust_table, world_lines  # noqa: E402
 
 
 @dataclass(frozen=True)

@@ -27,12 +27,12 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from models.lm import context_length, load_causal_lm  # noqa: E402
-from models.reward_model import reward_model_from_causal_lm  # noqa: E402
-from models.sampling import text_response_logprobs  # noqa: E402
-from tasks import layout  # noqa: E402
-from tasks.reward_model import accuracy_vs_scores, score_rows  # noqa: E402
-from tasks.tables import read_jsonl  # noqa: E402
+from instructflow.models.lm import context_length, load_causal_lm  # noqa: E402
+from instructflow.models.reward_model import reward_model_from_causal_lm  # noqa: E402
+from instructflow.models.sampling import text_response_logprobs  # noqa: E402
+from instructflow.tasks import layout  # noqa: E402
+from instructflow.tasks.reward_model import accuracy_vs_scores, score_rows  # noqa: E402
+from instructflow.tasks.tables import read_jsonl  # noqa: E402
 
 # Gold differences below this are "the same answer, a word more or less": not counted.
 MIN_GOLD_GAP = 0.05

@@ -37,6 +37,11 @@ export PREFECT_SERVER_ANALYTICS_ENABLED=false
 # threads read os.environ: a flow run failed on it with KeyError
 # '_MLFLOW_TELEMETRY_SESSION_ID' (and there is no network to send it to).
 export MLFLOW_DISABLE_TELEMETRY="${MLFLOW_DISABLE_TELEMETRY:-true}"
+# The rest of what `instructflow run` sets (instructflow.tasks.env: Prefect's result
+# store, offline Hub, quiet tokenizers), for the worker's flow runs too: they import
+# Prefect before the flow's code, so a flow cannot set Prefect's settings itself.
+# Whatever is exported already wins.
+eval "$(INSTRUCTFLOW_ROOT="$ROOT" "$BIN/python" -m instructflow.tasks.env)"
 mkdir -p "$STATE" "$ROOT/mlflow/artifacts"
 trap 'if (($? != 0)); then echo "serve.sh failed; scripts/stop.sh (make stop) stops whatever it started" >&2; fi' EXIT
 
@@ -121,7 +126,7 @@ else
     "$BIN/prefect" work-pool create "$POOL" --type process >/dev/null
     echo "created work pool $POOL (type process)"
 fi
-"$BIN/python" -c "from tasks.concurrency import ensure_limits; ensure_limits()"
+"$BIN/python" -c "from instructflow.tasks.concurrency import ensure_limits; ensure_limits()"
 echo "global concurrency limits instructflow-training and instructflow-registry exist"
 "$BIN/prefect" --no-prompt deploy --all >"$STATE/deploy.log" 2>&1 || {
     echo "prefect deploy failed; see $STATE/deploy.log" >&2

@@ -21,7 +21,7 @@ A variant is a JSON object:
      "world": {"gold": {"CONCISE_WEIGHT": 0.5}, "profile": {"pretrain_docs": 20000}}}
 
 "world" patches the embedded world for this variant only (module constants of
-world.gold/people/families/responses, fields of the tiny WorldSize) and regenerates its data in its own
+instructflow.world.gold/people/families/responses, fields of the tiny WorldSize) and regenerates its data in its own
 folder: a what-if for the world's design, never a change to data.dvc.
 
 On a machine without Prefect or MLflow (a lent GPU machine has torch and
@@ -87,33 +87,33 @@ PATCHABLE_WORLD_MODULES = ("gold", "people", "families", "responses")
 def apply_world_patch(patch: dict) -> None:
     """Set the world's constants as the patch says, in this process.
 
-    {"families": {"ADD_MAX": 19}} sets world.families.ADD_MAX; a dict-valued
+    {"families": {"ADD_MAX": 19}} sets instructflow.world.families.ADD_MAX; a dict-valued
     constant is updated key by key; "profile" replaces fields of the tiny WorldSize.
     """
-    import world.profiles
+    import instructflow.world.profiles
 
     for module_name, constants in patch.items():
         if module_name == "profile":
             continue
         if module_name not in PATCHABLE_WORLD_MODULES:
-            raise ValueError(f"cannot patch world.{module_name}")
-        module = importlib.import_module(f"world.{module_name}")
+            raise ValueError(f"cannot patch instructflow.world.{module_name}")
+        module = importlib.import_module(f"instructflow.world.{module_name}")
         for name, value in constants.items():
             if not hasattr(module, name):
-                raise ValueError(f"world.{module_name} has no {name}")
+                raise ValueError(f"instructflow.world.{module_name} has no {name}")
             current = getattr(module, name)
             setattr(module, name, {**current, **value} if isinstance(current, dict) else value)
     if patch.get("profile"):
-        tiny = world.profiles.PROFILES["tiny"]
-        world.profiles.PROFILES["tiny"] = dataclasses.replace(tiny, **patch["profile"])
+        tiny = instructflow.world.profiles.PROFILES["tiny"]
+        instructflow.world.profiles.PROFILES["tiny"] = dataclasses.replace(tiny, **patch["profile"])
 
 
 def patch_world(patch: dict, folder: Path) -> Path | None:
     """Apply a variant's world patch and write its data; None when there is no patch."""
     if not patch:
         return None
-    from tasks import layout
-    from tasks.data import write_profile
+    from instructflow.tasks import layout
+    from instructflow.tasks.data import write_profile
 
     apply_world_patch(patch)
     if not (folder / layout.SFT_TRAIN).exists():
@@ -125,7 +125,7 @@ def run_variant(variant: dict, work: Path, profile_dir: Path) -> None:
     """All stages of one variant; a stage whose output exists is not run again."""
     import torch
 
-    from tasks import (
+    from instructflow.tasks import (
         base_model,
         comparisons,
         evaluation,
@@ -327,10 +327,13 @@ def main() -> None:
     if args.show:
         show(json.loads(Path(args.show).read_text()))
         return
+    from instructflow.tasks.env import apply_defaults
+
+    apply_defaults()  # what the CLI sets (offline Hub, quiet tokenizers), before any stage import
     if args.stub_orchestration or args.write_data:
         stub_orchestration()
     if args.write_data:
-        from tasks.data import write_profile
+        from instructflow.tasks.data import write_profile
 
         write_profile(Path(args.write_data), "tiny", 0)
     elif args.one:

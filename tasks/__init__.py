@@ -1,3 +1,4 @@
-"""Pipeline stages: plain functions plus thin Prefect task wrappers."""
+"""Pipeline stages: plain functions plus thin Prefect task wrappers.
 
-from tasks import env  # noqa: F401  (environment defaults prefect must see before it is imported)
+Importing them changes nothing in the environment: see instructflow.tasks.env.
+"""

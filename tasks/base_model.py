@@ -12,14 +12,14 @@ import torch
 from prefect import task
 from pydantic import Field
 
-from models.lm import GPT2Size, build_gpt2, load_causal_lm, save_model
-from models.lm_training import OptimConfig, pack_corpus, perplexity, pretrain
-from models.numeric import in_stage
-from models.tokenizer import train_tokenizer
-from tasks import checkpoints, layout, tracking
-from tasks.concurrency import training_slot
-from tasks.stage import import_closure_digest, mark_done, prefect_options
-from tasks.tables import read_jsonl
+from instructflow.models.lm import GPT2Size, build_gpt2, load_causal_lm, save_model
+from instructflow.models.lm_training import OptimConfig, pack_corpus, perplexity, pretrain
+from instructflow.models.numeric import in_stage
+from instructflow.models.tokenizer import train_tokenizer
+from instructflow.tasks import checkpoints, layout, tracking
+from instructflow.tasks.concurrency import training_slot
+from instructflow.tasks.stage import import_closure_digest, mark_done, prefect_options
+from instructflow.tasks.tables import read_jsonl
 
 
 class BaseModelConfig(GPT2Size):
@@ -96,7 +96,7 @@ def build_base_model(
     }
 
 
-BASE_CODE = import_closure_digest("tasks.base_model")
+BASE_CODE = import_closure_digest("instructflow.tasks.base_model")
 
 
 @task(**prefect_options("base-model", BASE_CODE, retries=1))

@@ -3,7 +3,7 @@
 A stage's output folder runs/<stage>/<key>/ holds resume/ while the stage is
 unfinished. Started again with the same key (same config, inputs and code),
 the stage keeps that folder and its loop continues from the newest good
-checkpoint (models.checkpoints); a finished stage (DONE.json) or one with
+checkpoint (instructflow.models.checkpoints); a finished stage (DONE.json) or one with
 nothing to resume starts from an empty folder. Once the stage is marked done
 its checkpoints are deleted: the cache serves it from then on.
 """
@@ -11,15 +11,15 @@ its checkpoints are deleted: the cache serves it from then on.
 import shutil
 from pathlib import Path
 
-from models.checkpoints import CheckpointStore
-from tasks import interrupts
-from tasks.stage import is_done
+from instructflow.models.checkpoints import CheckpointStore
+from instructflow.tasks import interrupts
+from instructflow.tasks.stage import is_done
 
 RESUME = "resume"
 
 
 def store(out_dir: Path, every: int) -> CheckpointStore:
-    """The loop's checkpoints; from here on SIGINT/SIGTERM checkpoint and stop it (tasks.interrupts)."""
+    """The loop's checkpoints; from here on SIGINT/SIGTERM checkpoint and stop it (instructflow.tasks.interrupts)."""
     interrupts.reclaim()
     return CheckpointStore(Path(out_dir) / RESUME, every)
 

@@ -17,6 +17,9 @@ from collections.abc import Iterable
 from functools import cache
 from pathlib import Path
 
+# The folder holding flows/, tasks/, models/, world/: the checkout (an editable install),
+# or site-packages/instructflow (a wheel). Modules are named as installed
+# (instructflow.tasks.sft); their files are found by the folder names (tasks/sft.py).
 ROOT = Path(__file__).resolve().parent.parent
 PACKAGES = ("flows", "tasks", "models", "world")
 NAMESPACE = "instructflow."  # installed name of the same packages
@@ -59,7 +62,7 @@ def _imported_names(source: str, module: str, is_package: bool) -> frozenset[str
             else:
                 base = node.module or ""
             names.add(base)
-            # `from tasks import layout` imports the submodule tasks.layout.
+            # `from instructflow.tasks import layout` imports the submodule ...tasks.layout.
             names.update(f"{base}.{alias.name}" for alias in node.names)
     return frozenset(names)
 

@@ -15,14 +15,19 @@ import pandas as pd
 from prefect import task
 from pydantic import BaseModel, ConfigDict, Field
 
-from models.lm import load_causal_lm
-from models.sampling import sample_responses
-from tasks import layout, tracking
-from tasks.concurrency import training_slot
-from tasks.stage import fresh_output_dir, import_closure_digest, mark_done, prefect_options
-from tasks.tables import load_table, read_jsonl, write_jsonl
-from world.judge import GoldJudge, LabelerPool
-from world.people import pairwise_agreement
+from instructflow.models.lm import load_causal_lm
+from instructflow.models.sampling import sample_responses
+from instructflow.tasks import layout, tracking
+from instructflow.tasks.concurrency import training_slot
+from instructflow.tasks.stage import (
+    fresh_output_dir,
+    import_closure_digest,
+    mark_done,
+    prefect_options,
+)
+from instructflow.tasks.tables import load_table, read_jsonl, write_jsonl
+from instructflow.world.judge import GoldJudge, LabelerPool
+from instructflow.world.people import pairwise_agreement
 
 TRAIN, VALID, HELDOUT = (
     "comparisons/train.jsonl",
@@ -163,7 +168,7 @@ def collect(
     return metrics
 
 
-COMPARISONS_CODE = import_closure_digest("tasks.comparisons")
+COMPARISONS_CODE = import_closure_digest("instructflow.tasks.comparisons")
 
 
 @task(**prefect_options("comparisons", COMPARISONS_CODE, retries=1))

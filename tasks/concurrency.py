@@ -19,7 +19,7 @@ from prefect.concurrency.sync import concurrency
 from prefect.exceptions import ObjectNotFound
 
 # A held slot's lease is renewed while its holder lives; a server running the
-# repossessor frees it this long after the holder died (tasks.leftovers frees
+# repossessor frees it this long after the holder died (instructflow.tasks.leftovers frees
 # it at once where no server would).
 LEASE_SECONDS = 60.0  # the shortest lease Prefect accepts
 TRAINING = "instructflow-training"

@@ -19,12 +19,18 @@ import mlflow.data
 import pandas as pd
 from prefect import task
 
-from tasks import data_version, layout, tracking
-from tasks.stage import import_closure_digest, mark_done, prefect_options
-from tasks.tables import TableError, check_user_splits, load_table, read_jsonl, write_jsonl
-from world.build import build_world
-from world.people import pairwise_agreement
-from world.profiles import PROFILES
+from instructflow.tasks import data_version, layout, tracking
+from instructflow.tasks.stage import import_closure_digest, mark_done, prefect_options
+from instructflow.tasks.tables import (
+    TableError,
+    check_user_splits,
+    load_table,
+    read_jsonl,
+    write_jsonl,
+)
+from instructflow.world.build import build_world
+from instructflow.world.people import pairwise_agreement
+from instructflow.world.profiles import PROFILES
 
 DEFAULT_DATA_SEED = 0
 
@@ -168,7 +174,7 @@ def summary_metrics(summary: DataSummary) -> dict[str, float]:
 
 # --- Prefect wrappers -------------------------------------------------------
 
-DATA_CODE = import_closure_digest("tasks.data")
+DATA_CODE = import_closure_digest("instructflow.tasks.data")
 
 
 @task(name="restore-data", version=DATA_CODE)

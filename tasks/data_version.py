@@ -5,13 +5,12 @@ should be: it restores data/ (dvc pull, or regeneration checked against
 data.dvc) and refuses on a mismatch unless explicitly allowed.
 """
 
-import os
 from pathlib import Path
 
 import yaml
 
-# DVC's usage analytics would try the network; none is reachable here.
-os.environ.setdefault("DVC_NO_ANALYTICS", "1")
+# DVC's usage analytics would try the network: DVC_NO_ANALYTICS is among the
+# defaults the CLI and the flows set (instructflow.tasks.env), not set on import here.
 
 
 class DataMismatchError(RuntimeError):

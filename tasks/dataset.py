@@ -10,9 +10,9 @@ prompts PPO and evaluation use the preferences' prompts.
 problem of every table, each naming file, row and field), turns the three
 preference shapes into K-wise comparisons (K = 2..9; a pair is K = 2),
 checks lengths against the base model's context, and assigns splits
-(tasks.splits). Nothing is trained on a dataset that fails: the TableError
+(instructflow.tasks.splits). Nothing is trained on a dataset that fails: the TableError
 lists what to fix. ``write_layout`` then writes the tables in the layout the
-stages read (tasks.layout), so SFT, the reward model, PPO and evaluation run
+stages read (instructflow.tasks.layout), so SFT, the reward model, PPO and evaluation run
 on a user's data through the same code as on the embedded world.
 """
 
@@ -29,12 +29,12 @@ import pandas as pd
 import pandera.pandas as pa
 from pydantic import BaseModel, ConfigDict, Field
 
-from tasks import dataset_schemas as ds
-from tasks import splits
-from tasks.conversations import as_messages, has_chat_template, render, shared_prompt
-from tasks.lengths import LengthCheck
-from tasks.schemas import ROW_CHECK_FIELDS
-from tasks.tables import Problem, TableError, _read_rows, _schema_problems
+from instructflow.tasks import dataset_schemas as ds
+from instructflow.tasks import splits
+from instructflow.tasks.conversations import as_messages, has_chat_template, render, shared_prompt
+from instructflow.tasks.lengths import LengthCheck
+from instructflow.tasks.schemas import ROW_CHECK_FIELDS
+from instructflow.tasks.tables import Problem, TableError, _read_rows, _schema_problems
 
 FORMATS = (".jsonl", ".parquet")
 COMPARISONS_DIR = "comparisons"  # written beside the layout: the stage's train/valid/heldout

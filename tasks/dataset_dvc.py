@@ -13,7 +13,7 @@ from pathlib import Path
 
 import yaml
 
-from tasks.dataset import load_dataset
+from instructflow.tasks.dataset import load_dataset
 
 
 class OutsideProject(ValueError):
@@ -75,7 +75,7 @@ def dataset_version(folder: Path) -> dict | None:
 
 def version_tags(folder: Path, allow_mismatch: bool) -> dict[str, str]:
     """MLflow tags naming the dataset's DVC version; refuses a dataset that differs from its .dvc file."""
-    from tasks.data_version import DataMismatchError
+    from instructflow.tasks.data_version import DataMismatchError
 
     version = dataset_version(folder)
     if version is None:

@@ -1,10 +1,10 @@
 """pandera schemas of a user's dataset tables, and how a preferences table's shape is recognised.
 
 These validate the tables as the user wrote them (JSONL or Parquet), before
-they are normalised to the pipeline's own tables (tasks.schemas). Optional
+they are normalised to the pipeline's own tables (instructflow.tasks.schemas). Optional
 columns may be absent or null; other columns are ignored (and listed in the
 data summary), so an export from another tool with extra metadata loads.
-Checks follow tasks.schemas' rules: element-wise, one message per bad cell,
+Checks follow instructflow.tasks.schemas' rules: element-wise, one message per bad cell,
 row-wise checks registered with the field they are about.
 """
 
@@ -16,9 +16,9 @@ from typing import Any
 import pandas as pd
 import pandera.pandas as pa
 
-from tasks import schemas
-from tasks.conversations import CONVERSATION_PROBLEMS, conversation_problem
-from tasks.schemas import (
+from instructflow.tasks import schemas
+from instructflow.tasks.conversations import CONVERSATION_PROBLEMS, conversation_problem
+from instructflow.tasks.schemas import (
     _CONTROL_RE,
     _SURROGATE_RE,
     SPLITS,
@@ -45,7 +45,7 @@ def _check(fn: Callable[[Any], bool], error: str, required: bool = True) -> pa.C
 
 
 def _text(description: str, required: bool = True) -> pa.Column:
-    """A non-empty string without control characters (one message per problem, as in tasks.schemas)."""
+    """A non-empty string without control characters (one message per problem, as in instructflow.tasks.schemas)."""
     checks = [
         _check(lambda v: isinstance(v, str), schemas.NOT_A_STRING, required),
         _check(lambda v: not isinstance(v, str) or bool(v.strip()), schemas.EMPTY, required),

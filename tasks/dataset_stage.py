@@ -1,8 +1,8 @@
 """The stages a user's dataset adds: import (validate, normalise, split) and comparisons (the dataset's own).
 
-- `import_dataset`: tasks.dataset.load_dataset with the base model's
+- `import_dataset`: instructflow.tasks.dataset.load_dataset with the base model's
   tokenizer (chat template, lengths against its context), then
-  tasks.dataset_layout.write_layout into the stage's folder: every later
+  instructflow.tasks.dataset_layout.write_layout into the stage's folder: every later
   stage reads its tables from there, as it reads data/<profile> on the
   embedded world. What the import found goes to MLflow (`data/...`).
 - `comparisons`: the dataset's preferences replace sampling from SFT and the
@@ -21,13 +21,18 @@ import mlflow
 from prefect import task
 from transformers import AutoConfig, AutoTokenizer
 
-from models.lm import context_length
-from tasks import tracking
-from tasks.dataset import DatasetConfig, load_dataset
-from tasks.dataset_layout import COMPARISONS, HELDOUT, write_layout
-from tasks.lengths import LengthCheck
-from tasks.stage import fresh_output_dir, import_closure_digest, mark_done, prefect_options
-from tasks.tables import read_jsonl
+from instructflow.models.lm import context_length
+from instructflow.tasks import tracking
+from instructflow.tasks.dataset import DatasetConfig, load_dataset
+from instructflow.tasks.dataset_layout import COMPARISONS, HELDOUT, write_layout
+from instructflow.tasks.lengths import LengthCheck
+from instructflow.tasks.stage import (
+    fresh_output_dir,
+    import_closure_digest,
+    mark_done,
+    prefect_options,
+)
+from instructflow.tasks.tables import read_jsonl
 
 DATA_FOLDER = "data"  # under the import stage's output folder
 
@@ -73,7 +78,9 @@ def comparison_metrics(folder: Path) -> dict[str, float]:
 # --- Prefect wrappers -------------------------------------------------------------
 
 
-@task(**prefect_options("import-dataset", import_closure_digest("tasks.dataset_stage")))
+@task(
+    **prefect_options("import-dataset", import_closure_digest("instructflow.tasks.dataset_stage"))
+)
 def import_dataset_task(
     data_dir: str,
     base_model: str,
@@ -112,7 +119,11 @@ def import_dataset_task(
         )
 
 
-@task(**prefect_options("dataset-comparisons", import_closure_digest("tasks.dataset_stage")))
+@task(
+    **prefect_options(
+        "dataset-comparisons", import_closure_digest("instructflow.tasks.dataset_stage")
+    )
+)
 def comparisons_task(profile_dir: str, out_dir: str, parent_run_id: str) -> dict:
     """The dataset's preferences as the reward model's comparisons (train/valid; heldout = test split)."""
     out = fresh_output_dir(out_dir)

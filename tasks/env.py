@@ -1,33 +1,60 @@
-"""Environment defaults Prefect must see before it is imported.
+"""The environment a pipeline run sets for Prefect, Hugging Face and DVC, unless you did.
 
-tasks/__init__.py imports it, so it runs before any stage module imports prefect.
-setdefault: anything the user exported wins.
+Importing a project module never changes the process's environment. The
+`instructflow` command line calls `apply_defaults()` first thing, before it
+imports Prefect (which reads its settings once, when it is imported), and the
+flows call it at their start (in a deployment run Prefect is already imported
+by then: the worker's environment decides its settings; `make serve` starts
+the worker with these defaults). Your own code calls it, or sets what it
+needs, before importing Prefect or transformers.
+
+Every variable is set only when unset: anything you export wins.
+`python -m instructflow.tasks.env` prints them as shell `export` lines.
 """
 
 import os
+import shlex
+from collections.abc import MutableMapping
 
-from tasks.paths import project_root, runs_dir
+from instructflow.tasks.paths import project_root, runs_dir
 
-# Prefect's home (its ephemeral server's database, settings) belongs to the
-# project, not to ~/.prefect: two checkouts never see each other's runs or
-# concurrency slots.
-os.environ.setdefault("PREFECT_HOME", str(project_root() / ".prefect"))
 
-# Prefect's ephemeral server (used when PREFECT_API_URL is unset) migrates its
-# database on first start, which takes ~30 s on a 2-core machine: more than
-# the default start-up timeout.
-os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180")
-# Keep cached task results with the project, beside the outputs they point to.
-os.environ.setdefault("PREFECT_LOCAL_STORAGE_PATH", str(runs_dir() / "prefect-results"))
-os.environ.setdefault("PREFECT_RESULTS_PERSIST_BY_DEFAULT", "true")
-# DVC and Prefect's server would otherwise try to send usage analytics over a
-# network we do not have (Prefect's heartbeat logs an ERROR each time it fails).
-os.environ.setdefault("DVC_NO_ANALYTICS", "1")
-os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
-# Quieter logs: transformers and tokenizers warn about things we do on purpose.
-os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-# transformers draws a "Loading weights" bar for every model it opens; at these
-# sizes each lasts a blink and dozens of them bury the pipeline's own progress.
-os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+def defaults() -> dict[str, str]:
+    """The variables and their defaults, for the project root found from here."""
+    return {
+        # Prefect's home (its ephemeral server's database, settings) belongs to the
+        # project, not to ~/.prefect: two checkouts never see each other's runs or
+        # concurrency slots.
+        "PREFECT_HOME": str(project_root() / ".prefect"),
+        # Prefect's ephemeral server (used when PREFECT_API_URL is unset) migrates its
+        # database on first start, which takes ~30 s on a 2-core machine: more than
+        # the default start-up timeout.
+        "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "180",
+        # Keep cached task results with the project, beside the outputs they point to.
+        "PREFECT_LOCAL_STORAGE_PATH": str(runs_dir() / "prefect-results"),
+        "PREFECT_RESULTS_PERSIST_BY_DEFAULT": "true",
+        # DVC and Prefect's server would otherwise try to send usage analytics over a
+        # network we do not have (Prefect's heartbeat logs an ERROR each time it fails).
+        "DVC_NO_ANALYTICS": "1",
+        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+        # Quieter logs: transformers and tokenizers warn about things we do on purpose.
+        "TOKENIZERS_PARALLELISM": "false",
+        "TRANSFORMERS_VERBOSITY": "error",
+        # Offline unless you say otherwise (HF_HUB_OFFLINE=0 fetches a Hub id).
+        "HF_HUB_OFFLINE": "1",
+        # transformers draws a "Loading weights" bar for every model it opens; at these
+        # sizes each lasts a blink and dozens of them bury the pipeline's own progress.
+        "HF_HUB_DISABLE_PROGRESS_BARS": "1",
+    }
+
+
+def apply_defaults(environ: MutableMapping[str, str] = os.environ) -> dict[str, str]:
+    """Set every default that `environ` lacks; return what was set."""
+    added = {name: value for name, value in defaults().items() if name not in environ}
+    environ.update(added)
+    return added
+
+
+if __name__ == "__main__":
+    for name, value in apply_defaults(dict(os.environ)).items():
+        print(f"export {name}={shlex.quote(value)}")

@@ -17,20 +17,25 @@ import torch
 from prefect import task
 from pydantic import BaseModel, ConfigDict, Field
 
-from models.batching import encode_prompt
-from models.lm import context_length, load_causal_lm
-from models.lm_training import pack_corpus, perplexity
-from models.reward_model import encode_for_reward, reward_model_from_causal_lm, rewards
-from models.sampling import generate, sequence_logprobs, text_response_logprobs
-from models.tokenizer import tokenizer_digest
-from tasks import layout, tracking
-from tasks.judge import HeldOutJudge
-from tasks.judge_trust import agreement_block, agreement_metrics
-from tasks.stage import fresh_output_dir, import_closure_digest, mark_done, prefect_options
-from tasks.stats import prompt_mean_with_ci
-from tasks.tables import read_jsonl, write_jsonl
-from world.gold import admits_unknown, is_refusal, words
-from world.judge import GoldJudge, LabelerPool
+from instructflow.models.batching import encode_prompt
+from instructflow.models.lm import context_length, load_causal_lm
+from instructflow.models.lm_training import pack_corpus, perplexity
+from instructflow.models.reward_model import encode_for_reward, reward_model_from_causal_lm, rewards
+from instructflow.models.sampling import generate, sequence_logprobs, text_response_logprobs
+from instructflow.models.tokenizer import tokenizer_digest
+from instructflow.tasks import layout, tracking
+from instructflow.tasks.judge import HeldOutJudge
+from instructflow.tasks.judge_trust import agreement_block, agreement_metrics
+from instructflow.tasks.stage import (
+    fresh_output_dir,
+    import_closure_digest,
+    mark_done,
+    prefect_options,
+)
+from instructflow.tasks.stats import prompt_mean_with_ci
+from instructflow.tasks.tables import read_jsonl, write_jsonl
+from instructflow.world.gold import admits_unknown, is_refusal, words
+from instructflow.world.judge import GoldJudge, LabelerPool
 
 
 class EvalConfig(BaseModel):
@@ -80,7 +85,7 @@ def load_test_prompts(profile_dir: Path, cfg: EvalConfig) -> tuple[list[str], li
 
 def fewshot_prefix(profile_dir: Path, n: int) -> str:
     """A few labeler demonstrations from training users, one per family, in the prompt format."""
-    from models.formatting import format_prompt, format_response
+    from instructflow.models.formatting import format_prompt, format_response
 
     seen, parts = set(), []
     for row in read_jsonl(profile_dir / layout.SFT_TRAIN):
@@ -135,8 +140,8 @@ def _sft_logprobs(sft, tokenizer, prompts: list[str], ro) -> torch.Tensor:
 
     Only for a policy that shares SFT's tokenizer: the sampled ids are SFT's ids too.
     """
-    from models.batching import pad_batch
-    from models.sampling import encode_prompts
+    from instructflow.models.batching import pad_batch
+    from instructflow.models.sampling import encode_prompts
 
     ids = encode_prompts(tokenizer, prompts)
     width = max(len(x) for x in ids)
@@ -198,7 +203,7 @@ def evaluate(
 ) -> tuple[dict, dict]:
     """Report rows for every policy, and the raw responses (for the report's samples).
 
-    With `judge_dir` (tasks.judge's output), the held-out judge also compares
+    With `judge_dir` (instructflow.tasks.judge's output), the held-out judge also compares
     every sample with its SFT reference, beside the held-out labelers.
     """
     prompts, ids = load_test_prompts(profile_dir, cfg)
@@ -317,7 +322,7 @@ def head_to_head(
 
 # --- Prefect wrapper ------------------------------------------------------------
 
-EVAL_CODE = import_closure_digest("tasks.evaluation")
+EVAL_CODE = import_closure_digest("instructflow.tasks.evaluation")
 
 
 def flat_metrics(rows: dict) -> dict[str, float]:

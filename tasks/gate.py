@@ -12,7 +12,7 @@ from dataclasses import dataclass, replace
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from tasks.judge_trust import judge_is_trustworthy
+from instructflow.tasks.judge_trust import judge_is_trustworthy
 
 
 class GateConfig(BaseModel):

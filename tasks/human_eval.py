@@ -16,8 +16,8 @@ import json
 import random
 from pathlib import Path
 
-from tasks.stats import mean_with_ci
-from tasks.tables import Problem, TableError
+from instructflow.tasks.stats import mean_with_ci
+from instructflow.tasks.tables import Problem, TableError
 
 LIKERT = range(1, 8)
 CSV_FIELDS = ["item_id", "prompt", "label", "response", "rank", "likert"]

@@ -1,14 +1,14 @@
 """Checks of a run's inputs that need more than one table's schema.
 
 Each function returns a list of `Problem`s (file, row, field, message) and
-never raises on bad input: tasks.preflight gathers them all into one refusal.
+never raises on bad input: instructflow.tasks.preflight gathers them all into one refusal.
 
 - `base_model_problems`: a base-model directory is one `AutoModelForCausalLM`
   can load (config, weights, tokenizer), read without loading the weights;
 - `human_comparisons_problems`: a file of human comparisons the reward-model
   stage can train on (schema, train and valid rows, one K, no test users);
 - `length_problems`: every row fits the model's context, as the stages
-  encode it (tasks.lengths.LengthCheck).
+  encode it (instructflow.tasks.lengths.LengthCheck).
 """
 
 from __future__ import annotations
@@ -21,11 +21,11 @@ from typing import Any
 
 import pandas as pd
 
-from models.batching import encode_prompt
-from models.formatting import format_prompt, format_response
-from tasks.lengths import LengthCheck
-from tasks.stage import content_digest
-from tasks.tables import LINE, Problem, TableError, load_table
+from instructflow.models.batching import encode_prompt
+from instructflow.models.formatting import format_prompt, format_response
+from instructflow.tasks.lengths import LengthCheck
+from instructflow.tasks.stage import content_digest
+from instructflow.tasks.tables import LINE, Problem, TableError, load_table
 
 WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin")
 CONTEXT_FIELDS = ("max_position_embeddings", "n_positions", "n_ctx", "max_sequence_length")
@@ -171,7 +171,7 @@ def human_comparisons_problems(
         if k != first_k:
             message = f"K={k} responses here but K={first_k} on row {first_row}: the reward model trains on one K"
             problems.append(Problem(file, int(row), "responses", message))
-    from tasks.tables import check_user_splits
+    from instructflow.tasks.tables import check_user_splits
 
     try:
         check_user_splits({**prompt_tables, file: frame})

@@ -1,6 +1,6 @@
 """SIGINT and SIGTERM: stop a run within seconds, with a checkpoint, leaving nothing RUNNING.
 
-The first signal asks the training loops to stop (models.checkpoints): the
+The first signal asks the training loops to stop (instructflow.models.checkpoints): the
 running loop saves a checkpoint after its current step and raises
 TrainingInterrupted, a KeyboardInterrupt, which no retry catches: the stage's
 and the pipeline's MLflow runs end KILLED (tracking.killed_on_interrupt) and
@@ -15,7 +15,7 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from models.checkpoints import clear_stop, request_stop, stop_honoured, stop_requested
+from instructflow.models.checkpoints import clear_stop, request_stop, stop_honoured, stop_requested
 
 SIGNALS = (signal.SIGINT, signal.SIGTERM)
 received: list[int] = []  # the signals of the current run, first first

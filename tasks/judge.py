@@ -10,7 +10,7 @@ stage writes; on a user dataset: the test split's preferences) and judges
 the policies' samples against SFT's.
 
 The judge is trained by the reward model's own function
-(`tasks.reward_model.train_reward_model`: the SFT network with a scalar
+(`instructflow.tasks.reward_model.train_reward_model`: the SFT network with a scalar
 head, the K-wise loss, resumable) on a folder holding the judge's rows
 only, so judge and RM differ by their data alone. It is initialised from
 SFT as the RM is. Having no rankings to spare for validation, it picks its
@@ -34,17 +34,22 @@ import torch
 from prefect import task
 from pydantic import BaseModel, ConfigDict, Field
 
-from models.lm import context_length
-from models.numeric import in_stage
-from models.ranking_loss import pairwise_accuracy
-from models.reward_model import encode_for_reward, reward_model_from_causal_lm, rewards
-from tasks import checkpoints, comparisons, tracking
-from tasks.concurrency import training_slot
-from tasks.judge_trust import KIND
-from tasks.reward_model import RewardModelConfig, ranking_tensor, score_rows, train_reward_model
-from tasks.stage import import_closure_digest, mark_done, prefect_options
-from tasks.stats import prompt_mean_with_ci
-from tasks.tables import read_jsonl, write_jsonl
+from instructflow.models.lm import context_length
+from instructflow.models.numeric import in_stage
+from instructflow.models.ranking_loss import pairwise_accuracy
+from instructflow.models.reward_model import encode_for_reward, reward_model_from_causal_lm, rewards
+from instructflow.tasks import checkpoints, comparisons, tracking
+from instructflow.tasks.concurrency import training_slot
+from instructflow.tasks.judge_trust import KIND
+from instructflow.tasks.reward_model import (
+    RewardModelConfig,
+    ranking_tensor,
+    score_rows,
+    train_reward_model,
+)
+from instructflow.tasks.stage import import_closure_digest, mark_done, prefect_options
+from instructflow.tasks.stats import prompt_mean_with_ci
+from instructflow.tasks.tables import read_jsonl, write_jsonl
 
 # The prompt texts the judge trained on, so its agreement with gold can be read on unseen ones.
 TRAINED_PROMPTS = "trained_prompts.json"
@@ -348,7 +353,7 @@ class HeldOutJudge:
 
 # --- Prefect wrapper ------------------------------------------------------------
 
-JUDGE_CODE = import_closure_digest("tasks.judge")
+JUDGE_CODE = import_closure_digest("instructflow.tasks.judge")
 
 
 @task(**prefect_options("judge", JUDGE_CODE, retries=1))

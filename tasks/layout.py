@@ -1,8 +1,8 @@
 """Where each table lives under data/, and which fields it has.
 
 The data stage writes these files; every later stage reads them through
-tasks.tables (which validates them with the pandera schemas in
-tasks.schemas). Paths are relative to the data directory.
+instructflow.tasks.tables (which validates them with the pandera schemas in
+instructflow.tasks.schemas). Paths are relative to the data directory.
 """
 
 # Prompt tables: prompt_id, user_id, split, family, prompt

@@ -24,7 +24,7 @@ from pathlib import Path
 
 from mlflow import MlflowClient
 
-from tasks.paths import project_root, runs_dir
+from instructflow.tasks.paths import project_root, runs_dir
 
 LIVE = ".live"
 TAG_TOKEN, TAG_HOST, TAG_ROOT = "instructflow_live_token", "instructflow_host", "instructflow_root"

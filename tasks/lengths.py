@@ -1,7 +1,7 @@
 """Length checks of a user's rows against the base model's context, at validation time.
 
 A row fits when every (prompt, response) pair, encoded exactly as SFT and the
-reward model encode it (models.batching.encode_pair: prompt format, response,
+reward model encode it (instructflow.models.batching.encode_pair: prompt format, response,
 EOS), fits the context, and when the prompt leaves room for `max_new_tokens`
 of sampling (comparisons, PPO and evaluation continue from the prompt).
 What happens to a row that does not fit is a setting (DatasetConfig.overlong):
@@ -14,9 +14,9 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from typing import Any
 
-from models.batching import encode_pair, encode_prompt
-from models.formatting import format_prompt
-from tasks.tables import Problem
+from instructflow.models.batching import encode_pair, encode_prompt
+from instructflow.models.formatting import format_prompt
+from instructflow.tasks.tables import Problem
 
 
 @dataclass(frozen=True)

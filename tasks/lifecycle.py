@@ -1,6 +1,6 @@
 """Start and end of a pipeline run: take this run's liveness lock, clear what killed runs left.
 
-See tasks.leftovers for why; this is the order the pipeline needs: lock
+See instructflow.tasks.leftovers for why; this is the order the pipeline needs: lock
 first (so a run starting at the same moment sees this one alive), then mark
 dead runs KILLED, then make sure the concurrency limits exist and free the
 slots dead runs held.
@@ -11,8 +11,8 @@ from contextlib import contextmanager
 
 from mlflow import MlflowClient
 
-from tasks import leftovers
-from tasks.concurrency import REGISTRY, TRAINING, ensure_limits
+from instructflow.tasks import leftovers
+from instructflow.tasks.concurrency import REGISTRY, TRAINING, ensure_limits
 
 
 def start_run(experiment_id: str, logger) -> dict[str, str]:

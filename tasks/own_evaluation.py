@@ -1,14 +1,14 @@
 """Evaluation on a user's dataset: no gold oracle, no simulated labelers.
 
 Every policy answers the test split's prompts with the same decoding setting
-as on the embedded world (tasks.evaluation.sample). Per policy the report has
+as on the embedded world (instructflow.tasks.evaluation.sample). Per policy the report has
 `gold_score: null` (there is no gold), the training reward model's score (the
 proxy PPO climbed, so not evidence of quality), KL to SFT, response length,
 and perplexity on the dataset's held-out pretraining text when it has some.
 
 Win rates against SFT come from a judge: a reward model trained only on
 held-out preferences (the test split), never on what the training RM saw.
-The judge is tasks.judge's (`judge_dir`, the judge stage's folder); without
+The judge is instructflow.tasks.judge's (`judge_dir`, the judge stage's folder); without
 one the report says `win_rate_vs_sft: null` and why, rather than letting the
 training RM grade its own policy.
 """
@@ -21,15 +21,27 @@ from pathlib import Path
 import mlflow
 from prefect import task
 
-from models.lm import load_causal_lm
-from models.lm_training import pack_corpus, perplexity
-from models.reward_model import reward_model_from_causal_lm
-from tasks import layout, tracking
-from tasks.evaluation import EvalConfig, Policy, flat_metrics, load_test_prompts, rm_scores, sample
-from tasks.judge import HeldOutJudge
-from tasks.stage import fresh_output_dir, import_closure_digest, mark_done, prefect_options
-from tasks.stats import prompt_mean_with_ci
-from tasks.tables import read_jsonl, write_jsonl
+from instructflow.models.lm import load_causal_lm
+from instructflow.models.lm_training import pack_corpus, perplexity
+from instructflow.models.reward_model import reward_model_from_causal_lm
+from instructflow.tasks import layout, tracking
+from instructflow.tasks.evaluation import (
+    EvalConfig,
+    Policy,
+    flat_metrics,
+    load_test_prompts,
+    rm_scores,
+    sample,
+)
+from instructflow.tasks.judge import HeldOutJudge
+from instructflow.tasks.stage import (
+    fresh_output_dir,
+    import_closure_digest,
+    mark_done,
+    prefect_options,
+)
+from instructflow.tasks.stats import prompt_mean_with_ci
+from instructflow.tasks.tables import read_jsonl, write_jsonl
 
 NO_JUDGE = "no held-out judge given: win rates need a judge trained on held-out preferences"
 
@@ -88,7 +100,9 @@ def evaluate_own(
     return rows, raw
 
 
-@task(**prefect_options("own-evaluation", import_closure_digest("tasks.own_evaluation")))
+@task(
+    **prefect_options("own-evaluation", import_closure_digest("instructflow.tasks.own_evaluation"))
+)
 def evaluation_task(
     policies: dict[str, dict],
     sft_dir: str,

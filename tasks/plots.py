@@ -8,7 +8,7 @@ matplotlib.use("Agg")  # no display on servers and CI
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from tasks.report import POLICY_NAMES  # noqa: E402
+from instructflow.tasks.report import POLICY_NAMES  # noqa: E402
 
 
 def _ordered(policies: dict) -> list[str]:

@@ -19,25 +19,25 @@ from pathlib import Path
 import mlflow
 from prefect import task
 
-from models.lm import load_causal_lm, save_model
-from models.lm_training import pack_corpus, perplexity
-from models.lora import add_lora, merged, trainable_fraction
-from models.numeric import in_stage
-from models.ppo import PPOTrainer
-from models.ppo_loop import ppo_train
-from models.reward_model import reward_model_from_causal_lm
-from models.runtime import PeakMemory
-from tasks import interrupts, layout, tracking
-from tasks.checkpoints import finish, prepare_out_dir
-from tasks.concurrency import training_slot
-from tasks.ppo_config import PPOStageConfig, trainer_hyper
-from tasks.ppo_plot import plot_curve
-from tasks.ppo_resume import find_resume, read_resume, write_resume
-from tasks.ppo_selection import new_history, record_evaluation
-from tasks.stage import import_closure_digest, mark_done, prefect_options
-from tasks.stats import standard_error
-from tasks.tables import load_table, read_jsonl
-from world.judge import GoldJudge
+from instructflow.models.lm import load_causal_lm, save_model
+from instructflow.models.lm_training import pack_corpus, perplexity
+from instructflow.models.lora import add_lora, merged, trainable_fraction
+from instructflow.models.numeric import in_stage
+from instructflow.models.ppo import PPOTrainer
+from instructflow.models.ppo_loop import ppo_train
+from instructflow.models.reward_model import reward_model_from_causal_lm
+from instructflow.models.runtime import PeakMemory
+from instructflow.tasks import interrupts, layout, tracking
+from instructflow.tasks.checkpoints import finish, prepare_out_dir
+from instructflow.tasks.concurrency import training_slot
+from instructflow.tasks.ppo_config import PPOStageConfig, trainer_hyper
+from instructflow.tasks.ppo_plot import plot_curve
+from instructflow.tasks.ppo_resume import find_resume, read_resume, write_resume
+from instructflow.tasks.ppo_selection import new_history, record_evaluation
+from instructflow.tasks.stage import import_closure_digest, mark_done, prefect_options
+from instructflow.tasks.stats import standard_error
+from instructflow.tasks.tables import load_table, read_jsonl
+from instructflow.world.judge import GoldJudge
 
 CURVE_JSON = "overoptimization.json"
 CURVE_PNG = "overoptimization.png"
@@ -244,7 +244,7 @@ def _log_to_mlflow(stage: str, step: int, metrics: dict[str, float]) -> None:
         )
 
 
-PPO_CODE = import_closure_digest("tasks.ppo")
+PPO_CODE = import_closure_digest("instructflow.tasks.ppo")
 
 
 @task(**prefect_options("ppo", PPO_CODE, retries=1))

@@ -1,14 +1,14 @@
 """The PPO / PPO-ptx stage's configuration: the math's settings plus what only the stage reads.
 
-`PPOStageConfig` extends `models.ppo_config.PPOHyper`, so every field is
+`PPOStageConfig` extends `instructflow.models.ppo_config.PPOHyper`, so every field is
 declared (with its description and default) exactly once; `trainer_hyper`
 is the one place that hands the trainer its part.
 """
 
 from pydantic import Field
 
-from models.ppo_config import PPOHyper
-from tasks.training_options import LoraOptions
+from instructflow.models.ppo_config import PPOHyper
+from instructflow.tasks.training_options import LoraOptions
 
 
 class PPOStageConfig(PPOHyper):

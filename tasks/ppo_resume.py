@@ -1,7 +1,7 @@
 """The PPO stage's resume checkpoints: the whole training state in out_dir/resume, atomically.
 
 Every `checkpoint_every` iterations the trainer's state (weights, optimizers,
-KL controller, RNGs: models.ppo_state), the monitor history and the best
+KL controller, RNGs: instructflow.models.ppo_state), the monitor history and the best
 policy so far are written here; a run killed half-way and started again with
 the same parameters has the same out_dir and continues from the newest one
 that passes its digest check.
@@ -10,8 +10,8 @@ that passes its digest check.
 import json
 from pathlib import Path
 
-from models.checkpoints import CheckpointStore
-from tasks.checkpoints import RESUME
+from instructflow.models.checkpoints import CheckpointStore
+from instructflow.tasks.checkpoints import RESUME
 
 
 def _store(out_dir: Path) -> CheckpointStore:

@@ -17,7 +17,7 @@ stops the run. Those use the RM only:
 
 import torch
 
-from tasks.ppo_config import PPOStageConfig
+from instructflow.tasks.ppo_config import PPOStageConfig
 
 
 def new_history() -> dict:

@@ -28,17 +28,17 @@ from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 from prefect.states import Failed
 
-from tasks import data, layout
-from tasks.data_version import DataMismatchError
-from tasks.input_checks import (
+from instructflow.tasks import data, layout
+from instructflow.tasks.data_version import DataMismatchError
+from instructflow.tasks.input_checks import (
     base_model_problems,
     human_comparisons_problems,
     length_problems,
     table_problems,
 )
-from tasks.paths import runs_dir
-from tasks.stage import content_digest, import_closure_digest, mark_done, stage_key
-from tasks.tables import Problem, TableError, check_user_splits
+from instructflow.tasks.paths import runs_dir
+from instructflow.tasks.stage import content_digest, import_closure_digest, mark_done, stage_key
+from instructflow.tasks.tables import Problem, TableError, check_user_splits
 
 PARAMS = "params"  # the "file" of problems found in the run's parameters
 
@@ -115,7 +115,7 @@ def check_inputs(params: Any, profile_dir: Path) -> None:
 
 
 def _length_problems(params, profile_dir, frames, human, context, tokenizer) -> list[Problem]:
-    from tasks.evaluation import fewshot_prefix
+    from instructflow.tasks.evaluation import fewshot_prefix
 
     evaluation = params.stage("evaluation")
     sampled = {
@@ -162,8 +162,8 @@ def _embedded_tokenizer(profile_dir: str, vocab_size: int):
 
     @cache
     def train():
-        from models.tokenizer import train_tokenizer
-        from tasks.base_model import tokenizer_texts
+        from instructflow.models.tokenizer import train_tokenizer
+        from instructflow.tasks.base_model import tokenizer_texts
 
         return train_tokenizer(tokenizer_texts(Path(profile_dir)), vocab_size)
 
@@ -172,7 +172,7 @@ def _embedded_tokenizer(profile_dir: str, vocab_size: int):
 
 # --- the gate a run passes first ----------------------------------------------------
 
-PREFLIGHT_CODE = import_closure_digest("tasks.preflight")
+PREFLIGHT_CODE = import_closure_digest("instructflow.tasks.preflight")
 
 
 def _passed_key(params: Any, md5: str) -> str:
@@ -223,7 +223,7 @@ def refuse(message: str) -> Failed:
 
 def record_refusal(params: Any, message: str) -> str:
     """For a refusal before the flow starts (the CLI): a parent run, FAILED, with the reason."""
-    from tasks import tracking
+    from instructflow.tasks import tracking
 
     tracking.setup()
     tags = {"profile": params.profile, "seed": str(params.seed), "refused": "true"}

@@ -11,8 +11,8 @@ from typing import Literal
 
 from mlflow import MlflowClient
 
-from tasks.model_card import approval_section
-from tasks.registry import champion_version
+from instructflow.tasks.model_card import approval_section
+from instructflow.tasks.registry import champion_version
 
 Decision = Literal["approved", "rejected", "timeout"]
 

@@ -86,7 +86,7 @@ def _gpu() -> str | None:
 
 def _git(root: Path) -> tuple[str, bool | None]:
     """(commit, clean) of the code that runs; clean is None outside a git checkout."""
-    from tasks.tracking import git_commit
+    from instructflow.tasks.tracking import git_commit
 
     commit = git_commit(root)
     if commit == "unknown":

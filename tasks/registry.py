@@ -29,15 +29,15 @@ from prefect import task
 from prefect.artifacts import create_markdown_artifact
 from pydantic import BaseModel, ConfigDict, Field
 
-from models.lm import load_causal_lm
-from models.tokenizer import tokenizer_digest
-from tasks import gate_margin, tracking
-from tasks.concurrency import registry_slot
-from tasks.evaluation import EvalConfig, Policy, head_to_head
-from tasks.gate import GateConfig, GateDecision, decide, gate_markdown
-from tasks.model_card import model_card
-from tasks.registry_snapshot import RegistrySnapshot
-from tasks.stage import import_closure_digest, mark_done, prefect_options
+from instructflow.models.lm import load_causal_lm
+from instructflow.models.tokenizer import tokenizer_digest
+from instructflow.tasks import gate_margin, tracking
+from instructflow.tasks.concurrency import registry_slot
+from instructflow.tasks.evaluation import EvalConfig, Policy, head_to_head
+from instructflow.tasks.gate import GateConfig, GateDecision, decide, gate_markdown
+from instructflow.tasks.model_card import model_card
+from instructflow.tasks.registry_snapshot import RegistrySnapshot
+from instructflow.tasks.stage import import_closure_digest, mark_done, prefect_options
 
 POLICY_MODEL = "instructflow-policy"
 REWARD_MODEL = "instructflow-reward-model"
@@ -123,7 +123,7 @@ def gate_opponent(client: MlflowClient, policy_dir: str, name: str = POLICY_MODE
 def log_policy(model_dir: str, name: str):
     """The policy in MLflow's transformers flavor: `mlflow.transformers.load_model` gives a
     text-generation pipeline and `mlflow models serve` serves it, with no project code."""
-    from models.lm import load_causal_lm
+    from instructflow.models.lm import load_causal_lm
 
     model, tokenizer = load_causal_lm(model_dir)
     return mlflow.transformers.log_model(
@@ -241,9 +241,9 @@ def choose_incumbent(
 # --- Prefect wrapper ------------------------------------------------------------
 
 REGISTRY_CODE = import_closure_digest(
-    "tasks.registry",
+    "instructflow.tasks.registry",
     # loaded by MLflow as code files with the registered models, not imported
-    "tasks.serving.reward_model",
+    "instructflow.tasks.serving.reward_model",
 )
 
 

@@ -1,7 +1,7 @@
 """The run report: report.json (the contract every stage fills) and report.md.
 
 Written to reports/<mlflow run id>/ after the evaluation; copied to
-reports/latest/ only when the run completes (tasks.run_status), then logged
+reports/latest/ only when the run completes (instructflow.tasks.run_status), then logged
 to the MLflow parent run. A failed run's folder says where it stopped.
 """
 

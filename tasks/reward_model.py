@@ -1,6 +1,6 @@
 """Reward-model stage: the SFT network with a scalar head, trained on K-wise rankings.
 
-All C(K,2) pairs of one prompt form one batch element (models.ranking_loss),
+All C(K,2) pairs of one prompt form one batch element (instructflow.models.ranking_loss),
 so a prompt's comparisons never overfit by being seen as separate examples.
 After training, a bias makes labelers' demonstrations score mean 0.
 """
@@ -14,24 +14,30 @@ import torch
 from prefect import task
 from pydantic import Field
 
-from models.checkpoints import after_step
-from models.lm import context_length
-from models.lm_training import OptimConfig, _optimizer, guarded_step, loop_state, restore_loop
-from models.lora import add_lora, merge_saved_adapter, trainable_fraction
-from models.numeric import in_stage
-from models.ranking_loss import bias_to_center, kwise_ranking_loss, pairwise_accuracy
-from models.reward_model import (
+from instructflow.models.checkpoints import after_step
+from instructflow.models.lm import context_length
+from instructflow.models.lm_training import (
+    OptimConfig,
+    _optimizer,
+    guarded_step,
+    loop_state,
+    restore_loop,
+)
+from instructflow.models.lora import add_lora, merge_saved_adapter, trainable_fraction
+from instructflow.models.numeric import in_stage
+from instructflow.models.ranking_loss import bias_to_center, kwise_ranking_loss, pairwise_accuracy
+from instructflow.models.reward_model import (
     encode_for_reward,
     reward_model_from_causal_lm,
     rewards,
     set_reward_offset,
 )
-from models.runtime import PeakMemory, enable_gradient_checkpointing, make_accelerator
-from tasks import checkpoints, comparisons, layout, tracking
-from tasks.concurrency import training_slot
-from tasks.stage import import_closure_digest, mark_done, prefect_options
-from tasks.tables import read_jsonl
-from tasks.training_options import SupervisedOptions
+from instructflow.models.runtime import PeakMemory, enable_gradient_checkpointing, make_accelerator
+from instructflow.tasks import checkpoints, comparisons, layout, tracking
+from instructflow.tasks.concurrency import training_slot
+from instructflow.tasks.stage import import_closure_digest, mark_done, prefect_options
+from instructflow.tasks.tables import read_jsonl
+from instructflow.tasks.training_options import SupervisedOptions
 
 # Metric-name prefix of the per-family accuracy against gold (held-out prompts).
 BY_FAMILY_PREFIX = "rm/accuracy_vs_gold/"
@@ -67,7 +73,7 @@ def score_rows(
 
 
 def ranking_tensor(rows: list[dict], device=None) -> torch.Tensor:
-    """Rankings [N, K_max], best first; a row with fewer responses is padded with -1 (models.ranking_loss)."""
+    """Rankings [N, K_max], best first; a row with fewer responses is padded with -1 (instructflow.models.ranking_loss)."""
     width = max(len(row["ranking"]) for row in rows)
     padded = [row["ranking"] + [-1] * (width - len(row["ranking"])) for row in rows]
     return torch.tensor(padded, device=device)
@@ -253,7 +259,7 @@ def train_reward_model(
     }
 
 
-RM_CODE = import_closure_digest("tasks.reward_model")
+RM_CODE = import_closure_digest("instructflow.tasks.reward_model")
 
 
 @task(**prefect_options("reward-model", RM_CODE, retries=1))

@@ -14,8 +14,8 @@ from contextvars import ContextVar
 from pathlib import Path
 from typing import Any
 
-from tasks import report
-from tasks.paths import reports_dir
+from instructflow.tasks import report
+from instructflow.tasks.paths import reports_dir
 
 _progress: ContextVar[dict | None] = ContextVar("instructflow_run_progress", default=None)
 

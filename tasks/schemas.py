@@ -1,7 +1,7 @@
 """pandera schemas for every table the pipeline reads (DESIGN.md section 4).
 
 One ``DataFrameSchema`` per table kind, strict about columns. Every check is
-written so that ``tasks.tables`` can point at one cell:
+written so that ``instructflow.tasks.tables`` can point at one cell:
 
 * columns carry no pandera dtype (``dtype=None``); types are checked element
   by element instead. A dtype check fails for the whole column at once

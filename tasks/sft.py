@@ -11,17 +11,17 @@ import mlflow
 from prefect import task
 from pydantic import Field
 
-from models.batching import encode_pair
-from models.lm import context_length, load_causal_lm, save_model
-from models.lm_training import OptimConfig, encode_demonstrations, supervised_finetune
-from models.lora import add_lora, merge_saved_adapter, trainable_fraction
-from models.numeric import in_stage
-from models.runtime import PeakMemory, enable_gradient_checkpointing
-from tasks import checkpoints, layout, tracking
-from tasks.concurrency import training_slot
-from tasks.stage import import_closure_digest, mark_done, prefect_options
-from tasks.tables import load_table
-from tasks.training_options import SupervisedOptions
+from instructflow.models.batching import encode_pair
+from instructflow.models.lm import context_length, load_causal_lm, save_model
+from instructflow.models.lm_training import OptimConfig, encode_demonstrations, supervised_finetune
+from instructflow.models.lora import add_lora, merge_saved_adapter, trainable_fraction
+from instructflow.models.numeric import in_stage
+from instructflow.models.runtime import PeakMemory, enable_gradient_checkpointing
+from instructflow.tasks import checkpoints, layout, tracking
+from instructflow.tasks.concurrency import training_slot
+from instructflow.tasks.stage import import_closure_digest, mark_done, prefect_options
+from instructflow.tasks.tables import load_table
+from instructflow.tasks.training_options import SupervisedOptions
 
 ADAPTER = "adapter"
 
@@ -126,7 +126,7 @@ def finetune(
     }
 
 
-SFT_CODE = import_closure_digest("tasks.sft")
+SFT_CODE = import_closure_digest("instructflow.tasks.sft")
 
 
 @task(**prefect_options("sft", SFT_CODE, retries=1))

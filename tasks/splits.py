@@ -16,7 +16,7 @@ import hashlib
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from tasks.tables import Problem
+from instructflow.tasks.tables import Problem
 
 SPLIT_RULES = ("user_id", "prompt_hash")
 

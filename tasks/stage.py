@@ -3,7 +3,7 @@
 A stage's key hashes (stage name, the source of the code it runs, its config,
 the keys or content digests of its inputs). The code part is
 `import_closure_digest(<the stage's module>)`: every project module the stage
-imports, found by walking its imports (tasks.code_closure), never a hand-kept
+imports, found by walking its imports (instructflow.tasks.code_closure), never a hand-kept
 list; inputs enter by `content_digest` of what is on disk, never by path. The key names the stage's output folder
 runs/<stage>/<key>/, and Prefect caches the stage's result under the same
 key, so:
@@ -21,8 +21,8 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from tasks.code_closure import import_closure_digest  # noqa: F401  (stage modules import it from here)
-from tasks.paths import runs_dir
+from instructflow.tasks.code_closure import import_closure_digest  # noqa: F401  (stage modules import it from here)
+from instructflow.tasks.paths import runs_dir
 
 ROOT = Path(__file__).resolve().parent.parent
 DONE_MARKER = "DONE.json"
@@ -172,8 +172,8 @@ def retry_only_transient(_task: Any, _task_run: Any, state: Any) -> bool:
     IndexError, KeyError and TypeError are what code raises on data it did not
     expect (an empty table, a missing field): the same input fails the same way.
     """
-    from tasks.data_version import DataMismatchError
-    from tasks.tables import TableError
+    from instructflow.tasks.data_version import DataMismatchError
+    from instructflow.tasks.tables import TableError
 
     try:
         state.result()

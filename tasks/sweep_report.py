@@ -3,8 +3,8 @@
 from collections.abc import Mapping
 from typing import Any
 
-from tasks import provenance
-from tasks.report import POLICY_NAMES
+from instructflow.tasks import provenance
+from instructflow.tasks.report import POLICY_NAMES
 
 STATS = ("mean", "sd", "min", "max")
 

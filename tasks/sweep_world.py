@@ -9,7 +9,7 @@ claim about them (scripts/claims.py) can be checked in every seed.
 from collections.abc import Mapping
 from typing import Any
 
-from tasks.sweep_stats import seed_summary
+from instructflow.tasks.sweep_stats import seed_summary
 
 # The judge's figures, by their place in a report's `judge` block.
 JUDGE_FIGURES = {

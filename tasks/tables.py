@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 import pandera.pandas as pa
 
-from tasks import schemas
+from instructflow.tasks import schemas
 
 LINE = "<line>"  # field of problems that concern a whole line, not one value
 MAX_LISTED = 20  # problems listed in a TableError's message

@@ -14,7 +14,7 @@ from pathlib import Path
 import mlflow
 from mlflow.tracking import MlflowClient
 
-from tasks.paths import mlflow_dir
+from instructflow.tasks.paths import mlflow_dir
 
 EXPERIMENT = "instructflow"
 

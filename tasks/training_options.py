@@ -2,14 +2,14 @@
 
 Declared once here (`SupervisedOptions`, the base of both stage configs), so
 the run form and a params file spell them the same way under each stage.
-The adapter settings themselves are `models.lora.LoraOptions`; precision is
-`models.runtime`'s, shared with PPO.
+The adapter settings themselves are `instructflow.models.lora.LoraOptions`; precision is
+`instructflow.models.runtime`'s, shared with PPO.
 """
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from models.lora import LoraOptions
-from models.runtime import Precision, precision_field
+from instructflow.models.lora import LoraOptions
+from instructflow.models.runtime import Precision, precision_field
 
 
 class SupervisedOptions(BaseModel):

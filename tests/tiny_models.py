@@ -4,7 +4,7 @@ from pathlib import Path
 
 from transformers import LlamaConfig, LlamaForCausalLM
 
-from models.tokenizer import train_tokenizer
+from instructflow.models.tokenizer import train_tokenizer
 
 
 def tiny_llama(folder: Path, texts: list[str], vocab_size: int = 400) -> Path:

@@ -1,6 +1,6 @@
 """Build every table of the embedded world from a profile and a seed.
 
-The result is a mapping from a path under data/ (see tasks.layout) to its
+The result is a mapping from a path under data/ (see instructflow.tasks.layout) to its
 rows. It depends only on (profile, seed): each part draws from its own
 random stream, so adding rows to one table never shifts another.
 """
@@ -8,13 +8,13 @@ random stream, so adding rows to one table never shifts another.
 import random
 from dataclasses import asdict
 
-from tasks import layout
-from world import corpus
-from world.families import ALL_FAMILIES, FAMILIES, Task, draw_task, phrase, user_prompt
-from world.names import distinct_names
-from world.people import Labeler, User, make_labelers, make_users, rank
-from world.profiles import PROFILES, SPLIT_FRACTIONS, WORLD_VERSION, WorldSize
-from world.responses import candidates, demonstration
+from instructflow.tasks import layout
+from instructflow.world import corpus
+from instructflow.world.families import ALL_FAMILIES, FAMILIES, Task, draw_task, phrase, user_prompt
+from instructflow.world.names import distinct_names
+from instructflow.world.people import Labeler, User, make_labelers, make_users, rank
+from instructflow.world.profiles import PROFILES, SPLIT_FRACTIONS, WORLD_VERSION, WorldSize
+from instructflow.world.responses import candidates, demonstration
 
 
 def _stream(seed: int, name: str) -> random.Random:
@@ -146,7 +146,7 @@ def _overlap_comparisons(
     seed: int, size: WorldSize, rm_rows: list[dict], tasks_by_id, labelers: list[Labeler]
 ) -> list[dict]:
     """Candidates for some RM prompts, each ranked by two different training labelers."""
-    from world.gold import score
+    from instructflow.world.gold import score
 
     rng = _stream(seed, "overlap")
     rows = []

@@ -12,8 +12,8 @@ the "alignment tax" here.
 
 import random
 
-from world.families import CHECKABLE, FAMILIES, draw_task, phrase
-from world.names import NOUNS, PEOPLE
+from instructflow.world.families import CHECKABLE, FAMILIES, draw_task, phrase
+from instructflow.world.names import NOUNS, PEOPLE
 
 FACT_SENTENCES = (
     "The capital of {country} is {capital}.",

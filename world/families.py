@@ -7,14 +7,14 @@ differs from what real users type), and how the pretraining corpus states
 the same skill in running text (so a base model learns the skill but not
 the instruction format).
 
-Answers are checked by code in world.gold; nothing here is visible to a
+Answers are checked by code in instructflow.world.gold; nothing here is visible to a
 training stage except through the generated tables.
 """
 
 import random
 from dataclasses import dataclass, field
 
-from world.names import NOUNS
+from instructflow.world.names import NOUNS
 
 REFUSAL = "I can't help with that."
 ADMIT_UNKNOWN = "I don't know."
@@ -272,7 +272,7 @@ FAMILIES: dict[str, Family] = {
                 "A traveller wants to visit the capital of {country}. Where should she go?",
                 "The government of {country} sits in the city of",
             ),
-            # The facts themselves are stated by world.corpus.
+            # The facts themselves are stated by instructflow.world.corpus.
             (),
         ),
         Family(

@@ -2,7 +2,7 @@
 
 It stands in for the judgement that real RLHF teams can only estimate. It is
 never shown to training: labelers see it only through their own noise and
-bias (world.people), and the pipeline uses it only to evaluate and to
+bias (instructflow.world.people), and the pipeline uses it only to evaluate and to
 monitor over-optimisation.
 
 A score lies in [0, 1] and combines four criteria:

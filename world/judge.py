@@ -9,8 +9,8 @@ import json
 import random
 from pathlib import Path
 
-from world.gold import score
-from world.people import Labeler, likert, prefers_first, rank
+from instructflow.world.gold import score
+from instructflow.world.people import Labeler, likert, prefers_first, rank
 
 
 class GoldJudge:

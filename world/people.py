@@ -14,7 +14,7 @@ import math
 import random
 from dataclasses import asdict, dataclass
 
-from world.gold import words
+from instructflow.world.gold import words
 
 
 @dataclass(frozen=True)

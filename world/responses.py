@@ -8,9 +8,9 @@ measured on the same spread of quality that real comparisons have.
 
 import random
 
-from world.families import ADMIT_UNKNOWN, REFUSAL, Task
-from world.names import NOUNS, made_up_name
-from world.people import Labeler
+from instructflow.world.families import ADMIT_UNKNOWN, REFUSAL, Task
+from instructflow.world.names import NOUNS, made_up_name
+from instructflow.world.people import Labeler
 
 VERBOSE_WRAPPERS = (
     "Sure! {answer}",

@@ -11,7 +11,7 @@ from mlflow.pyfunc import PythonModel
 
 class RewardModel(PythonModel):
     def load_context(self, context) -> None:
-        from models.reward_model import reward_model_from_causal_lm
+        from instructflow.models.reward_model import reward_model_from_causal_lm
 
         self.model, self.tokenizer = reward_model_from_causal_lm(context.artifacts["hf_model"])
 
@@ -20,8 +20,8 @@ class RewardModel(PythonModel):
     ) -> list[float]:
         import torch
 
-        from models.lm import context_length
-        from models.reward_model import encode_for_reward, rewards
+        from instructflow.models.lm import context_length
+        from instructflow.models.reward_model import encode_for_reward, rewards
 
         ids, mask = encode_for_reward(
             self.tokenizer,

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tasks import layout
+from instructflow.tasks import layout
 
 HUMAN_RESPONSES = ["Sure, here it is.", "I don't know.", "No.", "Let me think about that."]
 
@@ -74,9 +74,9 @@ def human_file(smoke_dir: Path, tmp_path: Path) -> Path:
 @pytest.fixture(scope="session")
 def good_model_dir(tmp_path_factory: pytest.TempPathFactory, generated_root: Path) -> Path:
     """A tiny GPT-2 directory (tokenizer trained on the smoke world) with a 512-token context."""
-    from models.lm import GPT2Size, build_gpt2, save_model
-    from models.tokenizer import train_tokenizer
-    from tasks.base_model import tokenizer_texts
+    from instructflow.models.lm import GPT2Size, build_gpt2, save_model
+    from instructflow.models.tokenizer import train_tokenizer
+    from instructflow.tasks.base_model import tokenizer_texts
 
     tokenizer = train_tokenizer(tokenizer_texts(generated_root / "data" / "smoke"), 300)
     model = build_gpt2(tokenizer, GPT2Size(n_layer=1, n_head=1, n_embd=16, n_positions=512), 0)
@@ -93,7 +93,7 @@ def model_copy(good_model_dir: Path, tmp_path: Path) -> Path:
 @pytest.fixture
 def params() -> Callable[..., object]:
     """params(**fields) -> PipelineParams of a smoke run."""
-    from flows.params import PipelineParams
+    from instructflow.flows.params import PipelineParams
 
     def make(**fields) -> PipelineParams:
         return PipelineParams(profile="smoke", **fields)
@@ -103,8 +103,8 @@ def params() -> Callable[..., object]:
 
 def refusal(params, profile_dir: Path) -> list:
     """The problems check_inputs finds (it must find some)."""
-    from tasks.preflight import check_inputs
-    from tasks.tables import TableError
+    from instructflow.tasks.preflight import check_inputs
+    from instructflow.tasks.tables import TableError
 
     with pytest.raises(TableError) as caught:
         check_inputs(params, profile_dir)

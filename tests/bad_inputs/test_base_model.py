@@ -4,8 +4,8 @@ import json
 
 import pytest
 
-from tasks import layout
-from tasks.tables import LINE
+from instructflow.tasks import layout
+from instructflow.tasks.tables import LINE
 from tests.bad_inputs.conftest import assert_names, refusal
 
 
@@ -106,6 +106,6 @@ def test_rows_longer_than_a_small_context_are_named(smoke_dir, model_copy, param
 
 
 def test_the_good_model_dir_passes(smoke_dir, good_model_dir, params):
-    from tasks.preflight import check_inputs
+    from instructflow.tasks.preflight import check_inputs
 
     check_inputs(with_model(params, good_model_dir), smoke_dir)

@@ -11,8 +11,8 @@ import time
 import pytest
 from mlflow import MlflowClient
 
-from flows.cli import main
-from tasks import layout, tracking
+from instructflow.flows.cli import main
+from instructflow.tasks import layout, tracking
 from tests.bad_inputs.conftest import edit_row, human_rows, write_rows
 
 
@@ -92,12 +92,12 @@ def test_the_example_params_file_runs_as_a_smoke_run(project, tmp_path, capsys, 
         started["params"] = params
         return Done()
 
-    import flows.pipeline
+    import instructflow.flows.pipeline
 
-    monkeypatch.setattr(flows.pipeline, "rlhf_pipeline", fake_flow)
+    monkeypatch.setattr(instructflow.flows.pipeline, "rlhf_pipeline", fake_flow)
     assert main(["run", "--profile", "smoke", "--params", str(path)]) == 0
     # then it passed every check and the flow got the smoke run's settings
-    from flows.params import PipelineParams
+    from instructflow.flows.params import PipelineParams
 
     assert started["params"] == PipelineParams(profile="smoke")
 
@@ -106,9 +106,9 @@ def test_the_example_params_file_runs_as_a_smoke_run(project, tmp_path, capsys, 
 def test_a_deployment_run_with_bad_human_comparisons_fails_without_training(
     project, prefect_harness, fast_smoke, tmp_path
 ):
-    from flows.params import PipelineParams
-    from flows.pipeline import rlhf_pipeline
-    from tasks.preflight import InputRefused
+    from instructflow.flows.params import PipelineParams
+    from instructflow.flows.pipeline import rlhf_pipeline
+    from instructflow.tasks.preflight import InputRefused
 
     root, client = project
     # given human comparisons whose row 3 ranks a response twice

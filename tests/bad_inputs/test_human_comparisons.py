@@ -2,8 +2,8 @@
 
 import pytest
 
-from tasks import layout
-from tasks.tables import LINE
+from instructflow.tasks import layout
+from instructflow.tasks.tables import LINE
 from tests.bad_inputs.conftest import (
     assert_names,
     edit_row,
@@ -97,6 +97,6 @@ def test_a_missing_human_comparisons_file_is_named(smoke_dir, params, tmp_path):
 
 
 def test_good_human_comparisons_pass(smoke_dir, human_file, params):
-    from tasks.preflight import check_inputs
+    from instructflow.tasks.preflight import check_inputs
 
     check_inputs(with_human(params, human_file), smoke_dir)

@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from flows.params_io import ParamsError, build_params, read_params_file
+from instructflow.flows.params_io import ParamsError, build_params, read_params_file
 from tests.bad_inputs.conftest import assert_names, refusal
 
 CASES = [
@@ -40,7 +40,7 @@ def test_prefect_validates_a_form_run_with_the_same_lines():
     # given the parameters a deployment run (the UI form) would send
     from prefect.exceptions import ParameterTypeError
 
-    from flows.pipeline import rlhf_pipeline
+    from instructflow.flows.pipeline import rlhf_pipeline
 
     with pytest.raises(ParameterTypeError) as caught:
         rlhf_pipeline.validate_parameters({"params": {"ppo": {"lr": -1}}})
@@ -68,8 +68,8 @@ def test_a_params_file_may_use_the_deployment_form_shape(tmp_path):
 
 
 def test_the_example_reads_back_as_the_defaults(tmp_path):
-    from flows.params import PipelineParams
-    from flows.params_io import example
+    from instructflow.flows.params import PipelineParams
+    from instructflow.flows.params_io import example
 
     path = tmp_path / "p.json"
     path.write_text(json.dumps(example()))

@@ -4,8 +4,8 @@ from pathlib import Path
 
 import pytest
 
-from tasks import layout
-from tasks.tables import LINE
+from instructflow.tasks import layout
+from instructflow.tasks.tables import LINE
 from tests.bad_inputs.conftest import DROP, assert_names, edit_row, read_rows, refusal, write_rows
 
 
@@ -168,8 +168,8 @@ def test_every_problem_of_every_table_in_one_message(smoke_dir, params):
     # given two tables broken at once
     edit_row(smoke_dir / layout.SFT_TRAIN, 3, response=DROP)
     edit_row(smoke_dir / layout.PPO_VALID, 1, split="dev")
-    from tasks.preflight import check_inputs
-    from tasks.tables import TableError
+    from instructflow.tasks.preflight import check_inputs
+    from instructflow.tasks.tables import TableError
 
     with pytest.raises(TableError) as caught:
         check_inputs(params(), smoke_dir)
@@ -181,7 +181,7 @@ def test_every_problem_of_every_table_in_one_message(smoke_dir, params):
 
 
 def test_the_good_world_passes(smoke_dir, params):
-    from tasks.preflight import check_inputs
+    from instructflow.tasks.preflight import check_inputs
 
     check_inputs(params(), smoke_dir)  # no exception: the cases above fail for their one fault
 
@@ -190,6 +190,6 @@ def test_rows_rewritten_unchanged_still_pass(smoke_dir, params):
     # the case helpers themselves do not break a table (so a case's refusal is its fault's)
     path = smoke_dir / layout.SFT_TRAIN
     write_rows(path, read_rows(path))
-    from tasks.preflight import check_inputs
+    from instructflow.tasks.preflight import check_inputs
 
     check_inputs(params(), smoke_dir)

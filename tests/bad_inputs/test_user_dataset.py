@@ -1,4 +1,4 @@
-"""Bad user datasets (`--data DIR`, tasks.dataset): a few cases of the catalogue.
+"""Bad user datasets (`--data DIR`, instructflow.tasks.dataset): a few cases of the catalogue.
 
 The dataset loader's own tests (tests/tasks/test_dataset.py) cover its
 shapes and checks in depth; these keep the catalogue's promise for this kind
@@ -9,8 +9,8 @@ import json
 
 import pytest
 
-from tasks.dataset import load_dataset
-from tasks.tables import TableError
+from instructflow.tasks.dataset import load_dataset
+from instructflow.tasks.tables import TableError
 from tests.bad_inputs.conftest import assert_names, edit_row
 from tests.own_data import write_kwise_dataset, write_pairwise_dataset
 

@@ -1,4 +1,4 @@
-"""A flow that asks for a promotion approval with the pipeline's own code (flows.approval.review).
+"""A flow that asks for a promotion approval with the pipeline's own code (instructflow.flows.approval.review).
 
 The browser test runs it against the live stack's Prefect server, so the form
 a reviewer answers is the real one, and the evidence on it is the real gate
@@ -17,7 +17,7 @@ from pathlib import Path
 
 from prefect import flow
 
-from flows.approval import review
+from instructflow.flows.approval import review
 
 
 @flow(name="promotion-review")

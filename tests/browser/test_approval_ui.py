@@ -13,6 +13,7 @@ UI shows.
 """
 
 import json
+import os
 import re
 import subprocess
 import sys
@@ -75,7 +76,10 @@ def _review_in_browser(live_stack, live_manual_run, page, screenshots, answer, n
         "PREFECT_API_URL": f"{live_stack.prefect_url}/api",
         "MLFLOW_TRACKING_URI": live_stack.mlflow_url,
         "MLFLOW_DISABLE_TELEMETRY": "true",
-        "PYTHONPATH": str(live_stack.checkout),
+        # tests.browser from the copy; the project itself as this process imports it
+        "PYTHONPATH": os.pathsep.join(
+            filter(None, [str(live_stack.checkout), os.environ.get("PYTHONPATH")])
+        ),
     }
     link = f"{live_stack.mlflow_url}/#/models/{MODEL}/versions/2"
     flow = subprocess.Popen(

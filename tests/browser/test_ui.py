@@ -22,8 +22,8 @@ from cronsim import CronSim
 from mlflow import MlflowClient
 from playwright.sync_api import expect
 
-from flows.params import PipelineParams
-from tasks import tracking
+from instructflow.flows.params import PipelineParams
+from instructflow.tasks import tracking
 from tests.browser import prefect_form
 from tests.flows.stages import STAGES
 

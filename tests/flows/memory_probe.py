@@ -3,19 +3,19 @@
 `python -m tests.flows.memory_probe STAGE SPEC.json`; used by test_plan_measured
 so that each stage is measured in a process of its own. The peak is the
 process's VmHWM after the stage modules were imported, reset at the start of
-the stage (models.runtime.PeakMemory): interpreter and libraries included.
+the stage (instructflow.models.runtime.PeakMemory): interpreter and libraries included.
 """
 
 import json
 import sys
 from pathlib import Path
 
-from models.runtime import peak_rss_bytes
-from tasks import layout
-from tasks.ppo import run_ppo
-from tasks.ppo_config import PPOStageConfig
-from tasks.reward_model import RewardModelConfig, train_reward_model
-from tasks.sft import SFTConfig, finetune
+from instructflow.models.runtime import peak_rss_bytes
+from instructflow.tasks import layout
+from instructflow.tasks.ppo import run_ppo
+from instructflow.tasks.ppo_config import PPOStageConfig
+from instructflow.tasks.reward_model import RewardModelConfig, train_reward_model
+from instructflow.tasks.sft import SFTConfig, finetune
 
 
 def main(stage: str, spec: dict) -> None:

@@ -15,8 +15,14 @@ from prefect.client.orchestration import get_client
 from prefect.flow_runs import resume_flow_run
 from prefect.runtime import flow_run
 
-from flows.approval import Approval, after_gate, evidence_markdown, request_approval, review
-from tasks.gate import GateConfig
+from instructflow.flows.approval import (
+    Approval,
+    after_gate,
+    evidence_markdown,
+    request_approval,
+    review,
+)
+from instructflow.tasks.gate import GateConfig
 
 REGISTERED = "policy-under-review"
 

@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 from mlflow import MlflowClient
 
-from flows.params import PipelineParams
-from tasks import registry, tracking
+from instructflow.flows.params import PipelineParams
+from instructflow.tasks import registry, tracking
 from tests.flows.contract import SMOKE_POLICY
 from tests.flows.stages import STAGES
 
@@ -41,7 +41,7 @@ class Project:
         monkeypatch.setenv("MLFLOW_TRACKING_URI", self.uri)
 
     def run(self, params: dict) -> Run:
-        from flows.pipeline import rlhf_pipeline
+        from instructflow.flows.pipeline import rlhf_pipeline
 
         started = time.perf_counter()
         result = rlhf_pipeline(PipelineParams(**params))
@@ -71,7 +71,7 @@ class Project:
         """New data recorded as a new DVC version: the smoke world regenerated from another seed, `dvc add data`."""
         from dvc.repo import Repo
 
-        from tasks import data, data_version
+        from instructflow.tasks import data, data_version
 
         data.write_profile(self.root / "data" / "smoke", "smoke", seed=1)
         with Repo(str(self.root)) as repo:

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from tasks import (
+from instructflow.tasks import (
     base_model,
     comparisons,
     data,
@@ -27,7 +27,7 @@ from tasks import (
     reward_model,
     sft,
 )
-from tasks.code_closure import PACKAGES, ROOT, import_closure_digest
+from instructflow.tasks.code_closure import PACKAGES, ROOT, import_closure_digest
 from tests.bad_inputs.conftest import human_rows, read_rows, write_rows
 from tests.flows.stages import STAGES
 from tests.flows.test_caching import Project, ran
@@ -36,18 +36,18 @@ pytestmark = pytest.mark.slow
 
 # (module object, attribute of its task, modules whose closure is its code key)
 STAGE_TASKS = [
-    (data, "validate_data_task", ["tasks.data"]),
-    (base_model, "base_model_task", ["tasks.base_model"]),
-    (sft, "sft_task", ["tasks.sft"]),
-    (comparisons, "comparisons_task", ["tasks.comparisons"]),
-    (reward_model, "reward_model_task", ["tasks.reward_model"]),
-    (judge, "judge_task", ["tasks.judge"]),
-    (ppo, "ppo_task", ["tasks.ppo"]),
-    (evaluation, "evaluation_task", ["tasks.evaluation"]),
+    (data, "validate_data_task", ["instructflow.tasks.data"]),
+    (base_model, "base_model_task", ["instructflow.tasks.base_model"]),
+    (sft, "sft_task", ["instructflow.tasks.sft"]),
+    (comparisons, "comparisons_task", ["instructflow.tasks.comparisons"]),
+    (reward_model, "reward_model_task", ["instructflow.tasks.reward_model"]),
+    (judge, "judge_task", ["instructflow.tasks.judge"]),
+    (ppo, "ppo_task", ["instructflow.tasks.ppo"]),
+    (evaluation, "evaluation_task", ["instructflow.tasks.evaluation"]),
     (
         registry,
         "register_and_gate_task",
-        ["tasks.registry", "tasks.serving.reward_model"],
+        ["instructflow.tasks.registry", "instructflow.tasks.serving.reward_model"],
     ),
 ]
 FROM_COMPARISONS = {
@@ -115,8 +115,8 @@ def test_an_input_edited_in_place_reruns_what_reads_it(runs):
 
 
 def test_an_edited_module_reruns_the_stages_that_import_it_and_what_follows(runs):
-    # given models/ranking_loss.py edited: tasks.reward_model and tasks.judge import it, and the
-    # evaluation and registry stages import tasks.reward_model (to score with the RM): their
+    # given models/ranking_loss.py edited: instructflow.tasks.reward_model and instructflow.tasks.judge import it, and the
+    # evaluation and registry stages import instructflow.tasks.reward_model (to score with the RM): their
     # code keys changed, no other stage's
     assert runs["changed_code"] == {
         "reward_model_task",

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from flows.cli import build_parser, main
-from tasks import data_version, layout
+from instructflow.flows.cli import build_parser, main
+from instructflow.tasks import data_version, layout
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 SUBCOMMANDS = [
@@ -194,7 +194,7 @@ def test_verify_without_data_exits_two(make_project, monkeypatch, capsys):
 
 def test_compare_says_when_two_reports_come_from_different_machines(tmp_path, capsys):
     # given two reports of the same policy made on different CPUs
-    from tasks.provenance import collect
+    from instructflow.tasks.provenance import collect
 
     prov = collect(seed=0)
     row = {

@@ -16,7 +16,7 @@ from datetime import datetime
 import pytest
 from mlflow import MlflowClient
 
-from tasks import concurrency, registry, tracking
+from instructflow.tasks import concurrency, registry, tracking
 from tests.flows.contract import SMOKE_POLICY, SMOKE_REWARD_MODEL
 
 pytestmark = pytest.mark.slow

@@ -10,7 +10,7 @@ none) and logs to the MLflow server over HTTP.
 import pytest
 from mlflow import MlflowClient
 
-from tasks import tracking
+from instructflow.tasks import tracking
 from tests.flows.contract import SMOKE_POLICY, SMOKE_REWARD_MODEL
 from tests.flows.stages import STAGES
 

@@ -21,11 +21,10 @@ from pathlib import Path
 import pytest
 from mlflow import MlflowClient
 
-from tasks import concurrency, tracking
+from instructflow.tasks import concurrency, tracking
 from tests.conftest import free_port
 from tests.flows.contract import SMOKE_POLICY
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
 CHECKPOINTS = {
     "base": {"checkpoint_every": 2},
     "sft": {"checkpoint_every": 2},
@@ -39,7 +38,6 @@ def cli_env(root: Path, **extra: str) -> dict[str, str]:
 
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "MLFLOW_"))}
     env |= {
-        "PYTHONPATH": str(REPO_ROOT),
         "INSTRUCTFLOW_ROOT": str(root),
         "MLFLOW_TRACKING_URI": f"sqlite:///{root / 'mlflow.db'}",
         "PREFECT_API_URL": PREFECT_API_URL.value() or "",
@@ -51,7 +49,7 @@ def cli_env(root: Path, **extra: str) -> dict[str, str]:
 def start_cli(root: Path, params: dict, env: dict[str, str]) -> subprocess.Popen:
     (root / "params.json").write_text(json.dumps(params))
     return subprocess.Popen(
-        [sys.executable, "-m", "flows.cli", "run", "--params", str(root / "params.json")],
+        [sys.executable, "-m", "instructflow.flows.cli", "run", "--params", str(root / "params.json")],
         cwd=root, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
         start_new_session=True,
     )  # fmt: skip
@@ -100,7 +98,7 @@ def test_an_unreachable_server_fails_fast_in_one_line_naming_its_uri(service, tm
     started = time.monotonic()
     # when a run starts
     done = subprocess.run(
-        [sys.executable, "-m", "flows.cli", "run", "--profile", "smoke"],
+        [sys.executable, "-m", "instructflow.flows.cli", "run", "--profile", "smoke"],
         cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120,
     )  # fmt: skip
     # then it fails within 30 s with one line naming the URI, and trained nothing
@@ -154,7 +152,7 @@ def reference(prefect_harness, make_project, fast_smoke) -> dict:
     root = make_project()
     params = fast_smoke(**CHECKPOINTS)
     done = subprocess.run(
-        [sys.executable, "-m", "flows.cli", "run", "--params", "/dev/stdin"],
+        [sys.executable, "-m", "instructflow.flows.cli", "run", "--params", "/dev/stdin"],
         input=json.dumps(params), cwd=root, env=cli_env(root), capture_output=True, text=True,
     )  # fmt: skip
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
@@ -224,9 +222,9 @@ def test_a_run_failing_after_its_evaluation_leaves_reports_latest_where_it_was(
     from prefect import task
     from prefect.settings import PREFECT_LOCAL_STORAGE_PATH, temporary_settings
 
-    from flows.params import PipelineParams
-    from flows.pipeline import rlhf_pipeline
-    from tasks import registry
+    from instructflow.flows.params import PipelineParams
+    from instructflow.flows.pipeline import rlhf_pipeline
+    from instructflow.tasks import registry
 
     root = killed_and_resumed["root"]
     before = json.loads((root / "reports" / "latest" / "report.json").read_text())

@@ -13,9 +13,9 @@ import mlflow
 import pytest
 from mlflow import MlflowClient
 
-from flows.cli import main
-from tasks import registry, tracking
-from tasks.stats import mean_with_ci
+from instructflow.flows.cli import main
+from instructflow.tasks import registry, tracking
+from instructflow.tasks.stats import mean_with_ci
 from tests.models.test_lm import save_tiny_checkpoint
 
 POLICIES = ("sft", "ppo", "ppo_ptx")

@@ -13,8 +13,8 @@ import mlflow
 import pytest
 import torch
 
-from flows.params import PipelineParams
-from tasks.base_model import tokenizer_texts
+from instructflow.flows.params import PipelineParams
+from instructflow.tasks.base_model import tokenizer_texts
 from tests.flows.contract import SEVEN_POLICIES
 from tests.tiny_models import tiny_llama
 
@@ -31,7 +31,7 @@ def test_lora_on_every_training_stage_of_a_llama_smoke_run(
     llama_dir = tiny_llama(tmp_path / "my-llama", tokenizer_texts(root / "data" / "smoke"), 512)
     monkeypatch.setenv("INSTRUCTFLOW_ROOT", str(root))
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{root / 'mlflow.db'}")
-    from flows.pipeline import rlhf_pipeline
+    from instructflow.flows.pipeline import rlhf_pipeline
 
     # when the pipeline runs with LoRA on SFT, the baselines, the RM and PPO
     fields = fast_smoke(

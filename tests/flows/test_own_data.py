@@ -9,8 +9,8 @@ import json
 import pytest
 from mlflow.tracking import MlflowClient
 
-from flows.cli import main
-from tasks import tracking
+from instructflow.flows.cli import main
+from instructflow.tasks import tracking
 from tests.conftest import init_dvc_project
 from tests.flows.contract import SMOKE_POLICY
 from tests.own_data import WORDS, hh_text, write_extras, write_hh_dataset, write_kwise_dataset
@@ -109,8 +109,8 @@ def test_kwise_parquet_with_pretraining_text_and_a_mixture_runs_ptx_and_flan(
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{root / 'mlflow.db'}")
     data = write_extras(write_kwise_dataset(tmp_path / "kw", n=120, fmt="parquet"), fmt="parquet")
     llama = tiny_llama(tmp_path / "llama", [f"Say the word {w} twice. {w} {w}" for w in WORDS] * 5)
-    from flows.params import PipelineParams
-    from flows.pipeline import rlhf_pipeline
+    from instructflow.flows.params import PipelineParams
+    from instructflow.flows.pipeline import rlhf_pipeline
 
     # when the pipeline runs on it
     params = PipelineParams(**fast_smoke(data=str(data), base_model=str(llama)))

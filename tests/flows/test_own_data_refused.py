@@ -2,7 +2,7 @@
 
 import json
 
-from flows.cli import main
+from instructflow.flows.cli import main
 from tests.own_data import write_hh_dataset
 from tests.tiny_models import tiny_llama
 

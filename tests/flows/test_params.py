@@ -1,7 +1,7 @@
 """Profile sizes versus what the user set, as the Prefect UI's run form sends it."""
 
-from flows.params import PROFILE_OVERRIDES, PipelineParams
-from tasks.base_model import BaseModelConfig
+from instructflow.flows.params import PROFILE_OVERRIDES, PipelineParams
+from instructflow.tasks.base_model import BaseModelConfig
 
 
 def test_profile_sizes_apply_to_fields_not_sent():

@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 from mlflow.tracking import MlflowClient
 
-from flows.params import PipelineParams
-from tasks import data_version, layout, tracking
+from instructflow.flows.params import PipelineParams
+from instructflow.tasks import data_version, layout, tracking
 from tests.flows.contract import POLICY_FIELDS, SEVEN_POLICIES
 
 pytestmark = pytest.mark.slow
@@ -30,7 +30,7 @@ def _use_root(monkeypatch: pytest.MonkeyPatch, root: Path) -> str:
 
 
 def _run_pipeline() -> dict:
-    from flows.pipeline import rlhf_pipeline
+    from instructflow.flows.pipeline import rlhf_pipeline
 
     return rlhf_pipeline(PARAMS)
 
@@ -177,7 +177,7 @@ def test_changed_data_fails_the_run_and_leaves_no_report(
     _use_root(monkeypatch, root)
     # when the pipeline runs
     # then it is refused before training (the input checks run the DVC gate first), naming data.dvc
-    from tasks.preflight import InputRefused
+    from instructflow.tasks.preflight import InputRefused
 
     with pytest.raises(InputRefused, match=r"data/ does not match data\.dvc"):
         _run_pipeline()

@@ -2,7 +2,7 @@
 
 Each stage runs in its own process (tests/flows/memory_probe.py). What the
 RSS includes, and so what the plan must include to match it: the interpreter
-and every library the stages import (measured by `flows.plan.runtime_bytes`,
+and every library the stages import (measured by `instructflow.flows.plan.runtime_bytes`,
 the larger part at these sizes), the networks, optimizer state, activations
 and rollout. Sequence lengths are the data's longest, as a user would pass
 with --seq-len / --prompt-len.
@@ -16,14 +16,14 @@ from pathlib import Path
 
 import pytest
 
-from flows.params import PipelineParams
-from flows.plan import make_plan, runtime_bytes
-from models.batching import encode_pair
-from models.lm import GPT2Size, build_gpt2, save_model
-from models.tokenizer import train_tokenizer
-from tasks import comparisons, layout
-from tasks.base_model import tokenizer_texts
-from tasks.tables import read_jsonl, write_jsonl
+from instructflow.flows.params import PipelineParams
+from instructflow.flows.plan import make_plan, runtime_bytes
+from instructflow.models.batching import encode_pair
+from instructflow.models.lm import GPT2Size, build_gpt2, save_model
+from instructflow.models.tokenizer import train_tokenizer
+from instructflow.tasks import comparisons, layout
+from instructflow.tasks.base_model import tokenizer_texts
+from instructflow.tasks.tables import read_jsonl, write_jsonl
 
 pytestmark = pytest.mark.slow
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -34,7 +34,8 @@ def probe(stage: str, spec: dict, tmp_path: Path) -> int:
     spec_file.write_text(json.dumps(spec))
     done = subprocess.run(
         [sys.executable, "-m", "tests.flows.memory_probe", stage, str(spec_file)],
-        env=os.environ | {"PYTHONPATH": str(REPO_ROOT)}, cwd=REPO_ROOT,
+        env=os.environ | {"PYTHONPATH": os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")]))},
+        cwd=REPO_ROOT,
         capture_output=True, text=True, timeout=900,
     )  # fmt: skip
     assert done.returncode == 0, done.stderr[-3000:]

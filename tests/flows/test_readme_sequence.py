@@ -13,9 +13,9 @@ from pathlib import Path
 import pytest
 from mlflow import MlflowClient
 
-from flows.cli import main
-from tasks import registry
-from tasks.base_model import tokenizer_texts
+from instructflow.flows.cli import main
+from instructflow.tasks import registry
+from instructflow.tasks.base_model import tokenizer_texts
 from tests.flows.contract import SMOKE_POLICY
 from tests.tiny_models import tiny_llama
 

@@ -14,8 +14,8 @@ import pytest
 from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 
-from flows.params import PipelineParams
-from tasks import tracking
+from instructflow.flows.params import PipelineParams
+from instructflow.tasks import tracking
 from tests.flows.contract import SEVEN_POLICIES
 
 pytestmark = pytest.mark.slow
@@ -42,8 +42,8 @@ def _use_root(monkeypatch: pytest.MonkeyPatch, root: Path) -> str:
 
 @pytest.fixture(scope="module")
 def sweep(prefect_harness, make_project, fast_smoke) -> Iterator[dict]:
-    from flows.pipeline import rlhf_pipeline
-    from flows.sweep import child_params, run_sweep
+    from instructflow.flows.pipeline import rlhf_pipeline
+    from instructflow.flows.sweep import child_params, run_sweep
 
     params = PipelineParams(**fast_smoke(threads=1))
     out = {}

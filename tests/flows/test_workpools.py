@@ -75,7 +75,7 @@ async def test_docker_and_kubernetes_job_templates_render_with_the_image_and_mlf
     found = deployments()
     assert set(found) == {"manual-run-docker", "manual-run-kubernetes"}
     for deployment in found.values():
-        assert deployment["entrypoint"] == "flows/pipeline.py:rlhf_pipeline"
+        assert deployment["entrypoint"] == "instructflow.flows.pipeline:rlhf_pipeline"
 
     docker = await render(found["manual-run-docker"])
     assert docker["image"] == "registry.example.com/instructflow:cpu"

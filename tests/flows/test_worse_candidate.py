@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 from mlflow import MlflowClient
 
-from flows.params import PipelineParams
-from tasks import registry
+from instructflow.flows.params import PipelineParams
+from instructflow.tasks import registry
 from tests.flows.contract import SMOKE_POLICY
 
 pytestmark = pytest.mark.slow
@@ -41,7 +41,7 @@ class GateRuns:
 
 @pytest.fixture(scope="module")
 def gate_runs(prefect_harness, make_project, fast_smoke) -> Iterator[GateRuns]:
-    from flows.pipeline import rlhf_pipeline
+    from instructflow.flows.pipeline import rlhf_pipeline
 
     root: Path = make_project()
     uri = f"sqlite:///{root / 'mlflow.db'}"

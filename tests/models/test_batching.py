@@ -5,7 +5,7 @@ import random
 import pytest
 import torch
 
-from models.batching import (
+from instructflow.models.batching import (
     IGNORE_INDEX,
     collate_sft,
     encode_pair,
@@ -13,7 +13,7 @@ from models.batching import (
     pad_batch,
     padding_waste,
 )
-from models.formatting import format_prompt, format_response
+from instructflow.models.formatting import format_prompt, format_response
 from tests.models.test_lm import tiny_tokenizer
 
 

@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from models.checkpoints import (
+from instructflow.models.checkpoints import (
     CheckpointStore,
     CheckpointWarning,
     TrainingInterrupted,
@@ -13,9 +13,9 @@ from models.checkpoints import (
     clear_stop,
     request_stop,
 )
-from models.lm import load_causal_lm
-from models.lm_training import OptimConfig, pack_corpus, pretrain
-from models.numeric import NonFiniteError, check_finite, in_stage
+from instructflow.models.lm import load_causal_lm
+from instructflow.models.lm_training import OptimConfig, pack_corpus, pretrain
+from instructflow.models.numeric import NonFiniteError, check_finite, in_stage
 from tests.models.test_lm import CORPUS, save_tiny_checkpoint
 
 

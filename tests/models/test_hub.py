@@ -1,4 +1,4 @@
-"""Tests for --base-model as a local directory or a Hub id (models.hub), offline."""
+"""Tests for --base-model as a local directory or a Hub id (instructflow.models.hub), offline."""
 
 import os
 import subprocess
@@ -8,11 +8,9 @@ from pathlib import Path
 import pytest
 from huggingface_hub import constants
 
-from models.hub import ModelNotFoundError, resolve_pretrained
-from models.lm import load_causal_lm
+from instructflow.models.hub import ModelNotFoundError, resolve_pretrained
+from instructflow.models.lm import load_causal_lm
 from tests.models.test_lm import save_tiny_checkpoint
-
-REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture
@@ -63,7 +61,6 @@ def test_a_hub_id_missing_offline_fails_in_one_line_naming_it(offline_cache):
 def test_the_cli_refuses_a_missing_hub_id_before_any_stage_runs(tmp_path):
     # given an offline machine with an empty cache and an empty project root
     env = os.environ | {
-        "PYTHONPATH": str(REPO_ROOT),
         "HF_HUB_OFFLINE": "1",
         "HF_HOME": str(tmp_path / "hf"),
         "INSTRUCTFLOW_ROOT": str(tmp_path / "project"),
@@ -72,7 +69,7 @@ def test_the_cli_refuses_a_missing_hub_id_before_any_stage_runs(tmp_path):
     (tmp_path / "project").mkdir()
     # when a run asks for a Hub id that is not there
     done = subprocess.run(
-        [sys.executable, "-m", "flows.cli", "run", "--profile", "smoke",
+        [sys.executable, "-m", "instructflow.flows.cli", "run", "--profile", "smoke",
          "--base-model", "acme/not-downloaded"],
         env=env, capture_output=True, text=True, timeout=300,
     )  # fmt: skip

@@ -11,8 +11,8 @@ import torch
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
-from models.lm import GPT2Size, build_gpt2, context_length, load_causal_lm, save_model
-from models.tokenizer import train_tokenizer
+from instructflow.models.lm import GPT2Size, build_gpt2, context_length, load_causal_lm, save_model
+from instructflow.models.tokenizer import train_tokenizer
 
 CORPUS = [
     "the capital of Velm is Orsk. the capital of Tarn is Bex.",

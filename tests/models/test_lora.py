@@ -1,4 +1,4 @@
-"""Tests for LoRA adapters (models.lora) and PPO on adapters (reference = adapters off).
+"""Tests for LoRA adapters (instructflow.models.lora) and PPO on adapters (reference = adapters off).
 
 Tiny Llama / GPT-2 checkpoints built from config (tests.models.test_lm).
 """
@@ -6,8 +6,8 @@ Tiny Llama / GPT-2 checkpoints built from config (tests.models.test_lm).
 import torch
 from transformers import AutoModelForCausalLM
 
-from models.lm import load_causal_lm
-from models.lora import (
+from instructflow.models.lm import load_causal_lm
+from instructflow.models.lora import (
     LoraOptions,
     adapters_off,
     add_lora,
@@ -16,10 +16,10 @@ from models.lora import (
     trainable_fraction,
     trainable_parameters,
 )
-from models.ppo import PPOTrainer
-from models.ppo_config import PPOHyper
-from models.reward_model import reward_model_from_causal_lm, rewards
-from models.rollout import response_logprobs
+from instructflow.models.ppo import PPOTrainer
+from instructflow.models.ppo_config import PPOHyper
+from instructflow.models.reward_model import reward_model_from_causal_lm, rewards
+from instructflow.models.rollout import response_logprobs
 from tests.models.test_lm import save_tiny_checkpoint
 
 SPEC = LoraOptions(r=4, alpha=8)

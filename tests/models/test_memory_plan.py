@@ -1,10 +1,17 @@
-"""Tests for the memory plan's arithmetic (models.memory_plan), against hand counts."""
+"""Tests for the memory plan's arithmetic (instructflow.models.memory_plan), against hand counts."""
 
 import torch
 from transformers import LlamaConfig, LlamaForCausalLM
 
-from models.lora import LoraOptions
-from models.memory_plan import Shape, activation_bytes, plan_ppo, plan_rm, plan_sft, shape_of
+from instructflow.models.lora import LoraOptions
+from instructflow.models.memory_plan import (
+    Shape,
+    activation_bytes,
+    plan_ppo,
+    plan_rm,
+    plan_sft,
+    shape_of,
+)
 
 H, KV, LAYERS, VOCAB, INTER = 32, 16, 2, 320, 64
 CONFIG = LlamaConfig(

@@ -14,14 +14,14 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from models.batching import encode_prompt
-from models.formatting import format_prompt
-from models.lm import load_causal_lm
-from models.lm_training import pack_corpus
-from models.ppo import METRIC_KEYS, PPOTrainer
-from models.ppo_config import PPOHyper
-from models.ppo_loop import ppo_train
-from models.reward_model import reward_model_from_causal_lm, rewards
+from instructflow.models.batching import encode_prompt
+from instructflow.models.formatting import format_prompt
+from instructflow.models.lm import load_causal_lm
+from instructflow.models.lm_training import pack_corpus
+from instructflow.models.ppo import METRIC_KEYS, PPOTrainer
+from instructflow.models.ppo_config import PPOHyper
+from instructflow.models.ppo_loop import ppo_train
+from instructflow.models.reward_model import reward_model_from_causal_lm, rewards
 from tests.models.test_lm import CORPUS, save_tiny_checkpoint
 from tests.models.test_sampling import eos_heavy_model
 
@@ -36,7 +36,7 @@ def checkpoint(tmp_path_factory) -> Path:
 
 
 class EvenFirstTokenReward(torch.nn.Module):
-    """A reward-model stub read through models.reward_model.rewards: 1 if the
+    """A reward-model stub read through instructflow.models.reward_model.rewards: 1 if the
     response's first token (column `prompt_len`) has an even id, else 0."""
 
     def __init__(self, prompt_len: int) -> None:

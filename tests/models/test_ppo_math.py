@@ -7,7 +7,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from models.ppo_math import (
+from instructflow.models.ppo_math import (
     AdaptiveKLController,
     FixedKLController,
     clipped_policy_loss,

@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from models.ranking_loss import bias_to_center, kwise_ranking_loss, pairwise_accuracy
+from instructflow.models.ranking_loss import bias_to_center, kwise_ranking_loss, pairwise_accuracy
 
 
 def pair_loss(r_w: float, r_l: float) -> float:

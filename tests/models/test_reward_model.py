@@ -6,8 +6,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from models.lm import load_causal_lm, save_model
-from models.reward_model import (
+from instructflow.models.lm import load_causal_lm, save_model
+from instructflow.models.reward_model import (
     encode_for_reward,
     last_token_index,
     reward_model_from_causal_lm,
@@ -15,7 +15,7 @@ from models.reward_model import (
     set_reward_offset,
     token_values,
 )
-from models.sampling import generate, position_ids_from_mask
+from instructflow.models.sampling import generate, position_ids_from_mask
 from tests.models.test_lm import ARCHS, _save_padless, save_tiny_checkpoint
 
 PROMPTS = ["reverse the word stone", "what is 12 + 30?", "hi"]

@@ -1,9 +1,9 @@
-"""Tests for precision, gradient checkpointing and peak memory (models.runtime)."""
+"""Tests for precision, gradient checkpointing and peak memory (instructflow.models.runtime)."""
 
 import torch
 
-from models.lm import load_causal_lm
-from models.runtime import PeakMemory, enable_gradient_checkpointing, make_accelerator
+from instructflow.models.lm import load_causal_lm
+from instructflow.models.runtime import PeakMemory, enable_gradient_checkpointing, make_accelerator
 from tests.models.test_lm import save_tiny_checkpoint
 
 IDS = torch.tensor([[5, 9, 12, 40, 7, 3, 8, 8], [8, 8, 21, 30, 2, 11, 4, 6]])

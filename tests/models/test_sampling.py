@@ -5,10 +5,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from models.batching import encode_prompt
-from models.formatting import format_prompt, parse_response
-from models.lm import build_gpt2, load_causal_lm
-from models.sampling import (
+from instructflow.models.batching import encode_prompt
+from instructflow.models.formatting import format_prompt, parse_response
+from instructflow.models.lm import build_gpt2, load_causal_lm
+from instructflow.models.sampling import (
     generate,
     position_ids_from_mask,
     response_mask_from_ids,

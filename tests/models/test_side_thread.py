@@ -1,4 +1,4 @@
-"""Tests for models.side_thread and for PPO's use of it: two cores, the numbers of one."""
+"""Tests for instructflow.models.side_thread and for PPO's use of it: two cores, the numbers of one."""
 
 import threading
 from pathlib import Path
@@ -6,8 +6,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from models.ppo_loop import ppo_train
-from models.side_thread import SideThread
+from instructflow.models.ppo_loop import ppo_train
+from instructflow.models.side_thread import SideThread
 from tests.models.test_lm import save_tiny_checkpoint
 from tests.models.test_ppo import PROMPT, toy_trainer
 

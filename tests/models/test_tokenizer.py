@@ -1,6 +1,6 @@
 """Tests for the byte-level BPE tokenizer trained from scratch."""
 
-from models.tokenizer import EOS_TOKEN, PAD_TOKEN, train_tokenizer
+from instructflow.models.tokenizer import EOS_TOKEN, PAD_TOKEN, train_tokenizer
 
 TEXTS = [
     "the capital of Velm is Orsk. hello world",
@@ -54,7 +54,7 @@ def test_vocab_size_is_an_upper_bound() -> None:
 
 
 def test_digest_names_the_mapping_not_the_object() -> None:
-    from models.tokenizer import tokenizer_digest
+    from instructflow.models.tokenizer import tokenizer_digest
 
     # given two tokenizers trained alike, and one with another vocabulary size
     same_a = train_tokenizer(TEXTS, vocab_size=300)

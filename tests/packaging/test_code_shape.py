@@ -5,8 +5,8 @@
   setting is declared once, with its description and default, and a class
   that needs it inherits it (or holds the class that declares it).
   Each class is compared on the fields it declares itself, so a stage config
-  that extends the math's settings (tasks.ppo_config.PPOStageConfig over
-  models.ppo_config.PPOHyper) shares nothing with them, while a subclass that
+  that extends the math's settings (instructflow.tasks.ppo_config.PPOStageConfig over
+  instructflow.models.ppo_config.PPOHyper) shares nothing with them, while a subclass that
   re-declared an inherited field would count.
 - No module in models/, tasks/ or flows/ is over 400 lines.
 """
@@ -39,7 +39,9 @@ def own_fields(cls: type) -> set[str] | None:
 def config_classes() -> dict[str, set[str]]:
     found = {}
     for layer in LAYERS:
-        for info in pkgutil.walk_packages([str(REPO_ROOT / layer)], prefix=f"{layer}."):
+        for info in pkgutil.walk_packages(
+            [str(REPO_ROOT / layer)], prefix=f"instructflow.{layer}."
+        ):
             module = importlib.import_module(info.name)
             for name, obj in vars(module).items():
                 if inspect.isclass(obj) and obj.__module__ == module.__name__:
@@ -51,7 +53,10 @@ def config_classes() -> dict[str, set[str]]:
 
 def test_no_two_config_classes_declare_more_than_three_field_names_in_common() -> None:
     classes = config_classes()
-    assert "tasks.ppo_config.PPOStageConfig" in classes and "tasks.sft.SFTConfig" in classes
+    assert (
+        "instructflow.tasks.ppo_config.PPOStageConfig" in classes
+        and "instructflow.tasks.sft.SFTConfig" in classes
+    )
     shared = {
         (a, b): sorted(fa & fb)
         for (a, fa), (b, fb) in itertools.combinations(sorted(classes.items()), 2)

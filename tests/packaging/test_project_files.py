@@ -13,8 +13,10 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 
 def _prefect_home(root: Path) -> str:
     env = {k: v for k, v in os.environ.items() if k not in ("PREFECT_HOME", "INSTRUCTFLOW_ROOT")}
-    env["PYTHONPATH"] = str(REPO_ROOT)
-    code = "import tasks; from prefect.settings import get_current_settings as s; print(s().home)"
+    code = (
+        "from instructflow.tasks.env import apply_defaults; apply_defaults();"
+        "from prefect.settings import get_current_settings as s; print(s().home)"
+    )
     out = subprocess.run(
         [sys.executable, "-c", code], cwd=root, env=env, capture_output=True, text=True, check=True
     )

@@ -2,8 +2,8 @@
 
 import torch
 
-from models.batching import IGNORE_INDEX, encode_pair
-from models.lm import load_causal_lm
+from instructflow.models.batching import IGNORE_INDEX, encode_pair
+from instructflow.models.lm import load_causal_lm
 from tests.models.test_lm import save_tiny_checkpoint
 from tests.scripts import load_script
 

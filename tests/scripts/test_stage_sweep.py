@@ -4,19 +4,19 @@ import random
 
 import pytest
 
-import world.families
-import world.gold
+import instructflow.world.families
+import instructflow.world.gold
+from instructflow.world.profiles import PROFILES
 from tests.scripts import load_script
-from world.profiles import PROFILES
 
 
 @pytest.fixture
 def restored_world(monkeypatch):
     """Every constant a test patches is put back afterwards (setattr to itself records it)."""
     for module, name in [
-        (world.families, "ADD_MAX"),
-        (world.families, "WORD_LIST_LENGTHS"),
-        (world.gold, "FILLER_FOR_ZERO_CONCISION"),
+        (instructflow.world.families, "ADD_MAX"),
+        (instructflow.world.families, "WORD_LIST_LENGTHS"),
+        (instructflow.world.gold, "FILLER_FOR_ZERO_CONCISION"),
     ]:
         monkeypatch.setattr(module, name, getattr(module, name))
     monkeypatch.setitem(PROFILES, "tiny", PROFILES["tiny"])
@@ -24,7 +24,7 @@ def restored_world(monkeypatch):
 
 def test_patch_sets_constants_merges_dicts_and_resizes_tiny(restored_world):
     sweep = load_script("stage_sweep")
-    lengths_before = dict(world.families.WORD_LIST_LENGTHS)
+    lengths_before = dict(instructflow.world.families.WORD_LIST_LENGTHS)
     # given a patch of a number, one entry of a dict, a gold constant and a profile size
     sweep.apply_world_patch(
         {
@@ -36,21 +36,26 @@ def test_patch_sets_constants_merges_dicts_and_resizes_tiny(restored_world):
     # then drawn tasks follow the patched difficulty
     rng = random.Random(0)
     for _ in range(50):
-        add = world.families.draw_task("add", rng, {}, [])
+        add = instructflow.world.families.draw_task("add", rng, {}, [])
         assert int(add.slots["a"]) <= 3 and int(add.slots["b"]) <= 3
-        assert len(world.families.draw_task("sort", rng, {}, []).answer.split()) == 2
+        assert len(instructflow.world.families.draw_task("sort", rng, {}, []).answer.split()) == 2
     # and the dict's other entries are kept
-    assert world.families.WORD_LIST_LENGTHS["reverse"] == lengths_before["reverse"]
+    assert instructflow.world.families.WORD_LIST_LENGTHS["reverse"] == lengths_before["reverse"]
     # and grading and sizes changed as asked: one filler word now costs 1/9 of concision
-    assert world.gold.score("number", "4", "Sure! 4").concise == pytest.approx(1 - 1 / 9)
+    assert instructflow.world.gold.score("number", "4", "Sure! 4").concise == pytest.approx(
+        1 - 1 / 9
+    )
     assert PROFILES["tiny"].sft_prompts == 17
 
 
 @pytest.mark.parametrize(
     "patch, message",
     [
-        ({"build": {"X": 1}}, "cannot patch world.build"),
-        ({"families": {"NO_SUCH_CONSTANT": 1}}, "world.families has no NO_SUCH_CONSTANT"),
+        ({"build": {"X": 1}}, "cannot patch instructflow.world.build"),
+        (
+            {"families": {"NO_SUCH_CONSTANT": 1}},
+            "instructflow.world.families has no NO_SUCH_CONSTANT",
+        ),
     ],
 )
 def test_patch_refuses_what_it_cannot_set(patch, message, restored_world):

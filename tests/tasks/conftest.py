@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from models.reward_model import reward_model_from_causal_lm
+from instructflow.models.reward_model import reward_model_from_causal_lm
 from tests.models.test_lm import save_tiny_checkpoint
 
 

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from tasks.best_of_n import best_of_first, best_of_n_table, sample_candidates
+from instructflow.tasks.best_of_n import best_of_first, best_of_n_table, sample_candidates
 
 
 def test_best_of_first_n_looks_only_at_the_first_n_candidates():

@@ -4,8 +4,8 @@ from pathlib import Path
 
 import pytest
 
-from tasks.code_closure import ROOT, import_closure, import_closure_digest
-from tasks.stage import content_digest
+from instructflow.tasks.code_closure import ROOT, import_closure, import_closure_digest
+from instructflow.tasks.stage import content_digest
 
 
 def write(root: Path, rel: str, text: str = "") -> Path:
@@ -17,16 +17,17 @@ def write(root: Path, rel: str, text: str = "") -> Path:
 
 @pytest.fixture
 def tree(tmp_path: Path) -> Path:
-    """A miniature project: tasks.stage_a reaches four modules by four kinds of import."""
-    write(tmp_path, "tasks/__init__.py", "from tasks import env  # noqa\n")
+    """A miniature project: tasks.stage_a reaches four modules by four kinds of import, most
+    under the installed names (instructflow.tasks...), one under its folder's name."""
+    write(tmp_path, "tasks/__init__.py", "from instructflow.tasks import env  # noqa\n")
     write(tmp_path, "tasks/env.py", "import os\n")
     write(
         tmp_path,
         "tasks/stage_a.py",
         "import numpy\nfrom tasks import helper\nfrom . import rel_helper\n"
-        "def late():\n    from models.net import Net\n    return Net\n",
+        "def late():\n    from instructflow.models.net import Net\n    return Net\n",
     )
-    write(tmp_path, "tasks/helper.py", "import world.facts\n")
+    write(tmp_path, "tasks/helper.py", "import instructflow.world.facts\n")
     write(tmp_path, "tasks/rel_helper.py", "X = 1\n")
     write(tmp_path, "tasks/unrelated.py", "Y = 2\n")
     write(tmp_path, "models/__init__.py")
@@ -43,7 +44,7 @@ def rels(files: list[Path], root: Path) -> set[str]:
 def test_closure_follows_plain_from_relative_and_lazy_imports(tree):
     # given a stage module that imports through `from pkg import mod`, a relative
     # import, a transitive `import a.b` and an import inside a function
-    files = import_closure(["tasks.stage_a"], root=tree)
+    files = import_closure(["instructflow.tasks.stage_a"], root=tree)
     # then every one of those modules and their packages is in, and nothing else
     assert rels(files, tree) == {
         "tasks/__init__.py",
@@ -59,16 +60,16 @@ def test_closure_follows_plain_from_relative_and_lazy_imports(tree):
 
 
 def test_digest_changes_with_an_imported_module_only(tree):
-    before = import_closure_digest("tasks.stage_a", root=tree)
+    before = import_closure_digest("instructflow.tasks.stage_a", root=tree)
     # an edit to a module the stage does not import leaves the key alone
     write(tree, "tasks/unrelated.py", "Y = 3\n")
-    assert import_closure_digest("tasks.stage_a", root=tree) == before
+    assert import_closure_digest("instructflow.tasks.stage_a", root=tree) == before
     # an edit (a comment even) to one it reaches transitively and lazily changes it
     write(tree, "world/facts.py", "FACTS = {}  # edited\n")
-    assert import_closure_digest("tasks.stage_a", root=tree) != before
+    assert import_closure_digest("instructflow.tasks.stage_a", root=tree) != before
 
 
-def test_installed_namespace_prefix_is_the_same_module(tree):
+def test_installed_name_and_folder_name_are_the_same_module(tree):
     assert import_closure_digest("instructflow.tasks.stage_a", root=tree) == (
         import_closure_digest("tasks.stage_a", root=tree)
     )
@@ -83,9 +84,12 @@ def test_a_module_outside_the_project_is_refused(tree):
     ("module", "must_include"),
     [
         # the files issue 16 found missing from the hand-kept lists
-        ("tasks.evaluation", {"models/lm.py", "models/lm_training.py", "models/batching.py"}),
-        ("tasks.ppo", {"world/judge.py", "models/lm.py"}),
-        ("tasks.registry", {"world/judge.py", "models/lm.py", "tasks/evaluation.py"}),
+        (
+            "instructflow.tasks.evaluation",
+            {"models/lm.py", "models/lm_training.py", "models/batching.py"},
+        ),
+        ("instructflow.tasks.ppo", {"world/judge.py", "models/lm.py"}),
+        ("instructflow.tasks.registry", {"world/judge.py", "models/lm.py", "tasks/evaluation.py"}),
     ],
 )
 def test_real_stages_cover_what_they_import(module, must_include):
@@ -93,18 +97,35 @@ def test_real_stages_cover_what_they_import(module, must_include):
 
 
 def test_stage_task_versions_are_their_closure_digests():
-    from tasks import base_model, comparisons, data, evaluation, ppo, registry, reward_model, sft
+    from instructflow.tasks import (
+        base_model,
+        comparisons,
+        data,
+        evaluation,
+        ppo,
+        registry,
+        reward_model,
+        sft,
+    )
 
-    assert sft.sft_task.version == import_closure_digest("tasks.sft")
-    assert ppo.ppo_task.version == import_closure_digest("tasks.ppo")
-    assert evaluation.evaluation_task.version == import_closure_digest("tasks.evaluation")
-    assert base_model.base_model_task.version == import_closure_digest("tasks.base_model")
-    assert comparisons.comparisons_task.version == import_closure_digest("tasks.comparisons")
-    assert reward_model.reward_model_task.version == import_closure_digest("tasks.reward_model")
-    assert data.validate_data_task.version == import_closure_digest("tasks.data")
+    assert sft.sft_task.version == import_closure_digest("instructflow.tasks.sft")
+    assert ppo.ppo_task.version == import_closure_digest("instructflow.tasks.ppo")
+    assert evaluation.evaluation_task.version == import_closure_digest(
+        "instructflow.tasks.evaluation"
+    )
+    assert base_model.base_model_task.version == import_closure_digest(
+        "instructflow.tasks.base_model"
+    )
+    assert comparisons.comparisons_task.version == import_closure_digest(
+        "instructflow.tasks.comparisons"
+    )
+    assert reward_model.reward_model_task.version == import_closure_digest(
+        "instructflow.tasks.reward_model"
+    )
+    assert data.validate_data_task.version == import_closure_digest("instructflow.tasks.data")
     # the registry also ships the serving modules MLflow loads as code files
     assert registry.register_and_gate_task.version == import_closure_digest(
-        "tasks.registry", "tasks.serving.reward_model"
+        "instructflow.tasks.registry", "instructflow.tasks.serving.reward_model"
     )
 
 
@@ -132,7 +153,7 @@ def test_content_digest_of_a_folder_sees_every_file_and_name(tmp_path):
 
 
 def test_keyed_by_content_swaps_input_paths_for_digests(tmp_path):
-    from tasks.stage import keyed_by_content
+    from instructflow.tasks.stage import keyed_by_content
 
     human = write(tmp_path, "human.jsonl", '{"x": 1}\n')
     keyed = keyed_by_content(
@@ -147,7 +168,7 @@ def test_keyed_by_content_swaps_input_paths_for_digests(tmp_path):
 
 
 def test_key_arguments_do_not_depend_on_where_the_project_lives(tmp_path):
-    from tasks.stage import key_arguments
+    from instructflow.tasks.stage import key_arguments
 
     base = write(tmp_path, "my-model/config.json", "{}").parent
 
@@ -171,7 +192,7 @@ def test_key_arguments_do_not_depend_on_where_the_project_lives(tmp_path):
 
 
 def test_a_cached_result_from_another_checkout_names_this_checkouts_files(tmp_path):
-    from tasks.stage import relocated
+    from instructflow.tasks.stage import relocated
 
     here = tmp_path / "runs" / "sft" / "sft-1234"
     cached = {

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from tasks import data, data_version, layout
-from tasks.tables import TableError
+from instructflow.tasks import data, data_version, layout
+from instructflow.tasks.tables import TableError
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 

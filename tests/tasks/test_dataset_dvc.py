@@ -6,8 +6,8 @@ import dvc.repo  # noqa: F401  (DVC binds its log handlers to sys.stdout at firs
 import pytest  # imported inside a test, they would write to that test's closed capture)
 import yaml
 
-from flows.cli import main
-from tasks.tables import TableError
+from instructflow.flows.cli import main
+from instructflow.tasks.tables import TableError
 from tests.conftest import init_dvc_project
 from tests.own_data import write_pairwise_dataset
 
@@ -33,15 +33,15 @@ def test_data_add_versions_a_valid_dataset_and_refuses_a_bad_one(tmp_path, monke
     assert not (root / "bad.dvc").exists()
 
     with pytest.raises(TableError):  # the same refusal from the function itself
-        from tasks.dataset_dvc import add_dataset
+        from instructflow.tasks.dataset_dvc import add_dataset
 
         add_dataset(root, bad)
     assert main(["data", "add", str(tmp_path)]) == 2  # outside the project
 
 
 def test_a_dataset_that_changed_since_data_add_is_refused_unless_allowed(tmp_path):
-    from tasks.data_version import DataMismatchError
-    from tasks.dataset_dvc import add_dataset, version_tags
+    from instructflow.tasks.data_version import DataMismatchError
+    from instructflow.tasks.dataset_dvc import add_dataset, version_tags
 
     root = init_dvc_project(tmp_path / "project")
     mine = write_pairwise_dataset(root / "mine", n=20)

@@ -1,8 +1,8 @@
 """The evaluation harness on generated smoke data with tiny models built from config."""
 
-from models.lm import load_causal_lm
-from tasks.evaluation import EvalConfig, Policy, evaluate, head_to_head
-from tasks.judge_trust import agreement_block
+from instructflow.models.lm import load_causal_lm
+from instructflow.tasks.evaluation import EvalConfig, Policy, evaluate, head_to_head
+from instructflow.tasks.judge_trust import agreement_block
 
 
 def test_win_rate_of_a_policy_against_itself_is_one_half_within_its_ci(
@@ -10,7 +10,9 @@ def test_win_rate_of_a_policy_against_itself_is_one_half_within_its_ci(
 ):
     # given SFT evaluated against an independent sample of itself, also by a held-out judge
     sft_dir, rm_dir = tiny_dirs
-    (tmp_path / "model").symlink_to(rm_dir.resolve())  # a judge folder (tasks.judge's layout)
+    (tmp_path / "model").symlink_to(
+        rm_dir.resolve()
+    )  # a judge folder (instructflow.tasks.judge's layout)
     cfg = EvalConfig(max_prompts=80, max_new_tokens=8)
     profile = generated_root / "data" / "smoke"
     rows, raw = evaluate([Policy("sft", sft_dir)], sft_dir, rm_dir, profile, cfg, 0, tmp_path)
@@ -56,7 +58,7 @@ def test_head_to_head_of_identical_policies_is_even(tiny_dirs, generated_root):
 
 
 def test_fewshot_prefix_shows_demonstrations_in_the_prompt_format(generated_root):
-    from tasks.evaluation import fewshot_prefix
+    from instructflow.tasks.evaluation import fewshot_prefix
 
     prefix = fewshot_prefix(generated_root / "data" / "smoke", 3)
     assert prefix.count("Q: ") == 3 and prefix.count("\nA: ") == 3
@@ -69,9 +71,9 @@ def test_tiny_models_load(tiny_dirs):
 
 def _foreign_policy(folder, profile_dir):
     """A policy from another base model: its own, larger tokenizer (ids beyond SFT's vocabulary)."""
-    from models.lm import GPT2Size, build_gpt2, save_model
-    from models.tokenizer import train_tokenizer
-    from tasks.base_model import tokenizer_texts
+    from instructflow.models.lm import GPT2Size, build_gpt2, save_model
+    from instructflow.models.tokenizer import train_tokenizer
+    from instructflow.tasks.base_model import tokenizer_texts
 
     tokenizer = train_tokenizer(tokenizer_texts(profile_dir), vocab_size=700)
     model = build_gpt2(tokenizer, GPT2Size(n_layer=1, n_head=2, n_embd=32, n_positions=128), 1)
@@ -82,8 +84,8 @@ def _foreign_policy(folder, profile_dir):
 def test_a_policy_with_another_tokenizer_is_scored_by_sft_as_text(
     tiny_dirs, generated_root, tmp_path
 ):
-    from models.tokenizer import tokenizer_digest
-    from tasks.evaluation import sample
+    from instructflow.models.tokenizer import tokenizer_digest
+    from instructflow.tasks.evaluation import sample
 
     # given SFT and a policy whose tokenizer is another (and larger) one
     sft_dir, _ = tiny_dirs
@@ -97,7 +99,7 @@ def test_a_policy_with_another_tokenizer_is_scored_by_sft_as_text(
     # when it is sampled and scored by SFT (the KL term)
     out = sample(Policy("foreign", foreign), prompts, cfg, seed=0, sft=sft)
     # then SFT's log-probabilities are those of the texts re-encoded with SFT's tokenizer
-    from models.sampling import text_response_logprobs
+    from instructflow.models.sampling import text_response_logprobs
 
     expected = text_response_logprobs(sft[0], sft[1], prompts, out.texts)
     assert out.sft_logprobs == expected.tolist()

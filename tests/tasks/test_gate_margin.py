@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from tasks import gate_margin
+from instructflow.tasks import gate_margin
 
 
 def test_without_a_sweep_the_setting_is_the_margin():

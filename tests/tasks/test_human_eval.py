@@ -5,14 +5,14 @@ import json
 
 import pytest
 
-from tasks.human_eval import (
+from instructflow.tasks.human_eval import (
     blinded_items,
     human_results,
     pairwise_wins,
     read_labels,
     write_labeling_files,
 )
-from tasks.tables import TableError
+from instructflow.tasks.tables import TableError
 
 
 def _responses(policies=("sft", "ppo", "ppo_ptx"), prompts=4):

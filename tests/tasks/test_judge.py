@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from models.reward_model import reward_model_from_causal_lm
-from tasks import comparisons, layout
-from tasks.judge import (
+from instructflow.models.reward_model import reward_model_from_causal_lm
+from instructflow.tasks import comparisons, layout
+from instructflow.tasks.judge import (
     HeldOutJudge,
     JudgeConfig,
     JudgeDataError,
@@ -21,14 +21,14 @@ from tasks.judge import (
     split_for_judge,
     train_judge_on_comparisons,
 )
-from tasks.judge_trust import (
+from instructflow.tasks.judge_trust import (
     agreement_block,
     gold_agreement,
     judge_is_trustworthy,
     report_block,
 )
-from tasks.reward_model import _forward, score_rows
-from tasks.tables import write_jsonl
+from instructflow.tasks.reward_model import _forward, score_rows
+from instructflow.tasks.tables import write_jsonl
 
 
 def row(cid: str, user: str, labeler: str, prompt: str, responses: list[str], ranking: list[int]):
@@ -280,8 +280,8 @@ def test_the_judge_refuses_to_train_when_the_rm_saw_its_users(tiny_dirs, tmp_pat
 
 
 def test_the_judge_block_reaches_mlflow_and_report_md():
-    from tasks.judge_trust import parent_metrics
-    from tasks.report import empty_report, to_markdown
+    from instructflow.tasks.judge_trust import parent_metrics
+    from instructflow.tasks.report import empty_report, to_markdown
 
     metrics = {
         "judge/training_rows": 7.0,

@@ -22,14 +22,14 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-import models.lm_training
-import tasks.reward_model
-from models.checkpoints import CheckpointStore
-from tasks import checkpoints, comparisons, layout
-from tasks.base_model import BaseModelConfig, build_base_model
-from tasks.reward_model import RewardModelConfig, train_reward_model
-from tasks.sft import SFTConfig, finetune
-from tasks.tables import write_jsonl
+import instructflow.models.lm_training
+import instructflow.tasks.reward_model
+from instructflow.models.checkpoints import CheckpointStore
+from instructflow.tasks import checkpoints, comparisons, layout
+from instructflow.tasks.base_model import BaseModelConfig, build_base_model
+from instructflow.tasks.reward_model import RewardModelConfig, train_reward_model
+from instructflow.tasks.sft import SFTConfig, finetune
+from instructflow.tasks.tables import write_jsonl
 from tests.models.test_lm import CORPUS, save_tiny_checkpoint
 
 WORDS = ["stone", "apple", "tarn", "velm", "orsk", "bex", "owl", "reed"]
@@ -134,14 +134,14 @@ def world(tmp_path_factory) -> dict[str, str]:
 def count_steps(monkeypatch) -> list[int]:
     """Record the step index of every optimizer step the loops take."""
     steps: list[int] = []
-    real = models.lm_training.guarded_step
+    real = instructflow.models.lm_training.guarded_step
 
     def counting(*args):
         steps.append(args[-1])
         return real(*args)
 
-    monkeypatch.setattr(models.lm_training, "guarded_step", counting)
-    monkeypatch.setattr(tasks.reward_model, "guarded_step", counting)
+    monkeypatch.setattr(instructflow.models.lm_training, "guarded_step", counting)
+    monkeypatch.setattr(instructflow.tasks.reward_model, "guarded_step", counting)
     return steps
 
 

@@ -7,7 +7,7 @@ import signal
 import pytest
 from mlflow import MlflowClient
 
-from tasks import leftovers
+from instructflow.tasks import leftovers
 
 
 @pytest.fixture

@@ -1,6 +1,6 @@
 """The model card: a registered version's description, written from the run's lineage, metrics and gate."""
 
-from tasks.model_card import approval_section, model_card
+from instructflow.tasks.model_card import approval_section, model_card
 
 LINEAGE = {
     "profile": "smoke",

@@ -6,7 +6,7 @@ import threading
 import pytest
 from mlflow.exceptions import MlflowException
 
-from tasks import outages
+from instructflow.tasks import outages
 from tests.conftest import free_port
 
 

@@ -21,12 +21,12 @@ from transformers import (
     Qwen2ForCausalLM,
 )
 
-from models.batching import encode_pair
-from models.lm import load_causal_lm
-from models.reward_model import reward_model_from_causal_lm
-from tasks.dataset import load_dataset
-from tasks.dataset_stage import length_check
-from tasks.reward_model import score_rows
+from instructflow.models.batching import encode_pair
+from instructflow.models.lm import load_causal_lm
+from instructflow.models.reward_model import reward_model_from_causal_lm
+from instructflow.tasks.dataset import load_dataset
+from instructflow.tasks.dataset_stage import length_check
+from instructflow.tasks.reward_model import score_rows
 from tests.own_data import write_hh_dataset
 
 CHATML = (

@@ -2,13 +2,13 @@
 
 import shutil
 
-from models.lm import load_causal_lm
-from tasks import evaluation, layout
-from tasks.evaluation import EvalConfig, Policy, sample
-from tasks.judge import HeldOutJudge
-from tasks.own_evaluation import evaluate_own
-from tasks.stats import prompt_mean_with_ci
-from tasks.tables import write_jsonl
+from instructflow.models.lm import load_causal_lm
+from instructflow.tasks import evaluation, layout
+from instructflow.tasks.evaluation import EvalConfig, Policy, sample
+from instructflow.tasks.judge import HeldOutJudge
+from instructflow.tasks.own_evaluation import evaluate_own
+from instructflow.tasks.stats import prompt_mean_with_ci
+from instructflow.tasks.tables import write_jsonl
 from tests.own_data import WORDS
 
 

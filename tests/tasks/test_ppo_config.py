@@ -3,8 +3,8 @@
 import pytest
 from pydantic import ValidationError
 
-from models.ppo_config import PPOHyper
-from tasks.ppo_config import PPOStageConfig, trainer_hyper
+from instructflow.models.ppo_config import PPOHyper
+from instructflow.tasks.ppo_config import PPOStageConfig, trainer_hyper
 
 
 def _another(name: str, default):

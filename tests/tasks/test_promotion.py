@@ -3,7 +3,7 @@
 import pytest
 from mlflow import MlflowClient
 
-from tasks.promotion import record_approval
+from instructflow.tasks.promotion import record_approval
 
 NAME = "policy-under-review"
 

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from tasks import provenance
+from instructflow.tasks import provenance
 
 X86 = """processor\t: 0
 vendor_id\t: GenuineIntel

@@ -1,6 +1,6 @@
 import pytest
 
-from tasks.gate import decide
+from instructflow.tasks.gate import decide
 
 
 def test_a_clearly_better_challenger_is_promoted():
@@ -35,7 +35,7 @@ def test_alignment_tax_beyond_the_margin_blocks_promotion():
 
 
 def test_manual_promotion_needs_a_reason():
-    from tasks.registry import promote_manually
+    from instructflow.tasks.registry import promote_manually
 
     with pytest.raises(ValueError, match="reason"):
         promote_manually("1", "   ")
@@ -54,7 +54,7 @@ def test_a_win_within_the_seed_noise_is_not_enough():
 
 
 def test_a_weak_judge_blocks_automatic_promotion_in_one_line():
-    from tasks.gate import GateConfig, judge_decision
+    from instructflow.tasks.gate import GateConfig, judge_decision
 
     # given a clear win as the judge sees it, from a judge at chance on held-out pairs
     # (what a 20-pair judge scored: 0.46 on smoke)
@@ -73,7 +73,7 @@ def test_a_weak_judge_blocks_automatic_promotion_in_one_line():
 
 
 def test_without_judge_verdicts_nothing_is_promoted():
-    from tasks.gate import GateConfig, judge_decision
+    from instructflow.tasks.gate import GateConfig, judge_decision
 
     decision = judge_decision(None, judge_accuracy=0.9, cfg=GateConfig())
     assert not decision.promote and "no held-out judge verdicts" in decision.reason

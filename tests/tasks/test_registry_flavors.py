@@ -10,13 +10,13 @@ import sys
 import mlflow
 from mlflow import MlflowClient
 
-from tasks import registry, tracking
+from instructflow.tasks import registry, tracking
 
 LOAD_POLICY = """
 import json, sys, mlflow
 pipe = mlflow.transformers.load_model("models:/instructflow-policy@champion")
 out = pipe("Q: reverse stone\\nA:", max_new_tokens=4, do_sample=False)
-project = [m for m in ("tasks", "models", "flows", "world") if m in sys.modules]
+project = [m for m in sys.modules if m.partition(".")[0] in ("instructflow", "tasks", "models", "flows", "world")]
 print(json.dumps({"kind": type(pipe).__name__, "text": out[0]["generated_text"], "project": project}))
 """
 
@@ -64,7 +64,7 @@ def test_registered_policy_and_reward_model_load_without_the_project(
     assert scored["inputs"] == ["prompt", "response"]
 
     # and the pipeline's own code reads the registered policy back as a checkpoint
-    from models.lm import load_causal_lm
+    from instructflow.models.lm import load_causal_lm
 
     model, tokenizer = load_causal_lm(registry.local_checkpoint(registry.POLICY_MODEL, version))
     assert tokenizer.pad_token_id is not None and model.num_parameters() > 0

@@ -9,10 +9,10 @@ import mlflow
 import pytest
 from mlflow import MlflowClient
 
-from tasks import registry, tracking
-from tasks.evaluation import EvalConfig
-from tasks.gate import GateConfig
-from tasks.registry import RegistryConfig
+from instructflow.tasks import registry, tracking
+from instructflow.tasks.evaluation import EvalConfig
+from instructflow.tasks.gate import GateConfig
+from instructflow.tasks.registry import RegistryConfig
 from tests.tasks.test_evaluation import _foreign_policy
 
 POLICY, RM = RegistryConfig().names("tiny")

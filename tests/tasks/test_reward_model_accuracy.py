@@ -2,7 +2,7 @@ import math
 
 import torch
 
-from tasks.reward_model import accuracy_vs_scores, accuracy_vs_scores_by_family
+from instructflow.tasks.reward_model import accuracy_vs_scores, accuracy_vs_scores_by_family
 
 
 def test_accuracy_counts_only_pairs_the_reference_orders():

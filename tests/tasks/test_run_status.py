@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from tasks import report, run_status
+from instructflow.tasks import report, run_status
 
 
 @pytest.fixture

@@ -9,8 +9,8 @@ from typing import Any
 import pandas as pd
 import pytest
 
-from tasks import schemas
-from tasks.tables import (
+from instructflow.tasks import schemas
+from instructflow.tasks.tables import (
     TableError,
     check_user_splits,
     load_table,

@@ -1,4 +1,4 @@
-"""Which stage failures Prefect retries (tasks.stage.retry_only_transient)."""
+"""Which stage failures Prefect retries (instructflow.tasks.stage.retry_only_transient)."""
 
 import pytest
 
@@ -24,6 +24,6 @@ class _State:
     ],
 )
 def test_bad_input_is_never_retried_but_io_trouble_is(error, retried):
-    from tasks.stage import retry_only_transient
+    from instructflow.tasks.stage import retry_only_transient
 
     assert retry_only_transient(None, None, _State(error)) is retried

@@ -3,7 +3,7 @@ import math
 import numpy as np
 import pytest
 
-from tasks.stats import (
+from instructflow.tasks.stats import (
     bootstrap_ci,
     mean_with_ci,
     per_prompt_means,

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from tasks import sweep_stats
+from instructflow.tasks import sweep_stats
 
 
 def test_seed_summary_by_hand():

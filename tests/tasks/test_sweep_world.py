@@ -2,7 +2,7 @@
 
 import pytest
 
-from tasks import sweep_world
+from instructflow.tasks import sweep_world
 
 
 def _report(agreement: float, rm_add: float, judge_acc: float, trusted: bool) -> dict:
@@ -57,7 +57,7 @@ def test_a_figure_missing_in_one_seed_is_left_out():
 
 
 def test_world_lines_show_mean_and_seed_range_per_family():
-    from tasks.sweep_report import world_lines
+    from instructflow.tasks.sweep_report import world_lines
 
     world = sweep_world.world_figures(
         {0: _report(0.7, 0.6, 0.55, False), 1: _report(0.8, 0.8, 0.65, True)}

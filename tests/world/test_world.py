@@ -15,10 +15,10 @@ from pathlib import Path
 
 import pytest
 
-from tasks import layout
-from world import gold
-from world.build import build_world, make_facts
-from world.families import (
+from instructflow.tasks import layout
+from instructflow.world import gold
+from instructflow.world.build import build_world, make_facts
+from instructflow.world.families import (
     ADMIT_UNKNOWN,
     CHECKABLE,
     FAMILIES,
@@ -26,9 +26,9 @@ from world.families import (
     draw_task,
     phrase,
 )
-from world.people import Labeler, make_labelers, pairwise_agreement, rank
-from world.profiles import PROFILES, SFT_SHARE_FACTOR
-from world.responses import candidates, wrong_answer
+from instructflow.world.people import Labeler, make_labelers, pairwise_agreement, rank
+from instructflow.world.profiles import PROFILES, SFT_SHARE_FACTOR
+from instructflow.world.responses import candidates, wrong_answer
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 STAGE_TABLES = {
@@ -78,7 +78,7 @@ def test_different_seed_changes_every_table(smoke_world):
 def test_world_does_not_depend_on_the_hash_seed(smoke_world):
     # given another interpreter with a different string-hash seed
     code = (
-        "import hashlib, json; from world.build import build_world; "
+        "import hashlib, json; from instructflow.world.build import build_world; "
         "print(hashlib.sha256(json.dumps(build_world('smoke', 0), sort_keys=True).encode()).hexdigest())"
     )
     env = {**os.environ, "PYTHONHASHSEED": "12345"}
@@ -492,7 +492,7 @@ def test_corpus_states_every_capital(tiny_world):
     facts, _ = make_facts(0, PROFILES["tiny"])
     text = " ".join(row["text"] for row in tiny_world[layout.PRETRAIN_TRAIN])
     # then each country's capital is stated in one of the corpus's fact sentences
-    from world.corpus import FACT_SENTENCES
+    from instructflow.world.corpus import FACT_SENTENCES
 
     missing = [
         country

@@ -1,0 +1,41 @@
+"""The environment the CLI and the flows set (instructflow.tasks.env): defaults only, yours win."""
+
+import os
+import subprocess
+import sys
+
+from instructflow.tasks.env import apply_defaults, defaults
+
+
+def test_defaults_fill_only_what_is_unset(tmp_path, monkeypatch):
+    # given a project root and a user who exported HF_HUB_OFFLINE=0
+    (tmp_path / "data.dvc").write_text("outs: []\n")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("INSTRUCTFLOW_ROOT", raising=False)
+    environ = {"HF_HUB_OFFLINE": "0"}
+    # when the defaults are applied
+    added = apply_defaults(environ)
+    # then the exported value stands, and the rest are the project's
+    assert environ["HF_HUB_OFFLINE"] == "0" and "HF_HUB_OFFLINE" not in added
+    assert environ["PREFECT_HOME"] == str(tmp_path / ".prefect")
+    assert environ["PREFECT_LOCAL_STORAGE_PATH"] == str(tmp_path / "runs" / "prefect-results")
+    assert set(added) == set(defaults()) - {"HF_HUB_OFFLINE"}
+    # and applying them again changes nothing
+    assert apply_defaults(environ) == {}
+
+
+def test_the_module_prints_shell_exports_of_what_is_unset(tmp_path, monkeypatch):
+    # given an environment with only a project root and one exported setting
+    env = {"INSTRUCTFLOW_ROOT": str(tmp_path), "HF_HUB_OFFLINE": "0"}
+    if "PYTHONPATH" in os.environ:
+        env["PYTHONPATH"] = os.environ["PYTHONPATH"]
+    # then `python -m instructflow.tasks.env` (what scripts/serve.sh evals) exports the rest
+    out = subprocess.run(
+        [sys.executable, "-m", "instructflow.tasks.env"],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    assert f"export PREFECT_HOME={tmp_path / '.prefect'}\n" in out
+    assert "HF_HUB_OFFLINE" not in out
