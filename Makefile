@@ -1,5 +1,5 @@
 # The two commands a newcomer needs:
-#   make demo   run the pipeline on the embedded world (PROFILE=tiny; PROFILE=smoke for ~1 minute)
+#   make demo   run the pipeline on the embedded world (PROFILE=tiny; PROFILE=smoke: tiny models, to try it)
 #   make test   run the test suite (end-to-end tests included)
 # Both create .venv and install everything on first use.
 
@@ -25,8 +25,8 @@ help:
 # torch first, pinned: the CPU wheel is already on these machines, and any
 # other torch request would pull gigabytes of CUDA packages.
 # The rest at the versions in constraints.txt, so a fresh machine reproduces the
-# figures: the same code and data gave RM accuracy 0.724 in one session and 0.700
-# in a later one, whose install had resolved newer releases.
+# figures: the same code and data gave another RM accuracy in a later session
+# whose install had resolved newer releases.
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip

@@ -23,6 +23,7 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+DEFAULT_OUT = ROOT / "bench" / "results" / "mfu.json"
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
@@ -183,7 +184,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--checkpoint", choices=["trained", "untrained"], default="trained")
-    parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "mfu.json")
+    parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
     args = parser.parse_args()
     import torch
 
@@ -203,6 +204,8 @@ def main() -> None:
         stage["mfu"] = stage["flops_per_s"] / peak
     result = {
         "machine": f"{os.cpu_count()} cores; 1-min load average {min(loads):.1f}-{max(loads):.1f}",
+        "date": time.strftime("%Y-%m-%d", time.gmtime()),
+        "command": " ".join(["mfu.py", *sys.argv[1:]]),
         "threads": args.threads,
         "checkpoint": args.checkpoint,
         "matmul_peak_flops_per_s": peak,
@@ -214,6 +217,10 @@ def main() -> None:
     print(json.dumps(result, indent=1))
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=1) + "\n")
+    if args.out.resolve() == DEFAULT_OUT.resolve():
+        from bench import readme
+
+        readme.update()  # README's Performance table, from the file just written
 
 
 if __name__ == "__main__":

@@ -29,6 +29,7 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+DEFAULT_OUT = ROOT / "bench" / "results" / "overhead.json"
 
 
 def prepare_root(root: Path) -> None:
@@ -137,7 +138,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--profile", default="smoke")
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "overhead.json")
+    parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
     args = parser.parse_args()
 
     tmp = Path(tempfile.mkdtemp(prefix="instructflow-overhead-"))
@@ -184,6 +185,8 @@ def main() -> None:
     overhead = (first_s - registry_s - direct_s) / first_s
     result = {
         "machine": f"{os.cpu_count()} cores; 1-min load average {os.getloadavg()[0]:.1f} at the end",
+        "date": time.strftime("%Y-%m-%d", time.gmtime()),
+        "command": " ".join(["overhead.py", *sys.argv[1:]]),
         "profile": args.profile,
         "threads": args.threads,
         "direct_seconds": round(direct_s, 2),
@@ -207,6 +210,10 @@ def main() -> None:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=1) + "\n")
     print(f"wrote {args.out}")
+    if args.out.resolve() == DEFAULT_OUT.resolve():
+        from bench import readme
+
+        readme.update()  # README's Performance table, from the file just written
 
 
 if __name__ == "__main__":

@@ -364,6 +364,8 @@ def report(runs: list[dict], loads: list[list[float]], args, n_rounds: int) -> N
     print(machine)
     result = {
         "machine": machine,
+        "date": time.strftime("%Y-%m-%d", time.gmtime()),
+        "command": " ".join(["vs_trl.py", *sys.argv[1:]]),
         "threads": threads_out,
         "settings": SETTINGS | {"iterations": args.iterations, "rounds": n_rounds},
         "checkpoint": args.checkpoint,
@@ -373,6 +375,10 @@ def report(runs: list[dict], loads: list[list[float]], args, n_rounds: int) -> N
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=1) + "\n")
     print(f"wrote {args.out}")
+    if args.out.resolve() == RESULTS.resolve():
+        from bench import readme
+
+        readme.update()  # README's Performance table, from the file just written
 
 
 if __name__ == "__main__":

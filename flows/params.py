@@ -58,7 +58,7 @@ class PipelineParams(BaseModel):
 
     profile: Literal["smoke", "tiny", "small"] = Field(
         "tiny",
-        description="Size of the embedded world and of training: smoke (about a minute), tiny (minutes), small.",
+        description="Size of the embedded world and of training: smoke (tiny models, to try it), tiny (the default demo), small.",
     )
     seed: int = Field(
         0,
