@@ -18,7 +18,15 @@ def _cmd_run(args: argparse.Namespace) -> int:
     outages.preflight()
 
     fields = read_params_file(args.params) if args.params else {}
-    for field in ("profile", "seed", "base_model", "base_model_revision", "data", "threads"):
+    for field in (
+        "profile",
+        "seed",
+        "base_model",
+        "base_model_revision",
+        "data",
+        "threads",
+        "processes",
+    ):
         if getattr(args, field) is not None:
             fields[field] = getattr(args, field)
     if args.allow_data_mismatch:
@@ -139,6 +147,11 @@ def add_commands(sub) -> None:
     )
     run.add_argument(
         "--threads", type=int, help="torch CPU threads (default: every core this process may use)"
+    )
+    run.add_argument(
+        "--processes",
+        type=int,
+        help="processes per training stage, under `accelerate launch` (default 1: in-process)",
     )
     run.add_argument(
         "--allow-data-mismatch", action="store_true", help="run even if data/ differs from data.dvc"

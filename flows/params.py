@@ -70,6 +70,11 @@ class PipelineParams(BaseModel):
         ge=1,
         description="CPU threads for torch (pinned at the start, recorded in the report). Empty: every core this process may use. Figures are reproducible bit for bit only at the same thread count on the same machine.",
     )
+    processes: int = Field(
+        1,
+        ge=1,
+        description="Processes per training stage (base model, SFT and baselines, reward model, PPO): above 1, each stage runs under `accelerate launch` (DDP: NCCL on GPUs, gloo on CPU), each process on its share of every global batch; batch sizes stay global. 1: in the task's own process.",
+    )
     base_model: str | None = Field(
         None,
         description="A local Hugging Face causal-LM directory or a Hub id (org/name; fetched into the Hugging Face cache, or read from it when offline) to start from. Empty: train a small GPT-2 on the world's corpus.",

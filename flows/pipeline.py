@@ -29,6 +29,7 @@ from instructflow.tasks import (
     interrupts,
     judge,
     judge_trust,
+    launch,
     lifecycle,
     outages,
     plots,
@@ -198,11 +199,12 @@ def rlhf_pipeline(
 
         def stage(task, name: str, config_name: str | None, inputs: dict, **kwargs) -> dict:
             config = params.stage(config_name) if config_name else None
+            if name in launch.STAGES and params.processes > 1:  # 1: keys as before
+                kwargs["processes"] = params.processes
             key_config = {
                 "config": keyed_by_content(config.model_dump()) if config else None,
                 "seed": params.seed,
-                # The thread count changes how float sums round: part of what a stage computed.
-                "threads": threads,
+                "threads": threads,  # it changes how float sums round: part of the result
                 **key_arguments(kwargs),
             }
             extra = {"cfg": config} if config is not None else {}
@@ -330,9 +332,7 @@ def rlhf_pipeline(
             "profile": params.profile,
             "seed": params.seed,
             "base_model": params.base_model or f"embedded GPT-2 ({params.profile})",
-            "sft_run_id": sft_out[
-                "mlflow_run_id"
-            ],  # where the reference SFT checkpoint lives (for later evaluations)
+            "sft_run_id": sft_out["mlflow_run_id"],  # the reference SFT's run (later evaluations)
         }
         policy_metrics = {
             k.split("/", 2)[2]: round(v, 4)

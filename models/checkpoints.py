@@ -28,6 +28,8 @@ from typing import Any
 
 import torch
 
+from instructflow.models.distributed import main_process
+
 STATE = "state.pt"
 META = "meta.json"
 _STOP = threading.Event()
@@ -150,7 +152,8 @@ def set_rng_state(state: dict[str, Any], generator: torch.Generator | None = Non
 def after_step(store: CheckpointStore | None, step: int, state_fn) -> None:
     """Call after each finished step (`step` counts finished steps): checkpoint when due; honour a stop request."""
     stopping = stop_requested()
-    if store is not None and (stopping or step % store.every == 0):
+    # Under `accelerate launch` every process holds the same state: rank 0 writes it.
+    if store is not None and main_process() and (stopping or step % store.every == 0):
         store.save(step, state_fn())
     if stopping:
         kept = f"; checkpoint at step {step} kept" if store is not None else ""

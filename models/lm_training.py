@@ -17,6 +17,7 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from instructflow.models.batching import collate_sft, encode_pair, length_bucketed_batches
 from instructflow.models.checkpoints import CheckpointStore, after_step, rng_state, set_rng_state
+from instructflow.models.distributed import Group, labelled_tokens, sft_token_loss
 from instructflow.models.numeric import check_finite
 from instructflow.models.runtime import Precision, make_accelerator
 
@@ -197,6 +198,7 @@ def supervised_finetune(
     store: CheckpointStore | None = None,
     carry: dict | None = None,
     precision: Precision = "fp32",
+    log_every: int = 25,
 ) -> None:
     """Fine-tune on response tokens only, several epochs; `on_epoch(epoch, valid_loss, model)` after each.
 
@@ -206,8 +208,14 @@ def supervised_finetune(
     record of the best epoch), and resumes from the newest checkpoint there:
     `carry` is then updated in place. `precision` is the autocast precision
     (instructflow.models.runtime.make_accelerator).
+
+    Under `accelerate launch` with N processes, every process walks the same
+    global batches and trains on its shard of each (instructflow.models.distributed):
+    the loss is the mean over the global batch's response tokens, as with one
+    process. Callbacks run in every process; the caller saves from rank 0 only.
     """
     accelerator = make_accelerator(precision)
+    group = Group(accelerator)
     torch.manual_seed(seed)
     lengths = [len(ids) for ids, _ in train]
     steps_per_epoch = math.ceil(len(train) / cfg.batch_size)
@@ -224,14 +232,18 @@ def supervised_finetune(
         batches = length_bucketed_batches(lengths, cfg.batch_size, seed=seed * 1000 + epoch)
         first = start_batch if epoch == start_epoch else 0
         for index in range(first, len(batches)):
-            batch = {
-                k: v.to(accelerator.device)
-                for k, v in collate_sft([train[i] for i in batches[index]], pad_id).items()
-            }
-            loss = model(**batch).loss
+            if group.size == 1:
+                batch = {
+                    k: v.to(accelerator.device)
+                    for k, v in collate_sft([train[i] for i in batches[index]], pad_id).items()
+                }
+                loss = shown = model(**batch).loss
+            else:
+                loss, shown = _sharded_sft_loss(model, train, batches[index], group, pad_id)
             guarded_step(accelerator, model, loss, optimizer, scheduler, cfg.grad_clip, step)
-            if step % 25 == 0:
-                on_log(step, {"train_loss": loss.item(), "lr": scheduler.get_last_lr()[0]})
+            if step % log_every == 0:
+                shown = float(group.sum(shown.detach()))  # every process takes part
+                on_log(step, {"train_loss": shown, "lr": scheduler.get_last_lr()[0]})
             step += 1
             after_step(
                 store,
@@ -249,6 +261,24 @@ def supervised_finetune(
             )
         unwrapped = accelerator.unwrap_model(model)
         on_epoch(epoch, response_loss(unwrapped, valid, pad_id), unwrapped)
+
+
+def _sharded_sft_loss(model, train, rows: list[int], group: Group, pad_id: int):
+    """This process's share of the global batch's mean token loss, and its part of that mean.
+
+    share = local token sum * N / global tokens: DDP averages the N gradients,
+    which gives the gradient of the global mean (not a mean of shard means).
+    """
+    mine, real = group.batch_shard(rows)
+    batch = {
+        k: v.to(group.accelerator.device)
+        for k, v in collate_sft([train[i] for i in mine], pad_id).items()
+    }
+    logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+    total, _ = sft_token_loss(logits, batch["labels"])
+    total = total if real else total * 0.0
+    count = labelled_tokens([train[i] for i in rows])
+    return total * group.size / count, total / count
 
 
 def shuffled(items: list, seed: int) -> list:

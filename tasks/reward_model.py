@@ -13,8 +13,10 @@ import mlflow
 import torch
 from prefect import task
 from pydantic import Field
+from torch.nn.parallel import DistributedDataParallel
 
 from instructflow.models.checkpoints import after_step
+from instructflow.models.distributed import Group, main_process
 from instructflow.models.lm import context_length
 from instructflow.models.lm_training import (
     OptimConfig,
@@ -33,7 +35,7 @@ from instructflow.models.reward_model import (
     set_reward_offset,
 )
 from instructflow.models.runtime import PeakMemory, enable_gradient_checkpointing, make_accelerator
-from instructflow.tasks import checkpoints, comparisons, layout, tracking
+from instructflow.tasks import checkpoints, comparisons, launch, layout, tracking
 from instructflow.tasks.concurrency import training_slot
 from instructflow.tasks.stage import import_closure_digest, mark_done, prefect_options
 from instructflow.tasks.tables import read_jsonl
@@ -88,7 +90,13 @@ def _forward(
     prompts = [row["prompt"] for row in rows for _ in range(k)]
     responses = [r for row in rows for r in row["responses"] + [""] * (k - len(row["responses"]))]
     ids, mask = encode_for_reward(tokenizer, prompts, responses, max_len)
-    return rewards(model, ids.to(model.device), mask.to(model.device)).view(len(rows), k)
+    ids, mask = ids.to(model.device), mask.to(model.device)
+    if isinstance(model, DistributedDataParallel):
+        # DDP all-reduces gradients only through its own forward: the head's, which
+        # reads the last non-pad token, the EOS (the pad is distinct; the offset is 0
+        # while training).
+        return model(input_ids=ids, attention_mask=mask).logits.view(len(rows), k)
+    return rewards(model, ids, mask).view(len(rows), k)
 
 
 def accuracy_vs_scores(
@@ -130,6 +138,7 @@ def train_reward_model(
     seed: int,
     out_dir: Path,
     log,
+    log_every: int = 25,
 ) -> dict:
     memory = PeakMemory().start()
     model, tokenizer = reward_model_from_causal_lm(sft_dir, seed=seed)
@@ -148,6 +157,7 @@ def train_reward_model(
         model, OptimConfig(lr=cfg.lr, batch_size=cfg.batch_size), steps_per_epoch * cfg.epochs
     )
     model, optimizer = accelerator.prepare(model, optimizer)
+    group = Group(accelerator)
     generator = torch.Generator().manual_seed(seed)
     step, best_acc, start_epoch, start_batch, order = 0, -1.0, 0, 0, None
     store = checkpoints.store(out_dir, cfg.checkpoint_every)
@@ -166,12 +176,17 @@ def train_reward_model(
         batches = [order[i : i + cfg.batch_size] for i in range(0, len(order), cfg.batch_size)]
         first = start_batch if epoch == start_epoch else 0
         for index in range(first, len(batches)):
-            batch = [train[i] for i in batches[index]]
+            # Under `accelerate launch`: this process's prompts of the global batch, and
+            # its share of the batch's mean loss (instructflow.models.distributed).
+            mine, real = group.batch_shard(batches[index])
+            batch = [train[i] for i in mine]
             ranking = ranking_tensor(batch, device=accelerator.device)
-            loss = kwise_ranking_loss(_forward(model, tokenizer, batch, max_len), ranking)
+            mean = kwise_ranking_loss(_forward(model, tokenizer, batch, max_len), ranking)
+            share = mean * (len(mine) if real else 0) / len(batches[index])
+            loss = mean if group.size == 1 else share * group.size
             guarded_step(accelerator, model, loss, optimizer, scheduler, 1.0, step)
-            if step % 25 == 0:
-                log(step, {"train_loss": loss.item()})
+            if step % log_every == 0:
+                log(step, {"train_loss": float(group.sum(share.detach()))})
             step += 1
             after_step(
                 store,
@@ -202,12 +217,16 @@ def train_reward_model(
         )
         if valid_acc > best_acc:
             best_acc = valid_acc
+            if not main_process():  # the same weights everywhere: rank 0 saves
+                continue
             if adapters is not None:  # the adapter and trained head only, merged below
                 adapters.save_pretrained(out_dir / ADAPTER)
             else:
                 unwrapped.save_pretrained(out_dir / "candidate")
                 tokenizer.save_pretrained(out_dir / "candidate")
 
+    if not main_process():  # centring and held-out scoring: rank 0 alone
+        return {}
     if adapters is not None:
         del model, adapters, unwrapped
         # The SFT trunk and new head as before training (same seed), plus the best adapter.
@@ -271,7 +290,9 @@ def reward_model_task(
     seed: int,
     out_dir: str,
     parent_run_id: str,
+    processes: int = 1,
 ) -> dict:
+    """`processes` > 1 trains under `accelerate launch` (instructflow.tasks.launch)."""
     out = checkpoints.prepare_out_dir(out_dir)
     with (
         in_stage("reward_model"),
@@ -279,14 +300,14 @@ def reward_model_task(
         tracking.stage_run("reward_model", parent_run_id) as run,
     ):
         mlflow.log_params(cfg.model_dump() | {"seed": seed})
-        metrics = train_reward_model(
-            Path(sft_dir),
-            Path(comparisons_dir),
-            Path(profile_dir),
-            cfg,
-            seed,
-            out,
-            tracking.metric_logger("rm"),
+        metrics = launch.run(
+            train_reward_model,
+            {"sft_dir": Path(sft_dir), "comparisons_dir": Path(comparisons_dir)}
+            | {"profile_dir": Path(profile_dir), "cfg": cfg, "seed": seed, "out_dir": out},
+            processes=processes,
+            work_dir=out,
+            log=tracking.metric_logger("rm"),
+            log_prefix="rm",
         )
         tracking.log_metrics(metrics)
         mlflow.log_artifacts(str(out / "model"), artifact_path="model")

@@ -12,12 +12,13 @@ from prefect import task
 from pydantic import Field
 
 from instructflow.models.batching import encode_pair
+from instructflow.models.distributed import main_process
 from instructflow.models.lm import context_length, load_causal_lm, save_model
 from instructflow.models.lm_training import OptimConfig, encode_demonstrations, supervised_finetune
 from instructflow.models.lora import add_lora, merge_saved_adapter, trainable_fraction
 from instructflow.models.numeric import in_stage
 from instructflow.models.runtime import PeakMemory, enable_gradient_checkpointing
-from instructflow.tasks import checkpoints, layout, tracking
+from instructflow.tasks import checkpoints, launch, layout, tracking
 from instructflow.tasks.concurrency import training_slot
 from instructflow.tasks.stage import import_closure_digest, mark_done, prefect_options
 from instructflow.tasks.tables import load_table
@@ -62,6 +63,7 @@ def finetune(
     seed: int,
     out_dir: Path,
     log,
+    log_every: int = 25,
 ) -> dict:
     """Fine-tune the model in model_dir on (prompt, response) pairs; keep the best epoch in out_dir/model.
 
@@ -88,6 +90,8 @@ def finetune(
         log(epoch, {"valid_loss": valid_loss})
         if valid_loss < best["valid_loss"]:
             best.update(valid_loss=valid_loss, epoch=epoch)
+            if not main_process():  # every process holds the same weights; rank 0 saves
+                return
             if adapters is not None:
                 adapters.save_pretrained(out_dir / ADAPTER)  # a few MB: adapters only
             else:
@@ -110,8 +114,11 @@ def finetune(
         store=checkpoints.store(out_dir, cfg.checkpoint_every),
         carry=best,
         precision=cfg.precision,
+        log_every=log_every,
     )
     fraction = trainable_fraction(model)
+    if not main_process():
+        return {}
     if adapters is not None:
         # A plain Hugging Face checkpoint: the untouched base plus the best adapter, merged.
         del model, adapters
@@ -138,8 +145,12 @@ def sft_task(
     seed: int,
     out_dir: str,
     parent_run_id: str,
+    processes: int = 1,
 ) -> dict:
-    """`variant` is sft (demonstrations), flan or t0 (the baselines' instruction mixtures)."""
+    """`variant` is sft (demonstrations), flan or t0 (the baselines' instruction mixtures).
+
+    `processes` > 1 trains under `accelerate launch` (instructflow.tasks.launch).
+    """
     out = checkpoints.prepare_out_dir(out_dir)
     profile = Path(profile_dir)
     if variant == "sft":
@@ -156,8 +167,14 @@ def sft_task(
         )
     with in_stage(variant), training_slot(), tracking.stage_run(variant, parent_run_id) as run:
         mlflow.log_params(cfg.model_dump() | {"seed": seed, "train_table": str(train)})
-        metrics = finetune(
-            Path(model_dir), train, valid, kind, cfg, seed, out, tracking.metric_logger(variant)
+        metrics = launch.run(
+            finetune,
+            {"model_dir": Path(model_dir), "train_path": train, "valid_path": valid, "kind": kind}
+            | {"cfg": cfg, "seed": seed, "out_dir": out},
+            processes=processes,
+            work_dir=out,
+            log=tracking.metric_logger(variant),
+            log_prefix=variant,
         )
         metrics = {f"{variant}/{k}": v for k, v in metrics.items()}
         tracking.log_metrics(metrics)

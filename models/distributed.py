@@ -1,0 +1,105 @@
+"""Data parallelism across the processes of one `accelerate launch`: who holds what, and what is summed.
+
+Pure torch and Accelerate. Every process holds the whole data set and draws
+the same global batches from the same seeded generators; each process then
+works on its own contiguous shard of a batch, and whatever the math defines
+over the whole batch (a mean over all tokens, advantage whitening, the KL
+the controller sees) is summed across processes first. A mean of per-process
+means would be wrong whenever shards hold unequal token counts.
+
+Gradients are averaged across processes by DDP (Accelerate wraps a prepared
+model in DistributedDataParallel), so a process's loss is its share of the
+global sum times the number of processes, divided by the global count: the
+average of those gradients is the gradient of the global mean.
+
+With one process (`Group.size == 1`) nothing here communicates.
+"""
+
+import os
+from collections.abc import Sequence
+
+import torch
+from accelerate import Accelerator
+
+
+def main_process() -> bool:
+    """True in the process that writes checkpoints and logs (rank 0; always, without a launch)."""
+    return int(os.environ.get("RANK", "0")) == 0
+
+
+def bounds(n: int, size: int) -> list[int]:
+    """Start of each of `size` contiguous shards of `n` items (and the end): sizes differ by at most 1."""
+    base, extra = divmod(n, size)
+    starts = [0]
+    for rank in range(size):
+        starts.append(starts[-1] + base + (1 if rank < extra else 0))
+    return starts
+
+
+class Group:
+    """The processes of one training run, seen from one of them."""
+
+    def __init__(self, accelerator: Accelerator | None = None) -> None:
+        self.accelerator = accelerator
+        self.size = accelerator.num_processes if accelerator is not None else 1
+        self.rank = accelerator.process_index if accelerator is not None else 0
+
+    def sum(self, tensor: torch.Tensor) -> torch.Tensor:
+        """Element-wise sum over processes (a copy; the input is left alone)."""
+        if self.size == 1:
+            return tensor
+        return self.accelerator.reduce(tensor.detach().clone(), reduction="sum")
+
+    def sum_floats(self, *values: float) -> list[float]:
+        """Several Python numbers summed over processes in one collective."""
+        if self.size == 1:
+            return list(values)
+        device = self.accelerator.device
+        return self.sum(torch.tensor(values, dtype=torch.float64, device=device)).tolist()
+
+    def shard(self, items: Sequence) -> list:
+        """This process's contiguous part of `items` (global order is rank 0's part, then rank 1's...)."""
+        edges = bounds(len(items), self.size)
+        return list(items[edges[self.rank] : edges[self.rank + 1]])
+
+    def gather(self, tensor: torch.Tensor) -> torch.Tensor:
+        """Concatenate every process's [n_i, ...] tensor along dim 0, in rank order (n_i may differ)."""
+        if self.size == 1:
+            return tensor
+        from accelerate.utils import gather_object
+
+        parts = gather_object([tensor.detach().cpu()])
+        return torch.cat(parts).to(tensor.device)
+
+    def batch_shard(self, rows: Sequence) -> tuple[list, bool]:
+        """This process's rows of a global batch, and whether they are real.
+
+        A process whose shard is empty (a batch smaller than the number of
+        processes) still runs forward and backward, on the batch's first row
+        with weight 0: DDP's gradient all-reduce needs every process.
+        """
+        mine = self.shard(rows)
+        return (mine, True) if mine else (list(rows[:1]), False)
+
+
+def sft_token_loss(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, int]:
+    """Summed next-token cross-entropy over labelled positions, and how many there are.
+
+    The same loss Hugging Face's causal-LM head averages (logits at t
+    predict labels at t+1, -100 ignored, fp32), left as a sum so shards of
+    one batch add up to the batch's total.
+    """
+    shifted = logits[:, :-1].float()
+    targets = labels[:, 1:]
+    total = torch.nn.functional.cross_entropy(
+        shifted.reshape(-1, shifted.shape[-1]),
+        targets.reshape(-1),
+        ignore_index=-100,
+        reduction="sum",
+    )
+    return total, int((targets != -100).sum())
+
+
+def labelled_tokens(examples: Sequence[tuple[list[int], list[int]]]) -> int:
+    """Positions an SFT batch is trained on (labels past the first column that are not -100)."""
+    return sum(sum(1 for label in labels[1:] if label != -100) for _, labels in examples)

@@ -1,0 +1,130 @@
+"""Run a training stage's plain function under `accelerate launch --num_processes N`.
+
+With `processes == 1` the function runs here, in the Prefect task's own
+process, as it always has. With N > 1 the task starts Accelerate's launcher
+(torchrun underneath: NCCL on GPUs, gloo on CPU) on
+`instructflow.tasks.launch_worker`, which calls the same function in every
+process. The function's arguments travel in a pickle under the stage's
+output folder; rank 0 alone logs metrics (to the stage's MLflow run, opened
+by the task) and writes checkpoints and the result, which the task reads
+back. When any process fails, torchrun stops the others and the stage fails
+with that process's message, in one line.
+"""
+
+import os
+import pickle
+import shutil
+import socket
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import mlflow
+import torch
+
+from instructflow.tasks import tracking
+from instructflow.tasks.launch_worker import RESULT
+
+FOLDER = "launch"
+SPEC = "spec.pkl"
+WORKER = "instructflow.tasks.launch_worker"
+STAGES = frozenset({"sft", "flan", "t0", "reward_model"})
+"""Pipeline stages whose task takes `processes` (the rest run in the task's process)."""
+
+
+class ProcessFailed(RuntimeError):
+    """A process of a multi-process stage failed (its message), or the launcher did."""
+
+
+def run(
+    fn: Callable[..., Any],
+    kwargs: dict[str, Any],
+    *,
+    processes: int,
+    work_dir: Path,
+    log: Callable[[int, dict[str, float]], None],
+    log_prefix: str | None,
+) -> Any:
+    """`fn(**kwargs, log=log)` here (one process), or rank 0's result of it under N processes.
+
+    In the launched processes `log` is rebuilt as an MLflow logger of the
+    active run (keys prefixed with `log_prefix`) in rank 0, and as nothing
+    elsewhere: the run and its parent stay the task's.
+    """
+    if processes < 1:
+        raise ValueError(f"processes must be >= 1, got {processes}")
+    if processes == 1:
+        return fn(**kwargs, log=log)
+    folder = work_dir / FOLDER
+    shutil.rmtree(folder, ignore_errors=True)
+    folder.mkdir(parents=True)
+    run_info = mlflow.active_run()
+    spec = {
+        "fn": fn,
+        "kwargs": kwargs,
+        "run_id": run_info.info.run_id if run_info is not None else None,
+        "tracking_uri": tracking.tracking_uri(),
+        "log_prefix": log_prefix,
+    }
+    (folder / SPEC).write_bytes(pickle.dumps(spec))
+    returncode = subprocess.run(launch_command(processes, folder / SPEC), env=_env()).returncode
+    if returncode != 0:
+        raise ProcessFailed(_failure(folder, processes, returncode))
+    result = pickle.loads((folder / RESULT).read_bytes())
+    shutil.rmtree(folder, ignore_errors=True)
+    return result
+
+
+def launch_command(processes: int, spec: Path) -> list[str]:
+    """`python -m accelerate.commands.launch ... --module instructflow.tasks.launch_worker SPEC`.
+
+    `--multi_gpu` selects torchrun; on a machine without CUDA the environment
+    says ACCELERATE_USE_CPU (see `_env`), and Accelerate then joins the
+    processes with gloo. Each process gets its share of this process's threads.
+    """
+    threads = max(1, torch.get_num_threads() // processes)
+    return [
+        sys.executable,
+        "-m",
+        "accelerate.commands.launch",
+        "--multi_gpu",
+        "--num_processes",
+        str(processes),
+        "--num_machines",
+        "1",
+        "--mixed_precision",
+        "no",  # each stage's Accelerator sets its own precision
+        "--dynamo_backend",
+        "no",
+        "--main_process_port",
+        str(_free_port()),
+        "--num_cpu_threads_per_process",
+        str(threads),
+        "--module",
+        WORKER,
+        str(spec),
+    ]
+
+
+def _env() -> dict[str, str]:
+    env = dict(os.environ)
+    if not torch.cuda.is_available():
+        env["ACCELERATE_USE_CPU"] = "true"
+    return env
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def _failure(folder: Path, processes: int, returncode: int) -> str:
+    """The first failing process's message (its error file written first), in one line."""
+    errors = sorted(folder.glob("rank*.error"), key=lambda p: p.stat().st_mtime)
+    if not errors:
+        return f"accelerate launch of {processes} processes exited with code {returncode} (no process reported an error)"
+    first = errors[0]
+    return f"process {first.stem.removeprefix('rank')} of {processes} failed: {first.read_text().strip()}"

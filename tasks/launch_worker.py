@@ -1,0 +1,63 @@
+"""One process of a multi-process stage: `accelerate launch --module instructflow.tasks.launch_worker SPEC`.
+
+Reads the function and arguments that instructflow.tasks.launch wrote, calls
+the function with a `log` that records to the stage's MLflow run from rank
+0 only, and leaves rank 0's result beside the spec. A failure leaves this
+process's one-line message in `rank<N>.error` before the process exits.
+"""
+
+import os
+import pickle
+import sys
+import time
+from pathlib import Path
+
+RESULT = "result.pkl"
+"""Rank 0's pickled return value, beside the spec (read back by instructflow.tasks.launch)."""
+
+
+def _logger(spec: dict):
+    """MLflow metrics of the stage's run (by id: this process has no active run), and a console line."""
+    from mlflow import MlflowClient
+    from mlflow.entities import Metric
+
+    client = MlflowClient(spec["tracking_uri"])
+    prefix = spec["log_prefix"]
+
+    def log(step: int, metrics: dict[str, float]) -> None:
+        named = {f"{prefix}/{k}" if prefix else k: float(v) for k, v in metrics.items()}
+        clean = {k: v for k, v in named.items() if v == v}  # NaN is not logged
+        if spec["run_id"] is not None and clean:
+            stamp = int(time.time() * 1000)
+            client.log_batch(
+                spec["run_id"], metrics=[Metric(k, v, stamp, step) for k, v in clean.items()]
+            )
+        shown = ", ".join(f"{k}={v:.4g}" for k, v in metrics.items())
+        print(f"[{prefix or 'stage'}] step {step}: {shown}", flush=True)
+
+    return log
+
+
+def main(spec_path: str) -> None:
+    folder = Path(spec_path).parent
+    rank = int(os.environ.get("RANK", "0"))
+    spec = pickle.loads(Path(spec_path).read_bytes())
+    log = _logger(spec) if rank == 0 else (lambda step, metrics: None)
+    try:
+        result = spec["fn"](**spec["kwargs"], log=log)
+    except BaseException as error:
+        message = (str(error).strip().splitlines() or [""])[0]
+        (folder / f"rank{rank}.error").write_text(f"{type(error).__name__}: {message}\n")
+        raise
+    if rank == 0:
+        partial = folder / (RESULT + ".part")
+        partial.write_bytes(pickle.dumps(result))
+        partial.replace(folder / RESULT)
+    import torch.distributed
+
+    if torch.distributed.is_initialized():
+        torch.distributed.destroy_process_group()
+
+
+if __name__ == "__main__":
+    main(sys.argv[1])
