@@ -103,3 +103,34 @@ def sft_token_loss(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Te
 def labelled_tokens(examples: Sequence[tuple[list[int], list[int]]]) -> int:
     """Positions an SFT batch is trained on (labels past the first column that are not -100)."""
     return sum(sum(1 for label in labels[1:] if label != -100) for _, labels in examples)
+
+
+_ROW_BITS = 24  # a sampling call's rows: seed = base << 24 | global row index
+
+
+def shard_seeds(generator: torch.Generator, group: Group, n: int) -> tuple[range, list[int]]:
+    """This process's rows of a global batch of `n` and a sampling seed for each.
+
+    One base seed per call comes from `generator` (seeded alike in every
+    process, so the same there); a row's seed is the base and its global
+    index, whichever process samples it.
+    """
+    base = int(torch.randint(0, 2**31, (1,), generator=generator))
+    edges = bounds(n, group.size)
+    rows = range(edges[group.rank], edges[group.rank + 1])
+    return rows, [(base << _ROW_BITS) | row for row in rows]
+
+
+def whiten(x: torch.Tensor, mask: torch.Tensor, group: Group, eps: float) -> torch.Tensor:
+    """Zero mean, unit (unbiased) variance over the valid tokens of every process's rows.
+
+    What `ppo_math.masked_whiten` does to one batch, for a batch split across
+    processes; padding keeps its input value.
+    """
+    valid = mask.bool()
+    count = group.sum(valid.sum().to(torch.float64))
+    mean = group.sum(torch.where(valid, x, 0).sum().to(torch.float64)) / count
+    centred = x - mean.to(x.dtype)
+    squares = group.sum(torch.where(valid, centred**2, 0).sum().to(torch.float64))
+    variance = squares / (count - 1)
+    return torch.where(valid, centred * torch.rsqrt(variance.to(x.dtype) + eps), x)

@@ -107,8 +107,14 @@ def pretrain(
     log_every: int = 25,
     store: CheckpointStore | None = None,
 ) -> PreTrainedModel:
-    """Next-token training on packed blocks for a fixed number of steps (resumed from `store` if it holds a checkpoint)."""
+    """Next-token training on packed blocks for a fixed number of steps (resumed from `store` if it holds a checkpoint).
+
+    Under `accelerate launch` each process trains on its shard of every
+    step's rows; every block has the same length, so its share of the mean
+    loss is its rows' mean times its fraction of the rows.
+    """
     accelerator = Accelerator()
+    group = Group(accelerator)
     torch.manual_seed(seed)
     optimizer, scheduler = _optimizer(model, cfg, steps)
     model, optimizer = accelerator.prepare(model, optimizer)
@@ -119,11 +125,16 @@ def pretrain(
         start = restore_loop(saved, accelerator, model, optimizer, scheduler, generator)["step"]
     for step in range(start, steps):
         rows = torch.randint(0, blocks.shape[0], (cfg.batch_size,), generator=generator)
-        batch = blocks[rows].to(accelerator.device)
-        loss = model(input_ids=batch, labels=batch).loss
+        mine, real = group.batch_shard(rows.tolist()) if group.size > 1 else (rows, True)
+        batch = blocks[mine].to(accelerator.device)
+        loss = shown = model(input_ids=batch, labels=batch).loss
+        if group.size > 1:
+            shown = loss * (len(mine) if real else 0) / len(rows)
+            loss = shown * group.size  # DDP averages the processes' gradients
         guarded_step(accelerator, model, loss, optimizer, scheduler, cfg.grad_clip, step)
         if step % log_every == 0 or step == steps - 1:
-            on_log(step, {"loss": loss.item(), "lr": scheduler.get_last_lr()[0]})
+            shown = float(group.sum(shown.detach()))  # every process takes part
+            on_log(step, {"loss": shown, "lr": scheduler.get_last_lr()[0]})
         after_step(
             store,
             step + 1,

@@ -37,7 +37,8 @@ from peft import PeftModel
 from torch import Tensor
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from instructflow.models import ppo_math, rollout
+from instructflow.models import ppo_math, ppo_shards, rollout
+from instructflow.models.distributed import Group
 from instructflow.models.lora import adapters_off, trainable_parameters
 from instructflow.models.numeric import check_finite
 from instructflow.models.ppo_config import PPOHyper
@@ -122,6 +123,7 @@ class PPOTrainer:
         *,
         ptx_gamma: float = 0.0,
         seed: int = 0,
+        row_seeded: bool = False,
     ) -> None:
         if ptx_gamma < 0:
             raise ValueError("ptx_gamma must be >= 0")
@@ -131,8 +133,17 @@ class PPOTrainer:
         self.rm_reads_policy_ids = _shares_vocabulary(tokenizer, self.rm_tokenizer)
         self.accelerator = make_accelerator(hyper.precision)
         device = self.accelerator.device
-        # With 2+ CPU threads: value-model work beside policy work, one core each.
-        self.side = SideThread(device)
+        self.group = Group(self.accelerator)
+        # Under `accelerate launch`, or when asked: the batch split across processes,
+        # each row sampled from its own seed (models/ppo_shards.py).
+        self.row_seeded = row_seeded or self.group.size > 1
+        if hyper.rollout_batch < self.group.size:
+            raise ValueError(
+                f"rollout_batch ({hyper.rollout_batch}) must be at least the number of processes ({self.group.size})"
+            )
+        # With 2+ CPU threads: value-model work beside policy work, one core each (not beside
+        # another process's collectives: DDP's all-reduces would interleave across threads).
+        self.side = SideThread(device, enabled=self.group.size == 1)
         torch.manual_seed(seed)
         self.generator = torch.Generator().manual_seed(seed)
 
@@ -304,6 +315,8 @@ class PPOTrainer:
     def update(self, exp: Experience, ptx_blocks: Tensor | None) -> dict[str, float]:
         """`ppo_epochs` passes of clipped policy and value updates over shuffled minibatches."""
         hyper = self.hyper
+        if self.row_seeded:
+            return ppo_shards.update(self, exp, ptx_blocks)
         if self.ptx_gamma > 0 and ptx_blocks is None:
             raise ValueError("ptx_gamma > 0 needs pretraining blocks")
         sums: dict[str, float] = {}
@@ -349,15 +362,22 @@ class PPOTrainer:
         rollout_seconds = time.perf_counter() - start
         stats = self.update(exp, ptx_blocks)
         seq_kl = exp.kl.sum(1)
-        self.kl_ctl.update(float(seq_kl.mean()), n_steps=len(prompts))
+        batch = (
+            ppo_shards.batch_metrics(self, exp)  # means over every process's rows
+            if self.row_seeded
+            else {
+                "ppo/reward_rm": float(exp.rm_score.mean()),
+                "ppo/score": float(exp.score.mean()),
+                "ppo/kl": float(seq_kl.mean()),
+                "ppo/response_len": float(exp.mask.sum(1).float().mean()),
+                "ppo/no_eos_fraction": float(exp.truncated.float().mean()),
+            }
+        )
+        self.kl_ctl.update(batch["ppo/kl"], n_steps=len(prompts))
         self.iteration += 1
         metrics = {
-            "ppo/reward_rm": float(exp.rm_score.mean()),
-            "ppo/score": float(exp.score.mean()),
-            "ppo/kl": float(seq_kl.mean()),
-            "ppo/response_len": float(exp.mask.sum(1).float().mean()),
+            **batch,
             "ppo/beta": exp.beta,
-            "ppo/no_eos_fraction": float(exp.truncated.float().mean()),
             **stats,
             "ppo/seconds_rollout": rollout_seconds,
             "ppo/seconds": time.perf_counter() - start,

@@ -25,6 +25,17 @@ def draw_prompts(trainer: PPOTrainer, n_prompts: int) -> list[int]:
     return torch.randint(0, n_prompts, (size,), generator=trainer.generator).tolist()
 
 
+def _gold(trainer: PPOTrainer, monitor: MonitorFn | None, chosen: list[int], exp) -> float:
+    """The monitor's mean over the batch; split across processes, each scores its own rows."""
+    if monitor is None:
+        return float("nan")
+    if not trainer.row_seeded:
+        return monitor(chosen, exp.texts)
+    mine = chosen[exp.first_row : exp.first_row + len(exp.texts)]
+    total = trainer.group.sum_floats(monitor(mine, exp.texts) * len(mine))[0]
+    return total / len(chosen)
+
+
 def ppo_train(
     trainer: PPOTrainer,
     prompts: Sequence[str],
@@ -50,9 +61,7 @@ def ppo_train(
         index = trainer.iteration
         chosen = draw_prompts(trainer, len(prompts))
         metrics, exp = trainer.step([prompts[i] for i in chosen], ptx_blocks)
-        metrics["ppo/reward_gold"] = (
-            monitor(chosen, exp.texts) if monitor is not None else float("nan")
-        )
+        metrics["ppo/reward_gold"] = _gold(trainer, monitor, chosen, exp)
         trainer.stopped = bool(on_iteration(index, metrics))
         last = trainer.stopped or trainer.iteration == trainer.hyper.iterations
         interrupted = stop_requested()

@@ -23,6 +23,7 @@ import torch
 from torch import Tensor
 
 from instructflow.models import ppo_math
+from instructflow.models.distributed import shard_seeds, whiten
 from instructflow.models.lm import context_length
 from instructflow.models.numeric import check_finite
 from instructflow.models.ppo_config import Normalization
@@ -74,6 +75,10 @@ class Experience(Rollout):
     returns: Tensor
     """[B, L] advantages (before whitening) + values: the value targets."""
     beta: float
+    first_row: int = 0
+    """Global index of this process's first row (its rows are a contiguous shard of the batch)."""
+    global_lengths: Tensor | None = None
+    """[global batch] response tokens of every process's rows (set on the sharded path)."""
 
 
 @dataclass
@@ -171,10 +176,17 @@ def response_logprobs(
 # ------------------------------------------------------------------ sampling and scoring
 
 
-def _sample(trainer: PPOTrainer, model, prompts: Sequence[str]):
-    """Sample one response per prompt; return the trimmed rollout tensors."""
+def _sample(trainer: PPOTrainer, model, prompts: Sequence[str], row_seeds=None):
+    """Sample one response per prompt (each row from its own seed, if given); return the trimmed rollout tensors."""
     hyper = trainer.hyper
-    ro = generate(model, trainer.tokenizer, list(prompts), hyper.max_new_tokens, hyper.temperature)
+    ro = generate(
+        model,
+        trainer.tokenizer,
+        list(prompts),
+        hyper.max_new_tokens,
+        hyper.temperature,
+        row_seeds=row_seeds,
+    )
     qr, am, prompt_len, width = trim(
         ro.query_response, ro.attention_mask, ro.prompt_len, ro.response_mask
     )
@@ -236,11 +248,17 @@ def fit_reward_normalizer(trainer: PPOTrainer, prompts: Sequence[str]) -> None:
     ]
     scores = []
     for start in range(0, n, hyper.rollout_batch):
-        batch = chosen[start : start + hyper.rollout_batch]
+        batch, seeds = chosen[start : start + hyper.rollout_batch], None
+        if trainer.row_seeded:  # this process's rows of the batch (models/ppo_shards.py)
+            rows, seeds = shard_seeds(trainer.generator, trainer.group, len(batch))
+            batch = [batch[i] for i in rows]
+            if not batch:
+                continue
         with trainer.reference() as ref_policy:
-            ro, qr, am, _, _, _ = _sample(trainer, ref_policy, batch)
+            ro, qr, am, _, _, _ = _sample(trainer, ref_policy, batch, seeds)
         scores.append(rm_scores(trainer, batch, ro.texts, qr, am, ro.truncated))
-    trainer.normalizer.update(torch.cat(scores))
+    mine = torch.cat(scores) if scores else torch.empty(0)
+    trainer.normalizer.update(trainer.group.gather(mine) if trainer.row_seeded else mine)
     trainer.value_shift, trainer.value_scale = (
         trainer.normalizer.mean,
         math.sqrt(trainer.normalizer.var + 1e-8),
@@ -250,8 +268,13 @@ def fit_reward_normalizer(trainer: PPOTrainer, prompts: Sequence[str]) -> None:
 @torch.no_grad()
 def rollout(trainer: PPOTrainer, prompts: Sequence[str]) -> Experience:
     """Sample responses and turn them into per-token rewards, advantages and returns."""
-    hyper = trainer.hyper
-    ro, qr, am, prompt_len, response_ids, mask = _sample(trainer, trainer.unwrapped_policy, prompts)
+    hyper, group, seeds, first = trainer.hyper, trainer.group, None, 0
+    if trainer.row_seeded:  # this process's contiguous rows of the batch (models/ppo_shards.py)
+        rows, seeds = shard_seeds(trainer.generator, group, len(prompts))
+        prompts, first = [prompts[i] for i in rows], rows.start
+    ro, qr, am, prompt_len, response_ids, mask = _sample(
+        trainer, trainer.unwrapped_policy, prompts, seeds
+    )
     (logprobs, ref_logprobs), (values, rm_score) = trainer.side.both(
         partial(_policy_and_ref_logprobs, trainer, qr, am, prompt_len, response_ids, mask),
         lambda: (
@@ -261,12 +284,15 @@ def rollout(trainer: PPOTrainer, prompts: Sequence[str]) -> Experience:
     )
 
     if hyper.reward_normalization == "running":
-        trainer.normalizer.update(rm_score)
+        trainer.normalizer.update(group.gather(rm_score) if trainer.row_seeded else rm_score)
     score = trainer.normalizer(rm_score) - hyper.no_eos_penalty * ro.truncated.float()
     beta = trainer.kl_ctl.beta
     token_rewards, kl = ppo_math.kl_penalty_rewards(score, logprobs, ref_logprobs, mask, beta)
     advantages, returns = ppo_math.gae(token_rewards, values, mask, hyper.gamma, hyper.gae_lambda)
-    advantages = ppo_math.masked_whiten(advantages, mask)
+    if trainer.row_seeded:  # over the whole batch, every process's rows
+        advantages = whiten(advantages, mask, group, ppo_math.WHITEN_EPS)
+    else:
+        advantages = ppo_math.masked_whiten(advantages, mask)
     check_finite("reward (RM score)", trainer.iteration, rm_score)
     check_finite("advantage", trainer.iteration, advantages)
     return Experience(
@@ -287,6 +313,8 @@ def rollout(trainer: PPOTrainer, prompts: Sequence[str]) -> Experience:
         truncated=ro.truncated,
         texts=ro.texts,
         beta=beta,
+        first_row=first,
+        global_lengths=group.gather(mask.sum(1)) if trainer.row_seeded else None,
     )
 
 

@@ -16,7 +16,13 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
-from transformers import GenerationConfig, PreTrainedModel, PreTrainedTokenizerBase
+from transformers import (
+    GenerationConfig,
+    LogitsProcessor,
+    LogitsProcessorList,
+    PreTrainedModel,
+    PreTrainedTokenizerBase,
+)
 
 from instructflow.models.batching import IGNORE_INDEX, encode_prompt, encode_response, pad_batch
 from instructflow.models.formatting import format_prompt, parse_response
@@ -93,6 +99,30 @@ def _clean_generation_config(
     return GenerationConfig(**settings)
 
 
+class RowSeededSampling(LogitsProcessor):
+    """Sampling in which each row draws its noise from its own seeded generator (the Gumbel-max trick).
+
+    argmax(logits / T + Gumbel noise) is a sample of softmax(logits / T); the
+    noise of row r at step t is the t-th draw of generator r. A row's
+    response then depends on its seed alone, not on which other rows share
+    its batch: split a batch across processes and each row says the same.
+    """
+
+    def __init__(self, seeds: list[int], temperature: float) -> None:
+        self.generators = [torch.Generator().manual_seed(seed) for seed in seeds]
+        self.temperature = temperature
+
+    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
+        uniform = torch.stack(
+            [
+                torch.rand(scores.shape[-1], generator=g, dtype=torch.float64)
+                for g in self.generators
+            ]
+        )
+        gumbel = -torch.log(-torch.log(uniform.clamp(min=1e-300)))
+        return scores.float() / self.temperature + gumbel.to(scores.device, torch.float32)
+
+
 @torch.no_grad()
 def generate(
     model: PreTrainedModel,
@@ -103,12 +133,15 @@ def generate(
     greedy: bool = False,
     top_k: int | None = None,
     prefix: str = "",
+    row_seeds: list[int] | None = None,
 ) -> Sampled:
     """Sample (or greedily decode) one response per prompt, in one batch.
 
     `prefix` is text put before the formatted prompt (few-shot examples for
     the prompted-baseline policy); it is part of the query in the result.
     The tokenizer is not modified: padding is done here, not by the tokenizer.
+    With `row_seeds` (one per prompt) each row samples from its own generator
+    (`RowSeededSampling`) instead of the global one.
     """
     device = model.device
     pad_id, eos_id = tokenizer.pad_token_id, tokenizer.eos_token_id
@@ -127,6 +160,12 @@ def generate(
             f"model's context length ({context_length(model)})"
         )
 
+    processors = None
+    if row_seeds is not None:
+        if len(row_seeds) != len(prompts) or greedy or top_k:
+            raise ValueError("row_seeds: one seed per prompt, for plain sampling only")
+        processors = LogitsProcessorList([RowSeededSampling(row_seeds, temperature)])
+        greedy = True  # argmax of the noisy logits is the sample
     config = _clean_generation_config(tokenizer, max_new_tokens, temperature, greedy, top_k)
     # A user's checkpoint may ship a generation_config.json with top_p,
     # repetition_penalty, min_new_tokens... Hide it for this call so only
@@ -136,7 +175,10 @@ def generate(
     model.eval()
     try:
         output = model.generate(
-            input_ids=query, attention_mask=query_mask, generation_config=config
+            input_ids=query,
+            attention_mask=query_mask,
+            generation_config=config,
+            logits_processor=processors,
         )
     finally:
         model.generation_config = saved_config

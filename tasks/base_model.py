@@ -12,11 +12,12 @@ import torch
 from prefect import task
 from pydantic import Field
 
+from instructflow.models.distributed import main_process
 from instructflow.models.lm import GPT2Size, build_gpt2, load_causal_lm, save_model
 from instructflow.models.lm_training import OptimConfig, pack_corpus, perplexity, pretrain
 from instructflow.models.numeric import in_stage
 from instructflow.models.tokenizer import train_tokenizer
-from instructflow.tasks import checkpoints, layout, tracking
+from instructflow.tasks import checkpoints, launch, layout, tracking
 from instructflow.tasks.concurrency import training_slot
 from instructflow.tasks.stage import import_closure_digest, mark_done, prefect_options
 from instructflow.tasks.tables import read_jsonl
@@ -58,6 +59,8 @@ def build_base_model(
 ) -> dict:
     """Write the base model to out_dir/model and return its metrics."""
     model_dir = out_dir / "model"
+    if base_model and not main_process():  # nothing to train: rank 0 copies it
+        return {}
     if base_model:
         model, tokenizer = load_causal_lm(base_model)
         save_model(model, tokenizer, model_dir)
@@ -86,6 +89,8 @@ def build_base_model(
         store=checkpoints.store(out_dir, cfg.checkpoint_every),
     )
     seconds = time.perf_counter() - start
+    if not main_process():  # the same weights everywhere: rank 0 saves
+        return {}
     save_model(model, tokenizer, model_dir)
     valid = pretrain_blocks(tokenizer, profile_dir, layout.PRETRAIN_VALID, cfg.block_size)
     return {
@@ -107,7 +112,9 @@ def base_model_task(
     seed: int,
     out_dir: str,
     parent_run_id: str,
+    processes: int = 1,
 ) -> dict:
+    """`processes` > 1 pretrains under `accelerate launch` (instructflow.tasks.launch)."""
     out = checkpoints.prepare_out_dir(out_dir)  # keeps an unfinished attempt's checkpoints only
     with (
         in_stage("base_model"),
@@ -115,8 +122,14 @@ def base_model_task(
         tracking.stage_run("base_model", parent_run_id) as run,
     ):
         mlflow.log_params(cfg.model_dump() | {"base_model": base_model or "embedded", "seed": seed})
-        metrics = build_base_model(
-            Path(profile_dir), base_model, cfg, seed, out, tracking.metric_logger("pretrain")
+        metrics = launch.run(
+            build_base_model,
+            {"profile_dir": Path(profile_dir), "base_model": base_model, "cfg": cfg}
+            | {"seed": seed, "out_dir": out},
+            processes=processes,
+            work_dir=out,
+            log=tracking.metric_logger("pretrain"),
+            log_prefix="pretrain",
         )
         tracking.log_metrics(metrics)
         mlflow.log_artifacts(str(out / "model"), artifact_path="model")

@@ -30,7 +30,7 @@ from instructflow.tasks.launch_worker import RESULT
 FOLDER = "launch"
 SPEC = "spec.pkl"
 WORKER = "instructflow.tasks.launch_worker"
-STAGES = frozenset({"sft", "flan", "t0", "reward_model"})
+STAGES = frozenset({"base_model", "sft", "flan", "t0", "reward_model", "ppo", "ppo_ptx"})
 """Pipeline stages whose task takes `processes` (the rest run in the task's process)."""
 
 
@@ -46,12 +46,14 @@ def run(
     work_dir: Path,
     log: Callable[[int, dict[str, float]], None],
     log_prefix: str | None,
+    label: str | None = None,
 ) -> Any:
     """`fn(**kwargs, log=log)` here (one process), or rank 0's result of it under N processes.
 
     In the launched processes `log` is rebuilt as an MLflow logger of the
     active run (keys prefixed with `log_prefix`) in rank 0, and as nothing
-    elsewhere: the run and its parent stay the task's.
+    elsewhere: the run and its parent stay the task's. `label` names the
+    stage in the console lines (default: the prefix).
     """
     if processes < 1:
         raise ValueError(f"processes must be >= 1, got {processes}")
@@ -67,6 +69,7 @@ def run(
         "run_id": run_info.info.run_id if run_info is not None else None,
         "tracking_uri": tracking.tracking_uri(),
         "log_prefix": log_prefix,
+        "label": label or log_prefix or "stage",
     }
     (folder / SPEC).write_bytes(pickle.dumps(spec))
     returncode = subprocess.run(launch_command(processes, folder / SPEC), env=_env()).returncode

@@ -33,7 +33,7 @@ def _logger(spec: dict):
                 spec["run_id"], metrics=[Metric(k, v, stamp, step) for k, v in clean.items()]
             )
         shown = ", ".join(f"{k}={v:.4g}" for k, v in metrics.items())
-        print(f"[{prefix or 'stage'}] step {step}: {shown}", flush=True)
+        print(f"[{spec['label']}] step {step}: {shown}", flush=True)
 
     return log
 

@@ -19,6 +19,7 @@ from pathlib import Path
 import mlflow
 from prefect import task
 
+from instructflow.models.distributed import main_process
 from instructflow.models.lm import load_causal_lm, save_model
 from instructflow.models.lm_training import pack_corpus, perplexity
 from instructflow.models.lora import add_lora, merged, trainable_fraction
@@ -27,7 +28,7 @@ from instructflow.models.ppo import PPOTrainer
 from instructflow.models.ppo_loop import ppo_train
 from instructflow.models.reward_model import reward_model_from_causal_lm
 from instructflow.models.runtime import PeakMemory
-from instructflow.tasks import interrupts, layout, tracking
+from instructflow.tasks import interrupts, launch, layout, tracking
 from instructflow.tasks.checkpoints import finish, prepare_out_dir
 from instructflow.tasks.concurrency import training_slot
 from instructflow.tasks.ppo_config import PPOStageConfig, trainer_hyper
@@ -141,10 +142,11 @@ def run_ppo(
                 "ppo/valid_kl": point["kl"],
             },
         )
-        print(
-            f"[{stage_name}] eval @ {iteration}: KL {point['kl']:.3f}  RM {point['rm']:.3f}  gold {point['gold']:.3f}",
-            flush=True,
-        )
+        if main_process():  # under `accelerate launch` every process evaluates alike
+            print(
+                f"[{stage_name}] eval @ {iteration}: KL {point['kl']:.3f}  RM {point['rm']:.3f}  gold {point['gold']:.3f}",
+                flush=True,
+            )
 
     resume = read_resume(out_dir)
     if resume is not None:
@@ -164,6 +166,8 @@ def run_ppo(
         return history["stop_reason"] is not None
 
     def checkpoint(trained: PPOTrainer) -> None:
+        if not main_process():  # every process holds the same state: rank 0 writes it
+            return
         write_resume(
             out_dir,
             {
@@ -187,6 +191,8 @@ def run_ppo(
         cfg.checkpoint_every,
     )
     seconds = time.perf_counter() - start
+    if not main_process():  # the kept policy, the curve and the summary: rank 0 alone
+        return {}
 
     # The kept policy, the curve and the summary.
     with trainer.reference() as sft_policy:  # with LoRA: the policy's adapters off
@@ -258,8 +264,12 @@ def ppo_task(
     seed: int,
     out_dir: str,
     parent_run_id: str,
+    processes: int = 1,
 ) -> dict:
-    """`stage` is "ppo" (ptx_gamma 0) or "ppo_ptx". An unfinished run in out_dir is resumed, not restarted."""
+    """`stage` is "ppo" (ptx_gamma 0) or "ppo_ptx". An unfinished run in out_dir is resumed, not restarted.
+
+    `processes` > 1 trains under `accelerate launch` (instructflow.tasks.launch).
+    """
     out = Path(out_dir)
     prepare_out_dir(out)
     interrupts.reclaim()  # SIGINT/SIGTERM: checkpoint, then stop
@@ -270,16 +280,16 @@ def ppo_task(
         tracking.stage_run(stage, parent_run_id, tags={"resumed": str(resumed).lower()}) as run,
     ):
         mlflow.log_params(cfg.model_dump() | {"seed": seed, "ptx_gamma": ptx_gamma})
-        metrics = run_ppo(
-            stage,
-            Path(sft_dir),
-            Path(rm_dir),
-            Path(profile_dir),
-            cfg,
-            ptx_gamma,
-            seed,
-            out,
-            partial(_log_to_mlflow, stage),
+        metrics = launch.run(
+            run_ppo,
+            {"stage_name": stage, "sft_dir": Path(sft_dir), "rm_dir": Path(rm_dir)}
+            | {"profile_dir": Path(profile_dir), "cfg": cfg, "ptx_gamma": ptx_gamma}
+            | {"seed": seed, "out_dir": out},
+            processes=processes,
+            work_dir=out,
+            log=partial(_log_to_mlflow, stage),
+            log_prefix=None,  # the trainer's keys are ppo/... already
+            label=stage,
         )
         tracking.log_metrics(metrics)
         mlflow.log_artifact(str(out / CURVE_PNG))
