@@ -153,6 +153,21 @@ class PipelineParams(BaseModel):
 
             raise PydanticCustomError(INVALID, "{lines}", {"lines": explain(error)}) from None
 
+    @model_validator(mode="after")
+    def _a_rollout_row_per_process(self) -> "PipelineParams":
+        # PPO splits each rollout batch across the processes: checked here, before any stage.
+        rollout = self.stage("ppo").rollout_batch
+        if self.processes > rollout:
+            from instructflow.flows.params_io import INVALID
+
+            raise PydanticCustomError(
+                INVALID,
+                "processes = {p} is more than ppo.rollout_batch = {r} (profile {profile}): "
+                "each process needs at least one rollout row",
+                {"p": self.processes, "r": rollout, "profile": self.profile},
+            )
+        return self
+
     def stage(self, name: str) -> BaseModel:
         """A stage's config with the profile's sizes for every field the user left at its default.
 

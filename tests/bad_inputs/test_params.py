@@ -16,6 +16,12 @@ CASES = [
     ("bad-choice", {"profile": "huge"}, ['profile = "huge"', 'one of "smoke", "tiny", "small"']),
     ("not-an-object", {"ppo": 5}, ["ppo = 5", "an object with fields iterations"]),
     ("fraction-above-one", {"ppo": {"gae_lambda": 1.5}}, ["ppo.gae_lambda = 1.5", "<= 1"]),
+    ("no-processes", {"processes": 0}, ["processes = 0", "an integer >= 1"]),
+    (
+        "more-processes-than-rollouts",
+        {"profile": "smoke", "processes": 17},
+        ["processes = 17 is more than ppo.rollout_batch = 16 (profile smoke)"],
+    ),
 ]
 
 
