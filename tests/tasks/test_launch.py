@@ -8,8 +8,9 @@ import time
 from pathlib import Path
 
 import pytest
+from mlflow import MlflowClient
 
-from instructflow.tasks import launch
+from instructflow.tasks import launch, tracking
 from tests.tasks import launch_targets
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -28,13 +29,19 @@ def test_one_process_runs_in_this_process(tmp_path):
     assert result == 2 and logged == [{"x": 1}] and not (tmp_path / launch.FOLDER).exists()
 
 
+@pytest.mark.slow  # launches two processes (about 15-30 s on 2 cores)
 def test_a_failing_process_fails_the_stage_with_its_message_in_one_line(
     tmp_path, monkeypatch, capfd
 ):
     # the launched processes import the target from tests/
     monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]))
+    monkeypatch.setenv("INSTRUCTFLOW_ROOT", str(tmp_path))
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
     started = time.perf_counter()
-    with pytest.raises(launch.ProcessFailed) as failed:
+    with (
+        pytest.raises(launch.ProcessFailed) as failed,
+        tracking.stage_run("probe", None) as run,  # as a stage's task opens it
+    ):
         launch.run(
             launch_targets.log_then_fail_on_rank_one,
             {},
@@ -47,6 +54,10 @@ def test_a_failing_process_fails_the_stage_with_its_message_in_one_line(
         "process 1 of 2 failed: ValueError: demonstrations.jsonl row 7: response is empty"
     )
     assert time.perf_counter() - started < 60  # rank 0 was stopped, not left waiting
-    # rank 0 alone logs (to the stage's MLflow run and the console)
+    # rank 0 alone logs, to the stage's MLflow run and the console
+    history = MlflowClient(tracking.tracking_uri()).get_metric_history(
+        run.info.run_id, "probe/rank"
+    )
+    assert [(m.step, m.value) for m in history] == [(0, 0.0)]
     out = capfd.readouterr().out
     assert out.count("[probe] step 0: rank=0") == 1 and "rank=1" not in out

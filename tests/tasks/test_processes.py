@@ -28,7 +28,8 @@ ROOT = Path(__file__).resolve().parents[2]
 STEPS = 20
 TOLERANCE = 1e-4
 
-pytestmark = pytest.mark.usefixtures("one_thread")
+# One launch of two processes for every comparison: about 60 s on 2 busy cores.
+pytestmark = [pytest.mark.usefixtures("one_thread"), pytest.mark.slow]
 
 
 @pytest.fixture(scope="module")
