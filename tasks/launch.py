@@ -38,6 +38,10 @@ class ProcessFailed(RuntimeError):
     """A process of a multi-process stage failed (its message), or the launcher did."""
 
 
+class ProcessInputError(ProcessFailed, ValueError):
+    """A process failed on bad input: like the error it stands for, it is not retried."""
+
+
 def run(
     fn: Callable[..., Any],
     kwargs: dict[str, Any],
@@ -74,7 +78,8 @@ def run(
     (folder / SPEC).write_bytes(pickle.dumps(spec))
     returncode = subprocess.run(launch_command(processes, folder / SPEC), env=_env()).returncode
     if returncode != 0:
-        raise ProcessFailed(_failure(folder, processes, returncode))
+        message, permanent = _failure(folder, processes, returncode)
+        raise (ProcessInputError if permanent else ProcessFailed)(message)
     result = pickle.loads((folder / RESULT).read_bytes())
     shutil.rmtree(folder, ignore_errors=True)
     return result
@@ -124,10 +129,13 @@ def _free_port() -> int:
         return probe.getsockname()[1]
 
 
-def _failure(folder: Path, processes: int, returncode: int) -> str:
-    """The first failing process's message (its error file written first), in one line."""
+def _failure(folder: Path, processes: int, returncode: int) -> tuple[str, bool]:
+    """The first failing process's message (its error file written first), in one line; bad input?"""
     errors = sorted(folder.glob("rank*.error"), key=lambda p: p.stat().st_mtime)
     if not errors:
-        return f"accelerate launch of {processes} processes exited with code {returncode} (no process reported an error)"
+        message = f"accelerate launch of {processes} processes exited with code {returncode}"
+        return message + " (no process reported an error)", False
     first = errors[0]
-    return f"process {first.stem.removeprefix('rank')} of {processes} failed: {first.read_text().strip()}"
+    rank = first.stem.removeprefix("rank")
+    message = f"process {rank} of {processes} failed: {first.read_text().strip()}"
+    return message, first.with_suffix(".permanent").exists()

@@ -46,7 +46,11 @@ def main(spec_path: str) -> None:
     try:
         result = spec["fn"](**spec["kwargs"], log=log)
     except BaseException as error:
+        from instructflow.tasks.stage import is_permanent
+
         message = (str(error).strip().splitlines() or [""])[0]
+        if is_permanent(error):  # bad input: the task must not retry it
+            (folder / f"rank{rank}.permanent").touch()
         (folder / f"rank{rank}.error").write_text(f"{type(error).__name__}: {message}\n")
         raise
     if rank == 0:

@@ -166,8 +166,8 @@ def cache_key_from_out_dir(_context: Any, parameters: dict[str, Any]) -> str:
     return Path(parameters["out_dir"]).name
 
 
-def retry_only_transient(_task: Any, _task_run: Any, state: Any) -> bool:
-    """Retry crashes and I/O trouble, never bad input: a retry cannot fix a table or a data version.
+def is_permanent(error: BaseException) -> bool:
+    """True for bad input, which a retry cannot fix (a table, a data version, a value).
 
     IndexError, KeyError and TypeError are what code raises on data it did not
     expect (an empty table, a missing field): the same input fails the same way.
@@ -175,12 +175,16 @@ def retry_only_transient(_task: Any, _task_run: Any, state: Any) -> bool:
     from instructflow.tasks.data_version import DataMismatchError
     from instructflow.tasks.tables import TableError
 
+    permanent = (TableError, DataMismatchError, ValueError, IndexError, KeyError, TypeError)
+    return isinstance(error, permanent)
+
+
+def retry_only_transient(_task: Any, _task_run: Any, state: Any) -> bool:
+    """Retry crashes and I/O trouble, never bad input (`is_permanent`)."""
     try:
         state.result()
-    except (TableError, DataMismatchError, ValueError, IndexError, KeyError, TypeError):
-        return False
-    except Exception:
-        return True
+    except Exception as error:
+        return not is_permanent(error)
     return True
 
 

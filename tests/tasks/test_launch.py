@@ -11,6 +11,7 @@ import pytest
 from mlflow import MlflowClient
 
 from instructflow.tasks import launch, tracking
+from instructflow.tasks.stage import is_permanent
 from tests.tasks import launch_targets
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -53,6 +54,8 @@ def test_a_failing_process_fails_the_stage_with_its_message_in_one_line(
     assert str(failed.value) == (
         "process 1 of 2 failed: ValueError: demonstrations.jsonl row 7: response is empty"
     )
+    # bad input: the task does not retry it (tasks.stage.retry_only_transient)
+    assert isinstance(failed.value, launch.ProcessInputError) and is_permanent(failed.value)
     assert time.perf_counter() - started < 60  # rank 0 was stopped, not left waiting
     # rank 0 alone logs, to the stage's MLflow run and the console
     history = MlflowClient(tracking.tracking_uri()).get_metric_history(
