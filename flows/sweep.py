@@ -28,6 +28,7 @@ from prefect.task_runners import ProcessPoolTaskRunner
 
 from instructflow.flows.params import PipelineParams
 from instructflow.tasks import (
+    concurrency,
     data,
     env,
     provenance,
@@ -116,8 +117,15 @@ def seed_pairs(params: PipelineParams, reports: dict[int, dict]) -> dict:
 
 
 @flow(name="seed_sweep", log_prints=True, task_runner=ProcessPoolTaskRunner(max_workers=1))
-def seed_sweep(params: PipelineParams = PipelineParams(), seeds: list[int] = [0, 1, 2]) -> dict:  # noqa: B006
-    """Run the pipeline once per seed (sub-flow runs) and aggregate the figures over seeds."""
+def seed_sweep(
+    params: PipelineParams = PipelineParams(),
+    seeds: list[int] = [0, 1, 2],  # noqa: B006
+    workers: int = 1,
+) -> dict:
+    """Run the pipeline once per seed (sub-flow runs) and aggregate the figures over seeds.
+
+    `workers`: the seeds the task runner runs at once (run_sweep sets both).
+    """
     logger = get_run_logger()
     env.apply_defaults()  # as rlhf_pipeline does; the child processes inherit them
     if len(set(seeds)) < 2:
@@ -149,7 +157,12 @@ def seed_sweep(params: PipelineParams = PipelineParams(), seeds: list[int] = [0,
         # (ephemeral mode) each worker process would start a server of its own.
         with get_client(sync_client=True) as client:
             api_url = str(client.api_url)
-        with temporary_settings(updates={PREFECT_API_URL: api_url}):
+        # As many training slots as seeds at once: on the one default slot the children
+        # queued and trained one after another, whatever the workers (seen on a tiny sweep).
+        with (
+            temporary_settings(updates={PREFECT_API_URL: api_url}),
+            concurrency.training_slots_at_least(min(workers, len(seeds))),
+        ):
             futures = [seed_run.submit(params, seed, sweep_id) for seed in seeds]
             results = {seed: f.result() for seed, f in zip(seeds, futures, strict=True)}
         reports = {seed: r["report"] for seed, r in results.items()}
@@ -158,6 +171,7 @@ def seed_sweep(params: PipelineParams = PipelineParams(), seeds: list[int] = [0,
         result["gate_noise"] = seed_pairs(params, reports)
         result["provenance"] = sweep_report.common_provenance(reports) | {
             "profile": params.profile,
+            "workers": workers,
             "wall_s": round(time.monotonic() - started, 1),
         }
         result["sweep"] = {
@@ -182,5 +196,6 @@ def seed_sweep(params: PipelineParams = PipelineParams(), seeds: list[int] = [0,
 
 def run_sweep(params: PipelineParams, seeds: list[int], workers: int | None = None) -> dict:
     """The sweep with as many processes as `workers` (default: cores // threads)."""
-    runner = ProcessPoolTaskRunner(max_workers=workers or workers_for(params))
-    return seed_sweep.with_options(task_runner=runner)(params, seeds)
+    workers = workers or workers_for(params)
+    runner = ProcessPoolTaskRunner(max_workers=workers)
+    return seed_sweep.with_options(task_runner=runner)(params, seeds, workers)

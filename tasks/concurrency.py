@@ -14,7 +14,10 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 from prefect.client.orchestration import get_client
-from prefect.client.schemas.actions import GlobalConcurrencyLimitCreate
+from prefect.client.schemas.actions import (
+    GlobalConcurrencyLimitCreate,
+    GlobalConcurrencyLimitUpdate,
+)
 from prefect.concurrency.sync import concurrency
 from prefect.exceptions import ObjectNotFound
 
@@ -47,3 +50,29 @@ def training_slot() -> Iterator[None]:
 def registry_slot() -> Iterator[None]:
     with concurrency(REGISTRY, occupy=1, lease_duration=LEASE_SECONDS):
         yield
+
+
+@contextmanager
+def training_slots_at_least(slots: int) -> Iterator[None]:
+    """Let `slots` training stages run at once while inside, then put the limit back.
+
+    A seed sweep runs cores // threads seeds at once, each pinned to its
+    threads: with the one default slot its children would train one after
+    another, whatever the cores. The limit stays global, so all training at
+    once (the sweep's and any other run's) still fits in cores // threads.
+    """
+    ensure_limits()
+    with get_client(sync_client=True) as client:
+        before = client.read_global_concurrency_limit_by_name(TRAINING).limit
+        if slots > before:
+            client.update_global_concurrency_limit(
+                TRAINING, GlobalConcurrencyLimitUpdate(limit=slots)
+            )
+    try:
+        yield
+    finally:
+        if slots > before:
+            with get_client(sync_client=True) as client:
+                client.update_global_concurrency_limit(
+                    TRAINING, GlobalConcurrencyLimitUpdate(limit=before)
+                )
