@@ -63,8 +63,16 @@ def interrupt(message: str) -> TrainingInterrupted:
     return TrainingInterrupted(message)
 
 
+STOP_FILE_ENV = "INSTRUCTFLOW_STOP_FILE"
+"""Set in the processes of an `accelerate launch`: a file whose existence is the stop request
+(the Prefect task's process, which received the signal, creates it)."""
+
+
 def stop_requested() -> bool:
-    return _STOP.is_set()
+    if _STOP.is_set():
+        return True
+    stop_file = os.environ.get(STOP_FILE_ENV)
+    return bool(stop_file) and os.path.exists(stop_file)
 
 
 def sha256_file(path: Path) -> str:

@@ -14,9 +14,11 @@ with that process's message, in one line.
 import os
 import pickle
 import shutil
+import signal
 import socket
 import subprocess
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -24,11 +26,13 @@ from typing import Any
 import mlflow
 import torch
 
+from instructflow.models.checkpoints import STOP_FILE_ENV, interrupt, stop_requested
 from instructflow.tasks import tracking
 from instructflow.tasks.launch_worker import RESULT
 
 FOLDER = "launch"
 SPEC = "spec.pkl"
+STOP = "stop"
 WORKER = "instructflow.tasks.launch_worker"
 STAGES = frozenset({"base_model", "sft", "flan", "t0", "reward_model", "ppo", "ppo_ptx"})
 """Pipeline stages whose task takes `processes` (the rest run in the task's process)."""
@@ -76,7 +80,9 @@ def run(
         "label": label or log_prefix or "stage",
     }
     (folder / SPEC).write_bytes(pickle.dumps(spec))
-    returncode = subprocess.run(launch_command(processes, folder / SPEC), env=_env()).returncode
+    returncode = _wait(launch_command(processes, folder / SPEC), folder / STOP)
+    if returncode != 0 and stop_requested():
+        raise interrupt(f"stopped during a {processes}-process stage; its last checkpoint is kept")
     if returncode != 0:
         message, permanent = _failure(folder, processes, returncode)
         raise (ProcessInputError if permanent else ProcessFailed)(message)
@@ -114,6 +120,40 @@ def launch_command(processes: int, spec: Path) -> list[str]:
         WORKER,
         str(spec),
     ]
+
+
+def _wait(command: list[str], stop_file: Path) -> int:
+    """Run the launcher in its own session; pass a stop request on; leave no process behind.
+
+    A stop request (SIGINT/SIGTERM, instructflow.tasks.interrupts) becomes
+    `stop_file`, which the processes' training loops poll as their own
+    request. Anything raised here while they run (the interrupt's grace
+    period ending, Prefect cancelling the run) ends the whole session, the
+    launcher and every process it started, before it propagates.
+    """
+    env = _env() | {STOP_FILE_ENV: str(stop_file)}
+    launcher = subprocess.Popen(command, env=env, start_new_session=True)
+    try:
+        while launcher.poll() is None:
+            if stop_requested() and not stop_file.exists():
+                stop_file.touch()
+            time.sleep(0.2)
+    except BaseException:
+        _end_session(launcher)
+        raise
+    return launcher.returncode
+
+
+def _end_session(launcher: subprocess.Popen) -> None:
+    for sig, wait in ((signal.SIGTERM, 10), (signal.SIGKILL, 5)):
+        try:
+            os.killpg(launcher.pid, sig)
+            launcher.wait(wait)
+            return
+        except ProcessLookupError:
+            return
+        except subprocess.TimeoutExpired:
+            continue
 
 
 def _env() -> dict[str, str]:

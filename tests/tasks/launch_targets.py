@@ -1,6 +1,7 @@
 """A function that tests/tasks/test_launch.py runs in launched processes (importable by name there)."""
 
 import os
+import time
 
 import torch
 from accelerate import Accelerator
@@ -15,3 +16,14 @@ def log_then_fail_on_rank_one(log) -> None:
     if int(os.environ["RANK"]) == 1:
         raise ValueError("demonstrations.jsonl row 7: response is empty\nsecond line not shown")
     group.sum(torch.zeros(1))
+
+
+def train_until_stopped(log) -> None:
+    """A stand-in training loop: a collective per step, and the stop request polled after each."""
+    from instructflow.models.checkpoints import after_step
+
+    group = Group(Accelerator())
+    for step in range(1, 10_000):
+        group.sum(torch.zeros(1))
+        time.sleep(0.05)
+        after_step(None, step)

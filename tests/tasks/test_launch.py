@@ -4,12 +4,14 @@ That N processes compute what one does is tests/tasks/test_processes.py.
 """
 
 import os
+import signal
 import time
 from pathlib import Path
 
 import pytest
 from mlflow import MlflowClient
 
+from instructflow.models.checkpoints import TrainingInterrupted, clear_stop, request_stop
 from instructflow.tasks import launch, tracking
 from instructflow.tasks.stage import is_permanent
 from tests.tasks import launch_targets
@@ -64,3 +66,45 @@ def test_a_failing_process_fails_the_stage_with_its_message_in_one_line(
     assert [(m.step, m.value) for m in history] == [(0, 0.0)]
     out = capfd.readouterr().out
     assert out.count("[probe] step 0: rank=0") == 1 and "rank=1" not in out
+
+
+def _left_behind(work_dir: Path) -> list[int]:
+    """Processes still running whose environment names this launch's stop file."""
+    marker = str(work_dir / launch.FOLDER / launch.STOP).encode()
+    found = []
+    for entry in Path("/proc").iterdir():
+        try:
+            if entry.name.isdigit() and marker in (entry / "environ").read_bytes():
+                found.append(int(entry.name))
+        except OSError:
+            continue
+    return found
+
+
+@pytest.mark.slow  # launches two processes, twice
+def test_a_stop_request_reaches_the_processes_and_an_exception_ends_them_all(tmp_path, monkeypatch):
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]))
+    args = {"processes": 2, "work_dir": tmp_path, "log": None, "log_prefix": "t"}
+    # given a stop request (what SIGINT/SIGTERM make): the processes' loops stop after a step
+    request_stop()
+    try:
+        with pytest.raises(TrainingInterrupted, match="2-process stage"):
+            launch.run(launch_targets.train_until_stopped, {}, **args)
+    finally:
+        clear_stop()
+    assert _left_behind(tmp_path) == []
+
+    # given an exception in the task while they train (the grace period ending, a cancel):
+    # it propagates, and neither the launcher nor any process outlives it
+    def raise_soon(_signum, _frame):
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGALRM, raise_soon)
+    signal.alarm(12)  # the processes are up and training by then
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            launch.run(launch_targets.train_until_stopped, {}, **args)
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, previous)
+    assert _left_behind(tmp_path) == []
