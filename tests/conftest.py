@@ -14,11 +14,13 @@
 """
 
 import contextlib
+import json
 import os
 import shutil
 import signal
 import socket
 import subprocess
+import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -121,11 +123,17 @@ def change_one_byte() -> Callable[[Path], None]:
 # (torch's forward and backward are most of it).
 FAST_SMOKE: dict = {
     "profile": "smoke",
-    "base": {"steps": 20, "n_layer": 1, "n_head": 2, "n_embd": 32},
-    "sft": {"epochs": 1},
-    "baselines": {"epochs": 1},
+    # One torch thread: ops on a model this small are too short to share. With two threads,
+    # whatever else wants a core (the test's Prefect server, the live stack) stalls every op
+    # at the thread barrier: a whole run took 209 s against 71 s with one (measured loaded).
+    "threads": 1,
+    # Checkpoints every step or two: a kill (tests/flows/test_faults.py) lands between two,
+    # and every fast-smoke run shares the keys of the session's first run.
+    "base": {"steps": 20, "n_layer": 1, "n_head": 2, "n_embd": 32, "checkpoint_every": 2},
+    "sft": {"epochs": 1, "checkpoint_every": 2},
+    "baselines": {"epochs": 1, "checkpoint_every": 2},
     "comparisons": {"k": 4, "heldout_prompts": 16, "max_new_tokens": 12},
-    "reward_model": {"epochs": 1},
+    "reward_model": {"epochs": 1, "checkpoint_every": 1},
     "ppo": {
         "iterations": 2,
         "eval_every": 1,
@@ -150,6 +158,94 @@ def fast_smoke() -> Callable[..., dict]:
         return merged
 
     return params
+
+
+def use_project(monkeypatch: pytest.MonkeyPatch, root: Path) -> str:
+    """Point runs in this process at `root` and its own SQLite MLflow store; return the store's URI."""
+    import mlflow
+
+    uri = f"sqlite:///{root / 'mlflow.db'}"
+    monkeypatch.setenv("INSTRUCTFLOW_ROOT", str(root))
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    # A run earlier in this process set MLflow's URI explicitly, which wins over the variable.
+    mlflow.set_tracking_uri(uri)
+    return uri
+
+
+@pytest.fixture(scope="session")
+def first_run(prefect_harness, make_project, fast_smoke) -> dict:
+    """The session's one first run of `fast_smoke()` (seed 0) in a fresh project root.
+
+    Several modules need "a project after one completed run" (caching, the
+    worse candidate, the faults' reference, edited inputs): training it once
+    saves a pipeline run each. Read-only: a test that runs more pipelines
+    works in `copy_of_first_run()`.
+    """
+    from instructflow.flows.params import PipelineParams
+    from instructflow.flows.pipeline import rlhf_pipeline
+
+    root = make_project()
+    with pytest.MonkeyPatch.context() as monkeypatch:
+        uri = use_project(monkeypatch, root)
+        started = time.perf_counter()
+        result = rlhf_pipeline(PipelineParams(**fast_smoke()))
+        wall_s = time.perf_counter() - started
+    return {"root": root, "uri": uri, "result": result, "wall_s": wall_s}
+
+
+def copy_project(source: Path, dest: Path) -> Path:
+    """A copy of a project root after its runs: data, DVC, stage outputs, reports, MLflow store.
+
+    The MLflow store names its artifact folders by absolute path; the copy's
+    store names the copy's (every text cell holding the old root is rewritten),
+    so nothing run in the copy writes into or reads from the source.
+    """
+    import sqlite3
+
+    shutil.copytree(source, dest, symlinks=True)
+    with contextlib.closing(sqlite3.connect(dest / "mlflow.db")) as db, db:
+        tables = [r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type='table'")]
+        for table in tables:
+            for column in db.execute(f'PRAGMA table_info("{table}")').fetchall():
+                if column[2].upper().startswith(("VARCHAR", "TEXT")):
+                    db.execute(
+                        f'UPDATE "{table}" SET "{column[1]}" = replace("{column[1]}", ?, ?) '
+                        f'WHERE "{column[1]}" LIKE ?',
+                        (f"{source}/", f"{dest}/", f"%{source}/%"),
+                    )
+    return dest
+
+
+@pytest.fixture(scope="session")
+def copy_of_first_run(
+    first_run: dict, tmp_path_factory: pytest.TempPathFactory
+) -> Callable[[], Path]:
+    """copy_of_first_run() -> a new project root holding everything `first_run` left."""
+    return lambda: copy_project(first_run["root"], tmp_path_factory.mktemp("copied") / "project")
+
+
+def cli_env(root: Path, **extra: str) -> dict[str, str]:
+    """The environment of an `instructflow` subprocess working in `root` against this session's Prefect server."""
+    from prefect.settings import PREFECT_API_URL
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "MLFLOW_"))}
+    env |= {
+        "INSTRUCTFLOW_ROOT": str(root),
+        "MLFLOW_TRACKING_URI": f"sqlite:///{root / 'mlflow.db'}",
+        "PREFECT_API_URL": PREFECT_API_URL.value() or "",
+        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+    }
+    return env | extra
+
+
+def start_cli(root: Path, params: dict, env: dict[str, str]) -> subprocess.Popen:
+    """`instructflow run --params <root>/params.json` in its own session (so its processes can be found)."""
+    (root / "params.json").write_text(json.dumps(params))
+    return subprocess.Popen(
+        [sys.executable, "-m", "instructflow.flows.cli", "run", "--params", str(root / "params.json")],
+        cwd=root, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        start_new_session=True,
+    )  # fmt: skip
 
 
 def free_port() -> int:
@@ -363,6 +459,20 @@ def live_manual_run(live_stack: LiveStack, fast_smoke) -> dict:
         "wall_s": wall_s,
         "challenger": challenger,
     }
+
+
+@pytest.fixture(scope="session", autouse=True)
+def one_torch_thread_by_default() -> None:
+    """Tests train and score tiny models: one torch thread unless a test or a run sets more.
+
+    Their ops are too short to share between threads; with two, anything else
+    wanting a core (a Prefect or MLflow server of the session) stalls each op at
+    the thread barrier: scoring the smoke public suite took 4.6 s against 0.4 s
+    with one thread on a loaded machine. A pipeline run pins its own count.
+    """
+    import torch
+
+    torch.set_num_threads(1)
 
 
 @pytest.fixture

@@ -2,7 +2,9 @@
 a champion moved to another checkpoint -> the registry stage only; new data -> all.
 
 Five runs in one isolated project root (reduced smoke sizes), on the session's
-Prefect test server. Which stages ran is read from MLflow: every stage has a
+Prefect test server: the session's first run, in a copy of the root it left (so
+the unchanged re-run also shows that keys do not depend on where the project
+lives), then four more. Which stages ran is read from MLflow: every stage has a
 nested run under the pipeline's parent run, tagged cached=true when Prefect
 served it from its cache.
 """
@@ -17,6 +19,7 @@ from mlflow import MlflowClient
 
 from instructflow.flows.params import PipelineParams
 from instructflow.tasks import registry, tracking
+from tests.conftest import use_project
 from tests.flows.contract import SMOKE_POLICY
 from tests.flows.stages import STAGES
 
@@ -36,16 +39,17 @@ class Run:
 class Project:
     def __init__(self, root: Path, monkeypatch: pytest.MonkeyPatch):
         self.root = root
-        self.uri = f"sqlite:///{root / 'mlflow.db'}"
-        monkeypatch.setenv("INSTRUCTFLOW_ROOT", str(root))
-        monkeypatch.setenv("MLFLOW_TRACKING_URI", self.uri)
+        self.uri = use_project(monkeypatch, root)
 
     def run(self, params: dict) -> Run:
         from instructflow.flows.pipeline import rlhf_pipeline
 
         started = time.perf_counter()
         result = rlhf_pipeline(PipelineParams(**params))
-        wall_s = time.perf_counter() - started
+        return self.record(result, time.perf_counter() - started)
+
+    def record(self, result: dict, wall_s: float) -> Run:
+        """A run of this project (made here, or in the root this one was copied from)."""
         parent_id = result["run"]["mlflow_run_id"]
         return Run(result, wall_s, self.stages(parent_id), self.gate(parent_id))
 
@@ -84,14 +88,15 @@ def ran(run: Run) -> set[str]:
 
 
 @pytest.fixture(scope="module")
-def runs(prefect_harness, make_project, fast_smoke) -> Iterator[dict]:
-    """first, unchanged re-run, PPO lr changed, new data: one project root, in that order."""
+def runs(first_run, copy_of_first_run, fast_smoke) -> Iterator[dict]:
+    """first (the session's), unchanged re-run, PPO lr changed, new data: one project root, in that order."""
     params = fast_smoke()
     # A learning rate that differs from whatever the first run used, by construction.
     changed_lr = PipelineParams(**params).stage("ppo").lr * 2
     with pytest.MonkeyPatch.context() as monkeypatch:
-        project = Project(make_project(), monkeypatch)
-        out = {"first": project.run(params)}
+        # a copy of the root the session's first run left, so that run is this project's first
+        project = Project(copy_of_first_run(), monkeypatch)
+        out = {"first": project.record(first_run["result"], first_run["wall_s"])}
         out["unchanged"] = project.run(params)
         out["ppo_changed"] = project.run(fast_smoke(ppo={"lr": changed_lr}))
         out["folders"] = {

@@ -22,37 +22,8 @@ import pytest
 from mlflow import MlflowClient
 
 from instructflow.tasks import concurrency, tracking
-from tests.conftest import free_port
+from tests.conftest import cli_env, free_port, start_cli
 from tests.flows.contract import SMOKE_POLICY
-
-CHECKPOINTS = {
-    "base": {"checkpoint_every": 2},
-    "sft": {"checkpoint_every": 2},
-    "baselines": {"checkpoint_every": 2},
-    "reward_model": {"checkpoint_every": 1},
-}
-
-
-def cli_env(root: Path, **extra: str) -> dict[str, str]:
-    from prefect.settings import PREFECT_API_URL
-
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "MLFLOW_"))}
-    env |= {
-        "INSTRUCTFLOW_ROOT": str(root),
-        "MLFLOW_TRACKING_URI": f"sqlite:///{root / 'mlflow.db'}",
-        "PREFECT_API_URL": PREFECT_API_URL.value() or "",
-        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-    }
-    return env | extra
-
-
-def start_cli(root: Path, params: dict, env: dict[str, str]) -> subprocess.Popen:
-    (root / "params.json").write_text(json.dumps(params))
-    return subprocess.Popen(
-        [sys.executable, "-m", "instructflow.flows.cli", "run", "--params", str(root / "params.json")],
-        cwd=root, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-        start_new_session=True,
-    )  # fmt: skip
 
 
 def session_processes(sid: int) -> list[int]:
@@ -147,16 +118,9 @@ def test_sigterm_stops_a_run_within_10_s_with_a_checkpoint_and_nothing_left_runn
 
 
 @pytest.fixture(scope="module")
-def reference(prefect_harness, make_project, fast_smoke) -> dict:
-    """An uninterrupted run with the same parameters the killed runs use."""
-    root = make_project()
-    params = fast_smoke(**CHECKPOINTS)
-    done = subprocess.run(
-        [sys.executable, "-m", "instructflow.flows.cli", "run", "--params", "/dev/stdin"],
-        input=json.dumps(params), cwd=root, env=cli_env(root), capture_output=True, text=True,
-    )  # fmt: skip
-    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    return json.loads((root / "reports" / "latest" / "report.json").read_text())
+def reference(first_run) -> dict:
+    """An uninterrupted run with the same parameters the killed runs use: the session's first run."""
+    return json.loads((first_run["root"] / "reports" / "latest" / "report.json").read_text())
 
 
 @pytest.fixture(scope="module")
@@ -166,7 +130,7 @@ def killed_and_resumed(prefect_harness, make_project, fast_smoke) -> dict:
     print(f"kill seed {seed} (INSTRUCTFLOW_KILL_SEED={seed} replays it)")
     rng = random.Random(seed)
     root = make_project()
-    params = fast_smoke(**CHECKPOINTS)
+    params = fast_smoke()  # it checkpoints every step or two
     env = cli_env(root)
     # Each killed run starts where the one before stopped.
     for stage in ("sft", "reward_model", "ppo"):

@@ -1,7 +1,10 @@
 """End to end on a user's dataset: an HH-style directory and a tiny Llama built from config.
 
 One project root: the first run trains on 200 HH pairs; then 50 more
-comparisons arrive and the second run re-runs only what reads them.
+comparisons arrive and the second run re-runs only what reads them. Then the
+other two preference shapes, each in a run of its own: K-wise rankings mixing
+K = 2 and 4 (Parquet, with pretraining text and a FLAN mixture), and explicit
+prompt/chosen/rejected pairs (JSONL).
 """
 
 import json
@@ -11,9 +14,16 @@ from mlflow.tracking import MlflowClient
 
 from instructflow.flows.cli import main
 from instructflow.tasks import tracking
-from tests.conftest import init_dvc_project
+from tests.conftest import init_dvc_project, use_project
 from tests.flows.contract import SMOKE_POLICY
-from tests.own_data import WORDS, hh_text, write_extras, write_hh_dataset, write_kwise_dataset
+from tests.own_data import (
+    WORDS,
+    hh_text,
+    write_extras,
+    write_hh_dataset,
+    write_kwise_dataset,
+    write_pairwise_dataset,
+)
 from tests.tiny_models import tiny_llama
 
 pytestmark = pytest.mark.slow
@@ -124,3 +134,29 @@ def test_kwise_parquet_with_pretraining_text_and_a_mixture_runs_ptx_and_flan(
     assert result["dataset"]["tables"]["preferences"]["file"] == "preferences.parquet"
     assert result["policies"]["ppo_ptx"]["pretrain_perplexity"] is not None
     assert result["gate"]["candidate"] == "ppo_ptx"
+
+
+def test_explicit_prompt_chosen_rejected_pairs_run_end_to_end(
+    prefect_harness, fast_smoke, tmp_path, monkeypatch
+):
+    # given prompt/chosen/rejected pairs with scores (UltraFeedback-binarized style) and no user ids
+    root = init_dvc_project(tmp_path / "project")
+    use_project(monkeypatch, root)
+    data = write_pairwise_dataset(tmp_path / "pw", n=120)
+    llama = tiny_llama(tmp_path / "llama", [f"Say the word {w} twice. {w} {w}" for w in WORDS] * 5)
+    from instructflow.flows.params import PipelineParams
+    from instructflow.flows.pipeline import rlhf_pipeline
+
+    # when the pipeline runs on it
+    result = rlhf_pipeline(PipelineParams(**fast_smoke(data=str(data), base_model=str(llama))))
+
+    # then every pair became a K = 2 comparison, split by prompt, and the run completed without gold
+    summary = result["dataset"]
+    assert summary["preference_shape"] == "pairwise" and summary["k_counts"] == {2: 120}
+    assert summary["split_rule"] == "prompt_hash"
+    assert summary["sft_source"].startswith("preferred responses")
+    assert {"sft", "ppo", "base"} <= set(result["policies"])
+    assert all(row["gold_score"] is None for row in result["policies"].values())
+    win = result["policies"]["ppo"]["win_rate_vs_sft"]
+    assert 0.0 <= win["ci95"][0] <= win["mean"] <= win["ci95"][1] <= 1.0
+    assert result["status"] == "completed" and result["gate"]["evidence"] == "held-out judge"

@@ -18,7 +18,8 @@ from tests.flows.contract import POLICY_FIELDS, SEVEN_POLICIES
 pytestmark = pytest.mark.slow
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-PARAMS = PipelineParams(profile="smoke")
+# One torch thread, as the reduced runs (tests/conftest.py FAST_SMOKE says why).
+PARAMS = PipelineParams(profile="smoke", threads=1)
 
 
 def _use_root(monkeypatch: pytest.MonkeyPatch, root: Path) -> str:

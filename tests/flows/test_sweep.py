@@ -1,12 +1,15 @@
 """End to end: a 3-seed sweep on reduced smoke sizes, and a same-seed rerun elsewhere.
 
 The sweep runs seeds 0, 1, 2 in one project root (two processes at a time,
-one thread each); a plain run of seed 0 in a second, fresh root must then
-give the sweep's seed-0 report field for field (the only multi-run test this
-module adds: the sweep's child is the first of the two same-seed runs).
+one thread each); a plain `instructflow run` of seed 0 in a second, fresh root
+(beside the sweep) must give the sweep's seed-0 report field for field (the
+only multi-run test this module adds: the sweep's child is the first of the
+two same-seed runs).
 """
 
 import json
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -16,6 +19,7 @@ from mlflow.exceptions import MlflowException
 
 from instructflow.flows.params import PipelineParams
 from instructflow.tasks import tracking
+from tests.conftest import cli_env
 from tests.flows.contract import SEVEN_POLICIES
 
 pytestmark = pytest.mark.slow
@@ -42,19 +46,25 @@ def _use_root(monkeypatch: pytest.MonkeyPatch, root: Path) -> str:
 
 @pytest.fixture(scope="module")
 def sweep(prefect_harness, make_project, fast_smoke) -> Iterator[dict]:
-    from instructflow.flows.pipeline import rlhf_pipeline
     from instructflow.flows.sweep import child_params, run_sweep
 
     params = PipelineParams(**fast_smoke(threads=1))
     out = {}
+    # The plain seed-0 run is `instructflow run` in a second root, beside the sweep: two
+    # workers leave a core idle while the third seed trains alone.
+    again = make_project()
+    (again / "params.json").write_text(child_params(params, 0).model_dump_json())
+    with (again / "run.log").open("w") as log:
+        rerun = subprocess.Popen(
+            [sys.executable, "-m", "instructflow.flows.cli", "run", "--params", "params.json"],
+            cwd=again, env=cli_env(again), stdout=log, stderr=subprocess.STDOUT,
+        )  # fmt: skip
     with pytest.MonkeyPatch.context() as monkeypatch:
         out["root"] = make_project()
         out["uri"] = _use_root(monkeypatch, out["root"])
         out["result"] = run_sweep(params, SEEDS, workers=2)
-    with pytest.MonkeyPatch.context() as monkeypatch:
-        again = make_project()
-        _use_root(monkeypatch, again)
-        out["rerun"] = rlhf_pipeline(child_params(params, 0))
+    assert rerun.wait(timeout=900) == 0, (again / "run.log").read_text()[-4000:]
+    out["rerun"] = json.loads((again / "reports" / "latest" / "report.json").read_text())
     yield out
 
 

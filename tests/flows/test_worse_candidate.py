@@ -10,13 +10,13 @@ figures.)
 
 from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
 
 import pytest
 from mlflow import MlflowClient
 
 from instructflow.flows.params import PipelineParams
 from instructflow.tasks import registry
+from tests.conftest import use_project
 from tests.flows.contract import SMOKE_POLICY
 
 pytestmark = pytest.mark.slow
@@ -40,17 +40,13 @@ class GateRuns:
 
 
 @pytest.fixture(scope="module")
-def gate_runs(prefect_harness, make_project, fast_smoke) -> Iterator[GateRuns]:
+def gate_runs(copy_of_first_run, fast_smoke) -> Iterator[GateRuns]:
     from instructflow.flows.pipeline import rlhf_pipeline
 
-    root: Path = make_project()
-    uri = f"sqlite:///{root / 'mlflow.db'}"
     with pytest.MonkeyPatch.context() as monkeypatch:
-        monkeypatch.setenv("INSTRUCTFLOW_ROOT", str(root))
-        monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+        # run 1 is the session's first run: its project, copied
+        uri = use_project(monkeypatch, copy_of_first_run())
         client = MlflowClient(tracking_uri=uri)
-
-        rlhf_pipeline(PipelineParams(**fast_smoke()))
         champion = client.get_model_version_by_alias(SMOKE_POLICY, "challenger").version
         registry.promote_manually(champion, "baseline for the worse-candidate test", SMOKE_POLICY)
 
