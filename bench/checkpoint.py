@@ -46,8 +46,9 @@ class BenchCheckpoints:
 
 def build(profile: str = "tiny", seed: int = 0, cache: Path = CACHE) -> BenchCheckpoints:
     """Data and checkpoints for `profile`, built on first use and reused after."""
-    from instructflow.tasks import base_model, comparisons, layout, reward_model, sft
+    from instructflow.tasks import base_model, comparisons, reward_model, sft
     from instructflow.tasks.data import write_profile
+    from instructflow.world import layout
 
     work = cache / f"{profile}-seed{seed}"
     data = work / "data"
@@ -103,9 +104,9 @@ def untrained(profile: str = "tiny", seed: int = 0, cache: Path = CACHE) -> Benc
     """The world's data and an untrained GPT-2 (4 x 128, the tiny profile's size) as SFT and RM."""
     from instructflow.models.lm import GPT2Size, build_gpt2, save_model
     from instructflow.models.tokenizer import train_tokenizer
-    from instructflow.tasks import layout
     from instructflow.tasks.base_model import tokenizer_texts
     from instructflow.tasks.data import write_profile
+    from instructflow.world import layout
 
     work = cache / f"{profile}-seed{seed}-untrained"
     data = cache / f"{profile}-seed{seed}" / "data"

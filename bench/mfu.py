@@ -91,8 +91,8 @@ def bench_sft(ckpt, steps: int) -> dict:
     import torch
 
     from instructflow.models.lm import context_length, load_causal_lm
-    from instructflow.tasks import layout
     from instructflow.tasks.tables import read_jsonl
+    from instructflow.world import layout
 
     model, tokenizer = load_causal_lm(ckpt.sft)
     model.train()
@@ -122,8 +122,8 @@ def demo_rankings(ckpt, k: int = 6) -> list[dict]:
     For an untrained checkpoint (no comparisons collected); the step's work
     depends on the lengths only, which are those of real responses.
     """
-    from instructflow.tasks import layout
     from instructflow.tasks.tables import read_jsonl
+    from instructflow.world import layout
 
     demos = read_jsonl(ckpt.profile_dir / layout.SFT_TRAIN)
     return [

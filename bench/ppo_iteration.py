@@ -22,9 +22,9 @@ from instructflow.models.ppo import PPOTrainer
 from instructflow.models.ppo_loop import ppo_train
 from instructflow.models.reward_model import reward_model_from_causal_lm
 from instructflow.models.tokenizer import train_tokenizer
-from instructflow.tasks import layout
 from instructflow.tasks.ppo_config import PPOStageConfig, trainer_hyper
 from instructflow.tasks.tables import read_jsonl
+from instructflow.world import layout
 
 
 def untrained_checkpoint(prompts: list[str], folder: Path) -> Path:

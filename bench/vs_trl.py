@@ -173,8 +173,8 @@ def gold_score(policy, tokenizer, ckpt, n_prompts: int = 256) -> list[float]:
     import torch
 
     from instructflow.models.sampling import generate
-    from instructflow.tasks import layout
     from instructflow.tasks.tables import read_jsonl
+    from instructflow.world import layout
     from instructflow.world.judge import GoldJudge
 
     rows = read_jsonl(ckpt.profile_dir / layout.PPO_VALID)[:n_prompts]
@@ -202,8 +202,8 @@ def worker(side: str, threads: int, iterations: int, kind: str, out: Path) -> No
     import torch
 
     torch.set_num_threads(threads)
-    from instructflow.tasks import layout
     from instructflow.tasks.tables import read_jsonl
+    from instructflow.world import layout
 
     ckpt = checkpoints(kind)
     prompts = [r["prompt"] for r in read_jsonl(ckpt.profile_dir / layout.PPO_TRAIN)]

@@ -30,9 +30,9 @@ sys.path.insert(0, str(ROOT))
 from instructflow.models.lm import context_length, load_causal_lm  # noqa: E402
 from instructflow.models.reward_model import reward_model_from_causal_lm  # noqa: E402
 from instructflow.models.sampling import text_response_logprobs  # noqa: E402
-from instructflow.tasks import layout  # noqa: E402
 from instructflow.tasks.reward_model import accuracy_vs_scores, score_rows  # noqa: E402
 from instructflow.tasks.tables import read_jsonl  # noqa: E402
+from instructflow.world import layout  # noqa: E402
 
 # Gold differences below this are "the same answer, a word more or less": not counted.
 MIN_GOLD_GAP = 0.05

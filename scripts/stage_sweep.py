@@ -112,8 +112,8 @@ def patch_world(patch: dict, folder: Path) -> Path | None:
     """Apply a variant's world patch and write its data; None when there is no patch."""
     if not patch:
         return None
-    from instructflow.tasks import layout
     from instructflow.tasks.data import write_profile
+    from instructflow.world import layout
 
     apply_world_patch(patch)
     if not (folder / layout.SFT_TRAIN).exists():

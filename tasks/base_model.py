@@ -17,10 +17,11 @@ from instructflow.models.lm import GPT2Size, build_gpt2, load_causal_lm, save_mo
 from instructflow.models.lm_training import OptimConfig, pack_corpus, perplexity, pretrain
 from instructflow.models.numeric import in_stage
 from instructflow.models.tokenizer import train_tokenizer
-from instructflow.tasks import checkpoints, launch, layout, tracking
+from instructflow.tasks import checkpoints, launch, tracking
 from instructflow.tasks.concurrency import training_slot
 from instructflow.tasks.stage import import_closure_digest, mark_done, prefect_options
 from instructflow.tasks.tables import read_jsonl
+from instructflow.world import layout
 
 
 class BaseModelConfig(GPT2Size):

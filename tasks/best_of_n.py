@@ -18,10 +18,10 @@ import torch
 from instructflow.models.lm import context_length, load_causal_lm
 from instructflow.models.reward_model import reward_model_from_causal_lm
 from instructflow.models.sampling import generate
-from instructflow.tasks import layout
 from instructflow.tasks.reward_model import score_rows
 from instructflow.tasks.stats import mean_with_ci
 from instructflow.tasks.tables import read_jsonl
+from instructflow.world import layout
 from instructflow.world.judge import GoldJudge, LabelerPool
 
 

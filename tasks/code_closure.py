@@ -62,7 +62,7 @@ def _imported_names(source: str, module: str, is_package: bool) -> frozenset[str
             else:
                 base = node.module or ""
             names.add(base)
-            # `from instructflow.tasks import layout` imports the submodule ...tasks.layout.
+            # `from instructflow.world import layout` imports the submodule ...world.layout.
             names.update(f"{base}.{alias.name}" for alias in node.names)
     return frozenset(names)
 

@@ -17,7 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from instructflow.models.lm import load_causal_lm
 from instructflow.models.sampling import sample_responses
-from instructflow.tasks import layout, tracking
+from instructflow.tasks import tracking
 from instructflow.tasks.concurrency import training_slot
 from instructflow.tasks.stage import (
     fresh_output_dir,
@@ -26,6 +26,7 @@ from instructflow.tasks.stage import (
     prefect_options,
 )
 from instructflow.tasks.tables import load_table, read_jsonl, write_jsonl
+from instructflow.world import layout
 from instructflow.world.judge import GoldJudge, LabelerPool
 from instructflow.world.people import pairwise_agreement
 

@@ -19,7 +19,7 @@ import mlflow.data
 import pandas as pd
 from prefect import task
 
-from instructflow.tasks import data_version, layout, tracking
+from instructflow.tasks import data_version, tracking
 from instructflow.tasks.stage import import_closure_digest, mark_done, prefect_options
 from instructflow.tasks.tables import (
     TableError,
@@ -28,6 +28,7 @@ from instructflow.tasks.tables import (
     read_jsonl,
     write_jsonl,
 )
+from instructflow.world import layout
 from instructflow.world.build import build_world
 from instructflow.world.people import pairwise_agreement
 from instructflow.world.profiles import PROFILES

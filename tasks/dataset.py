@@ -12,7 +12,7 @@ preference shapes into K-wise comparisons (K = 2..9; a pair is K = 2),
 checks lengths against the base model's context, and assigns splits
 (instructflow.tasks.splits). Nothing is trained on a dataset that fails: the TableError
 lists what to fix. ``write_layout`` then writes the tables in the layout the
-stages read (instructflow.tasks.layout), so SFT, the reward model, PPO and evaluation run
+stages read (instructflow.world.layout), so SFT, the reward model, PPO and evaluation run
 on a user's data through the same code as on the embedded world.
 """
 

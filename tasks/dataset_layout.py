@@ -1,4 +1,4 @@
-"""Write a normalised user dataset in the layout the stages read (instructflow.tasks.layout), in the pipeline's schemas.
+"""Write a normalised user dataset in the layout the stages read (instructflow.world.layout), in the pipeline's schemas.
 
 - sft/{train,valid}.jsonl: demonstrations of train/valid rows, or, without a
   demonstrations table, the preferred response of each train/valid preference;
@@ -19,9 +19,9 @@ import hashlib
 import json
 from pathlib import Path
 
-from instructflow.tasks import layout
 from instructflow.tasks.dataset import Dataset, Item
 from instructflow.tasks.tables import write_jsonl
+from instructflow.world import layout
 
 COMPARISONS = {"train": "comparisons/train.jsonl", "valid": "comparisons/valid.jsonl"}
 HELDOUT = "comparisons/heldout.jsonl"

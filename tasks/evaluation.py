@@ -23,7 +23,7 @@ from instructflow.models.lm_training import pack_corpus, perplexity
 from instructflow.models.reward_model import encode_for_reward, reward_model_from_causal_lm, rewards
 from instructflow.models.sampling import generate, sequence_logprobs, text_response_logprobs
 from instructflow.models.tokenizer import tokenizer_digest
-from instructflow.tasks import layout, tracking
+from instructflow.tasks import tracking
 from instructflow.tasks.judge import HeldOutJudge
 from instructflow.tasks.judge_trust import agreement_block, agreement_metrics
 from instructflow.tasks.stage import (
@@ -34,6 +34,7 @@ from instructflow.tasks.stage import (
 )
 from instructflow.tasks.stats import prompt_mean_with_ci
 from instructflow.tasks.tables import read_jsonl, write_jsonl
+from instructflow.world import layout
 from instructflow.world.gold import admits_unknown, is_refusal, words
 from instructflow.world.judge import GoldJudge, LabelerPool
 

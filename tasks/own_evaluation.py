@@ -24,7 +24,7 @@ from prefect import task
 from instructflow.models.lm import load_causal_lm
 from instructflow.models.lm_training import pack_corpus, perplexity
 from instructflow.models.reward_model import reward_model_from_causal_lm
-from instructflow.tasks import layout, tracking
+from instructflow.tasks import tracking
 from instructflow.tasks.evaluation import (
     EvalConfig,
     Policy,
@@ -42,6 +42,7 @@ from instructflow.tasks.stage import (
 )
 from instructflow.tasks.stats import prompt_mean_with_ci
 from instructflow.tasks.tables import read_jsonl, write_jsonl
+from instructflow.world import layout
 
 NO_JUDGE = "no held-out judge given: win rates need a judge trained on held-out preferences"
 

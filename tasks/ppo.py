@@ -28,7 +28,7 @@ from instructflow.models.ppo import PPOTrainer
 from instructflow.models.ppo_loop import ppo_train
 from instructflow.models.reward_model import reward_model_from_causal_lm
 from instructflow.models.runtime import PeakMemory
-from instructflow.tasks import interrupts, launch, layout, tracking
+from instructflow.tasks import interrupts, launch, tracking
 from instructflow.tasks.checkpoints import finish, prepare_out_dir
 from instructflow.tasks.concurrency import training_slot
 from instructflow.tasks.ppo_config import PPOStageConfig, trainer_hyper
@@ -38,6 +38,7 @@ from instructflow.tasks.ppo_selection import new_history, record_evaluation
 from instructflow.tasks.stage import import_closure_digest, mark_done, prefect_options
 from instructflow.tasks.stats import standard_error
 from instructflow.tasks.tables import load_table, read_jsonl
+from instructflow.world import layout
 from instructflow.world.judge import GoldJudge
 
 CURVE_JSON = "overoptimization.json"

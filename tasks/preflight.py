@@ -28,7 +28,7 @@ from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 from prefect.states import Failed
 
-from instructflow.tasks import data, layout
+from instructflow.tasks import data
 from instructflow.tasks.data_version import DataMismatchError
 from instructflow.tasks.input_checks import (
     base_model_problems,
@@ -39,6 +39,7 @@ from instructflow.tasks.input_checks import (
 from instructflow.tasks.paths import runs_dir
 from instructflow.tasks.stage import content_digest, import_closure_digest, mark_done, stage_key
 from instructflow.tasks.tables import Problem, TableError, check_user_splits
+from instructflow.world import layout
 
 PARAMS = "params"  # the "file" of problems found in the run's parameters
 

@@ -35,11 +35,12 @@ from instructflow.models.reward_model import (
     set_reward_offset,
 )
 from instructflow.models.runtime import PeakMemory, enable_gradient_checkpointing, make_accelerator
-from instructflow.tasks import checkpoints, comparisons, launch, layout, tracking
+from instructflow.tasks import checkpoints, comparisons, launch, tracking
 from instructflow.tasks.concurrency import training_slot
 from instructflow.tasks.stage import import_closure_digest, mark_done, prefect_options
 from instructflow.tasks.tables import read_jsonl
 from instructflow.tasks.training_options import SupervisedOptions
+from instructflow.world import layout
 
 # Metric-name prefix of the per-family accuracy against gold (held-out prompts).
 BY_FAMILY_PREFIX = "rm/accuracy_vs_gold/"

@@ -18,11 +18,12 @@ from instructflow.models.lm_training import OptimConfig, encode_demonstrations, 
 from instructflow.models.lora import add_lora, merge_saved_adapter, trainable_fraction
 from instructflow.models.numeric import in_stage
 from instructflow.models.runtime import PeakMemory, enable_gradient_checkpointing
-from instructflow.tasks import checkpoints, launch, layout, tracking
+from instructflow.tasks import checkpoints, launch, tracking
 from instructflow.tasks.concurrency import training_slot
 from instructflow.tasks.stage import import_closure_digest, mark_done, prefect_options
 from instructflow.tasks.tables import load_table
 from instructflow.tasks.training_options import SupervisedOptions
+from instructflow.world import layout
 
 ADAPTER = "adapter"
 

@@ -1,6 +1,6 @@
 """Build every table of the embedded world from a profile and a seed.
 
-The result is a mapping from a path under data/ (see instructflow.tasks.layout) to its
+The result is a mapping from a path under data/ (see instructflow.world.layout) to its
 rows. It depends only on (profile, seed): each part draws from its own
 random stream, so adding rows to one table never shifts another.
 """
@@ -8,8 +8,7 @@ random stream, so adding rows to one table never shifts another.
 import random
 from dataclasses import asdict
 
-from instructflow.tasks import layout
-from instructflow.world import corpus
+from instructflow.world import corpus, layout
 from instructflow.world.families import ALL_FAMILIES, FAMILIES, Task, draw_task, phrase, user_prompt
 from instructflow.world.names import distinct_names
 from instructflow.world.people import Labeler, User, make_labelers, make_users, rank

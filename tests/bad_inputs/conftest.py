@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from instructflow.tasks import layout
+from instructflow.world import layout
 
 HUMAN_RESPONSES = ["Sure, here it is.", "I don't know.", "No.", "Let me think about that."]
 

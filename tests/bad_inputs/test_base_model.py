@@ -4,8 +4,8 @@ import json
 
 import pytest
 
-from instructflow.tasks import layout
 from instructflow.tasks.tables import LINE
+from instructflow.world import layout
 from tests.bad_inputs.conftest import assert_names, refusal
 
 

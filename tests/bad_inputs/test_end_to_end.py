@@ -12,7 +12,8 @@ import pytest
 from mlflow import MlflowClient
 
 from instructflow.flows.cli import main
-from instructflow.tasks import layout, tracking
+from instructflow.tasks import tracking
+from instructflow.world import layout
 from tests.bad_inputs.conftest import edit_row, human_rows, write_rows
 
 

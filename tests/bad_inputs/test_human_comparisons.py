@@ -2,8 +2,8 @@
 
 import pytest
 
-from instructflow.tasks import layout
 from instructflow.tasks.tables import LINE
+from instructflow.world import layout
 from tests.bad_inputs.conftest import (
     assert_names,
     edit_row,

@@ -4,8 +4,8 @@ from pathlib import Path
 
 import pytest
 
-from instructflow.tasks import layout
 from instructflow.tasks.tables import LINE
+from instructflow.world import layout
 from tests.bad_inputs.conftest import DROP, assert_names, edit_row, read_rows, refusal, write_rows
 
 

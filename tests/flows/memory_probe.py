@@ -11,11 +11,11 @@ import sys
 from pathlib import Path
 
 from instructflow.models.runtime import peak_rss_bytes
-from instructflow.tasks import layout
 from instructflow.tasks.ppo import run_ppo
 from instructflow.tasks.ppo_config import PPOStageConfig
 from instructflow.tasks.reward_model import RewardModelConfig, train_reward_model
 from instructflow.tasks.sft import SFTConfig, finetune
+from instructflow.world import layout
 
 
 def main(stage: str, spec: dict) -> None:

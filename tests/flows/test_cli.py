@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 
 from instructflow.flows.cli import build_parser, main
-from instructflow.tasks import data_version, layout
+from instructflow.tasks import data_version
+from instructflow.world import layout
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 SUBCOMMANDS = [

@@ -12,7 +12,8 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from instructflow.flows.params import PipelineParams
-from instructflow.tasks import data_version, layout, tracking
+from instructflow.tasks import data_version, tracking
+from instructflow.world import layout
 from tests.flows.contract import POLICY_FIELDS, SEVEN_POLICIES
 
 pytestmark = pytest.mark.slow

@@ -21,9 +21,10 @@ from instructflow.flows.plan import make_plan, runtime_bytes
 from instructflow.models.batching import encode_pair
 from instructflow.models.lm import GPT2Size, build_gpt2, save_model
 from instructflow.models.tokenizer import train_tokenizer
-from instructflow.tasks import comparisons, layout
+from instructflow.tasks import comparisons
 from instructflow.tasks.base_model import tokenizer_texts
 from instructflow.tasks.tables import read_jsonl, write_jsonl
+from instructflow.world import layout
 
 pytestmark = pytest.mark.slow
 REPO_ROOT = Path(__file__).resolve().parents[2]

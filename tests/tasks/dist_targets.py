@@ -10,9 +10,9 @@ from instructflow.models.ppo import PPOTrainer
 from instructflow.models.ppo_config import PPOHyper
 from instructflow.models.ppo_loop import ppo_train
 from instructflow.models.reward_model import reward_model_from_causal_lm
-from instructflow.tasks import layout
 from instructflow.tasks.reward_model import RewardModelConfig, train_reward_model
 from instructflow.tasks.sft import SFTConfig, finetune
+from instructflow.world import layout
 from tests.models.test_lm import CORPUS
 from tests.tasks.test_kill_resume import WORDS
 

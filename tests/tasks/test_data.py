@@ -6,8 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from instructflow.tasks import data, data_version, layout
+from instructflow.tasks import data, data_version
 from instructflow.tasks.tables import TableError
+from instructflow.world import layout
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 

@@ -6,13 +6,13 @@ from pathlib import Path
 import pytest
 
 from instructflow.models.tokenizer import train_tokenizer
-from instructflow.tasks import layout
 from instructflow.tasks.conversations import parse_hh, render
 from instructflow.tasks.dataset import DatasetConfig, load_dataset
 from instructflow.tasks.dataset_layout import HELDOUT, write_layout
 from instructflow.tasks.lengths import LengthCheck
 from instructflow.tasks.splits import hash_split
 from instructflow.tasks.tables import TableError, load_table
+from instructflow.world import layout
 from tests.own_data import (
     hh_text,
     write_hh_dataset,

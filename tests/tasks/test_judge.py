@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from instructflow.models.reward_model import reward_model_from_causal_lm
-from instructflow.tasks import comparisons, layout
+from instructflow.tasks import comparisons
 from instructflow.tasks.judge import (
     HeldOutJudge,
     JudgeConfig,
@@ -29,6 +29,7 @@ from instructflow.tasks.judge_trust import (
 )
 from instructflow.tasks.reward_model import _forward, score_rows
 from instructflow.tasks.tables import write_jsonl
+from instructflow.world import layout
 
 
 def row(cid: str, user: str, labeler: str, prompt: str, responses: list[str], ranking: list[int]):

@@ -25,11 +25,12 @@ from safetensors.torch import load_file
 import instructflow.models.lm_training
 import instructflow.tasks.reward_model
 from instructflow.models.checkpoints import CheckpointStore
-from instructflow.tasks import checkpoints, comparisons, layout
+from instructflow.tasks import checkpoints, comparisons
 from instructflow.tasks.base_model import BaseModelConfig, build_base_model
 from instructflow.tasks.reward_model import RewardModelConfig, train_reward_model
 from instructflow.tasks.sft import SFTConfig, finetune
 from instructflow.tasks.tables import write_jsonl
+from instructflow.world import layout
 from tests.models.test_lm import CORPUS, save_tiny_checkpoint
 
 WORDS = ["stone", "apple", "tarn", "velm", "orsk", "bex", "owl", "reed"]

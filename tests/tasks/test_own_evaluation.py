@@ -3,12 +3,13 @@
 import shutil
 
 from instructflow.models.lm import load_causal_lm
-from instructflow.tasks import evaluation, layout
+from instructflow.tasks import evaluation
 from instructflow.tasks.evaluation import EvalConfig, Policy, sample
 from instructflow.tasks.judge import HeldOutJudge
 from instructflow.tasks.own_evaluation import evaluate_own
 from instructflow.tasks.stats import prompt_mean_with_ci
 from instructflow.tasks.tables import write_jsonl
+from instructflow.world import layout
 from tests.own_data import WORDS
 
 

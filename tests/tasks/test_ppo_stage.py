@@ -16,7 +16,6 @@ from instructflow.models.checkpoints import CheckpointWarning
 from instructflow.models.lm import load_causal_lm, save_model
 from instructflow.models.numeric import NonFiniteError, in_stage
 from instructflow.models.reward_model import reward_model_from_causal_lm
-from instructflow.tasks import layout
 from instructflow.tasks.checkpoints import RESUME, prepare_out_dir
 from instructflow.tasks.ppo import CURVE_JSON, CURVE_PNG, run_ppo
 from instructflow.tasks.ppo_config import SMOKE_OVERRIDES, PPOStageConfig
@@ -24,6 +23,7 @@ from instructflow.tasks.ppo_resume import find_resume, read_resume, write_resume
 from instructflow.tasks.ppo_selection import new_history, record_evaluation
 from instructflow.tasks.stage import DONE_MARKER
 from instructflow.tasks.tables import write_jsonl
+from instructflow.world import layout
 from instructflow.world.judge import GoldJudge
 from tests.models.test_lm import CORPUS, save_tiny_checkpoint
 

@@ -15,8 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from instructflow.tasks import layout
-from instructflow.world import gold
+from instructflow.world import gold, layout
 from instructflow.world.build import build_world, make_facts
 from instructflow.world.families import (
     ADMIT_UNKNOWN,

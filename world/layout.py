@@ -1,8 +1,11 @@
 """Where each table lives under data/, and which fields it has.
 
-The data stage writes these files; every later stage reads them through
-instructflow.tasks.tables (which validates them with the pandera schemas in
-instructflow.tasks.schemas). Paths are relative to the data directory.
+The embedded world writes these files (world/build.py) and a user's dataset
+is imported into the same layout (tasks/dataset.py); every later stage reads
+them through instructflow.tasks.tables (which validates them with the pandera
+schemas in instructflow.tasks.schemas). It lives in world/, the lowest layer,
+so both world/ and tasks/ import it without an import against the layers.
+Paths are relative to the data directory.
 """
 
 # Prompt tables: prompt_id, user_id, split, family, prompt
