@@ -16,7 +16,9 @@ own (`<name>-sweep`) with the gate's auto_promote off.
 
 import itertools
 import json
+import os
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 
 import mlflow
@@ -131,6 +133,7 @@ def seed_sweep(
     if len(set(seeds)) < 2:
         raise ValueError(f"a seed sweep needs at least two different seeds, got {seeds}")
     started = time.monotonic()
+    started_utc, load_at_start = _utc_now(), os.getloadavg()
     # The head-to-head between seeds runs here: the same thread count as the children
     # (on a busy machine two spinning OpenMP threads made it 15x slower than one).
     provenance.pin_threads(params.threads)
@@ -173,6 +176,10 @@ def seed_sweep(
             "profile": params.profile,
             "workers": workers,
             "wall_s": round(time.monotonic() - started, 1),
+            # How busy the machine was: the wall time means little without it.
+            "started_utc": started_utc,
+            "ended_utc": _utc_now(),
+            "load_average": {"start": list(load_at_start), "end": list(os.getloadavg())},
         }
         result["sweep"] = {
             "mlflow_run_id": sweep_id,
@@ -192,6 +199,10 @@ def seed_sweep(
         )
     logger.info("sweep aggregate: %s", folder / "aggregate.json")
     return result
+
+
+def _utc_now() -> str:
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def run_sweep(params: PipelineParams, seeds: list[int], workers: int | None = None) -> dict:

@@ -74,10 +74,16 @@ def provenance_line(prov: Mapping[str, Any]) -> str:
     flags = " ".join(prov.get("cpu_flags", []))
     clean = {True: "clean", False: "DIRTY", None: "no git"}[prov.get("git_clean")]
     wall = f", {prov['wall_s'] / 60:.1f} min" if "wall_s" in prov else ""
+    if "started_utc" in prov:
+        wall += f" from {prov['started_utc']}"
+    if "load_average" in prov:
+        loads = [prov["load_average"][k][0] for k in ("start", "end")]
+        wall += f" (1-minute load average {loads[0]:.1f} at the start, {loads[1]:.1f} at the end)"
+    workers = f" per seed, {prov['workers']} seeds at once" if "workers" in prov else ""
     return (
         f"profile {prov.get('profile')}, seeds {prov.get('seeds')}, {prov.get('cpu_model')} "
         f"({flags}; torch kernels {prov.get('torch_cpu_capability')}), GPU {prov.get('gpu') or 'none'}, "
-        f"{prov.get('threads')} threads, torch {prov.get('torch')}, transformers "
+        f"{prov.get('threads')} threads{workers}, torch {prov.get('torch')}, transformers "
         f"{prov.get('transformers')}, commit {str(prov.get('git_commit'))[:10]} ({clean}){wall}"
     )
 
