@@ -51,12 +51,12 @@ def direct(profile_dir: Path, params, out: Path) -> float:
         base_model,
         comparisons,
         evaluation,
-        layout,
         ppo,
         reward_model,
         sft,
     )
     from instructflow.tasks.data import summarize
+    from instructflow.world import layout
 
     def log(step: int, metrics: dict) -> None:
         pass

@@ -27,7 +27,6 @@ from instructflow.tasks import (
     dataset_stage,
     judge,
     judge_trust,
-    layout,
     own_evaluation,
     ppo,
     provenance,
@@ -44,6 +43,7 @@ from instructflow.tasks.gate import judge_decision
 from instructflow.tasks.paths import reports_dir
 from instructflow.tasks.registry_snapshot import RegistrySnapshot
 from instructflow.tasks.stage import content_digest
+from instructflow.world import layout
 
 NEEDS_BASE = "a run on your own data needs --base-model (a local Hugging Face causal-LM directory)"
 NO_PRETRAIN = "skipped: the dataset has no pretrain table (PPO-ptx mixes pretraining text into PPO)"

@@ -131,11 +131,11 @@ def run_variant(variant: dict, work: Path, profile_dir: Path) -> None:
         evaluation,
         judge,
         judge_trust,
-        layout,
         ppo,
         reward_model,
         sft,
     )
+    from instructflow.world import layout
 
     out = work / variant["name"]
     out.mkdir(parents=True, exist_ok=True)
