@@ -50,9 +50,14 @@ class LoraOptions(BaseModel):
     )
 
 
-def add_lora(model: PreTrainedModel, options: LoraOptions, task: Task) -> PeftModel:
+def add_lora(model: PreTrainedModel, options: LoraOptions, task: Task, seed: int = 0) -> PeftModel:
     """Freeze `model` and give it trainable adapters; returns the PeftModel (the network is
-    `peft_model.get_base_model()`, the same object as `model`, now carrying adapters)."""
+    `peft_model.get_base_model()`, the same object as `model`, now carrying adapters).
+
+    The adapters' random initialisation comes from `seed`, not from whatever
+    the process drew before: a stage gives the same adapters whichever stages
+    ran before it in the process, and in every process of an `accelerate launch`.
+    """
     targets = options.target_modules
     config = LoraConfig(
         task_type=_PEFT_TASK[task],
@@ -61,7 +66,9 @@ def add_lora(model: PreTrainedModel, options: LoraOptions, task: Task) -> PeftMo
         lora_dropout=options.dropout,
         target_modules=list(targets) if isinstance(targets, list) else targets,
     )
-    return get_peft_model(model, config)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return get_peft_model(model, config)
 
 
 def trainable_parameters(model: torch.nn.Module) -> list[torch.nn.Parameter]:

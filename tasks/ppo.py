@@ -72,8 +72,8 @@ def run_ppo(
     value_model, rm_tokenizer = reward_model_from_causal_lm(rm_dir)
     if cfg.lora is not None:
         # Frozen SFT and RM are these same networks with their adapters off.
-        policy = add_lora(policy, cfg.lora, "causal_lm")
-        value_model = add_lora(value_model, cfg.lora, "reward")
+        policy = add_lora(policy, cfg.lora, "causal_lm", seed)
+        value_model = add_lora(value_model, cfg.lora, "reward", seed)
         ref_policy = reward_model = None
     else:
         ref_policy, _ = load_causal_lm(sft_dir)

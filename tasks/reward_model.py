@@ -146,7 +146,7 @@ def train_reward_model(
     if cfg.gradient_checkpointing:
         enable_gradient_checkpointing(model)
     # With LoRA the trunk is frozen: adapters and the new score head train (peft's SEQ_CLS).
-    adapters = add_lora(model, cfg.lora, "reward") if cfg.lora else None
+    adapters = add_lora(model, cfg.lora, "reward", seed) if cfg.lora else None
     fraction = trainable_fraction(model)
     max_len = context_length(model)
     train = read_jsonl(comparisons_dir / comparisons.TRAIN)

@@ -75,7 +75,7 @@ def finetune(
     model, tokenizer = load_causal_lm(model_dir)
     if cfg.gradient_checkpointing:
         enable_gradient_checkpointing(model)
-    adapters = add_lora(model, cfg.lora, "causal_lm") if cfg.lora else None
+    adapters = add_lora(model, cfg.lora, "causal_lm", seed) if cfg.lora else None
     max_len = context_length(model)
     train = load_pairs(train_path, kind, tokenizer, max_len)
     train_ex = encode_demonstrations(tokenizer, train["prompt"], train["response"], max_len)

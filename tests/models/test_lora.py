@@ -144,3 +144,20 @@ def test_ppo_on_adapters_keeps_the_reference_and_reward_model_frozen(tmp_path):
     with trainer.reference() as reference:
         torch.testing.assert_close(logits(reference), logits(sft), rtol=0, atol=0)
     assert not torch.allclose(logits(trainer.unwrapped_policy), logits(sft), atol=1e-4)
+
+
+def test_adapters_start_from_the_seed_not_from_what_the_process_drew_before(tmp_path):
+    # the same stage in another process (accelerate launch) or after other stages must
+    # start from the same adapters: their initialisation depends on the seed alone
+    path = save_tiny_checkpoint("gpt2", tmp_path / "base")
+
+    def adapters(seed: int, draws_before: int) -> dict[str, torch.Tensor]:
+        model, _ = load_causal_lm(path)
+        torch.rand(draws_before)  # whatever ran before in this process
+        peft_model = add_lora(model, SPEC, "causal_lm", seed)
+        return {k: v.clone() for k, v in peft_model.named_parameters() if "lora_A" in k}
+
+    first, second = adapters(3, 0), adapters(3, 1000)
+    assert first.keys() == second.keys() and all(torch.equal(first[k], second[k]) for k in first)
+    other = adapters(4, 0)
+    assert any(not torch.equal(first[k], other[k]) for k in first)
