@@ -307,3 +307,68 @@ def test_the_judge_block_reaches_mlflow_and_report_md():
     report = empty_report({"mlflow_run_id": "r"}) | {"judge": block}
     markdown = to_markdown(report)
     assert "## Held-out judge" in markdown and "| ppo | 0.700 | 0.750 | 10 |" in markdown
+
+
+def _write_echo_comparisons(folder: Path, n: int) -> Path:
+    """Held-out pairs whose better response repeats the prompt's word: nothing a judge can
+    guess from the responses alone (each word is as often chosen as rejected)."""
+    words = [f"w{i}" for i in range(20)]
+    heldout = []
+    for i in range(n):
+        asked, other = words[i % 20], words[(i * 7 + 3) % 20]
+        other = other if other != asked else words[(i + 1) % 20]
+        responses, ranking = ([asked, other], [0, 1]) if i % 2 else ([other, asked], [1, 0])
+        heldout.append(row(f"h{i}", f"t{i % 10}", "H0", f"say {asked}", responses, ranking))
+    rm_rows = [row(f"rm{i}", "u0", "L0", f"Q{i}", ["a", "b"], [0, 1]) for i in range(4)]
+    write_jsonl(folder / comparisons.TRAIN, rm_rows)
+    write_jsonl(folder / comparisons.VALID, rm_rows[:2])
+    write_jsonl(folder / comparisons.HELDOUT, heldout)
+    golds = [[1.0, 0.0] if r["ranking"] == [0, 1] else [0.0, 1.0] for r in heldout]
+    write_jsonl(
+        folder / comparisons.HELDOUT_GOLD,
+        [
+            {"comparison_id": r["comparison_id"], "golds": g}
+            for r, g in zip(heldout, golds, strict=True)
+        ],
+    )
+    profile = folder / "profile"
+    write_jsonl(profile / layout.SFT_TRAIN, [{"prompt": "Q0", "response": "a"}])
+    write_jsonl(
+        profile / layout.EVAL_TEST,
+        [{"prompt_id": r["prompt_id"], "family": "echo"} for r in heldout],
+    )
+    return profile
+
+
+def test_a_judge_trained_on_20_pairs_blocks_automatic_promotion_in_one_line(
+    tiny_dirs, tmp_path, one_thread
+):
+    from instructflow.tasks.gate import GateConfig, judge_decision
+
+    # given 400 held-out pairs, of which the judge may train on 20
+    profile = _write_echo_comparisons(tmp_path, 400)
+    out = tmp_path / "judge"
+    out.mkdir()
+    cfg = JudgeConfig(max_train_pairs=20)
+    # when it trains
+    metrics = train_judge_on_comparisons(
+        tiny_dirs[0], profile, tmp_path, cfg, seed=0, out_dir=out, log=lambda *a: None
+    )
+    # then it saw 20 pairs and is measured weak on the pairs of users it never saw
+    assert metrics["judge/training_pairs"] == 20 and metrics["judge/test_pairs"] >= 100
+    accuracy = metrics["judge/accuracy_heldout_pairs"]
+    assert accuracy < 0.6, accuracy
+    # and the gate does not promote on it, even on a clear win, and says why in one line
+    win = {"mean": 0.8, "ci95": [0.7, 0.9]}
+    decision = judge_decision(win, accuracy, GateConfig())
+    assert not decision.promote
+    assert decision.reason.startswith("no automatic promotion: held-out judge too weak")
+    assert "\n" not in decision.reason
+    # while the same judge trained on every training pair clears the floor (measured: 0.33 -> 0.67)
+    full = tmp_path / "judge-all"
+    full.mkdir()
+    metrics = train_judge_on_comparisons(
+        tiny_dirs[0], profile, tmp_path, JudgeConfig(), seed=0, out_dir=full, log=lambda *a: None
+    )
+    assert metrics["judge/training_pairs"] > 200
+    assert judge_decision(win, metrics["judge/accuracy_heldout_pairs"], GateConfig()).promote
