@@ -2,6 +2,7 @@
 
 import os
 import time
+from pathlib import Path
 
 import torch
 from accelerate import Accelerator
@@ -19,11 +20,16 @@ def log_then_fail_on_rank_one(log) -> None:
 
 
 def train_until_stopped(log) -> None:
-    """A stand-in training loop: a collective per step, and the stop request polled after each."""
-    from instructflow.models.checkpoints import after_step
+    """A stand-in training loop: a collective per step, and the stop request polled after each.
+
+    Each process leaves `training<rank>` beside the stop file once it trains.
+    """
+    from instructflow.models.checkpoints import STOP_FILE_ENV, after_step
 
     group = Group(Accelerator())
+    folder = Path(os.environ[STOP_FILE_ENV]).parent
     for step in range(1, 10_000):
         group.sum(torch.zeros(1))
+        (folder / f"training{group.rank}").touch()
         time.sleep(0.05)
-        after_step(None, step)
+        after_step(None, step, dict)

@@ -5,6 +5,7 @@ That N processes compute what one does is tests/tasks/test_processes.py.
 
 import os
 import signal
+import threading
 import time
 from pathlib import Path
 
@@ -81,30 +82,53 @@ def _left_behind(work_dir: Path) -> list[int]:
     return found
 
 
+def _when_training(work_dir: Path, action) -> threading.Thread:
+    """Call `action` (from a thread) once both launched processes are training."""
+    folder = work_dir / launch.FOLDER
+
+    def wait() -> None:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            if all((folder / f"training{rank}").exists() for rank in (0, 1)):
+                action()
+                return
+            time.sleep(0.1)
+
+    thread = threading.Thread(target=wait, daemon=True)
+    thread.start()
+    return thread
+
+
 @pytest.mark.slow  # launches two processes, twice
 def test_a_stop_request_reaches_the_processes_and_an_exception_ends_them_all(tmp_path, monkeypatch):
     monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]))
-    args = {"processes": 2, "work_dir": tmp_path, "log": None, "log_prefix": "t"}
-    # given a stop request (what SIGINT/SIGTERM make): the processes' loops stop after a step
-    request_stop()
+    args = {"processes": 2, "log": None, "log_prefix": "t"}
+    # given a stop request (what SIGINT/SIGTERM make) while the processes train:
+    # their loops stop after a step, and the stage stops as a one-process one does
+    first = tmp_path / "stop"
+    _when_training(first, request_stop)
     try:
         with pytest.raises(TrainingInterrupted, match="2-process stage"):
-            launch.run(launch_targets.train_until_stopped, {}, **args)
+            launch.run(launch_targets.train_until_stopped, {}, work_dir=first, **args)
     finally:
         clear_stop()
-    assert _left_behind(tmp_path) == []
+    reasons = [p.read_text() for p in (first / launch.FOLDER).glob("rank*.error")]
+    assert any(r.startswith("TrainingInterrupted: stopped after step") for r in reasons), reasons
+    assert _left_behind(first) == []
 
     # given an exception in the task while they train (the grace period ending, a cancel):
     # it propagates, and neither the launcher nor any process outlives it
-    def raise_soon(_signum, _frame):
+    def raise_here(_signum, _frame):
         raise KeyboardInterrupt
 
-    previous = signal.signal(signal.SIGALRM, raise_soon)
-    signal.alarm(12)  # the processes are up and training by then
+    previous = signal.signal(signal.SIGUSR1, raise_here)
+    second = tmp_path / "exception"
+    main = threading.main_thread().ident
+    _when_training(second, lambda: signal.pthread_kill(main, signal.SIGUSR1))
     try:
         with pytest.raises(KeyboardInterrupt):
-            launch.run(launch_targets.train_until_stopped, {}, **args)
+            launch.run(launch_targets.train_until_stopped, {}, work_dir=second, **args)
     finally:
-        signal.alarm(0)
-        signal.signal(signal.SIGALRM, previous)
-    assert _left_behind(tmp_path) == []
+        signal.signal(signal.SIGUSR1, previous)
+    assert (second / launch.FOLDER / "training1").exists()  # they were training when it came
+    assert _left_behind(second) == []
