@@ -21,10 +21,14 @@ from collections.abc import Sequence
 import torch
 from accelerate import Accelerator
 
+LAUNCHED_ENV = "INSTRUCTFLOW_LAUNCHED"
+"""Set by instructflow.tasks.launch in the processes it starts: only there does RANK say who saves
+(a scheduler may set RANK for a whole job that runs the pipeline in one process)."""
+
 
 def main_process() -> bool:
-    """True in the process that writes checkpoints and logs (rank 0; always, without a launch)."""
-    return int(os.environ.get("RANK", "0")) == 0
+    """True in the process that writes checkpoints and logs (rank 0 of a launch; always, without one)."""
+    return os.environ.get(LAUNCHED_ENV) != "1" or int(os.environ.get("RANK", "0")) == 0
 
 
 def bounds(n: int, size: int) -> list[int]:

@@ -27,6 +27,7 @@ import mlflow
 import torch
 
 from instructflow.models.checkpoints import STOP_FILE_ENV, interrupt, stop_requested
+from instructflow.models.distributed import LAUNCHED_ENV
 from instructflow.tasks import tracking
 from instructflow.tasks.launch_worker import RESULT
 
@@ -157,7 +158,7 @@ def _end_session(launcher: subprocess.Popen) -> None:
 
 
 def _env() -> dict[str, str]:
-    env = dict(os.environ)
+    env = dict(os.environ) | {LAUNCHED_ENV: "1"}
     if not torch.cuda.is_available():
         env["ACCELERATE_USE_CPU"] = "true"
     return env

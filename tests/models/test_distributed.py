@@ -11,9 +11,11 @@ import torch
 from instructflow.models import ppo_math
 from instructflow.models.batching import collate_sft, encode_pair
 from instructflow.models.distributed import (
+    LAUNCHED_ENV,
     Group,
     bounds,
     labelled_tokens,
+    main_process,
     sft_token_loss,
     shard_seeds,
     whiten,
@@ -91,3 +93,13 @@ def test_a_row_seeded_response_does_not_depend_on_its_batch():
     split = generate(model, tokenizer, prompts[1:], 12, 1.0, row_seeds=[12, 13]).texts
     assert together == alone and together[1:] == split
     assert generate(model, tokenizer, prompts, 12, 1.0, row_seeds=[21, 22, 23]).texts != together
+
+
+def test_only_a_launched_process_other_than_rank_0_stays_silent(monkeypatch):
+    monkeypatch.delenv(LAUNCHED_ENV, raising=False)
+    monkeypatch.setenv("RANK", "3")  # a scheduler's RANK for a job that runs the pipeline whole
+    assert main_process()
+    monkeypatch.setenv(LAUNCHED_ENV, "1")  # a process instructflow.tasks.launch started
+    assert not main_process()
+    monkeypatch.setenv("RANK", "0")
+    assert main_process()
