@@ -98,14 +98,15 @@ def _cmd_plan(args: argparse.Namespace) -> int:
 
 
 def _cmd_sweep(args: argparse.Namespace) -> int:
-    from instructflow.flows.params import PipelineParams
+    from instructflow.flows.params_io import build_params, read_params_file
     from instructflow.flows.sweep import run_sweep
 
-    overrides = json.loads(Path(args.params).read_text()) if args.params else {}
+    # The same file as `run --params` (either shape, `_` comments): one-line errors, no traceback.
+    overrides = read_params_file(args.params) if args.params else {}
     for field in ("profile", "threads"):
         if getattr(args, field) is not None:
             overrides[field] = getattr(args, field)
-    result = run_sweep(PipelineParams(**overrides), args.seeds, args.workers)
+    result = run_sweep(build_params(overrides), args.seeds, args.workers)
     print(json.dumps(result["sweep"], indent=2))
     return 0
 
@@ -208,7 +209,11 @@ def add_commands(sub) -> None:
     sweep.add_argument("--profile", choices=["smoke", "tiny", "small"], help="default tiny")
     sweep.add_argument("--threads", type=int, help="torch threads per seed (default: all cores)")
     sweep.add_argument("--workers", type=int, help="seeds at once (default: cores // threads)")
-    sweep.add_argument("--params", help="JSON file with PipelineParams fields for every seed")
+    sweep.add_argument(
+        "--params",
+        help="JSON file of run settings for every seed, as `run --params` reads it "
+        "(see `instructflow params --example`)",
+    )
     sweep.set_defaults(func=_cmd_sweep)
 
     compare = sub.add_parser(

@@ -218,3 +218,38 @@ def test_compare_says_when_two_reports_come_from_different_machines(tmp_path, ca
     # then the output says so, names the difference, and sets the figures side by side
     assert "ACROSS MACHINES" in out and "cpu_flags" in out
     assert "| ppo | public_suite_accuracy | 0.400 | 0.450 | +0.050 |" in out
+
+
+def test_sweep_reads_the_params_file_that_params_example_writes(tmp_path, monkeypatch, capsys):
+    # given the file `instructflow params --example` writes (the form's shape, `_` comments)
+    assert main(["params", "--example"]) == 0
+    params_file = tmp_path / "p.json"
+    params_file.write_text(capsys.readouterr().out)
+    from instructflow.flows import sweep
+
+    seen = {}
+
+    def fake_sweep(params, seeds, workers):
+        seen.update(params=params, seeds=seeds)
+        return {"sweep": {"seeds": seeds}}
+
+    monkeypatch.setattr(sweep, "run_sweep", fake_sweep)
+    # when a sweep is started with it and a profile flag
+    code = main(["sweep", "--seeds", "0", "1", "--profile", "smoke", "--params", str(params_file)])
+    # then the file's fields reach the sweep, the flag overriding the file's profile
+    assert code == 0
+    assert seen["seeds"] == [0, 1]
+    assert seen["params"].profile == "smoke"
+
+
+def test_sweep_with_a_bad_params_file_is_refused_in_one_line(tmp_path, capsys):
+    # given a params file with a misspelt field
+    params_file = tmp_path / "p.json"
+    params_file.write_text(json.dumps({"params": {"ppo": {"lr_rate": 1}}}))
+    # when a sweep is started with it
+    code = main(["sweep", "--seeds", "0", "--params", str(params_file)])
+    # then it is refused like `run --params`: exit 2, the field named, no traceback
+    assert code == 2
+    err = capsys.readouterr().err
+    assert "unknown field 'ppo.lr_rate'" in err
+    assert "Traceback" not in err
