@@ -491,14 +491,7 @@ def one_thread() -> Iterator[None]:
 # A test written but not yet seen passing on a quiet machine goes here by node id:
 # `make test` leaves it out (so what is verified can land) and `pytest -m unverified`
 # runs exactly these. Remove an entry once a quiet run has seen the test pass.
-UNVERIFIED: set[str] = {
-    # failed in the clean-clone CI run of session 7 (expected set of changed code keys was
-    # short of evaluation and registry, which import instructflow.tasks.reward_model); fixed, not rerun
-    "tests/flows/test_caching_contents.py::test_an_edited_module_reruns_the_stages_that_import_it_and_what_follows",
-    # fails: the sweep's seed-0 child and a plain seed-0 run in another root get different
-    # stage keys for flan and t0 (cause not found yet); every other field matched
-    "tests/flows/test_sweep.py::test_same_seed_same_machine_same_report_field_by_field",
-}
+UNVERIFIED: set[str] = set()
 
 
 def pytest_collection_modifyitems(config, items) -> None:
