@@ -5,6 +5,8 @@ should be: it restores data/ (dvc pull, or regeneration checked against
 data.dvc) and refuses on a mismatch unless explicitly allowed.
 """
 
+import logging
+from contextlib import contextmanager
 from pathlib import Path
 
 import yaml
@@ -64,11 +66,33 @@ def verify(root: Path) -> str:
     return actual
 
 
+@contextmanager
+def _dvc_warnings_silenced():
+    """DVC's own loggers at ERROR for a while, restored after."""
+    loggers = [logging.getLogger(name) for name in ("dvc", "dvc_data", "dvc_objects")]
+    levels = [logger.level for logger in loggers]
+    for logger in loggers:
+        logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        for logger, level in zip(loggers, levels, strict=True):
+            logger.setLevel(level)
+
+
 def pull(root: Path) -> bool:
-    """Try to restore data/ from the DVC cache or remote; True if it worked."""
+    """Try to restore data/ from the DVC cache or remote; False if DVC raised.
+
+    A failed pull is expected (a fresh clone has no DVC cache, and the default
+    remote is a git-ignored folder of the checkout): the caller regenerates
+    data/ and checks it against data.dvc. DVC's warnings about the missing
+    files read as trouble on every first run, so they are silenced here.
+    """
     repo = _repo(root)
     try:
-        repo.pull(targets=["data.dvc"])
+        with _dvc_warnings_silenced():
+            # DVC resolves targets against the cwd, not the repo
+            repo.pull(targets=[str(root / "data.dvc")])
         return True
     except Exception:
         return False

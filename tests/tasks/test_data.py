@@ -160,3 +160,24 @@ def test_problems_in_several_tables_are_all_reported(generated_root, tmp_path):
     found = {(Path(p.file).relative_to(folder).as_posix(), p.row) for p in caught.value.problems}
     assert (layout.SFT_TRAIN, 2) in found
     assert (layout.PUBLIC_SUITE, 4) in found
+
+
+def test_a_pull_with_nothing_to_restore_fails_quietly(tmp_path, capfd, caplog):
+    # given a fresh clone of this repository: no data/, no DVC cache, no .dvcstore remote
+    import subprocess
+
+    if not (REPO_ROOT / ".git").exists():
+        pytest.skip("needs the git checkout to clone")
+    root = tmp_path / "clone"
+    subprocess.run(["git", "clone", "-q", str(REPO_ROOT), str(root)], check=True)
+    capfd.readouterr()
+    # when the data gate tries to restore data/ with DVC
+    with caplog.at_level("DEBUG"):
+        restored = data_version.pull(root)
+    # then it says it could not (the caller regenerates data/), and DVC's warnings
+    # about the missing cache files are not shown
+    assert restored is False
+    assert not (root / "data").exists()
+    assert [r.getMessage() for r in caplog.records if r.levelno >= 30] == []
+    out, err = capfd.readouterr()
+    assert "WARNING" not in out + err
