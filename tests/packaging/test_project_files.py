@@ -3,10 +3,13 @@ Makefile targets that exist, a licence in the metadata."""
 
 import os
 import re
+import sqlite3
 import subprocess
 import sys
 import tomllib
 from pathlib import Path
+
+import pytest
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
@@ -63,3 +66,31 @@ def test_licence_and_python_versions_in_the_metadata():
     assert meta["license"] == "MIT" and (REPO_ROOT / "LICENSE").is_file()
     assert meta["requires-python"] == ">=3.11"
     assert any(c.startswith("Programming Language :: Python :: 3.1") for c in meta["classifiers"])
+
+
+@pytest.mark.slow
+def test_a_flow_run_in_one_checkout_is_recorded_in_its_own_prefect_database_only(tmp_path):
+    # given two project roots side by side, and no Prefect server named (ephemeral mode)
+    roots = [tmp_path / "one", tmp_path / "two"]
+    for root in roots:
+        root.mkdir()
+        (root / "data.dvc").write_text("outs: []\n")
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith("PREFECT_") and k != "INSTRUCTFLOW_ROOT"
+    }
+    code = (
+        "from instructflow.tasks.env import apply_defaults; apply_defaults()\n"
+        "from prefect import flow\n"
+        "flow(name='side-by-side')(lambda: 1)()\n"
+    )
+    # when a flow runs in the first
+    subprocess.run(
+        [sys.executable, "-c", code], cwd=roots[0], env=env, check=True, capture_output=True
+    )
+    # then the first checkout's Prefect database holds the run, and the second has no database
+    with sqlite3.connect(roots[0] / ".prefect" / "prefect.db") as db:
+        names = [row[0] for row in db.execute("SELECT name FROM flow")]
+    assert names == ["side-by-side"]
+    assert not (roots[1] / ".prefect").exists()
