@@ -11,6 +11,7 @@ each term counts and what it leaves out.
 import re
 import subprocess
 import sys
+import warnings
 
 from transformers import AutoConfig, GPT2Config
 
@@ -80,9 +81,17 @@ def make_plan(
             name: cfg.lora or LoraOptions()
             for name, cfg in (("sft", sft), ("reward_model", rm), ("ppo", ppo))
         }
-        shapes = {
-            name: memory_plan.shape_of(config, s if lora else None) for name, s in spec.items()
-        }
+        with warnings.catch_warnings():
+            # Networks built on the meta device only to count parameters: peft's note that
+            # GPT-2's Conv1D needs fan_in_fan_out (it sets it) and transformers' deprecation
+            # of an attribute peft reads say nothing about the plan.
+            warnings.filterwarnings("ignore", message=".*fan_in_fan_out", category=UserWarning)
+            warnings.filterwarnings(
+                "ignore", message=".*is_gradient_checkpointing", category=FutureWarning
+            )
+            shapes = {
+                name: memory_plan.shape_of(config, s if lora else None) for name, s in spec.items()
+            }
         rows += [
             memory_plan.plan_sft(
                 shapes["sft"], sft.batch_size, seq, lora,
