@@ -40,6 +40,18 @@ def main(argv: list[str] | None = None) -> int:
     # (instructflow.tasks.env: the defaults, each overridden by what you export).
     apply_defaults()
     args = build_parser().parse_args(argv)
+    from instructflow.tasks import outages
+
+    if args.command == "run":
+        # Before the heavy imports below (the parameters import transformers through the
+        # stage configs: ~50 s on a loaded 2-core machine): a server that is down is
+        # reported in seconds.
+        try:
+            outages.bound_mlflow_retries()
+            outages.preflight()
+        except outages.ServiceUnreachable as error:
+            print(f"instructflow: {error}", file=sys.stderr)
+            return 3
     from instructflow.flows.params_io import ParamsError
     from instructflow.models.hub import ModelNotFoundError
     from instructflow.tasks.data_version import DataMismatchError

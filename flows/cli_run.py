@@ -9,13 +9,10 @@ from instructflow.tasks.paths import project_root
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
+    # Servers were checked first (flows/cli.py main), before the imports below.
     from instructflow.flows.params_io import build_params, read_params_file
-    from instructflow.tasks import outages, preflight
+    from instructflow.tasks import preflight
     from instructflow.tasks.interrupts import stop_on_signals
-
-    # Before the heavy imports: an unreachable server is reported within seconds.
-    outages.bound_mlflow_retries()
-    outages.preflight()
 
     fields = read_params_file(args.params) if args.params else {}
     for field in (
