@@ -4,6 +4,7 @@ One temporary Prefect server serves the session (tests/conftest.py); each
 project root has its own data/, runs/, reports/ and SQLite MLflow store.
 """
 
+import contextlib
 import json
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,8 +20,8 @@ from tests.flows.contract import POLICY_FIELDS, SEVEN_POLICIES
 pytestmark = pytest.mark.slow
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-# One torch thread, as the reduced runs (tests/conftest.py FAST_SMOKE says why).
-PARAMS = PipelineParams(profile="smoke", threads=1)
+# What `instructflow params --example` holds, run with --profile smoke (the fixture checks it).
+PARAMS = PipelineParams(profile="smoke")
 
 
 def _use_root(monkeypatch: pytest.MonkeyPatch, root: Path) -> str:
@@ -52,11 +53,20 @@ class Project:
 
 @pytest.fixture(scope="module")
 def smoke_run(prefect_harness, make_project) -> Iterator[Project]:
-    """One pipeline run on the smoke profile in a fresh project root (data/ already present)."""
+    """A new user's smoke run in a fresh project root (data/ already present), as the README
+    has it: `instructflow params --example > p.json && instructflow run --profile smoke --params p.json`."""
+    from instructflow.flows.cli import main
+    from instructflow.flows.params_io import build_params, read_params_file
+
     root = make_project()
+    example = root / "p.json"
+    with example.open("w") as out, contextlib.redirect_stdout(out):
+        assert main(["params", "--example"]) == 0
+    assert build_params(read_params_file(example) | {"profile": "smoke"}) == PARAMS
     with pytest.MonkeyPatch.context() as monkeypatch:
         uri = _use_root(monkeypatch, root)
-        result = _run_pipeline()
+        assert main(["run", "--profile", "smoke", "--params", str(example)]) == 0
+        result = json.loads((root / "reports" / "latest" / "report.json").read_text())
         yield Project(root, uri, result)
 
 
