@@ -43,7 +43,7 @@ from instructflow.models.lora import adapters_off, trainable_parameters
 from instructflow.models.numeric import check_finite
 from instructflow.models.ppo_config import PPOHyper
 from instructflow.models.ppo_state import load_trainer_state, trainer_state
-from instructflow.models.reward_model import token_values
+from instructflow.models.reward_model import TokenValues
 from instructflow.models.rollout import (
     EvalResult,
     Experience,
@@ -53,6 +53,7 @@ from instructflow.models.rollout import (
 )
 from instructflow.models.runtime import make_accelerator
 from instructflow.models.side_thread import SideThread
+from instructflow.models.tokenizer import shares_vocabulary
 
 METRIC_KEYS = (
     "ppo/reward_rm",
@@ -69,23 +70,6 @@ METRIC_KEYS = (
     "ppo/no_eos_fraction",
 )
 """Keys every iteration's metrics carry (more diagnostics ride along)."""
-
-
-class _ValueNet(torch.nn.Module):
-    """token_values as a module forward, so Accelerate can wrap it like any model."""
-
-    def __init__(self, model: PreTrainedModel) -> None:
-        super().__init__()
-        self.model = model
-
-    def forward(self, input_ids: Tensor, attention_mask: Tensor) -> Tensor:
-        return token_values(self.model, input_ids, attention_mask)
-
-
-def _shares_vocabulary(a: PreTrainedTokenizerBase, b: PreTrainedTokenizerBase) -> bool:
-    """True if every token of `a` has the same id in `b` (b may add tokens, e.g. a pad)."""
-    vocab_b = b.get_vocab()
-    return all(vocab_b.get(token) == index for token, index in a.get_vocab().items())
 
 
 # ------------------------------------------------------------------ the trainer
@@ -130,7 +114,7 @@ class PPOTrainer:
         self.hyper, self.ptx_gamma, self.seed = hyper, ptx_gamma, seed
         self.tokenizer = tokenizer
         self.rm_tokenizer = rm_tokenizer or tokenizer
-        self.rm_reads_policy_ids = _shares_vocabulary(tokenizer, self.rm_tokenizer)
+        self.rm_reads_policy_ids = shares_vocabulary(tokenizer, self.rm_tokenizer)
         self.accelerator = make_accelerator(hyper.precision)
         device = self.accelerator.device
         self.group = Group(self.accelerator)
@@ -173,7 +157,7 @@ class PPOTrainer:
             trainable_parameters(value_model), lr=hyper.value_lr, weight_decay=hyper.weight_decay
         )
         self.policy, self.value_net, self.policy_opt, self.value_opt = self.accelerator.prepare(
-            policy, _ValueNet(value_model), policy_opt, value_opt
+            policy, TokenValues(value_model), policy_opt, value_opt
         )
 
         self.kl_ctl: ppo_math.KLController = (
@@ -267,6 +251,43 @@ class PPOTrainer:
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
 
+    def surrogate(
+        self,
+        exp: Experience,
+        rows: Tensor,
+        qr: Tensor,
+        am: Tensor,
+        prompt_len: int,
+        mask: Tensor,
+        response_ids: Tensor,
+    ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """The clipped-surrogate loss of a minibatch's `rows` of `exp` (trimmed to `mask`'s
+        width): the response logits, the loss, the clipped fraction and the approximate KL."""
+        width = mask.shape[1]
+        logits = response_logits(self.policy, qr, am, prompt_len, width, self.hyper.temperature)
+        logprobs = ppo_math.logprobs_of(logits, response_ids)
+        policy_loss, clipfrac, approx_kl = ppo_math.clipped_policy_loss(
+            logprobs,
+            exp.logprobs[rows, :width],
+            exp.advantages[rows, :width],
+            mask,
+            self.hyper.clip_eps,
+        )
+        return logits, policy_loss, clipfrac, approx_kl
+
+    def value_loss(
+        self, exp: Experience, rows: Tensor, qr: Tensor, am: Tensor, prompt_len: int, mask: Tensor
+    ) -> tuple[Tensor, Tensor]:
+        """The clipped value loss of a minibatch's `rows` of `exp` and its clipped fraction."""
+        width = mask.shape[1]
+        return ppo_math.clipped_value_loss(
+            self.values(qr, am, prompt_len, width),
+            exp.values[rows, :width],
+            exp.returns[rows, :width],
+            mask,
+            self.hyper.value_clip,
+        )
+
     def _policy_step(
         self,
         exp: Experience,
@@ -279,15 +300,8 @@ class PPOTrainer:
         ptx_blocks: Tensor | None,
     ) -> tuple[Tensor, Tensor, Tensor, Tensor | None, Tensor]:
         """One clipped-surrogate step (plus ptx) on a minibatch; its loss terms and entropy."""
-        hyper, width = self.hyper, mask.shape[1]
-        logits = response_logits(self.policy, qr, am, prompt_len, width, hyper.temperature)
-        logprobs = ppo_math.logprobs_of(logits, response_ids)
-        policy_loss, clipfrac, approx_kl = ppo_math.clipped_policy_loss(
-            logprobs,
-            exp.logprobs[rows, :width],
-            exp.advantages[rows, :width],
-            mask,
-            hyper.clip_eps,
+        logits, policy_loss, clipfrac, approx_kl = self.surrogate(
+            exp, rows, qr, am, prompt_len, mask, response_ids
         )
         ptx_loss = self._ptx_loss(ptx_blocks) if self.ptx_gamma > 0 else None
         loss = ppo_math.ptx_mixed_loss(policy_loss, ptx_loss, self.ptx_gamma)
@@ -300,15 +314,7 @@ class PPOTrainer:
         self, exp: Experience, rows: Tensor, qr: Tensor, am: Tensor, prompt_len: int, mask: Tensor
     ) -> tuple[Tensor, Tensor]:
         """One clipped value-loss step on a minibatch (no random numbers: may run in a side thread)."""
-        width = mask.shape[1]
-        values = self.values(qr, am, prompt_len, width)
-        value_loss, value_clipfrac = ppo_math.clipped_value_loss(
-            values,
-            exp.values[rows, :width],
-            exp.returns[rows, :width],
-            mask,
-            self.hyper.value_clip,
-        )
+        value_loss, value_clipfrac = self.value_loss(exp, rows, qr, am, prompt_len, mask)
         self._optimizer_step(value_loss, self.value_net, self.value_opt, "value")
         return value_loss, value_clipfrac
 

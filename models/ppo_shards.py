@@ -29,7 +29,7 @@ import torch
 from torch import Tensor
 
 from instructflow.models import ppo_math
-from instructflow.models.rollout import Experience, response_logits, trim
+from instructflow.models.rollout import Experience, trim
 
 if TYPE_CHECKING:
     from instructflow.models.ppo import PPOTrainer
@@ -83,14 +83,8 @@ def update(trainer: PPOTrainer, exp: Experience, ptx_blocks: Tensor | None) -> d
             # This process's part of the minibatch's token mean (0 for a stand-in row).
             weight = float(mask.sum()) / float(lengths[rows].sum()) if real else 0.0
 
-            logits = response_logits(trainer.policy, qr, am, prompt_len, width, hyper.temperature)
-            logprobs = ppo_math.logprobs_of(logits, exp.response_ids[local, :width])
-            policy_loss, clipfrac, approx_kl = ppo_math.clipped_policy_loss(
-                logprobs,
-                exp.logprobs[local, :width],
-                exp.advantages[local, :width],
-                mask,
-                hyper.clip_eps,
+            logits, policy_loss, clipfrac, approx_kl = trainer.surrogate(
+                exp, local, qr, am, prompt_len, mask, exp.response_ids[local, :width]
             )
             loss, ptx_share = policy_loss * weight, torch.zeros(())
             if trainer.ptx_gamma > 0:
@@ -100,14 +94,7 @@ def update(trainer: PPOTrainer, exp: Experience, ptx_blocks: Tensor | None) -> d
             with torch.no_grad():
                 entropy = ppo_math.masked_mean(ppo_math.entropy_from_logits(logits), mask)
 
-            values = trainer.values(qr, am, prompt_len, width)
-            value_loss, value_clipfrac = ppo_math.clipped_value_loss(
-                values,
-                exp.values[local, :width],
-                exp.returns[local, :width],
-                mask,
-                hyper.value_clip,
-            )
+            value_loss, value_clipfrac = trainer.value_loss(exp, local, qr, am, prompt_len, mask)
             trainer._optimizer_step(
                 value_loss * weight * group.size, trainer.value_net, trainer.value_opt, "value"
             )

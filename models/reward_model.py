@@ -102,6 +102,17 @@ def token_values(
     return values + float(getattr(model.config, "reward_offset", 0.0))
 
 
+class TokenValues(torch.nn.Module):
+    """token_values as a module forward, so Accelerate can wrap it like any model."""
+
+    def __init__(self, model: PreTrainedModel) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        return token_values(self.model, input_ids, attention_mask)
+
+
 def last_token_index(attention_mask: torch.Tensor) -> torch.Tensor:
     """[B] column of the rightmost attended token (works for left and right padding)."""
     columns = torch.arange(attention_mask.shape[1], device=attention_mask.device)

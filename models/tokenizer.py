@@ -13,7 +13,7 @@ Why these choices:
 from collections.abc import Iterable
 
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-from transformers import PreTrainedTokenizerFast
+from transformers import PreTrainedTokenizerBase, PreTrainedTokenizerFast
 
 EOS_TOKEN = "<|endoftext|>"
 PAD_TOKEN = "<|pad|>"
@@ -74,3 +74,9 @@ def tokenizer_digest(tokenizer) -> str:
         [tokenizer.bos_token_id, tokenizer.eos_token_id, tokenizer.pad_token_id], default=str
     )
     return hashlib.sha256((blob + specials).encode()).hexdigest()[:16]
+
+
+def shares_vocabulary(a: PreTrainedTokenizerBase, b: PreTrainedTokenizerBase) -> bool:
+    """True if every token of `a` has the same id in `b` (b may add tokens, e.g. a pad)."""
+    vocab_b = b.get_vocab()
+    return all(vocab_b.get(token) == index for token, index in a.get_vocab().items())

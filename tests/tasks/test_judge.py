@@ -218,21 +218,30 @@ def _write_comparisons(folder: Path) -> Path:
         )
         for i in range(36)
     ]
+    golds = [[1.0, 0.0, 1.0, 0.0]] * len(heldout)
+    return _write_tables(folder, rm_rows, heldout, golds, ("no", "yes"), "count")
+
+
+def _write_tables(folder, rm_rows, heldout, golds, demonstrations, family) -> Path:
+    """The comparison tables, gold of the held-out rows, and the profile the RM function
+    reads (demonstrations, its bias, and the test prompts' families); returns the profile folder."""
     write_jsonl(folder / comparisons.TRAIN, rm_rows)
     write_jsonl(folder / comparisons.VALID, rm_rows[:2])
     write_jsonl(folder / comparisons.HELDOUT, heldout)
     write_jsonl(
         folder / comparisons.HELDOUT_GOLD,
-        [{"comparison_id": r["comparison_id"], "golds": [1.0, 0.0, 1.0, 0.0]} for r in heldout],
+        [
+            {"comparison_id": r["comparison_id"], "golds": g}
+            for r, g in zip(heldout, golds, strict=True)
+        ],
     )
-    # The profile the RM function reads: demonstrations (its bias) and test prompts' families.
     profile = folder / "profile"
     write_jsonl(
-        profile / layout.SFT_TRAIN, [{"prompt": "Q0", "response": r} for r in ("no", "yes")]
+        profile / layout.SFT_TRAIN, [{"prompt": "Q0", "response": r} for r in demonstrations]
     )
     write_jsonl(
         profile / layout.EVAL_TEST,
-        [{"prompt_id": r["prompt_id"], "family": "count"} for r in heldout],
+        [{"prompt_id": r["prompt_id"], "family": family} for r in heldout],
     )
     return profile
 
@@ -320,24 +329,8 @@ def _write_echo_comparisons(folder: Path, n: int) -> Path:
         responses, ranking = ([asked, other], [0, 1]) if i % 2 else ([other, asked], [1, 0])
         heldout.append(row(f"h{i}", f"t{i % 10}", "H0", f"say {asked}", responses, ranking))
     rm_rows = [row(f"rm{i}", "u0", "L0", f"Q{i}", ["a", "b"], [0, 1]) for i in range(4)]
-    write_jsonl(folder / comparisons.TRAIN, rm_rows)
-    write_jsonl(folder / comparisons.VALID, rm_rows[:2])
-    write_jsonl(folder / comparisons.HELDOUT, heldout)
     golds = [[1.0, 0.0] if r["ranking"] == [0, 1] else [0.0, 1.0] for r in heldout]
-    write_jsonl(
-        folder / comparisons.HELDOUT_GOLD,
-        [
-            {"comparison_id": r["comparison_id"], "golds": g}
-            for r, g in zip(heldout, golds, strict=True)
-        ],
-    )
-    profile = folder / "profile"
-    write_jsonl(profile / layout.SFT_TRAIN, [{"prompt": "Q0", "response": "a"}])
-    write_jsonl(
-        profile / layout.EVAL_TEST,
-        [{"prompt_id": r["prompt_id"], "family": "echo"} for r in heldout],
-    )
-    return profile
+    return _write_tables(folder, rm_rows, heldout, golds, ("a",), "echo")
 
 
 def test_a_judge_trained_on_20_pairs_blocks_automatic_promotion_in_one_line(
