@@ -47,9 +47,10 @@ from instructflow.models.reward_model import TokenValues
 from instructflow.models.rollout import (
     EvalResult,
     Experience,
+    Minibatch,
     RewardNormalizer,
+    minibatch,
     response_logits,
-    trim,
 )
 from instructflow.models.runtime import make_accelerator
 from instructflow.models.side_thread import SideThread
@@ -251,70 +252,53 @@ class PPOTrainer:
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
 
-    def surrogate(
-        self,
-        exp: Experience,
-        rows: Tensor,
-        qr: Tensor,
-        am: Tensor,
-        prompt_len: int,
-        mask: Tensor,
-        response_ids: Tensor,
-    ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-        """The clipped-surrogate loss of a minibatch's `rows` of `exp` (trimmed to `mask`'s
-        width): the response logits, the loss, the clipped fraction and the approximate KL."""
-        width = mask.shape[1]
-        logits = response_logits(self.policy, qr, am, prompt_len, width, self.hyper.temperature)
-        logprobs = ppo_math.logprobs_of(logits, response_ids)
+    def surrogate(self, exp: Experience, mb: Minibatch) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """The clipped-surrogate loss of minibatch `mb` of `exp`: the response logits, the
+        loss, the clipped fraction and the approximate KL."""
+        width = mb.mask.shape[1]
+        logits = response_logits(
+            self.policy,
+            mb.query_response,
+            mb.attention_mask,
+            mb.prompt_len,
+            width,
+            self.hyper.temperature,
+        )
         policy_loss, clipfrac, approx_kl = ppo_math.clipped_policy_loss(
-            logprobs,
-            exp.logprobs[rows, :width],
-            exp.advantages[rows, :width],
-            mask,
+            ppo_math.logprobs_of(logits, mb.response_ids),
+            exp.logprobs[mb.rows, :width],
+            exp.advantages[mb.rows, :width],
+            mb.mask,
             self.hyper.clip_eps,
         )
         return logits, policy_loss, clipfrac, approx_kl
 
-    def value_loss(
-        self, exp: Experience, rows: Tensor, qr: Tensor, am: Tensor, prompt_len: int, mask: Tensor
-    ) -> tuple[Tensor, Tensor]:
-        """The clipped value loss of a minibatch's `rows` of `exp` and its clipped fraction."""
-        width = mask.shape[1]
+    def value_loss(self, exp: Experience, mb: Minibatch) -> tuple[Tensor, Tensor]:
+        """The clipped value loss of minibatch `mb` of `exp` and its clipped fraction."""
+        width = mb.mask.shape[1]
         return ppo_math.clipped_value_loss(
-            self.values(qr, am, prompt_len, width),
-            exp.values[rows, :width],
-            exp.returns[rows, :width],
-            mask,
+            self.values(mb.query_response, mb.attention_mask, mb.prompt_len, width),
+            exp.values[mb.rows, :width],
+            exp.returns[mb.rows, :width],
+            mb.mask,
             self.hyper.value_clip,
         )
 
     def _policy_step(
-        self,
-        exp: Experience,
-        rows: Tensor,
-        qr: Tensor,
-        am: Tensor,
-        prompt_len: int,
-        mask: Tensor,
-        response_ids: Tensor,
-        ptx_blocks: Tensor | None,
+        self, exp: Experience, mb: Minibatch, ptx_blocks: Tensor | None
     ) -> tuple[Tensor, Tensor, Tensor, Tensor | None, Tensor]:
         """One clipped-surrogate step (plus ptx) on a minibatch; its loss terms and entropy."""
-        logits, policy_loss, clipfrac, approx_kl = self.surrogate(
-            exp, rows, qr, am, prompt_len, mask, response_ids
-        )
+        logits, policy_loss, clipfrac, approx_kl = self.surrogate(exp, mb)
         ptx_loss = self._ptx_loss(ptx_blocks) if self.ptx_gamma > 0 else None
         loss = ppo_math.ptx_mixed_loss(policy_loss, ptx_loss, self.ptx_gamma)
         self._optimizer_step(loss, self.policy, self.policy_opt, "policy")
         with torch.no_grad():
-            entropy = ppo_math.masked_mean(ppo_math.entropy_from_logits(logits), mask)
+            entropy = ppo_math.masked_mean(ppo_math.entropy_from_logits(logits), mb.mask)
         return policy_loss, clipfrac, approx_kl, ptx_loss, entropy
 
-    def _value_step(
-        self, exp: Experience, rows: Tensor, qr: Tensor, am: Tensor, prompt_len: int, mask: Tensor
-    ) -> tuple[Tensor, Tensor]:
+    def _value_step(self, exp: Experience, mb: Minibatch) -> tuple[Tensor, Tensor]:
         """One clipped value-loss step on a minibatch (no random numbers: may run in a side thread)."""
-        value_loss, value_clipfrac = self.value_loss(exp, rows, qr, am, prompt_len, mask)
+        value_loss, value_clipfrac = self.value_loss(exp, mb)
         self._optimizer_step(value_loss, self.value_net, self.value_opt, "value")
         return value_loss, value_clipfrac
 
@@ -330,17 +314,11 @@ class PPOTrainer:
         batch = exp.response_ids.shape[0]
         for _ in range(hyper.ppo_epochs):
             for rows in torch.randperm(batch, generator=self.generator).split(hyper.minibatch_size):
-                mask = exp.mask[rows]
-                qr, am, prompt_len, width = trim(
-                    exp.query_response[rows], exp.attention_mask[rows], exp.prompt_len, mask
-                )
-                mask, response_ids = mask[:, :width], exp.response_ids[rows, :width]
-
+                mb = minibatch(exp, rows)
                 # Independent networks and optimizers: with 2+ threads, side by side.
-                batch_args = (exp, rows, qr, am, prompt_len, mask)
                 policy_out, (value_loss, value_clipfrac) = self.side.both(
-                    partial(self._policy_step, *batch_args, response_ids, ptx_blocks),
-                    partial(self._value_step, *batch_args),
+                    partial(self._policy_step, exp, mb, ptx_blocks),
+                    partial(self._value_step, exp, mb),
                 )
                 policy_loss, clipfrac, approx_kl, ptx_loss, entropy = policy_out
                 stats = {

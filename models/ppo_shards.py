@@ -29,7 +29,7 @@ import torch
 from torch import Tensor
 
 from instructflow.models import ppo_math
-from instructflow.models.rollout import Experience, trim
+from instructflow.models.rollout import Experience, minibatch
 
 if TYPE_CHECKING:
     from instructflow.models.ppo import PPOTrainer
@@ -75,26 +75,20 @@ def update(trainer: PPOTrainer, exp: Experience, ptx_blocks: Tensor | None) -> d
         order = torch.randperm(len(lengths), generator=trainer.generator)
         for rows in order.split(hyper.minibatch_size):
             local, real = _local_rows(rows, exp.first_row, exp.response_ids.shape[0])
-            mask = exp.mask[local]
-            qr, am, prompt_len, width = trim(
-                exp.query_response[local], exp.attention_mask[local], exp.prompt_len, mask
-            )
-            mask = mask[:, :width]
+            mb = minibatch(exp, local)
             # This process's part of the minibatch's token mean (0 for a stand-in row).
-            weight = float(mask.sum()) / float(lengths[rows].sum()) if real else 0.0
+            weight = float(mb.mask.sum()) / float(lengths[rows].sum()) if real else 0.0
 
-            logits, policy_loss, clipfrac, approx_kl = trainer.surrogate(
-                exp, local, qr, am, prompt_len, mask, exp.response_ids[local, :width]
-            )
+            logits, policy_loss, clipfrac, approx_kl = trainer.surrogate(exp, mb)
             loss, ptx_share = policy_loss * weight, torch.zeros(())
             if trainer.ptx_gamma > 0:
                 ptx_share = _ptx_share(trainer, ptx_blocks)
                 loss = loss + trainer.ptx_gamma * ptx_share
             trainer._optimizer_step(loss * group.size, trainer.policy, trainer.policy_opt, "policy")
             with torch.no_grad():
-                entropy = ppo_math.masked_mean(ppo_math.entropy_from_logits(logits), mask)
+                entropy = ppo_math.masked_mean(ppo_math.entropy_from_logits(logits), mb.mask)
 
-            value_loss, value_clipfrac = trainer.value_loss(exp, local, qr, am, prompt_len, mask)
+            value_loss, value_clipfrac = trainer.value_loss(exp, mb)
             trainer._optimizer_step(
                 value_loss * weight * group.size, trainer.value_net, trainer.value_opt, "value"
             )

@@ -133,6 +133,31 @@ def trim(query_response: Tensor, attention_mask: Tensor, prompt_len: int, mask: 
     )
 
 
+@dataclass
+class Minibatch:
+    """Rows of an Experience, trimmed of the padding columns none of them uses."""
+
+    rows: Tensor
+    """Indices of the rows in the Experience."""
+    query_response: Tensor
+    attention_mask: Tensor
+    prompt_len: int
+    mask: Tensor
+    """[b, width] 1 on response tokens; width = the longest response of these rows."""
+    response_ids: Tensor
+    """[b, width]"""
+
+
+def minibatch(exp: Experience, rows: Tensor) -> Minibatch:
+    """`rows` of `exp` as one minibatch of the PPO update."""
+    qr, am, prompt_len, width = trim(
+        exp.query_response[rows], exp.attention_mask[rows], exp.prompt_len, exp.mask[rows]
+    )
+    return Minibatch(
+        rows, qr, am, prompt_len, exp.mask[rows, :width], exp.response_ids[rows, :width]
+    )
+
+
 def response_logits(
     model,
     query_response: Tensor,
