@@ -227,7 +227,9 @@ def run(params: PipelineParams, parent_id: str, run_info: dict, mlflow_url: str)
             "dvc_data_md5": dvc_tags["data_dvc_md5"],
         }
     )
-    result["provenance"] = provenance.collect(params.seed)  # where it was made (issue 24)
+    result["provenance"] = provenance.collect(
+        params.seed, processes=params.processes
+    )  # where it was made (issue 24)
     result["dataset"] = summary
     result["skipped"] = skipped
     result["judge"] = judge_trust.report_block(judged["metrics"], None)

@@ -128,7 +128,7 @@ def rlhf_pipeline(
     experiment_id = tracking.setup()
     live = lifecycle.start_run(experiment_id, logger)
     threads = provenance.pin_threads(params.threads)["threads"]  # before any torch work
-    prov = provenance.collect(params.seed)
+    prov = provenance.collect(params.seed, processes=params.processes)
     run_info = {
         "profile": params.profile,
         "seed": params.seed,

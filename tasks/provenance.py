@@ -20,7 +20,7 @@ VECTOR_FLAG = re.compile(r"^(avx.*|amx.*|fma|f16c|sse4_2|asimd.*|sve.*|neon)$")
 # Fields that describe the machine or the software rather than the run.
 MACHINE_FIELDS = ("cpu_model", "cpu_flags", "torch_cpu_capability", "gpu", "platform")
 SOFTWARE_FIELDS = ("torch", "transformers", "python")
-RUN_FIELDS = ("threads", "seed", "git_commit", "git_clean")
+RUN_FIELDS = ("threads", "processes", "seed", "git_commit", "git_clean")
 
 
 def available_cores() -> int:
@@ -94,8 +94,9 @@ def _git(root: Path) -> tuple[str, bool | None]:
     return commit.removesuffix("+dirty"), not commit.endswith("+dirty")
 
 
-def collect(seed: int, code_root: Path | None = None) -> dict[str, Any]:
-    """The provenance block of a report: machine, software, threads in force, seed, commit."""
+def collect(seed: int, code_root: Path | None = None, processes: int = 1) -> dict[str, Any]:
+    """The provenance block of a report: machine, software, threads in force, training
+    processes (`--processes`), seed, commit."""
     import torch
 
     cpu_model, cpu_flags = _cpuinfo()
@@ -104,6 +105,7 @@ def collect(seed: int, code_root: Path | None = None) -> dict[str, Any]:
         "seed": seed,
         "threads": torch.get_num_threads(),
         "interop_threads": torch.get_num_interop_threads(),
+        "processes": processes,
         "cores_available": available_cores(),
         "cpu_model": cpu_model,
         "cpu_flags": cpu_flags,

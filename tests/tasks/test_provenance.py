@@ -24,8 +24,8 @@ def test_cpuinfo_gives_the_model_and_only_its_vector_extensions():
 
 
 def test_collect_records_machine_software_threads_seed_and_commit():
-    prov = provenance.collect(seed=7)
-    assert prov["seed"] == 7
+    prov = provenance.collect(seed=7, processes=2)
+    assert prov["seed"] == 7 and prov["processes"] == 2
     assert prov["threads"] == torch.get_num_threads()
     assert prov["torch"] == torch.__version__
     for field in ("transformers", "cpu_model", "cpu_flags", "torch_cpu_capability", "git_commit"):
