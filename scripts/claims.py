@@ -52,6 +52,7 @@ class Claim:
 
 
 WIN, GOLD, PUBLIC = "win_rate_vs_sft", "gold_score", "public_suite_accuracy"
+JUDGE_WIN = "judge_win_rate_vs_sft"
 BASELINES = ("base_fewshot", "flan", "t0")
 # The reward model's easy and hard families, as "What to expect on tiny" describes them.
 RM_EASY, RM_HARD = ("harmful", "unanswerable"), ("add", "larger", "sort", "reverse", "last_word")
@@ -147,16 +148,27 @@ def verdict(row: dict) -> str:
 
 
 def expect_table(aggregate: dict) -> str:
-    """Mean over seeds with the seeds' range, per policy."""
+    """Mean over seeds with the seeds' range, per policy; the held-out judge's win rate
+    beside the held-out labelers' where the aggregate has it."""
+    policies = aggregate["policies"]
+    metrics = (GOLD, WIN, JUDGE_WIN, PUBLIC)
+    if not any(JUDGE_WIN in policies[p] for p in policies):
+        metrics = (GOLD, WIN, PUBLIC)
+    titles = {
+        GOLD: "gold",
+        WIN: "win vs SFT (labelers)",
+        JUDGE_WIN: "win vs SFT (held-out judge)",
+        PUBLIC: "public suite",
+    }
     lines = [
-        "| policy | gold: mean [min, max] | win vs SFT: mean [min, max] | public suite: mean [min, max] |",
-        "| --- | --- | --- | --- |",
+        "| policy | " + " | ".join(f"{titles[m]}: mean [min, max]" for m in metrics) + " |",
+        "| --- |" + " --- |" * len(metrics),
     ]
-    for policy in ordered(aggregate["policies"]):
+    for policy in ordered(policies):
         cells = []
-        for metric in (GOLD, WIN, PUBLIC):
-            e = aggregate["policies"][policy][metric]
-            cells.append(f"{e['mean']:.3f} [{e['min']:.3f}, {e['max']:.3f}]")
+        for metric in metrics:
+            e = policies[policy].get(metric)
+            cells.append("-" if e is None else f"{e['mean']:.3f} [{e['min']:.3f}, {e['max']:.3f}]")
         lines.append(f"| {policy} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 

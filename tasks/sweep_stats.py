@@ -20,6 +20,7 @@ PER_PROMPT_METRICS = ("gold_score", "win_rate_vs_sft")
 METRICS = {
     "gold_score": ("gold_score", "mean"),
     "win_rate_vs_sft": ("win_rate_vs_sft", "mean"),
+    "judge_win_rate_vs_sft": ("judge_win_rate_vs_sft", "mean"),  # the held-out judge's verdicts
     "public_suite_accuracy": ("public_suite_accuracy",),
     "likert": ("likert", "mean"),
     "rm_score": ("rm_score", "mean"),

@@ -139,3 +139,20 @@ def test_the_readme_blocks_are_what_their_committed_aggregate_renders():
             f"README's sweep:{name} block differs from what {source} renders to: "
             f"run python scripts/claims.py {source} --readme README.md"
         )
+
+
+def test_the_expect_table_puts_the_judges_win_rate_beside_the_labelers_where_it_exists():
+    without = claims.expect_table(aggregate())
+    assert "held-out judge" not in without
+    with_judge = aggregate()
+    entry = {"per_seed": {"0": 0.55, "1": 0.65}, "mean": 0.6, "sd": 0.07, "min": 0.55, "max": 0.65}
+    with_judge["policies"]["ppo"]["judge_win_rate_vs_sft"] = entry
+    table = claims.expect_table(with_judge).splitlines()
+    assert table[0].split(" | ")[2:4] == [
+        "win vs SFT (labelers): mean [min, max]",
+        "win vs SFT (held-out judge): mean [min, max]",
+    ]
+    rows = {line.split(" | ")[0].strip("| "): line.split(" | ") for line in table[2:]}
+    # ppo: labelers' 0.550 [0.490, 0.600] (seeds 0.6, 0.49), then the judge's
+    assert rows["ppo"][2:4] == ["0.545 [0.490, 0.600]", "0.600 [0.550, 0.650]"]
+    assert rows["sft"][3] == "-"  # no judge figure for that policy
