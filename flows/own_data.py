@@ -22,6 +22,7 @@ from prefect import get_run_logger
 from prefect.artifacts import create_markdown_artifact
 
 from instructflow.flows.params import PipelineParams
+from instructflow.flows.stages import Stages, run_stage
 from instructflow.tasks import (
     base_model,
     dataset_stage,
@@ -72,10 +73,10 @@ def _digests(profile_dir: Path, *rels: str) -> dict[str, str | None]:
     }
 
 
-def run(params: PipelineParams, parent_id: str, run_info: dict, mlflow_url: str) -> dict:
+def run(
+    params: PipelineParams, parent_id: str, run_info: dict, mlflow_url: str, threads: int
+) -> dict:
     """The stages on `params.data` inside the running flow and MLflow parent run; returns the report."""
-    from instructflow.flows.pipeline import run_stage  # the flow module imports this one
-
     logger = get_run_logger()
     if not params.base_model:
         raise ValueError(NEEDS_BASE)
@@ -88,12 +89,14 @@ def run(params: PipelineParams, parent_id: str, run_info: dict, mlflow_url: str)
     dvc_tags = version_tags(data_dir, params.allow_data_mismatch)
     mlflow.set_tags(dvc_tags)
     base_digest = content_digest(params.base_model)
+    timings: dict[str, float] = {}  # stage -> wall seconds (report: run.stage_seconds)
     imported = run_stage(
         dataset_stage.import_dataset_task,
         "data",
         {"dataset": params.dataset.model_dump(), "max_new_tokens": max_new_tokens(params)},
         {"tables": table_md5s, "base_model": base_digest},
         parent_id,
+        timings,
         data_dir=str(data_dir),
         base_model=params.base_model,
         cfg=params.dataset,
@@ -105,12 +108,7 @@ def run(params: PipelineParams, parent_id: str, run_info: dict, mlflow_url: str)
     mlflow.set_tags({"data_dir": str(data_dir)} | {f"data_md5/{n}": m for n, m in md5s.items()})
     skipped: dict[str, str] = {}
 
-    def stage(task, name: str, config_name: str | None, inputs: dict, **kwargs) -> dict:
-        config = params.stage(config_name) if config_name else None
-        key_config = {"config": config.model_dump() if config else None, "seed": params.seed}
-        extra = {"cfg": config} if config is not None else {}
-        common = {"profile_dir": str(profile_dir), "seed": params.seed}
-        return run_stage(task, name, key_config, inputs, parent_id, **common, **extra, **kwargs)
+    stage = Stages(params, profile_dir, parent_id, threads, timings)
 
     pretrain_in = _digests(profile_dir, layout.PRETRAIN_TRAIN, layout.PRETRAIN_VALID)
     base = stage(
@@ -136,6 +134,7 @@ def run(params: PipelineParams, parent_id: str, run_info: dict, mlflow_url: str)
         None,
         {"comparisons": content_digest(profile_dir / "comparisons")},
         parent_id,
+        timings,
         profile_dir=str(profile_dir),
     )
     rm = stage(
@@ -225,6 +224,7 @@ def run(params: PipelineParams, parent_id: str, run_info: dict, mlflow_url: str)
             **run_info,
             "data_dir": str(data_dir),
             "dvc_data_md5": dvc_tags["data_dvc_md5"],
+            "stage_seconds": timings,
         }
     )
     result["provenance"] = provenance.collect(

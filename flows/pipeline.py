@@ -19,6 +19,7 @@ from prefect.runtime import flow_run
 
 from instructflow.flows import approval, own_data
 from instructflow.flows.params import PipelineParams
+from instructflow.flows.stages import Stages, run_stage
 from instructflow.models.hub import resolve_pretrained
 from instructflow.tasks import (
     base_model,
@@ -29,7 +30,6 @@ from instructflow.tasks import (
     interrupts,
     judge,
     judge_trust,
-    launch,
     lifecycle,
     outages,
     plots,
@@ -44,14 +44,6 @@ from instructflow.tasks import (
     tracking,
 )
 from instructflow.tasks.paths import project_root, reports_dir
-from instructflow.tasks.stage import (
-    is_done,
-    key_arguments,
-    keyed_by_content,
-    output_dir,
-    relocated,
-    stage_key,
-)
 
 
 def mlflow_run_url(experiment_id: str, run_id: str) -> str:
@@ -61,44 +53,6 @@ def mlflow_run_url(experiment_id: str, run_id: str) -> str:
         uri if uri.startswith("http") else "http://127.0.0.1:5000"
     )
     return f"{base.rstrip('/')}/#/experiments/{experiment_id}/runs/{run_id}"
-
-
-def run_stage(
-    task,
-    stage_name: str,
-    config: dict,
-    inputs: dict[str, str],
-    parent_run_id: str,
-    timings: dict[str, float] | None = None,
-    **kwargs,
-) -> dict:
-    """Call a stage task under its cache key; give a cached stage its nested MLflow run too.
-
-    Wall seconds of the stage (cached or not) go to `timings[stage_name]` and to
-    the parent run as metric `stage_seconds/<stage>`.
-    """
-    run_status.at_stage(stage_name)
-    started = time.perf_counter()
-    key = stage_key(stage_name, task.version, config, inputs)
-    out_dir = output_dir(key)
-    # Outputs deleted or never finished: recompute even if Prefect remembers a result.
-    task = task.with_options(refresh_cache=not is_done(out_dir))
-    state = task(out_dir=str(out_dir), parent_run_id=parent_run_id, **kwargs, return_state=True)
-    result = relocated(state.result(), out_dir)
-    if state.name == "Cached":
-        tags = {
-            "cached": "true",
-            "cached_from_run_id": result.get("mlflow_run_id", ""),
-            "cache_key": key,
-        }
-        with tracking.stage_run(stage_name, parent_run_id, tags=tags):
-            tracking.log_metrics(result.get("metrics", {}))
-    seconds = time.perf_counter() - started
-    if timings is not None:
-        timings[stage_name] = round(seconds, 2)
-    mlflow.log_metric(f"stage_seconds/{stage_name}", seconds, run_id=parent_run_id)
-    get_run_logger().info("stage %s: %s (%s) in %.1f s", stage_name, state.name, key, seconds)
-    return result
 
 
 @flow(name="rlhf_pipeline", log_prints=True)
@@ -162,7 +116,7 @@ def rlhf_pipeline(
         if params.data:  # a user's dataset: its own path through the same stages
             url = mlflow_run_url(experiment_id, parent_id)
             local = params.model_copy(update={"base_model": base_model_dir})
-            return own_data.run(local, parent_id, run_info, url)
+            return own_data.run(local, parent_id, run_info, url, threads)
 
         timings: dict[str, float] = {}  # stage -> wall seconds (report: run.stage_seconds)
         started = time.perf_counter()
@@ -194,23 +148,9 @@ def rlhf_pipeline(
         )
 
         profile_dir = str(root / "data" / params.profile)
-        common = {"profile_dir": profile_dir, "seed": params.seed, "parent_run_id": parent_id}
         data_in = {"data_md5": version["md5"]}
 
-        def stage(task, name: str, config_name: str | None, inputs: dict, **kwargs) -> dict:
-            config = params.stage(config_name) if config_name else None
-            if name in launch.STAGES and params.processes > 1:  # 1: keys as before
-                kwargs["processes"] = params.processes
-            key_config = {
-                "config": keyed_by_content(config.model_dump()) if config else None,
-                "seed": params.seed,
-                "threads": threads,  # it changes how float sums round: part of the result
-                **key_arguments(kwargs),
-            }
-            extra = {"cfg": config} if config is not None else {}
-            return run_stage(
-                task, name, key_config, inputs, timings=timings, **common, **extra, **kwargs
-            )
+        stage = Stages(params, Path(profile_dir), parent_id, threads, timings)
 
         base = stage(
             base_model.base_model_task, "base_model", "base", data_in, base_model=base_model_dir

@@ -29,6 +29,7 @@ from prefect.settings import PREFECT_API_URL, temporary_settings
 from prefect.task_runners import ProcessPoolTaskRunner
 
 from instructflow.flows.params import PipelineParams
+from instructflow.flows.stages import run_stage
 from instructflow.tasks import (
     concurrency,
     data,
@@ -145,8 +146,6 @@ def seed_sweep(
         sweep_id = run.info.run_id
         # The data stage has no seed in its key: validated once here, children find it cached
         # (two children validating at once raced on MLflow's dataset table).
-        from instructflow.flows.pipeline import run_stage
-
         run_stage(
             data.validate_data_task,
             "data",

@@ -1,0 +1,95 @@
+"""Calling a stage task from a flow: its cache key, its output folder, its nested MLflow run.
+
+`run_stage` is the one way a flow runs a stage; `Stages` binds what every
+training stage of one pipeline run shares (the run's parameters, its data
+folder, its parent MLflow run, its thread count) so that the embedded world's
+pipeline and a user's dataset key, time and launch their stages alike.
+"""
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import mlflow
+from prefect import get_run_logger
+
+from instructflow.flows.params import PipelineParams
+from instructflow.tasks import launch, run_status, tracking
+from instructflow.tasks.stage import (
+    is_done,
+    key_arguments,
+    keyed_by_content,
+    output_dir,
+    relocated,
+    stage_key,
+)
+
+
+def run_stage(
+    task,
+    stage_name: str,
+    config: dict,
+    inputs: dict[str, str],
+    parent_run_id: str,
+    timings: dict[str, float] | None = None,
+    **kwargs,
+) -> dict:
+    """Call a stage task under its cache key; give a cached stage its nested MLflow run too.
+
+    Wall seconds of the stage (cached or not) go to `timings[stage_name]` and to
+    the parent run as metric `stage_seconds/<stage>`.
+    """
+    run_status.at_stage(stage_name)
+    started = time.perf_counter()
+    key = stage_key(stage_name, task.version, config, inputs)
+    out_dir = output_dir(key)
+    # Outputs deleted or never finished: recompute even if Prefect remembers a result.
+    task = task.with_options(refresh_cache=not is_done(out_dir))
+    state = task(out_dir=str(out_dir), parent_run_id=parent_run_id, **kwargs, return_state=True)
+    result = relocated(state.result(), out_dir)
+    if state.name == "Cached":
+        tags = {
+            "cached": "true",
+            "cached_from_run_id": result.get("mlflow_run_id", ""),
+            "cache_key": key,
+        }
+        with tracking.stage_run(stage_name, parent_run_id, tags=tags):
+            tracking.log_metrics(result.get("metrics", {}))
+    seconds = time.perf_counter() - started
+    if timings is not None:
+        timings[stage_name] = round(seconds, 2)
+    mlflow.log_metric(f"stage_seconds/{stage_name}", seconds, run_id=parent_run_id)
+    get_run_logger().info("stage %s: %s (%s) in %.1f s", stage_name, state.name, key, seconds)
+    return result
+
+
+@dataclass
+class Stages:
+    """The stages of one pipeline run: `stages(task, name, config_name, inputs, **kwargs)`."""
+
+    params: PipelineParams
+    profile_dir: Path
+    parent_run_id: str
+    threads: int
+    timings: dict[str, float] = field(default_factory=dict)
+    """stage -> wall seconds (the report's run.stage_seconds)."""
+
+    def __call__(self, task, name: str, config_name: str | None, inputs: dict, **kwargs) -> dict:
+        """Run stage `name` with the run's settings for `config_name` (None: a stage without
+        settings), on `inputs` (what its result depends on besides code and settings)."""
+        params = self.params
+        config = params.stage(config_name) if config_name else None
+        if name in launch.STAGES and params.processes > 1:  # 1: keys as before
+            kwargs["processes"] = params.processes
+        key_config = {
+            "config": keyed_by_content(config.model_dump()) if config else None,
+            "seed": params.seed,
+            "threads": self.threads,  # it changes how float sums round: part of the result
+            **key_arguments(kwargs),
+        }
+        extra = {"cfg": config} if config is not None else {}
+        common = {"profile_dir": str(self.profile_dir), "seed": params.seed}
+        return run_stage(
+            task, name, key_config, inputs, self.parent_run_id, self.timings,
+            **common, **extra, **kwargs,
+        )  # fmt: skip
