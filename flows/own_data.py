@@ -29,7 +29,6 @@ from instructflow.tasks import (
     judge,
     judge_trust,
     own_evaluation,
-    ppo,
     provenance,
     registry,
     report,
@@ -165,19 +164,7 @@ def run(
         variants.append(("ppo_ptx", params.ptx_gamma))
     else:
         skipped["ppo_ptx"] = NO_PRETRAIN
-    ppo_runs = {
-        name: stage(
-            ppo.ppo_task,
-            name,
-            "ppo",
-            ppo_in,
-            stage=name,
-            sft_dir=sft_out["model_dir"],
-            rm_dir=rm["model_dir"],
-            ptx_gamma=gamma,
-        )
-        for name, gamma in variants
-    }
+    ppo_runs = stage.ppo(variants, ppo_in, sft_out["model_dir"], rm["model_dir"])
     policies = {
         "base": {"model_dir": base["model_dir"]},
         "base_fewshot": {

@@ -6,6 +6,7 @@ found in Prefect's cache still gets a nested run (tagged cached=true, with
 the metrics of the run that computed it) so MLflow reads the same either way.
 """
 
+import contextlib
 import os
 import shutil
 import time
@@ -33,7 +34,6 @@ from instructflow.tasks import (
     lifecycle,
     outages,
     plots,
-    ppo,
     preflight,
     provenance,
     registry,
@@ -119,222 +119,258 @@ def rlhf_pipeline(
             return own_data.run(local, parent_id, run_info, url, threads)
 
         timings: dict[str, float] = {}  # stage -> wall seconds (report: run.stage_seconds)
-        started = time.perf_counter()
-        # Every input checked before any training; a refusal fails the run here (no retry).
-        checked = preflight.preflight_task(
-            str(root), params.model_copy(update={"base_model": base_model_dir})
-        )
+        checked = _data(root, params, base_model_dir, parent_id, timings)
         if checked["refusal"]:
             return preflight.refuse(checked["refusal"])
-        version = checked["version"]
-        timings["data_restore"] = round(time.perf_counter() - started, 2)
-        mlflow.log_metric("stage_seconds/data_restore", timings["data_restore"])
-        mlflow.set_tags(
-            {
-                "dvc_data_md5": version["md5"],
-                "data_mismatch": str(not version["matches_dvc"]).lower(),
-            }
-        )
-        logger.info("data/ is DVC version %s (%s)", version["md5"], version["restored_by"])
-        summary = run_stage(
-            data.validate_data_task,
-            "data",
-            config={"profile": params.profile},
-            inputs={"data_md5": version["md5"]},
-            parent_run_id=parent_id,
-            timings=timings,
-            profile_dir=str(root / "data" / params.profile),
-            md5=version["md5"],
-        )
-
-        profile_dir = str(root / "data" / params.profile)
-        data_in = {"data_md5": version["md5"]}
-
-        stage = Stages(params, Path(profile_dir), parent_id, threads, timings)
-
-        base = stage(
-            base_model.base_model_task, "base_model", "base", data_in, base_model=base_model_dir
-        )
-        base_in = data_in | {"base": Path(base["model_dir"]).parent.name}
-        sft_out = stage(
-            sft.sft_task, "sft", "sft", base_in, variant="sft", model_dir=base["model_dir"]
-        )
-        sft_in = base_in | {"sft": Path(sft_out["model_dir"]).parent.name}
-        comps = stage(
-            comparisons.comparisons_task,
-            "comparisons",
-            "comparisons",
-            sft_in,
-            sft_dir=sft_out["model_dir"],
-        )
-        rm = stage(
-            reward_model.reward_model_task,
-            "reward_model",
-            "reward_model",
-            sft_in | {"comparisons": Path(comps["dir"]).name},
-            sft_dir=sft_out["model_dir"],
-            comparisons_dir=comps["dir"],
-        )
-        rm_in = sft_in | {"rm": Path(rm["model_dir"]).parent.name}
-        # A second reward model, on held-out preferences only: judges where gold cannot.
-        held_out_judge = stage(
-            judge.judge_task,
-            "judge",
-            "judge",
-            sft_in | {"comparisons": Path(comps["dir"]).name},
-            sft_dir=sft_out["model_dir"],
-            comparisons_dir=comps["dir"],
-        )
-        ppo_runs = {
-            name: stage(
-                ppo.ppo_task,
-                name,
-                "ppo",
-                rm_in,
-                stage=name,
-                sft_dir=sft_out["model_dir"],
-                rm_dir=rm["model_dir"],
-                ptx_gamma=gamma,
-            )
-            for name, gamma in (("ppo", 0.0), ("ppo_ptx", params.ptx_gamma))
-        }
-        flan = stage(
-            sft.sft_task, "flan", "baselines", base_in, variant="flan", model_dir=base["model_dir"]
-        )
-        t0 = stage(
-            sft.sft_task, "t0", "baselines", base_in, variant="t0", model_dir=base["model_dir"]
-        )
-
-        policies = {
-            "base": {"model_dir": base["model_dir"]},
-            "base_fewshot": {
-                "model_dir": base["model_dir"],
-                "prefix": evaluation.fewshot_prefix(
-                    Path(profile_dir), params.stage("evaluation").fewshot_examples
-                ),
-            },
-            "flan": {"model_dir": flan["model_dir"]},
-            "t0": {"model_dir": t0["model_dir"]},
-            "sft": {"model_dir": sft_out["model_dir"]},
-            **{name: {"model_dir": out["model_dir"]} for name, out in ppo_runs.items()},
-        }
-        policy_keys = {name: Path(p["model_dir"]).parent.name for name, p in policies.items()}
-        evaluated = stage(
-            evaluation.evaluation_task,
-            "evaluation",
-            "evaluation",
-            rm_in | policy_keys | {"judge": Path(held_out_judge["dir"]).name},
-            policies=policies,
-            sft_dir=sft_out["model_dir"],
-            rm_dir=rm["model_dir"],
-            judge_dir=held_out_judge["dir"],
-        )
+        profile_dir = root / "data" / params.profile
+        stage = Stages(params, profile_dir, parent_id, threads, timings)
+        models = _models(stage, params, {"data_md5": checked["version"]["md5"]}, base_model_dir)
+        policies = _policies(models, profile_dir, params)
+        evaluated = _evaluate(stage, models, policies)
 
         # The registry stage runs after the report is written: its seconds are in MLflow only.
         result = report.empty_report(
             {
                 "mlflow_run_id": parent_id,
                 **run_info,
-                "dvc_data_md5": version["md5"],
+                "dvc_data_md5": checked["version"]["md5"],
                 "stage_seconds": dict(timings),
             }
         )
         result["provenance"] = prov
-        result["run"]["stage_keys"] = policy_keys | {
-            "reward_model": rm_in["rm"],
-            "evaluation": Path(evaluated["dir"]).name,
-        }
-        result["labelers"] = {"pairwise_agreement": summary["labeler_agreement"]}
-        result["reward_model"] = {
-            "accuracy_heldout_labels": rm["metrics"]["rm/accuracy_heldout_labels"],
-            "accuracy_vs_gold": rm["metrics"]["rm/accuracy_vs_gold"],
-            "accuracy_vs_gold_by_family": {
-                name.removeprefix(reward_model.BY_FAMILY_PREFIX): value
-                for name, value in rm["metrics"].items()
-                if name.startswith(reward_model.BY_FAMILY_PREFIX)
-            },
-        }
-        result["policies"] = evaluated["rows"]
-        result["judge"] = judge_trust.report_block(
-            held_out_judge["metrics"], evaluated.get("judge_agreement")
-        )
+        _fill_report(result, checked["summary"], models, policies, evaluated)
         run_status.partial(result)  # a failure from here on reports what was evaluated
         tracking.log_metrics(evaluation.flat_metrics(evaluated["rows"]))
         tracking.log_metrics(judge_trust.parent_metrics(result["judge"]))
 
-        candidate = params.candidate
-        lineage = {
-            "dvc_data_md5": version["md5"],
-            "git_commit": run_info["git_commit"],
-            "prefect_flow_run_id": run_info["prefect_flow_run_id"],
-            "prefect_flow_run_url": approval.flow_run_page(),  # the model card links it
-            "mlflow_parent_run_id": parent_id,
-            "profile": params.profile,
-            "seed": params.seed,
-            "base_model": params.base_model or f"embedded GPT-2 ({params.profile})",
-            "sft_run_id": sft_out["mlflow_run_id"],  # the reference SFT's run (later evaluations)
-        }
-        policy_metrics = {
-            k.split("/", 2)[2]: round(v, 4)
-            for k, v in evaluation.flat_metrics({candidate: result["policies"][candidate]}).items()
-        }
-        model_name, reward_model_name = params.registry.names(params.profile)
-        gate = stage(
-            registry.register_and_gate_task,
-            "registry",
-            "gate",
-            rm_in
-            | {
-                "policy": policy_keys[candidate],
-                "evaluation": Path(evaluated["dir"]).name,
-                "gate_opponent": registry.gate_opponent(
-                    MlflowClient(), policies[candidate]["model_dir"], model_name
-                ),
-            },
-            candidate=candidate,
-            model_name=model_name,
-            reward_model_name=reward_model_name,
-            policy_dir=policies[candidate]["model_dir"],
-            rm_dir=rm["model_dir"],
-            sft_dir=sft_out["model_dir"],
-            eval_cfg=params.stage("evaluation"),
-            lineage=lineage,
-            policy_metrics=policy_metrics,
-            rm_metrics={k.split("/", 1)[1]: round(v, 4) for k, v in rm["metrics"].items()},
-        )
-        mlflow.set_tags(
-            {
-                "policy_version": gate["policy_version"],
-                "gate_decision": "promoted" if gate["decision"]["promote"] else "rejected",
-            }
-        )
-        logger.info(
-            "registered %s v%s; gate (vs %s): %s",
-            model_name,
-            gate["policy_version"],
-            gate["gate"]["incumbent"],
-            gate["decision"]["reason"],
-        )
+        gate = _registry(stage, params, models, policies, evaluated, result, run_info)
         links = [mlflow_run_url(experiment_id, r) for r in (parent_id, gate["mlflow_run_id"])]
         result["gate"] = approval.after_gate(
-            params.gate, model_name, gate, candidate, result["policies"], links
+            params.gate, gate["model_name"], gate, params.candidate, result["policies"], links
         )
         result["status"] = "completed"  # a failure before here: run_status.failure_report
-        url = mlflow_run_url(experiment_id, parent_id)
-        staging = reports_dir() / ".staging" / parent_id
-        figures = plots.report_plots(result["policies"], staging)
-        markdown = report.to_markdown(result, mlflow_url=url, plots=[str(f) for f in figures])
-        run_dir = report.write_report(result, reports_dir(), markdown, extra_files=figures)
-        report.publish_latest(run_dir, reports_dir())
-        shutil.rmtree(staging, ignore_errors=True)
-        mlflow.log_artifacts(str(run_dir), artifact_path="report")
-        create_markdown_artifact(
-            markdown=markdown, key="rlhf-report", description=f"instructflow run {parent_id}"
-        )
-        create_table_artifact(
-            table=report.table_rows(result),
-            key="rlhf-policies",
-            description="Policies on test users",
-        )
-        logger.info("report: %s  MLflow: %s", reports_dir() / "latest" / "report.json", url)
+        _publish(result, mlflow_run_url(experiment_id, parent_id))
     return result
+
+
+def _data(root: Path, params: PipelineParams, base_model_dir, parent_id: str, timings) -> dict:
+    """Every input checked before any training (preflight), then the data stage.
+
+    Returns preflight's verdict: `refusal` (None when every input passed), the
+    DVC `version` of data/ and, when it passed, the data stage's `summary`.
+    """
+    started = time.perf_counter()
+    checked = preflight.preflight_task(
+        str(root), params.model_copy(update={"base_model": base_model_dir})
+    )
+    if checked["refusal"]:  # the run fails here, with no retry
+        return checked
+    version = checked["version"]
+    timings["data_restore"] = round(time.perf_counter() - started, 2)
+    mlflow.log_metric("stage_seconds/data_restore", timings["data_restore"])
+    mlflow.set_tags(
+        {"dvc_data_md5": version["md5"], "data_mismatch": str(not version["matches_dvc"]).lower()}
+    )
+    get_run_logger().info("data/ is DVC version %s (%s)", version["md5"], version["restored_by"])
+    summary = run_stage(
+        data.validate_data_task,
+        "data",
+        config={"profile": params.profile},
+        inputs={"data_md5": version["md5"]},
+        parent_run_id=parent_id,
+        timings=timings,
+        profile_dir=str(root / "data" / params.profile),
+        md5=version["md5"],
+    )
+    return checked | {"summary": summary}
+
+
+def _key(result: dict, field: str = "model_dir") -> str:
+    """The cache key of the stage that produced `result` (the name of its output folder)."""
+    path = Path(result[field])
+    return (path.parent if field == "model_dir" else path).name
+
+
+def _models(stage: Stages, params: PipelineParams, data_in: dict, base_model_dir) -> dict:
+    """Base model, SFT, comparisons, reward model, held-out judge, PPO and PPO-ptx, and the
+    FLAN- and T0-style baselines: each stage's result by name, with `inputs` (what the
+    later stages depend on: each upstream stage's key)."""
+    base = stage(
+        base_model.base_model_task, "base_model", "base", data_in, base_model=base_model_dir
+    )
+    base_in = data_in | {"base": _key(base)}
+    sft_out = stage(sft.sft_task, "sft", "sft", base_in, variant="sft", model_dir=base["model_dir"])
+    sft_in = base_in | {"sft": _key(sft_out)}
+    comps = stage(
+        comparisons.comparisons_task,
+        "comparisons",
+        "comparisons",
+        sft_in,
+        sft_dir=sft_out["model_dir"],
+    )
+    comps_in = sft_in | {"comparisons": _key(comps, "dir")}
+    rm = stage(
+        reward_model.reward_model_task,
+        "reward_model",
+        "reward_model",
+        comps_in,
+        sft_dir=sft_out["model_dir"],
+        comparisons_dir=comps["dir"],
+    )
+    rm_in = sft_in | {"rm": _key(rm)}
+    # A second reward model, on held-out preferences only: judges where gold cannot.
+    held_out_judge = stage(
+        judge.judge_task,
+        "judge",
+        "judge",
+        comps_in,
+        sft_dir=sft_out["model_dir"],
+        comparisons_dir=comps["dir"],
+    )
+    variants = [("ppo", 0.0), ("ppo_ptx", params.ptx_gamma)]
+    ppo_runs = stage.ppo(variants, rm_in, sft_out["model_dir"], rm["model_dir"])
+    baselines = {
+        name: stage(
+            sft.sft_task, name, "baselines", base_in, variant=name, model_dir=base["model_dir"]
+        )
+        for name in ("flan", "t0")
+    }
+    return {
+        "base": base,
+        "sft": sft_out,
+        "rm": rm,
+        "judge": held_out_judge,
+        **ppo_runs,
+        **baselines,
+        "rm_inputs": rm_in,
+    }
+
+
+def _policies(models: dict, profile_dir: Path, params: PipelineParams) -> dict[str, dict]:
+    """The seven policies evaluated: base (zero- and few-shot), FLAN, T0, SFT, PPO, PPO-ptx."""
+    fewshot = evaluation.fewshot_prefix(profile_dir, params.stage("evaluation").fewshot_examples)
+    base_dir = models["base"]["model_dir"]
+    return {
+        "base": {"model_dir": base_dir},
+        "base_fewshot": {"model_dir": base_dir, "prefix": fewshot},
+        **{
+            name: {"model_dir": models[name]["model_dir"]}
+            for name in ("flan", "t0", "sft", "ppo", "ppo_ptx")
+        },
+    }
+
+
+def _policy_keys(policies: dict[str, dict]) -> dict[str, str]:
+    return {name: _key(p) for name, p in policies.items()}
+
+
+def _evaluate(stage: Stages, models: dict, policies: dict[str, dict]) -> dict:
+    """Every policy on test users' prompts: gold, held-out labelers, public suite, judge."""
+    return stage(
+        evaluation.evaluation_task,
+        "evaluation",
+        "evaluation",
+        models["rm_inputs"] | _policy_keys(policies) | {"judge": _key(models["judge"], "dir")},
+        policies=policies,
+        sft_dir=models["sft"]["model_dir"],
+        rm_dir=models["rm"]["model_dir"],
+        judge_dir=models["judge"]["dir"],
+    )
+
+
+def _fill_report(result: dict, summary: dict, models: dict, policies, evaluated: dict) -> None:
+    """The report's labelers, reward model, policies and judge blocks, and the stage keys."""
+    rm_metrics = models["rm"]["metrics"]
+    result["run"]["stage_keys"] = _policy_keys(policies) | {
+        "reward_model": models["rm_inputs"]["rm"],
+        "evaluation": _key(evaluated, "dir"),
+    }
+    result["labelers"] = {"pairwise_agreement": summary["labeler_agreement"]}
+    result["reward_model"] = {
+        "accuracy_heldout_labels": rm_metrics["rm/accuracy_heldout_labels"],
+        "accuracy_vs_gold": rm_metrics["rm/accuracy_vs_gold"],
+        "accuracy_vs_gold_by_family": {
+            name.removeprefix(reward_model.BY_FAMILY_PREFIX): value
+            for name, value in rm_metrics.items()
+            if name.startswith(reward_model.BY_FAMILY_PREFIX)
+        },
+    }
+    result["policies"] = evaluated["rows"]
+    result["judge"] = judge_trust.report_block(
+        models["judge"]["metrics"], evaluated.get("judge_agreement")
+    )
+
+
+def _registry(stage: Stages, params: PipelineParams, models, policies, evaluated, result, run_info):
+    """Register the candidate and the RM, and let the gate decide (instructflow.tasks.registry)."""
+    candidate, rm, sft_out = params.candidate, models["rm"], models["sft"]
+    lineage = {
+        "dvc_data_md5": result["run"]["dvc_data_md5"],
+        "git_commit": run_info["git_commit"],
+        "prefect_flow_run_id": run_info["prefect_flow_run_id"],
+        "prefect_flow_run_url": approval.flow_run_page(),  # the model card links it
+        "mlflow_parent_run_id": result["run"]["mlflow_run_id"],
+        "profile": params.profile,
+        "seed": params.seed,
+        "base_model": params.base_model or f"embedded GPT-2 ({params.profile})",
+        "sft_run_id": sft_out["mlflow_run_id"],  # the reference SFT's run (later evaluations)
+    }
+    policy_metrics = {
+        k.split("/", 2)[2]: round(v, 4)
+        for k, v in evaluation.flat_metrics({candidate: result["policies"][candidate]}).items()
+    }
+    model_name, reward_model_name = params.registry.names(params.profile)
+    gate = stage(
+        registry.register_and_gate_task,
+        "registry",
+        "gate",
+        models["rm_inputs"]
+        | {
+            "policy": _policy_keys(policies)[candidate],
+            "evaluation": _key(evaluated, "dir"),
+            "gate_opponent": registry.gate_opponent(
+                MlflowClient(), policies[candidate]["model_dir"], model_name
+            ),
+        },
+        candidate=candidate,
+        model_name=model_name,
+        reward_model_name=reward_model_name,
+        policy_dir=policies[candidate]["model_dir"],
+        rm_dir=rm["model_dir"],
+        sft_dir=sft_out["model_dir"],
+        eval_cfg=params.stage("evaluation"),
+        lineage=lineage,
+        policy_metrics=policy_metrics,
+        rm_metrics={k.split("/", 1)[1]: round(v, 4) for k, v in rm["metrics"].items()},
+    )
+    decision = "promoted" if gate["decision"]["promote"] else "rejected"
+    mlflow.set_tags({"policy_version": gate["policy_version"], "gate_decision": decision})
+    get_run_logger().info(
+        "registered %s v%s; gate (vs %s): %s",
+        model_name,
+        gate["policy_version"],
+        gate["gate"]["incumbent"],
+        gate["decision"]["reason"],
+    )
+    return gate | {"model_name": model_name}
+
+
+def _publish(result: dict, url: str) -> None:
+    """reports/<run id>/ (report.json, report.md, plots), reports/latest, MLflow and Prefect."""
+    parent_id = result["run"]["mlflow_run_id"]
+    staging = reports_dir() / ".staging" / parent_id
+    figures = plots.report_plots(result["policies"], staging)
+    markdown = report.to_markdown(result, mlflow_url=url, plots=[str(f) for f in figures])
+    run_dir = report.write_report(result, reports_dir(), markdown, extra_files=figures)
+    report.publish_latest(run_dir, reports_dir())
+    shutil.rmtree(staging, ignore_errors=True)
+    with contextlib.suppress(OSError):  # the last staging folder leaves no empty .staging/
+        staging.parent.rmdir()
+    mlflow.log_artifacts(str(run_dir), artifact_path="report")
+    create_markdown_artifact(
+        markdown=markdown, key="rlhf-report", description=f"instructflow run {parent_id}"
+    )
+    create_table_artifact(
+        table=report.table_rows(result), key="rlhf-policies", description="Policies on test users"
+    )
+    get_run_logger().info("report: %s  MLflow: %s", reports_dir() / "latest" / "report.json", url)

@@ -14,7 +14,7 @@ import mlflow
 from prefect import get_run_logger
 
 from instructflow.flows.params import PipelineParams
-from instructflow.tasks import launch, run_status, tracking
+from instructflow.tasks import launch, ppo, run_status, tracking
 from instructflow.tasks.stage import (
     is_done,
     key_arguments,
@@ -93,3 +93,21 @@ class Stages:
             task, name, key_config, inputs, self.parent_run_id, self.timings,
             **common, **extra, **kwargs,
         )  # fmt: skip
+
+    def ppo(
+        self, variants: list[tuple[str, float]], inputs: dict, sft_dir: str, rm_dir: str
+    ) -> dict[str, dict]:
+        """A PPO stage per (name, ptx_gamma) of `variants`: the SFT model trained against the RM."""
+        return {
+            name: self(
+                ppo.ppo_task,
+                name,
+                "ppo",
+                inputs,
+                stage=name,
+                sft_dir=sft_dir,
+                rm_dir=rm_dir,
+                ptx_gamma=gamma,
+            )  # fmt: skip
+            for name, gamma in variants
+        }
