@@ -7,7 +7,6 @@ The embedded default plays GPT-3's part: a model that has read the corpus
 import time
 from pathlib import Path
 
-import mlflow
 import torch
 from prefect import task
 from pydantic import Field
@@ -15,12 +14,11 @@ from pydantic import Field
 from instructflow.models.distributed import main_process
 from instructflow.models.lm import GPT2Size, build_gpt2, load_causal_lm, save_model
 from instructflow.models.lm_training import OptimConfig, pack_corpus, perplexity, pretrain
-from instructflow.models.numeric import in_stage
 from instructflow.models.tokenizer import train_tokenizer
 from instructflow.tasks import checkpoints, launch, tracking
-from instructflow.tasks.concurrency import training_slot
-from instructflow.tasks.stage import import_closure_digest, mark_done, prefect_options
+from instructflow.tasks.stage import import_closure_digest, prefect_options
 from instructflow.tasks.tables import read_jsonl
+from instructflow.tasks.tracked import StageResult, tracked_stage
 from instructflow.world import layout
 
 
@@ -114,29 +112,18 @@ def base_model_task(
     out_dir: str,
     parent_run_id: str,
     processes: int = 1,
-) -> dict:
+) -> StageResult:
     """`processes` > 1 pretrains under `accelerate launch` (instructflow.tasks.launch)."""
-    out = checkpoints.prepare_out_dir(out_dir)  # keeps an unfinished attempt's checkpoints only
-    with (
-        in_stage("base_model"),
-        training_slot(),
-        tracking.stage_run("base_model", parent_run_id) as run,
-    ):
-        mlflow.log_params(cfg.model_dump() | {"base_model": base_model or "embedded", "seed": seed})
+    params = cfg.model_dump() | {"base_model": base_model or "embedded", "seed": seed}
+    with tracked_stage("base_model", out_dir, parent_run_id, params, training=True) as stage:
         metrics = launch.run(
             build_base_model,
             {"profile_dir": Path(profile_dir), "base_model": base_model, "cfg": cfg}
-            | {"seed": seed, "out_dir": out},
+            | {"seed": seed, "out_dir": stage.out},
             processes=processes,
-            work_dir=out,
+            work_dir=stage.out,
             log=tracking.metric_logger("pretrain"),
             log_prefix="pretrain",
         )
-        tracking.log_metrics(metrics)
-        mlflow.log_artifacts(str(out / "model"), artifact_path="model")
-        result = mark_done(
-            out,
-            {"model_dir": str(out / "model"), "mlflow_run_id": run.info.run_id, "metrics": metrics},
-        )
-    checkpoints.finish(out)
-    return result
+        stage.log_model()
+        return stage.done(metrics, model_dir=str(stage.out / "model"))

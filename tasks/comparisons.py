@@ -17,15 +17,13 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from instructflow.models.lm import load_causal_lm
 from instructflow.models.sampling import sample_responses
-from instructflow.tasks import tracking
 from instructflow.tasks.concurrency import training_slot
 from instructflow.tasks.stage import (
-    fresh_output_dir,
     import_closure_digest,
-    mark_done,
     prefect_options,
 )
 from instructflow.tasks.tables import load_table, read_jsonl, write_jsonl
+from instructflow.tasks.tracked import StageResult, tracked_stage
 from instructflow.world import layout
 from instructflow.world.judge import GoldJudge, LabelerPool
 from instructflow.world.people import pairwise_agreement
@@ -180,17 +178,16 @@ def comparisons_task(
     seed: int,
     out_dir: str,
     parent_run_id: str,
-) -> dict:
-    out = fresh_output_dir(out_dir)
-    (out / "comparisons").mkdir()
-    with training_slot(), tracking.stage_run("comparisons", parent_run_id) as run:
-        mlflow.log_params(cfg.model_dump() | {"seed": seed})
+) -> StageResult:
+    params = cfg.model_dump() | {"seed": seed}
+    # Not a training stage (no checkpoints: a retry samples anew), but it takes the
+    # training slot: it samples thousands of responses on the same cores.
+    with training_slot(), tracked_stage("comparisons", out_dir, parent_run_id, params) as stage:
+        out = stage.out
+        (out / "comparisons").mkdir()
         metrics = collect(Path(sft_dir), Path(profile_dir), cfg, seed, out)
-        tracking.log_metrics(metrics)
         for rel in (TRAIN, VALID, HELDOUT):
             frame = pd.DataFrame(read_jsonl(out / rel))
             dataset = mlflow.data.from_pandas(frame, source=str(out / rel), name=rel)
             mlflow.log_input(dataset, context="reward_model")
-        return mark_done(
-            out, {"dir": str(out), "mlflow_run_id": run.info.run_id, "metrics": metrics}
-        )
+        return stage.done(metrics, dir=str(out))

@@ -23,17 +23,15 @@ from instructflow.models.lm_training import pack_corpus, perplexity
 from instructflow.models.reward_model import encode_for_reward, reward_model_from_causal_lm, rewards
 from instructflow.models.sampling import generate, sequence_logprobs, text_response_logprobs
 from instructflow.models.tokenizer import tokenizer_digest
-from instructflow.tasks import tracking
 from instructflow.tasks.judge import HeldOutJudge
 from instructflow.tasks.judge_trust import agreement_block, agreement_metrics
 from instructflow.tasks.stage import (
-    fresh_output_dir,
     import_closure_digest,
-    mark_done,
     prefect_options,
 )
 from instructflow.tasks.stats import prompt_mean_with_ci
 from instructflow.tasks.tables import read_jsonl, write_jsonl
+from instructflow.tasks.tracked import StageResult, tracked_stage
 from instructflow.world import layout
 from instructflow.world.gold import admits_unknown, is_refusal, words
 from instructflow.world.judge import GoldJudge, LabelerPool
@@ -349,11 +347,11 @@ def evaluation_task(
     out_dir: str,
     parent_run_id: str,
     judge_dir: str | None = None,
-) -> dict:
+) -> StageResult:
     """`policies` maps a name to {"model_dir": ..., "prefix": ...}."""
-    out = fresh_output_dir(out_dir)
-    with tracking.stage_run("evaluation", parent_run_id) as run:
-        mlflow.log_params(cfg.model_dump() | {"seed": seed, "policies": ",".join(policies)})
+    params = cfg.model_dump() | {"seed": seed, "policies": ",".join(policies)}
+    with tracked_stage("evaluation", out_dir, parent_run_id, params) as stage:
+        out = stage.out
         listed = [
             Policy(name, Path(p["model_dir"]), p.get("prefix", "")) for name, p in policies.items()
         ]
@@ -371,18 +369,8 @@ def evaluation_task(
         if judge_dir:  # how far the held-out judge can be trusted: its agreement with gold
             agreement = agreement_block(raw, HeldOutJudge.load(judge_dir).trained_prompts)
             metrics |= agreement_metrics(agreement)
-        tracking.log_metrics(metrics)
         (out / "policies.json").write_text(json.dumps(rows, indent=2))
         for name, items in raw.items():
             write_jsonl(out / "responses" / f"{name}.jsonl", items)
         mlflow.log_artifacts(str(out), artifact_path="evaluation")
-        return mark_done(
-            out,
-            {
-                "rows": rows,
-                "judge_agreement": agreement,
-                "dir": str(out),
-                "mlflow_run_id": run.info.run_id,
-                "metrics": metrics,
-            },
-        )
+        return stage.done(metrics, rows=rows, judge_agreement=agreement, dir=str(out))

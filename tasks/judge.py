@@ -29,17 +29,14 @@ import math
 from collections.abc import Sequence
 from pathlib import Path
 
-import mlflow
 import torch
 from prefect import task
 from pydantic import BaseModel, ConfigDict, Field
 
 from instructflow.models.lm import context_length
-from instructflow.models.numeric import in_stage
 from instructflow.models.ranking_loss import pairwise_accuracy
 from instructflow.models.reward_model import encode_for_reward, reward_model_from_causal_lm, rewards
-from instructflow.tasks import checkpoints, comparisons, tracking
-from instructflow.tasks.concurrency import training_slot
+from instructflow.tasks import comparisons, tracking
 from instructflow.tasks.judge_trust import KIND
 from instructflow.tasks.reward_model import (
     RewardModelConfig,
@@ -47,9 +44,10 @@ from instructflow.tasks.reward_model import (
     score_rows,
     train_reward_model,
 )
-from instructflow.tasks.stage import import_closure_digest, mark_done, prefect_options
+from instructflow.tasks.stage import import_closure_digest, prefect_options
 from instructflow.tasks.stats import prompt_mean_with_ci
 from instructflow.tasks.tables import read_jsonl, write_jsonl
+from instructflow.tasks.tracked import StageResult, tracked_stage
 
 # The prompt texts the judge trained on, so its agreement with gold can be read on unseen ones.
 TRAINED_PROMPTS = "trained_prompts.json"
@@ -366,23 +364,20 @@ def judge_task(
     out_dir: str,
     parent_run_id: str,
     distinct_labelers: bool = True,
-) -> dict:
+) -> StageResult:
     """Train the held-out judge on the comparisons stage's held-out rankings (`judge_dir/model` is a reward-model checkpoint)."""
-    out = checkpoints.prepare_out_dir(out_dir)  # an interrupted judge resumes its training
-    with in_stage("judge"), training_slot(), tracking.stage_run("judge", parent_run_id) as run:
-        mlflow.log_params(cfg.model_dump() | {"seed": seed, "kind": KIND})
+    params = cfg.model_dump() | {"seed": seed, "kind": KIND}
+    # training: an interrupted judge resumes its training
+    with tracked_stage("judge", out_dir, parent_run_id, params, training=True) as stage:
         metrics = train_judge_on_comparisons(
             Path(sft_dir),
             Path(profile_dir),
             Path(comparisons_dir),
             cfg,
             seed,
-            out,
+            stage.out,
             tracking.metric_logger("judge"),
             distinct_labelers,
         )
-        tracking.log_metrics(metrics)
-        mlflow.log_artifacts(str(out / "model"), artifact_path="model")
-        return mark_done(
-            out, {"dir": str(out), "mlflow_run_id": run.info.run_id, "metrics": metrics}
-        )
+        stage.log_model()
+        return stage.done(metrics, dir=str(stage.out))

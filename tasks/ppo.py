@@ -23,27 +23,25 @@ from instructflow.models.distributed import main_process
 from instructflow.models.lm import load_causal_lm, save_model
 from instructflow.models.lm_training import pack_corpus, perplexity
 from instructflow.models.lora import add_lora, merged, trainable_fraction
-from instructflow.models.numeric import in_stage
 from instructflow.models.ppo import PPOTrainer
 from instructflow.models.ppo_loop import ppo_train
 from instructflow.models.reward_model import reward_model_from_causal_lm
 from instructflow.models.runtime import PeakMemory
 from instructflow.tasks import interrupts, launch, tracking
-from instructflow.tasks.checkpoints import finish, prepare_out_dir
-from instructflow.tasks.concurrency import training_slot
+from instructflow.tasks.checkpoints import prepare_out_dir
 from instructflow.tasks.ppo_config import PPOStageConfig, trainer_hyper
 from instructflow.tasks.ppo_plot import plot_curve
 from instructflow.tasks.ppo_resume import find_resume, read_resume, write_resume
 from instructflow.tasks.ppo_selection import new_history, record_evaluation
-from instructflow.tasks.stage import import_closure_digest, mark_done, prefect_options
+from instructflow.tasks.stage import import_closure_digest, prefect_options
 from instructflow.tasks.stats import standard_error
 from instructflow.tasks.tables import load_table, read_jsonl
+from instructflow.tasks.tracked import ADAPTER, StageResult, tracked_stage
 from instructflow.world import layout
 from instructflow.world.judge import GoldJudge
 
 CURVE_JSON = "overoptimization.json"
 CURVE_PNG = "overoptimization.png"
-ADAPTER = "adapter"
 
 
 def run_ppo(
@@ -266,21 +264,16 @@ def ppo_task(
     out_dir: str,
     parent_run_id: str,
     processes: int = 1,
-) -> dict:
+) -> StageResult:
     """`stage` is "ppo" (ptx_gamma 0) or "ppo_ptx". An unfinished run in out_dir is resumed, not restarted.
 
     `processes` > 1 trains under `accelerate launch` (instructflow.tasks.launch).
     """
-    out = Path(out_dir)
-    prepare_out_dir(out)
+    out = prepare_out_dir(out_dir)  # tracked_stage below keeps what this keeps
     interrupts.reclaim()  # SIGINT/SIGTERM: checkpoint, then stop
-    resumed = find_resume(out) is not None
-    with (
-        in_stage(stage),
-        training_slot(),
-        tracking.stage_run(stage, parent_run_id, tags={"resumed": str(resumed).lower()}) as run,
-    ):
-        mlflow.log_params(cfg.model_dump() | {"seed": seed, "ptx_gamma": ptx_gamma})
+    tags = {"resumed": str(find_resume(out) is not None).lower()}
+    params = cfg.model_dump() | {"seed": seed, "ptx_gamma": ptx_gamma}
+    with tracked_stage(stage, out, parent_run_id, params, training=True, tags=tags) as tracked:
         metrics = launch.run(
             run_ppo,
             {"stage_name": stage, "sft_dir": Path(sft_dir), "rm_dir": Path(rm_dir)}
@@ -292,15 +285,7 @@ def ppo_task(
             log_prefix=None,  # the trainer's keys are ppo/... already
             label=stage,
         )
-        tracking.log_metrics(metrics)
         mlflow.log_artifact(str(out / CURVE_PNG))
         mlflow.log_artifact(str(out / CURVE_JSON))
-        mlflow.log_artifacts(str(out / "model"), artifact_path="model")
-        if (out / ADAPTER).exists():  # the policy's adapter and its config
-            mlflow.log_artifacts(str(out / ADAPTER), artifact_path=ADAPTER)
-        result = mark_done(
-            out,
-            {"model_dir": str(out / "model"), "mlflow_run_id": run.info.run_id, "metrics": metrics},
-        )
-    finish(out)  # the run is complete: nothing to resume
-    return result
+        tracked.log_model()
+        return tracked.done(metrics, model_dir=str(out / "model"))

@@ -9,7 +9,6 @@ import math
 import shutil
 from pathlib import Path
 
-import mlflow
 import torch
 from prefect import task
 from pydantic import Field
@@ -26,7 +25,6 @@ from instructflow.models.lm_training import (
     restore_loop,
 )
 from instructflow.models.lora import add_lora, merge_saved_adapter, trainable_fraction
-from instructflow.models.numeric import in_stage
 from instructflow.models.ranking_loss import bias_to_center, kwise_ranking_loss, pairwise_accuracy
 from instructflow.models.reward_model import (
     encode_for_reward,
@@ -36,15 +34,14 @@ from instructflow.models.reward_model import (
 )
 from instructflow.models.runtime import PeakMemory, enable_gradient_checkpointing, make_accelerator
 from instructflow.tasks import checkpoints, comparisons, launch, tracking
-from instructflow.tasks.concurrency import training_slot
-from instructflow.tasks.stage import import_closure_digest, mark_done, prefect_options
+from instructflow.tasks.stage import import_closure_digest, prefect_options
 from instructflow.tasks.tables import read_jsonl
+from instructflow.tasks.tracked import ADAPTER, StageResult, tracked_stage
 from instructflow.tasks.training_options import SupervisedOptions
 from instructflow.world import layout
 
 # Metric-name prefix of the per-family accuracy against gold (held-out prompts).
 BY_FAMILY_PREFIX = "rm/accuracy_vs_gold/"
-ADAPTER = "adapter"
 
 
 class RewardModelConfig(SupervisedOptions):
@@ -292,29 +289,18 @@ def reward_model_task(
     out_dir: str,
     parent_run_id: str,
     processes: int = 1,
-) -> dict:
+) -> StageResult:
     """`processes` > 1 trains under `accelerate launch` (instructflow.tasks.launch)."""
-    out = checkpoints.prepare_out_dir(out_dir)
-    with (
-        in_stage("reward_model"),
-        training_slot(),
-        tracking.stage_run("reward_model", parent_run_id) as run,
-    ):
-        mlflow.log_params(cfg.model_dump() | {"seed": seed})
+    params = cfg.model_dump() | {"seed": seed}
+    with tracked_stage("reward_model", out_dir, parent_run_id, params, training=True) as stage:
         metrics = launch.run(
             train_reward_model,
             {"sft_dir": Path(sft_dir), "comparisons_dir": Path(comparisons_dir)}
-            | {"profile_dir": Path(profile_dir), "cfg": cfg, "seed": seed, "out_dir": out},
+            | {"profile_dir": Path(profile_dir), "cfg": cfg, "seed": seed, "out_dir": stage.out},
             processes=processes,
-            work_dir=out,
+            work_dir=stage.out,
             log=tracking.metric_logger("rm"),
             log_prefix="rm",
         )
-        tracking.log_metrics(metrics)
-        mlflow.log_artifacts(str(out / "model"), artifact_path="model")
-        if (out / ADAPTER).exists():  # the adapter and its config, beside the merged model
-            mlflow.log_artifacts(str(out / ADAPTER), artifact_path=ADAPTER)
-        return mark_done(
-            out,
-            {"model_dir": str(out / "model"), "mlflow_run_id": run.info.run_id, "metrics": metrics},
-        )
+        stage.log_model()
+        return stage.done(metrics, model_dir=str(stage.out / "model"))

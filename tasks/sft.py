@@ -7,7 +7,6 @@ function trains the FLAN- and T0-style baselines on their mixtures.
 
 from pathlib import Path
 
-import mlflow
 from prefect import task
 from pydantic import Field
 
@@ -16,16 +15,13 @@ from instructflow.models.distributed import main_process
 from instructflow.models.lm import context_length, load_causal_lm, save_model
 from instructflow.models.lm_training import OptimConfig, encode_demonstrations, supervised_finetune
 from instructflow.models.lora import add_lora, merge_saved_adapter, trainable_fraction
-from instructflow.models.numeric import in_stage
 from instructflow.models.runtime import PeakMemory, enable_gradient_checkpointing
 from instructflow.tasks import checkpoints, launch, tracking
-from instructflow.tasks.concurrency import training_slot
-from instructflow.tasks.stage import import_closure_digest, mark_done, prefect_options
+from instructflow.tasks.stage import import_closure_digest, prefect_options
 from instructflow.tasks.tables import load_table
+from instructflow.tasks.tracked import ADAPTER, StageResult, tracked_stage
 from instructflow.tasks.training_options import SupervisedOptions
 from instructflow.world import layout
-
-ADAPTER = "adapter"
 
 
 class SFTConfig(SupervisedOptions):
@@ -147,12 +143,11 @@ def sft_task(
     out_dir: str,
     parent_run_id: str,
     processes: int = 1,
-) -> dict:
+) -> StageResult:
     """`variant` is sft (demonstrations), flan or t0 (the baselines' instruction mixtures).
 
     `processes` > 1 trains under `accelerate launch` (instructflow.tasks.launch).
     """
-    out = checkpoints.prepare_out_dir(out_dir)
     profile = Path(profile_dir)
     if variant == "sft":
         train, valid, kind = (
@@ -166,25 +161,17 @@ def sft_task(
             None,
             "mixture",
         )
-    with in_stage(variant), training_slot(), tracking.stage_run(variant, parent_run_id) as run:
-        mlflow.log_params(cfg.model_dump() | {"seed": seed, "train_table": str(train)})
+    params = cfg.model_dump() | {"seed": seed, "train_table": str(train)}
+    with tracked_stage(variant, out_dir, parent_run_id, params, training=True) as stage:
         metrics = launch.run(
             finetune,
             {"model_dir": Path(model_dir), "train_path": train, "valid_path": valid, "kind": kind}
-            | {"cfg": cfg, "seed": seed, "out_dir": out},
+            | {"cfg": cfg, "seed": seed, "out_dir": stage.out},
             processes=processes,
-            work_dir=out,
+            work_dir=stage.out,
             log=tracking.metric_logger(variant),
             log_prefix=variant,
         )
         metrics = {f"{variant}/{k}": v for k, v in metrics.items()}
-        tracking.log_metrics(metrics)
-        mlflow.log_artifacts(str(out / "model"), artifact_path="model")
-        if (out / ADAPTER).exists():  # the adapter and its config, beside the merged model
-            mlflow.log_artifacts(str(out / ADAPTER), artifact_path=ADAPTER)
-        result = mark_done(
-            out,
-            {"model_dir": str(out / "model"), "mlflow_run_id": run.info.run_id, "metrics": metrics},
-        )
-    checkpoints.finish(out)
-    return result
+        stage.log_model()
+        return stage.done(metrics, model_dir=str(stage.out / "model"))
