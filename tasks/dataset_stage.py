@@ -33,6 +33,7 @@ from instructflow.tasks.stage import (
     prefect_options,
 )
 from instructflow.tasks.tables import read_jsonl
+from instructflow.tasks.tracked import StageResult, tracked_stage
 
 DATA_FOLDER = "data"  # under the import stage's output folder
 
@@ -124,14 +125,9 @@ def import_dataset_task(
         "dataset-comparisons", import_closure_digest("instructflow.tasks.dataset_stage")
     )
 )
-def comparisons_task(profile_dir: str, out_dir: str, parent_run_id: str) -> dict:
+def comparisons_task(profile_dir: str, out_dir: str, parent_run_id: str) -> StageResult:
     """The dataset's preferences as the reward model's comparisons (train/valid; heldout = test split)."""
-    out = fresh_output_dir(out_dir)
-    shutil.copytree(Path(profile_dir) / "comparisons", out / "comparisons")
-    with tracking.stage_run("comparisons", parent_run_id) as run:
-        mlflow.log_param("source", "dataset preferences (no sampling, no simulated labelers)")
-        metrics = comparison_metrics(out)
-        tracking.log_metrics(metrics)
-        return mark_done(
-            out, {"dir": str(out), "mlflow_run_id": run.info.run_id, "metrics": metrics}
-        )
+    params = {"source": "dataset preferences (no sampling, no simulated labelers)"}
+    with tracked_stage("comparisons", out_dir, parent_run_id, params) as stage:
+        shutil.copytree(Path(profile_dir) / "comparisons", stage.out / "comparisons")
+        return stage.done(comparison_metrics(stage.out), dir=str(stage.out))

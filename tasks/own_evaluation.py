@@ -24,7 +24,6 @@ from prefect import task
 from instructflow.models.lm import load_causal_lm
 from instructflow.models.lm_training import pack_corpus, perplexity
 from instructflow.models.reward_model import reward_model_from_causal_lm
-from instructflow.tasks import tracking
 from instructflow.tasks.evaluation import (
     EvalConfig,
     Policy,
@@ -35,13 +34,12 @@ from instructflow.tasks.evaluation import (
 )
 from instructflow.tasks.judge import HeldOutJudge
 from instructflow.tasks.stage import (
-    fresh_output_dir,
     import_closure_digest,
-    mark_done,
     prefect_options,
 )
 from instructflow.tasks.stats import prompt_mean_with_ci
 from instructflow.tasks.tables import read_jsonl, write_jsonl
+from instructflow.tasks.tracked import StageResult, tracked_stage
 from instructflow.world import layout
 
 NO_JUDGE = "no held-out judge given: win rates need a judge trained on held-out preferences"
@@ -114,13 +112,14 @@ def evaluation_task(
     judge_dir: str | None,
     out_dir: str,
     parent_run_id: str,
-) -> dict:
-    out = fresh_output_dir(out_dir)
-    with tracking.stage_run("evaluation", parent_run_id) as run:
-        mlflow.log_params(
-            cfg.model_dump()
-            | {"seed": seed, "policies": ",".join(policies), "judge": judge_dir or "none"}
-        )
+) -> StageResult:
+    params = cfg.model_dump() | {
+        "seed": seed,
+        "policies": ",".join(policies),
+        "judge": judge_dir or "none",
+    }
+    with tracked_stage("evaluation", out_dir, parent_run_id, params) as stage:
+        out = stage.out
         listed = [
             Policy(name, Path(p["model_dir"]), p.get("prefix", "")) for name, p in policies.items()
         ]
@@ -128,13 +127,8 @@ def evaluation_task(
         rows, raw = evaluate_own(
             listed, Path(sft_dir), Path(rm_dir), Path(profile_dir), cfg, seed, judge
         )
-        metrics = flat_metrics(rows)
-        tracking.log_metrics(metrics)
         (out / "policies.json").write_text(json.dumps(rows, indent=2))
         for name, items in raw.items():
             write_jsonl(out / "responses" / f"{name}.jsonl", items)
         mlflow.log_artifacts(str(out), artifact_path="evaluation")
-        return mark_done(
-            out,
-            {"rows": rows, "dir": str(out), "mlflow_run_id": run.info.run_id, "metrics": metrics},
-        )
+        return stage.done(flat_metrics(rows), rows=rows, dir=str(out))
