@@ -113,7 +113,15 @@ def _cmd_compare(args: argparse.Namespace) -> int:
 
     a, b = (json.loads(Path(f).read_text()) for f in (args.a, args.b))
     print(report_comparison(a, b))
-    return 0
+    if not args.exact:
+        return 0
+    from instructflow.tasks.report import FIGURE_BLOCKS, figure_differences
+
+    differences = figure_differences(a, b)
+    print(f"\n{len(differences)} figures differ ({', '.join(FIGURE_BLOCKS)}, compared exactly)")
+    for line in differences:
+        print(f"  {line}")
+    return 1 if differences else 0
 
 
 def add_commands(sub) -> None:
@@ -220,4 +228,10 @@ def add_commands(sub) -> None:
     )
     compare.add_argument("a", help="report.json A")
     compare.add_argument("b", help="report.json B")
+    compare.add_argument(
+        "--exact",
+        action="store_true",
+        help="also compare every figure bit for bit; exit status 1 if any differs "
+        "(e.g. the same seed before and after a change that must not move them)",
+    )
     compare.set_defaults(func=_cmd_compare)

@@ -26,6 +26,32 @@ def empty_report(run: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+FIGURE_BLOCKS = ("labelers", "reward_model", "judge", "policies")
+"""The report's blocks of figures (the rest say where, when and what was decided)."""
+
+
+def leaves(tree: Any, prefix: str = "") -> dict[str, Any]:
+    """Every leaf of a JSON tree by its path (a/b/c); a list is one leaf."""
+    if isinstance(tree, dict):
+        out: dict[str, Any] = {}
+        for key, value in tree.items():
+            out |= leaves(value, f"{prefix}{key}/")
+        return out
+    return {prefix.rstrip("/"): tree}
+
+
+def figure_differences(a: dict[str, Any], b: dict[str, Any]) -> list[str]:
+    """Each figure of FIGURE_BLOCKS that is not exactly the same in reports a and b (or is in
+    one only), as "path: value in a -> value in b"."""
+    first = leaves({k: a.get(k) for k in FIGURE_BLOCKS})
+    second = leaves({k: b.get(k) for k in FIGURE_BLOCKS})
+    return [
+        f"{path}: {first.get(path, '(absent)')} -> {second.get(path, '(absent)')}"
+        for path in sorted(first.keys() | second.keys())
+        if first.get(path, ...) != second.get(path, ...)
+    ]
+
+
 def _fmt(value: Any) -> str:
     if isinstance(value, dict) and "mean" in value:
         text = _fmt(value["mean"])

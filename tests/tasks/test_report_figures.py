@@ -1,0 +1,48 @@
+"""Comparing two reports' figures exactly (instructflow compare --exact)."""
+
+import json
+
+from instructflow.flows.cli import main
+from instructflow.tasks.report import figure_differences, leaves
+
+
+def report(ppo_gold: float, **extra) -> dict:
+    return {
+        "run": {"mlflow_run_id": "r", "seed": 0},
+        "labelers": {"pairwise_agreement": 0.75},
+        "reward_model": {"accuracy_vs_gold": 0.8, "by_family": {"add": 0.7}},
+        "judge": {},
+        "policies": {"ppo": {"gold_score": {"mean": ppo_gold, "ci95": [0.5, 0.7]}}},
+        **extra,
+    }
+
+
+def test_leaves_name_each_value_by_its_path_and_keep_lists_whole():
+    tree = {"a": {"b": 1, "c": [1, 2]}, "d": None}
+    assert leaves(tree) == {"a/b": 1, "a/c": [1, 2], "d": None}
+
+
+def test_the_same_figures_with_other_ids_and_times_do_not_differ():
+    a = report(0.6)
+    b = report(0.6, gate={"policy_version": "7"}) | {"run": {"mlflow_run_id": "other"}}
+    assert figure_differences(a, b) == []
+
+
+def test_a_last_bit_a_missing_field_and_a_new_field_each_differ():
+    a, b = report(0.6), report(0.6 + 2**-52)
+    b["reward_model"]["by_family"] = {"sort": 0.5}
+    assert figure_differences(a, b) == [
+        f"policies/ppo/gold_score/mean: 0.6 -> {0.6 + 2**-52}",
+        "reward_model/by_family/add: 0.7 -> (absent)",
+        "reward_model/by_family/sort: (absent) -> 0.5",
+    ]
+
+
+def test_compare_exact_exits_1_when_a_figure_differs(tmp_path, capsys):
+    first, second = tmp_path / "a.json", tmp_path / "b.json"
+    first.write_text(json.dumps(report(0.6) | {"provenance": {}}))
+    second.write_text(json.dumps(report(0.6) | {"provenance": {}}))
+    assert main(["compare", "--exact", str(first), str(second)]) == 0
+    second.write_text(json.dumps(report(0.61) | {"provenance": {}}))
+    assert main(["compare", "--exact", str(first), str(second)]) == 1
+    assert "1 figures differ" in capsys.readouterr().out
