@@ -193,40 +193,25 @@ def _key(result: dict, field: str = "model_dir") -> str:
 
 def _models(stage: Stages, params: PipelineParams, data_in: dict, base_model_dir) -> dict:
     """Base model, SFT, comparisons, reward model, held-out judge, PPO and PPO-ptx, and the
-    FLAN- and T0-style baselines: each stage's result by name, with `inputs` (what the
-    later stages depend on: each upstream stage's key)."""
+    FLAN- and T0-style baselines: each stage's result by name, and `rm_inputs` (the keys of
+    the stages up to the RM, on which evaluation and the registry depend too)."""
     base = stage(
         base_model.base_model_task, "base_model", "base", data_in, base_model=base_model_dir
     )
     base_in = data_in | {"base": _key(base)}
     sft_out = stage(sft.sft_task, "sft", "sft", base_in, variant="sft", model_dir=base["model_dir"])
-    sft_in = base_in | {"sft": _key(sft_out)}
+    sft_in, sft_dir = base_in | {"sft": _key(sft_out)}, sft_out["model_dir"]
     comps = stage(
-        comparisons.comparisons_task,
-        "comparisons",
-        "comparisons",
-        sft_in,
-        sft_dir=sft_out["model_dir"],
+        comparisons.comparisons_task, "comparisons", "comparisons", sft_in, sft_dir=sft_dir
     )
     comps_in = sft_in | {"comparisons": _key(comps, "dir")}
+    on_comparisons = {"sft_dir": sft_dir, "comparisons_dir": comps["dir"]}
     rm = stage(
-        reward_model.reward_model_task,
-        "reward_model",
-        "reward_model",
-        comps_in,
-        sft_dir=sft_out["model_dir"],
-        comparisons_dir=comps["dir"],
+        reward_model.reward_model_task, "reward_model", "reward_model", comps_in, **on_comparisons
     )
     rm_in = sft_in | {"rm": _key(rm)}
     # A second reward model, on held-out preferences only: judges where gold cannot.
-    held_out_judge = stage(
-        judge.judge_task,
-        "judge",
-        "judge",
-        comps_in,
-        sft_dir=sft_out["model_dir"],
-        comparisons_dir=comps["dir"],
-    )
+    held_out_judge = stage(judge.judge_task, "judge", "judge", comps_in, **on_comparisons)
     variants = [("ppo", 0.0), ("ppo_ptx", params.ptx_gamma)]
     ppo_runs = stage.ppo(variants, rm_in, sft_out["model_dir"], rm["model_dir"])
     baselines = {
