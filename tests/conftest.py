@@ -14,6 +14,7 @@
 """
 
 import contextlib
+import functools
 import json
 import os
 import shutil
@@ -33,6 +34,32 @@ from instructflow.tasks.env import apply_defaults
 # CLI sets (Prefect home and start-up timeout, HF_HUB_OFFLINE, no analytics: see
 # instructflow.tasks.env), set here before any test module imports Prefect or transformers.
 apply_defaults()
+
+
+def _pin_xdist_worker_to_its_cores() -> None:
+    """Under `pytest -n N` (make test), worker i keeps the i-th share of the cores.
+
+    Torch ops of the tiny test models stall at the thread barrier when another
+    process wants the core (see one_torch_thread_by_default); with each worker
+    on cores of its own, the runs a test starts (CLI subprocesses, servers,
+    `accelerate launch`) inherit them and size their thread counts to them
+    (instructflow.tasks.provenance.available_cores) instead of to the machine.
+    """
+    worker, count = (
+        os.environ.get("PYTEST_XDIST_WORKER"),
+        os.environ.get("PYTEST_XDIST_WORKER_COUNT"),
+    )
+    if not worker or not count or not hasattr(os, "sched_setaffinity"):
+        return
+    cores = sorted(os.sched_getaffinity(0))
+    index, workers = int(worker.removeprefix("gw")), int(count)
+    if workers > len(cores):
+        return  # more workers than cores: leave the scheduler to share them
+    share = cores[index * len(cores) // workers : (index + 1) * len(cores) // workers]
+    os.sched_setaffinity(0, share)
+
+
+_pin_xdist_worker_to_its_cores()
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -494,7 +521,81 @@ def one_thread() -> Iterator[None]:
 UNVERIFIED: set[str] = set()
 
 
+# Session fixtures that cost a pipeline run or a server stack, and the test files that
+# use them: under `pytest -n N --dist loadfile` (make test) each group of files runs on
+# one worker, which computes the fixture once (pytest_xdist_make_scheduler below).
+SHARED_RUNS = {
+    "first_run": (
+        ("first_run", "copy_of_first_run"),
+        {
+            "tests/flows/test_caching.py",
+            "tests/flows/test_caching_contents.py",
+            "tests/flows/test_faults.py",
+            "tests/flows/test_worse_candidate.py",
+        },
+    ),
+    "live_stack": (
+        ("live_stack", "live_manual_run"),
+        {
+            "tests/browser/test_approval_ui.py",
+            "tests/browser/test_ui.py",
+            "tests/flows/test_concurrency.py",
+            "tests/flows/test_e2e_servers.py",
+        },
+    ),
+}
+
+
+@functools.cache
+def _is_heavy(scope: str) -> bool:
+    """A shared run's group, or a file of end-to-end (slow) or browser tests."""
+    if scope in SHARED_RUNS:
+        return True
+    text = (REPO_ROOT / scope).read_text() if (REPO_ROOT / scope).is_file() else ""
+    return "pytest.mark.slow" in text or "pytest.mark.browser" in text
+
+
+def pytest_xdist_make_scheduler(config, log):
+    """--dist loadfile, with the files of a SHARED_RUNS group scheduled as one file, and the
+    heavy scopes handed out first (a long file started last would run alone at the end)."""
+    if config.getvalue("dist") != "loadfile":
+        return None
+    from xdist.scheduler import LoadScopeScheduling
+
+    group_of = {path: group for group, (_, paths) in SHARED_RUNS.items() for path in paths}
+
+    class SharedRunScheduling(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            path = nodeid.split("::", 1)[0]
+            return group_of.get(path, path)
+
+        def _assign_work_unit(self, node) -> None:
+            heavy = next((scope for scope in self.workqueue if _is_heavy(scope)), None)
+            if heavy is not None:
+                self.workqueue.move_to_end(heavy, last=False)
+            super()._assign_work_unit(node)
+
+    return SharedRunScheduling(config, log)
+
+
+def _check_shared_runs(items) -> None:
+    """A file that uses a shared run must be listed with it, or both workers compute the run;
+    a listed file must exist (a renamed one would silently leave its group)."""
+    for group, (_, paths) in SHARED_RUNS.items():
+        for path in sorted(paths):
+            if not (REPO_ROOT / path).is_file():
+                raise pytest.UsageError(
+                    f"SHARED_RUNS[{group!r}] lists {path}, which does not exist"
+                )
+    for item in items:
+        path = item.nodeid.split("::", 1)[0]  # as the scheduler sees it
+        for group, (fixtures, paths) in SHARED_RUNS.items():
+            if path not in paths and any(name in item.fixturenames for name in fixtures):
+                raise pytest.UsageError(f"{path} uses {group}: list it in SHARED_RUNS ({__file__})")
+
+
 def pytest_collection_modifyitems(config, items) -> None:
+    _check_shared_runs(items)
     for item in items:
         if item.nodeid in UNVERIFIED:
             item.add_marker(pytest.mark.unverified)
