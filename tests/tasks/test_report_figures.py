@@ -1,6 +1,9 @@
 """Comparing two reports' figures exactly (instructflow compare --exact)."""
 
 import json
+from pathlib import Path
+
+import pytest
 
 from instructflow.flows.cli import main
 from instructflow.tasks.report import figure_differences, leaves
@@ -46,3 +49,19 @@ def test_compare_exact_exits_1_when_a_figure_differs(tmp_path, capsys):
     second.write_text(json.dumps(report(0.61) | {"provenance": {}}))
     assert main(["compare", "--exact", str(first), str(second)]) == 1
     assert "1 figures differ" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    ("profile", "before", "after"),
+    [("tiny", "4a76377", "65d0656"), ("smoke", "4a76377", "fcb1277")],
+)
+def test_the_committed_same_seed_pairs_have_identical_figures(profile, before, after):
+    # README, "How much to trust a figure": the same seed and thread count before and after
+    # a restructuring, every figure identical
+    folder = Path(__file__).resolve().parents[2] / "bench" / "results" / "same-seed"
+    a, b = (json.loads((folder / f"{profile}-seed0-{c}.json").read_text()) for c in (before, after))
+    assert a["provenance"]["git_commit"].startswith(before)
+    assert b["provenance"]["git_commit"].startswith(after)
+    assert a["provenance"]["threads"] == b["provenance"]["threads"] == 1
+    assert a["run"]["seed"] == b["run"]["seed"] == 0
+    assert figure_differences(a, b) == []
