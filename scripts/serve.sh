@@ -56,7 +56,12 @@ command_of() { # what the process of NAME runs (to tell it from a stale PID reus
 running() { # running NAME: its pid file names a live process that runs NAME
     local pid
     [[ -f "$STATE/$1.pid" ]] && pid="$(cat "$STATE/$1.pid")" && kill -0 "$pid" 2>/dev/null &&
-        ps -p "$pid" -o args= | grep -qF "$(command_of "$1")"
+        ps -ww -p "$pid" -o args= | grep -qF "$(command_of "$1")"
+}
+
+alive() { # alive NAME: the process this script just started is still there. Not `running`:
+    # right after the fork its command line may still be this script's, before the exec.
+    [[ -f "$STATE/$1.pid" ]] && kill -0 "$(cat "$STATE/$1.pid")" 2>/dev/null
 }
 
 port_busy() {
@@ -77,7 +82,7 @@ start() { # start NAME COMMAND...: in its own session (process group = PID), log
 wait_healthy() { # wait_healthy NAME URL SECONDS
     local name="$1" url="$2" deadline=$((SECONDS + $3))
     until curl -fsS -o /dev/null "$url" 2>/dev/null; do
-        if ! running "$name"; then
+        if ! alive "$name"; then
             echo "$name exited during start-up; last lines of $STATE/$name.log:" >&2
             tail -n 30 "$STATE/$name.log" >&2
             rm -f "$STATE/$name.pid"
@@ -144,7 +149,7 @@ else
     MLFLOW_TRACKING_URI="${MLFLOW_TRACKING_URI:-$MLFLOW_URL}" \
         start worker "$BIN/prefect" worker start --pool "$POOL" --type process
     sleep 2
-    if ! running worker; then
+    if ! alive worker; then
         echo "the worker exited; last lines of $STATE/worker.log:" >&2
         tail -n 30 "$STATE/worker.log" >&2
         exit 1

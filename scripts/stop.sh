@@ -11,7 +11,7 @@ stop() { # stop NAME: TERM the process group of .serve/NAME.pid, KILL it after 1
     pid="$(cat "$file")"
     # The group's leader must still be the process serve.sh started (not a reused PID);
     # if the leader is gone, what is left of its group is still ours.
-    if [[ "$pid" =~ ^[0-9]+$ ]] && { ps -p "$pid" -o args= | grep -qE "prefect (server|worker) start|mlflow server" ||
+    if [[ "$pid" =~ ^[0-9]+$ ]] && { ps -ww -p "$pid" -o args= | grep -qE "prefect (server|worker) start|mlflow server" ||
         { ! kill -0 "$pid" && kill -0 -- "-$pid"; }; } 2>/dev/null; then
         echo "stopping $name (pid $pid)"
         kill -TERM -- "-$pid" 2>/dev/null || kill -TERM "$pid" 2>/dev/null
