@@ -214,9 +214,8 @@ def run(
             "stage_seconds": timings,
         }
     )
-    result["provenance"] = provenance.collect(
-        params.seed, processes=params.processes
-    )  # where it was made (issue 24)
+    # Where it was made: machine, software, threads, processes, seed, commit.
+    result["provenance"] = provenance.collect(params.seed, processes=params.processes)
     result["dataset"] = summary
     result["skipped"] = skipped
     result["judge"] = judge_trust.report_block(judged["metrics"], None)

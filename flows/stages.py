@@ -108,6 +108,6 @@ class Stages:
                 sft_dir=sft_dir,
                 rm_dir=rm_dir,
                 ptx_gamma=gamma,
-            )  # fmt: skip
+            )
             for name, gamma in variants
         }

@@ -28,7 +28,6 @@ from instructflow.models.ppo_loop import ppo_train
 from instructflow.models.reward_model import reward_model_from_causal_lm
 from instructflow.models.runtime import PeakMemory
 from instructflow.tasks import interrupts, launch, tracking
-from instructflow.tasks.checkpoints import prepare_out_dir
 from instructflow.tasks.ppo_config import PPOStageConfig, trainer_hyper
 from instructflow.tasks.ppo_plot import plot_curve
 from instructflow.tasks.ppo_resume import find_resume, read_resume, write_resume
@@ -269,11 +268,11 @@ def ppo_task(
 
     `processes` > 1 trains under `accelerate launch` (instructflow.tasks.launch).
     """
-    out = prepare_out_dir(out_dir)  # tracked_stage below keeps what this keeps
     interrupts.reclaim()  # SIGINT/SIGTERM: checkpoint, then stop
-    tags = {"resumed": str(find_resume(out) is not None).lower()}
     params = cfg.model_dump() | {"seed": seed, "ptx_gamma": ptx_gamma}
-    with tracked_stage(stage, out, parent_run_id, params, training=True, tags=tags) as tracked:
+    with tracked_stage(stage, out_dir, parent_run_id, params, training=True) as tracked:
+        out = tracked.out  # an unfinished run's checkpoints kept: it resumes
+        mlflow.set_tag("resumed", str(find_resume(out) is not None).lower())
         metrics = launch.run(
             run_ppo,
             {"stage_name": stage, "sft_dir": Path(sft_dir), "rm_dir": Path(rm_dir)}

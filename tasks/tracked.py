@@ -68,7 +68,6 @@ def tracked_stage(
     parent_run_id: str | None,
     params: dict[str, Any],
     training: bool = False,
-    tags: dict[str, str] | None = None,
 ) -> Iterator[TrackedStage]:
     """Run a stage in its output folder under a nested MLflow run that logs `params`."""
     out = checkpoints.prepare_out_dir(out_dir) if training else fresh_output_dir(out_dir)
@@ -76,7 +75,7 @@ def tracked_stage(
         if training:
             stack.enter_context(in_stage(name))
             stack.enter_context(training_slot())
-        run = stack.enter_context(tracking.stage_run(name, parent_run_id, tags=tags))
+        run = stack.enter_context(tracking.stage_run(name, parent_run_id))
         mlflow.log_params(params)
         yield TrackedStage(out, run)
     if training:
