@@ -6,8 +6,8 @@ In a fresh temporary project root (its own data/, runs/, MLflow SQLite store
 and Prefect home), three timed runs on the same data, settings and seed:
 
 1. direct: every stage's plain function called in pipeline order (data
-   validation, base model, SFT, comparisons, RM, PPO, PPO-ptx, FLAN, T0,
-   evaluation), no Prefect, no MLflow;
+   validation, base model, SFT, comparisons, RM, held-out judge, PPO,
+   PPO-ptx, FLAN, T0, evaluation with the judge), no Prefect, no MLflow;
 2. orchestrated: `rlhf_pipeline` (Prefect tasks, MLflow runs, artifacts,
    registry and promotion gate); Prefect's ephemeral server is started
    before the clock runs (a trivial flow), as the issue excludes server start;
@@ -45,12 +45,13 @@ def prepare_root(root: Path) -> None:
     data.ensure_data(root)
 
 
-def direct(profile_dir: Path, params, out: Path) -> float:
-    """Every stage's plain function, in pipeline order; wall seconds."""
+def direct(profile_dir: Path, params, out: Path) -> tuple[float, dict[str, float]]:
+    """Every stage's plain function, in pipeline order: wall seconds, and seconds per stage."""
     from instructflow.tasks import (
         base_model,
         comparisons,
         evaluation,
+        judge,
         ppo,
         reward_model,
         sft,
@@ -61,52 +62,74 @@ def direct(profile_dir: Path, params, out: Path) -> float:
     def log(step: int, metrics: dict) -> None:
         pass
 
+    seconds: dict[str, float] = {}
+
+    def timed(stage: str, fn, *args):
+        started = time.perf_counter()
+        result = fn(*args)
+        seconds[stage] = round(time.perf_counter() - started, 2)
+        return result
+
     seed = params.seed
     start = time.perf_counter()
-    summarize(profile_dir, "direct")
-    base_model.build_base_model(profile_dir, None, params.stage("base"), seed, out / "base", log)
-    base = out / "base" / "model"
-    sft.finetune(
-        base,
-        profile_dir / layout.SFT_TRAIN,
-        profile_dir / layout.SFT_VALID,
-        "demonstrations",
-        params.stage("sft"),
+    timed("data", summarize, profile_dir, "direct")
+    base_cfg = params.stage("base")
+    timed(
+        "base_model",
+        base_model.build_base_model,
+        profile_dir,
+        None,
+        base_cfg,
         seed,
-        out / "sft",
+        out / "base",
         log,
     )
+    base = out / "base" / "model"
+    sft_args = (profile_dir / layout.SFT_TRAIN, profile_dir / layout.SFT_VALID, "demonstrations")
+    timed("sft", sft.finetune, base, *sft_args, params.stage("sft"), seed, out / "sft", log)
     sft_dir = out / "sft" / "model"
-    (out / "comparisons").mkdir(parents=True)
-    comparisons.collect(
-        sft_dir, profile_dir, params.stage("comparisons"), seed, out / "comparisons"
-    )
-    (out / "rm").mkdir(parents=True)
-    reward_model.train_reward_model(
+    comps = out / "comparisons"
+    comps.mkdir(parents=True)
+    timed(
+        "comparisons",
+        comparisons.collect,
         sft_dir,
-        out / "comparisons",
         profile_dir,
+        params.stage("comparisons"),
+        seed,
+        comps,
+    )
+    rm_args = (sft_dir, comps, profile_dir)
+    (out / "rm").mkdir(parents=True)
+    timed(
+        "reward_model",
+        reward_model.train_reward_model,
+        *rm_args,
         params.stage("reward_model"),
         seed,
         out / "rm",
         log,
     )
+    (out / "judge").mkdir(parents=True)
+    judge_args = (sft_dir, profile_dir, comps, params.stage("judge"), seed, out / "judge", log)
+    timed("judge", judge.train_judge_on_comparisons, *judge_args)
     rm_dir = out / "rm" / "model"
     for name, gamma in (("ppo", 0.0), ("ppo_ptx", params.ptx_gamma)):
-        ppo.run_ppo(
-            name, sft_dir, rm_dir, profile_dir, params.stage("ppo"), gamma, seed, out / name, log
-        )
-    for name, table in (("flan", layout.FLAN_MIXTURE), ("t0", layout.T0_MIXTURE)):
-        sft.finetune(
-            base,
-            profile_dir / table,
-            None,
-            "mixture",
-            params.stage("baselines"),
+        ppo_args = (
+            name,
+            sft_dir,
+            rm_dir,
+            profile_dir,
+            params.stage("ppo"),
+            gamma,
             seed,
             out / name,
             log,
         )
+        timed(name, ppo.run_ppo, *ppo_args)
+    for name, table in (("flan", layout.FLAN_MIXTURE), ("t0", layout.T0_MIXTURE)):
+        mixture = (profile_dir / table, None, "mixture", params.stage("baselines"))
+        timed(name, sft.finetune, base, *mixture, seed, out / name, log)
     cfg = params.stage("evaluation")
     prefix = evaluation.fewshot_prefix(profile_dir, cfg.fewshot_examples)
     policies = [
@@ -118,8 +141,9 @@ def direct(profile_dir: Path, params, out: Path) -> float:
         evaluation.Policy("ppo", out / "ppo" / "model"),
         evaluation.Policy("ppo_ptx", out / "ppo_ptx" / "model"),
     ]
-    evaluation.evaluate(policies, sft_dir, rm_dir, profile_dir, cfg, seed)
-    return time.perf_counter() - start
+    eval_args = (policies, sft_dir, rm_dir, profile_dir, cfg, seed, out / "judge")
+    timed("evaluation", evaluation.evaluate, *eval_args)
+    return time.perf_counter() - start, seconds
 
 
 def orchestrated(params) -> tuple[float, dict]:
@@ -164,7 +188,7 @@ def main() -> None:
     try:
         prepare_root(project)
         params = PipelineParams(profile=args.profile)
-        direct_s = direct(project / "data" / args.profile, params, tmp / "direct")
+        direct_s, direct_stages = direct(project / "data" / args.profile, params, tmp / "direct")
         print(f"[overhead] direct: {direct_s:.1f} s", flush=True)
 
         @flow
@@ -196,6 +220,7 @@ def main() -> None:
         "rerun_seconds": round(rerun_s, 2),
         "overhead_fraction": round(overhead, 4),
         "rerun_fraction": round(rerun_s / first_s, 4),
+        "direct_stage_seconds": direct_stages,
         "stage_seconds": {
             k.split("/", 1)[1]: round(v, 2)
             for k, v in metrics.items()

@@ -132,7 +132,7 @@ else
     echo "created work pool $POOL (type process)"
 fi
 "$BIN/python" -c "from instructflow.tasks.concurrency import ensure_limits; ensure_limits()"
-echo "global concurrency limits instructflow-training and instructflow-registry exist"
+echo "global concurrency limit instructflow-registry exists (training slots are file locks under runs/)"
 "$BIN/prefect" --no-prompt deploy --all >"$STATE/deploy.log" 2>&1 || {
     echo "prefect deploy failed; see $STATE/deploy.log" >&2
     tail -n 30 "$STATE/deploy.log" >&2

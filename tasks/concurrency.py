@@ -1,49 +1,49 @@
-"""Prefect global concurrency limits that keep heavy work from overlapping.
+"""What keeps heavy work from overlapping: training slots, and Prefect's registry limit.
 
-- instructflow-training (1 slot): two training stages never run at once, even
-  across pipeline runs: on a small machine they would only slow each other
-  down (thread oversubscription costs far more than waiting).
-- instructflow-registry (1 slot): one promotion gate at a time, so two runs
-  finishing together cannot both judge against the same champion.
-
-Prefect's `concurrency()` silently does nothing for a limit that does not
-exist, so the pipeline creates them (idempotently) when it starts.
+- Training slots (1 by default): two training stages of one project root
+  never run at once, even across pipeline runs: on a small machine they would
+  only slow each other down (thread oversubscription costs far more than
+  waiting). A slot is an exclusive lock (flock) on a file under
+  runs/.training-slots/: taking a free one costs nothing, and the kernel
+  frees it when its holder dies, however it dies. (They were a Prefect global
+  concurrency limit: on Prefect's SQLite server an acquisition that coincides
+  with the server storing a task run's events is answered 503 and retried 2 s
+  later, which cost about 2 s per stage: 15 s of a 50 s smoke run.)
+- instructflow-registry (1 slot), a Prefect global concurrency limit: one
+  promotion gate at a time, so two runs finishing together cannot both judge
+  against the same champion. Prefect's `concurrency()` silently does nothing
+  for a limit that does not exist, so the pipeline creates it (idempotently)
+  when it starts.
 """
 
+import fcntl
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 
 from prefect.client.orchestration import get_client
-from prefect.client.schemas.actions import (
-    GlobalConcurrencyLimitCreate,
-    GlobalConcurrencyLimitUpdate,
-)
+from prefect.client.schemas.actions import GlobalConcurrencyLimitCreate
 from prefect.concurrency.sync import concurrency
 from prefect.exceptions import ObjectNotFound
+
+from instructflow.tasks.paths import runs_dir
 
 # A held slot's lease is renewed while its holder lives; a server running the
 # repossessor frees it this long after the holder died (instructflow.tasks.leftovers frees
 # it at once where no server would).
 LEASE_SECONDS = 60.0  # the shortest lease Prefect accepts
-TRAINING = "instructflow-training"
 REGISTRY = "instructflow-registry"
 
 
 def ensure_limits() -> None:
     with get_client(sync_client=True) as client:
-        for name in (TRAINING, REGISTRY):
-            try:
-                client.read_global_concurrency_limit_by_name(name)
-            except ObjectNotFound:
-                client.create_global_concurrency_limit(
-                    GlobalConcurrencyLimitCreate(name=name, limit=1)
-                )
-
-
-@contextmanager
-def training_slot() -> Iterator[None]:
-    with concurrency(TRAINING, occupy=1, lease_duration=LEASE_SECONDS):
-        yield
+        try:
+            client.read_global_concurrency_limit_by_name(REGISTRY)
+        except ObjectNotFound:
+            client.create_global_concurrency_limit(
+                GlobalConcurrencyLimitCreate(name=REGISTRY, limit=1)
+            )
 
 
 @contextmanager
@@ -52,27 +52,77 @@ def registry_slot() -> Iterator[None]:
         yield
 
 
+SLOTS_FOLDER = ".training-slots"
+LIMIT_FILE = "limit"
+POLL_SECONDS = 0.5
+
+
+def slots_folder() -> Path:
+    folder = runs_dir() / SLOTS_FOLDER
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
+def training_slots() -> int:
+    """How many training stages of this project root may run at once (1 unless a sweep raised it)."""
+    limit = slots_folder() / LIMIT_FILE
+    return int(limit.read_text()) if limit.exists() else 1
+
+
+@contextmanager
+def training_slot() -> Iterator[None]:
+    """Hold a training slot while inside; wait (polling) until one is free."""
+    folder = slots_folder()
+    waited = False
+    while True:
+        for index in range(training_slots()):
+            # One open file each: flock excludes other open files, in this process too.
+            handle = (folder / f"slot-{index}.lock").open("a")
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                handle.close()
+                continue
+            try:
+                yield
+            finally:
+                handle.close()  # closing the file releases the lock
+            return
+        if not waited:
+            print(
+                "waiting for a training slot: another run of this project is training", flush=True
+            )
+            waited = True
+        time.sleep(POLL_SECONDS)
+
+
+def training_slot_taken() -> bool:
+    """Whether any training slot of this project root is held now (by any process)."""
+    for index in range(training_slots()):
+        with (slots_folder() / f"slot-{index}.lock").open("a") as handle:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                return True
+    return False
+
+
 @contextmanager
 def training_slots_at_least(slots: int) -> Iterator[None]:
     """Let `slots` training stages run at once while inside, then put the limit back.
 
     A seed sweep runs cores // threads seeds at once, each pinned to its
     threads: with the one default slot its children would train one after
-    another, whatever the cores. The limit stays global, so all training at
-    once (the sweep's and any other run's) still fits in cores // threads.
+    another, whatever the cores. The limit stays per project root, so all
+    training at once (the sweep's and any other run's) still fits in
+    cores // threads.
     """
-    ensure_limits()
-    with get_client(sync_client=True) as client:
-        before = client.read_global_concurrency_limit_by_name(TRAINING).limit
-        if slots > before:
-            client.update_global_concurrency_limit(
-                TRAINING, GlobalConcurrencyLimitUpdate(limit=slots)
-            )
+    limit = slots_folder() / LIMIT_FILE
+    before = training_slots()
+    if slots > before:
+        limit.write_text(str(slots))
     try:
         yield
     finally:
         if slots > before:
-            with get_client(sync_client=True) as client:
-                client.update_global_concurrency_limit(
-                    TRAINING, GlobalConcurrencyLimitUpdate(limit=before)
-                )
+            limit.write_text(str(before))

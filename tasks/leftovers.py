@@ -1,8 +1,8 @@
 """What a killed run leaves behind, found and cleared by the next run.
 
 kill -9 (or a power cut) skips every `finally`: the MLflow runs stay RUNNING,
-the Prefect flow run stays Running, and a concurrency slot it held stays
-taken (Prefect frees a slot when its lease expires, but only a server that
+the Prefect flow run stays Running, and the registry's concurrency slot, if
+it held it, stays taken (Prefect frees a slot when its lease expires, but only a server that
 runs the repossessor service does that; the ephemeral server of a plain
 `instructflow run` does not, so the slot would be held forever).
 
@@ -13,7 +13,8 @@ the process dies, however it dies. At start, a run takes its own lock, then:
   is marked KILLED, with its RUNNING stage runs; its Prefect flow run is set
   to Crashed;
 - if no other run of this project root is alive and the Prefect API is on
-  this machine, the training and registry slots are set back to 0 in use.
+  this machine, the registry slot is set back to 0 in use. (Training slots
+  are file locks of the same kind: instructflow.tasks.concurrency.)
 """
 
 import fcntl

@@ -2,8 +2,8 @@
 
 See instructflow.tasks.leftovers for why; this is the order the pipeline needs: lock
 first (so a run starting at the same moment sees this one alive), then mark
-dead runs KILLED, then make sure the concurrency limits exist and free the
-slots dead runs held.
+dead runs KILLED, then make sure the registry's concurrency limit exists and
+free the slot a dead run held (a training slot frees itself: it is a file lock).
 """
 
 from collections.abc import Iterator
@@ -12,7 +12,7 @@ from contextlib import contextmanager
 from mlflow import MlflowClient
 
 from instructflow.tasks import leftovers
-from instructflow.tasks.concurrency import REGISTRY, TRAINING, ensure_limits
+from instructflow.tasks.concurrency import REGISTRY, ensure_limits
 
 
 def start_run(experiment_id: str, logger) -> dict[str, str]:
@@ -21,7 +21,7 @@ def start_run(experiment_id: str, logger) -> dict[str, str]:
     for run_id in leftovers.reap_mlflow_runs(MlflowClient(), experiment_id):
         logger.warning("an earlier run (MLflow %s) had been killed: marked KILLED", run_id)
     ensure_limits()
-    for name in leftovers.free_orphaned_slots(live[leftovers.TAG_TOKEN], [TRAINING, REGISTRY]):
+    for name in leftovers.free_orphaned_slots(live[leftovers.TAG_TOKEN], [REGISTRY]):
         logger.warning("freed the %s slot a killed run still held", name)
     return live
 

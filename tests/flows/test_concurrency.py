@@ -5,9 +5,10 @@ worker, which runs both at the same time): a run of the scheduled-retrain
 deployment (its cron run, started early, with the reduced smoke sizes and
 seed 2) overlapping a Custom Run of manual-run (seed 1, the e2e run's
 parameters but the reward model's learning rate). Each re-trains the reward
-model and re-runs what follows; the seed-2 run trains everything. The global
-concurrency limits (one slot each) must make the trainings take turns and the
-two promotion gates judge one after the other, each against the champion the
+model and re-runs what follows; the seed-2 run trains everything. The one
+training slot (a file lock under runs/) must make the trainings take turns,
+and the registry's global concurrency limit (one slot) the two promotion
+gates judge one after the other, each against the champion the
 other left.
 """
 
@@ -77,7 +78,7 @@ def test_training_stages_took_turns(live_stack, two_runs):
     # given each run's reward-model stage, trained (its config changed), not cached
     stage_runs = [_stage_run(client, run_id, "reward_model") for run_id in two_runs]
     assert all(r.data.tags.get("cached") != "true" for r in stage_runs)
-    # then the two trainings did not overlap: instructflow-training has one slot
+    # then the two trainings did not overlap: one training slot
     (_, end_first), (start_second, _) = sorted(
         (r.info.start_time, r.info.end_time) for r in stage_runs
     )
@@ -121,14 +122,17 @@ def test_registry_stays_consistent(live_stack, live_manual_run, two_runs):
         assert client.get_model_version(SMOKE_POLICY, champion).tags["promoted_by"] == "gate"
 
 
-def test_training_and_registry_limits_exist_with_one_slot(live_stack, two_runs):
+def test_registry_limit_has_one_slot_and_no_slot_is_left_held(live_stack, two_runs, monkeypatch):
     # given the Prefect server the runs used
-    for name in (concurrency.TRAINING, concurrency.REGISTRY):
-        # then the global concurrency limit exists, active, with a single slot, and nothing holds it now
-        limit = live_stack.request("GET", f"/v2/concurrency_limits/{name}")
-        assert limit.status_code == 200, name
-        body = limit.json()
-        assert (body["limit"], body["active"], body["active_slots"]) == (1, True, 0)
+    # then the registry's global concurrency limit exists, active, one slot, and nothing holds it now
+    limit = live_stack.request("GET", f"/v2/concurrency_limits/{concurrency.REGISTRY}")
+    assert limit.status_code == 200
+    body = limit.json()
+    assert (body["limit"], body["active"], body["active_slots"]) == (1, True, 0)
+    # and the worker's project root has one training slot, free
+    monkeypatch.setenv("INSTRUCTFLOW_ROOT", str(live_stack.checkout))
+    assert concurrency.training_slots() == 1
+    assert not concurrency.training_slot_taken()
 
 
 def _parent_run(client: MlflowClient, flow_run_id: str):

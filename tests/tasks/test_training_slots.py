@@ -1,53 +1,100 @@
-"""tasks.concurrency.training_slots_at_least: raised for a sweep, put back after, never lowered."""
+"""tasks.concurrency training slots: file locks per project root, taken in turn, raised for a sweep."""
+
+import threading
+import time
 
 import pytest
 
 from instructflow.tasks import concurrency
 
 
-class FakeClient:
-    """The two calls the context manager makes, on one limit held in memory."""
-
-    def __init__(self, limits: dict[str, int]):
-        self.limits = limits
-        self.updates: list[int] = []
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        return False
-
-    def read_global_concurrency_limit_by_name(self, name):
-        return type("Limit", (), {"limit": self.limits[name]})
-
-    def update_global_concurrency_limit(self, name, update):
-        self.limits[name] = update.limit
-        self.updates.append(update.limit)
+@pytest.fixture(autouse=True)
+def root(tmp_path, monkeypatch):
+    monkeypatch.setenv("INSTRUCTFLOW_ROOT", str(tmp_path))
+    monkeypatch.setattr(concurrency, "POLL_SECONDS", 0.01)
+    return tmp_path
 
 
-@pytest.fixture
-def client(monkeypatch):
-    fake = FakeClient({concurrency.TRAINING: 1})
-    monkeypatch.setattr(concurrency, "ensure_limits", lambda: None)
-    monkeypatch.setattr(concurrency, "get_client", lambda sync_client: fake)
-    return fake
+def test_one_slot_by_default_and_free_when_nobody_trains():
+    assert concurrency.training_slots() == 1
+    assert not concurrency.training_slot_taken()
+    with concurrency.training_slot():
+        assert concurrency.training_slot_taken()
+    assert not concurrency.training_slot_taken()
 
 
-def test_the_limit_is_raised_inside_and_restored_after(client):
+def test_a_second_holder_waits_for_the_first():
+    events: list[str] = []
+    first_holds = threading.Event()
+
+    def first():
+        with concurrency.training_slot():
+            first_holds.set()
+            time.sleep(0.2)
+            events.append("first out")
+
+    def second():
+        first_holds.wait()
+        with concurrency.training_slot():
+            events.append("second in")
+
+    threads = [threading.Thread(target=first), threading.Thread(target=second)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(5)
+    assert events == ["first out", "second in"]
+
+
+def test_a_raised_limit_lets_two_hold_at_once():
+    with concurrency.training_slots_at_least(2), concurrency.training_slot():
+        done = threading.Event()
+
+        def second():
+            with concurrency.training_slot():
+                done.set()
+
+        t = threading.Thread(target=second)
+        t.start()
+        assert done.wait(2)  # the second slot was free
+        t.join()
+
+
+def test_the_limit_is_raised_inside_and_restored_after():
     with concurrency.training_slots_at_least(3):
-        assert client.limits[concurrency.TRAINING] == 3
-    assert client.limits[concurrency.TRAINING] == 1
+        assert concurrency.training_slots() == 3
+    assert concurrency.training_slots() == 1
 
 
-def test_the_limit_is_restored_when_the_sweep_fails(client):
+def test_the_limit_is_restored_when_the_sweep_fails():
     with pytest.raises(RuntimeError), concurrency.training_slots_at_least(2):
         raise RuntimeError("a child failed")
-    assert client.limits[concurrency.TRAINING] == 1
+    assert concurrency.training_slots() == 1
 
 
-def test_a_higher_limit_is_left_alone(client):
-    client.limits[concurrency.TRAINING] = 4
-    with concurrency.training_slots_at_least(2):
-        assert client.limits[concurrency.TRAINING] == 4
-    assert client.updates == []
+def test_a_higher_limit_is_left_alone():
+    with concurrency.training_slots_at_least(4):
+        with concurrency.training_slots_at_least(2):
+            assert concurrency.training_slots() == 4
+        assert concurrency.training_slots() == 4
+
+
+def test_a_dead_holder_frees_its_slot(root):
+    import subprocess
+    import sys
+
+    # given a process that takes the slot and is killed while holding it
+    code = (
+        "import os, time\n"
+        "from instructflow.tasks import concurrency\n"
+        "with concurrency.training_slot():\n"
+        "    print('held', flush=True)\n"
+        "    time.sleep(60)\n"
+    )
+    child = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    assert child.stdout.readline().strip() == "held"
+    assert concurrency.training_slot_taken()
+    child.kill()
+    child.wait()
+    # then the slot is free again, with nothing to clean up
+    assert not concurrency.training_slot_taken()
