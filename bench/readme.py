@@ -117,7 +117,7 @@ def _overhead_rows(data: dict | None) -> list[list[str]]:
     what = [
         ("orchestration + tracking overhead, smoke", "overhead"),
         ("unchanged re-run / first run, smoke", "overhead"),
-        ("smoke end to end", "smoke"),
+        ("smoke flow run (server start excluded)", "smoke"),
     ]
     if data is None:
         return [
@@ -126,13 +126,20 @@ def _overhead_rows(data: dict | None) -> list[list[str]]:
     command = data.get("command") or (
         f"overhead.py --profile {data['profile']} --threads {data['threads']}"
     )
+
+    def percent(spread: dict) -> str:
+        return (
+            f"{100 * spread['median']:.1f}% [{100 * spread['min']:.1f}, {100 * spread['max']:.1f}]"
+        )
+
+    rounds = len(data["rounds"])
     measured = [
-        f"{100 * data['overhead_fraction']:.1f}% of {data['orchestrated_seconds']:.0f} s",
-        f"{100 * data['rerun_fraction']:.1f}% ({data['rerun_seconds']:.0f} s)",
-        f"{data['orchestrated_seconds']:.0f} s orchestrated,"
-        f" {data['direct_seconds']:.0f} s as plain functions",
+        f"{percent(data['overhead_fraction'])} of {data['orchestrated_seconds']['median']:.0f} s",
+        f"{percent(data['rerun_fraction'])} ({data['rerun_seconds']['median']:.1f} s)",
+        f"{data['orchestrated_seconds']['median']:.0f} s orchestrated,"
+        f" {data['direct_seconds']['median']:.0f} s as plain functions",
     ]
-    sources = [f"`{command}`", "same", "same"]
+    sources = [f"`{command}` (median [range] of {rounds} rounds)", "same", "same"]
     return [[w, m, TARGETS[t], s] for (w, t), m, s in zip(what, measured, sources, strict=True)]
 
 

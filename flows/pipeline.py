@@ -6,9 +6,7 @@ found in Prefect's cache still gets a nested run (tagged cached=true, with
 the metrics of the run that computed it) so MLflow reads the same either way.
 """
 
-import contextlib
 import os
-import shutil
 import time
 from pathlib import Path
 
@@ -33,7 +31,6 @@ from instructflow.tasks import (
     judge_trust,
     lifecycle,
     outages,
-    plots,
     preflight,
     provenance,
     registry,
@@ -149,7 +146,8 @@ def rlhf_pipeline(
             params.gate, gate["model_name"], gate, params.candidate, result["policies"], links
         )
         result["status"] = "completed"  # a failure before here: run_status.failure_report
-        _publish(result, mlflow_run_url(experiment_id, parent_id))
+        figures = [Path(evaluated["dir"]) / f for f in evaluated["plots"]]
+        _publish(result, figures, mlflow_run_url(experiment_id, parent_id))
     return result
 
 
@@ -340,17 +338,12 @@ def _registry(stage: Stages, params: PipelineParams, models, policies, evaluated
     return gate | {"model_name": model_name}
 
 
-def _publish(result: dict, url: str) -> None:
-    """reports/<run id>/ (report.json, report.md, plots), reports/latest, MLflow and Prefect."""
+def _publish(result: dict, figures: list[Path], url: str) -> None:
+    """reports/<run id>/ (report.json, report.md, the evaluation's plots), reports/latest, MLflow and Prefect."""
     parent_id = result["run"]["mlflow_run_id"]
-    staging = reports_dir() / ".staging" / parent_id
-    figures = plots.report_plots(result["policies"], staging)
     markdown = report.to_markdown(result, mlflow_url=url, plots=[str(f) for f in figures])
     run_dir = report.write_report(result, reports_dir(), markdown, extra_files=figures)
     report.publish_latest(run_dir, reports_dir())
-    shutil.rmtree(staging, ignore_errors=True)
-    with contextlib.suppress(OSError):  # the last staging folder leaves no empty .staging/
-        staging.parent.rmdir()
     mlflow.log_artifacts(str(run_dir), artifact_path="report")
     create_markdown_artifact(
         markdown=markdown, key="rlhf-report", description=f"instructflow run {parent_id}"

@@ -25,6 +25,7 @@ from instructflow.models.sampling import generate, sequence_logprobs, text_respo
 from instructflow.models.tokenizer import tokenizer_digest
 from instructflow.tasks.judge import HeldOutJudge
 from instructflow.tasks.judge_trust import agreement_block, agreement_metrics
+from instructflow.tasks.plots import report_plots
 from instructflow.tasks.stage import (
     import_closure_digest,
     prefect_options,
@@ -58,6 +59,10 @@ class EvalConfig(BaseModel):
         ge=1,
         description="Responses sampled and judged per test prompt; CIs resample prompts, so more samples narrow them only by the sampling and labeler noise.",
     )
+
+
+PLOTS = "plots"
+"""The report's figures, in the evaluation's output folder."""
 
 
 @dataclass
@@ -372,5 +377,14 @@ def evaluation_task(
         (out / "policies.json").write_text(json.dumps(rows, indent=2))
         for name, items in raw.items():
             write_jsonl(out / "responses" / f"{name}.jsonl", items)
+        # The report's plots depend on these rows only: drawn once here, a cached
+        # evaluation brings them along (drawing them takes about a second).
+        figures = [f.relative_to(out) for f in report_plots(rows, out / PLOTS)]
         mlflow.log_artifacts(str(out), artifact_path="evaluation")
-        return stage.done(metrics, rows=rows, judge_agreement=agreement, dir=str(out))
+        return stage.done(
+            metrics,
+            rows=rows,
+            judge_agreement=agreement,
+            plots=[str(f) for f in figures],
+            dir=str(out),
+        )

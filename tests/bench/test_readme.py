@@ -58,9 +58,11 @@ def test_each_cell_from_its_field(tmp_path):
         "reward_model": {"tokens_per_s": 99.4, "mfu": 0.304},
     })  # fmt: skip
     _write(tmp_path, "overhead.json", {
-        "machine": "m3", "profile": "smoke", "threads": 2, "overhead_fraction": 0.0312,
-        "orchestrated_seconds": 80.4, "rerun_fraction": 0.021, "rerun_seconds": 1.69,
-        "direct_seconds": 77.9,
+        "machine": "m3", "profile": "smoke", "threads": 2,
+        "overhead_fraction": {"median": 0.0312, "min": 0.0251, "max": 0.04},
+        "orchestrated_seconds": {"median": 80.4}, "rerun_seconds": {"median": 1.69},
+        "rerun_fraction": {"median": 0.021, "min": 0.02, "max": 0.0333},
+        "direct_seconds": {"median": 77.9}, "rounds": [{}, {}, {}],
     })  # fmt: skip
     _write(tmp_path, "by_hand.json", {"times": {"make_test": {
         "what": "suite", "minutes": 14, "machine": "2 cores", "command": "make test",
@@ -77,11 +79,14 @@ def test_each_cell_from_its_field(tmp_path):
     assert "151 tokens/s, MFU 0.46 of a 2.00 GFLOP/s matmul peak" in text
     assert "99 tokens/s, MFU 0.30" in text
     assert (
-        "| orchestration + tracking overhead, smoke | 3.1% of 80 s | <= 5% | `overhead.py --profile smoke --threads 2` |"
+        "| orchestration + tracking overhead, smoke | 3.1% [2.5, 4.0] of 80 s | <= 5% | `overhead.py --profile smoke --threads 2` (median [range] of 3 rounds) |"
         in text
     )
-    assert "| unchanged re-run / first run, smoke | 2.1% (2 s) |" in text
-    assert "| smoke end to end | 80 s orchestrated, 78 s as plain functions | <= 60 s |" in text
+    assert "| unchanged re-run / first run, smoke | 2.1% [2.0, 3.3] (1.7 s) |" in text
+    assert (
+        "| smoke flow run (server start excluded) | 80 s orchestrated, 78 s as plain functions | <= 60 s |"
+        in text
+    )
     assert (
         "| suite | 14 min, 2 cores | <= 15 min | `make test`, by hand, 2026-01-03 (commit abc) |"
         in text
