@@ -26,6 +26,7 @@ from transformers import (
 )
 
 from instructflow.models.batching import encode_pair, pad_batch
+from instructflow.models.lm import fused_activations
 from instructflow.models.sampling import position_ids_from_mask
 
 _PAD_CANDIDATES = ("<|pad|>", "<pad>", "[PAD]")
@@ -67,6 +68,7 @@ def reward_model_from_causal_lm(
         model = AutoModelForSequenceClassification.from_pretrained(
             path, num_labels=1, local_files_only=True
         )
+    fused_activations(model)
     _ensure_distinct_pad(model, tokenizer)
     model.config.reward_offset = float(getattr(model.config, "reward_offset", 0.0))
     return model, tokenizer

@@ -202,3 +202,33 @@ def test_context_length_is_generic() -> None:
         )
     )
     assert (context_length(gpt2), context_length(llama)) == (40, 77)
+
+
+def test_fused_activation_computes_gpt2s_gelu_and_is_not_saved(tmp_path):
+    import math
+
+    from transformers import GPT2LMHeadModel
+    from transformers.activations import GELUTanh, NewGELUActivation
+
+    from instructflow.models.lm import fused_activations
+
+    # given a GPT-2 as transformers builds it (gelu_new), and the same weights swapped
+    tokenizer = tiny_tokenizer()
+    built = build_gpt2(tokenizer, TINY_GPT2, seed=0)
+    plain = GPT2LMHeadModel(built.config)
+    plain.load_state_dict(built.state_dict())
+    assert isinstance(plain.transformer.h[0].mlp.act, NewGELUActivation)
+    assert isinstance(built.transformer.h[0].mlp.act, GELUTanh)
+    # then the activation is GeLU's tanh approximation, by its formula
+    x = torch.linspace(-6, 6, 101)
+    formula = 0.5 * x * (1 + torch.tanh(math.sqrt(2 / math.pi) * (x + 0.044715 * x**3)))
+    torch.testing.assert_close(built.transformer.h[0].mlp.act(x), formula, atol=1e-6, rtol=1e-5)
+    # and the whole model's logits agree with transformers' own to float rounding
+    ids = torch.tensor([tokenizer("the capital of Velm is Orsk.")["input_ids"]])
+    with torch.no_grad():
+        torch.testing.assert_close(built(ids).logits, plain(ids).logits, atol=1e-5, rtol=1e-5)
+    # and a saved model keeps GPT-2's own activation name; loading swaps it again
+    save_model(built, tokenizer, tmp_path / "m")
+    assert load_causal_lm(tmp_path / "m")[0].config.activation_function == "gelu_new"
+    assert isinstance(load_causal_lm(tmp_path / "m")[0].transformer.h[0].mlp.act, GELUTanh)
+    assert fused_activations(plain) is plain
