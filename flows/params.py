@@ -75,6 +75,10 @@ class PipelineParams(BaseModel):
         ge=1,
         description="Processes per training stage (base model, SFT and baselines, reward model, PPO): above 1, each stage runs under `accelerate launch` (DDP: NCCL on GPUs, gloo on CPU), each process on its share of every global batch; batch sizes stay global. 1: in the task's own process.",
     )
+    side_by_side: bool | None = Field(
+        None,
+        description="With 2+ threads (and 1 process per stage): stages that do not depend on each other run at the same time, half the threads each (FLAN- and T0-style beside SFT -> RM -> judge; PPO-ptx beside PPO), the second lane's training in processes of their own. False: one stage after another, every thread each. Empty: true, except on the smoke profile, whose stages last a second or two (a process of their own costs ~9 s of start-up).",
+    )
     base_model: str | None = Field(
         None,
         description="A local Hugging Face causal-LM directory or a Hub id (org/name; fetched into the Hugging Face cache, or read from it when offline) to start from. Empty: train a small GPT-2 on the world's corpus.",

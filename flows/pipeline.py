@@ -192,41 +192,58 @@ def _key(result: dict, field: str = "model_dir") -> str:
 def _models(stage: Stages, params: PipelineParams, data_in: dict, base_model_dir) -> dict:
     """Base model, SFT, comparisons, reward model, held-out judge, PPO and PPO-ptx, and the
     FLAN- and T0-style baselines: each stage's result by name, and `rm_inputs` (the keys of
-    the stages up to the RM, on which evaluation and the registry depend too)."""
+    the stages up to the RM, on which evaluation and the registry depend too).
+
+    With 2+ threads the stages that do not depend on each other run side by side
+    (`Stages.side_by_side`): the baselines beside SFT -> comparisons -> RM -> judge,
+    then PPO-ptx beside PPO.
+    """
     base = stage(
         base_model.base_model_task, "base_model", "base", data_in, base_model=base_model_dir
     )
     base_in = data_in | {"base": _key(base)}
-    sft_out = stage(sft.sft_task, "sft", "sft", base_in, variant="sft", model_dir=base["model_dir"])
-    sft_in, sft_dir = base_in | {"sft": _key(sft_out)}, sft_out["model_dir"]
-    comps = stage(
-        comparisons.comparisons_task, "comparisons", "comparisons", sft_in, sft_dir=sft_dir
-    )
-    comps_in = sft_in | {"comparisons": _key(comps, "dir")}
-    on_comparisons = {"sft_dir": sft_dir, "comparisons_dir": comps["dir"]}
-    rm = stage(
-        reward_model.reward_model_task, "reward_model", "reward_model", comps_in, **on_comparisons
-    )
-    rm_in = sft_in | {"rm": _key(rm)}
-    # A second reward model, on held-out preferences only: judges where gold cannot.
-    held_out_judge = stage(judge.judge_task, "judge", "judge", comps_in, **on_comparisons)
-    variants = [("ppo", 0.0), ("ppo_ptx", params.ptx_gamma)]
-    ppo_runs = stage.ppo(variants, rm_in, sft_out["model_dir"], rm["model_dir"])
-    baselines = {
-        name: stage(
-            sft.sft_task, name, "baselines", base_in, variant=name, model_dir=base["model_dir"]
+
+    def preference_chain(lane: Stages) -> dict:
+        sft_out = lane(
+            sft.sft_task, "sft", "sft", base_in, variant="sft", model_dir=base["model_dir"]
         )
-        for name in ("flan", "t0")
-    }
-    return {
-        "base": base,
-        "sft": sft_out,
-        "rm": rm,
-        "judge": held_out_judge,
-        **ppo_runs,
-        **baselines,
-        "rm_inputs": rm_in,
-    }
+        sft_in, sft_dir = base_in | {"sft": _key(sft_out)}, sft_out["model_dir"]
+        comps = lane(
+            comparisons.comparisons_task, "comparisons", "comparisons", sft_in, sft_dir=sft_dir
+        )
+        comps_in = sft_in | {"comparisons": _key(comps, "dir")}
+        on_comparisons = {"sft_dir": sft_dir, "comparisons_dir": comps["dir"]}
+        rm = lane(
+            reward_model.reward_model_task,
+            "reward_model",
+            "reward_model",
+            comps_in,
+            **on_comparisons,
+        )
+        # A second reward model, on held-out preferences only: judges where gold cannot.
+        held_out_judge = lane(judge.judge_task, "judge", "judge", comps_in, **on_comparisons)
+        return {
+            "sft": sft_out,
+            "rm": rm,
+            "judge": held_out_judge,
+            "rm_inputs": sft_in | {"rm": _key(rm)},
+        }
+
+    def baselines(lane: Stages) -> dict:
+        return {
+            name: lane(
+                sft.sft_task, name, "baselines", base_in, variant=name, model_dir=base["model_dir"]
+            )
+            for name in ("flan", "t0")
+        }
+
+    chain, baseline_runs = stage.side_by_side(preference_chain, baselines)
+    rm_in, sft_dir, rm_dir = chain["rm_inputs"], chain["sft"]["model_dir"], chain["rm"]["model_dir"]
+    ppo_runs = stage.side_by_side(
+        lambda lane: lane.ppo([("ppo", 0.0)], rm_in, sft_dir, rm_dir),
+        lambda lane: lane.ppo([("ppo_ptx", params.ptx_gamma)], rm_in, sft_dir, rm_dir),
+    )
+    return {"base": base, **chain, **ppo_runs[0], **ppo_runs[1], **baseline_runs}
 
 
 def _policies(models: dict, profile_dir: Path, params: PipelineParams) -> dict[str, dict]:

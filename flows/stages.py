@@ -6,15 +6,20 @@ folder, its parent MLflow run, its thread count) so that the embedded world's
 pipeline and a user's dataset key, time and launch their stages alike.
 """
 
+import contextvars
 import time
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import TypeVar
 
 import mlflow
+import torch
 from prefect import get_run_logger
 
 from instructflow.flows.params import PipelineParams
-from instructflow.tasks import launch, ppo, run_status, tracking
+from instructflow.tasks import concurrency, launch, ppo, run_status, tracking
 from instructflow.tasks.stage import (
     is_done,
     key_arguments,
@@ -63,6 +68,10 @@ def run_stage(
     return result
 
 
+A = TypeVar("A")
+B = TypeVar("B")
+
+
 @dataclass
 class Stages:
     """The stages of one pipeline run: `stages(task, name, config_name, inputs, **kwargs)`."""
@@ -93,6 +102,48 @@ class Stages:
             task, name, key_config, inputs, self.parent_run_id, self.timings,
             **common, **extra, **kwargs,
         )  # fmt: skip
+
+    def side_by_side(
+        self, first: Callable[["Stages"], A], second: Callable[["Stages"], B]
+    ) -> tuple[A, B]:
+        """`first(lane)` and `second(lane)` at the same time, each lane with half the threads.
+
+        Stages that do not depend on each other (the FLAN- and T0-style baselines
+        beside SFT -> RM; PPO beside PPO-ptx) take one core each on a 2-core
+        machine instead of sharing both: at these model sizes one op cannot keep
+        two cores busy, so two stages at one thread each finish sooner than one
+        after the other at two. `first` runs here; `second` in a thread whose
+        training stages each run in a process of their own (tasks.launch.own_process):
+        torch's random generator and thread settings are per process, so each
+        stage computes exactly what it computes alone at the lane's threads
+        (which its cache key records). The run holds one training slot for both.
+
+        With `side_by_side` False (unset: False on smoke only), fewer than 2 threads,
+        several processes per stage or an accelerator: one after the other, every
+        thread each.
+        """
+        params = self.params
+        wanted = (
+            params.side_by_side if params.side_by_side is not None else params.profile != "smoke"
+        )
+        lanes = wanted and self.threads >= 2 and params.processes == 1
+        if not lanes or torch.cuda.is_available():
+            return first(self), second(self)
+        lane = replace(self, threads=self.threads // 2)  # the same timings dict
+
+        def in_own_processes() -> B:
+            with launch.own_process(lane.threads):
+                return second(lane)
+
+        with concurrency.training_slot(), ThreadPoolExecutor(1, "stage-lane") as pool:
+            beside = pool.submit(contextvars.copy_context().run, in_own_processes)
+            torch.set_num_threads(lane.threads)
+            try:
+                here = first(lane)
+            finally:
+                torch.set_num_threads(self.threads)
+                there = beside.result()  # also waits (and re-raises) when first() failed
+        return here, there
 
     def ppo(
         self, variants: list[tuple[str, float]], inputs: dict, sft_dir: str, rm_dir: str

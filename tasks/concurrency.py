@@ -20,6 +20,7 @@ import fcntl
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from contextvars import ContextVar
 from pathlib import Path
 
 from prefect.client.orchestration import get_client
@@ -69,9 +70,20 @@ def training_slots() -> int:
     return int(limit.read_text()) if limit.exists() else 1
 
 
+_HELD: ContextVar[bool] = ContextVar("instructflow_training_slot_held", default=False)
+
+
 @contextmanager
 def training_slot() -> Iterator[None]:
-    """Hold a training slot while inside; wait (polling) until one is free."""
+    """Hold a training slot while inside; wait (polling) until one is free.
+
+    Inside it, in this thread or a thread started with a copy of its context
+    (two stages of one run side by side), training_slot() holds nothing more:
+    the run's stages share the slot it took.
+    """
+    if _HELD.get():
+        yield
+        return
     folder = slots_folder()
     waited = False
     while True:
@@ -83,9 +95,11 @@ def training_slot() -> Iterator[None]:
             except BlockingIOError:
                 handle.close()
                 continue
+            token = _HELD.set(True)
             try:
                 yield
             finally:
+                _HELD.reset(token)
                 handle.close()  # closing the file releases the lock
             return
         if not waited:

@@ -1,7 +1,10 @@
 """Run a training stage's plain function under `accelerate launch --num_processes N`.
 
 With `processes == 1` the function runs here, in the Prefect task's own
-process, as it always has. With N > 1 the task starts Accelerate's launcher
+process, as it always has; inside `own_process(threads)` (a stage running
+beside another one, flows/stages.py) it runs in one fresh process of its own
+with that many threads instead, so that two stages never share the process's
+torch state (its global random generator above all). With N > 1 the task starts Accelerate's launcher
 (torchrun underneath: NCCL on GPUs, gloo on CPU) on
 `instructflow.tasks.launch_worker`, which calls the same function in every
 process. The function's arguments travel in a pickle under the stage's
@@ -11,6 +14,7 @@ back. When any process fails, torchrun stops the others and the stage fails
 with that process's message, in one line.
 """
 
+import contextlib
 import os
 import pickle
 import shutil
@@ -19,7 +23,8 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextvars import ContextVar
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +42,19 @@ STOP = "stop"
 WORKER = "instructflow.tasks.launch_worker"
 STAGES = frozenset({"base_model", "sft", "flan", "t0", "reward_model", "ppo", "ppo_ptx"})
 """Pipeline stages whose task takes `processes` (the rest run in the task's process)."""
+
+
+_OWN_PROCESS: ContextVar[int | None] = ContextVar("instructflow_own_process", default=None)
+
+
+@contextlib.contextmanager
+def own_process(threads: int) -> Iterator[None]:
+    """Inside, a one-process stage runs in a fresh process of its own with `threads` threads."""
+    token = _OWN_PROCESS.set(threads)
+    try:
+        yield
+    finally:
+        _OWN_PROCESS.reset(token)
 
 
 class ProcessFailed(RuntimeError):
@@ -66,7 +84,8 @@ def run(
     """
     if processes < 1:
         raise ValueError(f"processes must be >= 1, got {processes}")
-    if processes == 1:
+    threads = _OWN_PROCESS.get()
+    if processes == 1 and threads is None:
         return fn(**kwargs, log=log)
     folder = work_dir / FOLDER
     shutil.rmtree(folder, ignore_errors=True)
@@ -81,7 +100,11 @@ def run(
         "label": label or log_prefix or "stage",
     }
     (folder / SPEC).write_bytes(pickle.dumps(spec))
-    returncode = _wait(launch_command(processes, folder / SPEC), folder / STOP)
+    if processes == 1:
+        command, env = [sys.executable, "-m", WORKER, str(folder / SPEC)], _own_env(threads)
+    else:
+        command, env = launch_command(processes, folder / SPEC), _env()
+    returncode = _wait(command, env, folder / STOP)
     if returncode != 0 and stop_requested():
         raise interrupt(f"stopped during a {processes}-process stage; its last checkpoint is kept")
     if returncode != 0:
@@ -123,7 +146,7 @@ def launch_command(processes: int, spec: Path) -> list[str]:
     ]
 
 
-def _wait(command: list[str], stop_file: Path) -> int:
+def _wait(command: list[str], env: dict[str, str], stop_file: Path) -> int:
     """Run the launcher in its own session; pass a stop request on; leave no process behind.
 
     A stop request (SIGINT/SIGTERM, instructflow.tasks.interrupts) becomes
@@ -132,7 +155,7 @@ def _wait(command: list[str], stop_file: Path) -> int:
     period ending, Prefect cancelling the run) ends the whole session, the
     launcher and every process it started, before it propagates.
     """
-    env = _env() | {STOP_FILE_ENV: str(stop_file)}
+    env = env | {STOP_FILE_ENV: str(stop_file)}
     launcher = subprocess.Popen(command, env=env, start_new_session=True)
     try:
         while launcher.poll() is None:
@@ -162,6 +185,11 @@ def _env() -> dict[str, str]:
     if not torch.cuda.is_available():
         env["ACCELERATE_USE_CPU"] = "true"
     return env
+
+
+def _own_env(threads: int) -> dict[str, str]:
+    """One process, not launched by Accelerate (no process group): `threads` torch threads."""
+    return dict(os.environ) | {"OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
 
 
 def _free_port() -> int:

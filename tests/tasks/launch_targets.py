@@ -33,3 +33,22 @@ def train_until_stopped(log) -> None:
         (folder / f"training{group.rank}").touch()
         time.sleep(0.05)
         after_step(None, step, dict)
+
+
+def seeded_training(log, seed: int) -> dict:
+    """A few SGD steps on data drawn from torch's global generator; what a stage returns."""
+    torch.manual_seed(seed)
+    net = torch.nn.Linear(16, 4)
+    optimizer = torch.optim.SGD(net.parameters(), lr=0.1)
+    for step in range(5):
+        x = torch.randn(32, 16)
+        loss = net(x).pow(2).mean()
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        log(step, {"loss": float(loss)})
+    return {
+        "weights": net.weight.detach().flatten().tolist(),
+        "pid": os.getpid(),
+        "threads": torch.get_num_threads(),
+    }

@@ -132,3 +132,37 @@ def test_a_stop_request_reaches_the_processes_and_an_exception_ends_them_all(tmp
         signal.signal(signal.SIGUSR1, previous)
     assert (second / launch.FOLDER / "training1").exists()  # they were training when it came
     assert _left_behind(second) == []
+
+
+@pytest.mark.slow  # starts one process (about 10 s on 2 cores)
+def test_a_stage_in_a_process_of_its_own_computes_what_it_computes_here(tmp_path, monkeypatch):
+    import torch
+
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]))
+    monkeypatch.setenv("INSTRUCTFLOW_ROOT", str(tmp_path))
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        here = launch_targets.seeded_training(lambda step, metrics: None, seed=3)
+    finally:
+        torch.set_num_threads(threads)
+    # given the same function, run beside another stage (tasks.launch.own_process, one thread)
+    with tracking.stage_run("probe", None) as run, launch.own_process(1):
+        there = launch.run(
+            launch_targets.seeded_training,
+            {"seed": 3},
+            processes=1,
+            work_dir=tmp_path,
+            log=None,
+            log_prefix="probe",
+        )
+    # then it ran in another process, at one thread, and computed the same weights bit for bit
+    assert there["pid"] != os.getpid() and there["threads"] == 1
+    assert there["weights"] == here["weights"]
+    # and its metrics reached the stage's MLflow run; nothing is left in the work folder
+    history = MlflowClient(tracking.tracking_uri()).get_metric_history(
+        run.info.run_id, "probe/loss"
+    )
+    assert [m.step for m in history] == [0, 1, 2, 3, 4]
+    assert not (tmp_path / launch.FOLDER).exists()

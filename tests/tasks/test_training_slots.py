@@ -98,3 +98,23 @@ def test_a_dead_holder_frees_its_slot(root):
     child.wait()
     # then the slot is free again, with nothing to clean up
     assert not concurrency.training_slot_taken()
+
+
+def test_inside_a_slot_this_context_and_its_copies_hold_nothing_more():
+    import contextvars
+
+    # given a run's slot, taken once for two stages side by side
+    with concurrency.training_slot():
+        inside: list[bool] = []
+
+        def stage():
+            with concurrency.training_slot():  # would wait forever if it took a second slot
+                inside.append(True)
+
+        t = threading.Thread(target=contextvars.copy_context().run, args=(stage,))
+        t.start()
+        t.join(2)
+        stage()
+        assert inside == [True, True]
+    # then afterwards the slot is free, and a new context takes it for real
+    assert not concurrency.training_slot_taken()
