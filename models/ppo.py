@@ -4,9 +4,10 @@ The environment is a bandit: a random prompt, the policy's sampled response,
 the reward model's score at the end of the episode. One iteration is
 
 1. rollout (no gradients; models/rollout.py): sample responses for
-   `rollout_batch` prompts (KV-cached, batched), then ONE batched forward
-   each for the policy's log-probs, the frozen SFT reference's log-probs, the
-   value model's values and the reward model's score;
+   `rollout_batch` prompts (KV-cached, batched), the policy's log-probs of
+   the sampled tokens taken from generation's own logits, then ONE batched
+   forward each for the frozen SFT reference's log-probs, the value model's
+   values and the reward model's score;
 2. rewards: the (normalised) RM score on the last response token, minus a
    penalty if the response hit the length limit without EOS, and
    -beta * (log pi - log pi_SFT) on every token (`ppo_math.kl_penalty_rewards`);
@@ -20,8 +21,9 @@ Settings: `instructflow.models.ppo_config.PPOHyper`. The loop that runs iteratio
 `instructflow.models.ppo_loop.ppo_train`. Resume state: `instructflow.models.ppo_state`.
 
 Dropout: every network runs in eval mode, also while it is trained, so the
-importance ratio is exactly 1 on the first minibatch of an update (the ratio
-would otherwise measure dropout noise, not policy change).
+importance ratio is 1 on the first minibatch of an update up to float
+rounding (KV-cached generation and a full forward pass sum in another order;
+with dropout the ratio would measure dropout noise, not policy change).
 
 No Prefect, no MLflow: progress, monitoring (gold score) and checkpoints go
 to callbacks that the caller (tasks/ppo.py) supplies.

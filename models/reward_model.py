@@ -121,6 +121,12 @@ def last_token_index(attention_mask: torch.Tensor) -> torch.Tensor:
     return (columns * attention_mask.long()).argmax(-1)
 
 
+LENGTH_GROUPS = 4
+"""`rewards` scores a batch in up to this many groups of rows of similar length."""
+ROWS_PER_GROUP = 8
+"""...of at least this many rows each (a forward pass has a fixed cost too)."""
+
+
 def rewards(
     model: PreTrainedModel, input_ids: torch.Tensor, attention_mask: torch.Tensor
 ) -> torch.Tensor:
@@ -130,10 +136,26 @@ def rewards(
     does not matter what id sits in a padded slot (a policy that pads with
     EOS, a rollout padded after its EOS). For right-padded inputs whose pad id
     is distinct this equals `model(...).logits + offset`.
+
+    Rows are scored in groups of similar length (sorted by attended tokens),
+    each cut to the columns its rows attend: a reward-model batch padded to
+    its longest sequence spends much of its work on padding (K responses of a
+    prompt differ in length, prompts too). No attended token sees a cut
+    column (the mask hides it, and positions come from the mask), so each
+    reward is what one padded batch gives, up to float rounding.
     """
-    values = token_values(model, input_ids, attention_mask)
-    index = last_token_index(attention_mask)
-    return values.gather(1, index.unsqueeze(1)).squeeze(1)
+    batch = input_ids.shape[0]
+    order = torch.argsort(attention_mask.sum(1), stable=True)
+    n_groups = max(1, min(LENGTH_GROUPS, batch // ROWS_PER_GROUP))
+    scores = []
+    for rows in order.tensor_split(n_groups):
+        mask = attention_mask[rows]
+        used = mask.any(0).nonzero().squeeze(1).tolist() or [0]  # a group of empty rows: one column
+        first, end = used[0], used[-1] + 1
+        mask, ids = mask[:, first:end], input_ids[rows, first:end]
+        values = token_values(model, ids, mask)
+        scores.append(values.gather(1, last_token_index(mask).unsqueeze(1)).squeeze(1))
+    return torch.cat(scores)[torch.argsort(order)]  # back in the rows' own order
 
 
 def encode_for_reward(

@@ -1,4 +1,4 @@
-"""A PPO rollout: sample responses, then score them once (policy, SFT reference, reward model).
+"""A PPO rollout: sample responses (with the policy's log-probs), then score them once (SFT reference, reward model).
 
 Token alignment (P = width of the left-padded prompt block, t = 0.. response
 positions): the logit at column P-1+t predicts response token t, and the
@@ -201,7 +201,9 @@ def response_logprobs(
 # ------------------------------------------------------------------ sampling and scoring
 
 
-def _sample(trainer: PPOTrainer, model, prompts: Sequence[str], row_seeds=None):
+def _sample(
+    trainer: PPOTrainer, model, prompts: Sequence[str], row_seeds=None, with_logprobs=False
+):
     """Sample one response per prompt (each row from its own seed, if given); return the trimmed rollout tensors."""
     hyper = trainer.hyper
     ro = generate(
@@ -211,6 +213,7 @@ def _sample(trainer: PPOTrainer, model, prompts: Sequence[str], row_seeds=None):
         hyper.max_new_tokens,
         hyper.temperature,
         row_seeds=row_seeds,
+        with_logprobs=with_logprobs,
     )
     qr, am, prompt_len, width = trim(
         ro.query_response, ro.attention_mask, ro.prompt_len, ro.response_mask
@@ -218,16 +221,12 @@ def _sample(trainer: PPOTrainer, model, prompts: Sequence[str], row_seeds=None):
     return ro, qr, am, prompt_len, ro.response_ids[:, :width], ro.response_mask[:, :width]
 
 
-def _policy_and_ref_logprobs(
+def _ref_logprobs(
     trainer: PPOTrainer, qr: Tensor, am: Tensor, prompt_len: int, response_ids: Tensor, mask
-) -> tuple[Tensor, Tensor]:
+) -> Tensor:
     temperature = trainer.hyper.temperature
-    logprobs = response_logprobs(
-        trainer.policy, qr, am, prompt_len, response_ids, mask, temperature
-    )
     with trainer.reference() as ref_policy:  # with LoRA: the policy's adapters off
-        ref = response_logprobs(ref_policy, qr, am, prompt_len, response_ids, mask, temperature)
-    return logprobs, ref
+        return response_logprobs(ref_policy, qr, am, prompt_len, response_ids, mask, temperature)
 
 
 def rm_scores(
@@ -297,11 +296,16 @@ def rollout(trainer: PPOTrainer, prompts: Sequence[str]) -> Experience:
     if trainer.row_seeded:  # this process's contiguous rows of the batch (models/ppo_shards.py)
         rows, seeds = shard_seeds(trainer.generator, group, len(prompts))
         prompts, first = [prompts[i] for i in rows], rows.start
-    ro, qr, am, prompt_len, response_ids, mask = _sample(
-        trainer, trainer.unwrapped_policy, prompts, seeds
-    )
-    (logprobs, ref_logprobs), (values, rm_score) = trainer.side.both(
-        partial(_policy_and_ref_logprobs, trainer, qr, am, prompt_len, response_ids, mask),
+    # The policy's log-probs come with the samples (from generation's own logits, as
+    # TRL takes them): one forward pass fewer than scoring the batch again. One
+    # thread, so that they are the same numbers whatever the run's thread count.
+    with trainer.side.one_thread():
+        ro, qr, am, prompt_len, response_ids, mask = _sample(
+            trainer, trainer.unwrapped_policy, prompts, seeds, with_logprobs=True
+        )
+    logprobs = ro.logprobs[:, : response_ids.shape[1]]
+    ref_logprobs, (values, rm_score) = trainer.side.both(
+        partial(_ref_logprobs, trainer, qr, am, prompt_len, response_ids, mask),
         lambda: (
             trainer.values(qr, am, prompt_len, response_ids.shape[1]) * mask,
             rm_scores(trainer, prompts, ro.texts, qr, am, ro.truncated),
@@ -355,11 +359,13 @@ def evaluate(
         torch.manual_seed(seed)
         for start in range(0, len(prompts), batch_size):
             batch = list(prompts[start : start + batch_size])
-            ro, qr, am, prompt_len, response_ids, mask = _sample(
-                trainer, trainer.unwrapped_policy, batch
-            )
-            (logprobs, ref_logprobs), score = trainer.side.both(
-                partial(_policy_and_ref_logprobs, trainer, qr, am, prompt_len, response_ids, mask),
+            with trainer.side.one_thread():
+                ro, qr, am, prompt_len, response_ids, mask = _sample(
+                    trainer, trainer.unwrapped_policy, batch, with_logprobs=True
+                )
+            logprobs = ro.logprobs[:, : response_ids.shape[1]]
+            ref_logprobs, score = trainer.side.both(
+                partial(_ref_logprobs, trainer, qr, am, prompt_len, response_ids, mask),
                 partial(rm_scores, trainer, batch, ro.texts, qr, am, ro.truncated),
             )
             texts += ro.texts

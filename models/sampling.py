@@ -47,6 +47,9 @@ class Sampled:
     """Decoded responses (special tokens dropped, `parse_response` applied)."""
     truncated: torch.Tensor
     """[B] bool: no EOS within max_new_tokens."""
+    logprobs: torch.Tensor | None = None
+    """[B, R] log-prob at the sampling temperature of each response token under the model
+    that sampled it, 0 after the response; only when asked (`generate(with_logprobs=True)`)."""
 
 
 def position_ids_from_mask(attention_mask: torch.Tensor) -> torch.Tensor:
@@ -134,6 +137,7 @@ def generate(
     top_k: int | None = None,
     prefix: str = "",
     row_seeds: list[int] | None = None,
+    with_logprobs: bool = False,
 ) -> Sampled:
     """Sample (or greedily decode) one response per prompt, in one batch.
 
@@ -141,7 +145,9 @@ def generate(
     the prompted-baseline policy); it is part of the query in the result.
     The tokenizer is not modified: padding is done here, not by the tokenizer.
     With `row_seeds` (one per prompt) each row samples from its own generator
-    (`RowSeededSampling`) instead of the global one.
+    (`RowSeededSampling`) instead of the global one. `with_logprobs` also
+    returns the sampled tokens' log-probs, from the logits generation computed
+    anyway (a PPO rollout needs them: no second forward pass of the policy).
     """
     device = model.device
     pad_id, eos_id = tokenizer.pad_token_id, tokenizer.eos_token_id
@@ -179,13 +185,15 @@ def generate(
             attention_mask=query_mask,
             generation_config=config,
             logits_processor=processors,
+            output_logits=with_logprobs,  # the model's own logits, before any processor
+            return_dict_in_generate=True,
         )
     finally:
         model.generation_config = saved_config
         model.train(was_training)
 
     # generate stops early once every row has ended: pad to a fixed R.
-    response_ids = output[:, prompt_len:]
+    response_ids = output.sequences[:, prompt_len:]
     missing = max_new_tokens - response_ids.shape[1]
     if missing > 0:
         response_ids = F.pad(response_ids, (0, missing), value=pad_id)
@@ -196,6 +204,12 @@ def generate(
         parse_response(tokenizer.decode(ids[mask.bool()].tolist(), skip_special_tokens=True))
         for ids, mask in zip(response_ids, response_mask, strict=True)
     ]
+    logprobs = None
+    if with_logprobs:
+        logits = torch.stack(output.logits, dim=1).float() / temperature  # [B, steps, V]
+        steps = logits.shape[1]
+        chosen = torch.log_softmax(logits, -1).gather(-1, response_ids[:, :steps, None])
+        logprobs = F.pad(chosen.squeeze(-1), (0, max_new_tokens - steps)) * response_mask
     return Sampled(
         query_response=torch.cat([query, response_ids], dim=1),
         attention_mask=torch.cat([query_mask, response_mask], dim=1),
@@ -204,6 +218,7 @@ def generate(
         response_mask=response_mask,
         texts=texts,
         truncated=truncated,
+        logprobs=logprobs,
     )
 
 

@@ -13,8 +13,9 @@ torch ops release the GIL while they run; what stays serial is the Python
 between them, small next to the ops at these sizes.
 """
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from typing import TypeVar
 
 import torch
@@ -39,6 +40,24 @@ class SideThread:
 
     def active(self) -> bool:
         return self.enabled and torch.get_num_threads() >= 2
+
+    @contextmanager
+    def one_thread(self) -> Iterator[None]:
+        """Inside, torch uses one intra-op thread when the side thread is active.
+
+        For work with nothing to put beside it whose numbers must not depend on
+        the thread count (sampling a rollout, whose logits give the policy's
+        log-probs): every op then runs as in a 1-thread run.
+        """
+        if not self.active():
+            yield
+            return
+        threads = torch.get_num_threads()
+        torch.set_num_threads(1)
+        try:
+            yield
+        finally:
+            torch.set_num_threads(threads)
 
     def both(self, first: Callable[[], A], second: Callable[[], B]) -> tuple[A, B]:
         if not self.active():

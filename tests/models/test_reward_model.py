@@ -166,3 +166,25 @@ def test_pad_distinct_from_eos_even_if_the_lm_has_none(tmp_path: Path, spare_row
     with torch.no_grad():
         hf = model(input_ids=ids, attention_mask=mask).logits.squeeze(-1)
         torch.testing.assert_close(rewards(model, ids, mask), hf, atol=1e-5, rtol=0)
+
+
+def test_rows_scored_by_length_groups_equal_one_padded_batch(reward_model, monkeypatch) -> None:
+    from instructflow.models import reward_model as rm_module
+
+    # given 24 sequences of very different lengths, right-padded into one batch
+    model, tokenizer = reward_model
+    prompts = [PROMPTS[i % 3] + " please" * (i % 7) for i in range(24)]
+    responses = [RESPONSES[i % 3] + " yes" * (i % 5) for i in range(24)]
+    ids, mask = encode_for_reward(tokenizer, prompts, responses, max_len=96)
+    # when they are scored in length groups (24 rows: 3 groups), with gradients on
+    grouped = rewards(model, ids, mask)
+    # then each reward is the one-batch reward, read at the last token (the formula before grouping)
+    whole = token_values(model, ids, mask).gather(1, last_token_index(mask).unsqueeze(1)).squeeze(1)
+    torch.testing.assert_close(grouped, whole, atol=1e-5, rtol=1e-5)
+    # and in the rows' own order, whatever their lengths
+    monkeypatch.setattr(rm_module, "LENGTH_GROUPS", 1)
+    torch.testing.assert_close(rewards(model, ids, mask), whole, atol=1e-5, rtol=1e-5)
+    # and gradients flow from every group to the trunk
+    grouped.sum().backward()
+    assert all(p.grad is not None for p in model.score.parameters())
+    assert model.base_model.get_input_embeddings().weight.grad.abs().sum() > 0

@@ -240,3 +240,25 @@ def test_generate_refuses_to_run_past_the_context(policy) -> None:
     model, tokenizer = policy
     with pytest.raises(ValueError, match="context length"):
         generate(model, tokenizer, ["hi"], max_new_tokens=200)
+
+
+def test_logprobs_from_generation_equal_a_forward_pass_over_the_samples(tmp_path) -> None:
+    from instructflow.models.lm import load_causal_lm
+    from instructflow.models.rollout import response_logprobs
+    from instructflow.models.sampling import generate
+    from tests.models.test_lm import save_tiny_checkpoint
+
+    # given a policy's samples at temperature 0.7, with the log-probs generation computed
+    model, tokenizer = load_causal_lm(save_tiny_checkpoint("gpt2", tmp_path / "m"))
+    torch.manual_seed(0)
+    prompts = ["reverse the word stone", "what is 12 + 30?", "hi"]
+    ro = generate(model, tokenizer, prompts, max_new_tokens=6, temperature=0.7, with_logprobs=True)
+    # then they are the log-probs one forward pass over prompt + response gives (0 after EOS)
+    with torch.no_grad():
+        forward = response_logprobs(
+            model, ro.query_response, ro.attention_mask, ro.prompt_len,
+            ro.response_ids, ro.response_mask, temperature=0.7,
+        )  # fmt: skip
+    torch.testing.assert_close(ro.logprobs, forward, atol=1e-5, rtol=1e-5)
+    assert (ro.logprobs[ro.response_mask == 0] == 0).all()
+    assert (ro.logprobs[ro.response_mask == 1] < 0).all()
