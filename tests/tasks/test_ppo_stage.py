@@ -256,11 +256,11 @@ def test_ppo_ptx_writes_model_curve_and_namespaced_summary(
     curve = json.loads((out / CURVE_JSON).read_text())
     first = curve["points"][0]
     assert all(p["gold_se"] >= 0 for p in curve["points"])  # the plot's error bars
-    assert curve["ptx_gamma"] == 1.0 and (first["iteration"], first["kl"], first["objective"]) == (
-        0,
-        0.0,
-        0.0,
-    )
+    # At iteration 0 the policy is the reference: its KL and objective are 0 up to the float
+    # rounding between generation's cached logits and the reference's full forward pass.
+    assert curve["ptx_gamma"] == 1.0 and first["iteration"] == 0
+    assert first["kl"] == pytest.approx(0.0, abs=1e-5)
+    assert first["objective"] == pytest.approx(0.0, abs=1e-5)
     expected = {
         "chosen_iteration",
         "peak_gold",
