@@ -8,6 +8,7 @@ the metrics of the run that computed it) so MLflow reads the same either way.
 
 import os
 import time
+from concurrent.futures import Future
 from pathlib import Path
 
 import mlflow
@@ -195,8 +196,10 @@ def _models(stage: Stages, params: PipelineParams, data_in: dict, base_model_dir
     the stages up to the RM, on which evaluation and the registry depend too).
 
     With 2+ threads the stages that do not depend on each other run side by side
-    (`Stages.side_by_side`): the baselines beside SFT -> comparisons -> RM -> judge,
-    then PPO-ptx beside PPO.
+    (`Stages.side_by_side`) in two lanes of about equal length: SFT -> comparisons
+    -> RM -> judge -> PPO-ptx in one, FLAN -> T0 -> PPO in the other (PPO waits
+    there for the first lane's RM, which on the tiny profile is ready before T0
+    is done). One after the other, the first lane's stages run first.
     """
     base = stage(
         base_model.base_model_task, "base_model", "base", data_in, base_model=base_model_dir
@@ -229,21 +232,28 @@ def _models(stage: Stages, params: PipelineParams, data_in: dict, base_model_dir
             "rm_inputs": sft_in | {"rm": _key(rm)},
         }
 
-    def baselines(lane: Stages) -> dict:
-        return {
+    chain_done: Future = Future()  # the second lane's PPO needs the first lane's RM
+
+    def preference_lane(lane: Stages) -> dict:
+        try:
+            chain = preference_chain(lane)
+        except BaseException as error:
+            chain_done.set_exception(error)  # the other lane stops waiting, and says why
+            raise
+        chain_done.set_result(chain)
+        return chain | lane.ppo("ppo_ptx", params.ptx_gamma, chain)
+
+    def baseline_lane(lane: Stages) -> dict:
+        runs = {
             name: lane(
                 sft.sft_task, name, "baselines", base_in, variant=name, model_dir=base["model_dir"]
             )
             for name in ("flan", "t0")
         }
+        return runs | lane.ppo("ppo", 0.0, chain_done.result())
 
-    chain, baseline_runs = stage.side_by_side(preference_chain, baselines)
-    rm_in, sft_dir, rm_dir = chain["rm_inputs"], chain["sft"]["model_dir"], chain["rm"]["model_dir"]
-    ppo_runs = stage.side_by_side(
-        lambda lane: lane.ppo([("ppo", 0.0)], rm_in, sft_dir, rm_dir),
-        lambda lane: lane.ppo([("ppo_ptx", params.ptx_gamma)], rm_in, sft_dir, rm_dir),
-    )
-    return {"base": base, **chain, **ppo_runs[0], **ppo_runs[1], **baseline_runs}
+    first, second = stage.side_by_side(preference_lane, baseline_lane)
+    return {"base": base, **first, **second}
 
 
 def _policies(models: dict, profile_dir: Path, params: PipelineParams) -> dict[str, dict]:

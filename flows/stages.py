@@ -109,7 +109,7 @@ class Stages:
         """`first(lane)` and `second(lane)` at the same time, each lane with half the threads.
 
         Stages that do not depend on each other (the FLAN- and T0-style baselines
-        beside SFT -> RM; PPO beside PPO-ptx) take one core each on a 2-core
+        beside SFT -> RM, for example) take one core each on a 2-core
         machine instead of sharing both: at these model sizes one op cannot keep
         two cores busy, so two stages at one thread each finish sooner than one
         after the other at two. `first` runs here; `second` in a thread whose
@@ -145,20 +145,20 @@ class Stages:
                 there = beside.result()  # also waits (and re-raises) when first() failed
         return here, there
 
-    def ppo(
-        self, variants: list[tuple[str, float]], inputs: dict, sft_dir: str, rm_dir: str
-    ) -> dict[str, dict]:
-        """A PPO stage per (name, ptx_gamma) of `variants`: the SFT model trained against the RM."""
-        return {
-            name: self(
-                ppo.ppo_task,
-                name,
-                "ppo",
-                inputs,
-                stage=name,
-                sft_dir=sft_dir,
-                rm_dir=rm_dir,
-                ptx_gamma=gamma,
-            )
-            for name, gamma in variants
-        }
+    def ppo(self, name: str, ptx_gamma: float, chain: dict) -> dict[str, dict]:
+        """PPO stage `name` ({name: result}): the chain's SFT model trained against its RM.
+
+        `chain` is the preference chain's results (`sft`, `rm`, and `rm_inputs`: the
+        keys of the stages up to the RM, on which PPO depends).
+        """
+        result = self(
+            ppo.ppo_task,
+            name,
+            "ppo",
+            chain["rm_inputs"],
+            stage=name,
+            sft_dir=chain["sft"]["model_dir"],
+            rm_dir=chain["rm"]["model_dir"],
+            ptx_gamma=ptx_gamma,
+        )
+        return {name: result}
