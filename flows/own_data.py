@@ -164,7 +164,9 @@ def run(
         variants.append(("ppo_ptx", params.ptx_gamma))
     else:
         skipped["ppo_ptx"] = NO_PRETRAIN
-    ppo_runs = stage.ppo(variants, ppo_in, sft_out["model_dir"], rm["model_dir"])
+    ppo_runs = {}
+    for name, gamma in variants:
+        ppo_runs |= stage.ppo(name, gamma, ppo_in, sft_out["model_dir"], rm["model_dir"])
     policies = {
         "base": {"model_dir": base["model_dir"]},
         "base_fewshot": {

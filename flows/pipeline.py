@@ -232,6 +232,10 @@ def _models(stage: Stages, params: PipelineParams, data_in: dict, base_model_dir
             "rm_inputs": sft_in | {"rm": _key(rm)},
         }
 
+    def on_chain(lane: Stages, name: str, ptx_gamma: float, chain: dict) -> dict[str, dict]:
+        sft_dir, rm_dir = chain["sft"]["model_dir"], chain["rm"]["model_dir"]
+        return lane.ppo(name, ptx_gamma, chain["rm_inputs"], sft_dir, rm_dir)
+
     chain_done: Future = Future()  # the second lane's PPO needs the first lane's RM
 
     def preference_lane(lane: Stages) -> dict:
@@ -241,7 +245,7 @@ def _models(stage: Stages, params: PipelineParams, data_in: dict, base_model_dir
             chain_done.set_exception(error)  # the other lane stops waiting, and says why
             raise
         chain_done.set_result(chain)
-        return chain | lane.ppo("ppo_ptx", params.ptx_gamma, chain)
+        return chain | on_chain(lane, "ppo_ptx", params.ptx_gamma, chain)
 
     def baseline_lane(lane: Stages) -> dict:
         runs = {
@@ -250,7 +254,7 @@ def _models(stage: Stages, params: PipelineParams, data_in: dict, base_model_dir
             )
             for name in ("flan", "t0")
         }
-        return runs | lane.ppo("ppo", 0.0, chain_done.result())
+        return runs | on_chain(lane, "ppo", 0.0, chain_done.result())
 
     first, second = stage.side_by_side(preference_lane, baseline_lane)
     return {"base": base, **first, **second}
@@ -285,6 +289,7 @@ def _evaluate(stage: Stages, models: dict, policies: dict[str, dict]) -> dict:
         sft_dir=models["sft"]["model_dir"],
         rm_dir=models["rm"]["model_dir"],
         judge_dir=models["judge"]["dir"],
+        lanes=stage.lanes(),  # the policies in two halves side by side
     )
 
 

@@ -103,6 +103,15 @@ class Stages:
             **common, **extra, **kwargs,
         )  # fmt: skip
 
+    def lanes(self) -> int:
+        """2 where independent work runs side by side (see side_by_side), else 1."""
+        params = self.params
+        wanted = (
+            params.side_by_side if params.side_by_side is not None else params.profile != "smoke"
+        )
+        on = wanted and self.threads >= 2 and params.processes == 1
+        return 2 if on and not torch.cuda.is_available() else 1
+
     def side_by_side(
         self, first: Callable[["Stages"], A], second: Callable[["Stages"], B]
     ) -> tuple[A, B]:
@@ -122,12 +131,7 @@ class Stages:
         several processes per stage or an accelerator: one after the other, every
         thread each.
         """
-        params = self.params
-        wanted = (
-            params.side_by_side if params.side_by_side is not None else params.profile != "smoke"
-        )
-        lanes = wanted and self.threads >= 2 and params.processes == 1
-        if not lanes or torch.cuda.is_available():
+        if self.lanes() < 2:
             return first(self), second(self)
         lane = replace(self, threads=self.threads // 2)  # the same timings dict
 
@@ -145,20 +149,18 @@ class Stages:
                 there = beside.result()  # also waits (and re-raises) when first() failed
         return here, there
 
-    def ppo(self, name: str, ptx_gamma: float, chain: dict) -> dict[str, dict]:
-        """PPO stage `name` ({name: result}): the chain's SFT model trained against its RM.
-
-        `chain` is the preference chain's results (`sft`, `rm`, and `rm_inputs`: the
-        keys of the stages up to the RM, on which PPO depends).
-        """
+    def ppo(
+        self, name: str, ptx_gamma: float, inputs: dict, sft_dir: str, rm_dir: str
+    ) -> dict[str, dict]:
+        """PPO stage `name` ({name: result}): the SFT model trained against the RM."""
         result = self(
             ppo.ppo_task,
             name,
             "ppo",
-            chain["rm_inputs"],
+            inputs,
             stage=name,
-            sft_dir=chain["sft"]["model_dir"],
-            rm_dir=chain["rm"]["model_dir"],
+            sft_dir=sft_dir,
+            rm_dir=rm_dir,
             ptx_gamma=ptx_gamma,
         )
         return {name: result}

@@ -8,8 +8,12 @@ perplexity on held-out pretraining text (the alignment tax).
 """
 
 import json
+import multiprocessing
 from collections import defaultdict
+from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import mlflow
@@ -204,12 +208,68 @@ def evaluate(
     cfg: EvalConfig,
     seed: int,
     judge_dir: Path | None = None,
+    lanes: int = 1,
 ) -> tuple[dict, dict]:
     """Report rows for every policy, and the raw responses (for the report's samples).
 
     With `judge_dir` (instructflow.tasks.judge's output), the held-out judge also compares
     every sample with its SFT reference, beside the held-out labelers.
+
+    With `lanes=2` (on CPU, 2+ threads) every second policy is judged in a process of
+    its own, the two halves at the same time with half the threads each: at these
+    model sizes sampling cannot keep two cores busy. A policy's figures depend on its
+    place in `policies` (its seeds) and the threads it was judged at, not on the lane.
     """
+    prompts, _ = load_test_prompts(profile_dir, cfg)
+    # The reference SFT responses come from their own seed, so "sft vs sft" is a real
+    # comparison of two samples (expected 0.5), not a tautology.
+    reference = sample(Policy("sft", sft_dir), prompts, cfg, seed + 1000).texts
+    judged = partial(
+        judge_policies,
+        reference=reference,
+        sft_dir=sft_dir,
+        rm_dir=rm_dir,
+        profile_dir=profile_dir,
+        cfg=cfg,
+        seed=seed,
+        judge_dir=judge_dir,
+    )
+    indexed = list(enumerate(policies))
+    if lanes < 2 or torch.get_num_threads() < 2 or torch.cuda.is_available():
+        return judged(indexed)
+    (rows, raw), (rows_beside, raw_beside) = _two_lanes(judged, indexed[0::2], indexed[1::2])
+    rows, raw = rows | rows_beside, raw | raw_beside
+    return {p.name: rows[p.name] for p in policies}, {p.name: raw[p.name] for p in policies}
+
+
+def _two_lanes(judged: Callable[[list], tuple], here: list, beside: list) -> tuple:
+    """`judged(here)` in this process and `judged(beside)` in a fresh one, half the threads each."""
+    threads = torch.get_num_threads()
+    lane_threads = threads // 2
+    spawn = multiprocessing.get_context("spawn")  # a fresh torch: nothing shared, nothing forked
+    with ProcessPoolExecutor(
+        1, mp_context=spawn, initializer=torch.set_num_threads, initargs=(lane_threads,)
+    ) as pool:
+        there = pool.submit(judged, beside)
+        torch.set_num_threads(lane_threads)
+        try:
+            done_here = judged(here)
+        finally:
+            torch.set_num_threads(threads)
+        return done_here, there.result()
+
+
+def judge_policies(
+    indexed: list[tuple[int, Policy]],
+    reference: list[str],
+    sft_dir: Path,
+    rm_dir: Path,
+    profile_dir: Path,
+    cfg: EvalConfig,
+    seed: int,
+    judge_dir: Path | None,
+) -> tuple[dict, dict]:
+    """evaluate()'s rows and raw responses for (index, policy) pairs: index seeds the policy."""
     prompts, ids = load_test_prompts(profile_dir, cfg)
     n = cfg.samples_per_prompt
     judge = GoldJudge.load(profile_dir)
@@ -217,14 +277,11 @@ def evaluate(
     rm, rm_tokenizer = reward_model_from_causal_lm(rm_dir)
     suite = read_jsonl(profile_dir / layout.PUBLIC_SUITE)
     pretrain_valid = [r["text"] for r in read_jsonl(profile_dir / layout.PRETRAIN_VALID)]
-    # The reference SFT responses come from their own seed, so "sft vs sft" is a real
-    # comparison of two samples (expected 0.5), not a tautology.
-    reference = sample(Policy("sft", sft_dir), prompts, cfg, seed + 1000).texts
     reference_gold = [judge.score(pid, t) for pid, t in zip(ids, reference, strict=True)]
     held_out_judge = HeldOutJudge.load(judge_dir) if judge_dir else None
 
     rows, raw = {}, {}
-    for index, policy in enumerate(policies):
+    for index, policy in indexed:
         print(
             f"evaluating {policy.name} on {len(prompts) // n} test prompts x {n} samples",
             flush=True,
@@ -352,9 +409,10 @@ def evaluation_task(
     out_dir: str,
     parent_run_id: str,
     judge_dir: str | None = None,
+    lanes: int = 1,
 ) -> StageResult:
-    """`policies` maps a name to {"model_dir": ..., "prefix": ...}."""
-    params = cfg.model_dump() | {"seed": seed, "policies": ",".join(policies)}
+    """`policies` maps a name to {"model_dir": ..., "prefix": ...}; `lanes`: evaluate()'s."""
+    params = cfg.model_dump() | {"seed": seed, "policies": ",".join(policies), "lanes": lanes}
     with tracked_stage("evaluation", out_dir, parent_run_id, params) as stage:
         out = stage.out
         listed = [
@@ -368,6 +426,7 @@ def evaluation_task(
             cfg,
             seed,
             Path(judge_dir) if judge_dir else None,
+            lanes,
         )
         metrics = flat_metrics(rows)
         agreement = None

@@ -50,6 +50,8 @@ def test_independent_stages_run_at_the_same_time(prefect_harness, make_project, 
     chain = [stage[name] for name in ("sft", "comparisons", "reward_model", "judge")]
     assert any(_overlap(stage[b], c) for b in ("flan", "t0") for c in chain)
     assert stage["ppo"].info.start_time >= stage["reward_model"].info.end_time
+    # and the evaluation judged the policies in two lanes too
+    assert stage["evaluation"].data.params["lanes"] == "2"
     # and a stage trained in its own process logged its steps to its own MLflow run
     assert client.get_metric_history(stage["flan"].info.run_id, "flan/train_loss")
     # and no training slot is left held

@@ -120,3 +120,35 @@ def test_head_to_head_against_a_policy_with_another_tokenizer(tiny_dirs, generat
         assert 0.0 <= match["win_rate"]["mean"] <= 1.0
         assert match["prompts"] == 20 and match["judged_by"] == "held-out labelers"
     assert one["public_challenger"] == two["public_incumbent"]
+
+
+def test_policies_judged_in_two_lanes_get_the_figures_they_get_one_after_another(
+    tiny_dirs, generated_root, tmp_path
+):
+    import torch
+
+    # given three policies (a lane each for the first and third, the second beside them)
+    sft_dir, rm_dir = tiny_dirs
+    (tmp_path / "model").symlink_to(rm_dir.resolve())
+    cfg = EvalConfig(max_prompts=12, max_new_tokens=6, samples_per_prompt=2)
+    profile = generated_root / "data" / "smoke"
+    policies = [
+        Policy("a", sft_dir),
+        Policy("b", sft_dir, "Q: hi\nA: yes\n\n"),
+        Policy("c", sft_dir),
+    ]
+    args = (policies, sft_dir, rm_dir, profile, cfg, 0, tmp_path)
+    threads = torch.get_num_threads()
+    try:
+        # when judged one after another at one thread, then in two lanes of one thread each
+        torch.set_num_threads(1)
+        alone = evaluate(*args)
+        torch.set_num_threads(2)
+        in_lanes = evaluate(*args, lanes=2)
+    finally:
+        torch.set_num_threads(threads)
+    # then every figure and every response is the same, in the same order
+    assert list(in_lanes[0]) == ["a", "b", "c"]
+    assert in_lanes == alone
+    # and the policies' seeds differ by place: a and c (one checkpoint) sampled differently
+    assert alone[1]["a"] != alone[1]["c"]
