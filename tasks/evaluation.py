@@ -8,10 +8,7 @@ perplexity on held-out pretraining text (the alignment tax).
 """
 
 import json
-import multiprocessing
 from collections import defaultdict
-from collections.abc import Callable
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -21,12 +18,13 @@ import torch
 from prefect import task
 from pydantic import BaseModel, ConfigDict, Field
 
-from instructflow.models.batching import encode_prompt
-from instructflow.models.lm import context_length, load_causal_lm
+from instructflow.models.lm import load_causal_lm
 from instructflow.models.lm_training import pack_corpus, perplexity
-from instructflow.models.reward_model import encode_for_reward, reward_model_from_causal_lm, rewards
+from instructflow.models.reward_model import reward_model_from_causal_lm
 from instructflow.models.sampling import generate, sequence_logprobs, text_response_logprobs
+from instructflow.models.side_process import halves_side_by_side
 from instructflow.models.tokenizer import tokenizer_digest
+from instructflow.tasks.eval_scoring import public_suite_accuracy, rm_scores, sft_logprobs_of
 from instructflow.tasks.judge import HeldOutJudge
 from instructflow.tasks.judge_trust import agreement_block, agreement_metrics
 from instructflow.tasks.plots import report_plots
@@ -137,66 +135,9 @@ def sample(policy: Policy, prompts: list[str], cfg: EvalConfig, seed: int, sft=N
         out.texts += ro.texts
         out.logprobs += own.sum(-1).tolist()
         if same_tokens:
-            out.sft_logprobs += _sft_logprobs(sft[0], tokenizer, batch, ro).tolist()
+            out.sft_logprobs += sft_logprobs_of(sft[0], tokenizer, batch, ro).tolist()
         elif sft is not None:
             out.sft_logprobs += text_response_logprobs(sft[0], sft[1], batch, ro.texts).tolist()
-    return out
-
-
-def _sft_logprobs(sft, tokenizer, prompts: list[str], ro) -> torch.Tensor:
-    """log pi_SFT of the policy's response tokens, conditioned on the bare prompt (no prefix).
-
-    Only for a policy that shares SFT's tokenizer: the sampled ids are SFT's ids too.
-    """
-    from instructflow.models.batching import pad_batch
-    from instructflow.models.sampling import encode_prompts
-
-    ids = encode_prompts(tokenizer, prompts)
-    width = max(len(x) for x in ids)
-    prompt_ids = pad_batch(ids, tokenizer.pad_token_id, side="left")
-    prompt_mask = pad_batch([[1] * len(x) for x in ids], 0, side="left")
-    query = torch.cat([prompt_ids, ro.response_ids], dim=1)
-    mask = torch.cat([prompt_mask, ro.response_mask], dim=1)
-    return sequence_logprobs(sft, query, mask, width, ro.response_ids, ro.response_mask).sum(-1)
-
-
-@torch.no_grad()
-def public_suite_accuracy(model, tokenizer, items: list[dict]) -> float:
-    """Multiple choice by likelihood: the choice whose tokens the model finds most probable."""
-    correct = 0
-    for item in items:
-        context = encode_prompt(tokenizer, " " + item["context"])
-        seqs = [
-            context + tokenizer(c, add_special_tokens=False)["input_ids"] for c in item["choices"]
-        ]
-        width = max(len(s) for s in seqs)
-        ids = torch.full((len(seqs), width), tokenizer.pad_token_id)
-        for i, s in enumerate(seqs):
-            ids[i, : len(s)] = torch.tensor(s)
-        logp = torch.log_softmax(model(input_ids=ids).logits[:, :-1].float(), -1)
-        target = ids[:, 1:]
-        token_logp = logp.gather(-1, target.unsqueeze(-1)).squeeze(-1)
-        scores = [
-            token_logp[i, len(context) - 1 : len(s) - 1].sum().item() for i, s in enumerate(seqs)
-        ]
-        correct += int(max(range(len(scores)), key=scores.__getitem__) == item["answer"])
-    return correct / len(items)
-
-
-@torch.no_grad()
-def rm_scores(
-    rm, rm_tokenizer, prompts: list[str], texts: list[str], batch_size: int = 128
-) -> list[float]:
-    out = []
-    max_len = context_length(rm)
-    for start in range(0, len(prompts), batch_size):
-        ids, mask = encode_for_reward(
-            rm_tokenizer,
-            prompts[start : start + batch_size],
-            texts[start : start + batch_size],
-            max_len,
-        )
-        out += rewards(rm, ids, mask).tolist()
     return out
 
 
@@ -237,26 +178,11 @@ def evaluate(
     indexed = list(enumerate(policies))
     if lanes < 2 or torch.get_num_threads() < 2 or torch.cuda.is_available():
         return judged(indexed)
-    (rows, raw), (rows_beside, raw_beside) = _two_lanes(judged, indexed[0::2], indexed[1::2])
+    (rows, raw), (rows_beside, raw_beside) = halves_side_by_side(
+        judged, indexed[0::2], indexed[1::2]
+    )
     rows, raw = rows | rows_beside, raw | raw_beside
     return {p.name: rows[p.name] for p in policies}, {p.name: raw[p.name] for p in policies}
-
-
-def _two_lanes(judged: Callable[[list], tuple], here: list, beside: list) -> tuple:
-    """`judged(here)` in this process and `judged(beside)` in a fresh one, half the threads each."""
-    threads = torch.get_num_threads()
-    lane_threads = threads // 2
-    spawn = multiprocessing.get_context("spawn")  # a fresh torch: nothing shared, nothing forked
-    with ProcessPoolExecutor(
-        1, mp_context=spawn, initializer=torch.set_num_threads, initargs=(lane_threads,)
-    ) as pool:
-        there = pool.submit(judged, beside)
-        torch.set_num_threads(lane_threads)
-        try:
-            done_here = judged(here)
-        finally:
-            torch.set_num_threads(threads)
-        return done_here, there.result()
 
 
 def judge_policies(

@@ -24,12 +24,12 @@ from prefect import task
 from instructflow.models.lm import load_causal_lm
 from instructflow.models.lm_training import pack_corpus, perplexity
 from instructflow.models.reward_model import reward_model_from_causal_lm
+from instructflow.tasks.eval_scoring import rm_scores
 from instructflow.tasks.evaluation import (
     EvalConfig,
     Policy,
     flat_metrics,
     load_test_prompts,
-    rm_scores,
     sample,
 )
 from instructflow.tasks.judge import HeldOutJudge
