@@ -41,6 +41,7 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from instructflow.models import ppo_math, ppo_shards, rollout
 from instructflow.models.distributed import Group
+from instructflow.models.length_groups import over_responses
 from instructflow.models.lora import adapters_off, trainable_parameters
 from instructflow.models.numeric import check_finite
 from instructflow.models.ppo_config import PPOHyper
@@ -52,9 +53,9 @@ from instructflow.models.rollout import (
     Minibatch,
     RewardNormalizer,
     minibatch,
-    response_logits,
 )
 from instructflow.models.runtime import make_accelerator
+from instructflow.models.sampling import response_logits
 from instructflow.models.side_thread import SideThread
 from instructflow.models.tokenizer import shares_vocabulary
 
@@ -220,8 +221,13 @@ class PPOTrainer:
         self, query_response: Tensor, attention_mask: Tensor, prompt_len: int, width: int
     ) -> Tensor:
         """[B, width] value of the state in which each response token is chosen (same columns as the logits)."""
-        values = self.value_net(query_response[:, :-1], attention_mask[:, :-1])
-        values = values[:, prompt_len - 1 : prompt_len - 1 + width].float()
+        values = over_responses(
+            lambda ids, mask, n: self.value_net(ids, mask)[:, -n:].float(),
+            query_response,
+            attention_mask,
+            prompt_len,
+            width,
+        )  # over rows of similar length
         return (values - self.value_shift) / self.value_scale
 
     # -------------------------------------------------------------- rollout (models/rollout.py)

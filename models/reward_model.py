@@ -26,6 +26,7 @@ from transformers import (
 )
 
 from instructflow.models.batching import encode_pair, pad_batch
+from instructflow.models.length_groups import in_row_order, length_groups
 from instructflow.models.lm import fused_activations
 from instructflow.models.sampling import position_ids_from_mask
 
@@ -121,12 +122,6 @@ def last_token_index(attention_mask: torch.Tensor) -> torch.Tensor:
     return (columns * attention_mask.long()).argmax(-1)
 
 
-LENGTH_GROUPS = 4
-"""`rewards` scores a batch in up to this many groups of rows of similar length."""
-ROWS_PER_GROUP = 8
-"""...of at least this many rows each (a forward pass has a fixed cost too)."""
-
-
 def rewards(
     model: PreTrainedModel, input_ids: torch.Tensor, attention_mask: torch.Tensor
 ) -> torch.Tensor:
@@ -144,18 +139,14 @@ def rewards(
     column (the mask hides it, and positions come from the mask), so each
     reward is what one padded batch gives, up to float rounding.
     """
-    batch = input_ids.shape[0]
-    order = torch.argsort(attention_mask.sum(1), stable=True)
-    n_groups = max(1, min(LENGTH_GROUPS, batch // ROWS_PER_GROUP))
+    groups = length_groups(attention_mask)
     scores = []
-    for rows in order.tensor_split(n_groups):
-        mask = attention_mask[rows]
-        used = mask.any(0).nonzero().squeeze(1).tolist() or [0]  # a group of empty rows: one column
-        first, end = used[0], used[-1] + 1
-        mask, ids = mask[:, first:end], input_ids[rows, first:end]
+    for group in groups:
+        columns = slice(group.first, group.end)
+        mask, ids = attention_mask[group.rows, columns], input_ids[group.rows, columns]
         values = token_values(model, ids, mask)
         scores.append(values.gather(1, last_token_index(mask).unsqueeze(1)).squeeze(1))
-    return torch.cat(scores)[torch.argsort(order)]  # back in the rows' own order
+    return in_row_order(groups, scores)
 
 
 def encode_for_reward(

@@ -3,8 +3,8 @@
 Token alignment (P = width of the left-padded prompt block, t = 0.. response
 positions): the logit at column P-1+t predicts response token t, and the
 value read at column P-1+t is the value of the state "prompt + response[:t]"
-in which token t is chosen. `response_logits` and `response_values` slice
-both the same way from one forward pass.
+in which token t is chosen. `response_logits` and `PPOTrainer.values` read
+both the same way (models/length_groups.py: over_responses).
 
 Training rollouts (`rollout`) and held-out evaluation (`evaluate`) share the
 sampling and scoring here; the trainer (models/ppo.py) owns the networks,
@@ -28,7 +28,7 @@ from instructflow.models.lm import context_length
 from instructflow.models.numeric import check_finite
 from instructflow.models.ppo_config import Normalization
 from instructflow.models.reward_model import encode_for_reward, rewards
-from instructflow.models.sampling import generate, position_ids_from_mask
+from instructflow.models.sampling import generate, response_logits
 
 if TYPE_CHECKING:
     from instructflow.models.ppo import PPOTrainer
@@ -156,26 +156,6 @@ def minibatch(exp: Experience, rows: Tensor) -> Minibatch:
     return Minibatch(
         rows, qr, am, prompt_len, exp.mask[rows, :width], exp.response_ids[rows, :width]
     )
-
-
-def response_logits(
-    model,
-    query_response: Tensor,
-    attention_mask: Tensor,
-    prompt_len: int,
-    width: int,
-    temperature: float,
-) -> Tensor:
-    """[B, width, V] logits (at the sampling temperature) that predict the response tokens."""
-    # The last column predicts nothing we score: leave it out of the forward.
-    ids, mask = query_response[:, :-1], attention_mask[:, :-1]
-    logits = model(
-        input_ids=ids,
-        attention_mask=mask,
-        position_ids=position_ids_from_mask(mask),
-        use_cache=False,
-    ).logits
-    return logits[:, prompt_len - 1 : prompt_len - 1 + width].float() / temperature
 
 
 def response_logprobs(

@@ -12,10 +12,12 @@ Position ids come from the attention mask, so a padded prompt is read at the
 same positions as the unpadded one.
 """
 
+import inspect
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
+from accelerate.utils import extract_model_from_parallel
 from transformers import (
     GenerationConfig,
     LogitsProcessor,
@@ -26,6 +28,7 @@ from transformers import (
 
 from instructflow.models.batching import IGNORE_INDEX, encode_prompt, encode_response, pad_batch
 from instructflow.models.formatting import format_prompt, parse_response
+from instructflow.models.length_groups import over_responses
 from instructflow.models.lm import context_length
 
 
@@ -252,6 +255,37 @@ def sample_responses(
     return [texts[i * num_samples : (i + 1) * num_samples] for i in range(len(prompts))]
 
 
+def response_logits(
+    model,
+    query_response: torch.Tensor,
+    attention_mask: torch.Tensor,
+    prompt_len: int,
+    width: int,
+    temperature: float,
+) -> torch.Tensor:
+    """[B, width, V] logits (at the sampling temperature) that predict the response tokens.
+
+    Run over rows of similar length (models/length_groups.py); the output layer only
+    at the positions that predict response tokens (`logits_to_keep`), where the model
+    takes it.
+    """
+    keeps = (
+        "logits_to_keep" in inspect.signature(extract_model_from_parallel(model).forward).parameters
+    )
+
+    def run(ids: torch.Tensor, mask: torch.Tensor, n: int) -> torch.Tensor:
+        logits = model(
+            input_ids=ids,
+            attention_mask=mask,
+            position_ids=position_ids_from_mask(mask),
+            use_cache=False,
+            **({"logits_to_keep": n} if keeps else {}),
+        ).logits
+        return logits[:, -n:].float()
+
+    return over_responses(run, query_response, attention_mask, prompt_len, width) / temperature
+
+
 def sequence_logprobs(
     model: PreTrainedModel,
     query_response: torch.Tensor,
@@ -263,19 +297,12 @@ def sequence_logprobs(
 ) -> torch.Tensor:
     """[B, R] log-prob of each response token under `model`, 0 where `response_mask` is 0.
 
-    One batched forward pass (with gradients if the caller has them on: PPO
-    calls this for the policy). `temperature` divides the logits, to score
-    responses under the same distribution they were sampled from.
+    Batched forward passes (with gradients if the caller has them on).
+    `temperature` divides the logits, to score responses under the same
+    distribution they were sampled from.
     """
-    output = model(
-        input_ids=query_response,
-        attention_mask=attention_mask,
-        position_ids=position_ids_from_mask(attention_mask),
-        use_cache=False,
-    )
-    # Logit at column t predicts the token at column t+1.
     width = response_ids.shape[1]
-    logits = output.logits[:, prompt_len - 1 : prompt_len - 1 + width].float() / temperature
+    logits = response_logits(model, query_response, attention_mask, prompt_len, width, temperature)
     logprobs = torch.log_softmax(logits, dim=-1)
     token_logprobs = logprobs.gather(-1, response_ids.unsqueeze(-1)).squeeze(-1)
     return token_logprobs * response_mask.to(token_logprobs.dtype)

@@ -169,7 +169,7 @@ def test_pad_distinct_from_eos_even_if_the_lm_has_none(tmp_path: Path, spare_row
 
 
 def test_rows_scored_by_length_groups_equal_one_padded_batch(reward_model, monkeypatch) -> None:
-    from instructflow.models import reward_model as rm_module
+    from instructflow.models import length_groups as length_groups_module
 
     # given 24 sequences of very different lengths, right-padded into one batch
     model, tokenizer = reward_model
@@ -182,7 +182,7 @@ def test_rows_scored_by_length_groups_equal_one_padded_batch(reward_model, monke
     whole = token_values(model, ids, mask).gather(1, last_token_index(mask).unsqueeze(1)).squeeze(1)
     torch.testing.assert_close(grouped, whole, atol=1e-5, rtol=1e-5)
     # and in the rows' own order, whatever their lengths
-    monkeypatch.setattr(rm_module, "LENGTH_GROUPS", 1)
+    monkeypatch.setattr(length_groups_module, "LENGTH_GROUPS", 1)
     torch.testing.assert_close(rewards(model, ids, mask), whole, atol=1e-5, rtol=1e-5)
     # and gradients flow from every group to the trunk
     grouped.sum().backward()
