@@ -86,24 +86,6 @@ class Group:
         return (mine, True) if mine else (list(rows[:1]), False)
 
 
-def sft_token_loss(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, int]:
-    """Summed next-token cross-entropy over labelled positions, and how many there are.
-
-    The same loss Hugging Face's causal-LM head averages (logits at t
-    predict labels at t+1, -100 ignored, fp32), left as a sum so shards of
-    one batch add up to the batch's total.
-    """
-    shifted = logits[:, :-1].float()
-    targets = labels[:, 1:]
-    total = torch.nn.functional.cross_entropy(
-        shifted.reshape(-1, shifted.shape[-1]),
-        targets.reshape(-1),
-        ignore_index=-100,
-        reduction="sum",
-    )
-    return total, int((targets != -100).sum())
-
-
 def labelled_tokens(examples: Sequence[tuple[list[int], list[int]]]) -> int:
     """Positions an SFT batch is trained on (labels past the first column that are not -100)."""
     return sum(sum(1 for label in labels[1:] if label != -100) for _, labels in examples)

@@ -6,12 +6,14 @@ directory a user brings. Both end with the same contract: a tokenizer with a
 pad token and a model whose `config.pad_token_id` matches it.
 """
 
+import inspect
 import os
 import shutil
 import tempfile
 from pathlib import Path
 
 import torch
+from accelerate.utils import extract_model_from_parallel
 from pydantic import BaseModel, ConfigDict, Field
 from transformers import (
     AutoModelForCausalLM,
@@ -121,6 +123,14 @@ def ensure_pad_token(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase)
     model.config.pad_token_id = tokenizer.pad_token_id
     if model.generation_config is not None:
         model.generation_config.pad_token_id = tokenizer.pad_token_id
+
+
+def takes_logits_to_keep(model: torch.nn.Module) -> bool:
+    """Whether the causal LM under any wrapper (DDP, PEFT) can run its output layer on some positions only."""
+    inner = extract_model_from_parallel(model)
+    if hasattr(inner, "get_base_model"):  # a PeftModel: its forward only passes keywords on
+        inner = inner.get_base_model()
+    return "logits_to_keep" in inspect.signature(inner.forward).parameters
 
 
 def load_causal_lm(path: str | os.PathLike) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:

@@ -15,9 +15,15 @@ import torch
 from accelerate import Accelerator
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from instructflow.models.batching import collate_sft, encode_pair, length_bucketed_batches
+from instructflow.models.batching import (
+    IGNORE_INDEX,
+    collate_sft,
+    encode_pair,
+    length_bucketed_batches,
+)
 from instructflow.models.checkpoints import CheckpointStore, after_step, rng_state, set_rng_state
-from instructflow.models.distributed import Group, labelled_tokens, sft_token_loss
+from instructflow.models.distributed import Group, labelled_tokens
+from instructflow.models.lm import takes_logits_to_keep
 from instructflow.models.numeric import check_finite
 from instructflow.models.runtime import Precision, make_accelerator
 
@@ -169,6 +175,36 @@ def encode_demonstrations(
     return [encode_pair(tokenizer, p, r, max_len) for p, r in zip(prompts, responses, strict=True)]
 
 
+def sft_loss_sum(
+    model: PreTrainedModel, batch: dict[str, torch.Tensor]
+) -> tuple[torch.Tensor, int]:
+    """Summed next-token cross-entropy over the batch's labelled tokens, and how many there are.
+
+    Hugging Face's causal-LM loss (logits at t predict labels at t+1, -100
+    ignored, fp32) as a sum, so that shards of one batch add up. The output
+    layer runs only from the first position that predicts a label on, where
+    the model takes `logits_to_keep`: in SFT data most tokens are prompt, and
+    logits there would be computed only to be ignored.
+    """
+    labels = batch["labels"]
+    predicts_label = (labels[:, 1:] != IGNORE_INDEX).any(0)
+    first = int(predicts_label.long().argmax())  # 0 when nothing is labelled: the loss is 0
+    keep = torch.arange(first, labels.shape[1] - 1, device=labels.device)
+    inputs = {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"]}
+    if takes_logits_to_keep(model):
+        logits = model(**inputs, logits_to_keep=keep).logits
+    else:
+        logits = model(**inputs).logits[:, keep]
+    targets = labels[:, first + 1 :]
+    total = torch.nn.functional.cross_entropy(
+        logits.float().reshape(-1, logits.shape[-1]),
+        targets.reshape(-1),
+        ignore_index=IGNORE_INDEX,
+        reduction="sum",
+    )
+    return total, int((targets != IGNORE_INDEX).sum())
+
+
 @torch.no_grad()
 def response_loss(
     model: PreTrainedModel,
@@ -185,13 +221,8 @@ def response_loss(
             k: v.to(model.device)
             for k, v in collate_sft([examples[i] for i in batch_idx], pad_id).items()
         }
-        out = model(
-            input_ids=batch["input_ids"],
-            attention_mask=batch["attention_mask"],
-            labels=batch["labels"],
-        )
-        n = int((batch["labels"][:, 1:] != -100).sum())
-        total += out.loss.item() * n
+        loss_sum, n = sft_loss_sum(model, batch)
+        total += loss_sum.item()
         count += n
     return total / max(1, count)
 
@@ -248,7 +279,8 @@ def supervised_finetune(
                     k: v.to(accelerator.device)
                     for k, v in collate_sft([train[i] for i in batches[index]], pad_id).items()
                 }
-                loss = shown = model(**batch).loss
+                loss_sum, count = sft_loss_sum(model, batch)
+                loss = shown = loss_sum / max(1, count)
             else:
                 loss, shown = _sharded_sft_loss(model, train, batches[index], group, pad_id)
             guarded_step(accelerator, model, loss, optimizer, scheduler, cfg.grad_clip, step)
@@ -285,8 +317,7 @@ def _sharded_sft_loss(model, train, rows: list[int], group: Group, pad_id: int):
         k: v.to(group.accelerator.device)
         for k, v in collate_sft([train[i] for i in mine], pad_id).items()
     }
-    logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
-    total, _ = sft_token_loss(logits, batch["labels"])
+    total, _ = sft_loss_sum(model, batch)
     total = total if real else total * 0.0
     count = labelled_tokens([train[i] for i in rows])
     return total * group.size / count, total / count

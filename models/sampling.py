@@ -12,12 +12,10 @@ Position ids come from the attention mask, so a padded prompt is read at the
 same positions as the unpadded one.
 """
 
-import inspect
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
-from accelerate.utils import extract_model_from_parallel
 from transformers import (
     GenerationConfig,
     LogitsProcessor,
@@ -29,7 +27,7 @@ from transformers import (
 from instructflow.models.batching import IGNORE_INDEX, encode_prompt, encode_response, pad_batch
 from instructflow.models.formatting import format_prompt, parse_response
 from instructflow.models.length_groups import over_responses
-from instructflow.models.lm import context_length
+from instructflow.models.lm import context_length, takes_logits_to_keep
 
 
 @dataclass
@@ -269,9 +267,7 @@ def response_logits(
     at the positions that predict response tokens (`logits_to_keep`), where the model
     takes it.
     """
-    keeps = (
-        "logits_to_keep" in inspect.signature(extract_model_from_parallel(model).forward).parameters
-    )
+    keeps = takes_logits_to_keep(model)
 
     def run(ids: torch.Tensor, mask: torch.Tensor, n: int) -> torch.Tensor:
         logits = model(

@@ -16,11 +16,12 @@ from instructflow.models.distributed import (
     bounds,
     labelled_tokens,
     main_process,
-    sft_token_loss,
     shard_seeds,
     whiten,
 )
-from instructflow.models.lm import build_gpt2
+from instructflow.models.lm import build_gpt2, takes_logits_to_keep
+from instructflow.models.lm_training import sft_loss_sum
+from instructflow.models.lora import LoraOptions, add_lora
 from instructflow.models.sampling import RowSeededSampling, generate
 from tests.models.test_lm import TINY_GPT2, tiny_tokenizer
 
@@ -50,16 +51,35 @@ def test_the_same_generator_gives_every_process_its_own_rows_with_global_seeds()
     assert len(set(alone)) == 5
 
 
+class WithoutLogitsToKeep(torch.nn.Module):
+    def __init__(self, model: torch.nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, input_ids, attention_mask):
+        return self.model(input_ids=input_ids, attention_mask=attention_mask)
+
+
 @torch.no_grad()
 def test_token_loss_sum_is_the_models_mean_times_its_token_count():
     tokenizer = tiny_tokenizer()
     model = build_gpt2(tokenizer, TINY_GPT2, seed=0)
-    examples = [encode_pair(tokenizer, p, r, 64) for p, r in [("hi", "there you"), ("a b c", "d")]]
+    pairs = [("hi", "there you"), ("a b c d e f", "d"), ("g h", "")]
+    examples = [encode_pair(tokenizer, p, r, 64) for p, r in pairs]
     batch = collate_sft(examples, tokenizer.pad_token_id)
-    out = model(**batch)
-    total, count = sft_token_loss(out.logits, batch["labels"])
+    out = model(**batch)  # Hugging Face's own loss: logits everywhere, the mean over labels
+    total, count = sft_loss_sum(model, batch)
     assert count == labelled_tokens(examples) == int((batch["labels"][:, 1:] != -100).sum())
     assert float(total) == pytest.approx(float(out.loss) * count, rel=1e-5)
+    # a model whose forward has no logits_to_keep gets the same sum from all its logits
+    plain = WithoutLogitsToKeep(model)
+    assert not takes_logits_to_keep(plain)
+    total_plain, _ = sft_loss_sum(plain, batch)
+    assert float(total_plain) == pytest.approx(float(total), rel=1e-5)
+    # the model under LoRA adapters still keeps only the logits it needs
+    assert takes_logits_to_keep(model) and takes_logits_to_keep(
+        add_lora(model, LoraOptions(), "causal_lm")
+    )
 
 
 def test_whiten_in_one_process_is_masked_whiten():
