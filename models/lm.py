@@ -6,6 +6,7 @@ directory a user brings. Both end with the same contract: a tokenizer with a
 pad token and a model whose `config.pad_token_id` matches it.
 """
 
+import functools
 import inspect
 import os
 import shutil
@@ -130,7 +131,13 @@ def takes_logits_to_keep(model: torch.nn.Module) -> bool:
     inner = extract_model_from_parallel(model)
     if hasattr(inner, "get_base_model"):  # a PeftModel: its forward only passes keywords on
         inner = inner.get_base_model()
-    return "logits_to_keep" in inspect.signature(inner.forward).parameters
+    return _forward_takes_logits_to_keep(type(inner))
+
+
+@functools.cache
+def _forward_takes_logits_to_keep(model_class: type) -> bool:
+    # Once per class: it is asked on every forward of the training and scoring loops.
+    return "logits_to_keep" in inspect.signature(model_class.forward).parameters
 
 
 def load_causal_lm(path: str | os.PathLike) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:

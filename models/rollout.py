@@ -28,7 +28,7 @@ from instructflow.models.lm import context_length
 from instructflow.models.numeric import check_finite
 from instructflow.models.ppo_config import Normalization
 from instructflow.models.reward_model import encode_for_reward, rewards
-from instructflow.models.sampling import generate, response_logits
+from instructflow.models.sampling import generate, sequence_logprobs
 
 if TYPE_CHECKING:
     from instructflow.models.ppo import PPOTrainer
@@ -158,26 +158,6 @@ def minibatch(exp: Experience, rows: Tensor) -> Minibatch:
     )
 
 
-def response_logprobs(
-    model,
-    query_response: Tensor,
-    attention_mask: Tensor,
-    prompt_len: int,
-    response_ids: Tensor,
-    mask: Tensor,
-    temperature: float = 1.0,
-) -> Tensor:
-    """[B, L] log-prob of each response token under `model` at `temperature`, 0 where `mask` is 0.
-
-    One batched forward pass, with gradients if the caller has them on.
-    """
-    logits = response_logits(
-        model, query_response, attention_mask, prompt_len, response_ids.shape[1], temperature
-    )
-    logprobs = ppo_math.logprobs_of(logits, response_ids)
-    return torch.where(mask.bool(), logprobs, torch.zeros_like(logprobs))
-
-
 # ------------------------------------------------------------------ sampling and scoring
 
 
@@ -206,7 +186,7 @@ def _ref_logprobs(
 ) -> Tensor:
     temperature = trainer.hyper.temperature
     with trainer.reference() as ref_policy:  # with LoRA: the policy's adapters off
-        return response_logprobs(ref_policy, qr, am, prompt_len, response_ids, mask, temperature)
+        return sequence_logprobs(ref_policy, qr, am, prompt_len, response_ids, mask, temperature)
 
 
 def rm_scores(

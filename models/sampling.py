@@ -28,6 +28,7 @@ from instructflow.models.batching import IGNORE_INDEX, encode_prompt, encode_res
 from instructflow.models.formatting import format_prompt, parse_response
 from instructflow.models.length_groups import over_responses
 from instructflow.models.lm import context_length, takes_logits_to_keep
+from instructflow.models.ppo_math import logprobs_of
 
 
 @dataclass
@@ -299,9 +300,10 @@ def sequence_logprobs(
     """
     width = response_ids.shape[1]
     logits = response_logits(model, query_response, attention_mask, prompt_len, width, temperature)
-    logprobs = torch.log_softmax(logits, dim=-1)
-    token_logprobs = logprobs.gather(-1, response_ids.unsqueeze(-1)).squeeze(-1)
-    return token_logprobs * response_mask.to(token_logprobs.dtype)
+    # The PPO update's own formula, so a rollout's reference log-probs and the policy's
+    # in the update round alike (an unchanged policy has a ratio of exactly 1).
+    logprobs = logprobs_of(logits, response_ids)
+    return torch.where(response_mask.bool(), logprobs, torch.zeros_like(logprobs))
 
 
 @torch.no_grad()

@@ -19,7 +19,7 @@ from instructflow.models.lora import (
 from instructflow.models.ppo import PPOTrainer
 from instructflow.models.ppo_config import PPOHyper
 from instructflow.models.reward_model import reward_model_from_causal_lm, rewards
-from instructflow.models.rollout import response_logprobs
+from instructflow.models.sampling import sequence_logprobs
 from tests.models.test_lm import save_tiny_checkpoint
 
 SPEC = LoraOptions(r=4, alpha=8)
@@ -132,7 +132,7 @@ def test_ppo_on_adapters_keeps_the_reference_and_reward_model_frozen(tmp_path):
     _, exp = trainer.step(prompts, None)
     # then the rollout's reference log-probs and RM scores are those of the untouched SFT and RM
     qr, am = exp.query_response, exp.attention_mask
-    ref = response_logprobs(sft, qr, am, exp.prompt_len, exp.response_ids, exp.mask)
+    ref = sequence_logprobs(sft, qr, am, exp.prompt_len, exp.response_ids, exp.mask)
     torch.testing.assert_close(exp.ref_logprobs, ref, rtol=1e-5, atol=1e-5)
     with torch.no_grad():
         eos = torch.full_like(qr[:, :1], tokenizer.eos_token_id)

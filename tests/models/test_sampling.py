@@ -244,8 +244,7 @@ def test_generate_refuses_to_run_past_the_context(policy) -> None:
 
 def test_logprobs_from_generation_equal_a_forward_pass_over_the_samples(tmp_path) -> None:
     from instructflow.models.lm import load_causal_lm
-    from instructflow.models.rollout import response_logprobs
-    from instructflow.models.sampling import generate
+    from instructflow.models.sampling import generate, sequence_logprobs
     from tests.models.test_lm import save_tiny_checkpoint
 
     # given a policy's samples at temperature 0.7, with the log-probs generation computed
@@ -255,7 +254,7 @@ def test_logprobs_from_generation_equal_a_forward_pass_over_the_samples(tmp_path
     ro = generate(model, tokenizer, prompts, max_new_tokens=6, temperature=0.7, with_logprobs=True)
     # then they are the log-probs one forward pass over prompt + response gives (0 after EOS)
     with torch.no_grad():
-        forward = response_logprobs(
+        forward = sequence_logprobs(
             model, ro.query_response, ro.attention_mask, ro.prompt_len,
             ro.response_ids, ro.response_mask, temperature=0.7,
         )  # fmt: skip
