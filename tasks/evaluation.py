@@ -324,6 +324,35 @@ def flat_metrics(rows: dict) -> dict[str, float]:
     return out
 
 
+def evaluate_into(
+    out: Path,
+    policies: list[Policy],
+    sft_dir: Path,
+    rm_dir: Path,
+    profile_dir: Path,
+    cfg: EvalConfig,
+    seed: int,
+    judge_dir: Path | None = None,
+    lanes: int = 1,
+) -> dict:
+    """`evaluate`, then everything the report reads written into `out`: the rows
+    (policies.json), every response (responses/<policy>.jsonl) and the plots; with a
+    judge, how far it agrees with gold. Returns rows, metrics, agreement and plots."""
+    rows, raw = evaluate(policies, sft_dir, rm_dir, profile_dir, cfg, seed, judge_dir, lanes)
+    metrics = flat_metrics(rows)
+    agreement = None
+    if judge_dir:  # how far the held-out judge can be trusted: its agreement with gold
+        agreement = agreement_block(raw, HeldOutJudge.load(judge_dir).trained_prompts)
+        metrics |= agreement_metrics(agreement)
+    (out / "policies.json").write_text(json.dumps(rows, indent=2))
+    for name, items in raw.items():
+        write_jsonl(out / "responses" / f"{name}.jsonl", items)
+    # The report's plots depend on these rows only: drawn once here, a cached
+    # evaluation brings them along (drawing them takes about a second).
+    figures = [str(f.relative_to(out)) for f in report_plots(rows, out / PLOTS)]
+    return {"rows": rows, "metrics": metrics, "judge_agreement": agreement, "plots": figures}
+
+
 @task(**prefect_options("evaluation", EVAL_CODE))
 def evaluation_task(
     policies: dict[str, dict],
@@ -340,36 +369,12 @@ def evaluation_task(
     """`policies` maps a name to {"model_dir": ..., "prefix": ...}; `lanes`: evaluate()'s."""
     params = cfg.model_dump() | {"seed": seed, "policies": ",".join(policies), "lanes": lanes}
     with tracked_stage("evaluation", out_dir, parent_run_id, params) as stage:
-        out = stage.out
         listed = [
             Policy(name, Path(p["model_dir"]), p.get("prefix", "")) for name, p in policies.items()
         ]
-        rows, raw = evaluate(
-            listed,
-            Path(sft_dir),
-            Path(rm_dir),
-            Path(profile_dir),
-            cfg,
-            seed,
-            Path(judge_dir) if judge_dir else None,
-            lanes,
-        )
-        metrics = flat_metrics(rows)
-        agreement = None
-        if judge_dir:  # how far the held-out judge can be trusted: its agreement with gold
-            agreement = agreement_block(raw, HeldOutJudge.load(judge_dir).trained_prompts)
-            metrics |= agreement_metrics(agreement)
-        (out / "policies.json").write_text(json.dumps(rows, indent=2))
-        for name, items in raw.items():
-            write_jsonl(out / "responses" / f"{name}.jsonl", items)
-        # The report's plots depend on these rows only: drawn once here, a cached
-        # evaluation brings them along (drawing them takes about a second).
-        figures = [f.relative_to(out) for f in report_plots(rows, out / PLOTS)]
-        mlflow.log_artifacts(str(out), artifact_path="evaluation")
-        return stage.done(
-            metrics,
-            rows=rows,
-            judge_agreement=agreement,
-            plots=[str(f) for f in figures],
-            dir=str(out),
-        )
+        judge = Path(judge_dir) if judge_dir else None
+        args = (listed, Path(sft_dir), Path(rm_dir), Path(profile_dir), cfg, seed, judge, lanes)
+        result = evaluate_into(stage.out, *args)
+        mlflow.log_artifacts(str(stage.out), artifact_path="evaluation")
+        metrics = result.pop("metrics")
+        return stage.done(metrics, **result, dir=str(stage.out))
