@@ -150,7 +150,13 @@ def direct(profile_dir: Path, params, out: Path) -> tuple[float, dict[str, float
     ]
     eval_args = (policies, sft_dir, rm_dir, profile_dir, cfg, seed, out / "judge")
     (out / "evaluation").mkdir()
-    timed("evaluation", evaluation.evaluate_into, out / "evaluation", *eval_args)
+
+    def evaluate_and_write() -> dict:  # what the evaluation task runs
+        return evaluation.write_evaluation(
+            out / "evaluation", *evaluation.evaluate(*eval_args), out / "judge"
+        )
+
+    timed("evaluation", evaluate_and_write)
     return time.perf_counter() - start, seconds
 
 

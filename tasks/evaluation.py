@@ -324,21 +324,10 @@ def flat_metrics(rows: dict) -> dict[str, float]:
     return out
 
 
-def evaluate_into(
-    out: Path,
-    policies: list[Policy],
-    sft_dir: Path,
-    rm_dir: Path,
-    profile_dir: Path,
-    cfg: EvalConfig,
-    seed: int,
-    judge_dir: Path | None = None,
-    lanes: int = 1,
-) -> dict:
-    """`evaluate`, then everything the report reads written into `out`: the rows
-    (policies.json), every response (responses/<policy>.jsonl) and the plots; with a
-    judge, how far it agrees with gold. Returns rows, metrics, agreement and plots."""
-    rows, raw = evaluate(policies, sft_dir, rm_dir, profile_dir, cfg, seed, judge_dir, lanes)
+def write_evaluation(out: Path, rows: dict, raw: dict, judge_dir: Path | None) -> dict:
+    """What the report reads of `evaluate`'s rows and responses, written into `out`:
+    policies.json, responses/<policy>.jsonl and the plots; with a judge, how far it
+    agrees with gold. Returns the rows, metrics, judge agreement and plot paths."""
     metrics = flat_metrics(rows)
     agreement = None
     if judge_dir:  # how far the held-out judge can be trusted: its agreement with gold
@@ -374,7 +363,7 @@ def evaluation_task(
         ]
         judge = Path(judge_dir) if judge_dir else None
         args = (listed, Path(sft_dir), Path(rm_dir), Path(profile_dir), cfg, seed, judge, lanes)
-        result = evaluate_into(stage.out, *args)
+        result = write_evaluation(stage.out, *evaluate(*args), judge)
         mlflow.log_artifacts(str(stage.out), artifact_path="evaluation")
         metrics = result.pop("metrics")
         return stage.done(metrics, **result, dir=str(stage.out))
