@@ -24,7 +24,9 @@ def tracking_uri() -> str:
 
 
 # Tracking URI -> experiment id, for the stages after the first in this process: each
-# lookup is two queries (tens of ms on SQLite), once per stage run otherwise.
+# lookup is two queries (tens of ms on SQLite), once per stage run otherwise. A store
+# deleted under a running process is beyond this cache anyway: MLflow's pooled SQLite
+# connections keep writing to the deleted file ("attempt to write a readonly database").
 _experiment_ids: dict[str, str] = {}
 
 
