@@ -4,8 +4,9 @@
 
 After one untimed direct run (a process's first run pays one-time costs),
 each round, in a fresh temporary project root (its own data/, runs/ and
-MLflow SQLite store; one Prefect home for all rounds), three timed runs on the
-same data, settings and seed:
+MLflow SQLite store; one Prefect home for all rounds), three timed runs on
+the same data, settings and seed, the direct run first in even rounds and
+last in odd ones:
 
 1. direct: every stage's plain function called in pipeline order (data
    validation, base model, SFT, comparisons, RM, held-out judge, PPO,
@@ -173,7 +174,9 @@ def orchestrated(params) -> tuple[float, dict]:
 
 
 def one_round(tmp: Path, params, index: int) -> dict:
-    """A fresh project root: direct, then orchestrated, then the unchanged re-run."""
+    """A fresh project root: the direct run and the orchestrated run (then its unchanged
+    re-run), the direct run first in even rounds and last in odd ones, so a machine that
+    speeds up or slows down during a round does not always favour the same side."""
     from instructflow.tasks import tracking
 
     project = tmp / f"project-{index}"
@@ -182,19 +185,30 @@ def one_round(tmp: Path, params, index: int) -> dict:
         MLFLOW_TRACKING_URI=f"sqlite:///{project / 'mlflow.db'}",
     )
     prepare_root(project)
-    direct_s, direct_stages = direct(
-        project / "data" / params.profile, params, tmp / f"direct-{index}"
-    )
-    print(f"[overhead] round {index}: direct {direct_s:.1f} s", flush=True)
-    started = time.perf_counter()
-    tracking.setup()  # creates the MLflow store's tables: once per project (excluded)
-    store_s = time.perf_counter() - started
-    first_s, metrics = orchestrated(params)
-    rerun_s, _ = orchestrated(params)
-    print(
-        f"[overhead] round {index}: orchestrated {first_s:.1f} s, re-run {rerun_s:.1f} s",
-        flush=True,
-    )
+
+    def run_direct() -> tuple[float, dict[str, float]]:
+        seconds, stages = direct(project / "data" / params.profile, params, tmp / f"direct-{index}")
+        print(f"[overhead] round {index}: direct {seconds:.1f} s", flush=True)
+        return seconds, stages
+
+    def run_orchestrated() -> tuple[float, float, dict, float]:
+        started = time.perf_counter()
+        tracking.setup()  # creates the MLflow store's tables: once per project (excluded)
+        store_s = time.perf_counter() - started
+        first_s, metrics = orchestrated(params)
+        rerun_s, _ = orchestrated(params)
+        print(
+            f"[overhead] round {index}: orchestrated {first_s:.1f} s, re-run {rerun_s:.1f} s",
+            flush=True,
+        )
+        return store_s, first_s, metrics, rerun_s
+
+    if index % 2 == 0:
+        direct_s, direct_stages = run_direct()
+        store_s, first_s, metrics, rerun_s = run_orchestrated()
+    else:
+        store_s, first_s, metrics, rerun_s = run_orchestrated()
+        direct_s, direct_stages = run_direct()
     registry_s = metrics.get("stage_seconds/registry", 0.0)
     return {
         "direct_seconds": round(direct_s, 2),
