@@ -187,9 +187,7 @@ def one_round(tmp: Path, params, index: int) -> dict:
     prepare_root(project)
 
     def run_direct() -> tuple[float, dict[str, float]]:
-        seconds, stages = direct(project / "data" / params.profile, params, tmp / f"direct-{index}")
-        print(f"[overhead] round {index}: direct {seconds:.1f} s", flush=True)
-        return seconds, stages
+        return direct_in(project, params, tmp / f"direct-{index}", f"round {index}: direct")
 
     def run_orchestrated() -> tuple[float, float, dict, float]:
         started = time.perf_counter()
@@ -227,14 +225,20 @@ def one_round(tmp: Path, params, index: int) -> dict:
     }
 
 
+def direct_in(project: Path, params, out: Path, label: str) -> tuple[float, dict[str, float]]:
+    """`direct` on the data of a prepared project root, its seconds printed under `label`."""
+    seconds, stages = direct(project / "data" / params.profile, params, out)
+    print(f"[overhead] {label} {seconds:.1f} s", flush=True)
+    return seconds, stages
+
+
 def warm_up_direct(tmp: Path, params) -> None:
     """One untimed direct run: the first run in a process pays one-time costs (imports,
     first calls, cold files) that took round 0's direct run 4-10 s longer than the others."""
     project = tmp / "project-warm-up"
     os.environ["INSTRUCTFLOW_ROOT"] = str(project)
     prepare_root(project)
-    seconds, _ = direct(project / "data" / params.profile, params, tmp / "direct-warm-up")
-    print(f"[overhead] warm-up: direct {seconds:.1f} s (not counted)", flush=True)
+    direct_in(project, params, tmp / "direct-warm-up", "warm-up (not counted): direct")
 
 
 def spread(values: list[float]) -> dict[str, float]:
