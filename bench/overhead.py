@@ -165,9 +165,11 @@ def orchestrated(params) -> tuple[float, dict]:
     from mlflow import MlflowClient
 
     from instructflow.flows.pipeline import rlhf_pipeline
+    from instructflow.tasks.env import no_flow_heartbeats
 
     start = time.perf_counter()
-    result = rlhf_pipeline(params)
+    with no_flow_heartbeats():  # as `instructflow run` calls it
+        result = rlhf_pipeline(params)
     seconds = time.perf_counter() - start
     metrics = MlflowClient().get_run(result["run"]["mlflow_run_id"]).data.metrics
     return seconds, metrics

@@ -58,8 +58,9 @@ def _cmd_run(args: argparse.Namespace) -> int:
             return 2
 
     from instructflow.flows.pipeline import rlhf_pipeline
+    from instructflow.tasks.env import no_flow_heartbeats
 
-    with stop_on_signals():
+    with stop_on_signals(), no_flow_heartbeats():
         state = rlhf_pipeline(params, return_state=True)
     report = state.result()  # raises InputRefused if the flow refused, or the stage's error
     print(json.dumps(report["run"], indent=2))
@@ -103,7 +104,10 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
     for field in ("profile", "threads"):
         if getattr(args, field) is not None:
             overrides[field] = getattr(args, field)
-    result = run_sweep(build_params(overrides), args.seeds, args.workers)
+    from instructflow.tasks.env import no_flow_heartbeats
+
+    with no_flow_heartbeats():
+        result = run_sweep(build_params(overrides), args.seeds, args.workers)
     print(json.dumps(result["sweep"], indent=2))
     return 0
 

@@ -14,7 +14,8 @@ Every variable is set only when unset: anything you export wins.
 
 import os
 import shlex
-from collections.abc import MutableMapping
+from collections.abc import Iterator, MutableMapping
+from contextlib import contextmanager
 
 from instructflow.tasks.paths import project_root, runs_dir
 
@@ -53,6 +54,31 @@ def apply_defaults(environ: MutableMapping[str, str] = os.environ) -> dict[str, 
     added = {name: value for name, value in defaults().items() if name not in environ}
     environ.update(added)
     return added
+
+
+HEARTBEAT_VARIABLE = "PREFECT_FLOWS_HEARTBEAT_FREQUENCY"
+
+
+@contextmanager
+def no_flow_heartbeats() -> Iterator[None]:
+    """Flow runs started inside emit no heartbeat events, unless you set PREFECT_FLOWS_HEARTBEAT_FREQUENCY.
+
+    Heartbeats only feed an automation that marks silent runs Crashed, which a
+    self-hosted Prefect has only if you create it (a killed run is found here by
+    instructflow.tasks.leftovers' liveness lock instead). Their cost: Prefect's
+    engine joins the heartbeat thread at the end of every flow run, and that
+    thread sleeps in 1 s steps, so each run waits up to a second for nothing (an
+    all-cached smoke re-run took 1.1 or 2.1 s, never between). An environment
+    variable cannot say "off" (Prefect accepts only 30 s or more), hence a
+    settings context around the call. Runs a worker starts keep Prefect's setting.
+    """
+    if HEARTBEAT_VARIABLE in os.environ:
+        yield
+        return
+    from prefect.settings import PREFECT_FLOWS_HEARTBEAT_FREQUENCY, temporary_settings
+
+    with temporary_settings({PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None}):
+        yield
 
 
 if __name__ == "__main__":

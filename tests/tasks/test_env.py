@@ -39,3 +39,21 @@ def test_the_module_prints_shell_exports_of_what_is_unset(tmp_path, monkeypatch)
     ).stdout
     assert f"export PREFECT_HOME={tmp_path / '.prefect'}\n" in out
     assert "HF_HUB_OFFLINE" not in out
+
+
+def test_flow_runs_started_here_send_no_heartbeats_unless_you_asked(monkeypatch):
+    from prefect.settings import get_current_settings
+
+    from instructflow.tasks.env import HEARTBEAT_VARIABLE, no_flow_heartbeats
+
+    # given no heartbeat setting of yours: inside, Prefect's engine sees heartbeats off
+    monkeypatch.delenv(HEARTBEAT_VARIABLE, raising=False)
+    prefect_default = get_current_settings().flows.heartbeat_frequency
+    with no_flow_heartbeats():
+        assert get_current_settings().flows.heartbeat_frequency is None
+    # and outside, Prefect's own setting again
+    assert get_current_settings().flows.heartbeat_frequency == prefect_default
+    # given you exported a frequency, it stands (Prefect read it when it was imported)
+    monkeypatch.setenv(HEARTBEAT_VARIABLE, "60")
+    with no_flow_heartbeats():
+        assert get_current_settings().flows.heartbeat_frequency == prefect_default
