@@ -16,14 +16,9 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
-from transformers import (
-    GenerationConfig,
-    LogitsProcessor,
-    LogitsProcessorList,
-    PreTrainedModel,
-    PreTrainedTokenizerBase,
-)
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
+from instructflow.models import decoding
 from instructflow.models.batching import IGNORE_INDEX, encode_prompt, encode_response, pad_batch
 from instructflow.models.formatting import format_prompt, parse_response
 from instructflow.models.length_groups import over_responses
@@ -73,59 +68,30 @@ def encode_prompts(
     return [encode_prompt(tokenizer, prefix + format_prompt(p)) for p in prompts]
 
 
-def _clean_generation_config(
-    tokenizer: PreTrainedTokenizerBase,
-    max_new_tokens: int,
-    temperature: float,
-    greedy: bool,
-    top_k: int | None,
-) -> GenerationConfig:
-    """Every decoding knob set on purpose.
-
-    transformers fills any field left at None from the model's
-    generation_config and then from global defaults (top_k=50 among them), so
-    "None" would not mean "off". Sampling must be from the model's true
-    distribution at `temperature` (PPO's importance ratios assume it): top_k=0
-    and top_p=1.0 are passed explicitly.
-    """
-    settings: dict = {
-        "max_new_tokens": max_new_tokens,
-        "do_sample": not greedy,
-        "num_beams": 1,
-        "use_cache": True,
-        "pad_token_id": tokenizer.pad_token_id,
-        "eos_token_id": tokenizer.eos_token_id,
-        "bos_token_id": tokenizer.bos_token_id,
-    }
-    if not greedy:
-        if temperature <= 0:
-            raise ValueError("temperature must be > 0 when sampling (use greedy=True instead)")
-        settings.update(temperature=temperature, top_k=top_k or 0, top_p=1.0)
-    return GenerationConfig(**settings)
-
-
-class RowSeededSampling(LogitsProcessor):
+class RowSeededSampling:
     """Sampling in which each row draws its noise from its own seeded generator (the Gumbel-max trick).
 
     argmax(logits / T + Gumbel noise) is a sample of softmax(logits / T); the
     noise of row r at step t is the t-th draw of generator r. A row's
     response then depends on its seed alone, not on which other rows share
     its batch: split a batch across processes and each row says the same.
+    A `decoding.Pick`: called with the running rows' logits and their rows.
     """
 
     def __init__(self, seeds: list[int], temperature: float) -> None:
         self.generators = [torch.Generator().manual_seed(seed) for seed in seeds]
         self.temperature = temperature
 
-    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
+    def __call__(self, logits: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
         uniform = torch.stack(
             [
-                torch.rand(scores.shape[-1], generator=g, dtype=torch.float64)
-                for g in self.generators
+                torch.rand(logits.shape[-1], generator=self.generators[row], dtype=torch.float64)
+                for row in rows.tolist()
             ]
         )
         gumbel = -torch.log(-torch.log(uniform.clamp(min=1e-300)))
-        return scores.float() / self.temperature + gumbel.to(scores.device, torch.float32)
+        noisy = logits.float() / self.temperature + gumbel.to(logits.device, torch.float32)
+        return noisy.argmax(-1)
 
 
 @torch.no_grad()
@@ -168,37 +134,29 @@ def generate(
             f"model's context length ({context_length(model)})"
         )
 
-    processors = None
+    pick: decoding.Pick
     if row_seeds is not None:
         if len(row_seeds) != len(prompts) or greedy or top_k:
             raise ValueError("row_seeds: one seed per prompt, for plain sampling only")
-        processors = LogitsProcessorList([RowSeededSampling(row_seeds, temperature)])
-        greedy = True  # argmax of the noisy logits is the sample
-    config = _clean_generation_config(tokenizer, max_new_tokens, temperature, greedy, top_k)
-    # A user's checkpoint may ship a generation_config.json with top_p,
-    # repetition_penalty, min_new_tokens... Hide it for this call so only
-    # `config` decides how we decode.
-    saved_config, was_training = model.generation_config, model.training
-    model.generation_config = GenerationConfig()
+        pick = RowSeededSampling(row_seeds, temperature)
+    elif greedy:
+        pick = decoding.greedy
+    elif temperature <= 0:
+        raise ValueError("temperature must be > 0 when sampling (use greedy=True instead)")
+    else:
+        pick = decoding.multinomial_sampler(temperature, top_k, len(prompts))
+    # Only what is passed here decides how we decode: a checkpoint's own
+    # generation_config.json (top_p, repetition_penalty...) is never read.
+    was_training = model.training
     model.eval()
     try:
-        output = model.generate(
-            input_ids=query,
-            attention_mask=query_mask,
-            generation_config=config,
-            logits_processor=processors,
-            output_logits=with_logprobs,  # the model's own logits, before any processor
-            return_dict_in_generate=True,
+        decoded = decoding.decode(
+            model, query, query_mask, max_new_tokens, eos_id, pad_id, pick, with_logprobs
         )
     finally:
-        model.generation_config = saved_config
         model.train(was_training)
 
-    # generate stops early once every row has ended: pad to a fixed R.
-    response_ids = output.sequences[:, prompt_len:]
-    missing = max_new_tokens - response_ids.shape[1]
-    if missing > 0:
-        response_ids = F.pad(response_ids, (0, missing), value=pad_id)
+    response_ids = decoded.tokens
     response_mask = response_mask_from_ids(response_ids, eos_id)
     truncated = ~(response_ids == eos_id).any(-1)
 
@@ -208,7 +166,7 @@ def generate(
     ]
     logprobs = None
     if with_logprobs:
-        logits = torch.stack(output.logits, dim=1).float() / temperature  # [B, steps, V]
+        logits = torch.stack(decoded.logits, dim=1) / temperature  # [B, steps, V]
         steps = logits.shape[1]
         chosen = torch.log_softmax(logits, -1).gather(-1, response_ids[:, :steps, None])
         logprobs = F.pad(chosen.squeeze(-1), (0, max_new_tokens - steps)) * response_mask
