@@ -61,7 +61,7 @@ HEARTBEAT_VARIABLE = "PREFECT_FLOWS_HEARTBEAT_FREQUENCY"
 
 @contextmanager
 def no_flow_heartbeats() -> Iterator[None]:
-    """Flow runs started inside emit no heartbeat events, unless you set PREFECT_FLOWS_HEARTBEAT_FREQUENCY.
+    """Flow runs started inside, in this process, emit no heartbeats, unless you set PREFECT_FLOWS_HEARTBEAT_FREQUENCY.
 
     Heartbeats only feed an automation that marks silent runs Crashed, which a
     self-hosted Prefect has only if you create it (a killed run is found here by
@@ -70,7 +70,8 @@ def no_flow_heartbeats() -> Iterator[None]:
     thread sleeps in 1 s steps, so each run waits up to a second for nothing (an
     all-cached smoke re-run took 1.1 or 2.1 s, never between). An environment
     variable cannot say "off" (Prefect accepts only 30 s or more), hence a
-    settings context around the call. Runs a worker starts keep Prefect's setting.
+    settings context around the call. Runs a worker starts, and a sweep's seed runs
+    (in processes of their own), keep Prefect's setting.
     """
     if HEARTBEAT_VARIABLE in os.environ:
         yield
