@@ -80,10 +80,12 @@ def provenance_line(prov: Mapping[str, Any]) -> str:
         loads = [prov["load_average"][k][0] for k in ("start", "end")]
         wall += f" (1-minute load average {loads[0]:.1f} at the start, {loads[1]:.1f} at the end)"
     workers = f" per seed, {prov['workers']} seeds at once" if "workers" in prov else ""
+    threads = prov.get("threads")
+    threads_text = f"{threads} thread{'' if threads == 1 else 's'}"
     return (
         f"profile {prov.get('profile')}, seeds {prov.get('seeds')}, {prov.get('cpu_model')} "
         f"({flags}; torch kernels {prov.get('torch_cpu_capability')}), GPU {prov.get('gpu') or 'none'}, "
-        f"{prov.get('threads')} threads{workers}, torch {prov.get('torch')}, transformers "
+        f"{threads_text}{workers}, torch {prov.get('torch')}, transformers "
         f"{prov.get('transformers')}, commit {str(prov.get('git_commit'))[:10]} ({clean}){wall}"
     )
 

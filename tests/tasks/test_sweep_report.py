@@ -24,7 +24,7 @@ def test_the_line_names_threads_workers_wall_time_and_load():
         "load_average": {"start": [2.09, 2.2, 2.0], "end": [4.5, 4.0, 3.9]},
     }
     line = provenance_line(prov)
-    assert "1 threads per seed, 3 seeds at once" in line
+    assert "1 thread per seed, 3 seeds at once" in line
     assert "commit 6c5b2d0aaa (clean), 90.0 min from 2026-12-02T06:29:24Z" in line
     assert "(1-minute load average 2.1 at the start, 4.5 at the end)" in line
 
@@ -32,5 +32,5 @@ def test_the_line_names_threads_workers_wall_time_and_load():
 def test_an_older_aggregate_without_them_still_renders():
     line = provenance_line(PROV)
     assert line.endswith(
-        "1 threads, torch 2.13.0+cpu, transformers 5.23.0, commit 6c5b2d0aaa (clean)"
+        "1 thread, torch 2.13.0+cpu, transformers 5.23.0, commit 6c5b2d0aaa (clean)"
     )
