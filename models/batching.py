@@ -70,6 +70,11 @@ def pad_batch(
     return out
 
 
+def position_ids_from_mask(attention_mask: torch.Tensor) -> torch.Tensor:
+    """Positions counting real tokens only (0 on left padding), as transformers' `generate` counts them."""
+    return (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
+
+
 def collate_sft(
     examples: Sequence[tuple[Sequence[int], Sequence[int]]], pad_id: int
 ) -> dict[str, torch.Tensor]:

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 import torch
 from transformers import PreTrainedModel
 
+from instructflow.models.batching import position_ids_from_mask
 from instructflow.models.lm import takes_logits_to_keep
 
 Pick = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
@@ -79,7 +80,7 @@ def decode(
     kept: list[torch.Tensor] | None = [] if keep_logits else None
     rows = torch.arange(batch, device=query.device)
     mask = query_mask
-    positions = (query_mask.long().cumsum(-1) - 1).clamp(min=0)  # 0 on the left padding
+    positions = position_ids_from_mask(query_mask)
     last_only = {"logits_to_keep": 1} if takes_logits_to_keep(model) else {}
     inputs, cache = query, None
     for step in range(max_new_tokens):

@@ -25,10 +25,9 @@ from transformers import (
     PreTrainedTokenizerBase,
 )
 
-from instructflow.models.batching import encode_pair, pad_batch
+from instructflow.models.batching import encode_pair, pad_batch, position_ids_from_mask
 from instructflow.models.length_groups import in_row_order, length_groups
 from instructflow.models.lm import fused_activations
-from instructflow.models.sampling import position_ids_from_mask
 
 _PAD_CANDIDATES = ("<|pad|>", "<pad>", "[PAD]")
 

@@ -19,7 +19,13 @@ import torch.nn.functional as F
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from instructflow.models import decoding
-from instructflow.models.batching import IGNORE_INDEX, encode_prompt, encode_response, pad_batch
+from instructflow.models.batching import (
+    IGNORE_INDEX,
+    encode_prompt,
+    encode_response,
+    pad_batch,
+    position_ids_from_mask,
+)
 from instructflow.models.formatting import format_prompt, parse_response
 from instructflow.models.length_groups import over_responses
 from instructflow.models.lm import context_length, takes_logits_to_keep
@@ -47,11 +53,6 @@ class Sampled:
     logprobs: torch.Tensor | None = None
     """[B, R] log-prob at the sampling temperature of each response token under the model
     that sampled it, 0 after the response; only when asked (`generate(with_logprobs=True)`)."""
-
-
-def position_ids_from_mask(attention_mask: torch.Tensor) -> torch.Tensor:
-    """Positions counting real tokens only (0 on left padding), as `generate` uses them."""
-    return (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
 
 
 def response_mask_from_ids(response_ids: torch.Tensor, eos_token_id: int) -> torch.Tensor:
