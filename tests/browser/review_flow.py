@@ -8,7 +8,10 @@ at the test's reduced smoke sizes whether the challenger beats SFT is up to
 chance. Everything from the question on (the pause, the form, the registry
 writes) is the pipeline's code; the model it asks about is the test's own.
 
-    python -m tests.browser.review_flow MODEL VERSION CHAMPION REPORT_JSON LINK...
+    python -m tests.browser.review_flow RUN_NAME MODEL VERSION CHAMPION REPORT_JSON LINK...
+
+RUN_NAME names the flow run, so the test finds its own paused run and never
+one that an earlier, failed test left paused on the same server.
 """
 
 import json
@@ -30,5 +33,6 @@ def promotion_review(
 
 
 if __name__ == "__main__":
-    model, version, champion, report_json, *links = sys.argv[1:]
-    print(json.dumps(promotion_review(model, version, champion, report_json, links)))
+    run_name, model, version, champion, report_json, *links = sys.argv[1:]
+    named = promotion_review.with_options(flow_run_name=run_name)
+    print(json.dumps(named(model, version, champion, report_json, links)))

@@ -18,6 +18,7 @@ import re
 import subprocess
 import sys
 import time
+import uuid
 
 import pytest
 from mlflow import MlflowClient
@@ -49,15 +50,17 @@ def review_model(live_stack, live_manual_run) -> MlflowClient:
     return client
 
 
-def _paused_run(live_stack, flow: subprocess.Popen, timeout: float) -> str:
+def _paused_run(live_stack, flow: subprocess.Popen, run_name: str, timeout: float) -> str:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline and flow.poll() is None:
         found = live_stack.request(
             "POST",
             "/flow_runs/filter",
             json={
-                "flow_runs": {"state": {"type": {"any_": ["PAUSED"]}}},
-                "flows": {"name": {"any_": ["promotion-review"]}},
+                "flow_runs": {
+                    "name": {"any_": [run_name]},
+                    "state": {"type": {"any_": ["PAUSED"]}},
+                },
             },
         ).json()
         if found:
@@ -65,6 +68,23 @@ def _paused_run(live_stack, flow: subprocess.Popen, timeout: float) -> str:
         time.sleep(1)
     out, err = flow.communicate(timeout=30) if flow.poll() is not None else ("", "")
     raise AssertionError(f"the review flow never paused for input\n{out[-2000:]}\n{err[-3000:]}")
+
+
+def _answer_form(live_stack, page, run_id: str, answer: dict, screenshots, name: str):
+    """Open the paused run, press Resume, fill and submit the form; Prefect's answer to it."""
+    page.goto(f"{live_stack.prefect_url}/runs/flow-run/{run_id}")
+    page.get_by_role("button", name="Resume", exact=True).first.click()
+    # The form shows the gate's evidence before the question.
+    expect(page.get_by_text(f"Promote {MODEL} v2")).to_be_visible()
+    expect(
+        page.get_by_text(re.compile(r"^win rate vs (sft|champion v\d+) \(head to head"))
+    ).to_be_visible()
+    dialog = page.get_by_role("dialog")
+    prefect_form.fill(dialog, answer, top_level=False)
+    shot(page, screenshots, name)
+    with page.expect_response(lambda r: r.url.endswith(f"/flow_runs/{run_id}/resume")) as sent:
+        dialog.get_by_role("button", name="Submit", exact=True).click()
+    return sent.value
 
 
 def _review_in_browser(live_stack, live_manual_run, page, screenshots, answer, name) -> dict:
@@ -82,8 +102,10 @@ def _review_in_browser(live_stack, live_manual_run, page, screenshots, answer, n
         ),
     }
     link = f"{live_stack.mlflow_url}/#/models/{MODEL}/versions/2"
+    run_name = f"review-{name}-{uuid.uuid4().hex[:8]}"
     flow = subprocess.Popen(
-        [sys.executable, "-m", "tests.browser.review_flow", MODEL, "2", "1", str(report), link],
+        [sys.executable, "-m", "tests.browser.review_flow", run_name, MODEL, "2", "1"]
+        + [str(report), link],
         cwd=live_stack.checkout,
         env=env,
         stdout=subprocess.PIPE,
@@ -91,18 +113,16 @@ def _review_in_browser(live_stack, live_manual_run, page, screenshots, answer, n
         text=True,
     )
     try:
-        run_id = _paused_run(live_stack, flow, timeout=240)
-        page.goto(f"{live_stack.prefect_url}/runs/flow-run/{run_id}")
-        page.get_by_role("button", name="Resume", exact=True).first.click()
-        # The form shows the gate's evidence before the question.
-        expect(page.get_by_text(f"Promote {MODEL} v2")).to_be_visible()
-        expect(
-            page.get_by_text(re.compile(r"^win rate vs (sft|champion v\d+) \(head to head"))
-        ).to_be_visible()
-        dialog = page.get_by_role("dialog")
-        prefect_form.fill(dialog, answer, top_level=False)
-        shot(page, screenshots, name)
-        dialog.get_by_role("button", name="Submit", exact=True).click()
+        run_id = _paused_run(live_stack, flow, run_name, timeout=240)
+        resumed = _answer_form(live_stack, page, run_id, answer, screenshots, name)
+        if resumed.status in live_stack.RETRYABLE:
+            # Prefect's SQLite server answers 503 while its store is busy; the UI shows
+            # the error and a person submits again, as this does (once).
+            print(f"resume answered {resumed.status}: submitting the form again")
+            resumed = _answer_form(live_stack, page, run_id, answer, screenshots, name)
+        assert resumed.ok, f"Prefect answered the resume with HTTP {resumed.status}"
+        verdict = resumed.json()
+        assert verdict.get("status") == "ACCEPT", f"Prefect did not resume the run: {verdict}"
         out, err = flow.communicate(timeout=240)
     except Exception:
         shot(page, screenshots, f"failed-{name}")
