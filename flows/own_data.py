@@ -22,7 +22,7 @@ from prefect import get_run_logger
 from prefect.artifacts import create_markdown_artifact
 
 from instructflow.flows.params import PipelineParams
-from instructflow.flows.stages import Stages, run_stage
+from instructflow.flows.stages import Stages, note_kept_start, run_stage
 from instructflow.tasks import (
     base_model,
     dataset_stage,
@@ -228,6 +228,7 @@ def run(
     result["gate"] = _register(
         params, candidate, policies, rm, sft_out, parent_id, run_info, md5s, result
     )
+    note_kept_start(result["gate"], candidate, ppo_runs.get(candidate, {}).get("metrics", {}))
 
     result["status"] = "completed"
     markdown = report.to_markdown(result, mlflow_url=mlflow_url) + dataset_markdown(result)

@@ -19,7 +19,7 @@ from prefect.runtime import flow_run
 
 from instructflow.flows import approval, own_data
 from instructflow.flows.params import PipelineParams
-from instructflow.flows.stages import Stages, run_stage
+from instructflow.flows.stages import Stages, note_kept_start, run_stage
 from instructflow.models.hub import resolve_pretrained
 from instructflow.tasks import (
     base_model,
@@ -146,6 +146,7 @@ def rlhf_pipeline(
         result["gate"] = approval.after_gate(
             params.gate, gate["model_name"], gate, params.candidate, result["policies"], links
         )
+        note_kept_start(result["gate"], params.candidate, models[params.candidate]["metrics"])
         result["status"] = "completed"  # a failure before here: run_status.failure_report
         figures = [Path(evaluated["dir"]) / f for f in evaluated["plots"]]
         _publish(result, figures, mlflow_run_url(experiment_id, parent_id))

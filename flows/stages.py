@@ -19,7 +19,7 @@ import torch
 from prefect import get_run_logger
 
 from instructflow.flows.params import PipelineParams
-from instructflow.tasks import concurrency, launch, ppo, run_status, tracking
+from instructflow.tasks import concurrency, launch, ppo, ppo_selection, run_status, tracking
 from instructflow.tasks.stage import (
     is_done,
     key_arguments,
@@ -66,6 +66,14 @@ def run_stage(
     mlflow.log_metric(f"stage_seconds/{stage_name}", seconds, run_id=parent_run_id)
     get_run_logger().info("stage %s: %s (%s) in %.1f s", stage_name, state.name, key, seconds)
     return result
+
+
+def note_kept_start(gate: dict, candidate: str, metrics: dict) -> None:
+    """Say so, in the log and the report's gate block, when the candidate is SFT's weights."""
+    note = ppo_selection.kept_start_note(candidate, metrics)
+    if note:
+        gate["candidate_note"] = note
+        get_run_logger().warning(note)
 
 
 A = TypeVar("A")

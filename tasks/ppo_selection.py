@@ -63,3 +63,22 @@ def record_evaluation(
             f"validation objective did not improve by > {cfg.min_gain} in {cfg.patience} evaluations"
         )
     return keep
+
+
+def kept_start_note(stage_name: str, metrics: dict[str, float]) -> str | None:
+    """What to tell a user whose PPO stage kept its starting weights (None when it did not).
+
+    The selection above may keep the SFT policy itself (iteration 0): then the
+    stage's model is SFT's weights, and any change to PPO's settings that does not
+    change this leaves the candidate, its figures and the gate exactly as they were.
+    """
+    chosen = metrics.get(f"{stage_name}/chosen_iteration")
+    if chosen is None or chosen != 0:
+        return None
+    run = metrics.get(f"{stage_name}/iterations_run")
+    ran = f"{int(run)} iterations" if run is not None else "its iterations"
+    return (
+        f"{stage_name} kept its starting weights (SFT's): none of {ran} raised the reward "
+        "model's objective on held-out prompts by more than ppo.min_gain, so the candidate "
+        "is SFT's weights; PPO settings change it only once an iteration is kept"
+    )

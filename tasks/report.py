@@ -142,6 +142,8 @@ def to_markdown(
         ]
         if gate.get("note"):
             lines.append(f"- note: {gate['note']}")
+        if gate.get("candidate_note"):
+            lines.append(f"- candidate: {gate['candidate_note']}")
     human = report.get("human_eval")
     if human:
         lines += ["", f"## Human evaluation ({human['items']} prompts, `{human['file']}`)", ""]

@@ -266,3 +266,20 @@ def test_the_held_out_judge_is_reported_beside_gold_and_labelers(smoke_run):
         agreement["heldout_labelers"]
     )
     assert "Held-out judge" in (smoke_run.root / "reports" / "latest" / "report.md").read_text()
+
+
+def test_the_report_says_when_the_candidate_kept_sfts_weights(smoke_run):
+    # given the candidate's PPO stage run (its selection's chosen iteration)
+    parent_id = smoke_run.result["run"]["mlflow_run_id"]
+    candidate = smoke_run.result["gate"]["candidate"]
+    (stage_run,) = smoke_run.runs(
+        f"tags.stage = '{candidate}' and tags.mlflow.parentRunId = '{parent_id}'"
+    )
+    kept_start = stage_run.data.metrics[f"{candidate}/chosen_iteration"] == 0
+    # then the gate block and report.md say the candidate is SFT's weights exactly when it is
+    note = smoke_run.result["gate"].get("candidate_note")
+    assert (note is not None) == kept_start
+    markdown = (smoke_run.root / "reports" / "latest" / "report.md").read_text()
+    assert ("- candidate: " in markdown) == kept_start
+    if kept_start:  # and its policy moved nowhere from SFT
+        assert smoke_run.result["policies"][candidate]["kl_to_sft"] == 0.0
