@@ -34,10 +34,11 @@ def defaults() -> dict[str, str]:
         # Keep cached task results with the project, beside the outputs they point to.
         "PREFECT_LOCAL_STORAGE_PATH": str(runs_dir() / "prefect-results"),
         "PREFECT_RESULTS_PERSIST_BY_DEFAULT": "true",
-        # DVC and Prefect's server would otherwise try to send usage analytics over a
+        # DVC, Prefect's server and MLflow would otherwise try to send usage analytics over a
         # network we do not have (Prefect's heartbeat logs an ERROR each time it fails).
         "DVC_NO_ANALYTICS": "1",
         "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+        "MLFLOW_DISABLE_TELEMETRY": "true",
         # Quieter logs: transformers and tokenizers warn about things we do on purpose.
         "TOKENIZERS_PARALLELISM": "false",
         "TRANSFORMERS_VERBOSITY": "error",
