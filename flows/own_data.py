@@ -40,9 +40,11 @@ from instructflow.tasks.dataset import load_dataset
 from instructflow.tasks.dataset_dvc import version_tags
 from instructflow.tasks.evaluation import fewshot_prefix
 from instructflow.tasks.gate import judge_decision
+from instructflow.tasks.input_checks import base_model_problems
 from instructflow.tasks.paths import reports_dir
 from instructflow.tasks.registry_snapshot import RegistrySnapshot
 from instructflow.tasks.stage import content_digest
+from instructflow.tasks.tables import TableError
 from instructflow.world import layout
 
 NEEDS_BASE = "a run on your own data needs --base-model (a local Hugging Face causal-LM directory)"
@@ -60,6 +62,11 @@ def preflight(params: PipelineParams) -> dict:
     if not params.base_model:
         raise ValueError(NEEDS_BASE)
     version_tags(Path(params.data), params.allow_data_mismatch)  # a changed dataset is refused
+    # The model's folder first, as a run on the embedded world checks it: the length
+    # check below needs its tokenizer and config.
+    _, problems = base_model_problems(Path(params.base_model))
+    if problems:
+        raise TableError(problems)
     check = dataset_stage.length_check(params.base_model, max_new_tokens(params))
     return load_dataset(Path(params.data), params.dataset, check).summary
 

@@ -302,6 +302,7 @@ def load_dataset(
         raise TableError(problems)
 
     split_of, problems = _split(every, cfg, summary)
+    problems = problems or empty_split_problems(loaded, split_of, paths)
     if problems:
         raise TableError(problems)
     summary["k_counts"] = dict(
@@ -339,3 +340,37 @@ def _split(
             message = f"no row landed in the {name} split ({len(items)} rows, rule {rule}): add rows or state splits"
             problems.append(Problem(summary["dir"], 0, "split", message))
     return split_of, problems
+
+
+def empty_split_problems(
+    loaded: dict[str, list[Item]], split_of: dict[int, str], paths: dict[str, Path]
+) -> list[Problem]:
+    """A split some stage reads but that got no rows: refused here, not as a crash mid-run."""
+    readers: dict[tuple[str, str], list[str]] = {}
+    sft_source = "demonstrations" if loaded["demonstrations"] else "preferences"
+    ppo_source = "prompts" if loaded["prompts"] else "preferences"
+    for table, split, reader in (
+        (sft_source, "train", "SFT"),
+        ("preferences", "train", "the reward model"),
+        ("preferences", "valid", "the reward model's validation"),
+        ("preferences", "test", "the held-out judge"),
+        (ppo_source, "train", "PPO"),
+        (ppo_source, "valid", "PPO's checkpoint selection"),
+    ):
+        readers.setdefault((table, split), []).append(reader)
+    problems = []
+    for (table, split), names in readers.items():
+        counts = Counter(split_of[id(i)] for i in loaded[table])
+        if counts[split] == 0:
+            have = ", ".join(f"{s} {counts[s]}" for s in ("train", "valid", "test"))
+            problems.append(
+                Problem(
+                    str(paths[table]),
+                    0,
+                    "split",
+                    f"no rows in the {split} split ({have}), needed by {' and '.join(names)}: "
+                    "add rows (from more users), or change dataset.valid_fraction / "
+                    "dataset.test_fraction (or the rows' `split` column)",
+                )
+            )
+    return problems

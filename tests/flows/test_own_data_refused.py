@@ -48,3 +48,29 @@ def test_a_bad_dataset_is_refused_before_anything_runs(tmp_path, monkeypatch, ca
     assert (
         "demonstrations.jsonl row 31 field 'messages': row needs" in err and "> context 256" in err
     )
+
+
+def test_a_broken_model_folder_is_refused_with_a_dataset_as_without_one(
+    tmp_path, monkeypatch, capsys
+):
+    root = tmp_path / "project"
+    root.mkdir()
+    monkeypatch.setenv("INSTRUCTFLOW_ROOT", str(root))
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{root / 'mlflow.db'}")
+    data = write_hh_dataset(tmp_path / "hh", n_pairs=30)
+    llama = tiny_llama(tmp_path / "llama", [p.read_text() for p in data.iterdir()])
+    # given a model folder whose weights are missing, and one without its config
+    (llama / "model.safetensors").unlink()
+    no_config = tmp_path / "no-config"
+    no_config.mkdir()
+    for broken, named in (
+        (llama, "field 'model.safetensors': no weights"),
+        (no_config, "field 'config.json': missing"),
+    ):
+        # when a run on the dataset starts from it
+        code = main(["run", "--profile", "smoke", "--data", str(data), "--base-model", str(broken)])
+        # then it is refused in one line naming the folder and what is wrong, before any stage
+        assert code == 2
+        err = capsys.readouterr().err
+        assert f"{broken} {named}" in err and "Traceback" not in err
+        assert not (root / "runs").exists() and not (root / "mlflow.db").exists()

@@ -187,6 +187,21 @@ def test_a_user_in_two_splits_is_refused_naming_both_places(tmp_path):
     assert "user 'user-0'" in str(e.value) and "split 'train'" in str(e.value)
 
 
+def test_a_split_a_stage_reads_left_empty_is_refused_naming_table_and_split(tmp_path):
+    # given a dataset whose settings leave the validation split empty
+    folder = write_pairwise_dataset(tmp_path / "pw", n=60)
+    with pytest.raises(TableError) as e:
+        load_dataset(folder, DatasetConfig(valid_fraction=0.0))
+    # then it is refused before any stage: the RM's and PPO's tables, each once
+    assert sorted(_problems(e.value)) == [
+        ("preferences.jsonl", 0, "split"),
+        ("prompts.jsonl", 0, "split"),
+    ]
+    assert "no rows in the valid split (train " in str(e.value)
+    assert "needed by the reward model's validation" in str(e.value)
+    assert "needed by PPO's checkpoint selection" in str(e.value)
+
+
 def test_bad_rows_are_each_named_by_file_row_and_field(tmp_path):
     folder = write_kwise_dataset(tmp_path / "kw", n=20)
     _rewrite(folder / "preferences.jsonl", 3, ranking=[0, 0, 1, 2])  # K = 4, not a permutation
