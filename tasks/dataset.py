@@ -159,6 +159,9 @@ def validate(
         cases.loc[row_checks, "column"] = (
             cases.loc[row_checks, "check"].astype(str).map(ROW_CHECK_FIELDS)
         )
+        for case in cases.index[row_checks]:  # and show that field's value, not another column's
+            row, field = cases.at[case, "index"], cases.at[case, "column"]
+            cases.at[case, "failure_case"] = frame.at[row, field] if field in frame else None
         problems = _schema_problems(e, frame, file, set())
     return problems, set(columns) - set(schema.columns)
 

@@ -208,10 +208,12 @@ def test_bad_rows_are_each_named_by_file_row_and_field(tmp_path):
     _rewrite(folder / "preferences.jsonl", 6, responses=["fine", "  "])  # K = 2, one empty
     with pytest.raises(TableError) as e:
         load_dataset(folder)
-    assert set(_problems(e.value)) == {
+    # each once (a row-wise check fails under every column of the row), with its own value
+    assert sorted(_problems(e.value)) == [
         ("preferences.jsonl", 3, "ranking"),
         ("preferences.jsonl", 6, "responses"),
-    }
+    ]
+    assert "best first (got a list of 4: [0, 0, 1, 2])" in str(e.value)
 
 
 def test_a_conversation_not_ending_on_an_assistant_turn_is_refused(tmp_path):
