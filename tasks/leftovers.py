@@ -15,10 +15,14 @@ the process dies, however it dies. At start, a run takes its own lock, then:
 - if no other run of this project root is alive and the Prefect API is on
   this machine, the registry slot is set back to 0 in use. (Training slots
   are file locks of the same kind: instructflow.tasks.concurrency.)
+- Prefect's temporary (ephemeral) server of a killed run outlives it: Prefect
+  stops it in a `finally` that kill -9 skips. One of this project's (same
+  PREFECT_HOME) whose parent died (adopted by init) is stopped.
 """
 
 import fcntl
 import os
+import signal
 import socket
 import uuid
 from pathlib import Path
@@ -151,3 +155,44 @@ def free_orphaned_slots(own_token: str, limits: list[str]) -> list[str]:
                 )
                 freed.append(name)
     return freed
+
+
+EPHEMERAL_APP = b"prefect.server.api.server:create_app"
+
+
+def orphaned_servers(prefect_home: str) -> list[int]:
+    """Pids of Prefect ephemeral servers with this PREFECT_HOME whose parent died.
+
+    Read from /proc (Linux; elsewhere none are found). Where a subreaper adopts
+    orphans instead of init, they are not found either.
+    """
+    found = []
+    for entry in Path("/proc").glob("[0-9]*"):
+        try:
+            if EPHEMERAL_APP not in (entry / "cmdline").read_bytes().split(b"\0"):
+                continue
+            parent = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            pairs = (entry / "environ").read_bytes().split(b"\0")
+        except (OSError, ValueError, IndexError):
+            continue  # gone meanwhile, or not ours to read
+        environ = dict(pair.split(b"=", 1) for pair in pairs if b"=" in pair)
+        if (
+            parent == 1
+            and environ.get(b"PREFECT__SERVER_EPHEMERAL") == b"1"
+            and environ.get(b"PREFECT_HOME") == prefect_home.encode()
+        ):
+            found.append(int(entry.name))
+    return found
+
+
+def stop_orphaned_servers() -> list[int]:
+    """SIGTERM every orphaned ephemeral server of this project (see orphaned_servers); their pids."""
+    home = os.environ.get("PREFECT_HOME")
+    stopped = []
+    for pid in orphaned_servers(home) if home else []:
+        try:
+            os.kill(pid, signal.SIGTERM)
+        except ProcessLookupError:
+            continue
+        stopped.append(pid)
+    return stopped

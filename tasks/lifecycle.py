@@ -23,6 +23,8 @@ def start_run(experiment_id: str, logger) -> dict[str, str]:
     ensure_limits()
     for name in leftovers.free_orphaned_slots(live[leftovers.TAG_TOKEN], [REGISTRY]):
         logger.warning("freed the %s slot a killed run still held", name)
+    for pid in leftovers.stop_orphaned_servers():
+        logger.warning("stopped Prefect's temporary server (pid %s) a killed run left running", pid)
     return live
 
 

@@ -3,6 +3,7 @@
 import multiprocessing
 import os
 import signal
+import time
 
 import pytest
 from mlflow import MlflowClient
@@ -63,3 +64,59 @@ def test_running_runs_of_a_dead_process_are_marked_killed_live_ones_kept(root):
         assert list(status.values()) == ["KILLED", "KILLED", "RUNNING", "RUNNING"]
     finally:
         leftovers.unregister(live_tags[leftovers.TAG_TOKEN])
+
+
+def _fake_server(home: str, orphan: bool) -> int:
+    """A process that looks like Prefect's ephemeral server of PREFECT_HOME `home`: its pid.
+
+    An orphan is started by a shell that exits at once, so init adopts it."""
+    import subprocess
+    import sys
+
+    env = {"PREFECT__SERVER_EPHEMERAL": "1", "PREFECT_HOME": home, "PATH": os.environ["PATH"]}
+    command = [sys.executable, "-c", "import time; time.sleep(120)", "--factory"]
+    command.append(leftovers.EPHEMERAL_APP.decode())
+    if not orphan:
+        return subprocess.Popen(command, env=env).pid
+    quoted = " ".join(f"'{part}'" for part in command)
+    shell = subprocess.run(
+        ["sh", "-c", f"{quoted} >/dev/null 2>&1 & echo $!"],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    pid = int(shell.stdout)
+    for _ in range(50):  # the shell has exited: wait for the adoption to show
+        if int(open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()[1]) == 1:
+            return pid
+        time.sleep(0.1)
+    os.kill(pid, signal.SIGKILL)
+    pytest.skip("orphans are adopted by a subreaper here, not by init")
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc"), reason="reads /proc")
+def test_the_temporary_server_a_killed_run_left_is_stopped_and_no_other(tmp_path, monkeypatch):
+    home = str(tmp_path / ".prefect")
+    monkeypatch.setenv("PREFECT_HOME", home)
+    # given an orphaned server of this project, one of another project, and one whose run lives
+    orphan = _fake_server(home, orphan=True)
+    other_project = _fake_server(str(tmp_path / "elsewhere"), orphan=True)
+    living_parent = _fake_server(home, orphan=False)
+    try:
+        # when a run clears what killed runs left
+        stopped = leftovers.stop_orphaned_servers()
+        # then only the orphan of this project got SIGTERM
+        assert stopped == [orphan]
+        for _ in range(50):
+            if not os.path.exists(f"/proc/{orphan}"):
+                break
+            time.sleep(0.1)
+        assert not os.path.exists(f"/proc/{orphan}")
+        assert os.path.exists(f"/proc/{other_project}") and os.path.exists(f"/proc/{living_parent}")
+    finally:
+        for pid in (orphan, other_project, living_parent):
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
