@@ -21,6 +21,8 @@ VECTOR_FLAG = re.compile(r"^(avx.*|amx.*|fma|f16c|sse4_2|asimd.*|sve.*|neon)$")
 MACHINE_FIELDS = ("cpu_model", "cpu_flags", "torch_cpu_capability", "gpu", "platform")
 SOFTWARE_FIELDS = ("torch", "transformers", "python")
 RUN_FIELDS = ("threads", "processes", "seed", "git_commit", "git_clean")
+# What a report's `run` block says the run was made from, besides its provenance.
+INPUT_FIELDS = ("profile", "world_version", "dvc_data_md5", "data_dir")
 
 
 def available_cores() -> int:
@@ -153,8 +155,23 @@ def describe_comparison(result: dict[str, Any]) -> str:
         lines.append("Compared ACROSS MACHINES: figures may differ in the last bits and beyond.")
     if not result["same_software"]:
         lines.append("Compared across software versions.")
-    lines += [f"- {field}: {left} vs {right}" for field, (left, right) in diffs.items()]
+    for field, (left, right) in diffs.items():
+        if field == "stage_keys":  # from input_differences
+            lines.append(f"- other settings or inputs (cache keys differ): {', '.join(left)}")
+        else:
+            lines.append(f"- {field}: {left} vs {right}")
     return "\n".join(lines)
+
+
+def input_differences(a: dict[str, Any], b: dict[str, Any]) -> dict[str, list]:
+    """How two reports' `run` blocks differ in what the runs were made from: profile, data
+    and, through the stage cache keys, every stage's settings and inputs."""
+    differences = {f: [a.get(f), b.get(f)] for f in INPUT_FIELDS if a.get(f) != b.get(f)}
+    keys_a, keys_b = a.get("stage_keys", {}), b.get("stage_keys", {})
+    changed = sorted(s for s in set(keys_a) | set(keys_b) if keys_a.get(s) != keys_b.get(s))
+    if changed:
+        differences["stage_keys"] = [changed, None]
+    return differences
 
 
 def report_comparison(a: dict[str, Any], b: dict[str, Any]) -> str:
@@ -165,7 +182,9 @@ def report_comparison(a: dict[str, Any], b: dict[str, Any]) -> str:
             f"Report {' and '.join(missing)} records no provenance: where it was made is unknown."
         )
     else:
-        head = describe_comparison(compare(a["provenance"], b["provenance"]))
+        result = compare(a["provenance"], b["provenance"])
+        result["differences"] |= input_differences(a.get("run", {}), b.get("run", {}))
+        head = describe_comparison(result)
     lines = [head, "", "| policy | metric | A | B | B - A |", "| --- | --- | --- | --- | --- |"]
     for policy in a.get("policies", {}):
         if policy not in b.get("policies", {}):
