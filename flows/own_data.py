@@ -20,9 +20,11 @@ from pathlib import Path
 import mlflow
 from prefect import get_run_logger
 from prefect.artifacts import create_markdown_artifact
+from transformers import AutoTokenizer
 
 from instructflow.flows.params import PipelineParams
 from instructflow.flows.stages import Stages, note_kept_start, run_stage
+from instructflow.models.tokenizer import tokenizer_digest
 from instructflow.tasks import (
     base_model,
     dataset_stage,
@@ -38,9 +40,10 @@ from instructflow.tasks import (
 )
 from instructflow.tasks.dataset import load_dataset
 from instructflow.tasks.dataset_dvc import version_tags
-from instructflow.tasks.evaluation import fewshot_prefix
+from instructflow.tasks.evaluation import fewshot_prefix, flat_metrics
 from instructflow.tasks.gate import judge_decision
 from instructflow.tasks.input_checks import base_model_problems
+from instructflow.tasks.model_card import model_card
 from instructflow.tasks.paths import reports_dir
 from instructflow.tasks.registry_snapshot import RegistrySnapshot
 from instructflow.tasks.stage import content_digest
@@ -267,8 +270,16 @@ def _register(params, candidate, policies, rm, sft_out, parent_id, run_info, md5
         "seed": params.seed,
         "sft_run_id": sft_out["mlflow_run_id"],
         "data_dir": str(Path(params.data).resolve()),
+        "dvc_data_md5": result["run"]["dvc_data_md5"],
+        "base_model": params.base_model,
+        "tokenizer_digest": tokenizer_digest(
+            AutoTokenizer.from_pretrained(policies[candidate]["model_dir"])
+        ),
         **{f"data_md5_{name}": md5 for name, md5 in md5s.items()},
     }
+    # The version's figures as tags, as on the embedded world (the judge's win rates).
+    figures = flat_metrics({candidate: result["policies"][candidate]})
+    policy_metrics = {k.split("/", 2)[2]: round(v, 4) for k, v in figures.items()}
     cfg = params.stage("gate")
     win = result["policies"][candidate].get("win_rate_vs_sft")
     accuracy = result["judge"]["accuracy_heldout_pairs"]
@@ -279,20 +290,28 @@ def _register(params, candidate, policies, rm, sft_out, parent_id, run_info, md5
         snapshot = RegistrySnapshot.take(client, [policy_name, rm_name])
         try:
             rm_version = registry.register(rm["model_dir"], rm_name, "reward_model", lineage)
-            tags = lineage | {"policy": candidate, "reward_model_version": rm_version}
+            tags = lineage | policy_metrics
+            tags |= {"policy": candidate, "reward_model_version": rm_version}
             version = registry.register(
                 policies[candidate]["model_dir"], policy_name, "policy", tags
             )
             client.set_registered_model_alias(policy_name, "challenger", version)
             registry.record_decision(client, policy_name, version, decision, cfg.auto_promote)
             client.set_model_version_tag(policy_name, version, "gate_evidence", "held-out judge")
+            gate = _gate_block(cfg, decision, win, accuracy, candidate, client, policy_name)
+            gate |= {"policy_version": version, "reward_model_version": rm_version}
+            card = model_card(policy_name, version, lineage, policy_metrics, gate)
+            client.update_model_version(policy_name, version, description=card)
         except BaseException:
             snapshot.restore(client)
             raise
+    return gate
+
+
+def _gate_block(cfg, decision, win, accuracy, candidate, client, policy_name) -> dict:
+    """The report's gate block of a dataset run (the embedded world's, with the judge's evidence)."""
     return {
         "model_name": policy_name,
-        "policy_version": version,
-        "reward_model_version": rm_version,
         "candidate": candidate,
         "auto_promote": cfg.auto_promote,
         "public_suite_margin": cfg.public_suite_margin,

@@ -47,6 +47,16 @@ def approval_section(
     return "\n".join(lines) + "\n"
 
 
+JUDGE_EVIDENCE = "held-out judge"  # a dataset run's gate: no labelers, no public suite
+
+
+def played(gate: dict) -> str:
+    """Whom the gate's head-to-head played, judged how, on how many prompts."""
+    prompts = gate.get("prompts")
+    on = f"{prompts} prompts" if prompts is not None else "the evaluation's test prompts"
+    return f"{gate['incumbent']} ({gate['evidence']}, {on})"
+
+
 def model_card(
     name: str, version: str, lineage: dict, metrics: dict[str, float], gate: dict
 ) -> str:
@@ -59,16 +69,15 @@ def model_card(
     lines += ["", "## Evaluation (test users)", ""]
     lines += [f"- {key}: {_fmt(value)}" for key, value in sorted(metrics.items())]
     win = gate["win_rate"]
-    lines += [
-        "",
-        "## Promotion gate",
-        "",
-        f"- played: {gate['incumbent']} ({gate['evidence']}, {gate['prompts']} prompts)",
-        f"- win rate: {win['mean']:.3f} (95% CI {win['ci95'][0]:.3f}-{win['ci95'][1]:.3f})",
-        f"- public suite: {gate['public_suite']['challenger']:.3f} vs "
-        f"{gate['public_suite']['incumbent']:.3f}",
-        f"- decision: {_verdict(gate)}: {gate['reason']}",
-    ]
+    lines += ["", "## Promotion gate", "", f"- played: {played(gate)}"]
+    if win:
+        lines.append(
+            f"- win rate: {win['mean']:.3f} (95% CI {win['ci95'][0]:.3f}-{win['ci95'][1]:.3f})"
+        )
+    if gate["evidence"] != JUDGE_EVIDENCE:  # a dataset run has no public suite to report
+        public = gate["public_suite"]
+        lines.append(f"- public suite: {public['challenger']:.3f} vs {public['incumbent']:.3f}")
+    lines.append(f"- decision: {_verdict(gate)}: {gate['reason']}")
     if gate.get("note"):
         lines.append(f"- note: {gate['note']}")
     return "\n".join(lines) + "\n"

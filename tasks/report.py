@@ -11,6 +11,8 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+from instructflow.tasks.model_card import played
+
 POLICY_NAMES = ["base", "base_fewshot", "flan", "t0", "sft", "ppo", "ppo_ptx"]
 
 
@@ -136,7 +138,7 @@ def to_markdown(
         lines += ["", "## Promotion gate", ""]
         lines += [
             f"- {gate['model_name']} v{gate.get('policy_version', '?')}: {verdict}",
-            f"- played: {gate['incumbent']} ({gate['evidence']}, {gate['prompts']} prompts)",
+            f"- played: {played(gate)}",
             f"- win rate: {_fmt(win)}",
             f"- reason: {gate['reason']}",
         ]

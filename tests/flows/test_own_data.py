@@ -83,6 +83,16 @@ def test_an_hh_dataset_runs_end_to_end_and_new_comparisons_rerun_only_what_reads
     assert gate["evidence"] == "held-out judge" and gate["candidate"] == "ppo"
     assert gate["win_rate"] == first["policies"]["ppo"]["win_rate_vs_sft"]
     assert challenger.tags["gate_evidence"] == "held-out judge"
+    # and the version carries its lineage and figures, and a model card, as on the world
+    assert challenger.tags["base_model"] == str(llama) and challenger.tags["tokenizer_digest"]
+    assert challenger.tags["dvc_data_md5"] == first["run"]["dvc_data_md5"]
+    assert float(challenger.tags["win_rate_vs_sft"]) == pytest.approx(
+        gate["win_rate"]["mean"], abs=1e-4
+    )
+    assert "held-out judge, the evaluation's test prompts" in challenger.description
+    assert "public suite" not in challenger.description
+    report_md = (root / "reports" / "latest" / "report.md").read_text()
+    assert "- played: sft (held-out judge, the evaluation's test prompts)" in report_md
     if not first["judge"]["trustworthy"]:
         assert not gate["promote"] and "held-out judge too weak" in gate["reason"]
 
