@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import hashlib
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -163,7 +163,17 @@ def validate(
             row, field = cases.at[case, "index"], cases.at[case, "column"]
             cases.at[case, "failure_case"] = frame.at[row, field] if field in frame else None
         problems = _schema_problems(e, frame, file, set())
-    return problems, set(columns) - set(schema.columns)
+    by_row = dict(rows)
+    return [_absent(p, by_row.get(p.row)) for p in problems], set(columns) - set(schema.columns)
+
+
+def _absent(problem: Problem, obj: dict | None) -> Problem:
+    """A null that is really a field the row lacks says so, naming a differently cased twin."""
+    if problem.message != "is null" or obj is None or problem.field in obj:
+        return problem
+    twins = [k for k in obj if k.lower() == problem.field.lower()]
+    hint = f" (the row has {twins[0]!r}: field names are case-sensitive)" if twins else ""
+    return replace(problem, message=f"missing field{hint}")
 
 
 def _item(

@@ -202,6 +202,24 @@ def test_a_split_a_stage_reads_left_empty_is_refused_naming_table_and_split(tmp_
     assert "needed by PPO's checkpoint selection" in str(e.value)
 
 
+def test_a_missing_field_is_told_from_a_null_one_and_a_miscased_name_is_named(tmp_path):
+    folder = write_pairwise_dataset(tmp_path / "pw", n=40)
+    path = folder / "preferences.jsonl"
+    rows = _lines(path)
+    rows[7]["Chosen"] = rows[7].pop("chosen")  # row 8: a typo in the field's name
+    del rows[9]["rejected"]  # row 10: left out
+    rows[11]["rejected"] = None  # row 12: there, but null
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    with pytest.raises(TableError) as e:
+        load_dataset(folder)
+    messages = {(p.row, p.field): p.message for p in e.value.problems}
+    assert messages == {
+        (8, "chosen"): "missing field (the row has 'Chosen': field names are case-sensitive)",
+        (10, "rejected"): "missing field",
+        (12, "rejected"): "is null",
+    }
+
+
 def test_bad_rows_are_each_named_by_file_row_and_field(tmp_path):
     folder = write_kwise_dataset(tmp_path / "kw", n=20)
     _rewrite(folder / "preferences.jsonl", 3, ranking=[0, 0, 1, 2])  # K = 4, not a permutation
