@@ -70,7 +70,9 @@ def loop_state(accelerator: Accelerator, model, optimizer, scheduler, generator=
 def restore_loop(
     saved: dict, accelerator: Accelerator, model, optimizer, scheduler, generator=None
 ):
-    """Put a `loop_state` back; returns it for the position fields."""
+    """Put a `loop_state` back (saying so: the log shows a resumed stage); returns it."""
+    if accelerator.is_main_process:
+        print(f"resuming from the checkpoint at step {saved['step']}", flush=True)
     accelerator.unwrap_model(model).load_state_dict(saved["model"])
     optimizer.load_state_dict(saved["optimizer"])
     scheduler.load_state_dict(saved["scheduler"])

@@ -102,3 +102,12 @@ def test_an_infinite_gradient_stops_training(tmp_path: Path) -> None:
     model.lm_head.weight.register_hook(lambda grad: grad * float("inf"))
     with pytest.raises(NonFiniteError, match=r"iteration 0: gradient norm is"):
         _tiny_pretrain(tmp_path, model)
+
+
+def test_a_resumed_loop_says_where_it_resumes(tmp_path: Path, capsys) -> None:
+    model, _ = load_causal_lm(save_tiny_checkpoint("gpt2", tmp_path / "m"))
+    store = CheckpointStore(tmp_path / "resume", every=2)
+    _tiny_pretrain(tmp_path, model, store)  # 6 steps: checkpoints at steps 2, 4 and 6
+    assert "resuming" not in capsys.readouterr().out
+    _tiny_pretrain(tmp_path, model, store)
+    assert "resuming from the checkpoint at step 6" in capsys.readouterr().out
