@@ -9,14 +9,13 @@ Human comparisons (same JSONL schema) can replace the simulated training ones.
 
 from pathlib import Path
 
-import mlflow
-import mlflow.data
 import pandas as pd
 from prefect import task
 from pydantic import BaseModel, ConfigDict, Field
 
 from instructflow.models.lm import load_causal_lm
 from instructflow.models.sampling import sample_responses
+from instructflow.tasks import tracking
 from instructflow.tasks.concurrency import training_slot
 from instructflow.tasks.stage import (
     import_closure_digest,
@@ -188,6 +187,5 @@ def comparisons_task(
         metrics = collect(Path(sft_dir), Path(profile_dir), cfg, seed, out)
         for rel in (TRAIN, VALID, HELDOUT):
             frame = pd.DataFrame(read_jsonl(out / rel))
-            dataset = mlflow.data.from_pandas(frame, source=str(out / rel), name=rel)
-            mlflow.log_input(dataset, context="reward_model")
+            tracking.log_table(frame, out / rel, rel, context="reward_model")
         return stage.done(metrics, dir=str(out))

@@ -195,10 +195,7 @@ def validate_data_task(profile_dir: str, md5: str, out_dir: str, parent_run_id: 
         for rel in (layout.SFT_TRAIN, layout.RM_TRAIN, layout.PPO_TRAIN, layout.EVAL_TEST):
             frame = pd.read_json(Path(profile_dir) / rel, lines=True)
             # The digest is the DVC md5 of data/, so MLflow's dataset and DVC's version agree.
-            dataset = mlflow.data.from_pandas(
-                frame, source=str(Path(profile_dir) / rel), name=rel, digest=md5[:32]
-            )
-            mlflow.log_input(dataset, context=rel.split("/")[0])
+            tracking.log_table(frame, Path(profile_dir) / rel, rel, rel.split("/")[0], md5[:32])
         mlflow.log_dict(asdict(summary), "data_summary.json")
         result = asdict(summary) | {"mlflow_run_id": run.info.run_id, "metrics": metrics}
     Path(out_dir).mkdir(parents=True, exist_ok=True)

@@ -7,11 +7,13 @@ parent run per pipeline run, one nested run per stage.
 
 import os
 import subprocess
+import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 import mlflow
+import mlflow.data
 from mlflow.tracking import MlflowClient
 
 from instructflow.tasks.paths import mlflow_dir
@@ -126,3 +128,13 @@ def metric_logger(prefix: str):
         )
 
     return log
+
+
+def log_table(frame, source: Path, name: str, context: str, digest: str | None = None) -> None:
+    """A table the stage read or wrote, as an MLflow dataset input of the active run."""
+    with warnings.catch_warnings():
+        # MLflow registers its local-file source class twice and warns, for every local
+        # path, that the source "can be interpreted in multiple ways" (both the same class).
+        warnings.filterwarnings("ignore", message="The specified dataset source can be")
+        dataset = mlflow.data.from_pandas(frame, source=str(source), name=name, digest=digest)
+    mlflow.log_input(dataset, context=context)
