@@ -30,7 +30,7 @@ import pandera.pandas as pa
 from pydantic import BaseModel, ConfigDict, Field
 
 from instructflow.tasks import dataset_schemas as ds
-from instructflow.tasks import splits
+from instructflow.tasks import splits, trl_forms
 from instructflow.tasks.conversations import as_messages, has_chat_template, render, shared_prompt
 from instructflow.tasks.lengths import LengthCheck
 from instructflow.tasks.schemas import ROW_CHECK_FIELDS
@@ -133,6 +133,17 @@ def read_rows(path: Path) -> tuple[list[tuple[int, dict]], list[Problem]]:
         return [], [Problem(str(path), 0, "<file>", f"unreadable Parquet: {e}")]
     records = frame.to_dict("records")
     return [(i + 1, {k: _plain(v) for k, v in r.items()}) for i, r in enumerate(records)], []
+
+
+def _own_forms(table: str, rows: list[tuple[int, Any]]) -> tuple[list[tuple[int, Any]], int]:
+    """The rows with those in a TRL form rewritten to their equivalent; how many were."""
+    out, converted = [], 0
+    for n, obj in rows:
+        if isinstance(obj, dict):
+            obj, was_trl = trl_forms.as_own_form(table, obj)
+            converted += was_trl
+        out.append((n, obj))
+    return out, converted
 
 
 def validate(
@@ -263,6 +274,9 @@ def load_dataset(
     for name, path in paths.items():
         rows, read_problems = read_rows(path)
         problems += read_problems
+        rows, converted = _own_forms(name, rows)
+        if converted:  # how many rows were in TRL's forms (instructflow.tasks.trl_forms)
+            summary.setdefault("trl_forms", {})[name] = converted
         columns = {k for _, obj in rows for k in obj}
         if name == "prompts":
             schema = ds.prompts_schema()
@@ -315,7 +329,7 @@ def load_dataset(
         raise TableError(problems)
 
     split_of, problems = _split(every, cfg, summary)
-    problems = problems or empty_split_problems(loaded, split_of, paths)
+    problems = problems or splits.empty_split_problems(loaded, split_of, paths)
     if problems:
         raise TableError(problems)
     summary["k_counts"] = dict(
@@ -353,37 +367,3 @@ def _split(
             message = f"no row landed in the {name} split ({len(items)} rows, rule {rule}): add rows or state splits"
             problems.append(Problem(summary["dir"], 0, "split", message))
     return split_of, problems
-
-
-def empty_split_problems(
-    loaded: dict[str, list[Item]], split_of: dict[int, str], paths: dict[str, Path]
-) -> list[Problem]:
-    """A split some stage reads but that got no rows: refused here, not as a crash mid-run."""
-    readers: dict[tuple[str, str], list[str]] = {}
-    sft_source = "demonstrations" if loaded["demonstrations"] else "preferences"
-    ppo_source = "prompts" if loaded["prompts"] else "preferences"
-    for table, split, reader in (
-        (sft_source, "train", "SFT"),
-        ("preferences", "train", "the reward model"),
-        ("preferences", "valid", "the reward model's validation"),
-        ("preferences", "test", "the held-out judge"),
-        (ppo_source, "train", "PPO"),
-        (ppo_source, "valid", "PPO's checkpoint selection"),
-    ):
-        readers.setdefault((table, split), []).append(reader)
-    problems = []
-    for (table, split), names in readers.items():
-        counts = Counter(split_of[id(i)] for i in loaded[table])
-        if counts[split] == 0:
-            have = ", ".join(f"{s} {counts[s]}" for s in ("train", "valid", "test"))
-            problems.append(
-                Problem(
-                    str(paths[table]),
-                    0,
-                    "split",
-                    f"no rows in the {split} split ({have}), needed by {' and '.join(names)}: "
-                    "add rows (from more users), or change dataset.valid_fraction / "
-                    "dataset.test_fraction (or the rows' `split` column)",
-                )
-            )
-    return problems

@@ -13,8 +13,10 @@ an existing key.
 from __future__ import annotations
 
 import hashlib
+from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass
+from pathlib import Path
 
 from instructflow.tasks.tables import Problem
 
@@ -64,3 +66,37 @@ def stated_splits(rows: Iterable[Keyed], rule: str) -> tuple[dict[str, str], lis
 def split_of(splits: dict[str, str], key: str, valid_fraction: float, test_fraction: float) -> str:
     """The stated split of a key, else its hash split."""
     return splits.get(key) or hash_split(key, valid_fraction, test_fraction)
+
+
+def empty_split_problems(
+    loaded: dict[str, list], split_of: dict[int, str], paths: dict[str, Path]
+) -> list[Problem]:
+    """A split some stage reads but that got no rows: refused here, not as a crash mid-run."""
+    readers: dict[tuple[str, str], list[str]] = {}
+    sft_source = "demonstrations" if loaded["demonstrations"] else "preferences"
+    ppo_source = "prompts" if loaded["prompts"] else "preferences"
+    for table, split, reader in (
+        (sft_source, "train", "SFT"),
+        ("preferences", "train", "the reward model"),
+        ("preferences", "valid", "the reward model's validation"),
+        ("preferences", "test", "the held-out judge"),
+        (ppo_source, "train", "PPO"),
+        (ppo_source, "valid", "PPO's checkpoint selection"),
+    ):
+        readers.setdefault((table, split), []).append(reader)
+    problems = []
+    for (table, split), names in readers.items():
+        counts = Counter(split_of[id(i)] for i in loaded[table])
+        if counts[split] == 0:
+            have = ", ".join(f"{s} {counts[s]}" for s in ("train", "valid", "test"))
+            problems.append(
+                Problem(
+                    str(paths[table]),
+                    0,
+                    "split",
+                    f"no rows in the {split} split ({have}), needed by {' and '.join(names)}: "
+                    "add rows (from more users), or change dataset.valid_fraction / "
+                    "dataset.test_fraction (or the rows' `split` column)",
+                )
+            )
+    return problems

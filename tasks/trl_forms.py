@@ -1,0 +1,42 @@
+"""TRL's dataset forms, read as the equivalent rows of a user's tables.
+
+TRL, and the Hub datasets made for it, write SFT rows as prompt/completion
+and preference rows with an explicit prompt; their conversational variants
+hold message lists. `load_dataset` reads a row in one of these forms as the
+row it is equivalent to in the forms instructflow.tasks.dataset_schemas
+validates:
+
+- demonstrations `{"prompt": str, "completion": str}` -> `{"prompt", "response"}`;
+- demonstrations `{"prompt": [messages], "completion": [messages]}`
+  -> `{"messages": prompt + completion}`;
+- preferences `{"prompt": [messages], "chosen": [messages], "rejected": [messages]}`
+  -> `{"chosen": prompt + chosen, "rejected": prompt + rejected}` (the
+  conversation shape, whose prompt is the turns both share).
+
+A row in none of these forms is left as it is, so its problems name the
+fields it has. Other columns (user_id, split, ...) are kept.
+"""
+
+from typing import Any
+
+
+def _messages(value: Any) -> bool:
+    return isinstance(value, list) and all(isinstance(m, dict) for m in value)
+
+
+def as_own_form(table: str, row: dict[str, Any]) -> tuple[dict[str, Any], bool]:
+    """`row` in the form its table's schema reads, and whether it was in a TRL form."""
+    prompt = row.get("prompt")
+    if table == "demonstrations" and "completion" in row and "response" not in row:
+        rest = {k: v for k, v in row.items() if k not in ("prompt", "completion")}
+        completion = row["completion"]
+        if isinstance(prompt, str) and isinstance(completion, str):
+            return rest | {"prompt": prompt, "response": completion}, True
+        if _messages(prompt) and _messages(completion):
+            return rest | {"messages": prompt + completion}, True
+    if table == "preferences" and _messages(prompt):
+        chosen, rejected = row.get("chosen"), row.get("rejected")
+        if _messages(chosen) and _messages(rejected):
+            rest = {k: v for k, v in row.items() if k != "prompt"}
+            return rest | {"chosen": prompt + chosen, "rejected": prompt + rejected}, True
+    return row, False

@@ -1,0 +1,115 @@
+"""TRL's dataset forms (prompt/completion, explicit-prompt conversations) load as their equivalents."""
+
+import json
+import random
+from pathlib import Path
+
+import pytest
+
+from instructflow.tasks.dataset import load_dataset
+from instructflow.tasks.tables import TableError
+from instructflow.tasks.trl_forms import as_own_form
+
+USER = [{"role": "user", "content": "Name a fruit."}]
+APPLE = [{"role": "assistant", "content": "Apple."}]
+CAR = [{"role": "assistant", "content": "A car."}]
+
+
+def test_prompt_completion_rows_become_prompt_response_or_messages():
+    row = {"prompt": "Name a fruit.", "completion": "Apple.", "user_id": "u1"}
+    assert as_own_form("demonstrations", row) == (
+        {"user_id": "u1", "prompt": "Name a fruit.", "response": "Apple."},
+        True,
+    )
+    conversational = {"prompt": USER, "completion": APPLE}
+    assert as_own_form("demonstrations", conversational) == ({"messages": USER + APPLE}, True)
+
+
+def test_explicit_prompt_conversations_become_full_conversations():
+    row = {"prompt": USER, "chosen": APPLE, "rejected": CAR, "split": "test"}
+    assert as_own_form("preferences", row) == (
+        {"chosen": USER + APPLE, "rejected": USER + CAR, "split": "test"},
+        True,
+    )
+
+
+@pytest.mark.parametrize(
+    "table, row",
+    [
+        ("demonstrations", {"prompt": "Name a fruit.", "response": "Apple."}),  # our own form
+        ("demonstrations", {"prompt": "Name a fruit.", "completion": APPLE}),  # mixed: left as is
+        ("preferences", {"prompt": "Name a fruit.", "chosen": "Apple.", "rejected": "A car."}),
+        ("preferences", {"prompt": USER, "chosen": "Apple.", "rejected": CAR}),
+        ("prompts", {"prompt": "Name a fruit.", "completion": "Apple."}),
+    ],
+)
+def test_other_rows_are_left_as_they_are(table, row):
+    assert as_own_form(table, row) == (row, False)
+
+
+def _write(folder: Path, name: str, rows: list[dict]) -> None:
+    (folder / f"{name}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+
+
+def _tasks(n: int) -> list[tuple[str, str, str, str]]:
+    rng = random.Random(0)
+    words = ["apple", "river", "stone", "cloud", "maple", "tiger"]
+    out = []
+    for i in range(n):
+        word = rng.choice(words)
+        out.append((f"user-{i % 40}", f"Say {word} twice. ({i})", f"{word} {word}", "no"))
+    return out
+
+
+def test_a_dataset_in_trls_forms_loads_as_the_same_dataset_in_ours(tmp_path):
+    # given the same 120 rows written in TRL's conversational forms and in ours
+    trl, own = tmp_path / "trl", tmp_path / "own"
+    trl.mkdir(), own.mkdir()
+    rows = _tasks(120)
+
+    def turn(role: str, text: str) -> list[dict]:
+        return [{"role": role, "content": text}]
+
+    _write(trl, "preferences", [
+        {"prompt": turn("user", p), "chosen": turn("assistant", g),
+         "rejected": turn("assistant", b), "user_id": u}
+        for u, p, g, b in rows
+    ])  # fmt: skip
+    _write(trl, "demonstrations", [
+        {"prompt": p, "completion": g, "user_id": u} for u, p, g, _ in rows
+    ])  # fmt: skip
+    _write(own, "preferences", [
+        {"chosen": turn("user", p) + turn("assistant", g),
+         "rejected": turn("user", p) + turn("assistant", b), "user_id": u}
+        for u, p, g, b in rows
+    ])  # fmt: skip
+    _write(own, "demonstrations", [
+        {"prompt": p, "response": g, "user_id": u} for u, p, g, _ in rows
+    ])  # fmt: skip
+    # when both load
+    ours, theirs = load_dataset(own), load_dataset(trl)
+    # then they hold the same items in the same splits, and the summary counts the converted rows
+    for table in ("demonstrations", "preferences"):
+        left, right = getattr(ours, table), getattr(theirs, table)
+        assert [(i.prompt, i.responses, i.ranking) for i in left] == [
+            (i.prompt, i.responses, i.ranking) for i in right
+        ]
+    assert ours.summary["split_counts"] == theirs.summary["split_counts"]
+    assert theirs.summary["trl_forms"] == {"demonstrations": 120, "preferences": 120}
+    assert "trl_forms" not in ours.summary
+
+
+def test_a_bad_row_in_a_trl_form_is_named_by_file_row_and_field(tmp_path):
+    rows = _tasks(60)
+    prefs = [
+        {"prompt": [{"role": "user", "content": p}], "chosen": [{"role": "assistant", "content": g}],
+         "rejected": [{"role": "assistant", "content": b}], "user_id": u}
+        for u, p, g, b in rows
+    ]  # fmt: skip
+    prefs[4]["rejected"] = [{"role": "assistant", "content": "  "}]  # row 5: an empty answer
+    _write(tmp_path, "preferences", prefs)
+    with pytest.raises(TableError) as e:
+        load_dataset(tmp_path)
+    assert [(Path(p.file).name, p.row, p.field) for p in e.value.problems] == [
+        ("preferences.jsonl", 5, "rejected")
+    ]
