@@ -48,10 +48,31 @@ def _cmd_data_validate(args: argparse.Namespace) -> int:
     from instructflow.tasks.input_checks import table_problems
     from instructflow.tasks.tables import TableError
 
+    if Path(args.file).is_dir():  # a dataset directory, read as `run --data` reads it
+        return _validate_dataset(Path(args.file))
+    if args.kind is None:
+        print("instructflow: a table file needs --kind (a directory does not)", file=sys.stderr)
+        return 2
     frame, problems = table_problems(Path(args.file), args.kind)  # an empty file is refused too
     if frame is None:
         raise TableError(problems)
     print(f"{args.file}: {len(frame)} valid rows of kind {args.kind}")
+    return 0
+
+
+def _validate_dataset(folder: Path) -> int:
+    """Every check of a user's dataset that needs no model (lengths need the base model's
+    tokenizer: a run checks those too); raises TableError listing every problem."""
+    from instructflow.tasks.dataset import load_dataset
+
+    summary = load_dataset(folder).summary
+    for name, table in summary["tables"].items():
+        print(f"{name}: {table['file']}, {table['rows']} rows, md5 {table['md5']}")
+    print(f"preferences: {summary['preference_shape']}, K counts {summary['k_counts']}")
+    print(f"splits by {summary['split_rule']}: {summary['split_counts']}")
+    if summary.get("trl_forms"):
+        print(f"rows in TRL's forms: {summary['trl_forms']}")
+    print(f"{folder}: valid (row lengths are checked against the base model when a run starts)")
     return 0
 
 
@@ -89,14 +110,13 @@ def add_commands(sub) -> None:
     ver.set_defaults(func=_cmd_data_verify)
     val = data_sub.add_parser(
         "validate",
-        help="Validate one JSONL table.",
-        description="Validate a JSONL file against a table schema.",
+        help="Validate one JSONL table, or a dataset directory.",
+        description="Validate a JSONL file against one of the embedded world's table schemas (--kind), or a dataset directory (prompts, demonstrations, preferences, in any shape `run --data` reads) as a run would, except row lengths (they need the base model).",
     )
-    val.add_argument("file", help="path to the JSONL file")
+    val.add_argument("file", help="path to the JSONL file, or to a dataset directory")
     val.add_argument(
         "--kind",
-        required=True,
         choices=KINDS,
-        help="which table schema to check against",
+        help="which table schema to check a file against (not for a directory)",
     )
     val.set_defaults(func=_cmd_data_validate)

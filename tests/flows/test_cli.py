@@ -153,6 +153,26 @@ def test_validate_bad_file_exits_two_naming_file_row_and_field(tmp_path, capsys)
     assert "row 1 " not in err and "row 3 " not in err
 
 
+def test_validate_a_dataset_directory_as_a_run_reads_it(tmp_path, capsys):
+    from tests.own_data import write_pairwise_dataset
+
+    # given a user's dataset directory (explicit prompt/chosen/rejected pairs)
+    folder = write_pairwise_dataset(tmp_path / "mine", n=60)
+    # when it is validated, no --kind needed
+    assert main(["data", "validate", str(folder)]) == 0
+    out = capsys.readouterr().out
+    assert "preferences: preferences.jsonl, 60 rows" in out and "pairwise" in out
+    assert f"{folder}: valid" in out
+    # and once a row's chosen answer is emptied, it names that row and field
+    rows = [json.loads(line) for line in (folder / "preferences.jsonl").read_text().splitlines()]
+    rows[2]["chosen"] = " "
+    (folder / "preferences.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    assert main(["data", "validate", str(folder)]) == 2
+    assert f"{folder / 'preferences.jsonl'} row 3 field 'chosen'" in capsys.readouterr().err
+    # and a table file still needs its kind
+    assert main(["data", "validate", str(folder / "preferences.jsonl")]) == 2
+
+
 def test_verify_matching_data_exits_zero(make_project, monkeypatch, capsys):
     # given a project whose data/ matches data.dvc
     root = make_project()
