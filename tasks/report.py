@@ -124,7 +124,9 @@ def to_markdown(
             "public_suite_accuracy",
             "pretrain_perplexity",
         ]
-        lines += ["", "## Policies (test users, held-out labelers; 95% bootstrap CI)", ""]
+        # On a user's dataset there are no simulated labelers: win_rate_vs_sft is the judge's.
+        judged_by = "held-out judge" if report.get("dataset") else "held-out labelers"
+        lines += ["", f"## Policies (test users, {judged_by}; 95% bootstrap CI)", ""]
         lines += ["| policy | " + " | ".join(columns) + " |", "|" + " --- |" * (len(columns) + 1)]
         for name in [n for n in POLICY_NAMES if n in report["policies"]] + [
             n for n in report["policies"] if n not in POLICY_NAMES

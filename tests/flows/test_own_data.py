@@ -93,6 +93,7 @@ def test_an_hh_dataset_runs_end_to_end_and_new_comparisons_rerun_only_what_reads
     assert "public suite" not in challenger.description
     report_md = (root / "reports" / "latest" / "report.md").read_text()
     assert "- played: sft (held-out judge, the evaluation's test prompts)" in report_md
+    assert "## Policies (test users, held-out judge; 95% bootstrap CI)" in report_md
     if not first["judge"]["trustworthy"]:
         assert not gate["promote"] and "held-out judge too weak" in gate["reason"]
 
