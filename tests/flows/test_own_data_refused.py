@@ -7,13 +7,18 @@ from tests.own_data import write_hh_dataset
 from tests.tiny_models import tiny_llama
 
 
-def test_a_bad_dataset_is_refused_before_anything_runs(tmp_path, monkeypatch, capsys):
+def _project(tmp_path, monkeypatch):
+    """An empty project root, an HH-style dataset and a tiny Llama made for it."""
     root = tmp_path / "project"
     root.mkdir()
     monkeypatch.setenv("INSTRUCTFLOW_ROOT", str(root))
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{root / 'mlflow.db'}")
     data = write_hh_dataset(tmp_path / "hh", n_pairs=30)
-    llama = tiny_llama(tmp_path / "llama", [p.read_text() for p in data.iterdir()])
+    return root, data, tiny_llama(tmp_path / "llama", [p.read_text() for p in data.iterdir()])
+
+
+def test_a_bad_dataset_is_refused_before_anything_runs(tmp_path, monkeypatch, capsys):
+    root, data, llama = _project(tmp_path, monkeypatch)
     prefs = [json.loads(line) for line in (data / "preferences.jsonl").read_text().splitlines()]
     prefs[4]["chosen"] = prefs[4]["chosen"] + "\n\nHuman: and?"  # ends on a user turn
     (data / "preferences.jsonl").write_text("".join(json.dumps(r) + "\n" for r in prefs))
@@ -53,12 +58,7 @@ def test_a_bad_dataset_is_refused_before_anything_runs(tmp_path, monkeypatch, ca
 def test_a_broken_model_folder_is_refused_with_a_dataset_as_without_one(
     tmp_path, monkeypatch, capsys
 ):
-    root = tmp_path / "project"
-    root.mkdir()
-    monkeypatch.setenv("INSTRUCTFLOW_ROOT", str(root))
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{root / 'mlflow.db'}")
-    data = write_hh_dataset(tmp_path / "hh", n_pairs=30)
-    llama = tiny_llama(tmp_path / "llama", [p.read_text() for p in data.iterdir()])
+    root, data, llama = _project(tmp_path, monkeypatch)
     # given a model folder whose weights are missing, and one without its config
     (llama / "model.safetensors").unlink()
     no_config = tmp_path / "no-config"
