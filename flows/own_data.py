@@ -239,6 +239,15 @@ def run(
         params, candidate, policies, rm, sft_out, parent_id, run_info, md5s, result
     )
     note_kept_start(result["gate"], candidate, ppo_runs.get(candidate, {}).get("metrics", {}))
+    gate = result["gate"]
+    logger.info(
+        "registered %s v%s; gate (vs %s, %s): %s",
+        gate["model_name"],
+        gate["policy_version"],
+        gate["incumbent"],
+        gate["evidence"],
+        gate["reason"],
+    )
 
     result["status"] = "completed"
     markdown = report.to_markdown(result, mlflow_url=mlflow_url) + dataset_markdown(result)

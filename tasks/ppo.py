@@ -141,8 +141,9 @@ def run_ppo(
             },
         )
         if main_process():  # under `accelerate launch` every process evaluates alike
+            shown_gold = f"  gold {point['gold']:.3f}" if point["gold"] == point["gold"] else ""
             print(
-                f"[{stage_name}] eval @ {iteration}: KL {point['kl']:.3f}  RM {point['rm']:.3f}  gold {point['gold']:.3f}",
+                f"[{stage_name}] eval @ {iteration}: KL {point['kl']:.3f}  RM {point['rm']:.3f}{shown_gold}",
                 flush=True,
             )
 
@@ -242,8 +243,10 @@ def _log_to_mlflow(stage: str, step: int, metrics: dict[str, float]) -> None:
     tracking.log_metrics(metrics, step=step)
     shown = ("ppo/reward_rm", "ppo/reward_gold", "ppo/kl", "ppo/clipfrac", "ppo/seconds")
     if "ppo/kl" in metrics:
+        # No gold on a user's dataset (NaN): left out of the line rather than printed as nan.
+        known = [k for k in shown if k in metrics and metrics[k] == metrics[k]]
         print(
-            f"[{stage}] iteration {step}: " + ", ".join(f"{k[4:]}={metrics[k]:.4g}" for k in shown),
+            f"[{stage}] iteration {step}: " + ", ".join(f"{k[4:]}={metrics[k]:.4g}" for k in known),
             flush=True,
         )
 

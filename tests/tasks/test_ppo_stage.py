@@ -330,3 +330,20 @@ def test_a_nan_reward_stops_ppo_naming_stage_iteration_and_quantity(world, tmp_p
             run(broken, tmp_path / "out", iteration_logger([]))
     # and left no checkpoint to resume from
     assert find_resume(tmp_path / "out") is None
+
+
+def test_the_iteration_line_leaves_out_a_gold_score_there_is_none_of(monkeypatch, capsys):
+    from instructflow.tasks import ppo as ppo_stage
+
+    monkeypatch.setattr(ppo_stage.tracking, "log_metrics", lambda *a, **k: None)
+    metrics = {"ppo/reward_rm": 0.5, "ppo/kl": 0.01, "ppo/clipfrac": 0.1, "ppo/seconds": 2.0}
+    # on the embedded world the gold score is shown
+    ppo_stage._log_to_mlflow("ppo", 3, metrics | {"ppo/reward_gold": 0.25})
+    assert capsys.readouterr().out == (
+        "[ppo] iteration 3: reward_rm=0.5, reward_gold=0.25, kl=0.01, clipfrac=0.1, seconds=2\n"
+    )
+    # on a user's dataset (no gold: NaN) it is left out
+    ppo_stage._log_to_mlflow("ppo", 4, metrics | {"ppo/reward_gold": float("nan")})
+    assert capsys.readouterr().out == (
+        "[ppo] iteration 4: reward_rm=0.5, kl=0.01, clipfrac=0.1, seconds=2\n"
+    )
