@@ -43,7 +43,7 @@ from instructflow.tasks.dataset_dvc import version_tags
 from instructflow.tasks.evaluation import fewshot_prefix, flat_metrics
 from instructflow.tasks.gate import judge_decision
 from instructflow.tasks.input_checks import base_model_problems
-from instructflow.tasks.model_card import model_card
+from instructflow.tasks.model_card import JUDGE_EVIDENCE, model_card
 from instructflow.tasks.paths import reports_dir
 from instructflow.tasks.registry_snapshot import RegistrySnapshot
 from instructflow.tasks.stage import content_digest
@@ -306,7 +306,7 @@ def _register(params, candidate, policies, rm, sft_out, parent_id, run_info, md5
             )
             client.set_registered_model_alias(policy_name, "challenger", version)
             registry.record_decision(client, policy_name, version, decision, cfg.auto_promote)
-            client.set_model_version_tag(policy_name, version, "gate_evidence", "held-out judge")
+            client.set_model_version_tag(policy_name, version, "gate_evidence", JUDGE_EVIDENCE)
             gate = _gate_block(cfg, decision, win, accuracy, candidate, client, policy_name)
             gate |= {"policy_version": version, "reward_model_version": rm_version}
             card = model_card(policy_name, version, lineage, policy_metrics, gate)
@@ -326,7 +326,7 @@ def _gate_block(cfg, decision, win, accuracy, candidate, client, policy_name) ->
         "public_suite_margin": cfg.public_suite_margin,
         "incumbent": "sft",
         "note": None,
-        "evidence": "held-out judge",
+        "evidence": JUDGE_EVIDENCE,
         "judge_accuracy_heldout_pairs": accuracy,
         "prompts": None,  # the judge's verdicts cover the evaluation's test prompts
         "win_rate": win,

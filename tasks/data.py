@@ -15,7 +15,6 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import mlflow
-import mlflow.data
 import pandas as pd
 from prefect import task
 

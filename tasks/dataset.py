@@ -329,7 +329,12 @@ def load_dataset(
         raise TableError(problems)
 
     split_of, problems = _split(every, cfg, summary)
-    problems = problems or splits.empty_split_problems(loaded, split_of, paths)
+    summary["split_counts"] = {
+        name: dict(Counter(split_of[id(i)] for i in items))
+        for name, items in loaded.items()
+        if items
+    }
+    problems = problems or splits.empty_split_problems(summary["split_counts"], paths)
     if problems:
         raise TableError(problems)
     summary["k_counts"] = dict(
@@ -340,11 +345,6 @@ def load_dataset(
         if loaded["demonstrations"]
         else "preferred responses (no demonstrations table)"
     )
-    summary["split_counts"] = {
-        name: dict(Counter(split_of[id(i)] for i in items))
-        for name, items in loaded.items()
-        if items
-    }
     return Dataset(**loaded, extra=extra, split_of=split_of, summary=summary)
 
 

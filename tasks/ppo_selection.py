@@ -73,7 +73,7 @@ def kept_start_note(stage_name: str, metrics: dict[str, float]) -> str | None:
     change this leaves the candidate, its figures and the gate exactly as they were.
     """
     chosen = metrics.get(f"{stage_name}/chosen_iteration")
-    if chosen is None or chosen != 0:
+    if chosen != 0:  # a later iteration, or no selection at all (None)
         return None
     run = metrics.get(f"{stage_name}/iterations_run")
     ran = f"{int(run)} iterations" if run is not None else "its iterations"

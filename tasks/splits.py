@@ -13,7 +13,6 @@ an existing key.
 from __future__ import annotations
 
 import hashlib
-from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -69,12 +68,15 @@ def split_of(splits: dict[str, str], key: str, valid_fraction: float, test_fract
 
 
 def empty_split_problems(
-    loaded: dict[str, list], split_of: dict[int, str], paths: dict[str, Path]
+    split_counts: dict[str, dict[str, int]], paths: dict[str, Path]
 ) -> list[Problem]:
-    """A split some stage reads but that got no rows: refused here, not as a crash mid-run."""
+    """A split some stage reads but that got no rows: refused here, not as a crash mid-run.
+
+    `split_counts`: rows per split of each table that has rows (the data summary's).
+    """
     readers: dict[tuple[str, str], list[str]] = {}
-    sft_source = "demonstrations" if loaded["demonstrations"] else "preferences"
-    ppo_source = "prompts" if loaded["prompts"] else "preferences"
+    sft_source = "demonstrations" if "demonstrations" in split_counts else "preferences"
+    ppo_source = "prompts" if "prompts" in split_counts else "preferences"
     for table, split, reader in (
         (sft_source, "train", "SFT"),
         ("preferences", "train", "the reward model"),
@@ -86,9 +88,9 @@ def empty_split_problems(
         readers.setdefault((table, split), []).append(reader)
     problems = []
     for (table, split), names in readers.items():
-        counts = Counter(split_of[id(i)] for i in loaded[table])
-        if counts[split] == 0:
-            have = ", ".join(f"{s} {counts[s]}" for s in ("train", "valid", "test"))
+        counts = split_counts.get(table, {})
+        if counts.get(split, 0) == 0:
+            have = ", ".join(f"{s} {counts.get(s, 0)}" for s in ("train", "valid", "test"))
             problems.append(
                 Problem(
                     str(paths[table]),
