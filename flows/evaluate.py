@@ -22,7 +22,8 @@ from pydantic import BaseModel, ConfigDict, Field
 from instructflow.tasks import env, evaluation, plots, report, tracking
 from instructflow.tasks.evaluation import EvalConfig
 from instructflow.tasks.paths import data_dir, reports_dir
-from instructflow.tasks.registry import POLICY_MODEL, REWARD_MODEL, local_checkpoint
+from instructflow.tasks.registry import local_checkpoint
+from instructflow.tasks.registry_config import POLICY_MODEL, REWARD_MODEL
 
 
 class EvaluateParams(BaseModel):

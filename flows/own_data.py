@@ -293,7 +293,7 @@ def _register(params, candidate, policies, rm, sft_out, parent_id, run_info, md5
     win = result["policies"][candidate].get("win_rate_vs_sft")
     accuracy = result["judge"]["accuracy_heldout_pairs"]
     decision = judge_decision(win, accuracy, cfg)
-    policy_name, rm_name = params.registry.names(params.profile)
+    policy_name, rm_name = params.registry.names(params.profile, params.data)
     client = registry.MlflowClient()
     with tracking.stage_run("registry", parent_id):
         snapshot = RegistrySnapshot.take(client, [policy_name, rm_name])

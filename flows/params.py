@@ -18,7 +18,7 @@ from instructflow.tasks.gate import GateConfig
 from instructflow.tasks.judge import JudgeConfig
 from instructflow.tasks.ppo_config import SMOKE_OVERRIDES as PPO_SMOKE
 from instructflow.tasks.ppo_config import PPOStageConfig
-from instructflow.tasks.registry import RegistryConfig
+from instructflow.tasks.registry_config import RegistryConfig
 from instructflow.tasks.reward_model import RewardModelConfig
 from instructflow.tasks.sft import SFTConfig
 

@@ -336,6 +336,8 @@ def _registry(stage: Stages, params: PipelineParams, models, policies, evaluated
         for k, v in evaluation.flat_metrics({candidate: result["policies"][candidate]}).items()
     }
     model_name, reward_model_name = params.registry.names(params.profile)
+    policy_dir = policies[candidate]["model_dir"]
+    client = MlflowClient()
     gate = stage(
         registry.register_and_gate_task,
         "registry",
@@ -344,14 +346,15 @@ def _registry(stage: Stages, params: PipelineParams, models, policies, evaluated
         | {
             "policy": _policy_keys(policies)[candidate],
             "evaluation": _key(evaluated, "dir"),
-            "gate_opponent": registry.gate_opponent(
-                MlflowClient(), policies[candidate]["model_dir"], model_name
-            ),
+            "gate_opponent": registry.gate_opponent(client, policy_dir, model_name),
         },
+        stale_because=lambda cached: registry.registry_moved(
+            client, cached, (model_name, reward_model_name), (policy_dir, rm["model_dir"])
+        ),
         candidate=candidate,
         model_name=model_name,
         reward_model_name=reward_model_name,
-        policy_dir=policies[candidate]["model_dir"],
+        policy_dir=policy_dir,
         rm_dir=rm["model_dir"],
         sft_dir=sft_out["model_dir"],
         eval_cfg=params.stage("evaluation"),

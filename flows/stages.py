@@ -21,6 +21,7 @@ from prefect import get_run_logger
 from instructflow.flows.params import PipelineParams
 from instructflow.tasks import concurrency, launch, ppo, ppo_selection, run_status, tracking
 from instructflow.tasks.stage import (
+    done_result,
     is_done,
     key_arguments,
     keyed_by_content,
@@ -37,9 +38,14 @@ def run_stage(
     inputs: dict[str, str],
     parent_run_id: str,
     timings: dict[str, float] | None = None,
+    stale_because: Callable[[dict], str | None] | None = None,
     **kwargs,
 ) -> dict:
     """Call a stage task under its cache key; give a cached stage its nested MLflow run too.
+
+    `stale_because(result)` names what no longer holds of a finished stage's
+    result (the registry state it reported, say) or returns None; a stale
+    result is recomputed rather than served.
 
     Wall seconds of the stage (cached or not) go to `timings[stage_name]` and to
     the parent run as metric `stage_seconds/<stage>`.
@@ -49,7 +55,15 @@ def run_stage(
     key = stage_key(stage_name, task.version, config, inputs)
     out_dir = output_dir(key)
     # Outputs deleted or never finished: recompute even if Prefect remembers a result.
-    task = task.with_options(refresh_cache=not is_done(out_dir))
+    stale = not is_done(out_dir)
+    if not stale and stale_because is not None:
+        reason = stale_because(done_result(out_dir))
+        if reason:
+            get_run_logger().info(
+                "stage %s: recomputed, its cached result is stale: %s", stage_name, reason
+            )
+            stale = True
+    task = task.with_options(refresh_cache=stale)
     state = task(out_dir=str(out_dir), parent_run_id=parent_run_id, **kwargs, return_state=True)
     result = relocated(state.result(), out_dir)
     if state.name == "Cached":
@@ -91,9 +105,12 @@ class Stages:
     timings: dict[str, float] = field(default_factory=dict)
     """stage -> wall seconds (the report's run.stage_seconds)."""
 
-    def __call__(self, task, name: str, config_name: str | None, inputs: dict, **kwargs) -> dict:
+    def __call__(
+        self, task, name: str, config_name: str | None, inputs: dict, stale_because=None, **kwargs
+    ) -> dict:
         """Run stage `name` with the run's settings for `config_name` (None: a stage without
-        settings), on `inputs` (what its result depends on besides code and settings)."""
+        settings), on `inputs` (what its result depends on besides code and settings);
+        `stale_because` as in run_stage."""
         params = self.params
         config = params.stage(config_name) if config_name else None
         if name in launch.STAGES and params.processes > 1:  # 1: keys as before
@@ -107,7 +124,7 @@ class Stages:
         extra = {"cfg": config} if config is not None else {}
         common = {"profile_dir": str(self.profile_dir), "seed": params.seed}
         return run_stage(
-            task, name, key_config, inputs, self.parent_run_id, self.timings,
+            task, name, key_config, inputs, self.parent_run_id, self.timings, stale_because,
             **common, **extra, **kwargs,
         )  # fmt: skip
 

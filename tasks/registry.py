@@ -27,7 +27,6 @@ from mlflow.models import ModelSignature
 from mlflow.types import ColSpec, Schema
 from prefect import task
 from prefect.artifacts import create_markdown_artifact
-from pydantic import BaseModel, ConfigDict, Field
 
 from instructflow.models.lm import load_causal_lm
 from instructflow.models.tokenizer import tokenizer_digest
@@ -36,11 +35,10 @@ from instructflow.tasks.concurrency import registry_slot
 from instructflow.tasks.evaluation import EvalConfig, Policy, head_to_head
 from instructflow.tasks.gate import GateConfig, GateDecision, decide, gate_markdown
 from instructflow.tasks.model_card import model_card
+from instructflow.tasks.registry_config import POLICY_MODEL
 from instructflow.tasks.registry_snapshot import RegistrySnapshot
 from instructflow.tasks.stage import import_closure_digest, mark_done, prefect_options
 
-POLICY_MODEL = "instructflow-policy"
-REWARD_MODEL = "instructflow-reward-model"
 SERVING = Path(__file__).resolve().parent / "serving"
 # The policy needs nothing of this project to load (transformers flavor); the
 # reward model's pyfunc runs the project's scoring code.
@@ -53,34 +51,6 @@ REWARD_MODEL_SIGNATURE = ModelSignature(
 )
 # Tag on every registered version: the stage output folder its checkpoint came from.
 CHECKPOINT_TAG = "checkpoint_key"
-
-
-class RegistryConfig(BaseModel):
-    """Which registered models a run competes in."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    model_name: str | None = Field(
-        None,
-        min_length=1,
-        description="Registered model of the policy: its `champion` is the rival this run must "
-        "beat. Empty: instructflow-policy, or instructflow-policy-smoke on the smoke profile, "
-        "so trying the pipeline never touches the champion of real runs.",
-    )
-    reward_model_name: str | None = Field(
-        None,
-        min_length=1,
-        description="Registered model of the reward model. Empty: instructflow-reward-model "
-        "(-smoke on the smoke profile).",
-    )
-
-    def names(self, profile: str) -> tuple[str, str]:
-        """(policy model, reward model) for a run of `profile`."""
-        suffix = "-smoke" if profile == "smoke" else ""
-        return (
-            self.model_name or POLICY_MODEL + suffix,
-            self.reward_model_name or REWARD_MODEL + suffix,
-        )
 
 
 def _tag_values(tags: dict) -> dict[str, str]:
@@ -118,6 +88,33 @@ def gate_opponent(client: MlflowClient, policy_dir: str, name: str = POLICY_MODE
     """
     champion = rival_champion(client, policy_dir, name)
     return f"{name} champion v{champion}" if champion else f"{name} sft"
+
+
+def alias_version(client: MlflowClient, name: str, alias: str) -> str | None:
+    try:
+        return str(client.get_model_version_by_alias(name, alias).version)
+    except MlflowException:
+        return None
+
+
+def registry_moved(
+    client: MlflowClient, result: dict, names: tuple[str, str], dirs: tuple[str, str]
+) -> str | None:
+    """What a finished registry stage's `result` says that the registry no longer holds, or None.
+
+    The stage's cache key covers whom the gate plays (gate_opponent) but not what
+    later runs or people did to the versions and aliases it reported: a later
+    run's candidate now `challenger`, a version deleted. Such a result is stale.
+    `names` and `dirs`: (policy, reward model) registered model names and checkpoints.
+    """
+    reported = (result["policy_version"], result["reward_model_version"])
+    for name, model_dir, version in zip(names, dirs, reported, strict=True):
+        if version_of_checkpoint(client, name, checkpoint_key(model_dir)) != version:
+            return f"{name} v{version} (this run's checkpoint) is no longer registered"
+    challenger = alias_version(client, names[0], "challenger")
+    if challenger != reported[0]:
+        return f"{names[0]}'s challenger is v{challenger}, not this run's v{reported[0]}"
+    return None
 
 
 def log_policy(model_dir: str, name: str):
@@ -172,10 +169,7 @@ def register(
 
 
 def champion_version(client: MlflowClient, name: str = POLICY_MODEL) -> str | None:
-    try:
-        return client.get_model_version_by_alias(name, "champion").version
-    except MlflowException:
-        return None
+    return alias_version(client, name, "champion")
 
 
 def local_checkpoint(name: str, version: str) -> str:

@@ -149,6 +149,11 @@ def is_done(out_dir: Path) -> bool:
     return (out_dir / DONE_MARKER).exists()
 
 
+def done_result(out_dir: Path) -> dict:
+    """The result a finished stage recorded in its folder (see mark_done)."""
+    return json.loads((out_dir / DONE_MARKER).read_text())
+
+
 def mark_done(out_dir: Path, result: dict) -> dict:
     """Record a finished stage (written last, atomically): its folder is now complete."""
     tmp = out_dir / (DONE_MARKER + ".tmp")

@@ -1,7 +1,7 @@
 """The report contract (DESIGN.md section 4), written out here on purpose rather than
 imported from tasks/report.py, so that a field the code drops fails a test."""
 
-from instructflow.tasks.registry import RegistryConfig
+from instructflow.tasks.registry_config import RegistryConfig
 
 SEVEN_POLICIES = {"base", "base_fewshot", "flan", "t0", "sft", "ppo", "ppo_ptx"}
 

@@ -1,10 +1,10 @@
 """Stage caching across pipeline runs: unchanged -> all cached; a PPO change -> PPO onwards;
-a champion moved to another checkpoint -> the registry stage only; new data -> all.
+a challenger or champion moved to another checkpoint -> the registry stage only; new data -> all.
 
-Five runs in one isolated project root (reduced smoke sizes), on the session's
+Six runs in one isolated project root (reduced smoke sizes), on the session's
 Prefect test server: the session's first run, in a copy of the root it left (so
 the unchanged re-run also shows that keys do not depend on where the project
-lives), then four more. Which stages ran is read from MLflow: every stage has a
+lives), then five more. Which stages ran is read from MLflow: every stage has a
 nested run under the pipeline's parent run, tagged cached=true when Prefect
 served it from its cache.
 """
@@ -102,6 +102,14 @@ def runs(first_run, copy_of_first_run, fast_smoke) -> Iterator[dict]:
         out["folders"] = {
             stage: len(list((project.root / "runs" / stage).iterdir())) for stage in STAGES
         }
+        # The first run's checkpoint made champion (whom the gate plays is then as at the first
+        # run: SFT) while the second policy stays challenger; then the first run's parameters.
+        first_version = out["first"].gate["policy_version"]
+        registry.promote_manually(first_version, "caching test", SMOKE_POLICY)
+        out["challenger_moved"] = project.run(params)
+        out["challenger_after"] = registry.alias_version(
+            MlflowClient(tracking_uri=project.uri), SMOKE_POLICY, "challenger"
+        )
         # The second policy made champion by hand; then the first run's parameters again.
         registry.promote_manually(
             out["ppo_changed"].gate["policy_version"], "caching test", SMOKE_POLICY
@@ -165,6 +173,19 @@ def test_a_champion_moved_elsewhere_reruns_only_the_gate(runs):
         decision_tags["gate_incumbent"] == f"champion v{runs['ppo_changed'].gate['policy_version']}"
     )
     assert champion is not None
+
+
+def test_a_later_challenger_reruns_only_the_gate_which_takes_the_alias_back(runs):
+    # given the first run's parameters again, after a later run's policy became challenger
+    back = runs["challenger_moved"]
+    # then only the registry stage ran: its cached result named a challenger no longer there
+    assert set(back.stages) == STAGES
+    assert ran(back) == {"registry"}
+    # and the checkpoint kept its version, and is the challenger again, as the report says
+    first_version = runs["first"].gate["policy_version"]
+    assert back.gate["policy_version"] == first_version
+    assert runs["challenger_after"] == first_version
+    assert runs["ppo_changed"].gate["policy_version"] != first_version
 
 
 def test_new_data_version_reruns_everything(runs):

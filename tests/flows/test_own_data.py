@@ -14,8 +14,8 @@ from mlflow.tracking import MlflowClient
 
 from instructflow.flows.cli import main
 from instructflow.tasks import tracking
+from instructflow.tasks.registry_config import RegistryConfig
 from tests.conftest import init_dvc_project, use_project
-from tests.flows.contract import SMOKE_POLICY
 from tests.own_data import (
     WORDS,
     hh_text,
@@ -73,9 +73,11 @@ def test_an_hh_dataset_runs_end_to_end_and_new_comparisons_rerun_only_what_reads
     assert set(md5s) == {"prompts", "demonstrations", "preferences"}
     assert first["dataset"]["split_rule"] == "user_id"
     assert first["dataset"]["k_counts"] == {"2": 200}
-    # and the registry's challenger carries them
+    # and the registry's challenger carries them, registered apart from the embedded world's
+    policy_name = RegistryConfig().names("smoke", str(data))[0]
+    assert first["gate"]["model_name"] == policy_name == "instructflow-policy-hh-smoke"
     client = MlflowClient(tracking_uri=uri)
-    challenger = client.get_model_version_by_alias(SMOKE_POLICY, "challenger")
+    challenger = client.get_model_version_by_alias(policy_name, "challenger")
     assert challenger.tags["data_md5_preferences"] == md5s["preferences"]
     assert challenger.tags["data_md5_demonstrations"] == md5s["demonstrations"]
     # and the gate decided on the held-out judge's evidence, refusing an untrustworthy judge

@@ -11,6 +11,7 @@ import mlflow
 from mlflow import MlflowClient
 
 from instructflow.tasks import registry, tracking
+from instructflow.tasks.registry_config import REWARD_MODEL
 
 LOAD_POLICY = """
 import json, sys, mlflow
@@ -48,7 +49,7 @@ def test_registered_policy_and_reward_model_load_without_the_project(
     sft_dir, rm_dir = tiny_dirs
     with mlflow.start_run():
         version = registry.register(str(sft_dir), registry.POLICY_MODEL, "policy", {})
-        registry.register(str(rm_dir), registry.REWARD_MODEL, "reward_model", {})
+        registry.register(str(rm_dir), REWARD_MODEL, "reward_model", {})
     MlflowClient().set_registered_model_alias(registry.POLICY_MODEL, "champion", version)
 
     # when a fresh process loads the champion with mlflow.transformers alone

@@ -12,7 +12,7 @@ from mlflow import MlflowClient
 from instructflow.tasks import registry, tracking
 from instructflow.tasks.evaluation import EvalConfig
 from instructflow.tasks.gate import GateConfig
-from instructflow.tasks.registry import RegistryConfig
+from instructflow.tasks.registry_config import RegistryConfig
 from tests.tasks.test_evaluation import _foreign_policy
 
 POLICY, RM = RegistryConfig().names("tiny")
@@ -63,8 +63,8 @@ def gate(prefect_harness, tiny_dirs, generated_root, tmp_path, monkeypatch) -> G
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
     tracking.setup()
     gate = Gate(tmp_path, tiny_dirs, generated_root / "data" / "smoke")
-    first = gate.run(tiny_dirs[0])
-    registry.promote_manually(first["policy_version"], "test champion", POLICY)
+    gate.first = gate.run(tiny_dirs[0])
+    registry.promote_manually(gate.first["policy_version"], "test champion", POLICY)
     return gate
 
 
@@ -149,3 +149,22 @@ def test_the_gate_says_which_margin_it_used_and_where_from(gate, tmp_path):
     assert str(sweep) in result["gate"]["win_margin_source"]
     assert not result["gate"]["promote"]
     assert "0.5 + 0.300 (seed noise)" in result["gate"]["reason"]
+
+
+def test_a_registry_result_goes_stale_when_the_registry_moves_on(gate, tmp_path):
+    dirs = (str(gate.sft_dir), str(gate.rm_dir))
+    moved = lambda result: registry.registry_moved(gate.client, result, (POLICY, RM), dirs)  # noqa: E731
+    # given the first run's result, still what the registry holds
+    assert moved(gate.first) is None
+    # when a later run's candidate becomes the challenger
+    candidate = _foreign_policy(tmp_path / "foreign", gate.profile_dir)
+    later = gate.run(candidate)
+    # then the first result no longer holds, and says why
+    assert moved(gate.first) == f"{POLICY}'s challenger is v2, not this run's v1"
+    # and once the alias is back, it holds again
+    gate.client.set_registered_model_alias(POLICY, "challenger", "1")
+    assert moved(gate.first) is None
+    # and a result whose version was deleted from the registry is stale too
+    gate.client.delete_model_version(POLICY, "1")
+    assert moved(gate.first) == f"{POLICY} v1 (this run's checkpoint) is no longer registered"
+    assert later["policy_version"] == "2"
