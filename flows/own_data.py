@@ -330,7 +330,7 @@ def _gate_block(cfg, decision, win, accuracy, candidate, client, policy_name) ->
         "judge_accuracy_heldout_pairs": accuracy,
         "prompts": None,  # the judge's verdicts cover the evaluation's test prompts
         "win_rate": win,
-        "public_suite": {"challenger": 0.0, "incumbent": 0.0},
+        "public_suite": {"challenger": None, "incumbent": None},  # no public suite to hold it to
         "promote": decision.promote,
         "promoted": decision.promote and cfg.auto_promote,
         "reason": decision.reason,

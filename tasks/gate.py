@@ -69,16 +69,16 @@ class GateDecision:
     incumbent: str  # "champion vN" or "sft"
     win_rate: float
     ci95: tuple[float, float]
-    public_suite_challenger: float
-    public_suite_incumbent: float
+    public_suite_challenger: float | None  # None: no public suite (a dataset run)
+    public_suite_incumbent: float | None
     win_margin: float = 0.0
 
 
 def decide(
     win_rate: float,
     ci95: tuple[float, float],
-    public_challenger: float,
-    public_incumbent: float,
+    public_challenger: float | None,
+    public_incumbent: float | None,
     margin: float,
     incumbent: str,
     win_margin: float = 0.0,
@@ -86,20 +86,25 @@ def decide(
     """The gate's rule, separate from how its inputs are measured.
 
     win_margin: how far above 0.5 the win rate's CI must start (seed noise, from a sweep).
+    public_challenger/public_incumbent None: there is no public suite to hold the candidate to.
     """
+    has_public = public_challenger is not None and public_incumbent is not None
     reasons = []
     bar = "0.5" if not win_margin else f"0.5 + {win_margin:.3f} (seed noise)"
     if ci95[0] <= 0.5 + win_margin:
         reasons.append(
             f"win rate vs {incumbent} {win_rate:.3f} has 95% CI lower end {ci95[0]:.3f} <= {bar}"
         )
-    if public_challenger < public_incumbent - margin:
+    if has_public and public_challenger < public_incumbent - margin:
         reasons.append(
             f"public-suite accuracy {public_challenger:.3f} is more than {margin} below {incumbent}'s {public_incumbent:.3f}"
         )
     promote = not reasons
+    public = (
+        f", public suite {public_challenger:.3f} vs {public_incumbent:.3f}" if has_public else ""
+    )
     reason = (
-        f"beats {incumbent}: win rate {win_rate:.3f} (95% CI {ci95[0]:.3f}-{ci95[1]:.3f}), public suite {public_challenger:.3f} vs {public_incumbent:.3f}"
+        f"beats {incumbent}: win rate {win_rate:.3f} (95% CI {ci95[0]:.3f}-{ci95[1]:.3f}){public}"
         if promote
         else "; ".join(reasons)
     )
@@ -115,10 +120,10 @@ def judge_decision(win: dict | None, judge_accuracy: float, cfg: "GateConfig") -
     if win is None:
         nan = float("nan")
         return GateDecision(
-            False, "no held-out judge verdicts to decide on", "sft", nan, (nan, nan), 0.0, 0.0
+            False, "no held-out judge verdicts to decide on", "sft", nan, (nan, nan), None, None
         )
     decision = decide(
-        win["mean"], tuple(win["ci95"]), 0.0, 0.0, cfg.public_suite_margin, "sft", cfg.win_margin
+        win["mean"], tuple(win["ci95"]), None, None, cfg.public_suite_margin, "sft", cfg.win_margin
     )
     trusted, why = judge_is_trustworthy(judge_accuracy, cfg.judge_accuracy_floor)
     if not trusted:

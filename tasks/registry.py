@@ -190,7 +190,7 @@ def record_decision(
     client: MlflowClient, name: str, version: str, decision: GateDecision, auto_promote: bool
 ) -> None:
     """Tag the challenger with the gate's decision and, if it passed, make it champion."""
-    tags = {f"gate_{k}": v for k, v in asdict(decision).items()}
+    tags = {f"gate_{k}": v for k, v in asdict(decision).items() if v is not None}
     for key, value in tags.items():
         client.set_model_version_tag(name, version, key, str(value))
     if decision.promote and auto_promote:

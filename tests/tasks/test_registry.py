@@ -77,3 +77,18 @@ def test_without_judge_verdicts_nothing_is_promoted():
 
     decision = judge_decision(None, judge_accuracy=0.9, cfg=GateConfig())
     assert not decision.promote and "no held-out judge verdicts" in decision.reason
+
+
+def test_without_a_public_suite_the_gate_decides_on_the_win_rate_alone():
+    from instructflow.tasks.gate import GateConfig, judge_decision
+
+    # given a dataset run's evidence: a win rate, and no public suite at all
+    win = {"mean": 0.70, "ci95": [0.62, 0.78]}
+    decision = judge_decision(win, judge_accuracy=0.72, cfg=GateConfig())
+    # then the decision records no public-suite figures and its reason names none
+    assert decision.promote
+    assert (decision.public_suite_challenger, decision.public_suite_incumbent) == (None, None)
+    assert decision.reason == "beats sft: win rate 0.700 (95% CI 0.620-0.780)"
+    # and a re-decision on people's rankings, with no public suite either, is the same rule
+    again = decide(0.7, (0.62, 0.78), None, None, margin=0.02, incumbent="sft")
+    assert again.promote and "public" not in again.reason
