@@ -23,8 +23,6 @@ from pathlib import Path
 import mlflow
 from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
-from mlflow.models import ModelSignature
-from mlflow.types import ColSpec, Schema
 from prefect import task
 from prefect.artifacts import create_markdown_artifact
 
@@ -36,19 +34,10 @@ from instructflow.tasks.evaluation import EvalConfig, Policy, head_to_head
 from instructflow.tasks.gate import GateConfig, GateDecision, decide, gate_markdown
 from instructflow.tasks.model_card import model_card
 from instructflow.tasks.registry_config import POLICY_MODEL
+from instructflow.tasks.registry_flavors import LOGGERS
 from instructflow.tasks.registry_snapshot import RegistrySnapshot
 from instructflow.tasks.stage import import_closure_digest, mark_done, prefect_options
 
-SERVING = Path(__file__).resolve().parent / "serving"
-# The policy needs nothing of this project to load (transformers flavor); the
-# reward model's pyfunc runs the project's scoring code.
-POLICY_REQUIREMENTS = ["torch==2.13.0", "transformers>=5.0,<6"]
-REWARD_MODEL_REQUIREMENTS = [*POLICY_REQUIREMENTS, "instructflow"]
-# What the reward model's pyfunc reads and returns (its documented signature).
-REWARD_MODEL_SIGNATURE = ModelSignature(
-    inputs=Schema([ColSpec("string", "prompt"), ColSpec("string", "response")]),
-    outputs=Schema([ColSpec("double", "reward")]),
-)
 # Tag on every registered version: the stage output folder its checkpoint came from.
 CHECKPOINT_TAG = "checkpoint_key"
 
@@ -115,35 +104,6 @@ def registry_moved(
     if challenger != reported[0]:
         return f"{names[0]}'s challenger is v{challenger}, not this run's v{reported[0]}"
     return None
-
-
-def log_policy(model_dir: str, name: str):
-    """The policy in MLflow's transformers flavor: `mlflow.transformers.load_model` gives a
-    text-generation pipeline and `mlflow models serve` serves it, with no project code."""
-    from instructflow.models.lm import load_causal_lm
-
-    model, tokenizer = load_causal_lm(model_dir)
-    return mlflow.transformers.log_model(
-        transformers_model={"model": model, "tokenizer": tokenizer},
-        task="text-generation",
-        name=name,
-        # Given, not inferred: inference would ask for vision packages a text model never uses.
-        pip_requirements=POLICY_REQUIREMENTS,
-    )
-
-
-def log_reward_model(model_dir: str, name: str):
-    """The reward model as a pyfunc: rows of (prompt, response) in, one reward each out."""
-    return mlflow.pyfunc.log_model(
-        name=name,
-        python_model=str(SERVING / "reward_model.py"),
-        artifacts={"hf_model": model_dir},
-        pip_requirements=REWARD_MODEL_REQUIREMENTS,
-        signature=REWARD_MODEL_SIGNATURE,
-    )
-
-
-LOGGERS = {"policy": log_policy, "reward_model": log_reward_model}
 
 
 def register(

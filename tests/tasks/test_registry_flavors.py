@@ -3,9 +3,11 @@ the policy through the transformers flavor (a text-generation pipeline), the rew
 pyfunc with a documented signature."""
 
 import json
+import logging
 import os
 import subprocess
 import sys
+import warnings
 
 import mlflow
 from mlflow import MlflowClient
@@ -29,6 +31,15 @@ print(json.dumps({"rewards": list(rm.predict(rows)), "inputs": rm.metadata.get_i
 """
 
 
+class _Heard(logging.Handler):
+    def __init__(self):
+        super().__init__(logging.DEBUG)
+        self.messages: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.messages.append(record.getMessage())
+
+
 def _fresh_process(code: str, tmp_path) -> dict:
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     env["MLFLOW_TRACKING_URI"] = f"sqlite:///{tmp_path / 'mlflow.db'}"
@@ -47,9 +58,16 @@ def test_registered_policy_and_reward_model_load_without_the_project(
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
     tracking.setup()
     sft_dir, rm_dir = tiny_dirs
-    with mlflow.start_run():
+    heard = _Heard()
+    logging.getLogger("mlflow.transformers").addHandler(heard)
+    with mlflow.start_run(), warnings.catch_warnings(record=True) as warned:
+        warnings.simplefilter("always")
         version = registry.register(str(sft_dir), registry.POLICY_MODEL, "policy", {})
         registry.register(str(rm_dir), REWARD_MODEL, "reward_model", {})
+    logging.getLogger("mlflow.transformers").removeHandler(heard)
+    # and registering a local checkpoint printed no hub lookups nor a missing input example
+    assert not [m for m in heard.messages if "hub" in m or "license" in m], heard.messages
+    assert not [w for w in warned if "input example" in str(w.message)]
     MlflowClient().set_registered_model_alias(registry.POLICY_MODEL, "champion", version)
 
     # when a fresh process loads the champion with mlflow.transformers alone
