@@ -202,6 +202,17 @@ def test_a_split_a_stage_reads_left_empty_is_refused_naming_table_and_split(tmp_
     assert "needed by PPO's checkpoint selection" in str(e.value)
 
 
+def test_a_dataset_with_no_training_rows_at_all_is_refused_per_table(tmp_path):
+    # given settings that send every row to the valid or test split
+    folder = write_pairwise_dataset(tmp_path / "pw", n=60)
+    with pytest.raises(TableError) as e:
+        load_dataset(folder, DatasetConfig(valid_fraction=0.5, test_fraction=0.5))
+    # then each table a stage trains on is named once, with the train split and its readers
+    assert ("preferences.jsonl", 0, "split") in _problems(e.value)
+    assert "no rows in the train split (train 0, " in str(e.value)
+    assert "needed by SFT and the reward model" in str(e.value)
+
+
 def test_a_missing_field_is_told_from_a_null_one_and_a_miscased_name_is_named(tmp_path):
     folder = write_pairwise_dataset(tmp_path / "pw", n=40)
     path = folder / "preferences.jsonl"
