@@ -73,11 +73,14 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _explain_stop(error: BaseException) -> int:
-    """A signal, or a server lost mid-run: one line and an exit status; anything else propagates."""
+    """A signal, a full disk or a server lost mid-run: one line and an exit status; anything
+    else propagates."""
     from prefect.exceptions import TerminationSignal
 
     from instructflow.tasks import interrupts, tracking
+    from instructflow.tasks.disk_full import disk_full_message
     from instructflow.tasks.outages import lost_service_message
+    from instructflow.tasks.paths import project_root
 
     if isinstance(error, KeyboardInterrupt | TerminationSignal):
         detail = (
@@ -90,7 +93,8 @@ def _explain_stop(error: BaseException) -> int:
         )
         return interrupts.exit_status()
     message = (
-        lost_service_message(error, tracking.tracking_uri())
+        disk_full_message(error, project_root())
+        or lost_service_message(error, tracking.tracking_uri())
         if isinstance(error, Exception)
         else None
     )

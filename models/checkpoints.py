@@ -83,6 +83,22 @@ def sha256_file(path: Path) -> str:
     return digest.hexdigest()
 
 
+def _save_state(state: dict[str, Any], path: Path) -> None:
+    """torch.save through a Python file, so that a full disk surfaces as the OS's own error.
+
+    Given a path, torch reports a failed write as "unexpected pos N vs M"; given a
+    file, that RuntimeError carries the OSError (ENOSPC, ...) the write raised.
+    """
+    with open(path, "wb") as file:
+        try:
+            torch.save(state, file)
+        except RuntimeError as error:
+            if isinstance(error.__context__, OSError):
+                error.__context__.filename = str(path)
+                raise error.__context__ from error
+            raise
+
+
 class CheckpointStore:
     """The checkpoints of one training loop in `folder`, one every `every` steps."""
 
@@ -101,7 +117,7 @@ class CheckpointStore:
         self.folder.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=self.folder))
         try:
-            torch.save(state, tmp / STATE)
+            _save_state(state, tmp / STATE)
             (tmp / META).write_text(json.dumps({"step": step, "sha256": sha256_file(tmp / STATE)}))
             final = self.folder / f"step-{step:09d}"
             shutil.rmtree(final, ignore_errors=True)  # the same step saved again (a replay)

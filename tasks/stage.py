@@ -172,16 +172,18 @@ def cache_key_from_out_dir(_context: Any, parameters: dict[str, Any]) -> str:
 
 
 def is_permanent(error: BaseException) -> bool:
-    """True for bad input, which a retry cannot fix (a table, a data version, a value).
+    """True for bad input, which a retry cannot fix (a table, a data version, a value), and a full disk.
 
     IndexError, KeyError and TypeError are what code raises on data it did not
     expect (an empty table, a missing field): the same input fails the same way.
     """
     from instructflow.tasks.data_version import DataMismatchError
+    from instructflow.tasks.disk_full import full_disk_error
     from instructflow.tasks.tables import TableError
 
     permanent = (TableError, DataMismatchError, ValueError, IndexError, KeyError, TypeError)
-    return isinstance(error, permanent)
+    # A full disk stays full: a retry would only write more of the same stage.
+    return isinstance(error, permanent) or full_disk_error(error) is not None
 
 
 def retry_only_transient(_task: Any, _task_run: Any, state: Any) -> bool:

@@ -275,6 +275,22 @@ def start_cli(root: Path, params: dict, env: dict[str, str]) -> subprocess.Popen
     )  # fmt: skip
 
 
+@contextlib.contextmanager
+def small_filesystem(folder: Path, size: str) -> Iterator[Path]:
+    """`folder` on a tmpfs of `size` (e.g. "64k"): a disk that fills; skips the test where
+    mounting is not allowed (it needs root)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(folder)], capture_output=True
+    )
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.decode().strip()}")
+    try:
+        yield folder
+    finally:
+        subprocess.run(["umount", "-l", str(folder)], check=True)  # lazy: a file left open
+
+
 def free_port() -> int:
     """A TCP port free on the loopback interface right now."""
     with socket.socket() as sock:

@@ -19,7 +19,7 @@ class _State:
         (IndexError("list index out of range"), False),  # an empty table met by code
         (KeyError("response"), False),
         (ValueError("bad value"), False),
-        (OSError("disk full"), True),
+        (OSError("input/output error"), True),
         (ConnectionError("tracking server down"), True),
     ],
 )

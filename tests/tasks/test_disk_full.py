@@ -1,0 +1,88 @@
+"""A full disk mid-run is told as such (not as a lost service) and is not retried.
+
+The checkpoint case fills a real file system: a tmpfs of 256 KiB, mounted
+where the mount is allowed (the test is skipped, saying so, where it is not).
+"""
+
+import errno
+
+import pytest
+import torch
+
+from instructflow.models.checkpoints import CheckpointStore
+from instructflow.tasks.disk_full import disk_full_message, full_disk_error
+from instructflow.tasks.stage import is_permanent
+from tests.conftest import small_filesystem
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A folder on a 256 KiB file system of its own."""
+    with small_filesystem(tmp_path / "small", "256k") as folder:
+        yield folder
+
+
+def test_a_checkpoint_on_a_full_disk_raises_the_os_error_and_leaves_no_half_checkpoint(small_disk):
+    store = CheckpointStore(small_disk / "resume", every=1)
+    store.save(1, {"w": torch.zeros(1_000)})  # fits
+    # when a checkpoint larger than the space left is saved
+    with pytest.raises(OSError) as raised:
+        store.save(2, {"w": torch.zeros(1_000_000)})
+    # then it is the OS's own "no space" error, naming the file (torch alone says "unexpected pos")
+    assert raised.value.errno == errno.ENOSPC
+    assert str(small_disk / "resume") in raised.value.filename
+    # and the earlier checkpoint is intact, with no half-written one beside it
+    assert [p.name for p in store.checkpoints()] == ["step-000000001"]
+    assert not list((small_disk / "resume").glob(".tmp-*"))
+    assert store.load()["w"].shape == (1_000,)
+    # and the message says the disk is full, where, and how much is left there
+    message = disk_full_message(raised.value, small_disk)
+    assert message.startswith(f"the disk is full while writing {small_disk / 'resume'}")
+    assert "MiB free there" in message and "run the same command again" in message
+
+
+class SafetensorError(Exception):
+    """What safetensors raises (its text as measured on a full tmpfs)."""
+
+
+@pytest.mark.parametrize(
+    ("error", "full"),
+    [
+        (OSError(errno.ENOSPC, "No space left on device"), True),
+        (OSError(errno.EDQUOT, "Disk quota exceeded"), True),
+        (
+            SafetensorError(
+                "Error while serializing: I/O error: No space left on device (os error 28)"
+            ),
+            True,
+        ),
+        (RuntimeError("(sqlite3.OperationalError) database or disk is full"), True),
+        (OSError(errno.EIO, "Input/output error"), False),
+        (ConnectionRefusedError(errno.ECONNREFUSED, "Connection refused"), False),
+        (RuntimeError("the registry is down"), False),
+    ],
+)
+def test_what_counts_as_a_full_disk(error, full):
+    assert (full_disk_error(error) is not None) is full
+    # and a full disk is never retried (the same stage would write the same bytes again)
+    assert is_permanent(error) is full
+
+
+def test_a_full_disk_wrapped_by_another_error_is_found_in_its_chain():
+    try:
+        try:
+            raise OSError(errno.ENOSPC, "No space left on device", "/x/model.safetensors")
+        except OSError as inner:
+            raise RuntimeError("saving the model failed") from inner
+    except RuntimeError as outer:
+        assert full_disk_error(outer).filename == "/x/model.safetensors"
+
+
+def test_the_cli_says_disk_full_not_lost_service(capsys, tmp_path):
+    from instructflow.flows.cli import _explain_stop
+
+    code = _explain_stop(OSError(errno.ENOSPC, "No space left on device", str(tmp_path / "f")))
+    err = capsys.readouterr().err
+    assert code == 3
+    assert err.startswith(f"instructflow: the disk is full while writing {tmp_path / 'f'}")
+    assert "lost a service" not in err
