@@ -73,14 +73,14 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _explain_stop(error: BaseException) -> int:
-    """A signal, a full disk or a server lost mid-run: one line and an exit status; anything
+    """A signal, failing storage or a server lost mid-run: one line and an exit status; anything
     else propagates."""
     from prefect.exceptions import TerminationSignal
 
     from instructflow.tasks import interrupts, tracking
-    from instructflow.tasks.disk_full import disk_full_message
     from instructflow.tasks.outages import lost_service_message
     from instructflow.tasks.paths import project_root
+    from instructflow.tasks.storage_faults import storage_fault_message
 
     if isinstance(error, KeyboardInterrupt | TerminationSignal):
         detail = (
@@ -93,7 +93,7 @@ def _explain_stop(error: BaseException) -> int:
         )
         return interrupts.exit_status()
     message = (
-        disk_full_message(error, project_root())
+        storage_fault_message(error, project_root())
         or lost_service_message(error, tracking.tracking_uri())
         if isinstance(error, Exception)
         else None

@@ -172,18 +172,18 @@ def cache_key_from_out_dir(_context: Any, parameters: dict[str, Any]) -> str:
 
 
 def is_permanent(error: BaseException) -> bool:
-    """True for bad input, which a retry cannot fix (a table, a data version, a value), and a full disk.
+    """True for bad input, which a retry cannot fix (a table, a data version, a value), and storage that fails (tasks/storage_faults.py).
 
     IndexError, KeyError and TypeError are what code raises on data it did not
     expect (an empty table, a missing field): the same input fails the same way.
     """
     from instructflow.tasks.data_version import DataMismatchError
-    from instructflow.tasks.disk_full import full_disk_error
+    from instructflow.tasks.storage_faults import is_storage_fault
     from instructflow.tasks.tables import TableError
 
     permanent = (TableError, DataMismatchError, ValueError, IndexError, KeyError, TypeError)
-    # A full disk stays full: a retry would only write more of the same stage.
-    return isinstance(error, permanent) or full_disk_error(error) is not None
+    # A full disk stays full, a read-only folder read-only: a retry cannot help.
+    return isinstance(error, permanent) or is_storage_fault(error)
 
 
 def retry_only_transient(_task: Any, _task_run: Any, state: Any) -> bool:

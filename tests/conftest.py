@@ -276,12 +276,13 @@ def start_cli(root: Path, params: dict, env: dict[str, str]) -> subprocess.Popen
 
 
 @contextlib.contextmanager
-def small_filesystem(folder: Path, size: str) -> Iterator[Path]:
-    """`folder` on a tmpfs of `size` (e.g. "64k"): a disk that fills; skips the test where
-    mounting is not allowed (it needs root)."""
+def small_filesystem(folder: Path, size: str, read_only: bool = False) -> Iterator[Path]:
+    """`folder` on a tmpfs of `size` (e.g. "64k"): a disk that fills, or refuses every write;
+    skips the test where mounting is not allowed (it needs root)."""
     folder.mkdir(parents=True, exist_ok=True)
+    options = f"size={size}" + (",ro" if read_only else "")
     mounted = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(folder)], capture_output=True
+        ["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(folder)], capture_output=True
     )
     if mounted.returncode != 0:
         pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.decode().strip()}")

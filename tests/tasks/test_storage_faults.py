@@ -1,4 +1,4 @@
-"""A full disk mid-run is told as such (not as a lost service) and is not retried.
+"""A full disk or a refused write mid-run is told as such (not as a lost service), never retried.
 
 The checkpoint case fills a real file system: a tmpfs of 256 KiB, mounted
 where the mount is allowed (the test is skipped, saying so, where it is not).
@@ -10,8 +10,12 @@ import pytest
 import torch
 
 from instructflow.models.checkpoints import CheckpointStore
-from instructflow.tasks.disk_full import disk_full_message, full_disk_error
 from instructflow.tasks.stage import is_permanent
+from instructflow.tasks.storage_faults import (
+    full_disk_error,
+    is_storage_fault,
+    storage_fault_message,
+)
 from tests.conftest import small_filesystem
 
 
@@ -36,7 +40,7 @@ def test_a_checkpoint_on_a_full_disk_raises_the_os_error_and_leaves_no_half_chec
     assert not list((small_disk / "resume").glob(".tmp-*"))
     assert store.load()["w"].shape == (1_000,)
     # and the message says the disk is full, where, and how much is left there
-    message = disk_full_message(raised.value, small_disk)
+    message = storage_fault_message(raised.value, small_disk)
     assert message.startswith(f"the disk is full while writing {small_disk / 'resume'}")
     assert "MiB free there" in message and "run the same command again" in message
 
@@ -86,3 +90,24 @@ def test_the_cli_says_disk_full_not_lost_service(capsys, tmp_path):
     assert code == 3
     assert err.startswith(f"instructflow: the disk is full while writing {tmp_path / 'f'}")
     assert "lost a service" not in err
+
+
+def test_a_write_the_file_system_refuses_is_named_with_why(tmp_path):
+    # given a folder on a read-only file system
+    with small_filesystem(tmp_path / "ro", "64k", read_only=True) as folder:
+        store = CheckpointStore(folder / "resume", every=1)
+        with pytest.raises(OSError) as raised:
+            store.save(1, {"w": torch.zeros(10)})
+    # then the error is a storage fault, never retried, told in one line with the folder
+    assert raised.value.errno == errno.EROFS and is_storage_fault(raised.value)
+    assert is_permanent(raised.value)
+    message = storage_fault_message(raised.value, tmp_path)
+    assert message == (
+        f"cannot write {folder / 'resume'}: read-only file system; make it writable and "
+        "run the same command again: finished stages and checkpoints are kept."
+    )
+
+
+def test_a_refused_write_without_a_file_is_not_taken_for_one():
+    # a socket's EPERM (no file name) is left to the other explanations
+    assert not is_storage_fault(PermissionError(errno.EPERM, "Operation not permitted"))
