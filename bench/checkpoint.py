@@ -130,7 +130,7 @@ def _timed(fn, *args):
 def _logger(path: Path):
     path.parent.mkdir(parents=True, exist_ok=True)
 
-    def log(step: int, metrics: dict) -> None:
+    def log(step: int, metrics: dict, *_progress) -> None:
         with open(path, "a") as fh:
             fh.write(json.dumps({"step": step, **metrics}) + "\n")
 

@@ -67,7 +67,7 @@ def direct(profile_dir: Path, params, out: Path) -> tuple[float, dict[str, float
     from instructflow.tasks.data import summarize
     from instructflow.world import layout
 
-    def log(step: int, metrics: dict) -> None:
+    def log(step: int, metrics: dict, *_progress) -> None:
         pass
 
     seconds: dict[str, float] = {}

@@ -27,7 +27,8 @@ from instructflow.models.lm import takes_logits_to_keep
 from instructflow.models.numeric import check_finite
 from instructflow.models.runtime import Precision, make_accelerator
 
-LogFn = Callable[[int, dict[str, float]], None]
+# on_log(step, metrics, total, unit): metrics after `unit` `step` (0-based) of `total`.
+LogFn = Callable[[int, dict[str, float], int, str], None]
 
 
 @dataclass(frozen=True)
@@ -142,7 +143,7 @@ def pretrain(
         guarded_step(accelerator, model, loss, optimizer, scheduler, cfg.grad_clip, step)
         if step % log_every == 0 or step == steps - 1:
             shown = float(group.sum(shown.detach()))  # every process takes part
-            on_log(step, {"loss": shown, "lr": scheduler.get_last_lr()[0]})
+            on_log(step, {"loss": shown, "lr": scheduler.get_last_lr()[0]}, steps, "step")
         after_step(
             store,
             step + 1,
@@ -288,7 +289,8 @@ def supervised_finetune(
             guarded_step(accelerator, model, loss, optimizer, scheduler, cfg.grad_clip, step)
             if step % log_every == 0:
                 shown = float(group.sum(shown.detach()))  # every process takes part
-                on_log(step, {"train_loss": shown, "lr": scheduler.get_last_lr()[0]})
+                metrics = {"train_loss": shown, "lr": scheduler.get_last_lr()[0]}
+                on_log(step, metrics, steps_per_epoch * epochs, "step")
             step += 1
             after_step(
                 store,

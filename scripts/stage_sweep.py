@@ -149,7 +149,7 @@ def run_variant(variant: dict, work: Path, profile_dir: Path) -> None:
         results["seconds"] = time.time() - started
         (out / "results.json").write_text(json.dumps(results, indent=1))
 
-    def log(step: int, metrics: dict) -> None:
+    def log(step: int, metrics: dict, *_progress) -> None:
         with open(out / "log.jsonl", "a") as f:
             f.write(json.dumps({"step": step, **metrics}) + "\n")
 

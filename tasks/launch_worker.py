@@ -21,10 +21,16 @@ def _logger(spec: dict):
     from mlflow import MlflowClient
     from mlflow.entities import Metric
 
+    from instructflow.tasks.progress import Progress
+
     client = MlflowClient(spec["tracking_uri"])
     prefix = spec["log_prefix"]
 
-    def log(step: int, metrics: dict[str, float]) -> None:
+    progress = Progress(spec["label"])
+
+    def log(
+        step: int, metrics: dict[str, float], total: int | None = None, unit: str = "step"
+    ) -> None:
         named = {f"{prefix}/{k}" if prefix else k: float(v) for k, v in metrics.items()}
         clean = {k: v for k, v in named.items() if v == v}  # NaN is not logged
         if spec["run_id"] is not None and clean:
@@ -32,8 +38,7 @@ def _logger(spec: dict):
             client.log_batch(
                 spec["run_id"], metrics=[Metric(k, v, stamp, step) for k, v in clean.items()]
             )
-        shown = ", ".join(f"{k}={v:.4g}" for k, v in metrics.items())
-        print(f"[{spec['label']}] step {step}: {shown}", flush=True)
+        print(progress.line(step, metrics, total, unit), flush=True)
 
     return log
 
@@ -42,7 +47,7 @@ def main(spec_path: str) -> None:
     folder = Path(spec_path).parent
     rank = int(os.environ.get("RANK", "0"))
     spec = pickle.loads(Path(spec_path).read_bytes())
-    log = _logger(spec) if rank == 0 else (lambda step, metrics: None)
+    log = _logger(spec) if rank == 0 else (lambda *_: None)
     try:
         result = spec["fn"](**spec["kwargs"], log=log)
     except BaseException as error:

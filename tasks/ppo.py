@@ -13,7 +13,6 @@ Settings: tasks/ppo_config.py. Resumable: tasks/ppo_resume.py.
 import json
 import math
 import time
-from functools import partial
 from pathlib import Path
 
 import mlflow
@@ -32,6 +31,7 @@ from instructflow.tasks.ppo_config import PPOStageConfig, trainer_hyper
 from instructflow.tasks.ppo_plot import plot_curve
 from instructflow.tasks.ppo_resume import find_resume, read_resume, write_resume
 from instructflow.tasks.ppo_selection import new_history, record_evaluation
+from instructflow.tasks.progress import Progress
 from instructflow.tasks.stage import import_closure_digest, prefect_options
 from instructflow.tasks.stats import standard_error
 from instructflow.tasks.tables import load_table, read_jsonl
@@ -158,7 +158,7 @@ def run_ppo(
         evaluate(0)  # the SFT policy itself: KL 0, the baseline every later point must beat
 
     def on_iteration(index: int, metrics: dict) -> bool:
-        log(index, metrics)
+        log(index, metrics, cfg.iterations, "iteration")
         done = index + 1
         if done % cfg.eval_every == 0 or done == cfg.iterations:
             evaluate(done)
@@ -237,18 +237,23 @@ def run_ppo(
     return {f"{stage_name}/{k}": float(v) for k, v in summary.items()}
 
 
-def _log_to_mlflow(stage: str, step: int, metrics: dict[str, float]) -> None:
-    # The trainer's metric keys are ppo/... in both stages' MLflow runs (the algorithm's
-    # namespace); the console line names the stage, so PPO-ptx's lines say [ppo_ptx].
-    tracking.log_metrics(metrics, step=step)
+def _ppo_logger(stage: str):
+    """MLflow metrics and a console line per PPO iteration (with its progress)."""
+    progress = Progress(stage)
     shown = ("ppo/reward_rm", "ppo/reward_gold", "ppo/kl", "ppo/clipfrac", "ppo/seconds")
-    if "ppo/kl" in metrics:
-        # No gold on a user's dataset (NaN): left out of the line rather than printed as nan.
-        known = [k for k in shown if k in metrics and metrics[k] == metrics[k]]
-        print(
-            f"[{stage}] iteration {step}: " + ", ".join(f"{k[4:]}={metrics[k]:.4g}" for k in known),
-            flush=True,
-        )
+
+    def log(
+        step: int, metrics: dict[str, float], total: int | None = None, unit: str = "iteration"
+    ) -> None:
+        # The trainer's metric keys are ppo/... in both stages' MLflow runs (the algorithm's
+        # namespace); the console line names the stage, so PPO-ptx's lines say [ppo_ptx].
+        tracking.log_metrics(metrics, step=step)
+        if "ppo/kl" in metrics:
+            # No gold on a user's dataset (NaN): left out of the line rather than printed as nan.
+            known = {k[4:]: metrics[k] for k in shown if k in metrics and metrics[k] == metrics[k]}
+            print(progress.line(step, known, total, unit), flush=True)
+
+    return log
 
 
 PPO_CODE = import_closure_digest("instructflow.tasks.ppo")
@@ -283,7 +288,7 @@ def ppo_task(
             | {"seed": seed, "out_dir": out},
             processes=processes,
             work_dir=out,
-            log=partial(_log_to_mlflow, stage),
+            log=_ppo_logger(stage),
             log_prefix=None,  # the trainer's keys are ppo/... already
             label=stage,
         )

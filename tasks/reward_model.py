@@ -184,7 +184,8 @@ def train_reward_model(
             loss = mean if group.size == 1 else share * group.size
             guarded_step(accelerator, model, loss, optimizer, scheduler, 1.0, step)
             if step % log_every == 0:
-                log(step, {"train_loss": float(group.sum(share.detach()))})
+                shown = {"train_loss": float(group.sum(share.detach()))}
+                log(step, shown, cfg.epochs * len(batches), "step")
             step += 1
             after_step(
                 store,
@@ -212,6 +213,8 @@ def train_reward_model(
                 "valid_loss": float(kwise_ranking_loss(predicted, ranking)),
                 "valid_accuracy": valid_acc,
             },
+            cfg.epochs,
+            "epoch",
         )
         if valid_acc > best_acc:
             best_acc = valid_acc

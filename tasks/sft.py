@@ -84,7 +84,7 @@ def finetune(
     best = {"valid_loss": float("inf"), "epoch": -1}
 
     def on_epoch(epoch: int, valid_loss: float, trained) -> None:
-        log(epoch, {"valid_loss": valid_loss})
+        log(epoch, {"valid_loss": valid_loss}, cfg.epochs, "epoch")
         if valid_loss < best["valid_loss"]:
             best.update(valid_loss=valid_loss, epoch=epoch)
             if not main_process():  # every process holds the same weights; rank 0 saves

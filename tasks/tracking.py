@@ -17,6 +17,7 @@ import mlflow.data
 from mlflow.tracking import MlflowClient
 
 from instructflow.tasks.paths import mlflow_dir
+from instructflow.tasks.progress import Progress
 
 EXPERIMENT = "instructflow"
 
@@ -118,14 +119,15 @@ def log_metrics(metrics: dict[str, float], step: int | None = None) -> None:
 
 
 def metric_logger(prefix: str):
-    """A callback for training loops: log_fn(step, {"loss": ...}) -> MLflow `prefix/loss` at `step`."""
+    """A callback for training loops: log_fn(step, {"loss": ...}, total, unit) -> MLflow
+    `prefix/loss` at `step`, and a console line with the progress (tasks/progress.py)."""
+    progress = Progress(prefix)
 
-    def log(step: int, metrics: dict[str, float]) -> None:
+    def log(
+        step: int, metrics: dict[str, float], total: int | None = None, unit: str = "step"
+    ) -> None:
         log_metrics({f"{prefix}/{k}": v for k, v in metrics.items()}, step=step)
-        print(
-            f"[{prefix}] step {step}: " + ", ".join(f"{k}={v:.4g}" for k, v in metrics.items()),
-            flush=True,
-        )
+        print(progress.line(step, metrics, total, unit), flush=True)
 
     return log
 

@@ -28,7 +28,7 @@ def supervised(world: dict, out: Path, log) -> dict | None:
     records: dict[str, list] = {"sft": [], "sft_valid": [], "rm": [], "rm_valid": []}
 
     def recorder(stage: str):
-        def record(step: int, metrics: dict) -> None:
+        def record(step: int, metrics: dict, *_progress) -> None:
             if "train_loss" in metrics:
                 records[stage].append((step, metrics["train_loss"]))
             else:
@@ -113,7 +113,7 @@ def pretraining(base_dir: Path) -> list[tuple[int, float]]:
         20,
         OptimConfig(lr=1e-3, batch_size=5),
         seed=0,
-        on_log=lambda step, metrics: losses.append((step, metrics["loss"])),
+        on_log=lambda step, metrics, *_: losses.append((step, metrics["loss"])),
         log_every=1,
     )
     return losses

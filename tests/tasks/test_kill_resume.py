@@ -84,7 +84,7 @@ def make_world(root: Path) -> dict[str, str]:
     return {"profile": str(profile), "comparisons": str(comps), "base": str(base)}
 
 
-def _noop(_step: int, _metrics: dict) -> None:
+def _noop(_step: int, _metrics: dict, *_progress) -> None:
     pass
 
 

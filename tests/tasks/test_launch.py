@@ -27,7 +27,7 @@ def test_one_process_runs_in_this_process(tmp_path):
         {"x": 1},
         processes=1,
         work_dir=tmp_path,
-        log=lambda step, metrics: logged.append(metrics),
+        log=lambda step, metrics, *_: logged.append(metrics),
         log_prefix="t",
     )
     assert result == 2 and logged == [{"x": 1}] and not (tmp_path / launch.FOLDER).exists()
@@ -144,7 +144,7 @@ def test_a_stage_in_a_process_of_its_own_computes_what_it_computes_here(tmp_path
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        here = launch_targets.seeded_training(lambda step, metrics: None, seed=3)
+        here = launch_targets.seeded_training(lambda *_: None, seed=3)
     finally:
         torch.set_num_threads(threads)
     # given the same function, run beside another stage (tasks.launch.own_process, one thread)

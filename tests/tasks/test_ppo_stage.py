@@ -93,7 +93,7 @@ def world(tmp_path_factory) -> dict[str, Path]:
 
 
 def iteration_logger(steps: list[int], kill_at: int | None = None):
-    def log(step: int, metrics: dict) -> None:
+    def log(step: int, metrics: dict, *_progress) -> None:
         if "ppo/kl" in metrics:  # an iteration's metrics (validation points come separately)
             steps.append(step)
             if step == kill_at:
@@ -179,8 +179,8 @@ def test_a_failed_checkpoint_write_leaves_the_previous_one_intact(
 ) -> None:
     write_resume(tmp_path, {"history": {"points": [1]}, "trainer": {"iteration": 2}})
 
-    def broken_save(obj, path):
-        Path(path).write_bytes(b"half a checkpoint")
+    def broken_save(obj, file):
+        file.write(b"half a checkpoint")
         raise OSError("disk full")
 
     monkeypatch.setattr(torch, "save", broken_save)
@@ -337,13 +337,15 @@ def test_the_iteration_line_leaves_out_a_gold_score_there_is_none_of(monkeypatch
 
     monkeypatch.setattr(ppo_stage.tracking, "log_metrics", lambda *a, **k: None)
     metrics = {"ppo/reward_rm": 0.5, "ppo/kl": 0.01, "ppo/clipfrac": 0.1, "ppo/seconds": 2.0}
-    # on the embedded world the gold score is shown
-    ppo_stage._log_to_mlflow("ppo", 3, metrics | {"ppo/reward_gold": 0.25})
+    log = ppo_stage._ppo_logger("ppo")
+    # on the embedded world the gold score is shown, with the iteration of how many
+    log(3, metrics | {"ppo/reward_gold": 0.25}, 10, "iteration")
     assert capsys.readouterr().out == (
-        "[ppo] iteration 3: reward_rm=0.5, reward_gold=0.25, kl=0.01, clipfrac=0.1, seconds=2\n"
+        "[ppo] iteration 4/10 (40%): reward_rm=0.5, reward_gold=0.25, kl=0.01, clipfrac=0.1, "
+        "seconds=2\n"
     )
     # on a user's dataset (no gold: NaN) it is left out
-    ppo_stage._log_to_mlflow("ppo", 4, metrics | {"ppo/reward_gold": float("nan")})
+    log(4, metrics | {"ppo/reward_gold": float("nan")})
     assert capsys.readouterr().out == (
         "[ppo] iteration 4: reward_rm=0.5, kl=0.01, clipfrac=0.1, seconds=2\n"
     )
