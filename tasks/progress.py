@@ -9,8 +9,10 @@ import time
 
 
 def duration_text(seconds: float) -> str:
-    """~45 s, ~3 min 20 s, ~1 h 05 min."""
-    seconds = max(0, round(seconds))
+    """<1 s, ~45 s, ~3 min 20 s, ~1 h 05 min."""
+    if seconds < 0.5:
+        return "<1 s"
+    seconds = round(seconds)
     if seconds < 60:
         return f"~{seconds} s"
     if seconds < 3600:

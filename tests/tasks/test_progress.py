@@ -45,4 +45,5 @@ def test_durations_read_as_a_person_would_say_them():
     assert duration_text(44.5) == "~44 s"
     assert duration_text(61.6) == "~1 min 2 s"
     assert duration_text(3 * 3600 + 5 * 60 + 9) == "~3 h 05 min"
-    assert duration_text(-3) == "~0 s"
+    assert duration_text(0.3) == "<1 s"
+    assert duration_text(-3) == "<1 s"
