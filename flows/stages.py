@@ -21,6 +21,8 @@ from prefect import get_run_logger
 from instructflow.flows.params import PipelineParams
 from instructflow.tasks import concurrency, launch, ppo, ppo_selection, run_status, tracking
 from instructflow.tasks.stage import (
+    DONE_MARKER,
+    changed_output,
     done_result,
     is_done,
     key_arguments,
@@ -54,15 +56,16 @@ def run_stage(
     started = time.perf_counter()
     key = stage_key(stage_name, task.version, config, inputs)
     out_dir = output_dir(key)
-    # Outputs deleted or never finished: recompute even if Prefect remembers a result.
+    # Outputs deleted, changed or never finished: recompute even if Prefect remembers a result.
     stale = not is_done(out_dir)
+    reason = changed_output(out_dir) if (out_dir / DONE_MARKER).exists() else None
     if not stale and stale_because is not None:
         reason = stale_because(done_result(out_dir))
-        if reason:
-            get_run_logger().info(
-                "stage %s: recomputed, its cached result is stale: %s", stage_name, reason
-            )
-            stale = True
+        stale = reason is not None
+    if reason:
+        get_run_logger().warning(
+            "stage %s: recomputed, its cached result is stale: %s", stage_name, reason
+        )
     task = task.with_options(refresh_cache=stale)
     state = task(out_dir=str(out_dir), parent_run_id=parent_run_id, **kwargs, return_state=True)
     result = relocated(state.result(), out_dir)

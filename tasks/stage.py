@@ -26,6 +26,9 @@ from instructflow.tasks.paths import runs_dir
 
 ROOT = Path(__file__).resolve().parent.parent
 DONE_MARKER = "DONE.json"
+OUTPUTS_MANIFEST = "OUTPUTS.json"  # the stage's files as it left them (mark_done)
+NOT_OUTPUTS = {DONE_MARKER, OUTPUTS_MANIFEST, "resume"}  # resume/: dropped once done
+SAMPLE = 64 * 1024
 
 
 def code_digest(paths: Iterable[str]) -> str:
@@ -145,8 +148,48 @@ def fresh_output_dir(out_dir: str | Path) -> Path:
     return out
 
 
+def _fingerprint(file: Path) -> str:
+    """Size and a digest of the first and last 64 KiB: cheap on a large checkpoint, and
+    a deleted, truncated, replaced or rewritten file shows (a byte changed mid-file may not)."""
+    size = file.stat().st_size
+    digest = hashlib.blake2b(digest_size=12)
+    with open(file, "rb") as handle:
+        digest.update(handle.read(SAMPLE))
+        if size > SAMPLE:
+            handle.seek(max(SAMPLE, size - SAMPLE))
+            digest.update(handle.read(SAMPLE))
+    return f"{size}:{digest.hexdigest()}"
+
+
+def _outputs(out_dir: Path) -> dict[str, str]:
+    """The stage's files (not its resume checkpoints, dropped once done) and their fingerprints."""
+    files = {}
+    for file in sorted(out_dir.rglob("*")):
+        rel = file.relative_to(out_dir)
+        if file.is_file() and rel.parts[0] not in NOT_OUTPUTS:
+            files[rel.as_posix()] = _fingerprint(file)
+    return files
+
+
+def changed_output(out_dir: Path) -> str | None:
+    """What of a finished stage's folder differs from when it finished ("model/model.safetensors
+    is missing"), or None. A stage recorded before outputs were fingerprinted: None."""
+    manifest = out_dir / OUTPUTS_MANIFEST
+    if not manifest.exists():
+        return None
+    recorded = json.loads(manifest.read_text())
+    for rel, fingerprint in recorded.items():
+        file = out_dir / rel
+        if not file.is_file():
+            return f"{rel} is missing"
+        if _fingerprint(file) != fingerprint:
+            return f"{rel} changed since the stage wrote it"
+    return None
+
+
 def is_done(out_dir: Path) -> bool:
-    return (out_dir / DONE_MARKER).exists()
+    """Finished, and every file it wrote still there as written."""
+    return (out_dir / DONE_MARKER).exists() and changed_output(out_dir) is None
 
 
 def done_result(out_dir: Path) -> dict:
@@ -155,7 +198,11 @@ def done_result(out_dir: Path) -> dict:
 
 
 def mark_done(out_dir: Path, result: dict) -> dict:
-    """Record a finished stage (written last, atomically): its folder is now complete."""
+    """Record a finished stage (written last, atomically): its folder is now complete,
+    its files fingerprinted (`changed_output`)."""
+    outputs = out_dir / (OUTPUTS_MANIFEST + ".tmp")
+    outputs.write_text(json.dumps(_outputs(out_dir), indent=1))
+    outputs.replace(out_dir / OUTPUTS_MANIFEST)
     tmp = out_dir / (DONE_MARKER + ".tmp")
     tmp.write_text(json.dumps(result, sort_keys=True, indent=2, default=str))
     tmp.replace(out_dir / DONE_MARKER)

@@ -1,10 +1,11 @@
 """Stage caching across pipeline runs: unchanged -> all cached; a PPO change -> PPO onwards;
-a challenger or champion moved to another checkpoint -> the registry stage only; new data -> all.
+a stage's output deleted -> that stage; a challenger or champion moved to another
+checkpoint -> the registry stage only; new data -> all.
 
-Six runs in one isolated project root (reduced smoke sizes), on the session's
+Seven runs in one isolated project root (reduced smoke sizes), on the session's
 Prefect test server: the session's first run, in a copy of the root it left (so
 the unchanged re-run also shows that keys do not depend on where the project
-lives), then five more. Which stages ran is read from MLflow: every stage has a
+lives), then six more. Which stages ran is read from MLflow: every stage has a
 nested run under the pipeline's parent run, tagged cached=true when Prefect
 served it from its cache.
 """
@@ -98,6 +99,11 @@ def runs(first_run, copy_of_first_run, fast_smoke) -> Iterator[dict]:
         project = Project(copy_of_first_run(), monkeypatch)
         out = {"first": project.record(first_run["result"], first_run["wall_s"])}
         out["unchanged"] = project.run(params)
+        # SFT's weights deleted under runs/ (a person freeing space, a bad copy); then again.
+        (sft_weights,) = (project.root / "runs" / "sft").glob("*/model/model.safetensors")
+        sft_weights.unlink()
+        out["sft_weights_deleted"] = project.run(params)
+        out["sft_weights_back"] = sft_weights.is_file()
         out["ppo_changed"] = project.run(fast_smoke(ppo={"lr": changed_lr}))
         out["folders"] = {
             stage: len(list((project.root / "runs" / stage).iterdir())) for stage in STAGES
@@ -142,6 +148,16 @@ def test_unchanged_rerun_finds_every_stage_cached(runs):
     assert again.result["run"]["mlflow_run_id"] != runs["first"].result["run"]["mlflow_run_id"]
     # and it took a fraction of the first run's time
     assert again.wall_s < runs["first"].wall_s / 2
+
+
+def test_a_deleted_output_reruns_its_stage_instead_of_serving_it(runs):
+    # given SFT's model file deleted from its finished stage folder
+    again = runs["sft_weights_deleted"]
+    # then SFT ran again (into the same folder) and wrote it back; what reads SFT was cached
+    assert ran(again) == {"sft"}
+    assert runs["sft_weights_back"]
+    # and the report is the same: retraining with the same seed gives the same weights
+    assert again.result["policies"] == runs["first"].result["policies"]
 
 
 def test_changed_ppo_config_reruns_ppo_and_what_reads_it(runs):
