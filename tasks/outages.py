@@ -8,7 +8,9 @@ stage fails; its checkpoints stay in runs/, so the same command run again
 resumes where it stopped.
 """
 
+import errno
 import os
+import socket
 import urllib.error
 import urllib.request
 
@@ -18,6 +20,20 @@ MLFLOW_RETRY_ENV = {
     "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
     "MLFLOW_HTTP_REQUEST_TIMEOUT": "20",
 }
+
+
+# An OSError is a lost service only with one of these; a file's error is not (a missing
+# checkpoint file said "lost a service" before).
+NETWORK_ERRNOS = {
+    errno.ECONNREFUSED,
+    errno.ECONNRESET,
+    errno.ECONNABORTED,
+    errno.EHOSTUNREACH,
+    errno.ENETUNREACH,
+    errno.ETIMEDOUT,
+    errno.EPIPE,
+}
+HTTP_CLIENTS = ("httpx", "httpcore", "requests", "urllib3")
 
 
 class ServiceUnreachable(RuntimeError):
@@ -74,11 +90,15 @@ def lost_service_message(error: BaseException, mlflow_uri: str) -> str | None:
     from mlflow.exceptions import MlflowException
 
     text = str(error)
-    lost = isinstance(error, ConnectionError | TimeoutError | OSError) or (
+    network = isinstance(error, ConnectionError | TimeoutError | socket.gaierror) or (
+        isinstance(error, OSError) and error.errno in NETWORK_ERRNOS
+    )
+    lost = network or (
         isinstance(error, MlflowException)
         and any(s in text for s in ("Max retries exceeded", "Connection refused", "timed out"))
     )
-    if type(error).__module__.startswith("httpx") or "ConnectError" in type(error).__name__:
+    # The HTTP clients' own errors (requests' are OSErrors without an errno).
+    if type(error).__module__.startswith(HTTP_CLIENTS) or "ConnectError" in type(error).__name__:
         lost = True
     if not lost:
         return None

@@ -66,3 +66,19 @@ def test_a_server_lost_mid_run_gives_one_line_saying_how_to_resume():
     assert "http://127.0.0.1:5000" in message and "run the same command again" in message
     assert "\n" not in message
     assert outages.lost_service_message(ValueError("bad value"), "x") is None
+
+
+def test_only_network_errors_count_as_a_lost_service():
+    import errno
+
+    import requests
+
+    refused = ConnectionRefusedError(errno.ECONNREFUSED, "Connection refused")
+    assert outages.lost_service_message(refused, "x") is not None
+    reset = OSError(errno.ECONNRESET, "Connection reset by peer")
+    assert outages.lost_service_message(reset, "x") is not None
+    assert outages.lost_service_message(requests.ConnectionError("pool closed"), "x") is not None
+    # a file's error is not: transformers' missing weights, a corrupted read
+    missing = OSError("Error no file named model.safetensors found in directory runs/sft/x/model")
+    assert outages.lost_service_message(missing, "x") is None
+    assert outages.lost_service_message(OSError(errno.EIO, "Input/output error"), "x") is None
