@@ -57,11 +57,19 @@ def main(argv: list[str] | None = None) -> int:
     from instructflow.tasks.data_version import DataMismatchError
     from instructflow.tasks.outages import ServiceUnreachable
     from instructflow.tasks.preflight import InputRefused
+    from instructflow.tasks.registry_config import RegistryLookupError
     from instructflow.tasks.tables import TableError
 
     try:
         return args.func(args)
-    except (DataMismatchError, TableError, ModelNotFoundError, ParamsError, InputRefused) as error:
+    except (
+        DataMismatchError,
+        TableError,
+        ModelNotFoundError,
+        ParamsError,
+        InputRefused,
+        RegistryLookupError,
+    ) as error:
         # Bad input: what to fix, without a traceback. Exit 2, as argparse does for bad usage.
         print(f"instructflow: {error}", file=sys.stderr)
         return 2

@@ -17,12 +17,20 @@ def _cmd_promote(args: argparse.Namespace) -> int:
 
 
 def _cmd_evaluate(args: argparse.Namespace) -> int:
-    from instructflow.flows.evaluate import EvaluateParams, evaluate_registered
+    from mlflow import MlflowClient
 
+    from instructflow.flows.evaluate import EvaluateParams, evaluate_registered, resolve
+    from instructflow.tasks import tracking
+    from instructflow.tasks.registry_config import RegistryConfig
+
+    tracking.setup()
+    model = args.model or RegistryConfig().names(args.profile)[0]
+    for ref in args.models:  # a version that is not there: one line here, not a failed flow
+        resolve(MlflowClient(), model, ref)
     result = evaluate_registered(
         EvaluateParams(
             models=args.models,
-            model_name=args.model,
+            model_name=model,
             profile=args.profile,
             seed=args.seed,
             evaluation={"max_prompts": args.max_prompts},
@@ -32,6 +40,9 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
         print(
             f"{name}: gold {row['gold_score']['mean']:.3f}  win vs SFT {row['win_rate_vs_sft']['mean']:.3f}"
         )
+    for name, match in result["head_to_head"].items():
+        low, high = match["win_rate"]["ci95"]
+        print(f"{name}: win rate {match['win_rate']['mean']:.3f} (95% CI {low:.3f}-{high:.3f})")
     return 0
 
 
@@ -121,8 +132,9 @@ def add_commands(sub) -> None:
     )
     evaluate.add_argument(
         "--model",
-        default="instructflow-policy",
-        help="registered policy (default instructflow-policy; smoke runs: instructflow-policy-smoke)",
+        default=None,
+        help="registered policy (default: where runs of --profile register, "
+        "instructflow-policy or instructflow-policy-smoke)",
     )
     evaluate.add_argument(
         "--profile", default="tiny", help="whose test users to evaluate on (default tiny)"

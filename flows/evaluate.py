@@ -22,8 +22,8 @@ from pydantic import BaseModel, ConfigDict, Field
 from instructflow.tasks import env, evaluation, plots, report, tracking
 from instructflow.tasks.evaluation import EvalConfig
 from instructflow.tasks.paths import data_dir, reports_dir
-from instructflow.tasks.registry import local_checkpoint
-from instructflow.tasks.registry_config import POLICY_MODEL, REWARD_MODEL
+from instructflow.tasks.registry import find_version, local_checkpoint
+from instructflow.tasks.registry_config import REWARD_MODEL, RegistryConfig, RegistryLookupError
 
 
 class EvaluateParams(BaseModel):
@@ -34,7 +34,11 @@ class EvaluateParams(BaseModel):
     models: list[str] = Field(
         ["champion", "challenger"], description="Versions or aliases of the registered policy."
     )
-    model_name: str = Field(POLICY_MODEL, description="The registered policy model.")
+    model_name: str | None = Field(
+        None,
+        description="The registered policy model. Empty: where runs of `profile` register "
+        "(instructflow-policy, or instructflow-policy-smoke on smoke).",
+    )
     profile: str = Field("tiny", description="Which profile's test users to evaluate on.")
     seed: int = Field(0, description="Sampling seed.")
     # Named by the class, not `evaluation.EvalConfig`: inside this class body the field
@@ -45,12 +49,16 @@ class EvaluateParams(BaseModel):
 
 
 def resolve(client: MlflowClient, name: str, ref: str):
-    """A version number or an alias -> the registered model version."""
-    return (
-        client.get_model_version(name, ref)
-        if ref.isdigit()
-        else client.get_model_version_by_alias(name, ref)
-    )
+    """A version number or an alias -> the registered model version, if the embedded world's
+    test users can judge it (a policy trained on a dataset is evaluated by its own run)."""
+    version = find_version(client, name, ref)
+    if version.tags.get("data_dir"):
+        raise RegistryLookupError(
+            f"{name} v{version.version} ({ref}) was trained on the dataset in "
+            f"{version.tags['data_dir']}: `instructflow evaluate` scores on the embedded world's "
+            "test users; that run's report holds its evaluation on the dataset's test split"
+        )
+    return version
 
 
 @flow(name="evaluate_registered", log_prints=True)
@@ -59,6 +67,8 @@ def evaluate_registered(params: EvaluateParams = EvaluateParams()) -> dict:
     env.apply_defaults()  # as rlhf_pipeline does
     tracking.setup()
     client = MlflowClient()
+    if params.model_name is None:
+        params = params.model_copy(update={"model_name": RegistryConfig().names(params.profile)[0]})
     versions = {ref: resolve(client, params.model_name, ref) for ref in params.models}
     first = next(iter(versions.values()))
     sft_dir = mlflow.artifacts.download_artifacts(
@@ -86,12 +96,13 @@ def evaluate_registered(params: EvaluateParams = EvaluateParams()) -> dict:
         for a, b in itertools.combinations(policies[:-1], 2):
             match = evaluation.head_to_head(a, b, profile_dir, params.evaluation, params.seed)
             head_to_head[f"{a.name} vs {b.name}"] = match
+            win = match["win_rate"]
             logger.info(
-                "%s vs %s: win rate %.3f %s",
+                "%s vs %s: win rate %.3f (95%% CI %.3f-%.3f)",
                 a.name,
                 b.name,
-                match["win_rate"]["mean"],
-                match["win_rate"]["ci95"],
+                win["mean"],
+                *win["ci95"],
             )
         result = {
             "run": {"mlflow_run_id": run.info.run_id, "models": params.models},

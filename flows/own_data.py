@@ -300,7 +300,11 @@ def _register(params, candidate, policies, rm, sft_out, parent_id, run_info, md5
         try:
             rm_version = registry.register(rm["model_dir"], rm_name, "reward_model", lineage)
             tags = lineage | policy_metrics
-            tags |= {"policy": candidate, "reward_model_version": rm_version}
+            tags |= {
+                "policy": candidate,
+                "reward_model_name": rm_name,
+                "reward_model_version": rm_version,
+            }
             version = registry.register(
                 policies[candidate]["model_dir"], policy_name, "policy", tags
             )

@@ -33,7 +33,7 @@ from instructflow.tasks.concurrency import registry_slot
 from instructflow.tasks.evaluation import EvalConfig, Policy, head_to_head
 from instructflow.tasks.gate import GateConfig, GateDecision, decide, gate_markdown
 from instructflow.tasks.model_card import model_card
-from instructflow.tasks.registry_config import POLICY_MODEL
+from instructflow.tasks.registry_config import POLICY_MODEL, RegistryLookupError
 from instructflow.tasks.registry_flavors import LOGGERS
 from instructflow.tasks.registry_snapshot import RegistrySnapshot
 from instructflow.tasks.stage import import_closure_digest, mark_done, prefect_options
@@ -128,6 +128,29 @@ def register(
     return str(version.version)
 
 
+def find_version(client: MlflowClient, name: str, ref: str):
+    """Version `ref` (a number or an alias) of registered model `name`, or a RegistryLookupError
+    naming what the registry holds instead (MLflow's own error is a traceback)."""
+    try:
+        model = client.get_registered_model(name)
+    except MlflowException:
+        names = sorted(m.name for m in client.search_registered_models())
+        held = ", ".join(names) if names else "none yet: run the pipeline first"
+        raise RegistryLookupError(f"no registered model {name!r} (registered: {held})") from None
+    try:
+        if ref.isdigit():
+            return client.get_model_version(name, ref)
+        return client.get_model_version_by_alias(name, ref)
+    except MlflowException:
+        versions = sorted(int(v.version) for v in client.search_model_versions(f"name = '{name}'"))
+        aliases = ", ".join(f"{a} -> v{v}" for a, v in sorted(model.aliases.items())) or "none"
+        what = f"version {ref}" if ref.isdigit() else f"alias {ref!r}"
+        raise RegistryLookupError(
+            f"{name} has no {what} (versions: {', '.join(map(str, versions)) or 'none'}; "
+            f"aliases: {aliases})"
+        ) from None
+
+
 def champion_version(client: MlflowClient, name: str = POLICY_MODEL) -> str | None:
     return alias_version(client, name, "champion")
 
@@ -163,7 +186,7 @@ def promote_manually(version: str, reason: str, name: str = POLICY_MODEL) -> Non
     if not reason.strip():
         raise ValueError("a manual promotion needs a reason")
     client = MlflowClient()
-    client.get_model_version(name, version)  # fails clearly if it does not exist
+    find_version(client, name, version)  # one line naming what is there if it is not
     previous = champion_version(client, name)
     client.set_registered_model_alias(name, "champion", version)
     client.set_model_version_tag(name, version, "promoted_by", "manual")

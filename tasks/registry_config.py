@@ -9,6 +9,11 @@ POLICY_MODEL = "instructflow-policy"
 REWARD_MODEL = "instructflow-reward-model"
 
 
+class RegistryLookupError(ValueError):
+    """A registered model, version or alias that is not there, said with what is
+    (tasks/registry.py find_version)."""
+
+
 class RegistryConfig(BaseModel):
     """Which registered models a run competes in."""
 

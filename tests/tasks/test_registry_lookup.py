@@ -1,0 +1,65 @@
+"""Registry commands name what is there when what they were asked for is not (one line, exit 2)."""
+
+import pytest
+from mlflow import MlflowClient
+
+from instructflow.flows.cli import main
+from instructflow.flows.evaluate import resolve
+from instructflow.tasks.registry import find_version
+from instructflow.tasks.registry_config import RegistryLookupError
+from tests.conftest import use_project
+
+
+@pytest.fixture
+def client(tmp_path, monkeypatch) -> MlflowClient:
+    """A registry holding instructflow-policy-smoke v1 (champion) and v2, v2 from a dataset run."""
+    client = MlflowClient(tracking_uri=use_project(monkeypatch, tmp_path))
+    client.create_registered_model("instructflow-policy-smoke")
+    for tags in ({}, {"data_dir": "/data/prefs"}):
+        client.create_model_version("instructflow-policy-smoke", str(tmp_path), tags=tags)
+    client.set_registered_model_alias("instructflow-policy-smoke", "champion", "1")
+    return client
+
+
+def test_a_missing_model_version_or_alias_is_named_with_what_is_there(client):
+    assert find_version(client, "instructflow-policy-smoke", "champion").version in (1, "1")
+    with pytest.raises(RegistryLookupError) as e:
+        find_version(client, "instructflow-policy", "champion")
+    assert str(e.value) == (
+        "no registered model 'instructflow-policy' (registered: instructflow-policy-smoke)"
+    )
+    with pytest.raises(RegistryLookupError) as e:
+        find_version(client, "instructflow-policy-smoke", "7")
+    assert str(e.value) == (
+        "instructflow-policy-smoke has no version 7 (versions: 1, 2; aliases: champion -> v1)"
+    )
+    with pytest.raises(RegistryLookupError, match="has no alias 'challenger' \\(versions: 1, 2"):
+        find_version(client, "instructflow-policy-smoke", "challenger")
+
+
+def test_evaluate_refuses_a_policy_trained_on_a_dataset_saying_where_its_evaluation_is(client):
+    with pytest.raises(RegistryLookupError) as e:
+        resolve(client, "instructflow-policy-smoke", "2")
+    assert "was trained on the dataset in /data/prefs" in str(e.value)
+    assert "that run's report holds its evaluation" in str(e.value)
+
+
+def test_the_cli_says_it_in_one_line_and_exits_2(client, capsys):
+    code = main(
+        ["promote", "--version", "7", "--model", "instructflow-policy-smoke", "--reason", "x"]
+    )
+    err = capsys.readouterr().err
+    assert code == 2
+    assert err == (
+        "instructflow: instructflow-policy-smoke has no version 7 "
+        "(versions: 1, 2; aliases: champion -> v1)\n"
+    )
+
+
+def test_evaluate_looks_where_its_profile_registers_and_refuses_before_any_flow(client, capsys):
+    # --profile smoke without --model: instructflow-policy-smoke, whose v2 came from a dataset
+    code = main(["evaluate", "2", "--profile", "smoke"])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert err.startswith("instructflow: instructflow-policy-smoke v2 (2) was trained on")
+    assert "Traceback" not in err
