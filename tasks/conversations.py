@@ -13,6 +13,8 @@ from __future__ import annotations
 import re
 from typing import Any
 
+from instructflow.tasks.schemas import _CONTROL_RE, _SURROGATE_RE, CONTROL_CHARS, SURROGATE
+
 ROLES = ("system", "user", "assistant")
 HH_MARKER = re.compile(r"\n\n(Human|Assistant): ?")
 HH_ROLE = {"Human": "user", "Assistant": "assistant"}
@@ -53,6 +55,8 @@ BAD_MESSAGE = f"has a message that is not {{role, content}} with role in {ROLES}
 NOT_ASSISTANT_LAST = "does not end on an assistant turn"
 EMPTY_ANSWER = "its final assistant turn is empty"
 NO_USER_TURN = "has no user turn before its final assistant turn"
+CONTROL_IN_MESSAGE = f"has a message that {CONTROL_CHARS}"
+SURROGATE_IN_MESSAGE = f"has a message that {SURROGATE}"
 CONVERSATION_PROBLEMS = (
     NOT_A_CONVERSATION,
     EMPTY_CONVERSATION,
@@ -60,6 +64,8 @@ CONVERSATION_PROBLEMS = (
     NOT_ASSISTANT_LAST,
     EMPTY_ANSWER,
     NO_USER_TURN,
+    CONTROL_IN_MESSAGE,
+    SURROGATE_IN_MESSAGE,
 )
 
 
@@ -86,6 +92,11 @@ def conversation_problem(value: Any) -> str | None:
         return EMPTY_ANSWER
     if not any(m["role"] == "user" for m in messages[:-1]):
         return NO_USER_TURN
+    # As in every other text field (tasks/schemas.py).
+    if any(_CONTROL_RE.search(m["content"]) for m in messages):
+        return CONTROL_IN_MESSAGE
+    if any(_SURROGATE_RE.search(m["content"]) for m in messages):
+        return SURROGATE_IN_MESSAGE
     return None
 
 

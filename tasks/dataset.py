@@ -359,6 +359,7 @@ def _split(
 
     keyed = [splits.Keyed(i.file, i.row, key(i), i.stated_split) for i in items]
     stated, problems = splits.stated_splits(keyed, rule)
+    problems += splits.missing_user_ids((i.file, i.row, i.user_id) for i in items)
     split_of = {
         id(i): splits.split_of(stated, key(i), cfg.valid_fraction, cfg.test_fraction) for i in items
     }

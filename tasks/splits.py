@@ -7,12 +7,15 @@ in). A key's split is the one its rows state, if they do; every row of a key
 must agree (a user in two splits is refused, naming both places). A key no
 row places gets a split from a stable hash of the key: the same key lands in
 the same split on every machine and every run, and adding rows never moves
-an existing key.
+an existing key. A table whose rows carry user ids except a few is refused,
+naming those rows: silently splitting the whole dataset by prompt instead
+would let one user's prompts reach two splits.
 """
 
 from __future__ import annotations
 
 import hashlib
+from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -101,4 +104,30 @@ def empty_split_problems(
                     "dataset.test_fraction (or the rows' `split` column)",
                 )
             )
+    return problems
+
+
+MAX_ROWS_SHOWN = 10
+
+
+def missing_user_ids(rows: Iterable[tuple[str, int, str | None]]) -> list[Problem]:
+    """Rows (file, row, user_id) without a user id in a table whose other rows have one."""
+    by_file: dict[str, list[tuple[int, str | None]]] = defaultdict(list)
+    for file, row, user in rows:
+        by_file[file].append((row, user))
+    problems = []
+    for file, entries in by_file.items():
+        missing = [row for row, user in entries if not user]
+        if not missing or len(missing) == len(entries):
+            continue
+        have = len(entries) - len(missing)
+        message = (
+            f"missing while {have} other rows of this table have one: give every row its "
+            "user_id (splits are by user only when every row has one), or leave the column "
+            "out to split by prompt"
+        )
+        problems += [Problem(file, row, "user_id", message) for row in missing[:MAX_ROWS_SHOWN]]
+        if len(missing) > MAX_ROWS_SHOWN:
+            more = f"and {len(missing) - MAX_ROWS_SHOWN} more rows without a user_id"
+            problems.append(Problem(file, 0, "user_id", more))
     return problems

@@ -202,6 +202,33 @@ def test_a_split_a_stage_reads_left_empty_is_refused_naming_table_and_split(tmp_
     assert "needed by PPO's checkpoint selection" in str(e.value)
 
 
+def test_a_row_without_a_user_id_among_rows_with_one_is_refused_not_resplit(tmp_path):
+    # given an HH dataset whose preferences all carry a user id but rows 7 and 9
+    folder = write_hh_dataset(tmp_path / "hh", n_pairs=60)
+    _rewrite(folder / "preferences.jsonl", 7, user_id=None)
+    rows = _lines(folder / "preferences.jsonl")
+    del rows[8]["user_id"]
+    (folder / "preferences.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    # then both rows are named (the whole dataset was split by prompt instead, silently)
+    with pytest.raises(TableError) as e:
+        load_dataset(folder, DatasetConfig())
+    assert _problems(e.value) == [
+        ("preferences.jsonl", 7, "user_id"),
+        ("preferences.jsonl", 9, "user_id"),
+    ]
+    assert "missing while 58 other rows of this table have one" in str(e.value)
+
+
+def test_a_control_character_inside_a_conversation_is_refused(tmp_path):
+    folder = write_hh_dataset(tmp_path / "hh", n_pairs=60)
+    chosen = hh_text([("user", "Say hi."), ("assistant", "hi\x00there")])
+    _rewrite(folder / "preferences.jsonl", 3, chosen=chosen)
+    with pytest.raises(TableError) as e:
+        load_dataset(folder, DatasetConfig())
+    assert _problems(e.value) == [("preferences.jsonl", 3, "chosen")]
+    assert "has a message that contains a control character" in str(e.value)
+
+
 def test_a_dataset_with_no_training_rows_at_all_is_refused_per_table(tmp_path):
     # given settings that send every row to the valid or test split
     folder = write_pairwise_dataset(tmp_path / "pw", n=60)
