@@ -68,6 +68,26 @@ def _fmt(value: Any) -> str:
     return "-" if value is None else str(value)
 
 
+def _judge_caveat(report: dict[str, Any]) -> list[str]:
+    """A warning above the policy table when figures in it come from a judge not to be trusted."""
+    judge = report.get("judge") or {}
+    if not judge or judge.get("trustworthy", True):
+        return []
+    size = f"{judge['test_pairs']} held-out pairs, trained on {judge['training_pairs']} pairs"
+    if report.get("dataset"):
+        return [
+            f"> The win rates below are the held-out judge's, which is not to be trusted here: "
+            f"{judge['trust_reason']} ({size}). Let people rank samples instead: "
+            "`instructflow eval export latest`.",
+            "",
+        ]
+    return [
+        f"> judge_win_rate_vs_sft is the held-out judge's, which is not to be trusted here: "
+        f"{judge['trust_reason']} ({size}); win_rate_vs_sft (held-out labelers) is not affected.",
+        "",
+    ]
+
+
 def to_markdown(
     report: dict[str, Any], mlflow_url: str | None = None, plots: list[str] | None = None
 ) -> str:
@@ -127,6 +147,11 @@ def to_markdown(
         # On a user's dataset there are no simulated labelers: win_rate_vs_sft is the judge's.
         judged_by = "held-out judge" if report.get("dataset") else "held-out labelers"
         lines += ["", f"## Policies (test users, {judged_by}; 95% bootstrap CI)", ""]
+        lines += _judge_caveat(report)
+        # A column no policy has a figure in (gold on a dataset) says nothing.
+        columns = [
+            c for c in columns if any(r.get(c) is not None for r in report["policies"].values())
+        ]
         lines += ["| policy | " + " | ".join(columns) + " |", "|" + " --- |" * (len(columns) + 1)]
         for name in [n for n in POLICY_NAMES if n in report["policies"]] + [
             n for n in report["policies"] if n not in POLICY_NAMES

@@ -318,6 +318,37 @@ def test_the_judge_block_reaches_mlflow_and_report_md():
     assert "## Held-out judge" in markdown and "| ppo | 0.700 | 0.750 | 10 |" in markdown
 
 
+def test_figures_from_an_untrustworthy_judge_carry_a_warning_in_report_md():
+    from instructflow.tasks.report import empty_report, to_markdown
+
+    # given a dataset run whose judge scored 0.0 on 5 held-out pairs, and its policy rows
+    metrics = {
+        "judge/training_rows": 12.0,
+        "judge/training_pairs": 12.0,
+        "judge/test_pairs": 5.0,
+        "judge/accuracy_heldout_pairs": 0.0,
+    }
+    win = {"mean": 0.976, "ci95": [0.929, 1.0]}
+    rows = {name: {"win_rate_vs_sft": win, "gold_score": None} for name in ("base", "ppo")}
+    report = empty_report({"mlflow_run_id": "r"}) | {
+        "judge": report_block(metrics, None),
+        "dataset": {"tables": {}},
+        "policies": rows,
+    }
+    markdown = to_markdown(report)
+    # then the policy table is headed by why its win rates say little, with the pair counts
+    assert (
+        "> The win rates below are the held-out judge's, which is not to be trusted here: "
+        "held-out judge too weak: accuracy 0.000 on held-out pairs < floor"
+    ) in markdown
+    assert "(5 held-out pairs, trained on 12 pairs)" in markdown
+    # and it leaves out the columns no policy has a figure in (gold, on a dataset)
+    assert "| policy | win_rate_vs_sft |" in markdown and "gold_score" not in markdown
+    # and on the embedded world the warning names the judge's column only
+    embedded = report | {"dataset": None}
+    assert "> judge_win_rate_vs_sft is the held-out judge's" in to_markdown(embedded)
+
+
 def _write_echo_comparisons(folder: Path, n: int) -> Path:
     """Held-out pairs whose better response repeats the prompt's word: nothing a judge can
     guess from the responses alone (each word is as often chosen as rejected)."""
