@@ -11,8 +11,10 @@ def _cmd_promote(args: argparse.Namespace) -> int:
     from instructflow.tasks.registry import promote_manually
 
     tracking.setup()
-    promote_manually(args.version, args.reason, args.model)
-    print(f"{args.model} v{args.version} is now champion (manual: {args.reason})")
+    if promote_manually(args.version, args.reason, args.model):
+        print(f"{args.model} v{args.version} is now champion (manual: {args.reason})")
+    else:
+        print(f"{args.model} v{args.version} is champion already: nothing changed")
     return 0
 
 
@@ -97,8 +99,16 @@ def _cmd_eval_import(args: argparse.Namespace) -> int:
         win = row.get("win_rate_vs_sft")
         text = f"win vs sft {win['mean']:.3f} {win['ci95']}" if win else "baseline"
         print(f"{name}: {text}, Likert {row['likert']['mean']}")
-    if result.get("gate"):
-        print(f"gate ({result['gate']['evidence']}): {result['gate']['reason']}")
+    gate = result.get("gate")
+    if gate:
+        print(f"gate ({gate['evidence']}): {gate['reason']}")
+        name, version, champion = gate["model_name"], gate["policy_version"], gate.get("champion")
+        if str(champion) == str(version):
+            print(f"{name} v{version} is champion")
+        else:
+            print(
+                f"{name} v{version} is not champion (champion: {f'v{champion}' if champion else 'none'})"
+            )
     return 0
 
 

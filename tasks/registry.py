@@ -181,17 +181,24 @@ def record_decision(
         client.set_model_version_tag(name, version, "promoted_by", "gate")
 
 
-def promote_manually(version: str, reason: str, name: str = POLICY_MODEL) -> None:
-    """An override: make `version` champion, recording who-knows-why in its tags."""
+def promote_manually(version: str, reason: str, name: str = POLICY_MODEL) -> bool:
+    """An override: make `version` champion, recording who-knows-why in its tags.
+
+    False (and nothing written) when it is champion already: its tags keep the
+    record of how it got there (the gate, people's rankings, an earlier override).
+    """
     if not reason.strip():
         raise ValueError("a manual promotion needs a reason")
     client = MlflowClient()
     find_version(client, name, version)  # one line naming what is there if it is not
     previous = champion_version(client, name)
+    if previous == str(version):
+        return False
     client.set_registered_model_alias(name, "champion", version)
     client.set_model_version_tag(name, version, "promoted_by", "manual")
     client.set_model_version_tag(name, version, "promotion_reason", reason)
     client.set_model_version_tag(name, version, "previous_champion", str(previous))
+    return True
 
 
 def choose_incumbent(

@@ -99,7 +99,7 @@ def _rank_like_a_person(csv_path, seed):
     return rows
 
 
-def test_export_rank_import(finished_run):
+def test_export_rank_import(finished_run, capsys):
     root, run_id = finished_run
     # when the run's samples are exported for labelling
     assert main(["eval", "export", "latest", "--n", "10"]) == 0
@@ -146,6 +146,13 @@ def test_export_rank_import(finished_run):
     assert (
         registry.champion_version(MlflowClient(), "instructflow-policy-smoke") is not None
     ) == gate["promote"]
+    # and the command said where champion is now
+    said = capsys.readouterr().out.strip().splitlines()[-1]
+    version = gate["policy_version"]
+    if gate["promote"]:
+        assert said == f"instructflow-policy-smoke v{version} is champion"
+    else:
+        assert said.startswith(f"instructflow-policy-smoke v{version} is not champion (champion: ")
 
 
 def test_a_bad_label_file_is_refused_in_one_message(finished_run, capsys):

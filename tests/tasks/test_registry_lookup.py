@@ -63,3 +63,22 @@ def test_evaluate_looks_where_its_profile_registers_and_refuses_before_any_flow(
     assert code == 2
     assert err.startswith("instructflow: instructflow-policy-smoke v2 (2) was trained on")
     assert "Traceback" not in err
+
+
+def test_promoting_the_champion_again_changes_nothing_and_says_so(client, capsys):
+    assert (
+        main(["promote", "--version", "1", "--model", "instructflow-policy-smoke", "--reason", "x"])
+        == 0
+    )
+    assert (
+        capsys.readouterr().out
+        == "instructflow-policy-smoke v1 is champion already: nothing changed\n"
+    )
+    assert "promoted_by" not in client.get_model_version("instructflow-policy-smoke", "1").tags
+    # while another version moves the alias, recording the override
+    assert (
+        main(["promote", "--version", "2", "--model", "instructflow-policy-smoke", "--reason", "y"])
+        == 0
+    )
+    tags = client.get_model_version("instructflow-policy-smoke", "2").tags
+    assert (tags["promoted_by"], tags["previous_champion"]) == ("manual", "1")
