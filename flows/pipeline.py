@@ -87,7 +87,8 @@ def rlhf_pipeline(
         "git_commit": tracking.git_commit(),
         "prefect_flow_run_id": str(flow_run.id or ""),
     }
-    run_info |= run_status.data_version(root / "data" / params.profile)
+    if not params.data:  # the embedded world's version; a dataset run has its md5s instead
+        run_info |= run_status.data_version(root / "data" / params.profile)
     tags = {k: str(v) for k, v in run_info.items()} | provenance.mlflow_tags(prov) | live
     with (
         lifecycle.ended(live),
