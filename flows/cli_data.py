@@ -70,6 +70,8 @@ def _validate_dataset(folder: Path) -> int:
         print(f"{name}: {table['file']}, {table['rows']} rows, md5 {table['md5']}")
     print(f"preferences: {summary['preference_shape']}, K counts {summary['k_counts']}")
     print(f"splits by {summary['split_rule']}: {summary['split_counts']}")
+    for warning in summary["split_warnings"]:
+        print(f"warning: {warning}")
     if summary.get("trl_forms"):
         print(f"rows in TRL's forms: {summary['trl_forms']}")
     print(f"{folder}: valid (row lengths are checked against the base model when a run starts)")

@@ -46,7 +46,9 @@ def _cmd_run(args: argparse.Namespace) -> int:
             print(f"instructflow: {NEEDS_BASE}", file=sys.stderr)
             return 2
 
-        own_data_preflight(local)  # a refused dataset stops here with its problems, before any flow
+        summary = own_data_preflight(local)  # a refused dataset stops here, before any flow
+        for warning in summary.get("split_warnings", []):
+            print(f"instructflow: warning: {warning}", file=sys.stderr, flush=True)
     else:
         # Checked here, before Prefect starts (which takes a while): a refusal comes in seconds.
         _, refusal = preflight.refusal_of(local, project_root())

@@ -353,6 +353,7 @@ def dataset_markdown(result: dict) -> str:
         f"- preferences: {summary['preference_shape']}, K counts {summary['k_counts']}, "
         f"{summary.get('no_shared_prefix', 0)} conversation pairs without a shared prompt (left out)",
         f"- splits by {summary['split_rule']}: {summary['split_counts']}",
+        *[f"- warning: {w}" for w in summary.get("split_warnings", [])],
         f"- SFT trained on {summary['sft_source']}; prompts rendered: {summary['rendering']}",
         f"- rows longer than the context: {summary.get('overlong', {})}",
         "- gold score: none (no gold oracle on a user's dataset)",

@@ -337,6 +337,9 @@ def load_dataset(
     problems = problems or splits.empty_split_problems(summary["split_counts"], paths)
     if problems:
         raise TableError(problems)
+    summary["split_warnings"] = splits.thin_splits(
+        summary["split_counts"], cfg.valid_fraction, cfg.test_fraction
+    )
     summary["k_counts"] = dict(
         sorted(Counter(len(i.responses) for i in loaded["preferences"]).items())
     )

@@ -131,3 +131,24 @@ def missing_user_ids(rows: Iterable[tuple[str, int, str | None]]) -> list[Proble
             more = f"and {len(missing) - MAX_ROWS_SHOWN} more rows without a user_id"
             problems.append(Problem(file, 0, "user_id", more))
     return problems
+
+
+def thin_splits(
+    split_counts: dict[str, dict[str, int]], valid_fraction: float, test_fraction: float
+) -> list[str]:
+    """A warning for each split that got less than half the share of a table's rows it was
+    asked for: with few users a hash split is lumpy, and what the split feeds (the held-out
+    judge, the win rates) then rests on few rows."""
+    asked = {"valid": valid_fraction, "test": test_fraction}
+    warnings = []
+    for table, counts in split_counts.items():
+        total = sum(counts.values())
+        for split, fraction in asked.items():
+            got = counts.get(split, 0)
+            if total and 0 < got < fraction * total / 2:
+                warnings.append(
+                    f"{table}: the {split} split got {got} of {total} rows "
+                    f"({got / total:.0%}, asked {fraction:.0%}): figures it feeds rest on few "
+                    "rows; add users, or state splits in a `split` column"
+                )
+    return warnings

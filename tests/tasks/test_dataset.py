@@ -219,6 +219,18 @@ def test_a_row_without_a_user_id_among_rows_with_one_is_refused_not_resplit(tmp_
     assert "missing while 58 other rows of this table have one" in str(e.value)
 
 
+def test_a_split_far_thinner_than_asked_is_warned_about():
+    from instructflow.tasks.splits import thin_splits
+
+    # 60 users, 20% asked for test: 3 users (17 of 300 rows) landed there, 31 in valid
+    counts = {"preferences": {"train": 252, "valid": 31, "test": 17}}
+    (warning,) = thin_splits(counts, valid_fraction=0.1, test_fraction=0.2)
+    assert warning.startswith("preferences: the test split got 17 of 300 rows (6%, asked 20%)")
+    # at half the asked share or more, or with no rows at all (refused elsewhere): nothing
+    assert thin_splits({"prompts": {"train": 70, "valid": 5, "test": 25}}, 0.1, 0.2) == []
+    assert thin_splits({"prompts": {"train": 90, "valid": 10}}, 0.1, 0.2) == []
+
+
 def test_a_control_character_inside_a_conversation_is_refused(tmp_path):
     folder = write_hh_dataset(tmp_path / "hh", n_pairs=60)
     chosen = hh_text([("user", "Say hi."), ("assistant", "hi\x00there")])
