@@ -24,7 +24,6 @@ from instructflow.tasks.stage import (
     DONE_MARKER,
     changed_output,
     done_result,
-    is_done,
     key_arguments,
     keyed_by_content,
     output_dir,
@@ -57,8 +56,9 @@ def run_stage(
     key = stage_key(stage_name, task.version, config, inputs)
     out_dir = output_dir(key)
     # Outputs deleted, changed or never finished: recompute even if Prefect remembers a result.
-    stale = not is_done(out_dir)
-    reason = changed_output(out_dir) if (out_dir / DONE_MARKER).exists() else None
+    finished = (out_dir / DONE_MARKER).exists()
+    reason = changed_output(out_dir) if finished else None
+    stale = not finished or reason is not None
     if not stale and stale_because is not None:
         reason = stale_because(done_result(out_dir))
         stale = reason is not None
