@@ -131,6 +131,7 @@ def register(
 def find_version(client: MlflowClient, name: str, ref: str):
     """Version `ref` (a number or an alias) of registered model `name`, or a RegistryLookupError
     naming what the registry holds instead (MLflow's own error is a traceback)."""
+    ref = str(ref)  # MLflow's entities give versions as int
     try:
         model = client.get_registered_model(name)
     except MlflowException:
