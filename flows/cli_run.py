@@ -61,7 +61,9 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
     from instructflow.flows.pipeline import rlhf_pipeline
     from instructflow.tasks.env import no_flow_heartbeats
+    from instructflow.tasks.interrupts import temporary_server_apart
 
+    temporary_server_apart()
     with stop_on_signals(), no_flow_heartbeats():
         state = rlhf_pipeline(params, return_state=True)
     report = state.result()  # raises InputRefused if the flow refused, or the stage's error
@@ -107,7 +109,9 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
         if getattr(args, field) is not None:
             overrides[field] = getattr(args, field)
     from instructflow.tasks.env import no_flow_heartbeats
+    from instructflow.tasks.interrupts import temporary_server_apart
 
+    temporary_server_apart()
     with no_flow_heartbeats():
         result = run_sweep(build_params(overrides), args.seeds, args.workers)
     print(json.dumps(result["sweep"], indent=2))

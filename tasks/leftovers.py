@@ -160,13 +160,12 @@ def free_orphaned_slots(own_token: str, limits: list[str]) -> list[str]:
 EPHEMERAL_APP = b"prefect.server.api.server:create_app"
 
 
-def orphaned_servers(prefect_home: str) -> list[int]:
-    """Pids of Prefect ephemeral servers with this PREFECT_HOME whose parent died.
+def ephemeral_servers(prefect_home: str) -> dict[int, int]:
+    """Prefect ephemeral servers with this PREFECT_HOME: pid -> parent pid.
 
-    Read from /proc (Linux; elsewhere none are found). Where a subreaper adopts
-    orphans instead of init, they are not found either.
+    Read from /proc (Linux; elsewhere none are found).
     """
-    found = []
+    found = {}
     for entry in Path("/proc").glob("[0-9]*"):
         try:
             if EPHEMERAL_APP not in (entry / "cmdline").read_bytes().split(b"\0"):
@@ -177,12 +176,17 @@ def orphaned_servers(prefect_home: str) -> list[int]:
             continue  # gone meanwhile, or not ours to read
         environ = dict(pair.split(b"=", 1) for pair in pairs if b"=" in pair)
         if (
-            parent == 1
-            and environ.get(b"PREFECT__SERVER_EPHEMERAL") == b"1"
+            environ.get(b"PREFECT__SERVER_EPHEMERAL") == b"1"
             and environ.get(b"PREFECT_HOME") == prefect_home.encode()
         ):
-            found.append(int(entry.name))
+            found[int(entry.name)] = parent
     return found
+
+
+def orphaned_servers(prefect_home: str) -> list[int]:
+    """Pids of this PREFECT_HOME's ephemeral servers whose parent died (adopted by init;
+    where a subreaper adopts orphans instead, they are not found)."""
+    return [pid for pid, parent in ephemeral_servers(prefect_home).items() if parent == 1]
 
 
 def stop_orphaned_servers() -> list[int]:

@@ -117,6 +117,35 @@ def test_sigterm_stops_a_run_within_10_s_with_a_checkpoint_and_nothing_left_runn
     assert session_processes(proc.pid) == []
 
 
+def test_ctrl_c_in_a_terminal_stops_a_run_in_seconds_and_its_temporary_server_after(
+    make_project, fast_smoke
+):
+    from instructflow.tasks.leftovers import ephemeral_servers
+
+    # given a run with Prefect's temporary server (no PREFECT_API_URL), mid-pretraining
+    root = make_project()
+    env = {k: v for k, v in cli_env(root).items() if k != "PREFECT_API_URL"}
+    proc = start_cli(root, fast_smoke(base={"steps": 3000, "checkpoint_every": 10}), env)
+    wait_for_checkpoint(root, "base_model", proc)
+    assert ephemeral_servers(str(root / ".prefect")), "the run has no temporary server"
+    # when Ctrl-C sends SIGINT to the terminal's whole process group (the run's session)
+    sent = time.monotonic()
+    os.killpg(proc.pid, signal.SIGINT)
+    output, _ = proc.communicate(timeout=120)
+    stopped_s = time.monotonic() - sent
+    # then the run stopped within seconds, saying so (not "lost a service": the server lived)
+    assert stopped_s < 20, (stopped_s, output[-3000:])
+    assert proc.returncode == 128 + signal.SIGINT, output[-3000:]
+    # (the last line is Prefect's "Stopping temporary server", at exit)
+    last = output.strip().splitlines()[-2:]
+    assert any(line.startswith("instructflow: interrupted by SIGINT") for line in last), last
+    assert "lost a service" not in output
+    # and its flow run was recorded as crashed before the server stopped; no server is left
+    assert "Finished in state Crashed" in output
+    assert ephemeral_servers(str(root / ".prefect")) == {}
+    assert session_processes(proc.pid) == []
+
+
 @pytest.fixture(scope="module")
 def reference(first_run) -> dict:
     """An uninterrupted run with the same parameters the killed runs use: the session's first run."""
