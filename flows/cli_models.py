@@ -1,6 +1,7 @@
 """Subcommands about trained and registered models: promote, evaluate, best-of-n, eval (human evaluation)."""
 
 import argparse
+import sys
 from pathlib import Path
 
 from instructflow.tasks.paths import project_root
@@ -10,6 +11,9 @@ def _cmd_promote(args: argparse.Namespace) -> int:
     from instructflow.tasks import tracking
     from instructflow.tasks.registry import promote_manually
 
+    if not args.reason.strip():
+        print("instructflow: a manual promotion needs a reason (--reason)", file=sys.stderr)
+        return 2
     tracking.setup()
     if promote_manually(args.version, args.reason, args.model):
         print(f"{args.model} v{args.version} is now champion (manual: {args.reason})")

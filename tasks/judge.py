@@ -70,8 +70,8 @@ class JudgeConfig(BaseModel):
         description="Train on at most this many ranked pairs (None: all). A small number makes a deliberately weak judge.",
     )
     epochs: int = Field(2, ge=1, description="Passes over the judge's training rankings.")
-    lr: float = Field(5e-4, description="Peak learning rate.")
-    batch_size: int = Field(16, description="Rankings per step.")
+    lr: float = Field(5e-4, gt=0, description="Peak learning rate.")
+    batch_size: int = Field(16, ge=1, description="Rankings per step.")
 
 
 # --- Which preferences the judge may learn from ---------------------------------

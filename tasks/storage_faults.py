@@ -63,12 +63,17 @@ def storage_fault_message(error: BaseException, root: Path) -> str | None:
     full = full_disk_error(error)
     if full is not None:
         filename = getattr(full, "filename", None)
-        where = f" while writing {filename}" if filename else ""
-        place = _existing(Path(filename)) if filename else root
-        free_mb = shutil.disk_usage(place).free / 2**20
+        # Without a file (safetensors names none) the full file system is unknown: a figure
+        # for the project root's could be another disk's.
+        where = (
+            f" while writing {filename} "
+            f"({shutil.disk_usage(_existing(Path(filename))).free / 2**20:.0f} MiB free there)"
+            if filename
+            else ""
+        )
         return (
-            f"the disk is full{where} ({free_mb:.0f} MiB free there): free space (stage "
-            f"outputs are under runs/<stage>/, MLflow's artifacts under mlflow/) and {RESUME}"
+            f"the disk is full{where}: free space (stage outputs are under runs/<stage>/, "
+            f"MLflow's artifacts under mlflow/) and {RESUME}"
         )
     refused = refused_write_error(error)
     if refused is not None:

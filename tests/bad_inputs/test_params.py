@@ -17,6 +17,8 @@ CASES = [
     ("not-an-object", {"ppo": 5}, ["ppo = 5", "an object with fields iterations"]),
     ("fraction-above-one", {"ppo": {"gae_lambda": 1.5}}, ["ppo.gae_lambda = 1.5", "<= 1"]),
     ("no-processes", {"processes": 0}, ["processes = 0", "an integer >= 1"]),
+    ("judge-batch", {"judge": {"batch_size": 0}}, ["judge.batch_size = 0", "an integer >= 1"]),
+    ("judge-lr", {"judge": {"lr": -1}}, ["judge.lr = -1", "a number > 0"]),
     (
         "more-processes-than-rollouts",
         {"profile": "smoke", "processes": 17},

@@ -82,3 +82,11 @@ def test_promoting_the_champion_again_changes_nothing_and_says_so(client, capsys
     )
     tags = client.get_model_version("instructflow-policy-smoke", "2").tags
     assert (tags["promoted_by"], tags["previous_champion"]) == ("manual", "1")
+
+
+def test_a_promotion_without_a_reason_is_one_line(client, capsys):
+    code = main(
+        ["promote", "--version", "2", "--model", "instructflow-policy-smoke", "--reason", " "]
+    )
+    assert code == 2
+    assert capsys.readouterr().err == "instructflow: a manual promotion needs a reason (--reason)\n"

@@ -72,6 +72,14 @@ def test_what_counts_as_a_full_disk(error, full):
     assert is_permanent(error) is full
 
 
+def test_a_full_disk_without_a_file_name_gives_no_free_space_figure(tmp_path):
+    # safetensors names no file: the project root's free space could be another disk's
+    error = SafetensorError("Error while serializing: I/O error: No space left on device")
+    message = storage_fault_message(error, tmp_path)
+    assert message.startswith("the disk is full: free space (stage outputs are under runs/")
+    assert "MiB" not in message
+
+
 def test_a_full_disk_wrapped_by_another_error_is_found_in_its_chain():
     try:
         try:
