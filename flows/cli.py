@@ -52,45 +52,26 @@ def main(argv: list[str] | None = None) -> int:
         except outages.ServiceUnreachable as error:
             print(f"instructflow: {error}", file=sys.stderr)
             return 3
-    from instructflow.flows.params_io import ParamsError
-    from instructflow.models.hub import ModelNotFoundError
-    from instructflow.tasks.data_version import DataMismatchError
-    from instructflow.tasks.outages import ServiceUnreachable
-    from instructflow.tasks.preflight import InputRefused
-    from instructflow.tasks.registry_config import RegistryLookupError
-    from instructflow.tasks.tables import TableError
+    from instructflow.tasks import explained_errors
 
+    explained_errors.keep_tracebacks_for_bugs()
     try:
         return args.func(args)
-    except (
-        DataMismatchError,
-        TableError,
-        ModelNotFoundError,
-        ParamsError,
-        InputRefused,
-        RegistryLookupError,
-    ) as error:
-        # Bad input: what to fix, without a traceback. Exit 2, as argparse does for bad usage.
+    except BaseException as error:
+        return _explain(error)
+
+
+def _explain(error: BaseException) -> int:
+    """Bad input, a signal, failing storage or a server down or lost: one line and an exit
+    status (instructflow.tasks.explained_errors); anything else propagates."""
+    from instructflow.tasks import interrupts, tracking
+    from instructflow.tasks.explained_errors import bad_input_errors, fault_message, is_interrupt
+    from instructflow.tasks.paths import project_root
+
+    if isinstance(error, bad_input_errors()):
         print(f"instructflow: {error}", file=sys.stderr)
         return 2
-    except ServiceUnreachable as error:
-        print(f"instructflow: {error}", file=sys.stderr)
-        return 3
-    except BaseException as error:
-        return _explain_stop(error)
-
-
-def _explain_stop(error: BaseException) -> int:
-    """A signal, failing storage or a server lost mid-run: one line and an exit status; anything
-    else propagates."""
-    from prefect.exceptions import TerminationSignal
-
-    from instructflow.tasks import interrupts, tracking
-    from instructflow.tasks.outages import lost_service_message
-    from instructflow.tasks.paths import project_root
-    from instructflow.tasks.storage_faults import storage_fault_message
-
-    if isinstance(error, KeyboardInterrupt | TerminationSignal):
+    if is_interrupt(error):
         detail = (
             f" ({error})" if str(error) and not isinstance(error, interrupts.RunInterrupted) else ""
         )
@@ -100,12 +81,7 @@ def _explain_stop(error: BaseException) -> int:
             file=sys.stderr,
         )
         return interrupts.exit_status()
-    message = (
-        storage_fault_message(error, project_root())
-        or lost_service_message(error, tracking.tracking_uri())
-        if isinstance(error, Exception)
-        else None
-    )
+    message = fault_message(error, project_root(), tracking.tracking_uri())
     if message is None:
         raise error
     print(f"instructflow: {message}", file=sys.stderr)

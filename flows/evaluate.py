@@ -19,7 +19,7 @@ from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact
 from pydantic import BaseModel, ConfigDict, Field
 
-from instructflow.tasks import env, evaluation, plots, report, tracking
+from instructflow.tasks import env, evaluation, explained_errors, plots, report, tracking
 from instructflow.tasks.evaluation import EvalConfig
 from instructflow.tasks.paths import data_dir, reports_dir
 from instructflow.tasks.registry import find_version, local_checkpoint
@@ -65,6 +65,7 @@ def resolve(client: MlflowClient, name: str, ref: str):
 def evaluate_registered(params: EvaluateParams = EvaluateParams()) -> dict:
     logger = get_run_logger()
     env.apply_defaults()  # as rlhf_pipeline does
+    explained_errors.keep_tracebacks_for_bugs()  # for a run a worker starts
     tracking.setup()
     client = MlflowClient()
     if params.model_name is None:

@@ -34,6 +34,7 @@ from instructflow.tasks import (
     concurrency,
     data,
     env,
+    explained_errors,
     provenance,
     sweep_report,
     sweep_stats,
@@ -131,6 +132,7 @@ def seed_sweep(
     """
     logger = get_run_logger()
     env.apply_defaults()  # as rlhf_pipeline does; the child processes inherit them
+    explained_errors.keep_tracebacks_for_bugs()  # for a run a worker starts
     if len(set(seeds)) < 2:
         raise ValueError(f"a seed sweep needs at least two different seeds, got {seeds}")
     started = time.monotonic()

@@ -27,6 +27,8 @@ def test_a_full_disk_stops_the_run_in_one_line_and_the_same_command_resumes(
     assert last.startswith("instructflow: the disk is full"), last
     assert "runs/base_model" in last and "run the same command again" in last
     assert "lost a service" not in output
+    # and Prefect's log of the failure carries no traceback above that line
+    assert "Traceback" not in output, output[-3000:]
     # and the stage was not retried (one MLflow run of it) and nothing was registered
     stages = [r.data.tags.get("stage") for r in mlflow_runs(root)]
     assert stages.count("base_model") == 1, stages

@@ -91,9 +91,9 @@ def test_a_full_disk_wrapped_by_another_error_is_found_in_its_chain():
 
 
 def test_the_cli_says_disk_full_not_lost_service(capsys, tmp_path):
-    from instructflow.flows.cli import _explain_stop
+    from instructflow.flows.cli import _explain
 
-    code = _explain_stop(OSError(errno.ENOSPC, "No space left on device", str(tmp_path / "f")))
+    code = _explain(OSError(errno.ENOSPC, "No space left on device", str(tmp_path / "f")))
     err = capsys.readouterr().err
     assert code == 3
     assert err.startswith(f"instructflow: the disk is full while writing {tmp_path / 'f'}")

@@ -1,0 +1,85 @@
+"""Errors that say in one line what went wrong and what to do, and keeping that line visible.
+
+Two kinds: bad input (a table, parameters, a model folder, a registry name:
+exit 2, as argparse does for bad usage) and a fault outside the project (a
+server that is down or went away, a full or read-only disk, a signal: exit 3,
+or 128 + the signal). The command line prints the line; nothing else is useful
+to the user, who has nothing to debug.
+
+Prefect logs a failed flow run with its whole traceback ("Encountered
+exception during execution", about 100 lines of engine frames), to the
+terminal and to the UI's log, above that line. `keep_tracebacks_for_bugs`
+drops the traceback from Prefect's run logs for these errors only: any other
+error is a bug, and keeps it.
+"""
+
+import logging
+from pathlib import Path
+
+# Prefect's run loggers: where flow and task runs log their failures.
+PREFECT_RUN_LOGGERS = ("prefect.flow_runs", "prefect.task_runs", "prefect.engine")
+
+
+def bad_input_errors() -> tuple[type[BaseException], ...]:
+    from instructflow.flows.params_io import ParamsError
+    from instructflow.models.hub import ModelNotFoundError
+    from instructflow.tasks.data_version import DataMismatchError
+    from instructflow.tasks.preflight import InputRefused
+    from instructflow.tasks.registry_config import RegistryLookupError
+    from instructflow.tasks.tables import TableError
+
+    return (
+        DataMismatchError,
+        TableError,
+        ModelNotFoundError,
+        ParamsError,
+        InputRefused,
+        RegistryLookupError,
+    )
+
+
+def is_interrupt(error: BaseException) -> bool:
+    from prefect.exceptions import TerminationSignal
+
+    return isinstance(error, KeyboardInterrupt | TerminationSignal)
+
+
+def fault_message(error: BaseException, root: Path, mlflow_uri: str) -> str | None:
+    """The line for a fault outside the project (not a signal), or None."""
+    from instructflow.tasks.outages import ServiceUnreachable, lost_service_message
+    from instructflow.tasks.storage_faults import storage_fault_message
+
+    if isinstance(error, ServiceUnreachable):
+        return str(error)
+    if not isinstance(error, Exception):
+        return None
+    return storage_fault_message(error, root) or lost_service_message(error, mlflow_uri)
+
+
+def is_explained(error: BaseException) -> bool:
+    """Whether the command line has a line of its own for `error`."""
+    from instructflow.tasks.outages import ServiceUnreachable, lost_service_message
+    from instructflow.tasks.storage_faults import is_storage_fault
+
+    if isinstance(error, bad_input_errors() + (ServiceUnreachable,)) or is_interrupt(error):
+        return True
+    return isinstance(error, Exception) and (
+        is_storage_fault(error) or lost_service_message(error, "") is not None
+    )
+
+
+class _NoTracebackForExplained(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        error = record.exc_info[1] if isinstance(record.exc_info, tuple) else None
+        if error is not None and is_explained(error):
+            record.exc_info = None
+            record.exc_text = None
+        return True  # the message itself always stays
+
+
+def keep_tracebacks_for_bugs() -> None:
+    """Install the filter on Prefect's run loggers (once per process; imports no Prefect)."""
+    for name in PREFECT_RUN_LOGGERS:
+        logger = logging.getLogger(name)
+        if not any(isinstance(f, _NoTracebackForExplained) for f in logger.filters):
+            logger.addFilter(_NoTracebackForExplained())

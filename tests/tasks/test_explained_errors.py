@@ -1,0 +1,62 @@
+"""Prefect's run logs keep a traceback only for errors the command line cannot explain in one line."""
+
+import errno
+import io
+import logging
+
+import pytest
+
+from instructflow.tasks.explained_errors import PREFECT_RUN_LOGGERS, keep_tracebacks_for_bugs
+from instructflow.tasks.outages import ServiceUnreachable
+from instructflow.tasks.preflight import InputRefused
+
+
+def logged_failure(error: BaseException) -> str:
+    """What Prefect's flow-run logger writes when a flow run fails with `error`."""
+    logger = logging.getLogger("prefect.flow_runs")
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    logger.addHandler(handler)
+    try:
+        try:
+            raise error
+        except BaseException as raised:
+            # as prefect.flow_engine does
+            logger.exception("Encountered exception during execution: %r", raised)
+    finally:
+        logger.removeHandler(handler)
+    return stream.getvalue()
+
+
+@pytest.mark.parametrize(
+    "error",
+    [
+        InputRefused("data/sft.jsonl row 3, field 'prompt': empty"),
+        OSError(errno.ENOSPC, "No space left on device", "/x/model.safetensors"),
+        ServiceUnreachable("MLflow", "http://127.0.0.1:5000", "refused", "start it"),
+        ConnectionRefusedError(errno.ECONNREFUSED, "Connection refused"),
+        KeyboardInterrupt(),
+    ],
+    ids=["bad input", "full disk", "server down", "server lost", "Ctrl-C"],
+)
+def test_an_explained_error_is_logged_without_its_traceback(error):
+    keep_tracebacks_for_bugs()
+    text = logged_failure(error)
+    assert text.startswith("Encountered exception during execution: ")
+    assert "Traceback" not in text
+    assert len(text.strip().splitlines()) == 1
+
+
+def test_a_bug_keeps_its_traceback():
+    keep_tracebacks_for_bugs()
+    text = logged_failure(ZeroDivisionError("division by zero"))
+    assert "Traceback (most recent call last)" in text
+    assert text.strip().endswith("ZeroDivisionError: division by zero")
+
+
+def test_installing_twice_adds_one_filter():
+    keep_tracebacks_for_bugs()
+    keep_tracebacks_for_bugs()
+    for name in PREFECT_RUN_LOGGERS:
+        ours = [f for f in logging.getLogger(name).filters if "Explained" in type(f).__name__]
+        assert len(ours) == 1
