@@ -16,6 +16,7 @@ own (`<name>-sweep`) with the gate's auto_promote off.
 
 import itertools
 import json
+import multiprocessing
 import os
 import time
 from datetime import UTC, datetime
@@ -144,7 +145,10 @@ def seed_sweep(
     # The data gate once, here: children started together must not each regenerate data/.
     version = data.restore_data_task(str(project_root()), params.allow_data_mismatch)
     tags = {"kind": "seed_sweep", "profile": params.profile, "seeds": " ".join(map(str, seeds))}
-    with mlflow.start_run(run_name=f"sweep-{params.profile}", tags=tags) as run:
+    with (
+        mlflow.start_run(run_name=f"sweep-{params.profile}", tags=tags) as run,
+        tracking.killed_on_interrupt(),
+    ):
         sweep_id = run.info.run_id
         # The data stage has no seed in its key: validated once here, children find it cached
         # (two children validating at once raced on MLflow's dataset table).
@@ -210,4 +214,13 @@ def run_sweep(params: PipelineParams, seeds: list[int], workers: int | None = No
     """The sweep with as many processes as `workers` (default: cores // threads)."""
     workers = workers or workers_for(params)
     runner = ProcessPoolTaskRunner(max_workers=workers)
-    return seed_sweep.with_options(task_runner=runner)(params, seeds, workers)
+    before = set(multiprocessing.active_children())
+    try:
+        return seed_sweep.with_options(task_runner=runner)(params, seeds, workers)
+    finally:
+        # A sweep stopped by a signal or an error leaves its pool's workers waiting for
+        # work that never comes, and the interpreter's exit joins them: a sweep stopped
+        # with Ctrl-C said so, then hung for minutes. A seed still running has lost its
+        # sweep (and, with the temporary server, its Prefect API) anyway.
+        for child in set(multiprocessing.active_children()) - before:
+            child.terminate()

@@ -265,11 +265,14 @@ def cli_env(root: Path, **extra: str) -> dict[str, str]:
     return env | extra
 
 
-def start_cli(root: Path, params: dict, env: dict[str, str]) -> subprocess.Popen:
-    """`instructflow run --params <root>/params.json` in its own session (so its processes can be found)."""
+def start_cli(
+    root: Path, params: dict, env: dict[str, str], command: str = "run", *args: str
+) -> subprocess.Popen:
+    """`instructflow <command> --params <root>/params.json [args]` in its own session (so its
+    processes can be found)."""
     (root / "params.json").write_text(json.dumps(params))
     return subprocess.Popen(
-        [sys.executable, "-m", "instructflow.flows.cli", "run", "--params", str(root / "params.json")],
+        [sys.executable, "-m", "instructflow.flows.cli", command, "--params", str(root / "params.json"), *args],
         cwd=root, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
         start_new_session=True,
     )  # fmt: skip

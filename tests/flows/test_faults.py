@@ -146,6 +146,34 @@ def test_ctrl_c_in_a_terminal_stops_a_run_in_seconds_and_its_temporary_server_af
     assert session_processes(proc.pid) == []
 
 
+def test_ctrl_c_stops_a_sweep_and_its_seed_processes_in_seconds(make_project, fast_smoke):
+    # given a sweep of two seeds (a process each) with the temporary server, mid-pretraining
+    root = make_project()
+    env = {k: v for k, v in cli_env(root).items() if k != "PREFECT_API_URL"}
+    params = fast_smoke(base={"steps": 3000, "checkpoint_every": 10})
+    proc = start_cli(root, params, env, "sweep", "--seeds", "0", "1", "--threads", "1")
+    wait_for_checkpoint(root, "base_model", proc)
+    # when Ctrl-C sends SIGINT to the terminal's process group
+    sent = time.monotonic()
+    os.killpg(proc.pid, signal.SIGINT)
+    output, _ = proc.communicate(timeout=120)
+    # then the sweep stopped within seconds, saying so, and left no process behind (its
+    # seeds' pool workers kept the interpreter from exiting: it hung for minutes)
+    assert time.monotonic() - sent < 30, output[-3000:]
+    assert proc.returncode == 128 + signal.SIGINT, output[-3000:]
+    assert "instructflow: interrupted by SIGINT" in output
+    # (multiprocessing's resource tracker leaves when it sees the sweep gone: give it a moment)
+    deadline = time.monotonic() + 10
+    while session_processes(proc.pid) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert session_processes(proc.pid) == []
+    # and the sweep's MLflow run ended KILLED, as its seeds' did; none is left RUNNING
+    runs = mlflow_runs(root)
+    sweeps = [r for r in runs if r.data.tags.get("kind") == "seed_sweep"]
+    assert [r.info.status for r in sweeps] == ["KILLED"], [r.info.status for r in runs]
+    assert not [r for r in runs if r.info.status == "RUNNING"]
+
+
 @pytest.fixture(scope="module")
 def reference(first_run) -> dict:
     """An uninterrupted run with the same parameters the killed runs use: the session's first run."""
