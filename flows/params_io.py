@@ -156,9 +156,13 @@ def _commented(model: BaseModel) -> dict:
 
 def _json_of(model: BaseModel, name: str) -> dict:
     node = type(model).model_json_schema()
-    prop = node["properties"][name]
-    if "$ref" in prop:
-        return node["$defs"][prop["$ref"].rsplit("/", 1)[1]]
+
+    def resolved(prop: dict) -> dict:
+        return node["$defs"][prop["$ref"].rsplit("/", 1)[1]] if "$ref" in prop else prop
+
+    prop = resolved(node["properties"][name])
+    if "anyOf" in prop:  # an optional object (LoRA: null or its settings)
+        prop = {**prop, "anyOf": [resolved(option) for option in prop["anyOf"]]}
     return prop
 
 

@@ -87,6 +87,16 @@ def test_the_example_reads_back_as_the_defaults(tmp_path):
     assert all(f"_{name}" in params for name in PipelineParams.model_fields)
 
 
+def test_the_example_says_an_optional_object_takes_its_fields():
+    from instructflow.flows.params_io import example
+
+    # LoRA is null or an object: the comment said "Allowed: null" only
+    lora = example()["params"]["sft"]["_lora"]
+    assert lora.endswith(
+        "Allowed: an object with fields r, alpha, dropout, target_modules or null."
+    )
+
+
 def test_a_block_longer_than_the_context_is_refused_before_training(smoke_dir, params):
     problems = refusal(params(base={"block_size": 512, "n_positions": 256}), smoke_dir)
     assert_names(problems, "params", 0, "base.block_size", "n_positions")
