@@ -49,6 +49,8 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     for name, match in result["head_to_head"].items():
         low, high = match["win_rate"]["ci95"]
         print(f"{name}: win rate {match['win_rate']['mean']:.3f} (95% CI {low:.3f}-{high:.3f})")
+    if not result["head_to_head"] and len(args.models) > 1:
+        print(f"no head-to-head: {' and '.join(args.models)} name one version")
     return 0
 
 

@@ -70,8 +70,15 @@ def evaluate_registered(params: EvaluateParams = EvaluateParams()) -> dict:
     client = MlflowClient()
     if params.model_name is None:
         params = params.model_copy(update={"model_name": RegistryConfig().names(params.profile)[0]})
-    versions = {ref: resolve(client, params.model_name, ref) for ref in params.models}
-    first = next(iter(versions.values()))
+    # Refs that name one version (`champion 2` with champion at v2) are one policy: a
+    # model against itself is no head-to-head.
+    versions: dict[str, tuple] = {}  # version number -> (the version, the refs naming it)
+    for ref in params.models:
+        version = resolve(client, params.model_name, ref)
+        versions.setdefault(str(version.version), (version, []))[1].append(ref)
+    if len(versions) == 1 < len(params.models):
+        logger.info("%s name one version: no head-to-head", " and ".join(params.models))
+    first = next(iter(versions.values()))[0]
     sft_dir = mlflow.artifacts.download_artifacts(
         run_id=first.tags["sft_run_id"], artifact_path="model"
     )
@@ -80,9 +87,10 @@ def evaluate_registered(params: EvaluateParams = EvaluateParams()) -> dict:
     profile_dir = data_dir() / params.profile
     policies = [
         evaluation.Policy(
-            f"v{v.version} ({ref})", Path(local_checkpoint(params.model_name, v.version))
+            f"v{number} ({', '.join(refs)})",
+            Path(local_checkpoint(params.model_name, number)),
         )
-        for ref, v in versions.items()
+        for number, (_, refs) in versions.items()
     ]
     policies.append(evaluation.Policy("sft", Path(sft_dir)))
 

@@ -34,7 +34,9 @@ def _report(root: Path) -> dict:
     return json.loads((root / "reports" / "latest" / "report.json").read_text())
 
 
-def test_readme_commands_in_a_row(prefect_harness, make_project, fast_smoke, tmp_path, monkeypatch):
+def test_readme_commands_in_a_row(
+    prefect_harness, make_project, fast_smoke, tmp_path, monkeypatch, capsys
+):
     root = make_project()
     monkeypatch.setenv("INSTRUCTFLOW_ROOT", str(root))
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{root / 'mlflow.db'}")
@@ -93,3 +95,11 @@ def test_readme_commands_in_a_row(prefect_harness, make_project, fast_smoke, tmp
         )
         == 0
     )
+
+    # 5. two names for one version (champion is v1): one policy, and said so
+    capsys.readouterr()
+    evaluate = ["evaluate", "champion", "1", "--model", TINY_POLICY, "--profile", "smoke"]
+    assert main([*evaluate, "--max-prompts", "8"]) == 0
+    out = capsys.readouterr().out
+    assert "v1 (champion, 1): gold" in out and "win rate" not in out
+    assert "no head-to-head: champion and 1 name one version" in out
