@@ -292,7 +292,7 @@ def _register(params, candidate, policies, rm, sft_out, parent_id, run_info, md5
     cfg = params.stage("gate")
     win = result["policies"][candidate].get("win_rate_vs_sft")
     accuracy = result["judge"]["accuracy_heldout_pairs"]
-    decision = judge_decision(win, accuracy, cfg)
+    decision = judge_decision(win, accuracy, result["judge"]["test_pairs"], cfg)
     policy_name, rm_name = params.registry.names(params.profile, params.data)
     client = registry.MlflowClient()
     with tracking.stage_run("registry", parent_id):

@@ -113,10 +113,13 @@ def decide(
     )
 
 
-def judge_decision(win: dict | None, judge_accuracy: float, cfg: "GateConfig") -> GateDecision:
+def judge_decision(
+    win: dict | None, judge_accuracy: float, judge_pairs: int, cfg: "GateConfig"
+) -> GateDecision:
     """The gate on a dataset run (no gold, no simulated labelers): the candidate's win rate
     against SFT as the held-out judge sees it, acted on only when the judge itself is
-    trustworthy (its accuracy on held-out pairs at least `cfg.judge_accuracy_floor`)."""
+    trustworthy (its accuracy on `judge_pairs` held-out pairs at least
+    `cfg.judge_accuracy_floor`, and better than chance beyond its 95% interval)."""
     if win is None:
         nan = float("nan")
         return GateDecision(
@@ -125,7 +128,7 @@ def judge_decision(win: dict | None, judge_accuracy: float, cfg: "GateConfig") -
     decision = decide(
         win["mean"], tuple(win["ci95"]), None, None, cfg.public_suite_margin, "sft", cfg.win_margin
     )
-    trusted, why = judge_is_trustworthy(judge_accuracy, cfg.judge_accuracy_floor)
+    trusted, why = judge_is_trustworthy(judge_accuracy, judge_pairs, cfg.judge_accuracy_floor)
     if not trusted:
         return replace(decision, promote=False, reason=f"no automatic promotion: {why}")
     return decision

@@ -18,16 +18,37 @@ ACCURACY_FLOOR = 0.6
 AGREEMENT_MARGIN = 0.10
 
 
-def judge_is_trustworthy(accuracy: float, floor: float = ACCURACY_FLOOR) -> tuple[bool, str]:
-    """May a gate promote on this judge's verdicts? (ok, one-line reason)."""
-    if accuracy is None or math.isnan(accuracy):
+def wilson_lower(share: float, n: int, z: float = 1.96) -> float:
+    """Lower end of the Wilson score interval (95% at z = 1.96) of a proportion over n trials."""
+    if n <= 0:
+        return 0.0
+    spread = z * z / n
+    centre = share + spread / 2
+    half = z * math.sqrt(share * (1 - share) / n + spread / (4 * n))
+    return (centre - half) / (1 + spread)
+
+
+def judge_is_trustworthy(
+    accuracy: float, pairs: int, floor: float = ACCURACY_FLOOR
+) -> tuple[bool, str]:
+    """May a gate promote on this judge's verdicts? (ok, one-line reason).
+
+    Its accuracy on held-out pairs must reach `floor` and be better than chance beyond
+    doubt: on few pairs a lucky judge passes the floor (5 of 8 is 0.625), so the lower
+    end of the accuracy's 95% interval must be above 0.5 too.
+    """
+    if accuracy is None or math.isnan(accuracy) or pairs <= 0:
         return False, "held-out judge untested: no held-out pairs were left to measure it on"
+    on = f"accuracy {accuracy:.3f} on {pairs} held-out pairs"
     if accuracy < floor:
-        return (
-            False,
-            f"held-out judge too weak: accuracy {accuracy:.3f} on held-out pairs < floor {floor:.2f}",
+        return False, f"held-out judge too weak: {on} < floor {floor:.2f}"
+    lower = wilson_lower(accuracy, pairs)
+    if lower <= 0.5:
+        return False, (
+            f"held-out judge not shown better than chance: {on}, "
+            f"95% CI lower end {lower:.3f} <= 0.5 (too few pairs)"
         )
-    return True, f"held-out judge accuracy {accuracy:.3f} on held-out pairs >= floor {floor:.2f}"
+    return True, f"held-out judge {on} >= floor {floor:.2f} (95% CI lower end {lower:.3f})"
 
 
 # --- Agreement with gold (embedded world) ----------------------------------------
@@ -86,7 +107,7 @@ def agreement_metrics(block: dict) -> dict[str, float]:
 def report_block(metrics: dict[str, float], agreement: dict | None) -> dict:
     """The report's top-level `judge` block from the judge stage's metrics and the agreement."""
     accuracy = metrics.get("judge/accuracy_heldout_pairs", float("nan"))
-    trustworthy, reason = judge_is_trustworthy(accuracy)
+    trustworthy, reason = judge_is_trustworthy(accuracy, int(metrics["judge/test_pairs"]))
     block = {
         "kind": KIND,
         "training_rows": int(metrics["judge/training_rows"]),

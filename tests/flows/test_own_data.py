@@ -101,7 +101,8 @@ def test_an_hh_dataset_runs_end_to_end_and_new_comparisons_rerun_only_what_reads
     assert "- played: sft (held-out judge, the evaluation's test prompts)" in report_md
     assert "## Policies (test users, held-out judge; 95% bootstrap CI)" in report_md
     if not first["judge"]["trustworthy"]:
-        assert not gate["promote"] and "held-out judge too weak" in gate["reason"]
+        assert not gate["promote"]
+        assert gate["reason"] == f"no automatic promotion: {first['judge']['trust_reason']}"
 
     # when 50 more comparisons arrive and the pipeline runs again
     with (data / "preferences.jsonl").open("a") as f:

@@ -14,6 +14,7 @@ from mlflow.tracking import MlflowClient
 
 from instructflow.flows.params import PipelineParams
 from instructflow.tasks import data_version, tracking
+from instructflow.tasks.judge_trust import judge_is_trustworthy
 from instructflow.world import layout
 from tests.flows.contract import POLICY_FIELDS, SEVEN_POLICIES
 
@@ -239,7 +240,8 @@ def test_the_held_out_judge_is_reported_beside_gold_and_labelers(smoke_run):
     assert judge["kind"] == "reward_model_on_heldout_preferences"
     assert judge["training_pairs"] > 0 and judge["test_pairs"] > 0
     assert 0.0 <= judge["accuracy_heldout_pairs"] <= 1.0
-    assert judge["trustworthy"] == (judge["accuracy_heldout_pairs"] >= 0.6)
+    trusted = judge_is_trustworthy(judge["accuracy_heldout_pairs"], judge["test_pairs"])
+    assert judge["trustworthy"] == trusted[0] and judge["trust_reason"] == trusted[1]
     # and its agreement with gold stands beside the held-out labelers', on the same pairs
     agreement = judge["agreement_with_gold"]
     assert agreement["pairs"] > 0

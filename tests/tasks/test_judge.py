@@ -26,6 +26,7 @@ from instructflow.tasks.judge_trust import (
     gold_agreement,
     judge_is_trustworthy,
     report_block,
+    wilson_lower,
 )
 from instructflow.tasks.reward_model import _forward, score_rows
 from instructflow.tasks.tables import write_jsonl
@@ -161,11 +162,33 @@ def test_agreement_block_pools_policies_and_reads_unseen_prompts_apart():
 
 
 def test_a_weak_judge_is_not_trusted_and_says_why_in_one_line():
-    ok, reason = judge_is_trustworthy(0.55)
+    ok, reason = judge_is_trustworthy(0.55, 400)
     assert not ok and "0.550" in reason and "0.60" in reason and "\n" not in reason
-    assert judge_is_trustworthy(0.6)[0]
-    assert not judge_is_trustworthy(0.7, floor=0.75)[0]
-    assert not judge_is_trustworthy(float("nan"))[0]
+    assert judge_is_trustworthy(0.6, 400)[0]
+    assert not judge_is_trustworthy(0.7, 400, floor=0.75)[0]
+    assert not judge_is_trustworthy(float("nan"), 400)[0]
+    assert not judge_is_trustworthy(0.9, 0)[0]
+
+
+def test_wilson_lower_end_by_hand():
+    # p = 5/8, z = 1.96: centre (0.625 + 3.8416/16) / (1 + 3.8416/8) = 0.58445,
+    # half-width 1.96 * sqrt(0.625 * 0.375 / 8 + 3.8416 / 256) / 1.4802 = 0.27871
+    assert wilson_lower(0.625, 8) == pytest.approx(0.30574, abs=1e-4)
+    # p = 0.7 over 100: (0.7 + 0.019208) / 1.038416 - 1.96 * sqrt(0.0021 + 0.00009604) / 1.038416
+    assert wilson_lower(0.7, 100) == pytest.approx(0.60415, abs=1e-4)
+
+
+def test_a_judge_passing_the_floor_on_few_pairs_is_not_trusted():
+    # given 5 of 8 held-out pairs right (0.625 >= the 0.60 floor; found in a trial)
+    ok, reason = judge_is_trustworthy(0.625, 8)
+    # then it is not trusted: its 95% interval reaches below chance
+    assert not ok
+    assert reason == (
+        "held-out judge not shown better than chance: accuracy 0.625 on 8 held-out pairs, "
+        "95% CI lower end 0.306 <= 0.5 (too few pairs)"
+    )
+    # and the same accuracy on 400 pairs is
+    assert judge_is_trustworthy(0.625, 400)[0]
 
 
 def test_report_block_says_whether_the_judge_is_within_010_of_the_labelers():
@@ -296,7 +319,7 @@ def test_the_judge_block_reaches_mlflow_and_report_md():
     metrics = {
         "judge/training_rows": 7.0,
         "judge/training_pairs": 42.0,
-        "judge/test_pairs": 18.0,
+        "judge/test_pairs": 180.0,
         "judge/accuracy_heldout_pairs": 0.7,
     }
     figures = {"judge": 0.7, "heldout_labelers": 0.75, "pairs": 10}
@@ -339,7 +362,7 @@ def test_figures_from_an_untrustworthy_judge_carry_a_warning_in_report_md():
     # then the policy table is headed by why its win rates say little, with the pair counts
     assert (
         "> The win rates below are the held-out judge's, which is not to be trusted here: "
-        "held-out judge too weak: accuracy 0.000 on held-out pairs < floor"
+        "held-out judge too weak: accuracy 0.000 on 5 held-out pairs < floor"
     ) in markdown
     assert "(5 held-out pairs, trained on 12 pairs)" in markdown
     # and it leaves out the columns no policy has a figure in (gold, on a dataset)
@@ -384,7 +407,7 @@ def test_a_judge_trained_on_20_pairs_blocks_automatic_promotion_in_one_line(
     assert accuracy < 0.6, accuracy
     # and the gate does not promote on it, even on a clear win, and says why in one line
     win = {"mean": 0.8, "ci95": [0.7, 0.9]}
-    decision = judge_decision(win, accuracy, GateConfig())
+    decision = judge_decision(win, accuracy, int(metrics["judge/test_pairs"]), GateConfig())
     assert not decision.promote
     assert decision.reason.startswith("no automatic promotion: held-out judge too weak")
     assert "\n" not in decision.reason
@@ -395,4 +418,5 @@ def test_a_judge_trained_on_20_pairs_blocks_automatic_promotion_in_one_line(
         tiny_dirs[0], profile, tmp_path, JudgeConfig(), seed=0, out_dir=full, log=lambda *a: None
     )
     assert metrics["judge/training_pairs"] > 200
-    assert judge_decision(win, metrics["judge/accuracy_heldout_pairs"], GateConfig()).promote
+    pairs = int(metrics["judge/test_pairs"])
+    assert judge_decision(win, metrics["judge/accuracy_heldout_pairs"], pairs, GateConfig()).promote

@@ -59,7 +59,7 @@ def test_a_weak_judge_blocks_automatic_promotion_in_one_line():
     # given a clear win as the judge sees it, from a judge at chance on held-out pairs
     # (what a 20-pair judge scored: 0.46 on smoke)
     win = {"mean": 0.70, "ci95": [0.62, 0.78]}
-    decision = judge_decision(win, judge_accuracy=0.46, cfg=GateConfig())
+    decision = judge_decision(win, judge_accuracy=0.46, judge_pairs=200, cfg=GateConfig())
     # then the gate does not promote, and says why in one line
     assert not decision.promote
     assert decision.reason.startswith(
@@ -67,15 +67,18 @@ def test_a_weak_judge_blocks_automatic_promotion_in_one_line():
     )
     assert "\n" not in decision.reason
     # and the same win from a trustworthy judge promotes
-    assert judge_decision(win, judge_accuracy=0.72, cfg=GateConfig()).promote
+    assert judge_decision(win, judge_accuracy=0.72, judge_pairs=200, cfg=GateConfig()).promote
     # and a floor set higher than the judge's accuracy blocks it again
-    assert not judge_decision(win, 0.72, GateConfig(judge_accuracy_floor=0.8)).promote
+    assert not judge_decision(win, 0.72, 200, GateConfig(judge_accuracy_floor=0.8)).promote
+    # and so does the same accuracy on too few pairs to tell it from chance
+    few = judge_decision(win, 0.72, 8, GateConfig())
+    assert not few.promote and "not shown better than chance" in few.reason
 
 
 def test_without_judge_verdicts_nothing_is_promoted():
     from instructflow.tasks.gate import GateConfig, judge_decision
 
-    decision = judge_decision(None, judge_accuracy=0.9, cfg=GateConfig())
+    decision = judge_decision(None, judge_accuracy=0.9, judge_pairs=200, cfg=GateConfig())
     assert not decision.promote and "no held-out judge verdicts" in decision.reason
 
 
@@ -84,7 +87,7 @@ def test_without_a_public_suite_the_gate_decides_on_the_win_rate_alone():
 
     # given a dataset run's evidence: a win rate, and no public suite at all
     win = {"mean": 0.70, "ci95": [0.62, 0.78]}
-    decision = judge_decision(win, judge_accuracy=0.72, cfg=GateConfig())
+    decision = judge_decision(win, judge_accuracy=0.72, judge_pairs=200, cfg=GateConfig())
     # then the decision records no public-suite figures and its reason names none
     assert decision.promote
     assert (decision.public_suite_challenger, decision.public_suite_incumbent) == (None, None)
