@@ -40,7 +40,7 @@ from instructflow.tasks import (
 )
 from instructflow.tasks.dataset import load_dataset
 from instructflow.tasks.dataset_dvc import version_tags
-from instructflow.tasks.evaluation import fewshot_prefix, flat_metrics
+from instructflow.tasks.evaluation import Policy, fewshot_prefix, flat_metrics
 from instructflow.tasks.gate import judge_decision
 from instructflow.tasks.input_checks import base_model_problems
 from instructflow.tasks.model_card import JUDGE_EVIDENCE, model_card
@@ -235,8 +235,9 @@ def run(
     result["reward_model"] = {k.split("/", 1)[1]: v for k, v in rm["metrics"].items()}
     result["policies"] = evaluated["rows"]
     candidate = params.candidate if params.candidate in policies else "ppo"
+    dirs = (profile_dir, Path(judged["dir"]))  # the gate's evidence: test prompts, judge
     result["gate"] = _register(
-        params, candidate, policies, rm, sft_out, parent_id, run_info, md5s, result
+        params, candidate, policies, rm, sft_out, parent_id, run_info, md5s, result, dirs
     )
     note_kept_start(result["gate"], candidate, ppo_runs.get(candidate, {}).get("metrics", {}))
     gate = result["gate"]
@@ -263,13 +264,34 @@ def run(
     return result
 
 
-def _register(params, candidate, policies, rm, sft_out, parent_id, run_info, md5s, result) -> dict:
+def _rival(params, candidate, policies, result, dirs, client, policy_name):
+    """Whom the gate plays, and the win rate the judge gives: the champion, if there is one
+    (a new version must beat the one it would replace), else SFT; (incumbent, win, prompts)."""
+    champion = registry.champion_version(client, policy_name)
+    if champion is None:
+        return "sft", result["policies"][candidate].get("win_rate_vs_sft"), None
+    incumbent = f"champion v{champion}"
+    match = own_evaluation.judged_match(
+        Policy(candidate, Path(policies[candidate]["model_dir"])),
+        Policy(incumbent, Path(registry.local_checkpoint(policy_name, champion))),
+        dirs[0],  # the dataset's profile folder: its test prompts
+        params.stage("evaluation"),
+        params.seed,
+        dirs[1],  # the held-out judge
+    )
+    return incumbent, match["win_rate"], match["prompts"]
+
+
+def _register(
+    params, candidate, policies, rm, sft_out, parent_id, run_info, md5s, result, dirs
+) -> dict:
     """Register the candidate (alias `challenger`) and the RM, then let the gate decide.
 
     On a dataset the gate's evidence is the held-out judge: the candidate's win
-    rate against SFT as the judge sees it, acted on only if the judge is
-    trustworthy (`gate.judge_accuracy_floor`). `instructflow eval import` later
-    replaces it with people's rankings. Registry writes are undone if one fails.
+    rate against the champion (SFT while there is none) as the judge sees it,
+    acted on only if the judge is trustworthy (tasks/judge_trust.py). `instructflow
+    eval import` later replaces it with people's rankings. Registry writes are
+    undone if one fails.
     """
     lineage = {
         "git_commit": run_info["git_commit"],
@@ -290,11 +312,11 @@ def _register(params, candidate, policies, rm, sft_out, parent_id, run_info, md5
     figures = flat_metrics({candidate: result["policies"][candidate]})
     policy_metrics = {k.split("/", 2)[2]: round(v, 4) for k, v in figures.items()}
     cfg = params.stage("gate")
-    win = result["policies"][candidate].get("win_rate_vs_sft")
-    accuracy = result["judge"]["accuracy_heldout_pairs"]
-    decision = judge_decision(win, accuracy, result["judge"]["test_pairs"], cfg)
     policy_name, rm_name = params.registry.names(params.profile, params.data)
     client = registry.MlflowClient()
+    incumbent, win, prompts = _rival(params, candidate, policies, result, dirs, client, policy_name)
+    accuracy = result["judge"]["accuracy_heldout_pairs"]
+    decision = judge_decision(win, accuracy, result["judge"]["test_pairs"], cfg, incumbent)
     with tracking.stage_run("registry", parent_id):
         snapshot = RegistrySnapshot.take(client, [policy_name, rm_name])
         try:
@@ -312,6 +334,7 @@ def _register(params, candidate, policies, rm, sft_out, parent_id, run_info, md5
             registry.record_decision(client, policy_name, version, decision, cfg.auto_promote)
             client.set_model_version_tag(policy_name, version, "gate_evidence", JUDGE_EVIDENCE)
             gate = _gate_block(cfg, decision, win, accuracy, candidate, client, policy_name)
+            gate["prompts"] = prompts
             gate |= {"policy_version": version, "reward_model_version": rm_version}
             card = model_card(policy_name, version, lineage, policy_metrics, gate)
             client.update_model_version(policy_name, version, description=card)
@@ -328,11 +351,11 @@ def _gate_block(cfg, decision, win, accuracy, candidate, client, policy_name) ->
         "candidate": candidate,
         "auto_promote": cfg.auto_promote,
         "public_suite_margin": cfg.public_suite_margin,
-        "incumbent": "sft",
+        "incumbent": decision.incumbent,
         "note": None,
         "evidence": JUDGE_EVIDENCE,
         "judge_accuracy_heldout_pairs": accuracy,
-        "prompts": None,  # the judge's verdicts cover the evaluation's test prompts
+        "prompts": None,  # against SFT: the evaluation's test prompts
         "win_rate": win,
         "public_suite": {"challenger": None, "incumbent": None},  # no public suite to hold it to
         "promote": decision.promote,

@@ -114,19 +114,30 @@ def decide(
 
 
 def judge_decision(
-    win: dict | None, judge_accuracy: float, judge_pairs: int, cfg: "GateConfig"
+    win: dict | None,
+    judge_accuracy: float,
+    judge_pairs: int,
+    cfg: "GateConfig",
+    incumbent: str = "sft",
 ) -> GateDecision:
     """The gate on a dataset run (no gold, no simulated labelers): the candidate's win rate
-    against SFT as the held-out judge sees it, acted on only when the judge itself is
+    against `incumbent` (the champion, or SFT while there is none) as the held-out judge
+    sees it, acted on only when the judge itself is
     trustworthy (its accuracy on `judge_pairs` held-out pairs at least
     `cfg.judge_accuracy_floor`, and better than chance beyond its 95% interval)."""
     if win is None:
         nan = float("nan")
         return GateDecision(
-            False, "no held-out judge verdicts to decide on", "sft", nan, (nan, nan), None, None
+            False, "no held-out judge verdicts to decide on", incumbent, nan, (nan, nan), None, None
         )
     decision = decide(
-        win["mean"], tuple(win["ci95"]), None, None, cfg.public_suite_margin, "sft", cfg.win_margin
+        win["mean"],
+        tuple(win["ci95"]),
+        None,
+        None,
+        cfg.public_suite_margin,
+        incumbent,
+        cfg.win_margin,
     )
     trusted, why = judge_is_trustworthy(judge_accuracy, judge_pairs, cfg.judge_accuracy_floor)
     if not trusted:

@@ -99,6 +99,31 @@ def evaluate_own(
     return rows, raw
 
 
+def judged_match(
+    challenger: Policy,
+    incumbent: Policy,
+    profile_dir: Path,
+    cfg: EvalConfig,
+    seed: int,
+    judge_dir: Path,
+) -> dict:
+    """Challenger against incumbent on the test split's prompts, as the held-out judge sees it.
+
+    As on the embedded world (instructflow.tasks.evaluation.head_to_head), each
+    is sampled with its own model and tokenizer and judged on the text, so a
+    champion trained from another base model is a fair rival.
+    """
+    prompts, _ = load_test_prompts(profile_dir, cfg)
+    judge = HeldOutJudge.load(judge_dir)
+    ours = sample(challenger, prompts, cfg, seed).texts
+    theirs = sample(incumbent, prompts, cfg, seed + 1).texts
+    wins = judge.compare_many(prompts, ours, theirs)
+    return {
+        "win_rate": prompt_mean_with_ci(wins, cfg.samples_per_prompt, seed),
+        "prompts": len(prompts) // cfg.samples_per_prompt,
+    }
+
+
 @task(
     **prefect_options("own-evaluation", import_closure_digest("instructflow.tasks.own_evaluation"))
 )

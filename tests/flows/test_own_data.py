@@ -13,7 +13,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from instructflow.flows.cli import main
-from instructflow.tasks import tracking
+from instructflow.tasks import registry, tracking
 from instructflow.tasks.registry_config import RegistryConfig
 from tests.conftest import init_dvc_project, use_project
 from tests.own_data import (
@@ -104,7 +104,9 @@ def test_an_hh_dataset_runs_end_to_end_and_new_comparisons_rerun_only_what_reads
         assert not gate["promote"]
         assert gate["reason"] == f"no automatic promotion: {first['judge']['trust_reason']}"
 
-    # when 50 more comparisons arrive and the pipeline runs again
+    # when its version is champion (by hand, if the gate did not promote it) and 50 more
+    # comparisons arrive and the pipeline runs again
+    registry.promote_manually(str(challenger.version), "own-data test", policy_name)
     with (data / "preferences.jsonl").open("a") as f:
         for i in range(50):
             word = WORDS[i % len(WORDS)]
@@ -126,6 +128,15 @@ def test_an_hh_dataset_runs_end_to_end_and_new_comparisons_rerun_only_what_reads
     ), cached
     assert second["dataset"]["tables"]["preferences"]["rows"] == 250
     assert second["dataset"]["tables"]["preferences"]["md5"] != md5s["preferences"]
+    # and its gate played the champion it would replace, not SFT (it played SFT before)
+    gate = second["gate"]
+    assert gate["incumbent"] == f"champion v{challenger.version}" and gate["prompts"] > 0
+    reason = gate["reason"]  # beats it, loses to it, or an untrusted judge decides nothing
+    assert f"champion v{challenger.version}" in reason or reason.startswith(
+        "no automatic promotion"
+    )
+    report_md = (root / "reports" / "latest" / "report.md").read_text()
+    assert f"- played: champion v{challenger.version} (held-out judge, " in report_md
 
 
 def test_kwise_parquet_with_pretraining_text_and_a_mixture_runs_ptx_and_flan(
