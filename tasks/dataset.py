@@ -339,6 +339,12 @@ def load_dataset(
         raise TableError(problems)
     summary["split_warnings"] = splits.thin_splits(
         summary["split_counts"], cfg.valid_fraction, cfg.test_fraction
+    ) + splits.repeated_rows(
+        {
+            name: [((i.prompt, *i.responses), split_of[id(i)]) for i in items]
+            for name, items in loaded.items()
+            if name != "prompts"  # a prompt asked again is no repeat of an answer
+        }
     )
     summary["k_counts"] = dict(
         sorted(Counter(len(i.responses) for i in loaded["preferences"]).items())

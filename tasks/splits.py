@@ -152,3 +152,33 @@ def thin_splits(
                     "rows; add users, or state splits in a `split` column"
                 )
     return warnings
+
+
+def repeated_rows(tables: dict[str, list[tuple[tuple, str]]]) -> list[str]:
+    """A warning per table whose rows repeat word for word: (content, split) per row, the
+    content being the prompt and its responses.
+
+    Rows repeated across splits are the worse case: a test row that is also a training row
+    is not held out, and the held-out judge's accuracy and every win rate built on it
+    are flattered (a trial's dataset listed each row under two user ids: 56 of 60 test
+    rows were training rows, and the judge's accuracy rose from 0.69 to 0.82).
+    """
+    warnings = []
+    for table, rows in tables.items():
+        seen: dict[tuple, set[str]] = defaultdict(set)
+        repeats = 0
+        for content, split in rows:
+            repeats += bool(seen[content])
+            seen[content].add(split)
+        held_out = [split for content, split in rows if split != "train"]
+        leaked = sum(1 for content, split in rows if split != "train" and "train" in seen[content])
+        if leaked:
+            warnings.append(
+                f"{table}: {leaked} of {len(held_out)} validation and test rows repeat a "
+                "training row word for word: figures on them (the held-out judge's accuracy, "
+                "win rates) are not held out; remove the repeats, or state splits in a "
+                "`split` column"
+            )
+        elif repeats:
+            warnings.append(f"{table}: {repeats} rows repeat an earlier row word for word")
+    return warnings

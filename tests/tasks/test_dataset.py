@@ -231,6 +231,38 @@ def test_a_split_far_thinner_than_asked_is_warned_about():
     assert thin_splits({"prompts": {"train": 90, "valid": 10}}, 0.1, 0.2) == []
 
 
+def test_rows_repeated_across_splits_are_warned_about_by_count():
+    from instructflow.tasks.splits import repeated_rows
+
+    # given rows A (train and test), B (twice in train), C (test only)
+    rows = [(("q1", "a", "b"), "train"), (("q1", "a", "b"), "test")]
+    rows += [(("q2", "c", "d"), "train"), (("q2", "c", "d"), "train"), (("q3", "e", "f"), "test")]
+    (warning,) = repeated_rows({"preferences": rows})
+    # then the one test row that is a training row is counted against the 2 held-out rows
+    assert warning.startswith("preferences: 1 of 2 validation and test rows repeat a training row")
+    # and repeats within one split only are counted as repeats
+    assert repeated_rows({"demonstrations": rows[2:]}) == [
+        "demonstrations: 1 rows repeat an earlier row word for word"
+    ]
+    assert repeated_rows({"preferences": rows[2:3] + rows[4:]}) == []
+
+
+def test_a_dataset_listing_each_row_under_two_users_warns_that_test_rows_are_not_held_out(
+    tmp_path,
+):
+    # given pairwise rows, each listed twice under two user ids (found in a trial)
+    folder = write_pairwise_dataset(tmp_path / "pw", n=60)
+    rows = _lines(folder / "preferences.jsonl")
+    twice = [r | {"user_id": f"{who}{i}"} for i, r in enumerate(rows) for who in ("u", "x")]
+    (folder / "preferences.jsonl").write_text("".join(json.dumps(r) + "\n" for r in twice))
+    (folder / "prompts.jsonl").unlink()
+    # when it loads
+    summary = load_dataset(folder, DatasetConfig()).summary
+    # then a warning says how many held-out rows are training rows
+    leaks = [w for w in summary["split_warnings"] if "repeat a training row" in w]
+    assert len(leaks) == 1 and leaks[0].startswith("preferences: "), summary["split_warnings"]
+
+
 def test_a_control_character_inside_a_conversation_is_refused(tmp_path):
     folder = write_hh_dataset(tmp_path / "hh", n_pairs=60)
     chosen = hh_text([("user", "Say hi."), ("assistant", "hi\x00there")])
