@@ -1,10 +1,14 @@
 """Subcommands about trained and registered models: promote, evaluate, best-of-n, eval (human evaluation)."""
 
 import argparse
+import json
 import sys
 from pathlib import Path
 
-from instructflow.tasks.paths import project_root
+from instructflow.tasks.paths import project_root, reports_dir
+
+# The models best-of-n uses, by stage (their folders come from a report's stage keys).
+STAGES = ("sft", "reward_model")
 
 
 def _cmd_promote(args: argparse.Namespace) -> int:
@@ -54,23 +58,30 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
-def _newest_model(stage: str) -> Path:
-    """The model folder of a stage's most recent run under runs/."""
-    found = sorted(
-        (project_root() / "runs" / stage).glob("*/model"), key=lambda p: p.stat().st_mtime
+def _world_models(profile: str) -> tuple[Path, Path]:
+    """SFT and RM of the newest run on the embedded world's `profile` (best-of-n scores by
+    gold, which only the embedded world has): from its report's stage keys."""
+    reports = sorted(reports_dir().glob("*/report.json"), key=lambda p: p.stat().st_mtime)
+    for path in reversed(reports):
+        report = json.loads(path.read_text())
+        keys = report.get("run", {}).get("stage_keys", {})
+        if report.get("dataset") or report.get("run", {}).get("profile") != profile:
+            continue
+        models = [project_root() / "runs" / s / keys.get(s, "-") / "model" for s in STAGES]
+        if all(m.is_dir() for m in models):
+            return models[0], models[1]
+    raise SystemExit(
+        f"instructflow: no finished run on the embedded world's {profile} profile with its SFT "
+        f"and RM under runs/ (best-of-n scores by gold, which a dataset has not): run "
+        f"`instructflow run --profile {profile}` first, or pass --sft and --rm"
     )
-    if not found:
-        raise SystemExit(
-            f"instructflow: no {stage} model under runs/{stage}/; run `make demo` first"
-        )
-    return found[-1]
 
 
 def _cmd_best_of_n(args: argparse.Namespace) -> int:
     from instructflow.tasks.best_of_n import best_of_n_table, sample_candidates
 
-    sft = Path(args.sft) if args.sft else _newest_model("sft")
-    rm = Path(args.rm) if args.rm else _newest_model("reward_model")
+    found = (None, None) if args.sft and args.rm else _world_models(args.profile)
+    sft, rm = Path(args.sft or found[0]), Path(args.rm or found[1])
     profile_dir = project_root() / "data" / args.profile
     print(
         f"SFT {sft}\nRM  {rm}\nsampling {args.n} + {args.references} responses for {args.prompts} test prompts"

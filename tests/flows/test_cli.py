@@ -2,6 +2,7 @@
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -90,15 +91,37 @@ def test_help_exits_zero(command, capsys):
     assert out.startswith("usage: instructflow" + "".join(f" {c}" for c in command))
 
 
-def test_best_of_n_without_a_run_says_what_to_do(tmp_path, monkeypatch):
-    # given a project root with no runs yet
+def _report(root: Path, run: str, profile: str, keys: dict, dataset: dict | None = None) -> None:
+    """A finished run's report and model folders; runs a, b, c... written in that order."""
+    folder = root / "reports" / run
+    folder.mkdir(parents=True)
+    report = {"run": {"profile": profile, "stage_keys": keys}, "dataset": dataset}
+    (folder / "report.json").write_text(json.dumps(report))
+    written = 1_700_000_000 + ord(run)
+    os.utime(folder / "report.json", (written, written))
+    for stage, key in keys.items():
+        (root / "runs" / stage / key / "model").mkdir(parents=True)
+
+
+def test_best_of_n_takes_the_newest_embedded_world_run_of_its_profile(tmp_path, monkeypatch):
+    from instructflow.flows.cli_models import _world_models
+
+    # given no runs yet: a message with the fix
     monkeypatch.setenv("INSTRUCTFLOW_ROOT", str(tmp_path))
-    # when best-of-n is asked to find the newest SFT model
     with pytest.raises(SystemExit) as exit_info:
-        main(["best-of-n"])
-    # then it stops with a message naming the folder it looked in and the fix
-    assert "runs/sft" in str(exit_info.value.code)
-    assert "make demo" in str(exit_info.value.code)
+        main(["best-of-n", "--profile", "smoke"])
+    assert "no finished run on the embedded world's smoke profile" in str(exit_info.value.code)
+    assert "`instructflow run --profile smoke` first, or pass --sft and --rm" in str(
+        exit_info.value.code
+    )
+    # given a smoke run on the world, then a run on a dataset and one on tiny (newer)
+    _report(tmp_path, "a", "smoke", {"sft": "sft-1", "reward_model": "reward_model-1"})
+    own = {"sft": "sft-2", "reward_model": "reward_model-2"}
+    _report(tmp_path, "b", "smoke", own, dataset={"dir": "/data/mine"})
+    _report(tmp_path, "c", "tiny", {"sft": "sft-3", "reward_model": "reward_model-3"})
+    # then best-of-n on smoke takes the world's smoke models (a dataset has no gold to score by)
+    sft, rm = _world_models("smoke")
+    assert (sft.parent.name, rm.parent.name) == ("sft-1", "reward_model-1")
 
 
 def test_installed_script_prints_help():
