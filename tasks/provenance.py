@@ -197,4 +197,12 @@ def report_comparison(a: dict[str, Any], b: dict[str, Any]) -> str:
             lines.append(
                 f"| {policy} | {metric} | {left:.3f} | {right:.3f} | {right - left:+.3f} |"
             )
-    return "\n".join(lines)
+    only = [
+        f"Only in {side}: {', '.join(names)}"
+        for side, names in (
+            ("A", [p for p in a.get("policies", {}) if p not in b.get("policies", {})]),
+            ("B", [p for p in b.get("policies", {}) if p not in a.get("policies", {})]),
+        )
+        if names
+    ]
+    return "\n".join(lines + ([""] + only if only else []))

@@ -69,6 +69,18 @@ def test_reports_made_from_other_data_or_settings_are_not_called_identical():
     assert "- other settings or inputs (cache keys differ): ppo" in text
 
 
+def test_a_policy_only_one_report_has_is_named_not_dropped():
+    # given a report with PPO-ptx and FLAN beside one without them (a dataset with no mixture)
+    gold = {"gold_score": {"mean": 0.5}}
+    a = {"policies": {"sft": gold, "ppo_ptx": gold, "flan": gold}}
+    b = {"policies": {"sft": gold, "t0": gold}}
+    # when they are compared
+    text = provenance.report_comparison(a, b)
+    # then the shared policy is compared and the others are named
+    assert "| sft | gold_score | 0.500 | 0.500 | +0.000 |" in text
+    assert text.endswith("Only in A: ppo_ptx, flan\nOnly in B: t0")
+
+
 @pytest.mark.parametrize("value", [["avx2", "fma"], "x", [0, 1, 2]])
 def test_mlflow_tags_are_strings(value):
     tags = provenance.mlflow_tags({"cpu_flags": value})
