@@ -124,7 +124,7 @@ def run(
         base_model.base_model_task,
         "base_model",
         "base",
-        {"base_model": base_digest, **pretrain_in},
+        {"base_model": base_digest},  # a copy of the given model (no pretraining on a dataset)
         base_model=params.base_model,
     )
     base_in = {"base": Path(base["model_dir"]).parent.name}

@@ -61,14 +61,11 @@ def build_base_model(
     if base_model and not main_process():  # nothing to train: rank 0 copies it
         return {}
     if base_model:
+        # Nothing here reads the pretraining text (the evaluation reports the base model's
+        # perplexity on it), so editing that text does not retrain SFT and what follows.
         model, tokenizer = load_causal_lm(base_model)
         save_model(model, tokenizer, model_dir)
-        metrics = {"pretrain/params": float(model.num_parameters())}
-        # A user's dataset may come without pretraining text: no perplexity then.
-        if (profile_dir / layout.PRETRAIN_VALID).exists():
-            valid = pretrain_blocks(tokenizer, profile_dir, layout.PRETRAIN_VALID, cfg.block_size)
-            metrics["pretrain/valid_perplexity"] = perplexity(model, valid)
-        return metrics
+        return {"pretrain/params": float(model.num_parameters())}
 
     tokenizer = train_tokenizer(tokenizer_texts(profile_dir), cfg.vocab_size)
     model = build_gpt2(tokenizer, cfg, seed=seed)  # the config is a GPT2Size

@@ -9,6 +9,7 @@ prompt/chosen/rejected pairs (JSONL).
 
 import json
 
+import pandas as pd
 import pytest
 from mlflow.tracking import MlflowClient
 
@@ -163,6 +164,18 @@ def test_kwise_parquet_with_pretraining_text_and_a_mixture_runs_ptx_and_flan(
     assert result["dataset"]["tables"]["preferences"]["file"] == "preferences.parquet"
     assert result["policies"]["ppo_ptx"]["pretrain_perplexity"] is not None
     assert result["gate"]["candidate"] == "ppo_ptx"
+
+    # when one pretraining document is edited and the pipeline runs again
+    docs = pd.read_parquet(data / "pretrain.parquet")
+    docs.loc[0, "text"] = "The word pear is a word."
+    docs.to_parquet(data / "pretrain.parquet")
+    again = rlhf_pipeline(params)
+    # then the base model (a copy of the given one) and SFT came from the cache; what
+    # reads the text ran again
+    client = MlflowClient(tracking_uri=f"sqlite:///{root / 'mlflow.db'}")
+    cached = _stage_runs(client, again["run"]["mlflow_run_id"])
+    assert cached["base_model"] and cached["sft"] and cached["flan"], cached
+    assert not cached["ppo_ptx"] and not cached["evaluation"], cached
 
 
 def test_explicit_prompt_chosen_rejected_pairs_run_end_to_end(
