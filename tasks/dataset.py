@@ -34,11 +34,12 @@ from instructflow.tasks import splits, trl_forms
 from instructflow.tasks.conversations import as_messages, has_chat_template, render, shared_prompt
 from instructflow.tasks.lengths import LengthCheck
 from instructflow.tasks.schemas import ROW_CHECK_FIELDS
-from instructflow.tasks.tables import Problem, TableError, _read_rows, _schema_problems
+from instructflow.tasks.tables import LINE, Problem, TableError, _read_rows, _schema_problems
 
 FORMATS = (".jsonl", ".parquet")
 COMPARISONS_DIR = "comparisons"  # written beside the layout: the stage's train/valid/heldout
 LAYOUT_SPLITS = {"train": "train", "valid": "valid", "test": "heldout"}
+EMPTY_TABLE = "the table is empty (no rows)"  # as instructflow.tasks.input_checks says it
 
 
 class DatasetConfig(BaseModel):
@@ -274,6 +275,9 @@ def load_dataset(
     for name, path in paths.items():
         rows, read_problems = read_rows(path)
         problems += read_problems
+        if not rows and not read_problems:  # else "missing column" or "fit none of the shapes"
+            problems.append(Problem(str(path), 0, LINE, EMPTY_TABLE))
+            continue
         rows, converted = _own_forms(name, rows)
         if converted:  # how many rows were in TRL's forms (instructflow.tasks.trl_forms)
             summary.setdefault("trl_forms", {})[name] = converted

@@ -4,6 +4,7 @@ import codecs
 import json
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
 from instructflow.tasks.dataset import load_dataset
@@ -42,3 +43,28 @@ def test_a_carriage_return_inside_a_text_is_still_refused_naming_row_and_field(t
     with pytest.raises(TableError, match="control character") as e:
         load_dataset(folder)
     assert _problems(e.value) == [("preferences.jsonl", 5, "chosen")]
+
+
+@pytest.mark.parametrize("table", ["preferences", "demonstrations", "prompts"])
+def test_an_empty_jsonl_table_is_refused_as_empty_naming_the_file(tmp_path, table):
+    # given a good dataset and one of its tables emptied (a demonstrations table is added empty)
+    folder = write_pairwise_dataset(tmp_path / "pw", n=60)
+    (folder / f"{table}.jsonl").write_text("")
+    # then the refusal says the table is empty, once, on that file (not a missing column or shape)
+    with pytest.raises(TableError) as e:
+        load_dataset(folder)
+    assert _problems(e.value) == [(f"{table}.jsonl", 0, "<line>")]
+    assert "the table is empty" in str(e.value)
+
+
+def test_a_parquet_table_with_columns_but_no_rows_is_refused_as_empty(tmp_path):
+    # given preferences.parquet with prompt/chosen/rejected columns and no rows
+    folder = write_pairwise_dataset(tmp_path / "pw", n=60)
+    (folder / "preferences.jsonl").unlink()
+    pd.DataFrame({"prompt": [], "chosen": [], "rejected": []}).to_parquet(
+        folder / "preferences.parquet"
+    )
+    with pytest.raises(TableError) as e:
+        load_dataset(folder)
+    assert _problems(e.value) == [("preferences.parquet", 0, "<line>")]
+    assert "the table is empty" in str(e.value)
