@@ -48,6 +48,9 @@ def _cmd_data_validate(args: argparse.Namespace) -> int:
     from instructflow.tasks.input_checks import table_problems
     from instructflow.tasks.tables import TableError
 
+    if not Path(args.file).exists():
+        print(f"instructflow: no such directory or file: {args.file}", file=sys.stderr)
+        return 2
     if Path(args.file).is_dir():  # a dataset directory, read as `run --data` reads it
         return _validate_dataset(Path(args.file))
     if args.kind is None:

@@ -38,7 +38,7 @@ from instructflow.tasks import (
     sft,
     tracking,
 )
-from instructflow.tasks.dataset import load_dataset
+from instructflow.tasks.dataset import load_dataset, missing_folder
 from instructflow.tasks.dataset_dvc import version_tags
 from instructflow.tasks.evaluation import fewshot_prefix, flat_metrics
 from instructflow.tasks.gate import judge_decision
@@ -64,6 +64,8 @@ def preflight(params: PipelineParams) -> dict:
     """Validate the dataset before any flow starts (the CLI calls this: a refusal is a message, not a traceback)."""
     if not params.base_model:
         raise ValueError(NEEDS_BASE)
+    if (missing := missing_folder(Path(params.data))) is not None:  # before DVC looks for it
+        raise TableError([missing])
     version_tags(Path(params.data), params.allow_data_mismatch)  # a changed dataset is refused
     # The model's folder first, as a run on the embedded world checks it: the length
     # check below needs its tokenizer and config.

@@ -92,8 +92,20 @@ class Dataset:
     summary: dict[str, Any]
 
 
+def missing_folder(folder: Path) -> Problem | None:
+    """A dataset directory that is not there (else every table would be 'not found')."""
+    if folder.is_dir():
+        return None
+    what = "not a directory" if folder.exists() else "no such directory"
+    if folder.with_name(folder.name + ".dvc").is_file():  # a clone that has not pulled it
+        what += f" (it is tracked by {folder.name}.dvc: `dvc pull {folder}` fetches it)"
+    return Problem(str(folder), 0, "data", what)
+
+
 def find_tables(folder: Path) -> tuple[dict[str, Path], list[Problem]]:
     """Each known table's file; a table given twice (JSONL and Parquet) or no preferences is a problem."""
+    if (missing := missing_folder(folder)) is not None:
+        return {}, [missing]
     found: dict[str, Path] = {}
     problems: list[Problem] = []
     for name in (*ds.TABLES, *ds.OPTIONAL_TABLES):

@@ -68,3 +68,11 @@ def test_a_parquet_table_with_columns_but_no_rows_is_refused_as_empty(tmp_path):
         load_dataset(folder)
     assert _problems(e.value) == [("preferences.parquet", 0, "<line>")]
     assert "the table is empty" in str(e.value)
+
+
+def test_a_dataset_directory_that_does_not_exist_is_named_as_missing(tmp_path):
+    with pytest.raises(TableError) as e:
+        load_dataset(tmp_path / "nodata")
+    assert str(e.value).splitlines()[1:] == [
+        f"{tmp_path / 'nodata'} field 'data': no such directory"
+    ]
