@@ -170,7 +170,10 @@ def add_commands(sub) -> None:
         help="processes per training stage, under `accelerate launch` (default 1: in-process)",
     )
     run.add_argument(
-        "--allow-data-mismatch", action="store_true", help="run even if data/ differs from data.dvc"
+        "--allow-data-mismatch",
+        action="store_true",
+        help="run even if data/ differs from data.dvc, or a --data directory added with "
+        "`instructflow data add DIR` differs from its DIR.dvc (the run is tagged data_mismatch)",
     )
     run.add_argument(
         "--params",

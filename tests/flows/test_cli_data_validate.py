@@ -33,3 +33,16 @@ def test_a_run_on_a_dataset_directory_that_does_not_exist_says_so(tmp_path):
     ]
     with pytest.raises(TableError, match=r"tracked by pulled.dvc: `dvc pull .*pulled`"):
         preflight(not_pulled)
+
+
+def test_run_help_says_allow_data_mismatch_covers_added_datasets_too(capsys):
+    # when `run --help` is shown
+    with pytest.raises(SystemExit):
+        main(["run", "--help"])
+    # then --allow-data-mismatch names both what it lets through: data/ and a dataset's DIR.dvc
+    help_text = " ".join(capsys.readouterr().out.split())
+    assert "data/ differs from data.dvc" in help_text
+    assert (
+        "--data directory added with `instructflow data add DIR` differs from its DIR.dvc"
+        in help_text
+    )
