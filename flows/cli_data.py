@@ -72,6 +72,7 @@ def _validate_dataset(folder: Path) -> int:
     for name, table in summary["tables"].items():
         print(f"{name}: {table['file']}, {table['rows']} rows, md5 {table['md5']}")
     print(f"preferences: {summary['preference_shape']}, K counts {summary['k_counts']}")
+    print(f"rows left out: {_left_out(summary)}")
     print(f"splits by {summary['split_rule']}: {summary['split_counts']}")
     for warning in summary["split_warnings"]:
         print(f"warning: {warning}")
@@ -79,6 +80,16 @@ def _validate_dataset(folder: Path) -> int:
         print(f"rows in TRL's forms: {summary['trl_forms']}")
     print(f"{folder}: valid (row lengths are checked against the base model when a run starts)")
     return 0
+
+
+# Why load_dataset leaves a valid row out (summary key -> what it means); lengths
+# (`dataset.overlong: drop`) are checked by a run, not here.
+LEFT_OUT = {"no_shared_prefix": "preference pairs whose sides diverge before the last turn"}
+
+
+def _left_out(summary: dict) -> str:
+    counts = [f"{key}={summary[key]} ({why})" for key, why in LEFT_OUT.items() if summary.get(key)]
+    return ", ".join(counts) or "none"
 
 
 def add_commands(sub) -> None:

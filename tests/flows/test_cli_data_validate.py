@@ -1,10 +1,13 @@
 """`instructflow data validate` and `run --data` on a new user's paths and tables: what each says."""
 
+import json
+
 import pytest
 
 from instructflow.flows.cli import main
 from instructflow.flows.params import PipelineParams
 from instructflow.tasks.tables import TableError
+from tests.own_data import hh_text, write_hh_dataset
 
 
 def test_validating_a_path_that_does_not_exist_says_so(tmp_path, capsys):
@@ -46,3 +49,22 @@ def test_run_help_says_allow_data_mismatch_covers_added_datasets_too(capsys):
         "--data directory added with `instructflow data add DIR` differs from its DIR.dvc"
         in help_text
     )
+
+
+def test_validate_counts_the_rows_it_leaves_out_by_reason(tmp_path, capsys):
+    # given 150 HH pairs, 10 of whose rejected sides diverge before the last turn
+    folder = write_hh_dataset(tmp_path / "hh", n_pairs=150)
+    path = folder / "preferences.jsonl"
+    rows = [json.loads(line) for line in path.read_text().splitlines()]
+    for row in rows[:10]:
+        row["rejected"] = hh_text([("user", "Something else."), ("assistant", "no")])
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    # when the directory is validated
+    assert main(["data", "validate", str(folder)]) == 0
+    # then the 10 left out are counted with their reason beside the 140 kept
+    out = capsys.readouterr().out
+    assert "K counts {2: 140}" in out
+    assert "rows left out: no_shared_prefix=10 (preference pairs whose sides" in out
+    # and a dataset that leaves nothing out says so
+    assert main(["data", "validate", str(write_hh_dataset(tmp_path / "all", n_pairs=150))]) == 0
+    assert "rows left out: none" in capsys.readouterr().out
