@@ -53,14 +53,34 @@ def _cmd_data_validate(args: argparse.Namespace) -> int:
         return 2
     if Path(args.file).is_dir():  # a dataset directory, read as `run --data` reads it
         return _validate_dataset(Path(args.file))
-    if args.kind is None:
-        print("instructflow: a table file needs --kind (a directory does not)", file=sys.stderr)
+    path = Path(args.file)
+    if args.kind is None or path.suffix == ".parquet":  # --kind's schemas are JSONL's
+        what = "is Parquet" if path.suffix == ".parquet" else "needs --kind"
+        print(f"instructflow: {path} {what}: --kind checks a JSONL table in the embedded world's"
+              f" format; {_own_data_hint(path)}", file=sys.stderr)  # fmt: skip
         return 2
-    frame, problems = table_problems(Path(args.file), args.kind)  # an empty file is refused too
+    frame, problems = table_problems(path, args.kind)  # an empty file is refused too
+    if frame is None and _is_own_data_table(path):
+        print(f"instructflow: {TableError(problems)}", file=sys.stderr)
+        print(f"instructflow: {_own_data_hint(path)}", file=sys.stderr)
+        return 2
     if frame is None:
         raise TableError(problems)
     print(f"{args.file}: {len(frame)} valid rows of kind {args.kind}")
     return 0
+
+
+def _is_own_data_table(path: Path) -> bool:
+    """Named as a table of a dataset directory (the embedded world's are train.jsonl, ...)."""
+    from instructflow.tasks.dataset_schemas import OPTIONAL_TABLES, TABLES
+
+    return path.stem in (*TABLES, *OPTIONAL_TABLES)
+
+
+def _own_data_hint(path: Path) -> str:
+    # A user's tables (any shape `run --data` reads, JSONL or Parquet) are checked as
+    # a directory: the --kind schemas want the embedded world's ids and splits.
+    return f"for your own dataset, validate its directory: instructflow data validate {path.parent}"
 
 
 def _validate_dataset(folder: Path) -> int:

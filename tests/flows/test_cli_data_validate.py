@@ -7,7 +7,7 @@ import pytest
 from instructflow.flows.cli import main
 from instructflow.flows.params import PipelineParams
 from instructflow.tasks.tables import TableError
-from tests.own_data import hh_text, write_hh_dataset
+from tests.own_data import hh_text, write_hh_dataset, write_pairwise_dataset
 
 
 def test_validating_a_path_that_does_not_exist_says_so(tmp_path, capsys):
@@ -68,3 +68,36 @@ def test_validate_counts_the_rows_it_leaves_out_by_reason(tmp_path, capsys):
     # and a dataset that leaves nothing out says so
     assert main(["data", "validate", str(write_hh_dataset(tmp_path / "all", n_pairs=150))]) == 0
     assert "rows left out: none" in capsys.readouterr().out
+
+
+def test_a_parquet_file_or_a_file_without_kind_is_refused_in_one_line_pointing_to_its_directory(
+    tmp_path, capsys
+):
+    # given a dataset directory in Parquet
+    folder = write_pairwise_dataset(tmp_path / "convdata", n=60, fmt="parquet")
+    # when one of its files is validated as a table, with or without --kind
+    for argv in (["--kind", "pairwise"], ["--kind", "prompts"], []):
+        assert main(["data", "validate", str(folder / "preferences.parquet"), *argv]) == 2
+        # then one line says so and names the directory to validate instead (no JSONL errors)
+        lines = capsys.readouterr().err.splitlines()
+        assert len(lines) == 1 and "invalid UTF-8" not in lines[0], lines
+        assert lines[0].endswith(f"validate its directory: instructflow data validate {folder}")
+
+
+def test_a_dataset_table_failing_an_embedded_world_schema_points_to_its_directory(tmp_path, capsys):
+    # given a user's preferences.jsonl that `run --data` reads (no prompt_id, user_id, ...)
+    folder = write_pairwise_dataset(tmp_path / "mydata", n=150)
+    # when it is validated as the embedded world's pairwise kind
+    assert main(["data", "validate", str(folder / "preferences.jsonl"), "--kind", "pairwise"]) == 2
+    # then the problems are listed as before, and the last line points to the directory
+    lines = capsys.readouterr().err.splitlines()
+    assert "missing required field" in "\n".join(lines)
+    assert (
+        lines[-1]
+        == f"instructflow: for your own dataset, validate its directory: instructflow data validate {folder}"
+    )
+    # while a table of the embedded world's layout that fails gets no such hint
+    bad = tmp_path / "train.jsonl"
+    bad.write_text(json.dumps({"prompt": "x"}) + "\n")
+    assert main(["data", "validate", str(bad), "--kind", "prompts"]) == 2
+    assert "your own dataset" not in capsys.readouterr().err
