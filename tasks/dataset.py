@@ -256,6 +256,18 @@ def _preference_items(path, rows, shape, tokenizer) -> tuple[list[Item], int]:
     return items, 0
 
 
+def _prompt_items(path, rows, tokenizer) -> list[Item]:
+    """Prompt texts, and conversations rendered as the prompt turns of a preference are."""
+    items = []
+    for row, obj in rows:
+        if obj.get("messages") is not None:
+            prompt = render(obj["messages"], tokenizer)
+            items.append(_item(path, row, obj, prompt, [], "messages", "messages"))
+        else:
+            items.append(_item(path, row, obj, obj["prompt"], [], "prompt"))
+    return items
+
+
 def _demonstration_items(path, rows, tokenizer) -> list[Item]:
     items = []
     for row, obj in rows:
@@ -295,7 +307,7 @@ def load_dataset(
             summary.setdefault("trl_forms", {})[name] = converted
         columns = {k for _, obj in rows for k in obj}
         if name == "prompts":
-            schema = ds.prompts_schema()
+            schema = ds.prompts_schema(columns)
         elif name == "demonstrations":
             schema = ds.demonstrations_schema(columns)
         elif name == "preferences":
@@ -318,7 +330,7 @@ def load_dataset(
         if found or read_problems:
             continue  # normalising needs valid rows; the problems are reported below
         if name == "prompts":
-            loaded[name] = [_item(path, r, o, o["prompt"], [], "prompt") for r, o in rows]
+            loaded[name] = _prompt_items(path, rows, tokenizer)
         elif name == "demonstrations":
             loaded[name] = _demonstration_items(path, rows, tokenizer)
         elif name == "preferences":
