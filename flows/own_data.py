@@ -38,8 +38,9 @@ from instructflow.tasks import (
     sft,
     tracking,
 )
-from instructflow.tasks.dataset import load_dataset, missing_folder
+from instructflow.tasks.dataset import load_dataset
 from instructflow.tasks.dataset_dvc import version_tags
+from instructflow.tasks.dataset_files import missing_folder
 from instructflow.tasks.evaluation import fewshot_prefix, flat_metrics
 from instructflow.tasks.gate import judge_decision
 from instructflow.tasks.input_checks import base_model_problems
