@@ -87,6 +87,7 @@ def _validate_dataset(folder: Path) -> int:
     """Every check of a user's dataset that needs no model (lengths need the base model's
     tokenizer: a run checks those too); raises TableError listing every problem."""
     from instructflow.tasks.dataset import load_dataset
+    from instructflow.tasks.dataset_names import notes
 
     summary = load_dataset(folder).summary
     for name, table in summary["tables"].items():
@@ -98,6 +99,8 @@ def _validate_dataset(folder: Path) -> int:
         print(f"warning: {warning}")
     if summary.get("trl_forms"):
         print(f"rows in TRL's forms: {summary['trl_forms']}")
+    for line in notes(summary):  # ignored columns, files not read, near-miss names
+        print(line)
     print(f"{folder}: valid (row lengths are checked against the base model when a run starts)")
     return 0
 

@@ -41,6 +41,7 @@ from instructflow.tasks import (
 from instructflow.tasks.dataset import load_dataset
 from instructflow.tasks.dataset_dvc import version_tags
 from instructflow.tasks.dataset_files import missing_folder
+from instructflow.tasks.dataset_names import notes
 from instructflow.tasks.evaluation import fewshot_prefix, flat_metrics
 from instructflow.tasks.gate import judge_decision
 from instructflow.tasks.input_checks import base_model_problems
@@ -357,6 +358,7 @@ def dataset_markdown(result: dict) -> str:
         f"{summary.get('no_shared_prefix', 0)} conversation pairs without a shared prompt (left out)",
         f"- splits by {summary['split_rule']}: {summary['split_counts']}",
         *[f"- warning: {w}" for w in summary.get("split_warnings", [])],
+        *[f"- {line}" for line in notes(summary)],  # ignored columns, files not read
         f"- SFT trained on {summary['sft_source']}; prompts rendered: {summary['rendering']}",
         f"- rows longer than the context: {summary.get('overlong', {})}",
         "- gold score: none (no gold oracle on a user's dataset)",

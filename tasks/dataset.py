@@ -31,7 +31,8 @@ from pydantic import BaseModel, ConfigDict, Field
 from instructflow.tasks import dataset_schemas as ds
 from instructflow.tasks import splits, trl_forms
 from instructflow.tasks.conversations import as_messages, has_chat_template, render, shared_prompt
-from instructflow.tasks.dataset_files import find_tables, read_rows
+from instructflow.tasks.dataset_files import find_tables, read_rows, unread_files
+from instructflow.tasks.dataset_names import meant_columns, naming_warnings, nearest
 from instructflow.tasks.lengths import LengthCheck
 from instructflow.tasks.schemas import ROW_CHECK_FIELDS
 from instructflow.tasks.tables import LINE, Problem, TableError, _schema_problems
@@ -110,7 +111,7 @@ def validate(
     columns = sorted({k for _, obj in rows for k in obj})
     missing = [c for c, col in schema.columns.items() if col.required and c not in columns]
     if missing:
-        return [Problem(file, 0, c, "missing required column") for c in missing], set()
+        return [Problem(file, 0, c, _missing(c, columns)) for c in missing], set()
     frame = pd.DataFrame(
         [obj for _, obj in rows], index=[n - 1 for n, _ in rows], columns=columns, dtype=object
     )
@@ -132,6 +133,11 @@ def validate(
         problems = _schema_problems(e, frame, file, set())
     by_row = dict(rows)
     return [_absent(p, by_row.get(p.row)) for p in problems], set(columns) - set(schema.columns)
+
+
+def _missing(column: str, columns: list[str]) -> str:
+    twin = nearest(column, columns)  # Prompt, or prompts, for prompt
+    return "missing required column" + (f" (the table has {twin!r})" if twin else "")
 
 
 def _absent(problem: Problem, obj: dict | None) -> Problem:
@@ -257,6 +263,7 @@ def load_dataset(
             shape = ds.preference_shape(columns)
             if shape is None:
                 message = f"columns {sorted(columns)} fit none of the shapes: responses+ranking, prompt+chosen+rejected, chosen+rejected conversations"
+                message += meant_columns(columns, name)  # Chosen for chosen, say
                 problems.append(Problem(str(path), 0, "<columns>", message))
                 continue
             schema = ds.preferences_schema(shape)
@@ -282,6 +289,9 @@ def load_dataset(
             )
         else:
             extra[name] = [obj for _, obj in rows]
+    if folder.is_dir():  # what is not read is listed, with the name a near miss was meant as
+        summary["unread_files"] = unread_files(folder, paths.values())
+        summary["naming_warnings"] = naming_warnings(summary, paths)
     if problems:
         raise TableError(problems)
 

@@ -8,6 +8,7 @@ so both formats go through the same checks.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +16,7 @@ import numpy as np
 import pandas as pd
 
 from instructflow.tasks import dataset_schemas as ds
+from instructflow.tasks.dataset_names import near_table
 from instructflow.tasks.tables import Problem, _read_rows
 
 FORMATS = (".jsonl", ".parquet")
@@ -43,10 +45,23 @@ def find_tables(folder: Path) -> tuple[dict[str, Path], list[Problem]]:
         elif paths:
             found[name] = paths[0]
     if "preferences" not in found:
-        problems.append(
-            Problem(str(folder), 0, "preferences", "no preferences.jsonl or preferences.parquet")
-        )
+        message = "no preferences.jsonl or preferences.parquet"
+        for name in unread_files(folder, found.values()):  # a typo in its name, say
+            if (meant := near_table(name, found)) and meant.startswith("preferences."):
+                message += f" ({name} is not read: did you mean {meant}?)"
+        problems.append(Problem(str(folder), 0, "preferences", message))
     return found, problems
+
+
+def unread_files(folder: Path, read: Iterable[Path]) -> list[str]:
+    """What `folder` holds besides the tables read (hidden files such as .gitignore aside)."""
+    read = list(read)
+    return sorted(
+        entry.name + ("/" if entry.is_dir() else "")
+        for entry in folder.iterdir()
+        # samefile: on a case-insensitive disk Preferences.jsonl is preferences.jsonl
+        if not entry.name.startswith(".") and not any(entry.samefile(r) for r in read)
+    )
 
 
 def _plain(value: Any) -> Any:
