@@ -59,9 +59,16 @@ def unread_files(folder: Path, read: Iterable[Path]) -> list[str]:
     return sorted(
         entry.name + ("/" if entry.is_dir() else "")
         for entry in folder.iterdir()
-        # samefile: on a case-insensitive disk Preferences.jsonl is preferences.jsonl
-        if not entry.name.startswith(".") and not any(entry.samefile(r) for r in read)
+        if not entry.name.startswith(".") and not _is_one_of(entry, read)
     )
+
+
+def _is_one_of(entry: Path, read: list[Path]) -> bool:
+    # samefile, not names: on a case-insensitive disk Preferences.jsonl is preferences.jsonl
+    try:
+        return any(entry.samefile(r) for r in read)
+    except OSError:  # a broken link: not a table that was read
+        return False
 
 
 def _plain(value: Any) -> Any:

@@ -131,3 +131,9 @@ def test_a_refused_table_names_the_column_or_file_it_probably_meant(tmp_path):
         "no preferences.jsonl or preferences.parquet"
         " (preference.jsonl is not read: did you mean preferences.jsonl?)"
     ) in _message(folder)
+
+
+def test_a_broken_link_in_the_directory_is_listed_as_not_read(tmp_path):
+    folder = write_pairwise_dataset(tmp_path / "pw", n=60)
+    (folder / "old.jsonl").symlink_to(tmp_path / "gone.jsonl")
+    assert load_dataset(folder).summary["unread_files"] == ["old.jsonl"]
