@@ -48,34 +48,71 @@ def _cmd_data_validate(args: argparse.Namespace) -> int:
     from instructflow.tasks.input_checks import table_problems
     from instructflow.tasks.tables import TableError
 
+    if not Path(args.file).exists():
+        print(f"instructflow: no such directory or file: {args.file}", file=sys.stderr)
+        return 2
     if Path(args.file).is_dir():  # a dataset directory, read as `run --data` reads it
         return _validate_dataset(Path(args.file))
-    if args.kind is None:
-        print("instructflow: a table file needs --kind (a directory does not)", file=sys.stderr)
+    path = Path(args.file)
+    if args.kind is None or path.suffix == ".parquet":  # --kind's schemas are JSONL's
+        what = "is Parquet" if path.suffix == ".parquet" else "needs --kind"
+        print(f"instructflow: {path} {what}: --kind checks a JSONL table in the embedded world's"
+              f" format; {_own_data_hint(path)}", file=sys.stderr)  # fmt: skip
         return 2
-    frame, problems = table_problems(Path(args.file), args.kind)  # an empty file is refused too
+    frame, problems = table_problems(path, args.kind)  # an empty file is refused too
+    if frame is None and _is_own_data_table(path):
+        print(f"instructflow: {TableError(problems)}", file=sys.stderr)
+        print(f"instructflow: {_own_data_hint(path)}", file=sys.stderr)
+        return 2
     if frame is None:
         raise TableError(problems)
     print(f"{args.file}: {len(frame)} valid rows of kind {args.kind}")
     return 0
 
 
+def _is_own_data_table(path: Path) -> bool:
+    """Named as a table of a dataset directory (the embedded world's are train.jsonl, ...)."""
+    from instructflow.tasks.dataset_schemas import OPTIONAL_TABLES, TABLES
+
+    return path.stem in (*TABLES, *OPTIONAL_TABLES)
+
+
+def _own_data_hint(path: Path) -> str:
+    # A user's tables (any shape `run --data` reads, JSONL or Parquet) are checked as
+    # a directory: the --kind schemas want the embedded world's ids and splits.
+    return f"for your own dataset, validate its directory: instructflow data validate {path.parent}"
+
+
 def _validate_dataset(folder: Path) -> int:
     """Every check of a user's dataset that needs no model (lengths need the base model's
     tokenizer: a run checks those too); raises TableError listing every problem."""
     from instructflow.tasks.dataset import load_dataset
+    from instructflow.tasks.dataset_names import notes
 
     summary = load_dataset(folder).summary
     for name, table in summary["tables"].items():
         print(f"{name}: {table['file']}, {table['rows']} rows, md5 {table['md5']}")
     print(f"preferences: {summary['preference_shape']}, K counts {summary['k_counts']}")
+    print(f"rows left out: {_left_out(summary)}")
     print(f"splits by {summary['split_rule']}: {summary['split_counts']}")
     for warning in summary["split_warnings"]:
         print(f"warning: {warning}")
     if summary.get("trl_forms"):
         print(f"rows in TRL's forms: {summary['trl_forms']}")
+    for line in notes(summary):  # ignored columns, files not read, near-miss names
+        print(line)
     print(f"{folder}: valid (row lengths are checked against the base model when a run starts)")
     return 0
+
+
+# Why load_dataset leaves a valid row out (summary key -> what it means); lengths
+# (`dataset.overlong: drop`) are checked by a run, not here.
+LEFT_OUT = {"no_shared_prefix": "preference pairs whose sides diverge before the last turn"}
+
+
+def _left_out(summary: dict) -> str:
+    counts = [f"{key}={summary[key]} ({why})" for key, why in LEFT_OUT.items() if summary.get(key)]
+    return ", ".join(counts) or "none"
 
 
 def add_commands(sub) -> None:

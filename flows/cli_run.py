@@ -49,6 +49,10 @@ def _cmd_run(args: argparse.Namespace) -> int:
         summary = own_data_preflight(local)  # a refused dataset stops here, before any flow
         for warning in summary.get("split_warnings", []):
             print(f"instructflow: warning: {warning}", file=sys.stderr, flush=True)
+        from instructflow.tasks.dataset_names import notes
+
+        for line in notes(summary):  # what the run does not read, and likely typos
+            print(f"instructflow: {line}", file=sys.stderr, flush=True)
     else:
         # Checked here, before Prefect starts (which takes a while): a refusal comes in seconds.
         _, refusal = preflight.refusal_of(local, project_root())
@@ -170,7 +174,10 @@ def add_commands(sub) -> None:
         help="processes per training stage, under `accelerate launch` (default 1: in-process)",
     )
     run.add_argument(
-        "--allow-data-mismatch", action="store_true", help="run even if data/ differs from data.dvc"
+        "--allow-data-mismatch",
+        action="store_true",
+        help="run even if data/ differs from data.dvc, or a --data directory added with "
+        "`instructflow data add DIR` differs from its DIR.dvc (the run is tagged data_mismatch)",
     )
     run.add_argument(
         "--params",

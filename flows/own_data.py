@@ -40,6 +40,8 @@ from instructflow.tasks import (
 )
 from instructflow.tasks.dataset import load_dataset
 from instructflow.tasks.dataset_dvc import version_tags
+from instructflow.tasks.dataset_files import missing_folder
+from instructflow.tasks.dataset_names import notes
 from instructflow.tasks.evaluation import Policy, fewshot_prefix, flat_metrics
 from instructflow.tasks.gate import judge_decision
 from instructflow.tasks.input_checks import base_model_problems
@@ -64,6 +66,8 @@ def preflight(params: PipelineParams) -> dict:
     """Validate the dataset before any flow starts (the CLI calls this: a refusal is a message, not a traceback)."""
     if not params.base_model:
         raise ValueError(NEEDS_BASE)
+    if (missing := missing_folder(Path(params.data))) is not None:  # before DVC looks for it
+        raise TableError([missing])
     version_tags(Path(params.data), params.allow_data_mismatch)  # a changed dataset is refused
     # The model's folder first, as a run on the embedded world checks it: the length
     # check below needs its tokenizer and config.
@@ -377,6 +381,7 @@ def dataset_markdown(result: dict) -> str:
         f"{summary.get('no_shared_prefix', 0)} conversation pairs without a shared prompt (left out)",
         f"- splits by {summary['split_rule']}: {summary['split_counts']}",
         *[f"- warning: {w}" for w in summary.get("split_warnings", [])],
+        *[f"- {line}" for line in notes(summary)],  # ignored columns, files not read
         f"- SFT trained on {summary['sft_source']}; prompts rendered: {summary['rendering']}",
         f"- rows longer than the context: {summary.get('overlong', {})}",
         "- gold score: none (no gold oracle on a user's dataset)",

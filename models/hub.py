@@ -43,7 +43,11 @@ def resolve_pretrained(name_or_path: str, revision: str | None = None) -> Path:
             f"base model {name_or_path}: neither a local directory nor a valid Hub id"
         ) from None
     except LocalEntryNotFoundError:
-        where = "offline (HF_HUB_OFFLINE=1)" if constants.HF_HUB_OFFLINE else "unreachable"
+        where = (  # the project defaults to offline (instructflow.tasks.env): say how to go online
+            "offline (HF_HUB_OFFLINE=1; `export HF_HUB_OFFLINE=0` to fetch it)"
+            if constants.HF_HUB_OFFLINE
+            else "unreachable"
+        )
         raise ModelNotFoundError(
             f"base model {name_or_path}{at}: not a local directory, not in the Hugging Face "
             f"cache ({constants.HF_HUB_CACHE}), and the Hub is {where}"

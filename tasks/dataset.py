@@ -24,7 +24,6 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
-import numpy as np
 import pandas as pd
 import pandera.pandas as pa
 from pydantic import BaseModel, ConfigDict, Field
@@ -32,13 +31,15 @@ from pydantic import BaseModel, ConfigDict, Field
 from instructflow.tasks import dataset_schemas as ds
 from instructflow.tasks import splits, trl_forms
 from instructflow.tasks.conversations import as_messages, has_chat_template, render, shared_prompt
+from instructflow.tasks.dataset_files import find_tables, read_rows, unread_files
+from instructflow.tasks.dataset_names import meant_columns, naming_warnings, nearest
 from instructflow.tasks.lengths import LengthCheck
 from instructflow.tasks.schemas import ROW_CHECK_FIELDS
-from instructflow.tasks.tables import Problem, TableError, _read_rows, _schema_problems
+from instructflow.tasks.tables import LINE, Problem, TableError, _schema_problems
 
-FORMATS = (".jsonl", ".parquet")
 COMPARISONS_DIR = "comparisons"  # written beside the layout: the stage's train/valid/heldout
 LAYOUT_SPLITS = {"train": "train", "valid": "valid", "test": "heldout"}
+EMPTY_TABLE = "the table is empty (no rows)"  # as instructflow.tasks.input_checks says it
 
 
 class DatasetConfig(BaseModel):
@@ -91,50 +92,6 @@ class Dataset:
     summary: dict[str, Any]
 
 
-def find_tables(folder: Path) -> tuple[dict[str, Path], list[Problem]]:
-    """Each known table's file; a table given twice (JSONL and Parquet) or no preferences is a problem."""
-    found: dict[str, Path] = {}
-    problems: list[Problem] = []
-    for name in (*ds.TABLES, *ds.OPTIONAL_TABLES):
-        paths = [folder / f"{name}{ext}" for ext in FORMATS if (folder / f"{name}{ext}").exists()]
-        if len(paths) > 1:
-            problems.append(Problem(str(folder), 0, name, "table given as both JSONL and Parquet"))
-        elif paths:
-            found[name] = paths[0]
-    if "preferences" not in found:
-        problems.append(
-            Problem(str(folder), 0, "preferences", "no preferences.jsonl or preferences.parquet")
-        )
-    return found, problems
-
-
-def _plain(value: Any) -> Any:
-    """Parquet cells as JSON would give them: arrays -> lists, numpy scalars -> Python, NaN -> None."""
-    if isinstance(value, np.ndarray):
-        return [_plain(v) for v in value.tolist()]
-    if isinstance(value, list):
-        return [_plain(v) for v in value]
-    if isinstance(value, dict):
-        return {k: _plain(v) for k, v in value.items()}
-    if isinstance(value, np.generic):
-        value = value.item()
-    if isinstance(value, float) and value != value:
-        return None
-    return value
-
-
-def read_rows(path: Path) -> tuple[list[tuple[int, dict]], list[Problem]]:
-    """(row number, object) pairs: the line number in JSONL, the 1-based row in Parquet."""
-    if path.suffix == ".jsonl":
-        return _read_rows(path)
-    try:
-        frame = pd.read_parquet(path)
-    except Exception as e:  # pyarrow raises several types for a broken file
-        return [], [Problem(str(path), 0, "<file>", f"unreadable Parquet: {e}")]
-    records = frame.to_dict("records")
-    return [(i + 1, {k: _plain(v) for k, v in r.items()}) for i, r in enumerate(records)], []
-
-
 def _own_forms(table: str, rows: list[tuple[int, Any]]) -> tuple[list[tuple[int, Any]], int]:
     """The rows with those in a TRL form rewritten to their equivalent; how many were."""
     out, converted = [], 0
@@ -154,7 +111,7 @@ def validate(
     columns = sorted({k for _, obj in rows for k in obj})
     missing = [c for c, col in schema.columns.items() if col.required and c not in columns]
     if missing:
-        return [Problem(file, 0, c, "missing required column") for c in missing], set()
+        return [Problem(file, 0, c, _missing(c, columns)) for c in missing], set()
     frame = pd.DataFrame(
         [obj for _, obj in rows], index=[n - 1 for n, _ in rows], columns=columns, dtype=object
     )
@@ -176,6 +133,11 @@ def validate(
         problems = _schema_problems(e, frame, file, set())
     by_row = dict(rows)
     return [_absent(p, by_row.get(p.row)) for p in problems], set(columns) - set(schema.columns)
+
+
+def _missing(column: str, columns: list[str]) -> str:
+    twin = nearest(column, columns)  # Prompt, or prompts, for prompt
+    return "missing required column" + (f" (the table has {twin!r})" if twin else "")
 
 
 def _absent(problem: Problem, obj: dict | None) -> Problem:
@@ -243,6 +205,18 @@ def _preference_items(path, rows, shape, tokenizer) -> tuple[list[Item], int]:
     return items, 0
 
 
+def _prompt_items(path, rows, tokenizer) -> list[Item]:
+    """Prompt texts, and conversations rendered as the prompt turns of a preference are."""
+    items = []
+    for row, obj in rows:
+        if obj.get("messages") is not None:
+            prompt = render(obj["messages"], tokenizer)
+            items.append(_item(path, row, obj, prompt, [], "messages", "messages"))
+        else:
+            items.append(_item(path, row, obj, obj["prompt"], [], "prompt"))
+    return items
+
+
 def _demonstration_items(path, rows, tokenizer) -> list[Item]:
     items = []
     for row, obj in rows:
@@ -274,18 +248,22 @@ def load_dataset(
     for name, path in paths.items():
         rows, read_problems = read_rows(path)
         problems += read_problems
+        if not rows and not read_problems:  # else "missing column" or "fit none of the shapes"
+            problems.append(Problem(str(path), 0, LINE, EMPTY_TABLE))
+            continue
         rows, converted = _own_forms(name, rows)
         if converted:  # how many rows were in TRL's forms (instructflow.tasks.trl_forms)
             summary.setdefault("trl_forms", {})[name] = converted
         columns = {k for _, obj in rows for k in obj}
         if name == "prompts":
-            schema = ds.prompts_schema()
+            schema = ds.prompts_schema(columns)
         elif name == "demonstrations":
             schema = ds.demonstrations_schema(columns)
         elif name == "preferences":
             shape = ds.preference_shape(columns)
             if shape is None:
                 message = f"columns {sorted(columns)} fit none of the shapes: responses+ranking, prompt+chosen+rejected, chosen+rejected conversations"
+                message += meant_columns(columns, name)  # Chosen for chosen, say
                 problems.append(Problem(str(path), 0, "<columns>", message))
                 continue
             schema = ds.preferences_schema(shape)
@@ -302,7 +280,7 @@ def load_dataset(
         if found or read_problems:
             continue  # normalising needs valid rows; the problems are reported below
         if name == "prompts":
-            loaded[name] = [_item(path, r, o, o["prompt"], [], "prompt") for r, o in rows]
+            loaded[name] = _prompt_items(path, rows, tokenizer)
         elif name == "demonstrations":
             loaded[name] = _demonstration_items(path, rows, tokenizer)
         elif name == "preferences":
@@ -311,6 +289,9 @@ def load_dataset(
             )
         else:
             extra[name] = [obj for _, obj in rows]
+    if folder.is_dir():  # what is not read is listed, with the name a near miss was meant as
+        summary["unread_files"] = unread_files(folder, paths.values())
+        summary["naming_warnings"] = naming_warnings(summary, paths)
     if problems:
         raise TableError(problems)
 

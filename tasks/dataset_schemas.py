@@ -17,7 +17,11 @@ import pandas as pd
 import pandera.pandas as pa
 
 from instructflow.tasks import schemas
-from instructflow.tasks.conversations import CONVERSATION_PROBLEMS, conversation_problem
+from instructflow.tasks.conversations import (
+    CONVERSATION_PROBLEMS,
+    EMPTY_CONVERSATION,
+    conversation_problem,
+)
 from instructflow.tasks.schemas import (
     _CONTROL_RE,
     _SURROGATE_RE,
@@ -83,19 +87,65 @@ def _common() -> dict[str, pa.Column]:
     }
 
 
-def _conversation(description: str, required: bool = True) -> pa.Column:
+def _conversation(
+    description: str,
+    required: bool = True,
+    problem_of: Callable[[Any], str | None] = conversation_problem,
+    problems: tuple[str, ...] = CONVERSATION_PROBLEMS,
+) -> pa.Column:
     """One check per kind of problem, so the message says which (each passes the others)."""
 
     def passes(problem: str) -> Callable[[Any], bool]:
-        return lambda v: conversation_problem(v) != problem
+        return lambda v: problem_of(v) != problem
 
-    checks = [_check(passes(problem), problem, required) for problem in CONVERSATION_PROBLEMS]
+    checks = [_check(passes(problem), problem, required) for problem in problems]
     return pa.Column(checks=checks, nullable=not required, description=description)
 
 
-def prompts_schema() -> pa.DataFrameSchema:
-    columns = {"prompt": _text("The user's instruction."), **_common()}
-    return pa.DataFrameSchema(columns, name="prompts")
+NOT_MESSAGES = "must be a list of {role, content} messages"
+NOT_USER_LAST = "does not end on a user turn (the turn the model answers)"
+PROMPT_CONVERSATION_PROBLEMS = (NOT_MESSAGES, NOT_USER_LAST, *CONVERSATION_PROBLEMS)
+_ANSWER = {"role": "assistant", "content": "answer"}
+
+
+def prompt_conversation_problem(value: Any) -> str | None:
+    """The problem of a conversation that is a prompt (TRL's conversational prompt-only form).
+
+    Checked as the conversation it starts, answered: the same message rules
+    as a conversation in demonstrations or preferences, plus its last turn
+    is the user's. HH text is a whole conversation, so a prompt is a list.
+    """
+    if not isinstance(value, list):
+        return NOT_MESSAGES
+    problem = conversation_problem([*value, _ANSWER]) if value else EMPTY_CONVERSATION
+    if problem is None and value[-1]["role"] != "user":
+        return NOT_USER_LAST
+    return problem
+
+
+ONE_PROMPT = "needs either messages or prompt"
+
+
+def _one_prompt(row: pd.Series) -> bool:
+    return _null(row.get("messages")) != _null(row.get("prompt"))
+
+
+def prompts_schema(columns_present: set[str]) -> pa.DataFrameSchema:
+    """A `prompt` text, or a `messages` conversation ending on a user turn (rows may mix)."""
+    columns = _common()
+    if "messages" not in columns_present:
+        return pa.DataFrameSchema(
+            {"prompt": _text("The user's instruction."), **columns}, name="prompts"
+        )
+    columns["messages"] = _conversation(
+        "The conversation the model answers next (TRL's conversational prompt).",
+        required=False,
+        problem_of=prompt_conversation_problem,
+        problems=PROMPT_CONVERSATION_PROBLEMS,
+    )
+    columns["prompt"] = _text("The instruction (rows without messages).", required=False)
+    checks = [_row_check("messages", _one_prompt, ONE_PROMPT)]
+    return pa.DataFrameSchema(columns, checks=checks, name="prompts")
 
 
 ONE_FORM = "needs either messages or both prompt and response"

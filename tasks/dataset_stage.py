@@ -18,13 +18,14 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import mlflow
-from prefect import task
+from prefect import get_run_logger, task
 from transformers import AutoConfig, AutoTokenizer
 
 from instructflow.models.lm import context_length
 from instructflow.tasks import tracking
 from instructflow.tasks.dataset import DatasetConfig, load_dataset
 from instructflow.tasks.dataset_layout import COMPARISONS, HELDOUT, write_layout
+from instructflow.tasks.dataset_names import notes
 from instructflow.tasks.lengths import LengthCheck
 from instructflow.tasks.stage import (
     fresh_output_dir,
@@ -106,6 +107,8 @@ def import_dataset_task(
             }
         )
         mlflow.set_tags({f"data_md5/{n}": t["md5"] for n, t in summary["tables"].items()})
+        for line in notes(summary):  # ignored columns, files not read, likely typos
+            get_run_logger().warning(line)
         metrics = summary_metrics(summary)
         tracking.log_metrics(metrics)
         mlflow.log_dict(summary, "dataset_summary.json")

@@ -8,6 +8,7 @@ line number in the JSONL file, so ``sed -n <n>p <file>`` shows the culprit.
 
 from __future__ import annotations
 
+import codecs
 import json
 import os
 import tempfile
@@ -131,7 +132,9 @@ def _read_rows(
 ) -> tuple[list[tuple[int, dict[str, Any]]], list[Problem]]:
     """Parse a JSONL file into (line number, object) pairs plus the problems found."""
     file = os.fspath(path)
-    lines = Path(path).read_bytes().split(b"\n")
+    # A byte-order mark (Windows editors, Excel's "UTF-8" export) is not part of
+    # the first row: pandas and Hugging Face datasets skip it too (utf-8-sig).
+    lines = Path(path).read_bytes().removeprefix(codecs.BOM_UTF8).split(b"\n")
     while lines and not lines[-1].strip():  # trailing newline / blank lines are fine
         lines.pop()
     rows: list[tuple[int, dict[str, Any]]] = []

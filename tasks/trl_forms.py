@@ -9,6 +9,9 @@ validates:
 - demonstrations `{"prompt": str, "completion": str}` -> `{"prompt", "response"}`;
 - demonstrations `{"prompt": [messages], "completion": [messages]}`
   -> `{"messages": prompt + completion}`;
+- prompts `{"prompt": [messages]}` (conversational prompt-only) -> `{"messages"}`,
+  a conversation ending on the user's turn, rendered as the prompt of a
+  conversation in demonstrations or preferences is;
 - preferences `{"prompt": [messages], "chosen": [messages], "rejected": [messages]}`
   -> `{"chosen": prompt + chosen, "rejected": prompt + rejected}` (the
   conversation shape, whose prompt is the turns both share).
@@ -34,6 +37,10 @@ def as_own_form(table: str, row: dict[str, Any]) -> tuple[dict[str, Any], bool]:
             return rest | {"prompt": prompt, "response": completion}, True
         if _messages(prompt) and _messages(completion):
             return rest | {"messages": prompt + completion}, True
+    if table == "prompts" and isinstance(prompt, list) and "messages" not in row:
+        # Any list: the prompt-conversation checks name what is wrong in it.
+        rest = {k: v for k, v in row.items() if k != "prompt"}
+        return rest | {"messages": prompt}, True
     if table == "preferences" and _messages(prompt):
         chosen, rejected = row.get("chosen"), row.get("rejected")
         if _messages(chosen) and _messages(rejected):

@@ -78,3 +78,9 @@ def test_the_cli_refuses_a_missing_hub_id_before_any_stage_runs(tmp_path):
     lines = [line for line in done.stderr.splitlines() if line.strip()]
     assert lines == [lines[-1]] and "acme/not-downloaded" in lines[-1], done.stderr
     assert not (tmp_path / "project" / "runs").exists()
+
+
+def test_a_hub_id_missing_offline_says_how_to_go_online(offline_cache):
+    # the project sets HF_HUB_OFFLINE=1 by default: the message gives the README's fix
+    with pytest.raises(ModelNotFoundError, match=r"export HF_HUB_OFFLINE=0"):
+        resolve_pretrained("acme/not-downloaded")

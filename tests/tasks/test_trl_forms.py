@@ -113,3 +113,58 @@ def test_a_bad_row_in_a_trl_form_is_named_by_file_row_and_field(tmp_path):
     assert [(Path(p.file).name, p.row, p.field) for p in e.value.problems] == [
         ("preferences.jsonl", 5, "rejected")
     ]
+
+
+def test_a_conversational_prompt_only_row_becomes_a_prompt_conversation():
+    row = {"prompt": USER, "user_id": "u1"}
+    assert as_own_form("prompts", row) == ({"user_id": "u1", "messages": USER}, True)
+
+
+def test_prompts_in_trls_conversational_form_load_as_the_same_prompts_as_text(tmp_path):
+    # given the same preferences, with prompts as text in one dataset and as TRL's
+    # conversational prompt-only rows (a one-turn list; a system turn first) in the other
+    rows = _tasks(120)
+    own, trl = tmp_path / "own", tmp_path / "trl"
+    for folder in (own, trl):
+        folder.mkdir()
+        _write(folder, "preferences", [
+            {"prompt": p, "chosen": g, "rejected": b, "user_id": u} for u, p, g, b in rows
+        ])  # fmt: skip
+    _write(own, "prompts", [{"prompt": p, "user_id": u} for u, p, _, _ in rows])
+    _write(trl, "prompts", [
+        {"prompt": [{"role": "user", "content": p}], "user_id": u} for u, p, _, _ in rows
+    ])  # fmt: skip
+    with (trl / "prompts.jsonl").open("a") as f:
+        system = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi?"}]
+        f.write(json.dumps({"prompt": system, "user_id": "user-1"}) + "\n")
+    # when both load
+    ours, theirs = load_dataset(own), load_dataset(trl)
+    # then one user turn is its text, as in ours; longer ones are rendered like any conversation
+    assert [i.prompt for i in theirs.prompts[:120]] == [i.prompt for i in ours.prompts]
+    assert theirs.prompts[120].prompt == "System: Be brief.\n\nHuman: Hi?"
+    assert theirs.summary["trl_forms"] == {"prompts": 121}
+
+
+@pytest.mark.parametrize(
+    "prompt, message",
+    [
+        ([{"role": "user", "content": "Hi?"}, {"role": "assistant", "content": "Hello."}],
+         "does not end on a user turn"),
+        ([], "is an empty conversation"),
+        ([{"role": "user", "text": "Hi?"}], "has a message that is not {role, content}"),
+        ([{"role": "user", "content": "Hi\x00?"}], "control character"),
+    ],
+)  # fmt: skip
+def test_a_bad_conversational_prompt_is_named_by_file_row_and_field(tmp_path, prompt, message):
+    rows = _tasks(60)
+    _write(tmp_path, "preferences", [
+        {"prompt": p, "chosen": g, "rejected": b, "user_id": u} for u, p, g, b in rows
+    ])  # fmt: skip
+    prompts = [{"prompt": [{"role": "user", "content": p}], "user_id": u} for u, p, _, _ in rows]
+    prompts[2]["prompt"] = prompt  # row 3
+    _write(tmp_path, "prompts", prompts)
+    with pytest.raises(TableError, match=message) as e:
+        load_dataset(tmp_path)
+    assert [(Path(p.file).name, p.row, p.field) for p in e.value.problems] == [
+        ("prompts.jsonl", 3, "messages")
+    ]

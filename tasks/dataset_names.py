@@ -1,0 +1,106 @@
+"""Columns and files of a dataset directory that are not read, and the names they nearly are.
+
+A column no schema of its table reads is ignored, and a file that is not a
+table is not read: both are listed (`instructflow data validate`, the run's
+log, the report). When such a name differs from a known one only in case,
+separators or a final s (`Split`, `userId`, `user-id`, `demonstration.jsonl`,
+`prompts.json`), a warning names the one it was probably meant to be: an
+ignored `split` column silently re-splits the data by hash, an unread
+demonstrations table silently trains SFT on the preferred responses.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+
+from instructflow.tasks import dataset_schemas as ds
+
+_COMMON = ("prompt_id", "user_id", "split", "category", "labeler_id")
+# The columns each table's schemas read (instructflow.tasks.dataset_schemas), and TRL's
+# `completion` (instructflow.tasks.trl_forms); tests/tasks/test_dataset_names.py
+# checks this against the schemas.
+TABLE_COLUMNS = {
+    "prompts": ("prompt", "messages", *_COMMON),
+    "demonstrations": ("prompt", "response", "messages", "completion", *_COMMON),
+    "preferences": (
+        "prompt",
+        "responses",
+        "ranking",
+        "chosen",
+        "rejected",
+        "score_chosen",
+        "score_rejected",
+        "margin",
+        *_COMMON,
+    ),
+    "pretrain": ("text",),
+    "flan": ("prompt", "response"),
+    "t0": ("prompt", "response"),
+}
+TABLE_NAMES = (*ds.TABLES, *ds.OPTIONAL_TABLES)
+PARQUET_SUFFIXES = (".parquet", ".parq", ".pq")
+
+
+def _key(name: str) -> str:
+    """A name without case or separators: Split, userId and user-id become split, userid."""
+    return re.sub(r"[^a-z0-9]", "", name.lower())
+
+
+def nearest(name: str, known: Iterable[str]) -> str | None:
+    """The known name `name` nearly is: the same key, else the same key but for a final s."""
+    for same in (_key, lambda n: _key(n).removesuffix("s")):
+        matches = [k for k in known if same(k) == same(name)]
+        if matches:
+            return matches[0]
+    return None
+
+
+def near_column(column: str, table: str) -> str | None:
+    """The column of `table` an ignored `column` was probably meant to be, if any."""
+    known = TABLE_COLUMNS[table]
+    return None if column in known else nearest(column, known)
+
+
+def near_table(file_name: str, found: Iterable[str]) -> str | None:
+    """The table file an unread file was probably meant to be, unless that table is there."""
+    stem, _, suffix = file_name.partition(".")
+    table = nearest(stem, [t for t in TABLE_NAMES if t not in set(found)])
+    if table is None:
+        return None
+    return table + (".parquet" if f".{suffix.lower()}" in PARQUET_SUFFIXES else ".jsonl")
+
+
+def meant_columns(columns: Iterable[str], table: str) -> str:
+    """' (did you mean ...?)' for the near-miss columns of a table that was refused, else ''."""
+    pairs = [(c, near_column(c, table)) for c in sorted(columns)]
+    meant = [f"{known!r} for {c!r}" for c, known in pairs if known]
+    return f" (did you mean {', '.join(meant)}?)" if meant else ""
+
+
+def naming_warnings(summary: dict, found: Iterable[str]) -> list[str]:
+    """A warning for each ignored column and unread file whose name nearly is a known one
+    (`found`: the tables the directory has)."""
+    warnings = []
+    for table, columns in summary["ignored_columns"].items():
+        for column in columns:
+            if known := near_column(column, table):
+                file = summary["tables"][table]["file"]
+                warnings.append(f"{file}: column {column!r} is ignored: did you mean {known!r}?")
+    for name in summary["unread_files"]:
+        if table := near_table(name, found):
+            warnings.append(f"{name} is not read: did you mean {table}?")
+    return warnings
+
+
+def notes(summary: dict) -> list[str]:
+    """The lines that list what was not read, then the warnings; none when all was read."""
+    ignored_columns, unread = summary.get("ignored_columns", {}), summary.get("unread_files", [])
+    ignored = "; ".join(
+        f"{summary['tables'][t]['file']}: {', '.join(columns)}"
+        for t, columns in ignored_columns.items()
+    )
+    lines = [f"ignored columns: {ignored}"] if ignored else []
+    if unread:
+        lines.append(f"files not read (not a table): {', '.join(unread)}")
+    return lines + [f"warning: {w}" for w in summary.get("naming_warnings", [])]

@@ -1,0 +1,103 @@
+"""`instructflow data validate` and `run --data` on a new user's paths and tables: what each says."""
+
+import json
+
+import pytest
+
+from instructflow.flows.cli import main
+from instructflow.flows.params import PipelineParams
+from instructflow.tasks.tables import TableError
+from tests.own_data import hh_text, write_hh_dataset, write_pairwise_dataset
+
+
+def test_validating_a_path_that_does_not_exist_says_so(tmp_path, capsys):
+    # when a path that is not there is validated (with or without --kind)
+    missing = tmp_path / "nonexist"
+    assert main(["data", "validate", str(missing)]) == 2
+    assert main(["data", "validate", str(missing), "--kind", "prompts"]) == 2
+    # then each time it says the path does not exist (not that a file needs --kind)
+    err = capsys.readouterr().err
+    assert err.count(f"instructflow: no such directory or file: {missing}") == 2
+    assert "--kind" not in err
+
+
+def test_a_run_on_a_dataset_directory_that_does_not_exist_says_so(tmp_path):
+    from instructflow.flows.own_data import preflight
+
+    # given --data naming a folder that is not there (and one tracked by DVC but not pulled)
+    params = PipelineParams(data=str(tmp_path / "nodata"), base_model=str(tmp_path / "model"))
+    (tmp_path / "pulled.dvc").write_text("outs:\n- md5: 0123.dir\n  path: pulled\n")
+    not_pulled = params.model_copy(update={"data": str(tmp_path / "pulled")})
+    # then the refusal is that the directory does not exist, before the model or DVC is read
+    with pytest.raises(TableError) as e:
+        preflight(params)
+    assert [(p.file, p.field, p.message) for p in e.value.problems] == [
+        (str(tmp_path / "nodata"), "data", "no such directory")
+    ]
+    with pytest.raises(TableError, match=r"tracked by pulled.dvc: `dvc pull .*pulled`"):
+        preflight(not_pulled)
+
+
+def test_run_help_says_allow_data_mismatch_covers_added_datasets_too(capsys):
+    # when `run --help` is shown
+    with pytest.raises(SystemExit):
+        main(["run", "--help"])
+    # then --allow-data-mismatch names both what it lets through: data/ and a dataset's DIR.dvc
+    help_text = " ".join(capsys.readouterr().out.split())
+    assert "data/ differs from data.dvc" in help_text
+    assert (
+        "--data directory added with `instructflow data add DIR` differs from its DIR.dvc"
+        in help_text
+    )
+
+
+def test_validate_counts_the_rows_it_leaves_out_by_reason(tmp_path, capsys):
+    # given 150 HH pairs, 10 of whose rejected sides diverge before the last turn
+    folder = write_hh_dataset(tmp_path / "hh", n_pairs=150)
+    path = folder / "preferences.jsonl"
+    rows = [json.loads(line) for line in path.read_text().splitlines()]
+    for row in rows[:10]:
+        row["rejected"] = hh_text([("user", "Something else."), ("assistant", "no")])
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    # when the directory is validated
+    assert main(["data", "validate", str(folder)]) == 0
+    # then the 10 left out are counted with their reason beside the 140 kept
+    out = capsys.readouterr().out
+    assert "K counts {2: 140}" in out
+    assert "rows left out: no_shared_prefix=10 (preference pairs whose sides" in out
+    # and a dataset that leaves nothing out says so
+    assert main(["data", "validate", str(write_hh_dataset(tmp_path / "all", n_pairs=150))]) == 0
+    assert "rows left out: none" in capsys.readouterr().out
+
+
+def test_a_parquet_file_or_a_file_without_kind_is_refused_in_one_line_pointing_to_its_directory(
+    tmp_path, capsys
+):
+    # given a dataset directory in Parquet
+    folder = write_pairwise_dataset(tmp_path / "convdata", n=60, fmt="parquet")
+    # when one of its files is validated as a table, with or without --kind
+    for argv in (["--kind", "pairwise"], ["--kind", "prompts"], []):
+        assert main(["data", "validate", str(folder / "preferences.parquet"), *argv]) == 2
+        # then one line says so and names the directory to validate instead (no JSONL errors)
+        lines = capsys.readouterr().err.splitlines()
+        assert len(lines) == 1 and "invalid UTF-8" not in lines[0], lines
+        assert lines[0].endswith(f"validate its directory: instructflow data validate {folder}")
+
+
+def test_a_dataset_table_failing_an_embedded_world_schema_points_to_its_directory(tmp_path, capsys):
+    # given a user's preferences.jsonl that `run --data` reads (no prompt_id, user_id, ...)
+    folder = write_pairwise_dataset(tmp_path / "mydata", n=150)
+    # when it is validated as the embedded world's pairwise kind
+    assert main(["data", "validate", str(folder / "preferences.jsonl"), "--kind", "pairwise"]) == 2
+    # then the problems are listed as before, and the last line points to the directory
+    lines = capsys.readouterr().err.splitlines()
+    assert "missing required field" in "\n".join(lines)
+    assert (
+        lines[-1]
+        == f"instructflow: for your own dataset, validate its directory: instructflow data validate {folder}"
+    )
+    # while a table of the embedded world's layout that fails gets no such hint
+    bad = tmp_path / "train.jsonl"
+    bad.write_text(json.dumps({"prompt": "x"}) + "\n")
+    assert main(["data", "validate", str(bad), "--kind", "prompts"]) == 2
+    assert "your own dataset" not in capsys.readouterr().err

@@ -1,0 +1,78 @@
+"""A user's dataset as new users write it: encodings, empty tables, misnamed files and columns."""
+
+import codecs
+import json
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from instructflow.tasks.dataset import load_dataset
+from instructflow.tasks.tables import TableError
+from tests.own_data import write_pairwise_dataset
+
+
+def _lines(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text(encoding="utf-8-sig").splitlines()]
+
+
+def _problems(error: TableError) -> list[tuple[str, int, str]]:
+    return [(Path(p.file).name, p.row, p.field) for p in error.problems]
+
+
+def test_a_utf8_byte_order_mark_before_the_first_row_is_skipped(tmp_path):
+    # given a preferences table saved with a BOM (as Windows editors and Excel write UTF-8)
+    folder = write_pairwise_dataset(tmp_path / "pw", n=60)
+    path = folder / "preferences.jsonl"
+    path.write_bytes(codecs.BOM_UTF8 + path.read_bytes())
+    # when it loads
+    data = load_dataset(folder)
+    # then every row is read, the first one included, with its text unchanged
+    assert len(data.preferences) == 60
+    assert data.preferences[0].prompt == _lines(path)[0]["prompt"]
+
+
+def test_a_carriage_return_inside_a_text_is_still_refused_naming_row_and_field(tmp_path):
+    # given a response holding a Windows line break ("\r\n" escaped in the JSON string)
+    folder = write_pairwise_dataset(tmp_path / "pw", n=60)
+    path = folder / "preferences.jsonl"
+    rows = _lines(path)
+    rows[4]["chosen"] = "apple\r\napple"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    # then it is refused as a control character (only \n and \t are allowed), on that cell
+    with pytest.raises(TableError, match="control character") as e:
+        load_dataset(folder)
+    assert _problems(e.value) == [("preferences.jsonl", 5, "chosen")]
+
+
+@pytest.mark.parametrize("table", ["preferences", "demonstrations", "prompts"])
+def test_an_empty_jsonl_table_is_refused_as_empty_naming_the_file(tmp_path, table):
+    # given a good dataset and one of its tables emptied (a demonstrations table is added empty)
+    folder = write_pairwise_dataset(tmp_path / "pw", n=60)
+    (folder / f"{table}.jsonl").write_text("")
+    # then the refusal says the table is empty, once, on that file (not a missing column or shape)
+    with pytest.raises(TableError) as e:
+        load_dataset(folder)
+    assert _problems(e.value) == [(f"{table}.jsonl", 0, "<line>")]
+    assert "the table is empty" in str(e.value)
+
+
+def test_a_parquet_table_with_columns_but_no_rows_is_refused_as_empty(tmp_path):
+    # given preferences.parquet with prompt/chosen/rejected columns and no rows
+    folder = write_pairwise_dataset(tmp_path / "pw", n=60)
+    (folder / "preferences.jsonl").unlink()
+    pd.DataFrame({"prompt": [], "chosen": [], "rejected": []}).to_parquet(
+        folder / "preferences.parquet"
+    )
+    with pytest.raises(TableError) as e:
+        load_dataset(folder)
+    assert _problems(e.value) == [("preferences.parquet", 0, "<line>")]
+    assert "the table is empty" in str(e.value)
+
+
+def test_a_dataset_directory_that_does_not_exist_is_named_as_missing(tmp_path):
+    with pytest.raises(TableError) as e:
+        load_dataset(tmp_path / "nodata")
+    assert str(e.value).splitlines()[1:] == [
+        f"{tmp_path / 'nodata'} field 'data': no such directory"
+    ]

@@ -1,0 +1,139 @@
+"""Columns and files a dataset directory holds but the pipeline does not read: listed, near misses named."""
+
+import json
+from pathlib import Path
+
+import pytest
+
+from instructflow.tasks import dataset_schemas as ds
+from instructflow.tasks.dataset import load_dataset
+from instructflow.tasks.dataset_names import TABLE_COLUMNS, near_column, near_table
+from instructflow.tasks.tables import TableError
+from tests.own_data import write_pairwise_dataset
+
+
+def _lines(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def _write(path: Path, rows: list[dict]) -> None:
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+
+
+def write_misnamed_dataset(folder: Path) -> Path:
+    """Pairs whose split and user columns are misspelled, a note column, and misnamed tables."""
+    folder = write_pairwise_dataset(folder, n=150)
+    rows = _lines(folder / "preferences.jsonl")
+    for i, row in enumerate(rows):
+        row |= {"Split": "test" if i % 5 == 0 else "train", "userId": f"u{i % 30}", "notes": "-"}
+    _write(folder / "preferences.jsonl", rows)
+    (folder / "prompts.jsonl").rename(folder / "prompts.json")
+    _write(folder / "demonstration.jsonl", [{"prompt": "Say hi.", "response": "hi"}])
+    (folder / "README.md").write_text("my data\n")
+    (folder / ".gitignore").write_text("*.tmp\n")
+    return folder
+
+
+def test_ignored_columns_and_unread_files_are_listed_and_near_misses_named(tmp_path):
+    # given a directory whose split/user columns and two tables' file names are misspelled
+    folder = write_misnamed_dataset(tmp_path / "mine")
+    # when it loads (it is valid: these are warnings, not refusals)
+    summary = load_dataset(folder).summary
+    # then every ignored column and every file not read is listed (hidden files aside)
+    assert summary["ignored_columns"] == {"preferences": ["Split", "notes", "userId"]}
+    assert summary["unread_files"] == ["README.md", "demonstration.jsonl", "prompts.json"]
+    # and each name that nearly is a known one gets a warning naming that one
+    assert summary["naming_warnings"] == [
+        "preferences.jsonl: column 'Split' is ignored: did you mean 'split'?",
+        "preferences.jsonl: column 'userId' is ignored: did you mean 'user_id'?",
+        "demonstration.jsonl is not read: did you mean demonstrations.jsonl?",
+        "prompts.json is not read: did you mean prompts.jsonl?",
+    ]
+    assert summary["split_rule"] == "prompt_hash"  # what the warnings are about
+
+
+@pytest.mark.parametrize(
+    "column, table, meant",
+    [
+        ("Split", "preferences", "split"),
+        ("userId", "prompts", "user_id"),
+        ("user-id", "demonstrations", "user_id"),
+        ("USER ID", "preferences", "user_id"),
+        ("Labeler_ID", "preferences", "labeler_id"),
+        ("Chosen", "preferences", "chosen"),
+        ("response", "preferences", "responses"),  # a final s
+        ("responses", "preferences", None),  # known to the table (ignored in a pairwise shape)
+        ("notes", "preferences", None),
+        ("Text", "prompts", None),  # a column of another table
+    ],
+)
+def test_a_column_name_near_a_known_one_is_matched(column, table, meant):
+    assert near_column(column, table) == meant
+
+
+@pytest.mark.parametrize(
+    "name, found, meant",
+    [
+        ("demonstration.jsonl", ["preferences"], "demonstrations.jsonl"),
+        ("prompts.json", ["preferences"], "prompts.jsonl"),
+        ("Preferences.PARQUET", [], "preferences.parquet"),
+        ("preference.jsonl", [], "preferences.jsonl"),
+        ("prompts.json", ["preferences", "prompts"], None),  # the table is there
+        ("README.md", ["preferences"], None),
+    ],
+)
+def test_a_file_name_near_a_table_is_matched_unless_that_table_is_there(name, found, meant):
+    assert near_table(name, found) == meant
+
+
+def test_the_known_columns_cover_every_schema():
+    schemas = {
+        "prompts": [ds.prompts_schema(set()), ds.prompts_schema({"messages"})],
+        "demonstrations": [
+            ds.demonstrations_schema(set()),
+            ds.demonstrations_schema({"messages"}),
+        ],
+        "preferences": [ds.preferences_schema(shape) for shape in ds.SHAPES],
+        "pretrain": [ds.text_schema()],
+        "flan": [ds.mixture_schema()],
+        "t0": [ds.mixture_schema()],
+    }
+    for table, each in schemas.items():
+        assert {c for schema in each for c in schema.columns} <= set(TABLE_COLUMNS[table]), table
+
+
+def _message(folder: Path) -> str:
+    with pytest.raises(TableError) as e:
+        load_dataset(folder)
+    return str(e.value)
+
+
+def test_a_refused_table_names_the_column_or_file_it_probably_meant(tmp_path):
+    # given preferences whose chosen column is capitalised
+    folder = write_pairwise_dataset(tmp_path / "pw", n=60)
+    _write(folder / "preferences.jsonl", [
+        {("Chosen" if k == "chosen" else k): v for k, v in row.items()}
+        for row in _lines(folder / "preferences.jsonl")
+    ])  # fmt: skip
+    assert "fit none of the shapes" in _message(folder)
+    assert "(did you mean 'chosen' for 'Chosen'?)" in _message(folder)
+    # given prompts whose prompt column is capitalised
+    folder = write_pairwise_dataset(tmp_path / "pr", n=60)
+    _write(
+        folder / "prompts.jsonl",
+        [{"Prompt": r["prompt"]} for r in _lines(folder / "prompts.jsonl")],
+    )
+    assert "field 'prompt': missing required column (the table has 'Prompt')" in _message(folder)
+    # given the preferences table's file name misspelled
+    folder = write_pairwise_dataset(tmp_path / "fn", n=60)
+    (folder / "preferences.jsonl").rename(folder / "preference.jsonl")
+    assert (
+        "no preferences.jsonl or preferences.parquet"
+        " (preference.jsonl is not read: did you mean preferences.jsonl?)"
+    ) in _message(folder)
+
+
+def test_a_broken_link_in_the_directory_is_listed_as_not_read(tmp_path):
+    folder = write_pairwise_dataset(tmp_path / "pw", n=60)
+    (folder / "old.jsonl").symlink_to(tmp_path / "gone.jsonl")
+    assert load_dataset(folder).summary["unread_files"] == ["old.jsonl"]
