@@ -52,7 +52,7 @@ def main(argv: list[str] | None = None) -> int:
         except outages.ServiceUnreachable as error:
             print(f"instructflow: {error}", file=sys.stderr)
             return 3
-    from instructflow.tasks import explained_errors
+    from instructflow.flows import explained_errors
 
     explained_errors.keep_tracebacks_for_bugs()
     try:
@@ -63,9 +63,9 @@ def main(argv: list[str] | None = None) -> int:
 
 def _explain(error: BaseException) -> int:
     """Bad input, a signal, failing storage or a server down or lost: one line and an exit
-    status (instructflow.tasks.explained_errors); anything else propagates."""
+    status (instructflow.flows.explained_errors); anything else propagates."""
+    from instructflow.flows.explained_errors import bad_input_errors, fault_message, is_interrupt
     from instructflow.tasks import interrupts, tracking
-    from instructflow.tasks.explained_errors import bad_input_errors, fault_message, is_interrupt
     from instructflow.tasks.paths import project_root
 
     if isinstance(error, bad_input_errors()):

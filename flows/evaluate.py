@@ -19,7 +19,8 @@ from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact
 from pydantic import BaseModel, ConfigDict, Field
 
-from instructflow.tasks import env, evaluation, explained_errors, plots, report, tracking
+from instructflow.flows import explained_errors
+from instructflow.tasks import env, evaluation, plots, report, tracking
 from instructflow.tasks.evaluation import EvalConfig
 from instructflow.tasks.paths import data_dir, reports_dir
 from instructflow.tasks.registry import find_version, local_checkpoint

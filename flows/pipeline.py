@@ -17,7 +17,7 @@ from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.runtime import flow_run
 
-from instructflow.flows import approval, own_data
+from instructflow.flows import approval, explained_errors, own_data
 from instructflow.flows.params import PipelineParams
 from instructflow.flows.stages import Stages, note_kept_start, run_stage
 from instructflow.models.hub import resolve_pretrained
@@ -27,7 +27,6 @@ from instructflow.tasks import (
     data,
     env,
     evaluation,
-    explained_errors,
     interrupts,
     judge,
     judge_trust,

@@ -29,13 +29,13 @@ from prefect.client.orchestration import get_client
 from prefect.settings import PREFECT_API_URL, temporary_settings
 from prefect.task_runners import ProcessPoolTaskRunner
 
+from instructflow.flows import explained_errors
 from instructflow.flows.params import PipelineParams
 from instructflow.flows.stages import run_stage
 from instructflow.tasks import (
     concurrency,
     data,
     env,
-    explained_errors,
     provenance,
     sweep_report,
     sweep_stats,

@@ -6,7 +6,7 @@ import logging
 
 import pytest
 
-from instructflow.tasks.explained_errors import PREFECT_RUN_LOGGERS, keep_tracebacks_for_bugs
+from instructflow.flows.explained_errors import PREFECT_RUN_LOGGERS, keep_tracebacks_for_bugs
 from instructflow.tasks.outages import ServiceUnreachable
 from instructflow.tasks.preflight import InputRefused
 
