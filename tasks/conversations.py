@@ -6,14 +6,19 @@ user, assistant), or Anthropic HH-RLHF's text form
 The pipeline trains on (prompt, response) pairs: the response is the final
 assistant turn and the prompt is every turn before it, rendered with the
 base model's chat template when its tokenizer has one, as plain text otherwise.
+A template may refuse a conversation (Gemma's and Mistral's refuse a system
+turn, Llama 2's turns that do not alternate): `PromptRenderer` turns that
+into a problem naming the row, before any training.
 """
 
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass, field
 from typing import Any
 
 from instructflow.tasks.schemas import _CONTROL_RE, _SURROGATE_RE, CONTROL_CHARS, SURROGATE
+from instructflow.tasks.tables import Problem
 
 ROLES = ("system", "user", "assistant")
 HH_MARKER = re.compile(r"\n\n(Human|Assistant): ?")
@@ -57,6 +62,7 @@ EMPTY_ANSWER = "its final assistant turn is empty"
 NO_USER_TURN = "has no user turn before its final assistant turn"
 CONTROL_IN_MESSAGE = f"has a message that {CONTROL_CHARS}"
 SURROGATE_IN_MESSAGE = f"has a message that {SURROGATE}"
+TEMPLATE_REFUSES = "the base model's chat template refuses this conversation"
 CONVERSATION_PROBLEMS = (
     NOT_A_CONVERSATION,
     EMPTY_CONVERSATION,
@@ -123,8 +129,14 @@ def render(messages: list[dict[str, str]], tokenizer: Any = None) -> str:
     is its own text; longer conversations are ``Human: ...``/``Assistant: ...``
     turns separated by blank lines.
     """
-    if tokenizer is not None and getattr(tokenizer, "chat_template", None):
-        text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+    if has_chat_template(tokenizer):
+        try:
+            text = tokenizer.apply_chat_template(
+                messages, tokenize=False, add_generation_prompt=True
+            )
+        except Exception as error:  # the template is the user's code: jinja2's TemplateError
+            # (its raise_exception), or whatever its expressions raise on these messages
+            raise TemplateRefused(_one_line(error)) from error
         bos = tokenizer.bos_token
         return text[len(bos) :] if bos and text.startswith(bos) else text
     if len(messages) == 1 and messages[0]["role"] == "user":
@@ -134,3 +146,31 @@ def render(messages: list[dict[str, str]], tokenizer: Any = None) -> str:
 
 def has_chat_template(tokenizer: Any) -> bool:
     return tokenizer is not None and bool(getattr(tokenizer, "chat_template", None))
+
+
+class TemplateRefused(ValueError):
+    """The chat template raised on a conversation; the message is the template's own."""
+
+
+def _one_line(error: Exception) -> str:
+    text = " ".join(str(error).split())
+    return text or type(error).__name__
+
+
+@dataclass
+class PromptRenderer:
+    """`render` for the rows of a user's tables: a conversation the chat template refuses
+    becomes a problem naming its file, row and field (every such row, not the first only)."""
+
+    tokenizer: Any = None
+    problems: list[Problem] = field(default_factory=list)
+
+    def __call__(
+        self, messages: list[dict[str, str]], file: Any, row: int, where: str
+    ) -> str | None:
+        """The prompt text, or None when the template refused it (the problem is recorded)."""
+        try:
+            return render(messages, self.tokenizer)
+        except TemplateRefused as error:
+            self.problems.append(Problem(str(file), row, where, f"{TEMPLATE_REFUSES}: {error}"))
+            return None

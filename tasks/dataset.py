@@ -31,7 +31,12 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from instructflow.tasks import dataset_schemas as ds
 from instructflow.tasks import splits, trl_forms
-from instructflow.tasks.conversations import as_messages, has_chat_template, render, shared_prompt
+from instructflow.tasks.conversations import (
+    PromptRenderer,
+    as_messages,
+    has_chat_template,
+    shared_prompt,
+)
 from instructflow.tasks.lengths import LengthCheck
 from instructflow.tasks.schemas import ROW_CHECK_FIELDS
 from instructflow.tasks.tables import Problem, TableError, _read_rows, _schema_problems
@@ -213,7 +218,7 @@ def _item(
     )
 
 
-def _conversation_items(path, rows, tokenizer) -> tuple[list[Item], int]:
+def _conversation_items(path, rows, render: PromptRenderer) -> tuple[list[Item], int]:
     """Pairwise conversations: the shared turns are the prompt. Returns items and rows with none."""
     items, unshared = [], 0
     for row, obj in rows:
@@ -223,13 +228,14 @@ def _conversation_items(path, rows, tokenizer) -> tuple[list[Item], int]:
             unshared += 1
             continue
         answers = [chosen[-1]["content"].strip(), rejected[-1]["content"].strip()]
-        items.append(_item(path, row, obj, render(prefix, tokenizer), answers, "chosen", "chosen"))
+        if (prompt := render(prefix, path, row, "chosen")) is not None:
+            items.append(_item(path, row, obj, prompt, answers, "chosen", "chosen"))
     return items, unshared
 
 
-def _preference_items(path, rows, shape, tokenizer) -> tuple[list[Item], int]:
+def _preference_items(path, rows, shape, render: PromptRenderer) -> tuple[list[Item], int]:
     if shape == "conversation":
-        return _conversation_items(path, rows, tokenizer)
+        return _conversation_items(path, rows, render)
     items = []
     for row, obj in rows:
         if shape == "ranking":
@@ -243,13 +249,15 @@ def _preference_items(path, rows, shape, tokenizer) -> tuple[list[Item], int]:
     return items, 0
 
 
-def _demonstration_items(path, rows, tokenizer) -> list[Item]:
+def _demonstration_items(path, rows, render: PromptRenderer) -> list[Item]:
     items = []
     for row, obj in rows:
         if obj.get("messages") is not None:
             messages = as_messages(obj["messages"])
-            prompt, answer = render(messages[:-1], tokenizer), messages[-1]["content"].strip()
-            items.append(_item(path, row, obj, prompt, [answer], "messages", "messages"))
+            prompt = render(messages[:-1], path, row, "messages")
+            if prompt is not None:  # else the chat template refused it: a problem of this row
+                answer = [messages[-1]["content"].strip()]
+                items.append(_item(path, row, obj, prompt, answer, "messages", "messages"))
         else:
             items.append(_item(path, row, obj, obj["prompt"], [obj["response"]], "response"))
     return items
@@ -267,6 +275,7 @@ def load_dataset(
     """Read, validate, normalise and split a dataset directory; raise TableError listing every problem."""
     folder = Path(folder)
     tokenizer = lengths.tokenizer if lengths is not None else None
+    render = PromptRenderer(tokenizer)  # the chat template's refusals are problems of rows
     paths, problems = find_tables(folder)
     summary: dict[str, Any] = {"dir": str(folder.resolve()), "tables": {}, "ignored_columns": {}}
     loaded: dict[str, list[Item]] = {"prompts": [], "demonstrations": [], "preferences": []}
@@ -304,13 +313,12 @@ def load_dataset(
         if name == "prompts":
             loaded[name] = [_item(path, r, o, o["prompt"], [], "prompt") for r, o in rows]
         elif name == "demonstrations":
-            loaded[name] = _demonstration_items(path, rows, tokenizer)
+            loaded[name] = _demonstration_items(path, rows, render)
         elif name == "preferences":
-            loaded[name], summary["no_shared_prefix"] = _preference_items(
-                path, rows, shape, tokenizer
-            )
+            loaded[name], summary["no_shared_prefix"] = _preference_items(path, rows, shape, render)
         else:
             extra[name] = [obj for _, obj in rows]
+    problems += render.problems
     if problems:
         raise TableError(problems)
 

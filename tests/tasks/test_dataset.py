@@ -14,6 +14,7 @@ from instructflow.tasks.splits import hash_split
 from instructflow.tasks.tables import TableError, load_table
 from instructflow.world import layout
 from tests.own_data import (
+    REFUSING_TEMPLATE,
     hh_text,
     write_hh_dataset,
     write_kwise_dataset,
@@ -60,6 +61,34 @@ def test_a_chat_template_renders_the_prompt_turns():
     )
     messages = [{"role": "user", "content": "Name a fruit."}]
     assert render(messages, tok) == "<|user|>Name a fruit.\n<|assistant|>"
+
+
+def test_conversations_the_chat_template_refuses_are_named_with_its_message(tmp_path):
+    # given a base model whose chat template refuses a system turn and turns that do not alternate
+    tok = train_tokenizer(["Say the word apple twice."] * 5, vocab_size=300)
+    tok.chat_template = REFUSING_TEMPLATE
+    folder = write_hh_dataset(tmp_path / "hh", n_pairs=40)
+    system = [{"role": "system", "content": "Be brief."}]
+    rows = _lines(folder / "demonstrations.jsonl")
+    _rewrite(folder / "demonstrations.jsonl", 3, messages=system + rows[2]["messages"])
+    two_users = [("user", "Hello."), ("user", "Say apple twice.")]
+    _rewrite(
+        folder / "preferences.jsonl",
+        2,
+        chosen=hh_text([*two_users, ("assistant", "apple apple")]),
+        rejected=hh_text([*two_users, ("assistant", "no")]),
+    )
+    # when the dataset is read with that model's tokenizer, as a run reads it
+    with pytest.raises(TableError) as e:
+        load_dataset(folder, DatasetConfig(), LengthCheck(tok, max_len=512, max_new_tokens=8))
+    # then each of those rows is named, with the template's own message, and no other row
+    assert sorted(_problems(e.value)) == [
+        ("demonstrations.jsonl", 3, "messages"),
+        ("preferences.jsonl", 2, "chosen"),
+    ]
+    refuses = "the base model's chat template refuses this conversation"
+    assert f"{refuses}: System role not supported" in str(e.value)
+    assert f"{refuses}: Conversation roles must alternate user/assistant/" in str(e.value)
 
 
 # ---------------------------------------------------------------- the three shapes
