@@ -3,6 +3,9 @@
 A conversation is a list of ``{"role", "content"}`` messages (roles system,
 user, assistant), or Anthropic HH-RLHF's text form
 ``"\\n\\nHuman: ...\\n\\nAssistant: ..."``, which is parsed into the same list.
+A message may carry other keys (Hub exports have ``name``, ``tool_calls``;
+Parquet gives every message each key any message has, null where it had
+none): `drop_message_extras` keeps role and content and counts the others.
 The pipeline trains on (prompt, response) pairs: the response is the final
 assistant turn and the prompt is every turn before it, rendered with the
 base model's chat template when its tokenizer has one, as plain text otherwise.
@@ -14,6 +17,7 @@ into a problem naming the row, before any training.
 from __future__ import annotations
 
 import re
+from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -56,7 +60,7 @@ NOT_A_CONVERSATION = (
     "must be a list of {role, content} messages or HH-RLHF text ('\\n\\nHuman: ...')"
 )
 EMPTY_CONVERSATION = "is an empty conversation"
-BAD_MESSAGE = f"has a message that is not {{role, content}} with role in {ROLES} and string content"
+BAD_MESSAGE = f"has a message without a role in {ROLES} or without string content"
 NOT_ASSISTANT_LAST = "does not end on an assistant turn"
 EMPTY_ANSWER = "its final assistant turn is empty"
 NO_USER_TURN = "has no user turn before its final assistant turn"
@@ -76,11 +80,43 @@ CONVERSATION_PROBLEMS = (
 
 
 def _good_message(message: dict) -> bool:
-    return (
-        set(message) == {"role", "content"}
-        and message["role"] in ROLES
-        and isinstance(message["content"], str)
-    )
+    # Other keys are let through: drop_message_extras removes them before any use.
+    return message.get("role") in ROLES and isinstance(message.get("content"), str)
+
+
+def _without_extras(value: Any, ignored: Counter[str]) -> Any:
+    """A message list cut to role and content, counting in `ignored` the other keys that
+    hold a value; anything else (text, a message without role or content) as it is, so
+    its problem shows what it holds."""
+    if not (
+        isinstance(value, list)
+        and value
+        and all(isinstance(m, dict) and "role" in m and "content" in m for m in value)
+    ):
+        return value
+    for message in value:
+        ignored.update(
+            k for k, v in message.items() if k not in ("role", "content") and v is not None
+        )
+    return [{"role": m["role"], "content": m["content"]} for m in value]
+
+
+def drop_message_extras(
+    rows: list[tuple[int, Any]],
+) -> tuple[list[tuple[int, Any]], dict[str, int]]:
+    """The rows with every message list cut to role and content; how many messages held
+    a value under each key dropped (null ones are not counted: Parquet adds those)."""
+    ignored: Counter[str] = Counter()
+    out = [
+        (
+            n,
+            {k: _without_extras(v, ignored) for k, v in obj.items()}
+            if isinstance(obj, dict)
+            else obj,
+        )
+        for n, obj in rows
+    ]
+    return out, dict(sorted(ignored.items()))
 
 
 def conversation_problem(value: Any) -> str | None:

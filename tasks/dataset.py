@@ -34,6 +34,7 @@ from instructflow.tasks import splits, trl_forms
 from instructflow.tasks.conversations import (
     PromptRenderer,
     as_messages,
+    drop_message_extras,
     has_chat_template,
     shared_prompt,
 )
@@ -283,6 +284,9 @@ def load_dataset(
     for name, path in paths.items():
         rows, read_problems = read_rows(path)
         problems += read_problems
+        rows, extras = drop_message_extras(rows)  # as other columns: ignored, and listed
+        if extras:
+            summary.setdefault("ignored_message_keys", {})[name] = extras
         rows, converted = _own_forms(name, rows)
         if converted:  # how many rows were in TRL's forms (instructflow.tasks.trl_forms)
             summary.setdefault("trl_forms", {})[name] = converted

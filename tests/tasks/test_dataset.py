@@ -3,6 +3,7 @@
 import json
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
 from instructflow.models.tokenizer import train_tokenizer
@@ -360,6 +361,51 @@ def test_a_row_longer_than_the_context_is_refused_dropped_or_cut(tmp_path, token
     assert cut.summary["overlong"]["preferences.jsonl"] == {"truncated": 1}
     item = next(i for i in cut.preferences if i.row == 9)
     assert item.prompt.endswith("Now say it.") and check.need(item.prompt, item.responses) <= 64
+
+
+def test_message_keys_besides_role_and_content_are_dropped_and_counted(tmp_path):
+    # given Parquet demonstrations where one message has a name: Arrow gives every other
+    # message of the file name: None
+    folder = write_hh_dataset(tmp_path / "hh", n_pairs=60, fmt="parquet")
+    same = load_dataset(folder)
+    path = folder / "demonstrations.parquet"
+    rows = pd.read_parquet(path).to_dict("records")
+    rows = [r | {"messages": [dict(m) for m in r["messages"]]} for r in rows]
+    rows[3]["messages"][0]["name"] = "alice"
+    pd.DataFrame(rows).to_parquet(path)
+    assert pd.read_parquet(path)["messages"][0][0]["name"] is None
+    # when it is read
+    data = load_dataset(folder)
+    # then every row loads as without the key, and the summary counts the one name it ignored
+    assert [(d.prompt, d.responses) for d in data.demonstrations] == [
+        (d.prompt, d.responses) for d in same.demonstrations
+    ]
+    assert data.summary["ignored_message_keys"] == {"demonstrations": {"name": 1}}
+    assert "ignored_message_keys" not in same.summary
+
+
+def test_a_message_needs_a_role_and_string_content_whatever_else_it_has(tmp_path):
+    # given conversations as a Hub export writes them: null keys, and one whose answer is
+    # a tool call without content
+    folder = write_hh_dataset(tmp_path / "hh", n_pairs=40)
+    rows = _lines(folder / "demonstrations.jsonl")
+    for row in rows:
+        row["messages"] = [m | {"tool_calls": None, "name": None} for m in row["messages"]]
+    call = [{"type": "function", "function": {"name": "say", "arguments": "{}"}}]
+    rows[5]["messages"][-1] = {"role": "assistant", "content": None, "tool_calls": call}
+    (folder / "demonstrations.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    # when it is read, then only the row without string content is refused
+    with pytest.raises(TableError) as e:
+        load_dataset(folder)
+    assert _problems(e.value) == [("demonstrations.jsonl", 6, "messages")]
+    assert "has a message without a role in ('system', 'user', 'assistant') or without" in str(
+        e.value
+    )
+    rows[5]["messages"][-1]["content"] = "apple apple"
+    (folder / "demonstrations.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    # with content it loads; of the dropped keys only the one holding a value is counted
+    summary = load_dataset(folder).summary
+    assert summary["ignored_message_keys"] == {"demonstrations": {"tool_calls": 1}}
 
 
 def test_demonstrations_may_mix_messages_and_prompt_response_rows(tmp_path):
