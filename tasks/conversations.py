@@ -19,6 +19,7 @@ from __future__ import annotations
 import re
 from collections import Counter
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from instructflow.tasks.schemas import _CONTROL_RE, _SURROGATE_RE, CONTROL_CHARS, SURROGATE
@@ -196,17 +197,40 @@ def _one_line(error: Exception) -> str:
 @dataclass
 class PromptRenderer:
     """`render` for the rows of a user's tables: a conversation the chat template refuses
-    becomes a problem naming its file, row and field (every such row, not the first only)."""
+    becomes a problem naming its file, row and field (every such row, not the first only),
+    and the rows the template rendered are counted: the report says what was done."""
 
     tokenizer: Any = None
     problems: list[Problem] = field(default_factory=list)
+    templated: Counter[str] = field(default_factory=Counter)  # file -> rows the template rendered
 
     def __call__(
         self, messages: list[dict[str, str]], file: Any, row: int, where: str
     ) -> str | None:
         """The prompt text, or None when the template refused it (the problem is recorded)."""
         try:
-            return render(messages, self.tokenizer)
+            text = render(messages, self.tokenizer)
         except TemplateRefused as error:
             self.problems.append(Problem(str(file), row, where, f"{TEMPLATE_REFUSES}: {error}"))
             return None
+        self.templated[str(file)] += has_chat_template(self.tokenizer)
+        return text
+
+    def how(self, rows: Counter[str]) -> str:
+        """How the prompts of `rows` (file -> rows read) were made: 'chat_template' when the
+        template rendered them all, 'plain' when it rendered none (a prompt given as text is
+        used as it is; a conversation without a template is Human:/Assistant: text), else
+        which files' rows were which. A template alone says nothing: text prompts skip it."""
+        templated = {file: self.templated[file] for file in rows}
+        if not any(templated.values()):
+            return "plain"
+        if templated == dict(rows):
+            return "chat_template"
+        ways = {
+            "chat_template": [(file, t) for file, t in templated.items() if t],
+            "plain": [(file, rows[file] - t) for file, t in templated.items() if rows[file] > t],
+        }
+        return ", ".join(
+            f"{way} ({', '.join(f'{Path(file).name} {n} rows' for file, n in counts)})"
+            for way, counts in ways.items()
+        )

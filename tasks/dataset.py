@@ -35,7 +35,6 @@ from instructflow.tasks.conversations import (
     PromptRenderer,
     as_messages,
     drop_message_extras,
-    has_chat_template,
     shared_prompt,
 )
 from instructflow.tasks.lengths import LengthCheck
@@ -325,6 +324,7 @@ def load_dataset(
     problems += render.problems
     if problems:
         raise TableError(problems)
+    summary["rendering"] = render.how(Counter(i.file for v in loaded.values() for i in v))
 
     if lengths is not None:
         summary["overlong"] = {"policy": cfg.overlong}
@@ -333,7 +333,6 @@ def load_dataset(
             problems += found
             if counts and name in paths:
                 summary["overlong"][paths[name].name] = counts
-    summary["rendering"] = "chat_template" if has_chat_template(tokenizer) else "plain"
     every = [item for items in loaded.values() for item in items]
     if not loaded["preferences"]:
         problems.append(Problem(str(paths["preferences"]), 0, "preferences", "no usable rows"))

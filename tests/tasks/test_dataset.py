@@ -408,6 +408,36 @@ def test_a_message_needs_a_role_and_string_content_whatever_else_it_has(tmp_path
     assert summary["ignored_message_keys"] == {"demonstrations": {"tool_calls": 1}}
 
 
+def test_the_summary_says_how_prompts_were_rendered_not_whether_a_template_exists(tmp_path):
+    tok = train_tokenizer(["Say the word apple twice."] * 5, vocab_size=300)
+    tok.chat_template = (
+        "{% for m in messages %}<|{{ m['role'] }}|>{{ m['content'] }}\n{% endfor %}"
+        "{% if add_generation_prompt %}<|assistant|>{% endif %}"
+    )
+    check = LengthCheck(tok, max_len=512, max_new_tokens=8)
+    # given text prompts only: pairwise preferences, TRL prompt/completion demonstrations
+    folder = write_pairwise_dataset(tmp_path / "pw", n=40)
+    demos = [{"prompt": f"Say apple {i} times.", "completion": "apple"} for i in range(40)]
+    (folder / "demonstrations.jsonl").write_text("".join(json.dumps(r) + "\n" for r in demos))
+    # when read with a tokenizer that has a chat template
+    data = load_dataset(folder, DatasetConfig(), check)
+    # then the prompts are the text given, and the summary says plain
+    assert [d.prompt for d in data.demonstrations] == [d["prompt"] for d in demos]
+    assert data.summary["rendering"] == "plain"
+
+    # given conversations (rendered by the template) beside a prompts table of text
+    hh = write_hh_dataset(tmp_path / "hh", n_pairs=40)
+    data = load_dataset(hh, DatasetConfig(), check)
+    # then it says which rows were which
+    assert data.demonstrations[0].prompt.startswith("<|user|>")
+    assert data.summary["rendering"] == (
+        "chat_template (demonstrations.jsonl 40 rows, preferences.jsonl 40 rows),"
+        " plain (prompts.jsonl 40 rows)"
+    )
+    (hh / "prompts.jsonl").unlink()  # PPO's prompts are then the preferences' rendered ones
+    assert load_dataset(hh, DatasetConfig(), check).summary["rendering"] == "chat_template"
+
+
 def test_demonstrations_may_mix_messages_and_prompt_response_rows(tmp_path):
     folder = write_pairwise_dataset(tmp_path / "pw", n=30)
     rows = [
