@@ -84,8 +84,8 @@ def _own_data_hint(path: Path) -> str:
 
 
 def _validate_dataset(folder: Path) -> int:
-    """Every check of a user's dataset that needs no model (lengths need the base model's
-    tokenizer: a run checks those too); raises TableError listing every problem."""
+    """Every check of a user's dataset that needs no model (lengths and the chat template need
+    the base model's tokenizer: a run checks those too); raises TableError listing every problem."""
     from instructflow.tasks.dataset import load_dataset
     from instructflow.tasks.dataset_names import notes
 
@@ -101,7 +101,10 @@ def _validate_dataset(folder: Path) -> int:
         print(f"rows in TRL's forms: {summary['trl_forms']}")
     for line in notes(summary):  # ignored columns, files not read, near-miss names
         print(line)
-    print(f"{folder}: valid (row lengths are checked against the base model when a run starts)")
+    print(
+        f"{folder}: valid (row lengths and the chat template are checked against the base model"
+        " when a run starts)"
+    )
     return 0
 
 
@@ -150,7 +153,7 @@ def add_commands(sub) -> None:
     val = data_sub.add_parser(
         "validate",
         help="Validate one JSONL table, or a dataset directory.",
-        description="Validate a JSONL file against one of the embedded world's table schemas (--kind), or a dataset directory (prompts, demonstrations, preferences, in any shape `run --data` reads) as a run would, except row lengths (they need the base model).",
+        description="Validate a JSONL file against one of the embedded world's table schemas (--kind), or a dataset directory (prompts, demonstrations, preferences, in any shape `run --data` reads) as a run would, except row lengths and the chat template (they need the base model).",
     )
     val.add_argument("file", help="path to the JSONL file, or to a dataset directory")
     val.add_argument(

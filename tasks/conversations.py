@@ -3,17 +3,27 @@
 A conversation is a list of ``{"role", "content"}`` messages (roles system,
 user, assistant), or Anthropic HH-RLHF's text form
 ``"\\n\\nHuman: ...\\n\\nAssistant: ..."``, which is parsed into the same list.
+A message may carry other keys (Hub exports have ``name``, ``tool_calls``;
+Parquet gives every message each key any message has, null where it had
+none): `drop_message_extras` keeps role and content and counts the others.
 The pipeline trains on (prompt, response) pairs: the response is the final
 assistant turn and the prompt is every turn before it, rendered with the
 base model's chat template when its tokenizer has one, as plain text otherwise.
+A template may refuse a conversation (Gemma's and Mistral's refuse a system
+turn, Llama 2's turns that do not alternate): `PromptRenderer` turns that
+into a problem naming the row, before any training.
 """
 
 from __future__ import annotations
 
 import re
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from instructflow.tasks.schemas import _CONTROL_RE, _SURROGATE_RE, CONTROL_CHARS, SURROGATE
+from instructflow.tasks.tables import Problem
 
 ROLES = ("system", "user", "assistant")
 HH_MARKER = re.compile(r"\n\n(Human|Assistant): ?")
@@ -51,12 +61,13 @@ NOT_A_CONVERSATION = (
     "must be a list of {role, content} messages or HH-RLHF text ('\\n\\nHuman: ...')"
 )
 EMPTY_CONVERSATION = "is an empty conversation"
-BAD_MESSAGE = f"has a message that is not {{role, content}} with role in {ROLES} and string content"
+BAD_MESSAGE = f"has a message without a role in {ROLES} or without string content"
 NOT_ASSISTANT_LAST = "does not end on an assistant turn"
 EMPTY_ANSWER = "its final assistant turn is empty"
 NO_USER_TURN = "has no user turn before its final assistant turn"
 CONTROL_IN_MESSAGE = f"has a message that {CONTROL_CHARS}"
 SURROGATE_IN_MESSAGE = f"has a message that {SURROGATE}"
+TEMPLATE_REFUSES = "the base model's chat template refuses this conversation"
 CONVERSATION_PROBLEMS = (
     NOT_A_CONVERSATION,
     EMPTY_CONVERSATION,
@@ -70,11 +81,43 @@ CONVERSATION_PROBLEMS = (
 
 
 def _good_message(message: dict) -> bool:
-    return (
-        set(message) == {"role", "content"}
-        and message["role"] in ROLES
-        and isinstance(message["content"], str)
-    )
+    # Other keys are let through: drop_message_extras removes them before any use.
+    return message.get("role") in ROLES and isinstance(message.get("content"), str)
+
+
+def _without_extras(value: Any, ignored: Counter[str]) -> Any:
+    """A message list cut to role and content, counting in `ignored` the other keys that
+    hold a value; anything else (text, a message without role or content) as it is, so
+    its problem shows what it holds."""
+    if not (
+        isinstance(value, list)
+        and value
+        and all(isinstance(m, dict) and "role" in m and "content" in m for m in value)
+    ):
+        return value
+    for message in value:
+        ignored.update(
+            k for k, v in message.items() if k not in ("role", "content") and v is not None
+        )
+    return [{"role": m["role"], "content": m["content"]} for m in value]
+
+
+def drop_message_extras(
+    rows: list[tuple[int, Any]],
+) -> tuple[list[tuple[int, Any]], dict[str, int]]:
+    """The rows with every message list cut to role and content; how many messages held
+    a value under each key dropped (null ones are not counted: Parquet adds those)."""
+    ignored: Counter[str] = Counter()
+    out = [
+        (
+            n,
+            {k: _without_extras(v, ignored) for k, v in obj.items()}
+            if isinstance(obj, dict)
+            else obj,
+        )
+        for n, obj in rows
+    ]
+    return out, dict(sorted(ignored.items()))
 
 
 def conversation_problem(value: Any) -> str | None:
@@ -123,8 +166,14 @@ def render(messages: list[dict[str, str]], tokenizer: Any = None) -> str:
     is its own text; longer conversations are ``Human: ...``/``Assistant: ...``
     turns separated by blank lines.
     """
-    if tokenizer is not None and getattr(tokenizer, "chat_template", None):
-        text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+    if has_chat_template(tokenizer):
+        try:
+            text = tokenizer.apply_chat_template(
+                messages, tokenize=False, add_generation_prompt=True
+            )
+        except Exception as error:  # the template is the user's code: jinja2's TemplateError
+            # (its raise_exception), or whatever its expressions raise on these messages
+            raise TemplateRefused(_one_line(error)) from error
         bos = tokenizer.bos_token
         return text[len(bos) :] if bos and text.startswith(bos) else text
     if len(messages) == 1 and messages[0]["role"] == "user":
@@ -134,3 +183,54 @@ def render(messages: list[dict[str, str]], tokenizer: Any = None) -> str:
 
 def has_chat_template(tokenizer: Any) -> bool:
     return tokenizer is not None and bool(getattr(tokenizer, "chat_template", None))
+
+
+class TemplateRefused(ValueError):
+    """The chat template raised on a conversation; the message is the template's own."""
+
+
+def _one_line(error: Exception) -> str:
+    text = " ".join(str(error).split())
+    return text or type(error).__name__
+
+
+@dataclass
+class PromptRenderer:
+    """`render` for the rows of a user's tables: a conversation the chat template refuses
+    becomes a problem naming its file, row and field (every such row, not the first only),
+    and the rows the template rendered are counted: the report says what was done."""
+
+    tokenizer: Any = None
+    problems: list[Problem] = field(default_factory=list)
+    templated: Counter[str] = field(default_factory=Counter)  # file -> rows the template rendered
+
+    def __call__(
+        self, messages: list[dict[str, str]], file: Any, row: int, where: str
+    ) -> str | None:
+        """The prompt text, or None when the template refused it (the problem is recorded)."""
+        try:
+            text = render(messages, self.tokenizer)
+        except TemplateRefused as error:
+            self.problems.append(Problem(str(file), row, where, f"{TEMPLATE_REFUSES}: {error}"))
+            return None
+        self.templated[str(file)] += has_chat_template(self.tokenizer)
+        return text
+
+    def how(self, rows: Counter[str]) -> str:
+        """How the prompts of `rows` (file -> rows read) were made: 'chat_template' when the
+        template rendered them all, 'plain' when it rendered none (a prompt given as text is
+        used as it is; a conversation without a template is Human:/Assistant: text), else
+        which files' rows were which. A template alone says nothing: text prompts skip it."""
+        templated = {file: self.templated[file] for file in rows}
+        if not any(templated.values()):
+            return "plain"
+        if templated == dict(rows):
+            return "chat_template"
+        ways = {
+            "chat_template": [(file, t) for file, t in templated.items() if t],
+            "plain": [(file, rows[file] - t) for file, t in templated.items() if rows[file] > t],
+        }
+        return ", ".join(
+            f"{way} ({', '.join(f'{Path(file).name} {n} rows' for file, n in counts)})"
+            for way, counts in ways.items()
+        )

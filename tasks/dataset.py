@@ -30,7 +30,12 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from instructflow.tasks import dataset_schemas as ds
 from instructflow.tasks import splits, trl_forms
-from instructflow.tasks.conversations import as_messages, has_chat_template, render, shared_prompt
+from instructflow.tasks.conversations import (
+    PromptRenderer,
+    as_messages,
+    drop_message_extras,
+    shared_prompt,
+)
 from instructflow.tasks.dataset_files import find_tables, read_rows, unread_files
 from instructflow.tasks.dataset_names import meant_columns, naming_warnings, nearest
 from instructflow.tasks.lengths import LengthCheck
@@ -175,7 +180,7 @@ def _item(
     )
 
 
-def _conversation_items(path, rows, tokenizer) -> tuple[list[Item], int]:
+def _conversation_items(path, rows, render: PromptRenderer) -> tuple[list[Item], int]:
     """Pairwise conversations: the shared turns are the prompt. Returns items and rows with none."""
     items, unshared = [], 0
     for row, obj in rows:
@@ -185,13 +190,14 @@ def _conversation_items(path, rows, tokenizer) -> tuple[list[Item], int]:
             unshared += 1
             continue
         answers = [chosen[-1]["content"].strip(), rejected[-1]["content"].strip()]
-        items.append(_item(path, row, obj, render(prefix, tokenizer), answers, "chosen", "chosen"))
+        if (prompt := render(prefix, path, row, "chosen")) is not None:
+            items.append(_item(path, row, obj, prompt, answers, "chosen", "chosen"))
     return items, unshared
 
 
-def _preference_items(path, rows, shape, tokenizer) -> tuple[list[Item], int]:
+def _preference_items(path, rows, shape, render: PromptRenderer) -> tuple[list[Item], int]:
     if shape == "conversation":
-        return _conversation_items(path, rows, tokenizer)
+        return _conversation_items(path, rows, render)
     items = []
     for row, obj in rows:
         if shape == "ranking":
@@ -205,25 +211,26 @@ def _preference_items(path, rows, shape, tokenizer) -> tuple[list[Item], int]:
     return items, 0
 
 
-def _prompt_items(path, rows, tokenizer) -> list[Item]:
+def _prompt_items(path, rows, render: PromptRenderer) -> list[Item]:
     """Prompt texts, and conversations rendered as the prompt turns of a preference are."""
     items = []
     for row, obj in rows:
-        if obj.get("messages") is not None:
-            prompt = render(obj["messages"], tokenizer)
-            items.append(_item(path, row, obj, prompt, [], "messages", "messages"))
-        else:
+        if obj.get("messages") is None:
             items.append(_item(path, row, obj, obj["prompt"], [], "prompt"))
+        elif (prompt := render(obj["messages"], path, row, "messages")) is not None:
+            items.append(_item(path, row, obj, prompt, [], "messages", "messages"))
     return items
 
 
-def _demonstration_items(path, rows, tokenizer) -> list[Item]:
+def _demonstration_items(path, rows, render: PromptRenderer) -> list[Item]:
     items = []
     for row, obj in rows:
         if obj.get("messages") is not None:
             messages = as_messages(obj["messages"])
-            prompt, answer = render(messages[:-1], tokenizer), messages[-1]["content"].strip()
-            items.append(_item(path, row, obj, prompt, [answer], "messages", "messages"))
+            prompt = render(messages[:-1], path, row, "messages")
+            if prompt is not None:  # else the chat template refused it: a problem of this row
+                answer = [messages[-1]["content"].strip()]
+                items.append(_item(path, row, obj, prompt, answer, "messages", "messages"))
         else:
             items.append(_item(path, row, obj, obj["prompt"], [obj["response"]], "response"))
     return items
@@ -241,6 +248,7 @@ def load_dataset(
     """Read, validate, normalise and split a dataset directory; raise TableError listing every problem."""
     folder = Path(folder)
     tokenizer = lengths.tokenizer if lengths is not None else None
+    render = PromptRenderer(tokenizer)  # the chat template's refusals are problems of rows
     paths, problems = find_tables(folder)
     summary: dict[str, Any] = {"dir": str(folder.resolve()), "tables": {}, "ignored_columns": {}}
     loaded: dict[str, list[Item]] = {"prompts": [], "demonstrations": [], "preferences": []}
@@ -251,6 +259,9 @@ def load_dataset(
         if not rows and not read_problems:  # else "missing column" or "fit none of the shapes"
             problems.append(Problem(str(path), 0, LINE, EMPTY_TABLE))
             continue
+        rows, extras = drop_message_extras(rows)  # as other columns: ignored, and listed
+        if extras:
+            summary.setdefault("ignored_message_keys", {})[name] = extras
         rows, converted = _own_forms(name, rows)
         if converted:  # how many rows were in TRL's forms (instructflow.tasks.trl_forms)
             summary.setdefault("trl_forms", {})[name] = converted
@@ -280,20 +291,20 @@ def load_dataset(
         if found or read_problems:
             continue  # normalising needs valid rows; the problems are reported below
         if name == "prompts":
-            loaded[name] = _prompt_items(path, rows, tokenizer)
+            loaded[name] = _prompt_items(path, rows, render)
         elif name == "demonstrations":
-            loaded[name] = _demonstration_items(path, rows, tokenizer)
+            loaded[name] = _demonstration_items(path, rows, render)
         elif name == "preferences":
-            loaded[name], summary["no_shared_prefix"] = _preference_items(
-                path, rows, shape, tokenizer
-            )
+            loaded[name], summary["no_shared_prefix"] = _preference_items(path, rows, shape, render)
         else:
             extra[name] = [obj for _, obj in rows]
     if folder.is_dir():  # what is not read is listed, with the name a near miss was meant as
         summary["unread_files"] = unread_files(folder, paths.values())
         summary["naming_warnings"] = naming_warnings(summary, paths)
+    problems += render.problems
     if problems:
         raise TableError(problems)
+    summary["rendering"] = render.how(Counter(i.file for v in loaded.values() for i in v))
 
     if lengths is not None:
         summary["overlong"] = {"policy": cfg.overlong}
@@ -302,7 +313,6 @@ def load_dataset(
             problems += found
             if counts and name in paths:
                 summary["overlong"][paths[name].name] = counts
-    summary["rendering"] = "chat_template" if has_chat_template(tokenizer) else "plain"
     every = [item for items in loaded.values() for item in items]
     if not loaded["preferences"]:
         problems.append(Problem(str(paths["preferences"]), 0, "preferences", "no usable rows"))

@@ -4,7 +4,8 @@ Each function returns a list of `Problem`s (file, row, field, message) and
 never raises on bad input: instructflow.tasks.preflight gathers them all into one refusal.
 
 - `base_model_problems`: a base-model directory is one `AutoModelForCausalLM`
-  can load (config, weights, tokenizer), read without loading the weights;
+  can load (config, weights, tokenizer), read without loading the weights
+  (each weight file: instructflow.tasks.weight_files);
 - `human_comparisons_problems`: a file of human comparisons the reward-model
   stage can train on (schema, train and valid rows, one K, no test users);
 - `length_problems`: every row fits the model's context, as the stages
@@ -26,8 +27,8 @@ from instructflow.models.formatting import format_prompt, format_response
 from instructflow.tasks.lengths import LengthCheck
 from instructflow.tasks.stage import content_digest
 from instructflow.tasks.tables import LINE, Problem, TableError, load_table
+from instructflow.tasks.weight_files import weight_problems
 
-WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin")
 CONTEXT_FIELDS = ("max_position_embeddings", "n_positions", "n_ctx", "max_sequence_length")
 # A tokenizer turns a text into at most one token per UTF-8 byte (byte-level BPE,
 # SentencePiece with byte fallback) plus a few special tokens: rows this short
@@ -85,7 +86,7 @@ def base_model_problems(folder: Path) -> tuple[int | None, list[Problem]]:
         if context is None:
             message = f"no context length (one of {', '.join(CONTEXT_FIELDS)})"
             problems.append(Problem(str(config_file), 0, "max_position_embeddings", message))
-    problems += _weight_problems(folder)
+    problems += weight_problems(folder)
     if config is not None:  # the tokenizer reads the config too: one problem, not two
         problems += _tokenizer_problems(folder)
     return context, problems
@@ -111,25 +112,6 @@ def _config_problems(folder: Path, config_file: Path) -> tuple[Any, list[Problem
         message = f"model_type {config.model_type!r} has no causal-LM head in transformers"
         return None, [Problem(str(config_file), 0, "model_type", message)]
     return config, []
-
-
-def _weight_problems(folder: Path) -> list[Problem]:
-    found = [folder / name for name in WEIGHT_FILES if (folder / name).is_file()]
-    if not found:
-        message = f"no weights ({' or '.join(WEIGHT_FILES)})"
-        return [Problem(str(folder), 0, WEIGHT_FILES[0], message)]
-    if found[0].name != "model.safetensors":
-        return []  # sharded or pickled weights: checked when the stage loads them
-    from safetensors import safe_open
-
-    try:
-        # Reads the header only and checks it against the file's size: catches
-        # a truncated or overwritten file before any training.
-        with safe_open(str(found[0]), framework="pt") as weights:
-            weights.keys()
-    except Exception as error:  # safetensors raises its own SafetensorError
-        return [Problem(str(found[0]), 0, LINE, f"unreadable safetensors file ({error})")]
-    return []
 
 
 def _tokenizer_problems(folder: Path) -> list[Problem]:

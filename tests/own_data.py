@@ -15,6 +15,17 @@ import pandas as pd
 
 WORDS = "apple river stone cloud maple otter lemon ember tulip cedar amber frost".split()
 
+# A chat template that refuses conversations, as Gemma's does a system turn and Llama 2's
+# turns that do not alternate (with raise_exception, as the templates on the Hub do).
+REFUSING_TEMPLATE = (
+    "{% for m in messages %}"
+    "{% if m['role'] == 'system' %}{{ raise_exception('System role not supported') }}{% endif %}"
+    "{% if (m['role'] == 'user') != (loop.index0 % 2 == 0) %}"
+    "{{ raise_exception('Conversation roles must alternate user/assistant/user/assistant/...') }}"
+    "{% endif %}<|{{ m['role'] }}|>{{ m['content'] }}\n{% endfor %}"
+    "{% if add_generation_prompt %}<|assistant|>{% endif %}"
+)
+
 
 def _write(folder: Path, name: str, rows: list[dict], fmt: str) -> Path:
     folder.mkdir(parents=True, exist_ok=True)

@@ -3,6 +3,8 @@
 import json
 
 import pytest
+import torch
+from safetensors.torch import load_file
 
 from instructflow.tasks.tables import LINE
 from instructflow.world import layout
@@ -21,6 +23,37 @@ def set_config(folder, **changes):
 
 def truncate(path, keep=100):
     path.write_bytes(path.read_bytes()[:keep])
+
+
+def sharded(folder, size="20KB"):
+    """The weights saved again in shards of `size`, as a big model's are; the shard files."""
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(folder, local_files_only=True)
+    (folder / "model.safetensors").unlink()
+    model.save_pretrained(folder, max_shard_size=size)
+    shards = sorted(folder.glob("model-*-of-*.safetensors"))
+    assert len(shards) > 1 and (folder / "model.safetensors.index.json").is_file()
+    return shards
+
+
+def pickled(folder, n_shards=1):
+    """The weights as torch.save writes them: pytorch_model.bin, or shards and their index."""
+    weights = load_file(folder / "model.safetensors")
+    (folder / "model.safetensors").unlink()
+    if n_shards == 1:
+        torch.save(weights, folder / "pytorch_model.bin")
+        return [folder / "pytorch_model.bin"]
+    names = sorted(weights)
+    files = [f"pytorch_model-{i + 1:05d}-of-{n_shards:05d}.bin" for i in range(n_shards)]
+    weight_map = {}
+    for i, file in enumerate(files):
+        part = names[i::n_shards]
+        torch.save({name: weights[name] for name in part}, folder / file)
+        weight_map |= dict.fromkeys(part, file)
+    index = {"metadata": {}, "weight_map": weight_map}
+    (folder / "pytorch_model.bin.index.json").write_text(json.dumps(index))
+    return [folder / file for file in files]
 
 
 # (id, how to break the copy, file under the model dir ("" = the dir), field, words)
@@ -65,8 +98,43 @@ CASES = [
         "truncated-weights",
         lambda m: truncate(m / "model.safetensors"),
         "model.safetensors",
-        LINE,
-        "safetensors",
+        "weights",
+        "unreadable safetensors",
+    ),
+    (
+        "missing-shard",
+        lambda m: sharded(m)[1].unlink(),
+        "model-00002-of-00003.safetensors",
+        "weights",
+        "missing: model.safetensors.index.json names it",
+    ),
+    (
+        "truncated-shard",
+        lambda m: truncate(sharded(m)[-1]),
+        "model-00003-of-00003.safetensors",
+        "weights",
+        "unreadable safetensors",
+    ),
+    (
+        "index-not-json",
+        lambda m: (sharded(m), (m / "model.safetensors.index.json").write_text("{oops")),
+        "model.safetensors.index.json",
+        "weights",
+        "not a sharded-weights index",
+    ),
+    (
+        "truncated-bin",
+        lambda m: truncate(pickled(m)[0], keep=4000),
+        "pytorch_model.bin",
+        "weights",
+        "truncated or damaged",
+    ),
+    (
+        "missing-bin-shard",
+        lambda m: pickled(m, n_shards=2)[0].unlink(),
+        "pytorch_model-00001-of-00002.bin",
+        "weights",
+        "missing: pytorch_model.bin.index.json names it",
     ),
     (
         "no-tokenizer",
@@ -109,3 +177,20 @@ def test_the_good_model_dir_passes(smoke_dir, good_model_dir, params):
     from instructflow.tasks.preflight import check_inputs
 
     check_inputs(with_model(params, good_model_dir), smoke_dir)
+
+
+@pytest.mark.parametrize(
+    "saving",
+    [sharded, pickled, lambda m: pickled(m, n_shards=2)],
+    ids=["sharded-safetensors", "pytorch-bin", "sharded-pytorch-bin"],
+)
+def test_weights_in_other_layouts_pass_and_load(smoke_dir, model_copy, params, saving):
+    from instructflow.models.lm import load_causal_lm
+    from instructflow.tasks.preflight import check_inputs
+
+    # given the good model's weights in shards, or as torch.save files
+    saving(model_copy)
+    # then the checks let it through, and the stage's loader does load it
+    check_inputs(with_model(params, model_copy), smoke_dir)
+    model, _ = load_causal_lm(model_copy)
+    assert model.get_output_embeddings().weight.shape[0] > 0

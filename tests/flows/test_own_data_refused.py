@@ -3,7 +3,7 @@
 import json
 
 from instructflow.flows.cli import main
-from tests.own_data import write_hh_dataset
+from tests.own_data import REFUSING_TEMPLATE, write_hh_dataset
 from tests.tiny_models import tiny_llama
 
 
@@ -74,3 +74,51 @@ def test_a_broken_model_folder_is_refused_with_a_dataset_as_without_one(
         err = capsys.readouterr().err
         assert f"{broken} {named}" in err and "Traceback" not in err
         assert not (root / "runs").exists() and not (root / "mlflow.db").exists()
+
+
+def test_a_model_folder_missing_a_shard_is_refused_in_one_line(tmp_path, monkeypatch, capsys):
+    from transformers import AutoModelForCausalLM
+
+    root, data, llama = _project(tmp_path, monkeypatch)
+    # given the model saved in shards (as a big model is), one of them deleted
+    model = AutoModelForCausalLM.from_pretrained(llama, local_files_only=True)
+    (llama / "model.safetensors").unlink()
+    model.save_pretrained(llama, max_shard_size="60KB")
+    shards = sorted(llama.glob("model-*-of-*.safetensors"))
+    assert len(shards) > 1
+    shards[-1].unlink()
+    # when a run on the dataset starts from it
+    code = main(["run", "--profile", "smoke", "--data", str(data), "--base-model", str(llama)])
+    # then it is refused in one line naming the missing shard, before any stage (no retries)
+    assert code == 2
+    err = capsys.readouterr().err
+    assert f"{shards[-1]} field 'weights': missing: model.safetensors.index.json names it" in err
+    assert "Traceback" not in err and err.count("\n") < 5
+    assert not (root / "runs").exists() and not (root / "mlflow.db").exists()
+
+
+def test_a_conversation_the_chat_template_refuses_is_refused_naming_the_row(
+    tmp_path, monkeypatch, capsys
+):
+    from transformers import AutoTokenizer
+
+    root, data, llama = _project(tmp_path, monkeypatch)
+    # given a model whose chat template refuses a system turn (as Gemma's), and a
+    # demonstration that starts with one
+    tokenizer = AutoTokenizer.from_pretrained(llama)
+    tokenizer.chat_template = REFUSING_TEMPLATE
+    tokenizer.save_pretrained(llama)
+    demos = [json.loads(line) for line in (data / "demonstrations.jsonl").read_text().splitlines()]
+    demos[6]["messages"].insert(0, {"role": "system", "content": "Be brief."})
+    (data / "demonstrations.jsonl").write_text("".join(json.dumps(r) + "\n" for r in demos))
+    # when a run on the dataset starts from it
+    code = main(["run", "--profile", "smoke", "--data", str(data), "--base-model", str(llama)])
+    # then it is refused naming the file, the row and the template's message, before any stage
+    assert code == 2
+    err = capsys.readouterr().err
+    assert (
+        "demonstrations.jsonl row 7 field 'messages': the base model's chat template refuses"
+        " this conversation: System role not supported"
+    ) in err
+    assert "Traceback" not in err
+    assert not (root / "runs").exists() and not (root / "mlflow.db").exists()

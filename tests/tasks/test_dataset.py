@@ -3,6 +3,7 @@
 import json
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
 from instructflow.models.tokenizer import train_tokenizer
@@ -14,6 +15,7 @@ from instructflow.tasks.splits import hash_split
 from instructflow.tasks.tables import TableError, load_table
 from instructflow.world import layout
 from tests.own_data import (
+    REFUSING_TEMPLATE,
     hh_text,
     write_hh_dataset,
     write_kwise_dataset,
@@ -60,6 +62,34 @@ def test_a_chat_template_renders_the_prompt_turns():
     )
     messages = [{"role": "user", "content": "Name a fruit."}]
     assert render(messages, tok) == "<|user|>Name a fruit.\n<|assistant|>"
+
+
+def test_conversations_the_chat_template_refuses_are_named_with_its_message(tmp_path):
+    # given a base model whose chat template refuses a system turn and turns that do not alternate
+    tok = train_tokenizer(["Say the word apple twice."] * 5, vocab_size=300)
+    tok.chat_template = REFUSING_TEMPLATE
+    folder = write_hh_dataset(tmp_path / "hh", n_pairs=40)
+    system = [{"role": "system", "content": "Be brief."}]
+    rows = _lines(folder / "demonstrations.jsonl")
+    _rewrite(folder / "demonstrations.jsonl", 3, messages=system + rows[2]["messages"])
+    two_users = [("user", "Hello."), ("user", "Say apple twice.")]
+    _rewrite(
+        folder / "preferences.jsonl",
+        2,
+        chosen=hh_text([*two_users, ("assistant", "apple apple")]),
+        rejected=hh_text([*two_users, ("assistant", "no")]),
+    )
+    # when the dataset is read with that model's tokenizer, as a run reads it
+    with pytest.raises(TableError) as e:
+        load_dataset(folder, DatasetConfig(), LengthCheck(tok, max_len=512, max_new_tokens=8))
+    # then each of those rows is named, with the template's own message, and no other row
+    assert sorted(_problems(e.value)) == [
+        ("demonstrations.jsonl", 3, "messages"),
+        ("preferences.jsonl", 2, "chosen"),
+    ]
+    refuses = "the base model's chat template refuses this conversation"
+    assert f"{refuses}: System role not supported" in str(e.value)
+    assert f"{refuses}: Conversation roles must alternate user/assistant/" in str(e.value)
 
 
 # ---------------------------------------------------------------- the three shapes
@@ -363,6 +393,81 @@ def test_a_row_longer_than_the_context_is_refused_dropped_or_cut(tmp_path, token
     assert cut.summary["overlong"]["preferences.jsonl"] == {"truncated": 1}
     item = next(i for i in cut.preferences if i.row == 9)
     assert item.prompt.endswith("Now say it.") and check.need(item.prompt, item.responses) <= 64
+
+
+def test_message_keys_besides_role_and_content_are_dropped_and_counted(tmp_path):
+    # given Parquet demonstrations where one message has a name: Arrow gives every other
+    # message of the file name: None
+    folder = write_hh_dataset(tmp_path / "hh", n_pairs=60, fmt="parquet")
+    same = load_dataset(folder)
+    path = folder / "demonstrations.parquet"
+    rows = pd.read_parquet(path).to_dict("records")
+    rows = [r | {"messages": [dict(m) for m in r["messages"]]} for r in rows]
+    rows[3]["messages"][0]["name"] = "alice"
+    pd.DataFrame(rows).to_parquet(path)
+    assert pd.read_parquet(path)["messages"][0][0]["name"] is None
+    # when it is read
+    data = load_dataset(folder)
+    # then every row loads as without the key, and the summary counts the one name it ignored
+    assert [(d.prompt, d.responses) for d in data.demonstrations] == [
+        (d.prompt, d.responses) for d in same.demonstrations
+    ]
+    assert data.summary["ignored_message_keys"] == {"demonstrations": {"name": 1}}
+    assert "ignored_message_keys" not in same.summary
+
+
+def test_a_message_needs_a_role_and_string_content_whatever_else_it_has(tmp_path):
+    # given conversations as a Hub export writes them: null keys, and one whose answer is
+    # a tool call without content
+    folder = write_hh_dataset(tmp_path / "hh", n_pairs=40)
+    rows = _lines(folder / "demonstrations.jsonl")
+    for row in rows:
+        row["messages"] = [m | {"tool_calls": None, "name": None} for m in row["messages"]]
+    call = [{"type": "function", "function": {"name": "say", "arguments": "{}"}}]
+    rows[5]["messages"][-1] = {"role": "assistant", "content": None, "tool_calls": call}
+    (folder / "demonstrations.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    # when it is read, then only the row without string content is refused
+    with pytest.raises(TableError) as e:
+        load_dataset(folder)
+    assert _problems(e.value) == [("demonstrations.jsonl", 6, "messages")]
+    assert "has a message without a role in ('system', 'user', 'assistant') or without" in str(
+        e.value
+    )
+    rows[5]["messages"][-1]["content"] = "apple apple"
+    (folder / "demonstrations.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    # with content it loads; of the dropped keys only the one holding a value is counted
+    summary = load_dataset(folder).summary
+    assert summary["ignored_message_keys"] == {"demonstrations": {"tool_calls": 1}}
+
+
+def test_the_summary_says_how_prompts_were_rendered_not_whether_a_template_exists(tmp_path):
+    tok = train_tokenizer(["Say the word apple twice."] * 5, vocab_size=300)
+    tok.chat_template = (
+        "{% for m in messages %}<|{{ m['role'] }}|>{{ m['content'] }}\n{% endfor %}"
+        "{% if add_generation_prompt %}<|assistant|>{% endif %}"
+    )
+    check = LengthCheck(tok, max_len=512, max_new_tokens=8)
+    # given text prompts only: pairwise preferences, TRL prompt/completion demonstrations
+    folder = write_pairwise_dataset(tmp_path / "pw", n=40)
+    demos = [{"prompt": f"Say apple {i} times.", "completion": "apple"} for i in range(40)]
+    (folder / "demonstrations.jsonl").write_text("".join(json.dumps(r) + "\n" for r in demos))
+    # when read with a tokenizer that has a chat template
+    data = load_dataset(folder, DatasetConfig(), check)
+    # then the prompts are the text given, and the summary says plain
+    assert [d.prompt for d in data.demonstrations] == [d["prompt"] for d in demos]
+    assert data.summary["rendering"] == "plain"
+
+    # given conversations (rendered by the template) beside a prompts table of text
+    hh = write_hh_dataset(tmp_path / "hh", n_pairs=40)
+    data = load_dataset(hh, DatasetConfig(), check)
+    # then it says which rows were which
+    assert data.demonstrations[0].prompt.startswith("<|user|>")
+    assert data.summary["rendering"] == (
+        "chat_template (demonstrations.jsonl 40 rows, preferences.jsonl 40 rows),"
+        " plain (prompts.jsonl 40 rows)"
+    )
+    (hh / "prompts.jsonl").unlink()  # PPO's prompts are then the preferences' rendered ones
+    assert load_dataset(hh, DatasetConfig(), check).summary["rendering"] == "chat_template"
 
 
 def test_demonstrations_may_mix_messages_and_prompt_response_rows(tmp_path):

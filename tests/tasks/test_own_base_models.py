@@ -121,11 +121,15 @@ def test_a_base_model_of_each_style_imports_encodes_and_scores(style, dataset, t
     assert model.config.pad_token_id == tokenizer.pad_token_id
     assert tokenizer.eos_token_id == tokenizer.convert_tokens_to_ids(specials["eos_token"])
 
-    # import: a chat template renders prompts; without one they stay plain text
+    # import: a chat template renders conversations' prompts; without one they stay plain
+    # text, as the prompts table's texts do with one
     data = load_dataset(dataset, lengths=length_check(str(folder), max_new_tokens=8))
     multi_turn = data.preferences[0].prompt
     if template:
-        assert data.summary["rendering"] == "chat_template"
+        assert data.summary["rendering"] == (
+            "chat_template (demonstrations.jsonl 40 rows, preferences.jsonl 40 rows),"
+            " plain (prompts.jsonl 40 rows)"
+        )
         assert multi_turn.startswith("<|im_start|>user\nHello.<|im_end|>")
         assert multi_turn.endswith("<|im_start|>assistant\n")
     else:
