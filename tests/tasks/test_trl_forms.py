@@ -151,7 +151,7 @@ def test_prompts_in_trls_conversational_form_load_as_the_same_prompts_as_text(tm
         ([{"role": "user", "content": "Hi?"}, {"role": "assistant", "content": "Hello."}],
          "does not end on a user turn"),
         ([], "is an empty conversation"),
-        ([{"role": "user", "text": "Hi?"}], "has a message that is not {role, content}"),
+        ([{"role": "user", "text": "Hi?"}], "has a message without a role in"),
         ([{"role": "user", "content": "Hi\x00?"}], "control character"),
     ],
 )  # fmt: skip
