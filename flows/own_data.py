@@ -41,7 +41,7 @@ from instructflow.tasks import (
 from instructflow.tasks.dataset import load_dataset
 from instructflow.tasks.dataset_dvc import version_tags
 from instructflow.tasks.dataset_files import missing_folder
-from instructflow.tasks.dataset_names import notes
+from instructflow.tasks.dataset_report import dataset_markdown
 from instructflow.tasks.evaluation import Policy, fewshot_prefix, flat_metrics
 from instructflow.tasks.gate import judge_decision
 from instructflow.tasks.input_checks import base_model_problems
@@ -367,30 +367,3 @@ def _gate_block(cfg, decision, win, accuracy, candidate, client, policy_name) ->
         "reason": decision.reason,
         "champion": registry.champion_version(client, policy_name),
     }
-
-
-def dataset_markdown(result: dict) -> str:
-    summary = result["dataset"]
-    lines = ["", "## Dataset", "", f"- directory: `{summary['dir']}`"]
-    lines += [
-        f"- {name}: `{t['file']}`, {t['rows']} rows, md5 `{t['md5']}`"
-        for name, t in summary["tables"].items()
-    ]
-    lines += [
-        f"- preferences: {summary['preference_shape']}, K counts {summary['k_counts']}, "
-        f"{summary.get('no_shared_prefix', 0)} conversation pairs without a shared prompt (left out)",
-        f"- splits by {summary['split_rule']}: {summary['split_counts']}",
-        *[f"- warning: {w}" for w in summary.get("split_warnings", [])],
-        *[f"- {line}" for line in notes(summary)],  # ignored columns, files not read
-        f"- SFT trained on {summary['sft_source']}; prompts rendered: {summary['rendering']}",
-        f"- rows longer than the context: {summary.get('overlong', {})}",
-        "- gold score: none (no gold oracle on a user's dataset)",
-    ]
-    lines += [f"- {name}: {reason}" for name, reason in result["skipped"].items()]
-    lines += [
-        f"- judge: {result['judge']['kind']}, {result['judge']['training_pairs']} training pairs,"
-        f" accuracy {result['judge']['accuracy_heldout_pairs']:.3f} on held-out pairs"
-        f" ({result['judge']['trust_reason']})",
-        f"- gate ({result['gate']['evidence']}): {result['gate']['reason']}",
-    ]
-    return "\n".join(lines) + "\n"

@@ -58,7 +58,7 @@ def test_a_run_lists_what_it_does_not_read_before_its_flow_starts(tmp_path, monk
 
 
 def test_report_md_lists_what_the_run_did_not_read(tmp_path):
-    from instructflow.flows.own_data import dataset_markdown
+    from instructflow.tasks.dataset_report import dataset_markdown
 
     summary = load_dataset(write_misnamed_dataset(tmp_path / "mine")).summary
     result = {

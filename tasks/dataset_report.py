@@ -1,0 +1,32 @@
+"""The Dataset section of a dataset run's report.md: what was read, how it was split and
+judged, and what was left out or ignored."""
+
+from instructflow.tasks.dataset_names import notes
+
+
+def dataset_markdown(result: dict) -> str:
+    """Markdown after the report's own sections (result: the run's report.json content)."""
+    summary = result["dataset"]
+    lines = ["", "## Dataset", "", f"- directory: `{summary['dir']}`"]
+    lines += [
+        f"- {name}: `{t['file']}`, {t['rows']} rows, md5 `{t['md5']}`"
+        for name, t in summary["tables"].items()
+    ]
+    lines += [
+        f"- preferences: {summary['preference_shape']}, K counts {summary['k_counts']}, "
+        f"{summary.get('no_shared_prefix', 0)} conversation pairs without a shared prompt (left out)",
+        f"- splits by {summary['split_rule']}: {summary['split_counts']}",
+        *[f"- warning: {w}" for w in summary.get("split_warnings", [])],
+        *[f"- {line}" for line in notes(summary)],  # ignored columns, files not read
+        f"- SFT trained on {summary['sft_source']}; prompts rendered: {summary['rendering']}",
+        f"- rows longer than the context: {summary.get('overlong', {})}",
+        "- gold score: none (no gold oracle on a user's dataset)",
+    ]
+    lines += [f"- {name}: {reason}" for name, reason in result["skipped"].items()]
+    lines += [
+        f"- judge: {result['judge']['kind']}, {result['judge']['training_pairs']} training pairs,"
+        f" accuracy {result['judge']['accuracy_heldout_pairs']:.3f} on held-out pairs"
+        f" ({result['judge']['trust_reason']})",
+        f"- gate ({result['gate']['evidence']}): {result['gate']['reason']}",
+    ]
+    return "\n".join(lines) + "\n"
