@@ -113,10 +113,13 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
         if getattr(args, field) is not None:
             overrides[field] = getattr(args, field)
     from instructflow.tasks.env import no_flow_heartbeats
-    from instructflow.tasks.interrupts import temporary_server_apart
+    from instructflow.tasks.interrupts import stop_on_signals, temporary_server_apart
 
     temporary_server_apart()
-    with no_flow_heartbeats():
+    # Handlers of its own, as `run` has: a process started in the background inherits
+    # SIGINT ignored, and a sweep stopped by SIGTERM would orphan its seeds' processes.
+    # The seeds train in those processes, so this one has no step to finish: 2 s of grace.
+    with stop_on_signals(grace=2), no_flow_heartbeats():
         result = run_sweep(build_params(overrides), args.seeds, args.workers)
     print(json.dumps(result["sweep"], indent=2))
     return 0

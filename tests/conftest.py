@@ -269,10 +269,20 @@ def start_cli(
     root: Path, params: dict, env: dict[str, str], command: str = "run", *args: str
 ) -> subprocess.Popen:
     """`instructflow <command> --params <root>/params.json [args]` in its own session (so its
-    processes can be found)."""
+    processes can be found), with SIGINT ignored as a job started in the background has it
+    (and as pytest under `.ci/run` passes it on): the CLI must install its own handlers."""
     (root / "params.json").write_text(json.dumps(params))
+    cli = [
+        sys.executable,
+        "-m",
+        "instructflow.flows.cli",
+        command,
+        "--params",
+        str(root / "params.json"),
+        *args,
+    ]
     return subprocess.Popen(
-        [sys.executable, "-m", "instructflow.flows.cli", command, "--params", str(root / "params.json"), *args],
+        ["bash", "-c", 'trap "" INT; exec "$@"', "bash", *cli],  # an ignored signal stays so
         cwd=root, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
         start_new_session=True,
     )  # fmt: skip
