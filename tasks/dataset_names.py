@@ -101,6 +101,13 @@ def notes(summary: dict) -> list[str]:
         for t, columns in ignored_columns.items()
     )
     lines = [f"ignored columns: {ignored}"] if ignored else []
+    keys = "; ".join(  # conversation messages' keys other than role and content
+        f"{summary['tables'][t]['file']}: "
+        + ", ".join(f"{key} ({n} messages)" for key, n in sorted(counts.items()))
+        for t, counts in summary.get("ignored_message_keys", {}).items()
+    )
+    if keys:
+        lines.append(f"ignored message keys: {keys}")
     if unread:
         lines.append(f"files not read (not a table): {', '.join(unread)}")
     return lines + [f"warning: {w}" for w in summary.get("naming_warnings", [])]

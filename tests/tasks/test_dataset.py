@@ -414,6 +414,11 @@ def test_message_keys_besides_role_and_content_are_dropped_and_counted(tmp_path)
     ]
     assert data.summary["ignored_message_keys"] == {"demonstrations": {"name": 1}}
     assert "ignored_message_keys" not in same.summary
+    # and the notes that data validate, the run's log and report.md print name it
+    from instructflow.tasks.dataset_names import notes
+
+    assert "ignored message keys: demonstrations.parquet: name (1 messages)" in notes(data.summary)
+    assert not any("message keys" in line for line in notes(same.summary))
 
 
 def test_a_message_needs_a_role_and_string_content_whatever_else_it_has(tmp_path):
