@@ -12,6 +12,7 @@ people outrank every automatic judge. The report's gate block then says
 """
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import mlflow
@@ -93,11 +94,28 @@ def _regate(client: MlflowClient, gate: dict, labels: dict, key: dict) -> dict:
         gate.get("win_margin", 0.0),
     )
     name, version = gate["model_name"], gate["policy_version"]
-    was_promoted = gate.get("promoted", False)
-    registry.record_decision(client, name, version, decision, gate.get("auto_promote", True))
+    now, left = registry.champion_version(client, name), gate.get("champion")
+    # People judged the candidate against the rival of the run's gate: if `champion` has
+    # moved since (a later run, a manual promotion), that evidence says nothing about the
+    # version there now, so the aliases stay as they are.
+    moved = now != left
+    if moved:
+        reason = (
+            f"{decision.reason}; champion moved since this run's gate ({_v(left)} -> {_v(now)}): "
+            "aliases unchanged, promote by hand (instructflow promote) if people's rankings "
+            "should decide"
+        )
+        decision = replace(decision, reason=reason)
+    if decision.promote and gate.get("require_approval"):  # people's rankings are no approval
+        decision = replace(
+            decision, reason=f"{decision.reason}; approval required: promote by hand"
+        )
+    auto = gate.get("auto_promote", True) and not gate.get("require_approval") and not moved
+    registry.record_decision(client, name, version, decision, auto, by="human")
     client.set_model_version_tag(name, version, "gate_evidence", "human")
-    if was_promoted and not decision.promote:
-        # The automatic gate moved `champion` here; people disagree: put it back.
+    if gate.get("promoted", False) and not decision.promote and not moved:
+        # The automatic gate moved `champion` here and it is still here; people disagree:
+        # put it back where the gate found it.
         previous = gate["incumbent"].removeprefix("champion v")
         if gate["incumbent"].startswith("champion v"):
             client.set_registered_model_alias(name, "champion", previous)
@@ -110,10 +128,14 @@ def _regate(client: MlflowClient, gate: dict, labels: dict, key: dict) -> dict:
         "prompts": len(wins),
         "win_rate": win,
         "promote": decision.promote,
-        "promoted": decision.promote and gate.get("auto_promote", True),
+        "promoted": decision.promote and auto,
         "reason": decision.reason,
         "champion": registry.champion_version(client, name),
     }
+
+
+def _v(version: str | None) -> str:
+    return f"v{version}" if version else "none"
 
 
 def import_labels(run: str, path: Path) -> dict:

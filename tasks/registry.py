@@ -171,15 +171,21 @@ def local_checkpoint(name: str, version: str) -> str:
 
 
 def record_decision(
-    client: MlflowClient, name: str, version: str, decision: GateDecision, auto_promote: bool
+    client: MlflowClient,
+    name: str,
+    version: str,
+    decision: GateDecision,
+    auto_promote: bool,
+    by: str = "gate",
 ) -> None:
-    """Tag the challenger with the gate's decision and, if it passed, make it champion."""
+    """Tag the challenger with the gate's decision and, if it passed, make it champion
+    (`by`: whose evidence moved it, the gate's or people's rankings: "human")."""
     tags = {f"gate_{k}": v for k, v in asdict(decision).items() if v is not None}
     for key, value in tags.items():
         client.set_model_version_tag(name, version, key, str(value))
     if decision.promote and auto_promote:
         client.set_registered_model_alias(name, "champion", version)
-        client.set_model_version_tag(name, version, "promoted_by", "gate")
+        client.set_model_version_tag(name, version, "promoted_by", by)
 
 
 def promote_manually(version: str, reason: str, name: str = POLICY_MODEL) -> bool:
@@ -319,6 +325,7 @@ def register_and_gate_task(
                 "policy_version": policy_version,
                 "promoted": decision.promote and promote_now,
                 "awaiting_approval": decision.promote and cfg.require_approval,
+                "require_approval": cfg.require_approval,
                 "champion": champion_version(client, model_name),
             }
             card = model_card(model_name, policy_version, lineage, policy_metrics, gate)

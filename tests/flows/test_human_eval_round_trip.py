@@ -170,3 +170,47 @@ def test_a_bad_label_file_is_refused_in_one_message(finished_run, capsys):
     assert code != 0
     err = capsys.readouterr().err
     assert f"{filled} row 2 field 'rank'" in err and "Traceback" not in err
+
+
+def _rank_first(csv_path, policy: str) -> None:
+    """Fill the CSV with `policy`'s answer first in every item, the others after it."""
+    rows = list(csv.DictReader(csv_path.open()))
+    for row in rows:
+        first = row["response"].startswith(policy + " ")
+        row["rank"] = 1 if first else 2 + sorted(r["label"] for r in rows).index(row["label"]) % 2
+        row["likert"] = 7 if first else 3
+    by_item: dict[str, list[dict]] = {}
+    for row in rows:
+        by_item.setdefault(row["item_id"], []).append(row)
+    for item_rows in by_item.values():  # a permutation: the favourite, then by label
+        rest = sorted((r for r in item_rows if r["rank"] != 1), key=lambda r: r["label"])
+        for place, row in enumerate(rest, start=2):
+            row["rank"] = place
+    with csv_path.open("w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+def test_people_rankings_of_an_older_run_do_not_move_a_champion_chosen_since(
+    finished_run, tmp_path, capsys
+):
+    root, run_id = finished_run
+    client = MlflowClient()
+    # given a run whose gate left no champion, then a later version made champion by hand
+    with mlflow.start_run(run_name="later"):
+        later_dir = save_tiny_checkpoint("gpt2", tmp_path / "later" / "model", seed=1)
+        later = registry.register(str(later_dir), "instructflow-policy-smoke", "policy", {})
+    registry.promote_manually(str(later), "chosen since", "instructflow-policy-smoke")
+    # when people rank the older run's candidate first in every item and that is imported
+    assert main(["eval", "export", run_id, "--n", "10"]) == 0
+    filled = root / "reports" / run_id / "human_eval" / "labeling.csv"
+    _rank_first(filled, "ppo_ptx")
+    assert main(["eval", "import", run_id, str(filled)]) == 0
+    # then the verdict is recorded, but champion stays where it was put, and the report says why
+    gate = json.loads((root / "reports" / run_id / "report.json").read_text())["gate"]
+    assert gate["promote"] and not gate["promoted"]
+    assert f"champion moved since this run's gate (none -> v{later})" in gate["reason"]
+    assert registry.champion_version(client, "instructflow-policy-smoke") == str(later)
+    tags = client.get_model_version("instructflow-policy-smoke", gate["policy_version"]).tags
+    assert tags["gate_evidence"] == "human" and "promoted_by" not in tags
