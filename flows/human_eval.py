@@ -141,8 +141,16 @@ def _v(version: str | None) -> str:
 def import_labels(run: str, path: Path) -> dict:
     folder = run_folder(run)
     result = json.loads((folder / "report.json").read_text())
-    key = json.loads((folder / "human_eval" / "key.json").read_text())
-    labels = human_eval.read_labels(path, key)
+    exported = folder / "human_eval"
+    if not (exported / "key.json").exists():
+        raise SystemExit(
+            f"instructflow: run {result['run']['mlflow_run_id']} has no labeling files: "
+            f"`instructflow eval export {run}` writes them"
+        )
+    key = json.loads((exported / "key.json").read_text())
+    digests = exported / "exported.json"  # absent from exports made before it existed
+    known = json.loads(digests.read_text()) if digests.exists() else None
+    labels = human_eval.read_labels(path, key, known)
     policies = human_eval.human_results(labels, key)
     tracking.setup()
     client = MlflowClient()

@@ -12,6 +12,7 @@ bootstrap interval over prompts, and Likert means.
 """
 
 import csv
+import hashlib
 import json
 import random
 from pathlib import Path
@@ -61,14 +62,28 @@ def blinded_items(
     return items, key
 
 
+def text_digest(prompt: str, response: str) -> str:
+    return hashlib.sha256(f"{prompt}\0{response}".encode()).hexdigest()[:16]
+
+
 def write_labeling_files(items: list[dict], key: dict, folder: Path) -> dict[str, Path]:
-    """labeling.jsonl and labeling.csv for labelers, key.json for whoever imports."""
+    """labeling.jsonl and labeling.csv for labelers; key.json for whoever imports, and
+    exported.json: a digest of each response as exported, so that a file filled from
+    another export (the item ids and labels repeat) or another run is refused on import."""
     folder.mkdir(parents=True, exist_ok=True)
     paths = {
         "jsonl": folder / "labeling.jsonl",
         "csv": folder / "labeling.csv",
         "key": folder / "key.json",
+        "exported": folder / "exported.json",
     }
+    exported = {
+        item["item_id"]: {
+            r["label"]: text_digest(item["prompt"], r["text"]) for r in item["responses"]
+        }
+        for item in items
+    }
+    paths["exported"].write_text(json.dumps(exported, indent=1))
     paths["jsonl"].write_text("".join(json.dumps(item) + "\n" for item in items))
     with paths["csv"].open("w", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=CSV_FIELDS)
@@ -97,7 +112,50 @@ def _int(value, file: str, row: int, field: str, problems: list[Problem]) -> int
         return None
 
 
-def read_labels(path: Path, key: dict[str, dict[str, str]]) -> dict[str, dict]:
+def _other_texts(path: Path, responses: list[tuple[int, str, str, str, str]], exported: dict):
+    """The one problem of a file filled from another export or run, or None: `responses` are
+    (row, item, label, prompt, text) as the file has them."""
+    differ = [
+        (row, item, label)
+        for row, item, label, prompt, text in responses
+        if item in exported and exported[item].get(label) != text_digest(prompt, text)
+    ]
+    if not differ:
+        return None
+    row, item, label = differ[0]
+    return Problem(
+        str(path),
+        row,
+        "response",
+        f"{len(differ)} of {len(responses)} responses are not the texts this run's export "
+        f"wrote (first: {item} {label}): the file was filled from another export (each "
+        "`eval export` writes new ones) or another run; label the files of the latest export",
+    )
+
+
+def _json_rows(path: Path, problems: list[Problem]):
+    """(row, object) of a JSONL file; a line that is not a JSON object is a problem."""
+    for row_no, line in enumerate(path.read_text().splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as error:
+            problems.append(Problem(str(path), row_no, "<line>", f"malformed JSON: {error.msg}"))
+            continue
+        if not isinstance(row, dict):
+            problems.append(Problem(str(path), row_no, "<line>", "expected a JSON object"))
+        elif not isinstance(row.get("likert", {}), dict):
+            problems.append(Problem(str(path), row_no, "likert", "expected {label: 1-7}"))
+        elif not isinstance(row.get("ranking", []), list):
+            problems.append(Problem(str(path), row_no, "ranking", "expected a list of labels"))
+        else:
+            yield row_no, row
+
+
+def read_labels(
+    path: Path, key: dict[str, dict[str, str]], exported: dict | None = None
+) -> dict[str, dict]:
     """{item_id: {"ranking": [labels best first], "likert": {label: 1..7}}} from a filled file.
 
     Every problem (unknown item, missing item, a ranking that is not a
@@ -107,11 +165,15 @@ def read_labels(path: Path, key: dict[str, dict[str, str]]) -> dict[str, dict]:
     problems: list[Problem] = []
     labels: dict[str, dict] = {}
     name = str(path)
+    texts: list[tuple[int, str, str, str, str]] = []  # what the file says was exported
     if path.suffix == ".csv":
         ranks: dict[str, dict[str, int]] = {}
         with path.open(newline="") as handle:
             for row_no, row in enumerate(csv.DictReader(handle), start=2):
                 item = row.get("item_id", "")
+                texts.append(
+                    (row_no, item, row.get("label"), row.get("prompt", ""), row.get("response", ""))
+                )
                 if item not in key:
                     problems.append(Problem(name, row_no, "item_id", f"unknown item {item!r}"))
                     continue
@@ -136,11 +198,13 @@ def read_labels(path: Path, key: dict[str, dict[str, str]]) -> dict[str, dict]:
                 )
             labels[item]["ranking"] = sorted(by_label, key=by_label.__getitem__)
     else:
-        for row_no, line in enumerate(path.read_text().splitlines(), start=1):
-            if not line.strip():
-                continue
-            row = json.loads(line)
+        for row_no, row in _json_rows(path, problems):
             item = row.get("item_id", "")
+            texts += [
+                (row_no, item, r.get("label"), row.get("prompt", ""), r.get("text", ""))
+                for r in row.get("responses", [])
+                if isinstance(r, dict)
+            ]
             if item not in key:
                 problems.append(Problem(name, row_no, "item_id", f"unknown item {item!r}"))
                 continue
@@ -158,8 +222,11 @@ def read_labels(path: Path, key: dict[str, dict[str, str]]) -> dict[str, dict]:
                 "likert": likert,
                 "row": row_no,
             }
+    other = _other_texts(path, texts, exported or {})
+    if other is not None:  # then every other problem follows from it: say only this
+        raise TableError([other])
     for item, entry in labels.items():
-        if sorted(entry["ranking"]) != sorted(key[item]):
+        if sorted(map(str, entry["ranking"])) != sorted(key[item]):
             problems.append(
                 Problem(
                     name,

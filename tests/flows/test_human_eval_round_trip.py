@@ -214,3 +214,45 @@ def test_people_rankings_of_an_older_run_do_not_move_a_champion_chosen_since(
     assert registry.champion_version(client, "instructflow-policy-smoke") == str(later)
     tags = client.get_model_version("instructflow-policy-smoke", gate["policy_version"]).tags
     assert tags["gate_evidence"] == "human" and "promoted_by" not in tags
+
+
+def test_a_file_filled_from_another_export_is_refused_in_one_line(finished_run, capsys):
+    root, run_id = finished_run
+    # given a labeling file filled from one export, then a new export of the same run
+    assert main(["eval", "export", run_id, "--n", "10"]) == 0
+    folder = root / "reports" / run_id / "human_eval"
+    filled = folder.parent / "filled.csv"
+    filled.write_text((folder / "labeling.csv").read_text())
+    _rank_first(filled, "ppo_ptx")
+    assert main(["eval", "export", run_id, "--n", "10", "--seed", "5"]) == 0
+    capsys.readouterr()
+    # when the first file is imported (its item ids and labels are the new export's too)
+    code = main(["eval", "import", run_id, str(filled)])
+    # then it is refused in one line saying why, and nothing was decided
+    err = capsys.readouterr().err
+    assert code == 2 and "Traceback" not in err
+    assert "responses are not the texts this run's export wrote" in err
+    report = json.loads((root / "reports" / run_id / "report.json").read_text())
+    assert "human_eval" not in report and report["gate"]["evidence"] == "held-out labelers"
+
+
+@pytest.mark.parametrize(
+    "line, field",
+    [
+        ("{not json", "<line>"),
+        ('["a list"]', "<line>"),
+        ('{"item_id": "item-0000", "likert": "7"}', "likert"),
+    ],
+    ids=["malformed", "array", "likert-string"],
+)
+def test_a_broken_jsonl_labeling_file_is_refused_naming_the_row(finished_run, capsys, line, field):
+    root, run_id = finished_run
+    assert main(["eval", "export", run_id, "--n", "4"]) == 0
+    filled = root / "reports" / run_id / "human_eval" / "labeling.jsonl"
+    rows = filled.read_text().splitlines()
+    filled.write_text("\n".join([line, *rows[1:]]) + "\n")
+    capsys.readouterr()
+    code = main(["eval", "import", run_id, str(filled)])
+    err = capsys.readouterr().err
+    assert code == 2 and "Traceback" not in err
+    assert f"{filled} row 1 field '{field}'" in err
