@@ -321,6 +321,10 @@ def register_and_gate_task(
             # With approval required, a passed gate waits for a person (flows/approval.py).
             promote_now = cfg.auto_promote and not cfg.require_approval
             record_decision(client, model_name, policy_version, decision, promote_now)
+            # Whose verdict the tags hold now (a human import of an earlier run set "human").
+            client.set_model_version_tag(
+                model_name, policy_version, "gate_evidence", gate["evidence"]
+            )
             gate |= {
                 "policy_version": policy_version,
                 "promoted": decision.promote and promote_now,

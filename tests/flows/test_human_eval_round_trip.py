@@ -256,3 +256,12 @@ def test_a_broken_jsonl_labeling_file_is_refused_naming_the_row(finished_run, ca
     err = capsys.readouterr().err
     assert code == 2 and "Traceback" not in err
     assert f"{filled} row 1 field '{field}'" in err
+
+
+def test_importing_into_a_run_never_exported_says_which_command_exports(finished_run):
+    _, run_id = finished_run
+    with pytest.raises(SystemExit) as stop:
+        main(["eval", "import", run_id, "labels.csv"])
+    assert f"run {run_id} has no labeling files: `instructflow eval export {run_id}`" in str(
+        stop.value.code
+    )

@@ -111,6 +111,7 @@ def test_a_champion_from_another_tokenizer_is_played_as_text(gate, tmp_path):
     version = gate.client.get_model_version(POLICY, "2")
     for tag in ("profile", "dvc_data_md5", "tokenizer_digest", "gate_incumbent"):
         assert version.tags.get(tag), tag
+    assert version.tags["gate_evidence"] == result["gate"]["evidence"] == "held-out labelers"
     assert "played: champion v1" in version.description
 
 
