@@ -15,6 +15,7 @@ demonstrations did not change) and the baselines come from the cache.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import mlflow
@@ -321,6 +322,9 @@ def _register(
     incumbent, win, prompts = _rival(params, candidate, policies, result, dirs, client, policy_name)
     accuracy = result["judge"]["accuracy_heldout_pairs"]
     decision = judge_decision(win, accuracy, result["judge"]["test_pairs"], cfg, incumbent)
+    if decision.promote and cfg.require_approval:
+        why = f"{decision.reason}; approval required: promote by hand (instructflow promote)"
+        decision = replace(decision, reason=why)
     with tracking.stage_run("registry", parent_id):
         snapshot = RegistrySnapshot.take(client, [policy_name, rm_name])
         try:
@@ -335,7 +339,10 @@ def _register(
                 policies[candidate]["model_dir"], policy_name, "policy", tags
             )
             client.set_registered_model_alias(policy_name, "challenger", version)
-            registry.record_decision(client, policy_name, version, decision, cfg.auto_promote)
+            # The approval pause is the embedded world's (flows/approval.py): here a passed
+            # gate that needs approval waits for a manual promotion.
+            promote_now = cfg.auto_promote and not cfg.require_approval
+            registry.record_decision(client, policy_name, version, decision, promote_now)
             client.set_model_version_tag(policy_name, version, "gate_evidence", JUDGE_EVIDENCE)
             gate = _gate_block(cfg, decision, win, accuracy, candidate, client, policy_name)
             gate["prompts"] = prompts
@@ -363,7 +370,9 @@ def _gate_block(cfg, decision, win, accuracy, candidate, client, policy_name) ->
         "win_rate": win,
         "public_suite": {"challenger": None, "incumbent": None},  # no public suite to hold it to
         "promote": decision.promote,
-        "promoted": decision.promote and cfg.auto_promote,
+        "promoted": decision.promote and cfg.auto_promote and not cfg.require_approval,
+        "require_approval": cfg.require_approval,
+        "awaiting_approval": decision.promote and cfg.require_approval,
         "reason": decision.reason,
         "champion": registry.champion_version(client, policy_name),
     }

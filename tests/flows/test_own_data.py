@@ -189,8 +189,10 @@ def test_explicit_prompt_chosen_rejected_pairs_run_end_to_end(
     from instructflow.flows.params import PipelineParams
     from instructflow.flows.pipeline import rlhf_pipeline
 
-    # when the pipeline runs on it
-    result = rlhf_pipeline(PipelineParams(**fast_smoke(data=str(data), base_model=str(llama))))
+    # when the pipeline runs on it, with a person's approval required before any promotion
+    gate_cfg = {"require_approval": True}
+    params = fast_smoke(data=str(data), base_model=str(llama), gate=gate_cfg)
+    result = rlhf_pipeline(PipelineParams(**params))
 
     # then every pair became a K = 2 comparison, split by prompt, and the run completed without gold
     summary = result["dataset"]
@@ -202,3 +204,9 @@ def test_explicit_prompt_chosen_rejected_pairs_run_end_to_end(
     win = result["policies"]["ppo"]["win_rate_vs_sft"]
     assert 0.0 <= win["ci95"][0] <= win["mean"] <= win["ci95"][1] <= 1.0
     assert result["status"] == "completed" and result["gate"]["evidence"] == "held-out judge"
+    # and nothing was promoted without that approval, whatever the judge said
+    gate = result["gate"]
+    assert gate["require_approval"] and not gate["promoted"]
+    assert gate["awaiting_approval"] == gate["promote"]
+    client = MlflowClient(tracking_uri=f"sqlite:///{root / 'mlflow.db'}")
+    assert registry.champion_version(client, gate["model_name"]) is None
