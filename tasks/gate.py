@@ -74,6 +74,37 @@ class GateDecision:
     win_margin: float = 0.0
 
 
+@dataclass(frozen=True)
+class AliasEffect:
+    """What a gate's verdict may do to `champion`."""
+
+    promote: bool  # move `champion` to the judged version now
+    awaiting_approval: bool  # it passed; only a person may move `champion` to it
+    restore: bool  # put `champion` back where the judged run's gate found it
+
+
+def alias_effect(
+    passed: bool,
+    auto_promote: bool,
+    require_approval: bool,
+    champion_moved: bool = False,
+    promoted_here: bool = False,
+) -> AliasEffect:
+    """What a verdict (`passed`: its promote) may do to the aliases.
+
+    champion_moved: `champion` moved since the gate whose rival the evidence was
+    judged against (a later run, a manual promotion): that evidence says nothing
+    about the version there now, so no alias moves. promoted_here: that gate made
+    the judged version champion; a verdict against it puts `champion` back.
+    """
+    held = not champion_moved
+    return AliasEffect(
+        promote=passed and auto_promote and not require_approval and held,
+        awaiting_approval=passed and require_approval,
+        restore=promoted_here and not passed and held,
+    )
+
+
 def decide(
     win_rate: float,
     ci95: tuple[float, float],

@@ -1,0 +1,72 @@
+"""What a gate's verdict may do to the aliases (tasks/gate.alias_effect), every case worked out by hand."""
+
+import itertools
+
+import pytest
+
+from instructflow.tasks.gate import AliasEffect, alias_effect
+
+# passed, auto_promote, require_approval, champion_moved, promoted_here -> promote,
+# awaiting_approval, restore (1 true, 0 false)
+CASES = """
+00000 000
+00001 001
+00010 000
+00011 000
+00100 000
+00101 001
+00110 000
+00111 000
+01000 000
+01001 001
+01010 000
+01011 000
+01100 000
+01101 001
+01110 000
+01111 000
+10000 000
+10001 000
+10010 000
+10011 000
+10100 010
+10101 010
+10110 010
+10111 010
+11000 100
+11001 100
+11010 000
+11011 000
+11100 010
+11101 010
+11110 010
+11111 010
+"""
+TABLE = [
+    (tuple(c == "1" for c in given), tuple(c == "1" for c in then))
+    for given, then in (line.split() for line in CASES.strip().splitlines())
+]
+
+
+def test_the_table_covers_every_combination_once():
+    assert sorted(given for given, _ in TABLE) == sorted(itertools.product([False, True], repeat=5))
+
+
+@pytest.mark.parametrize(("given", "then"), TABLE)
+def test_what_a_verdict_may_do_to_the_aliases(given, then):
+    # given a verdict, the gate's settings, whether champion moved since the judged run's
+    # gate and whether that gate promoted the judged version
+    passed, auto_promote, require_approval, moved, promoted_here = given
+    # when the effect is worked out
+    effect = alias_effect(passed, auto_promote, require_approval, moved, promoted_here)
+    # then it is the row's: promote only a passed verdict, with auto_promote, no approval
+    # required and champion where the gate left it; a passed verdict under approval waits;
+    # champion goes back only from a version the gate promoted and people then failed
+    assert effect == AliasEffect(*then)
+
+
+def test_a_first_gate_defaults_to_a_champion_unmoved_and_not_promoted_here():
+    # given the first gate on a version (nothing moved since, nothing promoted before)
+    effect = alias_effect(passed=True, auto_promote=True, require_approval=False)
+    # then it promotes, and restores nothing
+    assert effect == AliasEffect(promote=True, awaiting_approval=False, restore=False)
