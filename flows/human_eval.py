@@ -20,7 +20,7 @@ from mlflow import MlflowClient
 
 from instructflow.tasks import human_eval, registry, report, tracking
 from instructflow.tasks.evaluation import EvalConfig, Policy, sample
-from instructflow.tasks.gate import decide
+from instructflow.tasks.gate import alias_effect, decide
 from instructflow.tasks.paths import reports_dir
 from instructflow.tasks.stats import mean_with_ci
 from instructflow.tasks.tables import read_jsonl
@@ -106,16 +106,20 @@ def _regate(client: MlflowClient, gate: dict, labels: dict, key: dict) -> dict:
             "should decide"
         )
         decision = replace(decision, reason=reason)
-    if decision.promote and gate.get("require_approval"):  # people's rankings are no approval
-        decision = replace(
-            decision, reason=f"{decision.reason}; approval required: promote by hand"
-        )
-    auto = gate.get("auto_promote", True) and not gate.get("require_approval") and not moved
-    registry.record_decision(client, name, version, decision, auto, by="human")
-    client.set_model_version_tag(name, version, "gate_evidence", "human")
-    if gate.get("promoted", False) and not decision.promote and not moved:
-        # The automatic gate moved `champion` here and it is still here; people disagree:
-        # put it back where the gate found it.
+    # People's rankings are no approval: with approval required they promote nothing.
+    effect = alias_effect(
+        decision.promote,
+        gate.get("auto_promote", True),
+        bool(gate.get("require_approval")),
+        champion_moved=moved,
+        promoted_here=gate.get("promoted", False),
+    )
+    decision = registry.record_decision(
+        client, name, version, decision, effect, evidence="human", by="human"
+    )
+    if effect.restore:
+        # The automatic gate moved `champion` here and people disagree: put it back
+        # where the gate found it.
         previous = gate["incumbent"].removeprefix("champion v")
         if gate["incumbent"].startswith("champion v"):
             client.set_registered_model_alias(name, "champion", previous)
@@ -128,7 +132,7 @@ def _regate(client: MlflowClient, gate: dict, labels: dict, key: dict) -> dict:
         "prompts": len(wins),
         "win_rate": win,
         "promote": decision.promote,
-        "promoted": decision.promote and auto,
+        "promoted": effect.promote,
         "reason": decision.reason,
         "champion": registry.champion_version(client, name),
     }

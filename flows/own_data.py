@@ -15,7 +15,6 @@ demonstrations did not change) and the baselines come from the cache.
 
 from __future__ import annotations
 
-from dataclasses import replace
 from pathlib import Path
 
 import mlflow
@@ -44,7 +43,7 @@ from instructflow.tasks.dataset_dvc import version_tags
 from instructflow.tasks.dataset_files import missing_folder
 from instructflow.tasks.dataset_report import dataset_markdown
 from instructflow.tasks.evaluation import Policy, fewshot_prefix, flat_metrics
-from instructflow.tasks.gate import judge_decision
+from instructflow.tasks.gate import alias_effect, judge_decision
 from instructflow.tasks.input_checks import base_model_problems
 from instructflow.tasks.model_card import JUDGE_EVIDENCE, model_card
 from instructflow.tasks.paths import reports_dir
@@ -322,9 +321,8 @@ def _register(
     incumbent, win, prompts = _rival(params, candidate, policies, result, dirs, client, policy_name)
     accuracy = result["judge"]["accuracy_heldout_pairs"]
     decision = judge_decision(win, accuracy, result["judge"]["test_pairs"], cfg, incumbent)
-    if decision.promote and cfg.require_approval:
-        why = f"{decision.reason}; approval required: promote by hand (instructflow promote)"
-        decision = replace(decision, reason=why)
+    # A dataset run asks nobody: a passed gate that needs approval waits for a manual promotion.
+    effect = alias_effect(decision.promote, cfg.auto_promote, cfg.require_approval)
     with tracking.stage_run("registry", parent_id):
         snapshot = RegistrySnapshot.take(client, [policy_name, rm_name])
         try:
@@ -339,12 +337,10 @@ def _register(
                 policies[candidate]["model_dir"], policy_name, "policy", tags
             )
             client.set_registered_model_alias(policy_name, "challenger", version)
-            # The approval pause is the embedded world's (flows/approval.py): here a passed
-            # gate that needs approval waits for a manual promotion.
-            promote_now = cfg.auto_promote and not cfg.require_approval
-            registry.record_decision(client, policy_name, version, decision, promote_now)
-            client.set_model_version_tag(policy_name, version, "gate_evidence", JUDGE_EVIDENCE)
-            gate = _gate_block(cfg, decision, win, accuracy, candidate, client, policy_name)
+            decision = registry.record_decision(
+                client, policy_name, version, decision, effect, JUDGE_EVIDENCE
+            )
+            gate = _gate_block(cfg, decision, effect, win, accuracy, candidate, client, policy_name)
             gate["prompts"] = prompts
             gate |= {"policy_version": version, "reward_model_version": rm_version}
             card = model_card(policy_name, version, lineage, policy_metrics, gate)
@@ -355,7 +351,7 @@ def _register(
     return gate
 
 
-def _gate_block(cfg, decision, win, accuracy, candidate, client, policy_name) -> dict:
+def _gate_block(cfg, decision, effect, win, accuracy, candidate, client, policy_name) -> dict:
     """The report's gate block of a dataset run (the embedded world's, with the judge's evidence)."""
     return {
         "model_name": policy_name,
@@ -370,9 +366,9 @@ def _gate_block(cfg, decision, win, accuracy, candidate, client, policy_name) ->
         "win_rate": win,
         "public_suite": {"challenger": None, "incumbent": None},  # no public suite to hold it to
         "promote": decision.promote,
-        "promoted": decision.promote and cfg.auto_promote and not cfg.require_approval,
+        "promoted": effect.promote,
         "require_approval": cfg.require_approval,
-        "awaiting_approval": decision.promote and cfg.require_approval,
+        "awaiting_approval": effect.awaiting_approval,
         "reason": decision.reason,
         "champion": registry.champion_version(client, policy_name),
     }

@@ -17,7 +17,7 @@ touches the registry.
 
 import glob
 import shutil
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import mlflow
@@ -31,7 +31,14 @@ from instructflow.models.tokenizer import tokenizer_digest
 from instructflow.tasks import gate_margin, tracking
 from instructflow.tasks.concurrency import registry_slot
 from instructflow.tasks.evaluation import EvalConfig, Policy, head_to_head
-from instructflow.tasks.gate import GateConfig, GateDecision, decide, gate_markdown
+from instructflow.tasks.gate import (
+    AliasEffect,
+    GateConfig,
+    GateDecision,
+    alias_effect,
+    decide,
+    gate_markdown,
+)
 from instructflow.tasks.model_card import model_card
 from instructflow.tasks.registry_config import POLICY_MODEL, RegistryLookupError
 from instructflow.tasks.registry_flavors import LOGGERS
@@ -170,22 +177,38 @@ def local_checkpoint(name: str, version: str) -> str:
     return str(Path(configs[0]).parent)
 
 
+# A passed gate whose run does not ask anyone: what a person does to promote it.
+APPROVAL_NOTE = "approval required: promote by hand (instructflow promote)"
+
+
 def record_decision(
     client: MlflowClient,
     name: str,
     version: str,
     decision: GateDecision,
-    auto_promote: bool,
+    effect: AliasEffect,
+    evidence: str,
     by: str = "gate",
-) -> None:
-    """Tag the challenger with the gate's decision and, if it passed, make it champion
-    (`by`: whose evidence moved it, the gate's or people's rankings: "human")."""
+    approval_asked: bool = False,
+) -> GateDecision:
+    """Tag the version with the gate's decision and whose verdict it is (`evidence`: a tag
+    a later gate on other evidence overwrites), and make it champion if `effect` says so
+    (`by`: whose verdict moved it, the gate's or people's rankings: "human").
+
+    A passed gate awaiting approval says in its reason how to promote by hand, unless
+    `approval_asked`: the running flow asks a person on Prefect's form (flows/approval.py).
+    Returns the decision as tagged.
+    """
+    if effect.awaiting_approval and not approval_asked:
+        decision = replace(decision, reason=f"{decision.reason}; {APPROVAL_NOTE}")
     tags = {f"gate_{k}": v for k, v in asdict(decision).items() if v is not None}
     for key, value in tags.items():
         client.set_model_version_tag(name, version, key, str(value))
-    if decision.promote and auto_promote:
+    client.set_model_version_tag(name, version, "gate_evidence", evidence)
+    if effect.promote:
         client.set_registered_model_alias(name, "champion", version)
         client.set_model_version_tag(name, version, "promoted_by", by)
+    return decision
 
 
 def promote_manually(version: str, reason: str, name: str = POLICY_MODEL) -> bool:
@@ -318,17 +341,21 @@ def register_and_gate_task(
             )
             policy_version = register(policy_dir, model_name, "policy", policy_tags)
             client.set_registered_model_alias(model_name, "challenger", policy_version)
-            # With approval required, a passed gate waits for a person (flows/approval.py).
-            promote_now = cfg.auto_promote and not cfg.require_approval
-            record_decision(client, model_name, policy_version, decision, promote_now)
-            # Whose verdict the tags hold now (a human import of an earlier run set "human").
-            client.set_model_version_tag(
-                model_name, policy_version, "gate_evidence", gate["evidence"]
+            # With approval required, a passed gate waits for the person this flow asks next.
+            effect = alias_effect(decision.promote, cfg.auto_promote, cfg.require_approval)
+            record_decision(
+                client,
+                model_name,
+                policy_version,
+                decision,
+                effect,
+                gate["evidence"],
+                approval_asked=True,
             )
             gate |= {
                 "policy_version": policy_version,
-                "promoted": decision.promote and promote_now,
-                "awaiting_approval": decision.promote and cfg.require_approval,
+                "promoted": effect.promote,
+                "awaiting_approval": effect.awaiting_approval,
                 "require_approval": cfg.require_approval,
                 "champion": champion_version(client, model_name),
             }

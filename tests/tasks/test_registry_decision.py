@@ -1,0 +1,96 @@
+"""registry.record_decision on a recording client: the tags, the approval note and the alias,
+each worked out by hand."""
+
+from instructflow.tasks.gate import AliasEffect, GateDecision
+from instructflow.tasks.registry import record_decision
+
+PASSED = GateDecision(
+    promote=True,
+    reason="beats sft: win rate 0.700 (95% CI 0.620-0.780)",
+    incumbent="sft",
+    win_rate=0.7,
+    ci95=(0.62, 0.78),
+    public_suite_challenger=None,
+    public_suite_incumbent=None,
+)
+PROMOTE = AliasEffect(promote=True, awaiting_approval=False, restore=False)
+AWAIT = AliasEffect(promote=False, awaiting_approval=True, restore=False)
+
+
+class Recording:
+    """The two MlflowClient calls record_decision makes, kept in dicts."""
+
+    def __init__(self):
+        self.tags: dict[str, str] = {}
+        self.aliases: dict[str, str] = {}
+
+    def set_model_version_tag(self, name, version, key, value):
+        assert (name, version) == ("m", "3")
+        self.tags[key] = value
+
+    def set_registered_model_alias(self, name, alias, version):
+        assert name == "m"
+        self.aliases[alias] = version
+
+
+def test_a_passed_gate_is_tagged_with_its_evidence_and_made_champion():
+    client = Recording()
+    # when a passed gate that may promote is recorded
+    recorded = record_decision(client, "m", "3", PASSED, PROMOTE, "held-out judge")
+    # then every decided field is a tag (the None public-suite figures are not), with the
+    # evidence, and the version is champion, promoted by the gate
+    assert client.tags == {
+        "gate_promote": "True",
+        "gate_reason": "beats sft: win rate 0.700 (95% CI 0.620-0.780)",
+        "gate_incumbent": "sft",
+        "gate_win_rate": "0.7",
+        "gate_ci95": "(0.62, 0.78)",
+        "gate_win_margin": "0.0",
+        "gate_evidence": "held-out judge",
+        "promoted_by": "gate",
+    }
+    assert client.aliases == {"champion": "3"}
+    # and the decision comes back as tagged: unchanged
+    assert recorded == PASSED
+
+
+def test_people_s_verdict_is_tagged_as_theirs():
+    client = Recording()
+    record_decision(client, "m", "3", PASSED, PROMOTE, "human", by="human")
+    assert client.tags["gate_evidence"] == "human" and client.tags["promoted_by"] == "human"
+
+
+def test_a_passed_gate_awaiting_approval_says_how_to_promote_and_moves_nothing():
+    client = Recording()
+    # when a passed gate that needs a person's approval is recorded by a run that asks nobody
+    recorded = record_decision(client, "m", "3", PASSED, AWAIT, "held-out judge")
+    # then its reason, tagged and returned, says approval is required and how to promote
+    reason = (
+        "beats sft: win rate 0.700 (95% CI 0.620-0.780); "
+        "approval required: promote by hand (instructflow promote)"
+    )
+    assert recorded.reason == client.tags["gate_reason"] == reason
+    assert recorded.promote and client.tags["gate_promote"] == "True"
+    # and no alias moved, nobody is named as promoting it
+    assert client.aliases == {} and "promoted_by" not in client.tags
+
+
+def test_a_run_that_asks_for_approval_itself_keeps_the_gate_s_reason():
+    client = Recording()
+    # when the running flow asks a person on its form (the embedded world's pipeline)
+    recorded = record_decision(
+        client, "m", "3", PASSED, AWAIT, "held-out labelers", approval_asked=True
+    )
+    # then the reason is the gate's, and nothing moved
+    assert recorded == PASSED and client.tags["gate_reason"] == PASSED.reason
+    assert client.aliases == {}
+
+
+def test_a_failed_gate_moves_nothing_and_keeps_its_reason():
+    client = Recording()
+    failed = GateDecision(False, "win rate vs sft 0.5 ...", "sft", 0.5, (0.4, 0.6), 0.8, 0.81)
+    nothing = AliasEffect(promote=False, awaiting_approval=False, restore=False)
+    recorded = record_decision(client, "m", "3", failed, nothing, "held-out labelers")
+    assert recorded == failed and client.aliases == {}
+    assert client.tags["gate_promote"] == "False"
+    assert client.tags["gate_public_suite_challenger"] == "0.8"
