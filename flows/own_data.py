@@ -15,6 +15,7 @@ demonstrations did not change) and the baselines come from the cache.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import mlflow
@@ -84,6 +85,18 @@ def _digests(profile_dir: Path, *rels: str) -> dict[str, str | None]:
         rel: content_digest(profile_dir / rel) if (profile_dir / rel).exists() else None
         for rel in rels
     }
+
+
+@dataclass(frozen=True)
+class GateInputs:
+    """What a dataset run's registry stage registers and judges, beside the report's figures."""
+
+    candidate: str  # the policy it registers: its row in the report's policies
+    policy_dir: str  # the candidate's checkpoint
+    rm_dir: str  # the reward model registered beside it
+    sft_run_id: str  # the MLflow run of the SFT both started from (lineage)
+    profile_dir: Path  # the dataset's profile folder: the gate's test prompts
+    judge_dir: Path  # the held-out judge that compares the candidate with its rival
 
 
 def run(
@@ -239,10 +252,15 @@ def run(
     result["reward_model"] = {k.split("/", 1)[1]: v for k, v in rm["metrics"].items()}
     result["policies"] = evaluated["rows"]
     candidate = params.candidate if params.candidate in policies else "ppo"
-    dirs = (profile_dir, Path(judged["dir"]))  # the gate's evidence: test prompts, judge
-    result["gate"] = _register(
-        params, candidate, policies, rm, sft_out, parent_id, run_info, md5s, result, dirs
+    inputs = GateInputs(
+        candidate=candidate,
+        policy_dir=policies[candidate]["model_dir"],
+        rm_dir=rm["model_dir"],
+        sft_run_id=sft_out["mlflow_run_id"],
+        profile_dir=profile_dir,
+        judge_dir=Path(judged["dir"]),
     )
+    result["gate"] = _register(params, result, inputs)
     note_kept_start(result["gate"], candidate, ppo_runs.get(candidate, {}).get("metrics", {}))
     gate = result["gate"]
     logger.info(
@@ -268,27 +286,45 @@ def run(
     return result
 
 
-def _rival(params, candidate, policies, result, dirs, client, policy_name):
+def _rival(params, inputs: GateInputs, result, client, policy_name):
     """Whom the gate plays, and the win rate the judge gives: the champion, if there is one
     (a new version must beat the one it would replace), else SFT; (incumbent, win, prompts)."""
     champion = registry.champion_version(client, policy_name)
     if champion is None:
-        return "sft", result["policies"][candidate].get("win_rate_vs_sft"), None
+        return "sft", result["policies"][inputs.candidate].get("win_rate_vs_sft"), None
     incumbent = f"champion v{champion}"
+    # The candidate is sampled again: the evaluation sampled it at seed + its place in
+    # the policy list, the match samples it at the run's seed.
     match = own_evaluation.judged_match(
-        Policy(candidate, Path(policies[candidate]["model_dir"])),
+        Policy(inputs.candidate, Path(inputs.policy_dir)),
         Policy(incumbent, Path(registry.local_checkpoint(policy_name, champion))),
-        dirs[0],  # the dataset's profile folder: its test prompts
+        inputs.profile_dir,
         params.stage("evaluation"),
         params.seed,
-        dirs[1],  # the held-out judge
+        inputs.judge_dir,
     )
     return incumbent, match["win_rate"], match["prompts"]
 
 
-def _register(
-    params, candidate, policies, rm, sft_out, parent_id, run_info, md5s, result, dirs
-) -> dict:
+def _lineage(params, result: dict, inputs: GateInputs) -> dict:
+    """Where the registered versions came from: their tags."""
+    run = result["run"]
+    return {
+        "git_commit": run["git_commit"],
+        "prefect_flow_run_id": run["prefect_flow_run_id"],
+        "mlflow_parent_run_id": run["mlflow_run_id"],
+        "profile": params.profile,
+        "seed": params.seed,
+        "sft_run_id": inputs.sft_run_id,
+        "data_dir": str(Path(params.data).resolve()),
+        "dvc_data_md5": run["dvc_data_md5"],
+        "base_model": params.base_model,
+        "tokenizer_digest": tokenizer_digest(AutoTokenizer.from_pretrained(inputs.policy_dir)),
+        **{f"data_md5_{name}": t["md5"] for name, t in result["dataset"]["tables"].items()},
+    }
+
+
+def _register(params: PipelineParams, result: dict, inputs: GateInputs) -> dict:
     """Register the candidate (alias `challenger`) and the RM, then let the gate decide.
 
     On a dataset the gate's evidence is the held-out judge: the candidate's win
@@ -297,45 +333,30 @@ def _register(
     eval import` later replaces it with people's rankings. Registry writes are
     undone if one fails.
     """
-    lineage = {
-        "git_commit": run_info["git_commit"],
-        "prefect_flow_run_id": run_info["prefect_flow_run_id"],
-        "mlflow_parent_run_id": parent_id,
-        "profile": params.profile,
-        "seed": params.seed,
-        "sft_run_id": sft_out["mlflow_run_id"],
-        "data_dir": str(Path(params.data).resolve()),
-        "dvc_data_md5": result["run"]["dvc_data_md5"],
-        "base_model": params.base_model,
-        "tokenizer_digest": tokenizer_digest(
-            AutoTokenizer.from_pretrained(policies[candidate]["model_dir"])
-        ),
-        **{f"data_md5_{name}": md5 for name, md5 in md5s.items()},
-    }
+    candidate = inputs.candidate
+    lineage = _lineage(params, result, inputs)
     # The version's figures as tags, as on the embedded world (the judge's win rates).
     figures = flat_metrics({candidate: result["policies"][candidate]})
     policy_metrics = {k.split("/", 2)[2]: round(v, 4) for k, v in figures.items()}
     cfg = params.stage("gate")
     policy_name, rm_name = params.registry.names(params.profile, params.data)
     client = registry.MlflowClient()
-    incumbent, win, prompts = _rival(params, candidate, policies, result, dirs, client, policy_name)
+    incumbent, win, prompts = _rival(params, inputs, result, client, policy_name)
     accuracy = result["judge"]["accuracy_heldout_pairs"]
     decision = judge_decision(win, accuracy, result["judge"]["test_pairs"], cfg, incumbent)
     # A dataset run asks nobody: a passed gate that needs approval waits for a manual promotion.
     effect = alias_effect(decision.promote, cfg.auto_promote, cfg.require_approval)
-    with tracking.stage_run("registry", parent_id):
+    with tracking.stage_run("registry", result["run"]["mlflow_run_id"]):
         snapshot = RegistrySnapshot.take(client, [policy_name, rm_name])
         try:
-            rm_version = registry.register(rm["model_dir"], rm_name, "reward_model", lineage)
+            rm_version = registry.register(inputs.rm_dir, rm_name, "reward_model", lineage)
             tags = lineage | policy_metrics
             tags |= {
                 "policy": candidate,
                 "reward_model_name": rm_name,
                 "reward_model_version": rm_version,
             }
-            version = registry.register(
-                policies[candidate]["model_dir"], policy_name, "policy", tags
-            )
+            version = registry.register(inputs.policy_dir, policy_name, "policy", tags)
             client.set_registered_model_alias(policy_name, "challenger", version)
             decision = registry.record_decision(
                 client, policy_name, version, decision, effect, JUDGE_EVIDENCE
