@@ -247,7 +247,7 @@ def _ppo_logger(stage: str):
     ) -> None:
         # The trainer's metric keys are ppo/... in both stages' MLflow runs (the algorithm's
         # namespace); the console line names the stage, so PPO-ptx's lines say [ppo_ptx].
-        tracking.log_metrics(metrics, step=step)
+        tracking.log_step_metrics(metrics, step)
         if "ppo/kl" in metrics:
             # No gold on a user's dataset (NaN): left out of the line rather than printed as nan.
             known = {k[4:]: metrics[k] for k in shown if k in metrics and metrics[k] == metrics[k]}

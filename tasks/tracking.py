@@ -7,6 +7,8 @@ parent run per pipeline run, one nested run per stage.
 
 import os
 import subprocess
+import threading
+import time
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -14,6 +16,7 @@ from pathlib import Path
 
 import mlflow
 import mlflow.data
+from mlflow.entities import Metric
 from mlflow.tracking import MlflowClient
 
 from instructflow.tasks.paths import mlflow_dir
@@ -94,7 +97,14 @@ def stage_run(
         ) as run,
         killed_on_interrupt(),
     ):
-        yield run
+        try:
+            yield run
+        except BaseException:
+            # A failed stage's curve up to the failure is worth having, but not worth
+            # hiding the failure behind an error of the store's.
+            step_metrics.flush(run.info.run_id, quiet=True)
+            raise
+        step_metrics.flush(run.info.run_id)
 
 
 @contextmanager
@@ -118,6 +128,59 @@ def log_metrics(metrics: dict[str, float], step: int | None = None) -> None:
         mlflow.log_metrics(clean, step=step)
 
 
+class StepMetrics:
+    """Training curves, written to MLflow in batches rather than one write per step.
+
+    Each write to the store costs several milliseconds of the training loop's
+    own time (SQLite: a transaction); a stage logs tens to hundreds of steps.
+    A run's steps are written at most FLUSH_SECONDS after they were logged (so
+    MLflow's charts follow a long stage as it runs) and when its stage run
+    ends, each with the time it was logged.
+    """
+
+    FLUSH_SECONDS = 5.0
+    BATCH = 1000  # MLflow's limit of metrics in one log_batch
+
+    def __init__(self) -> None:
+        self._pending: dict[str, list[Metric]] = {}  # run id -> steps not yet written
+        self._oldest: dict[str, float] = {}  # run id -> when its oldest pending step came
+        self._lock = threading.Lock()  # stages of two lanes log from two threads
+
+    def add(self, run_id: str, metrics: dict[str, float], step: int) -> None:
+        stamp = int(time.time() * 1000)
+        with self._lock:
+            pending = self._pending.setdefault(run_id, [])
+            pending += [Metric(k, v, stamp, step) for k, v in metrics.items()]
+            oldest = self._oldest.setdefault(run_id, time.monotonic())
+        if time.monotonic() - oldest >= self.FLUSH_SECONDS:
+            self.flush(run_id)
+
+    def flush(self, run_id: str, quiet: bool = False) -> None:
+        """Write `run_id`'s pending steps; `quiet`: drop them if the store refuses."""
+        with self._lock:
+            pending = self._pending.pop(run_id, [])
+            self._oldest.pop(run_id, None)
+        try:
+            for start in range(0, len(pending), self.BATCH):
+                MlflowClient().log_batch(run_id, metrics=pending[start : start + self.BATCH])
+        except Exception:
+            if not quiet:
+                raise
+
+
+step_metrics = StepMetrics()
+
+
+def log_step_metrics(metrics: dict[str, float], step: int) -> None:
+    """`metrics` of one training step, for the active run (written in batches: StepMetrics)."""
+    clean = {k: float(v) for k, v in metrics.items() if v is not None and v == v}  # drop NaN
+    run = mlflow.active_run()
+    if run is None:  # no stage run (a model function called outside a stage): as before
+        log_metrics(clean, step=step)
+    elif clean:
+        step_metrics.add(run.info.run_id, clean, step)
+
+
 def metric_logger(prefix: str):
     """A callback for training loops: log_fn(step, {"loss": ...}, total, unit) -> MLflow
     `prefix/loss` at `step`, and a console line with the progress (tasks/progress.py)."""
@@ -126,7 +189,7 @@ def metric_logger(prefix: str):
     def log(
         step: int, metrics: dict[str, float], total: int | None = None, unit: str = "step"
     ) -> None:
-        log_metrics({f"{prefix}/{k}": v for k, v in metrics.items()}, step=step)
+        log_step_metrics({f"{prefix}/{k}": v for k, v in metrics.items()}, step)
         print(progress.line(step, metrics, total, unit), flush=True)
 
     return log

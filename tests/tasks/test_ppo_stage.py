@@ -335,7 +335,7 @@ def test_a_nan_reward_stops_ppo_naming_stage_iteration_and_quantity(world, tmp_p
 def test_the_iteration_line_leaves_out_a_gold_score_there_is_none_of(monkeypatch, capsys):
     from instructflow.tasks import ppo as ppo_stage
 
-    monkeypatch.setattr(ppo_stage.tracking, "log_metrics", lambda *a, **k: None)
+    monkeypatch.setattr(ppo_stage.tracking, "log_step_metrics", lambda *a, **k: None)
     metrics = {"ppo/reward_rm": 0.5, "ppo/kl": 0.01, "ppo/clipfrac": 0.1, "ppo/seconds": 2.0}
     log = ppo_stage._ppo_logger("ppo")
     # on the embedded world the gold score is shown, with the iteration of how many

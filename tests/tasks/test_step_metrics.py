@@ -1,0 +1,83 @@
+"""Training curves go to MLflow in batches: every step arrives, with its step and time, by the
+time the stage's run ends, whether the stage finished or failed."""
+
+import time
+
+import pytest
+from mlflow import MlflowClient
+
+from instructflow.tasks import tracking
+from tests.conftest import use_project
+
+
+@pytest.fixture
+def store(tmp_path, monkeypatch) -> MlflowClient:
+    use_project(monkeypatch, tmp_path)
+    return MlflowClient(tracking.tracking_uri())
+
+
+def _curve(client: MlflowClient, run_id: str, key: str) -> list[tuple[int, float]]:
+    return [(m.step, m.value) for m in client.get_metric_history(run_id, key)]
+
+
+def test_steps_wait_for_the_batch_and_all_arrive_when_the_stage_run_ends(store, monkeypatch):
+    monkeypatch.setattr(tracking.StepMetrics, "FLUSH_SECONDS", 3600.0)
+    log = tracking.metric_logger("sft")
+    with tracking.stage_run("sft", None) as run:
+        for step in range(5):
+            log(step, {"loss": 1.0 / (step + 1), "lr": float("nan")})
+        assert _curve(store, run.info.run_id, "sft/loss") == []  # not written step by step
+    assert _curve(store, run.info.run_id, "sft/loss") == [
+        (0, 1.0), (1, 0.5), (2, 1 / 3), (3, 0.25), (4, 0.2)
+    ]  # fmt: skip
+    assert _curve(store, run.info.run_id, "sft/lr") == []  # NaN is left out, as before
+
+
+def test_each_step_keeps_the_time_it_was_logged(store, monkeypatch):
+    monkeypatch.setattr(tracking.StepMetrics, "FLUSH_SECONDS", 3600.0)
+    with tracking.stage_run("rm", None) as run:
+        before = time.time() * 1000
+        tracking.log_step_metrics({"loss": 1.0}, 0)
+        time.sleep(0.05)
+        tracking.log_step_metrics({"loss": 2.0}, 1)
+    first, second = store.get_metric_history(run.info.run_id, "loss")
+    assert before - 1 <= first.timestamp and second.timestamp - first.timestamp >= 40
+
+
+def test_a_long_stage_writes_its_steps_as_it_goes(store, monkeypatch):
+    monkeypatch.setattr(tracking.StepMetrics, "FLUSH_SECONDS", 0.0)  # every step is "old"
+    with tracking.stage_run("ppo", None) as run:
+        tracking.log_step_metrics({"ppo/kl": 0.1}, 0)
+        assert _curve(store, run.info.run_id, "ppo/kl") == [(0, 0.1)]
+
+
+def test_a_failed_stage_keeps_its_curve_and_its_own_error(store, monkeypatch):
+    monkeypatch.setattr(tracking.StepMetrics, "FLUSH_SECONDS", 3600.0)
+    with pytest.raises(ValueError, match="diverged"):
+        with tracking.stage_run("sft", None) as run:
+            tracking.log_step_metrics({"loss": 3.0}, 0)
+            raise ValueError("diverged")
+    assert _curve(store, run.info.run_id, "loss") == [(0, 3.0)]
+    assert store.get_run(run.info.run_id).info.status == "FAILED"
+
+
+def test_a_store_error_while_failing_does_not_hide_the_stage_error(store, monkeypatch):
+    monkeypatch.setattr(tracking.StepMetrics, "FLUSH_SECONDS", 3600.0)
+
+    def refuse(*_args, **_kwargs):
+        raise OSError("disk full")
+
+    with pytest.raises(ValueError, match="diverged"):
+        with tracking.stage_run("sft", None):
+            tracking.log_step_metrics({"loss": 3.0}, 0)
+            monkeypatch.setattr(MlflowClient, "log_batch", refuse)
+            raise ValueError("diverged")
+
+
+def test_more_steps_than_one_batch_holds_arrive_in_several(store, monkeypatch):
+    monkeypatch.setattr(tracking.StepMetrics, "FLUSH_SECONDS", 3600.0)
+    monkeypatch.setattr(tracking.StepMetrics, "BATCH", 4)
+    with tracking.stage_run("pretrain", None) as run:
+        for step in range(10):
+            tracking.log_step_metrics({"loss": float(step)}, step)
+    assert _curve(store, run.info.run_id, "loss") == [(s, float(s)) for s in range(10)]
