@@ -64,28 +64,14 @@ def main(argv: list[str] | None = None) -> int:
 def _explain(error: BaseException) -> int:
     """Bad input, a signal, failing storage or a server down or lost: one line and an exit
     status (instructflow.flows.explained_errors); anything else propagates."""
-    from instructflow.flows.explained_errors import bad_input_errors, fault_message, is_interrupt
-    from instructflow.tasks import interrupts, tracking
-    from instructflow.tasks.paths import project_root
+    from instructflow.flows.explained_errors import explanation
 
-    if isinstance(error, bad_input_errors()):
-        print(f"instructflow: {error}", file=sys.stderr)
-        return 2
-    if is_interrupt(error):
-        detail = (
-            f" ({error})" if str(error) and not isinstance(error, interrupts.RunInterrupted) else ""
-        )
-        print(
-            f"instructflow: interrupted by {interrupts.signal_name()}{detail}: MLflow runs marked "
-            "KILLED, checkpoints kept under runs/; run the same command again to resume.",
-            file=sys.stderr,
-        )
-        return interrupts.exit_status()
-    message = fault_message(error, project_root(), tracking.tracking_uri())
-    if message is None:
+    explained = explanation(error)
+    if explained is None:
         raise error
-    print(f"instructflow: {message}", file=sys.stderr)
-    return 3
+    status, line = explained
+    print(f"instructflow: {line}", file=sys.stderr)
+    return status
 
 
 if __name__ == "__main__":

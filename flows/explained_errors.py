@@ -14,7 +14,6 @@ error is a bug, and keeps it.
 """
 
 import logging
-from pathlib import Path
 
 # Prefect's run loggers: where flow and task runs log their failures.
 PREFECT_RUN_LOGGERS = ("prefect.flow_runs", "prefect.task_runs", "prefect.engine")
@@ -44,28 +43,39 @@ def is_interrupt(error: BaseException) -> bool:
     return isinstance(error, KeyboardInterrupt | TerminationSignal)
 
 
-def fault_message(error: BaseException, root: Path, mlflow_uri: str) -> str | None:
-    """The line for a fault outside the project (not a signal), or None."""
+def explanation(error: BaseException) -> tuple[int, str] | None:
+    """The exit status and the line the command line prints for `error`; None for a bug.
+
+    The one place that tells the kinds apart: the log filter keeps a traceback exactly when
+    this is None, so the two cannot disagree about which errors are explained.
+    """
+    from instructflow.tasks import interrupts
     from instructflow.tasks.outages import ServiceUnreachable, lost_service_message
     from instructflow.tasks.storage_faults import storage_fault_message
 
+    if isinstance(error, bad_input_errors()):
+        return 2, str(error)
+    if is_interrupt(error):
+        detail = (
+            f" ({error})" if str(error) and not isinstance(error, interrupts.RunInterrupted) else ""
+        )
+        return interrupts.exit_status(), (
+            f"interrupted by {interrupts.signal_name()}{detail}: MLflow runs marked KILLED, "
+            "checkpoints kept under runs/; run the same command again to resume."
+        )
     if isinstance(error, ServiceUnreachable):
-        return str(error)
+        return 3, str(error)
     if not isinstance(error, Exception):
         return None
-    return storage_fault_message(error, root) or lost_service_message(error, mlflow_uri)
+    from instructflow.tasks import tracking  # imports MLflow: only for what may be a fault
+
+    message = storage_fault_message(error) or lost_service_message(error, tracking.tracking_uri())
+    return None if message is None else (3, message)
 
 
 def is_explained(error: BaseException) -> bool:
     """Whether the command line has a line of its own for `error`."""
-    from instructflow.tasks.outages import ServiceUnreachable, lost_service_message
-    from instructflow.tasks.storage_faults import is_storage_fault
-
-    if isinstance(error, bad_input_errors() + (ServiceUnreachable,)) or is_interrupt(error):
-        return True
-    return isinstance(error, Exception) and (
-        is_storage_fault(error) or lost_service_message(error, "") is not None
-    )
+    return explanation(error) is not None
 
 
 class _NoTracebackForExplained(logging.Filter):

@@ -6,7 +6,8 @@ never see. Both JSONL (one item a line) and CSV (one response a row, with
 empty `rank` and `likert` columns to fill) are written.
 
 Import: the filled file is checked (every item ranked, each ranking a
-permutation of that item's labels, Likert 1-7), joined with the key, and
+permutation of that item's labels, Likert 1-7, no item or response twice),
+each problem named at the row to fix; it is then joined with the key, and
 turned into per-policy win rates against a baseline (SFT), with a 95%
 bootstrap interval over prompts, and Likert means.
 """
@@ -153,92 +154,151 @@ def _json_rows(path: Path, problems: list[Problem]):
             yield row_no, row
 
 
+def _csv_labels(path: Path, key: dict, problems: list[Problem], texts: list) -> dict[str, dict]:
+    """Labels of a CSV, one response a row. Rows count as a spreadsheet counts them (the
+    header is row 1; a response spanning lines is one row), and each problem is named at
+    the row to fix: the one with the unknown label, the repeated rank or the repeat of a
+    response, which names the row it repeats."""
+    name = str(path)
+    item_rows: dict[str, list[int]] = {}
+    rows: dict[str, dict[str, tuple[int, dict]]] = {}  # item -> label -> (row, values)
+    with path.open(newline="") as handle:
+        for row_no, row in enumerate(csv.DictReader(handle), start=2):
+            item, label = row.get("item_id", ""), row.get("label")
+            texts.append((row_no, item, label, row.get("prompt", ""), row.get("response", "")))
+            if item not in key:
+                problems.append(Problem(name, row_no, "item_id", f"unknown item {item!r}"))
+                continue
+            item_rows.setdefault(item, []).append(row_no)
+            by_label = rows.setdefault(item, {})
+            if label not in key[item]:
+                known = ", ".join(key[item])
+                problems.append(
+                    Problem(
+                        name,
+                        row_no,
+                        "label",
+                        f"{item} has no label {label!r} (its labels: {known})",
+                    )
+                )
+            elif label in by_label:
+                first_no, first = by_label[label]
+                # A conflicting repeat must not replace the first: which one is meant is unknown.
+                differs = "" if first == row else ", with other values: keep one of them"
+                problems.append(
+                    Problem(
+                        name, row_no, "label", f"{item} {label} is also row {first_no}{differs}"
+                    )
+                )
+            else:
+                by_label[label] = (row_no, row)
+    labels = {}
+    for item, by_label in rows.items():
+        n = len(key[item])
+        once = f"its {n} responses take ranks 1-{n} once each"
+        taken: dict[int, tuple[int, str]] = {}  # rank -> (row, label)
+        likerts = {}
+        for label, (row_no, row) in by_label.items():
+            rank = _int(row.get("rank"), name, row_no, "rank", problems)
+            if rank is not None and not 1 <= rank <= n:
+                problems.append(Problem(name, row_no, "rank", f"{item}: rank {rank}: {once}"))
+            elif rank in taken:
+                problems.append(
+                    Problem(
+                        name,
+                        row_no,
+                        "rank",
+                        f"{item}: rank {rank} is row {taken[rank][0]}'s too; {once}",
+                    )
+                )
+            elif rank is not None:
+                taken[rank] = (row_no, label)
+            likert = _int(row.get("likert"), name, row_no, "likert", problems)
+            if likert is not None and likert not in LIKERT:
+                problems.append(Problem(name, row_no, "likert", f"{likert} is not in 1-7"))
+            elif likert is not None:
+                likerts[label] = likert
+        for label in key[item]:
+            if label not in by_label:
+                problems.append(
+                    Problem(  # no row of its own to name: the item's are in the message
+                        name,
+                        0,
+                        "label",
+                        f"{item} has no row for label {label!r} "
+                        f"(its rows: {', '.join(map(str, item_rows[item]))})",
+                    )
+                )
+        labels[item] = {"ranking": [taken[r][1] for r in sorted(taken)], "likert": likerts}
+    return labels
+
+
+def _jsonl_labels(path: Path, key: dict, problems: list[Problem], texts: list) -> dict[str, dict]:
+    """Labels of a JSONL file, one item a line (its row)."""
+    name = str(path)
+    labels: dict[str, dict] = {}
+    first: dict[str, tuple[int, dict]] = {}  # item -> (row, object) where it first is
+    for row_no, row in _json_rows(path, problems):
+        item = row.get("item_id", "")
+        texts += [
+            (row_no, item, r.get("label"), row.get("prompt", ""), r.get("text", ""))
+            for r in row.get("responses", [])
+            if isinstance(r, dict)
+        ]
+        if item not in key:
+            problems.append(Problem(name, row_no, "item_id", f"unknown item {item!r}"))
+            continue
+        if item in first:
+            first_no, earlier = first[item]
+            differs = "" if earlier == row else ", with other values: keep one of them"
+            problems.append(
+                Problem(name, row_no, "item_id", f"{item} is also row {first_no}{differs}")
+            )
+            continue
+        first[item] = (row_no, row)
+        likert = {
+            label: _int(v, name, row_no, "likert", problems)
+            for label, v in row.get("likert", {}).items()
+        }
+        for label, value in likert.items():
+            if value is not None and value not in LIKERT:
+                problems.append(Problem(name, row_no, "likert", f"{label}: {value} is not in 1-7"))
+        ranking = list(row.get("ranking", []))
+        if sorted(map(str, ranking)) != sorted(key[item]):
+            problems.append(
+                Problem(
+                    name,
+                    row_no,
+                    "ranking",
+                    f"{item}: {ranking} is not an order of {sorted(key[item])}",
+                )
+            )
+        labels[item] = {"ranking": ranking, "likert": likert}
+    return labels
+
+
 def read_labels(
     path: Path, key: dict[str, dict[str, str]], exported: dict | None = None
 ) -> dict[str, dict]:
     """{item_id: {"ranking": [labels best first], "likert": {label: 1..7}}} from a filled file.
 
-    Every problem (unknown item, missing item, a ranking that is not a
-    permutation of the item's labels, a Likert score outside 1-7) is reported
-    at once, naming file, row and field.
+    Every problem (unknown item or label, missing item or label, a repeated
+    row or item, a ranking that is not a permutation of the item's labels, a
+    Likert score outside 1-7) is reported at once, naming file, row and field.
     """
     problems: list[Problem] = []
-    labels: dict[str, dict] = {}
-    name = str(path)
     texts: list[tuple[int, str, str, str, str]] = []  # what the file says was exported
-    if path.suffix == ".csv":
-        ranks: dict[str, dict[str, int]] = {}
-        with path.open(newline="") as handle:
-            for row_no, row in enumerate(csv.DictReader(handle), start=2):
-                item = row.get("item_id", "")
-                texts.append(
-                    (row_no, item, row.get("label"), row.get("prompt", ""), row.get("response", ""))
-                )
-                if item not in key:
-                    problems.append(Problem(name, row_no, "item_id", f"unknown item {item!r}"))
-                    continue
-                rank = _int(row.get("rank"), name, row_no, "rank", problems)
-                likert = _int(row.get("likert"), name, row_no, "likert", problems)
-                if likert is not None and likert not in LIKERT:
-                    problems.append(Problem(name, row_no, "likert", f"{likert} is not in 1-7"))
-                if rank is not None:
-                    ranks.setdefault(item, {})[row["label"]] = rank
-                entry = labels.setdefault(item, {"ranking": [], "likert": {}, "row": row_no})
-                if likert is not None:
-                    entry["likert"][row["label"]] = likert
-        for item, by_label in ranks.items():
-            if sorted(by_label.values()) != list(range(1, len(by_label) + 1)):
-                problems.append(
-                    Problem(
-                        name,
-                        labels[item]["row"],
-                        "rank",
-                        f"{item}: ranks {by_label} are not 1..{len(by_label)}",
-                    )
-                )
-            labels[item]["ranking"] = sorted(by_label, key=by_label.__getitem__)
-    else:
-        for row_no, row in _json_rows(path, problems):
-            item = row.get("item_id", "")
-            texts += [
-                (row_no, item, r.get("label"), row.get("prompt", ""), r.get("text", ""))
-                for r in row.get("responses", [])
-                if isinstance(r, dict)
-            ]
-            if item not in key:
-                problems.append(Problem(name, row_no, "item_id", f"unknown item {item!r}"))
-                continue
-            likert = {
-                label: _int(v, name, row_no, "likert", problems)
-                for label, v in row.get("likert", {}).items()
-            }
-            for label, value in likert.items():
-                if value is not None and value not in LIKERT:
-                    problems.append(
-                        Problem(name, row_no, "likert", f"{label}: {value} is not in 1-7")
-                    )
-            labels[item] = {
-                "ranking": list(row.get("ranking", [])),
-                "likert": likert,
-                "row": row_no,
-            }
+    read = _csv_labels if path.suffix == ".csv" else _jsonl_labels
+    labels = read(path, key, problems, texts)
     other = _other_texts(path, texts, exported or {})
     if other is not None:  # then every other problem follows from it: say only this
         raise TableError([other])
-    for item, entry in labels.items():
-        if sorted(map(str, entry["ranking"])) != sorted(key[item]):
-            problems.append(
-                Problem(
-                    name,
-                    entry["row"],
-                    "ranking",
-                    f"{item}: {entry['ranking']} is not an order of {sorted(key[item])}",
-                )
-            )
     missing = sorted(set(key) - set(labels))
     if missing:
         problems.append(
-            Problem(name, 0, "item_id", f"{len(missing)} items not labelled, e.g. {missing[0]}")
+            Problem(
+                str(path), 0, "item_id", f"{len(missing)} items not labelled, e.g. {missing[0]}"
+            )
         )
     if problems:
         raise TableError(problems)

@@ -57,7 +57,7 @@ def _existing(path: Path) -> Path:
     return path
 
 
-def storage_fault_message(error: BaseException, root: Path) -> str | None:
+def storage_fault_message(error: BaseException) -> str | None:
     """One line for a full disk (what was being written, the space left there) or a refused
     write (the file and why), or None for any other error."""
     full = full_disk_error(error)

@@ -3,10 +3,15 @@
 import errno
 import io
 import logging
+import signal
 
 import pytest
 
-from instructflow.flows.explained_errors import PREFECT_RUN_LOGGERS, keep_tracebacks_for_bugs
+from instructflow.flows.explained_errors import (
+    PREFECT_RUN_LOGGERS,
+    explanation,
+    keep_tracebacks_for_bugs,
+)
 from instructflow.tasks.outages import ServiceUnreachable
 from instructflow.tasks.preflight import InputRefused
 
@@ -28,17 +33,27 @@ def logged_failure(error: BaseException) -> str:
     return stream.getvalue()
 
 
-@pytest.mark.parametrize(
-    "error",
-    [
-        InputRefused("data/sft.jsonl row 3, field 'prompt': empty"),
-        OSError(errno.ENOSPC, "No space left on device", "/x/model.safetensors"),
-        ServiceUnreachable("MLflow", "http://127.0.0.1:5000", "refused", "start it"),
-        ConnectionRefusedError(errno.ECONNREFUSED, "Connection refused"),
-        KeyboardInterrupt(),
-    ],
-    ids=["bad input", "full disk", "server down", "server lost", "Ctrl-C"],
-)
+EXPLAINED = {
+    "bad input": (InputRefused("data/sft.jsonl row 3, field 'prompt': empty"), 2),
+    "full disk": (OSError(errno.ENOSPC, "No space left on device", "/x/model.safetensors"), 3),
+    "server down": (ServiceUnreachable("MLflow", "http://127.0.0.1:5000", "refused", "x"), 3),
+    "server lost": (ConnectionRefusedError(errno.ECONNREFUSED, "Connection refused"), 3),
+    "Ctrl-C": (KeyboardInterrupt(), 128 + signal.SIGINT),
+}
+
+
+@pytest.mark.parametrize("error, status", EXPLAINED.values(), ids=EXPLAINED)
+def test_each_explained_error_has_its_exit_status_and_one_line(error, status):
+    said = explanation(error)
+    assert said is not None and said[0] == status
+    assert len(said[1].splitlines()) == 1
+
+
+def test_a_bug_has_no_explanation():
+    assert explanation(ZeroDivisionError("division by zero")) is None
+
+
+@pytest.mark.parametrize("error", [e for e, _ in EXPLAINED.values()], ids=EXPLAINED)
 def test_an_explained_error_is_logged_without_its_traceback(error):
     keep_tracebacks_for_bugs()
     text = logged_failure(error)

@@ -169,7 +169,34 @@ def test_a_bad_label_file_is_refused_in_one_message(finished_run, capsys):
     code = main(["eval", "import", run_id, str(filled)])
     assert code != 0
     err = capsys.readouterr().err
-    assert f"{filled} row 2 field 'rank'" in err and "Traceback" not in err
+    assert f"{filled} row 3 field 'rank': item-0000: rank 1 is row 2's too" in err
+    assert "Traceback" not in err
+
+
+def test_repeated_rows_are_refused_one_line_each_naming_both_rows(finished_run, capsys):
+    root, run_id = finished_run
+    assert main(["eval", "export", run_id, "--n", "4"]) == 0
+    filled = root / "reports" / run_id / "human_eval" / "labeling.csv"
+    _rank_first(filled, "ppo_ptx")
+    rows = list(csv.DictReader(filled.open()))
+    # given a correctly filled file with its row 2 again, and its row 3 again ranked otherwise
+    again = [dict(rows[0]), dict(rows[1], rank=int(rows[1]["rank"]) % 3 + 1)]
+    with filled.open("a", newline="") as handle:
+        csv.DictWriter(handle, fieldnames=list(rows[0])).writerows(again)
+    capsys.readouterr()
+    # when it is imported
+    code = main(["eval", "import", run_id, str(filled)])
+    # then it is refused: one line per repeat, each naming the row it repeats
+    err = capsys.readouterr().err.strip().splitlines()
+    last = len(rows) + 1  # the header is row 1
+    first, second = (f"{r['item_id']} {r['label']}" for r in rows[:2])
+    assert code == 2
+    assert err == [
+        "instructflow: 2 problems found:",
+        f"{filled} row {last + 1} field 'label': {first} is also row 2",
+        f"{filled} row {last + 2} field 'label': {second} is also row 3, with other values: "
+        "keep one of them",
+    ]
 
 
 def _rank_first(csv_path, policy: str) -> None:

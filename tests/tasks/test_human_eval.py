@@ -124,7 +124,7 @@ def test_bad_labels_are_refused_naming_file_row_and_field(tmp_path):
         read_labels(path, _key())
     message = str(error.value)
     assert f"{path} row 3 field 'likert': 9 is not in 1-7" in message
-    assert f"{path} row 2 field 'rank'" in message  # ranks 1, 1, 2 are not 1..3
+    assert f"{path} row 3 field 'rank': item-0000: rank 1 is row 2's too" in message
     assert f"{path} row 5 field 'item_id': unknown item 'item-9999'" in message
     assert "1 items not labelled, e.g. item-0001" in message
 
@@ -140,3 +140,77 @@ def test_a_jsonl_ranking_must_order_every_label(tmp_path):
         TableError, match=r"row 1 field 'ranking': item-0000: \['A', 'B'\] is not an order"
     ):
         read_labels(path, _key())
+
+
+def _filled_rows():
+    """A correctly filled CSV's rows for `_key()` (spreadsheet rows 2-7)."""
+    return [
+        {"item_id": "item-0000", "label": "A", "rank": 2, "likert": 4},
+        {"item_id": "item-0000", "label": "B", "rank": 3, "likert": 2},
+        {"item_id": "item-0000", "label": "C", "rank": 1, "likert": 7},
+        {"item_id": "item-0001", "label": "A", "rank": 2, "likert": 6},
+        {"item_id": "item-0001", "label": "B", "rank": 1, "likert": 5},
+        {"item_id": "item-0001", "label": "C", "rank": 3, "likert": 3},
+    ]
+
+
+def _problems(path) -> list[str]:
+    with pytest.raises(TableError) as error:
+        read_labels(path, _key())
+    return [str(problem) for problem in error.value.problems]
+
+
+def test_an_unknown_csv_label_is_named_at_its_own_row(tmp_path):
+    # given a filled CSV whose sixth row (item-0001's second) has a label the item lacks
+    path = tmp_path / "filled.csv"
+    rows = _filled_rows()
+    rows[4]["label"] = "D"
+    _write_csv(path, rows)
+    # then that row's label is the problem, not the item's first row; and the label that row
+    # should have had is missing from the item, which has no row to name for it
+    assert _problems(path) == [
+        f"{path} field 'label': item-0001 has no row for label 'B' (its rows: 5, 6, 7)",
+        f"{path} row 6 field 'label': item-0001 has no label 'D' (its labels: A, B, C)",
+    ]
+
+
+def test_a_repeated_csv_rank_is_named_at_the_row_that_repeats_it(tmp_path):
+    path = tmp_path / "filled.csv"
+    rows = _filled_rows()
+    rows[5]["rank"] = 1  # item-0001: B (row 6) is already 1
+    _write_csv(path, rows)
+    assert _problems(path) == [
+        f"{path} row 7 field 'rank': item-0001: rank 1 is row 6's too; "
+        "its 3 responses take ranks 1-3 once each"
+    ]
+
+
+@pytest.mark.parametrize(
+    "rank, likert, said",
+    [(3, 2, ""), (1, 2, ", with other values: keep one of them")],
+    ids=["exact", "conflicting"],
+)
+def test_a_duplicated_csv_row_is_refused_naming_both_rows(tmp_path, rank, likert, said):
+    # given a filled CSV with item-0000's B row (row 3) again at the end (row 8)
+    path = tmp_path / "filled.csv"
+    rows = _filled_rows()
+    _write_csv(
+        path, [*rows, {"item_id": "item-0000", "label": "B", "rank": rank, "likert": likert}]
+    )
+    # then the repeat is the one problem, naming both rows (a conflicting one does not win)
+    (problem,) = _problems(path)
+    assert problem == f"{path} row 8 field 'label': item-0000 B is also row 3{said}"
+
+
+def test_a_duplicated_jsonl_item_is_refused_naming_both_rows(tmp_path):
+    path = tmp_path / "filled.jsonl"
+    rows = [
+        {"item_id": "item-0000", "ranking": ["C", "A", "B"], "likert": {}},
+        {"item_id": "item-0001", "ranking": ["B", "A", "C"], "likert": {}},
+        {"item_id": "item-0000", "ranking": ["A", "B", "C"], "likert": {}},
+    ]
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    (problem,) = _problems(path)
+    assert problem == (
+        f"{path} row 3 field 'item_id': item-0000 is also row 1, with other values: keep one of them"
+    )

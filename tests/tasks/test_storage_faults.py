@@ -40,7 +40,7 @@ def test_a_checkpoint_on_a_full_disk_raises_the_os_error_and_leaves_no_half_chec
     assert not list((small_disk / "resume").glob(".tmp-*"))
     assert store.load()["w"].shape == (1_000,)
     # and the message says the disk is full, where, and how much is left there
-    message = storage_fault_message(raised.value, small_disk)
+    message = storage_fault_message(raised.value)
     assert message.startswith(f"the disk is full while writing {small_disk / 'resume'}")
     assert "MiB free there" in message and "run the same command again" in message
 
@@ -72,10 +72,10 @@ def test_what_counts_as_a_full_disk(error, full):
     assert is_permanent(error) is full
 
 
-def test_a_full_disk_without_a_file_name_gives_no_free_space_figure(tmp_path):
+def test_a_full_disk_without_a_file_name_gives_no_free_space_figure():
     # safetensors names no file: the project root's free space could be another disk's
     error = SafetensorError("Error while serializing: I/O error: No space left on device")
-    message = storage_fault_message(error, tmp_path)
+    message = storage_fault_message(error)
     assert message.startswith("the disk is full: free space (stage outputs are under runs/")
     assert "MiB" not in message
 
@@ -109,7 +109,7 @@ def test_a_write_the_file_system_refuses_is_named_with_why(tmp_path):
     # then the error is a storage fault, never retried, told in one line with the folder
     assert raised.value.errno == errno.EROFS and is_storage_fault(raised.value)
     assert is_permanent(raised.value)
-    message = storage_fault_message(raised.value, tmp_path)
+    message = storage_fault_message(raised.value)
     assert message == (
         f"cannot write {folder / 'resume'}: read-only file system; make it writable and "
         "run the same command again: finished stages and checkpoints are kept."
