@@ -79,7 +79,7 @@ bench-venv: $(BENCH_VENV)/.installed
 
 # Local state of this checkout. Both ask first (answer y); YES=1 skips the question.
 RUN_STATE := runs reports
-LOCAL_STATE := $(RUN_STATE) mlflow/mlflow.db mlflow/artifacts .prefect .serve data
+LOCAL_STATE := $(RUN_STATE) mlflow/mlflow.db mlflow/mlflow.db-wal mlflow/mlflow.db-shm mlflow/artifacts .prefect .serve data
 define confirm
 	@if [ "$(YES)" != 1 ]; then read -p "remove $(1)? [y/N] " answer && [ "$$answer" = y ]; fi
 endef

@@ -185,7 +185,8 @@ def comparisons_task(
         out = stage.out
         (out / "comparisons").mkdir()
         metrics = collect(Path(sft_dir), Path(profile_dir), cfg, seed, out)
-        for rel in (TRAIN, VALID, HELDOUT):
-            frame = pd.DataFrame(read_jsonl(out / rel))
-            tracking.log_table(frame, out / rel, rel, context="reward_model")
+        written = [
+            (pd.DataFrame(read_jsonl(out / rel)), out / rel, rel) for rel in (TRAIN, VALID, HELDOUT)
+        ]
+        tracking.log_tables([(*table, None, "reward_model") for table in written])
         return stage.done(metrics, dir=str(out))

@@ -191,10 +191,13 @@ def validate_data_task(profile_dir: str, md5: str, out_dir: str, parent_run_id: 
         metrics = summary_metrics(summary)
         tracking.log_metrics(metrics)
         mlflow.log_params({"profile_dir": profile_dir, "dvc_data_md5": md5})
-        for rel in (layout.SFT_TRAIN, layout.RM_TRAIN, layout.PPO_TRAIN, layout.EVAL_TEST):
-            frame = pd.read_json(Path(profile_dir) / rel, lines=True)
-            # The digest is the DVC md5 of data/, so MLflow's dataset and DVC's version agree.
-            tracking.log_table(frame, Path(profile_dir) / rel, rel, rel.split("/")[0], md5[:32])
+        # The digest is the DVC md5 of data/, so MLflow's dataset and DVC's version agree;
+        # the context is the stage that reads the table (its folder).
+        tables = [
+            (pd.read_json(Path(profile_dir) / rel, lines=True), Path(profile_dir) / rel, rel)
+            for rel in (layout.SFT_TRAIN, layout.RM_TRAIN, layout.PPO_TRAIN, layout.EVAL_TEST)
+        ]
+        tracking.log_tables([(*t, md5[:32], t[2].split("/")[0]) for t in tables])
         mlflow.log_dict(asdict(summary), "data_summary.json")
         result = asdict(summary) | {"mlflow_run_id": run.info.run_id, "metrics": metrics}
     Path(out_dir).mkdir(parents=True, exist_ok=True)

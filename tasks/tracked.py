@@ -56,7 +56,7 @@ class TrackedStage:
 
     def done(self, metrics: dict[str, float], **outputs: Any) -> StageResult:
         """Log the metrics, then mark the stage done with its outputs: nothing may fail after."""
-        tracking.log_metrics(metrics)
+        tracking.log_final_metrics(self.run.info.run_id, metrics)
         result = {**outputs, "mlflow_run_id": self.run.info.run_id, "metrics": metrics}
         return mark_done(self.out, result)
 
@@ -76,7 +76,7 @@ def tracked_stage(
             stack.enter_context(in_stage(name))
             stack.enter_context(training_slot())
         run = stack.enter_context(tracking.stage_run(name, parent_run_id))
-        mlflow.log_params(params)
+        tracking.batched.add_params(run.info.run_id, params)
         yield TrackedStage(out, run)
     if training:
         checkpoints.finish(out)  # done: its checkpoints are of no more use

@@ -21,7 +21,7 @@ def _curve(client: MlflowClient, run_id: str, key: str) -> list[tuple[int, float
 
 
 def test_steps_wait_for_the_batch_and_all_arrive_when_the_stage_run_ends(store, monkeypatch):
-    monkeypatch.setattr(tracking.StepMetrics, "FLUSH_SECONDS", 3600.0)
+    monkeypatch.setattr(tracking.BatchedLog, "FLUSH_SECONDS", 3600.0)
     log = tracking.metric_logger("sft")
     with tracking.stage_run("sft", None) as run:
         for step in range(5):
@@ -34,7 +34,7 @@ def test_steps_wait_for_the_batch_and_all_arrive_when_the_stage_run_ends(store, 
 
 
 def test_each_step_keeps_the_time_it_was_logged(store, monkeypatch):
-    monkeypatch.setattr(tracking.StepMetrics, "FLUSH_SECONDS", 3600.0)
+    monkeypatch.setattr(tracking.BatchedLog, "FLUSH_SECONDS", 3600.0)
     with tracking.stage_run("rm", None) as run:
         before = time.time() * 1000
         tracking.log_step_metrics({"loss": 1.0}, 0)
@@ -45,14 +45,14 @@ def test_each_step_keeps_the_time_it_was_logged(store, monkeypatch):
 
 
 def test_a_long_stage_writes_its_steps_as_it_goes(store, monkeypatch):
-    monkeypatch.setattr(tracking.StepMetrics, "FLUSH_SECONDS", 0.0)  # every step is "old"
+    monkeypatch.setattr(tracking.BatchedLog, "FLUSH_SECONDS", 0.0)  # every step is "old"
     with tracking.stage_run("ppo", None) as run:
         tracking.log_step_metrics({"ppo/kl": 0.1}, 0)
         assert _curve(store, run.info.run_id, "ppo/kl") == [(0, 0.1)]
 
 
 def test_a_failed_stage_keeps_its_curve_and_its_own_error(store, monkeypatch):
-    monkeypatch.setattr(tracking.StepMetrics, "FLUSH_SECONDS", 3600.0)
+    monkeypatch.setattr(tracking.BatchedLog, "FLUSH_SECONDS", 3600.0)
     with pytest.raises(ValueError, match="diverged"):
         with tracking.stage_run("sft", None) as run:
             tracking.log_step_metrics({"loss": 3.0}, 0)
@@ -62,7 +62,7 @@ def test_a_failed_stage_keeps_its_curve_and_its_own_error(store, monkeypatch):
 
 
 def test_a_store_error_while_failing_does_not_hide_the_stage_error(store, monkeypatch):
-    monkeypatch.setattr(tracking.StepMetrics, "FLUSH_SECONDS", 3600.0)
+    monkeypatch.setattr(tracking.BatchedLog, "FLUSH_SECONDS", 3600.0)
 
     def refuse(*_args, **_kwargs):
         raise OSError("disk full")
@@ -74,10 +74,50 @@ def test_a_store_error_while_failing_does_not_hide_the_stage_error(store, monkey
             raise ValueError("diverged")
 
 
-def test_more_steps_than_one_batch_holds_arrive_in_several(store, monkeypatch):
-    monkeypatch.setattr(tracking.StepMetrics, "FLUSH_SECONDS", 3600.0)
-    monkeypatch.setattr(tracking.StepMetrics, "BATCH", 4)
+def test_more_than_one_batch_holds_arrives_in_several(store, monkeypatch):
+    from instructflow.tasks import batched_log
+
+    monkeypatch.setattr(tracking.BatchedLog, "FLUSH_SECONDS", 3600.0)
+    monkeypatch.setattr(batched_log, "MAX_PARAMS", 2)
+    monkeypatch.setattr(batched_log, "MAX_ENTRIES", 4)
+    calls = []
+    real = MlflowClient.log_batch
+
+    def counted(self, run_id, metrics=(), params=(), **kwargs):
+        calls.append((len(params), len(metrics)))
+        return real(self, run_id, metrics=metrics, params=params, **kwargs)
+
+    monkeypatch.setattr(MlflowClient, "log_batch", counted)
     with tracking.stage_run("pretrain", None) as run:
-        for step in range(10):
+        tracking.batched.add_params(run.info.run_id, {"a": 1, "b": 2.5, "c": None})
+        for step in range(5):
             tracking.log_step_metrics({"loss": float(step)}, step)
-    assert _curve(store, run.info.run_id, "loss") == [(s, float(s)) for s in range(10)]
+    # 3 params and 5 steps, at most 2 params and 4 entries a batch: 2+2, 1+3, 0+0 left
+    assert calls == [(2, 2), (1, 3)]
+    assert _curve(store, run.info.run_id, "loss") == [(s, float(s)) for s in range(5)]
+    assert store.get_run(run.info.run_id).data.params == {"a": "1", "b": "2.5", "c": "None"}
+
+
+def test_a_tracked_stage_writes_settings_curve_and_figures_before_it_is_marked_done(
+    store, tmp_path, monkeypatch
+):
+    from instructflow.tasks.stage import DONE_MARKER
+    from instructflow.tasks.tracked import tracked_stage
+
+    monkeypatch.setattr(tracking.BatchedLog, "FLUSH_SECONDS", 3600.0)
+    seen_at_done = {}
+    real_flush = tracking.batched.flush
+
+    def flush_then_look(run_id, quiet=False):
+        real_flush(run_id, quiet)
+        if not (tmp_path / "out" / DONE_MARKER).exists():
+            seen_at_done.update(store.get_run(run_id).data.params)
+
+    monkeypatch.setattr(tracking.batched, "flush", flush_then_look)
+    with tracked_stage("judge", tmp_path / "out", None, {"lr": 0.001}) as stage:
+        tracking.log_step_metrics({"judge/loss": 0.7}, 0)
+        result = stage.done({"judge/accuracy": 0.61})
+    run = store.get_run(result["mlflow_run_id"])
+    assert seen_at_done == {"lr": "0.001"}  # written before DONE.json
+    assert run.data.metrics == {"judge/loss": 0.7, "judge/accuracy": 0.61}
+    assert _curve(store, run.info.run_id, "judge/loss") == [(0, 0.7)]
