@@ -99,7 +99,7 @@ def rlhf_pipeline(
             parent_run_id=sweep_run_id,
             nested=sweep_run_id is not None,
         ) as parent,
-        tracking.killed_on_interrupt(),
+        tracking.closing_run(),
     ):
         parent_id = parent.info.run_id
         run_status.begin({"mlflow_run_id": parent_id, **run_info})
@@ -169,7 +169,7 @@ def _data(root: Path, params: PipelineParams, base_model_dir, parent_id: str, ti
         return checked
     version = checked["version"]
     timings["data_restore"] = round(time.perf_counter() - started, 2)
-    mlflow.log_metric("stage_seconds/data_restore", timings["data_restore"])
+    tracking.batched.add_metrics(parent_id, {"stage_seconds/data_restore": timings["data_restore"]})
     mlflow.set_tags(
         {"dvc_data_md5": version["md5"], "data_mismatch": str(not version["matches_dvc"]).lower()}
     )

@@ -14,7 +14,6 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TypeVar
 
-import mlflow
 import torch
 from prefect import get_run_logger
 
@@ -80,7 +79,7 @@ def run_stage(
     seconds = time.perf_counter() - started
     if timings is not None:
         timings[stage_name] = round(seconds, 2)
-    mlflow.log_metric(f"stage_seconds/{stage_name}", seconds, run_id=parent_run_id)
+    tracking.batched.add_metrics(parent_run_id, {f"stage_seconds/{stage_name}": seconds})
     get_run_logger().info("stage %s: %s (%s) in %.1f s", stage_name, state.name, key, seconds)
     return result
 

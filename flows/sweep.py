@@ -147,7 +147,7 @@ def seed_sweep(
     tags = {"kind": "seed_sweep", "profile": params.profile, "seeds": " ".join(map(str, seeds))}
     with (
         mlflow.start_run(run_name=f"sweep-{params.profile}", tags=tags) as run,
-        tracking.killed_on_interrupt(),
+        tracking.closing_run(),
     ):
         sweep_id = run.info.run_id
         # The data stage has no seed in its key: validated once here, children find it cached

@@ -3,9 +3,10 @@
 Each write to the store costs milliseconds of the stage's own time (with
 SQLite, a transaction); a training stage logs its settings, tens to hundreds
 of steps and its final figures. Here they wait, each with the time it was
-logged, and go out in one `log_batch`: at most FLUSH_SECONDS after the oldest
-waiting one (so MLflow's charts follow a long stage as it runs), when the
-stage has its result (before it is marked done), and when its run ends.
+logged, and go out in one `log_batch`: when the run logs again FLUSH_SECONDS
+or more after the oldest waiting one (so MLflow's charts follow a long stage
+as it runs), when a stage has its result (before it is marked done), and when
+the run's block ends (tracking.closing_run).
 """
 
 import threading

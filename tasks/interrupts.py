@@ -3,7 +3,7 @@
 The first signal asks the training loops to stop (instructflow.models.checkpoints): the
 running loop saves a checkpoint after its current step and raises
 TrainingInterrupted, a KeyboardInterrupt, which no retry catches: the stage's
-and the pipeline's MLflow runs end KILLED (tracking.killed_on_interrupt) and
+and the pipeline's MLflow runs end KILLED (tracking.closing_run) and
 Prefect records the flow run as Crashed. Outside a training loop (sampling,
 evaluation) nothing polls the request, so if no loop has taken it up after
 `grace` seconds (SIGALRM), or at a second signal, the interrupt is raised

@@ -110,29 +110,28 @@ def stage_run(
             parent_run_id=parent_run_id,
             tags={"stage": stage, **(tags or {})},
         ) as run,
-        killed_on_interrupt(),
+        closing_run(),
     ):
-        try:
-            yield run
-        except BaseException:
-            # A failed stage's curve up to the failure is worth having, but not worth
-            # hiding the failure behind an error of the store's.
-            batched.flush(run.info.run_id, quiet=True)
-            raise
-        batched.flush(run.info.run_id)
+        yield run
 
 
 @contextmanager
-def killed_on_interrupt() -> Iterator[None]:
-    """End the active run KILLED, not FAILED, when a signal (a KeyboardInterrupt) stops it."""
+def closing_run() -> Iterator[None]:
+    """The end of the active run's block: what waits for it (BatchedLog) is written however
+    the block ends, and a signal (a KeyboardInterrupt) ends the run KILLED, not FAILED."""
     from prefect.exceptions import TerminationSignal  # Prefect's SIGTERM in a worker's flow run
 
+    run_id = mlflow.active_run().info.run_id
     try:
         yield
-    except (KeyboardInterrupt, TerminationSignal):
-        if mlflow.active_run() is not None:
+    except BaseException as error:
+        # A failed run's figures up to the failure are worth having, but not worth hiding
+        # the failure behind an error of the store's.
+        batched.flush(run_id, quiet=True)
+        if isinstance(error, KeyboardInterrupt | TerminationSignal) and mlflow.active_run():
             mlflow.end_run("KILLED")
         raise
+    batched.flush(run_id)
 
 
 def _finite(metrics: dict[str, float]) -> dict[str, float]:

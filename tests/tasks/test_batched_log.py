@@ -121,3 +121,27 @@ def test_a_tracked_stage_writes_settings_curve_and_figures_before_it_is_marked_d
     assert seen_at_done == {"lr": "0.001"}  # written before DONE.json
     assert run.data.metrics == {"judge/loss": 0.7, "judge/accuracy": 0.61}
     assert _curve(store, run.info.run_id, "judge/loss") == [(0, 0.7)]
+
+
+def test_a_parent_runs_waiting_figures_are_written_when_its_block_ends(store, monkeypatch):
+    import mlflow
+
+    monkeypatch.setattr(tracking.BatchedLog, "FLUSH_SECONDS", 3600.0)
+    tracking.setup()
+    with mlflow.start_run() as parent, tracking.closing_run():
+        tracking.batched.add_metrics(parent.info.run_id, {"stage_seconds/sft": 1.5})
+        assert store.get_run(parent.info.run_id).data.metrics == {}
+    assert store.get_run(parent.info.run_id).data.metrics == {"stage_seconds/sft": 1.5}
+
+
+def test_an_interrupted_run_ends_killed_with_its_figures(store, monkeypatch):
+    import mlflow
+
+    monkeypatch.setattr(tracking.BatchedLog, "FLUSH_SECONDS", 3600.0)
+    tracking.setup()
+    with pytest.raises(KeyboardInterrupt):
+        with mlflow.start_run() as parent, tracking.closing_run():
+            tracking.batched.add_metrics(parent.info.run_id, {"stage_seconds/sft": 1.5})
+            raise KeyboardInterrupt
+    run = store.get_run(parent.info.run_id)
+    assert run.info.status == "KILLED" and run.data.metrics == {"stage_seconds/sft": 1.5}
