@@ -93,17 +93,7 @@ def _write_csv(path, rows):
 
 def test_a_filled_csv_reads_back_as_rankings(tmp_path):
     path = tmp_path / "filled.csv"
-    _write_csv(
-        path,
-        [
-            {"item_id": "item-0000", "label": "A", "rank": 2, "likert": 4},
-            {"item_id": "item-0000", "label": "B", "rank": 3, "likert": 2},
-            {"item_id": "item-0000", "label": "C", "rank": 1, "likert": 7},
-            {"item_id": "item-0001", "label": "A", "rank": 2, "likert": 6},
-            {"item_id": "item-0001", "label": "B", "rank": 1, "likert": 5},
-            {"item_id": "item-0001", "label": "C", "rank": 3, "likert": 3},
-        ],
-    )
+    _write_csv(path, _filled_rows())
     labels = read_labels(path, _key())
     assert labels["item-0000"]["ranking"] == ["C", "A", "B"]
     assert labels["item-0001"]["likert"] == {"A": 6, "B": 5, "C": 3}
