@@ -154,6 +154,13 @@ def _json_rows(path: Path, problems: list[Problem]):
             yield row_no, row
 
 
+def _repeat(what: str, first_row: int, same: bool) -> str:
+    """The problem of a row that repeats row `first_row` (`same`: with the same values)."""
+    return f"{what} is also row {first_row}" + (
+        "" if same else ", with other values: keep one of them"
+    )
+
+
 def _csv_labels(path: Path, key: dict, problems: list[Problem], texts: list) -> dict[str, dict]:
     """Labels of a CSV, one response a row. Rows count as a spreadsheet counts them (the
     header is row 1; a response spanning lines is one row), and each problem is named at
@@ -184,12 +191,8 @@ def _csv_labels(path: Path, key: dict, problems: list[Problem], texts: list) -> 
             elif label in by_label:
                 first_no, first = by_label[label]
                 # A conflicting repeat must not replace the first: which one is meant is unknown.
-                differs = "" if first == row else ", with other values: keep one of them"
-                problems.append(
-                    Problem(
-                        name, row_no, "label", f"{item} {label} is also row {first_no}{differs}"
-                    )
-                )
+                repeat = _repeat(f"{item} {label}", first_no, first == row)
+                problems.append(Problem(name, row_no, "label", repeat))
             else:
                 by_label[label] = (row_no, row)
     labels = {}
@@ -250,10 +253,8 @@ def _jsonl_labels(path: Path, key: dict, problems: list[Problem], texts: list) -
             continue
         if item in first:
             first_no, earlier = first[item]
-            differs = "" if earlier == row else ", with other values: keep one of them"
-            problems.append(
-                Problem(name, row_no, "item_id", f"{item} is also row {first_no}{differs}")
-            )
+            repeat = _repeat(item, first_no, earlier == row)
+            problems.append(Problem(name, row_no, "item_id", repeat))
             continue
         first[item] = (row_no, row)
         likert = {
