@@ -8,10 +8,11 @@ MLflow SQLite store; one Prefect home for all rounds), three timed runs on
 the same data, settings and seed, the direct run first in even rounds and
 last in odd ones:
 
-1. direct: every stage's plain function called in pipeline order (data
-   validation, base model, SFT, comparisons, RM, held-out judge, PPO,
-   PPO-ptx, FLAN, T0, evaluation with the judge, its files and the report's
-   plots), no Prefect, no MLflow;
+1. direct: every stage's plain function called in pipeline order (the
+   input checks and DVC data gate the flow runs first, data validation,
+   base model, SFT, comparisons, RM, held-out judge, PPO, PPO-ptx, FLAN,
+   T0, evaluation with the judge, its files and the report's plots), no
+   Prefect, no MLflow;
 2. orchestrated: `rlhf_pipeline` (Prefect tasks, MLflow runs, artifacts,
    registry and promotion gate); Prefect's ephemeral server is started
    and the MLflow store's tables are created before the clock runs (a
@@ -53,6 +54,17 @@ def prepare_root(root: Path) -> None:
     data.ensure_data(root)
 
 
+def checked_inputs(root: Path, params) -> None:
+    """What the flow's preflight does before any stage (`data_restore` in its stage seconds):
+    data/ checked against data.dvc, then every input table, split and length checked. Neither
+    is Prefect's or MLflow's work, so the direct run does it too (without the marker by which
+    a later run skips the checks)."""
+    from instructflow.tasks import data, preflight
+
+    data.ensure_data(root, params.allow_data_mismatch)
+    preflight.check_inputs(params, root / "data" / params.profile)
+
+
 def direct(profile_dir: Path, params, out: Path) -> tuple[float, dict[str, float]]:
     """Every stage's plain function, in pipeline order: wall seconds, and seconds per stage."""
     from instructflow.tasks import (
@@ -80,6 +92,7 @@ def direct(profile_dir: Path, params, out: Path) -> tuple[float, dict[str, float
 
     seed = params.seed
     start = time.perf_counter()
+    timed("data_restore", checked_inputs, profile_dir.parent.parent, params)
     timed("data", summarize, profile_dir, "direct")
     base_cfg = params.stage("base")
     timed(

@@ -189,8 +189,11 @@ def validate_data_task(profile_dir: str, md5: str, out_dir: str, parent_run_id: 
     with tracking.stage_run("data", parent_run_id) as run:
         summary = summarize(Path(profile_dir), md5)
         metrics = summary_metrics(summary)
-        tracking.log_metrics(metrics)
-        mlflow.log_params({"profile_dir": profile_dir, "dvc_data_md5": md5})
+        # Both go out in one write when the run's block ends (tracking.closing_run).
+        tracking.batched.add_metrics(run.info.run_id, tracking.finite(metrics))
+        tracking.batched.add_params(
+            run.info.run_id, {"profile_dir": profile_dir, "dvc_data_md5": md5}
+        )
         # The digest is the DVC md5 of data/, so MLflow's dataset and DVC's version agree;
         # the context is the stage that reads the table (its folder).
         tables = [

@@ -98,16 +98,20 @@ def stage_run(
 ) -> Iterator[mlflow.ActiveRun]:
     """A nested MLflow run for one stage under the pipeline's parent run.
 
-    The parent is named explicitly: Prefect may run a task in another thread,
-    where MLflow's thread-local active run is not visible.
+    The parent is named explicitly: a stage may run in another thread (the
+    second lane of stages side by side), where MLflow's thread-local active run
+    is not visible. Where it is (the flow's own thread), MLflow nests under it
+    without reading the parent back from the store, a query per stage.
     """
     experiment_id = setup()
+    active = mlflow.active_run()
+    parent_is_active = active is not None and active.info.run_id == parent_run_id
     with (
         mlflow.start_run(
             experiment_id=experiment_id,
             run_name=stage,
             nested=parent_run_id is not None,
-            parent_run_id=parent_run_id,
+            parent_run_id=None if parent_is_active else parent_run_id,
             tags={"stage": stage, **(tags or {})},
         ) as run,
         closing_run(),
@@ -134,14 +138,14 @@ def closing_run() -> Iterator[None]:
     batched.flush(run_id)
 
 
-def _finite(metrics: dict[str, float]) -> dict[str, float]:
+def finite(metrics: dict[str, float]) -> dict[str, float]:
     return {k: float(v) for k, v in metrics.items() if v is not None and v == v}  # drop NaN
 
 
 def log_metrics(metrics: dict[str, float], step: int | None = None) -> None:
     # Synchronous: MLflow's asynchronous queue joins its thread when a run ends, which
     # cost about 0.3 s per stage (profiled), more than the writes it saves.
-    clean = _finite(metrics)
+    clean = finite(metrics)
     if clean:
         mlflow.log_metrics(clean, step=step)
 
@@ -151,13 +155,13 @@ batched = BatchedLog()
 
 def log_final_metrics(run_id: str, metrics: dict[str, float]) -> None:
     """A stage's result figures, written now with whatever else its run has waiting."""
-    batched.add_metrics(run_id, _finite(metrics))
+    batched.add_metrics(run_id, finite(metrics))
     batched.flush(run_id)
 
 
 def log_step_metrics(metrics: dict[str, float], step: int) -> None:
     """`metrics` of one training step, for the active run (written in batches: BatchedLog)."""
-    clean = _finite(metrics)
+    clean = finite(metrics)
     run = mlflow.active_run()
     if run is None:  # no stage run (a model function called outside a stage): as before
         log_metrics(clean, step=step)

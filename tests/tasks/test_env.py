@@ -57,3 +57,19 @@ def test_flow_runs_started_here_send_no_heartbeats_unless_you_asked(monkeypatch)
     monkeypatch.setenv(HEARTBEAT_VARIABLE, "60")
     with no_flow_heartbeats():
         assert get_current_settings().flows.heartbeat_frequency == prefect_default
+
+
+def test_heartbeats_off_keeps_every_other_setting_in_force_when_they_change(monkeypatch):
+    from prefect.settings import PREFECT_API_URL, get_current_settings, temporary_settings
+
+    from instructflow.tasks.env import HEARTBEAT_VARIABLE, no_flow_heartbeats
+
+    monkeypatch.delenv(HEARTBEAT_VARIABLE, raising=False)
+    before = get_current_settings().api.url
+    with no_flow_heartbeats():  # copies the settings in force
+        assert get_current_settings().api.url == before
+    with temporary_settings({PREFECT_API_URL: "http://127.0.0.1:9/api"}), no_flow_heartbeats():
+        assert get_current_settings().api.url == "http://127.0.0.1:9/api"  # not the old copy
+        assert get_current_settings().flows.heartbeat_frequency is None
+    with no_flow_heartbeats():
+        assert get_current_settings().api.url == before

@@ -1,0 +1,63 @@
+"""A stage's MLflow run nests under the pipeline's parent run, from the flow's thread and from
+the second lane's, and does not read the parent back from the store where it is active."""
+
+from concurrent.futures import ThreadPoolExecutor
+
+import mlflow
+import pytest
+from mlflow import MlflowClient
+from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
+
+from instructflow.tasks import tracking
+from tests.conftest import use_project
+
+
+@pytest.fixture
+def store(tmp_path, monkeypatch) -> MlflowClient:
+    use_project(monkeypatch, tmp_path)
+    tracking.setup()
+    return MlflowClient(tracking.tracking_uri())
+
+
+def _parent_of(client: MlflowClient, run_id: str) -> str | None:
+    return client.get_run(run_id).data.tags.get(MLFLOW_PARENT_RUN_ID)
+
+
+def test_a_stage_in_the_flows_thread_nests_without_reading_the_parent_back(store, monkeypatch):
+    with mlflow.start_run() as parent:
+        parent_id = parent.info.run_id
+        read = []
+        real_get_run = MlflowClient.get_run
+
+        def get_run(self, run_id):
+            read.append(run_id)
+            return real_get_run(self, run_id)
+
+        monkeypatch.setattr(MlflowClient, "get_run", get_run)
+        with tracking.stage_run("sft", parent_id, tags={"cached": "false"}) as run:
+            stage_id = run.info.run_id
+        monkeypatch.undo()
+        assert parent_id not in read
+        assert mlflow.active_run().info.run_id == parent_id  # the parent is active again
+    assert _parent_of(store, stage_id) == parent_id
+    tags = store.get_run(stage_id).data.tags
+    assert (tags["stage"], tags["cached"], tags["mlflow.runName"]) == ("sft", "false", "sft")
+
+
+def test_a_stage_in_another_thread_nests_under_the_parent_it_names(store):
+    with mlflow.start_run() as parent:
+        with ThreadPoolExecutor(1) as pool:  # MLflow's active run is per thread: none there
+            stage_id = pool.submit(_stage_in_thread, parent.info.run_id).result()
+    assert _parent_of(store, stage_id) == parent.info.run_id
+
+
+def _stage_in_thread(parent_id: str) -> str:
+    assert mlflow.active_run() is None
+    with tracking.stage_run("flan", parent_id) as run:
+        return run.info.run_id
+
+
+def test_a_stage_without_a_parent_is_a_top_level_run(store):
+    with tracking.stage_run("probe", None) as run:
+        pass
+    assert _parent_of(store, run.info.run_id) is None
