@@ -27,7 +27,6 @@ from instructflow.tasks import (
     data,
     env,
     evaluation,
-    heap,
     interrupts,
     judge,
     judge_trust,
@@ -67,7 +66,6 @@ def rlhf_pipeline(
     # What is read at run time (tokenizers, DVC); Prefect's own settings were fixed when
     # it was imported, by the CLI or, in a deployment run, by the worker's environment.
     env.apply_defaults()
-    heap.settle()  # the first run in a process: no more full scans of what it imported
     explained_errors.keep_tracebacks_for_bugs()  # for a run a worker starts
     root = project_root()
     interrupts.reclaim()  # SIGINT/SIGTERM checkpoint and stop (instructflow run)
