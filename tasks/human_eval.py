@@ -262,7 +262,12 @@ def _jsonl_labels(path: Path, key: dict, problems: list[Problem], texts: list) -
             for label, v in row.get("likert", {}).items()
         }
         for label, value in likert.items():
-            if value is not None and value not in LIKERT:
+            if label not in key[item]:  # a score for no response of this item: say so
+                known = sorted(key[item])
+                problems.append(
+                    Problem(name, row_no, "likert", f"{item}: unknown label {label!r} ({known})")
+                )
+            elif value is not None and value not in LIKERT:
                 problems.append(Problem(name, row_no, "likert", f"{label}: {value} is not in 1-7"))
         ranking = list(row.get("ranking", []))
         if sorted(map(str, ranking)) != sorted(key[item]):

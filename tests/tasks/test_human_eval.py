@@ -204,3 +204,16 @@ def test_a_duplicated_jsonl_item_is_refused_naming_both_rows(tmp_path):
     assert problem == (
         f"{path} row 3 field 'item_id': item-0000 is also row 1, with other values: keep one of them"
     )
+
+
+def test_a_jsonl_likert_score_for_a_label_the_item_lacks_is_refused(tmp_path):
+    path = tmp_path / "filled.jsonl"
+    rows = [
+        {"item_id": "item-0000", "ranking": ["C", "A", "B"], "likert": {"A": 4, "D": 6}},
+        {"item_id": "item-0001", "ranking": ["B", "A", "C"], "likert": {}},
+    ]
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    (problem,) = _problems(path)
+    assert problem == (
+        f"{path} row 1 field 'likert': item-0000: unknown label 'D' (['A', 'B', 'C'])"
+    )
