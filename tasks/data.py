@@ -189,11 +189,9 @@ def validate_data_task(profile_dir: str, md5: str, out_dir: str, parent_run_id: 
     with tracking.stage_run("data", parent_run_id) as run:
         summary = summarize(Path(profile_dir), md5)
         metrics = summary_metrics(summary)
-        # Both go out in one write when the run's block ends (tracking.closing_run).
-        tracking.batched.add_metrics(run.info.run_id, tracking.finite(metrics))
-        tracking.batched.add_params(
-            run.info.run_id, {"profile_dir": profile_dir, "dvc_data_md5": md5}
-        )
+        settings = {"profile_dir": profile_dir, "dvc_data_md5": md5}
+        tracking.batched.add_params(run.info.run_id, settings)
+        tracking.log_final_metrics(run.info.run_id, metrics)  # with the settings: one write
         # The digest is the DVC md5 of data/, so MLflow's dataset and DVC's version agree;
         # the context is the stage that reads the table (its folder).
         tables = [

@@ -138,14 +138,14 @@ def closing_run() -> Iterator[None]:
     batched.flush(run_id)
 
 
-def finite(metrics: dict[str, float]) -> dict[str, float]:
+def _finite(metrics: dict[str, float]) -> dict[str, float]:
     return {k: float(v) for k, v in metrics.items() if v is not None and v == v}  # drop NaN
 
 
 def log_metrics(metrics: dict[str, float], step: int | None = None) -> None:
     # Synchronous: MLflow's asynchronous queue joins its thread when a run ends, which
     # cost about 0.3 s per stage (profiled), more than the writes it saves.
-    clean = finite(metrics)
+    clean = _finite(metrics)
     if clean:
         mlflow.log_metrics(clean, step=step)
 
@@ -155,13 +155,13 @@ batched = BatchedLog()
 
 def log_final_metrics(run_id: str, metrics: dict[str, float]) -> None:
     """A stage's result figures, written now with whatever else its run has waiting."""
-    batched.add_metrics(run_id, finite(metrics))
+    batched.add_metrics(run_id, _finite(metrics))
     batched.flush(run_id)
 
 
 def log_step_metrics(metrics: dict[str, float], step: int) -> None:
     """`metrics` of one training step, for the active run (written in batches: BatchedLog)."""
-    clean = finite(metrics)
+    clean = _finite(metrics)
     run = mlflow.active_run()
     if run is None:  # no stage run (a model function called outside a stage): as before
         log_metrics(clean, step=step)

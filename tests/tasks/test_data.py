@@ -181,3 +181,28 @@ def test_a_pull_with_nothing_to_restore_fails_quietly(tmp_path, capfd, caplog):
     assert [r.getMessage() for r in caplog.records if r.levelno >= 30] == []
     out, err = capfd.readouterr()
     assert "WARNING" not in out + err
+
+
+def test_the_data_stage_run_holds_its_counts_settings_and_tables(
+    generated_root, tmp_path, monkeypatch
+):
+    import mlflow
+    from mlflow import MlflowClient
+
+    from instructflow.tasks import tracking
+    from tests.conftest import use_project
+
+    use_project(monkeypatch, tmp_path)
+    tracking.setup()
+    profile_dir = generated_root / "data" / "smoke"
+    with mlflow.start_run() as parent:
+        result = data.validate_data_task.fn(
+            str(profile_dir), "abc123.dir", str(tmp_path / "out"), parent.info.run_id
+        )
+    run = MlflowClient().get_run(result["mlflow_run_id"])
+    sft_rows = len((profile_dir / layout.SFT_TRAIN).read_text().splitlines())
+    assert run.data.metrics["data/rows/sft/train"] == sft_rows
+    assert run.data.metrics["data/labeler_agreement"] == result["labeler_agreement"]
+    assert run.data.params == {"profile_dir": str(profile_dir), "dvc_data_md5": "abc123.dir"}
+    assert len(run.inputs.dataset_inputs) == 4
+    assert (tmp_path / "out" / "DONE.json").exists()
