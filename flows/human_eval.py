@@ -133,6 +133,7 @@ def _regate(client: MlflowClient, gate: dict, labels: dict, key: dict) -> dict:
         "win_rate": win,
         "promote": decision.promote,
         "promoted": effect.promote,
+        "awaiting_approval": effect.awaiting_approval,  # people's verdict, not the gate's
         "reason": decision.reason,
         "champion": registry.champion_version(client, name),
     }

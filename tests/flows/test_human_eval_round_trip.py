@@ -292,3 +292,22 @@ def test_importing_into_a_run_never_exported_says_which_command_exports(finished
     assert f"run {run_id} has no labeling files: `instructflow eval export {run_id}`" in str(
         stop.value.code
     )
+
+
+def test_people_who_rank_the_candidate_below_sft_withdraw_its_approval_request(finished_run):
+    root, run_id = finished_run
+    # given a run whose automatic gate passed with approval required: it awaits a person
+    for folder in (root / "reports" / run_id, root / "reports" / "latest"):
+        path = folder / "report.json"
+        report = json.loads(path.read_text())
+        report["gate"] |= {"promote": True, "require_approval": True, "awaiting_approval": True}
+        path.write_text(json.dumps(report))
+    # when people rank SFT's answer first in every item
+    assert main(["eval", "export", run_id, "--n", "10"]) == 0
+    filled = root / "reports" / run_id / "human_eval" / "labeling.csv"
+    _rank_first(filled, "sft")
+    assert main(["eval", "import", run_id, str(filled)]) == 0
+    # then the report no longer asks anyone to approve it
+    gate = json.loads((root / "reports" / run_id / "report.json").read_text())["gate"]
+    assert not gate["promote"] and not gate["promoted"]
+    assert gate["awaiting_approval"] is False
