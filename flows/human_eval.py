@@ -21,6 +21,7 @@ from mlflow import MlflowClient
 from instructflow.tasks import human_eval, registry, report, tracking
 from instructflow.tasks.evaluation import EvalConfig, Policy, sample
 from instructflow.tasks.gate import alias_effect, decide
+from instructflow.tasks.model_card import with_human_verdict
 from instructflow.tasks.paths import reports_dir
 from instructflow.tasks.stats import mean_with_ci
 from instructflow.tasks.tables import read_jsonl
@@ -125,7 +126,7 @@ def _regate(client: MlflowClient, gate: dict, labels: dict, key: dict) -> dict:
             client.set_registered_model_alias(name, "champion", previous)
         else:
             client.delete_registered_model_alias(name, "champion")
-    return gate | {
+    regated = gate | {
         "automatic": {k: gate[k] for k in ("evidence", "incumbent", "win_rate", "reason")},
         "evidence": "human",
         "incumbent": rival,
@@ -137,6 +138,9 @@ def _regate(client: MlflowClient, gate: dict, labels: dict, key: dict) -> dict:
         "reason": decision.reason,
         "champion": registry.champion_version(client, name),
     }
+    card = client.get_model_version(name, version).description or ""
+    client.update_model_version(name, version, description=with_human_verdict(card, regated))
+    return regated
 
 
 def _v(version: str | None) -> str:

@@ -47,6 +47,25 @@ def approval_section(
     return "\n".join(lines) + "\n"
 
 
+HUMAN_HEADING = "## People's rankings"
+
+
+def with_human_verdict(card: str, gate: dict) -> str:
+    """`card` with its closing section on the gate decided again on people's rankings
+    (`instructflow eval import`); an earlier import's section is replaced, not repeated."""
+    kept = card.split("\n" + HUMAN_HEADING + "\n", 1)[0].rstrip("\n")
+    win = gate["win_rate"]
+    lines = [
+        "",
+        HUMAN_HEADING,
+        "",
+        f"- played: {played(gate)}",
+        f"- win rate: {win['mean']:.3f} (95% CI {win['ci95'][0]:.3f}-{win['ci95'][1]:.3f})",
+        f"- decision: {_verdict(gate)}: {gate['reason']}",
+    ]
+    return kept + "\n" + "\n".join(lines) + "\n"
+
+
 JUDGE_EVIDENCE = "held-out judge"  # a dataset run's gate: no labelers, no public suite
 
 

@@ -143,6 +143,13 @@ def test_export_rank_import(finished_run, capsys):
     )
     assert tags["gate_evidence"] == "human"
     assert tags["gate_promote"] == str(gate["promote"])
+    card = (
+        MlflowClient()
+        .get_model_version("instructflow-policy-smoke", gate["policy_version"])
+        .description
+    )
+    assert "## People's rankings\n\n- played: sft (human, 10 prompts)\n" in card
+    assert f"{gate['reason']}\n" in card.split("## People's rankings")[1]
     assert (
         registry.champion_version(MlflowClient(), "instructflow-policy-smoke") is not None
     ) == gate["promote"]

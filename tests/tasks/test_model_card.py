@@ -1,6 +1,6 @@
 """The model card: a registered version's description, written from the run's lineage, metrics and gate."""
 
-from instructflow.tasks.model_card import approval_section, model_card
+from instructflow.tasks.model_card import approval_section, model_card, with_human_verdict
 
 LINEAGE = {
     "profile": "smoke",
@@ -50,3 +50,27 @@ def test_the_approval_section_says_who_decided_why_and_where_champion_is():
     )
     moved = approval_section("approved", "ana", "wins", "4", moved=True, note="")
     assert "- decision: approved by ana (moved `champion` here; champion: v4)" in moved
+
+
+def test_peoples_verdict_closes_the_card_once_however_often_it_is_imported():
+    card = model_card("p", "4", {}, {}, GATE)
+    human = GATE | {
+        "incumbent": "sft",
+        "evidence": "human",
+        "prompts": 10,
+        "win_rate": {"mean": 0.25, "ci95": [0.0, 0.5]},
+        "awaiting_approval": False,
+        "promoted": False,
+        "reason": "win rate vs sft 0.250 has 95% CI lower end 0.000 <= 0.5",
+    }
+    once = with_human_verdict(card, human)
+    assert once.startswith(card)  # the automatic gate's section stays as it was
+    assert once[len(card) :] == (
+        "\n## People's rankings\n\n"
+        "- played: sft (human, 10 prompts)\n"
+        "- win rate: 0.250 (95% CI 0.000-0.500)\n"
+        "- decision: not promoted: win rate vs sft 0.250 has 95% CI lower end 0.000 <= 0.5\n"
+    )
+    again = with_human_verdict(once, human | {"prompts": 12})
+    assert again.count("## People's rankings") == 1
+    assert "- played: sft (human, 12 prompts)" in again and again.startswith(card)
