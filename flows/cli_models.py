@@ -14,15 +14,17 @@ STAGES = ("sft", "reward_model")
 def _cmd_promote(args: argparse.Namespace) -> int:
     from instructflow.tasks import tracking
     from instructflow.tasks.registry import promote_manually
+    from instructflow.tasks.registry_config import RegistryConfig
 
     if not args.reason.strip():
         print("instructflow: a manual promotion needs a reason (--reason)", file=sys.stderr)
         return 2
     tracking.setup()
-    if promote_manually(args.version, args.reason, args.model):
-        print(f"{args.model} v{args.version} is now champion (manual: {args.reason})")
+    model = args.model or RegistryConfig().names(args.profile)[0]
+    if promote_manually(args.version, args.reason, model):
+        print(f"{model} v{args.version} is now champion (manual: {args.reason})")
     else:
-        print(f"{args.model} v{args.version} is champion already: nothing changed")
+        print(f"{model} v{args.version} is champion already: nothing changed")
     return 0
 
 
@@ -139,8 +141,11 @@ def add_commands(sub) -> None:
     promote.add_argument("--version", required=True, help="version number of the policy")
     promote.add_argument(
         "--model",
-        default="instructflow-policy",
-        help="registered policy (default instructflow-policy; smoke runs: instructflow-policy-smoke)",
+        help="registered policy (default: where runs of --profile register, "
+        "instructflow-policy or instructflow-policy-smoke)",
+    )
+    promote.add_argument(
+        "--profile", default="tiny", help="whose registered policy, without --model (default tiny)"
     )
     promote.add_argument(
         "--reason", required=True, help="why the gate is overridden (recorded on the version)"

@@ -82,6 +82,10 @@ def test_promoting_the_champion_again_changes_nothing_and_says_so(client, capsys
     )
     tags = client.get_model_version("instructflow-policy-smoke", "2").tags
     assert (tags["promoted_by"], tags["previous_champion"]) == ("manual", "1")
+    # and --profile names the registered policy as `evaluate --profile` does
+    capsys.readouterr()
+    assert main(["promote", "--version", "1", "--profile", "smoke", "--reason", "z"]) == 0
+    assert capsys.readouterr().out == "instructflow-policy-smoke v1 is now champion (manual: z)\n"
 
 
 def test_a_promotion_without_a_reason_is_one_line(client, capsys):
