@@ -51,9 +51,12 @@ HUMAN_HEADING = "## People's rankings"
 
 
 def with_human_verdict(card: str, gate: dict) -> str:
-    """`card` with its closing section on the gate decided again on people's rankings
-    (`instructflow eval import`); an earlier import's section is replaced, not repeated."""
-    kept = card.split("\n" + HUMAN_HEADING + "\n", 1)[0].rstrip("\n")
+    """`card` with a closing section on the gate decided again on people's rankings
+    (`instructflow eval import`); an earlier import's section is dropped, not repeated,
+    and every other section (an approval given since, say) kept."""
+    sections = card.split("\n## ")
+    kept = "\n## ".join(s for s in sections if not s.startswith(HUMAN_HEADING[3:] + "\n"))
+    kept = kept.rstrip("\n")
     win = gate["win_rate"]
     lines = [
         "",

@@ -71,6 +71,8 @@ def test_peoples_verdict_closes_the_card_once_however_often_it_is_imported():
         "- win rate: 0.250 (95% CI 0.000-0.500)\n"
         "- decision: not promoted: win rate vs sft 0.250 has 95% CI lower end 0.000 <= 0.5\n"
     )
-    again = with_human_verdict(once, human | {"prompts": 12})
+    approved = once + approval_section("approved", "ana", "reads well", "4", moved=True)
+    again = with_human_verdict(approved, human | {"prompts": 12})
     assert again.count("## People's rankings") == 1
     assert "- played: sft (human, 12 prompts)" in again and again.startswith(card)
+    assert "## Approval\n\n- decision: approved by ana" in again  # kept
