@@ -47,7 +47,7 @@ def approval_section(
     return "\n".join(lines) + "\n"
 
 
-HUMAN_HEADING = "## People's rankings"
+HUMAN_TITLE = "People's rankings"
 
 
 def with_human_verdict(card: str, gate: dict) -> str:
@@ -55,18 +55,9 @@ def with_human_verdict(card: str, gate: dict) -> str:
     (`instructflow eval import`); an earlier import's section is dropped, not repeated,
     and every other section (an approval given since, say) kept."""
     sections = card.split("\n## ")
-    kept = "\n## ".join(s for s in sections if not s.startswith(HUMAN_HEADING[3:] + "\n"))
-    kept = kept.rstrip("\n")
-    win = gate["win_rate"]
-    lines = [
-        "",
-        HUMAN_HEADING,
-        "",
-        f"- played: {played(gate)}",
-        f"- win rate: {win['mean']:.3f} (95% CI {win['ci95'][0]:.3f}-{win['ci95'][1]:.3f})",
-        f"- decision: {_verdict(gate)}: {gate['reason']}",
-    ]
-    return kept + "\n" + "\n".join(lines) + "\n"
+    kept = "\n## ".join(s for s in sections if not s.startswith(HUMAN_TITLE + "\n"))
+    lines = ["", f"## {HUMAN_TITLE}", "", *_gate_lines(gate, public_suite=False)]
+    return kept.rstrip("\n") + "\n" + "\n".join(lines) + "\n"
 
 
 JUDGE_EVIDENCE = "held-out judge"  # a dataset run's gate: no labelers, no public suite
@@ -90,16 +81,23 @@ def model_card(
         lines.append(f"- Prefect flow run page: [{url}]({url})")
     lines += ["", "## Evaluation (test users)", ""]
     lines += [f"- {key}: {_fmt(value)}" for key, value in sorted(metrics.items())]
-    win = gate["win_rate"]
-    lines += ["", "## Promotion gate", "", f"- played: {played(gate)}"]
+    lines += ["", "## Promotion gate", ""]
+    # a dataset run's gate has no public suite to report
+    lines += _gate_lines(gate, public_suite=gate["evidence"] != JUDGE_EVIDENCE)
+    if gate.get("note"):
+        lines.append(f"- note: {gate['note']}")
+    return "\n".join(lines) + "\n"
+
+
+def _gate_lines(gate: dict, public_suite: bool) -> list[str]:
+    """Whom the gate played, the win rate, the public suite if asked, the decision."""
+    lines, win = [f"- played: {played(gate)}"], gate["win_rate"]
     if win:
         lines.append(
             f"- win rate: {win['mean']:.3f} (95% CI {win['ci95'][0]:.3f}-{win['ci95'][1]:.3f})"
         )
-    if gate["evidence"] != JUDGE_EVIDENCE:  # a dataset run has no public suite to report
+    if public_suite:
         public = gate["public_suite"]
         lines.append(f"- public suite: {public['challenger']:.3f} vs {public['incumbent']:.3f}")
     lines.append(f"- decision: {_verdict(gate)}: {gate['reason']}")
-    if gate.get("note"):
-        lines.append(f"- note: {gate['note']}")
-    return "\n".join(lines) + "\n"
+    return lines
