@@ -179,15 +179,7 @@ def _csv_labels(path: Path, key: dict, problems: list[Problem], texts: list) -> 
             item_rows.setdefault(item, []).append(row_no)
             by_label = rows.setdefault(item, {})
             if label not in key[item]:
-                known = ", ".join(key[item])
-                problems.append(
-                    Problem(
-                        name,
-                        row_no,
-                        "label",
-                        f"{item} has no label {label!r} (its labels: {known})",
-                    )
-                )
+                problems.append(Problem(name, row_no, "label", _no_label(item, label, key)))
             elif label in by_label:
                 first_no, first = by_label[label]
                 # A conflicting repeat must not replace the first: which one is meant is unknown.
@@ -236,6 +228,10 @@ def _csv_labels(path: Path, key: dict, problems: list[Problem], texts: list) -> 
     return labels
 
 
+def _no_label(item: str, label: str, key: dict) -> str:
+    return f"{item} has no label {label!r} (its labels: {', '.join(key[item])})"
+
+
 def _jsonl_labels(path: Path, key: dict, problems: list[Problem], texts: list) -> dict[str, dict]:
     """Labels of a JSONL file, one item a line (its row)."""
     name = str(path)
@@ -263,10 +259,7 @@ def _jsonl_labels(path: Path, key: dict, problems: list[Problem], texts: list) -
         }
         for label, value in likert.items():
             if label not in key[item]:  # a score for no response of this item: say so
-                known = sorted(key[item])
-                problems.append(
-                    Problem(name, row_no, "likert", f"{item}: unknown label {label!r} ({known})")
-                )
+                problems.append(Problem(name, row_no, "likert", _no_label(item, label, key)))
             elif value is not None and value not in LIKERT:
                 problems.append(Problem(name, row_no, "likert", f"{label}: {value} is not in 1-7"))
         ranking = list(row.get("ranking", []))

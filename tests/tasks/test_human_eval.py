@@ -215,5 +215,5 @@ def test_a_jsonl_likert_score_for_a_label_the_item_lacks_is_refused(tmp_path):
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))
     (problem,) = _problems(path)
     assert problem == (
-        f"{path} row 1 field 'likert': item-0000: unknown label 'D' (['A', 'B', 'C'])"
+        f"{path} row 1 field 'likert': item-0000 has no label 'D' (its labels: A, B, C)"
     )
