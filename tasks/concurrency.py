@@ -11,22 +11,30 @@
   later, which cost about 2 s per stage: 15 s of a 50 s smoke run.)
 - instructflow-registry (1 slot), a Prefect global concurrency limit: one
   promotion gate at a time, so two runs finishing together cannot both judge
-  against the same champion. Prefect's `concurrency()` silently does nothing
-  for a limit that does not exist, so the pipeline creates it (idempotently)
-  when it starts.
+  against the same champion, even on two machines sharing a Prefect server.
+  An acquisition that does not exist holds nothing, so the pipeline creates it
+  (idempotently) when it starts. The slot is taken here rather than by
+  Prefect's `concurrency()`, for the same 503 as above: Prefect's client waits
+  2 s before asking again, which the registry stage paid in most runs (0.9 s
+  of work took 2.7-3.5 s); here a busy answer is asked again after 50 ms,
+  doubling, as patient in all (~50 s) as Prefect's client.
 """
 
 import fcntl
+import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
 from pathlib import Path
+from typing import TypeVar
+from uuid import UUID
 
+import httpx
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.actions import GlobalConcurrencyLimitCreate
-from prefect.concurrency.sync import concurrency
 from prefect.exceptions import ObjectNotFound
+from prefect.logging import get_logger
 
 from instructflow.tasks.paths import runs_dir
 
@@ -49,8 +57,79 @@ def ensure_limits() -> None:
 
 @contextmanager
 def registry_slot() -> Iterator[None]:
-    with concurrency(REGISTRY, occupy=1, lease_duration=LEASE_SECONDS):
+    """Hold the registry's slot while inside; wait while another run holds it."""
+    with _impatient_client() as client:
+        lease_id = asked_until_answered(lambda: _acquire(client))
+    stop = threading.Event()
+    renewal = threading.Thread(target=_renew, args=(lease_id, stop), daemon=True)
+    renewal.start()
+    try:
         yield
+    finally:
+        stop.set()
+        with _impatient_client() as client:
+            asked_until_answered(lambda: client.release_concurrency_slots_with_lease(lease_id))
+
+
+class ServerBusy(Exception):
+    """Prefect's server answered 503 (or 429, 502): worth asking again soon."""
+
+
+BUSY = {429, 502, 503}
+
+
+def _raise_if_busy(response: httpx.Response) -> None:
+    if response.status_code in BUSY:
+        raise ServerBusy(f"Prefect's server answered {response.status_code}")
+
+
+def _impatient_client():
+    """Prefect's client, but a busy answer reaches the caller at once: the client itself
+    would sleep 2 s before asking again (even with its retries set to 0)."""
+    hooks = {"event_hooks": {"response": [_raise_if_busy]}}
+    return get_client(sync_client=True, httpx_settings=hooks)
+
+
+def _acquire(client) -> UUID:
+    """A lease on one registry slot, once it is free (Prefect answers 423 while it is held)."""
+    while True:
+        try:
+            response = client.increment_concurrency_slots_with_lease(
+                names=[REGISTRY], slots=1, mode="concurrency", lease_duration=LEASE_SECONDS
+            )
+            return UUID(response.json()["lease_id"])
+        except httpx.HTTPStatusError as error:
+            if error.response.status_code != 423:
+                raise
+            time.sleep(float(error.response.headers.get("Retry-After", 1)))
+
+
+def _renew(lease_id: UUID, stop: threading.Event) -> None:
+    """Renew the lease at half its length until `stop` (a holder that dies stops renewing)."""
+    with get_client(sync_client=True) as client:
+        while not stop.wait(LEASE_SECONDS / 2):
+            try:
+                client.renew_concurrency_lease(lease_id=lease_id, lease_duration=LEASE_SECONDS)
+            except Exception as error:  # the gate goes on; only a long one could lose the slot
+                get_logger("instructflow").warning("registry slot lease not renewed: %s", error)
+
+
+FIRST_WAIT_SECONDS = 0.05
+ASKS = 11  # waits of 0.05, 0.1, ... 25.6 s: ~50 s in all, Prefect's client's patience
+
+T = TypeVar("T")
+
+
+def asked_until_answered(call: Callable[[], T]) -> T:
+    """`call()`, asked again while it raises ServerBusy: after 50 ms, then twice as long each time."""
+    wait = FIRST_WAIT_SECONDS
+    for _ in range(ASKS - 1):
+        try:
+            return call()
+        except ServerBusy:
+            time.sleep(wait)
+            wait *= 2
+    return call()  # the last ask: its error is the caller's
 
 
 SLOTS_FOLDER = ".training-slots"

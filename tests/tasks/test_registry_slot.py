@@ -1,0 +1,124 @@
+"""The registry's slot: asked again quickly while Prefect's server is busy, held by one holder at a time."""
+
+import threading
+import time
+import uuid
+
+import httpx
+import pytest
+from prefect.client.orchestration import get_client
+
+from instructflow.tasks import concurrency
+
+
+@pytest.fixture
+def waits(monkeypatch: pytest.MonkeyPatch) -> list[float]:
+    slept: list[float] = []
+    monkeypatch.setattr(concurrency.time, "sleep", slept.append)
+    return slept
+
+
+def _answers(*answers):
+    """A call that raises or returns each of `answers` in turn."""
+    left = list(answers)
+
+    def call():
+        answer = left.pop(0)
+        if isinstance(answer, Exception):
+            raise answer
+        return answer
+
+    return call
+
+
+def test_busy_server_is_asked_again_after_50_ms_then_twice_as_long(waits):
+    # given a server that answers busy twice, then the lease
+    call = _answers(concurrency.ServerBusy("503"), concurrency.ServerBusy("503"), "lease")
+    # then the third ask gets it, after waits of 0.05 and 0.1 s (Prefect's client would wait 2 s)
+    assert concurrency.asked_until_answered(call) == "lease"
+    assert waits == [0.05, 0.1]
+
+
+def test_other_errors_are_not_asked_again(waits):
+    # given a refusal that no wait changes
+    call = _answers(RuntimeError("404"))
+    # then it is raised at once
+    with pytest.raises(RuntimeError):
+        concurrency.asked_until_answered(call)
+    assert waits == []
+
+
+def test_a_server_busy_for_good_fails_after_about_50_seconds_of_waits(waits):
+    call = _answers(*[concurrency.ServerBusy("503")] * concurrency.ASKS)
+    with pytest.raises(concurrency.ServerBusy):
+        concurrency.asked_until_answered(call)
+    # waits of 0.05 s doubling: 0.05 * (2**10 - 1) = 51.15 s in all, as patient as Prefect's client
+    assert len(waits) == concurrency.ASKS - 1
+    assert sum(waits) == pytest.approx(0.05 * (2**10 - 1))
+
+
+def test_prefects_client_hands_a_busy_answer_over_without_sleeping(
+    prefect_harness, monkeypatch, waits
+):
+    # given Prefect's server answering the acquisition 503 once, then with a lease
+    lease_id = uuid.uuid4()
+    acquisitions = []
+
+    def server(request: httpx.Request) -> httpx.Response:
+        if request.url.path.endswith("/increment-with-lease"):
+            acquisitions.append(request)
+            if len(acquisitions) == 1:
+                return httpx.Response(503, json={"exception_message": "Service Unavailable"})
+            return httpx.Response(200, json={"lease_id": str(lease_id), "limits": []})
+        if request.url.path.endswith("/csrf-token"):
+            return httpx.Response(
+                422, json={"detail": "CSRF protection is disabled."}
+            )  # as Prefect
+        return httpx.Response(200, json={})
+
+    real_get_client = concurrency.get_client
+
+    def get_client(**kwargs):
+        kwargs["httpx_settings"] = {
+            **kwargs["httpx_settings"],
+            "transport": httpx.MockTransport(server),
+        }
+        return real_get_client(**kwargs)
+
+    monkeypatch.setattr(concurrency, "get_client", get_client)
+    # when the slot is taken through the project's client
+    with concurrency._impatient_client() as client:
+        got = concurrency.asked_until_answered(lambda: concurrency._acquire(client))
+    # then the lease came on the second ask, and the one wait was ours, 50 ms (`waits` records
+    # every time.sleep: Prefect's client sleeps ~2 s after a 503 before asking again)
+    assert got == lease_id and len(acquisitions) == 2
+    assert waits == [0.05]
+
+
+def _active_slots() -> int:
+    with get_client(sync_client=True) as client:
+        return client.read_global_concurrency_limit_by_name(concurrency.REGISTRY).active_slots
+
+
+def test_one_holder_at_a_time_and_freed_after(prefect_harness):
+    # given the registry limit, and a holder inside registry_slot
+    concurrency.ensure_limits()
+    second_entered = threading.Event()
+
+    def second_holder():
+        with concurrency.registry_slot():
+            second_entered.set()
+
+    with concurrency.registry_slot():
+        assert _active_slots() == 1
+        other = threading.Thread(target=second_holder)
+        other.start()
+        # then a second holder waits while the first is inside
+        assert not second_entered.wait(1.5)
+        released_at = time.monotonic()
+    # and gets the slot once the first leaves (Prefect's 423 says when to ask again)
+    assert second_entered.wait(30)
+    other.join(30)
+    assert time.monotonic() - released_at < 30
+    # and the slot is free again after both
+    assert _active_slots() == 0
