@@ -64,9 +64,11 @@ def _cmd_run(args: argparse.Namespace) -> int:
             return 2
 
     from instructflow.flows.pipeline import rlhf_pipeline
+    from instructflow.tasks import heap
     from instructflow.tasks.env import no_flow_heartbeats
     from instructflow.tasks.interrupts import temporary_server_apart
 
+    heap.imports_done()
     temporary_server_apart()
     with stop_on_signals(), no_flow_heartbeats():
         state = rlhf_pipeline(params, return_state=True)
@@ -112,9 +114,11 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
     for field in ("profile", "threads"):
         if getattr(args, field) is not None:
             overrides[field] = getattr(args, field)
+    from instructflow.tasks import heap
     from instructflow.tasks.env import no_flow_heartbeats
     from instructflow.tasks.interrupts import stop_on_signals, temporary_server_apart
 
+    heap.imports_done()
     temporary_server_apart()
     # Handlers of its own, as `run` has: a process started in the background inherits
     # SIGINT ignored, and a sweep stopped by SIGTERM would orphan its seeds' processes.
