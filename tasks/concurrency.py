@@ -12,7 +12,7 @@
 - instructflow-registry (1 slot), a Prefect global concurrency limit: one
   promotion gate at a time, so two runs finishing together cannot both judge
   against the same champion, even on two machines sharing a Prefect server.
-  An acquisition that does not exist holds nothing, so the pipeline creates it
+  Acquiring a limit that does not exist holds nothing, so the pipeline creates it
   (idempotently) when it starts. The slot is taken here rather than by
   Prefect's `concurrency()`, for the same 503 as above: Prefect's client waits
   2 s before asking again, which the registry stage paid in most runs (0.9 s
