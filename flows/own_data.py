@@ -39,6 +39,7 @@ from instructflow.tasks import (
     sft,
     tracking,
 )
+from instructflow.tasks.concurrency import registry_slot
 from instructflow.tasks.dataset import load_dataset
 from instructflow.tasks.dataset_dvc import version_tags
 from instructflow.tasks.dataset_files import missing_folder
@@ -341,12 +342,13 @@ def _register(params: PipelineParams, result: dict, inputs: GateInputs) -> dict:
     cfg = params.stage("gate")
     policy_name, rm_name = params.registry.names(params.profile, params.data)
     client = registry.MlflowClient()
-    incumbent, win, prompts = _rival(params, inputs, result, client, policy_name)
-    accuracy = result["judge"]["accuracy_heldout_pairs"]
-    decision = judge_decision(win, accuracy, result["judge"]["test_pairs"], cfg, incumbent)
-    # A dataset run asks nobody: a passed gate that needs approval waits for a manual promotion.
-    effect = alias_effect(decision.promote, cfg.auto_promote, cfg.require_approval)
-    with tracking.stage_run("registry", result["run"]["mlflow_run_id"]):
+    # One gate at a time, as on the world: two runs never both judge against one champion.
+    with tracking.stage_run("registry", result["run"]["mlflow_run_id"]), registry_slot():
+        incumbent, win, prompts = _rival(params, inputs, result, client, policy_name)
+        accuracy = result["judge"]["accuracy_heldout_pairs"]
+        decision = judge_decision(win, accuracy, result["judge"]["test_pairs"], cfg, incumbent)
+        # A dataset run asks nobody: a passed gate that needs approval waits for a manual promotion.
+        effect = alias_effect(decision.promote, cfg.auto_promote, cfg.require_approval)
         snapshot = RegistrySnapshot.take(client, [policy_name, rm_name])
         try:
             rm_version = registry.register(inputs.rm_dir, rm_name, "reward_model", lineage)

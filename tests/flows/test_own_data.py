@@ -8,11 +8,13 @@ prompt/chosen/rejected pairs (JSONL).
 """
 
 import json
+from contextlib import contextmanager
 
 import pandas as pd
 import pytest
 from mlflow.tracking import MlflowClient
 
+from instructflow.flows import own_data
 from instructflow.flows.cli import main
 from instructflow.tasks import registry, tracking
 from instructflow.tasks.registry_config import RegistryConfig
@@ -53,6 +55,7 @@ def test_an_hh_dataset_runs_end_to_end_and_new_comparisons_rerun_only_what_reads
     params = tmp_path / "params.json"
     params.write_text(json.dumps(fast_smoke()))
     argv = ["run", "--data", str(data), "--base-model", str(llama), "--params", str(params)]
+    rivals_chosen_holding_the_registry_slot = _watch_the_registry_slot(monkeypatch)
 
     # when the pipeline runs on it
     assert main(argv) == 0
@@ -138,6 +141,31 @@ def test_an_hh_dataset_runs_end_to_end_and_new_comparisons_rerun_only_what_reads
     )
     report_md = (root / "reports" / "latest" / "report.md").read_text()
     assert f"- played: champion v{challenger.version} (held-out judge, " in report_md
+    # and both runs chose whom to play while holding the registry's slot (one gate at a time)
+    assert rivals_chosen_holding_the_registry_slot == [True, True]
+
+
+def _watch_the_registry_slot(monkeypatch) -> list[bool]:
+    """For each dataset gate: whether the registry slot was held when it chose its rival."""
+    held, seen = [False], []
+    real_slot, real_rival = own_data.registry_slot, own_data._rival
+
+    @contextmanager
+    def watched_slot():
+        with real_slot():
+            held[0] = True
+            try:
+                yield
+            finally:
+                held[0] = False
+
+    def watched_rival(*args):
+        seen.append(held[0])
+        return real_rival(*args)
+
+    monkeypatch.setattr(own_data, "registry_slot", watched_slot)
+    monkeypatch.setattr(own_data, "_rival", watched_rival)
+    return seen
 
 
 def test_kwise_parquet_with_pretraining_text_and_a_mixture_runs_ptx_and_flan(
