@@ -22,6 +22,7 @@ from pydantic import Field
 
 from instructflow.tasks.concurrency import registry_slot
 from instructflow.tasks.gate import GateConfig
+from instructflow.tasks.model_card import JUDGE_EVIDENCE
 from instructflow.tasks.promotion import record_approval
 
 
@@ -71,6 +72,10 @@ def evidence_markdown(
     row, sft = policies[candidate], policies.get("sft", {})
     win, public, rival = gate["win_rate"], gate["public_suite"], gate["incumbent"]
     verdict = "passed" if gate["promote"] else "did not pass"
+    # A dataset run plays SFT on the evaluation's prompts, judged by its held-out judge.
+    played = f"head to head, {gate['prompts']} prompts" if gate["prompts"] else "evaluation"
+    if gate.get("evidence") == JUDGE_EVIDENCE:
+        played += f", {JUDGE_EVIDENCE}"
     lines = [
         f"## Promote {model} v{gate['policy_version']} ({candidate}) to `champion`?",
         "",
@@ -78,13 +83,19 @@ def evidence_markdown(
         "",
         "| evidence | challenger | reference |",
         "| --- | --- | --- |",
-        f"| win rate vs {rival} (head to head, {gate['prompts']} prompts) | {_ci(win)} | 0.5 |",
+        f"| win rate vs {rival} ({played}) | {_ci(win)} | 0.5 |",
         f"| win rate vs SFT (evaluation) | {_ci(row.get('win_rate_vs_sft'))} | 0.5 |",
-        f"| public-suite accuracy | {_num(public['challenger'])} | "
-        f"{_num(public['incumbent'])} ({rival}) |",
-        f"| KL to SFT (nats) | {_num(row.get('kl_to_sft'))} | 0 |",
-        f"| gold score | {_ci(row.get('gold_score'))} | {_ci(sft.get('gold_score'))} (SFT) |",
     ]
+    if public["challenger"] is not None:  # a dataset has no public suite
+        lines.append(
+            f"| public-suite accuracy | {_num(public['challenger'])} | "
+            f"{_num(public['incumbent'])} ({rival}) |"
+        )
+    lines.append(f"| KL to SFT (nats) | {_num(row.get('kl_to_sft'))} | 0 |")
+    if row.get("gold_score") is not None:  # nor a gold score
+        lines.append(
+            f"| gold score | {_ci(row.get('gold_score'))} | {_ci(sft.get('gold_score'))} (SFT) |"
+        )
     families = sorted(row.get("per_family", {}))
     if families:
         lines += ["", "| task family | challenger gold | SFT gold |", "| --- | --- | --- |"]

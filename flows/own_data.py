@@ -15,17 +15,15 @@ demonstrations did not change) and the baselines come from the cache.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 
 import mlflow
 from prefect import get_run_logger
 from prefect.artifacts import create_markdown_artifact
-from transformers import AutoTokenizer
 
+from instructflow.flows import approval, dataset_gate
 from instructflow.flows.params import PipelineParams
 from instructflow.flows.stages import Stages, note_kept_start, run_stage
-from instructflow.models.tokenizer import tokenizer_digest
 from instructflow.tasks import (
     base_model,
     dataset_stage,
@@ -33,23 +31,18 @@ from instructflow.tasks import (
     judge_trust,
     own_evaluation,
     provenance,
-    registry,
     report,
     reward_model,
     sft,
     tracking,
 )
-from instructflow.tasks.concurrency import registry_slot
 from instructflow.tasks.dataset import load_dataset
 from instructflow.tasks.dataset_dvc import version_tags
 from instructflow.tasks.dataset_files import missing_folder
 from instructflow.tasks.dataset_report import dataset_markdown
-from instructflow.tasks.evaluation import Policy, fewshot_prefix, flat_metrics
-from instructflow.tasks.gate import alias_effect, judge_decision
+from instructflow.tasks.evaluation import fewshot_prefix
 from instructflow.tasks.input_checks import base_model_problems
-from instructflow.tasks.model_card import JUDGE_EVIDENCE, model_card
 from instructflow.tasks.paths import reports_dir
-from instructflow.tasks.registry_snapshot import RegistrySnapshot
 from instructflow.tasks.stage import content_digest
 from instructflow.tasks.tables import TableError
 from instructflow.world import layout
@@ -86,18 +79,6 @@ def _digests(profile_dir: Path, *rels: str) -> dict[str, str | None]:
         rel: content_digest(profile_dir / rel) if (profile_dir / rel).exists() else None
         for rel in rels
     }
-
-
-@dataclass(frozen=True)
-class GateInputs:
-    """What a dataset run's registry stage registers and judges, beside the report's figures."""
-
-    candidate: str  # the policy it registers: its row in the report's policies
-    policy_dir: str  # the candidate's checkpoint
-    rm_dir: str  # the reward model registered beside it
-    sft_run_id: str  # the MLflow run of the SFT both started from (lineage)
-    profile_dir: Path  # the dataset's profile folder: the gate's test prompts
-    judge_dir: Path  # the held-out judge that compares the candidate with its rival
 
 
 def run(
@@ -253,7 +234,7 @@ def run(
     result["reward_model"] = {k.split("/", 1)[1]: v for k, v in rm["metrics"].items()}
     result["policies"] = evaluated["rows"]
     candidate = params.candidate if params.candidate in policies else "ppo"
-    inputs = GateInputs(
+    inputs = dataset_gate.GateInputs(
         candidate=candidate,
         policy_dir=policies[candidate]["model_dir"],
         rm_dir=rm["model_dir"],
@@ -261,9 +242,17 @@ def run(
         profile_dir=profile_dir,
         judge_dir=Path(judged["dir"]),
     )
-    result["gate"] = _register(params, result, inputs)
-    note_kept_start(result["gate"], candidate, ppo_runs.get(candidate, {}).get("metrics", {}))
-    gate = result["gate"]
+    gate = dataset_gate.register_and_gate(params, result, inputs)
+    decided = {"decision": {"promote": gate["promote"]}, "gate": gate}  # as after_gate reads it
+    gate = result["gate"] = approval.after_gate(
+        params.stage("gate"),
+        gate["model_name"],
+        decided,
+        candidate,
+        result["policies"],
+        [mlflow_url],
+    )
+    note_kept_start(gate, candidate, ppo_runs.get(candidate, {}).get("metrics", {}))
     logger.info(
         "registered %s v%s; gate (vs %s, %s): %s",
         gate["model_name"],
@@ -285,113 +274,3 @@ def run(
     )
     logger.info("report: %s", reports_dir() / "latest" / "report.json")
     return result
-
-
-def _rival(params, inputs: GateInputs, result, client, policy_name):
-    """Whom the gate plays, and the win rate the judge gives: the champion, if there is one
-    (a new version must beat the one it would replace), else SFT; (incumbent, win, prompts)."""
-    champion = registry.champion_version(client, policy_name)
-    if champion is None:
-        return "sft", result["policies"][inputs.candidate].get("win_rate_vs_sft"), None
-    incumbent = f"champion v{champion}"
-    # The candidate is sampled again: the evaluation sampled it at seed + its place in
-    # the policy list, the match samples it at the run's seed.
-    match = own_evaluation.judged_match(
-        Policy(inputs.candidate, Path(inputs.policy_dir)),
-        Policy(incumbent, Path(registry.local_checkpoint(policy_name, champion))),
-        inputs.profile_dir,
-        params.stage("evaluation"),
-        params.seed,
-        inputs.judge_dir,
-    )
-    return incumbent, match["win_rate"], match["prompts"]
-
-
-def _lineage(params, result: dict, inputs: GateInputs) -> dict:
-    """Where the registered versions came from: their tags."""
-    run = result["run"]
-    return {
-        "git_commit": run["git_commit"],
-        "prefect_flow_run_id": run["prefect_flow_run_id"],
-        "mlflow_parent_run_id": run["mlflow_run_id"],
-        "profile": params.profile,
-        "seed": params.seed,
-        "sft_run_id": inputs.sft_run_id,
-        "data_dir": str(Path(params.data).resolve()),
-        "dvc_data_md5": run["dvc_data_md5"],
-        "base_model": params.base_model,
-        "tokenizer_digest": tokenizer_digest(AutoTokenizer.from_pretrained(inputs.policy_dir)),
-        **{f"data_md5_{name}": t["md5"] for name, t in result["dataset"]["tables"].items()},
-    }
-
-
-def _register(params: PipelineParams, result: dict, inputs: GateInputs) -> dict:
-    """Register the candidate (alias `challenger`) and the RM, then let the gate decide.
-
-    On a dataset the gate's evidence is the held-out judge: the candidate's win
-    rate against the champion (SFT while there is none) as the judge sees it,
-    acted on only if the judge is trustworthy (tasks/judge_trust.py). `instructflow
-    eval import` later replaces it with people's rankings. Registry writes are
-    undone if one fails.
-    """
-    candidate = inputs.candidate
-    lineage = _lineage(params, result, inputs)
-    # The version's figures as tags, as on the embedded world (the judge's win rates).
-    figures = flat_metrics({candidate: result["policies"][candidate]})
-    policy_metrics = {k.split("/", 2)[2]: round(v, 4) for k, v in figures.items()}
-    cfg = params.stage("gate")
-    policy_name, rm_name = params.registry.names(params.profile, params.data)
-    client = registry.MlflowClient()
-    # One gate at a time, as on the world: two runs never both judge against one champion.
-    with tracking.stage_run("registry", result["run"]["mlflow_run_id"]), registry_slot():
-        incumbent, win, prompts = _rival(params, inputs, result, client, policy_name)
-        accuracy = result["judge"]["accuracy_heldout_pairs"]
-        decision = judge_decision(win, accuracy, result["judge"]["test_pairs"], cfg, incumbent)
-        # A dataset run asks nobody: a passed gate that needs approval waits for a manual promotion.
-        effect = alias_effect(decision.promote, cfg.auto_promote, cfg.require_approval)
-        snapshot = RegistrySnapshot.take(client, [policy_name, rm_name])
-        try:
-            rm_version = registry.register(inputs.rm_dir, rm_name, "reward_model", lineage)
-            tags = lineage | policy_metrics
-            tags |= {
-                "policy": candidate,
-                "reward_model_name": rm_name,
-                "reward_model_version": rm_version,
-            }
-            version = registry.register(inputs.policy_dir, policy_name, "policy", tags)
-            client.set_registered_model_alias(policy_name, "challenger", version)
-            decision = registry.record_decision(
-                client, policy_name, version, decision, effect, JUDGE_EVIDENCE
-            )
-            gate = _gate_block(cfg, decision, effect, win, accuracy, candidate, client, policy_name)
-            gate["prompts"] = prompts
-            gate |= {"policy_version": version, "reward_model_version": rm_version}
-            card = model_card(policy_name, version, lineage, policy_metrics, gate)
-            client.update_model_version(policy_name, version, description=card)
-        except BaseException:
-            snapshot.restore(client)
-            raise
-    return gate
-
-
-def _gate_block(cfg, decision, effect, win, accuracy, candidate, client, policy_name) -> dict:
-    """The report's gate block of a dataset run (the embedded world's, with the judge's evidence)."""
-    return {
-        "model_name": policy_name,
-        "candidate": candidate,
-        "auto_promote": cfg.auto_promote,
-        "public_suite_margin": cfg.public_suite_margin,
-        "incumbent": decision.incumbent,
-        "note": None,
-        "evidence": JUDGE_EVIDENCE,
-        "judge_accuracy_heldout_pairs": accuracy,
-        "prompts": None,  # against SFT: the evaluation's test prompts
-        "win_rate": win,
-        "public_suite": {"challenger": None, "incumbent": None},  # no public suite to hold it to
-        "promote": decision.promote,
-        "promoted": effect.promote,
-        "require_approval": cfg.require_approval,
-        "awaiting_approval": effect.awaiting_approval,
-        "reason": decision.reason,
-        "champion": registry.champion_version(client, policy_name),
-    }

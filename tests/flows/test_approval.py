@@ -163,3 +163,22 @@ def test_the_answer_reaches_the_registry(prefect_harness, tmp_path, answer, cham
     tags = client.get_model_version(REGISTERED, "2").tags
     assert (tags["approval_by"], tags["approval_reason"]) == (answer["reviewer"], answer["reason"])
     assert tags["approval_decision"] == ("approved" if champion == "2" else "rejected")
+
+
+def test_a_dataset_gates_evidence_names_the_judge_and_leaves_out_what_a_dataset_lacks():
+    # given a dataset run's gate: SFT played on the evaluation's prompts by the held-out judge,
+    # no public suite, no gold score
+    gate = GATE | {
+        "incumbent": "sft",
+        "prompts": None,
+        "evidence": "held-out judge",
+        "public_suite": {"challenger": None, "incumbent": None},
+    }
+    policies = {"ppo": {"win_rate_vs_sft": {"mean": 0.7, "ci95": [0.6, 0.8]}, "kl_to_sft": 0.5}}
+    text = evidence_markdown("instructflow-policy-hh", gate, "ppo", policies, [])
+    assert (
+        "| win rate vs sft (evaluation, held-out judge) | 0.700 (95% CI 0.600-0.800) | 0.5 |"
+        in text
+    )
+    assert "public-suite" not in text and "gold score" not in text
+    assert "| KL to SFT (nats) | 0.500 | 0 |" in text

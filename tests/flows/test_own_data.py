@@ -14,7 +14,7 @@ import pandas as pd
 import pytest
 from mlflow.tracking import MlflowClient
 
-from instructflow.flows import own_data
+from instructflow.flows import dataset_gate
 from instructflow.flows.cli import main
 from instructflow.tasks import registry, tracking
 from instructflow.tasks.registry_config import RegistryConfig
@@ -148,7 +148,7 @@ def test_an_hh_dataset_runs_end_to_end_and_new_comparisons_rerun_only_what_reads
 def _watch_the_registry_slot(monkeypatch) -> list[bool]:
     """For each dataset gate: whether the registry slot was held when it chose its rival."""
     held, seen = [False], []
-    real_slot, real_rival = own_data.registry_slot, own_data._rival
+    real_slot, real_rival = dataset_gate.registry_slot, dataset_gate._rival
 
     @contextmanager
     def watched_slot():
@@ -163,8 +163,8 @@ def _watch_the_registry_slot(monkeypatch) -> list[bool]:
         seen.append(held[0])
         return real_rival(*args)
 
-    monkeypatch.setattr(own_data, "registry_slot", watched_slot)
-    monkeypatch.setattr(own_data, "_rival", watched_rival)
+    monkeypatch.setattr(dataset_gate, "registry_slot", watched_slot)
+    monkeypatch.setattr(dataset_gate, "_rival", watched_rival)
     return seen
 
 

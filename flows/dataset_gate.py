@@ -1,0 +1,147 @@
+"""A dataset run's registry stage: the candidate plays its rival, judged by the held-out judge, then is registered.
+
+The rival is the champion of the dataset's registered model (SFT while there is
+none); the gate acts on the judge's win rate only when the judge itself is
+trustworthy (tasks/judge_trust.py), and with `gate.require_approval` a passed
+gate waits for a person (flows/approval.py, in the calling flow). One gate at a
+time (the registry's slot), and registry writes are undone if one fails.
+`instructflow eval import` later replaces the judge's verdict with people's.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from transformers import AutoTokenizer
+
+from instructflow.flows.params import PipelineParams
+from instructflow.models.tokenizer import tokenizer_digest
+from instructflow.tasks import own_evaluation, registry, tracking
+from instructflow.tasks.concurrency import registry_slot
+from instructflow.tasks.evaluation import Policy, flat_metrics
+from instructflow.tasks.gate import alias_effect, judge_decision
+from instructflow.tasks.model_card import JUDGE_EVIDENCE, model_card
+from instructflow.tasks.registry_snapshot import RegistrySnapshot
+
+
+@dataclass(frozen=True)
+class GateInputs:
+    """What a dataset run's registry stage registers and judges, beside the report's figures."""
+
+    candidate: str  # the policy it registers: its row in the report's policies
+    policy_dir: str  # the candidate's checkpoint
+    rm_dir: str  # the reward model registered beside it
+    sft_run_id: str  # the MLflow run of the SFT both started from (lineage)
+    profile_dir: Path  # the dataset's profile folder: the gate's test prompts
+    judge_dir: Path  # the held-out judge that compares the candidate with its rival
+
+
+def _rival(params, inputs: GateInputs, result, client, policy_name):
+    """Whom the gate plays, and the win rate the judge gives: the champion, if there is one
+    (a new version must beat the one it would replace), else SFT; (incumbent, win, prompts)."""
+    champion = registry.champion_version(client, policy_name)
+    if champion is None:
+        return "sft", result["policies"][inputs.candidate].get("win_rate_vs_sft"), None
+    incumbent = f"champion v{champion}"
+    # The candidate is sampled again: the evaluation sampled it at seed + its place in
+    # the policy list, the match samples it at the run's seed.
+    match = own_evaluation.judged_match(
+        Policy(inputs.candidate, Path(inputs.policy_dir)),
+        Policy(incumbent, Path(registry.local_checkpoint(policy_name, champion))),
+        inputs.profile_dir,
+        params.stage("evaluation"),
+        params.seed,
+        inputs.judge_dir,
+    )
+    return incumbent, match["win_rate"], match["prompts"]
+
+
+def _lineage(params, result: dict, inputs: GateInputs) -> dict:
+    """Where the registered versions came from: their tags."""
+    run = result["run"]
+    return {
+        "git_commit": run["git_commit"],
+        "prefect_flow_run_id": run["prefect_flow_run_id"],
+        "mlflow_parent_run_id": run["mlflow_run_id"],
+        "profile": params.profile,
+        "seed": params.seed,
+        "sft_run_id": inputs.sft_run_id,
+        "data_dir": str(Path(params.data).resolve()),
+        "dvc_data_md5": run["dvc_data_md5"],
+        "base_model": params.base_model,
+        "tokenizer_digest": tokenizer_digest(AutoTokenizer.from_pretrained(inputs.policy_dir)),
+        **{f"data_md5_{name}": t["md5"] for name, t in result["dataset"]["tables"].items()},
+    }
+
+
+def register_and_gate(params: PipelineParams, result: dict, inputs: GateInputs) -> dict:
+    """Register the candidate (alias `challenger`) and the RM, then let the gate decide.
+
+    On a dataset the gate's evidence is the held-out judge: the candidate's win
+    rate against the champion (SFT while there is none) as the judge sees it,
+    acted on only if the judge is trustworthy (tasks/judge_trust.py). `instructflow
+    eval import` later replaces it with people's rankings. Registry writes are
+    undone if one fails.
+    """
+    candidate = inputs.candidate
+    lineage = _lineage(params, result, inputs)
+    # The version's figures as tags, as on the embedded world (the judge's win rates).
+    figures = flat_metrics({candidate: result["policies"][candidate]})
+    policy_metrics = {k.split("/", 2)[2]: round(v, 4) for k, v in figures.items()}
+    cfg = params.stage("gate")
+    policy_name, rm_name = params.registry.names(params.profile, params.data)
+    client = registry.MlflowClient()
+    # One gate at a time, as on the world: two runs never both judge against one champion.
+    with tracking.stage_run("registry", result["run"]["mlflow_run_id"]), registry_slot():
+        incumbent, win, prompts = _rival(params, inputs, result, client, policy_name)
+        accuracy = result["judge"]["accuracy_heldout_pairs"]
+        decision = judge_decision(win, accuracy, result["judge"]["test_pairs"], cfg, incumbent)
+        effect = alias_effect(decision.promote, cfg.auto_promote, cfg.require_approval)
+        snapshot = RegistrySnapshot.take(client, [policy_name, rm_name])
+        try:
+            rm_version = registry.register(inputs.rm_dir, rm_name, "reward_model", lineage)
+            tags = lineage | policy_metrics
+            tags |= {
+                "policy": candidate,
+                "reward_model_name": rm_name,
+                "reward_model_version": rm_version,
+            }
+            version = registry.register(inputs.policy_dir, policy_name, "policy", tags)
+            client.set_registered_model_alias(policy_name, "challenger", version)
+            # approval_asked: the calling flow pauses for a person (flows/approval.py)
+            decision = registry.record_decision(
+                client, policy_name, version, decision, effect, JUDGE_EVIDENCE, approval_asked=True
+            )
+            gate = _gate_block(cfg, decision, effect, win, accuracy, candidate, client, policy_name)
+            gate["prompts"] = prompts
+            gate |= {"policy_version": version, "reward_model_version": rm_version}
+            card = model_card(policy_name, version, lineage, policy_metrics, gate)
+            client.update_model_version(policy_name, version, description=card)
+        except BaseException:
+            snapshot.restore(client)
+            raise
+    return gate
+
+
+def _gate_block(cfg, decision, effect, win, accuracy, candidate, client, policy_name) -> dict:
+    """The report's gate block of a dataset run (the embedded world's, with the judge's evidence)."""
+    return {
+        "model_name": policy_name,
+        "candidate": candidate,
+        "auto_promote": cfg.auto_promote,
+        "public_suite_margin": cfg.public_suite_margin,
+        "incumbent": decision.incumbent,
+        "note": None,
+        "evidence": JUDGE_EVIDENCE,
+        "judge_accuracy_heldout_pairs": accuracy,
+        "prompts": None,  # against SFT: the evaluation's test prompts
+        "win_rate": win,
+        "public_suite": {"challenger": None, "incumbent": None},  # no public suite to hold it to
+        "promote": decision.promote,
+        "promoted": effect.promote,
+        "require_approval": cfg.require_approval,
+        "awaiting_approval": effect.awaiting_approval,
+        "reason": decision.reason,
+        "champion": registry.champion_version(client, policy_name),
+    }
