@@ -140,8 +140,8 @@ def rlhf_pipeline(
         result["provenance"] = prov
         _fill_report(result, checked["summary"], models, policies, evaluated)
         run_status.partial(result)  # a failure from here on reports what was evaluated
-        tracking.log_metrics(evaluation.flat_metrics(evaluated["rows"]))
-        tracking.log_metrics(judge_trust.parent_metrics(result["judge"]))
+        figures = evaluation.flat_metrics(evaluated["rows"])
+        tracking.log_final_metrics(parent_id, figures | judge_trust.parent_metrics(result["judge"]))
 
         gate = _registry(stage, params, models, policies, evaluated, result, run_info)
         links = [mlflow_run_url(experiment_id, r) for r in (parent_id, gate["mlflow_run_id"])]

@@ -131,6 +131,19 @@ def test_seconds_per_stage_in_report_and_mlflow(smoke_run):
     assert metrics["stage_seconds/sft"] == pytest.approx(seconds["sft"], abs=0.01)
 
 
+def test_the_parent_run_holds_every_policys_evaluation_figures(smoke_run):
+    from instructflow.tasks.evaluation import flat_metrics
+
+    report = smoke_run.result
+    parent = smoke_run.client.get_run(report["run"]["mlflow_run_id"]).data.metrics
+    # then each policy's means from the report are on the parent run as eval/<policy>/<metric>
+    expected = flat_metrics(report["policies"])
+    assert expected and "eval/ppo/win_rate_vs_sft" in expected
+    for key, value in expected.items():
+        if value == value:  # NaN figures are not logged
+            assert parent[key] == pytest.approx(value), key
+
+
 def test_data_stage_is_a_nested_run_with_metrics_and_datasets(smoke_run):
     parent_id = smoke_run.result["run"]["mlflow_run_id"]
     md5 = data_version.tracked_md5(REPO_ROOT)
