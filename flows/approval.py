@@ -164,15 +164,15 @@ def review(
 def after_gate(
     cfg: GateConfig,
     model: str,
-    registry_stage: dict,
+    gate: dict,
     candidate: str,
     policies: dict[str, dict],
     links: list[str],
 ) -> dict:
-    """The gate block of the report: as the registry stage left it, or after a person's answer."""
-    if not (cfg.require_approval and registry_stage["decision"]["promote"]):
-        return registry_stage["gate"]
-    return review(model, registry_stage["gate"], candidate, policies, links, cfg.approval_timeout_s)
+    """The report's gate block: as the registry stage left it, or after a person's answer."""
+    if not (cfg.require_approval and gate["promote"]):
+        return gate
+    return review(model, gate, candidate, policies, links, cfg.approval_timeout_s)
 
 
 def flow_run_page() -> str | None:

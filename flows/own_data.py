@@ -243,11 +243,10 @@ def run(
         judge_dir=Path(judged["dir"]),
     )
     gate = dataset_gate.register_and_gate(params, result, inputs)
-    decided = {"decision": {"promote": gate["promote"]}, "gate": gate}  # as after_gate reads it
     gate = result["gate"] = approval.after_gate(
         params.stage("gate"),
         gate["model_name"],
-        decided,
+        gate,
         candidate,
         result["policies"],
         [mlflow_url],

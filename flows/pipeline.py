@@ -146,7 +146,12 @@ def rlhf_pipeline(
         gate = _registry(stage, params, models, policies, evaluated, result, run_info)
         links = [mlflow_run_url(experiment_id, r) for r in (parent_id, gate["mlflow_run_id"])]
         result["gate"] = approval.after_gate(
-            params.gate, gate["model_name"], gate, params.candidate, result["policies"], links
+            params.gate,
+            gate["model_name"],
+            gate["gate"],
+            params.candidate,
+            result["policies"],
+            links,
         )
         note_kept_start(result["gate"], params.candidate, models[params.candidate]["metrics"])
         result["status"] = "completed"  # a failure before here: run_status.failure_report

@@ -105,13 +105,14 @@ def _acquire(client) -> UUID:
 
 
 def _renew(lease_id: UUID, stop: threading.Event) -> None:
-    """Renew the lease at half its length until `stop` (a holder that dies stops renewing)."""
-    with get_client(sync_client=True) as client:
-        while not stop.wait(LEASE_SECONDS / 2):
-            try:
+    """Renew the lease at half its length until `stop` (a holder that dies stops renewing);
+    a client is opened only to renew (most gates end before the first renewal)."""
+    while not stop.wait(LEASE_SECONDS / 2):
+        try:
+            with get_client(sync_client=True) as client:
                 client.renew_concurrency_lease(lease_id=lease_id, lease_duration=LEASE_SECONDS)
-            except Exception as error:  # the gate goes on; only a long one could lose the slot
-                get_logger("instructflow").warning("registry slot lease not renewed: %s", error)
+        except Exception as error:  # the gate goes on; only a long one could lose the slot
+            get_logger("instructflow").warning("registry slot lease not renewed: %s", error)
 
 
 FIRST_WAIT_SECONDS = 0.05
