@@ -292,6 +292,12 @@ def main() -> None:
     apply_defaults()
     import torch
 
+    from bench.mfu import matmul_peak
+
+    # The host's speed, so that files measured on hosts of different speeds can be told
+    # apart (the same 2-core machine class has run the same stages 2-4x apart).
+    torch.set_num_threads(1)
+    host_gflops = matmul_peak(1) / 1e9
     torch.set_num_threads(args.threads)
     from prefect import flow
 
@@ -316,7 +322,9 @@ def main() -> None:
         shutil.rmtree(tmp, ignore_errors=True)
 
     result = {
-        "machine": f"{os.cpu_count()} cores; 1-min load average {os.getloadavg()[0]:.1f} at the end",
+        "machine": f"{os.cpu_count()} cores, a 1024^3 matmul at {host_gflops:.0f} GFLOP/s on one"
+        f" thread; 1-min load average {os.getloadavg()[0]:.1f} at the end",
+        "matmul_gflops_one_thread": round(host_gflops, 1),
         "date": time.strftime("%Y-%m-%d", time.gmtime()),
         "command": " ".join(["overhead.py", *sys.argv[1:]]),
         "profile": args.profile,
