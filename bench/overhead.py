@@ -270,7 +270,8 @@ def warm_up_orchestrated(tmp: Path, params) -> None:
     """One untimed flow run, for the same reason as `warm_up_direct`: the first flow in a
     process pays one-time costs of its own (modules imported and code paths first taken
     by a flow run); without this run, round 0 (the first flow) had the largest overhead
-    of its file in three of the four files measured on 2026-12-04."""
+    of its file in four of the seven files of 2026-12-04 and one of the three largest in
+    all seven."""
     from instructflow.tasks import tracking
 
     project = tmp / "project-warm-up-flow"
