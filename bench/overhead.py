@@ -62,6 +62,15 @@ def prepare_root(root: Path) -> None:
     data.ensure_data(root)
 
 
+def enter_root(root: Path) -> None:
+    """A prepared project root (prepare_root) that this process's runs use from now on,
+    with its own MLflow SQLite store."""
+    os.environ.update(
+        INSTRUCTFLOW_ROOT=str(root), MLFLOW_TRACKING_URI=f"sqlite:///{root / 'mlflow.db'}"
+    )
+    prepare_root(root)
+
+
 def checked_inputs(root: Path, params) -> None:
     """What the flow's preflight does before any stage (`data_restore` in its stage seconds):
     data/ checked against data.dvc, then every input table, split and length checked. Neither
@@ -203,11 +212,7 @@ def one_round(tmp: Path, params, index: int) -> dict:
     from instructflow.tasks import tracking
 
     project = tmp / f"project-{index}"
-    os.environ.update(
-        INSTRUCTFLOW_ROOT=str(project),
-        MLFLOW_TRACKING_URI=f"sqlite:///{project / 'mlflow.db'}",
-    )
-    prepare_root(project)
+    enter_root(project)
 
     def run_direct() -> tuple[float, dict[str, float]]:
         return direct_in(project, params, tmp / f"direct-{index}", f"round {index}: direct")
@@ -261,8 +266,7 @@ def warm_up_direct(tmp: Path, params) -> None:
     """One untimed direct run: the first run in a process pays one-time costs (imports,
     first calls, cold files) that took round 0's direct run 4-10 s longer than the others."""
     project = tmp / "project-warm-up"
-    os.environ["INSTRUCTFLOW_ROOT"] = str(project)
-    prepare_root(project)
+    enter_root(project)
     direct_in(project, params, tmp / "direct-warm-up", "warm-up (not counted): direct")
 
 
@@ -275,11 +279,7 @@ def warm_up_orchestrated(tmp: Path, params) -> None:
     from instructflow.tasks import tracking
 
     project = tmp / "project-warm-up-flow"
-    os.environ.update(
-        INSTRUCTFLOW_ROOT=str(project),
-        MLFLOW_TRACKING_URI=f"sqlite:///{project / 'mlflow.db'}",
-    )
-    prepare_root(project)
+    enter_root(project)
     tracking.setup()
     seconds, _ = orchestrated(params)
     print(f"[overhead] warm-up (not counted): orchestrated {seconds:.1f} s", flush=True)

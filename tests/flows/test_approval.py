@@ -124,11 +124,10 @@ def test_no_answer_before_the_timeout_is_no_promotion(prefect_harness):
 
 
 def test_no_question_when_approval_is_off_or_the_gate_failed():
-    passed = {"decision": {"promote": True}, "gate": GATE}
-    assert after_gate(GateConfig(), "m", passed["gate"], "ppo_ptx", POLICIES, []) is GATE
-    failed = {"decision": {"promote": False}, "gate": GATE | {"promote": False}}
+    assert after_gate(GateConfig(), "m", GATE, "ppo_ptx", POLICIES, []) is GATE
+    failed = GATE | {"promote": False}
     on = GateConfig(require_approval=True)
-    assert after_gate(on, "m", failed["gate"], "ppo_ptx", POLICIES, []) is failed["gate"]
+    assert after_gate(on, "m", failed, "ppo_ptx", POLICIES, []) is failed
 
 
 @flow
