@@ -42,16 +42,17 @@ KINDS = (
 NOT_A_STRING = "must be a string"
 NOT_AN_INT = "must be an integer"
 EMPTY = "empty after stripping whitespace"
-CONTROL_CHARS = r"contains a control character (only \n and \t are allowed)"
+CONTROL_CHARS = r"contains a control character (only \n, \r\n and \t are allowed)"
 SURROGATE = "contains a lone surrogate (not valid Unicode)"
 DUPLICATE = "duplicate value (must be unique)"
 
 # Row-wise check error text -> the field the problem is reported on.
 ROW_CHECK_FIELDS: dict[str, str] = {}
 
-# C0/C1 control characters except \t (0x09) and \n (0x0a). \r is rejected:
-# JSONL text fields use \n only, a stray \r is a sign of a bad conversion.
-_CONTROL_RE = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+# C0/C1 control characters except \t (0x09), \n (0x0a) and \r (0x0d) right before \n.
+# A Windows line break is ordinary text in web-scraped Hub datasets (and TRL trains
+# on it), so it is kept as written; a lone \r is a sign of a bad conversion.
+_CONTROL_RE = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]|\r(?!\n)")
 _SURROGATE_RE = re.compile(r"[\ud800-\udfff]")
 
 

@@ -32,15 +32,30 @@ def test_a_utf8_byte_order_mark_before_the_first_row_is_skipped(tmp_path):
     assert data.preferences[0].prompt == _lines(path)[0]["prompt"]
 
 
-def test_a_carriage_return_inside_a_text_is_still_refused_naming_row_and_field(tmp_path):
-    # given a response holding a Windows line break ("\r\n" escaped in the JSON string)
+def test_a_windows_line_break_inside_a_text_is_kept_as_written(tmp_path):
+    # given a response holding a Windows line break ("\r\n" escaped in the JSON string),
+    # as web-scraped Hub datasets do
     folder = write_pairwise_dataset(tmp_path / "pw", n=60)
     path = folder / "preferences.jsonl"
     rows = _lines(path)
     rows[4]["chosen"] = "apple\r\napple"
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    # then it is refused as a control character (only \n and \t are allowed), on that cell
-    with pytest.raises(TableError, match="control character") as e:
+    # when it loads
+    data = load_dataset(folder)
+    # then that row's text is the file's, line break and all
+    assert "apple\r\napple" in data.preferences[4].responses
+
+
+@pytest.mark.parametrize("text", ["apple\rapple", "apple\r", "apple\n\rapple"])
+def test_a_lone_carriage_return_inside_a_text_is_refused_naming_row_and_field(tmp_path, text):
+    # given a response holding a carriage return not followed by a line feed (a bad conversion)
+    folder = write_pairwise_dataset(tmp_path / "pw", n=60)
+    path = folder / "preferences.jsonl"
+    rows = _lines(path)
+    rows[4]["chosen"] = text
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    # then it is refused as a control character (only \n, \r\n and \t are allowed), on that cell
+    with pytest.raises(TableError, match=r"only \\n, \\r\\n and \\t are allowed") as e:
         load_dataset(folder)
     assert _problems(e.value) == [("preferences.jsonl", 5, "chosen")]
 
