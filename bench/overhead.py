@@ -31,7 +31,9 @@ taken from the run's own `stage_seconds/registry`. (Until 2026-12-04 the
 divisor was the whole orchestrated run, registry included; a registry stage
 slowed by Prefect's 2 s retry then made the overhead look smaller. That
 figure stays in the file as `overhead_fraction_of_whole_run`.)
-Prints the median and range over rounds of both ratios; writes
+Prints the median and range over rounds of both ratios, and a bootstrap CI of
+the overhead's median (single rounds swing by several points: on the slow
+2-core host of 2026-12-04, 15 rounds left that CI 7 to 13 points wide); writes
 bench/results/overhead.json.
 """
 
@@ -365,10 +367,14 @@ def main() -> None:
         "rounds": rounds,
     }
     overhead, rerun = result["overhead_fraction"], result["rerun_fraction"]
+    from bench.readme import median_ci95
+
+    low, high = median_ci95([r["overhead_fraction"] for r in rounds])
     print(
         f"overhead (orchestration + tracking, registry stage excluded on both sides), "
         f"median of {args.rounds}: "
-        f"{100 * overhead['median']:.1f}% [{100 * overhead['min']:.1f}, {100 * overhead['max']:.1f}]; "
+        f"{100 * overhead['median']:.1f}% [{100 * overhead['min']:.1f}, {100 * overhead['max']:.1f}]"
+        f" (95% CI of the median {100 * low:.1f} to {100 * high:.1f}%); "
         f"unchanged re-run: {100 * rerun['median']:.1f}% of the first run "
         f"[{100 * rerun['min']:.1f}, {100 * rerun['max']:.1f}]"
     )

@@ -114,6 +114,16 @@ def _mfu_rows(data: dict) -> list[list[str]]:
     ]
 
 
+def median_ci95(values: list[float]) -> tuple[float, float]:
+    """95% percentile-bootstrap CI of the median of `values` (an overhead bench's rounds, the
+    unit that varies): how far the median itself may be from the host's true figure."""
+    import numpy as np
+
+    from instructflow.tasks.stats import bootstrap_ci
+
+    return bootstrap_ci(values, n_resamples=4000, seed=0, statistic=np.median)
+
+
 def _overhead_rows(data: dict | None) -> list[list[str]]:
     what = [
         ("orchestration + tracking overhead, smoke", "overhead"),
@@ -137,8 +147,10 @@ def _overhead_rows(data: dict | None) -> list[list[str]]:
     # The run without its registry stage, which the plain functions do not have (older
     # files divided by the whole run).
     compared = data.get("compared_seconds", data["orchestrated_seconds"])
+    low, high = median_ci95([r["overhead_fraction"] for r in data["rounds"]])
     measured = [
-        f"{percent(data['overhead_fraction'])} of {compared['median']:.0f} s",
+        f"{percent(data['overhead_fraction'])} of {compared['median']:.0f} s;"
+        f" 95% CI of the median {100 * low:.1f} to {100 * high:.1f}%",
         f"{percent(data['rerun_fraction'])} ({data['rerun_seconds']['median']:.1f} s)",
         f"{data['orchestrated_seconds']['median']:.0f} s orchestrated,"
         f" {data['direct_seconds']['median']:.0f} s as plain functions",

@@ -4,16 +4,16 @@ import numpy as np
 
 
 def bootstrap_ci(
-    values, n_resamples: int = 2000, seed: int = 0, level: float = 0.95
+    values, n_resamples: int = 2000, seed: int = 0, level: float = 0.95, statistic=np.mean
 ) -> tuple[float, float]:
-    """Percentile bootstrap CI of the mean of `values`."""
+    """Percentile bootstrap CI of `statistic` (the mean; np.median, say) of `values`."""
     data = np.asarray(values, dtype=float)
     if data.size == 0:
         return (float("nan"), float("nan"))
     rng = np.random.default_rng(seed)
-    means = data[rng.integers(0, data.size, size=(n_resamples, data.size))].mean(axis=1)
+    resampled = statistic(data[rng.integers(0, data.size, size=(n_resamples, data.size))], axis=1)
     tail = (1.0 - level) / 2.0
-    return (float(np.quantile(means, tail)), float(np.quantile(means, 1.0 - tail)))
+    return (float(np.quantile(resampled, tail)), float(np.quantile(resampled, 1.0 - tail)))
 
 
 def standard_error(values) -> float:

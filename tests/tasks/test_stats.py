@@ -23,6 +23,21 @@ def test_bootstrap_ci_matches_the_binomial_normal_approximation():
     assert abs(hi - (0.6 + half_width)) < 0.006
 
 
+def test_bootstrap_ci_of_the_median_follows_its_exact_resampling_distribution():
+    # given [0, 1, 2]: a resample's median is 0 when two or three of its three draws are 0,
+    # P = 3 (1/3)^2 (2/3) + (1/3)^3 = 7/27 = 0.26; likewise 2; and 1 with P = 13/27
+    values = [0.0, 1.0, 2.0]
+
+    # when the percentile bootstrap CI of the median is taken
+    def ci(level):
+        return bootstrap_ci(values, n_resamples=20000, seed=3, level=level, statistic=np.median)
+
+    # then the 5th and 95th percentiles fall in the outer masses (0.05 and 0.95 beyond 0.26
+    # of either tail), and the 30th and 70th in the middle one (0.30 > 0.26, 0.70 < 0.74)
+    assert ci(0.90) == (0.0, 2.0)
+    assert ci(0.40) == (1.0, 1.0)
+
+
 def test_ci_covers_the_true_mean_about_95_percent_of_the_time():
     # given many samples of a known Bernoulli(0.3)
     rng = np.random.default_rng(0)
