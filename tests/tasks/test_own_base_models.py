@@ -156,3 +156,16 @@ def test_a_base_model_of_each_style_imports_encodes_and_scores(style, dataset, t
     assert together.shape == (2, 4)
     torch.testing.assert_close(together[0, :2], alone[0], atol=1e-5, rtol=1e-4)
     torch.testing.assert_close(together[1], alone[1], atol=1e-5, rtol=1e-4)
+
+
+@pytest.mark.parametrize("style", list(STYLES))
+def test_a_windows_line_break_in_a_response_reaches_training_as_written(style, dataset, tmp_path):
+    # given a user's base model and a response holding "\r\n" (accepted as text at import)
+    texts = [line for f in dataset.iterdir() for line in f.read_text().splitlines()]
+    _, tokenizer = load_causal_lm(build(style, tmp_path / style, texts))
+    # when SFT encodes it
+    ids, labels = encode_pair(tokenizer, "Say apple twice.", "apple\r\napple", max_len=256)
+    # then the trained-on tokens decode to the response as written, line break and all
+    # (after the space the prompt format puts before a response)
+    trained = [i for i, label in zip(ids, labels, strict=True) if label != -100]
+    assert tokenizer.decode(trained, skip_special_tokens=True) == " apple\r\napple"
