@@ -46,9 +46,10 @@ demo: $(STAMP)
 # `$(BIN)/pytest -m unverified` runs them.
 # One pytest-xdist worker per core (at most 4), each pinned to its own cores and each
 # test file kept on one worker (tests/conftest.py). TEST_WORKERS=0: all in one process.
+# The 15 slowest tests are listed at the end: the suite must stay under 15 minutes on 2 cores.
 TEST_WORKERS ?= auto
 test: $(STAMP)
-	$(BIN)/pytest -q -m "not unverified" -n $(TEST_WORKERS) --maxprocesses 4 --dist loadfile
+	$(BIN)/pytest -q -m "not unverified" -n $(TEST_WORKERS) --maxprocesses 4 --dist loadfile --durations=15
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
