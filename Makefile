@@ -46,7 +46,7 @@ demo: $(STAMP)
 # `$(BIN)/pytest -m unverified` runs them.
 # One pytest-xdist worker per core (at most 4), each pinned to its own cores and each
 # test file kept on one worker (tests/conftest.py). TEST_WORKERS=0: all in one process.
-# The 15 slowest tests are listed at the end: the suite must stay under 15 minutes on 2 cores.
+# The 15 slowest tests are listed at the end, to see what holds the suite near its target.
 TEST_WORKERS ?= auto
 test: $(STAMP)
 	$(BIN)/pytest -q -m "not unverified" -n $(TEST_WORKERS) --maxprocesses 4 --dist loadfile --durations=15
