@@ -33,7 +33,7 @@ slowed by Prefect's 2 s retry then made the overhead look smaller. That
 figure stays in the file as `overhead_fraction_of_whole_run`.)
 Prints the median and range over rounds of both ratios, and a bootstrap CI of
 the overhead's median (single rounds swing by several points: on the slow
-2-core host of 2026-12-04, 15 rounds left that CI 7 to 13 points wide); writes
+2-core host of 2026-12-04, 15 rounds left that CI 10 to 13 points wide); writes
 bench/results/overhead.json.
 """
 
