@@ -24,10 +24,6 @@ from instructflow.flows import cli_data, cli_models, cli_run
 from instructflow.tasks import heap
 from instructflow.tasks.env import apply_defaults
 
-# Commands that import everything and then run a flow; each calls heap.imports_done()
-# before its flow starts (tasks/heap.py: ~1 s less of garbage collection).
-IMPORT_HEAVY = {"run", "sweep"}
-
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
@@ -46,7 +42,9 @@ def main(argv: list[str] | None = None) -> int:
     # (instructflow.tasks.env: the defaults, each overridden by what you export).
     apply_defaults()
     args = build_parser().parse_args(argv)
-    if args.command in IMPORT_HEAVY:
+    # A command that imports everything and then runs a flow says so (`import_heavy`, beside
+    # its handler, which calls heap.imports_done() before its flow: tasks/heap.py).
+    if getattr(args, "import_heavy", False):
         heap.imports_begin()
     from instructflow.tasks import outages
 

@@ -191,7 +191,8 @@ def add_commands(sub) -> None:
         help='JSON file of run settings, {"params": {...}} as the Prefect form sends or the bare fields; '
         "see `instructflow params --example` (command-line flags override it)",
     )
-    run.set_defaults(func=_cmd_run)
+    # import_heavy: the handler imports everything, then calls heap.imports_done() (cli.main)
+    run.set_defaults(func=_cmd_run, import_heavy=True)
 
     params = sub.add_parser(
         "params",
@@ -243,7 +244,7 @@ def add_commands(sub) -> None:
         help="JSON file of run settings for every seed, as `run --params` reads it "
         "(see `instructflow params --example`)",
     )
-    sweep.set_defaults(func=_cmd_sweep)
+    sweep.set_defaults(func=_cmd_sweep, import_heavy=True)
 
     compare = sub.add_parser(
         "compare",
