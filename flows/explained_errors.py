@@ -55,6 +55,13 @@ def explanation(error: BaseException) -> tuple[int, str] | None:
 
     if isinstance(error, bad_input_errors()):
         return 2, str(error)
+    from instructflow.models.numeric import NonFiniteError
+
+    if isinstance(error, NonFiniteError):  # the settings diverged: a retry diverges the same way
+        return 2, (
+            f"{error}: the stage's last good checkpoint is kept; lower its lr (or grad_clip) "
+            "in --params and run again"
+        )
     if is_interrupt(error):
         detail = (
             f" ({error})" if str(error) and not isinstance(error, interrupts.RunInterrupted) else ""
