@@ -136,12 +136,22 @@ def _cmd_compare(args: argparse.Namespace) -> int:
     print(report_comparison(a, b))
     if not args.exact:
         return 0
-    from instructflow.tasks.report import FIGURE_BLOCKS, figure_differences
+    from instructflow.tasks.report import (
+        FIGURE_BLOCKS,
+        figure_differences,
+        measurement_differences,
+    )
 
     differences = figure_differences(a, b)
     print(f"\n{len(differences)} figures differ ({', '.join(FIGURE_BLOCKS)}, compared exactly)")
     for line in differences:
         print(f"  {line}")
+    # Time, throughput and memory are readings of the machine: shown, never a difference.
+    measured = measurement_differences(a, b)
+    if measured:
+        print(f"{len(measured)} machine measurements differ (not compared):")
+        for line in measured:
+            print(f"  {line}")
     return 1 if differences else 0
 
 
@@ -257,6 +267,7 @@ def add_commands(sub) -> None:
         "--exact",
         action="store_true",
         help="also compare every figure bit for bit; exit status 1 if any differs "
-        "(e.g. the same seed before and after a change that must not move them)",
+        "(e.g. the same seed before and after a change that must not move them); "
+        "time, throughput and memory readings are shown but not compared",
     )
     compare.set_defaults(func=_cmd_compare)

@@ -97,15 +97,21 @@ class Dataset:
     summary: dict[str, Any]
 
 
-def _own_forms(table: str, rows: list[tuple[int, Any]]) -> tuple[list[tuple[int, Any]], int]:
-    """The rows with those in a TRL form rewritten to their equivalent; how many were."""
-    out, converted = [], 0
+def _own_forms(
+    path: Path, table: str, rows: list[tuple[int, Any]]
+) -> tuple[list[tuple[int, Any]], int, list[Problem]]:
+    """The rows with those in a TRL form rewritten to their equivalent; how many were; and
+    the problems of rows that look like a TRL form but fit none, left out of the rest."""
+    out, converted, problems = [], 0, []
     for n, obj in rows:
         if isinstance(obj, dict):
+            if (bad := trl_forms.completion_problem(table, obj)) is not None:
+                problems.append(Problem(str(path), n, *bad))
+                continue
             obj, was_trl = trl_forms.as_own_form(table, obj)
             converted += was_trl
         out.append((n, obj))
-    return out, converted
+    return out, converted, problems
 
 
 def validate(
@@ -256,15 +262,20 @@ def load_dataset(
     for name, path in paths.items():
         rows, read_problems = read_rows(path)
         problems += read_problems
-        if not rows and not read_problems:  # else "missing column" or "fit none of the shapes"
-            problems.append(Problem(str(path), 0, LINE, EMPTY_TABLE))
+        if not rows:  # an unreadable file's problem is all there is to say about its columns
+            if not read_problems:
+                problems.append(Problem(str(path), 0, LINE, EMPTY_TABLE))
             continue
         rows, extras = drop_message_extras(rows)  # as other columns: ignored, and listed
         if extras:
             summary.setdefault("ignored_message_keys", {})[name] = extras
-        rows, converted = _own_forms(name, rows)
+        given = len(rows)
+        rows, converted, form_problems = _own_forms(path, name, rows)
+        problems += form_problems
         if converted:  # how many rows were in TRL's forms (instructflow.tasks.trl_forms)
             summary.setdefault("trl_forms", {})[name] = converted
+        if not rows:  # every row a broken TRL form: no columns left to check
+            continue
         columns = {k for _, obj in rows for k in obj}
         if name == "prompts":
             schema = ds.prompts_schema(columns)
@@ -285,10 +296,10 @@ def load_dataset(
             schema = ds.mixture_schema()
         found, ignored = validate(path, rows, schema)
         problems += found
-        summary["tables"][name] = {"file": path.name, "rows": len(rows), "md5": md5_of(path)}
+        summary["tables"][name] = {"file": path.name, "rows": given, "md5": md5_of(path)}
         if ignored:
             summary["ignored_columns"][name] = sorted(ignored)
-        if found or read_problems:
+        if found or read_problems or form_problems:
             continue  # normalising needs valid rows; the problems are reported below
         if name == "prompts":
             loaded[name] = _prompt_items(path, rows, render)

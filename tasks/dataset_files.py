@@ -93,6 +93,8 @@ def read_rows(path: Path) -> tuple[list[tuple[int, dict]], list[Problem]]:
     try:
         frame = pd.read_parquet(path)
     except Exception as e:  # pyarrow raises several types for a broken file
-        return [], [Problem(str(path), 0, "<file>", f"unreadable Parquet: {e}")]
+        # The problem names the file already; pyarrow's message repeats its path.
+        why = str(e).replace(f"Could not open Parquet input source '{path}': ", "")
+        return [], [Problem(str(path), 0, "<file>", f"not a readable Parquet file: {why}")]
     records = frame.to_dict("records")
     return [(i + 1, {k: _plain(v) for k, v in r.items()}) for i, r in enumerate(records)], []

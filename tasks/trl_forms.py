@@ -17,7 +17,9 @@ validates:
   conversation shape, whose prompt is the turns both share).
 
 A row in none of these forms is left as it is, so its problems name the
-fields it has. Other columns (user_id, split, ...) are kept.
+fields it has; a demonstration with a `completion` that fits neither of its
+forms gets `completion_problem`'s message, since the schema would ask for the
+`response` the user never wrote. Other columns (user_id, split, ...) are kept.
 """
 
 from typing import Any
@@ -47,3 +49,42 @@ def as_own_form(table: str, row: dict[str, Any]) -> tuple[dict[str, Any], bool]:
             rest = {k: v for k, v in row.items() if k != "prompt"}
             return rest | {"chosen": prompt + chosen, "rejected": prompt + rejected}, True
     return row, False
+
+
+COMPLETION_TYPES = (
+    "a string, or in TRL's conversational form a list of {role, content} messages "
+    "(the prompt then a list of messages too)"
+)
+
+
+def _kind(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, list):
+        if value and all(isinstance(v, str) for v in value):
+            return "a list of strings"
+        return "a list of messages" if _messages(value) else "a list"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, int | float):
+        return "a number"
+    return "an object" if isinstance(value, dict) else f"a {type(value).__name__}"
+
+
+def completion_problem(table: str, row: dict[str, Any]) -> tuple[str, str] | None:
+    """(field, message) for a demonstration in TRL's prompt/completion form whose values fit
+    neither of its variants, naming the row's own fields; None for any other row."""
+    if table != "demonstrations" or "completion" not in row or "response" in row:
+        return None
+    if as_own_form(table, row)[1]:
+        return None
+    prompt, completion = row.get("prompt"), row["completion"]
+    if _messages(prompt):
+        return "completion", (
+            f"must be a list of {{role, content}} messages, as 'prompt' is; got {_kind(completion)}"
+        )
+    if isinstance(prompt, str):
+        return "completion", f"must be {COMPLETION_TYPES}; got {_kind(completion)}"
+    if "prompt" not in row:
+        return "prompt", "missing field (a 'completion' answers a 'prompt')"
+    return "prompt", f"must be {COMPLETION_TYPES}; got {_kind(prompt)}"

@@ -91,3 +91,20 @@ def test_a_dataset_directory_that_does_not_exist_is_named_as_missing(tmp_path):
     assert str(e.value).splitlines()[1:] == [
         f"{tmp_path / 'nodata'} field 'data': no such directory"
     ]
+
+
+@pytest.mark.parametrize("table", ["preferences", "prompts"])
+def test_an_unreadable_parquet_table_is_one_problem_naming_the_file(tmp_path, table):
+    # given a good dataset and one of its tables replaced by bytes that are not Parquet
+    folder = write_pairwise_dataset(tmp_path / "pw", n=60)
+    (folder / f"{table}.jsonl").unlink()
+    (folder / f"{table}.parquet").write_bytes(bytes(range(256)) * 2)
+    # then the refusal is that file, once: no missing column or unknown shape after it
+    with pytest.raises(TableError) as e:
+        load_dataset(folder)
+    assert _problems(e.value) == [(f"{table}.parquet", 0, "<file>")]
+    message = str(e.value).splitlines()[1]
+    assert message.startswith(
+        f"{folder / f'{table}.parquet'} field '<file>': not a readable Parquet"
+    )
+    assert message.count(f"{table}.parquet") == 1  # pyarrow's copy of the path is dropped

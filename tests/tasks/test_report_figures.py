@@ -6,7 +6,12 @@ from pathlib import Path
 import pytest
 
 from instructflow.flows.cli import main
-from instructflow.tasks.report import figure_differences, leaves
+from instructflow.tasks.report import (
+    figure_differences,
+    is_measurement,
+    leaves,
+    measurement_differences,
+)
 
 
 def report(ppo_gold: float, **extra) -> dict:
@@ -65,3 +70,43 @@ def test_the_committed_same_seed_pairs_have_identical_figures(profile, before, a
     assert a["provenance"]["threads"] == b["provenance"]["threads"] == 1
     assert a["run"]["seed"] == b["run"]["seed"] == 0
     assert figure_differences(a, b) == []
+
+
+def test_machine_measurements_are_shown_but_never_a_difference():
+    # given two own-data reports alike but for the reward model's peak memory and a timing
+    a, b = report(0.6), report(0.6)
+    a["reward_model"] |= {"peak_memory_mb": 809.64, "seconds_per_epoch": 1.0}
+    b["reward_model"] |= {"peak_memory_mb": 815.95, "seconds_per_epoch": 1.5}
+    assert figure_differences(a, b) == []
+    assert measurement_differences(a, b) == [
+        "reward_model/peak_memory_mb: 809.64 -> 815.95",
+        "reward_model/seconds_per_epoch: 1.0 -> 1.5",
+    ]
+    assert [is_measurement(p) for p in ("x/tokens_per_second", "x/throughput", "x/accuracy")] == [
+        True,
+        True,
+        False,
+    ]
+
+
+def test_compare_exact_ignores_peak_memory_but_not_a_real_figure(tmp_path, capsys):
+    first, second = tmp_path / "a.json", tmp_path / "b.json"
+    a = report(0.6) | {"provenance": {}}
+    a["reward_model"]["peak_memory_mb"] = 809.64
+    first.write_text(json.dumps(a))
+    b = report(0.6) | {"provenance": {}}
+    b["reward_model"]["peak_memory_mb"] = 815.95
+    second.write_text(json.dumps(b))
+    # when only the memory reading differs: exit 0, the reading still shown
+    assert main(["compare", "--exact", str(first), str(second)]) == 0
+    out = capsys.readouterr().out
+    assert "0 figures differ" in out
+    assert "1 machine measurements differ (not compared)" in out
+    assert "reward_model/peak_memory_mb: 809.64 -> 815.95" in out
+    # when a real figure differs too: exit 1, naming that figure
+    b["reward_model"]["accuracy_vs_gold"] = 0.81
+    second.write_text(json.dumps(b))
+    assert main(["compare", "--exact", str(first), str(second)]) == 1
+    out = capsys.readouterr().out
+    assert "1 figures differ" in out
+    assert "reward_model/accuracy_vs_gold: 0.8 -> 0.81" in out

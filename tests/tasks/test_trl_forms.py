@@ -168,3 +168,47 @@ def test_a_bad_conversational_prompt_is_named_by_file_row_and_field(tmp_path, pr
     assert [(Path(p.file).name, p.row, p.field) for p in e.value.problems] == [
         ("prompts.jsonl", 3, "messages")
     ]
+
+
+@pytest.mark.parametrize(
+    "prompt, completion, field, message",
+    [
+        ("Name a fruit.", ["Apple.", "Pear."], "completion", "got a list of strings"),
+        ("Name a fruit.", APPLE, "completion", "got a list of messages"),
+        ("Name a fruit.", None, "completion", "got null"),
+        (USER, "Apple.", "completion", "as 'prompt' is; got a str"),
+        (7, "Apple.", "prompt", "got a number"),
+    ],
+)  # fmt: skip
+def test_a_completion_of_the_wrong_type_is_named_as_the_user_wrote_it(
+    tmp_path, prompt, completion, field, message
+):
+    # given TRL prompt/completion demonstrations, row 3 of which fits neither variant
+    rows = _tasks(60)
+    _write(tmp_path, "preferences", [
+        {"prompt": p, "chosen": g, "rejected": b, "user_id": u} for u, p, g, b in rows
+    ])  # fmt: skip
+    demos = [{"prompt": p, "completion": g, "user_id": u} for u, p, g, _ in rows]
+    demos[2] |= {"prompt": prompt, "completion": completion}
+    _write(tmp_path, "demonstrations", demos)
+    # then the one problem is on that row, in the field the user wrote (not 'response'),
+    # saying which types it takes
+    with pytest.raises(TableError, match=message) as e:
+        load_dataset(tmp_path)
+    assert [(Path(p.file).name, p.row, p.field) for p in e.value.problems] == [
+        ("demonstrations.jsonl", 3, field)
+    ]
+    assert "a list of {role, content} messages" in str(e.value)
+
+
+def test_a_completion_without_its_prompt_says_the_prompt_is_missing(tmp_path):
+    rows = _tasks(60)
+    _write(tmp_path, "preferences", [
+        {"prompt": p, "chosen": g, "rejected": b, "user_id": u} for u, p, g, b in rows
+    ])  # fmt: skip
+    _write(tmp_path, "demonstrations", [{"completion": "Apple."}])
+    with pytest.raises(TableError, match="missing field") as e:
+        load_dataset(tmp_path)
+    assert [(Path(p.file).name, p.row, p.field) for p in e.value.problems] == [
+        ("demonstrations.jsonl", 1, "prompt")
+    ]
