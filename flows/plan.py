@@ -16,8 +16,10 @@ import warnings
 from transformers import AutoConfig, GPT2Config
 
 from instructflow.flows.params import PipelineParams
+from instructflow.flows.params_io import ParamsError
 from instructflow.models import memory_plan
 from instructflow.models.lora import LoraOptions
+from instructflow.models.reward_model import reward_head_problem
 
 UNITS = {"": 1, "b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "tb": 10**12}
 UNITS |= {"kib": 2**10, "mib": 2**20, "gib": 2**30, "tib": 2**40}
@@ -71,6 +73,9 @@ def make_plan(
 ) -> dict:
     """Per stage, full fine-tuning and LoRA (the stage's own lora settings, else peft defaults)."""
     config = model_config(params)
+    no_reward_head = reward_head_problem(config)
+    if no_reward_head:  # the RM's network cannot be built, so neither can its plan
+        raise ParamsError(f"base_model {params.base_model}: {no_reward_head}")
     seq = seq_len or context_of(config)
     sft, rm, ppo = params.stage("sft"), params.stage("reward_model"), params.stage("ppo")
     k = params.stage("comparisons").k

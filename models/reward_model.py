@@ -14,13 +14,17 @@ Both include `config.reward_offset`, the bias that makes labeler
 demonstrations score mean 0 (set after training, saved with the config).
 """
 
+import copy
 import os
 from collections.abc import Sequence
 
 import torch
+import transformers
 from transformers import (
+    MODEL_FOR_SEQUENCE_CLASSIFICATION_MAPPING,
     AutoModelForSequenceClassification,
     AutoTokenizer,
+    PretrainedConfig,
     PreTrainedModel,
     PreTrainedTokenizerBase,
 )
@@ -51,6 +55,41 @@ def _ensure_distinct_pad(model: PreTrainedModel, tokenizer: PreTrainedTokenizerB
             if len(tokenizer) > model.get_input_embeddings().weight.shape[0]:
                 model.resize_token_embeddings(len(tokenizer))
     model.config.pad_token_id = tokenizer.pad_token_id
+
+
+def reward_head_problem(config: PretrainedConfig) -> str | None:
+    """Why a causal LM of this config cannot be the reward model's trunk, or None.
+
+    The RM and PPO's value model are the architecture's sequence-classification
+    class with a `score` head read at the last token, as TRL builds its reward
+    and value models. About half of the causal-LM types in transformers have no
+    such class (Granite, Cohere, OLMoE, Llama 4, ...), and an encoder's class
+    (BERT's) has a pooled `classifier` instead; either failed only at the RM
+    stage, after SFT had trained. The class is built on the meta device: no
+    memory, no weights read.
+    """
+    if type(config) not in MODEL_FOR_SEQUENCE_CLASSIFICATION_MAPPING:
+        return (
+            f"model_type {config.model_type!r} has no sequence-classification class in "
+            f"transformers {transformers.__version__}: the reward model and PPO's value model "
+            "are one (a score head on the causal LM's trunk); use a model whose type has one "
+            "(llama, mistral, qwen2, qwen3, gemma2, phi3, gpt2, gpt_neox, ...)"
+        )
+    one_label = copy.deepcopy(config)
+    one_label.num_labels = 1
+    try:
+        with torch.device("meta"):
+            model = AutoModelForSequenceClassification.from_config(one_label)
+    except Exception as error:  # a config its own model class refuses (heads vs hidden size...)
+        first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        return f"the reward model's class cannot be built from this config: {first}"
+    if not isinstance(getattr(model, "score", None), torch.nn.Module):
+        return (
+            f"model_type {config.model_type!r} is not a decoder: its sequence-classification "
+            f"class {type(model).__name__} has no `score` head read at the last token, which "
+            "the reward model and PPO's value model need"
+        )
+    return None
 
 
 def reward_model_from_causal_lm(

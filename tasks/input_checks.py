@@ -24,6 +24,7 @@ import pandas as pd
 
 from instructflow.models.batching import encode_prompt
 from instructflow.models.formatting import format_prompt, format_response
+from instructflow.models.reward_model import reward_head_problem
 from instructflow.tasks.lengths import LengthCheck
 from instructflow.tasks.stage import content_digest
 from instructflow.tasks.tables import LINE, Problem, TableError, load_table
@@ -98,7 +99,8 @@ def _first_line(error: Exception) -> str:
 
 
 def _config_problems(folder: Path, config_file: Path) -> tuple[Any, list[Problem]]:
-    """The config as transformers reads it, and whether it has a causal-LM head."""
+    """The config as transformers reads it, and whether it has a causal-LM head and the
+    sequence-classification class the reward model is built on."""
     from transformers import MODEL_FOR_CAUSAL_LM_MAPPING, AutoConfig
 
     try:
@@ -111,6 +113,9 @@ def _config_problems(folder: Path, config_file: Path) -> tuple[Any, list[Problem
     if type(config) not in MODEL_FOR_CAUSAL_LM_MAPPING:
         message = f"model_type {config.model_type!r} has no causal-LM head in transformers"
         return None, [Problem(str(config_file), 0, "model_type", message)]
+    no_reward_head = reward_head_problem(config)
+    if no_reward_head:
+        return None, [Problem(str(config_file), 0, "model_type", no_reward_head)]
     return config, []
 
 

@@ -81,6 +81,31 @@ CASES = [
         "causal",
     ),
     (
+        # transformers has a causal LM for it but no sequence-classification class: no RM
+        "no-reward-head",
+        lambda m: set_config(m, model_type="granite"),
+        "config.json",
+        "model_type",
+        "no sequence-classification class",
+    ),
+    (
+        # an encoder: its classifier reads a pooled token, not the last one
+        "encoder",
+        lambda m: set_config(
+            m, model_type="bert", hidden_size=32, intermediate_size=64, num_attention_heads=2
+        ),
+        "config.json",
+        "model_type",
+        "not a decoder",
+    ),
+    (
+        "config-its-class-refuses",
+        lambda m: set_config(m, model_type="bert", hidden_size=32, num_attention_heads=12),
+        "config.json",
+        "model_type",
+        "hidden size (32) is not a multiple of the number of attention heads (12)",
+    ),
+    (
         "invalid-config-field",
         lambda m: set_config(m, n_positions=None),
         "config.json",

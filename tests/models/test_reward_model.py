@@ -188,3 +188,19 @@ def test_rows_scored_by_length_groups_equal_one_padded_batch(reward_model, monke
     grouped.sum().backward()
     assert all(p.grad is not None for p in model.score.parameters())
     assert model.base_model.get_input_embeddings().weight.grad.abs().sum() > 0
+
+
+def test_reward_head_problem_names_architectures_the_rm_cannot_be_built_on():
+    from transformers import BertConfig, GPT2Config, GraniteConfig, LlamaConfig
+
+    from instructflow.models.reward_model import reward_head_problem
+
+    small = {"hidden_size": 32, "intermediate_size": 64, "num_attention_heads": 2}
+    # decoders with a sequence-classification class (a `score` head at the last token)
+    assert reward_head_problem(GPT2Config(n_embd=32, n_layer=1, n_head=2)) is None
+    assert reward_head_problem(LlamaConfig(num_hidden_layers=1, **small)) is None
+    # a causal LM without one, and an encoder whose class pools for a `classifier`
+    granite = reward_head_problem(GraniteConfig(num_hidden_layers=1, **small))
+    assert "'granite' has no sequence-classification class" in granite
+    bert = reward_head_problem(BertConfig(num_hidden_layers=1, **small))
+    assert "'bert' is not a decoder" in bert and "BertForSequenceClassification" in bert

@@ -1,0 +1,21 @@
+"""`instructflow plan` on a model the reward model cannot be built on: one line, exit 2."""
+
+from transformers import GraniteConfig
+
+from instructflow.flows.cli import main
+
+
+def test_plan_of_a_model_without_a_reward_head_is_one_line(tmp_path, capsys):
+    # given a causal LM whose type has no sequence-classification class (only its config)
+    model = tmp_path / "granite"
+    config = GraniteConfig(
+        hidden_size=32, intermediate_size=64, num_attention_heads=2, num_hidden_layers=1
+    )
+    config.save_pretrained(model)
+    # when its memory plan is asked for
+    status = main(["plan", "--base-model", str(model)])
+    # then the command says why in one line, as for any bad setting, and no traceback
+    err = capsys.readouterr().err
+    assert status == 2
+    assert "'granite' has no sequence-classification class" in err
+    assert "Traceback" not in err and len(err.strip().splitlines()) == 1
