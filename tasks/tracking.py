@@ -5,12 +5,13 @@ it; MLFLOW_TRACKING_URI points runs anywhere else (a shared server). One
 parent run per pipeline run, one nested run per stage.
 """
 
+import atexit
 import os
 import sqlite3
 import subprocess
 import warnings
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import closing, contextmanager
 from pathlib import Path
 
 import mlflow
@@ -49,11 +50,35 @@ def _sqlite_store_settings(dbapi_connection, _record) -> None:
         cursor.close()
 
 
+_folded_at_exit: set[str] = set()  # SQLite stores whose log this process folds when it ends
+
+
+def fold_write_ahead_log(database: Path) -> None:
+    """Copy the write-ahead log's commits into the database file and empty the log.
+
+    MLflow keeps its pooled connections open until the process ends, and they are
+    never closed (SQLite folds the log back when the last one closes): the log held
+    the newest runs, so a copy of mlflow.db alone (a backup, a move) lacked them.
+    A reader that holds the log (`make serve`'s UI mid-query) makes this wait up
+    to 2 s and then give up, leaving the log for the next run to fold.
+    """
+    if not database.is_file():
+        return
+    try:
+        with closing(sqlite3.connect(database, timeout=2.0)) as connection:
+            connection.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    except sqlite3.Error:
+        pass
+
+
 def setup() -> str:
     """Point MLflow at the project's store and make sure the experiment exists; return its id."""
     uri = tracking_uri()
     if uri.startswith("sqlite:") and not event.contains(Engine, "connect", _sqlite_store_settings):
         event.listen(Engine, "connect", _sqlite_store_settings)  # before MLflow's first connection
+    if uri.startswith("sqlite:") and uri not in _folded_at_exit:
+        _folded_at_exit.add(uri)
+        atexit.register(fold_write_ahead_log, Path(uri.removeprefix("sqlite:///")))
     mlflow.set_tracking_uri(uri)
     if uri in _experiment_ids:
         return _experiment_ids[uri]
