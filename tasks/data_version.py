@@ -59,9 +59,12 @@ def verify(root: Path) -> str:
     if actual != expected:
         raise DataMismatchError(
             f"data/ does not match data.dvc: data.dvc records md5 {expected} but data/ hashes to {actual}. "
-            "Restore it with `dvc checkout` or `dvc pull`, regenerate it with `instructflow data generate`, "
-            "or record the new version with `dvc add data` and commit data.dvc. "
-            "Pass --allow-data-mismatch to run on it anyway (the run is tagged as such)."
+            # Not `dvc checkout`: a first run rebuilds data/ without filling DVC's cache, and
+            # `dvc checkout --force` then deletes data/.
+            "To go back to the recorded version, remove data/ and run again (it is pulled "
+            "from DVC's remote, else rebuilt from its seed and checked against data.dvc). "
+            "To keep the change as a new version, run `.venv/bin/dvc add data` and commit data.dvc. "
+            "Or pass --allow-data-mismatch to run on it anyway (the run is tagged as such)."
         )
     return actual
 

@@ -38,9 +38,12 @@ def test_one_changed_byte_is_refused_naming_data_dvc(make_project, change_one_by
     root = make_project()
     change_one_byte(root / "data" / "smoke" / layout.RM_TRAIN)
     # when the data gate runs
-    # then it refuses, naming data.dvc
-    with pytest.raises(data_version.DataMismatchError, match=r"data\.dvc"):
+    # then it refuses, naming data.dvc, with advice that works in a clone whose DVC cache is
+    # empty (test_missing_data_is_restored_and_verified), not `dvc checkout`, which fails there
+    with pytest.raises(data_version.DataMismatchError, match=r"data\.dvc") as refused:
         data.ensure_data(root)
+    assert "remove data/ and run again" in str(refused.value)
+    assert "dvc checkout" not in str(refused.value)
     # and, when mismatches are allowed, it reports the data's own md5 as not matching
     version = data.ensure_data(root, allow_mismatch=True)
     assert version.matches_dvc is False
