@@ -16,6 +16,7 @@ If the output folder was deleted, the key no longer counts as cached.
 
 import hashlib
 import json
+import os
 import shutil
 from collections.abc import Iterable
 from pathlib import Path
@@ -148,17 +149,50 @@ def fresh_output_dir(out_dir: str | Path) -> Path:
     return out
 
 
-def _fingerprint(file: Path) -> str:
-    """Size and a digest of the first and last 64 KiB: cheap on a large checkpoint, and
-    a deleted, truncated, replaced or rewritten file shows (a byte changed mid-file may not)."""
-    size = file.stat().st_size
+def _sampled(file: Path, size: int) -> str:
+    """A digest of the first and last 64 KiB: cheap on a large checkpoint."""
     digest = hashlib.blake2b(digest_size=12)
     with open(file, "rb") as handle:
         digest.update(handle.read(SAMPLE))
         if size > SAMPLE:
             handle.seek(max(SAMPLE, size - SAMPLE))
             digest.update(handle.read(SAMPLE))
-    return f"{size}:{digest.hexdigest()}"
+    return digest.hexdigest()
+
+
+def _whole(file: Path) -> str:
+    digest = hashlib.blake2b(digest_size=16)
+    _update_with_file(digest, file)
+    return digest.hexdigest()
+
+
+def _fingerprint(file: Path) -> str:
+    """What OUTPUTS.json records of a file: size, modification time (ns), the sampled digest
+    and a digest of every byte."""
+    status = file.stat()
+    size = status.st_size
+    return f"v2:{size}:{status.st_mtime_ns}:{_sampled(file, size)}:{_whole(file)}"
+
+
+def _unchanged(file: Path, recorded: str) -> tuple[bool, str]:
+    """Whether `file` still holds what `recorded` (its _fingerprint) says, and the fingerprint
+    to keep (the recorded one, with the file's new time when only its time changed).
+
+    A file whose size and time are as recorded has not been written since (its
+    sampled digest is checked as well); one written since is read whole, so a byte
+    changed anywhere in it shows, while one copied or touched with the same bytes
+    still counts (and its new time is kept, so it is read whole once). A
+    fingerprint of the older form (size and sampled digest) is checked as it was.
+    """
+    status = file.stat()
+    if not recorded.startswith("v2:"):
+        return recorded == f"{status.st_size}:{_sampled(file, status.st_size)}", recorded
+    _, size, mtime_ns, sampled, whole = recorded.split(":")
+    if status.st_size != int(size) or _sampled(file, status.st_size) != sampled:
+        return False, recorded
+    if status.st_mtime_ns == int(mtime_ns):
+        return True, recorded
+    return _whole(file) == whole, f"v2:{size}:{status.st_mtime_ns}:{sampled}:{whole}"
 
 
 def _outputs(out_dir: Path) -> dict[str, str]:
@@ -171,6 +205,14 @@ def _outputs(out_dir: Path) -> dict[str, str]:
     return files
 
 
+def _write_manifest(out_dir: Path, outputs: dict[str, str]) -> None:
+    # A name of this process's own: two runs that check one finished stage at once
+    # each rename a whole file, never one the other is still writing.
+    tmp = out_dir / f"{OUTPUTS_MANIFEST}.{os.getpid()}.tmp"
+    tmp.write_text(json.dumps(outputs, indent=1))
+    tmp.replace(out_dir / OUTPUTS_MANIFEST)
+
+
 def changed_output(out_dir: Path) -> str | None:
     """What of a finished stage's folder differs from when it finished ("model/model.safetensors
     is missing"), or None. A stage recorded before outputs were fingerprinted: None."""
@@ -178,12 +220,19 @@ def changed_output(out_dir: Path) -> str | None:
     if not manifest.exists():
         return None
     recorded = json.loads(manifest.read_text())
+    kept = dict(recorded)
     for rel, fingerprint in recorded.items():
         file = out_dir / rel
         if not file.is_file():
             return f"{rel} is missing"
-        if _fingerprint(file) != fingerprint:
+        same, kept[rel] = _unchanged(file, fingerprint)
+        if not same:
             return f"{rel} changed since the stage wrote it"
+    if kept != recorded:
+        try:
+            _write_manifest(out_dir, kept)
+        except OSError:  # a read-only copy of runs/: it is read whole again next time
+            pass
     return None
 
 
@@ -200,9 +249,7 @@ def done_result(out_dir: Path) -> dict:
 def mark_done(out_dir: Path, result: dict) -> dict:
     """Record a finished stage (written last, atomically): its folder is now complete,
     its files fingerprinted (`changed_output`)."""
-    outputs = out_dir / (OUTPUTS_MANIFEST + ".tmp")
-    outputs.write_text(json.dumps(_outputs(out_dir), indent=1))
-    outputs.replace(out_dir / OUTPUTS_MANIFEST)
+    _write_manifest(out_dir, _outputs(out_dir))
     tmp = out_dir / (DONE_MARKER + ".tmp")
     tmp.write_text(json.dumps(result, sort_keys=True, indent=2, default=str))
     tmp.replace(out_dir / DONE_MARKER)

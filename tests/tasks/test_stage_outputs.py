@@ -1,7 +1,11 @@
 """A finished stage counts as done only while the files it wrote are there as it wrote them."""
 
 import json
+import os
+import shutil
+import struct
 
+from instructflow.tasks import stage as stage_module
 from instructflow.tasks.stage import DONE_MARKER, changed_output, is_done, mark_done
 
 
@@ -52,3 +56,46 @@ def test_a_stage_recorded_before_fingerprints_still_counts_as_done(tmp_path):
     stage.mkdir()
     (stage / DONE_MARKER).write_text(json.dumps({"model_dir": "x"}))
     assert is_done(stage)
+
+
+def test_a_byte_changed_mid_file_makes_it_undone(tmp_path):
+    # given a finished stage whose weights get 4 bytes overwritten in the middle (the
+    # size, the first and the last 64 KiB all as they were), as a bad copy leaves them
+    stage = _finished_stage(tmp_path / "sft-1")
+    weights = stage / "model" / "model.safetensors"
+    with open(weights, "r+b") as handle:
+        handle.seek(128 * 1024)
+        handle.write(struct.pack("<f", 1.0))
+    # then the stage is no longer done, naming the file
+    assert changed_output(stage) == "model/model.safetensors changed since the stage wrote it"
+
+
+def test_the_same_bytes_written_again_still_count_and_are_read_whole_once(tmp_path, monkeypatch):
+    # given a finished stage copied elsewhere (new times, the same bytes)
+    stage = _finished_stage(tmp_path / "sft-1")
+    copy = tmp_path / "moved" / "sft-1"
+    shutil.copytree(stage, copy)  # copytree keeps times: touch them, as `cp -r` would not
+    for file in copy.rglob("*"):
+        os.utime(file, ns=(file.stat().st_atime_ns, file.stat().st_mtime_ns + 10**9))
+    # then it is done, its files read whole once: the manifest keeps their new times
+    read_whole = []
+    real_whole = stage_module._whole
+    monkeypatch.setattr(stage_module, "_whole", lambda f: read_whole.append(f) or real_whole(f))
+    assert changed_output(copy) is None
+    assert len(read_whole) == 2  # config.json and model.safetensors
+    assert changed_output(copy) is None
+    assert len(read_whole) == 2  # nothing read whole again
+
+
+def test_an_older_manifest_is_checked_as_it_was_written(tmp_path):
+    # given a stage finished before whole-file digests: size and sampled digest only
+    stage = _finished_stage(tmp_path / "sft-1")
+    manifest = stage / "OUTPUTS.json"
+    older = {
+        rel: f"{(stage / rel).stat().st_size}:{stage_module._sampled(stage / rel, (stage / rel).stat().st_size)}"
+        for rel in json.loads(manifest.read_text())
+    }
+    manifest.write_text(json.dumps(older))
+    assert changed_output(stage) is None
+    (stage / "model" / "config.json").write_text('{"n_embd": 65}')
+    assert changed_output(stage) == "model/config.json changed since the stage wrote it"
