@@ -70,5 +70,6 @@ def ppo_train(
         ):
             checkpoint(trainer)
         if interrupted:
-            raise interrupt(f"stopped after iteration {index}; checkpoint kept")
+            # Numbered as the progress line and the checkpoint are: iterations done, from 1.
+            raise interrupt(f"stopped after iteration {trainer.iteration}; checkpoint kept")
     return trainer

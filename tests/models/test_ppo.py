@@ -289,3 +289,33 @@ def test_state_dict_round_trip_continues_identically(checkpoint: Path) -> None:
     assert second.normalizer.count == full.normalizer.count
     a, b = full.unwrapped_policy.state_dict(), second.unwrapped_policy.state_dict()
     assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_a_stop_request_names_the_iteration_the_log_and_checkpoint_name(checkpoint: Path) -> None:
+    from instructflow.models.checkpoints import TrainingInterrupted, clear_stop, request_stop
+
+    # given: a run whose third iteration (index 2, logged as "iteration 3/10") sees a stop request
+    trainer, _ = toy_trainer(
+        checkpoint, iterations=10, rollout_batch=8, minibatch_size=8, ppo_epochs=1
+    )
+    saved = []
+
+    def on_iteration(index: int, _metrics: dict) -> None:
+        if index == 2:
+            request_stop()
+
+    # when: the loop honours it
+    try:
+        with pytest.raises(TrainingInterrupted) as stopped:
+            ppo_train(
+                trainer,
+                [PROMPT],
+                None,
+                on_iteration,
+                checkpoint=lambda t: saved.append(t.iteration),
+            )
+    finally:
+        clear_stop()
+    # then: the message, the checkpoint and the resume point all say iteration 3
+    assert str(stopped.value) == "stopped after iteration 3; checkpoint kept"
+    assert saved == [3] and trainer.iteration == 3
