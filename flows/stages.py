@@ -18,6 +18,7 @@ import torch
 from prefect import get_run_logger
 
 from instructflow.flows.params import PipelineParams
+from instructflow.models.checkpoints import interrupt, stop_requested
 from instructflow.tasks import concurrency, launch, ppo, ppo_selection, run_status, tracking
 from instructflow.tasks.stage import (
     DONE_MARKER,
@@ -49,8 +50,14 @@ def run_stage(
 
     Wall seconds of the stage (cached or not) go to `timings[stage_name]` and to
     the parent run as metric `stage_seconds/<stage>`.
+
+    Once a stop was requested (SIGINT/SIGTERM) no stage starts, cached or not: the
+    interrupt a training loop raises ends the run here, whatever the stage before
+    did with the request.
     """
     run_status.at_stage(stage_name)
+    if stop_requested():
+        raise interrupt(f"stopped before stage {stage_name} started")
     started = time.perf_counter()
     key = stage_key(stage_name, task.version, config, inputs)
     out_dir = output_dir(key)

@@ -18,6 +18,7 @@ import torch
 from prefect import task
 from pydantic import BaseModel, ConfigDict, Field
 
+from instructflow.models.checkpoints import interrupt, stop_requested
 from instructflow.models.lm import load_causal_lm
 from instructflow.models.lm_training import pack_corpus, perplexity
 from instructflow.models.reward_model import reward_model_from_causal_lm
@@ -101,6 +102,15 @@ def fewshot_prefix(profile_dir: Path, n: int) -> str:
     return "".join(parts)
 
 
+def stop_point(where: str) -> None:
+    """Honour a stop request (SIGINT/SIGTERM) here, as a training loop does after a step.
+
+    Nothing of an evaluation is kept: the stage ends unfinished, so the next run evaluates again.
+    """
+    if stop_requested():
+        raise interrupt(f"evaluation stopped {where}; the next run evaluates again")
+
+
 @torch.no_grad()
 def sample(policy: Policy, prompts: list[str], cfg: EvalConfig, seed: int, sft=None) -> Responses:
     """The policy's responses, sampled with its own model and tokenizer.
@@ -138,6 +148,7 @@ def sample(policy: Policy, prompts: list[str], cfg: EvalConfig, seed: int, sft=N
             out.sft_logprobs += sft_logprobs_of(sft[0], tokenizer, batch, ro).tolist()
         elif sft is not None:
             out.sft_logprobs += text_response_logprobs(sft[0], sft[1], batch, ro.texts).tolist()
+        stop_point(f"while sampling {policy.name} ({len(out.texts)}/{len(prompts)} prompts)")
     return out
 
 
@@ -271,6 +282,7 @@ def judge_policies(
             }
             for i, (pid, p, t, g) in enumerate(zip(ids, prompts, resp.texts, gold, strict=True))
         ]
+        stop_point(f"after judging {policy.name}")
     return rows, raw
 
 

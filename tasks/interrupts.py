@@ -4,8 +4,12 @@ The first signal asks the training loops to stop (instructflow.models.checkpoint
 running loop saves a checkpoint after its current step and raises
 TrainingInterrupted, a KeyboardInterrupt, which no retry catches: the stage's
 and the pipeline's MLflow runs end KILLED (tracking.closing_run) and
-Prefect records the flow run as Crashed. Outside a training loop (sampling,
-evaluation) nothing polls the request, so if no loop has taken it up after
+Prefect records the flow run as Crashed. The evaluation's sampling polls the
+request too (instructflow.tasks.evaluation.sample: after each generation batch,
+and after each policy judged; the gate's head-to-head samples so, before it
+writes to the registry), and no stage starts once it is set
+(instructflow.flows.stages.run_stage). Elsewhere (sampling comparisons,
+writing the registry) nothing polls it, so if nothing has taken it up after
 `grace` seconds (SIGALRM), or at a second signal, the interrupt is raised
 wherever the run is.
 """

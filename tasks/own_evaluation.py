@@ -31,6 +31,7 @@ from instructflow.tasks.evaluation import (
     flat_metrics,
     load_test_prompts,
     sample,
+    stop_point,
 )
 from instructflow.tasks.judge import HeldOutJudge
 from instructflow.tasks.stage import (
@@ -96,6 +97,7 @@ def evaluate_own(
             {"prompt_id": pid, "sample": i % n, "prompt": p, "response": t}
             for i, (pid, p, t) in enumerate(zip(ids, prompts, resp.texts, strict=True))
         ]
+        stop_point(f"after judging {policy.name}")
     return rows, raw
 
 
