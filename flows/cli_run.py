@@ -46,7 +46,12 @@ def _cmd_run(args: argparse.Namespace) -> int:
             print(f"instructflow: {NEEDS_BASE}", file=sys.stderr)
             return 2
 
-        summary = own_data_preflight(local)  # a refused dataset stops here, before any flow
+        from instructflow.flows.explained_errors import bad_input_errors
+
+        try:
+            summary = own_data_preflight(local)  # a refused dataset stops here, before any flow
+        except bad_input_errors() as error:  # recorded in MLflow as the embedded world's are
+            return _refused(params, str(error))
         for warning in summary.get("split_warnings", []):
             print(f"instructflow: warning: {warning}", file=sys.stderr, flush=True)
         from instructflow.tasks.dataset_names import notes
@@ -57,11 +62,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
         # Checked here, before Prefect starts (which takes a while): a refusal comes in seconds.
         _, refusal = preflight.refusal_of(local, project_root())
         if refusal:
-            # printed before MLflow's (slow) start-up
-            print(f"instructflow: {refusal}", file=sys.stderr, flush=True)
-            run_id = preflight.record_refusal(params, refusal)
-            print(f"instructflow: MLflow run {run_id} marked FAILED", file=sys.stderr)
-            return 2
+            return _refused(params, refusal)
 
     from instructflow.flows.pipeline import rlhf_pipeline
     from instructflow.tasks import heap
@@ -75,6 +76,16 @@ def _cmd_run(args: argparse.Namespace) -> int:
     report = state.result()  # raises InputRefused if the flow refused, or the stage's error
     print(json.dumps(report["run"], indent=2))
     return 0
+
+
+def _refused(params, refusal: str) -> int:
+    """Print a refusal (before MLflow's slow start-up), record it as a FAILED MLflow run."""
+    from instructflow.tasks import preflight
+
+    print(f"instructflow: {refusal}", file=sys.stderr, flush=True)
+    run_id = preflight.record_refusal(params, refusal)
+    print(f"instructflow: MLflow run {run_id} marked FAILED", file=sys.stderr)
+    return 2
 
 
 def _cmd_params(args: argparse.Namespace) -> int:

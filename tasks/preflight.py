@@ -17,6 +17,7 @@ returns the Prefect state that fails the flow run without a traceback.
 from __future__ import annotations
 
 import json
+import logging
 from dataclasses import asdict
 from functools import cache
 from pathlib import Path
@@ -226,7 +227,15 @@ def record_refusal(params: Any, message: str) -> str:
     """For a refusal before the flow starts (the CLI): a parent run, FAILED, with the reason."""
     from instructflow.tasks import tracking
 
-    tracking.setup()
+    # A first run's store is created here: MLflow's two lines about its tables would stand
+    # between the refusal and the line that says where it is recorded.
+    store_log = logging.getLogger("mlflow.store.db.utils")
+    level = store_log.level
+    store_log.setLevel(logging.WARNING)
+    try:
+        tracking.setup()
+    finally:
+        store_log.setLevel(level)
     tags = {"profile": params.profile, "seed": str(params.seed), "refused": "true"}
     with mlflow.start_run(run_name=f"rlhf-{params.profile}", tags=tags) as run:
         mlflow.log_dict(json.loads(params.model_dump_json()), "params.json")

@@ -17,6 +17,18 @@ def _project(tmp_path, monkeypatch):
     return root, data, tiny_llama(tmp_path / "llama", [p.read_text() for p in data.iterdir()])
 
 
+def _recorded_refusal(root, refusals: int = 1) -> str:
+    """The MLflow runs refusals leave (one each, FAILED): the newest one's reason; nothing
+    registered."""
+    from mlflow import MlflowClient
+
+    client = MlflowClient(f"sqlite:///{root / 'mlflow.db'}")
+    runs = client.search_runs([e.experiment_id for e in client.search_experiments()])
+    assert [r.info.status for r in runs] == ["FAILED"] * refusals
+    assert client.search_registered_models() == []
+    return runs[0].data.tags["failure_reason"]
+
+
 def test_a_bad_dataset_is_refused_before_anything_runs(tmp_path, monkeypatch, capsys):
     root, data, llama = _project(tmp_path, monkeypatch)
     prefs = [json.loads(line) for line in (data / "preferences.jsonl").read_text().splitlines()]
@@ -42,8 +54,10 @@ def test_a_bad_dataset_is_refused_before_anything_runs(tmp_path, monkeypatch, ca
     err = capsys.readouterr().err
     assert "preferences.jsonl row 5 field 'chosen': does not end on an assistant turn" in err
     assert "Traceback" not in err
-    # nothing started: no stage output, no MLflow store, so nothing registered
-    assert not (root / "runs").exists() and not (root / "mlflow.db").exists()
+    # nothing started: no stage output, nothing registered; the refusal is one FAILED
+    # MLflow run with the reason, as on the embedded world
+    assert not (root / "runs").exists()
+    assert "preferences.jsonl row 5 field 'chosen'" in _recorded_refusal(root)
 
     # the too-long demonstration is named once the conversation is fixed
     prefs[4]["chosen"] = prefs[4]["chosen"].removesuffix("\n\nHuman: and?")
@@ -73,7 +87,8 @@ def test_a_broken_model_folder_is_refused_with_a_dataset_as_without_one(
         assert code == 2
         err = capsys.readouterr().err
         assert f"{broken} {named}" in err and "Traceback" not in err
-        assert not (root / "runs").exists() and not (root / "mlflow.db").exists()
+        assert not (root / "runs").exists()
+    assert "config.json" in _recorded_refusal(root, refusals=2)
 
 
 def test_a_model_folder_missing_a_shard_is_refused_in_one_line(tmp_path, monkeypatch, capsys):
@@ -94,7 +109,8 @@ def test_a_model_folder_missing_a_shard_is_refused_in_one_line(tmp_path, monkeyp
     err = capsys.readouterr().err
     assert f"{shards[-1]} field 'weights': missing: model.safetensors.index.json names it" in err
     assert "Traceback" not in err and err.count("\n") < 5
-    assert not (root / "runs").exists() and not (root / "mlflow.db").exists()
+    assert not (root / "runs").exists()
+    assert _recorded_refusal(root)
 
 
 def test_a_conversation_the_chat_template_refuses_is_refused_naming_the_row(
@@ -121,4 +137,5 @@ def test_a_conversation_the_chat_template_refuses_is_refused_naming_the_row(
         " this conversation: System role not supported"
     ) in err
     assert "Traceback" not in err
-    assert not (root / "runs").exists() and not (root / "mlflow.db").exists()
+    assert not (root / "runs").exists()
+    assert _recorded_refusal(root)
