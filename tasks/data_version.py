@@ -31,9 +31,17 @@ def tracked_md5(root: Path) -> str:
 
 
 def _repo(root: Path):
+    from dvc.exceptions import NotDvcRepoError
     from dvc.repo import Repo
 
-    return Repo(str(root))
+    try:
+        return Repo(str(root))
+    except NotDvcRepoError:
+        raise DataMismatchError(
+            f"{root} is not a DVC project (no .dvc/ there or above): the project root "
+            "(INSTRUCTFLOW_ROOT) must be a clone of this repository, or a folder where "
+            "`.venv/bin/dvc init --no-scm` was run and data.dvc copied in"
+        ) from None
 
 
 def current_md5(root: Path) -> str:

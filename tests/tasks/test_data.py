@@ -209,3 +209,12 @@ def test_the_data_stage_run_holds_its_counts_settings_and_tables(
     assert run.data.params == {"profile_dir": str(profile_dir), "dvc_data_md5": "abc123.dir"}
     assert len(run.inputs.dataset_inputs) == 4
     assert (tmp_path / "out" / "DONE.json").exists()
+
+
+def test_a_project_root_that_is_not_a_dvc_project_is_named(tmp_path):
+    # given INSTRUCTFLOW_ROOT pointed at a folder with data.dvc but no .dvc/ (not a clone)
+    shutil.copy2(REPO_ROOT / "data.dvc", tmp_path / "data.dvc")
+    # then the data gate says so in one line, naming the folder, instead of DVC's traceback
+    with pytest.raises(data_version.DataMismatchError, match="is not a DVC project") as refused:
+        data.ensure_data(tmp_path)
+    assert str(tmp_path) in str(refused.value) and "dvc init --no-scm" in str(refused.value)
