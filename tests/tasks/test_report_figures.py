@@ -90,13 +90,13 @@ def test_machine_measurements_are_shown_but_never_a_difference():
 
 
 def test_compare_exact_ignores_peak_memory_but_not_a_real_figure(tmp_path, capsys):
-    first, second = tmp_path / "a.json", tmp_path / "b.json"
-    a = report(0.6) | {"provenance": {}}
-    a["reward_model"]["peak_memory_mb"] = 809.64
-    first.write_text(json.dumps(a))
-    b = report(0.6) | {"provenance": {}}
-    b["reward_model"]["peak_memory_mb"] = 815.95
-    second.write_text(json.dumps(b))
+    def written(name: str, peak_memory_mb: float) -> tuple:
+        made = report(0.6) | {"provenance": {}}
+        made["reward_model"]["peak_memory_mb"] = peak_memory_mb
+        (tmp_path / name).write_text(json.dumps(made))
+        return tmp_path / name, made
+
+    (first, _), (second, b) = written("a.json", 809.64), written("b.json", 815.95)
     # when only the memory reading differs: exit 0, the reading still shown
     assert main(["compare", "--exact", str(first), str(second)]) == 0
     out = capsys.readouterr().out
