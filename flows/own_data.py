@@ -223,6 +223,9 @@ def run(
             "data_dir": str(data_dir),
             "dvc_data_md5": dvc_tags["data_dvc_md5"],
             "stage_seconds": timings,
+            # where each policy, the RM and the evaluation are (`instructflow evaluate`, sweeps)
+            "stage_keys": policy_keys
+            | {"reward_model": rm_in["rm"], "evaluation": Path(evaluated["dir"]).name},
         }
     )
     # Where it was made: machine, software, threads, processes, seed, commit.
