@@ -35,6 +35,13 @@ from instructflow.tasks.env import apply_defaults
 # instructflow.tasks.env), set here before any test module imports Prefect or transformers.
 apply_defaults()
 
+# `import dvc` gives DVC's loggers handlers on sys.stdout and sys.stderr as they are then.
+# Imported first inside a test that captures output (capsys), they kept that test's
+# streams, closed once it ended, and DVC raises on a closed stream: a later test of the
+# same worker that logs through DVC (its own `dvc init`, say) failed. Imported here,
+# they hold the session's streams.
+import dvc  # noqa: E402, F401
+
 
 def _pin_xdist_worker_to_its_cores() -> None:
     """Under `pytest -n N` (make test), worker i keeps the i-th share of the cores.
