@@ -17,13 +17,13 @@ hundred MB before any model; `runtime_bytes` measures it), the allocator's
 slack, data tables, and (on a GPU) the CUDA context.
 """
 
-import copy
 from dataclasses import dataclass
 
 import torch
-from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification, PretrainedConfig
+from transformers import AutoModelForCausalLM, PretrainedConfig
 
 from instructflow.models.lora import LoraOptions, add_lora
+from instructflow.models.reward_model import reward_network_on_meta
 
 FP32 = 4
 
@@ -50,11 +50,9 @@ def _count(model: torch.nn.Module, trainable: bool = False) -> int:
 
 def shape_of(config: PretrainedConfig, lora: LoraOptions | None) -> Shape:
     """Parameter counts by building the networks on the meta device (no memory, exact counts)."""
-    rm_config = copy.deepcopy(config)
-    rm_config.num_labels = 1
     with torch.device("meta"):
         lm = AutoModelForCausalLM.from_config(config)
-        rm = AutoModelForSequenceClassification.from_config(rm_config)
+    rm = reward_network_on_meta(config)
     params, rm_params = _count(lm), _count(rm)
     lora_params = rm_lora_params = 0
     if lora is not None:

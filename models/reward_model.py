@@ -57,6 +57,15 @@ def _ensure_distinct_pad(model: PreTrainedModel, tokenizer: PreTrainedTokenizerB
     model.config.pad_token_id = tokenizer.pad_token_id
 
 
+def reward_network_on_meta(config: PretrainedConfig) -> PreTrainedModel:
+    """The reward model's network for a causal LM's config, on the meta device (no memory,
+    no weights read): what `reward_model_from_causal_lm` builds, for checks and counts."""
+    one_label = copy.deepcopy(config)
+    one_label.num_labels = 1
+    with torch.device("meta"):
+        return AutoModelForSequenceClassification.from_config(one_label)
+
+
 def reward_head_problem(config: PretrainedConfig) -> str | None:
     """Why a causal LM of this config cannot be the reward model's trunk, or None.
 
@@ -65,8 +74,7 @@ def reward_head_problem(config: PretrainedConfig) -> str | None:
     and value models. About half of the causal-LM types in transformers have no
     such class (Granite, Cohere, OLMoE, Llama 4, ...), and an encoder's class
     (BERT's) has a pooled `classifier` instead; either failed only at the RM
-    stage, after SFT had trained. The class is built on the meta device: no
-    memory, no weights read.
+    stage, after SFT had trained.
     """
     if type(config) not in MODEL_FOR_SEQUENCE_CLASSIFICATION_MAPPING:
         return (
@@ -75,11 +83,8 @@ def reward_head_problem(config: PretrainedConfig) -> str | None:
             "are one (a score head on the causal LM's trunk); use a model whose type has one "
             "(llama, mistral, qwen2, qwen3, gemma2, phi3, gpt2, gpt_neox, ...)"
         )
-    one_label = copy.deepcopy(config)
-    one_label.num_labels = 1
     try:
-        with torch.device("meta"):
-            model = AutoModelForSequenceClassification.from_config(one_label)
+        model = reward_network_on_meta(config)
     except Exception as error:  # a config its own model class refuses (heads vs hidden size...)
         first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         return f"the reward model's class cannot be built from this config: {first}"

@@ -105,11 +105,11 @@ def _own_forms(
     out, converted, problems = [], 0, []
     for n, obj in rows:
         if isinstance(obj, dict):
-            if (bad := trl_forms.completion_problem(table, obj)) is not None:
-                problems.append(Problem(str(path), n, *bad))
-                continue
             obj, was_trl = trl_forms.as_own_form(table, obj)
             converted += was_trl
+            if not was_trl and (bad := trl_forms.completion_problem(table, obj)) is not None:
+                problems.append(Problem(str(path), n, *bad))
+                continue
         out.append((n, obj))
     return out, converted, problems
 
