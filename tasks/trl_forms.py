@@ -14,7 +14,13 @@ validates:
   conversation in demonstrations or preferences is;
 - preferences `{"prompt": [messages], "chosen": [messages], "rejected": [messages]}`
   -> `{"chosen": prompt + chosen, "rejected": prompt + rejected}` (the
-  conversation shape, whose prompt is the turns both share).
+  conversation shape, whose prompt is the turns both share);
+- preferences `{"prompt": str, "chosen": [messages], "rejected": [messages]}`
+  (HuggingFaceH4/ultrafeedback_binarized's form) -> `{"chosen", "rejected"}`
+  as they are when they hold a user turn: as TRL's `maybe_extract_prompt`
+  does, the turns both share are the prompt and the text `prompt` (a copy
+  of the first user turn there) is not read; when they hold none, they are
+  answers to the text `prompt`, which becomes the user's turn before them.
 
 A row in none of these forms is left as it is, so its problems name the
 fields it has; a demonstration with a `completion` that fits neither of its
@@ -43,12 +49,20 @@ def as_own_form(table: str, row: dict[str, Any]) -> tuple[dict[str, Any], bool]:
         # Any list: the prompt-conversation checks name what is wrong in it.
         rest = {k: v for k, v in row.items() if k != "prompt"}
         return rest | {"messages": prompt}, True
-    if table == "preferences" and _messages(prompt):
+    if table == "preferences" and (_messages(prompt) or isinstance(prompt, str)):
         chosen, rejected = row.get("chosen"), row.get("rejected")
         if _messages(chosen) and _messages(rejected):
             rest = {k: v for k, v in row.items() if k != "prompt"}
+            if isinstance(prompt, str):
+                if _has_user_turn(chosen) or _has_user_turn(rejected):
+                    return rest | {"chosen": chosen, "rejected": rejected}, True
+                prompt = [{"role": "user", "content": prompt}]
             return rest | {"chosen": prompt + chosen, "rejected": prompt + rejected}, True
     return row, False
+
+
+def _has_user_turn(messages: list[dict]) -> bool:
+    return any(m.get("role") == "user" for m in messages)
 
 
 COMPLETION_TYPES = (

@@ -101,7 +101,7 @@ def write_kwise_dataset(folder: Path, n: int = 120, fmt: str = "jsonl", seed: in
 
 
 def write_pairwise_dataset(folder: Path, n: int = 120, fmt: str = "jsonl", seed: int = 0) -> Path:
-    """Explicit prompt/chosen/rejected with scores (UltraFeedback-binarized style), plus prompts."""
+    """Explicit prompt/chosen/rejected texts with scores (the Anthropic-HH-like pairwise form), plus prompts."""
     rng = random.Random(seed)
     rows, prompts = [], []
     for i in range(n):

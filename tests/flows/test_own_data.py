@@ -213,7 +213,7 @@ def test_kwise_parquet_with_pretraining_text_and_a_mixture_runs_ptx_and_flan(
 def test_explicit_prompt_chosen_rejected_pairs_run_end_to_end(
     prefect_harness, fast_smoke, tmp_path, monkeypatch
 ):
-    # given prompt/chosen/rejected pairs with scores (UltraFeedback-binarized style) and no user ids
+    # given prompt/chosen/rejected text pairs with scores and no user ids
     root = init_dvc_project(tmp_path / "project")
     use_project(monkeypatch, root)
     data = write_pairwise_dataset(tmp_path / "pw", n=120)

@@ -33,6 +33,21 @@ def test_explicit_prompt_conversations_become_full_conversations():
     )
 
 
+def test_a_text_prompt_beside_whole_conversations_is_read_as_trl_reads_it():
+    # HuggingFaceH4/ultrafeedback_binarized: the text prompt repeats the conversations' user turn
+    row = {"prompt": "Name a fruit.", "chosen": USER + APPLE, "rejected": USER + CAR, "id": 7}
+    assert as_own_form("preferences", row) == (
+        {"chosen": USER + APPLE, "rejected": USER + CAR, "id": 7},
+        True,
+    )
+    # answers alone: the text prompt is the user's turn they answer
+    answers = {"prompt": "Name a fruit.", "chosen": APPLE, "rejected": CAR}
+    assert as_own_form("preferences", answers) == (
+        {"chosen": USER + APPLE, "rejected": USER + CAR},
+        True,
+    )
+
+
 @pytest.mark.parametrize(
     "table, row",
     [
@@ -97,6 +112,38 @@ def test_a_dataset_in_trls_forms_loads_as_the_same_dataset_in_ours(tmp_path):
     assert ours.summary["split_counts"] == theirs.summary["split_counts"]
     assert theirs.summary["trl_forms"] == {"demonstrations": 120, "preferences": 120}
     assert "trl_forms" not in ours.summary
+
+
+def test_ultrafeedback_binarized_rows_load_as_the_same_conversations(tmp_path):
+    # given the same 120 rows as whole conversations, and in ultrafeedback_binarized's form
+    # (a text prompt, repeated as the first user turn of chosen and rejected; extra columns)
+    own, hub = tmp_path / "own", tmp_path / "hub"
+    own.mkdir(), hub.mkdir()
+    rows = _tasks(120)
+
+    def talk(prompt: str, answer: str) -> list[dict]:
+        return [{"role": "user", "content": prompt}, {"role": "assistant", "content": answer}]
+
+    _write(own, "preferences", [
+        {"chosen": talk(p, g), "rejected": talk(p, b), "user_id": u} for u, p, g, b in rows
+    ])  # fmt: skip
+    _write(hub, "preferences", [
+        {"prompt": p, "prompt_id": str(i), "chosen": talk(p, g), "rejected": talk(p, b),
+         "messages": talk(p, g), "score_chosen": 8.0, "score_rejected": 3.0, "user_id": u}
+        for i, (u, p, g, b) in enumerate(rows)
+    ])  # fmt: skip
+    # when both load
+    ours, theirs = load_dataset(own), load_dataset(hub)
+    # then they hold the same comparisons in the same splits; the text prompt is read as TRL
+    # reads it (not at all: the conversations hold it); columns it has no use for are listed
+    assert [(i.prompt, i.responses) for i in ours.preferences] == [
+        (i.prompt, i.responses) for i in theirs.preferences
+    ]
+    assert ours.summary["split_counts"] == theirs.summary["split_counts"]
+    assert theirs.summary["trl_forms"] == {"preferences": 120}
+    assert theirs.summary["ignored_columns"]["preferences"] == [
+        "messages", "score_chosen", "score_rejected"
+    ]  # fmt: skip
 
 
 def test_a_bad_row_in_a_trl_form_is_named_by_file_row_and_field(tmp_path):
