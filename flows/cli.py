@@ -13,7 +13,7 @@ instructflow promote --version 3 --reason "..."
                                          move `champion` by hand (an override of the gate)
 instructflow best-of-n                   how far the newest RM can lift SFT (no RL): best of n by RM vs by gold
 instructflow sweep --seeds 0 1 2         the pipeline once per seed; figures with their spread over seeds
-instructflow compare A.json B.json       two reports side by side, saying if they come from different machines
+instructflow compare A.json B.json       two reports side by side, saying if machines, inputs or judges differ
 """
 
 import argparse

@@ -140,10 +140,28 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
     return 0
 
 
-def _cmd_compare(args: argparse.Namespace) -> int:
-    from instructflow.tasks.provenance import report_comparison
+def _read_report(file: str) -> dict | None:
+    """A report.json's contents; None once it said in one line why it cannot be read."""
+    try:
+        report = json.loads(Path(file).read_text())
+    except FileNotFoundError:
+        problem = "no such file"
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        problem = f"not a readable report.json: {e}"
+    else:
+        if isinstance(report, dict) and "policies" in report:
+            return report
+        problem = "not a report.json (it has no 'policies')"
+    print(f"instructflow compare: {file}: {problem}", file=sys.stderr)
+    return None
 
-    a, b = (json.loads(Path(f).read_text()) for f in (args.a, args.b))
+
+def _cmd_compare(args: argparse.Namespace) -> int:
+    from instructflow.tasks.report_compare import report_comparison
+
+    a, b = (_read_report(f) for f in (args.a, args.b))
+    if a is None or b is None:
+        return 2
     print(report_comparison(a, b))
     if not args.exact:
         return 0

@@ -223,9 +223,14 @@ def run(
             "data_dir": str(data_dir),
             "dvc_data_md5": dvc_tags["data_dvc_md5"],
             "stage_seconds": timings,
-            # where each policy, the RM and the evaluation are (`instructflow evaluate`, sweeps)
+            # where each policy, the RM, the judge and the evaluation are (`instructflow
+            # evaluate`, sweeps, `compare`: whether two runs had the same judge)
             "stage_keys": policy_keys
-            | {"reward_model": rm_in["rm"], "evaluation": Path(evaluated["dir"]).name},
+            | {
+                "reward_model": rm_in["rm"],
+                "judge": Path(judged["dir"]).name,
+                "evaluation": Path(evaluated["dir"]).name,
+            },
         }
     )
     # Where it was made: machine, software, threads, processes, seed, commit.

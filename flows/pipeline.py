@@ -306,6 +306,7 @@ def _fill_report(result: dict, summary: dict, models: dict, policies, evaluated:
     rm_metrics = models["rm"]["metrics"]
     result["run"]["stage_keys"] = _policy_keys(policies) | {
         "reward_model": models["rm_inputs"]["rm"],
+        "judge": _key(models["judge"], "dir"),
         "evaluation": _key(evaluated, "dir"),
     }
     result["labelers"] = {"pairwise_agreement": summary["labeler_agreement"]}

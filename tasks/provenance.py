@@ -168,41 +168,9 @@ def input_differences(a: dict[str, Any], b: dict[str, Any]) -> dict[str, list]:
     and, through the stage cache keys, every stage's settings and inputs."""
     differences = {f: [a.get(f), b.get(f)] for f in INPUT_FIELDS if a.get(f) != b.get(f)}
     keys_a, keys_b = a.get("stage_keys", {}), b.get("stage_keys", {})
-    changed = sorted(s for s in set(keys_a) | set(keys_b) if keys_a.get(s) != keys_b.get(s))
+    # A stage only one report keys (a skipped policy; a key older reports did not record)
+    # is not a difference of inputs: the policy table names what only one report has.
+    changed = sorted(s for s in set(keys_a) & set(keys_b) if keys_a[s] != keys_b[s])
     if changed:
         differences["stage_keys"] = [changed, None]
     return differences
-
-
-def report_comparison(a: dict[str, Any], b: dict[str, Any]) -> str:
-    """Two report.json contents side by side: where each was made, then each policy's figures."""
-    missing = [name for name, r in (("A", a), ("B", b)) if "provenance" not in r]
-    if missing:
-        head = (
-            f"Report {' and '.join(missing)} records no provenance: where it was made is unknown."
-        )
-    else:
-        result = compare(a["provenance"], b["provenance"])
-        result["differences"] |= input_differences(a.get("run", {}), b.get("run", {}))
-        head = describe_comparison(result)
-    lines = [head, "", "| policy | metric | A | B | B - A |", "| --- | --- | --- | --- | --- |"]
-    for policy in a.get("policies", {}):
-        if policy not in b.get("policies", {}):
-            continue
-        for metric in ("gold_score", "win_rate_vs_sft", "public_suite_accuracy"):
-            left, right = (r["policies"][policy].get(metric) for r in (a, b))
-            left, right = (v["mean"] if isinstance(v, dict) else v for v in (left, right))
-            if left is None or right is None:
-                continue
-            lines.append(
-                f"| {policy} | {metric} | {left:.3f} | {right:.3f} | {right - left:+.3f} |"
-            )
-    only = [
-        f"Only in {side}: {', '.join(names)}"
-        for side, names in (
-            ("A", [p for p in a.get("policies", {}) if p not in b.get("policies", {})]),
-            ("B", [p for p in b.get("policies", {}) if p not in a.get("policies", {})]),
-        )
-        if names
-    ]
-    return "\n".join(lines + ([""] + only if only else []))

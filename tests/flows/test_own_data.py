@@ -68,7 +68,7 @@ def test_an_hh_dataset_runs_end_to_end_and_new_comparisons_rerun_only_what_reads
     assert "world_version" not in first["run"]  # the embedded world's, not this dataset's
     # where each policy, the RM and the evaluation are, as in the embedded world's report
     keys = first["run"]["stage_keys"]
-    assert set(keys) == set(first["policies"]) | {"reward_model", "evaluation"}
+    assert set(keys) == set(first["policies"]) | {"reward_model", "judge", "evaluation"}
     assert keys["evaluation"].startswith("evaluation-") and keys["sft"].startswith("sft-")
     # win rates against SFT come from the held-out judge, with its accuracy on held-out pairs
     assert (

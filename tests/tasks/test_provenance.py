@@ -53,34 +53,6 @@ def test_compare_says_when_two_reports_come_from_different_machines():
     assert "ACROSS MACHINES" in provenance.describe_comparison(result)
 
 
-def test_reports_made_from_other_data_or_settings_are_not_called_identical():
-    # given two reports made on the same machine, software, threads, seed and commit
-    prov = provenance.collect(seed=0)
-    keys = {"sft": "sft-1", "ppo": "ppo-1", "evaluation": "evaluation-1"}
-    run = {"profile": "smoke", "dvc_data_md5": "abc.dir", "stage_keys": keys}
-    a = {"provenance": prov, "run": run, "policies": {}}
-    assert "should be identical" in provenance.report_comparison(a, a)
-    # when the second ran on a user's dataset with other PPO settings
-    own = run | {"data_dir": "/data/mine", "stage_keys": keys | {"ppo": "ppo-2"}}
-    text = provenance.report_comparison(a, {"provenance": prov, "run": own, "policies": {}})
-    # then the comparison names what differs instead of promising identical figures
-    assert "should be identical" not in text
-    assert "- data_dir: None vs /data/mine" in text
-    assert "- other settings or inputs (cache keys differ): ppo" in text
-
-
-def test_a_policy_only_one_report_has_is_named_not_dropped():
-    # given a report with PPO-ptx and FLAN beside one without them (a dataset with no mixture)
-    gold = {"gold_score": {"mean": 0.5}}
-    a = {"policies": {"sft": gold, "ppo_ptx": gold, "flan": gold}}
-    b = {"policies": {"sft": gold, "t0": gold}}
-    # when they are compared
-    text = provenance.report_comparison(a, b)
-    # then the shared policy is compared and the others are named
-    assert "| sft | gold_score | 0.500 | 0.500 | +0.000 |" in text
-    assert text.endswith("Only in A: ppo_ptx, flan\nOnly in B: t0")
-
-
 @pytest.mark.parametrize("value", [["avx2", "fma"], "x", [0, 1, 2]])
 def test_mlflow_tags_are_strings(value):
     tags = provenance.mlflow_tags({"cpu_flags": value})
