@@ -33,6 +33,7 @@ from instructflow.tasks import (
     provenance,
     report,
     reward_model,
+    run_status,
     sft,
     tracking,
 )
@@ -250,6 +251,7 @@ def run(
         profile_dir=profile_dir,
         judge_dir=Path(judged["dir"]),
     )
+    run_status.at_stage("registry")
     gate = dataset_gate.register_and_gate(params, result, inputs)
     gate = result["gate"] = approval.after_gate(
         params.stage("gate"),
@@ -270,6 +272,7 @@ def run(
     )
 
     result["status"] = "completed"
+    run_status.at_stage("report")
     markdown = report.to_markdown(result, mlflow_url=mlflow_url) + dataset_markdown(result)
     run_dir = report.write_report(result, reports_dir(), markdown)
     report.publish_latest(

@@ -385,6 +385,7 @@ def _registry(stage: Stages, params: PipelineParams, models, policies, evaluated
 def _publish(result: dict, figures: list[Path], url: str) -> None:
     """reports/<run id>/ (report.json, report.md, the evaluation's plots), reports/latest, MLflow and Prefect."""
     parent_id = result["run"]["mlflow_run_id"]
+    run_status.at_stage("report")
     markdown = report.to_markdown(result, mlflow_url=url, plots=[str(f) for f in figures])
     run_dir = report.write_report(result, reports_dir(), markdown, extra_files=figures)
     report.publish_latest(run_dir, reports_dir())

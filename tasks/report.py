@@ -204,14 +204,29 @@ def to_markdown(
     return "\n".join(lines) + "\n"
 
 
+def write_whole(path: Path, text: str) -> None:
+    """`text` into `path` through a temporary file and one rename, so that a write that fails
+    (a full disk) leaves the file as it was or absent, never cut short; the error names `path`
+    (a failed write() names no file)."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    try:
+        tmp.write_text(text)
+        os.replace(tmp, path)
+    except OSError as e:
+        tmp.unlink(missing_ok=True)
+        if e.filename in (None, str(tmp)):
+            raise OSError(e.errno, e.strerror, str(path)) from e
+        raise
+
+
 def write_report(
     report: dict[str, Any], reports_root: Path, markdown: str, extra_files: list[Path] | None = None
 ) -> Path:
     """Write reports/<run id>/ (reports/latest/ moves only when the run completes: `publish_latest`)."""
     run_dir = reports_root / report["run"]["mlflow_run_id"]
     run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / "report.json").write_text(json.dumps(report, indent=2, sort_keys=False) + "\n")
-    (run_dir / "report.md").write_text(markdown)
+    write_whole(run_dir / "report.json", json.dumps(report, indent=2, sort_keys=False) + "\n")
+    write_whole(run_dir / "report.md", markdown)
     for file in extra_files or []:
         shutil.copy2(file, run_dir / file.name)
     return run_dir

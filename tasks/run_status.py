@@ -50,8 +50,8 @@ def data_version(profile_dir: Path) -> dict[str, Any]:
 def complete(result: dict, run_dir: Path, markdown_fn) -> None:
     """Status completed (the gate has judged: result["gate"]); then, and only then, move reports/latest."""
     result["status"] = "completed"
-    (run_dir / "report.json").write_text(json.dumps(result, indent=2) + "\n")
-    (run_dir / "report.md").write_text(markdown_fn(result))
+    report.write_whole(run_dir / "report.json", json.dumps(result, indent=2) + "\n")
+    report.write_whole(run_dir / "report.md", markdown_fn(result))
     report.publish_latest(run_dir, run_dir.parent)
 
 
@@ -66,7 +66,10 @@ def failure_report(fn):
         except BaseException as error:
             progress = _progress.get()
             if progress is not None:
-                _write_failed(progress, error)
+                try:
+                    _write_failed(progress, error)
+                except OSError:  # the disk that failed the run may refuse this too:
+                    pass  # the run's own error is what to tell
             raise
         finally:
             _progress.reset(token)
@@ -85,8 +88,9 @@ def _write_failed(progress: dict, error: BaseException) -> None:
     result["status"] = "interrupted" if isinstance(error, KeyboardInterrupt) else "failed"
     result["stopped_at_stage"] = progress["stage"]
     result["error"] = f"{type(error).__name__}: {error}".strip()[:500]
-    existing.write_text(json.dumps(result, indent=2) + "\n")
-    (run_dir / "report.md").write_text(
+    report.write_whole(existing, json.dumps(result, indent=2) + "\n")
+    report.write_whole(
+        run_dir / "report.md",
         f"# instructflow run `{progress['run']['mlflow_run_id']}`: {result['status']}\n\n"
-        f"Stopped at stage **{progress['stage']}**: `{result['error']}`\n"
+        f"Stopped at stage **{progress['stage']}**: `{result['error']}`\n",
     )

@@ -13,6 +13,8 @@ import os
 import shutil
 from pathlib import Path
 
+from instructflow.tasks.paths import mlflow_dir, reports_dir, runs_dir
+
 FULL_ERRNOS = {errno.ENOSPC, errno.EDQUOT}
 FULL_TEXTS = ("No space left on device", "Disk quota exceeded", "database or disk is full")
 REFUSED_ERRNOS = {errno.EACCES, errno.EPERM, errno.EROFS}
@@ -57,24 +59,39 @@ def _existing(path: Path) -> Path:
     return path
 
 
+def _size(free_bytes: int) -> str:
+    mib = free_bytes / 2**20
+    return f"{mib / 1024:.1f} GiB" if mib >= 1024 else f"{mib:.0f} MiB"
+
+
+def free_where_runs_write() -> str:
+    """'reports/ 0 MiB free, runs/ mlflow/ 9.5 GiB free': each file system a run writes to
+    (stage outputs, reports, MLflow's local store), the fullest first."""
+    free: dict[int, tuple[list[str], int]] = {}
+    for name, folder in (
+        ("runs/", runs_dir()),
+        ("reports/", reports_dir()),
+        ("mlflow/", mlflow_dir()),
+    ):
+        folder = _existing(folder)
+        names, _ = free.setdefault(os.stat(folder).st_dev, ([], shutil.disk_usage(folder).free))
+        names.append(name)
+    ordered = sorted(free.values(), key=lambda entry: entry[1])
+    return ", ".join(f"{' '.join(names)} {_size(left)} free" for names, left in ordered)
+
+
 def storage_fault_message(error: BaseException) -> str | None:
     """One line for a full disk (what was being written, the space left there) or a refused
     write (the file and why), or None for any other error."""
     full = full_disk_error(error)
     if full is not None:
         filename = getattr(full, "filename", None)
-        # Without a file (safetensors names none) the full file system is unknown: a figure
-        # for the project root's could be another disk's.
-        where = (
-            f" while writing {filename} "
-            f"({shutil.disk_usage(_existing(Path(filename))).free / 2**20:.0f} MiB free there)"
-            if filename
-            else ""
-        )
-        return (
-            f"the disk is full{where}: free space (stage outputs are under runs/<stage>/, "
-            f"MLflow's artifacts under mlflow/) and {RESUME}"
-        )
+        if filename:
+            free = _size(shutil.disk_usage(_existing(Path(filename))).free)
+            return f"the disk is full while writing {filename} ({free} free there): free space and {RESUME}"
+        # Without a file (safetensors and a plain write() name none): the free space of each
+        # folder a run writes to, the fullest first, so the full one is seen.
+        return f"the disk is full: free space ({free_where_runs_write()}) and {RESUME}"
     refused = refused_write_error(error)
     if refused is not None:
         why = os.strerror(refused.errno).lower()

@@ -72,12 +72,22 @@ def test_what_counts_as_a_full_disk(error, full):
     assert is_permanent(error) is full
 
 
-def test_a_full_disk_without_a_file_name_gives_no_free_space_figure():
-    # safetensors names no file: the project root's free space could be another disk's
+def test_a_full_disk_without_a_file_name_shows_each_run_folders_free_space(
+    small_disk, tmp_path, monkeypatch
+):
+    # given a project whose reports/ is on a full file system of its own
+    monkeypatch.setenv("INSTRUCTFLOW_ROOT", str(tmp_path))
+    (tmp_path / "runs").mkdir()
+    (small_disk / "filler").write_bytes(b"x" * 240 * 1024)
+    (tmp_path / "reports").symlink_to(small_disk)
+    # when a write that names no file (safetensors, a plain write()) finds the disk full
     error = SafetensorError("Error while serializing: I/O error: No space left on device")
     message = storage_fault_message(error)
-    assert message.startswith("the disk is full: free space (stage outputs are under runs/")
-    assert "MiB" not in message
+    # then the message gives each folder's free space, the full one first
+    assert message.startswith("the disk is full: free space (reports/ 0 MiB free, runs/ mlflow/ ")
+    assert message.endswith(
+        "GiB free) and run the same command again: finished stages and checkpoints are kept."
+    )
 
 
 def test_a_full_disk_wrapped_by_another_error_is_found_in_its_chain():
@@ -119,3 +129,20 @@ def test_a_write_the_file_system_refuses_is_named_with_why(tmp_path):
 def test_a_refused_write_without_a_file_is_not_taken_for_one():
     # a socket's EPERM (no file name) is left to the other explanations
     assert not is_storage_fault(PermissionError(errno.EPERM, "Operation not permitted"))
+
+
+def test_a_report_that_does_not_fit_is_named_and_leaves_no_cut_file(small_disk):
+    from instructflow.tasks.report import write_whole
+
+    # given a report.md of a finished run on a disk with less room than the new one needs
+    target = small_disk / "report.md"
+    target.write_text("the old report\n")
+    (small_disk / "filler").write_bytes(b"x" * 200 * 1024)
+    # when a larger report is written there
+    with pytest.raises(OSError) as e:
+        write_whole(target, "a figure\n" * 10_000)
+    # then the error is a full disk naming the report, and the old file is as it was
+    assert e.value.errno == errno.ENOSPC and e.value.filename == str(target)
+    assert storage_fault_message(e.value).startswith(f"the disk is full while writing {target}")
+    assert target.read_text() == "the old report\n"
+    assert sorted(p.name for p in small_disk.iterdir()) == ["filler", "report.md"]
