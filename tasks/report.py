@@ -108,23 +108,86 @@ def _judge_caveat(report: dict[str, Any]) -> list[str]:
     ]
 
 
+def _gate_lines(gate: dict[str, Any]) -> list[str]:
+    """The promotion gate's decision, first in report.md: what a reader comes for."""
+    verdict = "promoted to champion" if gate.get("promoted") else "not promoted"
+    if gate.get("awaiting_approval"):
+        verdict = "passed, awaiting a person's approval"
+    # The gate samples both sides afresh (embedded world) and so differs from the policy
+    # table's figure for the same pair: say which figure this is.
+    source = (
+        "the gate's own head-to-head, both sampled afresh"
+        if gate.get("prompts") is not None
+        else "the evaluation's"
+    )
+    lines = ["## Promotion gate", ""]
+    lines += [
+        f"- {gate['model_name']} v{gate.get('policy_version', '?')} ({gate.get('candidate', '?')}): "
+        f"**{verdict}**",
+        f"- played: {played(gate)}",
+        f"- win rate: {_fmt(gate['win_rate'])} ({source})",
+        f"- reason: {gate['reason']}",
+    ]
+    if gate.get("champion") is not None:
+        lines.append(f"- champion now: v{gate['champion']}")
+    if gate.get("note"):
+        lines.append(f"- note: {gate['note']}")
+    if gate.get("candidate_note"):
+        lines.append(f"- candidate: {gate['candidate_note']}")
+    return lines + [""]
+
+
+def _run_lines(run: dict[str, Any]) -> list[str]:
+    """The run block: its fields, then each stage's seconds and cache key in one table."""
+    lines = ["## Run", "", "| field | value |", "| --- | --- |"]
+    lines += [f"| {k} | `{v}` |" for k, v in run.items() if not isinstance(v, dict)]
+    seconds, keys = run.get("stage_seconds") or {}, run.get("stage_keys") or {}
+    if seconds or keys:
+        lines += ["", "| stage | seconds | cache key |", "| --- | --- | --- |"]
+        lines += [
+            f"| {stage} | {'-' if seconds.get(stage) is None else f'{seconds[stage]:.1f}'} | {f'`{keys[stage]}`' if stage in keys else '-'} |"
+            for stage in [*seconds, *(k for k in keys if k not in seconds)]
+        ]
+    return lines
+
+
 def to_markdown(
     report: dict[str, Any], mlflow_url: str | None = None, plots: list[str] | None = None
 ) -> str:
+    """report.md: the decision and the figures first; where and how the run was made last."""
     run = report["run"]
     lines = [f"# instructflow run `{run.get('mlflow_run_id', '?')}`", ""]
+    if report.get("status"):
+        lines += [f"Status: **{report['status']}**", ""]
     if mlflow_url:
         lines += [f"MLflow run: [{mlflow_url}]({mlflow_url})", ""]
-    lines += ["| field | value |", "| --- | --- |"]
-    lines += [f"| {k} | `{v}` |" for k, v in run.items()]
-    if report.get("provenance"):
-        lines += ["", "## Where it was made", "", "| field | value |", "| --- | --- |"]
-        lines += [
-            f"| {k} | `{' '.join(v) if isinstance(v, list) else v}` |"
-            for k, v in report["provenance"].items()
+    if report.get("gate"):
+        lines += _gate_lines(report["gate"])
+    if report["policies"]:
+        columns = [
+            "gold_score",
+            "win_rate_vs_sft",
+            "judge_win_rate_vs_sft",
+            "likert",
+            "rm_score",
+            "kl_to_sft",
+            "public_suite_accuracy",
+            "pretrain_perplexity",
         ]
-    if report.get("status"):
-        lines += ["", f"Status: **{report['status']}**"]
+        # On a user's dataset there are no simulated labelers: win_rate_vs_sft is the judge's.
+        judged_by = "held-out judge" if report.get("dataset") else "held-out labelers"
+        lines += [f"## Policies (test users, {judged_by}; 95% bootstrap CI)", ""]
+        lines += _judge_caveat(report)
+        # A column no policy has a figure in (gold on a dataset) says nothing.
+        columns = [
+            c for c in columns if any(r.get(c) is not None for r in report["policies"].values())
+        ]
+        lines += ["| policy | " + " | ".join(columns) + " |", "|" + " --- |" * (len(columns) + 1)]
+        for name in [n for n in POLICY_NAMES if n in report["policies"]] + [
+            n for n in report["policies"] if n not in POLICY_NAMES
+        ]:
+            row = report["policies"][name]
+            lines.append(f"| {name} | " + " | ".join(_fmt(row.get(c)) for c in columns) + " |")
     if report["labelers"]:
         lines += [
             "",
@@ -153,46 +216,6 @@ def to_markdown(
                 f"| {name} | {_fmt(a['judge'])} | {_fmt(a['heldout_labelers'])} | {a['pairs']} |"
                 for name, a in scopes.items()
             ]
-    if report["policies"]:
-        columns = [
-            "gold_score",
-            "win_rate_vs_sft",
-            "judge_win_rate_vs_sft",
-            "likert",
-            "rm_score",
-            "kl_to_sft",
-            "public_suite_accuracy",
-            "pretrain_perplexity",
-        ]
-        # On a user's dataset there are no simulated labelers: win_rate_vs_sft is the judge's.
-        judged_by = "held-out judge" if report.get("dataset") else "held-out labelers"
-        lines += ["", f"## Policies (test users, {judged_by}; 95% bootstrap CI)", ""]
-        lines += _judge_caveat(report)
-        # A column no policy has a figure in (gold on a dataset) says nothing.
-        columns = [
-            c for c in columns if any(r.get(c) is not None for r in report["policies"].values())
-        ]
-        lines += ["| policy | " + " | ".join(columns) + " |", "|" + " --- |" * (len(columns) + 1)]
-        for name in [n for n in POLICY_NAMES if n in report["policies"]] + [
-            n for n in report["policies"] if n not in POLICY_NAMES
-        ]:
-            row = report["policies"][name]
-            lines.append(f"| {name} | " + " | ".join(_fmt(row.get(c)) for c in columns) + " |")
-    gate = report.get("gate")
-    if gate:
-        win = gate["win_rate"]
-        verdict = "promoted to champion" if gate.get("promoted") else "not promoted"
-        lines += ["", "## Promotion gate", ""]
-        lines += [
-            f"- {gate['model_name']} v{gate.get('policy_version', '?')}: {verdict}",
-            f"- played: {played(gate)}",
-            f"- win rate: {_fmt(win)}",
-            f"- reason: {gate['reason']}",
-        ]
-        if gate.get("note"):
-            lines.append(f"- note: {gate['note']}")
-        if gate.get("candidate_note"):
-            lines.append(f"- candidate: {gate['candidate_note']}")
     human = report.get("human_eval")
     if human:
         lines += ["", f"## Human evaluation ({human['items']} prompts, `{human['file']}`)", ""]
@@ -201,6 +224,13 @@ def to_markdown(
             lines.append(f"| {name} | {_fmt(row.get('win_rate_vs_sft'))} | {_fmt(row['likert'])} |")
     for plot in plots or []:
         lines += ["", f"![{Path(plot).stem}]({Path(plot).name})"]
+    lines += ["", *_run_lines(run)]
+    if report.get("provenance"):
+        lines += ["", "## Where it was made", "", "| field | value |", "| --- | --- |"]
+        lines += [
+            f"| {k} | `{' '.join(v) if isinstance(v, list) else v}` |"
+            for k, v in report["provenance"].items()
+        ]
     return "\n".join(lines) + "\n"
 
 

@@ -1,0 +1,45 @@
+"""report.md reads top down: the gate's decision, the figures, then how the run was made."""
+
+from instructflow.tasks.report import empty_report, to_markdown
+
+
+def _report() -> dict:
+    report = empty_report(
+        {
+            "mlflow_run_id": "abc",
+            "profile": "smoke",
+            "stage_seconds": {"sft": 5.104, "registry": 1.9},
+            "stage_keys": {"sft": "sft-1f", "evaluation": "evaluation-2e"},
+        }
+    )
+    report["status"] = "completed"
+    report["policies"] = {"sft": {"win_rate_vs_sft": {"mean": 0.5, "ci95": [0.4, 0.6]}}}
+    report["provenance"] = {"threads": 2}
+    report["gate"] = {
+        "model_name": "instructflow-policy-smoke", "policy_version": "2", "candidate": "ppo_ptx",
+        "incumbent": "sft", "evidence": "held-out labelers", "prompts": 60,
+        "win_rate": {"mean": 0.456, "ci95": [0.383, 0.533]}, "promoted": False,
+        "reason": "CI lower end 0.383 <= 0.5", "champion": None,
+    }  # fmt: skip
+    return report
+
+
+def test_the_decision_comes_first_and_the_run_block_last():
+    text = to_markdown(_report())
+    order = ["Status: **completed**", "## Promotion gate", "## Policies", "## Run", "## Where it"]
+    assert [text.index(heading) for heading in order] == sorted(
+        text.index(heading) for heading in order
+    )
+    assert "- instructflow-policy-smoke v2 (ppo_ptx): **not promoted**" in text
+    # the gate's figure is told apart from the policy table's for the same pair
+    assert (
+        "- win rate: 0.456 [0.383, 0.533] (the gate's own head-to-head, both sampled afresh)"
+        in text
+    )
+
+
+def test_stage_seconds_and_keys_are_one_table_not_a_dict():
+    text = to_markdown(_report())
+    assert "| sft | 5.1 | `sft-1f` |" in text
+    assert "| registry | 1.9 | - |" in text and "| evaluation | - | `evaluation-2e` |" in text
+    assert "{'sft'" not in text
