@@ -188,6 +188,24 @@ class PipelineParams(BaseModel):
         }
         return config.model_copy(update=overrides)
 
+    def settings_in_force(self) -> dict[str, Any]:
+        """Every setting as the run uses it (a stage's with its profile's sizes), flat:
+        `ppo.lr` -> 3e-05. The parent MLflow run's params, so that runs compare by them."""
+        flat: dict[str, Any] = {}
+
+        def walk(prefix: str, value: Any) -> None:
+            if isinstance(value, dict):
+                for key, item in value.items():
+                    walk(f"{prefix}{key}.", item)
+            else:
+                flat[prefix.rstrip(".")] = value
+
+        for name, value in self:
+            walk(
+                f"{name}.", self.stage(name).model_dump() if isinstance(value, BaseModel) else value
+            )
+        return flat
+
 
 def _left_at_default(config: BaseModel, field: str) -> bool:
     if field not in config.model_fields_set:

@@ -94,7 +94,7 @@ def rlhf_pipeline(
     with (
         lifecycle.ended(live),
         mlflow.start_run(
-            run_name=f"rlhf-{params.profile}-seed{params.seed}",
+            run_name=f"rlhf-{params.profile}-seed{params.seed}-{flow_run.name}",  # as in Prefect
             tags=tags,
             parent_run_id=sweep_run_id,
             nested=sweep_run_id is not None,
@@ -103,14 +103,9 @@ def rlhf_pipeline(
     ):
         parent_id = parent.info.run_id
         run_status.begin({"mlflow_run_id": parent_id, **run_info})
-        mlflow.log_params(
-            {
-                "profile": params.profile,
-                "seed": params.seed,
-                "threads": threads,
-                "base_model": params.base_model or "embedded",
-            }
-        )
+        settings = params.settings_in_force()  # every setting: parent runs compare by them
+        settings |= {"threads": threads, "base_model": params.base_model or "embedded"}
+        mlflow.log_params(settings)
         mlflow.log_dict(prov, "provenance.json")
 
         if params.data:  # a user's dataset: its own path through the same stages

@@ -72,7 +72,8 @@ def run_stage(
         get_run_logger().warning(
             "stage %s: recomputed, its cached result is stale: %s", stage_name, reason
         )
-    task = task.with_options(refresh_cache=stale)
+    # Named by its stage (the FLAN and T0 baselines are SFT's task, PPO-ptx is PPO's).
+    task = task.with_options(refresh_cache=stale, task_run_name=stage_name)
     state = task(out_dir=str(out_dir), parent_run_id=parent_run_id, **kwargs, return_state=True)
     result = relocated(state.result(), out_dir)
     if state.name == "Cached":

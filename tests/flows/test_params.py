@@ -33,3 +33,13 @@ def test_a_value_the_user_changed_wins_over_the_profile():
 
 def test_tiny_takes_the_stage_defaults():
     assert PipelineParams(profile="tiny").stage("base") == BaseModelConfig()
+
+
+def test_the_settings_in_force_are_flat_with_the_profiles_sizes_and_the_users_values():
+    settings = PipelineParams(profile="smoke", ppo={"lr": 3e-5}).settings_in_force()
+    assert settings["profile"] == "smoke" and settings["seed"] == 0
+    assert settings["base.n_layer"] == 2  # smoke's size, not the tiny default
+    assert settings["ppo.lr"] == 3e-5  # the user's
+    assert settings["sft.lora"] is None and settings["registry.model_name"] is None
+    tiny = PipelineParams().settings_in_force()
+    assert tiny["base.n_layer"] == BaseModelConfig().n_layer and set(tiny) == set(settings)

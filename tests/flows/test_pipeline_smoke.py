@@ -110,6 +110,20 @@ def test_mlflow_parent_run_is_tagged(smoke_run):
     assert tags["prefect_flow_run_id"] == run_info["prefect_flow_run_id"]
     assert tags["data_mismatch"] == "false"
     assert parent.info.status == "FINISHED"
+    # and named as its Prefect flow run is, with every setting in force as a param
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+
+    with get_client(sync_client=True) as prefect:
+        flow_run = prefect.read_flow_run(run_info["prefect_flow_run_id"])
+        of_this_run = FlowRunFilter(id=FlowRunFilterId(any_=[flow_run.id]))
+        task_runs = {t.name for t in prefect.read_task_runs(flow_run_filter=of_this_run)}
+    # whose task runs are named by their stage (FLAN and T0 run SFT's task, PPO-ptx PPO's)
+    assert {"sft", "flan", "t0", "ppo", "ppo_ptx", "evaluation", "registry"} <= task_runs
+    assert parent.info.run_name == f"rlhf-smoke-seed0-{flow_run.name}"
+    params = parent.data.params
+    assert params["profile"] == "smoke" and params["base.n_layer"] == "2"  # the profile's size
+    assert params["ppo.lr"] == str(PipelineParams(profile="smoke").stage("ppo").lr)
     # and the report is logged to it
     artifacts = [a.path for a in smoke_run.client.list_artifacts(parent.info.run_id, "report")]
     assert "report/report.json" in artifacts
