@@ -180,3 +180,47 @@ def example() -> dict:
         ),
         "params": params,
     }
+
+
+def settings_table(params: PipelineParams) -> list[dict[str, str]]:
+    """Every setting the run uses, with who set it: `you`, `profile <name>` (a size the profile
+    gives a field left at its default) or `default`; yours and the profile's first.
+
+    The Prefect run's Parameters tab shows what the form sent, and the form shows the
+    stage defaults (sized for tiny): on another profile they are not what the run uses.
+    """
+    in_force = params.settings_in_force()
+    sized = PipelineParams(profile=params.profile).settings_in_force()
+    defaults = PipelineParams().settings_in_force()
+    rows = []
+    for name, value in in_force.items():
+        if name != "profile" and value != sized[name]:
+            by = "you"
+        elif value != defaults[name]:
+            by = "you" if name == "profile" else f"profile {params.profile}"
+        else:
+            by = "default"
+        rows.append({"setting": name, "value": json.dumps(value), "set by": by})
+    order = {"you": 0, "default": 2}
+    return sorted(rows, key=lambda row: order.get(row["set by"], 1))
+
+
+SETTINGS = (
+    "Every setting this run uses and who set it. The Parameters tab shows what the form "
+    "sent: its stage defaults are tiny's, which a profile resizes where left at default."
+)
+
+
+def record_settings(params: PipelineParams, threads: int) -> None:
+    """The settings in force as the active MLflow run's params (runs compare by them) and
+    as the Prefect flow run's table artifact `settings-in-force`."""
+    import mlflow
+    from prefect.artifacts import create_table_artifact
+
+    settings = params.settings_in_force()
+    mlflow.log_params(
+        settings | {"threads": threads, "base_model": params.base_model or "embedded"}
+    )
+    create_table_artifact(
+        table=settings_table(params), key="settings-in-force", description=SETTINGS
+    )

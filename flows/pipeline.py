@@ -17,7 +17,7 @@ from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.runtime import flow_run
 
-from instructflow.flows import approval, explained_errors, own_data
+from instructflow.flows import approval, explained_errors, own_data, params_io
 from instructflow.flows.params import PipelineParams
 from instructflow.flows.stages import Stages, note_kept_start, run_stage
 from instructflow.models.hub import resolve_pretrained
@@ -53,7 +53,7 @@ def mlflow_run_url(experiment_id: str, run_id: str) -> str:
     return f"{base.rstrip('/')}/#/experiments/{experiment_id}/runs/{run_id}"
 
 
-@flow(name="rlhf_pipeline", log_prints=True)
+@flow(name="rlhf_pipeline", log_prints=True, persist_result=False)  # no raw result artifact
 @run_status.failure_report
 def rlhf_pipeline(
     params: PipelineParams = PipelineParams(), sweep_run_id: str | None = None
@@ -103,9 +103,7 @@ def rlhf_pipeline(
     ):
         parent_id = parent.info.run_id
         run_status.begin({"mlflow_run_id": parent_id, **run_info})
-        settings = params.settings_in_force()  # every setting: parent runs compare by them
-        settings |= {"threads": threads, "base_model": params.base_model or "embedded"}
-        mlflow.log_params(settings)
+        params_io.record_settings(params, threads)  # MLflow params, a Prefect table
         mlflow.log_dict(prov, "provenance.json")
 
         if params.data:  # a user's dataset: its own path through the same stages

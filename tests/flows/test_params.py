@@ -43,3 +43,17 @@ def test_the_settings_in_force_are_flat_with_the_profiles_sizes_and_the_users_va
     assert settings["sft.lora"] is None and settings["registry.model_name"] is None
     tiny = PipelineParams().settings_in_force()
     assert tiny["base.n_layer"] == BaseModelConfig().n_layer and set(tiny) == set(settings)
+
+
+def test_the_settings_table_says_who_set_each_value():
+    from instructflow.flows.params_io import settings_table
+
+    rows = settings_table(PipelineParams(profile="smoke", seed=1, ppo={"lr": 3e-5}))
+    by = {row["setting"]: (row["value"], row["set by"]) for row in rows}
+    assert by["profile"] == ('"smoke"', "you") and by["seed"] == ("1", "you")
+    assert by["ppo.lr"] == ("3e-05", "you")
+    assert by["base.n_layer"] == ("2", "profile smoke")  # the form shows tiny's 4
+    assert by["ppo.gamma"][1] == "default"
+    # yours first, then the profile's, then the defaults
+    order = [row["set by"] for row in rows]
+    assert order == sorted(order, key=["you", "profile smoke", "default"].index)

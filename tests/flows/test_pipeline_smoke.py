@@ -118,6 +118,10 @@ def test_mlflow_parent_run_is_tagged(smoke_run):
         flow_run = prefect.read_flow_run(run_info["prefect_flow_run_id"])
         of_this_run = FlowRunFilter(id=FlowRunFilterId(any_=[flow_run.id]))
         task_runs = {t.name for t in prefect.read_task_runs(flow_run_filter=of_this_run)}
+        artifacts = prefect.read_artifacts(flow_run_filter=of_this_run)
+    # and its artifacts are the report's, each with a key (no raw result record, type unknown)
+    assert {"rlhf-report", "rlhf-policies", "settings-in-force"} <= {a.key for a in artifacts}
+    assert all(a.key and a.type in ("markdown", "table") for a in artifacts), artifacts
     # whose task runs are named by their stage (FLAN and T0 run SFT's task, PPO-ptx PPO's)
     assert {"sft", "flan", "t0", "ppo", "ppo_ptx", "evaluation", "registry"} <= task_runs
     assert parent.info.run_name == f"rlhf-smoke-seed0-{flow_run.name}"
