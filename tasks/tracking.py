@@ -71,6 +71,12 @@ def fold_write_ahead_log(database: Path) -> None:
         pass
 
 
+# MLflow 3's UI lays an experiment out by this tag; without it, it guessed GenAI (traces,
+# judges, prompts, "Evaluations") for a pipeline that trains models and has no traces.
+EXPERIMENT_KIND = "mlflow.experimentKind"
+MODEL_TRAINING = "custom_model_development"
+
+
 def setup() -> str:
     """Point MLflow at the project's store and make sure the experiment exists; return its id."""
     uri = tracking_uri()
@@ -87,13 +93,17 @@ def setup() -> str:
     experiment = client.get_experiment_by_name(EXPERIMENT)
     if experiment is not None:
         experiment_id = experiment.experiment_id
+        if experiment.tags.get(EXPERIMENT_KIND) != MODEL_TRAINING:  # made by an older version
+            client.set_experiment_tag(experiment_id, EXPERIMENT_KIND, MODEL_TRAINING)
     else:
         # A file store keeps artifacts where the URI says; with SQLite they must
         # be placed explicitly, or MLflow writes ./mlruns in whatever the cwd is.
         location = None
         if tracking_uri().startswith("sqlite:"):
             location = (mlflow_dir() / "artifacts").as_uri()
-        experiment_id = client.create_experiment(EXPERIMENT, artifact_location=location)
+        experiment_id = client.create_experiment(
+            EXPERIMENT, artifact_location=location, tags={EXPERIMENT_KIND: MODEL_TRAINING}
+        )
     mlflow.set_experiment(experiment_id=experiment_id)
     _experiment_ids[uri] = experiment_id
     return experiment_id
