@@ -6,7 +6,6 @@ found in Prefect's cache still gets a nested run (tagged cached=true, with
 the metrics of the run that computed it) so MLflow reads the same either way.
 """
 
-import os
 import time
 from concurrent.futures import Future
 from pathlib import Path
@@ -32,6 +31,7 @@ from instructflow.tasks import (
     judge_trust,
     lifecycle,
     outages,
+    ppo_selection,
     preflight,
     provenance,
     registry,
@@ -43,14 +43,7 @@ from instructflow.tasks import (
 )
 from instructflow.tasks.paths import project_root, reports_dir
 
-
-def mlflow_run_url(experiment_id: str, run_id: str) -> str:
-    """Where a person opens this run: the tracking server, or the one `make serve` starts."""
-    uri = tracking.tracking_uri()
-    base = os.environ.get("INSTRUCTFLOW_MLFLOW_UI") or (
-        uri if uri.startswith("http") else "http://127.0.0.1:5000"
-    )
-    return f"{base.rstrip('/')}/#/experiments/{experiment_id}/runs/{run_id}"
+mlflow_run_url = env.mlflow_run_url  # where a person opens a run (MLflow's UI)
 
 
 @flow(name="rlhf_pipeline", log_prints=True, persist_result=False)  # no raw result artifact
@@ -136,6 +129,7 @@ def rlhf_pipeline(
         figures = evaluation.flat_metrics(evaluated["rows"])
         tracking.log_final_metrics(parent_id, figures | judge_trust.parent_metrics(result["judge"]))
 
+        run_info = run_info | {"mlflow_parent_run_url": mlflow_run_url(experiment_id, parent_id)}
         gate = _registry(stage, params, models, policies, evaluated, result, run_info)
         links = [mlflow_run_url(experiment_id, r) for r in (parent_id, gate["mlflow_run_id"])]
         result["gate"] = approval.after_gate(
@@ -172,6 +166,9 @@ def _data(root: Path, params: PipelineParams, base_model_dir, parent_id: str, ti
         {"dvc_data_md5": version["md5"], "data_mismatch": str(not version["matches_dvc"]).lower()}
     )
     get_run_logger().info("data/ is DVC version %s (%s)", version["md5"], version["restored_by"])
+    tracking.log_data_version(
+        f"world-{params.profile}", root / "data" / params.profile, version["md5"]
+    )
     summary = run_stage(
         data.validate_data_task,
         "data",
@@ -325,8 +322,10 @@ def _registry(stage: Stages, params: PipelineParams, models, policies, evaluated
         "dvc_data_md5": result["run"]["dvc_data_md5"],
         "git_commit": run_info["git_commit"],
         "prefect_flow_run_id": run_info["prefect_flow_run_id"],
-        "prefect_flow_run_url": approval.flow_run_page(),  # the model card links it
+        # the model card links both runs' pages
+        "prefect_flow_run_url": env.prefect_flow_run_url(run_info["prefect_flow_run_id"]),
         "mlflow_parent_run_id": result["run"]["mlflow_run_id"],
+        "mlflow_parent_run_url": run_info["mlflow_parent_run_url"],
         "profile": params.profile,
         "seed": params.seed,
         "base_model": params.base_model or f"embedded GPT-2 ({params.profile})",
@@ -362,6 +361,7 @@ def _registry(stage: Stages, params: PipelineParams, models, policies, evaluated
         lineage=lineage,
         policy_metrics=policy_metrics,
         rm_metrics={k.split("/", 1)[1]: round(v, 4) for k, v in rm["metrics"].items()},
+        candidate_note=ppo_selection.kept_start_note(candidate, models[candidate]["metrics"]),
     )
     decision = "promoted" if gate["decision"]["promote"] else "rejected"
     mlflow.set_tags({"policy_version": gate["policy_version"], "gate_decision": decision})

@@ -7,6 +7,7 @@ parent run per pipeline run, one nested run per stage.
 
 import atexit
 import os
+import re
 import sqlite3
 import subprocess
 import warnings
@@ -231,3 +232,17 @@ def log_tables(tables: list[tuple]) -> None:
         ]
     contexts = [table[4] for table in tables]
     mlflow.log_inputs(datasets, contexts=contexts, tags_list=[None] * len(tables))
+
+
+def log_data_version(name: str, folder: Path, md5: str) -> None:
+    """The data the run reads, as the active run's MLflow dataset input: its folder and its DVC
+    md5 (no copy of the rows), shown in the runs table's Dataset column."""
+    from mlflow.data.dataset_source_registry import resolve_dataset_source
+    from mlflow.data.meta_dataset import MetaDataset
+
+    with warnings.catch_warnings():  # as in log_tables
+        warnings.filterwarnings("ignore", message="The specified dataset source can be")
+        source = resolve_dataset_source(str(folder))
+    # MLflow's digest column holds 36 characters: a DVC folder md5 with its ".dir" fits.
+    digest = md5 if re.fullmatch(r"[0-9a-f]{32}(\.dir)?", md5) else "untracked by DVC"
+    mlflow.log_input(MetaDataset(source, name=name, digest=digest), context="training")
