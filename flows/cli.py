@@ -37,6 +37,11 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+SERVICE_COMMANDS = {"run", "sweep", "evaluate", "promote", "best-of-n", "eval"}
+"""Commands that talk to MLflow (and Prefect): checked to answer before they start."""
+RESUMABLE_COMMANDS = {"run", "sweep"}
+
+
 def main(argv: list[str] | None = None) -> int:
     # Before anything imports Prefect, which reads its settings once, at import
     # (instructflow.tasks.env: the defaults, each overridden by what you export).
@@ -48,10 +53,10 @@ def main(argv: list[str] | None = None) -> int:
         heap.imports_begin()
     from instructflow.tasks import outages
 
-    if args.command == "run":
+    if args.command in SERVICE_COMMANDS:
         # Before the heavy imports below (the parameters import transformers through the
         # stage configs: ~50 s on a loaded 2-core machine): a server that is down is
-        # reported in seconds.
+        # reported in seconds, not after MLflow's retries (minutes).
         try:
             outages.bound_mlflow_retries()
             outages.preflight()
@@ -64,17 +69,18 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.func(args)
     except BaseException as error:
-        return _explain(error)
+        return _explain(error, resumable=args.command in RESUMABLE_COMMANDS)
     finally:
         gc.enable()  # a command that stopped before its flow (a refusal) never turned it on
 
 
-def _explain(error: BaseException) -> int:
+def _explain(error: BaseException, resumable: bool = True) -> int:
     """Bad input, a signal, failing storage or a server down or lost: one line and an exit
-    status (instructflow.flows.explained_errors); anything else propagates."""
+    status (instructflow.flows.explained_errors); anything else propagates. `resumable`: the
+    command keeps finished stages and checkpoints, so running it again resumes."""
     from instructflow.flows.explained_errors import explanation
 
-    explained = explanation(error)
+    explained = explanation(error, resumable)
     if explained is None:
         raise error
     status, line = explained

@@ -43,8 +43,9 @@ def is_interrupt(error: BaseException) -> bool:
     return isinstance(error, KeyboardInterrupt | TerminationSignal)
 
 
-def explanation(error: BaseException) -> tuple[int, str] | None:
+def explanation(error: BaseException, resumable: bool = True) -> tuple[int, str] | None:
     """The exit status and the line the command line prints for `error`; None for a bug.
+    `resumable`: the command keeps finished stages and checkpoints (run, sweep).
 
     The one place that tells the kinds apart: the log filter keeps a traceback exactly when
     this is None, so the two cannot disagree about which errors are explained.
@@ -76,7 +77,9 @@ def explanation(error: BaseException) -> tuple[int, str] | None:
         return None
     from instructflow.tasks import tracking  # imports MLflow: only for what may be a fault
 
-    message = storage_fault_message(error) or lost_service_message(error, tracking.tracking_uri())
+    message = storage_fault_message(error) or lost_service_message(
+        error, tracking.tracking_uri(), resumable
+    )
     return None if message is None else (3, message)
 
 

@@ -85,8 +85,11 @@ def preflight(mlflow_uri: str | None = None) -> None:
         )
 
 
-def lost_service_message(error: BaseException, mlflow_uri: str) -> str | None:
-    """One line for an error that says a service went away mid-run; None for any other error."""
+def lost_service_message(
+    error: BaseException, mlflow_uri: str, resumable: bool = True
+) -> str | None:
+    """One line for an error that says a service went away mid-run; None for any other error.
+    `resumable`: a pipeline run, which the same command resumes (else it is simply repeated)."""
     from mlflow.exceptions import MlflowException
 
     text = str(error)
@@ -103,8 +106,10 @@ def lost_service_message(error: BaseException, mlflow_uri: str) -> str | None:
     if not lost:
         return None
     first = text.strip().splitlines()[0][:200] if text.strip() else type(error).__name__
+    services = f"MLflow: {mlflow_uri}; Prefect: {os.environ.get('PREFECT_API_URL') or 'ephemeral'}"
+    if not resumable:
+        return f"lost a service ({services}): {first}. Run the same command again once it is back."
     return (
-        f"lost a service mid-run (MLflow: {mlflow_uri}; Prefect: "
-        f"{os.environ.get('PREFECT_API_URL') or 'ephemeral'}): {first}. Finished stages and "
+        f"lost a service mid-run ({services}): {first}. Finished stages and "
         "checkpoints are kept under runs/; run the same command again to resume."
     )

@@ -60,16 +60,26 @@ def mlflow_runs(root: Path) -> list:
     return client.search_runs([experiment.experiment_id]) if experiment else []
 
 
-@pytest.mark.parametrize("service", ["MLFLOW_TRACKING_URI", "PREFECT_API_URL"])
-def test_an_unreachable_server_fails_fast_in_one_line_naming_its_uri(service, tmp_path):
+@pytest.mark.parametrize(
+    "service, command",
+    [
+        ("MLFLOW_TRACKING_URI", ["run", "--profile", "smoke"]),
+        ("PREFECT_API_URL", ["run", "--profile", "smoke"]),
+        # the registry commands too: they waited minutes on MLflow's retries, then said
+        # "lost a service mid-run ... resume"
+        ("MLFLOW_TRACKING_URI", ["promote", "--version", "1", "--reason", "x"]),
+        ("MLFLOW_TRACKING_URI", ["evaluate", "champion", "--profile", "smoke"]),
+    ],
+)
+def test_an_unreachable_server_fails_fast_in_one_line_naming_its_uri(service, command, tmp_path):
     # given a project whose MLflow server (or Prefect API) is down
     uri = f"http://127.0.0.1:{free_port()}"
     env = cli_env(tmp_path, **{service: uri if service != "PREFECT_API_URL" else uri + "/api"})
     (tmp_path / "data.dvc").write_text("")
     started = time.monotonic()
-    # when a run starts
+    # when a command that needs it starts
     done = subprocess.run(
-        [sys.executable, "-m", "instructflow.flows.cli", "run", "--profile", "smoke"],
+        [sys.executable, "-m", "instructflow.flows.cli", *command],
         cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120,
     )  # fmt: skip
     # then it fails within 30 s with one line naming the URI, and trained nothing

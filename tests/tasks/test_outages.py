@@ -1,5 +1,6 @@
 """Servers checked before a run, bounded retries, and the one line a lost server gives."""
 
+import errno
 import http.server
 import threading
 
@@ -82,3 +83,11 @@ def test_only_network_errors_count_as_a_lost_service():
     missing = OSError("Error no file named model.safetensors found in directory runs/sft/x/model")
     assert outages.lost_service_message(missing, "x") is None
     assert outages.lost_service_message(OSError(errno.EIO, "Input/output error"), "x") is None
+
+
+def test_a_lost_service_outside_a_pipeline_run_promises_no_resume():
+    lost = ConnectionRefusedError(errno.ECONNREFUSED, "Connection refused")
+    message = outages.lost_service_message(lost, "http://127.0.0.1:5000", resumable=False)
+    assert message.startswith("lost a service (MLflow: http://127.0.0.1:5000; Prefect: ")
+    assert message.endswith("Run the same command again once it is back.")
+    assert "checkpoints" not in message and "mid-run" not in message
