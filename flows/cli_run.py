@@ -10,6 +10,12 @@ from instructflow.tasks.paths import project_root
 
 def _cmd_run(args: argparse.Namespace) -> int:
     # Servers were checked first (flows/cli.py main), before the imports below.
+    from instructflow.tasks.data_version import not_a_dvc_project
+
+    if not args.data and (problem := not_a_dvc_project(project_root())):
+        # Said before anything is written: no MLflow store or run in a folder that is no project.
+        print(f"instructflow: refused before training: {problem}", file=sys.stderr)
+        return 2
     from instructflow.flows.params_io import build_params, read_params_file
     from instructflow.tasks import preflight
     from instructflow.tasks.interrupts import stop_on_signals

@@ -6,6 +6,7 @@ data.dvc) and refuses on a mismatch unless explicitly allowed.
 """
 
 import logging
+import sys
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -37,11 +38,19 @@ def _repo(root: Path):
     try:
         return Repo(str(root))
     except NotDvcRepoError:
-        raise DataMismatchError(
-            f"{root} is not a DVC project (no .dvc/ there or above): the project root "
-            "(INSTRUCTFLOW_ROOT) must be a clone of this repository, or a folder where "
-            "`.venv/bin/dvc init --no-scm` was run and data.dvc copied in"
-        ) from None
+        raise DataMismatchError(not_a_dvc_project(root)) from None
+
+
+def not_a_dvc_project(root: Path) -> str | None:
+    """Why `root` cannot be a project root (no .dvc/ there or above), or None when it can."""
+    if any((folder / ".dvc").is_dir() for folder in [root, *root.parents]):
+        return None
+    dvc = Path(sys.executable).parent / "dvc"
+    return (
+        f"{root} is not a DVC project (no .dvc/ there or above): the project root "
+        "(INSTRUCTFLOW_ROOT, else the working directory) must be a clone of this repository, "
+        f"or a folder where `{dvc} init --no-scm` was run and data.dvc copied in"
+    )
 
 
 def current_md5(root: Path) -> str:

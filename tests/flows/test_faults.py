@@ -90,6 +90,21 @@ def test_an_unreachable_server_fails_fast_in_one_line_naming_its_uri(service, co
     assert not (tmp_path / "runs").exists()
 
 
+def test_a_run_outside_a_project_is_refused_without_writing_there(tmp_path):
+    # given a folder that is no project (no .dvc/ there or above)
+    env = cli_env(tmp_path)
+    # when a run starts there
+    done = subprocess.run(
+        [sys.executable, "-m", "instructflow.flows.cli", "run", "--profile", "smoke"],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    # then one line says why and how to make one, and no MLflow store or run is left there
+    assert done.returncode == 2, done.stderr
+    (line,) = done.stderr.strip().splitlines()
+    assert "is not a DVC project" in line and "init --no-scm" in line
+    assert not (tmp_path / "mlflow").exists() and not (tmp_path / "mlflow.db").exists()
+
+
 @pytest.mark.slow
 def test_sigterm_stops_a_run_within_10_s_with_a_checkpoint_and_nothing_left_running(
     prefect_harness, make_project, fast_smoke
