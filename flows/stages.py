@@ -84,9 +84,9 @@ def run_stage(
         }
         with tracking.stage_run(stage_name, parent_run_id, tags=tags):
             tracking.log_metrics(result.get("metrics", {}))
-    seconds = time.perf_counter() - started
+    seconds = round(time.perf_counter() - started, 2)  # MLflow showed 16 digits
     if timings is not None:
-        timings[stage_name] = round(seconds, 2)
+        timings[stage_name] = seconds
     tracking.batched.add_metrics(parent_run_id, {f"stage_seconds/{stage_name}": seconds})
     get_run_logger().info("stage %s: %s (%s) in %.1f s", stage_name, state.name, key, seconds)
     return result
