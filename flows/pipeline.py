@@ -31,6 +31,7 @@ from instructflow.tasks import (
     judge_trust,
     lifecycle,
     outages,
+    plots,
     ppo_selection,
     preflight,
     provenance,
@@ -142,8 +143,7 @@ def rlhf_pipeline(
         )
         note_kept_start(result["gate"], params.candidate, models[params.candidate]["metrics"])
         result["status"] = "completed"  # a failure before here: run_status.failure_report
-        figures = [Path(evaluated["dir"]) / f for f in evaluated["plots"]]
-        _publish(result, figures, mlflow_run_url(experiment_id, parent_id))
+        _publish(result, mlflow_run_url(experiment_id, parent_id))
     return result
 
 
@@ -375,16 +375,22 @@ def _registry(stage: Stages, params: PipelineParams, models, policies, evaluated
     return gate | {"model_name": model_name}
 
 
-def _publish(result: dict, figures: list[Path], url: str) -> None:
-    """reports/<run id>/ (report.json, report.md, the evaluation's plots), reports/latest, MLflow and Prefect."""
-    parent_id = result["run"]["mlflow_run_id"]
+def _publish(result: dict, url: str) -> None:
+    """reports/<run id>/ (report.json, report.md, its plots), reports/latest, MLflow and Prefect."""
+    parent_id, candidate = result["run"]["mlflow_run_id"], result["gate"].get("candidate")
     run_status.at_stage("report")
-    markdown = report.to_markdown(result, mlflow_url=url, plots=[str(f) for f in figures])
+    # the evaluation's plots drawn again beside report.md, the candidate the gate judged marked
+    figures = plots.report_plots(result["policies"], reports_dir() / parent_id, candidate)
+    names = [str(f) for f in figures]
+    markdown = report.to_markdown(result, mlflow_url=url, plots=names)
     run_dir = report.write_report(result, reports_dir(), markdown, extra_files=figures)
     report.publish_latest(run_dir, reports_dir())
     mlflow.log_artifacts(str(run_dir), artifact_path="report")
+    images = report.mlflow_artifact_urls(url, "report")  # Prefect cannot resolve file names
     create_markdown_artifact(
-        markdown=markdown, key="rlhf-report", description=f"instructflow run {parent_id}"
+        markdown=report.to_markdown(result, url, names, images),
+        key="rlhf-report",
+        description=f"instructflow run {parent_id}",
     )
     create_table_artifact(
         table=report.table_rows(result), key="rlhf-policies", description="Policies on test users"

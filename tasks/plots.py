@@ -1,4 +1,9 @@
-"""Plots of the report: what a person would rather look at than read."""
+"""Plots of the report: what a person would rather look at than read.
+
+Each plot has a `*_figure` function that draws it (tests read the figure) and a
+`*_plot` function that saves it. Legends sit outside the axes so that they never
+cover data; figures use matplotlib's constrained layout to make room for them.
+"""
 
 from pathlib import Path
 
@@ -7,8 +12,16 @@ import matplotlib
 matplotlib.use("Agg")  # no display on servers and CI
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
+from matplotlib.figure import Figure  # noqa: E402
+from matplotlib.lines import Line2D  # noqa: E402
+from matplotlib.patches import Patch  # noqa: E402
 
 from instructflow.tasks.report import POLICY_NAMES  # noqa: E402
+
+BAR = "#4c72b0"
+CANDIDATE_BAR = "#dd8452"
+MARKERS = "osD^vP*X"
+KL_LABEL = "KL to SFT (nats per response)"
 
 
 def _ordered(policies: dict) -> list[str]:
@@ -17,84 +30,143 @@ def _ordered(policies: dict) -> list[str]:
     ]
 
 
-def win_rate_plot(policies: dict, path: Path) -> Path:
-    """Win rate against SFT with 95% CI bars, the paper's headline figure."""
-    names = _ordered(policies)
-    means = np.array([policies[n]["win_rate_vs_sft"]["mean"] for n in names])
-    lo = np.array([policies[n]["win_rate_vs_sft"]["ci95"][0] for n in names])
-    hi = np.array([policies[n]["win_rate_vs_sft"]["ci95"][1] for n in names])
-    fig, ax = plt.subplots(figsize=(7, 3.8))
-    ax.bar(names, means, yerr=[means - lo, hi - means], capsize=4, color="#4c72b0")
-    ax.axhline(0.5, color="grey", linestyle="--", linewidth=1, label="SFT (0.5)")
-    ax.set_ylabel("win rate vs SFT")
-    ax.set_ylim(0, 1)
-    ax.set_title("Preferred over SFT by held-out labelers (test users, 95% CI)")
-    ax.legend(loc="upper left")
-    fig.tight_layout()
+def _save(fig: Figure, path: Path) -> Path:
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
 
 
-def family_heatmap(policies: dict, path: Path) -> Path:
-    """Gold score per policy and family."""
+def win_rate_figure(policies: dict, candidate: str | None = None) -> Figure:
+    """Win rate against SFT with 95% CI bars, the paper's headline figure; the candidate the
+    promotion gate judged is hatched, in its own colour, with a bold tick label."""
+    names = _ordered(policies)
+    means = np.array([policies[n]["win_rate_vs_sft"]["mean"] for n in names])
+    lo = np.array([policies[n]["win_rate_vs_sft"]["ci95"][0] for n in names])
+    hi = np.array([policies[n]["win_rate_vs_sft"]["ci95"][1] for n in names])
+    fig, ax = plt.subplots(figsize=(8, 4), layout="constrained")
+    colors = [CANDIDATE_BAR if n == candidate else BAR for n in names]
+    bars = ax.bar(names, means, yerr=[means - lo, hi - means], capsize=4, color=colors)
+    ax.axhline(0.5, color="grey", linestyle="--", linewidth=1)
+    handles = [
+        Patch(color=BAR, label="policy: mean, 95% CI"),
+        Line2D([], [], color="grey", linestyle="--", label="SFT (0.5)"),
+    ]
+    if candidate in names:
+        at = names.index(candidate)
+        bars[at].set_hatch("//")
+        bars[at].set_edgecolor("black")
+        labels = [f"{n}\n(candidate)" if n == candidate else n for n in names]
+        ax.set_xticks(range(len(names)), labels)
+        ax.get_xticklabels()[at].set_fontweight("bold")
+        handles.insert(
+            1,
+            Patch(
+                facecolor=CANDIDATE_BAR,
+                edgecolor="black",
+                hatch="//",
+                label=f"candidate the gate judged: {candidate}",
+            ),
+        )
+    ax.set_xlabel("policy")
+    ax.set_ylabel("win rate vs SFT (share of comparisons)")
+    ax.set_ylim(0, 1)
+    ax.set_title("Preferred over SFT by held-out labelers (test users, 95% CI)")
+    ax.legend(handles=handles, loc="upper left", bbox_to_anchor=(1.01, 1), fontsize=8)
+    return fig
+
+
+def win_rate_plot(policies: dict, path: Path, candidate: str | None = None) -> Path:
+    return _save(win_rate_figure(policies, candidate), path)
+
+
+def family_heatmap_figure(policies: dict) -> Figure:
+    """Gold score per policy and family, each cell's value written in it. The colours span
+    the figures' own range: on a 0-1 scale a smoke run's scores (all under 0.15) look alike."""
     names = _ordered(policies)
     families = sorted({f for n in names for f in policies[n]["per_family"]})
     grid = np.array(
         [
             [policies[n]["per_family"].get(f, {}).get("gold_score", np.nan) for f in families]
             for n in names
-        ]
+        ],
+        dtype=float,
     )
-    fig, ax = plt.subplots(figsize=(1.0 + 0.8 * len(families), 0.9 + 0.5 * len(names)))
-    image = ax.imshow(grid, vmin=0, vmax=1, cmap="viridis", aspect="auto")
+    finite = grid[np.isfinite(grid)]
+    vmin, vmax = (float(finite.min()), float(finite.max())) if finite.size else (0.0, 1.0)
+    if vmax - vmin < 1e-9:  # one value everywhere: a band around it
+        vmin, vmax = vmin - 0.005, vmax + 0.005
+    fig, ax = plt.subplots(
+        figsize=(2.5 + 0.85 * len(families), 1.6 + 0.45 * len(names)), layout="constrained"
+    )
+    image = ax.imshow(np.ma.masked_invalid(grid), vmin=vmin, vmax=vmax, cmap="viridis")
+    ax.set_aspect("auto")
     ax.set_xticks(range(len(families)), families, rotation=45, ha="right")
     ax.set_yticks(range(len(names)), names)
+    middle = (vmin + vmax) / 2
     for i in range(len(names)):
         for j in range(len(families)):
+            value = grid[i, j]
             ax.text(
                 j,
                 i,
-                f"{grid[i, j]:.2f}",
+                "-" if np.isnan(value) else f"{value:.3f}",
                 ha="center",
                 va="center",
-                color="white" if grid[i, j] < 0.6 else "black",
+                color="white" if np.isnan(value) or value < middle else "black",
                 fontsize=8,
             )
-    fig.colorbar(image, ax=ax, label="gold score")
-    ax.set_title("Gold score by task family (test users)")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    fig.colorbar(image, ax=ax, label="gold score (0-1)")
+    ax.set_xlabel("task family")
+    ax.set_ylabel("policy")
+    ax.set_title("Gold score by task family (test users; colours span this run's range)")
+    return fig
+
+
+def family_heatmap(policies: dict, path: Path) -> Path:
+    return _save(family_heatmap_figure(policies), path)
+
+
+def score_vs_kl_figure(policies: dict) -> Figure:
+    """Gold and RM score of each policy against its KL to SFT. Policies are told apart by
+    colour and marker in one legend beside the panels: several sit at KL 0 (sft and the
+    policies PPO kept at its start), where labels beside the points would collide."""
+    names = _ordered(policies)
+    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 3.9), sharex=True, layout="constrained")
+    sizes = np.linspace(110, 35, max(len(names), 2))  # later points fit inside earlier ones
+    for i, name in enumerate(names):
+        kl = max(0.0, policies[name]["kl_to_sft"])
+        style = {
+            "color": f"C{i % 10}",
+            "marker": MARKERS[i % len(MARKERS)],
+            "s": sizes[i],
+            "edgecolors": "black",
+            "linewidths": 0.5,
+            "alpha": 0.85,
+            "label": name,
+        }
+        left.scatter(kl, policies[name]["gold_score"]["mean"], **style)
+        right.scatter(kl, policies[name]["rm_score"]["mean"], **style)
+    for ax in (left, right):
+        ax.set_xlabel(KL_LABEL)
+    left.set_ylabel("gold score (0-1)")
+    right.set_ylabel("reward-model score (RM units)")
+    left.set_title("Gold (true) score")
+    right.set_title("Proxy (RM) score")
+    fig.suptitle("Scores against KL to SFT (test users)")
+    fig.legend(*left.get_legend_handles_labels(), loc="outside right upper", title="policy")
+    return fig
 
 
 def score_vs_kl_plot(policies: dict, path: Path) -> Path:
-    """Gold and RM score of each policy against its KL to SFT."""
-    names = _ordered(policies)
-    fig, (left, right) = plt.subplots(1, 2, figsize=(9, 3.6), sharex=True)
-    for name in names:
-        kl = max(0.0, policies[name]["kl_to_sft"])
-        left.scatter(kl, policies[name]["gold_score"]["mean"])
-        left.annotate(name, (kl, policies[name]["gold_score"]["mean"]), fontsize=8)
-        right.scatter(kl, policies[name]["rm_score"]["mean"])
-        right.annotate(name, (kl, policies[name]["rm_score"]["mean"]), fontsize=8)
-    left.set_xlabel("KL to SFT (nats per response)")
-    right.set_xlabel("KL to SFT (nats per response)")
-    left.set_ylabel("gold score")
-    right.set_ylabel("reward-model score")
-    left.set_title("Gold (true) score")
-    right.set_title("Proxy (RM) score")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save(score_vs_kl_figure(policies), path)
 
 
-def report_plots(policies: dict, folder: Path) -> list[Path]:
+def report_plots(policies: dict, folder: Path, candidate: str | None = None) -> list[Path]:
+    """The report's plots, drawn into `folder`; `candidate` (the policy the promotion gate
+    judged) is marked in the win-rate plot."""
     folder.mkdir(parents=True, exist_ok=True)
     return [
-        win_rate_plot(policies, folder / "win_rate_vs_sft.png"),
+        win_rate_plot(policies, folder / "win_rate_vs_sft.png", candidate),
         family_heatmap(policies, folder / "per_family_gold.png"),
         score_vs_kl_plot(policies, folder / "score_vs_kl.png"),
     ]

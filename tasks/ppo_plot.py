@@ -3,12 +3,13 @@
 from pathlib import Path
 
 
-def plot_curve(points: list[dict], chosen: int, path: Path, title: str) -> None:
+def curve_figure(points: list[dict], chosen: int, title: str):
     """RM score and gold score against KL to SFT, the kept checkpoint marked.
 
     The gold score carries +-1 standard error over the validation prompts: the
     gold axis is scaled to its own range, and without the bars a wiggle of
-    sampling noise reads like over-optimisation.
+    sampling noise reads like over-optimisation. The legend sits below the axes,
+    where it covers no point of either curve.
     """
     import matplotlib
 
@@ -16,7 +17,7 @@ def plot_curve(points: list[dict], chosen: int, path: Path, title: str) -> None:
     import matplotlib.pyplot as plt
 
     kl = [p["kl"] for p in points]
-    fig, ax_rm = plt.subplots(figsize=(6.4, 4.2))
+    fig, ax_rm = plt.subplots(figsize=(6.4, 4.8), layout="constrained")
     ax_gold = ax_rm.twinx()
     ax_rm.plot(
         kl, [p["rm"] for p in points], "o-", color="tab:blue", label="validation RM score (proxy)"
@@ -44,12 +45,25 @@ def plot_curve(points: list[dict], chosen: int, path: Path, title: str) -> None:
             textcoords="offset points",
             xytext=(2, 4),
         )
-    ax_rm.set_xlabel("KL(policy || SFT) per response, nats")
-    ax_rm.set_ylabel("RM score", color="tab:blue")
-    ax_gold.set_ylabel("gold score", color="tab:orange")
+    ax_rm.set_xlabel("KL(policy || SFT) per response, nats (numbers: PPO iteration)")
+    ax_rm.set_ylabel("RM score (RM units)", color="tab:blue")
+    ax_gold.set_ylabel("gold score (0-1)", color="tab:orange")
     handles = [h for ax in (ax_rm, ax_gold) for h in ax.get_legend_handles_labels()[0]]
-    ax_rm.legend(handles, [h.get_label() for h in handles], loc="lower right", fontsize=8)
+    fig.legend(
+        handles,
+        [h.get_label() for h in handles],
+        loc="outside lower center",
+        ncol=2,
+        fontsize=8,
+    )
     ax_rm.set_title(title)
-    fig.tight_layout()
+    return fig
+
+
+def plot_curve(points: list[dict], chosen: int, path: Path, title: str) -> None:
+    """The over-optimisation plot (curve_figure) saved to `path`."""
+    import matplotlib.pyplot as plt
+
+    fig = curve_figure(points, chosen, title)
     fig.savefig(path, dpi=110)
     plt.close(fig)

@@ -8,8 +8,10 @@ to the MLflow parent run. A failed run's folder says where it stopped.
 import json
 import os
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlencode
 
 from instructflow.tasks.model_card import played
 
@@ -151,10 +153,30 @@ def _run_lines(run: dict[str, Any]) -> list[str]:
     return lines
 
 
+def mlflow_artifact_urls(run_url: str, folder: str) -> Callable[[str], str]:
+    """Where a browser fetches a file of `folder` in the run's artifacts, by file name, from
+    the run's MLflow UI link (`<ui>/#/experiments/<id>/runs/<run id>`): the tracking server's
+    /get-artifact route (mlflow.server: `path`, `run_uuid`). For the Prefect UI's report, which
+    cannot resolve report.md's file names beside it."""
+    base, _, route = run_url.partition("/#/")
+    run_id = route.rstrip("/").rsplit("/runs/", 1)[-1]
+    return lambda name: (
+        f"{base.rstrip('/')}/get-artifact?"
+        + urlencode({"path": f"{folder}/{name}", "run_uuid": run_id})
+    )
+
+
 def to_markdown(
-    report: dict[str, Any], mlflow_url: str | None = None, plots: list[str] | None = None
+    report: dict[str, Any],
+    mlflow_url: str | None = None,
+    plots: list[str] | None = None,
+    image_url: Callable[[str], str] | None = None,
 ) -> str:
-    """report.md: the decision and the figures first; where and how the run was made last."""
+    """report.md: the decision and the figures first; where and how the run was made last.
+
+    Each plot is shown by its file name (report.md lies beside its PNGs) or, given
+    `image_url` (file name -> URL, e.g. mlflow_artifact_urls), by that URL.
+    """
     run = report["run"]
     lines = [f"# instructflow run `{run.get('mlflow_run_id', '?')}`", ""]
     if report.get("status"):
@@ -223,7 +245,8 @@ def to_markdown(
         for name, row in human["policies"].items():
             lines.append(f"| {name} | {_fmt(row.get('win_rate_vs_sft'))} | {_fmt(row['likert'])} |")
     for plot in plots or []:
-        lines += ["", f"![{Path(plot).stem}]({Path(plot).name})"]
+        name = Path(plot).name
+        lines += ["", f"![{Path(plot).stem}]({image_url(name) if image_url else name})"]
     lines += ["", *_run_lines(run)]
     if report.get("provenance"):
         lines += ["", "## Where it was made", "", "| field | value |", "| --- | --- |"]
@@ -258,7 +281,8 @@ def write_report(
     write_whole(run_dir / "report.json", json.dumps(report, indent=2, sort_keys=False) + "\n")
     write_whole(run_dir / "report.md", markdown)
     for file in extra_files or []:
-        shutil.copy2(file, run_dir / file.name)
+        if Path(file).resolve() != (run_dir / file.name).resolve():  # not drawn in place
+            shutil.copy2(file, run_dir / file.name)
     return run_dir
 
 

@@ -1,0 +1,71 @@
+"""The Prefect artifact `rlhf-report` shows its plots from the MLflow server; report.md on disk
+keeps file names, which resolve beside its PNGs."""
+
+from urllib.parse import urlsplit
+
+import mlflow
+import pytest
+
+from instructflow.tasks.report import empty_report, mlflow_artifact_urls, to_markdown
+
+PLOTS = ["/runs/abc/win_rate_vs_sft.png", "/runs/abc/per_family_gold.png"]
+RUN_URL = "http://127.0.0.1:5000/#/experiments/3/runs/abc123"
+
+
+def _report() -> dict:
+    return empty_report({"mlflow_run_id": "abc123"})
+
+
+def test_report_md_shows_its_plots_by_file_name():
+    text = to_markdown(_report(), RUN_URL, PLOTS)
+    assert "![win_rate_vs_sft](win_rate_vs_sft.png)" in text
+    assert "![per_family_gold](per_family_gold.png)" in text
+
+
+def test_the_prefect_artifact_shows_its_plots_from_the_mlflow_run_artifacts():
+    text = to_markdown(_report(), RUN_URL, PLOTS, mlflow_artifact_urls(RUN_URL, "report"))
+    assert (
+        "![win_rate_vs_sft](http://127.0.0.1:5000/get-artifact"
+        "?path=report%2Fwin_rate_vs_sft.png&run_uuid=abc123)"
+    ) in text
+    assert "](per_family_gold.png)" not in text and "](win_rate_vs_sft.png)" not in text
+    # the run link itself is unchanged
+    assert f"MLflow run: [{RUN_URL}]({RUN_URL})" in text
+
+
+def test_a_ui_under_a_path_prefix_keeps_it():
+    url = mlflow_artifact_urls("https://ml.example/mlflow/#/experiments/1/runs/r9/", "report")
+    assert url("a.png") == "https://ml.example/mlflow/get-artifact?path=report%2Fa.png&run_uuid=r9"
+
+
+def test_the_mlflow_server_serves_the_png_at_that_url(tmp_path, monkeypatch):
+    # given a run with a report folder logged as the pipeline logs it
+    from mlflow.server import app, handlers
+    from mlflow.tracking._tracking_service.utils import _get_store
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    mlflow.set_tracking_uri(uri)
+    folder = tmp_path / "report"
+    folder.mkdir()
+    png = b"\x89PNG\r\n\x1a\n-not-really-a-png"
+    (folder / "win_rate_vs_sft.png").write_bytes(png)
+    exp = mlflow.create_experiment("images", artifact_location=str(tmp_path / "artifacts"))
+    with mlflow.start_run(experiment_id=exp) as run:
+        mlflow.log_artifacts(str(folder), artifact_path="report")
+    monkeypatch.setattr(handlers, "_tracking_store", _get_store(uri))
+    # when the browser asks the tracking server for the artifact markdown's image URL
+    image = mlflow_artifact_urls(
+        f"http://127.0.0.1:5000/#/experiments/{exp}/runs/{run.info.run_id}", "report"
+    )
+    split = urlsplit(image("win_rate_vs_sft.png"))
+    response = app.test_client().get(f"{split.path}?{split.query}")
+    # then it gets the file, as an image (an <img> ignores the attachment disposition)
+    assert response.status_code == 200, response.data[:300]
+    assert response.data == png
+    assert response.mimetype == "image/png"
+
+
+@pytest.mark.parametrize("url", [RUN_URL, RUN_URL + "/"])
+def test_the_run_id_comes_from_the_run_link(url):
+    assert mlflow_artifact_urls(url, "report")("x.png").endswith("run_uuid=abc123")

@@ -1,0 +1,158 @@
+"""The report's plots are readable: titles, axes with units, legends beside the data rather
+than over it, labels that do not collide, colours that tell a smoke run's values apart and
+the gate's candidate marked."""
+
+import itertools
+
+import matplotlib.pyplot as plt
+import pytest
+from matplotlib.text import Text
+
+from instructflow.tasks import plots
+from instructflow.tasks.ppo_plot import curve_figure, plot_curve
+
+FAMILIES = ["brainstorm", "classify", "closed_qa", "extract"]
+
+
+def _row(win: float, gold: float, rm: float, kl: float, offset: float) -> dict:
+    return {
+        "win_rate_vs_sft": {"mean": win, "ci95": [win - 0.08, win + 0.08]},
+        "gold_score": {"mean": gold, "ci95": [gold - 0.01, gold + 0.01]},
+        "rm_score": {"mean": rm, "ci95": [rm - 0.1, rm + 0.1]},
+        "kl_to_sft": kl,
+        "per_family": {f: {"gold_score": gold + offset * i} for i, f in enumerate(FAMILIES)},
+    }
+
+
+@pytest.fixture
+def policies() -> dict:
+    """A smoke run's figures: every gold score under 0.15; sft, ppo and ppo_ptx at KL 0."""
+    return {
+        "base": _row(0.31, 0.041, -0.8, 2.1, 0.004),
+        "sft": _row(0.5, 0.081, 0.1, 0.0, 0.01),
+        "ppo": _row(0.52, 0.085, 0.15, 0.0, 0.012),
+        "ppo_ptx": _row(0.49, 0.079, 0.12, 0.0, 0.015),
+    }
+
+
+@pytest.fixture(autouse=True)
+def _close_figures():
+    yield
+    plt.close("all")
+
+
+def _texts(fig) -> list[Text]:
+    fig.canvas.draw()
+    return [t for t in fig.findobj(Text) if t.get_visible() and t.get_text().strip()]
+
+
+def _overlapping(texts: list[Text]) -> list[tuple[str, str]]:
+    renderer = texts[0].figure.canvas.get_renderer()
+    boxes = [(t.get_text(), t.get_window_extent(renderer)) for t in texts]
+    return [(a, b) for (a, ba), (b, bb) in itertools.combinations(boxes, 2) if ba.overlaps(bb)]
+
+
+def _labelled(ax) -> None:
+    assert ax.get_title() and ax.get_xlabel() and ax.get_ylabel()
+
+
+def _legend_clear_of(fig, legend, axes) -> None:
+    fig.canvas.draw()
+    box = legend.get_window_extent()
+    for ax in axes:
+        assert not box.overlaps(ax.get_window_extent()), f"the legend covers {ax.get_title()!r}"
+
+
+def test_score_vs_kl_labels_do_not_collide_where_policies_share_kl_zero(policies):
+    fig = plots.score_vs_kl_figure(policies)
+    # every text of the figure (titles, axis labels, ticks, legend) stands on its own
+    assert _overlapping(_texts(fig)) == []
+    # each policy is named once, in a legend beside both panels rather than over them
+    (legend,) = fig.legends
+    assert [t.get_text() for t in legend.get_texts()] == list(policies)
+    _legend_clear_of(fig, legend, fig.axes)
+    for ax in fig.axes:
+        _labelled(ax)
+        assert "nats" in ax.get_xlabel()
+    assert fig.get_suptitle()
+
+
+def test_the_family_heatmap_spans_the_data_and_writes_each_value(policies):
+    fig = plots.family_heatmap_figure(policies)
+    ax = fig.axes[0]
+    (image,) = ax.images
+    values = [v["per_family"][f]["gold_score"] for v in policies.values() for f in FAMILIES]
+    # the colours span the run's own range, not 0-1 (a smoke run's values are all < 0.15)
+    assert image.get_clim() == pytest.approx((min(values), max(values)))
+    # and every cell says its value
+    written = {t.get_text() for t in ax.texts}
+    assert {f"{v:.3f}" for v in values} <= written
+    _labelled(ax)
+
+
+def test_a_heatmap_of_one_value_still_has_a_colour_range(policies):
+    for row in policies.values():
+        row["per_family"] = {f: {"gold_score": 0.05} for f in FAMILIES}
+    low, high = plots.family_heatmap_figure(policies).axes[0].images[0].get_clim()
+    assert low < 0.05 < high
+
+
+def test_the_win_rate_plot_marks_the_candidate_the_gate_judged(policies):
+    fig = plots.win_rate_figure(policies, candidate="ppo_ptx")
+    ax = fig.axes[0]
+    fig.canvas.draw()
+    ticks = ax.get_xticklabels()
+    bold = [t.get_text() for t in ticks if t.get_fontweight() == "bold"]
+    assert len(bold) == 1 and bold[0].startswith("ppo_ptx") and "candidate" in bold[0]
+    hatched = [p.get_hatch() for p in ax.patches]
+    assert hatched[list(policies).index("ppo_ptx")] and sum(map(bool, hatched)) == 1
+    (legend,) = [ax.get_legend()]
+    assert any("ppo_ptx" in t.get_text() for t in legend.get_texts())
+    _legend_clear_of(fig, legend, [ax])
+    _labelled(ax)
+
+
+def test_the_win_rate_plot_without_a_candidate_marks_none(policies):
+    ax = plots.win_rate_figure(policies).axes[0]
+    assert not any(p.get_hatch() for p in ax.patches)
+    assert [t.get_text() for t in ax.get_xticklabels()] == list(policies)
+
+
+def test_report_plots_writes_the_three_pngs(policies, tmp_path):
+    paths = plots.report_plots(policies, tmp_path / "plots", candidate="ppo")
+    assert [p.name for p in paths] == [
+        "win_rate_vs_sft.png",
+        "per_family_gold.png",
+        "score_vs_kl.png",
+    ]
+    assert all(p.read_bytes().startswith(b"\x89PNG") for p in paths)
+
+
+def _curve() -> list[dict]:
+    return [
+        {"iteration": i, "kl": 0.01 * i**1.3, "rm": 0.1 + 0.05 * i, "gold": 0.08 + 0.004 * i - 0.0006 * i * i, "gold_se": 0.006}
+        for i in range(9)
+    ]  # fmt: skip
+
+
+def test_the_overoptimisation_legend_covers_no_data(tmp_path):
+    fig = curve_figure(_curve(), 5, "ppo: proxy vs gold reward")
+    (legend,) = fig.legends
+    assert len(legend.get_texts()) == 3  # RM, gold and the kept iteration
+    _legend_clear_of(fig, legend, fig.axes)
+    rm_axis, gold_axis = fig.axes
+    _labelled(rm_axis)
+    assert "nats" in rm_axis.get_xlabel() and gold_axis.get_ylabel()
+    plot_curve(_curve(), 5, tmp_path / "curve.png", "t")
+    assert (tmp_path / "curve.png").read_bytes().startswith(b"\x89PNG")
+
+
+def test_plots_drawn_into_the_report_folder_are_kept_there(policies, tmp_path):
+    """The pipeline draws the report's plots beside report.md (the candidate known only after
+    the gate): writing the report keeps them rather than copying each onto itself."""
+    from instructflow.tasks.report import empty_report, to_markdown, write_report
+
+    report = empty_report({"mlflow_run_id": "r1"})
+    figures = plots.report_plots(policies, tmp_path / "r1", candidate="ppo")
+    run_dir = write_report(report, tmp_path, to_markdown(report), extra_files=figures)
+    assert sorted(p.name for p in run_dir.glob("*.png")) == sorted(p.name for p in figures)
