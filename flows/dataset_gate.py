@@ -17,11 +17,11 @@ from transformers import AutoTokenizer
 
 from instructflow.flows.params import PipelineParams
 from instructflow.models.tokenizer import tokenizer_digest
-from instructflow.tasks import own_evaluation, registry, tracking
+from instructflow.tasks import env, own_evaluation, registry, tracking
 from instructflow.tasks.concurrency import registry_slot
 from instructflow.tasks.evaluation import Policy, flat_metrics
 from instructflow.tasks.gate import alias_effect, judge_decision
-from instructflow.tasks.model_card import JUDGE_EVIDENCE, model_card
+from instructflow.tasks.model_card import JUDGE_EVIDENCE, describe_registered_model, model_card
 from instructflow.tasks.registry_snapshot import RegistrySnapshot
 
 
@@ -35,6 +35,7 @@ class GateInputs:
     sft_run_id: str  # the MLflow run of the SFT both started from (lineage)
     profile_dir: Path  # the dataset's profile folder: the gate's test prompts
     judge_dir: Path  # the held-out judge that compares the candidate with its rival
+    candidate_note: str | None = None  # PPO kept SFT's weights: said on the model card
 
 
 def _rival(params, inputs: GateInputs, result, client, policy_name):
@@ -57,13 +58,16 @@ def _rival(params, inputs: GateInputs, result, client, policy_name):
     return incumbent, match["win_rate"], match["prompts"]
 
 
-def _lineage(params, result: dict, inputs: GateInputs) -> dict:
-    """Where the registered versions came from: their tags."""
+def _lineage(params, result: dict, inputs: GateInputs, client) -> dict:
+    """Where the registered versions came from: their tags (the model card links the runs)."""
     run = result["run"]
+    experiment_id = client.get_run(run["mlflow_run_id"]).info.experiment_id
     return {
         "git_commit": run["git_commit"],
         "prefect_flow_run_id": run["prefect_flow_run_id"],
+        "prefect_flow_run_url": env.prefect_flow_run_url(run["prefect_flow_run_id"]),
         "mlflow_parent_run_id": run["mlflow_run_id"],
+        "mlflow_parent_run_url": env.mlflow_run_url(experiment_id, run["mlflow_run_id"]),
         "profile": params.profile,
         "seed": params.seed,
         "sft_run_id": inputs.sft_run_id,
@@ -85,13 +89,14 @@ def register_and_gate(params: PipelineParams, result: dict, inputs: GateInputs) 
     undone if one fails.
     """
     candidate = inputs.candidate
-    lineage = _lineage(params, result, inputs)
+    client = registry.MlflowClient()
+    lineage = _lineage(params, result, inputs, client)
     # The version's figures as tags, as on the embedded world (the judge's win rates).
     figures = flat_metrics({candidate: result["policies"][candidate]})
     policy_metrics = {k.split("/", 2)[2]: round(v, 4) for k, v in figures.items()}
     cfg = params.stage("gate")
     policy_name, rm_name = params.registry.names(params.profile, params.data)
-    client = registry.MlflowClient()
+    rm_metrics = {k: round(v, 4) for k, v in result.get("reward_model", {}).items()}
     # One gate at a time, as on the world: two runs never both judge against one champion.
     with tracking.stage_run("registry", result["run"]["mlflow_run_id"]), registry_slot():
         incumbent, win, prompts = _rival(params, inputs, result, client, policy_name)
@@ -100,15 +105,14 @@ def register_and_gate(params: PipelineParams, result: dict, inputs: GateInputs) 
         effect = alias_effect(decision.promote, cfg.auto_promote, cfg.require_approval)
         snapshot = RegistrySnapshot.take(client, [policy_name, rm_name])
         try:
-            rm_version = registry.register(inputs.rm_dir, rm_name, "reward_model", lineage)
-            tags = lineage | policy_metrics
-            tags |= {
-                "policy": candidate,
-                "reward_model_name": rm_name,
-                "reward_model_version": rm_version,
-            }
-            version = registry.register(inputs.policy_dir, policy_name, "policy", tags)
-            client.set_registered_model_alias(policy_name, "challenger", version)
+            version, rm_version = registry.register_candidate(
+                client,
+                (policy_name, rm_name),
+                (inputs.policy_dir, inputs.rm_dir),
+                lineage,
+                policy_metrics | {"policy": candidate},
+                rm_metrics,
+            )
             # approval_asked: the calling flow pauses for a person (flows/approval.py)
             decision = registry.record_decision(
                 client, policy_name, version, decision, effect, JUDGE_EVIDENCE, approval_asked=True
@@ -116,8 +120,11 @@ def register_and_gate(params: PipelineParams, result: dict, inputs: GateInputs) 
             gate = _gate_block(cfg, decision, effect, win, accuracy, candidate, client, policy_name)
             gate["prompts"] = prompts
             gate |= {"policy_version": version, "reward_model_version": rm_version}
+            if inputs.candidate_note:
+                gate["candidate_note"] = inputs.candidate_note
             card = model_card(policy_name, version, lineage, policy_metrics, gate)
             client.update_model_version(policy_name, version, description=card)
+            describe_registered_model(client, policy_name)  # where `champion` stands now
         except BaseException:
             snapshot.restore(client)
             raise

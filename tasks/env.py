@@ -87,6 +87,44 @@ def no_flow_heartbeats() -> Iterator[None]:
         yield
 
 
+# Where `make serve` (scripts/serve.sh) shows the project's Prefect database and MLflow store.
+SERVE_HOST = "http://127.0.0.1"
+
+
+def prefect_ui_url() -> str:
+    """The Prefect UI that shows this process's flow runs.
+
+    PREFECT_UI_URL, which Prefect derives from PREFECT_API_URL (a deployment run of
+    `make serve`'s worker: http://127.0.0.1:4200). Without either, `instructflow run`
+    uses a temporary server on a random port that stops with the run (Prefect then
+    knows no UI URL, and its `flow_run.ui_url` is 'None/...'); its database is
+    PREFECT_HOME's, which `make serve` later shows at http://127.0.0.1:$PREFECT_PORT
+    (4200), so that is where the run's page is.
+    """
+    from prefect.settings import PREFECT_UI_URL
+
+    url = PREFECT_UI_URL.value()
+    if url and url.startswith("http"):
+        return url.rstrip("/")
+    return f"{SERVE_HOST}:{os.environ.get('PREFECT_PORT') or 4200}"
+
+
+def prefect_flow_run_url(flow_run_id: str | None) -> str | None:
+    """A flow run's page in the Prefect UI (None without a flow run)."""
+    return f"{prefect_ui_url()}/runs/flow-run/{flow_run_id}" if flow_run_id else None
+
+
+def mlflow_run_url(experiment_id: str, run_id: str) -> str:
+    """Where a person opens an MLflow run: the tracking server, or the one `make serve` starts."""
+    from instructflow.tasks.tracking import tracking_uri
+
+    uri = tracking_uri()
+    base = os.environ.get("INSTRUCTFLOW_MLFLOW_UI") or (
+        uri if uri.startswith("http") else f"{SERVE_HOST}:{os.environ.get('MLFLOW_PORT') or 5000}"
+    )
+    return f"{base.rstrip('/')}/#/experiments/{experiment_id}/runs/{run_id}"
+
+
 _settings_copies: dict[str, Any] = {}
 
 

@@ -17,6 +17,21 @@ LINEAGE_ROWS = [
     ("MLflow parent run", "mlflow_parent_run_id"),
     ("Prefect flow run", "prefect_flow_run_id"),
 ]
+# A lineage id and the key of its page's URL: the card links the id when the URL is known.
+LINKS = {
+    "mlflow_parent_run_id": "mlflow_parent_run_url",
+    "prefect_flow_run_id": "prefect_flow_run_url",
+}
+
+
+def _value(lineage: dict, key: str) -> str:
+    """A lineage value as code text, a Markdown link to its page when the lineage has one."""
+    url = lineage.get(LINKS.get(key, ""))
+    return f"[`{lineage[key]}`]({url})" if url else f"`{lineage[key]}`"
+
+
+def lineage_lines(lineage: dict) -> list[str]:
+    return [f"- {label}: {_value(lineage, key)}" for label, key in LINEAGE_ROWS if key in lineage]
 
 
 def _fmt(value: Any) -> str:
@@ -75,10 +90,11 @@ def model_card(
 ) -> str:
     """Markdown for the registered version's description."""
     lines = [f"# {name} v{version}", "", "## Where it comes from", ""]
-    lines += [f"- {label}: `{lineage[key]}`" for label, key in LINEAGE_ROWS if key in lineage]
-    if lineage.get("prefect_flow_run_url"):
-        url = lineage["prefect_flow_run_url"]
-        lines.append(f"- Prefect flow run page: [{url}]({url})")
+    if gate.get("candidate"):
+        lines.append(f"- policy: `{gate['candidate']}` (the run's candidate)")
+    if gate.get("candidate_note"):
+        lines.append(f"- note: {gate['candidate_note']}")
+    lines += lineage_lines(lineage)
     lines += ["", "## Evaluation (test users)", ""]
     lines += [f"- {key}: {_fmt(value)}" for key, value in sorted(metrics.items())]
     lines += ["", "## Promotion gate", ""]
@@ -101,3 +117,97 @@ def _gate_lines(gate: dict, public_suite: bool) -> list[str]:
         lines.append(f"- public suite: {public['challenger']:.3f} vs {public['incumbent']:.3f}")
     lines.append(f"- decision: {_verdict(gate)}: {gate['reason']}")
     return lines
+
+
+def reward_model_card(
+    name: str, version: str, lineage: dict, metrics: dict, policy: tuple[str, str]
+) -> str:
+    """Markdown for a registered reward model version: where it comes from, what it scored."""
+    lines = [
+        f"# {name} v{version}",
+        "",
+        f"The reward model registered beside {policy[0]} v{policy[1]}: a pyfunc, "
+        "`prompt` and `response` in, `reward` out.",
+        "",
+        "## Where it comes from",
+        "",
+        *lineage_lines(lineage),
+    ]
+    if metrics:
+        lines += ["", "## Evaluation", ""]
+        lines += [f"- {key}: {_fmt(value)}" for key, value in sorted(metrics.items())]
+    return "\n".join(lines) + "\n"
+
+
+# --- the registered model's description: where `champion` stands --------------------
+
+ALIASES = (
+    "Aliases: `champion` is the version in use, one that passed the promotion gate or that a "
+    "person promoted (`models:/{name}@champion` loads it); `challenger` is the latest run's "
+    "candidate, whatever its gate decided. Each version's description is its model card."
+)
+
+
+def _run(tags: dict) -> str:
+    """The run that registered and judged a version, linked when its page is known."""
+    run, url = tags.get("mlflow_parent_run_id"), tags.get("mlflow_parent_run_url")
+    if not run:
+        return "its run"
+    return f"run [`{run}`]({url})" if url else f"run `{run}`"
+
+
+def _promoted(tags: dict) -> str:
+    """How the champion got there, from its version's tags."""
+    by, reason = tags.get("promoted_by"), tags.get("gate_reason", "")
+    if by == "manual":
+        return f"promoted by hand (`instructflow promote`): {tags.get('promotion_reason', '')}"
+    if by == "approval":
+        who = tags.get("approval_by", "a person")
+        return (
+            f"approved by {who} after the gate of {_run(tags)}: {tags.get('approval_reason', '')}"
+        )
+    if by == "human":
+        return (
+            f"promoted on people's rankings (`instructflow eval import`) of {_run(tags)}: {reason}"
+        )
+    return f"promoted by the gate of {_run(tags)}: {reason}"
+
+
+def _decided(tags: dict) -> str:
+    return tags.get("gate_reason") or "no gate decision recorded"
+
+
+def registry_status(name: str, versions: dict[str, dict], aliases: dict[str, str]) -> str:
+    """Markdown for the registered model's description: which version is champion and how
+    it got there, or that there is none yet; the challenger; what the aliases mean.
+    `versions`: each version's tags."""
+    lines = [f"# {name}", ""]
+    champion, challenger = aliases.get("champion"), aliases.get("challenger")
+    if champion is not None:
+        lines.append(f"**Champion: v{champion}**, {_promoted(versions.get(champion, {}))}")
+    elif versions:
+        latest = max(versions, key=int)
+        passed = any(tags.get("gate_promote") == "True" for tags in versions.values())
+        what = "been promoted" if passed else "passed the gate"
+        lines.append(
+            f"**No champion yet**: no version has {what} "
+            f"(latest: v{latest}, {_decided(versions[latest])})"
+        )
+    else:
+        lines.append("**No champion yet**: no version registered")
+    if challenger is not None and challenger != champion:
+        tags = versions.get(challenger, {})
+        lines += ["", f"Challenger: v{challenger} ({_run(tags)}): {_decided(tags)}"]
+    return "\n".join([*lines, "", ALIASES.format(name=name)]) + "\n"
+
+
+def describe_registered_model(client, name: str) -> str:
+    """Write registry_status as `name`'s description (MLflow's registered model page) and
+    return it: after every write that may move `champion`, so it never goes stale."""
+    model = client.get_registered_model(name)
+    found = client.search_model_versions(f"name = '{name}'")
+    versions = {str(v.version): dict(v.tags or {}) for v in found}
+    aliases = {alias: str(v) for alias, v in (model.aliases or {}).items()}
+    text = registry_status(name, versions, aliases)
+    client.update_registered_model(name, description=text)
+    return text

@@ -22,7 +22,6 @@ from pathlib import Path
 
 import mlflow
 from mlflow import MlflowClient
-from mlflow.exceptions import MlflowException
 from prefect import task
 from prefect.artifacts import create_markdown_artifact
 
@@ -39,9 +38,10 @@ from instructflow.tasks.gate import (
     decide,
     gate_markdown,
 )
-from instructflow.tasks.model_card import model_card
-from instructflow.tasks.registry_config import POLICY_MODEL, RegistryLookupError
+from instructflow.tasks.model_card import describe_registered_model, model_card, reward_model_card
+from instructflow.tasks.registry_config import POLICY_MODEL
 from instructflow.tasks.registry_flavors import LOGGERS
+from instructflow.tasks.registry_lookup import alias_version, champion_version, find_version
 from instructflow.tasks.registry_snapshot import RegistrySnapshot
 from instructflow.tasks.stage import import_closure_digest, mark_done, prefect_options
 
@@ -86,13 +86,6 @@ def gate_opponent(client: MlflowClient, policy_dir: str, name: str = POLICY_MODE
     return f"{name} champion v{champion}" if champion else f"{name} sft"
 
 
-def alias_version(client: MlflowClient, name: str, alias: str) -> str | None:
-    try:
-        return str(client.get_model_version_by_alias(name, alias).version)
-    except MlflowException:
-        return None
-
-
 def registry_moved(
     client: MlflowClient, result: dict, names: tuple[str, str], dirs: tuple[str, str]
 ) -> str | None:
@@ -135,32 +128,27 @@ def register(
     return str(version.version)
 
 
-def find_version(client: MlflowClient, name: str, ref: str):
-    """Version `ref` (a number or an alias) of registered model `name`, or a RegistryLookupError
-    naming what the registry holds instead (MLflow's own error is a traceback)."""
-    ref = str(ref)  # MLflow's entities give versions as int
-    try:
-        model = client.get_registered_model(name)
-    except MlflowException:
-        names = sorted(m.name for m in client.search_registered_models())
-        held = ", ".join(names) if names else "none yet: run the pipeline first"
-        raise RegistryLookupError(f"no registered model {name!r} (registered: {held})") from None
-    try:
-        if ref.isdigit():
-            return client.get_model_version(name, ref)
-        return client.get_model_version_by_alias(name, ref)
-    except MlflowException:
-        versions = sorted(int(v.version) for v in client.search_model_versions(f"name = '{name}'"))
-        aliases = ", ".join(f"{a} -> v{v}" for a, v in sorted(model.aliases.items())) or "none"
-        what = f"version {ref}" if ref.isdigit() else f"alias {ref!r}"
-        raise RegistryLookupError(
-            f"{name} has no {what} (versions: {', '.join(map(str, versions)) or 'none'}; "
-            f"aliases: {aliases})"
-        ) from None
-
-
-def champion_version(client: MlflowClient, name: str = POLICY_MODEL) -> str | None:
-    return alias_version(client, name, "champion")
+def register_candidate(
+    client: MlflowClient,
+    names: tuple[str, str],
+    dirs: tuple[str, str],
+    lineage: dict,
+    policy_tags: dict,
+    rm_metrics: dict,
+) -> tuple[str, str]:
+    """Register the reward model and the policy (alias `challenger`) from `dirs`, under
+    `names` (policy, RM), both tagged with the run's lineage; an RM registered here gets
+    its card. Returns the (policy, RM) versions."""
+    (name, rm_name), (policy_dir, rm_dir) = names, dirs
+    new_rm = version_of_checkpoint(client, rm_name, checkpoint_key(rm_dir)) is None
+    rm_version = register(rm_dir, rm_name, "reward_model", lineage | rm_metrics)
+    tags = {"reward_model_name": rm_name, "reward_model_version": rm_version}
+    version = register(policy_dir, name, "policy", lineage | policy_tags | tags)
+    client.set_registered_model_alias(name, "challenger", version)
+    if new_rm:
+        card = reward_model_card(rm_name, rm_version, lineage, rm_metrics, (name, version))
+        client.update_model_version(rm_name, rm_version, description=card)
+    return version, rm_version
 
 
 def local_checkpoint(name: str, version: str) -> str:
@@ -228,6 +216,7 @@ def promote_manually(version: str, reason: str, name: str = POLICY_MODEL) -> boo
     client.set_model_version_tag(name, version, "promoted_by", "manual")
     client.set_model_version_tag(name, version, "promotion_reason", reason)
     client.set_model_version_tag(name, version, "previous_champion", str(previous))
+    describe_registered_model(client, name)
     return True
 
 
@@ -278,11 +267,13 @@ def register_and_gate_task(
     seed: int,
     out_dir: str,
     parent_run_id: str,
+    candidate_note: str | None = None,
 ) -> dict:
     """Judge the candidate against the champion (or SFT), then register it and record the gate.
 
     Nothing is written to the registry before the head-to-head has finished;
     a failure while writing restores the versions and aliases found at the start.
+    candidate_note: said on the card and in the gate block (PPO kept SFT's weights).
     """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -323,24 +314,20 @@ def register_and_gate_task(
             },
             "promote": decision.promote,
             "reason": decision.reason,
-        }
+        } | ({"candidate_note": candidate_note} if candidate_note else {})
         _, tokenizer = load_causal_lm(policy_dir)
         lineage = lineage | {"tokenizer_digest": tokenizer_digest(tokenizer)}
 
         snapshot = RegistrySnapshot.take(client, [model_name, reward_model_name])
         try:
-            rm_version = register(rm_dir, reward_model_name, "reward_model", lineage | rm_metrics)
-            policy_tags = (
-                lineage
-                | policy_metrics
-                | {
-                    "policy": candidate,
-                    "reward_model_name": reward_model_name,
-                    "reward_model_version": rm_version,
-                }
+            policy_version, rm_version = register_candidate(
+                client,
+                (model_name, reward_model_name),
+                (policy_dir, rm_dir),
+                lineage,
+                policy_metrics | {"policy": candidate},
+                rm_metrics,
             )
-            policy_version = register(policy_dir, model_name, "policy", policy_tags)
-            client.set_registered_model_alias(model_name, "challenger", policy_version)
             # With approval required, a passed gate waits for the person this flow asks next.
             effect = alias_effect(decision.promote, cfg.auto_promote, cfg.require_approval)
             record_decision(
@@ -361,6 +348,7 @@ def register_and_gate_task(
             }
             card = model_card(model_name, policy_version, lineage, policy_metrics, gate)
             client.update_model_version(model_name, policy_version, description=card)
+            describe_registered_model(client, model_name)  # where `champion` stands now
         except BaseException:
             snapshot.restore(client)
             raise

@@ -3,9 +3,10 @@
 The registry stage writes several things (two model versions, aliases, tags,
 a description). MLflow has no transaction across them, so the stage takes a
 snapshot first and, if any write fails, restores it: versions created since
-are deleted, aliases point where they pointed, a registered model that did
-not exist is removed. Tags and descriptions of pre-existing versions are not
-touched by the stage, so they need no restoring.
+are deleted, aliases point where they pointed, the registered model's own
+description (its champion status, tasks/model_card.py) is what it was, a
+registered model that did not exist is removed. Tags and descriptions of
+pre-existing versions are not touched by the stage, so they need no restoring.
 """
 
 from dataclasses import dataclass, field
@@ -19,6 +20,7 @@ class RegisteredModelState:
     exists: bool
     versions: set[str] = field(default_factory=set)
     aliases: dict[str, str] = field(default_factory=dict)
+    description: str = ""
 
 
 @dataclass
@@ -30,7 +32,8 @@ class RegistrySnapshot:
         return cls({name: _state(client, name) for name in names})
 
     def restore(self, client: MlflowClient) -> None:
-        """Make every model's versions and aliases what they were when the snapshot was taken."""
+        """Make every model's versions, aliases and description what they were when the
+        snapshot was taken."""
         for name, before in self.models.items():
             now = _state(client, name)
             if not now.exists:
@@ -45,6 +48,8 @@ class RegistrySnapshot:
             for alias, version in before.aliases.items():
                 if now.aliases.get(alias) != version:
                     client.set_registered_model_alias(name, alias, version)
+            if now.description != before.description:
+                client.update_registered_model(name, description=before.description)
 
 
 def _state(client: MlflowClient, name: str) -> RegisteredModelState:
@@ -53,4 +58,5 @@ def _state(client: MlflowClient, name: str) -> RegisteredModelState:
     except MlflowException:
         return RegisteredModelState(exists=False)
     versions = {v.version for v in client.search_model_versions(f"name = '{name}'")}
-    return RegisteredModelState(True, versions, dict(model.aliases or {}))
+    aliases = {alias: str(version) for alias, version in (model.aliases or {}).items()}
+    return RegisteredModelState(True, versions, aliases, model.description or "")

@@ -1,12 +1,20 @@
 """The model card: a registered version's description, written from the run's lineage, metrics and gate."""
 
-from instructflow.tasks.model_card import approval_section, model_card, with_human_verdict
+from instructflow.tasks.model_card import (
+    approval_section,
+    model_card,
+    registry_status,
+    reward_model_card,
+    with_human_verdict,
+)
 
 LINEAGE = {
     "profile": "smoke",
     "dvc_data_md5": "0123abcd.dir",
     "prefect_flow_run_id": "7f0c",
-    "prefect_flow_run_url": "http://127.0.0.1:4200/flow-runs/flow-run/7f0c",
+    "prefect_flow_run_url": "http://127.0.0.1:4200/runs/flow-run/7f0c",
+    "mlflow_parent_run_id": "ab12",
+    "mlflow_parent_run_url": "http://127.0.0.1:5000/#/experiments/1/runs/ab12",
 }
 GATE = {
     "incumbent": "champion v3",
@@ -29,8 +37,70 @@ def test_the_card_holds_data_version_metrics_gate_evidence_decision_and_the_flow
     assert "- win rate: 0.625 (95% CI 0.550-0.700)" in card
     assert "- public suite: 0.450 vs 0.438" in card
     assert "- decision: passed, awaiting a person's approval: beats champion v3" in card
+    # the runs' ids link their pages
     url = LINEAGE["prefect_flow_run_url"]
-    assert f"- Prefect flow run page: [{url}]({url})" in card
+    assert f"- Prefect flow run: [`7f0c`]({url})" in card
+    url = LINEAGE["mlflow_parent_run_url"]
+    assert f"- MLflow parent run: [`ab12`]({url})" in card
+
+
+def test_without_a_known_page_the_run_ids_stay_text():
+    lineage = {"prefect_flow_run_id": "7f0c", "mlflow_parent_run_id": "ab12"}
+    card = model_card("p", "4", lineage, {}, GATE)
+    assert "- Prefect flow run: `7f0c`\n" in card
+    assert "- MLflow parent run: `ab12`\n" in card
+    assert "](" not in card
+
+
+def test_the_card_names_the_candidate_and_says_when_ppo_kept_sfts_weights():
+    note = "ppo_ptx kept its starting weights (SFT's): ..."
+    card = model_card("p", "4", {}, {}, GATE | {"candidate": "ppo_ptx", "candidate_note": note})
+    assert "- policy: `ppo_ptx` (the run's candidate)\n" in card
+    assert f"- note: {note}\n" in card
+    assert "kept its starting weights" not in model_card("p", "4", {}, {}, GATE)
+
+
+def test_the_reward_models_card_names_its_policy_lineage_and_figures():
+    card = reward_model_card("rm", "2", LINEAGE, {"accuracy": 0.75}, ("policy", "5"))
+    assert card.startswith("# rm v2\n")
+    assert "registered beside policy v5" in card
+    assert "- data version (DVC md5): `0123abcd.dir`" in card
+    assert f"- MLflow parent run: [`ab12`]({LINEAGE['mlflow_parent_run_url']})" in card
+    assert "- accuracy: 0.750" in card
+
+
+def test_the_registered_model_says_there_is_no_champion_yet_and_why():
+    versions = {
+        "1": {"gate_promote": "False", "gate_reason": "CI too wide"},
+        "2": {"gate_promote": "False", "gate_reason": "win rate 0.48 <= 0.5"},
+    }
+    text = registry_status("policy", versions, {"challenger": "2"})
+    assert (
+        "**No champion yet**: no version has passed the gate (latest: v2, win rate 0.48 <= 0.5)"
+        in text
+    )
+    assert "`challenger` is the latest run's candidate" in text
+    assert "`models:/policy@champion` loads it" in text
+    # a version that passed but waits for a person is not 'no version passed'
+    versions["2"] = {"gate_promote": "True", "gate_reason": "beats sft; approval required"}
+    text = registry_status("policy", versions, {"challenger": "2"})
+    assert "no version has been promoted (latest: v2, beats sft; approval required)" in text
+
+
+def test_the_registered_model_names_its_champion_and_since_which_run_and_decision():
+    url = LINEAGE["mlflow_parent_run_url"]
+    versions = {
+        "1": {"promoted_by": "gate", "gate_reason": "beats sft", "mlflow_parent_run_id": "ab12"}
+        | {"mlflow_parent_run_url": url},
+        "2": {"gate_reason": "CI too wide", "mlflow_parent_run_id": "cd34"},
+    }
+    text = registry_status("policy", versions, {"champion": "1", "challenger": "2"})
+    assert f"**Champion: v1**, promoted by the gate of run [`ab12`]({url}): beats sft" in text
+    assert "Challenger: v2 (run `cd34`): CI too wide" in text
+    versions["2"] |= {"promoted_by": "manual", "promotion_reason": "reads better"}
+    text = registry_status("policy", versions, {"champion": "2", "challenger": "2"})
+    assert "**Champion: v2**, promoted by hand (`instructflow promote`): reads better" in text
+    assert "Challenger" not in text  # the champion itself
 
 
 def test_without_approval_the_decision_is_the_gates():

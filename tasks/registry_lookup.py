@@ -1,0 +1,42 @@
+"""Looking a registered model's versions and aliases up, and saying what is there when
+one asked for is not (MLflow's own error is a traceback)."""
+
+from mlflow import MlflowClient
+from mlflow.exceptions import MlflowException
+
+from instructflow.tasks.registry_config import POLICY_MODEL, RegistryLookupError
+
+
+def alias_version(client: MlflowClient, name: str, alias: str) -> str | None:
+    try:
+        return str(client.get_model_version_by_alias(name, alias).version)
+    except MlflowException:
+        return None
+
+
+def find_version(client: MlflowClient, name: str, ref: str):
+    """Version `ref` (a number or an alias) of registered model `name`, or a RegistryLookupError
+    naming what the registry holds instead (MLflow's own error is a traceback)."""
+    ref = str(ref)  # MLflow's entities give versions as int
+    try:
+        model = client.get_registered_model(name)
+    except MlflowException:
+        names = sorted(m.name for m in client.search_registered_models())
+        held = ", ".join(names) if names else "none yet: run the pipeline first"
+        raise RegistryLookupError(f"no registered model {name!r} (registered: {held})") from None
+    try:
+        if ref.isdigit():
+            return client.get_model_version(name, ref)
+        return client.get_model_version_by_alias(name, ref)
+    except MlflowException:
+        versions = sorted(int(v.version) for v in client.search_model_versions(f"name = '{name}'"))
+        aliases = ", ".join(f"{a} -> v{v}" for a, v in sorted(model.aliases.items())) or "none"
+        what = f"version {ref}" if ref.isdigit() else f"alias {ref!r}"
+        raise RegistryLookupError(
+            f"{name} has no {what} (versions: {', '.join(map(str, versions)) or 'none'}; "
+            f"aliases: {aliases})"
+        ) from None
+
+
+def champion_version(client: MlflowClient, name: str = POLICY_MODEL) -> str | None:
+    return alias_version(client, name, "champion")

@@ -1,0 +1,126 @@
+"""The registry says where `champion` stands (the registered model's description), each
+registered version says where it came from, and the model card links the runs' pages."""
+
+from types import SimpleNamespace
+
+import pytest
+from mlflow import MlflowClient
+
+from instructflow.tasks import registry
+from instructflow.tasks.registry_snapshot import RegistrySnapshot
+from tests.conftest import use_project
+
+POLICY, RM = "instructflow-policy-smoke", "instructflow-reward-model-smoke"
+LINEAGE = {
+    "profile": "smoke",
+    "seed": 0,
+    "dvc_data_md5": "0123abcd.dir",
+    "git_commit": "cafe",
+    "mlflow_parent_run_id": "ab12",
+    "mlflow_parent_run_url": "http://127.0.0.1:5000/#/experiments/1/runs/ab12",
+    "prefect_flow_run_id": "7f0c",
+    "prefect_flow_run_url": None,  # no page known: not a tag
+}
+
+
+@pytest.fixture
+def client(tmp_path, monkeypatch) -> MlflowClient:
+    """An empty registry in a SQLite store; registering logs no model (the checkpoint folder
+    is the version's source)."""
+    client = MlflowClient(tracking_uri=use_project(monkeypatch, tmp_path))
+    logged = lambda model_dir, _name: SimpleNamespace(model_uri=model_dir)  # noqa: E731
+    monkeypatch.setattr(registry, "LOGGERS", {"policy": logged, "reward_model": logged})
+    return client
+
+
+def _checkpoint(tmp_path, stage_key: str) -> str:
+    model_dir = tmp_path / "runs" / stage_key / "model"
+    model_dir.mkdir(parents=True)
+    return str(model_dir)
+
+
+def _register(client, tmp_path, run: int) -> tuple[str, str]:
+    dirs = (_checkpoint(tmp_path, f"ppo-{run}"), _checkpoint(tmp_path, f"rm-{run}"))
+    lineage = LINEAGE | {"mlflow_parent_run_id": f"run{run}"}
+    tags = {"policy": "ppo_ptx"}
+    return registry.register_candidate(client, (POLICY, RM), dirs, lineage, tags, {"acc": 0.75})
+
+
+def test_the_reward_model_carries_the_runs_lineage_and_a_card(client, tmp_path):
+    policy_version, rm_version = _register(client, tmp_path, 1)
+    rm = client.get_model_version(RM, rm_version)
+    for key in ("profile", "seed", "dvc_data_md5", "git_commit", "mlflow_parent_run_id"):
+        assert rm.tags[key] == str((LINEAGE | {"mlflow_parent_run_id": "run1"})[key]), key
+    assert rm.tags["acc"] == "0.75" and "prefect_flow_run_url" not in rm.tags
+    assert rm.description.startswith(f"# {RM} v{rm_version}\n")
+    assert f"registered beside {POLICY} v{policy_version}" in rm.description
+    assert "- data version (DVC md5): `0123abcd.dir`" in rm.description
+    policy = client.get_model_version(POLICY, policy_version)
+    assert policy.tags["reward_model_version"] == rm_version
+    assert registry.alias_version(client, POLICY, "challenger") == policy_version
+
+
+def test_two_refused_gates_leave_no_champion_and_the_registry_says_so(client, tmp_path):
+    for run in (1, 2):
+        version, _ = _register(client, tmp_path, run)
+        client.set_model_version_tag(POLICY, version, "gate_promote", "False")
+        client.set_model_version_tag(POLICY, version, "gate_reason", f"CI too wide ({run})")
+        registry.describe_registered_model(client, POLICY)
+    text = client.get_registered_model(POLICY).description
+    assert "**No champion yet**: no version has passed the gate (latest: v2, CI too wide (2))" in (
+        text
+    )
+    assert "`challenger` is the latest run's candidate" in text
+
+
+def test_a_manual_promotion_updates_the_registered_models_status(client, tmp_path):
+    for run in (1, 2):
+        _register(client, tmp_path, run)
+    registry.describe_registered_model(client, POLICY)
+    assert registry.promote_manually("1", "reads better", POLICY)
+    text = client.get_registered_model(POLICY).description
+    assert "**Champion: v1**, promoted by hand (`instructflow promote`): reads better" in text
+    assert f"Challenger: v2 (run [`run2`]({LINEAGE['mlflow_parent_run_url']}))" in text
+
+
+def test_a_failed_stage_puts_the_registered_models_description_back(client, tmp_path):
+    _register(client, tmp_path, 1)
+    before = registry.describe_registered_model(client, POLICY)
+    snapshot = RegistrySnapshot.take(client, [POLICY, RM])
+    # a second run's writes, then a failure
+    _register(client, tmp_path, 2)
+    registry.describe_registered_model(client, POLICY)
+    assert client.get_registered_model(POLICY).description != before
+    snapshot.restore(client)
+    assert client.get_registered_model(POLICY).description == before
+    assert registry.alias_version(client, POLICY, "challenger") == "1"
+
+
+def test_a_plain_runs_flow_run_page_is_where_make_serve_shows_its_database(monkeypatch):
+    from prefect.settings import PREFECT_API_URL, PREFECT_UI_URL, temporary_settings
+
+    from instructflow.tasks import env
+
+    # given no Prefect server of yours: the run's temporary one has no UI URL (Prefect's
+    # own flow_run.ui_url is then 'None/flow-runs/...'); `make serve` shows it on 4200
+    monkeypatch.delenv("PREFECT_PORT", raising=False)
+    with temporary_settings(restore_defaults={PREFECT_API_URL, PREFECT_UI_URL}):
+        assert PREFECT_UI_URL.value() is None
+        assert env.prefect_flow_run_url("7f0c") == "http://127.0.0.1:4200/runs/flow-run/7f0c"
+        monkeypatch.setenv("PREFECT_PORT", "4300")  # scripts/serve.sh's port setting
+        assert env.prefect_flow_run_url("7f0c") == "http://127.0.0.1:4300/runs/flow-run/7f0c"
+    # given a server (PREFECT_API_URL, as `make serve`'s worker has): its UI
+    with temporary_settings({PREFECT_API_URL: "http://prefect.lab:4200/api"}):
+        assert env.prefect_flow_run_url("7f0c") == "http://prefect.lab:4200/runs/flow-run/7f0c"
+    assert env.prefect_flow_run_url("") is None
+
+
+def test_an_mlflow_run_page_is_on_the_tracking_server_or_make_serves(monkeypatch, tmp_path):
+    from instructflow.tasks import env
+
+    use_project(monkeypatch, tmp_path)
+    monkeypatch.delenv("INSTRUCTFLOW_MLFLOW_UI", raising=False)
+    monkeypatch.delenv("MLFLOW_PORT", raising=False)
+    assert env.mlflow_run_url("1", "ab12") == "http://127.0.0.1:5000/#/experiments/1/runs/ab12"
+    monkeypatch.setenv("INSTRUCTFLOW_MLFLOW_UI", "http://mlflow.lab/")
+    assert env.mlflow_run_url("1", "ab12") == "http://mlflow.lab/#/experiments/1/runs/ab12"
