@@ -18,19 +18,24 @@ def curve_figure(points: list[dict], chosen: int, title: str):
 
     kl = [p["kl"] for p in points]
     fig, ax_rm = plt.subplots(figsize=(6.4, 4.8), layout="constrained")
-    ax_gold = ax_rm.twinx()
     ax_rm.plot(
         kl, [p["rm"] for p in points], "o-", color="tab:blue", label="validation RM score (proxy)"
     )
-    ax_gold.errorbar(
-        kl,
-        [p["gold"] for p in points],
-        yerr=[p.get("gold_se", 0.0) for p in points],  # points resumed from older runs have none
-        fmt="s-",
-        color="tab:orange",
-        capsize=3,
-        label="validation gold score (truth), +-1 s.e.",
-    )
+    axes = [ax_rm]
+    # A user's dataset has no gold oracle (gold is NaN): no empty gold axis then.
+    if any(p.get("gold") is not None and p["gold"] == p["gold"] for p in points):
+        ax_gold = ax_rm.twinx()
+        ax_gold.errorbar(
+            kl,
+            [p["gold"] for p in points],
+            yerr=[p.get("gold_se", 0.0) for p in points],  # points from older runs have none
+            fmt="s-",
+            color="tab:orange",
+            capsize=3,
+            label="validation gold score (truth), +-1 s.e.",
+        )
+        ax_gold.set_ylabel("gold score (0-1)", color="tab:orange")
+        axes.append(ax_gold)
     ax_rm.axvline(
         points[chosen]["kl"],
         color="grey",
@@ -47,8 +52,7 @@ def curve_figure(points: list[dict], chosen: int, title: str):
         )
     ax_rm.set_xlabel("KL(policy || SFT) per response, nats (numbers: PPO iteration)")
     ax_rm.set_ylabel("RM score (RM units)", color="tab:blue")
-    ax_gold.set_ylabel("gold score (0-1)", color="tab:orange")
-    handles = [h for ax in (ax_rm, ax_gold) for h in ax.get_legend_handles_labels()[0]]
+    handles = [h for ax in axes for h in ax.get_legend_handles_labels()[0]]
     fig.legend(
         handles,
         [h.get_label() for h in handles],

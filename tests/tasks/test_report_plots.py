@@ -156,3 +156,15 @@ def test_plots_drawn_into_the_report_folder_are_kept_there(policies, tmp_path):
     figures = plots.report_plots(policies, tmp_path / "r1", candidate="ppo")
     run_dir = write_report(report, tmp_path, to_markdown(report), extra_files=figures)
     assert sorted(p.name for p in run_dir.glob("*.png")) == sorted(p.name for p in figures)
+
+
+def test_a_dataset_run_without_gold_has_no_empty_gold_axis():
+    points = [p | {"gold": float("nan"), "gold_se": float("nan")} for p in _curve()]
+    fig = curve_figure(points, 0, "ppo: proxy vs gold reward")
+    assert len(fig.axes) == 1  # the RM axis only
+    (legend,) = fig.legends
+    assert [t.get_text() for t in legend.get_texts()] == [
+        "validation RM score (proxy)",
+        "kept: iteration 0",
+    ]
+    _legend_clear_of(fig, legend, fig.axes)
