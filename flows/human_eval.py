@@ -54,13 +54,15 @@ def evaluation_responses(client: MlflowClient, parent_run_id: str) -> dict[str, 
 
 
 def _champion_rows(gate: dict, rows: list[dict], seed: int) -> list[dict]:
-    """The champion the gate played, sampled on the exported prompts (sample 0 of each)."""
+    """The champion the gate played, sampled on the exported prompts (sample 0 of each): on
+    the rendered prompt, as every policy was; what people read is kept as it is."""
     version = gate["incumbent"].removeprefix("champion v")
     model_dir = Path(registry.local_checkpoint(gate["model_name"], version))
     prompts = [row["prompt"] for row in rows]
     texts = sample(Policy(gate["incumbent"], model_dir), prompts, EvalConfig(), seed).texts
     return [
         {"prompt_id": row["prompt_id"], "sample": 0, "prompt": row["prompt"], "response": text}
+        | ({"readable_prompt": row["readable_prompt"]} if "readable_prompt" in row else {})
         for row, text in zip(rows, texts, strict=True)
     ]
 

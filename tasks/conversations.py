@@ -12,6 +12,9 @@ base model's chat template when its tokenizer has one, as plain text otherwise.
 A template may refuse a conversation (Gemma's and Mistral's refuse a system
 turn, Llama 2's turns that do not alternate): `PromptRenderer` turns that
 into a problem naming the row, before any training.
+People (`instructflow eval export`'s labelers) read a conversation's prompt
+as `readable` turns, never as the template's markup: the model's input is
+the rendered text, what people read is the conversation.
 """
 
 from __future__ import annotations
@@ -29,6 +32,10 @@ ROLES = ("system", "user", "assistant")
 HH_MARKER = re.compile(r"\n\n(Human|Assistant): ?")
 HH_ROLE = {"Human": "user", "Assistant": "assistant"}
 PLAIN_ROLE = {"system": "System", "user": "Human", "assistant": "Assistant"}
+# Beside a user's dataset's eval/test.jsonl (whose prompts are the rendered text): each
+# conversation's prompt as people read it, {prompt_id, readable_prompt}, one row per test
+# prompt that came from a conversation. A separate table: the prompts schema is strict.
+READABLE_PROMPTS = "eval/test_readable.jsonl"
 
 
 def parse_hh(text: str) -> list[dict[str, str]] | None:
@@ -179,6 +186,12 @@ def render(messages: list[dict[str, str]], tokenizer: Any = None) -> str:
     if len(messages) == 1 and messages[0]["role"] == "user":
         return messages[0]["content"]
     return "\n\n".join(f"{PLAIN_ROLE[m['role']]}: {m['content']}" for m in messages)
+
+
+def readable(messages: list[dict[str, str]]) -> str:
+    """The turns before a response as people read them: ``role: content`` blocks separated
+    by blank lines (``system: be nice\n\nuser: name an animal``), whatever the template."""
+    return "\n\n".join(f"{m['role']}: {m['content']}" for m in messages)
 
 
 def has_chat_template(tokenizer: Any) -> bool:

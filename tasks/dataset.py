@@ -34,6 +34,7 @@ from instructflow.tasks.conversations import (
     PromptRenderer,
     as_messages,
     drop_message_extras,
+    readable,
     shared_prompt,
 )
 from instructflow.tasks.dataset_files import find_tables, read_rows, unread_files
@@ -83,6 +84,9 @@ class Item:
     response_field: str = "response"  # where a too-long response is reported
     prompt_field: str = "prompt"  # where a too-long prompt is reported
     meta: dict[str, Any] = field(default_factory=dict)
+    # A conversation's prompt as people read it (conversations.readable: no template markup);
+    # None when the row gave the prompt as text, which people read as the model does.
+    readable_prompt: str | None = None
 
 
 @dataclass
@@ -168,9 +172,12 @@ def _item(
     responses: list[str],
     where: str,
     prompt_where: str = "prompt",
+    messages: list[dict[str, str]] | None = None,
     **meta,
 ) -> Item:
+    """The row as an Item; `messages`: the conversation turns `prompt` was rendered from."""
     return Item(
+        readable_prompt=readable(messages) if messages is not None else None,
         response_field=where,
         prompt_field=prompt_where,
         file=str(path),
@@ -197,7 +204,7 @@ def _conversation_items(path, rows, render: PromptRenderer) -> tuple[list[Item],
             continue
         answers = [chosen[-1]["content"].strip(), rejected[-1]["content"].strip()]
         if (prompt := render(prefix, path, row, "chosen")) is not None:
-            items.append(_item(path, row, obj, prompt, answers, "chosen", "chosen"))
+            items.append(_item(path, row, obj, prompt, answers, "chosen", "chosen", prefix))
     return items, unshared
 
 
@@ -224,7 +231,8 @@ def _prompt_items(path, rows, render: PromptRenderer) -> list[Item]:
         if obj.get("messages") is None:
             items.append(_item(path, row, obj, obj["prompt"], [], "prompt"))
         elif (prompt := render(obj["messages"], path, row, "messages")) is not None:
-            items.append(_item(path, row, obj, prompt, [], "messages", "messages"))
+            turns = obj["messages"]
+            items.append(_item(path, row, obj, prompt, [], "messages", "messages", turns))
     return items
 
 
@@ -236,7 +244,8 @@ def _demonstration_items(path, rows, render: PromptRenderer) -> list[Item]:
             prompt = render(messages[:-1], path, row, "messages")
             if prompt is not None:  # else the chat template refused it: a problem of this row
                 answer = [messages[-1]["content"].strip()]
-                items.append(_item(path, row, obj, prompt, answer, "messages", "messages"))
+                turns = messages[:-1]
+                items.append(_item(path, row, obj, prompt, answer, "messages", "messages", turns))
         else:
             items.append(_item(path, row, obj, obj["prompt"], [obj["response"]], "response"))
     return items

@@ -5,6 +5,9 @@
 - ppo/{train,valid}.jsonl: the prompts table's prompts (else the preferences');
 - rm/{train,valid}.jsonl: the preferences' prompts (what the RM was trained on);
 - eval/test.jsonl: every test-split prompt of prompts and preferences;
+- eval/test_readable.jsonl: of those, each prompt that was a conversation as
+  people read it (its turns, without chat-template markup), by prompt_id:
+  what `instructflow eval export` shows labelers (absent when none was);
 - comparisons/{train,valid,heldout}.jsonl: the preferences as K-wise
   comparisons, heldout = the test split (for the held-out judge, never the RM);
 - pretrain/{train,valid}.jsonl and baselines/{flan,t0}.jsonl when given;
@@ -19,6 +22,7 @@ import hashlib
 import json
 from pathlib import Path
 
+from instructflow.tasks.conversations import READABLE_PROMPTS
 from instructflow.tasks.dataset import Dataset, Item
 from instructflow.tasks.tables import write_jsonl
 from instructflow.world import layout
@@ -79,6 +83,17 @@ def _comparison_row(item: Item, split: str) -> dict:
     }
 
 
+def _readable_rows(items: list[Item]) -> list[dict]:
+    """{prompt_id, readable_prompt} of the items whose prompt was a conversation, one row
+    per prompt id (the first, as eval/test.jsonl keeps the first row of a prompt)."""
+    seen: dict[str, dict] = {}
+    for item in items:
+        pid = prompt_id(item.prompt)
+        if pid not in seen:
+            seen[pid] = {"prompt_id": pid, "readable_prompt": item.readable_prompt}
+    return [row for row in seen.values() if row["readable_prompt"] is not None]
+
+
 def write_layout(dataset: Dataset, folder: Path) -> dict[str, int]:
     """Write the stage tables under `folder`; returns rows written per file."""
     split = dataset.split_of
@@ -109,6 +124,9 @@ def write_layout(dataset: Dataset, folder: Path) -> dict[str, int]:
         )
     test = in_split(dataset.prompts, "test") + in_split(dataset.preferences, "test")
     tables[layout.EVAL_TEST] = _unique_prompts([_prompt_row(i, "test") for i in test])
+    readable = _readable_rows(test)
+    if readable:  # a dataset of text prompts writes the tables it always wrote
+        tables[READABLE_PROMPTS] = readable
     for name, rel in (*COMPARISONS.items(), ("test", HELDOUT)):
         tables[rel] = [_comparison_row(i, name) for i in in_split(dataset.preferences, name)]
     if "pretrain" in dataset.extra:

@@ -3,7 +3,9 @@
 Export: per test prompt, one sample of every policy, shuffled and labelled
 A, B, C...; the policy names are kept in a separate key file that labelers
 never see. Both JSONL (one item a line) and CSV (one response a row, with
-empty `rank` and `likert` columns to fill) are written.
+empty `rank` and `likert` columns to fill) are written. The prompt people
+read is the conversation's turns (`readable_prompt`) when the evaluation's row
+has them, never a chat template's markup; else the prompt the policies got.
 
 Import: the filled file is checked (every item ranked, each ranking a
 permutation of that item's labels, Likert 1-7, no item or response twice),
@@ -31,7 +33,8 @@ def blinded_items(
     """Items to label and the key {item_id: {label: policy}}.
 
     `responses` maps a policy to its evaluation rows (prompt_id, sample, prompt,
-    response); the first sample of the first `n` prompts is used.
+    response, and readable_prompt where the prompt was a conversation); the first
+    sample of the first `n` prompts is used. An item's prompt is `shown_prompt`'s.
     """
     first = {
         policy: {row["prompt_id"]: row for row in rows if row["sample"] == 0}
@@ -51,7 +54,7 @@ def blinded_items(
         items.append(
             {
                 "item_id": item_id,
-                "prompt": first[policies[0]][pid]["prompt"],
+                "prompt": shown_prompt([first[policy][pid] for policy in sorted(first)]),
                 "responses": [
                     {"label": label, "text": first[policy][pid]["response"]}
                     for label, policy in zip(labels, policies, strict=True)
@@ -61,6 +64,14 @@ def blinded_items(
             }
         )
     return items, key
+
+
+def shown_prompt(rows: list[dict]) -> str:
+    """The prompt people read of the rows of one prompt (a policy's each): the conversation's
+    turns where a row has them (any policy's row: the rows of one prompt agree), else the text
+    the policies were given (the embedded world's, a dataset's text prompts)."""
+    readable = [row["readable_prompt"] for row in rows if row.get("readable_prompt")]
+    return readable[0] if readable else rows[0]["prompt"]
 
 
 def text_digest(prompt: str, response: str) -> str:

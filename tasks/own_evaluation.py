@@ -11,6 +11,12 @@ held-out preferences (the test split), never on what the training RM saw.
 The judge is instructflow.tasks.judge's (`judge_dir`, the judge stage's folder); without
 one the report says `win_rate_vs_sft: null` and why, rather than letting the
 training RM grade its own policy.
+
+Every policy is prompted with the test prompts as rendered (a conversation
+through the base model's chat template); a response row of a conversation's
+prompt also carries `readable_prompt`, its turns as people read them
+(instructflow.tasks.conversations.READABLE_PROMPTS), which `instructflow eval
+export` shows labelers in place of the template's markup.
 """
 
 from __future__ import annotations
@@ -24,6 +30,7 @@ from prefect import task
 from instructflow.models.lm import load_causal_lm
 from instructflow.models.lm_training import pack_corpus, perplexity
 from instructflow.models.reward_model import reward_model_from_causal_lm
+from instructflow.tasks.conversations import READABLE_PROMPTS
 from instructflow.tasks.eval_scoring import rm_scores
 from instructflow.tasks.evaluation import (
     EvalConfig,
@@ -46,6 +53,19 @@ from instructflow.world import layout
 NO_JUDGE = "no held-out judge given: win rates need a judge trained on held-out preferences"
 
 
+def readable_prompts(profile_dir: Path) -> dict[str, str]:
+    """prompt_id -> the prompt as people read it, for the test prompts that were conversations
+    (none when the dataset's were all text, or its folder was written before there were any)."""
+    path = profile_dir / READABLE_PROMPTS
+    rows = read_jsonl(path) if path.exists() else []
+    return {row["prompt_id"]: row["readable_prompt"] for row in rows}
+
+
+def _response_row(pid: str, sample: int, prompt: str, text: str, readable: dict) -> dict:
+    row = {"prompt_id": pid, "sample": sample, "prompt": prompt, "response": text}
+    return row | ({"readable_prompt": readable[pid]} if pid in readable else {})
+
+
 def evaluate_own(
     policies: list[Policy],
     sft_dir: Path,
@@ -56,6 +76,7 @@ def evaluate_own(
     judge_dir: Path | None = None,
 ) -> tuple[dict, dict]:
     prompts, ids = load_test_prompts(profile_dir, cfg)
+    readable = readable_prompts(profile_dir)  # what people read; the models get `prompts`
     n = cfg.samples_per_prompt
     sft = load_causal_lm(sft_dir)
     rm, rm_tokenizer = reward_model_from_causal_lm(rm_dir)
@@ -94,7 +115,7 @@ def evaluate_own(
             ),
         }
         raw[policy.name] = [
-            {"prompt_id": pid, "sample": i % n, "prompt": p, "response": t}
+            _response_row(pid, i % n, p, t, readable)
             for i, (pid, p, t) in enumerate(zip(ids, prompts, resp.texts, strict=True))
         ]
         stop_point(f"after judging {policy.name}")
