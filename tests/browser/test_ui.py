@@ -252,7 +252,7 @@ def test_the_model_card_shows_data_version_gate_and_links_the_prefect_flow_run(
     )
     assert f"`{version.tags['dvc_data_md5']}`" in version.description
     flow_run_id = version.tags["prefect_flow_run_id"]
-    url = f"{live_stack.prefect_url}/flow-runs/flow-run/{flow_run_id}"
+    url = f"{live_stack.prefect_url}/runs/flow-run/{flow_run_id}"
     # when a user opens the version in the MLflow UI
     page.goto(f"{live_stack.mlflow_url}/#/models/{version.name}/versions/{version.version}")
     dismiss_mlflow_popups(page)
@@ -264,9 +264,10 @@ def test_the_model_card_shows_data_version_gate_and_links_the_prefect_flow_run(
         page.get_by_text(re.compile(r"^decision: (promoted|not promoted): ")).first
     ).to_be_visible()
     shot(page, screenshots, "14-mlflow-model-card")
-    # and its link opens the Prefect flow run that made it
-    link = page.get_by_role("link", name=url, exact=True).first
+    # and its flow run id links the Prefect flow run that made it
+    link = page.get_by_role("link", name=flow_run_id, exact=True).first
     expect(link).to_be_visible()
+    assert link.get_attribute("href") == url
     page.goto(link.get_attribute("href"))
     expect(page.locator(".state-badge").first).to_have_text("Completed")
     expect(page.get_by_text(flow_run_id).first).to_be_visible()

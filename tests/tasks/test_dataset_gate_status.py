@@ -1,0 +1,86 @@
+"""A dataset run's registry stage (flows/dataset_gate.py) writes the card's run links and the
+candidate's note, the reward model's lineage and card, and where `champion` stands."""
+
+from contextlib import nullcontext
+from pathlib import Path
+
+import mlflow
+from mlflow import MlflowClient
+
+from instructflow.flows import dataset_gate
+from instructflow.flows.params import PipelineParams
+from instructflow.tasks import registry, tracking
+from tests.conftest import use_project
+
+NOTE = "ppo kept its starting weights (SFT's): ..."
+
+
+def test_a_refused_dataset_gate_links_the_runs_and_says_there_is_no_champion(
+    tiny_dirs, tmp_path, monkeypatch
+):
+    # given an empty registry, a dataset run's parent run and a candidate the judge does not prefer
+    use_project(monkeypatch, tmp_path)
+    monkeypatch.delenv("INSTRUCTFLOW_MLFLOW_UI", raising=False)
+    tracking.setup()
+    monkeypatch.setattr(dataset_gate, "registry_slot", nullcontext)  # no Prefect server here
+    monkeypatch.setattr(registry, "LOGGERS", {k: _logged for k in ("policy", "reward_model")})
+    sft_dir, rm_dir = tiny_dirs
+    data = tmp_path / "prefs"
+    data.mkdir()
+    params = PipelineParams(profile="smoke", data=str(data))
+    inputs = dataset_gate.GateInputs(
+        candidate="ppo",
+        policy_dir=str(_copy(sft_dir, tmp_path / "runs" / "ppo-1" / "model")),
+        rm_dir=str(_copy(rm_dir, tmp_path / "runs" / "rm-1" / "model")),
+        sft_run_id="sft-run",
+        profile_dir=tmp_path,
+        judge_dir=tmp_path,
+        candidate_note=NOTE,
+    )
+    with mlflow.start_run(run_name="parent") as parent:
+        run_id, experiment_id = parent.info.run_id, parent.info.experiment_id
+        result = {
+            "run": {
+                "mlflow_run_id": run_id,
+                "git_commit": "cafe",
+                "prefect_flow_run_id": "7f0c",
+                "dvc_data_md5": "0123abcd",
+            },
+            "dataset": {"tables": {"comparisons": {"md5": "beef"}}},
+            "policies": {"ppo": {"win_rate_vs_sft": {"mean": 0.5, "ci95": [0.4, 0.6]}}},
+            "judge": {"accuracy_heldout_pairs": 0.9, "test_pairs": 200},
+            "reward_model": {"accuracy": 0.75},
+        }
+        # when its registry stage runs
+        gate = dataset_gate.register_and_gate(params, result, inputs)
+    client = MlflowClient()
+    # then the card links both runs and says the candidate is SFT's weights
+    card = client.get_model_version(gate["model_name"], gate["policy_version"]).description
+    mlflow_url = f"http://127.0.0.1:5000/#/experiments/{experiment_id}/runs/{run_id}"
+    assert f"- MLflow parent run: [`{run_id}`]({mlflow_url})" in card
+    assert "- Prefect flow run: [`7f0c`](http://" in card and "/runs/flow-run/7f0c)" in card
+    assert f"- policy: `ppo` (the run's candidate)\n- note: {NOTE}\n" in card
+    # and the reward model has the run's lineage, its figures and a card
+    rm_name = params.registry.names(params.profile, params.data)[1]
+    rm = client.get_model_version(rm_name, gate["reward_model_version"])
+    assert rm.tags["dvc_data_md5"] == "0123abcd" and rm.tags["mlflow_parent_run_id"] == run_id
+    assert rm.tags["accuracy"] == "0.75"
+    assert f"registered beside {gate['model_name']} v{gate['policy_version']}" in rm.description
+    # and the registered model says there is no champion yet, and why
+    status = client.get_registered_model(gate["model_name"]).description
+    assert (
+        f"**No champion yet**: no version has passed the gate (latest: v1, {gate['reason']})"
+        in (status)
+    )
+
+
+def _logged(model_dir: str, _name: str):
+    """Registering logs no model here: the checkpoint folder is the version's source."""
+    return type("Logged", (), {"model_uri": model_dir})
+
+
+def _copy(src: Path, dest: Path) -> Path:
+    import shutil
+
+    shutil.copytree(src, dest)
+    return dest
