@@ -197,7 +197,8 @@ def registry_status(name: str, versions: dict[str, dict], aliases: dict[str, str
         lines.append("**No champion yet**: no version registered")
     if challenger is not None and challenger != champion:
         tags = versions.get(challenger, {})
-        lines += ["", f"Challenger: v{challenger} ({_run(tags)}): {_decided(tags)}"]
+        decided = f": {_decided(tags)}" if champion is not None else ""  # else said above
+        lines += ["", f"Challenger: v{challenger} ({_run(tags)}){decided}"]
     return "\n".join([*lines, "", ALIASES.format(name=name)]) + "\n"
 
 
