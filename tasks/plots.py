@@ -43,7 +43,7 @@ def win_rate_figure(policies: dict, candidate: str | None = None) -> Figure:
     means = np.array([policies[n]["win_rate_vs_sft"]["mean"] for n in names])
     lo = np.array([policies[n]["win_rate_vs_sft"]["ci95"][0] for n in names])
     hi = np.array([policies[n]["win_rate_vs_sft"]["ci95"][1] for n in names])
-    fig, ax = plt.subplots(figsize=(8, 4), layout="constrained")
+    fig, ax = plt.subplots(figsize=(4.0 + 0.8 * len(names), 4.2), layout="constrained")
     colors = [CANDIDATE_BAR if n == candidate else BAR for n in names]
     bars = ax.bar(names, means, yerr=[means - lo, hi - means], capsize=4, color=colors)
     ax.axhline(0.5, color="grey", linestyle="--", linewidth=1)

@@ -168,3 +168,13 @@ def test_a_dataset_run_without_gold_has_no_empty_gold_axis():
         "kept: iteration 0",
     ]
     _legend_clear_of(fig, legend, fig.axes)
+
+
+def test_seven_policies_fit_the_win_rate_plot_without_colliding_labels():
+    from instructflow.tasks.report import POLICY_NAMES
+
+    seven = {name: _row(0.5, 0.01, 0.0, 0.0, 0.0) for name in POLICY_NAMES}
+    for candidate in (None, "ppo_ptx"):
+        fig = plots.win_rate_figure(seven, candidate)
+        assert _overlapping(_texts(fig)) == []
+        plt.close(fig)
