@@ -131,6 +131,12 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
     for field in ("profile", "threads"):
         if getattr(args, field) is not None:
             overrides[field] = getattr(args, field)
+    params = build_params(overrides)
+    if params.data:  # before any seed runs (each ran to its end, then the sweep failed)
+        from instructflow.flows.sweep import WORLD_ONLY
+
+        print(f"instructflow: {WORLD_ONLY}", file=sys.stderr)
+        return 2
     from instructflow.tasks import heap
     from instructflow.tasks.env import no_flow_heartbeats
     from instructflow.tasks.interrupts import stop_on_signals, temporary_server_apart
@@ -141,7 +147,7 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
     # SIGINT ignored, and a sweep stopped by SIGTERM would orphan its seeds' processes.
     # The seeds train in those processes, so this one has no step to finish: 2 s of grace.
     with stop_on_signals(grace=2), no_flow_heartbeats():
-        result = run_sweep(build_params(overrides), args.seeds, args.workers)
+        result = run_sweep(params, args.seeds, args.workers)
     print(json.dumps(result["sweep"], indent=2))
     return 0
 

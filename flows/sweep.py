@@ -31,6 +31,7 @@ from prefect.task_runners import ProcessPoolTaskRunner
 
 from instructflow.flows import explained_errors
 from instructflow.flows.params import PipelineParams
+from instructflow.flows.params_io import ParamsError
 from instructflow.flows.stages import run_stage
 from instructflow.tasks import (
     concurrency,
@@ -121,6 +122,14 @@ def seed_pairs(params: PipelineParams, reports: dict[int, dict]) -> dict:
     return sweep_stats.gate_noise(pairs) | {"policy": params.candidate}
 
 
+WORLD_ONLY = (
+    "a seed sweep runs on the embedded world only (its spread over seeds is of gold scores, "
+    "and its seeds play each other before the world's held-out labelers); on your dataset, "
+    "run `instructflow run --data DIR --seed N` for each seed and `instructflow compare` "
+    "their reports"
+)
+
+
 @flow(name="seed_sweep", log_prints=True, task_runner=ProcessPoolTaskRunner(max_workers=1))
 def seed_sweep(
     params: PipelineParams = PipelineParams(),
@@ -136,6 +145,8 @@ def seed_sweep(
     explained_errors.keep_tracebacks_for_bugs()  # for a run a worker starts
     if len(set(seeds)) < 2:
         raise ValueError(f"a seed sweep needs at least two different seeds, got {seeds}")
+    if params.data:
+        raise ParamsError(WORLD_ONLY)
     started = time.monotonic()
     started_utc, load_at_start = _utc_now(), os.getloadavg()
     # The head-to-head between seeds runs here: the same thread count as the children
