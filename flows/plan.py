@@ -12,6 +12,7 @@ import re
 import subprocess
 import sys
 import warnings
+from pathlib import Path
 
 from transformers import AutoConfig, GPT2Config
 
@@ -36,10 +37,18 @@ def parse_size(text: str) -> int:
 def model_config(params: PipelineParams):
     if params.base_model:
         from instructflow.models.hub import resolve_pretrained
+        from instructflow.tasks.input_checks import config_file_problems
+        from instructflow.tasks.tables import TableError
 
-        return AutoConfig.from_pretrained(
-            resolve_pretrained(params.base_model, params.base_model_revision)
-        )
+        # The plan needs the config only (not weights or tokenizer), read as `run` reads it.
+        folder = resolve_pretrained(params.base_model, params.base_model_revision)
+        if problems := config_file_problems(Path(folder)):
+            raise TableError(problems)
+        try:
+            return AutoConfig.from_pretrained(folder)
+        except (ValueError, OSError, KeyError) as error:  # an unknown model_type, a bad field
+            first = str(error).strip().splitlines()[0] if str(error).strip() else repr(error)
+            raise ParamsError(f"base_model {folder}: config.json: {first}") from None
     base = params.stage("base")
     return GPT2Config(
         vocab_size=base.vocab_size,

@@ -63,20 +63,28 @@ def table_problems(path: Path, kind: str) -> tuple[pd.DataFrame | None, list[Pro
     return frame, []
 
 
-def base_model_problems(folder: Path) -> tuple[int | None, list[Problem]]:
-    """(context length, problems) of a base-model directory, without loading its weights."""
+def config_file_problems(folder: Path) -> list[Problem]:
+    """A base-model directory without a readable config.json: the folder, the file or its JSON."""
     where = str(folder)
     if not folder.is_dir():
-        return None, [Problem(where, 0, "base_model", "no such directory")]
+        return [Problem(where, 0, "base_model", "no such directory")]
     config_file = folder / "config.json"
     if not config_file.is_file():
-        return None, [Problem(where, 0, "config.json", "missing: not a Hugging Face model dir")]
+        return [Problem(where, 0, "config.json", "missing: not a Hugging Face model dir")]
     try:
         raw = json.loads(config_file.read_text())
     except (ValueError, UnicodeDecodeError) as error:
-        return None, [Problem(str(config_file), 0, LINE, f"not valid JSON ({error})")]
+        return [Problem(str(config_file), 0, LINE, f"not valid JSON ({error})")]
     if not isinstance(raw, dict):
-        return None, [Problem(str(config_file), 0, LINE, "must be a JSON object")]
+        return [Problem(str(config_file), 0, LINE, "must be a JSON object")]
+    return []
+
+
+def base_model_problems(folder: Path) -> tuple[int | None, list[Problem]]:
+    """(context length, problems) of a base-model directory, without loading its weights."""
+    if problems := config_file_problems(folder):
+        return None, problems
+    config_file = folder / "config.json"
     config, problems = _config_problems(folder, config_file)
     context = None
     if config is not None:

@@ -19,3 +19,17 @@ def test_plan_of_a_model_without_a_reward_head_is_one_line(tmp_path, capsys):
     assert status == 2
     assert "'granite' has no sequence-classification class" in err
     assert "Traceback" not in err and len(err.strip().splitlines()) == 1
+
+
+def test_plan_of_a_broken_or_empty_model_folder_is_refused_as_run_refuses_it(tmp_path, capsys):
+    # given a model folder whose config.json was cut short, and an empty one
+    broken, empty = tmp_path / "broken", tmp_path / "empty"
+    broken.mkdir(), empty.mkdir()
+    (broken / "config.json").write_text('{"model_type": "llama", "hidden_')
+    for folder, field in ((broken, "<line>"), (empty, "config.json")):
+        # when its memory plan is asked for
+        status = main(["plan", "--base-model", str(folder)])
+        # then the problem is named by file and field, exit 2, no traceback
+        err = capsys.readouterr().err
+        assert status == 2 and "Traceback" not in err
+        assert f"field '{field}'" in err and str(folder) in err
