@@ -58,6 +58,23 @@ def _rival(params, inputs: GateInputs, result, client, policy_name):
     return incumbent, match["win_rate"], match["prompts"]
 
 
+def _champion_from_elsewhere(client, policy_name: str, data_dir: str) -> str | None:
+    """A note when the champion was trained on another folder than this run's: registered
+    models are named by the dataset folder's name, so two datasets in folders of one name
+    share one (a moved dataset does too)."""
+    champion = registry.champion_version(client, policy_name)
+    if champion is None:
+        return None
+    theirs = client.get_model_version(policy_name, champion).tags.get("data_dir")
+    if not theirs or theirs == data_dir:
+        return None
+    return (
+        f"champion v{champion} of {policy_name} was trained on {theirs}, this run on {data_dir}: "
+        f"folders of one name ({Path(data_dir).name}) share a registered model; if they are "
+        "different datasets, set registry.model_name to keep them apart"
+    )
+
+
 def _lineage(params, result: dict, inputs: GateInputs, client) -> dict:
     """Where the registered versions came from: their tags (the model card links the runs)."""
     run = result["run"]
@@ -100,6 +117,7 @@ def register_and_gate(params: PipelineParams, result: dict, inputs: GateInputs) 
     # One gate at a time, as on the world: two runs never both judge against one champion.
     with tracking.stage_run("registry", result["run"]["mlflow_run_id"]), registry_slot():
         incumbent, win, prompts = _rival(params, inputs, result, client, policy_name)
+        elsewhere = _champion_from_elsewhere(client, policy_name, lineage["data_dir"])
         accuracy = result["judge"]["accuracy_heldout_pairs"]
         decision = judge_decision(win, accuracy, result["judge"]["test_pairs"], cfg, incumbent)
         effect = alias_effect(decision.promote, cfg.auto_promote, cfg.require_approval)
@@ -118,7 +136,7 @@ def register_and_gate(params: PipelineParams, result: dict, inputs: GateInputs) 
                 client, policy_name, version, decision, effect, JUDGE_EVIDENCE, approval_asked=True
             )
             gate = _gate_block(cfg, decision, effect, win, accuracy, candidate, client, policy_name)
-            gate["prompts"] = prompts
+            gate |= {"prompts": prompts, "note": elsewhere}
             gate |= {"policy_version": version, "reward_model_version": rm_version}
             if inputs.candidate_note:
                 gate["candidate_note"] = inputs.candidate_note

@@ -30,6 +30,7 @@ from instructflow.tasks import (
     judge,
     judge_trust,
     own_evaluation,
+    ppo_selection,
     provenance,
     report,
     reward_model,
@@ -37,6 +38,7 @@ from instructflow.tasks import (
     sft,
     tracking,
 )
+from instructflow.tasks.conversations import READABLE_PROMPTS
 from instructflow.tasks.dataset import load_dataset
 from instructflow.tasks.dataset_dvc import version_tags
 from instructflow.tasks.dataset_files import missing_folder
@@ -211,7 +213,7 @@ def run(
         rm_in
         | policy_keys
         | {"judge": Path(judged["dir"]).name}
-        | _digests(profile_dir, layout.EVAL_TEST, layout.PRETRAIN_VALID),
+        | _digests(profile_dir, layout.EVAL_TEST, READABLE_PROMPTS, layout.PRETRAIN_VALID),
         policies=policies,
         sft_dir=sft_out["model_dir"],
         rm_dir=rm["model_dir"],
@@ -251,6 +253,9 @@ def run(
         sft_run_id=sft_out["mlflow_run_id"],
         profile_dir=profile_dir,
         judge_dir=Path(judged["dir"]),
+        candidate_note=ppo_selection.kept_start_note(
+            candidate, ppo_runs.get(candidate, {}).get("metrics", {})
+        ),
     )
     run_status.at_stage("registry")
     gate = dataset_gate.register_and_gate(params, result, inputs)
@@ -271,6 +276,8 @@ def run(
         gate["evidence"],
         gate["reason"],
     )
+    if gate.get("note"):
+        logger.warning("gate: %s", gate["note"])
 
     result["status"] = "completed"
     run_status.at_stage("report")

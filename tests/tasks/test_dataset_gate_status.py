@@ -84,3 +84,48 @@ def _copy(src: Path, dest: Path) -> Path:
 
     shutil.copytree(src, dest)
     return dest
+
+
+def test_a_champion_trained_on_another_folder_of_the_same_name_is_named_in_the_gate(
+    tiny_dirs, tmp_path, monkeypatch
+):
+    # given a champion of instructflow-policy-prefs-smoke trained on /elsewhere/prefs
+    use_project(monkeypatch, tmp_path)
+    tracking.setup()
+    monkeypatch.setattr(dataset_gate, "registry_slot", nullcontext)
+    monkeypatch.setattr(registry, "LOGGERS", {k: _logged for k in ("policy", "reward_model")})
+    sft_dir, rm_dir = tiny_dirs
+    data = tmp_path / "prefs"
+    data.mkdir()
+    params = PipelineParams(profile="smoke", data=str(data))
+    name = params.registry.names(params.profile, params.data)[0]
+    client = MlflowClient()
+    client.create_registered_model(name)
+    theirs = client.create_model_version(name, str(sft_dir), tags={"data_dir": "/elsewhere/prefs"})
+    client.set_registered_model_alias(name, "champion", theirs.version)
+    # (the match against it stubbed: the judge's verdict is not what is checked here)
+    rival = ("champion v1", {"mean": 0.4, "ci95": [0.3, 0.5]}, 10)
+    monkeypatch.setattr(dataset_gate, "_rival", lambda *args: rival)
+    inputs = dataset_gate.GateInputs(
+        candidate="ppo",
+        policy_dir=str(_copy(sft_dir, tmp_path / "runs" / "ppo-1" / "model")),
+        rm_dir=str(_copy(rm_dir, tmp_path / "runs" / "rm-1" / "model")),
+        sft_run_id="sft-run",
+        profile_dir=tmp_path,
+        judge_dir=tmp_path,
+    )
+    with mlflow.start_run(run_name="parent") as parent:
+        result = {
+            "run": {"mlflow_run_id": parent.info.run_id, "git_commit": "cafe",
+                    "prefect_flow_run_id": "7f0c", "dvc_data_md5": "0123abcd"},
+            "dataset": {"tables": {}},
+            "policies": {"ppo": {"win_rate_vs_sft": {"mean": 0.5, "ci95": [0.4, 0.6]}}},
+            "judge": {"accuracy_heldout_pairs": 0.9, "test_pairs": 200},
+        }  # fmt: skip
+        # when a run on ./prefs (another dataset, the same folder name) reaches its gate
+        gate = dataset_gate.register_and_gate(params, result, inputs)
+    # then the gate's note says whose champion it played and how to keep them apart
+    assert gate["note"].startswith(
+        f"champion v1 of {name} was trained on /elsewhere/prefs, this run on {data.resolve()}"
+    )
+    assert "registry.model_name" in gate["note"]
