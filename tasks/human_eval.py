@@ -75,7 +75,10 @@ def shown_prompt(rows: list[dict]) -> str:
 
 
 def text_digest(prompt: str, response: str) -> str:
-    return hashlib.sha256(f"{prompt}\0{response}".encode()).hexdigest()[:16]
+    """What the import checks a row's texts by. Line ends count as one: a spreadsheet saves
+    the blank lines between a conversation's turns as CRLF."""
+    text = f"{prompt}\0{response}".replace("\r\n", "\n")
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
 def write_labeling_files(items: list[dict], key: dict, folder: Path) -> dict[str, Path]:

@@ -217,3 +217,13 @@ def test_a_jsonl_likert_score_for_a_label_the_item_lacks_is_refused(tmp_path):
     assert problem == (
         f"{path} row 1 field 'likert': item-0000 has no label 'D' (its labels: A, B, C)"
     )
+
+
+def test_texts_a_spreadsheet_saved_with_crlf_line_ends_match_the_export():
+    from instructflow.tasks.human_eval import text_digest
+
+    prompt = "system: be nice\n\nuser: name an animal"
+    assert text_digest(prompt.replace("\n", "\r\n"), "A cat.\r\n") == text_digest(
+        prompt, "A cat.\n"
+    )
+    assert text_digest(prompt, "A cat.") != text_digest(prompt, "A dog.")
