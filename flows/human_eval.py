@@ -21,7 +21,7 @@ from mlflow import MlflowClient
 from instructflow.tasks import human_eval, registry, report, tracking
 from instructflow.tasks.evaluation import EvalConfig, Policy, sample
 from instructflow.tasks.gate import alias_effect, decide
-from instructflow.tasks.model_card import with_human_verdict
+from instructflow.tasks.model_card import describe_registered_model, with_human_verdict
 from instructflow.tasks.paths import reports_dir
 from instructflow.tasks.stats import mean_with_ci
 from instructflow.tasks.tables import read_jsonl
@@ -142,6 +142,7 @@ def _regate(client: MlflowClient, gate: dict, labels: dict, key: dict) -> dict:
     }
     card = client.get_model_version(name, version).description or ""
     client.update_model_version(name, version, description=with_human_verdict(card, regated))
+    describe_registered_model(client, name)  # people's verdict may have moved `champion`
     return regated
 
 

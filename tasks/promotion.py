@@ -11,7 +11,7 @@ from typing import Literal
 
 from mlflow import MlflowClient
 
-from instructflow.tasks.model_card import approval_section
+from instructflow.tasks.model_card import approval_section, describe_registered_model
 from instructflow.tasks.registry import champion_version
 
 Decision = Literal["approved", "rejected", "timeout"]
@@ -57,4 +57,5 @@ def record_approval(
     card = client.get_model_version(name, version).description or ""
     section = approval_section(decision, reviewer, reason, champion, moved, note)
     client.update_model_version(name, version, description=card + section)
+    describe_registered_model(client, name)  # where `champion` stands after the answer
     return {"moved": moved, "champion": champion, "note": note}

@@ -153,6 +153,9 @@ def test_export_rank_import(finished_run, capsys):
     assert (
         registry.champion_version(MlflowClient(), "instructflow-policy-smoke") is not None
     ) == gate["promote"]
+    # and the registered model's status says where champion is now
+    status = MlflowClient().get_registered_model("instructflow-policy-smoke").description
+    assert (f"**Champion: v{gate['policy_version']}**" in status) == gate["promote"]
     # and the command said where champion is now
     said = capsys.readouterr().out.strip().splitlines()[-1]
     version = gate["policy_version"]

@@ -38,6 +38,8 @@ def test_approval_moves_champion_and_records_who_and_why(client):
     card = client.get_model_version(NAME, "2").description
     assert card.startswith("# card of v2\n")
     assert "## Approval" in card and "approved by ana" in card and "wins on every family" in card
+    # and the registered model's status says v2 is champion now
+    assert "**Champion: v2**" in client.get_registered_model(NAME).description
 
 
 @pytest.mark.parametrize("decision", ["rejected", "timeout"])
