@@ -123,8 +123,7 @@ def evaluate_registered(params: EvaluateParams = EvaluateParams()) -> dict:
         }
         folder = reports_dir() / "evaluations" / run.info.run_id
         figures = plots.report_plots(rows, folder)
-        markdown = report.to_markdown(result, plots=[str(f) for f in figures])
-        markdown += (
+        matches = (
             "\n## Head to head (held-out labelers)\n\n"
             + "\n".join(
                 f"- {name}: {m['win_rate']['mean']:.3f} (95% CI {m['win_rate']['ci95'][0]:.3f}-{m['win_rate']['ci95'][1]:.3f})"
@@ -132,11 +131,18 @@ def evaluate_registered(params: EvaluateParams = EvaluateParams()) -> dict:
             )
             + "\n"
         )
+        url = env.mlflow_run_url(run.info.experiment_id, run.info.run_id)
+        pictures = [str(f) for f in figures]
+        markdown = report.to_markdown(result, mlflow_url=url, plots=pictures) + matches
         (folder / "report.json").write_text(json.dumps(result, indent=2))
         (folder / "report.md").write_text(markdown)
         mlflow.log_artifacts(str(folder), artifact_path="report")
+        # The Prefect UI cannot resolve report.md's file names: its plots come from MLflow.
+        from_mlflow = report.mlflow_artifact_urls(url, "report")
         create_markdown_artifact(
-            markdown=markdown, key="evaluate-registered", description=", ".join(params.models)
+            markdown=report.to_markdown(result, url, pictures, from_mlflow) + matches,
+            key="evaluate-registered",
+            description=", ".join(params.models),
         )
         logger.info("report: %s", folder / "report.md")
     return result

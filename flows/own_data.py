@@ -287,6 +287,7 @@ def run(
         run_dir, reports_dir()
     )  # the run is complete: nothing after this fails it
     mlflow.log_artifacts(str(run_dir), artifact_path="report")
+    mlflow.set_tag("mlflow.note.content", report.run_summary(result))  # the run's Overview
     create_markdown_artifact(
         markdown=markdown, key="rlhf-report", description=f"instructflow run {parent_id}"
     )

@@ -386,6 +386,7 @@ def _publish(result: dict, url: str) -> None:
     run_dir = report.write_report(result, reports_dir(), markdown, extra_files=figures)
     report.publish_latest(run_dir, reports_dir())
     mlflow.log_artifacts(str(run_dir), artifact_path="report")
+    mlflow.set_tag("mlflow.note.content", report.run_summary(result))  # the run's Overview
     images = report.mlflow_artifact_urls(url, "report")  # Prefect cannot resolve file names
     create_markdown_artifact(
         markdown=report.to_markdown(result, url, names, images),

@@ -139,6 +139,22 @@ def _gate_lines(gate: dict[str, Any]) -> list[str]:
     return lines + [""]
 
 
+def run_summary(report: dict[str, Any]) -> str:
+    """The parent MLflow run's description (its Overview page): the status, the gate's
+    decision, the candidate's figures, and where the whole report is."""
+    lines = [f"Status: **{report.get('status', '?')}**", ""]
+    gate = report.get("gate") or {}
+    if gate:
+        lines += _gate_lines(gate)
+    row = report.get("policies", {}).get(gate.get("candidate"))
+    if row:
+        figures = ("gold_score", "win_rate_vs_sft", "judge_win_rate_vs_sft", "kl_to_sft")
+        shown = [f"{k} {_fmt(row[k])}" for k in figures if row.get(k) is not None]
+        lines += [f"Candidate {gate['candidate']} on test users: " + "; ".join(shown), ""]
+    lines.append("The whole report: this run's artifacts, `report/report.md`.")
+    return "\n".join(lines) + "\n"
+
+
 def _run_lines(run: dict[str, Any]) -> list[str]:
     """The run block: its fields, then each stage's seconds and cache key in one table."""
     lines = ["## Run", "", "| field | value |", "| --- | --- |"]

@@ -109,6 +109,8 @@ def test_mlflow_parent_run_is_tagged(smoke_run):
     assert tags["dvc_data_md5"] == data_version.tracked_md5(REPO_ROOT)
     assert tags["prefect_flow_run_id"] == run_info["prefect_flow_run_id"]
     assert tags["data_mismatch"] == "false"
+    # and its Overview describes the outcome (MLflow's run description)
+    assert tags["mlflow.note.content"].startswith("Status: **completed**\n\n## Promotion gate")
     assert parent.info.status == "FINISHED"
     # and named as its Prefect flow run is, with every setting in force as a param
     from prefect.client.orchestration import get_client

@@ -43,3 +43,21 @@ def test_stage_seconds_and_keys_are_one_table_not_a_dict():
     assert "| sft | 5.1 | `sft-1f` |" in text
     assert "| registry | 1.9 | - |" in text and "| evaluation | - | `evaluation-2e` |" in text
     assert "{'sft'" not in text
+
+
+def test_the_run_summary_has_the_decision_and_the_candidates_figures():
+    from instructflow.tasks.report import run_summary
+
+    report = _report()
+    report["policies"]["ppo_ptx"] = {
+        "win_rate_vs_sft": {"mean": 0.472, "ci95": [0.406, 0.539]},
+        "kl_to_sft": 0.25,
+        "gold_score": None,
+    }
+    text = run_summary(report)
+    assert text.startswith("Status: **completed**\n\n## Promotion gate\n")
+    assert "- instructflow-policy-smoke v2 (ppo_ptx): **not promoted**" in text
+    assert (
+        "Candidate ppo_ptx on test users: win_rate_vs_sft 0.472 [0.406, 0.539]; kl_to_sft 0.250"
+        in text
+    )
