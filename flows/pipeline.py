@@ -143,7 +143,8 @@ def rlhf_pipeline(
         )
         note_kept_start(result["gate"], params.candidate, models[params.candidate]["metrics"])
         result["status"] = "completed"  # a failure before here: run_status.failure_report
-        _publish(result, mlflow_run_url(experiment_id, parent_id))
+        plotted = [Path(evaluated["dir"]) / f for f in evaluated["plots"]]
+        _publish(result, plotted, mlflow_run_url(experiment_id, parent_id))
     return result
 
 
@@ -375,12 +376,12 @@ def _registry(stage: Stages, params: PipelineParams, models, policies, evaluated
     return gate | {"model_name": model_name}
 
 
-def _publish(result: dict, url: str) -> None:
+def _publish(result: dict, plotted: list[Path], url: str) -> None:
     """reports/<run id>/ (report.json, report.md, its plots), reports/latest, MLflow and Prefect."""
     parent_id, candidate = result["run"]["mlflow_run_id"], result["gate"].get("candidate")
     run_status.at_stage("report")
-    # the evaluation's plots drawn again beside report.md, the candidate the gate judged marked
-    figures = plots.report_plots(result["policies"], reports_dir() / parent_id, candidate)
+    # the evaluation's plots beside report.md, the win rates' with the gate's candidate marked
+    figures = plots.for_report(plotted, candidate, reports_dir() / parent_id)
     names = [str(f) for f in figures]
     markdown = report.to_markdown(result, mlflow_url=url, plots=names)
     run_dir = report.write_report(result, reports_dir(), markdown, extra_files=figures)

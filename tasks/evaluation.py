@@ -65,6 +65,7 @@ class EvalConfig(BaseModel):
 
 
 PLOTS = "plots"
+CANDIDATES = ("ppo_ptx", "ppo", "sft")  # the policies a run may register (PipelineParams)
 """The report's figures, in the evaluation's output folder."""
 
 
@@ -349,8 +350,10 @@ def write_evaluation(out: Path, rows: dict, raw: dict, judge_dir: Path | None) -
     for name, items in raw.items():
         write_jsonl(out / "responses" / f"{name}.jsonl", items)
     # The report's plots depend on these rows only: drawn once here, a cached
-    # evaluation brings them along (drawing them takes about a second).
-    figures = [str(f.relative_to(out)) for f in report_plots(rows, out / PLOTS)]
+    # evaluation brings them along (drawing them takes about a second). The win-rate
+    # plot marks the candidate, which the gate settles later: one per possible candidate.
+    drawn = report_plots(rows, out / PLOTS, candidates=CANDIDATES)
+    figures = [str(f.relative_to(out)) for f in drawn]
     return {"rows": rows, "metrics": metrics, "judge_agreement": agreement, "plots": figures}
 
 

@@ -5,6 +5,7 @@ Each plot has a `*_figure` function that draws it (tests read the figure) and a
 cover data; figures use matplotlib's constrained layout to make room for them.
 """
 
+import shutil
 from pathlib import Path
 
 import matplotlib
@@ -161,12 +162,42 @@ def score_vs_kl_plot(policies: dict, path: Path) -> Path:
     return _save(score_vs_kl_figure(policies), path)
 
 
-def report_plots(policies: dict, folder: Path, candidate: str | None = None) -> list[Path]:
+WIN_RATE = "win_rate_vs_sft.png"
+
+
+def report_plots(
+    policies: dict, folder: Path, candidate: str | None = None, candidates: tuple[str, ...] = ()
+) -> list[Path]:
     """The report's plots, drawn into `folder`; `candidate` (the policy the promotion gate
-    judged) is marked in the win-rate plot."""
+    judged) is marked in the win-rate plot. With `candidates`, one win-rate plot per possible
+    candidate instead (`win_rate_vs_sft-<candidate>.png`): the evaluation draws them before
+    the gate is known, and the report takes its candidate's (for_report)."""
     folder.mkdir(parents=True, exist_ok=True)
+    stem = WIN_RATE.removesuffix(".png")
+    win_rates = [
+        win_rate_plot(policies, folder / f"{stem}-{name}.png", name)
+        for name in candidates
+        if name in policies
+    ] or [win_rate_plot(policies, folder / WIN_RATE, candidate)]
     return [
-        win_rate_plot(policies, folder / "win_rate_vs_sft.png", candidate),
+        *win_rates,
         family_heatmap(policies, folder / "per_family_gold.png"),
         score_vs_kl_plot(policies, folder / "score_vs_kl.png"),
     ]
+
+
+def for_report(figures: list[Path], candidate: str | None, folder: Path) -> list[Path]:
+    """The evaluation's plots copied into the report's `folder`: its candidate's win-rate
+    plot as win_rate_vs_sft.png (copied, not drawn again: drawing takes about a second,
+    which an unchanged re-run would pay every time), the others as they are."""
+    folder.mkdir(parents=True, exist_ok=True)
+    stem = WIN_RATE.removesuffix(".png")
+    out = []
+    for figure in figures:
+        name = figure.name
+        if name.startswith(f"{stem}-"):
+            if name != f"{stem}-{candidate}.png":
+                continue
+            name = WIN_RATE
+        out.append(Path(shutil.copy2(figure, folder / name)))
+    return out

@@ -147,13 +147,27 @@ def test_the_overoptimisation_legend_covers_no_data(tmp_path):
     assert (tmp_path / "curve.png").read_bytes().startswith(b"\x89PNG")
 
 
-def test_plots_drawn_into_the_report_folder_are_kept_there(policies, tmp_path):
-    """The pipeline draws the report's plots beside report.md (the candidate known only after
-    the gate): writing the report keeps them rather than copying each onto itself."""
+def test_the_report_gets_its_candidates_win_rate_plot_without_drawing_it_again(policies, tmp_path):
+    """The evaluation draws a win-rate plot per possible candidate (the gate settles which
+    later); the report copies its candidate's, and writing the report keeps it."""
     from instructflow.tasks.report import empty_report, to_markdown, write_report
 
+    rows = {k: v for k, v in policies.items() if k != "ppo_ptx"}  # a dataset without pretrain
+    drawn = plots.report_plots(rows, tmp_path / "eval", candidates=("ppo_ptx", "ppo", "sft"))
+    assert [p.name for p in drawn] == [  # none for ppo_ptx, which these rows lack
+        "win_rate_vs_sft-ppo.png",
+        "win_rate_vs_sft-sft.png",
+        "per_family_gold.png",
+        "score_vs_kl.png",
+    ]
+    figures = plots.for_report(drawn, "ppo", tmp_path / "r1")
+    assert [p.name for p in figures] == [
+        "win_rate_vs_sft.png",
+        "per_family_gold.png",
+        "score_vs_kl.png",
+    ]
+    assert figures[0].read_bytes() == drawn[0].read_bytes()  # ppo's, copied
     report = empty_report({"mlflow_run_id": "r1"})
-    figures = plots.report_plots(policies, tmp_path / "r1", candidate="ppo")
     run_dir = write_report(report, tmp_path, to_markdown(report), extra_files=figures)
     assert sorted(p.name for p in run_dir.glob("*.png")) == sorted(p.name for p in figures)
 
