@@ -8,10 +8,8 @@ the readable turns); export writes the turns, and the filled file imports.
 import csv
 import json
 
-import mlflow
-
 from instructflow.flows.cli import main
-from instructflow.tasks import tracking
+from tests.human_eval_runs import parent_run_with_responses, write_report
 
 POLICIES = ("sft", "ppo")
 PROMPTS = 6
@@ -24,39 +22,25 @@ def _rendered(i: int) -> str:
     )
 
 
+def _rows(policy: str) -> list[dict]:
+    return [
+        {
+            "prompt_id": f"p{i}",
+            "sample": s,
+            "prompt": _rendered(i),
+            "response": f"{policy} otter {i}",
+            "readable_prompt": f"system: be nice\n\nuser: name an animal ({i})",
+        }
+        for i in range(PROMPTS)
+        for s in range(2)
+    ]
+
+
 def _finished_run(tmp_path, monkeypatch) -> tuple:
-    monkeypatch.setenv("INSTRUCTFLOW_ROOT", str(tmp_path))
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
-    tracking.setup()
-    responses = tmp_path / "evaluation" / "responses"
-    responses.mkdir(parents=True)
-    for policy in POLICIES:
-        rows = [
-            {
-                "prompt_id": f"p{i}",
-                "sample": s,
-                "prompt": _rendered(i),
-                "response": f"{policy} otter {i}",
-                "readable_prompt": f"system: be nice\n\nuser: name an animal ({i})",
-            }
-            for i in range(PROMPTS)
-            for s in range(2)
-        ]
-        (responses / f"{policy}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
-    with mlflow.start_run(run_name="rlhf-own") as parent:
-        with tracking.stage_run("evaluation", parent.info.run_id):
-            mlflow.log_artifacts(str(tmp_path / "evaluation"), artifact_path="evaluation")
-    report = {
-        "run": {"mlflow_run_id": parent.info.run_id},
-        "labelers": {},
-        "reward_model": {},
-        "policies": {},
-        "gate": None,
-    }
-    for folder in (tmp_path / "reports" / parent.info.run_id, tmp_path / "reports" / "latest"):
-        folder.mkdir(parents=True)
-        (folder / "report.json").write_text(json.dumps(report))
-    return tmp_path, parent.info.run_id
+    with parent_run_with_responses(tmp_path, monkeypatch, _rows, POLICIES) as run_id:
+        pass
+    write_report(tmp_path, run_id, gate=None)
+    return tmp_path, run_id
 
 
 def test_export_shows_the_turns_and_the_filled_file_imports(prefect_harness, tmp_path, monkeypatch):

@@ -16,6 +16,7 @@ from mlflow import MlflowClient
 from instructflow.flows.cli import main
 from instructflow.tasks import registry, tracking
 from instructflow.tasks.stats import mean_with_ci
+from tests.human_eval_runs import parent_run_with_responses, write_report
 from tests.models.test_lm import save_tiny_checkpoint
 
 POLICIES = ("sft", "ppo", "ppo_ptx")
@@ -24,13 +25,8 @@ PROMPTS = 12
 
 @pytest.fixture
 def finished_run(prefect_harness, tmp_path, monkeypatch):
-    monkeypatch.setenv("INSTRUCTFLOW_ROOT", str(tmp_path))
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
-    tracking.setup()
-    responses = tmp_path / "evaluation" / "responses"
-    responses.mkdir(parents=True)
-    for policy in POLICIES:
-        rows = [
+    def rows_of(policy: str) -> list[dict]:
+        return [
             {
                 "prompt_id": f"p{i}",
                 "sample": s,
@@ -40,11 +36,9 @@ def finished_run(prefect_harness, tmp_path, monkeypatch):
             for i in range(PROMPTS)
             for s in range(3)
         ]
-        (responses / f"{policy}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
-    with mlflow.start_run(run_name="rlhf-smoke") as parent:
-        with tracking.stage_run("evaluation", parent.info.run_id):
-            mlflow.log_artifacts(str(tmp_path / "evaluation"), artifact_path="evaluation")
-        with tracking.stage_run("registry", parent.info.run_id):
+
+    with parent_run_with_responses(tmp_path, monkeypatch, rows_of, POLICIES) as run_id:
+        with tracking.stage_run("registry", run_id):
             policy_dir = save_tiny_checkpoint("gpt2", tmp_path / "policy")
             version = registry.register(str(policy_dir), "instructflow-policy-smoke", "policy", {})
     gate = {
@@ -63,17 +57,8 @@ def finished_run(prefect_harness, tmp_path, monkeypatch):
         "promoted": False,
         "reason": "win rate vs sft 0.500 has 95% CI lower end 0.400 <= 0.5",
     }
-    report = {
-        "run": {"mlflow_run_id": parent.info.run_id},
-        "labelers": {},
-        "reward_model": {},
-        "policies": {},
-        "gate": gate,
-    }
-    for folder in (tmp_path / "reports" / parent.info.run_id, tmp_path / "reports" / "latest"):
-        folder.mkdir(parents=True)
-        (folder / "report.json").write_text(json.dumps(report))
-    return tmp_path, parent.info.run_id
+    write_report(tmp_path, run_id, gate)
+    return tmp_path, run_id
 
 
 def _rank_like_a_person(csv_path, seed):

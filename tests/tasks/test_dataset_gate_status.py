@@ -19,24 +19,8 @@ def test_a_refused_dataset_gate_links_the_runs_and_says_there_is_no_champion(
     tiny_dirs, tmp_path, monkeypatch
 ):
     # given an empty registry, a dataset run's parent run and a candidate the judge does not prefer
-    use_project(monkeypatch, tmp_path)
     monkeypatch.delenv("INSTRUCTFLOW_MLFLOW_UI", raising=False)
-    tracking.setup()
-    monkeypatch.setattr(dataset_gate, "registry_slot", nullcontext)  # no Prefect server here
-    monkeypatch.setattr(registry, "LOGGERS", {k: _logged for k in ("policy", "reward_model")})
-    sft_dir, rm_dir = tiny_dirs
-    data = tmp_path / "prefs"
-    data.mkdir()
-    params = PipelineParams(profile="smoke", data=str(data))
-    inputs = dataset_gate.GateInputs(
-        candidate="ppo",
-        policy_dir=str(_copy(sft_dir, tmp_path / "runs" / "ppo-1" / "model")),
-        rm_dir=str(_copy(rm_dir, tmp_path / "runs" / "rm-1" / "model")),
-        sft_run_id="sft-run",
-        profile_dir=tmp_path,
-        judge_dir=tmp_path,
-        candidate_note=NOTE,
-    )
+    params, inputs = _dataset_run(tiny_dirs, tmp_path, monkeypatch, candidate_note=NOTE)
     with mlflow.start_run(run_name="parent") as parent:
         run_id, experiment_id = parent.info.run_id, parent.info.experiment_id
         result = {
@@ -74,6 +58,28 @@ def test_a_refused_dataset_gate_links_the_runs_and_says_there_is_no_champion(
     )
 
 
+def _dataset_run(tiny_dirs, tmp_path, monkeypatch, candidate_note=None):
+    """A project with an MLflow store, a dataset folder `prefs` and the gate's inputs (tiny
+    models as candidate and RM); the registry slot and model logging stubbed."""
+    use_project(monkeypatch, tmp_path)
+    tracking.setup()
+    monkeypatch.setattr(dataset_gate, "registry_slot", nullcontext)  # no Prefect server here
+    monkeypatch.setattr(registry, "LOGGERS", {k: _logged for k in ("policy", "reward_model")})
+    sft_dir, rm_dir = tiny_dirs
+    data = tmp_path / "prefs"
+    data.mkdir()
+    inputs = dataset_gate.GateInputs(
+        candidate="ppo",
+        policy_dir=str(_copy(sft_dir, tmp_path / "runs" / "ppo-1" / "model")),
+        rm_dir=str(_copy(rm_dir, tmp_path / "runs" / "rm-1" / "model")),
+        sft_run_id="sft-run",
+        profile_dir=tmp_path,
+        judge_dir=tmp_path,
+        candidate_note=candidate_note,
+    )
+    return PipelineParams(profile="smoke", data=str(data)), inputs
+
+
 def _logged(model_dir: str, _name: str):
     """Registering logs no model here: the checkpoint folder is the version's source."""
     return type("Logged", (), {"model_uri": model_dir})
@@ -90,30 +96,18 @@ def test_a_champion_trained_on_another_folder_of_the_same_name_is_named_in_the_g
     tiny_dirs, tmp_path, monkeypatch
 ):
     # given a champion of instructflow-policy-prefs-smoke trained on /elsewhere/prefs
-    use_project(monkeypatch, tmp_path)
-    tracking.setup()
-    monkeypatch.setattr(dataset_gate, "registry_slot", nullcontext)
-    monkeypatch.setattr(registry, "LOGGERS", {k: _logged for k in ("policy", "reward_model")})
-    sft_dir, rm_dir = tiny_dirs
-    data = tmp_path / "prefs"
-    data.mkdir()
-    params = PipelineParams(profile="smoke", data=str(data))
+    params, inputs = _dataset_run(tiny_dirs, tmp_path, monkeypatch)
+    data = Path(params.data)
     name = params.registry.names(params.profile, params.data)[0]
     client = MlflowClient()
     client.create_registered_model(name)
-    theirs = client.create_model_version(name, str(sft_dir), tags={"data_dir": "/elsewhere/prefs"})
+    theirs = client.create_model_version(
+        name, inputs.policy_dir, tags={"data_dir": "/elsewhere/prefs"}
+    )
     client.set_registered_model_alias(name, "champion", theirs.version)
     # (the match against it stubbed: the judge's verdict is not what is checked here)
     rival = ("champion v1", {"mean": 0.4, "ci95": [0.3, 0.5]}, 10)
     monkeypatch.setattr(dataset_gate, "_rival", lambda *args: rival)
-    inputs = dataset_gate.GateInputs(
-        candidate="ppo",
-        policy_dir=str(_copy(sft_dir, tmp_path / "runs" / "ppo-1" / "model")),
-        rm_dir=str(_copy(rm_dir, tmp_path / "runs" / "rm-1" / "model")),
-        sft_run_id="sft-run",
-        profile_dir=tmp_path,
-        judge_dir=tmp_path,
-    )
     with mlflow.start_run(run_name="parent") as parent:
         result = {
             "run": {"mlflow_run_id": parent.info.run_id, "git_commit": "cafe",
