@@ -194,9 +194,10 @@ def settings_table(params: PipelineParams) -> list[dict[str, str]]:
     defaults = PipelineParams().settings_in_force()
     rows = []
     for name, value in in_force.items():
-        if name != "profile" and value != sized[name]:
+        # A key only the user's settings have (`sft.lora.r` once LoRA is on) is the user's.
+        if name != "profile" and value != sized.get(name, ...):
             by = "you"
-        elif value != defaults[name]:
+        elif value != defaults.get(name, ...):
             by = "you" if name == "profile" else f"profile {params.profile}"
         else:
             by = "default"

@@ -48,10 +48,12 @@ def test_the_settings_in_force_are_flat_with_the_profiles_sizes_and_the_users_va
 def test_the_settings_table_says_who_set_each_value():
     from instructflow.flows.params_io import settings_table
 
-    rows = settings_table(PipelineParams(profile="smoke", seed=1, ppo={"lr": 3e-5}))
+    params = PipelineParams(profile="smoke", seed=1, ppo={"lr": 3e-5}, sft={"lora": {"r": 8}})
+    rows = settings_table(params)
     by = {row["setting"]: (row["value"], row["set by"]) for row in rows}
     assert by["profile"] == ('"smoke"', "you") and by["seed"] == ("1", "you")
     assert by["ppo.lr"] == ("3e-05", "you")
+    assert by["sft.lora.r"] == ("8", "you")  # a setting the defaults do not have (lora: null)
     assert by["base.n_layer"] == ("2", "profile smoke")  # the form shows tiny's 4
     assert by["ppo.gamma"][1] == "default"
     # yours first, then the profile's, then the defaults

@@ -59,14 +59,14 @@ def test_a_hub_id_missing_offline_fails_in_one_line_naming_it(offline_cache):
 
 
 def test_the_cli_refuses_a_missing_hub_id_before_any_stage_runs(tmp_path):
-    # given an offline machine with an empty cache and an empty project root
+    # given an offline machine with an empty cache and an empty (DVC) project root
     env = os.environ | {
         "HF_HUB_OFFLINE": "1",
         "HF_HOME": str(tmp_path / "hf"),
         "INSTRUCTFLOW_ROOT": str(tmp_path / "project"),
     }
     env.pop("HF_HUB_CACHE", None)
-    (tmp_path / "project").mkdir()
+    (tmp_path / "project" / ".dvc").mkdir(parents=True)
     # when a run asks for a Hub id that is not there
     done = subprocess.run(
         [sys.executable, "-m", "instructflow.flows.cli", "run", "--profile", "smoke",
