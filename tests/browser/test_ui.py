@@ -2,8 +2,10 @@
 
 Prefect UI: deployment manual-run, Custom run, the parameter form filled in
 (profile smoke, seed 1, the reduced fast-smoke sizes in the nested stage
-sections), submitted, followed until Completed, its report artifact opened;
-the scheduled-retrain deployment with its next run. MLflow UI: the parent run
+sections), submitted, followed until Completed, its task runs named by stage, its report
+artifact opened (its plots loaded from the MLflow server); the scheduled-retrain
+deployment with its next run. MLflow UI: the experiment in the model-training
+layout, the parent run (named as its flow run, its Overview saying the outcome)
 with its nested stage runs and a report plot, and the registered policy with
 its aliases where the registry puts them.
 
@@ -47,12 +49,16 @@ def shot(page, folder, name: str) -> None:
 
 
 def dismiss_mlflow_popups(page) -> None:
-    """MLflow greets a new browser with a modal about its new registry UI (whenever it
-    likes: a handler closes it before any action it would block) and a tour tip."""
+    """MLflow greets a new browser with a modal about its new registry UI and its
+    Assistant's chat panel (whenever it likes: handlers close them before any action or
+    assertion; the panel took a quarter of every screenshot) and a tour tip."""
     modal = page.get_by_role("dialog").filter(has_text="new Model Registry UI")
     page.add_locator_handler(
         modal, lambda found: found.get_by_role("button", name="Try it now").click()
     )
+    # A click event, not a pointer's click: the registry modal's overlay may cover the panel.
+    assistant = page.locator('button[data-component-id="mlflow.assistant.chat_panel.close"]')
+    page.add_locator_handler(assistant, lambda found: found.dispatch_event("click"))
     button = page.get_by_role("button", name="Got it", exact=True)
     if button.count() and button.first.is_visible():
         button.first.click()
@@ -117,19 +123,38 @@ def form_run(live_stack, live_manual_run, chromium, screenshots, fast_smoke) -> 
             re.compile("Completed|Failed|Crashed|Cancelled"), timeout=600_000
         )
         state = badge.inner_text().strip()
+        # Its task runs are named by stage (they were sft-<hash>, FLAN and T0 too).
+        page.get_by_text("Task Runs", exact=True).first.click()
+        task_runs = page.locator(".task-run-list-item a")
+        expect(task_runs.get_by_text("ppo_ptx", exact=True)).to_be_visible()
+        task_run_names = task_runs.all_inner_texts()
         shot(page, screenshots, "04-prefect-flow-run-completed")
 
         page.get_by_text("Artifacts", exact=True).first.click()
         page.get_by_text("rlhf-report", exact=True).click()
         expect(page.get_by_text("MLflow run:")).to_be_visible()
         report_text = page.locator("main, body").first.inner_text()
+        # Its plots come from the MLflow server: wait until each has loaded or failed.
+        page.wait_for_function(
+            "() => document.images.length > 0 && [...document.images].every(i => i.complete)"
+        )
+        report_images = page.evaluate(
+            "() => [...document.images].map(i => ({src: i.src, width: i.naturalWidth}))"
+        )
         shot(page, screenshots, "05-prefect-report-artifact")
     except Exception:
         shot(page, screenshots, "failed-form-run")
         raise
     finally:
         context.close()
-    return {"id": flow_run_id, "state": state, "wanted": wanted, "report_text": report_text}
+    return {
+        "id": flow_run_id,
+        "state": state,
+        "wanted": wanted,
+        "report_text": report_text,
+        "report_images": report_images,
+        "task_run_names": task_run_names,
+    }
 
 
 def test_the_form_run_completes_with_the_parameters_typed_in(live_stack, form_run):
@@ -157,6 +182,30 @@ def test_the_report_artifact_links_to_the_mlflow_run(live_stack, form_run):
         rf"MLflow run: {re.escape(live_stack.mlflow_url)}/#/experiments/\d+/runs/\w+", text
     )
     assert "ppo_ptx" in text
+
+
+def test_the_report_artifact_shows_its_plots_from_the_mlflow_server(live_stack, form_run):
+    # given the images of the report artifact the Prefect UI showed
+    _, parent_id = _parent_run_id(live_stack, form_run["id"])
+    images = form_run["report_images"]
+    # then each is a plot of the parent run, from the MLflow server's get-artifact,
+    # and the browser loaded it (a broken image has naturalWidth 0)
+    prefix = f"{live_stack.mlflow_url}/get-artifact?path=report%2F"
+    assert {"win_rate_vs_sft.png", "score_vs_kl.png"} <= {
+        i["src"].removeprefix(prefix).split("&")[0] for i in images
+    }, images
+    for image in images:
+        assert image["src"].startswith(prefix), image
+        assert image["src"].endswith(f"&run_uuid={parent_id}"), image
+        assert image["width"] > 100, image
+
+
+def test_the_flow_run_lists_its_task_runs_by_stage(form_run):
+    # given the names the flow run's Task Runs tab showed
+    names = set(form_run["task_run_names"])
+    # then each stage's task run is named by its stage, PPO-ptx, FLAN and T0 included
+    for stage in ("data", "sft", "flan", "t0", "ppo", "ppo_ptx", "evaluation", "registry"):
+        assert stage in names, names
 
 
 def test_scheduled_retrain_shows_its_next_run(live_stack, page, screenshots):
@@ -190,6 +239,46 @@ def open_mlflow_experiment(page, live_stack) -> None:
     page.get_by_role("link", name=tracking.EXPERIMENT, exact=True).first.click()
 
 
+def test_the_experiment_is_tagged_as_model_training(live_stack, form_run):
+    # given the experiment the runs log to
+    client = MlflowClient(tracking_uri=live_stack.mlflow_url)
+    experiment = client.get_experiment_by_name(tracking.EXPERIMENT)
+    # then it says it trains models (MLflow 3's UI guessed GenAI without the tag)
+    assert experiment.tags.get(tracking.EXPERIMENT_KIND) == tracking.MODEL_TRAINING
+
+
+def _experiment_layout(page, url: str) -> str:
+    """The heading MLflow opens an experiment with: Runs (model training) or Overview (GenAI)."""
+    page.goto(url)
+    dismiss_mlflow_popups(page)
+    heading = page.get_by_role("heading", name=re.compile(r"^(Runs|Overview)$"))
+    expect(heading).to_be_visible()
+    return heading.inner_text().strip()
+
+
+def test_a_link_with_the_model_training_layout_opens_the_runs_table(live_stack, form_run, page):
+    # given the experiment, in a browser that never chose a layout
+    experiment_id, parent_id = _parent_run_id(live_stack, form_run["id"])
+    url = f"{live_stack.mlflow_url}/#/experiments/{experiment_id}?workflowType=machine_learning"
+    # when it opens the experiment with the layout in the link
+    # then it is the runs table with the parent run, not GenAI's Evaluations and traces
+    assert _experiment_layout(page, url) == "Runs"
+    expect(page.locator(f'a[href$="/runs/{parent_id}"]').first).to_be_visible()
+    expect(page.get_by_text("Evaluation runs", exact=True)).to_have_count(0)
+
+
+# MLflow 3.17's UI lays every experiment out by its GenAI / Model training switch (stored in
+# the browser, GenAI until a person changes it; ?workflowType= in a link overrides it) and
+# not by the mlflow.experimentKind tag: the report's and the model card's run links open
+# the GenAI layout (breadcrumb "Evaluations") in a new browser. Strict: it passes, and
+# fails as XPASS, once MLflow or the links give the training layout.
+@pytest.mark.xfail(strict=True, reason="MLflow 3.17's UI ignores mlflow.experimentKind")
+def test_a_plain_experiment_link_opens_the_runs_table(live_stack, form_run, page):
+    experiment_id, _ = _parent_run_id(live_stack, form_run["id"])
+    url = f"{live_stack.mlflow_url}/#/experiments/{experiment_id}"
+    assert _experiment_layout(page, url) == "Runs"
+
+
 def test_mlflow_shows_the_parent_run_its_stage_runs_and_plots(
     live_stack, form_run, page, screenshots
 ):
@@ -205,8 +294,12 @@ def test_mlflow_shows_the_parent_run_its_stage_runs_and_plots(
     for stage in sorted(STAGES):
         expect(page.get_by_role("link", name=stage, exact=True).first).to_be_visible()
     shot(page, screenshots, "07-mlflow-parent-and-stage-runs")
-    # and the parent run's report plots open from its artifacts
+    # and its page is named as the Prefect flow run, and its Overview says the outcome
     page.locator(f'a[href$="/runs/{parent_id}"]').first.click()
+    run_name = f"rlhf-smoke-seed1-{RUN_NAME}"
+    expect(page.get_by_role("heading", name=run_name)).to_be_visible()
+    expect(page.get_by_text(re.compile(r"^Status: (completed|failed)")).first).to_be_visible()
+    # and the parent run's report plots open from its artifacts
     page.get_by_role("tab", name="Artifacts").click()
     page.get_by_text("report", exact=True).first.click()
     page.get_by_text("win_rate_vs_sft.png", exact=True).click()
@@ -243,7 +336,7 @@ def test_mlflow_registry_shows_the_aliases_where_the_registry_puts_them(
 
 
 def test_the_model_card_shows_data_version_gate_and_links_the_prefect_flow_run(
-    live_stack, live_manual_run, page, screenshots
+    live_stack, live_manual_run, form_run, page, screenshots
 ):
     # given the version the live run registered (the form run, all cached, reused it)
     client = MlflowClient(tracking_uri=live_stack.mlflow_url)
@@ -251,8 +344,10 @@ def test_the_model_card_shows_data_version_gate_and_links_the_prefect_flow_run(
         live_manual_run["challenger"].name, live_manual_run["challenger"].version
     )
     assert f"`{version.tags['dvc_data_md5']}`" in version.description
-    flow_run_id = version.tags["prefect_flow_run_id"]
-    url = f"{live_stack.prefect_url}/runs/flow-run/{flow_run_id}"
+    # The card names the runs of the last gate that judged this version: the live run's,
+    # which registered it, or the form run's, whose registry stage may judge the same
+    # checkpoint again (not served from cache) and rewrite the card.
+    gated = {live_manual_run["id"], form_run["id"]}
     # when a user opens the version in the MLflow UI
     page.goto(f"{live_stack.mlflow_url}/#/models/{version.name}/versions/{version.version}")
     dismiss_mlflow_popups(page)
@@ -264,9 +359,15 @@ def test_the_model_card_shows_data_version_gate_and_links_the_prefect_flow_run(
         page.get_by_text(re.compile(r"^decision: (promoted|not promoted): ")).first
     ).to_be_visible()
     shot(page, screenshots, "14-mlflow-model-card")
-    # and its flow run id links the Prefect flow run that made it
-    link = page.get_by_role("link", name=flow_run_id, exact=True).first
+    # and it links the Prefect flow run and the MLflow parent run of one pipeline run
+    item = page.get_by_role("listitem")
+    link = item.filter(has_text="Prefect flow run:").get_by_role("link")
     expect(link).to_be_visible()
+    flow_run_id = link.inner_text().strip()
+    assert flow_run_id in gated, (flow_run_id, gated)
+    _, parent_id = _parent_run_id(live_stack, flow_run_id)
+    expect(item.filter(has_text="MLflow parent run:").get_by_role("link")).to_have_text(parent_id)
+    url = f"{live_stack.prefect_url}/runs/flow-run/{flow_run_id}"
     assert link.get_attribute("href") == url
     page.goto(link.get_attribute("href"))
     expect(page.locator(".state-badge").first).to_have_text("Completed")
