@@ -114,6 +114,9 @@ def prefect_flow_run_url(flow_run_id: str | None) -> str | None:
     return f"{prefect_ui_url()}/runs/flow-run/{flow_run_id}" if flow_run_id else None
 
 
+TRAINING_LAYOUT = "workflowType=machine_learning"
+
+
 def mlflow_run_url(experiment_id: str, run_id: str) -> str:
     """Where a person opens an MLflow run: the tracking server, or the one `make serve` starts."""
     from instructflow.tasks.tracking import tracking_uri
@@ -122,7 +125,9 @@ def mlflow_run_url(experiment_id: str, run_id: str) -> str:
     base = os.environ.get("INSTRUCTFLOW_MLFLOW_UI") or (
         uri if uri.startswith("http") else f"{SERVE_HOST}:{os.environ.get('MLFLOW_PORT') or 5000}"
     )
-    return f"{base.rstrip('/')}/#/experiments/{experiment_id}/runs/{run_id}"
+    # MLflow 3.17's UI lays a run out by a GenAI / Model training switch kept in the browser
+    # (GenAI until a person flips it), not by the experiment's tag: the link asks for training.
+    return f"{base.rstrip('/')}/#/experiments/{experiment_id}/runs/{run_id}?{TRAINING_LAYOUT}"
 
 
 _settings_copies: dict[str, Any] = {}

@@ -175,7 +175,7 @@ def mlflow_artifact_urls(run_url: str, folder: str) -> Callable[[str], str]:
     /get-artifact route (mlflow.server: `path`, `run_uuid`). For the Prefect UI's report, which
     cannot resolve report.md's file names beside it."""
     base, _, route = run_url.partition("/#/")
-    run_id = route.rstrip("/").rsplit("/runs/", 1)[-1]
+    run_id = route.partition("?")[0].rstrip("/").rsplit("/runs/", 1)[-1]
     return lambda name: (
         f"{base.rstrip('/')}/get-artifact?"
         + urlencode({"path": f"{folder}/{name}", "run_uuid": run_id})

@@ -267,6 +267,23 @@ def test_a_link_with_the_model_training_layout_opens_the_runs_table(live_stack, 
     expect(page.get_by_text("Evaluation runs", exact=True)).to_have_count(0)
 
 
+def test_the_run_links_the_project_writes_open_the_training_layout(live_stack, form_run, page):
+    # given the parent run's page as the report, the model card and Prefect link it
+    # (tasks/env.mlflow_run_url), in a browser that never chose a layout
+    from instructflow.tasks.env import TRAINING_LAYOUT
+
+    experiment_id, parent_id = _parent_run_id(live_stack, form_run["id"])
+    url = (
+        f"{live_stack.mlflow_url}/#/experiments/{experiment_id}/runs/{parent_id}?{TRAINING_LAYOUT}"
+    )
+    page.goto(url)
+    dismiss_mlflow_popups(page)
+    # then the run opens under the experiment's Runs, not GenAI's Evaluations
+    expect(page.get_by_role("heading", name=f"rlhf-smoke-seed1-{RUN_NAME}")).to_be_visible()
+    expect(page.get_by_role("link", name="Runs", exact=True).first).to_be_visible()
+    expect(page.get_by_text("Evaluations", exact=True)).to_have_count(0)
+
+
 # MLflow 3.17's UI lays every experiment out by its GenAI / Model training switch (stored in
 # the browser, GenAI until a person changes it; ?workflowType= in a link overrides it) and
 # not by the mlflow.experimentKind tag: the report's and the model card's run links open

@@ -40,7 +40,7 @@ def test_a_refused_dataset_gate_links_the_runs_and_says_there_is_no_champion(
     client = MlflowClient()
     # then the card links both runs and says the candidate is SFT's weights
     card = client.get_model_version(gate["model_name"], gate["policy_version"]).description
-    mlflow_url = f"http://127.0.0.1:5000/#/experiments/{experiment_id}/runs/{run_id}"
+    mlflow_url = f"http://127.0.0.1:5000/#/experiments/{experiment_id}/runs/{run_id}?workflowType=machine_learning"
     assert f"- MLflow parent run: [`{run_id}`]({mlflow_url})" in card
     assert "- Prefect flow run: [`7f0c`](http://" in card and "/runs/flow-run/7f0c)" in card
     assert f"- policy: `ppo` (the run's candidate)\n- note: {NOTE}\n" in card

@@ -121,6 +121,12 @@ def test_an_mlflow_run_page_is_on_the_tracking_server_or_make_serves(monkeypatch
     use_project(monkeypatch, tmp_path)
     monkeypatch.delenv("INSTRUCTFLOW_MLFLOW_UI", raising=False)
     monkeypatch.delenv("MLFLOW_PORT", raising=False)
-    assert env.mlflow_run_url("1", "ab12") == "http://127.0.0.1:5000/#/experiments/1/runs/ab12"
+    assert (
+        env.mlflow_run_url("1", "ab12")
+        == "http://127.0.0.1:5000/#/experiments/1/runs/ab12?workflowType=machine_learning"
+    )
     monkeypatch.setenv("INSTRUCTFLOW_MLFLOW_UI", "http://mlflow.lab/")
-    assert env.mlflow_run_url("1", "ab12") == "http://mlflow.lab/#/experiments/1/runs/ab12"
+    assert (
+        env.mlflow_run_url("1", "ab12")
+        == "http://mlflow.lab/#/experiments/1/runs/ab12?workflowType=machine_learning"
+    )

@@ -9,7 +9,7 @@ import pytest
 from instructflow.tasks.report import empty_report, mlflow_artifact_urls, to_markdown
 
 PLOTS = ["/runs/abc/win_rate_vs_sft.png", "/runs/abc/per_family_gold.png"]
-RUN_URL = "http://127.0.0.1:5000/#/experiments/3/runs/abc123"
+RUN_URL = "http://127.0.0.1:5000/#/experiments/3/runs/abc123?workflowType=machine_learning"
 
 
 def _report() -> dict:
