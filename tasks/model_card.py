@@ -170,7 +170,7 @@ def _promoted(tags: dict) -> str:
         return (
             f"promoted on people's rankings (`instructflow eval import`) of {_run(tags)}: {reason}"
         )
-    return f"promoted by the gate of {_run(tags)}: {reason}"
+    return f"promoted by the gate of {_run(tags)}" + (f": {reason}" if reason else "")
 
 
 def _decided(tags: dict) -> str:

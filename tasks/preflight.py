@@ -208,7 +208,7 @@ def refusal_of(params: Any, root: Path) -> tuple[dict | None, str | None]:
         return None, f"refused before training: {error}"
 
 
-@task(name="preflight", cache_policy=NO_CACHE, version=PREFLIGHT_CODE)
+@task(name="preflight", task_run_name="preflight", cache_policy=NO_CACHE, version=PREFLIGHT_CODE)
 def preflight_task(root: str, params: Any) -> dict:
     """The data gate and every input check; reports a refusal instead of raising (no traceback)."""
     version, refusal = refusal_of(params, Path(root))
