@@ -17,7 +17,6 @@ from prefect import get_run_logger
 from prefect.exceptions import FlowPauseTimeout
 from prefect.flow_runs import pause_flow_run
 from prefect.input import RunInput
-from prefect.runtime import flow_run
 from pydantic import Field
 
 from instructflow.tasks.concurrency import registry_slot
@@ -173,9 +172,3 @@ def after_gate(
     if not (cfg.require_approval and gate["promote"]):
         return gate
     return review(model, gate, candidate, policies, links, cfg.approval_timeout_s)
-
-
-def flow_run_page() -> str | None:
-    """This flow run's page in the Prefect UI (None without a Prefect server to open it on)."""
-    url = flow_run.ui_url
-    return url if url and url.startswith("http") else None

@@ -38,10 +38,9 @@ class GateInputs:
     candidate_note: str | None = None  # PPO kept SFT's weights: said on the model card
 
 
-def _rival(params, inputs: GateInputs, result, client, policy_name):
+def _rival(params, inputs: GateInputs, result, policy_name: str, champion: str | None):
     """Whom the gate plays, and the win rate the judge gives: the champion, if there is one
     (a new version must beat the one it would replace), else SFT; (incumbent, win, prompts)."""
-    champion = registry.champion_version(client, policy_name)
     if champion is None:
         return "sft", result["policies"][inputs.candidate].get("win_rate_vs_sft"), None
     incumbent = f"champion v{champion}"
@@ -58,11 +57,12 @@ def _rival(params, inputs: GateInputs, result, client, policy_name):
     return incumbent, match["win_rate"], match["prompts"]
 
 
-def _champion_from_elsewhere(client, policy_name: str, data_dir: str) -> str | None:
+def _champion_from_elsewhere(
+    client, policy_name: str, champion: str | None, data_dir: str
+) -> str | None:
     """A note when the champion was trained on another folder than this run's: registered
     models are named by the dataset folder's name, so two datasets in folders of one name
     share one (a moved dataset does too)."""
-    champion = registry.champion_version(client, policy_name)
     if champion is None:
         return None
     theirs = client.get_model_version(policy_name, champion).tags.get("data_dir")
@@ -116,8 +116,9 @@ def register_and_gate(params: PipelineParams, result: dict, inputs: GateInputs) 
     rm_metrics = {k: round(v, 4) for k, v in result.get("reward_model", {}).items()}
     # One gate at a time, as on the world: two runs never both judge against one champion.
     with tracking.stage_run("registry", result["run"]["mlflow_run_id"]), registry_slot():
-        incumbent, win, prompts = _rival(params, inputs, result, client, policy_name)
-        elsewhere = _champion_from_elsewhere(client, policy_name, lineage["data_dir"])
+        champion = registry.champion_version(client, policy_name)
+        incumbent, win, prompts = _rival(params, inputs, result, policy_name, champion)
+        elsewhere = _champion_from_elsewhere(client, policy_name, champion, lineage["data_dir"])
         accuracy = result["judge"]["accuracy_heldout_pairs"]
         decision = judge_decision(win, accuracy, result["judge"]["test_pairs"], cfg, incumbent)
         effect = alias_effect(decision.promote, cfg.auto_promote, cfg.require_approval)

@@ -44,8 +44,6 @@ from instructflow.tasks import (
 )
 from instructflow.tasks.paths import project_root, reports_dir
 
-mlflow_run_url = env.mlflow_run_url  # where a person opens a run (MLflow's UI)
-
 
 @flow(name="rlhf_pipeline", log_prints=True, persist_result=False)  # no raw result artifact
 @run_status.failure_report
@@ -96,12 +94,12 @@ def rlhf_pipeline(
         tracking.closing_run(),
     ):
         parent_id = parent.info.run_id
+        url = env.mlflow_run_url(experiment_id, parent_id)  # where a person opens it
         run_status.begin({"mlflow_run_id": parent_id, **run_info})
         params_io.record_settings(params, threads)  # MLflow params, a Prefect table
         mlflow.log_dict(prov, "provenance.json")
 
         if params.data:  # a user's dataset: its own path through the same stages
-            url = mlflow_run_url(experiment_id, parent_id)
             local = params.model_copy(update={"base_model": base_model_dir})
             return own_data.run(local, parent_id, run_info, url, threads)
 
@@ -130,9 +128,9 @@ def rlhf_pipeline(
         figures = evaluation.flat_metrics(evaluated["rows"])
         tracking.log_final_metrics(parent_id, figures | judge_trust.parent_metrics(result["judge"]))
 
-        run_info = run_info | {"mlflow_parent_run_url": mlflow_run_url(experiment_id, parent_id)}
+        run_info = run_info | {"mlflow_parent_run_url": url}
         gate = _registry(stage, params, models, policies, evaluated, result, run_info)
-        links = [mlflow_run_url(experiment_id, r) for r in (parent_id, gate["mlflow_run_id"])]
+        links = [url, env.mlflow_run_url(experiment_id, gate["mlflow_run_id"])]
         result["gate"] = approval.after_gate(
             params.gate,
             gate["model_name"],
@@ -144,7 +142,7 @@ def rlhf_pipeline(
         note_kept_start(result["gate"], params.candidate, models[params.candidate]["metrics"])
         result["status"] = "completed"  # a failure before here: run_status.failure_report
         plotted = [Path(evaluated["dir"]) / f for f in evaluated["plots"]]
-        _publish(result, plotted, mlflow_run_url(experiment_id, parent_id))
+        _publish(result, plotted, url)
     return result
 
 
