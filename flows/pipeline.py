@@ -39,6 +39,7 @@ from instructflow.tasks import (
     report,
     reward_model,
     run_status,
+    server_priority,
     sft,
     tracking,
 )
@@ -73,6 +74,7 @@ def rlhf_pipeline(
     experiment_id = tracking.setup()
     live = lifecycle.start_run(experiment_id, logger)
     threads = provenance.pin_threads(params.threads)["threads"]  # before any torch work
+    server_priority.yield_to_training()
     prov = provenance.collect(params.seed, processes=params.processes)
     run_info = {
         "profile": params.profile,
