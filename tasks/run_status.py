@@ -85,12 +85,55 @@ def _write_failed(progress: dict, error: BaseException) -> None:
         result = json.loads(existing.read_text())
     else:  # what the run had found (partial), else its bare run block
         result = progress.get("result") or report.empty_report(progress["run"])
-    result["status"] = "interrupted" if isinstance(error, KeyboardInterrupt) else "failed"
+    result["status"] = "interrupted" if _is_signal(error) else "failed"
     result["stopped_at_stage"] = progress["stage"]
-    result["error"] = f"{type(error).__name__}: {error}".strip()[:500]
+    result["error"] = error_text(error)
     report.write_whole(existing, json.dumps(result, indent=2) + "\n")
     report.write_whole(
         run_dir / "report.md",
         f"# instructflow run `{progress['run']['mlflow_run_id']}`: {result['status']}\n\n"
         f"Stopped at stage **{progress['stage']}**: `{result['error']}`\n",
     )
+    _tag_parent_run(progress["run"]["mlflow_run_id"], result)
+
+
+def _is_signal(error: BaseException) -> bool:
+    from prefect.exceptions import TerminationSignal  # Prefect's SIGTERM in a worker's flow run
+
+    return isinstance(error, KeyboardInterrupt | TerminationSignal)
+
+
+SIGTERM_TEXT = (
+    "the run's process got SIGTERM: a cancel from Prefect (UI or CLI), or its worker or machine"
+    " stopping. Finished stages and PPO's checkpoints are kept: run it again to resume"
+)
+
+
+def error_text(error: BaseException) -> str:
+    """`Type: message`, at most 500 characters; a signal without a message says what it was."""
+    from prefect.exceptions import TerminationSignal
+
+    message = str(error).strip()
+    if not message and isinstance(error, TerminationSignal):
+        message = (
+            SIGTERM_TEXT  # Prefect raises it with no text (the report said "TerminationSignal:")
+        )
+    elif not message and isinstance(error, KeyboardInterrupt):
+        message = "stopped by SIGINT (Ctrl-C): run it again to resume"
+    return f"{type(error).__name__}: {message}".strip()[:500]
+
+
+def _tag_parent_run(run_id: str, result: dict) -> None:
+    """The MLflow parent run says why it stopped, in its tags and its Overview (MLflow keeps
+    only FAILED or KILLED). Best effort: the store may be what failed the run."""
+    import mlflow
+
+    if not mlflow.is_tracking_uri_set():  # not the pipeline's run (MLflow would make a store here)
+        return
+    why = f"{result['status']} at stage {result['stopped_at_stage']}: {result['error']}"
+    try:
+        client = mlflow.MlflowClient()
+        client.set_tag(run_id, "failure_reason", result["error"])
+        client.set_tag(run_id, "mlflow.note.content", why)
+    except Exception:  # the run's own error is the one to tell
+        pass

@@ -88,3 +88,37 @@ def test_world_version_comes_from_the_data_manifest(tmp_path):
     (tmp_path / "manifest.json").write_text(json.dumps({"world_version": "2", "seed": 0}))
     assert run_status.data_version(tmp_path) == {"world_version": "2"}
     assert run_status.data_version(tmp_path / "missing") == {}
+
+
+def test_a_cancel_from_prefect_reads_as_interrupted_with_its_reason(reports, tmp_path, monkeypatch):
+    # Prefect turns a cancel (UI, CLI, worker stopping) into SIGTERM, then TerminationSignal
+    # without text: the report said status "failed", error "TerminationSignal:".
+    from mlflow import MlflowClient
+    from prefect.exceptions import TerminationSignal
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    run_id = MlflowClient().create_run(MlflowClient().create_experiment("e")).info.run_id
+
+    @run_status.failure_report
+    def pipeline():
+        run_status.begin(_run(run_id))
+        run_status.at_stage("reward_model")
+        raise TerminationSignal(signal=15)
+
+    with pytest.raises(TerminationSignal):
+        pipeline()
+    stopped = json.loads((reports / run_id / "report.json").read_text())
+    assert (stopped["status"], stopped["stopped_at_stage"]) == ("interrupted", "reward_model")
+    assert stopped["error"] == f"TerminationSignal: {run_status.SIGTERM_TEXT}"
+    # the MLflow parent run says why too (MLflow itself keeps only KILLED)
+    tags = MlflowClient().get_run(run_id).data.tags
+    assert tags["failure_reason"] == stopped["error"]
+    assert tags["mlflow.note.content"].startswith("interrupted at stage reward_model: ")
+
+
+def test_an_error_text_keeps_its_message_and_names_a_bare_signal():
+    assert run_status.error_text(RuntimeError(" disk full ")) == "RuntimeError: disk full"
+    assert run_status.error_text(KeyboardInterrupt()).startswith(
+        "KeyboardInterrupt: stopped by SIGINT"
+    )
+    assert len(run_status.error_text(ValueError("x" * 900))) == 500
