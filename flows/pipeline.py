@@ -39,7 +39,6 @@ from instructflow.tasks import (
     report,
     reward_model,
     run_status,
-    server_priority,
     sft,
     tracking,
 )
@@ -53,7 +52,9 @@ def rlhf_pipeline(
 ) -> dict:
     """Run the InstructGPT pipeline on the embedded world (or your data) and write the report.
 
-    sweep_run_id: the MLflow run of a seed sweep this run belongs to (its parent); empty otherwise.
+    Args:
+        params: The run's settings; each field says what it does and its allowed range.
+        sweep_run_id: Leave empty. `instructflow sweep` sets it to the MLflow run of the seed sweep this run belongs to (its parent).
     """
     logger = get_run_logger()
     # What is read at run time (tokenizers, DVC); Prefect's own settings were fixed when
@@ -74,7 +75,6 @@ def rlhf_pipeline(
     experiment_id = tracking.setup()
     live = lifecycle.start_run(experiment_id, logger)
     threads = provenance.pin_threads(params.threads)["threads"]  # before any torch work
-    server_priority.yield_to_training()
     prov = provenance.collect(params.seed, processes=params.processes)
     run_info = {
         "profile": params.profile,

@@ -104,7 +104,11 @@ else
         echo "port $PREFECT_PORT is taken by another process; set PREFECT_PORT" >&2
         exit 1
     fi
-    echo "starting the Prefect server at $PREFECT_URL (a first start migrates its database: ~30 s)"
+    if [ -f "$PREFECT_HOME/prefect.db" ]; then
+        echo "starting the Prefect server at $PREFECT_URL"
+    else
+        echo "starting the Prefect server at $PREFECT_URL (a first start migrates its database: ~30 s)"
+    fi
     start prefect-server "$BIN/prefect" server start --host "$HOST" --port "$PREFECT_PORT"
 fi
 if running mlflow; then
@@ -138,7 +142,7 @@ echo "global concurrency limit instructflow-registry exists (training slots are 
     tail -n 30 "$STATE/deploy.log" >&2
     exit 1
 }
-echo "deployed rlhf_pipeline/scheduled-retrain and rlhf_pipeline/manual-run from $CODE_DIR"
+echo "deployed rlhf_pipeline/scheduled-retrain, smoke-check and manual-run from $CODE_DIR"
 wait_healthy mlflow "$MLFLOW_URL/health" 180
 
 # --- worker ----------------------------------------------------------------------------
@@ -163,9 +167,12 @@ Prefect UI: $PREFECT_URL
 MLflow UI:  $MLFLOW_URL
 
 Trigger a run:
-  UI:  Deployments > rlhf_pipeline / manual-run > Run > Custom run (the form is PipelineParams)
+  UI:  Deployments > rlhf_pipeline / smoke-check > Run > Quick run (a smoke run, about a minute)
+       Deployments > rlhf_pipeline / manual-run > Run > Custom run (the form is PipelineParams;
+       its Quick run is the tiny profile, 10-15 minutes on 2 cores)
   CLI: PREFECT_API_URL=$PREFECT_API_URL $BIN/prefect deployment run rlhf_pipeline/manual-run \\
          --params '{"params": {"profile": "smoke"}}'
-scheduled-retrain runs every Monday 03:00 UTC (profile tiny).
+scheduled-retrain runs every Monday 03:00 UTC (profile tiny); its nightly-smoke schedule
+(02:00 UTC, profile smoke) is off until you switch it on (UI: the deployment's Schedules).
 Logs and PIDs: $STATE/   Stop everything: make stop
 EOF

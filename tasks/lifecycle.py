@@ -11,7 +11,7 @@ from contextlib import contextmanager
 
 from mlflow import MlflowClient
 
-from instructflow.tasks import leftovers
+from instructflow.tasks import leftovers, server_priority
 from instructflow.tasks.concurrency import REGISTRY, ensure_limits
 
 
@@ -25,6 +25,7 @@ def start_run(experiment_id: str, logger) -> dict[str, str]:
         logger.warning("freed the %s slot a killed run still held", name)
     for pid in leftovers.stop_orphaned_servers():
         logger.warning("stopped Prefect's temporary server (pid %s) a killed run left running", pid)
+    server_priority.yield_to_training()  # this run's temporary server, if it started one
     return live
 
 

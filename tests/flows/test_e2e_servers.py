@@ -24,18 +24,25 @@ def test_serve_prints_the_urls_and_how_to_trigger_a_run(live_stack):
     assert live_stack.prefect_url in out
     assert live_stack.mlflow_url in out
     assert "prefect deployment run rlhf_pipeline/manual-run" in out
-    # and both deployments exist, on the process pool, scheduled-retrain with a weekly UTC cron
+    # and the deployments exist, on the process pool, scheduled-retrain with a weekly UTC cron
     deployments = {
         d["name"]: d for d in live_stack.request("POST", "/deployments/filter", json={}).json()
     }
-    assert set(deployments) >= {"scheduled-retrain", "manual-run"}
+    assert set(deployments) >= {"scheduled-retrain", "manual-run", "smoke-check"}
     assert {d["work_pool_name"] for d in deployments.values()} == {"instructflow-process"}
-    schedules = deployments["scheduled-retrain"]["schedules"]
-    assert [(s["schedule"]["cron"], s["schedule"]["timezone"]) for s in schedules] == [
-        ("0 3 * * 1", "UTC")
-    ]
+    schedules = {
+        (s["schedule"]["cron"], s["schedule"]["timezone"]): s
+        for s in deployments["scheduled-retrain"]["schedules"]
+    }
+    assert set(schedules) == {("0 3 * * 1", "UTC"), ("0 2 * * *", "UTC")}
     assert deployments["scheduled-retrain"]["parameters"] == {"params": {"profile": "tiny"}}
+    weekly, nightly = schedules[("0 3 * * 1", "UTC")], schedules[("0 2 * * *", "UTC")]
+    assert weekly["active"] and not weekly["parameters"]
+    # a schedule with parameters of its own, off until a user switches it on
+    assert not nightly["active"] and nightly["parameters"] == {"params": {"profile": "smoke"}}
     assert deployments["manual-run"]["schedules"] == []
+    # Quick run of smoke-check is a smoke run; manual-run's is the form's defaults
+    assert deployments["smoke-check"]["parameters"] == {"params": {"profile": "smoke"}}
     # and manual-run's form is PipelineParams
     schema = deployments["manual-run"]["parameter_openapi_schema"]
     assert "PipelineParams" in schema.get("definitions", schema.get("$defs", {}))

@@ -59,3 +59,16 @@ def test_the_settings_table_says_who_set_each_value():
     # yours first, then the profile's, then the defaults
     order = [row["set by"] for row in rows]
     assert order == sorted(order, key=["you", "profile smoke", "default"].index)
+
+
+def test_every_parameter_of_the_flow_form_is_described():
+    # The Prefect UI's run and schedule forms show what Prefect reads from the flow's
+    # docstring: sweep_run_id showed with no description and invited a value.
+    from prefect.utilities.callables import parameter_schema
+
+    from instructflow.flows.pipeline import rlhf_pipeline
+
+    properties = parameter_schema(rlhf_pipeline.fn).properties
+    assert set(properties) == {"params", "sweep_run_id"}
+    assert all(p.get("description") for p in properties.values())
+    assert properties["sweep_run_id"]["description"].startswith("Leave empty.")
