@@ -392,7 +392,7 @@ def _publish(result: dict, plotted: list[Path], url: str) -> None:
     create_markdown_artifact(
         markdown=report.to_markdown(result, url, names, images),
         key="rlhf-report",
-        description=f"instructflow run {parent_id}",
+        description=f"also reports/{parent_id}/report.md and the MLflow run's report/ folder",
     )
     create_table_artifact(
         table=report.table_rows(result), key="rlhf-policies", description="Policies on test users"
