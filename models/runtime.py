@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Literal
 
 import torch
-from accelerate import Accelerator
+from accelerate import Accelerator, DistributedDataParallelKwargs
 from accelerate.state import AcceleratorState
 from pydantic import Field
 from transformers import PreTrainedModel
@@ -28,6 +28,14 @@ def precision_field():
 _MIXED = {"fp32": "no", "bf16": "bf16", "fp16": "fp16"}
 
 
+NO_BUFFER_BROADCAST = DistributedDataParallelKwargs(broadcast_buffers=False)
+"""DDP without its buffer broadcast at every forward pass. That broadcast is a collective,
+so every process must make the same number of forward passes; PPO makes one per length
+group of its own shard, and the counts differ (two processes of a Qwen2, whose rotary
+table is a buffer, waited on each other for ever). The buffers of these models are
+constants (rotary tables, masks; no running statistics), equal in every process."""
+
+
 def make_accelerator(precision: Precision = "fp32") -> Accelerator:
     """An Accelerator whose prepared models run under autocast at `precision`.
 
@@ -43,7 +51,7 @@ def make_accelerator(precision: Precision = "fp32") -> Accelerator:
     state = AcceleratorState._shared_state
     if state and state.get("_mixed_precision", _MIXED[precision]) != _MIXED[precision]:
         AcceleratorState._reset_state()
-    return Accelerator(mixed_precision=_MIXED[precision])
+    return Accelerator(mixed_precision=_MIXED[precision], kwargs_handlers=[NO_BUFFER_BROADCAST])
 
 
 def enable_gradient_checkpointing(model: PreTrainedModel) -> None:

@@ -135,3 +135,41 @@ def _backend() -> str | None:
     import torch.distributed
 
     return torch.distributed.get_backend() if torch.distributed.is_initialized() else None
+
+
+def uneven_forwards(log) -> dict | None:
+    """Each process makes its own number of forward passes before each backward, as PPO does
+    over the length groups of its shard, on a Qwen2 (its rotary table is a buffer)."""
+    import datetime
+
+    import torch
+    import torch.distributed as dist
+    from transformers import Qwen2Config, Qwen2ForCausalLM
+
+    from instructflow.models.runtime import make_accelerator
+
+    if not dist.is_initialized():  # a deadlock fails within a minute instead of hanging
+        dist.init_process_group("gloo", timeout=datetime.timedelta(seconds=60))
+    accelerator = make_accelerator()
+    torch.manual_seed(0)
+    config = Qwen2Config(
+        vocab_size=32, hidden_size=16, intermediate_size=32, num_hidden_layers=1,
+        num_attention_heads=2, num_key_value_heads=1, max_position_embeddings=16,
+    )  # fmt: skip
+    model = Qwen2ForCausalLM(config)
+    assert any(True for _ in model.buffers())  # what DDP broadcast at every forward
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    model, optimizer = accelerator.prepare(model, optimizer)
+    rank = accelerator.process_index
+    for step in range(3):
+        passes = 1 + rank + step  # rank 0: 1, 2, 3 passes; rank 1: 2, 3, 4
+        loss = sum(
+            model(input_ids=torch.tensor([[1, 2, 3 + k]])).logits.mean() for k in range(passes)
+        )
+        accelerator.backward(loss)
+        optimizer.step()
+        optimizer.zero_grad()
+    weights = [p.detach().clone() for p in model.parameters()]
+    gathered = [None] * accelerator.num_processes
+    dist.all_gather_object(gathered, [w.sum().item() for w in weights])
+    return {"weights_equal": gathered[0] == gathered[1]} if main_process() else None
