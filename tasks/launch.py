@@ -40,6 +40,7 @@ FOLDER = "launch"
 SPEC = "spec.pkl"
 STOP = "stop"
 WORKER = "instructflow.tasks.launch_worker"
+GUARD = "instructflow.tasks.launch_guard"
 STAGES = frozenset({"base_model", "sft", "flan", "t0", "reward_model", "ppo", "ppo_ptx"})
 """Pipeline stages whose task takes `processes` (the rest run in the task's process)."""
 
@@ -156,7 +157,8 @@ def _wait(command: list[str], env: dict[str, str], stop_file: Path) -> int:
     launcher and every process it started, before it propagates.
     """
     env = env | {STOP_FILE_ENV: str(stop_file)}
-    launcher = subprocess.Popen(command, env=env, start_new_session=True)
+    guarded = [sys.executable, "-m", GUARD, str(os.getpid()), *command]  # ends if we are killed
+    launcher = subprocess.Popen(guarded, env=env, start_new_session=True)
     try:
         while launcher.poll() is None:
             if stop_requested() and not stop_file.exists():

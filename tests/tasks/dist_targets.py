@@ -173,3 +173,10 @@ def uneven_forwards(log) -> dict | None:
     gathered = [None] * accelerator.num_processes
     dist.all_gather_object(gathered, [w.sum().item() for w in weights])
     return {"weights_equal": gathered[0] == gathered[1]} if main_process() else None
+
+
+def sleep_a_minute(log) -> None:
+    """A stage that outlives the test's patience: its processes must end with their parent."""
+    import time
+
+    time.sleep(60)
