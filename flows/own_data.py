@@ -45,6 +45,7 @@ from instructflow.tasks.dataset_files import missing_folder
 from instructflow.tasks.dataset_report import dataset_markdown
 from instructflow.tasks.evaluation import fewshot_prefix
 from instructflow.tasks.input_checks import base_model_problems
+from instructflow.tasks.lora_checks import lora_target_problems, model_config
 from instructflow.tasks.paths import reports_dir
 from instructflow.tasks.stage import content_digest
 from instructflow.tasks.tables import TableError
@@ -70,6 +71,7 @@ def preflight(params: PipelineParams) -> dict:
     # The model's folder first, as a run on the embedded world checks it: the length
     # check below needs its tokenizer and config.
     _, problems = base_model_problems(Path(params.base_model))
+    problems = problems or lora_target_problems(params, model_config(params.base_model))
     if problems:
         raise TableError(problems)
     check = dataset_stage.length_check(params.base_model, max_new_tokens(params))
@@ -92,6 +94,8 @@ def run(
     if not params.base_model:
         raise ValueError(NEEDS_BASE)
     data_dir = Path(params.data).resolve()
+    if problems := lora_target_problems(params, model_config(params.base_model)):
+        raise TableError(problems)  # a run from the Prefect form skips the CLI's preflight
     table_md5s = {
         p.name: content_digest(p)
         for p in sorted(data_dir.iterdir())

@@ -23,7 +23,7 @@ from typing import Literal
 
 import torch
 from peft import LoraConfig, PeftModel, get_peft_model
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 from transformers import PreTrainedModel
 
 Task = Literal["causal_lm", "reward"]
@@ -46,8 +46,21 @@ class LoraOptions(BaseModel):
     )
     target_modules: list[str] | Literal["all-linear"] | None = Field(
         None,
-        description='Modules to adapt by name; null: peft\'s default for the architecture (GPT-2: c_attn; Llama: q_proj, v_proj); "all-linear": every linear layer but the output.',
+        description='Modules to adapt by name (a name or a list; each must name a module of the model); null: peft\'s default for the architecture (GPT-2: c_attn; Llama: q_proj, v_proj); "all-linear": every linear layer but the output.',
     )
+
+    @field_validator("target_modules", mode="before")
+    @classmethod
+    def _one_name_is_a_list(cls, value):
+        # "c_attn" means the module c_attn (peft would read a lone string as a regular
+        # expression, and the union's two errors read as gibberish on the form)
+        return [value] if isinstance(value, str) and value != "all-linear" else value
+
+
+def unmatched_targets(module_names: list[str], targets: list[str]) -> list[str]:
+    """The names in `targets` that name no module, by peft's rule for a list of names: a
+    module matches a name when its dotted path is the name or ends with "." + the name."""
+    return [t for t in targets if not any(n == t or n.endswith("." + t) for n in module_names)]
 
 
 def add_lora(model: PreTrainedModel, options: LoraOptions, task: Task, seed: int = 0) -> PeftModel:

@@ -29,7 +29,7 @@ from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 from prefect.states import Failed
 
-from instructflow.tasks import data
+from instructflow.tasks import data, lora_checks
 from instructflow.tasks.data_version import DataMismatchError
 from instructflow.tasks.input_checks import (
     base_model_problems,
@@ -110,6 +110,9 @@ def check_inputs(params: Any, profile_dir: Path) -> None:
         )
         problems += found
 
+    if not problems and not (params.base_model and not _is_local(params.base_model)):
+        config = lora_checks.model_config(params.base_model)
+        problems += lora_checks.lora_target_problems(params, config)
     if context is not None and not problems:
         problems += _length_problems(params, profile_dir, frames, human, context, tokenizer)
     if problems:
