@@ -162,7 +162,11 @@ def run_ppo(
         done = index + 1
         if done % cfg.eval_every == 0 or done == cfg.iterations:
             evaluate(done)
-        return history["stop_reason"] is not None
+        stop = history["stop_reason"] is not None
+        if stop and done < cfg.iterations and main_process():  # the progress lines just ended
+            print(f"[{stage_name}] stopped at iteration {done}/{cfg.iterations}: "
+                  f"{history['stop_reason']}", flush=True)  # fmt: skip
+        return stop
 
     def checkpoint(trained: PPOTrainer) -> None:
         if not main_process():  # every process holds the same state: rank 0 writes it

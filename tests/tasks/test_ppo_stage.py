@@ -283,7 +283,7 @@ def test_ppo_ptx_writes_model_curve_and_namespaced_summary(
     )
 
 
-def test_stopping_rule_keeps_sft_when_nothing_beats_it(world, tmp_path: Path) -> None:
+def test_stopping_rule_keeps_sft_when_nothing_beats_it(world, tmp_path: Path, capsys) -> None:
     # given: a user's own data, which has no gold judge
     profile = tmp_path / "profile"
     shutil.copytree(world["profile"], profile)
@@ -295,6 +295,11 @@ def test_stopping_rule_keeps_sft_when_nothing_beats_it(world, tmp_path: Path) ->
     # then: the run stops early and keeps SFT; gold is simply not known
     assert steps == [0, 1] and metrics["ppo/stopped_early"] == 1.0
     assert metrics["ppo/chosen_iteration"] == 0
+    # and the log says so where the progress lines end (it just stopped printing them)
+    assert (
+        f"[ppo] stopped at iteration 2/{cfg.iterations}: validation objective"
+        in capsys.readouterr().out
+    )
     assert math.isnan(metrics["ppo/chosen_gold"]) and math.isnan(
         metrics["ppo/gold_fraction_of_peak"]
     )
