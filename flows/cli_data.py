@@ -52,7 +52,7 @@ def _cmd_data_validate(args: argparse.Namespace) -> int:
         print(f"instructflow: no such directory or file: {args.file}", file=sys.stderr)
         return 2
     if Path(args.file).is_dir():  # a dataset directory, read as `run --data` reads it
-        return _validate_dataset(Path(args.file))
+        return _validate_dataset(Path(args.file), args.base_model)
     path = Path(args.file)
     if args.kind is None or path.suffix == ".parquet":  # --kind's schemas are JSONL's
         what = "is Parquet" if path.suffix == ".parquet" else "needs --kind"
@@ -83,13 +83,25 @@ def _own_data_hint(path: Path) -> str:
     return f"for your own dataset, validate its directory: instructflow data validate {path.parent}"
 
 
-def _validate_dataset(folder: Path) -> int:
-    """Every check of a user's dataset that needs no model (lengths and the chat template need
-    the base model's tokenizer: a run checks those too); raises TableError listing every problem."""
+def _validate_dataset(folder: Path, base_model: str | None = None) -> int:
+    """Every check of a user's dataset; with `base_model`, rendered and length-checked as a run
+    with default settings does (without, its chat template and context are not known: prompts
+    are plain text, which also moves rows between splits). Raises TableError listing every problem."""
     from instructflow.tasks.dataset import load_dataset
     from instructflow.tasks.dataset_names import notes
 
-    summary = load_dataset(folder).summary
+    check = None
+    if base_model:
+        from instructflow.flows.own_data import max_new_tokens
+        from instructflow.flows.params import PipelineParams
+        from instructflow.tasks.dataset_stage import length_check
+        from instructflow.tasks.input_checks import base_model_problems
+        from instructflow.tasks.tables import TableError
+
+        if problems := base_model_problems(Path(base_model))[1]:
+            raise TableError(problems)
+        check = length_check(base_model, max_new_tokens(PipelineParams()))
+    summary = load_dataset(folder, lengths=check).summary
     for name, table in summary["tables"].items():
         print(f"{name}: {table['file']}, {table['rows']} rows, md5 {table['md5']}")
     print(f"preferences: {summary['preference_shape']}, K counts {summary['k_counts']}")
@@ -101,10 +113,15 @@ def _validate_dataset(folder: Path) -> int:
         print(f"rows in TRL's forms: {summary['trl_forms']}")
     for line in notes(summary):  # ignored columns, files not read, near-miss names
         print(line)
-    print(
-        f"{folder}: valid (row lengths and the chat template are checked against the base model"
-        " when a run starts)"
-    )
+    if base_model:
+        print(f"prompts rendered: {summary['rendering']}; too-long rows: {summary['overlong']}")
+        print(f"{folder}: valid for {base_model}, as a run with default settings reads it")
+    else:
+        print(
+            f"{folder}: valid (row lengths and the chat template are checked against the base"
+            " model when a run starts; it renders prompts with the model's chat template, which"
+            " can put rows in other splits: --base-model DIR checks as the run does)"
+        )
     return 0
 
 
@@ -153,9 +170,14 @@ def add_commands(sub) -> None:
     val = data_sub.add_parser(
         "validate",
         help="Validate one JSONL table, or a dataset directory.",
-        description="Validate a JSONL file against one of the embedded world's table schemas (--kind), or a dataset directory (prompts, demonstrations, preferences, in any shape `run --data` reads) as a run would, except row lengths and the chat template (they need the base model).",
+        description="Validate a JSONL file against one of the embedded world's table schemas (--kind), or a dataset directory (prompts, demonstrations, preferences, in any shape `run --data` reads) as a run would; row lengths and the chat template with --base-model.",
     )
     val.add_argument("file", help="path to the JSONL file, or to a dataset directory")
+    val.add_argument(
+        "--base-model",
+        help="a dataset directory only: render and length-check its rows with this model's"
+        " tokenizer and chat template, as `run --data --base-model` does",
+    )
     val.add_argument(
         "--kind",
         choices=KINDS,

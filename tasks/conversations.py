@@ -247,3 +247,15 @@ class PromptRenderer:
             f"{way} ({', '.join(f'{Path(file).name} {n} rows' for file, n in counts)})"
             for way, counts in ways.items()
         )
+
+    def mixed_warnings(self, rows: Counter[str]) -> list[str]:
+        """A warning when the template rendered the prompts of some of `rows` and not others."""
+        how = self.how(rows)
+        if how in ("plain", "chat_template"):
+            return []
+        return [
+            f"prompts are rendered two ways, {how}: the policy is trained on one format and"
+            " sampled and judged on the other, and a prompt's split is drawn from its rendered"
+            " text, so one prompt can fall in different splits in different tables (give every"
+            " table conversations, or every table text)"
+        ]

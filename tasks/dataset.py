@@ -324,7 +324,8 @@ def load_dataset(
     problems += render.problems
     if problems:
         raise TableError(problems)
-    summary["rendering"] = render.how(Counter(i.file for v in loaded.values() for i in v))
+    rows_read = Counter(i.file for v in loaded.values() for i in v)
+    summary["rendering"] = render.how(rows_read)
 
     if lengths is not None:
         summary["overlong"] = {"policy": cfg.overlong}
@@ -348,14 +349,16 @@ def load_dataset(
     problems = problems or splits.empty_split_problems(summary["split_counts"], paths)
     if problems:
         raise TableError(problems)
-    summary["split_warnings"] = splits.thin_splits(
-        summary["split_counts"], cfg.valid_fraction, cfg.test_fraction
-    ) + splits.repeated_rows(
-        {
-            name: [((i.prompt, *i.responses), split_of[id(i)]) for i in items]
-            for name, items in loaded.items()
-            if name != "prompts"  # a prompt asked again is no repeat of an answer
-        }
+    summary["split_warnings"] = (
+        splits.thin_splits(summary["split_counts"], cfg.valid_fraction, cfg.test_fraction)
+        + splits.repeated_rows(
+            {
+                name: [((i.prompt, *i.responses), split_of[id(i)]) for i in items]
+                for name, items in loaded.items()
+                if name != "prompts"  # a prompt asked again is no repeat of an answer
+            }
+        )
+        + render.mixed_warnings(rows_read)
     )
     summary["k_counts"] = dict(
         sorted(Counter(len(i.responses) for i in loaded["preferences"]).items())

@@ -101,3 +101,29 @@ def test_a_dataset_table_failing_an_embedded_world_schema_points_to_its_director
     bad.write_text(json.dumps({"prompt": "x"}) + "\n")
     assert main(["data", "validate", str(bad), "--kind", "prompts"]) == 2
     assert "your own dataset" not in capsys.readouterr().err
+
+
+def test_validate_with_the_base_model_renders_and_splits_as_the_run_does(tmp_path, capsys):
+    # Without the model prompts are plain text; a run renders conversations with the
+    # model's chat template, and a prompt's split is drawn from its rendered text: a
+    # user saw other split counts in `data validate` than in the run's report.
+    from instructflow.flows.own_data import max_new_tokens
+    from instructflow.flows.params import PipelineParams
+    from instructflow.tasks.dataset import load_dataset
+    from instructflow.tasks.dataset_stage import length_check
+    from tests.own_data import write_hh_dataset
+    from tests.tiny_models import tiny_llama
+
+    folder = write_hh_dataset(tmp_path / "hh", n_pairs=60)
+    llama = tiny_llama(tmp_path / "llama", [p.read_text() for p in folder.iterdir()])
+    as_run = load_dataset(
+        folder, lengths=length_check(str(llama), max_new_tokens(PipelineParams()))
+    )
+    assert main(["data", "validate", str(folder)]) == 0
+    plain = capsys.readouterr().out
+    assert "--base-model DIR checks as the run does" in plain
+    assert main(["data", "validate", str(folder), "--base-model", str(llama)]) == 0
+    out = capsys.readouterr().out
+    assert f"splits by {as_run.summary['split_rule']}: {as_run.summary['split_counts']}" in out
+    assert f"prompts rendered: {as_run.summary['rendering']}" in out
+    assert f"valid for {llama}" in out
