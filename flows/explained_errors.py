@@ -37,12 +37,6 @@ def bad_input_errors() -> tuple[type[BaseException], ...]:
     )
 
 
-def is_interrupt(error: BaseException) -> bool:
-    from prefect.exceptions import TerminationSignal
-
-    return isinstance(error, KeyboardInterrupt | TerminationSignal)
-
-
 def explanation(error: BaseException, resumable: bool = True) -> tuple[int, str] | None:
     """The exit status and the line the command line prints for `error`; None for a bug.
     `resumable`: the command keeps finished stages and checkpoints (run, sweep).
@@ -63,7 +57,7 @@ def explanation(error: BaseException, resumable: bool = True) -> tuple[int, str]
             f"{error}: the stage's last good checkpoint is kept; lower its lr (or grad_clip) "
             "in --params and run again"
         )
-    if is_interrupt(error):
+    if interrupts.is_interrupt(error):
         detail = (
             f" ({error})" if str(error) and not isinstance(error, interrupts.RunInterrupted) else ""
         )

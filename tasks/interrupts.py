@@ -32,6 +32,14 @@ class RunInterrupted(KeyboardInterrupt):
         super().__init__(f"interrupted by {signal.Signals(signum).name}")
 
 
+def is_interrupt(error: BaseException) -> bool:
+    """A signal's stop: Ctrl-C (KeyboardInterrupt) or SIGTERM, which Prefect raises as
+    TerminationSignal in a flow run (a cancel from its UI or CLI, a worker stopping)."""
+    from prefect.exceptions import TerminationSignal
+
+    return isinstance(error, KeyboardInterrupt | TerminationSignal)
+
+
 def signal_name() -> str:
     return signal.Signals(received[0]).name if received else "SIGINT"
 

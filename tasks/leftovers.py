@@ -160,8 +160,8 @@ def free_orphaned_slots(own_token: str, limits: list[str]) -> list[str]:
 EPHEMERAL_APP = b"prefect.server.api.server:create_app"
 
 
-def ephemeral_servers(prefect_home: str) -> dict[int, int]:
-    """Prefect ephemeral servers with this PREFECT_HOME: pid -> parent pid.
+def ephemeral_servers(prefect_home: str | None) -> dict[int, int]:
+    """Prefect ephemeral servers with this PREFECT_HOME (None: any): pid -> parent pid.
 
     Read from /proc (Linux; elsewhere none are found).
     """
@@ -175,9 +175,8 @@ def ephemeral_servers(prefect_home: str) -> dict[int, int]:
         except (OSError, ValueError, IndexError):
             continue  # gone meanwhile, or not ours to read
         environ = dict(pair.split(b"=", 1) for pair in pairs if b"=" in pair)
-        if (
-            environ.get(b"PREFECT__SERVER_EPHEMERAL") == b"1"
-            and environ.get(b"PREFECT_HOME") == prefect_home.encode()
+        if environ.get(b"PREFECT__SERVER_EPHEMERAL") == b"1" and (
+            prefect_home is None or environ.get(b"PREFECT_HOME") == prefect_home.encode()
         ):
             found[int(entry.name)] = parent
     return found

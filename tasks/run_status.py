@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from instructflow.tasks import report
+from instructflow.tasks.interrupts import is_interrupt
 from instructflow.tasks.paths import reports_dir
 
 _progress: ContextVar[dict | None] = ContextVar("instructflow_run_progress", default=None)
@@ -85,7 +86,7 @@ def _write_failed(progress: dict, error: BaseException) -> None:
         result = json.loads(existing.read_text())
     else:  # what the run had found (partial), else its bare run block
         result = progress.get("result") or report.empty_report(progress["run"])
-    result["status"] = "interrupted" if _is_signal(error) else "failed"
+    result["status"] = "interrupted" if is_interrupt(error) else "failed"
     result["stopped_at_stage"] = progress["stage"]
     result["error"] = error_text(error)
     report.write_whole(existing, json.dumps(result, indent=2) + "\n")
@@ -95,12 +96,6 @@ def _write_failed(progress: dict, error: BaseException) -> None:
         f"Stopped at stage **{progress['stage']}**: `{result['error']}`\n",
     )
     _tag_parent_run(progress["run"]["mlflow_run_id"], result)
-
-
-def _is_signal(error: BaseException) -> bool:
-    from prefect.exceptions import TerminationSignal  # Prefect's SIGTERM in a worker's flow run
-
-    return isinstance(error, KeyboardInterrupt | TerminationSignal)
 
 
 SIGTERM_TEXT = (

@@ -14,37 +14,21 @@ child of the run and keeps its priority.
 """
 
 import os
-from pathlib import Path
+
+from instructflow.tasks.leftovers import ephemeral_servers
 
 LOWEST_PRIORITY = 19
-SERVER_APP = "prefect.server.api.server:create_app"
-"""What the ephemeral server's command line names (uvicorn's application)."""
-
-
-def children(proc: Path = Path("/proc")) -> dict[int, str]:
-    """This process's child processes: pid -> command line (empty off Linux)."""
-    found = {}
-    me = str(os.getpid())
-    for stat in proc.glob("[0-9]*/stat"):
-        try:
-            # "pid (name) state ppid ...": the name may hold spaces, so split after it
-            ppid = stat.read_text().rpartition(")")[2].split()[1]
-            if ppid == me:
-                cmdline = (stat.parent / "cmdline").read_bytes()
-                found[int(stat.parent.name)] = cmdline.replace(b"\0", b" ").decode(errors="replace")
-        except (OSError, IndexError):
-            continue  # ended while we looked
-    return found
 
 
 def yield_to_training() -> list[int]:
-    """Lower the ephemeral Prefect server's priority; return the pids lowered."""
+    """Lower the priority of the ephemeral Prefect servers this process started; their pids."""
     lowered = []
-    for pid, cmdline in children().items():
-        if SERVER_APP in cmdline:
-            try:
-                os.setpriority(os.PRIO_PROCESS, pid, LOWEST_PRIORITY)
-                lowered.append(pid)
-            except OSError:
-                continue
+    for pid, parent in ephemeral_servers(None).items():
+        if parent != os.getpid():
+            continue
+        try:
+            os.setpriority(os.PRIO_PROCESS, pid, LOWEST_PRIORITY)
+            lowered.append(pid)
+        except OSError:
+            continue
     return lowered

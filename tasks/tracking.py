@@ -159,7 +159,7 @@ def stage_run(
 def closing_run() -> Iterator[None]:
     """The end of the active run's block: what waits for it (BatchedLog) is written however
     the block ends, and a signal (a KeyboardInterrupt) ends the run KILLED, not FAILED."""
-    from prefect.exceptions import TerminationSignal  # Prefect's SIGTERM in a worker's flow run
+    from instructflow.tasks.interrupts import is_interrupt
 
     run_id = mlflow.active_run().info.run_id
     try:
@@ -168,7 +168,7 @@ def closing_run() -> Iterator[None]:
         # A failed run's figures up to the failure are worth having, but not worth hiding
         # the failure behind an error of the store's.
         batched.flush(run_id, quiet=True)
-        if isinstance(error, KeyboardInterrupt | TerminationSignal) and mlflow.active_run():
+        if is_interrupt(error) and mlflow.active_run():
             mlflow.end_run("KILLED")
         raise
     batched.flush(run_id)

@@ -4,20 +4,23 @@ import os
 import subprocess
 import sys
 
-from instructflow.tasks import server_priority
+from instructflow.tasks import leftovers, server_priority
 
 
-def sleeper(*extra: str) -> subprocess.Popen:
-    """A child process whose command line ends with `extra` (as uvicorn's names its app)."""
-    return subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)", *extra])
+def sleeper(*extra: str, ephemeral: bool) -> subprocess.Popen:
+    """A child process whose command line ends with `extra` (as uvicorn's names its app) and
+    whose environment marks it as Prefect's ephemeral server, or not."""
+    env = dict(os.environ, PREFECT__SERVER_EPHEMERAL="1" if ephemeral else "0")
+    return subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)", *extra], env=env)
 
 
 def test_only_the_child_that_runs_prefects_server_app_is_lowered() -> None:
-    server = sleeper("--app", server_priority.SERVER_APP, "--lifespan", "on")
-    other = sleeper("--app", "something.else:create_app")
+    app = leftovers.EPHEMERAL_APP.decode()
+    server = sleeper("--app", app, "--lifespan", "on", ephemeral=True)
+    other = sleeper("--app", "something.else:create_app", ephemeral=False)
     try:
         ours = os.getpriority(os.PRIO_PROCESS, 0)
-        assert server.pid in server_priority.children()
+        assert leftovers.ephemeral_servers(None).get(server.pid) == os.getpid()
         lowered = server_priority.yield_to_training()
         # (a real temporary server an earlier test in this process started may be lowered too)
         assert server.pid in lowered and other.pid not in lowered
@@ -27,17 +30,3 @@ def test_only_the_child_that_runs_prefects_server_app_is_lowered() -> None:
         for child in (server, other):
             child.kill()
             child.wait()
-
-
-def test_children_reads_parent_pids_past_names_with_spaces_and_parens(tmp_path) -> None:
-    me = os.getpid()
-    for pid, name, ppid, cmd in (
-        (101, "uvicorn (x) y", me, b"python\0-m\0uvicorn\0" + server_priority.SERVER_APP.encode()),
-        (102, "other", me + 1, b"python\0x"),
-    ):
-        (tmp_path / str(pid)).mkdir()
-        (tmp_path / str(pid) / "stat").write_text(f"{pid} ({name}) S {ppid} 1 1 0")
-        (tmp_path / str(pid) / "cmdline").write_bytes(cmd)
-    assert server_priority.children(tmp_path) == {
-        101: "python -m uvicorn " + server_priority.SERVER_APP
-    }
