@@ -123,7 +123,7 @@ class Stages:
         `stale_because` as in run_stage."""
         params = self.params
         config = params.stage(config_name) if config_name else None
-        if name in launch.STAGES and params.processes > 1:  # 1: keys as before
+        if params.processes > 1 and launch.takes_processes(name, kwargs):  # 1: keys as before
             kwargs["processes"] = params.processes
         key_config = {
             "config": keyed_by_content(config.model_dump()) if config else None,

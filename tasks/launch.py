@@ -45,6 +45,16 @@ STAGES = frozenset({"base_model", "sft", "flan", "t0", "reward_model", "ppo", "p
 """Pipeline stages whose task takes `processes` (the rest run in the task's process)."""
 
 
+def takes_processes(stage: str, kwargs: dict[str, Any]) -> bool:
+    """Whether pipeline stage `stage`, called with `kwargs`, trains under `processes`.
+
+    A given base model (`base_model=<folder or id>`) is copied, not pretrained:
+    launching N processes to copy a folder costs seconds of start-up for nothing,
+    and `processes` in its key would make a copy done once count as another stage.
+    """
+    return stage in STAGES and not (stage == "base_model" and kwargs.get("base_model"))
+
+
 _OWN_PROCESS: ContextVar[int | None] = ContextVar("instructflow_own_process", default=None)
 
 

@@ -48,6 +48,11 @@ def main(spec_path: str) -> None:
     rank = int(os.environ.get("RANK", "0"))
     spec = pickle.loads(Path(spec_path).read_bytes())
     log = _logger(spec) if rank == 0 else (lambda *_: None)
+    if rank != 0:
+        # Rank 0 speaks for the stage: every process runs the same code, so the others'
+        # console lines ("pretraining a ... GPT-2") would each show N times. Their errors
+        # still reach stderr and rank<N>.error.
+        sys.stdout = open(os.devnull, "w")  # noqa: SIM115 (open for the process's life)
     try:
         result = spec["fn"](**spec["kwargs"], log=log)
     except BaseException as error:

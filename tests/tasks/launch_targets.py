@@ -13,6 +13,7 @@ from instructflow.models.distributed import Group
 def log_then_fail_on_rank_one(log) -> None:
     """Every process logs; then rank 1 fails on bad input while rank 0 waits for it in a collective."""
     group = Group(Accelerator())
+    print("a line every process prints", flush=True)
     log(0, {"rank": float(group.rank)})
     if int(os.environ["RANK"]) == 1:
         raise ValueError("demonstrations.jsonl row 7: response is empty\nsecond line not shown")

@@ -67,6 +67,7 @@ def test_a_failing_process_fails_the_stage_with_its_message_in_one_line(
     assert [(m.step, m.value) for m in history] == [(0, 0.0)]
     out = capfd.readouterr().out
     assert out.count("[probe] step 0: rank=0") == 1 and "rank=1" not in out
+    assert out.count("a line every process prints") == 1  # rank 0 speaks for the stage
 
 
 def _left_behind(work_dir: Path) -> list[int]:
@@ -166,3 +167,10 @@ def test_a_stage_in_a_process_of_its_own_computes_what_it_computes_here(tmp_path
     )
     assert [m.step for m in history] == [0, 1, 2, 3, 4]
     assert not (tmp_path / launch.FOLDER).exists()
+
+
+def test_a_given_base_model_is_copied_in_one_process_whatever_processes_says():
+    assert launch.takes_processes("base_model", {"base_model": None})  # pretrained here
+    assert not launch.takes_processes("base_model", {"base_model": "/models/qwen"})
+    assert launch.takes_processes("sft", {"base_model": "/models/qwen"})
+    assert not launch.takes_processes("evaluation", {})
