@@ -128,6 +128,21 @@ def _crash_flow_run(flow_run_id: str) -> None:
             client.set_flow_run_state(
                 flow_run_id, Crashed(message="the process was killed"), force=True
             )
+        # Its task runs too: the stage the kill interrupted would show Running for ever
+        # under a Crashed flow run (the UI's run graph and a task-run filter read them).
+        for task_run in _unfinished_task_runs(client, flow_run_id):
+            client.set_task_run_state(
+                task_run.id, Crashed(message="the process was killed"), force=True
+            )
+
+
+def _unfinished_task_runs(client, flow_run_id: str) -> list:
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+
+    runs = client.read_task_runs(
+        flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id]))
+    )
+    return [run for run in runs if run.state is not None and not run.state.is_final()]
 
 
 def prefect_api_is_local() -> bool:

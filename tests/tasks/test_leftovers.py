@@ -120,3 +120,32 @@ def test_the_temporary_server_a_killed_run_left_is_stopped_and_no_other(tmp_path
                 os.kill(pid, signal.SIGKILL)
             except ProcessLookupError:
                 pass
+
+
+def test_a_killed_runs_flow_run_and_its_unfinished_task_runs_are_marked_crashed(
+    prefect_harness,
+):
+    from prefect import flow, task
+    from prefect.client.orchestration import get_client
+    from prefect.states import Completed, Running
+
+    @flow
+    def pipeline() -> None: ...
+
+    @task
+    def stage() -> None: ...
+
+    with get_client(sync_client=True) as client:
+        # given a flow run the killed process left Running, one stage done and one Running
+        flow_run = client.create_flow_run(pipeline, state=Running())
+        done = client.create_task_run(stage, flow_run.id, "0", state=Completed())
+        killed = client.create_task_run(stage, flow_run.id, "1", state=Running())
+        # when the next run clears what it left
+        leftovers._crash_flow_run(str(flow_run.id))
+        # then the flow run and the interrupted stage are Crashed; the finished stage stays
+        states = [
+            client.read_flow_run(flow_run.id).state.type.value,
+            client.read_task_run(killed.id).state.type.value,
+            client.read_task_run(done.id).state.type.value,
+        ]
+    assert states == ["CRASHED", "CRASHED", "COMPLETED"]
