@@ -241,10 +241,24 @@ def run_ppo(
     return {f"{stage_name}/{k}": float(v) for k, v in summary.items()}
 
 
+CONSOLE_KEYS = ("ppo/reward_rm", "ppo/reward_gold", "ppo/kl", "ppo/clipfrac", "ppo/seconds")
+
+
+def console_figures(metrics: dict[str, float]) -> dict[str, float] | None:
+    """The figures of a PPO iteration's console line (None: a validation point, no line).
+
+    No gold on a user's dataset (NaN): left out of the line rather than printed as nan.
+    The same line in this process and in launched ones (instructflow.tasks.launch's
+    `console`), where every key of the trainer's would otherwise be printed.
+    """
+    if "ppo/kl" not in metrics:
+        return None
+    return {k[4:]: metrics[k] for k in CONSOLE_KEYS if k in metrics and metrics[k] == metrics[k]}
+
+
 def _ppo_logger(stage: str):
     """MLflow metrics and a console line per PPO iteration (with its progress)."""
     progress = Progress(stage)
-    shown = ("ppo/reward_rm", "ppo/reward_gold", "ppo/kl", "ppo/clipfrac", "ppo/seconds")
 
     def log(
         step: int, metrics: dict[str, float], total: int | None = None, unit: str = "iteration"
@@ -252,10 +266,8 @@ def _ppo_logger(stage: str):
         # The trainer's metric keys are ppo/... in both stages' MLflow runs (the algorithm's
         # namespace); the console line names the stage, so PPO-ptx's lines say [ppo_ptx].
         tracking.log_step_metrics(metrics, step)
-        if "ppo/kl" in metrics:
-            # No gold on a user's dataset (NaN): left out of the line rather than printed as nan.
-            known = {k[4:]: metrics[k] for k in shown if k in metrics and metrics[k] == metrics[k]}
-            print(progress.line(step, known, total, unit), flush=True)
+        if (shown := console_figures(metrics)) is not None:
+            print(progress.line(step, shown, total, unit), flush=True)
 
     return log
 
@@ -295,6 +307,7 @@ def ppo_task(
             log=_ppo_logger(stage),
             log_prefix=None,  # the trainer's keys are ppo/... already
             label=stage,
+            console=console_figures,
         )
         mlflow.log_artifact(str(out / CURVE_PNG))
         mlflow.log_artifact(str(out / CURVE_JSON))
