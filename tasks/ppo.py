@@ -216,7 +216,8 @@ def run_ppo(
         "chosen_kl": points[chosen]["kl"],
         "chosen_gold": points[chosen]["gold"],
         "peak_gold": peak,
-        "peak_gold_iteration": peak_point["iteration"],
+        # No gold on a user's dataset: no peak either (NaN is not logged), not iteration 0.
+        "peak_gold_iteration": peak_point["iteration"] if peak == peak else float("nan"),
         "gold_fraction_of_peak": points[chosen]["gold"] / peak if peak > 0 else float("nan"),
         "sft_gold": points[0]["gold"],
         "sft_rm": points[0]["rm"],

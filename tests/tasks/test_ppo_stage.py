@@ -303,6 +303,8 @@ def test_stopping_rule_keeps_sft_when_nothing_beats_it(world, tmp_path: Path, ca
     assert math.isnan(metrics["ppo/chosen_gold"]) and math.isnan(
         metrics["ppo/gold_fraction_of_peak"]
     )
+    # and no gold peak is claimed: NaN (not logged to MLflow), not iteration 0
+    assert math.isnan(metrics["ppo/peak_gold"]) and math.isnan(metrics["ppo/peak_gold_iteration"])
     curve = json.loads((tmp_path / "out" / CURVE_JSON).read_text())
     assert "did not improve" in curve["stop_reason"]
     kept, _ = load_causal_lm(tmp_path / "out" / "model")
