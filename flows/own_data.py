@@ -241,6 +241,8 @@ def run(
             },
         }
     )
+    # No simulated labelers on a dataset: an empty block would read like a measurement of none.
+    del result["labelers"]
     # Where it was made: machine, software, threads, processes, seed, commit.
     result["provenance"] = provenance.collect(params.seed, processes=params.processes)
     result["dataset"] = summary
