@@ -110,6 +110,13 @@ def test_an_hh_dataset_runs_end_to_end_and_new_comparisons_rerun_only_what_reads
     report_md = (root / "reports" / "latest" / "report.md").read_text()
     assert "- played: sft (held-out judge, the evaluation's test prompts)" in report_md
     assert "## Policies (test users, held-out judge; 95% bootstrap CI)" in report_md
+    # and a plot of the judge's win rates beside report.md and in the MLflow run, as on the
+    # embedded world
+    run_id = first["run"]["mlflow_run_id"]
+    assert "![win_rate_vs_sft](win_rate_vs_sft.png)" in report_md
+    assert (root / "reports" / run_id / "win_rate_vs_sft.png").read_bytes().startswith(b"\x89PNG")
+    logged = {a.path for a in client.list_artifacts(run_id, "report")}
+    assert "report/win_rate_vs_sft.png" in logged
     if not first["judge"]["trustworthy"]:
         assert not gate["promote"]
         assert gate["reason"] == f"no automatic promotion: {first['judge']['trust_reason']}"
