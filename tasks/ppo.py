@@ -28,7 +28,7 @@ from instructflow.models.reward_model import reward_model_from_causal_lm
 from instructflow.models.runtime import PeakMemory
 from instructflow.tasks import interrupts, launch, tracking
 from instructflow.tasks.ppo_config import PPOStageConfig, trainer_hyper
-from instructflow.tasks.ppo_plot import plot_curve
+from instructflow.tasks.ppo_plot import curve_title, plot_curve
 from instructflow.tasks.ppo_resume import find_resume, read_resume, write_resume
 from instructflow.tasks.ppo_selection import new_history, record_evaluation
 from instructflow.tasks.progress import Progress
@@ -238,7 +238,7 @@ def run_ppo(
         "summary": summary,
     }
     (out_dir / CURVE_JSON).write_text(json.dumps(curve, indent=2))
-    plot_curve(points, chosen, out_dir / CURVE_PNG, f"{stage_name}: proxy vs gold reward")
+    plot_curve(points, chosen, out_dir / CURVE_PNG, curve_title(stage_name, points))
     return {f"{stage_name}/{k}": float(v) for k, v in summary.items()}
 
 

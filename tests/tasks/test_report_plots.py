@@ -9,7 +9,7 @@ import pytest
 from matplotlib.text import Text
 
 from instructflow.tasks import plots
-from instructflow.tasks.ppo_plot import curve_figure, plot_curve
+from instructflow.tasks.ppo_plot import curve_figure, curve_title, plot_curve
 
 FAMILIES = ["brainstorm", "classify", "closed_qa", "extract"]
 
@@ -211,6 +211,14 @@ def test_a_dataset_run_without_judge_verdicts_has_no_plot(tmp_path):
 def test_the_embedded_worlds_win_rate_plot_is_still_the_labelers(policies):
     ax = plots.win_rate_figure(policies).axes[0]
     assert ax.get_title() == "Preferred over SFT by held-out labelers (test users, 95% CI)"
+
+
+def test_a_dataset_runs_curve_title_promises_no_gold():
+    points = [p | {"gold": float("nan"), "gold_se": float("nan")} for p in _curve()]
+    assert curve_title("ppo", _curve()) == "ppo: proxy vs gold reward"
+    assert curve_title("ppo", points) == (
+        "ppo: proxy (RM) reward against KL (no gold score on a dataset)"
+    )
 
 
 def test_a_dataset_run_without_gold_has_no_empty_gold_axis():
