@@ -69,7 +69,8 @@ def evidence_markdown(
     the report's evaluation rows.
     """
     row, sft = policies[candidate], policies.get("sft", {})
-    win, public, rival = gate["win_rate"], gate["public_suite"], gate["incumbent"]
+    win, rival = gate["win_rate"], gate["incumbent"]
+    public = gate.get("public_suite") or {}  # a dataset run's gate has none
     verdict = "passed" if gate["promote"] else "did not pass"
     # A dataset run plays SFT on the evaluation's prompts, judged by its held-out judge.
     played = f"head to head, {gate['prompts']} prompts" if gate["prompts"] else "evaluation"
@@ -85,7 +86,7 @@ def evidence_markdown(
         f"| win rate vs {rival} ({played}) | {_ci(win)} | 0.5 |",
         f"| win rate vs SFT (evaluation) | {_ci(row.get('win_rate_vs_sft'))} | 0.5 |",
     ]
-    if public["challenger"] is not None:  # a dataset has no public suite
+    if public.get("challenger") is not None:  # older dataset runs wrote null figures
         lines.append(
             f"| public-suite accuracy | {_num(public['challenger'])} | "
             f"{_num(public['incumbent'])} ({rival}) |"

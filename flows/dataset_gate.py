@@ -156,14 +156,14 @@ def _gate_block(cfg, decision, effect, win, accuracy, candidate, client, policy_
         "model_name": policy_name,
         "candidate": candidate,
         "auto_promote": cfg.auto_promote,
-        "public_suite_margin": cfg.public_suite_margin,
         "incumbent": decision.incumbent,
         "note": None,
         "evidence": JUDGE_EVIDENCE,
         "judge_accuracy_heldout_pairs": accuracy,
         "prompts": None,  # against SFT: the evaluation's test prompts
+        # No `public_suite` (nor its margin): a dataset has none to hold the candidate to,
+        # and null figures would read like a suite that was run and measured nothing.
         "win_rate": win,
-        "public_suite": {"challenger": None, "incumbent": None},  # no public suite to hold it to
         "promote": decision.promote,
         "promoted": effect.promote,
         "require_approval": cfg.require_approval,

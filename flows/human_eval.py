@@ -86,12 +86,12 @@ def _regate(client: MlflowClient, gate: dict, labels: dict, key: dict) -> dict:
     rival = gate["incumbent"] if gate["incumbent"] in policies else "sft"
     wins = human_eval.pairwise_wins(labels, key, gate["candidate"], rival)
     win = mean_with_ci(wins)
-    public = gate["public_suite"]
+    public = gate.get("public_suite") or {}  # a dataset run's gate has no public suite
     decision = decide(
         win["mean"],
         tuple(win["ci95"]),
-        public["challenger"],
-        public["incumbent"],
+        public.get("challenger"),
+        public.get("incumbent"),
         gate.get("public_suite_margin", 0.02),
         rival,
         gate.get("win_margin", 0.0),

@@ -30,6 +30,7 @@ from instructflow.tasks import (
     judge,
     judge_trust,
     own_evaluation,
+    plots,
     ppo_selection,
     provenance,
     report,
@@ -241,11 +242,14 @@ def run(
             },
         }
     )
+    # No simulated labelers on a dataset: an empty block would read like a measurement of none.
+    del result["labelers"]
     # Where it was made: machine, software, threads, processes, seed, commit.
     result["provenance"] = provenance.collect(params.seed, processes=params.processes)
     result["dataset"] = summary
     result["skipped"] = skipped
-    result["judge"] = judge_trust.report_block(judged["metrics"], None)
+    floor = params.stage("gate").judge_accuracy_floor  # the gate's: one verdict on the judge
+    result["judge"] = judge_trust.report_block(judged["metrics"], None, floor)
     tracking.log_metrics(judge_trust.parent_metrics(result["judge"]))
     result["reward_model"] = {k.split("/", 1)[1]: v for k, v in rm["metrics"].items()}
     result["policies"] = evaluated["rows"]
@@ -285,15 +289,22 @@ def run(
 
     result["status"] = "completed"
     run_status.at_stage("report")
-    markdown = report.to_markdown(result, mlflow_url=mlflow_url) + dataset_markdown(result)
+    # The evaluation's plots beside report.md, the win rates' with the gate's candidate marked,
+    # as on the embedded world (flows/pipeline.py's _publish).
+    plotted = [Path(evaluated["dir"]) / f for f in evaluated.get("plots", [])]
+    names = [str(f) for f in plots.for_report(plotted, candidate, reports_dir() / parent_id)]
+    markdown = report.to_markdown(result, mlflow_url, names) + dataset_markdown(result)
     run_dir = report.write_report(result, reports_dir(), markdown)
     report.publish_latest(
         run_dir, reports_dir()
     )  # the run is complete: nothing after this fails it
     mlflow.log_artifacts(str(run_dir), artifact_path="report")
     mlflow.set_tag("mlflow.note.content", report.run_summary(result))  # the run's Overview
+    images = report.mlflow_artifact_urls(mlflow_url, "report")  # Prefect cannot resolve names
     create_markdown_artifact(
-        markdown=markdown, key="rlhf-report", description=f"instructflow run {parent_id}"
+        markdown=report.to_markdown(result, mlflow_url, names, images) + dataset_markdown(result),
+        key="rlhf-report",
+        description=f"instructflow run {parent_id}",
     )
     logger.info("report: %s", reports_dir() / "latest" / "report.json")
     return result

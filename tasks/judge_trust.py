@@ -28,6 +28,33 @@ def wilson_lower(share: float, n: int, z: float = 1.96) -> float:
     return (centre - half) / (1 + spread)
 
 
+def wilson_upper(share: float, n: int, z: float = 1.96) -> float:
+    """Upper end of the Wilson score interval: the lower end of the failures' share, mirrored."""
+    return 1.0 - wilson_lower(1.0 - share, n, z)
+
+
+def pairs_to_beat_chance(accuracy: float, z: float = 1.96) -> int | None:
+    """Fewest held-out pairs on which a judge of this accuracy has its Wilson 95% interval
+    wholly above 0.5 (the rule of judge_is_trustworthy); None at or below chance, where no
+    number of pairs will do.
+
+    The Wilson interval holds the shares p0 with |p - p0| <= z * sqrt(p0 (1 - p0) / n), so
+    its lower end passes 0.5 exactly when p - 0.5 > z * sqrt(0.25 / n) (the normal
+    approximation of the binomial at chance): n > (z / (2 (p - 0.5)))^2.
+    """
+    if accuracy is None or not accuracy > 0.5:
+        return None
+    return math.floor((z / (2 * (accuracy - 0.5))) ** 2) + 1
+
+
+def _pairs_needed(accuracy: float, pairs: int, at: str) -> str:
+    """How many held-out pairs tell a judge of `accuracy` (`at`: how to name it) from chance."""
+    needed = pairs_to_beat_chance(accuracy)
+    if needed is None:
+        return f"a judge at {at} is told from chance on no number of held-out pairs"
+    return f"a judge at {at} is told from chance on at least {needed} held-out pairs, there were {pairs}"
+
+
 def judge_is_trustworthy(
     accuracy: float, pairs: int, floor: float = ACCURACY_FLOOR
 ) -> tuple[bool, str]:
@@ -35,18 +62,24 @@ def judge_is_trustworthy(
 
     Its accuracy on held-out pairs must reach `floor` and be better than chance beyond
     doubt: on few pairs a lucky judge passes the floor (5 of 8 is 0.625), so the lower
-    end of the accuracy's 95% interval must be above 0.5 too.
+    end of the accuracy's 95% interval must be above 0.5 too. A refusal says what was
+    measured (accuracy, its interval, on how many pairs) and how many pairs would do.
     """
     if accuracy is None or math.isnan(accuracy) or pairs <= 0:
         return False, "held-out judge untested: no held-out pairs were left to measure it on"
-    on = f"accuracy {accuracy:.3f} on {pairs} held-out pairs"
-    if accuracy < floor:
-        return False, f"held-out judge too weak: {on} < floor {floor:.2f}"
     lower = wilson_lower(accuracy, pairs)
+    on = f"accuracy {accuracy:.3f} on {pairs} held-out pairs"
+    interval = f"95% CI {lower:.3f}-{wilson_upper(accuracy, pairs):.3f}"
+    if accuracy < floor:
+        return False, (
+            f"held-out judge too weak: {on} ({interval}) < floor {floor:.2f}; "
+            + _pairs_needed(floor, pairs, f"the floor ({floor:.2f})")
+        )
     if lower <= 0.5:
         return False, (
             f"held-out judge not shown better than chance: {on}, "
-            f"95% CI lower end {lower:.3f} <= 0.5 (too few pairs)"
+            f"95% CI lower end {lower:.3f} <= 0.5 (too few pairs: "
+            f"{_pairs_needed(accuracy, pairs, f'{accuracy:.3f}')})"
         )
     return True, f"held-out judge {on} >= floor {floor:.2f} (95% CI lower end {lower:.3f})"
 
@@ -104,10 +137,13 @@ def agreement_metrics(block: dict) -> dict[str, float]:
     return out
 
 
-def report_block(metrics: dict[str, float], agreement: dict | None) -> dict:
-    """The report's top-level `judge` block from the judge stage's metrics and the agreement."""
+def report_block(
+    metrics: dict[str, float], agreement: dict | None, floor: float = ACCURACY_FLOOR
+) -> dict:
+    """The report's top-level `judge` block from the judge stage's metrics and the agreement;
+    `floor`: the gate's judge_accuracy_floor (the report judges the judge as the gate does)."""
     accuracy = metrics.get("judge/accuracy_heldout_pairs", float("nan"))
-    trustworthy, reason = judge_is_trustworthy(accuracy, int(metrics["judge/test_pairs"]))
+    trustworthy, reason = judge_is_trustworthy(accuracy, int(metrics["judge/test_pairs"]), floor)
     block = {
         "kind": KIND,
         "training_rows": int(metrics["judge/training_rows"]),

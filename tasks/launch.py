@@ -85,13 +85,16 @@ def run(
     log: Callable[[int, dict[str, float]], None],
     log_prefix: str | None,
     label: str | None = None,
+    console: Callable[[dict[str, float]], dict[str, float] | None] | None = None,
 ) -> Any:
     """`fn(**kwargs, log=log)` here (one process), or rank 0's result of it under N processes.
 
     In the launched processes `log` is rebuilt as an MLflow logger of the
     active run (keys prefixed with `log_prefix`) in rank 0, and as nothing
     elsewhere: the run and its parent stay the task's. `label` names the
-    stage in the console lines (default: the prefix).
+    stage in the console lines (default: the prefix); `console` (a module-level
+    function: it travels pickled) picks a line's figures from a log call's
+    metrics, None for no line, as `log` does here (default: every figure).
     """
     if processes < 1:
         raise ValueError(f"processes must be >= 1, got {processes}")
@@ -109,6 +112,7 @@ def run(
         "tracking_uri": tracking.tracking_uri(),
         "log_prefix": log_prefix,
         "label": label or log_prefix or "stage",
+        "console": console,
     }
     (folder / SPEC).write_bytes(pickle.dumps(spec))
     if processes == 1:

@@ -27,6 +27,7 @@ def _logger(spec: dict):
     prefix = spec["log_prefix"]
 
     progress = Progress(spec["label"])
+    console = spec.get("console") or (lambda metrics: metrics)
 
     def log(
         step: int, metrics: dict[str, float], total: int | None = None, unit: str = "step"
@@ -38,7 +39,8 @@ def _logger(spec: dict):
             client.log_batch(
                 spec["run_id"], metrics=[Metric(k, v, stamp, step) for k, v in clean.items()]
             )
-        print(progress.line(step, metrics, total, unit), flush=True)
+        if (shown := console(metrics)) is not None:
+            print(progress.line(step, shown, total, unit), flush=True)
 
     return log
 

@@ -10,7 +10,8 @@ Win rates against SFT come from a judge: a reward model trained only on
 held-out preferences (the test split), never on what the training RM saw.
 The judge is instructflow.tasks.judge's (`judge_dir`, the judge stage's folder); without
 one the report says `win_rate_vs_sft: null` and why, rather than letting the
-training RM grade its own policy.
+training RM grade its own policy. Its win rates are plotted as the embedded
+world's labelers' are (instructflow.tasks.plots.judged_plots).
 
 Every policy is prompted with the test prompts as rendered (a conversation
 through the base model's chat template); a response row of a conversation's
@@ -33,6 +34,8 @@ from instructflow.models.reward_model import reward_model_from_causal_lm
 from instructflow.tasks.conversations import READABLE_PROMPTS
 from instructflow.tasks.eval_scoring import rm_scores
 from instructflow.tasks.evaluation import (
+    CANDIDATES,
+    PLOTS,
     EvalConfig,
     Policy,
     flat_metrics,
@@ -41,6 +44,7 @@ from instructflow.tasks.evaluation import (
     stop_point,
 )
 from instructflow.tasks.judge import HeldOutJudge
+from instructflow.tasks.plots import judged_plots
 from instructflow.tasks.stage import (
     import_closure_digest,
     prefect_options,
@@ -178,5 +182,8 @@ def evaluation_task(
         (out / "policies.json").write_text(json.dumps(rows, indent=2))
         for name, items in raw.items():
             write_jsonl(out / "responses" / f"{name}.jsonl", items)
+        # Drawn here, as on the embedded world, so that a cached evaluation brings them along.
+        drawn = judged_plots(rows, out / PLOTS, CANDIDATES)
         mlflow.log_artifacts(str(out), artifact_path="evaluation")
-        return stage.done(flat_metrics(rows), rows=rows, dir=str(out))
+        plots = [str(f.relative_to(out)) for f in drawn]
+        return stage.done(flat_metrics(rows), rows=rows, plots=plots, dir=str(out))

@@ -37,9 +37,16 @@ def _save(fig: Figure, path: Path) -> Path:
     return path
 
 
-def win_rate_figure(policies: dict, candidate: str | None = None) -> Figure:
+LABELERS = "held-out labelers"
+JUDGE = "the held-out judge"
+
+
+def win_rate_figure(
+    policies: dict, candidate: str | None = None, judged_by: str = LABELERS
+) -> Figure:
     """Win rate against SFT with 95% CI bars, the paper's headline figure; the candidate the
-    promotion gate judged is hatched, in its own colour, with a bold tick label."""
+    promotion gate judged is hatched, in its own colour, with a bold tick label. `judged_by`
+    names who judged (on a user's dataset: JUDGE, a reward model on held-out preferences)."""
     names = _ordered(policies)
     means = np.array([policies[n]["win_rate_vs_sft"]["mean"] for n in names])
     lo = np.array([policies[n]["win_rate_vs_sft"]["ci95"][0] for n in names])
@@ -71,13 +78,15 @@ def win_rate_figure(policies: dict, candidate: str | None = None) -> Figure:
     ax.set_xlabel("policy")
     ax.set_ylabel("win rate vs SFT (share of comparisons)")
     ax.set_ylim(0, 1)
-    ax.set_title("Preferred over SFT by held-out labelers (test users, 95% CI)")
+    ax.set_title(f"Preferred over SFT by {judged_by} (test users, 95% CI)")
     ax.legend(handles=handles, loc="upper left", bbox_to_anchor=(1.01, 1), fontsize=8)
     return fig
 
 
-def win_rate_plot(policies: dict, path: Path, candidate: str | None = None) -> Path:
-    return _save(win_rate_figure(policies, candidate), path)
+def win_rate_plot(
+    policies: dict, path: Path, candidate: str | None = None, judged_by: str = LABELERS
+) -> Path:
+    return _save(win_rate_figure(policies, candidate, judged_by), path)
 
 
 def family_heatmap_figure(policies: dict) -> Figure:
@@ -184,6 +193,23 @@ def report_plots(
         family_heatmap(policies, folder / "per_family_gold.png"),
         score_vs_kl_plot(policies, folder / "score_vs_kl.png"),
     ]
+
+
+def judged_plots(policies: dict, folder: Path, candidates: tuple[str, ...]) -> list[Path]:
+    """The plots of a run on a user's dataset, drawn into `folder`: the held-out judge's win
+    rates against SFT, one per possible candidate as report_plots draws them (for_report
+    takes the gate's). None without the judge's verdicts; no gold score, so no per-family
+    or score-against-KL plot (a proxy RM score alone is not evidence of quality)."""
+    judged = {n: row for n, row in policies.items() if row.get("win_rate_vs_sft")}
+    if not judged:
+        return []
+    folder.mkdir(parents=True, exist_ok=True)
+    stem = WIN_RATE.removesuffix(".png")
+    return [
+        win_rate_plot(judged, folder / f"{stem}-{name}.png", name, JUDGE)
+        for name in candidates
+        if name in judged
+    ] or [win_rate_plot(judged, folder / WIN_RATE, None, JUDGE)]
 
 
 def for_report(figures: list[Path], candidate: str | None, folder: Path) -> list[Path]:

@@ -28,7 +28,7 @@ from instructflow.models.reward_model import reward_model_from_causal_lm
 from instructflow.models.runtime import PeakMemory
 from instructflow.tasks import interrupts, launch, tracking
 from instructflow.tasks.ppo_config import PPOStageConfig, trainer_hyper
-from instructflow.tasks.ppo_plot import plot_curve
+from instructflow.tasks.ppo_plot import curve_title, plot_curve
 from instructflow.tasks.ppo_resume import find_resume, read_resume, write_resume
 from instructflow.tasks.ppo_selection import new_history, record_evaluation
 from instructflow.tasks.progress import Progress
@@ -216,7 +216,8 @@ def run_ppo(
         "chosen_kl": points[chosen]["kl"],
         "chosen_gold": points[chosen]["gold"],
         "peak_gold": peak,
-        "peak_gold_iteration": peak_point["iteration"],
+        # No gold on a user's dataset: no peak either (NaN is not logged), not iteration 0.
+        "peak_gold_iteration": peak_point["iteration"] if peak == peak else float("nan"),
         "gold_fraction_of_peak": points[chosen]["gold"] / peak if peak > 0 else float("nan"),
         "sft_gold": points[0]["gold"],
         "sft_rm": points[0]["rm"],
@@ -237,14 +238,28 @@ def run_ppo(
         "summary": summary,
     }
     (out_dir / CURVE_JSON).write_text(json.dumps(curve, indent=2))
-    plot_curve(points, chosen, out_dir / CURVE_PNG, f"{stage_name}: proxy vs gold reward")
+    plot_curve(points, chosen, out_dir / CURVE_PNG, curve_title(stage_name, points))
     return {f"{stage_name}/{k}": float(v) for k, v in summary.items()}
+
+
+CONSOLE_KEYS = ("ppo/reward_rm", "ppo/reward_gold", "ppo/kl", "ppo/clipfrac", "ppo/seconds")
+
+
+def console_figures(metrics: dict[str, float]) -> dict[str, float] | None:
+    """The figures of a PPO iteration's console line (None: a validation point, no line).
+
+    No gold on a user's dataset (NaN): left out of the line rather than printed as nan.
+    The same line in this process and in launched ones (instructflow.tasks.launch's
+    `console`), where every key of the trainer's would otherwise be printed.
+    """
+    if "ppo/kl" not in metrics:
+        return None
+    return {k[4:]: metrics[k] for k in CONSOLE_KEYS if k in metrics and metrics[k] == metrics[k]}
 
 
 def _ppo_logger(stage: str):
     """MLflow metrics and a console line per PPO iteration (with its progress)."""
     progress = Progress(stage)
-    shown = ("ppo/reward_rm", "ppo/reward_gold", "ppo/kl", "ppo/clipfrac", "ppo/seconds")
 
     def log(
         step: int, metrics: dict[str, float], total: int | None = None, unit: str = "iteration"
@@ -252,10 +267,8 @@ def _ppo_logger(stage: str):
         # The trainer's metric keys are ppo/... in both stages' MLflow runs (the algorithm's
         # namespace); the console line names the stage, so PPO-ptx's lines say [ppo_ptx].
         tracking.log_step_metrics(metrics, step)
-        if "ppo/kl" in metrics:
-            # No gold on a user's dataset (NaN): left out of the line rather than printed as nan.
-            known = {k[4:]: metrics[k] for k in shown if k in metrics and metrics[k] == metrics[k]}
-            print(progress.line(step, known, total, unit), flush=True)
+        if (shown := console_figures(metrics)) is not None:
+            print(progress.line(step, shown, total, unit), flush=True)
 
     return log
 
@@ -295,6 +308,7 @@ def ppo_task(
             log=_ppo_logger(stage),
             log_prefix=None,  # the trainer's keys are ppo/... already
             label=stage,
+            console=console_figures,
         )
         mlflow.log_artifact(str(out / CURVE_PNG))
         mlflow.log_artifact(str(out / CURVE_JSON))

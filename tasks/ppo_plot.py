@@ -3,6 +3,18 @@
 from pathlib import Path
 
 
+def has_gold(points: list[dict]) -> bool:
+    """Whether any point has a gold score (a user's dataset has none: NaN)."""
+    return any(p.get("gold") is not None and p["gold"] == p["gold"] for p in points)
+
+
+def curve_title(stage_name: str, points: list[dict]) -> str:
+    """The plot's title: what it shows, so that a dataset's plot does not promise gold."""
+    if has_gold(points):
+        return f"{stage_name}: proxy vs gold reward"
+    return f"{stage_name}: proxy (RM) reward against KL (no gold score on a dataset)"
+
+
 def curve_figure(points: list[dict], chosen: int, title: str):
     """RM score and gold score against KL to SFT, the kept checkpoint marked.
 
@@ -23,7 +35,7 @@ def curve_figure(points: list[dict], chosen: int, title: str):
     )
     axes = [ax_rm]
     # A user's dataset has no gold oracle (gold is NaN): no empty gold axis then.
-    if any(p.get("gold") is not None and p["gold"] == p["gold"] for p in points):
+    if has_gold(points):
         ax_gold = ax_rm.twinx()
         ax_gold.errorbar(
             kl,

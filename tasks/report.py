@@ -226,7 +226,7 @@ def to_markdown(
         ]:
             row = report["policies"][name]
             lines.append(f"| {name} | " + " | ".join(_fmt(row.get(c)) for c in columns) + " |")
-    if report["labelers"]:
+    if report.get("labelers"):  # a dataset run has no labelers block
         lines += [
             "",
             f"Labeler pairwise agreement: **{_fmt(report['labelers'].get('pairwise_agreement'))}**",

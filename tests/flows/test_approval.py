@@ -166,12 +166,11 @@ def test_the_answer_reaches_the_registry(prefect_harness, tmp_path, answer, cham
 
 def test_a_dataset_gates_evidence_names_the_judge_and_leaves_out_what_a_dataset_lacks():
     # given a dataset run's gate: SFT played on the evaluation's prompts by the held-out judge,
-    # no public suite, no gold score
-    gate = GATE | {
+    # no public suite (no such field), no gold score
+    gate = {k: v for k, v in GATE.items() if k != "public_suite"} | {
         "incumbent": "sft",
         "prompts": None,
         "evidence": "held-out judge",
-        "public_suite": {"challenger": None, "incumbent": None},
     }
     policies = {"ppo": {"win_rate_vs_sft": {"mean": 0.7, "ci95": [0.6, 0.8]}, "kl_to_sft": 0.5}}
     text = evidence_markdown("instructflow-policy-hh", gate, "ppo", policies, [])

@@ -150,6 +150,26 @@ def test_export_rank_import(finished_run, capsys):
         assert said.startswith(f"instructflow-policy-smoke v{version} is not champion (champion: ")
 
 
+def test_people_decide_a_dataset_runs_gate_which_has_no_public_suite(finished_run):
+    root, run_id = finished_run
+    # given a dataset run's gate: the held-out judge's evidence, no public suite (no field)
+    for folder in (root / "reports" / run_id, root / "reports" / "latest"):
+        path = folder / "report.json"
+        report = json.loads(path.read_text())
+        del report["gate"]["public_suite"], report["gate"]["public_suite_margin"]
+        report["gate"]["evidence"] = "held-out judge"
+        path.write_text(json.dumps(report))
+    # when people rank the run's samples and they are imported
+    assert main(["eval", "export", run_id, "--n", "6"]) == 0
+    filled = root / "reports" / run_id / "human_eval" / "labeling.csv"
+    _rank_first(filled, "ppo_ptx")
+    assert main(["eval", "import", run_id, str(filled)]) == 0
+    # then the gate decided again on their rankings alone, naming no public suite
+    gate = json.loads((root / "reports" / run_id / "report.json").read_text())["gate"]
+    assert gate["evidence"] == "human" and gate["automatic"]["evidence"] == "held-out judge"
+    assert "public suite" not in gate["reason"]
+
+
 def test_a_bad_label_file_is_refused_in_one_message(finished_run, capsys):
     root, run_id = finished_run
     main(["eval", "export", run_id, "--n", "4"])

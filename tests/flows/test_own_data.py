@@ -94,8 +94,10 @@ def test_an_hh_dataset_runs_end_to_end_and_new_comparisons_rerun_only_what_reads
     assert gate["evidence"] == "held-out judge" and gate["candidate"] == "ppo"
     assert gate["win_rate"] == first["policies"]["ppo"]["win_rate_vs_sft"]
     assert challenger.tags["gate_evidence"] == "held-out judge"
-    # and it records no public-suite figures: a dataset run has no public suite
-    assert gate["public_suite"] == {"challenger": None, "incumbent": None}
+    # and it records no public-suite figures nor labelers: a dataset run has neither, and
+    # null or empty fields would read like measurements
+    assert "public_suite" not in gate and "public_suite_margin" not in gate
+    assert "labelers" not in first
     assert not any(tag.startswith("gate_public_suite_") for tag in challenger.tags)
     # and the version carries its lineage and figures, and a model card, as on the world
     assert challenger.tags["base_model"] == str(llama) and challenger.tags["tokenizer_digest"]
@@ -108,6 +110,13 @@ def test_an_hh_dataset_runs_end_to_end_and_new_comparisons_rerun_only_what_reads
     report_md = (root / "reports" / "latest" / "report.md").read_text()
     assert "- played: sft (held-out judge, the evaluation's test prompts)" in report_md
     assert "## Policies (test users, held-out judge; 95% bootstrap CI)" in report_md
+    # and a plot of the judge's win rates beside report.md and in the MLflow run, as on the
+    # embedded world
+    run_id = first["run"]["mlflow_run_id"]
+    assert "![win_rate_vs_sft](win_rate_vs_sft.png)" in report_md
+    assert (root / "reports" / run_id / "win_rate_vs_sft.png").read_bytes().startswith(b"\x89PNG")
+    logged = {a.path for a in client.list_artifacts(run_id, "report")}
+    assert "report/win_rate_vs_sft.png" in logged
     if not first["judge"]["trustworthy"]:
         assert not gate["promote"]
         assert gate["reason"] == f"no automatic promotion: {first['judge']['trust_reason']}"

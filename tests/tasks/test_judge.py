@@ -25,8 +25,10 @@ from instructflow.tasks.judge_trust import (
     agreement_block,
     gold_agreement,
     judge_is_trustworthy,
+    pairs_to_beat_chance,
     report_block,
     wilson_lower,
+    wilson_upper,
 )
 from instructflow.tasks.reward_model import _forward, score_rows
 from instructflow.tasks.tables import write_jsonl
@@ -178,6 +180,54 @@ def test_wilson_lower_end_by_hand():
     assert wilson_lower(0.7, 100) == pytest.approx(0.60415, abs=1e-4)
 
 
+def test_wilson_upper_end_by_hand():
+    # p = 5/8 over 8: centre 0.58445 + half-width 0.27871 (as for the lower end above)
+    assert wilson_upper(0.625, 8) == pytest.approx(0.86316, abs=1e-4)
+    # p = 0 over 10: (0 + 0.19208) / 1.38416 + 1.96 * sqrt(0.0096040) / 1.38416 = 0.27753
+    assert wilson_upper(0.0, 10) == pytest.approx(0.27753, abs=1e-4)
+
+
+def test_pairs_to_tell_a_judge_from_chance_by_hand():
+    # n > (z / (2 (p - 0.5)))^2 with z = 1.96: p = 0.6: (1.96 / 0.2)^2 = 96.04 -> 97 pairs
+    assert pairs_to_beat_chance(0.6) == 97
+    # p = 0.625: (1.96 / 0.25)^2 = 61.47 -> 62; p = 0.75: 3.92^2 = 15.37 -> 16;
+    # p = 0.55: 19.6^2 = 384.16 -> 385
+    assert [pairs_to_beat_chance(p) for p in (0.625, 0.75, 0.55)] == [62, 16, 385]
+    # at or below chance no number of pairs will do
+    assert pairs_to_beat_chance(0.5) is None and pairs_to_beat_chance(0.4) is None
+    # and it is the trust rule's own bound: the Wilson lower end passes 0.5 there, not before
+    for p in (0.6, 0.625, 0.75, 0.55):
+        n = pairs_to_beat_chance(p)
+        assert wilson_lower(p, n) > 0.5 >= wilson_lower(p, n - 1)
+
+
+def test_a_weak_judge_says_what_was_measured_and_how_many_pairs_would_do():
+    # given a judge at 7 of 15 held-out pairs (a few hundred preference rows; own-data trial)
+    ok, reason = judge_is_trustworthy(7 / 15, 15)
+    # then the reason gives its accuracy, its interval, the pairs, and the pairs a judge at
+    # the floor needs to be told from chance: 7/15 -> Wilson (0.248, 0.699); 0.6 -> 97 pairs
+    assert not ok
+    assert reason == (
+        "held-out judge too weak: accuracy 0.467 on 15 held-out pairs (95% CI 0.248-0.699) "
+        "< floor 0.60; a judge at the floor (0.60) is told from chance on at least 97 "
+        "held-out pairs, there were 15"
+    )
+    # and a floor set higher asks for fewer pairs (0.75: 16) but is judged the same way
+    assert judge_is_trustworthy(0.7, 400, floor=0.75)[1].endswith(
+        "a judge at the floor (0.75) is told from chance on at least 16 held-out pairs, "
+        "there were 400"
+    )
+
+
+def test_the_report_judges_the_judge_at_the_gates_floor():
+    metrics = {"judge/training_rows": 50.0, "judge/training_pairs": 50.0}
+    metrics |= {"judge/test_pairs": 400.0, "judge/accuracy_heldout_pairs": 0.7}
+    assert report_block(metrics, None)["trustworthy"]
+    # given the gate's judge_accuracy_floor at 0.75, the report says what the gate does
+    block = report_block(metrics, None, floor=0.75)
+    assert not block["trustworthy"] and "< floor 0.75" in block["trust_reason"]
+
+
 def test_a_judge_passing_the_floor_on_few_pairs_is_not_trusted():
     # given 5 of 8 held-out pairs right (0.625 >= the 0.60 floor; found in a trial)
     ok, reason = judge_is_trustworthy(0.625, 8)
@@ -185,7 +235,8 @@ def test_a_judge_passing_the_floor_on_few_pairs_is_not_trusted():
     assert not ok
     assert reason == (
         "held-out judge not shown better than chance: accuracy 0.625 on 8 held-out pairs, "
-        "95% CI lower end 0.306 <= 0.5 (too few pairs)"
+        "95% CI lower end 0.306 <= 0.5 (too few pairs: a judge at 0.625 is told from chance "
+        "on at least 62 held-out pairs, there were 8)"
     )
     # and the same accuracy on 400 pairs is
     assert judge_is_trustworthy(0.625, 400)[0]
@@ -362,7 +413,8 @@ def test_figures_from_an_untrustworthy_judge_carry_a_warning_in_report_md():
     # then the policy table is headed by why its win rates say little, with the pair counts
     assert (
         "> The win rates below are the held-out judge's, which is not to be trusted here: "
-        "held-out judge too weak: accuracy 0.000 on 5 held-out pairs < floor"
+        "held-out judge too weak: accuracy 0.000 on 5 held-out pairs (95% CI 0.000-0.434) "
+        "< floor"
     ) in markdown
     assert "(5 held-out pairs, trained on 12 pairs)" in markdown
     # and it leaves out the columns no policy has a figure in (gold, on a dataset)

@@ -303,6 +303,8 @@ def test_stopping_rule_keeps_sft_when_nothing_beats_it(world, tmp_path: Path, ca
     assert math.isnan(metrics["ppo/chosen_gold"]) and math.isnan(
         metrics["ppo/gold_fraction_of_peak"]
     )
+    # and no gold peak is claimed: NaN (not logged to MLflow), not iteration 0
+    assert math.isnan(metrics["ppo/peak_gold"]) and math.isnan(metrics["ppo/peak_gold_iteration"])
     curve = json.loads((tmp_path / "out" / CURVE_JSON).read_text())
     assert "did not improve" in curve["stop_reason"]
     kept, _ = load_causal_lm(tmp_path / "out" / "model")
@@ -353,4 +355,27 @@ def test_the_iteration_line_leaves_out_a_gold_score_there_is_none_of(monkeypatch
     log(4, metrics | {"ppo/reward_gold": float("nan")})
     assert capsys.readouterr().out == (
         "[ppo] iteration 4: reward_rm=0.5, kl=0.01, clipfrac=0.1, seconds=2\n"
+    )
+
+
+def test_a_launched_ppo_process_prints_the_line_this_process_prints(tmp_path, capsys):
+    # given the spec ppo_task hands to launched processes (--processes N), through its pickle
+    import pickle
+
+    from instructflow.tasks import launch_worker
+    from instructflow.tasks import ppo as ppo_stage
+
+    spec = {"tracking_uri": f"sqlite:///{tmp_path / 'mlflow.db'}", "log_prefix": None}
+    spec |= {"label": "ppo", "run_id": None, "console": ppo_stage.console_figures}
+    log = launch_worker._logger(pickle.loads(pickle.dumps(spec)))
+    # when rank 0 logs a trainer's iteration on a user's dataset (no gold, no ptx: NaN)
+    # and a validation point
+    nan = float("nan")
+    iteration = {"ppo/reward_rm": 0.5, "ppo/score": -0.3, "ppo/kl": 0.01, "ppo/beta": 0.2}
+    iteration |= {"ppo/clipfrac": 0.1, "ppo/ptx_loss": nan, "ppo/seconds": 2.0}
+    log(3, iteration | {"ppo/reward_gold": nan}, 10, "iteration")
+    log(4, {"ppo/valid_rm": 0.02, "ppo/valid_gold": nan, "ppo/valid_kl": 0.0})
+    # then its line is the in-process one: the iteration's figures, no nan, no validation line
+    assert capsys.readouterr().out == (
+        "[ppo] iteration 4/10 (40%): reward_rm=0.5, kl=0.01, clipfrac=0.1, seconds=2\n"
     )

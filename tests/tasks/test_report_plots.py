@@ -9,7 +9,7 @@ import pytest
 from matplotlib.text import Text
 
 from instructflow.tasks import plots
-from instructflow.tasks.ppo_plot import curve_figure, plot_curve
+from instructflow.tasks.ppo_plot import curve_figure, curve_title, plot_curve
 
 FAMILIES = ["brainstorm", "classify", "closed_qa", "extract"]
 
@@ -170,6 +170,55 @@ def test_the_report_gets_its_candidates_win_rate_plot_without_drawing_it_again(p
     report = empty_report({"mlflow_run_id": "r1"})
     run_dir = write_report(report, tmp_path, to_markdown(report), extra_files=figures)
     assert sorted(p.name for p in run_dir.glob("*.png")) == sorted(p.name for p in figures)
+
+
+def _judged(win: float, kl: float) -> dict:
+    """An evaluation row of a dataset run: the judge's win rate, no gold, no families."""
+    return {
+        "gold_score": None,
+        "win_rate_vs_sft": {"mean": win, "ci95": [win - 0.1, win + 0.1]},
+        "likert": None,
+        "rm_score": {"mean": 0.05},
+        "kl_to_sft": kl,
+        "response_length": 2.0,
+        "pretrain_perplexity": None,
+    }
+
+
+def test_a_dataset_run_plots_the_judges_win_rates_one_per_candidate(tmp_path):
+    # given a dataset run's evaluation rows (no gold; the held-out judge's win rates)
+    rows = {"base": _judged(0.56, 0.09), "sft": _judged(0.48, 0.0), "ppo": _judged(0.56, 0.01)}
+    # when its plots are drawn
+    drawn = plots.judged_plots(rows, tmp_path / "eval", ("ppo_ptx", "ppo", "sft"))
+    # then each possible candidate has its win-rate plot, and nothing needing gold is drawn
+    assert [p.name for p in drawn] == ["win_rate_vs_sft-ppo.png", "win_rate_vs_sft-sft.png"]
+    assert all(p.read_bytes().startswith(b"\x89PNG") for p in drawn)
+    # and the plot says who judged: the held-out judge, not labelers a dataset does not have
+    ax = plots.win_rate_figure(rows, "ppo", plots.JUDGE).axes[0]
+    assert ax.get_title() == "Preferred over SFT by the held-out judge (test users, 95% CI)"
+    _labelled(ax)
+    # and the report takes the gate's candidate's, as on the embedded world
+    assert [p.name for p in plots.for_report(drawn, "ppo", tmp_path / "r")] == [
+        "win_rate_vs_sft.png"
+    ]
+
+
+def test_a_dataset_run_without_judge_verdicts_has_no_plot(tmp_path):
+    rows = {"sft": _judged(0.5, 0.0) | {"win_rate_vs_sft": None}}
+    assert plots.judged_plots(rows, tmp_path / "eval", ("ppo", "sft")) == []
+
+
+def test_the_embedded_worlds_win_rate_plot_is_still_the_labelers(policies):
+    ax = plots.win_rate_figure(policies).axes[0]
+    assert ax.get_title() == "Preferred over SFT by held-out labelers (test users, 95% CI)"
+
+
+def test_a_dataset_runs_curve_title_promises_no_gold():
+    points = [p | {"gold": float("nan"), "gold_se": float("nan")} for p in _curve()]
+    assert curve_title("ppo", _curve()) == "ppo: proxy vs gold reward"
+    assert curve_title("ppo", points) == (
+        "ppo: proxy (RM) reward against KL (no gold score on a dataset)"
+    )
 
 
 def test_a_dataset_run_without_gold_has_no_empty_gold_axis():
