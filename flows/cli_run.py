@@ -105,13 +105,24 @@ def _cmd_plan(args: argparse.Namespace) -> int:
     from dataclasses import asdict
 
     from instructflow.flows.params_io import build_params, read_params_file
-    from instructflow.flows.plan import make_plan, parse_size, render, runtime_bytes
+    from instructflow.flows.plan import (
+        data_lengths,
+        make_plan,
+        parse_size,
+        render,
+        runtime_bytes,
+    )
 
     overrides = read_params_file(args.params) if args.params else {}
-    for field in ("profile", "base_model", "base_model_revision"):
+    for field in ("profile", "base_model", "base_model_revision", "processes"):
         if getattr(args, field) is not None:
             overrides[field] = getattr(args, field)
-    plan = make_plan(build_params(overrides), args.seq_len, args.prompt_len)
+    params = build_params(overrides)
+    seq_len, prompt_len = args.seq_len, args.prompt_len
+    if args.data:  # the data's longest rows, unless given
+        longest_seq, longest_prompt = data_lengths(params, Path(args.data))
+        seq_len, prompt_len = seq_len or longest_seq, prompt_len or longest_prompt
+    plan = make_plan(params, seq_len, prompt_len)
     runtime = runtime_bytes() if args.runtime else None
     memory = parse_size(args.memory) if args.memory else None
     if args.json:
@@ -271,6 +282,14 @@ def add_commands(sub) -> None:
     plan.add_argument("--params", help="JSON file with PipelineParams fields")
     plan.add_argument("--profile", choices=["smoke", "tiny", "small"])
     plan.add_argument("--memory", help="memory to fit, e.g. 24GiB")
+    plan.add_argument(
+        "--data",
+        help="your dataset folder (as `run --data`): sequence and prompt lengths from its "
+        "longest rows in the base model's tokens, instead of the model's whole context",
+    )
+    plan.add_argument(
+        "--processes", type=int, help="processes per training stage (as `run --processes`)"
+    )
     plan.add_argument("--seq-len", type=int, help="tokens per training sequence (default: context)")
     plan.add_argument(
         "--prompt-len", type=int, help="PPO prompt tokens (default: seq-len - response)"

@@ -77,10 +77,36 @@ def runtime_bytes() -> int:
     return int(out.stdout.strip().splitlines()[-1])
 
 
+def data_lengths(params: PipelineParams, folder: Path) -> tuple[int, int]:
+    """The longest training sequence (a demonstration's or a ranked response's prompt +
+    response + EOS) and the longest prompt of a user's dataset, in the base model's tokens
+    (chat template included), after the run's own handling of too-long rows
+    (`dataset.overlong`): what a run pads its batches to at most, often far below the
+    model's context, which is what the plan assumes without it."""
+    from instructflow.flows.own_data import max_new_tokens
+    from instructflow.tasks.dataset import load_dataset
+    from instructflow.tasks.dataset_stage import length_check
+
+    if not params.base_model:
+        raise ParamsError("plan --data needs the base model the data is for: --base-model DIR")
+    check = length_check(params.base_model, max_new_tokens(params))
+    dataset = load_dataset(folder, params.dataset, check)
+    items = [*dataset.prompts, *dataset.demonstrations, *dataset.preferences]
+    pairs = [check.pair_tokens(i.prompt, r) for i in items for r in i.responses]
+    return max(pairs, default=1), max((check.prompt_tokens(i.prompt) for i in items), default=1)
+
+
+def per_process(batch: int, processes: int) -> int:
+    """Rows of a global batch one of `processes` processes holds (the largest shard)."""
+    return -(-batch // processes)
+
+
 def make_plan(
     params: PipelineParams, seq_len: int | None = None, prompt_len: int | None = None
 ) -> dict:
-    """Per stage, full fine-tuning and LoRA (the stage's own lora settings, else peft defaults)."""
+    """Per stage, full fine-tuning and LoRA (the stage's own lora settings, else peft defaults),
+    for one process of `params.processes`: each holds every weight, gradient and optimizer
+    state, and its shard of each batch."""
     config = model_config(params)
     no_reward_head = reward_head_problem(config)
     if no_reward_head:  # the RM's network cannot be built, so neither can its plan
@@ -89,6 +115,8 @@ def make_plan(
     sft, rm, ppo = params.stage("sft"), params.stage("reward_model"), params.stage("ppo")
     k = params.stage("comparisons").k
     prompt = prompt_len if prompt_len is not None else max(1, seq - ppo.max_new_tokens)
+    n = params.processes
+    rollout = max(ppo.rollout_batch, ppo.eval_prompts or 0, ppo.reference_samples)
     rows = []
     for lora in (False, True):
         spec = {
@@ -108,27 +136,31 @@ def make_plan(
             }
         rows += [
             memory_plan.plan_sft(
-                shapes["sft"], sft.batch_size, seq, lora,
+                shapes["sft"], per_process(sft.batch_size, n), seq, lora,
                 sft.precision != "fp32", sft.gradient_checkpointing,
             ),
             memory_plan.plan_rm(
-                shapes["reward_model"], rm.batch_size, k, seq, lora,
+                shapes["reward_model"], per_process(rm.batch_size, n), k, seq, lora,
                 rm.precision != "fp32", rm.gradient_checkpointing,
             ),
             memory_plan.plan_ppo(
-                shapes["ppo"], max(ppo.rollout_batch, ppo.eval_prompts or 0, ppo.reference_samples),
-                ppo.minibatch_size, prompt, ppo.max_new_tokens, lora, ppo.precision != "fp32",
+                shapes["ppo"], per_process(rollout, n), per_process(ppo.minibatch_size, n),
+                prompt, ppo.max_new_tokens, lora, ppo.precision != "fp32",
             ),
         ]  # fmt: skip
     shape = shapes["sft"]
-    return {"params": shape.params, "seq_len": seq, "prompt_len": prompt, "stages": rows}
+    return {
+        "params": shape.params, "seq_len": seq, "prompt_len": prompt, "processes": n,
+        "stages": rows,
+    }  # fmt: skip
 
 
 def render(plan: dict, memory: int | None, runtime: int | None) -> str:
     mib = 2**20
     lines = [
         f"model: {plan['params'] / 1e6:.2f}M parameters; sequences of {plan['seq_len']} tokens "
-        f"(PPO: {plan['prompt_len']}-token prompts)",
+        f"(PPO: {plan['prompt_len']}-token prompts)"
+        + (f"; per process of {plan['processes']}" if plan.get("processes", 1) > 1 else ""),
         f"{'stage':<13}{'LoRA':<6}{'weights':>10}{'grads':>10}{'optim':>10}"
         f"{'activ.':>10}{'rollout':>10}{'peak':>11}  (MiB)" + ("  fits" if memory else ""),
     ]

@@ -25,13 +25,18 @@ class LengthCheck:
     max_len: int  # the model's context (or a smaller configured maximum)
     max_new_tokens: int  # room a prompt must leave for sampling
 
+    def prompt_tokens(self, prompt: str) -> int:
+        """Tokens of the prompt as sampling continues from it."""
+        return len(encode_prompt(self.tokenizer, format_prompt(prompt)))
+
+    def pair_tokens(self, prompt: str, response: str) -> int:
+        """Tokens of prompt + response + EOS as SFT and the reward model train on them."""
+        return len(encode_pair(self.tokenizer, prompt, response, 10**9)[0])
+
     def need(self, prompt: str, responses: list[str]) -> int:
         """Tokens the row needs: its longest pair, or its prompt plus the sampling room."""
-        prompt_room = (
-            len(encode_prompt(self.tokenizer, format_prompt(prompt))) + self.max_new_tokens
-        )
-        pairs = [len(encode_pair(self.tokenizer, prompt, r, 10**9)[0]) for r in responses]
-        return max([prompt_room, *pairs])
+        prompt_room = self.prompt_tokens(prompt) + self.max_new_tokens
+        return max([prompt_room, *(self.pair_tokens(prompt, r) for r in responses)])
 
     def cut_prompt(self, prompt: str, responses: list[str]) -> str | None:
         """The prompt with its start cut so the row fits, or None when even an empty prompt cannot."""
