@@ -168,6 +168,26 @@ def test_a_result_naming_the_version_that_holds_its_weights_is_not_stale(client,
     assert registry.registry_moved(client, result, (POLICY, RM), dirs) is None
 
 
+def test_a_failed_stage_puts_back_what_it_wrote_to_the_version_it_reused(client, tmp_path):
+    from instructflow.tasks.registry_snapshot import RegistrySnapshot
+
+    # given v1 with its card and a tag, champion
+    _run(client, tmp_path, 1)
+    client.update_model_version(POLICY, "1", description="v1's card")
+    client.set_model_version_tag(POLICY, "1", "gate_promote", "True")
+    before = client.get_model_version(POLICY, "1")
+    snapshot = RegistrySnapshot.take(client, [POLICY, RM])
+    # when a later stage reuses v1 for the same weights and writes to it before failing
+    _run(client, tmp_path, 2)
+    client.set_model_version_tag(POLICY, "1", "gate_promote", "False")
+    client.set_model_version_tag(POLICY, "1", "gate_reason", "a later run's")
+    client.update_model_version(POLICY, "1", description="a later run's card")
+    snapshot.restore(client)
+    # then v1's tags and card are what they were
+    after = client.get_model_version(POLICY, "1")
+    assert after.tags == before.tags and after.description == "v1's card"
+
+
 def test_the_report_and_the_card_say_which_version_holds_the_weights(tmp_path):
     from instructflow.tasks.model_card import model_card
     from instructflow.tasks.report import run_summary
