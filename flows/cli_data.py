@@ -86,7 +86,7 @@ def _own_data_hint(path: Path) -> str:
 def _validate_dataset(folder: Path, base_model: str | None = None) -> int:
     """Every check of a user's dataset; with `base_model`, rendered and length-checked as a run
     with default settings does (without, its chat template and context are not known: prompts
-    are plain text, which also moves rows between splits). Raises TableError listing every problem."""
+    are plain text, and no row is too long). Raises TableError listing every problem."""
     from instructflow.tasks.dataset import load_dataset
     from instructflow.tasks.dataset_names import notes
 
@@ -119,8 +119,8 @@ def _validate_dataset(folder: Path, base_model: str | None = None) -> int:
     else:
         print(
             f"{folder}: valid (row lengths and the chat template are checked against the base"
-            " model when a run starts; it renders prompts with the model's chat template, which"
-            " can put rows in other splits: --base-model DIR checks as the run does)"
+            " model when a run starts; it renders prompts with the model's chat template and"
+            " checks rows against its context: --base-model DIR checks as the run does)"
         )
     return 0
 

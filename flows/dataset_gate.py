@@ -1,8 +1,9 @@
 """A dataset run's registry stage: the candidate plays its rival, judged by the held-out judge, then is registered.
 
 The rival is the champion of the dataset's registered model (SFT while there is
-none); the gate acts on the judge's win rate only when the judge itself is
-trustworthy (tasks/judge_trust.py), and with `gate.require_approval` a passed
+none, or when the champion holds the candidate's very weights); the gate acts on
+the judge's win rate only when the judge itself is trustworthy
+(tasks/judge_trust.py), and with `gate.require_approval` a passed
 gate waits for a person (flows/approval.py, in the calling flow). One gate at a
 time (the registry's slot), and registry writes are undone if one fails.
 `instructflow eval import` later replaces the judge's verdict with people's.
@@ -116,12 +117,14 @@ def register_and_gate(params: PipelineParams, result: dict, inputs: GateInputs) 
     rm_metrics = {k: round(v, 4) for k, v in result.get("reward_model", {}).items()}
     # One gate at a time, as on the world: two runs never both judge against one champion.
     with tracking.stage_run("registry", result["run"]["mlflow_run_id"]), registry_slot():
-        champion = registry.champion_version(client, policy_name)
+        # none when the champion holds these very weights: it would play itself
+        champion = registry.rival_champion(client, inputs.policy_dir, policy_name)
         incumbent, win, prompts = _rival(params, inputs, result, policy_name, champion)
         elsewhere = _champion_from_elsewhere(client, policy_name, champion, lineage["data_dir"])
         accuracy = result["judge"]["accuracy_heldout_pairs"]
         decision = judge_decision(win, accuracy, result["judge"]["test_pairs"], cfg, incumbent)
         effect = alias_effect(decision.promote, cfg.auto_promote, cfg.require_approval)
+        held = registry.registered_version(client, policy_name, inputs.policy_dir)
         snapshot = RegistrySnapshot.take(client, [policy_name, rm_name])
         try:
             version, rm_version = registry.register_candidate(
@@ -139,6 +142,7 @@ def register_and_gate(params: PipelineParams, result: dict, inputs: GateInputs) 
             gate = _gate_block(cfg, decision, effect, win, accuracy, candidate, client, policy_name)
             gate |= {"prompts": prompts, "note": elsewhere}
             gate |= {"policy_version": version, "reward_model_version": rm_version}
+            gate |= registry.registered_block(policy_name, held, inputs.policy_dir)
             if inputs.candidate_note:
                 gate["candidate_note"] = inputs.candidate_note
             card = model_card(policy_name, version, lineage, policy_metrics, gate)

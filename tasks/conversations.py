@@ -164,6 +164,27 @@ def shared_prompt(
     return prefix
 
 
+SPLIT_ROLES = ("system", "user")  # the turns a prompt's split key is made of
+
+
+def split_key(prompt: str | list[dict[str, str]]) -> str:
+    """What a prompt's split is drawn from: its content before any rendering, so that it
+    lands on one side of the split whichever table and form it comes in.
+
+    The contents of its system and user turns, each with its whitespace collapsed to single
+    spaces, joined by blank lines (which no collapsed content holds); assistant turns are
+    left out. Text is one user turn, unless it is HH-RLHF text, whose turns are read. So
+    "Say hi." as text, as [{"role": "user", "content": "Say  hi. "}] (rendered through a
+    chat template or not) and as "\n\nHuman: Say hi.\n\nAssistant:" share one key. A
+    one-turn prompt's key is its text: a text prompt keeps the split it had when splits
+    were drawn from the text as given (unless its whitespace was irregular).
+    """
+    messages = as_messages(prompt) if isinstance(prompt, str) else prompt
+    if messages is None:
+        messages = [{"role": "user", "content": prompt}]
+    return "\n\n".join(" ".join(m["content"].split()) for m in messages if m["role"] in SPLIT_ROLES)
+
+
 def render(messages: list[dict[str, str]], tokenizer: Any = None) -> str:
     """The prompt text of the turns before a response.
 
@@ -255,7 +276,6 @@ class PromptRenderer:
             return []
         return [
             f"prompts are rendered two ways, {how}: the policy is trained on one format and"
-            " sampled and judged on the other, and a prompt's split is drawn from its rendered"
-            " text, so one prompt can fall in different splits in different tables (give every"
-            " table conversations, or every table text)"
+            " sampled and judged on the other (give every table conversations, or every table"
+            " text)"
         ]

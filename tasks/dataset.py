@@ -36,6 +36,7 @@ from instructflow.tasks.conversations import (
     drop_message_extras,
     readable,
     shared_prompt,
+    split_key,
 )
 from instructflow.tasks.dataset_files import find_tables, read_rows, unread_files
 from instructflow.tasks.dataset_names import meant_columns, naming_warnings, nearest
@@ -87,6 +88,9 @@ class Item:
     # A conversation's prompt as people read it (conversations.readable: no template markup);
     # None when the row gave the prompt as text, which people read as the model does.
     readable_prompt: str | None = None
+    # What its split is drawn from without user ids: the prompt before rendering or cutting
+    # (conversations.split_key), so one prompt is on one side in every table and form.
+    split_key: str = ""
 
 
 @dataclass
@@ -178,6 +182,7 @@ def _item(
     """The row as an Item; `messages`: the conversation turns `prompt` was rendered from."""
     return Item(
         readable_prompt=readable(messages) if messages is not None else None,
+        split_key=split_key(messages if messages is not None else prompt),
         response_field=where,
         prompt_field=prompt_where,
         file=str(path),
@@ -378,7 +383,7 @@ def _split(
     summary["split_rule"] = rule
 
     def key(item: Item) -> str:
-        return item.user_id if rule == "user_id" else item.prompt
+        return item.user_id if rule == "user_id" else item.split_key
 
     keyed = [splits.Keyed(i.file, i.row, key(i), i.stated_split) for i in items]
     stated, problems = splits.stated_splits(keyed, rule)

@@ -94,6 +94,8 @@ def model_card(
         lines.append(f"- policy: `{gate['candidate']}` (the run's candidate)")
     if gate.get("candidate_note"):
         lines.append(f"- note: {gate['candidate_note']}")
+    if gate.get("note_registered"):  # the card now tells of the latest run with these weights
+        lines.append(f"- registered: {gate['note_registered']}")
     lines += lineage_lines(lineage)
     lines += ["", "## Evaluation (test users)", ""]
     lines += [f"- {key}: {_fmt(value)}" for key, value in sorted(metrics.items())]

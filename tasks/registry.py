@@ -43,44 +43,33 @@ from instructflow.tasks.registry_config import POLICY_MODEL
 from instructflow.tasks.registry_flavors import LOGGERS
 from instructflow.tasks.registry_lookup import alias_version, champion_version, find_version
 from instructflow.tasks.registry_snapshot import RegistrySnapshot
+from instructflow.tasks.registry_weights import (
+    registered_version,
+    reuse_note,
+    weight_tags,
+    weights_digest,
+)
 from instructflow.tasks.stage import import_closure_digest, mark_done, prefect_options
-
-# Tag on every registered version: the stage output folder its checkpoint came from.
-CHECKPOINT_TAG = "checkpoint_key"
 
 
 def _tag_values(tags: dict) -> dict[str, str]:
     return {k: str(v) for k, v in tags.items() if v is not None}
 
 
-def checkpoint_key(model_dir: str) -> str:
-    """What identifies a checkpoint across runs: its stage's output folder, named by the stage's cache key."""
-    return Path(model_dir).parent.name
-
-
-def version_of_checkpoint(client: MlflowClient, name: str, key: str) -> str | None:
-    """The version already registered from the checkpoint with this key, if any."""
-    for version in client.search_model_versions(f"name = '{name}'"):
-        if version.tags.get(CHECKPOINT_TAG) == key:
-            return str(version.version)
-    return None
-
-
 def rival_champion(client: MlflowClient, policy_dir: str, name: str = POLICY_MODEL) -> str | None:
     """The champion version this checkpoint must beat; None (the bar is SFT) with no
-    champion, or when the champion is this very checkpoint."""
+    champion, or when the champion holds this checkpoint's weights (from whichever run)."""
     champion = champion_version(client, name)
     if champion is None:
         return None
-    tags = client.get_model_version(name, champion).tags
-    return None if tags.get(CHECKPOINT_TAG) == checkpoint_key(policy_dir) else champion
+    return None if registered_version(client, name, policy_dir) == champion else champion
 
 
 def gate_opponent(client: MlflowClient, policy_dir: str, name: str = POLICY_MODEL) -> str:
     """Whom the gate will judge this checkpoint against: part of the registry stage's cache key.
 
-    A champion that moved to another checkpoint since the stage last ran makes
-    its cached decision stale; the checkpoint itself as champion does not.
+    A champion that moved to other weights since the stage last ran makes its
+    cached decision stale; these weights as champion do not.
     """
     champion = rival_champion(client, policy_dir, name)
     return f"{name} champion v{champion}" if champion else f"{name} sft"
@@ -98,7 +87,7 @@ def registry_moved(
     """
     reported = (result["policy_version"], result["reward_model_version"])
     for name, model_dir, version in zip(names, dirs, reported, strict=True):
-        if version_of_checkpoint(client, name, checkpoint_key(model_dir)) != version:
+        if registered_version(client, name, model_dir) != version:
             return f"{name} v{version} (this run's checkpoint) is no longer registered"
     challenger = alias_version(client, names[0], "challenger")
     if challenger != reported[0]:
@@ -112,16 +101,16 @@ def register(
     """Register the HF checkpoint (`kind` policy or reward_model, logged in the active run);
     return the version.
 
-    A checkpoint registered before (by an earlier run) keeps its version and
-    lineage: registering again would only make a duplicate.
+    Weights a version already holds (an earlier run's, registered from any
+    folder) keep that version and its lineage: registering again would only make
+    a duplicate. A new version is tagged with its weights' digest.
     """
-    key = checkpoint_key(model_dir)
-    existing = version_of_checkpoint(MlflowClient(), name, key)
+    existing = registered_version(MlflowClient(), name, model_dir)
     if existing is not None:
         return existing
     info = LOGGERS[kind](model_dir, name)
     version = mlflow.register_model(
-        info.model_uri, name, tags=_tag_values(tags | {CHECKPOINT_TAG: key})
+        info.model_uri, name, tags=_tag_values(tags | weight_tags(model_dir))
     )
     if description:
         MlflowClient().update_model_version(name, version.version, description=description)
@@ -140,7 +129,7 @@ def register_candidate(
     `names` (policy, RM), both tagged with the run's lineage; an RM registered here gets
     its card. Returns the (policy, RM) versions."""
     (name, rm_name), (policy_dir, rm_dir) = names, dirs
-    new_rm = version_of_checkpoint(client, rm_name, checkpoint_key(rm_dir)) is None
+    new_rm = registered_version(client, rm_name, rm_dir) is None
     rm_version = register(rm_dir, rm_name, "reward_model", lineage | rm_metrics)
     tags = {"reward_model_name": rm_name, "reward_model_version": rm_version}
     version = register(policy_dir, name, "policy", lineage | policy_tags | tags)
@@ -163,6 +152,14 @@ def local_checkpoint(name: str, version: str) -> str:
     if not configs:
         raise FileNotFoundError(f"no Hugging Face checkpoint inside models:/{name}/{version}")
     return str(Path(configs[0]).parent)
+
+
+def registered_block(name: str, held: str | None, policy_dir: str) -> dict:
+    """The gate block's word on registering: a new version, or the version that already
+    held these weights (`held`, looked up before registering) and why none was added."""
+    digest = weights_digest(policy_dir)
+    block = {"registered": "existing" if held else "new", "weights_digest": digest}
+    return block | ({"note_registered": reuse_note(name, held, digest)} if held else {})
 
 
 # A passed gate whose run does not ask anyone: what a person does to promote it.
@@ -318,6 +315,7 @@ def register_and_gate_task(
         _, tokenizer = load_causal_lm(policy_dir)
         lineage = lineage | {"tokenizer_digest": tokenizer_digest(tokenizer)}
 
+        held = registered_version(client, model_name, policy_dir)  # these weights, if registered
         snapshot = RegistrySnapshot.take(client, [model_name, reward_model_name])
         try:
             policy_version, rm_version = register_candidate(
@@ -345,7 +343,7 @@ def register_and_gate_task(
                 "awaiting_approval": effect.awaiting_approval,
                 "require_approval": cfg.require_approval,
                 "champion": champion_version(client, model_name),
-            }
+            } | registered_block(model_name, held, policy_dir)
             card = model_card(model_name, policy_version, lineage, policy_metrics, gate)
             client.update_model_version(model_name, policy_version, description=card)
             describe_registered_model(client, model_name)  # where `champion` stands now
@@ -366,6 +364,8 @@ def register_and_gate_task(
                 "reward_model_version": rm_version,
                 "gate_decision": "promoted" if decision.promote else "rejected",
                 "gate_incumbent": incumbent_name,
+                "policy_registered": gate["registered"],
+                "policy_weights_digest": gate["weights_digest"],
             }
         )
         create_markdown_artifact(

@@ -5,8 +5,9 @@ a description). MLflow has no transaction across them, so the stage takes a
 snapshot first and, if any write fails, restores it: versions created since
 are deleted, aliases point where they pointed, the registered model's own
 description (its champion status, tasks/model_card.py) is what it was, a
-registered model that did not exist is removed. Tags and descriptions of
-pre-existing versions are not touched by the stage, so they need no restoring.
+registered model that did not exist is removed. A version that existed before
+is written to when it already held the candidate's weights (the gate's tags,
+its card: tasks/registry_weights.py), so its tags and description are put back too.
 """
 
 from dataclasses import dataclass, field
@@ -21,6 +22,8 @@ class RegisteredModelState:
     versions: set[str] = field(default_factory=set)
     aliases: dict[str, str] = field(default_factory=dict)
     description: str = ""
+    # version -> (its tags, its description)
+    records: dict[str, tuple[dict[str, str], str]] = field(default_factory=dict)
 
 
 @dataclass
@@ -50,6 +53,22 @@ class RegistrySnapshot:
                     client.set_registered_model_alias(name, alias, version)
             if now.description != before.description:
                 client.update_registered_model(name, description=before.description)
+            for version in sorted(before.versions & now.versions, key=int):
+                _restore_version(
+                    client, name, version, before.records[version], now.records[version]
+                )
+
+
+def _restore_version(client: MlflowClient, name: str, version: str, before, now) -> None:
+    """Put a version's (tags, description) back to `before` where they are `now` otherwise."""
+    (tags, description), (tags_now, description_now) = before, now
+    for key in tags_now.keys() - tags.keys():
+        client.delete_model_version_tag(name, version, key)
+    for key, value in tags.items():
+        if tags_now.get(key) != value:
+            client.set_model_version_tag(name, version, key, value)
+    if description_now != description:
+        client.update_model_version(name, version, description=description)
 
 
 def _state(client: MlflowClient, name: str) -> RegisteredModelState:
@@ -57,6 +76,7 @@ def _state(client: MlflowClient, name: str) -> RegisteredModelState:
         model = client.get_registered_model(name)
     except MlflowException:
         return RegisteredModelState(exists=False)
-    versions = {v.version for v in client.search_model_versions(f"name = '{name}'")}
+    found = client.search_model_versions(f"name = '{name}'")
+    records = {str(v.version): (dict(v.tags), v.description or "") for v in found}
     aliases = {alias: str(version) for alias, version in (model.aliases or {}).items()}
-    return RegisteredModelState(True, versions, aliases, model.description or "")
+    return RegisteredModelState(True, set(records), aliases, model.description or "", records)

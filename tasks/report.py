@@ -136,6 +136,8 @@ def _gate_lines(gate: dict[str, Any]) -> list[str]:
         lines.append(f"- note: {gate['note']}")
     if gate.get("candidate_note"):
         lines.append(f"- candidate: {gate['candidate_note']}")
+    if gate.get("note_registered"):
+        lines.append(f"- registered: {gate['note_registered']}")
     return lines + [""]
 
 

@@ -2,8 +2,9 @@
 
 The key of a row is its ``user_id`` when every row of every table has one
 (so no user's prompts reach two splits, as InstructGPT splits), otherwise its
-prompt text (so one prompt never lands in two splits, whichever table it is
-in). A key's split is the one its rows state, if they do; every row of a key
+prompt's content before rendering (conversations.split_key: so one prompt never
+lands in two splits, whichever table it is in and whether as text or as a
+conversation). A key's split is the one its rows state, if they do; every row of a key
 must agree (a user in two splits is refused, naming both places). A key no
 row places gets a split from a stable hash of the key: the same key lands in
 the same split on every machine and every run, and adding rows never moves

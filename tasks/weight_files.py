@@ -41,6 +41,22 @@ def weight_problems(folder: Path) -> list[Problem]:
     return _file_problems(first)
 
 
+def weight_paths(folder: Path) -> list[Path]:
+    """The weight files transformers would load from `folder`: the first of WEIGHT_FILES
+    there, and for a sharded index every shard it names (sorted); [] when there is none.
+    An unreadable index is taken alone: weight_problems names what is wrong with it."""
+    found = [folder / name for name in WEIGHT_FILES if (folder / name).is_file()]
+    if not found:
+        return []
+    if not found[0].name.endswith(".index.json"):
+        return found[:1]
+    try:
+        shards = sorted(set(json.loads(found[0].read_text())["weight_map"].values()))
+    except (ValueError, UnicodeDecodeError, KeyError, TypeError, AttributeError):
+        return found[:1]
+    return [found[0], *(folder / name for name in shards if isinstance(name, str))]
+
+
 def _file_problems(path: Path) -> list[Problem]:
     if path.name.endswith(".safetensors"):
         return _safetensors_problems(path)

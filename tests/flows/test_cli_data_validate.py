@@ -105,8 +105,9 @@ def test_a_dataset_table_failing_an_embedded_world_schema_points_to_its_director
 
 def test_validate_with_the_base_model_renders_and_splits_as_the_run_does(tmp_path, capsys):
     # Without the model prompts are plain text; a run renders conversations with the
-    # model's chat template, and a prompt's split is drawn from its rendered text: a
-    # user saw other split counts in `data validate` than in the run's report.
+    # model's chat template and checks rows against its context: a user saw other counts
+    # in `data validate` than in the run's report (splits were then drawn from the
+    # rendered text; now from the prompt before rendering, tests/tasks/test_split_keys.py).
     from instructflow.flows.own_data import max_new_tokens
     from instructflow.flows.params import PipelineParams
     from instructflow.tasks.dataset import load_dataset

@@ -53,7 +53,9 @@ def test_an_hh_dataset_runs_end_to_end_and_new_comparisons_rerun_only_what_reads
     texts = [line for f in data.iterdir() for line in f.read_text().splitlines()]
     llama = tiny_llama(tmp_path / "llama", texts)
     params = tmp_path / "params.json"
-    params.write_text(json.dumps(fast_smoke()))
+    # PPO keeps its last iteration: a run on new comparisons then trains other weights than
+    # the champion's (kept at SFT's, both runs' candidates would be one version: no rival)
+    params.write_text(json.dumps(fast_smoke(ppo={"min_gain": -1e9})))
     argv = ["run", "--data", str(data), "--base-model", str(llama), "--params", str(params)]
     rivals_chosen_holding_the_registry_slot = _watch_the_registry_slot(monkeypatch)
 
@@ -147,6 +149,7 @@ def test_an_hh_dataset_runs_end_to_end_and_new_comparisons_rerun_only_what_reads
     assert second["dataset"]["tables"]["preferences"]["md5"] != md5s["preferences"]
     # and its gate played the champion it would replace, not SFT (it played SFT before)
     gate = second["gate"]
+    assert first["gate"]["registered"] == gate["registered"] == "new"
     assert gate["incumbent"] == f"champion v{challenger.version}" and gate["prompts"] > 0
     reason = gate["reason"]  # beats it, loses to it, or an untrusted judge decides nothing
     assert f"champion v{challenger.version}" in reason or reason.startswith(

@@ -474,10 +474,8 @@ def test_the_summary_says_how_prompts_were_rendered_not_whether_a_template_exist
     # and warns: PPO samples text prompts from a policy trained on templated ones
     mixed = [w for w in data.summary["split_warnings"] if "rendered two ways" in w]
     assert mixed == [f"prompts are rendered two ways, {data.summary['rendering']}: the policy"
-                     " is trained on one format and sampled and judged on the other, and a"
-                     " prompt's split is drawn from its rendered text, so one prompt can fall"
-                     " in different splits in different tables (give every table"
-                     " conversations, or every table text)"]  # fmt: skip
+                     " is trained on one format and sampled and judged on the other (give"
+                     " every table conversations, or every table text)"]  # fmt: skip
     (hh / "prompts.jsonl").unlink()  # PPO's prompts are then the preferences' rendered ones
     one_way = load_dataset(hh, DatasetConfig(), check).summary
     assert one_way["rendering"] == "chat_template"

@@ -169,3 +169,28 @@ def test_a_registry_result_goes_stale_when_the_registry_moves_on(gate, tmp_path)
     gate.client.delete_model_version(POLICY, "1")
     assert moved(gate.first) == f"{POLICY} v1 (this run's checkpoint) is no longer registered"
     assert later["policy_version"] == "2"
+
+
+def test_the_champions_weights_again_reuse_its_version_and_it_stays_champion(gate, tmp_path):
+    # given champion v1 (the tiny SFT checkpoint), and a later run whose candidate is the same
+    # weights in another stage's folder (PPO kept SFT's weights, under other settings)
+    again = tmp_path / "runs" / "ppo-other-settings" / "model"
+    shutil.copytree(gate.sft_dir, again)
+    # when the gate runs
+    result = gate.run(again)
+    # then no version is added: v1 is the candidate, it was not played against itself
+    assert _state(gate.client)[POLICY][0] == [1]
+    assert result["policy_version"] == "1"
+    assert result["gate"]["incumbent"] == "sft"
+    # and it stays champion, now also challenger, and the report says which version it is
+    assert registry.champion_version(gate.client, POLICY) == "1"
+    assert registry.alias_version(gate.client, POLICY, "challenger") == "1"
+    assert result["gate"]["registered"] == "existing"
+    assert result["gate"]["note_registered"].startswith(
+        f"{POLICY} v1 already holds these weights (weights digest "
+    )
+    run = gate.client.get_run(result["mlflow_run_id"])
+    assert run.data.tags["policy_registered"] == "existing"
+    assert run.data.tags["policy_version"] == "1"
+    # while the first run registered it as new
+    assert gate.first["gate"]["registered"] == "new"

@@ -1,0 +1,101 @@
+"""Which registered version already holds a checkpoint: by the digest of its weights.
+
+A scheduled retrain often reproduces weights a version already holds: PPO kept
+SFT's weights, or a setting that changes a stage's cache key (and so its
+output folder) but not what it trains. Registering those again would fill
+the registry with identical copies, so each version carries its weights'
+digest as a tag (`weights_digest`), read back here without downloading any
+model; the version that holds a candidate's weights is reused instead.
+
+A version registered before digests were tagged is recognised by the stage
+output folder it came from (`checkpoint_key`), as it was then.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from functools import lru_cache
+from pathlib import Path
+
+from mlflow import MlflowClient
+
+from instructflow.tasks.stage import content_digest
+from instructflow.tasks.weight_files import weight_paths
+
+# Tags on every registered version: the stage output folder its checkpoint came from,
+# and the digest of its weights (weights_digest).
+CHECKPOINT_TAG = "checkpoint_key"
+WEIGHTS_TAG = "weights_digest"
+# The config key that names the transformers release which wrote it: not part of the model.
+WRITER_KEY = "transformers_version"
+
+
+def checkpoint_key(model_dir: str | Path) -> str:
+    """What identifies a checkpoint across runs: its stage's output folder, named by the stage's cache key."""
+    return Path(model_dir).parent.name
+
+
+def weights_digest(model_dir: str | Path) -> str | None:
+    """A digest of what the model computes: its weight files' bytes (every shard) and its
+    config.json; None for a folder without weights.
+
+    The config counts because a reward model's bias (reward_offset) lives there, not in the
+    weights; the key naming the transformers release that wrote it does not. Tokenizer and
+    generation-config files are left out: the weights were trained with one tokenizer.
+    """
+    folder = Path(model_dir)
+    files = weight_paths(folder)
+    if not files:
+        return None
+    lines = [f"{file.relative_to(folder)}:{_file_digest(file)}" for file in files]
+    config = folder / "config.json"
+    if config.is_file():
+        values = {k: v for k, v in json.loads(config.read_text()).items() if k != WRITER_KEY}
+        lines.append(f"config.json:{json.dumps(values, sort_keys=True)}")
+    text = "".join(f"{line}\n" for line in sorted(lines))
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def _file_digest(file: Path) -> str:
+    # A run asks for a checkpoint's digest several times (whom the gate plays, whether its
+    # cached result is stale, registering): a multi-GB file is read once per content.
+    stat = file.stat()
+    return _digest_of(str(file.resolve()), stat.st_size, stat.st_mtime_ns)
+
+
+@lru_cache(maxsize=256)
+def _digest_of(path: str, _size: int, _mtime_ns: int) -> str:
+    return content_digest(path)
+
+
+def registered_version(client: MlflowClient, name: str, model_dir: str | Path) -> str | None:
+    """The version of `name` that holds this checkpoint, if any: the oldest whose weights
+    digest is this checkpoint's, else one without a digest tag registered from this very
+    folder (a tagged version from this folder holds what the folder held then)."""
+    digest = weights_digest(model_dir)
+    versions = sorted(
+        client.search_model_versions(f"name = '{name}'"), key=lambda v: int(v.version)
+    )
+    for version in versions:
+        if digest is not None and version.tags.get(WEIGHTS_TAG) == digest:
+            return str(version.version)
+    key = checkpoint_key(model_dir)
+    for version in versions:
+        if WEIGHTS_TAG not in version.tags and version.tags.get(CHECKPOINT_TAG) == key:
+            return str(version.version)
+    return None
+
+
+def weight_tags(model_dir: str | Path) -> dict[str, str]:
+    """The tags a new version of this checkpoint carries: its folder and its weights' digest."""
+    digest = weights_digest(model_dir)
+    return {CHECKPOINT_TAG: checkpoint_key(model_dir)} | ({WEIGHTS_TAG: digest} if digest else {})
+
+
+def reuse_note(name: str, version: str, digest: str | None) -> str:
+    """What a run that registered no new version says, in its report and MLflow run."""
+    return (
+        f"{name} v{version} already holds these weights (weights digest {digest}): "
+        f"no new version registered; the gate acted on v{version}"
+    )
