@@ -152,13 +152,13 @@ def test_export_rank_import(finished_run, capsys):
 
 def test_people_decide_a_dataset_runs_gate_which_has_no_public_suite(finished_run):
     root, run_id = finished_run
+
     # given a dataset run's gate: the held-out judge's evidence, no public suite (no field)
-    for folder in (root / "reports" / run_id, root / "reports" / "latest"):
-        path = folder / "report.json"
-        report = json.loads(path.read_text())
-        del report["gate"]["public_suite"], report["gate"]["public_suite_margin"]
-        report["gate"]["evidence"] = "held-out judge"
-        path.write_text(json.dumps(report))
+    def as_dataset_gate(gate: dict) -> None:
+        del gate["public_suite"], gate["public_suite_margin"]
+        gate["evidence"] = "held-out judge"
+
+    _edit_gate(root, run_id, as_dataset_gate)
     # when people rank the run's samples and they are imported
     assert main(["eval", "export", run_id, "--n", "6"]) == 0
     filled = root / "reports" / run_id / "human_eval" / "labeling.csv"
@@ -212,6 +212,15 @@ def test_repeated_rows_are_refused_one_line_each_naming_both_rows(finished_run, 
         f"{filled} row {last + 2} field 'label': {second} is also row 3, with other values: "
         "keep one of them",
     ]
+
+
+def _edit_gate(root, run_id: str, edit) -> None:
+    """`edit(gate)` on the run's report, in its own folder and in reports/latest."""
+    for folder in (root / "reports" / run_id, root / "reports" / "latest"):
+        path = folder / "report.json"
+        report = json.loads(path.read_text())
+        edit(report["gate"])
+        path.write_text(json.dumps(report))
 
 
 def _rank_first(csv_path, policy: str) -> None:
@@ -312,11 +321,11 @@ def test_importing_into_a_run_never_exported_says_which_command_exports(finished
 def test_people_who_rank_the_candidate_below_sft_withdraw_its_approval_request(finished_run):
     root, run_id = finished_run
     # given a run whose automatic gate passed with approval required: it awaits a person
-    for folder in (root / "reports" / run_id, root / "reports" / "latest"):
-        path = folder / "report.json"
-        report = json.loads(path.read_text())
-        report["gate"] |= {"promote": True, "require_approval": True, "awaiting_approval": True}
-        path.write_text(json.dumps(report))
+    _edit_gate(
+        root,
+        run_id,
+        lambda gate: gate.update(promote=True, require_approval=True, awaiting_approval=True),
+    )
     # when people rank SFT's answer first in every item
     assert main(["eval", "export", run_id, "--n", "10"]) == 0
     filled = root / "reports" / run_id / "human_eval" / "labeling.csv"

@@ -1,11 +1,6 @@
 """The registry says where `champion` stands (the registered model's description), each
 registered version says where it came from, and the model card links the runs' pages."""
 
-from types import SimpleNamespace
-
-import pytest
-from mlflow import MlflowClient
-
 from instructflow.tasks import registry
 from instructflow.tasks.registry_snapshot import RegistrySnapshot
 from tests.conftest import use_project
@@ -21,16 +16,6 @@ LINEAGE = {
     "prefect_flow_run_id": "7f0c",
     "prefect_flow_run_url": None,  # no page known: not a tag
 }
-
-
-@pytest.fixture
-def client(tmp_path, monkeypatch) -> MlflowClient:
-    """An empty registry in a SQLite store; registering logs no model (the checkpoint folder
-    is the version's source)."""
-    client = MlflowClient(tracking_uri=use_project(monkeypatch, tmp_path))
-    logged = lambda model_dir, _name: SimpleNamespace(model_uri=model_dir)  # noqa: E731
-    monkeypatch.setattr(registry, "LOGGERS", {"policy": logged, "reward_model": logged})
-    return client
 
 
 def _checkpoint(tmp_path, stage_key: str) -> str:

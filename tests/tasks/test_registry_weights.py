@@ -5,10 +5,6 @@ changes a stage's folder but not what it trains) reuses that version."""
 import hashlib
 import json
 from pathlib import Path
-from types import SimpleNamespace
-
-import pytest
-from mlflow import MlflowClient
 
 from instructflow.tasks import registry
 from instructflow.tasks.registry_weights import (
@@ -17,20 +13,9 @@ from instructflow.tasks.registry_weights import (
     registered_version,
     weights_digest,
 )
-from tests.conftest import use_project
 
 POLICY, RM = "instructflow-policy-smoke", "instructflow-reward-model-smoke"
 CONFIG = {"model_type": "gpt2", "n_layer": 1, "transformers_version": "5.0.0"}
-
-
-@pytest.fixture
-def client(tmp_path, monkeypatch) -> MlflowClient:
-    """An empty registry in a SQLite store; registering logs no model (the checkpoint folder
-    is the version's source)."""
-    client = MlflowClient(tracking_uri=use_project(monkeypatch, tmp_path))
-    logged = lambda model_dir, _name: SimpleNamespace(model_uri=model_dir)  # noqa: E731
-    monkeypatch.setattr(registry, "LOGGERS", {"policy": logged, "reward_model": logged})
-    return client
 
 
 def _checkpoint(
