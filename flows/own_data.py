@@ -249,7 +249,7 @@ def run(
     result["dataset"] = summary
     result["skipped"] = skipped
     floor = params.stage("gate").judge_accuracy_floor  # the gate's: one verdict on the judge
-    result["judge"] = judge_trust.report_block(judged["metrics"], None, floor)
+    result["judge"] = judge_trust.report_block(judged["metrics"], None, floor=floor)
     tracking.log_metrics(judge_trust.parent_metrics(result["judge"]))
     result["reward_model"] = {k.split("/", 1)[1]: v for k, v in rm["metrics"].items()}
     result["policies"] = evaluated["rows"]

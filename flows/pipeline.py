@@ -126,6 +126,9 @@ def rlhf_pipeline(
         )
         result["provenance"] = prov
         _fill_report(result, checked["summary"], models, policies, evaluated)
+        floor = params.stage("gate").judge_accuracy_floor  # the gate's: one verdict on the judge
+        judged = models["judge"]["metrics"], evaluated.get("judge_agreement")
+        result["judge"] = judge_trust.report_block(*judged, floor=floor)
         run_status.partial(result)  # a failure from here on reports what was evaluated
         figures = evaluation.flat_metrics(evaluated["rows"])
         tracking.log_final_metrics(parent_id, figures | judge_trust.parent_metrics(result["judge"]))
@@ -293,7 +296,7 @@ def _evaluate(stage: Stages, models: dict, policies: dict[str, dict]) -> dict:
 
 
 def _fill_report(result: dict, summary: dict, models: dict, policies, evaluated: dict) -> None:
-    """The report's labelers, reward model, policies and judge blocks, and the stage keys."""
+    """The report's labelers, reward model and policies blocks, and the stage keys."""
     rm_metrics = models["rm"]["metrics"]
     result["run"]["stage_keys"] = _policy_keys(policies) | {
         "reward_model": models["rm_inputs"]["rm"],
@@ -311,9 +314,6 @@ def _fill_report(result: dict, summary: dict, models: dict, policies, evaluated:
         },
     }
     result["policies"] = evaluated["rows"]
-    result["judge"] = judge_trust.report_block(
-        models["judge"]["metrics"], evaluated.get("judge_agreement")
-    )
 
 
 def _registry(stage: Stages, params: PipelineParams, models, policies, evaluated, result, run_info):

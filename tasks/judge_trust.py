@@ -137,11 +137,10 @@ def agreement_metrics(block: dict) -> dict[str, float]:
     return out
 
 
-def report_block(
-    metrics: dict[str, float], agreement: dict | None, floor: float = ACCURACY_FLOOR
-) -> dict:
+def report_block(metrics: dict[str, float], agreement: dict | None, *, floor: float) -> dict:
     """The report's top-level `judge` block from the judge stage's metrics and the agreement;
-    `floor`: the gate's judge_accuracy_floor (the report judges the judge as the gate does)."""
+    `floor`: the run's gate.judge_accuracy_floor. No default: a report that judged the judge
+    at another floor than the one the run was given would contradict its own settings."""
     accuracy = metrics.get("judge/accuracy_heldout_pairs", float("nan"))
     trustworthy, reason = judge_is_trustworthy(accuracy, int(metrics["judge/test_pairs"]), floor)
     block = {

@@ -568,6 +568,7 @@ SHARED_RUNS = {
             "tests/flows/test_caching.py",
             "tests/flows/test_caching_contents.py",
             "tests/flows/test_faults.py",
+            "tests/flows/test_judge_floor.py",
             "tests/flows/test_same_weights_retrain.py",
             "tests/flows/test_worse_candidate.py",
         },

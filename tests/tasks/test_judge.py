@@ -222,7 +222,7 @@ def test_a_weak_judge_says_what_was_measured_and_how_many_pairs_would_do():
 def test_the_report_judges_the_judge_at_the_gates_floor():
     metrics = {"judge/training_rows": 50.0, "judge/training_pairs": 50.0}
     metrics |= {"judge/test_pairs": 400.0, "judge/accuracy_heldout_pairs": 0.7}
-    assert report_block(metrics, None)["trustworthy"]
+    assert report_block(metrics, None, floor=0.6)["trustworthy"]
     # given the gate's judge_accuracy_floor at 0.75, the report says what the gate does
     block = report_block(metrics, None, floor=0.75)
     assert not block["trustworthy"] and "< floor 0.75" in block["trust_reason"]
@@ -250,14 +250,14 @@ def test_report_block_says_whether_the_judge_is_within_010_of_the_labelers():
         "judge/accuracy_heldout_pairs": 0.5,
     }
     near = {"judge": 0.66, "heldout_labelers": 0.75, "pairs": 10}
-    block = report_block(metrics, near)
+    block = report_block(metrics, near, floor=0.6)
     assert (block["training_pairs"], block["trustworthy"], block["agreement_within_margin"]) == (
         42,
         False,
         True,
     )
-    assert not report_block(metrics, near | {"judge": 0.64})["agreement_within_margin"]
-    assert "agreement_with_gold" not in report_block(metrics, None)
+    assert not report_block(metrics, near | {"judge": 0.64}, floor=0.6)["agreement_within_margin"]
+    assert "agreement_with_gold" not in report_block(metrics, None, floor=0.6)
 
 
 # --- training on files, with a tiny model --------------------------------------
@@ -375,7 +375,7 @@ def test_the_judge_block_reaches_mlflow_and_report_md():
     }
     figures = {"judge": 0.7, "heldout_labelers": 0.75, "pairs": 10}
     agreement = figures | {"unseen_prompts": figures, "by_policy": {"ppo": figures}}
-    block = report_block(metrics, agreement)
+    block = report_block(metrics, agreement, floor=0.6)
     assert parent_metrics(block) == {
         "judge/accuracy_heldout_pairs": 0.7,
         "judge/training_pairs": 42.0,
@@ -405,7 +405,7 @@ def test_figures_from_an_untrustworthy_judge_carry_a_warning_in_report_md():
     win = {"mean": 0.976, "ci95": [0.929, 1.0]}
     rows = {name: {"win_rate_vs_sft": win, "gold_score": None} for name in ("base", "ppo")}
     report = empty_report({"mlflow_run_id": "r"}) | {
-        "judge": report_block(metrics, None),
+        "judge": report_block(metrics, None, floor=0.6),
         "dataset": {"tables": {}},
         "policies": rows,
     }
