@@ -126,6 +126,14 @@ def test_an_hh_dataset_runs_end_to_end_and_new_comparisons_rerun_only_what_reads
         "judge/test_pairs": first["judge"]["test_pairs"],
     }
     caption = judge_trust.untrusted_caption(judged)
+    # and the gate shows the judge's accuracy as the report's judge block does: an exact
+    # share of held-out pairs (ties count half), not a float32 mean's 0.46666666865348816
+    accuracy, pairs = judged["judge/accuracy_heldout_pairs"], judged["judge/test_pairs"]
+    assert (
+        gate["judge_accuracy_heldout_pairs"]
+        == accuracy
+        == round(accuracy * 2 * pairs) / (2 * pairs)
+    )
     assert (caption is None) == first["judge"]["trustworthy"]
     experiment = client.get_experiment_by_name(tracking.EXPERIMENT).experiment_id
     (evaluation_run,) = client.search_runs(

@@ -130,6 +130,16 @@ def test_accuracy_counts_every_ranked_pair_and_a_tie_as_half():
     assert math.isnan(judge_accuracy(torch.empty(0, 0), []))
 
 
+def test_accuracy_is_the_exact_share_of_pairs_not_a_float32_mean():
+    # given 15 held-out pairs the judge's float32 scores order right 7 times
+    rows = [{"ranking": [0, 1]}] * 15
+    scores = torch.tensor([[1.0, 0.0]] * 7 + [[0.0, 1.0]] * 8, dtype=torch.float32)
+    # then its accuracy is 7/15 as a float64 (the report, the gate and MLflow show it), not
+    # the float32 mean's 0.46666666865348816
+    accuracy = judge_accuracy(scores, rows)
+    assert accuracy == 7 / 15 and repr(accuracy) == "0.4666666666666667"
+
+
 def test_gold_agreement_counts_only_pairs_gold_orders():
     verdicts = [1.0, 0.0, 0.5, 1.0, 1.0]
     gold_first = [0.9, 0.2, 0.5, 0.3, 0.4]
