@@ -145,7 +145,8 @@ def register_and_gate(params: PipelineParams, result: dict, inputs: GateInputs) 
             gate |= registry.registered_block(policy_name, held, inputs.policy_dir)
             if inputs.candidate_note:
                 gate["candidate_note"] = inputs.candidate_note
-            card = model_card(policy_name, version, lineage, policy_metrics, gate)
+            origin = client.get_model_version(policy_name, version).tags if held else None
+            card = model_card(policy_name, version, lineage, policy_metrics, gate, origin)
             client.update_model_version(policy_name, version, description=card)
             describe_registered_model(client, policy_name)  # where `champion` stands now
         except BaseException:

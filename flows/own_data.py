@@ -211,6 +211,7 @@ def run(
         logger.info("%s %s", name, reason)
 
     policy_keys = {name: Path(p["model_dir"]).parent.name for name, p in policies.items()}
+    floor = params.stage("gate").judge_accuracy_floor  # the gate's: one verdict on the judge
     evaluated = stage(
         own_evaluation.evaluation_task,
         "evaluation",
@@ -223,6 +224,8 @@ def run(
         sft_dir=sft_out["model_dir"],
         rm_dir=rm["model_dir"],
         judge_dir=judged["dir"],
+        # The gate's verdict on the judge, on its plots too (the report's judge block says it).
+        judge_warning=judge_trust.untrusted_caption(judged["metrics"], floor),
     )
 
     result = report.empty_report(
@@ -248,7 +251,6 @@ def run(
     result["provenance"] = provenance.collect(params.seed, processes=params.processes)
     result["dataset"] = summary
     result["skipped"] = skipped
-    floor = params.stage("gate").judge_accuracy_floor  # the gate's: one verdict on the judge
     result["judge"] = judge_trust.report_block(judged["metrics"], None, floor=floor)
     tracking.log_metrics(judge_trust.parent_metrics(result["judge"]))
     result["reward_model"] = {k.split("/", 1)[1]: v for k, v in rm["metrics"].items()}

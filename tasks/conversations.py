@@ -179,10 +179,34 @@ def split_key(prompt: str | list[dict[str, str]]) -> str:
     one-turn prompt's key is its text: a text prompt keeps the split it had when splits
     were drawn from the text as given (unless its whitespace was irregular).
     """
+    return "\n\n".join(_collapsed(m) for m in _turns(prompt) if m["role"] in SPLIT_ROLES)
+
+
+def prompt_key(prompt: str | list[dict[str, str]]) -> str:
+    """What makes two prompts one prompt (one prompt id in the stage tables; a repeated row):
+    split_key's content, with the turns split_key leaves out kept in place, each as a line
+    of its own led by its role (no system or user content starts so: it is collapsed).
+
+    A prompt without assistant turns (text, a system and a user turn: nearly every prompt)
+    has its split_key as its key, so "Say hi." as text and as a conversation is one prompt
+    here as it is one for the split. Two conversations that differ only in an earlier
+    answer share a split but are two prompts: asked in other contexts, both are evaluated.
+    """
+    return "\n\n".join(
+        _collapsed(m) if m["role"] in SPLIT_ROLES else f"\n{m['role']}: {_collapsed(m)}"
+        for m in _turns(prompt)
+        if m["role"] in SPLIT_ROLES or _collapsed(m)  # HH text's closing "Assistant:" is a cue
+    )
+
+
+def _turns(prompt: str | list[dict[str, str]]) -> list[dict[str, str]]:
+    """The prompt's turns: text is one user turn, unless it is HH-RLHF text."""
     messages = as_messages(prompt) if isinstance(prompt, str) else prompt
-    if messages is None:
-        messages = [{"role": "user", "content": prompt}]
-    return "\n\n".join(" ".join(m["content"].split()) for m in messages if m["role"] in SPLIT_ROLES)
+    return [{"role": "user", "content": prompt}] if messages is None else messages
+
+
+def _collapsed(message: dict[str, str]) -> str:
+    return " ".join(message["content"].split())
 
 
 def render(messages: list[dict[str, str]], tokenizer: Any = None) -> str:

@@ -34,6 +34,7 @@ from instructflow.tasks.conversations import (
     PromptRenderer,
     as_messages,
     drop_message_extras,
+    prompt_key,
     readable,
     shared_prompt,
     split_key,
@@ -91,6 +92,7 @@ class Item:
     # What its split is drawn from without user ids: the prompt before rendering or cutting
     # (conversations.split_key), so one prompt is on one side in every table and form.
     split_key: str = ""
+    prompt_key: str = ""  # which prompt it is (conversations.prompt_key): its id, repeats
 
 
 @dataclass
@@ -183,6 +185,7 @@ def _item(
     return Item(
         readable_prompt=readable(messages) if messages is not None else None,
         split_key=split_key(messages if messages is not None else prompt),
+        prompt_key=prompt_key(messages if messages is not None else prompt),
         response_field=where,
         prompt_field=prompt_where,
         file=str(path),
@@ -358,7 +361,7 @@ def load_dataset(
         splits.thin_splits(summary["split_counts"], cfg.valid_fraction, cfg.test_fraction)
         + splits.repeated_rows(
             {
-                name: [((i.prompt, *i.responses), split_of[id(i)]) for i in items]
+                name: [((i.prompt_key, *i.responses), split_of[id(i)]) for i in items]
                 for name, items in loaded.items()
                 if name != "prompts"  # a prompt asked again is no repeat of an answer
             }

@@ -12,8 +12,10 @@
   comparisons, heldout = the test split (for the held-out judge, never the RM);
 - pretrain/{train,valid}.jsonl and baselines/{flan,t0}.jsonl when given;
 - manifest.json: the import summary.
-Ids are derived from the text (a prompt's id is a hash of it), so the same
-dataset always writes the same bytes.
+Ids are derived from the content (a prompt's id is a hash of its prompt_key: its
+turns before rendering, so one prompt given as text in one table and as a
+conversation in another has one id, as it has one split), and the same dataset
+always writes the same bytes.
 """
 
 from __future__ import annotations
@@ -33,14 +35,18 @@ DEFAULT_FAMILY = "default"
 UNKNOWN_LABELER = "unknown"
 
 
-def prompt_id(prompt: str) -> str:
-    return "p-" + hashlib.sha256(prompt.encode("utf-8")).hexdigest()[:12]
+def prompt_id(key: str) -> str:
+    """The id of the prompt whose conversations.prompt_key is `key`."""
+    return "p-" + hashlib.sha256(key.encode("utf-8")).hexdigest()[:12]
 
 
 def _prompt_row(item: Item, split: str) -> dict:
+    # By key, not by the rendered text: a chat template renders a conversation to other
+    # text than the same prompt given as text, and that is still one prompt.
+    pid = prompt_id(item.prompt_key)
     return {
-        "prompt_id": prompt_id(item.prompt),
-        "user_id": item.user_id or f"anon-{prompt_id(item.prompt)[2:]}",
+        "prompt_id": pid,
+        "user_id": item.user_id or f"anon-{pid[2:]}",
         "split": split,
         "family": item.category or DEFAULT_FAMILY,
         "prompt": item.prompt,
@@ -48,7 +54,7 @@ def _prompt_row(item: Item, split: str) -> dict:
 
 
 def _unique_prompts(rows: list[dict]) -> list[dict]:
-    """One row per prompt text (the first), as the prompts schema's unique prompt_id wants."""
+    """One row per prompt (the first), as the prompts schema's unique prompt_id wants."""
     seen: dict[str, dict] = {}
     for row in rows:
         seen.setdefault(row["prompt_id"], row)
@@ -88,7 +94,7 @@ def _readable_rows(items: list[Item]) -> list[dict]:
     per prompt id (the first, as eval/test.jsonl keeps the first row of a prompt)."""
     seen: dict[str, dict] = {}
     for item in items:
-        pid = prompt_id(item.prompt)
+        pid = prompt_id(item.prompt_key)
         if pid not in seen:
             seen[pid] = {"prompt_id": pid, "readable_prompt": item.readable_prompt}
     return [row for row in seen.values() if row["readable_prompt"] is not None]

@@ -178,10 +178,13 @@ def judge_accuracy(scores: torch.Tensor, rows: list[dict]) -> float:
     """Share of the rows' ranked pairs whose winner the judge scores higher (a tie counts 0.5).
 
     `scores` is [N, K_max] as `score_rows` returns it; NaN when there is no pair.
+    Counted in float64: a share of pairs is a fraction (7 of 15: 0.4666666666666667), and a
+    float32 mean turned float reads 0.46666666865348816 in the report, the gate block and
+    MLflow. The scores' order, and so every pair's credit, is the same in either precision.
     """
     if not rows or pair_count(rows) == 0:
         return float("nan")
-    return float(pairwise_accuracy(scores, ranking_tensor(rows)))
+    return float(pairwise_accuracy(scores.double(), ranking_tensor(rows)))
 
 
 def train_judge(

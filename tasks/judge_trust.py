@@ -5,7 +5,8 @@
 - on the embedded world, the judge's agreement with gold beside the held-out
   labelers' agreement with gold, on the same pairs (a policy sample against
   its SFT reference);
-- the report's top-level `judge` block.
+- the report's top-level `judge` block, and `untrusted_caption`, the same verdict
+  short enough for the judge's win-rate plot.
 """
 
 import math
@@ -55,6 +56,35 @@ def _pairs_needed(accuracy: float, pairs: int, at: str) -> str:
     return f"a judge at {at} is told from chance on at least {needed} held-out pairs, there were {pairs}"
 
 
+def _assess(accuracy: float, pairs: int, floor: float) -> tuple[bool, str, str]:
+    """(ok, reason, caption): the one verdict on a judge, in the report's words and in a
+    caption short enough for a plot (the judgement itself is made only here)."""
+    if accuracy is None or math.isnan(accuracy) or pairs <= 0:
+        reason = "held-out judge untested: no held-out pairs were left to measure it on"
+        return False, reason, "judge untested: no held-out pairs to measure it on"
+    lower, upper = wilson_lower(accuracy, pairs), wilson_upper(accuracy, pairs)
+    on = f"accuracy {accuracy:.3f} on {pairs} held-out pairs"
+    interval = f"95% CI {lower:.3f}-{upper:.3f}"
+    measured = f"accuracy {accuracy:.3f} [{interval}] on {pairs} held-out pairs"
+    if accuracy < floor:
+        return (
+            False,
+            f"held-out judge too weak: {on} ({interval}) < floor {floor:.2f}; "
+            + _pairs_needed(floor, pairs, f"the floor ({floor:.2f})"),
+            f"judge untrusted: {measured}, below floor {floor:.2f}",
+        )
+    if lower <= 0.5:
+        return (
+            False,
+            f"held-out judge not shown better than chance: {on}, "
+            f"95% CI lower end {lower:.3f} <= 0.5 (too few pairs: "
+            f"{_pairs_needed(accuracy, pairs, f'{accuracy:.3f}')})",
+            f"judge untrusted: {measured}, not shown better than chance (floor {floor:.2f})",
+        )
+    reason = f"held-out judge {on} >= floor {floor:.2f} (95% CI lower end {lower:.3f})"
+    return True, reason, ""
+
+
 def judge_is_trustworthy(
     accuracy: float, pairs: int, floor: float = ACCURACY_FLOOR
 ) -> tuple[bool, str]:
@@ -65,23 +95,22 @@ def judge_is_trustworthy(
     end of the accuracy's 95% interval must be above 0.5 too. A refusal says what was
     measured (accuracy, its interval, on how many pairs) and how many pairs would do.
     """
-    if accuracy is None or math.isnan(accuracy) or pairs <= 0:
-        return False, "held-out judge untested: no held-out pairs were left to measure it on"
-    lower = wilson_lower(accuracy, pairs)
-    on = f"accuracy {accuracy:.3f} on {pairs} held-out pairs"
-    interval = f"95% CI {lower:.3f}-{wilson_upper(accuracy, pairs):.3f}"
-    if accuracy < floor:
-        return False, (
-            f"held-out judge too weak: {on} ({interval}) < floor {floor:.2f}; "
-            + _pairs_needed(floor, pairs, f"the floor ({floor:.2f})")
-        )
-    if lower <= 0.5:
-        return False, (
-            f"held-out judge not shown better than chance: {on}, "
-            f"95% CI lower end {lower:.3f} <= 0.5 (too few pairs: "
-            f"{_pairs_needed(accuracy, pairs, f'{accuracy:.3f}')})"
-        )
-    return True, f"held-out judge {on} >= floor {floor:.2f} (95% CI lower end {lower:.3f})"
+    ok, reason, _ = _assess(accuracy, pairs, floor)
+    return ok, reason
+
+
+def untrusted_caption(metrics: dict[str, float], floor: float = ACCURACY_FLOOR) -> str | None:
+    """What a plot of the judge's win rates must say when the gate would not act on them
+    (None when it would), from the judge stage's metrics: someone who opens only the plot in
+    MLflow should not read an untrusted judge's bars as evidence."""
+    ok, _, caption = _assess(*_measured(metrics), floor)
+    return None if ok else caption
+
+
+def _measured(metrics: dict[str, float]) -> tuple[float, int]:
+    """(accuracy on held-out pairs, number of them) from the judge stage's metrics."""
+    accuracy = metrics.get("judge/accuracy_heldout_pairs", float("nan"))
+    return accuracy, int(metrics["judge/test_pairs"])
 
 
 # --- Agreement with gold (embedded world) ----------------------------------------
@@ -141,13 +170,13 @@ def report_block(metrics: dict[str, float], agreement: dict | None, *, floor: fl
     """The report's top-level `judge` block from the judge stage's metrics and the agreement;
     `floor`: the run's gate.judge_accuracy_floor. No default: a report that judged the judge
     at another floor than the one the run was given would contradict its own settings."""
-    accuracy = metrics.get("judge/accuracy_heldout_pairs", float("nan"))
-    trustworthy, reason = judge_is_trustworthy(accuracy, int(metrics["judge/test_pairs"]), floor)
+    accuracy, pairs = _measured(metrics)
+    trustworthy, reason = judge_is_trustworthy(accuracy, pairs, floor)
     block = {
         "kind": KIND,
         "training_rows": int(metrics["judge/training_rows"]),
         "training_pairs": int(metrics["judge/training_pairs"]),
-        "test_pairs": int(metrics["judge/test_pairs"]),
+        "test_pairs": pairs,
         "accuracy_heldout_pairs": accuracy,
         "trustworthy": trustworthy,
         "trust_reason": reason,

@@ -7,6 +7,10 @@ promotion gate saw and decided.
 
 from typing import Any
 
+# The tag prefix of the run that last trained a reused version's weights again
+# (tasks/registry_weights.py writes them; the card and the registry's status read them).
+CONFIRMED = "last_confirmed_by_"
+
 LINEAGE_ROWS = [
     ("profile", "profile"),
     ("base model", "base_model"),
@@ -85,11 +89,29 @@ def played(gate: dict) -> str:
     return f"{gate['incumbent']} ({gate['evidence']}, {on})"
 
 
+CONFIRMED_TEXT = (
+    "The latest run that trained these weights again (tags `last_confirmed_by_*`); the "
+    "evaluation and the promotion gate below are its."
+)
+
+
 def model_card(
-    name: str, version: str, lineage: dict, metrics: dict[str, float], gate: dict
+    name: str,
+    version: str,
+    lineage: dict,
+    metrics: dict[str, float],
+    gate: dict,
+    origin: dict | None = None,
 ) -> str:
-    """Markdown for the registered version's description."""
+    """Markdown for the registered version's description, written by the run of `lineage`.
+
+    `origin`: the version's tags when an earlier run registered these weights (the gate
+    reused its version): the card then says where the weights come from (that run) apart
+    from the run that last confirmed them, whose evaluation and gate it shows.
+    """
     lines = [f"# {name} v{version}", "", "## Where it comes from", ""]
+    if origin is not None:
+        lines += [*lineage_lines(origin), "", "## Last confirmed by", "", CONFIRMED_TEXT, ""]
     if gate.get("candidate"):
         lines.append(f"- policy: `{gate['candidate']}` (the run's candidate)")
     if gate.get("candidate_note"):
@@ -151,7 +173,10 @@ ALIASES = (
 
 
 def _run(tags: dict) -> str:
-    """The run that registered and judged a version, linked when its page is known."""
+    """The run whose gate judged a version (the one that registered it, or the latest that
+    reused it: its `last_confirmed_by_*` tags), linked when its page is known."""
+    if tags.get(CONFIRMED + "mlflow_parent_run_id"):
+        tags = {k.removeprefix(CONFIRMED): v for k, v in tags.items() if k.startswith(CONFIRMED)}
     run, url = tags.get("mlflow_parent_run_id"), tags.get("mlflow_parent_run_url")
     if not run:
         return "its run"
@@ -171,6 +196,11 @@ def _promoted(tags: dict) -> str:
     if by == "human":
         return (
             f"promoted on people's rankings (`instructflow eval import`) of {_run(tags)}: {reason}"
+        )
+    if tags.get("gate_promote") == "False":  # a later run reused it: its gate's tags are there
+        return (
+            f"promoted by an earlier gate (the gate of {_run(tags)} reused this version and "
+            f"left it champion: {reason})"
         )
     return f"promoted by the gate of {_run(tags)}" + (f": {reason}" if reason else "")
 

@@ -164,11 +164,15 @@ def evaluation_task(
     judge_dir: str | None,
     out_dir: str,
     parent_run_id: str,
+    judge_warning: str | None = None,
 ) -> StageResult:
+    """`judge_warning`: judge_trust.untrusted_caption of the judge under the gate's floor
+    (None: trusted), drawn on the win-rate plots; a scalar argument, so part of the cache key."""
     params = cfg.model_dump() | {
         "seed": seed,
         "policies": ",".join(policies),
         "judge": judge_dir or "none",
+        "judge_trust": judge_warning or "trusted",  # what its win-rate plots are headed with
     }
     with tracked_stage("evaluation", out_dir, parent_run_id, params) as stage:
         out = stage.out
@@ -183,7 +187,7 @@ def evaluation_task(
         for name, items in raw.items():
             write_jsonl(out / "responses" / f"{name}.jsonl", items)
         # Drawn here, as on the embedded world, so that a cached evaluation brings them along.
-        drawn = judged_plots(rows, out / PLOTS, CANDIDATES)
+        drawn = judged_plots(rows, out / PLOTS, CANDIDATES, judge_warning)
         mlflow.log_artifacts(str(out), artifact_path="evaluation")
         plots = [str(f.relative_to(out)) for f in drawn]
         return stage.done(flat_metrics(rows), rows=rows, plots=plots, dir=str(out))

@@ -6,6 +6,7 @@ cover data; figures use matplotlib's constrained layout to make room for them.
 """
 
 import shutil
+import textwrap
 from pathlib import Path
 
 import matplotlib
@@ -21,6 +22,7 @@ from instructflow.tasks.report import POLICY_NAMES  # noqa: E402
 
 BAR = "#4c72b0"
 CANDIDATE_BAR = "#dd8452"
+WARNING = "#b2182b"
 MARKERS = "osD^vP*X"
 KL_LABEL = "KL to SFT (nats per response)"
 
@@ -42,11 +44,16 @@ JUDGE = "the held-out judge"
 
 
 def win_rate_figure(
-    policies: dict, candidate: str | None = None, judged_by: str = LABELERS
+    policies: dict,
+    candidate: str | None = None,
+    judged_by: str = LABELERS,
+    warning: str | None = None,
 ) -> Figure:
     """Win rate against SFT with 95% CI bars, the paper's headline figure; the candidate the
     promotion gate judged is hatched, in its own colour, with a bold tick label. `judged_by`
-    names who judged (on a user's dataset: JUDGE, a reward model on held-out preferences)."""
+    names who judged (on a user's dataset: JUDGE, a reward model on held-out preferences);
+    `warning` (judge_trust.untrusted_caption) heads the figure in red when the judge is not
+    to be trusted: the plot is often read alone in MLflow, without the report's warning."""
     names = _ordered(policies)
     means = np.array([policies[n]["win_rate_vs_sft"]["mean"] for n in names])
     lo = np.array([policies[n]["win_rate_vs_sft"]["ci95"][0] for n in names])
@@ -80,13 +87,21 @@ def win_rate_figure(
     ax.set_ylim(0, 1)
     ax.set_title(f"Preferred over SFT by {judged_by} (test users, 95% CI)")
     ax.legend(handles=handles, loc="upper left", bbox_to_anchor=(1.01, 1), fontsize=8)
+    if warning:
+        # Wrapped to the figure's width (about 10 bold characters an inch at this size).
+        width = int(10 * fig.get_figwidth())
+        fig.suptitle(textwrap.fill(warning, width), color=WARNING, fontweight="bold", fontsize=9)
     return fig
 
 
 def win_rate_plot(
-    policies: dict, path: Path, candidate: str | None = None, judged_by: str = LABELERS
+    policies: dict,
+    path: Path,
+    candidate: str | None = None,
+    judged_by: str = LABELERS,
+    warning: str | None = None,
 ) -> Path:
-    return _save(win_rate_figure(policies, candidate, judged_by), path)
+    return _save(win_rate_figure(policies, candidate, judged_by, warning), path)
 
 
 def family_heatmap_figure(policies: dict) -> Figure:
@@ -195,21 +210,24 @@ def report_plots(
     ]
 
 
-def judged_plots(policies: dict, folder: Path, candidates: tuple[str, ...]) -> list[Path]:
+def judged_plots(
+    policies: dict, folder: Path, candidates: tuple[str, ...], warning: str | None = None
+) -> list[Path]:
     """The plots of a run on a user's dataset, drawn into `folder`: the held-out judge's win
     rates against SFT, one per possible candidate as report_plots draws them (for_report
-    takes the gate's). None without the judge's verdicts; no gold score, so no per-family
-    or score-against-KL plot (a proxy RM score alone is not evidence of quality)."""
+    takes the gate's), headed by `warning` when the judge is untrusted. None without the
+    judge's verdicts; no gold score, so no per-family or score-against-KL plot (a proxy RM
+    score alone is not evidence of quality)."""
     judged = {n: row for n, row in policies.items() if row.get("win_rate_vs_sft")}
     if not judged:
         return []
     folder.mkdir(parents=True, exist_ok=True)
     stem = WIN_RATE.removesuffix(".png")
     return [
-        win_rate_plot(judged, folder / f"{stem}-{name}.png", name, JUDGE)
+        win_rate_plot(judged, folder / f"{stem}-{name}.png", name, JUDGE, warning)
         for name in candidates
         if name in judged
-    ] or [win_rate_plot(judged, folder / WIN_RATE, None, JUDGE)]
+    ] or [win_rate_plot(judged, folder / WIN_RATE, None, JUDGE, warning)]
 
 
 def for_report(figures: list[Path], candidate: str | None, folder: Path) -> list[Path]:

@@ -44,6 +44,7 @@ from instructflow.tasks.registry_flavors import LOGGERS
 from instructflow.tasks.registry_lookup import alias_version, champion_version, find_version
 from instructflow.tasks.registry_snapshot import RegistrySnapshot
 from instructflow.tasks.registry_weights import (
+    confirm_reuse,
     registered_version,
     reuse_note,
     weight_tags,
@@ -130,6 +131,7 @@ def register_candidate(
     its card. Returns the (policy, RM) versions."""
     (name, rm_name), (policy_dir, rm_dir) = names, dirs
     new_rm = registered_version(client, rm_name, rm_dir) is None
+    new_policy = registered_version(client, name, policy_dir) is None
     rm_version = register(rm_dir, rm_name, "reward_model", lineage | rm_metrics)
     tags = {"reward_model_name": rm_name, "reward_model_version": rm_version}
     version = register(policy_dir, name, "policy", lineage | policy_tags | tags)
@@ -137,6 +139,10 @@ def register_candidate(
     if new_rm:
         card = reward_model_card(rm_name, rm_version, lineage, rm_metrics, (name, version))
         client.update_model_version(rm_name, rm_version, description=card)
+    else:  # its card and figures stay the first run's: no gate writes to a reward model
+        confirm_reuse(client, rm_name, rm_version, lineage, {})
+    if not new_policy:  # its figures now the gate's run's, as its gate tags and card are
+        confirm_reuse(client, name, version, lineage, policy_tags | tags)
     return version, rm_version
 
 
@@ -344,7 +350,8 @@ def register_and_gate_task(
                 "require_approval": cfg.require_approval,
                 "champion": champion_version(client, model_name),
             } | registered_block(model_name, held, policy_dir)
-            card = model_card(model_name, policy_version, lineage, policy_metrics, gate)
+            origin = client.get_model_version(model_name, policy_version).tags if held else None
+            card = model_card(model_name, policy_version, lineage, policy_metrics, gate, origin)
             client.update_model_version(model_name, policy_version, description=card)
             describe_registered_model(client, model_name)  # where `champion` stands now
         except BaseException:

@@ -9,6 +9,12 @@ model; the version that holds a candidate's weights is reused instead.
 
 A version registered before digests were tagged is recognised by the stage
 output folder it came from (`checkpoint_key`), as it was then.
+
+A reused version keeps the lineage tags of the run that registered it (its origin:
+that run's commit, data, Prefect and MLflow runs made these weights); the latest run
+that trained them again adds its own under `last_confirmed_by_` (`confirm_reuse`),
+and its evaluation figures and gate decision replace the earlier run's, as its model
+card does: the card's "Last confirmed by" names that run.
 """
 
 from __future__ import annotations
@@ -20,6 +26,7 @@ from pathlib import Path
 
 from mlflow import MlflowClient
 
+from instructflow.tasks.model_card import CONFIRMED  # the run that last confirmed a version
 from instructflow.tasks.stage import content_digest
 from instructflow.tasks.weight_files import weight_paths
 
@@ -29,6 +36,17 @@ CHECKPOINT_TAG = "checkpoint_key"
 WEIGHTS_TAG = "weights_digest"
 # The config key that names the transformers release which wrote it: not part of the model.
 WRITER_KEY = "transformers_version"
+# The lineage keys that say which run that was (its code, its data, its Prefect and MLflow
+# runs); a dataset run's per-table data_md5_* tags count too.
+RUN_LINEAGE = (
+    "git_commit",
+    "dvc_data_md5",
+    "prefect_flow_run_id",
+    "prefect_flow_run_url",
+    "mlflow_parent_run_id",
+    "mlflow_parent_run_url",
+    "seed",
+)
 
 
 def checkpoint_key(model_dir: str | Path) -> str:
@@ -99,3 +117,20 @@ def reuse_note(name: str, version: str, digest: str | None) -> str:
         f"{name} v{version} already holds these weights (weights digest {digest}): "
         f"no new version registered; the gate acted on v{version}"
     )
+
+
+def confirmation_tags(lineage: dict) -> dict[str, str]:
+    """The `last_confirmed_by_*` tags of a run that trained a registered version's weights again."""
+    keys = [*RUN_LINEAGE, *sorted(k for k in lineage if k.startswith("data_md5_"))]
+    return {CONFIRMED + k: str(lineage[k]) for k in keys if lineage.get(k) is not None}
+
+
+def confirm_reuse(
+    client: MlflowClient, name: str, version: str, lineage: dict, figures: dict
+) -> None:
+    """Tag a reused version with the run that reused it and that run's `figures` (its
+    evaluation, which the gate's tags and the card written next are of too); its own
+    lineage tags, the run that registered the weights first, are left as they are."""
+    tags = confirmation_tags(lineage) | {k: str(v) for k, v in figures.items() if v is not None}
+    for key, value in tags.items():
+        client.set_model_version_tag(name, version, key, value)

@@ -157,7 +157,8 @@ def thin_splits(
 
 def repeated_rows(tables: dict[str, list[tuple[tuple, str]]]) -> list[str]:
     """A warning per table whose rows repeat word for word: (content, split) per row, the
-    content being the prompt and its responses.
+    content being the prompt's conversations.prompt_key (its turns before rendering: the same
+    prompt as text and as a conversation is one) and its responses.
 
     Rows repeated across splits are the worse case: a test row that is also a training row
     is not held out, and the held-out judge's accuracy and every win rate built on it

@@ -16,7 +16,7 @@ from mlflow.tracking import MlflowClient
 
 from instructflow.flows import dataset_gate
 from instructflow.flows.cli import main
-from instructflow.tasks import registry, tracking
+from instructflow.tasks import judge_trust, registry, tracking
 from instructflow.tasks.registry_config import RegistryConfig
 from tests.conftest import init_dvc_project, use_project
 from tests.own_data import (
@@ -119,6 +119,27 @@ def test_an_hh_dataset_runs_end_to_end_and_new_comparisons_rerun_only_what_reads
     assert (root / "reports" / run_id / "win_rate_vs_sft.png").read_bytes().startswith(b"\x89PNG")
     logged = {a.path for a in client.list_artifacts(run_id, "report")}
     assert "report/win_rate_vs_sft.png" in logged
+    # and the evaluation's MLflow run says how its win-rate plots are headed: with the
+    # gate's verdict on the judge when it is untrusted (judge_trust.untrusted_caption)
+    judged = {
+        "judge/accuracy_heldout_pairs": first["judge"]["accuracy_heldout_pairs"],
+        "judge/test_pairs": first["judge"]["test_pairs"],
+    }
+    caption = judge_trust.untrusted_caption(judged)
+    # and the gate shows the judge's accuracy as the report's judge block does: an exact
+    # share of held-out pairs (ties count half), not a float32 mean's 0.46666666865348816
+    accuracy, pairs = judged["judge/accuracy_heldout_pairs"], judged["judge/test_pairs"]
+    assert (
+        gate["judge_accuracy_heldout_pairs"]
+        == accuracy
+        == round(accuracy * 2 * pairs) / (2 * pairs)
+    )
+    assert (caption is None) == first["judge"]["trustworthy"]
+    experiment = client.get_experiment_by_name(tracking.EXPERIMENT).experiment_id
+    (evaluation_run,) = client.search_runs(
+        [experiment], f"tags.mlflow.parentRunId = '{run_id}' and tags.stage = 'evaluation'"
+    )
+    assert evaluation_run.data.params["judge_trust"] == (caption or "trusted")
     if not first["judge"]["trustworthy"]:
         assert not gate["promote"]
         assert gate["reason"] == f"no automatic promotion: {first['judge']['trust_reason']}"

@@ -41,3 +41,12 @@ def test_a_retrain_with_the_same_weights_reuses_the_champions_version(
     assert gate["incumbent"] == "sft"  # not the champion against itself
     assert registry.champion_version(client, SMOKE_POLICY) == champion
     assert gate["note_registered"].startswith(f"{SMOKE_POLICY} v{champion} already holds")
+    # and the version keeps the first run's lineage (the run that made these weights) and
+    # names the retrain that confirmed them, whose gate its card and gate tags now show
+    version = client.get_model_version(SMOKE_POLICY, champion)
+    assert version.tags["mlflow_parent_run_id"] == first["run"]["mlflow_run_id"]
+    retrain = again["run"]["mlflow_run_id"]
+    assert version.tags["last_confirmed_by_mlflow_parent_run_id"] == retrain
+    origin, confirmed = version.description.split("## Last confirmed by")
+    assert first["run"]["mlflow_run_id"] in origin and retrain not in origin
+    assert retrain in confirmed

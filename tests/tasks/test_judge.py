@@ -27,6 +27,7 @@ from instructflow.tasks.judge_trust import (
     judge_is_trustworthy,
     pairs_to_beat_chance,
     report_block,
+    untrusted_caption,
     wilson_lower,
     wilson_upper,
 )
@@ -127,6 +128,16 @@ def test_accuracy_counts_every_ranked_pair_and_a_tie_as_half():
     scores = torch.tensor([[3.0, 1.0, 2.0], [1.0, 2.0, 3.0], [5.0, 5.0, 0.0]])
     assert judge_accuracy(scores, rows) == pytest.approx(3.5 / 7)
     assert math.isnan(judge_accuracy(torch.empty(0, 0), []))
+
+
+def test_accuracy_is_the_exact_share_of_pairs_not_a_float32_mean():
+    # given 15 held-out pairs the judge's float32 scores order right 7 times
+    rows = [{"ranking": [0, 1]}] * 15
+    scores = torch.tensor([[1.0, 0.0]] * 7 + [[0.0, 1.0]] * 8, dtype=torch.float32)
+    # then its accuracy is 7/15 as a float64 (the report, the gate and MLflow show it), not
+    # the float32 mean's 0.46666666865348816
+    accuracy = judge_accuracy(scores, rows)
+    assert accuracy == 7 / 15 and repr(accuracy) == "0.4666666666666667"
 
 
 def test_gold_agreement_counts_only_pairs_gold_orders():
@@ -472,3 +483,27 @@ def test_a_judge_trained_on_20_pairs_blocks_automatic_promotion_in_one_line(
     assert metrics["judge/training_pairs"] > 200
     pairs = int(metrics["judge/test_pairs"])
     assert judge_decision(win, metrics["judge/accuracy_heldout_pairs"], pairs, GateConfig()).promote
+
+
+def test_the_plots_caption_of_an_untrusted_judge_is_the_gates_verdict_in_short():
+    def metrics(accuracy: float, pairs: int) -> dict:
+        return {"judge/accuracy_heldout_pairs": accuracy, "judge/test_pairs": float(pairs)}
+
+    # given a judge at 7 of 15 held-out pairs (below the floor)
+    caption = untrusted_caption(metrics(7 / 15, 15))
+    # then the caption names what was measured, its interval, the pairs and the floor
+    assert caption == (
+        "judge untrusted: accuracy 0.467 [95% CI 0.248-0.699] on 15 held-out pairs, "
+        "below floor 0.60"
+    )
+    # and a judge over the floor on too few pairs is untrusted for that reason
+    assert untrusted_caption(metrics(0.625, 8)) == (
+        "judge untrusted: accuracy 0.625 [95% CI 0.306-0.863] on 8 held-out pairs, "
+        "not shown better than chance (floor 0.60)"
+    )
+    # and an untested judge says so
+    assert untrusted_caption(metrics(float("nan"), 0)).startswith("judge untested")
+    # and the caption exists exactly where the gate's rule refuses the judge, floor included
+    for accuracy, pairs, floor in [(0.7, 400, 0.6), (0.7, 400, 0.75), (0.55, 400, 0.5)]:
+        trusted = judge_is_trustworthy(accuracy, pairs, floor)[0]
+        assert (untrusted_caption(metrics(accuracy, pairs), floor) is None) == trusted

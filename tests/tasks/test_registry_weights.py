@@ -207,3 +207,87 @@ def test_the_report_and_the_card_say_which_version_holds_the_weights(tmp_path):
     # and a new version says nothing of the kind
     new = registry.registered_block(POLICY, None, policy_dir)
     assert new == {"registered": "new", "weights_digest": digest}
+
+
+def _lineage(run: str) -> dict:
+    """Run `run`'s lineage, as a pipeline run tags its versions."""
+    return {
+        "profile": "smoke",
+        "seed": 0,
+        "git_commit": f"commit-{run}",
+        "dvc_data_md5": f"data-{run}",
+        "prefect_flow_run_id": f"prefect-{run}",
+        "prefect_flow_run_url": f"http://prefect/{run}",
+        "mlflow_parent_run_id": f"mlflow-{run}",
+        "mlflow_parent_run_url": f"http://mlflow/{run}",
+    }
+
+
+def test_a_reused_version_keeps_its_origin_and_names_the_run_that_confirmed_it(client, tmp_path):
+    from instructflow.tasks.model_card import model_card, registry_status
+
+    # given run a registered v1 (policy and RM), and run b trained the same weights again
+    dirs_a = (_checkpoint(tmp_path, "ppo-a", b"policy"), _checkpoint(tmp_path, "rm-a", b"rm"))
+    dirs_b = (_checkpoint(tmp_path, "ppo-b", b"policy"), _checkpoint(tmp_path, "rm-b", b"rm"))
+    names = (POLICY, RM)
+    figures_a, figures_b = {"win_rate_vs_sft": 0.6, "policy": "ppo"}, {"win_rate_vs_sft": 0.55}
+    registry.register_candidate(client, names, dirs_a, _lineage("a"), figures_a, {"acc": 0.7})
+    held = registered_version(client, POLICY, dirs_b[0])
+    versions = registry.register_candidate(
+        client, names, dirs_b, _lineage("b"), figures_b | {"policy": "ppo_ptx"}, {"acc": 0.71}
+    )
+    assert held == "1" and versions == ("1", "1")
+    # then v1's lineage tags are still run a's: the run whose code and data made the weights
+    tags = client.get_model_version(POLICY, "1").tags
+    for key in ("git_commit", "dvc_data_md5", "prefect_flow_run_id", "mlflow_parent_run_id"):
+        assert tags[key] == _lineage("a")[key]
+        # and run b, which trained them again, is named beside it
+        assert tags[f"last_confirmed_by_{key}"] == _lineage("b")[key]
+    # and its figures are run b's, as the gate's tags and the card run b writes are
+    assert tags["win_rate_vs_sft"] == "0.55" and tags["policy"] == "ppo_ptx"
+    # and the reused RM names run b too, its figures and card still run a's (no gate)
+    rm = client.get_model_version(RM, "1")
+    assert rm.tags["git_commit"] == "commit-a" and rm.tags["acc"] == "0.7"
+    assert rm.tags["last_confirmed_by_mlflow_parent_run_id"] == "mlflow-b"
+    assert "commit-b" not in rm.description
+
+    # when run b writes v1's card
+    gate = {
+        "candidate": "ppo_ptx",
+        "incumbent": "sft",
+        "evidence": "held-out labelers",
+        "prompts": 12,
+        "win_rate": {"mean": 0.55, "ci95": [0.45, 0.65]},
+        "public_suite": {"challenger": 0.5, "incumbent": 0.5},
+        "promoted": False,
+        "reason": "no better than sft",
+    } | registry.registered_block(POLICY, held, dirs_b[0])
+    card = model_card(POLICY, "1", _lineage("b"), figures_b, gate, tags)
+    # then it says where the weights come from (run a) apart from who confirmed them (run b)
+    origin, confirmed = card.split("## Last confirmed by")
+    assert "- git commit: `commit-a`" in origin
+    assert "- MLflow parent run: [`mlflow-a`](http://mlflow/a)" in origin
+    assert "commit-b" not in origin and "ppo_ptx" not in origin
+    assert "the evaluation and the promotion gate below are its" in confirmed
+    assert "- git commit: `commit-b`" in confirmed and "- policy: `ppo_ptx`" in confirmed
+    assert "- MLflow parent run: [`mlflow-b`](http://mlflow/b)" in confirmed
+    assert "commit-a" not in confirmed
+    # and a version registered once has one origin and no such section
+    fresh = model_card(POLICY, "1", _lineage("a"), figures_a, gate | {"note_registered": None})
+    assert "Last confirmed by" not in fresh
+
+    # and the registry's status credits run b's gate with the decision its tags hold
+    decided = tags | {"gate_reason": "no better than sft", "gate_promote": "False"}
+    status = registry_status(POLICY, {"1": decided}, {"challenger": "1"})
+    assert "(latest: v1, no better than sft)" in status
+    v0 = _lineage("z") | {"gate_promote": "True", "promoted_by": "gate"}
+    status = registry_status(POLICY, {"1": v0, "2": decided}, {"champion": "1", "challenger": "2"})
+    assert "Challenger: v2 (run [`mlflow-b`](http://mlflow/b)): no better than sft" in status
+    # and a champion run b's gate reused but did not promote again says who promoted it
+    kept = decided | {"promoted_by": "gate"}
+    status = registry_status(POLICY, {"1": kept}, {"champion": "1", "challenger": "1"})
+    assert (
+        "**Champion: v1**, promoted by an earlier gate (the gate of run "
+        "[`mlflow-b`](http://mlflow/b) reused this version and left it champion: "
+        "no better than sft)"
+    ) in status

@@ -8,7 +8,7 @@ import matplotlib.pyplot as plt
 import pytest
 from matplotlib.text import Text
 
-from instructflow.tasks import plots
+from instructflow.tasks import judge_trust, plots
 from instructflow.tasks.ppo_plot import curve_figure, curve_title, plot_curve
 
 FAMILIES = ["brainstorm", "classify", "closed_qa", "extract"]
@@ -201,6 +201,31 @@ def test_a_dataset_run_plots_the_judges_win_rates_one_per_candidate(tmp_path):
     assert [p.name for p in plots.for_report(drawn, "ppo", tmp_path / "r")] == [
         "win_rate_vs_sft.png"
     ]
+
+
+def test_a_dataset_runs_plot_says_when_the_judge_is_untrusted(tmp_path, monkeypatch):
+    # given a dataset run whose held-out judge got 7 of 15 held-out pairs right (below the
+    # gate's floor: the report warns, and the gate does not act on the judge)
+    rows = {"sft": _judged(0.5, 0.0), "ppo": _judged(0.6, 0.01)}
+    metrics = {"judge/accuracy_heldout_pairs": 7 / 15, "judge/test_pairs": 15.0}
+    caption = judge_trust.untrusted_caption(metrics)
+    drawn_with = []
+    original = plots.win_rate_figure
+    monkeypatch.setattr(
+        plots, "win_rate_figure", lambda *a, **k: drawn_with.append(fig := original(*a, **k)) or fig
+    )
+    # when the evaluation draws its plots with the judge's caption
+    drawn = plots.judged_plots(rows, tmp_path / "eval", ("ppo", "sft"), caption)
+    # then every win-rate plot is headed by it, in full, so the plot alone says so
+    assert len(drawn) == len(drawn_with) == 2
+    for fig in drawn_with:
+        heading = fig.get_suptitle().replace("\n", " ")
+        assert heading == caption
+        assert "below floor 0.60" in heading and "on 15 held-out pairs" in heading
+    # and a trusted judge's plot has no such heading
+    trusted = {"judge/accuracy_heldout_pairs": 0.8, "judge/test_pairs": 400.0}
+    assert judge_trust.untrusted_caption(trusted) is None
+    assert plots.win_rate_figure(rows, "ppo", plots.JUDGE, None).get_suptitle() == ""
 
 
 def test_a_dataset_run_without_judge_verdicts_has_no_plot(tmp_path):
