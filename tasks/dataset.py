@@ -105,23 +105,6 @@ class Dataset:
     summary: dict[str, Any]
 
 
-def _own_forms(
-    path: Path, table: str, rows: list[tuple[int, Any]]
-) -> tuple[list[tuple[int, Any]], int, list[Problem]]:
-    """The rows with those in a TRL form rewritten to their equivalent; how many were; and
-    the problems of rows that look like a TRL form but fit none, left out of the rest."""
-    out, converted, problems = [], 0, []
-    for n, obj in rows:
-        if isinstance(obj, dict):
-            obj, was_trl = trl_forms.as_own_form(table, obj)
-            converted += was_trl
-            if not was_trl and (bad := trl_forms.completion_problem(table, obj)) is not None:
-                problems.append(Problem(str(path), n, *bad))
-                continue
-        out.append((n, obj))
-    return out, converted, problems
-
-
 def validate(
     path: Path, rows: list[tuple[int, dict]], schema: pa.DataFrameSchema
 ) -> tuple[list[Problem], set[str]]:
@@ -284,7 +267,7 @@ def load_dataset(
         if extras:
             summary.setdefault("ignored_message_keys", {})[name] = extras
         given = len(rows)
-        rows, converted, form_problems = _own_forms(path, name, rows)
+        rows, converted, form_problems = trl_forms.own_forms(path, name, rows)
         problems += form_problems
         if converted:  # how many rows were in TRL's forms (instructflow.tasks.trl_forms)
             summary.setdefault("trl_forms", {})[name] = converted
