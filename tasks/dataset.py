@@ -34,6 +34,7 @@ from instructflow.tasks.conversations import (
     PromptRenderer,
     as_messages,
     drop_message_extras,
+    message_at_fault,
     readable,
     shared_prompt,
     split_key,
@@ -132,6 +133,10 @@ def validate(
         for case in cases.index[row_checks]:  # and show that field's value, not another column's
             row, field = cases.at[case, "index"], cases.at[case, "column"]
             cases.at[case, "failure_case"] = frame.at[row, field] if field in frame else None
+        for case in cases.index:  # a conversation's problem shows the message at fault
+            value = cases.at[case, "failure_case"]
+            if (shown := message_at_fault(str(cases.at[case, "check"]), value)) is not value:
+                cases.at[case, "failure_case"] = shown
         problems = _schema_problems(e, frame, file, set())
     by_row = dict(rows)
     return [_absent(p, by_row.get(p.row)) for p in problems], set(columns) - set(schema.columns)

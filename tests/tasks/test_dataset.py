@@ -507,3 +507,25 @@ def test_demonstrations_may_mix_messages_and_prompt_response_rows(tmp_path):
         load_dataset(folder)
     assert _problems(e.value) == [("demonstrations.jsonl", 3, "messages")]
     assert "needs either messages or both prompt and response" in str(e.value)
+
+
+@pytest.mark.parametrize(
+    "message, shown",
+    [
+        ({"role": "assistant", "content": 3}, "(got {'role': 'assistant', 'content': 3})"),
+        ({"role": "bot", "content": "Hi."}, "(got {'role': 'bot', 'content': 'Hi.'})"),
+        ({"role": "assistant", "content": "a\x07b"}, "(got {'role': 'assistant', 'content': 'a\\x07b'})"),
+    ],
+)  # fmt: skip
+def test_a_bad_message_is_shown_not_the_conversations_first_turns(tmp_path, message, shown):
+    # given a conversation whose first turns fill the 80 characters a bad value is shown in
+    folder = write_hh_dataset(tmp_path / "hh", n_pairs=40)
+    rows = _lines(folder / "demonstrations.jsonl")
+    system = {"role": "system", "content": "You are a careful assistant. " * 4}
+    rows[5]["messages"] = [system, *rows[5]["messages"][:-1], message]
+    (folder / "demonstrations.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    # then the problem shows the message at fault
+    with pytest.raises(TableError) as e:
+        load_dataset(folder)
+    assert _problems(e.value) == [("demonstrations.jsonl", 6, "messages")]
+    assert shown in str(e.value)
