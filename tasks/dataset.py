@@ -352,6 +352,7 @@ def load_dataset(
             }
         )
         + render.mixed_warnings(rows_read)
+        + splits.users_across_splits((i.file, i.user_id, split_of[id(i)]) for i in every)
     )
     summary["k_counts"] = dict(
         sorted(Counter(len(i.responses) for i in loaded["preferences"]).items())

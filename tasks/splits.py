@@ -183,3 +183,30 @@ def repeated_rows(tables: dict[str, list[tuple[tuple, str]]]) -> list[str]:
         elif repeats:
             warnings.append(f"{table}: {repeats} rows repeat an earlier row word for word")
     return warnings
+
+
+def users_across_splits(rows: Iterable[tuple[str, str | None, str]]) -> list[str]:
+    """A warning when rows carry user ids yet the dataset was split by prompt (another
+    table has none) and some user's rows landed in two splits: (file, user_id, split) per row.
+
+    Each table is checked for rows without a user id (missing_user_ids refuses those), but
+    a whole table without the column makes every table split by prompt: a trial gave
+    every preference row a user_id and the demonstrations none, and each of its 40 users
+    silently had rows in train and test, with nothing said about it.
+    """
+    rows = list(rows)
+    splits_of: dict[str, set[str]] = defaultdict(set)
+    for _, user, split in rows:
+        if user:
+            splits_of[user].add(split)
+    if not splits_of or all(user for _, user, _ in rows):
+        return []
+    crossing = sum(len(s) > 1 for s in splits_of.values())
+    if not crossing:
+        return []
+    without = sorted({Path(file).name for file, user, _ in rows if not user})
+    return [
+        f"split by prompt, not by user: {', '.join(without)} has no user_id, so "
+        f"{crossing} of {len(splits_of)} users have rows in more than one split; give every "
+        "table's rows a user_id to split by user, or state splits in a `split` column"
+    ]

@@ -529,3 +529,23 @@ def test_a_bad_message_is_shown_not_the_conversations_first_turns(tmp_path, mess
         load_dataset(folder)
     assert _problems(e.value) == [("demonstrations.jsonl", 6, "messages")]
     assert shown in str(e.value)
+
+
+def test_users_split_apart_because_another_table_has_no_user_ids_are_warned_about(tmp_path):
+    # given pairs whose every row names one of 60 users, beside prompts without user ids
+    folder = write_pairwise_dataset(tmp_path / "pw", n=300)
+    rows = _lines(folder / "preferences.jsonl")
+    rows = [r | {"user_id": f"u{i % 60}"} for i, r in enumerate(rows)]
+    (folder / "preferences.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    # when it loads, the dataset is split by prompt (a table has no user ids) ...
+    summary = load_dataset(folder).summary
+    assert summary["split_rule"] == "prompt_hash"
+    # ... and the users that landed in two splits are said, with the table to fix
+    (warning,) = [w for w in summary["split_warnings"] if "not by user" in w]
+    assert warning.startswith("split by prompt, not by user: prompts.jsonl has no user_id, so ")
+    assert " of 60 users have rows in more than one split" in warning
+    # without the prompts table every row has a user: split by user, nothing to say
+    (folder / "prompts.jsonl").unlink()
+    summary = load_dataset(folder).summary
+    assert summary["split_rule"] == "user_id"
+    assert not [w for w in summary["split_warnings"] if "not by user" in w]
