@@ -41,7 +41,7 @@ from instructflow.tasks.conversations import (
 )
 from instructflow.tasks.dataset_files import find_tables, read_rows, unread_files
 from instructflow.tasks.dataset_names import meant_columns, naming_warnings, nearest
-from instructflow.tasks.lengths import LengthCheck
+from instructflow.tasks.lengths import LengthCheck, overlong_hint
 from instructflow.tasks.schemas import ROW_CHECK_FIELDS
 from instructflow.tasks.tables import LINE, Problem, TableError, _schema_problems
 
@@ -327,6 +327,8 @@ def load_dataset(
             problems += found
             if counts and name in paths:
                 summary["overlong"][paths[name].name] = counts
+        if hint := overlong_hint(problems, lengths.max_len, lengths.max_new_tokens):
+            problems.append(hint)
     every = [item for items in loaded.values() for item in items]
     if not loaded["preferences"]:
         problems.append(Problem(str(paths["preferences"]), 0, "preferences", "no usable rows"))

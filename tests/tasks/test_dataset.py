@@ -382,8 +382,14 @@ def test_a_row_longer_than_the_context_is_refused_dropped_or_cut(tmp_path, token
 
     with pytest.raises(TableError) as e:
         load_dataset(folder, DatasetConfig(overlong="refuse"), check)
-    assert _problems(e.value) == [("preferences.jsonl", 9, "prompt")]
+    # the row, and first a line saying which settings would run without it
+    assert _problems(e.value) == [
+        ("preferences.jsonl", 0, "rows"),
+        ("preferences.jsonl", 9, "prompt"),
+    ]
     assert "context 64" in str(e.value)
+    assert "1 rows do not fit the context of 64 tokens" in str(e.value)
+    assert "set dataset.overlong to 'drop' or 'truncate'" in str(e.value)
 
     dropped = load_dataset(folder, DatasetConfig(overlong="drop"), check)
     assert len(dropped.preferences) == 39
