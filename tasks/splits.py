@@ -210,3 +210,29 @@ def users_across_splits(rows: Iterable[tuple[str, str | None, str]]) -> list[str
         f"{crossing} of {len(splits_of)} users have rows in more than one split; give every "
         "table's rows a user_id to split by user, or state splits in a `split` column"
     ]
+
+
+def prompts_across_splits(rows: Iterable[tuple[str, int, str, str]]) -> list[str]:
+    """A warning when one prompt is in two splits: (file, row, prompt key, split) per row.
+
+    Split by user, two users asking the same prompt can land on two sides (split by prompt,
+    a prompt has one side, and stated splits that disagree are refused). A test prompt that
+    is also a training prompt is trained on by SFT, the reward model and PPO and then
+    evaluated: its figures are not held out (InstructGPT deduplicates prompts before it
+    splits by user). Not refused: real datasets repeat short prompts ("Hi") across users.
+    """
+    first: dict[str, tuple[str, int, str]] = {}
+    crossing: dict[str, tuple[tuple[str, int, str], tuple[str, int, str]]] = {}
+    for file, row, key, split in rows:
+        seen = first.setdefault(key, (file, row, split))
+        if seen[2] != split and key not in crossing:
+            crossing[key] = (seen, (file, row, split))
+    if not crossing:
+        return []
+    (f1, r1, s1), (f2, r2, s2) = next(iter(crossing.values()))
+    return [
+        f"{len(crossing)} prompt{'s are' if len(crossing) > 1 else ' is'} in more than one "
+        f"split (users in different splits asked {'them' if len(crossing) > 1 else 'it'}), e.g. {Path(f1).name} row {r1} ({s1}) "
+        f"and {Path(f2).name} row {r2} ({s2}): figures on such a prompt are not held out; "
+        "remove its rows from all but one split"
+    ]

@@ -555,3 +555,28 @@ def test_users_split_apart_because_another_table_has_no_user_ids_are_warned_abou
     summary = load_dataset(folder).summary
     assert summary["split_rule"] == "user_id"
     assert not [w for w in summary["split_warnings"] if "not by user" in w]
+
+
+def test_a_prompt_asked_by_users_in_two_splits_is_warned_about(tmp_path):
+    # given pairs split by user, one prompt of which a second user (in another split) asked
+    folder = write_pairwise_dataset(tmp_path / "pw", n=300)
+    (folder / "prompts.jsonl").unlink()
+    rows = _lines(folder / "preferences.jsonl")
+    rows = [r | {"user_id": f"u{i % 60}"} for i, r in enumerate(rows)]
+    summary = load_dataset(_with(folder, rows)).summary
+    assert summary["split_rule"] == "user_id"
+    assert not [w for w in summary["split_warnings"] if "more than one split" in w]
+    users = {r["user_id"]: hash_split(r["user_id"], 0.1, 0.2) for r in rows}  # the defaults
+    other = next(u for u, s in users.items() if s != users[rows[0]["user_id"]])
+    rows.append(rows[0] | {"user_id": other, "chosen": "Another answer."})
+    # then the prompt is named, with a row on each side
+    summary = load_dataset(_with(folder, rows)).summary
+    (warning,) = [w for w in summary["split_warnings"] if "more than one split" in w]
+    assert warning.startswith("1 prompt is in more than one split (users in different splits")
+    assert f"preferences.jsonl row 1 ({users[rows[0]['user_id']]})" in warning
+    assert f"preferences.jsonl row {len(rows)} ({users[other]})" in warning
+
+
+def _with(folder: Path, rows: list[dict]) -> Path:
+    (folder / "preferences.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return folder
