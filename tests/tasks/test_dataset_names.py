@@ -176,3 +176,18 @@ def test_a_split_in_a_file_of_its_own_is_named_not_silently_dropped(tmp_path):
         "train_prefs.jsonl is not read: a table is one file whose rows name their split; "
         'put its rows in preferences.jsonl with "split": "train"'
     ) in message
+
+
+def test_a_hub_snapshot_with_split_files_a_level_down_is_explained(tmp_path):
+    # given a dataset as the Hub stores it: data/train-....parquet, data/test-..., a card
+    folder = write_pairwise_dataset(tmp_path / "hub", n=60)
+    (folder / "data").mkdir()
+    (folder / "preferences.jsonl").rename(folder / "data" / "train-00000-of-00001.jsonl")
+    (folder / "prompts.jsonl").rename(folder / "data" / "test-00000-of-00001.jsonl")
+    (folder / "README.md").write_text("# a dataset card\n")
+    # then the refusal points into data/ and says how tables are laid out
+    assert (
+        "no preferences.jsonl or preferences.parquet (data/ holds files named as splits, not"
+        " read: test-00000-of-00001.jsonl, train-00000-of-00001.jsonl; tables are read from the"
+        " directory itself, one file each (preferences.jsonl, ...) whose rows name their split"
+    ) in _message(folder)
