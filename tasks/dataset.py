@@ -342,6 +342,9 @@ def load_dataset(
         if items
     }
     problems = problems or splits.empty_split_problems(summary["split_counts"], paths)
+    if not problems:  # the judge's groups, as the layout names them (a prompt without a user)
+        test = {i.user_id or i.prompt for i in loaded["preferences"] if split_of[id(i)] == "test"}
+        problems = splits.judge_groups_problems(len(test), paths["preferences"])
     if problems:
         raise TableError(problems)
     summary["split_warnings"] = (

@@ -236,3 +236,19 @@ def prompts_across_splits(rows: Iterable[tuple[str, int, str, str]]) -> list[str
         f"and {Path(f2).name} row {r2} ({s2}): figures on such a prompt are not held out; "
         "remove its rows from all but one split"
     ]
+
+
+def judge_groups_problems(groups: int, path: Path) -> list[Problem]:
+    """A problem when the preferences' test split holds fewer than two groups (users, or
+    prompts without users; `groups` counts them): the held-out judge trains on some of
+    them and is measured on the others (tasks/judge.py split_for_judge), so with one it
+    failed mid-run, after SFT and the reward model had trained, with a traceback."""
+    if groups >= 2:
+        return []
+    message = (
+        f"the test split holds {groups} user (or prompt, without user ids) of preferences: the "
+        "held-out judge trains on some of the test split's users and is measured on others, "
+        "so it needs at least 2; add test rows, or raise dataset.test_fraction (or change the "
+        "rows' `split` column)"
+    )
+    return [Problem(str(path), 0, "split", message)]

@@ -580,3 +580,24 @@ def test_a_prompt_asked_by_users_in_two_splits_is_warned_about(tmp_path):
 def _with(folder: Path, rows: list[dict]) -> Path:
     (folder / "preferences.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     return folder
+
+
+def test_a_test_split_of_one_prompt_is_refused_before_the_judge_needs_two(tmp_path):
+    # given pairs that state their splits, one row of which is test
+    folder = write_pairwise_dataset(tmp_path / "pw", n=60)
+    (folder / "prompts.jsonl").unlink()
+    rows = _lines(folder / "preferences.jsonl")
+    rows = [
+        r | {"split": "test" if i == 0 else ("valid" if i < 6 else "train")}
+        for i, r in enumerate(rows)
+    ]
+    (folder / "preferences.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    # then it is refused here, not when the held-out judge splits its test split in two
+    # (mid-run, after SFT and the reward model had trained)
+    with pytest.raises(TableError, match="the test split holds 1 user") as e:
+        load_dataset(folder)
+    assert _problems(e.value) == [("preferences.jsonl", 0, "split")]
+    # two test prompts are enough
+    rows[6]["split"] = "test"
+    (folder / "preferences.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    assert load_dataset(folder).summary["split_counts"]["preferences"]["test"] == 2
