@@ -52,7 +52,7 @@ def _cmd_data_validate(args: argparse.Namespace) -> int:
         print(f"instructflow: no such directory or file: {args.file}", file=sys.stderr)
         return 2
     if Path(args.file).is_dir():  # a dataset directory, read as `run --data` reads it
-        return _validate_dataset(Path(args.file), args.base_model)
+        return _validate_dataset(Path(args.file), args.base_model, args.params)
     path = Path(args.file)
     if args.kind is None or path.suffix == ".parquet":  # --kind's schemas are JSONL's
         what = "is Parquet" if path.suffix == ".parquet" else "needs --kind"
@@ -83,25 +83,31 @@ def _own_data_hint(path: Path) -> str:
     return f"for your own dataset, validate its directory: instructflow data validate {path.parent}"
 
 
-def _validate_dataset(folder: Path, base_model: str | None = None) -> int:
+def _validate_dataset(
+    folder: Path, base_model: str | None = None, params_file: str | None = None
+) -> int:
     """Every check of a user's dataset; with `base_model`, rendered and length-checked as a run
-    with default settings does (without, its chat template and context are not known: prompts
-    are plain text, and no row is too long). Raises TableError listing every problem."""
+    with the settings of `params_file` (else the defaults) does (without, its chat template
+    and context are not known: prompts are plain text, and no row is too long). Raises
+    TableError listing every problem."""
+    from instructflow.flows.params_io import build_params, read_params_file
     from instructflow.tasks.dataset import load_dataset
     from instructflow.tasks.dataset_names import notes
 
+    # The run's dataset settings (overlong, split fractions) and sampling room: a refusal
+    # that says "set dataset.overlong in --params" must be checkable here with that file.
+    params = build_params(read_params_file(params_file) if params_file else {})
     check = None
     if base_model:
         from instructflow.flows.own_data import max_new_tokens
-        from instructflow.flows.params import PipelineParams
         from instructflow.tasks.dataset_stage import length_check
         from instructflow.tasks.input_checks import base_model_problems
         from instructflow.tasks.tables import TableError
 
         if problems := base_model_problems(Path(base_model))[1]:
             raise TableError(problems)
-        check = length_check(base_model, max_new_tokens(PipelineParams()))
-    summary = load_dataset(folder, lengths=check).summary
+        check = length_check(base_model, max_new_tokens(params))
+    summary = load_dataset(folder, params.dataset, lengths=check).summary
     for name, table in summary["tables"].items():
         print(f"{name}: {table['file']}, {table['rows']} rows, md5 {table['md5']}")
     print(f"preferences: {summary['preference_shape']}, K counts {summary['k_counts']}")
@@ -115,7 +121,8 @@ def _validate_dataset(folder: Path, base_model: str | None = None) -> int:
         print(line)
     if base_model:
         print(f"prompts rendered: {summary['rendering']}; too-long rows: {summary['overlong']}")
-        print(f"{folder}: valid for {base_model}, as a run with default settings reads it")
+        settings = f"the settings of {params_file}" if params_file else "default settings"
+        print(f"{folder}: valid for {base_model}, as a run with {settings} reads it")
     else:
         print(
             f"{folder}: valid (row lengths and the chat template are checked against the base"
@@ -177,6 +184,11 @@ def add_commands(sub) -> None:
         "--base-model",
         help="a dataset directory only: render and length-check its rows with this model's"
         " tokenizer and chat template, as `run --data --base-model` does",
+    )
+    val.add_argument(
+        "--params",
+        help="a dataset directory only: the JSON file of run settings `run --params` takes"
+        " (its dataset settings and sampling room apply)",
     )
     val.add_argument(
         "--kind",

@@ -116,8 +116,10 @@ def _cmd_eval_import(args: argparse.Namespace) -> int:
     result = import_labels(args.run, args.file)
     for name, row in result["human_eval"]["policies"].items():
         win = row.get("win_rate_vs_sft")
-        text = f"win vs sft {win['mean']:.3f} {win['ci95']}" if win else "baseline"
-        print(f"{name}: {text}, Likert {row['likert']['mean']}")
+        # As the report writes them: 3 decimals (the CI's bounds came out as 0.3333333333333333)
+        ci = f"[{win['ci95'][0]:.3f}, {win['ci95'][1]:.3f}]" if win else ""
+        text = f"win vs sft {win['mean']:.3f} {ci}" if win else "baseline"
+        print(f"{name}: {text}, Likert {row['likert']['mean']:.2f}")
     gate = result.get("gate")
     if gate:
         print(f"gate ({gate['evidence']}): {gate['reason']}")

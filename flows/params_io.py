@@ -99,7 +99,8 @@ def allowed(node: dict) -> str:
         elif kind == "boolean":
             words.append("true or false")
         elif kind == "string":
-            words.append("a string")
+            pattern = option.get("pattern")
+            words.append("a string" + (f" matching {pattern}" if pattern else ""))
         elif kind == "object" or "properties" in option:
             words.append("an object with fields " + ", ".join(option.get("properties", {})))
     return " or ".join(words) or "see `instructflow params --schema`"

@@ -150,6 +150,24 @@ def conversation_problem(value: Any) -> str | None:
     return None
 
 
+def message_at_fault(problem: str, value: Any) -> Any:
+    """The first message of a conversation cell that `problem` is about, else the cell.
+
+    A problem's message shows the value cut to 80 characters, which for a conversation
+    is its first turns: the message without a role, or with a number or a control
+    character for content, is rarely among them (own-data trial: a bad content in the
+    second message showed as "[{'role': 'user', 'content': '...'}, {'role': 'assi...")."""
+    at_fault = {
+        BAD_MESSAGE: lambda m: not _good_message(m),
+        CONTROL_IN_MESSAGE: lambda m: _CONTROL_RE.search(m["content"]),
+        SURROGATE_IN_MESSAGE: lambda m: _SURROGATE_RE.search(m["content"]),
+    }.get(problem)
+    messages = as_messages(value)
+    if at_fault is None or not messages:
+        return value
+    return next((m for m in messages if at_fault(m)), value)
+
+
 def shared_prompt(
     chosen: list[dict[str, str]], rejected: list[dict[str, str]]
 ) -> list[dict[str, str]] | None:

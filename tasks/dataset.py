@@ -34,6 +34,7 @@ from instructflow.tasks.conversations import (
     PromptRenderer,
     as_messages,
     drop_message_extras,
+    message_at_fault,
     prompt_key,
     readable,
     shared_prompt,
@@ -41,7 +42,7 @@ from instructflow.tasks.conversations import (
 )
 from instructflow.tasks.dataset_files import find_tables, read_rows, unread_files
 from instructflow.tasks.dataset_names import meant_columns, naming_warnings, nearest
-from instructflow.tasks.lengths import LengthCheck
+from instructflow.tasks.lengths import LengthCheck, overlong_hint
 from instructflow.tasks.schemas import ROW_CHECK_FIELDS
 from instructflow.tasks.tables import LINE, Problem, TableError, _schema_problems
 
@@ -107,23 +108,6 @@ class Dataset:
     summary: dict[str, Any]
 
 
-def _own_forms(
-    path: Path, table: str, rows: list[tuple[int, Any]]
-) -> tuple[list[tuple[int, Any]], int, list[Problem]]:
-    """The rows with those in a TRL form rewritten to their equivalent; how many were; and
-    the problems of rows that look like a TRL form but fit none, left out of the rest."""
-    out, converted, problems = [], 0, []
-    for n, obj in rows:
-        if isinstance(obj, dict):
-            obj, was_trl = trl_forms.as_own_form(table, obj)
-            converted += was_trl
-            if not was_trl and (bad := trl_forms.completion_problem(table, obj)) is not None:
-                problems.append(Problem(str(path), n, *bad))
-                continue
-        out.append((n, obj))
-    return out, converted, problems
-
-
 def validate(
     path: Path, rows: list[tuple[int, dict]], schema: pa.DataFrameSchema
 ) -> tuple[list[Problem], set[str]]:
@@ -151,6 +135,10 @@ def validate(
         for case in cases.index[row_checks]:  # and show that field's value, not another column's
             row, field = cases.at[case, "index"], cases.at[case, "column"]
             cases.at[case, "failure_case"] = frame.at[row, field] if field in frame else None
+        for case in cases.index:  # a conversation's problem shows the message at fault
+            value = cases.at[case, "failure_case"]
+            if (shown := message_at_fault(str(cases.at[case, "check"]), value)) is not value:
+                cases.at[case, "failure_case"] = shown
         problems = _schema_problems(e, frame, file, set())
     by_row = dict(rows)
     return [_absent(p, by_row.get(p.row)) for p in problems], set(columns) - set(schema.columns)
@@ -287,7 +275,7 @@ def load_dataset(
         if extras:
             summary.setdefault("ignored_message_keys", {})[name] = extras
         given = len(rows)
-        rows, converted, form_problems = _own_forms(path, name, rows)
+        rows, converted, form_problems = trl_forms.own_forms(path, name, rows)
         problems += form_problems
         if converted:  # how many rows were in TRL's forms (instructflow.tasks.trl_forms)
             summary.setdefault("trl_forms", {})[name] = converted
@@ -342,6 +330,8 @@ def load_dataset(
             problems += found
             if counts and name in paths:
                 summary["overlong"][paths[name].name] = counts
+        if hint := overlong_hint(problems, lengths.max_len, lengths.max_new_tokens):
+            problems.append(hint)
     every = [item for items in loaded.values() for item in items]
     if not loaded["preferences"]:
         problems.append(Problem(str(paths["preferences"]), 0, "preferences", "no usable rows"))
@@ -355,6 +345,9 @@ def load_dataset(
         if items
     }
     problems = problems or splits.empty_split_problems(summary["split_counts"], paths)
+    if not problems:  # the judge's groups, as the layout names them (a prompt without a user)
+        test = {i.user_id or i.prompt for i in loaded["preferences"] if split_of[id(i)] == "test"}
+        problems = splits.judge_groups_problems(len(test), paths["preferences"])
     if problems:
         raise TableError(problems)
     summary["split_warnings"] = (
@@ -367,6 +360,8 @@ def load_dataset(
             }
         )
         + render.mixed_warnings(rows_read)
+        + splits.users_across_splits((i.file, i.user_id, split_of[id(i)]) for i in every)
+        + splits.prompts_across_splits((i.file, i.row, i.split_key, split_of[id(i)]) for i in every)
     )
     summary["k_counts"] = dict(
         sorted(Counter(len(i.responses) for i in loaded["preferences"]).items())

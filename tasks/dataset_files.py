@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 
 from instructflow.tasks import dataset_schemas as ds
-from instructflow.tasks.dataset_names import near_table
+from instructflow.tasks.dataset_names import near_table, split_file, split_file_hint
 from instructflow.tasks.tables import Problem, _read_rows
 
 FORMATS = (".jsonl", ".parquet")
@@ -49,8 +49,27 @@ def find_tables(folder: Path) -> tuple[dict[str, Path], list[Problem]]:
         for name in unread_files(folder, found.values()):  # a typo in its name, say
             if (meant := near_table(name, found)) and meant.startswith("preferences."):
                 message += f" ({name} is not read: did you mean {meant}?)"
+            elif (hint := split_file_hint(name)) and split_file(name)[0] in (None, "preferences"):
+                message += f" ({hint})"  # Hub-style files, one per split
+            elif name.endswith("/") and (inside := _split_files_in(folder / name)):
+                # a Hub snapshot keeps them a level down: data/train-00000-of-00001.parquet
+                shown = ", ".join(inside[:3]) + (", ..." if len(inside) > 3 else "")
+                message += (
+                    f" ({name} holds files named as splits, not read: {shown}; tables are read"
+                    " from the directory itself, one file each (preferences.jsonl, ...) whose"
+                    " rows name their split in a `split` column)"
+                )
         problems.append(Problem(str(folder), 0, "preferences", message))
     return found, problems
+
+
+def _split_files_in(folder: Path) -> list[str]:
+    """The names of the files in `folder` named as one split of a table."""
+    try:
+        names = sorted(entry.name for entry in folder.iterdir() if entry.is_file())
+    except OSError:  # unreadable: nothing to point to
+        return []
+    return [n for n in names if split_file(n) is not None]
 
 
 def unread_files(folder: Path, read: Iterable[Path]) -> list[str]:

@@ -6,7 +6,10 @@ log, the report). When such a name differs from a known one only in case,
 separators or a final s (`Split`, `userId`, `user-id`, `demonstration.jsonl`,
 `prompts.json`), a warning names the one it was probably meant to be: an
 ignored `split` column silently re-splits the data by hash, an unread
-demonstrations table silently trains SFT on the preferred responses.
+demonstrations table silently trains SFT on the preferred responses. A file
+named as one split of a table (`preferences_test.jsonl`, Hub-style) gets a
+warning saying where its rows go: unread, they are silently missing from
+that split.
 """
 
 from __future__ import annotations
@@ -71,6 +74,41 @@ def near_table(file_name: str, found: Iterable[str]) -> str | None:
     return table + (".parquet" if f".{suffix.lower()}" in PARQUET_SUFFIXES else ".jsonl")
 
 
+# Hub datasets come as one file per split (train.jsonl, test.jsonl; ultrafeedback_binarized's
+# train_prefs / test_prefs; data/train-00000-of-00001.parquet). A table here is one file whose
+# rows say their split, so such files are not read: these words tell them apart.
+SPLIT_WORDS = {"train": "train", "valid": "valid", "validation": "valid", "val": "valid",
+               "dev": "valid", "test": "test"}  # fmt: skip
+TABLE_WORDS = {"prefs": "preferences", "pairs": "preferences", "comparisons": "preferences",
+               "sft": "demonstrations", "demos": "demonstrations"}  # fmt: skip
+
+
+def split_file(file_name: str) -> tuple[str | None, str] | None:
+    """(table or None, split) of a file named as one split of a table (`preferences_test.jsonl`,
+    `train_prefs.parquet`, `test.jsonl`), else None."""
+    stem, _, suffix = file_name.partition(".")
+    if f".{suffix.lower()}" not in (".jsonl", ".json", *PARQUET_SUFFIXES):
+        return None
+    words = [w for w in re.split(r"[^a-z0-9]+", stem.lower()) if w]
+    split = next((SPLIT_WORDS[w] for w in words if w in SPLIT_WORDS), None)
+    if split is None:
+        return None
+    tables = [TABLE_WORDS.get(w) or nearest(w, TABLE_NAMES) for w in words]
+    return next((t for t in tables if t), None), split
+
+
+def split_file_hint(file_name: str) -> str | None:
+    """How to give the rows of a file named as one split of a table, or None."""
+    if (found := split_file(file_name)) is None:
+        return None
+    table, split = found
+    into = f"{table}.jsonl" if table else "its table's file (preferences.jsonl, ...)"
+    return (
+        f"{file_name} is not read: a table is one file whose rows name their split; "
+        f'put its rows in {into} with "split": "{split}"'
+    )
+
+
 def meant_columns(columns: Iterable[str], table: str) -> str:
     """' (did you mean ...?)' for the near-miss columns of a table that was refused, else ''."""
     pairs = [(c, near_column(c, table)) for c in sorted(columns)]
@@ -90,6 +128,8 @@ def naming_warnings(summary: dict, found: Iterable[str]) -> list[str]:
     for name in summary["unread_files"]:
         if table := near_table(name, found):
             warnings.append(f"{name} is not read: did you mean {table}?")
+        elif hint := split_file_hint(name):  # its rows are silently not in that split
+            warnings.append(hint)
     return warnings
 
 

@@ -78,3 +78,19 @@ class LengthCheck:
                 counts["truncated"] += 1
                 kept.append(replace(item, prompt=shorter))
         return kept, {k: v for k, v in counts.items() if v}, problems
+
+
+def overlong_hint(problems: list[Problem], max_len: int, max_new_tokens: int) -> Problem | None:
+    """One problem (row 0 of the first file) saying what to change when rows were refused
+    for their length: the rows' own problems say only how long they are, and a dataset
+    that does not fit a small model gives hundreds of them (own-data trial: 481 rows
+    against a context of 40, with no word of the setting that drops or cuts them)."""
+    if not problems:
+        return None
+    message = (
+        f"{len(problems)} rows do not fit the context of {max_len} tokens (prompt and response, "
+        f"the prompt with {max_new_tokens} tokens of sampling room): set dataset.overlong to "
+        "'drop' or 'truncate' (cut the prompt's start) in --params to run without them, or "
+        "lower ppo.max_new_tokens and evaluation.max_new_tokens (the sampling room)"
+    )
+    return Problem(min(p.file for p in problems), 0, "rows", message)

@@ -82,11 +82,15 @@ def finetune(
         # A mixture has no users: hold out every 10th example for checkpoint choice.
         valid_ex, train_ex = train_ex[::10], [ex for i, ex in enumerate(train_ex) if i % 10]
     best = {"valid_loss": float("inf"), "epoch": -1}
+    # Without validation demonstrations (a dataset whose demonstrations are all in train)
+    # every epoch's validation loss is 0, and keeping the lowest kept the first epoch of
+    # many, silently (own-data trial): keep the last epoch instead, and say so.
+    blind = not valid_ex
 
     def on_epoch(epoch: int, valid_loss: float, trained) -> None:
         log(epoch, {"valid_loss": valid_loss}, cfg.epochs, "epoch")
-        if valid_loss < best["valid_loss"]:
-            best.update(valid_loss=valid_loss, epoch=epoch)
+        if blind or valid_loss < best["valid_loss"]:
+            best.update(valid_loss=float("nan") if blind else valid_loss, epoch=epoch)
             if not main_process():  # every process holds the same weights; rank 0 saves
                 return
             if adapters is not None:
@@ -94,10 +98,12 @@ def finetune(
             else:
                 save_model(trained, tokenizer, out_dir / "model")
 
-    print(
-        f"fine-tuning on {len(train_ex)} examples ({len(valid_ex)} for validation), {cfg.epochs} epochs",
-        flush=True,
+    held = (
+        "none for validation: the last epoch is kept"
+        if blind
+        else f"{len(valid_ex)} for validation"
     )
+    print(f"fine-tuning on {len(train_ex)} examples ({held}), {cfg.epochs} epochs", flush=True)
     supervised_finetune(
         model,
         train_ex,

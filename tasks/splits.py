@@ -184,3 +184,72 @@ def repeated_rows(tables: dict[str, list[tuple[tuple, str]]]) -> list[str]:
         elif repeats:
             warnings.append(f"{table}: {repeats} rows repeat an earlier row word for word")
     return warnings
+
+
+def users_across_splits(rows: Iterable[tuple[str, str | None, str]]) -> list[str]:
+    """A warning when rows carry user ids yet the dataset was split by prompt (another
+    table has none) and some user's rows landed in two splits: (file, user_id, split) per row.
+
+    Each table is checked for rows without a user id (missing_user_ids refuses those), but
+    a whole table without the column makes every table split by prompt: a trial gave
+    every preference row a user_id and the demonstrations none, and each of its 40 users
+    silently had rows in train and test, with nothing said about it.
+    """
+    rows = list(rows)
+    splits_of: dict[str, set[str]] = defaultdict(set)
+    for _, user, split in rows:
+        if user:
+            splits_of[user].add(split)
+    if not splits_of or all(user for _, user, _ in rows):
+        return []
+    crossing = sum(len(s) > 1 for s in splits_of.values())
+    if not crossing:
+        return []
+    without = sorted({Path(file).name for file, user, _ in rows if not user})
+    return [
+        f"split by prompt, not by user: {', '.join(without)} has no user_id, so "
+        f"{crossing} of {len(splits_of)} users have rows in more than one split; give every "
+        "table's rows a user_id to split by user, or state splits in a `split` column"
+    ]
+
+
+def prompts_across_splits(rows: Iterable[tuple[str, int, str, str]]) -> list[str]:
+    """A warning when one prompt is in two splits: (file, row, prompt key, split) per row.
+
+    Split by user, two users asking the same prompt can land on two sides (split by prompt,
+    a prompt has one side, and stated splits that disagree are refused). A test prompt that
+    is also a training prompt is trained on by SFT, the reward model and PPO and then
+    evaluated: its figures are not held out (InstructGPT deduplicates prompts before it
+    splits by user). Not refused: real datasets repeat short prompts ("Hi") across users.
+    """
+    first: dict[str, tuple[str, int, str]] = {}
+    crossing: dict[str, tuple[tuple[str, int, str], tuple[str, int, str]]] = {}
+    for file, row, key, split in rows:
+        seen = first.setdefault(key, (file, row, split))
+        if seen[2] != split and key not in crossing:
+            crossing[key] = (seen, (file, row, split))
+    if not crossing:
+        return []
+    (f1, r1, s1), (f2, r2, s2) = next(iter(crossing.values()))
+    return [
+        f"{len(crossing)} prompt{'s are' if len(crossing) > 1 else ' is'} in more than one "
+        f"split (users in different splits asked {'them' if len(crossing) > 1 else 'it'}), e.g. {Path(f1).name} row {r1} ({s1}) "
+        f"and {Path(f2).name} row {r2} ({s2}): figures on such a prompt are not held out; "
+        "remove its rows from all but one split"
+    ]
+
+
+def judge_groups_problems(groups: int, path: Path) -> list[Problem]:
+    """A problem when the preferences' test split holds fewer than two groups (users, or
+    prompts without users; `groups` counts them): the held-out judge trains on some of
+    them and is measured on the others (tasks/judge.py split_for_judge), so with one it
+    failed mid-run, after SFT and the reward model had trained, with a traceback."""
+    if groups >= 2:
+        return []
+    message = (
+        f"the test split holds {groups} user (or prompt, without user ids) of preferences: the "
+        "held-out judge trains on some of the test split's users and is measured on others, "
+        "so it needs at least 2; add test rows, or raise dataset.test_fraction (or change the "
+        "rows' `split` column)"
+    )
+    return [Problem(str(path), 0, "split", message)]

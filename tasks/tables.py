@@ -137,6 +137,8 @@ def _read_rows(
     lines = Path(path).read_bytes().removeprefix(codecs.BOM_UTF8).split(b"\n")
     while lines and not lines[-1].strip():  # trailing newline / blank lines are fine
         lines.pop()
+    if (array := _json_array(lines, file)) is not None:
+        return [], [array]
     rows: list[tuple[int, dict[str, Any]]] = []
     problems: list[Problem] = []
     for number, line in enumerate(lines, start=1):
@@ -148,6 +150,26 @@ def _read_rows(
         if obj is not None:
             rows.append((number, obj))
     return rows, problems
+
+
+JSON_ARRAY = (
+    "holds one JSON array, not JSON Lines (one object per line): write each element on a "
+    "line of its own (`jq -c '.[]' FILE`, or pandas' to_json(orient='records', lines=True))"
+)
+
+
+def _json_array(lines: list[bytes], file: str) -> Problem | None:
+    """One problem for a file that is a whole JSON array (an export's default, or a .json
+    renamed .jsonl as the near-miss warning suggests), instead of one per line: a trial's
+    240-row array gave 1442 'malformed JSON' lines and none said why."""
+    first = next((line.strip() for line in lines if line.strip()), b"")
+    if not first.startswith(b"["):
+        return None
+    try:
+        value = json.loads(b"\n".join(lines))
+    except ValueError:  # not one array after all: its lines say what is wrong
+        return None
+    return Problem(file, 0, LINE, JSON_ARRAY) if isinstance(value, list) else None
 
 
 def read_jsonl(path: str | os.PathLike[str]) -> list[dict[str, Any]]:

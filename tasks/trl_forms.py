@@ -25,10 +25,16 @@ validates:
 A row in none of these forms is left as it is, so its problems name the
 fields it has; a demonstration with a `completion` that fits neither of its
 forms gets `completion_problem`'s message, since the schema would ask for the
-`response` the user never wrote. Other columns (user_id, split, ...) are kept.
+`response` the user never wrote; in a preferences table whose other rows are
+in the conversational form, such a row gets `mixed_preference_problems`'
+messages, since its `prompt` would make the whole table read as text pairs.
+Other columns (user_id, split, ...) are kept.
 """
 
+from pathlib import Path
 from typing import Any
+
+from instructflow.tasks.tables import Problem
 
 
 def _messages(value: Any) -> bool:
@@ -102,3 +108,71 @@ def completion_problem(table: str, row: dict[str, Any]) -> tuple[str, str] | Non
     if "prompt" not in row:
         return "prompt", "missing field (a 'completion' answers a 'prompt')"
     return "prompt", f"must be {COMPLETION_TYPES}; got {_kind(prompt)}"
+
+
+def mixed_preference_problems(
+    rows: list[tuple[int, dict[str, Any], bool]],
+) -> dict[int, list[tuple[str, str]]]:
+    """(field, message) pairs per row number for a preferences table that mixes TRL's
+    conversational form with rows that keep a `prompt` (rows: number, row as the user wrote
+    it, whether it was in a TRL form).
+
+    The table's shape is read from the columns of all its rows, so one row whose `prompt`
+    survives (a message list holding a string, a text `chosen`, a missing `rejected`) turns
+    every converted row into a text pair missing its prompt: in a trial one such row gave
+    720 problems, none of them on what was wrong. Here the form fewer rows are in is the
+    odd one out: each of its rows gets its own problem, in the fields the user wrote, and
+    the rest of the table is checked in its own form.
+    """
+    converted = [(n, row) for n, row, was_trl in rows if was_trl]
+    text = [(n, row) for n, row, was_trl in rows if not was_trl and "prompt" in row]
+    if not converted or not text:
+        return {}
+    if len(converted) >= len(text):
+        return {n: _not_conversational(row, len(converted)) for n, row in text}
+    message = (
+        f"is a list of messages while the table's other {len(text)} rows give 'prompt', "
+        "'chosen' and 'rejected' as text: write the table in one form"
+    )
+    return {n: [("chosen", message)] for n, _ in converted}
+
+
+def _not_conversational(row: dict[str, Any], others: int) -> list[tuple[str, str]]:
+    """What keeps a preference row out of TRL's conversational form, field by field."""
+    wanted = f"must be a list of {{role, content}} messages, as in the table's other {others} rows"
+    problems = []
+    for name in ("prompt", "chosen", "rejected"):
+        if name not in row:
+            problems.append((name, "missing field"))
+            continue
+        value = row[name]
+        if name == "prompt" and isinstance(value, str):
+            continue  # a text prompt is one of TRL's forms when the answers are message lists
+        if isinstance(value, list) and not _messages(value):
+            n, item = next((i, v) for i, v in enumerate(value, 1) if not isinstance(v, dict))
+            problems.append((name, f"{wanted}; item {n} is {_kind(item)}: {item!r:.60}"))
+        elif not _messages(value):
+            problems.append((name, f"{wanted}; got {_kind(value)}"))
+    return problems
+
+
+def own_forms(
+    path: Path, table: str, rows: list[tuple[int, Any]]
+) -> tuple[list[tuple[int, Any]], int, list[Problem]]:
+    """The rows with those in a TRL form rewritten to their equivalent; how many were; and
+    the problems of rows that look like a TRL form but fit none, left out of the rest."""
+    out, converted, problems, forms = [], 0, [], []
+    for n, obj in rows:
+        if isinstance(obj, dict):
+            own, was_trl = as_own_form(table, obj)
+            forms.append((n, obj, was_trl))
+            converted += was_trl
+            if not was_trl and (bad := completion_problem(table, obj)) is not None:
+                problems.append(Problem(str(path), n, *bad))
+                continue
+            obj = own
+        out.append((n, obj))
+    if table == "preferences" and (mixed := mixed_preference_problems(forms)):
+        problems += [Problem(str(path), n, *p) for n, found in mixed.items() for p in found]
+        out = [(n, obj) for n, obj in out if n not in mixed]
+    return out, converted, problems

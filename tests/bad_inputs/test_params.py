@@ -20,6 +20,11 @@ CASES = [
     ("judge-batch", {"judge": {"batch_size": 0}}, ["judge.batch_size = 0", "an integer >= 1"]),
     ("judge-lr", {"judge": {"lr": -1}}, ["judge.lr = -1", "a number > 0"]),
     (
+        "registered-name-mlflow-refuses",  # it failed the run at its last stage, the registry
+        {"registry": {"model_name": "team.policy"}},
+        ['registry.model_name = "team.policy"', "a string matching ^[^/:.%\"']+$"],
+    ),
+    (
         "more-processes-than-rollouts",
         {"profile": "smoke", "processes": 17},
         ["processes = 17 is more than ppo.rollout_batch = 16 (profile smoke)"],

@@ -124,6 +124,24 @@ def test_best_of_n_takes_the_newest_embedded_world_run_of_its_profile(tmp_path, 
     assert (sft.parent.name, rm.parent.name) == ("sft-1", "reward_model-1")
 
 
+def test_eval_import_prints_win_rates_and_likert_rounded(monkeypatch, capsys):
+    # given an import whose CI bounds and Likert mean are thirds
+    from instructflow.flows import human_eval
+
+    third = {"mean": 2 / 3, "ci95": [1 / 3, 1.0]}
+    policies = {
+        "ppo": {"win_rate_vs_sft": third, "likert": {"mean": 11 / 3}},
+        "sft": {"likert": {"mean": 4.0}},
+    }
+    result = {"human_eval": {"policies": policies}}
+    monkeypatch.setattr(human_eval, "import_labels", lambda run, file: result)
+    # then they print as the report writes them, not as 0.3333333333333333
+    assert main(["eval", "import", "latest", "ranked.csv"]) == 0
+    out = capsys.readouterr().out
+    assert "ppo: win vs sft 0.667 [0.333, 1.000], Likert 3.67" in out
+    assert "sft: baseline, Likert 4.00" in out
+
+
 def test_installed_script_prints_help():
     # given the console script the package installs
     script = Path(sys.executable).parent / "instructflow"

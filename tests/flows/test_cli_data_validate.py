@@ -128,3 +128,32 @@ def test_validate_with_the_base_model_renders_and_splits_as_the_run_does(tmp_pat
     assert f"splits by {as_run.summary['split_rule']}: {as_run.summary['split_counts']}" in out
     assert f"prompts rendered: {as_run.summary['rendering']}" in out
     assert f"valid for {llama}" in out
+
+
+def test_validate_reads_the_runs_params_file_for_its_dataset_settings(tmp_path, capsys):
+    # given pairs whose prompts are too long for a tiny model's context of 48 tokens
+    from tests.tiny_models import tiny_llama
+
+    folder = write_pairwise_dataset(tmp_path / "pw", n=60)
+    rows = [json.loads(line) for line in (folder / "preferences.jsonl").read_text().splitlines()]
+    rows[4]["prompt"] = "Say the word apple twice. " * 20 + "Now say it."
+    (folder / "preferences.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    llama = tiny_llama(tmp_path / "llama", [p.read_text() for p in folder.iterdir()])
+    config = json.loads((llama / "config.json").read_text())
+    (llama / "config.json").write_text(json.dumps(config | {"max_position_embeddings": 48}))
+    # when validated with the default settings, the refusal says which setting runs anyway
+    assert main(["data", "validate", str(folder), "--base-model", str(llama)]) == 2
+    assert "set dataset.overlong to 'drop' or 'truncate'" in capsys.readouterr().err
+    # then with that setting in the run's params file (the shape `run --params` takes),
+    # the same command checks what the run will do
+    params = tmp_path / "p.json"
+    params.write_text(json.dumps({"params": {"dataset": {"overlong": "drop"}}}))
+    args = ["data", "validate", str(folder), "--base-model", str(llama), "--params", str(params)]
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    assert "'preferences.jsonl': {'dropped': 1}" in out
+    assert f"as a run with the settings of {params} reads it" in out
+    # and a bad setting in the file is refused in one line, as `run` refuses it
+    params.write_text(json.dumps({"dataset": {"overlong": "cut"}}))
+    assert main(args) == 2
+    assert 'dataset.overlong = "cut" is not allowed' in capsys.readouterr().err

@@ -382,8 +382,14 @@ def test_a_row_longer_than_the_context_is_refused_dropped_or_cut(tmp_path, token
 
     with pytest.raises(TableError) as e:
         load_dataset(folder, DatasetConfig(overlong="refuse"), check)
-    assert _problems(e.value) == [("preferences.jsonl", 9, "prompt")]
+    # the row, and first a line saying which settings would run without it
+    assert _problems(e.value) == [
+        ("preferences.jsonl", 0, "rows"),
+        ("preferences.jsonl", 9, "prompt"),
+    ]
     assert "context 64" in str(e.value)
+    assert "1 rows do not fit the context of 64 tokens" in str(e.value)
+    assert "set dataset.overlong to 'drop' or 'truncate'" in str(e.value)
 
     dropped = load_dataset(folder, DatasetConfig(overlong="drop"), check)
     assert len(dropped.preferences) == 39
@@ -507,3 +513,91 @@ def test_demonstrations_may_mix_messages_and_prompt_response_rows(tmp_path):
         load_dataset(folder)
     assert _problems(e.value) == [("demonstrations.jsonl", 3, "messages")]
     assert "needs either messages or both prompt and response" in str(e.value)
+
+
+@pytest.mark.parametrize(
+    "message, shown",
+    [
+        ({"role": "assistant", "content": 3}, "(got {'role': 'assistant', 'content': 3})"),
+        ({"role": "bot", "content": "Hi."}, "(got {'role': 'bot', 'content': 'Hi.'})"),
+        ({"role": "assistant", "content": "a\x07b"}, "(got {'role': 'assistant', 'content': 'a\\x07b'})"),
+    ],
+)  # fmt: skip
+def test_a_bad_message_is_shown_not_the_conversations_first_turns(tmp_path, message, shown):
+    # given a conversation whose first turns fill the 80 characters a bad value is shown in
+    folder = write_hh_dataset(tmp_path / "hh", n_pairs=40)
+    rows = _lines(folder / "demonstrations.jsonl")
+    system = {"role": "system", "content": "You are a careful assistant. " * 4}
+    rows[5]["messages"] = [system, *rows[5]["messages"][:-1], message]
+    (folder / "demonstrations.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    # then the problem shows the message at fault
+    with pytest.raises(TableError) as e:
+        load_dataset(folder)
+    assert _problems(e.value) == [("demonstrations.jsonl", 6, "messages")]
+    assert shown in str(e.value)
+
+
+def test_users_split_apart_because_another_table_has_no_user_ids_are_warned_about(tmp_path):
+    # given pairs whose every row names one of 60 users, beside prompts without user ids
+    folder = write_pairwise_dataset(tmp_path / "pw", n=300)
+    rows = _lines(folder / "preferences.jsonl")
+    rows = [r | {"user_id": f"u{i % 60}"} for i, r in enumerate(rows)]
+    (folder / "preferences.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    # when it loads, the dataset is split by prompt (a table has no user ids) ...
+    summary = load_dataset(folder).summary
+    assert summary["split_rule"] == "prompt_hash"
+    # ... and the users that landed in two splits are said, with the table to fix
+    (warning,) = [w for w in summary["split_warnings"] if "not by user" in w]
+    assert warning.startswith("split by prompt, not by user: prompts.jsonl has no user_id, so ")
+    assert " of 60 users have rows in more than one split" in warning
+    # without the prompts table every row has a user: split by user, nothing to say
+    (folder / "prompts.jsonl").unlink()
+    summary = load_dataset(folder).summary
+    assert summary["split_rule"] == "user_id"
+    assert not [w for w in summary["split_warnings"] if "not by user" in w]
+
+
+def test_a_prompt_asked_by_users_in_two_splits_is_warned_about(tmp_path):
+    # given pairs split by user, one prompt of which a second user (in another split) asked
+    folder = write_pairwise_dataset(tmp_path / "pw", n=300)
+    (folder / "prompts.jsonl").unlink()
+    rows = _lines(folder / "preferences.jsonl")
+    rows = [r | {"user_id": f"u{i % 60}"} for i, r in enumerate(rows)]
+    summary = load_dataset(_with(folder, rows)).summary
+    assert summary["split_rule"] == "user_id"
+    assert not [w for w in summary["split_warnings"] if "more than one split" in w]
+    users = {r["user_id"]: hash_split(r["user_id"], 0.1, 0.2) for r in rows}  # the defaults
+    other = next(u for u, s in users.items() if s != users[rows[0]["user_id"]])
+    rows.append(rows[0] | {"user_id": other, "chosen": "Another answer."})
+    # then the prompt is named, with a row on each side
+    summary = load_dataset(_with(folder, rows)).summary
+    (warning,) = [w for w in summary["split_warnings"] if "more than one split" in w]
+    assert warning.startswith("1 prompt is in more than one split (users in different splits")
+    assert f"preferences.jsonl row 1 ({users[rows[0]['user_id']]})" in warning
+    assert f"preferences.jsonl row {len(rows)} ({users[other]})" in warning
+
+
+def _with(folder: Path, rows: list[dict]) -> Path:
+    (folder / "preferences.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return folder
+
+
+def test_a_test_split_of_one_prompt_is_refused_before_the_judge_needs_two(tmp_path):
+    # given pairs that state their splits, one row of which is test
+    folder = write_pairwise_dataset(tmp_path / "pw", n=60)
+    (folder / "prompts.jsonl").unlink()
+    rows = _lines(folder / "preferences.jsonl")
+    rows = [
+        r | {"split": "test" if i == 0 else ("valid" if i < 6 else "train")}
+        for i, r in enumerate(rows)
+    ]
+    (folder / "preferences.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    # then it is refused here, not when the held-out judge splits its test split in two
+    # (mid-run, after SFT and the reward model had trained)
+    with pytest.raises(TableError, match="the test split holds 1 user") as e:
+        load_dataset(folder)
+    assert _problems(e.value) == [("preferences.jsonl", 0, "split")]
+    # two test prompts are enough
+    rows[6]["split"] = "test"
+    (folder / "preferences.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    assert load_dataset(folder).summary["split_counts"]["preferences"]["test"] == 2

@@ -7,7 +7,7 @@ import pytest
 
 from instructflow.tasks import dataset_schemas as ds
 from instructflow.tasks.dataset import load_dataset
-from instructflow.tasks.dataset_names import TABLE_COLUMNS, near_column, near_table
+from instructflow.tasks.dataset_names import TABLE_COLUMNS, near_column, near_table, split_file
 from instructflow.tasks.tables import TableError
 from tests.own_data import write_pairwise_dataset
 
@@ -137,3 +137,57 @@ def test_a_broken_link_in_the_directory_is_listed_as_not_read(tmp_path):
     folder = write_pairwise_dataset(tmp_path / "pw", n=60)
     (folder / "old.jsonl").symlink_to(tmp_path / "gone.jsonl")
     assert load_dataset(folder).summary["unread_files"] == ["old.jsonl"]
+
+
+@pytest.mark.parametrize(
+    "name, found",
+    [
+        ("preferences_test.jsonl", ("preferences", "test")),
+        ("train_prefs.parquet", ("preferences", "train")),  # ultrafeedback_binarized
+        ("test_sft.jsonl", ("demonstrations", "test")),
+        ("prompts-validation.jsonl", ("prompts", "valid")),
+        ("train-00000-of-00001.parquet", (None, "train")),  # a Hub data file
+        ("test.json", (None, "test")),
+        ("t0_dev.jsonl", ("t0", "valid")),
+        ("preferences.jsonl", None),
+        ("contest.jsonl", None),  # a word that holds a split word is not one
+        ("train_notes.md", None),
+    ],
+)
+def test_a_file_named_as_one_split_of_a_table_is_recognised(name, found):
+    assert split_file(name) == found
+
+
+def test_a_split_in_a_file_of_its_own_is_named_not_silently_dropped(tmp_path):
+    # given Hub-style pairs: preferences.jsonl holds the train split, the test split a file
+    # of its own, which is not read (its rows would be missing from the test split)
+    folder = write_pairwise_dataset(tmp_path / "hub", n=60)
+    (folder / "preferences_test.jsonl").write_text((folder / "preferences.jsonl").read_text())
+    # then a warning says where its rows go
+    assert load_dataset(folder).summary["naming_warnings"] == [
+        "preferences_test.jsonl is not read: a table is one file whose rows name their split; "
+        'put its rows in preferences.jsonl with "split": "test"'
+    ]
+    # and with no preferences.jsonl, one file per split: the refusal says so
+    (folder / "preferences.jsonl").rename(folder / "train_prefs.jsonl")
+    message = _message(folder)
+    assert "no preferences.jsonl or preferences.parquet" in message
+    assert (
+        "train_prefs.jsonl is not read: a table is one file whose rows name their split; "
+        'put its rows in preferences.jsonl with "split": "train"'
+    ) in message
+
+
+def test_a_hub_snapshot_with_split_files_a_level_down_is_explained(tmp_path):
+    # given a dataset as the Hub stores it: data/train-....parquet, data/test-..., a card
+    folder = write_pairwise_dataset(tmp_path / "hub", n=60)
+    (folder / "data").mkdir()
+    (folder / "preferences.jsonl").rename(folder / "data" / "train-00000-of-00001.jsonl")
+    (folder / "prompts.jsonl").rename(folder / "data" / "test-00000-of-00001.jsonl")
+    (folder / "README.md").write_text("# a dataset card\n")
+    # then the refusal points into data/ and says how tables are laid out
+    assert (
+        "no preferences.jsonl or preferences.parquet (data/ holds files named as splits, not"
+        " read: test-00000-of-00001.jsonl, train-00000-of-00001.jsonl; tables are read from the"
+        " directory itself, one file each (preferences.jsonl, ...) whose rows name their split"
+    ) in _message(folder)

@@ -30,3 +30,37 @@ def test_a_dataset_run_registers_under_its_folder_name(tmp_path):
 def test_names_given_in_the_parameters_win():
     cfg = RegistryConfig(model_name="ours", reward_model_name="our-rm")
     assert cfg.names("smoke", "/data/hh") == ("ours", "our-rm")
+
+
+def test_a_dataset_folder_name_mlflow_would_refuse_still_registers_apart(tmp_path):
+    # MLflow refuses . / : % " ' in a logged model's name: a folder 'prefs-v2.1' failed its
+    # run at the registry, the last stage, after every training stage had run
+    from mlflow.utils.validation import _validate_logged_model_name
+
+    for folder, suffix in (
+        ("my prefs (v2.1)", "my-prefs-v2-1"),
+        ("hh_rlhf.v1", "hh_rlhf-v1"),
+        ("'quoted' 100%", "quoted-100"),
+    ):
+        policy, rm = RegistryConfig().names("smoke", str(tmp_path / folder))
+        assert policy == f"instructflow-policy-{suffix}-smoke"
+        _validate_logged_model_name(policy)
+        _validate_logged_model_name(rm)
+    # a name in another script keeps a suffix of its own: never the embedded world's models
+    names = RegistryConfig().names("tiny", str(tmp_path / "数据"))
+    assert names[0].startswith("instructflow-policy-data-") and names == RegistryConfig().names(
+        "tiny", str(tmp_path / "数据")
+    )
+    assert RegistryConfig().names("tiny", str(tmp_path / "资料"))[0] != names[0]
+
+
+def test_a_registered_name_mlflow_would_refuse_is_refused_with_the_settings():
+    import pytest
+    from pydantic import ValidationError
+
+    for bad in ("my.policy", "team/policy", "a:b"):
+        with pytest.raises(ValidationError, match="String should match pattern"):
+            RegistryConfig(model_name=bad)
+        with pytest.raises(ValidationError, match="String should match pattern"):
+            RegistryConfig(reward_model_name=bad)
+    assert RegistryConfig(model_name="our-policy_v2").names("tiny")[0] == "our-policy_v2"

@@ -11,6 +11,7 @@ import pytest
 
 from instructflow.tasks import schemas
 from instructflow.tasks.tables import (
+    JSON_ARRAY,
     TableError,
     check_user_splits,
     load_table,
@@ -286,6 +287,22 @@ def test_malformed_lines(tmp_path: Path) -> None:
     assert_names(error, path, 4, "<line>", "blank line")
     assert_names(error, path, 5, "a", "more than once")
     assert len(error.problems) == 4
+
+
+def test_a_json_array_is_named_once_as_not_json_lines(tmp_path: Path) -> None:
+    # given a table written as one JSON array (indented, as json.dump(indent=2) writes it)
+    path = tmp_path / "train.jsonl"
+    path.write_text(json.dumps([prompt_row(i) for i in range(30)], indent=2), encoding="utf-8")
+    # when it is read
+    error = pytest.raises(TableError, read_jsonl, path).value
+    # then one problem says what the file is and how to write it, not one per line
+    assert [(p.row, p.field) for p in error.problems] == [(0, "<line>")]
+    assert f"{path} field '<line>': holds one JSON array, not JSON Lines" in str(error)
+    assert "jq -c '.[]'" in str(error)
+    # and on one line too
+    path.write_text(json.dumps([prompt_row(0), prompt_row(1)]), encoding="utf-8")
+    error = pytest.raises(TableError, read_jsonl, path).value
+    assert [(p.row, p.message) for p in error.problems] == [(0, JSON_ARRAY)]
 
 
 def test_row_numbers_survive_unparseable_lines(tmp_path: Path) -> None:

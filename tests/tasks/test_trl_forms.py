@@ -259,3 +259,47 @@ def test_a_completion_without_its_prompt_says_the_prompt_is_missing(tmp_path):
     assert [(Path(p.file).name, p.row, p.field) for p in e.value.problems] == [
         ("demonstrations.jsonl", 1, "prompt")
     ]
+
+
+@pytest.mark.parametrize(
+    "change, field, message",
+    [
+        ({"prompt": USER + ["oops"]}, "prompt", "item 2 is a str: 'oops'"),
+        ({"chosen": "Apple."}, "chosen", "as in the table's other 59 rows; got a str"),
+        ({"rejected": None}, "rejected", "got null"),
+        ({"chosen": APPLE + [7]}, "chosen", "item 2 is a number"),
+    ],
+)  # fmt: skip
+def test_one_bad_row_among_conversational_preferences_is_the_only_problem(
+    tmp_path, change, field, message
+):
+    # given TRL conversational preferences (prompt, chosen, rejected as message lists),
+    # row 3 of which keeps its `prompt` because it fits no form
+    rows = _tasks(60)
+    prefs = [
+        {"prompt": [{"role": "user", "content": p}], "chosen": [{"role": "assistant", "content": g}],
+         "rejected": [{"role": "assistant", "content": b}], "user_id": u}
+        for u, p, g, b in rows
+    ]  # fmt: skip
+    prefs[2] |= change
+    _write(tmp_path, "preferences", prefs)
+    # then that row is the one problem, in the field the user wrote: not every other row
+    # read as a text pair missing its prompt (one bad row used to give 180 problems)
+    with pytest.raises(TableError, match=message) as e:
+        load_dataset(tmp_path)
+    assert [(Path(p.file).name, p.row, p.field) for p in e.value.problems] == [
+        ("preferences.jsonl", 3, field)
+    ]
+
+
+def test_one_conversational_row_among_text_pairs_is_named_as_written(tmp_path):
+    rows = _tasks(60)
+    prefs = [{"prompt": p, "chosen": g, "rejected": b, "user_id": u} for u, p, g, b in rows]
+    prefs[2] = {"prompt": USER, "chosen": APPLE, "rejected": CAR, "user_id": "user-1"}
+    _write(tmp_path, "preferences", prefs)
+    # then the row is named once, for being in the other form: not as 'prompt' missing
+    with pytest.raises(TableError, match="other 59 rows give 'prompt', 'chosen' and") as e:
+        load_dataset(tmp_path)
+    assert [(Path(p.file).name, p.row, p.field) for p in e.value.problems] == [
+        ("preferences.jsonl", 3, "chosen")
+    ]
