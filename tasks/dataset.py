@@ -43,7 +43,7 @@ from instructflow.tasks.conversations import (
 from instructflow.tasks.dataset_files import find_tables, read_rows, unread_files
 from instructflow.tasks.dataset_names import meant_columns, naming_warnings, nearest
 from instructflow.tasks.lengths import LengthCheck, overlong_hint
-from instructflow.tasks.schemas import ROW_CHECK_FIELDS
+from instructflow.tasks.schemas import ROW_CHECK_FIELDS, canonical_split
 from instructflow.tasks.tables import LINE, Problem, TableError, _schema_problems
 
 COMPARISONS_DIR = "comparisons"  # written beside the layout: the stage's train/valid/heldout
@@ -182,7 +182,7 @@ def _item(
         responses=responses,
         ranking=list(range(len(responses))),
         user_id=obj.get("user_id"),
-        stated_split=obj.get("split"),
+        stated_split=canonical_split(obj.get("split")),
         category=obj.get("category"),
         labeler_id=obj.get("labeler_id"),
         meta=meta,

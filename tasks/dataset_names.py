@@ -18,6 +18,7 @@ import re
 from collections.abc import Iterable
 
 from instructflow.tasks import dataset_schemas as ds
+from instructflow.tasks.schemas import SPLIT_ALIASES, SPLITS
 
 _COMMON = ("prompt_id", "user_id", "split", "category", "labeler_id")
 # The columns each table's schemas read (instructflow.tasks.dataset_schemas), and TRL's
@@ -77,8 +78,7 @@ def near_table(file_name: str, found: Iterable[str]) -> str | None:
 # Hub datasets come as one file per split (train.jsonl, test.jsonl; ultrafeedback_binarized's
 # train_prefs / test_prefs; data/train-00000-of-00001.parquet). A table here is one file whose
 # rows say their split, so such files are not read: these words tell them apart.
-SPLIT_WORDS = {"train": "train", "valid": "valid", "validation": "valid", "val": "valid",
-               "dev": "valid", "test": "test"}  # fmt: skip
+SPLIT_WORDS = {split: split for split in SPLITS} | SPLIT_ALIASES
 TABLE_WORDS = {"prefs": "preferences", "pairs": "preferences", "comparisons": "preferences",
                "sft": "demonstrations", "demos": "demonstrations"}  # fmt: skip
 

@@ -25,10 +25,12 @@ from instructflow.tasks.conversations import (
 from instructflow.tasks.schemas import (
     _CONTROL_RE,
     _SURROGATE_RE,
+    SPLIT_ALIASES,
     SPLITS,
     _good_text,
     _is_int,
     _row_check,
+    canonical_split,
 )
 
 MIN_K, MAX_K = 2, 9  # K = 2 is one pair: the K-wise loss with C(2,2) = 1
@@ -77,10 +79,17 @@ def _common() -> dict[str, pa.Column]:
             "Who wrote the prompt: splits are by user when every row has one.", required=False
         ),
         "split": pa.Column(
-            checks=[_check(lambda v: v in SPLITS, f"must be one of {SPLITS}", required=False)],
+            checks=[
+                _check(
+                    lambda v: canonical_split(v) in SPLITS,
+                    f"must be one of {SPLITS} (or {', '.join(map(repr, SPLIT_ALIASES))} for valid)",
+                    required=False,
+                )
+            ],
             required=False,
             nullable=True,
-            description="train, valid or test; rows without one are split by hash.",
+            description="train, valid (or validation, val, dev) or test; rows without one are "
+            "split by hash.",
         ),
         "category": _text("Task family of the prompt (per-family metrics).", required=False),
         "labeler_id": _text("Who wrote or ranked the responses.", required=False),

@@ -26,6 +26,16 @@ import pandas as pd
 import pandera.pandas as pa
 
 SPLITS = ("train", "valid", "test")
+# The Hub's and other tools' names of the validation split, read as `valid` in a user's
+# `split` column and in file names (a dataset exported from the Hub says "validation").
+SPLIT_ALIASES = {"validation": "valid", "val": "valid", "dev": "valid"}
+
+
+def canonical_split(value: Any) -> Any:
+    """`valid` for an alias of it; anything else as it is (a bad value is the schema's to name)."""
+    return SPLIT_ALIASES.get(value, value) if isinstance(value, str) else value
+
+
 MIN_K = 4  # InstructGPT shows labelers between 4 and 9 responses per prompt
 MAX_K = 9
 KINDS = (

@@ -601,3 +601,21 @@ def test_a_test_split_of_one_prompt_is_refused_before_the_judge_needs_two(tmp_pa
     rows[6]["split"] = "test"
     (folder / "preferences.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     assert load_dataset(folder).summary["split_counts"]["preferences"]["test"] == 2
+
+
+def test_the_hubs_validation_split_name_is_read_as_valid(tmp_path):
+    # given pairs that state their splits with the Hub's names (train / validation / test)
+    folder = write_pairwise_dataset(tmp_path / "pw", n=60)
+    (folder / "prompts.jsonl").unlink()
+    names = ["test"] * 6 + ["validation"] * 6 + ["train"] * 48
+    rows = _lines(folder / "preferences.jsonl")
+    rows = [r | {"split": name} for r, name in zip(rows, names, strict=True)]
+    _with(folder, rows)
+    # then `validation` rows are the valid split, as `valid` rows would be
+    data = load_dataset(folder)
+    assert data.summary["split_counts"]["preferences"] == {"train": 48, "valid": 6, "test": 6}
+    # and a name that is no split is still refused, saying what is allowed
+    _with(folder, [rows[0] | {"split": "holdout"}, *rows[1:]])
+    with pytest.raises(TableError, match="'validation', 'val', 'dev' for valid") as e:
+        load_dataset(folder)
+    assert _problems(e.value) == [("preferences.jsonl", 1, "split")]
