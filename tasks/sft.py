@@ -88,7 +88,8 @@ def finetune(
     blind = not valid_ex
 
     def on_epoch(epoch: int, valid_loss: float, trained) -> None:
-        log(epoch, {"valid_loss": valid_loss}, cfg.epochs, "epoch")
+        # No validation rows: the loop's 0 is no loss, so the epoch logs progress only.
+        log(epoch, {} if blind else {"valid_loss": valid_loss}, cfg.epochs, "epoch")
         if blind or valid_loss < best["valid_loss"]:
             best.update(valid_loss=float("nan") if blind else valid_loss, epoch=epoch)
             if not main_process():  # every process holds the same weights; rank 0 saves

@@ -29,11 +29,12 @@ def test_without_validation_demonstrations_the_last_epoch_is_kept(tmp_path):
     assert (data / layout.SFT_VALID).read_text() == ""  # SFT sees no validation rows
     model = tiny_llama(tmp_path / "llama", [d["prompt"] + " " + d["response"] for d in demos])
     # when SFT trains 3 epochs
-    epochs = []
+    epochs, logged = [], []
 
     def log(step, metrics, total, kind):
         if kind == "epoch":
             epochs.append(step)
+            logged.extend(metrics)
 
     cfg = SFTConfig(epochs=3, lr=1e-3, batch_size=8)
     args = (model, data / layout.SFT_TRAIN, data / layout.SFT_VALID, "demonstrations", cfg, 0)
@@ -42,4 +43,5 @@ def test_without_validation_demonstrations_the_last_epoch_is_kept(tmp_path):
     # the first), and no validation loss is claimed for it
     assert len(epochs) == 3 and result["best_epoch"] == epochs[-1]
     assert math.isnan(result["best_valid_loss"])
+    assert "valid_loss" not in logged  # nor for any epoch (MLflow showed 0 for each)
     assert Path(tmp_path / "sft" / "model").is_dir()
