@@ -78,12 +78,14 @@ def pairwise_accuracy(rewards: Tensor, ranking: Tensor, valid: Tensor | None = N
 
     Pairs are pooled over the batch (every labeler comparison counts once),
     which is how RM validation accuracy is usually reported. A tie counts 0.5,
-    so a constant reward model scores exactly 0.5.
+    so a constant reward model scores exactly 0.5. The share is counted in float64: it is
+    a fraction (7 of 15 pairs: 0.4666666666666667), which a float32 mean reported as
+    0.46666666865348816; each pair's credit is the same in either precision.
     """
     better = _pair_mask(ranking, valid)
     rewards = _masked_rewards(rewards, ranking).detach()
     margin = rewards.unsqueeze(2) - rewards.unsqueeze(1)
-    credit = (margin > 0).to(rewards.dtype) + 0.5 * (margin == 0).to(rewards.dtype)
+    credit = (margin > 0).double() + 0.5 * (margin == 0).double()
     return credit[better].mean()
 
 

@@ -104,7 +104,8 @@ def accuracy_vs_scores(
     diff_pred = predicted.unsqueeze(-1) - predicted.unsqueeze(-2)
     diff_ref = scores.unsqueeze(-1) - scores.unsqueeze(-2)
     pairs = diff_ref > min_gap
-    return float((diff_pred[pairs] > 0).float().mean()) if pairs.any() else float("nan")
+    # float64: a share of pairs, exact as a fraction (as pairwise_accuracy counts it)
+    return float((diff_pred[pairs] > 0).double().mean()) if pairs.any() else float("nan")
 
 
 def accuracy_vs_scores_by_family(

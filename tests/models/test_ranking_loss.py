@@ -134,3 +134,12 @@ def test_bias_to_center_gives_zero_mean_demonstrations() -> None:
     # then
     assert isinstance(bias, float)
     assert abs((demo_rewards + bias).mean().item()) < 1e-5
+
+
+def test_pairwise_accuracy_is_the_exact_share_of_pairs() -> None:
+    # given 15 prompts of one pair each, float32 rewards ordering 7 of them right
+    rewards = torch.tensor([[1.0, 0.0]] * 7 + [[0.0, 1.0]] * 8, dtype=torch.float32)
+    ranking = torch.tensor([[0, 1]] * 15)
+    # then the accuracy is 7/15 as a float64, not float32's 0.46666666865348816
+    accuracy = float(pairwise_accuracy(rewards, ranking))
+    assert accuracy == 7 / 15 and repr(accuracy) == "0.4666666666666667"
