@@ -60,9 +60,9 @@ def test_hand_checked_splits(prompt, key, split):
     assert hash_split(key, valid_fraction=0.2, test_fraction=0.1) == split
 
 
-def test_a_prompt_is_on_one_side_whichever_table_and_form_it_comes_in(tmp_path):
-    # given preferences and prompts giving 40 prompts as text, and demonstrations giving the
-    # same prompts as conversations, which a chat template renders to other text
+def _same_prompts_as_text_and_as_conversations(tmp_path):
+    """40 prompts as text in preferences and prompts, as conversations in demonstrations,
+    read with a chat template (which renders the conversations to other text)."""
     folder = write_pairwise_dataset(tmp_path / "pw", n=40)
     preferences = [json.loads(line) for line in (folder / "preferences.jsonl").open()]
     demos = [
@@ -77,10 +77,16 @@ def test_a_prompt_is_on_one_side_whichever_table_and_form_it_comes_in(tmp_path):
     (folder / "demonstrations.jsonl").write_text("".join(json.dumps(r) + "\n" for r in demos))
     tok = train_tokenizer([row["prompt"] for row in preferences], vocab_size=300)
     tok.chat_template = TEMPLATE
+    return folder, LengthCheck(tok, max_len=512, max_new_tokens=8)
+
+
+def test_a_prompt_is_on_one_side_whichever_table_and_form_it_comes_in(tmp_path):
+    # given preferences and prompts giving 40 prompts as text, and demonstrations giving the
+    # same prompts as conversations, which a chat template renders to other text
+    folder, lengths = _same_prompts_as_text_and_as_conversations(tmp_path)
+    preferences = [json.loads(line) for line in (folder / "preferences.jsonl").open()]
     # when the dataset is read (no user ids: split by prompt)
-    data = load_dataset(
-        tmp_path / "pw", DatasetConfig(), LengthCheck(tok, max_len=512, max_new_tokens=8)
-    )
+    data = load_dataset(folder, DatasetConfig(), lengths)
     assert data.summary["split_rule"] == "prompt_hash"
     assert data.demonstrations[0].prompt.startswith("<|user|>")  # rendered: other text
     # then each prompt is in one split in all three tables
@@ -114,26 +120,6 @@ def test_a_prompts_identity_is_its_split_key_with_earlier_answers_kept():
     assert split_key(first) == split_key(second)
     assert prompt_key(first) == "Say hi.\n\n\nassistant: Hi.\n\nAgain."
     assert prompt_key(first) != prompt_key(second)
-
-
-def _same_prompts_as_text_and_as_conversations(tmp_path):
-    """40 prompts as text in preferences and prompts, as conversations in demonstrations,
-    read with a chat template (which renders the conversations to other text)."""
-    folder = write_pairwise_dataset(tmp_path / "pw", n=40)
-    preferences = [json.loads(line) for line in (folder / "preferences.jsonl").open()]
-    demos = [
-        {
-            "messages": [
-                {"role": "user", "content": row["prompt"]},
-                {"role": "assistant", "content": row["chosen"]},
-            ]
-        }
-        for row in preferences
-    ]
-    (folder / "demonstrations.jsonl").write_text("".join(json.dumps(r) + "\n" for r in demos))
-    tok = train_tokenizer([row["prompt"] for row in preferences], vocab_size=300)
-    tok.chat_template = TEMPLATE
-    return folder, LengthCheck(tok, max_len=512, max_new_tokens=8)
 
 
 def test_a_prompt_has_one_id_whichever_table_and_form_it_comes_in(tmp_path):

@@ -76,6 +76,15 @@ def _tasks(n: int) -> list[tuple[str, str, str, str]]:
     return out
 
 
+def _conversational_preferences(n: int) -> list[dict]:
+    """TRL's conversational preferences: prompt, chosen and rejected as message lists."""
+    return [
+        {"prompt": [{"role": "user", "content": p}], "chosen": [{"role": "assistant", "content": g}],
+         "rejected": [{"role": "assistant", "content": b}], "user_id": u}
+        for u, p, g, b in _tasks(n)
+    ]  # fmt: skip
+
+
 def test_a_dataset_in_trls_forms_loads_as_the_same_dataset_in_ours(tmp_path):
     # given the same 120 rows written in TRL's conversational forms and in ours
     trl, own = tmp_path / "trl", tmp_path / "own"
@@ -147,12 +156,7 @@ def test_ultrafeedback_binarized_rows_load_as_the_same_conversations(tmp_path):
 
 
 def test_a_bad_row_in_a_trl_form_is_named_by_file_row_and_field(tmp_path):
-    rows = _tasks(60)
-    prefs = [
-        {"prompt": [{"role": "user", "content": p}], "chosen": [{"role": "assistant", "content": g}],
-         "rejected": [{"role": "assistant", "content": b}], "user_id": u}
-        for u, p, g, b in rows
-    ]  # fmt: skip
+    prefs = _conversational_preferences(60)
     prefs[4]["rejected"] = [{"role": "assistant", "content": "  "}]  # row 5: an empty answer
     _write(tmp_path, "preferences", prefs)
     with pytest.raises(TableError) as e:
@@ -275,12 +279,7 @@ def test_one_bad_row_among_conversational_preferences_is_the_only_problem(
 ):
     # given TRL conversational preferences (prompt, chosen, rejected as message lists),
     # row 3 of which keeps its `prompt` because it fits no form
-    rows = _tasks(60)
-    prefs = [
-        {"prompt": [{"role": "user", "content": p}], "chosen": [{"role": "assistant", "content": g}],
-         "rejected": [{"role": "assistant", "content": b}], "user_id": u}
-        for u, p, g, b in rows
-    ]  # fmt: skip
+    prefs = _conversational_preferences(60)
     prefs[2] |= change
     _write(tmp_path, "preferences", prefs)
     # then that row is the one problem, in the field the user wrote: not every other row
