@@ -119,7 +119,8 @@ def _cmd_eval_import(args: argparse.Namespace) -> int:
         # As the report writes them: 3 decimals (the CI's bounds came out as 0.3333333333333333)
         ci = f"[{win['ci95'][0]:.3f}, {win['ci95'][1]:.3f}]" if win else ""
         text = f"win vs sft {win['mean']:.3f} {ci}" if win else "baseline"
-        print(f"{name}: {text}, Likert {row['likert']['mean']:.2f}")
+        likert = row["likert"]["mean"]  # None when the file gave no Likert scores
+        print(f"{name}: {text}, Likert {'none given' if likert is None else f'{likert:.2f}'}")
     gate = result.get("gate")
     if gate:
         print(f"gate ({gate['evidence']}): {gate['reason']}")

@@ -132,6 +132,7 @@ def test_eval_import_prints_win_rates_and_likert_rounded(monkeypatch, capsys):
     policies = {
         "ppo": {"win_rate_vs_sft": third, "likert": {"mean": 11 / 3}},
         "sft": {"likert": {"mean": 4.0}},
+        "flan": {"win_rate_vs_sft": third, "likert": {"mean": None}},  # ranked, not scored
     }
     result = {"human_eval": {"policies": policies}}
     monkeypatch.setattr(human_eval, "import_labels", lambda run, file: result)
@@ -140,6 +141,7 @@ def test_eval_import_prints_win_rates_and_likert_rounded(monkeypatch, capsys):
     out = capsys.readouterr().out
     assert "ppo: win vs sft 0.667 [0.333, 1.000], Likert 3.67" in out
     assert "sft: baseline, Likert 4.00" in out
+    assert "flan: win vs sft 0.667 [0.333, 1.000], Likert none given" in out
 
 
 def test_installed_script_prints_help():
