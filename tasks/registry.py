@@ -106,16 +106,23 @@ def register(
     folder) keep that version and its lineage: registering again would only make
     a duplicate. A new version is tagged with its weights' digest.
     """
+    return _register(model_dir, name, kind, tags, description)[0]
+
+
+def _register(
+    model_dir: str, name: str, kind: str, tags: dict, description: str | None = None
+) -> tuple[str, bool]:
+    """`register`, and whether it made a new version (False: one already held the weights)."""
     existing = registered_version(MlflowClient(), name, model_dir)
     if existing is not None:
-        return existing
+        return existing, False
     info = LOGGERS[kind](model_dir, name)
     version = mlflow.register_model(
         info.model_uri, name, tags=_tag_values(tags | weight_tags(model_dir))
     )
     if description:
         MlflowClient().update_model_version(name, version.version, description=description)
-    return str(version.version)
+    return str(version.version), True
 
 
 def register_candidate(
@@ -130,11 +137,9 @@ def register_candidate(
     `names` (policy, RM), both tagged with the run's lineage; an RM registered here gets
     its card. Returns the (policy, RM) versions."""
     (name, rm_name), (policy_dir, rm_dir) = names, dirs
-    new_rm = registered_version(client, rm_name, rm_dir) is None
-    new_policy = registered_version(client, name, policy_dir) is None
-    rm_version = register(rm_dir, rm_name, "reward_model", lineage | rm_metrics)
+    rm_version, new_rm = _register(rm_dir, rm_name, "reward_model", lineage | rm_metrics)
     tags = {"reward_model_name": rm_name, "reward_model_version": rm_version}
-    version = register(policy_dir, name, "policy", lineage | policy_tags | tags)
+    version, new_policy = _register(policy_dir, name, "policy", lineage | policy_tags | tags)
     client.set_registered_model_alias(name, "challenger", version)
     if new_rm:
         card = reward_model_card(rm_name, rm_version, lineage, rm_metrics, (name, version))
