@@ -128,16 +128,31 @@ def ensure_pad_token(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase)
 
 def takes_logits_to_keep(model: torch.nn.Module) -> bool:
     """Whether the causal LM under any wrapper (DDP, PEFT) can run its output layer on some positions only."""
+    return _forward_takes(_innermost_class(model), "logits_to_keep")
+
+
+def no_cache(model: torch.nn.Module) -> dict[str, bool]:
+    """Keywords that keep a training or scoring forward from filling a key/value cache.
+
+    Hugging Face causal LMs build one on every forward unless told not to
+    (config.use_cache is on for generation); a pass that does not generate
+    would only fill it to throw it away. Models whose forward has no such
+    switch get nothing.
+    """
+    return {"use_cache": False} if _forward_takes(_innermost_class(model), "use_cache") else {}
+
+
+def _innermost_class(model: torch.nn.Module) -> type:
     inner = extract_model_from_parallel(model)
     if hasattr(inner, "get_base_model"):  # a PeftModel: its forward only passes keywords on
         inner = inner.get_base_model()
-    return _forward_takes_logits_to_keep(type(inner))
+    return type(inner)
 
 
 @functools.cache
-def _forward_takes_logits_to_keep(model_class: type) -> bool:
+def _forward_takes(model_class: type, keyword: str) -> bool:
     # Once per class: it is asked on every forward of the training and scoring loops.
-    return "logits_to_keep" in inspect.signature(model_class.forward).parameters
+    return keyword in inspect.signature(model_class.forward).parameters
 
 
 def load_causal_lm(path: str | os.PathLike) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:

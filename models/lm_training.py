@@ -23,7 +23,7 @@ from instructflow.models.batching import (
 )
 from instructflow.models.checkpoints import CheckpointStore, after_step, rng_state, set_rng_state
 from instructflow.models.distributed import Group, labelled_tokens
-from instructflow.models.lm import takes_logits_to_keep
+from instructflow.models.lm import no_cache, takes_logits_to_keep
 from instructflow.models.numeric import check_finite
 from instructflow.models.runtime import NO_BUFFER_BROADCAST, Precision, make_accelerator
 
@@ -136,7 +136,7 @@ def pretrain(
         rows = torch.randint(0, blocks.shape[0], (cfg.batch_size,), generator=generator)
         mine, real = group.batch_shard(rows.tolist()) if group.size > 1 else (rows, True)
         batch = blocks[mine].to(accelerator.device)
-        loss = shown = model(input_ids=batch, labels=batch).loss
+        loss = shown = model(input_ids=batch, labels=batch, **no_cache(model)).loss
         if group.size > 1:
             shown = loss * (len(mine) if real else 0) / len(rows)
             loss = shown * group.size  # DDP averages the processes' gradients
@@ -162,7 +162,7 @@ def perplexity(model: PreTrainedModel, blocks: torch.Tensor, batch_size: int = 3
     total, count = 0.0, 0
     for start in range(0, blocks.shape[0], batch_size):
         batch = blocks[start : start + batch_size].to(model.device)
-        loss = model(input_ids=batch, labels=batch).loss
+        loss = model(input_ids=batch, labels=batch, **no_cache(model)).loss
         n = batch.numel() - batch.shape[0]
         total += loss.item() * n
         count += n
@@ -194,6 +194,7 @@ def sft_loss_sum(
     first = int(predicts_label.long().argmax())  # 0 when nothing is labelled: the loss is 0
     keep = torch.arange(first, labels.shape[1] - 1, device=labels.device)
     inputs = {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"]}
+    inputs |= no_cache(model)
     if takes_logits_to_keep(model):
         logits = model(**inputs, logits_to_keep=keep).logits
     else:

@@ -28,7 +28,7 @@ from instructflow.models.batching import (
 )
 from instructflow.models.formatting import format_prompt, parse_response
 from instructflow.models.length_groups import over_responses
-from instructflow.models.lm import context_length, takes_logits_to_keep
+from instructflow.models.lm import context_length, no_cache, takes_logits_to_keep
 from instructflow.models.ppo_math import logprobs_of
 
 
@@ -297,7 +297,8 @@ def text_response_logprobs(
         labels = pad_batch([labels for _, labels in rows], IGNORE_INDEX).to(model.device)
         mask = pad_batch([[1] * len(ids) for ids, _ in rows], 0).to(model.device)
         # The logit at column t predicts the token at column t + 1.
-        logits = model(input_ids=input_ids, attention_mask=mask).logits[:, :-1].float()
+        logits = model(input_ids=input_ids, attention_mask=mask, **no_cache(model)).logits
+        logits = logits[:, :-1].float()
         targets = labels[:, 1:]
         scored = targets != IGNORE_INDEX
         token_ll = logits.log_softmax(-1).gather(-1, targets.clamp(min=0).unsqueeze(-1))

@@ -3,7 +3,7 @@
 import torch
 
 from instructflow.models.batching import encode_prompt, pad_batch
-from instructflow.models.lm import context_length
+from instructflow.models.lm import context_length, no_cache
 from instructflow.models.reward_model import encode_for_reward, rewards
 from instructflow.models.sampling import encode_prompts, sequence_logprobs
 
@@ -36,7 +36,8 @@ def public_suite_accuracy(model, tokenizer, items: list[dict]) -> float:
         ids = torch.full((len(seqs), width), tokenizer.pad_token_id)
         for i, s in enumerate(seqs):
             ids[i, : len(s)] = torch.tensor(s)
-        logp = torch.log_softmax(model(input_ids=ids).logits[:, :-1].float(), -1)
+        logits = model(input_ids=ids, **no_cache(model)).logits[:, :-1]
+        logp = torch.log_softmax(logits.float(), -1)
         target = ids[:, 1:]
         token_logp = logp.gather(-1, target.unsqueeze(-1)).squeeze(-1)
         scores = [

@@ -232,3 +232,31 @@ def test_fused_activation_computes_gpt2s_gelu_and_is_not_saved(tmp_path):
     assert load_causal_lm(tmp_path / "m")[0].config.activation_function == "gelu_new"
     assert isinstance(load_causal_lm(tmp_path / "m")[0].transformer.h[0].mlp.act, GELUTanh)
     assert fused_activations(plain) is plain
+
+
+def test_no_cache_forward_fills_no_cache_and_computes_the_same_logits():
+    from transformers.cache_utils import DynamicCache
+
+    from instructflow.models.lm import no_cache
+
+    # given a GPT-2 whose config asks for a key/value cache (as transformers saves it)
+    tokenizer = tiny_tokenizer()
+    model = build_gpt2(tokenizer, TINY_GPT2, seed=0).eval()
+    ids = torch.tensor([tokenizer("the capital of Velm is Orsk.")["input_ids"]])
+    assert model.config.use_cache
+    with torch.no_grad():
+        cached, plain = model(ids), model(ids, **no_cache(model))
+    # then a forward with no_cache returns no cache, and bit for bit the same logits
+    assert isinstance(cached.past_key_values, DynamicCache)
+    assert plain.past_key_values is None
+    assert torch.equal(cached.logits, plain.logits)
+
+
+def test_no_cache_gives_nothing_to_a_forward_without_the_switch():
+    from instructflow.models.lm import no_cache
+
+    class Bare(torch.nn.Module):
+        def forward(self, input_ids):
+            return input_ids
+
+    assert no_cache(Bare()) == {}
