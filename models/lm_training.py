@@ -25,7 +25,7 @@ from instructflow.models.checkpoints import CheckpointStore, after_step, rng_sta
 from instructflow.models.distributed import Group, labelled_tokens
 from instructflow.models.lm import no_cache, takes_logits_to_keep
 from instructflow.models.numeric import check_finite
-from instructflow.models.runtime import NO_BUFFER_BROADCAST, Precision, make_accelerator
+from instructflow.models.runtime import NO_BUFFER_BROADCAST, Precision, adamw, make_accelerator
 
 # on_log(step, metrics, total, unit): metrics after `unit` `step` (0-based) of `total`.
 LogFn = Callable[[int, dict[str, float], int, str], None]
@@ -43,9 +43,7 @@ class OptimConfig:
 def _optimizer(model: torch.nn.Module, cfg: OptimConfig, total_steps: int):
     # Only what trains: with LoRA adapters the frozen weights get no optimizer state.
     trainable = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(
-        trainable, lr=cfg.lr, weight_decay=cfg.weight_decay, betas=(0.9, 0.95)
-    )
+    optimizer = adamw(trainable, lr=cfg.lr, weight_decay=cfg.weight_decay, betas=(0.9, 0.95))
 
     def schedule(step: int) -> float:
         # Linear warm-up, then cosine decay to 10% of the peak rate.

@@ -54,7 +54,7 @@ from instructflow.models.rollout import (
     RewardNormalizer,
     minibatch,
 )
-from instructflow.models.runtime import make_accelerator
+from instructflow.models.runtime import adamw, make_accelerator
 from instructflow.models.sampling import response_logits
 from instructflow.models.side_thread import SideThread
 from instructflow.models.tokenizer import shares_vocabulary
@@ -154,10 +154,10 @@ class PPOTrainer:
         self.ref_policy, self.reward_model = ref_policy, reward_model
         policy.eval()
         value_model.eval()
-        policy_opt = torch.optim.AdamW(
+        policy_opt = adamw(
             trainable_parameters(policy), lr=hyper.lr, weight_decay=hyper.weight_decay
         )
-        value_opt = torch.optim.AdamW(
+        value_opt = adamw(
             trainable_parameters(value_model), lr=hyper.value_lr, weight_decay=hyper.weight_decay
         )
         self.policy, self.value_net, self.policy_opt, self.value_opt = self.accelerator.prepare(

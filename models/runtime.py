@@ -1,4 +1,4 @@
-"""How a training loop runs: numeric precision, gradient checkpointing, peak memory.
+"""How a training loop runs: numeric precision, the optimizer, gradient checkpointing, peak memory.
 
 Pure torch and Accelerate, shared by every training loop so a stage's
 `precision` and `gradient_checkpointing` mean the same thing everywhere.
@@ -52,6 +52,24 @@ def make_accelerator(precision: Precision = "fp32") -> Accelerator:
     if state and state.get("_mixed_precision", _MIXED[precision]) != _MIXED[precision]:
         AcceleratorState._reset_state()
     return Accelerator(mixed_precision=_MIXED[precision], kwargs_handlers=[NO_BUFFER_BROADCAST])
+
+
+_FUSED_ADAMW_DEVICES = {"cpu", "cuda"}
+
+
+def adamw(params, **settings) -> torch.optim.AdamW:
+    """AdamW, on its fused kernel where every parameter lives on a device that has one.
+
+    The default AdamW on CPU runs about ten small ops per parameter tensor
+    per step: at the embedded world's sizes a sixth of an SFT step on one
+    thread (profiled), three times what the fused kernel takes. The update is
+    the same formula with other float rounding, which is why cache keys carry
+    this code. Hugging Face's Trainer (and so TRL) defaults to the fused
+    kernel on torch >= 2.8 too.
+    """
+    params = list(params)
+    fused = all(p.device.type in _FUSED_ADAMW_DEVICES and p.is_floating_point() for p in params)
+    return torch.optim.AdamW(params, fused=fused or None, **settings)
 
 
 def enable_gradient_checkpointing(model: PreTrainedModel) -> None:

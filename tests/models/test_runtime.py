@@ -53,3 +53,30 @@ def test_peak_memory_is_the_peak_since_start_not_since_the_process_began():
     # then its peak counts the 100 MB, not the 300 MB from before
     assert peak >= 100 * 2**20
     assert peak < earlier_peak - 150 * 2**20
+
+
+def test_adamw_is_fused_on_cpu_and_takes_the_adamw_step_by_its_formula():
+    from instructflow.models.runtime import adamw
+
+    # given one weight w = [1, -2] with gradient g = [0.5, 0.25] and no earlier step
+    w = torch.nn.Parameter(torch.tensor([1.0, -2.0]))
+    optimizer = adamw([w], lr=0.1, weight_decay=0.01, betas=(0.9, 0.95))
+    w.grad = torch.tensor([0.5, 0.25])
+    optimizer.step()
+    # then it runs on the fused kernel
+    assert optimizer.defaults["fused"] is True
+    # and the step is AdamW's (Loshchilov & Hutter): decay, then the bias-corrected moments
+    # m = 0.1 g, v = 0.05 g^2; m / (1 - 0.9) = g, v / (1 - 0.95) = g^2, so the update is
+    # lr * g / (|g| + eps) = 0.1 * sign(g) to within eps
+    decayed = torch.tensor([1.0, -2.0]) * (1 - 0.1 * 0.01)
+    expected = decayed - 0.1 * torch.tensor([0.5, 0.25]) / (torch.tensor([0.5, 0.25]) + 1e-8)
+    torch.testing.assert_close(w.detach(), expected)
+
+
+def test_adamw_falls_back_to_the_plain_kernel_where_no_fused_one_exists():
+    from instructflow.models.runtime import adamw
+
+    # given a parameter on the meta device (no fused kernel there)
+    w = torch.nn.Parameter(torch.zeros(2, device="meta"))
+    # then the optimizer is built all the same, unfused
+    assert not adamw([w], lr=0.1).defaults["fused"]
