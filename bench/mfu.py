@@ -4,13 +4,17 @@
 
 The peak is measured in the same process and at the same thread count: the
 best of several fp32 square matmuls (2 n^3 FLOPs each). A training step is
-what the stages run (SFT: `collate_sft` batches of demonstrations, forward
-with labels, backward, gradient clipping, AdamW; RM: K responses per prompt,
-`rewards`, the K-wise loss, backward, clipping, AdamW), on the bench's
-checkpoints (bench/checkpoint.py). Model FLOPs per real (non-pad) token:
-6 * N_matmul + 12 * n_layer * T * d (PaLM's appendix B; N_matmul = the
-weights that take part in matmuls, the LM head included, T the padded
-length of the batch), so padding counts as waste, not as work. Prints one
+what the stages run, with their own functions: SFT `collate_sft` batches of
+demonstrations, `sft_loss_sum` (the output layer only from the first
+position that predicts a response token), backward, gradient clipping and
+`runtime.adamw`; RM K responses per prompt, `rewards`, the K-wise loss,
+backward, clipping, `runtime.adamw`. On the bench's checkpoints
+(bench/checkpoint.py). Model FLOPs (PaLM's appendix B): 6 * N_body + 12 *
+n_layer * T * d per real (non-pad) token, T the padded length of the batch,
+N_body the weights that take part in matmuls below the output layer; plus 6
+* N_head per position whose logits the loss needs (SFT: those that predict a
+response token). Padding and logits computed for nothing count as waste,
+not as work. Prints one
 JSON object; writes bench/results/mfu.json.
 """
 
@@ -43,25 +47,36 @@ def matmul_peak(threads: int, n: int = 1024, repeats: int = 10) -> float:
     return 2 * n**3 / best
 
 
-def matmul_params(model) -> int:
-    """Weights used in matmuls: every 2-D parameter except the position table (a lookup).
+def output_layer(model):
+    """The LM head's weight, or None for a model without one (a reward model)."""
+    head = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
+    return None if head is None else head.weight
 
-    GPT-2 ties the token embedding to the LM head: it is counted once, as the head
-    (a reward model has no head and reads it as a lookup only: not counted there).
+
+def body_matmul_params(model) -> int:
+    """Weights used in matmuls below the output layer: every 2-D parameter except lookups.
+
+    The position table is a lookup; so is the token embedding, which GPT-2
+    ties to the LM head (counted there, as `head_params`, where it is a matmul).
     """
-    total = 0
-    for name, p in model.named_parameters():
-        if p.dim() != 2 or "wpe" in name:
-            continue
-        if "wte" in name and not hasattr(model, "lm_head"):
-            continue
-        total += p.numel()
-    return total
+    head = output_layer(model)
+    return sum(
+        p.numel()
+        for name, p in model.named_parameters()
+        if p.dim() == 2 and "wpe" not in name and "wte" not in name and p is not head
+    )
 
 
-def flops_per_token(model, width: int) -> float:
+def head_params(model) -> int:
+    head = output_layer(model)
+    return 0 if head is None else head.numel()
+
+
+def step_flops(model, real_tokens: int, width: int, head_positions: int) -> float:
+    """Model FLOPs of one training step (forward and backward)."""
     cfg = model.config
-    return 6 * matmul_params(model) + 12 * cfg.n_layer * width * cfg.n_embd
+    per_token = 6 * body_matmul_params(model) + 12 * cfg.n_layer * width * cfg.n_embd
+    return real_tokens * per_token + head_positions * 6 * head_params(model)
 
 
 def time_steps(step, batches, warmup: int = 2) -> tuple[float, float, float]:
@@ -91,29 +106,31 @@ def bench_sft(ckpt, steps: int) -> dict:
     import torch
 
     from instructflow.models.lm import context_length, load_causal_lm
+    from instructflow.models.lm_training import sft_loss_sum
+    from instructflow.models.runtime import adamw
     from instructflow.tasks.tables import read_jsonl
     from instructflow.world import layout
 
     model, tokenizer = load_causal_lm(ckpt.sft)
     model.train()
-    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-5)
+    optimizer = adamw(model.parameters(), lr=1e-5, weight_decay=0.01, betas=(0.9, 0.95))
     rows = read_jsonl(ckpt.profile_dir / layout.SFT_TRAIN)
     batches = sft_batches(tokenizer, rows, 16, steps + 2, context_length(model))
 
     def step(batch):
-        loss = model(**batch).loss
-        loss.backward()
+        total, labelled = sft_loss_sum(model, batch)
+        (total / max(1, labelled)).backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
         real = int(batch["attention_mask"].sum())
-        return real, real * flops_per_token(model, batch["input_ids"].shape[1])
+        return real, step_flops(model, real, batch["input_ids"].shape[1], labelled)
 
     seconds, tokens, flops = time_steps(step, batches)
     padded = sum(b["input_ids"].numel() for b in batches[2:])
     return {"tokens_per_s": tokens / seconds, "flops_per_s": flops / seconds,
-            "padding_fraction": 1 - tokens / padded, "steps": len(batches) - 2,
-            "batch": 16, "params_in_matmuls": matmul_params(model)}  # fmt: skip
+            "padding_fraction": 1 - tokens / padded, "steps": len(batches) - 2, "batch": 16,
+            "params_in_matmuls": body_matmul_params(model) + head_params(model)}  # fmt: skip
 
 
 def demo_rankings(ckpt, k: int = 6) -> list[dict]:
@@ -146,11 +163,12 @@ def bench_rm(ckpt, steps: int) -> dict:
         reward_model_from_causal_lm,
         rewards,
     )
+    from instructflow.models.runtime import adamw
     from instructflow.tasks.tables import read_jsonl
 
     model, tokenizer = reward_model_from_causal_lm(ckpt.sft)
     model.train()
-    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-5)
+    optimizer = adamw(model.parameters(), lr=1e-5, weight_decay=0.01, betas=(0.9, 0.95))
     comparisons = ckpt.rm.parent.parent / "comparisons" / "train.jsonl"
     rows = read_jsonl(comparisons) if comparisons.exists() else demo_rankings(ckpt)
     batch_rows = 16
@@ -170,13 +188,13 @@ def bench_rm(ckpt, steps: int) -> dict:
         optimizer.zero_grad(set_to_none=True)
         real = int(mask.sum())
         step.padded += ids.numel()
-        return real, real * flops_per_token(model, ids.shape[1])
+        return real, step_flops(model, real, ids.shape[1], head_positions=0)
 
     step.padded = 0
     seconds, tokens, flops = time_steps(step, batches)
     return {"tokens_per_s": tokens / seconds, "flops_per_s": flops / seconds,
             "steps": len(batches) - 2, "prompts_per_step": batch_rows,
-            "params_in_matmuls": matmul_params(model)}  # fmt: skip
+            "params_in_matmuls": body_matmul_params(model)}  # fmt: skip
 
 
 def main() -> None:

@@ -1,0 +1,26 @@
+"""Model FLOPs of a training step (bench/mfu.py), against counts worked out by hand."""
+
+from transformers import GPT2Config, GPT2LMHeadModel
+
+from bench.mfu import body_matmul_params, head_params, step_flops
+
+
+def tiny_gpt2() -> GPT2LMHeadModel:
+    return GPT2LMHeadModel(
+        GPT2Config(vocab_size=100, n_layer=2, n_head=2, n_embd=32, n_positions=64)
+    )
+
+
+def test_matmul_weights_are_the_blocks_and_the_tied_head_once():
+    model = tiny_gpt2()
+    # per block: qkv 32 x 96, attention out 32 x 32, MLP 32 x 128 and 128 x 32
+    assert body_matmul_params(model) == 2 * (3072 + 1024 + 4096 + 4096)
+    # the head is the token embedding (tied), 100 x 32, counted once and only as the head
+    assert head_params(model) == 3200
+
+
+def test_step_flops_count_real_tokens_and_only_the_head_positions_used():
+    model = tiny_gpt2()
+    # 10 real tokens in a batch padded to 8 columns, logits needed at 3 positions:
+    # 10 * (6 * 24576 + 12 * 2 layers * 8 * 32) + 3 * 6 * 3200
+    assert step_flops(model, real_tokens=10, width=8, head_positions=3) == 1_593_600
