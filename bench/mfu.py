@@ -56,14 +56,17 @@ def output_layer(model):
 def body_matmul_params(model) -> int:
     """Weights used in matmuls below the output layer: every 2-D parameter except lookups.
 
-    The position table is a lookup; so is the token embedding, which GPT-2
-    ties to the LM head (counted there, as `head_params`, where it is a matmul).
+    Embedding tables (tokens, positions) are lookups. GPT-2 ties its token
+    table to the LM head: there it is a matmul, counted once, as `head_params`.
     """
+    import torch
+
+    lookups = {id(m.weight) for m in model.modules() if isinstance(m, torch.nn.Embedding)}
     head = output_layer(model)
     return sum(
         p.numel()
-        for name, p in model.named_parameters()
-        if p.dim() == 2 and "wpe" not in name and "wte" not in name and p is not head
+        for p in model.parameters()
+        if p.dim() == 2 and id(p) not in lookups and p is not head
     )
 
 

@@ -24,3 +24,15 @@ def test_step_flops_count_real_tokens_and_only_the_head_positions_used():
     # 10 real tokens in a batch padded to 8 columns, logits needed at 3 positions:
     # 10 * (6 * 24576 + 12 * 2 layers * 8 * 32) + 3 * 6 * 3200
     assert step_flops(model, real_tokens=10, width=8, head_positions=3) == 1_593_600
+
+
+def test_an_untied_token_table_is_a_lookup_and_its_head_a_matmul():
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    model = LlamaForCausalLM(LlamaConfig(
+        vocab_size=100, hidden_size=32, intermediate_size=64, num_hidden_layers=1,
+        num_attention_heads=2, num_key_value_heads=2, tie_word_embeddings=False,
+    ))  # fmt: skip
+    # q, k, v, o 32 x 32 each, gate and up 32 x 64, down 64 x 32; the 100 x 32 table is not counted
+    assert body_matmul_params(model) == 4 * 1024 + 3 * 2048
+    assert head_params(model) == 3200
