@@ -138,7 +138,15 @@ def train_reward_model(
     out_dir: Path,
     log,
     log_every: int = 25,
+    selected_on: str = "valid",
 ) -> dict:
+    """Train the reward model; the epoch kept is the one most accurate on valid.jsonl.
+
+    `selected_on` names those rankings in the per-epoch metrics
+    (`<selected_on>_loss`, `<selected_on>_accuracy`): the held-out judge has
+    none to spare and passes its own training rankings as valid.jsonl, so it
+    logs them as what they are, not as validation figures.
+    """
     memory = PeakMemory().start()
     model, tokenizer = reward_model_from_causal_lm(sft_dir, seed=seed)
     if cfg.gradient_checkpointing:
@@ -211,8 +219,8 @@ def train_reward_model(
         log(
             epoch,
             {
-                "valid_loss": float(kwise_ranking_loss(predicted, ranking)),
-                "valid_accuracy": valid_acc,
+                f"{selected_on}_loss": float(kwise_ranking_loss(predicted, ranking)),
+                f"{selected_on}_accuracy": valid_acc,
             },
             cfg.epochs,
             "epoch",

@@ -341,9 +341,14 @@ def test_the_judge_learns_the_held_out_preference_from_held_out_rows_only(
     out.mkdir()
     cfg = JudgeConfig(epochs=4, lr=3e-3, batch_size=4)
     # when the judge trains
+    logged = []
     metrics = train_judge_on_comparisons(
-        sft_dir, profile, tmp_path, cfg, seed=0, out_dir=out, log=lambda *a: None
+        sft_dir, profile, tmp_path, cfg, seed=0, out_dir=out, log=lambda *a: logged.append(a)
     )
+    # then its epoch figures are named for the rankings they come from, its own training ones
+    epochs = [names for _, names, _, unit in logged if unit == "epoch"]
+    assert len(epochs) == 4
+    assert all(set(n) == {"training_rankings_loss", "training_rankings_accuracy"} for n in epochs)
     # then it trained on held-out users' rows only: 4 of 6 users' prompts, none of the RM's
     trained = set(json.loads((out / "trained_prompts.json").read_text()))
     assert trained and all(p.startswith("count the letters") for p in trained)
