@@ -13,7 +13,7 @@ STAGES = ("sft", "reward_model")
 
 def _cmd_promote(args: argparse.Namespace) -> int:
     from instructflow.tasks import tracking
-    from instructflow.tasks.registry import promote_manually
+    from instructflow.tasks.promotion import promote_manually
     from instructflow.tasks.registry_config import RegistryConfig
 
     if not args.reason.strip():

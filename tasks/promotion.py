@@ -1,4 +1,5 @@
-"""A person's answer to a passed promotion gate, written to the registry.
+"""A person's word on `champion`, written to the registry: the answer to a passed
+gate (`record_approval`) and an override (`promote_manually`).
 
 The question is asked in the flow layer (flows/approval.py pauses the run);
 this is the plain registry side: the decision, who and why become tags on
@@ -12,7 +13,8 @@ from typing import Literal
 from mlflow import MlflowClient
 
 from instructflow.tasks.model_card import approval_section, describe_registered_model
-from instructflow.tasks.registry import champion_version
+from instructflow.tasks.registry_config import POLICY_MODEL
+from instructflow.tasks.registry_lookup import champion_version, find_version
 
 Decision = Literal["approved", "rejected", "timeout"]
 
@@ -59,3 +61,24 @@ def record_approval(
     client.update_model_version(name, version, description=card + section)
     describe_registered_model(client, name)  # where `champion` stands after the answer
     return {"moved": moved, "champion": champion, "note": note}
+
+
+def promote_manually(version: str, reason: str, name: str = POLICY_MODEL) -> bool:
+    """An override: make `version` champion, recording who-knows-why in its tags.
+
+    False (and nothing written) when it is champion already: its tags keep the
+    record of how it got there (the gate, people's rankings, an earlier override).
+    """
+    if not reason.strip():
+        raise ValueError("a manual promotion needs a reason")
+    client = MlflowClient()
+    find_version(client, name, version)  # one line naming what is there if it is not
+    previous = champion_version(client, name)
+    if previous == str(version):
+        return False
+    client.set_registered_model_alias(name, "champion", version)
+    client.set_model_version_tag(name, version, "promoted_by", "manual")
+    client.set_model_version_tag(name, version, "promotion_reason", reason)
+    client.set_model_version_tag(name, version, "previous_champion", str(previous))
+    describe_registered_model(client, name)
+    return True

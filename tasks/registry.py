@@ -41,7 +41,7 @@ from instructflow.tasks.gate import (
 from instructflow.tasks.model_card import describe_registered_model, model_card, reward_model_card
 from instructflow.tasks.registry_config import POLICY_MODEL
 from instructflow.tasks.registry_flavors import LOGGERS
-from instructflow.tasks.registry_lookup import alias_version, champion_version, find_version
+from instructflow.tasks.registry_lookup import alias_version, champion_version
 from instructflow.tasks.registry_snapshot import RegistrySnapshot
 from instructflow.tasks.registry_weights import (
     confirm_reuse,
@@ -201,31 +201,12 @@ def record_decision(
     for key, value in tags.items():
         client.set_model_version_tag(name, version, key, str(value))
     client.set_model_version_tag(name, version, "gate_evidence", evidence)
-    if effect.promote:
+    # Champion already (these weights, reused by a later run): the alias does not move, and
+    # its tags keep how it got there (an approval or an override is not rewritten "gate").
+    if effect.promote and champion_version(client, name) != str(version):
         client.set_registered_model_alias(name, "champion", version)
         client.set_model_version_tag(name, version, "promoted_by", by)
     return decision
-
-
-def promote_manually(version: str, reason: str, name: str = POLICY_MODEL) -> bool:
-    """An override: make `version` champion, recording who-knows-why in its tags.
-
-    False (and nothing written) when it is champion already: its tags keep the
-    record of how it got there (the gate, people's rankings, an earlier override).
-    """
-    if not reason.strip():
-        raise ValueError("a manual promotion needs a reason")
-    client = MlflowClient()
-    find_version(client, name, version)  # one line naming what is there if it is not
-    previous = champion_version(client, name)
-    if previous == str(version):
-        return False
-    client.set_registered_model_alias(name, "champion", version)
-    client.set_model_version_tag(name, version, "promoted_by", "manual")
-    client.set_model_version_tag(name, version, "promotion_reason", reason)
-    client.set_model_version_tag(name, version, "previous_champion", str(previous))
-    describe_registered_model(client, name)
-    return True
 
 
 def choose_incumbent(

@@ -19,7 +19,7 @@ import pytest
 from mlflow import MlflowClient
 
 from instructflow.flows.params import PipelineParams
-from instructflow.tasks import registry, tracking
+from instructflow.tasks import promotion, registry, tracking
 from tests.conftest import use_project
 from tests.flows.contract import SMOKE_POLICY
 from tests.flows.stages import STAGES
@@ -111,13 +111,13 @@ def runs(first_run, copy_of_first_run, fast_smoke) -> Iterator[dict]:
         # The first run's checkpoint made champion (whom the gate plays is then as at the first
         # run: SFT) while the second policy stays challenger; then the first run's parameters.
         first_version = out["first"].gate["policy_version"]
-        registry.promote_manually(first_version, "caching test", SMOKE_POLICY)
+        promotion.promote_manually(first_version, "caching test", SMOKE_POLICY)
         out["challenger_moved"] = project.run(params)
         out["challenger_after"] = registry.alias_version(
             MlflowClient(tracking_uri=project.uri), SMOKE_POLICY, "challenger"
         )
         # The second policy made champion by hand; then the first run's parameters again.
-        registry.promote_manually(
+        promotion.promote_manually(
             out["ppo_changed"].gate["policy_version"], "caching test", SMOKE_POLICY
         )
         out["champion_moved"] = project.run(params)

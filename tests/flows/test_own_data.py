@@ -16,7 +16,7 @@ from mlflow.tracking import MlflowClient
 
 from instructflow.flows import dataset_gate
 from instructflow.flows.cli import main
-from instructflow.tasks import judge_trust, registry, tracking
+from instructflow.tasks import judge_trust, promotion, registry, tracking
 from instructflow.tasks.registry_config import RegistryConfig
 from tests.conftest import init_dvc_project, use_project
 from tests.own_data import (
@@ -146,7 +146,7 @@ def test_an_hh_dataset_runs_end_to_end_and_new_comparisons_rerun_only_what_reads
 
     # when its version is champion (by hand, if the gate did not promote it) and 50 more
     # comparisons arrive and the pipeline runs again
-    registry.promote_manually(str(challenger.version), "own-data test", policy_name)
+    promotion.promote_manually(str(challenger.version), "own-data test", policy_name)
     with (data / "preferences.jsonl").open("a") as f:
         for i in range(50):
             word = WORDS[i % len(WORDS)]

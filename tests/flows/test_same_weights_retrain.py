@@ -11,7 +11,7 @@ import pytest
 from mlflow import MlflowClient
 
 from instructflow.flows.params import PipelineParams
-from instructflow.tasks import registry
+from instructflow.tasks import promotion, registry
 from tests.conftest import use_project
 from tests.flows.contract import SMOKE_POLICY
 
@@ -26,7 +26,7 @@ def test_a_retrain_with_the_same_weights_reuses_the_champions_version(
     with pytest.MonkeyPatch.context() as monkeypatch:
         client = MlflowClient(tracking_uri=use_project(monkeypatch, copy_of_first_run()))
         champion = str(client.get_model_version_by_alias(SMOKE_POLICY, "challenger").version)
-        registry.promote_manually(champion, "the scheduled run's champion", SMOKE_POLICY)
+        promotion.promote_manually(champion, "the scheduled run's champion", SMOKE_POLICY)
         # when the retrain runs with an unrelated setting changed
         again = rlhf_pipeline(PipelineParams(**fast_smoke(ppo={"kl_budget": 1e9})))
     first = first_run["result"]

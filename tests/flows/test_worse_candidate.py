@@ -15,7 +15,7 @@ import pytest
 from mlflow import MlflowClient
 
 from instructflow.flows.params import PipelineParams
-from instructflow.tasks import registry
+from instructflow.tasks import promotion
 from tests.conftest import use_project
 from tests.flows.contract import SMOKE_POLICY
 
@@ -48,7 +48,7 @@ def gate_runs(copy_of_first_run, fast_smoke) -> Iterator[GateRuns]:
         uri = use_project(monkeypatch, copy_of_first_run())
         client = MlflowClient(tracking_uri=uri)
         champion = client.get_model_version_by_alias(SMOKE_POLICY, "challenger").version
-        registry.promote_manually(champion, "baseline for the worse-candidate test", SMOKE_POLICY)
+        promotion.promote_manually(champion, "baseline for the worse-candidate test", SMOKE_POLICY)
 
         rlhf_pipeline(PipelineParams(**fast_smoke(ppo=WORSE_PPO)))
         worse_version = client.get_model_version_by_alias(SMOKE_POLICY, "challenger").version

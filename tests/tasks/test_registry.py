@@ -35,7 +35,7 @@ def test_alignment_tax_beyond_the_margin_blocks_promotion():
 
 
 def test_manual_promotion_needs_a_reason():
-    from instructflow.tasks.registry import promote_manually
+    from instructflow.tasks.promotion import promote_manually
 
     with pytest.raises(ValueError, match="reason"):
         promote_manually("1", "   ")

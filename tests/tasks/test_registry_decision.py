@@ -18,7 +18,7 @@ AWAIT = AliasEffect(promote=False, awaiting_approval=True, restore=False)
 
 
 class Recording:
-    """The two MlflowClient calls record_decision makes, kept in dicts."""
+    """The MlflowClient calls record_decision makes, kept in dicts."""
 
     def __init__(self):
         self.tags: dict[str, str] = {}
@@ -31,6 +31,15 @@ class Recording:
     def set_registered_model_alias(self, name, alias, version):
         assert name == "m"
         self.aliases[alias] = version
+
+    def get_model_version_by_alias(self, name, alias):
+        from types import SimpleNamespace
+
+        from mlflow.exceptions import MlflowException
+
+        if alias not in self.aliases:
+            raise MlflowException(f"no alias {alias}")
+        return SimpleNamespace(version=self.aliases[alias])
 
 
 def test_a_passed_gate_is_tagged_with_its_evidence_and_made_champion():
@@ -94,3 +103,15 @@ def test_a_failed_gate_moves_nothing_and_keeps_its_reason():
     assert recorded == failed and client.aliases == {}
     assert client.tags["gate_promote"] == "False"
     assert client.tags["gate_public_suite_challenger"] == "0.8"
+
+
+def test_a_version_champion_already_keeps_the_record_of_how_it_got_there():
+    # given v3, made champion by a person's approval, reused by a later run whose gate passes
+    client = Recording()
+    client.aliases["champion"] = "3"
+    client.tags["promoted_by"] = "approval"
+    record_decision(client, "m", "3", PASSED, PROMOTE, "held-out judge")
+    # then the gate's verdict is tagged, but the approval is not rewritten as the gate's
+    assert client.tags["gate_promote"] == "True"
+    assert client.tags["promoted_by"] == "approval"
+    assert client.aliases == {"champion": "3"}

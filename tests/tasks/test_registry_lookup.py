@@ -5,8 +5,8 @@ from mlflow import MlflowClient
 
 from instructflow.flows.cli import main
 from instructflow.flows.evaluate import resolve
-from instructflow.tasks.registry import find_version
 from instructflow.tasks.registry_config import RegistryLookupError
+from instructflow.tasks.registry_lookup import find_version
 from tests.conftest import use_project
 
 

@@ -1,7 +1,7 @@
 """The registry says where `champion` stands (the registered model's description), each
 registered version says where it came from, and the model card links the runs' pages."""
 
-from instructflow.tasks import registry
+from instructflow.tasks import promotion, registry
 from instructflow.tasks.registry_snapshot import RegistrySnapshot
 from tests.conftest import use_project
 
@@ -62,7 +62,7 @@ def test_a_manual_promotion_updates_the_registered_models_status(client, tmp_pat
     for run in (1, 2):
         _register(client, tmp_path, run)
     registry.describe_registered_model(client, POLICY)
-    assert registry.promote_manually("1", "reads better", POLICY)
+    assert promotion.promote_manually("1", "reads better", POLICY)
     text = client.get_registered_model(POLICY).description
     assert "**Champion: v1**, promoted by hand (`instructflow promote`): reads better" in text
     assert f"Challenger: v2 (run [`run2`]({LINEAGE['mlflow_parent_run_url']}))" in text

@@ -9,7 +9,7 @@ import mlflow
 import pytest
 from mlflow import MlflowClient
 
-from instructflow.tasks import registry, tracking
+from instructflow.tasks import promotion, registry, tracking
 from instructflow.tasks.evaluation import EvalConfig
 from instructflow.tasks.gate import GateConfig
 from instructflow.tasks.registry_config import RegistryConfig
@@ -64,7 +64,7 @@ def gate(prefect_harness, tiny_dirs, generated_root, tmp_path, monkeypatch) -> G
     tracking.setup()
     gate = Gate(tmp_path, tiny_dirs, generated_root / "data" / "smoke")
     gate.first = gate.run(tiny_dirs[0])
-    registry.promote_manually(gate.first["policy_version"], "test champion", POLICY)
+    promotion.promote_manually(gate.first["policy_version"], "test champion", POLICY)
     return gate
 
 
