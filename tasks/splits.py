@@ -155,6 +155,27 @@ def thin_splits(
     return warnings
 
 
+def identical_responses(rows: Iterable[tuple[str, int, list[str]]]) -> list[str]:
+    """A warning per file whose rankings hold one response twice: (file, row, responses) per row.
+
+    A pairwise row whose rejected equals its chosen is refused; in a K-wise
+    ranking two identical responses leave the rest usable, but the pair
+    between them orders nothing: it gives the ranking loss no gradient and
+    scores as a tie (half right) in every accuracy, pulling it toward 0.5.
+    """
+    rows_by_file: dict[str, list[int]] = defaultdict(list)
+    for file, row, responses in rows:
+        texts = [r.strip() for r in responses]
+        if len(set(texts)) < len(texts):
+            rows_by_file[file].append(row)
+    return [
+        f"{Path(file).name}: {len(found)} rankings hold the same response twice (rows "
+        f"{', '.join(map(str, found[:5]))}{', ...' if len(found) > 5 else ''}): such a pair "
+        "orders nothing, and counts as a tie in the reward model's and the judge's accuracy"
+        for file, found in rows_by_file.items()
+    ]
+
+
 def repeated_rows(tables: dict[str, list[tuple[tuple, str]]]) -> list[str]:
     """A warning per table whose rows repeat word for word: (content, split) per row, the
     content being the prompt's conversations.prompt_key (its turns before rendering: the same

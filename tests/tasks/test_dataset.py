@@ -619,3 +619,27 @@ def test_the_hubs_validation_split_name_is_read_as_valid(tmp_path):
     with pytest.raises(TableError, match="'validation', 'val', 'dev' for valid") as e:
         load_dataset(folder)
     assert _problems(e.value) == [("preferences.jsonl", 1, "split")]
+
+
+def test_rankings_holding_one_response_twice_are_warned_about_with_their_rows(tmp_path):
+    from instructflow.tasks.splits import identical_responses
+
+    # given K-wise rankings, two of them (rows 2 and 5) holding one response twice up to spaces
+    rows = [("d/p.jsonl", 1, ["a", "b", "c", "d"]), ("d/p.jsonl", 2, ["a", "b ", "b", "d"])]
+    rows += [("d/p.jsonl", 3, ["x", "y", "z", "w"]), ("d/p.jsonl", 5, ["", "q", "", "r"])]
+    # then one warning names the file, the count and the rows
+    assert identical_responses(rows) == [
+        "p.jsonl: 2 rankings hold the same response twice (rows 2, 5): such a pair orders"
+        " nothing, and counts as a tie in the reward model's and the judge's accuracy"
+    ]
+    assert identical_responses(rows[:1] + rows[2:3]) == []
+
+
+def test_a_kwise_dataset_with_a_repeated_response_loads_with_a_warning(tmp_path):
+    folder = write_kwise_dataset(tmp_path / "kw", n=60)
+    rows = _lines(folder / "preferences.jsonl")
+    rows[2]["responses"][1] = rows[2]["responses"][0]  # a ranking of K = 4
+    (folder / "preferences.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    summary = load_dataset(folder, DatasetConfig()).summary
+    (warning,) = [w for w in summary["split_warnings"] if "same response twice" in w]
+    assert warning.startswith("preferences.jsonl: 1 rankings hold the same response twice (rows 3)")
