@@ -14,7 +14,7 @@ import pytest
 from mlflow import MlflowClient
 
 from instructflow.flows.cli import main
-from instructflow.tasks import registry, tracking
+from instructflow.tasks import promotion, registry, tracking
 from instructflow.tasks.stats import mean_with_ci
 from tests.human_eval_runs import parent_run_with_responses, write_report
 from tests.models.test_lm import save_tiny_checkpoint
@@ -252,7 +252,7 @@ def test_people_rankings_of_an_older_run_do_not_move_a_champion_chosen_since(
     with mlflow.start_run(run_name="later"):
         later_dir = save_tiny_checkpoint("gpt2", tmp_path / "later" / "model", seed=1)
         later = registry.register(str(later_dir), "instructflow-policy-smoke", "policy", {})
-    registry.promote_manually(str(later), "chosen since", "instructflow-policy-smoke")
+    promotion.promote_manually(str(later), "chosen since", "instructflow-policy-smoke")
     # when people rank the older run's candidate first in every item and that is imported
     assert main(["eval", "export", run_id, "--n", "10"]) == 0
     filled = root / "reports" / run_id / "human_eval" / "labeling.csv"
