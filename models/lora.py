@@ -17,6 +17,7 @@ How the stages use them, and why this way round:
   disabled the original head is read again.
 """
 
+import warnings
 from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
 from typing import Literal
@@ -79,7 +80,13 @@ def add_lora(model: PreTrainedModel, options: LoraOptions, task: Task, seed: int
         lora_dropout=options.dropout,
         target_modules=list(targets) if isinstance(targets, list) else targets,
     )
-    with torch.random.fork_rng(devices=[]):
+    with torch.random.fork_rng(devices=[]), warnings.catch_warnings():
+        # peft reads `is_gradient_checkpointing`, which transformers 5 deprecates: a
+        # FutureWarning with a site-packages path in every LoRA stage's log, for nothing
+        # the user can change (the stage sets checkpointing itself).
+        warnings.filterwarnings(
+            "ignore", message=".*is_gradient_checkpointing", category=FutureWarning
+        )
         torch.manual_seed(seed)
         return get_peft_model(model, config)
 

@@ -161,3 +161,15 @@ def test_adapters_start_from_the_seed_not_from_what_the_process_drew_before(tmp_
     assert first.keys() == second.keys() and all(torch.equal(first[k], second[k]) for k in first)
     other = adapters(4, 0)
     assert any(not torch.equal(first[k], other[k]) for k in first)
+
+
+def test_adding_adapters_prints_no_deprecation_of_transformers_that_peft_reads(tmp_path):
+    import warnings
+
+    # given a tiny Llama (peft reads its deprecated `is_gradient_checkpointing`)
+    model, _ = load_causal_lm(save_tiny_checkpoint("llama", tmp_path / "llama"))
+    # when it gets adapters, with every FutureWarning an error
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", FutureWarning)
+        add_lora(model, SPEC, "causal_lm")
+    # then none reached the stage's log
