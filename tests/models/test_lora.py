@@ -3,6 +3,7 @@
 Tiny Llama / GPT-2 checkpoints built from config (tests.models.test_lm).
 """
 
+import pytest
 import torch
 from transformers import AutoModelForCausalLM
 
@@ -163,13 +164,19 @@ def test_adapters_start_from_the_seed_not_from_what_the_process_drew_before(tmp_
     assert any(not torch.equal(first[k], other[k]) for k in first)
 
 
-def test_adding_adapters_prints_no_deprecation_of_transformers_that_peft_reads(tmp_path):
+@pytest.mark.parametrize("model_type", ["llama", "gpt2"])
+def test_adding_and_merging_adapters_print_no_warning_about_what_peft_handles(tmp_path, model_type):
     import warnings
 
-    # given a tiny Llama (peft reads its deprecated `is_gradient_checkpointing`)
-    model, _ = load_causal_lm(save_tiny_checkpoint("llama", tmp_path / "llama"))
-    # when it gets adapters, with every FutureWarning an error
+    # given a tiny Llama (peft reads its deprecated `is_gradient_checkpointing`) or GPT-2
+    # (whose Conv1D layers peft notes it must transpose)
+    path = save_tiny_checkpoint(model_type, tmp_path / model_type)
+    model, _ = load_causal_lm(path)
+    # when it gets adapters and a stage merges them, with every warning an error
     with warnings.catch_warnings():
-        warnings.simplefilter("error", FutureWarning)
-        add_lora(model, SPEC, "causal_lm")
+        warnings.simplefilter("error")
+        peft_model = add_lora(model, SPEC, "causal_lm")
+        peft_model.save_pretrained(tmp_path / "adapter")
+        base, _ = load_causal_lm(path)
+        merge_saved_adapter(base, tmp_path / "adapter")
     # then none reached the stage's log
