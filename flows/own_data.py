@@ -104,6 +104,7 @@ def run(
     }
     dvc_tags = version_tags(data_dir, params.allow_data_mismatch)
     mlflow.set_tags(dvc_tags)
+    run_status.describe({"data_dir": str(data_dir), "dvc_data_md5": dvc_tags["data_dvc_md5"]})
     tracking.log_data_version(data_dir.name, data_dir, dvc_tags["data_dvc_md5"])
     base_digest = content_digest(params.base_model)
     timings: dict[str, float] = {}  # stage -> wall seconds (report: run.stage_seconds)

@@ -158,7 +158,11 @@ def _forward_takes(model_class: type, keyword: str) -> bool:
 def load_causal_lm(path: str | os.PathLike) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
     """Open a local Hugging Face causal-LM directory (never touches the network)."""
     tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
-    model = fused_activations(AutoModelForCausalLM.from_pretrained(path, local_files_only=True))
+    # fp32 whatever the checkpoint's dtype (most published ones are bf16): weights and
+    # optimizer state stay fp32, `precision` only autocasts (models/runtime.py); a bf16
+    # weight would lose most small AdamW updates to rounding.
+    model = AutoModelForCausalLM.from_pretrained(path, local_files_only=True, dtype=torch.float32)
+    model = fused_activations(model)
     ensure_pad_token(model, tokenizer)
     return model, tokenizer
 

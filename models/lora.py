@@ -17,7 +17,9 @@ How the stages use them, and why this way round:
   disabled the original head is read again.
 """
 
-from contextlib import AbstractContextManager, nullcontext
+import warnings
+from collections.abc import Iterator
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from pathlib import Path
 from typing import Literal
 
@@ -79,7 +81,7 @@ def add_lora(model: PreTrainedModel, options: LoraOptions, task: Task, seed: int
         lora_dropout=options.dropout,
         target_modules=list(targets) if isinstance(targets, list) else targets,
     )
-    with torch.random.fork_rng(devices=[]):
+    with torch.random.fork_rng(devices=[]), _quiet_peft():
         torch.manual_seed(seed)
         return get_peft_model(model, config)
 
@@ -107,4 +109,19 @@ def merged(peft_model: PeftModel) -> PreTrainedModel:
 
 def merge_saved_adapter(model: PreTrainedModel, adapter_dir: str | Path) -> PreTrainedModel:
     """`model` (as it was before training) plus the adapter saved in `adapter_dir`, merged."""
-    return PeftModel.from_pretrained(model, str(adapter_dir)).merge_and_unload()
+    with _quiet_peft():
+        return PeftModel.from_pretrained(model, str(adapter_dir)).merge_and_unload()
+
+
+@contextmanager
+def _quiet_peft() -> Iterator[None]:
+    """Wrapping a model in a PeftModel, without the warnings (with a site-packages path) it
+    prints in every LoRA stage's log about nothing the user can change: peft reads
+    `is_gradient_checkpointing`, which transformers 5 deprecates (a stage sets checkpointing),
+    and notes that GPT-2's Conv1D needs fan_in_fan_out (peft sets it)."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*fan_in_fan_out", category=UserWarning)
+        warnings.filterwarnings(
+            "ignore", message=".*is_gradient_checkpointing", category=FutureWarning
+        )
+        yield

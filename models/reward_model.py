@@ -110,7 +110,10 @@ def reward_model_from_causal_lm(
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         model = AutoModelForSequenceClassification.from_pretrained(
-            path, num_labels=1, local_files_only=True
+            path,
+            num_labels=1,
+            local_files_only=True,
+            dtype=torch.float32,  # as load_causal_lm
         )
     fused_activations(model)
     _ensure_distinct_pad(model, tokenizer)

@@ -274,7 +274,7 @@ def load_dataset(
         rows, extras = drop_message_extras(rows)  # as other columns: ignored, and listed
         if extras:
             summary.setdefault("ignored_message_keys", {})[name] = extras
-        given = len(rows)
+        given, written = len(rows), dict(rows)
         rows, converted, form_problems = trl_forms.own_forms(path, name, rows)
         problems += form_problems
         if converted:  # how many rows were in TRL's forms (instructflow.tasks.trl_forms)
@@ -300,7 +300,7 @@ def load_dataset(
         else:
             schema = ds.mixture_schema()
         found, ignored = validate(path, rows, schema)
-        problems += found
+        problems += trl_forms.as_written(found, name, written)
         summary["tables"][name] = {"file": path.name, "rows": given, "md5": md5_of(path)}
         if ignored:
             summary["ignored_columns"][name] = sorted(ignored)

@@ -44,7 +44,9 @@ def find_tables(folder: Path) -> tuple[dict[str, Path], list[Problem]]:
             problems.append(Problem(str(folder), 0, name, "table given as both JSONL and Parquet"))
         elif paths:
             found[name] = paths[0]
-    if "preferences" not in found:
+    # Given twice, it is there (refused above): not also "no preferences.jsonl", nor its own
+    # two files named as near misses of themselves.
+    if "preferences" not in found and not any(p.field == "preferences" for p in problems):
         message = "no preferences.jsonl or preferences.parquet"
         for name in unread_files(folder, found.values()):  # a typo in its name, say
             if (meant := near_table(name, found)) and meant.startswith("preferences."):

@@ -20,6 +20,7 @@ from instructflow.tasks import schemas
 from instructflow.tasks.conversations import (
     CONVERSATION_PROBLEMS,
     EMPTY_CONVERSATION,
+    NO_USER_TURN,
     conversation_problem,
 )
 from instructflow.tasks.schemas import (
@@ -127,7 +128,8 @@ def prompt_conversation_problem(value: Any) -> str | None:
     if not isinstance(value, list):
         return NOT_MESSAGES
     problem = conversation_problem([*value, _ANSWER]) if value else EMPTY_CONVERSATION
-    if problem is None and value[-1]["role"] != "user":
+    # No user turn at all (a system turn alone): the answer it names is the one added here.
+    if problem in (None, NO_USER_TURN) and value[-1]["role"] != "user":
         return NOT_USER_LAST
     return problem
 

@@ -44,6 +44,7 @@ from instructflow.tasks.registry_flavors import LOGGERS
 from instructflow.tasks.registry_lookup import alias_version, champion_version
 from instructflow.tasks.registry_snapshot import RegistrySnapshot
 from instructflow.tasks.registry_weights import (
+    card_source,
     confirm_reuse,
     registered_version,
     reuse_note,
@@ -141,11 +142,11 @@ def register_candidate(
     tags = {"reward_model_name": rm_name, "reward_model_version": rm_version}
     version, new_policy = _register(policy_dir, name, "policy", lineage | policy_tags | tags)
     client.set_registered_model_alias(name, "challenger", version)
-    if new_rm:
-        card = reward_model_card(rm_name, rm_version, lineage, rm_metrics, (name, version))
-        client.update_model_version(rm_name, rm_version, description=card)
-    else:  # its card and figures stay the first run's: no gate writes to a reward model
+    if not new_rm:  # its card and figures stay the first run's: no gate writes to a reward model
         confirm_reuse(client, rm_name, rm_version, lineage, {})
+    if source := card_source(client, rm_name, rm_version, new_rm, lineage, rm_metrics):
+        card = reward_model_card(rm_name, rm_version, *source, (name, version))
+        client.update_model_version(rm_name, rm_version, description=card)
     if not new_policy:  # its figures now the gate's run's, as its gate tags and card are
         confirm_reuse(client, name, version, lineage, policy_tags | tags)
     return version, rm_version

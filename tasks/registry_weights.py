@@ -134,3 +134,32 @@ def confirm_reuse(
     tags = confirmation_tags(lineage) | {k: str(v) for k, v in figures.items() if v is not None}
     for key, value in tags.items():
         client.set_model_version_tag(name, version, key, value)
+
+
+def card_source(
+    client: MlflowClient, name: str, version: str, new: bool, lineage: dict, figures: dict
+) -> tuple[dict, dict] | None:
+    """The lineage and figures to write a version's card from, or None when it has its card.
+
+    A new version's are this run's. A reused version without a description was left
+    by a run stopped between registering it and writing its card (a kill while the
+    policy was being logged): its card is written from the tags that run gave it, so
+    its origin stays that run's, as its tags say.
+    """
+    if new:
+        return lineage, figures
+    held = client.get_model_version(name, version)
+    if held.description:
+        return None
+    tags = held.tags
+    return {k: tags[k] for k in lineage if k in tags}, {
+        k: _number(tags[k]) for k in figures if k in tags
+    }
+
+
+def _number(text: str) -> float | str:
+    """A figure read back from its tag (tags are text), as the card formats numbers."""
+    try:
+        return float(text)
+    except ValueError:
+        return text

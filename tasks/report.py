@@ -161,7 +161,14 @@ def _run_lines(run: dict[str, Any]) -> list[str]:
     """The run block: its fields, then each stage's seconds and cache key in one table."""
     lines = ["## Run", "", "| field | value |", "| --- | --- |"]
     lines += [f"| {k} | `{v}` |" for k, v in run.items() if not isinstance(v, dict)]
-    seconds, keys = run.get("stage_seconds") or {}, run.get("stage_keys") or {}
+    seconds, keys = run.get("stage_seconds") or {}, dict(run.get("stage_keys") or {})
+    # stage_keys is by policy: base and base_fewshot are the base_model stage's output
+    # (`base_model-<hash>`), so that stage's row gets the key, not two rows of their own.
+    for stage in seconds:
+        made = [name for name, key in keys.items() if key.rsplit("-", 1)[0] == stage]
+        if stage not in keys and made:
+            keys[stage] = keys[made[0]]
+            keys = {name: key for name, key in keys.items() if name not in made}
     if seconds or keys:
         lines += ["", "| stage | seconds | cache key |", "| --- | --- | --- |"]
         lines += [

@@ -33,6 +33,14 @@ def partial(result: dict) -> None:
         progress["result"] = result
 
 
+def describe(fields: dict[str, Any]) -> None:
+    """More of the run block, known once the run is under way (a dataset run's folder and
+    DVC version): a failed run's report says what it ran on, as a completed one does."""
+    progress = _progress.get()
+    if progress is not None:
+        progress["run"] |= fields
+
+
 def at_stage(stage: str) -> None:
     progress = _progress.get()
     if progress is not None:
@@ -86,6 +94,8 @@ def _write_failed(progress: dict, error: BaseException) -> None:
         result = json.loads(existing.read_text())
     else:  # what the run had found (partial), else its bare run block
         result = progress.get("result") or report.empty_report(progress["run"])
+        if "data_dir" in result["run"]:  # no simulated labelers on a dataset (as own_data's report)
+            result.pop("labelers", None)
     result["status"] = "interrupted" if is_interrupt(error) else "failed"
     result["stopped_at_stage"] = progress["stage"]
     result["error"] = error_text(error)

@@ -31,6 +31,7 @@ messages, since its `prompt` would make the whole table read as text pairs.
 Other columns (user_id, split, ...) are kept.
 """
 
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -176,3 +177,21 @@ def own_forms(
         problems += [Problem(str(path), n, *p) for n, found in mixed.items() for p in found]
         out = [(n, obj) for n, obj in out if n not in mixed]
     return out, converted, problems
+
+
+def as_written(problems: list[Problem], table: str, written: dict[int, Any]) -> list[Problem]:
+    """Schema problems of rows read from a TRL form, naming the fields the user wrote
+    (`written`: row number -> the row as written): an empty `completion` was checked as the
+    `response` it became, a conversational `prompt` (+ `completion`) as `messages`."""
+
+    def field(problem: Problem) -> str:
+        row = written.get(problem.row)
+        if not isinstance(row, dict) or not as_own_form(table, row)[1]:
+            return problem.field
+        if table == "demonstrations":
+            return {"response": "completion", "messages": "prompt + completion"}.get(
+                problem.field, problem.field
+            )
+        return "prompt" if table == "prompts" and problem.field == "messages" else problem.field
+
+    return [replace(p, field=field(p)) for p in problems]

@@ -260,3 +260,23 @@ def test_no_cache_gives_nothing_to_a_forward_without_the_switch():
             return input_ids
 
     assert no_cache(Bare()) == {}
+
+
+def test_a_bf16_checkpoint_loads_with_fp32_weights_for_the_policy_and_the_reward_model(
+    tmp_path: Path,
+) -> None:
+    from instructflow.models.reward_model import reward_model_from_causal_lm
+
+    # given a Llama saved in bf16, as most published checkpoints are
+    path = save_tiny_checkpoint("llama", tmp_path / "bf16")
+    model, tokenizer = load_causal_lm(path)
+    save_model(model.to(torch.bfloat16), tokenizer, path)
+    # when a stage loads it as its policy or as its reward model
+    policy, _ = load_causal_lm(path)
+    rm, _ = reward_model_from_causal_lm(path)
+    # then every weight is fp32 (precision only autocasts; AdamW updates are not rounded away)
+    assert {p.dtype for p in policy.parameters()} == {torch.float32}
+    assert {p.dtype for p in rm.parameters()} == {torch.float32}
+    # and the values are the checkpoint's
+    saved = model.to(torch.bfloat16).state_dict()["lm_head.weight"]
+    torch.testing.assert_close(policy.state_dict()["lm_head.weight"], saved.float())

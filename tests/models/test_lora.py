@@ -3,6 +3,7 @@
 Tiny Llama / GPT-2 checkpoints built from config (tests.models.test_lm).
 """
 
+import pytest
 import torch
 from transformers import AutoModelForCausalLM
 
@@ -161,3 +162,21 @@ def test_adapters_start_from_the_seed_not_from_what_the_process_drew_before(tmp_
     assert first.keys() == second.keys() and all(torch.equal(first[k], second[k]) for k in first)
     other = adapters(4, 0)
     assert any(not torch.equal(first[k], other[k]) for k in first)
+
+
+@pytest.mark.parametrize("model_type", ["llama", "gpt2"])
+def test_adding_and_merging_adapters_print_no_warning_about_what_peft_handles(tmp_path, model_type):
+    import warnings
+
+    # given a tiny Llama (peft reads its deprecated `is_gradient_checkpointing`) or GPT-2
+    # (whose Conv1D layers peft notes it must transpose)
+    path = save_tiny_checkpoint(model_type, tmp_path / model_type)
+    model, _ = load_causal_lm(path)
+    # when it gets adapters and a stage merges them, with every warning an error
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        peft_model = add_lora(model, SPEC, "causal_lm")
+        peft_model.save_pretrained(tmp_path / "adapter")
+        base, _ = load_causal_lm(path)
+        merge_saved_adapter(base, tmp_path / "adapter")
+    # then none reached the stage's log

@@ -3,6 +3,7 @@
 import json
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
 from instructflow.tasks import dataset_schemas as ds
@@ -191,3 +192,20 @@ def test_a_hub_snapshot_with_split_files_a_level_down_is_explained(tmp_path):
         " read: test-00000-of-00001.jsonl, train-00000-of-00001.jsonl; tables are read from the"
         " directory itself, one file each (preferences.jsonl, ...) whose rows name their split"
     ) in _message(folder)
+
+
+def test_preferences_given_as_both_jsonl_and_parquet_is_one_problem_not_also_missing(tmp_path):
+    from instructflow.tasks.dataset_files import find_tables
+
+    # given a dataset whose preferences are in both formats (a Parquet export beside the JSONL)
+    folder = write_pairwise_dataset(tmp_path / "mine", n=20)
+    pd.read_json(folder / "preferences.jsonl", lines=True).to_parquet(
+        folder / "preferences.parquet"
+    )
+    # when its tables are found
+    found, problems = find_tables(folder)
+    # then the one problem says so; the table is not also "missing", nor a near miss of itself
+    assert [str(p) for p in problems] == [
+        f"{folder} field 'preferences': table given as both JSONL and Parquet"
+    ]
+    assert "preferences" not in found

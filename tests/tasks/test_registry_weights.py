@@ -291,3 +291,27 @@ def test_a_reused_version_keeps_its_origin_and_names_the_run_that_confirmed_it(c
         "[`mlflow-b`](http://mlflow/b) reused this version and left it champion: "
         "no better than sft)"
     ) in status
+
+
+def test_a_reward_model_left_without_its_card_by_a_killed_run_gets_it_from_its_origin(
+    client, tmp_path
+):
+    # given run a registered the RM and was killed before writing its card (while the
+    # policy was being logged): a version with its tags and no description
+    rm_a = _checkpoint(tmp_path, "rm-a", b"rm")
+    registry._register(rm_a, RM, "reward_model", _lineage("a") | {"acc": 0.7})
+    assert not client.get_model_version(RM, "1").description
+    # when run b, the same command again, trains the same weights and registers its candidate
+    dirs_b = (_checkpoint(tmp_path, "ppo-b", b"policy"), _checkpoint(tmp_path, "rm-b", b"rm"))
+    versions = registry.register_candidate(
+        client, (POLICY, RM), dirs_b, _lineage("b"), {}, {"acc": 0.71}
+    )
+    # then the reused RM v1 has its card, of run a (whose tags it carries), not run b's
+    assert versions == ("1", "1")
+    card = client.get_model_version(RM, "1").description
+    assert card.startswith(f"# {RM} v1") and f"beside {POLICY} v1" in card
+    assert "- git commit: `commit-a`" in card and "- acc: 0.700" in card
+    assert "commit-b" not in card
+    # and a card once written is not written again by a later run
+    registry.register_candidate(client, (POLICY, RM), dirs_b, _lineage("c"), {}, {"acc": 0.9})
+    assert client.get_model_version(RM, "1").description == card

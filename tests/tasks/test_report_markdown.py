@@ -61,3 +61,21 @@ def test_the_run_summary_has_the_decision_and_the_candidates_figures():
         "Candidate ppo_ptx on test users: win_rate_vs_sft 0.472 [0.406, 0.539]; kl_to_sft 0.250"
         in text
     )
+
+
+def test_the_base_model_stage_row_has_its_key_not_one_row_per_policy_it_made():
+    # given a run whose stage_keys are by policy: base and base_fewshot are base_model's output
+    report = _report()
+    report["run"]["stage_seconds"] = {"base_model": 0.14, "sft": 5.104}
+    report["run"]["stage_keys"] = {
+        "base": "base_model-84",
+        "base_fewshot": "base_model-84",
+        "sft": "sft-1f",
+    }
+    text = to_markdown(report)
+    # then the base_model row shows the key, and no row without seconds repeats it
+    assert "| base_model | 0.1 | `base_model-84` |" in text
+    assert "| base |" not in text and "| base_fewshot |" not in text
+    assert "| sft | 5.1 | `sft-1f` |" in text
+    # and report.json's stage_keys stay by policy (sweeps and `evaluate` read them so)
+    assert report["run"]["stage_keys"]["base"] == "base_model-84"

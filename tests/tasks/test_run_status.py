@@ -122,3 +122,23 @@ def test_an_error_text_keeps_its_message_and_names_a_bare_signal():
         "KeyboardInterrupt: stopped by SIGINT"
     )
     assert len(run_status.error_text(ValueError("x" * 900))) == 500
+
+
+def test_a_dataset_run_stopped_before_its_report_says_which_dataset_it_ran_on(reports):
+    # given a run on a user's dataset, stopped in SFT (before any result was found)
+    @run_status.failure_report
+    def pipeline():
+        run_status.begin(_run("run-own"))
+        run_status.describe({"data_dir": "/data/mine", "dvc_data_md5": "untracked"})
+        run_status.at_stage("sft")
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        pipeline()
+    stopped = json.loads((reports / "run-own" / "report.json").read_text())
+    # then its report names the dataset and its version, as a completed one does
+    assert stopped["status"] == "interrupted" and stopped["stopped_at_stage"] == "sft"
+    assert stopped["run"]["data_dir"] == "/data/mine"
+    assert stopped["run"]["dvc_data_md5"] == "untracked"
+    # and has no labelers block: a dataset has no simulated labelers (not an empty measurement)
+    assert "labelers" not in stopped

@@ -216,8 +216,9 @@ def test_a_bad_conversational_prompt_is_named_by_file_row_and_field(tmp_path, pr
     _write(tmp_path, "prompts", prompts)
     with pytest.raises(TableError, match=message) as e:
         load_dataset(tmp_path)
+    # the field the file has (`prompt`), not the `messages` it is read as
     assert [(Path(p.file).name, p.row, p.field) for p in e.value.problems] == [
-        ("prompts.jsonl", 3, "messages")
+        ("prompts.jsonl", 3, "prompt")
     ]
 
 
@@ -302,3 +303,30 @@ def test_one_conversational_row_among_text_pairs_is_named_as_written(tmp_path):
     assert [(Path(p.file).name, p.row, p.field) for p in e.value.problems] == [
         ("preferences.jsonl", 3, "chosen")
     ]
+
+
+def test_a_bad_row_in_a_trl_form_names_the_fields_the_user_wrote_not_their_equivalents(tmp_path):
+    # given TRL's prompt/completion demonstrations with an empty completion (row 3), a
+    # conversational pair whose completion is an empty answer (row 4), and TRL's
+    # conversational prompts with one holding a system turn alone (row 2)
+    rows = _tasks(60)
+    _write(tmp_path, "preferences", _conversational_preferences(60))
+    demos = [{"prompt": p, "completion": g, "user_id": u} for u, p, g, _ in rows]
+    demos[2]["completion"] = " "
+    demos[3] = {"prompt": USER, "completion": [{"role": "assistant", "content": ""}]}
+    demos[3]["user_id"] = rows[3][0]
+    _write(tmp_path, "demonstrations", demos)
+    prompts = [{"prompt": [{"role": "user", "content": p}], "user_id": u} for u, p, _, _ in rows]
+    prompts[1]["prompt"] = [{"role": "system", "content": "Be brief."}]
+    _write(tmp_path, "prompts", prompts)
+    with pytest.raises(TableError) as e:
+        load_dataset(tmp_path)
+    # then each problem names the column of the file (not `response` or `messages`, which
+    # the file does not have), and the system turn alone is "not ending on a user turn"
+    found = sorted((Path(p.file).name, p.row, p.field, p.message) for p in e.value.problems)
+    assert [f[:3] for f in found] == [
+        ("demonstrations.jsonl", 3, "completion"),
+        ("demonstrations.jsonl", 4, "prompt + completion"),
+        ("prompts.jsonl", 2, "prompt"),
+    ]
+    assert found[2][3].startswith("does not end on a user turn")
