@@ -94,6 +94,12 @@ def registry_moved(
     challenger = alias_version(client, names[0], "challenger")
     if challenger != reported[0]:
         return f"{names[0]}'s challenger is v{challenger}, not this run's v{reported[0]}"
+    # The result reports where `champion` stood; a person promoting (or unsetting) it since
+    # leaves the key alone when the opponent stays SFT, so compare it too.
+    champion = champion_version(client, names[0])
+    if champion != result.get("champion"):
+        was = f"v{result['champion']}" if result.get("champion") else "none"
+        return f"{names[0]}'s champion is {f'v{champion}' if champion else 'none'}, not {was}"
     return None
 
 

@@ -155,20 +155,35 @@ def test_the_gate_says_which_margin_it_used_and_where_from(gate, tmp_path):
 def test_a_registry_result_goes_stale_when_the_registry_moves_on(gate, tmp_path):
     dirs = (str(gate.sft_dir), str(gate.rm_dir))
     moved = lambda result: registry.registry_moved(gate.client, result, (POLICY, RM), dirs)  # noqa: E731
-    # given the first run's result, still what the registry holds
-    assert moved(gate.first) is None
+    # given the first run's result as the registry holds it (v1 was then promoted by hand)
+    first = gate.first | {"champion": "1"}
+    assert moved(first) is None
     # when a later run's candidate becomes the challenger
     candidate = _foreign_policy(tmp_path / "foreign", gate.profile_dir)
     later = gate.run(candidate)
     # then the first result no longer holds, and says why
-    assert moved(gate.first) == f"{POLICY}'s challenger is v2, not this run's v1"
+    assert moved(first) == f"{POLICY}'s challenger is v2, not this run's v1"
     # and once the alias is back, it holds again
     gate.client.set_registered_model_alias(POLICY, "challenger", "1")
-    assert moved(gate.first) is None
+    assert moved(first) is None
     # and a result whose version was deleted from the registry is stale too
     gate.client.delete_model_version(POLICY, "1")
-    assert moved(gate.first) == f"{POLICY} v1 (this run's checkpoint) is no longer registered"
+    assert moved(first) == f"{POLICY} v1 (this run's checkpoint) is no longer registered"
     assert later["policy_version"] == "2"
+
+
+def test_a_registry_result_goes_stale_when_champion_moves_by_hand(gate):
+    # given the first run's result, which reports no champion, and v1 since promoted by hand
+    # (the gate's opponent stays SFT: a champion holding the candidate's weights is not played)
+    dirs = (str(gate.sft_dir), str(gate.rm_dir))
+    moved = lambda result: registry.registry_moved(gate.client, result, (POLICY, RM), dirs)  # noqa: E731
+    assert gate.first["champion"] is None
+    # then that result is stale: a cached report would say there is no champion
+    assert moved(gate.first) == f"{POLICY}'s champion is v1, not none"
+    # and a result that reports v1 as champion holds, until the alias is taken away
+    assert moved(gate.first | {"champion": "1"}) is None
+    gate.client.delete_registered_model_alias(POLICY, "champion")
+    assert moved(gate.first | {"champion": "1"}) == f"{POLICY}'s champion is none, not v1"
 
 
 def test_the_champions_weights_again_reuse_its_version_and_it_stays_champion(gate, tmp_path):
