@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 
 from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
+from mlflow.protos.databricks_pb2 import RESOURCE_DOES_NOT_EXIST, ErrorCode
 
 
 @dataclass
@@ -74,7 +75,11 @@ def _restore_version(client: MlflowClient, name: str, version: str, before, now)
 def _state(client: MlflowClient, name: str) -> RegisteredModelState:
     try:
         model = client.get_registered_model(name)
-    except MlflowException:
+    except MlflowException as error:
+        # Only "does not exist" means absent: a lost server read as absent made `take`
+        # record no model, and a later restore would delete the whole model, champion too.
+        if error.error_code != ErrorCode.Name(RESOURCE_DOES_NOT_EXIST):
+            raise
         return RegisteredModelState(exists=False)
     found = client.search_model_versions(f"name = '{name}'")
     records = {str(v.version): (dict(v.tags), v.description or "") for v in found}
