@@ -149,8 +149,8 @@ def register_and_gate(params: PipelineParams, result: dict, inputs: GateInputs) 
             card = model_card(policy_name, version, lineage, policy_metrics, gate, origin)
             client.update_model_version(policy_name, version, description=card)
             describe_registered_model(client, policy_name)  # where `champion` stands now
-        except BaseException:
-            snapshot.restore(client)
+        except BaseException as error:
+            snapshot.restore_after(client, error)
             raise
     return gate
 

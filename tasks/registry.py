@@ -347,8 +347,8 @@ def register_and_gate_task(
             card = model_card(model_name, policy_version, lineage, policy_metrics, gate, origin)
             client.update_model_version(model_name, policy_version, description=card)
             describe_registered_model(client, model_name)  # where `champion` stands now
-        except BaseException:
-            snapshot.restore(client)
+        except BaseException as error:
+            snapshot.restore_after(client, error)
             raise
 
         metrics = {

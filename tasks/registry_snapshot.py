@@ -10,11 +10,14 @@ is written to when it already held the candidate's weights (the gate's tags,
 its card: tasks/registry_weights.py), so its tags and description are put back too.
 """
 
+import logging
 from dataclasses import dataclass, field
 
 from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 from mlflow.protos.databricks_pb2 import RESOURCE_DOES_NOT_EXIST, ErrorCode
+from prefect import get_run_logger
+from prefect.exceptions import MissingContextError
 
 
 @dataclass
@@ -34,6 +37,22 @@ class RegistrySnapshot:
     @classmethod
     def take(cls, client: MlflowClient, names: list[str]) -> "RegistrySnapshot":
         return cls({name: _state(client, name) for name in names})
+
+    def restore_after(self, client: MlflowClient, error: BaseException) -> None:
+        """Restore after `error` made a write fail. A restore that fails too (the server
+        that was lost is still gone) must not hide `error`, the cause the user needs;
+        it says what the registry may hold half-written instead."""
+        try:
+            self.restore(client)
+        except Exception as failed:  # noqa: BLE001  (the caller re-raises `error`)
+            _logger().warning(
+                "could not put the registry back after %s (%s): %s may hold a version "
+                "without its card or gate tags, or a moved alias; run the same command "
+                "again to complete it",
+                type(error).__name__,
+                str(failed).splitlines()[0][:200],
+                ", ".join(self.models),
+            )
 
     def restore(self, client: MlflowClient) -> None:
         """Make every model's versions, aliases and description what they were when the
@@ -58,6 +77,14 @@ class RegistrySnapshot:
                 _restore_version(
                     client, name, version, before.records[version], now.records[version]
                 )
+
+
+def _logger():
+    """The run's logger (Prefect's UI shows it), or this package's outside a run."""
+    try:
+        return get_run_logger()
+    except MissingContextError:
+        return logging.getLogger("instructflow")
 
 
 def _restore_version(client: MlflowClient, name: str, version: str, before, now) -> None:

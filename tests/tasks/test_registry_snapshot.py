@@ -49,3 +49,18 @@ def test_a_registry_that_cannot_be_read_is_not_taken_for_an_empty_one():
     client.down = False
     RegistrySnapshot.take(client, ["policy"]).restore(client)
     assert client.deleted == []
+
+
+def test_a_restore_that_fails_too_does_not_hide_the_error_and_says_what_may_be_left(caplog):
+    # given a snapshot taken while the server answered, and the server gone when a write fails
+    client = FakeClient()
+    snapshot = RegistrySnapshot.take(client, ["policy"])
+    client.down = True
+    lost = MlflowException("runs/get: Max retries exceeded")
+    # when the stage puts the registry back after that error
+    with caplog.at_level("WARNING", logger="instructflow"):
+        snapshot.restore_after(client, lost)
+    # then it does not raise over the cause, and the log says the registry may be half-written
+    assert "could not put the registry back after MlflowException" in caplog.text
+    assert "policy may hold a version without its card" in caplog.text
+    assert "run the same command again" in caplog.text
