@@ -187,19 +187,8 @@ def test_the_report_and_the_card_say_which_version_holds_the_weights(tmp_path):
         "note_registered": f"{POLICY} v3 already holds these weights (weights digest {digest}): "
         "no new version registered; the gate acted on v3",
     }
-    gate = {
-        "model_name": POLICY,
-        "policy_version": "3",
-        "incumbent": "sft",
-        "evidence": "held-out labelers",
-        "prompts": 12,
-        "win_rate": {"mean": 0.5, "ci95": [0.4, 0.6]},
-        "public_suite": {"challenger": 0.5, "incumbent": 0.5},
-        "promote": False,
-        "promoted": False,
-        "reason": "no better than sft",
-        "champion": "3",
-    } | block
+    gate = _unpromoted_gate(0.5) | {"model_name": POLICY, "policy_version": "3"}
+    gate |= {"promote": False, "champion": "3"} | block
     # then the run's summary (the MLflow run's overview and report.md) and v3's card say so
     line = f"- registered: {block['note_registered']}"
     assert line in run_summary({"status": "completed", "gate": gate}).splitlines()
@@ -207,6 +196,22 @@ def test_the_report_and_the_card_say_which_version_holds_the_weights(tmp_path):
     # and a new version says nothing of the kind
     new = registry.registered_block(POLICY, None, policy_dir)
     assert new == {"registered": "new", "weights_digest": digest}
+
+
+def _unpromoted_gate(win_rate: float) -> dict:
+    """A gate block that played SFT on 12 prompts and did not promote, at `win_rate` +- 0.1."""
+    return {
+        "incumbent": "sft",
+        "evidence": "held-out labelers",
+        "prompts": 12,
+        "win_rate": {
+            "mean": win_rate,
+            "ci95": [round(win_rate - 0.1, 2), round(win_rate + 0.1, 2)],
+        },
+        "public_suite": {"challenger": 0.5, "incumbent": 0.5},
+        "promoted": False,
+        "reason": "no better than sft",
+    }
 
 
 def _lineage(run: str) -> dict:
@@ -252,16 +257,8 @@ def test_a_reused_version_keeps_its_origin_and_names_the_run_that_confirmed_it(c
     assert "commit-b" not in rm.description
 
     # when run b writes v1's card
-    gate = {
-        "candidate": "ppo_ptx",
-        "incumbent": "sft",
-        "evidence": "held-out labelers",
-        "prompts": 12,
-        "win_rate": {"mean": 0.55, "ci95": [0.45, 0.65]},
-        "public_suite": {"challenger": 0.5, "incumbent": 0.5},
-        "promoted": False,
-        "reason": "no better than sft",
-    } | registry.registered_block(POLICY, held, dirs_b[0])
+    gate = _unpromoted_gate(0.55) | {"candidate": "ppo_ptx"}
+    gate |= registry.registered_block(POLICY, held, dirs_b[0])
     card = model_card(POLICY, "1", _lineage("b"), figures_b, gate, tags)
     # then it says where the weights come from (run a) apart from who confirmed them (run b)
     origin, confirmed = card.split("## Last confirmed by")
