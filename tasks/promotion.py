@@ -14,7 +14,7 @@ from mlflow import MlflowClient
 
 from instructflow.tasks.model_card import approval_section, describe_registered_model
 from instructflow.tasks.registry_config import POLICY_MODEL
-from instructflow.tasks.registry_lookup import champion_version, find_version
+from instructflow.tasks.registry_lookup import champion_version, find_version, make_champion
 
 Decision = Literal["approved", "rejected", "timeout"]
 
@@ -50,11 +50,9 @@ def record_approval(
         tags["approval_note"] = note
     for key, value in tags.items():
         client.set_model_version_tag(name, version, key, value)
-    moved = decision == "approved" and not stale
-    if moved:
-        client.set_registered_model_alias(name, "champion", version)
-        client.set_model_version_tag(name, version, "promoted_by", "approval")
-        client.set_model_version_tag(name, version, "previous_champion", str(previous))
+    moved = (
+        decision == "approved" and not stale and make_champion(client, name, version, "approval")
+    )
     champion = _str(champion_version(client, name))
     card = client.get_model_version(name, version).description or ""
     section = approval_section(decision, reviewer, reason, champion, moved, note)
@@ -73,12 +71,7 @@ def promote_manually(version: str, reason: str, name: str = POLICY_MODEL) -> boo
         raise ValueError("a manual promotion needs a reason")
     client = MlflowClient()
     find_version(client, name, version)  # one line naming what is there if it is not
-    previous = champion_version(client, name)
-    if previous == str(version):
+    if not make_champion(client, name, version, "manual", promotion_reason=reason):
         return False
-    client.set_registered_model_alias(name, "champion", version)
-    client.set_model_version_tag(name, version, "promoted_by", "manual")
-    client.set_model_version_tag(name, version, "promotion_reason", reason)
-    client.set_model_version_tag(name, version, "previous_champion", str(previous))
     describe_registered_model(client, name)
     return True

@@ -41,7 +41,7 @@ from instructflow.tasks.gate import (
 from instructflow.tasks.model_card import describe_registered_model, model_card, reward_model_card
 from instructflow.tasks.registry_config import POLICY_MODEL
 from instructflow.tasks.registry_flavors import LOGGERS
-from instructflow.tasks.registry_lookup import alias_version, champion_version
+from instructflow.tasks.registry_lookup import alias_version, champion_version, make_champion
 from instructflow.tasks.registry_snapshot import RegistrySnapshot
 from instructflow.tasks.registry_weights import (
     card_source,
@@ -208,11 +208,8 @@ def record_decision(
     for key, value in tags.items():
         client.set_model_version_tag(name, version, key, str(value))
     client.set_model_version_tag(name, version, "gate_evidence", evidence)
-    # Champion already (these weights, reused by a later run): the alias does not move, and
-    # its tags keep how it got there (an approval or an override is not rewritten "gate").
-    if effect.promote and champion_version(client, name) != str(version):
-        client.set_registered_model_alias(name, "champion", version)
-        client.set_model_version_tag(name, version, "promoted_by", by)
+    if effect.promote:
+        make_champion(client, name, version, by)
     return decision
 
 

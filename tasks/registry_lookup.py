@@ -40,3 +40,22 @@ def find_version(client: MlflowClient, name: str, ref: str):
 
 def champion_version(client: MlflowClient, name: str = POLICY_MODEL) -> str | None:
     return alias_version(client, name, "champion")
+
+
+def make_champion(
+    client: MlflowClient, name: str, version: str, promoted_by: str, **record: str
+) -> bool:
+    """Point `champion` at `version`, tagging whose word moved it (`promoted_by`), the
+    champion before it and any `record` (e.g. the reason of an override).
+
+    False, and nothing written, when `version` is champion already (its weights reused
+    by a later run, or approved twice): its tags keep how it got there.
+    """
+    previous = champion_version(client, name)
+    if previous == str(version):
+        return False
+    client.set_registered_model_alias(name, "champion", version)
+    tags = {"promoted_by": promoted_by, **record, "previous_champion": str(previous)}
+    for key, value in tags.items():
+        client.set_model_version_tag(name, version, key, value)
+    return True

@@ -4,6 +4,7 @@ import pytest
 from mlflow import MlflowClient
 
 from instructflow.tasks.promotion import record_approval
+from instructflow.tasks.registry_lookup import make_champion
 
 NAME = "policy-under-review"
 
@@ -79,3 +80,15 @@ def test_approval_with_no_champion_before_makes_the_first_one(client):
     outcome = record_approval(client, NAME, "2", "approved", "ana", "first", judged_against=None)
     assert outcome == {"moved": True, "champion": "2", "note": ""}
     assert client.get_model_version(NAME, "2").tags["previous_champion"] == "None"
+
+
+def test_approving_the_champion_again_keeps_how_it_got_there(client):
+    # given v2 made champion by an override (its tags say so)
+    assert make_champion(client, NAME, "2", "manual", promotion_reason="hotfix")
+    # when a later gate, judging the same weights, is approved by a person
+    outcome = record_approval(client, NAME, "2", "approved", "ana", "fine", judged_against="2")
+    # then nothing moved, and the override's record is not rewritten as an approval
+    assert (outcome["moved"], outcome["champion"]) == (False, "2")
+    tags = client.get_model_version(NAME, "2").tags
+    assert (tags["promoted_by"], tags["previous_champion"]) == ("manual", "1")
+    assert tags["promotion_reason"] == "hotfix" and tags["approval_by"] == "ana"
