@@ -244,3 +244,21 @@ def describe_registered_model(client, name: str) -> str:
     text = registry_status(name, versions, aliases)
     client.update_registered_model(name, description=text)
     return text
+
+
+def describe_reward_models(client, name: str, policy_name: str) -> str:
+    """Write what `name` holds as its description (MLflow's registered model page, else
+    empty) and return it: the reward models registered beside `policy_name`'s versions
+    (a policy version's tag `reward_model_version` names its own) and how to load one."""
+    versions = [str(v.version) for v in client.search_model_versions(f"name = '{name}'")]
+    latest = f"v{max(versions, key=int)}" if versions else "none yet"
+    text = (
+        f"# {name}\n\n"
+        f"Reward models registered beside the versions of `{policy_name}` (each of its "
+        "versions names its own in the tag `reward_model_version`). Latest: "
+        f"{latest}. Each version's description is its card: where it comes from, what it "
+        'scored. A pyfunc: `mlflow.pyfunc.load_model("models:/'
+        f'{name}/<version>")` scores a table of `prompt` and `response` (column `reward`).\n'
+    )
+    client.update_registered_model(name, description=text)
+    return text

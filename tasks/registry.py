@@ -38,7 +38,12 @@ from instructflow.tasks.gate import (
     decide,
     gate_markdown,
 )
-from instructflow.tasks.model_card import describe_registered_model, model_card, reward_model_card
+from instructflow.tasks.model_card import (
+    describe_registered_model,
+    describe_reward_models,
+    model_card,
+    reward_model_card,
+)
 from instructflow.tasks.registry_config import POLICY_MODEL
 from instructflow.tasks.registry_flavors import LOGGERS
 from instructflow.tasks.registry_lookup import alias_version, champion_version, make_champion
@@ -153,6 +158,7 @@ def register_candidate(
     if source := card_source(client, rm_name, rm_version, new_rm, lineage, rm_metrics):
         card = reward_model_card(rm_name, rm_version, *source, (name, version))
         client.update_model_version(rm_name, rm_version, description=card)
+    describe_reward_models(client, rm_name, name)  # MLflow's page of the RM was empty
     if not new_policy:  # its figures now the gate's run's, as its gate tags and card are
         confirm_reuse(client, name, version, lineage, policy_tags | tags)
     return version, rm_version

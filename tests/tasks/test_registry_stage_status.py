@@ -65,6 +65,10 @@ def test_a_refused_gate_writes_the_cards_lineage_and_that_there_is_no_champion(
     for key in ("profile", "seed", "dvc_data_md5", "git_commit", "mlflow_parent_run_id"):
         assert rm.tags[key] == str(lineage[key]), key
     assert f"registered beside {POLICY} v{version}" in rm.description
+    # and the reward models' registered model says what it holds and how to load one
+    rm_page = client.get_registered_model(RM).description
+    assert f"Reward models registered beside the versions of `{POLICY}`" in rm_page
+    assert f"Latest: v{result['reward_model_version']}." in rm_page
     # and the registered model says there is no champion, and why
     assert not result["gate"]["promoted"]
     status = client.get_registered_model(POLICY).description
