@@ -100,22 +100,27 @@ def build(profile: str = "tiny", seed: int = 0, cache: Path = CACHE) -> BenchChe
     return BenchCheckpoints(data, work / "sft" / "model", work / "rm" / "model")
 
 
-def untrained(profile: str = "tiny", seed: int = 0, cache: Path = CACHE) -> BenchCheckpoints:
-    """The world's data and an untrained GPT-2 (4 x 128, the tiny profile's size) as SFT and RM."""
+def untrained(
+    profile: str = "tiny", seed: int = 0, cache: Path = CACHE, size=None
+) -> BenchCheckpoints:
+    """The world's data and an untrained GPT-2 as SFT and RM: the tiny profile's size (4 x
+    128) unless `size` (a GPT2Size) says otherwise."""
     from instructflow.models.lm import GPT2Size, build_gpt2, save_model
     from instructflow.models.tokenizer import train_tokenizer
     from instructflow.tasks.base_model import tokenizer_texts
     from instructflow.tasks.data import write_profile
     from instructflow.world import layout
 
-    work = cache / f"{profile}-seed{seed}-untrained"
+    size = size or GPT2Size()
+    shape = "" if size == GPT2Size() else f"-{size.n_layer}x{size.n_embd}"
+    work = cache / f"{profile}-seed{seed}-untrained{shape}"
     data = cache / f"{profile}-seed{seed}" / "data"
     if not (data / layout.PPO_TRAIN).exists():
         write_profile(data, profile, seed)
     model_dir = work / "sft" / "model"
     if not model_dir.exists():
         tokenizer = train_tokenizer(tokenizer_texts(data), vocab_size=1024)
-        model = build_gpt2(tokenizer, GPT2Size(), seed=seed)
+        model = build_gpt2(tokenizer, size, seed=seed)
         save_model(model, tokenizer, model_dir)
     return BenchCheckpoints(data, model_dir, model_dir)
 

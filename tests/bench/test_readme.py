@@ -57,6 +57,12 @@ def test_each_cell_from_its_field(tmp_path):
         "sft": {"tokens_per_s": 150.6, "mfu": 0.456, "steps": 20},
         "reward_model": {"tokens_per_s": 99.4, "mfu": 0.304},
     })  # fmt: skip
+    width = {"n_layer": 4, "reward_model": {"mfu": 0.333}}
+    _write(tmp_path, "mfu_widths.json", {
+        "machine": "m4", "threads": 1, "command": "mfu_widths.py --widths 128 768",
+        "widths": [width | {"width": 128, "sft": {"mfu": 0.351}},
+                   width | {"width": 768, "sft": {"mfu": 0.5}}],
+    })  # fmt: skip
     _write(tmp_path, "overhead.json", {
         "machine": "m3", "profile": "smoke", "threads": 2,
         "overhead_fraction": {"median": 0.0312, "min": 0.0251, "max": 0.04},
@@ -79,6 +85,11 @@ def test_each_cell_from_its_field(tmp_path):
     assert "instructflow 0.012, TRL 0.046 (1 thread) | within TRL's CI" in text
     assert "151 tokens/s, MFU 0.46 of a 2.00 GFLOP/s matmul peak" in text
     assert "99 tokens/s, MFU 0.30" in text
+    assert (
+        "| SFT / RM step MFU by width, untrained 4-block GPT-2, 1 thread | width 128: 0.35 / 0.33,"
+        " 768: 0.50 / 0.33 | MFU >= 0.40 (the demo is 128 wide) | `mfu_widths.py --widths 128 768` |"
+        in text
+    )
     assert (
         # (a resample of 3 rounds has its median at the smallest with P = 7/27 > 0.025: so the
         # 2.5th percentile is the smallest round, the 97.5th the largest)
