@@ -27,7 +27,9 @@ from transformers import (
 from transformers.activations import GELUTanh, NewGELUActivation
 
 # Tried in order when a loaded tokenizer has no pad token.
-_PAD_CANDIDATES = ("<|pad|>", "<pad>", "[PAD]")
+# Pad tokens checkpoints ship in their vocabulary without naming one pad (Llama 3.1 reserves
+# the last for padding), preferred to adding a token (which would resize the embeddings).
+PAD_CANDIDATES = ("<|pad|>", "<pad>", "[PAD]", "<|finetune_right_pad_id|>")
 
 
 class GPT2Size(BaseModel):
@@ -113,12 +115,12 @@ def ensure_pad_token(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase)
     """
     if tokenizer.pad_token is None:
         vocab = tokenizer.get_vocab()
-        existing = next((t for t in _PAD_CANDIDATES if t in vocab), None)
+        existing = next((t for t in PAD_CANDIDATES if t in vocab), None)
         n_rows = model.get_input_embeddings().weight.shape[0]
         if existing is not None:
             tokenizer.pad_token = existing
         elif len(tokenizer) < n_rows:
-            tokenizer.add_special_tokens({"pad_token": _PAD_CANDIDATES[0]})
+            tokenizer.add_special_tokens({"pad_token": PAD_CANDIDATES[0]})
         else:
             tokenizer.pad_token = tokenizer.eos_token
     model.config.pad_token_id = tokenizer.pad_token_id

@@ -31,9 +31,7 @@ from transformers import (
 
 from instructflow.models.batching import encode_pair, pad_batch, position_ids_from_mask
 from instructflow.models.length_groups import in_row_order, length_groups
-from instructflow.models.lm import fused_activations
-
-_PAD_CANDIDATES = ("<|pad|>", "<pad>", "[PAD]")
+from instructflow.models.lm import PAD_CANDIDATES, fused_activations
 
 
 def _ensure_distinct_pad(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase) -> None:
@@ -42,17 +40,24 @@ def _ensure_distinct_pad(model: PreTrainedModel, tokenizer: PreTrainedTokenizerB
     HF's sequence-classification forward finds the last token by
     `input_ids != pad_token_id`; with pad == eos it would read the token
     before the EOS. If the tokenizer has no distinct pad, an existing pad-like
-    token is used, else a new one is added and the RM's embeddings grow by a
-    row (the RM is a new network anyway; policy token ids stay valid in it).
+    token is used; else a new one, in a spare row of the embedding matrix if
+    it has one; else the tokenizer's unknown token (Llama 2, Mistral: padded
+    with it by common practice); else the new token's row is added (the RM is
+    a new network anyway; policy token ids stay valid in it; with LoRA the
+    adapter then saves the whole embedding matrix, as the base lacks the row).
     """
     if tokenizer.pad_token is None or tokenizer.pad_token_id == tokenizer.eos_token_id:
         vocab = tokenizer.get_vocab()
-        existing = next((t for t in _PAD_CANDIDATES if t in vocab), None)
+        existing = next((t for t in PAD_CANDIDATES if t in vocab), None)
+        rows = model.get_input_embeddings().weight.shape[0]
+        unk = tokenizer.unk_token_id
         if existing is not None and vocab[existing] != tokenizer.eos_token_id:
             tokenizer.pad_token = existing
+        elif len(tokenizer) >= rows and unk is not None and unk != tokenizer.eos_token_id:
+            tokenizer.pad_token = tokenizer.unk_token
         else:
-            tokenizer.add_special_tokens({"pad_token": _PAD_CANDIDATES[0]})
-            if len(tokenizer) > model.get_input_embeddings().weight.shape[0]:
+            tokenizer.add_special_tokens({"pad_token": PAD_CANDIDATES[0]})
+            if len(tokenizer) > rows:
                 model.resize_token_embeddings(len(tokenizer))
     model.config.pad_token_id = tokenizer.pad_token_id
 

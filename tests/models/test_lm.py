@@ -52,19 +52,22 @@ def save_tiny_checkpoint(arch: str, path: Path, seed: int = 0) -> Path:
     return path
 
 
-def padless_tokenizer() -> PreTrainedTokenizerFast:
-    """A tokenizer with EOS but no pad token anywhere in its vocabulary."""
+def padless_tokenizer(extra_special: tuple[str, ...] = (), **named) -> PreTrainedTokenizerFast:
+    """A tokenizer with EOS but no pad token (unless `extra_special` holds one; `named`:
+    special-token roles, e.g. unk_token="<unk>", for tokens in `extra_special`)."""
     backend = Tokenizer(models.BPE())
     backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     backend.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
         vocab_size=270,
-        special_tokens=["</s>"],
+        special_tokens=["</s>", *extra_special],
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
         show_progress=False,
     )
     backend.train_from_iterator(CORPUS, trainer=trainer)
-    return PreTrainedTokenizerFast(tokenizer_object=backend, eos_token="</s>", bos_token="</s>")
+    return PreTrainedTokenizerFast(
+        tokenizer_object=backend, eos_token="</s>", bos_token="</s>", **named
+    )
 
 
 # ---------------------------------------------------------------- build_gpt2
@@ -148,8 +151,8 @@ def test_failing_save_keeps_the_previous_checkpoint(tmp_path: Path, monkeypatch)
 # ---------------------------------------------------------------- pad tokens
 
 
-def _save_padless(tmp_path: Path, spare_rows: int) -> Path:
-    tokenizer = padless_tokenizer()
+def _save_padless(tmp_path: Path, spare_rows: int, tokenizer=None) -> Path:
+    tokenizer = tokenizer or padless_tokenizer()
     config = LlamaConfig(
         hidden_size=16,
         intermediate_size=32,

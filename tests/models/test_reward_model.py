@@ -16,7 +16,7 @@ from instructflow.models.reward_model import (
     token_values,
 )
 from instructflow.models.sampling import generate, position_ids_from_mask
-from tests.models.test_lm import ARCHS, _save_padless, save_tiny_checkpoint
+from tests.models.test_lm import ARCHS, _save_padless, padless_tokenizer, save_tiny_checkpoint
 
 PROMPTS = ["reverse the word stone", "what is 12 + 30?", "hi"]
 RESPONSES = ["enots", "42", "hello there, how can I help"]
@@ -166,6 +166,26 @@ def test_pad_distinct_from_eos_even_if_the_lm_has_none(tmp_path: Path, spare_row
     with torch.no_grad():
         hf = model(input_ids=ids, attention_mask=mask).logits.squeeze(-1)
         torch.testing.assert_close(rewards(model, ids, mask), hf, atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize(
+    ("specials", "named", "pad"),
+    [
+        (("<unk>",), {"unk_token": "<unk>"}, "<unk>"),  # Llama 2, Mistral
+        (("<|finetune_right_pad_id|>",), {}, "<|finetune_right_pad_id|>"),  # Llama 3.1
+    ],
+)
+def test_a_full_embedding_pads_with_a_token_it_has(tmp_path: Path, specials, named, pad) -> None:
+    # given: a causal LM with no pad token and no spare embedding row, whose vocabulary
+    # holds an unknown token or a pad token by another name
+    tokenizer = padless_tokenizer(specials, **named)
+    path = _save_padless(tmp_path, spare_rows=0, tokenizer=tokenizer)
+    model, tokenizer = reward_model_from_causal_lm(path)
+    # then: the RM pads with that token, and its embedding matrix keeps its shape (with
+    # LoRA a resized matrix would be saved whole with the adapter)
+    assert tokenizer.pad_token == pad != tokenizer.eos_token
+    assert model.get_input_embeddings().weight.shape[0] == len(tokenizer)
+    assert model.config.pad_token_id == tokenizer.pad_token_id
 
 
 def test_rows_scored_by_length_groups_equal_one_padded_batch(reward_model, monkeypatch) -> None:
