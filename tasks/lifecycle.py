@@ -19,7 +19,13 @@ def start_run(experiment_id: str, logger) -> dict[str, str]:
     """Register this run; return the MLflow tags that name it (host, project root, liveness token)."""
     live = leftovers.register()
     for run_id in leftovers.reap_mlflow_runs(MlflowClient(), experiment_id):
-        logger.warning("an earlier run (MLflow %s) had been killed: marked KILLED", run_id)
+        # its process is gone and it never closed its MLflow run: killed, or it lost the
+        # tracking server and could not write its end
+        logger.warning(
+            "an earlier run (MLflow %s) had ended without closing its MLflow run (killed, or "
+            "its tracking server was lost): marked KILLED",
+            run_id,
+        )
     ensure_limits()
     for name in leftovers.free_orphaned_slots(live[leftovers.TAG_TOKEN], [REGISTRY]):
         logger.warning("freed the %s slot a killed run still held", name)
