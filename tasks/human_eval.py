@@ -16,6 +16,7 @@ bootstrap interval over prompts, and Likert means.
 
 import csv
 import hashlib
+import io
 import json
 import random
 from pathlib import Path
@@ -175,6 +176,28 @@ def _repeat(what: str, first_row: int, same: bool) -> str:
     )
 
 
+def _csv_reader(path: Path) -> csv.DictReader:
+    """The rows of a filled CSV as a spreadsheet saves it. Excel's "CSV UTF-8" starts with a
+    byte-order mark (read as part of the first column's name, it hid `item_id`), and where
+    the decimal mark is a comma it separates cells with ';'. A file that is not UTF-8, or
+    whose header lacks a column the import needs, is one problem naming the file, not one
+    per row."""
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except UnicodeDecodeError as e:
+        why = f"not UTF-8 text (byte 0x{e.object[e.start]:02x} at offset {e.start})"
+        raise TableError([Problem(str(path), 0, "<file>", f"{why}: save it as CSV UTF-8")]) from e
+    header = text.partition("\n")[0]
+    delimiter = ";" if header.count(";") > header.count(",") else ","
+    reader = csv.DictReader(io.StringIO(text, newline=""), delimiter=delimiter)
+    columns = reader.fieldnames or []
+    for needed in ("item_id", "label", "rank"):
+        if needed not in columns:
+            has = f"the header has: {', '.join(columns)}" if columns else "the file is empty"
+            raise TableError([Problem(str(path), 1, needed, f"no such column ({has})")])
+    return reader
+
+
 def _csv_labels(path: Path, key: dict, problems: list[Problem], texts: list) -> dict[str, dict]:
     """Labels of a CSV, one response a row. Rows count as a spreadsheet counts them (the
     header is row 1; a response spanning lines is one row), and each problem is named at
@@ -183,24 +206,23 @@ def _csv_labels(path: Path, key: dict, problems: list[Problem], texts: list) -> 
     name = str(path)
     item_rows: dict[str, list[int]] = {}
     rows: dict[str, dict[str, tuple[int, dict]]] = {}  # item -> label -> (row, values)
-    with path.open(newline="") as handle:
-        for row_no, row in enumerate(csv.DictReader(handle), start=2):
-            item, label = row.get("item_id", ""), row.get("label")
-            texts.append((row_no, item, label, row.get("prompt", ""), row.get("response", "")))
-            if item not in key:
-                problems.append(Problem(name, row_no, "item_id", f"unknown item {item!r}"))
-                continue
-            item_rows.setdefault(item, []).append(row_no)
-            by_label = rows.setdefault(item, {})
-            if label not in key[item]:
-                problems.append(Problem(name, row_no, "label", _no_label(item, label, key)))
-            elif label in by_label:
-                first_no, first = by_label[label]
-                # A conflicting repeat must not replace the first: which one is meant is unknown.
-                repeat = _repeat(f"{item} {label}", first_no, first == row)
-                problems.append(Problem(name, row_no, "label", repeat))
-            else:
-                by_label[label] = (row_no, row)
+    for row_no, row in enumerate(_csv_reader(path), start=2):
+        item, label = row.get("item_id", ""), row.get("label")
+        texts.append((row_no, item, label, row.get("prompt", ""), row.get("response", "")))
+        if item not in key:
+            problems.append(Problem(name, row_no, "item_id", f"unknown item {item!r}"))
+            continue
+        item_rows.setdefault(item, []).append(row_no)
+        by_label = rows.setdefault(item, {})
+        if label not in key[item]:
+            problems.append(Problem(name, row_no, "label", _no_label(item, label, key)))
+        elif label in by_label:
+            first_no, first = by_label[label]
+            # A conflicting repeat must not replace the first: which one is meant is unknown.
+            repeat = _repeat(f"{item} {label}", first_no, first == row)
+            problems.append(Problem(name, row_no, "label", repeat))
+        else:
+            by_label[label] = (row_no, row)
     labels = {}
     for item, by_label in rows.items():
         n = len(key[item])

@@ -227,3 +227,40 @@ def test_texts_a_spreadsheet_saved_with_crlf_line_ends_match_the_export():
         prompt, "A cat.\n"
     )
     assert text_digest(prompt, "A cat.") != text_digest(prompt, "A dog.")
+
+
+def _excel_text(path, delimiter: str) -> str:
+    """The CSV `_write_csv` writes, as Excel saves it: a BOM, CRLF and `delimiter` between cells."""
+    _write_csv(path, _filled_rows())
+    with path.open(newline="") as handle:
+        rows = list(csv.reader(handle))
+    lines = [delimiter.join(row) for row in rows]
+    return "\ufeff" + "\r\n".join(lines) + "\r\n"
+
+
+@pytest.mark.parametrize("delimiter", [",", ";"])
+def test_a_csv_saved_by_excel_reads_back_as_rankings(tmp_path, delimiter):
+    # given the filled file saved by Excel as "CSV UTF-8": a byte-order mark before the
+    # header, CRLF line ends, and (in locales with a decimal comma) ';' between cells
+    path = tmp_path / "filled.csv"
+    path.write_bytes(_excel_text(path, delimiter).encode("utf-8"))
+    # then it reads as the file written without them
+    labels = read_labels(path, _key())
+    assert labels["item-0000"]["ranking"] == ["C", "A", "B"]
+    assert labels["item-0001"]["likert"] == {"A": 6, "B": 5, "C": 3}
+
+
+def test_a_csv_without_the_columns_or_not_utf8_is_one_problem_naming_the_file(tmp_path):
+    # given a file saved in a legacy code page (not UTF-8), and one whose header lacks item_id
+    legacy = tmp_path / "legacy.csv"
+    text = _excel_text(legacy, ",").lstrip("\ufeff").replace(",r,", ",r\u00e9,")
+    legacy.write_bytes(text.encode("cp1252"))
+    assert _problems(legacy) == [
+        f"{legacy} field '<file>': not UTF-8 text (byte 0xe9 at offset 58): save it as CSV UTF-8"
+    ]
+    renamed = tmp_path / "renamed.csv"
+    renamed.write_text(_excel_text(renamed, ",").replace("item_id", "Item"), encoding="utf-8")
+    assert _problems(renamed) == [
+        f"{renamed} row 1 field 'item_id': no such column (the header has: Item, prompt,"
+        " label, response, rank, likert)"
+    ]
