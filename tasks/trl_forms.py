@@ -22,6 +22,13 @@ validates:
   of the first user turn there) is not read; when they hold none, they are
   answers to the text `prompt`, which becomes the user's turn before them.
 
+A preferences table whose every `prompt` is HH-RLHF text up to the assistant's
+turn, beside text answers (Dahoas/full-hh-rlhf's and rm-static's form, which
+trlX's examples read), is read as the HH conversations prompt + answer: used
+as text, its prompt put "Human:"/"Assistant:" markup inside the pipeline's
+own Q/A frame, past the chat template. A table that mixes it with plain text
+prompts stays text pairs (as it was read before this form was).
+
 A row in none of these forms is left as it is, so its problems name the
 fields it has; a demonstration with a `completion` that fits neither of its
 forms gets `completion_problem`'s message, since the schema would ask for the
@@ -35,6 +42,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from instructflow.tasks.conversations import parse_hh
 from instructflow.tasks.tables import Problem
 
 
@@ -157,11 +165,29 @@ def _not_conversational(row: dict[str, Any], others: int) -> list[tuple[str, str
     return problems
 
 
+def _hh_prompt_pair(row: Any) -> bool:
+    """A pair whose text prompt is HH-RLHF text ending on the assistant's empty turn."""
+    if not isinstance(row, dict) or not all(
+        isinstance(row.get(k), str) for k in ("prompt", "chosen", "rejected")
+    ):
+        return False
+    turns = parse_hh(row["prompt"])
+    return bool(turns) and turns[-1] == {"role": "assistant", "content": ""} and len(turns) > 1
+
+
+def _hh_conversations(row: dict[str, Any]) -> dict[str, Any]:
+    rest = {k: v for k, v in row.items() if k != "prompt"}
+    prompt = row["prompt"].rstrip()
+    return rest | {k: f"{prompt} {row[k].strip()}" for k in ("chosen", "rejected")}
+
+
 def own_forms(
     path: Path, table: str, rows: list[tuple[int, Any]]
 ) -> tuple[list[tuple[int, Any]], int, list[Problem]]:
     """The rows with those in a TRL form rewritten to their equivalent; how many were; and
     the problems of rows that look like a TRL form but fit none, left out of the rest."""
+    if table == "preferences" and rows and all(_hh_prompt_pair(obj) for _, obj in rows):
+        return [(n, _hh_conversations(obj)) for n, obj in rows], len(rows), []
     out, converted, problems, forms = [], 0, [], []
     for n, obj in rows:
         if isinstance(obj, dict):
