@@ -151,7 +151,9 @@ def _other_texts(path: Path, responses: list[tuple[int, str, str, str, str]], ex
 
 def _json_rows(path: Path, problems: list[Problem]):
     """(row, object) of a JSONL file; a line that is not a JSON object is a problem."""
-    for row_no, line in enumerate(path.read_text().splitlines(), start=1):
+    # Lines end at \n only: str.splitlines also splits at U+2028 or U+0085 inside a string
+    # that an editor saved raw (the export escapes them).
+    for row_no, line in enumerate(_text(path).split("\n"), start=1):
         if not line.strip():
             continue
         try:
@@ -176,17 +178,22 @@ def _repeat(what: str, first_row: int, same: bool) -> str:
     )
 
 
+def _text(path: Path) -> str:
+    """A filled file's text; a byte-order mark (Excel's "CSV UTF-8", Windows editors) is not
+    part of its first row, and a file not in UTF-8 is one problem, not a traceback."""
+    try:
+        return path.read_text(encoding="utf-8-sig")
+    except UnicodeDecodeError as e:
+        why = f"not UTF-8 text (byte 0x{e.object[e.start]:02x} at offset {e.start})"
+        raise TableError([Problem(str(path), 0, "<file>", f"{why}: save it as UTF-8")]) from e
+
+
 def _csv_reader(path: Path) -> csv.DictReader:
     """The rows of a filled CSV as a spreadsheet saves it. Excel's "CSV UTF-8" starts with a
     byte-order mark (read as part of the first column's name, it hid `item_id`), and where
-    the decimal mark is a comma it separates cells with ';'. A file that is not UTF-8, or
-    whose header lacks a column the import needs, is one problem naming the file, not one
-    per row."""
-    try:
-        text = path.read_text(encoding="utf-8-sig")
-    except UnicodeDecodeError as e:
-        why = f"not UTF-8 text (byte 0x{e.object[e.start]:02x} at offset {e.start})"
-        raise TableError([Problem(str(path), 0, "<file>", f"{why}: save it as CSV UTF-8")]) from e
+    the decimal mark is a comma it separates cells with ';'. A header that lacks a column
+    the import needs is one problem naming the file, not one per row."""
+    text = _text(path)
     header = text.partition("\n")[0]
     delimiter = ";" if header.count(";") > header.count(",") else ","
     reader = csv.DictReader(io.StringIO(text, newline=""), delimiter=delimiter)

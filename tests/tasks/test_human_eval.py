@@ -256,7 +256,7 @@ def test_a_csv_without_the_columns_or_not_utf8_is_one_problem_naming_the_file(tm
     text = _excel_text(legacy, ",").lstrip("\ufeff").replace(",r,", ",r\u00e9,")
     legacy.write_bytes(text.encode("cp1252"))
     assert _problems(legacy) == [
-        f"{legacy} field '<file>': not UTF-8 text (byte 0xe9 at offset 58): save it as CSV UTF-8"
+        f"{legacy} field '<file>': not UTF-8 text (byte 0xe9 at offset 58): save it as UTF-8"
     ]
     renamed = tmp_path / "renamed.csv"
     renamed.write_text(_excel_text(renamed, ",").replace("item_id", "Item"), encoding="utf-8")
@@ -264,3 +264,19 @@ def test_a_csv_without_the_columns_or_not_utf8_is_one_problem_naming_the_file(tm
         f"{renamed} row 1 field 'item_id': no such column (the header has: Item, prompt,"
         " label, response, rank, likert)"
     ]
+
+
+def test_a_jsonl_saved_with_a_bom_and_raw_unicode_line_separators_reads_back(tmp_path):
+    # given the filled JSONL re-saved by an editor: a byte-order mark first, and non-ASCII
+    # written raw, a response holding U+2028 and U+0085 (which str.splitlines splits at)
+    path = tmp_path / "filled.jsonl"
+    rows = [
+        {"item_id": "item-0000", "ranking": ["C", "A", "B"], "likert": {}, "note": "a\u2028b"},
+        {"item_id": "item-0001", "ranking": ["B", "A", "C"], "likert": {}, "note": "c\x85d"},
+    ]
+    text = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows)
+    path.write_bytes(("\ufeff" + text).encode("utf-8"))
+    # then it reads as the file the export wrote
+    labels = read_labels(path, _key())
+    assert labels["item-0000"]["ranking"] == ["C", "A", "B"]
+    assert labels["item-0001"]["ranking"] == ["B", "A", "C"]
