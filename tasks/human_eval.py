@@ -330,7 +330,14 @@ def read_labels(
     """
     problems: list[Problem] = []
     texts: list[tuple[int, str, str, str, str]] = []  # what the file says was exported
-    read = _csv_labels if path.suffix == ".csv" else _jsonl_labels
+    # A path mistyped or a file of another kind is one problem, not a traceback or a
+    # malformed-JSON problem per line.
+    if not path.is_file():
+        raise TableError([Problem(str(path), 0, "<file>", "file not found")])
+    if path.suffix.lower() not in (".csv", ".jsonl"):
+        why = "expected a .csv or .jsonl file, as `eval export` writes them"
+        raise TableError([Problem(str(path), 0, "<file>", why)])
+    read = _csv_labels if path.suffix.lower() == ".csv" else _jsonl_labels
     labels = read(path, key, problems, texts)
     other = _other_texts(path, texts, exported or {})
     if other is not None:  # then every other problem follows from it: say only this

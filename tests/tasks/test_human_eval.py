@@ -280,3 +280,19 @@ def test_a_jsonl_saved_with_a_bom_and_raw_unicode_line_separators_reads_back(tmp
     labels = read_labels(path, _key())
     assert labels["item-0000"]["ranking"] == ["C", "A", "B"]
     assert labels["item-0001"]["ranking"] == ["B", "A", "C"]
+
+
+def test_a_missing_file_or_one_of_another_kind_is_one_problem_naming_it(tmp_path):
+    # given no file at the path given (a typo), and a filled file saved as .txt
+    missing, text = tmp_path / "filld.csv", tmp_path / "filled.txt"
+    _write_csv(text, _filled_rows())
+    # then each is one problem naming the file (the first ended in a traceback, the second
+    # was read as JSONL: a malformed-JSON problem on every line)
+    assert _problems(missing) == [f"{missing} field '<file>': file not found"]
+    assert _problems(text) == [
+        f"{text} field '<file>': expected a .csv or .jsonl file, as `eval export` writes them"
+    ]
+    # and a CSV whose suffix a Windows tool wrote in capitals reads as CSV
+    upper = tmp_path / "FILLED.CSV"
+    _write_csv(upper, _filled_rows())
+    assert read_labels(upper, _key())["item-0000"]["ranking"] == ["C", "A", "B"]
