@@ -316,3 +316,22 @@ def test_sweep_with_a_bad_params_file_is_refused_in_one_line(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "unknown field 'ppo.lr_rate'" in err
     assert "Traceback" not in err
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["eval", "export", "latest", "--n", "0"],  # wrote an empty labeling file
+        ["eval", "export", "latest", "--n", "-3"],  # silently left the last 3 prompts out
+        ["evaluate", "champion", "challenger", "--max-prompts", "-1"],
+        ["best-of-n", "--n", "0"],
+        ["best-of-n", "--prompts", "-5"],
+    ],
+)
+def test_a_count_below_one_is_a_usage_error_naming_the_flag(argv, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(argv)
+    assert exit_info.value.code == 2
+    assert f"argument {argv[-2]}: must be a whole number >= 1, got '{argv[-1]}'" in (
+        capsys.readouterr().err
+    )
