@@ -11,7 +11,7 @@ from instructflow.tasks.paths import project_root, reports_dir
 STAGES = ("sft", "reward_model")
 
 
-def _at_least_one(text: str) -> int:
+def at_least_one(text: str) -> int:
     """A count flag's value: 0 or a negative number was taken as a slice bound (`--n -3`
     left the last 3 prompts out without a word, `--n 0` wrote an empty labeling file)."""
     try:
@@ -189,7 +189,7 @@ def add_commands(sub) -> None:
     evaluate.add_argument("--seed", type=int, default=0, help="sampling seed")
     evaluate.add_argument(
         "--max-prompts",
-        type=_at_least_one,
+        type=at_least_one,
         default=None,
         help="evaluate on the first N test prompts only",
     )
@@ -205,15 +205,15 @@ def add_commands(sub) -> None:
         "--rm", help="reward-model folder (default: the newest under runs/reward_model)"
     )
     best.add_argument("--profile", default="tiny", help="whose test prompts (default tiny)")
-    best.add_argument("--n", type=_at_least_one, default=8, help="largest n (default 8)")
+    best.add_argument("--n", type=at_least_one, default=8, help="largest n (default 8)")
     best.add_argument(
         "--references",
-        type=_at_least_one,
+        type=at_least_one,
         default=3,
         help="SFT samples each choice is judged against",
     )
     best.add_argument(
-        "--prompts", type=_at_least_one, default=300, help="test prompts (default 300)"
+        "--prompts", type=at_least_one, default=300, help="test prompts (default 300)"
     )
     best.add_argument("--seed", type=int, default=0, help="sampling and labeler seed")
     best.set_defaults(func=_cmd_best_of_n)
@@ -234,7 +234,7 @@ def add_commands(sub) -> None:
     )
     out.add_argument("run", help="MLflow run id of the pipeline run, or 'latest'")
     out.add_argument(
-        "--n", type=_at_least_one, default=100, help="test prompts to label (default 100)"
+        "--n", type=at_least_one, default=100, help="test prompts to label (default 100)"
     )
     out.add_argument("--seed", type=int, default=0, help="shuffling seed")
     out.set_defaults(func=_cmd_eval_export)

@@ -335,3 +335,18 @@ def test_a_count_below_one_is_a_usage_error_naming_the_flag(argv, capsys):
     assert f"argument {argv[-2]}: must be a whole number >= 1, got '{argv[-1]}'" in (
         capsys.readouterr().err
     )
+
+
+@pytest.mark.parametrize(
+    "argv, said",
+    [
+        (["plan", "--memory", "24XB"], "argument --memory: not a memory size: '24XB'"),  # traceback
+        (["plan", "--seq-len", "-5"], "argument --seq-len: must be a whole number >= 1"),
+        (["plan", "--prompt-len", "0"], "argument --prompt-len: must be a whole number >= 1"),
+    ],
+)
+def test_a_bad_plan_size_is_a_usage_error_naming_the_flag(argv, said, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(argv)
+    assert exit_info.value.code == 2
+    assert said in capsys.readouterr().err
