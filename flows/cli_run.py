@@ -320,7 +320,9 @@ def add_commands(sub) -> None:
     sweep.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="training seeds")
     sweep.add_argument("--profile", choices=["smoke", "tiny", "small"], help="default tiny")
     sweep.add_argument("--threads", type=int, help="torch threads per seed (default: all cores)")
-    sweep.add_argument("--workers", type=int, help="seeds at once (default: cores // threads)")
+    sweep.add_argument(
+        "--workers", type=at_least_one, help="seeds at once (default: cores // threads)"
+    )
     sweep.add_argument(
         "--params",
         help="JSON file of run settings for every seed, as `run --params` reads it "

@@ -350,3 +350,11 @@ def test_a_bad_plan_size_is_a_usage_error_naming_the_flag(argv, said, capsys):
         main(argv)
     assert exit_info.value.code == 2
     assert said in capsys.readouterr().err
+
+
+def test_sweep_workers_below_one_is_a_usage_error(capsys):
+    # it started Prefect's server and then ended in "ValueError: max_workers must be greater than 0"
+    with pytest.raises(SystemExit) as exit_info:
+        main(["sweep", "--seeds", "0", "--workers", "-2"])
+    assert exit_info.value.code == 2
+    assert "argument --workers: must be a whole number >= 1, got '-2'" in capsys.readouterr().err
