@@ -175,16 +175,28 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
 
 def _read_report(file: str) -> dict | None:
     """A report.json's contents; None once it said in one line why it cannot be read."""
+    path = Path(file)
+    if path.is_dir():  # reports/<run> or reports/latest, as `eval export` takes a run
+        path = path / "report.json"
     try:
-        report = json.loads(Path(file).read_text())
+        report = json.loads(path.read_text())
     except FileNotFoundError:
         problem = "no such file"
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
         problem = f"not a readable report.json: {e}"
     else:
-        if isinstance(report, dict) and "policies" in report:
+        if not isinstance(report, dict) or "policies" not in report:
+            problem = "not a report.json (it has no 'policies')"
+        elif not report["policies"] and report.get("status") in ("failed", "interrupted"):
+            # Compared, it gave an empty table under a judge named from absent blocks.
+            stage, error = report.get("stopped_at_stage"), report.get("error")
+            problem = (
+                f"the run {report['status']} at stage {stage!r}"
+                + (f" ({error})" if error else "")
+                + ": its report has no figures to compare"
+            )
+        else:
             return report
-        problem = "not a report.json (it has no 'policies')"
     print(f"instructflow compare: {file}: {problem}", file=sys.stderr)
     return None
 

@@ -358,3 +358,28 @@ def test_sweep_workers_below_one_is_a_usage_error(capsys):
         main(["sweep", "--seeds", "0", "--workers", "-2"])
     assert exit_info.value.code == 2
     assert "argument --workers: must be a whole number >= 1, got '-2'" in capsys.readouterr().err
+
+
+def test_compare_refuses_a_failed_runs_report_and_reads_a_run_folder(tmp_path, capsys):
+    # given the report of a run that failed in its evaluation (no figures), and a good one
+    failed = {
+        "run": {"mlflow_run_id": "abc", "data_dir": "/data/mine"},
+        "policies": {},
+        "status": "failed",
+        "stopped_at_stage": "evaluation",
+        "error": "ValueError: example is 133 tokens, longer than max_len=128",
+    }
+    (tmp_path / "failed.json").write_text(json.dumps(failed))
+    good = tmp_path / "run1"
+    good.mkdir()
+    (good / "report.json").write_text(json.dumps({"policies": {"ppo": {"kl_to_sft": 0.1}}}))
+    # then comparing with the failed one is refused in one line saying why (it printed an
+    # empty table, calling the dataset run's judge the embedded world's labelers)
+    assert main(["compare", str(tmp_path / "failed.json"), str(good / "report.json")]) == 2
+    assert (
+        f"instructflow compare: {tmp_path / 'failed.json'}: the run failed at stage"
+        " 'evaluation' (ValueError: example is 133 tokens, longer than max_len=128):"
+        " its report has no figures to compare"
+    ) in capsys.readouterr().err
+    # and a run's report folder (reports/<run>, reports/latest) reads as its report.json
+    assert main(["compare", str(good), str(good / "report.json")]) == 0
