@@ -355,6 +355,20 @@ def test_pairs_whose_text_prompt_is_hh_text_load_as_the_same_conversations(tmp_p
     assert theirs.preferences[0].prompt == rows[0][1]
     assert ours.summary["split_counts"] == theirs.summary["split_counts"]
     assert theirs.summary["trl_forms"] == {"preferences": 120}
+    # and so do whole HH conversations beside a prompt, in HH text or as text (they were
+    # responses: the whole conversation the answer)
+    for prompt_of in (lambda p: f"\n\nHuman: {p}\n\nAssistant:", lambda p: p):
+        whole = tmp_path / "whole"
+        whole.mkdir(exist_ok=True)
+        own_rows = [
+            json.loads(line) for line in (own / "preferences.jsonl").read_text().splitlines()
+        ]
+        _write(whole, "preferences", [
+            r | {"prompt": prompt_of(p)} for r, (_, p, _, _) in zip(own_rows, rows, strict=True)
+        ])  # fmt: skip
+        assert [(i.prompt, i.responses) for i in load_dataset(whole).preferences] == [
+            (i.prompt, i.responses) for i in ours.preferences
+        ]
     # and a table mixing such rows with plain text prompts is read as text pairs, as before
     mixed = tmp_path / "mixed"
     mixed.mkdir()
