@@ -11,6 +11,18 @@ from instructflow.tasks.paths import project_root, reports_dir
 STAGES = ("sft", "reward_model")
 
 
+def at_least_one(text: str) -> int:
+    """A count flag's value: 0 or a negative number was taken as a slice bound (`--n -3`
+    left the last 3 prompts out without a word, `--n 0` wrote an empty labeling file)."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a whole number >= 1, got {text!r}")
+    return value
+
+
 def _cmd_promote(args: argparse.Namespace) -> int:
     from instructflow.tasks import tracking
     from instructflow.tasks.promotion import promote_manually
@@ -176,7 +188,10 @@ def add_commands(sub) -> None:
     )
     evaluate.add_argument("--seed", type=int, default=0, help="sampling seed")
     evaluate.add_argument(
-        "--max-prompts", type=int, default=None, help="evaluate on the first N test prompts only"
+        "--max-prompts",
+        type=at_least_one,
+        default=None,
+        help="evaluate on the first N test prompts only",
     )
     evaluate.set_defaults(func=_cmd_evaluate)
 
@@ -190,11 +205,16 @@ def add_commands(sub) -> None:
         "--rm", help="reward-model folder (default: the newest under runs/reward_model)"
     )
     best.add_argument("--profile", default="tiny", help="whose test prompts (default tiny)")
-    best.add_argument("--n", type=int, default=8, help="largest n (default 8)")
+    best.add_argument("--n", type=at_least_one, default=8, help="largest n (default 8)")
     best.add_argument(
-        "--references", type=int, default=3, help="SFT samples each choice is judged against"
+        "--references",
+        type=at_least_one,
+        default=3,
+        help="SFT samples each choice is judged against",
     )
-    best.add_argument("--prompts", type=int, default=300, help="test prompts (default 300)")
+    best.add_argument(
+        "--prompts", type=at_least_one, default=300, help="test prompts (default 300)"
+    )
     best.add_argument("--seed", type=int, default=0, help="sampling and labeler seed")
     best.set_defaults(func=_cmd_best_of_n)
 
@@ -213,7 +233,9 @@ def add_commands(sub) -> None:
         "(CSV, 1 = best) and `likert` (1-7).",
     )
     out.add_argument("run", help="MLflow run id of the pipeline run, or 'latest'")
-    out.add_argument("--n", type=int, default=100, help="test prompts to label (default 100)")
+    out.add_argument(
+        "--n", type=at_least_one, default=100, help="test prompts to label (default 100)"
+    )
     out.add_argument("--seed", type=int, default=0, help="shuffling seed")
     out.set_defaults(func=_cmd_eval_export)
     back = human_sub.add_parser(

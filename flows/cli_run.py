@@ -5,6 +5,7 @@ import json
 import sys
 from pathlib import Path
 
+from instructflow.flows.cli_models import at_least_one
 from instructflow.tasks.paths import project_root
 
 
@@ -101,6 +102,16 @@ def _cmd_params(args: argparse.Namespace) -> int:
     return 0
 
 
+def _memory(text: str) -> int:
+    """--memory in bytes; a size it cannot read is a usage error (it was a traceback)."""
+    from instructflow.flows.plan import parse_size
+
+    try:
+        return parse_size(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from error
+
+
 def _cmd_plan(args: argparse.Namespace) -> int:
     from dataclasses import asdict
 
@@ -108,7 +119,6 @@ def _cmd_plan(args: argparse.Namespace) -> int:
     from instructflow.flows.plan import (
         data_lengths,
         make_plan,
-        parse_size,
         render,
         runtime_bytes,
     )
@@ -124,7 +134,7 @@ def _cmd_plan(args: argparse.Namespace) -> int:
         seq_len, prompt_len = seq_len or longest_seq, prompt_len or longest_prompt
     plan = make_plan(params, seq_len, prompt_len)
     runtime = runtime_bytes() if args.runtime else None
-    memory = parse_size(args.memory) if args.memory else None
+    memory = args.memory
     if args.json:
         stages = [asdict(row) | {"peak": row.peak + (runtime or 0)} for row in plan["stages"]]
         print(json.dumps(plan | {"stages": stages, "runtime": runtime}, indent=2))
@@ -165,16 +175,28 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
 
 def _read_report(file: str) -> dict | None:
     """A report.json's contents; None once it said in one line why it cannot be read."""
+    path = Path(file)
+    if path.is_dir():  # reports/<run> or reports/latest, as `eval export` takes a run
+        path = path / "report.json"
     try:
-        report = json.loads(Path(file).read_text())
+        report = json.loads(path.read_text())
     except FileNotFoundError:
         problem = "no such file"
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
         problem = f"not a readable report.json: {e}"
     else:
-        if isinstance(report, dict) and "policies" in report:
+        if not isinstance(report, dict) or "policies" not in report:
+            problem = "not a report.json (it has no 'policies')"
+        elif not report["policies"] and report.get("status") in ("failed", "interrupted"):
+            # Compared, it gave an empty table under a judge named from absent blocks.
+            stage, error = report.get("stopped_at_stage"), report.get("error")
+            problem = (
+                f"the run {report['status']} at stage {stage!r}"
+                + (f" ({error})" if error else "")
+                + ": its report has no figures to compare"
+            )
+        else:
             return report
-        problem = "not a report.json (it has no 'policies')"
     print(f"instructflow compare: {file}: {problem}", file=sys.stderr)
     return None
 
@@ -281,7 +303,7 @@ def add_commands(sub) -> None:
     plan.add_argument("--revision", dest="base_model_revision", help="Hub revision")
     plan.add_argument("--params", help="JSON file with PipelineParams fields")
     plan.add_argument("--profile", choices=["smoke", "tiny", "small"])
-    plan.add_argument("--memory", help="memory to fit, e.g. 24GiB")
+    plan.add_argument("--memory", type=_memory, help="memory to fit, e.g. 24GiB")
     plan.add_argument(
         "--data",
         help="your dataset folder (as `run --data`): sequence and prompt lengths from its "
@@ -290,9 +312,11 @@ def add_commands(sub) -> None:
     plan.add_argument(
         "--processes", type=int, help="processes per training stage (as `run --processes`)"
     )
-    plan.add_argument("--seq-len", type=int, help="tokens per training sequence (default: context)")
     plan.add_argument(
-        "--prompt-len", type=int, help="PPO prompt tokens (default: seq-len - response)"
+        "--seq-len", type=at_least_one, help="tokens per training sequence (default: context)"
+    )
+    plan.add_argument(
+        "--prompt-len", type=at_least_one, help="PPO prompt tokens (default: seq-len - response)"
     )
     plan.add_argument(
         "--runtime", action="store_true", help="add this machine's measured runtime RSS to the peak"
@@ -308,7 +332,9 @@ def add_commands(sub) -> None:
     sweep.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="training seeds")
     sweep.add_argument("--profile", choices=["smoke", "tiny", "small"], help="default tiny")
     sweep.add_argument("--threads", type=int, help="torch threads per seed (default: all cores)")
-    sweep.add_argument("--workers", type=int, help="seeds at once (default: cores // threads)")
+    sweep.add_argument(
+        "--workers", type=at_least_one, help="seeds at once (default: cores // threads)"
+    )
     sweep.add_argument(
         "--params",
         help="JSON file of run settings for every seed, as `run --params` reads it "

@@ -37,6 +37,14 @@ def run_folder(run: str) -> Path:
     folder = reports_dir() / run
     if not (folder / "report.json").exists():
         raise SystemExit(f"instructflow: no report for run {run} under {reports_dir()}")
+    report = json.loads((folder / "report.json").read_text())
+    if not report.get("policies") and report.get("status") in ("failed", "interrupted"):
+        # Its evaluation never logged samples: export ended in MLflow's download traceback.
+        error = f" ({report['error']})" if report.get("error") else ""
+        raise SystemExit(
+            f"instructflow: run {run} {report['status']} at stage"
+            f" {report.get('stopped_at_stage')!r}{error}: it has no samples to label"
+        )
     return folder
 
 

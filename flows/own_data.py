@@ -46,6 +46,7 @@ from instructflow.tasks.dataset_files import missing_folder
 from instructflow.tasks.dataset_report import dataset_markdown
 from instructflow.tasks.evaluation import fewshot_prefix
 from instructflow.tasks.input_checks import base_model_problems
+from instructflow.tasks.lengths import fewshot_prefix_that_fits
 from instructflow.tasks.lora_checks import lora_target_problems, model_config
 from instructflow.tasks.paths import reports_dir
 from instructflow.tasks.stage import content_digest
@@ -54,6 +55,15 @@ from instructflow.world import layout
 
 NEEDS_BASE = "a run on your own data needs --base-model (a local Hugging Face causal-LM directory)"
 NO_PRETRAIN = "skipped: the dataset has no pretrain table (PPO-ptx mixes pretraining text into PPO)"
+# The dataset's rows fit the context, but not necessarily behind base_fewshot's examples.
+FEWSHOT_CUT = (
+    "base_fewshot shows {n} demonstrations: more leave a test prompt no room to sample in"
+    " the base model's context of {context} tokens"
+)
+NO_FEWSHOT_ROOM = (
+    "skipped: not one demonstration leaves a test prompt room to sample in the base model's"
+    " context of {context} tokens (a few-shot prompt of the base model)"
+)
 NO_MIXTURE = "skipped: the dataset has no {name} table (a FLAN/T0-style baseline fine-tunes on it)"
 
 
@@ -186,15 +196,20 @@ def run(
     ppo_runs = {}
     for name, gamma in variants:
         ppo_runs |= stage.ppo(name, gamma, ppo_in, sft_out["model_dir"], rm["model_dir"])
+    evaluation = params.stage("evaluation")
+    fits = dataset_stage.length_check(params.base_model, evaluation.max_new_tokens)
+    prefix, shown = fewshot_prefix_that_fits(profile_dir, evaluation.fewshot_examples, fits)
+    if prefix and prefix != fewshot_prefix(profile_dir, evaluation.fewshot_examples):
+        logger.warning(FEWSHOT_CUT.format(n=shown, context=fits.max_len))
     policies = {
         "base": {"model_dir": base["model_dir"]},
-        "base_fewshot": {
-            "model_dir": base["model_dir"],
-            "prefix": fewshot_prefix(profile_dir, params.stage("evaluation").fewshot_examples),
-        },
+        "base_fewshot": {"model_dir": base["model_dir"], "prefix": prefix},
         "sft": {"model_dir": sft_out["model_dir"]},
         **{name: {"model_dir": out["model_dir"]} for name, out in ppo_runs.items()},
     }
+    if not prefix:  # base_fewshot would be base again
+        skipped["base_fewshot"] = NO_FEWSHOT_ROOM.format(context=fits.max_len)
+        del policies["base_fewshot"]
     for name, rel in (("flan", layout.FLAN_MIXTURE), ("t0", layout.T0_MIXTURE)):
         if not (profile_dir / rel).exists():
             skipped[name] = NO_MIXTURE.format(name=name)

@@ -29,7 +29,14 @@ from transformers import (
     PreTrainedTokenizerBase,
 )
 
-from instructflow.models.batching import encode_pair, pad_batch, position_ids_from_mask
+from instructflow.models.batching import (
+    encode_pair,
+    encode_prompt,
+    encode_response,
+    pad_batch,
+    position_ids_from_mask,
+)
+from instructflow.models.formatting import format_prompt
 from instructflow.models.length_groups import in_row_order, length_groups
 from instructflow.models.lm import PAD_CANDIDATES, fused_activations
 
@@ -200,18 +207,39 @@ def rewards(
     return in_row_order(groups, scores)
 
 
+def _cut_to_fit(
+    tokenizer: PreTrainedTokenizerBase, prompt: str, response: str, max_len: int
+) -> list[int]:
+    """Ids of prompt + response + EOS, the response's end cut to fit `max_len`."""
+    prompt_ids = encode_prompt(tokenizer, format_prompt(prompt))
+    response_ids = encode_response(tokenizer, response)  # ends on the EOS
+    room = max_len - len(prompt_ids)
+    if room < 1:  # the prompt alone fills the context: nothing of the response can be read
+        raise ValueError(f"prompt is {len(prompt_ids)} tokens, no room in max_len={max_len}")
+    if len(response_ids) > room:
+        response_ids = [*response_ids[: room - 1], response_ids[-1]]
+    return prompt_ids + response_ids
+
+
 def encode_for_reward(
     tokenizer: PreTrainedTokenizerBase,
     prompts: Sequence[str],
     responses: Sequence[str],
     max_len: int,
+    cut_responses: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Right-padded (input_ids, attention_mask) of prompt + response + EOS, as in SFT."""
+    """Right-padded (input_ids, attention_mask) of prompt + response + EOS, as in SFT.
+
+    A row longer than `max_len` raises, unless `cut_responses`: a sampled response scored
+    from its text can take more tokens than were sampled (bytes of one character sampled
+    as separate tokens decode to U+FFFD, three bytes when encoded again), so scoring
+    samples cuts such a response's end, its EOS kept. Rows to train on are checked to fit
+    before any training: one that does not is a bug, not a sample to cut.
+    """
     if len(prompts) != len(responses):
         raise ValueError("prompts and responses must have the same length")
-    sequences = [
-        encode_pair(tokenizer, p, r, max_len)[0] for p, r in zip(prompts, responses, strict=True)
-    ]
+    encode = _cut_to_fit if cut_responses else lambda t, p, r, n: encode_pair(t, p, r, n)[0]
+    sequences = [encode(tokenizer, p, r, max_len) for p, r in zip(prompts, responses, strict=True)]
     input_ids = pad_batch(sequences, tokenizer.pad_token_id)
     attention_mask = pad_batch([[1] * len(s) for s in sequences], 0)
     return input_ids, attention_mask

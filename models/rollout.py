@@ -206,7 +206,9 @@ def rm_scores(
     if not trainer.rm_reads_policy_ids:
         with trainer.frozen_reward_model() as reward_model:
             max_len = context_length(reward_model)
-            ids, mask = encode_for_reward(trainer.rm_tokenizer, list(prompts), texts, max_len)
+            ids, mask = encode_for_reward(
+                trainer.rm_tokenizer, list(prompts), texts, max_len, cut_responses=True
+            )
             scores = rewards(reward_model, ids.to(qr.device), mask.to(qr.device))
     else:
         eos = torch.full_like(qr[:, :1], trainer.tokenizer.eos_token_id)

@@ -22,6 +22,7 @@ class OutsideProject(ValueError):
 
 def add_dataset(root: Path, folder: Path) -> dict:
     """Validate `folder`, `dvc add` it in the project at `root`; returns the .dvc file and table md5s."""
+    from dvc.exceptions import NotDvcRepoError
     from dvc.repo import Repo
 
     folder = folder.resolve()
@@ -29,6 +30,15 @@ def add_dataset(root: Path, folder: Path) -> dict:
         raise OutsideProject(
             f"{folder} is outside the project {root}: DVC tracks paths inside its repository"
         )
+    try:
+        Repo.find_root(str(root))
+    except NotDvcRepoError as error:  # pip-installed, run from a folder of one's own
+        # Uncaught, DVC's error ended the command in a traceback.
+        raise OutsideProject(
+            f"{root} is not a DVC repository (no .dvc/ folder here or above): run `dvc init`"
+            " there (in a git repository; `dvc init --no-scm` without one), or set"
+            " INSTRUCTFLOW_ROOT to your project's checkout"
+        ) from error
     summary = load_dataset(folder).summary  # refuses a bad dataset before it is versioned
     repo = Repo(str(root))
     try:

@@ -16,7 +16,13 @@ import numpy as np
 import pandas as pd
 
 from instructflow.tasks import dataset_schemas as ds
-from instructflow.tasks.dataset_names import near_table, split_file, split_file_hint
+from instructflow.tasks.dataset_names import (
+    near_table,
+    shard_file_hint,
+    shard_table,
+    split_file,
+    split_file_hint,
+)
 from instructflow.tasks.tables import Problem, _read_rows
 
 FORMATS = (".jsonl", ".parquet")
@@ -49,7 +55,9 @@ def find_tables(folder: Path) -> tuple[dict[str, Path], list[Problem]]:
     if "preferences" not in found and not any(p.field == "preferences" for p in problems):
         message = "no preferences.jsonl or preferences.parquet"
         for name in unread_files(folder, found.values()):  # a typo in its name, say
-            if (meant := near_table(name, found)) and meant.startswith("preferences."):
+            if shard_table(name) == "preferences":  # the table cut in shards, as the Hub does
+                message += f" ({shard_file_hint(name)})"
+            elif (meant := near_table(name, found)) and meant.startswith("preferences."):
                 message += f" ({name} is not read: did you mean {meant}?)"
             elif (hint := split_file_hint(name)) and split_file(name)[0] in (None, "preferences"):
                 message += f" ({hint})"  # Hub-style files, one per split

@@ -97,6 +97,32 @@ def split_file(file_name: str) -> tuple[str | None, str] | None:
     return next((t for t in tables if t), None), split
 
 
+# The Hub (datasets' push_to_hub, save_to_disk exports) cuts a large table into shards,
+# preferences-00000-of-00002.parquet ...; only the file named as the table is read, so the
+# other shards' rows would be missing without a word.
+_SHARD_RE = re.compile(r"^(?P<table>.+?)[-_]\d+-of-\d+$")
+
+
+def shard_table(file_name: str) -> str | None:
+    """The table of a file named as one of its shards (`preferences-00001-of-00002.parquet`)."""
+    stem, _, suffix = file_name.partition(".")
+    if f".{suffix.lower()}" not in (".jsonl", ".json", *PARQUET_SUFFIXES):
+        return None
+    match = _SHARD_RE.match(stem)
+    return nearest(match["table"], TABLE_NAMES) if match else None
+
+
+def shard_file_hint(file_name: str) -> str | None:
+    """Where the rows of a file named as one shard of a table go, or None."""
+    if (table := shard_table(file_name)) is None:
+        return None
+    parquet = f".{file_name.partition('.')[2].lower()}" in PARQUET_SUFFIXES
+    return (
+        f"{file_name} is not read: it is a shard of the {table} table, and a table is one"
+        f" file: put its rows in {table}{'.parquet' if parquet else '.jsonl'}"
+    )
+
+
 def split_file_hint(file_name: str) -> str | None:
     """How to give the rows of a file named as one split of a table, or None."""
     if (found := split_file(file_name)) is None:
@@ -126,7 +152,9 @@ def naming_warnings(summary: dict, found: Iterable[str]) -> list[str]:
                 file = summary["tables"][table]["file"]
                 warnings.append(f"{file}: column {column!r} is ignored: did you mean {known!r}?")
     for name in summary["unread_files"]:
-        if table := near_table(name, found):
+        if hint := shard_file_hint(name):  # its rows are silently missing from the table
+            warnings.append(hint)
+        elif table := near_table(name, found):
             warnings.append(f"{name} is not read: did you mean {table}?")
         elif hint := split_file_hint(name):  # its rows are silently not in that split
             warnings.append(hint)

@@ -60,6 +60,7 @@ def rm_scores(
             prompts[start : start + batch_size],
             texts[start : start + batch_size],
             max_len,
+            cut_responses=True,  # samples: re-encoded, they may outgrow the context
         )
         out += rewards(rm, ids, mask).tolist()
     return out

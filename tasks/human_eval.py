@@ -16,6 +16,7 @@ bootstrap interval over prompts, and Likert means.
 
 import csv
 import hashlib
+import io
 import json
 import random
 from pathlib import Path
@@ -150,7 +151,9 @@ def _other_texts(path: Path, responses: list[tuple[int, str, str, str, str]], ex
 
 def _json_rows(path: Path, problems: list[Problem]):
     """(row, object) of a JSONL file; a line that is not a JSON object is a problem."""
-    for row_no, line in enumerate(path.read_text().splitlines(), start=1):
+    # Lines end at \n only: str.splitlines also splits at U+2028 or U+0085 inside a string
+    # that an editor saved raw (the export escapes them).
+    for row_no, line in enumerate(_text(path).split("\n"), start=1):
         if not line.strip():
             continue
         try:
@@ -175,6 +178,33 @@ def _repeat(what: str, first_row: int, same: bool) -> str:
     )
 
 
+def _text(path: Path) -> str:
+    """A filled file's text; a byte-order mark (Excel's "CSV UTF-8", Windows editors) is not
+    part of its first row, and a file not in UTF-8 is one problem, not a traceback."""
+    try:
+        return path.read_text(encoding="utf-8-sig")
+    except UnicodeDecodeError as e:
+        why = f"not UTF-8 text (byte 0x{e.object[e.start]:02x} at offset {e.start})"
+        raise TableError([Problem(str(path), 0, "<file>", f"{why}: save it as UTF-8")]) from e
+
+
+def _csv_reader(path: Path) -> csv.DictReader:
+    """The rows of a filled CSV as a spreadsheet saves it. Excel's "CSV UTF-8" starts with a
+    byte-order mark (read as part of the first column's name, it hid `item_id`), and where
+    the decimal mark is a comma it separates cells with ';'. A header that lacks a column
+    the import needs is one problem naming the file, not one per row."""
+    text = _text(path)
+    header = text.partition("\n")[0]
+    delimiter = ";" if header.count(";") > header.count(",") else ","
+    reader = csv.DictReader(io.StringIO(text, newline=""), delimiter=delimiter)
+    columns = reader.fieldnames or []
+    for needed in ("item_id", "label", "rank"):
+        if needed not in columns:
+            has = f"the header has: {', '.join(columns)}" if columns else "the file is empty"
+            raise TableError([Problem(str(path), 1, needed, f"no such column ({has})")])
+    return reader
+
+
 def _csv_labels(path: Path, key: dict, problems: list[Problem], texts: list) -> dict[str, dict]:
     """Labels of a CSV, one response a row. Rows count as a spreadsheet counts them (the
     header is row 1; a response spanning lines is one row), and each problem is named at
@@ -183,24 +213,23 @@ def _csv_labels(path: Path, key: dict, problems: list[Problem], texts: list) -> 
     name = str(path)
     item_rows: dict[str, list[int]] = {}
     rows: dict[str, dict[str, tuple[int, dict]]] = {}  # item -> label -> (row, values)
-    with path.open(newline="") as handle:
-        for row_no, row in enumerate(csv.DictReader(handle), start=2):
-            item, label = row.get("item_id", ""), row.get("label")
-            texts.append((row_no, item, label, row.get("prompt", ""), row.get("response", "")))
-            if item not in key:
-                problems.append(Problem(name, row_no, "item_id", f"unknown item {item!r}"))
-                continue
-            item_rows.setdefault(item, []).append(row_no)
-            by_label = rows.setdefault(item, {})
-            if label not in key[item]:
-                problems.append(Problem(name, row_no, "label", _no_label(item, label, key)))
-            elif label in by_label:
-                first_no, first = by_label[label]
-                # A conflicting repeat must not replace the first: which one is meant is unknown.
-                repeat = _repeat(f"{item} {label}", first_no, first == row)
-                problems.append(Problem(name, row_no, "label", repeat))
-            else:
-                by_label[label] = (row_no, row)
+    for row_no, row in enumerate(_csv_reader(path), start=2):
+        item, label = row.get("item_id", ""), row.get("label")
+        texts.append((row_no, item, label, row.get("prompt", ""), row.get("response", "")))
+        if item not in key:
+            problems.append(Problem(name, row_no, "item_id", f"unknown item {item!r}"))
+            continue
+        item_rows.setdefault(item, []).append(row_no)
+        by_label = rows.setdefault(item, {})
+        if label not in key[item]:
+            problems.append(Problem(name, row_no, "label", _no_label(item, label, key)))
+        elif label in by_label:
+            first_no, first = by_label[label]
+            # A conflicting repeat must not replace the first: which one is meant is unknown.
+            repeat = _repeat(f"{item} {label}", first_no, first == row)
+            problems.append(Problem(name, row_no, "label", repeat))
+        else:
+            by_label[label] = (row_no, row)
     labels = {}
     for item, by_label in rows.items():
         n = len(key[item])
@@ -301,7 +330,14 @@ def read_labels(
     """
     problems: list[Problem] = []
     texts: list[tuple[int, str, str, str, str]] = []  # what the file says was exported
-    read = _csv_labels if path.suffix == ".csv" else _jsonl_labels
+    # A path mistyped or a file of another kind is one problem, not a traceback or a
+    # malformed-JSON problem per line.
+    if not path.is_file():
+        raise TableError([Problem(str(path), 0, "<file>", "file not found")])
+    if path.suffix.lower() not in (".csv", ".jsonl"):
+        why = "expected a .csv or .jsonl file, as `eval export` writes them"
+        raise TableError([Problem(str(path), 0, "<file>", why)])
+    read = _csv_labels if path.suffix.lower() == ".csv" else _jsonl_labels
     labels = read(path, key, problems, texts)
     other = _other_texts(path, texts, exported or {})
     if other is not None:  # then every other problem follows from it: say only this

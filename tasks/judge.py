@@ -319,6 +319,7 @@ class HeldOutJudge:
                 prompts[start : start + batch_size],
                 texts[start : start + batch_size],
                 self.max_len,
+                cut_responses=True,  # samples: re-encoded, they may outgrow the context
             )
             out += rewards(
                 self.model, ids.to(self.model.device), mask.to(self.model.device)

@@ -12,11 +12,13 @@ prompt (the end of a prompt is what the response answers).
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import Any
 
 from instructflow.models.batching import encode_pair, encode_prompt
 from instructflow.models.formatting import format_prompt
-from instructflow.tasks.tables import Problem
+from instructflow.tasks.tables import Problem, read_jsonl
+from instructflow.world import layout
 
 
 @dataclass(frozen=True)
@@ -28,6 +30,10 @@ class LengthCheck:
     def prompt_tokens(self, prompt: str) -> int:
         """Tokens of the prompt as sampling continues from it."""
         return len(encode_prompt(self.tokenizer, format_prompt(prompt)))
+
+    def prompt_tokens_after(self, prefix: str, prompt: str) -> int:
+        """Tokens of the prompt behind `prefix` (few-shot examples), as sampling reads it."""
+        return len(encode_prompt(self.tokenizer, prefix + format_prompt(prompt)))
 
     def pair_tokens(self, prompt: str, response: str) -> int:
         """Tokens of prompt + response + EOS as SFT and the reward model train on them."""
@@ -94,3 +100,20 @@ def overlong_hint(problems: list[Problem], max_len: int, max_new_tokens: int) ->
         "lower ppo.max_new_tokens and evaluation.max_new_tokens (the sampling room)"
     )
     return Problem(min(p.file for p in problems), 0, "rows", message)
+
+
+def fewshot_prefix_that_fits(profile_dir: Path, n: int, check: LengthCheck) -> tuple[str, int]:
+    """base_fewshot's prefix with as many of its `n` demonstrations as leave every test prompt
+    behind it `check.max_new_tokens` of room in the context, and that many ("", 0 when not
+    one does). A
+    dataset's rows are checked against the context, but not behind this prefix: a 128-token
+    GPT-2's evaluation failed on it after every stage had trained."""
+    from instructflow.tasks.evaluation import fewshot_prefix  # it imports the stages' models
+
+    prompts = [row["prompt"] for row in read_jsonl(profile_dir / layout.EVAL_TEST)]
+    for k in range(n, 0, -1):
+        prefix = fewshot_prefix(profile_dir, k)
+        longest = max(check.prompt_tokens_after(prefix, p) for p in prompts)
+        if longest + check.max_new_tokens <= check.max_len:
+            return prefix, k
+    return "", 0

@@ -72,11 +72,16 @@ def split_of(splits: dict[str, str], key: str, valid_fraction: float, test_fract
 
 
 def empty_split_problems(
-    split_counts: dict[str, dict[str, int]], paths: dict[str, Path]
+    split_counts: dict[str, dict[str, int]],
+    paths: dict[str, Path],
+    stating: frozenset[str] = frozenset(),
 ) -> list[Problem]:
     """A split some stage reads but that got no rows: refused here, not as a crash mid-run.
 
-    `split_counts`: rows per split of each table that has rows (the data summary's).
+    `split_counts`: rows per split of each table that has rows (the data summary's);
+    `stating`: the tables whose rows state a split, which the other tables' rows of the same
+    prompt (or user) follow: without saying so, the refusal asked to fix a `split` column
+    the table did not have.
     """
     readers: dict[tuple[str, str], list[str]] = {}
     sft_source = "demonstrations" if "demonstrations" in split_counts else "preferences"
@@ -90,6 +95,16 @@ def empty_split_problems(
         (ppo_source, "valid", "PPO's checkpoint selection"),
     ):
         readers.setdefault((table, split), []).append(reader)
+
+    def _source(table: str) -> str:
+        if table in stating or not (others := sorted(stating & set(split_counts))):
+            return ""
+        files = ", ".join(paths[t].name for t in others)
+        return (
+            f"; {paths[table].name} states no split: a row takes the split its prompt (or"
+            f" user) has in {files}, which states splits"
+        )
+
     problems = []
     for (table, split), names in readers.items():
         counts = split_counts.get(table, {})
@@ -102,7 +117,7 @@ def empty_split_problems(
                     "split",
                     f"no rows in the {split} split ({have}), needed by {' and '.join(names)}: "
                     "add rows (from more users), or change dataset.valid_fraction / "
-                    "dataset.test_fraction (or the rows' `split` column)",
+                    "dataset.test_fraction (or the rows' `split` column)" + _source(table),
                 )
             )
     return problems

@@ -22,6 +22,15 @@ validates:
   of the first user turn there) is not read; when they hold none, they are
   answers to the text `prompt`, which becomes the user's turn before them.
 
+A preferences table whose every row is a text pair in HH-RLHF text is read as
+the HH conversations it holds: a `prompt` up to the assistant's turn beside
+the answers (Dahoas/full-hh-rlhf's and rm-static's form, which trlX's examples
+read) as prompt + answer; whole conversations as `chosen` and `rejected` as
+they are (the `prompt` repeats their turns). Read as text, HH markup went into
+the pipeline's own Q/A frame past the chat template, or whole conversations
+became the responses. A table that mixes it with plain text
+prompts stays text pairs (as it was read before this form was).
+
 A row in none of these forms is left as it is, so its problems name the
 fields it has; a demonstration with a `completion` that fits neither of its
 forms gets `completion_problem`'s message, since the schema would ask for the
@@ -35,6 +44,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from instructflow.tasks.conversations import parse_hh
 from instructflow.tasks.tables import Problem
 
 
@@ -157,11 +167,32 @@ def _not_conversational(row: dict[str, Any], others: int) -> list[tuple[str, str
     return problems
 
 
+def _hh_form(row: Any) -> dict[str, Any] | None:
+    """A text pair given in HH-RLHF text as the HH conversations it holds, else None: whole
+    conversations as chosen and rejected (the prompt repeats their turns and is not read,
+    as for message lists), or a prompt up to the assistant's empty turn and the answers."""
+    if not isinstance(row, dict) or not all(
+        isinstance(row.get(k), str) for k in ("prompt", "chosen", "rejected")
+    ):
+        return None
+    rest = {k: v for k, v in row.items() if k != "prompt"}
+    if parse_hh(row["chosen"]) and parse_hh(row["rejected"]):
+        return rest
+    turns = parse_hh(row["prompt"])
+    if turns and len(turns) > 1 and turns[-1] == {"role": "assistant", "content": ""}:
+        prompt = row["prompt"].rstrip()
+        return rest | {k: f"{prompt} {row[k].strip()}" for k in ("chosen", "rejected")}
+    return None
+
+
 def own_forms(
     path: Path, table: str, rows: list[tuple[int, Any]]
 ) -> tuple[list[tuple[int, Any]], int, list[Problem]]:
     """The rows with those in a TRL form rewritten to their equivalent; how many were; and
     the problems of rows that look like a TRL form but fit none, left out of the rest."""
+    hh = [_hh_form(obj) for _, obj in rows] if table == "preferences" else []
+    if hh and all(row is not None for row in hh):
+        return [(n, row) for (n, _), row in zip(rows, hh, strict=True)], len(rows), []
     out, converted, problems, forms = [], 0, [], []
     for n, obj in rows:
         if isinstance(obj, dict):

@@ -316,3 +316,70 @@ def test_sweep_with_a_bad_params_file_is_refused_in_one_line(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "unknown field 'ppo.lr_rate'" in err
     assert "Traceback" not in err
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["eval", "export", "latest", "--n", "0"],  # wrote an empty labeling file
+        ["eval", "export", "latest", "--n", "-3"],  # silently left the last 3 prompts out
+        ["evaluate", "champion", "challenger", "--max-prompts", "-1"],
+        ["best-of-n", "--n", "0"],
+        ["best-of-n", "--prompts", "-5"],
+    ],
+)
+def test_a_count_below_one_is_a_usage_error_naming_the_flag(argv, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(argv)
+    assert exit_info.value.code == 2
+    assert f"argument {argv[-2]}: must be a whole number >= 1, got '{argv[-1]}'" in (
+        capsys.readouterr().err
+    )
+
+
+@pytest.mark.parametrize(
+    "argv, said",
+    [
+        (["plan", "--memory", "24XB"], "argument --memory: not a memory size: '24XB'"),  # traceback
+        (["plan", "--seq-len", "-5"], "argument --seq-len: must be a whole number >= 1"),
+        (["plan", "--prompt-len", "0"], "argument --prompt-len: must be a whole number >= 1"),
+    ],
+)
+def test_a_bad_plan_size_is_a_usage_error_naming_the_flag(argv, said, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(argv)
+    assert exit_info.value.code == 2
+    assert said in capsys.readouterr().err
+
+
+def test_sweep_workers_below_one_is_a_usage_error(capsys):
+    # it started Prefect's server and then ended in "ValueError: max_workers must be greater than 0"
+    with pytest.raises(SystemExit) as exit_info:
+        main(["sweep", "--seeds", "0", "--workers", "-2"])
+    assert exit_info.value.code == 2
+    assert "argument --workers: must be a whole number >= 1, got '-2'" in capsys.readouterr().err
+
+
+def test_compare_refuses_a_failed_runs_report_and_reads_a_run_folder(tmp_path, capsys):
+    # given the report of a run that failed in its evaluation (no figures), and a good one
+    failed = {
+        "run": {"mlflow_run_id": "abc", "data_dir": "/data/mine"},
+        "policies": {},
+        "status": "failed",
+        "stopped_at_stage": "evaluation",
+        "error": "ValueError: example is 133 tokens, longer than max_len=128",
+    }
+    (tmp_path / "failed.json").write_text(json.dumps(failed))
+    good = tmp_path / "run1"
+    good.mkdir()
+    (good / "report.json").write_text(json.dumps({"policies": {"ppo": {"kl_to_sft": 0.1}}}))
+    # then comparing with the failed one is refused in one line saying why (it printed an
+    # empty table, calling the dataset run's judge the embedded world's labelers)
+    assert main(["compare", str(tmp_path / "failed.json"), str(good / "report.json")]) == 2
+    assert (
+        f"instructflow compare: {tmp_path / 'failed.json'}: the run failed at stage"
+        " 'evaluation' (ValueError: example is 133 tokens, longer than max_len=128):"
+        " its report has no figures to compare"
+    ) in capsys.readouterr().err
+    # and a run's report folder (reports/<run>, reports/latest) reads as its report.json
+    assert main(["compare", str(good), str(good / "report.json")]) == 0

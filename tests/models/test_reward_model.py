@@ -224,3 +224,27 @@ def test_reward_head_problem_names_architectures_the_rm_cannot_be_built_on():
     assert "'granite' has no sequence-classification class" in granite
     bert = reward_head_problem(BertConfig(num_hidden_layers=1, **small))
     assert "'bert' is not a decoder" in bert and "BertForSequenceClassification" in bert
+
+
+def test_a_sample_longer_once_re_encoded_is_scored_cut_to_the_context(reward_model) -> None:
+    from instructflow.models.lm import context_length
+    from instructflow.tasks.judge import HeldOutJudge
+
+    # given a sampled text that re-encodes to more tokens than were sampled: bytes of one
+    # character sampled as separate tokens decode to U+FFFD, three bytes when encoded again
+    # (a 128-token GPT-2's evaluation failed on one, after every stage had trained)
+    model, tokenizer = reward_model
+    n = context_length(model)
+    text = "\ufffd" * n
+    # then the held-out judge scores it cut at the context's end, its EOS kept
+    [score] = HeldOutJudge(model, tokenizer).score(["hi"], [text])
+    ids, mask = encode_for_reward(tokenizer, ["hi"], [text], n, cut_responses=True)
+    assert int(mask.sum()) == n and int(ids[0, -1]) == tokenizer.eos_token_id
+    with torch.no_grad():
+        assert score == pytest.approx(rewards(model, ids, mask).item())
+    # and a response that fits is encoded as before
+    short, _ = encode_for_reward(tokenizer, PROMPTS, RESPONSES, max_len=64, cut_responses=True)
+    assert torch.equal(short, encode_for_reward(tokenizer, PROMPTS, RESPONSES, max_len=64)[0])
+    # while a row to train on still raises: rows are checked to fit before any training
+    with pytest.raises(ValueError):
+        encode_for_reward(tokenizer, ["hi"], [text], n)

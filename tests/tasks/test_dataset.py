@@ -643,3 +643,22 @@ def test_a_kwise_dataset_with_a_repeated_response_loads_with_a_warning(tmp_path)
     summary = load_dataset(folder, DatasetConfig()).summary
     (warning,) = [w for w in summary["split_warnings"] if "same response twice" in w]
     assert warning.startswith("preferences.jsonl: 1 rankings hold the same response twice (rows 3)")
+
+
+def test_an_empty_split_a_table_took_from_another_tables_stated_splits_says_so(tmp_path):
+    # given pairs with no split column, and prompts (the same prompts) all stated `train`
+    folder = write_pairwise_dataset(tmp_path / "pw", n=60)
+    prompts = [json.loads(line) for line in (folder / "prompts.jsonl").read_text().splitlines()]
+    (folder / "prompts.jsonl").write_text(
+        "".join(json.dumps(r | {"split": "train"}) + "\n" for r in prompts)
+    )
+    with pytest.raises(TableError) as e:
+        load_dataset(folder)
+    # then the refusal of the preferences' empty splits says where their splits came from
+    # (it said to fix "the rows' `split` column", which preferences.jsonl does not have)
+    said = [p.message for p in e.value.problems if p.file.endswith("preferences.jsonl")]
+    assert said and all(
+        "preferences.jsonl states no split: a row takes the split its prompt (or user) has in"
+        " prompts.jsonl, which states splits" in m
+        for m in said
+    )

@@ -56,3 +56,17 @@ def test_a_dataset_that_changed_since_data_add_is_refused_unless_allowed(tmp_pat
     with pytest.raises(DataMismatchError, match="instructflow data add"):
         version_tags(mine, allow_mismatch=False)
     assert version_tags(mine, allow_mismatch=True)["data_mismatch"] == "true"
+
+
+def test_data_add_outside_a_dvc_repository_says_so_in_one_line(tmp_path, monkeypatch, capfd):
+    # given a folder that is not a DVC repository (the package installed with pip, run from
+    # a folder of one's own), holding a valid dataset
+    monkeypatch.setenv("INSTRUCTFLOW_ROOT", str(tmp_path))
+    mine = write_pairwise_dataset(tmp_path / "mine", n=30)
+    # then `data add` refuses in one line saying how to make one (it ended in DVC's
+    # NotDvcRepoError traceback), and nothing is written
+    assert main(["data", "add", str(mine)]) == 2
+    err = capfd.readouterr().err
+    assert "Traceback" not in err
+    assert f"instructflow: {tmp_path} is not a DVC repository" in err and "dvc init" in err
+    assert not (tmp_path / "mine.dvc").exists()

@@ -209,3 +209,23 @@ def test_preferences_given_as_both_jsonl_and_parquet_is_one_problem_not_also_mis
         f"{folder} field 'preferences': table given as both JSONL and Parquet"
     ]
     assert "preferences" not in found
+
+
+def test_a_table_in_hub_shards_is_named_not_silently_half_read(tmp_path):
+    # given pairs saved as the Hub shards a table: preferences.parquet holds the first half,
+    # preferences-00001-of-00002.parquet the rest, which is not read
+    folder = write_pairwise_dataset(tmp_path / "shards", n=60)
+    frame = pd.DataFrame(_lines(folder / "preferences.jsonl"))
+    (folder / "preferences.jsonl").unlink()
+    frame.iloc[:30].to_parquet(folder / "preferences.parquet")
+    frame.iloc[30:].to_parquet(folder / "preferences-00001-of-00002.parquet")
+    # then a warning says that its rows are not read, and where they go
+    assert load_dataset(folder).summary["naming_warnings"] == [
+        "preferences-00001-of-00002.parquet is not read: it is a shard of the preferences"
+        " table, and a table is one file: put its rows in preferences.parquet"
+    ]
+    # and with every shard so named, the refusal names them
+    (folder / "preferences.parquet").rename(folder / "preferences-00000-of-00002.parquet")
+    message = _message(folder)
+    assert "no preferences.jsonl or preferences.parquet" in message
+    assert "preferences-00000-of-00002.parquet is not read: it is a shard" in message

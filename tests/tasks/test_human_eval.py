@@ -227,3 +227,72 @@ def test_texts_a_spreadsheet_saved_with_crlf_line_ends_match_the_export():
         prompt, "A cat.\n"
     )
     assert text_digest(prompt, "A cat.") != text_digest(prompt, "A dog.")
+
+
+def _excel_text(path, delimiter: str) -> str:
+    """The CSV `_write_csv` writes, as Excel saves it: a BOM, CRLF and `delimiter` between cells."""
+    _write_csv(path, _filled_rows())
+    with path.open(newline="") as handle:
+        rows = list(csv.reader(handle))
+    lines = [delimiter.join(row) for row in rows]
+    return "\ufeff" + "\r\n".join(lines) + "\r\n"
+
+
+@pytest.mark.parametrize("delimiter", [",", ";"])
+def test_a_csv_saved_by_excel_reads_back_as_rankings(tmp_path, delimiter):
+    # given the filled file saved by Excel as "CSV UTF-8": a byte-order mark before the
+    # header, CRLF line ends, and (in locales with a decimal comma) ';' between cells
+    path = tmp_path / "filled.csv"
+    path.write_bytes(_excel_text(path, delimiter).encode("utf-8"))
+    # then it reads as the file written without them
+    labels = read_labels(path, _key())
+    assert labels["item-0000"]["ranking"] == ["C", "A", "B"]
+    assert labels["item-0001"]["likert"] == {"A": 6, "B": 5, "C": 3}
+
+
+def test_a_csv_without_the_columns_or_not_utf8_is_one_problem_naming_the_file(tmp_path):
+    # given a file saved in a legacy code page (not UTF-8), and one whose header lacks item_id
+    legacy = tmp_path / "legacy.csv"
+    text = _excel_text(legacy, ",").lstrip("\ufeff").replace(",r,", ",r\u00e9,")
+    legacy.write_bytes(text.encode("cp1252"))
+    assert _problems(legacy) == [
+        f"{legacy} field '<file>': not UTF-8 text (byte 0xe9 at offset 58): save it as UTF-8"
+    ]
+    renamed = tmp_path / "renamed.csv"
+    renamed.write_text(_excel_text(renamed, ",").replace("item_id", "Item"), encoding="utf-8")
+    assert _problems(renamed) == [
+        f"{renamed} row 1 field 'item_id': no such column (the header has: Item, prompt,"
+        " label, response, rank, likert)"
+    ]
+
+
+def test_a_jsonl_saved_with_a_bom_and_raw_unicode_line_separators_reads_back(tmp_path):
+    # given the filled JSONL re-saved by an editor: a byte-order mark first, and non-ASCII
+    # written raw, a response holding U+2028 and U+0085 (which str.splitlines splits at)
+    path = tmp_path / "filled.jsonl"
+    rows = [
+        {"item_id": "item-0000", "ranking": ["C", "A", "B"], "likert": {}, "note": "a\u2028b"},
+        {"item_id": "item-0001", "ranking": ["B", "A", "C"], "likert": {}, "note": "c\x85d"},
+    ]
+    text = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows)
+    path.write_bytes(("\ufeff" + text).encode("utf-8"))
+    # then it reads as the file the export wrote
+    labels = read_labels(path, _key())
+    assert labels["item-0000"]["ranking"] == ["C", "A", "B"]
+    assert labels["item-0001"]["ranking"] == ["B", "A", "C"]
+
+
+def test_a_missing_file_or_one_of_another_kind_is_one_problem_naming_it(tmp_path):
+    # given no file at the path given (a typo), and a filled file saved as .txt
+    missing, text = tmp_path / "filld.csv", tmp_path / "filled.txt"
+    _write_csv(text, _filled_rows())
+    # then each is one problem naming the file (the first ended in a traceback, the second
+    # was read as JSONL: a malformed-JSON problem on every line)
+    assert _problems(missing) == [f"{missing} field '<file>': file not found"]
+    assert _problems(text) == [
+        f"{text} field '<file>': expected a .csv or .jsonl file, as `eval export` writes them"
+    ]
+    # and a CSV whose suffix a Windows tool wrote in capitals reads as CSV
+    upper = tmp_path / "FILLED.CSV"
+    _write_csv(upper, _filled_rows())
+    assert read_labels(upper, _key())["item-0000"]["ranking"] == ["C", "A", "B"]

@@ -330,3 +330,49 @@ def test_a_bad_row_in_a_trl_form_names_the_fields_the_user_wrote_not_their_equiv
         ("prompts.jsonl", 2, "prompt"),
     ]
     assert found[2][3].startswith("does not end on a user turn")
+
+
+def test_pairs_whose_text_prompt_is_hh_text_load_as_the_same_conversations(tmp_path):
+    # given the same 120 rows as whole HH conversations, and in Dahoas/full-hh-rlhf's form
+    # (the prompt in HH text up to "Assistant:", the answers alone, a `response` copy)
+    own, hub = tmp_path / "own", tmp_path / "hub"
+    own.mkdir(), hub.mkdir()
+    rows = _tasks(120)
+    _write(own, "preferences", [
+        {"chosen": f"\n\nHuman: {p}\n\nAssistant: {g}",
+         "rejected": f"\n\nHuman: {p}\n\nAssistant: {b}", "user_id": u} for u, p, g, b in rows
+    ])  # fmt: skip
+    _write(hub, "preferences", [
+        {"prompt": f"\n\nHuman: {p}\n\nAssistant:", "response": f" {g}", "chosen": f" {g}",
+         "rejected": f" {b}", "user_id": u} for u, p, g, b in rows
+    ])  # fmt: skip
+    # when both load
+    ours, theirs = load_dataset(own), load_dataset(hub)
+    # then the prompt is the conversation's user turn, not the HH text inside the Q/A frame
+    assert [(i.prompt, i.responses) for i in ours.preferences] == [
+        (i.prompt, i.responses) for i in theirs.preferences
+    ]
+    assert theirs.preferences[0].prompt == rows[0][1]
+    assert ours.summary["split_counts"] == theirs.summary["split_counts"]
+    assert theirs.summary["trl_forms"] == {"preferences": 120}
+    # and so do whole HH conversations beside a prompt, in HH text or as text (they were
+    # responses: the whole conversation the answer)
+    for prompt_of in (lambda p: f"\n\nHuman: {p}\n\nAssistant:", lambda p: p):
+        whole = tmp_path / "whole"
+        whole.mkdir(exist_ok=True)
+        own_rows = [
+            json.loads(line) for line in (own / "preferences.jsonl").read_text().splitlines()
+        ]
+        _write(whole, "preferences", [
+            r | {"prompt": prompt_of(p)} for r, (_, p, _, _) in zip(own_rows, rows, strict=True)
+        ])  # fmt: skip
+        assert [(i.prompt, i.responses) for i in load_dataset(whole).preferences] == [
+            (i.prompt, i.responses) for i in ours.preferences
+        ]
+    # and a table mixing such rows with plain text prompts is read as text pairs, as before
+    mixed = tmp_path / "mixed"
+    mixed.mkdir()
+    text_rows = [json.loads(line) for line in (hub / "preferences.jsonl").read_text().splitlines()]
+    text_rows[0]["prompt"] = rows[0][1]
+    _write(mixed, "preferences", text_rows)
+    assert load_dataset(mixed).summary["preference_shape"] == "pairwise"
