@@ -181,10 +181,10 @@ def _item(
         prompt=prompt,
         responses=responses,
         ranking=list(range(len(responses))),
-        user_id=obj.get("user_id"),
+        user_id=ds.identifier(obj.get("user_id")),
         stated_split=canonical_split(obj.get("split")),
         category=obj.get("category"),
-        labeler_id=obj.get("labeler_id"),
+        labeler_id=ds.identifier(obj.get("labeler_id")),
         meta=meta,
     )
 

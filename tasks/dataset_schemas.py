@@ -72,13 +72,38 @@ def _text(description: str, required: bool = True) -> pa.Column:
     )
 
 
+NOT_AN_ID = "must be a string or an integer"
+
+
+def _integral(value: Any) -> bool:
+    """An int, or a float holding one: a Parquet integer column with a null reads as float64."""
+    if isinstance(value, float):
+        return value.is_integer()
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def identifier(value: Any) -> str | None:
+    """An id column's value as text: Hub tables often number users and labelers."""
+    if _null(value):
+        return None
+    return str(int(value)) if _integral(value) else value
+
+
+def _id(description: str) -> pa.Column:
+    """An optional id: text (checked as `_text` checks it) or an integer."""
+    text = _text(description, required=False)
+    checks = [
+        _check(lambda v: isinstance(v, str) or _integral(v), NOT_AN_ID, required=False),
+        *(c for c in text.checks if c.error != schemas.NOT_A_STRING),
+    ]
+    return pa.Column(checks=checks, required=False, nullable=True, description=description)
+
+
 def _common() -> dict[str, pa.Column]:
     """Columns any table may carry."""
     return {
-        "prompt_id": _text("Your id of the prompt (kept as metadata).", required=False),
-        "user_id": _text(
-            "Who wrote the prompt: splits are by user when every row has one.", required=False
-        ),
+        "prompt_id": _id("Your id of the prompt (kept as metadata)."),
+        "user_id": _id("Who wrote the prompt: splits are by user when every row has one."),
         "split": pa.Column(
             checks=[
                 _check(
@@ -93,7 +118,7 @@ def _common() -> dict[str, pa.Column]:
             "split by hash.",
         ),
         "category": _text("Task family of the prompt (per-family metrics).", required=False),
-        "labeler_id": _text("Who wrote or ranked the responses.", required=False),
+        "labeler_id": _id("Who wrote or ranked the responses."),
     }
 
 
