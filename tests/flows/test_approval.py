@@ -123,6 +123,15 @@ def test_no_answer_before_the_timeout_is_no_promotion(prefect_harness):
     assert result["reviewer"] == "nobody"
 
 
+def test_a_run_nobody_answered_still_completes(prefect_harness):
+    # Prefect keeps a timed-out pause Paused and refuses the run's Completed after it
+    # ("never resumed"): the pipeline went on to its report, yet its flow run ended
+    # Failed and `instructflow run` raised on it.
+    state = asks_for_approval(timeout_s=2, return_state=True)
+    assert state.is_completed(), state.message
+    assert state.result()["decision"] == "timeout"
+
+
 def test_no_question_when_approval_is_off_or_the_gate_failed():
     assert after_gate(GateConfig(), "m", GATE, "ppo_ptx", POLICIES, []) is GATE
     failed = GATE | {"promote": False}
