@@ -33,8 +33,12 @@ class PromotionApproval(RunInput):
     decision: Literal["Approve", "Reject"] = Field(
         description="Approve moves `champion` to this version; Reject leaves it where it is."
     )
-    reviewer: str = Field(min_length=1, description="Who decides (your name).")
-    reason: str = Field(min_length=1, description="Why: it goes into the model version's tags.")
+    # pattern: not blank. min_length let whitespace through, stripped to '' in the tags;
+    # a pattern is in the form's JSON schema, which Prefect checks a resume's input against.
+    reviewer: str = Field(min_length=1, pattern=r"\S", description="Who decides (your name).")
+    reason: str = Field(
+        min_length=1, pattern=r"\S", description="Why: it goes into the model version's tags."
+    )
 
 
 @dataclass(frozen=True)

@@ -17,6 +17,7 @@ from prefect.runtime import flow_run
 
 from instructflow.flows.approval import (
     Approval,
+    PromotionApproval,
     after_gate,
     evidence_markdown,
     request_approval,
@@ -189,3 +190,18 @@ def test_a_dataset_gates_evidence_names_the_judge_and_leaves_out_what_a_dataset_
     )
     assert "public-suite" not in text and "gold score" not in text
     assert "| KL to SFT (nats) | 0.500 | 0 |" in text
+
+
+@pytest.mark.parametrize("field", ["reviewer", "reason"])
+def test_a_blank_reviewer_or_reason_is_refused_on_the_form(field):
+    # Whitespace passed min_length and was stripped: the version's tags said
+    # approval_by='' (who decided, unknown). Prefect checks a resume's input against
+    # the form's JSON schema, so the refusal has to be in the schema.
+    import jsonschema
+    from pydantic import ValidationError
+
+    answer = {"decision": "Approve", "reviewer": "ana", "reason": "wins"} | {field: "  \t"}
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate(answer, PromotionApproval.model_json_schema())
+    with pytest.raises(ValidationError):
+        PromotionApproval(**answer)
