@@ -143,6 +143,9 @@ echo "global concurrency limit instructflow-registry exists (training slots are 
     exit 1
 }
 echo "deployed rlhf_pipeline/scheduled-retrain, smoke-check and manual-run from $CODE_DIR"
+# Prefect leaves the top level of their parameter schema open: a run with its settings
+# not under "params" was accepted, then crashed in the worker (flows/deploy_schema.py).
+"$BIN/python" -m instructflow.flows.deploy_schema >/dev/null
 wait_healthy mlflow "$MLFLOW_URL/health" 180
 
 # --- worker ----------------------------------------------------------------------------
