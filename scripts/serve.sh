@@ -75,7 +75,10 @@ EOF
 start() { # start NAME COMMAND...: in its own session (process group = PID), logging to .serve/NAME.log
     local name="$1"
     shift
-    setsid "$@" >"$STATE/$name.log" 2>&1 </dev/null &
+    # Appended, not truncated: a service restarted after it died keeps the lines that
+    # say why (a killed worker's log holds its flow runs' last output).
+    echo "--- $(date -u +%Y-%m-%dT%H:%M:%SZ) serve.sh starts $name" >>"$STATE/$name.log"
+    setsid "$@" >>"$STATE/$name.log" 2>&1 </dev/null &
     echo $! >"$STATE/$name.pid"
 }
 
