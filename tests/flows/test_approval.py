@@ -205,3 +205,31 @@ def test_a_blank_reviewer_or_reason_is_refused_on_the_form(field):
         jsonschema.validate(answer, PromotionApproval.model_json_schema())
     with pytest.raises(ValidationError):
         PromotionApproval(**answer)
+
+
+def test_a_run_cancelled_while_paused_is_not_put_back_running(prefect_harness):
+    from prefect.states import Cancelling
+
+    seen: dict = {}
+
+    def cancel() -> None:
+        deadline = time.monotonic() + 60
+        with get_client(sync_client=True) as client:
+            while time.monotonic() < deadline and not seen:
+                for run in client.read_flow_runs():
+                    if run.state and run.state.is_paused() and run.state.state_details.pause_key:
+                        if run.name.startswith("cancel-me"):
+                            seen["id"] = run.id
+                            client.set_flow_run_state(run.id, Cancelling(), force=True)
+                time.sleep(0.3)
+
+    thread = threading.Thread(target=cancel, daemon=True)
+    thread.start()
+    state = asks_for_approval.with_options(flow_run_name="cancel-me")(
+        timeout_s=3, return_state=True
+    )
+    thread.join(timeout=5)
+    assert seen
+    with get_client(sync_client=True) as client:
+        assert not client.read_flow_run(seen["id"]).state.is_running()
+    assert not state.is_running()
