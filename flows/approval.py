@@ -13,10 +13,12 @@ from typing import Any, Literal
 
 import mlflow
 from mlflow import MlflowClient
-from prefect import get_run_logger
+from prefect import get_client, get_run_logger
+from prefect.context import FlowRunContext
 from prefect.exceptions import FlowPauseTimeout
 from prefect.flow_runs import pause_flow_run
 from prefect.input import RunInput
+from prefect.states import Running
 from pydantic import Field
 
 from instructflow.tasks.concurrency import registry_slot
@@ -31,8 +33,12 @@ class PromotionApproval(RunInput):
     decision: Literal["Approve", "Reject"] = Field(
         description="Approve moves `champion` to this version; Reject leaves it where it is."
     )
-    reviewer: str = Field(min_length=1, description="Who decides (your name).")
-    reason: str = Field(min_length=1, description="Why: it goes into the model version's tags.")
+    # pattern: not blank. min_length let whitespace through, stripped to '' in the tags;
+    # a pattern is in the form's JSON schema, which Prefect checks a resume's input against.
+    reviewer: str = Field(min_length=1, pattern=r"\S", description="Who decides (your name).")
+    reason: str = Field(
+        min_length=1, pattern=r"\S", description="Why: it goes into the model version's tags."
+    )
 
 
 @dataclass(frozen=True)
@@ -110,6 +116,18 @@ def evidence_markdown(
     return "\n".join(lines) + "\n"
 
 
+def _running_again() -> None:
+    """Put this flow run back in Running after a pause nobody answered.
+
+    Prefect leaves a timed-out pause Paused and later refuses the run's Completed
+    ("The flow was completed and never resumed"): the run went on to its report, yet
+    ended Failed, and `instructflow run` raised on it. No answer is a decision here
+    (no promotion), so the run carries on; force: the server would refuse the move.
+    """
+    with get_client(sync_client=True) as client:
+        client.set_flow_run_state(FlowRunContext.get().flow_run.id, Running(), force=True)
+
+
 def request_approval(evidence: str, timeout_s: int, poll_s: int = 5) -> Approval:
     """Pause this flow run until a person answers the form, or the timeout passes."""
     logger = get_run_logger()
@@ -118,6 +136,7 @@ def request_approval(evidence: str, timeout_s: int, poll_s: int = 5) -> Approval
         answer = pause_flow_run(wait_for_input=form, timeout=timeout_s, poll_interval=poll_s)
     except FlowPauseTimeout:
         logger.warning("no approval within %s s: champion stays where it is", timeout_s)
+        _running_again()
         return Approval("timeout", "nobody", f"no answer within {timeout_s} s")
     decision = "approved" if answer.decision == "Approve" else "rejected"
     logger.info("promotion %s by %s: %s", decision, answer.reviewer, answer.reason)

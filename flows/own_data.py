@@ -49,11 +49,15 @@ from instructflow.tasks.input_checks import base_model_problems
 from instructflow.tasks.lengths import fewshot_prefix_that_fits
 from instructflow.tasks.lora_checks import lora_target_problems, model_config
 from instructflow.tasks.paths import reports_dir
+from instructflow.tasks.preflight import InputRefused
 from instructflow.tasks.stage import content_digest
 from instructflow.tasks.tables import TableError
 from instructflow.world import layout
 
-NEEDS_BASE = "a run on your own data needs --base-model (a local Hugging Face causal-LM directory)"
+NEEDS_BASE = (
+    "a run on your own data needs a base model (--base-model, or base_model in the run's "
+    "parameters): a local Hugging Face causal-LM directory"
+)
 NO_PRETRAIN = "skipped: the dataset has no pretrain table (PPO-ptx mixes pretraining text into PPO)"
 # The dataset's rows fit the context, but not necessarily behind base_fewshot's examples.
 FEWSHOT_CUT = (
@@ -102,8 +106,12 @@ def run(
 ) -> dict:
     """The stages on `params.data` inside the running flow and MLflow parent run; returns the report."""
     logger = get_run_logger()
+    # A run from the Prefect form or API skips the CLI's preflight: these are refusals
+    # (explained errors: the flow run fails with the line, no traceback), not bugs.
     if not params.base_model:
-        raise ValueError(NEEDS_BASE)
+        raise InputRefused(NEEDS_BASE)
+    if (missing := missing_folder(Path(params.data))) is not None:
+        raise TableError([missing])
     data_dir = Path(params.data).resolve()
     if problems := lora_target_problems(params, model_config(params.base_model)):
         raise TableError(problems)  # a run from the Prefect form skips the CLI's preflight

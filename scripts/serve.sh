@@ -75,7 +75,10 @@ EOF
 start() { # start NAME COMMAND...: in its own session (process group = PID), logging to .serve/NAME.log
     local name="$1"
     shift
-    setsid "$@" >"$STATE/$name.log" 2>&1 </dev/null &
+    # Appended, not truncated: a service restarted after it died keeps the lines that
+    # say why (a killed worker's log holds its flow runs' last output).
+    echo "--- $(date -u +%Y-%m-%dT%H:%M:%SZ) serve.sh starts $name" >>"$STATE/$name.log"
+    setsid "$@" >>"$STATE/$name.log" 2>&1 </dev/null &
     echo $! >"$STATE/$name.pid"
 }
 
@@ -143,6 +146,9 @@ echo "global concurrency limit instructflow-registry exists (training slots are 
     exit 1
 }
 echo "deployed rlhf_pipeline/scheduled-retrain, smoke-check and manual-run from $CODE_DIR"
+# Prefect leaves the top level of their parameter schema open: a run with its settings
+# not under "params" was accepted, then crashed in the worker (flows/deploy_schema.py).
+"$BIN/python" -m instructflow.flows.deploy_schema >/dev/null
 wait_healthy mlflow "$MLFLOW_URL/health" 180
 
 # --- worker ----------------------------------------------------------------------------

@@ -17,6 +17,7 @@ from prefect.runtime import flow_run
 
 from instructflow.flows.approval import (
     Approval,
+    PromotionApproval,
     after_gate,
     evidence_markdown,
     request_approval,
@@ -123,6 +124,15 @@ def test_no_answer_before_the_timeout_is_no_promotion(prefect_harness):
     assert result["reviewer"] == "nobody"
 
 
+def test_a_run_nobody_answered_still_completes(prefect_harness):
+    # Prefect keeps a timed-out pause Paused and refuses the run's Completed after it
+    # ("never resumed"): the pipeline went on to its report, yet its flow run ended
+    # Failed and `instructflow run` raised on it.
+    state = asks_for_approval(timeout_s=2, return_state=True)
+    assert state.is_completed(), state.message
+    assert state.result()["decision"] == "timeout"
+
+
 def test_no_question_when_approval_is_off_or_the_gate_failed():
     assert after_gate(GateConfig(), "m", GATE, "ppo_ptx", POLICIES, []) is GATE
     failed = GATE | {"promote": False}
@@ -180,3 +190,46 @@ def test_a_dataset_gates_evidence_names_the_judge_and_leaves_out_what_a_dataset_
     )
     assert "public-suite" not in text and "gold score" not in text
     assert "| KL to SFT (nats) | 0.500 | 0 |" in text
+
+
+@pytest.mark.parametrize("field", ["reviewer", "reason"])
+def test_a_blank_reviewer_or_reason_is_refused_on_the_form(field):
+    # Whitespace passed min_length and was stripped: the version's tags said
+    # approval_by='' (who decided, unknown). Prefect checks a resume's input against
+    # the form's JSON schema, so the refusal has to be in the schema.
+    import jsonschema
+    from pydantic import ValidationError
+
+    answer = {"decision": "Approve", "reviewer": "ana", "reason": "wins"} | {field: "  \t"}
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate(answer, PromotionApproval.model_json_schema())
+    with pytest.raises(ValidationError):
+        PromotionApproval(**answer)
+
+
+def test_a_run_cancelled_while_paused_is_not_put_back_running(prefect_harness):
+    from prefect.states import Cancelling
+
+    seen: dict = {}
+
+    def cancel() -> None:
+        deadline = time.monotonic() + 60
+        with get_client(sync_client=True) as client:
+            while time.monotonic() < deadline and not seen:
+                for run in client.read_flow_runs():
+                    if run.state and run.state.is_paused() and run.state.state_details.pause_key:
+                        if run.name.startswith("cancel-me"):
+                            seen["id"] = run.id
+                            client.set_flow_run_state(run.id, Cancelling(), force=True)
+                time.sleep(0.3)
+
+    thread = threading.Thread(target=cancel, daemon=True)
+    thread.start()
+    state = asks_for_approval.with_options(flow_run_name="cancel-me")(
+        timeout_s=3, return_state=True
+    )
+    thread.join(timeout=5)
+    assert seen
+    with get_client(sync_client=True) as client:
+        assert not client.read_flow_run(seen["id"]).state.is_running()
+    assert not state.is_running()

@@ -1,0 +1,58 @@
+"""A run on your own data started from the Prefect form or API (no CLI preflight) refuses a
+missing dataset folder or base model in one line, as the CLI does: no traceback, nothing trained."""
+
+import pytest
+
+from instructflow.flows import explained_errors
+from instructflow.flows.params import PipelineParams
+from tests.tiny_models import tiny_llama
+
+
+@pytest.fixture
+def project(tmp_path, monkeypatch, prefect_harness):
+    root = tmp_path / "project"
+    root.mkdir()
+    monkeypatch.setenv("INSTRUCTFLOW_ROOT", str(root))
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{root / 'mlflow.db'}")
+    return root
+
+
+def _refusal(params: PipelineParams) -> tuple[str, BaseException]:
+    from instructflow.flows.pipeline import rlhf_pipeline
+
+    state = rlhf_pipeline(params, return_state=True)  # as a worker runs a deployment's flow run
+    assert state.is_failed()
+    error = state.result(raise_on_failure=False)
+    assert isinstance(error, BaseException)
+    return state.message, error
+
+
+def _nothing_trained(root) -> None:
+    from mlflow import MlflowClient
+
+    client = MlflowClient(f"sqlite:///{root / 'mlflow.db'}")
+    runs = client.search_runs([e.experiment_id for e in client.search_experiments()])
+    assert [r.info.status for r in runs] == ["FAILED"]  # the parent run, with the reason
+    assert client.search_registered_models() == []
+    assert not (root / "runs").exists() or not any((root / "runs").glob("sft*"))
+
+
+def test_a_missing_dataset_folder_is_refused_not_a_crash(project, tmp_path):
+    llama = tiny_llama(tmp_path / "llama", ["hello there, how are you today"] * 20)
+    missing = tmp_path / "no-such-data"
+
+    message, error = _refusal(
+        PipelineParams(profile="smoke", data=str(missing), base_model=str(llama))
+    )
+
+    assert explained_errors.is_explained(error)  # logged without a traceback
+    assert f"{missing} field 'data': no such directory" in message
+    _nothing_trained(project)
+
+
+def test_a_dataset_without_a_base_model_is_refused_not_a_crash(project, tmp_path):
+    message, error = _refusal(PipelineParams(profile="smoke", data=str(tmp_path)))
+
+    assert explained_errors.is_explained(error)
+    assert "needs a base model" in message and "base_model" in message
+    _nothing_trained(project)

@@ -1,0 +1,36 @@
+"""scripts/serve.sh keeps a restarted service's earlier log: after a worker that died
+(kill -9, OOM) is started again, its last lines are what explain the failed flow runs."""
+
+import subprocess
+from pathlib import Path
+
+SERVE = Path(__file__).resolve().parents[2] / "scripts" / "serve.sh"
+
+
+def _start(state: Path, name: str, *command: str) -> None:
+    """serve.sh's own `start` function, run on its own with a stand-in command."""
+    script = SERVE.read_text()
+    start = script[script.index("start() {") :]
+    start = start[: start.index("\n}\n") + 3]
+    subprocess.run(
+        [
+            "bash",
+            "-c",
+            f'{start}STATE="$1"; shift; start "$@"; wait',
+            "-",
+            str(state),
+            name,
+            *command,
+        ],
+        check=True,
+        timeout=30,
+    )
+
+
+def test_a_restarted_service_appends_to_its_log(tmp_path):
+    _start(tmp_path, "worker", "echo", "first worker: flow run crashed here")
+    _start(tmp_path, "worker", "echo", "second worker")
+
+    log = (tmp_path / "worker.log").read_text()
+    assert "first worker: flow run crashed here" in log
+    assert log.index("first worker") < log.index("second worker")
