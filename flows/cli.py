@@ -19,6 +19,7 @@ instructflow compare A.json B.json       two reports side by side, saying if mac
 import argparse
 import gc
 import sys
+from importlib.metadata import version
 
 from instructflow.flows import cli_data, cli_models, cli_run
 from instructflow.tasks import heap
@@ -29,6 +30,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="instructflow",
         description="InstructGPT-style RLHF pipeline on Prefect, MLflow and DVC.",
+    )
+    parser.add_argument(
+        "--version", action="version", version=f"instructflow {version('instructflow')}"
     )
     sub = parser.add_subparsers(dest="command", required=True)
     # One module per group of subcommands, each with its handlers and its arguments.

@@ -19,7 +19,7 @@ from typing import Any
 VECTOR_FLAG = re.compile(r"^(avx.*|amx.*|fma|f16c|sse4_2|asimd.*|sve.*|neon)$")
 # Fields that describe the machine or the software rather than the run.
 MACHINE_FIELDS = ("cpu_model", "cpu_flags", "torch_cpu_capability", "gpu", "platform")
-SOFTWARE_FIELDS = ("torch", "transformers", "python")
+SOFTWARE_FIELDS = ("torch", "transformers", "python", "instructflow")
 RUN_FIELDS = ("threads", "processes", "seed", "git_commit", "git_clean")
 # What a report's `run` block says the run was made from, besides its provenance.
 INPUT_FIELDS = ("profile", "world_version", "dvc_data_md5", "data_dir")
@@ -117,6 +117,8 @@ def collect(seed: int, code_root: Path | None = None, processes: int = 1) -> dic
         "python": platform.python_version(),
         "torch": torch.__version__,
         "transformers": _package_version("transformers"),
+        # what an installed (pip) copy has to say of its code: it has no git checkout
+        "instructflow": _package_version("instructflow"),
         "git_commit": commit,
         "git_clean": clean,
     }

@@ -383,3 +383,12 @@ def test_compare_refuses_a_failed_runs_report_and_reads_a_run_folder(tmp_path, c
     ) in capsys.readouterr().err
     # and a run's report folder (reports/<run>, reports/latest) reads as its report.json
     assert main(["compare", str(good), str(good / "report.json")]) == 0
+
+
+def test_version_prints_the_installed_distributions(capsys):
+    from importlib.metadata import version
+
+    with pytest.raises(SystemExit) as e:
+        main(["--version"])
+    assert e.value.code == 0
+    assert capsys.readouterr().out.strip() == f"instructflow {version('instructflow')}"

@@ -1,5 +1,7 @@
 """Provenance: what a report records about where it was made, and how two reports compare."""
 
+from importlib.metadata import version
+
 import pytest
 import torch
 
@@ -28,6 +30,7 @@ def test_collect_records_machine_software_threads_seed_and_commit():
     assert prov["seed"] == 7 and prov["processes"] == 2
     assert prov["threads"] == torch.get_num_threads()
     assert prov["torch"] == torch.__version__
+    assert prov["instructflow"] == version("instructflow")  # an installed copy has no commit
     for field in ("transformers", "cpu_model", "cpu_flags", "torch_cpu_capability", "git_commit"):
         assert prov[field] not in (None, "", "absent"), field
     assert "gpu" in prov and prov["git_clean"] in (True, False)
