@@ -179,7 +179,9 @@ def _item(
         file=str(path),
         row=row,
         prompt=prompt,
-        responses=responses,
+        # as conversation answers are: a text answer's leading space (TRL's prompt +
+        # completion form) would follow the frame's own space: "A:  answer"
+        responses=[r.strip() for r in responses],
         ranking=list(range(len(responses))),
         user_id=ds.identifier(obj.get("user_id")),
         stated_split=canonical_split(obj.get("split")),

@@ -1,4 +1,4 @@
-"""Id columns (user_id, labeler_id, prompt_id) given as integers, as many Hub tables number them."""
+"""Own data as the Hub gives it: id columns as integers, answers with surrounding whitespace."""
 
 import json
 from pathlib import Path
@@ -9,7 +9,7 @@ import pytest
 from instructflow.tasks.dataset import load_dataset
 from instructflow.tasks.dataset_schemas import identifier
 from instructflow.tasks.tables import TableError
-from tests.own_data import write_hh_dataset
+from tests.own_data import write_hh_dataset, write_pairwise_dataset
 
 TABLES = ("prompts", "demonstrations", "preferences")
 
@@ -81,3 +81,15 @@ def test_a_parquet_integer_column_with_a_gap_names_only_the_gap(tmp_path):
         load_dataset(folder)
     assert [(p.row, p.field) for p in e.value.problems] == [(3, "user_id")]
     assert "missing while 59 other rows of this table have one" in str(e.value)
+
+
+def test_text_answers_lose_surrounding_whitespace_as_conversation_answers_do(tmp_path):
+    # given TRL's prompt + completion texts, whose completions start with a space
+    folder = write_pairwise_dataset(tmp_path / "pw", n=60)
+    path = folder / "preferences.jsonl"
+    rows = [json.loads(line) for line in path.read_text().splitlines()]
+    spaced = [r | {"chosen": f" {r['chosen']}\n", "rejected": f" {r['rejected']}"} for r in rows]
+    path.write_text("".join(json.dumps(r) + "\n" for r in spaced))
+    # then each answer is read without it (the frame "A: " adds its own space)
+    loaded = load_dataset(folder).preferences
+    assert [i.responses for i in loaded] == [[r["chosen"], r["rejected"]] for r in rows]
