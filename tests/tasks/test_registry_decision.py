@@ -47,7 +47,7 @@ def test_a_passed_gate_is_tagged_with_its_evidence_and_made_champion():
     # when a passed gate that may promote is recorded
     recorded = record_decision(client, "m", "3", PASSED, PROMOTE, "held-out judge")
     # then every decided field is a tag (the None public-suite figures are not), with the
-    # evidence, and the version is champion, promoted by the gate
+    # evidence, and the version is champion, promoted by the gate, beside the one it replaced
     assert client.tags == {
         "gate_promote": "True",
         "gate_reason": "beats sft: win rate 0.700 (95% CI 0.620-0.780)",
@@ -57,6 +57,7 @@ def test_a_passed_gate_is_tagged_with_its_evidence_and_made_champion():
         "gate_win_margin": "0.0",
         "gate_evidence": "held-out judge",
         "promoted_by": "gate",
+        "previous_champion": "None",  # there was none: the version to roll back to
     }
     assert client.aliases == {"champion": "3"}
     # and the decision comes back as tagged: unchanged
