@@ -36,6 +36,26 @@ def _cmd_data_add(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_data_from_hub(args: argparse.Namespace) -> int:
+    from instructflow.tasks.hub_import import HubImportError, gather
+
+    try:
+        mapping = dict(pair.split("=", 1) for pair in args.split)
+    except ValueError:
+        print(f"instructflow: --split {args.split}: each is NAME=SPLIT", file=sys.stderr)
+        return 2
+    out = Path(args.out)
+    try:
+        rows = gather(Path(args.snapshot), out, args.table, mapping)
+    except HubImportError as error:
+        print(f"instructflow: {error}", file=sys.stderr)
+        return 2
+    for split, count in rows.items():
+        print(f"{split}: {count} rows" if count else f"{split}: left out")
+    print(f"wrote {out / (args.table + '.parquet')}; next: instructflow data validate {out}")
+    return 0
+
+
 def _cmd_data_verify(_args: argparse.Namespace) -> int:
     from instructflow.tasks import data_version
 
@@ -168,6 +188,27 @@ def add_commands(sub) -> None:
     )
     add.add_argument("dir", help="the dataset directory, inside the project")
     add.set_defaults(func=_cmd_data_add)
+    hub = data_sub.add_parser(
+        "from-hub",
+        help="Gather a Hub dataset's split files into one table with a split column.",
+        description="Read every shard of every split of a Hub dataset snapshot (SNAPSHOT or "
+        "SNAPSHOT/data: train-00000-of-00002.parquet, test.jsonl, ...) and write "
+        "OUT/<table>.parquet with a `split` column, as `run --data OUT` reads it.",
+    )
+    hub.add_argument("snapshot", help="the downloaded dataset's folder")
+    hub.add_argument("out", help="the dataset directory to write the table into")
+    hub.add_argument(
+        "--table", default="preferences", choices=["preferences", "prompts", "demonstrations"]
+    )
+    hub.add_argument(
+        "--split",
+        action="append",
+        default=[],
+        metavar="NAME=SPLIT",
+        help="what a Hub split is here: train, valid, test or skip (e.g. train_prefs=train; "
+        "train, test, validation need none); repeat per split",
+    )
+    hub.set_defaults(func=_cmd_data_from_hub)
     ver = data_sub.add_parser(
         "verify",
         help="Check data/ against data.dvc.",

@@ -112,6 +112,9 @@ def shard_table(file_name: str) -> str | None:
     return nearest(match["table"], TABLE_NAMES) if match else None
 
 
+FROM_HUB = " (`instructflow data from-hub` gathers a Hub download's split files into one)"
+
+
 def shard_file_hint(file_name: str) -> str | None:
     """Where the rows of a file named as one shard of a table go, or None."""
     if (table := shard_table(file_name)) is None:
@@ -131,7 +134,7 @@ def split_file_hint(file_name: str) -> str | None:
     into = f"{table}.jsonl" if table else "its table's file (preferences.jsonl, ...)"
     return (
         f"{file_name} is not read: a table is one file whose rows name their split; "
-        f'put its rows in {into} with "split": "{split}"'
+        f'put its rows in {into} with "split": "{split}"{FROM_HUB}'
     )
 
 

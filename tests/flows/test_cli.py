@@ -23,6 +23,7 @@ SUBCOMMANDS = [
     ["data", "verify"],
     ["data", "validate"],
     ["data", "add"],
+    ["data", "from-hub"],
     ["promote"],
     ["evaluate"],
     ["best-of-n"],
@@ -59,7 +60,13 @@ def test_every_subcommand_is_covered():
         "compare",
         "plan",
     }
-    assert set(_subcommands(top["data"])) == {"generate", "verify", "validate", "add"}
+    assert set(_subcommands(top["data"])) == {
+        "generate",
+        "verify",
+        "validate",
+        "add",
+        "from-hub",
+    }
     assert set(_subcommands(top["eval"])) == {"export", "import"}
     assert not _subcommands(top["run"])
     tested = {tuple(c) for c in SUBCOMMANDS}

@@ -167,7 +167,8 @@ def test_a_split_in_a_file_of_its_own_is_named_not_silently_dropped(tmp_path):
     # then a warning says where its rows go
     assert load_dataset(folder).summary["naming_warnings"] == [
         "preferences_test.jsonl is not read: a table is one file whose rows name their split; "
-        'put its rows in preferences.jsonl with "split": "test"'
+        'put its rows in preferences.jsonl with "split": "test" (`instructflow data from-hub`'
+        " gathers a Hub download's split files into one)"
     ]
     # and with no preferences.jsonl, one file per split: the refusal says so
     (folder / "preferences.jsonl").rename(folder / "train_prefs.jsonl")

@@ -1,0 +1,114 @@
+"""A Hub dataset's files, kept per split, gathered into one table of this project's layout.
+
+The Hub keeps a dataset as files per split: `data/train-00000-of-00002.parquet`
+(what `huggingface-cli download --repo-type dataset` leaves), `test.jsonl`, and
+names of its own (ultrafeedback_binarized: train_prefs, test_prefs, train_sft, ...).
+A dataset here is one file per table whose rows name their split (README, "Your
+own data"). `gather` reads every shard of every split in order, refuses a split
+with a shard missing (half a table would train without a word), and writes
+`<out>/<table>.parquet` with a `split` column. A split named train, test,
+validation (valid, val, dev) keeps its name; any other needs a word from the user
+(`NAME=train|valid|test|skip`): a Hub split of another table (train_sft beside
+train_prefs) must not land in this one.
+"""
+
+import re
+from pathlib import Path
+
+import pandas as pd
+
+from instructflow.tasks.schemas import SPLIT_ALIASES, SPLITS
+
+FORMATS = (".parquet", ".jsonl")
+SHARD = re.compile(r"^(?P<split>.+?)-(?P<index>\d+)-of-(?P<count>\d+)$")
+SKIP = "skip"
+
+
+class HubImportError(ValueError):
+    """What stops the import, in one line that names the folder, split or file."""
+
+
+def split_files(snapshot: Path) -> dict[str, list[Path]]:
+    """Each split's files, shards in order, in `snapshot` or its `data/` folder."""
+    folder = snapshot / "data" if (snapshot / "data").is_dir() else snapshot
+    if not folder.is_dir():
+        raise HubImportError(f"{snapshot}: no such directory")
+    shards: dict[str, list[tuple[int, int, Path]]] = {}
+    for path in sorted(folder.iterdir()):
+        if path.suffix not in FORMATS:
+            continue
+        stem = path.name.removesuffix(path.suffix)
+        match = SHARD.match(stem)
+        split, index, count = (
+            (match["split"], int(match["index"]), int(match["count"])) if match else (stem, 0, 1)
+        )
+        shards.setdefault(split, []).append((index, count, path))
+    if not shards:
+        raise HubImportError(f"{folder}: no .parquet or .jsonl files")
+    return {split: _complete(split, found) for split, found in shards.items()}
+
+
+def _complete(split: str, found: list[tuple[int, int, Path]]) -> list[Path]:
+    """The split's files in shard order; every shard there, in one format."""
+    counts = {count for _, count, _ in found}
+    have = sorted(index for index, _, _ in found)
+    if len(counts) != 1 or have != list(range(counts.pop())):
+        names = ", ".join(path.name for _, _, path in found)
+        raise HubImportError(f"split {split!r}: its shards do not make a whole ({names})")
+    if len({path.suffix for _, _, path in found}) > 1:
+        raise HubImportError(f"split {split!r}: given both as .parquet and .jsonl")
+    return [path for _, _, path in sorted(found, key=lambda f: f[0])]
+
+
+def ours(split: str, mapping: dict[str, str]) -> str:
+    """This project's split (or "skip") for the Hub's `split`."""
+    if split in mapping:
+        return mapping[split]
+    if split in SPLITS or split in SPLIT_ALIASES:
+        return SPLIT_ALIASES.get(split, split)
+    raise HubImportError(
+        f"split {split!r} is not one of train, valid, test (or validation, val, dev): say which"
+        f" it is, or leave it out: --split {split}=train|valid|test|{SKIP}"
+    )
+
+
+def _read(path: Path) -> pd.DataFrame:
+    if path.suffix == ".parquet":
+        return pd.read_parquet(path)
+    # dtype=False: ids stay as written ("007" is not 7)
+    return pd.read_json(path, lines=True, dtype=False, convert_dates=False)
+
+
+def gather(
+    snapshot: Path, out: Path, table: str = "preferences", mapping: dict[str, str] | None = None
+) -> dict[str, int]:
+    """Write `<out>/<table>.parquet`: every kept split's rows with a `split` column.
+
+    Returns the rows taken from each Hub split (0 for one skipped).
+    """
+    mapping = mapping or {}
+    if bad := {k: v for k, v in mapping.items() if v not in (*SPLITS, SKIP)}:
+        raise HubImportError(f"--split {bad}: a split maps to train, valid, test or {SKIP}")
+    files = split_files(snapshot)
+    if unknown := sorted(set(mapping) - set(files)):
+        raise HubImportError(f"--split names {unknown}, not splits of {snapshot}: {sorted(files)}")
+    target = out / f"{table}.parquet"
+    if target.exists():
+        raise HubImportError(f"{target} exists: remove it or choose another folder")
+    frames, rows = [], {}
+    for split, paths in files.items():
+        kept = ours(split, mapping)
+        frame = pd.concat([_read(p) for p in paths], ignore_index=True)
+        rows[split] = 0 if kept == SKIP else len(frame)
+        if kept == SKIP:
+            continue
+        if "split" in frame.columns:
+            raise HubImportError(f"split {split!r}: its rows have a split column already")
+        frames.append(frame.assign(split=kept))
+    if not frames:
+        raise HubImportError(f"{snapshot}: every split was left out")
+    out.mkdir(parents=True, exist_ok=True)
+    partial = target.with_name(target.name + ".partial")  # whole or not at all
+    pd.concat(frames, ignore_index=True).to_parquet(partial, index=False)
+    partial.replace(target)
+    return rows

@@ -1,0 +1,96 @@
+"""instructflow data from-hub: a Hub snapshot's split files gathered into one table."""
+
+import json
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from instructflow.flows.cli import main
+from instructflow.tasks.dataset import load_dataset
+from instructflow.tasks.hub_import import HubImportError, gather
+from tests.own_data import write_pairwise_dataset
+
+
+def _pairs(tmp_path: Path) -> list[dict]:
+    folder = write_pairwise_dataset(tmp_path / "source", n=60)
+    return [json.loads(line) for line in (folder / "preferences.jsonl").read_text().splitlines()]
+
+
+def _snapshot(tmp_path: Path, parts: dict[str, list[list[dict]]]) -> Path:
+    """A snapshot as the Hub's download leaves it: data/<split>-NNNNN-of-MMMMM.parquet."""
+    data = tmp_path / "snapshot" / "data"
+    data.mkdir(parents=True)
+    for split, shards in parts.items():
+        for i, rows in enumerate(shards):
+            pd.DataFrame(rows).to_parquet(data / f"{split}-{i:05d}-of-{len(shards):05d}.parquet")
+    return data.parent
+
+
+def test_every_shard_of_every_split_lands_in_one_table_with_its_split(tmp_path):
+    # given train in two shards, validation and test in one each
+    rows = _pairs(tmp_path)
+    parts = {"train": [rows[:20], rows[20:40]], "validation": [rows[40:50]], "test": [rows[50:]]}
+    snapshot = _snapshot(tmp_path, parts)
+    # when gathered
+    counts = gather(snapshot, tmp_path / "mydata")
+    # then every row is there once, in shard order, its split named as this project names it
+    assert counts == {"test": 10, "train": 40, "validation": 10}
+    table = pd.read_parquet(tmp_path / "mydata" / "preferences.parquet")
+    by_split = {s: list(table[table["split"] == s]["chosen"]) for s in ("train", "valid", "test")}
+    assert by_split == {
+        "train": [r["chosen"] for r in rows[:40]],
+        "valid": [r["chosen"] for r in rows[40:50]],
+        "test": [r["chosen"] for r in rows[50:]],
+    }
+    # and a run reads it, each row in the split the Hub gave it
+    dataset = load_dataset(tmp_path / "mydata")
+    splits = [dataset.split_of[id(i)] for i in dataset.preferences]
+    assert splits == ["test"] * 10 + ["train"] * 40 + ["valid"] * 10
+
+
+def test_splits_of_other_names_need_a_word_and_may_be_left_out(tmp_path):
+    # given ultrafeedback_binarized's split names
+    rows = _pairs(tmp_path)
+    parts = {"train_prefs": [rows[:50]], "test_prefs": [rows[50:]], "train_sft": [rows[:5]]}
+    snapshot = _snapshot(tmp_path, parts)
+    # then without a mapping the first such split is named, with the flag that maps it
+    with pytest.raises(HubImportError, match=r"split 'test_prefs' .*--split test_prefs="):
+        gather(snapshot, tmp_path / "a")
+    assert not (tmp_path / "a").exists()
+    # and with one, the SFT split is left out and the others renamed
+    mapping = {"train_prefs": "train", "test_prefs": "test", "train_sft": "skip"}
+    assert gather(snapshot, tmp_path / "b", mapping=mapping) == {
+        "test_prefs": 10, "train_prefs": 50, "train_sft": 0,
+    }  # fmt: skip
+    table = pd.read_parquet(tmp_path / "b" / "preferences.parquet")
+    assert table["split"].value_counts().to_dict() == {"train": 50, "test": 10}
+
+
+def test_a_missing_shard_or_an_existing_table_is_refused(tmp_path):
+    rows = _pairs(tmp_path)
+    snapshot = _snapshot(tmp_path, {"train": [rows[:20], rows[20:40], rows[40:]]})
+    (snapshot / "data" / "train-00001-of-00003.parquet").unlink()
+    with pytest.raises(HubImportError, match="split 'train': its shards do not make a whole"):
+        gather(snapshot, tmp_path / "out")
+    (tmp_path / "full").mkdir()
+    (tmp_path / "full" / "preferences.parquet").write_bytes(b"mine")
+    other = tmp_path / "other"
+    other.mkdir()
+    pd.DataFrame(rows).to_json(other / "train.jsonl", orient="records", lines=True)
+    with pytest.raises(HubImportError, match="preferences.parquet exists"):
+        gather(other, tmp_path / "full")
+    assert (tmp_path / "full" / "preferences.parquet").read_bytes() == b"mine"
+
+
+def test_the_command_prints_what_it_took_and_refuses_in_one_line(tmp_path, capsys):
+    rows = _pairs(tmp_path)
+    snapshot = _snapshot(tmp_path, {"train_prefs": [rows[:50]], "test": [rows[50:]]})
+    out = tmp_path / "mine"
+    assert main(["data", "from-hub", str(snapshot), str(out)]) == 2
+    assert "--split train_prefs=train|valid|test|skip" in capsys.readouterr().err
+    assert main(["data", "from-hub", str(snapshot), str(out), "--split", "train_prefs"]) == 2
+    argv = ["data", "from-hub", str(snapshot), str(out), "--split", "train_prefs=train"]
+    assert main(argv) == 0
+    printed = capsys.readouterr().out
+    assert "train_prefs: 50 rows" in printed and f"wrote {out / 'preferences.parquet'}" in printed
