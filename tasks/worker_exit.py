@@ -11,17 +11,26 @@ Then it points stdout and stderr at the worker's own log file when the worker wr
 to one (`make serve`: .serve/worker.log, where the run's earlier lines are), else at
 runs/.console/<flow run id>.log, and copies there what the worker left unread. The
 Prefect API gets the run's logs all along. Linux only (procfs); elsewhere it does nothing.
+
+A cancel reaches a run through the worker that started it (it sends SIGTERM; a new
+worker leaves runs it did not start alone): an orphaned run kept going and its flow
+run stayed Cancelling after it ended. So from then on the run watches its own state
+and sends itself that SIGTERM.
 """
 
 import os
 import select
+import signal
 import stat
 import threading
+from collections.abc import Callable
 from pathlib import Path
+from uuid import UUID
 
 from instructflow.tasks.paths import runs_dir
 
 STREAMS = (1, 2)  # stdout, stderr
+CANCEL_POLL_SECONDS = 5.0
 _started = threading.Event()  # once per process (a sweep runs the pipeline flow many times)
 
 
@@ -30,11 +39,13 @@ def outlive_worker() -> bool:
     run_id = os.environ.get("PREFECT__FLOW_RUN_ID")
     if not run_id:
         return False  # `instructflow run`: its console is a person's terminal or their pipe
-    return outlive_parent(runs_dir() / ".console" / f"{run_id}.log")
+    fallback = runs_dir() / ".console" / f"{run_id}.log"
+    return outlive_parent(fallback, then=lambda: _stop_when_cancelled(UUID(run_id)))
 
 
-def outlive_parent(fallback: Path) -> bool:
-    """Hold a read end of each stream that is a pipe; when the parent exits, write to a file."""
+def outlive_parent(fallback: Path, then: Callable[[], None] | None = None) -> bool:
+    """Hold a read end of each stream that is a pipe; when the parent exits, write to a file
+    (and call `then`)."""
     parent = os.getppid()
     pipes = {fd: _reader(fd) for fd in STREAMS if _is_pipe(fd)}
     pipes = {fd: reader for fd, reader in pipes.items() if reader is not None}
@@ -46,7 +57,7 @@ def outlive_parent(fallback: Path) -> bool:
     target = _parent_log(parent)  # opened now: once the parent is gone, procfs no longer has it
     threading.Thread(
         target=_wait_then_switch,
-        args=(parent, pipes, target, fallback),
+        args=(parent, pipes, target, fallback, then),
         name="instructflow-outlive-worker",
         daemon=True,
     ).start()
@@ -80,11 +91,13 @@ def _parent_log(parent: int) -> int | None:
     return None
 
 
-def _wait_then_switch(parent: int, pipes: dict[int, int], target: int | None, fallback: Path):
+def _wait_then_switch(parent, pipes: dict[int, int], target: int | None, fallback: Path, then):
     _wait_for_exit(parent)
     if target is None:
         fallback.parent.mkdir(parents=True, exist_ok=True)
         target = os.open(fallback, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    note = f"instructflow: the worker (pid {parent}) that started run pid {os.getpid()} is gone; "
+    os.write(target, (note + "the run goes on, its output here\n").encode())
     for fd in pipes:
         os.dup2(target, fd)  # from here the run's own writes go to the file
     for reader in pipes.values():
@@ -93,6 +106,8 @@ def _wait_then_switch(parent: int, pipes: dict[int, int], target: int | None, fa
     # the pipes too) still write there; each reader ends when its last writer has.
     for reader in pipes.values():
         threading.Thread(target=_copy, args=(reader, target), daemon=True).start()
+    if then is not None:
+        then()
 
 
 def _wait_for_exit(pid: int) -> None:
@@ -104,6 +119,21 @@ def _wait_for_exit(pid: int) -> None:
         return
     select.select([pidfd], [], [])  # readable once the process has exited
     os.close(pidfd)
+
+
+def _stop_when_cancelled(flow_run_id: UUID) -> None:
+    """What the worker would do on a cancel: SIGTERM to this process (tasks/interrupts.py)."""
+    from prefect.client.orchestration import get_client
+
+    while not threading.Event().wait(CANCEL_POLL_SECONDS):
+        try:
+            with get_client(sync_client=True) as client:
+                state = client.read_flow_run(flow_run_id).state
+        except Exception:  # the server away for a while: the run itself says so if it matters
+            continue
+        if state is not None and state.is_cancelling():
+            os.kill(os.getpid(), signal.SIGTERM)
+            return
 
 
 def _copy(reader: int, target: int) -> None:

@@ -12,6 +12,7 @@ import subprocess
 import sys
 import textwrap
 import time
+import uuid
 from pathlib import Path
 
 import pytest
@@ -126,3 +127,30 @@ def test_without_the_guard_the_broken_pipe_ends_the_run(tmp_path):
     """What the guard prevents (rich's SystemExit(1), or BrokenPipeError on print)."""
     done, log = _run(tmp_path, "none")
     assert not done.exists()
+
+
+def test_an_orphaned_run_stops_itself_on_a_cancel_as_its_worker_would(monkeypatch):
+    """No worker is left to send the SIGTERM of a cancel: the run sends it to itself."""
+    import prefect.client.orchestration
+    from prefect.states import Cancelling, Running
+
+    from instructflow.tasks import worker_exit
+
+    states = [Running(), Running(), Cancelling()]
+    sent = []
+
+    class Client:
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            return False
+
+        def read_flow_run(self, flow_run_id):
+            return type("FlowRun", (), {"state": states.pop(0)})
+
+    monkeypatch.setattr(prefect.client.orchestration, "get_client", lambda **_: Client())
+    monkeypatch.setattr(worker_exit, "CANCEL_POLL_SECONDS", 0.01)
+    monkeypatch.setattr(worker_exit.os, "kill", lambda pid, sig: sent.append((pid, sig)))
+    worker_exit._stop_when_cancelled(uuid.uuid4())
+    assert sent == [(os.getpid(), signal.SIGTERM)] and states == []
