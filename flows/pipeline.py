@@ -41,6 +41,7 @@ from instructflow.tasks import (
     run_status,
     sft,
     tracking,
+    worker_exit,
 )
 from instructflow.tasks.paths import project_root, reports_dir
 
@@ -57,16 +58,15 @@ def rlhf_pipeline(
         sweep_run_id: Leave empty. `instructflow sweep` sets it to the MLflow run of the seed sweep this run belongs to (its parent).
     """
     logger = get_run_logger()
-    # What is read at run time (tokenizers, DVC); Prefect's own settings were fixed when
-    # it was imported, by the CLI or, in a deployment run, by the worker's environment.
+    # Run-time settings (tokenizers, DVC); Prefect's were fixed when it was imported.
     env.apply_defaults()
+    worker_exit.outlive_worker()  # a worker's run goes on when the worker is killed
     explained_errors.keep_tracebacks_for_bugs()  # for a run a worker starts
     root = project_root()
     interrupts.reclaim()  # SIGINT/SIGTERM checkpoint and stop (instructflow run)
     outages.bound_mlflow_retries()
     outages.preflight(tracking.tracking_uri())
-    # A Hub id becomes its cached local snapshot (its commit is in the path, hence in the
-    # cache key); a missing model fails now, before any stage runs.
+    # A Hub id becomes its cached local snapshot (commit in the path, so in the cache key).
     base_model_dir = (
         str(resolve_pretrained(params.base_model, params.base_model_revision))
         if params.base_model

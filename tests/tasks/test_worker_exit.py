@@ -1,0 +1,156 @@
+"""A flow run outlives the worker that started it (tasks/worker_exit.py).
+
+A stand-in worker starts a child with stdout and stderr piped to it and copies them to
+its log file, as Prefect's process worker does; then it is killed with SIGKILL. The
+child prints, logs and writes through rich (Prefect's console handler, which answered
+a broken pipe with SystemExit(1)) after that, and must finish, its lines in the log.
+"""
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.skipif(sys.platform != "linux", reason="procfs and pidfd: Linux")
+
+CHILD = textwrap.dedent(
+    """
+    import logging, os, sys, time
+    from pathlib import Path
+    from rich.console import Console
+    from instructflow.tasks import worker_exit
+
+    out = Path(sys.argv[1])
+    guarded = sys.argv[2] == "guard" and worker_exit.outlive_worker()
+    print("child ready", os.getpid(), guarded, flush=True)
+    (out / "ready").write_text(f"{os.getpid()} {guarded}")
+    parent = os.getppid()
+    while os.getppid() == parent:  # until the worker is killed
+        time.sleep(0.05)
+    logging.basicConfig(stream=sys.stderr, level=logging.INFO)
+    console = Console(file=sys.stderr)
+    for i in range(2000):  # far more than a pipe holds (64 KiB)
+        print(f"printed line {i} " + "x" * 40, flush=True)
+        logging.info("logged line %d", i)
+        console.print(f"rich line {i}")
+    (out / "done").write_text("ok")
+    """
+)
+
+WORKER = textwrap.dedent(
+    """
+    import subprocess, sys, threading
+    child = subprocess.Popen(
+        [sys.executable, "-c", sys.argv[1], sys.argv[2], sys.argv[3]],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    )
+    def copy(stream):
+        for line in stream:
+            sys.stdout.buffer.write(line)
+            sys.stdout.flush()
+    threads = [threading.Thread(target=copy, args=(s,)) for s in (child.stdout, child.stderr)]
+    for t in threads:
+        t.start()
+    child.wait()
+    """
+)
+
+
+def _run(tmp_path: Path, mode: str, worker_log: str = "worker.log") -> tuple[Path, Path]:
+    """Kill the stand-in worker once the child runs; (the child's done file, the worker's log)."""
+    log = tmp_path / worker_log
+    env = os.environ | {"PREFECT__FLOW_RUN_ID": "run-1", "INSTRUCTFLOW_ROOT": str(tmp_path)}
+    with open(os.devnull if worker_log == os.devnull else log, "ab") as out:
+        worker = subprocess.Popen(
+            [sys.executable, "-c", WORKER, CHILD, str(tmp_path), mode],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env=env,
+        )
+    child = None
+    try:
+        deadline = time.monotonic() + 60
+        ready = tmp_path / "ready"
+        while child is None and worker.poll() is None and time.monotonic() < deadline:
+            if ready.exists() and ready.read_text():
+                child = int(ready.read_text().split()[0])
+            time.sleep(0.1)
+        assert child is not None, "the child did not start"
+        worker.kill()
+        worker.wait()
+        done = tmp_path / "done"
+        deadline = time.monotonic() + 60
+        while not done.exists() and _alive(child) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        return done, log
+    finally:
+        if worker.poll() is None:
+            worker.kill()
+            worker.wait()
+        if child is not None and _alive(child):
+            os.kill(child, signal.SIGKILL)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        status = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return status.rsplit(")", 1)[1].split()[0] != "Z"
+
+
+def test_the_run_goes_on_after_its_worker_is_killed_and_its_output_stays_in_the_worker_log(
+    tmp_path,
+):
+    done, log = _run(tmp_path, "guard")
+    assert done.exists(), log.read_text()[-2000:]
+    assert (tmp_path / "ready").read_text().endswith("True")
+    text = log.read_text()
+    for line in ("child ready", "printed line 1999", "logged line 1999", "rich line 1999"):
+        assert line in text
+
+
+def test_a_worker_that_logs_nowhere_leaves_the_run_a_file_under_runs(tmp_path):
+    done, _ = _run(tmp_path, "guard", worker_log=os.devnull)
+    assert done.exists()
+    text = (tmp_path / "runs" / ".console" / "run-1.log").read_text()
+    assert "printed line 1999" in text and "rich line 1999" in text
+
+
+def test_without_the_guard_the_broken_pipe_ends_the_run(tmp_path):
+    """What the guard prevents (rich's SystemExit(1), or BrokenPipeError on print)."""
+    done, log = _run(tmp_path, "none")
+    assert not done.exists()
+
+
+def test_an_orphaned_run_stops_itself_on_a_cancel_as_its_worker_would(monkeypatch):
+    """No worker is left to send the SIGTERM of a cancel: the run sends it to itself."""
+    import prefect.client.orchestration
+    from prefect.states import Cancelling, Running
+
+    from instructflow.tasks import worker_exit
+
+    states = [Running(), Running(), Cancelling()]
+    sent = []
+
+    class Client:
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            return False
+
+        def read_flow_run(self, flow_run_id):
+            return type("FlowRun", (), {"state": states.pop(0)})
+
+    monkeypatch.setattr(prefect.client.orchestration, "get_client", lambda **_: Client())
+    monkeypatch.setattr(worker_exit, "CANCEL_POLL_SECONDS", 0.01)
+    monkeypatch.setattr(worker_exit.os, "kill", lambda pid, sig: sent.append((pid, sig)))
+    worker_exit._stop_when_cancelled(uuid.uuid4())
+    assert sent == [(os.getpid(), signal.SIGTERM)] and states == []
