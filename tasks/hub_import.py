@@ -19,7 +19,8 @@ import pandas as pd
 
 from instructflow.tasks.schemas import SPLIT_ALIASES, SPLITS
 
-FORMATS = (".parquet", ".jsonl")
+# .json and .jsonl.gz: JSON Lines as many Hub datasets store them (Anthropic/hh-rlhf: train.jsonl.gz)
+FORMATS = (".parquet", ".jsonl", ".jsonl.gz", ".json")
 SHARD = re.compile(r"^(?P<split>.+?)-(?P<index>\d+)-of-(?P<count>\d+)$")
 SKIP = "skip"
 
@@ -35,9 +36,10 @@ def split_files(snapshot: Path) -> dict[str, list[Path]]:
         raise HubImportError(f"{snapshot}: no such directory")
     shards: dict[str, list[tuple[int, int, Path]]] = {}
     for path in sorted(folder.iterdir()):
-        if path.suffix not in FORMATS:
+        suffix = next((f for f in FORMATS if path.name.endswith(f)), None)
+        if suffix is None or not path.is_file():
             continue
-        stem = path.name.removesuffix(path.suffix)
+        stem = path.name.removesuffix(suffix)
         match = SHARD.match(stem)
         split, index, count = (
             (match["split"], int(match["index"]), int(match["count"])) if match else (stem, 0, 1)
@@ -50,13 +52,13 @@ def split_files(snapshot: Path) -> dict[str, list[Path]]:
 
 def _complete(split: str, found: list[tuple[int, int, Path]]) -> list[Path]:
     """The split's files in shard order; every shard there, in one format."""
+    names = ", ".join(path.name for _, _, path in found)
     counts = {count for _, count, _ in found}
     have = sorted(index for index, _, _ in found)
     if len(counts) != 1 or have != list(range(counts.pop())):
-        names = ", ".join(path.name for _, _, path in found)
         raise HubImportError(f"split {split!r}: its shards do not make a whole ({names})")
     if len({path.suffix for _, _, path in found}) > 1:
-        raise HubImportError(f"split {split!r}: given both as .parquet and .jsonl")
+        raise HubImportError(f"split {split!r}: given in two formats ({names})")
     return [path for _, _, path in sorted(found, key=lambda f: f[0])]
 
 
@@ -75,8 +77,8 @@ def ours(split: str, mapping: dict[str, str]) -> str:
 def _read(path: Path) -> pd.DataFrame:
     if path.suffix == ".parquet":
         return pd.read_parquet(path)
-    # dtype=False: ids stay as written ("007" is not 7)
-    return pd.read_json(path, lines=True, dtype=False, convert_dates=False)
+    # dtype=False: ids stay as written ("007" is not 7); .gz is read compressed
+    return pd.read_json(path, lines=True, dtype=False, convert_dates=False, compression="infer")
 
 
 def gather(

@@ -94,3 +94,17 @@ def test_the_command_prints_what_it_took_and_refuses_in_one_line(tmp_path, capsy
     assert main(argv) == 0
     printed = capsys.readouterr().out
     assert "train_prefs: 50 rows" in printed and f"wrote {out / 'preferences.parquet'}" in printed
+
+
+def test_anthropic_hh_rlhf_gzipped_json_lines_are_read(tmp_path):
+    # given Anthropic/hh-rlhf's layout: harmless-base/{train,test}.jsonl.gz of chosen/rejected
+    rows = _pairs(tmp_path)
+    folder = tmp_path / "hh-rlhf" / "harmless-base"
+    folder.mkdir(parents=True)
+    for split, part in (("train", rows[:50]), ("test", rows[50:])):
+        pd.DataFrame(part).to_json(folder / f"{split}.jsonl.gz", orient="records", lines=True)
+    (folder / "README.md").write_text("not a table")
+    # then both splits are read, unzipped
+    assert gather(folder, tmp_path / "hh") == {"test": 10, "train": 50}
+    table = pd.read_parquet(tmp_path / "hh" / "preferences.parquet")
+    assert list(table["chosen"]) == [r["chosen"] for r in rows[50:] + rows[:50]]
