@@ -158,7 +158,7 @@ def register_candidate(
     if source := card_source(client, rm_name, rm_version, new_rm, lineage, rm_metrics):
         card = reward_model_card(rm_name, rm_version, *source, (name, version))
         client.update_model_version(rm_name, rm_version, description=card)
-    describe_reward_models(client, rm_name, name)  # MLflow's page of the RM was empty
+    describe_reward_models(client, rm_name, name)  # its MLflow page: what it holds, how to load
     if not new_policy:  # its figures now the gate's run's, as its gate tags and card are
         confirm_reuse(client, name, version, lineage, policy_tags | tags)
     return version, rm_version
