@@ -22,6 +22,10 @@ validates:
   of the first user turn there) is not read; when they hold none, they are
   answers to the text `prompt`, which becomes the user's turn before them.
 
+A prompts table whose every `prompt` is HH-RLHF text up to the assistant's turn
+is read as those conversations (`messages`); a demonstrations table whose every
+row is such a prompt and a text `response` (or `completion`), as the
+conversation prompt + answer.
 A preferences table whose every row is a text pair in HH-RLHF text is read as
 the HH conversations it holds: a `prompt` up to the assistant's turn beside
 the answers (Dahoas/full-hh-rlhf's and rm-static's form, which trlX's examples
@@ -167,7 +171,30 @@ def _not_conversational(row: dict[str, Any], others: int) -> list[tuple[str, str
     return problems
 
 
-def _hh_form(row: Any) -> dict[str, Any] | None:
+def _hh_prompt_turns(value: Any) -> list[dict[str, str]] | None:
+    """The turns of HH-RLHF text up to the assistant's empty turn (left out), else None."""
+    turns = parse_hh(value) if isinstance(value, str) else None
+    if turns and len(turns) > 1 and turns[-1] == {"role": "assistant", "content": ""}:
+        return turns[:-1]
+    return None
+
+
+def _hh_form(table: str, row: Any) -> dict[str, Any] | None:
+    """A row of `table` given in HH-RLHF text as the conversation it holds, else None."""
+    if table == "preferences":
+        return _hh_pair(row)
+    if not isinstance(row, dict) or (turns := _hh_prompt_turns(row.get("prompt"))) is None:
+        return None
+    rest = {k: v for k, v in row.items() if k not in ("prompt", "response", "completion")}
+    if table == "prompts":
+        return rest | {"messages": turns}
+    answer = row.get("response", row.get("completion"))
+    if not isinstance(answer, str):
+        return None
+    return rest | {"messages": [*turns, {"role": "assistant", "content": answer.strip()}]}
+
+
+def _hh_pair(row: Any) -> dict[str, Any] | None:
     """A text pair given in HH-RLHF text as the HH conversations it holds, else None: whole
     conversations as chosen and rejected (the prompt repeats their turns and is not read,
     as for message lists), or a prompt up to the assistant's empty turn and the answers."""
@@ -178,11 +205,13 @@ def _hh_form(row: Any) -> dict[str, Any] | None:
     rest = {k: v for k, v in row.items() if k != "prompt"}
     if parse_hh(row["chosen"]) and parse_hh(row["rejected"]):
         return rest
-    turns = parse_hh(row["prompt"])
-    if turns and len(turns) > 1 and turns[-1] == {"role": "assistant", "content": ""}:
+    if _hh_prompt_turns(row["prompt"]) is not None:
         prompt = row["prompt"].rstrip()
         return rest | {k: f"{prompt} {row[k].strip()}" for k in ("chosen", "rejected")}
     return None
+
+
+HH_TABLES = ("prompts", "demonstrations", "preferences")
 
 
 def own_forms(
@@ -190,7 +219,7 @@ def own_forms(
 ) -> tuple[list[tuple[int, Any]], int, list[Problem]]:
     """The rows with those in a TRL form rewritten to their equivalent; how many were; and
     the problems of rows that look like a TRL form but fit none, left out of the rest."""
-    hh = [_hh_form(obj) for _, obj in rows] if table == "preferences" else []
+    hh = [_hh_form(table, obj) for _, obj in rows] if table in HH_TABLES else []
     if hh and all(row is not None for row in hh):
         return [(n, row) for (n, _), row in zip(rows, hh, strict=True)], len(rows), []
     out, converted, problems, forms = [], 0, [], []
