@@ -21,6 +21,7 @@ import json
 import random
 from pathlib import Path
 
+from instructflow.tasks.spreadsheet_cells import as_exported, spreadsheet_text
 from instructflow.tasks.stats import mean_with_ci
 from instructflow.tasks.tables import Problem, TableError
 
@@ -109,9 +110,9 @@ def write_labeling_files(items: list[dict], key: dict, folder: Path) -> dict[str
                 writer.writerow(
                     {
                         "item_id": item["item_id"],
-                        "prompt": item["prompt"],
+                        "prompt": spreadsheet_text(item["prompt"]),
                         "label": response["label"],
-                        "response": response["text"],
+                        "response": spreadsheet_text(response["text"]),
                         "rank": "",
                         "likert": "",
                     }
@@ -215,7 +216,8 @@ def _csv_labels(path: Path, key: dict, problems: list[Problem], texts: list) -> 
     rows: dict[str, dict[str, tuple[int, dict]]] = {}  # item -> label -> (row, values)
     for row_no, row in enumerate(_csv_reader(path), start=2):
         item, label = row.get("item_id", ""), row.get("label")
-        texts.append((row_no, item, label, row.get("prompt", ""), row.get("response", "")))
+        prompt, text = (as_exported(row.get(k) or "") for k in ("prompt", "response"))
+        texts.append((row_no, item, label, prompt, text))
         if item not in key:
             problems.append(Problem(name, row_no, "item_id", f"unknown item {item!r}"))
             continue

@@ -2,6 +2,7 @@
 
 import csv
 import json
+from pathlib import Path
 
 import pytest
 
@@ -296,3 +297,34 @@ def test_a_missing_file_or_one_of_another_kind_is_one_problem_naming_it(tmp_path
     upper = tmp_path / "FILLED.CSV"
     _write_csv(upper, _filled_rows())
     assert read_labels(upper, _key())["item-0000"]["ranking"] == ["C", "A", "B"]
+
+
+def test_formula_like_texts_are_exported_as_text_and_read_back_either_way(tmp_path):
+    # given samples a spreadsheet would compute ("=", "-", "+", "@" first)
+    responses = _responses(prompts=1)
+    for policy, first in zip(responses, ("=SUM(1,2)", "-3 + 4", "@home"), strict=True):
+        responses[policy][0]["response"] = first
+    items, key = blinded_items(responses, n=1, seed=0)
+    paths = write_labeling_files(items, key, tmp_path)
+    exported = json.loads(paths["exported"].read_text())
+    # then each such cell of labeling.csv starts with the apostrophe that makes it text
+    with paths["csv"].open(newline="") as handle:
+        cells = sorted(row["response"] for row in csv.DictReader(handle))
+    assert cells == ["'-3 + 4", "'=SUM(1,2)", "'@home"]
+
+    # and the file filled as it is, or as a spreadsheet saves it (apostrophes dropped),
+    # reads back as this export's texts
+    def filled(drop_apostrophes: bool) -> Path:
+        with paths["csv"].open(newline="") as handle:
+            rows = list(csv.DictReader(handle))
+        for rank, row in enumerate(rows, start=1):
+            row |= {"rank": rank, "likert": 4}
+            if drop_apostrophes:
+                row["response"] = row["response"].removeprefix("'")
+        path = tmp_path / f"filled-{drop_apostrophes}.csv"
+        _write_csv(path, rows)
+        return path
+
+    for drop in (False, True):
+        labels = read_labels(filled(drop), key, exported)
+        assert len(labels[items[0]["item_id"]]["ranking"]) == 3
