@@ -164,10 +164,6 @@ def _json_rows(path: Path, problems: list[Problem]):
             continue
         if not isinstance(row, dict):
             problems.append(Problem(str(path), row_no, "<line>", "expected a JSON object"))
-        elif not isinstance(row.get("likert", {}), dict):
-            problems.append(Problem(str(path), row_no, "likert", "expected {label: 1-7}"))
-        elif not isinstance(row.get("ranking", []), list):
-            problems.append(Problem(str(path), row_no, "ranking", "expected a list of labels"))
         else:
             yield row_no, row
 
@@ -298,6 +294,13 @@ def _jsonl_labels(path: Path, key: dict, problems: list[Problem], texts: list) -
             problems.append(Problem(name, row_no, "item_id", repeat))
             continue
         first[item] = (row_no, row)
+        # a value of the wrong type is this row's problem (its item is not "not labelled")
+        if not isinstance(row.get("likert", {}), dict):
+            problems.append(Problem(name, row_no, "likert", "expected {label: 1-7}"))
+            row = row | {"likert": {}}
+        if not isinstance(row.get("ranking", []), list):
+            problems.append(Problem(name, row_no, "ranking", "expected a list of labels"))
+            row = row | {"ranking": sorted(key[item])}
         likert = {
             label: _int(v, name, row_no, "likert", problems)
             for label, v in row.get("likert", {}).items()

@@ -328,3 +328,22 @@ def test_formula_like_texts_are_exported_as_text_and_read_back_either_way(tmp_pa
     for drop in (False, True):
         labels = read_labels(filled(drop), key, exported)
         assert len(labels[items[0]["item_id"]]["ranking"]) == 3
+
+
+def test_a_jsonl_value_of_the_wrong_type_is_its_rows_problem_not_an_unlabelled_item(tmp_path):
+    # given both items labelled, one with a ranking that is no list, one with neither field
+    # of the right type
+    path = tmp_path / "filled.jsonl"
+    rows = [
+        {"item_id": "item-0000", "ranking": 5, "likert": {}},
+        {"item_id": "item-0001", "ranking": "BAC", "likert": "x"},
+    ]
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    with pytest.raises(TableError) as refused:
+        read_labels(path, _key())
+    # then each is named at its row and field, and no item is called "not labelled"
+    assert [(p.row, p.field, p.message) for p in refused.value.problems] == [
+        (1, "ranking", "expected a list of labels"),
+        (2, "likert", "expected {label: 1-7}"),
+        (2, "ranking", "expected a list of labels"),
+    ]
