@@ -66,9 +66,16 @@ def _field_schema(path: tuple[str | int, ...]) -> tuple[dict, dict]:
             node = defs[node["$ref"].rsplit("/", 1)[1]]
         return node
 
+    def an_object(node: dict) -> dict:
+        # an optional nested object (e.g. `sft.lora`: an object or null) is an anyOf: its
+        # fields live in the object option, and without this every field under it said
+        # only "see `instructflow params --schema`"
+        options = [resolve(o) for o in node.get("anyOf", [])]
+        return next((o for o in options if "properties" in o), node)
+
     parent, node = schema, schema
     for part in path:
-        parent = resolve(node)
+        parent = an_object(resolve(node))
         node = resolve(parent.get("properties", {}).get(str(part), {}))
     return node, parent
 
