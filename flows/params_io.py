@@ -86,7 +86,13 @@ def allowed(node: dict) -> str:
     words = []
     for option in options:
         kind = option.get("type")
-        if "enum" in option:
+        if "const" in option:
+            words.append(json.dumps(option["const"]))
+        elif kind == "array":
+            least = option.get("minItems", 0)
+            item = option.get("items", {}).get("type", "value")
+            words.append(f"a list of at least {least} {item}" if least else f"a list of {item}s")
+        elif "enum" in option:
             words.append("one of " + ", ".join(json.dumps(v) for v in option["enum"]))
         elif kind == "null":
             words.append("null")

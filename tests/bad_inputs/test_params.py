@@ -33,6 +33,13 @@ CASES = [
         ["ppo.lora.dropout = 1.0", "a number >= 0.0 and < 1.0"],
     ),
     (
+        # an empty list passed every check and failed PPO with peft's traceback after SFT
+        # and the reward model had trained
+        "lora-no-targets",
+        {"ppo": {"lora": {"target_modules": []}}},
+        ["ppo.lora.target_modules = []", "a list of at least 1 string", '"all-linear"', "null"],
+    ),
+    (
         "more-processes-than-rollouts",
         {"profile": "smoke", "processes": 17},
         ["processes = 17 is more than ppo.rollout_batch = 16 (profile smoke)"],
