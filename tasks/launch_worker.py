@@ -67,6 +67,15 @@ def _mark_lifecycle(folder: Path, rank: int) -> None:
 
 
 def main(spec_path: str) -> None:
+    from instructflow.tasks.launch_guard import die_with_parent
+
+    # torchrun starts each process in a session of its own: a launcher killed outright
+    # (SIGKILL: the OOM killer, kill -9) left them training as orphans, writing into the
+    # stage's folder beside the task's retry. They now end with it (SIGTERM, Linux).
+    launcher = os.getppid()
+    die_with_parent()
+    if os.getppid() != launcher:  # it died before the request was in place
+        sys.exit(1)
     folder = Path(spec_path).parent
     rank = int(os.environ.get("RANK", "0"))
     _mark_lifecycle(folder, rank)
