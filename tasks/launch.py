@@ -130,6 +130,21 @@ def run(
     return result
 
 
+def oversubscribed(processes: int, threads: int) -> str | None:
+    """A warning when `processes` CPU processes would share fewer threads (no GPU), else None.
+
+    Each process gets `threads // processes` threads but at least one, so
+    above `threads` they contend for the cores: slower than fewer processes.
+    """
+    if processes <= threads or torch.cuda.is_available():
+        return None
+    return (
+        f"processes = {processes} is more than the {threads} CPU threads this run may use"
+        f" (no GPU): each process gets 1 thread and they share {threads}, which is slower than"
+        f" --processes {threads}"
+    )
+
+
 def launch_command(processes: int, spec: Path) -> list[str]:
     """`python -m accelerate.commands.launch ... --module instructflow.tasks.launch_worker SPEC`.
 
