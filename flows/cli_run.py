@@ -39,6 +39,12 @@ def _cmd_run(args: argparse.Namespace) -> int:
     from instructflow.tasks.provenance import pin_threads
 
     pin_threads(params.threads)  # before any torch work (inter-op threads can be set only once)
+    import torch
+
+    from instructflow.tasks.launch import oversubscribed
+
+    if warning := oversubscribed(params.processes, torch.get_num_threads()):
+        print(f"instructflow: warning: {warning}", file=sys.stderr, flush=True)
     local = params
     if params.base_model:  # a missing model fails here, before Prefect or any stage starts
         from instructflow.models.hub import resolve_pretrained

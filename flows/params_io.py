@@ -66,9 +66,16 @@ def _field_schema(path: tuple[str | int, ...]) -> tuple[dict, dict]:
             node = defs[node["$ref"].rsplit("/", 1)[1]]
         return node
 
+    def an_object(node: dict) -> dict:
+        # an optional nested object (e.g. `sft.lora`: an object or null) is an anyOf: its
+        # fields live in the object option, and without this every field under it said
+        # only "see `instructflow params --schema`"
+        options = [resolve(o) for o in node.get("anyOf", [])]
+        return next((o for o in options if "properties" in o), node)
+
     parent, node = schema, schema
     for part in path:
-        parent = resolve(node)
+        parent = an_object(resolve(node))
         node = resolve(parent.get("properties", {}).get(str(part), {}))
     return node, parent
 
@@ -79,7 +86,13 @@ def allowed(node: dict) -> str:
     words = []
     for option in options:
         kind = option.get("type")
-        if "enum" in option:
+        if "const" in option:
+            words.append(json.dumps(option["const"]))
+        elif kind == "array":
+            least = option.get("minItems", 0)
+            item = option.get("items", {}).get("type", "value")
+            words.append(f"a list of at least {least} {item}" if least else f"a list of {item}s")
+        elif "enum" in option:
             words.append("one of " + ", ".join(json.dumps(v) for v in option["enum"]))
         elif kind == "null":
             words.append("null")

@@ -111,6 +111,12 @@ def make_plan(
     no_reward_head = reward_head_problem(config)
     if no_reward_head:  # the RM's network cannot be built, so neither can its plan
         raise ParamsError(f"base_model {params.base_model}: {no_reward_head}")
+    from instructflow.tasks.lora_checks import lora_target_problems
+    from instructflow.tasks.tables import TableError
+
+    # refused as `run` refuses them: building the LoRA plan failed with peft's traceback
+    if problems := lora_target_problems(params, config):
+        raise TableError(problems)
     seq = seq_len or context_of(config)
     sft, rm, ppo = params.stage("sft"), params.stage("reward_model"), params.stage("ppo")
     k = params.stage("comparisons").k

@@ -80,7 +80,13 @@ def enable_gradient_checkpointing(model: PreTrainedModel) -> None:
     in train mode; PPO runs its networks in eval mode (exact importance
     ratios), so there it saves nothing.
     """
-    model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    # transformers 5 renamed it (the old name warns in every stage's log, and goes in v6);
+    # the earliest 5.x releases have only the old name
+    enable = getattr(model, "activation_checkpointing_enable", None)
+    if enable is not None:
+        enable(activation_checkpointing_kwargs={"use_reentrant": False})
+    else:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     model.config.use_cache = False
 
 

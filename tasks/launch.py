@@ -130,6 +130,21 @@ def run(
     return result
 
 
+def oversubscribed(processes: int, threads: int) -> str | None:
+    """A warning when `processes` CPU processes would share fewer threads (no GPU), else None.
+
+    Each process gets `threads // processes` threads but at least one, so
+    above `threads` they contend for the cores: slower than fewer processes.
+    """
+    if processes <= threads or torch.cuda.is_available():
+        return None
+    return (
+        f"processes = {processes} is more than the {threads} CPU threads this run may use"
+        f" (no GPU): each process gets 1 thread and they share {threads}, which is slower than"
+        f" --processes {threads}"
+    )
+
+
 def launch_command(processes: int, spec: Path) -> list[str]:
     """`python -m accelerate.commands.launch ... --module instructflow.tasks.launch_worker SPEC`.
 
@@ -216,6 +231,17 @@ def _free_port() -> int:
 
 def _failure(folder: Path, processes: int, returncode: int) -> tuple[str, bool]:
     """The first failing process's message (its error file written first), in one line; bad input?"""
+    silent = [
+        started.stem.removeprefix("rank")
+        for started in sorted(folder.glob("rank*.started"))
+        if not any(started.with_suffix(s).exists() for s in (".error", ".done", ".terminated"))
+    ]
+    if silent:  # its death is what made the others fail (gloo: "Connection closed by peer")
+        return (
+            f"process {silent[0]} of {processes} ended without an error of its own (killed by"
+            " SIGKILL, e.g. the out-of-memory killer or kill -9, or crashed); the others"
+            " stopped with it"
+        ), False
     errors = sorted(folder.glob("rank*.error"), key=lambda p: p.stat().st_mtime)
     if not errors:
         message = f"accelerate launch of {processes} processes exited with code {returncode}"

@@ -3,11 +3,14 @@
 Reads the function and arguments that instructflow.tasks.launch wrote, calls
 the function with a `log` that records to the stage's MLflow run from rank
 0 only, and leaves rank 0's result beside the spec. A failure leaves this
-process's one-line message in `rank<N>.error` before the process exits.
+process's one-line message in `rank<N>.error` before the process exits;
+`rank<N>.started` (its pid), `rank<N>.done` and `rank<N>.terminated` let the
+launch tell a process that died without a word (SIGKILL) from the others.
 """
 
 import os
 import pickle
+import signal
 import sys
 import time
 from pathlib import Path
@@ -45,9 +48,37 @@ def _logger(spec: dict):
     return log
 
 
+def _mark_lifecycle(folder: Path, rank: int) -> None:
+    """`rank<N>.started` now, `rank<N>.terminated` on SIGTERM (then the default end).
+
+    torchrun ends the other processes with SIGTERM once one fails; a process
+    that started and left no error, no `done` and no `terminated` died of what
+    no handler sees (SIGKILL: the out-of-memory killer, a user's kill -9; a
+    crash) and is the stage's cause, not the gloo errors it left the others.
+    """
+
+    def on_sigterm(signum: int, _frame) -> None:
+        (folder / f"rank{rank}.terminated").touch()
+        signal.signal(signum, signal.SIG_DFL)
+        os.kill(os.getpid(), signum)
+
+    signal.signal(signal.SIGTERM, on_sigterm)
+    (folder / f"rank{rank}.started").write_text(str(os.getpid()))
+
+
 def main(spec_path: str) -> None:
+    from instructflow.tasks.launch_guard import die_with_parent
+
+    # torchrun starts each process in a session of its own: a launcher killed outright
+    # (SIGKILL: the OOM killer, kill -9) left them training as orphans, writing into the
+    # stage's folder beside the task's retry. They now end with it (SIGTERM, Linux).
+    launcher = os.getppid()
+    die_with_parent()
+    if os.getppid() != launcher:  # it died before the request was in place
+        sys.exit(1)
     folder = Path(spec_path).parent
     rank = int(os.environ.get("RANK", "0"))
+    _mark_lifecycle(folder, rank)
     spec = pickle.loads(Path(spec_path).read_bytes())
     log = _logger(spec) if rank == 0 else (lambda *_: None)
     if rank != 0:
@@ -69,6 +100,7 @@ def main(spec_path: str) -> None:
         partial = folder / (RESULT + ".part")
         partial.write_bytes(pickle.dumps(result))
         partial.replace(folder / RESULT)
+    (folder / f"rank{rank}.done").touch()
     import torch.distributed
 
     if torch.distributed.is_initialized():

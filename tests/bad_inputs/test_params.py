@@ -24,6 +24,21 @@ CASES = [
         {"registry": {"model_name": "team.policy"}},
         ['registry.model_name = "team.policy"', "a string matching ^[^/:.%\"']+$"],
     ),
+    # a field of an optional nested object (lora is an object or null) said only "see
+    # `instructflow params --schema`"
+    ("lora-rank-zero", {"sft": {"lora": {"r": 0}}}, ["sft.lora.r = 0", "an integer >= 1"]),
+    (
+        "lora-dropout-one",
+        {"ppo": {"lora": {"dropout": 1.0}}},
+        ["ppo.lora.dropout = 1.0", "a number >= 0.0 and < 1.0"],
+    ),
+    (
+        # an empty list passed every check and failed PPO with peft's traceback after SFT
+        # and the reward model had trained
+        "lora-no-targets",
+        {"ppo": {"lora": {"target_modules": []}}},
+        ["ppo.lora.target_modules = []", "a list of at least 1 string", '"all-linear"', "null"],
+    ),
     (
         "more-processes-than-rollouts",
         {"profile": "smoke", "processes": 17},

@@ -33,3 +33,21 @@ def test_plan_of_a_broken_or_empty_model_folder_is_refused_as_run_refuses_it(tmp
         err = capsys.readouterr().err
         assert status == 2 and "Traceback" not in err
         assert f"field '{field}'" in err and str(folder) in err
+
+
+def test_plan_with_lora_targets_the_model_lacks_names_the_setting(tmp_path, capsys):
+    # given a Llama (its config is all a plan reads) and GPT-2's module name as SFT's target
+    from transformers import LlamaConfig
+
+    model = tmp_path / "llama"
+    LlamaConfig(
+        hidden_size=32, intermediate_size=64, num_attention_heads=4, num_hidden_layers=1
+    ).save_pretrained(model)
+    params = tmp_path / "p.json"
+    params.write_text('{"params": {"sft": {"lora": {"target_modules": ["c_attn"]}}}}')
+    # when its memory plan is asked for
+    status = main(["plan", "--base-model", str(model), "--params", str(params)])
+    # then it is refused as `run` refuses it (it was peft's NoMatchingPeftModuleError traceback)
+    err = capsys.readouterr().err
+    assert status == 2 and "Traceback" not in err
+    assert "'sft.lora.target_modules': 'c_attn' names no module of this llama model" in err

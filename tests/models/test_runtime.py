@@ -39,6 +39,19 @@ def test_gradient_checkpointing_computes_the_same_loss_and_gradients(tmp_path):
     torch.testing.assert_close(results[0][1], results[1][1], rtol=1e-6, atol=1e-7)
 
 
+def test_gradient_checkpointing_is_enabled_without_a_deprecation_warning(tmp_path):
+    # transformers 5 deprecates gradient_checkpointing_enable (removed in v6): its
+    # FutureWarning, with a site-packages path, showed in every such stage's log
+    import warnings
+
+    model, _ = load_causal_lm(save_tiny_checkpoint("llama", tmp_path / "llama"))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        enable_gradient_checkpointing(model)
+    assert [str(w.message) for w in caught if w.category is FutureWarning] == []
+    assert model.is_gradient_checkpointing and model.config.use_cache is False
+
+
 def test_peak_memory_is_the_peak_since_start_not_since_the_process_began():
     # given a process that once held a large tensor (300 MB), now freed
     big = torch.ones(300 * 2**20 // 4)

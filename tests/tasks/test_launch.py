@@ -135,6 +135,67 @@ def test_a_stop_request_reaches_the_processes_and_an_exception_ends_them_all(tmp
     assert _left_behind(second) == []
 
 
+@pytest.mark.slow  # launches two processes
+def test_a_process_killed_mid_stage_is_named_as_the_cause(tmp_path, monkeypatch):
+    # given rank 1 killed by SIGKILL while both train (the OOM killer, a user's kill -9):
+    # rank 0 then fails in its next collective with gloo's "Connection closed by peer",
+    # which the stage used to report as the cause ("process 0 of 2 failed: RuntimeError")
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]))
+
+    def kill_rank_one() -> None:
+        for pid in _left_behind(tmp_path):  # the launcher and both processes
+            if b"\0RANK=1\0" in Path(f"/proc/{pid}/environ").read_bytes():
+                os.kill(pid, signal.SIGKILL)
+
+    _when_training(tmp_path, kill_rank_one)
+    with pytest.raises(launch.ProcessFailed) as failed:
+        launch.run(
+            launch_targets.train_until_stopped,
+            {},
+            processes=2,
+            work_dir=tmp_path,
+            log=None,
+            log_prefix="t",
+        )
+    message = str(failed.value)
+    assert message.startswith("process 1 of 2 ended without an error of its own"), message
+    assert "SIGKILL" in message and len(message.splitlines()) == 1
+    assert not is_permanent(failed.value)  # not bad input: the task retries (and resumes)
+    assert _left_behind(tmp_path) == []
+
+
+@pytest.mark.slow  # launches two processes
+def test_killing_the_launcher_mid_stage_leaves_no_process_training(tmp_path, monkeypatch):
+    # given Accelerate's launcher (torchrun's agent) killed by SIGKILL while both train:
+    # its workers, in sessions of their own, went on training as orphans, writing into
+    # the stage's folder beside the task's retry of the stage
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]))
+
+    def kill_launcher() -> None:
+        for pid in _left_behind(tmp_path):
+            if b"\0RANK=" not in b"\0" + Path(f"/proc/{pid}/environ").read_bytes():
+                os.kill(pid, signal.SIGKILL)
+
+    _when_training(tmp_path, kill_launcher)
+    try:
+        with pytest.raises(launch.ProcessFailed):
+            launch.run(
+                launch_targets.train_until_stopped,
+                {},
+                processes=2,
+                work_dir=tmp_path,
+                log=None,
+                log_prefix="t",
+            )
+        deadline = time.monotonic() + 10
+        while _left_behind(tmp_path) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert _left_behind(tmp_path) == []  # the workers ended with their launcher
+    finally:
+        for pid in _left_behind(tmp_path):
+            os.kill(pid, signal.SIGKILL)
+
+
 @pytest.mark.slow  # starts one process (about 10 s on 2 cores)
 def test_a_stage_in_a_process_of_its_own_computes_what_it_computes_here(tmp_path, monkeypatch):
     import torch
