@@ -135,6 +135,14 @@ def test_a_stop_request_reaches_the_processes_and_an_exception_ends_them_all(tmp
     assert _left_behind(second) == []
 
 
+def _two_until_stopped(work_dir):
+    """Two processes of `train_until_stopped`, launched as a stage launches them."""
+    return launch.run(
+        launch_targets.train_until_stopped, {}, processes=2, work_dir=work_dir, log=None,
+        log_prefix="t",
+    )  # fmt: skip
+
+
 @pytest.mark.slow  # launches two processes
 def test_a_process_killed_mid_stage_is_named_as_the_cause(tmp_path, monkeypatch):
     # given rank 1 killed by SIGKILL while both train (the OOM killer, a user's kill -9):
@@ -149,14 +157,7 @@ def test_a_process_killed_mid_stage_is_named_as_the_cause(tmp_path, monkeypatch)
 
     _when_training(tmp_path, kill_rank_one)
     with pytest.raises(launch.ProcessFailed) as failed:
-        launch.run(
-            launch_targets.train_until_stopped,
-            {},
-            processes=2,
-            work_dir=tmp_path,
-            log=None,
-            log_prefix="t",
-        )
+        _two_until_stopped(tmp_path)
     message = str(failed.value)
     assert message.startswith("process 1 of 2 ended without an error of its own"), message
     assert "SIGKILL" in message and len(message.splitlines()) == 1
@@ -179,14 +180,7 @@ def test_killing_the_launcher_mid_stage_leaves_no_process_training(tmp_path, mon
     _when_training(tmp_path, kill_launcher)
     try:
         with pytest.raises(launch.ProcessFailed):
-            launch.run(
-                launch_targets.train_until_stopped,
-                {},
-                processes=2,
-                work_dir=tmp_path,
-                log=None,
-                log_prefix="t",
-            )
+            _two_until_stopped(tmp_path)
         deadline = time.monotonic() + 10
         while _left_behind(tmp_path) and time.monotonic() < deadline:
             time.sleep(0.2)
