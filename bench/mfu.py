@@ -236,12 +236,9 @@ def main() -> None:
         "reward_model": rm,
     }
     print(json.dumps(result, indent=1))
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=1) + "\n")
-    if args.out.resolve() == DEFAULT_OUT.resolve():
-        from bench import readme
+    from bench import readme
 
-        readme.update()  # README's Performance table, from the file just written
+    readme.save(result, args.out, DEFAULT_OUT)
 
 
 if __name__ == "__main__":

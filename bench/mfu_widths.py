@@ -15,7 +15,6 @@ demo's own trained checkpoint. Writes bench/results/mfu_widths.json.
 """
 
 import argparse
-import json
 import os
 import sys
 import time
@@ -85,13 +84,10 @@ def main() -> None:
         "checkpoint": "untrained",
         "widths": rows,
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=1) + "\n")
-    print(f"wrote {args.out}")
-    if args.out.resolve() == DEFAULT_OUT.resolve():
-        from bench import readme
+    from bench import readme
 
-        readme.update()
+    readme.save(result, args.out, DEFAULT_OUT)
+    print(f"wrote {args.out}")
 
 
 if __name__ == "__main__":

@@ -38,7 +38,6 @@ bench/results/overhead.json.
 """
 
 import argparse
-import json
 import os
 import shutil
 import statistics
@@ -378,13 +377,10 @@ def main() -> None:
         f"unchanged re-run: {100 * rerun['median']:.1f}% of the first run "
         f"[{100 * rerun['min']:.1f}, {100 * rerun['max']:.1f}]"
     )
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=1) + "\n")
-    print(f"wrote {args.out}")
-    if args.out.resolve() == DEFAULT_OUT.resolve():
-        from bench import readme
+    from bench import readme
 
-        readme.update()  # README's Performance table, from the file just written
+    readme.save(result, args.out, DEFAULT_OUT)
+    print(f"wrote {args.out}")
 
 
 if __name__ == "__main__":

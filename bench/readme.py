@@ -34,6 +34,15 @@ TARGETS = {
 }
 
 
+def save(result: dict, out: Path, default: Path) -> None:
+    """Write a bench's result file; when it is the bench's own file under bench/results/,
+    rewrite README's Performance table from it."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=1) + "\n")
+    if out.resolve() == default.resolve():
+        update()
+
+
 def _load(results: Path, name: str) -> dict | None:
     path = results / name
     return json.loads(path.read_text()) if path.exists() else None

@@ -390,13 +390,10 @@ def report(runs: list[dict], loads: list[list[float]], args, n_rounds: int) -> N
         "load_average_1min": [load[0] for load in loads],
         "runs": [{k: v for k, v in r.items() if k != "gold"} for r in runs],
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=1) + "\n")
-    print(f"wrote {args.out}")
-    if args.out.resolve() == RESULTS.resolve():
-        from bench import readme
+    from bench import readme
 
-        readme.update()  # README's Performance table, from the file just written
+    readme.save(result, args.out, RESULTS)
+    print(f"wrote {args.out}")
 
 
 if __name__ == "__main__":
