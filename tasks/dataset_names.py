@@ -100,7 +100,7 @@ def split_file(file_name: str) -> tuple[str | None, str] | None:
 # The Hub (datasets' push_to_hub, save_to_disk exports) cuts a large table into shards,
 # preferences-00000-of-00002.parquet ...; only the file named as the table is read, so the
 # other shards' rows would be missing without a word.
-_SHARD_RE = re.compile(r"^(?P<table>.+?)[-_]\d+-of-\d+$")
+SHARD_RE = re.compile(r"^(?P<name>.+?)[-_](?P<index>\d+)-of-(?P<count>\d+)$")
 
 
 def shard_table(file_name: str) -> str | None:
@@ -108,8 +108,8 @@ def shard_table(file_name: str) -> str | None:
     stem, _, suffix = file_name.partition(".")
     if f".{suffix.lower()}" not in (".jsonl", ".json", *PARQUET_SUFFIXES):
         return None
-    match = _SHARD_RE.match(stem)
-    return nearest(match["table"], TABLE_NAMES) if match else None
+    match = SHARD_RE.match(stem)
+    return nearest(match["name"], TABLE_NAMES) if match else None
 
 
 FROM_HUB = " (`instructflow data from-hub` gathers a Hub download's split files into one)"

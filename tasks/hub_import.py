@@ -12,16 +12,15 @@ validation (valid, val, dev) keeps its name; any other needs a word from the use
 train_prefs) must not land in this one.
 """
 
-import re
 from pathlib import Path
 
 import pandas as pd
 
+from instructflow.tasks.dataset_names import SHARD_RE
 from instructflow.tasks.schemas import SPLIT_ALIASES, SPLITS
 
 # .json and .jsonl.gz: JSON Lines as many Hub datasets store them (Anthropic/hh-rlhf: train.jsonl.gz)
 FORMATS = (".parquet", ".jsonl", ".jsonl.gz", ".json")
-SHARD = re.compile(r"^(?P<split>.+?)-(?P<index>\d+)-of-(?P<count>\d+)$")
 SKIP = "skip"
 
 
@@ -40,9 +39,9 @@ def split_files(snapshot: Path) -> dict[str, list[Path]]:
         if suffix is None or not path.is_file():
             continue
         stem = path.name.removesuffix(suffix)
-        match = SHARD.match(stem)
+        match = SHARD_RE.match(stem)  # the Hub's <split>-00000-of-00002
         split, index, count = (
-            (match["split"], int(match["index"]), int(match["count"])) if match else (stem, 0, 1)
+            (match["name"], int(match["index"]), int(match["count"])) if match else (stem, 0, 1)
         )
         shards.setdefault(split, []).append((index, count, path))
     if not shards:
