@@ -27,10 +27,10 @@ scan the million imported objects.
 The direct path has no registry or gate (they are MLflow's), so both sides
 are compared without it: the overhead is (orchestrated - registry stage -
 direct) / (orchestrated - registry stage), with the registry stage's seconds
-taken from the run's own `stage_seconds/registry`. (Until 2026-12-04 the
-divisor was the whole orchestrated run, registry included; a registry stage
-slowed by Prefect's 2 s retry then made the overhead look smaller. That
-figure stays in the file as `overhead_fraction_of_whole_run`.)
+taken from the run's own `stage_seconds/registry` (`overhead_fraction_of_whole_run`
+divides by the whole run instead, which a slow registry stage makes look smaller).
+Each round also records the CPU seconds of each side's run, its own and the
+Prefect server's (bench/cpu_seconds.py), which tell where the extra wall time goes.
 Prints the median and range over rounds of both ratios, and a bootstrap CI of
 the overhead's median (single rounds swing by several points: on the slow
 2-core host of 2026-12-04, 15 rounds left that CI 10 to 13 points wide); writes
@@ -210,19 +210,27 @@ def one_round(tmp: Path, params, index: int) -> dict:
     """A fresh project root: the direct run and the orchestrated run (then its unchanged
     re-run), the direct run first in even rounds and last in odd ones, so a machine that
     speeds up or slows down during a round does not always favour the same side."""
+    from bench import cpu_seconds
     from instructflow.tasks import tracking
 
     project = tmp / f"project-{index}"
     enter_root(project)
 
+    cpu: dict[str, dict[str, float]] = {}  # CPU seconds per process, of each side's timed run
+
     def run_direct() -> tuple[float, dict[str, float]]:
-        return direct_in(project, params, tmp / f"direct-{index}", f"round {index}: direct")
+        before = cpu_seconds.reading()
+        timed = direct_in(project, params, tmp / f"direct-{index}", f"round {index}: direct")
+        cpu["direct"] = cpu_seconds.spent(before, cpu_seconds.reading())
+        return timed
 
     def run_orchestrated() -> tuple[float, float, dict, float]:
         started = time.perf_counter()
         tracking.setup()  # creates the MLflow store's tables: once per project (excluded)
         store_s = time.perf_counter() - started
+        before = cpu_seconds.reading()
         first_s, metrics = orchestrated(params)
+        cpu["orchestrated"] = cpu_seconds.spent(before, cpu_seconds.reading())
         rerun_s, _ = orchestrated(params)
         print(
             f"[overhead] round {index}: orchestrated {first_s:.1f} s, re-run {rerun_s:.1f} s",
@@ -248,6 +256,7 @@ def one_round(tmp: Path, params, index: int) -> dict:
         "overhead_fraction_of_whole_run": round((first_s - registry_s - direct_s) / first_s, 4),
         "rerun_fraction": round(rerun_s / first_s, 4),
         "direct_stage_seconds": direct_stages,
+        "cpu_seconds": cpu,
         "stage_seconds": {
             k.split("/", 1)[1]: round(v, 2)
             for k, v in metrics.items()
@@ -312,6 +321,7 @@ def main() -> None:
     apply_defaults()
     import torch
 
+    from bench import cpu_seconds
     from bench.mfu import matmul_peak
 
     # The host's speed, so that files measured on hosts of different speeds can be told
@@ -363,6 +373,7 @@ def main() -> None:
                 "rerun_seconds",
             )
         },
+        "cpu_seconds": cpu_seconds.summary([r["cpu_seconds"] for r in rounds], spread),
         "rounds": rounds,
     }
     overhead, rerun = result["overhead_fraction"], result["rerun_fraction"]
@@ -377,6 +388,7 @@ def main() -> None:
         f"unchanged re-run: {100 * rerun['median']:.1f}% of the first run "
         f"[{100 * rerun['min']:.1f}, {100 * rerun['max']:.1f}]"
     )
+    print(cpu_seconds.line(result["cpu_seconds"]))
     from bench import readme
 
     readme.save(result, args.out, DEFAULT_OUT)
