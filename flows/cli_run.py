@@ -41,10 +41,9 @@ def _cmd_run(args: argparse.Namespace) -> int:
     pin_threads(params.threads)  # before any torch work (inter-op threads can be set only once)
     import torch
 
-    from instructflow.tasks.launch import oversubscribed
+    from instructflow.tasks.launch import warn_oversubscribed
 
-    if warning := oversubscribed(params.processes, torch.get_num_threads()):
-        print(f"instructflow: warning: {warning}", file=sys.stderr, flush=True)
+    warn_oversubscribed(params.processes, torch.get_num_threads())
     local = params
     if params.base_model:  # a missing model fails here, before Prefect or any stage starts
         from instructflow.models.hub import resolve_pretrained
@@ -134,6 +133,10 @@ def _cmd_plan(args: argparse.Namespace) -> int:
         if getattr(args, field) is not None:
             overrides[field] = getattr(args, field)
     params = build_params(overrides)
+    from instructflow.tasks.launch import warn_oversubscribed
+    from instructflow.tasks.provenance import available_cores
+
+    warn_oversubscribed(params.processes, params.threads or available_cores())  # as `run` says
     seq_len, prompt_len = args.seq_len, args.prompt_len
     if args.data:  # the data's longest rows, unless given
         longest_seq, longest_prompt = data_lengths(params, Path(args.data))

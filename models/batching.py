@@ -33,17 +33,27 @@ def encode_response(tokenizer: PreTrainedTokenizerBase, response: str) -> list[i
 
 
 def encode_pair(
-    tokenizer: PreTrainedTokenizerBase, prompt: str, response: str, max_len: int
+    tokenizer: PreTrainedTokenizerBase,
+    prompt: str,
+    response: str,
+    max_len: int,
+    cut: bool = False,
 ) -> tuple[list[int], list[int]]:
     """Token ids of prompt + response + EOS, and labels that train on the response only.
 
     Prompt and response are encoded separately and concatenated, so the
     boundary is exact and matches generation (which encodes the prompt alone
     and continues from there). The EOS is labelled: the policy must learn when
-    to stop.
+    to stop. Longer than `max_len` raises, unless `cut`: then the response's end
+    is cut to fit, its EOS kept (it still raises when the prompt leaves no room).
     """
     prompt_ids = encode_prompt(tokenizer, format_prompt(prompt))
-    response_ids = encode_response(tokenizer, response)
+    response_ids = encode_response(tokenizer, response)  # ends on the EOS
+    room = max_len - len(prompt_ids)
+    if cut and len(response_ids) > room:
+        if room < 1:  # the prompt alone fills the context: nothing of the response can be read
+            raise ValueError(f"prompt is {len(prompt_ids)} tokens, no room in max_len={max_len}")
+        response_ids = [*response_ids[: room - 1], response_ids[-1]]
     input_ids = prompt_ids + response_ids
     if len(input_ids) > max_len:
         raise ValueError(f"example is {len(input_ids)} tokens, longer than max_len={max_len}")

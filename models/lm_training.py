@@ -25,7 +25,7 @@ from instructflow.models.checkpoints import CheckpointStore, after_step, rng_sta
 from instructflow.models.distributed import Group, labelled_tokens
 from instructflow.models.lm import no_cache, takes_logits_to_keep
 from instructflow.models.numeric import check_finite
-from instructflow.models.runtime import NO_BUFFER_BROADCAST, Precision, adamw, make_accelerator
+from instructflow.models.runtime import Precision, adamw, ddp_accelerator, make_accelerator
 
 # on_log(step, metrics, total, unit): metrics after `unit` `step` (0-based) of `total`.
 LogFn = Callable[[int, dict[str, float], int, str], None]
@@ -120,7 +120,7 @@ def pretrain(
     step's rows; every block has the same length, so its share of the mean
     loss is its rows' mean times its fraction of the rows.
     """
-    accelerator = Accelerator(kwargs_handlers=[NO_BUFFER_BROADCAST])
+    accelerator = ddp_accelerator()
     group = Group(accelerator)
     torch.manual_seed(seed)
     optimizer, scheduler = _optimizer(model, cfg, steps)

@@ -31,12 +31,9 @@ from transformers import (
 
 from instructflow.models.batching import (
     encode_pair,
-    encode_prompt,
-    encode_response,
     pad_batch,
     position_ids_from_mask,
 )
-from instructflow.models.formatting import format_prompt
 from instructflow.models.length_groups import in_row_order, length_groups
 from instructflow.models.lm import PAD_CANDIDATES, fused_activations
 
@@ -207,20 +204,6 @@ def rewards(
     return in_row_order(groups, scores)
 
 
-def _cut_to_fit(
-    tokenizer: PreTrainedTokenizerBase, prompt: str, response: str, max_len: int
-) -> list[int]:
-    """Ids of prompt + response + EOS, the response's end cut to fit `max_len`."""
-    prompt_ids = encode_prompt(tokenizer, format_prompt(prompt))
-    response_ids = encode_response(tokenizer, response)  # ends on the EOS
-    room = max_len - len(prompt_ids)
-    if room < 1:  # the prompt alone fills the context: nothing of the response can be read
-        raise ValueError(f"prompt is {len(prompt_ids)} tokens, no room in max_len={max_len}")
-    if len(response_ids) > room:
-        response_ids = [*response_ids[: room - 1], response_ids[-1]]
-    return prompt_ids + response_ids
-
-
 def encode_for_reward(
     tokenizer: PreTrainedTokenizerBase,
     prompts: Sequence[str],
@@ -238,8 +221,10 @@ def encode_for_reward(
     """
     if len(prompts) != len(responses):
         raise ValueError("prompts and responses must have the same length")
-    encode = _cut_to_fit if cut_responses else lambda t, p, r, n: encode_pair(t, p, r, n)[0]
-    sequences = [encode(tokenizer, p, r, max_len) for p, r in zip(prompts, responses, strict=True)]
+    sequences = [
+        encode_pair(tokenizer, p, r, max_len, cut=cut_responses)[0]
+        for p, r in zip(prompts, responses, strict=True)
+    ]
     input_ids = pad_batch(sequences, tokenizer.pad_token_id)
     attention_mask = pad_batch([[1] * len(s) for s in sequences], 0)
     return input_ids, attention_mask

@@ -5,6 +5,7 @@ Pure torch and Accelerate, shared by every training loop so a stage's
 """
 
 import re
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
@@ -28,12 +29,30 @@ def precision_field():
 _MIXED = {"fp32": "no", "bf16": "bf16", "fp16": "fp16"}
 
 
-NO_BUFFER_BROADCAST = DistributedDataParallelKwargs(broadcast_buffers=False)
+@dataclass
+class _DDPKwargs(DistributedDataParallelKwargs):
+    """Accelerate's DDP settings plus torch's `forward_sync_buffers`, which Accelerate does
+    not list; its deprecated `broadcast_buffers=False` made every process print a
+    FutureWarning. Only values other than the defaults reach DDP (KwargsHandler.to_kwargs).
+    Accelerate takes a handler of its own class only: `ddp_accelerator` sets this one."""
+
+    forward_sync_buffers: bool | None = None
+
+
+NO_BUFFER_BROADCAST = _DDPKwargs(forward_sync_buffers=False)
 """DDP without its buffer broadcast at every forward pass. That broadcast is a collective,
 so every process must make the same number of forward passes; PPO makes one per length
 group of its own shard, and the counts differ (two processes of a Qwen2, whose rotary
 table is a buffer, waited on each other for ever). The buffers of these models are
-constants (rotary tables, masks; no running statistics), equal in every process."""
+constants (rotary tables, masks; no running statistics), equal in every process, so the
+one broadcast DDP still makes as it wraps the model (every process at once) changes nothing."""
+
+
+def ddp_accelerator(**settings) -> Accelerator:
+    """`Accelerator(**settings)` whose prepared models are wrapped in DDP with NO_BUFFER_BROADCAST."""
+    made = Accelerator(**settings)
+    made.ddp_handler = NO_BUFFER_BROADCAST  # read as it wraps a model (prepare_model)
+    return made
 
 
 def make_accelerator(precision: Precision = "fp32") -> Accelerator:
@@ -51,7 +70,7 @@ def make_accelerator(precision: Precision = "fp32") -> Accelerator:
     state = AcceleratorState._shared_state
     if state and state.get("_mixed_precision", _MIXED[precision]) != _MIXED[precision]:
         AcceleratorState._reset_state()
-    return Accelerator(mixed_precision=_MIXED[precision], kwargs_handlers=[NO_BUFFER_BROADCAST])
+    return ddp_accelerator(mixed_precision=_MIXED[precision])
 
 
 _FUSED_ADAMW_DEVICES = {"cpu", "cuda"}

@@ -94,6 +94,7 @@ class Item:
     # (conversations.split_key), so one prompt is on one side in every table and form.
     split_key: str = ""
     prompt_key: str = ""  # which prompt it is (conversations.prompt_key): its id, repeats
+    turns: list[dict[str, str]] | None = None  # the conversation `prompt` was rendered from
 
 
 @dataclass
@@ -172,6 +173,7 @@ def _item(
     """The row as an Item; `messages`: the conversation turns `prompt` was rendered from."""
     return Item(
         readable_prompt=readable(messages) if messages is not None else None,
+        turns=messages,
         split_key=split_key(messages if messages is not None else prompt),
         prompt_key=prompt_key(messages if messages is not None else prompt),
         response_field=where,

@@ -98,6 +98,7 @@ def run(
     """
     if processes < 1:
         raise ValueError(f"processes must be >= 1, got {processes}")
+    warn_oversubscribed(processes, torch.get_num_threads())  # however the run was started
     threads = _OWN_PROCESS.get()
     if processes == 1 and threads is None:
         return fn(**kwargs, log=log)
@@ -143,6 +144,19 @@ def oversubscribed(processes: int, threads: int) -> str | None:
         f" (no GPU): each process gets 1 thread and they share {threads}, which is slower than"
         f" --processes {threads}"
     )
+
+
+_warned: set[tuple[int, int]] = set()
+
+
+def warn_oversubscribed(processes: int, threads: int) -> None:
+    """`oversubscribed`'s warning on stderr (in a flow run, its Prefect log: log_prints), once
+    per process for a setting: `instructflow run` says it before the run starts, its stages
+    do not repeat it, and a run the Prefect form or API started says it at its first stage."""
+    warning = oversubscribed(processes, threads)
+    if warning and (processes, threads) not in _warned:
+        _warned.add((processes, threads))
+        print(f"instructflow: warning: {warning}", file=sys.stderr, flush=True)
 
 
 def launch_command(processes: int, spec: Path) -> list[str]:

@@ -6,7 +6,10 @@ EOS), fits the context, and when the prompt leaves room for `max_new_tokens`
 of sampling (comparisons, PPO and evaluation continue from the prompt).
 What happens to a row that does not fit is a setting (DatasetConfig.overlong):
 refuse the dataset naming the row, drop the row, or cut the start of the
-prompt (the end of a prompt is what the response answers).
+prompt (the end of a prompt is what the response answers). A conversation is cut
+by whole turns, its earliest first (a system turn kept), so the chat template's
+markup stays whole; only when its last user turn alone does not fit is the
+rendered text's start cut.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ from typing import Any
 
 from instructflow.models.batching import encode_pair, encode_prompt
 from instructflow.models.formatting import format_prompt
+from instructflow.tasks.conversations import TemplateRefused, readable, render
 from instructflow.tasks.tables import Problem, read_jsonl
 from instructflow.world import layout
 
@@ -56,6 +60,30 @@ class LengthCheck:
             cut += max(1, excess)  # decoding can merge tokens differently: cut again
         return None
 
+    def cut_turns(self, turns: list[dict[str, str]], responses: list[str]) -> list | None:
+        """The conversation without as many of its earliest turns as the row needs to fit (a
+        system turn kept, restarting at a user turn), or None when its last user turn cannot."""
+        head = turns[:1] if turns and turns[0]["role"] == "system" else []
+        rest = turns[len(head) :]
+        for start in range(1, len(rest)):
+            if rest[start]["role"] != "user":  # templates expect a user turn first
+                continue
+            try:
+                text = render(head + rest[start:], self.tokenizer)
+            except TemplateRefused:
+                continue
+            if self.need(text, responses) <= self.max_len:
+                return head + rest[start:]
+        return None
+
+    def shorten(self, item):
+        """The item cut to fit (whole turns of a conversation, else its prompt's start), or None."""
+        if item.turns and (turns := self.cut_turns(item.turns, item.responses)) is not None:
+            prompt = render(turns, self.tokenizer)
+            return replace(item, prompt=prompt, turns=turns, readable_prompt=readable(turns))
+        shorter = self.cut_prompt(item.prompt, item.responses)
+        return None if shorter is None else replace(item, prompt=shorter)
+
     def apply(self, items: list, policy: str) -> tuple[list, dict[str, int], list[Problem]]:
         """Items that fit (kept, cut or dropped per `policy`), counts, and problems under "refuse"."""
         kept, problems = [], []
@@ -77,12 +105,12 @@ class LengthCheck:
                 message = f"row needs {n} tokens > context {self.max_len} (with {self.max_new_tokens} tokens of sampling room)"
                 problems.append(Problem(item.file, item.row, where, message))
                 continue
-            shorter = self.cut_prompt(item.prompt, item.responses) if policy == "truncate" else None
+            shorter = self.shorten(item) if policy == "truncate" else None
             if shorter is None:
                 counts["dropped"] += 1
             else:
                 counts["truncated"] += 1
-                kept.append(replace(item, prompt=shorter))
+                kept.append(shorter)
         return kept, {k: v for k, v in counts.items() if v}, problems
 
 

@@ -38,11 +38,10 @@ from instructflow.tasks.input_checks import (
     table_problems,
 )
 from instructflow.tasks.paths import runs_dir
+from instructflow.tasks.precision_checks import PARAMS, precision_problems
 from instructflow.tasks.stage import content_digest, import_closure_digest, mark_done, stage_key
 from instructflow.tasks.tables import Problem, TableError, check_user_splits
 from instructflow.world import layout
-
-PARAMS = "params"  # the "file" of problems found in the run's parameters
 
 
 class InputRefused(ValueError):
@@ -63,7 +62,7 @@ def _param_problems(params: Any) -> list[Problem]:
     human = params.comparisons.human_comparisons
     if human and not Path(human).is_file():
         problems.append(Problem(human, 0, "comparisons.human_comparisons", "file not found"))
-    return problems
+    return problems + precision_problems(params)
 
 
 def _is_local(name: str) -> bool:

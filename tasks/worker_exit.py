@@ -15,13 +15,18 @@ Prefect API gets the run's logs all along. Linux only (procfs); elsewhere it doe
 A cancel reaches a run through the worker that started it (it sends SIGTERM; a new
 worker leaves runs it did not start alone): an orphaned run kept going and its flow
 run stayed Cancelling after it ended. So from then on the run watches its own state
-and sends itself that SIGTERM.
+and sends itself that SIGTERM. Prefect's engine reports a SIGTERM without a runner's
+intent as Crashed and then dies by the signal (it is the worker that marks a cancelled run
+Cancelled), so a small process of its own, started before that SIGTERM, waits for the run's
+process to end and marks its flow run Cancelled. Run as a module, this file is that process.
 """
 
 import os
 import select
 import signal
 import stat
+import subprocess
+import sys
 import threading
 from collections.abc import Callable
 from pathlib import Path
@@ -132,11 +137,48 @@ def _stop_when_cancelled(flow_run_id: UUID) -> None:
         except Exception:  # the server away for a while: the run itself says so if it matters
             continue
         if state is not None and state.is_cancelling():
+            _mark_cancelled_after_exit(flow_run_id)
             os.kill(os.getpid(), signal.SIGTERM)
             return
+
+
+def _mark_cancelled_after_exit(flow_run_id: UUID) -> None:
+    """Start this module in a session of its own to mark the run Cancelled once this process
+    has exited (the engine reports Crashed first, and no code of this process runs after)."""
+    subprocess.Popen(
+        [sys.executable, "-m", __spec__.name, str(os.getpid()), str(flow_run_id)],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,  # the run's console pipes must not outlive the run
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+
+
+def _mark_cancelled(flow_run_id: UUID) -> None:
+    """What the worker would do after its SIGTERM: the flow run ends Cancelled, not Crashed
+    (unless it finished some other way first, or the server is away)."""
+    from prefect.client.orchestration import get_client
+    from prefect.settings import get_current_settings
+    from prefect.states import Cancelled
+
+    if not get_current_settings().api.url:  # a temporary server would not know the run
+        return
+    try:
+        with get_client(sync_client=True) as client:
+            state = client.read_flow_run(flow_run_id).state
+            if state is None or not state.is_final() or state.is_crashed():
+                message = "cancelled after its worker was gone"
+                client.set_flow_run_state(flow_run_id, Cancelled(message=message), force=True)
+    except Exception:  # exiting anyway: the run stays as the engine left it
+        return
 
 
 def _copy(reader: int, target: int) -> None:
     while chunk := os.read(reader, 65536):
         os.write(target, chunk)
     os.close(reader)
+
+
+if __name__ == "__main__":  # _mark_cancelled_after_exit's process: RUN_PID FLOW_RUN_ID
+    _wait_for_exit(int(sys.argv[1]))
+    _mark_cancelled(UUID(sys.argv[2]))

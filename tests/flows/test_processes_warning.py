@@ -1,5 +1,6 @@
 """`--processes N` above the CPU threads on a machine without a GPU: said before the run."""
 
+import pytest
 import torch
 
 from instructflow.flows.cli import main
@@ -26,3 +27,38 @@ def test_run_warns_before_anything_starts(tmp_path, monkeypatch, capsys):
     err = capsys.readouterr().err
     assert status == 2
     assert "instructflow: warning: processes = 2 is more than the 1 CPU threads" in err
+
+
+class _Stop(Exception):
+    pass
+
+
+def test_a_run_started_without_the_cli_is_warned_at_its_first_launch(tmp_path, monkeypatch, capsys):
+    # given a run the Prefect form or API started: no CLI said anything before it
+    from instructflow.tasks import launch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 1)
+    monkeypatch.setattr(launch, "_warned", set(), raising=False)
+
+    def no_launch(*_):
+        raise _Stop
+
+    monkeypatch.setattr(launch, "launch_command", no_launch)
+    for _ in range(2):  # two multi-process stages
+        with pytest.raises(_Stop):
+            launch.run(print, {}, processes=3, work_dir=tmp_path, log=print, log_prefix=None)
+    err = capsys.readouterr().err
+    assert err.count("instructflow: warning: processes = 3 is more than the 1 CPU threads") == 1
+
+
+def test_plan_warns_too(monkeypatch, capsys):
+    from instructflow.tasks import launch, provenance
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(provenance, "available_cores", lambda: 2)
+    monkeypatch.setattr(launch, "_warned", set(), raising=False)
+    assert main(["plan", "--profile", "smoke", "--processes", "4"]) == 0
+    assert "instructflow: warning: processes = 4 is more than the 2 CPU threads" in (
+        capsys.readouterr().err
+    )

@@ -152,5 +152,60 @@ def test_an_orphaned_run_stops_itself_on_a_cancel_as_its_worker_would(monkeypatc
     monkeypatch.setattr(prefect.client.orchestration, "get_client", lambda **_: Client())
     monkeypatch.setattr(worker_exit, "CANCEL_POLL_SECONDS", 0.01)
     monkeypatch.setattr(worker_exit.os, "kill", lambda pid, sig: sent.append((pid, sig)))
+    monkeypatch.setattr(worker_exit, "_mark_cancelled_after_exit", lambda run_id: None)
     worker_exit._stop_when_cancelled(uuid.uuid4())
     assert sent == [(os.getpid(), signal.SIGTERM)] and states == []
+
+
+def test_an_orphaned_run_stopped_by_a_cancel_ends_cancelled_not_crashed(monkeypatch):
+    """Prefect's engine reports the SIGTERM as Crashed and dies by it: a process started
+    before the SIGTERM marks the flow run Cancelled once the run's process is gone."""
+    import prefect.client.orchestration
+    from prefect.states import Cancelling, Crashed
+
+    from instructflow.tasks import worker_exit
+
+    states = [Cancelling(), Crashed()]  # at the poll; after the exit, as the engine left it
+    started, set_states = [], []
+
+    class Client:
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            return False
+
+        def read_flow_run(self, flow_run_id):
+            return type("FlowRun", (), {"state": states.pop(0)})
+
+        def set_flow_run_state(self, flow_run_id, state, force=False):
+            set_states.append((flow_run_id, state.type.value, force))
+
+    monkeypatch.setattr(prefect.client.orchestration, "get_client", lambda **_: Client())
+    monkeypatch.setattr(worker_exit, "CANCEL_POLL_SECONDS", 0.01)
+    monkeypatch.setattr(worker_exit.os, "kill", lambda pid, sig: None)
+    monkeypatch.setattr(worker_exit.subprocess, "Popen", lambda args, **kw: started.append(args))
+    run_id = uuid.uuid4()
+    worker_exit._stop_when_cancelled(run_id)
+    assert set_states == []  # nothing marked while the run stops
+    [command] = started
+    assert command[1:] == ["-m", "instructflow.tasks.worker_exit", str(os.getpid()), str(run_id)]
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    with temporary_settings({PREFECT_API_URL: "http://127.0.0.1:9/api"}):  # the worker's server
+        worker_exit._mark_cancelled(run_id)  # what that process does once this one has exited
+    assert set_states == [(run_id, "CANCELLED", True)]
+
+
+def test_the_marking_process_waits_for_the_run_to_exit(tmp_path):
+    """`python -m instructflow.tasks.worker_exit PID RUN_ID` returns only after PID exits."""
+    run = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(3)"])
+    env = os.environ | {"PREFECT_API_URL": "http://127.0.0.1:9/api"}  # away: nothing to mark
+    started = time.monotonic()
+    marker = subprocess.run(
+        [sys.executable, "-m", "instructflow.tasks.worker_exit", str(run.pid), str(uuid.uuid4())],
+        env=env,
+        timeout=120,
+    )
+    assert marker.returncode == 0 and run.poll() is not None
+    assert time.monotonic() - started >= 2

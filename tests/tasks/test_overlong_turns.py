@@ -1,0 +1,69 @@
+"""`overlong: truncate` on a conversation drops whole earliest turns (tasks/lengths.py)."""
+
+import pytest
+
+from instructflow.models.tokenizer import train_tokenizer
+from instructflow.tasks.conversations import render
+from instructflow.tasks.dataset import Item
+from instructflow.tasks.lengths import LengthCheck
+
+TEMPLATE = (
+    "{% for m in messages %}<|{{ m['role'] }}|>{{ m['content'] }}\n{% endfor %}"
+    "{% if add_generation_prompt %}<|assistant|>{% endif %}"
+)
+
+
+@pytest.fixture(scope="module")
+def tokenizer():
+    texts = [f"Say the word {w} twice." for w in "apple river stone cloud".split()] * 5
+    tok = train_tokenizer(texts, vocab_size=300)
+    tok.chat_template = TEMPLATE
+    return tok
+
+
+def _item(turns, tokenizer) -> Item:
+    prompt = render(turns, tokenizer)
+    return Item("t.jsonl", 1, prompt, ["apple"], [0], None, None, None, None, turns=turns)
+
+
+def _turn(role: str, content: str) -> dict[str, str]:
+    return {"role": role, "content": content}
+
+
+def test_the_earliest_turns_go_whole_and_the_system_turn_and_last_user_turn_stay(tokenizer):
+    # given a system turn, two long early exchanges and a short last question
+    turns = [
+        _turn("system", "Say it."),
+        _turn("user", "Say the word river twice. " * 6),
+        _turn("assistant", "river river"),
+        _turn("user", "Say the word stone twice. " * 6),
+        _turn("assistant", "stone stone"),
+        _turn("user", "Say the word apple twice."),
+    ]
+    item = _item(turns, tokenizer)
+    last_two = [turns[0], *turns[3:]]
+    unbounded = LengthCheck(tokenizer, max_len=10**6, max_new_tokens=8)
+    check = LengthCheck(tokenizer, unbounded.need(render(last_two, tokenizer), ["apple"]), 8)
+    assert check.need(item.prompt, item.responses) > check.max_len
+
+    # when it is cut to fit
+    cut = check.shorten(item)
+
+    # then the first exchange is gone whole, the template's markup intact
+    assert cut.turns == last_two
+    assert cut.prompt == render(last_two, tokenizer)
+    assert cut.prompt.startswith("<|system|>Say it.\n<|user|>")
+    assert check.need(cut.prompt, cut.responses) <= check.max_len
+
+
+def test_a_last_turn_too_long_alone_has_its_rendered_start_cut(tokenizer):
+    turns = [
+        _turn("user", "Say the word river twice."),
+        _turn("assistant", "river river"),
+        _turn("user", "Say the word apple twice. " * 20),
+    ]
+    check = LengthCheck(tokenizer, max_len=48, max_new_tokens=8)
+    cut = check.shorten(_item(turns, tokenizer))
+    assert cut is not None and cut.turns == turns  # the text's start cut, as before
+    assert cut.prompt.endswith("<|assistant|>") and not cut.prompt.startswith("<|user|>")
+    assert check.need(cut.prompt, cut.responses) <= check.max_len
