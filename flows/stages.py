@@ -10,6 +10,7 @@ import contextvars
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import nullcontext
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TypeVar
@@ -61,20 +62,17 @@ def run_stage(
     started = time.perf_counter()
     key = stage_key(stage_name, task.version, config, inputs)
     out_dir = output_dir(key)
-    # Outputs deleted, changed or never finished: recompute even if Prefect remembers a result.
-    finished = (out_dir / DONE_MARKER).exists()
-    reason = changed_output(out_dir) if finished else None
-    stale = not finished or reason is not None
-    if not stale and stale_because is not None:
-        reason = stale_because(done_result(out_dir))
-        stale = reason is not None
-    if reason:
-        get_run_logger().warning(
-            "stage %s: recomputed, its cached result is stale: %s", stage_name, reason
-        )
-    # Named by its stage (the FLAN and T0 baselines are SFT's task, PPO-ptx is PPO's).
-    task = task.with_options(refresh_cache=stale, task_run_name=stage_name)
-    state = task(out_dir=str(out_dir), parent_run_id=parent_run_id, **kwargs, return_state=True)
+    stale, reason = _stale(out_dir, stale_because)
+    if stale:
+        # Another run may be computing this very stage (the same parameters again, as a
+        # schedule's run overlapping the one before): wait for it, then look again, so
+        # its folder is neither emptied under it nor computed twice. Training slot first.
+        slot = concurrency.training_slot() if stage_name in TRAINING else nullcontext()
+        with slot, concurrency.stage_lock(key):
+            stale, reason = _stale(out_dir, stale_because)
+            state = _call(task, stage_name, stale, reason, out_dir, parent_run_id, kwargs)
+    else:
+        state = _call(task, stage_name, stale, reason, out_dir, parent_run_id, kwargs)
     result = relocated(state.result(), out_dir)
     if state.name == "Cached":
         tags = {
@@ -90,6 +88,32 @@ def run_stage(
     tracking.batched.add_metrics(parent_run_id, {f"stage_seconds/{stage_name}": seconds})
     get_run_logger().info("stage %s: %s (%s) in %.1f s", stage_name, state.name, key, seconds)
     return result
+
+
+TRAINING = {"base_model", "sft", "flan", "t0", "comparisons", "reward_model", "judge", "ppo"}
+TRAINING |= {"ppo_ptx"}  # the stages that take a training slot (tasks/tracked.py)
+
+
+def _stale(out_dir: Path, stale_because) -> tuple[bool, str | None]:
+    """Whether a stage's folder must be computed again, and why (None: never finished)."""
+    # Outputs deleted, changed or never finished: recompute even if Prefect remembers a result.
+    finished = (out_dir / DONE_MARKER).exists()
+    reason = changed_output(out_dir) if finished else None
+    stale = not finished or reason is not None
+    if not stale and stale_because is not None:
+        reason = stale_because(done_result(out_dir))
+        stale = reason is not None
+    return stale, reason
+
+
+def _call(task, stage_name: str, stale: bool, reason, out_dir: Path, parent_run_id, kwargs):
+    if reason:
+        get_run_logger().warning(
+            "stage %s: recomputed, its cached result is stale: %s", stage_name, reason
+        )
+    # Named by its stage (the FLAN and T0 baselines are SFT's task, PPO-ptx is PPO's).
+    task = task.with_options(refresh_cache=stale, task_run_name=stage_name)
+    return task(out_dir=str(out_dir), parent_run_id=parent_run_id, **kwargs, return_state=True)
 
 
 def note_kept_start(gate: dict, candidate: str, metrics: dict) -> None:
