@@ -24,6 +24,7 @@ from instructflow.tasks import concurrency, launch, ppo, ppo_selection, run_stat
 from instructflow.tasks.stage import (
     DONE_MARKER,
     changed_output,
+    content_digest,
     done_result,
     key_arguments,
     keyed_by_content,
@@ -31,6 +32,7 @@ from instructflow.tasks.stage import (
     relocated,
     stage_key,
 )
+from instructflow.world import layout
 
 
 def run_stage(
@@ -88,6 +90,26 @@ def run_stage(
     tracking.batched.add_metrics(parent_run_id, {f"stage_seconds/{stage_name}": seconds})
     get_run_logger().info("stage %s: %s (%s) in %.1f s", stage_name, state.name, key, seconds)
     return result
+
+
+# The embedded world's stages keyed by the tables they read rather than by the whole
+# data version (which later stages keep: they read more of data/ than is listed here), so
+# new preference data re-runs comparisons and what follows, not these.
+READS = {
+    "base_model": (layout.PRETRAIN_TRAIN, layout.PRETRAIN_VALID, layout.SFT_TRAIN),  # tokenizer
+    "sft": (layout.SFT_TRAIN, layout.SFT_VALID),
+    "flan": (layout.FLAN_MIXTURE,),
+    "t0": (layout.T0_MIXTURE,),
+}
+
+
+def _own_tables(name: str, inputs: dict, profile_dir: Path) -> dict:
+    """`inputs` with the whole data version (`data_md5`) replaced by the content digest of
+    each table stage `name` reads, for the stages of READS; other inputs as they are."""
+    if name not in READS or "data_md5" not in inputs:
+        return inputs
+    narrowed = {k: v for k, v in inputs.items() if k != "data_md5"}
+    return narrowed | {rel: content_digest(profile_dir / rel) for rel in READS[name]}
 
 
 TRAINING = {"base_model", "sft", "flan", "t0", "comparisons", "reward_model", "judge", "ppo"}
@@ -156,6 +178,7 @@ class Stages:
             **key_arguments(kwargs),
         }
         extra = {"cfg": config} if config is not None else {}
+        inputs = _own_tables(name, inputs, self.profile_dir)
         common = {"profile_dir": str(self.profile_dir), "seed": params.seed}
         return run_stage(
             task, name, key_config, inputs, self.parent_run_id, self.timings, stale_because,
