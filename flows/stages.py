@@ -10,6 +10,7 @@ import contextvars
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import nullcontext
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TypeVar
@@ -23,6 +24,7 @@ from instructflow.tasks import concurrency, launch, ppo, ppo_selection, run_stat
 from instructflow.tasks.stage import (
     DONE_MARKER,
     changed_output,
+    content_digest,
     done_result,
     key_arguments,
     keyed_by_content,
@@ -30,6 +32,7 @@ from instructflow.tasks.stage import (
     relocated,
     stage_key,
 )
+from instructflow.world import layout
 
 
 def run_stage(
@@ -61,20 +64,17 @@ def run_stage(
     started = time.perf_counter()
     key = stage_key(stage_name, task.version, config, inputs)
     out_dir = output_dir(key)
-    # Outputs deleted, changed or never finished: recompute even if Prefect remembers a result.
-    finished = (out_dir / DONE_MARKER).exists()
-    reason = changed_output(out_dir) if finished else None
-    stale = not finished or reason is not None
-    if not stale and stale_because is not None:
-        reason = stale_because(done_result(out_dir))
-        stale = reason is not None
-    if reason:
-        get_run_logger().warning(
-            "stage %s: recomputed, its cached result is stale: %s", stage_name, reason
-        )
-    # Named by its stage (the FLAN and T0 baselines are SFT's task, PPO-ptx is PPO's).
-    task = task.with_options(refresh_cache=stale, task_run_name=stage_name)
-    state = task(out_dir=str(out_dir), parent_run_id=parent_run_id, **kwargs, return_state=True)
+    stale, reason = _stale(out_dir, stale_because)
+    if stale:
+        # Another run may be computing this very stage (the same parameters again, as a
+        # schedule's run overlapping the one before): wait for it, then look again, so
+        # its folder is neither emptied under it nor computed twice. Training slot first.
+        slot = concurrency.training_slot() if stage_name in TRAINING else nullcontext()
+        with slot, concurrency.stage_lock(key):
+            stale, reason = _stale(out_dir, stale_because)
+            state = _call(task, stage_name, stale, reason, out_dir, parent_run_id, kwargs)
+    else:
+        state = _call(task, stage_name, stale, reason, out_dir, parent_run_id, kwargs)
     result = relocated(state.result(), out_dir)
     if state.name == "Cached":
         tags = {
@@ -90,6 +90,52 @@ def run_stage(
     tracking.batched.add_metrics(parent_run_id, {f"stage_seconds/{stage_name}": seconds})
     get_run_logger().info("stage %s: %s (%s) in %.1f s", stage_name, state.name, key, seconds)
     return result
+
+
+# The embedded world's stages keyed by the tables they read rather than by the whole
+# data version (which later stages keep: they read more of data/ than is listed here), so
+# new preference data re-runs comparisons and what follows, not these.
+READS = {
+    "base_model": (layout.PRETRAIN_TRAIN, layout.PRETRAIN_VALID, layout.SFT_TRAIN),  # tokenizer
+    "sft": (layout.SFT_TRAIN, layout.SFT_VALID),
+    "flan": (layout.FLAN_MIXTURE,),
+    "t0": (layout.T0_MIXTURE,),
+}
+
+
+def _own_tables(name: str, inputs: dict, profile_dir: Path) -> dict:
+    """`inputs` with the whole data version (`data_md5`) replaced by the content digest of
+    each table stage `name` reads, for the stages of READS; other inputs as they are."""
+    if name not in READS or "data_md5" not in inputs:
+        return inputs
+    narrowed = {k: v for k, v in inputs.items() if k != "data_md5"}
+    return narrowed | {rel: content_digest(profile_dir / rel) for rel in READS[name]}
+
+
+TRAINING = {"base_model", "sft", "flan", "t0", "comparisons", "reward_model", "judge", "ppo"}
+TRAINING |= {"ppo_ptx"}  # the stages that take a training slot (tasks/tracked.py)
+
+
+def _stale(out_dir: Path, stale_because) -> tuple[bool, str | None]:
+    """Whether a stage's folder must be computed again, and why (None: never finished)."""
+    # Outputs deleted, changed or never finished: recompute even if Prefect remembers a result.
+    finished = (out_dir / DONE_MARKER).exists()
+    reason = changed_output(out_dir) if finished else None
+    stale = not finished or reason is not None
+    if not stale and stale_because is not None:
+        reason = stale_because(done_result(out_dir))
+        stale = reason is not None
+    return stale, reason
+
+
+def _call(task, stage_name: str, stale: bool, reason, out_dir: Path, parent_run_id, kwargs):
+    if reason:
+        get_run_logger().warning(
+            "stage %s: recomputed, its cached result is stale: %s", stage_name, reason
+        )
+    # Named by its stage (the FLAN and T0 baselines are SFT's task, PPO-ptx is PPO's).
+    task = task.with_options(refresh_cache=stale, task_run_name=stage_name)
+    return task(out_dir=str(out_dir), parent_run_id=parent_run_id, **kwargs, return_state=True)
 
 
 def note_kept_start(gate: dict, candidate: str, metrics: dict) -> None:
@@ -132,6 +178,7 @@ class Stages:
             **key_arguments(kwargs),
         }
         extra = {"cfg": config} if config is not None else {}
+        inputs = _own_tables(name, inputs, self.profile_dir)
         common = {"profile_dir": str(self.profile_dir), "seed": params.seed}
         return run_stage(
             task, name, key_config, inputs, self.parent_run_id, self.timings, stale_because,

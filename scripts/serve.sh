@@ -99,6 +99,38 @@ wait_healthy() { # wait_healthy NAME URL SECONDS
     done
 }
 
+deployments_exist() { # the three deployments of prefect.yaml are on the server
+    local name
+    for name in scheduled-retrain smoke-check manual-run; do
+        "$BIN/prefect" deployment inspect "rlhf_pipeline/$name" >/dev/null 2>&1 || return 1
+    done
+}
+
+deploy() { # prefect deploy --all, unless the deployments are there and nothing they are made of changed
+    # A redeploy replaces a deployment's schedules with prefect.yaml's: a schedule added in
+    # the UI was deleted, one switched off there (the weekly retrain) switched on again, the
+    # nightly-smoke switched on there off again, on every `make serve` (after a reboot, or
+    # to restart a service that died). So only prefect.yaml, the run form's schema or the
+    # checkout's place changing redeploys; the stamp lives with the server's database.
+    local stamp="$PREFECT_HOME/instructflow-deployed.sha256" digest
+    digest="$({ echo "$CODE_DIR"; cat "$CODE_DIR/prefect.yaml"; "$BIN/instructflow" params --schema; } |
+        sha256sum | cut -d' ' -f1)"
+    if [[ -f "$stamp" && "$(cat "$stamp")" == "$digest" ]] && deployments_exist; then
+        echo "deployments unchanged since they were deployed: left as they are (schedules switched on or off, or added, in the UI are kept)"
+        return
+    fi
+    "$BIN/prefect" --no-prompt deploy --all >"$STATE/deploy.log" 2>&1 || {
+        echo "prefect deploy failed; see $STATE/deploy.log" >&2
+        tail -n 30 "$STATE/deploy.log" >&2
+        exit 1
+    }
+    # Prefect leaves the top level of their parameter schema open: a run with its settings
+    # not under "params" was accepted, then crashed in the worker (flows/deploy_schema.py).
+    "$BIN/python" -m instructflow.flows.deploy_schema >/dev/null
+    echo "$digest" >"$stamp"
+    echo "deployed rlhf_pipeline/scheduled-retrain, smoke-check and manual-run from $CODE_DIR (prefect.yaml's schedules replace those set in the UI)"
+}
+
 # --- the two servers (started together: each migrates its database on a first start) ---
 if running prefect-server; then
     echo "Prefect server already running (pid $(cat "$STATE/prefect-server.pid")) at $PREFECT_URL"
@@ -140,15 +172,7 @@ else
 fi
 "$BIN/python" -c "from instructflow.tasks.concurrency import ensure_limits; ensure_limits()"
 echo "global concurrency limit instructflow-registry exists (training slots are file locks under runs/)"
-"$BIN/prefect" --no-prompt deploy --all >"$STATE/deploy.log" 2>&1 || {
-    echo "prefect deploy failed; see $STATE/deploy.log" >&2
-    tail -n 30 "$STATE/deploy.log" >&2
-    exit 1
-}
-echo "deployed rlhf_pipeline/scheduled-retrain, smoke-check and manual-run from $CODE_DIR"
-# Prefect leaves the top level of their parameter schema open: a run with its settings
-# not under "params" was accepted, then crashed in the worker (flows/deploy_schema.py).
-"$BIN/python" -m instructflow.flows.deploy_schema >/dev/null
+deploy
 wait_healthy mlflow "$MLFLOW_URL/health" 180
 
 # --- worker ----------------------------------------------------------------------------

@@ -220,3 +220,33 @@ def training_slots_at_least(slots: int) -> Iterator[None]:
     finally:
         if slots > before:
             limit.write_text(str(before))
+
+
+STAGE_LOCKS = ".stage-locks"
+
+
+@contextmanager
+def stage_lock(key: str) -> Iterator[None]:
+    """Hold the lock of stage output `key` while inside; wait while another run holds it.
+
+    Two runs of the same parameters (a schedule's run overlapping the one before
+    it) reach the same stage keys: the one that waited finds the stage finished
+    and takes it from the cache, rather than emptying and rewriting the folder the
+    other run is writing or reading. Taken after the training slot, never before
+    (a run holding a stage's lock never waits for a slot another holder of a stage
+    lock has); a lock of this process's own is held once (two lanes never share a key).
+    """
+    folder = runs_dir() / STAGE_LOCKS
+    folder.mkdir(parents=True, exist_ok=True)
+    with (folder / f"{key}.lock").open("a") as handle:
+        waited = False
+        while True:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if not waited:
+                    print(f"waiting for stage {key}: another run is computing it", flush=True)
+                    waited = True
+                time.sleep(POLL_SECONDS)
+        yield  # closing the file releases the lock

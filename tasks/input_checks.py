@@ -9,7 +9,9 @@ never raises on bad input: instructflow.tasks.preflight gathers them all into on
 - `human_comparisons_problems`: a file of human comparisons the reward-model
   stage can train on (schema, train and valid rows, one K, no test users);
 - `length_problems`: every row fits the model's context, as the stages
-  encode it (instructflow.tasks.lengths.LengthCheck).
+  encode it (instructflow.tasks.lengths.LengthCheck);
+- `gold_key_problems`: every prompt of the embedded world has its row in the
+  gold key, by which its labelers and its gold judge score responses.
 """
 
 from __future__ import annotations
@@ -212,3 +214,32 @@ def length_problems(
             message = f"row needs {need} tokens{what} > context {context}"
             problems.append(Problem(file, int(index) + 1, where, message))
     return problems
+
+
+def gold_key_problems(key_file: Path, prompt_tables: dict[str, pd.DataFrame]) -> list[Problem]:
+    """Prompts of the embedded world whose prompt_id has no row in the gold key.
+
+    The world's labelers rank sampled responses, and its gold judge scores them, by
+    the answer key's row of each prompt: a prompt added to a table without one would
+    pass every schema and then stop the comparisons or evaluation stage mid-run.
+    """
+    if not key_file.is_file():
+        return [Problem(str(key_file), 0, LINE, "file not found")]
+    known = set()
+    with open(key_file, encoding="utf-8", errors="replace") as fh:
+        for row, line in enumerate(fh, start=1):
+            try:
+                known.add(json.loads(line)["prompt_id"])
+            except (ValueError, TypeError, KeyError):
+                return [Problem(str(key_file), row, "prompt_id", "not a JSON row with a prompt_id")]
+    message = (
+        f"no row of {key_file} holds this prompt_id: the embedded world's labelers and gold"
+        " judge score responses by it (add the prompt's answer there, or train on a dataset"
+        " of your own with --data)"
+    )
+    return [
+        Problem(file, int(index) + 1, "prompt_id", message)
+        for file, frame in prompt_tables.items()
+        for index, prompt_id in zip(frame.index, frame["prompt_id"], strict=True)
+        if prompt_id not in known
+    ]

@@ -33,6 +33,7 @@ from instructflow.tasks import data, lora_checks
 from instructflow.tasks.data_version import DataMismatchError
 from instructflow.tasks.input_checks import (
     base_model_problems,
+    gold_key_problems,
     human_comparisons_problems,
     length_problems,
     table_problems,
@@ -86,6 +87,7 @@ def check_inputs(params: Any, profile_dir: Path) -> None:
         check_user_splits(prompt_tables)
     except TableError as error:
         problems += error.problems
+    problems += gold_key_problems(profile_dir / layout.GOLD_KEY, prompt_tables)
 
     if params.base_model and _is_local(params.base_model):
         folder = Path(params.base_model).expanduser()

@@ -70,11 +70,13 @@ def tracked_stage(
     training: bool = False,
 ) -> Iterator[TrackedStage]:
     """Run a stage in its output folder under a nested MLflow run that logs `params`."""
-    out = checkpoints.prepare_out_dir(out_dir) if training else fresh_output_dir(out_dir)
     with ExitStack() as stack:
         if training:
             stack.enter_context(in_stage(name))
             stack.enter_context(training_slot())
+        # Only once the slot is held: a run waiting for it must not empty the folder
+        # of the same stage that the slot's holder is writing.
+        out = checkpoints.prepare_out_dir(out_dir) if training else fresh_output_dir(out_dir)
         run = stack.enter_context(tracking.stage_run(name, parent_run_id))
         tracking.batched.add_params(run.info.run_id, params)
         yield TrackedStage(out, run)

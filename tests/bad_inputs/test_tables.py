@@ -193,3 +193,15 @@ def test_rows_rewritten_unchanged_still_pass(smoke_dir, params):
     from instructflow.tasks.preflight import check_inputs
 
     check_inputs(params(), smoke_dir)
+
+
+def test_a_new_prompt_without_a_gold_answer_is_refused_naming_its_row(smoke_dir, params):
+    # given a new RM prompt appended to the world's table, valid in itself, but with no
+    # row in the gold key (the labelers who rank its samples score them by that key)
+    path = smoke_dir / layout.RM_TRAIN
+    rows = read_rows(path)
+    rows.append(rows[0] | {"prompt_id": "rm-new-000", "prompt": rows[0]["prompt"] + " please"})
+    write_rows(path, rows)
+    # then the run is refused before training, naming that row and its prompt_id
+    problems = refusal(params(), smoke_dir)
+    assert_names(problems, path, len(rows), "prompt_id", layout.GOLD_KEY)

@@ -1,0 +1,73 @@
+"""Two runs reaching one stage at once (a schedule's run overlapping the one before it,
+with the same parameters): the stage is computed once, and the second run takes it from
+the cache instead of emptying and rewriting the folder the first is writing."""
+
+import contextvars
+import shutil
+import threading
+import time
+from contextlib import nullcontext
+from pathlib import Path
+
+import pytest
+from prefect import flow, task
+
+from instructflow.flows import stages
+from instructflow.tasks.stage import mark_done, prefect_options
+from tests.conftest import use_project
+
+CALLS: list[str] = []
+
+
+@task(**prefect_options("evaluation", "test-stage-lock"))
+def slow_stage(out_dir: str, parent_run_id: str, note: str) -> dict:
+    """A stage that takes a second: empties its folder, writes, marks itself done."""
+    CALLS.append(note)
+    out = Path(out_dir)
+    shutil.rmtree(out, ignore_errors=True)
+    out.mkdir(parents=True)
+    time.sleep(1.0)
+    (out / "written_by.txt").write_text(note)
+    return mark_done(out, {"dir": out_dir, "metrics": {}, "mlflow_run_id": note})
+
+
+@flow
+def two_runs_at_once(salt: str) -> list[dict]:
+    results: list[dict] = []
+
+    def one_run(note: str) -> None:
+        # `note` is not a key argument: both runs compute the same stage key
+        result = stages.run_stage(slow_stage, "evaluation", {"salt": salt}, {}, "parent", note=note)
+        results.append(result)
+
+    threads = [
+        threading.Thread(target=contextvars.copy_context().run, args=(one_run, note))
+        for note in ("first", "second")
+    ]
+    for thread in threads:
+        thread.start()
+        time.sleep(0.3)  # the second starts while the first is inside its stage
+    for thread in threads:
+        thread.join(60)
+    return results
+
+
+@pytest.fixture
+def no_mlflow(monkeypatch):
+    monkeypatch.setattr(stages.tracking.batched, "add_metrics", lambda *a, **k: None)
+    monkeypatch.setattr(stages.tracking, "stage_run", lambda *a, **k: nullcontext())
+    monkeypatch.setattr(stages.tracking, "log_metrics", lambda *a, **k: None)
+
+
+def test_a_stage_two_runs_reach_at_once_is_computed_once(
+    prefect_harness, tmp_path, monkeypatch, no_mlflow
+):
+    use_project(monkeypatch, tmp_path)
+    CALLS.clear()
+    # given two runs that reach the same stage key 0.3 s apart, the stage taking 1 s
+    results = two_runs_at_once(str(tmp_path))
+    # then the stage ran once, and both runs have its result, its files intact
+    assert CALLS == ["first"]
+    assert len(results) == 2
+    assert [r["mlflow_run_id"] for r in results] == ["first", "first"]
+    assert (Path(results[0]["dir"]) / "written_by.txt").read_text() == "first"
