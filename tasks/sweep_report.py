@@ -79,7 +79,8 @@ def provenance_line(prov: Mapping[str, Any]) -> str:
     if "load_average" in prov:
         loads = [prov["load_average"][k][0] for k in ("start", "end")]
         wall += f" (1-minute load average {loads[0]:.1f} at the start, {loads[1]:.1f} at the end)"
-    workers = f" per seed, {prov['workers']} seeds at once" if "workers" in prov else ""
+    count = prov.get("workers")
+    workers = f" per seed, {count} seed{'' if count == 1 else 's'} at once" if count else ""
     threads = prov.get("threads")
     threads_text = f"{threads} thread{'' if threads == 1 else 's'}"
     return (

@@ -29,6 +29,11 @@ def test_the_line_names_threads_workers_wall_time_and_load():
     assert "(1-minute load average 2.1 at the start, 4.5 at the end)" in line
 
 
+def test_one_worker_reads_as_one_seed_at_once():
+    line = provenance_line(PROV | {"threads": 2, "workers": 1})
+    assert "2 threads per seed, 1 seed at once," in line
+
+
 def test_an_older_aggregate_without_them_still_renders():
     line = provenance_line(PROV)
     assert line.endswith(
