@@ -76,8 +76,9 @@ def verify(root: Path) -> str:
     if actual != expected:
         raise DataMismatchError(
             f"data/ does not match data.dvc: data.dvc records md5 {expected} but data/ hashes to {actual}. "
-            # Not `dvc checkout`: a first run rebuilds data/ without filling DVC's cache, and
-            # `dvc checkout --force` then deletes data/.
+            # Not `dvc checkout`: a run stores data/ in DVC's cache only once it has matched
+            # (store), so data/ edited before any run passed, or a cache lost since, makes
+            # `dvc checkout --force` delete data/; removing it and running again always works.
             "To go back to the recorded version, remove data/ and run again (it is pulled "
             "from DVC's remote, else rebuilt from its seed and checked against data.dvc). "
             "To keep the change as a new version, run `.venv/bin/dvc add data` and commit data.dvc. "
@@ -118,6 +119,60 @@ def pull(root: Path) -> bool:
         return False
     finally:
         repo.close()
+
+
+def _missing(odb, md5: str) -> bool:
+    """Whether a DVC object store lacks the directory `md5` or any file it lists.
+
+    Checked object by object (stat calls on a local store) rather than by
+    `dvc status`, which rehashes data/: this runs at the start of every run.
+    """
+    from dvc_data.hashfile.hash_info import HashInfo
+    from dvc_data.hashfile.tree import Tree
+
+    if not odb.exists(md5):
+        return True
+    try:
+        tree = Tree.load(odb, HashInfo("md5", md5))
+    except Exception:  # an unreadable .dir object: store it again
+        return True
+    oids = {entry_hash.value for _, _, entry_hash in tree}
+    return len(odb.oids_exist(oids)) != len(oids)
+
+
+def store(root: Path) -> str:
+    """Keep data/ (verified equal to data.dvc) in DVC's cache and default remote.
+
+    A run that regenerated data/ left it only in the workspace: after a new
+    version was recorded, `dvc checkout` of this data.dvc deleted data/ and
+    failed for want of these files. `dvc commit` of the unchanged data.dvc
+    fills the cache without rewriting the recorded md5 (and refuses, instead of
+    prompting, should data/ differ); `dvc push` fills the remote. Each runs
+    only when its store lacks an object, so a run on stored data pays a few
+    stat calls. Returns what it did, for the log: "stored", "pushed",
+    "stored, pushed" or "" (nothing was missing).
+    """
+    md5 = tracked_md5(root)
+    dvc_file = root / "data.dvc"
+    recorded = dvc_file.read_bytes()
+    done = []
+    repo = _repo(root)
+    try:
+        if _missing(repo.cache.local, md5):
+            # relink=False: data/ is already the workspace copy; no need to rewrite it
+            repo.commit(str(dvc_file), force=False, relink=False)
+            done.append("stored")
+        if repo.config["core"].get("remote") and _missing(
+            repo.cloud.get_remote_odb(None, "push"), md5
+        ):
+            with _dvc_warnings_silenced():
+                repo.push(targets=[str(dvc_file)])  # resolved against the cwd, not the repo
+            done.append("pushed")
+    finally:
+        repo.close()
+        if dvc_file.read_bytes() != recorded:  # DVC re-dumps data.dvc: keep git's bytes
+            dvc_file.write_bytes(recorded)
+    return ", ".join(done)
 
 
 def add_and_push(root: Path) -> str:
