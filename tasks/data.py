@@ -17,7 +17,6 @@ from pathlib import Path
 import mlflow
 import pandas as pd
 from prefect import task
-from prefect.logging import get_logger
 
 from instructflow.tasks import data_version, tracking
 from instructflow.tasks.stage import import_closure_digest, mark_done, prefect_options
@@ -34,8 +33,6 @@ from instructflow.world.people import pairwise_agreement
 from instructflow.world.profiles import PROFILES
 
 DEFAULT_DATA_SEED = 0
-
-logger = get_logger("instructflow")
 
 # Which schema validates each table.
 TABLE_KINDS: dict[str, str] = {
@@ -107,22 +104,13 @@ def ensure_data(root: Path, allow_mismatch: bool = False) -> DataVersion:
             generate(root)
             restored_by = "regenerated"
     try:
-        md5 = data_version.verify(root)
+        # keep: every version a run used must come back with `dvc checkout` (or `dvc pull`)
+        # after data.dvc has moved on, so matching data/ goes to DVC's cache and remote.
+        return DataVersion(data_version.verify(root, keep=True), True, restored_by)
     except data_version.DataMismatchError:
         if not allow_mismatch:
             raise
         return DataVersion(data_version.current_md5(root), False, restored_by)
-    # Every version a run used must come back with `dvc checkout` (or `dvc pull`) after
-    # data.dvc has moved on, so verified data/ goes to DVC's cache and remote. A failure
-    # there (a full disk, an unreachable remote) costs that, not the run: warn and go on.
-    try:
-        stored = data_version.store(root)
-    except Exception as error:
-        logger.warning("data/ is verified but not stored in DVC's cache or remote: %s", error)
-    else:
-        if stored:
-            logger.info("data/ (md5 %s): %s in DVC", md5, stored)
-    return DataVersion(md5, True, restored_by)
 
 
 def validate_profile(folder: Path) -> dict[str, pd.DataFrame]:

@@ -66,3 +66,18 @@ def test_storing_is_done_once(make_project):
     dvc_file = (root / "data.dvc").read_bytes()
     assert data_version.store(root) == ""
     assert (root / "data.dvc").read_bytes() == dvc_file
+
+
+def test_an_unreachable_remote_costs_the_push_not_the_run(make_project):
+    # given a project whose DVC remote cannot be written (a file where its folder should be)
+    root = make_project()
+    (root / ".dvcstore").write_text("not a folder\n")
+    # when the data gate runs
+    version = data.ensure_data(root)
+    # then it passes
+    assert version.matches_dvc is True
+    # and data/ is in DVC's cache all the same: `dvc checkout` brings it back
+    shutil.rmtree(root / "data")
+    with Repo(str(root)) as repo:
+        repo.checkout(targets=[str(root / "data.dvc")], force=True)
+    assert data_version.verify(root) == version.md5
