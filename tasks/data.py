@@ -104,7 +104,9 @@ def ensure_data(root: Path, allow_mismatch: bool = False) -> DataVersion:
             generate(root)
             restored_by = "regenerated"
     try:
-        return DataVersion(data_version.verify(root), True, restored_by)
+        # keep: every version a run used must come back with `dvc checkout` (or `dvc pull`)
+        # after data.dvc has moved on, so matching data/ goes to DVC's cache and remote.
+        return DataVersion(data_version.verify(root, keep=True), True, restored_by)
     except data_version.DataMismatchError:
         if not allow_mismatch:
             raise

@@ -53,31 +53,52 @@ def not_a_dvc_project(root: Path) -> str | None:
     )
 
 
-def current_md5(root: Path) -> str:
-    """DVC's hash of data/ as it is on disk now (computed, not read from data.dvc)."""
-    from dvc_data.hashfile.build import build
+@contextmanager
+def _opened(root: Path, repo=None):
+    """The DVC repo given, else one opened here and closed after.
 
+    Opening one costs about 0.05 s (its state database): the data gate
+    hashes and stores data/ through one, as it runs at the start of every run.
+    """
+    if repo is not None:
+        yield repo
+        return
     repo = _repo(root)
     try:
-        _, _, obj = build(
-            repo.cache.local, str(root / "data"), repo.fs, "md5", ignore=repo.dvcignore
-        )
-        return obj.hash_info.value
+        yield repo
     finally:
         repo.close()
 
 
-def verify(root: Path) -> str:
-    """Return the md5 of data/ if it matches data.dvc; raise DataMismatchError otherwise."""
+def current_md5(root: Path, repo=None) -> str:
+    """DVC's hash of data/ as it is on disk now (computed, not read from data.dvc)."""
+    from dvc_data.hashfile.build import build
+
+    with _opened(root, repo) as repo:
+        _, _, obj = build(
+            repo.cache.local, str(root / "data"), repo.fs, "md5", ignore=repo.dvcignore
+        )
+        return obj.hash_info.value
+
+
+def verify(root: Path, keep: bool = False) -> str:
+    """Return the md5 of data/ if it matches data.dvc; raise DataMismatchError otherwise.
+
+    keep: then also store the matching data/ in DVC (store), warning if that fails.
+    """
     expected = tracked_md5(root)
     if not (root / "data").is_dir():
         raise DataMismatchError(f"data/ is missing; data.dvc expects md5 {expected}")
-    actual = current_md5(root)
+    with _opened(root) as repo:
+        actual = current_md5(root, repo)
+        if actual == expected and keep:
+            _store_or_warn(root, repo)
     if actual != expected:
         raise DataMismatchError(
             f"data/ does not match data.dvc: data.dvc records md5 {expected} but data/ hashes to {actual}. "
-            # Not `dvc checkout`: a first run rebuilds data/ without filling DVC's cache, and
-            # `dvc checkout --force` then deletes data/.
+            # Not `dvc checkout`: a run stores data/ in DVC's cache only once it has matched
+            # (store), so data/ edited before any run passed, or a cache lost since, makes
+            # `dvc checkout --force` delete data/; removing it and running again always works.
             "To go back to the recorded version, remove data/ and run again (it is pulled "
             "from DVC's remote, else rebuilt from its seed and checked against data.dvc). "
             "To keep the change as a new version, run `.venv/bin/dvc add data` and commit data.dvc. "
@@ -118,6 +139,75 @@ def pull(root: Path) -> bool:
         return False
     finally:
         repo.close()
+
+
+def _missing(odb, md5: str) -> bool:
+    """Whether a DVC object store lacks the directory `md5` or any file it lists.
+
+    Checked object by object (stat calls on a local store) rather than by
+    `dvc status`, which rehashes data/: this runs at the start of every run.
+    """
+    from dvc_data.hashfile.hash_info import HashInfo
+    from dvc_data.hashfile.tree import Tree
+
+    if not odb.exists(md5):
+        return True
+    try:
+        tree = Tree.load(odb, HashInfo("md5", md5))
+    except Exception:  # an unreadable .dir object: store it again
+        return True
+    oids = {entry_hash.value for _, _, entry_hash in tree}
+    return len(odb.oids_exist(oids)) != len(oids)
+
+
+def _store_or_warn(root: Path, repo) -> None:
+    """store, where a failure (a full disk, an unreachable remote) costs that, not the run."""
+    from prefect.logging import get_logger
+
+    logger = get_logger("instructflow")
+    try:
+        done = store(root, repo)
+    except Exception as error:
+        logger.warning(
+            "data/ matches data.dvc, but storing it in DVC's cache and remote failed: %s", error
+        )
+    else:
+        if done:
+            logger.info("data/ (md5 %s): %s in DVC", tracked_md5(root), done)
+
+
+def store(root: Path, repo=None) -> str:
+    """Keep data/ (verified equal to data.dvc) in DVC's cache and default remote.
+
+    A run that regenerated data/ left it only in the workspace: after a new
+    version was recorded, `dvc checkout` of this data.dvc deleted data/ and
+    failed for want of these files. `dvc commit` of the unchanged data.dvc
+    fills the cache without rewriting the recorded md5 (and refuses, instead of
+    prompting, should data/ differ); `dvc push` fills the remote. Each runs
+    only when its store lacks an object, so a run on stored data pays a few
+    stat calls. Returns what it did, for the log: "stored", "pushed",
+    "stored, pushed" or "" (nothing was missing).
+    """
+    md5 = tracked_md5(root)
+    dvc_file = root / "data.dvc"
+    recorded = dvc_file.read_bytes()
+    done = []
+    try:
+        with _opened(root, repo) as repo:
+            if _missing(repo.cache.local, md5):
+                # relink=False: data/ is already the workspace copy; no need to rewrite it
+                repo.commit(str(dvc_file), force=False, relink=False)
+                done.append("stored")
+            if repo.config["core"].get("remote") and _missing(
+                repo.cloud.get_remote_odb(None, "push"), md5
+            ):
+                with _dvc_warnings_silenced():
+                    repo.push(targets=[str(dvc_file)])  # resolved against the cwd, not the repo
+                done.append("pushed")
+    finally:
+        if dvc_file.read_bytes() != recorded:  # DVC re-dumps data.dvc: keep git's bytes
+            dvc_file.write_bytes(recorded)
+    return ", ".join(done)
 
 
 def add_and_push(root: Path) -> str:
