@@ -6,6 +6,9 @@ from mlflow.exceptions import MlflowException
 
 from instructflow.tasks.registry_config import POLICY_MODEL, RegistryLookupError
 
+# The tags that say how a version became champion: each promotion writes its own set.
+PROMOTION_TAGS = {"promoted_by", "previous_champion", "promotion_reason"}
+
 
 def alias_version(client: MlflowClient, name: str, alias: str) -> str | None:
     try:
@@ -46,7 +49,8 @@ def make_champion(
     client: MlflowClient, name: str, version: str, promoted_by: str, **record: str
 ) -> bool:
     """Point `champion` at `version`, tagging whose word moved it (`promoted_by`), the
-    champion before it and any `record` (e.g. the reason of an override).
+    champion before it (`previous_champion`, absent when there was none) and any `record`
+    (e.g. the reason of an override).
 
     False, and nothing written, when `version` is champion already (its weights reused
     by a later run, or approved twice): its tags keep how it got there.
@@ -55,7 +59,12 @@ def make_champion(
     if previous == str(version):
         return False
     client.set_registered_model_alias(name, "champion", version)
-    tags = {"promoted_by": promoted_by, **record, "previous_champion": str(previous)}
+    tags = {"promoted_by": promoted_by, **record}
+    if previous is not None:
+        tags["previous_champion"] = previous
+    stale = (set(client.get_model_version(name, version).tags or {}) & PROMOTION_TAGS) - set(tags)
+    for key in stale:  # an earlier promotion's, which would read as this one's
+        client.delete_model_version_tag(name, version, key)
     for key, value in tags.items():
         client.set_model_version_tag(name, version, key, value)
     return True

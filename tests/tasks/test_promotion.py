@@ -79,7 +79,20 @@ def test_approval_with_no_champion_before_makes_the_first_one(client):
     client.delete_registered_model_alias(NAME, "champion")
     outcome = record_approval(client, NAME, "2", "approved", "ana", "first", judged_against=None)
     assert outcome == {"moved": True, "champion": "2", "note": ""}
-    assert client.get_model_version(NAME, "2").tags["previous_champion"] == "None"
+    # then there was no champion to roll back to: no `previous_champion` (not "None")
+    assert "previous_champion" not in client.get_model_version(NAME, "2").tags
+
+
+def test_a_promotion_drops_the_tags_of_an_earlier_one(client):
+    # given v2 once promoted by hand over v1, and `champion` unset since
+    assert make_champion(client, NAME, "2", "manual", promotion_reason="hotfix")
+    client.delete_registered_model_alias(NAME, "champion")
+    # when the gate makes it champion with no champion before
+    assert make_champion(client, NAME, "2", "gate")
+    # then its tags tell this promotion only: no reason or predecessor of the earlier one
+    tags = client.get_model_version(NAME, "2").tags
+    assert tags["promoted_by"] == "gate"
+    assert "promotion_reason" not in tags and "previous_champion" not in tags
 
 
 def test_approving_the_champion_again_keeps_how_it_got_there(client):

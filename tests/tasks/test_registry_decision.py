@@ -28,6 +28,14 @@ class Recording:
         assert (name, version) == ("m", "3")
         self.tags[key] = value
 
+    def get_model_version(self, name, version):
+        from types import SimpleNamespace
+
+        return SimpleNamespace(tags=dict(self.tags), description="")
+
+    def delete_model_version_tag(self, name, version, key):
+        del self.tags[key]
+
     def set_registered_model_alias(self, name, alias, version):
         assert name == "m"
         self.aliases[alias] = version
@@ -56,8 +64,7 @@ def test_a_passed_gate_is_tagged_with_its_evidence_and_made_champion():
         "gate_ci95": "(0.62, 0.78)",
         "gate_win_margin": "0.0",
         "gate_evidence": "held-out judge",
-        "promoted_by": "gate",
-        "previous_champion": "None",  # there was none: the version to roll back to
+        "promoted_by": "gate",  # no `previous_champion`: there was none to roll back to
     }
     assert client.aliases == {"champion": "3"}
     # and the decision comes back as tagged: unchanged
