@@ -1,13 +1,21 @@
 """Looking a registered model's versions and aliases up, and saying what is there when
 one asked for is not (MLflow's own error is a traceback)."""
 
+from datetime import UTC, datetime
+
 from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 
+from instructflow.tasks.model_card import with_champion_status
 from instructflow.tasks.registry_config import POLICY_MODEL, RegistryLookupError
 
-# The tags that say how a version became champion: each promotion writes its own set.
-PROMOTION_TAGS = {"promoted_by", "previous_champion", "promotion_reason"}
+# The tags that say how a version became champion, which only the champion holds: each
+# promotion writes its own set, and a version replaced drops them (they would read as if it
+# were champion still) for `replaced_by`; `promotion_history` keeps every change on both.
+PROMOTION_TAGS = {"promoted_by", "promoted_at", "previous_champion", "promotion_reason"}
+REPLACED_TAGS = {"replaced_by", "replaced_at"}
+HISTORY = "promotion_history"
+HISTORY_CHARS = 4000  # MLflow refuses tag values over 5000 characters: the oldest lines go
 
 
 def alias_version(client: MlflowClient, name: str, alias: str) -> str | None:
@@ -59,12 +67,38 @@ def make_champion(
     if previous == str(version):
         return False
     client.set_registered_model_alias(name, "champion", version)
-    tags = {"promoted_by": promoted_by, **record}
+    at = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
+    tags = {"promoted_by": promoted_by, "promoted_at": at, **record}
     if previous is not None:
         tags["previous_champion"] = previous
-    stale = (set(client.get_model_version(name, version).tags or {}) & PROMOTION_TAGS) - set(tags)
-    for key in stale:  # an earlier promotion's, which would read as this one's
+    why = f": {record['promotion_reason']}" if record.get("promotion_reason") else ""
+    after = f", after v{previous}" if previous is not None else ""
+    _restate(client, name, str(version), tags, f"{at}: champion ({promoted_by}{after}){why}")
+    if previous is not None:
+        replaced = {"replaced_by": str(version), "replaced_at": at}
+        _restate(client, name, previous, replaced, f"{at}: replaced by v{version} ({promoted_by})")
+    return True
+
+
+def _restate(client: MlflowClient, name: str, version: str, tags: dict, event: str) -> None:
+    """Write a version's champion status (`tags`, dropping the other status's), add `event`
+    to its history and rewrite its card's Champion section from the tags."""
+    found = client.get_model_version(name, version)
+    held = dict(found.tags or {})
+    for key in (set(held) & (PROMOTION_TAGS | REPLACED_TAGS)) - set(tags):
         client.delete_model_version_tag(name, version, key)
+        del held[key]
+    lines = [*(held.get(HISTORY) or "").splitlines(), event]
+    while len(lines) > 1 and len("\n".join(lines)) > HISTORY_CHARS:
+        lines.pop(0)
+    tags = tags | {HISTORY: "\n".join(lines)}
     for key, value in tags.items():
         client.set_model_version_tag(name, version, key, value)
-    return True
+    card = with_champion_status(found.description or "", held | tags)
+    client.update_model_version(name, version, description=card)
+
+
+def write_card(client: MlflowClient, name: str, version: str, card: str) -> None:
+    """Write `card` as the version's description, with its Champion section from its tags."""
+    tags = dict(client.get_model_version(name, version).tags or {})
+    client.update_model_version(name, version, description=with_champion_status(card, tags))

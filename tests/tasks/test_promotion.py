@@ -105,3 +105,24 @@ def test_approving_the_champion_again_keeps_how_it_got_there(client):
     tags = client.get_model_version(NAME, "2").tags
     assert (tags["promoted_by"], tags["previous_champion"]) == ("manual", "1")
     assert tags["promotion_reason"] == "hotfix" and tags["approval_by"] == "ana"
+
+
+def test_a_rollback_leaves_every_version_saying_whether_it_is_champion(client):
+    # given v1 champion, when v2 is promoted by hand and then rolled back to v1
+    assert make_champion(client, NAME, "2", "manual", promotion_reason="hotfix")
+    assert make_champion(client, NAME, "1", "manual", promotion_reason="hotfix broke x")
+    v1, v2 = (client.get_model_version(NAME, v) for v in ("1", "2"))
+    # then v1's tags are its latest promotion, and its card says it is champion now
+    assert (v1.tags["promoted_by"], v1.tags["previous_champion"]) == ("manual", "2")
+    assert v1.tags["promotion_reason"] == "hotfix broke x" and "replaced_by" not in v1.tags
+    assert "**champion now**" in v1.description and "hotfix broke x" in v1.description
+    # and v2 holds no tag of a champion, but who replaced it, its card saying so once
+    assert not {"promoted_by", "previous_champion", "promotion_reason"} & set(v2.tags)
+    assert v2.tags["replaced_by"] == "1"
+    assert v2.description.startswith("# card of v2\n")
+    assert "**not champion**" in v2.description and "**champion now**" not in v2.description
+    assert v2.description.count("## Champion\n") == 1
+    # and each version's history keeps every change, the first reason included
+    assert "champion (manual, after v1): hotfix" in v2.tags["promotion_history"]
+    assert "replaced by v1 (manual)" in v2.tags["promotion_history"]
+    assert "replaced by v2 (manual)" in v1.tags["promotion_history"]
