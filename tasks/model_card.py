@@ -217,10 +217,11 @@ def champion_lines(tags: dict) -> list[str]:
         after = f"; it replaced v{before}" if before else "; the first champion"
         lines = [f"- **champion now**{since}: {_promoted(tags)}{after}"]
     elif tags.get("replaced_by"):
+        by = tags["replaced_by"]
+        when = "`champion` was unset" if by == "none" else f"v{by} replaced it"
         lines = [
-            f"- **not champion** since {tags.get('replaced_at', '?')}, when "
-            f"v{tags['replaced_by']} replaced it (the registered model's description "
-            "names the champion now)"
+            f"- **not champion** since {tags.get('replaced_at', '?')}, when {when} "
+            "(the registered model's description names the champion now)"
         ]
     else:
         return []

@@ -80,6 +80,17 @@ def make_champion(
     return True
 
 
+def unset_champion(client: MlflowClient, name: str, by: str) -> None:
+    """Leave `name` with no champion (`by`: whose word), its last champion saying so."""
+    previous = champion_version(client, name)
+    if previous is None:
+        return
+    client.delete_registered_model_alias(name, "champion")
+    at = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
+    replaced = {"replaced_by": "none", "replaced_at": at}
+    _restate(client, name, previous, replaced, f"{at}: champion unset ({by})")
+
+
 def _restate(client: MlflowClient, name: str, version: str, tags: dict, event: str) -> None:
     """Write a version's champion status (`tags`, dropping the other status's), add `event`
     to its history and rewrite its card's Champion section from the tags."""

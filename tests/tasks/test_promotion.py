@@ -4,7 +4,7 @@ import pytest
 from mlflow import MlflowClient
 
 from instructflow.tasks.promotion import record_approval
-from instructflow.tasks.registry_lookup import make_champion
+from instructflow.tasks.registry_lookup import champion_version, make_champion, unset_champion
 
 NAME = "policy-under-review"
 
@@ -126,3 +126,14 @@ def test_a_rollback_leaves_every_version_saying_whether_it_is_champion(client):
     assert "champion (manual, after v1): hotfix" in v2.tags["promotion_history"]
     assert "replaced by v1 (manual)" in v2.tags["promotion_history"]
     assert "replaced by v2 (manual)" in v1.tags["promotion_history"]
+
+
+def test_people_unsetting_the_champion_leave_no_version_saying_it_is_champion(client):
+    # given v2 made champion by the gate, when people's rankings undo it with no champion before
+    assert make_champion(client, NAME, "2", "gate")
+    unset_champion(client, NAME, "human")
+    # then there is no champion, and v2 says so in its tags and card
+    assert champion_version(client, NAME) is None
+    v2 = client.get_model_version(NAME, "2")
+    assert "promoted_by" not in v2.tags and v2.tags["replaced_by"] == "none"
+    assert "**not champion**" in v2.description and "`champion` was unset" in v2.description
