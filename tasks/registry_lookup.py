@@ -58,7 +58,9 @@ def make_champion(
 ) -> bool:
     """Point `champion` at `version`, tagging whose word moved it (`promoted_by`), the
     champion before it (`previous_champion`, absent when there was none) and any `record`
-    (e.g. the reason of an override).
+    (e.g. the reason of an override). The version it replaces drops those tags for
+    `replaced_by`; both add the change to `promotion_history` and get their card's
+    Champion section rewritten, so no version reads as champion but the champion.
 
     False, and nothing written, when `version` is champion already (its weights reused
     by a later run, or approved twice): its tags keep how it got there.
