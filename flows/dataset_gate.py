@@ -18,7 +18,7 @@ from transformers import AutoTokenizer
 
 from instructflow.flows.params import PipelineParams
 from instructflow.models.tokenizer import tokenizer_digest
-from instructflow.tasks import env, own_evaluation, registry, tracking
+from instructflow.tasks import env, own_evaluation, registry, registry_lookup, tracking
 from instructflow.tasks.concurrency import registry_slot
 from instructflow.tasks.evaluation import Policy, flat_metrics
 from instructflow.tasks.gate import alias_effect, judge_decision
@@ -147,7 +147,7 @@ def register_and_gate(params: PipelineParams, result: dict, inputs: GateInputs) 
                 gate["candidate_note"] = inputs.candidate_note
             origin = client.get_model_version(policy_name, version).tags if held else None
             card = model_card(policy_name, version, lineage, policy_metrics, gate, origin)
-            client.update_model_version(policy_name, version, description=card)
+            registry_lookup.write_card(client, policy_name, version, card)
             describe_registered_model(client, policy_name)  # where `champion` stands now
         except BaseException as error:
             snapshot.restore_after(client, error)

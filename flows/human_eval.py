@@ -18,7 +18,7 @@ from pathlib import Path
 import mlflow
 from mlflow import MlflowClient
 
-from instructflow.tasks import human_eval, registry, report, tracking
+from instructflow.tasks import human_eval, registry, registry_lookup, report, tracking
 from instructflow.tasks.evaluation import EvalConfig, Policy, sample
 from instructflow.tasks.gate import alias_effect, decide
 from instructflow.tasks.model_card import describe_registered_model, with_human_verdict
@@ -133,9 +133,9 @@ def _regate(client: MlflowClient, gate: dict, labels: dict, key: dict) -> dict:
         # where the gate found it.
         previous = gate["incumbent"].removeprefix("champion v")
         if gate["incumbent"].startswith("champion v"):
-            client.set_registered_model_alias(name, "champion", previous)
+            registry_lookup.make_champion(client, name, previous, "human")
         else:
-            client.delete_registered_model_alias(name, "champion")
+            registry_lookup.unset_champion(client, name, "human")
     regated = gate | {
         "automatic": {k: gate[k] for k in ("evidence", "incumbent", "win_rate", "reason")},
         "evidence": "human",

@@ -145,6 +145,8 @@ else
         echo "starting the Prefect server at $PREFECT_URL (a first start migrates its database: ~30 s)"
     fi
     start prefect-server "$BIN/prefect" server start --host "$HOST" --port "$PREFECT_PORT"
+    # Where this database is shown: runs started in other shells link it (tasks/env.py).
+    mkdir -p "$PREFECT_HOME" && echo "$PREFECT_URL" >"$PREFECT_HOME/served-at.url"
 fi
 if running mlflow; then
     echo "MLflow server already running (pid $(cat "$STATE/mlflow.pid")) at $MLFLOW_URL"
@@ -160,6 +162,7 @@ else
         start mlflow "$BIN/mlflow" server --host "$HOST" --port "$MLFLOW_PORT" --workers 1 \
         --backend-store-uri "sqlite:///$ROOT/mlflow/mlflow.db" \
         --default-artifact-root "$ROOT/mlflow/artifacts"
+    echo "$MLFLOW_URL" >"$ROOT/mlflow/served-at.url" # where this store is shown (tasks/env.py)
 fi
 wait_healthy prefect-server "$PREFECT_URL/api/health" 300
 

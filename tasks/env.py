@@ -16,6 +16,7 @@ import os
 import shlex
 from collections.abc import Iterator, MutableMapping
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 from instructflow.tasks.paths import project_root, runs_dir
@@ -99,14 +100,32 @@ def prefect_ui_url() -> str:
     uses a temporary server on a random port that stops with the run (Prefect then
     knows no UI URL, and its `flow_run.ui_url` is 'None/...'); its database is
     PREFECT_HOME's, which `make serve` later shows at http://127.0.0.1:$PREFECT_PORT
-    (4200), so that is where the run's page is.
+    (PREFECT_PORT here, else the port `make serve` last served it on, else 4200), so
+    that is where the run's page is.
     """
-    from prefect.settings import PREFECT_UI_URL
+    from prefect.settings import PREFECT_HOME, PREFECT_UI_URL
 
     url = PREFECT_UI_URL.value()
     if url and url.startswith("http"):
         return url.rstrip("/")
-    return f"{SERVE_HOST}:{os.environ.get('PREFECT_PORT') or 4200}"
+    if port := os.environ.get("PREFECT_PORT"):
+        return f"{SERVE_HOST}:{port}"
+    return served_at(Path(PREFECT_HOME.value())) or f"{SERVE_HOST}:4200"
+
+
+# scripts/serve.sh writes the URL it serves a store at into this file beside the store
+# (PREFECT_HOME; the SQLite MLflow store's folder): a run started in another shell, without
+# PREFECT_PORT / MLFLOW_PORT, then links the port `make serve` was given, not the default.
+SERVED_AT = "served-at.url"
+
+
+def served_at(folder: Path) -> str | None:
+    """The URL `make serve` last served the store in `folder` at, or None."""
+    try:
+        url = (folder / SERVED_AT).read_text().strip()
+    except OSError:
+        return None
+    return url.rstrip("/") if url.startswith("http") else None
 
 
 def prefect_flow_run_url(flow_run_id: str | None) -> str | None:
@@ -122,9 +141,12 @@ def mlflow_run_url(experiment_id: str, run_id: str) -> str:
     from instructflow.tasks.tracking import tracking_uri
 
     uri = tracking_uri()
-    base = os.environ.get("INSTRUCTFLOW_MLFLOW_UI") or (
-        uri if uri.startswith("http") else f"{SERVE_HOST}:{os.environ.get('MLFLOW_PORT') or 5000}"
-    )
+    base = os.environ.get("INSTRUCTFLOW_MLFLOW_UI") or (uri if uri.startswith("http") else None)
+    if base is None and (port := os.environ.get("MLFLOW_PORT")):
+        base = f"{SERVE_HOST}:{port}"
+    if base is None and uri.startswith("sqlite:///"):
+        base = served_at(Path(uri.removeprefix("sqlite:///")).parent)
+    base = base or f"{SERVE_HOST}:5000"
     # MLflow 3.17's UI lays a run out by a GenAI / Model training switch kept in the browser
     # (GenAI until a person flips it), not by the experiment's tag: the link asks for training.
     return f"{base.rstrip('/')}/#/experiments/{experiment_id}/runs/{run_id}?{TRAINING_LAYOUT}"

@@ -205,6 +205,42 @@ def _promoted(tags: dict) -> str:
     return f"promoted by the gate of {_run(tags)}" + (f": {reason}" if reason else "")
 
 
+CHAMPION_TITLE = "Champion"
+
+
+def champion_lines(tags: dict) -> list[str]:
+    """Whether the version is champion, said from its tags (tasks/registry_lookup.py
+    writes them whenever `champion` moves to or from it); none if it never was."""
+    if tags.get("promoted_by"):
+        since = f" since {tags['promoted_at']}" if tags.get("promoted_at") else ""
+        before = tags.get("previous_champion")
+        after = f"; it replaced v{before}" if before else "; the first champion"
+        lines = [f"- **champion now**{since}: {_promoted(tags)}{after}"]
+    elif tags.get("replaced_by"):
+        by = tags["replaced_by"]
+        when = "`champion` was unset" if by == "none" else f"v{by} replaced it"
+        lines = [
+            f"- **not champion** since {tags.get('replaced_at', '?')}, when {when} "
+            "(the registered model's description names the champion now)"
+        ]
+    else:
+        return []
+    history = (tags.get("promotion_history") or "").splitlines()
+    return lines + (["- history (tag `promotion_history`):"] + [f"  - {h}" for h in history])
+
+
+def with_champion_status(card: str, tags: dict) -> str:
+    """`card` with its Champion section (after the title) rewritten from `tags`: the gate's
+    decision further down is history, this section is where `champion` stands."""
+    head, *sections = card.split("\n## ")
+    sections = [s for s in sections if not s.startswith(CHAMPION_TITLE + "\n")]
+    lines = champion_lines(tags)
+    status = [f"{CHAMPION_TITLE}\n\n" + "\n".join(lines) + "\n"] if lines else []
+    if not card.strip():
+        return f"## {status[0]}" if status else ""
+    return "\n## ".join([head.rstrip("\n") + "\n", *status, *sections])
+
+
 def _decided(tags: dict) -> str:
     return tags.get("gate_reason") or "no gate decision recorded"
 

@@ -46,7 +46,12 @@ from instructflow.tasks.model_card import (
 )
 from instructflow.tasks.registry_config import POLICY_MODEL
 from instructflow.tasks.registry_flavors import LOGGERS
-from instructflow.tasks.registry_lookup import alias_version, champion_version, make_champion
+from instructflow.tasks.registry_lookup import (
+    alias_version,
+    champion_version,
+    make_champion,
+    write_card,
+)
 from instructflow.tasks.registry_snapshot import RegistrySnapshot
 from instructflow.tasks.registry_weights import (
     card_source,
@@ -348,7 +353,7 @@ def register_and_gate_task(
             } | registered_block(model_name, held, policy_dir)
             origin = client.get_model_version(model_name, policy_version).tags if held else None
             card = model_card(model_name, policy_version, lineage, policy_metrics, gate, origin)
-            client.update_model_version(model_name, policy_version, description=card)
+            write_card(client, model_name, policy_version, card)  # with where champion is
             describe_registered_model(client, model_name)  # where `champion` stands now
         except BaseException as error:
             snapshot.restore_after(client, error)

@@ -1,10 +1,21 @@
 """Looking a registered model's versions and aliases up, and saying what is there when
 one asked for is not (MLflow's own error is a traceback)."""
 
+from datetime import UTC, datetime
+
 from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 
+from instructflow.tasks.model_card import with_champion_status
 from instructflow.tasks.registry_config import POLICY_MODEL, RegistryLookupError
+
+# The tags that say how a version became champion, which only the champion holds: each
+# promotion writes its own set, and a version replaced drops them (they would read as if it
+# were champion still) for `replaced_by`; `promotion_history` keeps every change on both.
+PROMOTION_TAGS = {"promoted_by", "promoted_at", "previous_champion", "promotion_reason"}
+REPLACED_TAGS = {"replaced_by", "replaced_at"}
+HISTORY = "promotion_history"
+HISTORY_CHARS = 4000  # MLflow refuses tag values over 5000 characters: the oldest lines go
 
 
 def alias_version(client: MlflowClient, name: str, alias: str) -> str | None:
@@ -46,7 +57,10 @@ def make_champion(
     client: MlflowClient, name: str, version: str, promoted_by: str, **record: str
 ) -> bool:
     """Point `champion` at `version`, tagging whose word moved it (`promoted_by`), the
-    champion before it and any `record` (e.g. the reason of an override).
+    champion before it (`previous_champion`, absent when there was none) and any `record`
+    (e.g. the reason of an override). The version it replaces drops those tags for
+    `replaced_by`; both add the change to `promotion_history` and get their card's
+    Champion section rewritten, so no version reads as champion but the champion.
 
     False, and nothing written, when `version` is champion already (its weights reused
     by a later run, or approved twice): its tags keep how it got there.
@@ -55,7 +69,49 @@ def make_champion(
     if previous == str(version):
         return False
     client.set_registered_model_alias(name, "champion", version)
-    tags = {"promoted_by": promoted_by, **record, "previous_champion": str(previous)}
+    at = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
+    tags = {"promoted_by": promoted_by, "promoted_at": at, **record}
+    if previous is not None:
+        tags["previous_champion"] = previous
+    why = f": {record['promotion_reason']}" if record.get("promotion_reason") else ""
+    after = f", after v{previous}" if previous is not None else ""
+    _restate(client, name, str(version), tags, f"{at}: champion ({promoted_by}{after}){why}")
+    if previous is not None:
+        replaced = {"replaced_by": str(version), "replaced_at": at}
+        _restate(client, name, previous, replaced, f"{at}: replaced by v{version} ({promoted_by})")
+    return True
+
+
+def unset_champion(client: MlflowClient, name: str, by: str) -> None:
+    """Leave `name` with no champion (`by`: whose word), its last champion saying so."""
+    previous = champion_version(client, name)
+    if previous is None:
+        return
+    client.delete_registered_model_alias(name, "champion")
+    at = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
+    replaced = {"replaced_by": "none", "replaced_at": at}
+    _restate(client, name, previous, replaced, f"{at}: champion unset ({by})")
+
+
+def _restate(client: MlflowClient, name: str, version: str, tags: dict, event: str) -> None:
+    """Write a version's champion status (`tags`, dropping the other status's), add `event`
+    to its history and rewrite its card's Champion section from the tags."""
+    found = client.get_model_version(name, version)
+    held = dict(found.tags or {})
+    for key in (set(held) & (PROMOTION_TAGS | REPLACED_TAGS)) - set(tags):
+        client.delete_model_version_tag(name, version, key)
+        del held[key]
+    lines = [*(held.get(HISTORY) or "").splitlines(), event]
+    while len(lines) > 1 and len("\n".join(lines)) > HISTORY_CHARS:
+        lines.pop(0)
+    tags = tags | {HISTORY: "\n".join(lines)}
     for key, value in tags.items():
         client.set_model_version_tag(name, version, key, value)
-    return True
+    card = with_champion_status(found.description or "", held | tags)
+    client.update_model_version(name, version, description=card)
+
+
+def write_card(client: MlflowClient, name: str, version: str, card: str) -> None:
+    """Write `card` as the version's description, with its Champion section from its tags."""
+    tags = dict(client.get_model_version(name, version).tags or {})
+    client.update_model_version(name, version, description=with_champion_status(card, tags))

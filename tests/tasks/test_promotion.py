@@ -4,7 +4,7 @@ import pytest
 from mlflow import MlflowClient
 
 from instructflow.tasks.promotion import record_approval
-from instructflow.tasks.registry_lookup import make_champion
+from instructflow.tasks.registry_lookup import champion_version, make_champion, unset_champion
 
 NAME = "policy-under-review"
 
@@ -79,7 +79,20 @@ def test_approval_with_no_champion_before_makes_the_first_one(client):
     client.delete_registered_model_alias(NAME, "champion")
     outcome = record_approval(client, NAME, "2", "approved", "ana", "first", judged_against=None)
     assert outcome == {"moved": True, "champion": "2", "note": ""}
-    assert client.get_model_version(NAME, "2").tags["previous_champion"] == "None"
+    # then there was no champion to roll back to: no `previous_champion` (not "None")
+    assert "previous_champion" not in client.get_model_version(NAME, "2").tags
+
+
+def test_a_promotion_drops_the_tags_of_an_earlier_one(client):
+    # given v2 once promoted by hand over v1, and `champion` unset since
+    assert make_champion(client, NAME, "2", "manual", promotion_reason="hotfix")
+    client.delete_registered_model_alias(NAME, "champion")
+    # when the gate makes it champion with no champion before
+    assert make_champion(client, NAME, "2", "gate")
+    # then its tags tell this promotion only: no reason or predecessor of the earlier one
+    tags = client.get_model_version(NAME, "2").tags
+    assert tags["promoted_by"] == "gate"
+    assert "promotion_reason" not in tags and "previous_champion" not in tags
 
 
 def test_approving_the_champion_again_keeps_how_it_got_there(client):
@@ -92,3 +105,35 @@ def test_approving_the_champion_again_keeps_how_it_got_there(client):
     tags = client.get_model_version(NAME, "2").tags
     assert (tags["promoted_by"], tags["previous_champion"]) == ("manual", "1")
     assert tags["promotion_reason"] == "hotfix" and tags["approval_by"] == "ana"
+
+
+def test_a_rollback_leaves_every_version_saying_whether_it_is_champion(client):
+    # given v1 champion, when v2 is promoted by hand and then rolled back to v1
+    assert make_champion(client, NAME, "2", "manual", promotion_reason="hotfix")
+    assert make_champion(client, NAME, "1", "manual", promotion_reason="hotfix broke x")
+    v1, v2 = (client.get_model_version(NAME, v) for v in ("1", "2"))
+    # then v1's tags are its latest promotion, and its card says it is champion now
+    assert (v1.tags["promoted_by"], v1.tags["previous_champion"]) == ("manual", "2")
+    assert v1.tags["promotion_reason"] == "hotfix broke x" and "replaced_by" not in v1.tags
+    assert "**champion now**" in v1.description and "hotfix broke x" in v1.description
+    # and v2 holds no tag of a champion, but who replaced it, its card saying so once
+    assert not {"promoted_by", "previous_champion", "promotion_reason"} & set(v2.tags)
+    assert v2.tags["replaced_by"] == "1"
+    assert v2.description.startswith("# card of v2\n")
+    assert "**not champion**" in v2.description and "**champion now**" not in v2.description
+    assert v2.description.count("## Champion\n") == 1
+    # and each version's history keeps every change, the first reason included
+    assert "champion (manual, after v1): hotfix" in v2.tags["promotion_history"]
+    assert "replaced by v1 (manual)" in v2.tags["promotion_history"]
+    assert "replaced by v2 (manual)" in v1.tags["promotion_history"]
+
+
+def test_people_unsetting_the_champion_leave_no_version_saying_it_is_champion(client):
+    # given v2 made champion by the gate, when people's rankings undo it with no champion before
+    assert make_champion(client, NAME, "2", "gate")
+    unset_champion(client, NAME, "human")
+    # then there is no champion, and v2 says so in its tags and card
+    assert champion_version(client, NAME) is None
+    v2 = client.get_model_version(NAME, "2")
+    assert "promoted_by" not in v2.tags and v2.tags["replaced_by"] == "none"
+    assert "**not champion**" in v2.description and "`champion` was unset" in v2.description

@@ -28,6 +28,17 @@ class Recording:
         assert (name, version) == ("m", "3")
         self.tags[key] = value
 
+    def get_model_version(self, name, version):
+        from types import SimpleNamespace
+
+        return SimpleNamespace(tags=dict(self.tags), description="")
+
+    def delete_model_version_tag(self, name, version, key):
+        del self.tags[key]
+
+    def update_model_version(self, name, version, description):
+        self.description = description
+
     def set_registered_model_alias(self, name, alias, version):
         assert name == "m"
         self.aliases[alias] = version
@@ -46,6 +57,9 @@ def test_a_passed_gate_is_tagged_with_its_evidence_and_made_champion():
     client = Recording()
     # when a passed gate that may promote is recorded
     recorded = record_decision(client, "m", "3", PASSED, PROMOTE, "held-out judge")
+    at = client.tags.pop("promoted_at")
+    assert client.tags.pop("promotion_history") == f"{at}: champion (gate)"
+    assert "**champion now**" in client.description
     # then every decided field is a tag (the None public-suite figures are not), with the
     # evidence, and the version is champion, promoted by the gate, beside the one it replaced
     assert client.tags == {
@@ -56,8 +70,7 @@ def test_a_passed_gate_is_tagged_with_its_evidence_and_made_champion():
         "gate_ci95": "(0.62, 0.78)",
         "gate_win_margin": "0.0",
         "gate_evidence": "held-out judge",
-        "promoted_by": "gate",
-        "previous_champion": "None",  # there was none: the version to roll back to
+        "promoted_by": "gate",  # no `previous_champion`: there was none to roll back to
     }
     assert client.aliases == {"champion": "3"}
     # and the decision comes back as tagged: unchanged

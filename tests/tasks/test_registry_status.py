@@ -115,3 +115,23 @@ def test_an_mlflow_run_page_is_on_the_tracking_server_or_make_serves(monkeypatch
         env.mlflow_run_url("1", "ab12")
         == "http://mlflow.lab/#/experiments/1/runs/ab12?workflowType=machine_learning"
     )
+
+
+def test_links_follow_the_ports_make_serve_was_given_in_another_shell(monkeypatch, tmp_path):
+    from prefect.settings import PREFECT_API_URL, PREFECT_HOME, PREFECT_UI_URL, temporary_settings
+
+    from instructflow.tasks import env
+
+    # given `make serve` with PREFECT_PORT=4331 MLFLOW_PORT=5331 (it leaves where it serves
+    # each store beside it), and a run started in a shell without those variables
+    use_project(monkeypatch, tmp_path)
+    for name in ("INSTRUCTFLOW_MLFLOW_UI", "MLFLOW_PORT", "PREFECT_PORT"):
+        monkeypatch.delenv(name, raising=False)
+    (tmp_path / "served-at.url").write_text("http://127.0.0.1:5331\n")
+    (tmp_path / ".prefect").mkdir()
+    (tmp_path / ".prefect" / "served-at.url").write_text("http://127.0.0.1:4331\n")
+    # then its links point at those ports, not the defaults
+    assert env.mlflow_run_url("1", "ab12").startswith("http://127.0.0.1:5331/#/experiments/1/")
+    settings = {PREFECT_HOME: str(tmp_path / ".prefect")}
+    with temporary_settings(settings, restore_defaults={PREFECT_API_URL, PREFECT_UI_URL}):
+        assert env.prefect_flow_run_url("7f0c") == "http://127.0.0.1:4331/runs/flow-run/7f0c"
