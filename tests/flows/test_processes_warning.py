@@ -20,7 +20,11 @@ def test_more_processes_than_threads_on_a_cpu_is_said(monkeypatch):
 
 
 def test_run_warns_before_anything_starts(tmp_path, monkeypatch, capsys):
+    from instructflow.tasks import launch
+
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    # said once per process: another test of this worker may have said it already
+    monkeypatch.setattr(launch, "_warned", set())
     # a run refused right after the settings are read (a dataset without a base model)
     args = ["run", "--profile", "smoke", "--threads", "1", "--processes", "2"]
     status = main([*args, "--data", str(tmp_path)])
