@@ -129,6 +129,26 @@ def test_without_the_guard_the_broken_pipe_ends_the_run(tmp_path):
     assert not done.exists()
 
 
+class _FakeClient:
+    """Prefect's sync client as worker_exit uses it: the flow run's states in turn (`states`,
+    popped), and the states set on it recorded in `set_states`."""
+
+    def __init__(self, states: list, set_states: list):
+        self.states, self.set_states = states, set_states
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+    def read_flow_run(self, flow_run_id):
+        return type("FlowRun", (), {"state": self.states.pop(0)})
+
+    def set_flow_run_state(self, flow_run_id, state, force=False):
+        self.set_states.append((flow_run_id, state.type.value, force))
+
+
 def test_an_orphaned_run_stops_itself_on_a_cancel_as_its_worker_would(monkeypatch):
     """No worker is left to send the SIGTERM of a cancel: the run sends it to itself."""
     import prefect.client.orchestration
@@ -139,17 +159,9 @@ def test_an_orphaned_run_stops_itself_on_a_cancel_as_its_worker_would(monkeypatc
     states = [Running(), Running(), Cancelling()]
     sent = []
 
-    class Client:
-        def __enter__(self):
-            return self
-
-        def __exit__(self, *exc):
-            return False
-
-        def read_flow_run(self, flow_run_id):
-            return type("FlowRun", (), {"state": states.pop(0)})
-
-    monkeypatch.setattr(prefect.client.orchestration, "get_client", lambda **_: Client())
+    monkeypatch.setattr(
+        prefect.client.orchestration, "get_client", lambda **_: _FakeClient(states, [])
+    )
     monkeypatch.setattr(worker_exit, "CANCEL_POLL_SECONDS", 0.01)
     monkeypatch.setattr(worker_exit.os, "kill", lambda pid, sig: sent.append((pid, sig)))
     monkeypatch.setattr(worker_exit, "_mark_cancelled_after_exit", lambda run_id: None)
@@ -168,20 +180,9 @@ def test_an_orphaned_run_stopped_by_a_cancel_ends_cancelled_not_crashed(monkeypa
     states = [Cancelling(), Crashed()]  # at the poll; after the exit, as the engine left it
     started, set_states = [], []
 
-    class Client:
-        def __enter__(self):
-            return self
-
-        def __exit__(self, *exc):
-            return False
-
-        def read_flow_run(self, flow_run_id):
-            return type("FlowRun", (), {"state": states.pop(0)})
-
-        def set_flow_run_state(self, flow_run_id, state, force=False):
-            set_states.append((flow_run_id, state.type.value, force))
-
-    monkeypatch.setattr(prefect.client.orchestration, "get_client", lambda **_: Client())
+    monkeypatch.setattr(
+        prefect.client.orchestration, "get_client", lambda **_: _FakeClient(states, set_states)
+    )
     monkeypatch.setattr(worker_exit, "CANCEL_POLL_SECONDS", 0.01)
     monkeypatch.setattr(worker_exit.os, "kill", lambda pid, sig: None)
     monkeypatch.setattr(worker_exit.subprocess, "Popen", lambda args, **kw: started.append(args))
