@@ -3,6 +3,8 @@
 import os
 import subprocess
 import sys
+import time
+from pathlib import Path
 
 from instructflow.tasks import leftovers, server_priority
 
@@ -11,7 +13,15 @@ def sleeper(*extra: str, ephemeral: bool) -> subprocess.Popen:
     """A child process whose command line ends with `extra` (as uvicorn's names its app) and
     whose environment marks it as Prefect's ephemeral server, or not."""
     env = dict(os.environ, PREFECT__SERVER_EPHEMERAL="1" if ephemeral else "0")
-    return subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)", *extra], env=env)
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)", *extra], env=env)
+    # Popen can return before the kernel has set the new program's command line up (an exec
+    # after vfork wakes the parent first): /proc shows it empty for a moment, on a busy
+    # machine long enough for the scan to miss it. A real server is scanned seconds later.
+    cmdline = Path(f"/proc/{child.pid}/cmdline")
+    deadline = time.monotonic() + 10
+    while extra[-1].encode() not in cmdline.read_bytes() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    return child
 
 
 def test_only_the_child_that_runs_prefects_server_app_is_lowered() -> None:
