@@ -183,9 +183,16 @@ def _run(tags: dict) -> str:
     return f"run [`{run}`]({url})" if url else f"run `{run}`"
 
 
+# promoted_by of a champion whose alias was set outside instructflow (registry_lookup's
+# reconcile_champion found it so): no gate, person's form or reason recorded it.
+OUTSIDE = "alias set outside instructflow"
+
+
 def _promoted(tags: dict) -> str:
     """How the champion got there, from its version's tags."""
     by, reason = tags.get("promoted_by"), tags.get("gate_reason", "")
+    if by == OUTSIDE:
+        return "its alias was set outside instructflow (MLflow's UI or client): no reason recorded"
     if by == "manual":
         return f"promoted by hand (`instructflow promote`): {tags.get('promotion_reason', '')}"
     if by == "approval":

@@ -50,6 +50,7 @@ from instructflow.tasks.registry_lookup import (
     alias_version,
     champion_version,
     make_champion,
+    reconcile_champion,
     write_card,
 )
 from instructflow.tasks.registry_snapshot import RegistrySnapshot
@@ -325,6 +326,8 @@ def register_and_gate_task(
         held = registered_version(client, model_name, policy_dir)  # these weights, if registered
         snapshot = RegistrySnapshot.take(client, [model_name, reward_model_name])
         try:
+            if mended := reconcile_champion(client, model_name):
+                print(mended, flush=True)
             policy_version, rm_version = register_candidate(
                 client,
                 (model_name, reward_model_name),

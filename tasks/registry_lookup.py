@@ -6,7 +6,11 @@ from datetime import UTC, datetime
 from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 
-from instructflow.tasks.model_card import with_champion_status
+from instructflow.tasks.model_card import (
+    OUTSIDE,
+    describe_registered_model,
+    with_champion_status,
+)
 from instructflow.tasks.registry_config import POLICY_MODEL, RegistryLookupError
 
 # The tags that say how a version became champion, which only the champion holds: each
@@ -68,6 +72,7 @@ def make_champion(
     previous = champion_version(client, name)
     if previous == str(version):
         return False
+    reconcile_champion(client, name)
     client.set_registered_model_alias(name, "champion", version)
     at = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
     tags = {"promoted_by": promoted_by, "promoted_at": at, **record}
@@ -84,6 +89,7 @@ def make_champion(
 
 def unset_champion(client: MlflowClient, name: str, by: str) -> None:
     """Leave `name` with no champion (`by`: whose word), its last champion saying so."""
+    reconcile_champion(client, name)
     previous = champion_version(client, name)
     if previous is None:
         return
@@ -91,6 +97,39 @@ def unset_champion(client: MlflowClient, name: str, by: str) -> None:
     at = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
     replaced = {"replaced_by": "none", "replaced_at": at}
     _restate(client, name, previous, replaced, f"{at}: champion unset ({by})")
+
+
+def reconcile_champion(client: MlflowClient, name: str) -> str | None:
+    """Make the versions' champion tags and cards agree with where `champion` points, when
+    the alias was moved or deleted outside instructflow (MLflow's UI or client), and say
+    what was mended; None when they agree.
+
+    MLflow keeps no time for an alias, so the change is dated when it is found: "<time>
+    or earlier". Called before every write that moves `champion` and by the registry
+    stage, so no version reads as champion but the champion for longer than one run.
+    """
+    champion = champion_version(client, name)
+    found = client.search_model_versions(f"name = '{name}'")
+    tags = {str(v.version): dict(v.tags or {}) for v in found}
+    stale = sorted((v for v, t in tags.items() if v != champion and t.get("promoted_by")), key=int)
+    unrecorded = champion is not None and not tags.get(champion, {}).get("promoted_by")
+    if not stale and not unrecorded:
+        return None
+    at = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
+    when = f"{at} or earlier"
+    if unrecorded:
+        record = {"promoted_by": OUTSIDE, "promoted_at": when}
+        if len(stale) == 1:
+            record["previous_champion"] = stale[0]
+        after = f", after v{stale[0]}" if len(stale) == 1 else ""
+        _restate(client, name, champion, record, f"{when}: champion ({OUTSIDE}{after})")
+    now = f"v{champion}" if champion else "no version"
+    for version in stale:
+        replaced = {"replaced_by": champion or "none", "replaced_at": when}
+        _restate(client, name, version, replaced, f"{when}: replaced by {now} ({OUTSIDE})")
+    describe_registered_model(client, name)
+    moved = f"`champion` is {now}" + (f", not v{', v'.join(stale)}" if stale else "")
+    return f"{name}: {moved} ({OUTSIDE}); its versions' tags and cards now say so"
 
 
 def _restate(client: MlflowClient, name: str, version: str, tags: dict, event: str) -> None:

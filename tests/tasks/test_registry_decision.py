@@ -33,6 +33,11 @@ class Recording:
 
         return SimpleNamespace(tags=dict(self.tags), description="")
 
+    def search_model_versions(self, filter_string):
+        from types import SimpleNamespace
+
+        return [SimpleNamespace(version="3", tags=dict(self.tags))]
+
     def delete_model_version_tag(self, name, version, key):
         del self.tags[key]
 
