@@ -129,13 +129,8 @@ def _regate(client: MlflowClient, gate: dict, labels: dict, key: dict) -> dict:
         client, name, version, decision, effect, evidence="human", by="human"
     )
     if effect.restore:
-        # The automatic gate moved `champion` here and people disagree: put it back
-        # where the gate found it.
-        previous = gate["incumbent"].removeprefix("champion v")
-        if gate["incumbent"].startswith("champion v"):
-            registry_lookup.make_champion(client, name, previous, "human")
-        else:
-            registry_lookup.unset_champion(client, name, "human")
+        # The automatic gate moved `champion` here and people disagree.
+        registry_lookup.put_back(client, name, gate["incumbent"], version, decision.reason)
     regated = gate | {
         "automatic": {k: gate[k] for k in ("evidence", "incumbent", "win_rate", "reason")},
         "evidence": "human",

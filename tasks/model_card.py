@@ -200,6 +200,8 @@ def _promoted(tags: dict) -> str:
         return (
             f"approved by {who} after the gate of {_run(tags)}: {tags.get('approval_reason', '')}"
         )
+    if by == "human" and tags.get("promotion_reason"):  # registry_lookup.put_back
+        return f"put back on people's rankings (`instructflow eval import`): {tags['promotion_reason']}"
     if by == "human":
         return (
             f"promoted on people's rankings (`instructflow eval import`) of {_run(tags)}: {reason}"
@@ -239,12 +241,13 @@ def champion_lines(tags: dict) -> list[str]:
 def with_champion_status(card: str, tags: dict) -> str:
     """`card` with its Champion section (after the title) rewritten from `tags`: the gate's
     decision further down is history, this section is where `champion` stands."""
-    head, *sections = card.split("\n## ")
+    # A card that is only sections (a version registered without one) has no title before them.
+    head, *sections = ("\n" + card if card.startswith("## ") else card).split("\n## ")
     sections = [s for s in sections if not s.startswith(CHAMPION_TITLE + "\n")]
     lines = champion_lines(tags)
     status = [f"{CHAMPION_TITLE}\n\n" + "\n".join(lines) + "\n"] if lines else []
-    if not card.strip():
-        return f"## {status[0]}" if status else ""
+    if not head.strip():
+        return "## " + "\n## ".join([*status, *sections]) if status or sections else ""
     return "\n## ".join([head.rstrip("\n") + "\n", *status, *sections])
 
 

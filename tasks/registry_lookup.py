@@ -99,6 +99,19 @@ def unset_champion(client: MlflowClient, name: str, by: str) -> None:
     _restate(client, name, previous, replaced, f"{at}: champion unset ({by})")
 
 
+def put_back(client: MlflowClient, name: str, incumbent: str, rejected: str, why: str) -> None:
+    """Undo a gate's promotion that people's rankings reject: `champion` back where that gate
+    found it (`incumbent`: its "champion vN", else there was none), with why on the version
+    (its own earlier gate reason would read as the reason it is champion again)."""
+    if not incumbent.startswith("champion v"):
+        unset_champion(client, name, "human")
+        return
+    reason = f"people's rankings rejected v{rejected}, which the gate had promoted: {why}"
+    make_champion(
+        client, name, incumbent.removeprefix("champion v"), "human", promotion_reason=reason
+    )
+
+
 def reconcile_champion(client: MlflowClient, name: str) -> str | None:
     """Make the versions' champion tags and cards agree with where `champion` points, when
     the alias was moved or deleted outside instructflow (MLflow's UI or client), and say

@@ -5,6 +5,7 @@ from instructflow.tasks.model_card import (
     model_card,
     registry_status,
     reward_model_card,
+    with_champion_status,
     with_human_verdict,
 )
 
@@ -146,3 +147,19 @@ def test_peoples_verdict_closes_the_card_once_however_often_it_is_imported():
     assert again.count("## People's rankings") == 1
     assert "- played: sft (human, 12 prompts)" in again and again.startswith(card)
     assert "## Approval\n\n- decision: approved by ana" in again  # kept
+
+
+def test_the_champion_section_is_rewritten_not_repeated_even_on_a_card_without_a_title():
+    champion = {"promoted_by": "gate", "promoted_at": "t1"}
+    replaced = {"replaced_by": "2", "replaced_at": "t2"}
+    # a version registered without a description, then replaced
+    card = with_champion_status(with_champion_status("", champion), replaced)
+    assert card.count("## Champion\n") == 1 and card.startswith("## Champion\n")
+    assert "**not champion**" in card and "**champion now**" not in card
+    # a titled card keeps its title first and its other sections after the status
+    titled = "# card\n\nintro\n\n## Gate\n\npassed\n"
+    card = with_champion_status(with_champion_status(titled, champion), replaced)
+    assert card.startswith("# card\n\nintro\n\n## Champion\n")
+    assert card.count("## Champion\n") == 1 and card.endswith("## Gate\n\npassed\n")
+    # and a card that never was champion gets no section
+    assert with_champion_status("", {}) == "" and with_champion_status(titled, {}) == titled

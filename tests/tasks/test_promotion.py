@@ -3,8 +3,14 @@
 import pytest
 from mlflow import MlflowClient
 
+from instructflow.tasks.model_card import describe_registered_model
 from instructflow.tasks.promotion import record_approval
-from instructflow.tasks.registry_lookup import champion_version, make_champion, unset_champion
+from instructflow.tasks.registry_lookup import (
+    champion_version,
+    make_champion,
+    put_back,
+    unset_champion,
+)
 
 NAME = "policy-under-review"
 
@@ -137,3 +143,34 @@ def test_people_unsetting_the_champion_leave_no_version_saying_it_is_champion(cl
     v2 = client.get_model_version(NAME, "2")
     assert "promoted_by" not in v2.tags and v2.tags["replaced_by"] == "none"
     assert "**not champion**" in v2.description and "`champion` was unset" in v2.description
+
+
+def test_people_rejecting_a_gates_promotion_put_the_champion_back_saying_why(client):
+    # given v1 champion with its own gate's reason, and the gate then promoting v2
+    client.set_model_version_tag(NAME, "1", "gate_reason", "v1's gate: beat sft")
+    assert make_champion(client, NAME, "2", "gate")
+    # when people's rankings reject v2
+    put_back(client, NAME, "champion v1", "2", "win rate 0.41 vs champion v1")
+    describe_registered_model(client, NAME)
+    # then v1 is champion again, its tags, card and the model's description saying why
+    assert champion_version(client, NAME) == "1"
+    v1 = client.get_model_version(NAME, "1")
+    assert v1.tags["promoted_by"] == "human"
+    assert v1.tags["promotion_reason"] == (
+        "people's rankings rejected v2, which the gate had promoted: win rate 0.41 vs champion v1"
+    )
+    for text in (v1.description, client.get_registered_model(NAME).description):
+        champion_line = next(
+            line for line in text.splitlines() if "champion now" in line or "**Champion:" in line
+        )
+        assert "put back on people's rankings" in champion_line
+        assert "v1's gate: beat sft" not in champion_line
+    assert client.get_model_version(NAME, "2").tags["replaced_by"] == "1"
+
+
+def test_people_rejecting_a_first_champion_leave_none(client):
+    client.delete_registered_model_alias(NAME, "champion")
+    assert make_champion(client, NAME, "2", "gate")
+    put_back(client, NAME, "sft", "2", "win rate 0.41 vs sft")
+    assert champion_version(client, NAME) is None
+    assert client.get_model_version(NAME, "2").tags["replaced_by"] == "none"
