@@ -27,7 +27,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 from uuid import UUID
 
 import httpx
@@ -119,6 +119,7 @@ FIRST_WAIT_SECONDS = 0.05
 ASKS = 11  # waits of 0.05, 0.1, ... 25.6 s: ~50 s in all, Prefect's client's patience
 
 T = TypeVar("T")
+F = TypeVar("F", bound=Callable[..., Any])
 
 
 def asked_until_answered(call: Callable[[], T]) -> T:
@@ -188,6 +189,25 @@ def training_slot() -> Iterator[None]:
             )
             waited = True
         time.sleep(POLL_SECONDS)
+
+
+SLOT_DECLARED = "takes_training_slot"
+
+
+def takes_training_slot(fn: F) -> F:
+    """Declare stage task function `fn` as one that holds a training slot while it runs.
+
+    Put under @task. A flow's run_stage takes the slot for such a task before the
+    stage's lock (stage_lock says why that order), whatever the stage's name (sft's
+    task also runs the FLAN and T0 baselines): the one list of training stages.
+    """
+    setattr(fn, SLOT_DECLARED, True)
+    return fn
+
+
+def takes_training_slot_declared(task: Any) -> bool:
+    """Whether a Prefect task (or its function) was declared with @takes_training_slot."""
+    return getattr(getattr(task, "fn", task), SLOT_DECLARED, False)
 
 
 def training_slot_taken() -> bool:
