@@ -166,10 +166,8 @@ def _data(root: Path, params: PipelineParams, base_model_dir, parent_id: str, ti
     version = checked["version"]
     timings["data_restore"] = round(time.perf_counter() - started, 2)
     tracking.batched.add_metrics(parent_id, {"stage_seconds/data_restore": timings["data_restore"]})
-    mlflow.set_tags(
-        {"dvc_data_md5": version["md5"], "data_mismatch": str(not version["matches_dvc"]).lower()}
-    )
-    get_run_logger().info("data/ is DVC version %s (%s)", version["md5"], version["restored_by"])
+    mlflow.set_tags(data.version_tags(version))
+    get_run_logger().info(data.describe(version))
     tracking.log_data_version(
         f"world-{params.profile}", root / "data" / params.profile, version["md5"]
     )
