@@ -19,7 +19,6 @@ from prefect.runtime import flow_run
 from instructflow.flows import approval, explained_errors, own_data, params_io
 from instructflow.flows.params import PipelineParams
 from instructflow.flows.stages import Stages, note_kept_start, run_stage
-from instructflow.models.hub import resolve_pretrained
 from instructflow.tasks import (
     base_model,
     comparisons,
@@ -66,12 +65,6 @@ def rlhf_pipeline(
     interrupts.reclaim()  # SIGINT/SIGTERM checkpoint and stop (instructflow run)
     outages.bound_mlflow_retries()
     outages.preflight(tracking.tracking_uri())
-    # A Hub id becomes its cached local snapshot (commit in the path, so in the cache key).
-    base_model_dir = (
-        str(resolve_pretrained(params.base_model, params.base_model_revision))
-        if params.base_model
-        else None
-    )
     experiment_id = tracking.setup()
     live = lifecycle.start_run(experiment_id, logger)
     threads = provenance.pin_threads(params.threads)["threads"]  # before any torch work
@@ -100,6 +93,9 @@ def rlhf_pipeline(
         run_status.begin({"mlflow_run_id": parent_id, **run_info})
         params_io.record_settings(params, threads)  # MLflow params, a Prefect table
         mlflow.log_dict(prov, "provenance.json")
+        base_model_dir, refusal = preflight.local_base_model(params)
+        if refusal:  # from the Prefect form: the CLI asked before the flow started
+            return preflight.refuse(refusal)
 
         if params.data:  # a user's dataset: its own path through the same stages
             local = params.model_copy(update={"base_model": base_model_dir})
