@@ -96,12 +96,20 @@ class DataVersion:
 _RESTORED: dict[Path, DataVersion] = {}
 
 
+def _outside_any_run() -> bool:
+    """Whether no Prefect flow or task run is running here (the CLI, before its flow)."""
+    from prefect.context import FlowRunContext, TaskRunContext
+
+    return FlowRunContext.get() is None and TaskRunContext.get() is None
+
+
 def ensure_data(root: Path, allow_mismatch: bool = False) -> DataVersion:
     """data/ as data.dvc names it: restored when missing, refused when different.
 
     On a fresh clone data/ is absent: DVC's cache or remote is tried first,
     then regeneration from the default seed, checked against data.dvc. The
-    first gate after a restore in this process reports the restore, not "present".
+    first gate after a restore made outside any run (the CLI's preflight) in this
+    process reports that restore, not "present".
     """
     restored_by, restored_from = "present", ""
     if not (root / "data").is_dir():
@@ -122,7 +130,8 @@ def ensure_data(root: Path, allow_mismatch: bool = False) -> DataVersion:
         md5, matches = data_version.current_md5(root), False
     version = DataVersion(md5, matches, restored_by, restored_from)
     if restored_by != "present":
-        _RESTORED[root.resolve()] = version
+        if _outside_any_run():  # a run that restored it says so itself
+            _RESTORED[root.resolve()] = version
     elif (earlier := _RESTORED.pop(root.resolve(), None)) and earlier.md5 == md5:
         return earlier
     return version

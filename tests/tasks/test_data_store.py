@@ -123,3 +123,20 @@ def test_a_pull_from_the_remote_is_said_in_the_log_line_and_the_parent_runs_tags
     present = version | {"restored_by": "present", "restored_from": ""}
     assert data.describe(present) == f"data/ is DVC version {version['md5']} (present)"
     assert "data_restored_by" not in data.version_tags(present)
+
+
+def test_a_restore_inside_a_flow_is_told_by_that_flow_only(make_project, prefect_harness):
+    from prefect import flow
+
+    # given data/ a run stored in DVC, then data/ deleted
+    root = make_project()
+    data.ensure_data(root)
+    shutil.rmtree(root / "data")
+
+    @flow
+    def gate() -> str:
+        return data.ensure_data(root).restored_by
+
+    # when a flow's gate restores it (a deployment's run: no CLI preflight before it)
+    # then that flow says so, and the next flow in this process finds data/ present
+    assert [gate(), gate()] == ["dvc pull", "present"]
