@@ -223,7 +223,9 @@ def _queued() -> Iterator[Callable[[], int]]:
         counter = folder / ".counter"
         taken = [int(p.name) for p in folder.iterdir() if p.name.isdigit()]
         recorded = counter.read_text().strip() if counter.exists() else ""
-        number = max([int(recorded or 0), *taken]) + 1
+        # The counter never goes back (a number is never a dead ticket's again); one cut
+        # short by a crash gives way to the tickets still there.
+        number = max([int(recorded) if recorded.isdigit() else 0, *taken]) + 1
         counter.write_text(str(number))
         ticket = folder / f"{number:012d}"
         staging = folder / f".{ticket.name}"
