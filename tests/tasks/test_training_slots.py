@@ -205,3 +205,14 @@ def test_a_waiter_that_died_in_the_queue_holds_up_nobody(root):
     assert order == ["next"]
     queue = root / "runs" / concurrency.SLOTS_FOLDER / concurrency.QUEUE
     assert [p.name for p in queue.iterdir() if p.name[0].isdigit()] == []
+
+
+def test_a_queue_counter_cut_short_by_a_crash_numbers_on(root):
+    # given the queue's counter file half-written when its writer died
+    queue = root / "runs" / concurrency.SLOTS_FOLDER / concurrency.QUEUE
+    queue.mkdir(parents=True)
+    (queue / ".counter").write_text("1\x00")
+    # then a run still takes the slot, and the counter is whole again
+    with concurrency.training_slot():
+        pass
+    assert (queue / ".counter").read_text().isdigit()
