@@ -46,10 +46,10 @@ def _cmd_run(args: argparse.Namespace) -> int:
     warn_oversubscribed(params.processes, torch.get_num_threads())
     local = params
     if params.base_model:  # a missing model fails here, before Prefect or any stage starts
-        from instructflow.models.hub import resolve_pretrained
-
-        model_dir = resolve_pretrained(params.base_model, params.base_model_revision)
-        local = params.model_copy(update={"base_model": str(model_dir)})
+        model_dir, refusal = preflight.local_base_model(params)
+        if refusal:
+            return _refused(params, refusal)
+        local = params.model_copy(update={"base_model": model_dir})
     if params.data:
         from instructflow.flows.own_data import NEEDS_BASE
         from instructflow.flows.own_data import preflight as own_data_preflight

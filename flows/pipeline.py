@@ -19,7 +19,6 @@ from prefect.runtime import flow_run
 from instructflow.flows import approval, explained_errors, own_data, params_io
 from instructflow.flows.params import PipelineParams
 from instructflow.flows.stages import Stages, note_kept_start, run_stage
-from instructflow.models.hub import resolve_pretrained
 from instructflow.tasks import (
     base_model,
     comparisons,
@@ -66,12 +65,6 @@ def rlhf_pipeline(
     interrupts.reclaim()  # SIGINT/SIGTERM checkpoint and stop (instructflow run)
     outages.bound_mlflow_retries()
     outages.preflight(tracking.tracking_uri())
-    # A Hub id becomes its cached local snapshot (commit in the path, so in the cache key).
-    base_model_dir = (
-        str(resolve_pretrained(params.base_model, params.base_model_revision))
-        if params.base_model
-        else None
-    )
     experiment_id = tracking.setup()
     live = lifecycle.start_run(experiment_id, logger)
     threads = provenance.pin_threads(params.threads)["threads"]  # before any torch work
@@ -100,6 +93,9 @@ def rlhf_pipeline(
         run_status.begin({"mlflow_run_id": parent_id, **run_info})
         params_io.record_settings(params, threads)  # MLflow params, a Prefect table
         mlflow.log_dict(prov, "provenance.json")
+        base_model_dir, refusal = preflight.local_base_model(params)
+        if refusal:  # from the Prefect form: the CLI asked before the flow started
+            return preflight.refuse(refusal)
 
         if params.data:  # a user's dataset: its own path through the same stages
             local = params.model_copy(update={"base_model": base_model_dir})
@@ -166,10 +162,8 @@ def _data(root: Path, params: PipelineParams, base_model_dir, parent_id: str, ti
     version = checked["version"]
     timings["data_restore"] = round(time.perf_counter() - started, 2)
     tracking.batched.add_metrics(parent_id, {"stage_seconds/data_restore": timings["data_restore"]})
-    mlflow.set_tags(
-        {"dvc_data_md5": version["md5"], "data_mismatch": str(not version["matches_dvc"]).lower()}
-    )
-    get_run_logger().info("data/ is DVC version %s (%s)", version["md5"], version["restored_by"])
+    mlflow.set_tags(data.version_tags(version))
+    get_run_logger().info(data.describe(version))
     tracking.log_data_version(
         f"world-{params.profile}", root / "data" / params.profile, version["md5"]
     )

@@ -69,7 +69,11 @@ def run_stage(
         # Another run may be computing this very stage (the same parameters again, as a
         # schedule's run overlapping the one before): wait for it, then look again, so
         # its folder is neither emptied under it nor computed twice. Training slot first.
-        slot = concurrency.training_slot() if stage_name in TRAINING else nullcontext()
+        slot = (
+            concurrency.training_slot()
+            if concurrency.takes_training_slot_declared(task)
+            else nullcontext()
+        )
         with slot, concurrency.stage_lock(key):
             stale, reason = _stale(out_dir, stale_because)
             state = _call(task, stage_name, stale, reason, out_dir, parent_run_id, kwargs)
@@ -110,10 +114,6 @@ def _own_tables(name: str, inputs: dict, profile_dir: Path) -> dict:
         return inputs
     narrowed = {k: v for k, v in inputs.items() if k != "data_md5"}
     return narrowed | {rel: content_digest(profile_dir / rel) for rel in READS[name]}
-
-
-TRAINING = {"base_model", "sft", "flan", "t0", "comparisons", "reward_model", "judge", "ppo"}
-TRAINING |= {"ppo_ptx"}  # the stages that take a training slot (tasks/tracked.py)
 
 
 def _stale(out_dir: Path, stale_because) -> tuple[bool, str | None]:

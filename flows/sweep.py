@@ -155,6 +155,7 @@ def seed_sweep(
     tracking.setup()
     # The data gate once, here: children started together must not each regenerate data/.
     version = data.restore_data_task(str(project_root()), params.allow_data_mismatch)
+    logger.info(data.describe(version))
     tags = {"kind": "seed_sweep", "profile": params.profile, "seeds": " ".join(map(str, seeds))}
     with (
         mlflow.start_run(run_name=f"sweep-{params.profile}", tags=tags) as run,

@@ -16,6 +16,7 @@ from instructflow.models.lm import GPT2Size, build_gpt2, load_causal_lm, save_mo
 from instructflow.models.lm_training import OptimConfig, pack_corpus, perplexity, pretrain
 from instructflow.models.tokenizer import train_tokenizer
 from instructflow.tasks import checkpoints, launch, tracking
+from instructflow.tasks.concurrency import takes_training_slot
 from instructflow.tasks.stage import import_closure_digest, prefect_options
 from instructflow.tasks.tables import read_jsonl
 from instructflow.tasks.tracked import StageResult, tracked_stage
@@ -101,6 +102,7 @@ BASE_CODE = import_closure_digest("instructflow.tasks.base_model")
 
 
 @task(**prefect_options("base-model", BASE_CODE, retries=1))
+@takes_training_slot
 def base_model_task(
     profile_dir: str,
     base_model: str | None,

@@ -16,7 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from instructflow.models.lm import load_causal_lm
 from instructflow.models.sampling import sample_responses
 from instructflow.tasks import tracking
-from instructflow.tasks.concurrency import training_slot
+from instructflow.tasks.concurrency import takes_training_slot, training_slot
 from instructflow.tasks.stage import (
     import_closure_digest,
     prefect_options,
@@ -170,6 +170,7 @@ COMPARISONS_CODE = import_closure_digest("instructflow.tasks.comparisons")
 
 
 @task(**prefect_options("comparisons", COMPARISONS_CODE, retries=1))
+@takes_training_slot
 def comparisons_task(
     sft_dir: str,
     profile_dir: str,

@@ -8,7 +8,10 @@
   frees it when its holder dies, however it dies. (They were a Prefect global
   concurrency limit: on Prefect's SQLite server an acquisition that coincides
   with the server storing a task run's events is answered 503 and retried 2 s
-  later, which cost about 2 s per stage: 15 s of a 50 s smoke run.)
+  later, which cost about 2 s per stage: 15 s of a 50 s smoke run.) Runs
+  waiting for a slot get it in the order they asked: a ticket each under
+  runs/.training-slots/queue/, locked the same way, so a dead waiter's ticket
+  holds up nobody.
 - instructflow-registry (1 slot), a Prefect global concurrency limit: one
   promotion gate at a time, so two runs finishing together cannot both judge
   against the same champion, even on two machines sharing a Prefect server.
@@ -27,7 +30,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 from uuid import UUID
 
 import httpx
@@ -119,6 +122,7 @@ FIRST_WAIT_SECONDS = 0.05
 ASKS = 11  # waits of 0.05, 0.1, ... 25.6 s: ~50 s in all, Prefect's client's patience
 
 T = TypeVar("T")
+F = TypeVar("F", bound=Callable[..., Any])
 
 
 def asked_until_answered(call: Callable[[], T]) -> T:
@@ -155,7 +159,7 @@ _HELD: ContextVar[bool] = ContextVar("instructflow_training_slot_held", default=
 
 @contextmanager
 def training_slot() -> Iterator[None]:
-    """Hold a training slot while inside; wait (polling) until one is free.
+    """Hold a training slot while inside; wait (polling) until one is free, in turn.
 
     Inside it, in this thread or a thread started with a copy of its context
     (two stages of one run side by side), training_slot() holds nothing more:
@@ -164,30 +168,111 @@ def training_slot() -> Iterator[None]:
     if _HELD.get():
         yield
         return
-    folder = slots_folder()
-    waited = False
-    while True:
-        for index in range(training_slots()):
-            # One open file each: flock excludes other open files, in this process too.
-            handle = (folder / f"slot-{index}.lock").open("a")
+    handle = None
+    with _queued() as ahead:
+        waited = False
+        while True:
+            # Only the first in line (the first N, with N slots) looks for a free slot,
+            # so a run arriving as a slot is freed does not take it from one that waited.
+            if ahead() < training_slots() and (handle := _free_slot()) is not None:
+                break
+            if not waited:
+                print(
+                    "waiting for a training slot: another run of this project is training",
+                    flush=True,
+                )
+                waited = True
+            time.sleep(POLL_SECONDS)
+    token = _HELD.set(True)
+    try:
+        yield
+    finally:
+        _HELD.reset(token)
+        handle.close()  # closing the file releases the lock
+
+
+def _free_slot():
+    """The open, locked file of a free training slot, or None when every slot is held."""
+    for index in range(training_slots()):
+        # One open file each: flock excludes other open files, in this process too.
+        handle = (slots_folder() / f"slot-{index}.lock").open("a")
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return handle
+        except BlockingIOError:
+            handle.close()
+    return None
+
+
+QUEUE = "queue"
+
+
+@contextmanager
+def _queued() -> Iterator[Callable[[], int]]:
+    """A ticket in the training slots' queue while inside; yields `ahead()`, how many live
+    tickets were taken before it.
+
+    A ticket is a file named by its number, locked (flock) by its waiter from before
+    it is visible until after it is removed: a ticket that can be locked is a dead
+    waiter's (the kernel freed its lock), skipped and removed by whoever finds it.
+    """
+    folder = slots_folder() / QUEUE
+    folder.mkdir(exist_ok=True)
+    with (folder / ".lock").open("a") as lock:  # numbers one ticket at a time
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        counter = folder / ".counter"
+        taken = [int(p.name) for p in folder.iterdir() if p.name.isdigit()]
+        recorded = counter.read_text().strip() if counter.exists() else ""
+        # The counter never goes back (a number is never a dead ticket's again); one cut
+        # short by a crash gives way to the tickets still there.
+        number = max([int(recorded) if recorded.isdigit() else 0, *taken]) + 1
+        counter.write_text(str(number))
+        ticket = folder / f"{number:012d}"
+        staging = folder / f".{ticket.name}"
+        handle = staging.open("a")
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        staging.rename(ticket)
+    try:
+        yield lambda: _live_before(folder, ticket.name)
+    finally:
+        ticket.unlink(missing_ok=True)  # before its lock goes: never seen unlocked while named
+        handle.close()
+
+
+def _live_before(folder: Path, name: str) -> int:
+    ahead = 0
+    for ticket in sorted(p for p in folder.iterdir() if p.name.isdigit() and p.name < name):
+        try:
+            handle = ticket.open("r")
+        except FileNotFoundError:  # its waiter got a slot, or gave up
+            continue
+        with handle:
             try:
-                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                fcntl.flock(handle, fcntl.LOCK_SH | fcntl.LOCK_NB)
             except BlockingIOError:
-                handle.close()
+                ahead += 1  # its waiter is alive
                 continue
-            token = _HELD.set(True)
-            try:
-                yield
-            finally:
-                _HELD.reset(token)
-                handle.close()  # closing the file releases the lock
-            return
-        if not waited:
-            print(
-                "waiting for a training slot: another run of this project is training", flush=True
-            )
-            waited = True
-        time.sleep(POLL_SECONDS)
+        ticket.unlink(missing_ok=True)  # its waiter died
+    return ahead
+
+
+SLOT_DECLARED = "takes_training_slot"
+
+
+def takes_training_slot(fn: F) -> F:
+    """Declare stage task function `fn` as one that holds a training slot while it runs.
+
+    Put under @task. A flow's run_stage takes the slot for such a task before the
+    stage's lock (stage_lock says why that order), whatever the stage's name (sft's
+    task also runs the FLAN and T0 baselines): the one list of training stages.
+    """
+    setattr(fn, SLOT_DECLARED, True)
+    return fn
+
+
+def takes_training_slot_declared(task: Any) -> bool:
+    """Whether a Prefect task (or its function) was declared with @takes_training_slot."""
+    return getattr(getattr(task, "fn", task), SLOT_DECLARED, False)
 
 
 def training_slot_taken() -> bool:

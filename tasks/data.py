@@ -88,29 +88,75 @@ class DataVersion:
     md5: str
     matches_dvc: bool
     restored_by: str  # "present", "dvc pull" or "regenerated"
+    restored_from: str = ""  # a DVC cache or remote, or a seed ("" when present)
+
+
+# The CLI's preflight restores a missing data/ before the flow starts (in this process);
+# the flow's own gate then finds data/ present and must still say how it got there.
+_RESTORED: dict[Path, DataVersion] = {}
+
+
+def _outside_any_run() -> bool:
+    """Whether no Prefect flow or task run is running here (the CLI, before its flow)."""
+    from prefect.context import FlowRunContext, TaskRunContext
+
+    return FlowRunContext.get() is None and TaskRunContext.get() is None
 
 
 def ensure_data(root: Path, allow_mismatch: bool = False) -> DataVersion:
     """data/ as data.dvc names it: restored when missing, refused when different.
 
     On a fresh clone data/ is absent: DVC's cache or remote is tried first,
-    then regeneration from the default seed, checked against data.dvc.
+    then regeneration from the default seed, checked against data.dvc. The
+    first gate after a restore made outside any run (the CLI's preflight) in this
+    process reports that restore, not "present".
     """
-    restored_by = "present"
+    restored_by, restored_from = "present", ""
     if not (root / "data").is_dir():
+        source = data_version.restore_source(root)
         if data_version.pull(root) and (root / "data").is_dir():
-            restored_by = "dvc pull"
+            restored_by, restored_from = "dvc pull", source
         else:
             generate(root)
             restored_by = "regenerated"
+            restored_from = f"seed {DEFAULT_DATA_SEED}, as nothing could be pulled from {source}"
     try:
         # keep: every version a run used must come back with `dvc checkout` (or `dvc pull`)
         # after data.dvc has moved on, so matching data/ goes to DVC's cache and remote.
-        return DataVersion(data_version.verify(root, keep=True), True, restored_by)
+        md5, matches = data_version.verify(root, keep=True), True
     except data_version.DataMismatchError:
         if not allow_mismatch:
             raise
-        return DataVersion(data_version.current_md5(root), False, restored_by)
+        md5, matches = data_version.current_md5(root), False
+    version = DataVersion(md5, matches, restored_by, restored_from)
+    if restored_by != "present":
+        if _outside_any_run():  # a run that restored it says so itself
+            _RESTORED[root.resolve()] = version
+    elif (earlier := _RESTORED.pop(root.resolve(), None)) and earlier.md5 == md5:
+        return earlier
+    return version
+
+
+def describe(version: dict) -> str:
+    """The run log's line on the data gate's `version` (a DataVersion as a dict)."""
+    if version["restored_by"] == "present":
+        how = "present"
+    else:
+        verb = "restored by dvc pull" if version["restored_by"] == "dvc pull" else "regenerated"
+        how = f"missing: {verb} from {version['restored_from']}"
+    return f"data/ is DVC version {version['md5']} ({how})"
+
+
+def version_tags(version: dict) -> dict[str, str]:
+    """The MLflow parent run's tags on the data gate's `version`; a restore's only if one ran."""
+    tags = {
+        "dvc_data_md5": version["md5"],
+        "data_mismatch": str(not version["matches_dvc"]).lower(),
+    }
+    if version["restored_by"] != "present":
+        tags |= {"data_restored_by": version["restored_by"]}
+        tags |= {"data_restored_from": version["restored_from"]}
+    return tags
 
 
 def validate_profile(folder: Path) -> dict[str, pd.DataFrame]:

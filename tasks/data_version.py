@@ -141,6 +141,22 @@ def pull(root: Path) -> bool:
         repo.close()
 
 
+def restore_source(root: Path) -> str:
+    """Where `pull` restores data/ from: DVC's cache when it holds data.dvc's version, else
+    the default remote, named with its URL (asked before pulling, which fills the cache)."""
+    with _opened(root) as repo:
+        try:
+            cached = not _missing(repo.cache.local, tracked_md5(root))
+        except DataMismatchError:  # no data.dvc: the pull fails and the gate says why
+            cached = False
+        if cached:
+            return f"DVC cache {repo.cache.local_cache_dir}"
+        name = repo.config["core"].get("remote")
+        if not name:
+            return "DVC's cache (no default remote)"
+        return f"DVC remote '{name}' ({repo.config['remote'][name]['url']})"
+
+
 def _missing(odb, md5: str) -> bool:
     """Whether a DVC object store lacks the directory `md5` or any file it lists.
 

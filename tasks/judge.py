@@ -37,6 +37,7 @@ from instructflow.models.lm import context_length
 from instructflow.models.ranking_loss import pairwise_accuracy
 from instructflow.models.reward_model import encode_for_reward, reward_model_from_causal_lm, rewards
 from instructflow.tasks import comparisons, tracking
+from instructflow.tasks.concurrency import takes_training_slot
 from instructflow.tasks.judge_trust import KIND
 from instructflow.tasks.reward_model import (
     RewardModelConfig,
@@ -361,6 +362,7 @@ JUDGE_CODE = import_closure_digest("instructflow.tasks.judge")
 
 
 @task(**prefect_options("judge", JUDGE_CODE, retries=1))
+@takes_training_slot
 def judge_task(
     sft_dir: str,
     comparisons_dir: str,

@@ -27,6 +27,7 @@ from instructflow.models.ppo_loop import ppo_train
 from instructflow.models.reward_model import reward_model_from_causal_lm
 from instructflow.models.runtime import PeakMemory
 from instructflow.tasks import interrupts, launch, tracking
+from instructflow.tasks.concurrency import takes_training_slot
 from instructflow.tasks.ppo_config import PPOStageConfig, trainer_hyper
 from instructflow.tasks.ppo_plot import curve_title, plot_curve
 from instructflow.tasks.ppo_resume import find_resume, read_resume, write_resume
@@ -277,6 +278,7 @@ PPO_CODE = import_closure_digest("instructflow.tasks.ppo")
 
 
 @task(**prefect_options("ppo", PPO_CODE, retries=1))
+@takes_training_slot
 def ppo_task(
     stage: str,
     sft_dir: str,

@@ -33,6 +33,7 @@ from instructflow.tasks import data, lora_checks
 from instructflow.tasks.data_version import DataMismatchError
 from instructflow.tasks.input_checks import (
     base_model_problems,
+    config_file_problems,
     gold_key_problems,
     human_comparisons_problems,
     length_problems,
@@ -210,6 +211,25 @@ def refusal_of(params: Any, root: Path) -> tuple[dict | None, str | None]:
         return asdict(preflight(params, root)), None
     except (TableError, DataMismatchError) as error:
         return None, f"refused before training: {error}"
+
+
+def local_base_model(params: Any) -> tuple[str | None, str | None]:
+    """(params.base_model's local directory, None), or (None, why the run is refused).
+
+    A Hub id becomes its cached snapshot (the commit in its path, so in the cache keys).
+    Asked inside the run's MLflow parent run, so a refusal is recorded there (`refuse`).
+    """
+    from instructflow.models.hub import ModelNotFoundError, resolve_pretrained
+
+    if not params.base_model:
+        return None, None
+    folder = Path(params.base_model).expanduser()
+    if _is_local(params.base_model) and not folder.is_dir():  # as check_inputs names it
+        return None, f"refused before training: {TableError(config_file_problems(folder))}"
+    try:
+        return str(resolve_pretrained(params.base_model, params.base_model_revision)), None
+    except ModelNotFoundError as error:
+        return None, f"refused before training: {error} (field 'base_model')"
 
 
 @task(name="preflight", task_run_name="preflight", cache_policy=NO_CACHE, version=PREFLIGHT_CODE)

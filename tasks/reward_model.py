@@ -34,6 +34,7 @@ from instructflow.models.reward_model import (
 )
 from instructflow.models.runtime import PeakMemory, enable_gradient_checkpointing, make_accelerator
 from instructflow.tasks import checkpoints, comparisons, launch, tracking
+from instructflow.tasks.concurrency import takes_training_slot
 from instructflow.tasks.stage import import_closure_digest, prefect_options
 from instructflow.tasks.tables import read_jsonl
 from instructflow.tasks.tracked import ADAPTER, StageResult, tracked_stage
@@ -292,6 +293,7 @@ RM_CODE = import_closure_digest("instructflow.tasks.reward_model")
 
 
 @task(**prefect_options("reward-model", RM_CODE, retries=1))
+@takes_training_slot
 def reward_model_task(
     sft_dir: str,
     comparisons_dir: str,

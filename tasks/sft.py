@@ -17,6 +17,7 @@ from instructflow.models.lm_training import OptimConfig, encode_demonstrations, 
 from instructflow.models.lora import add_lora, merge_saved_adapter, trainable_fraction
 from instructflow.models.runtime import PeakMemory, enable_gradient_checkpointing
 from instructflow.tasks import checkpoints, launch, tracking
+from instructflow.tasks.concurrency import takes_training_slot
 from instructflow.tasks.stage import import_closure_digest, prefect_options
 from instructflow.tasks.tables import load_table
 from instructflow.tasks.tracked import ADAPTER, StageResult, tracked_stage
@@ -141,6 +142,7 @@ SFT_CODE = import_closure_digest("instructflow.tasks.sft")
 
 
 @task(**prefect_options("sft", SFT_CODE, retries=1))
+@takes_training_slot
 def sft_task(
     variant: str,
     model_dir: str,

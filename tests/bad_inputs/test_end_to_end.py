@@ -69,6 +69,23 @@ def test_the_cli_refuses_a_bad_table_in_seconds_with_exit_2(project, capsys):
     assert client.search_registered_models() == []
 
 
+def test_the_cli_refuses_a_missing_base_model_dir_as_a_bad_table(project, tmp_path, capsys):
+    root, client = project
+    # given a base model that names a folder that does not exist
+    missing = tmp_path / "no-such-model"
+    code = main(["run", "--profile", "smoke", "--base-model", str(missing)])
+    err = capsys.readouterr().err
+    # then exit 2, one message naming the folder and the field, no traceback
+    assert code == 2
+    assert f"{missing} field 'base_model': no such directory" in err
+    assert "Traceback" not in err
+    # and MLflow holds one parent run, FAILED, with the reason, as for a bad table
+    (run,) = runs_of(client)
+    assert run.info.status == "FAILED"
+    assert f"{missing} field 'base_model'" in run.data.tags["failure_reason"]
+    assert stage_outputs(root) == []
+
+
 def test_a_bad_params_file_exits_2_with_one_line(project, tmp_path, capsys):
     path = tmp_path / "p.json"
     path.write_text(json.dumps({"params": {"ppo": {"lr": -1}}}))

@@ -56,3 +56,28 @@ def test_a_dataset_without_a_base_model_is_refused_not_a_crash(project, tmp_path
     assert explained_errors.is_explained(error)
     assert "needs a base model" in message and "base_model" in message
     _nothing_trained(project)
+
+
+def _refusal_recorded(root, words: str) -> None:
+    """The MLflow parent run is FAILED and says why, as a refusal of bad rows does."""
+    from mlflow import MlflowClient
+
+    client = MlflowClient(f"sqlite:///{root / 'mlflow.db'}")
+    (run,) = client.search_runs([e.experiment_id for e in client.search_experiments()])
+    assert run.data.tags["refused"] == "true"
+    assert words in run.data.tags["failure_reason"]
+
+
+@pytest.mark.parametrize("own_data", [True, False], ids=["own-data", "embedded-world"])
+def test_a_missing_base_model_dir_is_refused_in_mlflow_too(project, tmp_path, own_data):
+    # given a run from the Prefect form whose base model names a folder that does not exist
+    missing = tmp_path / "no-such-model"
+    data = {"data": str(tmp_path)} if own_data else {}
+    # when the flow runs
+    message, error = _refusal(PipelineParams(profile="smoke", base_model=str(missing), **data))
+    # then the flow run's state names the folder and the field, without a traceback
+    assert explained_errors.is_explained(error)
+    assert f"{missing} field 'base_model': no such directory" in message
+    # and MLflow, where the person who triggered it looks, has the parent run FAILED saying so
+    _nothing_trained(project)
+    _refusal_recorded(project, f"{missing} field 'base_model': no such directory")

@@ -73,10 +73,13 @@ def test_the_cli_refuses_a_missing_hub_id_before_any_stage_runs(tmp_path):
          "--base-model", "acme/not-downloaded"],
         env=env, capture_output=True, text=True, timeout=300,
     )  # fmt: skip
-    # then it fails with one line naming the model, and nothing was started
+    # then it is refused as bad input is: one line naming the model and the field, then
+    # the MLflow parent run that records it; no stage was started
     assert done.returncode == 2, done.stderr
     lines = [line for line in done.stderr.splitlines() if line.strip()]
-    assert lines == [lines[-1]] and "acme/not-downloaded" in lines[-1], done.stderr
+    assert len(lines) == 2, done.stderr
+    assert "acme/not-downloaded" in lines[0] and "field 'base_model'" in lines[0], done.stderr
+    assert lines[1].startswith("instructflow: MLflow run ") and lines[1].endswith("marked FAILED")
     assert not (tmp_path / "project" / "runs").exists()
 
 

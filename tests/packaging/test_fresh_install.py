@@ -53,7 +53,7 @@ def fresh(tmp_path_factory: pytest.TempPathFactory) -> dict:
     source.mkdir()
     for name in ("pyproject.toml", "README.md", "LICENSE"):
         shutil.copy2(REPO_ROOT / name, source / name)
-    for package in PACKAGES:
+    for package in (*PACKAGES, "instructflow"):  # instructflow/: its __main__.py only
         shutil.copytree(
             REPO_ROOT / package, source / package, ignore=shutil.ignore_patterns("__pycache__")
         )
@@ -99,11 +99,16 @@ def fresh(tmp_path_factory: pytest.TempPathFactory) -> dict:
         [str(venv / "bin" / "instructflow"), "run", "--help"],
         cwd=empty, env=env, capture_output=True, text=True, timeout=120,
     )  # fmt: skip
+    module = subprocess.run(
+        [str(python), "-I", "-m", "instructflow", "run", "--help"],
+        cwd=empty, env=env, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
     return {
         "wheel": wheel,
         "purelib": purelib,
         "report": json.loads(check.stdout.strip().splitlines()[-1]),
         "cli": cli,
+        "module": module,
         "entrypoints": entrypoints,
     }
 
@@ -148,3 +153,8 @@ def test_console_script_and_deployment_entrypoints_use_the_namespace(fresh):
     assert "--profile" in fresh["cli"].stdout
     assert fresh["entrypoints"] and all(e.startswith("instructflow.") for e in fresh["entrypoints"])
     assert set(fresh["report"]["entrypoints"].values()) == {"Flow"}
+
+
+def test_python_m_instructflow_is_the_console_script(fresh):
+    assert fresh["module"].returncode == 0, fresh["module"].stderr[-2000:]
+    assert fresh["module"].stdout == fresh["cli"].stdout

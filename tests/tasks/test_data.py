@@ -69,6 +69,7 @@ def test_missing_data_is_restored_and_verified(make_project):
     version = data.ensure_data(root)
     # then data/ is back, verified against data.dvc
     assert version.restored_by in ("regenerated", "dvc pull")
+    assert version.restored_from  # a DVC cache or remote, or the seed
     assert version.matches_dvc is True
     assert version.md5 == data_version.tracked_md5(REPO_ROOT)
     assert data_version.verify(root) == version.md5

@@ -2,6 +2,7 @@
 
 import filecmp
 import shutil
+from dataclasses import asdict
 from pathlib import Path
 
 from dvc.repo import Repo
@@ -81,3 +82,61 @@ def test_an_unreachable_remote_costs_the_push_not_the_run(make_project):
     with Repo(str(root)) as repo:
         repo.checkout(targets=[str(root / "data.dvc")], force=True)
     assert data_version.verify(root) == version.md5
+
+
+def test_a_restore_before_the_flow_reaches_the_flows_gate_naming_where_from(make_project):
+    # given data/ a run stored in DVC, then data/ deleted (DVC's cache kept)
+    root = make_project()
+    data.ensure_data(root)
+    shutil.rmtree(root / "data")
+    # when the CLI's preflight restores data/, then the flow's gate looks (in one process)
+    before_flow = data.ensure_data(root)
+    in_flow = data.ensure_data(root)
+    # then the flow's gate says data/ was pulled, not that it was there
+    assert [before_flow.restored_by, in_flow.restored_by] == ["dvc pull", "dvc pull"]
+    assert in_flow.restored_from == f"DVC cache {root / '.dvc' / 'cache'}"
+    # and a later run's gate finds it present
+    assert data.ensure_data(root).restored_by == "present"
+
+
+def test_a_pull_from_the_remote_is_said_in_the_log_line_and_the_parent_runs_tags(make_project):
+    # given data/ a run stored in DVC, then data/ and DVC's cache lost
+    root = make_project()
+    data.ensure_data(root)
+    shutil.rmtree(root / ".dvc" / "cache")
+    shutil.rmtree(root / "data")
+    # when the data gate restores it
+    version = asdict(data.ensure_data(root))
+    # then the run's log line and its MLflow tags name the remote it came from
+    remote = f"DVC remote 'local' ({root / '.dvcstore'})"
+    assert version["restored_from"] == remote
+    assert data.describe(version) == (
+        f"data/ is DVC version {version['md5']} (missing: restored by dvc pull from {remote})"
+    )
+    assert data.version_tags(version) == {
+        "dvc_data_md5": version["md5"],
+        "data_mismatch": "false",
+        "data_restored_by": "dvc pull",
+        "data_restored_from": remote,
+    }
+    # and data/ that was there is said to be
+    present = version | {"restored_by": "present", "restored_from": ""}
+    assert data.describe(present) == f"data/ is DVC version {version['md5']} (present)"
+    assert "data_restored_by" not in data.version_tags(present)
+
+
+def test_a_restore_inside_a_flow_is_told_by_that_flow_only(make_project, prefect_harness):
+    from prefect import flow
+
+    # given data/ a run stored in DVC, then data/ deleted
+    root = make_project()
+    data.ensure_data(root)
+    shutil.rmtree(root / "data")
+
+    @flow
+    def gate() -> str:
+        return data.ensure_data(root).restored_by
+
+    # when a flow's gate restores it (a deployment's run: no CLI preflight before it)
+    # then that flow says so, and the next flow in this process finds data/ present
+    assert [gate(), gate()] == ["dvc pull", "present"]

@@ -1,5 +1,8 @@
 """tasks.concurrency training slots: file locks per project root, taken in turn, raised for a sweep."""
 
+import os
+import subprocess
+import sys
 import threading
 import time
 
@@ -118,3 +121,98 @@ def test_inside_a_slot_this_context_and_its_copies_hold_nothing_more():
         assert inside == [True, True]
     # then afterwards the slot is free, and a new context takes it for real
     assert not concurrency.training_slot_taken()
+
+
+def _waiter(name: str, order: list[str]) -> threading.Thread:
+    def wait_then_hold():
+        with concurrency.training_slot():
+            order.append(name)
+
+    thread = threading.Thread(target=wait_then_hold)
+    thread.start()
+    return thread
+
+
+def test_a_newcomer_does_not_take_the_slot_from_one_that_waited(monkeypatch):
+    # given a run waiting for the slot, between two of its looks at it
+    monkeypatch.setattr(concurrency, "POLL_SECONDS", 0.5)
+    order: list[str] = []
+    with concurrency.training_slot():
+        waited = _waiter("waited", order)
+        time.sleep(0.2)
+    # when the slot is freed and another run asks for it at that moment
+    newcomer = _waiter("newcomer", order)
+    waited.join(5)
+    newcomer.join(5)
+    # then the one that waited gets it first (first come, first served)
+    assert order == ["waited", "newcomer"]
+
+
+def _queued_child(root) -> subprocess.Popen[str]:
+    """A process that waits for the slot (held here), holds it briefly and says so."""
+    code = (
+        "import time\n"
+        "from instructflow.tasks import concurrency\n"
+        "concurrency.POLL_SECONDS = 0.5\n"
+        "with concurrency.training_slot():\n"
+        "    print('child holds', flush=True)\n"
+        "    time.sleep(0.3)\n"
+    )
+    env = {**os.environ, "INSTRUCTFLOW_ROOT": str(root)}
+    return subprocess.Popen(
+        [sys.executable, "-c", code], stdout=subprocess.PIPE, text=True, env=env
+    )
+
+
+def _wait_for_a_ticket(root, count: int = 1) -> None:
+    queue = root / "runs" / concurrency.SLOTS_FOLDER / concurrency.QUEUE
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        if queue.is_dir() and len([p for p in queue.iterdir() if p.name[0].isdigit()]) >= count:
+            return
+        time.sleep(0.05)
+    raise AssertionError("the child never queued")
+
+
+def test_a_run_waiting_in_another_process_keeps_its_place(root, monkeypatch):
+    monkeypatch.setattr(concurrency, "POLL_SECONDS", 0.5)
+    order: list[str] = []
+    # given another process waiting for the slot this one holds
+    with concurrency.training_slot():
+        child = _queued_child(root)
+        _wait_for_a_ticket(root)
+    # when a run here asks for it as it is freed
+    here = _waiter("here", order)
+    # then the other process has it first
+    assert child.stdout.readline().startswith("waiting for a training slot")
+    assert child.stdout.readline().strip() == "child holds"
+    assert order == []
+    child.wait(30)
+    here.join(5)
+    assert order == ["here"]
+
+
+def test_a_waiter_that_died_in_the_queue_holds_up_nobody(root):
+    # given a process killed while it waited for the slot
+    with concurrency.training_slot():
+        child = _queued_child(root)
+        _wait_for_a_ticket(root)
+        child.kill()
+        child.wait()
+    # then the next run takes the free slot (its look finds the dead one's ticket unlocked)
+    order: list[str] = []
+    _waiter("next", order).join(5)
+    assert order == ["next"]
+    queue = root / "runs" / concurrency.SLOTS_FOLDER / concurrency.QUEUE
+    assert [p.name for p in queue.iterdir() if p.name[0].isdigit()] == []
+
+
+def test_a_queue_counter_cut_short_by_a_crash_numbers_on(root):
+    # given the queue's counter file half-written when its writer died
+    queue = root / "runs" / concurrency.SLOTS_FOLDER / concurrency.QUEUE
+    queue.mkdir(parents=True)
+    (queue / ".counter").write_text("1\x00")
+    # then a run still takes the slot, and the counter is whole again
+    with concurrency.training_slot():
+        pass
+    assert (queue / ".counter").read_text().isdigit()
