@@ -7,10 +7,13 @@ run of the same commit share a data version.
 Plain functions first; the Prefect task that wraps them is at the bottom.
 """
 
+import fcntl
 import json
 import shutil
 import tempfile
 from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -103,6 +106,22 @@ def _outside_any_run() -> bool:
     return FlowRunContext.get() is None and TaskRunContext.get() is None
 
 
+@contextmanager
+def data_lock(root: Path) -> Iterator[None]:
+    """Hold the project's data lock while inside (waiting for another process that holds it).
+
+    Two first runs at once (a schedule's and one from the UI, on a fresh clone) both
+    find data/ missing: without it each restores it, the second deleting the folder the
+    first is already reading, and both store it in DVC's cache, whose own lock makes one
+    of them give up.
+    """
+    folder = root / "runs"
+    folder.mkdir(parents=True, exist_ok=True)
+    with (folder / ".data.lock").open("a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        yield  # closing the file releases the lock
+
+
 def ensure_data(root: Path, allow_mismatch: bool = False) -> DataVersion:
     """data/ as data.dvc names it: restored when missing, refused when different.
 
@@ -111,23 +130,27 @@ def ensure_data(root: Path, allow_mismatch: bool = False) -> DataVersion:
     first gate after a restore made outside any run (the CLI's preflight) in this
     process reports that restore, not "present".
     """
-    restored_by, restored_from = "present", ""
-    if not (root / "data").is_dir():
-        source = data_version.restore_source(root)
-        if data_version.pull(root) and (root / "data").is_dir():
-            restored_by, restored_from = "dvc pull", source
-        else:
-            generate(root)
-            restored_by = "regenerated"
-            restored_from = f"seed {DEFAULT_DATA_SEED}, as nothing could be pulled from {source}"
-    try:
-        # keep: every version a run used must come back with `dvc checkout` (or `dvc pull`)
-        # after data.dvc has moved on, so matching data/ goes to DVC's cache and remote.
-        md5, matches = data_version.verify(root, keep=True), True
-    except data_version.DataMismatchError:
-        if not allow_mismatch:
-            raise
-        md5, matches = data_version.current_md5(root), False
+    with data_lock(root):
+        restored_by, restored_from = "present", ""
+        if not (root / "data").is_dir():
+            source = data_version.restore_source(root)
+            if data_version.pull(root) and (root / "data").is_dir():
+                restored_by, restored_from = "dvc pull", source
+            else:
+                generate(root)
+                restored_by = "regenerated"
+                restored_from = (
+                    f"seed {DEFAULT_DATA_SEED}, as nothing could be pulled from {source}"
+                )
+        try:
+            # keep: every version a run used must come back with `dvc checkout` (or `dvc
+            # pull`) after data.dvc has moved on, so matching data/ goes to DVC's cache and
+            # remote.
+            md5, matches = data_version.verify(root, keep=True), True
+        except data_version.DataMismatchError:
+            if not allow_mismatch:
+                raise
+            md5, matches = data_version.current_md5(root), False
     version = DataVersion(md5, matches, restored_by, restored_from)
     if restored_by != "present":
         if _outside_any_run():  # a run that restored it says so itself
