@@ -31,15 +31,22 @@ def runs_of(client: MlflowClient) -> list:
     return client.search_runs([experiment.experiment_id]) if experiment else []
 
 
+NOT_STAGE_OUTPUTS = {
+    "preflight",
+    "prefect-results",
+    ".live",
+    ".data.lock",
+    ".training-slots",
+    ".stage-locks",
+}
+
+
 def stage_outputs(root) -> list[str]:
     runs = root / "runs"
     return (
-        # not stage outputs: the refusal's own record, cached results, and the live-run locks
-        sorted(
-            p.name
-            for p in runs.iterdir()
-            if p.name not in {"preflight", "prefect-results", ".live"}
-        )
+        # not stage outputs: the refusal's own record, cached results, and locks (live runs,
+        # data/, training slots, stages)
+        sorted(p.name for p in runs.iterdir() if p.name not in NOT_STAGE_OUTPUTS)
         if runs.exists()
         else []
     )
