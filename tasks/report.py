@@ -282,6 +282,24 @@ def to_markdown(
     return "\n".join(lines) + "\n"
 
 
+def log_report(
+    run_dir: Path, report: dict[str, Any], mlflow_url: str, plots: list[str], extra: str = ""
+) -> str:
+    """Log `run_dir` (report.json, report.md, its plots) to the active MLflow run's `report/`,
+    with a report.md that links each plot by its MLflow URL; return that Markdown (+ `extra`).
+
+    Neither MLflow's Markdown preview nor Prefect's artifact resolves a file name beside
+    report.md (MLflow 3.17 prints such an image as the text `[alt](name.png)`): both are
+    given the tracking server's URLs. reports/<run id>/report.md keeps the file names.
+    """
+    import mlflow
+
+    web = to_markdown(report, mlflow_url, plots, mlflow_artifact_urls(mlflow_url, "report")) + extra
+    mlflow.log_artifacts(str(run_dir), artifact_path="report")
+    mlflow.log_text(web, "report/report.md")
+    return web
+
+
 def write_whole(path: Path, text: str) -> None:
     """`text` into `path` through a temporary file and one rename, so that a write that fails
     (a full disk) leaves the file as it was or absent, never cut short; the error names `path`
