@@ -141,6 +141,17 @@ def _gate_lines(gate: dict[str, Any]) -> list[str]:
     return lines + [""]
 
 
+def _flow_run_lines(report: dict[str, Any]) -> list[str]:
+    """A link to the run's Prefect flow run (its logs, task runs and artifacts), if it had one."""
+    from instructflow.tasks import env
+
+    flow_run_id = (report.get("run") or {}).get("prefect_flow_run_id")
+    if not flow_run_id:
+        return []
+    url = env.prefect_flow_run_url(flow_run_id)
+    return [f"Prefect flow run (logs, task runs): [`{flow_run_id}`]({url})", ""]
+
+
 def run_summary(report: dict[str, Any]) -> str:
     """The parent MLflow run's description (its Overview page): the status, the gate's
     decision, the candidate's figures, and where the whole report is."""
@@ -153,6 +164,7 @@ def run_summary(report: dict[str, Any]) -> str:
         figures = ("gold_score", "win_rate_vs_sft", "judge_win_rate_vs_sft", "kl_to_sft")
         shown = [f"{k} {_fmt(row[k])}" for k in figures if row.get(k) is not None]
         lines += [f"Candidate {gate['candidate']} on test users: " + "; ".join(shown), ""]
+    lines += _flow_run_lines(report)
     lines.append("The whole report: this run's artifacts, `report/report.md`.")
     return "\n".join(lines) + "\n"
 
@@ -208,6 +220,7 @@ def to_markdown(
         lines += [f"Status: **{report['status']}**", ""]
     if mlflow_url:
         lines += [f"MLflow run: [{mlflow_url}]({mlflow_url})", ""]
+    lines += _flow_run_lines(report)
     if report.get("gate"):
         lines += _gate_lines(report["gate"])
     if report["policies"]:
