@@ -220,6 +220,16 @@ def settings_table(params: PipelineParams) -> list[dict[str, str]]:
     return sorted(rows, key=lambda row: order.get(row["set by"], 1))
 
 
+def settings_you_set(params: PipelineParams) -> dict[str, Any]:
+    """The settings a run set away from its profile's defaults, by name (`ppo.lr`), as values:
+    the report's `run.settings` (profile and seed are fields of their own there)."""
+    return {
+        row["setting"]: json.loads(row["value"])
+        for row in settings_table(params)
+        if row["set by"] == "you" and row["setting"] not in ("profile", "seed")
+    }
+
+
 SETTINGS = (
     "Every setting this run uses and who set it. The Parameters tab shows what the form "
     "sent: its stage defaults are tiny's, which a profile resizes where left at default."

@@ -122,6 +122,7 @@ def rlhf_pipeline(
                 **run_info,
                 "dvc_data_md5": checked["version"]["md5"],
                 "stage_seconds": dict(timings),
+                "settings": params_io.settings_you_set(params),  # off the profile's defaults
             }
         )
         result["provenance"] = prov

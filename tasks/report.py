@@ -181,6 +181,7 @@ def _run_lines(run: dict[str, Any]) -> list[str]:
         if stage not in keys and made:
             keys[stage] = keys[made[0]]
             keys = {name: key for name, key in keys.items() if name not in made}
+    lines += _settings_lines(run)
     if seconds or keys:
         lines += ["", "| stage | seconds | cache key |", "| --- | --- | --- |"]
         lines += [
@@ -188,6 +189,17 @@ def _run_lines(run: dict[str, Any]) -> list[str]:
             for stage in [*seconds, *(k for k in keys if k not in seconds)]
         ]
     return lines
+
+
+def _settings_lines(run: dict[str, Any]) -> list[str]:
+    """The settings the run set away from its profile's defaults (`run.settings`), if known."""
+    settings = run.get("settings")
+    if settings is None:  # a report of an older version, or of a run that failed early
+        return []
+    if not settings:
+        return ["", f"Settings: the {run.get('profile', '?')} profile's defaults (none set)."]
+    lines = ["", "| setting you set | value |", "| --- | --- |"]
+    return lines + [f"| {name} | `{json.dumps(value)}` |" for name, value in settings.items()]
 
 
 def mlflow_artifact_urls(run_url: str, folder: str) -> Callable[[str], str]:

@@ -101,3 +101,17 @@ def test_a_report_without_a_flow_run_links_none():
     from instructflow.tasks.report import run_summary
 
     assert "Prefect flow run" not in run_summary(_report()) + to_markdown(_report())
+
+
+def test_report_md_says_which_settings_the_run_set():
+    # given a run that set two PPO settings away from its profile's defaults
+    report = _report()
+    report["run"]["settings"] = {"ppo.lr": 0.0003, "ppo.min_gain": -1}
+    text = to_markdown(report)
+    # then its Run section lists them, and not as a Python dict in the fields' table
+    assert "| setting you set | value |\n| --- | --- |\n| ppo.lr | `0.0003` |" in text
+    assert "| ppo.min_gain | `-1` |" in text
+    assert "{'ppo.lr'" not in text
+    # and a run at its profile's defaults says so
+    report["run"]["settings"] = {}
+    assert "Settings: the smoke profile's defaults (none set)." in to_markdown(report)
