@@ -281,8 +281,9 @@ def add_commands(sub) -> None:
     )
     run.add_argument(
         "--params",
-        help='JSON file of run settings, {"params": {...}} as the Prefect form sends or the bare fields; '
-        "see `instructflow params --example` (command-line flags override it)",
+        help='JSON file of run settings, {"params": {...}} as the Prefect form sends or the bare fields, '
+        'or that JSON itself (\'{"ppo": {"lr": 3e-5}}\'); see `instructflow params --example` '
+        "(command-line flags override it)",
     )
     # import_heavy: the handler imports everything, then calls heap.imports_done() (cli.main)
     run.set_defaults(func=_cmd_run, import_heavy=True)
@@ -310,7 +311,7 @@ def add_commands(sub) -> None:
     )
     plan.add_argument("--base-model", dest="base_model", help="directory or Hub id")
     plan.add_argument("--revision", dest="base_model_revision", help="Hub revision")
-    plan.add_argument("--params", help="JSON file with PipelineParams fields")
+    plan.add_argument("--params", help="JSON file with PipelineParams fields, or that JSON itself")
     plan.add_argument("--profile", choices=["smoke", "tiny", "small"])
     plan.add_argument("--memory", type=_memory, help="memory to fit, e.g. 24GiB")
     plan.add_argument(

@@ -137,11 +137,10 @@ def evaluate_registered(params: EvaluateParams = EvaluateParams()) -> dict:
         markdown = report.to_markdown(result, mlflow_url=url, plots=pictures) + matches
         (folder / "report.json").write_text(json.dumps(result, indent=2))
         (folder / "report.md").write_text(markdown)
-        mlflow.log_artifacts(str(folder), artifact_path="report")
-        # The Prefect UI cannot resolve report.md's file names: its plots come from MLflow.
-        from_mlflow = report.mlflow_artifact_urls(url, "report")
+        # MLflow's and Prefect's Markdown cannot resolve file names: plots by MLflow URLs.
+        web = report.log_report(folder, result, url, pictures, matches)
         create_markdown_artifact(
-            markdown=report.to_markdown(result, url, pictures, from_mlflow) + matches,
+            markdown=web,
             key="evaluate-registered",
             description=", ".join(params.models),
         )

@@ -327,11 +327,11 @@ def run(
     report.publish_latest(
         run_dir, reports_dir()
     )  # the run is complete: nothing after this fails it
-    mlflow.log_artifacts(str(run_dir), artifact_path="report")
+    # report/ in MLflow, its report.md showing its plots by their MLflow URLs (as Prefect's)
+    web = report.log_report(run_dir, result, mlflow_url, names, dataset_markdown(result))
     mlflow.set_tag("mlflow.note.content", report.run_summary(result))  # the run's Overview
-    images = report.mlflow_artifact_urls(mlflow_url, "report")  # Prefect cannot resolve names
     create_markdown_artifact(
-        markdown=report.to_markdown(result, mlflow_url, names, images) + dataset_markdown(result),
+        markdown=web,
         key="rlhf-report",
         description=f"instructflow run {parent_id}",
     )

@@ -38,18 +38,21 @@ def strip_comments(value: Any) -> Any:
 
 
 def read_params_file(path: str | Path) -> dict:
-    """The PipelineParams fields in a params file (either shape), comments dropped."""
+    """The PipelineParams fields in a params file (either shape), comments dropped; or in the
+    JSON text itself, when `path` starts with `{` (`--params '{"ppo": {"lr": 3e-5}}'`)."""
     file = Path(path)
+    is_text = str(path).lstrip().startswith("{") and not file.exists()
+    name = "--params text" if is_text else str(file)
     try:
-        loaded = json.loads(file.read_text(encoding="utf-8"))
+        loaded = json.loads(str(path) if is_text else file.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise ParamsError(f"{file}: no such params file") from None
     except json.JSONDecodeError as error:
         raise ParamsError(
-            f"{file} line {error.lineno} column {error.colno}: not valid JSON ({error.msg})"
+            f"{name} line {error.lineno} column {error.colno}: not valid JSON ({error.msg})"
         ) from None
     if not isinstance(loaded, dict):
-        raise ParamsError(f"{file}: must hold a JSON object of PipelineParams fields")
+        raise ParamsError(f"{name}: must hold a JSON object of PipelineParams fields")
     loaded = strip_comments(loaded)
     if set(loaded) == {"params"} and isinstance(loaded["params"], dict):
         return loaded["params"]  # the deployment form's shape
@@ -218,6 +221,16 @@ def settings_table(params: PipelineParams) -> list[dict[str, str]]:
         rows.append({"setting": name, "value": json.dumps(value), "set by": by})
     order = {"you": 0, "default": 2}
     return sorted(rows, key=lambda row: order.get(row["set by"], 1))
+
+
+def settings_you_set(params: PipelineParams) -> dict[str, Any]:
+    """The settings a run set away from its profile's defaults, by name (`ppo.lr`), as values:
+    the report's `run.settings` (profile and seed are fields of their own there)."""
+    return {
+        row["setting"]: json.loads(row["value"])
+        for row in settings_table(params)
+        if row["set by"] == "you" and row["setting"] not in ("profile", "seed")
+    }
 
 
 SETTINGS = (

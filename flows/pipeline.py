@@ -118,6 +118,7 @@ def rlhf_pipeline(
                 **run_info,
                 "dvc_data_md5": checked["version"]["md5"],
                 "stage_seconds": dict(timings),
+                "settings": params_io.settings_you_set(params),  # off the profile's defaults
             }
         )
         result["provenance"] = prov
@@ -380,11 +381,10 @@ def _publish(result: dict, plotted: list[Path], url: str) -> None:
     markdown = report.to_markdown(result, mlflow_url=url, plots=names)
     run_dir = report.write_report(result, reports_dir(), markdown, extra_files=figures)
     report.publish_latest(run_dir, reports_dir())
-    mlflow.log_artifacts(str(run_dir), artifact_path="report")
+    web = report.log_report(run_dir, result, url, names)  # its plots by their MLflow URLs
     mlflow.set_tag("mlflow.note.content", report.run_summary(result))  # the run's Overview
-    images = report.mlflow_artifact_urls(url, "report")  # Prefect cannot resolve file names
     create_markdown_artifact(
-        markdown=report.to_markdown(result, url, names, images),
+        markdown=web,
         key="rlhf-report",
         description=f"also reports/{parent_id}/report.md and the MLflow run's report/ folder",
     )

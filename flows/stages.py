@@ -81,11 +81,7 @@ def run_stage(
         state = _call(task, stage_name, stale, reason, out_dir, parent_run_id, kwargs)
     result = relocated(state.result(), out_dir)
     if state.name == "Cached":
-        tags = {
-            "cached": "true",
-            "cached_from_run_id": result.get("mlflow_run_id", ""),
-            "cache_key": key,
-        }
+        tags = tracking.cached_stage_tags(key, result.get("mlflow_run_id", ""))
         with tracking.stage_run(stage_name, parent_run_id, tags=tags):
             tracking.log_metrics(result.get("metrics", {}))
     seconds = round(time.perf_counter() - started, 2)  # MLflow showed 16 digits

@@ -95,6 +95,14 @@ CONFIRMED_TEXT = (
 )
 
 
+# Which figure is whose (a dataset run has no labelers: its win rate is the judge's alone).
+JUDGED_BY = (
+    "win_rate_vs_sft and likert: held-out labelers; judge_win_rate_vs_sft: the run's "
+    "held-out judge, a reward model that may be untrusted (the run's report.md, "
+    "Held-out judge, says whether to trust it)"
+)
+
+
 def model_card(
     name: str,
     version: str,
@@ -120,6 +128,8 @@ def model_card(
         lines.append(f"- registered: {gate['note_registered']}")
     lines += lineage_lines(lineage)
     lines += ["", "## Evaluation (test users)", ""]
+    if "judge_win_rate_vs_sft" in metrics and gate.get("evidence") != JUDGE_EVIDENCE:
+        lines += [JUDGED_BY, ""]
     lines += [f"- {key}: {_fmt(value)}" for key, value in sorted(metrics.items())]
     lines += ["", "## Promotion gate", ""]
     # a dataset run's gate has no public suite to report

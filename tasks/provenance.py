@@ -173,6 +173,12 @@ def input_differences(a: dict[str, Any], b: dict[str, Any]) -> dict[str, list]:
     # A stage only one report keys (a skipped policy; a key older reports did not record)
     # is not a difference of inputs: the policy table names what only one report has.
     changed = sorted(s for s in set(keys_a) & set(keys_b) if keys_a[s] != keys_b[s])
+    if "settings" in a and "settings" in b:  # each run's settings off its profile's defaults
+        set_a, set_b = a["settings"], b["settings"]
+        for name in [*set_a, *(n for n in set_b if n not in set_a)]:
+            if set_a.get(name, ...) != set_b.get(name, ...):
+                pair = [set_a.get(name, "default"), set_b.get(name, "default")]
+                differences[f"setting {name}"] = pair
     if changed:
         differences["stage_keys"] = [changed, None]
     return differences

@@ -141,6 +141,17 @@ def _gate_lines(gate: dict[str, Any]) -> list[str]:
     return lines + [""]
 
 
+def _flow_run_lines(report: dict[str, Any]) -> list[str]:
+    """A link to the run's Prefect flow run (its logs, task runs and artifacts), if it had one."""
+    from instructflow.tasks import env
+
+    flow_run_id = (report.get("run") or {}).get("prefect_flow_run_id")
+    if not flow_run_id:
+        return []
+    url = env.prefect_flow_run_url(flow_run_id)
+    return [f"Prefect flow run (logs, task runs): [`{flow_run_id}`]({url})", ""]
+
+
 def run_summary(report: dict[str, Any]) -> str:
     """The parent MLflow run's description (its Overview page): the status, the gate's
     decision, the candidate's figures, and where the whole report is."""
@@ -153,6 +164,7 @@ def run_summary(report: dict[str, Any]) -> str:
         figures = ("gold_score", "win_rate_vs_sft", "judge_win_rate_vs_sft", "kl_to_sft")
         shown = [f"{k} {_fmt(row[k])}" for k in figures if row.get(k) is not None]
         lines += [f"Candidate {gate['candidate']} on test users: " + "; ".join(shown), ""]
+    lines += _flow_run_lines(report)
     lines.append("The whole report: this run's artifacts, `report/report.md`.")
     return "\n".join(lines) + "\n"
 
@@ -169,6 +181,7 @@ def _run_lines(run: dict[str, Any]) -> list[str]:
         if stage not in keys and made:
             keys[stage] = keys[made[0]]
             keys = {name: key for name, key in keys.items() if name not in made}
+    lines += _settings_lines(run)
     if seconds or keys:
         lines += ["", "| stage | seconds | cache key |", "| --- | --- | --- |"]
         lines += [
@@ -176,6 +189,17 @@ def _run_lines(run: dict[str, Any]) -> list[str]:
             for stage in [*seconds, *(k for k in keys if k not in seconds)]
         ]
     return lines
+
+
+def _settings_lines(run: dict[str, Any]) -> list[str]:
+    """The settings the run set away from its profile's defaults (`run.settings`), if known."""
+    settings = run.get("settings")
+    if settings is None:  # a report of an older version, or of a run that failed early
+        return []
+    if not settings:
+        return ["", f"Settings: the {run.get('profile', '?')} profile's defaults (none set)."]
+    lines = ["", "| setting you set | value |", "| --- | --- |"]
+    return lines + [f"| {name} | `{json.dumps(value)}` |" for name, value in settings.items()]
 
 
 def mlflow_artifact_urls(run_url: str, folder: str) -> Callable[[str], str]:
@@ -208,6 +232,7 @@ def to_markdown(
         lines += [f"Status: **{report['status']}**", ""]
     if mlflow_url:
         lines += [f"MLflow run: [{mlflow_url}]({mlflow_url})", ""]
+    lines += _flow_run_lines(report)
     if report.get("gate"):
         lines += _gate_lines(report["gate"])
     if report["policies"]:
@@ -280,6 +305,24 @@ def to_markdown(
             for k, v in report["provenance"].items()
         ]
     return "\n".join(lines) + "\n"
+
+
+def log_report(
+    run_dir: Path, report: dict[str, Any], mlflow_url: str, plots: list[str], extra: str = ""
+) -> str:
+    """Log `run_dir` (report.json, report.md, its plots) to the active MLflow run's `report/`,
+    with a report.md that links each plot by its MLflow URL; return that Markdown (+ `extra`).
+
+    Neither MLflow's Markdown preview nor Prefect's artifact resolves a file name beside
+    report.md (MLflow 3.17 prints such an image as the text `[alt](name.png)`): both are
+    given the tracking server's URLs. reports/<run id>/report.md keeps the file names.
+    """
+    import mlflow
+
+    web = to_markdown(report, mlflow_url, plots, mlflow_artifact_urls(mlflow_url, "report")) + extra
+    mlflow.log_artifacts(str(run_dir), artifact_path="report")
+    mlflow.log_text(web, "report/report.md")
+    return web
 
 
 def write_whole(path: Path, text: str) -> None:

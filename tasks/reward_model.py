@@ -173,10 +173,11 @@ def train_reward_model(
         restore_loop(saved, accelerator, model, optimizer, scheduler, generator)
         step, best_acc = saved["step"], saved["best_acc"]
         start_epoch, start_batch, order = saved["epoch"], saved["batch"], saved["order"]
-    print(
-        f"training the reward model on {len(train)} rankings of K={sorted({len(r['responses']) for r in train})}",
-        flush=True,
-    )
+    if selected_on == "valid":  # the held-out judge (its own rankings) said what it trains
+        print(
+            f"training the reward model on {len(train)} rankings of K={sorted({len(r['responses']) for r in train})}",
+            flush=True,
+        )
     for epoch in range(start_epoch, cfg.epochs):
         model.train()
         if epoch != start_epoch or order is None:

@@ -155,6 +155,30 @@ def stage_run(
         yield run
 
 
+def cached_stage_tags(key: str, source_run_id: str) -> dict[str, str]:
+    """The tags of a stage's run when Prefect's cache served the stage: what it is, and, as
+    the run's description (its Overview), which run computed it, linked: the curves,
+    parameters and models are there, this run holds only the final metrics."""
+    from instructflow.tasks.env import mlflow_run_url
+
+    source = (
+        f"[`{source_run_id}`]({mlflow_run_url(setup(), source_run_id)})"
+        if source_run_id
+        else "an earlier run"
+    )
+    note = (
+        f"This stage was served from Prefect's cache (key `{key}`), not run again. "
+        f"It was computed by {source}: its training curves, parameters and artifacts are "
+        "there; this run repeats only its final metrics."
+    )
+    return {
+        "cached": "true",
+        "cached_from_run_id": source_run_id,
+        "cache_key": key,
+        "mlflow.note.content": note,
+    }
+
+
 @contextmanager
 def closing_run() -> Iterator[None]:
     """The end of the active run's block: what waits for it (BatchedLog) is written however

@@ -125,3 +125,17 @@ def test_a_block_longer_than_the_context_is_refused_before_training(smoke_dir, p
 def test_heads_that_do_not_divide_the_width_are_refused(smoke_dir, params):
     problems = refusal(params(base={"n_head": 3, "n_embd": 64}), smoke_dir)
     assert_names(problems, "params", 0, "base.n_head", "multiple")
+
+
+def test_params_may_be_given_as_json_text_rather_than_a_file():
+    # given the settings typed on the command line (`run --params '{"ppo": {"lr": 3e-5}}'`),
+    # which was refused as "no such params file"
+    # then they read as the same settings in a file do, in either shape
+    assert read_params_file('{"ppo": {"lr": 3e-5}}') == {"ppo": {"lr": 3e-5}}
+    assert read_params_file(' {"params": {"seed": 2}}') == {"seed": 2}
+    # and bad JSON text is named as the --params text, with where it breaks
+    with pytest.raises(ParamsError, match=r"--params text line 1 column 10: not valid JSON"):
+        read_params_file('{"seed": two}')
+    # while a missing file is still a missing file
+    with pytest.raises(ParamsError, match=r"nothere.json: no such params file"):
+        read_params_file("nothere.json")

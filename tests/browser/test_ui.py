@@ -326,6 +326,31 @@ def test_mlflow_shows_the_parent_run_its_stage_runs_and_plots(
     shot(page, screenshots, "08-mlflow-report-plot")
 
 
+def test_mlflow_shows_the_plots_of_the_parent_runs_report_md(live_stack, form_run, page):
+    # given the form run's parent run, its Artifacts tab in the MLflow UI
+    experiment_id, parent_id = _parent_run_id(live_stack, form_run["id"])
+    page.goto(
+        f"{live_stack.mlflow_url}/#/experiments/{experiment_id}/runs/{parent_id}"
+        "?workflowType=machine_learning"
+    )
+    dismiss_mlflow_popups(page)
+    page.get_by_role("tab", name="Artifacts").click()
+    # when a user opens report/report.md in MLflow's Markdown preview
+    page.get_by_text("report", exact=True).first.click()
+    page.get_by_text("report.md", exact=True).click()
+    expect(page.get_by_text("Promotion gate").first).to_be_visible()
+    # then its plots are drawn, from the tracking server (MLflow 3.17 printed a plot named by
+    # its file, as report.md on disk names it, as the text "[win_rate_vs_sft](...png)")
+    expect(page.get_by_text("[win_rate_vs_sft](win_rate_vs_sft.png)")).to_have_count(0)
+    plot = page.get_by_role("img", name="win_rate_vs_sft", exact=True)
+    plot.scroll_into_view_if_needed()
+    expect(plot).to_be_visible()
+    page.wait_for_function(
+        "() => [...document.images].filter(i => i.alt === 'win_rate_vs_sft')"
+        ".every(i => i.complete && i.naturalWidth > 100)"
+    )
+
+
 def test_mlflow_registry_shows_the_aliases_where_the_registry_puts_them(
     live_stack, form_run, page, screenshots
 ):

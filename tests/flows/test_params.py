@@ -72,3 +72,19 @@ def test_every_parameter_of_the_flow_form_is_described():
     assert set(properties) == {"params", "sweep_run_id"}
     assert all(p.get("description") for p in properties.values())
     assert properties["sweep_run_id"]["description"].startswith("Leave empty.")
+
+
+def test_the_settings_you_set_are_those_off_the_profiles_defaults():
+    from instructflow.flows.params_io import settings_you_set
+
+    # given a smoke run with two PPO settings and LoRA on SFT
+    params = PipelineParams(
+        profile="smoke", seed=1, ppo={"lr": 3e-4, "min_gain": -1.0}, sft={"lora": {"r": 8}}
+    )
+    # then the report gets those, as values (profile and seed have their own fields)
+    you = settings_you_set(params)
+    assert {"ppo.lr": 3e-4, "ppo.min_gain": -1.0, "sft.lora.r": 8}.items() <= you.items()
+    assert "profile" not in you and "seed" not in you
+    assert "base.n_layer" not in you  # the profile's size, not yours
+    # and a run left at its profile's defaults set none
+    assert settings_you_set(PipelineParams(profile="smoke")) == {}

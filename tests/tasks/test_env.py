@@ -73,3 +73,25 @@ def test_heartbeats_off_keeps_every_other_setting_in_force_when_they_change(monk
         assert get_current_settings().flows.heartbeat_frequency is None
     with no_flow_heartbeats():
         assert get_current_settings().api.url == before
+
+
+def test_runs_against_a_tracking_server_print_no_mlflow_links(tmp_path, monkeypatch, capsys):
+    # given the defaults of a flow run that logs to `make serve`'s MLflow server (a worker's)
+    from types import SimpleNamespace
+
+    from mlflow.store.tracking.rest_store import RestStore
+    from mlflow.tracking._tracking_service.client import TrackingServiceClient
+
+    monkeypatch.setenv("INSTRUCTFLOW_ROOT", str(tmp_path))
+    monkeypatch.delenv("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", raising=False)
+    for name, value in apply_defaults({}).items():
+        monkeypatch.setenv(name, value)
+    run = SimpleNamespace(
+        info=SimpleNamespace(experiment_id="1", run_name="sft"), data=SimpleNamespace(tags={})
+    )
+    monkeypatch.setattr(RestStore, "get_run", lambda self, run_id: run)
+    # when a stage's run ends, as MLflow ends it
+    TrackingServiceClient("http://127.0.0.1:5000")._log_url("abc123")
+    # then MLflow prints no "View run ... / View experiment ..." pair (two lines per stage in
+    # the worker's log, 13 times a run, linking the GenAI layout): the report links the run
+    assert "View run" not in capsys.readouterr().out

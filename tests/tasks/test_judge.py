@@ -512,3 +512,21 @@ def test_the_plots_caption_of_an_untrusted_judge_is_the_gates_verdict_in_short()
     for accuracy, pairs, floor in [(0.7, 400, 0.6), (0.7, 400, 0.75), (0.55, 400, 0.5)]:
         trusted = judge_is_trustworthy(accuracy, pairs, floor)[0]
         assert (untrusted_caption(metrics(accuracy, pairs), floor) is None) == trusted
+
+
+def test_the_judges_training_says_it_is_the_judge_not_the_reward_model(
+    tiny_dirs, tmp_path, one_thread, capsys
+):
+    # given held-out rankings to train the judge on
+    profile = _write_comparisons(tmp_path)
+    out = tmp_path / "judge"
+    out.mkdir()
+    # when the judge trains (the reward model's training code, on its own data)
+    train_judge_on_comparisons(
+        tiny_dirs[0], profile, tmp_path, JudgeConfig(epochs=1), 0, out, lambda *a: None
+    )
+    # then its log names the held-out judge, never "the reward model" (the judge stage's
+    # log said "training the reward model on 32 rankings" right after its own line)
+    lines = capsys.readouterr().out.splitlines()
+    assert any(line.startswith("training the held-out judge on 24 rankings") for line in lines)
+    assert not [line for line in lines if "training the reward model" in line], lines

@@ -163,3 +163,20 @@ def test_the_champion_section_is_rewritten_not_repeated_even_on_a_card_without_a
     assert card.count("## Champion\n") == 1 and card.endswith("## Gate\n\npassed\n")
     # and a card that never was champion gets no section
     assert with_champion_status("", {}) == "" and with_champion_status(titled, {}) == titled
+
+
+def test_the_card_says_who_judged_each_win_rate():
+    # given a candidate's figures: held-out labelers' win rate and the held-out judge's
+    metrics = {"win_rate_vs_sft": 0.458, "judge_win_rate_vs_sft": 0.453, "likert": 1.42}
+    card = model_card("policy", "4", LINEAGE, metrics, GATE)
+    # then the card says which is whose, and that the judge's may not be trusted (a smoke
+    # run's judge is often at chance: the report's judge block says so, the card did not)
+    evaluation = card.split("## Evaluation (test users)\n\n", 1)[1].split("\n\n", 1)[0]
+    assert evaluation.splitlines()[0] == (
+        "win_rate_vs_sft and likert: held-out labelers; judge_win_rate_vs_sft: the run's "
+        "held-out judge, a reward model that may be untrusted (the run's report.md, "
+        "Held-out judge, says whether to trust it)"
+    )
+    # and a card without the judge's figure has no such line
+    plain = model_card("policy", "4", LINEAGE, {"gold_score": 0.5}, GATE)
+    assert "held-out judge, a reward model" not in plain

@@ -81,15 +81,19 @@ def test_a_failed_stage_puts_the_registered_models_description_back(client, tmp_
     assert registry.alias_version(client, POLICY, "challenger") == "1"
 
 
-def test_a_plain_runs_flow_run_page_is_where_make_serve_shows_its_database(monkeypatch):
-    from prefect.settings import PREFECT_API_URL, PREFECT_UI_URL, temporary_settings
+def test_a_plain_runs_flow_run_page_is_where_make_serve_shows_its_database(monkeypatch, tmp_path):
+    from prefect.settings import PREFECT_API_URL, PREFECT_HOME, PREFECT_UI_URL, temporary_settings
 
     from instructflow.tasks import env
 
     # given no Prefect server of yours: the run's temporary one has no UI URL (Prefect's
     # own flow_run.ui_url is then 'None/flow-runs/...'); `make serve` shows it on 4200
+    # (a Prefect home of its own: the checkout's .prefect/served-at.url, left by a
+    # `make serve PREFECT_PORT=4272`, named that port instead)
     monkeypatch.delenv("PREFECT_PORT", raising=False)
-    with temporary_settings(restore_defaults={PREFECT_API_URL, PREFECT_UI_URL}):
+    with temporary_settings(
+        {PREFECT_HOME: tmp_path}, restore_defaults={PREFECT_API_URL, PREFECT_UI_URL}
+    ):
         assert PREFECT_UI_URL.value() is None
         assert env.prefect_flow_run_url("7f0c") == "http://127.0.0.1:4200/runs/flow-run/7f0c"
         monkeypatch.setenv("PREFECT_PORT", "4300")  # scripts/serve.sh's port setting

@@ -97,3 +97,20 @@ def test_a_missing_or_foreign_file_is_named_in_one_line(tmp_path, capsys):
         f"instructflow compare: {tmp_path / 'gone.json'}: no such file",
         f"instructflow compare: {other}: not a report.json (it has no 'policies')",
     ]
+
+
+def test_the_comparison_names_the_settings_that_differ():
+    # given two runs of one profile, the second with another PPO learning rate
+    prov = provenance.collect(seed=0)
+    run = {"profile": "smoke", "stage_keys": {"ppo": "ppo-1"}, "settings": {"ppo.epochs": 2}}
+    other = run | {
+        "stage_keys": {"ppo": "ppo-2"},
+        "settings": {"ppo.epochs": 2, "ppo.lr": 0.0003},
+    }
+    text = report_comparison(
+        {"provenance": prov, "run": run, "policies": {}},
+        {"provenance": prov, "run": other, "policies": {}},
+    )
+    # then it says which setting, with both values (the default where a run left it)
+    assert "- setting ppo.lr: default vs 0.0003" in text
+    assert "ppo.epochs" not in text

@@ -1,12 +1,19 @@
-"""The Prefect artifact `rlhf-report` shows its plots from the MLflow server; report.md on disk
-keeps file names, which resolve beside its PNGs."""
+"""The Prefect artifact `rlhf-report` and the MLflow run's report/report.md show their plots
+from the MLflow server; report.md on disk keeps file names, which resolve beside its PNGs."""
 
+import re
+from pathlib import Path
 from urllib.parse import urlsplit
 
 import mlflow
 import pytest
 
-from instructflow.tasks.report import empty_report, mlflow_artifact_urls, to_markdown
+from instructflow.tasks.report import (
+    empty_report,
+    log_report,
+    mlflow_artifact_urls,
+    to_markdown,
+)
 
 PLOTS = ["/runs/abc/win_rate_vs_sft.png", "/runs/abc/per_family_gold.png"]
 RUN_URL = "http://127.0.0.1:5000/#/experiments/3/runs/abc123?workflowType=machine_learning"
@@ -69,3 +76,46 @@ def test_the_mlflow_server_serves_the_png_at_that_url(tmp_path, monkeypatch):
 @pytest.mark.parametrize("url", [RUN_URL, RUN_URL + "/"])
 def test_the_run_id_comes_from_the_run_link(url):
     assert mlflow_artifact_urls(url, "report")("x.png").endswith("run_uuid=abc123")
+
+
+# MLflow 3.17's Markdown preview (an artifact's "M" view) shows an image only when its URL
+# has a scheme; a bare file name is printed as the text `[alt](name.png)`
+# (mlflow/server/js: the `img` renderer's /^[a-z][a-z0-9+.-]*:/i test).
+MLFLOW_SHOWS_IMAGE = re.compile(r"^[a-z][a-z0-9+.-]*:", re.I)
+
+
+def test_the_report_md_in_mlflow_shows_its_plots_and_the_one_on_disk_keeps_file_names(
+    tmp_path, monkeypatch
+):
+    # given a run's report folder as the pipeline writes it (report.md beside its PNGs)
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    mlflow.set_tracking_uri(uri)
+    folder = tmp_path / "reports" / "abc123"
+    folder.mkdir(parents=True)
+    for plot in PLOTS:
+        (folder / Path(plot).name).write_bytes(b"\x89PNG\r\n\x1a\n")
+    on_disk = to_markdown(_report(), RUN_URL, PLOTS)
+    (folder / "report.md").write_text(on_disk)
+    exp = mlflow.create_experiment("reports", artifact_location=str(tmp_path / "artifacts"))
+    # when it is logged to the run's MLflow artifacts
+    with mlflow.start_run(experiment_id=exp) as run:
+        url = f"http://127.0.0.1:5000/#/experiments/{exp}/runs/{run.info.run_id}"
+        log_report(folder, _report(), url, PLOTS)
+    logged = Path(
+        mlflow.artifacts.download_artifacts(
+            run_id=run.info.run_id, artifact_path="report", dst_path=str(tmp_path / "got")
+        )
+    )
+    # then every file is there, and the report.md MLflow shows links each plot by a URL
+    # with a scheme (the tracking server's get-artifact of that run), so MLflow draws it
+    assert sorted(p.name for p in logged.iterdir()) == sorted(
+        ["report.md", *(Path(p).name for p in PLOTS)]
+    )
+    images = re.findall(r"!\[[^\]]*\]\(([^)]*)\)", (logged / "report.md").read_text())
+    assert len(images) == len(PLOTS), images
+    for image in images:
+        assert MLFLOW_SHOWS_IMAGE.match(image), image
+        assert image.endswith(f"run_uuid={run.info.run_id}"), image
+    # and the report.md on disk still names its PNGs beside it
+    assert (folder / "report.md").read_text() == on_disk

@@ -79,3 +79,39 @@ def test_the_base_model_stage_row_has_its_key_not_one_row_per_policy_it_made():
     assert "| sft | 5.1 | `sft-1f` |" in text
     # and report.json's stage_keys stay by policy (sweeps and `evaluate` read them so)
     assert report["run"]["stage_keys"]["base"] == "base_model-84"
+
+
+def test_the_run_summary_and_report_md_link_the_prefect_flow_run(monkeypatch):
+    # given a run that knows its Prefect flow run, and the UI `make serve` shows it on
+    from instructflow.tasks import env
+    from instructflow.tasks.report import run_summary
+
+    monkeypatch.setattr(env, "prefect_ui_url", lambda: "http://127.0.0.1:4272")
+    report = _report()
+    report["run"]["prefect_flow_run_id"] = "90f8ab54"
+    link = "Prefect flow run (logs, task runs): [`90f8ab54`](http://127.0.0.1:4272/runs/flow-run/90f8ab54)"
+    # then the MLflow parent run's Overview links it (its logs are there, not in MLflow)
+    assert link in run_summary(report).splitlines()
+    # and so does report.md, under the MLflow run's link
+    text = to_markdown(report, mlflow_url="http://127.0.0.1:5072/#/experiments/1/runs/abc")
+    assert text.index("MLflow run: ") < text.index(link)
+
+
+def test_a_report_without_a_flow_run_links_none():
+    from instructflow.tasks.report import run_summary
+
+    assert "Prefect flow run" not in run_summary(_report()) + to_markdown(_report())
+
+
+def test_report_md_says_which_settings_the_run_set():
+    # given a run that set two PPO settings away from its profile's defaults
+    report = _report()
+    report["run"]["settings"] = {"ppo.lr": 0.0003, "ppo.min_gain": -1}
+    text = to_markdown(report)
+    # then its Run section lists them, and not as a Python dict in the fields' table
+    assert "| setting you set | value |\n| --- | --- |\n| ppo.lr | `0.0003` |" in text
+    assert "| ppo.min_gain | `-1` |" in text
+    assert "{'ppo.lr'" not in text
+    # and a run at its profile's defaults says so
+    report["run"]["settings"] = {}
+    assert "Settings: the smoke profile's defaults (none set)." in to_markdown(report)

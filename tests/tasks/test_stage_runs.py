@@ -61,3 +61,35 @@ def test_a_stage_without_a_parent_is_a_top_level_run(store):
     with tracking.stage_run("probe", None) as run:
         pass
     assert _parent_of(store, run.info.run_id) is None
+
+
+def test_a_cached_stages_run_says_which_run_computed_it_and_links_it(store, monkeypatch):
+    # given the run of a stage that computed sft, and a later pipeline run served from cache
+    monkeypatch.setenv("MLFLOW_PORT", "5072")
+    with tracking.stage_run("sft", None) as first:
+        source = first.info.run_id
+    with mlflow.start_run() as parent:
+        # when the later run records its cached stage
+        tags = tracking.cached_stage_tags("sft-78a57345e77128e2", source)
+        with tracking.stage_run("sft", parent.info.run_id, tags=tags) as run:
+            stage_id = run.info.run_id
+    # then the stage run's Overview (its description) says it was not run again, and links
+    # the run whose curves, parameters and models it stands for, in the training layout
+    run = store.get_run(stage_id)
+    note = run.data.tags["mlflow.note.content"]
+    assert "served from Prefect's cache" in note
+    assert "`sft-78a57345e77128e2`" in note
+    url = (
+        f"http://127.0.0.1:5072/#/experiments/{run.info.experiment_id}/runs/{source}"
+        "?workflowType=machine_learning"
+    )
+    assert f"[`{source}`]({url})" in note
+    # and the tags stay as they were
+    assert run.data.tags["cached"] == "true"
+    assert run.data.tags["cached_from_run_id"] == source
+    assert run.data.tags["cache_key"] == "sft-78a57345e77128e2"
+
+
+def test_a_cached_stage_without_a_source_run_says_so_without_a_link(store):
+    note = tracking.cached_stage_tags("data-36e7972a585eee71", "")["mlflow.note.content"]
+    assert "served from Prefect's cache" in note and "](" not in note
