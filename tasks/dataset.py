@@ -348,8 +348,8 @@ def load_dataset(
         for name, items in loaded.items()
         if items
     }
-    stating = frozenset(n for n, items in loaded.items() if any(i.stated_split for i in items))
-    problems = problems or splits.empty_split_problems(summary["split_counts"], paths, stating)
+    stated = {n: {bool(i.stated_split) for i in items} for n, items in loaded.items() if items}
+    problems = problems or splits.empty_split_problems(summary["split_counts"], paths, stated)
     if not problems:  # the judge's groups, as the layout names them (a prompt without a user)
         test = {i.user_id or i.prompt for i in loaded["preferences"] if split_of[id(i)] == "test"}
         problems = splits.judge_groups_problems(len(test), paths["preferences"])
