@@ -205,8 +205,9 @@ def add_commands(sub) -> None:
         action="append",
         default=[],
         metavar="NAME=SPLIT",
-        help="what a Hub split is here: train, valid, test or skip (e.g. train_prefs=train; "
-        "train, test, validation need none); repeat per split",
+        help="what a Hub split is here: train, valid, test, skip, or hash (split by the stable "
+        "hash, as rows without a split column: a dataset without a validation split gets one; "
+        "e.g. train_prefs=hash; train, test, validation need none); repeat per split",
     )
     hub.set_defaults(func=_cmd_data_from_hub)
     ver = data_sub.add_parser(

@@ -18,7 +18,14 @@ from transformers import AutoTokenizer
 
 from instructflow.flows.params import PipelineParams
 from instructflow.models.tokenizer import tokenizer_digest
-from instructflow.tasks import env, own_evaluation, registry, registry_lookup, tracking
+from instructflow.tasks import (
+    env,
+    own_evaluation,
+    registry,
+    registry_lookup,
+    storage_faults,
+    tracking,
+)
 from instructflow.tasks.concurrency import registry_slot
 from instructflow.tasks.evaluation import Policy, flat_metrics
 from instructflow.tasks.gate import alias_effect, judge_decision
@@ -106,6 +113,7 @@ def register_and_gate(params: PipelineParams, result: dict, inputs: GateInputs) 
     eval import` later replaces it with people's rankings. Registry writes are
     undone if one fails.
     """
+    storage_faults.check_reports_writable()  # the report follows: before any registry write
     candidate = inputs.candidate
     client = registry.MlflowClient()
     lineage = _lineage(params, result, inputs, client)

@@ -279,6 +279,21 @@ class PromptRenderer:
     tokenizer: Any = None
     problems: list[Problem] = field(default_factory=list)
     templated: Counter[str] = field(default_factory=Counter)  # file -> rows the template rendered
+    written: dict[str, tuple[str, dict]] = field(default_factory=dict)  # file -> table, rows
+
+    def keep_written(self, file: Any, table: str, rows: list) -> dict:
+        """The rows of `table` as the user wrote them (row number -> row), kept for `named`."""
+        self.written[str(file)] = (table, dict(rows))
+        return self.written[str(file)][1]
+
+    def named(self, as_written: Any) -> list[Problem]:
+        """The problems, each naming the field its row was written with: a row read from a
+        TRL form was rendered as the `messages` it became (trl_forms.as_written)."""
+        named = []
+        for problem in self.problems:
+            table, rows = self.written.get(problem.file, ("", {}))
+            named += as_written([problem], table, rows) if table else [problem]
+        return named
 
     def __call__(
         self, messages: list[dict[str, str]], file: Any, row: int, where: str

@@ -278,7 +278,7 @@ def load_dataset(
         rows, extras = drop_message_extras(rows)  # as other columns: ignored, and listed
         if extras:
             summary.setdefault("ignored_message_keys", {})[name] = extras
-        given, written = len(rows), dict(rows)
+        given, written = len(rows), render.keep_written(path, name, rows)
         rows, converted, form_problems = trl_forms.own_forms(path, name, rows)
         problems += form_problems
         if converted:  # how many rows were in TRL's forms (instructflow.tasks.trl_forms)
@@ -321,7 +321,7 @@ def load_dataset(
     if folder.is_dir():  # what is not read is listed, with the name a near miss was meant as
         summary["unread_files"] = unread_files(folder, paths.values())
         summary["naming_warnings"] = naming_warnings(summary, paths)
-    problems += render.problems
+    problems += render.named(trl_forms.as_written)  # the fields as the user wrote them
     if problems:
         raise TableError(problems)
     rows_read = Counter(i.file for v in loaded.values() for i in v)
@@ -348,8 +348,8 @@ def load_dataset(
         for name, items in loaded.items()
         if items
     }
-    stating = frozenset(n for n, items in loaded.items() if any(i.stated_split for i in items))
-    problems = problems or splits.empty_split_problems(summary["split_counts"], paths, stating)
+    stated = {n: {bool(i.stated_split) for i in items} for n, items in loaded.items() if items}
+    problems = problems or splits.empty_split_problems(summary["split_counts"], paths, stated)
     if not problems:  # the judge's groups, as the layout names them (a prompt without a user)
         test = {i.user_id or i.prompt for i in loaded["preferences"] if split_of[id(i)] == "test"}
         problems = splits.judge_groups_problems(len(test), paths["preferences"])

@@ -149,7 +149,7 @@ def sample(policy: Policy, prompts: list[str], cfg: EvalConfig, seed: int, sft=N
             out.sft_logprobs += sft_logprobs_of(sft[0], tokenizer, batch, ro).tolist()
         elif sft is not None:
             out.sft_logprobs += text_response_logprobs(sft[0], sft[1], batch, ro.texts).tolist()
-        stop_point(f"while sampling {policy.name} ({len(out.texts)}/{len(prompts)} prompts)")
+        stop_point(f"while sampling {policy.name} ({len(out.texts)}/{len(prompts)} samples)")
     return out
 
 

@@ -8,8 +8,10 @@ own data"). `gather` reads every shard of every split in order, refuses a split
 with a shard missing (half a table would train without a word), and writes
 `<out>/<table>.parquet` with a `split` column. A split named train, test,
 validation (valid, val, dev) keeps its name; any other needs a word from the user
-(`NAME=train|valid|test|skip`): a Hub split of another table (train_sft beside
-train_prefs) must not land in this one.
+(`NAME=train|valid|test|hash|skip`): a Hub split of another table (train_sft beside
+train_prefs) must not land in this one. `hash` leaves the rows' split empty, for the
+stable hash to place them as rows without a split column (`dataset.valid_fraction`,
+`test_fraction`): a dataset with no validation split (ultrafeedback_binarized) gets one.
 """
 
 from pathlib import Path
@@ -22,6 +24,7 @@ from instructflow.tasks.schemas import SPLIT_ALIASES, SPLITS
 # .json and .jsonl.gz: JSON Lines as many Hub datasets store them (Anthropic/hh-rlhf: train.jsonl.gz)
 FORMATS = (".parquet", ".jsonl", ".jsonl.gz", ".json")
 SKIP = "skip"
+HASH = "hash"  # the split column left empty: the stable hash decides
 
 
 class HubImportError(ValueError):
@@ -69,7 +72,7 @@ def ours(split: str, mapping: dict[str, str]) -> str:
         return SPLIT_ALIASES.get(split, split)
     raise HubImportError(
         f"split {split!r} is not one of train, valid, test (or validation, val, dev): say which"
-        f" it is, or leave it out: --split {split}=train|valid|test|{SKIP}"
+        f" it is, or leave it out: --split {split}=train|valid|test|{HASH}|{SKIP}"
     )
 
 
@@ -88,8 +91,8 @@ def gather(
     Returns the rows taken from each Hub split (0 for one skipped).
     """
     mapping = mapping or {}
-    if bad := {k: v for k, v in mapping.items() if v not in (*SPLITS, SKIP)}:
-        raise HubImportError(f"--split {bad}: a split maps to train, valid, test or {SKIP}")
+    if bad := {k: v for k, v in mapping.items() if v not in (*SPLITS, HASH, SKIP)}:
+        raise HubImportError(f"--split {bad}: a split maps to train, valid, test, {HASH} or {SKIP}")
     files = split_files(snapshot)
     if unknown := sorted(set(mapping) - set(files)):
         raise HubImportError(f"--split names {unknown}, not splits of {snapshot}: {sorted(files)}")
@@ -105,11 +108,14 @@ def gather(
             continue
         if "split" in frame.columns:
             raise HubImportError(f"split {split!r}: its rows have a split column already")
-        frames.append(frame.assign(split=kept))
+        frames.append(frame.assign(split=None if kept == HASH else kept))
     if not frames:
         raise HubImportError(f"{snapshot}: every split was left out")
     out.mkdir(parents=True, exist_ok=True)
     partial = target.with_name(target.name + ".partial")  # whole or not at all
-    pd.concat(frames, ignore_index=True).to_parquet(partial, index=False)
+    table = pd.concat(frames, ignore_index=True)
+    if table["split"].isna().all():  # every split hashed: no split column, as a plain table
+        table = table.drop(columns="split")
+    table.to_parquet(partial, index=False)
     partial.replace(target)
     return rows

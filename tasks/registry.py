@@ -27,7 +27,7 @@ from prefect.artifacts import create_markdown_artifact
 
 from instructflow.models.lm import load_causal_lm
 from instructflow.models.tokenizer import tokenizer_digest
-from instructflow.tasks import gate_margin, tracking
+from instructflow.tasks import gate_margin, storage_faults, tracking
 from instructflow.tasks.concurrency import registry_slot
 from instructflow.tasks.evaluation import EvalConfig, Policy, head_to_head
 from instructflow.tasks.gate import (
@@ -280,6 +280,7 @@ def register_and_gate_task(
     a failure while writing restores the versions and aliases found at the start.
     candidate_note: said on the card and in the gate block (PPO kept SFT's weights).
     """
+    storage_faults.check_reports_writable()  # the report follows: before any registry write
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     client = MlflowClient()

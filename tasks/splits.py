@@ -74,15 +74,29 @@ def split_of(splits: dict[str, str], key: str, valid_fraction: float, test_fract
 def empty_split_problems(
     split_counts: dict[str, dict[str, int]],
     paths: dict[str, Path],
-    stating: frozenset[str] = frozenset(),
+    stated: dict[str, set[bool]] | None = None,
 ) -> list[Problem]:
     """A split some stage reads but that got no rows: refused here, not as a crash mid-run.
 
     `split_counts`: rows per split of each table that has rows (the data summary's);
-    `stating`: the tables whose rows state a split, which the other tables' rows of the same
-    prompt (or user) follow: without saying so, the refusal asked to fix a `split` column
-    the table did not have.
+    `stated`: per table, whether its rows state a split (True, False or both). The tables whose
+    rows state one are followed by the other tables' rows of the same prompt (or user):
+    without saying so, the refusal asked to fix a `split` column the table did not have. When
+    every row states its split, dataset.valid_fraction / test_fraction apply to none: the
+    refusal said to change them all the same (a Hub dataset without a validation split, as
+    ultrafeedback_binarized, gathered with `data from-hub` ... NAME=train).
     """
+    stated = stated or {}
+    stating = frozenset(t for t, states in stated.items() if True in states)
+    every_row_states = bool(stated) and all(states <= {True} for states in stated.values())
+    remedy = (
+        "give rows that split in the `split` column: every row states its split, so"
+        " dataset.valid_fraction / dataset.test_fraction apply to none (leave `split` empty on"
+        " some rows for the stable hash to place them: `instructflow data from-hub` ..."
+        " --split NAME=hash)"
+        if every_row_states
+        else "change dataset.valid_fraction / dataset.test_fraction (or the rows' `split` column)"
+    )
     readers: dict[tuple[str, str], list[str]] = {}
     sft_source = "demonstrations" if "demonstrations" in split_counts else "preferences"
     ppo_source = "prompts" if "prompts" in split_counts else "preferences"
@@ -116,8 +130,7 @@ def empty_split_problems(
                     0,
                     "split",
                     f"no rows in the {split} split ({have}), needed by {' and '.join(names)}: "
-                    "add rows (from more users), or change dataset.valid_fraction / "
-                    "dataset.test_fraction (or the rows' `split` column)" + _source(table),
+                    f"add rows (from more users), or {remedy}" + _source(table),
                 )
             )
     return problems

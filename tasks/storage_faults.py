@@ -8,6 +8,7 @@ error. What helps is where it happened and that the same command resumes once
 fixed (finished stages and checkpoints stay).
 """
 
+import contextlib
 import errno
 import os
 import shutil
@@ -97,3 +98,26 @@ def storage_fault_message(error: BaseException) -> str | None:
         why = os.strerror(refused.errno).lower()
         return f"cannot write {refused.filename}: {why}; make it writable and {RESUME}"
     return None
+
+
+PROBE_BYTES = 2**16  # a report.json and report.md; the plots are bigger, but a full disk shows
+
+
+def check_reports_writable() -> None:
+    """Raise the OSError a report write would meet (read-only, permissions, full disk), so
+    the gate stops before it writes the registry: the report, which describes the gate, is
+    written after it, and a run that registered a version then failed at its report asked
+    for the same command again (storage_fault_message says so in one line)."""
+    folder = reports_dir()
+    folder.mkdir(parents=True, exist_ok=True)
+    probe = folder / f".write-probe-{os.getpid()}"
+    try:
+        with open(probe, "wb") as f:
+            f.write(bytes(PROBE_BYTES))
+            f.flush()
+            os.fsync(f.fileno())
+    except OSError as error:  # named by the folder (the probe file is no file of the user's)
+        raise OSError(error.errno, os.strerror(error.errno), str(folder)) from error
+    finally:
+        with contextlib.suppress(OSError):
+            probe.unlink()

@@ -40,7 +40,7 @@ def test_a_stop_request_ends_sampling_after_the_running_batch(tiny_dirs, monkeyp
     batches = stop_at_call(monkeypatch, "generate", 1)
     cfg = EvalConfig(max_new_tokens=4, batch_size=2)
     # when it is sampled
-    with pytest.raises(TrainingInterrupted, match=r"while sampling sft \(2/6 prompts\)"):
+    with pytest.raises(TrainingInterrupted, match=r"while sampling sft \(2/6 samples\)"):
         sample(Policy("sft", sft_dir), ["reverse stone"] * 6, cfg, seed=0)
     # then no other batch was generated
     assert batches == ["generate"]

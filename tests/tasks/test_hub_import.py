@@ -9,6 +9,7 @@ import pytest
 from instructflow.flows.cli import main
 from instructflow.tasks.dataset import load_dataset
 from instructflow.tasks.hub_import import HubImportError, gather
+from instructflow.tasks.tables import TableError
 from tests.own_data import write_pairwise_dataset
 
 
@@ -88,7 +89,7 @@ def test_the_command_prints_what_it_took_and_refuses_in_one_line(tmp_path, capsy
     snapshot = _snapshot(tmp_path, {"train_prefs": [rows[:50]], "test": [rows[50:]]})
     out = tmp_path / "mine"
     assert main(["data", "from-hub", str(snapshot), str(out)]) == 2
-    assert "--split train_prefs=train|valid|test|skip" in capsys.readouterr().err
+    assert "--split train_prefs=train|valid|test|hash|skip" in capsys.readouterr().err
     assert main(["data", "from-hub", str(snapshot), str(out), "--split", "train_prefs"]) == 2
     argv = ["data", "from-hub", str(snapshot), str(out), "--split", "train_prefs=train"]
     assert main(argv) == 0
@@ -108,3 +109,28 @@ def test_anthropic_hh_rlhf_gzipped_json_lines_are_read(tmp_path):
     assert gather(folder, tmp_path / "hh") == {"test": 10, "train": 50}
     table = pd.read_parquet(tmp_path / "hh" / "preferences.parquet")
     assert list(table["chosen"]) == [r["chosen"] for r in rows[50:] + rows[:50]]
+
+
+def test_ultrafeedback_without_a_validation_split_can_hash_its_train_split(tmp_path):
+    # given ultrafeedback_binarized's layout: train_prefs and test_prefs, no validation split
+    rows = _pairs(tmp_path)
+    parts = {"train_prefs": [rows[:50]], "test_prefs": [rows[50:]], "train_sft": [rows[:5]]}
+    snapshot = _snapshot(tmp_path, parts)
+    # when train_prefs is taken as train, every row states its split and none is valid:
+    # the refusal said to change dataset.valid_fraction, which applies to no row here
+    stated = {"train_prefs": "train", "test_prefs": "test", "train_sft": "skip"}
+    gather(snapshot, tmp_path / "stated", mapping=stated)
+    with pytest.raises(TableError) as e:
+        load_dataset(tmp_path / "stated")
+    (said,) = [p.message for p in e.value.problems if "valid split" in p.message]
+    assert "change dataset.valid_fraction" not in said
+    assert "every row states its split" in said and "=hash" in said
+    # then `hash` leaves those rows' split to the stable hash, as rows without a split column
+    hashed = {"train_prefs": "hash", "test_prefs": "test", "train_sft": "skip"}
+    assert gather(snapshot, tmp_path / "hashed", mapping=hashed)["train_prefs"] == 50
+    table = pd.read_parquet(tmp_path / "hashed" / "preferences.parquet")
+    assert table["split"].isna().sum() == 50 and (table["split"] == "test").sum() == 10
+    dataset = load_dataset(tmp_path / "hashed")
+    splits = [dataset.split_of[id(i)] for i in dataset.preferences]
+    assert splits[:10] == ["test"] * 10  # test_prefs keeps its split
+    assert {"train", "valid", "test"} <= set(splits[10:])  # train_prefs: by hash, valid too

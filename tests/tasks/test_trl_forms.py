@@ -376,3 +376,34 @@ def test_pairs_whose_text_prompt_is_hh_text_load_as_the_same_conversations(tmp_p
     text_rows[0]["prompt"] = rows[0][1]
     _write(mixed, "preferences", text_rows)
     assert load_dataset(mixed).summary["preference_shape"] == "pairwise"
+
+
+def test_a_template_refusal_of_a_trl_form_row_names_the_column_the_user_wrote(tmp_path):
+    # given TRL's conversational prompt-only and prompt/completion tables, one row each with a
+    # system turn, and a base model whose chat template refuses a system turn (as Gemma's)
+    from instructflow.models.tokenizer import train_tokenizer
+    from instructflow.tasks.dataset import DatasetConfig
+    from instructflow.tasks.lengths import LengthCheck
+    from tests.own_data import REFUSING_TEMPLATE
+
+    tok = train_tokenizer(["Name a fruit. Apple. A car."] * 5, vocab_size=300)
+    tok.chat_template = REFUSING_TEMPLATE
+    system = [{"role": "system", "content": "Be brief."}]
+    folder = tmp_path / "trl"
+    folder.mkdir()
+    tables = {
+        "prompts": [{"prompt": USER}] * 3 + [{"prompt": system + USER}],
+        "demonstrations": [{"prompt": USER, "completion": APPLE}] * 3
+        + [{"prompt": system + USER, "completion": APPLE}],
+        "preferences": [{"prompt": USER, "chosen": APPLE, "rejected": CAR}] * 4,
+    }
+    for name, rows in tables.items():
+        (folder / f"{name}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    with pytest.raises(TableError) as e:
+        load_dataset(folder, DatasetConfig(), LengthCheck(tok, max_len=512, max_new_tokens=8))
+    # then each refusal names the fields the file has (it named `messages`, which it has not)
+    named = sorted((Path(p.file).name, p.row, p.field) for p in e.value.problems)
+    assert named == [
+        ("demonstrations.jsonl", 4, "prompt + completion"),
+        ("prompts.jsonl", 4, "prompt"),
+    ]
