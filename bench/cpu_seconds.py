@@ -15,20 +15,30 @@ def _busy(process: psutil.Process) -> float:
     return times.user + times.system
 
 
+def _server_seconds(process: psutil.Process) -> float | None:
+    """CPU seconds of `process` if it runs a uvicorn server, else None. A child that has
+    exited but is not yet reaped (a zombie: its command line is gone) or has just gone
+    is no server."""
+    try:
+        if any("uvicorn" in part for part in process.cmdline()):
+            return _busy(process)
+    except psutil.NoSuchProcess:  # ZombieProcess included
+        pass
+    return None
+
+
 def prefect_servers() -> list[psutil.Process]:
     """The ephemeral Prefect API servers this process started (uvicorn children)."""
-    return [
-        child
-        for child in psutil.Process().children(recursive=True)
-        if any("uvicorn" in part for part in child.cmdline())
-    ]
+    children = psutil.Process().children(recursive=True)
+    return [child for child in children if _server_seconds(child) is not None]
 
 
 def reading() -> dict[str, float]:
     """CPU seconds so far: {"this_process": ..., "prefect_server": ...}."""
+    servers = (_server_seconds(child) for child in psutil.Process().children(recursive=True))
     return {
         "this_process": _busy(psutil.Process()),
-        "prefect_server": sum(_busy(server) for server in prefect_servers()),
+        "prefect_server": sum(seconds for seconds in servers if seconds is not None),
     }
 
 

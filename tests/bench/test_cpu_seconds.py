@@ -4,6 +4,8 @@ import subprocess
 import sys
 import time
 
+import psutil
+
 from bench import cpu_seconds
 
 # A child that spins `busy` CPU seconds, says so, then waits to be killed (still readable).
@@ -59,3 +61,19 @@ def test_summary_gives_each_side_and_process_its_spread_over_rounds():
     assert summary["direct"]["this_process"] == {"median": 21.0, "min": 20.0, "max": 22.0}
     assert summary["orchestrated"]["prefect_server"] == {"median": 0.6, "min": 0.5, "max": 0.7}
     assert "orchestrated 22.00" in cpu_seconds.line(summary)
+
+
+def test_a_child_that_exited_unreaped_is_no_server_and_no_error():
+    # given a child that has exited and is not yet waited for (a zombie: psutil cannot read
+    # its command line), as another test's leftover child can be
+    zombie = subprocess.Popen([sys.executable, "-c", "pass", "uvicorn"])
+    try:
+        deadline = time.monotonic() + 10
+        while psutil.Process(zombie.pid).status() != psutil.STATUS_ZOMBIE:
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        # then reading and listing skip it
+        assert zombie.pid not in [p.pid for p in cpu_seconds.prefect_servers()]
+        assert cpu_seconds.reading()["this_process"] > 0
+    finally:
+        zombie.wait(10)
