@@ -72,9 +72,9 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
-def _world_models(profile: str) -> tuple[Path, Path]:
+def _world_models(profile: str) -> tuple[Path, Path] | None:
     """SFT and RM of the newest run on the embedded world's `profile` (best-of-n scores by
-    gold, which only the embedded world has): from its report's stage keys."""
+    gold, which only the embedded world has): from its report's stage keys; None if none."""
     reports = sorted(reports_dir().glob("*/report.json"), key=lambda p: p.stat().st_mtime)
     for path in reversed(reports):
         report = json.loads(path.read_text())
@@ -84,17 +84,21 @@ def _world_models(profile: str) -> tuple[Path, Path]:
         models = [project_root() / "runs" / s / keys.get(s, "-") / "model" for s in STAGES]
         if all(m.is_dir() for m in models):
             return models[0], models[1]
-    raise SystemExit(
-        f"instructflow: no finished run on the embedded world's {profile} profile with its SFT "
-        f"and RM under runs/ (best-of-n scores by gold, which a dataset has not): run "
-        f"`instructflow run --profile {profile}` first, or pass --sft and --rm"
-    )
+    return None
 
 
 def _cmd_best_of_n(args: argparse.Namespace) -> int:
     from instructflow.tasks.best_of_n import best_of_n_table, sample_candidates
 
     found = (None, None) if args.sft and args.rm else _world_models(args.profile)
+    if found is None:
+        print(
+            f"instructflow: no finished run on the embedded world's {args.profile} profile with "
+            f"its SFT and RM under runs/ (best-of-n scores by gold, which a dataset has not): "
+            f"run `instructflow run --profile {args.profile}` first, or pass --sft and --rm",
+            file=sys.stderr,
+        )
+        return 2
     sft, rm = Path(args.sft or found[0]), Path(args.rm or found[1])
     profile_dir = project_root() / "data" / args.profile
     print(

@@ -110,17 +110,18 @@ def _report(root: Path, run: str, profile: str, keys: dict, dataset: dict | None
         (root / "runs" / stage / key / "model").mkdir(parents=True)
 
 
-def test_best_of_n_takes_the_newest_embedded_world_run_of_its_profile(tmp_path, monkeypatch):
+def test_best_of_n_takes_the_newest_embedded_world_run_of_its_profile(
+    tmp_path, monkeypatch, capsys
+):
     from instructflow.flows.cli_models import _world_models
 
-    # given no runs yet: a message with the fix
+    # given no runs yet: a refusal like every other one, exit 2 and one line with the fix
     monkeypatch.setenv("INSTRUCTFLOW_ROOT", str(tmp_path))
-    with pytest.raises(SystemExit) as exit_info:
-        main(["best-of-n", "--profile", "smoke"])
-    assert "no finished run on the embedded world's smoke profile" in str(exit_info.value.code)
-    assert "`instructflow run --profile smoke` first, or pass --sft and --rm" in str(
-        exit_info.value.code
-    )
+    assert main(["best-of-n", "--profile", "smoke"]) == 2
+    err = capsys.readouterr().err
+    assert len(err.splitlines()) == 1
+    assert err.startswith("instructflow: no finished run on the embedded world's smoke profile")
+    assert "`instructflow run --profile smoke` first, or pass --sft and --rm" in err
     # given a smoke run on the world, then a run on a dataset and one on tiny (newer)
     _report(tmp_path, "a", "smoke", {"sft": "sft-1", "reward_model": "reward_model-1"})
     own = {"sft": "sft-2", "reward_model": "reward_model-2"}
