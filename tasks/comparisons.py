@@ -104,8 +104,8 @@ def collect(
     judge = GoldJudge.load(profile_dir)
     metrics: dict[str, float] = {}
 
-    def sample(prompts: pd.DataFrame, salt: int) -> list[list[str]]:
-        print(f"sampling {cfg.k} responses for {len(prompts)} prompts", flush=True)
+    def sample(prompts: pd.DataFrame, salt: int, which: str) -> list[list[str]]:
+        print(f"sampling {cfg.k} responses for {len(prompts)} {which} prompts", flush=True)
         return sample_responses(
             model,
             tokenizer,
@@ -124,9 +124,10 @@ def collect(
     else:
         pool = LabelerPool.load(profile_dir, "train", judge, seed)
         all_doubles = []
-        for salt, (rel, out_rel) in enumerate([(layout.RM_TRAIN, TRAIN), (layout.RM_VALID, VALID)]):
+        splits = [(layout.RM_TRAIN, TRAIN, "RM train"), (layout.RM_VALID, VALID, "RM valid")]
+        for salt, (rel, out_rel, which) in enumerate(splits):
             prompts = load_table(profile_dir / rel, "prompts")
-            samples = sample(prompts, salt)
+            samples = sample(prompts, salt, which)
             rows, doubles = _rank_rows(prompts, samples, pool, cfg.overlap_fraction)
             all_doubles += doubles
             write_jsonl(out_dir / out_rel, rows)
@@ -144,7 +145,7 @@ def collect(
     # Held-out users and held-out labelers: for evaluating the RM only.
     test = load_table(profile_dir / layout.EVAL_TEST, "prompts").head(cfg.heldout_prompts)
     heldout_pool = LabelerPool.load(profile_dir, "heldout", judge, seed + 7)
-    samples = sample(test, 99)
+    samples = sample(test, 99, "held-out test")
     rows, _ = _rank_rows(test, samples, heldout_pool, overlap=0.0)
     write_jsonl(out_dir / HELDOUT, rows)
     write_jsonl(
