@@ -301,6 +301,12 @@ def head_to_head(
     trained from another base model (another tokenizer) is a fair rival.
     """
     prompts, ids = load_test_prompts(profile_dir, cfg)
+    players, n = f"{challenger.name} vs {incumbent.name}", len(prompts) // cfg.samples_per_prompt
+    print(
+        f"head-to-head: {players} on {n} test prompts x {cfg.samples_per_prompt} samples,"
+        " judged by held-out labelers",
+        flush=True,
+    )
     judge = GoldJudge.load(profile_dir)
     ours = sample(challenger, prompts, cfg, seed).texts
     theirs = sample(incumbent, prompts, cfg, seed + 1).texts
@@ -311,9 +317,16 @@ def head_to_head(
     for policy in (challenger, incumbent):
         model, tokenizer = load_causal_lm(policy.model_dir)
         public[policy.name] = public_suite_accuracy(model, tokenizer, suite)
+    win_rate = prompt_mean_with_ci(wins, cfg.samples_per_prompt, seed)
+    low, high = win_rate["ci95"]
+    print(
+        f"head-to-head: {challenger.name} wins {win_rate['mean']:.3f} vs {incumbent.name}"
+        f" (95% CI {low:.3f}-{high:.3f})",
+        flush=True,
+    )
     return {
-        "win_rate": prompt_mean_with_ci(wins, cfg.samples_per_prompt, seed),
-        "prompts": len(prompts) // cfg.samples_per_prompt,
+        "win_rate": win_rate,
+        "prompts": n,
         "judged_by": "held-out labelers",
         "public_challenger": public[challenger.name],
         "public_incumbent": public[incumbent.name],
