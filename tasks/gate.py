@@ -8,7 +8,7 @@ evidence is the held-out judge, acted on only when the judge is trustworthy.
 How the inputs are measured and where the decision is written: tasks/registry.py.
 """
 
-from dataclasses import dataclass, replace
+from dataclasses import asdict, dataclass, replace
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -72,6 +72,17 @@ class GateDecision:
     public_suite_challenger: float | None  # None: no public suite (a dataset run)
     public_suite_incumbent: float | None
     win_margin: float = 0.0
+
+
+def decision_tags(decision: GateDecision) -> dict[str, str]:
+    """The model-version tags of a decision, `gate_<field>` (None fields left out): the win
+    rate and its CI to 3 decimals, the CI as "[low, high]", as the reason writes them."""
+    tags = {f"gate_{k}": str(v) for k, v in asdict(decision).items() if v is not None}
+    low, high = decision.ci95
+    return tags | {
+        "gate_win_rate": f"{decision.win_rate:.3f}",
+        "gate_ci95": f"[{low:.3f}, {high:.3f}]",
+    }
 
 
 @dataclass(frozen=True)

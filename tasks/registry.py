@@ -36,6 +36,7 @@ from instructflow.tasks.gate import (
     GateDecision,
     alias_effect,
     decide,
+    decision_tags,
     gate_markdown,
 )
 from instructflow.tasks.model_card import (
@@ -216,9 +217,8 @@ def record_decision(
     """
     if effect.awaiting_approval and not approval_asked:
         decision = replace(decision, reason=f"{decision.reason}; {APPROVAL_NOTE}")
-    tags = {f"gate_{k}": v for k, v in asdict(decision).items() if v is not None}
-    for key, value in tags.items():
-        client.set_model_version_tag(name, version, key, str(value))
+    for key, value in decision_tags(decision).items():
+        client.set_model_version_tag(name, version, key, value)
     client.set_model_version_tag(name, version, "gate_evidence", evidence)
     if effect.promote:
         make_champion(client, name, version, by)

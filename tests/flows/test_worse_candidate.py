@@ -74,7 +74,7 @@ def test_the_gate_compares_with_the_champion_and_rejects(gate_runs):
     tags = gate_runs.client.get_model_version(SMOKE_POLICY, gate_runs.worse_version).tags
     assert tags["gate_incumbent"] == f"champion v{gate_runs.champion}"
     assert tags["gate_promote"] == "False"
-    assert float(tags["gate_ci95"].strip("()").split(",")[0]) <= 0.5
+    assert float(tags["gate_ci95"].strip("[]").split(",")[0]) <= 0.5
 
 
 def test_champion_stays_where_it_was(gate_runs):

@@ -58,6 +58,19 @@ class Recording:
         return SimpleNamespace(version=self.aliases[alias])
 
 
+def test_the_win_rate_and_its_ci_are_tagged_to_3_decimals_the_ci_as_a_list():
+    from dataclasses import replace
+
+    client = Recording()
+    # given a win rate of 2/3 with a CI whose ends have 16 digits
+    thirds = replace(PASSED, win_rate=2 / 3, ci95=(0.5833333333333334, 0.7499999999999999))
+    # when it is recorded
+    record_decision(client, "m", "3", thirds, AWAIT, "held-out judge")
+    # then the tags read as the gate's reason does, not as Python's floats and tuple
+    assert client.tags["gate_win_rate"] == "0.667"
+    assert client.tags["gate_ci95"] == "[0.583, 0.750]"
+
+
 def test_a_passed_gate_is_tagged_with_its_evidence_and_made_champion():
     client = Recording()
     # when a passed gate that may promote is recorded
@@ -71,8 +84,8 @@ def test_a_passed_gate_is_tagged_with_its_evidence_and_made_champion():
         "gate_promote": "True",
         "gate_reason": "beats sft: win rate 0.700 (95% CI 0.620-0.780)",
         "gate_incumbent": "sft",
-        "gate_win_rate": "0.7",
-        "gate_ci95": "(0.62, 0.78)",
+        "gate_win_rate": "0.700",
+        "gate_ci95": "[0.620, 0.780]",
         "gate_win_margin": "0.0",
         "gate_evidence": "held-out judge",
         "promoted_by": "gate",  # no `previous_champion`: there was none to roll back to
