@@ -88,6 +88,28 @@ def seed_run(params: PipelineParams, seed: int, sweep_run_id: str) -> dict:
     return {"report": report, "per_prompt": per_prompt_from(report)}
 
 
+class SeedFailed(RuntimeError):
+    """A seed's run failed; the message names the seed and why, as its task run recorded."""
+
+
+def seed_result(seed: int, future) -> dict:
+    """The seed's result, or SeedFailed naming the seed and the task run's own message.
+
+    A seed runs in a process of its own; what it raised comes back pickled, and some
+    errors cannot be unpickled (httpx's HTTPStatusError, raised when Prefect's server
+    answers 503 on a busy machine, came back as "TypeError: HTTPStatusError.__init__()
+    missing 2 required keyword-only arguments"). The task run's final state says it.
+    """
+    try:
+        return future.result()
+    except Exception as error:
+        try:
+            why = future.state.message or f"{type(error).__name__}: {error}"
+        except Exception:  # the state could not be read either (the server gone)
+            why = f"{type(error).__name__}: {error}"
+        raise SeedFailed(f"seed {seed} failed: {why}") from error
+
+
 @task(name="seed-pairs")
 def seed_pairs(params: PipelineParams, reports: dict[int, dict]) -> dict:
     """The candidate of each seed against the candidate of every other seed, head to head."""
@@ -184,7 +206,7 @@ def seed_sweep(
             concurrency.training_slots_at_least(min(workers, len(seeds))),
         ):
             futures = [seed_run.submit(params, seed, sweep_id) for seed in seeds]
-            results = {seed: f.result() for seed, f in zip(seeds, futures, strict=True)}
+            results = {seed: seed_result(seed, f) for seed, f in zip(seeds, futures, strict=True)}
         reports = {seed: r["report"] for seed, r in results.items()}
         result = sweep_stats.aggregate(reports, {s: r["per_prompt"] for s, r in results.items()})
         result["world"] = sweep_world.world_figures(reports)
