@@ -238,7 +238,15 @@ def train_judge(
         )
     training = RewardModelConfig(epochs=cfg.epochs, lr=cfg.lr, batch_size=cfg.batch_size)
     trained = train_reward_model(
-        sft_dir, folder, profile_dir, training, seed, out_dir, log, selected_on="training_rankings"
+        sft_dir,
+        folder,
+        profile_dir,
+        training,
+        seed,
+        out_dir,
+        log,
+        selected_on="training_rankings",
+        announce=False,
     )
     (out_dir / TRAINED_PROMPTS).write_text(json.dumps(sorted({r["prompt"] for r in train})))
 

@@ -140,13 +140,15 @@ def train_reward_model(
     log,
     log_every: int = 25,
     selected_on: str = "valid",
+    announce: bool = True,
 ) -> dict:
     """Train the reward model; the epoch kept is the one most accurate on valid.jsonl.
 
     `selected_on` names those rankings in the per-epoch metrics
     (`<selected_on>_loss`, `<selected_on>_accuracy`): the held-out judge has
     none to spare and passes its own training rankings as valid.jsonl, so it
-    logs them as what they are, not as validation figures.
+    logs them as what they are, not as validation figures. `announce`: say what it
+    trains on (the held-out judge says so itself, as a judge).
     """
     memory = PeakMemory().start()
     model, tokenizer = reward_model_from_causal_lm(sft_dir, seed=seed)
@@ -173,7 +175,7 @@ def train_reward_model(
         restore_loop(saved, accelerator, model, optimizer, scheduler, generator)
         step, best_acc = saved["step"], saved["best_acc"]
         start_epoch, start_batch, order = saved["epoch"], saved["batch"], saved["order"]
-    if selected_on == "valid":  # the held-out judge (its own rankings) said what it trains
+    if announce:
         print(
             f"training the reward model on {len(train)} rankings of K={sorted({len(r['responses']) for r in train})}",
             flush=True,
