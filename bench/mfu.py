@@ -14,8 +14,10 @@ n_layer * T * d per real (non-pad) token, T the padded length of the batch,
 N_body the weights that take part in matmuls below the output layer; plus 6
 * N_head per position whose logits the loss needs (SFT: those that predict a
 response token). Padding and logits computed for nothing count as waste,
-not as work. Prints one
-JSON object; writes bench/results/mfu.json.
+not as work. Each step runs eager and then with the stages' `torch_compile`
+(runtime.compiled_trunk), side by side in the same run against the same peak;
+a compiled step's first calls (the compile) are timed apart, not as steps.
+Prints one JSON object; writes bench/results/mfu.json.
 """
 
 import argparse
@@ -84,8 +86,10 @@ def step_flops(model, real_tokens: int, width: int, head_positions: int) -> floa
 
 def time_steps(step, batches, warmup: int = 2) -> tuple[float, float, float]:
     """(seconds, real tokens, model FLOPs) of `step` over `batches` after a warm-up."""
+    start = time.perf_counter()
     for batch in batches[:warmup]:
         step(batch)
+    step.warmup_seconds = time.perf_counter() - start
     seconds = tokens = flops = 0.0
     for batch in batches[warmup:]:
         start = time.perf_counter()
@@ -105,12 +109,12 @@ def sft_batches(tokenizer, rows, batch_size: int, count: int, max_len: int):
     return [collate_sft([examples[i] for i in b], tokenizer.pad_token_id) for b in order]
 
 
-def bench_sft(ckpt, steps: int) -> dict:
+def bench_sft(ckpt, steps: int, compiled: bool = False) -> dict:
     import torch
 
     from instructflow.models.lm import context_length, load_causal_lm
     from instructflow.models.lm_training import sft_loss_sum
-    from instructflow.models.runtime import adamw
+    from instructflow.models.runtime import adamw, compiled_trunk
     from instructflow.tasks.tables import read_jsonl
     from instructflow.world import layout
 
@@ -129,11 +133,13 @@ def bench_sft(ckpt, steps: int) -> dict:
         real = int(batch["attention_mask"].sum())
         return real, step_flops(model, real, batch["input_ids"].shape[1], labelled)
 
-    seconds, tokens, flops = time_steps(step, batches)
+    with compiled_trunk(model, compiled):
+        seconds, tokens, flops = time_steps(step, batches)
     padded = sum(b["input_ids"].numel() for b in batches[2:])
     return {"tokens_per_s": tokens / seconds, "flops_per_s": flops / seconds,
             "padding_fraction": 1 - tokens / padded, "steps": len(batches) - 2, "batch": 16,
-            "params_in_matmuls": body_matmul_params(model) + head_params(model)}  # fmt: skip
+            "params_in_matmuls": body_matmul_params(model) + head_params(model),
+            "warmup_seconds": step.warmup_seconds}  # fmt: skip
 
 
 def demo_rankings(ckpt, k: int = 6) -> list[dict]:
@@ -156,7 +162,7 @@ def demo_rankings(ckpt, k: int = 6) -> list[dict]:
     ]
 
 
-def bench_rm(ckpt, steps: int) -> dict:
+def bench_rm(ckpt, steps: int, compiled: bool = False) -> dict:
     import torch
 
     from instructflow.models.lm import context_length
@@ -166,7 +172,7 @@ def bench_rm(ckpt, steps: int) -> dict:
         reward_model_from_causal_lm,
         rewards,
     )
-    from instructflow.models.runtime import adamw
+    from instructflow.models.runtime import adamw, compiled_trunk
     from instructflow.tasks.tables import read_jsonl
 
     model, tokenizer = reward_model_from_causal_lm(ckpt.sft)
@@ -194,10 +200,12 @@ def bench_rm(ckpt, steps: int) -> dict:
         return real, step_flops(model, real, ids.shape[1], head_positions=0)
 
     step.padded = 0
-    seconds, tokens, flops = time_steps(step, batches)
+    with compiled_trunk(model, compiled):
+        seconds, tokens, flops = time_steps(step, batches)
     return {"tokens_per_s": tokens / seconds, "flops_per_s": flops / seconds,
             "steps": len(batches) - 2, "prompts_per_step": batch_rows,
-            "params_in_matmuls": body_matmul_params(model)}  # fmt: skip
+            "params_in_matmuls": body_matmul_params(model),
+            "warmup_seconds": step.warmup_seconds}  # fmt: skip
 
 
 def main() -> None:
@@ -219,9 +227,13 @@ def main() -> None:
     peaks.append(matmul_peak(args.threads))
     rm = bench_rm(ckpt, args.steps)
     peaks.append(matmul_peak(args.threads))
+    compiled = {"sft": bench_sft(ckpt, args.steps, compiled=True)}
+    peaks.append(matmul_peak(args.threads))
+    compiled["reward_model"] = bench_rm(ckpt, args.steps, compiled=True)
+    peaks.append(matmul_peak(args.threads))
     loads.append(os.getloadavg()[0])
     peak = max(peaks)
-    for stage in (sft, rm):
+    for stage in (sft, rm, *compiled.values()):
         stage["mfu"] = stage["flops_per_s"] / peak
     result = {
         "machine": f"{os.cpu_count()} cores; 1-min load average {min(loads):.1f}-{max(loads):.1f}",
@@ -234,6 +246,7 @@ def main() -> None:
         "matmul_peak_spread": statistics.pstdev(peaks) / peak,
         "sft": sft,
         "reward_model": rm,
+        "torch_compile": compiled,
     }
     print(json.dumps(result, indent=1))
     from bench import readme

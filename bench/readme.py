@@ -120,6 +120,23 @@ def _mfu_rows(data: dict) -> list[list[str]]:
             TARGETS["mfu"],
             "same",
         ],
+        *_compiled_mfu_rows(data.get("torch_compile"), threads),
+    ]
+
+
+def _compiled_mfu_rows(compiled: dict | None, threads: str) -> list[list[str]]:
+    """The same steps with `torch_compile: true`, measured beside them (mfu.json's torch_compile)."""
+    if not compiled:
+        return []
+    return [
+        [
+            f"{name} training step with `torch_compile`, {threads}",
+            f"{compiled[key]['tokens_per_s']:.0f} tokens/s, MFU {compiled[key]['mfu']:.2f}"
+            f" (after {compiled[key]['warmup_seconds']:.0f} s of compiling and warm-up)",
+            TARGETS["mfu"],
+            "same",
+        ]
+        for name, key in (("SFT", "sft"), ("RM", "reward_model"))
     ]
 
 

@@ -49,8 +49,8 @@ from instructflow.tasks.input_checks import base_model_problems
 from instructflow.tasks.lengths import fewshot_prefix_that_fits
 from instructflow.tasks.lora_checks import lora_target_problems, model_config
 from instructflow.tasks.paths import reports_dir
-from instructflow.tasks.precision_checks import precision_problems
 from instructflow.tasks.preflight import InputRefused
+from instructflow.tasks.runtime_checks import runtime_problems
 from instructflow.tasks.stage import content_digest
 from instructflow.tasks.tables import TableError
 from instructflow.world import layout
@@ -88,7 +88,7 @@ def preflight(params: PipelineParams) -> dict:
     # check below needs its tokenizer and config.
     _, problems = base_model_problems(Path(params.base_model))
     problems = problems or lora_target_problems(params, model_config(params.base_model))
-    problems += precision_problems(params)
+    problems += runtime_problems(params)
     if problems:
         raise TableError(problems)
     check = dataset_stage.length_check(params.base_model, max_new_tokens(params))
@@ -116,7 +116,7 @@ def run(
         raise TableError([missing])
     data_dir = Path(params.data).resolve()
     problems = lora_target_problems(params, model_config(params.base_model))
-    if problems := problems + precision_problems(params):
+    if problems := problems + runtime_problems(params):
         raise TableError(problems)  # a run from the Prefect form skips the CLI's preflight
     table_md5s = {
         p.name: content_digest(p)

@@ -25,7 +25,13 @@ from instructflow.models.checkpoints import CheckpointStore, after_step, rng_sta
 from instructflow.models.distributed import Group, labelled_tokens
 from instructflow.models.lm import no_cache, takes_logits_to_keep
 from instructflow.models.numeric import check_finite
-from instructflow.models.runtime import Precision, adamw, ddp_accelerator, make_accelerator
+from instructflow.models.runtime import (
+    Precision,
+    adamw,
+    compiled_trunk,
+    ddp_accelerator,
+    make_accelerator,
+)
 
 # on_log(step, metrics, total, unit): metrics after `unit` `step` (0-based) of `total`.
 LogFn = Callable[[int, dict[str, float], int, str], None]
@@ -243,6 +249,7 @@ def supervised_finetune(
     carry: dict | None = None,
     precision: Precision = "fp32",
     log_every: int = 25,
+    torch_compile: bool = False,
 ) -> None:
     """Fine-tune on response tokens only, several epochs; `on_epoch(epoch, valid_loss, model)` after each.
 
@@ -251,7 +258,8 @@ def supervised_finetune(
     checkpoints every `store.every` steps, with the caller's `carry` dict (its
     record of the best epoch), and resumes from the newest checkpoint there:
     `carry` is then updated in place. `precision` is the autocast precision
-    (instructflow.models.runtime.make_accelerator).
+    (instructflow.models.runtime.make_accelerator); `torch_compile` runs the
+    training steps through a compiled trunk (runtime.compiled_trunk).
 
     Under `accelerate launch` with N processes, every process walks the same
     global batches and trains on its shard of each (instructflow.models.distributed):
@@ -275,36 +283,37 @@ def supervised_finetune(
         model.train()
         batches = length_bucketed_batches(lengths, cfg.batch_size, seed=seed * 1000 + epoch)
         first = start_batch if epoch == start_epoch else 0
-        for index in range(first, len(batches)):
-            if group.size == 1:
-                batch = {
-                    k: v.to(accelerator.device)
-                    for k, v in collate_sft([train[i] for i in batches[index]], pad_id).items()
-                }
-                loss_sum, count = sft_loss_sum(model, batch)
-                loss = shown = loss_sum / max(1, count)
-            else:
-                loss, shown = _sharded_sft_loss(model, train, batches[index], group, pad_id)
-            guarded_step(accelerator, model, loss, optimizer, scheduler, cfg.grad_clip, step)
-            if step % log_every == 0:
-                shown = float(group.sum(shown.detach()))  # every process takes part
-                metrics = {"train_loss": shown, "lr": scheduler.get_last_lr()[0]}
-                on_log(step, metrics, steps_per_epoch * epochs, "step")
-            step += 1
-            after_step(
-                store,
-                step,
-                lambda s=step, e=epoch, b=index + 1: loop_state(
-                    accelerator,
-                    model,
-                    optimizer,
-                    scheduler,
-                    step=s,
-                    epoch=e,
-                    batch=b,
-                    carry=dict(carry or {}),
-                ),
-            )
+        with compiled_trunk(model, torch_compile):
+            for index in range(first, len(batches)):
+                if group.size == 1:
+                    batch = {
+                        k: v.to(accelerator.device)
+                        for k, v in collate_sft([train[i] for i in batches[index]], pad_id).items()
+                    }
+                    loss_sum, count = sft_loss_sum(model, batch)
+                    loss = shown = loss_sum / max(1, count)
+                else:
+                    loss, shown = _sharded_sft_loss(model, train, batches[index], group, pad_id)
+                guarded_step(accelerator, model, loss, optimizer, scheduler, cfg.grad_clip, step)
+                if step % log_every == 0:
+                    shown = float(group.sum(shown.detach()))  # every process takes part
+                    metrics = {"train_loss": shown, "lr": scheduler.get_last_lr()[0]}
+                    on_log(step, metrics, steps_per_epoch * epochs, "step")
+                step += 1
+                after_step(
+                    store,
+                    step,
+                    lambda s=step, e=epoch, b=index + 1: loop_state(
+                        accelerator,
+                        model,
+                        optimizer,
+                        scheduler,
+                        step=s,
+                        epoch=e,
+                        batch=b,
+                        carry=dict(carry or {}),
+                    ),
+                )
         unwrapped = accelerator.unwrap_model(model)
         on_epoch(epoch, response_loss(unwrapped, valid, pad_id), unwrapped)
 

@@ -1,9 +1,10 @@
-"""How a training loop runs: numeric precision, the optimizer, gradient checkpointing, peak memory.
+"""How a training loop runs: numeric precision, the optimizer, compilation, gradient checkpointing, peak memory.
 
 Pure torch and Accelerate, shared by every training loop so a stage's
-`precision` and `gradient_checkpointing` mean the same thing everywhere.
+`precision`, `torch_compile` and `gradient_checkpointing` mean the same thing everywhere.
 """
 
+import contextlib
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -12,6 +13,7 @@ from typing import Literal
 import torch
 from accelerate import Accelerator, DistributedDataParallelKwargs
 from accelerate.state import AcceleratorState
+from accelerate.utils import extract_model_from_parallel
 from pydantic import Field
 from transformers import PreTrainedModel
 
@@ -23,6 +25,14 @@ def precision_field():
     return Field(
         "fp32",
         description="fp32, or mixed precision: bf16 / fp16 autocast with fp32 weights (fp16 is for CUDA; on CPU use bf16).",
+    )
+
+
+def torch_compile_field():
+    """The `torch_compile` field of the supervised training configs (SFT, reward model), declared once."""
+    return Field(
+        False,
+        description="Run the training steps through torch.compile (inductor, dynamic shapes; bench/mfu.py measures what it gives against eager steps), after a one-time compile of about 30 s per stage (a few seconds once torch's on-disk cache holds it). Needs a C++ compiler (g++ or clang++, or $CXX). Checkpoints, validation and sampling are the eager model's; training steps round floats differently, so figures move within their noise.",
     )
 
 
@@ -89,6 +99,47 @@ def adamw(params, **settings) -> torch.optim.AdamW:
     params = list(params)
     fused = all(p.device.type in _FUSED_ADAMW_DEVICES and p.is_floating_point() for p in params)
     return torch.optim.AdamW(params, fused=fused or None, **settings)
+
+
+def cxx_compiler_missing() -> str | None:
+    """Why torch.compile cannot build CPU kernels here, or None when it can."""
+    from torch._inductor import cpp_builder
+
+    try:
+        cpp_builder.get_cpp_compiler()
+    except Exception as error:  # inductor raises its own InvalidCxxCompiler, or OSError
+        return str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+    return None
+
+
+@contextlib.contextmanager
+def compiled_trunk(model: torch.nn.Module, enabled: bool = True):
+    """The model's trunk (its transformer blocks) compiled in place while the block runs.
+
+    The trunk, not the whole model: the reward model calls its trunk and its
+    score head separately, and the LM heads' `logits_to_keep` slicing is cheap
+    anyway. In place (`nn.Module.compile`), so parameters, state-dict keys,
+    DDP, PEFT and the optimizer see the same modules. Dynamic shapes: batches
+    are length-bucketed, and one graph serves every length. Back to eager on
+    exit: validation and sampling would each need graphs of their own
+    (no-grad, key/value cache) for a few passes.
+    """
+    if not enabled:
+        yield
+        return
+    trunk = _trunk(model)
+    trunk.compile(dynamic=True)
+    try:
+        yield
+    finally:
+        trunk._compiled_call_impl = None  # what nn.Module.compile set; None calls forward eagerly
+
+
+def _trunk(model: torch.nn.Module) -> torch.nn.Module:
+    inner = extract_model_from_parallel(model)
+    if hasattr(inner, "get_base_model"):  # PEFT: the adapted Hugging Face model
+        inner = inner.get_base_model()
+    return inner.base_model  # GPT-2's `transformer`, Llama's `model`, ...
 
 
 def enable_gradient_checkpointing(model: PreTrainedModel) -> None:

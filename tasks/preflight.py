@@ -40,7 +40,7 @@ from instructflow.tasks.input_checks import (
     table_problems,
 )
 from instructflow.tasks.paths import runs_dir
-from instructflow.tasks.precision_checks import PARAMS, precision_problems
+from instructflow.tasks.runtime_checks import PARAMS, runtime_problems
 from instructflow.tasks.stage import content_digest, import_closure_digest, mark_done, stage_key
 from instructflow.tasks.tables import Problem, TableError, check_user_splits
 from instructflow.world import layout
@@ -64,7 +64,7 @@ def _param_problems(params: Any) -> list[Problem]:
     human = params.comparisons.human_comparisons
     if human and not Path(human).is_file():
         problems.append(Problem(human, 0, "comparisons.human_comparisons", "file not found"))
-    return problems + precision_problems(params)
+    return problems + runtime_problems(params)
 
 
 def _is_local(name: str) -> bool:

@@ -32,7 +32,12 @@ from instructflow.models.reward_model import (
     rewards,
     set_reward_offset,
 )
-from instructflow.models.runtime import PeakMemory, enable_gradient_checkpointing, make_accelerator
+from instructflow.models.runtime import (
+    PeakMemory,
+    compiled_trunk,
+    enable_gradient_checkpointing,
+    make_accelerator,
+)
 from instructflow.tasks import checkpoints, comparisons, launch, tracking
 from instructflow.tasks.concurrency import takes_training_slot
 from instructflow.tasks.stage import import_closure_digest, prefect_options
@@ -48,7 +53,7 @@ BY_FAMILY_PREFIX = "rm/accuracy_vs_gold/"
 class RewardModelConfig(SupervisedOptions):
     """Reward-model training."""
 
-    # batch_size, lora, precision, gradient_checkpointing: declared by SupervisedOptions.
+    # batch_size, lora, precision, torch_compile, gradient_checkpointing: declared by SupervisedOptions.
 
     epochs: int = Field(2, ge=1, description="Passes over the comparisons (InstructGPT: 1).")
     lr: float = Field(5e-4, gt=0, description="Peak learning rate.")
@@ -186,36 +191,37 @@ def train_reward_model(
             order = torch.randperm(len(train), generator=generator).tolist()
         batches = [order[i : i + cfg.batch_size] for i in range(0, len(order), cfg.batch_size)]
         first = start_batch if epoch == start_epoch else 0
-        for index in range(first, len(batches)):
-            # Under `accelerate launch`: this process's prompts of the global batch, and
-            # its share of the batch's mean loss (instructflow.models.distributed).
-            mine, real = group.batch_shard(batches[index])
-            batch = [train[i] for i in mine]
-            ranking = ranking_tensor(batch, device=accelerator.device)
-            mean = kwise_ranking_loss(_forward(model, tokenizer, batch, max_len), ranking)
-            share = mean * (len(mine) if real else 0) / len(batches[index])
-            loss = mean if group.size == 1 else share * group.size
-            guarded_step(accelerator, model, loss, optimizer, scheduler, 1.0, step)
-            if step % log_every == 0:
-                shown = {"train_loss": float(group.sum(share.detach()))}
-                log(step, shown, cfg.epochs * len(batches), "step")
-            step += 1
-            after_step(
-                store,
-                step,
-                lambda s=step, e=epoch, b=index + 1, o=order, a=best_acc: loop_state(
-                    accelerator,
-                    model,
-                    optimizer,
-                    scheduler,
-                    generator,
-                    step=s,
-                    epoch=e,
-                    batch=b,
-                    order=o,
-                    best_acc=a,
-                ),
-            )
+        with compiled_trunk(model, cfg.torch_compile):
+            for index in range(first, len(batches)):
+                # Under `accelerate launch`: this process's prompts of the global batch, and
+                # its share of the batch's mean loss (instructflow.models.distributed).
+                mine, real = group.batch_shard(batches[index])
+                batch = [train[i] for i in mine]
+                ranking = ranking_tensor(batch, device=accelerator.device)
+                mean = kwise_ranking_loss(_forward(model, tokenizer, batch, max_len), ranking)
+                share = mean * (len(mine) if real else 0) / len(batches[index])
+                loss = mean if group.size == 1 else share * group.size
+                guarded_step(accelerator, model, loss, optimizer, scheduler, 1.0, step)
+                if step % log_every == 0:
+                    shown = {"train_loss": float(group.sum(share.detach()))}
+                    log(step, shown, cfg.epochs * len(batches), "step")
+                step += 1
+                after_step(
+                    store,
+                    step,
+                    lambda s=step, e=epoch, b=index + 1, o=order, a=best_acc: loop_state(
+                        accelerator,
+                        model,
+                        optimizer,
+                        scheduler,
+                        generator,
+                        step=s,
+                        epoch=e,
+                        batch=b,
+                        order=o,
+                        best_acc=a,
+                    ),
+                )
         unwrapped = accelerator.unwrap_model(model)
         predicted = score_rows(unwrapped, tokenizer, valid, max_len)
         ranking = ranking_tensor(valid)

@@ -28,7 +28,7 @@ from instructflow.world import layout
 class SFTConfig(SupervisedOptions):
     """Supervised fine-tuning on demonstrations."""
 
-    # batch_size, lora, precision, gradient_checkpointing: declared by SupervisedOptions.
+    # batch_size, lora, precision, torch_compile, gradient_checkpointing: declared by SupervisedOptions.
 
     epochs: int = Field(
         16,
@@ -120,6 +120,7 @@ def finetune(
         carry=best,
         precision=cfg.precision,
         log_every=log_every,
+        torch_compile=cfg.torch_compile,
     )
     fraction = trainable_fraction(model)
     if not main_process():

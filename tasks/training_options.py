@@ -1,15 +1,15 @@
-"""Options SFT and reward-model training share: batch size, LoRA adapters, precision, gradient checkpointing.
+"""Options SFT and reward-model training share: batch size, LoRA adapters, precision, compilation, gradient checkpointing.
 
 Declared once here (`SupervisedOptions`, the base of both stage configs), so
 the run form and a params file spell them the same way under each stage.
 The adapter settings themselves are `instructflow.models.lora.LoraOptions`; precision is
-`instructflow.models.runtime`'s, shared with PPO.
+`instructflow.models.runtime`'s, shared with PPO; so is torch_compile's.
 """
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from instructflow.models.lora import LoraOptions
-from instructflow.models.runtime import Precision, precision_field
+from instructflow.models.runtime import Precision, precision_field, torch_compile_field
 
 
 class SupervisedOptions(BaseModel):
@@ -27,6 +27,7 @@ class SupervisedOptions(BaseModel):
         description="LoRA adapters for this stage (null: full fine-tuning). Checkpoints are saved with the adapters merged: plain Hugging Face models.",
     )
     precision: Precision = precision_field()
+    torch_compile: bool = torch_compile_field()
     gradient_checkpointing: bool = Field(
         False,
         description="Recompute activations in the backward pass to save memory (SFT and RM; PPO trains in eval mode, where Hugging Face models do not checkpoint).",

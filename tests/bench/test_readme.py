@@ -56,6 +56,10 @@ def test_each_cell_from_its_field(tmp_path):
         "machine": "m2", "threads": 1, "checkpoint": "trained", "matmul_peak_flops_per_s": 2e9,
         "sft": {"tokens_per_s": 150.6, "mfu": 0.456, "steps": 20},
         "reward_model": {"tokens_per_s": 99.4, "mfu": 0.304},
+        "torch_compile": {
+            "sft": {"tokens_per_s": 180.4, "mfu": 0.546, "warmup_seconds": 31.2},
+            "reward_model": {"tokens_per_s": 120.6, "mfu": 0.367, "warmup_seconds": 8.6},
+        },
     })  # fmt: skip
     width = {"n_layer": 4, "reward_model": {"mfu": 0.333}}
     _write(tmp_path, "mfu_widths.json", {
@@ -85,6 +89,14 @@ def test_each_cell_from_its_field(tmp_path):
     assert "instructflow 0.012, TRL 0.046 (1 thread) | within TRL's CI" in text
     assert "151 tokens/s, MFU 0.46 of a 2.00 GFLOP/s matmul peak" in text
     assert "99 tokens/s, MFU 0.30" in text
+    assert (
+        "| SFT training step with `torch_compile`, 1 thread | 180 tokens/s, MFU 0.55"
+        " (after 31 s of compiling and warm-up) | MFU >= 0.40 | same |" in text
+    )
+    assert (
+        "| RM training step with `torch_compile`, 1 thread | 121 tokens/s, MFU 0.37 (after 9 s"
+        in text
+    )
     assert (
         "| SFT / RM step MFU by width, untrained 4-block GPT-2, 1 thread | width 128: 0.35 / 0.33,"
         " 768: 0.50 / 0.33 | MFU >= 0.40 (the demo is 128 wide) | `mfu_widths.py --widths 128 768` |"
