@@ -6,7 +6,7 @@ import hashlib
 import json
 from pathlib import Path
 
-from instructflow.tasks import registry
+from instructflow.tasks import registry, registry_pending
 from instructflow.tasks.registry_weights import (
     CHECKPOINT_TAG,
     WEIGHTS_TAG,
@@ -237,6 +237,7 @@ def test_a_reused_version_keeps_its_origin_and_names_the_run_that_confirmed_it(c
     names = (POLICY, RM)
     figures_a, figures_b = {"win_rate_vs_sft": 0.6, "policy": "ppo"}, {"win_rate_vs_sft": 0.55}
     registry.register_candidate(client, names, dirs_a, _lineage("a"), figures_a, {"acc": 0.7})
+    registry_pending.finish(client, [(POLICY, "1"), (RM, "1")])  # as run a's stage ends
     held = registered_version(client, POLICY, dirs_b[0])
     versions = registry.register_candidate(
         client, names, dirs_b, _lineage("b"), figures_b | {"policy": "ppo_ptx"}, {"acc": 0.71}
