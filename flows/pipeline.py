@@ -79,7 +79,7 @@ def rlhf_pipeline(
         run_info |= run_status.data_version(root / "data" / params.profile)
     tags = {k: str(v) for k, v in run_info.items()} | provenance.mlflow_tags(prov) | live
     with (
-        lifecycle.ended(live),
+        lifecycle.ended(live, experiment_id),
         mlflow.start_run(
             run_name=f"rlhf-{params.profile}-seed{params.seed}-{flow_run.name}",  # as in Prefect
             tags=tags,
