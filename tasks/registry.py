@@ -46,7 +46,7 @@ from instructflow.tasks.model_card import (
     reward_model_card,
 )
 from instructflow.tasks.registry_config import POLICY_MODEL  # noqa: F401  (re-exported)
-from instructflow.tasks.registry_flavors import LOGGERS
+from instructflow.tasks.registry_flavors import LOGGERS, create_version
 from instructflow.tasks.registry_lookup import (
     alias_version,  # noqa: F401  (re-exported: flows and tests call registry.<name>)
     champion_version,
@@ -104,7 +104,7 @@ def _register(
     # Born marked as being written (one write: no kill falls between); the stage clears the
     # mark once all its writes are done (tasks/registry_pending.py).
     tags = tags | weight_tags(model_dir) | registry_pending.pending_tags()
-    version = mlflow.register_model(info.model_uri, name, tags=_tag_values(tags))
+    version = create_version(MlflowClient(), info, name, _tag_values(tags))
     if description:
         MlflowClient().update_model_version(name, version.version, description=description)
     return str(version.version), True
