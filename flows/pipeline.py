@@ -162,7 +162,7 @@ def _data(root: Path, params: PipelineParams, base_model_dir, parent_id: str, ti
         return checked
     version = checked["version"]
     timings["data_restore"] = round(time.perf_counter() - started, 2)
-    tracking.batched.add_metrics(parent_id, {"stage_seconds/data_restore": timings["data_restore"]})
+    tracking.log_stage_seconds(parent_id, "data_restore", timings["data_restore"])
     mlflow.set_tags(data.version_tags(version))
     get_run_logger().info(data.describe(version))
     tracking.log_data_version(
