@@ -296,7 +296,8 @@ def registry_status(name: str, versions: dict[str, dict], aliases: dict[str, str
         lines += [
             "",
             f"Incomplete: v{', v'.join(incomplete)} (tag `{WRITE_TAG}`): the run that "
-            "registered it was stopped, or is still, writing it; no candidate, never champion",
+            "registered it was stopped while writing it (or is writing it still); no "
+            "candidate, never champion",
         ]
     return "\n".join([*lines, "", ALIASES.format(name=name)]) + "\n"
 
