@@ -11,7 +11,7 @@ time (the registry's slot), and registry writes are undone if one fails.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from transformers import AutoTokenizer
@@ -23,13 +23,14 @@ from instructflow.tasks import (
     own_evaluation,
     registry,
     registry_lookup,
+    registry_pending,
     storage_faults,
     tracking,
 )
 from instructflow.tasks.concurrency import registry_slot
 from instructflow.tasks.evaluation import Policy, flat_metrics
 from instructflow.tasks.gate import alias_effect, judge_decision
-from instructflow.tasks.model_card import JUDGE_EVIDENCE, describe_registered_model, model_card
+from instructflow.tasks.model_card import JUDGE_EVIDENCE, model_card
 from instructflow.tasks.registry_snapshot import RegistrySnapshot
 
 
@@ -135,6 +136,8 @@ def register_and_gate(params: PipelineParams, result: dict, inputs: GateInputs) 
         held = registry.registered_version(client, policy_name, inputs.policy_dir)
         snapshot = RegistrySnapshot.take(client, [policy_name, rm_name])
         try:
+            for line in registry_pending.mark_interrupted(client, (policy_name, rm_name)):
+                print(line, flush=True)
             version, rm_version = registry.register_candidate(
                 client,
                 (policy_name, rm_name),
@@ -143,20 +146,24 @@ def register_and_gate(params: PipelineParams, result: dict, inputs: GateInputs) 
                 policy_metrics | {"policy": candidate},
                 rm_metrics,
             )
-            # approval_asked: the calling flow pauses for a person (flows/approval.py)
+            # approval_asked: the calling flow pauses for a person (flows/approval.py);
+            # `champion` moves last, once the version is whole (complete_and_promote)
+            tagged = replace(effect, promote=False)
             decision = registry.record_decision(
-                client, policy_name, version, decision, effect, JUDGE_EVIDENCE, approval_asked=True
+                client, policy_name, version, decision, tagged, JUDGE_EVIDENCE, approval_asked=True
             )
             gate = _gate_block(cfg, decision, effect, win, accuracy, candidate, client, policy_name)
             gate |= {"prompts": prompts, "note": elsewhere}
             gate |= {"policy_version": version, "reward_model_version": rm_version}
+            gate |= {"champion": version} if effect.promote else {}
             gate |= registry.registered_block(policy_name, held, inputs.policy_dir)
             if inputs.candidate_note:
                 gate["candidate_note"] = inputs.candidate_note
             origin = client.get_model_version(policy_name, version).tags if held else None
             card = model_card(policy_name, version, lineage, policy_metrics, gate, origin)
             registry_lookup.write_card(client, policy_name, version, card)
-            describe_registered_model(client, policy_name)  # where `champion` stands now
+            written = ((policy_name, version), (rm_name, rm_version))
+            registry.complete_and_promote(client, written, effect.promote)
         except BaseException as error:
             snapshot.restore_after(client, error)
             raise

@@ -79,7 +79,7 @@ def rlhf_pipeline(
         run_info |= run_status.data_version(root / "data" / params.profile)
     tags = {k: str(v) for k, v in run_info.items()} | provenance.mlflow_tags(prov) | live
     with (
-        lifecycle.ended(live),
+        lifecycle.ended(live, experiment_id),
         mlflow.start_run(
             run_name=f"rlhf-{params.profile}-seed{params.seed}-{flow_run.name}",  # as in Prefect
             tags=tags,
@@ -162,7 +162,7 @@ def _data(root: Path, params: PipelineParams, base_model_dir, parent_id: str, ti
         return checked
     version = checked["version"]
     timings["data_restore"] = round(time.perf_counter() - started, 2)
-    tracking.batched.add_metrics(parent_id, {"stage_seconds/data_restore": timings["data_restore"]})
+    tracking.log_stage_seconds(parent_id, "data_restore", timings["data_restore"])
     mlflow.set_tags(data.version_tags(version))
     get_run_logger().info(data.describe(version))
     tracking.log_data_version(

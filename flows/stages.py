@@ -87,7 +87,7 @@ def run_stage(
     seconds = round(time.perf_counter() - started, 2)  # MLflow showed 16 digits
     if timings is not None:
         timings[stage_name] = seconds
-    tracking.batched.add_metrics(parent_run_id, {f"stage_seconds/{stage_name}": seconds})
+    tracking.log_stage_seconds(parent_run_id, stage_name, seconds)
     get_run_logger().info("stage %s: %s (%s) in %.1f s", stage_name, state.name, key, seconds)
     return result
 

@@ -25,6 +25,8 @@ class BatchedLog:
     def __init__(self) -> None:
         self._metrics: dict[str, list[Metric]] = {}  # run id -> metrics not yet written
         self._params: dict[str, list[Param]] = {}  # run id -> params not yet written
+        # run id -> metrics written only when the run's block ends (add_closing_metrics)
+        self._closing: dict[str, list[Metric]] = {}
         self._oldest: dict[str, float] = {}  # run id -> when its oldest waiting entry came
         self._lock = threading.Lock()  # stages of two lanes log from two threads
 
@@ -43,10 +45,21 @@ class BatchedLog:
         if time.monotonic() - oldest >= self.FLUSH_SECONDS:
             self.flush(run_id)
 
-    def flush(self, run_id: str, quiet: bool = False) -> None:
-        """Write what waits for `run_id`; `quiet`: drop it if the store refuses."""
+    def add_closing_metrics(self, run_id: str, metrics: dict[str, float]) -> None:
+        """Metrics written after every other when the run's block ends (flush with
+        `closing`): MLflow's run Overview lists metrics in the order each was first
+        logged, so these (a pipeline's stage seconds) come after its figures."""
+        stamp = int(time.time() * 1000)
+        with self._lock:
+            waiting = self._closing.setdefault(run_id, [])
+            waiting += [Metric(k, v, stamp, 0) for k, v in metrics.items()]
+
+    def flush(self, run_id: str, quiet: bool = False, closing: bool = False) -> None:
+        """Write what waits for `run_id`, with its closing metrics if `closing` (its block
+        ends); `quiet`: drop it if the store refuses."""
         with self._lock:
             metrics = self._metrics.pop(run_id, [])
+            metrics += self._closing.pop(run_id, []) if closing else []
             params = self._params.pop(run_id, [])
             self._oldest.pop(run_id, None)
         try:

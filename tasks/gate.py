@@ -75,14 +75,19 @@ class GateDecision:
 
 
 def decision_tags(decision: GateDecision) -> dict[str, str]:
-    """The model-version tags of a decision, `gate_<field>` (None fields left out): the win
-    rate and its CI to 3 decimals, the CI as "[low, high]", as the reason writes them."""
-    tags = {f"gate_{k}": str(v) for k, v in asdict(decision).items() if v is not None}
-    low, high = decision.ci95
-    return tags | {
-        "gate_win_rate": f"{decision.win_rate:.3f}",
-        "gate_ci95": f"[{low:.3f}, {high:.3f}]",
+    """The model-version tags of a decision, `gate_<field>` (None fields left out): every
+    figure (win rate, public-suite accuracies, win margin) to 3 decimals and the CI as
+    "[low, high]", as the reason writes them."""
+    fields = asdict(decision)
+    tags = {
+        f"gate_{k}": f"{v:.3f}"
+        if isinstance(v, int | float) and not isinstance(v, bool)
+        else str(v)
+        for k, v in fields.items()
+        if v is not None and k != "ci95"
     }
+    low, high = decision.ci95
+    return tags | {"gate_ci95": f"[{low:.3f}, {high:.3f}]"}
 
 
 @dataclass(frozen=True)

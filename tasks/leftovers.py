@@ -32,6 +32,10 @@ from mlflow import MlflowClient
 from instructflow.tasks.paths import project_root, runs_dir
 
 LIVE = ".live"
+# The run's liveness token is bookkeeping, read only while its MLflow run is RUNNING: it is
+# deleted from the run once the run ends (lifecycle.ended) or is found dead (reap), so the
+# MLflow UI shows it on no finished run. (The UI hides only keys that start with `mlflow.`
+# or `_mlflow_`: MLflow's own namespace, not a project's.) Host and root stay: where it ran.
 TAG_TOKEN, TAG_HOST, TAG_ROOT = "instructflow_live_token", "instructflow_host", "instructflow_root"
 _held: dict[str, int] = {}  # token -> open file descriptor holding the lock
 
@@ -60,7 +64,10 @@ def unregister(token: str) -> None:
 
 
 def is_alive(token: str) -> bool:
-    """True while the run that registered `token` holds its lock."""
+    """True while the run that registered `token` holds its lock (no token: not alive, a run
+    that lost it while ending)."""
+    if not token:
+        return False
     if token in _held:
         return True
     path = live_dir() / token
@@ -108,9 +115,16 @@ def reap_mlflow_runs(client: MlflowClient, experiment_id: str) -> list[str]:
         for run in [*children, parent]:
             client.set_terminated(run.info.run_id, "KILLED")
         client.set_tag(parent.info.run_id, "killed_found_by", "a later run")
+        forget_token(client, parent.info.run_id, parent.data.tags)
         _crash_flow_run(parent.data.tags.get("prefect_flow_run_id", ""))
         reaped.append(parent.info.run_id)
     return reaped
+
+
+def forget_token(client: MlflowClient, run_id: str, tags: dict[str, str]) -> None:
+    """Delete the liveness token from a run that no longer runs (it meant nothing after)."""
+    if TAG_TOKEN in tags:
+        client.delete_tag(run_id, TAG_TOKEN)
 
 
 def _crash_flow_run(flow_run_id: str) -> None:

@@ -36,8 +36,20 @@ def start_run(experiment_id: str, logger) -> dict[str, str]:
 
 
 @contextmanager
-def ended(live: dict[str, str]) -> Iterator[None]:
+def ended(live: dict[str, str], experiment_id: str) -> Iterator[None]:
+    """Release this run's liveness lock however the block ends, and take its token off the
+    MLflow run it tagged (experiment `experiment_id`): bookkeeping no one reads once the
+    run has ended. A store that cannot be reached leaves the token: a later run's reaper
+    takes it off instead."""
+    token = live[leftovers.TAG_TOKEN]
     try:
         yield
     finally:
-        leftovers.unregister(live[leftovers.TAG_TOKEN])
+        try:
+            client = MlflowClient()
+            tagged = f"tags.{leftovers.TAG_TOKEN} = '{token}'"
+            for run in client.search_runs([experiment_id], filter_string=tagged):
+                leftovers.forget_token(client, run.info.run_id, run.data.tags)
+        except Exception:  # noqa: BLE001  (never hide how the run ended behind this)
+            pass
+        leftovers.unregister(token)

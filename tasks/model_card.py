@@ -7,6 +7,8 @@ promotion gate saw and decided.
 
 from typing import Any
 
+from instructflow.tasks.registry_pending import WRITE_TAG, is_incomplete
+
 # The tag prefix of the run that last trained a reused version's weights again
 # (tasks/registry_weights.py writes them; the card and the registry's status read them).
 CONFIRMED = "last_confirmed_by_"
@@ -268,8 +270,11 @@ def _decided(tags: dict) -> str:
 def registry_status(name: str, versions: dict[str, dict], aliases: dict[str, str]) -> str:
     """Markdown for the registered model's description: which version is champion and how
     it got there, or that there is none yet; the challenger; what the aliases mean.
-    `versions`: each version's tags."""
+    `versions`: each version's tags; one a run stopped while writing (tasks/registry_pending.py)
+    is named apart, as no candidate."""
     lines = [f"# {name}", ""]
+    incomplete = sorted((v for v, tags in versions.items() if is_incomplete(tags)), key=int)
+    versions = {v: tags for v, tags in versions.items() if v not in incomplete}
     champion, challenger = aliases.get("champion"), aliases.get("challenger")
     if champion is not None:
         lines.append(f"**Champion: v{champion}**, {_promoted(versions.get(champion, {}))}")
@@ -287,6 +292,13 @@ def registry_status(name: str, versions: dict[str, dict], aliases: dict[str, str
         tags = versions.get(challenger, {})
         decided = f": {_decided(tags)}" if champion is not None else ""  # else said above
         lines += ["", f"Challenger: v{challenger} ({_run(tags)}){decided}"]
+    if incomplete:
+        lines += [
+            "",
+            f"Incomplete: v{', v'.join(incomplete)} (tag `{WRITE_TAG}`): the run that "
+            "registered it was stopped while writing it (or is writing it still); no "
+            "candidate, never champion",
+        ]
     return "\n".join([*lines, "", ALIASES.format(name=name)]) + "\n"
 
 
@@ -306,7 +318,8 @@ def describe_reward_models(client, name: str, policy_name: str) -> str:
     """Write what `name` holds as its description (MLflow's registered model page, else
     empty) and return it: the reward models registered beside `policy_name`'s versions
     (a policy version's tag `reward_model_version` names its own) and how to load one."""
-    versions = [str(v.version) for v in client.search_model_versions(f"name = '{name}'")]
+    found = client.search_model_versions(f"name = '{name}'")
+    versions = [str(v.version) for v in found if not is_incomplete(v.tags)]  # none half-written
     latest = f"v{max(versions, key=int)}" if versions else "none yet"
     text = (
         f"# {name}\n\n"

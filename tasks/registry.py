@@ -12,11 +12,11 @@ no champion yet, or a champion that cannot be loaded, the bar is SFT.
 Order matters: the head-to-head runs first, on the local checkpoints; only
 then is anything written to the registry, and a failure while writing puts
 back the versions and aliases that were there before. A failed run never
-touches the registry.
+touches the registry. A kill runs no handler: the versions it was writing keep
+the mark they were born with, `champion` having moved to none of them (it moves
+last), and the next registry stage marks them interrupted (tasks/registry_pending.py).
 """
 
-import glob
-import shutil
 from dataclasses import asdict, replace
 from pathlib import Path
 
@@ -27,7 +27,7 @@ from prefect.artifacts import create_markdown_artifact
 
 from instructflow.models.lm import load_causal_lm
 from instructflow.models.tokenizer import tokenizer_digest
-from instructflow.tasks import gate_margin, storage_faults, tracking
+from instructflow.tasks import gate_margin, registry_pending, storage_faults, tracking
 from instructflow.tasks.concurrency import registry_slot
 from instructflow.tasks.evaluation import EvalConfig, Policy, head_to_head
 from instructflow.tasks.gate import (
@@ -45,14 +45,21 @@ from instructflow.tasks.model_card import (
     model_card,
     reward_model_card,
 )
-from instructflow.tasks.registry_config import POLICY_MODEL
-from instructflow.tasks.registry_flavors import LOGGERS
+from instructflow.tasks.registry_config import POLICY_MODEL  # noqa: F401  (re-exported)
+from instructflow.tasks.registry_flavors import LOGGERS, create_version
 from instructflow.tasks.registry_lookup import (
-    alias_version,
+    alias_version,  # noqa: F401  (re-exported: flows and tests call registry.<name>)
     champion_version,
     make_champion,
     reconcile_champion,
     write_card,
+)
+from instructflow.tasks.registry_rival import (  # whom the gate plays; flows and tests
+    choose_incumbent,  # call the others as registry.<name>, as before they moved
+    gate_opponent,  # noqa: F401
+    local_checkpoint,  # noqa: F401
+    registry_moved,  # noqa: F401
+    rival_champion,  # noqa: F401
 )
 from instructflow.tasks.registry_snapshot import RegistrySnapshot
 from instructflow.tasks.registry_weights import (
@@ -70,51 +77,6 @@ def _tag_values(tags: dict) -> dict[str, str]:
     return {k: str(v) for k, v in tags.items() if v is not None}
 
 
-def rival_champion(client: MlflowClient, policy_dir: str, name: str = POLICY_MODEL) -> str | None:
-    """The champion version this checkpoint must beat; None (the bar is SFT) with no
-    champion, or when the champion holds this checkpoint's weights (from whichever run)."""
-    champion = champion_version(client, name)
-    if champion is None:
-        return None
-    return None if registered_version(client, name, policy_dir) == champion else champion
-
-
-def gate_opponent(client: MlflowClient, policy_dir: str, name: str = POLICY_MODEL) -> str:
-    """Whom the gate will judge this checkpoint against: part of the registry stage's cache key.
-
-    A champion that moved to other weights since the stage last ran makes its
-    cached decision stale; these weights as champion do not.
-    """
-    champion = rival_champion(client, policy_dir, name)
-    return f"{name} champion v{champion}" if champion else f"{name} sft"
-
-
-def registry_moved(
-    client: MlflowClient, result: dict, names: tuple[str, str], dirs: tuple[str, str]
-) -> str | None:
-    """What a finished registry stage's `result` says that the registry no longer holds, or None.
-
-    The stage's cache key covers whom the gate plays (gate_opponent) but not what
-    later runs or people did to the versions and aliases it reported: a later
-    run's candidate now `challenger`, a version deleted. Such a result is stale.
-    `names` and `dirs`: (policy, reward model) registered model names and checkpoints.
-    """
-    reported = (result["policy_version"], result["reward_model_version"])
-    for name, model_dir, version in zip(names, dirs, reported, strict=True):
-        if registered_version(client, name, model_dir) != version:
-            return f"{name} v{version} (this run's checkpoint) is no longer registered"
-    challenger = alias_version(client, names[0], "challenger")
-    if challenger != reported[0]:
-        return f"{names[0]}'s challenger is v{challenger}, not this run's v{reported[0]}"
-    # The result reports where `champion` stood; a person promoting (or unsetting) it since
-    # leaves the key alone when the opponent stays SFT, so compare it too.
-    champion = champion_version(client, names[0])
-    if champion != result.get("champion"):
-        was = f"v{result['champion']}" if result.get("champion") else "none"
-        return f"{names[0]}'s champion is {f'v{champion}' if champion else 'none'}, not {was}"
-    return None
-
-
 def register(
     model_dir: str, name: str, kind: str, tags: dict, description: str | None = None
 ) -> str:
@@ -123,9 +85,12 @@ def register(
 
     Weights a version already holds (an earlier run's, registered from any
     folder) keep that version and its lineage: registering again would only make
-    a duplicate. A new version is tagged with its weights' digest.
+    a duplicate. A new version is tagged with its weights' digest. Its writes end
+    here, so its being-written mark is cleared (a stage's candidate keeps it longer).
     """
-    return _register(model_dir, name, kind, tags, description)[0]
+    version = _register(model_dir, name, kind, tags, description)[0]
+    registry_pending.finish(MlflowClient(), [(name, version)])
+    return version
 
 
 def _register(
@@ -136,9 +101,10 @@ def _register(
     if existing is not None:
         return existing, False
     info = LOGGERS[kind](model_dir, name)
-    version = mlflow.register_model(
-        info.model_uri, name, tags=_tag_values(tags | weight_tags(model_dir))
-    )
+    # Born marked as being written (one write: no kill falls between); the stage clears the
+    # mark once all its writes are done (tasks/registry_pending.py).
+    tags = tags | weight_tags(model_dir) | registry_pending.pending_tags()
+    version = create_version(MlflowClient(), info, name, _tag_values(tags))
     if description:
         MlflowClient().update_model_version(name, version.version, description=description)
     return str(version.version), True
@@ -165,24 +131,9 @@ def register_candidate(
     if source := card_source(client, rm_name, rm_version, new_rm, lineage, rm_metrics):
         card = reward_model_card(rm_name, rm_version, *source, (name, version))
         client.update_model_version(rm_name, rm_version, description=card)
-    describe_reward_models(client, rm_name, name)  # its MLflow page: what it holds, how to load
     if not new_policy:  # its figures now the gate's run's, as its gate tags and card are
         confirm_reuse(client, name, version, lineage, policy_tags | tags)
     return version, rm_version
-
-
-def local_checkpoint(name: str, version: str) -> str:
-    """Download a registered version and return the folder of its Hugging Face checkpoint."""
-    root = Path(mlflow.artifacts.download_artifacts(artifact_uri=f"models:/{name}/{version}"))
-    if (root / "model" / "config.json").exists() and (root / "components" / "tokenizer").is_dir():
-        # transformers flavor: weights in model/, tokenizer beside them in components/.
-        for file in (root / "components" / "tokenizer").iterdir():
-            shutil.copy2(file, root / "model" / file.name)
-        return str(root / "model")
-    configs = glob.glob(f"{root}/artifacts/*/config.json")
-    if not configs:
-        raise FileNotFoundError(f"no Hugging Face checkpoint inside models:/{name}/{version}")
-    return str(Path(configs[0]).parent)
 
 
 def registered_block(name: str, held: str | None, policy_dir: str) -> dict:
@@ -225,25 +176,19 @@ def record_decision(
     return decision
 
 
-def choose_incumbent(
-    client: MlflowClient, name: str, policy_dir: str, sft_dir: str
-) -> tuple[Policy, str, str | None]:
-    """Whom the challenger plays: (policy, its name in the report, a note if the bar fell to SFT).
-
-    A champion whose checkpoint is missing or does not load cannot be judged;
-    the gate then plays SFT and says which version it skipped and why.
-    """
-    champion = rival_champion(client, policy_dir, name)
-    if champion is None:
-        return Policy("sft", Path(sft_dir)), "sft", None
-    try:
-        path = local_checkpoint(name, champion)
-        load_causal_lm(path)
-    except Exception as error:  # any reason a stored model cannot be opened
-        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        note = f"{name} v{champion} (champion) cannot be compared: {reason}; the gate played sft"
-        return Policy("sft", Path(sft_dir)), "sft", note
-    return Policy("champion", Path(path)), f"champion v{champion}", None
+def complete_and_promote(
+    client: MlflowClient, written: tuple[tuple[str, str], ...], promote: bool, by: str = "gate"
+) -> None:
+    """End a registry stage's writes: clear the being-written mark of the (name, version)s
+    in `written` (the policy's first), then move `champion` to the policy's version if
+    `promote`, so `champion` never points at a half-written version, and rewrite the
+    registered models' pages (where `champion` stands now; what the RMs hold, how to load)."""
+    registry_pending.finish(client, written)
+    (name, version), (rm_name, _) = written
+    if promote:
+        make_champion(client, name, version, by)
+    describe_reward_models(client, rm_name, name)
+    describe_registered_model(client, name)
 
 
 # --- Prefect wrapper ------------------------------------------------------------
@@ -327,6 +272,8 @@ def register_and_gate_task(
         held = registered_version(client, model_name, policy_dir)  # these weights, if registered
         snapshot = RegistrySnapshot.take(client, [model_name, reward_model_name])
         try:
+            for line in registry_pending.mark_interrupted(client, (model_name, reward_model_name)):
+                print(line, flush=True)
             if mended := reconcile_champion(client, model_name):
                 print(mended, flush=True)
             policy_version, rm_version = register_candidate(
@@ -339,26 +286,30 @@ def register_and_gate_task(
             )
             # With approval required, a passed gate waits for the person this flow asks next.
             effect = alias_effect(decision.promote, cfg.auto_promote, cfg.require_approval)
+            written = ((model_name, policy_version), (reward_model_name, rm_version))
+            # `champion` moves last, once the version is whole (complete_and_promote)
+            tagged = replace(effect, promote=False)
             record_decision(
                 client,
                 model_name,
                 policy_version,
                 decision,
-                effect,
+                tagged,
                 gate["evidence"],
                 approval_asked=True,
             )
+            champion = policy_version if effect.promote else champion_version(client, model_name)
             gate |= {
                 "policy_version": policy_version,
                 "promoted": effect.promote,
                 "awaiting_approval": effect.awaiting_approval,
                 "require_approval": cfg.require_approval,
-                "champion": champion_version(client, model_name),
+                "champion": champion,
             } | registered_block(model_name, held, policy_dir)
             origin = client.get_model_version(model_name, policy_version).tags if held else None
             card = model_card(model_name, policy_version, lineage, policy_metrics, gate, origin)
             write_card(client, model_name, policy_version, card)  # with where champion is
-            describe_registered_model(client, model_name)  # where `champion` stands now
+            complete_and_promote(client, written, effect.promote)
         except BaseException as error:
             snapshot.restore_after(client, error)
             raise

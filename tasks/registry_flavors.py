@@ -1,7 +1,8 @@
 """How a checkpoint is stored with a registered version: the policy in MLflow's
 transformers flavor (loads and serves without this project), the reward model
-as a pyfunc with a signature."""
+as a pyfunc with a signature; and the version made from the logged model."""
 
+import json
 import logging
 import warnings
 from collections.abc import Iterator
@@ -9,8 +10,12 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import mlflow
+from mlflow import MlflowClient
+from mlflow.exceptions import MlflowException
 from mlflow.models import ModelSignature
+from mlflow.protos.databricks_pb2 import RESOURCE_DOES_NOT_EXIST, ErrorCode
 from mlflow.types import ColSpec, Schema
+from mlflow.utils.mlflow_tags import MLFLOW_MODEL_VERSIONS
 
 from instructflow.models.lm import load_causal_lm
 
@@ -76,3 +81,27 @@ def log_reward_model(model_dir: str, name: str):
 
 
 LOGGERS = {"policy": log_policy, "reward_model": log_reward_model}
+
+
+def create_version(client: MlflowClient, info, name: str, tags: dict[str, str]):
+    """A new version of registered model `name` (created first if there is none) from the
+    logged model `info` (what a LOGGERS function returned), with `tags` in the same write.
+
+    What mlflow.register_model does, through the client: register_model prints "Registered
+    model ... already exists. Creating a new version of this model..." on every run after
+    the first, where a model existing is the normal case. Like it, the logged model's
+    page links the version (tag mlflow.modelVersions).
+    """
+    try:
+        client.get_registered_model(name)
+    except MlflowException as error:
+        if error.error_code != ErrorCode.Name(RESOURCE_DOES_NOT_EXIST):
+            raise  # a lost server is no missing model
+        client.create_registered_model(name)
+    model_id = getattr(info, "model_id", None)
+    version = client.create_model_version(name, info.model_uri, tags=tags, model_id=model_id)
+    if model_id:
+        linked = client.get_logged_model(model_id).tags.get(MLFLOW_MODEL_VERSIONS)
+        links = [*json.loads(linked or "[]"), {"name": name, "version": version.version}]
+        client.set_logged_model_tags(model_id, {MLFLOW_MODEL_VERSIONS: json.dumps(links)})
+    return version

@@ -12,6 +12,7 @@ from instructflow.tasks.model_card import (
     with_champion_status,
 )
 from instructflow.tasks.registry_config import POLICY_MODEL, RegistryLookupError
+from instructflow.tasks.registry_pending import incomplete_reason, is_incomplete
 
 # The tags that say how a version became champion, which only the champion holds: each
 # promotion writes its own set, and a version replaced drops them (they would read as if it
@@ -31,7 +32,8 @@ def alias_version(client: MlflowClient, name: str, alias: str) -> str | None:
 
 def find_version(client: MlflowClient, name: str, ref: str):
     """Version `ref` (a number or an alias) of registered model `name`, or a RegistryLookupError
-    naming what the registry holds instead (MLflow's own error is a traceback)."""
+    naming what the registry holds instead (MLflow's own error is a traceback), or saying
+    that the version is incomplete (a run stopped while writing it: tasks/registry_pending.py)."""
     ref = str(ref)  # MLflow's entities give versions as int
     try:
         model = client.get_registered_model(name)
@@ -40,9 +42,11 @@ def find_version(client: MlflowClient, name: str, ref: str):
         held = ", ".join(names) if names else "none yet: run the pipeline first"
         raise RegistryLookupError(f"no registered model {name!r} (registered: {held})") from None
     try:
-        if ref.isdigit():
-            return client.get_model_version(name, ref)
-        return client.get_model_version_by_alias(name, ref)
+        found = (
+            client.get_model_version(name, ref)
+            if ref.isdigit()
+            else client.get_model_version_by_alias(name, ref)
+        )
     except MlflowException:
         versions = sorted(int(v.version) for v in client.search_model_versions(f"name = '{name}'"))
         aliases = ", ".join(f"{a} -> v{v}" for a, v in sorted(model.aliases.items())) or "none"
@@ -51,6 +55,9 @@ def find_version(client: MlflowClient, name: str, ref: str):
             f"{name} has no {what} (versions: {', '.join(map(str, versions)) or 'none'}; "
             f"aliases: {aliases})"
         ) from None
+    if is_incomplete(found.tags):
+        raise RegistryLookupError(incomplete_reason(name, str(found.version), dict(found.tags)))
+    return found
 
 
 def champion_version(client: MlflowClient, name: str = POLICY_MODEL) -> str | None:
@@ -72,6 +79,9 @@ def make_champion(
     previous = champion_version(client, name)
     if previous == str(version):
         return False
+    tags = dict(client.get_model_version(name, version).tags or {})
+    if is_incomplete(tags):  # never champion: a run stopped while writing it
+        raise RegistryLookupError(incomplete_reason(name, str(version), tags))
     reconcile_champion(client, name)
     client.set_registered_model_alias(name, "champion", version)
     at = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")

@@ -27,6 +27,7 @@ from pathlib import Path
 from mlflow import MlflowClient
 
 from instructflow.tasks.model_card import CONFIRMED  # the run that last confirmed a version
+from instructflow.tasks.registry_pending import is_incomplete
 from instructflow.tasks.stage import content_digest
 from instructflow.tasks.weight_files import weight_paths
 
@@ -144,12 +145,13 @@ def card_source(
     A new version's are this run's. A reused version without a description was left
     by a run stopped between registering it and writing its card (a kill while the
     policy was being logged): its card is written from the tags that run gave it, so
-    its origin stays that run's, as its tags say.
+    its origin stays that run's, as its tags say. So is one whose description is the note
+    that its run was interrupted, or whatever part of a card that run wrote.
     """
     if new:
         return lineage, figures
     held = client.get_model_version(name, version)
-    if held.description:
+    if held.description and not is_incomplete(held.tags):
         return None
     tags = held.tags
     return {k: tags[k] for k in lineage if k in tags}, {

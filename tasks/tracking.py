@@ -191,11 +191,11 @@ def closing_run() -> Iterator[None]:
     except BaseException as error:
         # A failed run's figures up to the failure are worth having, but not worth hiding
         # the failure behind an error of the store's.
-        batched.flush(run_id, quiet=True)
+        batched.flush(run_id, quiet=True, closing=True)
         if is_interrupt(error) and mlflow.active_run():
             mlflow.end_run("KILLED")
         raise
-    batched.flush(run_id)
+    batched.flush(run_id, closing=True)
 
 
 def _finite(metrics: dict[str, float]) -> dict[str, float]:
@@ -211,6 +211,14 @@ def log_metrics(metrics: dict[str, float], step: int | None = None) -> None:
 
 
 batched = BatchedLog()
+
+
+def log_stage_seconds(run_id: str, stage: str, seconds: float) -> None:
+    """`stage_seconds/<stage>` on the pipeline's parent run, written when its block ends
+    (closing_run), after the figures a person opens the run for: MLflow's Overview lists
+    metrics in the order they were first logged. A kill -9 loses them there (each stage's
+    own run keeps its start and end); the report has them too."""
+    batched.add_closing_metrics(run_id, {f"stage_seconds/{stage}": seconds})
 
 
 def log_final_metrics(run_id: str, metrics: dict[str, float]) -> None:

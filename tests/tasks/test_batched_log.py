@@ -108,8 +108,8 @@ def test_a_tracked_stage_writes_settings_curve_and_figures_before_it_is_marked_d
     seen_at_done = {}
     real_flush = tracking.batched.flush
 
-    def flush_then_look(run_id, quiet=False):
-        real_flush(run_id, quiet)
+    def flush_then_look(run_id, quiet=False, closing=False):
+        real_flush(run_id, quiet, closing)
         if not (tmp_path / "out" / DONE_MARKER).exists():
             seen_at_done.update(store.get_run(run_id).data.params)
 
@@ -145,3 +145,26 @@ def test_an_interrupted_run_ends_killed_with_its_figures(store, monkeypatch):
             raise KeyboardInterrupt
     run = store.get_run(parent.info.run_id)
     assert run.info.status == "KILLED" and run.data.metrics == {"stage_seconds/sft": 1.5}
+
+
+def test_a_parent_runs_headline_figures_are_listed_before_its_stage_seconds(store):
+    import mlflow
+
+    tracking.setup()
+    # given a pipeline's parent run: each stage's seconds as it ends, the figures at the end
+    with mlflow.start_run() as parent, tracking.closing_run():
+        run_id = parent.info.run_id
+        tracking.log_stage_seconds(run_id, "sft", 1.5)
+        tracking.batched.flush(run_id)  # what a later stage's log does FLUSH_SECONDS on
+        tracking.log_stage_seconds(run_id, "evaluate", 2.0)
+        tracking.log_final_metrics(run_id, {"eval/sft/gold": 0.5, "judge/accuracy": 0.7})
+        tracking.log_stage_seconds(run_id, "registry", 0.25)
+    # then the store gives the figures first: MLflow's run Overview lists metrics in the order
+    # the store returns them (each key where it was first logged), not sorted by key
+    assert list(store.get_run(run_id).data.metrics) == [
+        "eval/sft/gold",
+        "judge/accuracy",
+        "stage_seconds/sft",
+        "stage_seconds/evaluate",
+        "stage_seconds/registry",
+    ]

@@ -62,8 +62,36 @@ def test_running_runs_of_a_dead_process_are_marked_killed_live_ones_kept(root):
             r: client.get_run(r.info.run_id).info.status for r in (dead, stage, live, elsewhere)
         }
         assert list(status.values()) == ["KILLED", "KILLED", "RUNNING", "RUNNING"]
+        # and the reaped run no longer shows its liveness token, which meant nothing after
+        assert leftovers.TAG_TOKEN not in client.get_run(dead.info.run_id).data.tags
+        assert (
+            client.get_run(dead.info.run_id).data.tags[leftovers.TAG_HOST]
+            == dead_tags[leftovers.TAG_HOST]
+        )
     finally:
         leftovers.unregister(live_tags[leftovers.TAG_TOKEN])
+
+
+def test_the_liveness_token_is_bookkeeping_gone_from_the_run_once_it_ends(root, monkeypatch):
+    from instructflow.tasks import lifecycle
+    from tests.conftest import use_project
+
+    client = MlflowClient(tracking_uri=use_project(monkeypatch, root))
+    experiment = client.create_experiment("x", artifact_location=(root / "a").as_uri())
+    live = leftovers.register()
+    # given a pipeline run's MLflow run, tagged with its liveness token while it runs
+    with lifecycle.ended(live, experiment):
+        run = client.create_run(experiment, tags=live).info.run_id
+        assert client.get_run(run).data.tags[leftovers.TAG_TOKEN] == live[leftovers.TAG_TOKEN]
+        client.set_terminated(run)
+    # then once it ends, the token (internal, read only while a run is RUNNING) is gone from
+    # the run's tags in the MLflow UI; its host and project root stay
+    tags = client.get_run(run).data.tags
+    assert leftovers.TAG_TOKEN not in tags
+    assert tags[leftovers.TAG_HOST] == live[leftovers.TAG_HOST]
+    # and a RUNNING run left without a token (its process died while ending) is reaped as dead
+    client.create_run(experiment, tags={k: v for k, v in live.items() if k != leftovers.TAG_TOKEN})
+    assert len(leftovers.reap_mlflow_runs(client, experiment)) == 1
 
 
 def _fake_server(home: str, orphan: bool) -> int:

@@ -71,6 +71,25 @@ def test_the_win_rate_and_its_ci_are_tagged_to_3_decimals_the_ci_as_a_list():
     assert client.tags["gate_ci95"] == "[0.583, 0.750]"
 
 
+def test_the_public_suite_figures_and_the_win_margin_are_tagged_to_3_decimals_too():
+    from dataclasses import replace
+
+    client = Recording()
+    # given public-suite accuracies and a sweep's margin with 16 digits
+    long = replace(
+        PASSED,
+        public_suite_challenger=0.7166666666666667,
+        public_suite_incumbent=0.6833333333333333,
+        win_margin=0.041666666666666664,
+    )
+    # when it is recorded
+    record_decision(client, "m", "3", long, AWAIT, "held-out labelers")
+    # then they read as the other gate figures do
+    assert client.tags["gate_public_suite_challenger"] == "0.717"
+    assert client.tags["gate_public_suite_incumbent"] == "0.683"
+    assert client.tags["gate_win_margin"] == "0.042"
+
+
 def test_a_passed_gate_is_tagged_with_its_evidence_and_made_champion():
     client = Recording()
     # when a passed gate that may promote is recorded
@@ -86,7 +105,7 @@ def test_a_passed_gate_is_tagged_with_its_evidence_and_made_champion():
         "gate_incumbent": "sft",
         "gate_win_rate": "0.700",
         "gate_ci95": "[0.620, 0.780]",
-        "gate_win_margin": "0.0",
+        "gate_win_margin": "0.000",
         "gate_evidence": "held-out judge",
         "promoted_by": "gate",  # no `previous_champion`: there was none to roll back to
     }
@@ -134,7 +153,7 @@ def test_a_failed_gate_moves_nothing_and_keeps_its_reason():
     recorded = record_decision(client, "m", "3", failed, nothing, "held-out labelers")
     assert recorded == failed and client.aliases == {}
     assert client.tags["gate_promote"] == "False"
-    assert client.tags["gate_public_suite_challenger"] == "0.8"
+    assert client.tags["gate_public_suite_challenger"] == "0.800"
 
 
 def test_a_version_champion_already_keeps_the_record_of_how_it_got_there():

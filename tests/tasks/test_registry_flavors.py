@@ -69,6 +69,11 @@ def test_registered_policy_and_reward_model_load_without_the_project(
     assert not [m for m in heard.messages if "hub" in m or "license" in m], heard.messages
     assert not [w for w in warned if "input example" in str(w.message)]
     MlflowClient().set_registered_model_alias(registry.POLICY_MODEL, "champion", version)
+    # and the logged model's page links the version made from it, as mlflow.register_model's does
+    source = MlflowClient().get_model_version(registry.POLICY_MODEL, version).source
+    logged = source.removeprefix("models:/")  # the logged model it was made from
+    links = MlflowClient().get_logged_model(logged).tags["mlflow.modelVersions"]
+    assert json.loads(links) == [{"name": registry.POLICY_MODEL, "version": int(version)}]
 
     # when a fresh process loads the champion with mlflow.transformers alone
     policy = _fresh_process(LOAD_POLICY, tmp_path)

@@ -1,7 +1,7 @@
 """The registry says where `champion` stands (the registered model's description), each
 registered version says where it came from, and the model card links the runs' pages."""
 
-from instructflow.tasks import promotion, registry
+from instructflow.tasks import promotion, registry, registry_pending
 from instructflow.tasks.registry_snapshot import RegistrySnapshot
 from tests.conftest import use_project
 
@@ -28,7 +28,9 @@ def _register(client, tmp_path, run: int) -> tuple[str, str]:
     dirs = (_checkpoint(tmp_path, f"ppo-{run}"), _checkpoint(tmp_path, f"rm-{run}"))
     lineage = LINEAGE | {"mlflow_parent_run_id": f"run{run}"}
     tags = {"policy": "ppo_ptx"}
-    return registry.register_candidate(client, (POLICY, RM), dirs, lineage, tags, {"acc": 0.75})
+    versions = registry.register_candidate(client, (POLICY, RM), dirs, lineage, tags, {"acc": 0.75})
+    registry_pending.finish(client, zip((POLICY, RM), versions, strict=True))  # as its stage ends
+    return versions
 
 
 def test_the_reward_model_carries_the_runs_lineage_and_a_card(client, tmp_path):

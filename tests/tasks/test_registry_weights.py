@@ -6,7 +6,7 @@ import hashlib
 import json
 from pathlib import Path
 
-from instructflow.tasks import registry
+from instructflow.tasks import registry, registry_pending
 from instructflow.tasks.registry_weights import (
     CHECKPOINT_TAG,
     WEIGHTS_TAG,
@@ -237,6 +237,7 @@ def test_a_reused_version_keeps_its_origin_and_names_the_run_that_confirmed_it(c
     names = (POLICY, RM)
     figures_a, figures_b = {"win_rate_vs_sft": 0.6, "policy": "ppo"}, {"win_rate_vs_sft": 0.55}
     registry.register_candidate(client, names, dirs_a, _lineage("a"), figures_a, {"acc": 0.7})
+    registry_pending.finish(client, [(POLICY, "1"), (RM, "1")])  # as run a's stage ends
     held = registered_version(client, POLICY, dirs_b[0])
     versions = registry.register_candidate(
         client, names, dirs_b, _lineage("b"), figures_b | {"policy": "ppo_ptx"}, {"acc": 0.71}
@@ -312,3 +313,15 @@ def test_a_reward_model_left_without_its_card_by_a_killed_run_gets_it_from_its_o
     # and a card once written is not written again by a later run
     registry.register_candidate(client, (POLICY, RM), dirs_b, _lineage("c"), {}, {"acc": 0.9})
     assert client.get_model_version(RM, "1").description == card
+
+
+def test_a_second_version_registers_without_mlflows_already_exists_line(client, tmp_path, capfd):
+    # given a registered model with a version
+    _run(client, tmp_path, 1)
+    capfd.readouterr()
+    # when a later run registers other weights in it
+    assert _run(client, tmp_path, 2, policy=b"better") == ("2", "1")
+    # then nothing is printed about the registered model existing (it is expected to)
+    out, err = capfd.readouterr()
+    assert "already exists" not in out + err, out + err
+    assert _versions(client, POLICY) == ["1", "2"]

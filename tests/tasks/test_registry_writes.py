@@ -3,13 +3,14 @@ and a champion that cannot be loaded is skipped with a one-line reason."""
 
 import json
 import shutil
+from dataclasses import replace
 from pathlib import Path
 
 import mlflow
 import pytest
 from mlflow import MlflowClient
 
-from instructflow.tasks import promotion, registry, tracking
+from instructflow.tasks import promotion, registry, registry_pending, tracking
 from instructflow.tasks.evaluation import EvalConfig
 from instructflow.tasks.gate import GateConfig
 from instructflow.tasks.registry_config import RegistryConfig
@@ -209,3 +210,73 @@ def test_the_champions_weights_again_reuse_its_version_and_it_stays_champion(gat
     assert run.data.tags["policy_version"] == "1"
     # while the first run registered it as new
     assert gate.first["gate"]["registered"] == "new"
+
+
+class Killed(BaseException):
+    """A SIGKILL, as the registry sees it: the process stops and no handler puts anything back."""
+
+
+def _killed_while_writing_its_card(gate: Gate, candidate: Path, monkeypatch) -> None:
+    """Run the gate on `candidate`, passing it whatever the match says, and kill the run after
+    its decision was recorded, while its card was being written."""
+    with monkeypatch.context() as patched:
+
+        def killed(*_args, **_kwargs):
+            raise Killed
+
+        patched.setattr(registry, "write_card", killed)
+        patched.setattr(registry.RegistrySnapshot, "restore_after", lambda *_a: None)
+        with pytest.raises(Killed):
+            gate.run(candidate)
+
+
+def _passing(monkeypatch) -> None:
+    real = registry.decide
+    passed = lambda *a: replace(real(*a), promote=True, reason="passed (test)")  # noqa: E731
+    monkeypatch.setattr(registry, "decide", passed)
+
+
+def test_a_run_killed_while_writing_leaves_no_half_written_champion(gate, tmp_path, monkeypatch):
+    # given a champion v1, and a candidate whose gate passes
+    _passing(monkeypatch)
+    candidate = _foreign_policy(tmp_path / "foreign", gate.profile_dir)
+    # when its run is killed after the gate's decision was recorded, before the card was written
+    _killed_while_writing_its_card(gate, candidate, monkeypatch)
+    # then its version is there, marked as being written, and `champion` did not move to it
+    version = gate.client.get_model_version(POLICY, "2")
+    assert version.tags[registry_pending.WRITE_TAG] == registry_pending.WRITING
+    assert str(registry.champion_version(gate.client, POLICY)) == "1"
+
+    # when the next run's candidate is another checkpoint
+    other = tmp_path / "runs" / "ppo-other" / "model"
+    shutil.copytree(gate.sft_dir, other)
+    config = json.loads((other / "config.json").read_text())
+    (other / "config.json").write_text(json.dumps(config | {"note": "other weights"}))
+    result = gate.run(other)
+    # then v2 is marked interrupted, by tag and card, and is neither champion nor challenger
+    version = gate.client.get_model_version(POLICY, "2")
+    assert version.tags[registry_pending.WRITE_TAG] == registry_pending.INTERRUPTED
+    assert version.description.startswith(f"# {POLICY} v2: INCOMPLETE")
+    assert result["policy_version"] == "3" and result["champion"] == "3"
+    assert str(registry.alias_version(gate.client, POLICY, "challenger")) == "3"
+    # and the run's own versions are complete
+    for name, key in ((POLICY, "policy_version"), (RM, "reward_model_version")):
+        tags = gate.client.get_model_version(name, result[key]).tags
+        assert registry_pending.WRITE_TAG not in tags, name
+
+
+def test_the_same_command_again_completes_a_version_its_killed_run_left(
+    gate, tmp_path, monkeypatch
+):
+    _passing(monkeypatch)
+    candidate = _foreign_policy(tmp_path / "foreign", gate.profile_dir)
+    _killed_while_writing_its_card(gate, candidate, monkeypatch)
+    # when the same command runs again (the same weights)
+    result = gate.run(candidate)
+    # then it completes v2: its card, gate tags, champion, and no mark left
+    version = gate.client.get_model_version(POLICY, "2")
+    assert result["policy_version"] == "2" and result["gate"]["registered"] == "existing"
+    assert registry_pending.WRITE_TAG not in version.tags
+    assert version.description.startswith(f"# {POLICY} v2\n")
+    assert version.tags["gate_promote"] == "True" and version.tags["promoted_by"] == "gate"
+    assert str(registry.champion_version(gate.client, POLICY)) == "2"
