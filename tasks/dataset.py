@@ -339,6 +339,8 @@ def load_dataset(
     every = [item for items in loaded.values() for item in items]
     if not loaded["preferences"]:
         problems.append(Problem(str(paths["preferences"]), 0, "preferences", "no usable rows"))
+    elif problems:  # with the users or prompts in two splits: those do not wait on lengths
+        problems += _split(every, cfg, {})[1]
     if problems:
         raise TableError(problems)
 

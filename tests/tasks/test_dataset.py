@@ -401,6 +401,25 @@ def test_a_row_longer_than_the_context_is_refused_dropped_or_cut(tmp_path, token
     assert item.prompt.endswith("Now say it.") and check.need(item.prompt, item.responses) <= 64
 
 
+def test_a_too_long_row_and_a_user_in_two_splits_are_refused_at_once(tmp_path, tokenizer):
+    # given a dataset with a row longer than the context (row 9) and a user in two stated
+    # splits (user-0: prompts row 1 in train, preferences row 41 in test)
+    folder = write_hh_dataset(tmp_path / "hh", n_pairs=60)
+    _rewrite(folder / "prompts.jsonl", 1, split="train")
+    _rewrite(folder / "preferences.jsonl", 41, split="test")
+    rows = _lines(folder / "preferences.jsonl")
+    long_turn = "Say the word apple twice. " * 30
+    _rewrite(folder / "preferences.jsonl", 9, chosen=rows[8]["chosen"] + long_turn)
+    check = LengthCheck(tokenizer, max_len=128, max_new_tokens=8)
+    with pytest.raises(TableError) as e:
+        load_dataset(folder, DatasetConfig(), check)
+    # then one refusal names both: the user in two splits did not wait for the long row's fix
+    found = {(name, row, field) for name, row, field in _problems(e.value)}
+    assert {row for name, row, field in found if field == "chosen"} == {9}
+    assert any(field == "user_id" for _, _, field in found), found
+    assert "user 'user-0'" in str(e.value)
+
+
 def test_message_keys_besides_role_and_content_are_dropped_and_counted(tmp_path):
     # given Parquet demonstrations where one message has a name: Arrow gives every other
     # message of the file name: None
