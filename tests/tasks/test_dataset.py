@@ -374,6 +374,28 @@ def test_an_empty_chosen_and_an_unknown_shape_are_refused(tmp_path):
         load_dataset(folder)
 
 
+def test_a_conversation_whose_question_is_blank_is_refused_as_a_blank_prompt_is(tmp_path):
+    # given a blank last user turn in a prompts conversation (row 2), a demonstration
+    # (row 4) and a preference pair in HH text (row 6): the text prompt "  " is refused
+    folder = write_hh_dataset(tmp_path / "hh", n_pairs=20)
+    blank = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "  "}]
+    _rewrite(folder / "prompts.jsonl", 2, messages=blank, prompt=None)
+    answered = [*blank, {"role": "assistant", "content": "apple apple"}]
+    _rewrite(folder / "demonstrations.jsonl", 4, messages=answered)
+    hh = "\n\nHuman: Say apple.\n\nAssistant: ok\n\nHuman:  \n\nAssistant: "
+    _rewrite(folder / "preferences.jsonl", 6, chosen=hh + "apple", rejected=hh + "no")
+    with pytest.raises(TableError) as e:
+        load_dataset(folder)
+    # then each is refused, naming the turn: PPO and the evaluation would answer nothing
+    assert set(_problems(e.value)) == {
+        ("prompts.jsonl", 2, "messages"),
+        ("demonstrations.jsonl", 4, "messages"),
+        ("preferences.jsonl", 6, "chosen"),
+        ("preferences.jsonl", 6, "rejected"),
+    }
+    assert "its last user turn (the one answered) is empty" in str(e.value)
+
+
 def test_a_row_longer_than_the_context_is_refused_dropped_or_cut(tmp_path, tokenizer):
     folder = write_pairwise_dataset(tmp_path / "pw", n=40)
     long_prompt = "Say the word apple twice. " * 30 + "Now say it."
