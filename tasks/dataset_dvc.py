@@ -97,7 +97,9 @@ def version_tags(folder: Path, allow_mismatch: bool) -> dict[str, str]:
             f" {folder}` (and commit the .dvc file), restore it with `dvc checkout`, or pass"
             " --allow-data-mismatch to run on it anyway."
         )
-    return {
-        "data_dvc_md5": version["dvc_md5"],
-        "data_mismatch": str(not version["matches"]).lower(),
-    }
+    # The version the run reads (as data.version_tags on the embedded world); on a mismatch
+    # the .dvc file's, which it does not read, beside it.
+    tags = {"data_dvc_md5": version["md5"], "data_mismatch": str(not version["matches"]).lower()}
+    if not version["matches"]:
+        tags["data_dvc_recorded_md5"] = version["dvc_md5"]
+    return tags
