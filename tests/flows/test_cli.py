@@ -258,9 +258,11 @@ def test_verify_without_data_exits_two(make_project, monkeypatch, capsys):
     monkeypatch.setenv("INSTRUCTFLOW_ROOT", str(root))
     # when it is verified
     code = main(["data", "verify"])
-    # then it fails and says data/ is missing
+    # then it fails, says data/ is missing and how to get it back (a fresh clone has none)
     assert code == 2
-    assert "data/ is missing" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "data/ is missing" in err
+    assert "dvc pull" in err and "instructflow data generate" in err and "instructflow run" in err
     assert not (root / "data").exists()
 
 
