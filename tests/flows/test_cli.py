@@ -171,6 +171,25 @@ def test_missing_command_is_a_usage_error(capsys):
     assert "usage:" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize(
+    "argv, usage",
+    [
+        (["sweep", "--seeds", "0", "--data", "mine"], "usage: instructflow sweep"),
+        (["data", "validate", "mine", "--profile", "smoke"], "usage: instructflow data validate"),
+    ],
+)
+def test_an_option_the_subcommand_does_not_take_shows_that_subcommands_usage(argv, usage, capsys):
+    # given an option another subcommand takes (run's --data, --profile)
+    with pytest.raises(SystemExit) as exit_info:
+        main(argv)
+    # then the usage shown is the subcommand's, which lists what it does take, not the
+    # top level's list of commands
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert usage in err and "unrecognized arguments: " in err
+    assert "{run,params" not in err
+
+
 def _write_prompts(path: Path, rows: list[dict]) -> None:
     path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
 
