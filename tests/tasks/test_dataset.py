@@ -410,7 +410,7 @@ def test_a_row_longer_than_the_context_is_refused_dropped_or_cut(tmp_path, token
         ("preferences.jsonl", 9, "prompt"),
     ]
     assert "context 64" in str(e.value)
-    assert "1 rows do not fit the context of 64 tokens" in str(e.value)
+    assert "1 row does not fit the context of 64 tokens" in str(e.value)
     assert "set dataset.overlong to 'drop' or 'truncate'" in str(e.value)
 
     dropped = load_dataset(folder, DatasetConfig(overlong="drop"), check)
