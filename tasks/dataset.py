@@ -215,7 +215,7 @@ def _preference_items(path, rows, shape, render: PromptRenderer) -> tuple[list[I
     for row, obj in rows:
         if shape == "ranking":
             item = _item(path, row, obj, obj["prompt"], list(obj["responses"]), "responses")
-            item.ranking = list(obj["ranking"])
+            item.ranking = [int(i) for i in obj["ranking"]]
         else:
             scores = {k: obj[k] for k in ("score_chosen", "score_rejected", "margin") if k in obj}
             pair = [obj["chosen"], obj["rejected"]]
