@@ -105,15 +105,18 @@ def test_artifact_downloads_draw_no_progress_bar(tmp_path, monkeypatch, capfd):
     monkeypatch.delenv("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", raising=False)
     for name, value in apply_defaults({}).items():
         monkeypatch.setenv(name, value)
-    mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"  # this test's own store, not the process's
+    client = mlflow.MlflowClient(uri)
+    run = client.create_run(client.create_experiment("bars"))
     folder = tmp_path / "model"
     folder.mkdir()
     for name in ("config.json", "model.safetensors", "tokenizer.json"):
         (folder / name).write_text("{}")
-    with mlflow.start_run() as run:
-        mlflow.log_artifacts(str(folder), "model")
+    client.log_artifacts(run.info.run_id, str(folder), "model")
     capfd.readouterr()
     # when it is downloaded, as the registry stage and `eval export` do
-    mlflow.artifacts.download_artifacts(run_id=run.info.run_id, dst_path=str(tmp_path / "dl"))
+    mlflow.artifacts.download_artifacts(
+        run_id=run.info.run_id, dst_path=str(tmp_path / "dl"), tracking_uri=uri
+    )
     # then no "Downloading artifacts: 100%|..." bar lands between the log's lines
     assert "Downloading artifacts" not in capfd.readouterr().err
