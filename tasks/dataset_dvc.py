@@ -14,6 +14,8 @@ from pathlib import Path
 import yaml
 
 from instructflow.tasks.dataset import load_dataset
+from instructflow.tasks.dataset_files import missing_folder
+from instructflow.tasks.tables import TableError
 
 
 class OutsideProject(ValueError):
@@ -26,9 +28,13 @@ def add_dataset(root: Path, folder: Path) -> dict:
     from dvc.repo import Repo
 
     folder = folder.resolve()
+    if (missing := missing_folder(folder)) is not None:
+        raise TableError([missing])
     if not folder.is_relative_to(root.resolve()):
         raise OutsideProject(
-            f"{folder} is outside the project {root}: DVC tracks paths inside its repository"
+            f"{folder} is outside the project {root}: DVC tracks paths inside its repository;"
+            f" copy it into {root} and add the copy, or run on it unversioned (`instructflow run"
+            f" --data {folder}`: its report records each table's md5)"
         )
     try:
         Repo.find_root(str(root))

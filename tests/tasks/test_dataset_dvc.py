@@ -37,6 +37,12 @@ def test_data_add_versions_a_valid_dataset_and_refuses_a_bad_one(tmp_path, monke
 
         add_dataset(root, bad)
     assert main(["data", "add", str(tmp_path)]) == 2  # outside the project
+    # which the refusal says how to fix: copy it in, or run on it without a version
+    err = capfd.readouterr().err
+    assert f"copy it into {root}" in err and "instructflow run --data" in err
+    # and a folder that is not there is named as such first, wherever it would be
+    assert main(["data", "add", str(tmp_path / "nothere")]) == 2
+    assert "nothere field 'data': no such directory" in capfd.readouterr().err
 
 
 def test_a_dataset_that_changed_since_data_add_is_refused_unless_allowed(tmp_path):
