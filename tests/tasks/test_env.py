@@ -107,7 +107,8 @@ def test_artifact_downloads_draw_no_progress_bar(tmp_path, monkeypatch, capfd):
         monkeypatch.setenv(name, value)
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"  # this test's own store, not the process's
     client = mlflow.MlflowClient(uri)
-    run = client.create_run(client.create_experiment("bars"))
+    artifacts = (tmp_path / "artifacts").as_uri()  # not ./mlruns in the working directory
+    run = client.create_run(client.create_experiment("bars", artifact_location=artifacts))
     folder = tmp_path / "model"
     folder.mkdir()
     for name in ("config.json", "model.safetensors", "tokenizer.json"):
