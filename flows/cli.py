@@ -50,7 +50,7 @@ def main(argv: list[str] | None = None) -> int:
     # Before anything imports Prefect, which reads its settings once, at import
     # (instructflow.tasks.env: the defaults, each overridden by what you export).
     apply_defaults()
-    args = build_parser().parse_args(argv)
+    args = _parse(build_parser(), argv)
     # A command that imports everything and then runs a flow says so (`import_heavy`, beside
     # its handler, which calls heap.imports_done() before its flow: tasks/heap.py).
     if getattr(args, "import_heavy", False):
@@ -76,6 +76,25 @@ def main(argv: list[str] | None = None) -> int:
         return _explain(error, resumable=args.command in RESUMABLE_COMMANDS)
     finally:
         gc.enable()  # a command that stopped before its flow (a refusal) never turned it on
+
+
+def _parse(parser: argparse.ArgumentParser, argv: list[str] | None) -> argparse.Namespace:
+    """The arguments; one a subcommand does not take is refused with that subcommand's usage
+    (argparse's own shows the top level's list of commands)."""
+    args, extra = parser.parse_known_args(argv)
+    if extra:
+        _chosen(parser, args).error(f"unrecognized arguments: {' '.join(extra)}")
+    return args
+
+
+def _chosen(parser: argparse.ArgumentParser, args: argparse.Namespace) -> argparse.ArgumentParser:
+    """The (sub)subcommand's parser that `args` were parsed by."""
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            name = getattr(args, action.dest, None)
+            if name in action.choices:
+                return _chosen(action.choices[name], args)
+    return parser
 
 
 def _explain(error: BaseException, resumable: bool = True) -> int:

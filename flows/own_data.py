@@ -140,6 +140,7 @@ def run(
         base_model=params.base_model,
         cfg=params.dataset,
         max_new_tokens=max_new_tokens(params),
+        tables=table_md5s,  # what the key holds (not a key argument: not a scalar)
     )
     summary = imported["summary"]
     profile_dir = Path(imported["profile_dir"])

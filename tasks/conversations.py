@@ -72,6 +72,7 @@ BAD_MESSAGE = f"has a message without a role in {ROLES} or without string conten
 NOT_ASSISTANT_LAST = "does not end on an assistant turn"
 EMPTY_ANSWER = "its final assistant turn is empty"
 NO_USER_TURN = "has no user turn before its final assistant turn"
+EMPTY_QUESTION = "its last user turn (the one answered) is empty"
 CONTROL_IN_MESSAGE = f"has a message that {CONTROL_CHARS}"
 SURROGATE_IN_MESSAGE = f"has a message that {SURROGATE}"
 TEMPLATE_REFUSES = "the base model's chat template refuses this conversation"
@@ -82,6 +83,7 @@ CONVERSATION_PROBLEMS = (
     NOT_ASSISTANT_LAST,
     EMPTY_ANSWER,
     NO_USER_TURN,
+    EMPTY_QUESTION,
     CONTROL_IN_MESSAGE,
     SURROGATE_IN_MESSAGE,
 )
@@ -142,6 +144,9 @@ def conversation_problem(value: Any) -> str | None:
         return EMPTY_ANSWER
     if not any(m["role"] == "user" for m in messages[:-1]):
         return NO_USER_TURN
+    # As an empty text prompt is refused: the model would answer nothing.
+    if not next(m for m in reversed(messages) if m["role"] == "user")["content"].strip():
+        return EMPTY_QUESTION
     # As in every other text field (tasks/schemas.py).
     if any(_CONTROL_RE.search(m["content"]) for m in messages):
         return CONTROL_IN_MESSAGE

@@ -88,7 +88,11 @@ def verify(root: Path, keep: bool = False) -> str:
     """
     expected = tracked_md5(root)
     if not (root / "data").is_dir():
-        raise DataMismatchError(f"data/ is missing; data.dvc expects md5 {expected}")
+        raise DataMismatchError(
+            f"data/ is missing; data.dvc expects md5 {expected}: `dvc pull` fetches it from"
+            " the DVC remote, `instructflow data generate` regenerates it (the default seed"
+            " gives that version), and `instructflow run` does either by itself"
+        )
     with _opened(root) as repo:
         actual = current_md5(root, repo)
         if actual == expected and keep:

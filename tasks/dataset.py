@@ -215,7 +215,7 @@ def _preference_items(path, rows, shape, render: PromptRenderer) -> tuple[list[I
     for row, obj in rows:
         if shape == "ranking":
             item = _item(path, row, obj, obj["prompt"], list(obj["responses"]), "responses")
-            item.ranking = list(obj["ranking"])
+            item.ranking = [int(i) for i in obj["ranking"]]
         else:
             scores = {k: obj[k] for k in ("score_chosen", "score_rejected", "margin") if k in obj}
             pair = [obj["chosen"], obj["rejected"]]
@@ -339,6 +339,8 @@ def load_dataset(
     every = [item for items in loaded.values() for item in items]
     if not loaded["preferences"]:
         problems.append(Problem(str(paths["preferences"]), 0, "preferences", "no usable rows"))
+    elif problems:  # with the users or prompts in two splits: those do not wait on lengths
+        problems += _split(every, cfg, {})[1]
     if problems:
         raise TableError(problems)
 

@@ -14,6 +14,8 @@ from pathlib import Path
 import yaml
 
 from instructflow.tasks.dataset import load_dataset
+from instructflow.tasks.dataset_files import missing_folder
+from instructflow.tasks.tables import TableError
 
 
 class OutsideProject(ValueError):
@@ -26,9 +28,13 @@ def add_dataset(root: Path, folder: Path) -> dict:
     from dvc.repo import Repo
 
     folder = folder.resolve()
+    if (missing := missing_folder(folder)) is not None:
+        raise TableError([missing])
     if not folder.is_relative_to(root.resolve()):
         raise OutsideProject(
-            f"{folder} is outside the project {root}: DVC tracks paths inside its repository"
+            f"{folder} is outside the project {root}: DVC tracks paths inside its repository;"
+            f" copy it into {root} and add the copy, or run on it unversioned (`instructflow run"
+            f" --data {folder}`: its report records each table's md5)"
         )
     try:
         Repo.find_root(str(root))
@@ -97,7 +103,9 @@ def version_tags(folder: Path, allow_mismatch: bool) -> dict[str, str]:
             f" {folder}` (and commit the .dvc file), restore it with `dvc checkout`, or pass"
             " --allow-data-mismatch to run on it anyway."
         )
-    return {
-        "data_dvc_md5": version["dvc_md5"],
-        "data_mismatch": str(not version["matches"]).lower(),
-    }
+    # The version the run reads (as data.version_tags on the embedded world); on a mismatch
+    # the .dvc file's, which it does not read, beside it.
+    tags = {"data_dvc_md5": version["md5"], "data_mismatch": str(not version["matches"]).lower()}
+    if not version["matches"]:
+        tags["data_dvc_recorded_md5"] = version["dvc_md5"]
+    return tags

@@ -29,7 +29,6 @@ from instructflow.tasks.schemas import (
     SPLIT_ALIASES,
     SPLITS,
     _good_text,
-    _is_int,
     _row_check,
     canonical_split,
 )
@@ -218,7 +217,8 @@ def _ranking_schema() -> pa.DataFrameSchema:
         responses, ranking = row["responses"], row["ranking"]
         if not isinstance(responses, list) or not isinstance(ranking, list):
             return True  # the column checks report the wrong type
-        return all(_is_int(i) for i in ranking) and sorted(ranking) == list(range(len(responses)))
+        # Whole floats too ([0.0, 2.0, 1.0]): pandas writes a list built from a float array so.
+        return all(_integral(i) for i in ranking) and sorted(ranking) == list(range(len(responses)))
 
     columns = {
         "prompt": _text("The prompt the responses answer."),

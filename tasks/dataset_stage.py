@@ -28,15 +28,20 @@ from instructflow.tasks.dataset_layout import COMPARISONS, HELDOUT, write_layout
 from instructflow.tasks.dataset_names import notes
 from instructflow.tasks.lengths import LengthCheck
 from instructflow.tasks.stage import (
+    content_digest,
     fresh_output_dir,
     import_closure_digest,
     mark_done,
     prefect_options,
 )
-from instructflow.tasks.tables import read_jsonl
+from instructflow.tasks.tables import Problem, TableError, read_jsonl
 from instructflow.tasks.tracked import StageResult, tracked_stage
 
 DATA_FOLDER = "data"  # under the import stage's output folder
+CHANGED = (
+    "changed while the run read it (the stage's cache key holds its content from before):"
+    " run the same command again once it is saved"
+)
 
 
 def length_check(base_model: str, max_new_tokens: int) -> LengthCheck:
@@ -60,9 +65,18 @@ def summary_metrics(summary: dict) -> dict[str, float]:
 
 
 def import_dataset(
-    data_dir: Path, base_model: str, cfg: DatasetConfig, max_new_tokens: int, out_dir: Path
+    data_dir: Path,
+    base_model: str,
+    cfg: DatasetConfig,
+    max_new_tokens: int,
+    out_dir: Path,
+    tables: dict[str, str] | None = None,
 ) -> dict:
+    """`tables`: file name -> content digest the stage's key holds; a table that no longer
+    has it was edited after the run keyed the stage, and is refused rather than cached."""
     dataset = load_dataset(data_dir, cfg, length_check(base_model, max_new_tokens))
+    if changed := [n for n, d in (tables or {}).items() if content_digest(data_dir / n) != d]:
+        raise TableError([Problem(str(data_dir / n), 0, "<file>", CHANGED) for n in changed])
     written = write_layout(dataset, out_dir / DATA_FOLDER)
     return {"summary": dataset.summary, "written": written}
 
@@ -90,11 +104,12 @@ def import_dataset_task(
     max_new_tokens: int,
     out_dir: str,
     parent_run_id: str,
+    tables: dict[str, str] | None = None,
 ) -> dict:
     out = fresh_output_dir(out_dir)
     with tracking.stage_run("data", parent_run_id) as run:
         # Refused data raises TableError here, before any training stage starts.
-        result = import_dataset(Path(data_dir), base_model, cfg, max_new_tokens, out)
+        result = import_dataset(Path(data_dir), base_model, cfg, max_new_tokens, out, tables)
         summary = result["summary"]
         mlflow.log_params(
             cfg.model_dump()

@@ -44,6 +44,9 @@ def defaults() -> dict[str, str]:
         # Logging to a tracking server (a worker's runs), MLflow prints "View run / View
         # experiment" links as each stage's run ends: 26 lines a run, in the GenAI layout.
         "MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT": "true",
+        # Its "Downloading artifacts: 100%|..." bar, drawn as the registry stage logs the
+        # reward model and `eval export` reads a run, lands between the run's log lines.
+        "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false",
         # Quieter logs: transformers and tokenizers warn about things we do on purpose.
         "TOKENIZERS_PARALLELISM": "false",
         "TRANSFORMERS_VERBOSITY": "error",

@@ -70,9 +70,22 @@ def ours(split: str, mapping: dict[str, str]) -> str:
         return mapping[split]
     if split in SPLITS or split in SPLIT_ALIASES:
         return SPLIT_ALIASES.get(split, split)
-    raise HubImportError(
-        f"split {split!r} is not one of train, valid, test (or validation, val, dev): say which"
-        f" it is, or leave it out: --split {split}=train|valid|test|{HASH}|{SKIP}"
+    raise unnamed_splits([split])
+
+
+def unnamed_splits(splits: list[str]) -> HubImportError:
+    """The refusal for Hub splits that need a word each, every one named with its flag (one
+    at a time, ultrafeedback_binarized's six splits took six tries)."""
+    flags = " ".join(f"--split {s}=train|valid|test|{HASH}|{SKIP}" for s in splits)
+    if len(splits) == 1:
+        return HubImportError(
+            f"split {splits[0]!r} is not one of train, valid, test (or validation, val, dev):"
+            f" say which it is, or leave it out: {flags}"
+        )
+    names = ", ".join(repr(s) for s in splits)
+    return HubImportError(
+        f"splits {names} are not among train, valid, test (or validation, val, dev): say which"
+        f" each is, or leave it out: {flags}"
     )
 
 
@@ -96,6 +109,9 @@ def gather(
     files = split_files(snapshot)
     if unknown := sorted(set(mapping) - set(files)):
         raise HubImportError(f"--split names {unknown}, not splits of {snapshot}: {sorted(files)}")
+    unnamed = [s for s in files if s not in mapping and s not in (*SPLITS, *SPLIT_ALIASES)]
+    if unnamed:
+        raise unnamed_splits(unnamed)
     target = out / f"{table}.parquet"
     if target.exists():
         raise HubImportError(f"{target} exists: remove it or choose another folder")

@@ -72,7 +72,7 @@ def config_file_problems(folder: Path) -> list[Problem]:
         return [Problem(where, 0, "base_model", "no such directory")]
     config_file = folder / "config.json"
     if not config_file.is_file():
-        return [Problem(where, 0, "config.json", "missing: not a Hugging Face model dir")]
+        return [Problem(where, 0, "config.json", "missing: " + _not_a_model(folder))]
     try:
         raw = json.loads(config_file.read_text())
     except (ValueError, UnicodeDecodeError) as error:
@@ -80,6 +80,22 @@ def config_file_problems(folder: Path) -> list[Problem]:
     if not isinstance(raw, dict):
         return [Problem(str(config_file), 0, LINE, "must be a JSON object")]
     return []
+
+
+def _not_a_model(folder: Path) -> str:
+    """What a folder without config.json is: a PEFT adapter (with the model it adapts), else
+    no Hugging Face model directory."""
+    try:
+        adapter = json.loads((folder / "adapter_config.json").read_text())
+    except (OSError, ValueError, UnicodeDecodeError):
+        return "not a Hugging Face model dir"
+    base = adapter.get("base_model_name_or_path") if isinstance(adapter, dict) else None
+    return (
+        "a PEFT adapter (adapter_config.json), not a model: to start from the fine-tune, merge"
+        f" it into the model it adapts ({base or 'its base_model_name_or_path'}) with peft's"
+        " merge_and_unload, save_pretrained that with the tokenizer and pass its folder; or"
+        " pass that model itself"
+    )
 
 
 def base_model_problems(folder: Path) -> tuple[int | None, list[Problem]]:

@@ -122,7 +122,8 @@ def overlong_hint(problems: list[Problem], max_len: int, max_new_tokens: int) ->
     if not problems:
         return None
     message = (
-        f"{len(problems)} rows do not fit the context of {max_len} tokens (prompt and response, "
+        f"{len(problems)} {'row does' if len(problems) == 1 else 'rows do'} not fit the context"
+        f" of {max_len} tokens (prompt and response, "
         f"the prompt with {max_new_tokens} tokens of sampling room): set dataset.overlong to "
         "'drop' or 'truncate' (cut the prompt's start) in --params to run without them, or "
         "lower ppo.max_new_tokens and evaluation.max_new_tokens (the sampling room)"

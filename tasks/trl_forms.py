@@ -48,7 +48,13 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from instructflow.tasks.conversations import parse_hh
+from instructflow.tasks.conversations import (
+    BAD_MESSAGE,
+    CONTROL_IN_MESSAGE,
+    SURROGATE_IN_MESSAGE,
+    message_at_fault,
+    parse_hh,
+)
 from instructflow.tasks.tables import Problem
 
 
@@ -252,6 +258,17 @@ def as_written(problems: list[Problem], table: str, written: dict[int, Any]) -> 
             return {"response": "completion", "messages": "prompt + completion"}.get(
                 problem.field, problem.field
             )
+        if table == "preferences" and problem.field in ("chosen", "rejected"):
+            return "prompt" if _in_prompt(problem.message, row.get("prompt")) else problem.field
         return "prompt" if table == "prompts" and problem.field == "messages" else problem.field
 
-    return [replace(p, field=field(p)) for p in problems]
+    # A bad turn of a conversational `prompt` is in both conversations it became: name it once.
+    return list(dict.fromkeys(replace(p, field=field(p)) for p in problems))
+
+
+def _in_prompt(message: str, prompt: Any) -> bool:
+    """Whether a preference conversation's problem `message` is about a turn of its TRL
+    `prompt` (a message list), which the user fixes there, not in `chosen` or `rejected`."""
+    kinds = (BAD_MESSAGE, CONTROL_IN_MESSAGE, SURROGATE_IN_MESSAGE)
+    kind = next((k for k in kinds if message.startswith(k)), None)
+    return kind is not None and _messages(prompt) and message_at_fault(kind, prompt) is not prompt

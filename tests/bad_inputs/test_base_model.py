@@ -219,3 +219,21 @@ def test_weights_in_other_layouts_pass_and_load(smoke_dir, model_copy, params, s
     check_inputs(with_model(params, model_copy), smoke_dir)
     model, _ = load_causal_lm(model_copy)
     assert model.get_output_embeddings().weight.shape[0] > 0
+
+
+def test_a_peft_adapter_folder_is_named_as_one_with_its_base_model(tmp_path):
+    # given a LoRA adapter saved by peft (adapter_config.json, adapter weights, no config.json),
+    # as a fine-tune is often shared, passed as --base-model
+    from instructflow.tasks.input_checks import config_file_problems
+
+    adapter = tmp_path / "my-lora"
+    adapter.mkdir()
+    config = {"base_model_name_or_path": "org/base-1b", "peft_type": "LORA", "r": 8}
+    (adapter / "adapter_config.json").write_text(json.dumps(config))
+    (adapter / "adapter_model.safetensors").write_bytes(b"")
+    # then the refusal says what the folder is and what to pass instead, not only that
+    # config.json is missing
+    (problem,) = config_file_problems(adapter)
+    assert problem.field == "config.json"
+    assert "PEFT adapter" in problem.message and "org/base-1b" in problem.message
+    assert "merge_and_unload" in problem.message

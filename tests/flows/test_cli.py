@@ -171,6 +171,25 @@ def test_missing_command_is_a_usage_error(capsys):
     assert "usage:" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize(
+    "argv, usage",
+    [
+        (["sweep", "--seeds", "0", "--data", "mine"], "usage: instructflow sweep"),
+        (["data", "validate", "mine", "--profile", "smoke"], "usage: instructflow data validate"),
+    ],
+)
+def test_an_option_the_subcommand_does_not_take_shows_that_subcommands_usage(argv, usage, capsys):
+    # given an option another subcommand takes (run's --data, --profile)
+    with pytest.raises(SystemExit) as exit_info:
+        main(argv)
+    # then the usage shown is the subcommand's, which lists what it does take, not the
+    # top level's list of commands
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert usage in err and "unrecognized arguments: " in err
+    assert "{run,params" not in err
+
+
 def _write_prompts(path: Path, rows: list[dict]) -> None:
     path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
 
@@ -258,9 +277,11 @@ def test_verify_without_data_exits_two(make_project, monkeypatch, capsys):
     monkeypatch.setenv("INSTRUCTFLOW_ROOT", str(root))
     # when it is verified
     code = main(["data", "verify"])
-    # then it fails and says data/ is missing
+    # then it fails, says data/ is missing and how to get it back (a fresh clone has none)
     assert code == 2
-    assert "data/ is missing" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "data/ is missing" in err
+    assert "dvc pull" in err and "instructflow data generate" in err and "instructflow run" in err
     assert not (root / "data").exists()
 
 

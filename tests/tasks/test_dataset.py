@@ -374,6 +374,28 @@ def test_an_empty_chosen_and_an_unknown_shape_are_refused(tmp_path):
         load_dataset(folder)
 
 
+def test_a_conversation_whose_question_is_blank_is_refused_as_a_blank_prompt_is(tmp_path):
+    # given a blank last user turn in a prompts conversation (row 2), a demonstration
+    # (row 4) and a preference pair in HH text (row 6): the text prompt "  " is refused
+    folder = write_hh_dataset(tmp_path / "hh", n_pairs=20)
+    blank = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "  "}]
+    _rewrite(folder / "prompts.jsonl", 2, messages=blank, prompt=None)
+    answered = [*blank, {"role": "assistant", "content": "apple apple"}]
+    _rewrite(folder / "demonstrations.jsonl", 4, messages=answered)
+    hh = "\n\nHuman: Say apple.\n\nAssistant: ok\n\nHuman:  \n\nAssistant: "
+    _rewrite(folder / "preferences.jsonl", 6, chosen=hh + "apple", rejected=hh + "no")
+    with pytest.raises(TableError) as e:
+        load_dataset(folder)
+    # then each is refused, naming the turn: PPO and the evaluation would answer nothing
+    assert set(_problems(e.value)) == {
+        ("prompts.jsonl", 2, "messages"),
+        ("demonstrations.jsonl", 4, "messages"),
+        ("preferences.jsonl", 6, "chosen"),
+        ("preferences.jsonl", 6, "rejected"),
+    }
+    assert "its last user turn (the one answered) is empty" in str(e.value)
+
+
 def test_a_row_longer_than_the_context_is_refused_dropped_or_cut(tmp_path, tokenizer):
     folder = write_pairwise_dataset(tmp_path / "pw", n=40)
     long_prompt = "Say the word apple twice. " * 30 + "Now say it."
@@ -388,7 +410,7 @@ def test_a_row_longer_than_the_context_is_refused_dropped_or_cut(tmp_path, token
         ("preferences.jsonl", 9, "prompt"),
     ]
     assert "context 64" in str(e.value)
-    assert "1 rows do not fit the context of 64 tokens" in str(e.value)
+    assert "1 row does not fit the context of 64 tokens" in str(e.value)
     assert "set dataset.overlong to 'drop' or 'truncate'" in str(e.value)
 
     dropped = load_dataset(folder, DatasetConfig(overlong="drop"), check)
@@ -399,6 +421,25 @@ def test_a_row_longer_than_the_context_is_refused_dropped_or_cut(tmp_path, token
     assert cut.summary["overlong"]["preferences.jsonl"] == {"truncated": 1}
     item = next(i for i in cut.preferences if i.row == 9)
     assert item.prompt.endswith("Now say it.") and check.need(item.prompt, item.responses) <= 64
+
+
+def test_a_too_long_row_and_a_user_in_two_splits_are_refused_at_once(tmp_path, tokenizer):
+    # given a dataset with a row longer than the context (row 9) and a user in two stated
+    # splits (user-0: prompts row 1 in train, preferences row 41 in test)
+    folder = write_hh_dataset(tmp_path / "hh", n_pairs=60)
+    _rewrite(folder / "prompts.jsonl", 1, split="train")
+    _rewrite(folder / "preferences.jsonl", 41, split="test")
+    rows = _lines(folder / "preferences.jsonl")
+    long_turn = "Say the word apple twice. " * 30
+    _rewrite(folder / "preferences.jsonl", 9, chosen=rows[8]["chosen"] + long_turn)
+    check = LengthCheck(tokenizer, max_len=128, max_new_tokens=8)
+    with pytest.raises(TableError) as e:
+        load_dataset(folder, DatasetConfig(), check)
+    # then one refusal names both: the user in two splits did not wait for the long row's fix
+    found = {(name, row, field) for name, row, field in _problems(e.value)}
+    assert {row for name, row, field in found if field == "chosen"} == {9}
+    assert any(field == "user_id" for _, _, field in found), found
+    assert "user 'user-0'" in str(e.value)
 
 
 def test_message_keys_besides_role_and_content_are_dropped_and_counted(tmp_path):

@@ -37,6 +37,12 @@ def test_data_add_versions_a_valid_dataset_and_refuses_a_bad_one(tmp_path, monke
 
         add_dataset(root, bad)
     assert main(["data", "add", str(tmp_path)]) == 2  # outside the project
+    # which the refusal says how to fix: copy it in, or run on it without a version
+    err = capfd.readouterr().err
+    assert f"copy it into {root}" in err and "instructflow run --data" in err
+    # and a folder that is not there is named as such first, wherever it would be
+    assert main(["data", "add", str(tmp_path / "nothere")]) == 2
+    assert "nothere field 'data': no such directory" in capfd.readouterr().err
 
 
 def test_a_dataset_that_changed_since_data_add_is_refused_unless_allowed(tmp_path):
@@ -56,6 +62,27 @@ def test_a_dataset_that_changed_since_data_add_is_refused_unless_allowed(tmp_pat
     with pytest.raises(DataMismatchError, match="instructflow data add"):
         version_tags(mine, allow_mismatch=False)
     assert version_tags(mine, allow_mismatch=True)["data_mismatch"] == "true"
+
+
+def test_a_run_allowed_on_a_changed_dataset_records_the_version_it_read(tmp_path):
+    from instructflow.tasks.dataset_dvc import add_dataset, dataset_version, version_tags
+
+    # given a dataset added with `data add`, then edited
+    root = init_dvc_project(tmp_path / "project")
+    mine = write_pairwise_dataset(root / "mine", n=20)
+    add_dataset(root, mine)
+    recorded = dataset_version(mine)["dvc_md5"]
+    with (mine / "preferences.jsonl").open("a") as f:
+        f.write(json.dumps({"prompt": "p", "chosen": "a", "rejected": "b"}) + "\n")
+    now = dataset_version(mine)["md5"]
+    assert now != recorded
+    # when a run goes on with --allow-data-mismatch
+    tags = version_tags(mine, allow_mismatch=True)
+    # then its data version (report, MLflow dataset) is what it read, as on the embedded
+    # world, not the .dvc file's, which it did not read; that one is kept beside it
+    assert tags["data_dvc_md5"] == now
+    assert tags["data_dvc_recorded_md5"] == recorded
+    assert tags["data_mismatch"] == "true"
 
 
 def test_data_add_outside_a_dvc_repository_says_so_in_one_line(tmp_path, monkeypatch, capfd):

@@ -93,3 +93,26 @@ def test_text_answers_lose_surrounding_whitespace_as_conversation_answers_do(tmp
     # then each answer is read without it (the frame "A: " adds its own space)
     loaded = load_dataset(folder).preferences
     assert [i.responses for i in loaded] == [[r["chosen"], r["rejected"]] for r in rows]
+
+
+def test_a_ranking_of_whole_floats_reads_as_the_same_ranking_of_integers(tmp_path):
+    # given K-wise rankings in Parquet whose ranking column is float64 ([0.0, 2.0, 1.0]), as
+    # pandas writes a list column built from a float array, beside the same in integers
+    from tests.own_data import write_kwise_dataset
+
+    ints = write_kwise_dataset(tmp_path / "ints", n=60, fmt="parquet")
+    floats = write_kwise_dataset(tmp_path / "floats", n=60, fmt="parquet")
+    path = floats / "preferences.parquet"
+    table = pd.read_parquet(path)
+    table["ranking"] = [[float(i) for i in r] for r in table["ranking"]]
+    table.to_parquet(path)
+    # then it loads as the integers do (it is a permutation: it was refused as not one),
+    assert [(i.responses, i.ranking) for i in load_dataset(floats).preferences] == [
+        (i.responses, i.ranking) for i in load_dataset(ints).preferences
+    ]
+    # while a ranking that holds a fraction is still refused, naming the row
+    table.at[4, "ranking"] = [0.5] + [float(i) for i in table.at[4, "ranking"][1:]]
+    table.to_parquet(path)
+    with pytest.raises(TableError) as e:
+        load_dataset(floats)
+    assert [(p.row, p.field) for p in e.value.problems] == [(5, "ranking")]

@@ -108,3 +108,36 @@ def test_an_unreadable_parquet_table_is_one_problem_naming_the_file(tmp_path, ta
         f"{folder / f'{table}.parquet'} field '<file>': not a readable Parquet"
     )
     assert message.count(f"{table}.parquet") == 1  # pyarrow's copy of the path is dropped
+
+
+def test_a_table_edited_after_the_run_keyed_the_import_is_refused_not_cached(tmp_path, monkeypatch):
+    # given the import stage keyed by the content digest of the tables as the run found them,
+    # and a table edited before the stage reads it (an editor saving, a sync landing)
+    from instructflow.tasks import dataset_stage
+    from instructflow.tasks.dataset import DatasetConfig
+    from instructflow.tasks.stage import content_digest
+    from tests.tiny_models import tiny_llama
+
+    folder = write_pairwise_dataset(tmp_path / "pw", n=60)
+    path = folder / "preferences.jsonl"
+    texts = [r["prompt"] + " " + r["chosen"] for r in _lines(path)]
+    model = tiny_llama(tmp_path / "llama", texts)
+    keyed = {p.name: content_digest(p) for p in sorted(folder.iterdir())}
+    real = dataset_stage.load_dataset
+
+    def edited_first(*args, **kwargs):
+        rows = _lines(path)
+        rows[0]["chosen"] = "something else"
+        path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(dataset_stage, "load_dataset", edited_first)
+    # when the stage imports it
+    with pytest.raises(TableError, match="changed while the run read it") as e:
+        dataset_stage.import_dataset(
+            folder, str(model), DatasetConfig(), 8, tmp_path / "out", tables=keyed
+        )
+    # then it is refused, naming the file: tables from the new content under the old key
+    # would be served to a later run of the old content
+    assert _problems(e.value) == [("preferences.jsonl", 0, "<file>")]
+    assert not (tmp_path / "out" / "data").exists()

@@ -95,3 +95,29 @@ def test_runs_against_a_tracking_server_print_no_mlflow_links(tmp_path, monkeypa
     # then MLflow prints no "View run ... / View experiment ..." pair (two lines per stage in
     # the worker's log, 13 times a run, linking the GenAI layout): the report links the run
     assert "View run" not in capsys.readouterr().out
+
+
+def test_artifact_downloads_draw_no_progress_bar(tmp_path, monkeypatch, capfd):
+    # given the defaults of a run, and a run with a folder of artifacts (a logged model's)
+    import mlflow
+
+    monkeypatch.setenv("INSTRUCTFLOW_ROOT", str(tmp_path))
+    monkeypatch.delenv("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", raising=False)
+    for name, value in apply_defaults({}).items():
+        monkeypatch.setenv(name, value)
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"  # this test's own store, not the process's
+    client = mlflow.MlflowClient(uri)
+    artifacts = (tmp_path / "artifacts").as_uri()  # not ./mlruns in the working directory
+    run = client.create_run(client.create_experiment("bars", artifact_location=artifacts))
+    folder = tmp_path / "model"
+    folder.mkdir()
+    for name in ("config.json", "model.safetensors", "tokenizer.json"):
+        (folder / name).write_text("{}")
+    client.log_artifacts(run.info.run_id, str(folder), "model")
+    capfd.readouterr()
+    # when it is downloaded, as the registry stage and `eval export` do
+    mlflow.artifacts.download_artifacts(
+        run_id=run.info.run_id, dst_path=str(tmp_path / "dl"), tracking_uri=uri
+    )
+    # then no "Downloading artifacts: 100%|..." bar lands between the log's lines
+    assert "Downloading artifacts" not in capfd.readouterr().err

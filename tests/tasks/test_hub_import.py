@@ -55,8 +55,8 @@ def test_splits_of_other_names_need_a_word_and_may_be_left_out(tmp_path):
     rows = _pairs(tmp_path)
     parts = {"train_prefs": [rows[:50]], "test_prefs": [rows[50:]], "train_sft": [rows[:5]]}
     snapshot = _snapshot(tmp_path, parts)
-    # then without a mapping the first such split is named, with the flag that maps it
-    with pytest.raises(HubImportError, match=r"split 'test_prefs' .*--split test_prefs="):
+    # then without a mapping each such split is named, with the flag that maps it
+    with pytest.raises(HubImportError, match=r"'test_prefs', .*--split test_prefs="):
         gather(snapshot, tmp_path / "a")
     assert not (tmp_path / "a").exists()
     # and with one, the SFT split is left out and the others renamed
@@ -66,6 +66,25 @@ def test_splits_of_other_names_need_a_word_and_may_be_left_out(tmp_path):
     }  # fmt: skip
     table = pd.read_parquet(tmp_path / "b" / "preferences.parquet")
     assert table["split"].value_counts().to_dict() == {"train": 50, "test": 10}
+
+
+def test_every_split_that_needs_a_word_is_named_at_once(tmp_path, capsys):
+    # given ultrafeedback_binarized's six split names, none of them train, valid or test
+    rows = _pairs(tmp_path)
+    names = ("train_prefs", "test_prefs", "train_sft", "test_sft", "train_gen", "test_gen")
+    snapshot = _snapshot(tmp_path, {name: [rows[:10]] for name in names})
+    # then one refusal names every one with its flag, not the first alone (six tries to
+    # learn them, one by one)
+    assert main(["data", "from-hub", str(snapshot), str(tmp_path / "out")]) == 2
+    said = capsys.readouterr().err
+    assert len(said.strip().splitlines()) == 1
+    for name in names:
+        assert f"--split {name}=train|valid|test|hash|skip" in said
+    # and a mapping that names some of them is told about the rest only
+    argv = ["data", "from-hub", str(snapshot), str(tmp_path / "out"), "--split", "test_gen=skip"]
+    assert main(argv) == 2
+    said = capsys.readouterr().err
+    assert "test_gen=" not in said and "--split train_gen=" in said
 
 
 def test_a_missing_shard_or_an_existing_table_is_refused(tmp_path):

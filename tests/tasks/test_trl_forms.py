@@ -407,3 +407,26 @@ def test_a_template_refusal_of_a_trl_form_row_names_the_column_the_user_wrote(tm
         ("demonstrations.jsonl", 4, "prompt + completion"),
         ("prompts.jsonl", 4, "prompt"),
     ]
+
+
+@pytest.mark.parametrize(
+    "bad_turn, message",
+    [
+        ({"content": "no role"}, "without a role"),
+        ({"role": "user", "content": 42}, "without a role"),
+        ({"role": "user", "content": "bell \x07"}, "control character"),
+    ],
+)
+def test_a_bad_turn_in_a_conversational_prompt_is_named_in_prompt_once(tmp_path, bad_turn, message):
+    # given TRL conversational preferences whose row 3 has a bad message in its `prompt`
+    # (chosen and rejected are fine: they are read as prompt + each answer)
+    prefs = _conversational_preferences(60)
+    prefs[2]["prompt"] = [{"role": "system", "content": "Be brief."}, bad_turn]
+    _write(tmp_path, "preferences", prefs)
+    with pytest.raises(TableError, match=message) as e:
+        load_dataset(tmp_path)
+    # then the problem names the column the user must fix, once: not 'chosen' and
+    # 'rejected', which hold no bad message
+    assert [(Path(p.file).name, p.row, p.field) for p in e.value.problems] == [
+        ("preferences.jsonl", 3, "prompt")
+    ]
