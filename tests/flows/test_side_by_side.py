@@ -23,15 +23,18 @@ def _overlap(a, b) -> bool:
     return start_a < end_b and start_b < end_a
 
 
-def test_independent_stages_run_at_the_same_time(prefect_harness, make_project, monkeypatch):
+def test_independent_stages_run_at_the_same_time(
+    prefect_harness, make_project, fast_smoke, monkeypatch
+):
     from instructflow.flows.pipeline import rlhf_pipeline
 
-    # given a fresh project and a 2-thread smoke run with stages side by side
+    # given a fresh project and a 2-thread smoke run with stages side by side, on the reduced
+    # smoke sizes (what is tested is the lanes' schedule, not what the stages learn)
     root = make_project()
     uri = f"sqlite:///{root / 'mlflow.db'}"
     monkeypatch.setenv("INSTRUCTFLOW_ROOT", str(root))
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
-    result = rlhf_pipeline(PipelineParams(profile="smoke", threads=2, side_by_side=True))
+    result = rlhf_pipeline(PipelineParams(**fast_smoke(threads=2, side_by_side=True)))
     # then it completed with every policy evaluated and every stage timed
     assert result["status"] == "completed"
     assert len(result["policies"]) == 7

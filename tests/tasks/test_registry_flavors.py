@@ -15,19 +15,19 @@ from mlflow import MlflowClient
 from instructflow.tasks import registry, tracking
 from instructflow.tasks.registry_config import REWARD_MODEL
 
-LOAD_POLICY = """
-import json, sys, mlflow
+# One fresh process loads both (an interpreter with mlflow and transformers costs seconds to
+# start): the policy first, and which project modules were loaded is read right after it,
+# before the reward model's pyfunc is loaded.
+LOAD_BOTH = """
+import json, sys, mlflow, pandas as pd
 pipe = mlflow.transformers.load_model("models:/instructflow-policy@champion")
 out = pipe("Q: reverse stone\\nA:", max_new_tokens=4, do_sample=False)
 project = [m for m in sys.modules if m.partition(".")[0] in ("instructflow", "tasks", "models", "flows", "world")]
-print(json.dumps({"kind": type(pipe).__name__, "text": out[0]["generated_text"], "project": project}))
-"""
-
-LOAD_RM = """
-import json, mlflow, pandas as pd
+policy = {"kind": type(pipe).__name__, "text": out[0]["generated_text"], "project": project}
 rm = mlflow.pyfunc.load_model("models:/instructflow-reward-model/1")
 rows = pd.DataFrame({"prompt": ["Add 2 and 3.", "Say hi."], "response": ["5", "hi"]})
-print(json.dumps({"rewards": list(rm.predict(rows)), "inputs": rm.metadata.get_input_schema().input_names()}))
+scored = {"rewards": list(rm.predict(rows)), "inputs": rm.metadata.get_input_schema().input_names()}
+print(json.dumps({"policy": policy, "scored": scored}))
 """
 
 
@@ -75,15 +75,15 @@ def test_registered_policy_and_reward_model_load_without_the_project(
     links = MlflowClient().get_logged_model(logged).tags["mlflow.modelVersions"]
     assert json.loads(links) == [{"name": registry.POLICY_MODEL, "version": int(version)}]
 
-    # when a fresh process loads the champion with mlflow.transformers alone
-    policy = _fresh_process(LOAD_POLICY, tmp_path)
+    # when a fresh process loads the champion with mlflow.transformers alone (then the RM)
+    loaded = _fresh_process(LOAD_BOTH, tmp_path)
+    policy, scored = loaded["policy"], loaded["scored"]
     # then it is a text-generation pipeline that continues the prompt, and no project module loaded
     assert policy["kind"] == "TextGenerationPipeline"
     assert policy["text"].startswith("Q: reverse stone\nA:") and len(policy["text"]) > 20
     assert policy["project"] == []
 
     # and the reward model scores rows through its pyfunc, whose signature names its inputs
-    scored = _fresh_process(LOAD_RM, tmp_path)
     assert len(scored["rewards"]) == 2 and all(isinstance(r, float) for r in scored["rewards"])
     assert scored["inputs"] == ["prompt", "response"]
 
