@@ -369,7 +369,7 @@ def load_dataset(
         + render.mixed_warnings(rows_read)
         + splits.users_across_splits((i.file, i.user_id, split_of[id(i)]) for i in every)
         + splits.prompts_across_splits((i.file, i.row, i.split_key, split_of[id(i)]) for i in every)
-        + splits.identical_responses((i.file, i.row, i.responses) for i in loaded["preferences"])
+        + splits.orderless_pairs(loaded["preferences"])
     )
     summary["k_counts"] = dict(
         sorted(Counter(len(i.responses) for i in loaded["preferences"]).items())

@@ -204,6 +204,37 @@ def identical_responses(rows: Iterable[tuple[str, int, list[str]]]) -> list[str]
     ]
 
 
+def tied_scores(rows: Iterable[tuple[str, int, dict]]) -> list[str]:
+    """A warning per file whose pairs' own scores call them a tie: (file, row, meta) per pair.
+
+    A pair trains the reward model to put chosen above rejected. A row whose
+    `score_chosen` equals its `score_rejected` (or whose `margin` is 0) says
+    its labeler rated the two alike, so that order is not in the data: a
+    dataset with many such rows teaches the reward model coin flips.
+    """
+    rows_by_file: dict[str, list[int]] = defaultdict(list)
+    for file, row, meta in rows:
+        scores = (meta.get("score_chosen"), meta.get("score_rejected"))
+        if (None not in scores and scores[0] == scores[1]) or meta.get("margin") == 0:
+            rows_by_file[file].append(row)
+    return [
+        f"{Path(file).name}: {len(found)} {'pair has' if len(found) == 1 else 'pairs have'}"
+        f" equal scores (rows "
+        f"{', '.join(map(str, found[:5]))}{', ...' if len(found) > 5 else ''}): each is "
+        "trained as chosen over rejected, an order its scores do not give; drop them if "
+        "they are ties"
+        for file, found in rows_by_file.items()
+    ]
+
+
+def orderless_pairs(preferences: list) -> list[str]:
+    """identical_responses and tied_scores of the preference rows (dataset Items: each with
+    its file, row, responses and the row's own scores in meta)."""
+    return identical_responses((i.file, i.row, i.responses) for i in preferences) + tied_scores(
+        (i.file, i.row, i.meta) for i in preferences
+    )
+
+
 def repeated_rows(tables: dict[str, list[tuple[tuple, str]]]) -> list[str]:
     """A warning per table whose rows repeat word for word: (content, split) per row, the
     content being the prompt's conversations.prompt_key (its turns before rendering: the same

@@ -703,3 +703,29 @@ def test_an_empty_split_a_table_took_from_another_tables_stated_splits_says_so(t
         " prompts.jsonl, which states splits" in m
         for m in said
     )
+
+
+def test_pairs_whose_own_scores_tie_are_warned_about_with_their_rows():
+    from instructflow.tasks.splits import tied_scores
+
+    # given pairs with scores: rows 2 (equal scores) and 4 (margin 0) are ties by their own data
+    rows = [("d/p.jsonl", 1, {"score_chosen": 8.0, "score_rejected": 5.5})]
+    rows += [("d/p.jsonl", 2, {"score_chosen": 7, "score_rejected": 7.0})]
+    rows += [("d/p.jsonl", 3, {}), ("d/p.jsonl", 4, {"margin": 0}), ("d/p.jsonl", 5, {"margin": 1})]
+    # then one warning names the file, the count and the rows
+    assert tied_scores(rows) == [
+        "p.jsonl: 2 pairs have equal scores (rows 2, 4): each is trained as chosen over"
+        " rejected, an order its scores do not give; drop them if they are ties"
+    ]
+    assert tied_scores(rows[:1] + rows[2:3] + rows[4:]) == []
+
+
+def test_a_pairwise_dataset_with_tied_scores_loads_with_a_warning(tmp_path):
+    folder = write_pairwise_dataset(tmp_path / "pw", n=60)
+    rows = _lines(folder / "preferences.jsonl")
+    rows = [r | {"score_chosen": 9.0, "score_rejected": 4.0} for r in rows]
+    rows[4] |= {"score_rejected": 9.0}
+    _with(folder, rows)
+    summary = load_dataset(folder, DatasetConfig()).summary
+    (warning,) = [w for w in summary["split_warnings"] if "equal scores" in w]
+    assert warning.startswith("preferences.jsonl: 1 pair has equal scores (rows 5)")
