@@ -24,6 +24,7 @@ from instructflow.tasks import (
     registry,
     registry_lookup,
     registry_pending,
+    registry_rival,
     storage_faults,
     tracking,
 )
@@ -57,7 +58,7 @@ def _rival(params, inputs: GateInputs, result, policy_name: str, champion: str |
     # the policy list, the match samples it at the run's seed.
     match = own_evaluation.judged_match(
         Policy(inputs.candidate, Path(inputs.policy_dir)),
-        Policy(incumbent, Path(registry.local_checkpoint(policy_name, champion))),
+        Policy(incumbent, Path(registry_rival.local_checkpoint(policy_name, champion))),
         inputs.profile_dir,
         params.stage("evaluation"),
         params.seed,
@@ -127,7 +128,7 @@ def register_and_gate(params: PipelineParams, result: dict, inputs: GateInputs) 
     # One gate at a time, as on the world: two runs never both judge against one champion.
     with tracking.stage_run("registry", result["run"]["mlflow_run_id"]), registry_slot():
         # none when the champion holds these very weights: it would play itself
-        champion = registry.rival_champion(client, inputs.policy_dir, policy_name)
+        champion = registry_rival.rival_champion(client, inputs.policy_dir, policy_name)
         incumbent, win, prompts = _rival(params, inputs, result, policy_name, champion)
         elsewhere = _champion_from_elsewhere(client, policy_name, champion, lineage["data_dir"])
         accuracy = result["judge"]["accuracy_heldout_pairs"]

@@ -23,9 +23,9 @@ from instructflow.flows import explained_errors
 from instructflow.tasks import env, evaluation, plots, report, tracking
 from instructflow.tasks.evaluation import EvalConfig
 from instructflow.tasks.paths import data_dir, reports_dir
-from instructflow.tasks.registry import local_checkpoint
 from instructflow.tasks.registry_config import REWARD_MODEL, RegistryConfig, RegistryLookupError
 from instructflow.tasks.registry_lookup import find_version
+from instructflow.tasks.registry_rival import local_checkpoint
 
 
 class EvaluateParams(BaseModel):

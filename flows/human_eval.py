@@ -18,7 +18,14 @@ from pathlib import Path
 import mlflow
 from mlflow import MlflowClient
 
-from instructflow.tasks import human_eval, registry, registry_lookup, report, tracking
+from instructflow.tasks import (
+    human_eval,
+    registry,
+    registry_lookup,
+    registry_rival,
+    report,
+    tracking,
+)
 from instructflow.tasks.evaluation import EvalConfig, Policy, sample
 from instructflow.tasks.gate import alias_effect, decide
 from instructflow.tasks.model_card import describe_registered_model, with_human_verdict
@@ -65,7 +72,7 @@ def _champion_rows(gate: dict, rows: list[dict], seed: int) -> list[dict]:
     """The champion the gate played, sampled on the exported prompts (sample 0 of each): on
     the rendered prompt, as every policy was; what people read is kept as it is."""
     version = gate["incumbent"].removeprefix("champion v")
-    model_dir = Path(registry.local_checkpoint(gate["model_name"], version))
+    model_dir = Path(registry_rival.local_checkpoint(gate["model_name"], version))
     prompts = [row["prompt"] for row in rows]
     texts = sample(Policy(gate["incumbent"], model_dir), prompts, EvalConfig(), seed).texts
     return [

@@ -35,6 +35,7 @@ from instructflow.tasks import (
     preflight,
     provenance,
     registry,
+    registry_rival,
     report,
     reward_model,
     run_status,
@@ -342,9 +343,9 @@ def _registry(stage: Stages, params: PipelineParams, models, policies, evaluated
         | {
             "policy": _policy_keys(policies)[candidate],
             "evaluation": _key(evaluated, "dir"),
-            "gate_opponent": registry.gate_opponent(client, policy_dir, model_name),
+            "gate_opponent": registry_rival.gate_opponent(client, policy_dir, model_name),
         },
-        stale_because=lambda cached: registry.registry_moved(
+        stale_because=lambda cached: registry_rival.registry_moved(
             client, cached, (model_name, reward_model_name), (policy_dir, rm["model_dir"])
         ),
         candidate=candidate,

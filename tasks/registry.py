@@ -54,13 +54,7 @@ from instructflow.tasks.registry_lookup import (
     reconcile_champion,
     write_card,
 )
-from instructflow.tasks.registry_rival import (  # whom the gate plays; flows and tests
-    choose_incumbent,  # call the others as registry.<name>, as before they moved
-    gate_opponent,  # noqa: F401
-    local_checkpoint,  # noqa: F401
-    registry_moved,  # noqa: F401
-    rival_champion,  # noqa: F401
-)
+from instructflow.tasks.registry_rival import choose_incumbent
 from instructflow.tasks.registry_snapshot import RegistrySnapshot
 from instructflow.tasks.registry_weights import (
     card_source,

@@ -12,7 +12,7 @@ import warnings
 import mlflow
 from mlflow import MlflowClient
 
-from instructflow.tasks import registry, tracking
+from instructflow.tasks import registry, registry_rival, tracking
 from instructflow.tasks.registry_config import REWARD_MODEL
 
 # One fresh process loads both (an interpreter with mlflow and transformers costs seconds to
@@ -90,5 +90,7 @@ def test_registered_policy_and_reward_model_load_without_the_project(
     # and the pipeline's own code reads the registered policy back as a checkpoint
     from instructflow.models.lm import load_causal_lm
 
-    model, tokenizer = load_causal_lm(registry.local_checkpoint(registry.POLICY_MODEL, version))
+    model, tokenizer = load_causal_lm(
+        registry_rival.local_checkpoint(registry.POLICY_MODEL, version)
+    )
     assert tokenizer.pad_token_id is not None and model.num_parameters() > 0

@@ -6,7 +6,7 @@ import hashlib
 import json
 from pathlib import Path
 
-from instructflow.tasks import registry, registry_pending
+from instructflow.tasks import registry, registry_pending, registry_rival
 from instructflow.tasks.registry_weights import (
     CHECKPOINT_TAG,
     WEIGHTS_TAG,
@@ -139,18 +139,18 @@ def test_a_champion_holding_the_candidates_weights_is_not_its_rival(client, tmp_
     # when a later run's candidate has the same weights in another folder
     candidate = _checkpoint(tmp_path, "ppo-2", b"policy")
     # then the gate does not play the champion against itself: its bar is SFT
-    assert registry.rival_champion(client, candidate, POLICY) is None
-    assert registry.gate_opponent(client, candidate, POLICY) == f"{POLICY} sft"
+    assert registry_rival.rival_champion(client, candidate, POLICY) is None
+    assert registry_rival.gate_opponent(client, candidate, POLICY) == f"{POLICY} sft"
     # and a candidate with other weights plays the champion
     other = _checkpoint(tmp_path, "ppo-3", b"other")
-    assert registry.rival_champion(client, other, POLICY) == "1"
+    assert registry_rival.rival_champion(client, other, POLICY) == "1"
 
 
 def test_a_result_naming_the_version_that_holds_its_weights_is_not_stale(client, tmp_path):
     _run(client, tmp_path, 1)
     dirs = (_checkpoint(tmp_path, "ppo-2", b"policy"), _checkpoint(tmp_path, "rm-2", b"rm"))
     result = {"policy_version": "1", "reward_model_version": "1"}
-    assert registry.registry_moved(client, result, (POLICY, RM), dirs) is None
+    assert registry_rival.registry_moved(client, result, (POLICY, RM), dirs) is None
 
 
 def test_a_failed_stage_puts_back_what_it_wrote_to_the_version_it_reused(client, tmp_path):

@@ -10,7 +10,7 @@ import mlflow
 import pytest
 from mlflow import MlflowClient
 
-from instructflow.tasks import promotion, registry, registry_pending, tracking
+from instructflow.tasks import promotion, registry, registry_pending, registry_rival, tracking
 from instructflow.tasks.evaluation import EvalConfig
 from instructflow.tasks.gate import GateConfig
 from instructflow.tasks.registry_config import RegistryConfig
@@ -155,7 +155,7 @@ def test_the_gate_says_which_margin_it_used_and_where_from(gate, tmp_path):
 
 def test_a_registry_result_goes_stale_when_the_registry_moves_on(gate, tmp_path):
     dirs = (str(gate.sft_dir), str(gate.rm_dir))
-    moved = lambda result: registry.registry_moved(gate.client, result, (POLICY, RM), dirs)  # noqa: E731
+    moved = lambda result: registry_rival.registry_moved(gate.client, result, (POLICY, RM), dirs)  # noqa: E731
     # given the first run's result as the registry holds it (v1 was then promoted by hand)
     first = gate.first | {"champion": "1"}
     assert moved(first) is None
@@ -177,7 +177,7 @@ def test_a_registry_result_goes_stale_when_champion_moves_by_hand(gate):
     # given the first run's result, which reports no champion, and v1 since promoted by hand
     # (the gate's opponent stays SFT: a champion holding the candidate's weights is not played)
     dirs = (str(gate.sft_dir), str(gate.rm_dir))
-    moved = lambda result: registry.registry_moved(gate.client, result, (POLICY, RM), dirs)  # noqa: E731
+    moved = lambda result: registry_rival.registry_moved(gate.client, result, (POLICY, RM), dirs)  # noqa: E731
     assert gate.first["champion"] is None
     # then that result is stale: a cached report would say there is no champion
     assert moved(gate.first) == f"{POLICY}'s champion is v1, not none"
