@@ -183,9 +183,12 @@ def test_a_run_waiting_in_another_process_keeps_its_place(root, monkeypatch):
         _wait_for_a_ticket(root)
     # when a run here asks for it as it is freed
     here = _waiter("here", order)
-    # then the other process has it first
-    assert child.stdout.readline().startswith("waiting for a training slot")
-    assert child.stdout.readline().strip() == "child holds"
+    # then the other process has it first (it says it waited only if it looked while the
+    # slot was still held here: it may queue and find the slot free at its first look)
+    first = child.stdout.readline()
+    if first.startswith("waiting for a training slot"):
+        first = child.stdout.readline()
+    assert first.strip() == "child holds"
     assert order == []
     child.wait(30)
     here.join(5)
