@@ -77,12 +77,11 @@ def _cmd_run(args: argparse.Namespace) -> int:
             return _refused(params, refusal)
 
     from instructflow.flows.pipeline import rlhf_pipeline
-    from instructflow.tasks import heap
+    from instructflow.tasks import heap, temporary_server
     from instructflow.tasks.env import no_flow_heartbeats
-    from instructflow.tasks.interrupts import temporary_server_apart
 
     heap.imports_done()
-    temporary_server_apart()
+    temporary_server.prepare()
     with stop_on_signals(), no_flow_heartbeats():
         state = rlhf_pipeline(params, return_state=True)
     report = state.result()  # raises InputRefused if the flow refused, or the stage's error
@@ -167,12 +166,12 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
 
         print(f"instructflow: {WORLD_ONLY}", file=sys.stderr)
         return 2
-    from instructflow.tasks import heap
+    from instructflow.tasks import heap, temporary_server
     from instructflow.tasks.env import no_flow_heartbeats
-    from instructflow.tasks.interrupts import stop_on_signals, temporary_server_apart
+    from instructflow.tasks.interrupts import stop_on_signals
 
     heap.imports_done()
-    temporary_server_apart()
+    temporary_server.prepare()
     # Handlers of its own, as `run` has: a process started in the background inherits
     # SIGINT ignored, and a sweep stopped by SIGTERM would orphan its seeds' processes.
     # The seeds train in those processes, so this one has no step to finish: 2 s of grace.

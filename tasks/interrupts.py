@@ -91,34 +91,3 @@ def reclaim() -> None:
     if _installed and threading.current_thread() is threading.main_thread():
         for sig in SIGNALS:
             signal.signal(sig, _installed[0])
-
-
-def temporary_server_apart() -> None:
-    """Start Prefect's temporary server (the one a run without PREFECT_API_URL uses) in a
-    session of its own.
-
-    A terminal's Ctrl-C goes to its whole foreground process group: the server, a child
-    of the run, died at once, and the run then spent minutes retrying it before it
-    could stop (and said "lost a service"). Apart, the server outlives the signal, the
-    run stops as above and records its flow run's end, and then stops the server, as
-    Prefect does at exit. A server a killed run leaves behind is stopped by the next
-    run (tasks/leftovers.py).
-    """
-    import subprocess
-
-    from prefect.server.api.server import SubprocessASGIServer
-
-    start = SubprocessASGIServer._run_uvicorn_command
-    if getattr(start, "apart", False):
-        return
-
-    def start_apart(server: SubprocessASGIServer) -> subprocess.Popen:
-        popen = subprocess.Popen
-        subprocess.Popen = lambda *args, **kwargs: popen(*args, start_new_session=True, **kwargs)
-        try:
-            return start(server)
-        finally:
-            subprocess.Popen = popen
-
-    start_apart.apart = True
-    SubprocessASGIServer._run_uvicorn_command = start_apart

@@ -30,7 +30,7 @@ def test_data_validate_lists_what_it_does_not_read(tmp_path, capsys):
 
 def test_a_run_lists_what_it_does_not_read_before_its_flow_starts(tmp_path, monkeypatch, capsys):
     from instructflow.flows import pipeline
-    from instructflow.tasks import interrupts
+    from instructflow.tasks import temporary_server
 
     # given the same directory, a tiny model, and a flow that stops as soon as it is called
     root = tmp_path / "project"
@@ -44,7 +44,7 @@ def test_a_run_lists_what_it_does_not_read_before_its_flow_starts(tmp_path, monk
         raise TableError([Problem("flow", 0, "<line>", "the test stops here")])
 
     monkeypatch.setattr(pipeline, "rlhf_pipeline", flow_not_run)
-    monkeypatch.setattr(interrupts, "temporary_server_apart", lambda: None)
+    monkeypatch.setattr(temporary_server, "prepare", lambda: None)
     # when a run on it starts
     assert main(["run", "--data", str(folder), "--base-model", str(llama)]) == 2
     # then its log lists them, before the flow was called
