@@ -98,8 +98,16 @@ def _conversation_items(path, rows, render: PromptRenderer) -> tuple[list[Item],
             continue
         answers = [chosen[-1]["content"].strip(), rejected[-1]["content"].strip()]
         if (prompt := render(prefix, path, row, "chosen")) is not None:
-            items.append(_item(path, row, obj, prompt, answers, "chosen", "chosen", prefix))
+            scores = _scores(obj)
+            items.append(
+                _item(path, row, obj, prompt, answers, "chosen", "chosen", prefix, **scores)
+            )
     return items, unshared
+
+
+def _scores(obj: dict) -> dict[str, Any]:
+    """The pair's own scores, as metadata (splits.tied_scores reads them)."""
+    return {k: obj[k] for k in ds.SCORES if k in obj}
 
 
 def preference_items(path, rows, shape, render: PromptRenderer) -> tuple[list[Item], int]:
@@ -113,9 +121,8 @@ def preference_items(path, rows, shape, render: PromptRenderer) -> tuple[list[It
             item = _item(path, row, obj, obj["prompt"], list(obj["responses"]), "responses")
             item.ranking = [int(i) for i in obj["ranking"]]
         else:
-            scores = {k: obj[k] for k in ("score_chosen", "score_rejected", "margin") if k in obj}
             pair = [obj["chosen"], obj["rejected"]]
-            item = _item(path, row, obj, obj["prompt"], pair, "chosen", **scores)
+            item = _item(path, row, obj, obj["prompt"], pair, "chosen", **_scores(obj))
         items.append(item)
     return items, 0
 

@@ -729,3 +729,28 @@ def test_a_pairwise_dataset_with_tied_scores_loads_with_a_warning(tmp_path):
     summary = load_dataset(folder, DatasetConfig()).summary
     (warning,) = [w for w in summary["split_warnings"] if "equal scores" in w]
     assert warning.startswith("preferences.jsonl: 1 pair has equal scores (rows 5)")
+
+
+@pytest.mark.parametrize("form", ["hh_text", "ultrafeedback"])
+def test_conversation_pairs_with_tied_scores_load_with_the_same_warning(tmp_path, form):
+    # given conversation pairs with scores beside them: HH text, or ultrafeedback_binarized's
+    # form (a text prompt beside message lists, score_chosen / score_rejected)
+    folder = write_hh_dataset(tmp_path / "hh", n_pairs=60)
+    rows = [
+        r | {"score_chosen": 9.0, "score_rejected": 4.0}
+        for r in _lines(folder / "preferences.jsonl")
+    ]
+    if form == "ultrafeedback":
+        for r in rows:
+            chosen, rejected = parse_hh(r["chosen"]), parse_hh(r["rejected"])
+            r |= {"prompt": chosen[-2]["content"], "chosen": chosen, "rejected": rejected}
+    rows[4] |= {"score_rejected": 9.0}  # row 5: a tie by its own scores
+    rows[7] |= {"margin": 0}  # row 8: a tie by its margin
+    _with(folder, rows)
+    # when it loads
+    data = load_dataset(folder, DatasetConfig())
+    # then the scores are kept, and the ties are warned about as a text pair's are
+    assert data.preferences[0].meta["score_chosen"] == 9.0
+    (warning,) = [w for w in data.summary["split_warnings"] if "equal scores" in w]
+    assert warning.startswith("preferences.jsonl: 2 pairs have equal scores (rows 5, 8)")
+    assert "score_chosen" not in data.summary["ignored_columns"].get("preferences", [])

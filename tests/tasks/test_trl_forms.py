@@ -144,15 +144,15 @@ def test_ultrafeedback_binarized_rows_load_as_the_same_conversations(tmp_path):
     # when both load
     ours, theirs = load_dataset(own), load_dataset(hub)
     # then they hold the same comparisons in the same splits; the text prompt is read as TRL
-    # reads it (not at all: the conversations hold it); columns it has no use for are listed
+    # reads it (not at all: the conversations hold it); the scores are kept as a text
+    # pair's are, and columns it has no use for are listed
     assert [(i.prompt, i.responses) for i in ours.preferences] == [
         (i.prompt, i.responses) for i in theirs.preferences
     ]
     assert ours.summary["split_counts"] == theirs.summary["split_counts"]
     assert theirs.summary["trl_forms"] == {"preferences": 120}
-    assert theirs.summary["ignored_columns"]["preferences"] == [
-        "messages", "score_chosen", "score_rejected"
-    ]  # fmt: skip
+    assert theirs.preferences[0].meta == {"score_chosen": 8.0, "score_rejected": 3.0}
+    assert theirs.summary["ignored_columns"]["preferences"] == ["messages"]
 
 
 def test_a_bad_row_in_a_trl_form_is_named_by_file_row_and_field(tmp_path):
