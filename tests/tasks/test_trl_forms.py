@@ -430,3 +430,20 @@ def test_a_bad_turn_in_a_conversational_prompt_is_named_in_prompt_once(tmp_path,
     assert [(Path(p.file).name, p.row, p.field) for p in e.value.problems] == [
         ("preferences.jsonl", 3, "prompt")
     ]
+
+
+def test_a_blank_earlier_user_turn_in_a_conversational_prompt_is_named_in_prompt(tmp_path):
+    # given TRL conversational preferences whose row 3's `prompt` has a blank first user turn
+    prefs = _conversational_preferences(60)
+    prefs[2]["prompt"] = [
+        {"role": "user", "content": ""},
+        {"role": "assistant", "content": "Hi."},
+        *prefs[2]["prompt"],
+    ]
+    _write(tmp_path, "preferences", prefs)
+    with pytest.raises(TableError, match="an earlier user turn is empty") as e:
+        load_dataset(tmp_path)
+    # then it is named once, in the column the user must fix
+    assert [(Path(p.file).name, p.row, p.field) for p in e.value.problems] == [
+        ("preferences.jsonl", 3, "prompt")
+    ]
