@@ -15,6 +15,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
     if not args.data and (problem := not_a_dvc_project(project_root())):
         # Said before anything is written: no MLflow store or run in a folder that is no project.
+        # Worded as preflight.refused words it (preflight imports MLflow and Prefect: slow here).
         print(f"instructflow: refused before training: {problem}", file=sys.stderr)
         return 2
     from instructflow.flows.params_io import build_params, read_params_file
@@ -63,7 +64,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
         try:
             summary = own_data_preflight(local)  # a refused dataset stops here, before any flow
         except bad_input_errors() as error:  # recorded in MLflow as the embedded world's are
-            return _refused(params, str(error))
+            return _refused(params, preflight.refused(error))
         for warning in summary.get("split_warnings", []):
             print(f"instructflow: warning: {warning}", file=sys.stderr, flush=True)
         from instructflow.tasks.dataset_names import notes

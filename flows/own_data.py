@@ -21,7 +21,7 @@ import mlflow
 from prefect import get_run_logger
 from prefect.artifacts import create_markdown_artifact
 
-from instructflow.flows import approval, dataset_gate
+from instructflow.flows import approval, dataset_gate, explained_errors
 from instructflow.flows.params import PipelineParams
 from instructflow.flows.stages import Stages, note_kept_start, run_stage
 from instructflow.tasks import (
@@ -49,7 +49,7 @@ from instructflow.tasks.input_checks import base_model_problems
 from instructflow.tasks.lengths import fewshot_prefix_that_fits
 from instructflow.tasks.lora_checks import lora_target_problems, model_config
 from instructflow.tasks.paths import reports_dir
-from instructflow.tasks.preflight import InputRefused
+from instructflow.tasks.preflight import InputRefused, refuse, refused
 from instructflow.tasks.runtime_checks import runtime_problems
 from instructflow.tasks.stage import content_digest
 from instructflow.tasks.tables import TableError
@@ -95,21 +95,10 @@ def preflight(params: PipelineParams) -> dict:
     return load_dataset(Path(params.data), params.dataset, check).summary
 
 
-def _digests(profile_dir: Path, *rels: str) -> dict[str, str | None]:
-    """Content digest of each table a stage reads (None when the dataset has no such table)."""
-    return {
-        rel: content_digest(profile_dir / rel) if (profile_dir / rel).exists() else None
-        for rel in rels
-    }
-
-
-def run(
-    params: PipelineParams, parent_id: str, run_info: dict, mlflow_url: str, threads: int
-) -> dict:
-    """The stages on `params.data` inside the running flow and MLflow parent run; returns the report."""
-    logger = get_run_logger()
-    # A run from the Prefect form or API skips the CLI's preflight: these are refusals
-    # (explained errors: the flow run fails with the line, no traceback), not bugs.
+def _imported(params: PipelineParams, parent_id: str, timings: dict) -> dict:
+    """The checks a run from the Prefect form or API (no CLI preflight) needs, then the
+    import stage: its output, with the dataset's folder, its DVC md5 and the base model's
+    digest. Raises bad input (an explained error: no traceback), which `run` refuses."""
     if not params.base_model:
         raise InputRefused(NEEDS_BASE)
     if (missing := missing_folder(Path(params.data))) is not None:
@@ -128,7 +117,6 @@ def run(
     run_status.describe({"data_dir": str(data_dir), "dvc_data_md5": dvc_tags["data_dvc_md5"]})
     tracking.log_data_version(data_dir.name, data_dir, dvc_tags["data_dvc_md5"])
     base_digest = content_digest(params.base_model)
-    timings: dict[str, float] = {}  # stage -> wall seconds (report: run.stage_seconds)
     imported = run_stage(
         dataset_stage.import_dataset_task,
         "data",
@@ -142,6 +130,33 @@ def run(
         max_new_tokens=max_new_tokens(params),
         tables=table_md5s,  # what the key holds (not a key argument: not a scalar)
     )
+    return imported | {
+        "data_dir": data_dir,
+        "dvc_data_md5": dvc_tags["data_dvc_md5"],
+        "base_digest": base_digest,
+    }
+
+
+def _digests(profile_dir: Path, *rels: str) -> dict[str, str | None]:
+    """Content digest of each table a stage reads (None when the dataset has no such table)."""
+    return {
+        rel: content_digest(profile_dir / rel) if (profile_dir / rel).exists() else None
+        for rel in rels
+    }
+
+
+def run(
+    params: PipelineParams, parent_id: str, run_info: dict, mlflow_url: str, threads: int
+) -> dict:
+    """The stages on `params.data` inside the running flow and MLflow parent run; returns the
+    report, or the Failed state of a refusal before training (preflight.refuse)."""
+    logger = get_run_logger()
+    timings: dict[str, float] = {}  # stage -> wall seconds (report: run.stage_seconds)
+    try:
+        imported = _imported(params, parent_id, timings)
+    except explained_errors.bad_input_errors() as error:  # as the CLI and the embedded world say
+        return refuse(refused(error))
+    data_dir, base_digest = imported["data_dir"], imported["base_digest"]
     summary = imported["summary"]
     profile_dir = Path(imported["profile_dir"])
     md5s = {name: t["md5"] for name, t in summary["tables"].items()}
@@ -261,7 +276,7 @@ def run(
             "mlflow_run_id": parent_id,
             **run_info,
             "data_dir": str(data_dir),
-            "dvc_data_md5": dvc_tags["data_dvc_md5"],
+            "dvc_data_md5": imported["dvc_data_md5"],
             "stage_seconds": timings,
             # where each policy, the RM, the judge and the evaluation are (`instructflow
             # evaluate`, sweeps, `compare`: whether two runs had the same judge)

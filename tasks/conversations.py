@@ -73,6 +73,7 @@ NOT_ASSISTANT_LAST = "does not end on an assistant turn"
 EMPTY_ANSWER = "its final assistant turn is empty"
 NO_USER_TURN = "has no user turn before its final assistant turn"
 EMPTY_QUESTION = "its last user turn (the one answered) is empty"
+EMPTY_EARLIER_QUESTION = "an earlier user turn is empty"
 CONTROL_IN_MESSAGE = f"has a message that {CONTROL_CHARS}"
 SURROGATE_IN_MESSAGE = f"has a message that {SURROGATE}"
 TEMPLATE_REFUSES = "the base model's chat template refuses this conversation"
@@ -84,9 +85,14 @@ CONVERSATION_PROBLEMS = (
     EMPTY_ANSWER,
     NO_USER_TURN,
     EMPTY_QUESTION,
+    EMPTY_EARLIER_QUESTION,
     CONTROL_IN_MESSAGE,
     SURROGATE_IN_MESSAGE,
 )
+
+
+def _blank_user_turn(message: dict) -> bool:
+    return message["role"] == "user" and not message["content"].strip()
 
 
 def _good_message(message: dict) -> bool:
@@ -147,6 +153,9 @@ def conversation_problem(value: Any) -> str | None:
     # As an empty text prompt is refused: the model would answer nothing.
     if not next(m for m in reversed(messages) if m["role"] == "user")["content"].strip():
         return EMPTY_QUESTION
+    # The model is trained or asked to answer it as a turn the user said nothing in.
+    if any(_blank_user_turn(m) for m in messages):
+        return EMPTY_EARLIER_QUESTION
     # As in every other text field (tasks/schemas.py).
     if any(_CONTROL_RE.search(m["content"]) for m in messages):
         return CONTROL_IN_MESSAGE
@@ -164,6 +173,7 @@ def message_at_fault(problem: str, value: Any) -> Any:
     second message showed as "[{'role': 'user', 'content': '...'}, {'role': 'assi...")."""
     at_fault = {
         BAD_MESSAGE: lambda m: not _good_message(m),
+        EMPTY_EARLIER_QUESTION: _blank_user_turn,
         CONTROL_IN_MESSAGE: lambda m: _CONTROL_RE.search(m["content"]),
         SURROGATE_IN_MESSAGE: lambda m: _SURROGATE_RE.search(m["content"]),
     }.get(problem)

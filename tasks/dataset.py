@@ -7,20 +7,22 @@ without demonstrations SFT trains on the preferred responses; without
 prompts PPO and evaluation use the preferences' prompts.
 
 ``load_dataset`` reads every table, validates it with pandera (lazily: every
-problem of every table, each naming file, row and field), turns the three
-preference shapes into K-wise comparisons (K = 2..9; a pair is K = 2),
-checks lengths against the base model's context, and assigns splits
-(instructflow.tasks.splits). Nothing is trained on a dataset that fails: the TableError
-lists what to fix. ``write_layout`` then writes the tables in the layout the
-stages read (instructflow.world.layout), so SFT, the reward model, PPO and evaluation run
-on a user's data through the same code as on the embedded world.
+problem of every table, each naming file, row and field), turns its rows into
+Items (instructflow.tasks.dataset_items: the three preference shapes become
+K-wise comparisons, K = 2..9, a pair being K = 2), checks lengths against the
+base model's context, and assigns splits (instructflow.tasks.splits). Nothing
+is trained on a dataset that fails: the TableError lists what to fix.
+instructflow.tasks.dataset_layout.write_layout then writes the tables in the
+layout the stages read (instructflow.world.layout), so SFT, the reward model,
+PPO and evaluation run on a user's data through the same code as on the
+embedded world.
 """
 
 from __future__ import annotations
 
 import hashlib
 from collections import Counter
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -30,24 +32,19 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from instructflow.tasks import dataset_schemas as ds
 from instructflow.tasks import splits, trl_forms
-from instructflow.tasks.conversations import (
-    PromptRenderer,
-    as_messages,
-    drop_message_extras,
-    message_at_fault,
-    prompt_key,
-    readable,
-    shared_prompt,
-    split_key,
-)
+from instructflow.tasks.conversations import PromptRenderer, drop_message_extras, message_at_fault
 from instructflow.tasks.dataset_files import find_tables, read_rows, unread_files
+from instructflow.tasks.dataset_items import (
+    Item,
+    demonstration_items,
+    preference_items,
+    prompt_items,
+)
 from instructflow.tasks.dataset_names import meant_columns, naming_warnings, nearest
 from instructflow.tasks.lengths import LengthCheck, overlong_hint
-from instructflow.tasks.schemas import ROW_CHECK_FIELDS, canonical_split
+from instructflow.tasks.schemas import ROW_CHECK_FIELDS
 from instructflow.tasks.tables import LINE, Problem, TableError, _schema_problems
 
-COMPARISONS_DIR = "comparisons"  # written beside the layout: the stage's train/valid/heldout
-LAYOUT_SPLITS = {"train": "train", "valid": "valid", "test": "heldout"}
 EMPTY_TABLE = "the table is empty (no rows)"  # as instructflow.tasks.input_checks says it
 
 
@@ -69,32 +66,6 @@ class DatasetConfig(BaseModel):
         "refuse",
         description="A row longer than the context: refuse the dataset (naming it), drop the row, or cut the prompt's start (a row whose response alone is too long is dropped). Counts go to MLflow and the report.",
     )
-
-
-@dataclass
-class Item:
-    """One row of a user's table, normalised: a prompt and zero or more ranked responses."""
-
-    file: str
-    row: int
-    prompt: str
-    responses: list[str]
-    ranking: list[int]
-    user_id: str | None
-    stated_split: str | None
-    category: str | None
-    labeler_id: str | None
-    response_field: str = "response"  # where a too-long response is reported
-    prompt_field: str = "prompt"  # where a too-long prompt is reported
-    meta: dict[str, Any] = field(default_factory=dict)
-    # A conversation's prompt as people read it (conversations.readable: no template markup);
-    # None when the row gave the prompt as text, which people read as the model does.
-    readable_prompt: str | None = None
-    # What its split is drawn from without user ids: the prompt before rendering or cutting
-    # (conversations.split_key), so one prompt is on one side in every table and form.
-    split_key: str = ""
-    prompt_key: str = ""  # which prompt it is (conversations.prompt_key): its id, repeats
-    turns: list[dict[str, str]] | None = None  # the conversation `prompt` was rendered from
 
 
 @dataclass
@@ -159,98 +130,6 @@ def _absent(problem: Problem, obj: dict | None) -> Problem:
     return replace(problem, message=f"missing field{hint}")
 
 
-def _item(
-    path: Path,
-    row: int,
-    obj: dict,
-    prompt: str,
-    responses: list[str],
-    where: str,
-    prompt_where: str = "prompt",
-    messages: list[dict[str, str]] | None = None,
-    **meta,
-) -> Item:
-    """The row as an Item; `messages`: the conversation turns `prompt` was rendered from."""
-    return Item(
-        readable_prompt=readable(messages) if messages is not None else None,
-        turns=messages,
-        split_key=split_key(messages if messages is not None else prompt),
-        prompt_key=prompt_key(messages if messages is not None else prompt),
-        response_field=where,
-        prompt_field=prompt_where,
-        file=str(path),
-        row=row,
-        prompt=prompt,
-        # as conversation answers are: a text answer's leading space (TRL's prompt +
-        # completion form) would follow the frame's own space: "A:  answer"
-        responses=[r.strip() for r in responses],
-        ranking=list(range(len(responses))),
-        user_id=ds.identifier(obj.get("user_id")),
-        stated_split=canonical_split(obj.get("split")),
-        category=obj.get("category"),
-        labeler_id=ds.identifier(obj.get("labeler_id")),
-        meta=meta,
-    )
-
-
-def _conversation_items(path, rows, render: PromptRenderer) -> tuple[list[Item], int]:
-    """Pairwise conversations: the shared turns are the prompt. Returns items and rows with none."""
-    items, unshared = [], 0
-    for row, obj in rows:
-        chosen, rejected = as_messages(obj["chosen"]), as_messages(obj["rejected"])
-        prefix = shared_prompt(chosen, rejected)
-        if prefix is None:
-            unshared += 1
-            continue
-        answers = [chosen[-1]["content"].strip(), rejected[-1]["content"].strip()]
-        if (prompt := render(prefix, path, row, "chosen")) is not None:
-            items.append(_item(path, row, obj, prompt, answers, "chosen", "chosen", prefix))
-    return items, unshared
-
-
-def _preference_items(path, rows, shape, render: PromptRenderer) -> tuple[list[Item], int]:
-    if shape == "conversation":
-        return _conversation_items(path, rows, render)
-    items = []
-    for row, obj in rows:
-        if shape == "ranking":
-            item = _item(path, row, obj, obj["prompt"], list(obj["responses"]), "responses")
-            item.ranking = [int(i) for i in obj["ranking"]]
-        else:
-            scores = {k: obj[k] for k in ("score_chosen", "score_rejected", "margin") if k in obj}
-            pair = [obj["chosen"], obj["rejected"]]
-            item = _item(path, row, obj, obj["prompt"], pair, "chosen", **scores)
-        items.append(item)
-    return items, 0
-
-
-def _prompt_items(path, rows, render: PromptRenderer) -> list[Item]:
-    """Prompt texts, and conversations rendered as the prompt turns of a preference are."""
-    items = []
-    for row, obj in rows:
-        if obj.get("messages") is None:
-            items.append(_item(path, row, obj, obj["prompt"], [], "prompt"))
-        elif (prompt := render(obj["messages"], path, row, "messages")) is not None:
-            turns = obj["messages"]
-            items.append(_item(path, row, obj, prompt, [], "messages", "messages", turns))
-    return items
-
-
-def _demonstration_items(path, rows, render: PromptRenderer) -> list[Item]:
-    items = []
-    for row, obj in rows:
-        if obj.get("messages") is not None:
-            messages = as_messages(obj["messages"])
-            prompt = render(messages[:-1], path, row, "messages")
-            if prompt is not None:  # else the chat template refused it: a problem of this row
-                answer = [messages[-1]["content"].strip()]
-                turns = messages[:-1]
-                items.append(_item(path, row, obj, prompt, answer, "messages", "messages", turns))
-        else:
-            items.append(_item(path, row, obj, obj["prompt"], [obj["response"]], "response"))
-    return items
-
-
 def md5_of(path: Path) -> str:
     return hashlib.md5(path.read_bytes()).hexdigest()
 
@@ -311,11 +190,11 @@ def load_dataset(
         if found or read_problems or form_problems:
             continue  # normalising needs valid rows; the problems are reported below
         if name == "prompts":
-            loaded[name] = _prompt_items(path, rows, render)
+            loaded[name] = prompt_items(path, rows, render)
         elif name == "demonstrations":
-            loaded[name] = _demonstration_items(path, rows, render)
+            loaded[name] = demonstration_items(path, rows, render)
         elif name == "preferences":
-            loaded[name], summary["no_shared_prefix"] = _preference_items(path, rows, shape, render)
+            loaded[name], summary["no_shared_prefix"] = preference_items(path, rows, shape, render)
         else:
             extra[name] = [obj for _, obj in rows]
     if folder.is_dir():  # what is not read is listed, with the name a near miss was meant as

@@ -25,7 +25,8 @@ import json
 from pathlib import Path
 
 from instructflow.tasks.conversations import READABLE_PROMPTS
-from instructflow.tasks.dataset import Dataset, Item
+from instructflow.tasks.dataset import Dataset
+from instructflow.tasks.dataset_items import Item
 from instructflow.tasks.tables import write_jsonl
 from instructflow.world import layout
 

@@ -240,14 +240,17 @@ def _number() -> pa.Column:
     )
 
 
+# A pair's own scores, in either pair shape (ultrafeedback_binarized has them beside its
+# message lists): kept as metadata, and a tie by them is warned about (splits.tied_scores).
+SCORES = ("score_chosen", "score_rejected", "margin")
+
+
 def _pairwise_schema() -> pa.DataFrameSchema:
     columns = {
         "prompt": _text("The prompt both responses answer."),
         "chosen": _text("The preferred response."),
         "rejected": _text("The dispreferred response."),
-        "score_chosen": _number(),
-        "score_rejected": _number(),
-        "margin": _number(),
+        **{name: _number() for name in SCORES},
         **_common(),
     }
     return pa.DataFrameSchema(
@@ -269,6 +272,7 @@ def _conversation_schema() -> pa.DataFrameSchema:
     columns = {
         "chosen": _conversation("The preferred conversation."),
         "rejected": _conversation("The dispreferred conversation (same prompt turns)."),
+        **{name: _number() for name in SCORES},
         **_common(),
     }
     return pa.DataFrameSchema(

@@ -50,6 +50,12 @@ class InputRefused(ValueError):
     """A run refused before training; the message names file, row and field."""
 
 
+def refused(why: object) -> str:
+    """What a run refused before training says, whichever check refused it (a table of the
+    embedded world, a user's dataset, the base model, the DVC gate): one wording for all."""
+    return f"refused before training: {why}"
+
+
 def _param_problems(params: Any) -> list[Problem]:
     base = params.stage("base")
     problems = []
@@ -210,7 +216,7 @@ def refusal_of(params: Any, root: Path) -> tuple[dict | None, str | None]:
     try:
         return asdict(preflight(params, root)), None
     except (TableError, DataMismatchError) as error:
-        return None, f"refused before training: {error}"
+        return None, refused(error)
 
 
 def local_base_model(params: Any) -> tuple[str | None, str | None]:
@@ -225,11 +231,11 @@ def local_base_model(params: Any) -> tuple[str | None, str | None]:
         return None, None
     folder = Path(params.base_model).expanduser()
     if _is_local(params.base_model) and not folder.is_dir():  # as check_inputs names it
-        return None, f"refused before training: {TableError(config_file_problems(folder))}"
+        return None, refused(TableError(config_file_problems(folder)))
     try:
         return str(resolve_pretrained(params.base_model, params.base_model_revision)), None
     except ModelNotFoundError as error:
-        return None, f"refused before training: {error} (field 'base_model')"
+        return None, refused(f"{error} (field 'base_model')")
 
 
 @task(name="preflight", task_run_name="preflight", cache_policy=NO_CACHE, version=PREFLIGHT_CODE)

@@ -1,10 +1,14 @@
 """A run on your own data started from the Prefect form or API (no CLI preflight) refuses a
-missing dataset folder or base model in one line, as the CLI does: no traceback, nothing trained."""
+missing dataset folder, a bad row or a missing base model as the CLI does: in the same words,
+no traceback, nothing trained."""
+
+import json
 
 import pytest
 
 from instructflow.flows import explained_errors
 from instructflow.flows.params import PipelineParams
+from tests.own_data import write_hh_dataset
 from tests.tiny_models import tiny_llama
 
 
@@ -48,6 +52,36 @@ def test_a_missing_dataset_folder_is_refused_not_a_crash(project, tmp_path):
     assert explained_errors.is_explained(error)  # logged without a traceback
     assert f"{missing} field 'data': no such directory" in message
     _nothing_trained(project)
+    # worded, and recorded in MLflow, as a refusal of a bad base model is (test below)
+    assert message.startswith("refused before training: 1 problem found:\n"), message
+    _refusal_recorded(project, f"{missing} field 'data': no such directory")
+
+
+def test_a_bad_row_is_refused_as_the_cli_refuses_it(project, tmp_path):
+    # given a dataset whose row 5 does not end on an assistant turn, run from the form
+    data = write_hh_dataset(tmp_path / "hh", n_pairs=30)
+    llama = tiny_llama(tmp_path / "llama", [p.read_text() for p in data.iterdir()])
+    prefs = [json.loads(line) for line in (data / "preferences.jsonl").read_text().splitlines()]
+    prefs[4]["chosen"] += "\n\nHuman: and?"
+    (data / "preferences.jsonl").write_text("".join(json.dumps(r) + "\n" for r in prefs))
+    message, error = _refusal(
+        PipelineParams(profile="smoke", data=str(data), base_model=str(llama))
+    )
+    # then the import refuses it in the words `instructflow run` uses, before any training
+    assert explained_errors.is_explained(error)
+    assert message.startswith("refused before training: 1 problem found:\n"), message
+    assert "preferences.jsonl row 5 field 'chosen': does not end on an assistant turn" in message
+    # and the parent run records the refusal (beside it, the import stage's run FAILED)
+    from mlflow import MlflowClient
+
+    client = MlflowClient(f"sqlite:///{project / 'mlflow.db'}")
+    runs = client.search_runs([e.experiment_id for e in client.search_experiments()])
+    assert sorted(r.info.run_name.split("-")[0] for r in runs) == ["data", "rlhf"]
+    assert {r.info.status for r in runs} == {"FAILED"}
+    (parent,) = [r for r in runs if r.data.tags.get("refused") == "true"]
+    assert parent.data.tags["failure_reason"].startswith("refused before training: ")
+    assert client.search_registered_models() == []
+    assert not (project / "runs").exists() or not any((project / "runs").glob("sft*"))
 
 
 def test_a_dataset_without_a_base_model_is_refused_not_a_crash(project, tmp_path):

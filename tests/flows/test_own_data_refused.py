@@ -52,6 +52,8 @@ def test_a_bad_dataset_is_refused_before_anything_runs(tmp_path, monkeypatch, ca
 
     assert code == 2
     err = capsys.readouterr().err
+    # worded as every refusal of `run` is (a bad --base-model, the embedded world's tables)
+    assert err.startswith("instructflow: refused before training: 1 problem found:\n"), err
     assert "preferences.jsonl row 5 field 'chosen': does not end on an assistant turn" in err
     assert "Traceback" not in err
     # nothing started: no stage output, nothing registered; the refusal is one FAILED
@@ -80,15 +82,18 @@ def test_a_broken_model_folder_is_refused_with_a_dataset_as_without_one(
     for broken, named in (
         (llama, "field 'model.safetensors': no weights"),
         (no_config, "field 'config.json': missing"),
+        (tmp_path / "no-such-model", "field 'base_model': no such directory"),
     ):
         # when a run on the dataset starts from it
         code = main(["run", "--profile", "smoke", "--data", str(data), "--base-model", str(broken)])
-        # then it is refused in one line naming the folder and what is wrong, before any stage
+        # then it is refused in one line naming the folder and what is wrong, before any stage,
+        # worded alike whichever check found it (a folder that is not there is found first)
         assert code == 2
         err = capsys.readouterr().err
+        assert err.startswith("instructflow: refused before training: 1 problem found:\n"), err
         assert f"{broken} {named}" in err and "Traceback" not in err
         assert not (root / "runs").exists()
-    assert "config.json" in _recorded_refusal(root, refusals=2)
+    assert "no such directory" in _recorded_refusal(root, refusals=3)
 
 
 def test_a_model_folder_missing_a_shard_is_refused_in_one_line(tmp_path, monkeypatch, capsys):

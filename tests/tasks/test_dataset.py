@@ -396,6 +396,35 @@ def test_a_conversation_whose_question_is_blank_is_refused_as_a_blank_prompt_is(
     assert "its last user turn (the one answered) is empty" in str(e.value)
 
 
+def test_a_conversation_with_a_blank_earlier_user_turn_is_refused(tmp_path):
+    # given a blank earlier user turn (the last one has text) in a prompts conversation
+    # (row 2), a demonstration (row 4) and a preference pair in HH text (row 6)
+    folder = write_hh_dataset(tmp_path / "hh", n_pairs=20)
+    turns = [
+        {"role": "user", "content": " "},
+        {"role": "assistant", "content": "Hi."},
+        {"role": "user", "content": "Say apple."},
+    ]
+    _rewrite(folder / "prompts.jsonl", 2, messages=turns, prompt=None)
+    answered = [*turns, {"role": "assistant", "content": "apple"}]
+    _rewrite(folder / "demonstrations.jsonl", 4, messages=answered)
+    hh = "\n\nHuman: \n\nAssistant: Hi.\n\nHuman: Say apple.\n\nAssistant: "
+    _rewrite(folder / "preferences.jsonl", 6, chosen=hh + "apple", rejected=hh + "no")
+    with pytest.raises(TableError) as e:
+        load_dataset(folder)
+    # then each is refused before any training, naming file, row and field, and the turn
+    assert set(_problems(e.value)) == {
+        ("prompts.jsonl", 2, "messages"),
+        ("demonstrations.jsonl", 4, "messages"),
+        ("preferences.jsonl", 6, "chosen"),
+        ("preferences.jsonl", 6, "rejected"),
+    }
+    assert all(
+        p.message.startswith("an earlier user turn is empty (got {'role': 'user'")
+        for p in e.value.problems
+    ), str(e.value)
+
+
 def test_a_row_longer_than_the_context_is_refused_dropped_or_cut(tmp_path, tokenizer):
     folder = write_pairwise_dataset(tmp_path / "pw", n=40)
     long_prompt = "Say the word apple twice. " * 30 + "Now say it."
@@ -729,3 +758,28 @@ def test_a_pairwise_dataset_with_tied_scores_loads_with_a_warning(tmp_path):
     summary = load_dataset(folder, DatasetConfig()).summary
     (warning,) = [w for w in summary["split_warnings"] if "equal scores" in w]
     assert warning.startswith("preferences.jsonl: 1 pair has equal scores (rows 5)")
+
+
+@pytest.mark.parametrize("form", ["hh_text", "ultrafeedback"])
+def test_conversation_pairs_with_tied_scores_load_with_the_same_warning(tmp_path, form):
+    # given conversation pairs with scores beside them: HH text, or ultrafeedback_binarized's
+    # form (a text prompt beside message lists, score_chosen / score_rejected)
+    folder = write_hh_dataset(tmp_path / "hh", n_pairs=60)
+    rows = [
+        r | {"score_chosen": 9.0, "score_rejected": 4.0}
+        for r in _lines(folder / "preferences.jsonl")
+    ]
+    if form == "ultrafeedback":
+        for r in rows:
+            chosen, rejected = parse_hh(r["chosen"]), parse_hh(r["rejected"])
+            r |= {"prompt": chosen[-2]["content"], "chosen": chosen, "rejected": rejected}
+    rows[4] |= {"score_rejected": 9.0}  # row 5: a tie by its own scores
+    rows[7] |= {"margin": 0}  # row 8: a tie by its margin
+    _with(folder, rows)
+    # when it loads
+    data = load_dataset(folder, DatasetConfig())
+    # then the scores are kept, and the ties are warned about as a text pair's are
+    assert data.preferences[0].meta["score_chosen"] == 9.0
+    (warning,) = [w for w in data.summary["split_warnings"] if "equal scores" in w]
+    assert warning.startswith("preferences.jsonl: 2 pairs have equal scores (rows 5, 8)")
+    assert "score_chosen" not in data.summary["ignored_columns"].get("preferences", [])

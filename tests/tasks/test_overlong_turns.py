@@ -4,7 +4,7 @@ import pytest
 
 from instructflow.models.tokenizer import train_tokenizer
 from instructflow.tasks.conversations import render
-from instructflow.tasks.dataset import Item
+from instructflow.tasks.dataset_items import Item
 from instructflow.tasks.lengths import LengthCheck
 
 TEMPLATE = (

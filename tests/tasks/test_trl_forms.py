@@ -144,15 +144,15 @@ def test_ultrafeedback_binarized_rows_load_as_the_same_conversations(tmp_path):
     # when both load
     ours, theirs = load_dataset(own), load_dataset(hub)
     # then they hold the same comparisons in the same splits; the text prompt is read as TRL
-    # reads it (not at all: the conversations hold it); columns it has no use for are listed
+    # reads it (not at all: the conversations hold it); the scores are kept as a text
+    # pair's are, and columns it has no use for are listed
     assert [(i.prompt, i.responses) for i in ours.preferences] == [
         (i.prompt, i.responses) for i in theirs.preferences
     ]
     assert ours.summary["split_counts"] == theirs.summary["split_counts"]
     assert theirs.summary["trl_forms"] == {"preferences": 120}
-    assert theirs.summary["ignored_columns"]["preferences"] == [
-        "messages", "score_chosen", "score_rejected"
-    ]  # fmt: skip
+    assert theirs.preferences[0].meta == {"score_chosen": 8.0, "score_rejected": 3.0}
+    assert theirs.summary["ignored_columns"]["preferences"] == ["messages"]
 
 
 def test_a_bad_row_in_a_trl_form_is_named_by_file_row_and_field(tmp_path):
@@ -427,6 +427,23 @@ def test_a_bad_turn_in_a_conversational_prompt_is_named_in_prompt_once(tmp_path,
         load_dataset(tmp_path)
     # then the problem names the column the user must fix, once: not 'chosen' and
     # 'rejected', which hold no bad message
+    assert [(Path(p.file).name, p.row, p.field) for p in e.value.problems] == [
+        ("preferences.jsonl", 3, "prompt")
+    ]
+
+
+def test_a_blank_earlier_user_turn_in_a_conversational_prompt_is_named_in_prompt(tmp_path):
+    # given TRL conversational preferences whose row 3's `prompt` has a blank first user turn
+    prefs = _conversational_preferences(60)
+    prefs[2]["prompt"] = [
+        {"role": "user", "content": ""},
+        {"role": "assistant", "content": "Hi."},
+        *prefs[2]["prompt"],
+    ]
+    _write(tmp_path, "preferences", prefs)
+    with pytest.raises(TableError, match="an earlier user turn is empty") as e:
+        load_dataset(tmp_path)
+    # then it is named once, in the column the user must fix
     assert [(Path(p.file).name, p.row, p.field) for p in e.value.problems] == [
         ("preferences.jsonl", 3, "prompt")
     ]
