@@ -141,14 +141,25 @@ def judged_match(
     champion trained from another base model is a fair rival.
     """
     prompts, _ = load_test_prompts(profile_dir, cfg)
+    players, n = f"{challenger.name} vs {incumbent.name}", len(prompts) // cfg.samples_per_prompt
+    # Said before the sampling, which is minutes with a real model: the gate is not stuck.
+    print(
+        f"head-to-head: {players} on {n} test prompts x {cfg.samples_per_prompt} samples,"
+        " judged by the held-out judge",
+        flush=True,
+    )
     judge = HeldOutJudge.load(judge_dir)
     ours = sample(challenger, prompts, cfg, seed).texts
     theirs = sample(incumbent, prompts, cfg, seed + 1).texts
     wins = judge.compare_many(prompts, ours, theirs)
-    return {
-        "win_rate": prompt_mean_with_ci(wins, cfg.samples_per_prompt, seed),
-        "prompts": len(prompts) // cfg.samples_per_prompt,
-    }
+    win_rate = prompt_mean_with_ci(wins, cfg.samples_per_prompt, seed)
+    low, high = win_rate["ci95"]
+    print(
+        f"head-to-head: {challenger.name} wins {win_rate['mean']:.3f} vs {incumbent.name}"
+        f" (95% CI {low:.3f}-{high:.3f})",
+        flush=True,
+    )
+    return {"win_rate": win_rate, "prompts": n}
 
 
 @task(
