@@ -98,5 +98,6 @@ def mark_interrupted(client: MlflowClient, names: Iterable[str]) -> list[str]:
 def finish(client: MlflowClient, versions: Iterable[tuple[str, str]]) -> None:
     """Clear the mark of each (name, version) whose writes are all done."""
     for name, version in versions:
-        if is_incomplete(client.get_model_version(name, version).tags):
-            client.delete_model_version_tag(name, version, WRITE_TAG)
+        # One call, marked or not: MLflow's stores delete an absent tag as a no-op (they
+        # refuse only a version that is not there), so no read first.
+        client.delete_model_version_tag(name, version, WRITE_TAG)

@@ -70,6 +70,30 @@ def test_a_version_is_born_marked_as_being_written_and_a_finished_write_clears_i
     assert registry_pending.WRITE_TAG not in _tags(client, RM, "1")
 
 
+class _Counting:
+    """A client that records the name of every registry call made through it."""
+
+    def __init__(self, client: MlflowClient):
+        self.client, self.calls = client, []
+
+    def __getattr__(self, name: str):
+        self.calls.append(name)
+        return getattr(self.client, name)
+
+
+def test_finishing_a_write_is_one_call_per_version_marked_or_not(client, tmp_path):
+    dirs = (_checkpoint(tmp_path, "ppo-1", b"one"), _checkpoint(tmp_path, "rm-1", b"rm1"))
+    registry.register_candidate(client, (POLICY, RM), dirs, {"seed": 0}, {}, {})
+    client.delete_model_version_tag(RM, "1", registry_pending.WRITE_TAG)
+    # given a marked version and one without the mark (MLflow deletes an absent tag as a no-op)
+    counting = _Counting(client)
+    registry_pending.finish(counting, [(POLICY, "1"), (RM, "1")])
+    # then each costs one call, and neither is marked after
+    assert counting.calls == ["delete_model_version_tag"] * 2
+    assert registry_pending.WRITE_TAG not in _tags(client, POLICY, "1")
+    assert registry_pending.WRITE_TAG not in _tags(client, RM, "1")
+
+
 def test_a_killed_registry_write_is_marked_interrupted_at_the_next_stage(killed):
     client = killed
     # given a run killed after creating v2 of both models, before its alias, tags and cards
