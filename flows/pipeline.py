@@ -80,7 +80,7 @@ def rlhf_pipeline(
         run_info |= run_status.data_version(root / "data" / params.profile)
     tags = {k: str(v) for k, v in run_info.items()} | provenance.mlflow_tags(prov) | live
     with (
-        lifecycle.ended(live, experiment_id),
+        lifecycle.ended(live) as holds_token,
         mlflow.start_run(
             run_name=f"rlhf-{params.profile}-seed{params.seed}-{flow_run.name}",  # as in Prefect
             tags=tags,
@@ -90,6 +90,7 @@ def rlhf_pipeline(
         tracking.closing_run(),
     ):
         parent_id = parent.info.run_id
+        holds_token(parent_id)  # taken off it once the run has ended
         url = env.mlflow_run_url(experiment_id, parent_id)  # where a person opens it
         run_status.begin({"mlflow_run_id": parent_id, **run_info})
         params_io.record_settings(params, threads)  # MLflow params, a Prefect table

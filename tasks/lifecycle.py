@@ -6,7 +6,7 @@ dead runs KILLED, then make sure the registry's concurrency limit exists and
 free the slot a dead run held (a training slot frees itself: it is a file lock).
 """
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 from mlflow import MlflowClient
@@ -36,20 +36,22 @@ def start_run(experiment_id: str, logger) -> dict[str, str]:
 
 
 @contextmanager
-def ended(live: dict[str, str], experiment_id: str) -> Iterator[None]:
+def ended(live: dict[str, str]) -> Iterator[Callable[[str], None]]:
     """Release this run's liveness lock however the block ends, and take its token off the
-    MLflow run it tagged (experiment `experiment_id`): bookkeeping no one reads once the
-    run has ended. A store that cannot be reached leaves the token: a later run's reaper
-    takes it off instead."""
+    MLflow run that the block names by calling what it yields with the run's id:
+    bookkeeping no one reads once the run has ended. A store that cannot be reached
+    leaves the token: a later run's reaper takes it off instead."""
     token = live[leftovers.TAG_TOKEN]
+    tagged: list[str] = []
     try:
-        yield
+        yield tagged.append
     finally:
         try:
+            # The run is known: deleting on its id spares a search of the experiment at
+            # every run's end (runs reaped later have theirs from the reaper's search).
             client = MlflowClient()
-            tagged = f"tags.{leftovers.TAG_TOKEN} = '{token}'"
-            for run in client.search_runs([experiment_id], filter_string=tagged):
-                leftovers.forget_token(client, run.info.run_id, run.data.tags)
+            for run_id in tagged:
+                client.delete_tag(run_id, leftovers.TAG_TOKEN)
         except Exception:  # noqa: BLE001  (never hide how the run ended behind this)
             pass
         leftovers.unregister(token)

@@ -121,11 +121,16 @@ def register_candidate(
     version, new_policy = _register(policy_dir, name, "policy", lineage | policy_tags | tags)
     client.set_registered_model_alias(name, "challenger", version)
     if not new_rm:  # its card and figures stay the first run's: no gate writes to a reward model
+        registry_pending.mark_rewrite(client, rm_name, rm_version)
         confirm_reuse(client, rm_name, rm_version, lineage, {})
     if source := card_source(client, rm_name, rm_version, new_rm, lineage, rm_metrics):
         card = reward_model_card(rm_name, rm_version, *source, (name, version))
         client.update_model_version(rm_name, rm_version, description=card)
     if not new_policy:  # its figures now the gate's run's, as its gate tags and card are
+        # Not the champion: a mark makes evaluate and promote refuse it, and the champion
+        # people serve has whole weights; a kill leaves only its figures partly this run's.
+        if champion_version(client, name) != version:
+            registry_pending.mark_rewrite(client, name, version)
         confirm_reuse(client, name, version, lineage, policy_tags | tags)
     return version, rm_version
 

@@ -1,6 +1,7 @@
 """Looking a registered model's versions and aliases up, and saying what is there when
 one asked for is not (MLflow's own error is a traceback)."""
 
+import json
 from datetime import UTC, datetime
 
 from mlflow import MlflowClient
@@ -21,6 +22,8 @@ PROMOTION_TAGS = {"promoted_by", "promoted_at", "previous_champion", "promotion_
 REPLACED_TAGS = {"replaced_by", "replaced_at"}
 HISTORY = "promotion_history"
 HISTORY_CHARS = 4000  # MLflow refuses tag values over 5000 characters: the oldest lines go
+# A registered model's tag holding a move of `champion` under way (see _move).
+MOVE_TAG = "champion_move"
 
 
 def alias_version(client: MlflowClient, name: str, alias: str) -> str | None:
@@ -83,18 +86,61 @@ def make_champion(
     if is_incomplete(tags):  # never champion: a run stopped while writing it
         raise RegistryLookupError(incomplete_reason(name, str(version), tags))
     reconcile_champion(client, name)
-    client.set_registered_model_alias(name, "champion", version)
     at = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
     tags = {"promoted_by": promoted_by, "promoted_at": at, **record}
     if previous is not None:
         tags["previous_champion"] = previous
     why = f": {record['promotion_reason']}" if record.get("promotion_reason") else ""
     after = f", after v{previous}" if previous is not None else ""
-    _restate(client, name, str(version), tags, f"{at}: champion ({promoted_by}{after}){why}")
+    move = {"to": str(version), "by": promoted_by, "restate": []}
+    move["restate"].append([str(version), tags, f"{at}: champion ({promoted_by}{after}){why}"])
     if previous is not None:
         replaced = {"replaced_by": str(version), "replaced_at": at}
-        _restate(client, name, previous, replaced, f"{at}: replaced by v{version} ({promoted_by})")
+        event = f"{at}: replaced by v{version} ({promoted_by})"
+        move["restate"].append([previous, replaced, event])
+    _move(client, name, move)
     return True
+
+
+def _move(client: MlflowClient, name: str, move: dict) -> None:
+    """Move `champion` to move["to"] (None: unset it), then restate the versions it names.
+
+    The move is recorded on the registered model first and cleared last: a run killed
+    between the alias and the versions' tags leaves it, and the next reconcile_champion
+    finishes it in its maker's name (without it the alias would read as set outside).
+    """
+    client.set_registered_model_tag(name, MOVE_TAG, json.dumps(move))
+    if move["to"] is None:
+        client.delete_registered_model_alias(name, "champion")
+    else:
+        client.set_registered_model_alias(name, "champion", move["to"])
+    for version, tags, event in move["restate"]:
+        _restate(client, name, version, tags, event)
+    client.delete_registered_model_tag(name, MOVE_TAG)
+
+
+def _finish_move(client: MlflowClient, name: str, champion: str | None) -> str | None:
+    """Finish a move of `champion` a killed run left recorded (see _move), if the alias
+    did move (`champion` is where it stands now); say what was mended."""
+    try:
+        recorded = (client.get_registered_model(name).tags or {}).get(MOVE_TAG)
+    except MlflowException:  # not registered yet: nothing moved
+        return None
+    if recorded is None:
+        return None
+    move = json.loads(recorded)
+    said = None
+    if move["to"] == champion:  # else the alias never moved, or moved again since
+        for version, tags, event in move["restate"]:
+            _restate(client, name, version, tags, event)
+        describe_registered_model(client, name)
+        now = f"v{champion}" if champion else "no version"
+        said = (
+            f"{name}: `champion` was moved to {now} ({move['by']}) by a run stopped before it "
+            "had written it on the versions; their tags and cards now say so"
+        )
+    client.delete_registered_model_tag(name, MOVE_TAG)
+    return said
 
 
 def unset_champion(client: MlflowClient, name: str, by: str) -> None:
@@ -103,10 +149,13 @@ def unset_champion(client: MlflowClient, name: str, by: str) -> None:
     previous = champion_version(client, name)
     if previous is None:
         return
-    client.delete_registered_model_alias(name, "champion")
     at = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
     replaced = {"replaced_by": "none", "replaced_at": at}
-    _restate(client, name, previous, replaced, f"{at}: champion unset ({by})")
+    _move(
+        client,
+        name,
+        {"to": None, "by": by, "restate": [[previous, replaced, f"{at}: champion unset ({by})"]]},
+    )
 
 
 def put_back(client: MlflowClient, name: str, incumbent: str, rejected: str, why: str) -> None:
@@ -132,12 +181,13 @@ def reconcile_champion(client: MlflowClient, name: str) -> str | None:
     stage, so no version reads as champion but the champion for longer than one run.
     """
     champion = champion_version(client, name)
+    finished = _finish_move(client, name, champion)
     found = client.search_model_versions(f"name = '{name}'")
     tags = {str(v.version): dict(v.tags or {}) for v in found}
     stale = sorted((v for v, t in tags.items() if v != champion and t.get("promoted_by")), key=int)
     unrecorded = champion is not None and not tags.get(champion, {}).get("promoted_by")
     if not stale and not unrecorded:
-        return None
+        return finished
     at = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
     when = f"{at} or earlier"
     if unrecorded:
@@ -152,7 +202,8 @@ def reconcile_champion(client: MlflowClient, name: str) -> str | None:
         _restate(client, name, version, replaced, f"{when}: replaced by {now} ({OUTSIDE})")
     describe_registered_model(client, name)
     moved = f"`champion` is {now}" + (f", not v{', v'.join(stale)}" if stale else "")
-    return f"{name}: {moved} ({OUTSIDE}); its versions' tags and cards now say so"
+    said = f"{name}: {moved} ({OUTSIDE}); its versions' tags and cards now say so"
+    return f"{finished}\n{said}" if finished else said
 
 
 def _restate(client: MlflowClient, name: str, version: str, tags: dict, event: str) -> None:
@@ -163,7 +214,8 @@ def _restate(client: MlflowClient, name: str, version: str, tags: dict, event: s
     for key in (set(held) & (PROMOTION_TAGS | REPLACED_TAGS)) - set(tags):
         client.delete_model_version_tag(name, version, key)
         del held[key]
-    lines = [*(held.get(HISTORY) or "").splitlines(), event]
+    lines = (held.get(HISTORY) or "").splitlines()
+    lines += [] if lines[-1:] == [event] else [event]  # a move finished again: once
     while len(lines) > 1 and len("\n".join(lines)) > HISTORY_CHARS:
         lines.pop(0)
     tags = tags | {HISTORY: "\n".join(lines)}

@@ -6,7 +6,9 @@ A registry stage writes a new version in several steps (the version with its tag
 transaction across them, and a failure's handler puts the registry back
 (tasks/registry_snapshot.py), but a SIGKILL or a power cut runs no handler. So a new
 version is born with the tag `registry_write` (in the same write that creates it: no
-kill falls between), and the stage removes it only once everything else is written,
+kill falls between), a version a run reuses is marked before its tags and card are
+rewritten (unless it is `champion`: see registry.register_candidate), and the stage
+removes the mark only once everything else is written,
 just before `champion` may move to it (so `champion` never points at a half-written
 version). The next registry stage (it holds the registry's slot: no live run is
 writing) finds the versions still marked, tags them `interrupted` and puts a note at
@@ -29,6 +31,13 @@ INTERRUPTED = "interrupted"  # found so by a later registry stage
 def pending_tags() -> dict[str, str]:
     """The tag a new version is created with."""
     return {WRITE_TAG: WRITING}
+
+
+def mark_rewrite(client: MlflowClient, name: str, version: str) -> None:
+    """Mark a version a run reuses (it trained the same weights) before rewriting its tags
+    and card for that run, as a new version is born marked: a kill part-way would leave
+    two runs' tags mixed on it. The stage's `finish` clears it with the new versions'."""
+    client.set_model_version_tag(name, version, WRITE_TAG, WRITING)
 
 
 def is_incomplete(tags: dict | None) -> bool:
@@ -56,7 +65,8 @@ def banner(name: str, version: str) -> str:
 def _note(name: str, version: str, when: str) -> str:
     return (
         f"{banner(name, version)}\n\n"
-        f"The run that registered this version was stopped (killed, or its machine lost) "
+        f"The run that registered this version (or rewrote its tags and card, having trained "
+        f"the same weights again) was stopped (killed, or its machine lost) "
         f"before it finished writing it; found at {when} or earlier by the next registry "
         f"stage. Its tags, gate decision or card may be missing or partial: it is no "
         f"candidate and never `champion` (tag `{WRITE_TAG}`: {INTERRUPTED}). A run that "
@@ -98,5 +108,6 @@ def mark_interrupted(client: MlflowClient, names: Iterable[str]) -> list[str]:
 def finish(client: MlflowClient, versions: Iterable[tuple[str, str]]) -> None:
     """Clear the mark of each (name, version) whose writes are all done."""
     for name, version in versions:
-        if is_incomplete(client.get_model_version(name, version).tags):
-            client.delete_model_version_tag(name, version, WRITE_TAG)
+        # One call, marked or not: MLflow's stores delete an absent tag as a no-op (they
+        # refuse only a version that is not there), so no read first.
+        client.delete_model_version_tag(name, version, WRITE_TAG)

@@ -14,7 +14,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from instructflow.flows.params import PipelineParams
-from instructflow.tasks import data_version, tracking
+from instructflow.tasks import data_version, leftovers, tracking
 from instructflow.tasks.judge_trust import judge_is_trustworthy
 from instructflow.world import layout
 from tests.flows.contract import POLICY_FIELDS, SEVEN_POLICIES
@@ -110,6 +110,8 @@ def test_mlflow_parent_run_is_tagged(smoke_run):
     assert tags["dvc_data_md5"] == data_version.tracked_md5(REPO_ROOT)
     assert tags["prefect_flow_run_id"] == run_info["prefect_flow_run_id"]
     assert tags["data_mismatch"] == "false"
+    # and, once ended, no liveness token (bookkeeping of a RUNNING run), its host kept
+    assert leftovers.TAG_TOKEN not in tags and tags[leftovers.TAG_HOST]
     # and its Overview describes the outcome (MLflow's run description)
     assert tags["mlflow.note.content"].startswith("Status: **completed**\n\n## Promotion gate")
     assert parent.info.status == "FINISHED"

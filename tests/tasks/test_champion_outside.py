@@ -80,3 +80,51 @@ def test_a_promotion_after_a_move_by_hand_leaves_one_version_saying_it_is_champi
     assert tags_of(client, "1")["replaced_by"] == "2"
     history = tags_of(client, "2")["promotion_history"]
     assert f"champion ({OUTSIDE}, after v1)" in history and "replaced by v3 (manual)" in history
+
+
+@pytest.mark.parametrize("writes_done", [0, 4], ids=["after-the-alias", "after-the-new-champion"])
+def test_a_move_killed_part_way_is_credited_to_who_made_it_not_outside(client, writes_done):
+    # given a gate moving `champion` from v1 to v2, stopped (no handler runs) once the alias
+    # has moved and `writes_done` of the versions' tag writes are done
+    real, done = client.set_model_version_tag, []
+
+    def stopped(*args):
+        if len(done) == writes_done:
+            raise KeyboardInterrupt
+        done.append(args)
+        real(*args)
+
+    client.set_model_version_tag = stopped
+    with pytest.raises(KeyboardInterrupt):
+        make_champion(client, NAME, "2", "gate")
+    client.set_model_version_tag = real
+    assert str(client.get_model_version_by_alias(NAME, "champion").version) == "2"
+    # when instructflow next looks
+    said = reconcile_champion(client, NAME)
+    # then the move is finished in the gate's name, not set down to someone outside
+    assert said is not None and OUTSIDE not in said and "v2 (gate)" in said
+    v2, v1 = tags_of(client, "2"), tags_of(client, "1")
+    assert (v2["promoted_by"], v2["previous_champion"]) == ("gate", "1")
+    assert "promoted_by" not in v1 and v1["replaced_by"] == "2"
+    assert OUTSIDE not in v1["promotion_history"] + v2["promotion_history"]
+    assert v2["promotion_history"].count("champion (gate, after v1)") == 1
+    assert "**champion now**" in client.get_model_version(NAME, "2").description
+    # and a second look finds nothing to mend
+    assert reconcile_champion(client, NAME) is None
+
+
+def test_an_unset_killed_part_way_is_credited_to_who_made_it(client):
+    from instructflow.tasks.registry_lookup import unset_champion
+
+    # given `champion` unset by people's rankings, stopped once the alias is gone
+    real = client.set_model_version_tag
+    client.set_model_version_tag = lambda *_a: (_ for _ in ()).throw(KeyboardInterrupt)
+    with pytest.raises(KeyboardInterrupt):
+        unset_champion(client, NAME, "human")
+    client.set_model_version_tag = real
+    # then the next look finishes it in their name: v1 replaced by none, not outside
+    said = reconcile_champion(client, NAME)
+    assert said is not None and OUTSIDE not in said and "no version (human)" in said
+    v1 = tags_of(client, "1")
+    assert "promoted_by" not in v1 and v1["replaced_by"] == "none"
+    assert v1["promotion_history"].endswith("champion unset (human)")

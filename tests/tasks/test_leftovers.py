@@ -80,8 +80,9 @@ def test_the_liveness_token_is_bookkeeping_gone_from_the_run_once_it_ends(root, 
     experiment = client.create_experiment("x", artifact_location=(root / "a").as_uri())
     live = leftovers.register()
     # given a pipeline run's MLflow run, tagged with its liveness token while it runs
-    with lifecycle.ended(live, experiment):
+    with lifecycle.ended(live) as holds_token:
         run = client.create_run(experiment, tags=live).info.run_id
+        holds_token(run)
         assert client.get_run(run).data.tags[leftovers.TAG_TOKEN] == live[leftovers.TAG_TOKEN]
         client.set_terminated(run)
     # then once it ends, the token (internal, read only while a run is RUNNING) is gone from
@@ -92,6 +93,28 @@ def test_the_liveness_token_is_bookkeeping_gone_from_the_run_once_it_ends(root, 
     # and a RUNNING run left without a token (its process died while ending) is reaped as dead
     client.create_run(experiment, tags={k: v for k, v in live.items() if k != leftovers.TAG_TOKEN})
     assert len(leftovers.reap_mlflow_runs(client, experiment)) == 1
+
+
+def test_a_run_ends_without_searching_mlflow_for_its_token(root, monkeypatch):
+    from instructflow.tasks import lifecycle
+    from tests.conftest import use_project
+
+    client = MlflowClient(tracking_uri=use_project(monkeypatch, root))
+    experiment = client.create_experiment("x", artifact_location=(root / "a").as_uri())
+    live = leftovers.register()
+    searches = []
+    real_search = MlflowClient.search_runs
+    monkeypatch.setattr(
+        MlflowClient, "search_runs", lambda *a, **k: searches.append(a) or real_search(*a, **k)
+    )
+    # given a pipeline run whose MLflow run is known when it ends (on every run's end path)
+    with lifecycle.ended(live) as holds_token:
+        run = client.create_run(experiment, tags=live).info.run_id
+        holds_token(run)
+        client.set_terminated(run)
+    # then its token is deleted from that run without a search of the experiment
+    assert leftovers.TAG_TOKEN not in client.get_run(run).data.tags
+    assert searches == []
 
 
 def _fake_server(home: str, orphan: bool) -> int:

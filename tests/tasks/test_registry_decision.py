@@ -23,6 +23,18 @@ class Recording:
     def __init__(self):
         self.tags: dict[str, str] = {}
         self.aliases: dict[str, str] = {}
+        self.model_tags: dict[str, str] = {}  # the registered model's (a move under way)
+
+    def get_registered_model(self, name):
+        from types import SimpleNamespace
+
+        return SimpleNamespace(tags=dict(self.model_tags))
+
+    def set_registered_model_tag(self, name, key, value):
+        self.model_tags[key] = value
+
+    def delete_registered_model_tag(self, name, key):
+        self.model_tags.pop(key, None)
 
     def set_model_version_tag(self, name, version, key, value):
         assert (name, version) == ("m", "3")
@@ -110,6 +122,7 @@ def test_a_passed_gate_is_tagged_with_its_evidence_and_made_champion():
         "promoted_by": "gate",  # no `previous_champion`: there was none to roll back to
     }
     assert client.aliases == {"champion": "3"}
+    assert client.model_tags == {}  # the move, recorded while under way, is done
     # and the decision comes back as tagged: unchanged
     assert recorded == PASSED
 

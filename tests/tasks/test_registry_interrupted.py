@@ -70,6 +70,30 @@ def test_a_version_is_born_marked_as_being_written_and_a_finished_write_clears_i
     assert registry_pending.WRITE_TAG not in _tags(client, RM, "1")
 
 
+class _Counting:
+    """A client that records the name of every registry call made through it."""
+
+    def __init__(self, client: MlflowClient):
+        self.client, self.calls = client, []
+
+    def __getattr__(self, name: str):
+        self.calls.append(name)
+        return getattr(self.client, name)
+
+
+def test_finishing_a_write_is_one_call_per_version_marked_or_not(client, tmp_path):
+    dirs = (_checkpoint(tmp_path, "ppo-1", b"one"), _checkpoint(tmp_path, "rm-1", b"rm1"))
+    registry.register_candidate(client, (POLICY, RM), dirs, {"seed": 0}, {}, {})
+    client.delete_model_version_tag(RM, "1", registry_pending.WRITE_TAG)
+    # given a marked version and one without the mark (MLflow deletes an absent tag as a no-op)
+    counting = _Counting(client)
+    registry_pending.finish(counting, [(POLICY, "1"), (RM, "1")])
+    # then each costs one call, and neither is marked after
+    assert counting.calls == ["delete_model_version_tag"] * 2
+    assert registry_pending.WRITE_TAG not in _tags(client, POLICY, "1")
+    assert registry_pending.WRITE_TAG not in _tags(client, RM, "1")
+
+
 def test_a_killed_registry_write_is_marked_interrupted_at_the_next_stage(killed):
     client = killed
     # given a run killed after creating v2 of both models, before its alias, tags and cards
@@ -126,3 +150,58 @@ def test_the_same_weights_registered_again_complete_the_interrupted_version(kill
     registry_pending.finish(client, [(POLICY, "2"), (RM, "2")])
     assert registry_pending.WRITE_TAG not in _tags(client, POLICY, "2")
     assert find_version(client, POLICY, "2").version in (2, "2")
+
+
+def _finished(client, tmp_path, key: str, weights: bytes) -> tuple[str, str]:
+    """A candidate registered and its writes done; its checkpoint folders."""
+    dirs = (_checkpoint(tmp_path, f"ppo-{key}", weights), _checkpoint(tmp_path, f"rm-{key}", b"rm"))
+    versions = registry.register_candidate(client, (POLICY, RM), dirs, {"seed": 0}, {}, {})
+    registry_pending.finish(client, list(zip((POLICY, RM), versions, strict=True)))
+    return dirs
+
+
+def test_a_reused_version_is_marked_while_its_tags_and_card_are_rewritten(client, tmp_path):
+    # given v1 of both, written in full, and a later run that trained the same weights
+    _finished(client, tmp_path, "1", b"one")
+    dirs = (_checkpoint(tmp_path, "ppo-1b", b"one"), _checkpoint(tmp_path, "rm-1b", b"rm"))
+    # when that run stops at its first rewrite of a reused version's tags (no handler runs)
+    real = client.set_model_version_tag
+
+    def stop_at_a_rewrite(name, version, key, value):
+        if key != registry_pending.WRITE_TAG:
+            raise KeyboardInterrupt
+        real(name, version, key, value)
+
+    client.set_model_version_tag = stop_at_a_rewrite
+    with pytest.raises(KeyboardInterrupt):
+        registry.register_candidate(client, (POLICY, RM), dirs, {"seed": 1}, {}, {})
+    client.set_model_version_tag = real
+    # then the version it was rewriting carries the mark, as a new version would
+    assert _tags(client, RM, "1")[registry_pending.WRITE_TAG] == registry_pending.WRITING
+    # and the next registry stage finds and reports it like any interrupted write
+    said = registry_pending.mark_interrupted(client, [POLICY, RM])
+    assert said == [
+        f"{RM} v1: the run that registered it was stopped while writing it; "
+        "marked interrupted (tag registry_write), never champion"
+    ]
+    # and a run that completes the rewrite leaves it a normal version
+    versions = registry.register_candidate(client, (POLICY, RM), dirs, {"seed": 1}, {}, {})
+    assert versions == ("1", "1")
+    assert _tags(client, POLICY, "1")[registry_pending.WRITE_TAG] == registry_pending.WRITING
+    registry_pending.finish(client, [(POLICY, "1"), (RM, "1")])
+    assert registry_pending.WRITE_TAG not in _tags(client, RM, "1")
+    assert _tags(client, POLICY, "1")["last_confirmed_by_seed"] == "1"
+
+
+def test_the_champion_reused_is_rewritten_unmarked(client, tmp_path):
+    # given v1 champion, and a run that trained its weights again
+    _finished(client, tmp_path, "1", b"one")
+    make_champion(client, POLICY, "1", "gate")
+    dirs = (_checkpoint(tmp_path, "ppo-1b", b"one"), _checkpoint(tmp_path, "rm-1b", b"rm"))
+    registry.register_candidate(client, (POLICY, RM), dirs, {"seed": 1}, {}, {})
+    # then the champion carries no mark while rewritten: a mark would make evaluate and
+    # promote refuse the champion people serve (its weights are whole; only its figures move)
+    assert registry_pending.WRITE_TAG not in _tags(client, POLICY, "1")
+    assert find_version(client, POLICY, "champion").version in (1, "1")
+    # while its reward model, no champion, is marked until the stage's writes end
+    assert _tags(client, RM, "1")[registry_pending.WRITE_TAG] == registry_pending.WRITING

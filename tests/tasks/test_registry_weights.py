@@ -243,6 +243,7 @@ def test_a_reused_version_keeps_its_origin_and_names_the_run_that_confirmed_it(c
         client, names, dirs_b, _lineage("b"), figures_b | {"policy": "ppo_ptx"}, {"acc": 0.71}
     )
     assert held == "1" and versions == ("1", "1")
+    registry_pending.finish(client, [(POLICY, "1"), (RM, "1")])  # as run b's stage ends
     # then v1's lineage tags are still run a's: the run whose code and data made the weights
     tags = client.get_model_version(POLICY, "1").tags
     for key in ("git_commit", "dvc_data_md5", "prefect_flow_run_id", "mlflow_parent_run_id"):
