@@ -11,6 +11,8 @@
   server on free loopback ports) in a fresh copy of the checkout, stopped by
   PID (scripts/stop.sh) at the end of the session; `live_manual_run`: one
   Custom Run of the manual-run deployment on it.
+- `new_mlflow_stores_from_the_first` (autouse): a new SQLite MLflow store in a
+  test process replays the process's first one instead of MLflow's migrations.
 """
 
 import contextlib
@@ -523,6 +525,15 @@ def live_manual_run(live_stack: LiveStack, fast_smoke) -> dict:
         "wall_s": wall_s,
         "challenger": challenger,
     }
+
+
+@pytest.fixture(scope="session", autouse=True)
+def new_mlflow_stores_from_the_first() -> None:
+    """A new SQLite MLflow store in this process is the process's first one replayed
+    (tests/mlflow_store.py): MLflow's migrations run once per worker, not once per store."""
+    from tests import mlflow_store
+
+    mlflow_store.install()
 
 
 @pytest.fixture(scope="session", autouse=True)

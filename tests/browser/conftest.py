@@ -54,6 +54,9 @@ def chromium() -> Iterator:
             pytest.fail(message)
         pytest.skip(message)
     sync_api = pytest.importorskip("playwright.sync_api")
+    # `expect` assertions wait 60 s as actions do (pages' default), not Playwright's 5 s: a
+    # loaded machine exceeded 5 s while the MLflow UI drew a run's page (its heading failed so)
+    sync_api.expect.set_options(timeout=60_000)
     with sync_api.sync_playwright() as playwright:
         # Playwright adds --headless and a fresh, empty --user-data-dir itself.
         browser = playwright.chromium.launch(

@@ -72,6 +72,24 @@ def asks_for_approval(timeout_s: int) -> dict:
     return {"id": str(flow_run.id), **answer.__dict__}
 
 
+def _paused_runs(client) -> list:
+    """The session server's paused flow runs, asked for as such: an unfiltered read gets the
+    server's first 200 runs in id order (random ids), which a worker's session can exceed."""
+    from prefect.client.schemas.filters import (
+        FlowRunFilter,
+        FlowRunFilterState,
+        FlowRunFilterStateType,
+    )
+    from prefect.client.schemas.objects import StateType
+
+    paused = FlowRunFilterState(type=FlowRunFilterStateType(any_=[StateType.PAUSED]))
+    return [
+        run
+        for run in client.read_flow_runs(flow_run_filter=FlowRunFilter(state=paused))
+        if run.state and run.state.is_paused()
+    ]
+
+
 def _answer_when_paused(answer: dict, seen: dict) -> threading.Thread:
     """A reviewer: wait for a paused run with the approval form, then answer it."""
 
@@ -79,11 +97,7 @@ def _answer_when_paused(answer: dict, seen: dict) -> threading.Thread:
         deadline = time.monotonic() + 120
         with get_client(sync_client=True) as client:
             while time.monotonic() < deadline:
-                paused = [
-                    run
-                    for run in client.read_flow_runs()
-                    if run.state and run.state.is_paused() and str(run.id) not in seen
-                ]
+                paused = [run for run in _paused_runs(client) if str(run.id) not in seen]
                 if paused:
                     run = paused[0]
                     seen[str(run.id)] = run.state.state_details.run_input_keyset
@@ -216,8 +230,8 @@ def test_a_run_cancelled_while_paused_is_not_put_back_running(prefect_harness):
         deadline = time.monotonic() + 60
         with get_client(sync_client=True) as client:
             while time.monotonic() < deadline and not seen:
-                for run in client.read_flow_runs():
-                    if run.state and run.state.is_paused() and run.state.state_details.pause_key:
+                for run in _paused_runs(client):
+                    if run.state.state_details.pause_key:
                         if run.name.startswith("cancel-me"):
                             seen["id"] = run.id
                             client.set_flow_run_state(run.id, Cancelling(), force=True)
@@ -225,8 +239,9 @@ def test_a_run_cancelled_while_paused_is_not_put_back_running(prefect_harness):
 
     thread = threading.Thread(target=cancel, daemon=True)
     thread.start()
+    # (a pause of 10 s to be seen and cancelled in: 3 s could pass before a loaded host saw it)
     state = asks_for_approval.with_options(flow_run_name="cancel-me")(
-        timeout_s=3, return_state=True
+        timeout_s=10, return_state=True
     )
     thread.join(timeout=5)
     assert seen

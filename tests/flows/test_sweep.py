@@ -145,7 +145,12 @@ def test_seeds_are_prefect_sub_flow_runs(sweep):
     from prefect.client.orchestration import get_client
 
     with get_client(sync_client=True) as client:
-        runs = client.read_flow_runs()
+        # every flow run of the session's server, a page at a time: one read gets the first
+        # 200 in id order (random ids), which this worker's earlier tests may exceed
+        runs, page = [], None
+        while page is None or len(page) == 200:
+            page = client.read_flow_runs(limit=200, offset=len(runs))
+            runs += page
         sweeps = [r for r in runs if r.name and r.parameters.get("seeds") == SEEDS]
         children = [
             r

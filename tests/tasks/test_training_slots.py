@@ -45,7 +45,7 @@ def test_a_second_holder_waits_for_the_first():
     for t in threads:
         t.start()
     for t in threads:
-        t.join(5)
+        t.join(60)
     assert events == ["first out", "second in"]
 
 
@@ -59,7 +59,7 @@ def test_a_raised_limit_lets_two_hold_at_once():
 
         t = threading.Thread(target=second)
         t.start()
-        assert done.wait(2)  # the second slot was free
+        assert done.wait(60)  # the second slot was free (with one slot it would wait forever)
         t.join()
 
 
@@ -116,7 +116,7 @@ def test_inside_a_slot_this_context_and_its_copies_hold_nothing_more():
 
         t = threading.Thread(target=contextvars.copy_context().run, args=(stage,))
         t.start()
-        t.join(2)
+        t.join(60)  # a thread that took a second slot would still be waiting: inside == [True]
         stage()
         assert inside == [True, True]
     # then afterwards the slot is free, and a new context takes it for real
@@ -133,35 +133,39 @@ def _waiter(name: str, order: list[str]) -> threading.Thread:
     return thread
 
 
-def test_a_newcomer_does_not_take_the_slot_from_one_that_waited(monkeypatch):
-    # given a run waiting for the slot, between two of its looks at it
+def test_a_newcomer_does_not_take_the_slot_from_one_that_waited(root, monkeypatch):
+    # given a run waiting for the slot, between two of its looks at it (queued: its ticket is
+    # there; a fixed pause alone let a loaded machine free the slot before it had asked)
     monkeypatch.setattr(concurrency, "POLL_SECONDS", 0.5)
     order: list[str] = []
     with concurrency.training_slot():
         waited = _waiter("waited", order)
+        _wait_for_a_ticket(root)
         time.sleep(0.2)
     # when the slot is freed and another run asks for it at that moment
     newcomer = _waiter("newcomer", order)
-    waited.join(5)
-    newcomer.join(5)
+    waited.join(60)
+    newcomer.join(60)
     # then the one that waited gets it first (first come, first served)
     assert order == ["waited", "newcomer"]
 
 
 def _queued_child(root) -> subprocess.Popen[str]:
-    """A process that waits for the slot (held here), holds it briefly and says so."""
+    """A process that waits for the slot (held here), says when it holds it, and holds it
+    until a line comes on its stdin (or it ends)."""
     code = (
-        "import time\n"
+        "import sys\n"
         "from instructflow.tasks import concurrency\n"
         "concurrency.POLL_SECONDS = 0.5\n"
         "with concurrency.training_slot():\n"
         "    print('child holds', flush=True)\n"
-        "    time.sleep(0.3)\n"
+        "    sys.stdin.readline()\n"
     )
     env = {**os.environ, "INSTRUCTFLOW_ROOT": str(root)}
     return subprocess.Popen(
-        [sys.executable, "-c", code], stdout=subprocess.PIPE, text=True, env=env
-    )
+        [sys.executable, "-c", code],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env,
+    )  # fmt: skip
 
 
 def _wait_for_a_ticket(root, count: int = 1) -> None:
@@ -189,9 +193,9 @@ def test_a_run_waiting_in_another_process_keeps_its_place(root, monkeypatch):
     if first.startswith("waiting for a training slot"):
         first = child.stdout.readline()
     assert first.strip() == "child holds"
-    assert order == []
-    child.wait(30)
-    here.join(5)
+    assert order == []  # the child holds it until told to let go: no pause to outrun
+    child.communicate("let go\n", timeout=60)
+    here.join(60)
     assert order == ["here"]
 
 
@@ -204,7 +208,7 @@ def test_a_waiter_that_died_in_the_queue_holds_up_nobody(root):
         child.wait()
     # then the next run takes the free slot (its look finds the dead one's ticket unlocked)
     order: list[str] = []
-    _waiter("next", order).join(5)
+    _waiter("next", order).join(60)
     assert order == ["next"]
     queue = root / "runs" / concurrency.SLOTS_FOLDER / concurrency.QUEUE
     assert [p.name for p in queue.iterdir() if p.name[0].isdigit()] == []
