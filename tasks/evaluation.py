@@ -25,6 +25,7 @@ from instructflow.models.reward_model import reward_model_from_causal_lm
 from instructflow.models.sampling import generate, sequence_logprobs, text_response_logprobs
 from instructflow.models.side_process import halves_side_by_side
 from instructflow.models.tokenizer import tokenizer_digest
+from instructflow.tasks import match_lines
 from instructflow.tasks.eval_scoring import public_suite_accuracy, rm_scores, sft_logprobs_of
 from instructflow.tasks.judge import HeldOutJudge
 from instructflow.tasks.judge_trust import agreement_block, agreement_metrics
@@ -301,11 +302,9 @@ def head_to_head(
     trained from another base model (another tokenizer) is a fair rival.
     """
     prompts, ids = load_test_prompts(profile_dir, cfg)
-    players, n = f"{challenger.name} vs {incumbent.name}", len(prompts) // cfg.samples_per_prompt
-    print(
-        f"head-to-head: {players} on {n} test prompts x {cfg.samples_per_prompt} samples,"
-        " judged by held-out labelers",
-        flush=True,
+    n = len(prompts) // cfg.samples_per_prompt
+    match_lines.announce(
+        challenger.name, incumbent.name, n, cfg.samples_per_prompt, "held-out labelers"
     )
     judge = GoldJudge.load(profile_dir)
     ours = sample(challenger, prompts, cfg, seed).texts
@@ -318,12 +317,7 @@ def head_to_head(
         model, tokenizer = load_causal_lm(policy.model_dir)
         public[policy.name] = public_suite_accuracy(model, tokenizer, suite)
     win_rate = prompt_mean_with_ci(wins, cfg.samples_per_prompt, seed)
-    low, high = win_rate["ci95"]
-    print(
-        f"head-to-head: {challenger.name} wins {win_rate['mean']:.3f} vs {incumbent.name}"
-        f" (95% CI {low:.3f}-{high:.3f})",
-        flush=True,
-    )
+    match_lines.result(challenger.name, incumbent.name, win_rate)
     return {
         "win_rate": win_rate,
         "prompts": n,

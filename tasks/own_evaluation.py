@@ -31,6 +31,7 @@ from prefect import task
 from instructflow.models.lm import load_causal_lm
 from instructflow.models.lm_training import pack_corpus, perplexity
 from instructflow.models.reward_model import reward_model_from_causal_lm
+from instructflow.tasks import match_lines
 from instructflow.tasks.conversations import READABLE_PROMPTS
 from instructflow.tasks.eval_scoring import rm_scores
 from instructflow.tasks.evaluation import (
@@ -141,24 +142,16 @@ def judged_match(
     champion trained from another base model is a fair rival.
     """
     prompts, _ = load_test_prompts(profile_dir, cfg)
-    players, n = f"{challenger.name} vs {incumbent.name}", len(prompts) // cfg.samples_per_prompt
-    # Said before the sampling, which is minutes with a real model: the gate is not stuck.
-    print(
-        f"head-to-head: {players} on {n} test prompts x {cfg.samples_per_prompt} samples,"
-        " judged by the held-out judge",
-        flush=True,
+    n = len(prompts) // cfg.samples_per_prompt
+    match_lines.announce(
+        challenger.name, incumbent.name, n, cfg.samples_per_prompt, "the held-out judge"
     )
     judge = HeldOutJudge.load(judge_dir)
     ours = sample(challenger, prompts, cfg, seed).texts
     theirs = sample(incumbent, prompts, cfg, seed + 1).texts
     wins = judge.compare_many(prompts, ours, theirs)
     win_rate = prompt_mean_with_ci(wins, cfg.samples_per_prompt, seed)
-    low, high = win_rate["ci95"]
-    print(
-        f"head-to-head: {challenger.name} wins {win_rate['mean']:.3f} vs {incumbent.name}"
-        f" (95% CI {low:.3f}-{high:.3f})",
-        flush=True,
-    )
+    match_lines.result(challenger.name, incumbent.name, win_rate)
     return {"win_rate": win_rate, "prompts": n}
 
 
