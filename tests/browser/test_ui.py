@@ -247,12 +247,12 @@ def test_the_experiment_is_tagged_as_model_training(live_stack, form_run):
     assert experiment.tags.get(tracking.EXPERIMENT_KIND) == tracking.MODEL_TRAINING
 
 
-def _experiment_layout(page, url: str) -> str:
+def _experiment_layout(page, url: str, timeout_ms: float | None = None) -> str:
     """The heading MLflow opens an experiment with: Runs (model training) or Overview (GenAI)."""
     page.goto(url)
     dismiss_mlflow_popups(page)
     heading = page.get_by_role("heading", name=re.compile(r"^(Runs|Overview)$"))
-    expect(heading).to_be_visible()
+    expect(heading).to_be_visible(timeout=timeout_ms)
     return heading.inner_text().strip()
 
 
@@ -293,7 +293,8 @@ def test_the_run_links_the_project_writes_open_the_training_layout(live_stack, f
 def test_a_plain_experiment_link_opens_the_runs_table(live_stack, form_run, page):
     experiment_id, _ = _parent_run_id(live_stack, form_run["id"])
     url = f"{live_stack.mlflow_url}/#/experiments/{experiment_id}"
-    assert _experiment_layout(page, url) == "Runs"
+    # 10 s, not the 60 s a loaded machine may need: it fails today (xfail), by waiting
+    assert _experiment_layout(page, url, timeout_ms=10_000) == "Runs"
 
 
 def test_mlflow_shows_the_parent_run_its_stage_runs_and_plots(
