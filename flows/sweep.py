@@ -18,6 +18,7 @@ import itertools
 import json
 import multiprocessing
 import os
+import pickle
 import time
 from datetime import UTC, datetime
 from pathlib import Path
@@ -84,8 +85,22 @@ def seed_run(params: PipelineParams, seed: int, sweep_run_id: str) -> dict:
     """One seed: the whole pipeline as a sub-flow run, then its per-prompt values."""
     from instructflow.flows.pipeline import rlhf_pipeline
 
-    report = rlhf_pipeline(child_params(params, seed), sweep_run_id=sweep_run_id)
+    try:
+        report = rlhf_pipeline(child_params(params, seed), sweep_run_id=sweep_run_id)
+    except Exception as error:
+        raise returnable(error) from None
     return {"report": report, "per_prompt": per_prompt_from(report)}
+
+
+def returnable(error: Exception) -> Exception:
+    """`error`, or a RuntimeError that says it if it cannot come back from the seed's process
+    (pickled there, unpickled in the sweep's: httpx's HTTPStatusError, raised on a busy
+    server's 503, came back as "HTTPStatusError.__init__() missing 2 required arguments")."""
+    try:
+        pickle.loads(pickle.dumps(error))
+    except Exception:  # noqa: BLE001  (whatever stops the round trip)
+        return RuntimeError(f"{type(error).__name__}: {error}")
+    return error
 
 
 class SeedFailed(RuntimeError):

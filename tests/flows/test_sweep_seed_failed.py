@@ -48,3 +48,48 @@ def test_without_a_readable_state_the_error_itself_is_said():
     failed = Future(error=UNPICKLED, state=ConnectionError("server gone"))
     with pytest.raises(SeedFailed, match=r"^seed 2 failed: TypeError: HTTPStatusError"):
         seed_result(2, failed)
+
+
+def test_an_error_that_cannot_leave_the_seeds_process_is_said_in_one_that_can(monkeypatch):
+    import pickle
+
+    import httpx
+
+    from instructflow.flows import pipeline
+    from instructflow.flows.params import PipelineParams
+    from instructflow.flows.sweep import seed_run
+
+    # given a seed's run that fails on a busy server's 503 (httpx's error does not unpickle)
+    request = httpx.Request("POST", "http://127.0.0.1:4242/api/task_runs/")
+    busy = httpx.HTTPStatusError(
+        "Server error '503 Service Unavailable'",
+        request=request,
+        response=httpx.Response(503, request=request),
+    )
+
+    def fails(*args, **kwargs):
+        raise busy
+
+    monkeypatch.setattr(pipeline, "rlhf_pipeline", fails)
+    # when the seed runs
+    with pytest.raises(Exception) as raised:
+        seed_run.fn(PipelineParams(profile="smoke"), 3, "sweep-run")
+    # then what it raises comes back from its process, and says what happened
+    back = pickle.loads(pickle.dumps(raised.value))
+    assert str(back) == "HTTPStatusError: Server error '503 Service Unavailable'"
+
+
+def test_an_error_that_can_leave_is_raised_as_it_is(monkeypatch):
+    from instructflow.flows import pipeline
+    from instructflow.flows.params import PipelineParams
+    from instructflow.flows.sweep import seed_run
+
+    refused = ValueError("bad input")
+
+    def fails(*args, **kwargs):
+        raise refused
+
+    monkeypatch.setattr(pipeline, "rlhf_pipeline", fails)
+    with pytest.raises(ValueError) as raised:
+        seed_run.fn(PipelineParams(profile="smoke"), 3, "sweep-run")
+    assert raised.value is refused
