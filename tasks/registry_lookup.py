@@ -92,13 +92,11 @@ def make_champion(
         tags["previous_champion"] = previous
     why = f": {record['promotion_reason']}" if record.get("promotion_reason") else ""
     after = f", after v{previous}" if previous is not None else ""
-    move = {"to": str(version), "by": promoted_by, "restate": []}
-    move["restate"].append([str(version), tags, f"{at}: champion ({promoted_by}{after}){why}"])
+    restate = [[str(version), tags, f"{at}: champion ({promoted_by}{after}){why}"]]
     if previous is not None:
         replaced = {"replaced_by": str(version), "replaced_at": at}
-        event = f"{at}: replaced by v{version} ({promoted_by})"
-        move["restate"].append([previous, replaced, event])
-    _move(client, name, move)
+        restate.append([previous, replaced, f"{at}: replaced by v{version} ({promoted_by})"])
+    _move(client, name, {"to": str(version), "by": promoted_by, "restate": restate})
     return True
 
 

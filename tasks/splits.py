@@ -183,6 +183,11 @@ def thin_splits(
     return warnings
 
 
+def _first_rows(rows: list[int]) -> str:
+    """The first five of a warning's rows ("rows 3, 8, 9, 12, 20, ..."): one line however many."""
+    return f"rows {', '.join(map(str, rows[:5]))}{', ...' if len(rows) > 5 else ''}"
+
+
 def identical_responses(rows: Iterable[tuple[str, int, list[str]]]) -> list[str]:
     """A warning per file whose rankings hold one response twice: (file, row, responses) per row.
 
@@ -197,9 +202,9 @@ def identical_responses(rows: Iterable[tuple[str, int, list[str]]]) -> list[str]
         if len(set(texts)) < len(texts):
             rows_by_file[file].append(row)
     return [
-        f"{Path(file).name}: {len(found)} rankings hold the same response twice (rows "
-        f"{', '.join(map(str, found[:5]))}{', ...' if len(found) > 5 else ''}): such a pair "
-        "orders nothing, and counts as a tie in the reward model's and the judge's accuracy"
+        f"{Path(file).name}: {len(found)} rankings hold the same response twice "
+        f"({_first_rows(found)}): such a pair orders nothing, and counts as a tie in the"
+        " reward model's and the judge's accuracy"
         for file, found in rows_by_file.items()
     ]
 
@@ -219,10 +224,8 @@ def tied_scores(rows: Iterable[tuple[str, int, dict]]) -> list[str]:
             rows_by_file[file].append(row)
     return [
         f"{Path(file).name}: {len(found)} {'pair has' if len(found) == 1 else 'pairs have'}"
-        f" equal scores (rows "
-        f"{', '.join(map(str, found[:5]))}{', ...' if len(found) > 5 else ''}): each is "
-        "trained as chosen over rejected, an order its scores do not give; drop them if "
-        "they are ties"
+        f" equal scores ({_first_rows(found)}): each is trained as chosen over rejected, an"
+        " order its scores do not give; drop them if they are ties"
         for file, found in rows_by_file.items()
     ]
 
