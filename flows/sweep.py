@@ -10,6 +10,10 @@ prompts, the once-per-run figures about the world (tasks/sweep_world.py), and
 the head-to-head win rate between seeds of the candidate (the noise a
 promotion gate must clear).
 
+A seed that a busy Prefect server stopped (429 or 502-504 after its client's own
+retries, or no answer in time) runs again, up to twice (BUSY_SERVER_WAITS); its
+finished stages come from the cache. Any other failure ends the sweep at once.
+
 A sweep never moves `champion`: its children register under models of their
 own (`<name>-sweep`) with the gate's auto_promote off.
 """
@@ -80,7 +84,39 @@ def per_prompt_from(report: dict) -> dict[str, dict[str, list[float]]]:
     return out
 
 
-@task(name="seed-run", task_run_name="seed-{seed}")
+class ServerBusy(RuntimeError):
+    """Prefect's server could not take a seed's request: it answered 429, 502, 503 or 504
+    after its client's own retries, or did not answer in time."""
+
+
+def server_busy(error: BaseException) -> bool:
+    """Whether `error` is a Prefect server too busy to answer, not one that is gone or refused."""
+    import httpx
+
+    if isinstance(error, httpx.HTTPStatusError):
+        return error.response.status_code in (429, 502, 503, 504)
+    return isinstance(error, httpx.TimeoutException)
+
+
+def retry_when_server_busy(task, task_run, state) -> bool:
+    """Prefect's retry condition for a seed: run it again only when the server was busy."""
+    return isinstance(state.result(raise_on_failure=False), ServerBusy)
+
+
+# The waits before a seed runs again after a busy server (its finished stages then come
+# from the cache). On a loaded 2-core machine the sweep's SQLite-backed Prefect server
+# stayed locked ("database is locked", 503) for longer than its client's own retries,
+# about a minute, and the whole sweep failed on one seed.
+BUSY_SERVER_WAITS = [30, 90]
+
+
+@task(
+    name="seed-run",
+    task_run_name="seed-{seed}",
+    retries=len(BUSY_SERVER_WAITS),
+    retry_delay_seconds=BUSY_SERVER_WAITS,
+    retry_condition_fn=retry_when_server_busy,
+)
 def seed_run(params: PipelineParams, seed: int, sweep_run_id: str) -> dict:
     """One seed: the whole pipeline as a sub-flow run, then its per-prompt values."""
     from instructflow.flows.pipeline import rlhf_pipeline
@@ -93,13 +129,17 @@ def seed_run(params: PipelineParams, seed: int, sweep_run_id: str) -> dict:
 
 
 def returnable(error: Exception) -> Exception:
-    """`error`, or a RuntimeError that says it if it cannot come back from the seed's process
-    (pickled there, unpickled in the sweep's: httpx's HTTPStatusError, raised on a busy
-    server's 503, came back as "HTTPStatusError.__init__() missing 2 required arguments")."""
+    """`error`, or one that says it and can come back from the seed's process (pickled
+    there, unpickled in the sweep's: httpx's HTTPStatusError, raised on a busy server's
+    503, came back as "HTTPStatusError.__init__() missing 2 required arguments").
+    A busy server's error becomes ServerBusy, which the seed's retries look for."""
+    said = f"{type(error).__name__}: {error}"
+    if server_busy(error):
+        return ServerBusy(said)
     try:
         pickle.loads(pickle.dumps(error))
     except Exception:  # noqa: BLE001  (whatever stops the round trip)
-        return RuntimeError(f"{type(error).__name__}: {error}")
+        return RuntimeError(said)
     return error
 
 

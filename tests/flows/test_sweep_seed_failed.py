@@ -3,6 +3,7 @@ raised could not be brought back from its process (a Prefect server's 503 on a b
 
 from types import SimpleNamespace
 
+import httpx
 import pytest
 
 from instructflow.flows.sweep import SeedFailed, seed_result
@@ -50,22 +51,25 @@ def test_without_a_readable_state_the_error_itself_is_said():
         seed_result(2, failed)
 
 
+def busy_server_error() -> httpx.HTTPStatusError:
+    """httpx's error for a Prefect server's 503 (what its client raises after its own retries)."""
+    request = httpx.Request("POST", "http://127.0.0.1:4242/api/task_runs/")
+    return httpx.HTTPStatusError(
+        "Server error '503 Service Unavailable'",
+        request=request,
+        response=httpx.Response(503, request=request),
+    )
+
+
 def test_an_error_that_cannot_leave_the_seeds_process_is_said_in_one_that_can(monkeypatch):
     import pickle
-
-    import httpx
 
     from instructflow.flows import pipeline
     from instructflow.flows.params import PipelineParams
     from instructflow.flows.sweep import seed_run
 
     # given a seed's run that fails on a busy server's 503 (httpx's error does not unpickle)
-    request = httpx.Request("POST", "http://127.0.0.1:4242/api/task_runs/")
-    busy = httpx.HTTPStatusError(
-        "Server error '503 Service Unavailable'",
-        request=request,
-        response=httpx.Response(503, request=request),
-    )
+    busy = busy_server_error()
 
     def fails(*args, **kwargs):
         raise busy
@@ -93,3 +97,69 @@ def test_an_error_that_can_leave_is_raised_as_it_is(monkeypatch):
     with pytest.raises(ValueError) as raised:
         seed_run.fn(PipelineParams(profile="smoke"), 3, "sweep-run")
     assert raised.value is refused
+
+
+@pytest.mark.parametrize(
+    ("error", "busy"),
+    [
+        (busy_server_error(), True),
+        (httpx.ReadTimeout("timed out"), True),
+        (httpx.ConnectError("refused"), False),  # gone, not busy
+        (ValueError("bad input"), False),
+    ],
+)
+def test_only_a_busy_server_is_worth_a_new_try(error, busy):
+    from instructflow.flows.sweep import server_busy
+
+    assert server_busy(error) is busy
+
+
+def seed_in_a_flow(monkeypatch, outcomes: list) -> tuple[list[int], object]:
+    """Run seed_run (retry waits of 0 s) in a flow, its pipeline raising or returning
+    `outcomes` in turn; the seeds its pipeline was called with, and the flow's return or error."""
+    from prefect import flow
+
+    from instructflow.flows import pipeline, sweep
+    from instructflow.flows.params import PipelineParams
+
+    calls = []
+
+    def pipeline_run(params, sweep_run_id):
+        calls.append(params.seed)
+        outcome = outcomes[min(len(calls), len(outcomes)) - 1]
+        if isinstance(outcome, Exception):
+            raise outcome
+        return outcome
+
+    monkeypatch.setattr(pipeline, "rlhf_pipeline", pipeline_run)
+    monkeypatch.setattr(sweep, "per_prompt_from", lambda report: {"sft": {}})
+    quick = sweep.seed_run.with_options(retry_delay_seconds=0)
+
+    @flow
+    def one_seed():
+        return quick(PipelineParams(profile="smoke"), 3, "sweep-run")
+
+    try:
+        return calls, one_seed()
+    except Exception as error:  # noqa: BLE001  (the test looks at it)
+        return calls, error
+
+
+def test_a_seed_the_busy_server_stopped_runs_again(prefect_harness, monkeypatch):
+    calls, result = seed_in_a_flow(monkeypatch, [busy_server_error(), {"policies": {}}])
+    assert calls == [3, 3]
+    assert result == {"report": {"policies": {}}, "per_prompt": {"sft": {}}}
+
+
+def test_a_seed_gives_up_after_its_retries(prefect_harness, monkeypatch):
+    from instructflow.flows.sweep import BUSY_SERVER_WAITS, ServerBusy
+
+    calls, result = seed_in_a_flow(monkeypatch, [busy_server_error()])
+    assert calls == [3] * (1 + len(BUSY_SERVER_WAITS))
+    assert isinstance(result, ServerBusy) and "503 Service Unavailable" in str(result)
+
+
+def test_a_seed_that_failed_on_its_own_is_not_run_again(prefect_harness, monkeypatch):
+    calls, result = seed_in_a_flow(monkeypatch, [ValueError("bad input"), {"policies": {}}])
+    assert calls == [3]
+    assert isinstance(result, ValueError)
