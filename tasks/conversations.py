@@ -74,6 +74,7 @@ EMPTY_ANSWER = "its final assistant turn is empty"
 NO_USER_TURN = "has no user turn before its final assistant turn"
 EMPTY_QUESTION = "its last user turn (the one answered) is empty"
 EMPTY_EARLIER_QUESTION = "an earlier user turn is empty"
+EMPTY_EARLIER_ANSWER = "an earlier assistant turn is empty"
 CONTROL_IN_MESSAGE = f"has a message that {CONTROL_CHARS}"
 SURROGATE_IN_MESSAGE = f"has a message that {SURROGATE}"
 TEMPLATE_REFUSES = "the base model's chat template refuses this conversation"
@@ -86,6 +87,7 @@ CONVERSATION_PROBLEMS = (
     NO_USER_TURN,
     EMPTY_QUESTION,
     EMPTY_EARLIER_QUESTION,
+    EMPTY_EARLIER_ANSWER,
     CONTROL_IN_MESSAGE,
     SURROGATE_IN_MESSAGE,
 )
@@ -93,6 +95,10 @@ CONVERSATION_PROBLEMS = (
 
 def _blank_user_turn(message: dict) -> bool:
     return message["role"] == "user" and not message["content"].strip()
+
+
+def _blank_assistant_turn(message: dict) -> bool:
+    return message["role"] == "assistant" and not message["content"].strip()
 
 
 def _good_message(message: dict) -> bool:
@@ -156,6 +162,11 @@ def conversation_problem(value: Any) -> str | None:
     # The model is trained or asked to answer it as a turn the user said nothing in.
     if any(_blank_user_turn(m) for m in messages):
         return EMPTY_EARLIER_QUESTION
+    # The model would learn from, or be shown, an exchange in which it said nothing
+    # (often a row cut short by its export). A blank system turn is let through: chat
+    # templates render it, and an empty system prompt is common.
+    if any(_blank_assistant_turn(m) for m in messages):
+        return EMPTY_EARLIER_ANSWER
     # As in every other text field (tasks/schemas.py).
     if any(_CONTROL_RE.search(m["content"]) for m in messages):
         return CONTROL_IN_MESSAGE
@@ -173,7 +184,11 @@ def message_at_fault(problem: str, value: Any) -> Any:
     second message showed as "[{'role': 'user', 'content': '...'}, {'role': 'assi...")."""
     at_fault = {
         BAD_MESSAGE: lambda m: not _good_message(m),
+        # The last user turn comes after every other: a blank one before it is also blank,
+        # and in a TRL conversational prompt the first one found is as good to name.
+        EMPTY_QUESTION: _blank_user_turn,
         EMPTY_EARLIER_QUESTION: _blank_user_turn,
+        EMPTY_EARLIER_ANSWER: _blank_assistant_turn,
         CONTROL_IN_MESSAGE: lambda m: _CONTROL_RE.search(m["content"]),
         SURROGATE_IN_MESSAGE: lambda m: _SURROGATE_RE.search(m["content"]),
     }.get(problem)

@@ -51,7 +51,9 @@ from typing import Any
 from instructflow.tasks.conversations import (
     BAD_MESSAGE,
     CONTROL_IN_MESSAGE,
+    EMPTY_EARLIER_ANSWER,
     EMPTY_EARLIER_QUESTION,
+    EMPTY_QUESTION,
     SURROGATE_IN_MESSAGE,
     message_at_fault,
     parse_hh,
@@ -270,6 +272,13 @@ def as_written(problems: list[Problem], table: str, written: dict[int, Any]) -> 
 def _in_prompt(message: str, prompt: Any) -> bool:
     """Whether a preference conversation's problem `message` is about a turn of its TRL
     `prompt` (a message list), which the user fixes there, not in `chosen` or `rejected`."""
-    kinds = (BAD_MESSAGE, EMPTY_EARLIER_QUESTION, CONTROL_IN_MESSAGE, SURROGATE_IN_MESSAGE)
+    kinds = (
+        BAD_MESSAGE,
+        EMPTY_QUESTION,
+        EMPTY_EARLIER_QUESTION,
+        EMPTY_EARLIER_ANSWER,
+        CONTROL_IN_MESSAGE,
+        SURROGATE_IN_MESSAGE,
+    )
     kind = next((k for k in kinds if message.startswith(k)), None)
     return kind is not None and _messages(prompt) and message_at_fault(kind, prompt) is not prompt

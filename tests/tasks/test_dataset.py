@@ -425,6 +425,46 @@ def test_a_conversation_with_a_blank_earlier_user_turn_is_refused(tmp_path):
     ), str(e.value)
 
 
+def test_a_conversation_with_a_blank_earlier_assistant_turn_is_refused(tmp_path):
+    # given a blank earlier assistant turn (an exchange cut short by its export) in a
+    # prompts conversation (row 2), a demonstration (row 4) and an HH text pair (row 6)
+    folder = write_hh_dataset(tmp_path / "hh", n_pairs=20)
+    turns = [
+        {"role": "user", "content": "Hi."},
+        {"role": "assistant", "content": "\n"},
+        {"role": "user", "content": "Say apple."},
+    ]
+    _rewrite(folder / "prompts.jsonl", 2, messages=turns, prompt=None)
+    answered = [*turns, {"role": "assistant", "content": "apple"}]
+    _rewrite(folder / "demonstrations.jsonl", 4, messages=answered)
+    hh = "\n\nHuman: Hi.\n\nAssistant: \n\nHuman: Say apple.\n\nAssistant: "
+    _rewrite(folder / "preferences.jsonl", 6, chosen=hh + "apple", rejected=hh + "no")
+    with pytest.raises(TableError) as e:
+        load_dataset(folder)
+    # then each is refused before any training, naming file, row and field, and the turn
+    assert set(_problems(e.value)) == {
+        ("prompts.jsonl", 2, "messages"),
+        ("demonstrations.jsonl", 4, "messages"),
+        ("preferences.jsonl", 6, "chosen"),
+        ("preferences.jsonl", 6, "rejected"),
+    }
+    assert all(
+        p.message.startswith("an earlier assistant turn is empty (got {'role': 'assistant'")
+        for p in e.value.problems
+    ), str(e.value)
+
+
+def test_a_blank_system_turn_is_let_through(tmp_path):
+    # given a prompt and a demonstration that open on an empty system prompt
+    folder = write_hh_dataset(tmp_path / "hh", n_pairs=20)
+    turns = [{"role": "system", "content": ""}, {"role": "user", "content": "Say apple."}]
+    _rewrite(folder / "prompts.jsonl", 2, messages=turns, prompt=None)
+    answered = [*turns, {"role": "assistant", "content": "apple"}]
+    _rewrite(folder / "demonstrations.jsonl", 4, messages=answered)
+    # then the data loads: chat templates render it, and it is common
+    assert load_dataset(folder)
+
+
 def test_a_row_longer_than_the_context_is_refused_dropped_or_cut(tmp_path, tokenizer):
     folder = write_pairwise_dataset(tmp_path / "pw", n=40)
     long_prompt = "Say the word apple twice. " * 30 + "Now say it."

@@ -447,3 +447,19 @@ def test_a_blank_earlier_user_turn_in_a_conversational_prompt_is_named_in_prompt
     assert [(Path(p.file).name, p.row, p.field) for p in e.value.problems] == [
         ("preferences.jsonl", 3, "prompt")
     ]
+
+
+def test_a_blank_last_user_turn_in_a_conversational_prompt_is_named_in_prompt(tmp_path):
+    # given TRL conversational preferences whose row 3's `prompt` ends on a blank user turn
+    prefs = _conversational_preferences(60)
+    prefs[2]["prompt"] = [
+        {"role": "system", "content": "Be brief."},
+        {"role": "user", "content": " "},
+    ]
+    _write(tmp_path, "preferences", prefs)
+    with pytest.raises(TableError, match="its last user turn") as e:
+        load_dataset(tmp_path)
+    # then it is named once, in the column the user must fix, not under chosen and rejected
+    assert [(Path(p.file).name, p.row, p.field) for p in e.value.problems] == [
+        ("preferences.jsonl", 3, "prompt")
+    ]
