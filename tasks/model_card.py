@@ -295,8 +295,8 @@ def registry_status(name: str, versions: dict[str, dict], aliases: dict[str, str
     if incomplete:
         lines += [
             "",
-            f"Incomplete: v{', v'.join(incomplete)} (tag `{WRITE_TAG}`): the run that "
-            "registered it was stopped while writing it (or is writing it still); no "
+            f"Incomplete: v{', v'.join(incomplete)} (tag `{WRITE_TAG}`): the run "
+            "writing it was stopped before it finished (or is writing it still); no "
             "candidate, never champion",
         ]
     return "\n".join([*lines, "", ALIASES.format(name=name)]) + "\n"

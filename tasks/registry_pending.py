@@ -48,12 +48,12 @@ def incomplete_reason(name: str, version: str, tags: dict) -> str:
     """Why `name` v`version` is no normal version (for a refusal), from its tags."""
     state = tags.get(WRITE_TAG)
     found = (
-        "was stopped before it finished writing it"
+        "was stopped before it finished"
         if state == INTERRUPTED
-        else "has not finished writing it (or was stopped before it did)"
+        else "has not finished (or was stopped before it did)"
     )
     return (
-        f"{name} v{version} is incomplete: the run that registered it {found} "
+        f"{name} v{version} is incomplete: the run writing it {found} "
         f"(tag {WRITE_TAG}={state}); no gate decision stands for it, and it is never champion"
     )
 
@@ -99,8 +99,10 @@ def mark_interrupted(client: MlflowClient, names: Iterable[str]) -> list[str]:
             if str(aliases.get("challenger")) == version:
                 client.delete_registered_model_alias(name, "challenger")
             said.append(
-                f"{name} v{version}: the run that registered it was stopped while writing "
-                f"it; marked interrupted (tag {WRITE_TAG}), never champion"
+                # "writing", not "that registered it": a reused version is rewritten by
+                # a later run that trained the same weights again.
+                f"{name} v{version}: the run writing it was stopped before it finished; "
+                f"marked interrupted (tag {WRITE_TAG}), never champion"
             )
     return said
 

@@ -102,9 +102,9 @@ def test_a_killed_registry_write_is_marked_interrupted_at_the_next_stage(killed)
     said = registry_pending.mark_interrupted(client, [POLICY, RM])
     # then it says so in one line per version
     assert said == [
-        f"{POLICY} v2: the run that registered it was stopped while writing it; "
+        f"{POLICY} v2: the run writing it was stopped before it finished; "
         "marked interrupted (tag registry_write), never champion",
-        f"{RM} v2: the run that registered it was stopped while writing it; "
+        f"{RM} v2: the run writing it was stopped before it finished; "
         "marked interrupted (tag registry_write), never champion",
     ]
     # and each version's tag and card say what happened
@@ -124,7 +124,9 @@ def test_no_reader_takes_an_interrupted_version_for_a_normal_one(killed):
     client = killed
     for _ in range(2):  # killed (being written) and, once the next stage looked, interrupted
         # evaluate and promote refuse it, saying why
-        with pytest.raises(RegistryLookupError, match="v2 is incomplete: the run that registered"):
+        with pytest.raises(
+            RegistryLookupError, match="v2 is incomplete: the run writing it has not finished"
+        ):
             find_version(client, POLICY, "2")
         with pytest.raises(RegistryLookupError, match="v2 is incomplete"):
             make_champion(client, POLICY, "2", "manual")
@@ -181,7 +183,7 @@ def test_a_reused_version_is_marked_while_its_tags_and_card_are_rewritten(client
     # and the next registry stage finds and reports it like any interrupted write
     said = registry_pending.mark_interrupted(client, [POLICY, RM])
     assert said == [
-        f"{RM} v1: the run that registered it was stopped while writing it; "
+        f"{RM} v1: the run writing it was stopped before it finished; "
         "marked interrupted (tag registry_write), never champion"
     ]
     # and a run that completes the rewrite leaves it a normal version
