@@ -124,9 +124,7 @@ def test_no_reader_takes_an_interrupted_version_for_a_normal_one(killed):
     client = killed
     for _ in range(2):  # killed (being written) and, once the next stage looked, interrupted
         # evaluate and promote refuse it, saying why
-        with pytest.raises(
-            RegistryLookupError, match="v2 is incomplete: the run writing it has not finished"
-        ):
+        with pytest.raises(RegistryLookupError, match="v2 is incomplete: the run writing it "):
             find_version(client, POLICY, "2")
         with pytest.raises(RegistryLookupError, match="v2 is incomplete"):
             make_champion(client, POLICY, "2", "manual")
