@@ -396,19 +396,29 @@ def test_a_conversation_whose_question_is_blank_is_refused_as_a_blank_prompt_is(
     assert "its last user turn (the one answered) is empty" in str(e.value)
 
 
-def test_a_conversation_with_a_blank_earlier_user_turn_is_refused(tmp_path):
-    # given a blank earlier user turn (the last one has text) in a prompts conversation
-    # (row 2), a demonstration (row 4) and a preference pair in HH text (row 6)
+@pytest.mark.parametrize(
+    ("blank", "first_turns", "hh_start"),
+    [
+        # a blank earlier user turn (the last one has text)
+        ("user", [("user", " "), ("assistant", "Hi.")], "\n\nHuman: \n\nAssistant: Hi."),
+        # a blank earlier assistant turn (an exchange cut short by its export)
+        ("assistant", [("user", "Hi."), ("assistant", "\n")], "\n\nHuman: Hi.\n\nAssistant: "),
+    ],
+)
+def test_a_conversation_with_a_blank_earlier_turn_is_refused(
+    tmp_path, blank, first_turns, hh_start
+):
+    # given such a turn in a prompts conversation (row 2), a demonstration (row 4) and a
+    # preference pair in HH text (row 6)
     folder = write_hh_dataset(tmp_path / "hh", n_pairs=20)
     turns = [
-        {"role": "user", "content": " "},
-        {"role": "assistant", "content": "Hi."},
+        *({"role": role, "content": content} for role, content in first_turns),
         {"role": "user", "content": "Say apple."},
     ]
     _rewrite(folder / "prompts.jsonl", 2, messages=turns, prompt=None)
     answered = [*turns, {"role": "assistant", "content": "apple"}]
     _rewrite(folder / "demonstrations.jsonl", 4, messages=answered)
-    hh = "\n\nHuman: \n\nAssistant: Hi.\n\nHuman: Say apple.\n\nAssistant: "
+    hh = hh_start + "\n\nHuman: Say apple.\n\nAssistant: "
     _rewrite(folder / "preferences.jsonl", 6, chosen=hh + "apple", rejected=hh + "no")
     with pytest.raises(TableError) as e:
         load_dataset(folder)
@@ -419,39 +429,8 @@ def test_a_conversation_with_a_blank_earlier_user_turn_is_refused(tmp_path):
         ("preferences.jsonl", 6, "chosen"),
         ("preferences.jsonl", 6, "rejected"),
     }
-    assert all(
-        p.message.startswith("an earlier user turn is empty (got {'role': 'user'")
-        for p in e.value.problems
-    ), str(e.value)
-
-
-def test_a_conversation_with_a_blank_earlier_assistant_turn_is_refused(tmp_path):
-    # given a blank earlier assistant turn (an exchange cut short by its export) in a
-    # prompts conversation (row 2), a demonstration (row 4) and an HH text pair (row 6)
-    folder = write_hh_dataset(tmp_path / "hh", n_pairs=20)
-    turns = [
-        {"role": "user", "content": "Hi."},
-        {"role": "assistant", "content": "\n"},
-        {"role": "user", "content": "Say apple."},
-    ]
-    _rewrite(folder / "prompts.jsonl", 2, messages=turns, prompt=None)
-    answered = [*turns, {"role": "assistant", "content": "apple"}]
-    _rewrite(folder / "demonstrations.jsonl", 4, messages=answered)
-    hh = "\n\nHuman: Hi.\n\nAssistant: \n\nHuman: Say apple.\n\nAssistant: "
-    _rewrite(folder / "preferences.jsonl", 6, chosen=hh + "apple", rejected=hh + "no")
-    with pytest.raises(TableError) as e:
-        load_dataset(folder)
-    # then each is refused before any training, naming file, row and field, and the turn
-    assert set(_problems(e.value)) == {
-        ("prompts.jsonl", 2, "messages"),
-        ("demonstrations.jsonl", 4, "messages"),
-        ("preferences.jsonl", 6, "chosen"),
-        ("preferences.jsonl", 6, "rejected"),
-    }
-    assert all(
-        p.message.startswith("an earlier assistant turn is empty (got {'role': 'assistant'")
-        for p in e.value.problems
-    ), str(e.value)
+    said = f"an earlier {blank} turn is empty (got {{'role': '{blank}'"
+    assert all(p.message.startswith(said) for p in e.value.problems), str(e.value)
 
 
 def test_a_blank_system_turn_is_let_through(tmp_path):

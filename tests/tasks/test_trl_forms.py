@@ -415,6 +415,7 @@ def test_a_template_refusal_of_a_trl_form_row_names_the_column_the_user_wrote(tm
         ({"content": "no role"}, "without a role"),
         ({"role": "user", "content": 42}, "without a role"),
         ({"role": "user", "content": "bell \x07"}, "control character"),
+        ({"role": "user", "content": " "}, "its last user turn .* is empty"),
     ],
 )
 def test_a_bad_turn_in_a_conversational_prompt_is_named_in_prompt_once(tmp_path, bad_turn, message):
@@ -444,22 +445,6 @@ def test_a_blank_earlier_user_turn_in_a_conversational_prompt_is_named_in_prompt
     with pytest.raises(TableError, match="an earlier user turn is empty") as e:
         load_dataset(tmp_path)
     # then it is named once, in the column the user must fix
-    assert [(Path(p.file).name, p.row, p.field) for p in e.value.problems] == [
-        ("preferences.jsonl", 3, "prompt")
-    ]
-
-
-def test_a_blank_last_user_turn_in_a_conversational_prompt_is_named_in_prompt(tmp_path):
-    # given TRL conversational preferences whose row 3's `prompt` ends on a blank user turn
-    prefs = _conversational_preferences(60)
-    prefs[2]["prompt"] = [
-        {"role": "system", "content": "Be brief."},
-        {"role": "user", "content": " "},
-    ]
-    _write(tmp_path, "preferences", prefs)
-    with pytest.raises(TableError, match="its last user turn") as e:
-        load_dataset(tmp_path)
-    # then it is named once, in the column the user must fix, not under chosen and rejected
     assert [(Path(p.file).name, p.row, p.field) for p in e.value.problems] == [
         ("preferences.jsonl", 3, "prompt")
     ]
