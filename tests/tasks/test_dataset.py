@@ -374,14 +374,23 @@ def test_an_empty_chosen_and_an_unknown_shape_are_refused(tmp_path):
         load_dataset(folder)
 
 
+def _put_turns(folder: Path, turns: list[dict], answer: str) -> None:
+    """`turns` as row 2 of prompts.jsonl, and with `answer` after them as row 4 of
+    demonstrations.jsonl."""
+    _rewrite(folder / "prompts.jsonl", 2, messages=turns, prompt=None)
+    _rewrite(
+        folder / "demonstrations.jsonl",
+        4,
+        messages=[*turns, {"role": "assistant", "content": answer}],
+    )
+
+
 def test_a_conversation_whose_question_is_blank_is_refused_as_a_blank_prompt_is(tmp_path):
     # given a blank last user turn in a prompts conversation (row 2), a demonstration
     # (row 4) and a preference pair in HH text (row 6): the text prompt "  " is refused
     folder = write_hh_dataset(tmp_path / "hh", n_pairs=20)
     blank = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "  "}]
-    _rewrite(folder / "prompts.jsonl", 2, messages=blank, prompt=None)
-    answered = [*blank, {"role": "assistant", "content": "apple apple"}]
-    _rewrite(folder / "demonstrations.jsonl", 4, messages=answered)
+    _put_turns(folder, blank, "apple apple")
     hh = "\n\nHuman: Say apple.\n\nAssistant: ok\n\nHuman:  \n\nAssistant: "
     _rewrite(folder / "preferences.jsonl", 6, chosen=hh + "apple", rejected=hh + "no")
     with pytest.raises(TableError) as e:
@@ -415,9 +424,7 @@ def test_a_conversation_with_a_blank_earlier_turn_is_refused(
         *({"role": role, "content": content} for role, content in first_turns),
         {"role": "user", "content": "Say apple."},
     ]
-    _rewrite(folder / "prompts.jsonl", 2, messages=turns, prompt=None)
-    answered = [*turns, {"role": "assistant", "content": "apple"}]
-    _rewrite(folder / "demonstrations.jsonl", 4, messages=answered)
+    _put_turns(folder, turns, "apple")
     hh = hh_start + "\n\nHuman: Say apple.\n\nAssistant: "
     _rewrite(folder / "preferences.jsonl", 6, chosen=hh + "apple", rejected=hh + "no")
     with pytest.raises(TableError) as e:
@@ -437,9 +444,7 @@ def test_a_blank_system_turn_is_let_through(tmp_path):
     # given a prompt and a demonstration that open on an empty system prompt
     folder = write_hh_dataset(tmp_path / "hh", n_pairs=20)
     turns = [{"role": "system", "content": ""}, {"role": "user", "content": "Say apple."}]
-    _rewrite(folder / "prompts.jsonl", 2, messages=turns, prompt=None)
-    answered = [*turns, {"role": "assistant", "content": "apple"}]
-    _rewrite(folder / "demonstrations.jsonl", 4, messages=answered)
+    _put_turns(folder, turns, "apple")
     # then the data loads: chat templates render it, and it is common
     assert load_dataset(folder)
 
