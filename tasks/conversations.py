@@ -184,8 +184,8 @@ def message_at_fault(problem: str, value: Any) -> Any:
     second message showed as "[{'role': 'user', 'content': '...'}, {'role': 'assi...")."""
     at_fault = {
         BAD_MESSAGE: lambda m: not _good_message(m),
-        # The last user turn comes after every other: a blank one before it is also blank,
-        # and in a TRL conversational prompt the first one found is as good to name.
+        # The first blank user turn, an earlier one when several are blank: either tells
+        # that a TRL conversational prompt, which holds the user turns, is at fault.
         EMPTY_QUESTION: _blank_user_turn,
         EMPTY_EARLIER_QUESTION: _blank_user_turn,
         EMPTY_EARLIER_ANSWER: _blank_assistant_turn,
