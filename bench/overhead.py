@@ -332,6 +332,9 @@ def main() -> None:
     from prefect import flow
 
     from instructflow.flows.params import PipelineParams
+    from instructflow.tasks import temporary_server
+
+    temporary_server.prepare()  # its server as `instructflow run` starts it (a kernel port)
 
     @flow
     def warm_up() -> int:
