@@ -112,9 +112,14 @@ def _move(client: MlflowClient, name: str, move: dict) -> None:
         client.delete_registered_model_alias(name, "champion")
     else:
         client.set_registered_model_alias(name, "champion", move["to"])
+    _restate_all(client, name, move)
+    client.delete_registered_model_tag(name, MOVE_TAG)
+
+
+def _restate_all(client: MlflowClient, name: str, move: dict) -> None:
+    """Write on each version a move names its tags and event (its card's Champion section)."""
     for version, tags, event in move["restate"]:
         _restate(client, name, version, tags, event)
-    client.delete_registered_model_tag(name, MOVE_TAG)
 
 
 def _finish_move(client: MlflowClient, name: str, champion: str | None) -> str | None:
@@ -129,8 +134,7 @@ def _finish_move(client: MlflowClient, name: str, champion: str | None) -> str |
     move = json.loads(recorded)
     said = None
     if move["to"] == champion:  # else the alias never moved, or moved again since
-        for version, tags, event in move["restate"]:
-            _restate(client, name, version, tags, event)
+        _restate_all(client, name, move)
         describe_registered_model(client, name)
         now = f"v{champion}" if champion else "no version"
         said = (

@@ -385,6 +385,21 @@ def _put_turns(folder: Path, turns: list[dict], answer: str) -> None:
     )
 
 
+def _refused_in_each_table(folder: Path, hh: str) -> TableError:
+    """With `hh` (HH text up to the answer) as row 6's pair: the dataset's refusal, which
+    names the conversations _put_turns wrote and both sides of the pair."""
+    _rewrite(folder / "preferences.jsonl", 6, chosen=hh + "apple", rejected=hh + "no")
+    with pytest.raises(TableError) as e:
+        load_dataset(folder)
+    assert set(_problems(e.value)) == {
+        ("prompts.jsonl", 2, "messages"),
+        ("demonstrations.jsonl", 4, "messages"),
+        ("preferences.jsonl", 6, "chosen"),
+        ("preferences.jsonl", 6, "rejected"),
+    }
+    return e.value
+
+
 def test_a_conversation_whose_question_is_blank_is_refused_as_a_blank_prompt_is(tmp_path):
     # given a blank last user turn in a prompts conversation (row 2), a demonstration
     # (row 4) and a preference pair in HH text (row 6): the text prompt "  " is refused
@@ -392,17 +407,9 @@ def test_a_conversation_whose_question_is_blank_is_refused_as_a_blank_prompt_is(
     blank = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "  "}]
     _put_turns(folder, blank, "apple apple")
     hh = "\n\nHuman: Say apple.\n\nAssistant: ok\n\nHuman:  \n\nAssistant: "
-    _rewrite(folder / "preferences.jsonl", 6, chosen=hh + "apple", rejected=hh + "no")
-    with pytest.raises(TableError) as e:
-        load_dataset(folder)
     # then each is refused, naming the turn: PPO and the evaluation would answer nothing
-    assert set(_problems(e.value)) == {
-        ("prompts.jsonl", 2, "messages"),
-        ("demonstrations.jsonl", 4, "messages"),
-        ("preferences.jsonl", 6, "chosen"),
-        ("preferences.jsonl", 6, "rejected"),
-    }
-    assert "its last user turn (the one answered) is empty" in str(e.value)
+    refusal = _refused_in_each_table(folder, hh)
+    assert "its last user turn (the one answered) is empty" in str(refusal)
 
 
 @pytest.mark.parametrize(
@@ -426,18 +433,10 @@ def test_a_conversation_with_a_blank_earlier_turn_is_refused(
     ]
     _put_turns(folder, turns, "apple")
     hh = hh_start + "\n\nHuman: Say apple.\n\nAssistant: "
-    _rewrite(folder / "preferences.jsonl", 6, chosen=hh + "apple", rejected=hh + "no")
-    with pytest.raises(TableError) as e:
-        load_dataset(folder)
     # then each is refused before any training, naming file, row and field, and the turn
-    assert set(_problems(e.value)) == {
-        ("prompts.jsonl", 2, "messages"),
-        ("demonstrations.jsonl", 4, "messages"),
-        ("preferences.jsonl", 6, "chosen"),
-        ("preferences.jsonl", 6, "rejected"),
-    }
+    refusal = _refused_in_each_table(folder, hh)
     said = f"an earlier {blank} turn is empty (got {{'role': '{blank}'"
-    assert all(p.message.startswith(said) for p in e.value.problems), str(e.value)
+    assert all(p.message.startswith(said) for p in refusal.problems), str(refusal)
 
 
 def test_a_blank_system_turn_is_let_through(tmp_path):
