@@ -18,9 +18,32 @@ def _cmd_run(args: argparse.Namespace) -> int:
         # Worded as preflight.refused words it (preflight imports MLflow and Prefect: slow here).
         print(f"instructflow: refused before training: {problem}", file=sys.stderr)
         return 2
+    from instructflow.tasks import temporary_server
+    from instructflow.tasks.interrupts import sigterm_as_interrupt, stop_on_signals
+
+    with sigterm_as_interrupt():
+        server_ready = temporary_server.start_early()  # starts beside the imports and checks
+        params = _checked_params(args)
+        if isinstance(params, int):  # refused
+            return params
+        from instructflow.flows.pipeline import rlhf_pipeline
+        from instructflow.tasks import heap
+        from instructflow.tasks.env import no_flow_heartbeats
+
+        heap.imports_done()
+        server_ready()
+    with stop_on_signals(), no_flow_heartbeats():
+        state = rlhf_pipeline(params, return_state=True)
+    report = state.result()  # raises InputRefused if the flow refused, or the stage's error
+    print(json.dumps(report["run"], indent=2))
+    return 0
+
+
+def _checked_params(args: argparse.Namespace):
+    """The run's parameters, its threads pinned, its base model and inputs checked; or, for a
+    refusal, the command's exit status (the refusal printed and recorded)."""
     from instructflow.flows.params_io import build_params, read_params_file
     from instructflow.tasks import preflight
-    from instructflow.tasks.interrupts import stop_on_signals
 
     fields = read_params_file(args.params) if args.params else {}
     for field in (
@@ -72,22 +95,11 @@ def _cmd_run(args: argparse.Namespace) -> int:
         for line in notes(summary):  # what the run does not read, and likely typos
             print(f"instructflow: {line}", file=sys.stderr, flush=True)
     else:
-        # Checked here, before Prefect starts (which takes a while): a refusal comes in seconds.
+        # Checked here, before the flow starts: a refusal comes in seconds.
         _, refusal = preflight.refusal_of(local, project_root())
         if refusal:
             return _refused(params, refusal)
-
-    from instructflow.flows.pipeline import rlhf_pipeline
-    from instructflow.tasks import heap, temporary_server
-    from instructflow.tasks.env import no_flow_heartbeats
-
-    heap.imports_done()
-    temporary_server.prepare()
-    with stop_on_signals(), no_flow_heartbeats():
-        state = rlhf_pipeline(params, return_state=True)
-    report = state.result()  # raises InputRefused if the flow refused, or the stage's error
-    print(json.dumps(report["run"], indent=2))
-    return 0
+    return params
 
 
 def _refused(params, refusal: str) -> int:

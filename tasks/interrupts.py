@@ -91,3 +91,21 @@ def reclaim() -> None:
     if _installed and threading.current_thread() is threading.main_thread():
         for sig in SIGNALS:
             signal.signal(sig, _installed[0])
+
+
+@contextmanager
+def sigterm_as_interrupt() -> Iterator[None]:
+    """SIGTERM raises RunInterrupted, as Ctrl-C raises KeyboardInterrupt: for the seconds before
+    a run's flow (main thread only). Python's default for SIGTERM ends the process at once,
+    without its exit handlers, and would leave the temporary server it started early
+    (tasks/temporary_server.start_early) for the next run to stop."""
+
+    def on_sigterm(signum: int, _frame) -> None:
+        received[:] = [signum]
+        raise RunInterrupted(signum)
+
+    previous = signal.signal(signal.SIGTERM, on_sigterm)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
