@@ -2,7 +2,12 @@
 
 Built once per (profile, seed) through the stages' plain functions (no
 Prefect, no MLflow, no hub: the tokenizer and the GPT-2 are made here from
-config) and cached under bench/.cache/ (git-ignored). Training is shortened
+config) and cached under bench/.cache/<code key>/ (git-ignored). The key digests the
+code that makes them (the stages' modules and every project module they import,
+and this file, whose settings they use): checkpoints made by code that has
+changed since are not reused but rebuilt, and their folder removed. Before,
+checkpoints stayed whatever code had made them, so a bench could measure today's
+PPO on last week's SFT and RM. Training is shortened
 against the pipeline's defaults: the benchmarks need a policy that answers
 in the task format and a reward model that tells answers apart, not the
 best ones the pipeline can make.
@@ -15,7 +20,9 @@ the same trunk with a fresh head. Responses then run to the length limit
 (the slowest case), and the gold score says nothing.
 """
 
+import hashlib
 import json
+import shutil
 import sys
 import time
 from dataclasses import dataclass
@@ -34,6 +41,16 @@ SFT = {"epochs": 6}
 RM = {"epochs": 1}
 
 
+# The stages the checkpoints are made by (through their plain functions).
+MADE_BY = (
+    "instructflow.tasks.data",
+    "instructflow.tasks.base_model",
+    "instructflow.tasks.sft",
+    "instructflow.tasks.comparisons",
+    "instructflow.tasks.reward_model",
+)
+
+
 @dataclass(frozen=True)
 class BenchCheckpoints:
     profile_dir: Path
@@ -44,13 +61,34 @@ class BenchCheckpoints:
     """Reward model trained on the SFT policy's ranked samples."""
 
 
+def code_key() -> str:
+    """Digest of the code the checkpoints are made by: MADE_BY's modules, every project module
+    they import, and this file."""
+    from instructflow.tasks.code_closure import import_closure_digest
+
+    digest = hashlib.sha256(import_closure_digest(*MADE_BY).encode())
+    digest.update(Path(__file__).read_bytes())
+    return digest.hexdigest()[:16]
+
+
+def current(cache: Path = CACHE) -> Path:
+    """The cache's folder for today's code; folders made by other code are removed."""
+    key = code_key()
+    for stale in cache.glob("*") if cache.is_dir() else []:
+        if stale.is_dir() and stale.name != key:
+            print(f"[bench] removing checkpoints made by other code: {stale}", flush=True)
+            shutil.rmtree(stale)
+    return cache / key
+
+
 def build(profile: str = "tiny", seed: int = 0, cache: Path = CACHE) -> BenchCheckpoints:
-    """Data and checkpoints for `profile`, built on first use and reused after."""
+    """Data and checkpoints for `profile`, built on first use and reused while the code that
+    makes them is unchanged."""
     from instructflow.tasks import base_model, comparisons, reward_model, sft
     from instructflow.tasks.data import write_profile
     from instructflow.world import layout
 
-    work = cache / f"{profile}-seed{seed}"
+    work = current(cache) / f"{profile}-seed{seed}"
     data = work / "data"
     if not (data / layout.PPO_TRAIN).exists():
         write_profile(data, profile, seed)
@@ -113,8 +151,9 @@ def untrained(
 
     size = size or GPT2Size()
     shape = "" if size == GPT2Size() else f"-{size.n_layer}x{size.n_embd}"
-    work = cache / f"{profile}-seed{seed}-untrained{shape}"
-    data = cache / f"{profile}-seed{seed}" / "data"
+    folder = current(cache)
+    work = folder / f"{profile}-seed{seed}-untrained{shape}"
+    data = folder / f"{profile}-seed{seed}" / "data"
     if not (data / layout.PPO_TRAIN).exists():
         write_profile(data, profile, seed)
     model_dir = work / "sft" / "model"

@@ -18,7 +18,6 @@ import hashlib
 import json
 import os
 import shutil
-from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -30,22 +29,6 @@ DONE_MARKER = "DONE.json"
 OUTPUTS_MANIFEST = "OUTPUTS.json"  # the stage's files as it left them (mark_done)
 NOT_OUTPUTS = {DONE_MARKER, OUTPUTS_MANIFEST, "resume"}  # resume/: dropped once done
 SAMPLE = 64 * 1024
-
-
-def code_digest(paths: Iterable[str]) -> str:
-    """Hash of the listed source files (folders mean every .py in them).
-
-    Kept for callers not yet moved over; stages use import_closure_digest,
-    which cannot forget a module the stage imports.
-    """
-    digest = hashlib.sha256()
-    for rel in sorted(paths):
-        target = ROOT / rel
-        files = sorted(target.rglob("*.py")) if target.is_dir() else [target]
-        for file in files:
-            digest.update(str(file.relative_to(ROOT)).encode())
-            digest.update(file.read_bytes())
-    return digest.hexdigest()[:16]
 
 
 def content_digest(path: str | Path) -> str:
