@@ -10,6 +10,9 @@ same code, and share every PPO setting in SETTINGS. Each (round, thread
 count, side) runs in a fresh process; rounds interleave the sides and swap
 which goes first, so a slow minute of a shared machine hits both. Timed:
 the training loop only (model loading and the final evaluation excluded).
+Each run also records how many cores other work kept busy meanwhile (the
+machine's busy CPU time from /proc/stat less the run's own): the result is
+marked LOADED above LOADED_CORES.
 
 Measured per run: episodes/s, the process's peak RSS while training (reset
 as the loop starts: loading the world's tables peaks higher on both sides), and the gold score of
@@ -38,6 +41,7 @@ import argparse
 import json
 import os
 import platform
+import resource
 import statistics
 import subprocess
 import sys
@@ -265,6 +269,34 @@ def load_average() -> list[float]:
     return list(os.getloadavg())
 
 
+# Other work, in cores kept busy on average while a run ran, above which the machine is
+# called loaded. The load average cannot say: right after a run at 2 threads it is ~1.7 on
+# an otherwise idle 2-core machine, the run's own threads counted.
+LOADED_CORES = 0.25
+
+
+def busy_cpu_seconds() -> float:
+    """CPU seconds the machine's cores have spent busy since boot (/proc/stat, Linux)."""
+    fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:9]]
+    idle = fields[3] + fields[4]  # idle, iowait
+    return (sum(fields) - idle) / os.sysconf("SC_CLK_TCK")
+
+
+def children_cpu_seconds() -> float:
+    """CPU seconds of this process's finished (waited-for) children."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def run_worker(command: list[str], env: dict[str, str]) -> float:
+    """Run a worker process; the cores other work kept busy meanwhile, on average (the
+    machine's busy CPU seconds less the worker's, over the wall time)."""
+    start, busy, own = time.perf_counter(), busy_cpu_seconds(), children_cpu_seconds()
+    subprocess.run(command, check=True, env=env, cwd=ROOT)
+    other = (busy_cpu_seconds() - busy) - (children_cpu_seconds() - own)
+    return max(0.0, other) / (time.perf_counter() - start)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=3)
@@ -299,20 +331,24 @@ def main() -> None:
                         "OMP_NUM_THREADS": str(threads),
                         "MKL_NUM_THREADS": str(threads),
                     }
-                    subprocess.run(
+                    other_cores = run_worker(
                         [sys.executable, __file__, "--worker", side, "--threads", str(threads),
                          "--iterations", str(args.iterations), "--checkpoint", args.checkpoint,
                          "--result", str(result)],
-                        check=True, env=env, cwd=ROOT,
+                        env,
                     )  # fmt: skip
-                    run = json.loads(result.read_text()) | {"round": round_}
+                    run = json.loads(result.read_text()) | {
+                        "round": round_,
+                        "other_work_cores": round(other_cores, 3),
+                    }
                     runs.append(run)
                     loads.append(load_average())
                     print(
                         f"[bench] round {round_} threads {threads} {side}: "
                         f"{run['episodes_per_s']:.1f} episodes/s, "
                         f"peak RSS {run['peak_rss_bytes'] / 2**20:.0f} MiB, "
-                        f"gold {sum(run['gold']) / len(run['gold']):.3f}, load {loads[-1][0]:.1f}",
+                        f"gold {sum(run['gold']) / len(run['gold']):.3f}, "
+                        f"other work {other_cores:.2f} cores, load {loads[-1][0]:.1f}",
                         flush=True,
                     )
             report(
@@ -367,16 +403,16 @@ def report(runs: list[dict], loads: list[list[float]], args, n_rounds: int) -> N
             f"gold instructflow {t['gold_after_equal_episodes']['instructflow']['mean']:.3f} "
             f"vs trl {t['gold_after_equal_episodes']['trl']['mean']:.3f}"
         )
-    peak_load = max(load[0] for load in loads)
+    other = max(r["other_work_cores"] for r in runs)
     cores = os.cpu_count() or 1
     machine = (
         f"{platform.machine()} {cores} cores, {platform.system()}; torch {torch.__version__}, "
         f"transformers {transformers.__version__}, trl {trl.__version__}; "
         + (
-            f"LOADED machine (1-min load average up to {peak_load:.1f} on {cores} cores: "
-            "shared with other work while measured)"
-            if peak_load > cores * 0.75
-            else f"quiet machine (1-min load average at most {peak_load:.1f})"
+            f"LOADED machine (other work kept up to {other:.2f} of {cores} cores busy during "
+            "a run: shared while measured)"
+            if other > LOADED_CORES
+            else f"quiet machine (other work at most {other:.2f} cores during any run)"
         )
     )
     print(machine)
