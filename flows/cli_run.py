@@ -18,21 +18,31 @@ def _cmd_run(args: argparse.Namespace) -> int:
         # Worded as preflight.refused words it (preflight imports MLflow and Prefect: slow here).
         print(f"instructflow: refused before training: {problem}", file=sys.stderr)
         return 2
-    from instructflow.tasks import temporary_server
-    from instructflow.tasks.interrupts import sigterm_as_interrupt, stop_on_signals
+    from instructflow.tasks import interrupts, temporary_server
 
-    with sigterm_as_interrupt():
-        server_ready = temporary_server.start_early()  # starts beside the imports and checks
-        params = _checked_params(args)
-        if isinstance(params, int):  # refused
-            return params
-        from instructflow.flows.pipeline import rlhf_pipeline
-        from instructflow.tasks import heap
-        from instructflow.tasks.env import no_flow_heartbeats
+    server = temporary_server.EarlyStart()  # none yet
+    try:
+        with interrupts.interrupt_before_flow():
+            server = temporary_server.start_early()  # starts beside the imports and checks below
+            params = _checked_params(args)
+            if isinstance(params, int):  # refused
+                server.discard()
+                return params
+            from instructflow.flows.pipeline import rlhf_pipeline
+            from instructflow.tasks import heap
+            from instructflow.tasks.env import no_flow_heartbeats
 
-        heap.imports_done()
-        server_ready()
-    with stop_on_signals(), no_flow_heartbeats():
+            heap.imports_done()
+            server.ready()
+    except KeyboardInterrupt:
+        server.discard()
+        print(
+            f"instructflow: interrupted by {interrupts.signal_name()} before the flow started: "
+            "no stage ran; run the same command again.",
+            file=sys.stderr,
+        )
+        return interrupts.exit_status()
+    with interrupts.stop_on_signals(), no_flow_heartbeats():
         state = rlhf_pipeline(params, return_state=True)
     report = state.result()  # raises InputRefused if the flow refused, or the stage's error
     print(json.dumps(report["run"], indent=2))
@@ -79,7 +89,7 @@ def _checked_params(args: argparse.Namespace):
         from instructflow.flows.own_data import preflight as own_data_preflight
 
         if not params.base_model:
-            print(f"instructflow: {NEEDS_BASE}", file=sys.stderr)
+            print(f"instructflow: refused before training: {NEEDS_BASE}", file=sys.stderr)
             return 2
 
         from instructflow.flows.explained_errors import bad_input_errors

@@ -94,18 +94,20 @@ def reclaim() -> None:
 
 
 @contextmanager
-def sigterm_as_interrupt() -> Iterator[None]:
-    """SIGTERM raises RunInterrupted, as Ctrl-C raises KeyboardInterrupt: for the seconds before
-    a run's flow (main thread only). Python's default for SIGTERM ends the process at once,
-    without its exit handlers, and would leave the temporary server it started early
-    (tasks/temporary_server.start_early) for the next run to stop."""
+def interrupt_before_flow() -> Iterator[None]:
+    """Ctrl-C and SIGTERM raise RunInterrupted at once: for the seconds before a run's flow
+    (main thread only), when there is nothing to checkpoint. Python's default for SIGTERM
+    ends the process without its exit handlers, which would leave the temporary server it
+    started early (tasks/temporary_server.start_early) for the next run to stop; and a
+    process started in the background has SIGINT ignored."""
 
-    def on_sigterm(signum: int, _frame) -> None:
+    def on_signal(signum: int, _frame) -> None:
         received[:] = [signum]
         raise RunInterrupted(signum)
 
-    previous = signal.signal(signal.SIGTERM, on_sigterm)
+    previous = {sig: signal.signal(sig, on_signal) for sig in SIGNALS}
     try:
         yield
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for sig, old in previous.items():
+            signal.signal(sig, old)

@@ -24,7 +24,6 @@ Three changes to how Prefect starts it (SubprocessASGIServer), made before a run
 import socket
 import subprocess
 import threading
-from collections.abc import Callable
 
 
 def kernel_port() -> int:
@@ -57,47 +56,67 @@ def prepare() -> None:
     SubprocessASGIServer.find_available_port = lambda server: kernel_port()
 
 
-def start_early() -> Callable[[], None]:
+class EarlyStart:
+    """Prefect's temporary server, started in a thread (start_early)."""
+
+    def __init__(self, server=None):
+        self._server = server
+        self._failed: list[BaseException] = []
+        self._thread = None
+        if server is not None:
+            self._thread = threading.Thread(target=self._start, name="prefect-temporary-server")
+            self._thread.start()
+
+    def _start(self) -> None:
+        try:
+            self._server.start()
+        except BaseException as error:  # raised again in the run's thread, by ready()
+            self._failed.append(error)
+
+    def ready(self) -> None:
+        """Wait for the server to answer; raise what stopped it from starting."""
+        if self._thread is not None:
+            self._thread.join()
+        if self._failed:
+            raise self._failed[0]
+
+    def discard(self) -> None:
+        """Stop the server without a word: the run ends before its flow (a refusal), and
+        Prefect's "Stopping temporary server" would read as if a run had started."""
+        if self._thread is None:
+            return
+        self._thread.join()
+        from prefect.server.api.server import subprocess_server_logger
+
+        disabled, subprocess_server_logger.disabled = subprocess_server_logger.disabled, True
+        try:
+            self._server.stop()
+        finally:
+            subprocess_server_logger.disabled = disabled
+
+
+def start_early() -> EarlyStart:
     """Start the temporary server a run will use now, in a thread, while this process goes on
-    importing and checking its inputs; returns `ready`, to call before the run's first Prefect
-    API call. Started at that first call instead, as Prefect does, the server's start (~3 s)
-    came after the command's imports and checks (~5 s of one core) and the run waited for it;
-    here it takes the other core meanwhile.
+    importing and checking its inputs. Started at the run's first Prefect API call instead,
+    as Prefect does, the server's start (~3 s) came after the command's imports and checks
+    (~5 s of one core) and the run waited for it; here it takes the other core meanwhile.
 
-    `ready` waits for the server to answer and raises what stopped it from starting. It must
-    come before any Prefect API call: Prefect's own start, at that call, returns at once for a
-    server that is starting (its `running` is set before the server answers). A process that
-    ends without calling it (a refusal, Ctrl-C) waits for the thread at exit, then stops the
-    server through the handler Prefect registered when it started it.
+    `ready()` must come before the run's first Prefect API call: Prefect's own start, at that
+    call, returns at once for a server that is starting (its `running` is set before the
+    server answers). A run refused before its flow calls `discard()`. A process that ends
+    otherwise (Ctrl-C) waits for the thread at exit, then stops the server through the
+    handler Prefect registered when it started it.
 
-    Starts nothing where Prefect would start nothing (PREFECT_API_URL set, ephemeral mode off);
-    `ready` then does nothing.
+    Prefect's "Starting temporary server on ..." line is not shown (Prefect's logging is not
+    set up yet when the thread starts): a refused run says nothing about a server.
+
+    Starts nothing where Prefect would start nothing (PREFECT_API_URL set, ephemeral mode off).
     """
     from prefect.settings import PREFECT_API_URL, PREFECT_SERVER_EPHEMERAL_ENABLED
 
     if PREFECT_API_URL.value() or not PREFECT_SERVER_EPHEMERAL_ENABLED.value():
-        return lambda: None
+        return EarlyStart()
     prepare()
-    from prefect.logging.configuration import ensure_logging_setup
     from prefect.server.api.server import SubprocessASGIServer
 
-    ensure_logging_setup()  # so that Prefect's "Starting temporary server on ..." is shown
-
-    server = SubprocessASGIServer()  # Prefect's one instance, which its client then finds
-    failed: list[BaseException] = []
-
-    def start() -> None:
-        try:
-            server.start()
-        except BaseException as error:  # raised again in the run's thread, by `ready`
-            failed.append(error)
-
-    thread = threading.Thread(target=start, name="prefect-temporary-server")
-    thread.start()
-
-    def ready() -> None:
-        thread.join()
-        if failed:
-            raise failed[0]
-
-    return ready
+    return EarlyStart(SubprocessASGIServer())  # Prefect's one instance, which its client finds

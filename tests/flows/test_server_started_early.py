@@ -19,37 +19,51 @@ def ephemeral_env(root) -> dict[str, str]:
     return {k: v for k, v in cli_env(root).items() if k != "PREFECT_API_URL"}
 
 
-def test_a_refused_run_stops_the_server_it_started_early(make_project, fast_smoke):
+def wait_for_server(proc, home: str, timeout: float = 120) -> bool:
+    """Whether a temporary server of `home` appeared before `proc` ended (polled)."""
+    deadline = time.monotonic() + timeout
+    while proc.poll() is None and time.monotonic() < deadline:
+        if ephemeral_servers(home):
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def test_a_refused_run_stops_the_server_it_started_early_without_a_word(make_project, fast_smoke):
     # given a project whose data no longer matches data.dvc (refused before the flow)
     root = make_project()
     flip_one_byte(root / "data" / "smoke" / "sft" / "train.jsonl")
     # when a run is started with Prefect's temporary server
     proc = start_cli(root, fast_smoke(), ephemeral_env(root))
+    started = wait_for_server(proc, str(root / ".prefect"))
     output, _ = proc.communicate(timeout=180)
-    # then it is refused, having started the server beside its checks, and no server is left
+    # then it is refused, having started the server beside its checks
     assert proc.returncode == 2, output[-3000:]
-    assert "refused before training" in output
-    assert "Starting temporary server on" in output and "Beginning flow run" not in output
+    assert "refused before training" in output and "Beginning flow run" not in output
+    assert started, "no temporary server was started beside the checks"
+    # and the server is gone, and the refusal says nothing of it (no run had started)
+    assert "temporary server" not in output, output[-3000:]
     assert ephemeral_servers(str(root / ".prefect")) == {}
     assert session_processes(proc.pid) == []
 
 
-def test_sigterm_before_the_flow_stops_the_server_started_early(make_project, fast_smoke):
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_a_signal_before_the_flow_stops_the_run_and_its_early_server(sig, make_project, fast_smoke):
     # given a run whose temporary server is up while the run is still importing and checking
+    # (started as in the background: SIGINT ignored, which the run must undo itself)
     root = make_project()
     proc = start_cli(root, fast_smoke(), ephemeral_env(root))
     home = str(root / ".prefect")
-    deadline = time.monotonic() + 120
-    while not ephemeral_servers(home) and proc.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert ephemeral_servers(home), "no temporary server was started"
-    # when SIGTERM reaches the run (Python's default would end it at once, exit handlers unrun)
-    proc.send_signal(signal.SIGTERM)
+    assert wait_for_server(proc, home), "no temporary server was started"
+    # when the signal reaches the run (Python's default for SIGTERM would end it at once,
+    # exit handlers unrun)
+    proc.send_signal(sig)
     output, _ = proc.communicate(timeout=60)
     # then it stopped before its flow, saying so, and stopped the server on its way out
     assert "Beginning flow run" not in output, "the signal came after the flow began"
-    assert proc.returncode == 128 + signal.SIGTERM, output[-3000:]
-    assert "instructflow: interrupted by SIGTERM" in output
+    assert proc.returncode == 128 + sig, output[-3000:]
+    name = signal.Signals(sig).name
+    assert f"instructflow: interrupted by {name} before the flow started: no stage ran" in output
     assert ephemeral_servers(home) == {}
     assert session_processes(proc.pid) == []
 
@@ -63,8 +77,9 @@ def no_server_instances(monkeypatch):
 
 def test_nothing_is_started_where_a_prefect_api_url_is_set(no_server_instances):
     with temporary_settings({PREFECT_API_URL: "http://127.0.0.1:9/api"}):
-        ready = temporary_server.start_early()
-        ready()
+        server = temporary_server.start_early()
+        server.ready()
+        server.discard()
     assert no_server_instances == {}
 
 
@@ -76,7 +91,7 @@ def test_a_server_that_fails_to_start_fails_the_run_at_ready(no_server_instances
     monkeypatch.setattr(temporary_server, "prepare", lambda: None)
     monkeypatch.setattr(prefect_server.SubprocessASGIServer, "start", failing_start)
     with temporary_settings(restore_defaults={PREFECT_API_URL}):
-        ready = temporary_server.start_early()
+        server = temporary_server.start_early()
         # then the run's thread gets that error when it asks for the server
         with pytest.raises(RuntimeError, match="Timed out"):
-            ready()
+            server.ready()
