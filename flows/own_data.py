@@ -351,5 +351,5 @@ def run(
         key="rlhf-report",
         description=f"instructflow run {parent_id}",
     )
-    logger.info("report: %s", reports_dir() / "latest" / "report.json")
+    logger.info("report: %s  MLflow: %s", reports_dir() / "latest" / "report.json", mlflow_url)
     return result

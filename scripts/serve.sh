@@ -202,7 +202,7 @@ MLflow UI:  $MLFLOW_URL
 Trigger a run:
   UI:  Deployments > rlhf_pipeline / smoke-check > Run > Quick run (a smoke run, about a minute)
        Deployments > rlhf_pipeline / manual-run > Run > Custom run (the form is PipelineParams;
-       its Quick run is the tiny profile, 9.7-14.8 minutes on 2 cores)
+       its Quick run is the tiny profile, 7.3-14.8 minutes on 2 cores)
   CLI: PREFECT_API_URL=$PREFECT_API_URL $BIN/prefect deployment run rlhf_pipeline/manual-run \\
          --params '{"params": {"profile": "smoke"}}'
 scheduled-retrain runs every Monday 03:00 UTC (profile tiny); its nightly-smoke schedule
