@@ -240,7 +240,9 @@ def load_dataset(
         splits.thin_splits(summary["split_counts"], cfg.valid_fraction, cfg.test_fraction)
         + splits.repeated_rows(
             {
-                name: [((i.prompt_key, *i.responses), split_of[id(i)]) for i in items]
+                name: [
+                    ((i.prompt_key, *i.responses), split_of[id(i)], i.file, i.row) for i in items
+                ]
                 for name, items in loaded.items()
                 if name != "prompts"  # a prompt asked again is no repeat of an answer
             }

@@ -238,8 +238,9 @@ def orderless_pairs(preferences: list) -> list[str]:
     )
 
 
-def repeated_rows(tables: dict[str, list[tuple[tuple, str]]]) -> list[str]:
-    """A warning per table whose rows repeat word for word: (content, split) per row, the
+def repeated_rows(tables: dict[str, list[tuple[tuple, str, str, int]]]) -> list[str]:
+    """A warning per table whose rows repeat word for word, naming them: (content, split, file,
+    row) per row, the
     content being the prompt's conversations.prompt_key (its turns before rendering: the same
     prompt as text and as a conversation is one) and its responses.
 
@@ -251,22 +252,41 @@ def repeated_rows(tables: dict[str, list[tuple[tuple, str]]]) -> list[str]:
     warnings = []
     for table, rows in tables.items():
         seen: dict[tuple, set[str]] = defaultdict(set)
-        repeats = 0
-        for content, split in rows:
-            repeats += bool(seen[content])
+        repeats: dict[str, list[int]] = defaultdict(list)  # file -> rows repeating an earlier one
+        for content, split, file, row in rows:
+            if seen[content]:
+                repeats[file].append(row)
             seen[content].add(split)
-        held_out = [split for content, split in rows if split != "train"]
-        leaked = sum(1 for content, split in rows if split != "train" and "train" in seen[content])
+        held_out = [split for _, split, _, _ in rows if split != "train"]
+        leaked: dict[str, list[int]] = defaultdict(list)
+        for content, split, file, row in rows:
+            if split != "train" and "train" in seen[content]:
+                leaked[file].append(row)
         if leaked:
             warnings.append(
-                f"{table}: {leaked} of {len(held_out)} validation and test rows repeat a "
-                "training row word for word: figures on them (the held-out judge's accuracy, "
-                "win rates) are not held out; remove the repeats, or state splits in a "
-                "`split` column"
+                f"{table}: {_count(leaked)} of {len(held_out)} validation and test rows repeat "
+                f"a training row word for word ({_where(leaked)}): figures on them (the "
+                "held-out judge's accuracy, win rates) are not held out; remove the repeats, "
+                "or state splits in a `split` column"
             )
         elif repeats:
-            warnings.append(f"{table}: {repeats} rows repeat an earlier row word for word")
+            n = _count(repeats)
+            warnings.append(
+                f"{table}: {n} {'row repeats' if n == 1 else 'rows repeat'} an earlier row word "
+                f"for word ({_where(repeats)})"
+            )
     return warnings
+
+
+def _count(rows_by_file: dict[str, list[int]]) -> int:
+    return sum(len(rows) for rows in rows_by_file.values())
+
+
+def _where(rows_by_file: dict[str, list[int]]) -> str:
+    """ "a.jsonl rows 3, 8; b.jsonl rows 2": each file's first rows (_first_rows)."""
+    return "; ".join(
+        f"{Path(file).name} {_first_rows(rows)}" for file, rows in rows_by_file.items()
+    )
 
 
 def users_across_splits(rows: Iterable[tuple[str, str | None, str]]) -> list[str]:

@@ -264,15 +264,20 @@ def test_a_split_far_thinner_than_asked_is_warned_about():
 def test_rows_repeated_across_splits_are_warned_about_by_count():
     from instructflow.tasks.splits import repeated_rows
 
-    # given rows A (train and test), B (twice in train), C (test only)
-    rows = [(("q1", "a", "b"), "train"), (("q1", "a", "b"), "test")]
-    rows += [(("q2", "c", "d"), "train"), (("q2", "c", "d"), "train"), (("q3", "e", "f"), "test")]
+    # given rows A (train and test), B (twice in train), C (test only), rows 1-5 of one file
+    f = "/data/p.jsonl"
+    rows = [(("q1", "a", "b"), "train", f, 1), (("q1", "a", "b"), "test", f, 2)]
+    rows += [(("q2", "c", "d"), "train", f, 3), (("q2", "c", "d"), "train", f, 4)]
+    rows += [(("q3", "e", "f"), "test", f, 5)]
     (warning,) = repeated_rows({"preferences": rows})
     # then the one test row that is a training row is counted against the 2 held-out rows
-    assert warning.startswith("preferences: 1 of 2 validation and test rows repeat a training row")
-    # and repeats within one split only are counted as repeats
+    assert warning.startswith(
+        "preferences: 1 of 2 validation and test rows repeat a training row word for word "
+        "(p.jsonl rows 2)"
+    )
+    # and repeats within one split only are counted as repeats, named by file and row
     assert repeated_rows({"demonstrations": rows[2:]}) == [
-        "demonstrations: 1 rows repeat an earlier row word for word"
+        "demonstrations: 1 row repeats an earlier row word for word (p.jsonl rows 4)"
     ]
     assert repeated_rows({"preferences": rows[2:3] + rows[4:]}) == []
 
