@@ -34,14 +34,9 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
             heap.imports_done()
             server.ready()
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as error:
         server.discard()
-        print(
-            f"instructflow: interrupted by {interrupts.signal_name()} before the flow started: "
-            "no stage ran; run the same command again.",
-            file=sys.stderr,
-        )
-        return interrupts.exit_status()
+        raise interrupts.InterruptedBeforeFlow() from error  # worded by explained_errors
     with interrupts.stop_on_signals(), no_flow_heartbeats():
         state = rlhf_pipeline(params, return_state=True)
     report = state.result()  # raises InputRefused if the flow refused, or the stage's error

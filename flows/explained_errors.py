@@ -57,6 +57,11 @@ def explanation(error: BaseException, resumable: bool = True) -> tuple[int, str]
             f"{error}: the stage's last good checkpoint is kept; lower its lr (or grad_clip) "
             "in --params and run again"
         )
+    if isinstance(error, interrupts.InterruptedBeforeFlow):
+        return interrupts.exit_status(), (
+            f"interrupted by {interrupts.signal_name()} before the flow started: no stage ran; "
+            "run the same command again."
+        )
     if interrupts.is_interrupt(error):
         detail = (
             f" ({error})" if str(error) and not isinstance(error, interrupts.RunInterrupted) else ""

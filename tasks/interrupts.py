@@ -32,6 +32,10 @@ class RunInterrupted(KeyboardInterrupt):
         super().__init__(f"interrupted by {signal.Signals(signum).name}")
 
 
+class InterruptedBeforeFlow(KeyboardInterrupt):
+    """A signal in a run's first seconds (interrupt_before_flow): no stage had run."""
+
+
 def is_interrupt(error: BaseException) -> bool:
     """A signal's stop: Ctrl-C (KeyboardInterrupt) or SIGTERM, which Prefect raises as
     TerminationSignal in a flow run (a cancel from its UI or CLI, a worker stopping)."""

@@ -239,10 +239,9 @@ def orderless_pairs(preferences: list) -> list[str]:
 
 
 def repeated_rows(tables: dict[str, list[tuple[tuple, str, str, int]]]) -> list[str]:
-    """A warning per table whose rows repeat word for word, naming them: (content, split, file,
-    row) per row, the
-    content being the prompt's conversations.prompt_key (its turns before rendering: the same
-    prompt as text and as a conversation is one) and its responses.
+    """A warning per table whose rows repeat word for word, naming them: (content, split,
+    file, row) per row, the content being the prompt's conversations.prompt_key (its turns
+    before rendering: the same prompt as text and as a conversation is one) and its responses.
 
     Rows repeated across splits are the worse case: a test row that is also a training row
     is not held out, and the held-out judge's accuracy and every win rate built on it
@@ -283,7 +282,7 @@ def _count(rows_by_file: dict[str, list[int]]) -> int:
 
 
 def _where(rows_by_file: dict[str, list[int]]) -> str:
-    """ "a.jsonl rows 3, 8; b.jsonl rows 2": each file's first rows (_first_rows)."""
+    """Each file's first rows (_first_rows), e.g. `a.jsonl rows 3, 8; b.jsonl rows 2`."""
     return "; ".join(
         f"{Path(file).name} {_first_rows(rows)}" for file, rows in rows_by_file.items()
     )
