@@ -283,11 +283,13 @@ def add_commands(sub) -> None:
         help="your dataset directory (prompts, demonstrations, preferences; .jsonl or .parquet)",
     )
     run.add_argument(
-        "--threads", type=int, help="torch CPU threads (default: every core this process may use)"
+        "--threads",
+        type=at_least_one,
+        help="torch CPU threads (default: every core this process may use)",
     )
     run.add_argument(
         "--processes",
-        type=int,
+        type=at_least_one,
         help="processes per training stage, under `accelerate launch` (default 1: in-process)",
     )
     run.add_argument(
@@ -358,7 +360,9 @@ def add_commands(sub) -> None:
     )
     sweep.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="training seeds")
     sweep.add_argument("--profile", choices=["smoke", "tiny", "small"], help="default tiny")
-    sweep.add_argument("--threads", type=int, help="torch threads per seed (default: all cores)")
+    sweep.add_argument(
+        "--threads", type=at_least_one, help="torch threads per seed (default: all cores)"
+    )
     sweep.add_argument(
         "--workers", type=at_least_one, help="seeds at once (default: cores // threads)"
     )

@@ -355,6 +355,10 @@ def test_sweep_with_a_bad_params_file_is_refused_in_one_line(tmp_path, capsys):
         ["evaluate", "champion", "challenger", "--max-prompts", "-1"],
         ["best-of-n", "--n", "0"],
         ["best-of-n", "--prompts", "-5"],
+        # took ~8 s (the settings' imports), then said "an integer >= 1 or null"
+        ["run", "--threads", "0"],
+        ["run", "--processes", "0"],
+        ["sweep", "--seeds", "0", "--threads", "-1"],
     ],
 )
 def test_a_count_below_one_is_a_usage_error_naming_the_flag(argv, capsys):
