@@ -99,6 +99,7 @@ def _lineage(params, result: dict, inputs: GateInputs, client) -> dict:
         "seed": params.seed,
         "sft_run_id": inputs.sft_run_id,
         "data_dir": str(Path(params.data).resolve()),
+        "split_rule": result["dataset"]["split_rule"],  # whom the card's evaluation is on
         "dvc_data_md5": run["dvc_data_md5"],
         "base_model": params.base_model,
         "tokenizer_digest": tokenizer_digest(AutoTokenizer.from_pretrained(inputs.policy_dir)),

@@ -51,6 +51,7 @@ from instructflow.tasks.lora_checks import lora_target_problems, model_config
 from instructflow.tasks.paths import reports_dir
 from instructflow.tasks.preflight import InputRefused, refuse, refused
 from instructflow.tasks.runtime_checks import runtime_problems
+from instructflow.tasks.splits import held_out_group
 from instructflow.tasks.stage import content_digest
 from instructflow.tasks.tables import TableError
 from instructflow.world import layout
@@ -269,6 +270,7 @@ def run(
         judge_dir=judged["dir"],
         # The gate's verdict on the judge, on its plots too (the report's judge block says it).
         judge_warning=judge_trust.untrusted_caption(judged["metrics"], floor),
+        held_out=held_out_group(summary["split_rule"]),  # whom its plots' titles name
     )
 
     result = report.empty_report(

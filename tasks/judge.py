@@ -107,6 +107,11 @@ def select_judge_rows(
     return list(heldout)
 
 
+def split_by_user(rows: list[dict]) -> bool:
+    """Whether split_for_judge keeps each user's rows in one part (else each prompt's)."""
+    return len({row.get("user_id") for row in rows} - {None}) >= 2
+
+
 def split_for_judge(
     rows: list[dict], test_share: float, seed: int
 ) -> tuple[list[dict], list[dict]]:
@@ -115,7 +120,7 @@ def split_for_judge(
     Groups are ordered by a seeded hash; the first ceil(share * groups) are
     the test part, and each part keeps at least one group when there are two.
     """
-    by_user = len({row.get("user_id") for row in rows} - {None}) >= 2
+    by_user = split_by_user(rows)
 
     def group(row: dict) -> str:
         return str(row["user_id"]) if by_user else row["prompt"]
@@ -219,9 +224,10 @@ def train_judge(
             f"the held-out preferences ({len(rows)} rankings) split into {len(train)} to train "
             f"the judge and {len(test)} to test it: both parts need at least one"
         )
+    others = "of other users" if split_by_user(rows) else "on other prompts"
     print(
         f"training the held-out judge on {len(train)} rankings ({pair_count(train)} pairs); "
-        f"{len(test)} rankings ({pair_count(test)} pairs) of other users test it",
+        f"{len(test)} rankings ({pair_count(test)} pairs) {others} test it",
         flush=True,
     )
     folder = out_dir / "judge_comparisons"

@@ -8,6 +8,7 @@ promotion gate saw and decided.
 from typing import Any
 
 from instructflow.tasks.registry_pending import WRITE_TAG, is_incomplete
+from instructflow.tasks.splits import held_out_group
 
 # The tag prefix of the run that last trained a reused version's weights again
 # (tasks/registry_weights.py writes them; the card and the registry's status read them).
@@ -129,7 +130,7 @@ def model_card(
     if gate.get("note_registered"):  # the card now tells of the latest run with these weights
         lines.append(f"- registered: {gate['note_registered']}")
     lines += lineage_lines(lineage)
-    lines += ["", "## Evaluation (test users)", ""]
+    lines += ["", f"## Evaluation ({held_out_group(lineage.get('split_rule'))})", ""]
     if "judge_win_rate_vs_sft" in metrics and gate.get("evidence") != JUDGE_EVIDENCE:
         lines += [JUDGED_BY, ""]
     lines += [f"- {key}: {_fmt(value)}" for key, value in sorted(metrics.items())]

@@ -169,9 +169,11 @@ def evaluation_task(
     out_dir: str,
     parent_run_id: str,
     judge_warning: str | None = None,
+    held_out: str = "test users",
 ) -> StageResult:
     """`judge_warning`: judge_trust.untrusted_caption of the judge under the gate's floor
-    (None: trusted), drawn on the win-rate plots; a scalar argument, so part of the cache key."""
+    (None: trusted), drawn on the win-rate plots; `held_out` (splits.held_out_group) titles
+    them. Scalar arguments, so part of the cache key."""
     params = cfg.model_dump() | {
         "seed": seed,
         "policies": ",".join(policies),
@@ -191,7 +193,7 @@ def evaluation_task(
         for name, items in raw.items():
             write_jsonl(out / "responses" / f"{name}.jsonl", items)
         # Drawn here, as on the embedded world, so that a cached evaluation brings them along.
-        drawn = judged_plots(rows, out / PLOTS, CANDIDATES, judge_warning)
+        drawn = judged_plots(rows, out / PLOTS, CANDIDATES, judge_warning, held_out)
         mlflow.log_artifacts(str(out), artifact_path="evaluation")
         plots = [str(f.relative_to(out)) for f in drawn]
         return stage.done(flat_metrics(rows), rows=rows, plots=plots, dir=str(out))

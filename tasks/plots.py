@@ -48,12 +48,14 @@ def win_rate_figure(
     candidate: str | None = None,
     judged_by: str = LABELERS,
     warning: str | None = None,
+    held_out: str = "test users",
 ) -> Figure:
     """Win rate against SFT with 95% CI bars, the paper's headline figure; the candidate the
     promotion gate judged is hatched, in its own colour, with a bold tick label. `judged_by`
     names who judged (on a user's dataset: JUDGE, a reward model on held-out preferences);
     `warning` (judge_trust.untrusted_caption) heads the figure in red when the judge is not
-    to be trusted: the plot is often read alone in MLflow, without the report's warning."""
+    to be trusted: the plot is often read alone in MLflow, without the report's warning.
+    `held_out`: whom the comparisons are on (splits.held_out_group)."""
     names = _ordered(policies)
     means = np.array([policies[n]["win_rate_vs_sft"]["mean"] for n in names])
     lo = np.array([policies[n]["win_rate_vs_sft"]["ci95"][0] for n in names])
@@ -85,7 +87,7 @@ def win_rate_figure(
     ax.set_xlabel("policy")
     ax.set_ylabel("win rate vs SFT (share of comparisons)")
     ax.set_ylim(0, 1)
-    ax.set_title(f"Preferred over SFT by {judged_by} (test users, 95% CI)")
+    ax.set_title(f"Preferred over SFT by {judged_by} ({held_out}, 95% CI)")
     ax.legend(handles=handles, loc="upper left", bbox_to_anchor=(1.01, 1), fontsize=8)
     if warning:
         # Wrapped to the figure's width (about 10 bold characters an inch at this size).
@@ -100,8 +102,9 @@ def win_rate_plot(
     candidate: str | None = None,
     judged_by: str = LABELERS,
     warning: str | None = None,
+    held_out: str = "test users",
 ) -> Path:
-    return _save(win_rate_figure(policies, candidate, judged_by, warning), path)
+    return _save(win_rate_figure(policies, candidate, judged_by, warning, held_out), path)
 
 
 def family_heatmap_figure(policies: dict) -> Figure:
@@ -211,11 +214,16 @@ def report_plots(
 
 
 def judged_plots(
-    policies: dict, folder: Path, candidates: tuple[str, ...], warning: str | None = None
+    policies: dict,
+    folder: Path,
+    candidates: tuple[str, ...],
+    warning: str | None = None,
+    held_out: str = "test users",
 ) -> list[Path]:
     """The plots of a run on a user's dataset, drawn into `folder`: the held-out judge's win
     rates against SFT, one per possible candidate as report_plots draws them (for_report
-    takes the gate's), headed by `warning` when the judge is untrusted. None without the
+    takes the gate's), headed by `warning` when the judge is untrusted, titled with whom
+    the comparisons are on (`held_out`, splits.held_out_group). None without the
     judge's verdicts; no gold score, so no per-family or score-against-KL plot (a proxy RM
     score alone is not evidence of quality)."""
     judged = {n: row for n, row in policies.items() if row.get("win_rate_vs_sft")}
@@ -224,10 +232,10 @@ def judged_plots(
     folder.mkdir(parents=True, exist_ok=True)
     stem = WIN_RATE.removesuffix(".png")
     return [
-        win_rate_plot(judged, folder / f"{stem}-{name}.png", name, JUDGE, warning)
+        win_rate_plot(judged, folder / f"{stem}-{name}.png", name, JUDGE, warning, held_out)
         for name in candidates
         if name in judged
-    ] or [win_rate_plot(judged, folder / WIN_RATE, None, JUDGE, warning)]
+    ] or [win_rate_plot(judged, folder / WIN_RATE, None, JUDGE, warning, held_out)]
 
 
 def for_report(figures: list[Path], candidate: str | None, folder: Path) -> list[Path]:

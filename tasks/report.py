@@ -14,6 +14,7 @@ from typing import Any
 from urllib.parse import urlencode
 
 from instructflow.tasks.model_card import played
+from instructflow.tasks.splits import held_out_group
 
 POLICY_NAMES = ["base", "base_fewshot", "flan", "t0", "sft", "ppo", "ppo_ptx"]
 
@@ -90,6 +91,10 @@ def _fmt(value: Any) -> str:
     return "-" if value is None else str(value)
 
 
+def _held_out(report: dict[str, Any]) -> str:
+    return held_out_group((report.get("dataset") or {}).get("split_rule"))
+
+
 def _judge_caveat(report: dict[str, Any]) -> list[str]:
     """A warning above the policy table when figures in it come from a judge not to be trusted."""
     judge = report.get("judge") or {}
@@ -163,7 +168,7 @@ def run_summary(report: dict[str, Any]) -> str:
     if row:
         figures = ("gold_score", "win_rate_vs_sft", "judge_win_rate_vs_sft", "kl_to_sft")
         shown = [f"{k} {_fmt(row[k])}" for k in figures if row.get(k) is not None]
-        lines += [f"Candidate {gate['candidate']} on test users: " + "; ".join(shown), ""]
+        lines += [f"Candidate {gate['candidate']} on {_held_out(report)}: " + "; ".join(shown), ""]
     lines += _flow_run_lines(report)
     lines.append("The whole report: this run's artifacts, `report/report.md`.")
     return "\n".join(lines) + "\n"
@@ -248,7 +253,7 @@ def to_markdown(
         ]
         # On a user's dataset there are no simulated labelers: win_rate_vs_sft is the judge's.
         judged_by = "held-out judge" if report.get("dataset") else "held-out labelers"
-        lines += [f"## Policies (test users, {judged_by}; 95% bootstrap CI)", ""]
+        lines += [f"## Policies ({_held_out(report)}, {judged_by}; 95% bootstrap CI)", ""]
         lines += _judge_caveat(report)
         # A column no policy has a figure in (gold on a dataset) says nothing.
         columns = [

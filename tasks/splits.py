@@ -26,6 +26,12 @@ from instructflow.tasks.tables import Problem
 SPLIT_RULES = ("user_id", "prompt_hash")
 
 
+def held_out_group(split_rule: str | None) -> str:
+    """What a test split holds out, for headings: "test users" (the embedded world, and a
+    dataset split by user_id) or "test prompts" (a dataset without user ids, split by prompt)."""
+    return "test prompts" if split_rule == "prompt_hash" else "test users"
+
+
 @dataclass(frozen=True)
 class Keyed:
     """One row as the splitter sees it: where it is, its key, and the split it states (or None)."""

@@ -275,3 +275,9 @@ def test_explicit_prompt_chosen_rejected_pairs_run_end_to_end(
     assert gate["awaiting_approval"] == gate["promote"]
     client = MlflowClient(tracking_uri=f"sqlite:///{root / 'mlflow.db'}")
     assert registry.champion_version(client, gate["model_name"]) is None
+    # and the report and the model card say the evaluation held prompts out, not users (the
+    # rows name none): both said "test users"
+    report_md = (root / "reports" / "latest" / "report.md").read_text()
+    assert "## Policies (test prompts, held-out judge; 95% bootstrap CI)" in report_md
+    challenger = client.get_model_version_by_alias(gate["model_name"], "challenger")
+    assert "## Evaluation (test prompts)" in challenger.description

@@ -30,7 +30,7 @@ def test_a_refused_dataset_gate_links_the_runs_and_says_there_is_no_champion(
                 "prefect_flow_run_id": "7f0c",
                 "dvc_data_md5": "0123abcd",
             },
-            "dataset": {"tables": {"comparisons": {"md5": "beef"}}},
+            "dataset": {"tables": {"comparisons": {"md5": "beef"}}, "split_rule": "user_id"},
             "policies": {"ppo": {"win_rate_vs_sft": {"mean": 0.5, "ci95": [0.4, 0.6]}}},
             "judge": {"accuracy_heldout_pairs": 0.9, "test_pairs": 200},
             "reward_model": {"accuracy": 0.75},
@@ -112,7 +112,7 @@ def test_a_champion_trained_on_another_folder_of_the_same_name_is_named_in_the_g
         result = {
             "run": {"mlflow_run_id": parent.info.run_id, "git_commit": "cafe",
                     "prefect_flow_run_id": "7f0c", "dvc_data_md5": "0123abcd"},
-            "dataset": {"tables": {}},
+            "dataset": {"tables": {}, "split_rule": "prompt_hash"},
             "policies": {"ppo": {"win_rate_vs_sft": {"mean": 0.5, "ci95": [0.4, 0.6]}}},
             "judge": {"accuracy_heldout_pairs": 0.9, "test_pairs": 200},
         }  # fmt: skip

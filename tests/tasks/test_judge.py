@@ -18,6 +18,7 @@ from instructflow.tasks.judge import (
     judge_accuracy,
     pair_count,
     select_judge_rows,
+    split_by_user,
     split_for_judge,
     train_judge_on_comparisons,
 )
@@ -99,6 +100,7 @@ def test_without_users_the_split_is_by_prompt_and_one_group_leaves_no_test_part(
     train, test = split_for_judge(no_users + [no_users[0] | {"comparison_id": "again"}], 0.3, 0)
     assert not {r["prompt"] for r in train} & {r["prompt"] for r in test}
     assert len({r["prompt"] for r in test}) == 3  # ceil(0.3 * 10 prompts)
+    assert not split_by_user(no_users) and split_by_user(HELDOUT)  # what its log line says
     # one user only: the prompts are the groups; one prompt only: nothing left to test on
     assert split_for_judge(HELDOUT[:1], 0.3, 0) == (HELDOUT[:1], [])
 
@@ -529,4 +531,5 @@ def test_the_judges_training_says_it_is_the_judge_not_the_reward_model(
     # log said "training the reward model on 32 rankings" right after its own line)
     lines = capsys.readouterr().out.splitlines()
     assert any(line.startswith("training the held-out judge on 24 rankings") for line in lines)
+    assert any(line.endswith("of other users test it") for line in lines), lines  # user ids
     assert not [line for line in lines if "training the reward model" in line], lines

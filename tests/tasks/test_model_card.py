@@ -172,6 +172,9 @@ def test_the_card_says_who_judged_each_win_rate():
     # then the card says which is whose, and that the judge's may not be trusted (a smoke
     # run's judge is often at chance: the report's judge block says so, the card did not)
     evaluation = card.split("## Evaluation (test users)\n\n", 1)[1].split("\n\n", 1)[0]
+    # (a dataset split by prompt held prompts out, not users)
+    by_prompt = model_card("policy", "4", LINEAGE | {"split_rule": "prompt_hash"}, metrics, GATE)
+    assert "## Evaluation (test prompts)\n" in by_prompt
     assert evaluation.splitlines()[0] == (
         "win_rate_vs_sft and likert: held-out labelers; judge_win_rate_vs_sft: the run's "
         "held-out judge, a reward model that may be untrusted (the run's report.md, "

@@ -61,6 +61,11 @@ def test_the_run_summary_has_the_decision_and_the_candidates_figures():
         "Candidate ppo_ptx on test users: win_rate_vs_sft 0.472 [0.406, 0.539]; kl_to_sft 0.250"
         in text
     )
+    # and a dataset without user ids (split by prompt) held prompts out, not users
+    report["dataset"] = {"split_rule": "prompt_hash"}
+    assert "Candidate ppo_ptx on test prompts: " in run_summary(report)
+    report["dataset"] = {"split_rule": "user_id"}
+    assert "Candidate ppo_ptx on test users: " in run_summary(report)
 
 
 def test_the_base_model_stage_row_has_its_key_not_one_row_per_policy_it_made():

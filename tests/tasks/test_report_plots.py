@@ -197,6 +197,9 @@ def test_a_dataset_run_plots_the_judges_win_rates_one_per_candidate(tmp_path):
     ax = plots.win_rate_figure(rows, "ppo", plots.JUDGE).axes[0]
     assert ax.get_title() == "Preferred over SFT by the held-out judge (test users, 95% CI)"
     _labelled(ax)
+    # and one on a dataset split by prompt names what it held out
+    ax = plots.win_rate_figure(rows, "ppo", plots.JUDGE, held_out="test prompts").axes[0]
+    assert ax.get_title() == "Preferred over SFT by the held-out judge (test prompts, 95% CI)"
     # and the report takes the gate's candidate's, as on the embedded world
     assert [p.name for p in plots.for_report(drawn, "ppo", tmp_path / "r")] == [
         "win_rate_vs_sft.png"
