@@ -267,7 +267,9 @@ def record_refusal(params: Any, message: str) -> str:
     finally:
         store_log.setLevel(level)
     tags = {"profile": params.profile, "seed": str(params.seed), "refused": "true"}
-    with mlflow.start_run(run_name=f"rlhf-{params.profile}", tags=tags) as run:
+    # Named as a flow's parent run is (rlhf-<profile>-seed<seed>-<flow run>): no flow ran.
+    name = f"rlhf-{params.profile}-seed{params.seed}-refused"
+    with mlflow.start_run(run_name=name, tags=tags) as run:
         mlflow.log_dict(json.loads(params.model_dump_json()), "params.json")
         mlflow.set_tag("failure_reason", message[:5000])
         mlflow.end_run(status="FAILED")

@@ -72,6 +72,7 @@ def test_the_cli_refuses_a_bad_table_in_seconds_with_exit_2(project, capsys):
     (run,) = runs_of(client)
     assert run.info.status == "FAILED"
     assert f"{bad} row 7 field 'response'" in run.data.tags["failure_reason"]
+    assert run.info.run_name == "rlhf-smoke-seed0-refused"  # as a flow's run: profile, seed
     assert stage_outputs(root) == []
     assert client.search_registered_models() == []
 
