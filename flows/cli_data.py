@@ -90,6 +90,18 @@ def _cmd_data_validate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _kind(text: str) -> str:
+    """--kind's value. `preferences` (a table of a user's dataset, which has no --kind schema)
+    is refused with the way to check it: argparse's "invalid choice" did not say."""
+    if text == "preferences":
+        raise argparse.ArgumentTypeError(
+            "'preferences' is a table of your own dataset, checked with the rest of it: "
+            "instructflow data validate DIR (its directory); --kind checks the embedded "
+            f"world's tables: {', '.join(KINDS)}"
+        )
+    return text
+
+
 def _is_own_data_table(path: Path) -> bool:
     """Named as a table of a dataset directory (the embedded world's are train.jsonl, ...)."""
     from instructflow.tasks.dataset_schemas import OPTIONAL_TABLES, TABLES
@@ -234,6 +246,7 @@ def add_commands(sub) -> None:
     )
     val.add_argument(
         "--kind",
+        type=_kind,
         choices=KINDS,
         help="which table schema to check a file against (not for a directory)",
     )

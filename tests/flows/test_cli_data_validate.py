@@ -84,6 +84,20 @@ def test_a_parquet_file_or_a_file_without_kind_is_refused_in_one_line_pointing_t
         assert lines[0].endswith(f"validate its directory: instructflow data validate {folder}")
 
 
+def test_kind_preferences_is_a_usage_error_naming_the_directory_form(tmp_path, capsys):
+    # given a user's preferences.jsonl (argparse said only "invalid choice: 'preferences'")
+    folder = write_pairwise_dataset(tmp_path / "mydata", n=60)
+    # when it is validated with --kind preferences
+    with pytest.raises(SystemExit) as exit_info:
+        main(["data", "validate", str(folder / "preferences.jsonl"), "--kind", "preferences"])
+    # then a usage error says how a dataset's preferences are checked, and which kinds exist
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert "argument --kind: 'preferences' is a table of your own dataset" in err
+    assert "instructflow data validate DIR (its directory)" in err
+    assert "tables: prompts, demonstrations, comparisons, pairwise" in err
+
+
 def test_a_dataset_table_failing_an_embedded_world_schema_points_to_its_directory(tmp_path, capsys):
     # given a user's preferences.jsonl that `run --data` reads (no prompt_id, user_id, ...)
     folder = write_pairwise_dataset(tmp_path / "mydata", n=150)
