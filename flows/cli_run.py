@@ -37,6 +37,9 @@ def _cmd_run(args: argparse.Namespace) -> int:
     except KeyboardInterrupt as error:
         server.discard()
         raise interrupts.InterruptedBeforeFlow() from error  # worded by explained_errors
+    except BaseException:  # a bad setting, say: its line alone, no server line after it
+        server.discard()
+        raise
     with interrupts.stop_on_signals(), no_flow_heartbeats():
         state = rlhf_pipeline(params, return_state=True)
     report = state.result()  # raises InputRefused if the flow refused, or the stage's error

@@ -47,6 +47,20 @@ def test_a_refused_run_stops_the_server_it_started_early_without_a_word(make_pro
     assert session_processes(proc.pid) == []
 
 
+def test_a_bad_setting_stops_the_early_server_without_a_word(make_project, fast_smoke):
+    # given a setting out of its range (refused as the settings are built, an exception
+    # rather than a refusal: Prefect's exit handler stopped the server with its INFO line)
+    root = make_project()
+    proc = start_cli(root, fast_smoke(ppo={"lr": -1}), ephemeral_env(root))
+    output, _ = proc.communicate(timeout=180)
+    # then the setting's line is all there is, and no server is left
+    assert proc.returncode == 2, output[-3000:]
+    assert "ppo.lr = -1 is not allowed" in output
+    assert "temporary server" not in output, output[-3000:]
+    assert ephemeral_servers(str(root / ".prefect")) == {}
+    assert session_processes(proc.pid) == []
+
+
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
 def test_a_signal_before_the_flow_stops_the_run_and_its_early_server(sig, make_project, fast_smoke):
     # given a run whose temporary server is up while the run is still importing and checking
