@@ -86,9 +86,14 @@ def data_lengths(params: PipelineParams, folder: Path) -> tuple[int, int]:
     from instructflow.flows.own_data import max_new_tokens
     from instructflow.tasks.dataset import load_dataset
     from instructflow.tasks.dataset_stage import length_check
+    from instructflow.tasks.input_checks import base_model_problems
+    from instructflow.tasks.tables import TableError
 
     if not params.base_model:
         raise ParamsError("plan --data needs the base model the data is for: --base-model DIR")
+    # As `run` and `data validate` check it: a folder without a tokenizer was a traceback here.
+    if problems := base_model_problems(Path(params.base_model))[1]:
+        raise TableError(problems)
     check = length_check(params.base_model, max_new_tokens(params))
     dataset = load_dataset(folder, params.dataset, check)
     items = [*dataset.prompts, *dataset.demonstrations, *dataset.preferences]

@@ -51,6 +51,21 @@ def test_plan_data_needs_the_base_model_it_is_for(data_and_model, capsys):
     assert "--base-model" in capsys.readouterr().err
 
 
+def test_plan_data_with_a_model_without_its_tokenizer_names_it_in_one_line(data_and_model, capsys):
+    # given a model folder whose tokenizer files are gone (a traceback from transformers)
+    folder, llama, _ = data_and_model
+    for name in llama.iterdir():
+        if name.name.startswith(("tokenizer", "special_tokens")):
+            name.unlink()
+    # when the plan reads the data in its tokens
+    argv = ["plan", "--profile", "smoke", "--base-model", str(llama), "--data", str(folder)]
+    # then it is refused as `run` refuses that model: the folder and the field, no traceback
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert f"{llama} field 'tokenizer': cannot be loaded" in err
+    assert "Traceback" not in err
+
+
 def test_a_process_of_n_holds_its_shard_of_each_batch_and_every_weight():
     assert [per_process(8, 2), per_process(7, 2), per_process(1, 2), per_process(5, 1)] == [
         4,
