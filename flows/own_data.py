@@ -21,7 +21,7 @@ import mlflow
 from prefect import get_run_logger
 from prefect.artifacts import create_markdown_artifact
 
-from instructflow.flows import approval, dataset_gate, explained_errors
+from instructflow.flows import approval, dataset_gate, explained_errors, params_io
 from instructflow.flows.params import PipelineParams
 from instructflow.flows.stages import Stages, note_kept_start, run_stage
 from instructflow.tasks import (
@@ -280,6 +280,7 @@ def run(
             "data_dir": str(data_dir),
             "dvc_data_md5": imported["dvc_data_md5"],
             "stage_seconds": timings,
+            "settings": params_io.settings_you_set(params),  # off the profile's defaults
             # where each policy, the RM, the judge and the evaluation are (`instructflow
             # evaluate`, sweeps, `compare`: whether two runs had the same judge)
             "stage_keys": policy_keys

@@ -27,6 +27,7 @@ from pathlib import Path
 from instructflow.tasks.conversations import READABLE_PROMPTS
 from instructflow.tasks.dataset import Dataset
 from instructflow.tasks.dataset_items import Item
+from instructflow.tasks.splits import ANONYMOUS_USER
 from instructflow.tasks.tables import write_jsonl
 from instructflow.world import layout
 
@@ -47,7 +48,7 @@ def _prompt_row(item: Item, split: str) -> dict:
     pid = prompt_id(item.prompt_key)
     return {
         "prompt_id": pid,
-        "user_id": item.user_id or f"anon-{pid[2:]}",
+        "user_id": item.user_id or f"{ANONYMOUS_USER}{pid[2:]}",
         "split": split,
         "family": item.category or DEFAULT_FAMILY,
         "prompt": item.prompt,

@@ -45,6 +45,7 @@ from instructflow.tasks.reward_model import (
     score_rows,
     train_reward_model,
 )
+from instructflow.tasks.splits import ANONYMOUS_USER
 from instructflow.tasks.stage import import_closure_digest, prefect_options
 from instructflow.tasks.stats import prompt_mean_with_ci
 from instructflow.tasks.tables import read_jsonl, write_jsonl
@@ -224,7 +225,10 @@ def train_judge(
             f"the held-out preferences ({len(rows)} rankings) split into {len(train)} to train "
             f"the judge and {len(test)} to test it: both parts need at least one"
         )
-    others = "of other users" if split_by_user(rows) else "on other prompts"
+    # A dataset without user ids has one made-up id per prompt: its groups are prompts.
+    named = {str(row.get("user_id")) for row in rows} - {"None"}
+    real_users = split_by_user(rows) and not all(u.startswith(ANONYMOUS_USER) for u in named)
+    others = "of other users" if real_users else "on other prompts"
     print(
         f"training the held-out judge on {len(train)} rankings ({pair_count(train)} pairs); "
         f"{len(test)} rankings ({pair_count(test)} pairs) {others} test it",

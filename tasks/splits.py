@@ -24,6 +24,9 @@ from pathlib import Path
 from instructflow.tasks.tables import Problem
 
 SPLIT_RULES = ("user_id", "prompt_hash")
+# The user_id a dataset's row without one gets in the stage tables (one per prompt):
+# tables.py's schemas want one, and no real user is named so.
+ANONYMOUS_USER = "anon-"
 
 
 def held_out_group(split_rule: str | None) -> str:

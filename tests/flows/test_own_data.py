@@ -68,6 +68,10 @@ def test_an_hh_dataset_runs_end_to_end_and_new_comparisons_rerun_only_what_reads
     assert first["skipped"]["ppo_ptx"].startswith("skipped: the dataset has no pretrain table")
     assert all(row["gold_score"] is None for row in first["policies"].values())
     assert "world_version" not in first["run"]  # the embedded world's, not this dataset's
+    # and the settings set off the profile's defaults, as an embedded run's report has them
+    # (`compare` names what changed by them)
+    settings = first["run"]["settings"]
+    assert settings["data"] == str(data) and settings["ppo.min_gain"] == -1e9
     # where each policy, the RM and the evaluation are, as in the embedded world's report
     keys = first["run"]["stage_keys"]
     assert set(keys) == set(first["policies"]) | {"reward_model", "judge", "evaluation"}

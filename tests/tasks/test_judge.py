@@ -33,7 +33,7 @@ from instructflow.tasks.judge_trust import (
     wilson_upper,
 )
 from instructflow.tasks.reward_model import _forward, score_rows
-from instructflow.tasks.tables import write_jsonl
+from instructflow.tasks.tables import read_jsonl, write_jsonl
 from instructflow.world import layout
 
 
@@ -532,4 +532,17 @@ def test_the_judges_training_says_it_is_the_judge_not_the_reward_model(
     lines = capsys.readouterr().out.splitlines()
     assert any(line.startswith("training the held-out judge on 24 rankings") for line in lines)
     assert any(line.endswith("of other users test it") for line in lines), lines  # user ids
+    # and on a dataset without user ids (one made-up id per prompt) it says prompts
+    heldout = read_jsonl(tmp_path / comparisons.HELDOUT)
+    write_jsonl(
+        tmp_path / comparisons.HELDOUT,
+        [r | {"user_id": f"anon-{r['comparison_id']}"} for r in heldout],
+    )
+    (tmp_path / "judge-anon").mkdir()
+    train_judge_on_comparisons(
+        tiny_dirs[0], profile, tmp_path, JudgeConfig(epochs=1), 0, tmp_path / "judge-anon",
+        lambda *a: None,
+    )  # fmt: skip
+    lines = capsys.readouterr().out.splitlines()
+    assert any(line.endswith("on other prompts test it") for line in lines), lines
     assert not [line for line in lines if "training the reward model" in line], lines
