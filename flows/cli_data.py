@@ -171,6 +171,11 @@ LEFT_OUT = {"no_shared_prefix": "preference pairs whose sides diverge before the
 
 def _left_out(summary: dict) -> str:
     counts = [f"{key}={summary[key]} ({why})" for key, why in LEFT_OUT.items() if summary.get(key)]
+    # dataset.overlong "drop" (with --base-model: lengths are known only then)
+    too_long = {k: v for k, v in summary.get("overlong", {}).items() if k != "policy"}
+    counts += [
+        f"{c['dropped']} too long ({file})" for file, c in too_long.items() if c.get("dropped")
+    ]
     return ", ".join(counts) or "none"
 
 
