@@ -145,9 +145,27 @@ def _config_problems(folder: Path, config_file: Path) -> tuple[Any, list[Problem
     return config, []
 
 
+# The files a saved tokenizer leaves (fast, slow BPE, SentencePiece, WordPiece).
+TOKENIZER_FILES = (
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "vocab.json",
+    "tokenizer.model",
+    "vocab.txt",
+)
+NO_TOKENIZER = (
+    f"no tokenizer files ({', '.join(TOKENIZER_FILES)}): save the tokenizer beside the"
+    " model, tokenizer.save_pretrained(DIR)"
+)
+
+
 def _tokenizer_problems(folder: Path) -> list[Problem]:
     from transformers import AutoTokenizer
 
+    if not any((folder / name).exists() for name in TOKENIZER_FILES):
+        # transformers' error says "Couldn't instantiate the backend tokenizer from one
+        # of: (1) ..., (2) ..." over several lines and names no file
+        return [Problem(str(folder), 0, "tokenizer", NO_TOKENIZER)]
     try:
         tokenizer = AutoTokenizer.from_pretrained(folder, local_files_only=True)
     except Exception as error:  # transformers raises many kinds here

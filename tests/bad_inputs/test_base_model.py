@@ -166,7 +166,7 @@ CASES = [
         lambda m: [p.unlink() for p in m.iterdir() if p.name.startswith("tokenizer")],
         "",
         "tokenizer",
-        "",
+        "no tokenizer files (tokenizer.json, ",  # transformers' lines named none
     ),
 ]
 

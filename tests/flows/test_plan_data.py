@@ -62,7 +62,7 @@ def test_plan_data_with_a_model_without_its_tokenizer_names_it_in_one_line(data_
     # then it is refused as `run` refuses that model: the folder and the field, no traceback
     assert main(argv) == 2
     err = capsys.readouterr().err
-    assert f"{llama} field 'tokenizer': cannot be loaded" in err
+    assert f"{llama} field 'tokenizer': no tokenizer files (tokenizer.json, " in err
     assert "Traceback" not in err
 
 
