@@ -134,6 +134,7 @@ def _imported(params: PipelineParams, parent_id: str, timings: dict) -> dict:
     return imported | {
         "data_dir": data_dir,
         "dvc_data_md5": dvc_tags["data_dvc_md5"],
+        "data_mismatch": dvc_tags.get("data_mismatch") == "true",  # --allow-data-mismatch
         "base_digest": base_digest,
     }
 
@@ -279,6 +280,7 @@ def run(
             **run_info,
             "data_dir": str(data_dir),
             "dvc_data_md5": imported["dvc_data_md5"],
+            "data_mismatch": imported["data_mismatch"],
             "stage_seconds": timings,
             "settings": params_io.settings_you_set(params),  # off the profile's defaults
             # where each policy, the RM, the judge and the evaluation are (`instructflow

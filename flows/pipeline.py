@@ -119,6 +119,7 @@ def rlhf_pipeline(
                 "mlflow_run_id": parent_id,
                 **run_info,
                 "dvc_data_md5": checked["version"]["md5"],
+                "data_mismatch": not checked["version"]["matches_dvc"],  # --allow-data-mismatch
                 "stage_seconds": dict(timings),
                 "settings": params_io.settings_you_set(params),  # off the profile's defaults
             }

@@ -109,7 +109,7 @@ def test_mlflow_parent_run_is_tagged(smoke_run):
     assert tags["git_commit"] == run_info["git_commit"]
     assert tags["dvc_data_md5"] == data_version.tracked_md5(REPO_ROOT)
     assert tags["prefect_flow_run_id"] == run_info["prefect_flow_run_id"]
-    assert tags["data_mismatch"] == "false"
+    assert tags["data_mismatch"] == "false" and run_info["data_mismatch"] is False
     # and, once ended, no liveness token (bookkeeping of a RUNNING run), its host kept
     assert leftovers.TAG_TOKEN not in tags and tags[leftovers.TAG_HOST]
     # and its Overview describes the outcome (MLflow's run description)
