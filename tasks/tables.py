@@ -67,7 +67,7 @@ class TableError(ValueError):
         super().__init__("\n".join(lines))
 
 
-def _show(value: Any, limit: int = 80) -> str:
+def show_value(value: Any, limit: int = 80) -> str:
     """A short repr of a bad value for a message."""
     text = repr(value)
     if len(text) > limit:
@@ -235,11 +235,11 @@ def _schema_problems(
             more = len(holding) - 1 - len(others)
             listed = ", ".join(others) + (f" and {more} more" if more > 0 else "")
             plural = "s" if len(holding) > 2 else ""
-            message = f"duplicate value {_show(value)} (also on row{plural} {listed})"
+            message = f"duplicate value {show_value(value)} (also on row{plural} {listed})"
         elif check == schemas.EMPTY:
             message = check  # the value is whitespace: showing it adds nothing
         else:
-            message = f"{check} (got {_show(value)})"
+            message = f"{check} (got {show_value(value)})"
         if (row, field, message) not in seen:
             seen.add((row, field, message))
             problems.append(Problem(file, row, field, message))

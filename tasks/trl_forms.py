@@ -58,7 +58,7 @@ from instructflow.tasks.conversations import (
     message_at_fault,
     parse_hh,
 )
-from instructflow.tasks.tables import Problem
+from instructflow.tasks.tables import Problem, show_value
 
 
 def _messages(value: Any) -> bool:
@@ -248,6 +248,9 @@ def own_forms(
     return out, converted, problems
 
 
+ANSWER_FIELDS = ("chosen", "rejected", "completion")
+
+
 def as_written(problems: list[Problem], table: str, written: dict[int, Any]) -> list[Problem]:
     """Schema problems of rows read from a TRL form, naming the fields the user wrote
     (`written`: row number -> the row as written): an empty `completion` was checked as the
@@ -265,8 +268,23 @@ def as_written(problems: list[Problem], table: str, written: dict[int, Any]) -> 
             return "prompt" if _in_prompt(problem.message, row.get("prompt")) else problem.field
         return "prompt" if table == "prompts" and problem.field == "messages" else problem.field
 
+    def message(problem: Problem, named: str) -> str:
+        # An answer's value as written: the row checked held the prompt's turns and the
+        # answer in one conversation, which the user never wrote.
+        row = written.get(problem.row)
+        check, got, _ = problem.message.partition(" (got ")
+        if not got or named not in ANSWER_FIELDS or not isinstance(row, dict) or named not in row:
+            return problem.message
+        if not as_own_form(table, row)[1]:
+            return problem.message
+        return f"{check} (got {show_value(row[named])})"
+
+    def as_user_wrote(problem: Problem) -> Problem:
+        named = field(problem)
+        return replace(problem, field=named, message=message(problem, named))
+
     # A bad turn of a conversational `prompt` is in both conversations it became: name it once.
-    return list(dict.fromkeys(replace(p, field=field(p)) for p in problems))
+    return list(dict.fromkeys(as_user_wrote(p) for p in problems))
 
 
 def _in_prompt(message: str, prompt: Any) -> bool:

@@ -292,6 +292,26 @@ def test_one_bad_row_among_conversational_preferences_is_the_only_problem(
     ]
 
 
+def test_a_bad_answer_in_a_conversational_pair_quotes_the_answer_as_written(tmp_path):
+    # given TRL conversational preferences with an empty chosen answer (row 4) and a
+    # rejected answer equal to the chosen one (row 7)
+    prefs = _conversational_preferences(60)
+    prefs[3]["chosen"] = [{"role": "assistant", "content": ""}]
+    prefs[6]["rejected"] = prefs[6]["chosen"]
+    _write(tmp_path, "preferences", prefs)
+    with pytest.raises(TableError) as e:
+        load_dataset(tmp_path)
+    # then each message quotes that field as the file holds it: one assistant message, not
+    # the prompt's turns and the answer merged (which the file does not hold)
+    found = {(p.row, p.field): p.message for p in e.value.problems}
+    assert found[(4, "chosen")] == (
+        "its final assistant turn is empty (got a list of 1: [{'role': 'assistant', 'content': ''}])"
+    )
+    assert found[(7, "rejected")].startswith(
+        "is identical to 'chosen' (got a list of 1: [{'role': 'assistant'"
+    )
+
+
 def test_one_conversational_row_among_text_pairs_is_named_as_written(tmp_path):
     rows = _tasks(60)
     prefs = [{"prompt": p, "chosen": g, "rejected": b, "user_id": u} for u, p, g, b in rows]
