@@ -145,13 +145,29 @@ def meant_columns(columns: Iterable[str], table: str) -> str:
     return f" (did you mean {', '.join(meant)}?)" if meant else ""
 
 
+# The columns of one shape of preferences only: a table read in the other shape does not want
+# them (Dahoas-style rows have a `response` beside chosen/rejected: "did you mean
+# 'responses'?" would turn the table into a ranking missing its `ranking`).
+SHAPE_ONLY = {"ranking": ("responses", "ranking"), "pairs": ("chosen", "rejected")}
+
+
+def _of_another_shape(known: str, table: str, shape: str | None) -> bool:
+    own = "ranking" if shape == "ranking" else "pairs"
+    return table == "preferences" and any(
+        known in columns for name, columns in SHAPE_ONLY.items() if name != own
+    )
+
+
 def naming_warnings(summary: dict, found: Iterable[str]) -> list[str]:
     """A warning for each ignored column and unread file whose name nearly is a known one
-    (`found`: the tables the directory has)."""
+    (`found`: the tables the directory has); not for a column of the preferences shape the
+    table is not in."""
     warnings = []
+    shape = summary.get("preference_shape")
     for table, columns in summary["ignored_columns"].items():
         for column in columns:
-            if known := near_column(column, table):
+            known = near_column(column, table)
+            if known and not _of_another_shape(known, table, shape):
                 file = summary["tables"][table]["file"]
                 warnings.append(f"{file}: column {column!r} is ignored: did you mean {known!r}?")
     for name in summary["unread_files"]:

@@ -53,6 +53,23 @@ def test_ignored_columns_and_unread_files_are_listed_and_near_misses_named(tmp_p
     assert summary["split_rule"] == "prompt_hash"  # what the warnings are about
 
 
+def test_a_column_of_the_other_preference_shape_is_not_suggested(tmp_path):
+    # given pairs with a Dahoas-style `response` column beside chosen and rejected
+    folder = write_pairwise_dataset(tmp_path / "pairs", n=150)
+    rows = [r | {"response": r["chosen"]} for r in _lines(folder / "preferences.jsonl")]
+    _write(folder / "preferences.jsonl", rows)
+    # then `response` is listed as ignored, without "did you mean 'responses'?": following
+    # it would make the table a ranking without its `ranking`
+    summary = load_dataset(folder).summary
+    assert summary["ignored_columns"] == {"preferences": ["response"]}
+    assert summary["naming_warnings"] == []
+    # while a near miss of the table's own shape is still named
+    rows = [r | {"Chosen": "x"} for r in rows]
+    _write(folder / "preferences.jsonl", rows)
+    warnings = load_dataset(folder).summary["naming_warnings"]
+    assert warnings == ["preferences.jsonl: column 'Chosen' is ignored: did you mean 'chosen'?"]
+
+
 @pytest.mark.parametrize(
     "column, table, meant",
     [
