@@ -45,7 +45,7 @@ from instructflow.tasks.reward_model import (
     score_rows,
     train_reward_model,
 )
-from instructflow.tasks.splits import ANONYMOUS_USER
+from instructflow.tasks.splits import split_by_user, tested_on
 from instructflow.tasks.stage import import_closure_digest, prefect_options
 from instructflow.tasks.stats import prompt_mean_with_ci
 from instructflow.tasks.tables import read_jsonl, write_jsonl
@@ -106,11 +106,6 @@ def select_judge_rows(
                 f"{len(shared)} {what}(s) in both, e.g. {field}={shared[0]!r}"
             )
     return list(heldout)
-
-
-def split_by_user(rows: list[dict]) -> bool:
-    """Whether split_for_judge keeps each user's rows in one part (else each prompt's)."""
-    return len({row.get("user_id") for row in rows} - {None}) >= 2
 
 
 def split_for_judge(
@@ -225,13 +220,9 @@ def train_judge(
             f"the held-out preferences ({len(rows)} rankings) split into {len(train)} to train "
             f"the judge and {len(test)} to test it: both parts need at least one"
         )
-    # A dataset without user ids has one made-up id per prompt: its groups are prompts.
-    named = {str(row.get("user_id")) for row in rows} - {"None"}
-    real_users = split_by_user(rows) and not all(u.startswith(ANONYMOUS_USER) for u in named)
-    others = "of other users" if real_users else "on other prompts"
     print(
         f"training the held-out judge on {len(train)} rankings ({pair_count(train)} pairs); "
-        f"{len(test)} rankings ({pair_count(test)} pairs) {others} test it",
+        f"{len(test)} rankings ({pair_count(test)} pairs) {tested_on(rows)} test it",
         flush=True,
     )
     folder = out_dir / "judge_comparisons"

@@ -29,6 +29,20 @@ SPLIT_RULES = ("user_id", "prompt_hash")
 ANONYMOUS_USER = "anon-"
 
 
+def split_by_user(rows: list[dict]) -> bool:
+    """Whether the judge's split (judge.split_for_judge) keeps each user's rows in one part
+    (else each prompt's)."""
+    return len({row.get("user_id") for row in rows} - {None}) >= 2
+
+
+def tested_on(rows: list[dict]) -> str:
+    """Whom the judge's test part holds, in words: "of other users", or "on other prompts"
+    when the rows name no users or only the made-up one per prompt (ANONYMOUS_USER)."""
+    named = {str(row.get("user_id")) for row in rows} - {"None"}
+    real_users = split_by_user(rows) and not all(u.startswith(ANONYMOUS_USER) for u in named)
+    return "of other users" if real_users else "on other prompts"
+
+
 def held_out_group(split_rule: str | None) -> str:
     """What a test split holds out, for headings: "test users" (the embedded world, and a
     dataset split by user_id) or "test prompts" (a dataset without user ids, split by prompt)."""

@@ -18,7 +18,6 @@ from instructflow.tasks.judge import (
     judge_accuracy,
     pair_count,
     select_judge_rows,
-    split_by_user,
     split_for_judge,
     train_judge_on_comparisons,
 )
@@ -33,6 +32,7 @@ from instructflow.tasks.judge_trust import (
     wilson_upper,
 )
 from instructflow.tasks.reward_model import _forward, score_rows
+from instructflow.tasks.splits import split_by_user
 from instructflow.tasks.tables import read_jsonl, write_jsonl
 from instructflow.world import layout
 
