@@ -51,12 +51,31 @@ def _key(name: str) -> str:
     return re.sub(r"[^a-z0-9]", "", name.lower())
 
 
+def one_typo(a: str, b: str) -> bool:
+    """Whether b is a with one letter left out, added, changed or swapped with the next."""
+    if abs(len(a) - len(b)) > 1 or a == b:
+        return False
+    start = next(
+        (i for i, (x, y) in enumerate(zip(a, b, strict=False)) if x != y), min(len(a), len(b))
+    )
+    swapped = a[start : start + 2][::-1] == b[start : start + 2]
+    return (
+        a[start + 1 :] == b[start + 1 :]
+        or a[start:] == b[start + 1 :]
+        or (a[start + 1 :] == b[start:] or (swapped and a[start + 2 :] == b[start + 2 :]))
+    )
+
+
 def nearest(name: str, known: Iterable[str]) -> str | None:
-    """The known name `name` nearly is: the same key, else the same key but for a final s."""
+    """The known name `name` nearly is: the same key, else the same key but for a final s,
+    else (names of 5 or more letters) the same key but for one typo (rejcted, prefernces)."""
+    known = list(known)
     for same in (_key, lambda n: _key(n).removesuffix("s")):
         matches = [k for k in known if same(k) == same(name)]
         if matches:
             return matches[0]
+    if len(_key(name)) >= 5:
+        return next((k for k in known if one_typo(_key(name), _key(k))), None)
     return None
 
 

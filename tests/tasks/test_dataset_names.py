@@ -1,5 +1,6 @@
 """Columns and files a dataset directory holds but the pipeline does not read: listed, near misses named."""
 
+import itertools
 import json
 from pathlib import Path
 
@@ -8,7 +9,13 @@ import pytest
 
 from instructflow.tasks import dataset_schemas as ds
 from instructflow.tasks.dataset import load_dataset
-from instructflow.tasks.dataset_names import TABLE_COLUMNS, near_column, near_table, split_file
+from instructflow.tasks.dataset_names import (
+    TABLE_COLUMNS,
+    near_column,
+    near_table,
+    one_typo,
+    split_file,
+)
 from instructflow.tasks.tables import TableError
 from tests.own_data import write_pairwise_dataset
 
@@ -80,6 +87,12 @@ def test_a_column_of_the_other_preference_shape_is_not_suggested(tmp_path):
         ("Labeler_ID", "preferences", "labeler_id"),
         ("Chosen", "preferences", "chosen"),
         ("response", "preferences", "responses"),  # a final s
+        ("rejcted", "preferences", "rejected"),  # one letter left out
+        ("choosen", "preferences", "chosen"),  # one added
+        ("rankign", "preferences", "ranking"),  # two swapped
+        ("promtp", "prompts", "prompt"),
+        ("rating", "preferences", None),  # two letters from ranking: another column
+        ("texts", "prompts", None),
         ("responses", "preferences", None),  # known to the table (ignored in a pairwise shape)
         ("notes", "preferences", None),
         ("Text", "prompts", None),  # a column of another table
@@ -87,6 +100,23 @@ def test_a_column_of_the_other_preference_shape_is_not_suggested(tmp_path):
 )
 def test_a_column_name_near_a_known_one_is_matched(column, table, meant):
     assert near_column(column, table) == meant
+
+
+def _edit_distance(a: str, b: str) -> int:
+    """Letters left out, added, changed or swapped with the next (optimal string alignment)."""
+    d = [[i + j if i * j == 0 else 0 for j in range(len(b) + 1)] for i in range(len(a) + 1)]
+    for i, j in itertools.product(range(1, len(a) + 1), range(1, len(b) + 1)):
+        d[i][j] = min(d[i - 1][j] + 1, d[i][j - 1] + 1, d[i - 1][j - 1] + (a[i - 1] != b[j - 1]))
+        if i > 1 and j > 1 and a[i - 1] == b[j - 2] and a[i - 2] == b[j - 1]:
+            d[i][j] = min(d[i][j], d[i - 2][j - 2] + 1)
+    return d[-1][-1]
+
+
+def testone_typo_is_an_edit_distance_of_one():
+    # against the dynamic-programming distance, on every pair of short words of three letters
+    words = ["".join(w) for n in range(5) for w in itertools.product("abc", repeat=n)]
+    for a, b in itertools.product(words, repeat=2):
+        assert one_typo(a, b) == (_edit_distance(a, b) == 1), (a, b)
 
 
 @pytest.mark.parametrize(
