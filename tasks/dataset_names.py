@@ -55,15 +55,15 @@ def one_typo(a: str, b: str) -> bool:
     """Whether b is a with one letter left out, added, changed or swapped with the next."""
     if abs(len(a) - len(b)) > 1 or a == b:
         return False
-    start = next(
+    # From the first letter where they differ, the rest must match after one edit there.
+    at = next(
         (i for i, (x, y) in enumerate(zip(a, b, strict=False)) if x != y), min(len(a), len(b))
     )
-    swapped = a[start : start + 2][::-1] == b[start : start + 2]
-    return (
-        a[start + 1 :] == b[start + 1 :]
-        or a[start:] == b[start + 1 :]
-        or (a[start + 1 :] == b[start:] or (swapped and a[start + 2 :] == b[start + 2 :]))
-    )
+    changed = a[at + 1 :] == b[at + 1 :]
+    added = a[at:] == b[at + 1 :]
+    left_out = a[at + 1 :] == b[at:]
+    swapped = a[at : at + 2][::-1] == b[at : at + 2] and a[at + 2 :] == b[at + 2 :]
+    return changed or added or left_out or swapped
 
 
 def nearest(name: str, known: Iterable[str]) -> str | None:
