@@ -34,11 +34,10 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
             heap.imports_done()
             server.ready()
-    except KeyboardInterrupt as error:
+    except BaseException as error:  # a signal or a bad setting: its line alone, no server's
         server.discard()
-        raise interrupts.InterruptedBeforeFlow() from error  # worded by explained_errors
-    except BaseException:  # a bad setting, say: its line alone, no server line after it
-        server.discard()
+        if isinstance(error, KeyboardInterrupt):
+            raise interrupts.InterruptedBeforeFlow() from error  # worded by explained_errors
         raise
     with interrupts.stop_on_signals(), no_flow_heartbeats():
         state = rlhf_pipeline(params, return_state=True)

@@ -46,6 +46,7 @@ from instructflow.tasks.evaluation import (
 )
 from instructflow.tasks.judge import HeldOutJudge
 from instructflow.tasks.plots import judged_plots
+from instructflow.tasks.splits import TEST_USERS
 from instructflow.tasks.stage import (
     import_closure_digest,
     prefect_options,
@@ -169,7 +170,7 @@ def evaluation_task(
     out_dir: str,
     parent_run_id: str,
     judge_warning: str | None = None,
-    held_out: str = "test users",
+    held_out: str = TEST_USERS,
 ) -> StageResult:
     """`judge_warning`: judge_trust.untrusted_caption of the judge under the gate's floor
     (None: trusted), drawn on the win-rate plots; `held_out` (splits.held_out_group) titles

@@ -19,6 +19,7 @@ from matplotlib.lines import Line2D  # noqa: E402
 from matplotlib.patches import Patch  # noqa: E402
 
 from instructflow.tasks.report import POLICY_NAMES  # noqa: E402
+from instructflow.tasks.splits import TEST_USERS  # noqa: E402
 
 BAR = "#4c72b0"
 CANDIDATE_BAR = "#dd8452"
@@ -48,7 +49,7 @@ def win_rate_figure(
     candidate: str | None = None,
     judged_by: str = LABELERS,
     warning: str | None = None,
-    held_out: str = "test users",
+    held_out: str = TEST_USERS,
 ) -> Figure:
     """Win rate against SFT with 95% CI bars, the paper's headline figure; the candidate the
     promotion gate judged is hatched, in its own colour, with a bold tick label. `judged_by`
@@ -102,7 +103,7 @@ def win_rate_plot(
     candidate: str | None = None,
     judged_by: str = LABELERS,
     warning: str | None = None,
-    held_out: str = "test users",
+    held_out: str = TEST_USERS,
 ) -> Path:
     return _save(win_rate_figure(policies, candidate, judged_by, warning, held_out), path)
 
@@ -218,7 +219,7 @@ def judged_plots(
     folder: Path,
     candidates: tuple[str, ...],
     warning: str | None = None,
-    held_out: str = "test users",
+    held_out: str = TEST_USERS,
 ) -> list[Path]:
     """The plots of a run on a user's dataset, drawn into `folder`: the held-out judge's win
     rates against SFT, one per possible candidate as report_plots draws them (for_report

@@ -38,15 +38,18 @@ def split_by_user(rows: list[dict]) -> bool:
 def tested_on(rows: list[dict]) -> str:
     """Whom the judge's test part holds, in words: "of other users", or "on other prompts"
     when the rows name no users or only the made-up one per prompt (ANONYMOUS_USER)."""
-    named = {str(row.get("user_id")) for row in rows} - {"None"}
+    named = {str(row["user_id"]) for row in rows if row.get("user_id") is not None}
     real_users = split_by_user(rows) and not all(u.startswith(ANONYMOUS_USER) for u in named)
     return "of other users" if real_users else "on other prompts"
 
 
+TEST_USERS, TEST_PROMPTS = "test users", "test prompts"
+
+
 def held_out_group(split_rule: str | None) -> str:
-    """What a test split holds out, for headings: "test users" (the embedded world, and a
-    dataset split by user_id) or "test prompts" (a dataset without user ids, split by prompt)."""
-    return "test prompts" if split_rule == "prompt_hash" else "test users"
+    """What a test split holds out, for headings: TEST_USERS (the embedded world, and a
+    dataset split by user_id) or TEST_PROMPTS (a dataset without user ids, split by prompt)."""
+    return TEST_PROMPTS if split_rule == "prompt_hash" else TEST_USERS
 
 
 @dataclass(frozen=True)
@@ -279,14 +282,14 @@ def repeated_rows(tables: dict[str, list[tuple[tuple, str, str, int]]]) -> list[
             if seen[content]:
                 repeats[file].append(row)
             seen[content].add(split)
-        held_out = [split for _, split, _, _ in rows if split != "train"]
+        held_out = sum(split != "train" for _, split, _, _ in rows)
         leaked: dict[str, list[int]] = defaultdict(list)
         for content, split, file, row in rows:
             if split != "train" and "train" in seen[content]:
                 leaked[file].append(row)
         if leaked:
             warnings.append(
-                f"{table}: {_count(leaked)} of {len(held_out)} validation and test rows repeat "
+                f"{table}: {_count(leaked)} of {held_out} validation and test rows repeat "
                 f"a training row word for word ({_where(leaked)}): figures on them (the "
                 "held-out judge's accuracy, win rates) are not held out; remove the repeats, "
                 "or state splits in a `split` column"

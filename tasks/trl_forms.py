@@ -256,10 +256,7 @@ def as_written(problems: list[Problem], table: str, written: dict[int, Any]) -> 
     (`written`: row number -> the row as written): an empty `completion` was checked as the
     `response` it became, a conversational `prompt` (+ `completion`) as `messages`."""
 
-    def field(problem: Problem) -> str:
-        row = written.get(problem.row)
-        if not isinstance(row, dict) or not as_own_form(table, row)[1]:
-            return problem.field
+    def field(problem: Problem, row: dict) -> str:
         if table == "demonstrations":
             return {"response": "completion", "messages": "prompt + completion"}.get(
                 problem.field, problem.field
@@ -268,20 +265,20 @@ def as_written(problems: list[Problem], table: str, written: dict[int, Any]) -> 
             return "prompt" if _in_prompt(problem.message, row.get("prompt")) else problem.field
         return "prompt" if table == "prompts" and problem.field == "messages" else problem.field
 
-    def message(problem: Problem, named: str) -> str:
+    def message(problem: Problem, row: dict, named: str) -> str:
         # An answer's value as written: the row checked held the prompt's turns and the
         # answer in one conversation, which the user never wrote.
-        row = written.get(problem.row)
         check, got, _ = problem.message.partition(" (got ")
-        if not got or named not in ANSWER_FIELDS or not isinstance(row, dict) or named not in row:
-            return problem.message
-        if not as_own_form(table, row)[1]:
+        if not got or named not in ANSWER_FIELDS or named not in row:
             return problem.message
         return f"{check} (got {show_value(row[named])})"
 
     def as_user_wrote(problem: Problem) -> Problem:
-        named = field(problem)
-        return replace(problem, field=named, message=message(problem, named))
+        row = written.get(problem.row)
+        if not isinstance(row, dict) or not as_own_form(table, row)[1]:
+            return problem  # a row in the table's own form: named as it is
+        named = field(problem, row)
+        return replace(problem, field=named, message=message(problem, row, named))
 
     # A bad turn of a conversational `prompt` is in both conversations it became: name it once.
     return list(dict.fromkeys(as_user_wrote(p) for p in problems))
