@@ -26,6 +26,8 @@ from instructflow.tasks.stats import mean_with_ci
 from instructflow.tasks.tables import Problem, TableError
 
 LIKERT = range(1, 8)
+EMPTY_RESPONSE = "[no response: the model wrote nothing]"
+"""What labelers see for an empty response: a blank cell reads as a broken export."""
 CSV_FIELDS = ["item_id", "prompt", "label", "response", "rank", "likert"]
 
 
@@ -36,7 +38,8 @@ def blinded_items(
 
     `responses` maps a policy to its evaluation rows (prompt_id, sample, prompt,
     response, and readable_prompt where the prompt was a conversation); the first
-    sample of the first `n` prompts is used. An item's prompt is `shown_prompt`'s.
+    sample of the first `n` prompts is used. An item's prompt is `shown_prompt`'s; an empty
+    response is shown as EMPTY_RESPONSE.
     """
     first = {
         policy: {row["prompt_id"]: row for row in rows if row["sample"] == 0}
@@ -58,7 +61,7 @@ def blinded_items(
                 "item_id": item_id,
                 "prompt": shown_prompt([first[policy][pid] for policy in sorted(first)]),
                 "responses": [
-                    {"label": label, "text": first[policy][pid]["response"]}
+                    {"label": label, "text": first[policy][pid]["response"] or EMPTY_RESPONSE}
                     for label, policy in zip(labels, policies, strict=True)
                 ],
                 "ranking": [],

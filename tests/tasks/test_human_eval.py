@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from instructflow.tasks.human_eval import (
+    EMPTY_RESPONSE,
     blinded_items,
     human_results,
     pairwise_wins,
@@ -50,6 +51,31 @@ def test_items_hide_the_policy_names_and_the_key_restores_them(tmp_path):
         text = paths[name].read_text()
         assert "sft-" in text  # the responses are there
         assert '"sft"' not in text and ",sft," not in text
+
+
+def test_an_empty_response_is_shown_as_such_and_its_labels_read_back(tmp_path):
+    # given a policy that wrote nothing for the first prompt
+    responses = _responses(policies=("sft", "ppo"), prompts=2)
+    responses["ppo"][0]["response"] = ""
+    items, key = blinded_items(responses, n=2, seed=0)
+    # then labelers read a marker there, never a blank cell
+    first = {key["item-0000"][r["label"]]: r["text"] for r in items[0]["responses"]}
+    assert first == {"sft": "sft-0-0", "ppo": EMPTY_RESPONSE}
+    paths = write_labeling_files(items, key, tmp_path)
+    with paths["csv"].open(newline="") as handle:
+        shown = [row["response"] for row in csv.DictReader(handle)]
+    assert EMPTY_RESPONSE in shown and "" not in shown
+    # and the filled file, marker included, reads back against this export
+    rows = []
+    for item in items:
+        for rank, response in enumerate(item["responses"], start=1):
+            rows.append({"item_id": item["item_id"], "prompt": item["prompt"],
+                         "label": response["label"], "response": response["text"],
+                         "rank": rank, "likert": 4})  # fmt: skip
+    _write_csv(tmp_path / "filled.csv", rows)
+    exported = json.loads(paths["exported"].read_text())
+    labels = read_labels(tmp_path / "filled.csv", key, exported=exported)
+    assert set(labels) == {"item-0000", "item-0001"}
 
 
 def test_shuffling_differs_between_items():
