@@ -238,6 +238,7 @@ def load_dataset(
         raise TableError(problems)
     summary["split_warnings"] = (
         splits.thin_splits(summary["split_counts"], cfg.valid_fraction, cfg.test_fraction)
+        + splits.few_test_rows(summary["split_counts"])
         + splits.repeated_rows(
             {
                 name: [

@@ -209,6 +209,23 @@ def thin_splits(
     return warnings
 
 
+FEW_TEST_ROWS = 50  # fewer: a win rate's 95% CI is wider than about +-0.14
+
+
+def few_test_rows(split_counts: dict[str, dict[str, int]]) -> list[str]:
+    """A warning when the preferences' test split holds fewer than FEW_TEST_ROWS rows, however
+    fair its share: the held-out judge and the win rates rest on them. 0.98 / sqrt(n) is the
+    95% CI's half-width of a win rate near 0.5 on n prompts."""
+    got = split_counts.get("preferences", {}).get("test", 0)
+    if not 0 < got < FEW_TEST_ROWS:
+        return []
+    return [
+        f"preferences: the test split holds only {got} rows: the held-out judge and every win "
+        f"rate rest on them (a win rate on {got} prompts is known to about "
+        f"+-{0.98 / got**0.5:.2f}); add rows, or raise dataset.test_fraction"
+    ]
+
+
 def _first_rows(rows: list[int]) -> str:
     """The first five of a warning's rows ("rows 3, 8, 9, 12, 20, ..."): one line however many."""
     return f"rows {', '.join(map(str, rows[:5]))}{', ...' if len(rows) > 5 else ''}"

@@ -811,3 +811,18 @@ def test_conversation_pairs_with_tied_scores_load_with_the_same_warning(tmp_path
     (warning,) = [w for w in data.summary["split_warnings"] if "equal scores" in w]
     assert warning.startswith("preferences.jsonl: 2 pairs have equal scores (rows 5, 8)")
     assert "score_chosen" not in data.summary["ignored_columns"].get("preferences", [])
+
+
+def test_a_test_split_of_few_rows_is_warned_about_whatever_its_share():
+    from instructflow.tasks.splits import few_test_rows
+
+    # 12 rows, 2 of them test: a fair share, but a win rate on 2 prompts says little
+    (warning,) = few_test_rows({"preferences": {"train": 9, "valid": 1, "test": 2}})
+    # 0.98 / sqrt(2) = 0.693
+    assert warning.startswith("preferences: the test split holds only 2 rows")
+    assert "known to about +-0.69" in warning
+    # 49 rows: 0.98 / 7 = 0.14; 50 rows or none (refused elsewhere), or another table: nothing
+    assert "+-0.14" in few_test_rows({"preferences": {"test": 49}})[0]
+    assert few_test_rows({"preferences": {"train": 200, "test": 50}}) == []
+    assert few_test_rows({"preferences": {"train": 20}}) == []
+    assert few_test_rows({"prompts": {"test": 3}}) == []
