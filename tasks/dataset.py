@@ -31,7 +31,7 @@ import pandera.pandas as pa
 from pydantic import BaseModel, ConfigDict, Field
 
 from instructflow.tasks import dataset_schemas as ds
-from instructflow.tasks import splits, trl_forms
+from instructflow.tasks import split_sizes, splits, trl_forms
 from instructflow.tasks.conversations import PromptRenderer, drop_message_extras, message_at_fault
 from instructflow.tasks.dataset_files import find_tables, read_rows, unread_files
 from instructflow.tasks.dataset_items import (
@@ -230,15 +230,15 @@ def load_dataset(
         if items
     }
     stated = {n: {bool(i.stated_split) for i in items} for n, items in loaded.items() if items}
-    problems = problems or splits.empty_split_problems(summary["split_counts"], paths, stated)
+    problems = problems or split_sizes.empty_split_problems(summary["split_counts"], paths, stated)
     if not problems:  # the judge's groups, as the layout names them (a prompt without a user)
         test = {i.user_id or i.prompt for i in loaded["preferences"] if split_of[id(i)] == "test"}
-        problems = splits.judge_groups_problems(len(test), paths["preferences"])
+        problems = split_sizes.judge_groups_problems(len(test), paths["preferences"])
     if problems:
         raise TableError(problems)
     summary["split_warnings"] = (
-        splits.thin_splits(summary["split_counts"], cfg.valid_fraction, cfg.test_fraction)
-        + splits.few_test_rows(summary["split_counts"])
+        split_sizes.thin_splits(summary["split_counts"], cfg.valid_fraction, cfg.test_fraction)
+        + split_sizes.few_test_rows(summary["split_counts"])
         + splits.repeated_rows(
             {
                 name: [

@@ -250,7 +250,7 @@ def test_a_row_without_a_user_id_among_rows_with_one_is_refused_not_resplit(tmp_
 
 
 def test_a_split_far_thinner_than_asked_is_warned_about():
-    from instructflow.tasks.splits import thin_splits
+    from instructflow.tasks.split_sizes import thin_splits
 
     # 60 users, 20% asked for test: 3 users (17 of 300 rows) landed there, 31 in valid
     counts = {"preferences": {"train": 252, "valid": 31, "test": 17}}
@@ -814,15 +814,22 @@ def test_conversation_pairs_with_tied_scores_load_with_the_same_warning(tmp_path
 
 
 def test_a_test_split_of_few_rows_is_warned_about_whatever_its_share():
-    from instructflow.tasks.splits import few_test_rows
+    from instructflow.tasks.split_sizes import few_test_rows
 
     # 12 rows, 2 of them test: a fair share, but a win rate on 2 prompts says little
     (warning,) = few_test_rows({"preferences": {"train": 9, "valid": 1, "test": 2}})
     # 0.98 / sqrt(2) = 0.693
     assert warning.startswith("preferences: the test split holds only 2 rows")
-    assert "known to about +-0.69" in warning
-    # 49 rows: 0.98 / 7 = 0.14; 50 rows or none (refused elsewhere), or another table: nothing
-    assert "+-0.14" in few_test_rows({"preferences": {"test": 49}})[0]
+    assert "a win rate on 2 prompts is known to about +-0.69" in warning
+    # the prompts table's test rows are evaluated too: 49 prompts give 0.98 / 7 = 0.14,
+    # 50 leave only the judge short of rows
+    assert (
+        "on 49 prompts is known to about +-0.14"
+        in few_test_rows({"preferences": {"test": 40}, "prompts": {"test": 9}})[0]
+    )
+    (judge_only,) = few_test_rows({"preferences": {"test": 40}, "prompts": {"test": 10}})
+    assert "held-out judge" in judge_only and "win rate" not in judge_only
+    # 50 preferences rows, or none (refused elsewhere): nothing
     assert few_test_rows({"preferences": {"train": 200, "test": 50}}) == []
     assert few_test_rows({"preferences": {"train": 20}}) == []
     assert few_test_rows({"prompts": {"test": 3}}) == []
