@@ -210,11 +210,13 @@ def _rows_by_value(column: pd.Series) -> dict[str, list[int]]:
 def _schema_problems(
     error: pa.errors.SchemaErrors, frame: pd.DataFrame, file: str, skip: set[tuple[int, str]]
 ) -> list[Problem]:
-    """Turn pandera's failure cases into Problems (row = index + 1)."""
-    problems: list[Problem] = []
-    seen: set[tuple[int, str, str]] = set()
+    """Turn pandera's failure cases into Problems (row = index + 1). A check that fails on
+    every row of a column (a Parquet column of numbers where text belongs) is one problem
+    of the whole file, not a line per row."""
+    found: dict[Problem, str] = {}  # each problem once, with the check that found it
     # Built once per column: a table full of duplicates must not go quadratic.
     rows_by_value: dict[str, dict[str, list[int]]] = {}
+    failing: dict[tuple[str, str], dict[int, Any]] = {}  # (check, field) -> {row: value}
     for case in error.failure_cases.itertuples(index=False):
         check, field, value = str(case.check), case.column, case.failure_case
         row_field = schemas.ROW_CHECK_FIELDS.get(check)
@@ -224,6 +226,8 @@ def _schema_problems(
         field = LINE if field is None or pd.isna(field) else str(field)
         if (row, field) in skip:
             continue  # already reported as a missing field
+        if row and check != schemas.DUPLICATE:
+            failing.setdefault((check, field), {}).setdefault(row, value)
         if check == "not_nullable":
             message = "is null"
         elif check == schemas.DUPLICATE:
@@ -240,9 +244,15 @@ def _schema_problems(
             message = check  # the value is whitespace: showing it adds nothing
         else:
             message = f"{check} (got {show_value(value)})"
-        if (row, field, message) not in seen:
-            seen.add((row, field, message))
-            problems.append(Problem(file, row, field, message))
+        found.setdefault(Problem(file, row, field, message), check)
+    whole = [key for key, rows in failing.items() if len(rows) == len(frame) > 1]  # in order
+    problems = [p for p, check in found.items() if not (p.row and (check, p.field) in whole)]
+    for check, field in whole:
+        message = f"{'is null' if check == 'not_nullable' else check} in all {len(frame)} rows"
+        if check not in ("not_nullable", schemas.EMPTY):  # as the rows' own messages show them
+            values = [show_value(v) for v in list(failing[check, field].values())[:3]]
+            message += f" (got {', '.join(values)}{', ...' if len(frame) > 3 else ''})"
+        problems.append(Problem(file, 0, field, message))
     return problems
 
 

@@ -85,6 +85,25 @@ def test_a_parquet_table_with_columns_but_no_rows_is_refused_as_empty(tmp_path):
     assert "the table is empty" in str(e.value)
 
 
+def test_a_parquet_column_of_the_wrong_type_is_one_problem_not_one_per_row(tmp_path):
+    # given preferences.parquet whose `chosen` column holds numbers in every row
+    folder = write_pairwise_dataset(tmp_path / "pw", n=60)
+    frame = pd.DataFrame(_lines(folder / "preferences.jsonl"))
+    (folder / "preferences.jsonl").unlink()
+    frame.assign(chosen=range(60)).to_parquet(folder / "preferences.parquet")
+    with pytest.raises(TableError) as e:
+        load_dataset(folder)
+    # then the whole column is named once, with the first values it holds
+    assert _problems(e.value) == [("preferences.parquet", 0, "chosen")]
+    assert "must be a string in all 60 rows (got 0, 1, 2, ...)" in str(e.value)
+    # and the same column wrong in all but one row still names each row
+    frame.loc[1:, "chosen"] = None
+    frame.to_parquet(folder / "preferences.parquet")
+    with pytest.raises(TableError) as e:
+        load_dataset(folder)
+    assert _problems(e.value) == [("preferences.parquet", row, "chosen") for row in range(2, 61)]
+
+
 def test_a_dataset_directory_that_does_not_exist_is_named_as_missing(tmp_path):
     with pytest.raises(TableError) as e:
         load_dataset(tmp_path / "nodata")

@@ -365,8 +365,9 @@ def test_lazy_validation_reports_every_problem(tmp_path: Path) -> None:
 
 
 def test_message_is_capped(tmp_path: Path) -> None:
-    # given 25 empty prompts
-    path = write_rows(tmp_path / "train.jsonl", [prompt_row(i, prompt="") for i in range(25)])
+    # given 25 empty prompts and a good one (a check failing on every row is one problem)
+    rows = [prompt_row(i, prompt="") for i in range(25)] + [prompt_row(25)]
+    path = write_rows(tmp_path / "train.jsonl", rows)
     # when it is loaded
     error = table_error(path, "prompts")
     # then 20 are listed and the rest counted, while .problems keeps all 25
@@ -375,6 +376,17 @@ def test_message_is_capped(tmp_path: Path) -> None:
     assert f"{path} row 20 field 'prompt'" in message
     assert f"{path} row 21 field" not in message
     assert message.endswith("... and 5 more")
+
+
+def test_a_check_failing_on_every_row_is_one_problem_of_the_file(tmp_path: Path) -> None:
+    # given three prompts, every one empty, and every family a number
+    rows = [prompt_row(i, prompt=" ", family=i) for i in range(3)]
+    error = table_error(write_rows(tmp_path / "train.jsonl", rows), "prompts")
+    # then one problem per column, row 0 (the whole file), the values shown where they tell
+    assert [(p.row, p.field) for p in error.problems] == [(0, "family"), (0, "prompt")]
+    messages = {p.field: p.message for p in error.problems}
+    assert messages["prompt"].endswith("in all 3 rows")
+    assert messages["family"].endswith(" in all 3 rows (got 0, 1, 2)")
 
 
 def test_public_suite_problems(tmp_path: Path) -> None:
