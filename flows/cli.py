@@ -58,9 +58,9 @@ def main(argv: list[str] | None = None) -> int:
     from instructflow.tasks import outages
 
     if args.command in SERVICE_COMMANDS:
-        # Before the heavy imports below (the parameters import transformers through the
-        # stage configs: ~50 s on a loaded 2-core machine): a server that is down is
-        # reported in seconds, not after MLflow's retries (minutes).
+        # Before the heavy imports below (a command's checks and flow import torch,
+        # transformers, MLflow and Prefect: ~50 s on a loaded 2-core machine): a server that
+        # is down is reported in seconds, not after MLflow's retries (minutes).
         try:
             outages.bound_mlflow_retries()
             outages.preflight()

@@ -10,17 +10,17 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 from pydantic_core import PydanticCustomError
 
-from instructflow.tasks.base_model import BaseModelConfig
-from instructflow.tasks.comparisons import ComparisonsConfig
-from instructflow.tasks.dataset import DatasetConfig
-from instructflow.tasks.evaluation import EvalConfig
-from instructflow.tasks.gate import GateConfig
-from instructflow.tasks.judge import JudgeConfig
+from instructflow.tasks.base_model_config import BaseModelConfig
+from instructflow.tasks.comparisons_config import ComparisonsConfig
+from instructflow.tasks.dataset_config import DatasetConfig
+from instructflow.tasks.evaluation_config import EvalConfig
+from instructflow.tasks.gate_config import GateConfig
+from instructflow.tasks.judge_config import JudgeConfig
 from instructflow.tasks.ppo_config import SMOKE_OVERRIDES as PPO_SMOKE
 from instructflow.tasks.ppo_config import PPOStageConfig
 from instructflow.tasks.registry_config import RegistryConfig
-from instructflow.tasks.reward_model import RewardModelConfig
-from instructflow.tasks.sft import SFTConfig
+from instructflow.tasks.reward_model_config import RewardModelConfig
+from instructflow.tasks.sft_config import SFTConfig
 
 # What each profile changes from the stage defaults (which are sized for tiny).
 PROFILE_OVERRIDES: dict[str, dict[str, dict[str, Any]]] = {

@@ -15,7 +15,6 @@ from pathlib import Path
 
 import torch
 from accelerate.utils import extract_model_from_parallel
-from pydantic import BaseModel, ConfigDict, Field
 from transformers import (
     AutoModelForCausalLM,
     AutoTokenizer,
@@ -26,29 +25,12 @@ from transformers import (
 )
 from transformers.activations import GELUTanh, NewGELUActivation
 
+from instructflow.models.lm_size import GPT2Size
+
 # Tried in order when a loaded tokenizer has no pad token.
 # Pad tokens checkpoints ship in their vocabulary without naming one pad (Llama 3.1 reserves
 # the last for padding), preferred to adding a token (which would resize the embeddings).
 PAD_CANDIDATES = ("<|pad|>", "<pad>", "[PAD]", "<|finetune_right_pad_id|>")
-
-
-class GPT2Size(BaseModel):
-    """Shape of a GPT-2 built from scratch (the base-model stage's config extends it)."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    n_layer: int = Field(4, ge=1, description="Transformer blocks.")
-    n_head: int = Field(4, ge=1, description="Attention heads per block; must divide n_embd.")
-    n_embd: int = Field(
-        128,
-        ge=1,
-        description="Hidden size: width of the residual stream (about 0.9M parameters at 4 x 128).",
-    )
-    n_positions: int = Field(
-        256,
-        ge=16,
-        description="Context length in tokens: the longest prompt + response (with room for a few-shot prefix).",
-    )
 
 
 def fused_activations(model: torch.nn.Module) -> torch.nn.Module:

@@ -14,7 +14,7 @@ from typing import Literal, Self
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from instructflow.models.runtime import Precision, precision_field
+from instructflow.models.runtime_fields import Precision, precision_field
 
 Normalization = Literal["none", "running", "reference"]
 

@@ -8,33 +8,14 @@ import contextlib
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
 
 import torch
 from accelerate import Accelerator, DistributedDataParallelKwargs
 from accelerate.state import AcceleratorState
 from accelerate.utils import extract_model_from_parallel
-from pydantic import Field
 from transformers import PreTrainedModel
 
-Precision = Literal["fp32", "bf16", "fp16"]
-
-
-def precision_field():
-    """The `precision` field of every training config (PPO, SFT, reward model), declared once."""
-    return Field(
-        "fp32",
-        description="fp32, or mixed precision: bf16 / fp16 autocast with fp32 weights (fp16 is for CUDA; on CPU use bf16).",
-    )
-
-
-def torch_compile_field():
-    """The `torch_compile` field of the supervised training configs (SFT, reward model), declared once."""
-    return Field(
-        False,
-        description="Run the training steps through torch.compile (inductor, dynamic shapes; bench/mfu.py measures what it gives against eager steps), after a one-time compile of about 30 s per stage (a few seconds once torch's on-disk cache holds it). Needs a C++ compiler (g++ or clang++, or $CXX). Checkpoints, validation and sampling are the eager model's; training steps round floats differently, so figures move within their noise.",
-    )
-
+from instructflow.models.runtime_fields import Precision
 
 _MIXED = {"fp32": "no", "bf16": "bf16", "fp16": "fp16"}
 

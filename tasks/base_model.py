@@ -9,38 +9,18 @@ from pathlib import Path
 
 import torch
 from prefect import task
-from pydantic import Field
 
 from instructflow.models.distributed import main_process
-from instructflow.models.lm import GPT2Size, build_gpt2, load_causal_lm, save_model
+from instructflow.models.lm import build_gpt2, load_causal_lm, save_model
 from instructflow.models.lm_training import OptimConfig, pack_corpus, perplexity, pretrain
 from instructflow.models.tokenizer import train_tokenizer
 from instructflow.tasks import checkpoints, launch, tracking
+from instructflow.tasks.base_model_config import BaseModelConfig
 from instructflow.tasks.concurrency import takes_training_slot
 from instructflow.tasks.stage import import_closure_digest, prefect_options
 from instructflow.tasks.tables import read_jsonl
 from instructflow.tasks.tracked import StageResult, tracked_stage
 from instructflow.world import layout
-
-
-class BaseModelConfig(GPT2Size):
-    """How the embedded base model is built (ignored when `base_model` points at a directory).
-
-    Its shape (n_layer, n_head, n_embd, n_positions) is declared by GPT2Size.
-    """
-
-    vocab_size: int = Field(
-        1024, ge=32, description="BPE vocabulary size (digits are always single tokens)."
-    )
-    block_size: int = Field(128, ge=2, description="Length of the packed pretraining blocks.")
-    steps: int = Field(600, ge=1, description="Pretraining optimizer steps.")
-    batch_size: int = Field(32, ge=1, description="Blocks per pretraining step.")
-    lr: float = Field(2e-3, gt=0, description="Peak learning rate (AdamW, warm-up then cosine).")
-    checkpoint_every: int = Field(
-        100,
-        ge=1,
-        description="Steps between resume checkpoints (a killed run continues from the last).",
-    )
 
 
 def tokenizer_texts(profile_dir: Path) -> list[str]:

@@ -11,11 +11,11 @@ from pathlib import Path
 
 import pandas as pd
 from prefect import task
-from pydantic import BaseModel, ConfigDict, Field
 
 from instructflow.models.lm import load_causal_lm
 from instructflow.models.sampling import sample_responses
 from instructflow.tasks import tracking
+from instructflow.tasks.comparisons_config import ComparisonsConfig
 from instructflow.tasks.concurrency import takes_training_slot, training_slot
 from instructflow.tasks.stage import (
     import_closure_digest,
@@ -35,34 +35,6 @@ TRAIN, VALID, HELDOUT = (
 HELDOUT_GOLD = (
     "comparisons/heldout_gold.jsonl"  # evaluation only: gold scores of the held-out responses
 )
-
-
-class ComparisonsConfig(BaseModel):
-    """How comparison data is collected."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    k: int = Field(
-        6,
-        ge=4,
-        le=9,
-        description="Responses sampled and ranked per prompt (InstructGPT: 4 to 9; 6 gives 15 pairs each).",
-    )
-    temperature: float = Field(1.0, gt=0, description="Sampling temperature for the K responses.")
-    max_new_tokens: int = Field(24, ge=1, description="Longest response sampled.")
-    batch_size: int = Field(256, ge=1, description="Sequences per generation batch.")
-    overlap_fraction: float = Field(
-        0.1,
-        ge=0,
-        le=1,
-        description="Share of training prompts ranked by a second labeler (agreement).",
-    )
-    heldout_prompts: int = Field(
-        300, ge=1, description="Test users' prompts ranked by held-out labelers to evaluate the RM."
-    )
-    human_comparisons: str | None = Field(
-        None, description="JSONL of human comparisons to use instead of simulated labelers."
-    )
 
 
 def _rank_rows(

@@ -24,15 +24,15 @@ import hashlib
 from collections import Counter
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import pandas as pd
 import pandera.pandas as pa
-from pydantic import BaseModel, ConfigDict, Field
 
 from instructflow.tasks import dataset_schemas as ds
 from instructflow.tasks import split_sizes, splits, trl_forms
 from instructflow.tasks.conversations import PromptRenderer, drop_message_extras, message_at_fault
+from instructflow.tasks.dataset_config import DatasetConfig
 from instructflow.tasks.dataset_files import find_tables, read_rows, unread_files
 from instructflow.tasks.dataset_items import (
     Item,
@@ -46,26 +46,6 @@ from instructflow.tasks.schemas import ROW_CHECK_FIELDS
 from instructflow.tasks.tables import LINE, Problem, TableError, _schema_problems
 
 EMPTY_TABLE = "the table is empty (no rows)"  # as instructflow.tasks.input_checks says it
-
-
-class DatasetConfig(BaseModel):
-    """How a user's dataset is split and how rows longer than the context are handled."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    valid_fraction: float = Field(
-        0.1, ge=0.0, lt=1.0, description="Share of users (or prompts) hashed into validation."
-    )
-    test_fraction: float = Field(
-        0.2,
-        gt=0.0,
-        lt=1.0,
-        description="Share of users (or prompts) hashed into test: evaluation prompts and the held-out judge's preferences.",
-    )
-    overlong: Literal["refuse", "drop", "truncate"] = Field(
-        "refuse",
-        description="A row longer than the context: refuse the dataset (naming it), drop the row, or cut the prompt's start (a row whose response alone is too long is dropped). Counts go to MLflow and the report.",
-    )
 
 
 @dataclass

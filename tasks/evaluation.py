@@ -16,7 +16,6 @@ from pathlib import Path
 import mlflow
 import torch
 from prefect import task
-from pydantic import BaseModel, ConfigDict, Field
 
 from instructflow.models.checkpoints import interrupt, stop_requested
 from instructflow.models.lm import load_causal_lm
@@ -27,6 +26,7 @@ from instructflow.models.side_process import halves_side_by_side
 from instructflow.models.tokenizer import tokenizer_digest
 from instructflow.tasks import match_lines
 from instructflow.tasks.eval_scoring import public_suite_accuracy, rm_scores, sft_logprobs_of
+from instructflow.tasks.evaluation_config import EvalConfig
 from instructflow.tasks.judge import HeldOutJudge
 from instructflow.tasks.judge_trust import agreement_block, agreement_metrics
 from instructflow.tasks.plots import report_plots
@@ -40,30 +40,6 @@ from instructflow.tasks.tracked import StageResult, tracked_stage
 from instructflow.world import layout
 from instructflow.world.gold import admits_unknown, is_refusal, words
 from instructflow.world.judge import GoldJudge, LabelerPool
-
-
-class EvalConfig(BaseModel):
-    """How policies are evaluated (the same setting for all of them)."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    temperature: float = Field(
-        1.0, gt=0, description="Sampling temperature for every policy's responses."
-    )
-    max_new_tokens: int = Field(24, ge=1, description="Longest response.")
-    batch_size: int = Field(128, ge=1, description="Prompts per generation batch.")
-    fewshot_examples: int = Field(
-        3, ge=0, description="Demonstrations from training users in base_fewshot's prefix."
-    )
-    max_prompts: int | None = Field(
-        None, ge=1, description="Evaluate on the first N test prompts only (None: all)."
-    )
-    samples_per_prompt: int = Field(
-        3,
-        ge=1,
-        description="Responses sampled and judged per test prompt; CIs resample prompts, so more samples narrow them only by the sampling and labeler noise.",
-    )
-
 
 PLOTS = "plots"
 CANDIDATES = ("ppo_ptx", "ppo", "sft")  # the policies a run may register (PipelineParams)

@@ -31,13 +31,13 @@ from pathlib import Path
 
 import torch
 from prefect import task
-from pydantic import BaseModel, ConfigDict, Field
 
 from instructflow.models.lm import context_length
 from instructflow.models.ranking_loss import pairwise_accuracy
 from instructflow.models.reward_model import encode_for_reward, reward_model_from_causal_lm, rewards
 from instructflow.tasks import comparisons, tracking
 from instructflow.tasks.concurrency import takes_training_slot
+from instructflow.tasks.judge_config import JudgeConfig
 from instructflow.tasks.judge_trust import KIND
 from instructflow.tasks.reward_model import (
     RewardModelConfig,
@@ -53,27 +53,6 @@ from instructflow.tasks.tracked import StageResult, tracked_stage
 
 # The prompt texts the judge trained on, so its agreement with gold can be read on unseen ones.
 TRAINED_PROMPTS = "trained_prompts.json"
-
-
-class JudgeConfig(BaseModel):
-    """The held-out judge: how its data are split and how it is trained."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    test_share: float = Field(
-        0.3,
-        gt=0.0,
-        lt=1.0,
-        description="Share of held-out users (prompts where rows have no user) whose preferences only test the judge.",
-    )
-    max_train_pairs: int | None = Field(
-        None,
-        ge=1,
-        description="Train on at most this many ranked pairs (None: all). A small number makes a deliberately weak judge.",
-    )
-    epochs: int = Field(2, ge=1, description="Passes over the judge's training rankings.")
-    lr: float = Field(5e-4, gt=0, description="Peak learning rate.")
-    batch_size: int = Field(16, ge=1, description="Rankings per step.")
 
 
 # --- Which preferences the judge may learn from ---------------------------------

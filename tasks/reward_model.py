@@ -11,7 +11,6 @@ from pathlib import Path
 
 import torch
 from prefect import task
-from pydantic import Field
 from torch.nn.parallel import DistributedDataParallel
 
 from instructflow.models.checkpoints import after_step
@@ -40,28 +39,14 @@ from instructflow.models.runtime import (
 )
 from instructflow.tasks import checkpoints, comparisons, launch, tracking
 from instructflow.tasks.concurrency import takes_training_slot
+from instructflow.tasks.reward_model_config import RewardModelConfig
 from instructflow.tasks.stage import import_closure_digest, prefect_options
 from instructflow.tasks.tables import read_jsonl
 from instructflow.tasks.tracked import ADAPTER, StageResult, tracked_stage
-from instructflow.tasks.training_options import SupervisedOptions
 from instructflow.world import layout
 
 # Metric-name prefix of the per-family accuracy against gold (held-out prompts).
 BY_FAMILY_PREFIX = "rm/accuracy_vs_gold/"
-
-
-class RewardModelConfig(SupervisedOptions):
-    """Reward-model training."""
-
-    # batch_size, lora, precision, torch_compile, gradient_checkpointing: declared by SupervisedOptions.
-
-    epochs: int = Field(2, ge=1, description="Passes over the comparisons (InstructGPT: 1).")
-    lr: float = Field(5e-4, gt=0, description="Peak learning rate.")
-    checkpoint_every: int = Field(
-        50,
-        ge=1,
-        description="Steps between resume checkpoints (a killed run continues from the last).",
-    )
 
 
 @torch.no_grad()

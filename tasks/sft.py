@@ -8,7 +8,6 @@ function trains the FLAN- and T0-style baselines on their mixtures.
 from pathlib import Path
 
 from prefect import task
-from pydantic import Field
 
 from instructflow.models.batching import encode_pair
 from instructflow.models.distributed import main_process
@@ -18,29 +17,11 @@ from instructflow.models.lora import add_lora, merge_saved_adapter, trainable_fr
 from instructflow.models.runtime import PeakMemory, enable_gradient_checkpointing
 from instructflow.tasks import checkpoints, launch, tracking
 from instructflow.tasks.concurrency import takes_training_slot
+from instructflow.tasks.sft_config import SFTConfig
 from instructflow.tasks.stage import import_closure_digest, prefect_options
 from instructflow.tasks.tables import load_table
 from instructflow.tasks.tracked import ADAPTER, StageResult, tracked_stage
-from instructflow.tasks.training_options import SupervisedOptions
 from instructflow.world import layout
-
-
-class SFTConfig(SupervisedOptions):
-    """Supervised fine-tuning on demonstrations."""
-
-    # batch_size, lora, precision, torch_compile, gradient_checkpointing: declared by SupervisedOptions.
-
-    epochs: int = Field(
-        16,
-        ge=1,
-        description="Passes over the demonstrations (InstructGPT: 16, choosing the checkpoint on validation).",
-    )
-    lr: float = Field(2e-3, gt=0, description="Peak learning rate.")
-    checkpoint_every: int = Field(
-        100,
-        ge=1,
-        description="Steps between resume checkpoints (a killed run continues from the last).",
-    )
 
 
 def load_pairs(path: Path, kind: str, tokenizer, max_len: int):

@@ -2,14 +2,15 @@
 
 Declared once here (`SupervisedOptions`, the base of both stage configs), so
 the run form and a params file spell them the same way under each stage.
-The adapter settings themselves are `instructflow.models.lora.LoraOptions`; precision is
-`instructflow.models.runtime`'s, shared with PPO; so is torch_compile's.
+The adapter settings themselves are `instructflow.models.lora_options.LoraOptions`;
+precision and torch_compile are `instructflow.models.runtime_fields`'s, precision shared
+with PPO. Pydantic only, as the stage configs built on it (flows/params.py imports them).
 """
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from instructflow.models.lora import LoraOptions
-from instructflow.models.runtime import Precision, precision_field, torch_compile_field
+from instructflow.models.lora_options import LoraOptions
+from instructflow.models.runtime_fields import Precision, precision_field, torch_compile_field
 
 
 class SupervisedOptions(BaseModel):

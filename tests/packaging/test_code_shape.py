@@ -55,7 +55,7 @@ def test_no_two_config_classes_declare_more_than_three_field_names_in_common() -
     classes = config_classes()
     assert (
         "instructflow.tasks.ppo_config.PPOStageConfig" in classes
-        and "instructflow.tasks.sft.SFTConfig" in classes
+        and "instructflow.tasks.sft_config.SFTConfig" in classes
     )
     shared = {
         (a, b): sorted(fa & fb)
