@@ -23,8 +23,10 @@ def _cmd_run(args: argparse.Namespace) -> int:
     server = temporary_server.EarlyStart()  # none yet
     try:
         with interrupts.interrupt_before_flow():
+            # Settings first: a bad one is refused in a second, with no server started.
+            params = _run_params(args)
             server = temporary_server.start_early()  # starts beside the imports and checks below
-            params = _checked_params(args)
+            params = _checked_params(params)
             if isinstance(params, int):  # refused
                 server.discard()
                 return params
@@ -46,11 +48,10 @@ def _cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _checked_params(args: argparse.Namespace):
-    """The run's parameters, its threads pinned, its base model and inputs checked; or, for a
-    refusal, the command's exit status (the refusal printed and recorded)."""
+def _run_params(args: argparse.Namespace):
+    """The run's parameters from --params and the options, validated (a ParamsError names each
+    bad one); light: flows/params.py imports no stage library."""
     from instructflow.flows.params_io import build_params, read_params_file
-    from instructflow.tasks import preflight
 
     fields = read_params_file(args.params) if args.params else {}
     for field in (
@@ -66,7 +67,13 @@ def _checked_params(args: argparse.Namespace):
             fields[field] = getattr(args, field)
     if args.allow_data_mismatch:
         fields["allow_data_mismatch"] = True
-    params = build_params(fields)
+    return build_params(fields)
+
+
+def _checked_params(params):
+    """`params` with its threads pinned, its base model and inputs checked; or, for a refusal,
+    the command's exit status (the refusal printed and recorded)."""
+    from instructflow.tasks import preflight
     from instructflow.tasks.provenance import pin_threads
 
     pin_threads(params.threads)  # before any torch work (inter-op threads can be set only once)
@@ -140,18 +147,13 @@ def _cmd_plan(args: argparse.Namespace) -> int:
     from dataclasses import asdict
 
     from instructflow.flows.params_io import build_params, read_params_file
-    from instructflow.flows.plan import (
-        data_lengths,
-        make_plan,
-        render,
-        runtime_bytes,
-    )
 
     overrides = read_params_file(args.params) if args.params else {}
     for field in ("profile", "base_model", "base_model_revision", "processes"):
         if getattr(args, field) is not None:
             overrides[field] = getattr(args, field)
-    params = build_params(overrides)
+    params = build_params(overrides)  # a bad setting: refused before the plan imports transformers
+    from instructflow.flows.plan import data_lengths, make_plan, render, runtime_bytes
     from instructflow.tasks.launch import warn_oversubscribed
     from instructflow.tasks.provenance import available_cores
 
@@ -173,17 +175,16 @@ def _cmd_plan(args: argparse.Namespace) -> int:
 
 def _cmd_sweep(args: argparse.Namespace) -> int:
     from instructflow.flows.params_io import build_params, read_params_file
-    from instructflow.flows.sweep import run_sweep
 
     # The same file as `run --params` (either shape, `_` comments): one-line errors, no traceback.
     overrides = read_params_file(args.params) if args.params else {}
     for field in ("profile", "threads"):
         if getattr(args, field) is not None:
             overrides[field] = getattr(args, field)
-    params = build_params(overrides)
-    if params.data:  # before any seed runs (each ran to its end, then the sweep failed)
-        from instructflow.flows.sweep import WORLD_ONLY
+    params = build_params(overrides)  # a bad setting: refused before the sweep imports MLflow
+    from instructflow.flows.sweep import WORLD_ONLY, run_sweep
 
+    if params.data:  # before any seed runs (each ran to its end, then the sweep failed)
         print(f"instructflow: {WORLD_ONLY}", file=sys.stderr)
         return 2
     from instructflow.tasks import heap, temporary_server

@@ -44,7 +44,20 @@ def explanation(error: BaseException, resumable: bool = True) -> tuple[int, str]
     The one place that tells the kinds apart: the log filter keeps a traceback exactly when
     this is None, so the two cannot disagree about which errors are explained.
     """
+    from instructflow.flows.params_io import ParamsError
+
+    # These two are told before bad_input_errors() imports MLflow, Prefect and torch: a bad
+    # setting in a second, and a signal that cut one of those imports short is not followed
+    # by a second import of it, which fails on the half-made package.
+    if isinstance(error, ParamsError):
+        return 2, str(error)
     from instructflow.tasks import interrupts
+
+    if isinstance(error, interrupts.InterruptedBeforeFlow):
+        return interrupts.exit_status(), (
+            f"interrupted by {interrupts.signal_name()} before the flow started: no stage ran; "
+            "run the same command again."
+        )
     from instructflow.tasks.outages import ServiceUnreachable, lost_service_message
     from instructflow.tasks.storage_faults import storage_fault_message
 
@@ -56,11 +69,6 @@ def explanation(error: BaseException, resumable: bool = True) -> tuple[int, str]
         return 2, (
             f"{error}: the stage's last good checkpoint is kept; lower its lr (or grad_clip) "
             "in --params and run again"
-        )
-    if isinstance(error, interrupts.InterruptedBeforeFlow):
-        return interrupts.exit_status(), (
-            f"interrupted by {interrupts.signal_name()} before the flow started: no stage ran; "
-            "run the same command again."
         )
     if interrupts.is_interrupt(error):
         detail = (

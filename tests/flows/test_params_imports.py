@@ -21,3 +21,15 @@ def heavy_loaded_by(code: str) -> str:
 
 def test_importing_the_params_loads_no_heavy_library():
     assert heavy_loaded_by("import instructflow.flows.params, instructflow.flows.params_io") == "[]"
+
+
+def test_a_bad_setting_is_explained_without_a_heavy_library():
+    code = (
+        "from instructflow.flows.explained_errors import explanation\n"
+        "from instructflow.flows.params_io import ParamsError, build_params\n"
+        "try:\n"
+        "    build_params({'ppo': {'lr': -1}})\n"
+        "except ParamsError as error:\n"
+        "    assert explanation(error) == (2, str(error)), explanation(error)\n"
+    )
+    assert heavy_loaded_by(code) == "[]"
