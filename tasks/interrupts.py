@@ -14,6 +14,7 @@ writing the registry) nothing polls it, so if nothing has taken it up after
 wherever the run is.
 """
 
+import os
 import signal
 import threading
 from collections.abc import Iterator
@@ -23,7 +24,8 @@ from instructflow.models.checkpoints import clear_stop, request_stop, stop_honou
 
 SIGNALS = (signal.SIGINT, signal.SIGTERM)
 received: list[int] = []  # the signals of the current run, first first
-_installed: list = []  # the handler while stop_on_signals is active
+_installed: list = []  # the handler while stop_on_signals is active, or in a worker's run
+WORKER_RUN_GRACE = 8  # seconds; a process worker sends SIGKILL 30 s after its SIGTERM
 
 
 class RunInterrupted(KeyboardInterrupt):
@@ -48,13 +50,19 @@ def signal_name() -> str:
     return signal.Signals(received[0]).name if received else "SIGINT"
 
 
+def cancelled_worker_run() -> bool:
+    """A flow run a worker started, stopped by SIGTERM: a cancel from Prefect's UI or CLI (or
+    its worker or machine stopping)."""
+    return received[:1] == [signal.SIGTERM] and bool(os.environ.get("PREFECT__FLOW_RUN_ID"))
+
+
 def exit_status() -> int:
     return 128 + (received[0] if received else signal.SIGINT)
 
 
-@contextmanager
-def stop_on_signals(grace: int = 8) -> Iterator[None]:
-    """Install the handlers for the duration of a run (main thread only)."""
+def _handlers(grace: int):
+    """(on_signal, on_alarm): the first signal asks the loops to stop, and raises
+    RunInterrupted `grace` seconds later if none took the request up; a second raises at once."""
 
     def on_signal(signum: int, _frame) -> None:
         received.append(signum)
@@ -68,6 +76,13 @@ def stop_on_signals(grace: int = 8) -> Iterator[None]:
         if not stop_honoured():  # no training loop took the request up
             raise RunInterrupted(received[0])
 
+    return on_signal, on_alarm
+
+
+@contextmanager
+def stop_on_signals(grace: int = 8) -> Iterator[None]:
+    """Install the handlers for the duration of a run (main thread only)."""
+    on_signal, on_alarm = _handlers(grace)
     previous = {sig: signal.signal(sig, on_signal) for sig in SIGNALS}
     previous[signal.SIGALRM] = signal.signal(signal.SIGALRM, on_alarm)
     received.clear()
@@ -88,11 +103,21 @@ def reclaim() -> None:
     Prefect's flow engine swaps in a SIGTERM handler that raises at once,
     wherever the run is, so the running step's checkpoint would be lost.
     Under `instructflow run` (stop_on_signals active, main thread) the signal
-    goes to ours instead; a flow run by a worker keeps Prefect's. Called at
-    the flow's start and again as each training loop starts (a test run saw
+    goes to ours instead. In a flow run a worker started (PREFECT__FLOW_RUN_ID
+    set), whose process is that run's alone, ours are installed for the rest of
+    the process: a cancel from the Prefect UI or CLI is the worker's SIGTERM, and
+    it gave the worker's runs no checkpoint of their running step. Called at the
+    flow's start and again as each training loop starts (a test run saw
     Prefect's handler back in place by the time the base model trained).
     """
-    if _installed and threading.current_thread() is threading.main_thread():
+    if threading.current_thread() is not threading.main_thread():
+        return
+    if not _installed and os.environ.get("PREFECT__FLOW_RUN_ID"):
+        on_signal, on_alarm = _handlers(WORKER_RUN_GRACE)
+        signal.signal(signal.SIGALRM, on_alarm)
+        received.clear()
+        _installed.append(on_signal)
+    if _installed:
         for sig in SIGNALS:
             signal.signal(sig, _installed[0])
 

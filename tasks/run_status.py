@@ -14,7 +14,7 @@ from contextvars import ContextVar
 from pathlib import Path
 from typing import Any
 
-from instructflow.tasks import report
+from instructflow.tasks import interrupts, report
 from instructflow.tasks.interrupts import is_interrupt
 from instructflow.tasks.paths import reports_dir
 
@@ -110,7 +110,8 @@ def _write_failed(progress: dict, error: BaseException) -> None:
 
 SIGTERM_TEXT = (
     "the run's process got SIGTERM: a cancel from Prefect (UI or CLI), or its worker or machine"
-    " stopping. Finished stages and PPO's checkpoints are kept: run it again to resume"
+    " stopping. Finished stages and the training stages' checkpoints are kept: run it again to"
+    " resume"
 )
 
 
@@ -123,6 +124,10 @@ def error_text(error: BaseException) -> str:
         message = (
             SIGTERM_TEXT  # Prefect raises it with no text (the report said "TerminationSignal:")
         )
+    elif isinstance(error, KeyboardInterrupt) and interrupts.cancelled_worker_run():
+        # A worker's run stopped by our handler ("stopped after step 67; checkpoint ..."):
+        # the SIGTERM was a cancel (or its worker stopping), which the message alone hides.
+        message = f"{message}; {SIGTERM_TEXT}" if message else SIGTERM_TEXT
     elif not message and isinstance(error, KeyboardInterrupt):
         message = "stopped by SIGINT (Ctrl-C): run it again to resume"
     return f"{type(error).__name__}: {message}".strip()[:500]

@@ -116,6 +116,26 @@ def test_a_cancel_from_prefect_reads_as_interrupted_with_its_reason(reports, tmp
     assert tags["mlflow.note.content"].startswith("interrupted at stage reward_model: ")
 
 
+def test_a_worker_runs_stop_on_sigterm_reads_as_a_cancel(monkeypatch):
+    # a worker's run stops its training loop on SIGTERM (tasks/interrupts.reclaim): the
+    # loop's message says where it stopped, the report also why
+    import signal
+
+    from instructflow.models.checkpoints import TrainingInterrupted
+    from instructflow.tasks import interrupts
+
+    stopped = TrainingInterrupted("stopped after step 67; checkpoint at step 67 kept")
+    monkeypatch.setattr(interrupts, "received", [signal.SIGTERM])
+    monkeypatch.setenv("PREFECT__FLOW_RUN_ID", "a-flow-run")
+    assert run_status.error_text(stopped) == (
+        f"TrainingInterrupted: stopped after step 67; checkpoint at step 67 kept; "
+        f"{run_status.SIGTERM_TEXT}"
+    )
+    # under `instructflow run` a SIGTERM is someone's kill, not Prefect's cancel
+    monkeypatch.delenv("PREFECT__FLOW_RUN_ID")
+    assert run_status.error_text(stopped).endswith("checkpoint at step 67 kept")
+
+
 def test_an_error_text_keeps_its_message_and_names_a_bare_signal():
     assert run_status.error_text(RuntimeError(" disk full ")) == "RuntimeError: disk full"
     assert run_status.error_text(KeyboardInterrupt()).startswith(
