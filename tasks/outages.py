@@ -10,6 +10,7 @@ resumes where it stopped.
 
 import errno
 import os
+import re
 import socket
 import urllib.error
 import urllib.request
@@ -105,7 +106,7 @@ def lost_service_message(
         lost = True
     if not lost:
         return None
-    first = text.strip().splitlines()[0][:200] if text.strip() else type(error).__name__
+    first = _cause(text) if text.strip() else type(error).__name__
     services = f"MLflow: {mlflow_uri}; Prefect: {os.environ.get('PREFECT_API_URL') or 'ephemeral'}"
     if not resumable:
         return f"lost a service ({services}): {first}. Run the same command again once it is back."
@@ -113,3 +114,18 @@ def lost_service_message(
         f"lost a service mid-run ({services}): {first}. Finished stages and "
         "checkpoints are kept under runs/; run the same command again to resume."
     )
+
+
+REASONS = ("Connection refused", "timed out", "Name or service not known", "Max retries exceeded")
+
+
+def _cause(text: str) -> str:
+    """What failed, in a few words: MLflow's "API request to URL failed with exception
+    HTTPConnectionPool(...): Max retries exceeded ... (Caused by ...)" as the request and the
+    reason, else the first line cut at a word (cut at 200 characters, it ended in "(Cause.")."""
+    request = re.search(r"API request to (\S+) failed", text)
+    reason = next((r for r in REASONS if r in text), None)
+    if request and reason:
+        return f"API request to {request[1]} failed ({reason})"
+    first = text.strip().splitlines()[0]
+    return first if len(first) <= 200 else first[: first.rfind(" ", 0, 200)] + " ..."

@@ -69,6 +69,26 @@ def test_a_server_lost_mid_run_gives_one_line_saying_how_to_resume():
     assert outages.lost_service_message(ValueError("bad value"), "x") is None
 
 
+def test_a_lost_service_line_names_the_request_and_the_reason_in_whole_words():
+    # as MLflow words it (a tester's run): cut at 200 characters, the line ended in "(Cause."
+    lost = MlflowException(
+        "API request to http://127.0.0.1:5071/api/2.0/mlflow/runs/update failed with exception "
+        "HTTPConnectionPool(host='127.0.0.1', port=5071): Max retries exceeded with url: "
+        "/api/2.0/mlflow/runs/update (Caused by NewConnectionError('<urllib3.connection."
+        "HTTPConnection object at 0x7f>: Failed to establish a new connection: [Errno 111] "
+        "Connection refused'))"
+    )
+    message = outages.lost_service_message(lost, "http://127.0.0.1:5071")
+    assert (
+        "): API request to http://127.0.0.1:5071/api/2.0/mlflow/runs/update failed "
+        "(Connection refused). Finished stages"
+    ) in message
+    # any other long first line is cut at a word
+    long = ConnectionError("word " * 60)
+    cause = outages.lost_service_message(long, "x").split("): ", 1)[1].split(". Finished")[0]
+    assert cause.endswith("word ...") and len(cause) <= 204
+
+
 def test_only_network_errors_count_as_a_lost_service():
     import errno
 

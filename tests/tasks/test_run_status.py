@@ -136,6 +136,20 @@ def test_a_worker_runs_stop_on_sigterm_reads_as_a_cancel(monkeypatch):
     assert run_status.error_text(stopped).endswith("checkpoint at step 67 kept")
 
 
+def test_a_lost_service_reads_in_the_report_as_the_command_line_says_it():
+    # a deployment run has no command line: its report said MLflow's raw exception
+    from mlflow.exceptions import MlflowException
+
+    lost = MlflowException(
+        "API request to http://127.0.0.1:5071/api/2.0/mlflow/runs/update failed with exception "
+        "HTTPConnectionPool(host='127.0.0.1', port=5071): Max retries exceeded with url: ..."
+    )
+    text = run_status.error_text(lost)
+    assert text.startswith("MlflowException: lost a service mid-run (MLflow: ")
+    assert "runs/update failed (Max retries exceeded)" in text
+    assert text.endswith("run the same command again to resume.")
+
+
 def test_an_error_text_keeps_its_message_and_names_a_bare_signal():
     assert run_status.error_text(RuntimeError(" disk full ")) == "RuntimeError: disk full"
     assert run_status.error_text(KeyboardInterrupt()).startswith(
