@@ -66,6 +66,15 @@ def _assess(accuracy: float, pairs: int, floor: float) -> tuple[bool, str, str]:
     on = f"accuracy {accuracy:.3f} on {pairs} held-out pairs"
     interval = f"95% CI {lower:.3f}-{upper:.3f}"
     measured = f"accuracy {accuracy:.3f} [{interval}] on {pairs} held-out pairs"
+    if upper < 0.5:  # not merely weak: it orders pairs against the preferences it is tested on
+        return (
+            False,
+            f"held-out judge worse than chance: {on} ({interval} < 0.5): it prefers the "
+            "rejected answer more often than chance would; a judge trained on few pairs keeps "
+            "its starting model's leanings (longer answers, say), or the test split's "
+            "preferences differ from the ones it trained on",
+            f"judge untrusted: {measured}, worse than chance",
+        )
     if accuracy < floor:
         return (
             False,

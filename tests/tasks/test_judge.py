@@ -214,6 +214,18 @@ def test_pairs_to_tell_a_judge_from_chance_by_hand():
         assert wilson_lower(p, n) > 0.5 >= wilson_lower(p, n - 1)
 
 
+def test_a_judge_whose_whole_interval_is_below_chance_is_called_worse_than_chance():
+    # 1 of 15 held-out pairs (a tester's own-data smoke run): Wilson (0.012, 0.298)
+    ok, reason = judge_is_trustworthy(1 / 15, 15)
+    assert not ok
+    assert reason.startswith(
+        "held-out judge worse than chance: accuracy 0.067 on 15 held-out pairs "
+        "(95% CI 0.012-0.298 < 0.5): it prefers the rejected answer"
+    )
+    # an interval reaching 0.5 is only too weak: 5 of 15 -> Wilson (0.152, 0.583)
+    assert judge_is_trustworthy(5 / 15, 15)[1].startswith("held-out judge too weak")
+
+
 def test_a_weak_judge_says_what_was_measured_and_how_many_pairs_would_do():
     # given a judge at 7 of 15 held-out pairs (a few hundred preference rows; own-data trial)
     ok, reason = judge_is_trustworthy(7 / 15, 15)
@@ -431,8 +443,8 @@ def test_figures_from_an_untrustworthy_judge_carry_a_warning_in_report_md():
     # then the policy table is headed by why its win rates say little, with the pair counts
     assert (
         "> The win rates below are the held-out judge's, which is not to be trusted here: "
-        "held-out judge too weak: accuracy 0.000 on 5 held-out pairs (95% CI 0.000-0.434) "
-        "< floor"
+        "held-out judge worse than chance: accuracy 0.000 on 5 held-out pairs "
+        "(95% CI 0.000-0.434 < 0.5)"
     ) in markdown
     assert "(5 held-out pairs, trained on 12 pairs)" in markdown
     # and it leaves out the columns no policy has a figure in (gold, on a dataset)
@@ -479,7 +491,9 @@ def test_a_judge_trained_on_20_pairs_blocks_automatic_promotion_in_one_line(
     win = {"mean": 0.8, "ci95": [0.7, 0.9]}
     decision = judge_decision(win, accuracy, int(metrics["judge/test_pairs"]), GateConfig())
     assert not decision.promote
-    assert decision.reason.startswith("no automatic promotion: held-out judge too weak")
+    assert decision.reason.startswith(  # worse than chance is the weakest kind
+        tuple(f"no automatic promotion: held-out judge {w}" for w in ("too weak", "worse than"))
+    )
     assert "\n" not in decision.reason
     # while the same judge trained on every training pair clears the floor (measured: 0.33 -> 0.67)
     full = tmp_path / "judge-all"
