@@ -38,6 +38,21 @@ def judges(report: dict[str, Any]) -> dict[str, tuple[str, tuple | None]]:
     }
 
 
+def data_differences(a: dict[str, Any], b: dict[str, Any]) -> dict[str, list[str]]:
+    """The tables of two dataset runs that differ, by their md5 (`data preferences.jsonl`):
+    data outside DVC has no version in the `run` block to tell them apart."""
+    tables_a = (a.get("dataset") or {}).get("tables", {})
+    tables_b = (b.get("dataset") or {}).get("tables", {})
+    differences = {}
+    for name in [*tables_a, *(n for n in tables_b if n not in tables_a)]:
+        one, other = tables_a.get(name, {}), tables_b.get(name, {})
+        if one.get("md5") != other.get("md5"):
+            file = one.get("file") or other.get("file") or name
+            shown = [f"md5 {t['md5'][:8]}" if t.get("md5") else "none" for t in (one, other)]
+            differences[f"data {file}"] = shown
+    return differences
+
+
 def judge_lines(a: dict[str, Any], b: dict[str, Any]) -> list[str]:
     """A warning for each win rate that the two reports got from different judges."""
     lines = []
@@ -130,6 +145,7 @@ def report_comparison(a: dict[str, Any], b: dict[str, Any]) -> str:
     else:
         result = compare(a["provenance"], b["provenance"])
         result["differences"] |= input_differences(a.get("run", {}), b.get("run", {}))
+        result["differences"] |= data_differences(a, b)
         head = describe_comparison(result)
     lines = [head, *judge_lines(a, b), "", *policy_rows(a, b)]
     only = [

@@ -57,6 +57,24 @@ def test_win_rates_from_two_runs_own_judges_are_flagged_as_not_comparable():
     assert "NOT THE SAME JUDGE" not in report_comparison(a, _dataset_report("judge-1", 0.6))
 
 
+def test_two_dataset_runs_on_other_data_say_which_tables_differ():
+    # given two runs on a dataset outside DVC whose preferences differ by one row
+    prov = {"provenance": provenance.collect(seed=0)}
+    a, b = prov | _dataset_report("judge-1", 0.5), prov | _dataset_report("judge-2", 0.6)
+    prefs = {"file": "preferences.jsonl", "rows": 300}
+    a["dataset"]["tables"] = {"preferences": prefs | {"md5": "54e2a0862135a5cd"}}
+    b["dataset"]["tables"] = {
+        "preferences": prefs | {"md5": "1f4c4776aa11bb22"},
+        "prompts": {"file": "prompts.jsonl", "rows": 300, "md5": "dcdbcab39a7a2d46"},
+    }
+    # then the comparison names each table that differs, and one only B has
+    text = report_comparison(a, b)
+    assert "- data preferences.jsonl: md5 54e2a086 vs md5 1f4c4776" in text
+    assert "- data prompts.jsonl: none vs md5 dcdbcab3" in text
+    # and the same tables are no difference
+    assert "- data " not in report_comparison(a, a)
+
+
 def test_an_embedded_world_report_beside_a_dataset_report_names_both_judges():
     world = {
         "run": {"profile": "smoke", "dvc_data_md5": "abc.dir", "stage_keys": {"judge": "judge-1"}},
