@@ -21,6 +21,7 @@ the process dies, however it dies. At start, a run takes its own lock, then:
 """
 
 import fcntl
+import json
 import os
 import signal
 import socket
@@ -29,7 +30,7 @@ from pathlib import Path
 
 from mlflow import MlflowClient
 
-from instructflow.tasks.paths import project_root, runs_dir
+from instructflow.tasks.paths import project_root, reports_dir, runs_dir
 
 LIVE = ".live"
 # The run's liveness token is bookkeeping, read only while its MLflow run is RUNNING: it is
@@ -98,13 +99,21 @@ def others_alive(own: str) -> bool:
     return alive
 
 
-def reap_mlflow_runs(client: MlflowClient, experiment_id: str) -> list[str]:
-    """Mark KILLED the RUNNING runs of dead pipeline runs of this root and host; return the parents' ids."""
+KILLED_REASON = (
+    "killed: its process ended without closing its MLflow run (kill -9, the OOM killer, a "
+    "power cut, or a lost tracking server); found by a later run"
+)
+
+
+def reap_mlflow_runs(client: MlflowClient, experiment_id: str) -> dict[str, str]:
+    """Close the RUNNING runs of dead pipeline runs of this root and host: KILLED, or FINISHED
+    where the run's report says it completed (it died in the moment between writing its
+    report and closing its run). Returns {parent run id: the status given}."""
     mine = (
         f"attributes.status = 'RUNNING' and tags.{TAG_HOST} = '{socket.gethostname()}'"
         f" and tags.{TAG_ROOT} = '{project_root()}'"
     )
-    reaped = []
+    reaped = {}
     for parent in client.search_runs([experiment_id], filter_string=mine):
         if is_alive(parent.data.tags.get(TAG_TOKEN, "")):
             continue
@@ -112,13 +121,25 @@ def reap_mlflow_runs(client: MlflowClient, experiment_id: str) -> list[str]:
             [experiment_id],
             filter_string=f"attributes.status = 'RUNNING' and tags.mlflow.parentRunId = '{parent.info.run_id}'",
         )
+        status = "FINISHED" if _reported_completed(parent.info.run_id) else "KILLED"
         for run in [*children, parent]:
-            client.set_terminated(run.info.run_id, "KILLED")
-        client.set_tag(parent.info.run_id, "killed_found_by", "a later run")
+            client.set_terminated(run.info.run_id, status)
+        if status == "KILLED":
+            client.set_tag(parent.info.run_id, "killed_found_by", "a later run")
+            if "failure_reason" not in parent.data.tags:  # a signal's stop wrote its own
+                client.set_tag(parent.info.run_id, "failure_reason", KILLED_REASON)
         forget_token(client, parent.info.run_id, parent.data.tags)
         _crash_flow_run(parent.data.tags.get("prefect_flow_run_id", ""))
-        reaped.append(parent.info.run_id)
+        reaped[parent.info.run_id] = status
     return reaped
+
+
+def _reported_completed(run_id: str) -> bool:
+    try:
+        report = json.loads((reports_dir() / run_id / "report.json").read_text())
+    except (OSError, ValueError):
+        return False
+    return isinstance(report, dict) and report.get("status") == "completed"
 
 
 def forget_token(client: MlflowClient, run_id: str, tags: dict[str, str]) -> None:

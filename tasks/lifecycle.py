@@ -18,13 +18,14 @@ from instructflow.tasks.concurrency import REGISTRY, ensure_limits
 def start_run(experiment_id: str, logger) -> dict[str, str]:
     """Register this run; return the MLflow tags that name it (host, project root, liveness token)."""
     live = leftovers.register()
-    for run_id in leftovers.reap_mlflow_runs(MlflowClient(), experiment_id):
+    for run_id, status in leftovers.reap_mlflow_runs(MlflowClient(), experiment_id).items():
         # its process is gone and it never closed its MLflow run: killed, or it lost the
         # tracking server and could not write its end
         logger.warning(
             "an earlier run (MLflow %s) had ended without closing its MLflow run (killed, or "
-            "its tracking server was lost): marked KILLED",
+            "its tracking server was lost): marked %s",
             run_id,
+            status if status == "KILLED" else f"{status} (its report says it completed)",
         )
     ensure_limits()
     for name in leftovers.free_orphaned_slots(live[leftovers.TAG_TOKEN], [REGISTRY]):

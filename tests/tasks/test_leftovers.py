@@ -57,11 +57,14 @@ def test_running_runs_of_a_dead_process_are_marked_killed_live_ones_kept(root):
         live = client.create_run(experiment, tags=live_tags)
         # a run from another machine sharing the server: not ours to judge
         elsewhere = client.create_run(experiment, tags=dead_tags | {leftovers.TAG_HOST: "other"})
-        assert leftovers.reap_mlflow_runs(client, experiment) == [dead.info.run_id]
+        assert leftovers.reap_mlflow_runs(client, experiment) == {dead.info.run_id: "KILLED"}
         status = {
             r: client.get_run(r.info.run_id).info.status for r in (dead, stage, live, elsewhere)
         }
         assert list(status.values()) == ["KILLED", "KILLED", "RUNNING", "RUNNING"]
+        # and it says why (a kill -9 leaves no reason of its own)
+        reaped_tags = client.get_run(dead.info.run_id).data.tags
+        assert reaped_tags["failure_reason"] == leftovers.KILLED_REASON
         # and the reaped run no longer shows its liveness token, which meant nothing after
         assert leftovers.TAG_TOKEN not in client.get_run(dead.info.run_id).data.tags
         assert (
@@ -70,6 +73,22 @@ def test_running_runs_of_a_dead_process_are_marked_killed_live_ones_kept(root):
         )
     finally:
         leftovers.unregister(live_tags[leftovers.TAG_TOKEN])
+
+
+def test_a_dead_run_whose_report_says_completed_is_closed_finished(root):
+    # given a run killed in the moment after writing its report, before closing its run
+    client = MlflowClient(tracking_uri=f"sqlite:///{root / 'mlflow.db'}")
+    experiment = client.create_experiment("x", artifact_location=(root / "a").as_uri())
+    done, killed = (client.create_run(experiment, tags=_dead_run_tags()) for _ in range(2))
+    (root / "reports" / done.info.run_id).mkdir(parents=True)
+    (root / "reports" / done.info.run_id / "report.json").write_text('{"status": "completed"}')
+    # then it is closed FINISHED, as its report says, and the other KILLED
+    assert leftovers.reap_mlflow_runs(client, experiment) == {
+        done.info.run_id: "FINISHED",
+        killed.info.run_id: "KILLED",
+    }
+    assert client.get_run(done.info.run_id).info.status == "FINISHED"
+    assert "failure_reason" not in client.get_run(done.info.run_id).data.tags
 
 
 def test_the_liveness_token_is_bookkeeping_gone_from_the_run_once_it_ends(root, monkeypatch):
