@@ -13,18 +13,24 @@ import torch
 
 
 class NonFiniteError(ValueError):
-    """A ValueError: bad numbers do not get better on a retry."""
+    """A ValueError: bad numbers do not get better on a retry. `step` counts from 0 (the steps
+    finished before it); the message counts from 1, as the progress lines do."""
 
-    def __init__(self, quantity: str, step: int, value: float, stage: str | None = None):
-        self.quantity, self.step, self.value, self.stage = quantity, step, value, stage
+    def __init__(
+        self, quantity: str, step: int, value: float, stage: str | None = None, unit: str = "step"
+    ):
+        self.quantity, self.step, self.value, self.stage, self.unit = (
+            quantity, step, value, stage, unit
+        )  # fmt: skip
         where = f"stage {stage}, " if stage else ""
         super().__init__(
-            f"{where}iteration {step}: {quantity} is {value} (not finite); training stopped"
+            f"{where}{unit} {step + 1}: {quantity} is {value} (not finite); training stopped"
         )
 
 
-def check_finite(quantity: str, step: int, value: torch.Tensor | float) -> None:
-    """Raise NonFiniteError if `value` (a number or any element of a tensor) is NaN or inf."""
+def check_finite(quantity: str, step: int, value: torch.Tensor | float, unit: str = "step") -> None:
+    """Raise NonFiniteError if `value` (a number or any element of a tensor) is NaN or inf;
+    `step`: the steps (or PPO iterations, `unit`) finished before this one."""
     if isinstance(value, torch.Tensor):
         finite = torch.isfinite(value.detach())
         if bool(finite.all()):
@@ -34,7 +40,7 @@ def check_finite(quantity: str, step: int, value: torch.Tensor | float) -> None:
         if math.isfinite(value):
             return
         bad = value
-    raise NonFiniteError(quantity, step, bad)
+    raise NonFiniteError(quantity, step, bad, unit=unit)
 
 
 @contextmanager
@@ -45,4 +51,4 @@ def in_stage(stage: str) -> Iterator[None]:
     except NonFiniteError as error:
         if error.stage is not None:
             raise
-        raise NonFiniteError(error.quantity, error.step, error.value, stage) from None
+        raise NonFiniteError(error.quantity, error.step, error.value, stage, error.unit) from None

@@ -253,10 +253,10 @@ class PPOTrainer:
         return ppo_math.lm_loss(logits.float(), block, torch.ones_like(block))
 
     def _optimizer_step(self, loss: Tensor, net: torch.nn.Module, optimizer, name: str) -> None:
-        check_finite(f"{name} loss", self.iteration, loss)
+        check_finite(f"{name} loss", self.iteration, loss, "iteration")
         self.accelerator.backward(loss)
         norm = self.accelerator.clip_grad_norm_(net.parameters(), self.hyper.grad_clip)
-        check_finite(f"{name} gradient norm", self.iteration, norm)
+        check_finite(f"{name} gradient norm", self.iteration, norm, "iteration")
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
 

@@ -284,8 +284,8 @@ def rollout(trainer: PPOTrainer, prompts: Sequence[str]) -> Experience:
         advantages = whiten(advantages, mask, group, ppo_math.WHITEN_EPS)
     else:
         advantages = ppo_math.masked_whiten(advantages, mask)
-    check_finite("reward (RM score)", trainer.iteration, rm_score)
-    check_finite("advantage", trainer.iteration, advantages)
+    check_finite("reward (RM score)", trainer.iteration, rm_score, "iteration")
+    check_finite("advantage", trainer.iteration, advantages, "iteration")
     return Experience(
         query_response=qr,
         attention_mask=am,

@@ -40,13 +40,18 @@ EXPLAINED = {
     "server down": (ServiceUnreachable("MLflow", "http://127.0.0.1:5000", "refused", "x"), 3),
     "server lost": (ConnectionRefusedError(errno.ECONNREFUSED, "Connection refused"), 3),
     "Ctrl-C": (KeyboardInterrupt(), 128 + signal.SIGINT),
-    "diverged": (NonFiniteError("policy gradient norm", 1, float("inf"), "ppo_ptx"), 2),
+    "diverged": (
+        NonFiniteError("policy gradient norm", 1, float("inf"), "ppo_ptx", "iteration"),
+        2,
+    ),
 }
 
 
 def test_a_diverged_stage_says_what_to_change():
-    _, line = explanation(NonFiniteError("policy gradient norm", 1, float("inf"), "ppo_ptx"))
-    assert line.startswith("stage ppo_ptx, iteration 1: policy gradient norm is inf")
+    _, line = explanation(
+        NonFiniteError("policy gradient norm", 1, float("inf"), "ppo_ptx", "iteration")
+    )
+    assert line.startswith("stage ppo_ptx, iteration 2: policy gradient norm is inf")
     assert "lower its lr" in line
 
 

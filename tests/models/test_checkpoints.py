@@ -71,11 +71,12 @@ def test_a_stop_request_checkpoints_at_once_then_interrupts(tmp_path: Path) -> N
     assert issubclass(TrainingInterrupted, KeyboardInterrupt)  # nothing retries it
 
 
-def test_check_finite_names_quantity_iteration_and_stage() -> None:
+def test_check_finite_names_quantity_step_and_stage_counting_from_1() -> None:
+    # `step` counts the steps finished before this one; the progress lines count from 1
     check_finite("loss", 3, torch.tensor([1.0, 2.0]))
-    with pytest.raises(NonFiniteError, match=r"iteration 3: advantage is nan"):
-        check_finite("advantage", 3, torch.tensor([1.0, float("nan")]))
-    with pytest.raises(NonFiniteError, match=r"stage sft, iteration 5: loss is inf"):
+    with pytest.raises(NonFiniteError, match=r"^iteration 4: advantage is nan"):
+        check_finite("advantage", 3, torch.tensor([1.0, float("nan")]), "iteration")
+    with pytest.raises(NonFiniteError, match=r"stage sft, step 6: loss is inf"):
         with in_stage("sft"):
             check_finite("loss", 5, float("inf"))
 
@@ -92,7 +93,7 @@ def test_a_nan_loss_stops_training_before_the_update(tmp_path: Path) -> None:
     with torch.no_grad():
         model.transformer.wte.weight[:] = float("nan")
     store = CheckpointStore(tmp_path / "resume", every=1)
-    with pytest.raises(NonFiniteError, match=r"iteration 0: loss is nan"):
+    with pytest.raises(NonFiniteError, match=r"step 1: loss is nan"):
         _tiny_pretrain(tmp_path, model, store)
     assert store.checkpoints() == []  # nothing poisoned was saved
 
@@ -100,7 +101,7 @@ def test_a_nan_loss_stops_training_before_the_update(tmp_path: Path) -> None:
 def test_an_infinite_gradient_stops_training(tmp_path: Path) -> None:
     model, _ = load_causal_lm(save_tiny_checkpoint("gpt2", tmp_path / "m"))
     model.lm_head.weight.register_hook(lambda grad: grad * float("inf"))
-    with pytest.raises(NonFiniteError, match=r"iteration 0: gradient norm is"):
+    with pytest.raises(NonFiniteError, match=r"step 1: gradient norm is"):
         _tiny_pretrain(tmp_path, model)
 
 

@@ -332,7 +332,7 @@ def test_a_nan_reward_stops_ppo_naming_stage_iteration_and_quantity(world, tmp_p
     save_model(rm, tokenizer, tmp_path / "nan-rm")
     broken = dict(world, rm=tmp_path / "nan-rm")
     # then the stage stops, naming the stage, the iteration and the quantity
-    with pytest.raises(NonFiniteError, match=r"stage ppo, iteration 0: reward \(RM score\) is nan"):
+    with pytest.raises(NonFiniteError, match=r"stage ppo, iteration 1: reward \(RM score\) is nan"):
         with in_stage("ppo"):
             run(broken, tmp_path / "out", iteration_logger([]))
     # and left no checkpoint to resume from
