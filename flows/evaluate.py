@@ -55,8 +55,9 @@ def resolve(client: MlflowClient, name: str, ref: str):
     test users can judge it (a policy trained on a dataset is evaluated by its own run)."""
     version = find_version(client, name, ref)
     if version.tags.get("data_dir"):
+        named = "" if ref == str(version.version) else f" ({ref})"  # not "v2 (2)"
         raise RegistryLookupError(
-            f"{name} v{version.version} ({ref}) was trained on the dataset in "
+            f"{name} v{version.version}{named} was trained on the dataset in "
             f"{version.tags['data_dir']}: `instructflow evaluate` scores on the embedded world's "
             "test users; that run's report holds its evaluation on the dataset's test split"
         )
