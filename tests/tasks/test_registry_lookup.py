@@ -63,7 +63,7 @@ def test_evaluate_looks_where_its_profile_registers_and_refuses_before_any_flow(
     code = main(["evaluate", "2", "--profile", "smoke"])
     err = capsys.readouterr().err
     assert code == 2
-    assert err.startswith("instructflow: instructflow-policy-smoke v2 (2) was trained on")
+    assert err.startswith("instructflow: instructflow-policy-smoke v2 was trained on")
     assert "Traceback" not in err
 
 
