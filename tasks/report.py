@@ -154,7 +154,7 @@ def _flow_run_lines(report: dict[str, Any]) -> list[str]:
     if not flow_run_id:
         return []
     url = env.prefect_flow_run_url(flow_run_id)
-    return [f"Prefect flow run (logs, task runs): [`{flow_run_id}`]({url})", ""]
+    return [f"Prefect flow run (logs, task runs): [{flow_run_id}]({url})", ""]
 
 
 def run_summary(report: dict[str, Any]) -> str:

@@ -94,7 +94,7 @@ def test_the_run_summary_and_report_md_link_the_prefect_flow_run(monkeypatch):
     monkeypatch.setattr(env, "prefect_ui_url", lambda: "http://127.0.0.1:4272")
     report = _report()
     report["run"]["prefect_flow_run_id"] = "90f8ab54"
-    link = "Prefect flow run (logs, task runs): [`90f8ab54`](http://127.0.0.1:4272/runs/flow-run/90f8ab54)"
+    link = "Prefect flow run (logs, task runs): [90f8ab54](http://127.0.0.1:4272/runs/flow-run/90f8ab54)"
     # then the MLflow parent run's Overview links it (its logs are there, not in MLflow)
     assert link in run_summary(report).splitlines()
     # and so does report.md, under the MLflow run's link
