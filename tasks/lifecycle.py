@@ -33,7 +33,19 @@ def start_run(experiment_id: str, logger) -> dict[str, str]:
     for pid in leftovers.stop_orphaned_servers():
         logger.warning("stopped Prefect's temporary server (pid %s) a killed run left running", pid)
     server_priority.yield_to_training()  # this run's temporary server, if it started one
-    return live
+    return live | source_tag()
+
+
+def source_tag() -> dict[str, str]:
+    """MLflow's Source of a deployment's run: the deployment, where it said `engine.py` (the
+    module a worker starts); a run from the command line keeps `instructflow`."""
+    from prefect.runtime import deployment
+
+    try:
+        name = deployment.name  # None outside a deployment's run
+    except Exception:  # noqa: BLE001  (the API away: the Source stays MLflow's own)
+        return {}
+    return {"mlflow.source.name": f"Prefect deployment {name}"} if name else {}
 
 
 @contextmanager

@@ -219,3 +219,13 @@ def test_a_killed_runs_flow_run_and_its_unfinished_task_runs_are_marked_crashed(
             client.read_task_run(done.id).state.type.value,
         ]
     assert states == ["CRASHED", "CRASHED", "COMPLETED"]
+
+
+def test_a_deployments_run_names_the_deployment_as_its_mlflow_source(monkeypatch):
+    from instructflow.tasks import lifecycle
+
+    # Prefect's runtime reads a deployment's name from this variable first (its own mock)
+    monkeypatch.setenv("PREFECT__RUNTIME__DEPLOYMENT__NAME", "manual-run")
+    assert lifecycle.source_tag() == {"mlflow.source.name": "Prefect deployment manual-run"}
+    monkeypatch.delenv("PREFECT__RUNTIME__DEPLOYMENT__NAME")
+    assert lifecycle.source_tag() == {}  # a run from the command line
