@@ -169,6 +169,8 @@ def register_and_gate(params: PipelineParams, result: dict, inputs: GateInputs) 
         except BaseException as error:
             snapshot.restore_after(client, error)
             raise
+        # The versions' source run shows the gate, as the embedded world's registry run does.
+        registry.record_gate(policy_name, (version, rm_version), decision, gate)
     return gate
 
 

@@ -15,14 +15,15 @@ demonstrations did not change) and the baselines come from the cache.
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import mlflow
 from prefect import get_run_logger
-from prefect.artifacts import create_markdown_artifact
 
 from instructflow.flows import approval, dataset_gate, explained_errors, params_io
 from instructflow.flows.params import PipelineParams
+from instructflow.flows.publish import publish
 from instructflow.flows.stages import Stages, note_kept_start, run_stage
 from instructflow.tasks import (
     base_model,
@@ -30,9 +31,9 @@ from instructflow.tasks import (
     judge,
     judge_trust,
     own_evaluation,
-    plots,
     ppo_selection,
     provenance,
+    registry,
     report,
     reward_model,
     run_status,
@@ -44,11 +45,10 @@ from instructflow.tasks.dataset import load_dataset
 from instructflow.tasks.dataset_dvc import version_tags
 from instructflow.tasks.dataset_files import missing_folder
 from instructflow.tasks.dataset_report import dataset_markdown
-from instructflow.tasks.evaluation import fewshot_prefix
+from instructflow.tasks.evaluation import fewshot_prefix, flat_metrics
 from instructflow.tasks.input_checks import base_model_problems
 from instructflow.tasks.lengths import fewshot_prefix_that_fits
 from instructflow.tasks.lora_checks import lora_target_problems, model_config
-from instructflow.tasks.paths import reports_dir
 from instructflow.tasks.preflight import InputRefused, refuse, refused
 from instructflow.tasks.runtime_checks import runtime_problems
 from instructflow.tasks.splits import held_out_group
@@ -300,9 +300,11 @@ def run(
     result["dataset"] = summary
     result["skipped"] = skipped
     result["judge"] = judge_trust.report_block(judged["metrics"], None, floor=floor)
-    tracking.log_metrics(judge_trust.parent_metrics(result["judge"]))
     result["reward_model"] = {k.split("/", 1)[1]: v for k, v in rm["metrics"].items()}
     result["policies"] = evaluated["rows"]
+    # The parent run's figures, as on the embedded world: every policy's, then the judge's.
+    figures = flat_metrics(evaluated["rows"]) | judge_trust.parent_metrics(result["judge"])
+    tracking.log_final_metrics(parent_id, figures)
     candidate = params.candidate if params.candidate in policies else "ppo"
     inputs = dataset_gate.GateInputs(
         candidate=candidate,
@@ -316,7 +318,12 @@ def run(
         ),
     )
     run_status.at_stage("registry")
+    started = time.perf_counter()
     gate = dataset_gate.register_and_gate(params, result, inputs)
+    # MLflow only, as on the embedded world, whose report is written before its registry stage
+    seconds = round(time.perf_counter() - started, 2)
+    tracking.log_stage_seconds(parent_id, "registry", seconds)
+    registry.tag_parent_run(gate["policy_version"], gate["promote"])
     gate = result["gate"] = approval.after_gate(
         params.stage("gate"),
         gate["model_name"],
@@ -338,23 +345,7 @@ def run(
         logger.warning("gate: %s", gate["note"])
 
     result["status"] = "completed"
-    run_status.at_stage("report")
-    # The evaluation's plots beside report.md, the win rates' with the gate's candidate marked,
-    # as on the embedded world (flows/pipeline.py's _publish).
+    # The evaluation's plots beside report.md, as on the embedded world.
     plotted = [Path(evaluated["dir"]) / f for f in evaluated.get("plots", [])]
-    names = [str(f) for f in plots.for_report(plotted, candidate, reports_dir() / parent_id)]
-    markdown = report.to_markdown(result, mlflow_url, names) + dataset_markdown(result)
-    run_dir = report.write_report(result, reports_dir(), markdown)
-    report.publish_latest(
-        run_dir, reports_dir()
-    )  # the run is complete: nothing after this fails it
-    # report/ in MLflow, its report.md showing its plots by their MLflow URLs (as Prefect's)
-    web = report.log_report(run_dir, result, mlflow_url, names, dataset_markdown(result))
-    mlflow.set_tag("mlflow.note.content", report.run_summary(result))  # the run's Overview
-    create_markdown_artifact(
-        markdown=web,
-        key="rlhf-report",
-        description=f"instructflow run {parent_id}",
-    )
-    logger.info("report: %s  MLflow: %s", reports_dir() / "latest" / "report.json", mlflow_url)
+    publish(result, plotted, mlflow_url, dataset_markdown(result))
     return result

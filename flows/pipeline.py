@@ -13,11 +13,11 @@ from pathlib import Path
 import mlflow
 from mlflow import MlflowClient
 from prefect import flow, get_run_logger
-from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.runtime import flow_run
 
 from instructflow.flows import approval, explained_errors, own_data, params_io
 from instructflow.flows.params import PipelineParams
+from instructflow.flows.publish import publish
 from instructflow.flows.stages import Stages, note_kept_start, run_stage
 from instructflow.tasks import (
     base_model,
@@ -30,7 +30,6 @@ from instructflow.tasks import (
     judge_trust,
     lifecycle,
     outages,
-    plots,
     ppo_selection,
     preflight,
     provenance,
@@ -43,7 +42,7 @@ from instructflow.tasks import (
     tracking,
     worker_exit,
 )
-from instructflow.tasks.paths import project_root, reports_dir
+from instructflow.tasks.paths import project_root
 
 
 @flow(name="rlhf_pipeline", log_prints=True, persist_result=False)  # no raw result artifact
@@ -147,7 +146,7 @@ def rlhf_pipeline(
         note_kept_start(result["gate"], params.candidate, models[params.candidate]["metrics"])
         result["status"] = "completed"  # a failure before here: run_status.failure_report
         plotted = [Path(evaluated["dir"]) / f for f in evaluated["plots"]]
-        _publish(result, plotted, url)
+        publish(result, plotted, url)
     return result
 
 
@@ -362,8 +361,7 @@ def _registry(stage: Stages, params: PipelineParams, models, policies, evaluated
         rm_metrics={k.split("/", 1)[1]: round(v, 4) for k, v in rm["metrics"].items()},
         candidate_note=ppo_selection.kept_start_note(candidate, models[candidate]["metrics"]),
     )
-    decision = "promoted" if gate["decision"]["promote"] else "rejected"
-    mlflow.set_tags({"policy_version": gate["policy_version"], "gate_decision": decision})
+    registry.tag_parent_run(gate["policy_version"], gate["decision"]["promote"])
     get_run_logger().info(
         "registered %s v%s; gate (vs %s): %s",
         model_name,
@@ -372,26 +370,3 @@ def _registry(stage: Stages, params: PipelineParams, models, policies, evaluated
         gate["decision"]["reason"],
     )
     return gate | {"model_name": model_name}
-
-
-def _publish(result: dict, plotted: list[Path], url: str) -> None:
-    """reports/<run id>/ (report.json, report.md, its plots), reports/latest, MLflow and Prefect."""
-    parent_id, candidate = result["run"]["mlflow_run_id"], result["gate"].get("candidate")
-    run_status.at_stage("report")
-    # the evaluation's plots beside report.md, the win rates' with the gate's candidate marked
-    figures = plots.for_report(plotted, candidate, reports_dir() / parent_id)
-    names = [str(f) for f in figures]
-    markdown = report.to_markdown(result, mlflow_url=url, plots=names)
-    run_dir = report.write_report(result, reports_dir(), markdown, extra_files=figures)
-    report.publish_latest(run_dir, reports_dir())
-    web = report.log_report(run_dir, result, url, names)  # its plots by their MLflow URLs
-    mlflow.set_tag("mlflow.note.content", report.run_summary(result))  # the run's Overview
-    create_markdown_artifact(
-        markdown=web,
-        key="rlhf-report",
-        description=f"also reports/{parent_id}/report.md and the MLflow run's report/ folder",
-    )
-    create_table_artifact(
-        table=report.table_rows(result), key="rlhf-policies", description="Policies on test users"
-    )
-    get_run_logger().info("report: %s  MLflow: %s", reports_dir() / "latest" / "report.json", url)

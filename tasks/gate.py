@@ -151,6 +151,16 @@ def gate_markdown(name: str, version: str, decision: GateDecision, note: str | N
         f"- compared with: {decision.incumbent}\n"
         + (f"- note: {note}\n" if note else "")
         + f"- win rate: {decision.win_rate:.3f} (95% CI {decision.ci95[0]:.3f} - {decision.ci95[1]:.3f}); needs lower end > {0.5 + decision.win_margin:.3f}\n"
-        f"- public-suite accuracy: {decision.public_suite_challenger:.3f} vs {decision.public_suite_incumbent:.3f}\n"
-        f"- reason: {decision.reason}\n"
+        + _public_suite_line(decision)
+        + f"- reason: {decision.reason}\n"
+    )
+
+
+def _public_suite_line(decision: GateDecision) -> str:
+    # A dataset run has no public suite: no line, rather than figures nobody measured.
+    if decision.public_suite_challenger is None or decision.public_suite_incumbent is None:
+        return ""
+    return (
+        f"- public-suite accuracy: {decision.public_suite_challenger:.3f}"
+        f" vs {decision.public_suite_incumbent:.3f}\n"
     )

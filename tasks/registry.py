@@ -190,6 +190,44 @@ def complete_and_promote(
     describe_registered_model(client, name)
 
 
+def record_gate(
+    model_name: str, versions: tuple[str, str], decision: GateDecision, gate: dict
+) -> dict[str, float]:
+    """The gate's figures and tags on the active (registry stage's) MLflow run, which the
+    versions name as their source run, and its Prefect artifact `promotion-gate`: the
+    same for a run on the embedded world and one on a dataset. Returns the figures."""
+    policy_version, rm_version = versions
+    metrics = {
+        "registry/gate_win_rate": decision.win_rate,
+        "registry/gate_ci_low": decision.ci95[0],
+        "registry/gate_ci_high": decision.ci95[1],
+        "registry/promoted": float(gate["promoted"]),
+    }
+    tracking.log_metrics(metrics)  # no verdict (NaN: a dataset without one) is left out
+    mlflow.set_tags(
+        {
+            "policy_version": policy_version,
+            "reward_model_version": rm_version,
+            "gate_decision": "promoted" if decision.promote else "rejected",
+            "gate_incumbent": decision.incumbent,
+            "policy_registered": gate["registered"],
+            "policy_weights_digest": gate["weights_digest"],
+        }
+    )
+    create_markdown_artifact(
+        markdown=gate_markdown(model_name, policy_version, decision, gate.get("note")),
+        key="promotion-gate",
+        description=f"{model_name} v{policy_version}",
+    )
+    return metrics
+
+
+def tag_parent_run(policy_version: str, passed: bool) -> None:
+    """The pipeline's parent run (the active run) names the version its gate judged."""
+    decision = "promoted" if passed else "rejected"
+    mlflow.set_tags({"policy_version": policy_version, "gate_decision": decision})
+
+
 # --- Prefect wrapper ------------------------------------------------------------
 
 REGISTRY_CODE = import_closure_digest(
@@ -313,28 +351,7 @@ def register_and_gate_task(
             snapshot.restore_after(client, error)
             raise
 
-        metrics = {
-            "registry/gate_win_rate": win["mean"],
-            "registry/gate_ci_low": win["ci95"][0],
-            "registry/gate_ci_high": win["ci95"][1],
-            "registry/promoted": float(gate["promoted"]),
-        }
-        tracking.log_metrics(metrics)
-        mlflow.set_tags(
-            {
-                "policy_version": policy_version,
-                "reward_model_version": rm_version,
-                "gate_decision": "promoted" if decision.promote else "rejected",
-                "gate_incumbent": incumbent_name,
-                "policy_registered": gate["registered"],
-                "policy_weights_digest": gate["weights_digest"],
-            }
-        )
-        create_markdown_artifact(
-            markdown=gate_markdown(model_name, policy_version, decision, note),
-            key="promotion-gate",
-            description=f"{model_name} v{policy_version}",
-        )
+        metrics = record_gate(model_name, (policy_version, rm_version), decision, gate)
         result = {
             "policy_version": policy_version,
             "reward_model_version": rm_version,

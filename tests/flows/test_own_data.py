@@ -285,3 +285,41 @@ def test_explicit_prompt_chosen_rejected_pairs_run_end_to_end(
     assert "## Policies (test prompts, held-out judge; 95% bootstrap CI)" in report_md
     challenger = client.get_model_version_by_alias(gate["model_name"], "challenger")
     assert "## Evaluation (test prompts)" in challenger.description
+    # and MLflow and Prefect record the gate as on the embedded world: the registry stage's
+    # run, which the version names as its source run, has the gate's figures and tags
+    parent_id = result["run"]["mlflow_run_id"]
+    experiment = client.get_experiment_by_name(tracking.EXPERIMENT).experiment_id
+    (registry_run,) = client.search_runs(
+        [experiment], f"tags.mlflow.parentRunId = '{parent_id}' and tags.stage = 'registry'"
+    )
+    assert challenger.run_id == registry_run.info.run_id
+    metrics, tags = registry_run.data.metrics, registry_run.data.tags
+    assert metrics["registry/gate_win_rate"] == pytest.approx(gate["win_rate"]["mean"])
+    assert [metrics["registry/gate_ci_low"], metrics["registry/gate_ci_high"]] == pytest.approx(
+        gate["win_rate"]["ci95"]
+    )
+    assert metrics["registry/promoted"] == float(gate["promoted"]) == 0.0
+    assert tags["policy_version"] == str(challenger.version) == gate["policy_version"]
+    assert tags["reward_model_version"] == gate["reward_model_version"]
+    assert tags["gate_decision"] == ("promoted" if gate["promote"] else "rejected")
+    assert tags["gate_incumbent"] == "sft" and tags["policy_registered"] == "new"
+    assert tags["policy_weights_digest"] == gate["weights_digest"]
+    # and the parent run has every policy's figures and the registry stage's seconds
+    parent = client.get_run(parent_id).data
+    assert parent.metrics["eval/ppo/win_rate_vs_sft"] == pytest.approx(win["mean"])
+    assert {f"eval/{name}/kl_to_sft" for name in result["policies"]} <= set(parent.metrics)
+    assert "stage_seconds/registry" in parent.metrics
+    assert parent.tags["policy_version"] == str(challenger.version)
+    # and the Prefect flow run has the gate's and the policies' artifacts beside the report
+    keys = _artifact_keys(result["run"]["prefect_flow_run_id"])
+    assert {"promotion-gate", "rlhf-policies", "rlhf-report", "settings-in-force"} <= keys
+
+
+def _artifact_keys(flow_run_id: str) -> set[str]:
+    """The keys of a Prefect flow run's artifacts."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+
+    with get_client(sync_client=True) as prefect:
+        of_this_run = FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id]))
+        return {a.key for a in prefect.read_artifacts(flow_run_filter=of_this_run)}

@@ -1,0 +1,39 @@
+"""What a completed run publishes: reports/<run id>/, reports/latest, the MLflow parent run's
+report/ and Overview, and the Prefect artifacts `rlhf-report` and `rlhf-policies`.
+
+One function for a run on the embedded world and one on a dataset, so that both
+leave the same things behind (a dataset's report adds its data summary: `extra`).
+"""
+
+from pathlib import Path
+
+import mlflow
+from prefect import get_run_logger
+from prefect.artifacts import create_markdown_artifact, create_table_artifact
+
+from instructflow.tasks import plots, report, run_status
+from instructflow.tasks.paths import reports_dir
+
+
+def publish(result: dict, plotted: list[Path], url: str, extra: str = "") -> None:
+    """reports/<run id>/ (report.json, report.md + `extra`, its plots), reports/latest,
+    MLflow and Prefect."""
+    parent_id, candidate = result["run"]["mlflow_run_id"], result["gate"].get("candidate")
+    run_status.at_stage("report")
+    # the evaluation's plots beside report.md, the win rates' with the gate's candidate marked
+    figures = plots.for_report(plotted, candidate, reports_dir() / parent_id)
+    names = [str(f) for f in figures]
+    markdown = report.to_markdown(result, mlflow_url=url, plots=names) + extra
+    run_dir = report.write_report(result, reports_dir(), markdown, extra_files=figures)
+    report.publish_latest(run_dir, reports_dir())  # the run is complete: nothing after fails it
+    web = report.log_report(run_dir, result, url, names, extra)  # plots by their MLflow URLs
+    mlflow.set_tag("mlflow.note.content", report.run_summary(result))  # the run's Overview
+    create_markdown_artifact(
+        markdown=web,
+        key="rlhf-report",
+        description=f"also reports/{parent_id}/report.md and the MLflow run's report/ folder",
+    )
+    create_table_artifact(
+        table=report.table_rows(result), key="rlhf-policies", description="Policies on test users"
+    )
+    get_run_logger().info("report: %s  MLflow: %s", reports_dir() / "latest" / "report.json", url)
