@@ -4,7 +4,7 @@ import itertools
 
 import pytest
 
-from instructflow.tasks.gate import AliasEffect, alias_effect
+from instructflow.tasks.gate import AliasEffect, alias_effect, decide, gate_markdown
 
 # passed, auto_promote, require_approval, champion_moved, promoted_here -> promote,
 # awaiting_approval, restore (1 true, 0 false)
@@ -70,3 +70,15 @@ def test_a_first_gate_defaults_to_a_champion_unmoved_and_not_promoted_here():
     effect = alias_effect(passed=True, auto_promote=True, require_approval=False)
     # then it promotes, and restores nothing
     assert effect == AliasEffect(promote=True, awaiting_approval=False, restore=False)
+
+
+def test_the_promotion_gate_artifact_names_public_suite_figures_only_where_there_are_some():
+    # given a gate on the embedded world (public suite) and one on a dataset (none)
+    world = decide(0.7, (0.6, 0.8), 0.42, 0.40, 0.02, "sft")
+    dataset = decide(0.7, (0.6, 0.8), None, None, 0.02, "sft")
+    # when each is written as the promotion-gate artifact
+    # then the world's says the suite's accuracies and the dataset's leaves the line out,
+    # rather than failing on figures nobody measured
+    assert "- public-suite accuracy: 0.420 vs 0.400\n" in gate_markdown("m", "1", world, None)
+    text = gate_markdown("m", "1", dataset, None)
+    assert "public-suite" not in text and "- win rate: 0.700 (95% CI 0.600 - 0.800)" in text
