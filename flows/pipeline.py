@@ -91,7 +91,7 @@ def rlhf_pipeline(
         parent_id = parent.info.run_id
         holds_token(parent_id)  # taken off it once the run has ended
         url = env.mlflow_run_url(experiment_id, parent_id)  # where a person opens it
-        run_status.begin({"mlflow_run_id": parent_id, **run_info})
+        run_status.begin({"mlflow_run_id": parent_id, **run_info}, prov)
         params_io.record_settings(params, threads)  # MLflow params, a Prefect table
         mlflow.log_dict(prov, "provenance.json")
         base_model_dir, refusal = preflight.local_base_model(params)

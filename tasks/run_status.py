@@ -21,9 +21,10 @@ from instructflow.tasks.paths import reports_dir
 _progress: ContextVar[dict | None] = ContextVar("instructflow_run_progress", default=None)
 
 
-def begin(run: dict[str, Any]) -> None:
-    """The pipeline's parent run exists: from here a failure gets a report."""
-    _progress.set({"run": dict(run), "stage": None})
+def begin(run: dict[str, Any], provenance: dict[str, Any] | None = None) -> None:
+    """The pipeline's parent run exists: from here a failure gets a report (with `provenance`,
+    where and how it ran: a failed run's machine and threads say as much as a finished one's)."""
+    _progress.set({"run": dict(run), "stage": None, "provenance": provenance})
 
 
 def partial(result: dict) -> None:
@@ -96,6 +97,8 @@ def _write_failed(progress: dict, error: BaseException) -> None:
         result = progress.get("result") or report.empty_report(progress["run"])
         if "data_dir" in result["run"]:  # no simulated labelers on a dataset (as own_data's report)
             result.pop("labelers", None)
+    if progress.get("provenance") and not result.get("provenance"):
+        result["provenance"] = progress["provenance"]
     result["status"] = "interrupted" if is_interrupt(error) else "failed"
     result["stopped_at_stage"] = progress["stage"]
     result["error"] = error_text(error)

@@ -57,7 +57,7 @@ def test_latest_moves_only_when_a_run_completes(reports):
 def test_a_failed_run_reports_the_stage_where_it_stopped(reports):
     @run_status.failure_report
     def pipeline():
-        run_status.begin(_run("run-c"))
+        run_status.begin(_run("run-c"), {"threads": 2, "interop_threads": 1})
         run_status.at_stage("evaluation")
         _evaluated(reports, "run-c")
         run_status.at_stage("registry")
@@ -68,6 +68,7 @@ def test_a_failed_run_reports_the_stage_where_it_stopped(reports):
     failed = json.loads((reports / "run-c" / "report.json").read_text())
     assert failed["status"] == "failed" and failed["stopped_at_stage"] == "registry"
     assert "registry unreachable" in failed["error"]
+    assert failed["provenance"] == {"threads": 2, "interop_threads": 1}  # where it ran, too
     assert not (reports / "latest").exists()
 
 
