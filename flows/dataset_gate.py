@@ -31,7 +31,7 @@ from instructflow.tasks import (
 from instructflow.tasks.concurrency import registry_slot
 from instructflow.tasks.evaluation import Policy, flat_metrics
 from instructflow.tasks.gate import alias_effect, judge_decision
-from instructflow.tasks.model_card import JUDGE_EVIDENCE, model_card
+from instructflow.tasks.model_card import JUDGE_EVIDENCE, mismatch_lineage, model_card
 from instructflow.tasks.registry_snapshot import RegistrySnapshot
 
 
@@ -101,6 +101,7 @@ def _lineage(params, result: dict, inputs: GateInputs, client) -> dict:
         "data_dir": str(Path(params.data).resolve()),
         "split_rule": result["dataset"]["split_rule"],  # whom the card's evaluation is on
         "dvc_data_md5": run["dvc_data_md5"],
+        **mismatch_lineage(run),
         "base_model": params.base_model,
         "tokenizer_digest": tokenizer_digest(AutoTokenizer.from_pretrained(inputs.policy_dir)),
         **{f"data_md5_{name}": t["md5"] for name, t in result["dataset"]["tables"].items()},

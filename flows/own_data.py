@@ -115,8 +115,8 @@ def _imported(params: PipelineParams, parent_id: str, timings: dict) -> dict:
     }
     dvc_tags = version_tags(data_dir, params.allow_data_mismatch)
     mlflow.set_tags(dvc_tags)
-    run_status.describe({"data_dir": str(data_dir), "dvc_data_md5": dvc_tags["data_dvc_md5"]})
-    tracking.log_data_version(data_dir.name, data_dir, dvc_tags["data_dvc_md5"])
+    run_status.describe({"data_dir": str(data_dir), "dvc_data_md5": dvc_tags["dvc_data_md5"]})
+    tracking.log_data_version(data_dir.name, data_dir, dvc_tags["dvc_data_md5"])
     base_digest = content_digest(params.base_model)
     imported = run_stage(
         dataset_stage.import_dataset_task,
@@ -133,7 +133,7 @@ def _imported(params: PipelineParams, parent_id: str, timings: dict) -> dict:
     )
     return imported | {
         "data_dir": data_dir,
-        "dvc_data_md5": dvc_tags["data_dvc_md5"],
+        "dvc_data_md5": dvc_tags["dvc_data_md5"],
         "data_mismatch": dvc_tags.get("data_mismatch") == "true",  # --allow-data-mismatch
         "base_digest": base_digest,
     }

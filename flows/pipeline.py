@@ -29,6 +29,7 @@ from instructflow.tasks import (
     judge,
     judge_trust,
     lifecycle,
+    model_card,
     outages,
     ppo_selection,
     preflight,
@@ -318,6 +319,7 @@ def _registry(stage: Stages, params: PipelineParams, models, policies, evaluated
     candidate, rm, sft_out = params.candidate, models["rm"], models["sft"]
     lineage = {
         "dvc_data_md5": result["run"]["dvc_data_md5"],
+        **model_card.mismatch_lineage(result["run"]),
         "git_commit": run_info["git_commit"],
         "prefect_flow_run_id": run_info["prefect_flow_run_id"],
         # the model card links both runs' pages

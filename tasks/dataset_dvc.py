@@ -95,7 +95,7 @@ def version_tags(folder: Path, allow_mismatch: bool) -> dict[str, str]:
 
     version = dataset_version(folder)
     if version is None:
-        return {"data_dvc_md5": "untracked (no .dvc file: instructflow data add DIR)"}
+        return {"dvc_data_md5": "untracked (no .dvc file: instructflow data add DIR)"}
     if not version["matches"] and not allow_mismatch:
         raise DataMismatchError(
             f"{folder} does not match {version['dvc_file']}: it records md5 {version['dvc_md5']} but the"
@@ -105,7 +105,7 @@ def version_tags(folder: Path, allow_mismatch: bool) -> dict[str, str]:
         )
     # The version the run reads (as data.version_tags on the embedded world); on a mismatch
     # the .dvc file's, which it does not read, beside it.
-    tags = {"data_dvc_md5": version["md5"], "data_mismatch": str(not version["matches"]).lower()}
+    tags = {"dvc_data_md5": version["md5"], "data_mismatch": str(not version["matches"]).lower()}
     if not version["matches"]:
         tags["data_dvc_recorded_md5"] = version["dvc_md5"]
     return tags

@@ -19,6 +19,7 @@ LINEAGE_ROWS = [
     ("base model", "base_model"),
     ("tokenizer digest", "tokenizer_digest"),
     ("data version (DVC md5)", "dvc_data_md5"),
+    ("data NOT the version its .dvc file records (--allow-data-mismatch)", "data_mismatch"),
     ("seed", "seed"),
     ("git commit", "git_commit"),
     ("MLflow parent run", "mlflow_parent_run_id"),
@@ -35,6 +36,12 @@ def _value(lineage: dict, key: str) -> str:
     """A lineage value as code text, a Markdown link to its page when the lineage has one."""
     url = lineage.get(LINKS.get(key, ""))
     return f"[`{lineage[key]}`]({url})" if url else f"`{lineage[key]}`"
+
+
+def mismatch_lineage(run: dict) -> dict[str, str]:
+    """A version trained on data its commit's .dvc file does not record says so (tag
+    `data_mismatch`): `dvc checkout` at that commit would restore other data."""
+    return {"data_mismatch": "true"} if run.get("data_mismatch") else {}
 
 
 def lineage_lines(lineage: dict) -> list[str]:

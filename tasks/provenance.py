@@ -22,7 +22,7 @@ MACHINE_FIELDS = ("cpu_model", "cpu_flags", "torch_cpu_capability", "gpu", "plat
 SOFTWARE_FIELDS = ("torch", "transformers", "python", "instructflow")
 RUN_FIELDS = ("threads", "processes", "seed", "git_commit", "git_clean")
 # What a report's `run` block says the run was made from, besides its provenance.
-INPUT_FIELDS = ("profile", "world_version", "dvc_data_md5", "data_dir")
+INPUT_FIELDS = ("profile", "world_version", "dvc_data_md5", "data_mismatch", "data_dir")
 
 
 def available_cores() -> int:

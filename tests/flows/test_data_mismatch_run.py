@@ -26,3 +26,11 @@ def test_a_mismatch_run_is_marked_in_its_report(
     latest = root / "reports" / "latest"
     assert json.loads((latest / "report.json").read_text())["run"]["data_mismatch"] is True
     assert "| data_mismatch | `True` |" in (latest / "report.md").read_text()
+    # and so does the registered version, where a team looks (tag and card): `dvc checkout`
+    # at its commit would restore other data than it was trained on
+    from mlflow import MlflowClient
+
+    gate = result["gate"]
+    version = MlflowClient().get_model_version(gate["model_name"], gate["policy_version"])
+    assert version.tags["data_mismatch"] == "true"
+    assert "data NOT the version its .dvc file records" in version.description

@@ -51,10 +51,10 @@ def test_a_dataset_that_changed_since_data_add_is_refused_unless_allowed(tmp_pat
 
     root = init_dvc_project(tmp_path / "project")
     mine = write_pairwise_dataset(root / "mine", n=20)
-    assert version_tags(mine, allow_mismatch=False)["data_dvc_md5"].startswith("untracked")
+    assert version_tags(mine, allow_mismatch=False)["dvc_data_md5"].startswith("untracked")
     recorded = add_dataset(root, mine)
     tags = version_tags(mine, allow_mismatch=False)
-    assert tags["data_mismatch"] == "false" and tags["data_dvc_md5"].endswith(".dir")
+    assert tags["data_mismatch"] == "false" and tags["dvc_data_md5"].endswith(".dir")
     assert recorded["dvc_file"].endswith("mine.dvc")
 
     with (mine / "preferences.jsonl").open("a") as f:
@@ -80,7 +80,7 @@ def test_a_run_allowed_on_a_changed_dataset_records_the_version_it_read(tmp_path
     tags = version_tags(mine, allow_mismatch=True)
     # then its data version (report, MLflow dataset) is what it read, as on the embedded
     # world, not the .dvc file's, which it did not read; that one is kept beside it
-    assert tags["data_dvc_md5"] == now
+    assert tags["dvc_data_md5"] == now
     assert tags["data_dvc_recorded_md5"] == recorded
     assert tags["data_mismatch"] == "true"
 

@@ -73,6 +73,10 @@ def test_two_dataset_runs_on_other_data_say_which_tables_differ():
     assert "- data prompts.jsonl: none vs md5 dcdbcab3" in text
     # and the same tables are no difference
     assert "- data " not in report_comparison(a, a)
+    # and a run let through on data its .dvc file does not record says so
+    b["run"]["data_mismatch"] = True
+    a["run"]["data_mismatch"] = False
+    assert "- data_mismatch: False vs True" in report_comparison(a, b)
 
 
 def test_an_embedded_world_report_beside_a_dataset_report_names_both_judges():
