@@ -142,6 +142,10 @@ def _cmd_eval_import(args: argparse.Namespace) -> int:
     if gate:
         print(f"gate ({gate['evidence']}): {gate['reason']}")
         name, version, champion = gate["model_name"], gate["policy_version"], gate.get("champion")
+        before = gate.get("champion_before", champion)
+        if str(before) != str(champion):  # people's verdict moved it: say so, not only where
+            shown = [f"v{c}" if c else "none" for c in (before, champion)]
+            print(f"{name}: champion moved {shown[0]} -> {shown[1]} on people's rankings")
         if str(champion) == str(version):
             print(f"{name} v{version} is champion")
         else:

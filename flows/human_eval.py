@@ -132,6 +132,12 @@ def _regate(client: MlflowClient, gate: dict, labels: dict, key: dict) -> dict:
         champion_moved=moved,
         promoted_here=gate.get("promoted", False),
     )
+    if effect.restore and not gate["incumbent"].startswith("champion v") and win["ci95"][1] >= 0.5:
+        # Putting `champion` back where the gate found it means no champion at all here
+        # (models:/...@champion stops loading), and people did not find it worse than its rival.
+        effect = replace(effect, restore=False)
+        keeps = f"; it stays champion: there was none before it, and people did not rank it below {rival}"
+        decision = replace(decision, reason=decision.reason + keeps)
     decision = registry.record_decision(
         client, name, version, decision, effect, evidence="human", by="human"
     )
@@ -149,6 +155,7 @@ def _regate(client: MlflowClient, gate: dict, labels: dict, key: dict) -> dict:
         "awaiting_approval": effect.awaiting_approval,  # people's verdict, not the gate's
         "reason": decision.reason,
         "champion": registry.champion_version(client, name),
+        "champion_before": now,  # where it was before people's verdict
     }
     card = client.get_model_version(name, version).description or ""
     client.update_model_version(name, version, description=with_human_verdict(card, regated))

@@ -335,3 +335,67 @@ def test_people_who_rank_the_candidate_below_sft_withdraw_its_approval_request(f
     gate = json.loads((root / "reports" / run_id / "report.json").read_text())["gate"]
     assert not gate["promote"] and not gate["promoted"]
     assert gate["awaiting_approval"] is False
+
+
+def _promoted_with_no_champion_before(root, run_id) -> str:
+    """The run's gate made its candidate champion, there being none before it."""
+    version = json.loads((root / "reports" / run_id / "report.json").read_text())["gate"]
+    version = version["policy_version"]
+    promotion.promote_manually(str(version), "the run's gate", "instructflow-policy-smoke")
+    _edit_gate(
+        root, run_id, lambda gate: gate.update(promote=True, promoted=True, champion=version)
+    )
+    return version
+
+
+def _rank_alternately(csv_path, first: str, then: str) -> None:
+    """`first`'s answer first and `then`'s second in every other item, the other way round in
+    the rest (the remaining answers after them): a tie between the two."""
+    rows = list(csv.DictReader(csv_path.open()))
+    items = sorted({r["item_id"] for r in rows})
+    for row in rows:
+        pair = (first, then) if items.index(row["item_id"]) % 2 == 0 else (then, first)
+        policy = row["response"].split(" ")[0]
+        others = sorted(
+            r["label"] for r in rows if r["item_id"] == row["item_id"] and
+            r["response"].split(" ")[0] not in pair
+        )  # fmt: skip
+        row["rank"] = pair.index(policy) + 1 if policy in pair else 3 + others.index(row["label"])
+        row["likert"] = 4
+    with csv_path.open("w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+def test_people_who_cannot_tell_keep_the_only_champion_there_is(finished_run, capsys):
+    root, run_id = finished_run
+    version = _promoted_with_no_champion_before(root, run_id)
+    # when people prefer the candidate in half the items and SFT in the other half
+    assert main(["eval", "export", run_id, "--n", "10"]) == 0
+    filled = root / "reports" / run_id / "human_eval" / "labeling.csv"
+    _rank_alternately(filled, "ppo_ptx", "sft")
+    assert main(["eval", "import", run_id, str(filled)]) == 0
+    # then their verdict is not shown better, but the champion stays: taking it off would
+    # leave none (models:/...@champion would stop loading), and it was not ranked worse
+    gate = json.loads((root / "reports" / run_id / "report.json").read_text())["gate"]
+    assert gate["win_rate"]["mean"] == 0.5 and not gate["promote"]
+    assert "it stays champion: there was none before it" in gate["reason"]
+    assert registry.champion_version(MlflowClient(), "instructflow-policy-smoke") == version
+    assert capsys.readouterr().out.strip().splitlines()[-1].endswith(f"v{version} is champion")
+
+
+def test_people_who_rank_it_worse_take_off_the_champion_the_gate_made(finished_run, capsys):
+    root, run_id = finished_run
+    version = _promoted_with_no_champion_before(root, run_id)
+    # when people rank SFT's answer first in every item
+    assert main(["eval", "export", run_id, "--n", "10"]) == 0
+    filled = root / "reports" / run_id / "human_eval" / "labeling.csv"
+    _rank_first(filled, "sft")
+    assert main(["eval", "import", run_id, str(filled)]) == 0
+    # then `champion` goes back where the gate found it (none), and the command says it moved
+    assert registry.champion_version(MlflowClient(), "instructflow-policy-smoke") is None
+    said = capsys.readouterr().out
+    assert (
+        f"instructflow-policy-smoke: champion moved v{version} -> none on people's rankings" in said
+    )
