@@ -22,7 +22,7 @@ from prefect.states import Running
 from pydantic import Field
 
 from instructflow.tasks.concurrency import registry_slot
-from instructflow.tasks.gate import GateConfig
+from instructflow.tasks.gate import GateConfig, short_answers
 from instructflow.tasks.model_card import JUDGE_EVIDENCE
 from instructflow.tasks.promotion import record_approval
 
@@ -98,6 +98,8 @@ def evidence_markdown(
             f"{_num(public['incumbent'])} ({rival}) |"
         )
     lines.append(f"| KL to SFT (nats) | {_num(row.get('kl_to_sft'))} | 0 |")
+    length = (row.get("response_length"), sft.get("response_length"))
+    lines.append(f"| answer length (words) | {_num(length[0])} | {_num(length[1])} (SFT) |")
     if row.get("gold_score") is not None:  # nor a gold score
         lines.append(
             f"| gold score | {_ci(row.get('gold_score'))} | {_ci(sft.get('gold_score'))} (SFT) |"
@@ -112,6 +114,8 @@ def evidence_markdown(
     if links:
         lines += ["", "MLflow runs (this pipeline, the gate):", ""]
         lines += [f"- [{url}]({url})" for url in links]
+    if warning := short_answers(policies, candidate):
+        lines += ["", f"**Warning:** {warning}."]
     lines += ["", "Approve moves `champion`; Reject or no answer leaves it where it is."]
     return "\n".join(lines) + "\n"
 

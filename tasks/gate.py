@@ -164,3 +164,21 @@ def _public_suite_line(decision: GateDecision) -> str:
         f"- public-suite accuracy: {decision.public_suite_challenger:.3f}"
         f" vs {decision.public_suite_incumbent:.3f}\n"
     )
+
+
+SHORT_ANSWERS = 1 / 3
+"""A candidate whose answers average less than this share of SFT's length is flagged."""
+
+
+def short_answers(policies: dict[str, dict], candidate: str) -> str | None:
+    """A warning when the candidate answers in a fraction of SFT's words: a policy that
+    learned to say (almost) nothing can still win a learned judge's comparisons."""
+    mine = (policies.get(candidate) or {}).get("response_length")
+    sft = (policies.get("sft") or {}).get("response_length")
+    if candidate == "sft" or mine is None or not sft or mine >= SHORT_ANSWERS * sft:
+        return None
+    return (
+        f"{candidate}'s answers average {mine:.2f} words, SFT's {sft:.2f}: a policy that "
+        "learned to say little can win a judge's comparisons; read its answers (`instructflow "
+        "eval export`) before promoting it"
+    )

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
 
+from instructflow.tasks.gate import short_answers
 from instructflow.tasks.model_card import played
 from instructflow.tasks.splits import held_out_group
 
@@ -127,6 +128,7 @@ def _gate_lines(gate: dict[str, Any]) -> list[str]:
         if gate.get("prompts") is not None
         else "the evaluation's"
     )
+    source = "people's rankings" if gate.get("evidence") == "human" else source
     lines = ["## Promotion gate", ""]
     lines += [
         f"- {gate['model_name']} v{gate.get('policy_version', '?')} ({gate.get('candidate', '?')}): "
@@ -135,6 +137,12 @@ def _gate_lines(gate: dict[str, Any]) -> list[str]:
         f"- win rate: {_fmt(gate['win_rate'])} ({source})",
         f"- reason: {gate['reason']}",
     ]
+    if answer := gate.get("approval"):  # the gate passed; a person (or the timeout) decided
+        lines.append(
+            f"- approval: {answer['decision']} by {answer['reviewer']}: {answer['reason']}"
+        )
+    if automatic := gate.get("automatic"):  # people's rankings decided again
+        lines.append(f"- before people's rankings: {automatic['reason']}")
     if gate.get("champion") is not None:
         lines.append(f"- champion now: v{gate['champion']}")
     if gate.get("note"):
@@ -240,6 +248,8 @@ def to_markdown(
     lines += _flow_run_lines(report)
     if report.get("gate"):
         lines += _gate_lines(report["gate"])
+        if warning := short_answers(report["policies"], report["gate"].get("candidate", "")):
+            lines += [f"> **Warning:** {warning}.", ""]
     if report["policies"]:
         columns = [
             "gold_score",
@@ -248,6 +258,7 @@ def to_markdown(
             "likert",
             "rm_score",
             "kl_to_sft",
+            "response_length",
             "public_suite_accuracy",
             "pretrain_perplexity",
         ]

@@ -64,6 +64,13 @@ def test_the_evidence_shows_both_win_rates_public_suite_kl_families_and_links():
     assert "| add | 0.375 | 0.250 |" in text
     assert "| sort | 0.625 | 0.500 |" in text
     assert "[http://m/#/r/1](http://m/#/r/1)" in text
+    # and how long the answers are beside SFT's, flagged when a fraction of it
+    assert "| answer length (words) | - | - (SFT) |" in text  # not measured here
+    lengths = {"sft": 9, "ppo_ptx": 1}
+    short = {p: row | {"response_length": lengths[p]} for p, row in POLICIES.items()}
+    text = evidence_markdown("instructflow-policy", GATE, "ppo_ptx", short, [])
+    assert "| answer length (words) | 1.000 | 9.000 (SFT) |" in text
+    assert "**Warning:** ppo_ptx's answers average 1.00 words, SFT's 9.00" in text
 
 
 @flow

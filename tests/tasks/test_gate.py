@@ -82,3 +82,16 @@ def test_the_promotion_gate_artifact_names_public_suite_figures_only_where_there
     assert "- public-suite accuracy: 0.420 vs 0.400\n" in gate_markdown("m", "1", world, None)
     text = gate_markdown("m", "1", dataset, None)
     assert "public-suite" not in text and "- win rate: 0.700 (95% CI 0.600 - 0.800)" in text
+
+
+def test_short_answers_flags_a_candidate_under_a_third_of_sfts_length():
+    from instructflow.tasks.gate import short_answers
+
+    sft = {"response_length": 9.0}
+    assert short_answers({"sft": sft, "ppo": {"response_length": 2.99}}, "ppo").startswith(
+        "ppo's answers average 2.99 words, SFT's 9.00"
+    )
+    assert short_answers({"sft": sft, "ppo": {"response_length": 3.0}}, "ppo") is None
+    assert short_answers({"sft": sft, "ppo": {"response_length": 0.0}}, "ppo") is not None
+    assert short_answers({"sft": sft, "ppo": {}}, "ppo") is None  # not measured: no claim
+    assert short_answers({"sft": sft}, "sft") is None

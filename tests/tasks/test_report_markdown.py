@@ -120,3 +120,36 @@ def test_report_md_says_which_settings_the_run_set():
     # and a run at its profile's defaults says so
     report["run"]["settings"] = {}
     assert "Settings: the smoke profile's defaults (none set)." in to_markdown(report)
+
+
+def test_a_persons_answer_and_peoples_rankings_show_in_the_gate_block():
+    # given a gate that passed and a person rejected (report.md said only "not promoted",
+    # reason "beats sft"), then people's rankings decided again
+    report = _report()
+    report["gate"] |= {
+        "reason": "beats sft: win rate 0.783 (95% CI 0.722-0.842)",
+        "approval": {"decision": "rejected", "reviewer": "ana", "reason": "not convinced"},
+    }
+    text = to_markdown(report)
+    assert "- approval: rejected by ana: not convinced" in text
+    report["gate"] |= {"evidence": "human", "automatic": {"reason": "beats sft: 0.783"}}
+    text = to_markdown(report)
+    assert "- win rate: 0.456 [0.383, 0.533] (people's rankings)" in text
+    assert "- before people's rankings: beats sft: 0.783" in text
+
+
+def test_a_candidate_that_says_almost_nothing_is_flagged_and_its_length_shown():
+    # given a PPO policy answering in under a third of SFT's words (a tester's: 0.95 vs 8.71)
+    report = _report()
+    report["gate"]["candidate"] = "ppo"
+    report["policies"] = {
+        "sft": {"win_rate_vs_sft": {"mean": 0.5, "ci95": [0.4, 0.6]}, "response_length": 8.71},
+        "ppo": {"win_rate_vs_sft": {"mean": 0.78, "ci95": [0.72, 0.84]}, "response_length": 0.95},
+    }
+    text = to_markdown(report)
+    assert "> **Warning:** ppo's answers average 0.95 words, SFT's 8.71" in text
+    assert "| response_length |" in text.split("## Policies")[1].splitlines()[2]
+    # and a third of SFT's length or more is no warning (the tiny demo's PPO: 2.58 vs 4.27)
+    report["policies"]["ppo"]["response_length"] = 2.58
+    report["policies"]["sft"]["response_length"] = 4.27
+    assert "Warning" not in to_markdown(report)
