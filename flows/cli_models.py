@@ -6,6 +6,7 @@ import sys
 from pathlib import Path
 
 from instructflow.tasks.paths import project_root, reports_dir
+from instructflow.world import layout
 
 # The models best-of-n uses, by stage (their folders come from a report's stage keys).
 STAGES = ("sft", "reward_model")
@@ -102,6 +103,15 @@ def _cmd_best_of_n(args: argparse.Namespace) -> int:
         return 2
     sft, rm = Path(args.sft or found[0]), Path(args.rm or found[1])
     profile_dir = project_root() / "data" / args.profile
+    if not (profile_dir / layout.EVAL_TEST).is_file():  # --sft/--rm given, data/ not restored
+        print(
+            f"instructflow: best-of-n samples the embedded world's {args.profile} test prompts "
+            f"and scores them by gold, and {profile_dir / layout.EVAL_TEST} is not there: run "
+            f"`instructflow run --profile {args.profile}` first (it restores data/); a model "
+            "trained on your dataset is scored by its run's held-out judge instead",
+            file=sys.stderr,
+        )
+        return 2
     print(
         f"SFT {sft}\nRM  {rm}\nsampling {args.n} + {args.references} responses for {args.prompts} test prompts"
     )
@@ -209,10 +219,9 @@ def add_commands(sub) -> None:
         help="How far the reward model can lift SFT, without RL.",
         description="Sample n SFT responses per test prompt, keep the reward model's favourite (and, for comparison, gold's), and report its gold score and held-out labelers' win rate against other SFT samples. PPO at KL about log(n) nats cannot expect more.",
     )
-    best.add_argument("--sft", help="SFT model folder (default: the newest under runs/sft)")
-    best.add_argument(
-        "--rm", help="reward-model folder (default: the newest under runs/reward_model)"
-    )
+    newest = "the newest finished run's on the embedded world's --profile"
+    best.add_argument("--sft", help=f"SFT model folder (default: {newest})")
+    best.add_argument("--rm", help=f"reward-model folder (default: {newest})")
     best.add_argument("--profile", default="tiny", help="whose test prompts (default tiny)")
     best.add_argument("--n", type=at_least_one, default=8, help="largest n (default 8)")
     best.add_argument(

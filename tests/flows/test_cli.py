@@ -130,6 +130,12 @@ def test_best_of_n_takes_the_newest_embedded_world_run_of_its_profile(
     # then best-of-n on smoke takes the world's smoke models (a dataset has no gold to score by)
     sft, rm = _world_models("smoke")
     assert (sft.parent.name, rm.parent.name) == ("sft-1", "reward_model-1")
+    # and models given by hand without the world's data/ get one line, not a traceback
+    # (a tester's own-data SFT and RM ended in FileNotFoundError on data/tiny/eval/test.jsonl)
+    capsys.readouterr()
+    assert main(["best-of-n", "--sft", str(sft), "--rm", str(rm)]) == 2
+    err = capsys.readouterr().err
+    assert len(err.splitlines()) == 1 and "tiny/eval/test.jsonl is not there" in err
 
 
 def test_eval_import_prints_win_rates_and_likert_rounded(monkeypatch, capsys):
