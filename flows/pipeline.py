@@ -61,6 +61,7 @@ def rlhf_pipeline(
     # Run-time settings (tokenizers, DVC); Prefect's were fixed when it was imported.
     env.apply_defaults()
     worker_exit.outlive_worker()  # a worker's run goes on when the worker is killed
+    worker_exit.stop_on_cancel(flow_run.id)  # `instructflow run` against a Prefect server
     explained_errors.keep_tracebacks_for_bugs()  # for a run a worker starts
     root = project_root()
     interrupts.reclaim()  # SIGINT/SIGTERM checkpoint and stop (instructflow run)

@@ -126,8 +126,25 @@ def _wait_for_exit(pid: int) -> None:
     os.close(pidfd)
 
 
+def stop_on_cancel(flow_run_id: UUID | str) -> bool:
+    """A run `instructflow run` started against a Prefect server (PREFECT_API_URL): a cancel
+    from the UI or CLI reaches no worker there, so the run watches for it as an orphaned
+    worker's run does (it waited out an approval pause and ended Completed). True if it
+    watches; a worker's run has its worker, a temporary server no UI to cancel from."""
+    if os.environ.get("PREFECT__FLOW_RUN_ID") or not os.environ.get("PREFECT_API_URL"):
+        return False
+    threading.Thread(
+        target=_stop_when_cancelled,
+        args=(UUID(str(flow_run_id)),),
+        name="instructflow-stop-on-cancel",
+        daemon=True,
+    ).start()
+    return True
+
+
 def _stop_when_cancelled(flow_run_id: UUID) -> None:
-    """What the worker would do on a cancel: SIGTERM to this process (tasks/interrupts.py)."""
+    """What the worker would do on a cancel: SIGTERM to this process (tasks/interrupts.py);
+    done once the flow run has ended."""
     from prefect.client.orchestration import get_client
 
     while not threading.Event().wait(CANCEL_POLL_SECONDS):
@@ -136,6 +153,8 @@ def _stop_when_cancelled(flow_run_id: UUID) -> None:
                 state = client.read_flow_run(flow_run_id).state
         except Exception:  # the server away for a while: the run itself says so if it matters
             continue
+        if state is not None and state.is_final():
+            return
         if state is not None and state.is_cancelling():
             _mark_cancelled_after_exit(flow_run_id)
             os.kill(os.getpid(), signal.SIGTERM)

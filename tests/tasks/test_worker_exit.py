@@ -210,3 +210,40 @@ def test_the_marking_process_waits_for_the_run_to_exit(tmp_path):
     )
     assert marker.returncode == 0 and run.poll() is not None
     assert time.monotonic() - started >= 2
+
+
+def test_a_command_line_run_against_a_server_watches_for_a_cancel(monkeypatch):
+    """`instructflow run` with PREFECT_API_URL: no worker would pass a cancel on (a tester's
+    run cancelled while paused for approval waited out its timeout and ended Completed)."""
+    from instructflow.tasks import worker_exit
+
+    watched = []
+    monkeypatch.setattr(worker_exit, "_stop_when_cancelled", watched.append)
+    monkeypatch.delenv("PREFECT__FLOW_RUN_ID", raising=False)
+    monkeypatch.delenv("PREFECT_API_URL", raising=False)
+    run_id = uuid.uuid4()
+    assert not worker_exit.stop_on_cancel(run_id)  # a temporary server: no UI to cancel from
+    monkeypatch.setenv("PREFECT_API_URL", "http://127.0.0.1:4200/api")
+    assert worker_exit.stop_on_cancel(run_id)
+    deadline = time.monotonic() + 10
+    while not watched and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert watched == [run_id]
+    monkeypatch.setenv("PREFECT__FLOW_RUN_ID", str(run_id))  # a worker's: its worker cancels
+    assert not worker_exit.stop_on_cancel(run_id)
+
+
+def test_the_cancel_watch_ends_with_the_flow_run(monkeypatch):
+    import prefect.client.orchestration
+    from prefect.states import Completed, Running
+
+    from instructflow.tasks import worker_exit
+
+    states, sent = [Running(), Completed()], []
+    monkeypatch.setattr(
+        prefect.client.orchestration, "get_client", lambda **_: _FakeClient(states, [])
+    )
+    monkeypatch.setattr(worker_exit, "CANCEL_POLL_SECONDS", 0.01)
+    monkeypatch.setattr(worker_exit.os, "kill", lambda pid, sig: sent.append((pid, sig)))
+    worker_exit._stop_when_cancelled(uuid.uuid4())  # returns: the run is over
+    assert sent == [] and states == []
