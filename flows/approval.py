@@ -90,8 +90,9 @@ def evidence_markdown(
         "| evidence | challenger | reference |",
         "| --- | --- | --- |",
         f"| win rate vs {rival} ({played}) | {_ci(win)} | 0.5 |",
-        f"| win rate vs SFT (evaluation) | {_ci(row.get('win_rate_vs_sft'))} | 0.5 |",
     ]
+    if rival != "sft" or gate["prompts"]:  # else the same figure as the row above
+        lines.append(f"| win rate vs SFT (evaluation) | {_ci(row.get('win_rate_vs_sft'))} | 0.5 |")
     if public.get("challenger") is not None:  # older dataset runs wrote null figures
         lines.append(
             f"| public-suite accuracy | {_num(public['challenger'])} | "

@@ -52,10 +52,20 @@ def _fmt(value: Any) -> str:
     return f"{value:.3f}" if isinstance(value, float) else str(value)
 
 
+AWAITING = "passed, awaiting a person's approval"
+
+
 def _verdict(gate: dict) -> str:
     if gate.get("awaiting_approval"):
-        return "passed, awaiting a person's approval"
+        return AWAITING
     return "promoted" if gate["promoted"] else "not promoted"
+
+
+def answered(card: str, decision: str) -> str:
+    """`card` once a person has answered its gate: the gate's line no longer awaits one."""
+    return card.replace(
+        f"- decision: {AWAITING}", f"- decision: passed, then {decision} (Approval)"
+    )
 
 
 def approval_section(

@@ -12,7 +12,7 @@ from typing import Literal
 
 from mlflow import MlflowClient
 
-from instructflow.tasks.model_card import approval_section, describe_registered_model
+from instructflow.tasks.model_card import answered, approval_section, describe_registered_model
 from instructflow.tasks.registry_config import POLICY_MODEL
 from instructflow.tasks.registry_lookup import champion_version, find_version, make_champion
 
@@ -56,7 +56,7 @@ def record_approval(
     champion = _str(champion_version(client, name))
     card = client.get_model_version(name, version).description or ""
     section = approval_section(decision, reviewer, reason, champion, moved, note)
-    client.update_model_version(name, version, description=card + section)
+    client.update_model_version(name, version, description=answered(card, decision) + section)
     describe_registered_model(client, name)  # where `champion` stands after the answer
     return {"moved": moved, "champion": champion, "note": note}
 

@@ -211,6 +211,8 @@ def test_a_dataset_gates_evidence_names_the_judge_and_leaves_out_what_a_dataset_
     )
     assert "public-suite" not in text and "gold score" not in text
     assert "| KL to SFT (nats) | 0.500 | 0 |" in text
+    # and the same figure is not shown twice (its rival is SFT, on the evaluation's prompts)
+    assert "win rate vs SFT (evaluation)" not in text
 
 
 @pytest.mark.parametrize("field", ["reviewer", "reason"])

@@ -62,6 +62,17 @@ def test_rejection_or_timeout_leaves_champion_and_records_it(client, decision):
     )
 
 
+def test_the_cards_gate_line_no_longer_awaits_a_person_once_answered(client):
+    # given v2's card written by a gate that awaited approval (a tester read "awaiting a
+    # person's approval" above the card's Approval section)
+    card = "# card of v2\n\n- decision: passed, awaiting a person's approval: beats v1\n"
+    client.update_model_version(NAME, "2", description=card)
+    record_approval(client, NAME, "2", "approved", "ana", "wins", judged_against="1")
+    card = client.get_model_version(NAME, "2").description
+    assert "- decision: passed, then approved (Approval): beats v1" in card
+    assert "awaiting" not in card
+
+
 def test_an_approval_after_the_champion_moved_promotes_nothing(client):
     # given a gate that judged v2 against champion v1, and champion moved to v3 meanwhile
     client.create_model_version(NAME, source="file:///model")
