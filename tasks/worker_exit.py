@@ -186,7 +186,7 @@ def _mark_cancelled(flow_run_id: UUID) -> None:
         with get_client(sync_client=True) as client:
             state = client.read_flow_run(flow_run_id).state
             if state is None or not state.is_final() or state.is_crashed():
-                message = "cancelled after its worker was gone"
+                message = "cancelled: the run stopped on the SIGTERM it sent itself (no worker to send it)"
                 client.set_flow_run_state(flow_run_id, Cancelled(message=message), force=True)
     except Exception:  # exiting anyway: the run stays as the engine left it
         return
