@@ -58,8 +58,7 @@ def explanation(error: BaseException, resumable: bool = True) -> tuple[int, str]
             f"interrupted by {interrupts.signal_name()} before the flow started: no stage ran; "
             "run the same command again."
         )
-    from instructflow.tasks.outages import ServiceUnreachable, lost_service_message
-    from instructflow.tasks.storage_faults import storage_fault_message
+    from instructflow.tasks.outages import ServiceUnreachable, fault_line
 
     if isinstance(error, bad_input_errors()):
         return 2, str(error)
@@ -82,11 +81,7 @@ def explanation(error: BaseException, resumable: bool = True) -> tuple[int, str]
         return 3, str(error)
     if not isinstance(error, Exception):
         return None
-    from instructflow.tasks import tracking  # imports MLflow: only for what may be a fault
-
-    message = storage_fault_message(error) or lost_service_message(
-        error, tracking.tracking_uri(), resumable
-    )
+    message = fault_line(error, resumable)
     return None if message is None else (3, message)
 
 

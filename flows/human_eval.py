@@ -131,11 +131,10 @@ def _regate(client: MlflowClient, gate: dict, labels: dict, key: dict) -> dict:
         bool(gate.get("require_approval")),
         champion_moved=moved,
         promoted_here=gate.get("promoted", False),
+        champion_before=gate["incumbent"].startswith("champion v"),
+        ranked_worse=win["ci95"][1] < 0.5,
     )
-    if effect.restore and not gate["incumbent"].startswith("champion v") and win["ci95"][1] >= 0.5:
-        # Putting `champion` back where the gate found it means no champion at all here
-        # (models:/...@champion stops loading), and people did not find it worse than its rival.
-        effect = replace(effect, restore=False)
+    if gate.get("promoted") and not decision.promote and not moved and not effect.restore:
         keeps = f"; it stays champion: there was none before it, and people did not rank it below {rival}"
         decision = replace(decision, reason=decision.reason + keeps)
     decision = registry.record_decision(

@@ -57,19 +57,23 @@ def alias_effect(
     require_approval: bool,
     champion_moved: bool = False,
     promoted_here: bool = False,
+    champion_before: bool = True,
+    ranked_worse: bool = False,
 ) -> AliasEffect:
     """What a verdict (`passed`: its promote) may do to the aliases.
 
     champion_moved: `champion` moved since the gate whose rival the evidence was
     judged against (a later run, a manual promotion): that evidence says nothing
     about the version there now, so no alias moves. promoted_here: that gate made
-    the judged version champion; a verdict against it puts `champion` back.
+    the judged version champion; a verdict against it puts `champion` back, unless
+    that gate found none (champion_before False) and the verdict only fails to show
+    it better (not ranked_worse): putting back nothing leaves no champion to load.
     """
     held = not champion_moved
     return AliasEffect(
         promote=passed and auto_promote and not require_approval and held,
         awaiting_approval=passed and require_approval,
-        restore=promoted_here and not passed and held,
+        restore=promoted_here and not passed and held and (champion_before or ranked_worse),
     )
 
 

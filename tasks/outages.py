@@ -86,6 +86,17 @@ def preflight(mlflow_uri: str | None = None) -> None:
         )
 
 
+def fault_line(error: Exception, resumable: bool = True) -> str | None:
+    """The one line a full or read-only disk or a lost service gets, else None: what the
+    command line prints and a run's report and MLflow failure_reason say."""
+    from instructflow.tasks import tracking  # imports MLflow: only for what may be a fault
+    from instructflow.tasks.storage_faults import storage_fault_message
+
+    return storage_fault_message(error) or lost_service_message(
+        error, tracking.tracking_uri(), resumable
+    )
+
+
 def lost_service_message(
     error: BaseException, mlflow_uri: str, resumable: bool = True
 ) -> str | None:

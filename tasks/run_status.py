@@ -16,6 +16,7 @@ from typing import Any
 
 from instructflow.tasks import interrupts, report
 from instructflow.tasks.interrupts import is_interrupt
+from instructflow.tasks.outages import fault_line
 from instructflow.tasks.paths import reports_dir
 
 _progress: ContextVar[dict | None] = ContextVar("instructflow_run_progress", default=None)
@@ -131,21 +132,11 @@ def error_text(error: BaseException) -> str:
         # A worker's run stopped by our handler ("stopped after step 67; checkpoint ..."):
         # the SIGTERM was a cancel (or its worker stopping), which the message alone hides.
         message = f"{message}; {SIGTERM_TEXT}" if message else SIGTERM_TEXT
-    elif isinstance(error, Exception) and (fault := _fault_line(error)):
+    elif isinstance(error, Exception) and (fault := fault_line(error)):
         message = fault  # as the command line says it, not MLflow's 400-character exception
     elif not message and isinstance(error, KeyboardInterrupt):
         message = "stopped by SIGINT (Ctrl-C): run it again to resume"
     return f"{type(error).__name__}: {message}".strip()[:500]
-
-
-def _fault_line(error: Exception) -> str | None:
-    """The command line's one line for a lost service or a full or read-only disk, else None:
-    a run a worker started has no command line to say it."""
-    from instructflow.tasks import tracking
-    from instructflow.tasks.outages import lost_service_message
-    from instructflow.tasks.storage_faults import storage_fault_message
-
-    return storage_fault_message(error) or lost_service_message(error, tracking.tracking_uri())
 
 
 def _tag_parent_run(run_id: str, result: dict) -> None:
