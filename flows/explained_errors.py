@@ -73,8 +73,9 @@ def explanation(error: BaseException, resumable: bool = True) -> tuple[int, str]
         detail = (
             f" ({error})" if str(error) and not isinstance(error, interrupts.RunInterrupted) else ""
         )
+        cause = " (a cancel from Prefect)" if interrupts.cancelled_worker_run() else ""
         return interrupts.exit_status(), (
-            f"interrupted by {interrupts.signal_name()}{detail}: MLflow runs marked KILLED, "
+            f"interrupted by {interrupts.signal_name()}{cause}{detail}: MLflow runs marked KILLED, "
             "checkpoints kept under runs/; run the same command again to resume."
         )
     if isinstance(error, ServiceUnreachable):

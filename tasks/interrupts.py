@@ -50,10 +50,19 @@ def signal_name() -> str:
     return signal.Signals(received[0]).name if received else "SIGINT"
 
 
+_cancel_seen: list[bool] = []  # set by a command-line run's cancel watcher before its SIGTERM
+
+
+def note_cancel() -> None:
+    """The SIGTERM about to come is a cancel from Prefect's UI or CLI (tasks/worker_exit.py)."""
+    _cancel_seen.append(True)
+
+
 def cancelled_worker_run() -> bool:
-    """A flow run a worker started, stopped by SIGTERM: a cancel from Prefect's UI or CLI (or
-    its worker or machine stopping)."""
-    return received[:1] == [signal.SIGTERM] and bool(os.environ.get("PREFECT__FLOW_RUN_ID"))
+    """A flow run stopped by SIGTERM from Prefect: a worker's run (a cancel from Prefect's UI or
+    CLI, or its worker or machine stopping), or a command-line run whose watcher saw a cancel."""
+    from_worker = bool(os.environ.get("PREFECT__FLOW_RUN_ID"))
+    return received[:1] == [signal.SIGTERM] and (from_worker or bool(_cancel_seen))
 
 
 def exit_status() -> int:
@@ -86,6 +95,7 @@ def stop_on_signals(grace: int = 8) -> Iterator[None]:
     previous = {sig: signal.signal(sig, on_signal) for sig in SIGNALS}
     previous[signal.SIGALRM] = signal.signal(signal.SIGALRM, on_alarm)
     received.clear()
+    _cancel_seen.clear()
     _installed.append(on_signal)
     try:
         yield
@@ -116,6 +126,7 @@ def reclaim() -> None:
         on_signal, on_alarm = _handlers(WORKER_RUN_GRACE)
         signal.signal(signal.SIGALRM, on_alarm)
         received.clear()
+        _cancel_seen.clear()
         _installed.append(on_signal)
     if _installed:
         for sig in SIGNALS:

@@ -15,7 +15,6 @@ from pathlib import Path
 from typing import Any
 
 from instructflow.tasks import interrupts, report
-from instructflow.tasks.interrupts import is_interrupt
 from instructflow.tasks.outages import fault_line
 from instructflow.tasks.paths import reports_dir
 
@@ -100,7 +99,7 @@ def _write_failed(progress: dict, error: BaseException) -> None:
             result.pop("labelers", None)
     if progress.get("provenance") and not result.get("provenance"):
         result["provenance"] = progress["provenance"]
-    result["status"] = "interrupted" if is_interrupt(error) else "failed"
+    result["status"] = "interrupted" if interrupts.is_interrupt(error) else "failed"
     result["stopped_at_stage"] = progress["stage"]
     result["error"] = error_text(error)
     report.write_whole(existing, json.dumps(result, indent=2) + "\n")

@@ -32,6 +32,7 @@ from collections.abc import Callable
 from pathlib import Path
 from uuid import UUID
 
+from instructflow.tasks import interrupts
 from instructflow.tasks.paths import runs_dir
 
 STREAMS = (1, 2)  # stdout, stderr
@@ -157,6 +158,7 @@ def _stop_when_cancelled(flow_run_id: UUID) -> None:
             return
         if state is not None and state.is_cancelling():
             _mark_cancelled_after_exit(flow_run_id)
+            interrupts.note_cancel()
             os.kill(os.getpid(), signal.SIGTERM)
             return
 

@@ -62,6 +62,20 @@ def test_each_explained_error_has_its_exit_status_and_one_line(error, status):
     assert len(said[1].splitlines()) == 1
 
 
+def test_a_sigterm_from_a_cancel_says_it_was_a_cancel(monkeypatch):
+    from instructflow.tasks import interrupts
+
+    monkeypatch.delenv("PREFECT__FLOW_RUN_ID", raising=False)
+    monkeypatch.setattr(interrupts, "received", [signal.SIGTERM])
+    monkeypatch.setattr(interrupts, "_cancel_seen", [])
+    stopped = interrupts.RunInterrupted(signal.SIGTERM)
+    assert explanation(stopped)[1].startswith("interrupted by SIGTERM: MLflow runs marked KILLED")
+    interrupts.note_cancel()  # the run's cancel watcher saw the flow run Cancelling
+    status, line = explanation(stopped)
+    assert status == 128 + signal.SIGTERM
+    assert line.startswith("interrupted by SIGTERM (a cancel from Prefect): MLflow runs")
+
+
 def test_a_bug_has_no_explanation():
     assert explanation(ZeroDivisionError("division by zero")) is None
 

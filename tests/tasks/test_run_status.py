@@ -137,6 +137,24 @@ def test_a_worker_runs_stop_on_sigterm_reads_as_a_cancel(monkeypatch):
     assert run_status.error_text(stopped).endswith("checkpoint at step 67 kept")
 
 
+def test_a_command_line_runs_stop_on_a_cancel_reads_as_a_cancel(monkeypatch):
+    # `instructflow run` against a Prefect server sends itself SIGTERM on a cancel
+    # (worker_exit.stop_on_cancel): its report says so, not just "interrupted by SIGTERM"
+    import signal
+
+    from instructflow.tasks import interrupts
+
+    monkeypatch.delenv("PREFECT__FLOW_RUN_ID", raising=False)
+    monkeypatch.setattr(interrupts, "received", [signal.SIGTERM])
+    monkeypatch.setattr(interrupts, "_cancel_seen", [])
+    stopped = interrupts.RunInterrupted(signal.SIGTERM)
+    assert run_status.error_text(stopped) == "RunInterrupted: interrupted by SIGTERM"
+    interrupts.note_cancel()
+    assert run_status.error_text(stopped) == (
+        f"RunInterrupted: interrupted by SIGTERM; {run_status.SIGTERM_TEXT}"
+    )
+
+
 def test_a_lost_service_reads_in_the_report_as_the_command_line_says_it():
     # a deployment run has no command line: its report said MLflow's raw exception
     from mlflow.exceptions import MlflowException

@@ -165,8 +165,12 @@ def test_an_orphaned_run_stops_itself_on_a_cancel_as_its_worker_would(monkeypatc
     monkeypatch.setattr(worker_exit, "CANCEL_POLL_SECONDS", 0.01)
     monkeypatch.setattr(worker_exit.os, "kill", lambda pid, sig: sent.append((pid, sig)))
     monkeypatch.setattr(worker_exit, "_mark_cancelled_after_exit", lambda run_id: None)
+    monkeypatch.setattr(worker_exit.interrupts, "_cancel_seen", [])
+    monkeypatch.setattr(worker_exit.interrupts, "received", [signal.SIGTERM])  # what kill brings
+    assert not worker_exit.interrupts.cancelled_worker_run()  # a SIGTERM alone: someone's kill
     worker_exit._stop_when_cancelled(uuid.uuid4())
     assert sent == [(os.getpid(), signal.SIGTERM)] and states == []
+    assert worker_exit.interrupts.cancelled_worker_run()  # the report says it was a cancel
 
 
 def test_an_orphaned_run_stopped_by_a_cancel_ends_cancelled_not_crashed(monkeypatch):
