@@ -58,7 +58,7 @@ def explanation(error: BaseException, resumable: bool = True) -> tuple[int, str]
             f"interrupted by {interrupts.signal_name()} before the flow started: no stage ran; "
             "run the same command again."
         )
-    from instructflow.tasks.outages import ServiceUnreachable, fault_line
+    from instructflow.tasks.outages import RunFault, ServiceUnreachable, fault_line
 
     if isinstance(error, bad_input_errors()):
         return 2, str(error)
@@ -78,7 +78,7 @@ def explanation(error: BaseException, resumable: bool = True) -> tuple[int, str]
             f"interrupted by {interrupts.signal_name()}{cause}{detail}: MLflow runs marked KILLED, "
             "checkpoints kept under runs/; run the same command again to resume."
         )
-    if isinstance(error, ServiceUnreachable):
+    if isinstance(error, ServiceUnreachable | RunFault):
         return 3, str(error)
     if not isinstance(error, Exception):
         return None

@@ -43,6 +43,12 @@ class ServiceUnreachable(RuntimeError):
         super().__init__(f"{what} at {uri} is unreachable ({reason}); {hint}")
 
 
+class RunFault(RuntimeError):
+    """A full or read-only disk or a lost service, as its one line (fault_line): what a worker's
+    flow run raises instead (from the original), so that the Failed state Prefect's UI shows
+    reads as the command line's line, not as a 400-character MlflowException."""
+
+
 def bound_mlflow_retries() -> None:
     """Called by the CLI and the flow (not at import); a value the user exported wins."""
     for key, value in MLFLOW_RETRY_ENV.items():

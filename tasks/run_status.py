@@ -10,12 +10,13 @@ stays on the last completed run.
 
 import functools
 import json
+import os
 from contextvars import ContextVar
 from pathlib import Path
 from typing import Any
 
 from instructflow.tasks import interrupts, report
-from instructflow.tasks.outages import fault_line
+from instructflow.tasks.outages import RunFault, fault_line
 from instructflow.tasks.paths import reports_dir
 
 _progress: ContextVar[dict | None] = ContextVar("instructflow_run_progress", default=None)
@@ -80,6 +81,9 @@ def failure_report(fn):
                     _write_failed(progress, error)
                 except OSError:  # the disk that failed the run may refuse this too:
                     pass  # the run's own error is what to tell
+            line = fault_line(error) if isinstance(error, Exception) else None
+            if line and os.environ.get("PREFECT__FLOW_RUN_ID"):  # a worker's run: no CLI to say it
+                raise RunFault(line) from error
             raise
         finally:
             _progress.reset(token)

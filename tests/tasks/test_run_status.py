@@ -169,6 +169,38 @@ def test_a_lost_service_reads_in_the_report_as_the_command_line_says_it():
     assert text.endswith("run the same command again to resume.")
 
 
+def test_a_workers_run_fails_with_the_lost_services_line_for_prefects_state(reports, monkeypatch):
+    # Prefect's UI shows a failed flow run's exception as "Type: message": a deployment run
+    # that lost MLflow showed MLflow's 400-character exception there
+    from mlflow.exceptions import MlflowException
+
+    from instructflow.tasks.outages import RunFault
+
+    lost = MlflowException("API request to http://127.0.0.1:5071/x failed: Max retries exceeded")
+
+    @run_status.failure_report
+    def pipeline():
+        run_status.begin(_run("run-lost"))
+        raise lost
+
+    with pytest.raises(MlflowException):  # the command line explains the original itself
+        pipeline()
+    monkeypatch.setenv("PREFECT__FLOW_RUN_ID", "a-flow-run")
+    with pytest.raises(RunFault) as raised:
+        pipeline()
+    assert str(raised.value).startswith("lost a service mid-run (MLflow: ")
+    assert raised.value.__cause__ is lost
+    written = json.loads((reports / "run-lost" / "report.json").read_text())
+    assert written["error"] == f"MlflowException: {raised.value}"
+
+    @run_status.failure_report
+    def buggy():
+        raise ZeroDivisionError("division by zero")
+
+    with pytest.raises(ZeroDivisionError):  # a bug keeps its own type and traceback
+        buggy()
+
+
 def test_an_error_text_keeps_its_message_and_names_a_bare_signal():
     assert run_status.error_text(RuntimeError(" disk full ")) == "RuntimeError: disk full"
     assert run_status.error_text(KeyboardInterrupt()).startswith(
