@@ -90,7 +90,10 @@ def create_version(client: MlflowClient, info, name: str, tags: dict[str, str]):
     What mlflow.register_model does, through the client: register_model prints "Registered
     model ... already exists. Creating a new version of this model..." on every run after
     the first, where a model existing is the normal case. Like it, the logged model's
-    page links the version (tag mlflow.modelVersions).
+    page links the version (tag mlflow.modelVersions). A version made by a pipeline run
+    names that run (tag mlflow_parent_run_id) as its run, not the registry stage's run that
+    logged it: MLflow's run page lists under "Registered models" the versions whose run it
+    is, and a person looks for them on the pipeline's run (the logged model keeps its own).
     """
     try:
         client.get_registered_model(name)
@@ -99,7 +102,10 @@ def create_version(client: MlflowClient, info, name: str, tags: dict[str, str]):
             raise  # a lost server is no missing model
         client.create_registered_model(name)
     model_id = getattr(info, "model_id", None)
-    version = client.create_model_version(name, info.model_uri, tags=tags, model_id=model_id)
+    run_id = tags.get("mlflow_parent_run_id")  # None: the run that logged it (MLflow's default)
+    version = client.create_model_version(
+        name, info.model_uri, run_id=run_id, tags=tags, model_id=model_id
+    )
     if model_id:
         linked = client.get_logged_model(model_id).tags.get(MLFLOW_MODEL_VERSIONS)
         links = [*json.loads(linked or "[]"), {"name": name, "version": version.version}]

@@ -60,15 +60,30 @@ def test_registered_policy_and_reward_model_load_without_the_project(
     sft_dir, rm_dir = tiny_dirs
     heard = _Heard()
     logging.getLogger("mlflow.transformers").addHandler(heard)
-    with mlflow.start_run(), warnings.catch_warnings(record=True) as warned:
+    with mlflow.start_run() as pipeline_run:
+        pass
+    with mlflow.start_run() as logging_run, warnings.catch_warnings(record=True) as warned:
         warnings.simplefilter("always")
         version = registry.register(str(sft_dir), registry.POLICY_MODEL, "policy", {})
-        registry.register(str(rm_dir), REWARD_MODEL, "reward_model", {})
+        by_pipeline = {"mlflow_parent_run_id": pipeline_run.info.run_id}
+        registry.register(str(rm_dir), REWARD_MODEL, "reward_model", by_pipeline)
     logging.getLogger("mlflow.transformers").removeHandler(heard)
     # and registering a local checkpoint printed no hub lookups nor a missing input example
     assert not [m for m in heard.messages if "hub" in m or "license" in m], heard.messages
     assert not [w for w in warned if "input example" in str(w.message)]
     MlflowClient().set_registered_model_alias(registry.POLICY_MODEL, "champion", version)
+    # and a version is listed on its pipeline run's page ("Registered models": versions whose
+    # run_id is the run), else on the run that logged it
+    listed = {
+        run.info.run_id: [
+            v.name for v in MlflowClient().search_model_versions(f"run_id='{run.info.run_id}'")
+        ]
+        for run in (pipeline_run, logging_run)
+    }
+    assert listed == {
+        pipeline_run.info.run_id: [REWARD_MODEL],
+        logging_run.info.run_id: [registry.POLICY_MODEL],
+    }
     # and the logged model's page links the version made from it, as mlflow.register_model's does
     source = MlflowClient().get_model_version(registry.POLICY_MODEL, version).source
     logged = source.removeprefix("models:/")  # the logged model it was made from
