@@ -11,7 +11,7 @@ own under runs/.live/ for as long as it lives. The kernel drops the lock when
 the process dies, however it dies. At start, a run takes its own lock, then:
 - every RUNNING MLflow run of this project root and host whose lock is free
   is marked KILLED, with its RUNNING stage runs; its Prefect flow run is set
-  to Crashed;
+  to Crashed (FINISHED and Completed where its report says it had completed);
 - if no other run of this project root is alive and the Prefect API is on
   this machine, the registry slot is set back to 0 in use. (Training slots
   are file locks of the same kind: instructflow.tasks.concurrency.)
@@ -129,7 +129,7 @@ def reap_mlflow_runs(client: MlflowClient, experiment_id: str) -> dict[str, str]
             if "failure_reason" not in parent.data.tags:  # a signal's stop wrote its own
                 client.set_tag(parent.info.run_id, "failure_reason", KILLED_REASON)
         forget_token(client, parent.info.run_id, parent.data.tags)
-        _crash_flow_run(parent.data.tags.get("prefect_flow_run_id", ""))
+        _close_flow_run(parent.data.tags.get("prefect_flow_run_id", ""), status)
         reaped[parent.info.run_id] = status
     return reaped
 
@@ -148,21 +148,25 @@ def forget_token(client: MlflowClient, run_id: str, tags: dict[str, str]) -> Non
         client.delete_tag(run_id, TAG_TOKEN)
 
 
-def _crash_flow_run(flow_run_id: str) -> None:
+def _close_flow_run(flow_run_id: str, mlflow_status: str = "KILLED") -> None:
+    """The dead run's Prefect flow run as its MLflow run was closed: Crashed, or Completed
+    where its report says it completed (the flow run would say Crashed beside a finished run)."""
     if not flow_run_id:
         return
     from prefect.client.orchestration import get_client
-    from prefect.states import Crashed
+    from prefect.states import Completed, Crashed
 
+    if mlflow_status == "FINISHED":
+        state = Completed(message="completed (its report written); its process was then killed")
+    else:
+        state = Crashed(message="the process was killed")
     with get_client(sync_client=True) as client:
         try:
             run = client.read_flow_run(flow_run_id)
         except Exception:  # noqa: BLE001  (another Prefect database: nothing to mark here)
             return
         if run.state is not None and not run.state.is_final():
-            client.set_flow_run_state(
-                flow_run_id, Crashed(message="the process was killed"), force=True
-            )
+            client.set_flow_run_state(flow_run_id, state, force=True)
         # Its task runs too: the stage the kill interrupted would show Running for ever
         # under a Crashed flow run (the UI's run graph and a task-run filter read them).
         for task_run in _unfinished_task_runs(client, flow_run_id):

@@ -211,14 +211,20 @@ def test_a_killed_runs_flow_run_and_its_unfinished_task_runs_are_marked_crashed(
         done = client.create_task_run(stage, flow_run.id, "0", state=Completed())
         killed = client.create_task_run(stage, flow_run.id, "1", state=Running())
         # when the next run clears what it left
-        leftovers._crash_flow_run(str(flow_run.id))
+        leftovers._close_flow_run(str(flow_run.id), "KILLED")
         # then the flow run and the interrupted stage are Crashed; the finished stage stays
         states = [
             client.read_flow_run(flow_run.id).state.type.value,
             client.read_task_run(killed.id).state.type.value,
             client.read_task_run(done.id).state.type.value,
         ]
+        # and a run killed after its report said completed (its MLflow run closed FINISHED)
+        # reads Completed in Prefect too, saying what happened after
+        finished = client.create_flow_run(pipeline, state=Running())
+        leftovers._close_flow_run(str(finished.id), "FINISHED")
+        after = client.read_flow_run(finished.id).state
     assert states == ["CRASHED", "CRASHED", "COMPLETED"]
+    assert after.type.value == "COMPLETED" and "its process was then killed" in after.message
 
 
 def test_a_deployments_run_names_the_deployment_as_its_mlflow_source(monkeypatch):
