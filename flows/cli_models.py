@@ -44,15 +44,18 @@ def _cmd_promote(args: argparse.Namespace) -> int:
 def _cmd_evaluate(args: argparse.Namespace) -> int:
     from mlflow import MlflowClient
 
-    from instructflow.flows.evaluate import EvaluateParams, evaluate_registered, resolve
-    from instructflow.tasks import temporary_server, tracking
+    from instructflow.tasks import tracking
     from instructflow.tasks.registry_config import RegistryConfig
+    from instructflow.tasks.registry_lookup import evaluable_version
 
     tracking.setup()
-    temporary_server.prepare()  # its flow starts Prefect's temporary server without PREFECT_API_URL
     model = args.model or RegistryConfig().names(args.profile)[0]
-    for ref in args.models:  # a version that is not there: one line here, not a failed flow
-        resolve(MlflowClient(), model, ref)
+    for ref in args.models:  # a version that is not there: one line here, not a failed flow,
+        evaluable_version(MlflowClient(), model, ref)  # before torch and Prefect are imported
+    from instructflow.flows.evaluate import EvaluateParams, evaluate_registered
+    from instructflow.tasks import temporary_server
+
+    temporary_server.prepare()  # its flow starts Prefect's temporary server without PREFECT_API_URL
     result = evaluate_registered(
         EvaluateParams(
             models=args.models,

@@ -23,8 +23,8 @@ from instructflow.flows import explained_errors
 from instructflow.tasks import env, evaluation, plots, report, tracking
 from instructflow.tasks.evaluation import EvalConfig
 from instructflow.tasks.paths import data_dir, reports_dir
-from instructflow.tasks.registry_config import REWARD_MODEL, RegistryConfig, RegistryLookupError
-from instructflow.tasks.registry_lookup import find_version
+from instructflow.tasks.registry_config import REWARD_MODEL, RegistryConfig
+from instructflow.tasks.registry_lookup import evaluable_version
 from instructflow.tasks.registry_rival import local_checkpoint
 
 
@@ -50,20 +50,6 @@ class EvaluateParams(BaseModel):
     )
 
 
-def resolve(client: MlflowClient, name: str, ref: str):
-    """A version number or an alias -> the registered model version, if the embedded world's
-    test users can judge it (a policy trained on a dataset is evaluated by its own run)."""
-    version = find_version(client, name, ref)
-    if version.tags.get("data_dir"):
-        named = "" if ref == str(version.version) else f" ({ref})"  # not "v2 (2)"
-        raise RegistryLookupError(
-            f"{name} v{version.version}{named} was trained on the dataset in "
-            f"{version.tags['data_dir']}: `instructflow evaluate` scores on the embedded world's "
-            "test users; that run's report holds its evaluation on the dataset's test split"
-        )
-    return version
-
-
 @flow(name="evaluate_registered", log_prints=True)
 def evaluate_registered(params: EvaluateParams = EvaluateParams()) -> dict:
     logger = get_run_logger()
@@ -77,7 +63,7 @@ def evaluate_registered(params: EvaluateParams = EvaluateParams()) -> dict:
     # model against itself is no head-to-head.
     versions: dict[str, tuple] = {}  # version number -> (the version, the refs naming it)
     for ref in params.models:
-        version = resolve(client, params.model_name, ref)
+        version = evaluable_version(client, params.model_name, ref)
         versions.setdefault(str(version.version), (version, []))[1].append(ref)
     if len(versions) == 1 < len(params.models):
         logger.info("%s name one version: no head-to-head", " and ".join(params.models))

@@ -19,22 +19,31 @@ import logging
 PREFECT_RUN_LOGGERS = ("prefect.flow_runs", "prefect.task_runs", "prefect.engine")
 
 
-def bad_input_errors() -> tuple[type[BaseException], ...]:
-    from instructflow.flows.params_io import ParamsError
-    from instructflow.models.hub import ModelNotFoundError
-    from instructflow.tasks.data_version import DataMismatchError
-    from instructflow.tasks.preflight import InputRefused
-    from instructflow.tasks.registry_config import RegistryLookupError
-    from instructflow.tasks.tables import TableError
+# Bad input, by class: the errors' modules are named, not imported, so that telling a
+# registry name that is not there imports neither torch nor peft (seconds) to say so.
+BAD_INPUT = (
+    "instructflow.tasks.data_version.DataMismatchError",
+    "instructflow.tasks.tables.TableError",
+    "instructflow.models.hub.ModelNotFoundError",
+    "instructflow.flows.params_io.ParamsError",
+    "instructflow.tasks.preflight.InputRefused",
+    "instructflow.tasks.registry_config.RegistryLookupError",
+)
 
-    return (
-        DataMismatchError,
-        TableError,
-        ModelNotFoundError,
-        ParamsError,
-        InputRefused,
-        RegistryLookupError,
+
+def bad_input_errors() -> tuple[type[BaseException], ...]:
+    """The BAD_INPUT classes (importing their modules), for an `except` clause."""
+    import importlib
+
+    return tuple(
+        getattr(importlib.import_module(module), name)
+        for module, _, name in (path.rpartition(".") for path in BAD_INPUT)
     )
+
+
+def _is_a(error: BaseException, paths: tuple[str, ...]) -> bool:
+    """isinstance by class path: a raised error's classes are imported already."""
+    return any(f"{kind.__module__}.{kind.__qualname__}" in paths for kind in type(error).__mro__)
 
 
 def explanation(error: BaseException, resumable: bool = True) -> tuple[int, str] | None:
@@ -44,13 +53,27 @@ def explanation(error: BaseException, resumable: bool = True) -> tuple[int, str]
     The one place that tells the kinds apart: the log filter keeps a traceback exactly when
     this is None, so the two cannot disagree about which errors are explained.
     """
-    from instructflow.flows.params_io import ParamsError
-
-    # These two are told before bad_input_errors() imports MLflow, Prefect and torch: a bad
-    # setting in a second, and a signal that cut one of those imports short is not followed
-    # by a second import of it, which fails on the half-made package.
-    if isinstance(error, ParamsError):
+    if _is_a(error, BAD_INPUT):  # a bad setting in a second: imports nothing
         return 2, str(error)
+    if not isinstance(error, Exception):  # a signal's stop (KeyboardInterrupt, SIGTERM)
+        return _signal_explanation(error)
+    if _is_a(error, ("instructflow.models.numeric.NonFiniteError",)):
+        # the settings diverged: a retry diverges the same way
+        return 2, (
+            f"{error}: the stage's last good checkpoint is kept; lower its lr (or grad_clip) "
+            "in --params and run again"
+        )
+    from instructflow.tasks.outages import RunFault, ServiceUnreachable, fault_line
+
+    if isinstance(error, ServiceUnreachable | RunFault):
+        return 3, str(error)
+    message = fault_line(error, resumable)
+    return None if message is None else (3, message)
+
+
+def _signal_explanation(error: BaseException) -> tuple[int, str] | None:
+    # A signal that cut an import short is not followed by a second import of it (which
+    # fails on the half-made package): interrupts imports torch only if a run got that far.
     from instructflow.tasks import interrupts
 
     if isinstance(error, interrupts.InterruptedBeforeFlow):
@@ -58,32 +81,16 @@ def explanation(error: BaseException, resumable: bool = True) -> tuple[int, str]
             f"interrupted by {interrupts.signal_name()} before the flow started: no stage ran; "
             "run the same command again."
         )
-    from instructflow.tasks.outages import RunFault, ServiceUnreachable, fault_line
-
-    if isinstance(error, bad_input_errors()):
-        return 2, str(error)
-    from instructflow.models.numeric import NonFiniteError
-
-    if isinstance(error, NonFiniteError):  # the settings diverged: a retry diverges the same way
-        return 2, (
-            f"{error}: the stage's last good checkpoint is kept; lower its lr (or grad_clip) "
-            "in --params and run again"
-        )
-    if interrupts.is_interrupt(error):
-        detail = (
-            f" ({error})" if str(error) and not isinstance(error, interrupts.RunInterrupted) else ""
-        )
-        cause = " (a cancel from Prefect)" if interrupts.cancelled_worker_run() else ""
-        return interrupts.exit_status(), (
-            f"interrupted by {interrupts.signal_name()}{cause}{detail}: MLflow runs marked KILLED, "
-            "checkpoints kept under runs/; run the same command again to resume."
-        )
-    if isinstance(error, ServiceUnreachable | RunFault):
-        return 3, str(error)
-    if not isinstance(error, Exception):
+    if not interrupts.is_interrupt(error):
         return None
-    message = fault_line(error, resumable)
-    return None if message is None else (3, message)
+    detail = (
+        f" ({error})" if str(error) and not isinstance(error, interrupts.RunInterrupted) else ""
+    )
+    cause = " (a cancel from Prefect)" if interrupts.cancelled_worker_run() else ""
+    return interrupts.exit_status(), (
+        f"interrupted by {interrupts.signal_name()}{cause}{detail}: MLflow runs marked KILLED, "
+        "checkpoints kept under runs/; run the same command again to resume."
+    )
 
 
 def is_explained(error: BaseException) -> bool:

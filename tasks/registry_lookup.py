@@ -231,3 +231,17 @@ def write_card(client: MlflowClient, name: str, version: str, card: str) -> None
     """Write `card` as the version's description, with its Champion section from its tags."""
     tags = dict(client.get_model_version(name, version).tags or {})
     client.update_model_version(name, version, description=with_champion_status(card, tags))
+
+
+def evaluable_version(client: MlflowClient, name: str, ref: str):
+    """A version number or an alias -> the registered model version, if the embedded world's
+    test users can judge it (a policy trained on a dataset is evaluated by its own run)."""
+    version = find_version(client, name, ref)
+    if version.tags.get("data_dir"):
+        named = "" if ref == str(version.version) else f" ({ref})"  # not "v2 (2)"
+        raise RegistryLookupError(
+            f"{name} v{version.version}{named} was trained on the dataset in "
+            f"{version.tags['data_dir']}: `instructflow evaluate` scores on the embedded world's "
+            "test users; that run's report holds its evaluation on the dataset's test split"
+        )
+    return version

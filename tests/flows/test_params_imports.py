@@ -33,3 +33,24 @@ def test_a_bad_setting_is_explained_without_a_heavy_library():
         "    assert explanation(error) == (2, str(error)), explanation(error)\n"
     )
     assert heavy_loaded_by(code) == "[]"
+
+
+def test_a_registry_name_that_is_not_there_is_explained_without_torch():
+    # `instructflow evaluate nosuch` looked its versions up light, then took ~7 s of torch
+    # and peft imports to explain the refusal (bad input was told apart by importing classes)
+    code = (
+        "from instructflow.flows.explained_errors import explanation\n"
+        "from instructflow.tasks.registry_config import RegistryLookupError\n"
+        "assert explanation(RegistryLookupError('no v9')) == (2, 'no v9')\n"
+    )
+    assert heavy_loaded_by(code) == "[]"
+
+
+def test_the_bad_input_classes_are_named_by_their_real_paths():
+    from instructflow.flows.explained_errors import BAD_INPUT, bad_input_errors, explanation
+    from instructflow.models.numeric import NonFiniteError
+
+    classes = bad_input_errors()  # imports each named class: a wrong path fails here
+    assert [f"{c.__module__}.{c.__qualname__}" for c in classes] == list(BAD_INPUT)
+    diverged = NonFiniteError("policy gradient norm", 1, float("inf"), "ppo", "iteration")
+    assert explanation(diverged)[0] == 2

@@ -4,9 +4,8 @@ import pytest
 from mlflow import MlflowClient
 
 from instructflow.flows.cli import main
-from instructflow.flows.evaluate import resolve
 from instructflow.tasks.registry_config import RegistryLookupError
-from instructflow.tasks.registry_lookup import find_version
+from instructflow.tasks.registry_lookup import evaluable_version, find_version
 from tests.conftest import use_project
 
 
@@ -39,7 +38,7 @@ def test_a_missing_model_version_or_alias_is_named_with_what_is_there(client):
 
 def test_evaluate_refuses_a_policy_trained_on_a_dataset_saying_where_its_evaluation_is(client):
     with pytest.raises(RegistryLookupError) as e:
-        resolve(client, "instructflow-policy-smoke", "2")
+        evaluable_version(client, "instructflow-policy-smoke", "2")
     assert str(e.value).startswith(  # named once by its number, not "v2 (2)"
         "instructflow-policy-smoke v2 was trained on the dataset in /data/prefs"
     )
