@@ -14,6 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+import mlflow
 from transformers import AutoTokenizer
 
 from instructflow.flows.params import PipelineParams
@@ -108,8 +109,11 @@ def _lineage(params, result: dict, inputs: GateInputs, client) -> dict:
     }
 
 
-def register_and_gate(params: PipelineParams, result: dict, inputs: GateInputs) -> dict:
-    """Register the candidate (alias `challenger`) and the RM, then let the gate decide.
+def register_and_gate(
+    params: PipelineParams, result: dict, inputs: GateInputs
+) -> tuple[dict, mlflow.ActiveRun]:
+    """Register the candidate (alias `challenger`) and the RM, then let the gate decide; the
+    gate block and the registry stage's MLflow run (which shows the gate's evidence).
 
     On a dataset the gate's evidence is the held-out judge: the candidate's win
     rate against the champion (SFT while there is none) as the judge sees it,
@@ -128,7 +132,7 @@ def register_and_gate(params: PipelineParams, result: dict, inputs: GateInputs) 
     policy_name, rm_name = params.registry.names(params.profile, params.data)
     rm_metrics = {k: round(v, 4) for k, v in result.get("reward_model", {}).items()}
     # One gate at a time, as on the world: two runs never both judge against one champion.
-    with tracking.stage_run("registry", result["run"]["mlflow_run_id"]), registry_slot():
+    with tracking.stage_run("registry", result["run"]["mlflow_run_id"]) as run, registry_slot():
         # none when the champion holds these very weights: it would play itself
         champion = registry_rival.rival_champion(client, inputs.policy_dir, policy_name)
         incumbent, win, prompts = _rival(params, inputs, result, policy_name, champion)
@@ -172,7 +176,7 @@ def register_and_gate(params: PipelineParams, result: dict, inputs: GateInputs) 
             raise
         # The versions' source run shows the gate, as the embedded world's registry run does.
         registry.record_gate(policy_name, (version, rm_version), decision, gate)
-    return gate
+    return gate, run
 
 
 def _gate_block(cfg, decision, effect, win, accuracy, candidate, client, policy_name) -> dict:

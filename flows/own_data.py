@@ -28,6 +28,7 @@ from instructflow.flows.stages import Stages, note_kept_start, run_stage
 from instructflow.tasks import (
     base_model,
     dataset_stage,
+    env,
     judge,
     judge_trust,
     own_evaluation,
@@ -319,7 +320,7 @@ def run(
     )
     run_status.at_stage("registry")
     started = time.perf_counter()
-    gate = dataset_gate.register_and_gate(params, result, inputs)
+    gate, gate_run = dataset_gate.register_and_gate(params, result, inputs)
     # MLflow only, as on the embedded world, whose report is written before its registry stage
     seconds = round(time.perf_counter() - started, 2)
     tracking.log_stage_seconds(parent_id, "registry", seconds)
@@ -330,7 +331,7 @@ def run(
         gate,
         candidate,
         result["policies"],
-        [mlflow_url],
+        [mlflow_url, env.mlflow_run_url(gate_run.info.experiment_id, gate_run.info.run_id)],
     )
     note_kept_start(gate, candidate, ppo_runs.get(candidate, {}).get("metrics", {}))
     logger.info(

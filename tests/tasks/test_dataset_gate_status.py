@@ -36,8 +36,10 @@ def test_a_refused_dataset_gate_links_the_runs_and_says_there_is_no_champion(
             "reward_model": {"accuracy": 0.75},
         }
         # when its registry stage runs
-        gate = dataset_gate.register_and_gate(params, result, inputs)
+        gate, gate_run = dataset_gate.register_and_gate(params, result, inputs)
     client = MlflowClient()
+    # and the registry stage's run it returns (the approval form links it) is the parent's child
+    assert client.get_run(gate_run.info.run_id).data.tags["mlflow.parentRunId"] == run_id
     # then the card links both runs and says the candidate is SFT's weights
     card = client.get_model_version(gate["model_name"], gate["policy_version"]).description
     mlflow_url = f"http://127.0.0.1:5000/#/experiments/{experiment_id}/runs/{run_id}?workflowType=machine_learning"
@@ -117,7 +119,7 @@ def test_a_champion_trained_on_another_folder_of_the_same_name_is_named_in_the_g
             "judge": {"accuracy_heldout_pairs": 0.9, "test_pairs": 200},
         }  # fmt: skip
         # when a run on ./prefs (another dataset, the same folder name) reaches its gate
-        gate = dataset_gate.register_and_gate(params, result, inputs)
+        gate, _ = dataset_gate.register_and_gate(params, result, inputs)
     # then the gate's note says whose champion it played and how to keep them apart
     assert gate["note"].startswith(
         f"champion v1 of {name} was trained on /elsewhere/prefs, this run on {data.resolve()}"
