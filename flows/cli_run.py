@@ -239,7 +239,7 @@ def _cmd_compare(args: argparse.Namespace) -> int:
     print(report_comparison(a, b))
     if not args.exact:
         return 0
-    from instructflow.tasks.report import (
+    from instructflow.tasks.report_figures import (
         FIGURE_BLOCKS,
         figure_differences,
         measurement_differences,

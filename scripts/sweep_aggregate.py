@@ -24,7 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from instructflow.flows.sweep import per_prompt_from  # noqa: E402
 from instructflow.tasks import sweep_stats, sweep_world, tracking  # noqa: E402
 from instructflow.tasks.paths import reports_dir  # noqa: E402
-from instructflow.tasks.report import leaves  # noqa: E402
+from instructflow.tasks.report_figures import leaves  # noqa: E402
 
 
 def reaggregate(old: dict) -> dict:

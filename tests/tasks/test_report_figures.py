@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 
 from instructflow.flows.cli import main
-from instructflow.tasks.report import (
+from instructflow.tasks.report_figures import (
     figure_differences,
     is_measurement,
     leaves,
