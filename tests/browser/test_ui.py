@@ -378,6 +378,20 @@ def test_mlflow_registry_shows_the_aliases_where_the_registry_puts_them(
     shot(page, screenshots, "09-mlflow-registered-policy")
 
 
+def test_the_pipeline_runs_page_lists_the_versions_it_registered(live_stack, live_manual_run, page):
+    # given the pipeline run that registered the live run's challenger (its versions name it)
+    client = MlflowClient(tracking_uri=live_stack.mlflow_url)
+    experiment_id, parent_id = _parent_run_id(live_stack, live_manual_run["id"])
+    versions = client.search_model_versions(f"run_id='{parent_id}'")
+    assert live_manual_run["challenger"].version in {v.version for v in versions}
+    # when a user opens that run's page in the MLflow UI
+    page.goto(f"{live_stack.mlflow_url}/#/experiments/{experiment_id}/runs/{parent_id}")
+    dismiss_mlflow_popups(page)
+    # then its Overview's "Registered models" links them (it said None)
+    links = ", ".join(f'a[href*="/models/{v.name}/versions/{v.version}"]' for v in versions)
+    expect(page.locator(links).first).to_be_visible()
+
+
 def test_the_model_card_shows_data_version_gate_and_links_the_prefect_flow_run(
     live_stack, live_manual_run, form_run, page, screenshots
 ):
