@@ -11,7 +11,7 @@ from contextlib import contextmanager
 
 from mlflow import MlflowClient
 
-from instructflow.tasks import leftovers, server_priority
+from instructflow.tasks import leftovers, server_priority, tracking
 from instructflow.tasks.concurrency import REGISTRY, ensure_limits
 
 
@@ -33,7 +33,7 @@ def start_run(experiment_id: str, logger) -> dict[str, str]:
     for pid in leftovers.stop_orphaned_servers():
         logger.warning("stopped Prefect's temporary server (pid %s) a killed run left running", pid)
     server_priority.yield_to_training()  # this run's temporary server, if it started one
-    return live | source_tag()
+    return live | tracking.name_source(source_tag())  # the stage runs' Source too
 
 
 def source_tag() -> dict[str, str]:

@@ -128,6 +128,19 @@ def git_commit(root: Path | None = None) -> str:
         return "unknown"
 
 
+# The Source the pipeline's parent run shows (lifecycle.source_tag: a deployment's run names
+# its deployment, where MLflow wrote `engine.py`, the module a worker starts), for its stage
+# runs too: they start in the same process, some in another thread (no active run there).
+_source: dict[str, str] = {}
+
+
+def name_source(tags: dict[str, str]) -> dict[str, str]:
+    """Give this process's stage runs the parent run's Source tag (`{}`: MLflow's own); returns it."""
+    _source.clear()
+    _source.update(tags)
+    return tags
+
+
 @contextmanager
 def stage_run(
     stage: str, parent_run_id: str | None, tags: dict[str, str] | None = None
@@ -148,7 +161,7 @@ def stage_run(
             run_name=stage,
             nested=parent_run_id is not None,
             parent_run_id=None if parent_is_active else parent_run_id,
-            tags={"stage": stage, **(tags or {})},
+            tags={"stage": stage, **_source, **(tags or {})},
         ) as run,
         closing_run(),
     ):

@@ -93,3 +93,40 @@ def test_a_cached_stages_run_says_which_run_computed_it_and_links_it(store, monk
 def test_a_cached_stage_without_a_source_run_says_so_without_a_link(store):
     note = tracking.cached_stage_tags("data-36e7972a585eee71", "")["mlflow.note.content"]
     assert "served from Prefect's cache" in note and "](" not in note
+
+
+def test_a_deployments_stage_runs_name_the_deployment_as_their_source(store, monkeypatch):
+    from instructflow.tasks import lifecycle
+
+    # given a run of the deployment manual-run, which names it as its parent run's Source
+    # (Prefect's runtime reads the name from this variable first; the rest of start_run
+    # takes a liveness lock and clears a killed run's leftovers, beside the point here)
+    monkeypatch.setenv("PREFECT__RUNTIME__DEPLOYMENT__NAME", "manual-run")
+    live = {lifecycle.leftovers.TAG_TOKEN: "token"}
+    monkeypatch.setattr(lifecycle.leftovers, "register", lambda: live)
+    monkeypatch.setattr(lifecycle.leftovers, "reap_mlflow_runs", lambda *_: {})
+    monkeypatch.setattr(lifecycle, "ensure_limits", lambda: None)
+    monkeypatch.setattr(lifecycle.leftovers, "free_orphaned_slots", lambda *_: [])
+    monkeypatch.setattr(lifecycle.leftovers, "stop_orphaned_servers", lambda: [])
+    monkeypatch.setattr(lifecycle.server_priority, "yield_to_training", lambda: None)
+    monkeypatch.setattr(tracking, "_source", {}, raising=False)
+    tags = lifecycle.start_run("0", logger=None)
+    assert tags == live | {"mlflow.source.name": "Prefect deployment manual-run"}
+    with mlflow.start_run(tags=tags) as parent:
+        # when its stages run, in the flow's thread and in the second lane's
+        with tracking.stage_run("sft", parent.info.run_id) as run:
+            here = run.info.run_id
+        with ThreadPoolExecutor(1) as pool:
+            there = pool.submit(_stage_in_thread, parent.info.run_id).result()
+    # then the runs table shows the deployment as every stage run's Source, as the parent's,
+    # not `engine.py` (the module a Prefect worker starts, which MLflow took for the source)
+    sources = {store.get_run(run_id).data.tags["mlflow.source.name"] for run_id in (here, there)}
+    assert sources == {"Prefect deployment manual-run"}
+    # and a run from the command line leaves the Source to MLflow again
+    monkeypatch.delenv("PREFECT__RUNTIME__DEPLOYMENT__NAME")
+    assert lifecycle.start_run("0", logger=None) == live
+    with tracking.stage_run("probe", None) as run:
+        pass
+    assert store.get_run(run.info.run_id).data.tags["mlflow.source.name"] != (
+        "Prefect deployment manual-run"
+    )
