@@ -188,6 +188,11 @@ class PipelineParams(BaseModel):
         }
         return config.model_copy(update=overrides)
 
+    @property
+    def wants_side_by_side(self) -> bool:
+        """`side_by_side` as the run takes it: empty is true, except on the smoke profile."""
+        return self.side_by_side if self.side_by_side is not None else self.profile != "smoke"
+
     def settings_in_force(self) -> dict[str, Any]:
         """Every setting as the run uses it (a stage's with its profile's sizes), flat:
         `ppo.lr` -> 3e-05. The parent MLflow run's params, so that runs compare by them."""

@@ -239,16 +239,34 @@ SETTINGS = (
 )
 
 
+def decided_at_run_time(params: PipelineParams, threads: int) -> dict[str, Any]:
+    """The settings whose empty value means "the run decides", as this run decided them:
+    the cores it pinned, whether stages run side by side, what it starts from, where it
+    registers. Left empty (null) in the params and the table, two runs that differ in them
+    (a smoke and a tiny run's lanes, say) would show the same value."""
+    from instructflow.flows.stages import lanes  # torch: the flow has it loaded already
+
+    policy, reward_model = params.registry.names(params.profile, params.data)
+    return {
+        "threads": threads,
+        "side_by_side": lanes(params, threads) == 2,
+        "base_model": params.base_model or "embedded",
+        "registry.model_name": policy,
+        "registry.reward_model_name": reward_model,
+    }
+
+
 def record_settings(params: PipelineParams, threads: int) -> None:
     """The settings in force as the active MLflow run's params (runs compare by them) and
-    as the Prefect flow run's table artifact `settings-in-force`."""
+    as the Prefect flow run's table artifact `settings-in-force`, with the values the run
+    decided where a setting was left empty (`decided_at_run_time`)."""
     import mlflow
     from prefect.artifacts import create_table_artifact
 
-    settings = params.settings_in_force()
-    mlflow.log_params(
-        settings | {"threads": threads, "base_model": params.base_model or "embedded"}
-    )
-    create_table_artifact(
-        table=settings_table(params), key="settings-in-force", description=SETTINGS
-    )
+    decided = decided_at_run_time(params, threads)
+    mlflow.log_params(params.settings_in_force() | decided)
+    table = [
+        row | {"value": json.dumps(decided[row["setting"]])} if row["setting"] in decided else row
+        for row in settings_table(params)
+    ]
+    create_table_artifact(table=table, key="settings-in-force", description=SETTINGS)

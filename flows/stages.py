@@ -146,6 +146,13 @@ A = TypeVar("A")
 B = TypeVar("B")
 
 
+def lanes(params: PipelineParams, threads: int) -> int:
+    """2 where a run of `params` on `threads` threads runs independent stages side by side:
+    `side_by_side` (empty: not on smoke), 2+ threads, one process per stage, no accelerator."""
+    on = params.wants_side_by_side and threads >= 2 and params.processes == 1
+    return 2 if on and not torch.cuda.is_available() else 1
+
+
 @dataclass
 class Stages:
     """The stages of one pipeline run: `stages(task, name, config_name, inputs, **kwargs)`."""
@@ -183,12 +190,7 @@ class Stages:
 
     def lanes(self) -> int:
         """2 where independent work runs side by side (see side_by_side), else 1."""
-        params = self.params
-        wanted = (
-            params.side_by_side if params.side_by_side is not None else params.profile != "smoke"
-        )
-        on = wanted and self.threads >= 2 and params.processes == 1
-        return 2 if on and not torch.cuda.is_available() else 1
+        return lanes(self.params, self.threads)
 
     def side_by_side(
         self, first: Callable[["Stages"], A], second: Callable[["Stages"], B]

@@ -1,5 +1,7 @@
 """Profile sizes versus what the user set, as the Prefect UI's run form sends it."""
 
+import json
+
 from instructflow.flows.params import PROFILE_OVERRIDES, PipelineParams
 from instructflow.tasks.base_model import BaseModelConfig
 
@@ -88,3 +90,46 @@ def test_the_settings_you_set_are_those_off_the_profiles_defaults():
     assert "base.n_layer" not in you  # the profile's size, not yours
     # and a run left at its profile's defaults set none
     assert settings_you_set(PipelineParams(profile="smoke")) == {}
+
+
+def test_settings_left_empty_are_recorded_as_the_run_decided_them(monkeypatch):
+    import mlflow
+    import prefect.artifacts
+
+    from instructflow.flows import params_io
+
+    logged, tables = {}, {}
+    monkeypatch.setattr(mlflow, "log_params", logged.update)
+    monkeypatch.setattr(
+        prefect.artifacts,
+        "create_table_artifact",
+        lambda table, key, description: tables.update({key: table}),
+    )
+    # given a smoke run and a tiny run left at their defaults, on 2 threads
+    for profile in ("smoke", "tiny"):
+        logged.clear()
+        params_io.record_settings(PipelineParams(profile=profile), threads=2)
+        rows = {row["setting"]: row for row in tables["settings-in-force"]}
+        # then MLflow's params and the Prefect table ("every setting this run uses") show
+        # what the run used where the form left a setting empty, not null: threads pinned,
+        # whether stages ran side by side (not on smoke), the registered models
+        suffix = "-smoke" if profile == "smoke" else ""
+        decided = {
+            "threads": 2,
+            "side_by_side": profile != "smoke",
+            "base_model": "embedded",
+            "registry.model_name": f"instructflow-policy{suffix}",
+            "registry.reward_model_name": f"instructflow-reward-model{suffix}",
+        }
+        for name, value in decided.items():
+            assert logged[name] == value, (profile, name)
+            assert rows[name]["value"] == json.dumps(value), (profile, name)
+            assert rows[name]["set by"] == "default"  # and who set it is unchanged
+    # and a value the user gave is the one recorded
+    params_io.record_settings(PipelineParams(profile="tiny", side_by_side=False), threads=2)
+    assert logged["side_by_side"] is False and logged["threads"] == 2
+    by = {row["setting"]: row["set by"] for row in tables["settings-in-force"]}
+    assert by["side_by_side"] == "you"
+    # and on one thread a tiny run's stages run one after the other: recorded so
+    params_io.record_settings(PipelineParams(profile="tiny"), threads=1)
+    assert logged["side_by_side"] is False and logged["threads"] == 1
