@@ -173,6 +173,11 @@ def _gate_lines(gate: dict, public_suite: bool) -> list[str]:
     return lines
 
 
+# The reward model stage's readings of its training (rm/*, beside its figures): the share of
+# weights that trained (LoRA) and the machine's peak memory, not something the model scored.
+TRAINING_READINGS = ("trainable_fraction", "peak_memory_mb")
+
+
 def reward_model_card(
     name: str, version: str, lineage: dict, metrics: dict, policy: tuple[str, str]
 ) -> str:
@@ -187,9 +192,14 @@ def reward_model_card(
         "",
         *lineage_lines(lineage),
     ]
-    if metrics:
+    scored = {k: v for k, v in metrics.items() if k not in TRAINING_READINGS}
+    if scored:
         lines += ["", "## Evaluation", ""]
-        lines += [f"- {key}: {_fmt(value)}" for key, value in sorted(metrics.items())]
+        lines += [f"- {key}: {_fmt(value)}" for key, value in sorted(scored.items())]
+    trained = {k: v for k, v in metrics.items() if k in TRAINING_READINGS}
+    if trained:  # how it was trained, not what it scored
+        lines += ["", "## Training", ""]
+        lines += [f"- {key}: {_fmt(value)}" for key, value in sorted(trained.items())]
     return "\n".join(lines) + "\n"
 
 

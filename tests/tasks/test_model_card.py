@@ -70,6 +70,17 @@ def test_the_reward_models_card_names_its_policy_lineage_and_figures():
     assert "- accuracy: 0.750" in card
 
 
+def test_the_reward_models_card_keeps_training_readings_out_of_its_evaluation():
+    # given the reward model stage's figures, with its readings of how it trained
+    metrics = {"accuracy_vs_gold": 0.446, "peak_memory_mb": 869.973, "trainable_fraction": 1.0}
+    card = reward_model_card("rm", "2", LINEAGE, metrics, ("policy", "5"))
+    # then the Evaluation section holds what the model scored, and the machine's peak memory
+    # and the share of weights that trained stand apart, under Training
+    evaluation = card.split("## Evaluation\n\n", 1)[1].split("\n\n", 1)[0]
+    assert evaluation == "- accuracy_vs_gold: 0.446"
+    assert card.endswith("## Training\n\n- peak_memory_mb: 869.973\n- trainable_fraction: 1.000\n")
+
+
 def test_the_registered_model_says_there_is_no_champion_yet_and_why():
     versions = {
         "1": {"gate_promote": "False", "gate_reason": "CI too wide"},
