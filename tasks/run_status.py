@@ -113,6 +113,28 @@ def _write_failed(progress: dict, error: BaseException) -> None:
         f"Stopped at stage **{progress['stage']}**: `{result['error']}`\n",
     )
     _tag_parent_run(progress["run"]["mlflow_run_id"], result)
+    _say_in_flow_run_log(result)
+
+
+def _say_in_flow_run_log(result: dict) -> None:
+    """A worker's run (a deployment's, from the Prefect UI) says where it stopped and why in
+    its flow run's log, which is where its person looks: Prefect's own lines for a cancel
+    read `Crash detected! Execution was aborted by an interrupt signal.` A command-line run
+    says it on the console itself (cli_run). Best effort, as the tags."""
+    if not os.environ.get("PREFECT__FLOW_RUN_ID"):  # set by the worker for the run's process
+        return
+    try:
+        from prefect.logging import get_run_logger
+
+        get_run_logger().error(
+            "%s at stage %s: %s (report: %s)",
+            result["status"],
+            result["stopped_at_stage"],
+            result["error"],
+            reports_dir() / result["run"]["mlflow_run_id"] / "report.json",
+        )
+    except Exception:  # noqa: BLE001  (no run context or API: the run's own error is what to tell)
+        pass
 
 
 SIGTERM_TEXT = (

@@ -155,6 +155,38 @@ def test_a_command_line_runs_stop_on_a_cancel_reads_as_a_cancel(monkeypatch):
     )
 
 
+def test_a_worker_runs_flow_run_log_says_where_it_stopped_and_why(reports, monkeypatch):
+    # Prefect's own lines for a cancel of a deployment's run read "Crash detected! Execution
+    # was aborted by an interrupt signal."; where it stopped was in the report and MLflow only
+    import prefect.logging
+    from prefect.exceptions import TerminationSignal
+
+    said = []
+    logger = type("Logger", (), {"error": lambda self, *args: said.append(args[0] % args[1:])})
+    monkeypatch.setattr(prefect.logging, "get_run_logger", lambda: logger())
+
+    @run_status.failure_report
+    def pipeline(run_id: str):
+        run_status.begin(_run(run_id))
+        run_status.at_stage("base_model")
+        raise TerminationSignal(signal=15)
+
+    # given a flow run a worker started (it sets PREFECT__FLOW_RUN_ID for the run's process)
+    monkeypatch.setenv("PREFECT__FLOW_RUN_ID", "a-flow-run")
+    with pytest.raises(TerminationSignal):
+        pipeline("run-w")
+    # then its log (the Prefect UI's) says what the report says, and where the report is
+    assert said == [
+        f"interrupted at stage base_model: TerminationSignal: {run_status.SIGTERM_TEXT} "
+        f"(report: {reports / 'run-w' / 'report.json'})"
+    ]
+    # and a command-line run, which says it on its console, logs no such line
+    monkeypatch.delenv("PREFECT__FLOW_RUN_ID")
+    with pytest.raises(TerminationSignal):
+        pipeline("run-x")
+    assert len(said) == 1
+
+
 def test_a_lost_service_reads_in_the_report_as_the_command_line_says_it():
     # a deployment run has no command line: its report said MLflow's raw exception
     from mlflow.exceptions import MlflowException
