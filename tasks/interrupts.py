@@ -88,6 +88,17 @@ def _handlers(grace: int):
     return on_signal, on_alarm
 
 
+def disarm() -> None:
+    """The run's flow has ended: cancel the alarm its first signal armed (a stop to force if
+    no loop took it up). In a worker's run our handlers stay for the rest of the process
+    (reclaim), and the alarm went off during Prefect's shutdown, when SIGALRM's action was
+    the default again: the process died of it (exit code -14), which the worker logs as an
+    unexpected exit, and a cancelled flow run then ended Crashed. Only after a signal: an
+    alarm set by someone else (a test's timeout) is left alone."""
+    if received:
+        signal.alarm(0)
+
+
 @contextmanager
 def stop_on_signals(grace: int = 8) -> Iterator[None]:
     """Install the handlers for the duration of a run (main thread only)."""

@@ -87,6 +87,7 @@ def failure_report(fn):
             raise
         finally:
             _progress.reset(token)
+            interrupts.disarm()  # the flow has ended: nothing left for a signal's alarm to stop
 
     return wrapper
 

@@ -187,6 +187,36 @@ def test_a_worker_runs_flow_run_log_says_where_it_stopped_and_why(reports, monke
     assert len(said) == 1
 
 
+def test_the_alarm_a_cancel_armed_is_off_once_the_flow_has_ended(reports, monkeypatch):
+    # A worker's run keeps our handlers for the rest of its process: the alarm a SIGTERM arms
+    # (its stop forced 8 s later) went off during Prefect's shutdown after a quick stop, the
+    # process died of SIGALRM (exit code -14) and a cancelled flow run ended Crashed.
+    import signal
+
+    from instructflow.models.checkpoints import TrainingInterrupted
+    from instructflow.tasks import interrupts
+
+    monkeypatch.setattr(interrupts, "received", [])
+    on_signal, _ = interrupts._handlers(grace=30)
+
+    @run_status.failure_report
+    def pipeline():
+        run_status.begin(_run("run-a"))
+        run_status.at_stage("evaluation")
+        on_signal(signal.SIGTERM, None)  # the worker's SIGTERM: a stop request, alarm armed
+        assert signal.getitimer(signal.ITIMER_REAL)[0] > 0
+        raise TrainingInterrupted("evaluation stopped after judging base")  # the stop, taken
+
+    try:
+        with pytest.raises(TrainingInterrupted):
+            pipeline()
+        # then, the flow over, no alarm is left to go off
+        assert signal.getitimer(signal.ITIMER_REAL)[0] == 0
+    finally:
+        signal.alarm(0)
+        interrupts.clear_stop()
+
+
 def test_a_lost_service_reads_in_the_report_as_the_command_line_says_it():
     # a deployment run has no command line: its report said MLflow's raw exception
     from mlflow.exceptions import MlflowException
