@@ -114,7 +114,7 @@ def rlhf_pipeline(
         policies = _policies(models, profile_dir, params)
         evaluated = _evaluate(stage, models, policies)
 
-        # The registry stage runs after the report is written: its seconds are in MLflow only.
+        # stage_seconds is taken before the registry stage runs: its seconds are in MLflow only.
         result = report.empty_report(
             {
                 "mlflow_run_id": parent_id,
