@@ -55,7 +55,7 @@ def _judge_caveat(report: dict[str, Any]) -> list[str]:
     judge = report.get("judge") or {}
     if not judge or judge.get("trustworthy", True):
         return []
-    size = f"{judge['test_pairs']} held-out pairs, trained on {judge['training_pairs']} pairs"
+    size = f"trained on {judge['training_pairs']} pairs"  # the reason names the held-out ones
     if report.get("dataset"):
         return [
             f"> The win rates below are the held-out judge's, which is not to be trusted here: "

@@ -446,7 +446,9 @@ def test_figures_from_an_untrustworthy_judge_carry_a_warning_in_report_md():
         "held-out judge worse than chance: accuracy 0.000 on 5 held-out pairs "
         "(95% CI 0.000-0.434 < 0.5)"
     ) in markdown
-    assert "(5 held-out pairs, trained on 12 pairs)" in markdown
+    assert "differ from the ones it trained on (trained on 12 pairs). Let people" in markdown
+    [warning] = [line for line in markdown.splitlines() if "not to be trusted here" in line]
+    assert warning.count("5 held-out pairs") == 1  # said once, by the reason
     # and it leaves out the columns no policy has a figure in (gold, on a dataset)
     assert "| policy | win_rate_vs_sft |" in markdown and "gold_score" not in markdown
     # and on the embedded world the warning names the judge's column only
