@@ -218,7 +218,16 @@ def load_dataset(
         raise TableError(problems)
     summary["split_warnings"] = (
         split_sizes.thin_splits(summary["split_counts"], cfg.valid_fraction, cfg.test_fraction)
-        + split_sizes.few_test_rows(summary["split_counts"])
+        + split_sizes.few_test_rows(
+            summary["split_counts"],
+            len(
+                {
+                    i.prompt_key
+                    for i in loaded["prompts"] + loaded["preferences"]
+                    if split_of[id(i)] == "test"
+                }
+            ),
+        )
         + splits.repeated_rows(
             {
                 name: [

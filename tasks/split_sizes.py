@@ -97,14 +97,19 @@ def thin_splits(
 FEW_TEST_ROWS = 50  # fewer: a win rate's 95% CI is wider than about +-0.14
 
 
-def few_test_rows(split_counts: dict[str, dict[str, int]]) -> list[str]:
+def few_test_rows(
+    split_counts: dict[str, dict[str, int]], test_prompts: int | None = None
+) -> list[str]:
     """A warning when the preferences' test split holds fewer than FEW_TEST_ROWS rows, however
     fair its share: the held-out judge rests on them, and the win rates on them and the
-    prompts table's test rows. 0.98 / sqrt(n): a 95% CI's half-width near 0.5 on n prompts."""
+    prompts table's test rows. 0.98 / sqrt(n): a 95% CI's half-width near 0.5 on n prompts.
+    `test_prompts`: the distinct prompts of those rows (the evaluation's, eval/test.jsonl);
+    without it, the rows of both tables (a prompts table repeating the preferences' prompts
+    is then counted twice)."""
     got = split_counts.get("preferences", {}).get("test", 0)
     if not 0 < got < FEW_TEST_ROWS:
         return []
-    prompts = got + split_counts.get("prompts", {}).get("test", 0)
+    prompts = test_prompts or got + split_counts.get("prompts", {}).get("test", 0)
     win_rates = (
         f"; so do the win rates (a win rate on {prompts} prompts is known to about "
         f"+-{0.98 / prompts**0.5:.2f})"

@@ -833,3 +833,23 @@ def test_a_test_split_of_few_rows_is_warned_about_whatever_its_share():
     assert few_test_rows({"preferences": {"train": 200, "test": 50}}) == []
     assert few_test_rows({"preferences": {"train": 20}}) == []
     assert few_test_rows({"prompts": {"test": 3}}) == []
+
+
+def test_the_few_test_rows_warning_counts_a_prompt_both_tables_hold_once(tmp_path):
+    # given preferences and a prompts table holding the same prompts (as a Hub dataset's are)
+    folder = write_hh_dataset(tmp_path / "hh", n_pairs=40)
+    data = load_dataset(folder, DatasetConfig())
+    test_rows = data.summary["split_counts"]["preferences"]["test"]
+    assert data.summary["split_counts"]["prompts"]["test"] == test_rows
+    # when the warning about a thin test split is written
+    (warning,) = [w for w in data.summary["split_warnings"] if "a win rate on" in w]
+    # then its win rate rests on the distinct test prompts the evaluation samples, not twice them
+    # (12: half the pairs are multi-turn, another prompt than the prompts table's text)
+    n = len(_lines(_written_eval_test(data, tmp_path)))
+    assert n < 2 * test_rows
+    assert f"a win rate on {n} prompts is known to about +-{0.98 / n**0.5:.2f}" in warning
+
+
+def _written_eval_test(data, tmp_path: Path) -> Path:
+    write_layout(data, tmp_path / "layout")
+    return tmp_path / "layout" / layout.EVAL_TEST
