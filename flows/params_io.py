@@ -18,7 +18,7 @@ from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
-from instructflow.flows.params import PipelineParams
+from instructflow.flows.params import PROFILE_OVERRIDES, PipelineParams
 
 INVALID = "invalid_params"  # pydantic error type carrying explain()'s lines
 COMMENT = "_comment"  # key of the comment on a group; "_<field>" comments one field
@@ -151,6 +151,28 @@ def build_params(fields: dict) -> PipelineParams:
         raise ParamsError("\n".join(f"params: {line}" for line in lines)) from None
     except TypeError as error:  # e.g. a non-string key
         raise ParamsError(f"params: {error}") from None
+
+
+def resized_by_profile(fields: dict, params: PipelineParams) -> list[str]:
+    """A warning for each stage setting sent (a file, `--params`) at its tiny-sized default
+    where the profile resizes that field: such a value reads as left at its default
+    (PipelineParams.stage: the Prefect form sends every field), so the run used the
+    profile's size and the value sent was dropped without a word."""
+    warnings = []
+    for stage, overrides in PROFILE_OVERRIDES[params.profile].items():
+        sent = fields.get(stage)
+        if not isinstance(sent, dict):
+            continue
+        used = params.stage(stage)
+        for key in overrides:
+            if key in sent and getattr(used, key) != getattr(getattr(params, stage), key):
+                warnings.append(
+                    f"{stage}.{key} = {json.dumps(sent[key])} is ignored: it is the field's "
+                    f"default, which profile {params.profile} resizes, so the run uses "
+                    f"{stage}.{key} = {json.dumps(getattr(used, key))} (a setting equal to its "
+                    "default reads as not set; use profile tiny, or another value)"
+                )
+    return warnings
 
 
 def schema() -> dict:

@@ -133,3 +133,30 @@ def test_settings_left_empty_are_recorded_as_the_run_decided_them(monkeypatch):
     # and on one thread a tiny run's stages run one after the other: recorded so
     params_io.record_settings(PipelineParams(profile="tiny"), threads=1)
     assert logged["side_by_side"] is False and logged["threads"] == 1
+
+
+def test_a_setting_sent_at_the_default_a_profile_resizes_is_warned_about_not_dropped_silently(
+    tmp_path, capsys
+):
+    import argparse
+    import json
+
+    from instructflow.flows.cli_run import _run_params
+
+    # given a smoke run whose params file asks for 150 PPO iterations (the field's default,
+    # which smoke resizes to 4) and for 7 SFT epochs (not a default)
+    file = tmp_path / "p.json"
+    file.write_text(
+        json.dumps({"profile": "smoke", "ppo": {"iterations": 150}, "sft": {"epochs": 7}})
+    )
+    options = ("profile", "seed", "base_model", "base_model_revision", "data", "threads")
+    args = argparse.Namespace(
+        params=str(file), processes=None, allow_data_mismatch=False, **dict.fromkeys(options)
+    )
+    # when the command line reads it
+    params = _run_params(args)
+    # then the run uses smoke's 4 iterations, and says so rather than dropping the 150 unsaid
+    assert params.stage("ppo").iterations == 4 and params.stage("sft").epochs == 7
+    (line,) = capsys.readouterr().err.splitlines()
+    assert line.startswith("instructflow: warning: ppo.iterations = 150 is ignored")
+    assert "profile smoke resizes, so the run uses ppo.iterations = 4" in line
