@@ -14,6 +14,8 @@ rendered text's start cut.
 
 from __future__ import annotations
 
+import os
+from collections import Counter
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -121,14 +123,23 @@ def overlong_hint(problems: list[Problem], max_len: int, max_new_tokens: int) ->
     against a context of 40, with no word of the setting that drops or cuts them)."""
     if not problems:
         return None
+    per_file = Counter(p.file for p in problems)
+    # Row 0 of one file reads as that file's rows: with several files it counted all of them
+    # against the first (a trial: "demonstrations.jsonl: 360 rows" of a 120-row table).
+    where = (
+        " (" + ", ".join(f"{Path(f).name} {n}" for f, n in sorted(per_file.items())) + ")"
+        if len(per_file) > 1
+        else ""
+    )
     message = (
-        f"{len(problems)} {'row does' if len(problems) == 1 else 'rows do'} not fit the context"
-        f" of {max_len} tokens (prompt and response, "
+        f"{len(problems)} {'row' if len(problems) == 1 else 'rows'}{where}"
+        f" {'does' if len(problems) == 1 else 'do'} not fit the context of {max_len} tokens (prompt and response, "
         f"the prompt with {max_new_tokens} tokens of sampling room): set dataset.overlong to "
         "'drop' or 'truncate' (cut the prompt's start) in --params to run without them, or "
         "lower ppo.max_new_tokens and evaluation.max_new_tokens (the sampling room)"
     )
-    return Problem(min(p.file for p in problems), 0, "rows", message)
+    folder = os.path.commonpath(list(per_file)) if len(per_file) > 1 else min(per_file)
+    return Problem(folder, 0, "rows", message)
 
 
 def fewshot_prefix_that_fits(profile_dir: Path, n: int, check: LengthCheck) -> tuple[str, int]:

@@ -853,3 +853,24 @@ def test_the_few_test_rows_warning_counts_a_prompt_both_tables_hold_once(tmp_pat
 def _written_eval_test(data, tmp_path: Path) -> Path:
     write_layout(data, tmp_path / "layout")
     return tmp_path / "layout" / layout.EVAL_TEST
+
+
+def test_rows_too_long_in_several_tables_are_counted_per_table_not_against_the_first(
+    tmp_path, tokenizer
+):
+    # given a prompt too long for the context in both the preferences and the prompts table
+    folder = write_pairwise_dataset(tmp_path / "pw", n=40)
+    long_prompt = "Say the word apple twice. " * 30 + "Now say it."
+    _rewrite(folder / "preferences.jsonl", 9, prompt=long_prompt)
+    _rewrite(folder / "preferences.jsonl", 10, prompt=long_prompt + " Again.")
+    _rewrite(folder / "prompts.jsonl", 3, prompt=long_prompt)
+    check = LengthCheck(tokenizer, max_len=64, max_new_tokens=8)
+    with pytest.raises(TableError) as e:
+        load_dataset(folder, DatasetConfig(overlong="refuse"), check)
+    # then the line saying what to change names the dataset and each table's count,
+    # rather than putting all 3 rows on one table
+    hint = next(p for p in e.value.problems if p.field == "rows")
+    assert (hint.file, hint.row) == (str(folder), 0)
+    assert hint.message.startswith(
+        "3 rows (preferences.jsonl 2, prompts.jsonl 1) do not fit the context of 64 tokens"
+    )
