@@ -189,6 +189,14 @@ def _ref_logprobs(
         return sequence_logprobs(ref_policy, qr, am, prompt_len, response_ids, mask, temperature)
 
 
+def _context_or_unbounded(model) -> float:
+    """The model's context, or no limit for one that names none (a scoring function)."""
+    try:
+        return context_length(model)
+    except ValueError:
+        return math.inf
+
+
 def rm_scores(
     trainer: PPOTrainer,
     prompts: Sequence[str],
@@ -217,6 +225,13 @@ def rm_scores(
         ids = torch.cat([qr, extra_ids], dim=1)
         mask = torch.cat([am, truncated.unsqueeze(1).to(am.dtype)], dim=1)
         with trainer.frozen_reward_model() as reward_model:
+            # A prompt that fills the context up to the sampling room leaves a cut-off response
+            # no room for the EOS: its last token gives way to it, as encode_for_reward cuts a
+            # response scored from its text (appended, it read past the context: IndexError)
+            over = mask.sum(1) > _context_or_unbounded(reward_model)
+            if over.any():
+                ids[over, -2] = trainer.tokenizer.eos_token_id
+                mask[over, -1] = 0
             scores = rewards(reward_model, ids, mask)
     scores = scores.float()
     return -scores if trainer.hyper.invert_reward else scores
