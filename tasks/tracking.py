@@ -24,6 +24,7 @@ from sqlalchemy.engine import Engine
 from instructflow.tasks.batched_log import BatchedLog
 from instructflow.tasks.paths import mlflow_dir
 from instructflow.tasks.progress import Progress
+from instructflow.tasks.storage_faults import is_storage_fault
 
 EXPERIMENT = "instructflow"
 
@@ -78,6 +79,15 @@ EXPERIMENT_KIND = "mlflow.experimentKind"
 MODEL_TRAINING = "custom_model_development"
 
 
+def _remove_half_made_store(database: Path) -> None:
+    """Remove a SQLite store whose creation a full disk stopped: MLflow had made some of its
+    tables, and the next command, told to run again once there is space, failed on them
+    (`table assessments already exists`, a traceback) however much space there was. A
+    store this process was creating holds no run yet."""
+    for path in (database, *(database.with_name(database.name + e) for e in ("-wal", "-shm"))):
+        path.unlink(missing_ok=True)
+
+
 def setup() -> str:
     """Point MLflow at the project's store and make sure the experiment exists; return its id."""
     uri = tracking_uri()
@@ -90,8 +100,15 @@ def setup() -> str:
     if uri in _experiment_ids:
         return _experiment_ids[uri]
     mlflow_dir().mkdir(parents=True, exist_ok=True)
-    client = MlflowClient()
-    experiment = client.get_experiment_by_name(EXPERIMENT)
+    database = Path(uri.removeprefix("sqlite:///")) if uri.startswith("sqlite:") else None
+    new_store = database is not None and not database.exists()
+    try:
+        client = MlflowClient()
+        experiment = client.get_experiment_by_name(EXPERIMENT)
+    except Exception as error:
+        if new_store and is_storage_fault(error):
+            _remove_half_made_store(database)
+        raise
     if experiment is not None:
         experiment_id = experiment.experiment_id
         if experiment.tags.get(EXPERIMENT_KIND) != MODEL_TRAINING:  # made by an older version

@@ -42,3 +42,39 @@ def test_the_data_version_is_the_runs_dataset_input(monkeypatch, tmp_path):
     )
     assert str(tmp_path) in logged.dataset.source
     assert [(t.key, t.value) for t in logged.tags] == [("mlflow.data.context", "training")]
+
+
+def test_a_store_a_full_disk_stopped_creating_is_removed_not_left_half_made(monkeypatch, tmp_path):
+    import pytest
+
+    from tests.conftest import small_filesystem
+
+    # given a project whose mlflow/ folder is a file system too small for MLflow's tables
+    monkeypatch.setenv("INSTRUCTFLOW_ROOT", str(tmp_path))
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    store = tmp_path / "mlflow" / "mlflow.db"
+    with small_filesystem(tmp_path / "mlflow", "128k"):
+        # when the first command creates the store there (it fills the disk)
+        with pytest.raises(Exception, match="database or disk is full"):
+            tracking.setup()
+        # then no half-made store is left: the next one, with space again, failed on the
+        # tables this one had made (`table assessments already exists`)
+        assert not store.exists() and not store.with_name("mlflow.db-wal").exists()
+
+
+def test_a_store_that_was_there_before_is_never_removed_on_a_full_disk(monkeypatch, tmp_path):
+    import pytest
+
+    from instructflow.tasks import tracking as module
+
+    uri = _use_store(monkeypatch, tmp_path, "kept.db")
+    tracking.setup()
+    module._experiment_ids.clear()
+
+    def full(*_args, **_kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(module.MlflowClient, "get_experiment_by_name", full)
+    with pytest.raises(OSError):
+        tracking.setup()
+    assert (tmp_path / "kept.db").exists(), uri
