@@ -90,10 +90,18 @@ def unnamed_splits(splits: list[str]) -> HubImportError:
 
 
 def _read(path: Path) -> pd.DataFrame:
-    if path.suffix == ".parquet":
-        return pd.read_parquet(path)
-    # dtype=False: ids stay as written ("007" is not 7); .gz is read compressed
-    return pd.read_json(path, lines=True, dtype=False, convert_dates=False, compression="infer")
+    """A shard's rows; one cut off or damaged (a download that stopped) is named in one line,
+    not a pyarrow or JSON traceback."""
+    try:
+        if path.suffix == ".parquet":
+            return pd.read_parquet(path)
+        # dtype=False: ids stay as written ("007" is not 7); .gz is read compressed
+        return pd.read_json(path, lines=True, dtype=False, convert_dates=False, compression="infer")
+    except (OSError, EOFError, ValueError) as error:
+        first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise HubImportError(
+            f"{path}: not readable, cut off or damaged? ({first}): download it again"
+        ) from None
 
 
 def gather(

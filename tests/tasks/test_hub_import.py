@@ -153,3 +153,28 @@ def test_ultrafeedback_without_a_validation_split_can_hash_its_train_split(tmp_p
     splits = [dataset.split_of[id(i)] for i in dataset.preferences]
     assert splits[:10] == ["test"] * 10  # test_prefs keeps its split
     assert {"train", "valid", "test"} <= set(splits[10:])  # train_prefs: by hash, valid too
+
+
+@pytest.mark.parametrize("suffix", [".parquet", ".jsonl.gz", ".jsonl"])
+def test_a_shard_cut_off_is_named_in_one_line_not_a_traceback(tmp_path, capsys, suffix):
+    # given a snapshot whose test shard's download stopped halfway
+    rows = _pairs(tmp_path)
+    data = tmp_path / "snapshot" / "data"
+    data.mkdir(parents=True)
+    for split, part in (("train", rows[:50]), ("test", rows[50:])):
+        shard = data / f"{split}-00000-of-00001{suffix}"
+        if suffix == ".parquet":
+            pd.DataFrame(part).to_parquet(shard)
+        else:
+            pd.DataFrame(part).to_json(shard, orient="records", lines=True)
+    shard = data / f"test-00000-of-00001{suffix}"
+    # (JSON Lines: its last line cut, a cut between two lines leaves whole rows to read)
+    cut = shard.stat().st_size // 2 if suffix != ".jsonl" else shard.stat().st_size - 5
+    shard.write_bytes(shard.read_bytes()[:cut])
+    # when it is gathered
+    out = tmp_path / "mine"
+    assert main(["data", "from-hub", str(data.parent), str(out)]) == 2
+    # then one line names the shard (it was pyarrow's or pandas' traceback, exit 1)
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert line.startswith(f"instructflow: {shard}: not readable, cut off or damaged?")
+    assert line.endswith("download it again") and not out.exists()
