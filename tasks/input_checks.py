@@ -176,6 +176,27 @@ def _tokenizer_problems(folder: Path) -> list[Problem]:
         return [Problem(str(folder), 0, "tokenizer", message)]
     if tokenizer.eos_token_id is None:
         return [Problem(str(folder), 0, "tokenizer", "has no EOS token (responses end with it)")]
+    return _chat_template_problems(folder, getattr(tokenizer, "chat_template", None))
+
+
+def _chat_template_problems(folder: Path, template: Any) -> list[Problem]:
+    """A chat template that is not valid Jinja, named once: each conversation's rendering
+    failed on it, so a dataset's check named every row as one the template refuses."""
+    from jinja2 import TemplateSyntaxError
+    from transformers.utils.chat_template_utils import _compile_jinja_template
+
+    templates = template if isinstance(template, dict) else {"": template}
+    jinja = folder / "chat_template.jinja"
+    file = jinja if jinja.is_file() else folder / "tokenizer_config.json"
+    for name, text in templates.items():
+        if not isinstance(text, str) or not text:
+            continue
+        try:
+            _compile_jinja_template(text)
+        except TemplateSyntaxError as error:
+            which = f" {name!r}" if name else ""
+            message = f"the chat template{which} is not valid Jinja: {error.message} (its line {error.lineno})"
+            return [Problem(str(file), 0, "chat_template", message)]
     return []
 
 
