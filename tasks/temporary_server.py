@@ -21,9 +21,19 @@ Three changes to how Prefect starts it (SubprocessASGIServer), made before a run
 - Early (start_early): while the command imports and checks its inputs, not after.
 """
 
+import errno
+import os
+import shutil
 import socket
 import subprocess
 import threading
+from pathlib import Path
+
+# Room a new Prefect database needs: its server creates and migrates it as it starts (~6 MiB
+# with its write-ahead log after a smoke run). Without it the start failed after ~3 minutes
+# of the server's tracebacks, and left a half-migrated database on which every later start
+# failed ("duplicate column name"), with space again or not.
+NEW_DATABASE_ROOM = 32 * 2**20
 
 
 def kernel_port() -> int:
@@ -116,7 +126,24 @@ def start_early() -> EarlyStart:
 
     if PREFECT_API_URL.value() or not PREFECT_SERVER_EPHEMERAL_ENABLED.value():
         return EarlyStart()
+    check_room_for_a_new_database()
     prepare()
     from prefect.server.api.server import SubprocessASGIServer
 
     return EarlyStart(SubprocessASGIServer())  # Prefect's one instance, which its client finds
+
+
+def check_room_for_a_new_database() -> None:
+    """Raise the disk-full error (the command line's one line, exit 3) before the server
+    starts, where it would create its SQLite database on a disk without room for it."""
+    from prefect.settings import PREFECT_API_DATABASE_CONNECTION_URL
+
+    url = PREFECT_API_DATABASE_CONNECTION_URL.value() or ""
+    if not url.startswith("sqlite"):
+        return
+    database = Path(url.split(":///", 1)[-1])
+    if database.exists():
+        return
+    folder = next(p for p in (database.parent, *database.parents) if p.exists())
+    if shutil.disk_usage(folder).free < NEW_DATABASE_ROOM:
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(database))

@@ -40,3 +40,41 @@ def test_prepare_twice_patches_once(prepared):
     temporary_server.prepare()
     assert prepared._run_uvicorn_command is start
     assert start.apart
+
+
+def test_no_room_for_a_new_database_is_the_disk_full_line_before_any_server(tmp_path, monkeypatch):
+    # A full disk while the server made its database: ~3 minutes of the server's tracebacks,
+    # then a half-migrated prefect.db that every later start failed on
+    from collections import namedtuple
+
+    from prefect.settings import (
+        PREFECT_API_DATABASE_CONNECTION_URL,
+        PREFECT_API_URL,
+        PREFECT_SERVER_EPHEMERAL_ENABLED,
+        temporary_settings,
+    )
+
+    from instructflow.flows.explained_errors import explanation
+
+    database = tmp_path / ".prefect" / "prefect.db"
+    usage = namedtuple("usage", "total used free")
+    monkeypatch.setattr(temporary_server.shutil, "disk_usage", lambda _: usage(1, 1, 2**20))
+    started = []
+    monkeypatch.setattr(temporary_server, "prepare", lambda: started.append(True))
+    settings = {
+        PREFECT_API_DATABASE_CONNECTION_URL: f"sqlite+aiosqlite:///{database}",
+        PREFECT_API_URL: None,
+        PREFECT_SERVER_EPHEMERAL_ENABLED: True,
+    }
+    with temporary_settings(settings):
+        # when a run would start its server with 1 MiB free where the database goes
+        with pytest.raises(OSError) as raised:
+            temporary_server.start_early()
+        # then no server starts, and the command line says the disk is full, where
+        status, line = explanation(raised.value)
+        assert not started and not database.exists()
+        assert status == 3 and line.startswith(f"the disk is full while writing {database}")
+        # and a database already there (the next runs' case) needs no room to be made
+        database.parent.mkdir()
+        database.touch()
+        temporary_server.check_room_for_a_new_database()
