@@ -157,11 +157,15 @@ def resized_by_profile(fields: dict, params: PipelineParams) -> list[str]:
     """A warning for each stage setting sent (a file, `--params`) at its tiny-sized default
     where the profile resizes that field: such a value reads as left at its default
     (PipelineParams.stage: the Prefect form sends every field), so the run used the
-    profile's size and the value sent was dropped without a word."""
+    profile's size and the value sent was dropped without a word. A stage's part that sets
+    every field is a dump (`params --example`, the form's, a run's), not values picked by
+    hand: no warning there (a smoke run from `params --example` warned of six)."""
     warnings = []
     for stage, overrides in PROFILE_OVERRIDES[params.profile].items():
         sent = fields.get(stage)
-        if not isinstance(sent, dict):
+        if not isinstance(sent, dict) or set(type(getattr(params, stage)).model_fields) <= set(
+            sent
+        ):
             continue
         used = params.stage(stage)
         for key in overrides:

@@ -160,3 +160,11 @@ def test_a_setting_sent_at_the_default_a_profile_resizes_is_warned_about_not_dro
     (line,) = capsys.readouterr().err.splitlines()
     assert line.startswith("instructflow: warning: ppo.iterations = 150 is ignored")
     assert "profile smoke resizes, so the run uses ppo.iterations = 4" in line
+    # and a file with every setting (`instructflow params --example`, a run's settings dumped)
+    # is a smoke run without a warning: its values are every field's, not picked by hand
+    from instructflow.flows.params_io import example
+
+    file.write_text(json.dumps(example()))
+    args.profile = "smoke"  # `instructflow run --profile smoke --params p.json`, as README has it
+    assert _run_params(args).stage("ppo").iterations == 4
+    assert capsys.readouterr().err == ""
