@@ -174,7 +174,7 @@ def register_and_gate(
         except BaseException as error:
             snapshot.restore_after(client, error)
             raise
-        # The versions' source run shows the gate, as the embedded world's registry run does.
+        # The run that logged the versions shows the gate, as the embedded world's does.
         registry.record_gate(policy_name, (version, rm_version), decision, gate)
     return gate, run
 

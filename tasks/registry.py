@@ -193,8 +193,8 @@ def complete_and_promote(
 def record_gate(
     model_name: str, versions: tuple[str, str], decision: GateDecision, gate: dict
 ) -> dict[str, float]:
-    """The gate's figures and tags on the active (registry stage's) MLflow run, which the
-    versions name as their source run, and its Prefect artifact `promotion-gate`: the
+    """The gate's figures and tags on the active (registry stage's) MLflow run, which logged
+    the versions' models, and its Prefect artifact `promotion-gate`: the
     same for a run on the embedded world and one on a dataset. Returns the figures."""
     policy_version, rm_version = versions
     metrics = {

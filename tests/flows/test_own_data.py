@@ -285,14 +285,17 @@ def test_explicit_prompt_chosen_rejected_pairs_run_end_to_end(
     assert "## Policies (test prompts, held-out judge; 95% bootstrap CI)" in report_md
     challenger = client.get_model_version_by_alias(gate["model_name"], "challenger")
     assert "## Evaluation (test prompts)" in challenger.description
-    # and MLflow and Prefect record the gate as on the embedded world: the registry stage's
-    # run, which the version names as its source run, has the gate's figures and tags
+    # and MLflow and Prefect record the gate as on the embedded world: the version names the
+    # pipeline run as its run (whose page lists it), and the registry stage's run, which
+    # logged it, has the gate's figures and tags
     parent_id = result["run"]["mlflow_run_id"]
     experiment = client.get_experiment_by_name(tracking.EXPERIMENT).experiment_id
     (registry_run,) = client.search_runs(
         [experiment], f"tags.mlflow.parentRunId = '{parent_id}' and tags.stage = 'registry'"
     )
-    assert challenger.run_id == registry_run.info.run_id
+    assert challenger.run_id == parent_id
+    logged = client.get_logged_model(challenger.source.removeprefix("models:/"))
+    assert logged.source_run_id == registry_run.info.run_id
     metrics, tags = registry_run.data.metrics, registry_run.data.tags
     assert metrics["registry/gate_win_rate"] == pytest.approx(gate["win_rate"]["mean"])
     assert [metrics["registry/gate_ci_low"], metrics["registry/gate_ci_high"]] == pytest.approx(
