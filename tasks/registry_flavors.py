@@ -14,8 +14,9 @@ from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 from mlflow.models import ModelSignature
 from mlflow.protos.databricks_pb2 import RESOURCE_DOES_NOT_EXIST, ErrorCode
-from mlflow.types import ColSpec, Schema
+from mlflow.types import ColSpec, ParamSchema, ParamSpec, Schema
 from mlflow.utils.mlflow_tags import MLFLOW_MODEL_VERSIONS
+from transformers import GenerationConfig, TextGenerationPipeline
 
 from instructflow.models.lm import load_causal_lm
 
@@ -40,9 +41,39 @@ def log_policy(model_dir: str, name: str):
             transformers_model={"model": model, "tokenizer": tokenizer},
             task="text-generation",
             name=name,
+            signature=policy_signature(model.generation_config),
             # Given, not inferred: inference would ask for vision packages a text model never uses.
             pip_requirements=POLICY_REQUIREMENTS,
         )
+
+
+# What a pyfunc caller (`mlflow models serve`, `pyfunc.load_model(...).predict(data, params=...)`)
+# may set per request. MLflow drops every param a signature does not declare (with a warning),
+# so without these a served policy could not be asked for a shorter or a greedy response.
+GENERATION_PARAMS = {
+    "max_new_tokens": "long",
+    "do_sample": "boolean",
+    "temperature": "double",
+    "top_p": "double",
+}
+
+
+def policy_signature(generation: GenerationConfig) -> ModelSignature:
+    """Text in, text out, and the generation settings above as params. MLflow passes a
+    param's default when a request leaves it out, so each default is what the text-generation
+    pipeline would use anyway: the model's generation config where it sets the value, else
+    the pipeline's own default (256 new tokens, sampling at temperature 0.7)."""
+    effective = {"top_p": 1.0} | TextGenerationPipeline._default_generation_config.to_diff_dict()
+    effective |= {k: v for k, v in generation.to_diff_dict().items() if v is not None}
+    params = [
+        ParamSpec(key, dtype, int(effective[key]) if dtype == "long" else effective[key])
+        for key, dtype in GENERATION_PARAMS.items()
+    ]
+    return ModelSignature(
+        inputs=Schema([ColSpec("string")]),
+        outputs=Schema([ColSpec("string")]),
+        params=ParamSchema(params),
+    )
 
 
 class _HubLookupFilter(logging.Filter):

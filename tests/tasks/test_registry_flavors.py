@@ -12,8 +12,10 @@ import warnings
 import mlflow
 from mlflow import MlflowClient
 
+from instructflow.models.lm import load_causal_lm
 from instructflow.tasks import registry, registry_rival, tracking
 from instructflow.tasks.registry_config import REWARD_MODEL
+from instructflow.tasks.registry_flavors import log_policy
 
 # One fresh process loads both (an interpreter with mlflow and transformers costs seconds to
 # start): the policy first, and which project modules were loaded is read right after it,
@@ -103,9 +105,30 @@ def test_registered_policy_and_reward_model_load_without_the_project(
     assert scored["inputs"] == ["prompt", "response"]
 
     # and the pipeline's own code reads the registered policy back as a checkpoint
-    from instructflow.models.lm import load_causal_lm
-
     model, tokenizer = load_causal_lm(
         registry_rival.local_checkpoint(registry.POLICY_MODEL, version)
     )
     assert tokenizer.pad_token_id is not None and model.num_parameters() > 0
+
+
+def test_a_served_policy_takes_generation_settings_per_request(tiny_dirs, tmp_path, monkeypatch):
+    # given the tiny policy logged as the registry logs it
+    monkeypatch.setenv("INSTRUCTFLOW_ROOT", str(tmp_path))
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    tracking.setup()
+
+    with mlflow.start_run():
+        info = log_policy(str(tiny_dirs[0]), "policy")
+    # when it is loaded as a pyfunc (what `mlflow models serve` runs)
+    served = mlflow.pyfunc.load_model(info.model_uri)
+    # then its signature declares the generation settings, each defaulting to what the
+    # text-generation pipeline uses without them (MLflow drops undeclared params)
+    defaults = {p.name: p.default for p in served.metadata.get_params_schema().params}
+    assert defaults == {"max_new_tokens": 256, "do_sample": True, "temperature": 0.7, "top_p": 1.0}
+    # and a request's max_new_tokens and do_sample reach the generation
+    prompt = "Q: reverse stone\nA:"
+    greedy = {"max_new_tokens": 3, "do_sample": False}
+    out = [served.predict([prompt], params=greedy)[0] for _ in range(2)]
+    assert out[0] == out[1] and out[0].startswith(prompt)
+    _, tokenizer = load_causal_lm(tiny_dirs[0])
+    assert 0 < len(tokenizer(out[0][len(prompt) :])["input_ids"]) <= 3
