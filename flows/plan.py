@@ -22,16 +22,23 @@ from instructflow.models import memory_plan
 from instructflow.models.lora import LoraOptions
 from instructflow.models.reward_model import reward_head_problem
 
-UNITS = {"": 1, "b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "tb": 10**12}
+UNITS = {"b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "tb": 10**12}
 UNITS |= {"kib": 2**10, "mib": 2**20, "gib": 2**30, "tib": 2**40}
+EXAMPLES = "(e.g. 24GiB, 80GB, 512MiB)"
 
 
 def parse_size(text: str) -> int:
-    """'24GiB', '80 GB', '512MiB' -> bytes."""
+    """'24GiB', '80 GB', '512MiB' -> bytes. A bare number is refused: `--memory 24` read as
+    24 bytes printed NO for every stage, and a size of 0 as none (no fits column)."""
     match = re.fullmatch(r"\s*([0-9.]+)\s*([a-zA-Z]*)\s*", text)
+    if match and not match.group(2):
+        raise ValueError(f"{text!r} has no unit {EXAMPLES}")
     if not match or match.group(2).lower() not in UNITS:
-        raise ValueError(f"not a memory size: {text!r} (e.g. 24GiB, 80GB, 512MiB)")
-    return int(float(match.group(1)) * UNITS[match.group(2).lower()])
+        raise ValueError(f"not a memory size: {text!r} {EXAMPLES}")
+    size = int(float(match.group(1)) * UNITS[match.group(2).lower()])
+    if size < 1:
+        raise ValueError(f"not a memory size: {text!r} is 0 bytes {EXAMPLES}")
+    return size
 
 
 def model_config(params: PipelineParams):

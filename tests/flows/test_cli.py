@@ -380,6 +380,10 @@ def test_a_count_below_one_is_a_usage_error_naming_the_flag(argv, capsys):
     "argv, said",
     [
         (["plan", "--memory", "24XB"], "argument --memory: not a memory size: '24XB'"),  # traceback
+        # read as 24 bytes: every stage said NO, and the output never said what it compared to
+        (["plan", "--memory", "24"], "argument --memory: '24' has no unit (e.g. 24GiB"),
+        # 0 bytes read as no --memory at all: the fits column was left out
+        (["plan", "--memory", "0GiB"], "argument --memory: not a memory size: '0GiB' is 0 bytes"),
         (["plan", "--seq-len", "-5"], "argument --seq-len: must be a whole number >= 1"),
         (["plan", "--prompt-len", "0"], "argument --prompt-len: must be a whole number >= 1"),
     ],
