@@ -69,9 +69,25 @@ def judge_lines(a: dict[str, Any], b: dict[str, Any]) -> list[str]:
         same_kind = "another instance of " if who_a == who_b else ""
         lines.append(
             f"- {metric}: NOT THE SAME JUDGE (A: {who_a}; B: {same_kind}{who_b}), so B - A "
-            "mixes a change of policy with a change of judge"
+            "mixes a change of policy with a change of judge" + _why_another_judge(a, b, id_a, id_b)
         )
     return lines
+
+
+def _why_another_judge(a: dict[str, Any], b: dict[str, Any], id_a: tuple, id_b: tuple) -> str:
+    """Why two runs' held-out judges differ when it is their SFT models: each judge is
+    fine-tuned from its run's SFT checkpoint, so a change only SFT saw (its settings, the
+    process count, precision) makes another judge, which "another instance" left unsaid."""
+    if id_a[0] != "judge" or id_b[0] != "judge":
+        return ""
+    sft_a, sft_b = (r.get("run", {}).get("stage_keys", {}).get("sft") for r in (a, b))
+    said = f" (judge keys {id_a[1]} vs {id_b[1]})"
+    if sft_a and sft_b and sft_a != sft_b:
+        said += (
+            f"; each run's judge is fine-tuned from that run's SFT model, and the SFT models"
+            f" differ ({sft_a} vs {sft_b})"
+        )
+    return said
 
 
 def _value(figure: Any) -> tuple[float | None, str]:

@@ -136,3 +136,22 @@ def test_the_comparison_names_the_settings_that_differ():
     # then it says which setting, with both values (the default where a run left it)
     assert "- setting ppo.lr: default vs 0.0003" in text
     assert "ppo.epochs" not in text
+
+
+def test_judges_that_differ_because_their_sft_models_do_say_so():
+    # given two dataset runs alike but for a setting only SFT saw (--processes 2: SFT's
+    # floats round otherwise), so the judge, fine-tuned from each run's SFT, has another key
+    a, b = _dataset_report("judge-950a", 0.562), _dataset_report("judge-cbb3", 0.562)
+    a["run"]["stage_keys"]["sft"], b["run"]["stage_keys"]["sft"] = "sft-0e5e", "sft-683d"
+    # when they are compared
+    text = report_comparison(a, b)
+    # then the judge line says which keys differ and that the SFT models are why
+    assert (
+        "mixes a change of policy with a change of judge (judge keys judge-950a vs judge-cbb3);"
+        " each run's judge is fine-tuned from that run's SFT model, and the SFT models differ"
+        " (sft-0e5e vs sft-683d)" in text
+    )
+    # and judges that differ with the same SFT name their keys only
+    b["run"]["stage_keys"]["sft"] = "sft-0e5e"
+    assert "(judge keys judge-950a vs judge-cbb3)\n" in report_comparison(a, b) + "\n"
+    assert "fine-tuned from" not in report_comparison(a, b)
