@@ -32,7 +32,12 @@ from instructflow.tasks import (
 from instructflow.tasks.concurrency import registry_slot
 from instructflow.tasks.evaluation import Policy, flat_metrics
 from instructflow.tasks.gate import alias_effect, judge_decision
-from instructflow.tasks.model_card import JUDGE_EVIDENCE, mismatch_lineage, model_card
+from instructflow.tasks.model_card import (
+    JUDGE_EVIDENCE,
+    lora_lineage,
+    mismatch_lineage,
+    model_card,
+)
 from instructflow.tasks.registry_snapshot import RegistrySnapshot
 
 
@@ -104,6 +109,7 @@ def _lineage(params, result: dict, inputs: GateInputs, client) -> dict:
         "dvc_data_md5": run["dvc_data_md5"],
         **mismatch_lineage(run),
         "base_model": params.base_model,
+        **lora_lineage(params),
         "tokenizer_digest": tokenizer_digest(AutoTokenizer.from_pretrained(inputs.policy_dir)),
         **{f"data_md5_{name}": t["md5"] for name, t in result["dataset"]["tables"].items()},
     }

@@ -330,6 +330,7 @@ def _registry(stage: Stages, params: PipelineParams, models, policies, evaluated
         "profile": params.profile,
         "seed": params.seed,
         "base_model": params.base_model or f"embedded GPT-2 ({params.profile})",
+        **model_card.lora_lineage(params),
         "sft_run_id": sft_out["mlflow_run_id"],  # the reference SFT's run (later evaluations)
     }
     policy_metrics = {

@@ -17,6 +17,7 @@ CONFIRMED = "last_confirmed_by_"
 LINEAGE_ROWS = [
     ("profile", "profile"),
     ("base model", "base_model"),
+    ("LoRA (adapters merged into these weights)", "lora"),
     ("tokenizer digest", "tokenizer_digest"),
     ("data version (DVC md5)", "dvc_data_md5"),
     ("data NOT the version its .dvc file records (--allow-data-mismatch)", "data_mismatch"),
@@ -42,6 +43,23 @@ def mismatch_lineage(run: dict) -> dict[str, str]:
     """A version trained on data its commit's .dvc file does not record says so (tag
     `data_mismatch`): `dvc checkout` at that commit would restore other data."""
     return {"data_mismatch": "true"} if run.get("data_mismatch") else {}
+
+
+def lora_lineage(params: Any) -> dict[str, str]:
+    """The stages that trained LoRA adapters and their settings (tag `lora`): the registered
+    weights are plain (adapters merged), so without it a version did not say it was LoRA-tuned."""
+    used = []
+    for stage in ("sft", "baselines", "reward_model", "ppo"):
+        lora = params.stage(stage).lora
+        if lora is not None:
+            targets = lora.target_modules
+            on = (
+                ""
+                if targets is None
+                else f" on {targets if isinstance(targets, str) else ', '.join(targets)}"
+            )
+            used.append(f"{stage} r={lora.r} alpha={lora.alpha}{on}")
+    return {"lora": "; ".join(used)} if used else {}
 
 
 def lineage_lines(lineage: dict) -> list[str]:

@@ -194,3 +194,26 @@ def test_the_card_says_who_judged_each_win_rate():
     # and a card without the judge's figure has no such line
     plain = model_card("policy", "4", LINEAGE, {"gold_score": 0.5}, GATE)
     assert "held-out judge, a reward model" not in plain
+
+
+def test_a_version_trained_with_lora_says_so_with_each_stage_s_adapter_settings():
+    from instructflow.flows.params import PipelineParams
+    from instructflow.tasks.model_card import lora_lineage
+
+    # given a run whose SFT, RM and PPO trained LoRA adapters (merged into plain weights)
+    params = PipelineParams(
+        profile="smoke",
+        sft={"lora": {"r": 4, "alpha": 8}},
+        reward_model={"lora": {"r": 4, "alpha": 8, "target_modules": "all-linear"}},
+        ppo={"lora": {"r": 16, "alpha": 32, "target_modules": ["c_attn", "c_proj"]}},
+    )
+    # when its versions' lineage and card are written
+    lineage = LINEAGE | lora_lineage(params)
+    card = model_card("policy", "4", lineage, {"gold_score": 0.5}, GATE)
+    # then a tag and the card's lineage name each stage's adapters (they said nothing of LoRA)
+    said = "sft r=4 alpha=8; reward_model r=4 alpha=8 on all-linear; ppo r=16 alpha=32 on c_attn, c_proj"
+    assert lineage["lora"] == said
+    assert f"- LoRA (adapters merged into these weights): `{said}`" in card
+    assert "LoRA" in reward_model_card("rm", "4", lineage, {}, ("policy", "4"))
+    # and a run without adapters adds no such tag
+    assert lora_lineage(PipelineParams(profile="smoke")) == {}
