@@ -42,7 +42,8 @@ def model_config(base_model: str | None) -> PretrainedConfig:
 
 
 def lora_target_problems(params: Any, config: PretrainedConfig) -> list[Problem]:
-    """One problem per listed name that names no module of the policy or reward network."""
+    """One problem per listed name that names no module of the policy or reward network,
+    and one per name of a policy stage that adapts an embedding the model ties to another."""
     asked = named_targets(params)
     if not asked:
         return []
@@ -63,4 +64,35 @@ def lora_target_problems(params: Any, config: PretrainedConfig) -> list[Problem]
         )
         for stage, targets in asked.items()
         for target in unmatched_targets(names, targets)
-    ]
+    ] + tied_target_problems(asked, networks[0], config.model_type)
+
+
+def tied_target_problems(asked: dict[str, list[str]], lm, model_type: str) -> list[Problem]:
+    """A policy stage's adapter on the output or input embedding of a model that ties them
+    (GPT-2, most small models): merging it into the checkpoint changes the one shared weight,
+    so both ends move and the saved (registered) model is not the one trained (a random
+    adapter on lm_head of a tiny GPT-2 moved its logits by up to 10 once merged; peft merged
+    it without a word, and the check above listed lm_head among the layers to adapt)."""
+    out, inp = lm.get_output_embeddings(), lm.get_input_embeddings()
+    if out is None or inp is None or out.weight is not inp.weight:
+        return []
+    ends = {name: module for name, module in lm.named_modules() if module in (out, inp)}
+    problems = []
+    for stage, targets in asked.items():
+        if stage == "reward_model":  # its network has no output embedding to share with
+            continue
+        for target in targets:
+            hit = [n for n in ends if n == target or n.endswith("." + target)]
+            if hit:
+                problems.append(
+                    Problem(
+                        PARAMS,
+                        0,
+                        f"{stage}.lora.target_modules",
+                        f"{target!r} adapts {hit[0]}, whose weight this {model_type} model"
+                        " shares between its input embedding and its output layer"
+                        " (tie_word_embeddings): the merged checkpoint would not compute what"
+                        " was trained; leave it out",
+                    )
+                )
+    return problems

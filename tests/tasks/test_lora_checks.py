@@ -74,3 +74,28 @@ def test_the_command_line_refuses_a_bad_target_before_any_stage(
     assert "sft.lora.target_modules" in err and "'c_atn' names no module" in err
     assert "Traceback" not in err
     assert not (root / "runs" / "sft").exists()
+
+
+def test_a_policy_adapter_on_an_embedding_tied_to_the_output_layer_is_refused():
+    from transformers import GPT2Config
+
+    # given LoRA on GPT-2's output layer (SFT) and its input embedding (PPO), which GPT-2
+    # ties to one weight, and on the RM's input embedding (its network has no output layer)
+    params = PipelineParams(
+        profile="smoke",
+        sft={"lora": {"target_modules": ["c_attn", "lm_head"]}},
+        ppo={"lora": {"target_modules": "wte"}},
+        reward_model={"lora": {"target_modules": "wte"}},
+    )
+    # when they are checked before any stage
+    problems = lora_target_problems(params, model_config(None))
+    # then each policy stage's tied name is one problem saying why (merging it into the
+    # checkpoint changed both ends, so the registered model was not the one trained)
+    assert [(p.field, p.message.split(",")[0]) for p in problems] == [
+        ("sft.lora.target_modules", "'lm_head' adapts lm_head"),
+        ("ppo.lora.target_modules", "'wte' adapts transformer.wte"),
+    ]
+    assert "tie_word_embeddings" in problems[0].message
+    # and a model whose output layer has its own weight may adapt it
+    untied = GPT2Config(n_layer=1, n_head=2, n_embd=8, tie_word_embeddings=False)
+    assert lora_target_problems(params, untied) == []
