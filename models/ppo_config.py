@@ -120,5 +120,8 @@ class PPOHyper(BaseModel):
     @model_validator(mode="after")
     def _minibatch_fits(self) -> Self:
         if self.minibatch_size > self.rollout_batch:
-            raise ValueError("minibatch_size cannot exceed rollout_batch")
+            raise ValueError(
+                f"minibatch_size ({self.minibatch_size}) cannot exceed rollout_batch"
+                f" ({self.rollout_batch})"
+            )
         return self

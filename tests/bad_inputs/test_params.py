@@ -40,6 +40,13 @@ CASES = [
         ["ppo.lora.target_modules = []", "a list of at least 1 string", '"all-linear"', "null"],
     ),
     (
+        # fields that do not fit together (the object's own validator) said "is not allowed;
+        # expected an object with fields iterations, rollout_batch, ..." naming no reason
+        "minibatch-above-rollout",
+        {"ppo": {"rollout_batch": 2}},
+        ['ppo = {"rollout_batch": 2} is not allowed: minibatch_size (32) cannot exceed'],
+    ),
+    (
         "more-processes-than-rollouts",
         {"profile": "smoke", "processes": 17},
         ["processes = 17 is more than ppo.rollout_batch = 16 (profile smoke)"],

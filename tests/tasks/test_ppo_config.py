@@ -38,5 +38,7 @@ def test_defaults_are_declared_once() -> None:
 
 
 def test_a_minibatch_larger_than_the_rollout_is_refused_in_the_config() -> None:
-    with pytest.raises(ValidationError, match="minibatch_size cannot exceed rollout_batch"):
+    with pytest.raises(
+        ValidationError, match=r"minibatch_size \(16\) cannot exceed rollout_batch \(8\)"
+    ):
         PPOStageConfig(rollout_batch=8, minibatch_size=16)
