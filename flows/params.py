@@ -160,15 +160,26 @@ class PipelineParams(BaseModel):
     @model_validator(mode="after")
     def _a_rollout_row_per_process(self) -> "PipelineParams":
         # PPO splits each rollout batch across the processes: checked here, before any stage.
-        rollout = self.stage("ppo").rollout_batch
-        if self.processes > rollout:
-            from instructflow.flows.params_io import INVALID
+        from instructflow.flows.params_io import INVALID
 
+        ppo = self.stage("ppo")
+        rollout = ppo.rollout_batch
+        if self.processes > rollout:
             raise PydanticCustomError(
                 INVALID,
                 "processes = {p} is more than ppo.rollout_batch = {r} (profile {profile}): "
                 "each process needs at least one rollout row",
                 {"p": self.processes, "r": rollout, "profile": self.profile},
+            )
+        # on the sizes the run uses: checked on the sizes sent, a smoke run's own
+        # rollout_batch (16) was refused against tiny's minibatch_size (32), and a smoke
+        # minibatch_size of 24 passed, then failed the PPO stage after SFT and the RM trained
+        if ppo.minibatch_size > rollout:
+            raise PydanticCustomError(
+                INVALID,
+                "ppo.minibatch_size = {m} is more than ppo.rollout_batch = {r} (profile "
+                "{profile}): a minibatch is drawn from one rollout batch",
+                {"m": ppo.minibatch_size, "r": rollout, "profile": self.profile},
             )
         return self
 

@@ -18,6 +18,12 @@ class PPOStageConfig(PPOHyper):
     blocks, validation, checkpoint choice, stopping and LoRA.
     """
 
+    def _minibatch_fits(self) -> "PPOStageConfig":
+        """Not checked on the settings as sent: a profile resizes rollout_batch and
+        minibatch_size where they are left at their defaults (PipelineParams.stage), so
+        PipelineParams checks the sizes the run will use (the trainer's PPOHyper checks again)."""
+        return self
+
     ptx_block_size: int = Field(
         128, ge=2, description="Tokens per packed pretraining block (PPO-ptx only)."
     )

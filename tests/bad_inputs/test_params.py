@@ -40,11 +40,17 @@ CASES = [
         ["ppo.lora.target_modules = []", "a list of at least 1 string", '"all-linear"', "null"],
     ),
     (
-        # fields that do not fit together (the object's own validator) said "is not allowed;
-        # expected an object with fields iterations, rollout_batch, ..." naming no reason
+        # said "ppo = {...} is not allowed; expected an object with fields iterations,
+        # rollout_batch, ...", naming no reason
         "minibatch-above-rollout",
         {"ppo": {"rollout_batch": 2}},
-        ['ppo = {"rollout_batch": 2} is not allowed: minibatch_size (32) cannot exceed'],
+        ["ppo.minibatch_size = 32 is more than ppo.rollout_batch = 2 (profile tiny)"],
+    ),
+    (
+        # passed, then failed the PPO stage after SFT and the reward model had trained
+        "minibatch-above-the-profile-s-rollout",
+        {"profile": "smoke", "ppo": {"minibatch_size": 24}},
+        ["ppo.minibatch_size = 24 is more than ppo.rollout_batch = 16 (profile smoke)"],
     ),
     (
         "more-processes-than-rollouts",
@@ -146,3 +152,9 @@ def test_params_may_be_given_as_json_text_rather_than_a_file():
     # while a missing file is still a missing file
     with pytest.raises(ParamsError, match=r"nothere.json: no such params file"):
         read_params_file("nothere.json")
+
+
+def test_a_rollout_batch_the_profile_s_minibatch_fits_in_is_accepted():
+    # smoke's own rollout_batch was refused against tiny's minibatch_size (32)
+    params = build_params({"profile": "smoke", "ppo": {"rollout_batch": 16}})
+    assert (params.stage("ppo").rollout_batch, params.stage("ppo").minibatch_size) == (16, 8)

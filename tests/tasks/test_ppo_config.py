@@ -3,6 +3,7 @@
 import pytest
 from pydantic import ValidationError
 
+from instructflow.flows.params import PipelineParams
 from instructflow.models.ppo_config import PPOHyper
 from instructflow.tasks.ppo_config import PPOStageConfig, trainer_hyper
 
@@ -37,8 +38,13 @@ def test_defaults_are_declared_once() -> None:
     assert trainer_hyper(PPOStageConfig()) == PPOHyper()
 
 
-def test_a_minibatch_larger_than_the_rollout_is_refused_in_the_config() -> None:
+def test_a_minibatch_larger_than_the_rollout_is_refused_on_the_sizes_the_run_uses() -> None:
+    # the trainer's settings refuse it; the stage's settings as sent do not (a profile
+    # resizes both), the run's parameters do, with the profile's sizes
     with pytest.raises(
         ValidationError, match=r"minibatch_size \(16\) cannot exceed rollout_batch \(8\)"
     ):
-        PPOStageConfig(rollout_batch=8, minibatch_size=16)
+        PPOHyper(rollout_batch=8, minibatch_size=16)
+    assert PPOStageConfig(rollout_batch=8, minibatch_size=16).minibatch_size == 16
+    with pytest.raises(ValidationError, match=r"ppo.minibatch_size = 16 is more than"):
+        PipelineParams(ppo={"rollout_batch": 8, "minibatch_size": 16})
