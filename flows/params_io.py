@@ -138,12 +138,6 @@ def explain(error: ValidationError) -> str:
             continue
         node, _ = _field_schema(loc)
         got = json.dumps(item.get("input"), default=str)
-        if item["type"] == "value_error" and isinstance(item.get("input"), dict):
-            # an object's own validator (fields that do not fit together): its message is the
-            # reason; "expected an object with fields ..." listed the very fields that were sent
-            reason = item["msg"].removeprefix("Value error, ")
-            lines.append(f"{dotted} = {got} is not allowed: {reason}")
-            continue
         lines.append(f"{dotted} = {got} is not allowed; expected {allowed(node)}")
     return "\n".join(lines)
 
