@@ -20,7 +20,15 @@ from prefect import get_run_logger
 
 from instructflow.flows.params import PipelineParams
 from instructflow.models.checkpoints import interrupt, stop_requested
-from instructflow.tasks import concurrency, launch, ppo, ppo_selection, run_status, tracking
+from instructflow.tasks import (
+    concurrency,
+    interrupts,
+    launch,
+    ppo,
+    ppo_selection,
+    run_status,
+    tracking,
+)
 from instructflow.tasks.stage import (
     DONE_MARKER,
     changed_output,
@@ -226,6 +234,7 @@ class Stages:
                 here = first(lane)
             finally:
                 torch.set_num_threads(self.threads)
+                interrupts.wait_awake(beside)  # a signal meanwhile still reaches its handler
                 there = beside.result()  # also waits (and re-raises) when first() failed
         return here, there
 

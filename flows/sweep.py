@@ -42,6 +42,7 @@ from instructflow.tasks import (
     concurrency,
     data,
     env,
+    interrupts,
     provenance,
     sweep_report,
     sweep_stats,
@@ -123,9 +124,18 @@ def seed_run(params: PipelineParams, seed: int, sweep_run_id: str) -> dict:
 
     try:
         report = rlhf_pipeline(child_params(params, seed), sweep_run_id=sweep_run_id)
+    except KeyboardInterrupt as stop:
+        # The seed's own stop (Ctrl-C reaches every process of the sweep). Raised on as it is,
+        # Prefect's process pool never completed the seed's future in the sweep's process,
+        # whose pool manager thread died of it: the sweep waited on it for good.
+        raise SeedInterrupted(f"seed {seed}: {stop}") from None
     except Exception as error:
         raise returnable(error) from None
     return {"report": report, "per_prompt": per_prompt_from(report)}
+
+
+class SeedInterrupted(RuntimeError):
+    """A seed's run stopped by a signal (a plain exception, so that it comes back)."""
 
 
 def returnable(error: Exception) -> Exception:
@@ -155,9 +165,12 @@ def seed_result(seed: int, future) -> dict:
     answers 503 on a busy machine, came back as "TypeError: HTTPStatusError.__init__()
     missing 2 required keyword-only arguments"). The task run's final state says it.
     """
+    interrupts.wait_awake(future.wrapped_future)
     try:
         return future.result()
     except Exception as error:
+        if interrupts.received:  # the sweep's own Ctrl-C or SIGTERM stopped its seeds too
+            raise interrupts.RunInterrupted(interrupts.received[0]) from error
         try:
             why = future.state.message or f"{type(error).__name__}: {error}"
         except Exception:  # the state could not be read either (the server gone)

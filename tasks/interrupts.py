@@ -17,6 +17,7 @@ wherever the run is.
 import os
 import signal
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -63,6 +64,23 @@ def cancelled_worker_run() -> bool:
     CLI, or its worker or machine stopping), or a command-line run whose watcher saw a cancel."""
     from_worker = bool(os.environ.get("PREFECT__FLOW_RUN_ID"))
     return received[:1] == [signal.SIGTERM] and (from_worker or bool(_cancel_seen))
+
+
+WAKE_SECONDS = 0.05
+
+
+def wait_awake(future) -> None:
+    """Wait until `future` is done (anything with done(): a concurrent.futures or a Prefect
+    future), waking every WAKE_SECONDS so that a signal's handler can run.
+
+    Python runs handlers in the main thread, between bytecodes; the kernel may deliver a
+    process's signal to any of its threads, and one delivered to another thread does not end
+    the main thread's sleep in a plain wait. A Ctrl-C'd sweep slept so for minutes: its
+    seeds had stopped, but their futures never completed, and the grace alarm that would
+    have ended the wait went to another thread.
+    """
+    while not future.done():
+        time.sleep(WAKE_SECONDS)
 
 
 def exit_status() -> int:

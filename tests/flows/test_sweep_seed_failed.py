@@ -20,6 +20,10 @@ UNPICKLED = TypeError(
 class Future:
     def __init__(self, result=None, error=None, state=None):
         self._result, self._error, self._state = result, error, state
+        self.wrapped_future = self  # done at once
+
+    def done(self):
+        return True
 
     def result(self):
         if self._error:
@@ -163,3 +167,37 @@ def test_a_seed_that_failed_on_its_own_is_not_run_again(prefect_harness, monkeyp
     calls, result = seed_in_a_flow(monkeypatch, [ValueError("bad input"), {"policies": {}}])
     assert calls == [3]
     assert isinstance(result, ValueError)
+
+
+def test_a_seed_the_sweeps_own_signal_stopped_ends_the_sweep_as_interrupted(monkeypatch):
+    import signal
+
+    from instructflow.tasks import interrupts
+
+    # given a sweep that received Ctrl-C, whose seed came back failed (it stopped too)
+    monkeypatch.setattr(interrupts, "received", [signal.SIGINT])
+    stopped = Future(error=RuntimeError("seed 0: interrupted"), state=SimpleNamespace(message=""))
+    # then the sweep stops as interrupted (exit 130, "interrupted by SIGINT"), not as failed
+    with pytest.raises(interrupts.RunInterrupted, match="interrupted by SIGINT"):
+        seed_result(0, stopped)
+
+
+def test_a_seed_stopped_by_a_signal_raises_a_plain_exception_that_comes_back(monkeypatch):
+    import pickle
+
+    from instructflow.flows import pipeline
+    from instructflow.flows.params import PipelineParams
+    from instructflow.flows.sweep import SeedInterrupted, seed_run
+    from instructflow.models.checkpoints import TrainingInterrupted
+
+    # Prefect's process pool never completed the future of a task that raised a
+    # KeyboardInterrupt (the sweep's process waited on it for good)
+    def stopped(*args, **kwargs):
+        raise TrainingInterrupted("interrupted by SIGINT during sft")
+
+    monkeypatch.setattr(pipeline, "rlhf_pipeline", stopped)
+    with pytest.raises(SeedInterrupted) as raised:
+        seed_run.fn(PipelineParams(profile="smoke"), 3, "sweep-run")
+    assert not isinstance(raised.value, KeyboardInterrupt)
+    back = pickle.loads(pickle.dumps(raised.value))
+    assert str(back) == "seed 3: interrupted by SIGINT during sft"
