@@ -3,7 +3,7 @@
 instructflow run --profile tiny          run the whole pipeline
 instructflow params --example            every run setting, commented (--schema: JSON schema)
 instructflow data generate               regenerate data/ and record it in data.dvc
-instructflow data verify                 check data/ against data.dvc
+instructflow data verify [DIR]           check data/ (or DIR) against data.dvc (DIR.dvc), file by file
 instructflow data add DIR                validate your dataset directory and `dvc add` it
 instructflow data validate FILE --kind comparisons
                                          validate one JSONL table (e.g. human comparisons)

@@ -56,12 +56,62 @@ def _cmd_data_from_hub(args: argparse.Namespace) -> int:
     return 0
 
 
-def _cmd_data_verify(_args: argparse.Namespace) -> int:
+def _cmd_data_verify(args: argparse.Namespace) -> int:
     from instructflow.tasks import data_version
+    from instructflow.tasks.dataset_dvc import differences
 
-    md5 = data_version.verify(project_root())
+    root = project_root()
+    folder = Path(args.dir) if args.dir else root / "data"
+    if folder.resolve() != (root / "data").resolve():
+        return _verify_dataset(folder)
+    try:
+        md5 = data_version.verify(root)
+    except data_version.DataMismatchError:
+        if folder.is_dir():  # which files differ, before the md5s and how to go on
+            _print_differences(differences(folder))
+        raise
     print(f"data/ matches data.dvc (md5 {md5})")
     return 0
+
+
+def _verify_dataset(folder: Path) -> int:
+    """`data verify DIR` for a dataset put under DVC with `data add DIR`: 0 if DIR matches
+    DIR.dvc, else 2 with one line per file that differs."""
+    from instructflow.tasks.dataset_dvc import dataset_version, differences
+
+    dvc_file = folder.with_name(folder.name + ".dvc")
+    if not dvc_file.exists():
+        print(
+            f"instructflow: {folder} has no {dvc_file.name}: `instructflow data add {folder}`"
+            " puts it under DVC",
+            file=sys.stderr,
+        )
+        return 2
+    if not folder.is_dir():
+        print(
+            f"instructflow: {folder} is missing; {dvc_file.name} records it:"
+            f" `dvc checkout {dvc_file}` (or `dvc pull {dvc_file}`) restores it",
+            file=sys.stderr,
+        )
+        return 2
+    version = dataset_version(folder)
+    if version["matches"]:
+        print(f"{folder} matches {dvc_file.name} (md5 {version['md5']})")
+        return 0
+    _print_differences(differences(folder))
+    print(
+        f"instructflow: {folder} does not match {dvc_file.name}: it records md5"
+        f" {version['dvc_md5']}, the folder hashes to {version['md5']}; `instructflow data add"
+        f" {folder}` records the new version, `dvc checkout {dvc_file}` restores the recorded"
+        " one",
+        file=sys.stderr,
+    )
+    return 2
+
+
+def _print_differences(lines: list[str]) -> None:
+    for line in lines:
+        print(f"instructflow: {line}", file=sys.stderr)
 
 
 def _cmd_data_validate(args: argparse.Namespace) -> int:
@@ -76,8 +126,11 @@ def _cmd_data_validate(args: argparse.Namespace) -> int:
     path = Path(args.file)
     if args.kind is None or path.suffix == ".parquet":  # --kind's schemas are JSONL's
         what = "is Parquet" if path.suffix == ".parquet" else "needs --kind"
-        print(f"instructflow: {path} {what}: --kind checks a JSONL table in the embedded world's"
-              f" format; {_own_data_hint(path)}", file=sys.stderr)  # fmt: skip
+        print(
+            f"instructflow: {path} {what}: --kind checks a JSONL table in the embedded world's"
+            f" format; {_own_data_hint(path)}",
+            file=sys.stderr,
+        )
         return 2
     frame, problems = table_problems(path, args.kind)  # an empty file is refused too
     if frame is None and _is_own_data_table(path):
@@ -229,8 +282,13 @@ def add_commands(sub) -> None:
     hub.set_defaults(func=_cmd_data_from_hub)
     ver = data_sub.add_parser(
         "verify",
-        help="Check data/ against data.dvc.",
-        description="Exit 1 if data/ differs from data.dvc.",
+        help="Check data/ (or DIR) against data.dvc (or DIR.dvc).",
+        description="Check data/ against data.dvc, or a dataset directory put under DVC with"
+        " `data add DIR` against DIR.dvc. Exit 0 when they match; else exit 2, one line per"
+        " file that differs (changed, missing or added).",
+    )
+    ver.add_argument(
+        "dir", nargs="?", help="the dataset directory (default: data/, against data.dvc)"
     )
     ver.set_defaults(func=_cmd_data_verify)
     val = data_sub.add_parser(

@@ -109,3 +109,42 @@ def version_tags(folder: Path, allow_mismatch: bool) -> dict[str, str]:
     if not version["matches"]:
         tags["data_dvc_recorded_md5"] = version["dvc_md5"]
     return tags
+
+
+# DVC's name for a workspace change (dvc data status) -> how `data verify` says it.
+CHANGE_WORDS = {"modified": "changed", "deleted": "missing", "added": "added"}
+
+
+def differences(folder: Path) -> list[str]:
+    """One line per file of `folder` that differs from what its .dvc file records
+    ("changed: mine/preferences.jsonl"; paths relative to the DVC root), by DVC's own
+    `dvc data status --granular`; empty when DVC sees no change.
+
+    DVC lists a recorded version's files from the directory object in its cache: without
+    it (a version added elsewhere and not fetched) it cannot say which files differ, and
+    one line says so instead.
+    """
+    from dvc.repo import Repo
+
+    folder = folder.resolve()
+    repo = Repo(Repo.find_root(str(folder)))
+    try:
+        # Relative to the root: DVC turns a target into an index key relative to the cwd,
+        # which is the root's key for a relative path whatever the cwd is.
+        target = folder.relative_to(repo.root_dir).as_posix()
+        status = repo.data_status(targets=[target], granular=True, with_renames=False)
+    finally:
+        repo.close()
+    changes = status["uncommitted"]
+    lines = [
+        f"{word}: {path}"
+        for kind, word in CHANGE_WORDS.items()
+        for path in sorted(changes.get(kind, []))
+        if not path.endswith(("/", "\\"))  # the folder itself, or a subfolder, as a whole
+    ]
+    if not lines and changes.get("modified"):
+        lines.append(
+            f"{target}/ differs, but DVC's cache lacks the file list of the recorded version,"
+            f" so which files differ is unknown: `dvc fetch {target}.dvc` gets it from the remote"
+        )
+    return lines

@@ -275,6 +275,31 @@ def test_verify_mismatched_data_exits_two_naming_data_dvc(
     assert "data.dvc" in err
     assert data_version.tracked_md5(REPO_ROOT) in err
     assert data_version.current_md5(root) in err
+    # and, DVC's cache never having held data.dvc's version (its file list), that it cannot
+    # tell which files differ, and how to fetch that list
+    assert "which files differ is unknown" in err and "dvc fetch data.dvc" in err
+
+
+def test_verify_names_the_file_of_data_that_differs(
+    make_project, change_one_byte, monkeypatch, capsys
+):
+    # given a project whose data/ was stored in DVC's cache (as a run that matched does),
+    # then one byte of one table changed
+    root = make_project()
+    data_version.store(root)
+    changed = root / "data" / "tiny" / layout.PPO_VALID
+    change_one_byte(changed)
+    monkeypatch.setenv("INSTRUCTFLOW_ROOT", str(root))
+    # when it is verified
+    code = main(["data", "verify"])
+    # then it fails with one line naming that file, and only that one, before the md5s
+    assert code == 2
+    # (its lines: the DVC init above may leave a logging error of another test's capture)
+    err = [
+        line for line in capsys.readouterr().err.splitlines() if line.startswith("instructflow:")
+    ]
+    assert err[0] == f"instructflow: changed: {changed.relative_to(root).as_posix()}"
+    assert "data/ does not match data.dvc" in err[1] and len(err) == 2
 
 
 def test_verify_without_data_exits_two(make_project, monkeypatch, capsys):

@@ -1,6 +1,7 @@
 """`instructflow data add DIR`: a valid dataset gets a .dvc file; a bad one is refused unversioned."""
 
 import json
+import shutil
 
 import dvc.repo  # noqa: F401  (DVC binds its log handlers to sys.stdout at first import:
 import pytest  # imported inside a test, they would write to that test's closed capture)
@@ -97,3 +98,44 @@ def test_data_add_outside_a_dvc_repository_says_so_in_one_line(tmp_path, monkeyp
     assert "Traceback" not in err
     assert f"instructflow: {tmp_path} is not a DVC repository" in err and "dvc init" in err
     assert not (tmp_path / "mine.dvc").exists()
+
+
+def test_data_verify_dir_names_each_file_that_differs_from_its_dvc_file(
+    tmp_path, monkeypatch, capfd
+):
+    # given a dataset put under DVC with `data add`, and a note file added with it
+    root = init_dvc_project(tmp_path / "project")
+    monkeypatch.setenv("INSTRUCTFLOW_ROOT", str(root))
+    mine = write_pairwise_dataset(root / "mine", n=20)
+    (mine / "notes.txt").write_text("where the rows came from\n")
+    assert main(["data", "add", str(mine)]) == 0
+    capfd.readouterr()
+    # when it is verified unchanged, then it passes, naming the .dvc file
+    assert main(["data", "verify", str(mine)]) == 0
+    assert "matches mine.dvc" in capfd.readouterr().out
+    # and once one table changed, the note is gone and a file appeared
+    with (mine / "preferences.jsonl").open("a") as f:
+        f.write(json.dumps({"prompt": "p", "chosen": "a", "rejected": "b"}) + "\n")
+    (mine / "notes.txt").unlink()
+    (mine / "extra.jsonl").write_text("{}\n")
+    # then it fails with one line per difference, naming each file, and how to go on
+    assert main(["data", "verify", str(mine)]) == 2
+    err = [line for line in capfd.readouterr().err.splitlines() if line.startswith("instructflow:")]
+    assert "instructflow: changed: mine/preferences.jsonl" in err
+    assert "instructflow: missing: mine/notes.txt" in err
+    assert "instructflow: added: mine/extra.jsonl" in err
+    assert len(err) == 4 and "does not match mine.dvc" in err[-1]  # nothing unchanged listed
+
+
+def test_data_verify_dir_refuses_a_folder_without_dvc_file_or_gone(tmp_path, monkeypatch, capfd):
+    root = init_dvc_project(tmp_path / "project")
+    monkeypatch.setenv("INSTRUCTFLOW_ROOT", str(root))
+    mine = write_pairwise_dataset(root / "mine", n=20)
+    # never added: says how to add it
+    assert main(["data", "verify", str(mine)]) == 2
+    assert "has no mine.dvc" in capfd.readouterr().err
+    # added, then removed: says it is missing and how to restore it
+    assert main(["data", "add", str(mine)]) == 0
+    shutil.rmtree(mine)
+    assert main(["data", "verify", str(mine)]) == 2
+    assert "is missing" in capfd.readouterr().err
