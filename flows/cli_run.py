@@ -51,7 +51,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
 def _run_params(args: argparse.Namespace):
     """The run's parameters from --params and the options, validated (a ParamsError names each
     bad one); light: flows/params.py imports no stage library."""
-    from instructflow.flows.params_io import build_params, read_params_file, resized_by_profile
+    from instructflow.flows.params_io import build_params, read_params_file
 
     fields = read_params_file(args.params) if args.params else {}
     for field in (
@@ -67,10 +67,7 @@ def _run_params(args: argparse.Namespace):
             fields[field] = getattr(args, field)
     if args.allow_data_mismatch:
         fields["allow_data_mismatch"] = True
-    params = build_params(fields)
-    for warning in resized_by_profile(fields, params):
-        print(f"instructflow: warning: {warning}", file=sys.stderr, flush=True)
-    return params
+    return build_params(fields)
 
 
 def _checked_params(params):

@@ -2,7 +2,8 @@
 
 Every field is documented where it is declared (the description shows in the
 form). Stage configs nest under their stage's name; their defaults are sized
-for the `tiny` profile, and a profile adjusts any field the user did not set.
+for the `tiny` profile, and a profile adjusts any field the user did not set
+(PipelineParams.stage says what counts as set).
 """
 
 from typing import Any, Literal
@@ -184,18 +185,19 @@ class PipelineParams(BaseModel):
         return self
 
     def stage(self, name: str) -> BaseModel:
-        """A stage's config with the profile's sizes for every field the user left at its default.
+        """A stage's config with the profile's sizes for every field the user did not set.
 
-        "Left at its default" rather than "not sent": the Prefect UI's run form
-        may send every field it shows, defaults included, and a smoke run started
-        there must still get smoke sizes. The price: under a profile that changes
-        a field, that field's tiny-sized default cannot be asked for explicitly.
+        A field sent is set, even at its (tiny-sized) default: `{"ppo": {"iterations": 150}}`
+        under smoke asks for 150. A stage's part sent whole (every field) is a dump, not values
+        picked by hand: the Prefect UI's run form sends every field it shows, defaults
+        included, as `params --example` and a run's dumped settings have them; a smoke run
+        from one must still get smoke sizes, so there a field at its default reads as not set.
         """
         config: BaseModel = getattr(self, name)
         overrides = {
             k: v
             for k, v in PROFILE_OVERRIDES[self.profile].get(name, {}).items()
-            if _left_at_default(config, k)
+            if _not_set(config, k)
         }
         return config.model_copy(update=overrides)
 
@@ -223,9 +225,11 @@ class PipelineParams(BaseModel):
         return flat
 
 
-def _left_at_default(config: BaseModel, field: str) -> bool:
+def _not_set(config: BaseModel, field: str) -> bool:
+    """Whether the user left a stage config's `field` for the profile to size (see `stage`)."""
     if field not in config.model_fields_set:
         return True
-    return getattr(config, field) == type(config).model_fields[field].get_default(
+    sent_whole = config.model_fields_set >= set(type(config).model_fields)
+    return sent_whole and getattr(config, field) == type(config).model_fields[field].get_default(
         call_default_factory=True
     )

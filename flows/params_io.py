@@ -18,7 +18,7 @@ from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
-from instructflow.flows.params import PROFILE_OVERRIDES, PipelineParams
+from instructflow.flows.params import PipelineParams
 
 INVALID = "invalid_params"  # pydantic error type carrying explain()'s lines
 COMMENT = "_comment"  # key of the comment on a group; "_<field>" comments one field
@@ -153,32 +153,6 @@ def build_params(fields: dict) -> PipelineParams:
         raise ParamsError(f"params: {error}") from None
 
 
-def resized_by_profile(fields: dict, params: PipelineParams) -> list[str]:
-    """A warning for each stage setting sent (a file, `--params`) at its tiny-sized default
-    where the profile resizes that field: such a value reads as left at its default
-    (PipelineParams.stage: the Prefect form sends every field), so the run used the
-    profile's size and the value sent was dropped without a word. A stage's part that sets
-    every field is a dump (`params --example`, the form's, a run's), not values picked by
-    hand: no warning there (a smoke run from `params --example` warned of six)."""
-    warnings = []
-    for stage, overrides in PROFILE_OVERRIDES[params.profile].items():
-        sent = fields.get(stage)
-        if not isinstance(sent, dict) or set(type(getattr(params, stage)).model_fields) <= set(
-            sent
-        ):
-            continue
-        used = params.stage(stage)
-        for key in overrides:
-            if key in sent and getattr(used, key) != getattr(getattr(params, stage), key):
-                warnings.append(
-                    f"{stage}.{key} = {json.dumps(sent[key])} is ignored: it is the field's "
-                    f"default, which profile {params.profile} resizes, so the run uses "
-                    f"{stage}.{key} = {json.dumps(getattr(used, key))} (a setting equal to its "
-                    "default reads as not set; use profile tiny, or another value)"
-                )
-    return warnings
-
-
 def schema() -> dict:
     return PipelineParams.model_json_schema()
 
@@ -214,7 +188,9 @@ def example() -> dict:
     params = _commented(PipelineParams())
     params[COMMENT] = (
         "PipelineParams of one run. Keys starting with '_' are comments. Stage sizes are the"
-        " tiny profile's; a profile changes the fields left at these defaults."
+        " tiny profile's; a profile resizes the fields left at these defaults in a stage given"
+        " whole, as here, and those left out of a stage given in part (a field given in part"
+        " is kept, even at its default)."
     )
     return {
         COMMENT: (
@@ -227,7 +203,7 @@ def example() -> dict:
 
 def settings_table(params: PipelineParams) -> list[dict[str, str]]:
     """Every setting the run uses, with who set it: `you`, `profile <name>` (a size the profile
-    gives a field left at its default) or `default`; yours and the profile's first.
+    gives a field not set: PipelineParams.stage) or `default`; yours and the profile's first.
 
     The Prefect run's Parameters tab shows what the form sent, and the form shows the
     stage defaults (sized for tiny): on another profile they are not what the run uses.

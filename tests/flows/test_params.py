@@ -135,19 +135,23 @@ def test_settings_left_empty_are_recorded_as_the_run_decided_them(monkeypatch):
     assert logged["side_by_side"] is False and logged["threads"] == 1
 
 
-def test_a_setting_sent_at_the_default_a_profile_resizes_is_warned_about_not_dropped_silently(
-    tmp_path, capsys
-):
+def test_a_stage_setting_sent_at_its_default_wins_over_the_profile(tmp_path, capsys):
     import argparse
     import json
 
     from instructflow.flows.cli_run import _run_params
+    from instructflow.tasks.ppo_config import PPOStageConfig
 
-    # given a smoke run whose params file asks for 150 PPO iterations (the field's default,
-    # which smoke resizes to 4) and for 7 SFT epochs (not a default)
+    # given a smoke run whose params file asks for PPO's default iterations (tiny-sized: the
+    # smoke profile resizes the field) and for more SFT epochs than the default
+    tiny_iterations = PPOStageConfig().iterations
+    assert PROFILE_OVERRIDES["smoke"]["ppo"]["iterations"] != tiny_iterations
+    epochs = PipelineParams().sft.epochs + 4
     file = tmp_path / "p.json"
     file.write_text(
-        json.dumps({"profile": "smoke", "ppo": {"iterations": 150}, "sft": {"epochs": 7}})
+        json.dumps(
+            {"profile": "smoke", "ppo": {"iterations": tiny_iterations}, "sft": {"epochs": epochs}}
+        )
     )
     options = ("profile", "seed", "base_model", "base_model_revision", "data", "threads")
     args = argparse.Namespace(
@@ -155,16 +159,50 @@ def test_a_setting_sent_at_the_default_a_profile_resizes_is_warned_about_not_dro
     )
     # when the command line reads it
     params = _run_params(args)
-    # then the run uses smoke's 4 iterations, and says so rather than dropping the 150 unsaid
-    assert params.stage("ppo").iterations == 4 and params.stage("sft").epochs == 7
-    (line,) = capsys.readouterr().err.splitlines()
-    assert line.startswith("instructflow: warning: ppo.iterations = 150 is ignored")
-    assert "profile smoke resizes, so the run uses ppo.iterations = 4" in line
-    # and a file with every setting (`instructflow params --example`, a run's settings dumped)
-    # is a smoke run without a warning: its values are every field's, not picked by hand
+    # then the run uses both values asked for (the default one was dropped for smoke's),
+    # the fields not sent keep smoke's sizes, and nothing is warned about
+    ppo = params.stage("ppo")
+    assert ppo.iterations == tiny_iterations and params.stage("sft").epochs == epochs
+    assert ppo.rollout_batch == PROFILE_OVERRIDES["smoke"]["ppo"]["rollout_batch"]
+    assert capsys.readouterr().err == ""
+    # and the report's settings name it as the user's
+    from instructflow.flows.params_io import settings_you_set
+
+    assert settings_you_set(params)["ppo.iterations"] == tiny_iterations
+
+
+def test_a_dumped_params_file_runs_as_the_profile_without_it(tmp_path, capsys):
+    import argparse
+    import json
+
+    from instructflow.flows.cli_run import _run_params
     from instructflow.flows.params_io import example
 
+    # given every setting at its default, as `instructflow params --example` writes it
+    file = tmp_path / "p.json"
     file.write_text(json.dumps(example()))
-    args.profile = "smoke"  # `instructflow run --profile smoke --params p.json`, as README has it
-    assert _run_params(args).stage("ppo").iterations == 4
+    options = ("seed", "base_model", "base_model_revision", "data", "threads")
+    args = argparse.Namespace(
+        params=str(file), processes=None, allow_data_mismatch=False, **dict.fromkeys(options)
+    )
+    for profile in PROFILE_OVERRIDES:
+        # when a run on each profile reads it (`run --profile smoke --params p.json`)
+        args.profile = profile
+        from_file = _run_params(args)
+        # then every stage is what that profile gives without the file (the stage configs
+        # are what the stages' cache keys hold), and so is every setting in force
+        plain = PipelineParams(profile=profile)
+        for name in PROFILE_OVERRIDES["smoke"]:
+            assert from_file.stage(name) == plain.stage(name), (profile, name)
+        assert from_file.settings_in_force() == plain.settings_in_force(), profile
     assert capsys.readouterr().err == ""
+
+
+def test_a_field_sent_at_its_default_in_part_of_a_stage_is_kept_under_a_profile():
+    # given a smoke run that asks for the base model's default (tiny) depth, and nothing else
+    tiny = BaseModelConfig()
+    params = PipelineParams.model_validate({"profile": "smoke", "base": {"n_layer": tiny.n_layer}})
+    # then it gets that depth, and smoke's sizes for every field it did not send
+    base = params.stage("base")
+    assert base.n_layer == tiny.n_layer != PROFILE_OVERRIDES["smoke"]["base"]["n_layer"]
+    assert base.n_embd == PROFILE_OVERRIDES["smoke"]["base"]["n_embd"]
