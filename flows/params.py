@@ -159,29 +159,30 @@ class PipelineParams(BaseModel):
             raise PydanticCustomError(INVALID, "{lines}", {"lines": explain(error)}) from None
 
     @model_validator(mode="after")
-    def _a_rollout_row_per_process(self) -> "PipelineParams":
-        # PPO splits each rollout batch across the processes: checked here, before any stage.
+    def _ppo_sizes_fit_a_rollout_batch(self) -> "PipelineParams":
+        """Checked before any stage, one line per size that does not fit, on the sizes the run
+        uses: checked on the sizes sent, a smoke run's own rollout_batch (16) was refused
+        against tiny's minibatch_size (32), and a smoke minibatch_size of 24 passed, then
+        failed the PPO stage after SFT and the RM trained."""
         from instructflow.flows.params_io import INVALID
 
         ppo = self.stage("ppo")
-        rollout = ppo.rollout_batch
-        if self.processes > rollout:
-            raise PydanticCustomError(
-                INVALID,
-                "processes = {p} is more than ppo.rollout_batch = {r} (profile {profile}): "
-                "each process needs at least one rollout row",
-                {"p": self.processes, "r": rollout, "profile": self.profile},
-            )
-        # on the sizes the run uses: checked on the sizes sent, a smoke run's own
-        # rollout_batch (16) was refused against tiny's minibatch_size (32), and a smoke
-        # minibatch_size of 24 passed, then failed the PPO stage after SFT and the RM trained
-        if ppo.minibatch_size > rollout:
-            raise PydanticCustomError(
-                INVALID,
-                "ppo.minibatch_size = {m} is more than ppo.rollout_batch = {r} (profile "
-                "{profile}): a minibatch is drawn from one rollout batch",
-                {"m": ppo.minibatch_size, "r": rollout, "profile": self.profile},
-            )
+        rollout = f"ppo.rollout_batch = {ppo.rollout_batch} (profile {self.profile})"
+        sizes = [  # (setting, its value, why it must fit in one rollout batch)
+            ("processes", self.processes, "each process needs at least one rollout row"),
+            (
+                "ppo.minibatch_size",
+                ppo.minibatch_size,
+                "a minibatch is drawn from one rollout batch",
+            ),
+        ]
+        lines = [
+            f"{name} = {value} is more than {rollout}: {why}"
+            for name, value, why in sizes
+            if value > ppo.rollout_batch
+        ]
+        if lines:
+            raise PydanticCustomError(INVALID, "{lines}", {"lines": "\n".join(lines)})
         return self
 
     def stage(self, name: str) -> BaseModel:

@@ -4,6 +4,7 @@ import json
 
 import pytest
 
+from instructflow.flows.params import PipelineParams
 from instructflow.flows.params_io import ParamsError, build_params, read_params_file
 from tests.bad_inputs.conftest import assert_names, refusal
 
@@ -75,6 +76,19 @@ def test_two_bad_fields_give_two_lines():
     with pytest.raises(ParamsError) as caught:
         build_params({"seed": -1, "ppo": {"lr": 0}})
     assert len(str(caught.value).splitlines()) == 2
+
+
+def test_both_ppo_sizes_too_big_for_a_rollout_batch_give_two_lines():
+    # given a smoke run with more processes and a bigger minibatch than its rollout batch
+    rollout = PipelineParams(profile="smoke").stage("ppo").rollout_batch
+    fields = {"profile": "smoke", "processes": rollout + 1, "ppo": {"minibatch_size": rollout + 8}}
+    # then each is named on a line of its own, not only the first one checked
+    with pytest.raises(ParamsError) as caught:
+        build_params(fields)
+    lines = str(caught.value).splitlines()
+    assert len(lines) == 2, lines
+    assert lines[0].startswith(f"params: processes = {rollout + 1} is more than")
+    assert lines[1].startswith(f"params: ppo.minibatch_size = {rollout + 8} is more than")
 
 
 def test_prefect_validates_a_form_run_with_the_same_lines():
