@@ -16,7 +16,7 @@ from mlflow.models import ModelSignature
 from mlflow.protos.databricks_pb2 import RESOURCE_DOES_NOT_EXIST, ErrorCode
 from mlflow.types import ColSpec, ParamSchema, ParamSpec, Schema
 from mlflow.utils.mlflow_tags import MLFLOW_MODEL_VERSIONS
-from transformers import GenerationConfig, TextGenerationPipeline
+from transformers import GenerationConfig
 
 from instructflow.models.lm import load_causal_lm
 
@@ -58,13 +58,23 @@ GENERATION_PARAMS = {
 }
 
 
+# What the text-generation pipeline generates with where the model's generation config sets
+# nothing, as transformers documents it (TextGenerationPipeline's docstring); top_p is
+# generate()'s own (no nucleus cut). Not read from the pipeline's private
+# `_default_generation_config`: a transformers release that renames it would fail the
+# registry stage, a run's last. tests/tasks/test_registry_flavors.py checks these against
+# what the installed pipeline samples with.
+PIPELINE_DEFAULTS = {"max_new_tokens": 256, "do_sample": True, "temperature": 0.7, "top_p": 1.0}
+
+
 def policy_signature(generation: GenerationConfig) -> ModelSignature:
     """Text in, text out, and the generation settings above as params. MLflow passes a
     param's default when a request leaves it out, so each default is what the text-generation
     pipeline would use anyway: the model's generation config where it sets the value, else
-    the pipeline's own default (256 new tokens, sampling at temperature 0.7)."""
-    effective = {"top_p": 1.0} | TextGenerationPipeline._default_generation_config.to_diff_dict()
-    effective |= {k: v for k, v in generation.to_diff_dict().items() if v is not None}
+    the pipeline's own default (PIPELINE_DEFAULTS)."""
+    effective = PIPELINE_DEFAULTS | {
+        k: v for k, v in generation.to_diff_dict().items() if v is not None
+    }
     params = [
         ParamSpec(key, dtype, int(effective[key]) if dtype == "long" else effective[key])
         for key, dtype in GENERATION_PARAMS.items()

@@ -132,3 +132,73 @@ def test_a_served_policy_takes_generation_settings_per_request(tiny_dirs, tmp_pa
     assert out[0] == out[1] and out[0].startswith(prompt)
     _, tokenizer = load_causal_lm(tiny_dirs[0])
     assert 0 < len(tokenizer(out[0][len(prompt) :])["input_ids"]) <= 3
+
+
+def _param_defaults(signature) -> dict:
+    return {p.name: p.default for p in signature.params.params}
+
+
+def test_the_policy_signature_defaults_are_what_the_pipeline_generates_with(tiny_dirs, monkeypatch):
+    import torch
+    from transformers import pipeline
+
+    from instructflow.tasks.registry_flavors import GENERATION_PARAMS, policy_signature
+
+    # given the tiny policy as a text-generation pipeline (what the transformers flavor
+    # loads), its generation config setting none of the signature's settings
+    model, tokenizer = load_causal_lm(tiny_dirs[0])
+    assert not set(GENERATION_PARAMS) & set(model.generation_config.to_diff_dict())
+    pipe = pipeline("text-generation", model=model, tokenizer=tokenizer)
+    defaults = _param_defaults(policy_signature(model.generation_config))
+    passed: dict = {}
+    generate = model.generate
+
+    def generate_short(*args, **kwargs):
+        passed.update(kwargs)  # a 128-position model cannot sample the default 256 tokens
+        return generate(*args, **{**kwargs, "max_new_tokens": 4})
+
+    monkeypatch.setattr(model, "generate", generate_short)
+    # when it samples without settings
+    prompt = "Q: reverse stone\nA:"
+    torch.manual_seed(0)
+    text = pipe(prompt)[0]["generated_text"]
+    # then what it passes to generate() is the signature's defaults
+    given = passed.keys() & defaults.keys()
+    assert given and {k: passed[k] for k in given} == {k: defaults[k] for k in given}
+    # and set to their defaults, those it leaves to generate() (top_p) sample the same text
+    left = {k: v for k, v in defaults.items() if k not in given}
+    torch.manual_seed(0)
+    assert pipe(prompt, **left)[0]["generated_text"] == text
+
+
+def test_the_policy_signature_takes_the_models_generation_config_where_it_sets_a_value():
+    from transformers import GenerationConfig
+
+    from instructflow.tasks.registry_flavors import (
+        GENERATION_PARAMS,
+        PIPELINE_DEFAULTS,
+        policy_signature,
+    )
+
+    # given models whose generation configs set the settings, each off the pipeline's
+    sampling = GenerationConfig(max_new_tokens=32, do_sample=True, temperature=0.9, top_p=0.8)
+    greedy = GenerationConfig(max_new_tokens=16, do_sample=False)
+    for own in (sampling, greedy):
+        set_here = {k: v for k, v in own.to_diff_dict().items() if k in GENERATION_PARAMS}
+        assert all(v != PIPELINE_DEFAULTS[k] for k, v in set_here.items() if k != "do_sample")
+        # then the signature's defaults are the model's where it sets one, else the pipeline's
+        assert _param_defaults(policy_signature(own)) == PIPELINE_DEFAULTS | set_here
+    assert {sampling.do_sample, greedy.do_sample} == {True, False}
+
+
+def test_the_policy_signature_needs_no_private_attribute_of_the_pipeline(monkeypatch):
+    from transformers import GenerationConfig, TextGenerationPipeline
+
+    from instructflow.tasks.registry_flavors import PIPELINE_DEFAULTS, policy_signature
+
+    # given a transformers whose text-generation pipeline lacks the private class attribute
+    # its defaults were read from (a release may rename it; the registry stage, a run's last,
+    # failed on it)
+    monkeypatch.delattr(TextGenerationPipeline, "_default_generation_config")
+    # then a model's signature is still made, with the documented defaults
+    assert _param_defaults(policy_signature(GenerationConfig())) == PIPELINE_DEFAULTS
