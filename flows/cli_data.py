@@ -79,7 +79,8 @@ def _verify_dataset(folder: Path) -> int:
     DIR.dvc, else 2 with one line per file that differs."""
     from instructflow.tasks.dataset_dvc import dataset_version, differences
 
-    dvc_file = folder.with_name(folder.name + ".dvc")
+    absolute = folder.resolve()  # `.` (run from inside DIR) has no name to add .dvc to
+    dvc_file = absolute.with_name(absolute.name + ".dvc")
     if not dvc_file.exists():
         print(
             f"instructflow: {folder} has no {dvc_file.name}: `instructflow data add {folder}`"

@@ -125,6 +125,10 @@ def test_data_verify_dir_names_each_file_that_differs_from_its_dvc_file(
     assert "instructflow: missing: mine/notes.txt" in err
     assert "instructflow: added: mine/extra.jsonl" in err
     assert len(err) == 4 and "does not match mine.dvc" in err[-1]  # nothing unchanged listed
+    # and so it does when run from inside the folder
+    monkeypatch.chdir(mine)
+    assert main(["data", "verify", "."]) == 2
+    assert "instructflow: changed: mine/preferences.jsonl" in capfd.readouterr().err
 
 
 def test_data_verify_dir_refuses_a_folder_without_dvc_file_or_gone(tmp_path, monkeypatch, capfd):
