@@ -21,6 +21,7 @@ Cancelled), so a small process of its own, started before that SIGTERM, waits fo
 process to end and marks its flow run Cancelled. Run as a module, this file is that process.
 """
 
+import contextvars
 import os
 import select
 import signal
@@ -134,9 +135,14 @@ def stop_on_cancel(flow_run_id: UUID | str) -> bool:
     watches; a worker's run has its worker, a temporary server no UI to cancel from."""
     if os.environ.get("PREFECT__FLOW_RUN_ID") or not os.environ.get("PREFECT_API_URL"):
         return False
+    # The flow's own Prefect settings go with it: a new thread starts with the process's, which
+    # in a sweep's seed (PREFECT_API_URL set after Prefect loaded them) name no server, so
+    # each seed's watcher started a Prefect server of its own, one of them as Ctrl-C stopped
+    # the sweep, outliving it.
+    in_flows_settings = contextvars.copy_context()
     threading.Thread(
-        target=_stop_when_cancelled,
-        args=(UUID(str(flow_run_id)),),
+        target=in_flows_settings.run,
+        args=(_stop_when_cancelled, UUID(str(flow_run_id))),
         name="instructflow-stop-on-cancel",
         daemon=True,
     ).start()

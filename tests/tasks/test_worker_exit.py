@@ -237,6 +237,27 @@ def test_a_command_line_run_against_a_server_watches_for_a_cancel(monkeypatch):
     assert not worker_exit.stop_on_cancel(run_id)
 
 
+def test_the_cancel_watch_asks_the_server_of_the_flow_that_started_it(monkeypatch):
+    """A sweep's seed names its server only in the flow's settings (PREFECT_API_URL came after
+    Prefect loaded the process's own): a watcher thread on those started a server of its own."""
+    from prefect.settings import PREFECT_API_URL, get_current_settings, temporary_settings
+
+    from instructflow.tasks import worker_exit
+
+    asked = []
+    monkeypatch.setattr(
+        worker_exit, "_stop_when_cancelled", lambda _: asked.append(get_current_settings().api.url)
+    )
+    monkeypatch.delenv("PREFECT__FLOW_RUN_ID", raising=False)
+    monkeypatch.setenv("PREFECT_API_URL", "http://127.0.0.1:4200/api")
+    with temporary_settings({PREFECT_API_URL: "http://127.0.0.1:9/api"}):  # the flow's
+        assert worker_exit.stop_on_cancel(uuid.uuid4())
+    deadline = time.monotonic() + 10
+    while not asked and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert asked == ["http://127.0.0.1:9/api"]
+
+
 def test_the_cancel_watch_ends_with_the_flow_run(monkeypatch):
     import prefect.client.orchestration
     from prefect.states import Completed, Running
