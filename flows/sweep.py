@@ -178,6 +178,31 @@ def seed_result(seed: int, future) -> dict:
         raise SeedFailed(f"seed {seed} failed: {why}") from error
 
 
+# A stopped sweep's seeds: how long they have to stop on their own (Ctrl-C reached them too:
+# each ends its step, its MLflow run KILLED), then after SIGTERM, before SIGKILL.
+SEEDS_STOP_SECONDS = (10.0, 5.0)
+
+
+def stop_seeds(futures: list, processes: set, waits: tuple[float, float] = SEEDS_STOP_SECONDS):
+    """Make sure no seed trains on once the sweep has stopped (a signal or a seed's failure).
+
+    Prefect's task runner, as the flow ends, waits for every running seed to finish: a seed
+    that had missed the Ctrl-C (it came while the seed was starting) trained on to its end
+    while the sweep said nothing, and a SIGTERM to the sweep alone never reached its seeds.
+    Those still running get SIGTERM, then SIGKILL; a seed killed so breaks the pool, which
+    ends the others' futures."""
+    for signal_them, wait in zip(("terminate", "kill"), waits, strict=True):
+        deadline = time.monotonic() + wait
+        while not all(f.wrapped_future.done() for f in futures):
+            if time.monotonic() > deadline:
+                break
+            time.sleep(0.05)
+        else:
+            return
+        for process in processes:
+            getattr(process, signal_them)()
+
+
 @task(name="seed-pairs")
 def seed_pairs(params: PipelineParams, reports: dict[int, dict]) -> dict:
     """The candidate of each seed against the candidate of every other seed, head to head."""
@@ -273,8 +298,13 @@ def seed_sweep(
             temporary_settings(updates={PREFECT_API_URL: api_url}),
             concurrency.training_slots_at_least(min(workers, len(seeds))),
         ):
+            before = set(multiprocessing.active_children())
             futures = [seed_run.submit(params, seed, sweep_id) for seed in seeds]
-            results = {seed: seed_result(seed, f) for seed, f in zip(seeds, futures, strict=True)}
+            try:
+                results = {s: seed_result(s, f) for s, f in zip(seeds, futures, strict=True)}
+            except BaseException:
+                stop_seeds(futures, set(multiprocessing.active_children()) - before)
+                raise
         reports = {seed: r["report"] for seed, r in results.items()}
         result = sweep_stats.aggregate(reports, {s: r["per_prompt"] for s, r in results.items()})
         result["world"] = sweep_world.world_figures(reports)

@@ -201,3 +201,32 @@ def test_a_seed_stopped_by_a_signal_raises_a_plain_exception_that_comes_back(mon
     assert not isinstance(raised.value, KeyboardInterrupt)
     back = pickle.loads(pickle.dumps(raised.value))
     assert str(back) == "seed 3: interrupted by SIGINT during sft"
+
+
+class Seed:
+    """A seed's process and its future: done after `stops_on` (a signal name) or never."""
+
+    def __init__(self, stops_on: str | None):
+        self.stops_on, self.signals = stops_on, []
+        self.wrapped_future = self
+
+    def done(self):
+        return self.stops_on == "itself" or self.stops_on in self.signals
+
+    def terminate(self):
+        self.signals.append("terminate")
+
+    def kill(self):
+        self.signals.append("kill")
+
+
+@pytest.mark.parametrize(
+    ("stops_on", "sent"),
+    [("itself", []), ("terminate", ["terminate"]), (None, ["terminate", "kill"])],
+)
+def test_a_stopped_sweeps_seeds_get_sigterm_then_sigkill_only_while_one_trains_on(stops_on, sent):
+    from instructflow.flows.sweep import stop_seeds
+
+    seed = Seed(stops_on)
+    stop_seeds([seed], {seed}, waits=(0.2, 0.2))
+    assert seed.signals == sent
