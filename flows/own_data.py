@@ -302,6 +302,8 @@ def run(
     result["skipped"] = skipped
     result["judge"] = judge_trust.report_block(judged["metrics"], None, floor=floor)
     result["reward_model"] = {k.split("/", 1)[1]: v for k, v in rm["metrics"].items()}
+    trained = {"sft": sft_out, "reward_model": rm} | ppo_runs
+    result["training"] = report.training_block({k: v["metrics"] for k, v in trained.items()})
     result["policies"] = evaluated["rows"]
     # The parent run's figures, as on the embedded world: every policy's, then the judge's.
     figures = flat_metrics(evaluated["rows"]) | judge_trust.parent_metrics(result["judge"])

@@ -294,8 +294,19 @@ def _evaluate(stage: Stages, models: dict, policies: dict[str, dict]) -> dict:
     )
 
 
+# Each training stage (as run.stage_seconds names it) and its result's key in `models`.
+TRAINING_STAGES = {
+    "sft": "sft",
+    "flan": "flan",
+    "t0": "t0",
+    "reward_model": "rm",
+    "ppo": "ppo",
+    "ppo_ptx": "ppo_ptx",
+}
+
+
 def _fill_report(result: dict, summary: dict, models: dict, policies, evaluated: dict) -> None:
-    """The report's labelers, reward model and policies blocks, and the stage keys."""
+    """The report's labelers, reward model, policies and training blocks, and the stage keys."""
     rm_metrics = models["rm"]["metrics"]
     result["run"]["stage_keys"] = _policy_keys(policies) | {
         "reward_model": models["rm_inputs"]["rm"],
@@ -313,6 +324,9 @@ def _fill_report(result: dict, summary: dict, models: dict, policies, evaluated:
         },
     }
     result["policies"] = evaluated["rows"]
+    result["training"] = report.training_block(
+        {stage: models[key]["metrics"] for stage, key in TRAINING_STAGES.items()}
+    )
 
 
 def _registry(stage: Stages, params: PipelineParams, models, policies, evaluated, result, run_info):

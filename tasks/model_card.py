@@ -191,8 +191,9 @@ def _gate_lines(gate: dict, public_suite: bool) -> list[str]:
     return lines
 
 
-# The reward model stage's readings of its training (rm/*, beside its figures): the share of
-# weights that trained (LoRA) and the machine's peak memory, not something the model scored.
+# A training stage's readings of its training (rm/*, sft/*, ppo/*, beside its figures): the
+# share of weights that trained (LoRA) and the machine's peak memory, not something the model
+# scored (the RM's card, and the report's `training` block, show them apart).
 TRAINING_READINGS = ("trainable_fraction", "peak_memory_mb")
 
 

@@ -115,6 +115,10 @@ def test_an_hh_dataset_runs_end_to_end_and_new_comparisons_rerun_only_what_reads
     assert "public suite" not in challenger.description
     report_md = (root / "reports" / "latest" / "report.md").read_text()
     assert "- played: sft (held-out judge, the evaluation's test prompts)" in report_md
+    # and each training stage's trainable fraction and peak memory, as on the embedded world
+    assert set(first["training"]) == {"sft", "reward_model", "ppo"}
+    assert all(row["trainable_fraction"] == 1.0 for row in first["training"].values())
+    assert "## Training" in report_md
     assert "## Policies (test users, held-out judge; 95% bootstrap CI)" in report_md
     # and a plot of the judge's win rates beside report.md and in the MLflow run, as on the
     # embedded world

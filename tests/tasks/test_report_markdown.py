@@ -153,3 +153,33 @@ def test_a_candidate_that_says_almost_nothing_is_flagged_and_its_length_shown():
     report["policies"]["ppo"]["response_length"] = 2.58
     report["policies"]["sft"]["response_length"] = 4.27
     assert "Warning" not in to_markdown(report)
+
+
+def test_every_training_stage_shows_its_trainable_fraction_and_peak_memory():
+    from instructflow.tasks.report import training_block
+
+    # given the metrics each training stage's result records (the RM's under rm/)
+    sft = {"sft/best_valid_loss": 1.5, "sft/trainable_fraction": 0.01, "sft/peak_memory_mb": 812.0}
+    rm = {"rm/valid_accuracy": 0.7, "rm/trainable_fraction": 0.02, "rm/peak_memory_mb": 905.5}
+    ppo = {"ppo/chosen_kl": 0.3, "ppo/trainable_fraction": 0.03, "ppo/peak_memory_mb": 1204.25}
+    older = {"flan/best_valid_loss": 2.0}  # a cached result of a version that recorded none
+    # when the report's training block is made from them
+    block = training_block({"sft": sft, "flan": older, "reward_model": rm, "ppo": ppo})
+    # then each stage that recorded them has both readings under its stage name, none other
+    assert block == {
+        "sft": {"trainable_fraction": 0.01, "peak_memory_mb": 812.0},
+        "reward_model": {"trainable_fraction": 0.02, "peak_memory_mb": 905.5},
+        "ppo": {"trainable_fraction": 0.03, "peak_memory_mb": 1204.25},
+    }
+    # and report.md shows them in one table, a row per stage, the RM's readings once
+    report = _report()
+    report["reward_model"] = {"accuracy_heldout_labels": 0.6, "trainable_fraction": 0.02}
+    report["training"] = block
+    text = to_markdown(report)
+    assert "| stage | trainable_fraction | peak_memory_mb |" in text
+    assert "| sft | 0.010 | 812.000 |" in text and "| ppo | 0.030 | 1204.250 |" in text
+    assert "| reward_model | 0.020 | 905.500 |" in text
+    assert text.count("0.020") == 1 and "- accuracy_heldout_labels: 0.600" in text
+    assert text.index("## Training") < text.index("## Run")
+    # and a report of an older version, without the block, has no empty table
+    assert "## Training" not in to_markdown(_report())
