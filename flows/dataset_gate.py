@@ -109,7 +109,7 @@ def _lineage(params, result: dict, inputs: GateInputs, client) -> dict:
         "dvc_data_md5": run["dvc_data_md5"],
         **mismatch_lineage(run),
         "base_model": params.base_model,
-        **lora_lineage(params),
+        **lora_lineage(params, inputs.candidate),  # the RM's: register_candidate's rm_lora
         "tokenizer_digest": tokenizer_digest(AutoTokenizer.from_pretrained(inputs.policy_dir)),
         **{f"data_md5_{name}": t["md5"] for name, t in result["dataset"]["tables"].items()},
     }
@@ -158,6 +158,7 @@ def register_and_gate(
                 lineage,
                 policy_metrics | {"policy": candidate},
                 rm_metrics,
+                lora_lineage(params, "reward_model"),
             )
             # approval_asked: the calling flow pauses for a person (flows/approval.py);
             # `champion` moves last, once the version is whole (complete_and_promote)

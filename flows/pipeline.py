@@ -344,7 +344,7 @@ def _registry(stage: Stages, params: PipelineParams, models, policies, evaluated
         "profile": params.profile,
         "seed": params.seed,
         "base_model": params.base_model or f"embedded GPT-2 ({params.profile})",
-        **model_card.lora_lineage(params),
+        **model_card.lora_lineage(params, candidate),  # the RM's: rm_lora below
         "sft_run_id": sft_out["mlflow_run_id"],  # the reference SFT's run (later evaluations)
     }
     policy_metrics = {
@@ -378,6 +378,7 @@ def _registry(stage: Stages, params: PipelineParams, models, policies, evaluated
         policy_metrics=policy_metrics,
         rm_metrics={k.split("/", 1)[1]: round(v, 4) for k, v in rm["metrics"].items()},
         candidate_note=ppo_selection.kept_start_note(candidate, models[candidate]["metrics"]),
+        rm_lora=model_card.lora_lineage(params, "reward_model"),
     )
     registry.tag_parent_run(gate["policy_version"], gate["decision"]["promote"])
     get_run_logger().info(

@@ -45,11 +45,23 @@ def mismatch_lineage(run: dict) -> dict[str, str]:
     return {"data_mismatch": "true"} if run.get("data_mismatch") else {}
 
 
-def lora_lineage(params: Any) -> dict[str, str]:
-    """The stages that trained LoRA adapters and their settings (tag `lora`): the registered
-    weights are plain (adapters merged), so without it a version did not say it was LoRA-tuned."""
+# The training stages whose weights a registered model is made of, by model: PPO trains on
+# from SFT's weights (the `sft` candidate is SFT's alone) and the reward model starts from
+# SFT's weights too. The baselines (FLAN, T0) are in neither.
+MERGED_STAGES = {
+    "sft": ("sft",),
+    "ppo": ("sft", "ppo"),
+    "ppo_ptx": ("sft", "ppo"),  # the ptx variant trains under the ppo stage's settings
+    "reward_model": ("sft", "reward_model"),
+}
+
+
+def lora_lineage(params: Any, model: str) -> dict[str, str]:
+    """The stages whose LoRA adapters are merged into `model`'s weights (a candidate policy,
+    or "reward_model": MERGED_STAGES) and their settings (tag `lora`): the registered weights
+    are plain (adapters merged), so without it a version did not say it was LoRA-tuned."""
     used = []
-    for stage in ("sft", "baselines", "reward_model", "ppo"):
+    for stage in MERGED_STAGES[model]:
         lora = params.stage(stage).lora
         if lora is not None:
             targets = lora.target_modules
@@ -60,6 +72,11 @@ def lora_lineage(params: Any) -> dict[str, str]:
             )
             used.append(f"{stage} r={lora.r} alpha={lora.alpha}{on}")
     return {"lora": "; ".join(used)} if used else {}
+
+
+def with_lora(lineage: dict, lora: dict[str, str]) -> dict:
+    """`lineage` with another model's LoRA settings (a lora_lineage) in place of its own."""
+    return {key: value for key, value in lineage.items() if key != "lora"} | lora
 
 
 def lineage_lines(lineage: dict) -> list[str]:

@@ -44,6 +44,7 @@ from instructflow.tasks.model_card import (
     describe_reward_models,
     model_card,
     reward_model_card,
+    with_lora,
 )
 from instructflow.tasks.registry_config import POLICY_MODEL  # noqa: F401  (re-exported)
 from instructflow.tasks.registry_flavors import LOGGERS, create_version
@@ -111,19 +112,23 @@ def register_candidate(
     lineage: dict,
     policy_tags: dict,
     rm_metrics: dict,
+    rm_lora: dict[str, str] | None = None,
 ) -> tuple[str, str]:
     """Register the reward model and the policy (alias `challenger`) from `dirs`, under
     `names` (policy, RM), both tagged with the run's lineage; an RM registered here gets
-    its card. Returns the (policy, RM) versions."""
+    its card. `lineage`'s `lora` is the policy's; the RM's is `rm_lora` (model_card.lora_lineage,
+    none when None): each says the adapters merged into its own weights. Returns the
+    (policy, RM) versions."""
     (name, rm_name), (policy_dir, rm_dir) = names, dirs
-    rm_version, new_rm = _register(rm_dir, rm_name, "reward_model", lineage | rm_metrics)
+    rm_lineage = with_lora(lineage, rm_lora or {})
+    rm_version, new_rm = _register(rm_dir, rm_name, "reward_model", rm_lineage | rm_metrics)
     tags = {"reward_model_name": rm_name, "reward_model_version": rm_version}
     version, new_policy = _register(policy_dir, name, "policy", lineage | policy_tags | tags)
     client.set_registered_model_alias(name, "challenger", version)
     if not new_rm:  # its card and figures stay the first run's: no gate writes to a reward model
         registry_pending.mark_rewrite(client, rm_name, rm_version)
-        confirm_reuse(client, rm_name, rm_version, lineage, {})
-    if source := card_source(client, rm_name, rm_version, new_rm, lineage, rm_metrics):
+        confirm_reuse(client, rm_name, rm_version, rm_lineage, {})
+    if source := card_source(client, rm_name, rm_version, new_rm, rm_lineage, rm_metrics):
         card = reward_model_card(rm_name, rm_version, *source, (name, version))
         client.update_model_version(rm_name, rm_version, description=card)
     if not new_policy:  # its figures now the gate's run's, as its gate tags and card are
@@ -255,6 +260,7 @@ def register_and_gate_task(
     out_dir: str,
     parent_run_id: str,
     candidate_note: str | None = None,
+    rm_lora: dict[str, str] | None = None,
 ) -> dict:
     """Judge the candidate against the champion (or SFT), then register it and record the gate.
 
@@ -320,6 +326,7 @@ def register_and_gate_task(
                 lineage,
                 policy_metrics | {"policy": candidate},
                 rm_metrics,
+                rm_lora,
             )
             # With approval required, a passed gate waits for the person this flow asks next.
             effect = alias_effect(decision.promote, cfg.auto_promote, cfg.require_approval)

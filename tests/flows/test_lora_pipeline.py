@@ -15,7 +15,7 @@ import torch
 
 from instructflow.flows.params import PipelineParams
 from instructflow.tasks.base_model import tokenizer_texts
-from tests.flows.contract import SEVEN_POLICIES
+from tests.flows.contract import SEVEN_POLICIES, SMOKE_POLICY, SMOKE_REWARD_MODEL
 from tests.tiny_models import tiny_llama
 
 pytestmark = pytest.mark.slow
@@ -66,6 +66,14 @@ def test_lora_on_every_training_stage_of_a_llama_smoke_run(
             "lora" in line for line in (model_dir / "config.json").read_text().splitlines()
         )
         assert (model_dir.parent / "adapter" / "adapter_config.json").exists(), stage
+
+    # and each registered version lists the adapters merged into its own weights: the
+    # policy SFT's and PPO's, the reward model SFT's (its start) and its own
+    client = mlflow.MlflowClient()
+    challenger = client.get_model_version_by_alias(SMOKE_POLICY, "challenger")
+    rm = client.get_model_version(SMOKE_REWARD_MODEL, challenger.tags["reward_model_version"])
+    stages = lambda tags: [item.split()[0] for item in tags["lora"].split("; ")]  # noqa: E731
+    assert stages(challenger.tags) == ["sft", "ppo"] and stages(rm.tags) == ["sft", "reward_model"]
 
     # and the registered challenger loads as plain transformers components (no peft) and generates
     # (a smoke run registers under the smoke name, never touching real runs' models)

@@ -207,13 +207,29 @@ def test_a_version_trained_with_lora_says_so_with_each_stage_s_adapter_settings(
         reward_model={"lora": {"r": 4, "alpha": 8, "target_modules": "all-linear"}},
         ppo={"lora": {"r": 16, "alpha": 32, "target_modules": ["c_attn", "c_proj"]}},
     )
-    # when its versions' lineage and card are written
-    lineage = LINEAGE | lora_lineage(params)
+    # when its policy's lineage and card are written
+    lineage = LINEAGE | lora_lineage(params, "ppo_ptx")
     card = model_card("policy", "4", lineage, {"gold_score": 0.5}, GATE)
-    # then a tag and the card's lineage name each stage's adapters (they said nothing of LoRA)
-    said = "sft r=4 alpha=8; reward_model r=4 alpha=8 on all-linear; ppo r=16 alpha=32 on c_attn, c_proj"
+    # then a tag and the card's lineage name the adapters merged into the policy's weights:
+    # SFT's and PPO's (they said nothing of LoRA), not the reward model's
+    said = "sft r=4 alpha=8; ppo r=16 alpha=32 on c_attn, c_proj"
     assert lineage["lora"] == said
     assert f"- LoRA (adapters merged into these weights): `{said}`" in card
-    assert "LoRA" in reward_model_card("rm", "4", lineage, {}, ("policy", "4"))
+    # and the reward model's name SFT's (it starts from SFT's weights) and its own, not PPO's
+    rm_said = "sft r=4 alpha=8; reward_model r=4 alpha=8 on all-linear"
+    assert lora_lineage(params, "reward_model") == {"lora": rm_said}
+    # and an SFT candidate's names SFT's alone
+    assert lora_lineage(params, "sft") == {"lora": "sft r=4 alpha=8"}
     # and a run without adapters adds no such tag
-    assert lora_lineage(PipelineParams(profile="smoke")) == {}
+    assert lora_lineage(PipelineParams(profile="smoke"), "ppo") == {}
+
+
+def test_a_reward_model_trained_without_lora_says_none_though_the_policy_did():
+    from instructflow.flows.params import PipelineParams
+    from instructflow.tasks.model_card import lora_lineage
+
+    # given a run whose PPO alone trained LoRA adapters
+    params = PipelineParams(profile="smoke", ppo={"lora": {"r": 16, "alpha": 32}})
+    # then the policy's lineage names them and the reward model's has no LoRA tag
+    assert lora_lineage(params, "ppo") == {"lora": "ppo r=16 alpha=32"}
+    assert lora_lineage(params, "reward_model") == {}

@@ -141,3 +141,27 @@ def test_links_follow_the_ports_make_serve_was_given_in_another_shell(monkeypatc
     settings = {PREFECT_HOME: str(tmp_path / ".prefect")}
     with temporary_settings(settings, restore_defaults={PREFECT_API_URL, PREFECT_UI_URL}):
         assert env.prefect_flow_run_url("7f0c") == "http://127.0.0.1:4331/runs/flow-run/7f0c"
+
+
+def test_each_registered_version_lists_the_lora_merged_into_its_own_weights(client, tmp_path):
+    # given a run whose policy merged SFT's and PPO's adapters and whose RM trained none of
+    # its own (SFT's, which it starts from, are in its weights)
+    dirs = (_checkpoint(tmp_path, "ppo-1"), _checkpoint(tmp_path, "rm-1"))
+    policy_lora, rm_lora = "sft r=4 alpha=8; ppo r=16 alpha=32", "sft r=4 alpha=8"
+    lineage = LINEAGE | {"lora": policy_lora}
+    # when both are registered
+    versions = registry.register_candidate(
+        client, (POLICY, RM), dirs, lineage, {"policy": "ppo"}, {}, {"lora": rm_lora}
+    )
+    # then each version's tag and card name its own adapters, not the other's
+    policy, rm = (
+        client.get_model_version(n, v) for n, v in zip((POLICY, RM), versions, strict=True)
+    )
+    assert policy.tags["lora"] == policy_lora and rm.tags["lora"] == rm_lora
+    assert f"(adapters merged into these weights): `{rm_lora}`\n" in rm.description
+    assert "ppo r=16" not in rm.description
+    # and a reward model without adapters of any stage says none
+    dirs = (_checkpoint(tmp_path, "ppo-2"), _checkpoint(tmp_path, "rm-2"))
+    versions = registry.register_candidate(client, (POLICY, RM), dirs, lineage, {}, {}, None)
+    rm = client.get_model_version(RM, versions[1])
+    assert "lora" not in rm.tags and "LoRA" not in rm.description
