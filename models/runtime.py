@@ -142,33 +142,46 @@ def enable_gradient_checkpointing(model: PreTrainedModel) -> None:
 
 
 class PeakMemory:
-    """Peak memory of a stretch of work: CUDA's allocator peak, else the process's peak RSS.
+    """The peak memory a stretch of work added to its process: CUDA's allocator peak, else
+    the process's peak RSS, less what the process held when `start()` was called.
 
+    A stage runs in the flow's process with one process, or in a process of its own
+    (rank 0's with `--processes N`); the flow's process already holds Prefect, MLflow,
+    their imports and whatever it kept from earlier stages, a fresh one only torch. The
+    peak above the start is the stage's own in either, so one figure means one thing.
     On Linux the RSS high-water mark is reset at `start()` (writing 5 to
-    /proc/self/clear_refs), so a stage that runs after others in the same
-    process reports its own peak. RSS counts everything the process holds:
-    the Python interpreter, imported libraries (torch alone is ~300 MB) and
-    any earlier model still referenced, not only this stage's tensors.
-    Where the reset is not possible, the peak is the process's since it began.
+    /proc/self/clear_refs); where that is not possible, the peak is the process's since it
+    began, so it can count more than the stage's own.
     """
 
     def __init__(self) -> None:
         self.cuda = torch.cuda.is_available()
+        self.held_at_start = 0
 
     def start(self) -> "PeakMemory":
         if self.cuda:
             torch.cuda.reset_peak_memory_stats()
+            self.held_at_start = int(torch.cuda.memory_allocated())
         else:
             try:
                 Path("/proc/self/clear_refs").write_text("5")
             except OSError:
                 pass
+            self.held_at_start = rss_bytes()
         return self
 
     def peak_bytes(self) -> int:
-        if self.cuda:
-            return int(torch.cuda.max_memory_allocated())
-        return peak_rss_bytes()
+        peak = int(torch.cuda.max_memory_allocated()) if self.cuda else peak_rss_bytes()
+        return max(0, peak - self.held_at_start)
+
+
+def rss_bytes() -> int:
+    """The process's resident memory now (VmRSS), in bytes; 0 where /proc is not there."""
+    try:
+        match = re.search(r"VmRSS:\s+(\d+)\s+kB", Path("/proc/self/status").read_text())
+    except OSError:
+        return 0
+    return int(match.group(1)) * 1024 if match else 0
 
 
 def peak_rss_bytes() -> int:

@@ -68,6 +68,38 @@ def test_peak_memory_is_the_peak_since_start_not_since_the_process_began():
     assert peak < earlier_peak - 150 * 2**20
 
 
+STAGE_MB = 100
+
+
+def stage_peak() -> int:
+    """A stage that holds STAGE_MB at most, measured as a training stage measures itself."""
+    memory = PeakMemory().start()
+    work = torch.ones(STAGE_MB * 2**20 // 4)
+    work.add_(1)
+    return memory.peak_bytes()
+
+
+def test_peak_memory_is_the_stages_own_in_the_flows_process_and_in_one_of_its_own():
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    # given the stage run in a fresh process of its own (rank 0's under --processes N)
+    probe = "from tests.models.test_runtime import stage_peak; print(stage_peak())"
+    root = Path(__file__).resolve().parents[2]
+    ran = subprocess.run([sys.executable, "-c", probe], cwd=root, capture_output=True, text=True)
+    fresh = int(ran.stdout)
+    # when it runs in a process that already holds 3x as much, which it keeps (the flow's
+    # process with one process: Prefect, MLflow, earlier stages' models)
+    held = torch.ones(3 * STAGE_MB * 2**20 // 4)
+    held.add_(1)
+    in_flow = stage_peak()
+    del held
+    # then both count the stage's own memory, not what its process held before it began
+    assert fresh >= STAGE_MB * 2**20 and in_flow >= STAGE_MB * 2**20
+    assert abs(in_flow - fresh) < STAGE_MB * 2**20 / 2
+
+
 def test_adamw_is_fused_on_cpu_and_takes_the_adamw_step_by_its_formula():
     from instructflow.models.runtime import adamw
 
