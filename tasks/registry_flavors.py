@@ -18,7 +18,7 @@ from mlflow.types import ColSpec, ParamSchema, ParamSpec, Schema
 from mlflow.utils.mlflow_tags import MLFLOW_MODEL_VERSIONS
 from transformers import GenerationConfig
 
-from instructflow.models.lm import load_causal_lm
+from instructflow.models.lm import context_length, load_causal_lm
 
 SERVING = Path(__file__).resolve().parent / "serving"
 # The policy needs nothing of this project to load (transformers flavor); the
@@ -41,7 +41,7 @@ def log_policy(model_dir: str, name: str):
             transformers_model={"model": model, "tokenizer": tokenizer},
             task="text-generation",
             name=name,
-            signature=policy_signature(model.generation_config),
+            signature=policy_signature(model.generation_config, context_length(model)),
             # Given, not inferred: inference would ask for vision packages a text model never uses.
             pip_requirements=POLICY_REQUIREMENTS,
         )
@@ -67,14 +67,18 @@ GENERATION_PARAMS = {
 PIPELINE_DEFAULTS = {"max_new_tokens": 256, "do_sample": True, "temperature": 0.7, "top_p": 1.0}
 
 
-def policy_signature(generation: GenerationConfig) -> ModelSignature:
+def policy_signature(generation: GenerationConfig, context: int) -> ModelSignature:
     """Text in, text out, and the generation settings above as params. MLflow passes a
     param's default when a request leaves it out, so each default is what the text-generation
     pipeline would use anyway: the model's generation config where it sets the value, else
-    the pipeline's own default (PIPELINE_DEFAULTS)."""
+    the pipeline's own default (PIPELINE_DEFAULTS), except that max_new_tokens leaves half
+    the model's `context` (its positions) to the prompt: a model with 256 positions given 256
+    new tokens after any prompt ran past its position table (IndexError) on every request
+    that did not set max_new_tokens."""
     effective = PIPELINE_DEFAULTS | {
         k: v for k, v in generation.to_diff_dict().items() if v is not None
     }
+    effective["max_new_tokens"] = min(int(effective["max_new_tokens"]), context // 2)
     params = [
         ParamSpec(key, dtype, int(effective[key]) if dtype == "long" else effective[key])
         for key, dtype in GENERATION_PARAMS.items()

@@ -12,7 +12,7 @@ import warnings
 import mlflow
 from mlflow import MlflowClient
 
-from instructflow.models.lm import load_causal_lm
+from instructflow.models.lm import context_length, load_causal_lm
 from instructflow.tasks import registry, registry_rival, tracking
 from instructflow.tasks.registry_config import REWARD_MODEL
 from instructflow.tasks.registry_flavors import log_policy
@@ -122,9 +122,12 @@ def test_a_served_policy_takes_generation_settings_per_request(tiny_dirs, tmp_pa
     # when it is loaded as a pyfunc (what `mlflow models serve` runs)
     served = mlflow.pyfunc.load_model(info.model_uri)
     # then its signature declares the generation settings, each defaulting to what the
-    # text-generation pipeline uses without them (MLflow drops undeclared params)
+    # text-generation pipeline uses without them (MLflow drops undeclared params), but new
+    # tokens that leave half the tiny model's context to the prompt
     defaults = {p.name: p.default for p in served.metadata.get_params_schema().params}
-    assert defaults == {"max_new_tokens": 256, "do_sample": True, "temperature": 0.7, "top_p": 1.0}
+    half = context_length(load_causal_lm(tiny_dirs[0])[0]) // 2
+    assert half < 256  # the tiny model's context is shorter than the pipeline's 256 new tokens
+    assert defaults == {"max_new_tokens": half, "do_sample": True, "temperature": 0.7, "top_p": 1.0}
     # and a request's max_new_tokens and do_sample reach the generation
     prompt = "Q: reverse stone\nA:"
     greedy = {"max_new_tokens": 3, "do_sample": False}
@@ -132,6 +135,11 @@ def test_a_served_policy_takes_generation_settings_per_request(tiny_dirs, tmp_pa
     assert out[0] == out[1] and out[0].startswith(prompt)
     _, tokenizer = load_causal_lm(tiny_dirs[0])
     assert 0 < len(tokenizer(out[0][len(prompt) :])["input_ids"]) <= 3
+
+
+# A context long enough that max_new_tokens keeps the pipeline's default (the cut to half
+# the context is the 256-position test's).
+UNBOUNDED = 10**6
 
 
 def _param_defaults(signature) -> dict:
@@ -149,7 +157,7 @@ def test_the_policy_signature_defaults_are_what_the_pipeline_generates_with(tiny
     model, tokenizer = load_causal_lm(tiny_dirs[0])
     assert not set(GENERATION_PARAMS) & set(model.generation_config.to_diff_dict())
     pipe = pipeline("text-generation", model=model, tokenizer=tokenizer)
-    defaults = _param_defaults(policy_signature(model.generation_config))
+    defaults = _param_defaults(policy_signature(model.generation_config, UNBOUNDED))
     passed: dict = {}
     generate = model.generate
 
@@ -187,7 +195,7 @@ def test_the_policy_signature_takes_the_models_generation_config_where_it_sets_a
         set_here = {k: v for k, v in own.to_diff_dict().items() if k in GENERATION_PARAMS}
         assert all(v != PIPELINE_DEFAULTS[k] for k, v in set_here.items() if k != "do_sample")
         # then the signature's defaults are the model's where it sets one, else the pipeline's
-        assert _param_defaults(policy_signature(own)) == PIPELINE_DEFAULTS | set_here
+        assert _param_defaults(policy_signature(own, UNBOUNDED)) == PIPELINE_DEFAULTS | set_here
     assert {sampling.do_sample, greedy.do_sample} == {True, False}
 
 
@@ -201,4 +209,32 @@ def test_the_policy_signature_needs_no_private_attribute_of_the_pipeline(monkeyp
     # failed on it)
     monkeypatch.delattr(TextGenerationPipeline, "_default_generation_config")
     # then a model's signature is still made, with the documented defaults
-    assert _param_defaults(policy_signature(GenerationConfig())) == PIPELINE_DEFAULTS
+    assert _param_defaults(policy_signature(GenerationConfig(), UNBOUNDED)) == PIPELINE_DEFAULTS
+
+
+def test_a_served_policy_with_256_positions_answers_a_request_that_sets_no_length(
+    tmp_path, monkeypatch
+):
+    from instructflow.models.lm import build_gpt2, save_model
+    from instructflow.models.lm_size import GPT2Size
+    from tests.models.test_lm import tiny_tokenizer
+
+    # given an own GPT-2 built from config with 256 positions, logged as the registry logs it
+    tokenizer = tiny_tokenizer()
+    size = GPT2Size(n_layer=2, n_head=2, n_embd=32, n_positions=256)
+    model_dir = tmp_path / "own-gpt2"
+    save_model(build_gpt2(tokenizer, size, seed=0), tokenizer, model_dir)
+    monkeypatch.setenv("INSTRUCTFLOW_ROOT", str(tmp_path))
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    tracking.setup()
+    with mlflow.start_run():
+        info = log_policy(str(model_dir), "policy")
+    served = mlflow.pyfunc.load_model(info.model_uri)
+    # when a request sets no max_new_tokens (greedy: the same tokens each time)
+    prompt = "Q: reverse the word stone\nA:"
+    out = served.predict([prompt], params={"do_sample": False})[0]
+    # then it answers within the model's positions, with room left for the prompt
+    default = {p.name: p.default for p in served.metadata.get_params_schema().params}
+    prompt_tokens = len(tokenizer(prompt)["input_ids"])
+    assert prompt_tokens + default["max_new_tokens"] <= size.n_positions
+    assert out.startswith(prompt)
