@@ -67,6 +67,12 @@ def test_lora_on_every_training_stage_of_a_llama_smoke_run(
         )
         assert (model_dir.parent / "adapter" / "adapter_config.json").exists(), stage
 
+    # and the report shows each training stage's share of trained weights and peak memory
+    training = result["training"]
+    assert set(training) == {"sft", "flan", "t0", "reward_model", "ppo", "ppo_ptx"}
+    assert all(0 < row["trainable_fraction"] < 0.5 for row in training.values()), training
+    assert all(row["peak_memory_mb"] > 0 for row in training.values()), training
+
     # and each registered version lists the adapters merged into its own weights: the
     # policy SFT's and PPO's, the reward model SFT's (its start) and its own
     client = mlflow.MlflowClient()
