@@ -79,7 +79,7 @@ def _checked_params(params):
     pin_threads(params.threads)  # before any torch work (inter-op threads can be set only once)
     import torch
 
-    from instructflow.tasks.launch import warn_oversubscribed
+    from instructflow.tasks.launch import warn_dropout_differs, warn_oversubscribed
 
     warn_oversubscribed(params.processes, torch.get_num_threads())
     local = params
@@ -88,6 +88,7 @@ def _checked_params(params):
         if refusal:
             return _refused(params, refusal)
         local = params.model_copy(update={"base_model": model_dir})
+        warn_dropout_differs(params.processes, model_dir)
     if params.data:
         from instructflow.flows.own_data import NEEDS_BASE
         from instructflow.flows.own_data import preflight as own_data_preflight

@@ -28,6 +28,7 @@ from instructflow.tasks import (
     interrupts,
     judge,
     judge_trust,
+    launch,
     lifecycle,
     model_card,
     outages,
@@ -99,6 +100,7 @@ def rlhf_pipeline(
         base_model_dir, refusal = preflight.local_base_model(params)
         if refusal:  # from the Prefect form: the CLI asked before the flow started
             return preflight.refuse(refusal)
+        launch.warn_dropout_differs(params.processes, base_model_dir)  # said once per process
 
         if params.data:  # a user's dataset: its own path through the same stages
             local = params.model_copy(update={"base_model": base_model_dir})

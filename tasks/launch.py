@@ -159,6 +159,57 @@ def warn_oversubscribed(processes: int, threads: int) -> None:
         print(f"instructflow: warning: {warning}", file=sys.stderr, flush=True)
 
 
+def dropout_fields(config: Any) -> dict[str, float]:
+    """The dropout probabilities above 0 in a model config (resid_pdrop, attention_dropout,
+    ...); GPT-2's summary_* fields belong to its double-heads model, which no stage trains."""
+    return {
+        name: value
+        for name, value in config.to_dict().items()
+        if "drop" in name
+        and not name.startswith("summary_")
+        and isinstance(value, int | float)
+        and not isinstance(value, bool)
+        and value > 0
+    }
+
+
+def dropout_differs(processes: int, config: Any) -> str | None:
+    """A warning when N processes will not compute what one does (README, Several
+    processes: "within float rounding"): with dropout each process draws its own masks for
+    its shard of a batch, where one process draws one set for the whole batch."""
+    dropout = dropout_fields(config)
+    if processes <= 1 or not dropout:
+        return None
+    named = ", ".join(f"{name} {value:g}" for name, value in sorted(dropout.items()))
+    return (
+        f"the base model trains with dropout ({named}) and processes = {processes}: each"
+        " process draws its own dropout masks, so this run's figures will not match"
+        " --processes 1's within float rounding (they differ as runs with other dropout draws"
+        " do); set those fields to 0 in the base model's config.json for runs that must match"
+    )
+
+
+_warned_dropout: set[tuple[int, str]] = set()
+
+
+def warn_dropout_differs(processes: int, base_model: str | None) -> None:
+    """`dropout_differs`' warning on stderr for a local base model folder, once per process
+    for a setting (`instructflow run` says it before the run starts, the flow again only for
+    a run the Prefect form or API started). The embedded GPT-2 trains without dropout."""
+    if not base_model or processes <= 1 or (processes, base_model) in _warned_dropout:
+        return
+    from transformers import AutoConfig
+
+    try:
+        config = AutoConfig.from_pretrained(Path(base_model).expanduser(), local_files_only=True)
+    except (OSError, ValueError):  # no readable config: the input checks refuse it, not this
+        return
+    warning = dropout_differs(processes, config)
+    _warned_dropout.add((processes, base_model))
+    if warning:
+        print(f"instructflow: warning: {warning}", file=sys.stderr, flush=True)
+
+
 def launch_command(processes: int, spec: Path) -> list[str]:
     """`python -m accelerate.commands.launch ... --module instructflow.tasks.launch_worker SPEC`.
 

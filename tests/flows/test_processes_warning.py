@@ -66,3 +66,25 @@ def test_plan_warns_too(monkeypatch, capsys):
     assert "instructflow: warning: processes = 4 is more than the 2 CPU threads" in (
         capsys.readouterr().err
     )
+
+
+def test_run_warns_before_anything_starts_that_a_base_model_with_dropout_will_not_match(
+    tmp_path, monkeypatch, capsys
+):
+    from transformers import GPT2Config
+
+    from instructflow.tasks import launch
+
+    # given an own base model whose config has GPT-2's default dropout (0.1)
+    model_dir = tmp_path / "own-gpt2"
+    GPT2Config(n_layer=2, n_head=2, n_embd=32).save_pretrained(model_dir)
+    monkeypatch.setattr(launch, "_warned_dropout", set(), raising=False)
+    # when a run with 2 processes on it is checked (and refused: its dataset folder is empty)
+    args = ["run", "--profile", "smoke", "--threads", "2", "--processes", "2"]
+    (tmp_path / "data").mkdir()
+    status = main([*args, "--base-model", str(model_dir), "--data", str(tmp_path / "data")])
+    # then it was told, before anything started, that 2 processes will not match 1
+    err = capsys.readouterr().err
+    assert status == 2
+    assert "instructflow: warning: the base model trains with dropout (" in err
+    assert "will not match --processes 1's within float rounding" in err

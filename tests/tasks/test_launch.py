@@ -229,3 +229,25 @@ def test_a_given_base_model_is_copied_in_one_process_whatever_processes_says():
     assert not launch.takes_processes("base_model", {"base_model": "/models/qwen"})
     assert launch.takes_processes("sft", {"base_model": "/models/qwen"})
     assert not launch.takes_processes("evaluation", {})
+
+
+def test_a_base_model_with_dropout_is_said_not_to_match_one_process(tmp_path, capsys):
+    from transformers import GPT2Config
+
+    # given an own GPT-2 config with GPT-2's default dropout and one without any
+    with_dropout, without = tmp_path / "dropout", tmp_path / "no-dropout"
+    GPT2Config(n_layer=2, n_head=2, n_embd=32).save_pretrained(with_dropout)
+    zero = {"resid_pdrop": 0.0, "embd_pdrop": 0.0, "attn_pdrop": 0.0}
+    GPT2Config(n_layer=2, n_head=2, n_embd=32, **zero).save_pretrained(without)
+    # when a run with 2 processes checks each, twice, and one process checks the first
+    for _ in range(2):
+        launch.warn_dropout_differs(2, str(with_dropout))
+        launch.warn_dropout_differs(2, str(without))
+    launch.warn_dropout_differs(1, str(with_dropout))
+    # then the model with dropout is warned of once, naming its fields and the claim it breaks
+    said = [line for line in capsys.readouterr().err.splitlines() if line]
+    assert len(said) == 1 and said[0].startswith("instructflow: warning: ")
+    assert "attn_pdrop 0.1, embd_pdrop 0.1, resid_pdrop 0.1" in said[0]
+    assert "processes = 2" in said[0] and "within float rounding" in said[0]
+    # and GPT-2's double-heads summary dropout, which no stage trains, is not counted
+    assert "summary_first_dropout" not in said[0]
