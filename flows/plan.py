@@ -75,12 +75,11 @@ def context_of(config) -> int:
 
 
 def runtime_bytes() -> int:
-    """RSS of a fresh process that has imported the training stages (no model yet), measured now."""
-    code = (
-        "import instructflow.tasks.sft, instructflow.tasks.reward_model, instructflow.tasks.ppo;"
-        "from instructflow.models.runtime import peak_rss_bytes; print(peak_rss_bytes())"
-    )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    """Peak RSS of a fresh process that imported the training stages and ran a negligible
+    model through a load, training steps, a generation and a plot (flows/plan_runtime.py):
+    the interpreter and libraries, and what their first use holds, measured now."""
+    module = "instructflow.flows.plan_runtime"
+    out = subprocess.run([sys.executable, "-m", module], capture_output=True, text=True, check=True)
     return int(out.stdout.strip().splitlines()[-1])
 
 
@@ -192,7 +191,8 @@ def render(plan: dict, memory: int | None, runtime: int | None) -> str:
         )
     if runtime:
         lines.append(
-            f"peak includes {runtime / mib:.0f} MiB measured runtime (interpreter + libraries)"
+            f"peak includes {runtime / mib:.0f} MiB measured runtime (interpreter, libraries and"
+            " their first use)"
         )
     else:
         lines.append(

@@ -13,7 +13,8 @@ An estimate, not a measurement: the terms a team sizes a machine by.
   over the whole rollout batch, whichever is larger (they do not overlap).
 The peak is weights + gradients + optimizer + max(activations, rollout).
 Not counted: the interpreter and libraries (a CPU process holds several
-hundred MB before any model; `runtime_bytes` measures it), the allocator's
+hundred MB before any model, and more once it has trained and sampled;
+flows/plan.py's `runtime_bytes` measures both), the allocator's
 slack, data tables, and (on a GPU) the CUDA context.
 """
 
