@@ -107,11 +107,12 @@ def rlhf_pipeline(
             return own_data.run(local, parent_id, run_info, url, threads)
 
         timings: dict[str, float] = {}  # stage -> wall seconds (report: run.stage_seconds)
-        checked = _data(root, params, base_model_dir, parent_id, timings)
+        cached: set[str] = set()  # stages served from Prefect's cache
+        checked = _data(root, params, base_model_dir, parent_id, timings, cached)
         if checked["refusal"]:
             return preflight.refuse(checked["refusal"])
         profile_dir = root / "data" / params.profile
-        stage = Stages(params, profile_dir, parent_id, threads, timings)
+        stage = Stages(params, profile_dir, parent_id, threads, timings, cached)
         models = _models(stage, params, {"data_md5": checked["version"]["md5"]}, base_model_dir)
         policies = _policies(models, profile_dir, params)
         evaluated = _evaluate(stage, models, policies)
@@ -154,7 +155,9 @@ def rlhf_pipeline(
     return result
 
 
-def _data(root: Path, params: PipelineParams, base_model_dir, parent_id: str, timings) -> dict:
+def _data(
+    root: Path, params: PipelineParams, base_model_dir, parent_id: str, timings, cached
+) -> dict:
     """Every input checked before any training (preflight), then the data stage.
 
     Returns preflight's verdict: `refusal` (None when every input passed), the
@@ -181,6 +184,7 @@ def _data(root: Path, params: PipelineParams, base_model_dir, parent_id: str, ti
         inputs={"data_md5": version["md5"]},
         parent_run_id=parent_id,
         timings=timings,
+        cached=cached,
         profile_dir=str(root / "data" / params.profile),
         md5=version["md5"],
     )
@@ -382,6 +386,8 @@ def _registry(stage: Stages, params: PipelineParams, models, policies, evaluated
         candidate_note=ppo_selection.kept_start_note(candidate, models[candidate]["metrics"]),
         rm_lora=model_card.lora_lineage(params, "reward_model"),
     )
+    if "registry" in stage.cached:  # its task ran in an earlier flow run, with the artifact
+        registry.republish_gate(model_name, gate)
     registry.tag_parent_run(gate["policy_version"], gate["decision"]["promote"])
     get_run_logger().info(
         "registered %s v%s; gate (vs %s): %s",

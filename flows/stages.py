@@ -51,6 +51,7 @@ def run_stage(
     parent_run_id: str,
     timings: dict[str, float] | None = None,
     stale_because: Callable[[dict], str | None] | None = None,
+    cached: set[str] | None = None,
     **kwargs,
 ) -> dict:
     """Call a stage task under its cache key; give a cached stage its nested MLflow run too.
@@ -60,7 +61,9 @@ def run_stage(
     result is recomputed rather than served.
 
     Wall seconds of the stage (cached or not) go to `timings[stage_name]` and to
-    the parent run as metric `stage_seconds/<stage>`.
+    the parent run as metric `stage_seconds/<stage>`; a stage Prefect served from
+    its cache is added to `cached`, so the flow can say so (the report) and redo
+    what the stage's task did in its own flow run only (its Prefect artifacts).
 
     Once a stop was requested (SIGINT/SIGTERM) no stage starts, cached or not: the
     interrupt a training loop raises ends the run here, whatever the stage before
@@ -92,6 +95,8 @@ def run_stage(
         tags = tracking.cached_stage_tags(key, result.get("mlflow_run_id", ""))
         with tracking.stage_run(stage_name, parent_run_id, tags=tags):
             tracking.log_metrics(result.get("metrics", {}))
+        if cached is not None:
+            cached.add(stage_name)
     seconds = round(time.perf_counter() - started, 2)  # MLflow showed 16 digits
     if timings is not None:
         timings[stage_name] = seconds
@@ -171,6 +176,8 @@ class Stages:
     threads: int
     timings: dict[str, float] = field(default_factory=dict)
     """stage -> wall seconds (the report's run.stage_seconds)."""
+    cached: set[str] = field(default_factory=set)
+    """The stages Prefect served from its cache (the report's run.cached_stages)."""
 
     def __call__(
         self, task, name: str, config_name: str | None, inputs: dict, stale_because=None, **kwargs
@@ -193,7 +200,7 @@ class Stages:
         common = {"profile_dir": str(self.profile_dir), "seed": params.seed}
         return run_stage(
             task, name, key_config, inputs, self.parent_run_id, self.timings, stale_because,
-            **common, **extra, **kwargs,
+            self.cached, **common, **extra, **kwargs,
         )  # fmt: skip
 
     def lanes(self) -> int:
@@ -221,7 +228,7 @@ class Stages:
         """
         if self.lanes() < 2:
             return first(self), second(self)
-        lane = replace(self, threads=self.threads // 2)  # the same timings dict
+        lane = replace(self, threads=self.threads // 2)  # the same timings dict and cached set
 
         def in_own_processes() -> B:
             with launch.own_process(lane.threads):

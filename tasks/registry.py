@@ -219,12 +219,28 @@ def record_gate(
             "policy_weights_digest": gate["weights_digest"],
         }
     )
-    create_markdown_artifact(
-        markdown=gate_markdown(model_name, policy_version, decision, gate.get("note")),
-        key="promotion-gate",
-        description=f"{model_name} v{policy_version}",
-    )
+    gate_artifact(model_name, policy_version, decision, gate.get("note"))
     return metrics
+
+
+def gate_artifact(model_name: str, version: str, decision: GateDecision, note: str | None):
+    """The flow run's Prefect artifact `promotion-gate`: the gate's decision on `version`."""
+    create_markdown_artifact(
+        markdown=gate_markdown(model_name, version, decision, note),
+        key="promotion-gate",
+        description=f"{model_name} v{version}",
+    )
+
+
+def republish_gate(model_name: str, result: dict) -> None:
+    """The `promotion-gate` artifact of a registry stage Prefect served from its cache.
+
+    An artifact belongs to the flow run whose task made it, and a cached task
+    runs nothing: without this the re-run's flow run had none, while its report
+    shows the gate block (the decision of the run that computed the stage).
+    """
+    decision = GateDecision(**result["decision"])
+    gate_artifact(model_name, result["policy_version"], decision, result["gate"].get("note"))
 
 
 def tag_parent_run(policy_version: str, passed: bool) -> None:

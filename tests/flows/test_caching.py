@@ -84,6 +84,23 @@ class Project:
         return data_version.tracked_md5(self.root)
 
 
+def _gate_artifacts(flow_run_id: str) -> list:
+    """The `promotion-gate` artifacts of a Prefect flow run."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import (
+        ArtifactFilter,
+        ArtifactFilterKey,
+        FlowRunFilter,
+        FlowRunFilterId,
+    )
+
+    with get_client(sync_client=True) as prefect:
+        return prefect.read_artifacts(
+            artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=["promotion-gate"])),
+            flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id])),
+        )
+
+
 def ran(run: Run) -> set[str]:
     return {stage for stage, cached in run.stages.items() if not cached}
 
@@ -148,6 +165,13 @@ def test_unchanged_rerun_finds_every_stage_cached(runs):
     assert again.result["run"]["mlflow_run_id"] != runs["first"].result["run"]["mlflow_run_id"]
     # and it took a fraction of the first run's time
     assert again.wall_s < runs["first"].wall_s / 2
+    # and its flow run has the promotion-gate artifact, as the first run's has, though
+    # the registry stage's task (which made it there) did not run
+    first_gate, again_gate = (
+        _gate_artifacts(run.result["run"]["prefect_flow_run_id"]) for run in (runs["first"], again)
+    )
+    assert len(first_gate) == len(again_gate) == 1
+    assert again_gate[0].data == first_gate[0].data
 
 
 def test_a_deleted_output_reruns_its_stage_instead_of_serving_it(runs):

@@ -1,0 +1,89 @@
+"""A stage Prefect serves from its cache is known to the flow that called it (run_stage's
+`cached`), so the flow can say so in its report and redo what only the stage's task did
+in its own flow run: the registry stage's `promotion-gate` artifact."""
+
+from contextlib import nullcontext
+from pathlib import Path
+
+import pytest
+from prefect import flow, task
+from prefect.runtime import flow_run
+
+from instructflow.flows import stages
+from instructflow.tasks import registry
+from instructflow.tasks.gate import decide, gate_markdown
+from instructflow.tasks.stage import mark_done, prefect_options
+from tests.conftest import use_project
+
+CALLS: list[str] = []
+
+
+@task(**prefect_options("evaluation", "test-stage-cached"))
+def small_stage(out_dir: str, parent_run_id: str) -> dict:
+    CALLS.append(out_dir)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    return mark_done(out, {"dir": out_dir, "metrics": {}, "mlflow_run_id": "computed"})
+
+
+@flow
+def one_run(salt: str) -> set[str]:
+    cached: set[str] = set()
+    stages.run_stage(small_stage, "evaluation", {"salt": salt}, {}, "parent", cached=cached)
+    return cached
+
+
+@pytest.fixture
+def no_mlflow(monkeypatch):
+    monkeypatch.setattr(stages.tracking.batched, "add_metrics", lambda *a, **k: None)
+    monkeypatch.setattr(stages.tracking, "stage_run", lambda *a, **k: nullcontext())
+    monkeypatch.setattr(stages.tracking, "log_metrics", lambda *a, **k: None)
+
+
+def test_a_stage_served_from_the_cache_is_named_to_the_caller(
+    prefect_harness, tmp_path, monkeypatch, no_mlflow
+):
+    use_project(monkeypatch, tmp_path)
+    CALLS.clear()
+    # given a stage computed by a first flow run
+    assert one_run(str(tmp_path)) == set()
+    # when a second flow run reaches it with the same key
+    again = one_run(str(tmp_path))
+    # then it was not computed again, and the caller knows it came from the cache
+    assert len(CALLS) == 1
+    assert again == {"evaluation"}
+
+
+def _artifacts(flow_run_id: str) -> list:
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+
+    with get_client(sync_client=True) as prefect:
+        of_this_run = FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id]))
+        return prefect.read_artifacts(flow_run_filter=of_this_run)
+
+
+def test_a_cached_registry_stage_gets_its_promotion_gate_artifact_from_the_cached_decision(
+    prefect_harness,
+):
+    # given a registry stage's result as the cache serves it (the decision as a dict,
+    # its CI a list after the round trip)
+    decision = decide(0.7, (0.6, 0.8), 0.42, 0.40, 0.02, "champion v3")
+    cached = {
+        "policy_version": "4",
+        "decision": {**vars(decision), "ci95": list(decision.ci95)},
+        "gate": {"note": "champion v3 loaded from the registry"},
+    }
+
+    @flow
+    def rerun() -> str:
+        registry.republish_gate("instructflow-policy-smoke", cached)
+        return str(flow_run.id)
+
+    # when the re-run's flow publishes it
+    (artifact,) = [a for a in _artifacts(rerun()) if a.key == "promotion-gate"]
+    # then its flow run has the artifact the computing run's had
+    assert artifact.data == gate_markdown(
+        "instructflow-policy-smoke", "4", decision, "champion v3 loaded from the registry"
+    )
+    assert artifact.description == "instructflow-policy-smoke v4"
