@@ -97,7 +97,7 @@ def preflight(params: PipelineParams) -> dict:
     return load_dataset(Path(params.data), params.dataset, check).summary
 
 
-def _imported(params: PipelineParams, parent_id: str, timings: dict) -> dict:
+def _imported(params: PipelineParams, parent_id: str, timings: dict, cached: set) -> dict:
     """The checks a run from the Prefect form or API (no CLI preflight) needs, then the
     import stage: its output, with the dataset's folder, its DVC md5 and the base model's
     digest. Raises bad input (an explained error: no traceback), which `run` refuses."""
@@ -126,6 +126,7 @@ def _imported(params: PipelineParams, parent_id: str, timings: dict) -> dict:
         {"tables": table_md5s, "base_model": base_digest},
         parent_id,
         timings,
+        cached=cached,
         data_dir=str(data_dir),
         base_model=params.base_model,
         cfg=params.dataset,
@@ -155,8 +156,9 @@ def run(
     report, or the Failed state of a refusal before training (preflight.refuse)."""
     logger = get_run_logger()
     timings: dict[str, float] = {}  # stage -> wall seconds (report: run.stage_seconds)
+    cached: set[str] = set()  # stages served from Prefect's cache
     try:
-        imported = _imported(params, parent_id, timings)
+        imported = _imported(params, parent_id, timings, cached)
     except explained_errors.bad_input_errors() as error:  # as the CLI and the embedded world say
         return refuse(refused(error))
     data_dir, base_digest = imported["data_dir"], imported["base_digest"]
@@ -166,7 +168,7 @@ def run(
     mlflow.set_tags({"data_dir": str(data_dir)} | {f"data_md5/{n}": m for n, m in md5s.items()})
     skipped: dict[str, str] = {}
 
-    stage = Stages(params, profile_dir, parent_id, threads, timings)
+    stage = Stages(params, profile_dir, parent_id, threads, timings, cached)
 
     pretrain_in = _digests(profile_dir, layout.PRETRAIN_TRAIN, layout.PRETRAIN_VALID)
     base = stage(
@@ -193,6 +195,7 @@ def run(
         {"comparisons": content_digest(profile_dir / "comparisons")},
         parent_id,
         timings,
+        cached=cached,
         profile_dir=str(profile_dir),
     )
     rm = stage(
@@ -283,6 +286,7 @@ def run(
             "dvc_data_md5": imported["dvc_data_md5"],
             "data_mismatch": imported["data_mismatch"],
             "stage_seconds": timings,
+            "cached_stages": sorted(cached),  # those seconds are a cache look-up's
             "settings": params_io.settings_you_set(params),  # off the profile's defaults
             # where each policy, the RM, the judge and the evaluation are (`instructflow
             # evaluate`, sweeps, `compare`: whether two runs had the same judge)

@@ -125,6 +125,7 @@ def rlhf_pipeline(
                 "dvc_data_md5": checked["version"]["md5"],
                 "data_mismatch": not checked["version"]["matches_dvc"],  # --allow-data-mismatch
                 "stage_seconds": dict(timings),
+                "cached_stages": sorted(cached),  # those seconds are a cache look-up's
                 "settings": params_io.settings_you_set(params),  # off the profile's defaults
             }
         )

@@ -165,9 +165,13 @@ def run_summary(report: dict[str, Any]) -> str:
 
 
 def _run_lines(run: dict[str, Any]) -> list[str]:
-    """The run block: its fields, then each stage's seconds and cache key in one table."""
+    """The run block: its fields, then each stage's seconds, whether Prefect served it from
+    its cache, and its cache key, in one table."""
     lines = ["## Run", "", "| field | value |", "| --- | --- |"]
-    lines += [f"| {k} | `{v}` |" for k, v in run.items() if not isinstance(v, dict)]
+    in_table = ("cached_stages",)  # the stage table's column, not a field of its own
+    lines += [
+        f"| {k} | `{v}` |" for k, v in run.items() if not isinstance(v, dict) and k not in in_table
+    ]
     seconds, keys = run.get("stage_seconds") or {}, dict(run.get("stage_keys") or {})
     # stage_keys is by policy: base and base_fewshot are the base_model stage's output
     # (`base_model-<hash>`), so that stage's row gets the key, not two rows of their own.
@@ -180,10 +184,20 @@ def _run_lines(run: dict[str, Any]) -> list[str]:
     if seconds or keys:
         lines += ["", "| stage | seconds | cache key |", "| --- | --- | --- |"]
         lines += [
-            f"| {stage} | {'-' if seconds.get(stage) is None else f'{seconds[stage]:.1f}'} | {f'`{keys[stage]}`' if stage in keys else '-'} |"
+            f"| {stage} | {_stage_seconds(run, stage)} | {f'`{keys[stage]}`' if stage in keys else '-'} |"
             for stage in [*seconds, *(k for k in keys if k not in seconds)]
         ]
     return lines
+
+
+def _stage_seconds(run: dict[str, Any], stage: str) -> str:
+    """A stage's seconds, marked `(cached)` where Prefect served it from its cache: those
+    seconds are the look-up's, not the training's (run.cached_stages; a report from before
+    it was recorded says nothing either way)."""
+    seconds = (run.get("stage_seconds") or {}).get(stage)
+    if seconds is None:
+        return "-"
+    return f"{seconds:.1f}" + (" (cached)" if stage in (run.get("cached_stages") or ()) else "")
 
 
 def _settings_lines(run: dict[str, Any]) -> list[str]:

@@ -33,6 +33,9 @@ NOT_COMPARED = {
     ("run", "mlflow_run_id"),
     ("run", "prefect_flow_run_id"),
     ("run", "stage_seconds"),  # wall-clock time
+    # Which stages were served from the cache: the seeds share the data stage (no seed in
+    # its key), and whichever seed reaches it second takes it from the cache.
+    ("run", "cached_stages"),
     # The registry's version number: the sweep's seeds train at once, so which seed's
     # registry stage comes first (and is v1 of the sweep's model) varies between sweeps.
     ("gate", "policy_version"),

@@ -45,6 +45,24 @@ def test_stage_seconds_and_keys_are_one_table_not_a_dict():
     assert "{'sft'" not in text
 
 
+def test_a_stage_served_from_the_cache_is_marked_so_in_the_stage_table():
+    # given a re-run whose SFT came from Prefect's cache while its evaluation ran
+    report = _report()
+    report["run"]["stage_seconds"] = {"sft": 0.31, "evaluation": 40.2}
+    report["run"]["cached_stages"] = ["sft"]
+    text = to_markdown(report)
+    # then SFT's seconds say they are the cache's, the evaluation's are not marked
+    assert "| sft | 0.3 (cached) | `sft-1f` |" in text
+    assert "| evaluation | 40.2 | `evaluation-2e` |" in text
+    # and the list is the table's column, not a row of the field table
+    assert "| cached_stages |" not in text
+
+
+def test_a_report_from_before_cached_stages_marks_no_stage():
+    text = to_markdown(_report())  # no run.cached_stages
+    assert "(cached)" not in text and "| sft | 5.1 | `sft-1f` |" in text
+
+
 def test_the_run_summary_has_the_decision_and_the_candidates_figures():
     from instructflow.tasks.report import run_summary
 
