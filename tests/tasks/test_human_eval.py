@@ -78,6 +78,28 @@ def test_an_empty_response_is_shown_as_such_and_its_labels_read_back(tmp_path):
     assert set(labels) == {"item-0000", "item-0001"}
 
 
+def test_a_response_cut_inside_a_character_is_exported_as_the_evaluation_scored_it(tmp_path):
+    # given a byte-level BPE tokenizer (trained here on ASCII, so a 4-byte character stays 4
+    # byte tokens) and a sample that stopped after the first two: sampling decodes it so
+    from instructflow.models.tokenizer import train_tokenizer
+
+    tokenizer = train_tokenizer(["a plain answer, in ascii only"] * 4, vocab_size=300)
+    ids = tokenizer.encode("ok \U0001f642", add_special_tokens=False)
+    scored = tokenizer.decode(ids[:-2], skip_special_tokens=True)
+    assert scored.startswith("ok ") and "\ufffd" in scored
+    responses = _responses(policies=("sft", "ppo"), prompts=1)
+    responses["ppo"][0]["response"] = scored
+    # when it is exported
+    items, key = blinded_items(responses, n=1, seed=0)
+    paths = write_labeling_files(items, key, tmp_path)
+    # then people read the text every automatic judge scored, replacement character
+    # included (README, Human evaluation: a fragment is the model's, not the export's)
+    shown = {key["item-0000"][r["label"]]: r["text"] for r in items[0]["responses"]}
+    assert shown["ppo"] == scored
+    with paths["csv"].open(newline="", encoding="utf-8") as handle:
+        assert scored in [row["response"] for row in csv.DictReader(handle)]
+
+
 def test_shuffling_differs_between_items():
     items, key = blinded_items(_responses(prompts=8), n=8, seed=1)
     assert len({tuple(sorted(k.items())) for k in key.values()}) > 1
