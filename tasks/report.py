@@ -78,6 +78,31 @@ def _held_out(report: dict[str, Any]) -> str:
     return held_out_group((report.get("dataset") or {}).get("split_rule"))
 
 
+# The policy table's columns: the preference figures (with CIs), then the other measures.
+# report.md has them in one table; the Prefect artifact, whose pane is narrower than ten
+# such columns, one table per group.
+POLICY_COLUMN_GROUPS = (
+    ("gold_score", "win_rate_vs_sft", "judge_win_rate_vs_sft", "likert"),
+    ("rm_score", "kl_to_sft", "response_length", "public_suite_accuracy", "pretrain_perplexity"),
+)
+
+
+def _policy_table(policies: dict[str, dict], columns: tuple[str, ...]) -> list[str]:
+    """One row per policy (the pipeline's order, then any other), the given columns."""
+    # A column no policy has a figure in (gold on a dataset) says nothing.
+    columns = tuple(c for c in columns if any(r.get(c) is not None for r in policies.values()))
+    if not columns:
+        return []
+    lines = ["| policy | " + " | ".join(columns) + " |", "|" + " --- |" * (len(columns) + 1)]
+    names = [n for n in POLICY_NAMES if n in policies] + [
+        n for n in policies if n not in POLICY_NAMES
+    ]
+    return lines + [
+        f"| {name} | " + " | ".join(_fmt(policies[name].get(c)) for c in columns) + " |"
+        for name in names
+    ]
+
+
 def _judge_caveat(report: dict[str, Any]) -> list[str]:
     """A warning above the policy table when figures in it come from a judge not to be trusted."""
     judge = report.get("judge") or {}
@@ -229,11 +254,13 @@ def to_markdown(
     mlflow_url: str | None = None,
     plots: list[str] | None = None,
     image_url: Callable[[str], str] | None = None,
+    narrow: bool = False,
 ) -> str:
     """report.md: the decision and the figures first; where and how the run was made last.
 
     Each plot is shown by its file name (report.md lies beside its PNGs) or, given
     `image_url` (file name -> URL, e.g. mlflow_artifact_urls), by that URL.
+    `narrow`: the policy table as one table per POLICY_COLUMN_GROUPS (the Prefect artifact).
     """
     run = report["run"]
     lines = [f"# instructflow run `{run.get('mlflow_run_id', '?')}`", ""]
@@ -247,31 +274,13 @@ def to_markdown(
         if warning := short_answers(report["policies"], report["gate"].get("candidate", "")):
             lines += [f"> **Warning:** {warning}.", ""]
     if report["policies"]:
-        columns = [
-            "gold_score",
-            "win_rate_vs_sft",
-            "judge_win_rate_vs_sft",
-            "likert",
-            "rm_score",
-            "kl_to_sft",
-            "response_length",
-            "public_suite_accuracy",
-            "pretrain_perplexity",
-        ]
         # On a user's dataset there are no simulated labelers: win_rate_vs_sft is the judge's.
         judged_by = "held-out judge" if report.get("dataset") else "held-out labelers"
         lines += [f"## Policies ({_held_out(report)}, {judged_by}; 95% bootstrap CI)", ""]
         lines += _judge_caveat(report)
-        # A column no policy has a figure in (gold on a dataset) says nothing.
-        columns = [
-            c for c in columns if any(r.get(c) is not None for r in report["policies"].values())
-        ]
-        lines += ["| policy | " + " | ".join(columns) + " |", "|" + " --- |" * (len(columns) + 1)]
-        for name in [n for n in POLICY_NAMES if n in report["policies"]] + [
-            n for n in report["policies"] if n not in POLICY_NAMES
-        ]:
-            row = report["policies"][name]
-            lines.append(f"| {name} | " + " | ".join(_fmt(row.get(c)) for c in columns) + " |")
+        for group in POLICY_COLUMN_GROUPS if narrow else [sum(POLICY_COLUMN_GROUPS, ())]:
+            table = _policy_table(report["policies"], group)
+            lines += ([""] if table and lines[-1] else []) + table  # a blank line between tables
     if report.get("labelers"):  # a dataset run has no labelers block
         lines += [
             "",
@@ -331,13 +340,17 @@ def log_report(
     Neither MLflow's Markdown preview nor Prefect's artifact resolves a file name beside
     report.md (MLflow 3.17 prints such an image as the text `[alt](name.png)`): both are
     given the tracking server's URLs. reports/<run id>/report.md keeps the file names.
+
+    Returns the Markdown of the run's Prefect artifact: the same, with its policy table
+    split in narrower ones (`narrow`), as the Prefect UI's pane is narrower than ten columns.
     """
     import mlflow
 
-    web = to_markdown(report, mlflow_url, plots, mlflow_artifact_urls(mlflow_url, "report")) + extra
+    image_url = mlflow_artifact_urls(mlflow_url, "report")
+    web = to_markdown(report, mlflow_url, plots, image_url) + extra
     mlflow.log_artifacts(str(run_dir), artifact_path="report")
     mlflow.log_text(web, "report/report.md")
-    return web
+    return to_markdown(report, mlflow_url, plots, image_url, narrow=True) + extra
 
 
 def write_whole(path: Path, text: str) -> None:

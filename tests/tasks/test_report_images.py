@@ -119,3 +119,55 @@ def test_the_report_md_in_mlflow_shows_its_plots_and_the_one_on_disk_keeps_file_
         assert image.endswith(f"run_uuid={run.info.run_id}"), image
     # and the report.md on disk still names its PNGs beside it
     assert (folder / "report.md").read_text() == on_disk
+
+
+FIGURES = [
+    "gold_score",
+    "win_rate_vs_sft",
+    "judge_win_rate_vs_sft",
+    "likert",
+    "rm_score",
+    "kl_to_sft",
+    "response_length",
+    "public_suite_accuracy",
+    "pretrain_perplexity",
+]
+
+
+def _policy_headers(markdown: str) -> list[list[str]]:
+    """The column names of each policy table in `markdown`."""
+    return [
+        [cell.strip() for cell in line.strip("|").split("|")]
+        for line in markdown.splitlines()
+        if line.startswith("| policy |")
+    ]
+
+
+def test_the_prefect_artifact_splits_the_policy_table_and_mlflow_keeps_it_whole(
+    tmp_path, monkeypatch
+):
+    # given a run's report with every figure for two policies
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    mlflow.set_tracking_uri(uri)
+    report = _report()
+    ci = {"mean": 0.512, "ci95": [0.431, 0.593]}
+    report["policies"] = {name: dict.fromkeys(FIGURES, ci) for name in ("sft", "ppo")}
+    folder = tmp_path / "reports" / "abc123"
+    folder.mkdir(parents=True)
+    exp = mlflow.create_experiment("reports", artifact_location=str(tmp_path / "artifacts"))
+    # when it is logged, and its Prefect artifact's Markdown made
+    with mlflow.start_run(experiment_id=exp) as run:
+        url = f"http://127.0.0.1:5000/#/experiments/{exp}/runs/{run.info.run_id}"
+        artifact = log_report(folder, report, url, [])
+    logged = mlflow.artifacts.load_text(f"runs:/{run.info.run_id}/report/report.md")
+    # then the artifact's policy tables are narrow, and together have every figure once,
+    # each with both policies' rows
+    headers = _policy_headers(artifact)
+    assert len(headers) > 1
+    assert all(len(header) <= 6 for header in headers), headers
+    assert [c for header in headers for c in header if c != "policy"] == FIGURES
+    assert artifact.count("| ppo | 0.512 [0.431, 0.593] |") == len(headers)
+    # and MLflow's report.md (and the one on disk) keeps the one table of every column
+    assert _policy_headers(logged) == [["policy", *FIGURES]]
+    assert _policy_headers(to_markdown(report)) == [["policy", *FIGURES]]
