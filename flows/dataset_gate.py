@@ -32,12 +32,8 @@ from instructflow.tasks import (
 from instructflow.tasks.concurrency import registry_slot
 from instructflow.tasks.evaluation import Policy, flat_metrics
 from instructflow.tasks.gate import alias_effect, judge_decision
-from instructflow.tasks.model_card import (
-    JUDGE_EVIDENCE,
-    lora_lineage,
-    mismatch_lineage,
-    model_card,
-)
+from instructflow.tasks.model_card import JUDGE_EVIDENCE, model_card
+from instructflow.tasks.model_lineage import lora_lineage, mismatch_lineage
 from instructflow.tasks.registry_snapshot import RegistrySnapshot
 
 

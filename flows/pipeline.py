@@ -30,7 +30,7 @@ from instructflow.tasks import (
     judge_trust,
     launch,
     lifecycle,
-    model_card,
+    model_lineage,
     outages,
     ppo_selection,
     preflight,
@@ -339,21 +339,9 @@ def _fill_report(result: dict, summary: dict, models: dict, policies, evaluated:
 def _registry(stage: Stages, params: PipelineParams, models, policies, evaluated, result, run_info):
     """Register the candidate and the RM, and let the gate decide (instructflow.tasks.registry)."""
     candidate, rm, sft_out = params.candidate, models["rm"], models["sft"]
-    lineage = {
-        "dvc_data_md5": result["run"]["dvc_data_md5"],
-        **model_card.mismatch_lineage(result["run"]),
-        "git_commit": run_info["git_commit"],
-        "prefect_flow_run_id": run_info["prefect_flow_run_id"],
-        # the model card links both runs' pages
-        "prefect_flow_run_url": env.prefect_flow_run_url(run_info["prefect_flow_run_id"]),
-        "mlflow_parent_run_id": result["run"]["mlflow_run_id"],
-        "mlflow_parent_run_url": run_info["mlflow_parent_run_url"],
-        "profile": params.profile,
-        "seed": params.seed,
-        "base_model": params.base_model or f"embedded GPT-2 ({params.profile})",
-        **model_card.lora_lineage(params, candidate),  # the RM's: rm_lora below
-        "sft_run_id": sft_out["mlflow_run_id"],  # the reference SFT's run (later evaluations)
-    }
+    lineage = model_lineage.pipeline_lineage(
+        params, result["run"], run_info, candidate, sft_out["mlflow_run_id"]
+    )
     policy_metrics = {
         k.split("/", 2)[2]: round(v, 4)
         for k, v in evaluation.flat_metrics({candidate: result["policies"][candidate]}).items()
@@ -385,7 +373,10 @@ def _registry(stage: Stages, params: PipelineParams, models, policies, evaluated
         policy_metrics=policy_metrics,
         rm_metrics={k.split("/", 1)[1]: round(v, 4) for k, v in rm["metrics"].items()},
         candidate_note=ppo_selection.kept_start_note(candidate, models[candidate]["metrics"]),
-        rm_lora=model_card.lora_lineage(params, "reward_model"),
+        rm_lora=model_lineage.lora_lineage(params, "reward_model"),
+        # the card says what the report says of the judge (scalars: in the stage's key)
+        judge_trusted=result["judge"]["trustworthy"],
+        judge_trust_reason=result["judge"]["trust_reason"],
     )
     if "registry" in stage.cached:  # its task ran in an earlier flow run, with the artifact
         registry.republish_gate(model_name, gate)

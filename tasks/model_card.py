@@ -39,46 +39,6 @@ def _value(lineage: dict, key: str) -> str:
     return f"[`{lineage[key]}`]({url})" if url else f"`{lineage[key]}`"
 
 
-def mismatch_lineage(run: dict) -> dict[str, str]:
-    """A version trained on data its commit's .dvc file does not record says so (tag
-    `data_mismatch`): `dvc checkout` at that commit would restore other data."""
-    return {"data_mismatch": "true"} if run.get("data_mismatch") else {}
-
-
-# The training stages whose weights a registered model is made of, by model: PPO trains on
-# from SFT's weights (the `sft` candidate is SFT's alone) and the reward model starts from
-# SFT's weights too. The baselines (FLAN, T0) are in neither.
-MERGED_STAGES = {
-    "sft": ("sft",),
-    "ppo": ("sft", "ppo"),
-    "ppo_ptx": ("sft", "ppo"),  # the ptx variant trains under the ppo stage's settings
-    "reward_model": ("sft", "reward_model"),
-}
-
-
-def lora_lineage(params: Any, model: str) -> dict[str, str]:
-    """The stages whose LoRA adapters are merged into `model`'s weights (a candidate policy,
-    or "reward_model": MERGED_STAGES) and their settings (tag `lora`): the registered weights
-    are plain (adapters merged), so without it a version did not say it was LoRA-tuned."""
-    used = []
-    for stage in MERGED_STAGES[model]:
-        lora = params.stage(stage).lora
-        if lora is not None:
-            targets = lora.target_modules
-            on = (
-                ""
-                if targets is None
-                else f" on {targets if isinstance(targets, str) else ', '.join(targets)}"
-            )
-            used.append(f"{stage} r={lora.r} alpha={lora.alpha}{on}")
-    return {"lora": "; ".join(used)} if used else {}
-
-
-def with_lora(lineage: dict, lora: dict[str, str]) -> dict:
-    """`lineage` with another model's LoRA settings (a lora_lineage) in place of its own."""
-    return {key: value for key, value in lineage.items() if key != "lora"} | lora
-
-
 def lineage_lines(lineage: dict) -> list[str]:
     return [f"- {label}: {_value(lineage, key)}" for label, key in LINEAGE_ROWS if key in lineage]
 
@@ -153,9 +113,20 @@ CONFIRMED_TEXT = (
 # Which figure is whose (a dataset run has no labelers: its win rate is the judge's alone).
 JUDGED_BY = (
     "win_rate_vs_sft and likert: held-out labelers; judge_win_rate_vs_sft: the run's "
-    "held-out judge, a reward model that may be untrusted (the run's report.md, "
-    "Held-out judge, says whether to trust it)"
+    "held-out judge, a reward model "
 )
+
+
+def judged_by(judge: dict | None) -> str:
+    """JUDGED_BY, ending with the run's verdict on its judge (`judge`: the report's judge
+    block, or its `trustworthy` and `trust_reason`), in the words report.md uses; without
+    one, where to find it."""
+    if judge is None:
+        return JUDGED_BY + (
+            "that may be untrusted (the run's report.md, Held-out judge, says whether to trust it)"
+        )
+    verdict = "the run trusts" if judge["trustworthy"] else "not to be trusted here"
+    return JUDGED_BY + f"{verdict}: {judge['trust_reason']}"
 
 
 def model_card(
@@ -165,12 +136,14 @@ def model_card(
     metrics: dict[str, float],
     gate: dict,
     origin: dict | None = None,
+    judge: dict | None = None,
 ) -> str:
     """Markdown for the registered version's description, written by the run of `lineage`.
 
     `origin`: the version's tags when an earlier run registered these weights (the gate
     reused its version): the card then says where the weights come from (that run) apart
     from the run that last confirmed them, whose evaluation and gate it shows.
+    `judge`: the run's verdict on its held-out judge (judged_by), said beside its figure.
     """
     lines = [f"# {name} v{version}", "", "## Where it comes from", ""]
     if origin is not None:
@@ -184,7 +157,7 @@ def model_card(
     lines += lineage_lines(lineage)
     lines += ["", f"## Evaluation ({held_out_group(lineage.get('split_rule'))})", ""]
     if "judge_win_rate_vs_sft" in metrics and gate.get("evidence") != JUDGE_EVIDENCE:
-        lines += [JUDGED_BY, ""]
+        lines += [judged_by(judge), ""]
     lines += [f"- {key}: {_fmt(value)}" for key, value in sorted(metrics.items())]
     lines += ["", "## Promotion gate", ""]
     # a dataset run's gate has no public suite to report

@@ -44,8 +44,8 @@ from instructflow.tasks.model_card import (
     describe_reward_models,
     model_card,
     reward_model_card,
-    with_lora,
 )
+from instructflow.tasks.model_lineage import with_lora
 from instructflow.tasks.registry_config import POLICY_MODEL  # noqa: F401  (re-exported)
 from instructflow.tasks.registry_flavors import LOGGERS, create_version
 from instructflow.tasks.registry_lookup import (
@@ -116,7 +116,7 @@ def register_candidate(
 ) -> tuple[str, str]:
     """Register the reward model and the policy (alias `challenger`) from `dirs`, under
     `names` (policy, RM), both tagged with the run's lineage; an RM registered here gets
-    its card. `lineage`'s `lora` is the policy's; the RM's is `rm_lora` (model_card.lora_lineage,
+    its card. `lineage`'s `lora` is the policy's; the RM's is `rm_lora` (model_lineage.lora_lineage,
     none when None): each says the adapters merged into its own weights. Returns the
     (policy, RM) versions."""
     (name, rm_name), (policy_dir, rm_dir) = names, dirs
@@ -277,12 +277,16 @@ def register_and_gate_task(
     parent_run_id: str,
     candidate_note: str | None = None,
     rm_lora: dict[str, str] | None = None,
+    judge_trusted: bool | None = None,
+    judge_trust_reason: str | None = None,
 ) -> dict:
     """Judge the candidate against the champion (or SFT), then register it and record the gate.
 
     Nothing is written to the registry before the head-to-head has finished;
     a failure while writing restores the versions and aliases found at the start.
     candidate_note: said on the card and in the gate block (PPO kept SFT's weights).
+    judge_trusted, judge_trust_reason: the report's verdict on the held-out judge, said on
+    the card beside the judge's figure (scalars: the stage's cache key holds them).
     """
     storage_faults.check_reports_writable()  # the report follows: before any registry write
     out = Path(out_dir)
@@ -367,7 +371,14 @@ def register_and_gate_task(
                 "champion": champion,
             } | registered_block(model_name, held, policy_dir)
             origin = client.get_model_version(model_name, policy_version).tags if held else None
-            card = model_card(model_name, policy_version, lineage, policy_metrics, gate, origin)
+            judge = (
+                None
+                if judge_trusted is None
+                else {"trustworthy": judge_trusted, "trust_reason": judge_trust_reason}
+            )
+            card = model_card(
+                model_name, policy_version, lineage, policy_metrics, gate, origin, judge
+            )
             write_card(client, model_name, policy_version, card)  # with where champion is
             complete_and_promote(client, written, effect.promote)
         except BaseException as error:

@@ -312,6 +312,13 @@ def test_the_held_out_judge_is_reported_beside_gold_and_labelers(smoke_run):
         agreement["heldout_labelers"]
     )
     assert "Held-out judge" in (smoke_run.root / "reports" / "latest" / "report.md").read_text()
+    # and the registered version's card says of the judge what the report says, in its words
+    gate = report["gate"]
+    version = smoke_run.client.get_model_version(gate["model_name"], gate["policy_version"])
+    verdict = "the run trusts" if judge["trustworthy"] else "not to be trusted here"
+    assert f"held-out judge, a reward model {verdict}: {judge['trust_reason']}" in (
+        version.description
+    )
 
 
 def test_the_report_says_when_the_candidate_kept_sfts_weights(smoke_run):

@@ -1,5 +1,8 @@
 """The model card: a registered version's description, written from the run's lineage, metrics and gate."""
 
+import pytest
+
+from instructflow.tasks.judge_trust import judge_is_trustworthy
 from instructflow.tasks.model_card import (
     approval_section,
     model_card,
@@ -8,6 +11,7 @@ from instructflow.tasks.model_card import (
     with_champion_status,
     with_human_verdict,
 )
+from instructflow.tasks.report import empty_report, to_markdown
 
 LINEAGE = {
     "profile": "smoke",
@@ -196,9 +200,29 @@ def test_the_card_says_who_judged_each_win_rate():
     assert "held-out judge, a reward model" not in plain
 
 
+@pytest.mark.parametrize("trustworthy", [True, False])
+def test_the_card_says_of_the_judge_what_the_runs_report_says(trustworthy):
+    # given the run's verdict on its judge (its report's judge block)
+    accuracy, pairs = (0.8, 200) if trustworthy else (0.55, 20)
+    ok, reason = judge_is_trustworthy(accuracy, pairs)
+    assert ok is trustworthy
+    judge = {"trustworthy": ok, "trust_reason": reason}
+    metrics = {"win_rate_vs_sft": 0.458, "judge_win_rate_vs_sft": 0.453}
+    # when the card is written with it
+    card = model_card("policy", "4", LINEAGE, metrics, GATE, judge=judge)
+    # then it says the verdict and its reason, in report.md's words, not "may be"
+    report = empty_report({"mlflow_run_id": "r"}) | {"judge": judge | {"training_pairs": 9}}
+    report["policies"] = {"ppo": {"judge_win_rate_vs_sft": 0.453}}
+    verdict = "the run trusts" if trustworthy else "not to be trusted here"
+    assert f"held-out judge, a reward model {verdict}: {reason}\n" in card
+    assert "may be untrusted" not in card
+    untrusted_in_report = f"not to be trusted here: {reason}" in to_markdown(report)
+    assert untrusted_in_report is not trustworthy
+
+
 def test_a_version_trained_with_lora_says_so_with_each_stage_s_adapter_settings():
     from instructflow.flows.params import PipelineParams
-    from instructflow.tasks.model_card import lora_lineage
+    from instructflow.tasks.model_lineage import lora_lineage
 
     # given a run whose SFT, RM and PPO trained LoRA adapters (merged into plain weights)
     params = PipelineParams(
@@ -226,7 +250,7 @@ def test_a_version_trained_with_lora_says_so_with_each_stage_s_adapter_settings(
 
 def test_a_reward_model_trained_without_lora_says_none_though_the_policy_did():
     from instructflow.flows.params import PipelineParams
-    from instructflow.tasks.model_card import lora_lineage
+    from instructflow.tasks.model_lineage import lora_lineage
 
     # given a run whose PPO alone trained LoRA adapters
     params = PipelineParams(profile="smoke", ppo={"lora": {"r": 16, "alpha": 32}})
