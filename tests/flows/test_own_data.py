@@ -174,6 +174,9 @@ def test_an_hh_dataset_runs_end_to_end_and_new_comparisons_rerun_only_what_reads
     assert not any(
         cached[s] for s in ("data", "comparisons", "reward_model", "ppo", "evaluation")
     ), cached
+    # and its report names the stages served from the cache, as MLflow does
+    assert first["run"]["cached_stages"] == []
+    assert set(second["run"]["cached_stages"]) == {s for s, hit in cached.items() if hit}
     assert second["dataset"]["tables"]["preferences"]["rows"] == 250
     assert second["dataset"]["tables"]["preferences"]["md5"] != md5s["preferences"]
     # and its gate played the champion it would replace, not SFT (it played SFT before)
