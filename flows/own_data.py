@@ -16,6 +16,7 @@ demonstrations did not change) and the baselines come from the cache.
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import mlflow
@@ -24,7 +25,7 @@ from prefect import get_run_logger
 from instructflow.flows import approval, dataset_gate, explained_errors, params_io
 from instructflow.flows.params import PipelineParams
 from instructflow.flows.publish import publish
-from instructflow.flows.stages import Stages, note_kept_start, run_stage
+from instructflow.flows.stages import Stages, note_kept_start, run_stage, with_every_stage
 from instructflow.tasks import (
     base_model,
     dataset_stage,
@@ -97,10 +98,11 @@ def preflight(params: PipelineParams) -> dict:
     return load_dataset(Path(params.data), params.dataset, check).summary
 
 
-def _imported(params: PipelineParams, parent_id: str, timings: dict, cached: set) -> dict:
+def _imported(params: PipelineParams, stage: Stages) -> dict:
     """The checks a run from the Prefect form or API (no CLI preflight) needs, then the
-    import stage: its output, with the dataset's folder, its DVC md5 and the base model's
-    digest. Raises bad input (an explained error: no traceback), which `run` refuses."""
+    import stage (its seconds, cache hit and key recorded in `stage`): its output, with the
+    dataset's folder, its DVC md5 and the base model's digest. Raises bad input (an
+    explained error: no traceback), which `run` refuses."""
     if not params.base_model:
         raise InputRefused(NEEDS_BASE)
     if (missing := missing_folder(Path(params.data))) is not None:
@@ -124,9 +126,10 @@ def _imported(params: PipelineParams, parent_id: str, timings: dict, cached: set
         "data",
         {"dataset": params.dataset.model_dump(), "max_new_tokens": max_new_tokens(params)},
         {"tables": table_md5s, "base_model": base_digest},
-        parent_id,
-        timings,
-        cached=cached,
+        stage.parent_run_id,
+        stage.timings,
+        cached=stage.cached,
+        keys=stage.keys,
         data_dir=str(data_dir),
         base_model=params.base_model,
         cfg=params.dataset,
@@ -155,10 +158,11 @@ def run(
     """The stages on `params.data` inside the running flow and MLflow parent run; returns the
     report, or the Failed state of a refusal before training (preflight.refuse)."""
     logger = get_run_logger()
-    timings: dict[str, float] = {}  # stage -> wall seconds (report: run.stage_seconds)
-    cached: set[str] = set()  # stages served from Prefect's cache
+    # stage seconds, cache hits and keys (the report's run block); the data folder is the
+    # import stage's, below
+    stage = Stages(params, Path(), parent_id, threads)
     try:
-        imported = _imported(params, parent_id, timings, cached)
+        imported = _imported(params, stage)
     except explained_errors.bad_input_errors() as error:  # as the CLI and the embedded world say
         return refuse(refused(error))
     data_dir, base_digest = imported["data_dir"], imported["base_digest"]
@@ -168,7 +172,7 @@ def run(
     mlflow.set_tags({"data_dir": str(data_dir)} | {f"data_md5/{n}": m for n, m in md5s.items()})
     skipped: dict[str, str] = {}
 
-    stage = Stages(params, profile_dir, parent_id, threads, timings, cached)
+    stage = replace(stage, profile_dir=profile_dir)  # the same seconds, cache hits and keys
 
     pretrain_in = _digests(profile_dir, layout.PRETRAIN_TRAIN, layout.PRETRAIN_VALID)
     base = stage(
@@ -194,8 +198,9 @@ def run(
         None,
         {"comparisons": content_digest(profile_dir / "comparisons")},
         parent_id,
-        timings,
-        cached=cached,
+        stage.timings,
+        cached=stage.cached,
+        keys=stage.keys,
         profile_dir=str(profile_dir),
     )
     rm = stage(
@@ -285,17 +290,21 @@ def run(
             "data_dir": str(data_dir),
             "dvc_data_md5": imported["dvc_data_md5"],
             "data_mismatch": imported["data_mismatch"],
-            "stage_seconds": timings,
-            "cached_stages": sorted(cached),  # those seconds are a cache look-up's
+            "stage_seconds": stage.timings,
+            "cached_stages": sorted(stage.cached),  # those seconds are a cache look-up's
             "settings": params_io.settings_you_set(params),  # off the profile's defaults
             # where each policy, the RM, the judge and the evaluation are (`instructflow
-            # evaluate`, sweeps, `compare`: whether two runs had the same judge)
-            "stage_keys": policy_keys
-            | {
-                "reward_model": rm_in["rm"],
-                "judge": Path(judged["dir"]).name,
-                "evaluation": Path(evaluated["dir"]).name,
-            },
+            # evaluate`, sweeps, `compare`: whether two runs had the same judge); then the
+            # other stages' keys (the import's, the comparisons'), for report.md's table
+            "stage_keys": with_every_stage(
+                policy_keys
+                | {
+                    "reward_model": rm_in["rm"],
+                    "judge": Path(judged["dir"]).name,
+                    "evaluation": Path(evaluated["dir"]).name,
+                },
+                stage.keys,
+            ),
         }
     )
     # No simulated labelers on a dataset: an empty block would read like a measurement of none.

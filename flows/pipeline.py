@@ -18,7 +18,7 @@ from prefect.runtime import flow_run
 from instructflow.flows import approval, explained_errors, own_data, params_io
 from instructflow.flows.params import PipelineParams
 from instructflow.flows.publish import publish
-from instructflow.flows.stages import Stages, note_kept_start, run_stage
+from instructflow.flows.stages import Stages, note_kept_start, run_stage, with_every_stage
 from instructflow.tasks import (
     base_model,
     comparisons,
@@ -106,13 +106,12 @@ def rlhf_pipeline(
             local = params.model_copy(update={"base_model": base_model_dir})
             return own_data.run(local, parent_id, run_info, url, threads)
 
-        timings: dict[str, float] = {}  # stage -> wall seconds (report: run.stage_seconds)
-        cached: set[str] = set()  # stages served from Prefect's cache
-        checked = _data(root, params, base_model_dir, parent_id, timings, cached)
+        profile_dir = root / "data" / params.profile
+        # stage seconds, cache hits and keys (the report's run block), the data stage's too
+        stage = Stages(params, profile_dir, parent_id, threads)
+        checked = _data(root, params, base_model_dir, stage)
         if checked["refusal"]:
             return preflight.refuse(checked["refusal"])
-        profile_dir = root / "data" / params.profile
-        stage = Stages(params, profile_dir, parent_id, threads, timings, cached)
         models = _models(stage, params, {"data_md5": checked["version"]["md5"]}, base_model_dir)
         policies = _policies(models, profile_dir, params)
         evaluated = _evaluate(stage, models, policies)
@@ -124,13 +123,14 @@ def rlhf_pipeline(
                 **run_info,
                 "dvc_data_md5": checked["version"]["md5"],
                 "data_mismatch": not checked["version"]["matches_dvc"],  # --allow-data-mismatch
-                "stage_seconds": dict(timings),
-                "cached_stages": sorted(cached),  # those seconds are a cache look-up's
+                "stage_seconds": dict(stage.timings),
+                "cached_stages": sorted(stage.cached),  # those seconds are a cache look-up's
                 "settings": params_io.settings_you_set(params),  # off the profile's defaults
             }
         )
         result["provenance"] = prov
         _fill_report(result, checked["summary"], models, policies, evaluated)
+        result["run"]["stage_keys"] = with_every_stage(result["run"]["stage_keys"], stage.keys)
         floor = params.stage("gate").judge_accuracy_floor  # the gate's: one verdict on the judge
         judged = models["judge"]["metrics"], evaluated.get("judge_agreement")
         result["judge"] = judge_trust.report_block(*judged, floor=floor)
@@ -156,10 +156,9 @@ def rlhf_pipeline(
     return result
 
 
-def _data(
-    root: Path, params: PipelineParams, base_model_dir, parent_id: str, timings, cached
-) -> dict:
-    """Every input checked before any training (preflight), then the data stage.
+def _data(root: Path, params: PipelineParams, base_model_dir, stage: Stages) -> dict:
+    """Every input checked before any training (preflight), then the data stage (its seconds,
+    cache hit and key recorded in `stage`, as the other stages').
 
     Returns preflight's verdict: `refusal` (None when every input passed), the
     DVC `version` of data/ and, when it passed, the data stage's `summary`.
@@ -170,7 +169,7 @@ def _data(
     )
     if checked["refusal"]:  # the run fails here, with no retry
         return checked
-    version = checked["version"]
+    version, timings, parent_id = checked["version"], stage.timings, stage.parent_run_id
     timings["data_restore"] = round(time.perf_counter() - started, 2)
     tracking.log_stage_seconds(parent_id, "data_restore", timings["data_restore"])
     mlflow.set_tags(data.version_tags(version))
@@ -185,7 +184,8 @@ def _data(
         inputs={"data_md5": version["md5"]},
         parent_run_id=parent_id,
         timings=timings,
-        cached=cached,
+        cached=stage.cached,
+        keys=stage.keys,
         profile_dir=str(root / "data" / params.profile),
         md5=version["md5"],
     )

@@ -52,6 +52,7 @@ def run_stage(
     timings: dict[str, float] | None = None,
     stale_because: Callable[[dict], str | None] | None = None,
     cached: set[str] | None = None,
+    keys: dict[str, str] | None = None,
     **kwargs,
 ) -> dict:
     """Call a stage task under its cache key; give a cached stage its nested MLflow run too.
@@ -63,7 +64,8 @@ def run_stage(
     Wall seconds of the stage (cached or not) go to `timings[stage_name]` and to
     the parent run as metric `stage_seconds/<stage>`; a stage Prefect served from
     its cache is added to `cached`, so the flow can say so (the report) and redo
-    what the stage's task did in its own flow run only (its Prefect artifacts).
+    what the stage's task did in its own flow run only (its Prefect artifacts);
+    its cache key goes to `keys[stage_name]`.
 
     Once a stop was requested (SIGINT/SIGTERM) no stage starts, cached or not: the
     interrupt a training loop raises ends the run here, whatever the stage before
@@ -74,6 +76,8 @@ def run_stage(
         raise interrupt(f"stopped before stage {stage_name} started")
     started = time.perf_counter()
     key = stage_key(stage_name, task.version, config, inputs)
+    if keys is not None:
+        keys[stage_name] = key
     out_dir = output_dir(key)
     stale, reason = _stale(out_dir, stale_because)
     if stale:
@@ -147,6 +151,16 @@ def _call(task, stage_name: str, stale: bool, reason, out_dir: Path, parent_run_
     return task(out_dir=str(out_dir), parent_run_id=parent_run_id, **kwargs, return_state=True)
 
 
+def with_every_stage(stage_keys: dict[str, str], keys: dict[str, str]) -> dict[str, str]:
+    """A report's `stage_keys` (by policy, with the RM's, the judge's and the evaluation's)
+    with the key of every other stage that ran (`keys`: the data stage, the comparisons),
+    by stage name, so that every row of report.md's stage table has its key. A stage whose
+    key is there under a policy's name (base_model's, as base) is not repeated."""
+    known = set(stage_keys.values())
+    others = {name: key for name, key in keys.items() if name not in stage_keys}
+    return stage_keys | {name: key for name, key in others.items() if key not in known}
+
+
 def note_kept_start(gate: dict, candidate: str, metrics: dict) -> None:
     """Say so, in the log and the report's gate block, when the candidate is SFT's weights."""
     note = ppo_selection.kept_start_note(candidate, metrics)
@@ -178,6 +192,8 @@ class Stages:
     """stage -> wall seconds (the report's run.stage_seconds)."""
     cached: set[str] = field(default_factory=set)
     """The stages Prefect served from its cache (the report's run.cached_stages)."""
+    keys: dict[str, str] = field(default_factory=dict)
+    """stage -> its cache key (with_every_stage: the report's run.stage_keys)."""
 
     def __call__(
         self, task, name: str, config_name: str | None, inputs: dict, stale_because=None, **kwargs
@@ -200,7 +216,7 @@ class Stages:
         common = {"profile_dir": str(self.profile_dir), "seed": params.seed}
         return run_stage(
             task, name, key_config, inputs, self.parent_run_id, self.timings, stale_because,
-            self.cached, **common, **extra, **kwargs,
+            self.cached, self.keys, **common, **extra, **kwargs,
         )  # fmt: skip
 
     def lanes(self) -> int:
@@ -228,7 +244,7 @@ class Stages:
         """
         if self.lanes() < 2:
             return first(self), second(self)
-        lane = replace(self, threads=self.threads // 2)  # the same timings dict and cached set
+        lane = replace(self, threads=self.threads // 2)  # the same timings, cached and keys
 
         def in_own_processes() -> B:
             with launch.own_process(lane.threads):

@@ -152,6 +152,11 @@ def runs(first_run, copy_of_first_run, fast_smoke) -> Iterator[dict]:
 def test_first_run_computes_every_stage(runs):
     assert set(runs["first"].stages) == STAGES
     assert ran(runs["first"]) == STAGES
+    # and its report has the key of every stage that ran before it (the registry's comes
+    # later), each once by its stage's name or by a policy's (base: base_model's)
+    keys = runs["first"].result["run"]["stage_keys"]
+    assert {key.rsplit("-", 1)[0] for key in keys.values()} == STAGES - {"registry"}
+    assert keys["data"].startswith("data-") and keys["comparisons"].startswith("comparisons-")
 
 
 def test_unchanged_rerun_finds_every_stage_cached(runs):

@@ -72,9 +72,12 @@ def test_an_hh_dataset_runs_end_to_end_and_new_comparisons_rerun_only_what_reads
     # (`compare` names what changed by them)
     settings = first["run"]["settings"]
     assert settings["data"] == str(data) and settings["ppo.min_gain"] == -1e9
-    # where each policy, the RM and the evaluation are, as in the embedded world's report
+    # where each policy, the RM and the evaluation are, as in the embedded world's report,
+    # and the other stages (the import, the comparisons), by stage name
     keys = first["run"]["stage_keys"]
-    assert set(keys) == set(first["policies"]) | {"reward_model", "judge", "evaluation"}
+    assert set(keys) == set(first["policies"]) | {
+        "reward_model", "judge", "evaluation", "data", "comparisons",
+    }  # fmt: skip
     assert keys["evaluation"].startswith("evaluation-") and keys["sft"].startswith("sft-")
     # win rates against SFT come from the held-out judge, with its accuracy on held-out pairs
     assert (

@@ -1,6 +1,7 @@
 """A stage Prefect serves from its cache is known to the flow that called it (run_stage's
 `cached`), so the flow can say so in its report and redo what only the stage's task did
-in its own flow run: the registry stage's `promotion-gate` artifact."""
+in its own flow run: the registry stage's `promotion-gate` artifact. So is each stage's
+cache key (`keys`), which the report's stage table shows."""
 
 from contextlib import nullcontext
 from pathlib import Path
@@ -33,6 +34,13 @@ def one_run(salt: str) -> set[str]:
     return cached
 
 
+@flow
+def keyed_run(salt: str) -> tuple[dict, dict]:
+    keys: dict[str, str] = {}
+    result = stages.run_stage(small_stage, "evaluation", {"salt": salt}, {}, "parent", keys=keys)
+    return keys, result
+
+
 @pytest.fixture
 def no_mlflow(monkeypatch):
     monkeypatch.setattr(stages.tracking.batched, "add_metrics", lambda *a, **k: None)
@@ -52,6 +60,27 @@ def test_a_stage_served_from_the_cache_is_named_to_the_caller(
     # then it was not computed again, and the caller knows it came from the cache
     assert len(CALLS) == 1
     assert again == {"evaluation"}
+
+
+def test_run_stage_gives_the_caller_each_stage_s_cache_key(
+    prefect_harness, tmp_path, monkeypatch, no_mlflow
+):
+    use_project(monkeypatch, tmp_path)
+    # when a stage runs
+    keys, result = keyed_run(str(tmp_path))
+    # then the caller has its key: the name of the folder it wrote
+    assert keys == {"evaluation": Path(result["dir"]).name}
+
+
+def test_every_stage_key_goes_to_the_report_once():
+    # given the report's keys by policy (base: the base_model stage's), and every stage's
+    by_policy = {"base": "base_model-1", "base_fewshot": "base_model-1", "sft": "sft-2"}
+    run = {"data": "data-0", "base_model": "base_model-1", "sft": "sft-2", "comparisons": "c-3"}
+    # then the stages the policies do not name are added by stage name, the others not twice
+    assert stages.with_every_stage(by_policy, run) == by_policy | {
+        "data": "data-0",
+        "comparisons": "c-3",
+    }
 
 
 def _artifacts(flow_run_id: str) -> list:
