@@ -37,6 +37,7 @@ from instructflow.tasks import (
     provenance,
     registry,
     report,
+    report_training,
     reward_model,
     run_status,
     sft,
@@ -316,7 +317,9 @@ def run(
     result["judge"] = judge_trust.report_block(judged["metrics"], None, floor=floor)
     result["reward_model"] = {k.split("/", 1)[1]: v for k, v in rm["metrics"].items()}
     trained = {"sft": sft_out, "reward_model": rm} | ppo_runs
-    result["training"] = report.training_block({k: v["metrics"] for k, v in trained.items()})
+    result["training"] = report_training.training_block(
+        {k: v["metrics"] for k, v in trained.items()}
+    )
     result["policies"] = evaluated["rows"]
     # The parent run's figures, as on the embedded world: every policy's, then the judge's.
     figures = flat_metrics(evaluated["rows"]) | judge_trust.parent_metrics(result["judge"])

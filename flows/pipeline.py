@@ -38,6 +38,7 @@ from instructflow.tasks import (
     registry,
     registry_rival,
     report,
+    report_training,
     reward_model,
     run_status,
     sft,
@@ -331,7 +332,7 @@ def _fill_report(result: dict, summary: dict, models: dict, policies, evaluated:
         },
     }
     result["policies"] = evaluated["rows"]
-    result["training"] = report.training_block(
+    result["training"] = report_training.training_block(
         {stage: models[key]["metrics"] for stage, key in TRAINING_STAGES.items()}
     )
 

@@ -15,6 +15,7 @@ from urllib.parse import urlencode
 
 from instructflow.tasks.gate import short_answers
 from instructflow.tasks.model_card import TRAINING_READINGS, played
+from instructflow.tasks.report_training import training_lines
 from instructflow.tasks.splits import held_out_group
 
 POLICY_NAMES = ["base", "base_fewshot", "flan", "t0", "sft", "ppo", "ppo_ptx"]
@@ -30,34 +31,6 @@ def empty_report(run: dict[str, Any]) -> dict[str, Any]:
         "policies": {},
         "gate": None,
     }
-
-
-def training_block(metrics_by_stage: dict[str, dict[str, float]]) -> dict[str, dict[str, float]]:
-    """The report's `training` block: each training stage's readings of its own training
-    (TRAINING_READINGS: the share of weights that trained, its peak memory), from its
-    metrics (`sft/trainable_fraction`, `rm/peak_memory_mb`, ...), under the stage's name as
-    `run.stage_seconds` names it. A stage whose result records none (a cached result of an
-    older version) is left out rather than shown as zeros."""
-    block = {}
-    for stage, metrics in metrics_by_stage.items():
-        readings = {name.split("/", 1)[-1]: value for name, value in metrics.items()}
-        kept = {name: readings[name] for name in TRAINING_READINGS if name in readings}
-        if kept:
-            block[stage] = kept
-    return block
-
-
-def _training_lines(report: dict[str, Any]) -> list[str]:
-    """One row per training stage: how much of it trained and its peak memory."""
-    training = report.get("training")
-    if not training:  # a report of an older version, or of a run that failed early
-        return []
-    lines = ["", "## Training", "", "| stage | " + " | ".join(TRAINING_READINGS) + " |"]
-    lines.append("|" + " --- |" * (len(TRAINING_READINGS) + 1))
-    return lines + [
-        f"| {stage} | " + " | ".join(_fmt(row.get(name)) for name in TRAINING_READINGS) + " |"
-        for stage, row in training.items()
-    ]
 
 
 def _fmt(value: Any) -> str:
@@ -320,7 +293,7 @@ def to_markdown(
     for plot in plots or []:
         name = Path(plot).name
         lines += ["", f"![{Path(plot).stem}]({image_url(name) if image_url else name})"]
-    lines += _training_lines(report)
+    lines += training_lines(report, _fmt)
     lines += ["", *_run_lines(run)]
     if report.get("provenance"):
         lines += ["", "## Where it was made", "", "| field | value |", "| --- | --- |"]

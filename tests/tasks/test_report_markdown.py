@@ -174,7 +174,7 @@ def test_a_candidate_that_says_almost_nothing_is_flagged_and_its_length_shown():
 
 
 def test_every_training_stage_shows_its_trainable_fraction_and_peak_memory():
-    from instructflow.tasks.report import training_block
+    from instructflow.tasks.report_training import training_block
 
     # given the metrics each training stage's result records (the RM's under rm/)
     sft = {"sft/best_valid_loss": 1.5, "sft/trainable_fraction": 0.01, "sft/peak_memory_mb": 812.0}
