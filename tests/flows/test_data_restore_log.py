@@ -8,6 +8,7 @@ from mlflow import MlflowClient
 
 from instructflow.flows import pipeline
 from instructflow.flows.params import PipelineParams
+from instructflow.flows.stages import Stages
 from instructflow.tasks import data, preflight, tracking
 from tests.conftest import use_project
 
@@ -37,7 +38,8 @@ def test_a_restore_by_the_cli_preflight_reaches_the_flow_log_and_parent_run(
     def data_step() -> str:
         tracking.setup()
         with mlflow.start_run() as parent:
-            pipeline._data(root, params, None, parent.info.run_id, {})
+            stage = Stages(params, root / "data" / params.profile, parent.info.run_id, 1)
+            pipeline._data(root, params, None, stage)
         return parent.info.run_id
 
     parent_id = data_step()
