@@ -123,7 +123,11 @@ def seed_run(params: PipelineParams, seed: int, sweep_run_id: str) -> dict:
     from instructflow.flows.pipeline import rlhf_pipeline
 
     try:
-        report = rlhf_pipeline(child_params(params, seed), sweep_run_id=sweep_run_id)
+        # Our handlers, as `instructflow run` has: the default one raised KeyboardInterrupt
+        # wherever the seed was, and once that was a finalizer (asyncio's __del__), whose
+        # errors Python ignores: the seed trained on. Ours ask its loop to stop after the step.
+        with interrupts.stop_on_signals():
+            report = rlhf_pipeline(child_params(params, seed), sweep_run_id=sweep_run_id)
     except KeyboardInterrupt as stop:
         # The seed's own stop (Ctrl-C reaches every process of the sweep). Raised on as it is,
         # Prefect's process pool never completed the seed's future in the sweep's process,
@@ -191,6 +195,7 @@ def stop_seeds(futures: list, processes: set, waits: tuple[float, float] = SEEDS
     while the sweep said nothing, and a SIGTERM to the sweep alone never reached its seeds.
     Those still running get SIGTERM, then SIGKILL; a seed killed so breaks the pool, which
     ends the others' futures."""
+    interrupts.disarm()  # the sweep is stopping: its grace alarm would cut these waits short
     for signal_them, wait in zip(("terminate", "kill"), waits, strict=True):
         deadline = time.monotonic() + wait
         while not all(f.wrapped_future.done() for f in futures):

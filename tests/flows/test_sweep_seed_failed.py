@@ -230,3 +230,43 @@ def test_a_stopped_sweeps_seeds_get_sigterm_then_sigkill_only_while_one_trains_o
     seed = Seed(stops_on)
     stop_seeds([seed], {seed}, waits=(0.2, 0.2))
     assert seed.signals == sent
+
+
+def test_a_seed_runs_its_pipeline_under_the_runs_own_signal_handlers(monkeypatch):
+    import signal
+
+    from instructflow.flows import pipeline
+    from instructflow.flows.params import PipelineParams
+    from instructflow.flows.sweep import seed_run
+    from instructflow.tasks import interrupts
+
+    # Python's default SIGINT handler raised KeyboardInterrupt wherever the seed was; once in
+    # a finalizer, whose errors Python ignores, and the seed trained on
+    handlers = []
+
+    def pipeline_run(params, sweep_run_id):
+        handlers.append(signal.getsignal(signal.SIGINT))
+        return {"policies": {}}
+
+    monkeypatch.setattr(pipeline, "rlhf_pipeline", pipeline_run)
+    monkeypatch.setattr("instructflow.flows.sweep.per_prompt_from", lambda report: {})
+    seed_run.fn(PipelineParams(profile="smoke"), 3, "sweep-run")
+    assert handlers and handlers[0] is not signal.default_int_handler
+    assert handlers[0].__qualname__.startswith(interrupts._handlers.__qualname__)
+
+
+def test_the_sweeps_grace_alarm_does_not_cut_its_wait_for_the_seeds_short():
+    import os
+    import signal
+
+    from instructflow.flows.sweep import stop_seeds
+    from instructflow.tasks import interrupts
+
+    # given a sweep that received Ctrl-C (its handler armed the 1 s grace alarm)
+    seed = Seed(None)  # trains on, whatever it is sent
+    with interrupts.stop_on_signals(grace=1):
+        os.kill(os.getpid(), signal.SIGINT)
+        # when it waits longer than that for its seeds
+        stop_seeds([seed], {seed}, waits=(1.5, 0.1))
+    # then the wait ran its course: the seed got SIGTERM, then SIGKILL
+    assert seed.signals == ["terminate", "kill"]
