@@ -80,6 +80,10 @@ def _without_ids(report: dict) -> dict:
         copy[block].pop(field)
     for field in NOT_COMPARED_PROVENANCE:
         copy["provenance"].pop(field)
+    # Memory is the machine's measurement, as wall time is (the stage's own peak RSS: what
+    # the allocator kept from earlier work in the process moves it).
+    for readings in [*copy.get("training", {}).values(), copy.get("reward_model") or {}]:
+        readings.pop("peak_memory_mb", None)
     return copy
 
 
