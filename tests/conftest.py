@@ -649,3 +649,13 @@ def pytest_collection_modifyitems(config, items) -> None:
     for item in items:
         if item.nodeid in UNVERIFIED:
             item.add_marker(pytest.mark.unverified)
+
+
+@pytest.fixture
+def no_mlflow(monkeypatch):
+    """run_stage without MLflow: no stage runs, metrics or batched writes."""
+    from instructflow.flows import stages
+
+    monkeypatch.setattr(stages.tracking.batched, "add_metrics", lambda *a, **k: None)
+    monkeypatch.setattr(stages.tracking, "stage_run", lambda *a, **k: contextlib.nullcontext())
+    monkeypatch.setattr(stages.tracking, "log_metrics", lambda *a, **k: None)

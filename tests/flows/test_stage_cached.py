@@ -3,10 +3,8 @@
 in its own flow run: the registry stage's `promotion-gate` artifact. So is each stage's
 cache key (`keys`), which the report's stage table shows."""
 
-from contextlib import nullcontext
 from pathlib import Path
 
-import pytest
 from prefect import flow, task
 from prefect.runtime import flow_run
 
@@ -39,13 +37,6 @@ def keyed_run(salt: str) -> tuple[dict, dict]:
     keys: dict[str, str] = {}
     result = stages.run_stage(small_stage, "evaluation", {"salt": salt}, {}, "parent", keys=keys)
     return keys, result
-
-
-@pytest.fixture
-def no_mlflow(monkeypatch):
-    monkeypatch.setattr(stages.tracking.batched, "add_metrics", lambda *a, **k: None)
-    monkeypatch.setattr(stages.tracking, "stage_run", lambda *a, **k: nullcontext())
-    monkeypatch.setattr(stages.tracking, "log_metrics", lambda *a, **k: None)
 
 
 def test_a_stage_served_from_the_cache_is_named_to_the_caller(

@@ -6,10 +6,8 @@ import contextvars
 import shutil
 import threading
 import time
-from contextlib import nullcontext
 from pathlib import Path
 
-import pytest
 from prefect import flow, task
 
 from instructflow.flows import stages
@@ -59,13 +57,6 @@ def two_runs_at_once(salt: str) -> list[dict]:
     for thread in threads:
         thread.join(60)
     return results
-
-
-@pytest.fixture
-def no_mlflow(monkeypatch):
-    monkeypatch.setattr(stages.tracking.batched, "add_metrics", lambda *a, **k: None)
-    monkeypatch.setattr(stages.tracking, "stage_run", lambda *a, **k: nullcontext())
-    monkeypatch.setattr(stages.tracking, "log_metrics", lambda *a, **k: None)
 
 
 def test_a_stage_two_runs_reach_at_once_is_computed_once(
