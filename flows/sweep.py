@@ -23,6 +23,7 @@ import json
 import multiprocessing
 import os
 import pickle
+import signal
 import time
 from datetime import UTC, datetime
 from pathlib import Path
@@ -183,8 +184,9 @@ def seed_result(seed: int, future) -> dict:
 
 
 # A stopped sweep's seeds: how long they have to stop on their own (Ctrl-C reached them too:
-# each ends its step, its MLflow run KILLED), then after SIGTERM, before SIGKILL.
-SEEDS_STOP_SECONDS = (10.0, 5.0)
+# each ends its step, its MLflow run KILLED), then after SIGTERM before SIGKILL (longer than
+# the seeds' own grace, stop_on_signals' 8 s, so that a seed's runs end KILLED, not RUNNING).
+SEEDS_STOP_SECONDS = (10.0, 12.0)
 
 
 def stop_seeds(futures: list, processes: set, waits: tuple[float, float] = SEEDS_STOP_SECONDS):
@@ -193,9 +195,12 @@ def stop_seeds(futures: list, processes: set, waits: tuple[float, float] = SEEDS
     Prefect's task runner, as the flow ends, waits for every running seed to finish: a seed
     that had missed the Ctrl-C (it came while the seed was starting) trained on to its end
     while the sweep said nothing, and a SIGTERM to the sweep alone never reached its seeds.
-    Those still running get SIGTERM, then SIGKILL; a seed killed so breaks the pool, which
-    ends the others' futures."""
+    Those still running get SIGTERM (at once after a SIGTERM to the sweep, which the seeds
+    did not hear), then SIGKILL; a seed killed so breaks the pool, which ends the others'
+    futures."""
     interrupts.disarm()  # the sweep is stopping: its grace alarm would cut these waits short
+    sweep_alone = interrupts.received[:1] == [signal.SIGTERM]
+    waits = (0.0 if sweep_alone else waits[0], waits[1])
     for signal_them, wait in zip(("terminate", "kill"), waits, strict=True):
         deadline = time.monotonic() + wait
         while not all(f.wrapped_future.done() for f in futures):
@@ -250,7 +255,22 @@ WORLD_ONLY = (
 )
 
 
-@flow(name="seed_sweep", log_prints=True, task_runner=ProcessPoolTaskRunner(max_workers=1))
+def _seeds_ignore_signals_between_runs() -> None:
+    """A pool process's start (ProcessPoolTaskRunner's initializer): SIGINT and SIGTERM do
+    nothing to it but while a seed runs there (seed_run's own handlers). An idle pool process
+    that one killed broke the pool, and the pool then killed the seeds still stopping, their
+    MLflow runs left RUNNING (stop_seeds signals every seed process)."""
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, signal.SIG_IGN)
+
+
+def seed_pool(workers: int) -> ProcessPoolTaskRunner:
+    return ProcessPoolTaskRunner(
+        max_workers=workers, initializer=_seeds_ignore_signals_between_runs
+    )
+
+
+@flow(name="seed_sweep", log_prints=True, task_runner=seed_pool(1))
 def seed_sweep(
     params: PipelineParams = PipelineParams(),
     seeds: list[int] = [0, 1, 2],  # noqa: B006
@@ -350,7 +370,7 @@ def _utc_now() -> str:
 def run_sweep(params: PipelineParams, seeds: list[int], workers: int | None = None) -> dict:
     """The sweep with as many processes as `workers` (default: cores // threads)."""
     workers = workers or workers_for(params)
-    runner = ProcessPoolTaskRunner(max_workers=workers)
+    runner = seed_pool(workers)
     before = set(multiprocessing.active_children())
     try:
         return seed_sweep.with_options(task_runner=runner)(params, seeds, workers)

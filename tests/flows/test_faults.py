@@ -171,22 +171,32 @@ def test_ctrl_c_in_a_terminal_stops_a_run_in_seconds_and_its_temporary_server_af
     assert session_processes(proc.pid) == []
 
 
-def test_ctrl_c_stops_a_sweep_and_its_seed_processes_in_seconds(make_project, fast_smoke):
+@pytest.mark.parametrize(
+    "send",
+    [
+        pytest.param(lambda pid: os.killpg(pid, signal.SIGINT), id="ctrl-c-to-the-group"),
+        # Not yet here: a SIGTERM to the sweep alone (`kill PID`). It now reaches the seeds
+        # (stop_seeds) and stops the sweep in ~14 s, but with four sweeps at once on two
+        # cores a seed's base_model run was left RUNNING (2 of 2 tries).
+    ],
+)
+def test_a_signal_stops_a_sweep_and_its_seed_processes_in_seconds(make_project, fast_smoke, send):
     # given a sweep of two seeds (a process each) with the temporary server, mid-pretraining
     root = make_project()
     env = {k: v for k, v in cli_env(root).items() if k != "PREFECT_API_URL"}
     params = fast_smoke(base={"steps": 3000, "checkpoint_every": 10})
     proc = start_cli(root, params, env, "sweep", "--seeds", "0", "1", "--threads", "1")
     wait_for_checkpoint(root, "base_model", proc)
-    # when Ctrl-C sends SIGINT to the terminal's process group
+    # when Ctrl-C sends SIGINT to the terminal's process group, or SIGTERM reaches the sweep
     sent = time.monotonic()
-    os.killpg(proc.pid, signal.SIGINT)
+    send(proc.pid)
     output, _ = proc.communicate(timeout=120)
     # then the sweep stopped within seconds, saying so, and left no process behind (its
     # seeds' pool workers kept the interpreter from exiting: it hung for minutes)
     assert time.monotonic() - sent < 30, output[-3000:]
-    assert proc.returncode == 128 + signal.SIGINT, output[-3000:]
-    assert "instructflow: interrupted by SIGINT" in output
+    name = re.search(r"interrupted by (SIG[A-Z]+)", output)
+    assert name and proc.returncode == 128 + signal.Signals[name[1]], output[-3000:]
+    assert output.count("instructflow: interrupted by") == 1
     # (multiprocessing's resource tracker leaves when it sees the sweep gone: give it a moment)
     deadline = time.monotonic() + 10
     while session_processes(proc.pid) and time.monotonic() < deadline:

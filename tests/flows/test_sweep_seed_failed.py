@@ -1,6 +1,7 @@
 """A seed whose run failed is named, with its task run's own message, even when what it
 raised could not be brought back from its process (a Prefect server's 503 on a busy machine)."""
 
+import time
 from types import SimpleNamespace
 
 import httpx
@@ -270,3 +271,36 @@ def test_the_sweeps_grace_alarm_does_not_cut_its_wait_for_the_seeds_short():
         stop_seeds([seed], {seed}, waits=(1.5, 0.1))
     # then the wait ran its course: the seed got SIGTERM, then SIGKILL
     assert seed.signals == ["terminate", "kill"]
+
+
+def test_after_a_sigterm_to_the_sweep_alone_its_seeds_get_theirs_at_once(monkeypatch):
+    import signal
+
+    from instructflow.flows.sweep import stop_seeds
+    from instructflow.tasks import interrupts
+
+    # given a sweep that a SIGTERM reached alone (`kill PID`: its seeds heard nothing)
+    monkeypatch.setattr(interrupts, "received", [signal.SIGTERM])
+    seed = Seed("terminate")
+    started = time.monotonic()
+    stop_seeds([seed], {seed}, waits=(30.0, 30.0))
+    # then it passed the SIGTERM on without waiting for them to stop on their own
+    assert seed.signals == ["terminate"] and time.monotonic() - started < 5
+
+
+def test_an_idle_seed_process_ignores_the_signals_a_stopping_sweep_sends():
+    import signal
+
+    from instructflow.flows.sweep import seed_pool
+
+    # (an idle pool process that a SIGTERM killed broke the pool, which killed the seeds still
+    # stopping; a seed's run installs its own handlers over these)
+    runner = seed_pool(2)
+    before = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        runner._initializer()
+        assert signal.getsignal(signal.SIGTERM) is signal.SIG_IGN
+        assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+    finally:
+        for sig, handler in before.items():
+            signal.signal(sig, handler)
