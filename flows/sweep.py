@@ -202,15 +202,19 @@ def stop_seeds(futures: list, processes: set, waits: tuple[float, float] = SEEDS
     sweep_alone = interrupts.received[:1] == [signal.SIGTERM]
     waits = (0.0 if sweep_alone else waits[0], waits[1])
     for signal_them, wait in zip(("terminate", "kill"), waits, strict=True):
-        deadline = time.monotonic() + wait
-        while not all(f.wrapped_future.done() for f in futures):
-            if time.monotonic() > deadline:
-                break
-            time.sleep(0.05)
-        else:
+        if _all_done_within(futures, wait):
             return
         for process in processes:
             getattr(process, signal_them)()
+
+
+def _all_done_within(futures: list, seconds: float) -> bool:
+    deadline = time.monotonic() + seconds
+    while not all(f.wrapped_future.done() for f in futures):
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.05)
+    return True
 
 
 @task(name="seed-pairs")
