@@ -17,6 +17,9 @@ response token). Padding and logits computed for nothing count as waste,
 not as work. Each step runs eager and then with the stages' `torch_compile`
 (runtime.compiled_trunk), side by side in the same run against the same peak;
 a compiled step's first calls (the compile) are timed apart, not as steps.
+Each eager step's matmuls are also replayed alone (bench/matmul_ceiling.py,
+`matmuls_alone`): how close to the peak matmuls of those shapes come at
+best, and what share of the step's time they take.
 Prints one JSON object; writes bench/results/mfu.json.
 """
 
@@ -112,6 +115,7 @@ def sft_batches(tokenizer, rows, batch_size: int, count: int, max_len: int):
 def bench_sft(ckpt, steps: int, compiled: bool = False) -> dict:
     import torch
 
+    from bench.matmul_ceiling import ceiling
     from instructflow.models.lm import context_length, load_causal_lm
     from instructflow.models.lm_training import sft_loss_sum
     from instructflow.models.runtime import adamw, compiled_trunk
@@ -139,7 +143,8 @@ def bench_sft(ckpt, steps: int, compiled: bool = False) -> dict:
     return {"tokens_per_s": tokens / seconds, "flops_per_s": flops / seconds,
             "padding_fraction": 1 - tokens / padded, "steps": len(batches) - 2, "batch": 16,
             "params_in_matmuls": body_matmul_params(model) + head_params(model),
-            "warmup_seconds": step.warmup_seconds}  # fmt: skip
+            "warmup_seconds": step.warmup_seconds,
+            **({} if compiled else {"matmuls_alone": ceiling(step, batches[2:])})}  # fmt: skip
 
 
 def demo_rankings(ckpt, k: int = 6) -> list[dict]:
@@ -165,6 +170,7 @@ def demo_rankings(ckpt, k: int = 6) -> list[dict]:
 def bench_rm(ckpt, steps: int, compiled: bool = False) -> dict:
     import torch
 
+    from bench.matmul_ceiling import ceiling
     from instructflow.models.lm import context_length
     from instructflow.models.ranking_loss import kwise_ranking_loss
     from instructflow.models.reward_model import (
@@ -205,7 +211,8 @@ def bench_rm(ckpt, steps: int, compiled: bool = False) -> dict:
     return {"tokens_per_s": tokens / seconds, "flops_per_s": flops / seconds,
             "steps": len(batches) - 2, "prompts_per_step": batch_rows,
             "params_in_matmuls": body_matmul_params(model),
-            "warmup_seconds": step.warmup_seconds}  # fmt: skip
+            "warmup_seconds": step.warmup_seconds,
+            **({} if compiled else {"matmuls_alone": ceiling(step, batches[2:])})}  # fmt: skip
 
 
 def main() -> None:
@@ -219,6 +226,7 @@ def main() -> None:
 
     torch.set_num_threads(args.threads)
     from bench import checkpoint
+    from bench.matmul_ceiling import add_fractions
 
     ckpt = checkpoint.build() if args.checkpoint == "trained" else checkpoint.untrained()
     loads = [os.getloadavg()[0]]
@@ -235,6 +243,8 @@ def main() -> None:
     peak = max(peaks)
     for stage in (sft, rm, *compiled.values()):
         stage["mfu"] = stage["flops_per_s"] / peak
+    for stage in (sft, rm):
+        add_fractions(stage, peak)
     result = {
         "machine": f"{os.cpu_count()} cores; 1-min load average {min(loads):.1f}-{max(loads):.1f}",
         "date": time.strftime("%Y-%m-%d", time.gmtime()),

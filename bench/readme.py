@@ -109,19 +109,30 @@ def _mfu_rows(data: dict) -> list[list[str]]:
         [
             f"SFT training step, {threads}",
             f"{data['sft']['tokens_per_s']:.0f} tokens/s, MFU {data['sft']['mfu']:.2f}"
-            f" of a {peak:.2f} GFLOP/s matmul peak",
+            f" of a {peak:.2f} GFLOP/s matmul peak" + _matmuls_alone(data["sft"]),
             TARGETS["mfu"],
             f"`{command}`",
         ],
         [
             f"RM training step, {threads}",
             f"{data['reward_model']['tokens_per_s']:.0f} tokens/s,"
-            f" MFU {data['reward_model']['mfu']:.2f}",
+            f" MFU {data['reward_model']['mfu']:.2f}" + _matmuls_alone(data["reward_model"]),
             TARGETS["mfu"],
             "same",
         ],
         *_compiled_mfu_rows(data.get("torch_compile"), threads),
     ]
+
+
+def _matmuls_alone(stage: dict) -> str:
+    """What the step's own matmuls reach when replayed bare (bench/matmul_ceiling.py)."""
+    alone = stage.get("matmuls_alone")
+    if not alone:
+        return ""
+    return (
+        f"; its matmuls alone, at their shapes: {alone['bare_fraction_of_peak']:.2f} of the"
+        f" peak, in {alone['bare_fraction_of_step']:.2f} of the step's time"
+    )
 
 
 def _compiled_mfu_rows(compiled: dict | None, threads: str) -> list[list[str]]:
