@@ -23,7 +23,6 @@ import json
 import multiprocessing
 import os
 import pickle
-import signal
 import time
 from datetime import UTC, datetime
 from pathlib import Path
@@ -33,12 +32,12 @@ from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 from prefect.client.orchestration import get_client
 from prefect.settings import PREFECT_API_URL, temporary_settings
-from prefect.task_runners import ProcessPoolTaskRunner
 
 from instructflow.flows import explained_errors
 from instructflow.flows.params import PipelineParams
 from instructflow.flows.params_io import ParamsError
 from instructflow.flows.stages import run_stage
+from instructflow.flows.sweep_stop import close_seed_runs, seed_pool, stop_seeds
 from instructflow.tasks import (
     concurrency,
     data,
@@ -183,40 +182,6 @@ def seed_result(seed: int, future) -> dict:
         raise SeedFailed(f"seed {seed} failed: {why}") from error
 
 
-# A stopped sweep's seeds: how long they have to stop on their own (Ctrl-C reached them too:
-# each ends its step, its MLflow run KILLED), then after SIGTERM before SIGKILL (longer than
-# the seeds' own grace, stop_on_signals' 8 s, so that a seed's runs end KILLED, not RUNNING).
-SEEDS_STOP_SECONDS = (10.0, 12.0)
-
-
-def stop_seeds(futures: list, processes: set, waits: tuple[float, float] = SEEDS_STOP_SECONDS):
-    """Make sure no seed trains on once the sweep has stopped (a signal or a seed's failure).
-
-    Prefect's task runner, as the flow ends, waits for every running seed to finish: a seed
-    that had missed the Ctrl-C (it came while the seed was starting) trained on to its end
-    while the sweep said nothing, and a SIGTERM to the sweep alone never reached its seeds.
-    Those still running get SIGTERM (at once after a SIGTERM to the sweep, which the seeds
-    did not hear), then SIGKILL; a seed killed so breaks the pool, which ends the others'
-    futures."""
-    interrupts.disarm()  # the sweep is stopping: its grace alarm would cut these waits short
-    sweep_alone = interrupts.received[:1] == [signal.SIGTERM]
-    waits = (0.0 if sweep_alone else waits[0], waits[1])
-    for signal_them, wait in zip(("terminate", "kill"), waits, strict=True):
-        if _all_done_within(futures, wait):
-            return
-        for process in processes:
-            getattr(process, signal_them)()
-
-
-def _all_done_within(futures: list, seconds: float) -> bool:
-    deadline = time.monotonic() + seconds
-    while not all(f.wrapped_future.done() for f in futures):
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.05)
-    return True
-
-
 @task(name="seed-pairs")
 def seed_pairs(params: PipelineParams, reports: dict[int, dict]) -> dict:
     """The candidate of each seed against the candidate of every other seed, head to head."""
@@ -257,21 +222,6 @@ WORLD_ONLY = (
     "run `instructflow run --data DIR --seed N` for each seed and `instructflow compare` "
     "their reports"
 )
-
-
-def _seeds_ignore_signals_between_runs() -> None:
-    """A pool process's start (ProcessPoolTaskRunner's initializer): SIGINT and SIGTERM do
-    nothing to it but while a seed runs there (seed_run's own handlers). An idle pool process
-    that one killed broke the pool, and the pool then killed the seeds still stopping, their
-    MLflow runs left RUNNING (stop_seeds signals every seed process)."""
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, signal.SIG_IGN)
-
-
-def seed_pool(workers: int) -> ProcessPoolTaskRunner:
-    return ProcessPoolTaskRunner(
-        max_workers=workers, initializer=_seeds_ignore_signals_between_runs
-    )
 
 
 @flow(name="seed_sweep", log_prints=True, task_runner=seed_pool(1))
@@ -333,6 +283,7 @@ def seed_sweep(
                 results = {s: seed_result(s, f) for s, f in zip(seeds, futures, strict=True)}
             except BaseException:
                 stop_seeds(futures, set(multiprocessing.active_children()) - before)
+                close_seed_runs(sweep_id, logger)
                 raise
         reports = {seed: r["report"] for seed, r in results.items()}
         result = sweep_stats.aggregate(reports, {s: r["per_prompt"] for s, r in results.items()})

@@ -175,9 +175,8 @@ def test_ctrl_c_in_a_terminal_stops_a_run_in_seconds_and_its_temporary_server_af
     "send",
     [
         pytest.param(lambda pid: os.killpg(pid, signal.SIGINT), id="ctrl-c-to-the-group"),
-        # Not yet here: a SIGTERM to the sweep alone (`kill PID`). It now reaches the seeds
-        # (stop_seeds) and stops the sweep in ~14 s, but with four sweeps at once on two
-        # cores a seed's base_model run was left RUNNING (2 of 2 tries).
+        # A scheduler's `kill PID`: the seeds hear nothing unless the sweep passes it on
+        pytest.param(lambda pid: os.kill(pid, signal.SIGTERM), id="sigterm-to-the-sweep"),
     ],
 )
 def test_a_signal_stops_a_sweep_and_its_seed_processes_in_seconds(make_project, fast_smoke, send):

@@ -220,13 +220,16 @@ class Seed:
     def kill(self):
         self.signals.append("kill")
 
+    def join(self, timeout=None):
+        pass
+
 
 @pytest.mark.parametrize(
     ("stops_on", "sent"),
     [("itself", []), ("terminate", ["terminate"]), (None, ["terminate", "kill"])],
 )
 def test_a_stopped_sweeps_seeds_get_sigterm_then_sigkill_only_while_one_trains_on(stops_on, sent):
-    from instructflow.flows.sweep import stop_seeds
+    from instructflow.flows.sweep_stop import stop_seeds
 
     seed = Seed(stops_on)
     stop_seeds([seed], {seed}, waits=(0.2, 0.2))
@@ -260,7 +263,7 @@ def test_the_sweeps_grace_alarm_does_not_cut_its_wait_for_the_seeds_short():
     import os
     import signal
 
-    from instructflow.flows.sweep import stop_seeds
+    from instructflow.flows.sweep_stop import stop_seeds
     from instructflow.tasks import interrupts
 
     # given a sweep that received Ctrl-C (its handler armed the 1 s grace alarm)
@@ -276,7 +279,7 @@ def test_the_sweeps_grace_alarm_does_not_cut_its_wait_for_the_seeds_short():
 def test_after_a_sigterm_to_the_sweep_alone_its_seeds_get_theirs_at_once(monkeypatch):
     import signal
 
-    from instructflow.flows.sweep import stop_seeds
+    from instructflow.flows.sweep_stop import stop_seeds
     from instructflow.tasks import interrupts
 
     # given a sweep that a SIGTERM reached alone (`kill PID`: its seeds heard nothing)
@@ -291,7 +294,7 @@ def test_after_a_sigterm_to_the_sweep_alone_its_seeds_get_theirs_at_once(monkeyp
 def test_an_idle_seed_process_ignores_the_signals_a_stopping_sweep_sends():
     import signal
 
-    from instructflow.flows.sweep import seed_pool
+    from instructflow.flows.sweep_stop import seed_pool
 
     # (an idle pool process that a SIGTERM killed broke the pool, which killed the seeds still
     # stopping; a seed's run installs its own handlers over these)
