@@ -77,8 +77,9 @@ def _cmd_data_verify(args: argparse.Namespace) -> int:
 def _verify_dataset(folder: Path) -> int:
     """`data verify DIR` for a dataset put under DVC with `data add DIR`: 0 if DIR matches
     DIR.dvc, else 2 with one line per file that differs."""
-    from instructflow.tasks.dataset_dvc import dataset_version, differences
+    from instructflow.tasks.dataset_dvc import dataset_version, differences, dvc_root
 
+    dvc_root(folder)  # outside a DVC project, that is what to fix first (exit 2, one line)
     absolute = folder.resolve()  # `.` (run from inside DIR) has no name to add .dvc to
     dvc_file = absolute.with_name(absolute.name + ".dvc")
     if not dvc_file.exists():

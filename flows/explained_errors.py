@@ -23,6 +23,7 @@ PREFECT_RUN_LOGGERS = ("prefect.flow_runs", "prefect.task_runs", "prefect.engine
 # registry name that is not there imports neither torch nor peft (seconds) to say so.
 BAD_INPUT = (
     "instructflow.tasks.data_version.DataMismatchError",
+    "instructflow.tasks.dataset_dvc.OutsideProject",
     "instructflow.tasks.tables.TableError",
     "instructflow.models.hub.ModelNotFoundError",
     "instructflow.flows.params_io.ParamsError",

@@ -22,6 +22,28 @@ class OutsideProject(ValueError):
     """The dataset is not inside the project's DVC repository."""
 
 
+def dvc_root(folder: Path) -> Path:
+    """The DVC repository `folder` is in; OutsideProject, saying how to make one, if none.
+
+    A folder that is gone (DIR.dvc beside it records it) is looked up from its nearest
+    existing parent: DVC's own lookup refuses a path that is not there.
+    """
+    from dvc.exceptions import NotDvcRepoError
+    from dvc.repo import Repo
+
+    folder = folder.resolve()
+    start = next(path for path in (folder, *folder.parents) if path.is_dir())
+    try:
+        return Path(Repo.find_root(str(start)))
+    except NotDvcRepoError as error:
+        # Uncaught, DVC's error ended `data verify` (and a run on the dataset) in a traceback.
+        raise OutsideProject(
+            f"{folder} is not in a DVC project (no .dvc/ folder in it or above): run `dvc init`"
+            " in your project's root (in a git repository; `dvc init --no-scm` without one),"
+            f" then `instructflow data add {folder}` puts the dataset under DVC"
+        ) from error
+
+
 def add_dataset(root: Path, folder: Path) -> dict:
     """Validate `folder`, `dvc add` it in the project at `root`; returns the .dvc file and table md5s."""
     from dvc.exceptions import NotDvcRepoError
@@ -75,7 +97,7 @@ def dataset_version(folder: Path) -> dict | None:
     if not dvc_file.exists():
         return None
     recorded = yaml.safe_load(dvc_file.read_text())["outs"][0]["md5"]
-    repo = Repo(Repo.find_root(str(folder)))
+    repo = Repo(str(dvc_root(folder)))
     try:
         _, _, obj = build(repo.cache.local, str(folder), repo.fs, "md5", ignore=repo.dvcignore)
         current = obj.hash_info.value
@@ -127,7 +149,7 @@ def differences(folder: Path) -> list[str]:
     from dvc.repo import Repo
 
     folder = folder.resolve()
-    repo = Repo(Repo.find_root(str(folder)))
+    repo = Repo(str(dvc_root(folder)))
     try:
         # Relative to the root: DVC turns a target into an index key relative to the cwd,
         # which is the root's key for a relative path whatever the cwd is.

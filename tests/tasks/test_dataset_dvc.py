@@ -143,3 +143,33 @@ def test_data_verify_dir_refuses_a_folder_without_dvc_file_or_gone(tmp_path, mon
     shutil.rmtree(mine)
     assert main(["data", "verify", str(mine)]) == 2
     assert "is missing" in capfd.readouterr().err
+
+
+def test_data_verify_outside_a_dvc_project_says_so_in_one_line(tmp_path, monkeypatch, capfd):
+    from instructflow.tasks.dataset_dvc import OutsideProject, dataset_version, differences
+
+    # given a dataset added in a DVC project, then copied with its .dvc file to a folder
+    # that is in none (and a dataset there never added)
+    root = init_dvc_project(tmp_path / "project")
+    monkeypatch.setenv("INSTRUCTFLOW_ROOT", str(root))
+    assert main(["data", "add", str(write_pairwise_dataset(root / "mine", n=20))]) == 0
+    outside = tmp_path / "elsewhere"
+    shutil.copytree(root / "mine", outside / "mine")
+    shutil.copy(root / "mine.dvc", outside / "mine.dvc")
+    never_added = write_pairwise_dataset(outside / "fresh", n=10)
+    gone = outside / "gone"
+    shutil.copy(root / "mine.dvc", outside / "gone.dvc")
+    capfd.readouterr()
+    # when each is verified, then each is refused (exit 2) in one line naming the folder and
+    # how to make a DVC project (the copy ended in DVC's NotDvcRepoError traceback; the
+    # never-added one was told to `data add`, which refuses outside a DVC project)
+    for folder in (outside / "mine", never_added, gone):
+        assert main(["data", "verify", str(folder)]) == 2
+        err = capfd.readouterr().err
+        assert "Traceback" not in err and len(err.splitlines()) == 1
+        assert err.startswith(f"instructflow: {folder} is not in a DVC project")
+        assert "dvc init" in err and f"instructflow data add {folder}" in err
+    # and the functions a run calls refuse in the same words
+    for look in (dataset_version, differences):
+        with pytest.raises(OutsideProject, match="is not in a DVC project"):
+            look(outside / "mine")
