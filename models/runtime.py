@@ -143,7 +143,8 @@ def enable_gradient_checkpointing(model: PreTrainedModel) -> None:
 
 class PeakMemory:
     """The peak memory a stretch of work added to its process: CUDA's allocator peak, else
-    the process's peak RSS, less what the process held when `start()` was called.
+    the process's peak RSS, less what the process held when `start()` was called; and
+    that peak whole (`process_peak_bytes`), the memory the process needed meanwhile.
 
     A stage runs in the flow's process with one process, or in a process of its own
     (rank 0's with `--processes N`); the flow's process already holds Prefect, MLflow,
@@ -170,9 +171,23 @@ class PeakMemory:
             self.held_at_start = rss_bytes()
         return self
 
+    def process_peak_bytes(self) -> int:
+        """The process's whole peak since `start()` (CUDA's allocated bytes, else resident
+        memory), what it held before included: what the machine had to give it, where
+        `peak_bytes` is only what the stretch of work added."""
+        return int(torch.cuda.max_memory_allocated()) if self.cuda else peak_rss_bytes()
+
     def peak_bytes(self) -> int:
-        peak = int(torch.cuda.max_memory_allocated()) if self.cuda else peak_rss_bytes()
-        return max(0, peak - self.held_at_start)
+        return max(0, self.process_peak_bytes() - self.held_at_start)
+
+    def readings_mb(self) -> dict[str, float]:
+        """Both peaks in MiB, named as a stage's metrics name them, from one reading of the
+        peak (two readings could straddle a new high and disagree)."""
+        process_peak = self.process_peak_bytes()
+        return {
+            "peak_memory_mb": max(0, process_peak - self.held_at_start) / 2**20,
+            "process_peak_memory_mb": process_peak / 2**20,
+        }
 
 
 def rss_bytes() -> int:

@@ -184,7 +184,7 @@ def _gate_lines(gate: dict, public_suite: bool) -> list[str]:
 # A training stage's readings of its training (rm/*, sft/*, ppo/*, beside its figures): the
 # share of weights that trained (LoRA) and the machine's peak memory, not something the model
 # scored (the RM's card, and the report's `training` block, show them apart).
-TRAINING_READINGS = ("trainable_fraction", "peak_memory_mb")
+TRAINING_READINGS = ("trainable_fraction", "peak_memory_mb", "process_peak_memory_mb")
 
 
 def reward_model_card(

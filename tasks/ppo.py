@@ -228,7 +228,7 @@ def run_ppo(
         "pretrain_perplexity": perplexity(final, pretrain_valid) if has_pretrain else float("nan"),
         "sft_pretrain_perplexity": sft_perplexity,
         "trainable_fraction": fraction,
-        "peak_memory_mb": memory.peak_bytes() / 2**20,
+        **memory.readings_mb(),  # peak_memory_mb, process_peak_memory_mb
     }
     curve = {
         "stage": stage_name,

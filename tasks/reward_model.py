@@ -279,7 +279,7 @@ def train_reward_model(
         "rm/demo_reward_std": float(demo_rewards.std()),
         "rm/reward_offset": float(best.config.reward_offset),
         "rm/trainable_fraction": fraction,
-        "rm/peak_memory_mb": memory.peak_bytes() / 2**20,
+        **{f"rm/{name}": mb for name, mb in memory.readings_mb().items()},
     }
 
 

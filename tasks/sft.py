@@ -116,7 +116,7 @@ def finetune(
         "best_epoch": float(best["epoch"]),
         "train_examples": float(len(train_ex)),
         "trainable_fraction": fraction,
-        "peak_memory_mb": memory.peak_bytes() / 2**20,
+        **memory.readings_mb(),  # peak_memory_mb, process_peak_memory_mb
     }
 
 

@@ -84,6 +84,7 @@ def _without_ids(report: dict) -> dict:
     # the allocator kept from earlier work in the process moves it).
     for readings in [*copy.get("training", {}).values(), copy.get("reward_model") or {}]:
         readings.pop("peak_memory_mb", None)
+        readings.pop("process_peak_memory_mb", None)  # the whole process's: so much the more
     return copy
 
 

@@ -52,6 +52,35 @@ def test_gradient_checkpointing_is_enabled_without_a_deprecation_warning(tmp_pat
     assert model.is_gradient_checkpointing and model.config.use_cache is False
 
 
+def test_peak_memory_reads_the_stages_own_peak_and_its_processs_whole_peak(monkeypatch):
+    from instructflow.models import runtime
+
+    mb = 2**20
+    # given a CPU process holding 900 MB when the stage starts, whose resident peak while the
+    # stage runs is 1150 MB (fake readers of /proc/self/status's VmRSS and VmHWM)
+    monkeypatch.setattr(runtime.torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(runtime, "rss_bytes", lambda: 900 * mb)
+    monkeypatch.setattr(runtime, "peak_rss_bytes", lambda: 1150 * mb)
+    memory = PeakMemory().start()
+    # then the stage's own peak is the 250 MB it added, the process's is all 1150 MB
+    assert memory.peak_bytes() == 250 * mb and memory.process_peak_bytes() == 1150 * mb
+    assert memory.readings_mb() == {"peak_memory_mb": 250.0, "process_peak_memory_mb": 1150.0}
+
+
+def test_peak_memory_on_cuda_reads_the_allocators_peak_and_what_it_held_at_start(monkeypatch):
+    from instructflow.models import runtime
+
+    mb = 2**20
+    # given CUDA's allocator holding 300 MB at the stage's start and peaking at 700 MB
+    monkeypatch.setattr(runtime.torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(runtime.torch.cuda, "reset_peak_memory_stats", lambda: None)
+    monkeypatch.setattr(runtime.torch.cuda, "memory_allocated", lambda: 300 * mb)
+    monkeypatch.setattr(runtime.torch.cuda, "max_memory_allocated", lambda: 700 * mb)
+    memory = PeakMemory().start()
+    # then the stage added 400 MB, and its process's allocator peak is the 700 MB
+    assert memory.readings_mb() == {"peak_memory_mb": 400.0, "process_peak_memory_mb": 700.0}
+
+
 def test_peak_memory_is_the_peak_since_start_not_since_the_process_began():
     # given a process that once held a large tensor (300 MB), now freed
     big = torch.ones(300 * 2**20 // 4)

@@ -137,6 +137,7 @@ def test_killed_run_resumes_at_its_last_checkpoint_and_ends_like_an_uninterrupte
     assert json.loads((clean / CURVE_JSON).read_text())["points"] == curve["points"]
     # Wall time and peak memory depend on the machine and the process, not on the training.
     machine = {"ppo/seconds_per_iteration": 0, "ppo/peak_memory_mb": 0}
+    machine["ppo/process_peak_memory_mb"] = 0
     assert reference | machine == pytest.approx(metrics | machine, nan_ok=True)
     resumed_model, _ = load_causal_lm(out / "model")
     clean_model, _ = load_causal_lm(clean / "model")
@@ -271,6 +272,9 @@ def test_ppo_ptx_writes_model_curve_and_namespaced_summary(
     }
     assert {f"ppo_ptx/{k}" for k in expected} <= set(metrics)
     assert metrics["ppo_ptx/chosen_iteration"] == 4
+    # its peak memory: its own, and its process's whole, which holds the own and more
+    own, whole = metrics["ppo_ptx/peak_memory_mb"], metrics["ppo_ptx/process_peak_memory_mb"]
+    assert whole > own >= 0
     assert metrics["ppo_ptx/gold_fraction_of_peak"] == pytest.approx(
         metrics["ppo_ptx/chosen_gold"] / metrics["ppo_ptx/peak_gold"]
     )

@@ -176,28 +176,50 @@ def test_a_candidate_that_says_almost_nothing_is_flagged_and_its_length_shown():
 def test_every_training_stage_shows_its_trainable_fraction_and_peak_memory():
     from instructflow.tasks.report_training import training_block
 
-    # given the metrics each training stage's result records (the RM's under rm/)
+    # given the metrics each training stage's result records (the RM's under rm/): its own
+    # peak (above what its process held at its start) and its process's whole peak
     sft = {"sft/best_valid_loss": 1.5, "sft/trainable_fraction": 0.01, "sft/peak_memory_mb": 812.0}
+    sft["sft/process_peak_memory_mb"] = 1500.0
     rm = {"rm/valid_accuracy": 0.7, "rm/trainable_fraction": 0.02, "rm/peak_memory_mb": 905.5}
+    rm["rm/process_peak_memory_mb"] = 1610.5
     ppo = {"ppo/chosen_kl": 0.3, "ppo/trainable_fraction": 0.03, "ppo/peak_memory_mb": 1204.25}
     older = {"flan/best_valid_loss": 2.0}  # a cached result of a version that recorded none
+    # and one of a version that recorded the stage's own peak only
+    t0 = {"t0/trainable_fraction": 1.0, "t0/peak_memory_mb": 300.0}
     # when the report's training block is made from them
-    block = training_block({"sft": sft, "flan": older, "reward_model": rm, "ppo": ppo})
-    # then each stage that recorded them has both readings under its stage name, none other
+    block = training_block({"sft": sft, "flan": older, "t0": t0, "reward_model": rm, "ppo": ppo})
+    # then each stage that recorded them has its readings under its stage name, none other
     assert block == {
-        "sft": {"trainable_fraction": 0.01, "peak_memory_mb": 812.0},
-        "reward_model": {"trainable_fraction": 0.02, "peak_memory_mb": 905.5},
+        "sft": {
+            "trainable_fraction": 0.01,
+            "peak_memory_mb": 812.0,
+            "process_peak_memory_mb": 1500.0,
+        },
+        "t0": {"trainable_fraction": 1.0, "peak_memory_mb": 300.0},
+        "reward_model": {
+            "trainable_fraction": 0.02,
+            "peak_memory_mb": 905.5,
+            "process_peak_memory_mb": 1610.5,
+        },
         "ppo": {"trainable_fraction": 0.03, "peak_memory_mb": 1204.25},
     }
-    # and report.md shows them in one table, a row per stage, the RM's readings once
+    # and report.md shows them in one table, a row per stage, the RM's readings once, its
+    # headers saying which peak is the stage's own and which its whole process's
     report = _report()
     report["reward_model"] = {"accuracy_heldout_labels": 0.6, "trainable_fraction": 0.02}
+    report["reward_model"]["process_peak_memory_mb"] = 1610.5
     report["training"] = block
     text = to_markdown(report)
-    assert "| stage | trainable_fraction | peak_memory_mb |" in text
-    assert "| sft | 0.010 | 812.000 |" in text and "| ppo | 0.030 | 1204.250 |" in text
-    assert "| reward_model | 0.020 | 905.500 |" in text
-    assert text.count("0.020") == 1 and "- accuracy_heldout_labels: 0.600" in text
+    header = next(line for line in text.splitlines() if line.startswith("| stage |"))
+    assert header == (
+        "| stage | trainable_fraction | peak_memory_mb (stage's own, above its process at start)"
+        " | process_peak_memory_mb (whole process) |"
+    )
+    assert "| sft | 0.010 | 812.000 | 1500.000 |" in text
+    assert "| ppo | 0.030 | 1204.250 | - |" in text and "| t0 | 1.000 | 300.000 | - |" in text
+    assert "| reward_model | 0.020 | 905.500 | 1610.500 |" in text
+    assert text.count("0.020") == 1 and text.count("1610.500") == 1
+    assert "- accuracy_heldout_labels: 0.600" in text
     assert text.index("## Training") < text.index("## Run")
     # and a report of an older version, without the block, has no empty table
     assert "## Training" not in to_markdown(_report())

@@ -45,3 +45,5 @@ def test_without_validation_demonstrations_the_last_epoch_is_kept(tmp_path):
     assert math.isnan(result["best_valid_loss"])
     assert "valid_loss" not in logged  # nor for any epoch (MLflow showed 0 for each)
     assert Path(tmp_path / "sft" / "model").is_dir()
+    # and its peak memory is recorded twice: its own, and its process's whole (the more)
+    assert result["process_peak_memory_mb"] > result["peak_memory_mb"] >= 0
