@@ -36,15 +36,29 @@ def log_policy(model_dir: str, name: str):
     """The policy in MLflow's transformers flavor: `mlflow.transformers.load_model` gives a
     text-generation pipeline and `mlflow models serve` serves it, with no project code."""
     model, tokenizer = load_causal_lm(model_dir)
+    context = context_length(model)
+    # What the pipeline's "hole" (SERVING_CONFIG) keeps a prompt within: a tokenizer may
+    # leave it unset (this project's: 1e30), and then a long prompt is never cut.
+    tokenizer.model_max_length = context
     with _without_hub_lookup_warnings():
         return mlflow.transformers.log_model(
             transformers_model={"model": model, "tokenizer": tokenizer},
             task="text-generation",
             name=name,
-            signature=policy_signature(model.generation_config, context_length(model)),
+            signature=policy_signature(model.generation_config, context),
+            model_config=SERVING_CONFIG,
             # Given, not inferred: inference would ask for vision packages a text model never uses.
             pip_requirements=POLICY_REQUIREMENTS,
         )
+
+
+# How the served policy (pyfunc, `mlflow models serve`) meets a prompt that leaves fewer
+# than max_new_tokens of the model's positions: "hole", the text-generation pipeline's own
+# rule, cuts the prompt's start, keeping its last (context - max_new_tokens) tokens, as
+# `dataset.overlong: truncate` cuts a dataset's prompts; and it refuses, in one line, a
+# max_new_tokens that leaves no room at all. Without it such a request ran past the
+# position table (IndexError). The answer still starts with the whole prompt.
+SERVING_CONFIG = {"handle_long_generation": "hole"}
 
 
 # What a pyfunc caller (`mlflow models serve`, `pyfunc.load_model(...).predict(data, params=...)`)

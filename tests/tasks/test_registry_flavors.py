@@ -238,3 +238,48 @@ def test_a_served_policy_with_256_positions_answers_a_request_that_sets_no_lengt
     prompt_tokens = len(tokenizer(prompt)["input_ids"])
     assert prompt_tokens + default["max_new_tokens"] <= size.n_positions
     assert out.startswith(prompt)
+
+
+def test_a_served_policy_keeps_the_last_tokens_of_a_prompt_too_long_for_its_context(
+    tmp_path, monkeypatch
+):
+    import pytest
+    import torch
+
+    from instructflow.models.lm import build_gpt2, save_model
+    from instructflow.models.lm_size import GPT2Size
+    from tests.models.test_lm import tiny_tokenizer
+
+    # given an own GPT-2 built from config with 64 positions, logged as the registry logs it
+    tokenizer = tiny_tokenizer()
+    size = GPT2Size(n_layer=2, n_head=2, n_embd=32, n_positions=64)
+    model_dir = tmp_path / "own-gpt2"
+    model = build_gpt2(tokenizer, size, seed=0)
+    save_model(model, tokenizer, model_dir)
+    monkeypatch.setenv("INSTRUCTFLOW_ROOT", str(tmp_path))
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    tracking.setup()
+    with mlflow.start_run():
+        info = log_policy(str(model_dir), "policy")
+    served = mlflow.pyfunc.load_model(info.model_uri)
+    # and prompts that leave fewer than max_new_tokens of the 64 positions: one that fits
+    # alone, one longer than the context itself
+    new = 8
+    for repeats in (6, 8):
+        prompt = "Q: reverse the word stone " * repeats + "\nA:"
+        ids = tokenizer(prompt)["input_ids"]
+        assert len(ids) + new > size.n_positions
+        # when it is asked for an answer (greedy: the same tokens each time)
+        out = served.predict([prompt], params={"max_new_tokens": new, "do_sample": False})[0]
+        # then it answers (it ran past the position table: IndexError), after the whole
+        # prompt, what the model says after the prompt's last 64 - 8 tokens (its start cut,
+        # as dataset.overlong: truncate cuts a dataset's prompts)
+        kept = torch.tensor([ids[-(size.n_positions - new) :]])
+        expected = model.eval().generate(
+            kept, attention_mask=torch.ones_like(kept), max_new_tokens=new, do_sample=False
+        )
+        said = tokenizer.decode(expected[0, kept.shape[1] :], skip_special_tokens=True)
+        assert said and out == prompt + said, repeats
+    # and max_new_tokens that leaves no position for the prompt is refused, saying why
+    with pytest.raises(Exception, match="exceeds the models max length"):
+        served.predict([prompt], params={"max_new_tokens": size.n_positions})
