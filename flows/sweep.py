@@ -279,6 +279,10 @@ def seed_sweep(
         ):
             before = set(multiprocessing.active_children())
             futures = [seed_run.submit(params, seed, sweep_id) for seed in seeds]
+            # Ours over Prefect's SIGTERM handler (its flow engine's, put back by each task
+            # run here): with Prefect's, a `kill PID` left the sweep unaware of the signal,
+            # so it gave its seeds, who heard nothing, 10 s to stop on their own.
+            interrupts.reclaim()
             try:
                 results = {s: seed_result(s, f) for s, f in zip(seeds, futures, strict=True)}
             except BaseException:
