@@ -36,7 +36,7 @@ from uuid import UUID
 import httpx
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.actions import GlobalConcurrencyLimitCreate
-from prefect.exceptions import ObjectNotFound
+from prefect.exceptions import ObjectAlreadyExists, ObjectNotFound
 from prefect.logging import get_logger
 
 from instructflow.tasks.paths import runs_dir
@@ -53,9 +53,12 @@ def ensure_limits() -> None:
         try:
             client.read_global_concurrency_limit_by_name(REGISTRY)
         except ObjectNotFound:
-            client.create_global_concurrency_limit(
-                GlobalConcurrencyLimitCreate(name=REGISTRY, limit=1)
-            )
+            try:
+                client.create_global_concurrency_limit(
+                    GlobalConcurrencyLimitCreate(name=REGISTRY, limit=1)
+                )
+            except ObjectAlreadyExists:  # a run started beside this one (a sweep's seed) made it
+                pass
 
 
 @contextmanager

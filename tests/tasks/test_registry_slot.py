@@ -122,3 +122,29 @@ def test_one_holder_at_a_time_and_freed_after(prefect_harness):
     assert time.monotonic() - released_at < 30
     # and the slot is free again after both
     assert _active_slots() == 0
+
+
+def test_a_limit_another_run_created_between_our_read_and_create_is_not_an_error(monkeypatch):
+    from prefect.exceptions import ObjectAlreadyExists, ObjectNotFound
+
+    # given two seeds of a sweep starting together: both read no limit, the other creates it first
+    class Client:
+        created = 0
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *_):
+            return False
+
+        def read_global_concurrency_limit_by_name(self, name):
+            raise ObjectNotFound(http_exc=None)
+
+        def create_global_concurrency_limit(self, limit):
+            Client.created += 1
+            raise ObjectAlreadyExists(http_exc=None)
+
+    monkeypatch.setattr(concurrency, "get_client", lambda sync_client: Client())
+    # then this one's start goes on: the limit exists, which is all it needs
+    concurrency.ensure_limits()
+    assert Client.created == 1
