@@ -225,7 +225,7 @@ def main() -> None:
     import torch
 
     torch.set_num_threads(args.threads)
-    from bench import checkpoint
+    from bench import checkpoint, readme
     from bench.matmul_ceiling import add_fractions
 
     ckpt = checkpoint.build() if args.checkpoint == "trained" else checkpoint.untrained()
@@ -246,7 +246,8 @@ def main() -> None:
     for stage in (sft, rm):
         add_fractions(stage, peak)
     result = {
-        "machine": f"{os.cpu_count()} cores; 1-min load average {min(loads):.1f}-{max(loads):.1f}",
+        "machine": f"{readme.cpu_model()}, {os.cpu_count()} cores;"
+        f" 1-min load average {min(loads):.1f}-{max(loads):.1f}",
         "date": time.strftime("%Y-%m-%d", time.gmtime()),
         "command": " ".join(["mfu.py", *sys.argv[1:]]),
         "threads": args.threads,
@@ -259,8 +260,6 @@ def main() -> None:
         "torch_compile": compiled,
     }
     print(json.dumps(result, indent=1))
-    from bench import readme
-
     readme.save(result, args.out, DEFAULT_OUT)
 
 

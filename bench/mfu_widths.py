@@ -62,6 +62,8 @@ def main() -> None:
     import torch
 
     torch.set_num_threads(args.threads)
+    from bench import readme
+
     loads = [os.getloadavg()[0]]
     rows = []
     for width in args.widths:
@@ -76,7 +78,8 @@ def main() -> None:
         )
     loads.append(os.getloadavg()[0])
     result = {
-        "machine": f"{os.cpu_count()} cores; 1-min load average {min(loads):.1f}-{max(loads):.1f}",
+        "machine": f"{readme.cpu_model()}, {os.cpu_count()} cores;"
+        f" 1-min load average {min(loads):.1f}-{max(loads):.1f}",
         "date": time.strftime("%Y-%m-%d", time.gmtime()),
         "command": " ".join(["mfu_widths.py", *sys.argv[1:]]),
         "threads": args.threads,
@@ -84,7 +87,6 @@ def main() -> None:
         "checkpoint": "untrained",
         "widths": rows,
     }
-    from bench import readme
 
     readme.save(result, args.out, DEFAULT_OUT)
     print(f"wrote {args.out}")

@@ -321,7 +321,7 @@ def main() -> None:
     apply_defaults()
     import torch
 
-    from bench import cpu_seconds
+    from bench import cpu_seconds, readme
     from bench.mfu import matmul_peak
 
     # The host's speed, so that files measured on hosts of different speeds can be told
@@ -356,7 +356,8 @@ def main() -> None:
         shutil.rmtree(tmp, ignore_errors=True)
 
     result = {
-        "machine": f"{os.cpu_count()} cores, a 1024^3 matmul at {host_gflops:.0f} GFLOP/s on one"
+        "machine": f"{readme.cpu_model()}, {os.cpu_count()} cores, a 1024^3 matmul at"
+        f" {host_gflops:.0f} GFLOP/s on one"
         f" thread; 1-min load average {os.getloadavg()[0]:.1f} at the end",
         "matmul_gflops_one_thread": round(host_gflops, 1),
         "date": time.strftime("%Y-%m-%d", time.gmtime()),
@@ -392,8 +393,6 @@ def main() -> None:
         f"[{100 * rerun['min']:.1f}, {100 * rerun['max']:.1f}]"
     )
     print(cpu_seconds.line(result["cpu_seconds"]))
-    from bench import readme
-
     readme.save(result, args.out, DEFAULT_OUT)
     print(f"wrote {args.out}")
 

@@ -34,6 +34,21 @@ TARGETS = {
 }
 
 
+def cpu_model() -> str:
+    """The CPU's model name (Linux), for the machine line of a result file: MFU is the step's
+    FLOP/s over this CPU's matmul peak, and the same step measured 0.33 of one host's peak and
+    0.54 of another's (Intel-class, 179-191 GFLOP/s, and AMD EPYC, 112-115, one thread)."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    import platform
+
+    return platform.processor() or platform.machine()
+
+
 def save(result: dict, out: Path, default: Path) -> None:
     """Write a bench's result file; when it is the bench's own file under bench/results/,
     rewrite README's Performance table from it."""
