@@ -212,24 +212,31 @@ def test_the_policy_signature_needs_no_private_attribute_of_the_pipeline(monkeyp
     assert _param_defaults(policy_signature(GenerationConfig(), UNBOUNDED)) == PIPELINE_DEFAULTS
 
 
-def test_a_served_policy_with_256_positions_answers_a_request_that_sets_no_length(
-    tmp_path, monkeypatch
-):
+def _served_own_gpt2(tmp_path, monkeypatch, positions: int):
+    """An own GPT-2 built from config with `positions` positions, logged as the registry logs
+    it: (tokenizer, model, size, the served pyfunc)."""
     from instructflow.models.lm import build_gpt2, save_model
     from instructflow.models.lm_size import GPT2Size
     from tests.models.test_lm import tiny_tokenizer
 
-    # given an own GPT-2 built from config with 256 positions, logged as the registry logs it
     tokenizer = tiny_tokenizer()
-    size = GPT2Size(n_layer=2, n_head=2, n_embd=32, n_positions=256)
+    size = GPT2Size(n_layer=2, n_head=2, n_embd=32, n_positions=positions)
     model_dir = tmp_path / "own-gpt2"
-    save_model(build_gpt2(tokenizer, size, seed=0), tokenizer, model_dir)
+    model = build_gpt2(tokenizer, size, seed=0)
+    save_model(model, tokenizer, model_dir)
     monkeypatch.setenv("INSTRUCTFLOW_ROOT", str(tmp_path))
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
     tracking.setup()
     with mlflow.start_run():
         info = log_policy(str(model_dir), "policy")
-    served = mlflow.pyfunc.load_model(info.model_uri)
+    return tokenizer, model, size, mlflow.pyfunc.load_model(info.model_uri)
+
+
+def test_a_served_policy_with_256_positions_answers_a_request_that_sets_no_length(
+    tmp_path, monkeypatch
+):
+    # given an own GPT-2 built from config with 256 positions, logged as the registry logs it
+    tokenizer, _, size, served = _served_own_gpt2(tmp_path, monkeypatch, 256)
     # when a request sets no max_new_tokens (greedy: the same tokens each time)
     prompt = "Q: reverse the word stone\nA:"
     out = served.predict([prompt], params={"do_sample": False})[0]
@@ -246,22 +253,8 @@ def test_a_served_policy_keeps_the_last_tokens_of_a_prompt_too_long_for_its_cont
     import pytest
     import torch
 
-    from instructflow.models.lm import build_gpt2, save_model
-    from instructflow.models.lm_size import GPT2Size
-    from tests.models.test_lm import tiny_tokenizer
-
     # given an own GPT-2 built from config with 64 positions, logged as the registry logs it
-    tokenizer = tiny_tokenizer()
-    size = GPT2Size(n_layer=2, n_head=2, n_embd=32, n_positions=64)
-    model_dir = tmp_path / "own-gpt2"
-    model = build_gpt2(tokenizer, size, seed=0)
-    save_model(model, tokenizer, model_dir)
-    monkeypatch.setenv("INSTRUCTFLOW_ROOT", str(tmp_path))
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
-    tracking.setup()
-    with mlflow.start_run():
-        info = log_policy(str(model_dir), "policy")
-    served = mlflow.pyfunc.load_model(info.model_uri)
+    tokenizer, model, size, served = _served_own_gpt2(tmp_path, monkeypatch, 64)
     # and prompts that leave fewer than max_new_tokens of the 64 positions: one that fits
     # alone, one longer than the context itself
     new = 8
