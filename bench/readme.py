@@ -36,8 +36,8 @@ TARGETS = {
 
 def cpu_model() -> str:
     """The CPU's model name (Linux), for the machine line of a result file: MFU is the step's
-    FLOP/s over this CPU's matmul peak, and the same step measured 0.33 of one host's peak and
-    0.54 of another's (Intel-class, 179-191 GFLOP/s, and AMD EPYC, 112-115, one thread)."""
+    FLOP/s over this CPU's matmul peak, and the same step at the same speed measured 0.33 of
+    a 179-191 GFLOP/s peak one morning and 0.54 of a 110-116 one that night (one thread)."""
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             if line.startswith("model name"):
