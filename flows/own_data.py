@@ -339,9 +339,9 @@ def run(
     run_status.at_stage("registry")
     started = time.perf_counter()
     gate, gate_run = dataset_gate.register_and_gate(params, result, inputs)
-    # MLflow only, as on the embedded world, whose report is written before its registry stage
     seconds = round(time.perf_counter() - started, 2)
     tracking.log_stage_seconds(parent_id, "registry", seconds)
+    result["run"]["stage_seconds"] = {**result["run"]["stage_seconds"], "registry": seconds}
     registry.tag_parent_run(gate["policy_version"], gate["promote"])
     gate = result["gate"] = approval.after_gate(
         params.stage("gate"),

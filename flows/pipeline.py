@@ -117,7 +117,7 @@ def rlhf_pipeline(
         policies = _policies(models, profile_dir, params)
         evaluated = _evaluate(stage, models, policies)
 
-        # stage_seconds is taken before the registry stage runs: its seconds are in MLflow only.
+        # stage_seconds and cached_stages again once the registry stage has run (below)
         result = report.empty_report(
             {
                 "mlflow_run_id": parent_id,
@@ -141,6 +141,8 @@ def rlhf_pipeline(
 
         run_info = run_info | {"mlflow_parent_run_url": url}
         gate = _registry(stage, params, models, policies, evaluated, result, run_info)
+        result["run"]["stage_seconds"] = dict(stage.timings)  # the registry stage's now too
+        result["run"]["cached_stages"] = sorted(stage.cached)
         links = [url, env.mlflow_run_url(experiment_id, gate["mlflow_run_id"])]
         result["gate"] = approval.after_gate(
             params.gate,

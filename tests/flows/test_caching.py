@@ -195,8 +195,7 @@ def test_changed_ppo_config_reruns_ppo_and_what_reads_it(runs):
     # then PPO, PPO-ptx, the evaluation and the registry ran again; nothing before them did
     assert set(changed.stages) == STAGES
     assert ran(changed) == AFTER_PPO
-    # and its report says which stages were served from the cache (those before the
-    # registry stage, which runs after the report is written)
+    # and its report says which stages were served from the cache
     assert set(changed.result["run"]["cached_stages"]) == STAGES - AFTER_PPO
     # and the stages before PPO kept their one output folder each; PPO onwards got a second
     folders = runs["folders"]

@@ -321,7 +321,7 @@ def test_explicit_prompt_chosen_rejected_pairs_run_end_to_end(
     parent = client.get_run(parent_id).data
     assert parent.metrics["eval/ppo/win_rate_vs_sft"] == pytest.approx(win["mean"])
     assert {f"eval/{name}/kl_to_sft" for name in result["policies"]} <= set(parent.metrics)
-    assert "stage_seconds/registry" in parent.metrics
+    assert parent.metrics["stage_seconds/registry"] == result["run"]["stage_seconds"]["registry"]
     assert parent.tags["policy_version"] == str(challenger.version)
     # and the Prefect flow run has the gate's and the policies' artifacts beside the report
     keys = _artifact_keys(result["run"]["prefect_flow_run_id"])
