@@ -159,6 +159,19 @@ NO_TOKENIZER = (
 )
 
 
+def _unloadable_tokenizer(folder: Path, error: Exception) -> str:
+    """Why the tokenizer did not load. A folder with tokenizer_config.json but no vocabulary
+    file (tokenizer.json left behind in a copy) gets transformers' "Couldn't instantiate the
+    backend tokenizer from one of: (1) ..." over five lines, which names no file."""
+    vocabulary = [name for name in TOKENIZER_FILES if name != "tokenizer_config.json"]
+    if not any((folder / name).exists() for name in vocabulary):
+        return (
+            f"tokenizer_config.json but no vocabulary file ({', '.join(vocabulary)}): copy"
+            " all the tokenizer's files, tokenizer.save_pretrained(DIR)"
+        )
+    return f"cannot be loaded ({_first_line(error)})"
+
+
 def _tokenizer_problems(folder: Path) -> list[Problem]:
     from transformers import AutoTokenizer
 
@@ -169,7 +182,7 @@ def _tokenizer_problems(folder: Path) -> list[Problem]:
     try:
         tokenizer = AutoTokenizer.from_pretrained(folder, local_files_only=True)
     except Exception as error:  # transformers raises many kinds here
-        return [Problem(str(folder), 0, "tokenizer", f"cannot be loaded ({_first_line(error)})")]
+        return [Problem(str(folder), 0, "tokenizer", _unloadable_tokenizer(folder, error))]
     if not tokenizer.encode("Q: hello world", add_special_tokens=False):
         # transformers 5 builds an empty tokenizer when the files are missing
         message = "encodes text to nothing (tokenizer.json / vocab files missing?)"

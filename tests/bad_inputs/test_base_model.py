@@ -168,6 +168,14 @@ CASES = [
         "tokenizer",
         "no tokenizer files (tokenizer.json, ",  # transformers' lines named none
     ),
+    (
+        # a copy that left tokenizer.json behind: transformers' five lines named no file
+        "no-vocabulary",
+        lambda m: (m / "tokenizer.json").unlink(),
+        "",
+        "tokenizer",
+        "tokenizer_config.json but no vocabulary file (tokenizer.json, ",
+    ),
 ]
 
 
