@@ -99,7 +99,18 @@ def _bad_utf8_field(line: bytes) -> str:
     return LINE
 
 
-def _parse_line(line: bytes, file: str, row: int) -> tuple[dict[str, Any] | None, list[Problem]]:
+def _malformed(error: json.JSONDecodeError, cut_off: bool) -> str:
+    # json's messages that point at a position end in "at" ("Unterminated string starting
+    # at"); a plain " at column" made them read "starting at at column 73".
+    message = f"malformed JSON: {error.msg.removesuffix(' at')} at column {error.colno}"
+    if cut_off:  # the file's last line, and no line break after it
+        message += "; the file ends inside this line: cut off by a write or download that stopped?"
+    return message
+
+
+def _parse_line(
+    line: bytes, file: str, row: int, cut_off: bool = False
+) -> tuple[dict[str, Any] | None, list[Problem]]:
     try:
         text = line.decode("utf-8")
     except UnicodeDecodeError as e:
@@ -121,7 +132,7 @@ def _parse_line(line: bytes, file: str, row: int) -> tuple[dict[str, Any] | None
     try:
         obj = json.loads(text, object_pairs_hook=no_duplicate_keys)
     except json.JSONDecodeError as e:
-        return None, [Problem(file, row, LINE, f"malformed JSON: {e.msg} at column {e.colno}")]
+        return None, [Problem(file, row, LINE, _malformed(e, cut_off))]
     if not isinstance(obj, dict):
         return None, [Problem(file, row, LINE, f"expected a JSON object, got {type(obj).__name__}")]
     return obj, [Problem(file, row, key, "key appears more than once") for key in duplicates]
@@ -134,7 +145,8 @@ def _read_rows(
     file = os.fspath(path)
     # A byte-order mark (Windows editors, Excel's "UTF-8" export) is not part of
     # the first row: pandas and Hugging Face datasets skip it too (utf-8-sig).
-    lines = Path(path).read_bytes().removeprefix(codecs.BOM_UTF8).split(b"\n")
+    data = Path(path).read_bytes()
+    lines = data.removeprefix(codecs.BOM_UTF8).split(b"\n")
     while lines and not lines[-1].strip():  # trailing newline / blank lines are fine
         lines.pop()
     if (array := _json_array(lines, file)) is not None:
@@ -145,7 +157,9 @@ def _read_rows(
         if not line.strip():
             problems.append(Problem(file, number, LINE, "blank line"))
             continue
-        obj, found = _parse_line(line, file, number)
+        # a last line with no line break after it, if malformed, is likely cut off
+        cut_off = number == len(lines) and not data.endswith(b"\n")
+        obj, found = _parse_line(line, file, number, cut_off)
         problems += found
         if obj is not None:
             rows.append((number, obj))

@@ -39,3 +39,30 @@ def test_a_rejected_answer_equal_to_the_chosen_one_is_named(tmp_path):
     rows = [json.loads(line) for line in (folder / "preferences.jsonl").read_text().splitlines()]
     edit_row(folder / "preferences.jsonl", 2, rejected=rows[1]["chosen"])
     assert_names(problems_of(folder), folder / "preferences.jsonl", 2, "rejected")
+
+
+def test_a_last_line_cut_off_is_named_as_cut_off(tmp_path):
+    # given a preferences file whose writer or download stopped inside its last row
+    folder = write_pairwise_dataset(tmp_path / "d")
+    path = folder / "preferences.jsonl"
+    data = path.read_bytes()
+    path.write_bytes(data[: data.rindex(b'"rejected": "') + len('"rejected": "It')])
+    last = len(path.read_bytes().splitlines())
+    # then that row is named, json's message reads as a sentence, and the cut is suggested
+    (problem,) = problems_of(folder)
+    assert (problem.file, problem.row, problem.field) == (str(path), last, "<line>")
+    assert "Unterminated string starting at column " in problem.message
+    assert "cut off" in problem.message
+
+
+def test_a_malformed_row_with_its_line_break_is_not_called_cut_off(tmp_path):
+    # given a broken row in the middle of a file, and one at its end that a line break ends
+    folder = write_pairwise_dataset(tmp_path / "d")
+    path = folder / "preferences.jsonl"
+    lines = path.read_text().splitlines()
+    lines[3], lines[-1] = lines[3][:-5], lines[-1][:-5]
+    path.write_text("\n".join(lines) + "\n")
+    # then both are named malformed, and neither is said to be cut off
+    problems = problems_of(folder)
+    assert [p.row for p in problems] == [4, len(lines)]
+    assert all("malformed JSON" in p.message and "cut off" not in p.message for p in problems)
