@@ -186,18 +186,24 @@ def load_dataset(
     rows_read = Counter(i.file for v in loaded.values() for i in v)
     summary["rendering"] = render.how(rows_read)
 
+    emptied: dict[str, Problem] = {}  # tables whose every row was too long for the context
     if lengths is not None:
         summary["overlong"] = {"policy": cfg.overlong}
         for name in loaded:
+            given = len(loaded[name])
             loaded[name], counts, found = lengths.apply(loaded[name], cfg.overlong)
             problems += found
             if counts and name in paths:
                 summary["overlong"][paths[name].name] = counts
+            if given and not loaded[name] and not found:  # dropped, every row: none left
+                emptied[name] = lengths.none_left(paths[name], given, cfg.overlong)
         if hint := overlong_hint(problems, lengths.max_len, lengths.max_new_tokens):
             problems.append(hint)
+        problems += emptied.values()  # after the hint: it counts the rows refused
     every = [item for items in loaded.values() for item in items]
     if not loaded["preferences"]:
-        problems.append(Problem(str(paths["preferences"]), 0, "preferences", "no usable rows"))
+        if "preferences" not in emptied:  # else its problem says why
+            problems.append(Problem(str(paths["preferences"]), 0, "preferences", "no usable rows"))
     elif problems:  # with the users or prompts in two splits: those do not wait on lengths
         problems += _split(every, cfg, {})[1]
     if problems:

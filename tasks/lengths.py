@@ -86,6 +86,21 @@ class LengthCheck:
         shorter = self.cut_prompt(item.prompt, item.responses)
         return None if shorter is None else replace(item, prompt=shorter)
 
+    def none_left(self, file: Path, rows: int, policy: str) -> Problem:
+        """A table whose every row was too long, and so dropped, refused rather than run without
+        it: its file had to be named, since an emptied demonstrations table had SFT train on
+        the preferred answers as if there were none, and emptied preferences said only "no
+        usable rows"."""
+        room = max(0, self.max_len - self.max_new_tokens)
+        message = (
+            f"all {rows} rows are too long for the context of {self.max_len} tokens (a prompt"
+            f" leaves {self.max_new_tokens} of them to sampling: {room} left for it), so"
+            f" dataset.overlong {policy!r} left none: lower ppo.max_new_tokens and"
+            " evaluation.max_new_tokens (the sampling room), or use a base model with a longer"
+            " context"
+        )
+        return Problem(str(file), 0, "rows", message)
+
     def apply(self, items: list, policy: str) -> tuple[list, dict[str, int], list[Problem]]:
         """Items that fit (kept, cut or dropped per `policy`), counts, and problems under "refuse"."""
         kept, problems = [], []

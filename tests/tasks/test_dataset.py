@@ -874,3 +874,34 @@ def test_rows_too_long_in_several_tables_are_counted_per_table_not_against_the_f
     assert hint.message.startswith(
         "3 rows (preferences.jsonl 2, prompts.jsonl 1) do not fit the context of 64 tokens"
     )
+
+
+def test_a_table_whose_every_row_is_dropped_for_its_length_is_refused_naming_it(
+    tmp_path, tokenizer
+):
+    # given demonstrations whose every prompt is longer than the context, beside
+    # preferences that fit, and rows too long dropped (dataset.overlong: drop)
+    folder = write_pairwise_dataset(tmp_path / "pw", n=40)
+    long_prompt = "Say the word apple twice. " * 30
+    demos = [{"prompt": long_prompt + f"Now {i}.", "response": "apple apple"} for i in range(40)]
+    (folder / "demonstrations.jsonl").write_text("".join(json.dumps(d) + "\n" for d in demos))
+    check = LengthCheck(tokenizer, max_len=64, max_new_tokens=8)
+    # then the table is refused, naming it and why none is left: it did not run with SFT
+    # on the preferred answers, as if there were no demonstrations table
+    with pytest.raises(TableError) as e:
+        load_dataset(folder, DatasetConfig(overlong="drop"), check)
+    assert _problems(e.value) == [("demonstrations.jsonl", 0, "rows")]
+    assert "all 40 rows are too long for the context of 64 tokens" in str(e.value)
+    assert "dataset.overlong 'drop' left none" in str(e.value)
+
+
+def test_preferences_emptied_by_their_length_say_why_not_only_no_usable_rows(tmp_path, tokenizer):
+    # given a context the sampling room fills whole: no prompt can be cut to fit
+    folder = write_pairwise_dataset(tmp_path / "pw", n=40)
+    check = LengthCheck(tokenizer, max_len=8, max_new_tokens=8)
+    with pytest.raises(TableError) as e:
+        load_dataset(folder, DatasetConfig(overlong="truncate"), check)
+    # then each table says its rows were all too long, with the room a prompt had (none)
+    assert _problems(e.value) == [("preferences.jsonl", 0, "rows"), ("prompts.jsonl", 0, "rows")]
+    assert "all 40 rows are too long for the context of 8 tokens" in str(e.value)
+    assert "0 left for it" in str(e.value) and "no usable rows" not in str(e.value)
