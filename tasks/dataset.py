@@ -41,6 +41,7 @@ from instructflow.tasks.dataset_items import (
     prompt_items,
 )
 from instructflow.tasks.dataset_names import meant_columns, naming_warnings, nearest
+from instructflow.tasks.json_messages import json_text_problems
 from instructflow.tasks.lengths import LengthCheck, overlong_hint
 from instructflow.tasks.schemas import ROW_CHECK_FIELDS
 from instructflow.tasks.tables import LINE, Problem, TableError, _schema_problems
@@ -133,6 +134,9 @@ def load_dataset(
         if not rows:  # an unreadable file's problem is all there is to say about its columns
             if not read_problems:
                 problems.append(Problem(str(path), 0, LINE, EMPTY_TABLE))
+            continue
+        if as_json := json_text_problems(path, rows):  # read as text, the JSON is trained on
+            problems += as_json
             continue
         rows, extras = drop_message_extras(rows)  # as other columns: ignored, and listed
         if extras:

@@ -7,6 +7,7 @@ of input too: file, row and field named, nothing else started.
 
 import json
 
+import pandas as pd
 import pytest
 
 from instructflow.tasks.dataset import load_dataset
@@ -66,3 +67,38 @@ def test_a_malformed_row_with_its_line_break_is_not_called_cut_off(tmp_path):
     problems = problems_of(folder)
     assert [p.row for p in problems] == [4, len(lines)]
     assert all("malformed JSON" in p.message and "cut off" not in p.message for p in problems)
+
+
+def test_conversations_saved_as_json_text_are_refused_not_trained_on_as_text(tmp_path):
+    # given conversational preferences whose message lists went through json.dumps before
+    # the Parquet file was written (string columns), and one JSONL row of a prompts table so
+    folder = tmp_path / "d"
+    folder.mkdir()
+    turn = [{"role": "user", "content": "Name a fruit."}]
+    rows = [
+        {
+            "prompt": json.dumps(turn),
+            "chosen": json.dumps([{"role": "assistant", "content": f"Apple {i}."}]),
+            "rejected": json.dumps([{"role": "assistant", "content": f"A car {i}."}]),
+        }
+        for i in range(40)
+    ]
+    pd.DataFrame(rows).to_parquet(folder / "preferences.parquet")
+    prompts = [{"prompt": f"Say {i}."} for i in range(40)]
+    prompts[6]["prompt"] = json.dumps(turn)
+    (folder / "prompts.jsonl").write_text("".join(json.dumps(p) + "\n" for p in prompts))
+    # then each column written so is named once, and the one row by its number
+    problems = problems_of(folder)
+    parquet, jsonl = folder / "preferences.parquet", folder / "prompts.jsonl"
+    for field in ("prompt", "chosen", "rejected"):
+        assert_names(problems, parquet, 0, field, "conversation as JSON text")
+    assert_names(problems, jsonl, 7, "prompt", "conversation as JSON text")
+    assert len(problems) == 4
+
+
+def test_text_that_merely_looks_like_json_is_text(tmp_path):
+    # given answers that are JSON, but not conversations (a list of numbers, an object)
+    folder = write_pairwise_dataset(tmp_path / "d")
+    edit_row(folder / "preferences.jsonl", 3, chosen="[1, 2, 3]", rejected='{"a": 1}')
+    # then they load as the text they are
+    assert load_dataset(folder)
