@@ -18,6 +18,7 @@ import pandas as pd
 from instructflow.tasks import dataset_schemas as ds
 from instructflow.tasks.dataset_names import (
     near_table,
+    not_read,
     shard_file_hint,
     shard_table,
     split_file,
@@ -58,7 +59,7 @@ def find_tables(folder: Path) -> tuple[dict[str, Path], list[Problem]]:
             if shard_table(name) == "preferences":  # the table cut in shards, as the Hub does
                 message += f" ({shard_file_hint(name)})"
             elif (meant := near_table(name, found)) and meant.startswith("preferences."):
-                message += f" ({name} is not read: did you mean {meant}?)"
+                message += f" ({not_read(name, meant)})"
             elif (hint := split_file_hint(name)) and split_file(name)[0] in (None, "preferences"):
                 message += f" ({hint})"  # Hub-style files, one per split
             elif name.endswith("/") and (inside := _split_files_in(folder / name)):

@@ -94,6 +94,24 @@ def near_table(file_name: str, found: Iterable[str]) -> str | None:
     return table + (".parquet" if f".{suffix.lower()}" in PARQUET_SUFFIXES else ".jsonl")
 
 
+def not_read(file_name: str, meant: str) -> str:
+    """What to do with `file_name`, not read, that was probably meant as the table `meant`:
+    rename it, unless it is compressed or CSV, which a rename (as "did you mean
+    preferences.jsonl?" told a trial's preferences.csv and preferences.jsonl.gz) leaves a file
+    the table's reader cannot parse."""
+    lower = file_name.lower()
+    if lower.endswith(".gz"):
+        return f"{file_name} is not read: decompress it to {meant} (gunzip -k {file_name})"
+    if lower.endswith((".csv", ".tsv")):
+        sep = ", sep='\\t'" if lower.endswith(".tsv") else ""
+        parquet = meant.partition(".")[0] + ".parquet"
+        return (
+            f"{file_name} is not read: tables are JSON Lines or Parquet, write it as {parquet}"
+            f" (pandas.read_csv('{file_name}'{sep}).to_parquet('{parquet}'))"
+        )
+    return f"{file_name} is not read: did you mean {meant}?"
+
+
 # Hub datasets come as one file per split (train.jsonl, test.jsonl; ultrafeedback_binarized's
 # train_prefs / test_prefs; data/train-00000-of-00001.parquet). A table here is one file whose
 # rows say their split, so such files are not read: these words tell them apart.
@@ -193,7 +211,7 @@ def naming_warnings(summary: dict, found: Iterable[str]) -> list[str]:
         if hint := shard_file_hint(name):  # its rows are silently missing from the table
             warnings.append(hint)
         elif table := near_table(name, found):
-            warnings.append(f"{name} is not read: did you mean {table}?")
+            warnings.append(not_read(name, table))
         elif hint := split_file_hint(name):  # its rows are silently not in that split
             warnings.append(hint)
     return warnings

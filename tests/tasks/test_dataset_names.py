@@ -1,5 +1,6 @@
 """Columns and files a dataset directory holds but the pipeline does not read: listed, near misses named."""
 
+import gzip
 import itertools
 import json
 from pathlib import Path
@@ -179,6 +180,29 @@ def test_a_refused_table_names_the_column_or_file_it_probably_meant(tmp_path):
         "no preferences.jsonl or preferences.parquet"
         " (preference.jsonl is not read: did you mean preferences.jsonl?)"
     ) in _message(folder)
+
+
+def test_a_compressed_or_csv_table_is_told_how_to_become_one_not_to_be_renamed(tmp_path):
+    # given the preferences table gzipped, as Hub JSON Lines often come
+    folder = write_pairwise_dataset(tmp_path / "gz", n=60)
+    gz = folder / "preferences.jsonl.gz"
+    gz.write_bytes(gzip.compress((folder / "preferences.jsonl").read_bytes()))
+    (folder / "preferences.jsonl").unlink()
+    # then it is told to decompress it, not "did you mean preferences.jsonl?" (a rename
+    # leaves gzip bytes the JSONL reader cannot parse)
+    message = _message(folder)
+    assert "preferences.jsonl.gz is not read: decompress it to preferences.jsonl" in message
+    assert "did you mean" not in message
+    # given it as CSV: written as Parquet, with the call that does it
+    folder = write_pairwise_dataset(tmp_path / "csv", n=60)
+    pd.read_json(folder / "preferences.jsonl", lines=True).to_csv(
+        folder / "preferences.csv", index=False
+    )
+    (folder / "preferences.jsonl").unlink()
+    message = _message(folder)
+    assert "preferences.csv is not read: tables are JSON Lines or Parquet" in message
+    assert "pandas.read_csv('preferences.csv').to_parquet('preferences.parquet')" in message
+    assert "did you mean" not in message
 
 
 def test_a_broken_link_in_the_directory_is_listed_as_not_read(tmp_path):
