@@ -115,7 +115,7 @@ def base_model_problems(folder: Path) -> tuple[int | None, list[Problem]]:
             problems.append(Problem(str(config_file), 0, "max_position_embeddings", message))
     problems += weight_problems(folder)
     if config is not None:  # the tokenizer reads the config too: one problem, not two
-        problems += _tokenizer_problems(folder)
+        problems += _tokenizer_problems(folder, config)
     return context, problems
 
 
@@ -172,7 +172,7 @@ def _unloadable_tokenizer(folder: Path, error: Exception) -> str:
     return f"cannot be loaded ({_first_line(error)})"
 
 
-def _tokenizer_problems(folder: Path) -> list[Problem]:
+def _tokenizer_problems(folder: Path, config: Any) -> list[Problem]:
     from transformers import AutoTokenizer
 
     if not any((folder / name).exists() for name in TOKENIZER_FILES):
@@ -189,7 +189,26 @@ def _tokenizer_problems(folder: Path) -> list[Problem]:
         return [Problem(str(folder), 0, "tokenizer", message)]
     if tokenizer.eos_token_id is None:
         return [Problem(str(folder), 0, "tokenizer", "has no EOS token (responses end with it)")]
+    if (past_embeddings := _ids_past_embeddings(tokenizer, config)) is not None:
+        return [Problem(str(folder), 0, "tokenizer", past_embeddings)]
     return _chat_template_problems(folder, getattr(tokenizer, "chat_template", None))
+
+
+def _ids_past_embeddings(tokenizer: Any, config: Any) -> str | None:
+    """Tokens whose ids have no row in the model's embeddings: tokens added to the tokenizer
+    (a chat template's markers, say) without model.resize_token_embeddings. The checks let
+    such a model through, and SFT's first batch holding one stopped the run with
+    IndexError ('index out of range in self'), 350 lines of traceback, exit 1."""
+    rows = getattr(config.get_text_config(), "vocab_size", None)
+    if not isinstance(rows, int) or len(tokenizer) <= rows:
+        return None
+    past = sorted((i, t) for t, i in tokenizer.get_vocab().items() if i >= rows)
+    shown = ", ".join(repr(t) for _, t in past[:3]) + (", ..." if len(past) > 3 else "")
+    return (
+        f"{len(tokenizer)} tokens, but the model's embeddings have {rows} rows (config.json"
+        f" vocab_size): {len(past)} tokens ({shown}) have none; resize them,"
+        " model.resize_token_embeddings(len(tokenizer)), and save the model again"
+    )
 
 
 def _chat_template_problems(folder: Path, template: Any) -> list[Problem]:

@@ -56,6 +56,16 @@ def pickled(folder, n_shards=1):
     return [folder / file for file in files]
 
 
+def tokens_added(folder, tokens=("<|user|>", "<|assistant|>")):
+    """Tokens added to the tokenizer, and the model's embeddings left as they were (no
+    model.resize_token_embeddings): a chat template's markers, as users add them."""
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(folder, local_files_only=True)
+    tokenizer.add_tokens(list(tokens))
+    tokenizer.save_pretrained(folder)
+
+
 # (id, how to break the copy, file under the model dir ("" = the dir), field, words)
 CASES = [
     ("no-config", lambda m: (m / "config.json").unlink(), "", "config.json", "missing"),
@@ -167,6 +177,14 @@ CASES = [
         "",
         "tokenizer",
         "no tokenizer files (tokenizer.json, ",  # transformers' lines named none
+    ),
+    (
+        # SFT's first batch with one of them stopped the run with IndexError, exit 1
+        "tokens-past-embeddings",
+        tokens_added,
+        "",
+        "tokenizer",
+        "have none; resize them, model.resize_token_embeddings(len(tokenizer))",
     ),
     (
         # a copy that left tokenizer.json behind: transformers' five lines named no file
