@@ -88,7 +88,7 @@ def _not_a_model(folder: Path) -> str:
     try:
         adapter = json.loads((folder / "adapter_config.json").read_text())
     except (OSError, ValueError, UnicodeDecodeError):
-        return "not a Hugging Face model dir"
+        return "not a Hugging Face model dir" + _models_inside(folder)
     base = adapter.get("base_model_name_or_path") if isinstance(adapter, dict) else None
     return (
         "a PEFT adapter (adapter_config.json), not a model: to start from the fine-tune, merge"
@@ -96,6 +96,20 @@ def _not_a_model(folder: Path) -> str:
         " merge_and_unload, save_pretrained that with the tokenizer and pass its folder; or"
         " pass that model itself"
     )
+
+
+def _models_inside(folder: Path) -> str:
+    """The model folders a level or two down (a Trainer's output_dir holds checkpoint-N/, a
+    Hub cache folder snapshots/<revision>/), which the user probably meant to pass."""
+    inside = sorted(
+        str(config.parent.relative_to(folder))
+        for pattern in ("*/config.json", "*/*/config.json")
+        for config in folder.glob(pattern)
+    )
+    if not inside:
+        return ""
+    shown = ", ".join(inside[:3]) + (f", ... ({len(inside)} in all)" if len(inside) > 3 else "")
+    return f"; model folders in it: {shown}: pass one of them"
 
 
 def base_model_problems(folder: Path) -> tuple[int | None, list[Problem]]:

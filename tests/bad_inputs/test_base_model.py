@@ -1,6 +1,7 @@
 """Bad base-model directories: refused before any training, naming the directory and the file."""
 
 import json
+import shutil
 
 import pytest
 import torch
@@ -263,3 +264,26 @@ def test_a_peft_adapter_folder_is_named_as_one_with_its_base_model(tmp_path):
     assert problem.field == "config.json"
     assert "PEFT adapter" in problem.message and "org/base-1b" in problem.message
     assert "merge_and_unload" in problem.message
+
+
+def test_a_folder_of_checkpoints_names_the_model_folders_in_it(tmp_path, good_model_dir):
+    # given a Trainer's output_dir passed as --base-model: no config.json, checkpoint-N/ inside
+    from instructflow.tasks.input_checks import config_file_problems
+
+    output_dir = tmp_path / "output"
+    for step in (500, 1000):
+        shutil.copytree(good_model_dir, output_dir / f"checkpoint-{step}")
+    # then the refusal names them, not only that it is no model folder
+    (problem,) = config_file_problems(output_dir)
+    assert problem.field == "config.json"
+    assert problem.message.endswith(
+        "not a Hugging Face model dir; model folders in it: checkpoint-1000, checkpoint-500:"
+        " pass one of them"
+    )
+    # and two levels down too (a Hub cache folder's snapshots/<revision>/)
+    (problem,) = config_file_problems(tmp_path)
+    assert "model folders in it: output/checkpoint-1000, output/checkpoint-500" in problem.message
+    # while a folder with none says only what it is not
+    (tmp_path / "empty").mkdir()
+    (problem,) = config_file_problems(tmp_path / "empty")
+    assert problem.message == "missing: not a Hugging Face model dir"
