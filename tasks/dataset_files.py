@@ -34,6 +34,8 @@ def missing_folder(folder: Path) -> Problem | None:
     if folder.is_dir():
         return None
     what = "not a directory" if folder.exists() else "no such directory"
+    if folder.is_file():  # a table passed for its dataset: `--data mydata/preferences.jsonl`
+        what += f": a dataset is the folder of its tables ({folder.parent}), one file each"
     if folder.with_name(folder.name + ".dvc").is_file():  # a clone that has not pulled it
         what += f" (it is tracked by {folder.name}.dvc: `dvc pull {folder}` fetches it)"
     return Problem(str(folder), 0, "data", what)

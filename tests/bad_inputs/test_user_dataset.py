@@ -102,3 +102,15 @@ def test_text_that_merely_looks_like_json_is_text(tmp_path):
     edit_row(folder / "preferences.jsonl", 3, chosen="[1, 2, 3]", rejected='{"a": 1}')
     # then they load as the text they are
     assert load_dataset(folder)
+
+
+def test_a_table_passed_for_its_dataset_names_the_folder_to_pass(tmp_path):
+    # given `--data mydata/preferences.jsonl`: one table, where the run reads a folder
+    folder = write_pairwise_dataset(tmp_path / "d")
+    table = folder / "preferences.jsonl"
+    # then the refusal says a dataset is that file's folder, not only "not a directory"
+    (problem,) = problems_of(table)
+    assert (problem.file, problem.field) == (str(table), "data")
+    assert problem.message == (
+        f"not a directory: a dataset is the folder of its tables ({folder}), one file each"
+    )
