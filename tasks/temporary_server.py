@@ -78,10 +78,19 @@ class EarlyStart:
             self._thread.start()
 
     def _start(self) -> None:
+        from prefect.server.api.server import subprocess_server_logger
+
+        # Its "Starting temporary server on ..." line stays unsaid where Prefect's logging is
+        # set up already (main() called in a process that imported Prefect: the tests): it
+        # came before a refusal's first line, or, once pytest had closed that stream, as
+        # "--- Logging error ---" and a traceback.
+        subprocess_server_logger.disabled = True
         try:
             self._server.start()
         except BaseException as error:  # raised again in the run's thread, by ready()
             self._failed.append(error)
+        finally:
+            subprocess_server_logger.disabled = False
 
     def ready(self) -> None:
         """Wait for the server to answer; raise what stopped it from starting."""
