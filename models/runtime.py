@@ -178,16 +178,19 @@ class PeakMemory:
         return int(torch.cuda.max_memory_allocated()) if self.cuda else peak_rss_bytes()
 
     def peak_bytes(self) -> int:
-        return max(0, self.process_peak_bytes() - self.held_at_start)
+        return self._added(self.process_peak_bytes())
 
     def readings_mb(self) -> dict[str, float]:
         """Both peaks in MiB, named as a stage's metrics name them, from one reading of the
         peak (two readings could straddle a new high and disagree)."""
         process_peak = self.process_peak_bytes()
         return {
-            "peak_memory_mb": max(0, process_peak - self.held_at_start) / 2**20,
+            "peak_memory_mb": self._added(process_peak) / 2**20,
             "process_peak_memory_mb": process_peak / 2**20,
         }
+
+    def _added(self, process_peak: int) -> int:
+        return max(0, process_peak - self.held_at_start)
 
 
 def rss_bytes() -> int:
