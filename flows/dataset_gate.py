@@ -35,6 +35,7 @@ from instructflow.tasks.gate import alias_effect, judge_decision
 from instructflow.tasks.model_card import JUDGE_EVIDENCE, model_card
 from instructflow.tasks.model_lineage import lora_lineage, mismatch_lineage
 from instructflow.tasks.registry_snapshot import RegistrySnapshot
+from instructflow.tasks.registry_weights import same_weights
 
 
 @dataclass(frozen=True)
@@ -48,6 +49,7 @@ class GateInputs:
     profile_dir: Path  # the dataset's profile folder: the gate's test prompts
     judge_dir: Path  # the held-out judge that compares the candidate with its rival
     candidate_note: str | None = None  # PPO kept SFT's weights: said on the model card
+    sft_dir: str | None = None  # SFT's checkpoint: a candidate holding its weights cannot pass
 
 
 def _rival(params, inputs: GateInputs, result, policy_name: str, champion: str | None):
@@ -67,6 +69,10 @@ def _rival(params, inputs: GateInputs, result, policy_name: str, champion: str |
         inputs.judge_dir,
     )
     return incumbent, match["win_rate"], match["prompts"]
+
+
+def _holds_sft_weights(inputs: GateInputs) -> bool:
+    return inputs.sft_dir is not None and same_weights(inputs.policy_dir, inputs.sft_dir)
 
 
 def _champion_from_elsewhere(
@@ -140,7 +146,9 @@ def register_and_gate(
         incumbent, win, prompts = _rival(params, inputs, result, policy_name, champion)
         elsewhere = _champion_from_elsewhere(client, policy_name, champion, lineage["data_dir"])
         accuracy = result["judge"]["accuracy_heldout_pairs"]
-        decision = judge_decision(win, accuracy, result["judge"]["test_pairs"], cfg, incumbent)
+        plays_itself = incumbent == "sft" and _holds_sft_weights(inputs)
+        pairs = result["judge"]["test_pairs"]
+        decision = judge_decision(win, accuracy, pairs, cfg, incumbent, plays_itself)
         effect = alias_effect(decision.promote, cfg.auto_promote, cfg.require_approval)
         held = registry.registered_version(client, policy_name, inputs.policy_dir)
         snapshot = RegistrySnapshot.take(client, [policy_name, rm_name])

@@ -335,6 +335,7 @@ def run(
         candidate_note=ppo_selection.kept_start_note(
             candidate, ppo_runs.get(candidate, {}).get("metrics", {})
         ),
+        sft_dir=sft_out["model_dir"],
     )
     run_status.at_stage("registry")
     started = time.perf_counter()

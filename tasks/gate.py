@@ -85,14 +85,20 @@ def decide(
     margin: float,
     incumbent: str,
     win_margin: float = 0.0,
+    same_weights: bool = False,
 ) -> GateDecision:
     """The gate's rule, separate from how its inputs are measured.
 
     win_margin: how far above 0.5 the win rate's CI must start (seed noise, from a sweep).
     public_challenger/public_incumbent None: there is no public suite to hold the candidate to.
+    same_weights: the candidate holds the incumbent's very weights (PPO kept SFT's): it
+    cannot be better than itself, so no win rate promotes it (one that clears the bar is
+    sampling noise, which the CI misses one time in twenty).
     """
     has_public = public_challenger is not None and public_incumbent is not None
     reasons = []
+    if same_weights:
+        reasons.append(f"the candidate holds {incumbent}'s own weights: it cannot beat itself")
     bar = "0.5" if not win_margin else f"0.5 + {win_margin:.3f} (seed noise)"
     if ci95[0] <= 0.5 + win_margin:
         reasons.append(
@@ -122,12 +128,14 @@ def judge_decision(
     judge_pairs: int,
     cfg: "GateConfig",
     incumbent: str = "sft",
+    same_weights: bool = False,
 ) -> GateDecision:
     """The gate on a dataset run (no gold, no simulated labelers): the candidate's win rate
     against `incumbent` (the champion, or SFT while there is none) as the held-out judge
     sees it, acted on only when the judge itself is
     trustworthy (its accuracy on `judge_pairs` held-out pairs at least
-    `cfg.judge_accuracy_floor`, and better than chance beyond its 95% interval)."""
+    `cfg.judge_accuracy_floor`, and better than chance beyond its 95% interval);
+    same_weights as for `decide`."""
     if win is None:
         nan = float("nan")
         return GateDecision(
@@ -141,6 +149,7 @@ def judge_decision(
         cfg.public_suite_margin,
         incumbent,
         cfg.win_margin,
+        same_weights,
     )
     trusted, why = judge_is_trustworthy(judge_accuracy, judge_pairs, cfg.judge_accuracy_floor)
     if not trusted:

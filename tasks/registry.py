@@ -62,6 +62,7 @@ from instructflow.tasks.registry_weights import (
     confirm_reuse,
     registered_version,
     reuse_note,
+    same_weights,
     weight_tags,
     weights_digest,
 )
@@ -309,6 +310,7 @@ def register_and_gate_task(
             cfg.public_suite_margin,
             incumbent_name,
             win_margin,
+            same_weights(policy_dir, incumbent.model_dir),
         )
         gate = {
             "model_name": model_name,

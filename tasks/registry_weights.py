@@ -76,6 +76,12 @@ def weights_digest(model_dir: str | Path) -> str | None:
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
+def same_weights(model_dir: str | Path, other_dir: str | Path) -> bool:
+    """Whether two checkpoints compute the same thing (weights_digest; False without weights)."""
+    digest = weights_digest(model_dir)
+    return digest is not None and digest == weights_digest(other_dir)
+
+
 def _file_digest(file: Path) -> str:
     # A run asks for a checkpoint's digest several times (whom the gate plays, whether its
     # cached result is stale, registering): a multi-GB file is read once per content.

@@ -2,6 +2,7 @@
 candidate's note, the reward model's lineage and card, and where `champion` stands."""
 
 from contextlib import nullcontext
+from dataclasses import replace
 from pathlib import Path
 
 import mlflow
@@ -125,3 +126,31 @@ def test_a_champion_trained_on_another_folder_of_the_same_name_is_named_in_the_g
         f"champion v1 of {name} was trained on /elsewhere/prefs, this run on {data.resolve()}"
     )
     assert "registry.model_name" in gate["note"]
+
+
+def test_a_candidate_with_sfts_own_weights_is_not_promoted_on_a_lucky_judge_verdict(
+    tiny_dirs, tmp_path, monkeypatch
+):
+    # given an empty registry, a trustworthy judge, and a candidate whose win over SFT clears
+    # the bar by sampling noise alone: PPO kept SFT's weights (0.621 [0.515, 0.727], seen)
+    params, inputs = _dataset_run(tiny_dirs, tmp_path, monkeypatch, candidate_note=NOTE)
+    kept = replace(inputs, sft_dir=str(tiny_dirs[0]))
+    lucky = {"mean": 0.621, "ci95": [0.515, 0.727]}
+
+    def gate_of(inputs) -> dict:
+        with mlflow.start_run(run_name="parent") as parent:
+            result = {
+                "run": {"mlflow_run_id": parent.info.run_id, "git_commit": "cafe",
+                        "prefect_flow_run_id": "7f0c", "dvc_data_md5": "0123abcd"},
+                "dataset": {"tables": {}, "split_rule": "prompt_hash"},
+                "policies": {"ppo": {"win_rate_vs_sft": lucky}},
+                "judge": {"accuracy_heldout_pairs": 0.9, "test_pairs": 200},
+            }  # fmt: skip
+            return dataset_gate.register_and_gate(params, result, inputs)[0]
+
+    # when its registry stage runs, then the gate refuses: SFT cannot beat itself
+    gate = gate_of(kept)
+    assert not gate["promote"]
+    assert gate["reason"] == "the candidate holds sft's own weights: it cannot beat itself"
+    # and the same verdict for weights other than SFT's promotes (the RM's stand in for them)
+    assert gate_of(replace(inputs, sft_dir=str(tiny_dirs[1])))["promote"]

@@ -21,6 +21,7 @@ from instructflow.tasks.ppo import CURVE_JSON, CURVE_PNG, run_ppo
 from instructflow.tasks.ppo_config import SMOKE_OVERRIDES, PPOStageConfig
 from instructflow.tasks.ppo_resume import find_resume, read_resume, write_resume
 from instructflow.tasks.ppo_selection import new_history, record_evaluation
+from instructflow.tasks.registry_weights import same_weights
 from instructflow.tasks.stage import DONE_MARKER
 from instructflow.tasks.tables import write_jsonl
 from instructflow.world import layout
@@ -285,6 +286,7 @@ def test_ppo_ptx_writes_model_curve_and_namespaced_summary(
         not torch.equal(a, b)
         for a, b in zip(kept.state_dict().values(), sft.state_dict().values(), strict=True)
     )
+    assert not same_weights(out / "model", world["sft"])
 
 
 def test_stopping_rule_keeps_sft_when_nothing_beats_it(world, tmp_path: Path, capsys) -> None:
@@ -317,6 +319,8 @@ def test_stopping_rule_keeps_sft_when_nothing_beats_it(world, tmp_path: Path, ca
         torch.equal(a, b)
         for a, b in zip(kept.state_dict().values(), sft.state_dict().values(), strict=True)
     )
+    # and the gate can tell from the files alone that the candidate is SFT's weights
+    assert same_weights(tmp_path / "out" / "model", world["sft"])
 
 
 def test_smoke_overrides_are_valid_config() -> None:

@@ -95,3 +95,20 @@ def test_without_a_public_suite_the_gate_decides_on_the_win_rate_alone():
     # and a re-decision on people's rankings, with no public suite either, is the same rule
     again = decide(0.7, (0.62, 0.78), None, None, margin=0.02, incumbent="sft")
     assert again.promote and "public" not in again.reason
+
+
+def test_a_candidate_holding_the_incumbents_own_weights_is_never_promoted():
+    from instructflow.tasks.gate import GateConfig, judge_decision
+
+    # given PPO kept SFT's weights, and sampling noise that put the CI above 0.5 anyway
+    # (0.621 [0.515, 0.727] on 22 prompts, seen on a user's data)
+    win = {"mean": 0.621, "ci95": [0.515, 0.727]}
+    kept = decide(0.621, (0.515, 0.727), 0.8, 0.8, margin=0.02, incumbent="sft", same_weights=True)
+    # then the gate refuses, saying the candidate is SFT itself, on either kind of evidence
+    assert not kept.promote
+    assert kept.reason == "the candidate holds sft's own weights: it cannot beat itself"
+    judged = judge_decision(win, 0.72, 200, GateConfig(), "sft", same_weights=True)
+    assert not judged.promote and "holds sft's own weights" in judged.reason
+    # and the same figures for other weights pass
+    assert decide(0.621, (0.515, 0.727), 0.8, 0.8, margin=0.02, incumbent="sft").promote
+    assert judge_decision(win, 0.72, 200, GateConfig(), "sft").promote

@@ -69,8 +69,9 @@ def test_a_refused_gate_writes_the_cards_lineage_and_that_there_is_no_champion(
     rm_page = client.get_registered_model(RM).description
     assert f"Reward models registered beside the versions of `{POLICY}`" in rm_page
     assert f"Latest: v{result['reward_model_version']}." in rm_page
-    # and the registered model says there is no champion, and why
+    # and the registered model says there is no champion, and why: SFT cannot beat itself
     assert not result["gate"]["promoted"]
+    assert "the candidate holds sft's own weights" in result["decision"]["reason"]
     status = client.get_registered_model(POLICY).description
     reason = result["decision"]["reason"]
     assert f"**No champion yet**: no version has passed the gate (latest: v{version}, " in status
