@@ -12,6 +12,7 @@ import time
 
 from prefect.task_runners import ProcessPoolTaskRunner
 
+from instructflow.models.checkpoints import request_stop
 from instructflow.tasks import interrupts, tracking
 
 # A stopped sweep's seeds: how long they have to stop on their own (Ctrl-C reached them too:
@@ -62,16 +63,22 @@ def _all_done_within(futures: list, seconds: float) -> bool:
     return True
 
 
-def _seeds_ignore_signals_between_runs() -> None:
+def _seeds_remember_signals_between_runs() -> None:
     """A pool process's start (ProcessPoolTaskRunner's initializer): SIGINT and SIGTERM do
-    nothing to it but while a seed runs there (seed_run's own handlers). An idle pool process
-    that one killed broke the pool, and the pool then killed the seeds still stopping, their
-    MLflow runs left RUNNING (stop_seeds signals every seed process)."""
+    not end it, as an idle pool process that one killed broke the pool, and the pool then
+    killed the seeds still stopping, their MLflow runs left RUNNING (stop_seeds signals every
+    seed process). They ask for a stop instead: a seed that was starting when the signal came
+    (before seed_run's own handlers) then stops before its first stage, rather than train on
+    until stop_seeds' SIGKILL, and a seed the pool starts after it does too."""
     for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, signal.SIG_IGN)
+        signal.signal(sig, _ask_for_a_stop)
+
+
+def _ask_for_a_stop(_signum: int, _frame) -> None:
+    request_stop()
 
 
 def seed_pool(workers: int) -> ProcessPoolTaskRunner:
     return ProcessPoolTaskRunner(
-        max_workers=workers, initializer=_seeds_ignore_signals_between_runs
+        max_workers=workers, initializer=_seeds_remember_signals_between_runs
     )

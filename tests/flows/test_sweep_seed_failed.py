@@ -291,19 +291,31 @@ def test_after_a_sigterm_to_the_sweep_alone_its_seeds_get_theirs_at_once(monkeyp
     assert seed.signals == ["terminate"] and time.monotonic() - started < 5
 
 
-def test_an_idle_seed_process_ignores_the_signals_a_stopping_sweep_sends():
+def _signalled_before_its_seed_runs() -> tuple[bool, bool]:
+    """In a pool process: SIGTERM while no seed's handlers are installed, then a seed's start
+    (seed_run installs the run's handlers); (still alive, stop asked of that seed)."""
+    import os
     import signal
 
-    from instructflow.flows.sweep_stop import seed_pool
+    from instructflow.models.checkpoints import stop_requested
+    from instructflow.tasks import interrupts
 
-    # (an idle pool process that a SIGTERM killed broke the pool, which killed the seeds still
-    # stopping; a seed's run installs its own handlers over these)
-    runner = seed_pool(2)
-    before = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        runner._initializer()
-        assert signal.getsignal(signal.SIGTERM) is signal.SIG_IGN
-        assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
-    finally:
-        for sig, handler in before.items():
-            signal.signal(sig, handler)
+    os.kill(os.getpid(), signal.SIGTERM)
+    time.sleep(0.2)  # Python runs a handler between two bytecodes of the main thread
+    with interrupts.stop_on_signals():
+        return True, stop_requested()
+
+
+def test_a_seed_process_signalled_while_idle_or_starting_lives_and_its_seed_stops_at_once():
+    from concurrent.futures import ProcessPoolExecutor
+
+    from instructflow.flows.sweep_stop import _seeds_remember_signals_between_runs
+
+    # given a process started as the sweep's pool starts its processes
+    with ProcessPoolExecutor(1, initializer=_seeds_remember_signals_between_runs) as pool:
+        # when a stopping sweep's SIGTERM reaches it before a seed's handlers are in place
+        alive, asked = pool.submit(_signalled_before_its_seed_runs).result(timeout=120)
+    # then it lives (one killed broke the pool, which killed the seeds still stopping), and
+    # the seed starting there finds the stop asked for: its first stage refuses to start
+    # (run_stage), where it had trained on until stop_seeds' SIGKILL, its checkpoint lost
+    assert alive and asked
