@@ -10,10 +10,12 @@ theirs may stay RUNNING.
 import signal
 import time
 
+from mlflow import MlflowClient
 from prefect.task_runners import ProcessPoolTaskRunner
 
 from instructflow.models.checkpoints import request_stop
-from instructflow.tasks import interrupts, tracking
+from instructflow.tasks import interrupts
+from instructflow.tasks.run_tree import end_running_below
 
 # A stopped sweep's seeds: how long they have to stop on their own (Ctrl-C reached them too:
 # each ends its step, its MLflow run KILLED), then after SIGTERM before SIGKILL (longer than
@@ -46,7 +48,7 @@ def close_seed_runs(sweep_id: str, logger) -> None:
     """End KILLED the MLflow runs a stopped seed left RUNNING (SIGKILLed mid-stage, or its
     handler too slow on a loaded machine), so that no run of a stopped sweep looks alive."""
     try:
-        ended = tracking.kill_unfinished_below(sweep_id)
+        ended = end_running_below(MlflowClient(), sweep_id)
     except Exception as error:  # noqa: BLE001  (the store may be why the sweep stopped)
         logger.warning("could not close the seeds' unfinished MLflow runs: %s", error)
         return

@@ -31,6 +31,7 @@ from pathlib import Path
 from mlflow import MlflowClient
 
 from instructflow.tasks.paths import project_root, reports_dir, runs_dir
+from instructflow.tasks.run_tree import end_running_below
 
 LIVE = ".live"
 # The run's liveness token is bookkeeping, read only while its MLflow run is RUNNING: it is
@@ -117,13 +118,9 @@ def reap_mlflow_runs(client: MlflowClient, experiment_id: str) -> dict[str, str]
     for parent in client.search_runs([experiment_id], filter_string=mine):
         if is_alive(parent.data.tags.get(TAG_TOKEN, "")):
             continue
-        children = client.search_runs(
-            [experiment_id],
-            filter_string=f"attributes.status = 'RUNNING' and tags.mlflow.parentRunId = '{parent.info.run_id}'",
-        )
         status = "FINISHED" if _reported_completed(parent.info.run_id) else "KILLED"
-        for run in [*children, parent]:
-            client.set_terminated(run.info.run_id, status)
+        end_running_below(client, parent.info.run_id, status)  # its stages, and any below them
+        client.set_terminated(parent.info.run_id, status)
         if status == "KILLED":
             client.set_tag(parent.info.run_id, "killed_found_by", "a later run")
             if "failure_reason" not in parent.data.tags:  # a signal's stop wrote its own

@@ -228,34 +228,6 @@ def closing_run() -> Iterator[None]:
     batched.flush(run_id, closing=True)
 
 
-def kill_unfinished_below(run_id: str) -> list[str]:
-    """End KILLED every run under `run_id` (its children, theirs, ...) still RUNNING.
-
-    For a stopped sweep, once its seeds' processes are gone: a seed killed before its own
-    handler ended its runs (SIGKILL after the grace, or a loaded machine) left them RUNNING
-    in the UI for good. Returns the ids it ended.
-    """
-    client = MlflowClient()
-    experiment = client.get_run(run_id).info.experiment_id
-    parents: dict[str, str | None] = {}
-
-    def parent_of(run) -> str | None:
-        parents[run.info.run_id] = run.data.tags.get("mlflow.parentRunId")
-        return parents[run.info.run_id]
-
-    def is_below(run) -> bool:
-        parent = parent_of(run)
-        while parent is not None and parent != run_id:
-            parent = parents[parent] if parent in parents else parent_of(client.get_run(parent))
-        return parent == run_id
-
-    running = client.search_runs([experiment], "attributes.status = 'RUNNING'")
-    ended = [run.info.run_id for run in running if is_below(run)]
-    for unfinished in ended:
-        client.set_terminated(unfinished, "KILLED")
-    return ended
-
-
 def _finite(metrics: dict[str, float]) -> dict[str, float]:
     return {k: float(v) for k, v in metrics.items() if v is not None and v == v}  # drop NaN
 

@@ -54,14 +54,15 @@ def test_running_runs_of_a_dead_process_are_marked_killed_live_ones_kept(root):
     try:
         dead = client.create_run(experiment, tags=dead_tags)
         stage = client.create_run(experiment, tags={"mlflow.parentRunId": dead.info.run_id})
+        # (a run below the stage's: every run below the dead one is closed, at any depth)
+        below = client.create_run(experiment, tags={"mlflow.parentRunId": stage.info.run_id})
         live = client.create_run(experiment, tags=live_tags)
         # a run from another machine sharing the server: not ours to judge
         elsewhere = client.create_run(experiment, tags=dead_tags | {leftovers.TAG_HOST: "other"})
         assert leftovers.reap_mlflow_runs(client, experiment) == {dead.info.run_id: "KILLED"}
-        status = {
-            r: client.get_run(r.info.run_id).info.status for r in (dead, stage, live, elsewhere)
-        }
-        assert list(status.values()) == ["KILLED", "KILLED", "RUNNING", "RUNNING"]
+        runs = (dead, stage, below, live, elsewhere)
+        status = {r: client.get_run(r.info.run_id).info.status for r in runs}
+        assert list(status.values()) == ["KILLED", "KILLED", "KILLED", "RUNNING", "RUNNING"]
         # and it says why (a kill -9 leaves no reason of its own)
         reaped_tags = client.get_run(dead.info.run_id).data.tags
         assert reaped_tags["failure_reason"] == leftovers.KILLED_REASON

@@ -1,8 +1,9 @@
-"""A stopped sweep ends the runs its killed seeds left RUNNING (tracking.kill_unfinished_below)."""
+"""A stopped sweep ends the runs its killed seeds left RUNNING (run_tree.end_running_below)."""
 
 from mlflow import MlflowClient
 
 from instructflow.tasks import tracking
+from instructflow.tasks.run_tree import end_running_below
 
 
 def test_every_running_run_below_the_sweep_ends_killed_and_nothing_else_changes(
@@ -31,7 +32,7 @@ def test_every_running_run_below_the_sweep_ends_killed_and_nothing_else_changes(
     stage_1 = run(seed_1, "FINISHED")
     other = run(run())
 
-    ended = tracking.kill_unfinished_below(sweep)
+    ended = end_running_below(client, sweep)
 
     assert sorted(ended) == sorted([stage_0, seed_1])
     status = {
