@@ -196,8 +196,9 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
     temporary_server.prepare()
     # Handlers of its own, as `run` has: a process started in the background inherits
     # SIGINT ignored, and a sweep stopped by SIGTERM would orphan its seeds' processes.
-    # The seeds train in those processes, so this one has no step to finish: 2 s of grace.
-    with stop_on_signals(grace=2), no_flow_heartbeats():
+    # The seeds train in those processes, so this one has no step to finish: no grace (it
+    # goes straight to stopping its seeds: flows/sweep_stop.py).
+    with stop_on_signals(grace=0), no_flow_heartbeats():
         result = run_sweep(params, args.seeds, args.workers)
     print(json.dumps(result["sweep"], indent=2))
     return 0

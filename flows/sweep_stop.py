@@ -32,7 +32,6 @@ def stop_seeds(futures: list, processes: set, waits: tuple[float, float] = SEEDS
     Those still running get SIGTERM (at once after a SIGTERM to the sweep, which the seeds
     did not hear), then SIGKILL; a seed killed so breaks the pool, which ends the others'
     futures."""
-    interrupts.disarm()  # the sweep is stopping: its grace alarm would cut these waits short
     sweep_alone = interrupts.received[:1] == [signal.SIGTERM]
     waits = (0.0 if sweep_alone else waits[0], waits[1])
     for signal_them, wait in zip(("terminate", "kill"), waits, strict=True):

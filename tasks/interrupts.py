@@ -89,11 +89,12 @@ def exit_status() -> int:
 
 def _handlers(grace: int):
     """(on_signal, on_alarm): the first signal asks the loops to stop, and raises
-    RunInterrupted `grace` seconds later if none took the request up; a second raises at once."""
+    RunInterrupted `grace` seconds later if none took the request up; a second raises at once,
+    and so does the first with no grace (a process with no step of its own to finish)."""
 
     def on_signal(signum: int, _frame) -> None:
         received.append(signum)
-        if stop_requested():  # a second signal: at once
+        if stop_requested() or not grace:  # a second signal, or nothing to finish: at once
             raise RunInterrupted(signum)
         print(f"\n{signal.Signals(signum).name}: stopping after the current step...", flush=True)
         request_stop()

@@ -259,21 +259,21 @@ def test_a_seed_runs_its_pipeline_under_the_runs_own_signal_handlers(monkeypatch
     assert handlers[0].__qualname__.startswith(interrupts._handlers.__qualname__)
 
 
-def test_the_sweeps_grace_alarm_does_not_cut_its_wait_for_the_seeds_short():
+def test_with_no_grace_the_first_signal_stops_at_once():
     import os
     import signal
 
-    from instructflow.flows.sweep_stop import stop_seeds
     from instructflow.tasks import interrupts
 
-    # given a sweep that received Ctrl-C (its handler armed the 1 s grace alarm)
-    seed = Seed(None)  # trains on, whatever it is sent
-    with interrupts.stop_on_signals(grace=1):
-        os.kill(os.getpid(), signal.SIGINT)
-        # when it waits longer than that for its seeds
-        stop_seeds([seed], {seed}, waits=(1.5, 0.1))
-    # then the wait ran its course: the seed got SIGTERM, then SIGKILL
-    assert seed.signals == ["terminate", "kill"]
+    # given the handlers a sweep runs under: it has no step of its own to finish (its seeds
+    # train in their own processes), so no grace (it waited 2 s before stopping its seeds)
+    started = time.monotonic()
+    with pytest.raises(interrupts.RunInterrupted, match="SIGTERM"):
+        with interrupts.stop_on_signals(grace=0):
+            # when a SIGTERM comes, then it raises there and then, not after an alarm
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(5)
+    assert time.monotonic() - started < 1
 
 
 def test_after_a_sigterm_to_the_sweep_alone_its_seeds_get_theirs_at_once(monkeypatch):
