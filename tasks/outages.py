@@ -60,14 +60,33 @@ def _get(url: str, timeout: float) -> None:
         response.read(64)
 
 
-def check_reachable(what: str, base: str, path: str, hint: str, timeout: float = 5.0) -> None:
+# A server that accepted the connection but has not answered /health in the first wait is
+# there, only slow (a saturated machine: a sweep's seeds on every core): it gets this long
+# more before the run is refused as if it were down.
+SLOW_SERVER_SECONDS = 30.0
+
+
+def check_reachable(
+    what: str,
+    base: str,
+    path: str,
+    hint: str,
+    timeout: float = 5.0,
+    slow_timeout: float = SLOW_SERVER_SECONDS,
+) -> None:
     url = base.rstrip("/") + path
     try:
-        _get(url, timeout)
+        try:
+            _get(url, timeout)
+        except TimeoutError:  # connected, no answer yet: wait longer, once
+            _get(url, slow_timeout)
     except urllib.error.HTTPError as error:
         if error.code >= 500:
             raise ServiceUnreachable(what, base, f"HTTP {error.code}", hint) from None
-    except (urllib.error.URLError, OSError, TimeoutError) as error:
+    except TimeoutError:
+        waited = f"no answer to {path} within {timeout + slow_timeout:.0f} s"
+        raise ServiceUnreachable(what, base, waited, hint) from None
+    except (urllib.error.URLError, OSError) as error:
         reason = getattr(error, "reason", error)
         raise ServiceUnreachable(what, base, str(reason), hint) from None
 

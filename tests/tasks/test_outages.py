@@ -44,6 +44,37 @@ def test_preflight_names_the_unreachable_uri_and_what_to_do(monkeypatch):
     outages.preflight("sqlite:///x.db")  # a local store needs no server
 
 
+def test_a_server_slow_to_answer_is_waited_for_and_a_silent_one_refused():
+    import socket
+    import time
+
+    class SlowHealth(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):  # noqa: N802
+            time.sleep(1.0)  # a server on a saturated machine
+            self.send_response(200)
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    # given a server that answers /health after 1 s, more than the first wait
+    slow = http.server.HTTPServer(("127.0.0.1", 0), SlowHealth)
+    threading.Thread(target=slow.serve_forever, daemon=True).start()
+    slow_url = f"http://127.0.0.1:{slow.server_address[1]}"
+    try:
+        # then it is waited for, not refused as down
+        outages.check_reachable("the Prefect API", slow_url, "/health", "hint", 0.3, 5.0)
+    finally:
+        slow.shutdown()
+    # and a server that accepts the connection and never answers is refused, saying so
+    with socket.create_server(("127.0.0.1", 0)) as silent:
+        silent_url = f"http://127.0.0.1:{silent.getsockname()[1]}"
+        with pytest.raises(
+            outages.ServiceUnreachable, match=r"\(no answer to /health within 2 s\); hint"
+        ):
+            outages.check_reachable("the Prefect API", silent_url, "/health", "hint", 1.0, 1.0)
+
+
 def test_mlflow_retries_are_bounded_unless_the_user_chose(monkeypatch):
     for key in outages.MLFLOW_RETRY_ENV:
         monkeypatch.delenv(key, raising=False)
