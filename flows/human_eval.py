@@ -110,6 +110,8 @@ def _regate(client: MlflowClient, gate: dict, labels: dict, key: dict) -> dict:
         gate.get("public_suite_margin", 0.02),
         rival,
         gate.get("win_margin", 0.0),
+        # the candidate is SFT's own weights (PPO kept them: the gate's candidate_note)
+        same_weights=rival == "sft" and bool(gate.get("candidate_note")),
     )
     name, version = gate["model_name"], gate["policy_version"]
     now, left = registry.champion_version(client, name), gate.get("champion")

@@ -170,6 +170,27 @@ def test_people_decide_a_dataset_runs_gate_which_has_no_public_suite(finished_ru
     assert "public suite" not in gate["reason"]
 
 
+def test_people_who_prefer_a_candidate_holding_sfts_weights_do_not_make_it_champion(
+    finished_run,
+):
+    root, run_id = finished_run
+
+    # given a run whose candidate is SFT's own weights (PPO kept them: the gate says so)
+    def kept_sfts_weights(gate: dict) -> None:
+        gate["candidate_note"] = "ppo_ptx kept its starting weights (SFT's): ..."
+
+    _edit_gate(root, run_id, kept_sfts_weights)
+    # when people rank its samples first every time and that is imported
+    assert main(["eval", "export", run_id, "--n", "6"]) == 0
+    filled = root / "reports" / run_id / "human_eval" / "labeling.csv"
+    _rank_first(filled, "ppo_ptx")
+    assert main(["eval", "import", run_id, str(filled)]) == 0
+    # then the gate refuses all the same: SFT's weights cannot beat SFT
+    gate = json.loads((root / "reports" / run_id / "report.json").read_text())["gate"]
+    assert not gate["promote"] and not gate["promoted"]
+    assert gate["reason"].startswith("the candidate holds sft's own weights")
+
+
 def test_a_bad_label_file_is_refused_in_one_message(finished_run, capsys):
     root, run_id = finished_run
     main(["eval", "export", run_id, "--n", "4"])
