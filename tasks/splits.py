@@ -124,7 +124,10 @@ def missing_user_ids(rows: Iterable[tuple[str, int, str | None]]) -> list[Proble
 
 
 def _first_rows(rows: list[int]) -> str:
-    """The first five of a warning's rows ("rows 3, 8, 9, 12, 20, ..."): one line however many."""
+    """The first five of a warning's rows ("rows 3, 8, 9, 12, 20, ..."): one line however
+    many; "row 3" when there is one ("1 pair has equal scores (rows 5)" read as a list cut short)."""
+    if len(rows) == 1:
+        return f"row {rows[0]}"
     return f"rows {', '.join(map(str, rows[:5]))}{', ...' if len(rows) > 5 else ''}"
 
 
@@ -142,7 +145,8 @@ def identical_responses(rows: Iterable[tuple[str, int, list[str]]]) -> list[str]
         if len(set(texts)) < len(texts):
             rows_by_file[file].append(row)
     return [
-        f"{Path(file).name}: {len(found)} rankings hold the same response twice "
+        f"{Path(file).name}: {len(found)} {'ranking holds' if len(found) == 1 else 'rankings hold'}"
+        " the same response twice "
         f"({_first_rows(found)}): such a pair orders nothing, and counts as a tie in the"
         " reward model's and the judge's accuracy"
         for file, found in rows_by_file.items()
@@ -203,8 +207,9 @@ def repeated_rows(tables: dict[str, list[tuple[tuple, str, str, int]]]) -> list[
                 leaked[file].append(row)
         if leaked:
             warnings.append(
-                f"{table}: {_count(leaked)} of {held_out} validation and test rows repeat "
-                f"a training row word for word ({_where(leaked)}): figures on them (the "
+                f"{table}: {_count(leaked)} of {held_out} validation and test rows "
+                f"{'repeats' if _count(leaked) == 1 else 'repeat'} a training row word for word"
+                f" ({_where(leaked)}): figures on them (the "
                 "held-out judge's accuracy, win rates) are not held out; remove the repeats, "
                 "or state splits in a `split` column"
             )

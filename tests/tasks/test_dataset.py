@@ -272,12 +272,12 @@ def test_rows_repeated_across_splits_are_warned_about_by_count():
     (warning,) = repeated_rows({"preferences": rows})
     # then the one test row that is a training row is counted against the 2 held-out rows
     assert warning.startswith(
-        "preferences: 1 of 2 validation and test rows repeat a training row word for word "
-        "(p.jsonl rows 2)"
+        "preferences: 1 of 2 validation and test rows repeats a training row word for word "
+        "(p.jsonl row 2)"
     )
     # and repeats within one split only are counted as repeats, named by file and row
     assert repeated_rows({"demonstrations": rows[2:]}) == [
-        "demonstrations: 1 row repeats an earlier row word for word (p.jsonl rows 4)"
+        "demonstrations: 1 row repeats an earlier row word for word (p.jsonl row 4)"
     ]
     assert repeated_rows({"preferences": rows[2:3] + rows[4:]}) == []
 
@@ -733,6 +733,26 @@ def test_rankings_holding_one_response_twice_are_warned_about_with_their_rows(tm
     assert identical_responses(rows[:1] + rows[2:3]) == []
 
 
+def test_a_warning_says_row_for_one_row_and_rows_for_several():
+    from instructflow.tasks.splits import repeated_rows, tied_scores
+
+    # given ties: one row of a.jsonl, two of b.jsonl, seven of c.jsonl
+    rows = [("d/a.jsonl", 4, {"margin": 0})]
+    rows += [("d/b.jsonl", r, {"margin": 0}) for r in (2, 6)]
+    rows += [("d/c.jsonl", r, {"margin": 0}) for r in range(1, 8)]
+    # then a lone row is "row N", several are "rows N, M", more than five end in "..."
+    assert [w.split(":")[1] for w in tied_scores(rows)] == [
+        " 1 pair has equal scores (row 4)",
+        " 2 pairs have equal scores (rows 2, 6)",
+        " 7 pairs have equal scores (rows 1, 2, 3, 4, 5, ...)",
+    ]
+    # and a warning naming rows in several files words each file's rows by its own count
+    seen = [(("q", "a"), "train", "d/a.jsonl", 1), (("q", "a"), "train", "d/a.jsonl", 2)]
+    seen += [(("q", "a"), "train", "d/b.jsonl", r) for r in (3, 5)]
+    (warning,) = repeated_rows({"demonstrations": seen})
+    assert warning.endswith("(a.jsonl row 2; b.jsonl rows 3, 5)")
+
+
 def test_a_kwise_dataset_with_a_repeated_response_loads_with_a_warning(tmp_path):
     folder = write_kwise_dataset(tmp_path / "kw", n=60)
     rows = _lines(folder / "preferences.jsonl")
@@ -740,7 +760,7 @@ def test_a_kwise_dataset_with_a_repeated_response_loads_with_a_warning(tmp_path)
     (folder / "preferences.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     summary = load_dataset(folder, DatasetConfig()).summary
     (warning,) = [w for w in summary["split_warnings"] if "same response twice" in w]
-    assert warning.startswith("preferences.jsonl: 1 rankings hold the same response twice (rows 3)")
+    assert warning.startswith("preferences.jsonl: 1 ranking holds the same response twice (row 3)")
 
 
 def test_an_empty_split_a_table_took_from_another_tables_stated_splits_says_so(tmp_path):
@@ -785,7 +805,7 @@ def test_a_pairwise_dataset_with_tied_scores_loads_with_a_warning(tmp_path):
     _with(folder, rows)
     summary = load_dataset(folder, DatasetConfig()).summary
     (warning,) = [w for w in summary["split_warnings"] if "equal scores" in w]
-    assert warning.startswith("preferences.jsonl: 1 pair has equal scores (rows 5)")
+    assert warning.startswith("preferences.jsonl: 1 pair has equal scores (row 5)")
 
 
 @pytest.mark.parametrize("form", ["hh_text", "ultrafeedback"])
