@@ -68,7 +68,10 @@ NOT_A_CONVERSATION = (
     "must be a list of {role, content} messages or HH-RLHF text ('\\n\\nHuman: ...')"
 )
 EMPTY_CONVERSATION = "is an empty conversation"
-BAD_MESSAGE = f"has a message without a role in {ROLES} or without string content"
+# Two problems, not one "without a role ... or without string content": a refusal says
+# which rule the message it shows breaks (a typed 'assitant' read as either).
+BAD_ROLE = f"has a message whose role is not {', '.join(map(repr, ROLES[:-1]))} or {ROLES[-1]!r}"
+BAD_CONTENT = "has a message whose content is not a string"
 NOT_ASSISTANT_LAST = "does not end on an assistant turn"
 EMPTY_ANSWER = "its final assistant turn is empty"
 NO_USER_TURN = "has no user turn before its final assistant turn"
@@ -81,7 +84,8 @@ TEMPLATE_REFUSES = "the base model's chat template refuses this conversation"
 CONVERSATION_PROBLEMS = (
     NOT_A_CONVERSATION,
     EMPTY_CONVERSATION,
-    BAD_MESSAGE,
+    BAD_ROLE,
+    BAD_CONTENT,
     NOT_ASSISTANT_LAST,
     EMPTY_ANSWER,
     NO_USER_TURN,
@@ -101,9 +105,13 @@ def _blank_assistant_turn(message: dict) -> bool:
     return message["role"] == "assistant" and not message["content"].strip()
 
 
-def _good_message(message: dict) -> bool:
-    # Other keys are let through: drop_message_extras removes them before any use.
-    return message.get("role") in ROLES and isinstance(message.get("content"), str)
+# Other keys are let through: drop_message_extras removes them before any use.
+def _bad_role(message: dict) -> bool:
+    return message.get("role") not in ROLES
+
+
+def _bad_content(message: dict) -> bool:
+    return not isinstance(message.get("content"), str)
 
 
 def _without_extras(value: Any, ignored: Counter[str]) -> Any:
@@ -148,8 +156,10 @@ def conversation_problem(value: Any) -> str | None:
         return NOT_A_CONVERSATION
     if not messages:
         return EMPTY_CONVERSATION
-    if not all(_good_message(m) for m in messages):
-        return BAD_MESSAGE
+    if any(_bad_role(m) for m in messages):
+        return BAD_ROLE
+    if any(_bad_content(m) for m in messages):
+        return BAD_CONTENT
     if messages[-1]["role"] != "assistant":
         return NOT_ASSISTANT_LAST
     if not messages[-1]["content"].strip():
@@ -183,7 +193,8 @@ def message_at_fault(problem: str, value: Any) -> Any:
     character for content, is rarely among them (own-data trial: a bad content in the
     second message showed as "[{'role': 'user', 'content': '...'}, {'role': 'assi...")."""
     at_fault = {
-        BAD_MESSAGE: lambda m: not _good_message(m),
+        BAD_ROLE: _bad_role,
+        BAD_CONTENT: _bad_content,
         # The first blank user turn, an earlier one when several are blank: either tells
         # that a TRL conversational prompt, which holds the user turns, is at fault.
         EMPTY_QUESTION: _blank_user_turn,

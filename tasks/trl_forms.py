@@ -49,7 +49,8 @@ from pathlib import Path
 from typing import Any
 
 from instructflow.tasks.conversations import (
-    BAD_MESSAGE,
+    BAD_CONTENT,
+    BAD_ROLE,
     CONTROL_IN_MESSAGE,
     EMPTY_EARLIER_ANSWER,
     EMPTY_EARLIER_QUESTION,
@@ -288,7 +289,8 @@ def _in_prompt(message: str, prompt: Any) -> bool:
     """Whether a preference conversation's problem `message` is about a turn of its TRL
     `prompt` (a message list), which the user fixes there, not in `chosen` or `rejected`."""
     kinds = (
-        BAD_MESSAGE,
+        BAD_ROLE,
+        BAD_CONTENT,
         EMPTY_QUESTION,
         EMPTY_EARLIER_QUESTION,
         EMPTY_EARLIER_ANSWER,

@@ -539,14 +539,36 @@ def test_a_message_needs_a_role_and_string_content_whatever_else_it_has(tmp_path
     with pytest.raises(TableError) as e:
         load_dataset(folder)
     assert _problems(e.value) == [("demonstrations.jsonl", 6, "messages")]
-    assert "has a message without a role in ('system', 'user', 'assistant') or without" in str(
-        e.value
-    )
+    assert "has a message whose content is not a string (got {'role': 'assistant'" in str(e.value)
     rows[5]["messages"][-1]["content"] = "apple apple"
     (folder / "demonstrations.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     # with content it loads; of the dropped keys only the one holding a value is counted
     summary = load_dataset(folder).summary
     assert summary["ignored_message_keys"] == {"demonstrations": {"tool_calls": 1}}
+
+
+@pytest.mark.parametrize("fmt", ["jsonl", "parquet"])
+def test_a_misspelt_role_is_refused_naming_the_role_the_row_has_and_the_allowed_ones(tmp_path, fmt):
+    # given a conversation table whose row 4 answers as 'assitant', in JSONL or Parquet
+    folder = write_hh_dataset(tmp_path / "hh", n_pairs=40, fmt=fmt)
+    path = folder / f"demonstrations.{fmt}"
+    rows = _lines(path) if fmt == "jsonl" else pd.read_parquet(path).to_dict("records")
+    rows = [r | {"messages": [dict(m) for m in r["messages"]]} for r in rows]
+    rows[3]["messages"][1]["role"] = "assitant"
+    if fmt == "jsonl":
+        path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    else:
+        pd.DataFrame(rows).to_parquet(path)
+    # when it is read
+    with pytest.raises(TableError) as e:
+        load_dataset(folder)
+    # then the one problem names the file, row and field, the rule broken (the role, not
+    # the content), the allowed roles and the message holding the bad one
+    assert _problems(e.value) == [(f"demonstrations.{fmt}", 4, "messages")]
+    (problem,) = e.value.problems
+    assert problem.message.startswith(
+        "has a message whose role is not 'system', 'user' or 'assistant' (got {'role': 'assitant',"
+    )
 
 
 def test_the_summary_says_how_prompts_were_rendered_not_whether_a_template_exists(tmp_path):

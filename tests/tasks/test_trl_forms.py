@@ -202,7 +202,7 @@ def test_prompts_in_trls_conversational_form_load_as_the_same_prompts_as_text(tm
         ([{"role": "user", "content": "Hi?"}, {"role": "assistant", "content": "Hello."}],
          "does not end on a user turn"),
         ([], "is an empty conversation"),
-        ([{"role": "user", "text": "Hi?"}], "has a message without a role in"),
+        ([{"role": "user", "text": "Hi?"}], "has a message whose content is not a string"),
         ([{"role": "user", "content": "Hi\x00?"}], "control character"),
     ],
 )  # fmt: skip
@@ -432,8 +432,8 @@ def test_a_template_refusal_of_a_trl_form_row_names_the_column_the_user_wrote(tm
 @pytest.mark.parametrize(
     "bad_turn, message",
     [
-        ({"content": "no role"}, "without a role"),
-        ({"role": "user", "content": 42}, "without a role"),
+        ({"content": "no role"}, "whose role is not 'system', 'user' or 'assistant'"),
+        ({"role": "user", "content": 42}, "whose content is not a string"),
         ({"role": "user", "content": "bell \x07"}, "control character"),
         ({"role": "user", "content": " "}, "its last user turn .* is empty"),
     ],
