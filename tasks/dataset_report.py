@@ -2,6 +2,7 @@
 judged, and what was left out or ignored."""
 
 from instructflow.tasks.dataset_names import notes
+from instructflow.tasks.report_judge import verdict_said_above, without_trust_reason
 
 
 def dataset_markdown(result: dict) -> str:
@@ -26,7 +27,8 @@ def dataset_markdown(result: dict) -> str:
     lines += [
         f"- judge: {result['judge']['kind']}, {result['judge']['training_pairs']} training pairs,"
         f" accuracy {result['judge']['accuracy_heldout_pairs']:.3f} on held-out pairs"
-        f" ({result['judge']['trust_reason']})",
-        f"- gate ({result['gate']['evidence']}): {result['gate']['reason']}",
+        f" ({verdict_said_above(result)})",  # its reason is said once, earlier in report.md
+        f"- gate ({result['gate']['evidence']}):"
+        f" {without_trust_reason(result, result['gate']['reason'])}",
     ]
     return "\n".join(lines) + "\n"

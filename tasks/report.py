@@ -15,6 +15,7 @@ from urllib.parse import urlencode
 
 from instructflow.tasks.gate import short_answers
 from instructflow.tasks.model_card import TRAINING_READINGS, played
+from instructflow.tasks.report_judge import judge_caveat, judge_section
 from instructflow.tasks.report_training import training_lines
 from instructflow.tasks.splits import held_out_group
 
@@ -73,26 +74,6 @@ def _policy_table(policies: dict[str, dict], columns: tuple[str, ...]) -> list[s
     return lines + [
         f"| {name} | " + " | ".join(_fmt(policies[name].get(c)) for c in columns) + " |"
         for name in names
-    ]
-
-
-def _judge_caveat(report: dict[str, Any]) -> list[str]:
-    """A warning above the policy table when figures in it come from a judge not to be trusted."""
-    judge = report.get("judge") or {}
-    if not judge or judge.get("trustworthy", True):
-        return []
-    size = f"trained on {judge['training_pairs']} pairs"  # the reason names the held-out ones
-    if report.get("dataset"):
-        return [
-            f"> The win rates below are the held-out judge's, which is not to be trusted here: "
-            f"{judge['trust_reason']} ({size}). Let people rank samples instead: "
-            "`instructflow eval export latest`.",
-            "",
-        ]
-    return [
-        f"> judge_win_rate_vs_sft is the held-out judge's, which is not to be trusted here: "
-        f"{judge['trust_reason']} ({size}); win_rate_vs_sft (held-out labelers) is not affected.",
-        "",
     ]
 
 
@@ -250,7 +231,7 @@ def to_markdown(
         # On a user's dataset there are no simulated labelers: win_rate_vs_sft is the judge's.
         judged_by = "held-out judge" if report.get("dataset") else "held-out labelers"
         lines += [f"## Policies ({_held_out(report)}, {judged_by}; 95% bootstrap CI)", ""]
-        lines += _judge_caveat(report)
+        lines += judge_caveat(report)
         for group in POLICY_COLUMN_GROUPS if narrow else [sum(POLICY_COLUMN_GROUPS, ())]:
             table = _policy_table(report["policies"], group)
             lines += ([""] if table and lines[-1] else []) + table  # a blank line between tables
@@ -265,25 +246,7 @@ def to_markdown(
         shown = TRAINING_READINGS if report.get("training") else ()
         lines += [f"- {k}: {_fmt(v)}" for k, v in report["reward_model"].items() if k not in shown]
     if report.get("judge"):
-        lines += ["", "## Held-out judge", ""]
-        lines += [
-            f"- {k}: {_fmt(v)}" for k, v in report["judge"].items() if k != "agreement_with_gold"
-        ]
-        agreement = report["judge"].get("agreement_with_gold")
-        if agreement:
-            lines += [
-                "",
-                "Agreement with gold (policy sample vs SFT sample, pairs gold orders):",
-                "",
-                "| pairs | judge | held-out labelers | n |",
-                "| --- | --- | --- | --- |",
-            ]
-            scopes = {"all": agreement, "prompts the judge never saw": agreement["unseen_prompts"]}
-            scopes |= agreement["by_policy"]
-            lines += [
-                f"| {name} | {_fmt(a['judge'])} | {_fmt(a['heldout_labelers'])} | {a['pairs']} |"
-                for name, a in scopes.items()
-            ]
+        lines += judge_section(report, _fmt)
     human = report.get("human_eval")
     if human:
         lines += ["", f"## Human evaluation ({human['items']} prompts, `{human['file']}`)", ""]

@@ -223,3 +223,79 @@ def test_every_training_stage_shows_its_trainable_fraction_and_peak_memory():
     assert text.index("## Training") < text.index("## Run")
     # and a report of an older version, without the block, has no empty table
     assert "## Training" not in to_markdown(_report())
+
+
+def _judged_dataset_report(accuracy: float, pairs: int) -> dict:
+    """A dataset run's report whose judge scored `accuracy` on `pairs` held-out pairs, gated
+    as a dataset run's gate gates (tasks.gate.judge_decision)."""
+    from instructflow.tasks.gate import judge_decision
+    from instructflow.tasks.gate_config import GateConfig
+    from instructflow.tasks.judge_trust import report_block
+
+    metrics = {
+        "judge/training_rows": 30.0,
+        "judge/training_pairs": 30.0,
+        "judge/test_pairs": float(pairs),
+        "judge/accuracy_heldout_pairs": accuracy,
+    }
+    win = {"mean": 0.6, "ci95": [0.45, 0.75]}
+    decision = judge_decision(win, accuracy, pairs, GateConfig())
+    report = _report()
+    report["policies"] = {"ppo": {"win_rate_vs_sft": win}}
+    report["judge"] = report_block(metrics, None, floor=GateConfig().judge_accuracy_floor)
+    report["gate"] |= {"evidence": "held-out judge", "reason": decision.reason}
+    report["dataset"] = {"split_rule": "user_id"}
+    return report
+
+
+def _whole_report_md(report: dict) -> str:
+    """report.md of a dataset run: the report's sections, then the Dataset section."""
+    from instructflow.tasks.dataset_report import dataset_markdown
+
+    result = report | {"skipped": {}}
+    result["dataset"] = {
+        "dir": "/d", "tables": {}, "preference_shape": "pairwise", "k_counts": {2: 30},
+        "split_rule": "user_id", "split_counts": {}, "sft_source": "demonstrations",
+        "rendering": "text",
+    }  # fmt: skip
+    return to_markdown(report) + dataset_markdown(result)
+
+
+def test_an_untrusted_judges_reason_is_said_once_in_the_gates_reason_that_quotes_it():
+    import copy
+
+    # given a dataset run whose judge is too weak, so that its gate quotes why
+    report = _judged_dataset_report(accuracy=0.45, pairs=12)
+    reason = report["judge"]["trust_reason"]
+    assert not report["judge"]["trustworthy"] and reason in report["gate"]["reason"]
+    before = copy.deepcopy(report)
+    # when report.md is written
+    text = _whole_report_md(report)
+    # then the reason is said once, in the gate's reason, where a reader meets it first
+    assert text.count(reason) == 1
+    assert f"- reason: no automatic promotion: {reason}\n" in text
+    # and the later places say the verdict and point there
+    assert "which is not to be trusted here (the Promotion gate's reason above says why;" in text
+    assert "- trust_reason: see the Promotion gate's reason above\n" in text
+    assert "on held-out pairs (not to be trusted: see the Promotion gate's reason above)" in text
+    # and report.json's content is as it was
+    assert report == before
+
+
+def test_a_judges_reason_is_said_once_where_no_gate_quotes_it():
+    # given an untrusted judge on the embedded world (its gate is the labelers': no quote)
+    report = _judged_dataset_report(accuracy=0.45, pairs=12)
+    world = report | {"dataset": None, "gate": _report()["gate"]}
+    reason = world["judge"]["trust_reason"]
+    text = to_markdown(world)
+    # then the note above the policy table says it, and the judge section points there
+    assert text.count(reason) == 1
+    assert f"which is not to be trusted here: {reason} (trained on 30 pairs);" in text
+    assert "- trust_reason: see the note above the policy table\n" in text
+    # and a trusted judge's reason is said once, in the Held-out judge section
+    trusted = _judged_dataset_report(accuracy=0.9, pairs=400)
+    reason = trusted["judge"]["trust_reason"]
+    assert trusted["judge"]["trustworthy"] and reason not in trusted["gate"]["reason"]
+    text = _whole_report_md(trusted)
+    assert text.count(reason) == 1 and f"- trust_reason: {reason}\n" in text
+    assert "on held-out pairs (trusted: see Held-out judge, trust_reason)" in text
