@@ -193,6 +193,9 @@ def load_dataset(
     emptied: dict[str, Problem] = {}  # tables whose every row was too long for the context
     if lengths is not None:
         summary["overlong"] = {"policy": cfg.overlong}
+        read = [item for items in loaded.values() for item in items]
+        if cfg.overlong == "refuse" and (none_fit := lengths.no_prompt_fits(read, folder)):
+            raise TableError([none_fit])  # rather than every row, and a hint that cannot help
         for name in loaded:
             given = len(loaded[name])
             loaded[name], counts, found = lengths.apply(loaded[name], cfg.overlong)

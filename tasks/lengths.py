@@ -101,6 +101,35 @@ class LengthCheck:
         )
         return Problem(str(file), 0, "rows", message)
 
+    def no_prompt_fits(self, items: list, folder: Path) -> Problem | None:
+        """One problem for a dataset none of whose prompts leaves the sampling room in the
+        context (a context no larger than the room, or every prompt long): under "refuse"
+        each row was listed (hundreds), under a hint to drop rows, which leaves none."""
+        if not items:
+            return None
+        shortest = min(self.prompt_tokens(item.prompt) for item in items)
+        if shortest + self.max_new_tokens <= self.max_len:
+            return None
+        message = (
+            f"no prompt fits the context of {self.max_len} tokens: each must leave"
+            f" {self.max_new_tokens} of them to sampling, and the shortest prompt has"
+            f" {shortest} tokens: {self._fixes(shortest)}"
+        )
+        return Problem(str(folder), 0, "rows", message)
+
+    def _fixes(self, shortest: int) -> str:
+        """What would let the shortest prompt fit, of the changes that can."""
+        least = shortest + self.max_new_tokens
+        fixes = [f"use a base model with a context of at least {least} tokens"]
+        if shortest < self.max_len:  # else the prompt alone fills the context
+            fixes.append(
+                "lower ppo.max_new_tokens and evaluation.max_new_tokens (the response length)"
+                f" to at most {self.max_len - shortest}"
+            )
+        if self.max_new_tokens < self.max_len:  # a prompt's start cut away leaves it room
+            fixes.append("set dataset.overlong to 'truncate' in --params (cut prompts' start)")
+        return ", or ".join(fixes)
+
     def apply(self, items: list, policy: str) -> tuple[list, dict[str, int], list[Problem]]:
         """Items that fit (kept, cut or dropped per `policy`), counts, and problems under "refuse"."""
         kept, problems = [], []

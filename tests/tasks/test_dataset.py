@@ -947,3 +947,40 @@ def test_preferences_emptied_by_their_length_say_why_not_only_no_usable_rows(tmp
     assert _problems(e.value) == [("preferences.jsonl", 0, "rows"), ("prompts.jsonl", 0, "rows")]
     assert "all 40 rows are too long for the context of 8 tokens" in str(e.value)
     assert "0 left for it" in str(e.value) and "no usable rows" not in str(e.value)
+
+
+@pytest.mark.parametrize("room_over_context", [0, 8])
+def test_a_context_no_prompt_fits_is_refused_in_one_line_not_row_by_row(
+    tmp_path, tokenizer, room_over_context
+):
+    # given a context no larger than the sampling room: not one prompt leaves it
+    folder = write_pairwise_dataset(tmp_path / "pw", n=40)
+    context = 16
+    check = LengthCheck(tokenizer, max_len=context, max_new_tokens=context + room_over_context)
+    prompts = [r["prompt"] for r in _lines(folder / "prompts.jsonl")]
+    prompts += [r["prompt"] for r in _lines(folder / "preferences.jsonl")]
+    shortest = min(check.prompt_tokens(p) for p in prompts)
+    # when it is read with rows too long refused
+    with pytest.raises(TableError) as e:
+        load_dataset(folder, DatasetConfig(overlong="refuse"), check)
+    # then one problem says so, with the context, the room, the shortest prompt and the fix
+    assert _problems(e.value) == [("pw", 0, "rows")]
+    (problem,) = e.value.problems
+    assert problem.message.startswith(
+        f"no prompt fits the context of {context} tokens: each must leave {check.max_new_tokens}"
+        f" of them to sampling, and the shortest prompt has {shortest} tokens: use a base model"
+        f" with a context of at least {shortest + check.max_new_tokens} tokens"
+    )
+    assert "'drop'" not in problem.message  # dropping rows would leave none
+
+
+def test_a_context_some_prompts_fit_still_names_each_row_that_does_not(tmp_path, tokenizer):
+    # given one prompt too long and a context the shortest prompt fits with its room
+    folder = write_pairwise_dataset(tmp_path / "pw", n=40)
+    _rewrite(folder / "prompts.jsonl", 5, prompt="Say the word apple twice. " * 30)
+    check = LengthCheck(tokenizer, max_len=64, max_new_tokens=8)
+    with pytest.raises(TableError) as e:
+        load_dataset(folder, DatasetConfig(overlong="refuse"), check)
+    # then the row is named, with the hint of what to change
+    assert _problems(e.value) == [("prompts.jsonl", 0, "rows"), ("prompts.jsonl", 5, "prompt")]
+    assert "no prompt fits" not in str(e.value)
