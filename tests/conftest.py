@@ -44,6 +44,14 @@ apply_defaults()
 # they hold the session's streams.
 import dvc  # noqa: E402, F401
 
+# The same for Prefect: `prefect.main`, first imported, configures Prefect's logging, whose
+# console handler keeps sys.stderr as it is then. Imported first inside a capsys test (a
+# CLI test's `main(["run", ...])`), it kept that test's stream; once closed, a later flow
+# run of the worker with log_prints=True crashed in RecursionError (the logging error's
+# traceback is printed, so logged, so fails again): test_end_to_end's deployment run with
+# bad human comparisons failed after test_own_data_refused, and passed on its own.
+import prefect.main  # noqa: E402, F401
+
 
 def _pin_xdist_worker_to_its_cores() -> None:
     """Under `pytest -n N` (make test), worker i keeps the i-th share of the cores.
