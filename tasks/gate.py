@@ -157,25 +157,44 @@ def judge_decision(
     return decision
 
 
-def gate_markdown(name: str, version: str, decision: GateDecision, note: str | None) -> str:
-    verdict = "PROMOTED to champion" if decision.promote else "NOT promoted"
+def gate_verdict(gate: dict) -> str:
+    """What the gate did to `champion`, from the gate block (`promoted`, `awaiting_approval`).
+
+    Not `GateDecision.promote`, which says only that the rule passed: with
+    `require_approval` or without `auto_promote` a passed gate moves nothing by itself,
+    and the artifact said "PROMOTED to champion" while the run waited for a person.
+    """
+    if gate.get("awaiting_approval"):
+        return "PASSED, awaiting a person's approval"
+    return "PROMOTED to champion" if gate.get("promoted") else "NOT promoted"
+
+
+def gate_summary(name: str, version: str, gate: dict) -> str:
+    """One line for the artifact's description, which Prefect's artifact list shows: the
+    version and what happened to it, without opening the artifact."""
+    return f"{name} v{version}: {gate_verdict(gate).lower()}"
+
+
+def gate_markdown(name: str, version: str, decision: GateDecision, gate: dict) -> str:
+    note = gate.get("note")
     return (
-        f"# Promotion gate: {name} v{version} {verdict}\n\n"
+        f"# Promotion gate: {name} v{version} {gate_verdict(gate)}\n\n"
         f"- compared with: {decision.incumbent}\n"
         + (f"- note: {note}\n" if note else "")
         + f"- win rate: {decision.win_rate:.3f} (95% CI {decision.ci95[0]:.3f} - {decision.ci95[1]:.3f}); needs lower end > {0.5 + decision.win_margin:.3f}\n"
-        + _public_suite_line(decision)
+        + _public_suite_line(version, decision)
         + f"- reason: {decision.reason}\n"
     )
 
 
-def _public_suite_line(decision: GateDecision) -> str:
+def _public_suite_line(version: str, decision: GateDecision) -> str:
     # A dataset run has no public suite: no line, rather than figures nobody measured.
     if decision.public_suite_challenger is None or decision.public_suite_incumbent is None:
         return ""
+    # Each figure named by its side: "0.242 vs 0.242" left the reader guessing which is which.
     return (
-        f"- public-suite accuracy: {decision.public_suite_challenger:.3f}"
-        f" vs {decision.public_suite_incumbent:.3f}\n"
+        f"- public-suite accuracy: v{version} {decision.public_suite_challenger:.3f}"
+        f" vs {decision.incumbent} {decision.public_suite_incumbent:.3f}\n"
     )
 
 

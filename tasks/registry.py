@@ -38,6 +38,7 @@ from instructflow.tasks.gate import (
     decide,
     decision_tags,
     gate_markdown,
+    gate_summary,
 )
 from instructflow.tasks.model_card import (
     describe_registered_model,
@@ -220,16 +221,16 @@ def record_gate(
             "policy_weights_digest": gate["weights_digest"],
         }
     )
-    gate_artifact(model_name, policy_version, decision, gate.get("note"))
+    gate_artifact(model_name, policy_version, decision, gate)
     return metrics
 
 
-def gate_artifact(model_name: str, version: str, decision: GateDecision, note: str | None):
+def gate_artifact(model_name: str, version: str, decision: GateDecision, gate: dict):
     """The flow run's Prefect artifact `promotion-gate`: the gate's decision on `version`."""
     create_markdown_artifact(
-        markdown=gate_markdown(model_name, version, decision, note),
+        markdown=gate_markdown(model_name, version, decision, gate),
         key="promotion-gate",
-        description=f"{model_name} v{version}",
+        description=gate_summary(model_name, version, gate),
     )
 
 
@@ -241,7 +242,7 @@ def republish_gate(model_name: str, result: dict) -> None:
     shows the gate block (the decision of the run that computed the stage).
     """
     decision = GateDecision(**result["decision"])
-    gate_artifact(model_name, result["policy_version"], decision, result["gate"].get("note"))
+    gate_artifact(model_name, result["policy_version"], decision, result["gate"])
 
 
 def tag_parent_run(policy_version: str, passed: bool) -> None:

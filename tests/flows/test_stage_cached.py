@@ -92,7 +92,11 @@ def test_a_cached_registry_stage_gets_its_promotion_gate_artifact_from_the_cache
     cached = {
         "policy_version": "4",
         "decision": {**vars(decision), "ci95": list(decision.ci95)},
-        "gate": {"note": "champion v3 loaded from the registry"},
+        "gate": {
+            "note": "champion v3 loaded from the registry",
+            "promoted": False,
+            "awaiting_approval": True,
+        },
     }
 
     @flow
@@ -104,6 +108,9 @@ def test_a_cached_registry_stage_gets_its_promotion_gate_artifact_from_the_cache
     (artifact,) = [a for a in _artifacts(rerun()) if a.key == "promotion-gate"]
     # then its flow run has the artifact the computing run's had
     assert artifact.data == gate_markdown(
-        "instructflow-policy-smoke", "4", decision, "champion v3 loaded from the registry"
+        "instructflow-policy-smoke", "4", decision, cached["gate"]
     )
-    assert artifact.description == "instructflow-policy-smoke v4"
+    # what happened to `champion` (here: waiting for a person), in the artifact list too
+    assert (
+        artifact.description == "instructflow-policy-smoke v4: passed, awaiting a person's approval"
+    )

@@ -4,7 +4,13 @@ import itertools
 
 import pytest
 
-from instructflow.tasks.gate import AliasEffect, alias_effect, decide, gate_markdown
+from instructflow.tasks.gate import (
+    AliasEffect,
+    alias_effect,
+    decide,
+    gate_markdown,
+    gate_summary,
+)
 
 # passed, auto_promote, require_approval, champion_moved, promoted_here -> promote,
 # awaiting_approval, restore (1 true, 0 false)
@@ -77,11 +83,45 @@ def test_the_promotion_gate_artifact_names_public_suite_figures_only_where_there
     world = decide(0.7, (0.6, 0.8), 0.42, 0.40, 0.02, "sft")
     dataset = decide(0.7, (0.6, 0.8), None, None, 0.02, "sft")
     # when each is written as the promotion-gate artifact
-    # then the world's says the suite's accuracies and the dataset's leaves the line out,
-    # rather than failing on figures nobody measured
-    assert "- public-suite accuracy: 0.420 vs 0.400\n" in gate_markdown("m", "1", world, None)
-    text = gate_markdown("m", "1", dataset, None)
+    # then the world's says the suite's accuracies, each named by its side, and the
+    # dataset's leaves the line out, rather than failing on figures nobody measured
+    text = gate_markdown("m", "1", world, {"promoted": True})
+    assert "- public-suite accuracy: v1 0.420 vs sft 0.400\n" in text
+    text = gate_markdown("m", "1", dataset, {"promoted": True})
     assert "public-suite" not in text and "- win rate: 0.700 (95% CI 0.600 - 0.800)" in text
+
+
+@pytest.mark.parametrize(
+    ("require_approval", "auto_promote", "verdict"),
+    [
+        (False, True, "PROMOTED to champion"),
+        (True, True, "PASSED, awaiting a person's approval"),
+        (False, False, "NOT promoted"),
+    ],
+)
+def test_the_promotion_gate_artifact_says_what_happened_to_champion_not_only_that_it_passed(
+    require_approval, auto_promote, verdict
+):
+    # given a gate that passed, under each way of acting on a pass
+    decision = decide(0.7, (0.6, 0.8), 0.42, 0.40, 0.02, "champion v3")
+    effect = alias_effect(decision.promote, auto_promote, require_approval)
+    gate = {"promoted": effect.promote, "awaiting_approval": effect.awaiting_approval}
+    # when it is written as the promotion-gate artifact
+    text = gate_markdown("m", "4", decision, gate)
+    # then its title and its description (the line Prefect's artifact list shows) say
+    # whether `champion` moved, as report.md and the model card do: a run paused for
+    # approval, or one without auto_promote, has promoted nothing yet
+    assert text.startswith(f"# Promotion gate: m v4 {verdict}\n")
+    assert gate_summary("m", "4", gate) == f"m v4: {verdict.lower()}"
+
+
+def test_a_failed_gate_says_not_promoted_in_the_artifact_list():
+    decision = decide(0.45, (0.38, 0.53), 0.24, 0.24, 0.02, "sft")
+    effect = alias_effect(decision.promote, True, False)
+    gate = {"promoted": effect.promote, "awaiting_approval": effect.awaiting_approval}
+    assert gate_summary("instructflow-policy-smoke", "1", gate) == (
+        "instructflow-policy-smoke v1: not promoted"
+    )
 
 
 def test_short_answers_flags_a_candidate_under_a_third_of_sfts_length():
