@@ -176,7 +176,11 @@ def _gate_lines(gate: dict, public_suite: bool) -> list[str]:
         )
     if public_suite:
         public = gate["public_suite"]
-        lines.append(f"- public suite: {public['challenger']:.3f} vs {public['incumbent']:.3f}")
+        # each figure named by its side: "0.242 vs 0.242" left the reader guessing
+        lines.append(
+            f"- public-suite accuracy: this version {public['challenger']:.3f}"
+            f" vs {gate['incumbent']} {public['incumbent']:.3f}"
+        )
     lines.append(f"- decision: {_verdict(gate)}: {gate['reason']}")
     return lines
 

@@ -115,7 +115,7 @@ def test_an_hh_dataset_runs_end_to_end_and_new_comparisons_rerun_only_what_reads
         gate["win_rate"]["mean"], abs=1e-4
     )
     assert "held-out judge, the evaluation's test prompts" in challenger.description
-    assert "public suite" not in challenger.description
+    assert "public-suite accuracy" not in challenger.description  # the card's gate line
     report_md = (root / "reports" / "latest" / "report.md").read_text()
     assert "- played: sft (held-out judge, the evaluation's test prompts)" in report_md
     # and each training stage's trainable fraction and peak memory, as on the embedded world

@@ -40,7 +40,8 @@ def test_the_card_holds_data_version_metrics_gate_evidence_decision_and_the_flow
     assert "- gold_score: 0.500" in card and "- kl_to_sft: 1.250" in card
     assert "- played: champion v3 (held-out labelers, 40 prompts)" in card
     assert "- win rate: 0.625 (95% CI 0.550-0.700)" in card
-    assert "- public suite: 0.450 vs 0.438" in card
+    # the public suite's figures, each named by its side
+    assert "- public-suite accuracy: this version 0.450 vs champion v3 0.438" in card
     assert "- decision: passed, awaiting a person's approval: beats champion v3" in card
     # the runs' ids link their pages
     url = LINEAGE["prefect_flow_run_url"]
