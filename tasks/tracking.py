@@ -24,6 +24,7 @@ from sqlalchemy.engine import Engine
 from instructflow.tasks.batched_log import BatchedLog
 from instructflow.tasks.paths import mlflow_dir
 from instructflow.tasks.progress import Progress
+from instructflow.tasks.stage_notes import with_stage_note
 from instructflow.tasks.storage_faults import is_storage_fault
 
 EXPERIMENT = "instructflow"
@@ -178,7 +179,8 @@ def stage_run(
             run_name=stage,
             nested=parent_run_id is not None,
             parent_run_id=None if parent_is_active else parent_run_id,
-            tags={"stage": stage, **_source, **(tags or {})},
+            # its Overview says what the stage does and what its metrics are
+            tags=with_stage_note(stage, {"stage": stage, **_source, **(tags or {})}),
         ) as run,
         closing_run(),
     ):

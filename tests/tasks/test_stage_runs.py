@@ -130,3 +130,40 @@ def test_a_deployments_stage_runs_name_the_deployment_as_their_source(store, mon
     assert store.get_run(run.info.run_id).data.tags["mlflow.source.name"] != (
         "Prefect deployment manual-run"
     )
+
+
+def test_a_stage_run_says_what_the_stage_does_and_what_its_metrics_are(store):
+    # given a pipeline run and its ppo stage (not cached)
+    with mlflow.start_run() as parent:
+        with tracking.stage_run("ppo", parent.info.run_id) as run:
+            stage_id = run.info.run_id
+    # when a person opens the stage's run in MLflow's UI
+    note = store.get_run(stage_id).data.tags.get("mlflow.note.content")
+    # then its Overview describes the stage and names its metrics' namespace, rather
+    # than "No description" beside dozens of unexplained metrics
+    assert note is not None and note.startswith("**ppo**: PPO from SFT")
+    assert "`ppo/*`" in note
+
+
+def test_the_evaluations_run_gives_each_measure_its_unit(store):
+    with tracking.stage_run("evaluation", None) as run:
+        pass
+    note = store.get_run(run.info.run_id).data.tags["mlflow.note.content"]
+    for measure in ("`kl_to_sft` (nats per response)", "`likert` (held-out labelers, 1-7)"):
+        assert measure in note
+    assert "`response_length` (words)" in note
+
+
+def test_a_cached_stages_run_says_first_it_was_not_run_again_then_what_the_stage_is(store):
+    tags = tracking.cached_stage_tags("sft-78a57345e77128e2", "")
+    with tracking.stage_run("sft", None, tags=tags) as run:
+        pass
+    first, about = store.get_run(run.info.run_id).data.tags["mlflow.note.content"].split("\n\n")
+    assert "served from Prefect's cache" in first and about.startswith("**sft**: ")
+
+
+def test_every_stage_of_the_pipeline_has_a_description():
+    from instructflow.tasks.stage_notes import STAGE_NOTES
+    from tests.flows.stages import STAGES
+
+    assert set(STAGES) <= set(STAGE_NOTES)

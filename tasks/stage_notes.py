@@ -1,0 +1,94 @@
+"""What each stage's nested MLflow run is: the description on its Overview.
+
+A person who opens a stage's run in MLflow's UI saw "No description" beside
+dozens of metrics (`ppo/clipfrac`, `comparisons/distinct_fraction_train`) that
+nothing on the page explained. Each stage run now says what the stage does, where
+its metrics are and, for the evaluation's, what each measure is and in which unit
+(the same words as the README's "What a run does" table and the report contract).
+"""
+
+NOTE_TAG = "mlflow.note.content"
+
+STAGE_NOTES = {
+    "data": (
+        "**data**: checks the data against its DVC version and validates every table "
+        "(pandera) before anything trains. Metrics `data/*`: table sizes (`data/rows/*`), "
+        "task families (`data/family/*`), the labelers' pairwise agreement."
+    ),
+    "base_model": (
+        "**base_model**: the base model every policy starts from: your `--base-model`, or a "
+        "byte-level BPE tokenizer and a small GPT-2 pretrained on the embedded corpus. "
+        "Metrics `pretrain/*`: loss, validation perplexity, speed."
+    ),
+    "sft": (
+        "**sft**: supervised fine-tuning on demonstrations (loss on response tokens only); "
+        "keeps the epoch with the best validation loss. Metrics `sft/*`: losses, best "
+        "epoch, the share of weights trained, peak memory (MB)."
+    ),
+    "comparisons": (
+        "**comparisons**: samples K responses per prompt from SFT; training labelers rank "
+        "them (the reward model's data), held-out labelers rank test users' samples (the "
+        "judge's). Metrics `comparisons/*`: rows per split, the share of distinct "
+        "responses, labeler agreement, the samples' mean gold score."
+    ),
+    "reward_model": (
+        "**reward_model**: SFT's trunk with a scalar head, trained with the K-wise ranking "
+        "loss; biased so that demonstrations score 0. Metrics `rm/*`: pairwise accuracy on "
+        "held-out labels and against the gold preference (0-1; 0.5 is chance), per task "
+        "family, training loss, peak memory (MB)."
+    ),
+    "judge": (
+        "**judge**: the held-out judge, a second reward model trained only on held-out "
+        "labelers' rankings of test users' samples (never on the reward model's data); "
+        "some of those users are kept back to measure it. Metrics `judge/*`: accuracy on "
+        "their pairs (0-1; trusted only from `gate.judge_accuracy_floor` up) and against gold."
+    ),
+    "ppo": (
+        "**ppo**: PPO from SFT against the reward model, with a per-token KL penalty to SFT. "
+        "The checkpoint kept is the one the reward model scores best on held-out prompts "
+        "(it may be the start: SFT's weights). Metrics `ppo/*`: per iteration the reward "
+        "(`reward_rm`, `reward_gold`), KL to SFT (`kl`), losses and clip fraction; "
+        "`valid_*` at each evaluation; `chosen_*` the checkpoint kept."
+    ),
+    "ppo_ptx": (
+        "**ppo_ptx**: PPO as in `ppo`, with the pretraining language-model loss mixed into "
+        "each update (`ptx_gamma`). Its curves are under `ppo/*`, as PPO's; the checkpoint "
+        "kept and its summary under `ppo_ptx/*`."
+    ),
+    "flan": (
+        "**flan**: a baseline, the base model fine-tuned on a FLAN-style task mixture. "
+        "Metrics `flan/*`, as SFT's."
+    ),
+    "t0": (
+        "**t0**: a baseline, the base model fine-tuned on a T0-style task mixture. "
+        "Metrics `t0/*`, as SFT's."
+    ),
+    "evaluation": (
+        "**evaluation**: every policy on test users' prompts (users never seen in "
+        "training). Metrics `eval/<policy>/*`: `gold_score` (the gold preference's score, "
+        "0-1), `win_rate_vs_sft` (the share of comparisons held-out labelers decide for the "
+        "policy's response over SFT's; 0.5 is SFT's level; on your own data the held-out "
+        "judge's), `judge_win_rate_vs_sft` (the "
+        "same by the held-out judge), `likert` (held-out labelers, 1-7), `rm_score` (reward "
+        "model units), `kl_to_sft` (nats per response), `response_length` (words), "
+        "`refusal_rate_harmful` and `admit_unknown_rate` (shares, 0-1), "
+        "`public_suite_accuracy` (0-1), `pretrain_perplexity` (held-out pretraining text)."
+    ),
+    "registry": (
+        "**registry**: the promotion gate, then the registry. The candidate plays the "
+        "champion (or SFT) head to head; it is registered with alias `challenger` and made "
+        "`champion` only if its win rate's 95% CI lies above 0.5 (plus `gate.win_margin`). Metrics `registry/*`: "
+        "the gate's win rate and CI, `promoted` (1 or 0); the decision's reason is in the "
+        "tags and in the registered version's model card."
+    ),
+}
+
+
+def with_stage_note(stage: str, tags: dict[str, str]) -> dict[str, str]:
+    """`tags` with the stage's description appended to the run's description (a cached
+    stage's says first that it was not run again); unchanged for a stage without one."""
+    about = STAGE_NOTES.get(stage)
+    if about is None:
+        return tags
+    note = "\n\n".join(filter(None, (tags.get(NOTE_TAG), about)))
+    return tags | {NOTE_TAG: note}
