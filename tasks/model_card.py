@@ -221,7 +221,12 @@ def reward_model_card(
 ALIASES = (
     "Aliases: `champion` is the version in use, one that passed the promotion gate or that a "
     "person promoted (`models:/{name}@champion` loads it); `challenger` is the latest run's "
-    "candidate, whatever its gate decided. Each version's description is its model card."
+    "candidate, whatever its gate decided. Each version's description is its model card.\n\n"
+    # MLflow's version page offers a blue "Promote model" button: it copies the version
+    # into another registered model and leaves `champion` where it was.
+    'To make version N champion: `instructflow promote --model {name} --version N --reason "..."`'
+    " (it records who, when and why). MLflow's **Promote model** button does not: it copies "
+    "a version into another registered model."
 )
 
 

@@ -258,3 +258,15 @@ def test_a_reward_model_trained_without_lora_says_none_though_the_policy_did():
     # then the policy's lineage names them and the reward model's has no LoRA tag
     assert lora_lineage(params, "ppo") == {"lora": "ppo r=16 alpha=32"}
     assert lora_lineage(params, "reward_model") == {}
+
+
+def test_the_registered_models_description_says_how_to_make_a_version_champion():
+    # given a registered model with a challenger and no champion
+    versions = {"1": {"gate_promote": "False", "gate_reason": "win rate vs sft 0.456"}}
+    # when its description (MLflow's registered model page) is written
+    text = registry_status("instructflow-policy-smoke", versions, {"challenger": "1"})
+    # then it names the command that moves `champion` for this model, and warns that
+    # MLflow's own "Promote model" button, the obvious one on a version's page, does not
+    command = "`instructflow promote --model instructflow-policy-smoke --version N --reason"
+    assert command in text
+    assert "**Promote model** button does not" in text
