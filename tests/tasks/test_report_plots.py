@@ -115,7 +115,19 @@ def test_the_win_rate_plot_marks_the_candidate_the_gate_judged(policies):
 def test_the_win_rate_plot_without_a_candidate_marks_none(policies):
     ax = plots.win_rate_figure(policies).axes[0]
     assert not any(p.get_hatch() for p in ax.patches)
-    assert [t.get_text() for t in ax.get_xticklabels()] == list(policies)
+    assert [t.get_text() for t in ax.get_xticklabels()] == [
+        plots.SFT_TICK if name == "sft" else name for name in policies
+    ]
+
+
+def test_the_win_rate_plot_says_sfts_own_bar_is_sft_against_other_sft_samples(policies):
+    # given the evaluation's rows, SFT's among them (its samples against SFT's reference
+    # samples: 0.5 up to noise, which a bar at 0.54 beside the 0.5 line hid)
+    ax = plots.win_rate_figure(policies, candidate="ppo").axes[0]
+    # then SFT's tick says what its bar compares, and only SFT's
+    ticks = {t.get_text().split("\n")[0]: t.get_text() for t in ax.get_xticklabels()}
+    assert "vs other\nSFT samples" in ticks["sft"]
+    assert all("SFT samples" not in text for name, text in ticks.items() if name != "sft")
 
 
 def test_report_plots_writes_the_three_pngs(policies, tmp_path):
