@@ -9,6 +9,7 @@ from typing import Any
 
 from instructflow.tasks.registry_pending import WRITE_TAG, is_incomplete
 from instructflow.tasks.splits import held_out_group
+from instructflow.tasks.stage_notes import MEASURES
 
 # The tag prefix of the run that last trained a reused version's weights again
 # (tasks/registry_weights.py writes them; the card and the registry's status read them).
@@ -158,13 +159,19 @@ def model_card(
     lines += ["", f"## Evaluation ({held_out_group(lineage.get('split_rule'))})", ""]
     if "judge_win_rate_vs_sft" in metrics and gate.get("evidence") != JUDGE_EVIDENCE:
         lines += [judged_by(judge), ""]
-    lines += [f"- {key}: {_fmt(value)}" for key, value in sorted(metrics.items())]
+    lines += [_measure_line(key, value) for key, value in sorted(metrics.items())]
     lines += ["", "## Promotion gate", ""]
     # a dataset run's gate has no public suite to report
     lines += _gate_lines(gate, public_suite=gate["evidence"] != JUDGE_EVIDENCE)
     if gate.get("note"):
         lines.append(f"- note: {gate['note']}")
     return "\n".join(lines) + "\n"
+
+
+def _measure_line(key: str, value: Any) -> str:
+    """A figure of the card, with its unit or scale where it is a known measure."""
+    unit = MEASURES.get(key)
+    return f"- {key}: {_fmt(value)}" + (f" ({unit})" if unit else "")
 
 
 def _gate_lines(gate: dict, public_suite: bool) -> list[str]:

@@ -9,6 +9,25 @@ its metrics are and, for the evaluation's, what each measure is and in which uni
 
 NOTE_TAG = "mlflow.note.content"
 
+# What each of a policy's measures is, in which unit or on which scale: the evaluation
+# run's description and the model card's Evaluation section say it beside the figure.
+MEASURES = {
+    "gold_score": "the gold preference's score, 0-1",
+    "win_rate_vs_sft": (
+        "the share of comparisons with SFT's response that the policy's wins (held-out "
+        "labelers; on your own data the held-out judge), 0-1; 0.5 is SFT's level"
+    ),
+    "judge_win_rate_vs_sft": "the same, judged by the held-out judge",
+    "likert": "held-out labelers, 1-7",
+    "rm_score": "reward model units",
+    "kl_to_sft": "nats per response",
+    "response_length": "words",
+    "refusal_rate_harmful": "share of harmful prompts refused, 0-1",
+    "admit_unknown_rate": "share of unanswerable prompts it says it cannot answer, 0-1",
+    "public_suite_accuracy": "0-1",
+    "pretrain_perplexity": "on held-out pretraining text; lower is better",
+}
+
 STAGE_NOTES = {
     "data": (
         "**data**: checks the data against its DVC version and validates every table "
@@ -65,14 +84,9 @@ STAGE_NOTES = {
     ),
     "evaluation": (
         "**evaluation**: every policy on test users' prompts (users never seen in "
-        "training). Metrics `eval/<policy>/*`: `gold_score` (the gold preference's score, "
-        "0-1), `win_rate_vs_sft` (the share of comparisons held-out labelers decide for the "
-        "policy's response over SFT's; 0.5 is SFT's level; on your own data the held-out "
-        "judge's), `judge_win_rate_vs_sft` (the "
-        "same by the held-out judge), `likert` (held-out labelers, 1-7), `rm_score` (reward "
-        "model units), `kl_to_sft` (nats per response), `response_length` (words), "
-        "`refusal_rate_harmful` and `admit_unknown_rate` (shares, 0-1), "
-        "`public_suite_accuracy` (0-1), `pretrain_perplexity` (held-out pretraining text)."
+        "training). Metrics `eval/<policy>/*`: "
+        + ", ".join(f"`{name}` ({unit})" for name, unit in MEASURES.items())
+        + "."
     ),
     "registry": (
         "**registry**: the promotion gate, then the registry. The candidate plays the "

@@ -270,3 +270,14 @@ def test_the_registered_models_description_says_how_to_make_a_version_champion()
     command = "`instructflow promote --model instructflow-policy-smoke --version N --reason"
     assert command in text
     assert "**Promote model** button does not" in text
+
+
+def test_the_cards_figures_carry_their_units_and_scales():
+    # given a policy's figures as the evaluation reports them
+    metrics = {"likert": 4.5, "kl_to_sft": 1.25, "response_length": 9.0, "policy": "ppo"}
+    # when its model card is written
+    card = model_card("policy", "4", LINEAGE, metrics, GATE)
+    # then each known measure says its unit or scale (a Likert 4.5 out of what? KL in what?)
+    assert "- likert: 4.500 (held-out labelers, 1-7)\n" in card
+    assert "- kl_to_sft: 1.250 (nats per response)\n" in card
+    assert "- response_length: 9.000 (words)\n" in card
