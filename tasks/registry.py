@@ -237,9 +237,8 @@ def gate_artifact(model_name: str, version: str, decision: GateDecision, gate: d
 def republish_gate(model_name: str, result: dict) -> None:
     """The `promotion-gate` artifact of a registry stage Prefect served from its cache.
 
-    An artifact belongs to the flow run whose task made it, and a cached task
-    runs nothing: without this the re-run's flow run had none, while its report
-    shows the gate block (the decision of the run that computed the stage).
+    An artifact belongs to the flow run whose task made it, and a cached task runs nothing:
+    the re-run's flow run had none, while its report shows the gate block of the run before.
     """
     decision = GateDecision(**result["decision"])
     gate_artifact(model_name, result["policy_version"], decision, result["gate"])

@@ -18,6 +18,7 @@ from instructflow.tasks.model_card import TRAINING_READINGS, played
 from instructflow.tasks.report_judge import judge_caveat, judge_section
 from instructflow.tasks.report_training import training_lines
 from instructflow.tasks.splits import held_out_group
+from instructflow.tasks.stage_notes import MEASURES
 
 POLICY_NAMES = ["base", "base_fewshot", "flan", "t0", "sft", "ppo", "ppo_ptx"]
 
@@ -75,6 +76,15 @@ def _policy_table(policies: dict[str, dict], columns: tuple[str, ...]) -> list[s
         f"| {name} | " + " | ".join(_fmt(policies[name].get(c)) for c in columns) + " |"
         for name in names
     ]
+
+
+def _column_units(policies: dict[str, dict]) -> list[str]:
+    """Under the policy tables, what each column measures and in which unit or scale."""
+    shown = [c for c in sum(POLICY_COLUMN_GROUPS, ()) if c in MEASURES]
+    shown = [c for c in shown if any(r.get(c) is not None for r in policies.values())]
+    return (
+        ["", "Columns: " + "; ".join(f"`{c}`: {MEASURES[c]}" for c in shown) + "."] if shown else []
+    )
 
 
 def _gate_lines(gate: dict[str, Any]) -> list[str]:
@@ -235,6 +245,7 @@ def to_markdown(
         for group in POLICY_COLUMN_GROUPS if narrow else [sum(POLICY_COLUMN_GROUPS, ())]:
             table = _policy_table(report["policies"], group)
             lines += ([""] if table and lines[-1] else []) + table  # a blank line between tables
+        lines += _column_units(report["policies"])
     if report.get("labelers"):  # a dataset run has no labelers block
         lines += [
             "",

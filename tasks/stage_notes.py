@@ -10,12 +10,13 @@ its metrics are and, for the evaluation's, what each measure is and in which uni
 NOTE_TAG = "mlflow.note.content"
 
 # What each of a policy's measures is, in which unit or on which scale: the evaluation
-# run's description and the model card's Evaluation section say it beside the figure.
+# run's description, the model card's Evaluation section and report.md's policy tables say
+# it beside the figure. No ";" inside: report.md lists them separated by "; ".
 MEASURES = {
     "gold_score": "the gold preference's score, 0-1",
     "win_rate_vs_sft": (
         "the share of comparisons with SFT's response that the policy's wins (held-out "
-        "labelers; on your own data the held-out judge), 0-1; 0.5 is SFT's level"
+        "labelers, or on your own data the held-out judge), 0-1, 0.5 being SFT's level"
     ),
     "judge_win_rate_vs_sft": "the same, judged by the held-out judge",
     "likert": "held-out labelers, 1-7",
@@ -25,7 +26,7 @@ MEASURES = {
     "refusal_rate_harmful": "share of harmful prompts refused, 0-1",
     "admit_unknown_rate": "share of unanswerable prompts it says it cannot answer, 0-1",
     "public_suite_accuracy": "0-1",
-    "pretrain_perplexity": "on held-out pretraining text; lower is better",
+    "pretrain_perplexity": "on held-out pretraining text, lower is better",
 }
 
 STAGE_NOTES = {

@@ -299,3 +299,20 @@ def test_a_judges_reason_is_said_once_where_no_gate_quotes_it():
     text = _whole_report_md(trusted)
     assert text.count(reason) == 1 and f"- trust_reason: {reason}\n" in text
     assert "on held-out pairs (trusted: see Held-out judge, trust_reason)" in text
+
+
+def test_the_policy_tables_say_what_each_column_measures_and_in_which_unit():
+    # given a report whose policies have some of the measures (a dataset run: no gold)
+    report = _report()
+    report["policies"]["sft"] |= {"likert": {"mean": 4.0}, "kl_to_sft": 0.0}
+    # when report.md is written, as MLflow's one table or the Prefect artifact's narrow ones
+    for narrow in (False, True):
+        text = to_markdown(report, narrow=narrow)
+        (columns,) = [line for line in text.splitlines() if line.startswith("Columns: ")]
+        # then under the tables one line says, for each column shown, its unit or scale
+        assert "`likert`: held-out labelers, 1-7" in columns
+        assert "`kl_to_sft`: nats per response" in columns
+        assert "`win_rate_vs_sft`: " in columns
+        # and only for the columns shown: no gold here, so no gold_score
+        assert "gold_score" not in columns
+        assert text.index("| sft |") < text.index("Columns: ") < text.index("## Run")
