@@ -15,7 +15,7 @@ NOTE_TAG = "mlflow.note.content"
 MEASURES = {
     "gold_score": "the gold preference's score, 0-1",
     "win_rate_vs_sft": (
-        "the share of comparisons with SFT's response that the policy's wins (held-out "
+        "the share of comparisons with SFT's response that the policy's response wins (held-out "
         "labelers, or on your own data the held-out judge), 0-1, 0.5 being SFT's level"
     ),
     "judge_win_rate_vs_sft": "the same, judged by the held-out judge",
