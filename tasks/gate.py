@@ -175,6 +175,12 @@ def gate_summary(name: str, version: str, gate: dict) -> str:
     return f"{name} v{version}: {gate_verdict(gate).lower()}"
 
 
+def rule_verdict(passed: bool) -> str:
+    """The runs' `gate_decision` tag: whether the gate's rule passed. Not "promoted": with
+    approval required, or auto_promote off, a passed gate leaves `champion` where it was."""
+    return "passed" if passed else "rejected"
+
+
 def gate_markdown(name: str, version: str, decision: GateDecision, gate: dict) -> str:
     note = gate.get("note")
     return (

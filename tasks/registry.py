@@ -39,6 +39,7 @@ from instructflow.tasks.gate import (
     decision_tags,
     gate_markdown,
     gate_summary,
+    rule_verdict,
 )
 from instructflow.tasks.model_card import (
     describe_registered_model,
@@ -215,7 +216,7 @@ def record_gate(
         {
             "policy_version": policy_version,
             "reward_model_version": rm_version,
-            "gate_decision": "promoted" if decision.promote else "rejected",
+            "gate_decision": rule_verdict(decision.promote),
             "gate_incumbent": decision.incumbent,
             "policy_registered": gate["registered"],
             "policy_weights_digest": gate["weights_digest"],
@@ -246,8 +247,7 @@ def republish_gate(model_name: str, result: dict) -> None:
 
 def tag_parent_run(policy_version: str, passed: bool) -> None:
     """The pipeline's parent run (the active run) names the version its gate judged."""
-    decision = "promoted" if passed else "rejected"
-    mlflow.set_tags({"policy_version": policy_version, "gate_decision": decision})
+    mlflow.set_tags({"policy_version": policy_version, "gate_decision": rule_verdict(passed)})
 
 
 # --- Prefect wrapper ------------------------------------------------------------

@@ -314,7 +314,7 @@ def test_explicit_prompt_chosen_rejected_pairs_run_end_to_end(
     assert metrics["registry/promoted"] == float(gate["promoted"]) == 0.0
     assert tags["policy_version"] == str(challenger.version) == gate["policy_version"]
     assert tags["reward_model_version"] == gate["reward_model_version"]
-    assert tags["gate_decision"] == ("promoted" if gate["promote"] else "rejected")
+    assert tags["gate_decision"] == ("passed" if gate["promote"] else "rejected")
     assert tags["gate_incumbent"] == "sft" and tags["policy_registered"] == "new"
     assert tags["policy_weights_digest"] == gate["weights_digest"]
     # and the parent run has every policy's figures and the registry stage's seconds

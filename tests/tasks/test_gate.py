@@ -135,3 +135,11 @@ def test_short_answers_flags_a_candidate_under_a_third_of_sfts_length():
     assert short_answers({"sft": sft, "ppo": {"response_length": 0.0}}, "ppo") is not None
     assert short_answers({"sft": sft, "ppo": {}}, "ppo") is None  # not measured: no claim
     assert short_answers({"sft": sft}, "sft") is None
+
+
+def test_the_runs_gate_decision_tag_says_whether_the_rule_passed_not_that_champion_moved():
+    from instructflow.tasks.gate import rule_verdict
+
+    # (with approval required, or auto_promote off, a passed gate leaves champion where it was:
+    # the tag said "promoted" all the same)
+    assert (rule_verdict(True), rule_verdict(False)) == ("passed", "rejected")
