@@ -174,7 +174,11 @@ def test_killing_the_launcher_mid_stage_leaves_no_process_training(tmp_path, mon
 
     def kill_launcher() -> None:
         for pid in _left_behind(tmp_path):
-            if b"\0RANK=" not in b"\0" + Path(f"/proc/{pid}/environ").read_bytes():
+            try:
+                environ = Path(f"/proc/{pid}/environ").read_bytes()
+            except (ProcessLookupError, FileNotFoundError):  # ended since it was listed
+                continue
+            if b"\0RANK=" not in b"\0" + environ:
                 os.kill(pid, signal.SIGKILL)
 
     _when_training(tmp_path, kill_launcher)
