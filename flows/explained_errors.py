@@ -84,12 +84,13 @@ def _signal_explanation(error: BaseException) -> tuple[int, str] | None:
         )
     if not interrupts.is_interrupt(error):
         return None
-    detail = (
-        f" ({error})" if str(error) and not isinstance(error, interrupts.RunInterrupted) else ""
-    )
-    cause = " (a cancel from Prefect)" if interrupts.cancelled_worker_run() else ""
+    # Why the signal came, then where the run stopped: one parenthesis, not two in a row.
+    notes = ["a cancel from Prefect"] if interrupts.cancelled_worker_run() else []
+    if str(error) and not isinstance(error, interrupts.RunInterrupted):
+        notes.append(str(error))
+    said = f" ({'; '.join(notes)})" if notes else ""
     return interrupts.exit_status(), (
-        f"interrupted by {interrupts.signal_name()}{cause}{detail}: MLflow runs marked KILLED, "
+        f"interrupted by {interrupts.signal_name()}{said}: MLflow runs marked KILLED, "
         "checkpoints kept under runs/; run the same command again to resume."
     )
 

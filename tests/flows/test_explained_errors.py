@@ -81,6 +81,22 @@ def test_a_sigterm_from_a_cancel_says_it_was_a_cancel(monkeypatch):
     assert line.startswith("interrupted by SIGTERM (a cancel from Prefect): MLflow runs")
 
 
+def test_a_cancel_that_stopped_a_training_loop_reads_as_one_parenthesis(monkeypatch):
+    """Where the loop stopped joins the cancel's note in one parenthesis: the line read
+    'interrupted by SIGTERM (a cancel from Prefect) (stopped after step 27; ...)'."""
+    from instructflow.models.checkpoints import TrainingInterrupted
+    from instructflow.tasks import interrupts
+
+    monkeypatch.delenv("PREFECT__FLOW_RUN_ID", raising=False)
+    monkeypatch.setattr(interrupts, "received", [signal.SIGTERM])
+    monkeypatch.setattr(interrupts, "_cancel_seen", [])
+    interrupts.note_cancel()
+    where = "stopped after step 27; checkpoint at step 27 kept"
+    _, line = explanation(TrainingInterrupted(where))
+    assert line.startswith(f"interrupted by SIGTERM (a cancel from Prefect; {where}): MLflow runs")
+    assert ") (" not in line
+
+
 def test_a_bug_has_no_explanation():
     assert explanation(ZeroDivisionError("division by zero")) is None
 
