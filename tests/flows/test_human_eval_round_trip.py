@@ -158,14 +158,9 @@ def test_people_decide_a_dataset_runs_gate_which_has_no_public_suite(finished_ru
         del gate["public_suite"], gate["public_suite_margin"]
         gate["evidence"] = "held-out judge"
 
-    _edit_gate(root, run_id, as_dataset_gate)
     # when people rank the run's samples and they are imported
-    assert main(["eval", "export", run_id, "--n", "6"]) == 0
-    filled = root / "reports" / run_id / "human_eval" / "labeling.csv"
-    _rank_first(filled, "ppo_ptx")
-    assert main(["eval", "import", run_id, str(filled)]) == 0
+    gate = _gate_after_people_prefer_the_candidate(root, run_id, as_dataset_gate)
     # then the gate decided again on their rankings alone, naming no public suite
-    gate = json.loads((root / "reports" / run_id / "report.json").read_text())["gate"]
     assert gate["evidence"] == "human" and gate["automatic"]["evidence"] == "held-out judge"
     assert "public suite" not in gate["reason"]
 
@@ -179,14 +174,9 @@ def test_people_who_prefer_a_candidate_holding_sfts_weights_do_not_make_it_champ
     def kept_sfts_weights(gate: dict) -> None:
         gate["candidate_note"] = "ppo_ptx kept its starting weights (SFT's): ..."
 
-    _edit_gate(root, run_id, kept_sfts_weights)
     # when people rank its samples first every time and that is imported
-    assert main(["eval", "export", run_id, "--n", "6"]) == 0
-    filled = root / "reports" / run_id / "human_eval" / "labeling.csv"
-    _rank_first(filled, "ppo_ptx")
-    assert main(["eval", "import", run_id, str(filled)]) == 0
+    gate = _gate_after_people_prefer_the_candidate(root, run_id, kept_sfts_weights)
     # then the gate refuses all the same: SFT's weights cannot beat SFT
-    gate = json.loads((root / "reports" / run_id / "report.json").read_text())["gate"]
     assert not gate["promote"] and not gate["promoted"]
     assert gate["reason"].startswith("the candidate holds sft's own weights")
 
@@ -233,6 +223,17 @@ def test_repeated_rows_are_refused_one_line_each_naming_both_rows(finished_run, 
         f"{filled} row {last + 2} field 'label': {second} is also row 3, with other values: "
         "keep one of them",
     ]
+
+
+def _gate_after_people_prefer_the_candidate(root, run_id: str, edit) -> dict:
+    """`edit(gate)` on the run's report, then people's rankings with the candidate (ppo_ptx)
+    first in every item exported and imported: the report's gate block after."""
+    _edit_gate(root, run_id, edit)
+    assert main(["eval", "export", run_id, "--n", "6"]) == 0
+    filled = root / "reports" / run_id / "human_eval" / "labeling.csv"
+    _rank_first(filled, "ppo_ptx")
+    assert main(["eval", "import", run_id, str(filled)]) == 0
+    return json.loads((root / "reports" / run_id / "report.json").read_text())["gate"]
 
 
 def _edit_gate(root, run_id: str, edit) -> None:
