@@ -14,6 +14,7 @@ writing the registry) nothing polls it, so if nothing has taken it up after
 wherever the run is.
 """
 
+import _imp
 import os
 import signal
 import threading
@@ -169,15 +170,33 @@ def interrupt_before_flow() -> Iterator[None]:
     (main thread only), when there is nothing to checkpoint. Python's default for SIGTERM
     ends the process without its exit handlers, which would leave the temporary server it
     started early (tasks/temporary_server.start_early) for the next run to stop; and a
-    process started in the background has SIGINT ignored."""
+    process started in the background has SIGINT ignored.
+
+    Not while the import lock is held: raised inside importlib's own code (these seconds
+    are mostly imports), the exception left Python's import lock held for good, and the
+    thread starting the server, at its next import, waited on it while the run waited for
+    that thread (a run hung so, found 17 minutes on). There the raise is tried again every
+    IMPORT_LOCK_RETRY_S (SIGALRM) until the lock is free."""
 
     def on_signal(signum: int, _frame) -> None:
         received[:] = [signum]
+        if _imp.lock_held():
+            signal.setitimer(signal.ITIMER_REAL, IMPORT_LOCK_RETRY_S)
+            return
         raise RunInterrupted(signum)
 
+    def on_retry(_signum: int, frame) -> None:
+        if received:  # (an alarm of someone else's finds none)
+            on_signal(received[0], frame)
+
     previous = {sig: signal.signal(sig, on_signal) for sig in SIGNALS}
+    previous[signal.SIGALRM] = signal.signal(signal.SIGALRM, on_retry)
     try:
         yield
     finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
         for sig, old in previous.items():
             signal.signal(sig, old)
+
+
+IMPORT_LOCK_RETRY_S = 0.02

@@ -111,3 +111,29 @@ def test_a_server_that_fails_to_start_fails_the_run_at_ready(no_server_instances
         # then the run's thread gets that error when it asks for the server
         with pytest.raises(RuntimeError, match="Timed out"):
             server.ready()
+
+
+def test_a_signal_while_the_import_lock_is_held_is_raised_once_it_is_free(monkeypatch):
+    import _imp
+    import os
+    import time
+
+    from instructflow.tasks import interrupts
+
+    # (raised inside importlib's own code, it left Python's import lock held for good: the
+    # thread starting the server then waited on it, and the run on that thread, for good)
+    monkeypatch.setattr(interrupts, "received", [])
+    held_through_the_signal = False
+    with pytest.raises(interrupts.RunInterrupted, match="SIGTERM"):
+        with interrupts.interrupt_before_flow():
+            # given the import lock held (an import in progress) when the signal comes
+            _imp.acquire_lock()
+            try:
+                os.kill(os.getpid(), signal.SIGTERM)
+                time.sleep(0.3)  # the handler runs here, and must not raise
+                held_through_the_signal = True
+            finally:
+                _imp.release_lock()
+            # then once the lock is free the run stops, within a retry's few milliseconds
+            time.sleep(2)
+    assert held_through_the_signal
