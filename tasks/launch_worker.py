@@ -12,7 +12,6 @@ import os
 import pickle
 import signal
 import sys
-import time
 from pathlib import Path
 
 RESULT = "result.pkl"
@@ -20,13 +19,20 @@ RESULT = "result.pkl"
 
 
 def _logger(spec: dict):
-    """MLflow metrics of the stage's run (by id: this process has no active run), and a console line."""
-    from mlflow import MlflowClient
-    from mlflow.entities import Metric
+    """MLflow metrics of the stage's run (by id: this process has no active run), and a
+    console line; and the function that writes what waits when the stage's function ends.
 
+    Each step is written at once (torchrun ends this process with SIGTERM when another
+    fails: a batch would be lost), through a BatchedLog, so that a lost tracking server
+    does not stop training: its steps wait and go out once it is back."""
+    from mlflow import MlflowClient
+
+    from instructflow.tasks.batched_log import BatchedLog
     from instructflow.tasks.progress import Progress
 
-    client = MlflowClient(spec["tracking_uri"])
+    MlflowClient(spec["tracking_uri"])  # its store opened now, not at the first step's write
+    batched = BatchedLog(flush_seconds=0.0, tracking_uri=spec["tracking_uri"])
+    run_id = spec["run_id"]
     prefix = spec["log_prefix"]
 
     progress = Progress(spec["label"])
@@ -37,15 +43,19 @@ def _logger(spec: dict):
     ) -> None:
         named = {f"{prefix}/{k}" if prefix else k: float(v) for k, v in metrics.items()}
         clean = {k: v for k, v in named.items() if v == v}  # NaN is not logged
-        if spec["run_id"] is not None and clean:
-            stamp = int(time.time() * 1000)
-            client.log_batch(
-                spec["run_id"], metrics=[Metric(k, v, stamp, step) for k, v in clean.items()]
-            )
+        if run_id is not None and clean:
+            batched.add_metrics(run_id, clean, step)
         if (shown := console(metrics)) is not None:
             print(progress.line(step, shown, total, unit), flush=True)
 
-    return log
+    def flush(failed: bool) -> None:
+        if run_id is None:
+            return
+        if not failed:  # its training is done: worth waiting for a lost server
+            batched.wait_for_lost_store(run_id)
+        batched.flush(run_id, quiet=failed)  # a failure's own error, not the store's
+
+    return log, flush
 
 
 def _mark_lifecycle(folder: Path, rank: int) -> None:
@@ -80,7 +90,7 @@ def main(spec_path: str) -> None:
     rank = int(os.environ.get("RANK", "0"))
     _mark_lifecycle(folder, rank)
     spec = pickle.loads(Path(spec_path).read_bytes())
-    log = _logger(spec) if rank == 0 else (lambda *_: None)
+    log, flush_log = _logger(spec) if rank == 0 else (lambda *_: None, lambda failed: None)
     if rank != 0:
         # Rank 0 speaks for the stage: every process runs the same code, so the others'
         # console lines ("pretraining a ... GPT-2") would each show N times. Their errors
@@ -88,6 +98,7 @@ def main(spec_path: str) -> None:
         sys.stdout = open(os.devnull, "w")  # noqa: SIM115 (open for the process's life)
     try:
         result = spec["fn"](**spec["kwargs"], log=log)
+        flush_log(failed=False)
     except BaseException as error:
         from instructflow.tasks.stage import is_permanent
 
@@ -95,6 +106,7 @@ def main(spec_path: str) -> None:
         if is_permanent(error):  # bad input: the task must not retry it
             (folder / f"rank{rank}.permanent").touch()
         (folder / f"rank{rank}.error").write_text(f"{type(error).__name__}: {message}\n")
+        flush_log(failed=True)
         raise
     if rank == 0:
         partial = folder / (RESULT + ".part")

@@ -60,6 +60,17 @@ def _get(url: str, timeout: float) -> None:
         response.read(64)
 
 
+def server_answers(uri: str, timeout: float = 1.0) -> bool:
+    """Whether an http(s) server answers GET /health now (any other URI: a file store, True)."""
+    if not uri.startswith(("http://", "https://")):
+        return True
+    try:
+        _get(uri.rstrip("/") + "/health", timeout)
+    except (urllib.error.URLError, OSError):  # HTTPError, refused, timed out
+        return False
+    return True
+
+
 # A server that accepted the connection but has not answered /health in the first wait is
 # there, only slow (a saturated machine: a sweep's seeds on every core): it gets this long
 # more before the run is refused as if it were down.
@@ -142,7 +153,7 @@ def lost_service_message(
         lost = True
     if not lost:
         return None
-    first = _cause(text) if text.strip() else type(error).__name__
+    first = cause_in_words(text) if text.strip() else type(error).__name__
     services = f"MLflow: {mlflow_uri}; Prefect: {os.environ.get('PREFECT_API_URL') or 'ephemeral'}"
     if not resumable:
         return f"lost a service ({services}): {first}. Run the same command again once it is back."
@@ -155,7 +166,7 @@ def lost_service_message(
 REASONS = ("Connection refused", "timed out", "Name or service not known", "Max retries exceeded")
 
 
-def _cause(text: str) -> str:
+def cause_in_words(text: str) -> str:
     """What failed, in a few words: MLflow's "API request to URL failed with exception
     HTTPConnectionPool(...): Max retries exceeded ... (Caused by ...)" as the request and the
     reason, else the first line cut at a word (cut at 200 characters, it ended in "(Cause.")."""

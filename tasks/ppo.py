@@ -312,7 +312,7 @@ def ppo_task(
             label=stage,
             console=console_figures,
         )
+        tracked.log_model()  # first: it waits for a tracking server lost while PPO trained
         mlflow.log_artifact(str(out / CURVE_PNG))
         mlflow.log_artifact(str(out / CURVE_JSON))
-        tracked.log_model()
         return tracked.done(metrics, model_dir=str(out / "model"))

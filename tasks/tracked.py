@@ -49,13 +49,16 @@ class TrackedStage:
     run: mlflow.ActiveRun
 
     def log_model(self, artifact_path: str = "model") -> None:
-        """The model/ checkpoint, and a LoRA adapter if the stage trained one, as run artifacts."""
+        """The model/ checkpoint, and a LoRA adapter if the stage trained one, as run artifacts
+        (a tracking server lost while the stage trained is waited for first: BatchedLog)."""
+        tracking.batched.wait_for_lost_store(self.run.info.run_id)
         mlflow.log_artifacts(str(self.out / "model"), artifact_path=artifact_path)
         if (self.out / ADAPTER).exists():
             mlflow.log_artifacts(str(self.out / ADAPTER), artifact_path=ADAPTER)
 
     def done(self, metrics: dict[str, float], **outputs: Any) -> StageResult:
         """Log the metrics, then mark the stage done with its outputs: nothing may fail after."""
+        tracking.batched.wait_for_lost_store(self.run.info.run_id)
         tracking.log_final_metrics(self.run.info.run_id, metrics)
         result = {**outputs, "mlflow_run_id": self.run.info.run_id, "metrics": metrics}
         return mark_done(self.out, result)

@@ -375,7 +375,7 @@ def test_a_launched_ppo_process_prints_the_line_this_process_prints(tmp_path, ca
 
     spec = {"tracking_uri": f"sqlite:///{tmp_path / 'mlflow.db'}", "log_prefix": None}
     spec |= {"label": "ppo", "run_id": None, "console": ppo_stage.console_figures}
-    log = launch_worker._logger(pickle.loads(pickle.dumps(spec)))
+    log, _flush = launch_worker._logger(pickle.loads(pickle.dumps(spec)))
     # when rank 0 logs a trainer's iteration on a user's dataset (no gold, no ptx: NaN)
     # and a validation point
     nan = float("nan")

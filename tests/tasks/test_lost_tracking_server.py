@@ -1,0 +1,188 @@
+"""A tracking server lost while a stage trains: training goes on, its steps wait and arrive
+once the server is back; the stage's end waits for it a while, then fails as before."""
+
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+
+import pytest
+from mlflow import MlflowClient
+from mlflow.exceptions import MlflowException
+
+from instructflow.tasks import batched_log, tracking
+from instructflow.tasks.tracked import tracked_stage
+from tests.conftest import free_port, use_project
+
+# What MLflow's HTTP client raises once its retries are spent on a stopped server.
+REFUSED = (
+    "API request to http://127.0.0.1:9/api/2.0/mlflow/runs/log-batch failed with exception "
+    "HTTPConnectionPool(host='127.0.0.1', port=9): Max retries exceeded with url: "
+    "/api/2.0/mlflow/runs/log-batch (Caused by NewConnectionError('Failed to establish a new "
+    "connection: [Errno 111] Connection refused'))"
+)
+
+
+class Server:
+    """The store behind a switch: while `down`, writes fail as a lost server's do and
+    /health does not answer; every write tried is counted."""
+
+    def __init__(self, monkeypatch):
+        self.down = False
+        self.writes_tried = 0
+        self.probes = 0
+        self.back_after_probes: int | None = None  # comes back by itself after so many
+        real = MlflowClient.log_batch
+        server = self
+
+        class Client(MlflowClient):
+            def log_batch(self, run_id, metrics=(), params=(), **kwargs):
+                server.writes_tried += 1
+                if server.down:
+                    raise MlflowException(REFUSED)
+                return real(self, run_id, metrics=metrics, params=params, **kwargs)
+
+        def answers(_uri):
+            self.probes += 1
+            if self.back_after_probes is not None and self.probes >= self.back_after_probes:
+                self.down = False
+            return not self.down
+
+        monkeypatch.setattr(batched_log, "MlflowClient", Client)
+        monkeypatch.setattr(batched_log, "server_answers", answers)
+
+
+@pytest.fixture
+def store(tmp_path, monkeypatch) -> MlflowClient:
+    use_project(monkeypatch, tmp_path)
+    monkeypatch.setattr(tracking.BatchedLog, "FLUSH_SECONDS", 0.0)  # every step written at once
+    monkeypatch.setattr(tracking.BatchedLog, "RETRY_SECONDS", 0.0)
+    return MlflowClient(tracking.tracking_uri())
+
+
+def _curve(client: MlflowClient, run_id: str, key: str) -> list[tuple[int, float]]:
+    return [(m.step, m.value) for m in client.get_metric_history(run_id, key)]
+
+
+def test_steps_logged_while_the_server_is_lost_arrive_in_order_once_it_is_back(
+    store, monkeypatch, capsys
+):
+    server = Server(monkeypatch)
+    with tracking.stage_run("sft", None) as run:
+        for step in range(8):
+            server.down = step in (3, 4, 5)  # lost for three steps, then back
+            tracking.log_step_metrics({"loss": float(step)}, step)  # never raises
+        assert _curve(store, run.info.run_id, "loss") == [(s, float(s)) for s in range(8)]
+    out = capsys.readouterr().out
+    assert out.count("the MLflow tracking server is lost") == 1  # said once, not each step
+    assert "Connection refused" in out and "training goes on" in out
+    assert "is back: waiting steps written" in out
+
+
+def test_while_lost_the_server_is_looked_for_by_health_not_by_writes(store, monkeypatch):
+    server = Server(monkeypatch)
+    with tracking.stage_run("rm", None):
+        server.down = True
+        for step in range(5):
+            tracking.log_step_metrics({"loss": 1.0}, step)
+        # one write found it lost (each costs MLflow's 15 s of retries); then only /health
+        assert (server.writes_tried, server.probes) == (1, 4)
+        server.down = False
+
+
+def test_the_store_refusing_a_write_for_another_reason_still_fails_the_stage(store, monkeypatch):
+    def refuse(*_args, **_kwargs):
+        raise MlflowException("INVALID_PARAMETER_VALUE: metric key too long")
+
+    monkeypatch.setattr(batched_log.MlflowClient, "log_batch", refuse)
+    with pytest.raises(MlflowException, match="INVALID_PARAMETER_VALUE"):
+        with tracking.stage_run("sft", None):
+            tracking.log_step_metrics({"loss": 1.0}, 0)
+
+
+def test_a_stage_end_waits_for_its_lost_server_then_logs_everything(store, tmp_path, monkeypatch):
+    server = Server(monkeypatch)
+    monkeypatch.setattr(tracking.BatchedLog, "OUTAGE_WAIT_SECONDS", 60.0)
+    with tracked_stage("judge", tmp_path / "out", None, {"lr": 0.01}) as stage:
+        tracking.log_step_metrics({"judge/loss": 0.7}, 0)
+        server.down = True
+        tracking.log_step_metrics({"judge/loss": 0.6}, 1)
+        server.back_after_probes = server.probes + 2  # back a second into the stage's end
+        result = stage.done({"judge/accuracy": 0.61})  # waits, then writes
+    run = store.get_run(result["mlflow_run_id"])
+    assert _curve(store, run.info.run_id, "judge/loss") == [(0, 0.7), (1, 0.6)]
+    assert run.data.metrics["judge/accuracy"] == 0.61 and run.data.params == {"lr": "0.01"}
+
+
+def test_a_server_that_stays_lost_fails_the_stage_after_the_wait(store, tmp_path, monkeypatch):
+    from instructflow.tasks.stage import DONE_MARKER
+
+    server = Server(monkeypatch)
+    monkeypatch.setattr(tracking.BatchedLog, "OUTAGE_WAIT_SECONDS", 0.05)
+    with pytest.raises(MlflowException, match="Connection refused"):
+        with tracked_stage("judge", tmp_path / "out", None, {}) as stage:
+            server.down = True
+            tracking.log_step_metrics({"judge/loss": 0.7}, 0)
+            started = time.monotonic()
+            try:
+                stage.done({"judge/accuracy": 0.61})
+            finally:
+                assert time.monotonic() - started >= 0.05  # it did wait
+    assert not (tmp_path / "out" / DONE_MARKER).exists()  # not done: the stage runs again
+
+
+# --- the same with a real MLflow server, stopped and started again mid-stage -----------------
+
+
+def _start_server(db, port: int) -> subprocess.Popen:
+    command = [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", f"sqlite:///{db}"]
+    command += ["--host", "127.0.0.1", "--port", str(port), "--workers", "1"]
+    command += ["--default-artifact-root", str(db.parent / "artifacts")]
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 90
+    while time.monotonic() < deadline:
+        try:
+            urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=1).close()
+            return process
+        except OSError:
+            time.sleep(0.25)
+    process.kill()
+    raise RuntimeError("the MLflow server did not start in 90 s")
+
+
+def _stop(process: subprocess.Popen) -> None:
+    process.terminate()
+    process.wait(timeout=30)
+
+
+@pytest.mark.slow
+def test_a_tracking_server_restarted_mid_stage_loses_no_step_and_no_work(tmp_path, monkeypatch):
+    port, db = free_port(), tmp_path / "server" / "mlflow.db"
+    db.parent.mkdir()
+    server, restarted = _start_server(db, port), []
+    try:
+        uri = f"http://127.0.0.1:{port}"
+        use_project(monkeypatch, tmp_path)
+        monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+        import mlflow
+
+        mlflow.set_tracking_uri(uri)
+        monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")  # lost at once, not in 15 s
+        monkeypatch.setattr(tracking.BatchedLog, "FLUSH_SECONDS", 0.0)
+        monkeypatch.setattr(tracking.BatchedLog, "RETRY_SECONDS", 0.2)
+        with tracked_stage("sft", tmp_path / "out", None, {"lr": 0.001}) as stage:
+            for step in range(6):
+                if step == 3:
+                    _stop(server)
+                tracking.log_step_metrics({"sft/loss": float(step)}, step)
+            # the server comes back while the stage's end waits for it
+            threading.Thread(target=lambda: restarted.append(_start_server(db, port))).start()
+            result = stage.done({"sft/final": 1.0})
+        client = MlflowClient(uri)
+        curve = _curve(client, result["mlflow_run_id"], "sft/loss")
+        assert curve == [(s, float(s)) for s in range(6)]
+        assert client.get_run(result["mlflow_run_id"]).info.status == "FINISHED"
+    finally:
+        for process in [server, *restarted]:
+            _stop(process)
