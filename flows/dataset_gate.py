@@ -172,6 +172,8 @@ def register_and_gate(
             )
             gate = _gate_block(cfg, decision, effect, win, accuracy, candidate, client, policy_name)
             gate |= {"prompts": prompts, "note": elsewhere}
+            # the digest verdict the gate acted on: `eval import` reads it, not the note
+            gate |= {"candidate_holds_incumbent_weights": plays_itself}
             gate |= {"policy_version": version, "reward_model_version": rm_version}
             gate |= {"champion": version} if effect.promote else {}
             gate |= registry.registered_block(policy_name, held, inputs.policy_dir)

@@ -95,6 +95,16 @@ def export(run: str, n: int, seed: int = 0) -> dict[str, Path]:
     return human_eval.write_labeling_files(items, key, folder / "human_eval")
 
 
+def _holds_rivals_weights(gate: dict, rival: str) -> bool:
+    """Whether the candidate holds `rival`'s very weights, as the gate found by digest."""
+    recorded = gate.get("candidate_holds_incumbent_weights")
+    if recorded is not None and rival == gate["incumbent"]:
+        return recorded
+    # A report from before the gate recorded it, or people ranked against SFT in place of
+    # the champion the gate played: the candidate_note is set only when PPO kept SFT's weights.
+    return rival == "sft" and bool(gate.get("candidate_note"))
+
+
 def _regate(client: MlflowClient, gate: dict, labels: dict, key: dict) -> dict:
     """The gate's decision again, on people's rankings of the candidate against its rival."""
     policies = {p for item in key.values() for p in item.values()}
@@ -102,6 +112,7 @@ def _regate(client: MlflowClient, gate: dict, labels: dict, key: dict) -> dict:
     wins = human_eval.pairwise_wins(labels, key, gate["candidate"], rival)
     win = mean_with_ci(wins)
     public = gate.get("public_suite") or {}  # a dataset run's gate has no public suite
+    plays_itself = _holds_rivals_weights(gate, rival)
     decision = decide(
         win["mean"],
         tuple(win["ci95"]),
@@ -110,8 +121,7 @@ def _regate(client: MlflowClient, gate: dict, labels: dict, key: dict) -> dict:
         gate.get("public_suite_margin", 0.02),
         rival,
         gate.get("win_margin", 0.0),
-        # the candidate is SFT's own weights (PPO kept them: the gate's candidate_note)
-        same_weights=rival == "sft" and bool(gate.get("candidate_note")),
+        same_weights=plays_itself,
     )
     name, version = gate["model_name"], gate["policy_version"]
     now, left = registry.champion_version(client, name), gate.get("champion")
@@ -149,6 +159,7 @@ def _regate(client: MlflowClient, gate: dict, labels: dict, key: dict) -> dict:
         "automatic": {k: gate[k] for k in ("evidence", "incumbent", "win_rate", "reason")},
         "evidence": "human",
         "incumbent": rival,
+        "candidate_holds_incumbent_weights": plays_itself,  # of the rival people ranked
         "prompts": len(wins),
         "win_rate": win,
         "promote": decision.promote,

@@ -302,6 +302,8 @@ def register_and_gate_task(
         challenger = Policy("challenger", Path(policy_dir))
         match = head_to_head(challenger, incumbent, Path(profile_dir), match_cfg, seed)
         win = match["win_rate"]
+        # decided once, by weight digest: the report records it for `eval import`'s regate
+        plays_itself = same_weights(policy_dir, incumbent.model_dir)
         decision = decide(
             win["mean"],
             tuple(win["ci95"]),
@@ -310,7 +312,7 @@ def register_and_gate_task(
             cfg.public_suite_margin,
             incumbent_name,
             win_margin,
-            same_weights(policy_dir, incumbent.model_dir),
+            plays_itself,
         )
         gate = {
             "model_name": model_name,
@@ -330,6 +332,7 @@ def register_and_gate_task(
             },
             "promote": decision.promote,
             "reason": decision.reason,
+            "candidate_holds_incumbent_weights": plays_itself,
         } | ({"candidate_note": candidate_note} if candidate_note else {})
         _, tokenizer = load_causal_lm(policy_dir)
         lineage = lineage | {"tokenizer_digest": tokenizer_digest(tokenizer)}
@@ -373,11 +376,8 @@ def register_and_gate_task(
                 "champion": champion,
             } | registered_block(model_name, held, policy_dir)
             origin = client.get_model_version(model_name, policy_version).tags if held else None
-            judge = (
-                None
-                if judge_trusted is None
-                else {"trustworthy": judge_trusted, "trust_reason": judge_trust_reason}
-            )
+            trust = {"trustworthy": judge_trusted, "trust_reason": judge_trust_reason}
+            judge = None if judge_trusted is None else trust
             card = model_card(
                 model_name, policy_version, lineage, policy_metrics, gate, origin, judge
             )

@@ -170,7 +170,8 @@ def test_people_who_prefer_a_candidate_holding_sfts_weights_do_not_make_it_champ
 ):
     root, run_id = finished_run
 
-    # given a run whose candidate is SFT's own weights (PPO kept them: the gate says so)
+    # given a run whose candidate is SFT's own weights (PPO kept them), from a report made
+    # before the gate recorded its digest verdict: only the candidate_note says so
     def kept_sfts_weights(gate: dict) -> None:
         gate["candidate_note"] = "ppo_ptx kept its starting weights (SFT's): ..."
 
@@ -179,6 +180,38 @@ def test_people_who_prefer_a_candidate_holding_sfts_weights_do_not_make_it_champ
     # then the gate refuses all the same: SFT's weights cannot beat SFT
     assert not gate["promote"] and not gate["promoted"]
     assert gate["reason"].startswith("the candidate holds sft's own weights")
+    assert gate["candidate_holds_incumbent_weights"] is True
+
+
+def test_the_gates_digest_verdict_not_its_note_decides_whether_the_candidate_is_sfts_weights(
+    finished_run,
+):
+    root, run_id = finished_run
+
+    # given a gate that found by digest that the candidate holds SFT's weights, with no note
+    def found_sfts_weights(gate: dict) -> None:
+        gate["candidate_holds_incumbent_weights"] = True
+
+    # when people rank the candidate first every time and that is imported
+    gate = _gate_after_people_prefer_the_candidate(root, run_id, found_sfts_weights)
+    # then it is refused: SFT's weights cannot beat SFT, whatever the note says
+    assert not gate["promote"] and not gate["promoted"]
+    assert gate["reason"].startswith("the candidate holds sft's own weights")
+
+
+def test_a_note_on_a_candidate_the_gate_found_other_than_sft_does_not_refuse_it(finished_run):
+    root, run_id = finished_run
+
+    # given a gate with a candidate_note, whose digest comparison found weights other than SFT's
+    def noted_but_different(gate: dict) -> None:
+        gate["candidate_note"] = "ppo_ptx: a note for people, set for some other reason"
+        gate["candidate_holds_incumbent_weights"] = False
+
+    # when people rank the candidate first every time and that is imported
+    gate = _gate_after_people_prefer_the_candidate(root, run_id, noted_but_different)
+    # then people's rankings decide: it is promoted
+    assert gate["promote"] and gate["promoted"]
+    assert gate["candidate_holds_incumbent_weights"] is False
 
 
 def test_a_bad_label_file_is_refused_in_one_message(finished_run, capsys):

@@ -152,5 +152,7 @@ def test_a_candidate_with_sfts_own_weights_is_not_promoted_on_a_lucky_judge_verd
     gate = gate_of(kept)
     assert not gate["promote"]
     assert gate["reason"] == "the candidate holds sft's own weights: it cannot beat itself"
+    assert gate["candidate_holds_incumbent_weights"] is True  # recorded for `eval import`
     # and the same verdict for weights other than SFT's promotes (the RM's stand in for them)
-    assert gate_of(replace(inputs, sft_dir=str(tiny_dirs[1])))["promote"]
+    other = gate_of(replace(inputs, sft_dir=str(tiny_dirs[1])))
+    assert other["promote"] and other["candidate_holds_incumbent_weights"] is False

@@ -72,6 +72,8 @@ def test_a_refused_gate_writes_the_cards_lineage_and_that_there_is_no_champion(
     # and the registered model says there is no champion, and why: SFT cannot beat itself
     assert not result["gate"]["promoted"]
     assert "the candidate holds sft's own weights" in result["decision"]["reason"]
+    # and the gate block records that digest verdict, for `eval import` to read
+    assert result["gate"]["candidate_holds_incumbent_weights"] is True
     registry_run = client.get_run(result["mlflow_run_id"]).data.tags
     assert registry_run["gate_decision"] == "rejected"
     status = client.get_registered_model(POLICY).description
