@@ -2,7 +2,8 @@
 judged, and what was left out or ignored."""
 
 from instructflow.tasks.dataset_names import notes
-from instructflow.tasks.report_judge import verdict_said_above, without_trust_reason
+from instructflow.tasks.gate import gate_verdict
+from instructflow.tasks.report_judge import GATE, SAID_IN, verdict_said_above
 
 
 def dataset_markdown(result: dict) -> str:
@@ -28,7 +29,8 @@ def dataset_markdown(result: dict) -> str:
         f"- judge: {result['judge']['kind']}, {result['judge']['training_pairs']} training pairs,"
         f" accuracy {result['judge']['accuracy_heldout_pairs']:.3f} on held-out pairs"
         f" ({verdict_said_above(result)})",  # its reason is said once, earlier in report.md
-        f"- gate ({result['gate']['evidence']}):"
-        f" {without_trust_reason(result, result['gate']['reason'])}",
+        # its reason is said once, in the Promotion gate section that opens report.md
+        f"- gate ({result['gate']['evidence']}): {gate_verdict(result['gate']).lower()}"
+        f" (see {SAID_IN[GATE]})",
     ]
     return "\n".join(lines) + "\n"

@@ -110,12 +110,3 @@ def verdict_said_above(report: dict[str, Any]) -> str:
     verdict = "not to be trusted" if _untrusted(judge) else "trusted"
     home = trust_reason_home(report)
     return verdict if home is None else f"{verdict}: see {SAID_IN[home]}"
-
-
-def without_trust_reason(report: dict[str, Any], text: str) -> str:
-    """`text` (a gate's reason, repeated in the Dataset section) with the judge's
-    trust_reason replaced by where report.md says it."""
-    reason = (report.get("judge") or {}).get("trust_reason")
-    if not reason or reason not in text:
-        return text
-    return text.replace(reason, f"the held-out judge is {verdict_said_above(report)}")

@@ -301,6 +301,23 @@ def test_a_judges_reason_is_said_once_where_no_gate_quotes_it():
     assert "on held-out pairs (trusted: see Held-out judge, trust_reason)" in text
 
 
+def test_a_dataset_runs_gate_reason_is_said_once_and_the_dataset_section_points_to_it():
+    # given a dataset run whose trusted judge's win rate does not clear the bar
+    for accuracy, pairs in ((0.9, 400), (0.45, 12)):  # and one whose judge is not trusted
+        report = _judged_dataset_report(accuracy, pairs)
+        reason = report["gate"]["reason"]
+        # when report.md is written with its Dataset section
+        text = _whole_report_md(report)
+        # then the gate's reason is said once, in the Promotion gate section
+        assert text.count(reason) == 1 and f"- reason: {reason}\n" in text
+        # and the Dataset section's gate line says the verdict and points there
+        dataset = text[text.index("## Dataset") :]
+        assert (
+            "- gate (held-out judge): not promoted (see the Promotion gate's reason above)\n"
+            in (dataset)
+        )
+
+
 def test_the_policy_tables_say_what_each_column_measures_and_in_which_unit():
     # given a report whose policies have some of the measures (a dataset run: no gold)
     report = _report()
