@@ -175,7 +175,8 @@ def _not_conversational(row: dict[str, Any], others: int) -> list[tuple[str, str
             continue  # a text prompt is one of TRL's forms when the answers are message lists
         if isinstance(value, list) and not _messages(value):
             n, item = next((i, v) for i, v in enumerate(value, 1) if not isinstance(v, dict))
-            problems.append((name, f"{wanted}; item {n} is {_kind(item)}: {item!r:.60}"))
+            # show_value: a long item is cut, and the "..." says so (a bare cut read as whole)
+            problems.append((name, f"{wanted}; item {n} is {_kind(item)}: {show_value(item)}"))
         elif not _messages(value):
             problems.append((name, f"{wanted}; got {_kind(value)}"))
     return problems

@@ -292,6 +292,29 @@ def test_one_bad_row_among_conversational_preferences_is_the_only_problem(
     ]
 
 
+def test_a_long_bad_item_in_a_conversational_answer_is_quoted_as_a_marked_excerpt(tmp_path):
+    # given TRL conversational preferences whose row 3's chosen holds a completion of
+    # kilobytes as a bare string among its messages
+    prefs = _conversational_preferences(60)
+    completion = "Apples are red. " * 500
+    prefs[2]["chosen"] = APPLE + [completion]
+    _write(tmp_path, "preferences", prefs)
+    with pytest.raises(TableError) as e:
+        load_dataset(tmp_path)
+    # then the one problem names file, row and field, and quotes a short excerpt of the
+    # value that says it is one: not the whole completion, nor a cut that reads as whole
+    (problem,) = e.value.problems
+    assert (Path(problem.file).name, problem.row, problem.field) == (
+        "preferences.jsonl",
+        3,
+        "chosen",
+    )
+    assert len(str(problem)) < len(str(tmp_path)) + 300
+    excerpt = problem.message.partition("item 2 is a str: ")[2]
+    assert excerpt.endswith("...") and repr(completion).startswith(excerpt.removesuffix("..."))
+    assert 20 < len(excerpt) < 100
+
+
 def test_a_bad_answer_in_a_conversational_pair_quotes_the_answer_as_written(tmp_path):
     # given TRL conversational preferences with an empty chosen answer (row 4) and a
     # rejected answer equal to the chosen one (row 7)
