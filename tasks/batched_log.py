@@ -12,8 +12,9 @@ A tracking server lost while a stage trains does not stop the training: the
 steps it could not write wait here, the server is looked for again every
 RETRY_SECONDS (a one-second /health request, not MLflow's 15 s of retries),
 and they go out once it answers. When training is over, the stage waits up to
-OUTAGE_WAIT_SECONDS for it before logging its model (`wait_for_lost_store`); a
-server still gone then fails the stage as any lost service does.
+OUTAGE_WAIT_SECONDS for it before logging its model (`wait_for_lost_store`: also
+for a server lost after the last step was written); a server still gone then fails
+the stage as any lost service does.
 """
 
 import os
@@ -33,6 +34,7 @@ class BatchedLog:
     FLUSH_SECONDS = 5.0
     RETRY_SECONDS = 30.0  # while the server is lost: how often training looks for it again
     OUTAGE_WAIT_SECONDS = 300.0  # how long a stage's end waits for it (a restart, say)
+    PROBE_SECONDS = 5.0  # a stage's end: a /health slower than this counts as not answering
 
     def __init__(self, flush_seconds: float | None = None, tracking_uri: str | None = None):
         """Defaults: FLUSH_SECONDS, and MLflow's tracking URI of the moment (a launched
@@ -92,17 +94,20 @@ class BatchedLog:
             )
 
     def wait_for_lost_store(self, run_id: str) -> None:
-        """At a stage's end, before it logs its model: a server lost while it trained gets up
-        to OUTAGE_WAIT_SECONDS to come back (the stage's work is done and would be lost)."""
-        if run_id not in self._lost:
+        """At a stage's end, before it logs its model and figures: a server that does not
+        answer (lost while the stage trained, or just now) gets up to OUTAGE_WAIT_SECONDS to
+        come back, rather than the stage's finished work being lost with MLflow's 15 s."""
+        if run_id not in self._lost and server_answers(self._uri(), self.PROBE_SECONDS):
             return
         deadline = time.monotonic() + self.OUTAGE_WAIT_SECONDS
         print(
-            f"training is over; waiting up to {self.OUTAGE_WAIT_SECONDS:.0f} s for the MLflow "
-            f"tracking server ({self._uri()}) to log this stage's results",
+            f"the stage's work is done; waiting up to {self.OUTAGE_WAIT_SECONDS:.0f} s for the "
+            f"MLflow tracking server ({self._uri()}), which does not answer, to log its results",
             flush=True,
         )
-        while not server_answers(self._uri()) and time.monotonic() < deadline:
+        while time.monotonic() < deadline:
+            if server_answers(self._uri(), self.PROBE_SECONDS):
+                break
             time.sleep(1.0)
         self._lost.pop(run_id, None)
 

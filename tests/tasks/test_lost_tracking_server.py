@@ -43,7 +43,7 @@ class Server:
                     raise MlflowException(REFUSED)
                 return real(self, run_id, metrics=metrics, params=params, **kwargs)
 
-        def answers(_uri):
+        def answers(_uri, _timeout=1.0):
             self.probes += 1
             if self.back_after_probes is not None and self.probes >= self.back_after_probes:
                 self.down = False
@@ -113,6 +113,18 @@ def test_a_stage_end_waits_for_its_lost_server_then_logs_everything(store, tmp_p
     run = store.get_run(result["mlflow_run_id"])
     assert _curve(store, run.info.run_id, "judge/loss") == [(0, 0.7), (1, 0.6)]
     assert run.data.metrics["judge/accuracy"] == 0.61 and run.data.params == {"lr": "0.01"}
+
+
+def test_a_server_lost_after_the_last_step_was_written_is_waited_for_too(
+    store, tmp_path, monkeypatch
+):
+    server = Server(monkeypatch)
+    monkeypatch.setattr(tracking.BatchedLog, "OUTAGE_WAIT_SECONDS", 60.0)
+    with tracked_stage("judge", tmp_path / "out", None, {}) as stage:
+        tracking.log_step_metrics({"judge/loss": 0.7}, 0)  # written: nothing found it lost
+        server.down, server.back_after_probes = True, server.probes + 2
+        result = stage.done({"judge/accuracy": 0.61})
+    assert store.get_run(result["mlflow_run_id"]).data.metrics["judge/accuracy"] == 0.61
 
 
 def test_a_server_that_stays_lost_fails_the_stage_after_the_wait(store, tmp_path, monkeypatch):
