@@ -11,7 +11,7 @@ import mlflow
 from prefect import get_run_logger
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
-from instructflow.tasks import plots, report, run_status
+from instructflow.tasks import plots, report, report_table, run_status
 from instructflow.tasks.paths import reports_dir
 
 
@@ -34,6 +34,8 @@ def publish(result: dict, plotted: list[Path], url: str, extra: str = "") -> Non
         description=f"also reports/{parent_id}/report.md and the MLflow run's report/ folder",
     )
     create_table_artifact(
-        table=report.table_rows(result), key="rlhf-policies", description="Policies on test users"
+        table=report_table.table_rows(result),
+        key="rlhf-policies",
+        description=report_table.table_description(result),
     )
     get_run_logger().info("report: %s  MLflow: %s", reports_dir() / "latest" / "report.json", url)

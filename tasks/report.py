@@ -62,6 +62,13 @@ POLICY_COLUMN_GROUPS = (
 )
 
 
+def in_pipeline_order(policies: dict[str, dict]) -> list[str]:
+    """The pipeline's policies in its order, then any other (a dataset's, say)."""
+    return [n for n in POLICY_NAMES if n in policies] + [
+        n for n in policies if n not in POLICY_NAMES
+    ]
+
+
 def _policy_table(policies: dict[str, dict], columns: tuple[str, ...]) -> list[str]:
     """One row per policy (the pipeline's order, then any other), the given columns."""
     # A column no policy has a figure in (gold on a dataset) says nothing.
@@ -69,12 +76,9 @@ def _policy_table(policies: dict[str, dict], columns: tuple[str, ...]) -> list[s
     if not columns:
         return []
     lines = ["| policy | " + " | ".join(columns) + " |", "|" + " --- |" * (len(columns) + 1)]
-    names = [n for n in POLICY_NAMES if n in policies] + [
-        n for n in policies if n not in POLICY_NAMES
-    ]
     return lines + [
         f"| {name} | " + " | ".join(_fmt(policies[name].get(c)) for c in columns) + " |"
-        for name in names
+        for name in in_pipeline_order(policies)
     ]
 
 
@@ -342,17 +346,3 @@ def publish_latest(run_dir: Path, reports_root: Path) -> None:
     tmp.unlink(missing_ok=True)
     tmp.symlink_to(run_dir.name)
     os.replace(tmp, latest)
-
-
-def table_rows(report: dict[str, Any]) -> list[dict[str, Any]]:
-    """One flat row per policy, for a Prefect table artifact."""
-    rows = []
-    for name, row in report["policies"].items():
-        flat = {"policy": name}
-        for key, value in row.items():
-            if isinstance(value, dict) and "mean" in value:
-                flat[key] = round(value["mean"], 4)
-            elif isinstance(value, float):
-                flat[key] = round(value, 4)
-        rows.append(flat)
-    return rows
