@@ -3,7 +3,8 @@
 Prefect UI: deployment manual-run, Custom run, the parameter form filled in
 (profile smoke, seed 1, the reduced fast-smoke sizes in the nested stage
 sections), submitted, followed until Completed, its task runs named by stage, its report
-artifact opened (its plots loaded from the MLflow server); the scheduled-retrain
+artifact opened (its plots loaded from the MLflow server), its policies table (every
+header in sight at 1400 px, report.json's figures with their CIs); the scheduled-retrain
 deployment with its next run. MLflow UI: the experiment in the model-training
 layout, the parent run (named as its flow run, its Overview saying the outcome)
 with its nested stage runs and a report plot, and the registered policy with
@@ -16,16 +17,19 @@ Each step saves a screenshot (docs/screenshots/ under `make screenshots`).
 """
 
 import datetime as dt
+import json
 import re
 import time
+from pathlib import Path
 
+import mlflow
 import pytest
 from cronsim import CronSim
 from mlflow import MlflowClient
 from playwright.sync_api import expect
 
 from instructflow.flows.params import PipelineParams
-from instructflow.tasks import tracking
+from instructflow.tasks import report_table, tracking
 from tests.browser import prefect_form
 from tests.flows.stages import STAGES
 
@@ -80,6 +84,22 @@ def policy_model(params: dict) -> str:
     """The registered model a run's policy joins (the smoke profile has its own)."""
     parsed = PipelineParams(**params)
     return parsed.registry.names(parsed.profile)[0]
+
+
+def _policies_table(page, live_stack, flow_run_id: str) -> dict:
+    """The flow run's `rlhf-policies` artifact as the UI shows it: headers, cells, its
+    description, and how far its pane scrolls sideways (0: every column in sight)."""
+    page.goto(f"{live_stack.prefect_url}/runs/flow-run/{flow_run_id}")
+    page.get_by_text("Artifacts", exact=True).first.click()
+    page.get_by_text("rlhf-policies", exact=True).first.click()
+    table = page.locator(".p-table")
+    expect(table.locator("td").first).to_be_visible()
+    return {
+        "headers": [h.strip() for h in table.locator("th").all_inner_texts()],
+        "cells": [c.strip() for c in table.locator("td").all_inner_texts()],
+        "overflow": table.evaluate("pane => pane.scrollWidth - pane.clientWidth"),
+        "text": page.locator("main, body").first.inner_text(),
+    }
 
 
 @pytest.fixture(scope="module")
@@ -142,6 +162,8 @@ def form_run(live_stack, live_manual_run, chromium, screenshots, fast_smoke) -> 
             "() => [...document.images].map(i => ({src: i.src, width: i.naturalWidth}))"
         )
         shot(page, screenshots, "05-prefect-report-artifact")
+        policies_table = _policies_table(page, live_stack, flow_run_id)
+        shot(page, screenshots, "15-prefect-policies-artifact")
     except Exception:
         shot(page, screenshots, "failed-form-run")
         raise
@@ -153,6 +175,7 @@ def form_run(live_stack, live_manual_run, chromium, screenshots, fast_smoke) -> 
         "wanted": wanted,
         "report_text": report_text,
         "report_images": report_images,
+        "policies_table": policies_table,
         "task_run_names": task_run_names,
     }
 
@@ -198,6 +221,27 @@ def test_the_report_artifact_shows_its_plots_from_the_mlflow_server(live_stack, 
         assert image["src"].startswith(prefix), image
         assert image["src"].endswith(f"&run_uuid={parent_id}"), image
         assert image["width"] > 100, image
+
+
+def test_the_policies_artifact_shows_the_reports_figures_whole(live_stack, form_run, tmp_path):
+    # given the policies table the Prefect UI showed, and the run's report.json
+    shown = form_run["policies_table"]
+    _, parent_id = _parent_run_id(live_stack, form_run["id"])
+    path = mlflow.artifacts.download_artifacts(
+        run_id=parent_id,
+        artifact_path="report/report.json",
+        tracking_uri=live_stack.mlflow_url,
+        dst_path=str(tmp_path),
+    )
+    expected = report_table.table_rows(json.loads(Path(path).read_text()))
+    # then every header is in sight at 1400 px: the pane does not scroll sideways
+    assert shown["headers"] == list(expected[0]), shown
+    assert shown["overflow"] <= 0, shown
+    # and each policy's figures are report.json's, each mean [95% CI]
+    assert shown["cells"] == [cell for row in expected for cell in row.values()], shown
+    assert any(re.fullmatch(r"\d\.\d{3} \[\d\.\d{3}, \d\.\d{3}\]", c) for c in shown["cells"])
+    # and the description says where the other measures are
+    assert f"reports/{parent_id}/report.json" in shown["text"], shown["text"]
 
 
 def test_the_flow_run_lists_its_task_runs_by_stage(form_run):
