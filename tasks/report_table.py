@@ -1,12 +1,11 @@
 """The Prefect table artifact `rlhf-policies`: the policies side by side, narrow enough
-for Prefect's artifact page.
+for Prefect's artifact page (a 1400 px window cut the headers of one column per measure).
 
-It had one column per measure (twelve, named by their report.json keys, means only),
-and a 1400 px window cut their headers. Now it has the figures a person comparing
-policies reads first: the win rate against SFT (and the held-out judge's, where the
-report has it) and the gold score, each as its mean and 95% CI in one cell, with the
-scale in the header. The cells are formatted from report.json's values as report.md
-formats them (3 decimals). The artifact's description says where every other measure is.
+It holds the figures a person comparing policies reads first: the win rate against
+SFT (and the held-out judge's, where the report has it) and the gold score, each as
+its mean and 95% CI in one cell, with the scale in the header. The cells are
+formatted from report.json's values as report.md formats them (3 decimals). The
+artifact's description says where every other measure is.
 """
 
 from typing import Any
