@@ -8,7 +8,14 @@ for the `tiny` profile, and a profile adjusts any field the user did not set
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    model_serializer,
+    model_validator,
+)
 from pydantic_core import PydanticCustomError
 
 from instructflow.tasks.base_model_config import BaseModelConfig
@@ -142,6 +149,28 @@ class PipelineParams(BaseModel):
     candidate: Literal["ppo_ptx", "ppo", "sft"] = Field(
         "ppo_ptx", description="Which policy is registered as the challenger."
     )
+
+    @model_serializer(mode="wrap")
+    def _what_was_set(self, handler: Any) -> dict[str, Any]:
+        """Dumped (a command-line run's Prefect Parameters tab, a refusal's params.json): the
+        profile, the seed, and the fields set, a stage's only as far as it was set as
+        `stage` reads it (a stage given whole: its fields away from their defaults). With
+        every default, a smoke run's dump listed the stage defaults, which are tiny's sizes,
+        as if it ran them; the sizes in force are the `settings-in-force` table's. Nothing
+        set (the flow's default, which the run form shows): every default, as before."""
+        dumped = handler(self)
+        if not self.model_fields_set:
+            return dumped
+        shown = {}
+        for name, value in dumped.items():
+            config = getattr(self, name)
+            if isinstance(config, BaseModel):
+                value = {k: v for k, v in value.items() if not _not_set(config, k)}
+                if value:
+                    shown[name] = value
+            elif name in {"profile", "seed"} | self.model_fields_set:
+                shown[name] = value
+        return shown
 
     @model_validator(mode="wrap")
     @classmethod

@@ -237,7 +237,8 @@ def settings_you_set(params: PipelineParams) -> dict[str, Any]:
 
 SETTINGS = (
     "Every setting this run uses and who set it. The Parameters tab shows what the form "
-    "sent: its stage defaults are tiny's, which a profile resizes where left at default."
+    "sent (its stage defaults are tiny's, which a profile resizes where left at default), "
+    "or for a command-line run its profile, seed and what it set."
 )
 
 

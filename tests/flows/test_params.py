@@ -206,3 +206,25 @@ def test_a_field_sent_at_its_default_in_part_of_a_stage_is_kept_under_a_profile(
     base = params.stage("base")
     assert base.n_layer == tiny.n_layer != PROFILE_OVERRIDES["smoke"]["base"]["n_layer"]
     assert base.n_embd == PROFILE_OVERRIDES["smoke"]["base"]["n_embd"]
+
+
+def test_a_runs_prefect_parameters_show_what_was_set_not_tinys_sizes():
+    # Prefect stores a flow run's parameters as FastAPI's encoder dumps them (its Parameters tab)
+    from fastapi.encoders import jsonable_encoder
+    from prefect.utilities.callables import parameter_schema
+
+    from instructflow.flows.pipeline import rlhf_pipeline
+
+    # given a smoke run with one PPO setting of the user's
+    smoke = PipelineParams(profile="smoke", ppo={"lr": 2e-5})
+    # then its dump holds the profile, the seed and that setting, not tiny's stage sizes
+    assert jsonable_encoder(smoke) == {"profile": "smoke", "seed": 0, "ppo": {"lr": 2e-5}}
+    # and a stage sent whole (a dumped params file) shows only the fields off their defaults
+    whole = BaseModelConfig().model_dump() | {"steps": 30}
+    assert jsonable_encoder(PipelineParams(profile="smoke", base=whole))["base"] == {"steps": 30}
+    # and the dump runs as the original: the same settings in force
+    again = PipelineParams.model_validate(jsonable_encoder(smoke))
+    assert again.settings_in_force() == smoke.settings_in_force()
+    # and the flow's default (the run form's values) is still every default
+    default = parameter_schema(rlhf_pipeline.fn).properties["params"]["default"]
+    assert default == PipelineParams().model_dump(mode="json") and default["base"]["n_layer"] == 4

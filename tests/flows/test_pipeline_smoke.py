@@ -132,6 +132,10 @@ def test_mlflow_parent_run_is_tagged(smoke_run):
                 break
             time.sleep(0.5)
         artifacts = prefect.read_artifacts(flow_run_filter=of_this_run)
+    # and its Parameters tab shows the profile and the file's top-level fields, none of the
+    # file's stage defaults: they are tiny's sizes, and the run used smoke's
+    shown = flow_run.parameters["params"]
+    assert shown["profile"] == "smoke" and not shown.keys() & {"base", "sft", "ppo", "gate"}
     # and its artifacts are the report's, each with a key (no raw result record, type unknown)
     assert {"rlhf-report", "rlhf-policies", "settings-in-force"} <= {a.key for a in artifacts}
     assert all(a.key and a.type in ("markdown", "table") for a in artifacts), artifacts
