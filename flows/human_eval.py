@@ -215,7 +215,7 @@ def import_labels(run: str, path: Path) -> dict:
 def _rewrite(folder: Path, result: dict) -> None:
     """report.json and report.md of the run, and of reports/latest if it is that run."""
     plots = sorted(str(p) for p in folder.glob("*.png"))
-    markdown = report.to_markdown(result, plots=plots)
+    markdown = report.report_markdown(result, plots=plots)  # as the pipeline rendered it
     for target in (folder, reports_dir() / "latest"):
         existing = target / "report.json"
         if target != folder and (

@@ -47,7 +47,6 @@ from instructflow.tasks.conversations import READABLE_PROMPTS
 from instructflow.tasks.dataset import load_dataset
 from instructflow.tasks.dataset_dvc import version_tags
 from instructflow.tasks.dataset_files import missing_folder
-from instructflow.tasks.dataset_report import dataset_markdown
 from instructflow.tasks.evaluation import fewshot_prefix, flat_metrics
 from instructflow.tasks.input_checks import base_model_problems
 from instructflow.tasks.lengths import fewshot_prefix_that_fits
@@ -367,5 +366,5 @@ def run(
     result["status"] = "completed"
     # The evaluation's plots beside report.md, as on the embedded world.
     plotted = [Path(evaluated["dir"]) / f for f in evaluated.get("plots", [])]
-    publish(result, plotted, mlflow_url, dataset_markdown(result))
+    publish(result, plotted, mlflow_url)  # report.md with its Dataset section
     return result

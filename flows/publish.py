@@ -2,7 +2,8 @@
 report/ and Overview, and the Prefect artifacts `rlhf-report` and `rlhf-policies`.
 
 One function for a run on the embedded world and one on a dataset, so that both
-leave the same things behind (a dataset's report adds its data summary: `extra`).
+leave the same things behind (a dataset's report.md adds its Dataset section:
+report.report_markdown, which `eval import` renders it with too).
 """
 
 from pathlib import Path
@@ -15,18 +16,18 @@ from instructflow.tasks import plots, report, report_table, run_status
 from instructflow.tasks.paths import reports_dir
 
 
-def publish(result: dict, plotted: list[Path], url: str, extra: str = "") -> None:
-    """reports/<run id>/ (report.json, report.md + `extra`, its plots), reports/latest,
-    MLflow and Prefect."""
+def publish(result: dict, plotted: list[Path], url: str) -> None:
+    """reports/<run id>/ (report.json, report.md, its plots), reports/latest, MLflow and
+    Prefect."""
     parent_id, candidate = result["run"]["mlflow_run_id"], result["gate"].get("candidate")
     run_status.at_stage("report")
     # the evaluation's plots beside report.md, the win rates' with the gate's candidate marked
     figures = plots.for_report(plotted, candidate, reports_dir() / parent_id)
     names = [str(f) for f in figures]
-    markdown = report.to_markdown(result, mlflow_url=url, plots=names) + extra
+    markdown = report.report_markdown(result, mlflow_url=url, plots=names)
     run_dir = report.write_report(result, reports_dir(), markdown, extra_files=figures)
     report.publish_latest(run_dir, reports_dir())  # the run is complete: nothing after fails it
-    web = report.log_report(run_dir, result, url, names, extra)  # plots by their MLflow URLs
+    web = report.log_report(run_dir, result, url, names)  # plots by their MLflow URLs
     mlflow.set_tag("mlflow.note.content", report.run_summary(result))  # the run's Overview
     create_markdown_artifact(
         markdown=web,

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
 
+from instructflow.tasks.dataset_report import dataset_markdown
 from instructflow.tasks.gate import short_answers
 from instructflow.tasks.model_card import TRAINING_READINGS, played
 from instructflow.tasks.report_judge import judge_caveat, judge_section
@@ -282,6 +283,22 @@ def to_markdown(
     return "\n".join(lines) + "\n"
 
 
+def report_markdown(
+    report: dict[str, Any],
+    mlflow_url: str | None = None,
+    plots: list[str] | None = None,
+    image_url: Callable[[str], str] | None = None,
+    narrow: bool = False,
+) -> str:
+    """A run's whole report.md: to_markdown's sections, then a dataset run's Dataset section.
+
+    The one renderer of a run's report.md, for the pipeline and for `eval import`, which
+    rewrites it: a second one would drift (the rewrite once lost the Dataset section).
+    """
+    dataset = dataset_markdown(report) if report.get("dataset") else ""
+    return to_markdown(report, mlflow_url, plots, image_url, narrow) + dataset
+
+
 def log_report(
     run_dir: Path, report: dict[str, Any], mlflow_url: str, plots: list[str], extra: str = ""
 ) -> str:
@@ -298,10 +315,10 @@ def log_report(
     import mlflow
 
     image_url = mlflow_artifact_urls(mlflow_url, "report")
-    web = to_markdown(report, mlflow_url, plots, image_url) + extra
+    web = report_markdown(report, mlflow_url, plots, image_url) + extra
     mlflow.log_artifacts(str(run_dir), artifact_path="report")
     mlflow.log_text(web, "report/report.md")
-    return to_markdown(report, mlflow_url, plots, image_url, narrow=True) + extra
+    return report_markdown(report, mlflow_url, plots, image_url, narrow=True) + extra
 
 
 def write_whole(path: Path, text: str) -> None:

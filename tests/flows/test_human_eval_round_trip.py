@@ -454,3 +454,47 @@ def test_people_who_rank_it_worse_take_off_the_champion_the_gate_made(finished_r
     assert (
         f"instructflow-policy-smoke: champion moved v{version} -> none on people's rankings" in said
     )
+
+
+def _as_dataset_run(root, run_id: str, data_dir) -> None:
+    """The run's report as a dataset run's: its Dataset summary, a held-out judge, no labelers."""
+    from instructflow.tasks.dataset import load_dataset
+    from instructflow.tasks.gate_config import GateConfig
+    from instructflow.tasks.judge_trust import report_block
+
+    metrics = {
+        "judge/training_rows": 30.0,
+        "judge/training_pairs": 30.0,
+        "judge/test_pairs": 40.0,
+        "judge/accuracy_heldout_pairs": 0.8,
+    }
+    for folder in (root / "reports" / run_id, root / "reports" / "latest"):
+        path = folder / "report.json"
+        report = json.loads(path.read_text())
+        report.pop("labelers")
+        report["dataset"] = load_dataset(data_dir).summary
+        report["skipped"] = {}
+        report["judge"] = report_block(metrics, None, floor=GateConfig().judge_accuracy_floor)
+        report["gate"]["evidence"] = "held-out judge"
+        path.write_text(json.dumps(report))
+
+
+def test_eval_import_keeps_a_dataset_runs_dataset_section_in_report_md(finished_run, tmp_path):
+    from instructflow.tasks.dataset_report import dataset_markdown
+    from tests.own_data import write_hh_dataset
+
+    root, run_id = finished_run
+    # given a run on a user's dataset, whose report.md ends with its Dataset section
+    _as_dataset_run(root, run_id, write_hh_dataset(tmp_path / "mine"))
+    # when people's rankings are imported, and report.md is rewritten
+    assert main(["eval", "export", run_id, "--n", "6"]) == 0
+    filled = root / "reports" / run_id / "human_eval" / "labeling.csv"
+    _rank_first(filled, "ppo_ptx")
+    assert main(["eval", "import", run_id, str(filled)]) == 0
+    # then both report.md files still end with the Dataset section, as the pipeline renders it
+    # from the report as it is now (its gate line says people decided)
+    for folder in (root / "reports" / run_id, root / "reports" / "latest"):
+        report = json.loads((folder / "report.json").read_text())
+        section = dataset_markdown(report)
+        assert "\n## Dataset\n" in section and "- gate (human): " in section
+        assert (folder / "report.md").read_text().endswith(section)
