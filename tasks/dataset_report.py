@@ -15,7 +15,7 @@ def dataset_markdown(result: dict) -> str:
         for name, t in summary["tables"].items()
     ]
     lines += [
-        f"- preferences: {summary['preference_shape']}, K counts {summary['k_counts']}, "
+        f"- preferences: {summary['preference_shape']}, K counts {_k_counts(summary)}, "
         f"{summary.get('no_shared_prefix', 0)} conversation pairs without a shared prompt (left out)",
         f"- splits by {summary['split_rule']}: {summary['split_counts']}",
         *[f"- warning: {w}" for w in summary.get("split_warnings", [])],
@@ -34,3 +34,9 @@ def dataset_markdown(result: dict) -> str:
         f" (see {SAID_IN[GATE]})",
     ]
     return "\n".join(lines) + "\n"
+
+
+def _k_counts(summary: dict) -> str:
+    """{K: rankings}, read alike from the run's own summary (int K) and from report.json (str
+    K, as JSON keys are): `eval import` renders report.md again from the latter."""
+    return "{" + ", ".join(f"{k}: {n}" for k, n in summary["k_counts"].items()) + "}"

@@ -17,6 +17,7 @@ from mlflow.tracking import MlflowClient
 from instructflow.flows import dataset_gate
 from instructflow.flows.cli import main
 from instructflow.tasks import judge_trust, promotion, registry, tracking
+from instructflow.tasks.dataset_report import dataset_markdown
 from instructflow.tasks.registry_config import RegistryConfig
 from tests.conftest import init_dvc_project, use_project
 from tests.own_data import (
@@ -123,6 +124,8 @@ def test_an_hh_dataset_runs_end_to_end_and_new_comparisons_rerun_only_what_reads
     assert all(row["trainable_fraction"] == 1.0 for row in first["training"].values())
     assert "## Training" in report_md
     assert "## Policies (test users, held-out judge; 95% bootstrap CI)" in report_md
+    # and it ends with the Dataset section rendered from its report.json (as eval import's does)
+    assert "\n## Dataset\n" in report_md and report_md.endswith(dataset_markdown(first))
     # and a plot of the judge's win rates beside report.md and in the MLflow run, as on the
     # embedded world
     run_id = first["run"]["mlflow_run_id"]
