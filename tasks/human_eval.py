@@ -23,7 +23,7 @@ from pathlib import Path
 
 from instructflow.tasks.spreadsheet_cells import as_exported, spreadsheet_text
 from instructflow.tasks.stats import mean_with_ci
-from instructflow.tasks.tables import Problem, TableError
+from instructflow.tasks.tables import Problem, TableError, show_value
 
 LIKERT = range(1, 8)
 EMPTY_RESPONSE = "[no response: the model wrote nothing]"
@@ -128,7 +128,8 @@ def _int(value, file: str, row: int, field: str, problems: list[Problem]) -> int
     try:
         return int(str(value).strip())
     except (TypeError, ValueError):
-        problems.append(Problem(file, row, field, f"expected a whole number, got {value!r}"))
+        got = show_value(value)  # an oversized cell cut, as the other refusals cut theirs
+        problems.append(Problem(file, row, field, f"expected a whole number, got {got}"))
         return None
 
 
@@ -218,7 +219,7 @@ def _csv_labels(path: Path, key: dict, problems: list[Problem], texts: list) -> 
         prompt, text = (as_exported(row.get(k) or "") for k in ("prompt", "response"))
         texts.append((row_no, item, label, prompt, text))
         if item not in key:
-            problems.append(Problem(name, row_no, "item_id", f"unknown item {item!r}"))
+            problems.append(Problem(name, row_no, "item_id", f"unknown item {show_value(item)}"))
             continue
         item_rows.setdefault(item, []).append(row_no)
         by_label = rows.setdefault(item, {})
@@ -273,7 +274,7 @@ def _csv_labels(path: Path, key: dict, problems: list[Problem], texts: list) -> 
 
 
 def _no_label(item: str, label: str, key: dict) -> str:
-    return f"{item} has no label {label!r} (its labels: {', '.join(key[item])})"
+    return f"{item} has no label {show_value(label)} (its labels: {', '.join(key[item])})"
 
 
 def _jsonl_labels(path: Path, key: dict, problems: list[Problem], texts: list) -> dict[str, dict]:
@@ -289,7 +290,7 @@ def _jsonl_labels(path: Path, key: dict, problems: list[Problem], texts: list) -
             if isinstance(r, dict)
         ]
         if item not in key:
-            problems.append(Problem(name, row_no, "item_id", f"unknown item {item!r}"))
+            problems.append(Problem(name, row_no, "item_id", f"unknown item {show_value(item)}"))
             continue
         if item in first:
             first_no, earlier = first[item]

@@ -395,3 +395,32 @@ def test_a_jsonl_value_of_the_wrong_type_is_its_rows_problem_not_an_unlabelled_i
         (2, "likert", "expected {label: 1-7}"),
         (2, "ranking", "expected a list of labels"),
     ]
+
+
+LONG_CELL = "pasted paragraph " * 300  # where a short value belongs: a number, an id, a label
+
+
+@pytest.mark.parametrize(
+    "field, said",
+    [
+        ("rank", "expected a whole number, got "),
+        ("likert", "expected a whole number, got "),
+        ("item_id", "unknown item "),
+        ("label", "item-0000 has no label "),
+    ],
+)
+def test_an_oversized_bad_csv_cell_is_quoted_cut_naming_file_row_and_field(tmp_path, field, said):
+    from instructflow.tasks.tables import show_value
+
+    # given a filled CSV whose row 2 holds a long paragraph in `field`
+    path = tmp_path / "filled.csv"
+    rows = _filled_rows()
+    rows[0][field] = LONG_CELL
+    _write_csv(path, rows)
+    problems = _problems(path)
+    # then its problem names file, row and field, and quotes the cell cut, as the dataset
+    # checks quote theirs (tables.show_value); no problem quotes it whole
+    quoted = show_value(LONG_CELL)
+    assert len(quoted) < len(LONG_CELL) and quoted.endswith("...")
+    assert any(p.startswith(f"{path} row 2 field '{field}': {said}{quoted}") for p in problems)
+    assert not any(LONG_CELL in p for p in problems)
