@@ -19,6 +19,7 @@ import mlflow
 from mlflow import MlflowClient
 
 from instructflow.tasks import (
+    env,
     human_eval,
     registry,
     registry_lookup,
@@ -208,14 +209,16 @@ def import_labels(run: str, path: Path) -> dict:
     if result.get("gate") and result["gate"].get("policy_version"):
         result["gate"] = _regate(client, result["gate"], labels, key)
         client.set_tag(parent, "gate_evidence", "human")
-    _rewrite(folder, result)
+    # report.md links the MLflow run as the pipeline's does (where a person opens it now)
+    url = env.mlflow_run_url(client.get_run(parent).info.experiment_id, parent)
+    _rewrite(folder, result, url)
     return result
 
 
-def _rewrite(folder: Path, result: dict) -> None:
+def _rewrite(folder: Path, result: dict, mlflow_url: str) -> None:
     """report.json and report.md of the run, and of reports/latest if it is that run."""
     plots = sorted(str(p) for p in folder.glob("*.png"))
-    markdown = report.report_markdown(result, plots=plots)  # as the pipeline rendered it
+    markdown = report.report_markdown(result, mlflow_url, plots)  # as the pipeline renders it
     for target in (folder, reports_dir() / "latest"):
         existing = target / "report.json"
         if target != folder and (

@@ -498,3 +498,20 @@ def test_eval_import_keeps_a_dataset_runs_dataset_section_in_report_md(finished_
         section = dataset_markdown(report)
         assert "\n## Dataset\n" in section and "- gate (human): " in section
         assert (folder / "report.md").read_text().endswith(section)
+
+
+def test_eval_import_keeps_the_mlflow_run_link_in_report_md(finished_run):
+    from instructflow.tasks import env
+
+    root, run_id = finished_run
+    # given a finished run, whose report.md the pipeline opens with a link to its MLflow run
+    # when people's rankings are imported, and report.md is rewritten
+    assert main(["eval", "export", run_id, "--n", "6"]) == 0
+    filled = root / "reports" / run_id / "human_eval" / "labeling.csv"
+    _rank_first(filled, "ppo_ptx")
+    assert main(["eval", "import", run_id, str(filled)]) == 0
+    # then both report.md files still link the run, as the pipeline's report.md does
+    experiment = MlflowClient().get_run(run_id).info.experiment_id
+    url = env.mlflow_run_url(experiment, run_id)
+    for folder in (root / "reports" / run_id, root / "reports" / "latest"):
+        assert f"\nMLflow run: [{url}]({url})\n" in (folder / "report.md").read_text()
