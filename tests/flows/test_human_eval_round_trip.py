@@ -515,3 +515,32 @@ def test_eval_import_keeps_the_mlflow_run_link_in_report_md(finished_run):
     url = env.mlflow_run_url(experiment, run_id)
     for folder in (root / "reports" / run_id, root / "reports" / "latest"):
         assert f"\nMLflow run: [{url}]({url})\n" in (folder / "report.md").read_text()
+
+
+def test_eval_import_updates_the_mlflow_runs_report_and_overview(finished_run):
+    from instructflow.tasks import env
+    from instructflow.tasks.report import run_summary
+
+    root, run_id = finished_run
+    # given a finished run, whose report the pipeline also left in its MLflow run
+    client = MlflowClient()
+    before = root / "reports" / run_id / "report.json"
+    client.log_artifact(run_id, str(before), artifact_path="report")
+    client.set_tag(run_id, "mlflow.note.content", run_summary(json.loads(before.read_text())))
+    # when people's rankings (the candidate first) are imported
+    assert main(["eval", "export", run_id, "--n", "6"]) == 0
+    filled = root / "reports" / run_id / "human_eval" / "labeling.csv"
+    _rank_first(filled, "ppo_ptx")
+    assert main(["eval", "import", run_id, str(filled)]) == 0
+    # then the MLflow run's report/ is the report as it is now, with people's verdict
+    local = json.loads((root / "reports" / run_id / "report.json").read_text())
+    assert local["gate"]["evidence"] == "human"
+    logged = mlflow.artifacts.load_dict(f"runs:/{run_id}/report/report.json")
+    assert logged == local
+    markdown = mlflow.artifacts.load_text(f"runs:/{run_id}/report/report.md")
+    assert "## Human evaluation (6 prompts" in markdown and "- played: sft (human, " in markdown
+    url = env.mlflow_run_url(client.get_run(run_id).info.experiment_id, run_id)
+    assert f"\nMLflow run: [{url}]({url})\n" in markdown
+    # and its Overview says the gate's decision on people's evidence
+    overview = client.get_run(run_id).data.tags["mlflow.note.content"]
+    assert overview == run_summary(local) and "(human, " in overview
