@@ -151,6 +151,9 @@ def _cmd_eval_import(args: argparse.Namespace) -> int:
         text = f"win vs sft {win['mean']:.3f} {ci}" if win else "baseline"
         likert = row["likert"]["mean"]  # None when the file gave no Likert scores
         print(f"{name}: {text}, Likert {'none given' if likert is None else f'{likert:.2f}'}")
+    # where to read it all, as export says where its files are
+    report_md = reports_dir() / result["run"]["mlflow_run_id"] / "report.md"
+    print(f"report: {report_md} (and the MLflow run's report/)")
     gate = result.get("gate")
     if gate:
         print(f"gate ({gate['evidence']}): {gate['reason']}")

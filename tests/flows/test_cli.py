@@ -138,9 +138,11 @@ def test_best_of_n_takes_the_newest_embedded_world_run_of_its_profile(
     assert len(err.splitlines()) == 1 and "tiny/eval/test.jsonl is not there" in err
 
 
-def test_eval_import_prints_win_rates_and_likert_rounded(monkeypatch, capsys):
+def test_eval_import_prints_win_rates_and_likert_rounded(monkeypatch, capsys, tmp_path):
     # given an import whose CI bounds and Likert mean are thirds
     from instructflow.flows import human_eval
+
+    monkeypatch.setenv("INSTRUCTFLOW_ROOT", str(tmp_path))
 
     third = {"mean": 2 / 3, "ci95": [1 / 3, 1.0]}
     policies = {
@@ -148,7 +150,7 @@ def test_eval_import_prints_win_rates_and_likert_rounded(monkeypatch, capsys):
         "sft": {"likert": {"mean": 4.0}},
         "flan": {"win_rate_vs_sft": third, "likert": {"mean": None}},  # ranked, not scored
     }
-    result = {"human_eval": {"policies": policies}}
+    result = {"run": {"mlflow_run_id": "run-1"}, "human_eval": {"policies": policies}}
     monkeypatch.setattr(human_eval, "import_labels", lambda run, file: result)
     # then they print as the report writes them, not as 0.3333333333333333
     assert main(["eval", "import", "latest", "ranked.csv"]) == 0
@@ -156,6 +158,9 @@ def test_eval_import_prints_win_rates_and_likert_rounded(monkeypatch, capsys):
     assert "ppo: win vs sft 0.667 [0.333, 1.000], Likert 3.67" in out
     assert "sft: baseline, Likert 4.00" in out
     assert "flan: win vs sft 0.667 [0.333, 1.000], Likert none given" in out
+    # and it says where the rewritten report is, as export says where its files are
+    report_md = tmp_path / "reports" / "run-1" / "report.md"
+    assert f"report: {report_md} (and the MLflow run's report/)\n" in out
 
 
 def test_installed_script_prints_help():
