@@ -11,10 +11,10 @@ the run's block ends (tracking.closing_run).
 A tracking server lost while a stage trains does not stop the training: the
 steps it could not write wait here, the server is looked for again every
 RETRY_SECONDS (a one-second /health request, not MLflow's 15 s of retries),
-and they go out once it answers. When training is over, the stage waits up to
-OUTAGE_WAIT_SECONDS for it before logging its model (`wait_for_lost_store`: also
-for a server lost after the last step was written); a server still gone then fails
-the stage as any lost service does.
+and they go out once it answers. When training is over, the stage waits
+(outages.wait_until_answering) for it before logging its model (`wait_for_lost_store`:
+also for a server lost after the last step was written); a server still gone then
+fails the stage as any lost service does.
 """
 
 import os
@@ -24,7 +24,7 @@ import time
 from mlflow.entities import Metric, Param
 from mlflow.tracking import MlflowClient
 
-from instructflow.tasks.outages import cause_in_words, lost_service_message, server_answers
+from instructflow.tasks import outages
 
 MAX_PARAMS = 100  # MLflow's limits for one log_batch
 MAX_ENTRIES = 1000
@@ -33,8 +33,6 @@ MAX_ENTRIES = 1000
 class BatchedLog:
     FLUSH_SECONDS = 5.0
     RETRY_SECONDS = 30.0  # while the server is lost: how often training looks for it again
-    OUTAGE_WAIT_SECONDS = 300.0  # how long a stage's end waits for it (a restart, say)
-    PROBE_SECONDS = 5.0  # a stage's end: a /health slower than this counts as not answering
 
     def __init__(self, flush_seconds: float | None = None, tracking_uri: str | None = None):
         """Defaults: FLUSH_SECONDS, and MLflow's tracking URI of the moment (a launched
@@ -71,7 +69,7 @@ class BatchedLog:
         if retry_at is not None:
             if time.monotonic() < retry_at:
                 return
-            if not server_answers(self._uri()):
+            if not outages.server_answers(self._uri()):
                 self._lost[run_id] = time.monotonic() + self.RETRY_SECONDS
                 return
         try:
@@ -95,20 +93,11 @@ class BatchedLog:
 
     def wait_for_lost_store(self, run_id: str) -> None:
         """At a stage's end, before it logs its model and figures: a server that does not
-        answer (lost while the stage trained, or just now) gets up to OUTAGE_WAIT_SECONDS to
-        come back, rather than the stage's finished work being lost with MLflow's 15 s."""
-        if run_id not in self._lost and server_answers(self._uri(), self.PROBE_SECONDS):
-            return
-        deadline = time.monotonic() + self.OUTAGE_WAIT_SECONDS
-        print(
-            f"the stage's work is done; waiting up to {self.OUTAGE_WAIT_SECONDS:.0f} s for the "
-            f"MLflow tracking server ({self._uri()}), which does not answer, to log its results",
-            flush=True,
-        )
-        while time.monotonic() < deadline:
-            if server_answers(self._uri(), self.PROBE_SECONDS):
-                break
-            time.sleep(1.0)
+        answer (lost while the stage trained, or just now) gets outages.OUTAGE_WAIT_SECONDS to come
+        back, rather than the stage's finished work being lost with MLflow's 15 s."""
+        if run_id in self._lost or not outages.server_answers(self._uri(), outages.PROBE_SECONDS):
+            why = "the stage's work is done and waits to be logged there"
+            outages.wait_until_answering("the MLflow tracking server", self._uri(), why)
         self._lost.pop(run_id, None)
 
     def add_closing_metrics(self, run_id: str, metrics: dict[str, float]) -> None:
@@ -143,10 +132,10 @@ class BatchedLog:
                     run_id, metrics=batch_metrics, params=batch_params
                 )
         except Exception as error:
-            why = lost_service_message(error, self._uri()) if keep_if_lost else None
+            why = outages.lost_service_message(error, self._uri()) if keep_if_lost else None
             if why:
                 self._put_back(run_id, batch_metrics + metrics, batch_params + params)
-                raise _StoreLost(cause_in_words(str(error))) from error
+                raise _StoreLost(outages.cause_in_words(str(error))) from error
             if not quiet:
                 raise
 

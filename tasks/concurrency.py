@@ -39,6 +39,7 @@ from prefect.client.schemas.actions import GlobalConcurrencyLimitCreate
 from prefect.exceptions import ObjectAlreadyExists, ObjectNotFound
 from prefect.logging import get_logger
 
+from instructflow.tasks import outages
 from instructflow.tasks.paths import runs_dir
 
 # A held slot's lease is renewed while its holder lives; a server running the
@@ -46,6 +47,9 @@ from instructflow.tasks.paths import runs_dir
 # it at once where no server would).
 LEASE_SECONDS = 60.0  # the shortest lease Prefect accepts
 REGISTRY = "instructflow-registry"
+
+T = TypeVar("T")
+F = TypeVar("F", bound=Callable[..., Any])
 
 
 def ensure_limits() -> None:
@@ -63,9 +67,10 @@ def ensure_limits() -> None:
 
 @contextmanager
 def registry_slot() -> Iterator[None]:
-    """Hold the registry's slot while inside; wait while another run holds it."""
-    with _impatient_client() as client:
-        lease_id = asked_until_answered(lambda: _acquire(client))
+    """Hold the registry's slot while inside; wait while another run holds it, or while
+    Prefect's server is lost (a restart: the stages before the gate are done and would be
+    lost with the run)."""
+    lease_id = _after_outage(_lease, "the registry stage takes the registry's slot there")
     stop = threading.Event()
     renewal = threading.Thread(target=_renew, args=(lease_id, stop), daemon=True)
     renewal.start()
@@ -73,8 +78,39 @@ def registry_slot() -> Iterator[None]:
         yield
     finally:
         stop.set()
-        with _impatient_client() as client:
-            asked_until_answered(lambda: client.release_concurrency_slots_with_lease(lease_id))
+        try:
+            with _impatient_client() as client:
+                asked_until_answered(lambda: client.release_concurrency_slots_with_lease(lease_id))
+        except SERVER_GONE as error:  # the registry is written: its lease ends by itself
+            get_logger("instructflow").warning(
+                "registry slot not given back (%s): Prefect frees it %.0f s after it was "
+                "last renewed",
+                error,
+                LEASE_SECONDS,
+            )
+
+
+def _lease() -> UUID:
+    with _impatient_client() as client:
+        return asked_until_answered(lambda: _acquire(client))
+
+
+# Prefect's server not there at all (stopped, restarting), as against busy (ServerBusy).
+SERVER_GONE = (httpx.ConnectError, httpx.ConnectTimeout)
+
+
+def _after_outage(call: Callable[[], T], why: str) -> T:
+    """`call()`, and once more if Prefect's server was gone and answers again within
+    outages.OUTAGE_WAIT_SECONDS."""
+    from prefect.settings import PREFECT_API_URL
+
+    try:
+        return call()
+    except SERVER_GONE:
+        api = PREFECT_API_URL.value() or ""
+        if not outages.wait_until_answering("Prefect's API", api, why):
+            raise
+    return call()
 
 
 class ServerBusy(Exception):
@@ -123,9 +159,6 @@ def _renew(lease_id: UUID, stop: threading.Event) -> None:
 
 FIRST_WAIT_SECONDS = 0.05
 ASKS = 11  # waits of 0.05, 0.1, ... 25.6 s: ~50 s in all, Prefect's client's patience
-
-T = TypeVar("T")
-F = TypeVar("F", bound=Callable[..., Any])
 
 
 def asked_until_answered(call: Callable[[], T]) -> T:

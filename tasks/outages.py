@@ -3,15 +3,18 @@
 Unreachable at start: one line naming the URI within seconds, before any
 training (MLflow's own client would retry for minutes: 7 retries with a
 backoff factor of 2 and a 120 s timeout per request). Lost mid-run: MLflow's
-client retries a few times with backoff (`bound_mlflow_retries`), then the
-stage fails; its checkpoints stay in runs/, so the same command run again
-resumes where it stopped.
+client retries a few times with backoff (`bound_mlflow_retries`); where finished
+work would be lost (a stage's results, tasks/batched_log.py; the registry's slot,
+tasks/concurrency.py) the server gets OUTAGE_WAIT_SECONDS to come back
+(`wait_until_answering`: a restart); then the stage fails, its checkpoints stay
+in runs/, and the same command run again resumes where it stopped.
 """
 
 import errno
 import os
 import re
 import socket
+import time
 import urllib.error
 import urllib.request
 
@@ -69,6 +72,26 @@ def server_answers(uri: str, timeout: float = 1.0) -> bool:
     except (urllib.error.URLError, OSError):  # HTTPError, refused, timed out
         return False
     return True
+
+
+OUTAGE_WAIT_SECONDS = 300.0  # how long finished work waits for a lost server (a restart)
+PROBE_SECONDS = 5.0  # a /health slower than this counts as not answering
+
+
+def wait_until_answering(what: str, uri: str, why: str, seconds: float | None = None) -> bool:
+    """Whether the server at `uri` answers /health within `seconds` (OUTAGE_WAIT_SECONDS),
+    asked every second; one line says what waits for it and why."""
+    seconds = OUTAGE_WAIT_SECONDS if seconds is None else seconds
+    print(
+        f"{what} ({uri}) does not answer; {why}: waiting up to {seconds:.0f} s for it", flush=True
+    )
+    deadline = time.monotonic() + seconds
+    while True:
+        if server_answers(uri, PROBE_SECONDS):
+            return True
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(1.0)
 
 
 # A server that accepted the connection but has not answered /health in the first wait is

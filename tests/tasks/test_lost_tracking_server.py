@@ -11,7 +11,7 @@ import pytest
 from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 
-from instructflow.tasks import batched_log, tracking
+from instructflow.tasks import batched_log, outages, tracking
 from instructflow.tasks.tracked import tracked_stage
 from tests.conftest import free_port, use_project
 
@@ -50,7 +50,7 @@ class Server:
             return not self.down
 
         monkeypatch.setattr(batched_log, "MlflowClient", Client)
-        monkeypatch.setattr(batched_log, "server_answers", answers)
+        monkeypatch.setattr(outages, "server_answers", answers)
 
 
 @pytest.fixture
@@ -103,7 +103,7 @@ def test_the_store_refusing_a_write_for_another_reason_still_fails_the_stage(sto
 
 def test_a_stage_end_waits_for_its_lost_server_then_logs_everything(store, tmp_path, monkeypatch):
     server = Server(monkeypatch)
-    monkeypatch.setattr(tracking.BatchedLog, "OUTAGE_WAIT_SECONDS", 60.0)
+    monkeypatch.setattr(outages, "OUTAGE_WAIT_SECONDS", 60.0)
     with tracked_stage("judge", tmp_path / "out", None, {"lr": 0.01}) as stage:
         tracking.log_step_metrics({"judge/loss": 0.7}, 0)
         server.down = True
@@ -119,7 +119,7 @@ def test_a_server_lost_after_the_last_step_was_written_is_waited_for_too(
     store, tmp_path, monkeypatch
 ):
     server = Server(monkeypatch)
-    monkeypatch.setattr(tracking.BatchedLog, "OUTAGE_WAIT_SECONDS", 60.0)
+    monkeypatch.setattr(outages, "OUTAGE_WAIT_SECONDS", 60.0)
     with tracked_stage("judge", tmp_path / "out", None, {}) as stage:
         tracking.log_step_metrics({"judge/loss": 0.7}, 0)  # written: nothing found it lost
         server.down, server.back_after_probes = True, server.probes + 2
@@ -131,7 +131,7 @@ def test_a_server_that_stays_lost_fails_the_stage_after_the_wait(store, tmp_path
     from instructflow.tasks.stage import DONE_MARKER
 
     server = Server(monkeypatch)
-    monkeypatch.setattr(tracking.BatchedLog, "OUTAGE_WAIT_SECONDS", 0.05)
+    monkeypatch.setattr(outages, "OUTAGE_WAIT_SECONDS", 0.05)
     with pytest.raises(MlflowException, match="Connection refused"):
         with tracked_stage("judge", tmp_path / "out", None, {}) as stage:
             server.down = True

@@ -148,3 +148,70 @@ def test_a_limit_another_run_created_between_our_read_and_create_is_not_an_error
     # then this one's start goes on: the limit exists, which is all it needs
     concurrency.ensure_limits()
     assert Client.created == 1
+
+
+def _server_gone_then_back(monkeypatch, gone_for: int):
+    """Prefect's server refusing connections for its first `gone_for` requests, then giving
+    the lease; /health answers once it is back. Returns the requests seen."""
+    from instructflow.tasks import outages
+
+    seen: list[str] = []
+
+    def server(request: httpx.Request) -> httpx.Response:
+        seen.append(request.url.path)
+        if len(seen) <= gone_for:
+            raise httpx.ConnectError("[Errno 111] Connection refused", request=request)
+        if request.url.path.endswith("/increment-with-lease"):
+            return httpx.Response(200, json={"lease_id": str(uuid.uuid4()), "limits": []})
+        if request.url.path.endswith("/csrf-token"):
+            return httpx.Response(422, json={"detail": "CSRF protection is disabled."})
+        return httpx.Response(200, json={})
+
+    real_get_client = concurrency.get_client
+
+    def get_client(**kwargs):
+        kwargs["httpx_settings"] = {
+            **kwargs.get("httpx_settings", {}),
+            "transport": httpx.MockTransport(server),
+        }
+        return real_get_client(**kwargs)
+
+    monkeypatch.setattr(concurrency, "get_client", get_client)
+    monkeypatch.setattr(outages, "server_answers", lambda *_: len(seen) >= gone_for)
+    monkeypatch.setattr(outages.time, "sleep", lambda _s: seen.append("slept"))
+    return seen
+
+
+def test_a_prefect_server_lost_at_the_gate_is_waited_for_then_the_slot_taken(
+    prefect_harness, monkeypatch, capsys
+):
+    # given Prefect's server gone (a restart) when the registry stage asks for its slot
+    seen = _server_gone_then_back(monkeypatch, gone_for=1)
+    # then the stage waits for it and takes the slot once it answers, and gives it back
+    with concurrency.registry_slot():
+        pass
+    asked = [path.rsplit("/", 1)[-1] for path in seen]
+    assert "increment-with-lease" in asked[1:]  # asked after the refused first request
+    assert asked[-1] == "decrement-with-lease"  # and given back
+    assert "Prefect's API" in capsys.readouterr().out  # said what it waits for
+
+
+def test_a_prefect_server_that_stays_gone_fails_the_gate_after_the_wait(
+    prefect_harness, monkeypatch
+):
+    from instructflow.tasks import outages
+
+    _server_gone_then_back(monkeypatch, gone_for=10**6)
+    monkeypatch.setattr(outages, "OUTAGE_WAIT_SECONDS", 0.0)
+    with pytest.raises(httpx.ConnectError):
+        with concurrency.registry_slot():
+            pytest.fail("the slot was never taken")
+
+
+def test_a_slot_that_cannot_be_given_back_is_left_to_its_lease(prefect_harness, monkeypatch):
+    # given the slot taken, then Prefect's server gone before it is given back
+    monkeypatch.setattr(concurrency, "_lease", uuid.uuid4)
+    _server_gone_then_back(monkeypatch, gone_for=10**6)
+    # then leaving the block does not fail: the registry is written, the lease ends by itself
+    with concurrency.registry_slot():
+        pass
