@@ -7,7 +7,8 @@ artifact opened (its plots loaded from the MLflow server), its policies table (e
 header in sight at 1400 px, report.json's figures with their CIs); the scheduled-retrain
 deployment with its next run. MLflow UI: the experiment in the model-training
 layout, the parent run (named as its flow run, its Overview saying the outcome)
-with its nested stage runs and a report plot, and the registered policy with
+with its nested stage runs (the reward model's Overview describing the stage, its
+markdown rendered) and a report plot, and the registered policy with
 its aliases where the registry puts them.
 
 The Custom Run asks for what live_manual_run (tests/conftest.py) already ran
@@ -473,3 +474,49 @@ def test_the_model_card_shows_data_version_gate_and_links_the_prefect_flow_run(
     page.goto(link.get_attribute("href"))
     expect(page.locator(".state-badge").first).to_have_text("Completed")
     expect(page.get_by_text(flow_run_id).first).to_be_visible()
+
+
+def _stage_run(live_stack, parent_id: str, stage: str):
+    """The nested MLflow run of one stage under a pipeline's parent run."""
+    client = MlflowClient(tracking_uri=live_stack.mlflow_url)
+    parent = client.get_run(parent_id)
+    children = client.search_runs(
+        [parent.info.experiment_id], filter_string=f"tags.mlflow.parentRunId = '{parent_id}'"
+    )
+    [run] = [r for r in children if r.info.run_name == stage]
+    return run
+
+
+def _as_rendered(markdown: str) -> list[str]:
+    """The paragraphs of a description as rendered markdown reads: no `**` or backticks."""
+    return [re.sub(r"\*\*|`", "", p).strip() for p in markdown.split("\n\n") if p.strip()]
+
+
+def test_a_stage_runs_overview_shows_its_description_rendered(
+    live_stack, live_manual_run, page, screenshots
+):
+    # given the reward model's stage run under the live run's parent run, and the
+    # description the store holds for it (tasks/stage_notes.py)
+    experiment_id, parent_id = _parent_run_id(live_stack, live_manual_run["id"])
+    run = _stage_run(live_stack, parent_id, "reward_model")
+    note = run.data.tags["mlflow.note.content"]
+    # when a user opens that run's page in the MLflow UI
+    page.goto(
+        f"{live_stack.mlflow_url}/#/experiments/{experiment_id}/runs/{run.info.run_id}"
+        "?workflowType=machine_learning"
+    )
+    dismiss_mlflow_popups(page)
+    expect(page.get_by_role("heading", name="reward_model", exact=True)).to_be_visible()
+    # then its Overview shows every paragraph of that description
+    for paragraph in _as_rendered(note):
+        expect(page.get_by_text(paragraph, exact=True).first).to_be_visible()
+    # and whole: not folded behind MLflow's "Show more" (it folds one after about 4 lines)
+    expect(page.get_by_text("Show more", exact=True)).to_have_count(0)
+    shot(page, screenshots, "16-mlflow-stage-run-description")
+    # and as rendered markdown: bold and code drawn, no raw `**` or table pipes in sight
+    text = page.locator("main, body").first.inner_text()
+    assert "**" not in text, text
+    assert not re.search(r"^\s*\|.*\|\s*$", text, re.MULTILINE), text
+    bold, code = re.search(r"\*\*(.+?)\*\*", note)[1], re.search(r"`(.+?)`", note)[1]
+    expect(page.locator("strong", has_text=bold).first).to_be_visible()
+    expect(page.locator("code", has_text=code).first).to_be_visible()
