@@ -83,11 +83,12 @@ STAGE_NOTES = {
         "**t0**: a baseline, the base model fine-tuned on a T0-style task mixture. "
         "Metrics `t0/*`, as SFT's."
     ),
+    # A short paragraph, then one measure a line: MLflow's Overview shows about four lines
+    # before "Show more", and the measures run into one another as a single paragraph.
     "evaluation": (
         "**evaluation**: every policy on test users' prompts (users never seen in "
-        "training). Metrics `eval/<policy>/*`: "
-        + ", ".join(f"`{name}` ({unit})" for name, unit in MEASURES.items())
-        + "."
+        "training). Metrics `eval/<policy>/*`, each measure and its unit:\n\n"
+        + "\n".join(f"- `{name}`: {unit}" for name, unit in MEASURES.items())
     ),
     "registry": (
         "**registry**: the promotion gate, then the registry. The candidate plays the "

@@ -145,13 +145,21 @@ def test_a_stage_run_says_what_the_stage_does_and_what_its_metrics_are(store):
     assert "`ppo/*`" in note
 
 
-def test_the_evaluations_run_gives_each_measure_its_unit(store):
+def test_the_evaluations_run_gives_each_measure_its_unit_one_a_line(store):
+    from instructflow.tasks.stage_notes import MEASURES
+
     with tracking.stage_run("evaluation", None) as run:
         pass
     note = store.get_run(run.info.run_id).data.tags["mlflow.note.content"]
-    for measure in ("`kl_to_sft` (nats per response)", "`likert` (held-out labelers, 1-7)"):
-        assert measure in note
-    assert "`response_length` (words)" in note
+    # then each measure is a list item of its own, with its unit (as one paragraph they ran
+    # into one another, and MLflow's Overview cut it after four lines, mid-list)
+    lines = note.splitlines()
+    for name, unit in MEASURES.items():
+        assert f"- `{name}`: {unit}" in lines, name
+    # and the paragraph above "Show more" says what the stage does, naming no measure
+    summary = note.split("\n\n")[0]
+    assert summary.startswith("**evaluation**: ")
+    assert not [name for name in MEASURES if name in summary], summary
 
 
 def test_a_cached_stages_run_says_first_it_was_not_run_again_then_what_the_stage_is(store):
