@@ -130,6 +130,14 @@ def judged_by(judge: dict | None) -> str:
     return JUDGED_BY + f"{verdict}: {judge['trust_reason']}"
 
 
+# The gate samples its own match, so its win rate differs from the Evaluation's
+# win_rate_vs_sft even against SFT (0.438 there beside 0.500 above, on one smoke card).
+GATE_MATCH = (
+    "The gate's own head-to-head, sampled apart from the Evaluation above: its win rate "
+    "need not equal the Evaluation's `win_rate_vs_sft`, even when it plays SFT."
+)
+
+
 def model_card(
     name: str,
     version: str,
@@ -160,7 +168,7 @@ def model_card(
     if "judge_win_rate_vs_sft" in metrics and gate.get("evidence") != JUDGE_EVIDENCE:
         lines += [judged_by(judge), ""]
     lines += [_measure_line(key, value) for key, value in sorted(metrics.items())]
-    lines += ["", "## Promotion gate", ""]
+    lines += ["", "## Promotion gate", "", GATE_MATCH, ""]
     # a dataset run's gate has no public suite to report
     lines += _gate_lines(gate, public_suite=gate["evidence"] != JUDGE_EVIDENCE)
     if gate.get("note"):

@@ -281,3 +281,14 @@ def test_the_cards_figures_carry_their_units_and_scales():
     assert "- likert: 4.500 (held-out labelers, 1-7)\n" in card
     assert "- kl_to_sft: 1.250 (nats per response)\n" in card
     assert "- response_length: 9.000 (words)\n" in card
+
+
+def test_the_gate_section_says_its_win_rate_is_its_own_match_not_the_evaluations():
+    # given a card whose Evaluation and gate each show a win rate against SFT
+    card = model_card("p", "4", LINEAGE, {"win_rate_vs_sft": 0.5}, GATE | {"incumbent": "sft"})
+    # then the gate's section says first that its figure is its own match's, so two win
+    # rates that differ do not read as a contradiction
+    evaluation, gate = card.split("\n## Promotion gate\n\n")
+    first = gate.splitlines()[0]
+    assert "`win_rate_vs_sft`" in first and not first.startswith("- ")
+    assert "- win_rate_vs_sft: 0.500" in evaluation
