@@ -131,3 +131,14 @@ def write_extras(folder: Path, fmt: str = "jsonl", n_docs: int = 60) -> Path:
     _write(folder, "pretrain", docs, fmt)
     _write(folder, "flan", flan, fmt)
     return folder
+
+
+def dataset_run_result(summary: dict, evidence: str = "judge") -> dict:
+    """The parts of a dataset run's result that report.md's Dataset section reads."""
+    return {
+        "dataset": summary,
+        "skipped": {},
+        "judge": {"kind": "rm", "training_pairs": 30, "accuracy_heldout_pairs": 0.7,
+                  "trust_reason": "-"},
+        "gate": {"evidence": evidence, "reason": "-"},
+    }  # fmt: skip

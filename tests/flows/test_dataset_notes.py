@@ -4,6 +4,7 @@
 from instructflow.flows.cli import main
 from instructflow.tasks.dataset import load_dataset
 from instructflow.tasks.tables import Problem, TableError
+from tests.own_data import dataset_run_result
 from tests.tasks.test_dataset_names import write_misnamed_dataset
 from tests.tiny_models import tiny_llama
 
@@ -61,13 +62,7 @@ def test_report_md_lists_what_the_run_did_not_read(tmp_path):
     from instructflow.tasks.dataset_report import dataset_markdown
 
     summary = load_dataset(write_misnamed_dataset(tmp_path / "mine")).summary
-    result = {
-        "dataset": summary,
-        "skipped": {},
-        "judge": {"kind": "rm", "training_pairs": 30, "accuracy_heldout_pairs": 0.7,
-                  "trust_reason": "-"},
-        "gate": {"evidence": "judge", "reason": "-"},
-    }  # fmt: skip
+    result = dataset_run_result(summary)
     markdown = dataset_markdown(result).splitlines()
     assert [line for line in markdown if line.removeprefix("- ") in LISTED] == [
         f"- {line}" for line in LISTED

@@ -4,19 +4,13 @@ import json
 
 from instructflow.tasks.dataset import load_dataset
 from instructflow.tasks.dataset_report import dataset_markdown
-from tests.own_data import write_kwise_dataset
+from tests.own_data import dataset_run_result, write_kwise_dataset
 
 
 def test_the_dataset_section_reads_the_same_from_report_json_as_from_the_run(tmp_path):
     # given a K-wise dataset run's result, as the pipeline holds it (K counts keyed by int)
     summary = load_dataset(write_kwise_dataset(tmp_path / "mine")).summary
-    result = {
-        "dataset": summary,
-        "skipped": {},
-        "judge": {"kind": "rm", "training_pairs": 30, "accuracy_heldout_pairs": 0.7,
-                  "trust_reason": "-"},
-        "gate": {"evidence": "held-out judge", "reason": "-"},
-    }  # fmt: skip
+    result = dataset_run_result(summary, "held-out judge")
     saved = json.loads(json.dumps(result))  # report.json: every key a string
     assert saved["dataset"]["k_counts"] != summary["k_counts"]
     # when the section is rendered from each (the pipeline's, then eval import's report.md)

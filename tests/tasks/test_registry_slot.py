@@ -57,6 +57,20 @@ def test_a_server_busy_for_good_fails_after_about_50_seconds_of_waits(waits):
     assert sum(waits) == pytest.approx(0.05 * (2**10 - 1))
 
 
+def _serve_with(monkeypatch, server) -> None:
+    """Prefect's clients that concurrency opens answered by `server` (request -> response)."""
+    real_get_client = concurrency.get_client
+
+    def get_client(**kwargs):
+        kwargs["httpx_settings"] = {
+            **kwargs.get("httpx_settings", {}),
+            "transport": httpx.MockTransport(server),
+        }
+        return real_get_client(**kwargs)
+
+    monkeypatch.setattr(concurrency, "get_client", get_client)
+
+
 def test_prefects_client_hands_a_busy_answer_over_without_sleeping(
     prefect_harness, monkeypatch, waits
 ):
@@ -76,16 +90,7 @@ def test_prefects_client_hands_a_busy_answer_over_without_sleeping(
             )  # as Prefect
         return httpx.Response(200, json={})
 
-    real_get_client = concurrency.get_client
-
-    def get_client(**kwargs):
-        kwargs["httpx_settings"] = {
-            **kwargs["httpx_settings"],
-            "transport": httpx.MockTransport(server),
-        }
-        return real_get_client(**kwargs)
-
-    monkeypatch.setattr(concurrency, "get_client", get_client)
+    _serve_with(monkeypatch, server)
     # when the slot is taken through the project's client
     with concurrency._impatient_client() as client:
         got = concurrency.asked_until_answered(lambda: concurrency._acquire(client))
@@ -167,16 +172,7 @@ def _server_gone_then_back(monkeypatch, gone_for: int):
             return httpx.Response(422, json={"detail": "CSRF protection is disabled."})
         return httpx.Response(200, json={})
 
-    real_get_client = concurrency.get_client
-
-    def get_client(**kwargs):
-        kwargs["httpx_settings"] = {
-            **kwargs.get("httpx_settings", {}),
-            "transport": httpx.MockTransport(server),
-        }
-        return real_get_client(**kwargs)
-
-    monkeypatch.setattr(concurrency, "get_client", get_client)
+    _serve_with(monkeypatch, server)
     monkeypatch.setattr(outages, "server_answers", lambda *_: len(seen) >= gone_for)
     monkeypatch.setattr(outages.time, "sleep", lambda _s: seen.append("slept"))
     return seen
