@@ -93,8 +93,8 @@ class BatchedLog:
 
     def wait_for_lost_store(self, run_id: str) -> None:
         """At a stage's end, before it logs its model and figures: a server that does not
-        answer (lost while the stage trained, or just now) gets outages.OUTAGE_WAIT_SECONDS to come
-        back, rather than the stage's finished work being lost with MLflow's 15 s."""
+        answer (lost while the stage trained, or just now) gets outages.OUTAGE_WAIT_SECONDS
+        to come back, rather than the stage's finished work being lost with MLflow's 15 s."""
         if run_id in self._lost or not outages.server_answers(self._uri(), outages.PROBE_SECONDS):
             why = "the stage's work is done and waits to be logged there"
             outages.wait_until_answering("the MLflow tracking server", self._uri(), why)
@@ -132,8 +132,8 @@ class BatchedLog:
                     run_id, metrics=batch_metrics, params=batch_params
                 )
         except Exception as error:
-            why = outages.lost_service_message(error, self._uri()) if keep_if_lost else None
-            if why:
+            lost = keep_if_lost and outages.lost_service_message(error, self._uri())
+            if lost:
                 self._put_back(run_id, batch_metrics + metrics, batch_params + params)
                 raise _StoreLost(outages.cause_in_words(str(error))) from error
             if not quiet:
