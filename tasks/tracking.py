@@ -21,6 +21,7 @@ from mlflow.tracking import MlflowClient
 from sqlalchemy import event
 from sqlalchemy.engine import Engine
 
+from instructflow.tasks import outages
 from instructflow.tasks.batched_log import BatchedLog
 from instructflow.tasks.paths import mlflow_dir
 from instructflow.tasks.progress import Progress
@@ -169,7 +170,14 @@ def stage_run(
     second lane of stages side by side), where MLflow's thread-local active run
     is not visible. Where it is (the flow's own thread), MLflow nests under it
     without reading the parent back from the store, a query per stage.
+
+    A tracking server that does not answer (restarted between two stages) is waited for
+    first (outages.wait_until_answering), as at a stage's end (BatchedLog).
     """
+    uri = tracking_uri()
+    if not outages.server_answers(uri, outages.PROBE_SECONDS):
+        why = f"stage {stage} starts its run there"
+        outages.wait_until_answering("the MLflow tracking server", uri, why)
     experiment_id = setup()
     active = mlflow.active_run()
     parent_is_active = active is not None and active.info.run_id == parent_run_id

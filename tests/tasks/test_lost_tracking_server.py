@@ -83,11 +83,11 @@ def test_steps_logged_while_the_server_is_lost_arrive_in_order_once_it_is_back(
 def test_while_lost_the_server_is_looked_for_by_health_not_by_writes(store, monkeypatch):
     server = Server(monkeypatch)
     with tracking.stage_run("rm", None):
-        server.down = True
+        server.down, probed_at_start = True, server.probes
         for step in range(5):
             tracking.log_step_metrics({"loss": 1.0}, step)
         # one write found it lost (each costs MLflow's 15 s of retries); then only /health
-        assert (server.writes_tried, server.probes) == (1, 4)
+        assert (server.writes_tried, server.probes - probed_at_start) == (1, 4)
         server.down = False
 
 
@@ -198,3 +198,17 @@ def test_a_tracking_server_restarted_mid_stage_loses_no_step_and_no_work(tmp_pat
     finally:
         for process in [server, *restarted]:
             _stop(process)
+
+
+def test_a_server_lost_between_two_stages_is_waited_for_before_the_next_starts(
+    store, monkeypatch, capsys
+):
+    # given the server gone (a restart) when a stage is about to start its run
+    server = Server(monkeypatch)
+    monkeypatch.setattr(outages, "OUTAGE_WAIT_SECONDS", 60.0)
+    server.down, server.back_after_probes = True, 3
+    # then the stage's run starts once it answers again, after saying what waits for it
+    with tracking.stage_run("reward_model", None) as run:
+        pass
+    assert server.probes == 3 and store.get_run(run.info.run_id).info.status == "FINISHED"
+    assert "stage reward_model starts its run there" in capsys.readouterr().out
