@@ -5,11 +5,8 @@ A person opening the version in the MLflow UI reads where it came from
 promotion gate saw and decided.
 """
 
-from typing import Any
-
+from instructflow.tasks.model_card_evaluation import evaluation_lines, fmt
 from instructflow.tasks.registry_pending import WRITE_TAG, is_incomplete
-from instructflow.tasks.splits import held_out_group
-from instructflow.tasks.stage_notes import MEASURES
 
 # The tag prefix of the run that last trained a reused version's weights again
 # (tasks/registry_weights.py writes them; the card and the registry's status read them).
@@ -42,10 +39,6 @@ def _value(lineage: dict, key: str) -> str:
 
 def lineage_lines(lineage: dict) -> list[str]:
     return [f"- {label}: {_value(lineage, key)}" for label, key in LINEAGE_ROWS if key in lineage]
-
-
-def _fmt(value: Any) -> str:
-    return f"{value:.3f}" if isinstance(value, float) else str(value)
 
 
 AWAITING = "passed, awaiting a person's approval"
@@ -111,25 +104,6 @@ CONFIRMED_TEXT = (
 )
 
 
-# Which figure is whose (a dataset run has no labelers: its win rate is the judge's alone).
-JUDGED_BY = (
-    "win_rate_vs_sft and likert: held-out labelers; judge_win_rate_vs_sft: the run's "
-    "held-out judge, a reward model "
-)
-
-
-def judged_by(judge: dict | None) -> str:
-    """JUDGED_BY, ending with the run's verdict on its judge (`judge`: the report's judge
-    block, or its `trustworthy` and `trust_reason`), in the words report.md uses; without
-    one, where to find it."""
-    if judge is None:
-        return JUDGED_BY + (
-            "that may be untrusted (the run's report.md, Held-out judge, says whether to trust it)"
-        )
-    verdict = "the run trusts" if judge["trustworthy"] else "not to be trusted here"
-    return JUDGED_BY + f"{verdict}: {judge['trust_reason']}"
-
-
 # The gate samples its own match, so its win rate differs from the Evaluation's
 # win_rate_vs_sft even against SFT (0.438 there beside 0.500 above, on one smoke card).
 GATE_MATCH = (
@@ -152,7 +126,8 @@ def model_card(
     `origin`: the version's tags when an earlier run registered these weights (the gate
     reused its version): the card then says where the weights come from (that run) apart
     from the run that last confirmed them, whose evaluation and gate it shows.
-    `judge`: the run's verdict on its held-out judge (judged_by), said beside its figure.
+    `judge`: the run's verdict on its held-out judge (model_card_evaluation.judged_by),
+    said beside its figure.
     """
     lines = [f"# {name} v{version}", "", "## Where it comes from", ""]
     if origin is not None:
@@ -164,22 +139,14 @@ def model_card(
     if gate.get("note_registered"):  # the card now tells of the latest run with these weights
         lines.append(f"- registered: {gate['note_registered']}")
     lines += lineage_lines(lineage)
-    lines += ["", f"## Evaluation ({held_out_group(lineage.get('split_rule'))})", ""]
-    if "judge_win_rate_vs_sft" in metrics and gate.get("evidence") != JUDGE_EVIDENCE:
-        lines += [judged_by(judge), ""]
-    lines += [_measure_line(key, value) for key, value in sorted(metrics.items())]
+    # a dataset run's win rate is its judge's alone: nothing to tell apart
+    lines += evaluation_lines(lineage, metrics, judge, gate.get("evidence") != JUDGE_EVIDENCE)
     lines += ["", "## Promotion gate", "", GATE_MATCH, ""]
     # a dataset run's gate has no public suite to report
     lines += _gate_lines(gate, public_suite=gate["evidence"] != JUDGE_EVIDENCE)
     if gate.get("note"):
         lines.append(f"- note: {gate['note']}")
     return "\n".join(lines) + "\n"
-
-
-def _measure_line(key: str, value: Any) -> str:
-    """A figure of the card, with its unit or scale where it is a known measure."""
-    unit = MEASURES.get(key)
-    return f"- {key}: {_fmt(value)}" + (f" ({unit})" if unit else "")
 
 
 def _gate_lines(gate: dict, public_suite: bool) -> list[str]:
@@ -223,11 +190,11 @@ def reward_model_card(
     scored = {k: v for k, v in metrics.items() if k not in TRAINING_READINGS}
     if scored:
         lines += ["", "## Evaluation", ""]
-        lines += [f"- {key}: {_fmt(value)}" for key, value in sorted(scored.items())]
+        lines += [f"- {key}: {fmt(value)}" for key, value in sorted(scored.items())]
     trained = {k: v for k, v in metrics.items() if k in TRAINING_READINGS}
     if trained:  # how it was trained, not what it scored
         lines += ["", "## Training", ""]
-        lines += [f"- {key}: {_fmt(value)}" for key, value in sorted(trained.items())]
+        lines += [f"- {key}: {fmt(value)}" for key, value in sorted(trained.items())]
     return "\n".join(lines) + "\n"
 
 

@@ -1,0 +1,50 @@
+"""The model card's Evaluation section: what the version scored on held-out users.
+
+Apart from tasks/model_card.py, which holds the rest of the card (lineage, gate,
+champion status), so that each stays short.
+"""
+
+from typing import Any
+
+from instructflow.tasks.splits import held_out_group
+from instructflow.tasks.stage_notes import MEASURES
+
+
+def fmt(value: Any) -> str:
+    return f"{value:.3f}" if isinstance(value, float) else str(value)
+
+
+# Which figure is whose (a dataset run has no labelers: its win rate is the judge's alone).
+JUDGED_BY = (
+    "win_rate_vs_sft and likert: held-out labelers; judge_win_rate_vs_sft: the run's "
+    "held-out judge, a reward model "
+)
+
+
+def judged_by(judge: dict | None) -> str:
+    """JUDGED_BY, ending with the run's verdict on its judge (`judge`: the report's judge
+    block, or its `trustworthy` and `trust_reason`), in the words report.md uses; without
+    one, where to find it."""
+    if judge is None:
+        return JUDGED_BY + (
+            "that may be untrusted (the run's report.md, Held-out judge, says whether to trust it)"
+        )
+    verdict = "the run trusts" if judge["trustworthy"] else "not to be trusted here"
+    return JUDGED_BY + f"{verdict}: {judge['trust_reason']}"
+
+
+def measure_line(key: str, value: Any) -> str:
+    """A figure of the card, with its unit or scale where it is a known measure."""
+    unit = MEASURES.get(key)
+    return f"- {key}: {fmt(value)}" + (f" ({unit})" if unit else "")
+
+
+def evaluation_lines(
+    lineage: dict, metrics: dict, judge: dict | None, say_who_judged: bool
+) -> list[str]:
+    """The Evaluation section: on which held-out group, who judged (`say_who_judged`:
+    a run with labelers beside its judge), then each figure with its unit."""
+    lines = ["", f"## Evaluation ({held_out_group(lineage.get('split_rule'))})", ""]
+    if "judge_win_rate_vs_sft" in metrics and say_who_judged:
+        lines += [judged_by(judge), ""]
+    return lines + [measure_line(key, value) for key, value in sorted(metrics.items())]
