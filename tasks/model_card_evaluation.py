@@ -33,6 +33,14 @@ def judged_by(judge: dict | None) -> str:
     return JUDGED_BY + f"{verdict}: {judge['trust_reason']}"
 
 
+def in_reading_order(metrics: dict) -> list[str]:
+    """The figures' names as a reader needs them: the known measures in MEASURES' order
+    (the win rate against SFT first; the alphabet put `admit_unknown_rate` there), then
+    any other alphabetically."""
+    known = [key for key in MEASURES if key in metrics]
+    return known + sorted(key for key in metrics if key not in MEASURES)
+
+
 def measure_line(key: str, value: Any) -> str:
     """A figure of the card, with its unit or scale where it is a known measure."""
     unit = MEASURES.get(key)
@@ -47,4 +55,4 @@ def evaluation_lines(
     lines = ["", f"## Evaluation ({held_out_group(lineage.get('split_rule'))})", ""]
     if "judge_win_rate_vs_sft" in metrics and say_who_judged:
         lines += [judged_by(judge), ""]
-    return lines + [measure_line(key, value) for key, value in sorted(metrics.items())]
+    return lines + [measure_line(key, metrics[key]) for key in in_reading_order(metrics)]

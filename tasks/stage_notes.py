@@ -12,13 +12,15 @@ NOTE_TAG = "mlflow.note.content"
 # What each of a policy's measures is, in which unit or on which scale: the evaluation
 # run's description, the model card's Evaluation section and report.md's policy tables say
 # it beside the figure. No ";" inside: report.md lists them separated by "; ".
+# In the order a reader needs them (the model card lists a policy's figures so): the
+# headline win rate against SFT, the held-out judge's beside it, then gold, then the rest.
 MEASURES = {
-    "gold_score": "the gold preference's score, 0-1",
     "win_rate_vs_sft": (
         "the share of comparisons with SFT's response that the policy's response wins (held-out "
         "labelers, or on your own data the held-out judge), 0-1, 0.5 being SFT's level"
     ),
     "judge_win_rate_vs_sft": "the same, judged by the held-out judge",
+    "gold_score": "the gold preference's score, 0-1",
     "likert": "held-out labelers, 1-7",
     "rm_score": "reward model units",
     "kl_to_sft": "nats per response",

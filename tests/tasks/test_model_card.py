@@ -292,3 +292,31 @@ def test_the_gate_section_says_its_win_rate_is_its_own_match_not_the_evaluations
     first = gate.splitlines()[0]
     assert "`win_rate_vs_sft`" in first and not first.startswith("- ")
     assert "- win_rate_vs_sft: 0.500" in evaluation
+
+
+def test_the_cards_figures_come_headline_first_not_alphabetically():
+    # given a candidate's figures as the evaluation reports them, plus one the card
+    # has no unit for
+    metrics = {
+        "admit_unknown_rate": 0.25,
+        "gold_score": 0.5,
+        "judge_win_rate_vs_sft": 0.453,
+        "kl_to_sft": 0.1,
+        "likert": 4.5,
+        "win_rate_vs_sft": 0.458,
+        "zz_extra": 1.0,
+    }
+    # when its model card is written
+    card = model_card("policy", "4", LINEAGE, metrics, GATE)
+    figures = [
+        line.split(":", 1)[0].removeprefix("- ")
+        for line in card.split("## Evaluation (test users)\n\n", 1)[1]
+        .split("\n## ", 1)[0]
+        .splitlines()
+        if line.startswith("- ")
+    ]
+    # then the win rate against SFT leads, the judge's beside it, then gold (the alphabet
+    # put admit_unknown_rate first and the headline figure last)
+    assert figures[:3] == ["win_rate_vs_sft", "judge_win_rate_vs_sft", "gold_score"]
+    # and every figure is there once, a measure without a unit last
+    assert sorted(figures) == sorted(metrics) and figures[-1] == "zz_extra"
