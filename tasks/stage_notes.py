@@ -23,7 +23,13 @@ MEASURES = {
     "gold_score": "the gold preference's score, 0-1",
     "likert": "held-out labelers, 1-7",
     "rm_score": "reward model units",
-    "kl_to_sft": "nats per response",
+    # Sampled, not exact (tasks/evaluation.py): a policy at SFT's level reads about -0.01,
+    # which without this looked like a bug.
+    # No parentheses inside: the card puts each unit in parentheses.
+    "kl_to_sft": (
+        "nats per response, a sampled estimate on the policy's own responses: near 0 it can "
+        "come out slightly below 0"
+    ),
     "response_length": "words",
     "refusal_rate_harmful": "share of harmful prompts refused, 0-1",
     "admit_unknown_rate": "share of unanswerable prompts it says it cannot answer, 0-1",

@@ -12,6 +12,7 @@ from instructflow.tasks.model_card import (
     with_human_verdict,
 )
 from instructflow.tasks.report import empty_report, to_markdown
+from instructflow.tasks.stage_notes import MEASURES
 
 LINEAGE = {
     "profile": "smoke",
@@ -279,7 +280,7 @@ def test_the_cards_figures_carry_their_units_and_scales():
     card = model_card("policy", "4", LINEAGE, metrics, GATE)
     # then each known measure says its unit or scale (a Likert 4.5 out of what? KL in what?)
     assert "- likert: 4.500 (held-out labelers, 1-7)\n" in card
-    assert "- kl_to_sft: 1.250 (nats per response)\n" in card
+    assert "- kl_to_sft: 1.250 (nats per response, a sampled estimate" in card
     assert "- response_length: 9.000 (words)\n" in card
 
 
@@ -320,3 +321,15 @@ def test_the_cards_figures_come_headline_first_not_alphabetically():
     assert figures[:3] == ["win_rate_vs_sft", "judge_win_rate_vs_sft", "gold_score"]
     # and every figure is there once, a measure without a unit last
     assert sorted(figures) == sorted(metrics) and figures[-1] == "zz_extra"
+
+
+def test_a_kl_just_below_zero_is_said_to_be_a_sampled_estimate():
+    # given a policy at SFT's level, whose sampled KL came out just below 0
+    card = model_card("policy", "4", LINEAGE, {"kl_to_sft": -0.01}, GATE)
+    # then its line says the figure is sampled and may dip below 0, rather than reading
+    # like a bug (a KL is never negative), in the words every other place uses
+    line = next(line for line in card.splitlines() if line.startswith("- kl_to_sft:"))
+    assert line.startswith("- kl_to_sft: -0.010 (nats per response")
+    assert "sampled estimate" in line and "below 0" in line
+    assert f"({MEASURES['kl_to_sft']})" in line
+    assert "(" not in line.split(" (", 1)[1], line  # no parentheses within the unit's
