@@ -16,21 +16,30 @@ def fmt(value: Any) -> str:
 
 # Which figure is whose (a dataset run has no labelers: its win rate is the judge's alone).
 JUDGED_BY = (
-    "win_rate_vs_sft and likert: held-out labelers; judge_win_rate_vs_sft: the run's "
-    "held-out judge, a reward model "
+    "`win_rate_vs_sft` and `likert` come from the held-out labelers, `judge_win_rate_vs_sft` "
+    "from the run's held-out judge, a second reward model trained only on held-out "
+    "labelers' rankings."
+)
+UNKNOWN_TRUST = (
+    "It may be untrusted: the run's report.md says whether to trust it (section Held-out judge)."
 )
 
 
+def as_sentences(reason: str) -> str:
+    """A judge's trust_reason (clauses joined by "; ", as report.json keeps it) as sentences."""
+    clauses = [clause.strip() for clause in reason.split("; ") if clause.strip()]
+    return " ".join(clause[0].upper() + clause[1:].rstrip(".") + "." for clause in clauses)
+
+
 def judged_by(judge: dict | None) -> str:
-    """JUDGED_BY, ending with the run's verdict on its judge (`judge`: the report's judge
-    block, or its `trustworthy` and `trust_reason`), in the words report.md uses; without
-    one, where to find it."""
+    """Which figure is whose, then whether the run trusts its judge and why (`judge`: the
+    report's judge block, or its `trustworthy` and `trust_reason`), in plain sentences (one
+    run-on line chained with colons read badly); without a verdict, where to find it."""
     if judge is None:
-        return JUDGED_BY + (
-            "that may be untrusted (the run's report.md, Held-out judge, says whether to trust it)"
-        )
-    verdict = "the run trusts" if judge["trustworthy"] else "not to be trusted here"
-    return JUDGED_BY + f"{verdict}: {judge['trust_reason']}"
+        return f"{JUDGED_BY} {UNKNOWN_TRUST}"
+    trusted = judge["trustworthy"]
+    verdict = "The run trusts this judge." if trusted else "This judge is not to be trusted here."
+    return f"{JUDGED_BY} {verdict} {as_sentences(judge['trust_reason'])}"
 
 
 def in_reading_order(metrics: dict) -> list[str]:

@@ -16,6 +16,7 @@ from mlflow.tracking import MlflowClient
 from instructflow.flows.params import PipelineParams
 from instructflow.tasks import data_version, leftovers, tracking
 from instructflow.tasks.judge_trust import judge_is_trustworthy
+from instructflow.tasks.model_card_evaluation import judged_by
 from instructflow.world import layout
 from tests.flows.contract import POLICY_FIELDS, SEVEN_POLICIES
 
@@ -321,10 +322,7 @@ def test_the_held_out_judge_is_reported_beside_gold_and_labelers(smoke_run):
     # and the registered version's card says of the judge what the report says, in its words
     gate = report["gate"]
     version = smoke_run.client.get_model_version(gate["model_name"], gate["policy_version"])
-    verdict = "the run trusts" if judge["trustworthy"] else "not to be trusted here"
-    assert f"held-out judge, a reward model {verdict}: {judge['trust_reason']}" in (
-        version.description
-    )
+    assert judged_by(judge) in version.description  # its verdict and reason, as sentences
 
 
 def test_the_report_says_when_the_candidate_kept_sfts_weights(smoke_run):

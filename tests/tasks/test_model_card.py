@@ -1,5 +1,7 @@
 """The model card: a registered version's description, written from the run's lineage, metrics and gate."""
 
+import re
+
 import pytest
 
 from instructflow.tasks.judge_trust import judge_is_trustworthy
@@ -192,14 +194,15 @@ def test_the_card_says_who_judged_each_win_rate():
     # (a dataset split by prompt held prompts out, not users)
     by_prompt = model_card("policy", "4", LINEAGE | {"split_rule": "prompt_hash"}, metrics, GATE)
     assert "## Evaluation (test prompts)\n" in by_prompt
-    assert evaluation.splitlines()[0] == (
-        "win_rate_vs_sft and likert: held-out labelers; judge_win_rate_vs_sft: the run's "
-        "held-out judge, a reward model that may be untrusted (the run's report.md, "
-        "Held-out judge, says whether to trust it)"
+    who = evaluation.splitlines()[0]
+    assert who.startswith(
+        "`win_rate_vs_sft` and `likert` come from the held-out labelers, "
+        "`judge_win_rate_vs_sft` from the run's held-out judge, a second reward model"
     )
+    assert "It may be untrusted" in who and "report.md" in who and "Held-out judge" in who
     # and a card without the judge's figure has no such line
     plain = model_card("policy", "4", LINEAGE, {"gold_score": 0.5}, GATE)
-    assert "held-out judge, a reward model" not in plain
+    assert "held-out judge, a second reward model" not in plain
 
 
 @pytest.mark.parametrize("trustworthy", [True, False])
@@ -215,9 +218,22 @@ def test_the_card_says_of_the_judge_what_the_runs_report_says(trustworthy):
     # then it says the verdict and its reason, in report.md's words, not "may be"
     report = empty_report({"mlflow_run_id": "r"}) | {"judge": judge | {"training_pairs": 9}}
     report["policies"] = {"ppo": {"judge_win_rate_vs_sft": 0.453}}
-    verdict = "the run trusts" if trustworthy else "not to be trusted here"
-    assert f"held-out judge, a reward model {verdict}: {reason}\n" in card
-    assert "may be untrusted" not in card
+    verdict = (
+        "The run trusts this judge." if trustworthy else "This judge is not to be trusted here."
+    )
+    (line,) = [
+        line for line in card.splitlines() if "held-out judge, a second reward model" in line
+    ]
+    assert verdict in line and "may be untrusted" not in card
+    # as plain sentences (it was one run-on line of colons: "a reward model not to be
+    # trusted here: held-out judge too weak: accuracy ..."), none chaining two colons
+    assert all(sentence.count(": ") <= 1 for sentence in line.split(". ")), line
+
+    # that keep every word and figure of the reason
+    def words(text: str) -> set[str]:  # a sentence's closing full stop is no part of a word
+        return {word.rstrip(".") for word in re.findall(r"[\w.<>=%()-]+", text.lower())}
+
+    assert words(reason) <= words(line), line
     untrusted_in_report = f"not to be trusted here: {reason}" in to_markdown(report)
     assert untrusted_in_report is not trustworthy
 
