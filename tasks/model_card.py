@@ -104,6 +104,23 @@ CONFIRMED_TEXT = (
 )
 
 
+# How a person makes a version champion by hand (flows/cli.py `promote`): it moves the alias
+# and records who, when and why on the version.
+PROMOTE_COMMAND = '`instructflow promote --model {name} --version {version} --reason "..."`'
+
+
+def promote_button_line(name: str, version: str) -> str:
+    """The card's first line. MLflow's version page shows a prominent "Promote model" button
+    beside the card: it copies the version into another registered model and leaves
+    `champion` where it was, so the card says so, and what to run instead."""
+    command = PROMOTE_COMMAND.format(name=name, version=version)
+    return (
+        "MLflow's **Promote model** button copies this version into another registered "
+        f"model; it does not make it champion. To make it champion by hand, run {command} "
+        "(the promotion gate moves `champion` by itself)."
+    )
+
+
 # The gate samples its own match, so its win rate differs from the Evaluation's
 # win_rate_vs_sft even against SFT (0.438 there beside 0.500 above, on one smoke card).
 GATE_MATCH = (
@@ -129,7 +146,8 @@ def model_card(
     `judge`: the run's verdict on its held-out judge (model_card_evaluation.judged_by),
     said beside its figure.
     """
-    lines = [f"# {name} v{version}", "", "## Where it comes from", ""]
+    lines = [f"# {name} v{version}", "", promote_button_line(name, version), ""]
+    lines += ["## Where it comes from", ""]
     if origin is not None:
         lines += [*lineage_lines(origin), "", "## Last confirmed by", "", CONFIRMED_TEXT, ""]
     if gate.get("candidate"):
@@ -206,8 +224,9 @@ ALIASES = (
     "candidate, whatever its gate decided. Each version's description is its model card.\n\n"
     # MLflow's version page offers a blue "Promote model" button: it copies the version
     # into another registered model and leaves `champion` where it was.
-    'To make version N champion: `instructflow promote --model {name} --version N --reason "..."`'
-    " (it records who, when and why). MLflow's **Promote model** button does not: it copies "
+    "To make version N champion: "
+    + PROMOTE_COMMAND.format(name="{name}", version="N")
+    + " (it records who, when and why). MLflow's **Promote model** button does not: it copies "
     "a version into another registered model."
 )
 

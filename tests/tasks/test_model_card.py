@@ -349,3 +349,17 @@ def test_a_kl_just_below_zero_is_said_to_be_a_sampled_estimate():
     assert "sampled estimate" in line and "below 0" in line
     assert f"({MEASURES['kl_to_sft']})" in line
     assert "(" not in line.split(" (", 1)[1], line  # no parentheses within the unit's
+
+
+def test_the_version_card_says_what_mlflows_promote_button_does_and_what_to_run():
+    # given a version's card, read beside MLflow's prominent "Promote model" button
+    card = model_card("instructflow-policy-smoke", "4", LINEAGE, {"gold_score": 0.5}, GATE)
+    # then it says, above its sections, that the button copies the version into another
+    # registered model, and names the command that makes this very version champion
+    top = card.split("\n## ", 1)[0]
+    assert "**Promote model** button copies this version into another registered model" in top
+    command = "`instructflow promote --model instructflow-policy-smoke --version 4 --reason"
+    assert command in top
+    # and it stays above the Champion section once the registry writes one
+    tagged = with_champion_status(card, {"promoted_by": "gate", "promoted_at": "t1"})
+    assert tagged.split("\n## ", 1)[0] == top
