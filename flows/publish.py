@@ -12,7 +12,7 @@ import mlflow
 from prefect import get_run_logger
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
-from instructflow.tasks import plots, report, report_table, run_status
+from instructflow.tasks import outages, plots, report, report_table, run_status
 from instructflow.tasks.paths import reports_dir
 
 
@@ -29,6 +29,8 @@ def publish(result: dict, plotted: list[Path], url: str) -> None:
     report.publish_latest(run_dir, reports_dir())  # the run is complete: nothing after fails it
     web = report.log_report(run_dir, result, url, names)  # plots by their MLflow URLs
     mlflow.set_tag("mlflow.note.content", report.run_summary(result))  # the run's Overview
+    why = "the run's report artifacts are created there"
+    outages.wait_if_not_answering("Prefect's API", outages.prefect_api_url(), why)
     create_markdown_artifact(
         markdown=web,
         key="rlhf-report",

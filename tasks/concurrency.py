@@ -102,13 +102,10 @@ SERVER_GONE = (httpx.ConnectError, httpx.ConnectTimeout)
 def _after_outage(call: Callable[[], T], why: str) -> T:
     """`call()`, and once more if Prefect's server was gone and answers again within
     outages.OUTAGE_WAIT_SECONDS."""
-    from prefect.settings import PREFECT_API_URL
-
     try:
         return call()
     except SERVER_GONE:
-        api = PREFECT_API_URL.value() or ""
-        if not outages.wait_until_answering("Prefect's API", api, why):
+        if not outages.wait_until_answering("Prefect's API", outages.prefect_api_url(), why):
             raise
     return call()
 

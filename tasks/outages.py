@@ -78,6 +78,20 @@ OUTAGE_WAIT_SECONDS = 300.0  # how long finished work waits for a lost server (a
 PROBE_SECONDS = 5.0  # a /health slower than this counts as not answering
 
 
+def wait_if_not_answering(what: str, uri: str, why: str) -> None:
+    """Nothing if the server at `uri` answers now; else `wait_until_answering` (a caller
+    whose work would be lost with a failed request: its request then fails as before)."""
+    if not server_answers(uri, PROBE_SECONDS):
+        wait_until_answering(what, uri, why)
+
+
+def prefect_api_url() -> str:
+    """The Prefect API this process talks to ('' for none set: nothing to wait for)."""
+    from prefect.settings import PREFECT_API_URL
+
+    return PREFECT_API_URL.value() or ""
+
+
 def wait_until_answering(what: str, uri: str, why: str, seconds: float | None = None) -> bool:
     """Whether the server at `uri` answers /health within `seconds` (OUTAGE_WAIT_SECONDS),
     asked every second; one line says what waits for it and why."""

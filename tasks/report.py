@@ -314,8 +314,14 @@ def log_report(
     """
     import mlflow
 
+    from instructflow.tasks import outages
+    from instructflow.tasks.tracking import tracking_uri
+
     image_url = mlflow_artifact_urls(mlflow_url, "report")
     web = report_markdown(report, mlflow_url, plots, image_url) + extra
+    # the run is complete and its registry written: a restarted server is worth waiting for
+    why = "the run's report is logged there"
+    outages.wait_if_not_answering("the MLflow tracking server", tracking_uri(), why)
     mlflow.log_artifacts(str(run_dir), artifact_path="report")
     mlflow.log_text(web, "report/report.md")
     return report_markdown(report, mlflow_url, plots, image_url, narrow=True) + extra

@@ -174,10 +174,8 @@ def stage_run(
     A tracking server that does not answer (restarted between two stages) is waited for
     first (outages.wait_until_answering), as at a stage's end (BatchedLog).
     """
-    uri = tracking_uri()
-    if not outages.server_answers(uri, outages.PROBE_SECONDS):
-        why = f"stage {stage} starts its run there"
-        outages.wait_until_answering("the MLflow tracking server", uri, why)
+    why = f"stage {stage} starts its run there"
+    outages.wait_if_not_answering("the MLflow tracking server", tracking_uri(), why)
     experiment_id = setup()
     active = mlflow.active_run()
     parent_is_active = active is not None and active.info.run_id == parent_run_id

@@ -212,3 +212,26 @@ def test_a_server_lost_between_two_stages_is_waited_for_before_the_next_starts(
         pass
     assert server.probes == 3 and store.get_run(run.info.run_id).info.status == "FINISHED"
     assert "stage reward_model starts its run there" in capsys.readouterr().out
+
+
+def test_a_finished_runs_report_waits_for_its_lost_server_before_it_is_logged(
+    store, tmp_path, monkeypatch
+):
+    import mlflow
+
+    from instructflow.tasks import report
+
+    server = Server(monkeypatch)
+    monkeypatch.setattr(outages, "OUTAGE_WAIT_SECONDS", 60.0)
+    folder = tmp_path / "reports" / "run"
+    folder.mkdir(parents=True)
+    (folder / "report.json").write_text("{}")
+    tracking.setup()
+    with mlflow.start_run() as run:
+        # given the server gone (a restart) as the finished run logs its report
+        server.down, server.back_after_probes = True, server.probes + 2
+        report.log_report(folder, report.empty_report({"mlflow_run_id": run.info.run_id}), "", [])
+    # then the report was logged once it answered
+    assert server.probes >= 2
+    logged = {a.path for a in store.list_artifacts(run.info.run_id, "report")}
+    assert logged == {"report/report.json", "report/report.md"}

@@ -142,3 +142,26 @@ def test_a_lost_service_outside_a_pipeline_run_promises_no_resume():
     assert message.startswith("lost a service (MLflow: http://127.0.0.1:5000; Prefect: ")
     assert message.endswith("Run the same command again once it is back.")
     assert "checkpoints" not in message and "mid-run" not in message
+
+
+def test_a_server_that_answers_is_not_waited_for(healthy_server, capsys):
+    outages.wait_if_not_answering("the MLflow tracking server", healthy_server, "a stage starts")
+    assert capsys.readouterr().out == ""  # nothing said, nothing waited
+
+
+def test_a_server_that_does_not_answer_is_waited_for_and_said_so(monkeypatch, capsys):
+    answers = iter([False, False, True])
+    monkeypatch.setattr(outages, "server_answers", lambda *_: next(answers))
+    monkeypatch.setattr(outages.time, "sleep", lambda _s: None)
+    outages.wait_if_not_answering("Prefect's API", "http://127.0.0.1:9/api", "artifacts go there")
+    assert next(answers, "asked three times") == "asked three times"
+    assert capsys.readouterr().out == (
+        "Prefect's API (http://127.0.0.1:9/api) does not answer; artifacts go there: "
+        "waiting up to 300 s for it\n"
+    )
+
+
+def test_a_server_gone_for_good_is_given_up_on_after_the_wait(monkeypatch):
+    monkeypatch.setattr(outages, "server_answers", lambda *_: False)
+    monkeypatch.setattr(outages, "OUTAGE_WAIT_SECONDS", 0.0)
+    assert outages.wait_until_answering("MLflow", "http://127.0.0.1:9", "x") is False
