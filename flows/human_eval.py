@@ -18,6 +18,7 @@ from pathlib import Path
 import mlflow
 from mlflow import MlflowClient
 
+from instructflow.flows import publish
 from instructflow.tasks import (
     env,
     human_eval,
@@ -212,11 +213,25 @@ def import_labels(run: str, path: Path) -> dict:
     # report.md links the MLflow run as the pipeline's does (where a person opens it now)
     url = env.mlflow_run_url(client.get_run(parent).info.experiment_id, parent)
     _rewrite(folder, result, url)
-    _relog(client, folder, result, url)
+    web = _relog(client, folder, result, url)
+    _republish_on_prefect(result, web, folder)
     return result
 
 
-def _relog(client: MlflowClient, folder: Path, result: dict, url: str) -> None:
+def _republish_on_prefect(result: dict, web: str, folder: Path) -> None:
+    """The flow run's Prefect artifacts with people's verdict too, or one line saying they
+    still show the automatic one (no Prefect server up, or the run's flow run not on it)."""
+    try:
+        publish.republish_artifacts(result, web)
+    except Exception as error:  # noqa: BLE001  (the report is rewritten: only say so)
+        print(
+            f"Prefect artifacts {publish.REPORT_KEY} and {publish.POLICIES_KEY} still show the"
+            f" automatic verdict ({type(error).__name__}: {error}); the current report is"
+            f" {folder / 'report.md'}"
+        )
+
+
+def _relog(client: MlflowClient, folder: Path, result: dict, url: str) -> str:
     """The MLflow run's report/ and Overview, which the pipeline wrote (flows/publish.py),
     again with people's verdict: else they say the automatic gate's, which no longer holds."""
     parent = result["run"]["mlflow_run_id"]
@@ -226,6 +241,7 @@ def _relog(client: MlflowClient, folder: Path, result: dict, url: str) -> None:
     client.log_artifact(parent, str(folder / "report.json"), artifact_path="report")
     client.log_text(parent, web, "report/report.md")
     client.set_tag(parent, "mlflow.note.content", report.run_summary(result))
+    return web
 
 
 def _rewrite(folder: Path, result: dict, mlflow_url: str) -> None:

@@ -6,6 +6,7 @@ leave the same things behind (a dataset's report.md adds its Dataset section:
 report.report_markdown, which `eval import` renders it with too).
 """
 
+import json
 from pathlib import Path
 
 import mlflow
@@ -14,6 +15,12 @@ from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
 from instructflow.tasks import outages, plots, report, report_table, run_status
 from instructflow.tasks.paths import reports_dir
+
+REPORT_KEY, POLICIES_KEY = "rlhf-report", "rlhf-policies"
+
+
+def _report_note(parent_id: str) -> str:
+    return f"also reports/{parent_id}/report.md and the MLflow run's report/ folder"
 
 
 def publish(result: dict, plotted: list[Path], url: str) -> None:
@@ -31,14 +38,46 @@ def publish(result: dict, plotted: list[Path], url: str) -> None:
     mlflow.set_tag("mlflow.note.content", report.run_summary(result))  # the run's Overview
     why = "the run's report artifacts are created there"
     outages.wait_if_not_answering("Prefect's API", outages.prefect_api_url(), why)
-    create_markdown_artifact(
-        markdown=web,
-        key="rlhf-report",
-        description=f"also reports/{parent_id}/report.md and the MLflow run's report/ folder",
-    )
+    create_markdown_artifact(markdown=web, key=REPORT_KEY, description=_report_note(parent_id))
     create_table_artifact(
         table=report_table.table_rows(result),
-        key="rlhf-policies",
+        key=POLICIES_KEY,
         description=report_table.table_description(result),
     )
     get_run_logger().info("report: %s  MLflow: %s", reports_dir() / "latest" / "report.json", url)
+
+
+def republish_artifacts(result: dict, web: str) -> None:
+    """Newer versions of the run's `rlhf-report` and `rlhf-policies`, made from outside its
+    flow run (`eval import`): Prefect shows a key's latest version, which would otherwise
+    still say the automatic gate's verdict. Raises where the flow run is not on this
+    Prefect server (or none answers)."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.actions import ArtifactCreate
+
+    flow_run_id = result["run"].get("prefect_flow_run_id")
+    if not flow_run_id:
+        raise LookupError("the report names no Prefect flow run")
+    parent_id = result["run"]["mlflow_run_id"]
+    # the REST API, as create_*_artifact calls it, with the flow run named: those helpers
+    # take it from the run context, and warn (deprecated) when called outside one
+    artifacts = [
+        ArtifactCreate(
+            key=REPORT_KEY,
+            type="markdown",
+            data=web,
+            description=_report_note(parent_id),
+            flow_run_id=flow_run_id,
+        ),
+        ArtifactCreate(
+            key=POLICIES_KEY,
+            type="table",
+            data=json.dumps(report_table.table_rows(result)),
+            description=report_table.table_description(result),
+            flow_run_id=flow_run_id,
+        ),
+    ]
+    with get_client(sync_client=True) as client:
+        client.read_flow_run(flow_run_id)  # another server's run: say so, make nothing
+        for artifact in artifacts:
+            client.create_artifact(artifact)

@@ -544,3 +544,73 @@ def test_eval_import_updates_the_mlflow_runs_report_and_overview(finished_run):
     # and its Overview says the gate's decision on people's evidence
     overview = client.get_run(run_id).data.tags["mlflow.note.content"]
     assert overview == run_summary(local) and "(human, " in overview
+
+
+def _latest_artifact(flow_run_id, key: str):
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import (
+        ArtifactFilter,
+        ArtifactFilterKey,
+        FlowRunFilter,
+        FlowRunFilterId,
+    )
+    from prefect.client.schemas.sorting import ArtifactSort
+
+    with get_client(sync_client=True) as client:
+        return client.read_artifacts(
+            artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=[key])),
+            flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id])),
+            sort=ArtifactSort.CREATED_DESC,
+        )
+
+
+def test_eval_import_gives_the_flow_runs_prefect_artifacts_peoples_verdict(finished_run, capsys):
+    from prefect import flow
+    from prefect.artifacts import create_markdown_artifact, create_table_artifact
+    from prefect.runtime import flow_run
+
+    from instructflow.tasks.report_table import table_rows
+
+    root, run_id = finished_run
+
+    @flow
+    def pipeline_publishes() -> str:  # as flows/publish.py does at the end of a run
+        create_markdown_artifact(markdown="the automatic verdict", key="rlhf-report")
+        create_table_artifact(table=[{"policy": "sft"}], key="rlhf-policies")
+        return flow_run.id
+
+    # given a finished run whose flow run published the automatic gate's report
+    flow_run_id = pipeline_publishes()
+    for folder in (root / "reports" / run_id, root / "reports" / "latest"):
+        report = json.loads((folder / "report.json").read_text())
+        report["run"]["prefect_flow_run_id"] = flow_run_id
+        (folder / "report.json").write_text(json.dumps(report))
+    # when people's rankings (the candidate first) are imported
+    assert main(["eval", "export", run_id, "--n", "6"]) == 0
+    filled = root / "reports" / run_id / "human_eval" / "labeling.csv"
+    _rank_first(filled, "ppo_ptx")
+    assert main(["eval", "import", run_id, str(filled)]) == 0
+    # then the flow run's newest rlhf-report is the report with people's verdict
+    local = json.loads((root / "reports" / run_id / "report.json").read_text())
+    markdown = mlflow.artifacts.load_text(f"runs:/{run_id}/report/report.md")
+    newest = _latest_artifact(flow_run_id, "rlhf-report")
+    assert len(newest) == 2 and newest[0].data == markdown
+    assert "## Human evaluation (6 prompts" in newest[0].data
+    # and its newest rlhf-policies is the table of the report as it is now
+    policies = _latest_artifact(flow_run_id, "rlhf-policies")
+    assert len(policies) == 2 and json.loads(policies[0].data) == table_rows(local)
+    assert "still show the automatic verdict" not in capsys.readouterr().out
+
+
+def test_eval_import_says_when_prefect_artifacts_keep_the_automatic_verdict(finished_run, capsys):
+    root, run_id = finished_run
+    # given a finished run whose report names no Prefect flow run (made before it did)
+    assert main(["eval", "export", run_id, "--n", "6"]) == 0
+    filled = root / "reports" / run_id / "human_eval" / "labeling.csv"
+    _rank_first(filled, "ppo_ptx")
+    # when people's rankings are imported, then one line says so, and where the report is
+    assert main(["eval", "import", run_id, str(filled)]) == 0
+    lines = [line for line in capsys.readouterr().out.splitlines() if "automatic verdict" in line]
+    assert len(lines) == 1
+    assert "rlhf-report and rlhf-policies still show the automatic verdict" in lines[0]
+    assert str(root / "reports" / run_id / "report.md") in lines[0]
