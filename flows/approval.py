@@ -25,6 +25,7 @@ from instructflow.tasks.concurrency import registry_slot
 from instructflow.tasks.gate import GateConfig, short_answers
 from instructflow.tasks.model_card import JUDGE_EVIDENCE
 from instructflow.tasks.promotion import record_approval
+from instructflow.tasks.stage_notes import MEASURES
 
 
 class PromotionApproval(RunInput):
@@ -98,13 +99,15 @@ def evidence_markdown(
             f"| public-suite accuracy | {_num(public['challenger'])} | "
             f"{_num(public['incumbent'])} ({rival}) |"
         )
-    lines.append(f"| KL to SFT (nats) | {_num(row.get('kl_to_sft'))} | 0 |")
+    lines.append(f"| KL to SFT | {_num(row.get('kl_to_sft'))} | 0 |")
     length = (row.get("response_length"), sft.get("response_length"))
     lines.append(f"| answer length (words) | {_num(length[0])} | {_num(length[1])} (SFT) |")
     if row.get("gold_score") is not None:  # nor a gold score
         lines.append(
             f"| gold score | {_ci(row.get('gold_score'))} | {_ci(sft.get('gold_score'))} (SFT) |"
         )
+    # what the report and model card say of it: a sampled estimate, which can read just below 0
+    lines += ["", f"KL to SFT: {MEASURES['kl_to_sft']}."]
     families = sorted(row.get("per_family", {}))
     if families:
         lines += ["", "| task family | challenger gold | SFT gold |", "| --- | --- | --- |"]

@@ -24,6 +24,7 @@ from instructflow.flows.approval import (
     review,
 )
 from instructflow.tasks.gate import GateConfig
+from instructflow.tasks.stage_notes import MEASURES
 
 REGISTERED = "policy-under-review"
 
@@ -50,6 +51,15 @@ POLICIES = {
 }
 
 
+def test_the_evidence_says_kl_to_sft_is_a_sampled_estimate_as_the_report_does():
+    # given a candidate whose sampled KL to SFT came out just below 0, as one at SFT's level can
+    policies = POLICIES | {"ppo_ptx": POLICIES["ppo_ptx"] | {"kl_to_sft": -0.012}}
+    text = evidence_markdown("instructflow-policy", GATE, "ppo_ptx", policies, [])
+    # then the form shows the figure, and says what it is in the report's one wording
+    assert "| KL to SFT | -0.012 | 0 |" in text
+    assert f"\n\nKL to SFT: {MEASURES['kl_to_sft']}.\n" in text
+
+
 def test_the_evidence_shows_both_win_rates_public_suite_kl_families_and_links():
     text = evidence_markdown("instructflow-policy", GATE, "ppo_ptx", POLICIES, ["http://m/#/r/1"])
     assert "Promote instructflow-policy v4 (ppo_ptx)" in text
@@ -60,7 +70,7 @@ def test_the_evidence_shows_both_win_rates_public_suite_kl_families_and_links():
     )
     assert "| win rate vs SFT (evaluation) | 0.620 (95% CI 0.580-0.660) | 0.5 |" in text
     assert "| public-suite accuracy | 0.450 | 0.430 (champion v3) |" in text
-    assert "| KL to SFT (nats) | 1.250 | 0 |" in text
+    assert "| KL to SFT | 1.250 | 0 |" in text
     assert "| add | 0.375 | 0.250 |" in text
     assert "| sort | 0.625 | 0.500 |" in text
     assert "[http://m/#/r/1](http://m/#/r/1)" in text
@@ -210,7 +220,7 @@ def test_a_dataset_gates_evidence_names_the_judge_and_leaves_out_what_a_dataset_
         in text
     )
     assert "public-suite" not in text and "gold score" not in text
-    assert "| KL to SFT (nats) | 0.500 | 0 |" in text
+    assert "| KL to SFT | 0.500 | 0 |" in text
     # and the same figure is not shown twice (its rival is SFT, on the evaluation's prompts)
     assert "win rate vs SFT (evaluation)" not in text
 
