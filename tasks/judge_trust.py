@@ -69,7 +69,8 @@ def _assess(accuracy: float, pairs: int, floor: float) -> tuple[bool, str, str]:
     if upper < 0.5:  # not merely weak: it orders pairs against the preferences it is tested on
         return (
             False,
-            f"held-out judge worse than chance: {on} ({interval} < 0.5): it prefers the "
+            # "; " between facts: the model card makes each clause a sentence (one colon each)
+            f"held-out judge worse than chance: {on} ({interval} < 0.5); it prefers the "
             "rejected answer more often than chance would; a judge trained on few pairs keeps "
             "its starting model's leanings (longer answers, say), or the test split's "
             "preferences differ from the ones it trained on",

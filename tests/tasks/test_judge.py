@@ -220,7 +220,7 @@ def test_a_judge_whose_whole_interval_is_below_chance_is_called_worse_than_chanc
     assert not ok
     assert reason.startswith(
         "held-out judge worse than chance: accuracy 0.067 on 15 held-out pairs "
-        "(95% CI 0.012-0.298 < 0.5): it prefers the rejected answer"
+        "(95% CI 0.012-0.298 < 0.5); it prefers the rejected answer"
     )
     # an interval reaching 0.5 is only too weak: 5 of 15 -> Wilson (0.152, 0.583)
     assert judge_is_trustworthy(5 / 15, 15)[1].startswith("held-out judge too weak")

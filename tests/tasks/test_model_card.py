@@ -205,10 +205,12 @@ def test_the_card_says_who_judged_each_win_rate():
     assert "held-out judge, a second reward model" not in plain
 
 
-@pytest.mark.parametrize("trustworthy", [True, False])
-def test_the_card_says_of_the_judge_what_the_runs_report_says(trustworthy):
+@pytest.mark.parametrize(
+    ("accuracy", "pairs", "trustworthy"),
+    [(0.8, 200, True), (0.55, 20, False), (1 / 15, 15, False)],  # the last worse than chance
+)
+def test_the_card_says_of_the_judge_what_the_runs_report_says(accuracy, pairs, trustworthy):
     # given the run's verdict on its judge (its report's judge block)
-    accuracy, pairs = (0.8, 200) if trustworthy else (0.55, 20)
     ok, reason = judge_is_trustworthy(accuracy, pairs)
     assert ok is trustworthy
     judge = {"trustworthy": ok, "trust_reason": reason}
