@@ -316,16 +316,17 @@ def _jsonl_labels(path: Path, key: dict, problems: list[Problem], texts: list) -
                 problems.append(Problem(name, row_no, "likert", f"{label}: {value} is not in 1-7"))
         ranking = list(row.get("ranking", []))
         if sorted(map(str, ranking)) != sorted(key[item]):
-            problems.append(
-                Problem(
-                    name,
-                    row_no,
-                    "ranking",
-                    f"{item}: {ranking} is not an order of {sorted(key[item])}",
-                )
-            )
+            order = f"{_shown_ranking(ranking)} is not an order of {sorted(key[item])}"
+            problems.append(Problem(name, row_no, "ranking", f"{item}: {order}"))
         labels[item] = {"ranking": ranking, "likert": likert}
     return labels
+
+
+def _shown_ranking(ranking: list) -> str:
+    """A ranking as written; a long one (a column pasted whole, say) cut as show_value cuts
+    the other refusals' values (a list's repr ends in "]" unless show_value cut it)."""
+    cut = show_value(ranking)
+    return cut if cut.endswith("...") else repr(ranking)
 
 
 def read_labels(

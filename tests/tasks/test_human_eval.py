@@ -181,6 +181,23 @@ def test_a_jsonl_ranking_must_order_every_label(tmp_path):
         read_labels(path, _key())
 
 
+def test_a_long_jsonl_ranking_is_quoted_cut_in_its_refusal(tmp_path):
+    # given a ranking that is a long list (a whole column pasted into one item's field)
+    path = tmp_path / "filled.jsonl"
+    long = [f"label-{i}" for i in range(500)]
+    rows = [
+        {"item_id": "item-0000", "ranking": long, "likert": {}},
+        {"item_id": "item-0001", "ranking": ["B", "A", "C"], "likert": {}},
+    ]
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    with pytest.raises(TableError) as refused:
+        read_labels(path, _key())
+    # then its refusal names file, row and field, and quotes a short excerpt, not the list
+    (line,) = [line for line in str(refused.value).splitlines() if "is not an order" in line]
+    assert f"{path} row 1 field 'ranking': item-0000: a list of 500: ['label-0', " in line
+    assert "label-499" not in line and len(line) < len(str(path)) + 200
+
+
 def _filled_rows():
     """A correctly filled CSV's rows for `_key()` (spreadsheet rows 2-7)."""
     return [
