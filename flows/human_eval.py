@@ -224,10 +224,11 @@ def _republish_on_prefect(result: dict, web: str, folder: Path) -> None:
     try:
         publish.republish_artifacts(result, web)
     except Exception as error:  # noqa: BLE001  (the report is rewritten: only say so)
+        # ours say why in words; any other (no server answering, say) by its type too
+        why = str(error) if isinstance(error, LookupError) else f"{type(error).__name__}: {error}"
         print(
             f"Prefect artifacts {publish.REPORT_KEY} and {publish.POLICIES_KEY} still show the"
-            f" automatic verdict ({type(error).__name__}: {error}); the current report is"
-            f" {folder / 'report.md'}"
+            f" automatic verdict ({why}); the current report is {folder / 'report.md'}"
         )
 
 

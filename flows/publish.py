@@ -54,6 +54,7 @@ def republish_artifacts(result: dict, web: str) -> None:
     Prefect server (or none answers)."""
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.actions import ArtifactCreate
+    from prefect.exceptions import ObjectNotFound
 
     flow_run_id = result["run"].get("prefect_flow_run_id")
     if not flow_run_id:
@@ -78,6 +79,9 @@ def republish_artifacts(result: dict, web: str) -> None:
         ),
     ]
     with get_client(sync_client=True) as client:
-        client.read_flow_run(flow_run_id)  # another server's run: say so, make nothing
+        try:  # another server's run (or one since deleted): say so, make nothing
+            client.read_flow_run(flow_run_id)
+        except ObjectNotFound:
+            raise LookupError(f"flow run {flow_run_id} is not on this Prefect server") from None
         for artifact in artifacts:
             client.create_artifact(artifact)

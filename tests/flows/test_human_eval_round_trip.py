@@ -602,9 +602,18 @@ def test_eval_import_gives_the_flow_runs_prefect_artifacts_peoples_verdict(finis
     assert "still show the automatic verdict" not in capsys.readouterr().out
 
 
-def test_eval_import_says_when_prefect_artifacts_keep_the_automatic_verdict(finished_run, capsys):
+@pytest.mark.parametrize("flow_run_id", [None, "6a1a7b0e-0000-4000-8000-000000000000"])
+def test_eval_import_says_when_prefect_artifacts_keep_the_automatic_verdict(
+    finished_run, capsys, flow_run_id
+):
     root, run_id = finished_run
-    # given a finished run whose report names no Prefect flow run (made before it did)
+    # given a finished run whose report names no Prefect flow run (made before it did), or
+    # one that is not on this Prefect server
+    if flow_run_id:
+        for folder in (root / "reports" / run_id, root / "reports" / "latest"):
+            report = json.loads((folder / "report.json").read_text())
+            report["run"]["prefect_flow_run_id"] = flow_run_id
+            (folder / "report.json").write_text(json.dumps(report))
     assert main(["eval", "export", run_id, "--n", "6"]) == 0
     filled = root / "reports" / run_id / "human_eval" / "labeling.csv"
     _rank_first(filled, "ppo_ptx")
@@ -614,3 +623,5 @@ def test_eval_import_says_when_prefect_artifacts_keep_the_automatic_verdict(fini
     assert len(lines) == 1
     assert "rlhf-report and rlhf-policies still show the automatic verdict" in lines[0]
     assert str(root / "reports" / run_id / "report.md") in lines[0]
+    why = f"flow run {flow_run_id} is not on this Prefect server" if flow_run_id else "names no"
+    assert why in lines[0]
