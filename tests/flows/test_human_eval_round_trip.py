@@ -581,15 +581,9 @@ def test_eval_import_gives_the_flow_runs_prefect_artifacts_peoples_verdict(finis
 
     # given a finished run whose flow run published the automatic gate's report
     flow_run_id = pipeline_publishes()
-    for folder in (root / "reports" / run_id, root / "reports" / "latest"):
-        report = json.loads((folder / "report.json").read_text())
-        report["run"]["prefect_flow_run_id"] = flow_run_id
-        (folder / "report.json").write_text(json.dumps(report))
+    _name_flow_run(root, run_id, flow_run_id)
     # when people's rankings (the candidate first) are imported
-    assert main(["eval", "export", run_id, "--n", "6"]) == 0
-    filled = root / "reports" / run_id / "human_eval" / "labeling.csv"
-    _rank_first(filled, "ppo_ptx")
-    assert main(["eval", "import", run_id, str(filled)]) == 0
+    _import_candidate_first(root, run_id)
     # then the flow run's newest rlhf-report is the report with people's verdict
     local = json.loads((root / "reports" / run_id / "report.json").read_text())
     markdown = mlflow.artifacts.load_text(f"runs:/{run_id}/report/report.md")
@@ -610,18 +604,28 @@ def test_eval_import_says_when_prefect_artifacts_keep_the_automatic_verdict(
     # given a finished run whose report names no Prefect flow run (made before it did), or
     # one that is not on this Prefect server
     if flow_run_id:
-        for folder in (root / "reports" / run_id, root / "reports" / "latest"):
-            report = json.loads((folder / "report.json").read_text())
-            report["run"]["prefect_flow_run_id"] = flow_run_id
-            (folder / "report.json").write_text(json.dumps(report))
-    assert main(["eval", "export", run_id, "--n", "6"]) == 0
-    filled = root / "reports" / run_id / "human_eval" / "labeling.csv"
-    _rank_first(filled, "ppo_ptx")
+        _name_flow_run(root, run_id, flow_run_id)
     # when people's rankings are imported, then one line says so, and where the report is
-    assert main(["eval", "import", run_id, str(filled)]) == 0
+    _import_candidate_first(root, run_id)
     lines = [line for line in capsys.readouterr().out.splitlines() if "automatic verdict" in line]
     assert len(lines) == 1
     assert "rlhf-report and rlhf-policies still show the automatic verdict" in lines[0]
     assert str(root / "reports" / run_id / "report.md") in lines[0]
     why = f"flow run {flow_run_id} is not on this Prefect server" if flow_run_id else "names no"
     assert why in lines[0]
+
+
+def _name_flow_run(root, run_id: str, flow_run_id: str) -> None:
+    """The run's report.json (and latest's) naming `flow_run_id` as its Prefect flow run."""
+    for folder in (root / "reports" / run_id, root / "reports" / "latest"):
+        report = json.loads((folder / "report.json").read_text())
+        report["run"]["prefect_flow_run_id"] = flow_run_id
+        (folder / "report.json").write_text(json.dumps(report))
+
+
+def _import_candidate_first(root, run_id: str) -> None:
+    """`eval export` 6 prompts, people rank the candidate first, `eval import`."""
+    assert main(["eval", "export", run_id, "--n", "6"]) == 0
+    filled = root / "reports" / run_id / "human_eval" / "labeling.csv"
+    _rank_first(filled, "ppo_ptx")
+    assert main(["eval", "import", run_id, str(filled)]) == 0
