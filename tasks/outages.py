@@ -69,7 +69,9 @@ def server_answers(uri: str, timeout: float = 1.0) -> bool:
         return True
     try:
         _get(uri.rstrip("/") + "/health", timeout)
-    except (urllib.error.URLError, OSError):  # HTTPError, refused, timed out
+    except urllib.error.HTTPError as error:  # it answered: only a 5xx is a server not up
+        return error.code < 500  # (a 401 from a proxy that guards /health too is up)
+    except (urllib.error.URLError, OSError):  # refused, timed out
         return False
     return True
 

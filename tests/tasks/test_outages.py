@@ -165,3 +165,28 @@ def test_a_server_gone_for_good_is_given_up_on_after_the_wait(monkeypatch):
     monkeypatch.setattr(outages, "server_answers", lambda *_: False)
     monkeypatch.setattr(outages, "OUTAGE_WAIT_SECONDS", 0.0)
     assert outages.wait_until_answering("MLflow", "http://127.0.0.1:9", "x") is False
+
+
+@pytest.mark.parametrize("status, up", [(200, True), (401, True), (404, True), (503, False)])
+def test_a_server_answering_health_with_an_error_below_500_is_up(status, up):
+    # given a server (or the proxy before it) that answers /health with `status`
+    class Answer(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):  # noqa: N802
+            self.send_response(status)
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.HTTPServer(("127.0.0.1", 0), Answer)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        # then it is up unless it says it is not (5xx), as the run's preflight has it: a 401
+        # from a proxy that guards every path must not make each stage wait 300 s for it
+        assert outages.server_answers(f"http://127.0.0.1:{server.server_address[1]}") is up
+    finally:
+        server.shutdown()
+
+
+def test_a_closed_port_does_not_answer():
+    assert outages.server_answers(f"http://127.0.0.1:{free_port()}") is False
