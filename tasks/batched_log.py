@@ -95,10 +95,11 @@ class BatchedLog:
         """At a stage's end, before it logs its model and figures: a server that does not
         answer (lost while the stage trained, or just now) gets outages.OUTAGE_WAIT_SECONDS
         to come back, rather than the stage's finished work being lost with MLflow's 15 s."""
-        if run_id in self._lost or not outages.server_answers(self._uri(), outages.PROBE_SECONDS):
-            why = "the stage's work is done and waits to be logged there"
-            outages.wait_until_answering("the MLflow tracking server", self._uri(), why)
-        self._lost.pop(run_id, None)
+        why, server = "the stage's work is done and waits to be logged there", self._uri()
+        if self._lost.pop(run_id, None) is not None:  # known lost: no need to ask first
+            outages.wait_until_answering("the MLflow tracking server", server, why)
+        else:
+            outages.wait_if_not_answering("the MLflow tracking server", server, why)
 
     def add_closing_metrics(self, run_id: str, metrics: dict[str, float]) -> None:
         """Metrics written after every other when the run's block ends (flush with
