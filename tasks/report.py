@@ -58,7 +58,7 @@ def _held_out(report: dict[str, Any]) -> str:
 # report.md has them in one table; the Prefect artifact, whose pane is narrower than ten
 # such columns, one table per group.
 POLICY_COLUMN_GROUPS = (
-    ("gold_score", "win_rate_vs_sft", "judge_win_rate_vs_sft", "likert"),
+    ("win_rate_vs_sft", "judge_win_rate_vs_sft", "gold_score", "likert"),
     ("rm_score", "kl_to_sft", "response_length", "public_suite_accuracy", "pretrain_perplexity"),
 )
 

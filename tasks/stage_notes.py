@@ -11,13 +11,15 @@ NOTE_TAG = "mlflow.note.content"
 
 # What each of a policy's measures is, in which unit or on which scale: the evaluation
 # run's description, the model card's Evaluation section and report.md's policy tables say
-# it beside the figure. No ";" inside: report.md lists them separated by "; ".
+# it beside the figure. No ";" inside: report.md lists them separated by "; ". No
+# parentheses inside: the card puts each in parentheses.
 # In the order a reader needs them (the model card lists a policy's figures so): the
 # headline win rate against SFT, the held-out judge's beside it, then gold, then the rest.
 MEASURES = {
     "win_rate_vs_sft": (
-        "the share of comparisons with SFT's response that the policy's response wins (held-out "
-        "labelers, or on your own data the held-out judge), 0-1, 0.5 being SFT's level"
+        "the share of comparisons with SFT's response that the policy's response wins, judged "
+        "by held-out labelers or on your own data by the held-out judge, 0-1, 0.5 being SFT's "
+        "level"
     ),
     "judge_win_rate_vs_sft": "the same, judged by the held-out judge",
     "gold_score": "the gold preference's score, 0-1",
@@ -25,7 +27,6 @@ MEASURES = {
     "rm_score": "reward model units",
     # Sampled, not exact (tasks/evaluation.py): a policy at SFT's level reads about -0.01,
     # which without this looked like a bug.
-    # No parentheses inside: the card puts each unit in parentheses.
     "kl_to_sft": (
         "nats per response, a sampled estimate on the policy's own responses: near 0 it can "
         "come out slightly below 0"

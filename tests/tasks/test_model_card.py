@@ -365,3 +365,14 @@ def test_the_version_card_says_what_mlflows_promote_button_does_and_what_to_run(
     # and it stays above the Champion section once the registry writes one
     tagged = with_champion_status(card, {"promoted_by": "gate", "promoted_at": "t1"})
     assert tagged.split("\n## ", 1)[0] == top
+
+
+def test_no_measures_unit_nests_parentheses_in_the_cards_line():
+    # given a card with every measure the pipeline reports
+    card = model_card("policy", "4", LINEAGE, dict.fromkeys(MEASURES, 0.5), GATE)
+    for name, unit in MEASURES.items():
+        line = next(line for line in card.splitlines() if line.startswith(f"- {name}:"))
+        # then each unit sits in one pair of parentheses, with none inside it
+        # (win_rate_vs_sft's "(held-out labelers, or ...)" read as "(... (...) ...)")
+        assert f"({unit})" in line, line
+        assert "(" not in unit and ")" not in unit, name
