@@ -333,3 +333,18 @@ def test_the_policy_tables_say_what_each_column_measures_and_in_which_unit():
         # and only for the columns shown: no gold here, so no gold_score
         assert "gold_score" not in columns
         assert text.index("| sft |") < text.index("Columns: ") < text.index("## Run")
+
+
+def test_report_md_orders_the_preference_columns_as_the_prefect_table_does():
+    from instructflow.tasks.report_table import COLUMNS
+
+    # given a policy with every preference figure
+    report = _report()
+    figure = {"mean": 0.5, "ci95": [0.4, 0.6]}
+    report["policies"]["sft"] |= dict.fromkeys(COLUMNS, figure)
+    # when report.md is written
+    header = next(line for line in to_markdown(report).splitlines() if line.startswith("| policy"))
+    # then its columns come in the Prefect table's order: the held-out labelers' win rate
+    # first (what results count on), then the judge's, then gold (gold led report.md alone)
+    positions = [header.index(f" {name} ") for name in COLUMNS]
+    assert positions == sorted(positions), header
