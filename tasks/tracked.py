@@ -57,11 +57,22 @@ class TrackedStage:
             mlflow.log_artifacts(str(self.out / ADAPTER), artifact_path=ADAPTER)
 
     def done(self, metrics: dict[str, float], **outputs: Any) -> StageResult:
-        """Log the metrics, then mark the stage done with its outputs: nothing may fail after."""
-        tracking.batched.wait_for_lost_store(self.run.info.run_id)
-        tracking.log_final_metrics(self.run.info.run_id, metrics)
-        result = {**outputs, "mlflow_run_id": self.run.info.run_id, "metrics": metrics}
-        return mark_done(self.out, result)
+        """Log the metrics, end the run, then mark the stage done with its outputs: nothing
+        may fail after.
+
+        The run ends first: a marker written before a failed end would be wiped, finished
+        work and all, by the retry (a folder marked done is emptied), its run left RUNNING.
+        """
+        run_id = self.run.info.run_id
+        tracking.batched.wait_for_lost_store(run_id)
+        tracking.log_final_metrics(run_id, metrics)
+        result = {**outputs, "mlflow_run_id": run_id, "metrics": metrics}
+        tracking.end_finished_run(run_id)
+        try:
+            return mark_done(self.out, result)
+        except BaseException as error:
+            tracking.end_unfinished_run(run_id, error)
+            raise
 
 
 @contextmanager

@@ -230,10 +230,43 @@ def closing_run() -> Iterator[None]:
         # A failed run's figures up to the failure are worth having, but not worth hiding
         # the failure behind an error of the store's.
         batched.flush(run_id, quiet=True, closing=True)
-        if is_interrupt(error) and mlflow.active_run():
+        active = mlflow.active_run()  # a stage's own end may have ended it: its parent's now
+        if is_interrupt(error) and active and active.info.run_id == run_id:
             mlflow.end_run("KILLED")
         raise
     batched.flush(run_id, closing=True)
+
+
+def end_finished_run(run_id: str) -> None:
+    """End the stage's active run FINISHED now, before its stage is marked done, so that a
+    stage marked done always has a finished run. A server lost after the stage's last write
+    is waited for (outages.wait_until_answering) and the end tried again; still lost, the
+    stage fails unmarked and its retry resumes from its checkpoints instead of wiping a
+    folder marked done."""
+    active = mlflow.active_run()
+    try:
+        if active is not None and active.info.run_id == run_id:
+            mlflow.end_run()  # off the thread's stack too, so its block's end does not end it
+        else:  # a run of another thread's context: its stack is not ours to pop
+            MlflowClient().set_terminated(run_id)
+    except Exception as error:
+        if not outages.lost_service_message(error, tracking_uri()):
+            raise
+        why = "the stage's work is done and waits for its run to be ended there"
+        outages.wait_until_answering("the MLflow tracking server", tracking_uri(), why)
+        MlflowClient().set_terminated(run_id)  # MLflow took it off the stack before it failed
+
+
+def end_unfinished_run(run_id: str, error: BaseException) -> None:
+    """A run ended FINISHED whose stage then failed to be marked done (a full disk): FAILED
+    (KILLED for a signal) after all, if the store takes it; the stage's own error is what
+    the caller raises."""
+    from instructflow.tasks.interrupts import is_interrupt
+
+    try:
+        MlflowClient().set_terminated(run_id, "KILLED" if is_interrupt(error) else "FAILED")
+    except Exception as store_error:
+        print(f"warning: run {run_id} stays FINISHED in MLflow: {store_error}", flush=True)
 
 
 def _finite(metrics: dict[str, float]) -> dict[str, float]:

@@ -33,7 +33,8 @@ class Server:
         self.writes_tried = 0
         self.probes = 0
         self.back_after_probes: int | None = None  # comes back by itself after so many
-        real = MlflowClient.log_batch
+        self.lost_as_a_run_ends = False  # goes away as the next run is ended (then as above)
+        real, real_end = MlflowClient.log_batch, MlflowClient.set_terminated
         server = self
 
         class Client(MlflowClient):
@@ -49,7 +50,15 @@ class Server:
                 self.down = False
             return not self.down
 
+        def set_terminated(client, run_id, status=None, end_time=None):
+            if server.lost_as_a_run_ends:
+                server.lost_as_a_run_ends, server.down = False, True
+            if server.down:
+                raise MlflowException(REFUSED)
+            return real_end(client, run_id, status, end_time)
+
         monkeypatch.setattr(batched_log, "MlflowClient", Client)
+        monkeypatch.setattr(MlflowClient, "set_terminated", set_terminated)
         monkeypatch.setattr(outages, "server_answers", answers)
 
 
@@ -142,6 +151,88 @@ def test_a_server_that_stays_lost_fails_the_stage_after_the_wait(store, tmp_path
             finally:
                 assert time.monotonic() - started >= 0.05  # it did wait
     assert not (tmp_path / "out" / DONE_MARKER).exists()  # not done: the stage runs again
+
+
+def test_a_server_lost_just_as_a_stage_ends_its_run_is_waited_for_then_the_stage_is_done(
+    store, tmp_path, monkeypatch
+):
+    from instructflow.tasks.stage import is_done
+
+    # given a server that goes away after the stage's last write, as its run is ended
+    server = Server(monkeypatch)
+    monkeypatch.setattr(outages, "OUTAGE_WAIT_SECONDS", 60.0)
+    server.lost_as_a_run_ends, server.back_after_probes = True, server.probes + 2
+    with tracked_stage("judge", tmp_path / "out", None, {}) as stage:
+        result = stage.done({"judge/accuracy": 0.61})
+    # then the end waited for it: the run is FINISHED and the stage done, nothing lost
+    assert store.get_run(result["mlflow_run_id"]).info.status == "FINISHED"
+    assert is_done(tmp_path / "out")
+
+
+def test_a_stage_whose_run_cannot_be_ended_is_not_marked_done_and_its_retry_resumes(
+    store, tmp_path, monkeypatch
+):
+    from instructflow.tasks.checkpoints import RESUME, prepare_out_dir
+    from instructflow.tasks.stage import DONE_MARKER
+
+    # given a training stage with a resume checkpoint, whose server goes away for good as
+    # its run is ended
+    server = Server(monkeypatch)
+    monkeypatch.setattr(outages, "OUTAGE_WAIT_SECONDS", 0.05)
+    out = tmp_path / "out"
+    with pytest.raises(MlflowException, match="Connection refused"):
+        with tracked_stage("judge", out, None, {}, training=True) as stage:
+            (stage.out / RESUME / "step-000000007").mkdir(parents=True)
+            server.lost_as_a_run_ends = True
+            stage.done({"judge/accuracy": 0.61})
+    # then it is not marked done: the retry keeps its checkpoint (resumes), not an empty folder
+    assert not (out / DONE_MARKER).exists()
+    prepare_out_dir(out)
+    assert (out / RESUME / "step-000000007").is_dir()
+
+
+def test_a_stage_that_cannot_be_marked_done_leaves_its_run_failed_not_finished(
+    store, tmp_path, monkeypatch
+):
+    import errno
+
+    from instructflow.tasks import tracked
+
+    # given a disk that fills up as the stage writes its done marker, its run already ended
+    def full_disk(_out, _result):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(tracked, "mark_done", full_disk)
+    with pytest.raises(OSError, match="No space left"):
+        with tracked_stage("judge", tmp_path / "out", None, {}) as stage:
+            run_id = stage.run.info.run_id
+            stage.done({"judge/accuracy": 0.61})
+    # then MLflow does not show a finished run for a stage that is not done
+    assert store.get_run(run_id).info.status == "FAILED"
+
+
+def test_a_signal_as_a_stage_is_marked_done_kills_its_run_not_the_pipelines(
+    store, tmp_path, monkeypatch
+):
+    import mlflow
+
+    from instructflow.tasks import tracked
+
+    # given Ctrl-C as the stage writes its done marker, its own run already ended
+    def interrupted(_out, _result):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(tracked, "mark_done", interrupted)
+    tracking.setup()
+    with mlflow.start_run() as parent:
+        with pytest.raises(KeyboardInterrupt):
+            with tracked_stage("judge", tmp_path / "out", parent.info.run_id, {}) as stage:
+                run_id = stage.run.info.run_id
+                stage.done({"judge/accuracy": 0.61})
+        # then the stage's run is KILLED and the pipeline's run goes on
+        assert mlflow.active_run().info.run_id == parent.info.run_id
+        assert store.get_run(parent.info.run_id).info.status == "RUNNING"
+    assert store.get_run(run_id).info.status == "KILLED"
 
 
 # --- the same with a real MLflow server, stopped and started again mid-stage -----------------
