@@ -246,7 +246,8 @@ def _relog(client: MlflowClient, folder: Path, result: dict, url: str) -> str:
 
 
 def _rewrite(folder: Path, result: dict, mlflow_url: str) -> None:
-    """report.json and report.md of the run, and of reports/latest if it is that run."""
+    """report.json and report.md of the run, and of reports/latest if it is that run, each
+    whole or as it was (report.write_whole: a write cut short leaves the old file)."""
     plots = sorted(str(p) for p in folder.glob("*.png"))
     markdown = report.report_markdown(result, mlflow_url, plots)  # as the pipeline renders it
     for target in (folder, reports_dir() / "latest"):
@@ -257,7 +258,5 @@ def _rewrite(folder: Path, result: dict, mlflow_url: str) -> None:
             != result["run"]["mlflow_run_id"]
         ):
             continue
-        staged = target / ".report.json.tmp"
-        staged.write_text(json.dumps(result, indent=2) + "\n")
-        staged.replace(existing)
-        (target / "report.md").write_text(markdown)
+        report.write_whole(existing, json.dumps(result, indent=2) + "\n")
+        report.write_whole(target / "report.md", markdown)

@@ -629,3 +629,34 @@ def _import_candidate_first(root, run_id: str) -> None:
     filled = root / "reports" / run_id / "human_eval" / "labeling.csv"
     _rank_first(filled, "ppo_ptx")
     assert main(["eval", "import", run_id, str(filled)]) == 0
+
+
+def test_eval_import_cut_short_while_writing_report_md_leaves_the_old_one_whole(
+    finished_run, monkeypatch
+):
+    import errno
+    from pathlib import Path
+
+    root, run_id = finished_run
+    folders = (root / "reports" / run_id, root / "reports" / "latest")
+    for folder in folders:
+        (folder / "report.md").write_text("# the report as the pipeline left it\n")
+    assert main(["eval", "export", run_id, "--n", "6"]) == 0
+    filled = root / "reports" / run_id / "human_eval" / "labeling.csv"
+    _rank_first(filled, "ppo_ptx")
+    # given a disk that fills up halfway through writing report.md (or its temporary file)
+    write_text = Path.write_text
+
+    def full_halfway(path, text, *args, **kwargs):
+        if "report.md" not in path.name:
+            return write_text(path, text, *args, **kwargs)
+        write_text(path, text[: len(text) // 2], *args, **kwargs)
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(Path, "write_text", full_halfway)
+    # when people's rankings are imported, the import fails
+    assert main(["eval", "import", run_id, str(filled)]) != 0
+    # then report.md is the one the pipeline left, whole, and no temporary file is left
+    for folder in folders:
+        assert (folder / "report.md").read_text() == "# the report as the pipeline left it\n"
+        assert not [p.name for p in folder.iterdir() if p.name.endswith(".tmp")]
