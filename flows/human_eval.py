@@ -22,6 +22,7 @@ from instructflow.flows import publish
 from instructflow.tasks import (
     env,
     human_eval,
+    human_labels,
     registry,
     registry_lookup,
     registry_rival,
@@ -193,7 +194,7 @@ def import_labels(run: str, path: Path) -> dict:
     key = json.loads((exported / "key.json").read_text())
     digests = exported / "exported.json"  # absent from exports made before it existed
     known = json.loads(digests.read_text()) if digests.exists() else None
-    labels = human_eval.read_labels(path, key, known)
+    labels = human_labels.read_labels(path, key, known)
     policies = human_eval.human_results(labels, key)
     tracking.setup()
     client = MlflowClient()

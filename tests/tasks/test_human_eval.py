@@ -11,9 +11,9 @@ from instructflow.tasks.human_eval import (
     blinded_items,
     human_results,
     pairwise_wins,
-    read_labels,
     write_labeling_files,
 )
+from instructflow.tasks.human_labels import read_labels
 from instructflow.tasks.tables import TableError
 
 

@@ -22,9 +22,9 @@ from instructflow.tasks.evaluation import EvalConfig, Policy
 from instructflow.tasks.human_eval import (
     blinded_items,
     human_results,
-    read_labels,
     write_labeling_files,
 )
+from instructflow.tasks.human_labels import read_labels
 from instructflow.tasks.lengths import LengthCheck
 from instructflow.tasks.own_evaluation import evaluate_own
 from instructflow.tasks.tables import load_table, read_jsonl, write_jsonl
