@@ -24,7 +24,7 @@ PREFECT_RUN_LOGGERS = ("prefect.flow_runs", "prefect.task_runs", "prefect.engine
 BAD_INPUT = (
     "instructflow.tasks.data_version.DataMismatchError",
     "instructflow.tasks.dataset_dvc.OutsideProject",
-    "instructflow.tasks.tables.TableError",
+    "instructflow.tasks.table_errors.TableError",
     "instructflow.models.hub.ModelNotFoundError",
     "instructflow.flows.params_io.ParamsError",
     "instructflow.tasks.preflight.InputRefused",

@@ -24,7 +24,8 @@ from instructflow.tasks.dataset_names import (
     split_file,
     split_file_hint,
 )
-from instructflow.tasks.tables import Problem, _read_rows
+from instructflow.tasks.json_lines import _read_rows
+from instructflow.tasks.tables import Problem
 
 FORMATS = (".jsonl", ".parquet")
 
