@@ -31,11 +31,10 @@ from instructflow.tasks.stage import (
     content_digest,
     fresh_output_dir,
     import_closure_digest,
-    mark_done,
     prefect_options,
 )
 from instructflow.tasks.tables import Problem, TableError, read_jsonl
-from instructflow.tasks.tracked import StageResult, tracked_stage
+from instructflow.tasks.tracked import StageResult, finish_stage, tracked_stage
 
 DATA_FOLDER = "data"  # under the import stage's output folder
 CHANGED = (
@@ -127,8 +126,9 @@ def import_dataset_task(
         metrics = summary_metrics(summary)
         tracking.log_metrics(metrics)
         mlflow.log_dict(summary, "dataset_summary.json")
-        return mark_done(
+        return finish_stage(
             out,
+            run.info.run_id,
             result
             | {
                 "profile_dir": str(out / DATA_FOLDER),

@@ -67,12 +67,19 @@ class TrackedStage:
         tracking.batched.wait_for_lost_store(run_id)
         tracking.log_final_metrics(run_id, metrics)
         result = {**outputs, "mlflow_run_id": run_id, "metrics": metrics}
-        tracking.end_finished_run(run_id)
-        try:
-            return mark_done(self.out, result)
-        except BaseException as error:
-            tracking.end_unfinished_run(run_id, error)
-            raise
+        return finish_stage(self.out, run_id, result)
+
+
+def finish_stage(out: Path, run_id: str, result: dict) -> dict:
+    """End the stage's active run FINISHED (a lost server waited for), then mark the stage
+    done with `result`; a marker that cannot be written leaves the run FAILED (KILLED for a
+    signal), so a FINISHED run and a done stage go together."""
+    tracking.end_finished_run(run_id)
+    try:
+        return mark_done(out, result)
+    except BaseException as error:
+        tracking.end_unfinished_run(run_id, error)
+        raise
 
 
 @contextmanager

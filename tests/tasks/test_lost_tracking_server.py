@@ -211,6 +211,38 @@ def test_a_stage_that_cannot_be_marked_done_leaves_its_run_failed_not_finished(
     assert store.get_run(run_id).info.status == "FAILED"
 
 
+def test_a_dataset_import_whose_run_cannot_be_ended_is_not_marked_done(
+    store, tmp_path, monkeypatch
+):
+    from instructflow.tasks import dataset_stage
+    from instructflow.tasks.dataset import DatasetConfig
+    from instructflow.tasks.stage import DONE_MARKER
+
+    # given a user's dataset imported (here: what the import found, without the reading)
+    summary = {
+        "split_rule": "by user",
+        "preference_shape": "pairwise",
+        "rendering": "chat template",
+        "sft_source": "chosen",
+        "tables": {"preferences": {"md5": "0" * 32, "file": "preferences.jsonl", "rows": 4}},
+        "split_counts": {},
+        "k_counts": {},
+    }
+    found = {"summary": summary, "written": {}}
+    monkeypatch.setattr(dataset_stage, "import_dataset", lambda *_args: found)
+    # and a server that goes away for good as the stage's run is ended
+    server = Server(monkeypatch)
+    monkeypatch.setattr(outages, "OUTAGE_WAIT_SECONDS", 0.05)
+    server.lost_as_a_run_ends = True
+    out = tmp_path / "out"
+    with pytest.raises(MlflowException, match="Connection refused"):
+        dataset_stage.import_dataset_task.fn(
+            str(tmp_path), "base", DatasetConfig(), 16, out_dir=str(out), parent_run_id=None
+        )
+    # then the stage is not marked done: no finished folder a retry would take for cached
+    assert not (out / DONE_MARKER).exists()
+
+
 def test_a_signal_as_a_stage_is_marked_done_kills_its_run_not_the_pipelines(
     store, tmp_path, monkeypatch
 ):
