@@ -167,7 +167,7 @@ def fault_line(error: Exception, resumable: bool = True) -> str | None:
     from instructflow.tasks import tracking  # imports MLflow: only for what may be a fault
     from instructflow.tasks.storage_faults import storage_fault_message
 
-    return storage_fault_message(error) or lost_service_message(
+    return storage_fault_message(error, resumable) or lost_service_message(
         error, tracking.tracking_uri(), resumable
     )
 

@@ -20,6 +20,7 @@ FULL_ERRNOS = {errno.ENOSPC, errno.EDQUOT}
 FULL_TEXTS = ("No space left on device", "Disk quota exceeded", "database or disk is full")
 REFUSED_ERRNOS = {errno.EACCES, errno.EPERM, errno.EROFS}
 RESUME = "run the same command again: finished stages and checkpoints are kept."
+REPEAT = "run the same command again."  # a command with no stages (eval import, promote)
 
 
 def _chain(error: BaseException):
@@ -81,22 +82,24 @@ def free_where_runs_write() -> str:
     return ", ".join(f"{' '.join(names)} {_size(left)} free" for names, left in ordered)
 
 
-def storage_fault_message(error: BaseException) -> str | None:
+def storage_fault_message(error: BaseException, resumable: bool = True) -> str | None:
     """One line for a full disk (what was being written, the space left there) or a refused
-    write (the file and why), or None for any other error."""
+    write (the file and why), or None for any other error. `resumable`: a command that keeps
+    finished stages and checkpoints (run, sweep); any other is simply repeated."""
+    again = RESUME if resumable else REPEAT
     full = full_disk_error(error)
     if full is not None:
         filename = getattr(full, "filename", None)
         if filename:
             free = _size(shutil.disk_usage(_existing(Path(filename))).free)
-            return f"the disk is full while writing {filename} ({free} free there): free space and {RESUME}"
+            return f"the disk is full while writing {filename} ({free} free there): free space and {again}"
         # Without a file (safetensors and a plain write() name none): the free space of each
         # folder a run writes to, the fullest first, so the full one is seen.
-        return f"the disk is full: free space ({free_where_runs_write()}) and {RESUME}"
+        return f"the disk is full: free space ({free_where_runs_write()}) and {again}"
     refused = refused_write_error(error)
     if refused is not None:
         why = os.strerror(refused.errno).lower()
-        return f"cannot write {refused.filename}: {why}; make it writable and {RESUME}"
+        return f"cannot write {refused.filename}: {why}; make it writable and {again}"
     return None
 
 

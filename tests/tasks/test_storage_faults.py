@@ -146,3 +146,17 @@ def test_a_report_that_does_not_fit_is_named_and_leaves_no_cut_file(small_disk):
     assert storage_fault_message(e.value).startswith(f"the disk is full while writing {target}")
     assert target.read_text() == "the old report\n"
     assert sorted(p.name for p in small_disk.iterdir()) == ["filler", "report.md"]
+
+
+def test_a_command_without_stages_is_not_told_its_stages_are_kept(tmp_path):
+    from instructflow.flows.explained_errors import explanation
+
+    # given a full disk met by `eval import` or `promote` (no stages, no checkpoints)
+    error = OSError(errno.ENOSPC, "No space left on device", str(tmp_path / "report.md"))
+    # when the command line explains it
+    status, line = explanation(error, resumable=False)
+    # then the line says to run it again, and promises no finished stages or checkpoints
+    assert line.endswith("free space and run the same command again."), line
+    assert "checkpoints" not in line
+    # while a run (resumable) is told what it keeps
+    assert explanation(error)[1].endswith("finished stages and checkpoints are kept.")
