@@ -122,9 +122,9 @@ def test_the_report_md_in_mlflow_shows_its_plots_and_the_one_on_disk_keeps_file_
 
 
 FIGURES = [
-    "gold_score",
     "win_rate_vs_sft",
     "judge_win_rate_vs_sft",
+    "gold_score",
     "likert",
     "rm_score",
     "kl_to_sft",
