@@ -22,7 +22,7 @@ import sys
 from importlib.metadata import version
 
 from instructflow.flows import cli_data, cli_models, cli_run
-from instructflow.tasks import heap
+from instructflow.tasks import heap, served_stack
 from instructflow.tasks.env import apply_defaults
 
 
@@ -58,6 +58,9 @@ def main(argv: list[str] | None = None) -> int:
     from instructflow.tasks import outages
 
     if args.command in SERVICE_COMMANDS:
+        # While `make serve` shows this project's stores, its servers, not a second Prefect
+        # server on the same database (still before Prefect is imported: it reads its settings once).
+        served_stack.use_served_stack()
         # Before the heavy imports below (a command's checks and flow import torch,
         # transformers, MLflow and Prefect: ~50 s on a loaded 2-core machine): a server that
         # is down is reported in seconds, not after MLflow's retries (minutes).

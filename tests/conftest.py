@@ -462,16 +462,12 @@ class LiveStack:
         self.api.close()
 
 
-@pytest.fixture(scope="session")
-def live_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveStack]:
-    """`make serve` for real, on free loopback ports, in a copy of the checkout with a fresh Prefect database.
-
-    The worker's flow runs log to the MLflow server (MLFLOW_TRACKING_URI is not
-    set, so serve.sh points them at it) and use one thread each.
-    """
+@contextlib.contextmanager
+def served_stack(base: Path) -> Iterator[LiveStack]:
+    """`make serve` for real, on free loopback ports, in a copy of the checkout under `base`
+    with a fresh Prefect database; stopped (scripts/stop.sh, then by PID) at the end."""
     if not (REPO_ROOT / ".git").exists():
         pytest.skip("needs a git checkout to copy")
-    base = tmp_path_factory.mktemp("live")
     checkout = copy_checkout(base / "checkout")
     prefect_port, mlflow_port = free_port(), free_port()
     env = {
@@ -504,6 +500,17 @@ def live_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveStack]:
         yield stack
     finally:
         stack.stop()
+
+
+@pytest.fixture(scope="session")
+def live_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveStack]:
+    """`make serve` for real (served_stack), shared by the session's tests of a live stack.
+
+    The worker's flow runs log to the MLflow server (MLFLOW_TRACKING_URI is not
+    set, so serve.sh points them at it) and use one thread each.
+    """
+    with served_stack(tmp_path_factory.mktemp("live")) as stack:
+        yield stack
 
 
 @pytest.fixture(scope="session")
