@@ -205,7 +205,11 @@ Trigger a run:
        its Quick run is the tiny profile, 7.3-14.8 minutes on 2 cores)
   CLI: PREFECT_API_URL=$PREFECT_API_URL $BIN/prefect deployment run rlhf_pipeline/manual-run \\
          --params '{"params": {"profile": "smoke"}}'
-scheduled-retrain runs every Monday 03:00 UTC (profile tiny); its nightly-smoke schedule
-(02:00 UTC, profile smoke) is off until you switch it on (UI: the deployment's Schedules).
-Logs and PIDs: $STATE/   Stop everything: make stop
+
 EOF
+# The schedules as the server has them: scheduled-retrain's weekly one is on as soon as it is
+# deployed and starts a tiny run by itself; say so, with the command that pauses it.
+"$BIN/python" -m instructflow.flows.schedules ||
+    echo "(could not read the schedules; see the UI: Deployments > rlhf_pipeline / scheduled-retrain)"
+echo
+echo "Logs and PIDs: $STATE/   Stop everything: make stop"

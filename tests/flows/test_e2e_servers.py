@@ -7,6 +7,8 @@ an MLflow server. The flow run regenerates data/ there (a fresh clone has
 none) and logs to the MLflow server over HTTP.
 """
 
+import subprocess
+
 import pytest
 from mlflow import MlflowClient
 
@@ -73,6 +75,38 @@ def test_serve_is_idempotent(live_stack):
     assert "MLflow server already running" in again.stdout
     assert "worker already running" in again.stdout
     assert {f.name: f.read_text() for f in (live_stack.checkout / ".serve").glob("*.pid")} == pids
+
+
+def _line_after(lines: list[str], header: str) -> str:
+    return lines[next(i for i, line in enumerate(lines) if line.startswith(header)) + 1]
+
+
+def _weekly_active(live_stack) -> bool:
+    deployment = live_stack.request("GET", "/deployments/name/rlhf_pipeline/scheduled-retrain")
+    (weekly,) = [s for s in deployment.json()["schedules"] if s["schedule"]["cron"] == "0 3 * * 1"]
+    return weekly["active"]
+
+
+def test_make_serve_says_the_weekly_retrain_is_on_and_its_pause_command_pauses_it(live_stack):
+    # given what `make serve` printed
+    lines = live_stack.serve_output.splitlines()
+    assert _weekly_active(live_stack)
+    assert any(line.startswith("scheduled-retrain is ON") for line in lines), (
+        live_stack.serve_output
+    )
+    pause = _line_after(lines, "scheduled-retrain is ON")
+    try:
+        # when the printed command runs as printed (in a shell, its PREFECT_API_URL= included)
+        ran = subprocess.run(
+            ["bash", "-c", pause], env=live_stack.env, capture_output=True, text=True, timeout=120
+        )
+        assert ran.returncode == 0, ran.stdout + ran.stderr
+        # then the weekly schedule is paused
+        assert not _weekly_active(live_stack)
+    finally:  # the session's other tests of the live stack find it as make serve left it
+        resume = pause.replace(" schedule pause ", " schedule resume ")
+        subprocess.run(["bash", "-c", resume], env=live_stack.env, timeout=120, check=False)
+    assert _weekly_active(live_stack)
 
 
 def test_custom_run_of_manual_run_completes(live_stack, live_manual_run):
