@@ -74,7 +74,13 @@ def main(argv: list[str] | None = None) -> int:
 
     explained_errors.keep_tracebacks_for_bugs()
     try:
-        return args.func(args)
+        status = args.func(args)
+        sys.stdout.flush()  # here, not at exit: a reader gone (`| head`) is seen below
+        return status
+    except BrokenPipeError as error:
+        if _stdout_reader_gone():
+            return _stop_writing()
+        return _explain(error, resumable=args.command in RESUMABLE_COMMANDS)
     except BaseException as error:
         return _explain(error, resumable=args.command in RESUMABLE_COMMANDS)
     finally:
@@ -98,6 +104,34 @@ def _chosen(parser: argparse.ArgumentParser, args: argparse.Namespace) -> argpar
             if name in action.choices:
                 return _chosen(action.choices[name], args)
     return parser
+
+
+# Exit status of a command whose output's reader went away, as a shell reports one that
+# SIGPIPE ended (128 + 13): `instructflow params --example | head` said "lost a service".
+READER_GONE = 141
+
+
+def _stdout_reader_gone() -> bool:
+    """Whether stdout is a pipe whose reader has closed it: a BrokenPipeError of this
+    command's own output, not of a connection to MLflow or Prefect."""
+    import select
+
+    try:
+        poller = select.poll()
+        poller.register(sys.stdout.fileno(), select.POLLOUT)
+        return any(events & select.POLLERR for _, events in poller.poll(0))
+    except (AttributeError, OSError, ValueError):  # no poll, or stdout is no file
+        return False
+
+
+def _stop_writing() -> int:
+    """Send what is left of stdout nowhere (Python's flush at exit would fail again and print
+    a traceback), and end quietly, as a command the reader stopped reading ends."""
+    import os
+
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    return READER_GONE
 
 
 def _explain(error: BaseException, resumable: bool = True) -> int:

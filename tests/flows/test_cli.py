@@ -175,6 +175,41 @@ def test_installed_script_prints_help():
     assert "run" in done.stdout and "data" in done.stdout
 
 
+def test_output_piped_into_a_reader_that_stopped_ends_quietly(tmp_path):
+    # given stdout a pipe whose reader has already gone (`instructflow params --example | head -1`
+    # once head has its line): the read end is closed before the command writes
+    read_end, write_end = os.pipe()
+    os.close(read_end)
+    try:
+        done = subprocess.run(
+            [sys.executable, "-m", "instructflow", "params", "--example"],
+            stdout=write_end,
+            stderr=subprocess.PIPE,
+            text=True,
+            timeout=120,
+            cwd=tmp_path,
+        )
+    finally:
+        os.close(write_end)
+    # then it ends as a command the reader stopped reading ends (SIGPIPE's status), without
+    # a traceback or a "lost a service" line: no service was involved
+    assert done.returncode == 141, done.stderr
+    assert done.stderr == ""
+
+
+def test_a_broken_pipe_that_is_not_stdouts_is_still_a_lost_service(monkeypatch, capsys):
+    from instructflow.flows import cli_run
+
+    # given a command whose connection breaks while its own output is fine
+    def compare(args):
+        raise BrokenPipeError(32, "Broken pipe")
+
+    monkeypatch.setattr(cli_run, "_cmd_compare", compare)
+    # then it is the lost service's line and status, as before
+    assert main(["compare", "a.json", "b.json"]) == 3
+    assert "lost a service" in capsys.readouterr().err
+
+
 def test_missing_command_is_a_usage_error(capsys):
     with pytest.raises(SystemExit) as exit_info:
         main([])
