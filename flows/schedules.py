@@ -6,9 +6,16 @@ every Monday 03:00 UTC. That should not come as a surprise, so `make serve` (scr
 serve.sh) ends with these lines, read from the server (a schedule switched off in the UI
 reads off), each with the Prefect command that pauses or resumes it.
 
+Prefect creates a schedule's next runs ahead of time, and a worker starts a run whose
+time has passed (state Late) as soon as it sees it: a Monday retrain that fell while the
+stack was down starts the moment `make serve` brings the worker back (seen: a run due
+two days before started within seconds). scripts/serve.sh reads those before it starts
+the worker, and these lines name them, with the command that cancels each.
+
     python -m instructflow.flows.schedules
 """
 
+import datetime
 import os
 import sys
 from dataclasses import dataclass
@@ -59,6 +66,69 @@ def read_schedules(flow_name: str = FLOW) -> list[Schedule]:
     ]
 
 
+@dataclass(frozen=True)
+class LateRun:
+    deployment: str
+    flow_run_id: str
+    name: str
+    due: datetime.datetime
+
+
+# A run due this long ago or more is late: it was not started when due (the stack was down).
+LATE_AFTER = datetime.timedelta(minutes=1)
+
+
+def read_late_runs(flow_name: str = FLOW) -> list[LateRun]:
+    """The scheduled runs of `flow_name`'s deployments whose time has passed, oldest first."""
+    from prefect import get_client
+    from prefect.client.schemas.filters import (
+        FlowFilter,
+        FlowFilterName,
+        FlowRunFilter,
+        FlowRunFilterExpectedStartTime,
+        FlowRunFilterState,
+        FlowRunFilterStateType,
+    )
+    from prefect.client.schemas.objects import StateType
+
+    before = datetime.datetime.now(datetime.UTC) - LATE_AFTER
+    with get_client(sync_client=True) as client:
+        names = {
+            d.id: d.name
+            for d in client.read_deployments(
+                flow_filter=FlowFilter(name=FlowFilterName(any_=[flow_name]))
+            )
+        }
+        runs = client.read_flow_runs(
+            flow_filter=FlowFilter(name=FlowFilterName(any_=[flow_name])),
+            flow_run_filter=FlowRunFilter(
+                state=FlowRunFilterState(type=FlowRunFilterStateType(any_=[StateType.SCHEDULED])),
+                expected_start_time=FlowRunFilterExpectedStartTime(before_=before),
+            ),
+        )
+    late = [
+        LateRun(names.get(r.deployment_id, "?"), str(r.id), r.name, r.expected_start_time)
+        for r in runs
+    ]
+    return sorted(late, key=lambda run: run.due)
+
+
+def late_lines(runs: list[LateRun], prefect: str = "prefect") -> list[str]:
+    """The runs that were due while the stack was down, which the worker starts now."""
+    if not runs:
+        return []
+    lines = [
+        f"{len(runs)} scheduled run(s) fell due while the stack was down; the worker starts them"
+        " now (Prefect runs a late run). To skip one, cancel it:"
+    ]
+    for run in runs:
+        due = run.due.astimezone(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
+        lines.append(
+            f"  {prefect} flow-run cancel {run.flow_run_id}   # {run.deployment}, due {due}"
+        )
+    return lines
+
+
 def prefect_command() -> str:
     """How to call this environment's `prefect` against the API in force."""
     prefect = Path(sys.executable).parent / "prefect"
@@ -89,5 +159,12 @@ def schedule_lines(schedules: list[Schedule], prefect: str = "prefect") -> list[
     return lines
 
 
+def main() -> None:
+    prefect = prefect_command()
+    print(
+        "\n".join(schedule_lines(read_schedules(), prefect) + late_lines(read_late_runs(), prefect))
+    )
+
+
 if __name__ == "__main__":
-    print("\n".join(schedule_lines(read_schedules(), prefect_command())))
+    main()

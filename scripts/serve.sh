@@ -178,6 +178,11 @@ echo "global concurrency limit instructflow-registry exists (training slots are 
 deploy
 wait_healthy mlflow "$MLFLOW_URL/health" 180
 
+# The schedules as the server has them, and the scheduled runs that fell due while the stack
+# was down, read before the worker starts (it starts those at once): said at the end.
+schedules="$("$BIN/python" -m instructflow.flows.schedules ||
+    echo "(could not read the schedules; see the UI: Deployments > rlhf_pipeline / scheduled-retrain)")"
+
 # --- worker ----------------------------------------------------------------------------
 if running worker; then
     echo "worker already running (pid $(cat "$STATE/worker.pid")) on pool $POOL"
@@ -207,9 +212,8 @@ Trigger a run:
          --params '{"params": {"profile": "smoke"}}'
 
 EOF
-# The schedules as the server has them: scheduled-retrain's weekly one is on as soon as it is
-# deployed and starts a tiny run by itself; say so, with the command that pauses it.
-"$BIN/python" -m instructflow.flows.schedules ||
-    echo "(could not read the schedules; see the UI: Deployments > rlhf_pipeline / scheduled-retrain)"
+# scheduled-retrain's weekly schedule is on as soon as it is deployed and starts a tiny run by
+# itself: say so, with the command that pauses it (flows/schedules.py).
+echo "$schedules"
 echo
 echo "Logs and PIDs: $STATE/   Stop everything: make stop"

@@ -24,3 +24,20 @@ def test_an_active_schedule_is_said_to_be_on_with_the_command_that_pauses_it():
 
 def test_no_schedules_say_nothing():
     assert schedule_lines([]) == []
+
+
+def test_runs_due_while_the_stack_was_down_are_named_with_the_command_that_cancels_each():
+    import datetime
+
+    from instructflow.flows.schedules import LateRun, late_lines
+
+    # given a weekly retrain that fell due while the stack was down
+    due = datetime.datetime(2026, 12, 14, 3, 0, tzinfo=datetime.UTC)
+    lines = late_lines([LateRun("scheduled-retrain", "run-1", "brave-fox", due)], "prefect")
+    # then make serve says the worker starts it now, and how to skip it
+    assert lines[0].startswith("1 scheduled run(s) fell due while the stack was down")
+    assert "starts them now" in lines[0]
+    assert lines[1].startswith("  prefect flow-run cancel run-1 ")
+    assert "scheduled-retrain, due 2026-12-14 03:00 UTC" in lines[1]
+    # and nothing when none was missed
+    assert late_lines([]) == []
