@@ -3,6 +3,7 @@
 import os
 import re
 import shutil
+import subprocess
 import sys
 from pathlib import Path
 
@@ -39,3 +40,42 @@ def test_a_bare_command_of_the_venv_comes_after_the_readme_says_how_to_reach_it(
     # then before the first such command it says how a shell finds them
     first_at, first_line = bare[0]
     assert ACTIVATE in text[:first_at], f"{first_line!r} comes before any {ACTIVATE!r}"
+
+
+SETTINGS = """
+from prefect.settings import get_current_settings
+settings = get_current_settings()
+print(settings.home, settings.results.local_storage_path, settings.results.persist_by_default)
+"""
+
+
+def test_the_readme_python_snippet_runs_with_the_project_settings(tmp_path):
+    # given the README's Python snippet that runs the pipeline, without its two heavy calls
+    # (loading a champion, the run itself): its imports and set-up, in their order
+    block = next(
+        b
+        for b in re.findall(r"```python\n(.*?)```", README.read_text(), re.S)
+        if "rlhf_pipeline(" in b
+    )
+    kept = [
+        line
+        for line in block.splitlines()
+        if "load_model(" not in line and "rlhf_pipeline(P" not in line
+    ]
+    # when it runs in a project root, nothing of Prefect's exported
+    (tmp_path / "data.dvc").write_text("outs: []\n")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "INSTRUCTFLOW_"))}
+    done = subprocess.run(
+        [sys.executable, "-c", "\n".join(kept) + SETTINGS],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    # then the run it starts would use the project's Prefect home and result store, persisted
+    home, storage, persist = done.stdout.split()[-3:]
+    assert home == str(tmp_path / ".prefect")
+    assert storage == str(tmp_path / "runs" / "prefect-results")
+    assert persist == "True"
