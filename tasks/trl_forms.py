@@ -38,7 +38,8 @@ prompts stays text pairs (as it was read before this form was).
 A row in none of these forms is left as it is, so its problems name the
 fields it has; a demonstration with a `completion` that fits neither of its
 forms gets `completion_problem`'s message, since the schema would ask for the
-`response` the user never wrote; in a preferences table whose other rows are
+`response` the user never wrote (one with no answer at all, among rows that answer
+in `completion`, gets `missing_completion`'s); in a preferences table whose other rows are
 in the conversational form, such a row gets `mixed_preference_problems`'
 messages, since its `prompt` would make the whole table read as text pairs.
 Other columns (user_id, split, ...) are kept.
@@ -133,6 +134,19 @@ def completion_problem(table: str, row: dict[str, Any]) -> tuple[str, str] | Non
     if "prompt" not in row:
         return "prompt", "missing field (a 'completion' answers a 'prompt')"
     return "prompt", f"must be {COMPLETION_TYPES}; got {_kind(prompt)}"
+
+
+def missing_completion(table: str, row: dict[str, Any], completions: int) -> list[tuple[str, str]]:
+    """(field, message) pairs for a demonstration with no answer at all in a table whose
+    other rows answer in TRL's `completion` (`completions` of them); none for any other row.
+    The schema would ask for the `response` (or `messages`) the user never wrote, and check
+    a conversational `prompt` as text."""
+    answers = ("completion", "response", "messages")
+    if table != "demonstrations" or not completions or any(k in row for k in answers):
+        return []
+    missing = f"missing field (the table's other {completions} rows answer their 'prompt' in it)"
+    no_prompt = [] if "prompt" in row else [("prompt", "missing field")]
+    return [*no_prompt, ("completion", missing)]
 
 
 def mixed_preference_problems(
@@ -234,6 +248,7 @@ def own_forms(
     if hh and all(row is not None for row in hh):
         return [(n, row) for (n, _), row in zip(rows, hh, strict=True)], len(rows), []
     out, converted, problems, forms = [], 0, [], []
+    completions = sum(isinstance(obj, dict) and "completion" in obj for _, obj in rows)
     for n, obj in rows:
         if isinstance(obj, dict):
             own, was_trl = as_own_form(table, obj)
@@ -241,6 +256,9 @@ def own_forms(
             converted += was_trl
             if not was_trl and (bad := completion_problem(table, obj)) is not None:
                 problems.append(Problem(str(path), n, *bad))
+                continue
+            if missing := missing_completion(table, obj, completions):
+                problems += [Problem(str(path), n, *p) for p in missing]
                 continue
             obj = own
         out.append((n, obj))

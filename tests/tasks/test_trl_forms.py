@@ -267,6 +267,41 @@ def test_a_completion_without_its_prompt_says_the_prompt_is_missing(tmp_path):
 
 
 @pytest.mark.parametrize(
+    "conversational, drop, fields",
+    [
+        (False, ("completion",), ["completion"]),
+        (True, ("completion",), ["completion"]),
+        (False, ("prompt", "completion"), ["prompt", "completion"]),
+    ],
+)  # fmt: skip
+def test_a_demonstration_without_its_completion_names_completion(
+    tmp_path, conversational, drop, fields
+):
+    # given TRL prompt/completion demonstrations (text, or message lists), row 3 of which
+    # lacks its completion
+    rows = _tasks(60)
+    _write(tmp_path, "preferences", [
+        {"prompt": p, "chosen": g, "rejected": b, "user_id": u} for u, p, g, b in rows
+    ])  # fmt: skip
+    demos = [
+        {"prompt": USER, "completion": APPLE, "user_id": u}
+        if conversational
+        else {"prompt": p, "completion": g, "user_id": u}
+        for u, p, g, _ in rows
+    ]
+    for name in drop:
+        del demos[2][name]
+    _write(tmp_path, "demonstrations", demos)
+    # then the problems are on that row, in the fields the user's table has: not the
+    # 'response' (or 'messages') it never wrote, nor its message-list prompt as bad text
+    with pytest.raises(TableError, match="other 59 rows answer their 'prompt'") as e:
+        load_dataset(tmp_path)
+    assert [(Path(p.file).name, p.row, p.field) for p in e.value.problems] == [
+        ("demonstrations.jsonl", 3, field) for field in fields
+    ]
+
+
+@pytest.mark.parametrize(
     "change, field, message",
     [
         ({"prompt": USER + ["oops"]}, "prompt", "item 2 is a str: 'oops'"),
