@@ -11,6 +11,7 @@ artifact's description says where every other measure is.
 from typing import Any
 
 from instructflow.tasks.report import in_pipeline_order
+from instructflow.tasks.splits import held_out_group
 
 # report.json's field -> its column's header: what it is, its scale, what the cell holds.
 COLUMNS = {
@@ -56,8 +57,10 @@ def _who_judged(report: dict[str, Any]) -> str:
 
 def table_description(report: dict[str, Any]) -> str:
     """The artifact's description (Markdown): who judged, and where the rest is."""
+    # A dataset without user ids is split by prompt: its test split holds prompts, not users.
+    held_out = held_out_group((report.get("dataset") or {}).get("split_rule"))
     lines = [
-        "Policies on test users, each figure its mean [95% CI over prompts]. Win rates: "
+        f"Policies on {held_out}, each figure its mean [95% CI over prompts]. Win rates: "
         f"{_who_judged(report)} against SFT's response; 0.5 is SFT's level."
     ]
     judge = report.get("judge") or {}

@@ -106,3 +106,15 @@ def test_the_description_of_a_dataset_run_names_the_judge_and_its_distrust():
     text = table_description(report)
     assert "the held-out judge's verdicts" in text and "labelers" not in text
     assert "not to be trusted here: report.json `judge.trust_reason`" in text
+
+
+def test_the_description_names_whom_the_test_split_holds():
+    # given a dataset run split by user, and one without user ids (split by prompt)
+    by_user, by_prompt = _embedded_report(), _embedded_report()
+    by_user["dataset"] = {"name": "mine", "split_rule": "user_id"}
+    by_prompt["dataset"] = {"name": "mine", "split_rule": "prompt_hash"}
+    # then the first's figures are on test users, the second's on test prompts (as report.md
+    # and the model card say): no user of its was held out
+    assert table_description(by_user).startswith("Policies on test users,")
+    assert table_description(by_prompt).startswith("Policies on test prompts,")
+    assert "test users" not in table_description(by_prompt)
