@@ -70,7 +70,7 @@ def rlhf_pipeline(
     outages.bound_mlflow_retries()
     outages.preflight(tracking.tracking_uri())
     experiment_id = tracking.setup()
-    live = lifecycle.start_run(experiment_id, logger)
+    live = lifecycle.start_run(experiment_id, logger, on_dataset=bool(params.data))
     threads = provenance.pin_threads(params.threads)["threads"]  # before any torch work
     prov = provenance.collect(params.seed, processes=params.processes)
     run_info = {

@@ -15,8 +15,10 @@ from instructflow.tasks import leftovers, server_priority, tracking
 from instructflow.tasks.concurrency import REGISTRY, ensure_limits
 
 
-def start_run(experiment_id: str, logger) -> dict[str, str]:
-    """Register this run; return the MLflow tags that name it (host, project root, liveness token)."""
+def start_run(experiment_id: str, logger, on_dataset: bool = False) -> dict[str, str]:
+    """Register this run; return the MLflow tags that name it (host, project root, liveness token).
+    `on_dataset`: a run on a user's dataset, whose stage runs are described so."""
+    tracking.describe_stages_for_dataset(on_dataset)
     live = leftovers.register()
     for run_id, status in leftovers.reap_mlflow_runs(MlflowClient(), experiment_id).items():
         # its process is gone and it never closed its MLflow run: killed, or it lost the

@@ -108,11 +108,67 @@ STAGE_NOTES = {
     ),
 }
 
+# The measures a run on a user's dataset has (tasks/own_evaluation.py): no gold, no
+# labelers, no public suite, no harmful or unanswerable prompts.
+DATASET_MEASURES = ("win_rate_vs_sft", "rm_score", "kl_to_sft", "response_length")
 
-def with_stage_note(stage: str, tags: dict[str, str]) -> dict[str, str]:
+# A run on a user's dataset (`--data`) has these stages do other work: its data are the
+# user's tables, its comparisons their preferences, its judge trained on their test split,
+# and nothing is compared with a gold preference. The embedded world's words above
+# (labelers ranking SFT samples, task families, gold) would describe a run that did not
+# happen; a stage not named here reads the same on both.
+DATASET_STAGE_NOTES = {
+    "data": (
+        "**data**: reads your dataset (`--data`): validates every table before anything "
+        "trains, as `instructflow data validate` does, turns it into the stage tables and "
+        "splits it (param `split_rule`). Tags `data_md5/<table>`; metrics `data/*`: rows "
+        "per table (`data/rows/*`) and per split (`data/split/<table>/<split>`), rankings "
+        "per K (`data/k/<K>`), conversation pairs left out (`data/no_shared_prefix`)."
+    ),
+    "comparisons": (
+        "**comparisons**: your preferences table as K-wise rankings, by split: train for the "
+        "reward model, valid for its validation, test (`heldout`) for the held-out judge; "
+        "no sampling, no simulated labelers. Metrics `comparisons/*`: rankings per split "
+        "(`rows_<split>`) and per K (`k<K>_<split>`)."
+    ),
+    "reward_model": (
+        "**reward_model**: SFT's trunk with a scalar head, trained with the K-wise ranking "
+        "loss on your train split's preferences; biased so that SFT's training answers "
+        "score 0. Metrics `rm/*`: pairwise accuracy on the valid split and on the test "
+        "split's preferences (`accuracy_heldout_labels`; 0-1, 0.5 is chance), training "
+        "loss, peak memory (MB)."
+    ),
+    "judge": (
+        "**judge**: the held-out judge, a second reward model trained only on your test "
+        "split's preferences (never on the reward model's data); some of its users (or "
+        "prompts) are kept back to measure it. Metrics `judge/*`: accuracy on their pairs "
+        "(0-1; trusted only from `gate.judge_accuracy_floor` up)."
+    ),
+    "evaluation": (
+        "**evaluation**: every policy on your test split's prompts (those of test users "
+        "when every row has a user_id, else test prompts), judged by the held-out judge: "
+        "your data has no gold and no labelers. Metrics `eval/<policy>/*`, each measure "
+        "and its unit:\n\n"
+        + "\n".join(f"- `{name}`: {MEASURES[name]}" for name in DATASET_MEASURES)
+        + "\n- `pretrain_perplexity`: on your pretrain table's valid rows (a dataset that has one), lower is better"
+    ),
+    "registry": (
+        "**registry**: the promotion gate, then the registry. The candidate plays the "
+        "champion (or SFT) head to head on the test prompts, judged by the held-out judge; "
+        "it is registered with alias `challenger` and made `champion` only if the judge is "
+        "to be trusted (`gate.judge_accuracy_floor`) and the win rate's 95% CI lies above "
+        "0.5 (plus `gate.win_margin`). Metrics `registry/*`: the gate's win rate and CI, "
+        "`promoted` (1 or 0); the decision's reason is in the tags and in the registered "
+        "version's model card."
+    ),
+}
+
+
+def with_stage_note(stage: str, tags: dict[str, str], on_dataset: bool = False) -> dict[str, str]:
     """`tags` with the stage's description appended to the run's description (a cached
-    stage's says first that it was not run again); unchanged for a stage without one."""
-    about = STAGE_NOTES.get(stage)
+    stage's says first that it was not run again), the one for a run on a user's dataset
+    where `on_dataset`; unchanged for a stage without one."""
+    about = (DATASET_STAGE_NOTES if on_dataset else {}).get(stage) or STAGE_NOTES.get(stage)
     if about is None:
         return tags
     note = "\n\n".join(filter(None, (tags.get(NOTE_TAG), about)))

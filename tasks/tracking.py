@@ -160,6 +160,17 @@ def name_source(tags: dict[str, str]) -> dict[str, str]:
     return tags
 
 
+# Whether this process's pipeline run is on a user's dataset, whose stage runs are
+# described as such (stage_notes.DATASET_STAGE_NOTES); set, like the Source, per run.
+_on_dataset = [False]
+
+
+def describe_stages_for_dataset(on_dataset: bool) -> None:
+    """Describe this process's stage runs from now on as those of a run on a user's dataset
+    (or, False, of the embedded world)."""
+    _on_dataset[0] = on_dataset
+
+
 @contextmanager
 def stage_run(
     stage: str, parent_run_id: str | None, tags: dict[str, str] | None = None
@@ -186,7 +197,9 @@ def stage_run(
             nested=parent_run_id is not None,
             parent_run_id=None if parent_is_active else parent_run_id,
             # its Overview says what the stage does and what its metrics are
-            tags=with_stage_note(stage, {"stage": stage, **_source, **(tags or {})}),
+            tags=with_stage_note(
+                stage, {"stage": stage, **_source, **(tags or {})}, _on_dataset[0]
+            ),
         ) as run,
         closing_run(),
     ):

@@ -175,3 +175,54 @@ def test_every_stage_of_the_pipeline_has_a_description():
     from tests.flows.stages import STAGES
 
     assert set(STAGES) <= set(STAGE_NOTES)
+
+
+def _start_run_quietly(lifecycle, monkeypatch) -> None:
+    """lifecycle.start_run without its liveness lock and leftover clearing (beside the point)."""
+    live = {lifecycle.leftovers.TAG_TOKEN: "token"}
+    monkeypatch.setattr(lifecycle.leftovers, "register", lambda: live)
+    monkeypatch.setattr(lifecycle.leftovers, "reap_mlflow_runs", lambda *_: {})
+    monkeypatch.setattr(lifecycle, "ensure_limits", lambda: None)
+    monkeypatch.setattr(lifecycle.leftovers, "free_orphaned_slots", lambda *_: [])
+    monkeypatch.setattr(lifecycle.leftovers, "stop_orphaned_servers", lambda: [])
+    monkeypatch.setattr(lifecycle.server_priority, "yield_to_training", lambda: None)
+    monkeypatch.setattr(tracking, "_source", {}, raising=False)
+    monkeypatch.setattr(tracking, "_on_dataset", [False], raising=False)
+
+
+def _notes(store, stages) -> dict[str, str]:
+    notes = {}
+    for stage in stages:
+        with tracking.stage_run(stage, None) as run:
+            pass
+        notes[stage] = store.get_run(run.info.run_id).data.tags["mlflow.note.content"]
+    return notes
+
+
+def test_a_dataset_runs_stage_runs_describe_the_work_done_on_the_dataset(store, monkeypatch):
+    from instructflow.tasks import lifecycle
+    from instructflow.tasks.stage_notes import MEASURES
+
+    stages = ("data", "comparisons", "reward_model", "judge", "evaluation", "registry")
+    _start_run_quietly(lifecycle, monkeypatch)
+    # given a run on a user's dataset (`--data`)
+    lifecycle.start_run("0", logger=None, on_dataset=True)
+    notes = _notes(store, stages)
+    # then no stage run tells of the embedded world's simulated labelers, task families or
+    # gold preference, which a dataset run has none of
+    for stage, note in notes.items():
+        assert note.startswith(f"**{stage}**: "), note
+        for embedded in ("labelers rank", "labelers' rankings", "task famil", "gold preference"):
+            assert embedded not in note, (stage, embedded)
+    assert "your preferences" in notes["comparisons"]
+    assert "held-out judge" in notes["evaluation"] and "test users'" not in notes["evaluation"]
+    # and the evaluation's lists the measures a dataset run has, each with its unit
+    measures = [line for line in notes["evaluation"].splitlines() if line.startswith("- `")]
+    for name in ("gold_score", "likert", "public_suite_accuracy", "refusal_rate_harmful"):
+        assert not [line for line in measures if line.startswith(f"- `{name}`")], name
+    assert f"- `win_rate_vs_sft`: {MEASURES['win_rate_vs_sft']}" in measures
+    # and when the same process runs on the embedded world next, its stages read as before
+    lifecycle.start_run("0", logger=None)
+    again = _notes(store, stages)
+    assert again["comparisons"].startswith("**comparisons**: samples K responses")
+    assert "- `gold_score`: " in again["evaluation"]
