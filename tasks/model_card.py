@@ -18,6 +18,10 @@ LINEAGE_ROWS = [
     ("LoRA (adapters merged into these weights)", "lora"),
     ("tokenizer digest", "tokenizer_digest"),
     ("data version (DVC md5)", "dvc_data_md5"),
+    # A run on a user's dataset: which folder, split how, and (after it) each table's md5.
+    # Without them the card of such a version named no data at all ("untracked" above).
+    ("dataset (--data)", "data_dir"),
+    ("split rule", "split_rule"),
     ("data NOT the version its .dvc file records (--allow-data-mismatch)", "data_mismatch"),
     ("seed", "seed"),
     ("git commit", "git_commit"),
@@ -37,8 +41,18 @@ def _value(lineage: dict, key: str) -> str:
     return f"[`{lineage[key]}`]({url})" if url else f"`{lineage[key]}`"
 
 
+TABLE_MD5 = "data_md5_"  # + a dataset table's name: its md5 (flows/dataset_gate.py's tags)
+
+
 def lineage_lines(lineage: dict) -> list[str]:
-    return [f"- {label}: {_value(lineage, key)}" for label, key in LINEAGE_ROWS if key in lineage]
+    lines = []
+    for label, key in LINEAGE_ROWS:
+        if key in lineage:
+            lines.append(f"- {label}: {_value(lineage, key)}")
+        if key == "split_rule":  # the dataset's tables, after its folder and split
+            tables = sorted(k for k in lineage if k.startswith(TABLE_MD5))
+            lines += [f"- md5 of `{k.removeprefix(TABLE_MD5)}`: `{lineage[k]}`" for k in tables]
+    return lines
 
 
 AWAITING = "passed, awaiting a person's approval"

@@ -376,3 +376,27 @@ def test_no_measures_unit_nests_parentheses_in_the_cards_line():
         # (win_rate_vs_sft's "(held-out labelers, or ...)" read as "(... (...) ...)")
         assert f"({unit})" in line, line
         assert "(" not in unit and ")" not in unit, name
+
+
+def test_the_card_of_a_version_trained_on_a_dataset_names_the_dataset():
+    # given a run on a user's dataset: no DVC version, a folder, a split rule, table md5s
+    lineage = LINEAGE | {
+        "dvc_data_md5": "untracked (no .dvc file: instructflow data add DIR)",
+        "data_dir": "/home/me/prefs",
+        "split_rule": "prompt_hash",
+        "data_md5_preferences": "13786a06",
+        "data_md5_demonstrations": "532f0b16",
+    }
+    gate = GATE | {"evidence": "held-out judge", "public_suite": None}
+    # then the policy's card and the reward model's say which data trained it, each
+    # table's md5 beside the folder, in "Where it comes from"
+    for card in (
+        model_card("policy", "1", lineage, {"win_rate_vs_sft": 0.5}, gate),
+        reward_model_card("rm", "1", lineage, {}, ("policy", "1")),
+    ):
+        where = card.split("## Where it comes from")[1]
+        assert "- dataset (--data): `/home/me/prefs`" in where
+        assert "- split rule: `prompt_hash`" in where
+        assert "- md5 of `demonstrations`: `532f0b16`\n- md5 of `preferences`: `13786a06`" in where
+    # and an embedded world's card has none of it
+    assert "dataset (--data)" not in model_card("policy", "4", LINEAGE, {}, GATE)
