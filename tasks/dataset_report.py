@@ -15,8 +15,8 @@ def dataset_markdown(result: dict) -> str:
         for name, t in summary["tables"].items()
     ]
     lines += [
-        f"- preferences: {summary['preference_shape']}, K counts {_k_counts(summary)}, "
-        f"{summary.get('no_shared_prefix', 0)} conversation pairs without a shared prompt (left out)",
+        f"- preferences: {summary['preference_shape']}, K counts {_k_counts(summary)}"
+        + _left_out(summary),
         f"- splits by {summary['split_rule']}: {summary['split_counts']}",
         *[f"- warning: {w}" for w in summary.get("split_warnings", [])],
         *[f"- {line}" for line in notes(summary)],  # ignored columns, files not read
@@ -40,3 +40,12 @@ def _k_counts(summary: dict) -> str:
     """{K: rankings}, read alike from the run's own summary (int K) and from report.json (str
     K, as JSON keys are): `eval import` renders report.md again from the latter."""
     return "{" + ", ".join(f"{k}: {n}" for k, n in summary["k_counts"].items()) + "}"
+
+
+def _left_out(summary: dict) -> str:
+    """The conversation pairs left out for sharing no prompt: said of conversations only (a
+    table of text pairs or rankings has no turns to share, and '0 conversation pairs' there
+    read as if its pairs had been looked for and not found)."""
+    if summary["preference_shape"] != "conversation":
+        return ""
+    return f", {summary.get('no_shared_prefix', 0)} conversation pairs without a shared prompt (left out)"

@@ -4,7 +4,7 @@ import json
 
 from instructflow.tasks.dataset import load_dataset
 from instructflow.tasks.dataset_report import dataset_markdown
-from tests.own_data import dataset_run_result, write_kwise_dataset
+from tests.own_data import dataset_run_result, write_hh_dataset, write_kwise_dataset
 
 
 def test_the_dataset_section_reads_the_same_from_report_json_as_from_the_run(tmp_path):
@@ -17,4 +17,16 @@ def test_the_dataset_section_reads_the_same_from_report_json_as_from_the_run(tmp
     # then both say the same, K counts as the pipeline has always written them
     assert dataset_markdown(saved) == dataset_markdown(result)
     counts = ", ".join(f"{k}: {n}" for k, n in summary["k_counts"].items())
-    assert f", K counts {{{counts}}}, " in dataset_markdown(result)
+    assert f", K counts {{{counts}}}\n" in dataset_markdown(result)
+
+
+def test_pairs_left_out_for_no_shared_prompt_are_counted_for_conversations_only(tmp_path):
+    # given a dataset of K-wise rankings (text) and one of conversation pairs
+    kwise = load_dataset(write_kwise_dataset(tmp_path / "kwise")).summary
+    talks = load_dataset(write_hh_dataset(tmp_path / "talks")).summary
+    assert (kwise["preference_shape"], talks["preference_shape"]) == ("ranking", "conversation")
+    # then the rankings' section says nothing of conversation pairs, the conversations' counts them
+    section = dataset_markdown(dataset_run_result(kwise, "held-out judge"))
+    assert "conversation pairs" not in section
+    section = dataset_markdown(dataset_run_result(talks, "held-out judge"))
+    assert f", {talks['no_shared_prefix']} conversation pairs without a shared prompt" in section
