@@ -129,6 +129,11 @@ def completion_problem(table: str, row: dict[str, Any]) -> tuple[str, str] | Non
         return "completion", (
             f"must be a list of {{role, content}} messages, as 'prompt' is; got {_kind(completion)}"
         )
+    if isinstance(prompt, str) and _messages(completion):
+        return "completion", (
+            "is a list of messages while 'prompt' is text: in TRL's conversational form "
+            "'prompt' is a list of {role, content} messages too, ending on the user's turn"
+        )
     if isinstance(prompt, str):
         return "completion", f"must be {COMPLETION_TYPES}; got {_kind(completion)}"
     if "prompt" not in row:
@@ -265,7 +270,18 @@ def own_forms(
     if table == "preferences" and (mixed := mixed_preference_problems(forms)):
         problems += [Problem(str(path), n, *p) for n, found in mixed.items() for p in found]
         out = [(n, obj) for n, obj in out if n not in mixed]
-    return out, converted, problems
+    return out, converted, _whole_table(problems, len(rows))
+
+
+def _whole_table(problems: list[Problem], rows: int) -> list[Problem]:
+    """One problem for the whole file (row 0) where every row has the same one: a table
+    written in one wrong form is one mistake, not a screen of identical lines (as the
+    schema's checks say of a column that fails in every row)."""
+    said = {(p.field, p.message) for p in problems}
+    if rows < 2 or len(problems) != rows or len(said) != 1:
+        return problems
+    (field, message), first = said.pop(), problems[0]
+    return [replace(first, row=0, field=field, message=f"{message}, in all {rows} rows")]
 
 
 ANSWER_FIELDS = ("chosen", "rejected", "completion")

@@ -226,7 +226,7 @@ def test_a_bad_conversational_prompt_is_named_by_file_row_and_field(tmp_path, pr
     "prompt, completion, field, message",
     [
         ("Name a fruit.", ["Apple.", "Pear."], "completion", "got a list of strings"),
-        ("Name a fruit.", APPLE, "completion", "got a list of messages"),
+        ("Name a fruit.", APPLE, "completion", "is a list of messages while 'prompt' is text"),
         ("Name a fruit.", None, "completion", "got null"),
         (USER, "Apple.", "completion", "as 'prompt' is; got a str"),
         (7, "Apple.", "prompt", "got a number"),
@@ -251,6 +251,29 @@ def test_a_completion_of_the_wrong_type_is_named_as_the_user_wrote_it(
         ("demonstrations.jsonl", 3, field)
     ]
     assert "a list of {role, content} messages" in str(e.value)
+
+
+def test_a_table_whose_every_completion_is_messages_beside_a_text_prompt_is_one_problem(
+    tmp_path,
+):
+    # given TRL demonstrations whose every row has a text prompt and a message-list completion
+    # (half of the conversational form)
+    rows = _tasks(60)
+    _write(tmp_path, "preferences", [
+        {"prompt": p, "chosen": g, "rejected": b, "user_id": u} for u, p, g, b in rows
+    ])  # fmt: skip
+    _write(tmp_path, "demonstrations", [
+        {"prompt": p, "completion": [{"role": "assistant", "content": g}], "user_id": u}
+        for u, p, g, _ in rows
+    ])  # fmt: skip
+    # then it is one problem for the whole file, saying what the form wants of both fields,
+    # not 60 lines each saying a list of messages should be a list of messages
+    with pytest.raises(TableError, match="while 'prompt' is text: in TRL's conversational") as e:
+        load_dataset(tmp_path)
+    assert [(Path(p.file).name, p.row, p.field) for p in e.value.problems] == [
+        ("demonstrations.jsonl", 0, "completion")
+    ]
+    assert e.value.problems[0].message.endswith(", in all 60 rows")
 
 
 def test_a_completion_without_its_prompt_says_the_prompt_is_missing(tmp_path):
