@@ -174,11 +174,39 @@ def tied_scores(rows: Iterable[tuple[str, int, dict]]) -> list[str]:
     ]
 
 
+def reversed_scores(rows: Iterable[tuple[str, int, dict]]) -> list[str]:
+    """A warning per file whose pairs' own scores rate rejected above chosen: (file, row,
+    meta) per pair.
+
+    Such a pair trains the reward model the other way round from what its labeler scored:
+    chosen and rejected swapped when the table was written, most often. A tie is
+    tied_scores' (and a warning too); this is worse, so it is said apart.
+    """
+    rows_by_file: dict[str, list[int]] = defaultdict(list)
+    for file, row, meta in rows:
+        chosen, rejected = meta.get("score_chosen"), meta.get("score_rejected")
+        margin = meta.get("margin")
+        below = chosen is not None and rejected is not None and chosen < rejected
+        if below or (margin is not None and margin < 0):
+            rows_by_file[file].append(row)
+    return [
+        f"{Path(file).name}: {len(found)} {'pair rates' if len(found) == 1 else 'pairs rate'}"
+        f" rejected above chosen by {'its' if len(found) == 1 else 'their'} own scores"
+        " (score_rejected > score_chosen, or a"
+        f" negative margin; {_first_rows(found)}): each is trained as chosen over rejected,"
+        " the reverse of its scores; swap chosen and rejected there if they were mixed up"
+        for file, found in rows_by_file.items()
+    ]
+
+
 def orderless_pairs(preferences: list) -> list[str]:
-    """identical_responses and tied_scores of the preference rows (dataset Items: each with
-    its file, row, responses and the row's own scores in meta)."""
-    return identical_responses((i.file, i.row, i.responses) for i in preferences) + tied_scores(
-        (i.file, i.row, i.meta) for i in preferences
+    """identical_responses, tied_scores and reversed_scores of the preference rows (dataset
+    Items: each with its file, row, responses and the row's own scores in meta)."""
+    metas = [(i.file, i.row, i.meta) for i in preferences]
+    return (
+        identical_responses((i.file, i.row, i.responses) for i in preferences)
+        + tied_scores(metas)
+        + reversed_scores(metas)
     )
 
 

@@ -819,6 +819,40 @@ def test_pairs_whose_own_scores_tie_are_warned_about_with_their_rows():
     assert tied_scores(rows[:1] + rows[2:3] + rows[4:]) == []
 
 
+def test_pairs_whose_own_scores_rate_rejected_above_chosen_are_warned_about():
+    from instructflow.tasks.splits import reversed_scores
+
+    # given pairs with scores: row 2 scores rejected higher, row 4 has a negative margin
+    rows = [("d/p.jsonl", 1, {"score_chosen": 8.0, "score_rejected": 5.5})]
+    rows += [("d/p.jsonl", 2, {"score_chosen": 2, "score_rejected": 7.0})]
+    rows += [
+        ("d/p.jsonl", 3, {}),
+        ("d/p.jsonl", 4, {"margin": -1.5}),
+        ("d/p.jsonl", 5, {"margin": 0}),
+    ]
+    # then one warning names the file, the count and the rows, and says the pair trains
+    # the reverse of what its labeler scored; a tie (row 5) is not this warning's
+    assert reversed_scores(rows) == [
+        "p.jsonl: 2 pairs rate rejected above chosen by their own scores (score_rejected >"
+        " score_chosen, or a negative margin; rows 2, 4): each is trained as chosen over"
+        " rejected, the reverse of its scores; swap chosen and rejected there if they were"
+        " mixed up"
+    ]
+    assert reversed_scores(rows[:1] + rows[2:3] + rows[4:]) == []
+
+
+def test_a_pairwise_dataset_with_reversed_scores_loads_with_a_warning(tmp_path):
+    folder = write_pairwise_dataset(tmp_path / "pw", n=60)
+    rows = _lines(folder / "preferences.jsonl")
+    rows = [r | {"score_chosen": 9.0, "score_rejected": 4.0} for r in rows]
+    rows[4] |= {"score_chosen": 1.0}
+    _with(folder, rows)
+    summary = load_dataset(folder, DatasetConfig()).summary
+    (warning,) = [w for w in summary["split_warnings"] if "rejected above chosen" in w]
+    assert warning.startswith("preferences.jsonl: 1 pair rates rejected above chosen by its own")
+    assert "(score_rejected > score_chosen, or a negative margin; row 5)" in warning
+
+
 def test_a_pairwise_dataset_with_tied_scores_loads_with_a_warning(tmp_path):
     folder = write_pairwise_dataset(tmp_path / "pw", n=60)
     rows = _lines(folder / "preferences.jsonl")
