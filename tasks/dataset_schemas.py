@@ -184,12 +184,22 @@ def prompts_schema(columns_present: set[str]) -> pa.DataFrameSchema:
 
 
 ONE_FORM = "needs either messages or both prompt and response"
+# A row with both: "needs either ..." read as if one were missing.
+BOTH_FORMS = "has both messages and prompt + response (or completion): give each row one of them"
+
+
+def _forms(row: pd.Series) -> tuple[bool, bool]:
+    """Whether a demonstration has its messages, and its prompt + response."""
+    has_pair = not _null(row.get("prompt")) and not _null(row.get("response"))
+    return not _null(row.get("messages")), has_pair
 
 
 def _one_form(row: pd.Series) -> bool:
-    has_messages = not _null(row.get("messages"))
-    has_pair = not _null(row.get("prompt")) and not _null(row.get("response"))
-    return has_messages != has_pair
+    return any(_forms(row))
+
+
+def _not_both_forms(row: pd.Series) -> bool:
+    return not all(_forms(row))
 
 
 def demonstrations_schema(columns_present: set[str]) -> pa.DataFrameSchema:
@@ -202,7 +212,10 @@ def demonstrations_schema(columns_present: set[str]) -> pa.DataFrameSchema:
     columns["messages"] = _conversation("The conversation; its last turn is the answer.", False)
     columns["prompt"] = _text("The instruction (rows without messages).", required=False)
     columns["response"] = _text("The answer (rows without messages).", required=False)
-    checks = [_row_check("messages", _one_form, ONE_FORM)]
+    checks = [
+        _row_check("messages", _one_form, ONE_FORM),
+        _row_check("messages", _not_both_forms, BOTH_FORMS),
+    ]
     return pa.DataFrameSchema(columns, checks=checks, name="demonstrations")
 
 

@@ -634,6 +634,15 @@ def test_demonstrations_may_mix_messages_and_prompt_response_rows(tmp_path):
     assert _problems(e.value) == [("demonstrations.jsonl", 3, "messages")]
     assert "needs either messages or both prompt and response" in str(e.value)
 
+    # a row with both forms is told it has both, not that it needs one of them
+    rows[-1] = rows[1] | {"prompt": "Say cedar twice.", "response": "cedar cedar"}
+    (folder / "demonstrations.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    with pytest.raises(TableError) as e:
+        load_dataset(folder)
+    assert _problems(e.value) == [("demonstrations.jsonl", 3, "messages")]
+    assert "has both messages and prompt + response" in str(e.value)
+    assert "needs either" not in str(e.value)
+
 
 @pytest.mark.parametrize(
     "message, shown",
