@@ -39,7 +39,8 @@ A row in none of these forms is left as it is, so its problems name the
 fields it has; a demonstration with a `completion` that fits neither of its
 forms gets `completion_problem`'s message, since the schema would ask for the
 `response` the user never wrote (one with no answer at all, among rows that answer
-in `completion`, gets `missing_completion`'s); in a preferences table whose other rows are
+in `completion`, gets `missing_completion`'s; a preference with a message-list
+`prompt` beside text answers, `text_answers_problem`'s); in a preferences table whose other rows are
 in the conversational form, such a row gets `mixed_preference_problems`'
 messages, since its `prompt` would make the whole table read as text pairs.
 Other columns (user_id, split, ...) are kept.
@@ -139,6 +140,21 @@ def completion_problem(table: str, row: dict[str, Any]) -> tuple[str, str] | Non
     if "prompt" not in row:
         return "prompt", "missing field (a 'completion' answers a 'prompt')"
     return "prompt", f"must be {COMPLETION_TYPES}; got {_kind(prompt)}"
+
+
+def text_answers_problem(table: str, row: dict[str, Any]) -> tuple[str, str] | None:
+    """(field, message) for a preference whose `prompt` is a message list beside text
+    answers, half of TRL's conversational form; None for any other row. The text-pair
+    schema would say only that the prompt 'must be a string'."""
+    if table != "preferences" or not (_messages(row.get("prompt")) and row.get("prompt")):
+        return None
+    if not all(isinstance(row.get(k), str) for k in ("chosen", "rejected")):
+        return None
+    return "prompt", (
+        "is a list of messages while 'chosen' and 'rejected' are text: in TRL's "
+        "conversational form they are lists of {role, content} messages too (each answer "
+        "one assistant turn); else write the prompt as text"
+    )
 
 
 def missing_completion(table: str, row: dict[str, Any], completions: int) -> list[tuple[str, str]]:
@@ -259,7 +275,8 @@ def own_forms(
             own, was_trl = as_own_form(table, obj)
             forms.append((n, obj, was_trl))
             converted += was_trl
-            if not was_trl and (bad := completion_problem(table, obj)) is not None:
+            bad = completion_problem(table, obj) or text_answers_problem(table, obj)
+            if not was_trl and bad is not None:
                 problems.append(Problem(str(path), n, *bad))
                 continue
             if missing := missing_completion(table, obj, completions):
@@ -268,6 +285,8 @@ def own_forms(
             obj = own
         out.append((n, obj))
     if table == "preferences" and (mixed := mixed_preference_problems(forms)):
+        # among conversational rows, what a row lacks of that form is its problem
+        problems = [p for p in problems if p.row not in mixed]
         problems += [Problem(str(path), n, *p) for n, found in mixed.items() for p in found]
         out = [(n, obj) for n, obj in out if n not in mixed]
     return out, converted, _whole_table(problems, len(rows))

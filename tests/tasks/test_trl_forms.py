@@ -549,3 +549,27 @@ def test_a_blank_earlier_user_turn_in_a_conversational_prompt_is_named_in_prompt
     assert [(Path(p.file).name, p.row, p.field) for p in e.value.problems] == [
         ("preferences.jsonl", 3, "prompt")
     ]
+
+
+def test_a_message_list_prompt_beside_text_answers_says_what_the_form_wants(tmp_path):
+    # given preferences whose every prompt is a message list and whose answers are text
+    rows = _tasks(60)
+    prefs = [
+        {"prompt": [{"role": "user", "content": p}], "chosen": g, "rejected": b, "user_id": u}
+        for u, p, g, b in rows
+    ]
+    _write(tmp_path, "preferences", prefs)
+    # then one problem for the file, in 'prompt', says the answers are messages in that form
+    # (not only that the prompt 'must be a string')
+    with pytest.raises(TableError, match="while 'chosen' and 'rejected' are text") as e:
+        load_dataset(tmp_path)
+    assert [(Path(p.file).name, p.row, p.field) for p in e.value.problems] == [
+        ("preferences.jsonl", 0, "prompt")
+    ]
+    # and one such row among conversational ones is named as the mixed-form row it is, once
+    convs = _conversational_preferences(60)
+    convs[2] = prefs[2]
+    _write(tmp_path, "preferences", convs)
+    with pytest.raises(TableError) as e:
+        load_dataset(tmp_path)
+    assert [(p.row, p.field) for p in e.value.problems] == [(3, "chosen"), (3, "rejected")]
