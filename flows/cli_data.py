@@ -180,6 +180,7 @@ def _validate_dataset(
     from instructflow.flows.params_io import build_params, read_params_file
     from instructflow.tasks.dataset import load_dataset
     from instructflow.tasks.dataset_names import notes
+    from instructflow.tasks.dataset_report import overlong_text
 
     # The run's dataset settings (overlong, split fractions) and sampling room: a refusal
     # that says "set dataset.overlong in --params" must be checkable here with that file.
@@ -207,7 +208,8 @@ def _validate_dataset(
     for line in notes(summary):  # ignored columns, files not read, near-miss names
         print(line)
     if base_model:
-        print(f"prompts rendered: {summary['rendering']}; too-long rows: {summary['overlong']}")
+        too_long = overlong_text(summary["overlong"])
+        print(f"prompts rendered: {summary['rendering']}; too-long rows: {too_long}")
         settings = f"the settings of {params_file}" if params_file else "default settings"
         print(f"{folder}: valid for {base_model}, as a run with {settings} reads it")
     else:

@@ -21,7 +21,7 @@ def dataset_markdown(result: dict) -> str:
         *[f"- warning: {w}" for w in summary.get("split_warnings", [])],
         *[f"- {line}" for line in notes(summary)],  # ignored columns, files not read
         f"- SFT trained on {summary['sft_source']}; prompts rendered: {summary['rendering']}",
-        f"- rows longer than the context: {summary.get('overlong', {})}",
+        f"- rows longer than the context: {overlong_text(summary.get('overlong', {}))}",
         "- gold score: none (no gold oracle on a user's dataset)",
     ]
     lines += [f"- {name}: {reason}" for name, reason in result["skipped"].items()]
@@ -49,3 +49,16 @@ def _left_out(summary: dict) -> str:
     if summary["preference_shape"] != "conversation":
         return ""
     return f", {summary.get('no_shared_prefix', 0)} conversation pairs without a shared prompt (left out)"
+
+
+def overlong_text(overlong: dict) -> str:
+    """The rows longer than the base model's context, in words: 'none (dataset.overlong:
+    refuse)', or each file's dropped or truncated rows under the policy. The summary's dict
+    (`{'policy': 'refuse'}`), printed as it was, read as code and said nothing of the rows."""
+    policy = f"dataset.overlong: {overlong.get('policy', 'refuse')}"
+    files = [
+        f"{file} {', '.join(f'{n} {what}' for what, n in counts.items())}"
+        for file, counts in overlong.items()
+        if file != "policy" and counts
+    ]
+    return f"{'; '.join(files)} ({policy})" if files else f"none ({policy})"

@@ -165,7 +165,7 @@ def test_validate_reads_the_runs_params_file_for_its_dataset_settings(tmp_path, 
     args = ["data", "validate", str(folder), "--base-model", str(llama), "--params", str(params)]
     assert main(args) == 0
     out = capsys.readouterr().out
-    assert "'preferences.jsonl': {'dropped': 1}" in out
+    assert "too-long rows: preferences.jsonl 1 dropped (dataset.overlong: drop)" in out
     assert "rows left out: 1 too long (preferences.jsonl)" in out  # it said "none"
     assert f"as a run with the settings of {params} reads it" in out
     # and a bad setting in the file is refused in one line, as `run` refuses it

@@ -30,3 +30,22 @@ def test_pairs_left_out_for_no_shared_prompt_are_counted_for_conversations_only(
     assert "conversation pairs" not in section
     section = dataset_markdown(dataset_run_result(talks, "held-out judge"))
     assert f", {talks['no_shared_prefix']} conversation pairs without a shared prompt" in section
+
+
+def test_rows_longer_than_the_context_are_said_in_words(tmp_path):
+    from instructflow.tasks.dataset_report import overlong_text
+
+    # given a run whose policy refused long rows (so none were left), and one that dropped
+    # and truncated some
+    assert overlong_text({"policy": "refuse"}) == "none (dataset.overlong: refuse)"
+    cut = {"policy": "truncate", "preferences.jsonl": {"dropped": 1, "truncated": 2},
+           "prompts.jsonl": {}}  # fmt: skip
+    # then each file's rows are counted by what became of them, the policy beside them,
+    # not the summary's dict printed as Python
+    assert overlong_text(cut) == (
+        "preferences.jsonl 1 dropped, 2 truncated (dataset.overlong: truncate)"
+    )
+    summary = load_dataset(write_kwise_dataset(tmp_path / "mine")).summary
+    section = dataset_markdown(dataset_run_result(summary, "held-out judge"))
+    assert "- rows longer than the context: none (dataset.overlong: refuse)" in section
+    assert "{'policy'" not in section
