@@ -71,7 +71,8 @@ def find_tables(folder: Path) -> tuple[dict[str, Path], list[Problem]]:
                 message += (
                     f" ({name} holds files named as splits, not read: {shown}; tables are read"
                     " from the directory itself, one file each (preferences.jsonl, ...) whose"
-                    " rows name their split in a `split` column)"
+                    " rows name their split in a `split` column; `instructflow data from-hub"
+                    f" {folder} DIR` gathers them into DIR/preferences.parquet)"
                 )
         problems.append(Problem(str(folder), 0, "preferences", message))
     return found, problems

@@ -264,6 +264,8 @@ def test_a_hub_snapshot_with_split_files_a_level_down_is_explained(tmp_path):
         " read: test-00000-of-00001.jsonl, train-00000-of-00001.jsonl; tables are read from the"
         " directory itself, one file each (preferences.jsonl, ...) whose rows name their split"
     ) in _message(folder)
+    # and names the command that gathers them, for this folder
+    assert f"`instructflow data from-hub {folder} DIR` gathers them" in _message(folder)
 
 
 def test_preferences_given_as_both_jsonl_and_parquet_is_one_problem_not_also_missing(tmp_path):
