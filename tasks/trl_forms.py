@@ -38,11 +38,13 @@ prompts stays text pairs (as it was read before this form was).
 A row in none of these forms is left as it is, so its problems name the
 fields it has; a demonstration with a `completion` that fits neither of its
 forms gets `completion_problem`'s message, since the schema would ask for the
-`response` the user never wrote (one with no answer at all, among rows that answer
-in `completion`, gets `missing_completion`'s; a preference with a message-list
-`prompt` beside text answers, `text_answers_problem`'s); in a preferences table whose other rows are
-in the conversational form, such a row gets `mixed_preference_problems`'
-messages, since its `prompt` would make the whole table read as text pairs.
+`response` the user never wrote (one with no answer at all, among rows that
+answer in `completion`, gets `missing_completion`'s; a preference with a
+message-list `prompt` beside text answers, `text_answers_problem`'s); in a
+preferences table whose other rows are in the conversational form, such a row
+gets `mixed_preference_problems`' messages, since its `prompt` would make the
+whole table read as text pairs. Where every row has the same such problem, it
+is said once for the file (`_whole_table`).
 Other columns (user_id, split, ...) are kept.
 """
 
