@@ -10,7 +10,8 @@
   what `instructflow eval export` shows labelers (absent when none was);
 - comparisons/{train,valid,heldout}.jsonl: the preferences as K-wise
   comparisons, heldout = the test split (for the held-out judge, never the RM);
-- pretrain/{train,valid}.jsonl and baselines/{flan,t0}.jsonl when given;
+- pretrain/{train,valid}.jsonl (valid: the documents whose `split` is valid or test,
+  else every 10th) and baselines/{flan,t0}.jsonl when given;
 - manifest.json: the import summary.
 Ids are derived from the content (a prompt's id is a hash of its prompt_key: its
 turns before rendering, so one prompt given as text in one table and as a
@@ -27,6 +28,7 @@ from pathlib import Path
 from instructflow.tasks.conversations import READABLE_PROMPTS
 from instructflow.tasks.dataset import Dataset
 from instructflow.tasks.dataset_items import Item
+from instructflow.tasks.schemas import canonical_split
 from instructflow.tasks.splits import ANONYMOUS_USER
 from instructflow.tasks.tables import write_jsonl
 from instructflow.world import layout
@@ -35,6 +37,15 @@ COMPARISONS = {"train": "comparisons/train.jsonl", "valid": "comparisons/valid.j
 HELDOUT = "comparisons/heldout.jsonl"
 DEFAULT_FAMILY = "default"
 UNKNOWN_LABELER = "unknown"
+
+
+def _held_out_document(n: int, row: dict) -> bool:
+    """Whether pretraining document `n` measures perplexity rather than joining PPO-ptx's
+    mix: the split its row states (valid or test: held out), else every 10th document."""
+    stated = canonical_split(row.get("split"))
+    if isinstance(stated, str):
+        return stated != "train"
+    return n % 10 == 0
 
 
 def prompt_id(key: str) -> str:
@@ -138,13 +149,13 @@ def write_layout(dataset: Dataset, folder: Path) -> dict[str, int]:
     for name, rel in (*COMPARISONS.items(), ("test", HELDOUT)):
         tables[rel] = [_comparison_row(i, name) for i in in_split(dataset.preferences, name)]
     if "pretrain" in dataset.extra:
-        docs = [
-            {"doc_id": f"doc-{n}", "text": r["text"]}
-            for n, r in enumerate(dataset.extra["pretrain"])
+        rows = dataset.extra["pretrain"]
+        docs = [{"doc_id": f"doc-{n}", "text": r["text"]} for n, r in enumerate(rows)]
+        held_out = [_held_out_document(n, r) for n, r in enumerate(rows)]
+        tables[layout.PRETRAIN_TRAIN] = [
+            d for d, out in zip(docs, held_out, strict=True) if not out
         ]
-        # Every 10th document measures perplexity; the rest is PPO-ptx's mix.
-        tables[layout.PRETRAIN_TRAIN] = [d for n, d in enumerate(docs) if n % 10]
-        tables[layout.PRETRAIN_VALID] = docs[::10]
+        tables[layout.PRETRAIN_VALID] = [d for d, out in zip(docs, held_out, strict=True) if out]
     for name, rel in (("flan", layout.FLAN_MIXTURE), ("t0", layout.T0_MIXTURE)):
         if name in dataset.extra:
             tables[rel] = [

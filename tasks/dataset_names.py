@@ -38,7 +38,7 @@ TABLE_COLUMNS = {
         "margin",
         *_COMMON,
     ),
-    "pretrain": ("text",),
+    "pretrain": ("text", "split"),
     "flan": ("prompt", "response"),
     "t0": ("prompt", "response"),
 }

@@ -313,8 +313,10 @@ def preferences_schema(shape: str) -> pa.DataFrameSchema:
 
 
 def text_schema() -> pa.DataFrameSchema:
-    """An optional pretraining table: one document per row."""
-    return pa.DataFrameSchema({"text": _text("A pretraining document.")}, name="pretrain")
+    """An optional pretraining table: one document per row, and the split it states (its
+    valid and test documents measure perplexity, never PPO-ptx's mix)."""
+    columns = {"text": _text("A pretraining document."), "split": _common()["split"]}
+    return pa.DataFrameSchema(columns, name="pretrain")
 
 
 def mixture_schema() -> pa.DataFrameSchema:

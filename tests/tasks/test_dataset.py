@@ -1027,3 +1027,38 @@ def test_a_context_some_prompts_fit_still_names_each_row_that_does_not(tmp_path,
     # then the row is named, with the hint of what to change
     assert _problems(e.value) == [("prompts.jsonl", 0, "rows"), ("prompts.jsonl", 5, "prompt")]
     assert "no prompt fits" not in str(e.value)
+
+
+def test_a_pretrain_tables_stated_split_picks_the_documents_held_out_for_perplexity(tmp_path):
+    from instructflow.world import layout
+
+    # given a pretrain table whose rows state their split (the first 5 of 40 held out)
+    folder = write_pairwise_dataset(tmp_path / "pw", n=60)
+    docs = [
+        {"text": f"document {n} about apples", "split": "validation" if n < 3 else
+         ("test" if n < 5 else "train")}
+        for n in range(40)
+    ]  # fmt: skip
+    _with_table(folder, "pretrain", docs)
+    # when it loads and is written out for the stages
+    data = load_dataset(folder)
+    write_layout(data, tmp_path / "out")
+    # then its split column is read (not listed as ignored), its valid and test documents
+    # measure perplexity and its train documents, only they, are PPO-ptx's mix
+    assert "pretrain" not in data.summary["ignored_columns"]
+    held_out = _lines(tmp_path / "out" / layout.PRETRAIN_VALID)
+    mix = _lines(tmp_path / "out" / layout.PRETRAIN_TRAIN)
+    assert [d["text"] for d in held_out] == [d["text"] for d in docs[:5]]
+    assert [d["text"] for d in mix] == [d["text"] for d in docs[5:]]
+    # and a table that states none keeps every 10th document for perplexity
+    _with_table(folder, "pretrain", [{"text": d["text"]} for d in docs])
+    write_layout(load_dataset(folder), tmp_path / "again")
+    assert len(_lines(tmp_path / "again" / layout.PRETRAIN_VALID)) == 4
+    # and a bad split is refused, naming its row
+    _with_table(folder, "pretrain", [*docs[:2], {"text": "x", "split": "holdout"}])
+    with pytest.raises(TableError, match="pretrain.jsonl row 3 field 'split'"):
+        load_dataset(folder)
+
+
+def _with_table(folder: Path, name: str, rows: list[dict]) -> None:
+    (folder / f"{name}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
