@@ -224,6 +224,12 @@ def load_dataset(
     }
     stated = {n: {bool(i.stated_split) for i in items} for n, items in loaded.items() if items}
     problems = problems or split_sizes.empty_split_problems(summary["split_counts"], paths, stated)
+    pretrain_problems, pretrain_warnings = (
+        split_sizes.pretrain_split(extra["pretrain"], paths["pretrain"])
+        if "pretrain" in extra
+        else ([], [])
+    )
+    problems = problems or pretrain_problems
     if not problems:  # the judge's groups, as the layout names them (a prompt without a user)
         test = {i.user_id or i.prompt for i in loaded["preferences"] if split_of[id(i)] == "test"}
         problems = split_sizes.judge_groups_problems(len(test), paths["preferences"])
@@ -254,6 +260,7 @@ def load_dataset(
         + splits.users_across_splits((i.file, i.user_id, split_of[id(i)]) for i in every)
         + splits.prompts_across_splits((i.file, i.row, i.split_key, split_of[id(i)]) for i in every)
         + splits.orderless_pairs(loaded["preferences"])
+        + pretrain_warnings
     )
     summary["k_counts"] = dict(
         sorted(Counter(len(i.responses) for i in loaded["preferences"]).items())

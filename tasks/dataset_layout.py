@@ -28,7 +28,7 @@ from pathlib import Path
 from instructflow.tasks.conversations import READABLE_PROMPTS
 from instructflow.tasks.dataset import Dataset
 from instructflow.tasks.dataset_items import Item
-from instructflow.tasks.schemas import canonical_split
+from instructflow.tasks.split_sizes import held_out_document
 from instructflow.tasks.splits import ANONYMOUS_USER
 from instructflow.tasks.tables import write_jsonl
 from instructflow.world import layout
@@ -37,15 +37,6 @@ COMPARISONS = {"train": "comparisons/train.jsonl", "valid": "comparisons/valid.j
 HELDOUT = "comparisons/heldout.jsonl"
 DEFAULT_FAMILY = "default"
 UNKNOWN_LABELER = "unknown"
-
-
-def _held_out_document(n: int, row: dict) -> bool:
-    """Whether pretraining document `n` measures perplexity rather than joining PPO-ptx's
-    mix: the split its row states (valid or test: held out), else every 10th document."""
-    stated = canonical_split(row.get("split"))
-    if isinstance(stated, str):
-        return stated != "train"
-    return n % 10 == 0
 
 
 def prompt_id(key: str) -> str:
@@ -151,7 +142,7 @@ def write_layout(dataset: Dataset, folder: Path) -> dict[str, int]:
     if "pretrain" in dataset.extra:
         rows = dataset.extra["pretrain"]
         docs = [{"doc_id": f"doc-{n}", "text": r["text"]} for n, r in enumerate(rows)]
-        held_out = [_held_out_document(n, r) for n, r in enumerate(rows)]
+        held_out = [held_out_document(n, r) for n, r in enumerate(rows)]
         tables[layout.PRETRAIN_TRAIN] = [
             d for d, out in zip(docs, held_out, strict=True) if not out
         ]

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from instructflow.tasks.schemas import canonical_split
 from instructflow.tasks.tables import Problem
 
 
@@ -136,3 +137,33 @@ def judge_groups_problems(groups: int, path: Path) -> list[Problem]:
         "rows' `split` column)"
     )
     return [Problem(str(path), 0, "split", message)]
+
+
+def held_out_document(n: int, row: dict) -> bool:
+    """Whether pretraining document `n` measures perplexity rather than joining PPO-ptx's
+    mix: the split its row states (valid or test: held out), else every 10th document."""
+    stated = canonical_split(row.get("split"))
+    if isinstance(stated, str):
+        return stated != "train"
+    return n % 10 == 0
+
+
+def pretrain_split(rows: list[dict], path: Path) -> tuple[list[Problem], list[str]]:
+    """A pretrain table whose documents are all held out is refused: PPO-ptx would mix
+    nothing and fail after SFT, the reward model and PPO had trained (a table of one
+    document, or every row stating valid or test). One with none held out is warned
+    about: no policy's perplexity is measured then."""
+    held_out = sum(held_out_document(n, row) for n, row in enumerate(rows))
+    counts = f"train {len(rows) - held_out}, held out {held_out}"
+    if held_out == len(rows):
+        why = (
+            f"no documents for PPO-ptx's mix ({counts}; held out: the rows whose split is"
+            " valid or test, else every 10th): add documents, or state split train on some"
+        )
+        return [Problem(str(path), 0, "split", why)], []
+    if held_out == 0:
+        return [], [
+            f"{path.name}: no document is held out ({counts}): pretrain_perplexity is not"
+            " measured; state split valid on some rows"
+        ]
+    return [], []

@@ -1062,3 +1062,33 @@ def test_a_pretrain_tables_stated_split_picks_the_documents_held_out_for_perplex
 
 def _with_table(folder: Path, name: str, rows: list[dict]) -> None:
     (folder / f"{name}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+
+
+@pytest.mark.parametrize(
+    "docs",
+    [
+        [{"text": f"document {n}", "split": "valid"} for n in range(20)],
+        [{"text": "the only document"}],  # every 10th from the first: held out
+    ],
+)
+def test_a_pretrain_table_with_nothing_left_for_ptxs_mix_is_refused_before_training(tmp_path, docs):
+    # given a pretrain table whose every document is held out for perplexity
+    folder = write_pairwise_dataset(tmp_path / "pw", n=60)
+    _with_table(folder, "pretrain", docs)
+    # then it is refused when the dataset loads, naming the file and saying why: PPO-ptx
+    # mixed nothing and crashed after SFT, the reward model and PPO had trained
+    with pytest.raises(TableError, match="no documents for PPO-ptx's mix") as e:
+        load_dataset(folder)
+    assert [(Path(p.file).name, p.row, p.field) for p in e.value.problems] == [
+        ("pretrain.jsonl", 0, "split")
+    ]
+
+
+def test_a_pretrain_table_with_no_document_held_out_is_warned_about(tmp_path):
+    folder = write_pairwise_dataset(tmp_path / "pw", n=60)
+    _with_table(folder, "pretrain", [{"text": f"doc {n}", "split": "train"} for n in range(20)])
+    warnings = load_dataset(folder).summary["split_warnings"]
+    assert (
+        "pretrain.jsonl: no document is held out (train 20, held out 0): pretrain_perplexity"
+        " is not measured; state split valid on some rows" in warnings
+    )
