@@ -195,7 +195,14 @@ def _validate_dataset(
         if problems := base_model_problems(Path(base_model))[1]:
             raise TableError(problems)
         check = length_check(base_model, max_new_tokens(params))
-    summary = load_dataset(folder, params.dataset, lengths=check).summary
+    dataset = load_dataset(folder, params.dataset, lengths=check)
+    if check is not None:  # PPO-ptx's blocks are tokens: the base model's tokenizer counts them
+        from instructflow.tasks.split_sizes import ptx_mix_problems
+
+        block = params.stage("ppo").ptx_block_size
+        if problems := ptx_mix_problems(dataset, check.tokenizer, block):
+            raise TableError(problems)
+    summary = dataset.summary
     for name, table in summary["tables"].items():
         print(f"{name}: {table['file']}, {table['rows']} rows, md5 {table['md5']}")
     print(f"preferences: {summary['preference_shape']}, K counts {summary['k_counts']}")

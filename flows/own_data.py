@@ -41,6 +41,7 @@ from instructflow.tasks import (
     reward_model,
     run_status,
     sft,
+    split_sizes,
     tracking,
 )
 from instructflow.tasks.conversations import READABLE_PROMPTS
@@ -95,7 +96,11 @@ def preflight(params: PipelineParams) -> dict:
     if problems:
         raise TableError(problems)
     check = dataset_stage.length_check(params.base_model, max_new_tokens(params))
-    return load_dataset(Path(params.data), params.dataset, check).summary
+    dataset = load_dataset(Path(params.data), params.dataset, check)
+    block = params.stage("ppo").ptx_block_size
+    if problems := split_sizes.ptx_mix_problems(dataset, check.tokenizer, block):
+        raise TableError(problems)
+    return dataset.summary
 
 
 def _imported(params: PipelineParams, stage: Stages) -> dict:
@@ -124,7 +129,11 @@ def _imported(params: PipelineParams, stage: Stages) -> dict:
     imported = run_stage(
         dataset_stage.import_dataset_task,
         "data",
-        {"dataset": params.dataset.model_dump(), "max_new_tokens": max_new_tokens(params)},
+        {
+            "dataset": params.dataset.model_dump(),
+            "max_new_tokens": max_new_tokens(params),
+            "ptx_block_size": params.stage("ppo").ptx_block_size,
+        },
         {"tables": table_md5s, "base_model": base_digest},
         stage.parent_run_id,
         stage.timings,
@@ -135,6 +144,7 @@ def _imported(params: PipelineParams, stage: Stages) -> dict:
         cfg=params.dataset,
         max_new_tokens=max_new_tokens(params),
         tables=table_md5s,  # what the key holds (not a key argument: not a scalar)
+        ptx_block_size=params.stage("ppo").ptx_block_size,
     )
     return imported | {
         "data_dir": data_dir,

@@ -27,6 +27,7 @@ from instructflow.tasks.dataset import DatasetConfig, load_dataset
 from instructflow.tasks.dataset_layout import COMPARISONS, HELDOUT, write_layout
 from instructflow.tasks.dataset_names import notes
 from instructflow.tasks.lengths import LengthCheck
+from instructflow.tasks.split_sizes import ptx_mix_problems
 from instructflow.tasks.stage import (
     content_digest,
     fresh_output_dir,
@@ -70,10 +71,15 @@ def import_dataset(
     max_new_tokens: int,
     out_dir: Path,
     tables: dict[str, str] | None = None,
+    ptx_block_size: int | None = None,
 ) -> dict:
     """`tables`: file name -> content digest the stage's key holds; a table that no longer
-    has it was edited after the run keyed the stage, and is refused rather than cached."""
-    dataset = load_dataset(data_dir, cfg, length_check(base_model, max_new_tokens))
+    has it was edited after the run keyed the stage, and is refused rather than cached.
+    `ptx_block_size`: PPO-ptx's (a pretrain table must fill a block of it)."""
+    check = length_check(base_model, max_new_tokens)
+    dataset = load_dataset(data_dir, cfg, check)
+    if ptx_block_size and (found := ptx_mix_problems(dataset, check.tokenizer, ptx_block_size)):
+        raise TableError(found)  # a run from the Prefect form: no CLI preflight said it
     if changed := [n for n, d in (tables or {}).items() if content_digest(data_dir / n) != d]:
         raise TableError([Problem(str(data_dir / n), 0, "<file>", CHANGED) for n in changed])
     written = write_layout(dataset, out_dir / DATA_FOLDER)
@@ -104,11 +110,14 @@ def import_dataset_task(
     out_dir: str,
     parent_run_id: str,
     tables: dict[str, str] | None = None,
+    ptx_block_size: int | None = None,
 ) -> dict:
     out = fresh_output_dir(out_dir)
     with tracking.stage_run("data", parent_run_id) as run:
         # Refused data raises TableError here, before any training stage starts.
-        result = import_dataset(Path(data_dir), base_model, cfg, max_new_tokens, out, tables)
+        result = import_dataset(
+            Path(data_dir), base_model, cfg, max_new_tokens, out, tables, ptx_block_size
+        )
         summary = result["summary"]
         mlflow.log_params(
             cfg.model_dump()

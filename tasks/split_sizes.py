@@ -167,3 +167,24 @@ def pretrain_split(rows: list[dict], path: Path) -> tuple[list[Problem], list[st
             " measured; state split valid on some rows"
         ]
     return [], []
+
+
+def ptx_mix_problems(dataset, tokenizer, block_size: int) -> list[Problem]:
+    """A pretrain table whose train documents fill no block of `block_size` tokens is
+    refused: PPO-ptx packs them into such blocks (models.lm_training.pack_corpus: each
+    document, then EOS) and with none it failed after SFT, the reward model and PPO had
+    trained. `dataset`: a loaded instructflow.tasks.dataset.Dataset; none without a pretrain table."""
+    rows = dataset.extra.get("pretrain")
+    if not rows:
+        return []
+    texts = [row["text"] for n, row in enumerate(rows) if not held_out_document(n, row)]
+    ids = (tokenizer(" " + text, add_special_tokens=False)["input_ids"] for text in texts)
+    tokens = sum(len(one) + 1 for one in ids)
+    if tokens >= block_size:
+        return []
+    path = Path(dataset.summary["dir"]) / dataset.summary["tables"]["pretrain"]["file"]
+    why = (
+        f"PPO-ptx's mix ({len(texts)} documents) holds {tokens} tokens, fewer than one block"
+        f" of ppo.ptx_block_size = {block_size}: add text, or lower ppo.ptx_block_size"
+    )
+    return [Problem(str(path), 0, "text", why)]

@@ -160,3 +160,33 @@ def test_a_table_edited_after_the_run_keyed_the_import_is_refused_not_cached(tmp
     # would be served to a later run of the old content
     assert _problems(e.value) == [("preferences.jsonl", 0, "<file>")]
     assert not (tmp_path / "out" / "data").exists()
+
+
+@pytest.mark.parametrize("words", [2, 400])
+def test_a_pretrain_table_too_short_for_one_ptx_block_is_refused_by_the_import(tmp_path, words):
+    from instructflow.tasks import dataset_stage
+    from instructflow.tasks.dataset import DatasetConfig
+    from tests.tiny_models import tiny_llama
+
+    # given a dataset whose pretrain table's train documents hold a few tokens, or many
+    folder = write_pairwise_dataset(tmp_path / "pw", n=60)
+    docs = [{"text": " ".join(["apple river"] * (words // 2))} for _ in range(3)]
+    (folder / "pretrain.jsonl").write_text("".join(json.dumps(d) + "\n" for d in docs))
+    texts = [r["prompt"] + " " + r["chosen"] for r in _lines(folder / "preferences.jsonl")]
+    model = tiny_llama(tmp_path / "llama", texts)
+
+    # when the import stage reads it (as a run from the Prefect form does, with no CLI
+    # preflight before it) for a PPO-ptx that packs blocks of 64 tokens
+    def imported():
+        return dataset_stage.import_dataset(
+            folder, str(model), DatasetConfig(), 8, tmp_path / "out", ptx_block_size=64
+        )
+
+    if words > 64:  # then a table that fills a block imports
+        assert imported()["summary"]["tables"]["pretrain"]["rows"] == 3
+        return
+    # then a table that fills none is refused, naming the file, the tokens and the setting:
+    # PPO-ptx crashed on it after SFT, the reward model and PPO had trained
+    with pytest.raises(TableError, match="fewer than one block of ppo.ptx_block_size = 64") as e:
+        imported()
+    assert _problems(e.value) == [("pretrain.jsonl", 0, "text")]
