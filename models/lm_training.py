@@ -161,7 +161,10 @@ def pretrain(
 
 @torch.no_grad()
 def perplexity(model: PreTrainedModel, blocks: torch.Tensor, batch_size: int = 32) -> float:
-    """exp of the mean next-token loss over packed blocks."""
+    """exp of the mean next-token loss over packed blocks; NaN for no blocks (text too short
+    to fill one), where exp(0 / 1) read as a perfect 1.0."""
+    if blocks.shape[0] == 0:
+        return float("nan")
     model.eval()
     total, count = 0.0, 0
     for start in range(0, blocks.shape[0], batch_size):

@@ -67,6 +67,13 @@ def readable_prompts(profile_dir: Path) -> dict[str, str]:
     return {row["prompt_id"]: row["readable_prompt"] for row in rows}
 
 
+def _perplexity(model, blocks) -> float | None:
+    """Perplexity on the held-out pretraining text; None without any (no pretrain table, or
+    held-out documents too short to fill one 128-token block), not a figure measured on
+    nothing."""
+    return perplexity(model, blocks) if len(blocks) else None
+
+
 def _response_row(pid: str, sample: int, prompt: str, text: str, readable: dict) -> dict:
     row = {"prompt_id": pid, "sample": sample, "prompt": prompt, "response": text}
     return row | ({"readable_prompt": readable[pid]} if pid in readable else {})
@@ -114,11 +121,7 @@ def evaluate_own(
             "rm_score": {"mean": sum(rm_scores(rm, rm_tokenizer, prompts, resp.texts)) / len(ids)},
             "kl_to_sft": sum(kl) / len(kl),
             "response_length": sum(len(t.split()) for t in resp.texts) / len(ids),
-            "pretrain_perplexity": (
-                perplexity(model, pack_corpus(tokenizer, pretrain_valid, 128))
-                if pretrain_valid
-                else None
-            ),
+            "pretrain_perplexity": _perplexity(model, pack_corpus(tokenizer, pretrain_valid, 128)),
         }
         raw[policy.name] = [
             _response_row(pid, i % n, p, t, readable)

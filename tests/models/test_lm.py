@@ -283,3 +283,20 @@ def test_a_bf16_checkpoint_loads_with_fp32_weights_for_the_policy_and_the_reward
     # and the values are the checkpoint's
     saved = model.to(torch.bfloat16).state_dict()["lm_head.weight"]
     torch.testing.assert_close(policy.state_dict()["lm_head.weight"], saved.float())
+
+
+def test_perplexity_on_text_too_short_for_one_block_is_nan_not_a_perfect_one() -> None:
+    import math
+
+    from instructflow.models.lm_training import pack_corpus, perplexity
+
+    tokenizer = tiny_tokenizer()
+    model = build_gpt2(tokenizer, GPT2Size(n_layer=1, n_head=1, n_embd=8, n_positions=40), seed=0)
+    # given held-out text that packs into no block of 32 tokens, and text that fills some
+    none = pack_corpus(tokenizer, ["a b"], 32)
+    some = pack_corpus(tokenizer, ["a b c d e f g h"] * 20, 32)
+    assert none.shape[0] == 0 and some.shape[0] > 0
+    # then nothing measured is no figure (it was exp(0) = 1.0, a perfect score, in every
+    # policy's report row), while the text that fills blocks gets its perplexity
+    assert math.isnan(perplexity(model, none))
+    assert perplexity(model, some) > 1.0
