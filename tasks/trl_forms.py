@@ -159,6 +159,26 @@ def text_answers_problem(table: str, row: dict[str, Any]) -> tuple[str, str] | N
     )
 
 
+IMPLICIT_PROMPT_TEXT = (
+    "is text with no 'prompt' beside it, and not an HH-RLHF conversation ('\\n\\nHuman: ...'): "
+    "put the prompt in a 'prompt' column and the answers alone in 'chosen' and 'rejected' "
+    "(TRL's implicit-prompt text form, the prompt inside both answers, is not read), or "
+    "write them as lists of {role, content} messages"
+)
+
+
+def implicit_prompt_problem(table: str, row: dict[str, Any]) -> tuple[str, str] | None:
+    """(field, message) for a text pair without a `prompt` whose sides are not HH text (TRL's
+    standard implicit-prompt form); None for any other row. The conversation schema said
+    only that each side 'must be a list of {role, content} messages or HH-RLHF text'."""
+    if table != "preferences" or "prompt" in row:
+        return None
+    sides = [row.get(k) for k in ("chosen", "rejected")]
+    if not all(isinstance(v, str) and v.strip() for v in sides):
+        return None  # an empty or non-text side is the schema's to name
+    return None if all(parse_hh(v) for v in sides) else ("chosen", IMPLICIT_PROMPT_TEXT)
+
+
 def missing_completion(table: str, row: dict[str, Any], completions: int) -> list[tuple[str, str]]:
     """(field, message) pairs for a demonstration with no answer at all in a table whose
     other rows answer in TRL's `completion` (`completions` of them); none for any other row.
@@ -277,7 +297,11 @@ def own_forms(
             own, was_trl = as_own_form(table, obj)
             forms.append((n, obj, was_trl))
             converted += was_trl
-            bad = completion_problem(table, obj) or text_answers_problem(table, obj)
+            bad = (
+                completion_problem(table, obj)
+                or text_answers_problem(table, obj)
+                or implicit_prompt_problem(table, obj)
+            )
             if not was_trl and bad is not None:
                 problems.append(Problem(str(path), n, *bad))
                 continue

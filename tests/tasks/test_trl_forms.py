@@ -573,3 +573,20 @@ def test_a_message_list_prompt_beside_text_answers_says_what_the_form_wants(tmp_
     with pytest.raises(TableError) as e:
         load_dataset(tmp_path)
     assert [(p.row, p.field) for p in e.value.problems] == [(3, "chosen"), (3, "rejected")]
+
+
+def test_text_pairs_holding_their_prompt_with_no_prompt_column_say_how_to_give_it(tmp_path):
+    # given TRL's implicit-prompt text form: chosen and rejected each the prompt and an
+    # answer, no `prompt` column, not HH-RLHF text
+    rows = _tasks(60)
+    _write(tmp_path, "preferences", [
+        {"chosen": f"{p} {g}", "rejected": f"{p} {b}", "user_id": u} for u, p, g, b in rows
+    ])  # fmt: skip
+    # then one problem for the file says where the prompt goes (two whole-column problems
+    # said only that each side must be messages or HH text)
+    with pytest.raises(TableError, match="put the prompt in a 'prompt' column") as e:
+        load_dataset(tmp_path)
+    assert [(Path(p.file).name, p.row, p.field) for p in e.value.problems] == [
+        ("preferences.jsonl", 0, "chosen")
+    ]
+    assert "TRL's implicit-prompt text form" in str(e.value)
