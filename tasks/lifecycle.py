@@ -70,3 +70,6 @@ def ended(live: dict[str, str]) -> Iterator[Callable[[str], None]]:
         except Exception:  # noqa: BLE001  (never hide how the run ended behind this)
             pass
         leftovers.unregister(token)
+        # A stage run this process starts later (a test's, an evaluation's) is no stage of
+        # this run: it is not described as one on its dataset.
+        tracking.describe_stages_for_dataset(False)

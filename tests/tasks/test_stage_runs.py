@@ -221,8 +221,10 @@ def test_a_dataset_runs_stage_runs_describe_the_work_done_on_the_dataset(store, 
     for name in ("gold_score", "likert", "public_suite_accuracy", "refusal_rate_harmful"):
         assert not [line for line in measures if line.startswith(f"- `{name}`")], name
     assert f"- `win_rate_vs_sft`: {MEASURES['win_rate_vs_sft']}" in measures
-    # and when the same process runs on the embedded world next, its stages read as before
-    lifecycle.start_run("0", logger=None)
+    # and once that run has ended, a stage run the process starts (a test's, an
+    # evaluation's) reads as the embedded world's, as do the next run's
+    with lifecycle.ended({lifecycle.leftovers.TAG_TOKEN: "token"}):
+        pass
     again = _notes(store, stages)
     assert again["comparisons"].startswith("**comparisons**: samples K responses")
     assert "- `gold_score`: " in again["evaluation"]
