@@ -180,7 +180,7 @@ def _validate_dataset(
     from instructflow.flows.params_io import build_params, read_params_file
     from instructflow.tasks.dataset import load_dataset
     from instructflow.tasks.dataset_names import notes
-    from instructflow.tasks.dataset_report import overlong_text
+    from instructflow.tasks.dataset_report import overlong_text, split_counts_text
 
     # The run's dataset settings (overlong, split fractions) and sampling room: a refusal
     # that says "set dataset.overlong in --params" must be checkable here with that file.
@@ -207,7 +207,7 @@ def _validate_dataset(
         print(f"{name}: {table['file']}, {table['rows']} rows, md5 {table['md5']}")
     print(f"preferences: {summary['preference_shape']}, K counts {summary['k_counts']}")
     print(f"rows left out: {_left_out(summary)}")
-    print(f"splits by {summary['split_rule']}: {summary['split_counts']}")
+    print(f"splits by {summary['split_rule']}: {split_counts_text(summary['split_counts'])}")
     for warning in summary["split_warnings"]:
         print(f"warning: {warning}")
     if summary.get("trl_forms"):

@@ -17,7 +17,7 @@ def dataset_markdown(result: dict) -> str:
     lines += [
         f"- preferences: {summary['preference_shape']}, K counts {_k_counts(summary)}"
         + _left_out(summary),
-        f"- splits by {summary['split_rule']}: {summary['split_counts']}",
+        f"- splits by {summary['split_rule']}: {split_counts_text(summary['split_counts'])}",
         *[f"- warning: {w}" for w in summary.get("split_warnings", [])],
         *[f"- {line}" for line in notes(summary)],  # ignored columns, files not read
         f"- SFT trained on {summary['sft_source']}; prompts rendered: {summary['rendering']}",
@@ -40,6 +40,15 @@ def _k_counts(summary: dict) -> str:
     """{K: rankings}, read alike from the run's own summary (int K) and from report.json (str
     K, as JSON keys are): `eval import` renders report.md again from the latter."""
     return "{" + ", ".join(f"{k}: {n}" for k, n in summary["k_counts"].items()) + "}"
+
+
+def split_counts_text(counts: dict[str, dict[str, int]]) -> str:
+    """Rows per split of each table in words ('preferences 240 train, 30 valid, 30 test; ...'),
+    where the summary's nested dict, printed as it was, read as code."""
+    return "; ".join(
+        f"{table} " + ", ".join(f"{n} {split}" for split, n in splits.items())
+        for table, splits in counts.items()
+    )
 
 
 def _left_out(summary: dict) -> str:

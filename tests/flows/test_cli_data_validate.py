@@ -125,6 +125,7 @@ def test_validate_with_the_base_model_renders_and_splits_as_the_run_does(tmp_pat
     from instructflow.flows.own_data import max_new_tokens
     from instructflow.flows.params import PipelineParams
     from instructflow.tasks.dataset import load_dataset
+    from instructflow.tasks.dataset_report import split_counts_text
     from instructflow.tasks.dataset_stage import length_check
     from tests.own_data import write_hh_dataset
     from tests.tiny_models import tiny_llama
@@ -139,7 +140,8 @@ def test_validate_with_the_base_model_renders_and_splits_as_the_run_does(tmp_pat
     assert "--base-model DIR checks as the run does" in plain
     assert main(["data", "validate", str(folder), "--base-model", str(llama)]) == 0
     out = capsys.readouterr().out
-    assert f"splits by {as_run.summary['split_rule']}: {as_run.summary['split_counts']}" in out
+    splits = split_counts_text(as_run.summary["split_counts"])
+    assert f"splits by {as_run.summary['split_rule']}: {splits}" in out
     assert f"prompts rendered: {as_run.summary['rendering']}" in out
     assert f"valid for {llama}" in out
 

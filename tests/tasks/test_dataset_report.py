@@ -49,3 +49,16 @@ def test_rows_longer_than_the_context_are_said_in_words(tmp_path):
     section = dataset_markdown(dataset_run_result(summary, "held-out judge"))
     assert "- rows longer than the context: none (dataset.overlong: refuse)" in section
     assert "{'policy'" not in section
+
+
+def test_rows_per_split_are_said_in_words(tmp_path):
+    from instructflow.tasks.dataset_report import split_counts_text
+
+    # given a dataset's rows per split of each table
+    counts = {"preferences": {"train": 40, "valid": 5, "test": 6}, "prompts": {"train": 9}}
+    # then they read as words, a table at a time, not as the summary's nested dict
+    assert split_counts_text(counts) == ("preferences 40 train, 5 valid, 6 test; prompts 9 train")
+    summary = load_dataset(write_kwise_dataset(tmp_path / "mine")).summary
+    section = dataset_markdown(dataset_run_result(summary, "held-out judge"))
+    line = next(line for line in section.splitlines() if line.startswith("- splits by "))
+    assert "{" not in line and split_counts_text(summary["split_counts"]) in line
