@@ -1,9 +1,14 @@
 #!/usr/bin/env bash
-# Stop what scripts/serve.sh started (`make stop`): each process group named by
-# a PID file in .serve/ (the worker first, so no flow run starts meanwhile).
+# Stop what scripts/serve.sh started (`make stop`): first the flow runs in progress on its
+# Prefect server are named, cancelled and waited for (flows/stop_runs.py: a worker's run is
+# in a session of its own, and one `make demo` started uses these servers too: neither is in
+# a process group below); then each process group named by a PID file in .serve/ (the
+# worker first, so no flow run starts meanwhile).
 set -uo pipefail
 
-STATE="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)/.serve"
+CODE_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+STATE="$CODE_DIR/.serve"
+BIN="${VENV:-$CODE_DIR/.venv}/bin"
 
 stop() { # stop NAME: TERM the process group of .serve/NAME.pid, KILL it after 10 s
     local name="$1" file="$STATE/$1.pid" pid
@@ -30,6 +35,11 @@ stop() { # stop NAME: TERM the process group of .serve/NAME.pid, KILL it after 1
 if ! compgen -G "$STATE/*.pid" >/dev/null; then
     echo "nothing to stop (no PID files in $STATE)"
     exit 0
+fi
+if [[ -x "$BIN/python" ]]; then
+    "$BIN/python" -m instructflow.flows.stop_runs "$STATE"
+else
+    echo "no $BIN/python: flow runs in progress (if any) are not cancelled first" >&2
 fi
 stop worker
 stop mlflow

@@ -451,8 +451,10 @@ class LiveStack:
         """scripts/stop.sh; then, whatever is left, by the PIDs in .serve/."""
         state = self.checkout / ".serve"
         pids = {f.name: f.read_text().strip() for f in state.glob("*.pid")}
+        # Minutes, not seconds: stop.sh first waits for flow runs in progress to end
+        # (flows/stop_runs.py), then gives each service 10 s.
         stopped = subprocess.run(
-            ["bash", "scripts/stop.sh"], cwd=self.checkout, env=self.env, timeout=120, check=False
+            ["bash", "scripts/stop.sh"], cwd=self.checkout, env=self.env, timeout=300, check=False
         )
         if stopped.returncode != 0:
             for pid in pids.values():

@@ -8,9 +8,15 @@
   Prefect keeps such a run Scheduled (Late), and the worker `make serve` starts runs it at
   once; serve.sh says so, naming the run and the command that cancels it.
 
+- `make stop` while a flow run trains (flows/stop_runs.py): it names the run, cancels it
+  through Prefect's API and waits for it to end Cancelled, its report `interrupted`, before
+  it stops the worker and the servers (a worker's run is in a session of its own, out of
+  the worker's process group: it ran on, orphaned, against servers that were gone).
+
 Not the session's live_stack: these runs register smoke model versions, which the live
-stack's tests count on not being there, and the second test stops the worker. In this
-order: the first needs no worker, the second kills it and runs serve.sh again.
+stack's tests count on not being there, the second test stops the worker and the third
+the stack. In this order: the first needs no worker, the second kills it and runs serve.sh
+again, the third runs `make stop` (last: the stack is down after it).
 """
 
 import datetime
@@ -137,3 +143,48 @@ def test_make_serve_names_a_run_that_fell_due_while_it_was_down_and_the_worker_s
     assert "started a worker" in again.stdout
     flow_run = own_stack.wait(run_id, timeout=600)
     assert flow_run["state"]["type"] == "COMPLETED", own_stack.logs(run_id)
+
+
+def _wait_for_a_stage(stack, run_id: str, timeout: float = 300) -> None:
+    """Until the flow run runs a stage (a task run Running), not just its imports."""
+    deadline = time.monotonic() + timeout
+    query = {
+        "flow_runs": {"id": {"any_": [run_id]}},
+        "task_runs": {"state": {"type": {"any_": ["RUNNING"]}}},
+    }
+    while time.monotonic() < deadline:
+        if stack.request("POST", "/task_runs/filter", json=query).json():
+            return
+        time.sleep(1)
+    raise AssertionError(f"no stage ran within {timeout} s:\n{stack.logs(run_id)}")
+
+
+def test_make_stop_during_a_run_cancels_it_and_waits_for_it_to_end_interrupted(
+    own_stack, fast_smoke
+):
+    # given a manual-run that trains (a base model of many steps: minutes, not seconds)
+    params = fast_smoke(seed=SEED, base={"steps": 5000})
+    run_id = own_stack.run_deployment("rlhf_pipeline/manual-run", {"params": params})
+    _wait_for_a_stage(own_stack, run_id)
+    # when make stop runs
+    stopped = subprocess.run(
+        ["bash", "scripts/stop.sh"],
+        cwd=own_stack.checkout,
+        env=own_stack.env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    out = stopped.stdout + stopped.stderr
+    # then it named the run and waited for it to end Cancelled before it stopped the worker
+    assert f"({run_id}, Running)" in out, out
+    ended = out.index(" ended ")
+    assert out[ended:].startswith(" ended Cancelled"), out
+    assert ended < out.index("stopping worker"), out
+    # and the run stopped cleanly: its report says interrupted
+    reports = [
+        json.loads(path.read_text())
+        for path in (own_stack.checkout / "reports").glob("*/report.json")
+    ]
+    (report,) = [r for r in reports if r["run"].get("prefect_flow_run_id") == run_id]
+    assert report["status"] == "interrupted", report
