@@ -78,7 +78,12 @@ start() { # start NAME COMMAND...: in its own session (process group = PID), log
     # Appended, not truncated: a service restarted after it died keeps the lines that
     # say why (a killed worker's log holds its flow runs' last output).
     echo "--- $(date -u +%Y-%m-%dT%H:%M:%SZ) serve.sh starts $name" >>"$STATE/$name.log"
-    setsid "$@" >>"$STATE/$name.log" 2>&1 </dev/null &
+    # SIGINT back to its default: a script's background job starts with SIGINT ignored
+    # (POSIX), and a Python program keeps it so. The worker answers SIGTERM by sending
+    # itself SIGINT, which then did nothing: after a plain `kill` it went on taking flow runs.
+    # (Now it stops, and Prefect ends the runs it started: make stop cancels them first.)
+    # GNU env's --default-signal (coreutils 8.31); setsid makes this script Linux's already.
+    setsid env --default-signal=INT "$@" >>"$STATE/$name.log" 2>&1 </dev/null &
     echo $! >"$STATE/$name.pid"
 }
 

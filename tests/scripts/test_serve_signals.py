@@ -1,0 +1,52 @@
+"""The services scripts/serve.sh starts answer SIGINT. A background job of a script starts
+with SIGINT ignored, and Python keeps it ignored: the Prefect worker answers SIGTERM by
+sending itself SIGINT, so a plain `kill` of the worker left it running, taking flow runs."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+SERVE = Path(__file__).resolve().parents[2] / "scripts" / "serve.sh"
+
+
+def _start(state: Path, name: str, *command: str) -> int:
+    """serve.sh's own `start` function, run on its own; the PID it wrote."""
+    script = SERVE.read_text()
+    start = script[script.index("start() {") :]
+    start = start[: start.index("\n}\n") + 3]
+    subprocess.run(
+        ["bash", "-c", f'{start}STATE="$1"; shift; start "$@"', "-", str(state), name, *command],
+        check=True,
+        timeout=30,
+    )
+    return int((state / f"{name}.pid").read_text())
+
+
+def _ended_within(pid: int, seconds: float) -> bool:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return True
+        time.sleep(0.1)
+    return False
+
+
+def test_a_started_python_service_stops_on_sigint(tmp_path):
+    # given a Python program started as serve.sh starts its services
+    pid = _start(tmp_path, "probe", sys.executable, "-c", "import time; time.sleep(60)")
+    try:
+        time.sleep(1)  # past the exec, into Python
+        # when it gets SIGINT (what the worker sends itself on SIGTERM)
+        os.kill(pid, signal.SIGINT)
+        # then it stops
+        assert _ended_within(pid, 10), (tmp_path / "probe.log").read_text()
+    finally:
+        try:
+            os.killpg(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
