@@ -118,7 +118,8 @@ def stop_runs(client: httpx.Client, wait_s: float = WAIT_SECONDS, say=print) -> 
     if going:
         say(
             f"still running after {wait_s:.0f} s: {', '.join(describe(run) for run in going)};"
-            " the servers stop anyway (such a run fails once it finds them gone)"
+            " the worker and the servers stop anyway (Prefect's worker ends a run it started as"
+            " it stops, with SIGKILL; a run started elsewhere fails once it finds them gone)"
         )
     return going
 

@@ -129,6 +129,8 @@ def test_a_run_that_does_not_end_in_time_is_named_and_the_stop_goes_on(serve_api
         going = stop_runs.stop_runs(client, wait_s=0.2, say=said.append)
     assert [run["id"] for run in going] == ["a"]
     assert said[-1].startswith("still running after 0 s: run-a (a, Running)")
+    # and it says what becomes of it (the worker, which stops on SIGTERM, ends it)
+    assert "Prefect's worker ends a run it started" in said[-1]
 
 
 def test_nothing_in_progress_says_nothing(serve_api, quick):
