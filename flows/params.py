@@ -180,12 +180,19 @@ class PipelineParams(BaseModel):
         The CLI, a params file and Prefect (which validates a deployment run's
         parameters against this model) all report the same lines.
         """
-        try:
-            return handler(data)
-        except ValidationError as error:
-            from instructflow.flows.params_io import INVALID, explain
+        from instructflow.flows.params_exact import converted_values
+        from instructflow.flows.params_io import INVALID, explain, refused_value
 
-            raise PydanticCustomError(INVALID, "{lines}", {"lines": explain(error)}) from None
+        # a bool for a number, an infinity: pydantic converts or passes them (params_exact)
+        lines = [refused_value(loc, value) for loc, value in converted_values(cls, data)]
+        try:
+            params = handler(data)
+        except ValidationError as error:
+            lines += explain(error).splitlines()
+        if lines:  # once each: `true` for an integer >= 2 fails pydantic's bound too
+            text = "\n".join(dict.fromkeys(lines))
+            raise PydanticCustomError(INVALID, "{lines}", {"lines": text}) from None
+        return params
 
     @model_validator(mode="after")
     def _ppo_sizes_fit_a_rollout_batch(self) -> "PipelineParams":

@@ -136,10 +136,15 @@ def explain(error: ValidationError) -> str:
             fields = ", ".join(parent.get("properties", {}))
             lines.append(f"unknown field {dotted!r}; allowed fields here: {fields}")
             continue
-        node, _ = _field_schema(loc)
-        got = json.dumps(item.get("input"), default=str)
-        lines.append(f"{dotted} = {got} is not allowed; expected {allowed(node)}")
+        lines.append(refused_value(loc, item.get("input")))
     return "\n".join(lines)
+
+
+def refused_value(loc: tuple[str | int, ...], value: Any) -> str:
+    """`<dotted field> = <value> is not allowed; expected <what its schema allows>`."""
+    node, _ = _field_schema(loc)
+    dotted = ".".join(str(p) for p in loc) or "params"
+    return f"{dotted} = {json.dumps(value, default=str)} is not allowed; expected {allowed(node)}"
 
 
 def build_params(fields: dict) -> PipelineParams:

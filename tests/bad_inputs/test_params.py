@@ -16,6 +16,13 @@ CASES = [
     ("negative-lr", {"sft": {"lr": -1}}, ["sft.lr = -1", "a number > 0"]),
     ("bad-choice", {"profile": "huge"}, ['profile = "huge"', 'one of "smoke", "tiny", "small"']),
     ("not-an-object", {"ppo": 5}, ["ppo = 5", "an object with fields iterations"]),
+    # pydantic read `true` as 1 and ran one PPO iteration
+    ("bool-for-an-integer", {"ppo": {"iterations": True}}, ["ppo.iterations = true", "integer"]),
+    ("bool-for-a-number", {"sft": {"lr": False}}, ["sft.lr = false", "a number > 0"]),
+    # passed `> 0`, then PPO-ptx stopped on a NaN loss after every other stage had trained
+    ("infinite-lr", {"ppo": {"lr": float("inf")}}, ["ppo.lr = Infinity", "a number > 0"]),
+    ("infinite-optional", {"ppo": {"kl_budget": float("inf")}}, ["ppo.kl_budget = Infinity"]),
+    ("bool-in-an-optional-object", {"sft": {"lora": {"r": True}}}, ["sft.lora.r = true"]),
     ("fraction-above-one", {"ppo": {"gae_lambda": 1.5}}, ["ppo.gae_lambda = 1.5", "<= 1"]),
     ("no-processes", {"processes": 0}, ["processes = 0", "an integer >= 1"]),
     ("judge-batch", {"judge": {"batch_size": 0}}, ["judge.batch_size = 0", "an integer >= 1"]),
@@ -70,6 +77,20 @@ def test_bad_params_give_one_line_per_field_with_what_is_allowed(fields, expecte
     assert text.startswith("params: ")
     for words in expected:
         assert words in text
+
+
+def test_a_bool_for_an_integer_with_a_bound_is_named_once():
+    # given `true` for processes (>= 1 after pydantic reads it as 1) and for seed (>= 0)
+    # then each field gets one line, not one from each check
+    with pytest.raises(ParamsError) as caught:
+        build_params({"processes": True, "seed": True, "ppo": {"rollout_batch": True}})
+    lines = str(caught.value).splitlines()
+    assert len(lines) == len(set(lines)) >= 3, lines
+
+
+def test_a_bool_where_a_bool_belongs_and_finite_numbers_still_pass():
+    params = build_params({"ppo": {"adaptive_kl": True, "lr": 1e-5}, "seed": 3})
+    assert (params.ppo.adaptive_kl, params.ppo.lr, params.seed) == (True, 1e-5, 3)
 
 
 def test_two_bad_fields_give_two_lines():
