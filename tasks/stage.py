@@ -149,33 +149,46 @@ def _whole(file: Path) -> str:
     return digest.hexdigest()
 
 
+def _times(status: os.stat_result) -> str:
+    # The inode's change time as well as the modification time: a write always moves it,
+    # and nothing puts it back, while `cp -p`, `rsync -t` or `touch -r` put back a
+    # modification time (a bad copy made so, a byte changed mid-file, was served as done).
+    return f"{status.st_mtime_ns}:{status.st_ctime_ns}"
+
+
 def _fingerprint(file: Path) -> str:
-    """What OUTPUTS.json records of a file: size, modification time (ns), the sampled digest
-    and a digest of every byte."""
+    """What OUTPUTS.json records of a file: size, modification and change times (ns), the
+    sampled digest and a digest of every byte."""
     status = file.stat()
     size = status.st_size
-    return f"v2:{size}:{status.st_mtime_ns}:{_sampled(file, size)}:{_whole(file)}"
+    return f"v3:{size}:{_times(status)}:{_sampled(file, size)}:{_whole(file)}"
 
 
 def _unchanged(file: Path, recorded: str) -> tuple[bool, str]:
     """Whether `file` still holds what `recorded` (its _fingerprint) says, and the fingerprint
-    to keep (the recorded one, with the file's new time when only its time changed).
+    to keep (the recorded one, with the file's new times when only its times changed).
 
-    A file whose size and time are as recorded has not been written since (its
+    A file whose size and times are as recorded has not been written since (its
     sampled digest is checked as well); one written since is read whole, so a byte
     changed anywhere in it shows, while one copied or touched with the same bytes
-    still counts (and its new time is kept, so it is read whole once). A
-    fingerprint of the older form (size and sampled digest) is checked as it was.
+    still counts (and its new times are kept, so it is read whole once). A `v2`
+    fingerprint (no change time) is read whole once, then kept as `v3`; one of the
+    older form (size and sampled digest) is checked as it was.
     """
     status = file.stat()
-    if not recorded.startswith("v2:"):
+    if recorded.startswith("v2:"):
+        _, size, _, sampled, whole = recorded.split(":")
+        times = None
+    elif recorded.startswith("v3:"):
+        _, size, mtime_ns, ctime_ns, sampled, whole = recorded.split(":")
+        times = f"{mtime_ns}:{ctime_ns}"
+    else:
         return recorded == f"{status.st_size}:{_sampled(file, status.st_size)}", recorded
-    _, size, mtime_ns, sampled, whole = recorded.split(":")
     if status.st_size != int(size) or _sampled(file, status.st_size) != sampled:
         return False, recorded
-    if status.st_mtime_ns == int(mtime_ns):
+    if _times(status) == times:
         return True, recorded
-    return _whole(file) == whole, f"v2:{size}:{status.st_mtime_ns}:{sampled}:{whole}"
+    return _whole(file) == whole, f"v3:{size}:{_times(status)}:{sampled}:{whole}"
 
 
 def _outputs(out_dir: Path) -> dict[str, str]:

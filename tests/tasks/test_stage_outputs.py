@@ -70,6 +70,40 @@ def test_a_byte_changed_mid_file_makes_it_undone(tmp_path):
     assert changed_output(stage) == "model/model.safetensors changed since the stage wrote it"
 
 
+def test_a_byte_changed_mid_file_with_its_time_put_back_makes_it_undone(tmp_path):
+    # given a finished stage whose weights get a byte changed in the middle, and their
+    # modification time put back (`cp -p` or `rsync -t` of a bad copy, `touch -r`): the
+    # size, the time, the first and the last 64 KiB all as recorded
+    stage = _finished_stage(tmp_path / "sft-1")
+    weights = stage / "model" / "model.safetensors"
+    before = weights.stat()
+    with open(weights, "r+b") as handle:
+        handle.seek(128 * 1024)
+        handle.write(struct.pack("<f", 1.0))
+    os.utime(weights, ns=(before.st_atime_ns, before.st_mtime_ns))
+    assert weights.stat().st_mtime_ns == before.st_mtime_ns
+    # then the stage is no longer done, naming the file (it was served from the cache)
+    assert changed_output(stage) == "model/model.safetensors changed since the stage wrote it"
+
+
+def test_a_v2_manifest_is_read_whole_once_then_kept_with_change_times(tmp_path, monkeypatch):
+    # given a stage finished before change times were recorded (v2: size:mtime:...)
+    stage = _finished_stage(tmp_path / "sft-1")
+    manifest = stage / "OUTPUTS.json"
+    v2 = {}
+    for rel, v3 in json.loads(manifest.read_text()).items():
+        _, size, mtime, _ctime, sampled, whole = v3.split(":")
+        v2[rel] = f"v2:{size}:{mtime}:{sampled}:{whole}"
+    manifest.write_text(json.dumps(v2))
+    read_whole = []
+    real_whole = stage_module._whole
+    monkeypatch.setattr(stage_module, "_whole", lambda f: read_whole.append(f) or real_whole(f))
+    # then it is done, its files read whole once, and the manifest moves on to v3
+    assert changed_output(stage) is None and len(read_whole) == 2
+    assert all(v.startswith("v3:") for v in json.loads(manifest.read_text()).values())
+    assert changed_output(stage) is None and len(read_whole) == 2
+
+
 def test_the_same_bytes_written_again_still_count_and_are_read_whole_once(tmp_path, monkeypatch):
     # given a finished stage copied elsewhere (new times, the same bytes)
     stage = _finished_stage(tmp_path / "sft-1")
