@@ -93,7 +93,9 @@ def run_stage(
             stale, reason = _stale(out_dir, stale_because)
             state = _call(task, stage_name, stale, reason, out_dir, parent_run_id, kwargs)
     else:
-        state = _call(task, stage_name, stale, reason, out_dir, parent_run_id, kwargs)
+        state = _taken_from_folder(task, stage_name, key, out_dir)
+        if state is None:
+            state = _call(task, stage_name, stale, reason, out_dir, parent_run_id, kwargs)
     result = relocated(state.result(), out_dir)
     if state.name == "Cached":
         tags = tracking.cached_stage_tags(key, result.get("mlflow_run_id", ""))
@@ -139,6 +141,29 @@ def _stale(out_dir: Path, stale_because) -> tuple[bool, str | None]:
         reason = stale_because(done_result(out_dir))
         stale = reason is not None
     return stale, reason
+
+
+def _taken_from_folder(task, stage_name: str, key: str, out_dir: Path):
+    """A Cached state for a finished stage (its files as written) whose result Prefect's
+    store no longer holds (`runs/prefect-results/` deleted, or on another machine), from
+    the stage's own record (`DONE.json`); None while the store holds it. Called, the task
+    found no result and emptied the folder to compute it again: every stage trained anew.
+    The result is written back, so the next run is Prefect's own cache hit again."""
+    from prefect.results import get_result_store
+    from prefect.states import Completed
+
+    store = get_result_store().update_for_task(task)
+    if store.exists(key):
+        return None
+    result = done_result(out_dir)
+    try:
+        store.write(result, key=key)
+    except OSError:  # a read-only store: the folder serves the next run too
+        pass
+    get_run_logger().info(
+        "stage %s: Prefect's result store lost its result; taken from %s", stage_name, out_dir
+    )
+    return Completed(data=result, name="Cached")  # as Prefect names a cache hit
 
 
 def _call(task, stage_name: str, stale: bool, reason, out_dir: Path, parent_run_id, kwargs):

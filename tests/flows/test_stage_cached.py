@@ -53,6 +53,28 @@ def test_a_stage_served_from_the_cache_is_named_to_the_caller(
     assert again == {"evaluation"}
 
 
+def test_a_finished_stage_whose_prefect_result_is_gone_is_taken_from_its_folder(
+    prefect_harness, tmp_path, monkeypatch, no_mlflow
+):
+    from prefect.settings import PREFECT_LOCAL_STORAGE_PATH
+
+    use_project(monkeypatch, tmp_path)
+    CALLS.clear()
+    # given a stage computed by a first flow run
+    keys, first = keyed_run(str(tmp_path))
+    assert len(CALLS) == 1
+    # when Prefect's result store loses its result (runs/prefect-results/ deleted)
+    (Path(PREFECT_LOCAL_STORAGE_PATH.value()) / keys["evaluation"]).unlink()
+    # then the next run takes the finished folder as the result: not computed again (the
+    # task emptied the folder and trained once more), and named as served from a cache
+    assert one_run(str(tmp_path)) == {"evaluation"}
+    assert len(CALLS) == 1
+    # and the result is back in Prefect's store: the run after is Prefect's own cache hit
+    assert (Path(PREFECT_LOCAL_STORAGE_PATH.value()) / keys["evaluation"]).exists()
+    _, again = keyed_run(str(tmp_path))
+    assert again == first and len(CALLS) == 1
+
+
 def test_run_stage_gives_the_caller_each_stage_s_cache_key(
     prefect_harness, tmp_path, monkeypatch, no_mlflow
 ):
