@@ -209,10 +209,26 @@ def _write_manifest(out_dir: Path, outputs: dict[str, str]) -> None:
     tmp.replace(out_dir / OUTPUTS_MANIFEST)
 
 
+def _unreadable_record(record: Path) -> str | None:
+    """Why a stage's own record (DONE.json, OUTPUTS.json) cannot be read, or None (also when
+    absent). Both are renamed into place whole, but a power cut before the disk wrote them
+    can leave one empty: it failed every later run with a JSONDecodeError traceback."""
+    try:
+        loaded = json.loads(record.read_text())
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError) as error:
+        return f"{record.name} is unreadable ({type(error).__name__}: {error})"
+    return None if isinstance(loaded, dict) else f"{record.name} is unreadable (not an object)"
+
+
 def changed_output(out_dir: Path) -> str | None:
     """What of a finished stage's folder differs from when it finished ("model/model.safetensors
     is missing"), or None. A stage recorded before outputs were fingerprinted: None."""
     manifest = out_dir / OUTPUTS_MANIFEST
+    unreadable = _unreadable_record(out_dir / DONE_MARKER) or _unreadable_record(manifest)
+    if unreadable:
+        return unreadable
     if not manifest.exists():
         return None
     recorded = json.loads(manifest.read_text())

@@ -133,3 +133,14 @@ def test_an_older_manifest_is_checked_as_it_was_written(tmp_path):
     assert changed_output(stage) is None
     (stage / "model" / "config.json").write_text('{"n_embd": 65}')
     assert changed_output(stage) == "model/config.json changed since the stage wrote it"
+
+
+def test_an_empty_or_garbled_record_makes_it_undone_naming_the_record(tmp_path):
+    # given finished stages whose DONE.json or OUTPUTS.json a power cut left empty or cut
+    # (they failed every later run with a JSONDecodeError traceback)
+    for record, text in [("DONE.json", ""), ("OUTPUTS.json", ""), ("OUTPUTS.json", '{"mo')]:
+        stage = _finished_stage(tmp_path / f"sft-{record}-{len(text)}")
+        (stage / record).write_text(text)
+        # then the stage is not done, and the reason names the record
+        assert not is_done(stage)
+        assert changed_output(stage).startswith(f"{record} is unreadable (JSONDecodeError")
