@@ -46,17 +46,34 @@ def read_params_file(path: str | Path) -> dict:
     try:
         loaded = json.loads(str(path) if is_text else file.read_text(encoding="utf-8"))
     except FileNotFoundError:
-        raise ParamsError(f"{file}: no such params file") from None
+        raise ParamsError(_missing(path)) from None
     except json.JSONDecodeError as error:
         raise ParamsError(
             f"{name} line {error.lineno} column {error.colno}: not valid JSON ({error.msg})"
         ) from None
+    except UnicodeDecodeError as error:  # a UTF-16 file (Notepad's "Unicode"), say
+        raise ParamsError(
+            f"{file}: not UTF-8 text (byte 0x{error.object[error.start]:02x} at offset"
+            f" {error.start}); save it as UTF-8"
+        ) from None
+    except OSError as error:  # a folder, no permission
+        raise ParamsError(f"{file}: cannot read the params file ({error.strerror})") from None
     if not isinstance(loaded, dict):
         raise ParamsError(f"{name}: must hold a JSON object of PipelineParams fields")
     loaded = strip_comments(loaded)
     if set(loaded) == {"params"} and isinstance(loaded["params"], dict):
         return loaded["params"]  # the deployment form's shape
     return loaded
+
+
+def _missing(path: str | Path) -> str:
+    """A --params value that is no file: JSON other than an object (`[1, 2]`, `"x"`) is
+    named as such, not as a missing file."""
+    try:
+        json.loads(str(path))
+    except ValueError:
+        return f"{path}: no such params file"
+    return f"--params text {path}: must hold a JSON object of PipelineParams fields"
 
 
 def _field_schema(path: tuple[str | int, ...]) -> tuple[dict, dict]:

@@ -193,3 +193,22 @@ def test_a_rollout_batch_the_profile_s_minibatch_fits_in_is_accepted():
     # smoke's own rollout_batch was refused against tiny's minibatch_size (32)
     params = build_params({"profile": "smoke", "ppo": {"rollout_batch": 16}})
     assert (params.stage("ppo").rollout_batch, params.stage("ppo").minibatch_size) == (16, 8)
+
+
+def test_a_params_file_that_cannot_be_read_as_text_is_one_line(tmp_path):
+    # given a params file saved as UTF-16 (Notepad's "Unicode"), and a folder named as one
+    utf16 = tmp_path / "p.json"
+    utf16.write_text('{"seed": 1}', encoding="utf-16")
+    # then each is one line naming the file (they were UnicodeDecodeError and
+    # IsADirectoryError tracebacks)
+    with pytest.raises(ParamsError, match=r"p.json: not UTF-8 text \(byte 0xff at offset 0\)"):
+        read_params_file(utf16)
+    with pytest.raises(ParamsError, match=r": cannot read the params file \(Is a directory\)"):
+        read_params_file(tmp_path)
+
+
+@pytest.mark.parametrize("text", ["[1, 2]", '"x"', "3"])
+def test_json_text_other_than_an_object_is_named_so(text):
+    # it was refused as "no such params file"
+    with pytest.raises(ParamsError, match=r"must hold a JSON object of PipelineParams fields"):
+        read_params_file(text)
