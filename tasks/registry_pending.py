@@ -100,9 +100,11 @@ def mark_interrupted(client: MlflowClient, names: Iterable[str]) -> list[str]:
                 client.delete_registered_model_alias(name, "challenger")
             said.append(
                 # "writing", not "that registered it": a reused version is rewritten by
-                # a later run that trained the same weights again.
+                # a later run that trained the same weights again. "unless": that run
+                # completes it right after this line (it said "never champion").
                 f"{name} v{version}: the run writing it was stopped before it finished; "
-                f"marked interrupted (tag {WRITE_TAG}), never champion"
+                f"marked interrupted (tag {WRITE_TAG}): never champion unless a run that "
+                "trains the same weights again completes it"
             )
     return said
 

@@ -103,9 +103,11 @@ def test_a_killed_registry_write_is_marked_interrupted_at_the_next_stage(killed)
     # then it says so in one line per version
     assert said == [
         f"{POLICY} v2: the run writing it was stopped before it finished; "
-        "marked interrupted (tag registry_write), never champion",
+        "marked interrupted (tag registry_write): never champion unless a run that trains "
+        "the same weights again completes it",
         f"{RM} v2: the run writing it was stopped before it finished; "
-        "marked interrupted (tag registry_write), never champion",
+        "marked interrupted (tag registry_write): never champion unless a run that trains "
+        "the same weights again completes it",
     ]
     # and each version's tag and card say what happened
     for name in (POLICY, RM):
@@ -182,7 +184,8 @@ def test_a_reused_version_is_marked_while_its_tags_and_card_are_rewritten(client
     said = registry_pending.mark_interrupted(client, [POLICY, RM])
     assert said == [
         f"{RM} v1: the run writing it was stopped before it finished; "
-        "marked interrupted (tag registry_write), never champion"
+        "marked interrupted (tag registry_write): never champion unless a run that trains "
+        "the same weights again completes it"
     ]
     # and a run that completes the rewrite leaves it a normal version
     versions = registry.register_candidate(client, (POLICY, RM), dirs, {"seed": 1}, {}, {})
