@@ -99,19 +99,12 @@ def test_a_deployments_stage_runs_name_the_deployment_as_their_source(store, mon
     from instructflow.tasks import lifecycle
 
     # given a run of the deployment manual-run, which names it as its parent run's Source
-    # (Prefect's runtime reads the name from this variable first; the rest of start_run
-    # takes a liveness lock and clears a killed run's leftovers, beside the point here)
+    # (Prefect's runtime reads the name from this variable first)
     monkeypatch.setenv("PREFECT__RUNTIME__DEPLOYMENT__NAME", "manual-run")
-    live = {lifecycle.leftovers.TAG_TOKEN: "token"}
-    monkeypatch.setattr(lifecycle.leftovers, "register", lambda: live)
-    monkeypatch.setattr(lifecycle.leftovers, "reap_mlflow_runs", lambda *_: {})
-    monkeypatch.setattr(lifecycle, "ensure_limits", lambda: None)
-    monkeypatch.setattr(lifecycle.leftovers, "free_orphaned_slots", lambda *_: [])
-    monkeypatch.setattr(lifecycle.leftovers, "stop_orphaned_servers", lambda: [])
-    monkeypatch.setattr(lifecycle.server_priority, "yield_to_training", lambda: None)
-    monkeypatch.setattr(tracking, "_source", {}, raising=False)
+    _start_run_quietly(lifecycle, monkeypatch)
     tags = lifecycle.start_run("0", logger=None)
-    assert tags == live | {"mlflow.source.name": "Prefect deployment manual-run"}
+    token = {lifecycle.leftovers.TAG_TOKEN: "token"}
+    assert tags == token | {"mlflow.source.name": "Prefect deployment manual-run"}
     with mlflow.start_run(tags=tags) as parent:
         # when its stages run, in the flow's thread and in the second lane's
         with tracking.stage_run("sft", parent.info.run_id) as run:
@@ -124,7 +117,7 @@ def test_a_deployments_stage_runs_name_the_deployment_as_their_source(store, mon
     assert sources == {"Prefect deployment manual-run"}
     # and a run from the command line leaves the Source to MLflow again
     monkeypatch.delenv("PREFECT__RUNTIME__DEPLOYMENT__NAME")
-    assert lifecycle.start_run("0", logger=None) == live
+    assert lifecycle.start_run("0", logger=None) == token
     with tracking.stage_run("probe", None) as run:
         pass
     assert store.get_run(run.info.run_id).data.tags["mlflow.source.name"] != (
