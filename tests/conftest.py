@@ -447,6 +447,17 @@ class LiveStack:
         found.raise_for_status()
         return found.json()
 
+    def script(self, name: str) -> subprocess.CompletedProcess:
+        """scripts/<name> (serve.sh, stop.sh) run in the stack's checkout, as make runs it."""
+        return subprocess.run(
+            ["bash", f"scripts/{name}"],
+            cwd=self.checkout,
+            env=self.env,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+
     def stop(self) -> None:
         """scripts/stop.sh; then, whatever is left, by the PIDs in .serve/."""
         state = self.checkout / ".serve"

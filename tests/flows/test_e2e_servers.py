@@ -56,19 +56,10 @@ def test_serve_prints_the_urls_and_how_to_trigger_a_run(live_stack):
 
 
 def test_serve_is_idempotent(live_stack):
-    import subprocess
-
     # given the running stack
     pids = {f.name: f.read_text() for f in (live_stack.checkout / ".serve").glob("*.pid")}
     # when serve.sh runs again
-    again = subprocess.run(
-        ["bash", "scripts/serve.sh"],
-        cwd=live_stack.checkout,
-        env=live_stack.env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    again = live_stack.script("serve.sh")
     # then it says what already runs and starts nothing new
     assert again.returncode == 0, again.stdout + again.stderr
     assert "Prefect server already running" in again.stdout

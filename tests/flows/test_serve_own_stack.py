@@ -127,14 +127,7 @@ def test_make_serve_names_a_run_that_fell_due_while_it_was_down_and_the_worker_s
     created.raise_for_status()
     run_id = created.json()["id"]
     # when make serve runs again
-    again = subprocess.run(
-        ["bash", "scripts/serve.sh"],
-        cwd=own_stack.checkout,
-        env=own_stack.env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    again = own_stack.script("serve.sh")
     assert again.returncode == 0, again.stdout + again.stderr
     # then it names the late run, with the command that cancels it
     assert "fell due while the stack was down" in again.stdout, again.stdout
@@ -167,14 +160,7 @@ def test_make_stop_during_a_run_cancels_it_and_waits_for_it_to_end_interrupted(
     run_id = own_stack.run_deployment("rlhf_pipeline/manual-run", {"params": params})
     _wait_for_a_stage(own_stack, run_id)
     # when make stop runs
-    stopped = subprocess.run(
-        ["bash", "scripts/stop.sh"],
-        cwd=own_stack.checkout,
-        env=own_stack.env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    stopped = own_stack.script("stop.sh")
     out = stopped.stdout + stopped.stderr
     # then it named the run and waited for it to end Cancelled before it stopped the worker
     assert f"({run_id}, Running)" in out, out
