@@ -1,30 +1,14 @@
 """scripts/serve.sh keeps a restarted service's earlier log: after a worker that died
 (kill -9, OOM) is started again, its last lines are what explain the failed flow runs."""
 
-import subprocess
 from pathlib import Path
 
-SERVE = Path(__file__).resolve().parents[2] / "scripts" / "serve.sh"
+from tests.scripts.serve_start import run_start
 
 
 def _start(state: Path, name: str, *command: str) -> None:
     """serve.sh's own `start` function, run on its own with a stand-in command."""
-    script = SERVE.read_text()
-    start = script[script.index("start() {") :]
-    start = start[: start.index("\n}\n") + 3]
-    subprocess.run(
-        [
-            "bash",
-            "-c",
-            f'{start}STATE="$1"; shift; start "$@"; wait',
-            "-",
-            str(state),
-            name,
-            *command,
-        ],
-        check=True,
-        timeout=30,
-    )
+    run_start(state, name, *command, wait=True)
 
 
 def test_a_restarted_service_appends_to_its_log(tmp_path):

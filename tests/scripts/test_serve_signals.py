@@ -4,24 +4,16 @@ sending itself SIGINT, so a plain `kill` of the worker left it running, taking f
 
 import os
 import signal
-import subprocess
 import sys
 import time
 from pathlib import Path
 
-SERVE = Path(__file__).resolve().parents[2] / "scripts" / "serve.sh"
+from tests.scripts.serve_start import run_start
 
 
 def _start(state: Path, name: str, *command: str) -> int:
     """serve.sh's own `start` function, run on its own; the PID it wrote."""
-    script = SERVE.read_text()
-    start = script[script.index("start() {") :]
-    start = start[: start.index("\n}\n") + 3]
-    subprocess.run(
-        ["bash", "-c", f'{start}STATE="$1"; shift; start "$@"', "-", str(state), name, *command],
-        check=True,
-        timeout=30,
-    )
+    run_start(state, name, *command)
     return int((state / f"{name}.pid").read_text())
 
 
