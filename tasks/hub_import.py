@@ -3,8 +3,8 @@
 The Hub keeps a dataset as files per split: `data/train-00000-of-00002.parquet`
 (what `huggingface-cli download --repo-type dataset` leaves), `test.jsonl`, and
 names of its own (ultrafeedback_binarized: train_prefs, test_prefs, train_sft, ...).
-A dataset here is one file per table whose rows name their split (README, "Your
-own data"). `gather` reads every shard of every split in order, refuses a split
+A dataset here is one file per table whose rows name their split (docs/own-data.md).
+`gather` reads every shard of every split in order, refuses a split
 with a shard missing (half a table would train without a word), and writes
 `<out>/<table>.parquet` with a `split` column. A split named train, test,
 validation (valid, val, dev) keeps its name; any other needs a word from the user

@@ -174,7 +174,7 @@ def dropout_fields(config: Any) -> dict[str, float]:
 
 
 def dropout_differs(processes: int, config: Any) -> str | None:
-    """A warning when N processes will not compute what one does (README, Several
+    """A warning when N processes will not compute what one does (docs/scale.md, Several
     processes: "within float rounding"): with dropout each process draws its own masks for
     its shard of a batch, where one process draws one set for the whole batch."""
     dropout = dropout_fields(config)

@@ -128,13 +128,18 @@ def test_a_missing_overhead_file_says_not_measured(tmp_path):
 
 
 def test_times_outside_the_generated_tables_are_the_recorded_ones():
-    # a duration written by hand elsewhere in README or the Makefile must be one that
+    # a duration written by hand elsewhere in README, docs/ or the Makefile must be one that
     # bench/results/by_hand.json records (with its command and date)
     times = json.loads((REPO_ROOT / "bench" / "results" / "by_hand.json").read_text())["times"]
     recorded = {
         str(entry[key]) for entry in times.values() for key in entry if key.startswith("minutes")
     }
-    for name in ("README.md", "Makefile"):
+    pages = [
+        "README.md",
+        "Makefile",
+        *(f"docs/{p.name}" for p in (REPO_ROOT / "docs").glob("*.md")),
+    ]
+    for name in pages:
         prose = GENERATED.sub("", (REPO_ROOT / name).read_text())
         for match in MINUTES.finditer(prose):
             assert match.group(1) in recorded, f"{name}: {match.group(0)!r} has no source"
