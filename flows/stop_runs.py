@@ -11,6 +11,11 @@ both servers are still up: it names each run in progress, cancels it through the
 `status: interrupted`; the same run again resumes), and waits for it to end, at most
 WAIT_SECONDS, before the worker and the servers are stopped.
 
+A deployment's run that never started (Pending: claimed, no process of its own yet) ends only
+through a worker: with make serve's worker not running, its Cancelling stayed so and make stop
+waited the whole WAIT_SECONDS for it. Such a run is set Cancelled at once instead (what Prefect
+itself does for a Scheduled run with no infrastructure) and not waited for.
+
     python -m instructflow.flows.stop_runs STATE_DIR   # scripts/serve.sh's .serve/
 """
 
@@ -21,7 +26,7 @@ from pathlib import Path
 
 import httpx
 
-from instructflow.tasks.served_stack import PREFECT, command_line, served_pid
+from instructflow.tasks.served_stack import PREFECT, Service, command_line, served_pid
 
 IN_PROGRESS = ["PENDING", "RUNNING", "PAUSED", "CANCELLING"]
 FINAL = {"COMPLETED", "FAILED", "CANCELLED", "CRASHED"}
@@ -32,6 +37,8 @@ WAIT_SECONDS = 120.0  # a cancelled run stops within seconds (at most 8 s after 
 CRASHED_GRACE_SECONDS = 60.0
 POLL_SECONDS = 1.0
 MESSAGE = "cancelled by make stop (scripts/stop.sh): the servers it ran against are stopping"
+# scripts/serve.sh's worker: the one process that starts (and ends) the deployments' runs.
+WORKER = Service("Prefect worker", "worker.pid", "prefect worker start", "", "")
 
 
 def served_api_url(state_dir: Path) -> str | None:
@@ -69,6 +76,22 @@ def cancel(client: httpx.Client, run: dict) -> None:
     client.post(f"/flow_runs/{run['id']}/set_state", json={"state": state}).raise_for_status()
 
 
+def worker_running(state_dir: Path) -> bool:
+    return served_pid(WORKER, [state_dir]) is not None
+
+
+def never_started(run: dict) -> bool:
+    """A deployment's run no process runs yet: only a worker would start it, or end it."""
+    return bool(run.get("deployment_id")) and run.get("start_time") is None
+
+
+def cancel_now(client: httpx.Client, run: dict) -> None:
+    """Set the run Cancelled directly: there is no process to send SIGTERM to, nor a worker
+    to mark it Cancelled afterwards."""
+    state = {"type": "CANCELLED", "name": "Cancelled", "message": f"{MESSAGE} (it had not started)"}
+    client.post(f"/flow_runs/{run['id']}/set_state", json={"state": state}).raise_for_status()
+
+
 def state_of(client: httpx.Client, run_id: str) -> dict:
     try:
         found = client.get(f"/flow_runs/{run_id}")
@@ -101,12 +124,23 @@ def wait_for_ends(
     return going
 
 
-def stop_runs(client: httpx.Client, wait_s: float = WAIT_SECONDS, say=print) -> list[dict]:
-    """Cancel every flow run in progress and wait for them; the runs still going after wait_s."""
+def stop_runs(
+    client: httpx.Client, wait_s: float = WAIT_SECONDS, say=print, worker_up: bool = True
+) -> list[dict]:
+    """Cancel every flow run in progress and wait for those that end through a process; the
+    runs still going after wait_s. Without a worker (`worker_up` False) a deployment's run that
+    never started is cancelled outright: nothing would ever start it, or end its Cancelling."""
     runs = runs_in_progress(client)
     if not runs:
         return []
     say(f"flow runs in progress: {', '.join(describe(run) for run in runs)}")
+    stranded = [] if worker_up else [run for run in runs if never_started(run)]
+    for run in stranded:
+        cancel_now(client, run)
+        say(f"flow run {run['name']} cancelled: it had not started, and no worker runs to start it")
+    runs = [run for run in runs if run not in stranded]
+    if not runs:
+        return []
     say(
         "cancelling them, as a cancel from the Prefect UI does: each saves a checkpoint and ends"
         " `interrupted` (the same run again resumes from it);"
@@ -125,12 +159,13 @@ def stop_runs(client: httpx.Client, wait_s: float = WAIT_SECONDS, say=print) -> 
 
 
 def main(argv: list[str]) -> int:
-    url = served_api_url(Path(argv[0]))
+    state_dir = Path(argv[0])
+    url = served_api_url(state_dir)
     if url is None:  # no Prefect server of make serve's up: nothing can be asked or cancelled
         return 0
     try:
         with httpx.Client(base_url=url, timeout=30) as client:
-            stop_runs(client)
+            stop_runs(client, WAIT_SECONDS, worker_up=worker_running(state_dir))
     except httpx.HTTPError as error:
         print(f"could not ask {url} for the flow runs in progress ({error}); stopping anyway")
     return 0

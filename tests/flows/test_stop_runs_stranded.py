@@ -1,0 +1,118 @@
+"""`make stop` (flows/stop_runs.py) and a deployment's flow run that never started, against a
+real Prefect server of the module's own (runs other tests left in progress on a shared one
+would be waited for): with no worker running, nothing would ever start the run or end its
+Cancelling, so it is set Cancelled at once instead of waited for 120 s."""
+
+import contextlib
+import os
+import signal
+import subprocess
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from instructflow.flows import stop_runs
+from tests.conftest import REPO_ROOT, free_port
+
+
+def _stand_in(args: str) -> subprocess.Popen:
+    """A process whose command line is `args` (what make serve's PID files are checked for)."""
+    process = subprocess.Popen(
+        ["bash", "-c", f'exec -a "{args}" sleep 300'], start_new_session=True
+    )
+    threading.Thread(target=process.wait, daemon=True).start()  # reaped as soon as it ends
+    return process
+
+
+@pytest.fixture(scope="module")
+def prefect_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[int, str]]:
+    """`prefect server start` on a free loopback port with a fresh database: (pid, API URL)."""
+    home = tmp_path_factory.mktemp("prefect-home")
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
+    env |= {"PREFECT_HOME": str(home), "PREFECT_SERVER_ANALYTICS_ENABLED": "false"}
+    server = subprocess.Popen(
+        [REPO_ROOT / ".venv/bin/prefect", "server", "start", "--host", "127.0.0.1", "--port", str(port)],
+        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+    )  # fmt: skip
+    url = f"http://127.0.0.1:{port}/api"
+    try:
+        deadline = time.monotonic() + 180
+        while not _healthy(url):
+            assert server.poll() is None and time.monotonic() < deadline, "no Prefect server"
+            time.sleep(1)
+        yield server.pid, url
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(server.pid, signal.SIGKILL)
+        server.wait()
+
+
+def _healthy(url: str) -> bool:
+    try:
+        return httpx.get(f"{url}/health", timeout=5).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+@pytest.fixture
+def served_state(prefect_server, tmp_path: Path) -> Iterator[tuple[Path, httpx.Client]]:
+    """make serve's .serve/ naming that Prefect server (no worker.pid), and a client of it."""
+    pid, url = prefect_server
+    state = tmp_path / ".serve"
+    state.mkdir()
+    (state / "prefect-server.pid").write_text(str(pid))
+    with httpx.Client(base_url=url, timeout=30) as client:
+        yield state, client
+
+
+def _pending_deployment_run(client: httpx.Client) -> str:
+    """A deployment's flow run a worker claimed (Pending) and never started."""
+    flow = client.post("/flows/", json={"name": "stop-runs-stranded"}).json()
+    deployment = client.post("/deployments/", json={"name": "d", "flow_id": flow["id"]}).json()
+    run = client.post(f"/deployments/{deployment['id']}/create_flow_run", json={}).json()
+    pending = {"type": "PENDING", "name": "Pending"}
+    client.post(f"/flow_runs/{run['id']}/set_state", json={"state": pending}).raise_for_status()
+    return run["id"]
+
+
+def _state(client: httpx.Client, run_id: str) -> str:
+    return client.get(f"/flow_runs/{run_id}").json()["state"]["type"]
+
+
+def test_a_run_no_worker_can_start_is_cancelled_at_once(served_state, capsys):
+    state, client = served_state
+    # given a Pending deployment run, and no worker running (no worker.pid)
+    run_id = _pending_deployment_run(client)
+    # when make stop cancels the runs in progress
+    started = time.monotonic()
+    stop_runs.main([str(state)])
+    took = time.monotonic() - started
+    # then the run is Cancelled, without the wait for a run to end
+    assert _state(client, run_id) == "CANCELLED"
+    assert took < 20, f"make stop took {took:.0f} s"
+    assert "had not started, and no worker runs to start it" in capsys.readouterr().out
+
+
+def test_with_its_worker_running_a_pending_run_is_left_to_the_worker(
+    served_state, monkeypatch, capsys
+):
+    state, client = served_state
+    monkeypatch.setattr(stop_runs, "WAIT_SECONDS", 0.5)
+    worker = _stand_in("prefect worker start --pool instructflow-process")
+    (state / "worker.pid").write_text(str(worker.pid))
+    try:
+        # given a Pending deployment run, and make serve's worker up
+        run_id = _pending_deployment_run(client)
+        # when make stop cancels the runs in progress
+        stop_runs.main([str(state)])
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(worker.pid, signal.SIGKILL)
+    # then it is Cancelling, for the worker to end (as a cancel from the UI), and waited for
+    assert _state(client, run_id) == "CANCELLING"
+    assert "still running after 0 s" in capsys.readouterr().out
