@@ -16,12 +16,16 @@ through a worker: with make serve's worker not running, its Cancelling stayed so
 waited the whole WAIT_SECONDS for it. Such a run is set Cancelled at once instead (what Prefect
 itself does for a Scheduled run with no infrastructure) and not waited for.
 
+Each run's cancel is its own: one the API refuses is named with the answer, the others are
+cancelled still, and the exit status is then 1 (scripts/stop.sh stops everything, then fails).
+
     python -m instructflow.flows.stop_runs STATE_DIR   # scripts/serve.sh's .serve/
 """
 
 import re
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
@@ -124,38 +128,69 @@ def wait_for_ends(
     return going
 
 
+def reason(error: httpx.HTTPError) -> str:
+    """What the API answered, in one line (httpx's own message spans three)."""
+    if isinstance(error, httpx.HTTPStatusError):
+        answer = error.response
+        return f"{answer.status_code} {answer.reason_phrase}: {answer.text[:200]}".replace(
+            "\n", " "
+        )
+    return f"{type(error).__name__}: {error}".replace("\n", " ")
+
+
+def cancel_each(client: httpx.Client, runs: list[dict], how, say=print) -> list[dict]:
+    """Cancel each run with `how`; the runs the API refused, each said in one line. One run's
+    failure does not stop the others' cancels."""
+    failed = []
+    for run in runs:
+        try:
+            how(client, run)
+        except httpx.HTTPError as error:
+            say(f"could not cancel flow run {run['name']} ({run['id']}): {reason(error)}")
+            failed.append(run)
+    return failed
+
+
+@dataclass(frozen=True)
+class Stopped:
+    going: list[dict]  # cancelled, still not ended after the wait
+    failed: list[dict]  # their cancel failed: they may run on
+
+
 def stop_runs(
     client: httpx.Client, wait_s: float = WAIT_SECONDS, say=print, worker_up: bool = True
-) -> list[dict]:
-    """Cancel every flow run in progress and wait for those that end through a process; the
-    runs still going after wait_s. Without a worker (`worker_up` False) a deployment's run that
-    never started is cancelled outright: nothing would ever start it, or end its Cancelling."""
+) -> Stopped:
+    """Cancel every flow run in progress and wait for those that end through a process. Without
+    a worker (`worker_up` False) a deployment's run that never started is cancelled outright:
+    nothing would ever start it, or end its Cancelling."""
     runs = runs_in_progress(client)
     if not runs:
-        return []
+        return Stopped([], [])
     say(f"flow runs in progress: {', '.join(describe(run) for run in runs)}")
     stranded = [] if worker_up else [run for run in runs if never_started(run)]
+    failed = cancel_each(client, stranded, cancel_now, say)
     for run in stranded:
-        cancel_now(client, run)
-        say(f"flow run {run['name']} cancelled: it had not started, and no worker runs to start it")
+        if run not in failed:
+            say(
+                f"flow run {run['name']} cancelled: it had not started, and no worker runs to start it"
+            )
     runs = [run for run in runs if run not in stranded]
     if not runs:
-        return []
+        return Stopped([], failed)
     say(
         "cancelling them, as a cancel from the Prefect UI does: each saves a checkpoint and ends"
         " `interrupted` (the same run again resumes from it);"
         f" waiting up to {wait_s:.0f} s for them to end"
     )
-    for run in runs:
-        cancel(client, run)
-    going = wait_for_ends(client, runs, wait_s, say)
+    refused = cancel_each(client, runs, cancel, say)
+    going = wait_for_ends(client, [run for run in runs if run not in refused], wait_s, say)
     if going:
         say(
             f"still running after {wait_s:.0f} s: {', '.join(describe(run) for run in going)};"
             " the worker and the servers stop anyway (Prefect's worker ends a run it started as"
             " it stops, with SIGKILL; a run started elsewhere fails once it finds them gone)"
         )
-    return going
+    return Stopped(going, failed + refused)
 
 
 def main(argv: list[str]) -> int:
@@ -165,10 +200,12 @@ def main(argv: list[str]) -> int:
         return 0
     try:
         with httpx.Client(base_url=url, timeout=30) as client:
-            stop_runs(client, WAIT_SECONDS, worker_up=worker_running(state_dir))
+            stopped = stop_runs(client, WAIT_SECONDS, worker_up=worker_running(state_dir))
     except httpx.HTTPError as error:
         print(f"could not ask {url} for the flow runs in progress ({error}); stopping anyway")
-    return 0
+        return 0
+    # Non-zero (make stop still stops everything): a run whose cancel failed may run on.
+    return 1 if stopped.failed else 0
 
 
 if __name__ == "__main__":

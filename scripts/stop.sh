@@ -36,11 +36,15 @@ if ! compgen -G "$STATE/*.pid" >/dev/null; then
     echo "nothing to stop (no PID files in $STATE)"
     exit 0
 fi
+status=0
 if [[ -x "$BIN/python" ]]; then
-    "$BIN/python" -m instructflow.flows.stop_runs "$STATE"
+    # Exits 1 when a run's cancel failed (it names the run): everything is stopped anyway, and
+    # make stop then fails, for that run may go on.
+    "$BIN/python" -m instructflow.flows.stop_runs "$STATE" || status=$?
 else
     echo "no $BIN/python: flow runs in progress (if any) are not cancelled first" >&2
 fi
 stop worker
 stop mlflow
 stop prefect-server
+exit "$status"

@@ -25,13 +25,14 @@ class FakePrefect:
     """The flow runs a Prefect API holds; a cancelled run answers Crashed on the next
     `crashed_reads` reads of it, then Cancelled (never ends, with `never_ends`)."""
 
-    def __init__(self, runs: dict[str, str], crashed_reads: int = 2, never_ends=()):
+    def __init__(self, runs: dict[str, str], crashed_reads: int = 2, never_ends=(), refuses=()):
         self.states = {
             run_id: {"type": kind, "name": kind.title()} for run_id, kind in runs.items()
         }
         self.cancelled: dict[str, str] = {}  # run id -> the message it was cancelled with
         self.reads = {run_id: 0 for run_id in runs}
         self.crashed_reads, self.never_ends = crashed_reads, set(never_ends)
+        self.refuses = set(refuses)  # runs whose set_state answers 500
 
     def run(self, run_id: str) -> dict:
         return {"id": run_id, "name": f"run-{run_id}", "state": self.states[run_id]}
@@ -69,7 +70,9 @@ def _handler(api: FakePrefect):
             body = json.loads(self.rfile.read(int(self.headers["Content-Length"])) or b"{}")
             if self.path == "/api/flow_runs/filter":
                 self._answer(api.filter(body["flow_runs"]["state"]["type"]["any_"]))
-            else:  # /api/flow_runs/<id>/set_state
+            elif self.path.split("/")[3] in api.refuses:  # /api/flow_runs/<id>/set_state
+                self.send_error(500, "database is locked")
+            else:
                 api.set_state(self.path.split("/")[3], body["state"])
                 self._answer({"status": "ACCEPT"})
 
@@ -110,7 +113,7 @@ def test_runs_in_progress_are_named_cancelled_and_waited_for(serve_api, quick):
     said: list[str] = []
     # when make stop asks the API
     with httpx.Client(base_url=f"http://127.0.0.1:{port}/api") as client:
-        going = stop_runs.stop_runs(client, wait_s=30, say=said.append)
+        going = stop_runs.stop_runs(client, wait_s=30, say=said.append).going
     # then the two in progress were named and cancelled, the finished one left alone
     assert "run-a (a, Running)" in said[0] and "run-b (b, Paused)" in said[0]
     assert "run-c" not in said[0]
@@ -126,7 +129,7 @@ def test_a_run_that_does_not_end_in_time_is_named_and_the_stop_goes_on(serve_api
     port = serve_api(api)
     said: list[str] = []
     with httpx.Client(base_url=f"http://127.0.0.1:{port}/api") as client:
-        going = stop_runs.stop_runs(client, wait_s=0.2, say=said.append)
+        going = stop_runs.stop_runs(client, wait_s=0.2, say=said.append).going
     assert [run["id"] for run in going] == ["a"]
     assert said[-1].startswith("still running after 0 s: run-a (a, Running)")
     # and it says what becomes of it (the worker, which stops on SIGTERM, ends it)
@@ -137,8 +140,26 @@ def test_nothing_in_progress_says_nothing(serve_api, quick):
     port = serve_api(FakePrefect({"c": "COMPLETED"}))
     said: list[str] = []
     with httpx.Client(base_url=f"http://127.0.0.1:{port}/api") as client:
-        assert stop_runs.stop_runs(client, say=said.append) == []
+        assert stop_runs.stop_runs(client, say=said.append) == stop_runs.Stopped([], [])
     assert said == []
+
+
+def test_a_failed_cancel_is_named_and_the_other_runs_are_cancelled_still(serve_api, quick):
+    # given three runs in progress, and an API that refuses to cancel the first
+    api = FakePrefect({"a": "RUNNING", "b": "RUNNING", "c": "RUNNING"}, refuses={"a"})
+    port = serve_api(api)
+    said: list[str] = []
+    with httpx.Client(base_url=f"http://127.0.0.1:{port}/api") as client:
+        stopped = stop_runs.stop_runs(client, wait_s=30, say=said.append)
+    # then the other two were cancelled and waited for
+    assert set(api.cancelled) == {"b", "c"}
+    assert {"flow run run-b ended Cancelled", "flow run run-c ended Cancelled"} <= set(said)
+    # and the refused one is named, with the API's answer, in one line
+    refused = [line for line in said if line.startswith("could not cancel")]
+    assert len(refused) == 1 and "\n" not in refused[0]
+    assert refused[0].startswith("could not cancel flow run run-a (a): 500 ")
+    assert "database is locked" in refused[0]
+    assert [run["id"] for run in stopped.failed] == ["a"] and stopped.going == []
 
 
 def _stand_in_server(port: int) -> subprocess.Popen:
@@ -152,11 +173,8 @@ def _stand_in_server(port: int) -> subprocess.Popen:
     return server
 
 
-def test_make_stop_cancels_the_runs_in_progress_before_it_stops_the_servers(serve_api, tmp_path):
-    # given make serve's state: a Prefect server (a stand-in, on a stand-in API) with a run
-    api = FakePrefect({"a": "RUNNING"}, crashed_reads=0)
-    port = serve_api(api)
-    checkout = tmp_path / "checkout"
+def _make_stop(port: int, checkout: Path) -> subprocess.CompletedProcess:
+    """scripts/stop.sh in a checkout whose .serve/ names a stand-in Prefect server on `port`."""
     (checkout / "scripts").mkdir(parents=True)
     shutil.copy(REPO / "scripts" / "stop.sh", checkout / "scripts" / "stop.sh")
     (checkout / ".venv").symlink_to(REPO / ".venv")
@@ -164,15 +182,37 @@ def test_make_stop_cancels_the_runs_in_progress_before_it_stops_the_servers(serv
     server = _stand_in_server(port)
     try:
         (checkout / ".serve" / "prefect-server.pid").write_text(str(server.pid))
-        # when make stop runs
-        stopped = subprocess.run(
+        return subprocess.run(
             ["bash", "scripts/stop.sh"], cwd=checkout, capture_output=True, text=True, timeout=120
         )
     finally:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(server.pid, signal.SIGKILL)
+
+
+def test_make_stop_cancels_the_runs_in_progress_before_it_stops_the_servers(serve_api, tmp_path):
+    # given make serve's state: a Prefect server (a stand-in, on a stand-in API) with a run
+    api = FakePrefect({"a": "RUNNING"}, crashed_reads=0)
+    port = serve_api(api)
+    # when make stop runs
+    stopped = _make_stop(port, tmp_path / "checkout")
     out = stopped.stdout + stopped.stderr
     # then it named the run and cancelled it, waited for it, then stopped the server
     assert "flow runs in progress: run-a (a, Running)" in out, out
     assert set(api.cancelled) == {"a"}
     assert out.index("flow run run-a ended Cancelled") < out.index("stopping prefect-server")
+    assert stopped.returncode == 0, out
+
+
+def test_make_stop_fails_after_stopping_everything_when_a_cancel_failed(serve_api, tmp_path):
+    # given make serve's state with two runs, the first of which the API will not cancel
+    api = FakePrefect({"a": "RUNNING", "b": "RUNNING"}, crashed_reads=0, refuses={"a"})
+    port = serve_api(api)
+    # when make stop runs
+    stopped = _make_stop(port, tmp_path / "checkout")
+    out = stopped.stdout + stopped.stderr
+    # then the other run was cancelled, the server stopped anyway, and make stop failed
+    assert set(api.cancelled) == {"b"}
+    assert "could not cancel flow run run-a (a): 500" in out, out
+    assert "stopping prefect-server" in out
+    assert stopped.returncode != 0
