@@ -16,6 +16,9 @@ through a worker: with make serve's worker not running, its Cancelling stayed so
 waited the whole WAIT_SECONDS for it. Such a run is set Cancelled at once instead (what Prefect
 itself does for a Scheduled run with no infrastructure) and not waited for.
 
+Then the scheduled runs already late are cancelled, the schedules left as they are
+(flows/stop_scheduled.py).
+
 Each run's cancel is its own: one the API refuses is named with the answer, the others are
 cancelled still, and the exit status is then 1 (scripts/stop.sh stops everything, then fails).
 
@@ -30,6 +33,7 @@ from pathlib import Path
 
 import httpx
 
+from instructflow.flows.stop_scheduled import stop_scheduled
 from instructflow.tasks.served_stack import PREFECT, Service, command_line, served_pid
 
 IN_PROGRESS = ["PENDING", "RUNNING", "PAUSED", "CANCELLING"]
@@ -172,7 +176,8 @@ def stop_runs(
     for run in stranded:
         if run not in failed:
             say(
-                f"flow run {run['name']} cancelled: it had not started, and no worker runs to start it"
+                f"flow run {run['name']} cancelled:"
+                " it had not started, and no worker runs to start it"
             )
     runs = [run for run in runs if run not in stranded]
     if not runs:
@@ -198,14 +203,19 @@ def main(argv: list[str]) -> int:
     url = served_api_url(state_dir)
     if url is None:  # no Prefect server of make serve's up: nothing can be asked or cancelled
         return 0
-    try:
-        with httpx.Client(base_url=url, timeout=30) as client:
+    with httpx.Client(base_url=url, timeout=30) as client:
+        try:
             stopped = stop_runs(client, WAIT_SECONDS, worker_up=worker_running(state_dir))
-    except httpx.HTTPError as error:
-        print(f"could not ask {url} for the flow runs in progress ({error}); stopping anyway")
-        return 0
+        except httpx.HTTPError as error:
+            print(f"could not ask {url} for the flow runs in progress ({error}); stopping anyway")
+            return 0
+        try:
+            late_failed = stop_scheduled(client, cancel_each)
+        except httpx.HTTPError as error:
+            print(f"could not ask {url} for the late scheduled runs ({error}); stopping anyway")
+            late_failed = []
     # Non-zero (make stop still stops everything): a run whose cancel failed may run on.
-    return 1 if stopped.failed else 0
+    return 1 if stopped.failed or late_failed else 0
 
 
 if __name__ == "__main__":

@@ -4,6 +4,7 @@ would be waited for): with no worker running, nothing would ever start the run o
 Cancelling, so it is set Cancelled at once instead of waited for 120 s."""
 
 import contextlib
+import datetime
 import os
 import signal
 import subprocess
@@ -70,11 +71,29 @@ def served_state(prefect_server, tmp_path: Path) -> Iterator[tuple[Path, httpx.C
         yield state, client
 
 
+def _deployment_run(client: httpx.Client, state: dict | None = None) -> dict:
+    """A new flow run of a deployment 'scheduled-retrain' (Scheduled now, or `state`)."""
+    flow = client.post("/flows/", json={"name": "stop-runs-stranded"}).json()
+    deployment = client.post(
+        "/deployments/", json={"name": "scheduled-retrain", "flow_id": flow["id"]}
+    ).json()
+    created = client.post(
+        f"/deployments/{deployment['id']}/create_flow_run", json={"state": state} if state else {}
+    )
+    created.raise_for_status()
+    return created.json()
+
+
+def _scheduled_run(client: httpx.Client, due: datetime.datetime) -> str:
+    """A run a schedule made, due at `due`, nothing has started."""
+    details = {"scheduled_time": due.isoformat()}
+    state = {"type": "SCHEDULED", "name": "Scheduled", "state_details": details}
+    return _deployment_run(client, state)["id"]
+
+
 def _pending_deployment_run(client: httpx.Client) -> str:
     """A deployment's flow run a worker claimed (Pending) and never started."""
-    flow = client.post("/flows/", json={"name": "stop-runs-stranded"}).json()
-    deployment = client.post("/deployments/", json={"name": "d", "flow_id": flow["id"]}).json()
-    run = client.post(f"/deployments/{deployment['id']}/create_flow_run", json={}).json()
+    run = _deployment_run(client)
     pending = {"type": "PENDING", "name": "Pending"}
     client.post(f"/flow_runs/{run['id']}/set_state", json={"state": pending}).raise_for_status()
     return run["id"]
@@ -116,3 +135,21 @@ def test_with_its_worker_running_a_pending_run_is_left_to_the_worker(
     # then it is Cancelling, for the worker to end (as a cancel from the UI), and waited for
     assert _state(client, run_id) == "CANCELLING"
     assert "still running after 0 s" in capsys.readouterr().out
+
+
+def test_a_late_scheduled_run_is_cancelled_and_the_next_one_is_left_and_named(served_state, capsys):
+    state, client = served_state
+    now = datetime.datetime.now(datetime.UTC)
+    # given a scheduled run that fell due two days ago, nothing started it, and the next one
+    late = _scheduled_run(client, now - datetime.timedelta(days=2))
+    upcoming = _scheduled_run(client, now + datetime.timedelta(days=3))
+    # when make stop runs
+    assert stop_runs.main([str(state)]) == 0
+    out = capsys.readouterr().out
+    # then the late one is Cancelled (the next make serve would start it at once), and named
+    assert _state(client, late) == "CANCELLED"
+    assert "cancelled 1 late scheduled run(s)" in out and f"({late}, scheduled-retrain, due" in out
+    # and the schedule's next run is left as it is, and said, with what becomes of it
+    assert _state(client, upcoming) == "SCHEDULED"
+    assert "the next scheduled run is " in out and f"({upcoming}, scheduled-retrain, due" in out
+    assert "the next make serve starts it" in out
