@@ -31,6 +31,7 @@ from pathlib import Path
 import pytest
 
 from instructflow.tasks.env import apply_defaults
+from tests import leftover_stacks
 
 # Importing the project sets no environment variable; the tests run with what the
 # CLI sets (Prefect home and start-up timeout, HF_HUB_OFFLINE, no analytics: see
@@ -482,6 +483,8 @@ def served_stack(base: Path) -> Iterator[LiveStack]:
     if not (REPO_ROOT / ".git").exists():
         pytest.skip("needs a git checkout to copy")
     checkout = copy_checkout(base / "checkout")
+    # A later session stops it if this one is killed before `finally` (tests/leftover_stacks.py).
+    recorded = leftover_stacks.record(checkout / ".serve")
     prefect_port, mlflow_port = free_port(), free_port()
     env = {
         k: v
@@ -513,6 +516,7 @@ def served_stack(base: Path) -> Iterator[LiveStack]:
         yield stack
     finally:
         stack.stop()
+        leftover_stacks.forget(recorded)
 
 
 @pytest.fixture(scope="session")
@@ -687,6 +691,15 @@ def no_mlflow(monkeypatch):
     monkeypatch.setattr(stages.tracking.batched, "add_metrics", lambda *a, **k: None)
     monkeypatch.setattr(stages.tracking, "stage_run", lambda *a, **k: contextlib.nullcontext())
     monkeypatch.setattr(stages.tracking, "log_metrics", lambda *a, **k: None)
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    """Stop the serve stacks an earlier, killed pytest session left running (only those its
+    served_stack recorded: tests/leftover_stacks.py), before this session starts its own."""
+    reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+    for line in leftover_stacks.sweep():
+        if reporter is not None:
+            reporter.write_line(line)
 
 
 def pytest_unconfigure(config) -> None:
