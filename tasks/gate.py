@@ -5,7 +5,7 @@ to head on test users, judged by held-out labelers: the lower end of the win
 rate's 95% CI above 0.5 (plus the seed noise a sweep measured), without
 losing more than a margin of public-suite accuracy. On a dataset run the
 evidence is the held-out judge, acted on only when the judge is trustworthy.
-How the inputs are measured and where the decision is written: tasks/registry.py.
+How the inputs are measured: tasks/registry.py; where the decision is written: tasks/gate_record.py.
 """
 
 from dataclasses import asdict, dataclass, replace

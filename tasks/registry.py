@@ -20,30 +20,26 @@ last), and the next registry stage marks them interrupted (tasks/registry_pendin
 from dataclasses import asdict, replace
 from pathlib import Path
 
-import mlflow
 from mlflow import MlflowClient
 from prefect import task
-from prefect.artifacts import create_markdown_artifact
 
 from instructflow.models.lm import load_causal_lm
 from instructflow.models.tokenizer import tokenizer_digest
 from instructflow.tasks import gate_margin, registry_pending, storage_faults, tracking
 from instructflow.tasks.concurrency import registry_slot
 from instructflow.tasks.evaluation import EvalConfig, Policy, head_to_head
-from instructflow.tasks.gate import (
-    AliasEffect,
-    GateConfig,
-    GateDecision,
-    alias_effect,
-    decide,
-    decision_tags,
-    gate_markdown,
-    gate_summary,
-    rule_verdict,
+from instructflow.tasks.gate import GateConfig, GateDecision, alias_effect, decide
+from instructflow.tasks.gate_record import (  # re-exported: flows and tests call registry.<name>
+    APPROVAL_NOTE,  # noqa: F401
+    complete_and_promote,
+    gate_artifact,  # noqa: F401
+    record_decision,
+    record_gate,
+    republish_gate,  # noqa: F401
+    tag_parent_run,  # noqa: F401
 )
 from instructflow.tasks.model_card import (
-    describe_registered_model,
-    describe_reward_models,
+    describe_registered_model,  # noqa: F401  (re-exported: tests call registry.<name>)
     model_card,
     reward_model_card,
 )
@@ -53,7 +49,6 @@ from instructflow.tasks.registry_flavors import LOGGERS, create_version
 from instructflow.tasks.registry_lookup import (
     alias_version,  # noqa: F401  (re-exported: flows and tests call registry.<name>)
     champion_version,
-    make_champion,
     reconcile_champion,
     write_card,
 )
@@ -68,7 +63,8 @@ from instructflow.tasks.registry_weights import (
     weight_tags,
     weights_digest,
 )
-from instructflow.tasks.stage import import_closure_digest, mark_done, prefect_options
+from instructflow.tasks.stage import import_closure_digest, prefect_options
+from instructflow.tasks.tracked import finish_stage
 
 
 def _tag_values(tags: dict) -> dict[str, str]:
@@ -151,103 +147,57 @@ def registered_block(name: str, held: str | None, policy_dir: str) -> dict:
     return block | ({"note_registered": reuse_note(name, held, digest)} if held else {})
 
 
-# A passed gate whose run does not ask anyone: what a person does to promote it.
-APPROVAL_NOTE = "approval required: promote by hand (instructflow promote)"
-
-
-def record_decision(
+def judge_candidate(
     client: MlflowClient,
-    name: str,
-    version: str,
-    decision: GateDecision,
-    effect: AliasEffect,
-    evidence: str,
-    by: str = "gate",
-    approval_asked: bool = False,
-) -> GateDecision:
-    """Tag the version with the gate's decision and whose verdict it is (`evidence`: a tag
-    a later gate on other evidence overwrites), and make it champion if `effect` says so
-    (`by`: whose verdict moved it, the gate's or people's rankings: "human").
-
-    A passed gate awaiting approval says in its reason how to promote by hand, unless
-    `approval_asked`: the running flow asks a person on Prefect's form (flows/approval.py).
-    Returns the decision as tagged.
-    """
-    if effect.awaiting_approval and not approval_asked:
-        decision = replace(decision, reason=f"{decision.reason}; {APPROVAL_NOTE}")
-    for key, value in decision_tags(decision).items():
-        client.set_model_version_tag(name, version, key, value)
-    client.set_model_version_tag(name, version, "gate_evidence", evidence)
-    if effect.promote:
-        make_champion(client, name, version, by)
-    return decision
-
-
-def complete_and_promote(
-    client: MlflowClient, written: tuple[tuple[str, str], ...], promote: bool, by: str = "gate"
-) -> None:
-    """End a registry stage's writes: clear the being-written mark of the (name, version)s
-    in `written` (the policy's first), then move `champion` to the policy's version if
-    `promote`, so `champion` never points at a half-written version, and rewrite the
-    registered models' pages (where `champion` stands now; what the RMs hold, how to load)."""
-    registry_pending.finish(client, written)
-    (name, version), (rm_name, _) = written
-    if promote:
-        make_champion(client, name, version, by)
-    describe_reward_models(client, rm_name, name)
-    describe_registered_model(client, name)
-
-
-def record_gate(
-    model_name: str, versions: tuple[str, str], decision: GateDecision, gate: dict
-) -> dict[str, float]:
-    """The gate's figures and tags on the active (registry stage's) MLflow run, which logged
-    the versions' models, and its Prefect artifact `promotion-gate`: the
-    same for a run on the embedded world and one on a dataset. Returns the figures."""
-    policy_version, rm_version = versions
-    metrics = {
-        "registry/gate_win_rate": decision.win_rate,
-        "registry/gate_ci_low": decision.ci95[0],
-        "registry/gate_ci_high": decision.ci95[1],
-        "registry/promoted": float(gate["promoted"]),
+    model_name: str,
+    dirs: tuple[str, str],
+    profile_dir: str,
+    eval_cfg: EvalConfig,
+    cfg: GateConfig,
+    seed: int,
+) -> tuple[GateDecision, dict]:
+    """Play the candidate (`dirs`: its checkpoint, SFT's) against the champion or SFT and
+    decide, before anything is written: the decision, and the gate block's figures."""
+    policy_dir, sft_dir = dirs
+    incumbent, incumbent_name, note = choose_incumbent(client, model_name, policy_dir, sft_dir)
+    if note:
+        print(note, flush=True)
+    win_margin, margin_source = gate_margin.resolve(cfg.win_margin, cfg.win_margin_from)
+    match_cfg = eval_cfg.model_copy(update={"max_prompts": cfg.max_prompts})
+    challenger = Policy("challenger", Path(policy_dir))
+    match = head_to_head(challenger, incumbent, Path(profile_dir), match_cfg, seed)
+    win = match["win_rate"]
+    # decided once, by weight digest: the report records it for `eval import`'s regate
+    plays_itself = same_weights(policy_dir, incumbent.model_dir)
+    decision = decide(
+        win["mean"],
+        tuple(win["ci95"]),
+        match["public_challenger"],
+        match["public_incumbent"],
+        cfg.public_suite_margin,
+        incumbent_name,
+        win_margin,
+        plays_itself,
+    )
+    figures = {
+        "auto_promote": cfg.auto_promote,
+        "public_suite_margin": cfg.public_suite_margin,
+        "win_margin": win_margin,
+        "win_margin_source": margin_source,
+        "incumbent": incumbent_name,
+        "note": note,
+        "evidence": match["judged_by"],
+        "prompts": match["prompts"],
+        "win_rate": win,
+        "public_suite": {
+            "challenger": match["public_challenger"],
+            "incumbent": match["public_incumbent"],
+        },
+        "promote": decision.promote,
+        "reason": decision.reason,
+        "candidate_holds_incumbent_weights": plays_itself,
     }
-    tracking.log_metrics(metrics)  # no verdict (NaN: a dataset without one) is left out
-    mlflow.set_tags(
-        {
-            "policy_version": policy_version,
-            "reward_model_version": rm_version,
-            "gate_decision": rule_verdict(decision.promote),
-            "gate_incumbent": decision.incumbent,
-            "policy_registered": gate["registered"],
-            "policy_weights_digest": gate["weights_digest"],
-        }
-    )
-    gate_artifact(model_name, policy_version, decision, gate)
-    return metrics
-
-
-def gate_artifact(model_name: str, version: str, decision: GateDecision, gate: dict):
-    """The flow run's Prefect artifact `promotion-gate`: the gate's decision on `version`."""
-    create_markdown_artifact(
-        markdown=gate_markdown(model_name, version, decision, gate),
-        key="promotion-gate",
-        description=gate_summary(model_name, version, gate),
-    )
-
-
-def republish_gate(model_name: str, result: dict) -> None:
-    """The `promotion-gate` artifact of a registry stage Prefect served from its cache.
-
-    An artifact belongs to the flow run whose task made it, and a cached task runs nothing:
-    the re-run's flow run had none, while its report shows the gate block of the run before.
-    """
-    decision = GateDecision(**result["decision"])
-    gate_artifact(model_name, result["policy_version"], decision, result["gate"])
-
-
-def tag_parent_run(policy_version: str, passed: bool) -> None:
-    """The pipeline's parent run (the active run) names the version its gate judged."""
-    mlflow.set_tags({"policy_version": policy_version, "gate_decision": rule_verdict(passed)})
+    return decision, figures
 
 
 # --- Prefect wrapper ------------------------------------------------------------
@@ -284,7 +234,8 @@ def register_and_gate_task(
     """Judge the candidate against the champion (or SFT), then register it and record the gate.
 
     Nothing is written to the registry before the head-to-head has finished;
-    a failure while writing restores the versions and aliases found at the start.
+    a failure while writing, recording the gate or ending the stage's run restores the
+    versions and aliases found at the start: a stage that failed leaves no trace there.
     candidate_note: said on the card and in the gate block (PPO kept SFT's weights).
     judge_trusted, judge_trust_reason: the report's verdict on the held-out judge, said on
     the card beside the judge's figure (scalars: the stage's cache key holds them).
@@ -294,46 +245,12 @@ def register_and_gate_task(
     out.mkdir(parents=True, exist_ok=True)
     client = MlflowClient()
     with tracking.stage_run("registry", parent_run_id) as run, registry_slot():
-        incumbent, incumbent_name, note = choose_incumbent(client, model_name, policy_dir, sft_dir)
-        if note:
-            print(note, flush=True)
-        win_margin, margin_source = gate_margin.resolve(cfg.win_margin, cfg.win_margin_from)
-        match_cfg = eval_cfg.model_copy(update={"max_prompts": cfg.max_prompts})
-        challenger = Policy("challenger", Path(policy_dir))
-        match = head_to_head(challenger, incumbent, Path(profile_dir), match_cfg, seed)
-        win = match["win_rate"]
-        # decided once, by weight digest: the report records it for `eval import`'s regate
-        plays_itself = same_weights(policy_dir, incumbent.model_dir)
-        decision = decide(
-            win["mean"],
-            tuple(win["ci95"]),
-            match["public_challenger"],
-            match["public_incumbent"],
-            cfg.public_suite_margin,
-            incumbent_name,
-            win_margin,
-            plays_itself,
+        dirs = (policy_dir, sft_dir)
+        decision, figures = judge_candidate(
+            client, model_name, dirs, profile_dir, eval_cfg, cfg, seed
         )
-        gate = {
-            "model_name": model_name,
-            "candidate": candidate,
-            "auto_promote": cfg.auto_promote,
-            "public_suite_margin": cfg.public_suite_margin,
-            "win_margin": win_margin,
-            "win_margin_source": margin_source,
-            "incumbent": incumbent_name,
-            "note": note,
-            "evidence": match["judged_by"],
-            "prompts": match["prompts"],
-            "win_rate": win,
-            "public_suite": {
-                "challenger": match["public_challenger"],
-                "incumbent": match["public_incumbent"],
-            },
-            "promote": decision.promote,
-            "reason": decision.reason,
-            "candidate_holds_incumbent_weights": plays_itself,
-        } | ({"candidate_note": candidate_note} if candidate_note else {})
+        gate = {"model_name": model_name, "candidate": candidate} | figures
+        gate |= {"candidate_note": candidate_note} if candidate_note else {}
         _, tokenizer = load_causal_lm(policy_dir)
         lineage = lineage | {"tokenizer_digest": tokenizer_digest(tokenizer)}
 
@@ -383,18 +300,21 @@ def register_and_gate_task(
             )
             write_card(client, model_name, policy_version, card)  # with where champion is
             complete_and_promote(client, written, effect.promote)
+
+            metrics = record_gate(model_name, (policy_version, rm_version), decision, gate)
+            result = {
+                "policy_version": policy_version,
+                "reward_model_version": rm_version,
+                "decision": asdict(decision),
+                "gate": gate,
+                "champion": gate["champion"],
+                "mlflow_run_id": run.info.run_id,
+                "metrics": metrics,
+            }
+            # The run ends (a lost server waited for) before the stage is marked done, as
+            # every stage's (tasks/tracked.py): a marker beside a run left RUNNING would be
+            # taken for finished work while MLflow shows the stage still going.
+            return finish_stage(out, run.info.run_id, result)
         except BaseException as error:
             snapshot.restore_after(client, error)
             raise
-
-        metrics = record_gate(model_name, (policy_version, rm_version), decision, gate)
-        result = {
-            "policy_version": policy_version,
-            "reward_model_version": rm_version,
-            "decision": asdict(decision),
-            "gate": gate,
-            "champion": gate["champion"],
-            "mlflow_run_id": run.info.run_id,
-            "metrics": metrics,
-        }
-        return mark_done(out, result)
