@@ -31,7 +31,7 @@ from instructflow.tasks import (
 )
 from instructflow.tasks.concurrency import registry_slot
 from instructflow.tasks.evaluation import Policy, flat_metrics
-from instructflow.tasks.gate import alias_effect, judge_decision
+from instructflow.tasks.gate import alias_effect, base_model_caveat, judge_decision, with_caveat
 from instructflow.tasks.model_card import JUDGE_EVIDENCE, model_card
 from instructflow.tasks.model_lineage import lora_lineage, mismatch_lineage
 from instructflow.tasks.registry_snapshot import RegistrySnapshot
@@ -149,6 +149,8 @@ def register_and_gate(
         plays_itself = incumbent == "sft" and _holds_sft_weights(inputs)
         pairs = result["judge"]["test_pairs"]
         decision = judge_decision(win, accuracy, pairs, cfg, incumbent, plays_itself)
+        theirs = registry_rival.incumbent_base_model(client, policy_name, incumbent)
+        decision = with_caveat(decision, base_model_caveat(incumbent, theirs, params.base_model))
         effect = alias_effect(decision.promote, cfg.auto_promote, cfg.require_approval)
         held = registry.registered_version(client, policy_name, inputs.policy_dir)
         snapshot = RegistrySnapshot.take(client, [policy_name, rm_name])

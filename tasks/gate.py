@@ -122,6 +122,24 @@ def decide(
     )
 
 
+def base_model_caveat(incumbent: str, theirs: str | None, ours: str | None) -> str | None:
+    """One line when `incumbent` (a champion) was trained from another base model (`theirs`)
+    than the candidate (`ours`): a win over it compares two model families, not a run with
+    the version it would replace. None when they match, or when either is not recorded (SFT
+    shares the candidate's base; a version registered before base models were tagged)."""
+    if not theirs or not ours or theirs == ours:
+        return None
+    return (
+        f"not like for like: {incumbent} was trained from base model {theirs}, "
+        f"the candidate from {ours}"
+    )
+
+
+def with_caveat(decision: GateDecision, caveat: str | None) -> GateDecision:
+    """The decision with `caveat` said after its reason; its verdict stays the rule's."""
+    return replace(decision, reason=f"{decision.reason}; {caveat}") if caveat else decision
+
+
 def judge_decision(
     win: dict | None,
     judge_accuracy: float,

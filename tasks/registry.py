@@ -28,7 +28,14 @@ from instructflow.models.tokenizer import tokenizer_digest
 from instructflow.tasks import gate_margin, registry_pending, storage_faults, tracking
 from instructflow.tasks.concurrency import registry_slot
 from instructflow.tasks.evaluation import EvalConfig, Policy, head_to_head
-from instructflow.tasks.gate import GateConfig, GateDecision, alias_effect, decide
+from instructflow.tasks.gate import (
+    GateConfig,
+    GateDecision,
+    alias_effect,
+    base_model_caveat,
+    decide,
+    with_caveat,
+)
 from instructflow.tasks.gate_record import (  # re-exported: flows and tests call registry.<name>
     APPROVAL_NOTE,  # noqa: F401
     complete_and_promote,
@@ -52,7 +59,7 @@ from instructflow.tasks.registry_lookup import (
     reconcile_champion,
     write_card,
 )
-from instructflow.tasks.registry_rival import choose_incumbent
+from instructflow.tasks.registry_rival import choose_incumbent, incumbent_base_model
 from instructflow.tasks.registry_snapshot import RegistrySnapshot
 from instructflow.tasks.registry_weights import (
     card_source,
@@ -155,9 +162,12 @@ def judge_candidate(
     eval_cfg: EvalConfig,
     cfg: GateConfig,
     seed: int,
+    base_model: str | None = None,
 ) -> tuple[GateDecision, dict]:
     """Play the candidate (`dirs`: its checkpoint, SFT's) against the champion or SFT and
-    decide, before anything is written: the decision, and the gate block's figures."""
+    decide, before anything is written: the decision, and the gate block's figures.
+    `base_model`: the candidate's (its lineage tag), for the reason to say when the champion
+    was trained from another one."""
     policy_dir, sft_dir = dirs
     incumbent, incumbent_name, note = choose_incumbent(client, model_name, policy_dir, sft_dir)
     if note:
@@ -179,6 +189,8 @@ def judge_candidate(
         win_margin,
         plays_itself,
     )
+    theirs = incumbent_base_model(client, model_name, incumbent_name)
+    decision = with_caveat(decision, base_model_caveat(incumbent_name, theirs, base_model))
     figures = {
         "auto_promote": cfg.auto_promote,
         "public_suite_margin": cfg.public_suite_margin,
@@ -247,7 +259,7 @@ def register_and_gate_task(
     with tracking.stage_run("registry", parent_run_id) as run, registry_slot():
         dirs = (policy_dir, sft_dir)
         decision, figures = judge_candidate(
-            client, model_name, dirs, profile_dir, eval_cfg, cfg, seed
+            client, model_name, dirs, profile_dir, eval_cfg, cfg, seed, lineage.get("base_model")
         )
         gate = {"model_name": model_name, "candidate": candidate} | figures
         gate |= {"candidate_note": candidate_note} if candidate_note else {}

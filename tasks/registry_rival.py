@@ -94,3 +94,13 @@ def choose_incumbent(
         note = f"{name} v{champion} (champion) cannot be compared: {reason}; the gate played sft"
         return Policy("sft", Path(sft_dir)), "sft", note
     return Policy("champion", Path(path)), f"champion v{champion}", None
+
+
+def incumbent_base_model(client: MlflowClient, name: str, incumbent: str) -> str | None:
+    """The base model the gate's `incumbent` was trained from, as its version's tags record it
+    (tag `base_model`); None for SFT (the candidate's own base) or a version without the tag.
+    `incumbent`: "champion vN" or "sft", as choose_incumbent names it."""
+    if not incumbent.startswith("champion v"):
+        return None
+    version = incumbent.removeprefix("champion v")
+    return client.get_model_version(name, version).tags.get("base_model")

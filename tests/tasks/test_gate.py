@@ -143,3 +143,27 @@ def test_the_runs_gate_decision_tag_says_whether_the_rule_passed_not_that_champi
     # (with approval required, or auto_promote off, a passed gate leaves champion where it was:
     # the tag said "promoted" all the same)
     assert (rule_verdict(True), rule_verdict(False)) == ("passed", "rejected")
+
+
+def test_a_champion_from_another_base_model_is_named_in_the_reason_the_verdict_unchanged():
+    from instructflow.tasks.gate import base_model_caveat, with_caveat
+
+    # given a passed gate against champion v3, trained from another base than the candidate
+    decision = decide(0.7, (0.6, 0.8), 0.42, 0.40, 0.02, "champion v3")
+    caveat = base_model_caveat("champion v3", "gpt2-medium", "gpt2")
+    # then the reason says so after the rule's own words, naming both; the verdict stands
+    said = with_caveat(decision, caveat)
+    assert said.reason == (
+        f"{decision.reason}; not like for like: champion v3 was trained from base model "
+        "gpt2-medium, the candidate from gpt2"
+    )
+    assert said.promote and said.win_rate == decision.win_rate
+
+
+@pytest.mark.parametrize(("theirs", "ours"), [("gpt2", "gpt2"), (None, "gpt2"), ("gpt2", None)])
+def test_a_champion_of_the_same_or_an_unrecorded_base_model_adds_nothing(theirs, ours):
+    from instructflow.tasks.gate import base_model_caveat, with_caveat
+
+    decision = decide(0.45, (0.38, 0.53), 0.24, 0.24, 0.02, "champion v3")
+    assert base_model_caveat("champion v3", theirs, ours) is None
+    assert with_caveat(decision, None) == decision

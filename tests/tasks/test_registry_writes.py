@@ -35,7 +35,7 @@ class Gate:
         self.client = MlflowClient()
         self.calls = 0
 
-    def run(self, policy_dir: Path, cfg: GateConfig | None = None) -> dict:
+    def run(self, policy_dir: Path, cfg: GateConfig | None = None, lineage=None) -> dict:
         self.calls += 1
         with mlflow.start_run(run_name=f"parent-{self.calls}") as parent:
             return registry.register_and_gate_task.fn(
@@ -48,7 +48,7 @@ class Gate:
                 cfg=cfg or GateConfig(max_prompts=12),
                 model_name=POLICY,
                 reward_model_name=RM,
-                lineage={"profile": "smoke", "dvc_data_md5": "test"},
+                lineage=lineage or {"profile": "smoke", "dvc_data_md5": "test"},
                 policy_metrics={},
                 rm_metrics={},
                 seed=0,
@@ -114,6 +114,30 @@ def test_a_champion_from_another_tokenizer_is_played_as_text(gate, tmp_path):
         assert version.tags.get(tag), tag
     assert version.tags["gate_evidence"] == result["gate"]["evidence"] == "held-out labelers"
     assert "played: champion v1" in version.description
+
+
+def test_a_champion_from_another_base_model_is_said_to_be_no_like_for_like_rival(gate, tmp_path):
+    from instructflow.tasks.gate import GateDecision, gate_markdown
+
+    # given champion v1 trained from the embedded GPT-2, and a candidate from another base
+    gate.client.set_model_version_tag(POLICY, "1", "base_model", "embedded GPT-2 (smoke)")
+    candidate = _foreign_policy(tmp_path / "foreign", gate.profile_dir)
+    lineage = {"profile": "smoke", "dvc_data_md5": "test", "base_model": "foreign-lm"}
+    # when the gate plays them
+    result = gate.run(candidate, lineage=lineage)
+    # then its decision says, in one line naming both, that they are not like for like
+    line = (
+        "not like for like: champion v1 was trained from base model embedded GPT-2 (smoke), "
+        "the candidate from foreign-lm"
+    )
+    reason = result["decision"]["reason"]
+    assert reason.endswith(f"; {line}") and "\n" not in reason
+    assert result["gate"]["reason"] == reason
+    version = gate.client.get_model_version(POLICY, result["policy_version"])
+    assert version.tags["gate_reason"] == reason
+    # and the promotion-gate artifact words it so
+    decision = GateDecision(**result["decision"])
+    assert f"- reason: {reason}\n" in gate_markdown(POLICY, "2", decision, result["gate"])
 
 
 def test_a_champion_that_cannot_be_loaded_is_skipped_with_its_reason(gate, tmp_path):
