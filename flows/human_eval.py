@@ -30,7 +30,7 @@ from instructflow.tasks import (
     tracking,
 )
 from instructflow.tasks.evaluation import EvalConfig, Policy, sample
-from instructflow.tasks.gate import alias_effect, decide
+from instructflow.tasks.gate import alias_effect, base_model_caveat, decide, with_caveat
 from instructflow.tasks.model_card import describe_registered_model, with_human_verdict
 from instructflow.tasks.paths import reports_dir
 from instructflow.tasks.stats import mean_with_ci
@@ -127,6 +127,10 @@ def _regate(client: MlflowClient, gate: dict, labels: dict, key: dict) -> dict:
         same_weights=plays_itself,
     )
     name, version = gate["model_name"], gate["policy_version"]
+    # people compared the two families the automatic gate did: its caveat still holds
+    theirs = registry_rival.incumbent_base_model(client, name, rival)
+    ours = client.get_model_version(name, version).tags.get("base_model")
+    decision = with_caveat(decision, base_model_caveat(rival, theirs, ours))
     now, left = registry.champion_version(client, name), gate.get("champion")
     # People judged the candidate against the rival of the run's gate: if `champion` has
     # moved since (a later run, a manual promotion), that evidence says nothing about the

@@ -8,6 +8,8 @@ from pathlib import Path
 
 import mlflow
 from mlflow import MlflowClient
+from mlflow.exceptions import MlflowException
+from mlflow.protos.databricks_pb2 import RESOURCE_DOES_NOT_EXIST, ErrorCode
 
 from instructflow.models.lm import load_causal_lm
 from instructflow.tasks.evaluation import Policy
@@ -103,4 +105,9 @@ def incumbent_base_model(client: MlflowClient, name: str, incumbent: str) -> str
     if not incumbent.startswith("champion v"):
         return None
     version = incumbent.removeprefix("champion v")
-    return client.get_model_version(name, version).tags.get("base_model")
+    try:
+        return client.get_model_version(name, version).tags.get("base_model")
+    except MlflowException as error:
+        if error.error_code != ErrorCode.Name(RESOURCE_DOES_NOT_EXIST):
+            raise  # a lost server is no missing version
+        return None  # deleted since it was played (`eval import` long after its run)
