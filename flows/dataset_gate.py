@@ -186,11 +186,14 @@ def register_and_gate(
             registry_lookup.write_card(client, policy_name, version, card)
             written = ((policy_name, version), (rm_name, rm_version))
             registry.complete_and_promote(client, written, effect.promote)
+            # The run that logged the versions shows the gate, as the embedded world's does;
+            # it ends here (a lost server waited for), so that a failure in either puts the
+            # registry back rather than leave versions of a stage that failed.
+            registry.record_gate(policy_name, (version, rm_version), decision, gate)
+            tracking.end_finished_run(run.info.run_id)
         except BaseException as error:
             snapshot.restore_after(client, error)
             raise
-        # The run that logged the versions shows the gate, as the embedded world's does.
-        registry.record_gate(policy_name, (version, rm_version), decision, gate)
     return gate, run
 
 

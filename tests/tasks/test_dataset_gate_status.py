@@ -6,12 +6,14 @@ from dataclasses import replace
 from pathlib import Path
 
 import mlflow
+import pytest
 from mlflow import MlflowClient
 
 from instructflow.flows import dataset_gate
 from instructflow.flows.params import PipelineParams
-from instructflow.tasks import registry, tracking
+from instructflow.tasks import outages, registry, tracking
 from tests.conftest import use_project
+from tests.tasks.test_lost_tracking_server import Server
 
 NOTE = "ppo kept its starting weights (SFT's): ..."
 
@@ -191,3 +193,60 @@ def test_a_candidate_with_sfts_own_weights_is_not_promoted_on_a_lucky_judge_verd
     # and the same verdict for weights other than SFT's promotes (the RM's stand in for them)
     other = gate_of(replace(inputs, sft_dir=str(tiny_dirs[1])))
     assert other["promote"] and other["candidate_holds_incumbent_weights"] is False
+
+
+def _result(run_id: str) -> dict:
+    return {
+        "run": {
+            "mlflow_run_id": run_id,
+            "git_commit": "cafe",
+            "prefect_flow_run_id": "7f0c",
+            "dvc_data_md5": "0123abcd",
+        },
+        "dataset": {"tables": {}, "split_rule": "user_id"},
+        "policies": {"ppo": {"win_rate_vs_sft": {"mean": 0.5, "ci95": [0.4, 0.6]}}},
+        "judge": {"accuracy_heldout_pairs": 0.9, "test_pairs": 200},
+        "reward_model": {},
+    }
+
+
+def test_a_dataset_gate_that_fails_recording_its_decision_leaves_the_registry_as_found(
+    tiny_dirs, tmp_path, monkeypatch
+):
+    # given an empty registry, and the gate's figures failing to reach the stage's run
+    params, inputs = _dataset_run(tiny_dirs, tmp_path, monkeypatch)
+
+    def fails(*_args, **_kwargs):
+        raise RuntimeError("the store refused the gate's figures")
+
+    monkeypatch.setattr(registry, "record_gate", fails)
+    # when the registry stage runs, it fails
+    with mlflow.start_run(run_name="parent") as parent:
+        with pytest.raises(RuntimeError, match="refused the gate's figures"):
+            dataset_gate.register_and_gate(params, _result(parent.info.run_id), inputs)
+    # then no version of the failed stage is left behind
+    assert MlflowClient().search_model_versions() == []
+
+
+def test_a_server_lost_as_the_dataset_gate_ends_its_run_is_waited_for(
+    tiny_dirs, tmp_path, monkeypatch
+):
+    # given a tracking server that goes away as the registry stage's run ends, back soon after
+    params, inputs = _dataset_run(tiny_dirs, tmp_path, monkeypatch)
+    server = Server(monkeypatch)
+    real = registry.record_gate
+
+    def record_then_lose(*args, **kwargs):
+        metrics = real(*args, **kwargs)
+        server.lost_as_a_run_ends, server.back_after_probes = True, server.probes + 2
+        return metrics
+
+    monkeypatch.setattr(registry, "record_gate", record_then_lose)
+    monkeypatch.setattr(outages, "OUTAGE_WAIT_SECONDS", 60.0)
+    # when the registry stage runs
+    with mlflow.start_run(run_name="parent") as parent:
+        gate, gate_run = dataset_gate.register_and_gate(params, _result(parent.info.run_id), inputs)
+    # then its end waited for the server: the run is FINISHED and the version stays
+    client = MlflowClient()
+    assert client.get_run(gate_run.info.run_id).info.status == "FINISHED"
+    assert client.get_model_version(gate["model_name"], gate["policy_version"])
