@@ -24,7 +24,7 @@ def _safe_folder_name(name: str) -> str:
 
 class RegistryLookupError(ValueError):
     """A registered model, version or alias that is not there, said with what is
-    (tasks/registry.py find_version)."""
+    (tasks/registry_lookup.py find_version)."""
 
 
 class RegistryConfig(BaseModel):
