@@ -22,7 +22,7 @@ import pandas as pd
 from prefect import task
 
 from instructflow.tasks import data_version, tracking
-from instructflow.tasks.stage import import_closure_digest, mark_done, prefect_options
+from instructflow.tasks.stage import import_closure_digest, prefect_options
 from instructflow.tasks.tables import (
     TableError,
     check_user_splits,
@@ -272,5 +272,6 @@ def validate_data_task(profile_dir: str, md5: str, out_dir: str, parent_run_id: 
         tracking.log_tables([(*t, md5[:32], t[2].split("/")[0]) for t in tables])
         mlflow.log_dict(asdict(summary), "data_summary.json")
         result = asdict(summary) | {"mlflow_run_id": run.info.run_id, "metrics": metrics}
-    Path(out_dir).mkdir(parents=True, exist_ok=True)
-    return mark_done(Path(out_dir), result)
+        Path(out_dir).mkdir(parents=True, exist_ok=True)
+        # its run ended first (a lost server waited for), as every stage's (tasks/tracked.py)
+        return tracking.finish_stage(Path(out_dir), run.info.run_id, result)

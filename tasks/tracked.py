@@ -25,7 +25,8 @@ import mlflow
 from instructflow.models.numeric import in_stage
 from instructflow.tasks import checkpoints, tracking
 from instructflow.tasks.concurrency import training_slot
-from instructflow.tasks.stage import fresh_output_dir, mark_done
+from instructflow.tasks.stage import fresh_output_dir
+from instructflow.tasks.tracking import finish_stage
 
 ADAPTER = "adapter"
 """Where a LoRA stage saves its adapter and config, beside the merged model/."""
@@ -68,18 +69,6 @@ class TrackedStage:
         tracking.log_final_metrics(run_id, metrics)
         result = {**outputs, "mlflow_run_id": run_id, "metrics": metrics}
         return finish_stage(self.out, run_id, result)
-
-
-def finish_stage(out: Path, run_id: str, result: dict) -> dict:
-    """End the stage's active run FINISHED (a lost server waited for), then mark the stage
-    done with `result`; a marker that cannot be written leaves the run FAILED (KILLED for a
-    signal), so a FINISHED run and a done stage go together."""
-    tracking.end_finished_run(run_id)
-    try:
-        return mark_done(out, result)
-    except BaseException as error:
-        tracking.end_unfinished_run(run_id, error)
-        raise
 
 
 @contextmanager

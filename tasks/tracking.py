@@ -25,6 +25,7 @@ from instructflow.tasks import outages
 from instructflow.tasks.batched_log import BatchedLog
 from instructflow.tasks.paths import mlflow_dir
 from instructflow.tasks.progress import Progress
+from instructflow.tasks.stage import mark_done
 from instructflow.tasks.stage_notes import with_stage_note
 from instructflow.tasks.storage_faults import is_storage_fault
 
@@ -280,6 +281,18 @@ def end_unfinished_run(run_id: str, error: BaseException) -> None:
         MlflowClient().set_terminated(run_id, "KILLED" if is_interrupt(error) else "FAILED")
     except Exception as store_error:
         print(f"warning: run {run_id} stays FINISHED in MLflow: {store_error}", flush=True)
+
+
+def finish_stage(out: Path, run_id: str, result: dict) -> dict:
+    """End the stage's active run FINISHED (a lost server waited for), then mark the stage
+    done with `result`; a marker that cannot be written leaves the run FAILED (KILLED for a
+    signal), so a FINISHED run and a done stage go together."""
+    end_finished_run(run_id)
+    try:
+        return mark_done(out, result)
+    except BaseException as error:
+        end_unfinished_run(run_id, error)
+        raise
 
 
 def _finite(metrics: dict[str, float]) -> dict[str, float]:

@@ -7,6 +7,7 @@ import threading
 import time
 import urllib.request
 
+import mlflow
 import pytest
 from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
@@ -196,13 +197,11 @@ def test_a_stage_that_cannot_be_marked_done_leaves_its_run_failed_not_finished(
 ):
     import errno
 
-    from instructflow.tasks import tracked
-
     # given a disk that fills up as the stage writes its done marker, its run already ended
     def full_disk(_out, _result):
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr(tracked, "mark_done", full_disk)
+    monkeypatch.setattr(tracking, "mark_done", full_disk)
     with pytest.raises(OSError, match="No space left"):
         with tracked_stage("judge", tmp_path / "out", None, {}) as stage:
             run_id = stage.run.info.run_id
@@ -248,13 +247,11 @@ def test_a_signal_as_a_stage_is_marked_done_kills_its_run_not_the_pipelines(
 ):
     import mlflow
 
-    from instructflow.tasks import tracked
-
     # given Ctrl-C as the stage writes its done marker, its own run already ended
     def interrupted(_out, _result):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(tracked, "mark_done", interrupted)
+    monkeypatch.setattr(tracking, "mark_done", interrupted)
     tracking.setup()
     with mlflow.start_run() as parent:
         with pytest.raises(KeyboardInterrupt):
@@ -358,3 +355,59 @@ def test_a_finished_runs_report_waits_for_its_lost_server_before_it_is_logged(
     assert server.probes >= 2
     logged = {a.path for a in store.list_artifacts(run.info.run_id, "report")}
     assert logged == {"report/report.json", "report/report.md"}
+
+
+def test_the_data_stage_waits_for_a_server_lost_as_its_run_ends_then_is_done(
+    store, generated_root, tmp_path, monkeypatch
+):
+    from instructflow.tasks import data
+    from instructflow.tasks.stage import is_done
+
+    # given a tracking server that goes away as the data stage ends its run, back soon after
+    tracking.setup()
+    server = Server(monkeypatch)
+    monkeypatch.setattr(outages, "OUTAGE_WAIT_SECONDS", 60.0)
+    real = tracking.log_tables
+
+    def log_then_lose(*args, **kwargs):
+        real(*args, **kwargs)
+        server.lost_as_a_run_ends, server.back_after_probes = True, server.probes + 2
+
+    monkeypatch.setattr(tracking, "log_tables", log_then_lose)
+    out = tmp_path / "runs" / "data"
+    # when the stage runs
+    with mlflow.start_run() as parent:
+        result = data.validate_data_task.fn(
+            str(generated_root / "data" / "smoke"), "abc.dir", str(out), parent.info.run_id
+        )
+    # then its end waited: the run is FINISHED and the stage done
+    assert store.get_run(result["mlflow_run_id"]).info.status == "FINISHED"
+    assert is_done(out)
+
+
+def test_a_data_stage_whose_run_cannot_be_ended_is_not_marked_done(
+    store, generated_root, tmp_path, monkeypatch
+):
+    from instructflow.tasks import data
+
+    # given a tracking server that goes away for good as the data stage ends its run
+    tracking.setup()
+    server = Server(monkeypatch)
+    monkeypatch.setattr(outages, "OUTAGE_WAIT_SECONDS", 0.05)
+    real = tracking.log_tables
+
+    def log_then_lose(*args, **kwargs):
+        real(*args, **kwargs)
+        server.lost_as_a_run_ends = True
+
+    monkeypatch.setattr(tracking, "log_tables", log_then_lose)
+    out = tmp_path / "runs" / "data"
+    # when the stage runs, it fails
+    with mlflow.start_run() as parent:
+        with pytest.raises(MlflowException, match="Connection refused"):
+            data.validate_data_task.fn(
+                str(generated_root / "data" / "smoke"), "abc.dir", str(out), parent.info.run_id
+            )
+        server.down = False  # back, for this test's own parent run to end
+    # and it is not marked done: its retry runs it again
+    assert not (out / "DONE.json").exists()
