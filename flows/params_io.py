@@ -39,7 +39,8 @@ def strip_comments(value: Any) -> Any:
 
 def read_params_file(path: str | Path) -> dict:
     """The PipelineParams fields in a params file (either shape), comments dropped; or in the
-    JSON text itself, when `path` starts with `{` (`--params '{"ppo": {"lr": 3e-5}}'`)."""
+    JSON text itself, when `path` starts with `{` (`--params '{"ppo": {"lr": 3e-5}}'`). A value
+    pydantic would convert (`"1e-4"`, `true` for a number) is refused naming the file."""
     file = Path(path)
     is_text = str(path).lstrip().startswith("{") and not file.exists()
     name = "--params text" if is_text else str(file)
@@ -62,8 +63,23 @@ def read_params_file(path: str | Path) -> dict:
         raise ParamsError(f"{name}: must hold a JSON object of PipelineParams fields")
     loaded = strip_comments(loaded)
     if set(loaded) == {"params"} and isinstance(loaded["params"], dict):
-        return loaded["params"]  # the deployment form's shape
+        loaded = loaded["params"]  # the deployment form's shape
+    _refuse_as_written(name, loaded)
     return loaded
+
+
+def _refuse_as_written(name: str, fields: dict) -> None:
+    """A value the file itself has wrong (a quoted number, `true` for a number), named with
+    the file: pydantic would read `"1e-4"` as a number, so a template's quoted placeholder
+    passed unnoticed; build_params refuses it too, but cannot say which file it came from."""
+    from instructflow.flows.params_exact import converted_values
+
+    lines = [
+        f"{name}: {refused_value(loc, value)}"
+        for loc, value in converted_values(PipelineParams, fields)
+    ]
+    if lines:
+        raise ParamsError("\n".join(lines))
 
 
 def _missing(path: str | Path) -> str:
@@ -158,10 +174,16 @@ def explain(error: ValidationError) -> str:
 
 
 def refused_value(loc: tuple[str | int, ...], value: Any) -> str:
-    """`<dotted field> = <value> is not allowed; expected <what its schema allows>`."""
+    """`<dotted field> = <value> is not allowed; expected <what its schema allows>`, and for a
+    quoted number or bool (text to JSON) how to write it."""
+    from instructflow.flows.params_exact import unquoted
+
     node, _ = _field_schema(loc)
     dotted = ".".join(str(p) for p in loc) or "params"
-    return f"{dotted} = {json.dumps(value, default=str)} is not allowed; expected {allowed(node)}"
+    line = f"{dotted} = {json.dumps(value, default=str)} is not allowed; expected {allowed(node)}"
+    if (meant := unquoted(value)) is not None:
+        line += f" (the quotes make it text: write {meant} without them)"
+    return line
 
 
 def build_params(fields: dict) -> PipelineParams:

@@ -23,6 +23,11 @@ CASES = [
     ("infinite-lr", {"ppo": {"lr": float("inf")}}, ["ppo.lr = Infinity", "a number > 0"]),
     ("infinite-optional", {"ppo": {"kl_budget": float("inf")}}, ["ppo.kl_budget = Infinity"]),
     ("bool-in-an-optional-object", {"sft": {"lora": {"r": True}}}, ["sft.lora.r = true"]),
+    # a template's quoted placeholder: pydantic read the text as the number (or bool)
+    ("quoted-lr", {"ppo": {"lr": "1e-4"}}, ['ppo.lr = "1e-4"', "write 1e-4 without them"]),
+    ("quoted-epochs", {"sft": {"epochs": "3"}}, ['sft.epochs = "3"', "an integer >= 1"]),
+    ("quoted-optional", {"threads": "2"}, ['threads = "2"', "write 2 without them"]),
+    ("quoted-bool", {"gate": {"auto_promote": "false"}}, ['auto_promote = "false"', "true or"]),
     ("fraction-above-one", {"ppo": {"gae_lambda": 1.5}}, ["ppo.gae_lambda = 1.5", "<= 1"]),
     ("no-processes", {"processes": 0}, ["processes = 0", "an integer >= 1"]),
     ("judge-batch", {"judge": {"batch_size": 0}}, ["judge.batch_size = 0", "an integer >= 1"]),
@@ -93,6 +98,32 @@ def test_a_bool_where_a_bool_belongs_and_finite_numbers_still_pass():
     assert (params.ppo.adaptive_kl, params.ppo.lr, params.seed) == (True, 1e-5, 3)
 
 
+def test_text_where_text_belongs_still_passes():
+    # given text for fields that take text, beside numbers written as numbers
+    params = build_params({"registry": {"model_name": "team-policy"}, "sft": {"epochs": 3}})
+    # then nothing is refused: only text for a number or a bool is
+    assert (params.registry.model_name, params.sft.epochs) == ("team-policy", 3)
+
+
+def test_a_quoted_number_in_a_params_file_is_refused_naming_the_file(tmp_path):
+    # given a params file filled in from a template that quoted its numbers
+    path = tmp_path / "p.json"
+    path.write_text(json.dumps({"params": {"ppo": {"lr": "1e-4"}, "sft": {"epochs": "3"}}}))
+    # then reading it names the file and each field on a line of its own
+    with pytest.raises(ParamsError) as caught:
+        read_params_file(path)
+    lines = str(caught.value).splitlines()
+    assert lines == [
+        f'{path}: ppo.lr = "1e-4" is not allowed; expected a number > 0'
+        " (the quotes make it text: write 1e-4 without them)",
+        f'{path}: sft.epochs = "3" is not allowed; expected an integer >= 1'
+        " (the quotes make it text: write 3 without them)",
+    ]
+    # and the same text given on the command line is named as such
+    with pytest.raises(ParamsError, match=r'^--params text: seed = "3" is not allowed'):
+        read_params_file('{"seed": "3"}')
+
+
 def test_two_bad_fields_give_two_lines():
     with pytest.raises(ParamsError) as caught:
         build_params({"seed": -1, "ppo": {"lr": 0}})
@@ -123,6 +154,9 @@ def test_prefect_validates_a_form_run_with_the_same_lines():
     # then Prefect's refusal carries the same one-line explanation
     assert "ppo.lr = -1 is not allowed; expected a number > 0" in str(caught.value)
     assert "Traceback" not in str(caught.value)
+    # and a quoted number from the form or `prefect deployment run --params` is refused too
+    with pytest.raises(ParameterTypeError, match=r'ppo.lr = "1e-4" is not allowed'):
+        rlhf_pipeline.validate_parameters({"params": {"ppo": {"lr": "1e-4"}}})
 
 
 def test_a_params_file_that_is_not_json_names_line_and_column(tmp_path):
