@@ -107,14 +107,15 @@ def _common() -> dict[str, pa.Column]:
             checks=[
                 _check(
                     lambda v: canonical_split(v) in SPLITS,
-                    f"must be one of {SPLITS} (or {', '.join(map(repr, SPLIT_ALIASES))} for valid)",
+                    f"must be one of {SPLITS} (or {', '.join(map(repr, SPLIT_ALIASES))} for"
+                    " valid; in any case)",
                     required=False,
                 )
             ],
             required=False,
             nullable=True,
-            description="train, valid (or validation, val, dev) or test; rows without one are "
-            "split by hash.",
+            description="train, valid (or validation, val, dev) or test, in any case; rows "
+            "without one are split by hash.",
         ),
         "category": _text("Task family of the prompt (per-family metrics).", required=False),
         "labeler_id": _id("Who wrote or ranked the responses."),

@@ -32,8 +32,13 @@ SPLIT_ALIASES = {"validation": "valid", "val": "valid", "dev": "valid"}
 
 
 def canonical_split(value: Any) -> Any:
-    """`valid` for an alias of it; anything else as it is (a bad value is the schema's to name)."""
-    return SPLIT_ALIASES.get(value, value) if isinstance(value, str) else value
+    """Our split for a split name in any case or alias (`Train`, `Validation`, `dev`: Hub
+    exports and other tools capitalise them); anything else as it is (the schema names it)."""
+    if not isinstance(value, str):
+        return value
+    word = value.strip().lower()
+    word = SPLIT_ALIASES.get(word, word)
+    return word if word in SPLITS else value
 
 
 MIN_K = 4  # InstructGPT shows labelers between 4 and 9 responses per prompt

@@ -750,6 +750,18 @@ def test_the_hubs_validation_split_name_is_read_as_valid(tmp_path):
     assert _problems(e.value) == [("preferences.jsonl", 1, "split")]
 
 
+def test_split_names_in_another_case_are_read_as_ours(tmp_path):
+    # given pairs whose splits are capitalised, as some Hub exports and tools write them
+    folder = write_pairwise_dataset(tmp_path / "pw", n=60)
+    (folder / "prompts.jsonl").unlink()
+    names = ["TEST"] * 6 + ["Validation"] * 3 + ["Dev"] * 3 + ["Train"] * 48
+    rows = _lines(folder / "preferences.jsonl")
+    _with(folder, [r | {"split": name} for r, name in zip(rows, names, strict=True)])
+    # then they load into our splits, as the lower-case names would (they were refused)
+    data = load_dataset(folder)
+    assert data.summary["split_counts"]["preferences"] == {"train": 48, "valid": 6, "test": 6}
+
+
 def test_rankings_holding_one_response_twice_are_warned_about_with_their_rows(tmp_path):
     from instructflow.tasks.splits import identical_responses
 
