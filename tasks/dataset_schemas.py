@@ -50,11 +50,18 @@ def _check(fn: Callable[[Any], bool], error: str, required: bool = True) -> pa.C
     return pa.Check(lambda v: _null(v) or fn(v), element_wise=True, error=error)
 
 
-def _text(description: str, required: bool = True) -> pa.Column:
-    """A non-empty string without control characters (one message per problem, as in instructflow.tasks.schemas)."""
+def _text(
+    description: str,
+    required: bool = True,
+    not_text: str = schemas.NOT_A_STRING,
+    empty: str = schemas.EMPTY,
+) -> pa.Column:
+    """A non-empty string without control characters (one message per problem, as in
+    instructflow.tasks.schemas); `not_text` and `empty` word those two for a column whose
+    purpose the message should say."""
     checks = [
-        _check(lambda v: isinstance(v, str), schemas.NOT_A_STRING, required),
-        _check(lambda v: not isinstance(v, str) or bool(v.strip()), schemas.EMPTY, required),
+        _check(lambda v: isinstance(v, str), not_text, required),
+        _check(lambda v: not isinstance(v, str) or bool(v.strip()), empty, required),
         _check(
             lambda v: not isinstance(v, str) or not _CONTROL_RE.search(v),
             schemas.CONTROL_CHARS,
@@ -98,6 +105,15 @@ def _id(description: str) -> pa.Column:
     return pa.Column(checks=checks, required=False, nullable=True, description=description)
 
 
+# A bad `category` says what the column is for: it is optional, and its use on a user's
+# data (which demonstrations base_fewshot's prefix shows) is not what "category" suggests.
+CATEGORY_NOT_TEXT = (
+    "must be text naming the prompt's task family (base_fewshot's prefix shows one"
+    " demonstration per family), or null for none"
+)
+CATEGORY_EMPTY = "is empty: name the prompt's task family, or give null for none"
+
+
 def _common() -> dict[str, pa.Column]:
     """Columns any table may carry."""
     return {
@@ -117,7 +133,14 @@ def _common() -> dict[str, pa.Column]:
             description="train, valid (or validation, val, dev) or test, in any case; rows "
             "without one are split by hash.",
         ),
-        "category": _text("Task family of the prompt (per-family metrics).", required=False),
+        "category": _text(
+            "Optional: the prompt's task family, as text. On your data its one use is"
+            " base_fewshot's prefix, which shows one demonstration per family (rows without"
+            " one share the family 'default'); per-family gold scores are the embedded world's.",
+            required=False,
+            not_text=CATEGORY_NOT_TEXT,
+            empty=CATEGORY_EMPTY,
+        ),
         "labeler_id": _id("Who wrote or ranked the responses."),
     }
 
