@@ -5,8 +5,8 @@ data position) every `every` steps into `folder/step-<n>/`: written into a
 temporary folder, then renamed into place, so a kill at any instant leaves
 either the new checkpoint or none. The last `keep` checkpoints stay. Each
 records the sha256 of its state file; loading checks it, and a checkpoint
-that fails (truncated, corrupted, unreadable) is skipped with a warning for
-the one before it.
+that fails (truncated, corrupted, unreadable) is skipped for the one before
+it, with a one-line warning on stderr.
 
 A stop request (SIGINT/SIGTERM, set by the orchestration) is checked by the
 loops after each step: they save a checkpoint there and raise
@@ -20,9 +20,9 @@ import json
 import os
 import random
 import shutil
+import sys
 import tempfile
 import threading
-import warnings
 from pathlib import Path
 from typing import Any
 
@@ -34,10 +34,6 @@ STATE = "state.pt"
 META = "meta.json"
 _STOP = threading.Event()
 _HONOURED = threading.Event()  # a loop saw the request and is unwinding
-
-
-class CheckpointWarning(UserWarning):
-    """A checkpoint could not be used; an older one (or a fresh start) replaces it."""
 
 
 class TrainingInterrupted(KeyboardInterrupt):
@@ -132,8 +128,10 @@ class CheckpointStore:
         return final
 
     def load(self) -> dict[str, Any] | None:
-        """The newest checkpoint whose digest matches and that loads; None if there is none."""
-        for path in self.checkpoints():
+        """The newest checkpoint whose digest matches and that loads; None if there is none.
+        One that does not is skipped, saying so (`_say_unusable`)."""
+        found = self.checkpoints()
+        for index, path in enumerate(found):
             try:
                 meta = json.loads((path / META).read_text())
                 actual = sha256_file(path / STATE)
@@ -143,15 +141,30 @@ class CheckpointStore:
                     )
                 return torch.load(path / STATE, weights_only=True)
             except Exception as error:  # noqa: BLE001  (any damage means: use the one before)
-                warnings.warn(
-                    f"checkpoint {path} is unusable ({error}); falling back to the previous one",
-                    CheckpointWarning,
-                    stacklevel=2,
-                )
+                _say_unusable(path, error, found[index + 1 : index + 2])
         return None
 
     def clear(self) -> None:
         shutil.rmtree(self.folder, ignore_errors=True)
+
+
+def _say_unusable(path: Path, error: Exception, older: list[Path]) -> None:
+    """One line on stderr, as the loops say "resuming from the checkpoint at step N" (a flow
+    run's Prefect log takes it: log_prints), from the main process only. It was a Python
+    warning: the file and line of the call, then that line of source, to a user who has
+    nothing to debug, once per process of a launch."""
+    if not main_process():
+        return
+    # The loop says "resuming from the checkpoint at step N" once one loads.
+    then = "no older one: training from the start"
+    if older:
+        then = f"trying the one at step {int(older[0].name.removeprefix('step-'))}"
+    why = next((line.strip() for line in str(error).splitlines() if line.strip()), repr(error))
+    print(
+        f"instructflow: warning: checkpoint {path} is unusable ({why}); {then}",
+        file=sys.stderr,
+        flush=True,
+    )
 
 
 def rng_state(generator: torch.Generator | None = None) -> dict[str, Any]:
