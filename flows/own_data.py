@@ -48,9 +48,9 @@ from instructflow.tasks.conversations import READABLE_PROMPTS
 from instructflow.tasks.dataset import load_dataset
 from instructflow.tasks.dataset_dvc import version_tags
 from instructflow.tasks.dataset_files import missing_folder
-from instructflow.tasks.evaluation import fewshot_prefix, flat_metrics
+from instructflow.tasks.evaluation import flat_metrics
 from instructflow.tasks.input_checks import base_model_problems
-from instructflow.tasks.lengths import fewshot_prefix_that_fits
+from instructflow.tasks.lengths import fewshot_prefix_that_fits, fewshot_shortfall
 from instructflow.tasks.lora_checks import lora_target_problems, model_config
 from instructflow.tasks.preflight import InputRefused, refuse, refused
 from instructflow.tasks.runtime_checks import runtime_problems
@@ -64,15 +64,6 @@ NEEDS_BASE = (
     "parameters): a local Hugging Face causal-LM directory"
 )
 NO_PRETRAIN = "skipped: the dataset has no pretrain table (PPO-ptx mixes pretraining text into PPO)"
-# The dataset's rows fit the context, but not necessarily behind base_fewshot's examples.
-FEWSHOT_CUT = (
-    "base_fewshot shows {n} demonstrations: more leave a test prompt no room to sample in"
-    " the base model's context of {context} tokens"
-)
-NO_FEWSHOT_ROOM = (
-    "skipped: not one demonstration leaves a test prompt room to sample in the base model's"
-    " context of {context} tokens (a few-shot prompt of the base model)"
-)
 NO_MIXTURE = "skipped: the dataset has no {name} table (a FLAN/T0-style baseline fine-tunes on it)"
 
 
@@ -246,17 +237,19 @@ def run(
         ppo_runs |= stage.ppo(name, gamma, ppo_in, sft_out["model_dir"], rm["model_dir"])
     evaluation = params.stage("evaluation")
     fits = dataset_stage.length_check(params.base_model, evaluation.max_new_tokens)
-    prefix, shown = fewshot_prefix_that_fits(profile_dir, evaluation.fewshot_examples, fits)
-    if prefix and prefix != fewshot_prefix(profile_dir, evaluation.fewshot_examples):
-        logger.warning(FEWSHOT_CUT.format(n=shown, context=fits.max_len))
+    asked = evaluation.fewshot_examples
+    prefix, shown = fewshot_prefix_that_fits(profile_dir, asked, fits)
+    warning, skip = fewshot_shortfall(profile_dir, asked, shown, fits.max_len)
+    if warning:
+        logger.warning(warning)
     policies = {
         "base": {"model_dir": base["model_dir"]},
         "base_fewshot": {"model_dir": base["model_dir"], "prefix": prefix},
         "sft": {"model_dir": sft_out["model_dir"]},
         **{name: {"model_dir": out["model_dir"]} for name, out in ppo_runs.items()},
     }
-    if not prefix:  # base_fewshot would be base again
-        skipped["base_fewshot"] = NO_FEWSHOT_ROOM.format(context=fits.max_len)
+    if skip:  # no prefix: base_fewshot would be base again
+        skipped["base_fewshot"] = skip
         del policies["base_fewshot"]
     for name, rel in (("flan", layout.FLAN_MIXTURE), ("t0", layout.T0_MIXTURE)):
         if not (profile_dir / rel).exists():

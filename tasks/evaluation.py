@@ -68,16 +68,33 @@ def load_test_prompts(profile_dir: Path, cfg: EvalConfig) -> tuple[list[str], li
     return prompts, [r["prompt_id"] for r in test for _ in range(repeat)]
 
 
-def fewshot_prefix(profile_dir: Path, n: int) -> str:
-    """A few labeler demonstrations from training users, one per family, in the prompt format."""
+FEWSHOT_MAX_WORDS = 4  # base_fewshot's demonstrations are short answers
+
+
+def fewshot_rows(profile_dir: Path, n: int) -> list[dict]:
+    """Up to `n` training demonstrations for base_fewshot: the first of each family whose
+    response has at most FEWSHOT_MAX_WORDS words (fewer when fewer families have one)."""
+    seen, rows = set(), []
+    for row in read_jsonl(profile_dir / layout.SFT_TRAIN):
+        short = len(row["response"].split()) <= FEWSHOT_MAX_WORDS
+        if row["family"] not in seen and len(rows) < n and short:
+            seen.add(row["family"])
+            rows.append(row)
+    return rows
+
+
+def fewshot_text(rows: list[dict]) -> str:
+    """Demonstrations in the prompt format, one after another."""
     from instructflow.models.formatting import format_prompt, format_response
 
-    seen, parts = set(), []
-    for row in read_jsonl(profile_dir / layout.SFT_TRAIN):
-        if row["family"] not in seen and len(parts) < n and len(row["response"].split()) <= 4:
-            seen.add(row["family"])
-            parts.append(format_prompt(row["prompt"]) + format_response(row["response"]) + "\n\n")
-    return "".join(parts)
+    return "".join(
+        format_prompt(r["prompt"]) + format_response(r["response"]) + "\n\n" for r in rows
+    )
+
+
+def fewshot_prefix(profile_dir: Path, n: int) -> str:
+    """A few labeler demonstrations from training users, one per family, in the prompt format."""
+    return fewshot_text(fewshot_rows(profile_dir, n))
 
 
 def stop_point(where: str) -> None:
