@@ -207,6 +207,8 @@ def _validate_dataset(
         print(f"{name}: {table['file']}, {table['rows']} rows, md5 {table['md5']}")
     print(f"preferences: {summary['preference_shape']}, K counts {summary['k_counts']}")
     print(f"rows left out: {_left_out(summary)}")
+    for line in _what_runs(summary):
+        print(line)
     print(f"splits by {summary['split_rule']}: {split_counts_text(summary['split_counts'])}")
     for warning in summary["split_warnings"]:
         print(f"warning: {warning}")
@@ -231,6 +233,22 @@ def _validate_dataset(
 # Why load_dataset leaves a valid row out (summary key -> what it means); lengths
 # (`dataset.overlong: drop`) are checked by a run, not here.
 LEFT_OUT = {"no_shared_prefix": "preference pairs whose sides diverge before the last turn"}
+
+
+# What a run does without each optional table (as the report's `skipped` says it, after it).
+WITHOUT = {
+    "pretrain": "PPO-ptx is skipped",
+    "flan": "the FLAN-style baseline is skipped",
+    "t0": "the T0-style baseline is skipped",
+}
+
+
+def _what_runs(summary: dict) -> list[str]:
+    """SFT's source and the optional tables not given: a run's report says both only after
+    training; a user checking a dataset learns them here."""
+    absent = [f"{name} ({why})" for name, why in WITHOUT.items() if name not in summary["tables"]]
+    lines = [f"SFT trains on: {summary['sft_source']}"]
+    return lines + ([f"no table: {', '.join(absent)}"] if absent else [])
 
 
 def _left_out(summary: dict) -> str:

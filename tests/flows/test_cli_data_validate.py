@@ -7,7 +7,7 @@ import pytest
 from instructflow.flows.cli import main
 from instructflow.flows.params import PipelineParams
 from instructflow.tasks.tables import TableError
-from tests.own_data import hh_text, write_hh_dataset, write_pairwise_dataset
+from tests.own_data import hh_text, write_extras, write_hh_dataset, write_pairwise_dataset
 
 
 def test_validating_a_path_that_does_not_exist_says_so(tmp_path, capsys):
@@ -174,3 +174,22 @@ def test_validate_reads_the_runs_params_file_for_its_dataset_settings(tmp_path, 
     params.write_text(json.dumps({"dataset": {"overlong": "cut"}}))
     assert main(args) == 2
     assert 'dataset.overlong = "cut" is not allowed' in capsys.readouterr().err
+
+
+def test_validate_says_what_sft_trains_on_and_which_stages_a_missing_table_skips(tmp_path, capsys):
+    # given pairs without demonstrations, pretraining text or baselines' mixtures
+    folder = write_pairwise_dataset(tmp_path / "pw")
+    (folder / "demonstrations.jsonl").unlink(missing_ok=True)
+    assert main(["data", "validate", str(folder)]) == 0
+    # then validate says what the run's report says only after training
+    out = capsys.readouterr().out.splitlines()
+    assert "SFT trains on: preferred responses (no demonstrations table)" in out
+    assert (
+        "no table: pretrain (PPO-ptx is skipped), flan (the FLAN-style baseline is skipped),"
+        " t0 (the T0-style baseline is skipped)"
+    ) in out
+    # and with pretraining text and a FLAN mixture beside them, only t0 is missing
+    write_extras(folder)
+    assert main(["data", "validate", str(folder)]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert "no table: t0 (the T0-style baseline is skipped)" in out
