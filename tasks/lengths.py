@@ -218,7 +218,7 @@ NO_FEWSHOT_ROOM = (
 FEWSHOT_FEW = (
     "base_fewshot shows {shown} of evaluation.fewshot_examples = {n} demonstrations: it takes"
     " one per category (rows without a category share one), the first training demonstration"
-    " of each whose response has at most {words} words, and only {shown} categories have one"
+    " of each whose response has at most {words} words, and only {having} one"
 )
 NO_SHORT_DEMOS = (
     "skipped: no training demonstration has a response of at most {words} words"
@@ -242,5 +242,6 @@ def fewshot_shortfall(
             return FEWSHOT_CUT.format(shown=shown, context=context), None
         return None, NO_FEWSHOT_ROOM.format(context=context)
     if shown:
-        return FEWSHOT_FEW.format(shown=shown, n=n, words=FEWSHOT_MAX_WORDS), None
+        having = "1 category has" if shown == 1 else f"{shown} categories have"
+        return FEWSHOT_FEW.format(shown=shown, n=n, words=FEWSHOT_MAX_WORDS, having=having), None
     return None, NO_SHORT_DEMOS.format(words=FEWSHOT_MAX_WORDS)

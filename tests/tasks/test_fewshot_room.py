@@ -64,6 +64,7 @@ def test_a_dataset_without_categories_shows_one_demonstration_and_says_why(tmp_p
     assert skip is None
     assert warning.startswith("base_fewshot shows 1 of evaluation.fewshot_examples = 3")
     assert "one per category" in warning and "at most 4 words" in warning
+    assert warning.endswith("and only 1 category has one")
 
 
 def test_long_answers_skip_base_fewshot_for_their_length_not_the_context(tmp_path):
