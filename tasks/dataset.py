@@ -115,6 +115,14 @@ def md5_of(path: Path) -> str:
     return hashlib.md5(path.read_bytes()).hexdigest()
 
 
+# TRL's unpaired preference form (KTO's) rates one answer per row: there is no pair to rank.
+UNPAIRED = (
+    "; these are TRL's unpaired preference form (prompt, completion, label: KTO's), one"
+    " answer rated per row: the reward model learns from answers ranked against each other,"
+    " so give a prompt's preferred and dispreferred answers as chosen and rejected in one row"
+)
+
+
 def load_dataset(
     folder: str | Path,
     cfg: DatasetConfig = DatasetConfig(),
@@ -158,6 +166,8 @@ def load_dataset(
             if shape is None:
                 message = f"columns {sorted(columns)} fit none of the shapes: responses+ranking, prompt+chosen+rejected, chosen+rejected conversations"
                 message += meant_columns(columns, name)  # Chosen for chosen, say
+                if {"completion", "label"} <= columns:  # a form TRL has that no shape reads
+                    message += UNPAIRED
                 problems.append(Problem(str(path), 0, "<columns>", message))
                 continue
             schema = ds.preferences_schema(shape)

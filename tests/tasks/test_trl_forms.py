@@ -590,3 +590,24 @@ def test_text_pairs_holding_their_prompt_with_no_prompt_column_say_how_to_give_i
         ("preferences.jsonl", 0, "chosen")
     ]
     assert "TRL's implicit-prompt text form" in str(e.value)
+
+
+def test_trls_unpaired_preference_form_is_named_when_refused(tmp_path):
+    # given TRL's unpaired preference form (KTO's): one answer per row, labelled good or bad
+    rows = [
+        {
+            "prompt": [{"role": "user", "content": p}],
+            "completion": [{"role": "assistant", "content": g if i % 2 else b}],
+            "label": bool(i % 2),
+        }
+        for i, (_, p, g, b) in enumerate(_tasks(40))
+    ]
+    _write(tmp_path, "preferences", rows)
+    # then the refusal names the form and says how to give pairs (it said only that the
+    # columns fit none of the shapes)
+    with pytest.raises(TableError) as e:
+        load_dataset(tmp_path)
+    (problem,) = e.value.problems
+    assert problem.field == "<columns>"
+    assert "TRL's unpaired preference form (prompt, completion, label: KTO's)" in problem.message
+    assert "as chosen and rejected in one row" in problem.message
