@@ -4,6 +4,7 @@ judged, and what was left out or ignored."""
 from instructflow.tasks.dataset_names import notes
 from instructflow.tasks.gate import gate_verdict
 from instructflow.tasks.report_judge import GATE, SAID_IN, verdict_said_above
+from instructflow.tasks.schemas import SPLITS
 
 
 def dataset_markdown(result: dict) -> str:
@@ -44,9 +45,15 @@ def _k_counts(summary: dict) -> str:
 
 def split_counts_text(counts: dict[str, dict[str, int]]) -> str:
     """Rows per split of each table in words ('preferences 240 train, 30 valid, 30 test; ...'),
-    where the summary's nested dict, printed as it was, read as code."""
+    where the summary's nested dict, printed as it was, read as code. Splits in the order
+    train, valid, test: the counts come in the order rows met them ('94 train, 15 test, 11
+    valid' beside '289 train, 33 valid, 78 test')."""
+    order = {split: i for i, split in enumerate(SPLITS)}
     return "; ".join(
-        f"{table} " + ", ".join(f"{n} {split}" for split, n in splits.items())
+        f"{table} "
+        + ", ".join(
+            f"{splits[split]} {split}" for split in sorted(splits, key=lambda s: order.get(s, 3))
+        )
         for table, splits in counts.items()
     )
 

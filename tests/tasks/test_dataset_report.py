@@ -58,6 +58,9 @@ def test_rows_per_split_are_said_in_words(tmp_path):
     counts = {"preferences": {"train": 40, "valid": 5, "test": 6}, "prompts": {"train": 9}}
     # then they read as words, a table at a time, not as the summary's nested dict
     assert split_counts_text(counts) == ("preferences 40 train, 5 valid, 6 test; prompts 9 train")
+    # and each table's splits in the order train, valid, test, whatever order rows met them
+    mixed = {"prompts": {"test": 15, "train": 94, "valid": 11}}
+    assert split_counts_text(mixed) == "prompts 94 train, 11 valid, 15 test"
     summary = load_dataset(write_kwise_dataset(tmp_path / "mine")).summary
     section = dataset_markdown(dataset_run_result(summary, "held-out judge"))
     line = next(line for line in section.splitlines() if line.startswith("- splits by "))
