@@ -49,6 +49,13 @@ def read_params_file(path: str | Path) -> dict:
     except FileNotFoundError:
         raise ParamsError(_missing(path)) from None
     except json.JSONDecodeError as error:
+        if not is_text and file.suffix.lower() in (".yaml", ".yml"):
+            # YAML is not read: it would take `lr: 1e-4` as the text "1e-4" (YAML 1.1 floats
+            # need a dot), and "not valid JSON" at line 1 did not say what to write instead
+            raise ParamsError(
+                f"{file}: a params file is JSON, not YAML (`instructflow params --example >"
+                " p.json` writes one to edit)"
+            ) from None
         raise ParamsError(
             f"{name} line {error.lineno} column {error.colno}: not valid JSON ({error.msg})"
         ) from None

@@ -166,6 +166,20 @@ def test_a_params_file_that_is_not_json_names_line_and_column(tmp_path):
         read_params_file(path)
 
 
+def test_a_yaml_params_file_is_refused_saying_params_files_are_json(tmp_path):
+    # given settings written as YAML, as prefect.yaml writes a deployment's parameters
+    path = tmp_path / "p.yaml"
+    path.write_text("params:\n  profile: smoke\n  ppo:\n    lr: 1e-4\n")
+    # then the refusal says the file must be JSON and how to get one (it said "line 1
+    # column 1: not valid JSON (Expecting value)")
+    with pytest.raises(ParamsError) as caught:
+        read_params_file(path)
+    assert str(caught.value) == (
+        f"{path}: a params file is JSON, not YAML (`instructflow params --example > p.json`"
+        " writes one to edit)"
+    )
+
+
 def test_a_params_file_may_use_the_deployment_form_shape(tmp_path):
     # given the same settings as the form sends them and bare, with comments
     form, bare = tmp_path / "form.json", tmp_path / "bare.json"
