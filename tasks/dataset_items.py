@@ -81,7 +81,7 @@ def _item(
         ranking=list(range(len(responses))),
         user_id=ds.identifier(obj.get("user_id")),
         stated_split=canonical_split(obj.get("split")),
-        category=obj.get("category"),
+        category=ds.identifier(obj.get("category")),  # a Hub label id 3 is the family "3"
         labeler_id=ds.identifier(obj.get("labeler_id")),
         meta=meta,
     )

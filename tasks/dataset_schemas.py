@@ -95,11 +95,11 @@ def identifier(value: Any) -> str | None:
     return str(int(value)) if _integral(value) else value
 
 
-def _id(description: str) -> pa.Column:
+def _id(description: str, not_id: str = NOT_AN_ID, empty: str = schemas.EMPTY) -> pa.Column:
     """An optional id: text (checked as `_text` checks it) or an integer."""
-    text = _text(description, required=False)
+    text = _text(description, required=False, empty=empty)
     checks = [
-        _check(lambda v: isinstance(v, str) or _integral(v), NOT_AN_ID, required=False),
+        _check(lambda v: isinstance(v, str) or _integral(v), not_id, required=False),
         *(c for c in text.checks if c.error != schemas.NOT_A_STRING),
     ]
     return pa.Column(checks=checks, required=False, nullable=True, description=description)
@@ -108,8 +108,8 @@ def _id(description: str) -> pa.Column:
 # A bad `category` says what the column is for: it is optional, and its use on a user's
 # data (which demonstrations base_fewshot's prefix shows) is not what "category" suggests.
 CATEGORY_NOT_TEXT = (
-    "must be text naming the prompt's task family (base_fewshot's prefix shows one"
-    " demonstration per family), or null for none"
+    "must be text (or an integer, such as a Hub label id) naming the prompt's task family"
+    " (base_fewshot's prefix shows one demonstration per family), or null for none"
 )
 CATEGORY_EMPTY = "is empty: name the prompt's task family, or give null for none"
 
@@ -133,12 +133,12 @@ def _common() -> dict[str, pa.Column]:
             description="train, valid (or validation, val, dev) or test, in any case; rows "
             "without one are split by hash.",
         ),
-        "category": _text(
-            "Optional: the prompt's task family, as text. On your data its one use is"
-            " base_fewshot's prefix, which shows one demonstration per family (rows without"
-            " one share the family 'default'); per-family gold scores are the embedded world's.",
-            required=False,
-            not_text=CATEGORY_NOT_TEXT,
+        "category": _id(
+            "Optional: the prompt's task family, as text or an integer (read as text). On your"
+            " data its one use is base_fewshot's prefix, which shows one demonstration per"
+            " family (rows without one share the family 'default'); per-family gold scores are"
+            " the embedded world's.",
+            not_id=CATEGORY_NOT_TEXT,
             empty=CATEGORY_EMPTY,
         ),
         "labeler_id": _id("Who wrote or ranked the responses."),

@@ -119,13 +119,13 @@ def test_a_table_passed_for_its_dataset_names_the_folder_to_pass(tmp_path):
 def test_a_bad_category_says_what_the_column_is_for(tmp_path):
     # given a number and an empty text as categories (a Hub label id, a blank export cell)
     folder = write_pairwise_dataset(tmp_path / "d")
-    edit_row(folder / "preferences.jsonl", 2, category=3)
+    edit_row(folder / "preferences.jsonl", 2, category=2.5)
     edit_row(folder / "preferences.jsonl", 3, category=" ")
     problems = problems_of(folder)
     # then each names the row and says what a category is and that null means none
     # (it said only "must be a string" and "empty after stripping whitespace")
     path = folder / "preferences.jsonl"
-    assert_names(problems, path, 2, "category", "text naming the prompt's task family")
+    assert_names(problems, path, 2, "category", "naming the prompt's task family")
     assert_names(problems, path, 2, "category", "base_fewshot's prefix")
     assert_names(problems, path, 3, "category", "is empty: name the prompt's task family")
     assert all("null for none" in p.message for p in problems if p.field == "category")

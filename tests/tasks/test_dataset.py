@@ -1104,3 +1104,19 @@ def test_a_pretrain_table_with_no_document_held_out_is_warned_about(tmp_path):
         "pretrain.jsonl: no document is held out (train 20, held out 0): pretrain_perplexity"
         " is not measured; state split valid on some rows" in warnings
     )
+
+
+def test_an_integer_category_is_read_as_the_family_it_names(tmp_path):
+    # given a Hub table whose category is a label id, on every row (a Parquet int column)
+    folder = write_pairwise_dataset(tmp_path / "d")
+    rows = _lines(folder / "preferences.jsonl")
+    (folder / "preferences.jsonl").unlink()
+    pd.DataFrame([{**row, "category": i % 3} for i, row in enumerate(rows)]).to_parquet(
+        folder / "preferences.parquet"
+    )
+    # when it is loaded and written as the pipeline's tables
+    data = load_dataset(folder)
+    write_layout(data, tmp_path / "out")
+    # then each label id is a family, as text, in the tables the stages read
+    families = {row["family"] for row in _lines(tmp_path / "out" / layout.RM_TRAIN)}
+    assert families == {"0", "1", "2"}
