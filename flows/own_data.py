@@ -49,8 +49,8 @@ from instructflow.tasks.dataset import load_dataset
 from instructflow.tasks.dataset_dvc import version_tags
 from instructflow.tasks.dataset_files import missing_folder
 from instructflow.tasks.evaluation import flat_metrics
+from instructflow.tasks.fewshot_own import fewshot_prefix_that_fits, fewshot_shortfall
 from instructflow.tasks.input_checks import base_model_problems
-from instructflow.tasks.lengths import fewshot_prefix_that_fits, fewshot_shortfall
 from instructflow.tasks.lora_checks import lora_target_problems, model_config
 from instructflow.tasks.preflight import InputRefused, refuse, refused
 from instructflow.tasks.runtime_checks import runtime_problems

@@ -23,8 +23,7 @@ from typing import Any
 from instructflow.models.batching import encode_pair, encode_prompt
 from instructflow.models.formatting import format_prompt
 from instructflow.tasks.conversations import TemplateRefused, readable, render
-from instructflow.tasks.tables import Problem, read_jsonl
-from instructflow.world import layout
+from instructflow.tasks.tables import Problem
 
 
 @dataclass(frozen=True)
@@ -184,64 +183,3 @@ def overlong_hint(problems: list[Problem], max_len: int, max_new_tokens: int) ->
     )
     folder = os.path.commonpath(list(per_file)) if len(per_file) > 1 else min(per_file)
     return Problem(folder, 0, "rows", message)
-
-
-def fewshot_prefix_that_fits(profile_dir: Path, n: int, check: LengthCheck) -> tuple[str, int]:
-    """base_fewshot's prefix with as many of its `n` demonstrations as leave every test prompt
-    behind it `check.max_new_tokens` of room in the context, and how many it shows ("", 0 when
-    not one does; fewer than `n` also when fewer qualify: `fewshot_shortfall`). A
-    dataset's rows are checked against the context, but not behind this prefix: a 128-token
-    GPT-2's evaluation failed on it after every stage had trained."""
-    from instructflow.tasks.evaluation import fewshot_rows, fewshot_text  # the stages' models
-
-    rows = fewshot_rows(profile_dir, n)
-    prompts = [row["prompt"] for row in read_jsonl(profile_dir / layout.EVAL_TEST)]
-    for k in range(len(rows), 0, -1):
-        prefix = fewshot_text(rows[:k])
-        longest = max(check.prompt_tokens_after(prefix, p) for p in prompts)
-        if longest + check.max_new_tokens <= check.max_len:
-            return prefix, k
-    return "", 0
-
-
-# The dataset's rows fit the context, but not necessarily behind base_fewshot's examples.
-FEWSHOT_CUT = (
-    "base_fewshot shows {shown} demonstrations: more leave a test prompt no room to sample in"
-    " the base model's context of {context} tokens"
-)
-NO_FEWSHOT_ROOM = (
-    "skipped: not one demonstration leaves a test prompt room to sample in the base model's"
-    " context of {context} tokens (a few-shot prompt of the base model)"
-)
-# base_fewshot takes one short demonstration per category: a dataset without categories, or
-# of long answers, has fewer (or none), which read as if the context had cut them.
-FEWSHOT_FEW = (
-    "base_fewshot shows {shown} of evaluation.fewshot_examples = {n} demonstrations: it takes"
-    " one per category (rows without a category share one), the first training demonstration"
-    " of each whose response has at most {words} words, and only {having} one"
-)
-NO_SHORT_DEMOS = (
-    "skipped: no training demonstration has a response of at most {words} words"
-    " (base_fewshot's few-shot prompt shows short answers, one per category)"
-)
-NO_FEWSHOT_ASKED = "skipped: evaluation.fewshot_examples is 0"
-
-
-def fewshot_shortfall(
-    profile_dir: Path, n: int, shown: int, context: int
-) -> tuple[str | None, str | None]:
-    """(warning, skip reason) when base_fewshot shows `shown` < `n` demonstrations: the
-    context's room (`fewshot_prefix_that_fits`), or too few that qualify; (None, None) when
-    it shows all `n`."""
-    from instructflow.tasks.evaluation import FEWSHOT_MAX_WORDS, fewshot_rows
-
-    if shown >= n:
-        return (None, None) if n else (None, NO_FEWSHOT_ASKED)
-    if shown < len(fewshot_rows(profile_dir, n)):  # the context left room for fewer
-        if shown:
-            return FEWSHOT_CUT.format(shown=shown, context=context), None
-        return None, NO_FEWSHOT_ROOM.format(context=context)
-    if shown:
-        having = "1 category has" if shown == 1 else f"{shown} categories have"
-        return FEWSHOT_FEW.format(shown=shown, n=n, words=FEWSHOT_MAX_WORDS, having=having), None
-    return None, NO_SHORT_DEMOS.format(words=FEWSHOT_MAX_WORDS)

@@ -4,7 +4,8 @@ room to sample in the base model's context."""
 import json
 from pathlib import Path
 
-from instructflow.tasks.lengths import LengthCheck, fewshot_prefix_that_fits
+from instructflow.tasks.fewshot_own import fewshot_prefix_that_fits, fewshot_shortfall
+from instructflow.tasks.lengths import LengthCheck
 from instructflow.world import layout
 
 
@@ -47,47 +48,62 @@ def _with_demonstrations(folder: Path, rows: list[dict]) -> Path:
     return profile
 
 
-def test_a_dataset_without_categories_shows_one_demonstration_and_says_why(tmp_path):
-    from instructflow.tasks.lengths import fewshot_shortfall
-
+def test_a_dataset_without_categories_shows_as_many_demonstrations_as_asked(tmp_path):
     # given demonstrations with no category (the dataset's rows all get the family "default")
     rows = [
         {"prompt": f"say {w} twice please", "response": f"{w} {w}", "family": "default"}
         for w in ["apple", "river", "stone"]
     ]
     profile = _with_demonstrations(tmp_path, rows)
-    # then the prefix holds one, and says one (it said 3: the count asked, not shown)
+    # then the prefix holds the three asked for (it showed one: one per category), no warning
     prefix, shown = fewshot_prefix_that_fits(profile, 3, LengthCheck(_Words(), 100, 4))
-    assert (prefix.count("Q:"), shown) == (1, 1)
-    # and the warning names the rule, not the context (which had room for all three)
-    warning, skip = fewshot_shortfall(profile, 3, shown, 100)
-    assert skip is None
-    assert warning.startswith("base_fewshot shows 1 of evaluation.fewshot_examples = 3")
-    assert "one per category" in warning and "at most 4 words" in warning
-    assert warning.endswith("and only 1 category has one")
+    assert (prefix.count("Q:"), shown) == (3, 3)
+    assert fewshot_shortfall(profile, 3, shown, 100) == (None, None)
 
 
-def test_long_answers_skip_base_fewshot_for_their_length_not_the_context(tmp_path):
-    from instructflow.tasks.lengths import fewshot_shortfall
+def test_long_answers_are_shown_shortest_first_each_family_before_the_rest(tmp_path):
+    # given long answers (all over the embedded world's four words), two families, and
+    # a prompt given twice
+    def row(prompt, words, family):
+        return {"prompt": prompt, "response": " ".join(["w"] * words), "family": family}
 
-    # given demonstrations whose responses are all longer than base_fewshot takes
     rows = [
-        {"prompt": f"describe {w}", "response": f"{w} is a word of some kind", "family": f"f{i}"}
-        for i, w in enumerate(["apple", "river", "stone"])
+        row("p1", 9, "a"),
+        row("p2", 7, "a"),
+        row("p3", 12, "b"),
+        row("p4", 5, "a"),
+        row("p4", 5, "a"),
+        row("p5", 6, "b"),
     ]
     profile = _with_demonstrations(tmp_path, rows)
-    assert fewshot_prefix_that_fits(profile, 3, LengthCheck(_Words(), 100, 4)) == ("", 0)
-    # then the skip says so (it said no demonstration left a test prompt room in the context)
-    assert fewshot_shortfall(profile, 3, 0, 100) == (
+    from instructflow.tasks.fewshot_own import own_fewshot_rows
+
+    # then each family's shortest comes first, in the table's family order (a: p4, b: p5),
+    # then the shortest others (p2, then p1), each prompt once; the longest (p3) is left out
+    assert [r["prompt"] for r in own_fewshot_rows(profile, 4)] == ["p4", "p5", "p2", "p1"]
+    # and they are shown (they skipped base_fewshot: no answer had at most 4 words)
+    prefix, shown = fewshot_prefix_that_fits(profile, 4, LengthCheck(_Words(), 200, 4))
+    assert shown == 4 and prefix.index("Q: p4") < prefix.index("Q: p5") < prefix.index("Q: p2")
+
+
+def test_fewer_demonstrations_than_asked_are_said_as_such(tmp_path):
+    rows = [{"prompt": "say hi", "response": "hi there you", "family": "default"}]
+    profile = _with_demonstrations(tmp_path, rows)
+    prefix, shown = fewshot_prefix_that_fits(profile, 3, LengthCheck(_Words(), 100, 4))
+    warning, skip = fewshot_shortfall(profile, 3, shown, 100)
+    assert shown == 1 and skip is None
+    assert warning == (
+        "base_fewshot shows 1 of evaluation.fewshot_examples = 3 demonstrations: the training"
+        " split holds only 1 prompt with a demonstration"
+    )
+    empty = _with_demonstrations(tmp_path, [])
+    assert fewshot_shortfall(empty, 3, 0, 100) == (
         None,
-        "skipped: no training demonstration has a response of at most 4 words"
-        " (base_fewshot's few-shot prompt shows short answers, one per category)",
+        "skipped: the training split holds no demonstration to show",
     )
 
 
 def test_the_context_s_cut_and_no_room_keep_their_reasons(tmp_path):
-    from instructflow.tasks.lengths import fewshot_shortfall
-
     profile = _profile(tmp_path)  # three families of short answers
     assert fewshot_shortfall(profile, 3, 3, 38) == (None, None)
     warning, skip = fewshot_shortfall(profile, 3, 2, 37)
