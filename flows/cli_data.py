@@ -187,9 +187,9 @@ def _validate_dataset(
     params = build_params(read_params_file(params_file) if params_file else {})
     check = None
     if base_model:
-        from instructflow.flows.own_data import max_new_tokens
-        from instructflow.tasks.dataset_stage import length_check
+        from instructflow.flows.own_data_checks import max_new_tokens
         from instructflow.tasks.input_checks import base_model_problems
+        from instructflow.tasks.lengths import length_check
         from instructflow.tasks.tables import TableError
 
         if problems := base_model_problems(Path(base_model))[1]:

@@ -18,6 +18,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
         # Worded as preflight.refused words it (preflight imports MLflow and Prefect: slow here).
         print(f"instructflow: refused before training: {problem}", file=sys.stderr)
         return 2
+    from instructflow.flows import run_checks
     from instructflow.tasks import interrupts, temporary_server
 
     server = temporary_server.EarlyStart()  # none yet
@@ -25,8 +26,12 @@ def _cmd_run(args: argparse.Namespace) -> int:
         with interrupts.interrupt_before_flow():
             # Settings first: a bad one is refused in a second, with no server started.
             params = _run_params(args)
+            # A dataset from a local model folder too: a bad row is refused in seconds, with no
+            # server started and no flow imported (MLflow's, Prefect's: ~10 s before it).
+            if params.data and (refusal := run_checks.checked_data(params)):
+                return refusal
             server = temporary_server.start_early()  # starts beside the imports and checks below
-            params = _checked_params(params)
+            params = run_checks.checked_params(params)
             if isinstance(params, int):  # refused
                 server.discard()
                 return params
@@ -68,63 +73,6 @@ def _run_params(args: argparse.Namespace):
     if args.allow_data_mismatch:
         fields["allow_data_mismatch"] = True
     return build_params(fields)
-
-
-def _checked_params(params):
-    """`params` with its threads pinned, its base model and inputs checked; or, for a refusal,
-    the command's exit status (the refusal printed and recorded)."""
-    from instructflow.tasks import preflight
-    from instructflow.tasks.provenance import pin_threads
-
-    pin_threads(params.threads)  # before any torch work (inter-op threads can be set only once)
-    import torch
-
-    from instructflow.tasks.launch import warn_dropout_differs, warn_oversubscribed
-
-    warn_oversubscribed(params.processes, torch.get_num_threads())
-    local = params
-    if params.base_model:  # a missing model fails here, before Prefect or any stage starts
-        model_dir, refusal = preflight.local_base_model(params)
-        if refusal:
-            return _refused(params, refusal)
-        local = params.model_copy(update={"base_model": model_dir})
-        warn_dropout_differs(params.processes, model_dir)
-    if params.data:
-        from instructflow.flows.own_data import NEEDS_BASE
-        from instructflow.flows.own_data import preflight as own_data_preflight
-
-        if not params.base_model:
-            print(f"instructflow: refused before training: {NEEDS_BASE}", file=sys.stderr)
-            return 2
-
-        from instructflow.flows.explained_errors import bad_input_errors
-
-        try:
-            summary = own_data_preflight(local)  # a refused dataset stops here, before any flow
-        except bad_input_errors() as error:  # recorded in MLflow as the embedded world's are
-            return _refused(params, preflight.refused(error))
-        for warning in summary.get("split_warnings", []):
-            print(f"instructflow: warning: {warning}", file=sys.stderr, flush=True)
-        from instructflow.tasks.dataset_names import notes
-
-        for line in notes(summary):  # what the run does not read, and likely typos
-            print(f"instructflow: {line}", file=sys.stderr, flush=True)
-    else:
-        # Checked here, before the flow starts: a refusal comes in seconds.
-        _, refusal = preflight.refusal_of(local, project_root())
-        if refusal:
-            return _refused(params, refusal)
-    return params
-
-
-def _refused(params, refusal: str) -> int:
-    """Print a refusal (before MLflow's slow start-up), record it as a FAILED MLflow run."""
-    from instructflow.tasks import preflight
-
-    print(f"instructflow: {refusal}", file=sys.stderr, flush=True)
-    run_id = preflight.record_refusal(params, refusal)
-    print(f"instructflow: MLflow run {run_id} marked FAILED", file=sys.stderr)
-    return 2
 
 
 def _cmd_params(args: argparse.Namespace) -> int:

@@ -23,6 +23,7 @@ import mlflow
 from prefect import get_run_logger
 
 from instructflow.flows import approval, dataset_gate, explained_errors, params_io
+from instructflow.flows.own_data_checks import NEEDS_BASE, max_new_tokens
 from instructflow.flows.params import PipelineParams
 from instructflow.flows.publish import publish
 from instructflow.flows.stages import Stages, note_kept_start, run_stage, with_every_stage
@@ -41,16 +42,13 @@ from instructflow.tasks import (
     reward_model,
     run_status,
     sft,
-    split_sizes,
     tracking,
 )
 from instructflow.tasks.conversations import READABLE_PROMPTS
-from instructflow.tasks.dataset import load_dataset
 from instructflow.tasks.dataset_dvc import version_tags
 from instructflow.tasks.dataset_files import missing_folder
 from instructflow.tasks.evaluation import flat_metrics
 from instructflow.tasks.fewshot_own import fewshot_prefix_that_fits, fewshot_shortfall
-from instructflow.tasks.input_checks import base_model_problems
 from instructflow.tasks.lora_checks import lora_target_problems, model_config
 from instructflow.tasks.preflight import InputRefused, refuse, refused
 from instructflow.tasks.runtime_checks import runtime_problems
@@ -59,39 +57,8 @@ from instructflow.tasks.stage import content_digest
 from instructflow.tasks.tables import TableError
 from instructflow.world import layout
 
-NEEDS_BASE = (
-    "a run on your own data needs a base model (--base-model, or base_model in the run's "
-    "parameters): a local Hugging Face causal-LM directory"
-)
 NO_PRETRAIN = "skipped: the dataset has no pretrain table (PPO-ptx mixes pretraining text into PPO)"
 NO_MIXTURE = "skipped: the dataset has no {name} table (a FLAN/T0-style baseline fine-tunes on it)"
-
-
-def max_new_tokens(params: PipelineParams) -> int:
-    """Room every prompt must leave for sampling: the longest any sampling stage asks for."""
-    return max(params.stage("ppo").max_new_tokens, params.stage("evaluation").max_new_tokens)
-
-
-def preflight(params: PipelineParams) -> dict:
-    """Validate the dataset before any flow starts (the CLI calls this: a refusal is a message, not a traceback)."""
-    if not params.base_model:
-        raise ValueError(NEEDS_BASE)
-    if (missing := missing_folder(Path(params.data))) is not None:  # before DVC looks for it
-        raise TableError([missing])
-    version_tags(Path(params.data), params.allow_data_mismatch)  # a changed dataset is refused
-    # The model's folder first, as a run on the embedded world checks it: the length
-    # check below needs its tokenizer and config.
-    _, problems = base_model_problems(Path(params.base_model))
-    problems = problems or lora_target_problems(params, model_config(params.base_model))
-    problems += runtime_problems(params)
-    if problems:
-        raise TableError(problems)
-    check = dataset_stage.length_check(params.base_model, max_new_tokens(params))
-    dataset = load_dataset(Path(params.data), params.dataset, check)
-    block = params.stage("ppo").ptx_block_size
-    if problems := split_sizes.ptx_mix_problems(dataset, check.tokenizer, block):
-        raise TableError(problems)
-    return dataset.summary
 
 
 def _imported(params: PipelineParams, stage: Stages) -> dict:

@@ -89,10 +89,10 @@ def data_lengths(params: PipelineParams, folder: Path) -> tuple[int, int]:
     (chat template included), after the run's own handling of too-long rows
     (`dataset.overlong`): what a run pads its batches to at most, often far below the
     model's context, which is what the plan assumes without it."""
-    from instructflow.flows.own_data import max_new_tokens
+    from instructflow.flows.own_data_checks import max_new_tokens
     from instructflow.tasks.dataset import load_dataset
-    from instructflow.tasks.dataset_stage import length_check
     from instructflow.tasks.input_checks import base_model_problems
+    from instructflow.tasks.lengths import length_check
     from instructflow.tasks.tables import TableError
 
     if not params.base_model:

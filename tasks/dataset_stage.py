@@ -15,18 +15,15 @@ from __future__ import annotations
 import shutil
 from collections import Counter
 from pathlib import Path
-from types import SimpleNamespace
 
 import mlflow
 from prefect import get_run_logger, task
-from transformers import AutoConfig, AutoTokenizer
 
-from instructflow.models.lm import context_length
 from instructflow.tasks import tracking
 from instructflow.tasks.dataset import DatasetConfig, load_dataset
 from instructflow.tasks.dataset_layout import COMPARISONS, HELDOUT, write_layout
 from instructflow.tasks.dataset_names import notes
-from instructflow.tasks.lengths import LengthCheck
+from instructflow.tasks.lengths import length_check
 from instructflow.tasks.split_sizes import ptx_mix_problems
 from instructflow.tasks.stage import (
     content_digest,
@@ -42,13 +39,6 @@ CHANGED = (
     "changed while the run read it (the stage's cache key holds its content from before):"
     " run the same command again once it is saved"
 )
-
-
-def length_check(base_model: str, max_new_tokens: int) -> LengthCheck:
-    """Tokenizer and context of a local base model, without loading its weights."""
-    tokenizer = AutoTokenizer.from_pretrained(base_model, local_files_only=True)
-    config = AutoConfig.from_pretrained(base_model, local_files_only=True)
-    return LengthCheck(tokenizer, context_length(SimpleNamespace(config=config)), max_new_tokens)
 
 
 def summary_metrics(summary: dict) -> dict[str, float]:

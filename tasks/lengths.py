@@ -18,6 +18,7 @@ import os
 from collections import Counter
 from dataclasses import dataclass, replace
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 from instructflow.models.batching import encode_pair, encode_prompt
@@ -183,3 +184,14 @@ def overlong_hint(problems: list[Problem], max_len: int, max_new_tokens: int) ->
     )
     folder = os.path.commonpath(list(per_file)) if len(per_file) > 1 else min(per_file)
     return Problem(folder, 0, "rows", message)
+
+
+def length_check(base_model: str, max_new_tokens: int) -> LengthCheck:
+    """Tokenizer and context of a local base model, without loading its weights."""
+    from transformers import AutoConfig, AutoTokenizer  # only where a dataset is checked
+
+    from instructflow.models.lm import context_length
+
+    tokenizer = AutoTokenizer.from_pretrained(base_model, local_files_only=True)
+    config = AutoConfig.from_pretrained(base_model, local_files_only=True)
+    return LengthCheck(tokenizer, context_length(SimpleNamespace(config=config)), max_new_tokens)

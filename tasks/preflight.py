@@ -42,18 +42,13 @@ from instructflow.tasks.input_checks import (
 from instructflow.tasks.paths import runs_dir
 from instructflow.tasks.runtime_checks import PARAMS, runtime_problems
 from instructflow.tasks.stage import content_digest, import_closure_digest, mark_done, stage_key
+from instructflow.tasks.table_errors import refused
 from instructflow.tasks.tables import Problem, TableError, check_user_splits
 from instructflow.world import layout
 
 
 class InputRefused(ValueError):
     """A run refused before training; the message names file, row and field."""
-
-
-def refused(why: object) -> str:
-    """What a run refused before training says, whichever check refused it (a table of the
-    embedded world, a user's dataset, the base model, the DVC gate): one wording for all."""
-    return f"refused before training: {why}"
 
 
 def _param_problems(params: Any) -> list[Problem]:

@@ -46,3 +46,11 @@ def show_value(value: Any, limit: int = 80) -> str:
     if len(text) > limit:
         text = text[: limit - 3] + "..."
     return f"a list of {len(value)}: {text}" if isinstance(value, list) else text
+
+
+def refused(why: object) -> str:
+    """What a run refused before training says, whichever check refused it (a table of the
+    embedded world, a user's dataset, the base model, the DVC gate): one wording for all.
+    Here, not in tasks/preflight.py (which imports MLflow and Prefect), so the command line
+    can say it before those imports."""
+    return f"refused before training: {why}"

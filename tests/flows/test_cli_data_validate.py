@@ -22,7 +22,7 @@ def test_validating_a_path_that_does_not_exist_says_so(tmp_path, capsys):
 
 
 def test_a_run_on_a_dataset_directory_that_does_not_exist_says_so(tmp_path):
-    from instructflow.flows.own_data import preflight
+    from instructflow.flows.own_data_checks import preflight
 
     # given --data naming a folder that is not there (and one tracked by DVC but not pulled)
     params = PipelineParams(data=str(tmp_path / "nodata"), base_model=str(tmp_path / "model"))
@@ -122,11 +122,11 @@ def test_validate_with_the_base_model_renders_and_splits_as_the_run_does(tmp_pat
     # model's chat template and checks rows against its context: a user saw other counts
     # in `data validate` than in the run's report (splits were then drawn from the
     # rendered text; now from the prompt before rendering, tests/tasks/test_split_keys.py).
-    from instructflow.flows.own_data import max_new_tokens
+    from instructflow.flows.own_data_checks import max_new_tokens
     from instructflow.flows.params import PipelineParams
     from instructflow.tasks.dataset import load_dataset
     from instructflow.tasks.dataset_report import split_counts_text
-    from instructflow.tasks.dataset_stage import length_check
+    from instructflow.tasks.lengths import length_check
     from tests.own_data import write_hh_dataset
     from tests.tiny_models import tiny_llama
 

@@ -71,6 +71,30 @@ def test_a_bad_dataset_is_refused_before_anything_runs(tmp_path, monkeypatch, ca
     )
 
 
+def test_a_bad_row_is_refused_before_prefects_server_starts(tmp_path, monkeypatch, capsys):
+    from instructflow.tasks import temporary_server
+
+    root, data, llama = _project(tmp_path, monkeypatch)
+    # given a preference row that ends on a user turn, and a run that would say when it
+    # starts Prefect's temporary server
+    prefs = [json.loads(line) for line in (data / "preferences.jsonl").read_text().splitlines()]
+    prefs[2]["chosen"] = prefs[2]["chosen"] + "\n\nHuman: and?"
+    (data / "preferences.jsonl").write_text("".join(json.dumps(r) + "\n" for r in prefs))
+    started = []
+    monkeypatch.setattr(
+        temporary_server, "start_early", lambda: started.append(1) or temporary_server.EarlyStart()
+    )
+    # when a run on the dataset starts from a local model folder
+    code = main(["run", "--profile", "smoke", "--data", str(data), "--base-model", str(llama)])
+    # then the row is refused naming file, row and field, and no server was started for it
+    # (it waited for the server's start and MLflow's and Prefect's imports: ~10 s)
+    assert code == 2
+    err = capsys.readouterr().err
+    assert "preferences.jsonl row 3 field 'chosen': does not end on an assistant turn" in err
+    assert started == []
+    assert "preferences.jsonl row 3 field 'chosen'" in _recorded_refusal(root)
+
+
 def test_a_broken_model_folder_is_refused_with_a_dataset_as_without_one(
     tmp_path, monkeypatch, capsys
 ):

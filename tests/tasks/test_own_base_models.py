@@ -25,7 +25,7 @@ from instructflow.models.batching import encode_pair
 from instructflow.models.lm import load_causal_lm
 from instructflow.models.reward_model import reward_model_from_causal_lm
 from instructflow.tasks.dataset import load_dataset
-from instructflow.tasks.dataset_stage import length_check
+from instructflow.tasks.lengths import length_check
 from instructflow.tasks.reward_model import score_rows
 from tests.own_data import write_hh_dataset
 
