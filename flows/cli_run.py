@@ -11,21 +11,21 @@ from instructflow.tasks.paths import project_root
 
 def _cmd_run(args: argparse.Namespace) -> int:
     # Servers were checked first (flows/cli.py main), before the imports below.
-    from instructflow.tasks.data_version import not_a_dvc_project
-
-    if not args.data and (problem := not_a_dvc_project(project_root())):
-        # Said before anything is written: no MLflow store or run in a folder that is no project.
-        # Worded as preflight.refused words it (preflight imports MLflow and Prefect: slow here).
-        print(f"instructflow: refused before training: {problem}", file=sys.stderr)
-        return 2
     from instructflow.flows import run_checks
     from instructflow.tasks import interrupts, temporary_server
+    from instructflow.tasks.data_version import not_a_dvc_project
 
     server = temporary_server.EarlyStart()  # none yet
     try:
         with interrupts.interrupt_before_flow():
             # Settings first: a bad one is refused in a second, with no server started.
             params = _run_params(args)
+            # The dataset --params names too: a run on one needs no DVC project around it.
+            if not params.data and (problem := not_a_dvc_project(project_root())):
+                # Before anything is written: no MLflow store or run in a folder that is no
+                # project. Worded as preflight.refused words it (preflight imports MLflow).
+                print(f"instructflow: refused before training: {problem}", file=sys.stderr)
+                return 2
             # A dataset from a local model folder too: a bad row is refused in seconds, with no
             # server started and no flow imported (MLflow's, Prefect's: ~10 s before it).
             if params.data and (refusal := run_checks.checked_data(params)):

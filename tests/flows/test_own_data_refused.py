@@ -95,6 +95,24 @@ def test_a_bad_row_is_refused_before_prefects_server_starts(tmp_path, monkeypatc
     assert "preferences.jsonl row 3 field 'chosen'" in _recorded_refusal(root)
 
 
+def test_a_dataset_named_in_params_is_checked_as_one_named_by_data(tmp_path, monkeypatch, capsys):
+    root, data, llama = _project(tmp_path, monkeypatch)
+    # given a project root that is no DVC project (a run on a dataset needs none), a bad
+    # preference row, and the dataset and model named in a --params file, not by flags
+    prefs = [json.loads(line) for line in (data / "preferences.jsonl").read_text().splitlines()]
+    prefs[1]["chosen"] = prefs[1]["chosen"] + "\n\nHuman: and?"
+    (data / "preferences.jsonl").write_text("".join(json.dumps(r) + "\n" for r in prefs))
+    params = tmp_path / "own.json"
+    params.write_text(json.dumps({"profile": "smoke", "data": str(data), "base_model": str(llama)}))
+    # when the run starts from that file
+    code = main(["run", "--params", str(params)])
+    # then the row is refused, as with --data (it was refused as outside a DVC project)
+    assert code == 2
+    err = capsys.readouterr().err
+    assert "preferences.jsonl row 2 field 'chosen': does not end on an assistant turn" in err
+    assert "DVC" not in err
+
+
 def test_a_broken_model_folder_is_refused_with_a_dataset_as_without_one(
     tmp_path, monkeypatch, capsys
 ):
