@@ -59,6 +59,12 @@ def republish_artifacts(result: dict, web: str) -> None:
     flow_run_id = result["run"].get("prefect_flow_run_id")
     if not flow_run_id:
         raise LookupError("the report names no Prefect flow run")
+    from instructflow.tasks import temporary_server
+
+    if not temporary_server.may_hold_flow_run(flow_run_id):  # no server started to be sure
+        database = temporary_server.database_path()
+        raise LookupError(f"flow run {flow_run_id} is not in this Prefect database, {database}")
+    temporary_server.prepare()  # one it starts: apart, on a kernel port, as a run's
     parent_id = result["run"]["mlflow_run_id"]
     # the REST API, as create_*_artifact calls it, with the flow run named: those helpers
     # take it from the run context, and warn (deprecated) when called outside one

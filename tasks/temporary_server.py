@@ -25,8 +25,10 @@ import errno
 import os
 import shutil
 import socket
+import sqlite3
 import subprocess
 import threading
+from contextlib import closing
 from pathlib import Path
 
 # Room a new Prefect database needs: its server creates and migrates it as it starts (~6 MiB
@@ -142,16 +144,39 @@ def start_early() -> EarlyStart:
     return EarlyStart(SubprocessASGIServer())  # Prefect's one instance, which its client finds
 
 
-def check_room_for_a_new_database() -> None:
-    """Raise the disk-full error (the command line's one line, exit 3) before the server
-    starts, where it would create its SQLite database on a disk without room for it."""
+def database_path() -> Path | None:
+    """The SQLite database Prefect's temporary server serves (None: not SQLite)."""
     from prefect.settings import PREFECT_API_DATABASE_CONNECTION_URL
 
     url = PREFECT_API_DATABASE_CONNECTION_URL.value() or ""
-    if not url.startswith("sqlite"):
-        return
-    database = Path(url.split(":///", 1)[-1])
-    if database.exists():
+    return Path(url.split(":///", 1)[-1]) if url.startswith("sqlite") else None
+
+
+def may_hold_flow_run(flow_run_id: str) -> bool:
+    """False only where this process would start Prefect's temporary server and its database
+    surely has no flow run `flow_run_id` (no such file, or no such row): a command that only
+    updates that flow run (`eval import`) then starts no server for nothing (~5-15 s; with
+    no database, a new one and its migrations). Any other case is the server's to answer."""
+    from prefect.settings import PREFECT_API_URL
+
+    database = database_path()
+    if PREFECT_API_URL.value() or database is None:
+        return True
+    if not database.exists():
+        return False
+    try:
+        with closing(sqlite3.connect(f"file:{database}?mode=ro", uri=True, timeout=5)) as db:
+            row = db.execute("SELECT 1 FROM flow_run WHERE id = ?", (str(flow_run_id),))
+            return row.fetchone() is not None
+    except sqlite3.Error:  # a schema this does not know, a file locked for long: ask the server
+        return True
+
+
+def check_room_for_a_new_database() -> None:
+    """Raise the disk-full error (the command line's one line, exit 3) before the server
+    starts, where it would create its SQLite database on a disk without room for it."""
+    database = database_path()
+    if database is None or database.exists():
         return
     folder = next(p for p in (database.parent, *database.parents) if p.exists())
     if shutil.disk_usage(folder).free < NEW_DATABASE_ROOM:
