@@ -28,6 +28,7 @@ import socket
 import sqlite3
 import subprocess
 import threading
+import time
 from contextlib import closing
 from pathlib import Path
 
@@ -36,6 +37,8 @@ from pathlib import Path
 # of the server's tracebacks, and left a half-migrated database on which every later start
 # failed ("duplicate column name"), with space again or not.
 NEW_DATABASE_ROOM = 32 * 2**20
+# How long a discarded start gets to reach its process, or to end once it is killed.
+DISCARD_SECONDS = 5.0
 
 
 def kernel_port() -> int:
@@ -102,18 +105,41 @@ class EarlyStart:
             raise self._failed[0]
 
     def discard(self) -> None:
-        """Stop the server without a word: the run ends before its flow (a refusal), and
-        Prefect's "Stopping temporary server" would read as if a run had started."""
+        """Stop the server now, without a word: the run ends before its flow (a refusal), and
+        Prefect's "Stopping temporary server" would read as if a run had started.
+
+        Not waiting for it to answer first: a new database's migrations took 4-8 s after a
+        refusal's line on a 2-core machine. Killed (SIGKILL: on SIGTERM uvicorn finishes
+        its start-up first) mid-migration, the database stays whole: Prefect migrates
+        SQLite one transaction per migration, and a start killed 1.5, 3 or 5 s in was
+        followed by a start that served a flow run (by hand, 2026-12-07)."""
         if self._thread is None:
             return
-        self._thread.join()
         from prefect.server.api.server import subprocess_server_logger
 
         disabled, subprocess_server_logger.disabled = subprocess_server_logger.disabled, True
         try:
+            process = self._started_process()
+            if process is not None:
+                process.kill()
+                process.wait()
+            # No process left to stop; forgets Prefect's instance, whose start (the
+            # thread's wait for an answer) then ends at its next look at the process.
             self._server.stop()
+            self._thread.join(DISCARD_SECONDS)
         finally:
             subprocess_server_logger.disabled = disabled
+
+    def _started_process(self):
+        """The server's process, once the thread has started it (at once: a port and a
+        Popen); None if the thread ended without one."""
+        deadline = time.monotonic() + DISCARD_SECONDS
+        while self._server.server_process is None and self._thread.is_alive():
+            if time.monotonic() > deadline:
+                self._thread.join()  # as before: the start ends, then the server is stopped
+                break
+            time.sleep(0.01)
+        return self._server.server_process
 
 
 def start_early() -> EarlyStart:

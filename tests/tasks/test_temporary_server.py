@@ -78,3 +78,52 @@ def test_no_room_for_a_new_database_is_the_disk_full_line_before_any_server(tmp_
         database.parent.mkdir()
         database.touch()
         temporary_server.check_room_for_a_new_database()
+
+
+def test_a_discarded_start_stops_at_once_and_leaves_the_database_whole(
+    prepared, tmp_path, monkeypatch
+):
+    import time
+
+    from prefect.client.orchestration import get_client
+    from prefect.settings import (
+        PREFECT_API_DATABASE_CONNECTION_URL,
+        PREFECT_API_URL,
+        PREFECT_SERVER_EPHEMERAL_ENABLED,
+        temporary_settings,
+    )
+
+    from instructflow.tasks import outages
+
+    database = tmp_path / "prefect.db"
+    url = f"sqlite+aiosqlite:///{database}"
+    monkeypatch.setenv("PREFECT_API_DATABASE_CONNECTION_URL", url)  # the server's process's
+    settings = {
+        PREFECT_API_DATABASE_CONNECTION_URL: url,
+        PREFECT_API_URL: None,
+        PREFECT_SERVER_EPHEMERAL_ENABLED: True,
+    }
+    with temporary_settings(settings):
+        # given a run's early server creating its new database (its migrations take seconds)
+        early = temporary_server.start_early()
+        deadline = time.monotonic() + 60
+        while not database.exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        process = early._server.server_process
+        if outages.server_answers(early._server.api_url):
+            pytest.skip("the server answered before it could be discarded while starting")
+        # when the run is refused before the server answers
+        started = time.monotonic()
+        early.discard()
+        # then the server is gone at once, not once its migrations are done
+        assert time.monotonic() - started < 2.0
+        assert process.poll() is not None
+        # and the next run's server starts on that database and writes to it
+        again = temporary_server.start_early()
+        try:
+            again.ready()
+            with get_client(sync_client=True) as client:
+                client.create_flow_from_name("after-a-discarded-start")
+                assert [f.name for f in client.read_flows()] == ["after-a-discarded-start"]
+        finally:
+            again.discard()
