@@ -164,6 +164,7 @@ def start_early() -> EarlyStart:
     if PREFECT_API_URL.value() or not PREFECT_SERVER_EPHEMERAL_ENABLED.value():
         return EarlyStart()
     check_room_for_a_new_database()
+    make_database_folder()
     prepare()
     from prefect.server.api.server import SubprocessASGIServer
 
@@ -196,6 +197,16 @@ def may_hold_flow_run(flow_run_id: str) -> bool:
             return row.fetchone() is not None
     except sqlite3.Error:  # a schema this does not know, a file locked for long: ask the server
         return True
+
+
+def make_database_folder() -> None:
+    """The folder of the server's SQLite database, made with its parents. Prefect makes
+    PREFECT_HOME without them: under a folder that is not there the server could not open
+    its database, exited, and was started again on another port, over and over, for the
+    180 s of its start-up timeout (a traceback each time) before the run failed."""
+    database = database_path()
+    if database is not None:
+        database.parent.mkdir(parents=True, exist_ok=True)
 
 
 def check_room_for_a_new_database() -> None:

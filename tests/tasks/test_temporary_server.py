@@ -127,3 +127,33 @@ def test_a_discarded_start_stops_at_once_and_leaves_the_database_whole(
                 assert [f.name for f in client.read_flows()] == ["after-a-discarded-start"]
         finally:
             again.discard()
+
+
+def test_a_database_under_folders_not_there_yet_is_made_there(prepared, tmp_path, monkeypatch):
+    from prefect.settings import (
+        PREFECT_API_DATABASE_CONNECTION_URL,
+        PREFECT_API_URL,
+        PREFECT_SERVER_EPHEMERAL_ENABLED,
+        temporary_settings,
+    )
+
+    # given a PREFECT_HOME (here its database) under folders that are not there yet
+    database = tmp_path / "not-yet" / "home" / "prefect.db"
+    url = f"sqlite+aiosqlite:///{database}"
+    monkeypatch.setenv("PREFECT_API_DATABASE_CONNECTION_URL", url)  # the server's process's
+    settings = {
+        PREFECT_API_DATABASE_CONNECTION_URL: url,
+        PREFECT_API_URL: None,
+        PREFECT_SERVER_EPHEMERAL_ENABLED: True,
+    }
+    with temporary_settings(settings):
+        # when a run starts its early server
+        early = temporary_server.start_early()
+        try:
+            early._thread.join(90)
+            # then it answers, on a database made there (it could not open one: 180 s of
+            # restarts, then the run failed)
+            assert not early._thread.is_alive() and not early._failed
+            assert database.exists()
+        finally:
+            early.discard()
