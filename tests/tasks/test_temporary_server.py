@@ -1,6 +1,9 @@
 """tasks.temporary_server: Prefect's temporary server started apart, on a kernel-chosen port."""
 
+import os
 import socket
+import subprocess
+import sys
 
 import pytest
 from prefect.server.api import server as prefect_server
@@ -14,6 +17,9 @@ def prepared(monkeypatch):
     cls = prefect_server.SubprocessASGIServer
     monkeypatch.setattr(cls, "_run_uvicorn_command", cls._run_uvicorn_command)
     monkeypatch.setattr(cls, "find_available_port", cls.find_available_port)
+    # Prefect keeps one server per port in the process: a temporary server an earlier test
+    # of this process started would be the one these tests start (on its own database).
+    monkeypatch.setattr(cls, "_instances", {})
     temporary_server.prepare()
     return cls
 
@@ -129,31 +135,30 @@ def test_a_discarded_start_stops_at_once_and_leaves_the_database_whole(
             again.discard()
 
 
-def test_a_database_under_folders_not_there_yet_is_made_there(prepared, tmp_path, monkeypatch):
-    from prefect.settings import (
-        PREFECT_API_DATABASE_CONNECTION_URL,
-        PREFECT_API_URL,
-        PREFECT_SERVER_EPHEMERAL_ENABLED,
-        temporary_settings,
-    )
+EARLY_START = """
+from instructflow.tasks import temporary_server
+early = temporary_server.start_early()
+early._thread.join(90)
+print("started", not early._thread.is_alive() and not early._failed, flush=True)
+early.discard()
+"""
 
-    # given a PREFECT_HOME (here its database) under folders that are not there yet
+
+def test_a_database_under_folders_not_there_yet_is_made_there(tmp_path):
+    # given a PREFECT_HOME (here its database) under folders that are not there yet, in a
+    # process of its own (Prefect keeps one temporary server per process: a test harness's
+    # would be the one started here)
     database = tmp_path / "not-yet" / "home" / "prefect.db"
-    url = f"sqlite+aiosqlite:///{database}"
-    monkeypatch.setenv("PREFECT_API_DATABASE_CONNECTION_URL", url)  # the server's process's
-    settings = {
-        PREFECT_API_DATABASE_CONNECTION_URL: url,
-        PREFECT_API_URL: None,
-        PREFECT_SERVER_EPHEMERAL_ENABLED: True,
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
+    env |= {
+        "PREFECT_HOME": str(tmp_path / "not-yet" / "home"),
+        "PREFECT_SERVER_EPHEMERAL_ENABLED": "true",
     }
-    with temporary_settings(settings):
-        # when a run starts its early server
-        early = temporary_server.start_early()
-        try:
-            early._thread.join(90)
-            # then it answers, on a database made there (it could not open one: 180 s of
-            # restarts, then the run failed)
-            assert not early._thread.is_alive() and not early._failed
-            assert database.exists()
-        finally:
-            early.discard()
+    # when a run starts its early server
+    done = subprocess.run(
+        [sys.executable, "-c", EARLY_START], env=env, capture_output=True, text=True, timeout=150
+    )
+    # then it answers, on a database made there (it could not open one: 180 s of restarts,
+    # then the run failed)
+    assert "started True" in done.stdout, done.stderr[-2000:]
+    assert database.exists()
