@@ -23,6 +23,10 @@ def checked_data(params, folder: str | None = None) -> int | None:
     from instructflow.tasks.table_errors import refused
 
     pin_threads(params.threads)  # before any torch work
+    if params.processes > 1:  # said before the dataset's checks, which may refuse the run
+        from instructflow.tasks.launch import warn_dropout_differs
+
+        warn_dropout_differs(params.processes, folder)
     try:
         summary = own_data_checks.preflight(params.model_copy(update={"base_model": folder}))
     except bad_input_errors() as error:  # recorded in MLflow as the embedded world's are
