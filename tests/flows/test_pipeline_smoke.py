@@ -241,9 +241,13 @@ def test_changed_data_fails_the_run_and_leaves_no_report(
     _use_root(monkeypatch, root)
     # when the pipeline runs
     # then it is refused before training (the input checks run the DVC gate first), naming data.dvc
+    from prefect.exceptions import FailedRun
+
     from instructflow.tasks.preflight import InputRefused
 
-    with pytest.raises(InputRefused, match=r"data/ does not match data\.dvc"):
+    # (FailedRun with the same message: Prefect's engine raises it instead when its test
+    # server, its SQLite database locked on a loaded machine, fails to take the Failed state)
+    with pytest.raises((InputRefused, FailedRun), match=r"data/ does not match data\.dvc"):
         _run_pipeline()
     # and it wrote no report and ran no stage
     assert not (root / "reports").exists()
