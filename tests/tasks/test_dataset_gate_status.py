@@ -85,6 +85,19 @@ def _dataset_run(tiny_dirs, tmp_path, monkeypatch, candidate_note=None):
     return PipelineParams(profile="smoke", data=str(data)), inputs
 
 
+def _champion_tagged(params, inputs, monkeypatch, tags: dict) -> str:
+    """A registered champion (v1) with `tags`, for the dataset's policy model; the match
+    against it stubbed (the judge's verdict is not what these tests check)."""
+    name = params.registry.names(params.profile, params.data)[0]
+    client = MlflowClient()
+    client.create_registered_model(name)
+    theirs = client.create_model_version(name, inputs.policy_dir, tags=tags)
+    client.set_registered_model_alias(name, "champion", theirs.version)
+    rival = ("champion v1", {"mean": 0.4, "ci95": [0.3, 0.5]}, 10)
+    monkeypatch.setattr(dataset_gate, "_rival", lambda *args: rival)
+    return name
+
+
 def _logged(model_dir: str, _name: str):
     """Registering logs no model here: the checkpoint folder is the version's source."""
     return type("Logged", (), {"model_uri": model_dir})
@@ -103,26 +116,10 @@ def test_a_champion_trained_on_another_folder_of_the_same_name_is_named_in_the_g
     # given a champion of instructflow-policy-prefs-smoke trained on /elsewhere/prefs
     params, inputs = _dataset_run(tiny_dirs, tmp_path, monkeypatch)
     data = Path(params.data)
-    name = params.registry.names(params.profile, params.data)[0]
-    client = MlflowClient()
-    client.create_registered_model(name)
-    theirs = client.create_model_version(
-        name, inputs.policy_dir, tags={"data_dir": "/elsewhere/prefs"}
-    )
-    client.set_registered_model_alias(name, "champion", theirs.version)
-    # (the match against it stubbed: the judge's verdict is not what is checked here)
-    rival = ("champion v1", {"mean": 0.4, "ci95": [0.3, 0.5]}, 10)
-    monkeypatch.setattr(dataset_gate, "_rival", lambda *args: rival)
+    name = _champion_tagged(params, inputs, monkeypatch, {"data_dir": "/elsewhere/prefs"})
+    # when a run on ./prefs (another dataset, the same folder name) reaches its gate
     with mlflow.start_run(run_name="parent") as parent:
-        result = {
-            "run": {"mlflow_run_id": parent.info.run_id, "git_commit": "cafe",
-                    "prefect_flow_run_id": "7f0c", "dvc_data_md5": "0123abcd"},
-            "dataset": {"tables": {}, "split_rule": "prompt_hash"},
-            "policies": {"ppo": {"win_rate_vs_sft": {"mean": 0.5, "ci95": [0.4, 0.6]}}},
-            "judge": {"accuracy_heldout_pairs": 0.9, "test_pairs": 200},
-        }  # fmt: skip
-        # when a run on ./prefs (another dataset, the same folder name) reaches its gate
-        gate, _ = dataset_gate.register_and_gate(params, result, inputs)
+        gate, _ = dataset_gate.register_and_gate(params, _result(parent.info.run_id), inputs)
     # then the gate's note says whose champion it played and how to keep them apart
     assert gate["note"].startswith(
         f"champion v1 of {name} was trained on /elsewhere/prefs, this run on {data.resolve()}"
@@ -136,32 +133,16 @@ def test_a_champion_from_another_base_model_is_said_to_be_no_like_for_like_rival
     # given a champion trained from another base model than this run's
     params, inputs = _dataset_run(tiny_dirs, tmp_path, monkeypatch)
     params = params.model_copy(update={"base_model": str(tiny_dirs[0])})
-    name = params.registry.names(params.profile, params.data)[0]
-    client = MlflowClient()
-    client.create_registered_model(name)
-    theirs = client.create_model_version(
-        name, inputs.policy_dir, tags={"base_model": "/models/other-base"}
-    )
-    client.set_registered_model_alias(name, "champion", theirs.version)
-    # (the match against it stubbed: the judge's verdict is not what is checked here)
-    rival = ("champion v1", {"mean": 0.4, "ci95": [0.3, 0.5]}, 10)
-    monkeypatch.setattr(dataset_gate, "_rival", lambda *args: rival)
+    name = _champion_tagged(params, inputs, monkeypatch, {"base_model": "/models/other-base"})
+    # when this run reaches its gate
     with mlflow.start_run(run_name="parent") as parent:
-        result = {
-            "run": {"mlflow_run_id": parent.info.run_id, "git_commit": "cafe",
-                    "prefect_flow_run_id": "7f0c", "dvc_data_md5": "0123abcd"},
-            "dataset": {"tables": {}, "split_rule": "prompt_hash"},
-            "policies": {"ppo": {"win_rate_vs_sft": {"mean": 0.5, "ci95": [0.4, 0.6]}}},
-            "judge": {"accuracy_heldout_pairs": 0.9, "test_pairs": 200},
-        }  # fmt: skip
-        # when this run reaches its gate
-        gate, _ = dataset_gate.register_and_gate(params, result, inputs)
+        gate, _ = dataset_gate.register_and_gate(params, _result(parent.info.run_id), inputs)
     # then the gate's reason says, naming both, that the comparison is not like for like
     assert gate["reason"].endswith(
         "; not like for like: champion v1 was trained from base model /models/other-base, "
         f"the candidate from {tiny_dirs[0]}"
     )
-    version = client.get_model_version(name, gate["policy_version"])
+    version = MlflowClient().get_model_version(name, gate["policy_version"])
     assert version.tags["gate_reason"] == gate["reason"]
 
 

@@ -357,29 +357,42 @@ def test_a_finished_runs_report_waits_for_its_lost_server_before_it_is_logged(
     assert logged == {"report/report.json", "report/report.md"}
 
 
-def test_the_data_stage_waits_for_a_server_lost_as_its_run_ends_then_is_done(
-    store, generated_root, tmp_path, monkeypatch
-):
-    from instructflow.tasks import data
-    from instructflow.tasks.stage import is_done
-
-    # given a tracking server that goes away as the data stage ends its run, back soon after
+def _data_stage_losing_its_server(monkeypatch, back_after: int | None) -> Server:
+    """A tracking server that goes away as the data stage ends its run (after its last
+    write, the tables), back after `back_after` more probes or never."""
     tracking.setup()
     server = Server(monkeypatch)
-    monkeypatch.setattr(outages, "OUTAGE_WAIT_SECONDS", 60.0)
+    monkeypatch.setattr(outages, "OUTAGE_WAIT_SECONDS", 60.0 if back_after else 0.05)
     real = tracking.log_tables
 
     def log_then_lose(*args, **kwargs):
         real(*args, **kwargs)
-        server.lost_as_a_run_ends, server.back_after_probes = True, server.probes + 2
+        server.lost_as_a_run_ends = True
+        if back_after is not None:
+            server.back_after_probes = server.probes + back_after
 
     monkeypatch.setattr(tracking, "log_tables", log_then_lose)
+    return server
+
+
+def _run_data_stage(generated_root, out, parent_run_id: str) -> dict:
+    from instructflow.tasks import data
+
+    profile_dir = str(generated_root / "data" / "smoke")
+    return data.validate_data_task.fn(profile_dir, "abc.dir", str(out), parent_run_id)
+
+
+def test_the_data_stage_waits_for_a_server_lost_as_its_run_ends_then_is_done(
+    store, generated_root, tmp_path, monkeypatch
+):
+    from instructflow.tasks.stage import is_done
+
+    # given a tracking server that goes away as the data stage ends its run, back soon after
+    _data_stage_losing_its_server(monkeypatch, back_after=2)
     out = tmp_path / "runs" / "data"
     # when the stage runs
     with mlflow.start_run() as parent:
-        result = data.validate_data_task.fn(
-            str(generated_root / "data" / "smoke"), "abc.dir", str(out), parent.info.run_id
-        )
+        result = _run_data_stage(generated_root, out, parent.info.run_id)
     # then its end waited: the run is FINISHED and the stage done
     assert store.get_run(result["mlflow_run_id"]).info.status == "FINISHED"
     assert is_done(out)
@@ -388,26 +401,13 @@ def test_the_data_stage_waits_for_a_server_lost_as_its_run_ends_then_is_done(
 def test_a_data_stage_whose_run_cannot_be_ended_is_not_marked_done(
     store, generated_root, tmp_path, monkeypatch
 ):
-    from instructflow.tasks import data
-
     # given a tracking server that goes away for good as the data stage ends its run
-    tracking.setup()
-    server = Server(monkeypatch)
-    monkeypatch.setattr(outages, "OUTAGE_WAIT_SECONDS", 0.05)
-    real = tracking.log_tables
-
-    def log_then_lose(*args, **kwargs):
-        real(*args, **kwargs)
-        server.lost_as_a_run_ends = True
-
-    monkeypatch.setattr(tracking, "log_tables", log_then_lose)
+    server = _data_stage_losing_its_server(monkeypatch, back_after=None)
     out = tmp_path / "runs" / "data"
     # when the stage runs, it fails
     with mlflow.start_run() as parent:
         with pytest.raises(MlflowException, match="Connection refused"):
-            data.validate_data_task.fn(
-                str(generated_root / "data" / "smoke"), "abc.dir", str(out), parent.info.run_id
-            )
+            _run_data_stage(generated_root, out, parent.info.run_id)
         server.down = False  # back, for this test's own parent run to end
     # and it is not marked done: its retry runs it again
     assert not (out / "DONE.json").exists()
