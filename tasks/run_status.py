@@ -15,7 +15,7 @@ from contextvars import ContextVar
 from pathlib import Path
 from typing import Any
 
-from instructflow.tasks import interrupts, report, task_run_states
+from instructflow.tasks import interrupts, report
 from instructflow.tasks.outages import RunFault, fault_line
 from instructflow.tasks.paths import reports_dir
 
@@ -88,7 +88,6 @@ def failure_report(fn):
         finally:
             _progress.reset(token)
             interrupts.disarm()  # the flow has ended: nothing left for a signal's alarm to stop
-            task_run_states.settle()  # stage ends a lost Prefect server missed
 
     return wrapper
 
