@@ -29,12 +29,14 @@ def own_fewshot_rows(profile_dir: Path, n: int) -> list[dict]:
             seen.add(row["prompt"])
             rows.append(row)
     by_length = sorted(rows, key=lambda r: len(r["response"].split()))  # stable: table order
-    first_of_family: dict[str, dict] = {}
+    shortest: dict[str, dict] = {}
     for row in by_length:
-        first_of_family.setdefault(row["family"], row)
-    leaders = sorted(first_of_family.values(), key=rows.index)  # the table's family order
-    others = [r for r in by_length if all(r is not leader for leader in leaders)]
-    return (leaders + others)[:n]
+        shortest.setdefault(row["family"], row)
+    # families in the order the table names them (dicts keep insertion order)
+    families = dict.fromkeys(row["family"] for row in rows)
+    leaders = [shortest[family] for family in families]
+    chosen = {id(row) for row in leaders}
+    return (leaders + [r for r in by_length if id(r) not in chosen])[:n]
 
 
 def fewshot_prefix_that_fits(profile_dir: Path, n: int, check: LengthCheck) -> tuple[str, int]:
