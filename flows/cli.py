@@ -17,7 +17,9 @@ instructflow compare A.json B.json       two reports side by side, saying if mac
 """
 
 import argparse
+import faulthandler
 import gc
+import signal
 import sys
 from importlib.metadata import version
 
@@ -50,6 +52,9 @@ def main(argv: list[str] | None = None) -> int:
     # Before anything imports Prefect, which reads its settings once, at import
     # (instructflow.tasks.env: the defaults, each overridden by what you export).
     apply_defaults()
+    # `kill -USR1 <pid>` prints every thread's stack to stderr and the command goes on:
+    # where a run that seems stuck is waiting, without stopping it.
+    faulthandler.register(signal.SIGUSR1, all_threads=True)
     args = _parse(build_parser(), argv)
     # A command that imports everything and then runs a flow says so (`import_heavy`, beside
     # its handler, which calls heap.imports_done() before its flow: tasks/heap.py).

@@ -306,6 +306,23 @@ def start_cli(
     )  # fmt: skip
 
 
+def cli_output(proc: subprocess.Popen, timeout: float) -> str:
+    """What a `start_cli` process printed, once it ended. Still running after `timeout`, it is
+    asked for every thread's stack (SIGUSR1: flows/cli.py), its process group is killed (a hung
+    run must not outlive its test) and the test fails with the end of what it printed."""
+    try:
+        return proc.communicate(timeout=timeout)[0]
+    except subprocess.TimeoutExpired:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(proc.pid, signal.SIGUSR1)
+            time.sleep(2)
+            os.killpg(proc.pid, signal.SIGKILL)
+        output = proc.communicate()[0]
+        pytest.fail(
+            f"still running after {timeout:.0f} s; the end of its output:\n{output[-12000:]}"
+        )
+
+
 @contextlib.contextmanager
 def small_filesystem(folder: Path, size: str, read_only: bool = False) -> Iterator[Path]:
     """`folder` on a tmpfs of `size` (e.g. "64k"): a disk that fills, or refuses every write;

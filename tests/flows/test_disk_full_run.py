@@ -5,7 +5,7 @@ command completes."""
 import pytest
 from mlflow import MlflowClient
 
-from tests.conftest import cli_env, small_filesystem, start_cli
+from tests.conftest import cli_env, cli_output, small_filesystem, start_cli
 from tests.flows.test_faults import mlflow_runs
 
 pytestmark = pytest.mark.slow
@@ -20,7 +20,7 @@ def test_a_full_disk_stops_the_run_in_one_line_and_the_same_command_resumes(
     with small_filesystem(root / "runs" / "base_model", "64k"):
         # when the pipeline runs
         proc = start_cli(root, params, env)
-        output = proc.communicate(timeout=600)[0]
+        output = cli_output(proc, 600)
     # then it stops with the disk-full line, naming where it was writing, exit 3
     last = output.strip().splitlines()[-1]
     assert proc.returncode == 3, output[-3000:]
@@ -37,7 +37,7 @@ def test_a_full_disk_stops_the_run_in_one_line_and_the_same_command_resumes(
 
     # when there is space again and the same command runs
     proc = start_cli(root, params, env)
-    output = proc.communicate(timeout=900)[0]
+    output = cli_output(proc, 900)
     # then it completes
     assert proc.returncode == 0, output[-3000:]
     assert (root / "reports" / "latest" / "report.json").exists()

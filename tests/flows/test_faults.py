@@ -22,7 +22,7 @@ import pytest
 from mlflow import MlflowClient
 
 from instructflow.tasks import concurrency, tracking
-from tests.conftest import cli_env, free_port, start_cli
+from tests.conftest import cli_env, cli_output, free_port, start_cli
 from tests.flows.contract import SMOKE_POLICY
 
 
@@ -117,7 +117,7 @@ def test_sigterm_stops_a_run_within_10_s_with_a_checkpoint_and_nothing_left_runn
     # when it receives SIGTERM
     sent = time.monotonic()
     proc.send_signal(signal.SIGTERM)
-    output, _ = proc.communicate(timeout=60)
+    output = cli_output(proc, 60)
     stopped_s = time.monotonic() - sent
     # then it stopped within 10 s, saying so, with the exit status of SIGTERM
     assert stopped_s < 10, (stopped_s, output[-3000:])
@@ -156,7 +156,7 @@ def test_ctrl_c_in_a_terminal_stops_a_run_in_seconds_and_its_temporary_server_af
     # when Ctrl-C sends SIGINT to the terminal's whole process group (the run's session)
     sent = time.monotonic()
     os.killpg(proc.pid, signal.SIGINT)
-    output, _ = proc.communicate(timeout=120)
+    output = cli_output(proc, 120)
     stopped_s = time.monotonic() - sent
     # then the run stopped within seconds, saying so (not "lost a service": the server lived)
     assert stopped_s < 20, (stopped_s, output[-3000:])
@@ -189,7 +189,7 @@ def test_a_signal_stops_a_sweep_and_its_seed_processes_in_seconds(make_project, 
     # when Ctrl-C sends SIGINT to the terminal's process group, or SIGTERM reaches the sweep
     sent = time.monotonic()
     send(proc.pid)
-    output, _ = proc.communicate(timeout=120)
+    output = cli_output(proc, 120)
     # then the sweep stopped within seconds, saying so, and left no process behind (its
     # seeds' pool workers kept the interpreter from exiting: it hung for minutes)
     assert time.monotonic() - sent < 30, output[-3000:]
@@ -235,7 +235,7 @@ def killed_and_resumed(prefect_harness, make_project, fast_smoke) -> dict:
         proc.wait()
     started = time.monotonic()
     proc = start_cli(root, params, env)
-    output, _ = proc.communicate(timeout=900)
+    output = cli_output(proc, 900)
     assert proc.returncode == 0, output[-4000:]
     print(f"the resumed run took {time.monotonic() - started:.0f} s")
     report = json.loads((root / "reports" / "latest" / "report.json").read_text())

@@ -10,7 +10,7 @@ from prefect.settings import PREFECT_API_URL, temporary_settings
 
 from instructflow.tasks import temporary_server
 from instructflow.tasks.leftovers import ephemeral_servers
-from tests.conftest import cli_env, flip_one_byte, start_cli
+from tests.conftest import cli_env, cli_output, flip_one_byte, start_cli
 from tests.flows.test_faults import session_processes
 
 
@@ -36,7 +36,7 @@ def test_a_refused_run_stops_the_server_it_started_early_without_a_word(make_pro
     # when a run is started with Prefect's temporary server
     proc = start_cli(root, fast_smoke(), ephemeral_env(root))
     started = wait_for_server(proc, str(root / ".prefect"))
-    output, _ = proc.communicate(timeout=180)
+    output = cli_output(proc, 180)
     # then it is refused, having started the server beside its checks
     assert proc.returncode == 2, output[-3000:]
     assert "refused before training" in output and "Beginning flow run" not in output
@@ -53,7 +53,7 @@ def test_a_bad_setting_is_refused_before_the_early_server_starts(make_project, f
     root = make_project()
     proc = start_cli(root, fast_smoke(ppo={"lr": -1}), ephemeral_env(root))
     started = wait_for_server(proc, str(root / ".prefect"))
-    output, _ = proc.communicate(timeout=180)
+    output = cli_output(proc, 180)
     # then the setting's line is all there is, no server was started, and none is left
     assert proc.returncode == 2, output[-3000:]
     assert "ppo.lr = -1 is not allowed" in output
@@ -77,7 +77,7 @@ def test_a_signal_before_the_flow_stops_the_run_and_its_early_server(sig, make_p
         home = str(root / ".prefect")
         assert wait_for_server(proc, home), "no temporary server was started"
         proc.send_signal(sig)
-        output, _ = proc.communicate(timeout=60)
+        output = cli_output(proc, 60)
         if "Beginning flow run" not in output:
             break
     # then it stopped before its flow, saying so, and stopped the server on its way out
