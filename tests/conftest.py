@@ -482,10 +482,13 @@ class LiveStack:
         pids = {f.name: f.read_text().strip() for f in state.glob("*.pid")}
         # Minutes, not seconds: stop.sh first waits for flow runs in progress to end
         # (flows/stop_runs.py), then gives each service 10 s.
-        stopped = subprocess.run(
-            ["bash", "scripts/stop.sh"], cwd=self.checkout, env=self.env, timeout=300, check=False
-        )
-        if stopped.returncode != 0:
+        try:
+            stopped = subprocess.run(
+                ["bash", "scripts/stop.sh"], cwd=self.checkout, env=self.env, timeout=300
+            ).returncode
+        except subprocess.TimeoutExpired:  # the by-PID kill below is then all the more needed
+            stopped = None
+        if stopped != 0:
             for pid in pids.values():
                 if pid.isdigit():
                     with contextlib.suppress(ProcessLookupError, PermissionError):

@@ -139,3 +139,26 @@ def test_served_stack_records_its_stack_while_serve_sh_runs_and_forgets_it_after
     # then serve.sh ran with the stack's .serve/ recorded, and the record is gone after
     assert str(checkout / ".serve") in (checkout / "recorded.json").read_text()
     assert list(leftover_stacks.registry().glob("*.json")) == []
+
+
+def test_a_live_stack_whose_stop_script_times_out_is_still_stopped_by_pid(
+    tmp_path, processes, monkeypatch
+):
+    from tests.conftest import LiveStack
+
+    # given a stack whose worker and servers run, and a stop.sh that never returns in time
+    server, worker = processes(), processes()
+    checkout = _serve_state(tmp_path, **{"prefect-server": server.pid, "worker": worker.pid}).parent
+    real_run = subprocess.run
+
+    def stop_script_times_out(args, **kwargs):
+        if args[:2] == ["bash", "scripts/stop.sh"]:
+            raise subprocess.TimeoutExpired(args, kwargs.get("timeout"))
+        return real_run(args, **kwargs)
+
+    monkeypatch.setattr(subprocess, "run", stop_script_times_out)
+    # when the stack is stopped
+    LiveStack(checkout, dict(os.environ), 1, 1).stop()
+    # then every process it recorded is gone
+    for process in (server, worker):
+        assert process.wait(timeout=10) is not None
