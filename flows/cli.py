@@ -52,9 +52,7 @@ def main(argv: list[str] | None = None) -> int:
     # Before anything imports Prefect, which reads its settings once, at import
     # (instructflow.tasks.env: the defaults, each overridden by what you export).
     apply_defaults()
-    # `kill -USR1 <pid>` prints every thread's stack to stderr and the command goes on:
-    # where a run that seems stuck is waiting, without stopping it.
-    faulthandler.register(signal.SIGUSR1, all_threads=True)
+    _dump_stacks_on_sigusr1()
     args = _parse(build_parser(), argv)
     # A command that imports everything and then runs a flow says so (`import_heavy`, beside
     # its handler, which calls heap.imports_done() before its flow: tasks/heap.py).
@@ -90,6 +88,19 @@ def main(argv: list[str] | None = None) -> int:
         return _explain(error, resumable=args.command in RESUMABLE_COMMANDS)
     finally:
         gc.enable()  # a command that stopped before its flow (a refusal) never turned it on
+
+
+def _dump_stacks_on_sigusr1() -> None:
+    """`kill -USR1 <pid>` prints every thread's stack to stderr and the command goes on:
+    where a run that seems stuck is waiting, without stopping it."""
+    # A sys.stderr with no file behind it (pytest's capsys, main() called in-process) made
+    # main() fail at once: the process's own stderr is written instead.
+    for stream in (sys.stderr, sys.__stderr__):
+        try:
+            faulthandler.register(signal.SIGUSR1, file=stream, all_threads=True)
+            return
+        except (AttributeError, ValueError, OSError):  # io.UnsupportedOperation: no fileno
+            continue
 
 
 def _parse(parser: argparse.ArgumentParser, argv: list[str] | None) -> argparse.Namespace:
