@@ -2,7 +2,10 @@
 
 import argparse
 import json
+import os
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from instructflow.tasks.paths import project_root, reports_dir
@@ -34,11 +37,40 @@ def _cmd_promote(args: argparse.Namespace) -> int:
         return 2
     tracking.setup()
     model = args.model or RegistryConfig().names(args.profile)[0]
-    if promote_manually(args.version, args.reason, model):
+    with _registry_slot():
+        moved = promote_manually(args.version, args.reason, model)
+    if moved:
         print(f"{model} v{args.version} is now champion (manual: {args.reason})")
     else:
         print(f"{model} v{args.version} is champion already: nothing changed")
     return 0
+
+
+# Printed once if a promotion gate (or an approval, or another `promote`) holds the slot.
+REGISTRY_WAIT = "waiting for the registry: a promotion gate is in progress"
+
+
+@contextmanager
+def _registry_slot() -> Iterator[None]:
+    """The registry's slot while inside, as a gate holds it (tasks/concurrency.py), where
+    PREFECT_API_URL is set; none without it: starting Prefect's temporary server would cost
+    a one-second command seconds more (docs/registry.md says what that leaves open)."""
+    if not os.environ.get("PREFECT_API_URL"):
+        yield
+        return
+    from instructflow.tasks import leftovers
+    from instructflow.tasks.concurrency import ensure_limits, registry_slot
+
+    # Alive while it holds the slot: a run starting meanwhile frees the slot only when no
+    # run of this project is alive (tasks/leftovers.py), and would free this one's.
+    token = leftovers.register()[leftovers.TAG_TOKEN]
+    try:
+        ensure_limits()  # a limit not created yet (no run so far) would hold nothing
+        # A lost server fails at once with one line (nothing done would be lost by it).
+        with registry_slot(waiting=REGISTRY_WAIT, outage_wait=False):
+            yield
+    finally:
+        leftovers.unregister(token)
 
 
 def _cmd_evaluate(args: argparse.Namespace) -> int:

@@ -66,11 +66,20 @@ def ensure_limits() -> None:
 
 
 @contextmanager
-def registry_slot() -> Iterator[None]:
+def registry_slot(waiting: str = "", outage_wait: bool = True) -> Iterator[None]:
     """Hold the registry's slot while inside; wait while another run holds it, or while
     Prefect's server is lost (a restart: the stages before the gate are done and would be
-    lost with the run)."""
-    lease_id = _after_outage(_lease, "the registry stage takes the registry's slot there")
+    lost with the run).
+
+    waiting: a line printed once if another holder makes this one wait.
+    outage_wait: False raises a lost server's error at once (nothing done would be lost).
+    """
+
+    def lease() -> UUID:
+        return _lease(waiting)
+
+    why = "the registry stage takes the registry's slot there"
+    lease_id = _after_outage(lease, why) if outage_wait else lease()
     stop = threading.Event()
     renewal = threading.Thread(target=_renew, args=(lease_id, stop), daemon=True)
     renewal.start()
@@ -90,9 +99,10 @@ def registry_slot() -> Iterator[None]:
             )
 
 
-def _lease() -> UUID:
+def _lease(waiting: str = "") -> UUID:
+    unsaid = [waiting] if waiting else []  # said once, also when a busy server is asked again
     with _impatient_client() as client:
-        return asked_until_answered(lambda: _acquire(client))
+        return asked_until_answered(lambda: _acquire(client, unsaid))
 
 
 # Prefect's server not there at all (stopped, restarting), as against busy (ServerBusy).
@@ -129,8 +139,9 @@ def _impatient_client():
     return get_client(sync_client=True, httpx_settings=hooks)
 
 
-def _acquire(client) -> UUID:
-    """A lease on one registry slot, once it is free (Prefect answers 423 while it is held)."""
+def _acquire(client, unsaid: list[str] | None = None) -> UUID:
+    """A lease on one registry slot, once it is free (Prefect answers 423 while it is held);
+    the lines in `unsaid` are printed (and taken out) at a 423."""
     while True:
         try:
             response = client.increment_concurrency_slots_with_lease(
@@ -140,6 +151,8 @@ def _acquire(client) -> UUID:
         except httpx.HTTPStatusError as error:
             if error.response.status_code != 423:
                 raise
+            while unsaid:
+                print(unsaid.pop(0), flush=True)
             time.sleep(float(error.response.headers.get("Retry-After", 1)))
 
 

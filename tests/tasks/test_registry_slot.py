@@ -206,7 +206,7 @@ def test_a_prefect_server_that_stays_gone_fails_the_gate_after_the_wait(
 
 def test_a_slot_that_cannot_be_given_back_is_left_to_its_lease(prefect_harness, monkeypatch):
     # given the slot taken, then Prefect's server gone before it is given back
-    monkeypatch.setattr(concurrency, "_lease", uuid.uuid4)
+    monkeypatch.setattr(concurrency, "_lease", lambda _waiting: uuid.uuid4())
     _server_gone_then_back(monkeypatch, gone_for=10**6)
     # then leaving the block does not fail: the registry is written, the lease ends by itself
     with concurrency.registry_slot():
