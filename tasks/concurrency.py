@@ -65,8 +65,14 @@ def ensure_limits() -> None:
                 pass
 
 
+# Printed once by a registry writer kept waiting (a gate, an approval, `instructflow promote`).
+REGISTRY_WAIT = (
+    "waiting for the registry: another run's promotion gate (or a promotion) is writing it"
+)
+
+
 @contextmanager
-def registry_slot(waiting: str = "", outage_wait: bool = True) -> Iterator[None]:
+def registry_slot(waiting: str = REGISTRY_WAIT, outage_wait: bool = True) -> Iterator[None]:
     """Hold the registry's slot while inside; wait while another run holds it, or while
     Prefect's server is lost (a restart: the stages before the gate are done and would be
     lost with the run).

@@ -105,7 +105,7 @@ def _active_slots() -> int:
         return client.read_global_concurrency_limit_by_name(concurrency.REGISTRY).active_slots
 
 
-def test_one_holder_at_a_time_and_freed_after(prefect_harness):
+def test_one_holder_at_a_time_and_freed_after(prefect_harness, capsys):
     # given the registry limit, and a holder inside registry_slot
     concurrency.ensure_limits()
     second_entered = threading.Event()
@@ -118,8 +118,9 @@ def test_one_holder_at_a_time_and_freed_after(prefect_harness):
         assert _active_slots() == 1
         other = threading.Thread(target=second_holder)
         other.start()
-        # then a second holder waits while the first is inside
+        # then a second holder waits while the first is inside, and says so once
         assert not second_entered.wait(1.5)
+        assert capsys.readouterr().out.count(concurrency.REGISTRY_WAIT) == 1
         released_at = time.monotonic()
     # and gets the slot once the first leaves (Prefect's 423 says when to ask again)
     assert second_entered.wait(30)
