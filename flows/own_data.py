@@ -49,6 +49,7 @@ from instructflow.tasks.dataset_dvc import version_tags
 from instructflow.tasks.dataset_files import missing_folder
 from instructflow.tasks.evaluation import flat_metrics
 from instructflow.tasks.fewshot_own import fewshot_prefix_that_fits, fewshot_shortfall
+from instructflow.tasks.fewshot_shown import shortfall_text
 from instructflow.tasks.lora_checks import lora_target_problems, model_config
 from instructflow.tasks.preflight import InputRefused, refuse, refused
 from instructflow.tasks.runtime_checks import runtime_problems
@@ -206,9 +207,10 @@ def run(
     fits = dataset_stage.length_check(params.base_model, evaluation.max_new_tokens)
     asked = evaluation.fewshot_examples
     prefix, shown = fewshot_prefix_that_fits(profile_dir, asked, fits)
-    warning, skip = fewshot_shortfall(profile_dir, asked, shown, fits.max_len)
-    if warning:
-        logger.warning(warning)
+    # fewer shown than asked is another baseline: the report says so beside its figures too
+    shortfall, skip = fewshot_shortfall(profile_dir, asked, shown, fits.max_len)
+    if shortfall:
+        logger.warning(shortfall_text(shortfall))
     policies = {
         "base": {"model_dir": base["model_dir"]},
         "base_fewshot": {"model_dir": base["model_dir"], "prefix": prefix},
@@ -283,6 +285,8 @@ def run(
     result["provenance"] = provenance.collect(params.seed, processes=params.processes)
     result["dataset"] = summary
     result["skipped"] = skipped
+    if shortfall:  # left out when base_fewshot shows all asked for, or is skipped
+        result["fewshot_shortfall"] = shortfall
     result["judge"] = judge_trust.report_block(judged["metrics"], None, floor=floor)
     result["reward_model"] = {k.split("/", 1)[1]: v for k, v in rm["metrics"].items()}
     trained = {"sft": sft_out, "reward_model": rm} | ppo_runs

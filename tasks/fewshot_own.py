@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from instructflow.tasks.fewshot_shown import shortfall
 from instructflow.tasks.lengths import LengthCheck
 from instructflow.tasks.tables import read_jsonl
 from instructflow.world import layout
@@ -59,34 +60,30 @@ def fewshot_prefix_that_fits(profile_dir: Path, n: int, check: LengthCheck) -> t
 
 # The dataset's rows fit the context, but not necessarily behind base_fewshot's examples.
 FEWSHOT_CUT = (
-    "base_fewshot shows {shown} demonstrations: more leave a test prompt no room to sample in"
-    " the base model's context of {context} tokens"
+    "more leave a test prompt no room to sample in the base model's context of {context} tokens"
 )
 NO_FEWSHOT_ROOM = (
     "skipped: not one demonstration leaves a test prompt room to sample in the base model's"
     " context of {context} tokens (a few-shot prompt of the base model)"
 )
-FEWSHOT_FEW = (
-    "base_fewshot shows {shown} of evaluation.fewshot_examples = {n} demonstrations: the"
-    " training split holds only {held}"
-)
+FEWSHOT_FEW = "the training split holds only {held}"
 NO_DEMOS = "skipped: the training split holds no demonstration to show"
 NO_FEWSHOT_ASKED = "skipped: evaluation.fewshot_examples is 0"
 
 
 def fewshot_shortfall(
     profile_dir: Path, n: int, shown: int, context: int
-) -> tuple[str | None, str | None]:
-    """(warning, skip reason) when base_fewshot shows `shown` < `n` demonstrations: the
-    context's room (`fewshot_prefix_that_fits`), or too few in the training split; (None,
-    None) when it shows all `n`."""
+) -> tuple[dict | None, str | None]:
+    """(the report's `fewshot_shortfall` block, skip reason) when base_fewshot shows `shown` <
+    `n` demonstrations: the context's room (`fewshot_prefix_that_fits`), or too few in the
+    training split; (None, None) when it shows all `n`."""
     if shown >= n:
         return (None, None) if n else (None, NO_FEWSHOT_ASKED)
     if shown < len(own_fewshot_rows(profile_dir, n)):  # the context left room for fewer
         if shown:
-            return FEWSHOT_CUT.format(shown=shown, context=context), None
+            return shortfall(shown, n, FEWSHOT_CUT.format(context=context)), None
         return None, NO_FEWSHOT_ROOM.format(context=context)
     if shown:
         held = "1 prompt with a demonstration" if shown == 1 else f"{shown} prompts with one"
-        return FEWSHOT_FEW.format(shown=shown, n=n, held=held), None
+        return shortfall(shown, n, FEWSHOT_FEW.format(held=held)), None
     return None, NO_DEMOS

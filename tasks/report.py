@@ -14,6 +14,7 @@ from typing import Any
 from urllib.parse import urlencode
 
 from instructflow.tasks.dataset_report import dataset_markdown
+from instructflow.tasks.fewshot_shown import shortfall_text
 from instructflow.tasks.gate import short_answers
 from instructflow.tasks.model_card import TRAINING_READINGS, played
 from instructflow.tasks.report_judge import judge_caveat, judge_section
@@ -251,6 +252,8 @@ def to_markdown(
             table = _policy_table(report["policies"], group)
             lines += ([""] if table and lines[-1] else []) + table  # a blank line between tables
         lines += _column_units(report["policies"])
+        if shortfall := report.get("fewshot_shortfall"):  # base_fewshot's row measures fewer
+            lines += ["", f"Note: {shortfall_text(shortfall)}."]
     if report.get("labelers"):  # a dataset run has no labelers block
         lines += [
             "",

@@ -296,6 +296,10 @@ def test_explicit_prompt_chosen_rejected_pairs_run_end_to_end(
     # rows name none): both said "test users"
     report_md = (root / "reports" / "latest" / "report.md").read_text()
     assert "## Policies (test prompts, held-out judge; 95% bootstrap CI)" in report_md
+    # and base_fewshot showed the 3 demonstrations asked for: no shortfall said (one is:
+    # tests/flows/test_fewshot_shortfall.py)
+    assert "base_fewshot" in result["policies"] and "fewshot_shortfall" not in result
+    assert "evaluation.fewshot_examples" not in report_md
     challenger = client.get_model_version_by_alias(gate["model_name"], "challenger")
     assert "## Evaluation (test prompts)" in challenger.description
     # and MLflow and Prefect record the gate as on the embedded world: the version names the

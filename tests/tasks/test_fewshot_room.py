@@ -5,6 +5,7 @@ import json
 from pathlib import Path
 
 from instructflow.tasks.fewshot_own import fewshot_prefix_that_fits, fewshot_shortfall
+from instructflow.tasks.fewshot_shown import shortfall_text
 from instructflow.tasks.lengths import LengthCheck
 from instructflow.world import layout
 
@@ -90,9 +91,12 @@ def test_fewer_demonstrations_than_asked_are_said_as_such(tmp_path):
     rows = [{"prompt": "say hi", "response": "hi there you", "family": "default"}]
     profile = _with_demonstrations(tmp_path, rows)
     prefix, shown = fewshot_prefix_that_fits(profile, 3, LengthCheck(_Words(), 100, 4))
-    warning, skip = fewshot_shortfall(profile, 3, shown, 100)
+    block, skip = fewshot_shortfall(profile, 3, shown, 100)
     assert shown == 1 and skip is None
-    assert warning == (
+    # the report's block: how many shown, of how many asked, and why
+    reason = "the training split holds only 1 prompt with a demonstration"
+    assert block == {"shown": 1, "asked": 3, "reason": reason}
+    assert shortfall_text(block) == (
         "base_fewshot shows 1 of evaluation.fewshot_examples = 3 demonstrations: the training"
         " split holds only 1 prompt with a demonstration"
     )
@@ -106,10 +110,13 @@ def test_fewer_demonstrations_than_asked_are_said_as_such(tmp_path):
 def test_the_context_s_cut_and_no_room_keep_their_reasons(tmp_path):
     profile = _profile(tmp_path)  # three families of short answers
     assert fewshot_shortfall(profile, 3, 3, 38) == (None, None)
-    warning, skip = fewshot_shortfall(profile, 3, 2, 37)
-    assert skip is None and warning.startswith("base_fewshot shows 2 demonstrations: more leave")
-    warning, skip = fewshot_shortfall(profile, 3, 0, 21)
-    assert warning is None and skip.startswith("skipped: not one demonstration leaves")
+    block, skip = fewshot_shortfall(profile, 3, 2, 37)
+    assert skip is None and (block["shown"], block["asked"]) == (2, 3)
+    assert shortfall_text(block).startswith(
+        "base_fewshot shows 2 of evaluation.fewshot_examples = 3 demonstrations: more leave"
+    )
+    block, skip = fewshot_shortfall(profile, 3, 0, 21)
+    assert block is None and skip.startswith("skipped: not one demonstration leaves")
     # and none asked for is said as such, not as a context too small
     assert fewshot_shortfall(profile, 0, 0, 100) == (
         None,

@@ -348,3 +348,22 @@ def test_report_md_orders_the_preference_columns_as_the_prefect_table_does():
     # first (what results count on), then the judge's, then gold (gold led report.md alone)
     positions = [header.index(f" {name} ") for name in COLUMNS]
     assert positions == sorted(positions), header
+
+
+def test_base_fewshot_showing_fewer_demonstrations_than_asked_is_said_under_the_table():
+    # given a run whose base_fewshot showed 1 of the 3 demonstrations asked for
+    report = _report()
+    report["policies"]["base_fewshot"] = {"win_rate_vs_sft": {"mean": 0.2, "ci95": [0.1, 0.3]}}
+    reason = "the training split holds only 1 prompt with a demonstration"
+    report["fewshot_shortfall"] = {"shown": 1, "asked": 3, "reason": reason}
+    text = to_markdown(report)
+    # then one line under the policy table says so, with why, before the next section
+    line = (
+        "Note: base_fewshot shows 1 of evaluation.fewshot_examples = 3 demonstrations: the"
+        " training split holds only 1 prompt with a demonstration."
+    )
+    assert text.count(line) == 1
+    assert text.index("| base_fewshot |") < text.index(line) < text.index("## Run")
+    # and a run that showed all it asked for has no such line
+    del report["fewshot_shortfall"]
+    assert "evaluation.fewshot_examples" not in to_markdown(report)

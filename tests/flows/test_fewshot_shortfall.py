@@ -1,0 +1,53 @@
+"""base_fewshot showing fewer demonstrations than `evaluation.fewshot_examples` asks: report.json
+(`fewshot_shortfall`) and report.md say so beside its figures, on a dataset.
+
+A run that shows all it asked for adds nothing (tests/flows/test_own_data.py, the
+prompt/chosen/rejected run)."""
+
+import json
+
+import pytest
+
+from instructflow.flows.params import PipelineParams
+from instructflow.flows.pipeline import rlhf_pipeline
+from tests.conftest import init_dvc_project, use_project
+from tests.own_data import WORDS, write_pairwise_dataset
+from tests.tiny_models import tiny_llama
+
+pytestmark = pytest.mark.slow
+
+
+def _latest(root) -> tuple[dict, str]:
+    latest = root / "reports" / "latest"
+    return json.loads((latest / "report.json").read_text()), (latest / "report.md").read_text()
+
+
+def test_a_dataset_whose_training_split_holds_too_few_demonstrations_says_how_many_were_shown(
+    prefect_harness, fast_smoke, tmp_path, monkeypatch
+):
+    # given a dataset whose demonstrations state their split: 2 train, 2 valid, 1 test
+    root = init_dvc_project(tmp_path / "project")
+    use_project(monkeypatch, root)
+    data = write_pairwise_dataset(tmp_path / "pw", n=120)
+    splits = ["train", "train", "valid", "valid", "test"]
+    demos = [
+        {"prompt": f"Say the word {w} twice.", "response": f"{w} {w}", "split": split}
+        for w, split in zip(WORDS, splits, strict=False)
+    ]
+    (data / "demonstrations.jsonl").write_text("".join(json.dumps(r) + "\n" for r in demos))
+    llama = tiny_llama(tmp_path / "llama", [f"Say the word {w} twice. {w} {w}" for w in WORDS] * 5)
+
+    # when the pipeline runs on it with base_fewshot asked for 3 demonstrations (the default)
+    params = fast_smoke(data=str(data), base_model=str(llama), evaluation={"fewshot_examples": 3})
+    result = rlhf_pipeline(PipelineParams(**params))
+
+    # then base_fewshot was evaluated on the 2 there are, and report.json says so, and why
+    report, markdown = _latest(root)
+    assert "base_fewshot" in result["policies"] and "base_fewshot" not in result["skipped"]
+    reason = "the training split holds only 2 prompts with one"
+    assert report["fewshot_shortfall"] == {"shown": 2, "asked": 3, "reason": reason}
+    # and report.md says it under the policy table
+    line = (
+        f"Note: base_fewshot shows 2 of evaluation.fewshot_examples = 3 demonstrations: {reason}."
+    )
+    assert line in markdown and markdown.index("| base_fewshot |") < markdown.index(line)
