@@ -25,6 +25,7 @@ from instructflow.tasks import (
     data,
     env,
     evaluation,
+    fewshot_shown,
     interrupts,
     judge,
     judge_trust,
@@ -131,6 +132,9 @@ def rlhf_pipeline(
         )
         result["provenance"] = prov
         _fill_report(result, checked["summary"], models, policies, evaluated)
+        if shortfall := fewshot_shown.world_shortfall(profile_dir, params.stage("evaluation")):
+            logger.warning(fewshot_shown.shortfall_text(shortfall))  # as on a dataset
+            result["fewshot_shortfall"] = shortfall  # base_fewshot's row: fewer than asked
         result["run"]["stage_keys"] = with_every_stage(result["run"]["stage_keys"], stage.keys)
         floor = params.stage("gate").judge_accuracy_floor  # the gate's: one verdict on the judge
         judged = models["judge"]["metrics"], evaluated.get("judge_agreement")

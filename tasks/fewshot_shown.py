@@ -9,8 +9,19 @@ out when base_fewshot shows all it was asked for (or is skipped: the report's `s
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from instructflow.tasks.evaluation_config import EvalConfig
+
 SHORTFALL = (
     "base_fewshot shows {shown} of evaluation.fewshot_examples = {asked} demonstrations: {reason}"
+)
+# The embedded world's prefix (tasks/evaluation.py fewshot_rows): one per family, short answers.
+WORLD_FEW = (
+    "it shows one per task family whose training demonstrations have an answer of at most"
+    " {words} words, and {families}"
 )
 
 
@@ -22,3 +33,20 @@ def shortfall(shown: int, asked: int, reason: str) -> dict:
 def shortfall_text(block: dict) -> str:
     """The block as one sentence (the run's log warning, report.md's line)."""
     return SHORTFALL.format(**block)
+
+
+def world_shortfall(profile_dir: Path, cfg: EvalConfig) -> dict | None:
+    """The embedded world's block when its prefix holds fewer than `cfg.fewshot_examples`
+    demonstrations (its preflight refuses a prefix the context cannot hold, so only the
+    families can run short)."""
+    # the evaluation stage's module imports torch: report.md's writers need only the text
+    from instructflow.tasks.evaluation import FEWSHOT_MAX_WORDS, fewshot_rows
+
+    asked = cfg.fewshot_examples
+    shown = len(fewshot_rows(profile_dir, asked))
+    if shown >= asked:
+        return None
+    families = {0: "no family has one", 1: "only 1 family has one"}.get(
+        shown, f"only {shown} families have one"
+    )
+    return shortfall(shown, asked, WORLD_FEW.format(words=FEWSHOT_MAX_WORDS, families=families))

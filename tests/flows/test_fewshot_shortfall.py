@@ -1,5 +1,5 @@
 """base_fewshot showing fewer demonstrations than `evaluation.fewshot_examples` asks: report.json
-(`fewshot_shortfall`) and report.md say so beside its figures, on a dataset.
+(`fewshot_shortfall`) and report.md say so beside its figures, on a dataset and on the world.
 
 A run that shows all it asked for adds nothing (tests/flows/test_own_data.py, the
 prompt/chosen/rejected run)."""
@@ -51,3 +51,27 @@ def test_a_dataset_whose_training_split_holds_too_few_demonstrations_says_how_ma
         f"Note: base_fewshot shows 2 of evaluation.fewshot_examples = 3 demonstrations: {reason}."
     )
     assert line in markdown and markdown.index("| base_fewshot |") < markdown.index(line)
+
+
+def test_the_embedded_world_with_fewer_families_than_demonstrations_asked_says_so(
+    prefect_harness, make_project, fast_smoke, monkeypatch
+):
+    # given the embedded world, whose prefix shows one short answer per task family (9 of
+    # its 10 families have one; the harmful family's refusals are longer)
+    root = make_project()
+    use_project(monkeypatch, root)
+
+    # when the pipeline runs with base_fewshot asked for 10 demonstrations, in a context that
+    # holds the 9 before a test prompt (256 tokens do not: the run is refused before training)
+    params = fast_smoke(base={"n_positions": 512}, evaluation={"fewshot_examples": 10})
+    result = rlhf_pipeline(PipelineParams(**params))
+
+    # then report.json and report.md say it showed 9, and why
+    report, markdown = _latest(root)
+    assert report == json.loads(json.dumps(result))
+    shortfall = report["fewshot_shortfall"]
+    assert (shortfall["shown"], shortfall["asked"]) == (9, 10)
+    assert shortfall["reason"].endswith("and only 9 families have one")
+    assert "Note: base_fewshot shows 9 of evaluation.fewshot_examples = 10 demonstrations:" in (
+        markdown
+    )

@@ -122,3 +122,29 @@ def test_the_context_s_cut_and_no_room_keep_their_reasons(tmp_path):
         None,
         "skipped: evaluation.fewshot_examples is 0",
     )
+
+
+def test_the_embedded_worlds_prefix_short_of_families_is_said_as_such(tmp_path):
+    from instructflow.tasks.evaluation_config import EvalConfig
+    from instructflow.tasks.fewshot_shown import world_shortfall
+
+    # given the world's rule (one demonstration per family, answers of at most 4 words) and
+    # two families with such an answer: the third family's answer is longer
+    rows = [
+        {"prompt": "p1", "response": "one two", "family": "add"},
+        {"prompt": "p2", "response": "one", "family": "add"},
+        {"prompt": "p3", "response": "a b c", "family": "sort"},
+        {"prompt": "p4", "response": "a b c d e", "family": "reverse"},
+    ]
+    profile = _with_demonstrations(tmp_path, rows)
+    # then asked for 3 it shows 2, and the block says why
+    block = world_shortfall(profile, EvalConfig(fewshot_examples=3))
+    assert block == {
+        "shown": 2,
+        "asked": 3,
+        "reason": "it shows one per task family whose training demonstrations have an answer of"
+        " at most 4 words, and only 2 families have one",
+    }
+    # and asked for 2 (or none) it shows all: no block
+    assert world_shortfall(profile, EvalConfig(fewshot_examples=2)) is None
+    assert world_shortfall(profile, EvalConfig(fewshot_examples=0)) is None
