@@ -37,7 +37,7 @@ def publish(result: dict, plotted: list[Path], url: str) -> None:
     web = report.log_report(run_dir, result, url, names)  # plots by their MLflow URLs
     mlflow.set_tag("mlflow.note.content", report.run_summary(result))  # the run's Overview
     why = "the run's report artifacts are created there"
-    outages.wait_if_not_answering("Prefect's API", outages.prefect_api_url(), why)
+    outages.wait_if_not_answering(outages.PREFECT_API, outages.prefect_api_url(), why)
     create_markdown_artifact(markdown=web, key=REPORT_KEY, description=_report_note(parent_id))
     create_table_artifact(
         table=report_table.table_rows(result),

@@ -121,7 +121,7 @@ def _after_outage(call: Callable[[], T], why: str) -> T:
     try:
         return call()
     except SERVER_GONE:
-        if not outages.wait_until_answering("Prefect's API", outages.prefect_api_url(), why):
+        if not outages.wait_until_answering(outages.PREFECT_API, outages.prefect_api_url(), why):
             raise
     return call()
 

@@ -7,10 +7,13 @@ client retries a few times with backoff (`bound_mlflow_retries`); where finished
 work would be lost (a stage's results, tasks/batched_log.py; the registry's slot,
 tasks/concurrency.py) the server gets OUTAGE_WAIT_SECONDS to come back
 (`wait_until_answering`: a restart); then the stage fails, its checkpoints stay
-in runs/, and the same command run again resumes where it stopped.
+in runs/, and the same command run again resumes where it stopped. A process that
+found Prefect's API lost notes when (`note_prefect_api_lost`): its flow's end then
+reads its task runs back (tasks/task_run_states.py).
 """
 
 import errno
+import logging
 import os
 import re
 import socket
@@ -79,6 +82,48 @@ def server_answers(uri: str, timeout: float = 1.0) -> bool:
 OUTAGE_WAIT_SECONDS = 300.0  # how long finished work waits for a lost server (a restart)
 PROBE_SECONDS = 5.0  # a /health slower than this counts as not answering
 
+PREFECT_API = "Prefect's API"  # what the waits for it call it
+EVENTS_CLIENT_LOGGER = "prefect.events.clients"  # warns when it gives an event up
+SERVICES_LOGGER = "prefect._internal.concurrency"  # "Service 'EventsWorker' failed ..."
+
+# When this process last found Prefect's API lost (time.time(); 0: never). Only a flow that
+# saw it lost reads its task runs back at its end (tasks/task_run_states.py): a run that
+# saw no outage pays one comparison of two numbers for it.
+_prefect_lost_at = 0.0
+
+
+def note_prefect_api_lost() -> None:
+    global _prefect_lost_at
+    _prefect_lost_at = time.time()
+
+
+def prefect_api_lost_since(start: float) -> bool:
+    """Whether this process found Prefect's API lost at `start` (time.time()) or later."""
+    return _prefect_lost_at >= start
+
+
+class _EventsGivenUp(logging.Handler):
+    """Prefect's events client giving an event up (its task-run states go by events only):
+    its warning once its reconnection attempts fail, or its worker's error on a failure to
+    send that the client neither retries nor warns about."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        args = record.args if isinstance(record.args, tuple) else ()
+        if record.name == EVENTS_CLIENT_LOGGER or args[:1] == ("EventsWorker",):
+            note_prefect_api_lost()
+
+
+_events_given_up = _EventsGivenUp(logging.WARNING)
+
+
+def watch_prefect_events() -> None:
+    """From now on, note Prefect's API lost when its events client gives an event up (a
+    handler on its two loggers, added once; it runs only on their warnings and errors)."""
+    for name in (EVENTS_CLIENT_LOGGER, SERVICES_LOGGER):
+        logger = logging.getLogger(name)
+        if _events_given_up not in logger.handlers:
+            logger.addHandler(_events_given_up)
+
 
 def wait_if_not_answering(what: str, uri: str, why: str) -> None:
     """Nothing if the server at `uri` answers now; else `wait_until_answering` (a caller
@@ -98,6 +143,8 @@ def wait_until_answering(what: str, uri: str, why: str, seconds: float | None = 
     """Whether the server at `uri` answers /health within `seconds` (OUTAGE_WAIT_SECONDS),
     asked every second; one line says what waits for it and why."""
     seconds = OUTAGE_WAIT_SECONDS if seconds is None else seconds
+    if what == PREFECT_API:
+        note_prefect_api_lost()
     print(
         f"{what} ({uri}) does not answer; {why}: waiting up to {seconds:.0f} s for it", flush=True
     )

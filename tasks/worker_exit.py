@@ -33,7 +33,7 @@ from collections.abc import Callable
 from pathlib import Path
 from uuid import UUID
 
-from instructflow.tasks import interrupts
+from instructflow.tasks import interrupts, outages
 from instructflow.tasks.paths import runs_dir
 
 STREAMS = (1, 2)  # stdout, stderr
@@ -159,6 +159,7 @@ def _stop_when_cancelled(flow_run_id: UUID) -> None:
             with get_client(sync_client=True) as client:
                 state = client.read_flow_run(flow_run_id).state
         except Exception:  # the server away for a while: the run itself says so if it matters
+            outages.note_prefect_api_lost()  # so the flow's end reads its task runs back
             continue
         if state is not None and state.is_final():
             return

@@ -1,8 +1,11 @@
 """Servers checked before a run, bounded retries, and the one line a lost server gives."""
 
+import asyncio
 import errno
 import http.server
+import logging
 import threading
+import time
 
 import pytest
 from mlflow.exceptions import MlflowException
@@ -190,3 +193,48 @@ def test_a_server_answering_health_with_an_error_below_500_is_up(status, up):
 
 def test_a_closed_port_does_not_answer():
     assert outages.server_answers(f"http://127.0.0.1:{free_port()}") is False
+
+
+def test_a_wait_for_prefects_api_notes_it_lost_and_one_for_mlflow_does_not(monkeypatch):
+    # given a server that does not answer
+    monkeypatch.setattr(outages, "server_answers", lambda *_: False)
+    monkeypatch.setattr(outages, "OUTAGE_WAIT_SECONDS", 0.0)
+    started = time.time()
+    # when MLflow's is waited for, then Prefect's
+    outages.wait_until_answering("the MLflow tracking server", "http://127.0.0.1:9", "x")
+    mlflow_noted = outages.prefect_api_lost_since(started)
+    outages.wait_until_answering(outages.PREFECT_API, "http://127.0.0.1:9/api", "x")
+    # then only the wait for Prefect's API says a flow's end has task runs to read back
+    assert not mlflow_noted and outages.prefect_api_lost_since(started)
+
+
+def test_prefects_events_client_giving_an_event_up_notes_its_api_lost():
+    # given a process watching Prefect's events client, and a Prefect API that is gone
+    from prefect.events.clients import PrefectEventsClient
+
+    outages.watch_prefect_events()
+    outages.watch_prefect_events()  # once more: still one handler
+    handlers = logging.getLogger(outages.EVENTS_CLIENT_LOGGER).handlers
+    assert handlers.count(outages._events_given_up) == 1
+    url = f"http://127.0.0.1:{free_port()}/api"
+    started = time.time()
+
+    async def connect():
+        async with PrefectEventsClient(api_url=url, reconnection_attempts=0):
+            pass
+
+    # when its client cannot connect to send events
+    with pytest.raises(OSError):
+        asyncio.run(connect())
+    # then the API is noted lost
+    assert outages.prefect_api_lost_since(started)
+
+
+def test_the_events_workers_failure_notes_prefects_api_lost_and_the_log_workers_does_not():
+    outages.watch_prefect_events()
+    services = logging.getLogger(outages.SERVICES_LOGGER)
+    started = time.time()
+    services.error("Service %r failed to process batch of size %s", "APILogWorker", 3)
+    assert not outages.prefect_api_lost_since(started)  # logs lost, not task-run states
+    services.error("Service %r failed to process item %r", "EventsWorker", "an event")
+    assert outages.prefect_api_lost_since(started)

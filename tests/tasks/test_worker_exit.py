@@ -272,3 +272,27 @@ def test_the_cancel_watch_ends_with_the_flow_run(monkeypatch):
     monkeypatch.setattr(worker_exit.os, "kill", lambda pid, sig: sent.append((pid, sig)))
     worker_exit._stop_when_cancelled(uuid.uuid4())  # returns: the run is over
     assert sent == [] and states == []
+
+
+def test_the_cancel_watch_finding_the_server_away_notes_it_lost(monkeypatch):
+    """A poll that fails tells a command-line run that Prefect's server was lost, also while
+    no stage waited for it: its flow's end then reads its task runs back (task_run_states)."""
+    import httpx
+    import prefect.client.orchestration
+    from prefect.states import Completed
+
+    from instructflow.tasks import outages, worker_exit
+
+    class Away(_FakeClient):
+        def read_flow_run(self, flow_run_id):
+            if len(self.states) == 2:  # the first poll: the server restarting
+                self.states.pop(0)
+                raise httpx.ConnectError("[Errno 111] Connection refused")
+            return super().read_flow_run(flow_run_id)
+
+    states = ["away", Completed()]
+    monkeypatch.setattr(prefect.client.orchestration, "get_client", lambda **_: Away(states, []))
+    monkeypatch.setattr(worker_exit, "CANCEL_POLL_SECONDS", 0.01)
+    started = time.time()
+    worker_exit._stop_when_cancelled(uuid.uuid4())
+    assert states == [] and outages.prefect_api_lost_since(started)
