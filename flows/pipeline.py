@@ -43,6 +43,7 @@ from instructflow.tasks import (
     reward_model,
     run_status,
     sft,
+    task_run_states,
     tracking,
     worker_exit,
 )
@@ -84,6 +85,7 @@ def rlhf_pipeline(
         run_info |= run_status.data_version(root / "data" / params.profile)
     tags = {k: str(v) for k, v in run_info.items()} | provenance.mlflow_tags(prov) | live
     with (
+        task_run_states.settled_at_end(flow_run.id),  # ends a lost Prefect server missed
         lifecycle.ended(live) as holds_token,
         mlflow.start_run(
             run_name=f"rlhf-{params.profile}-seed{params.seed}-{flow_run.name}",  # as in Prefect

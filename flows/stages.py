@@ -27,6 +27,7 @@ from instructflow.tasks import (
     ppo,
     ppo_selection,
     run_status,
+    task_run_states,
     tracking,
 )
 from instructflow.tasks.stage import (
@@ -173,7 +174,9 @@ def _call(task, stage_name: str, stale: bool, reason, out_dir: Path, parent_run_
         )
     # Named by its stage (the FLAN and T0 baselines are SFT's task, PPO-ptx is PPO's).
     task = task.with_options(refresh_cache=stale, task_run_name=stage_name)
-    return task(out_dir=str(out_dir), parent_run_id=parent_run_id, **kwargs, return_state=True)
+    state = task(out_dir=str(out_dir), parent_run_id=parent_run_id, **kwargs, return_state=True)
+    task_run_states.record(stage_name, state)  # told the server again if it missed it (lost)
+    return state
 
 
 def with_every_stage(stage_keys: dict[str, str], keys: dict[str, str]) -> dict[str, str]:

@@ -166,13 +166,14 @@ def _close_flow_run(flow_run_id: str, mlflow_status: str = "KILLED") -> None:
             client.set_flow_run_state(flow_run_id, state, force=True)
         # Its task runs too: the stage the kill interrupted would show Running for ever
         # under a Crashed flow run (the UI's run graph and a task-run filter read them).
-        for task_run in _unfinished_task_runs(client, flow_run_id):
+        for task_run in unfinished_task_runs(client, flow_run_id):
             client.set_task_run_state(
                 task_run.id, Crashed(message="the process was killed"), force=True
             )
 
 
-def _unfinished_task_runs(client, flow_run_id: str) -> list:
+def unfinished_task_runs(client, flow_run_id) -> list:
+    """The task runs of a flow run that Prefect's server shows in a state not final."""
     from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
 
     runs = client.read_task_runs(
