@@ -40,6 +40,7 @@ from prefect.exceptions import ObjectAlreadyExists, ObjectNotFound
 from prefect.logging import get_logger
 
 from instructflow.tasks import outages
+from instructflow.tasks.outages import ServerBusy
 from instructflow.tasks.paths import runs_dir
 
 # A held slot's lease is renewed while its holder lives; a server running the
@@ -126,10 +127,6 @@ def _after_outage(call: Callable[[], T], why: str) -> T:
     return call()
 
 
-class ServerBusy(Exception):
-    """Prefect's server answered 503 (or 429, 502): worth asking again soon."""
-
-
 BUSY = {429, 502, 503}
 
 
@@ -186,7 +183,14 @@ def asked_until_answered(call: Callable[[], T]) -> T:
         except ServerBusy:
             time.sleep(wait)
             wait *= 2
-    return call()  # the last ask: its error is the caller's
+    try:
+        return call()  # the last ask: its error is the caller's, saying how patient we were
+    except ServerBusy as error:
+        waited = FIRST_WAIT_SECONDS * (2 ** (ASKS - 1) - 1)
+        raise ServerBusy(
+            f"{error} to each of {ASKS} asks over {waited:.0f} s (busy: its database locked,"
+            " most likely)"
+        ) from None
 
 
 SLOTS_FOLDER = ".training-slots"

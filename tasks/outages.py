@@ -125,6 +125,11 @@ def watch_prefect_events() -> None:
             logger.addHandler(_events_given_up)
 
 
+class ServerBusy(Exception):
+    """Prefect's server answered 503 (or 429, 502): worth asking again soon; still so after
+    the asks (tasks/concurrency.py asked_until_answered), a lost service's fault (one line)."""
+
+
 def wait_if_not_answering(what: str, uri: str, why: str) -> None:
     """Nothing if the server at `uri` answers now; else `wait_until_answering` (a caller
     whose work would be lost with a failed request: its request then fails as before)."""
@@ -230,9 +235,13 @@ def lost_service_message(
     network = isinstance(error, ConnectionError | TimeoutError | socket.gaierror) or (
         isinstance(error, OSError) and error.errno in NETWORK_ERRNOS
     )
-    lost = network or (
-        isinstance(error, MlflowException)
-        and any(s in text for s in ("Max retries exceeded", "Connection refused", "timed out"))
+    lost = (
+        network
+        or isinstance(error, ServerBusy)
+        or (
+            isinstance(error, MlflowException)
+            and any(s in text for s in ("Max retries exceeded", "Connection refused", "timed out"))
+        )
     )
     # The HTTP clients' own errors (requests' are OSErrors without an errno).
     if type(error).__module__.startswith(HTTP_CLIENTS) or "ConnectError" in type(error).__name__:

@@ -13,7 +13,7 @@ from instructflow.flows.explained_errors import (
     keep_tracebacks_for_bugs,
 )
 from instructflow.models.numeric import NonFiniteError
-from instructflow.tasks.outages import RunFault, ServiceUnreachable
+from instructflow.tasks.outages import RunFault, ServerBusy, ServiceUnreachable
 from instructflow.tasks.preflight import InputRefused
 
 
@@ -39,6 +39,7 @@ EXPLAINED = {
     "full disk": (OSError(errno.ENOSPC, "No space left on device", "/x/model.safetensors"), 3),
     "server down": (ServiceUnreachable("MLflow", "http://127.0.0.1:5000", "refused", "x"), 3),
     "server lost": (ConnectionRefusedError(errno.ECONNREFUSED, "Connection refused"), 3),
+    "Prefect busy for good": (ServerBusy("Prefect's server answered 503 to each of 11 asks"), 3),
     "a worker's fault": (RunFault("lost a service mid-run (MLflow: ...)"), 3),
     "Ctrl-C": (KeyboardInterrupt(), 128 + signal.SIGINT),
     "diverged": (

@@ -103,6 +103,16 @@ def test_a_server_lost_mid_run_gives_one_line_saying_how_to_resume():
     assert outages.lost_service_message(ValueError("bad value"), "x") is None
 
 
+def test_a_prefect_server_busy_for_good_is_a_lost_service_one_line_saying_how_to_resume():
+    # given the registry's slot asked of a Prefect server whose database stayed locked
+    busy = outages.ServerBusy("Prefect's server answered 503 to each of 11 asks over 51 s")
+    # then the run ends with one line (a traceback before), naming it and how to resume
+    message = outages.lost_service_message(busy, "sqlite:///mlflow/mlflow.db")
+    assert message.startswith("lost a service mid-run (MLflow: sqlite:///mlflow/mlflow.db;")
+    assert "answered 503 to each of 11 asks over 51 s" in message
+    assert "run the same command again to resume" in message and "\n" not in message
+
+
 def test_a_lost_service_line_names_the_request_and_the_reason_in_whole_words():
     # as MLflow words it (a tester's run): cut at 200 characters, the line ended in "(Cause."
     lost = MlflowException(

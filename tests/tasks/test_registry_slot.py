@@ -50,8 +50,12 @@ def test_other_errors_are_not_asked_again(waits):
 
 def test_a_server_busy_for_good_fails_after_about_50_seconds_of_waits(waits):
     call = _answers(*[concurrency.ServerBusy("503")] * concurrency.ASKS)
-    with pytest.raises(concurrency.ServerBusy):
+    with pytest.raises(concurrency.ServerBusy) as busy:
         concurrency.asked_until_answered(call)
+    # and its error says how long it was asked (the one line a run then ends with)
+    assert str(busy.value) == (
+        "503 to each of 11 asks over 51 s (busy: its database locked, most likely)"
+    )
     # waits of 0.05 s doubling: 0.05 * (2**10 - 1) = 51.15 s in all, as patient as Prefect's client
     assert len(waits) == concurrency.ASKS - 1
     assert sum(waits) == pytest.approx(0.05 * (2**10 - 1))
