@@ -93,8 +93,8 @@ def main(argv: list[str] | None = None) -> int:
 def _dump_stacks_on_sigusr1() -> None:
     """`kill -USR1 <pid>` prints every thread's stack to stderr and the command goes on:
     where a run that seems stuck is waiting, without stopping it."""
-    # A sys.stderr with no file behind it (pytest's capsys, main() called in-process) made
-    # main() fail at once: the process's own stderr is written instead.
+    # A sys.stderr with no file behind it (pytest's capsys, main() called in-process) has no
+    # descriptor for faulthandler to write to: the process's own stderr is written instead.
     for stream in (sys.stderr, sys.__stderr__):
         try:
             faulthandler.register(signal.SIGUSR1, file=stream, all_threads=True)
