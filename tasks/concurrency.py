@@ -20,7 +20,8 @@
   Prefect's `concurrency()`, for the same 503 as above: Prefect's client waits
   2 s before asking again, which the registry stage paid in most runs (0.9 s
   of work took 2.7-3.5 s); here a busy answer is asked again after 50 ms,
-  doubling, as patient in all (~50 s) as Prefect's client.
+  doubling (tasks/prefect_busy.py), for ~5 minutes at the gate (the stages before
+  it are done, as for a lost server), ~51 s elsewhere (Prefect's client's patience).
 """
 
 import fcntl
@@ -40,8 +41,8 @@ from prefect.exceptions import ObjectAlreadyExists, ObjectNotFound
 from prefect.logging import get_logger
 
 from instructflow.tasks import outages
-from instructflow.tasks.outages import ServerBusy
 from instructflow.tasks.paths import runs_dir
+from instructflow.tasks.prefect_busy import ASKS, GATE_ASKS, asked_until_answered, impatient_client
 
 # A held slot's lease is renewed while its holder lives; a server running the
 # repossessor frees it this long after the holder died (instructflow.tasks.leftovers frees
@@ -82,8 +83,8 @@ def registry_slot(waiting: str = REGISTRY_WAIT, outage_wait: bool = True) -> Ite
     outage_wait: False raises a lost server's error at once (nothing done would be lost).
     """
 
-    def lease() -> UUID:
-        return _lease(waiting)
+    def lease() -> UUID:  # a busy server gets as long as a lost one, where one is waited for
+        return _lease(waiting, GATE_ASKS if outage_wait else ASKS)
 
     why = "the registry stage takes the registry's slot there"
     lease_id = _after_outage(lease, why) if outage_wait else lease()
@@ -95,7 +96,7 @@ def registry_slot(waiting: str = REGISTRY_WAIT, outage_wait: bool = True) -> Ite
     finally:
         stop.set()
         try:
-            with _impatient_client() as client:
+            with impatient_client() as client:
                 asked_until_answered(lambda: client.release_concurrency_slots_with_lease(lease_id))
         except SERVER_GONE as error:  # the registry is written: its lease ends by itself
             get_logger("instructflow").warning(
@@ -106,10 +107,14 @@ def registry_slot(waiting: str = REGISTRY_WAIT, outage_wait: bool = True) -> Ite
             )
 
 
-def _lease(waiting: str = "") -> UUID:
+def _lease(waiting: str = "", asks: int = ASKS) -> UUID:
     unsaid = [waiting] if waiting else []  # said once, also when a busy server is asked again
-    with _impatient_client() as client:
-        return asked_until_answered(lambda: _acquire(client, unsaid))
+    long_wait = (
+        f"Prefect's API ({outages.prefect_api_url()}) stays busy (503: its database locked, most"
+        " likely); the registry's slot is asked again for a few minutes more"
+    )
+    with impatient_client() as client:
+        return asked_until_answered(lambda: _acquire(client, unsaid), asks, long_wait)
 
 
 # Prefect's server not there at all (stopped, restarting), as against busy (ServerBusy).
@@ -125,21 +130,6 @@ def _after_outage(call: Callable[[], T], why: str) -> T:
         if not outages.wait_until_answering(outages.PREFECT_API, outages.prefect_api_url(), why):
             raise
     return call()
-
-
-BUSY = {429, 502, 503}
-
-
-def _raise_if_busy(response: httpx.Response) -> None:
-    if response.status_code in BUSY:
-        raise ServerBusy(f"Prefect's server answered {response.status_code}")
-
-
-def _impatient_client():
-    """Prefect's client, but a busy answer reaches the caller at once: the client itself
-    would sleep 2 s before asking again (even with its retries set to 0)."""
-    hooks = {"event_hooks": {"response": [_raise_if_busy]}}
-    return get_client(sync_client=True, httpx_settings=hooks)
 
 
 def _acquire(client, unsaid: list[str] | None = None) -> UUID:
@@ -168,29 +158,6 @@ def _renew(lease_id: UUID, stop: threading.Event) -> None:
                 client.renew_concurrency_lease(lease_id=lease_id, lease_duration=LEASE_SECONDS)
         except Exception as error:  # the gate goes on; only a long one could lose the slot
             get_logger("instructflow").warning("registry slot lease not renewed: %s", error)
-
-
-FIRST_WAIT_SECONDS = 0.05
-ASKS = 11  # waits of 0.05, 0.1, ... 25.6 s: ~50 s in all, Prefect's client's patience
-
-
-def asked_until_answered(call: Callable[[], T]) -> T:
-    """`call()`, asked again while it raises ServerBusy: after 50 ms, then twice as long each time."""
-    wait = FIRST_WAIT_SECONDS
-    for _ in range(ASKS - 1):
-        try:
-            return call()
-        except ServerBusy:
-            time.sleep(wait)
-            wait *= 2
-    try:
-        return call()  # the last ask: its error is the caller's, saying how patient we were
-    except ServerBusy as error:
-        waited = FIRST_WAIT_SECONDS * (2 ** (ASKS - 1) - 1)
-        raise ServerBusy(
-            f"{error} to each of {ASKS} asks over {waited:.0f} s (busy: its database locked,"
-            " most likely)"
-        ) from None
 
 
 SLOTS_FOLDER = ".training-slots"

@@ -8,7 +8,7 @@ import httpx
 import pytest
 from prefect.client.orchestration import get_client
 
-from instructflow.tasks import concurrency
+from instructflow.tasks import concurrency, prefect_busy
 
 
 @pytest.fixture
@@ -33,9 +33,9 @@ def _answers(*answers):
 
 def test_busy_server_is_asked_again_after_50_ms_then_twice_as_long(waits):
     # given a server that answers busy twice, then the lease
-    call = _answers(concurrency.ServerBusy("503"), concurrency.ServerBusy("503"), "lease")
+    call = _answers(prefect_busy.ServerBusy("503"), prefect_busy.ServerBusy("503"), "lease")
     # then the third ask gets it, after waits of 0.05 and 0.1 s (Prefect's client would wait 2 s)
-    assert concurrency.asked_until_answered(call) == "lease"
+    assert prefect_busy.asked_until_answered(call) == "lease"
     assert waits == [0.05, 0.1]
 
 
@@ -44,25 +44,66 @@ def test_other_errors_are_not_asked_again(waits):
     call = _answers(RuntimeError("404"))
     # then it is raised at once
     with pytest.raises(RuntimeError):
-        concurrency.asked_until_answered(call)
+        prefect_busy.asked_until_answered(call)
     assert waits == []
 
 
 def test_a_server_busy_for_good_fails_after_about_50_seconds_of_waits(waits):
-    call = _answers(*[concurrency.ServerBusy("503")] * concurrency.ASKS)
-    with pytest.raises(concurrency.ServerBusy) as busy:
-        concurrency.asked_until_answered(call)
+    call = _answers(*[prefect_busy.ServerBusy("503")] * prefect_busy.ASKS)
+    with pytest.raises(prefect_busy.ServerBusy) as busy:
+        prefect_busy.asked_until_answered(call)
     # and its error says how long it was asked (the one line a run then ends with)
     assert str(busy.value) == (
         "503 to each of 11 asks over 51 s (busy: its database locked, most likely)"
     )
     # waits of 0.05 s doubling: 0.05 * (2**10 - 1) = 51.15 s in all, as patient as Prefect's client
-    assert len(waits) == concurrency.ASKS - 1
+    assert len(waits) == prefect_busy.ASKS - 1
     assert sum(waits) == pytest.approx(0.05 * (2**10 - 1))
 
 
+def test_the_gate_asks_a_busy_server_as_long_as_it_waits_for_a_lost_one(waits, capsys):
+    from instructflow.tasks import outages
+
+    # given a server busy for good, asked for the gate's slot
+    call = _answers(*[prefect_busy.ServerBusy("503")] * prefect_busy.GATE_ASKS)
+    with pytest.raises(prefect_busy.ServerBusy) as busy:
+        prefect_busy.asked_until_answered(call, prefect_busy.GATE_ASKS, "asking longer")
+    # then it waited the doubling waits, then 25.6 s a time, at least OUTAGE_WAIT_SECONDS in all
+    assert waits[: prefect_busy.ASKS - 1] == pytest.approx([0.05 * 2**k for k in range(10)])
+    assert waits[prefect_busy.ASKS - 1 :] == pytest.approx([25.6] * 10)
+    assert outages.OUTAGE_WAIT_SECONDS <= sum(waits) < outages.OUTAGE_WAIT_SECONDS + 25.6
+    # and said once that it asks longer, once Prefect's own patience (~51 s) was spent
+    assert capsys.readouterr().out == "asking longer\n"
+    assert "503 to each of 21 asks over 307 s" in str(busy.value)
+
+
+class _NoServer:
+    """A client context whose slot release does nothing."""
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+    def release_concurrency_slots_with_lease(self, lease_id):
+        pass
+
+
+def test_the_gate_is_patient_with_a_busy_server_and_promote_is_not(monkeypatch):
+    asked = []
+    monkeypatch.setattr(concurrency, "_lease", lambda _, asks: asked.append(asks) or uuid.uuid4())
+    monkeypatch.setattr(concurrency, "impatient_client", _NoServer)
+    # when the gate (waits for a lost server) and promote (does not) take the slot
+    for outage_wait in (True, False):
+        with concurrency.registry_slot(outage_wait=outage_wait):
+            pass
+    # then the gate asks a busy server GATE_ASKS times (~5 min), promote ASKS (~51 s)
+    assert asked == [prefect_busy.GATE_ASKS, prefect_busy.ASKS]
+
+
 def _serve_with(monkeypatch, server) -> None:
-    """Prefect's clients that concurrency opens answered by `server` (request -> response)."""
+    """Prefect's clients that concurrency (and prefect_busy) open answered by `server`."""
     real_get_client = concurrency.get_client
 
     def get_client(**kwargs):
@@ -73,6 +114,7 @@ def _serve_with(monkeypatch, server) -> None:
         return real_get_client(**kwargs)
 
     monkeypatch.setattr(concurrency, "get_client", get_client)
+    monkeypatch.setattr(prefect_busy, "get_client", get_client)
 
 
 def test_prefects_client_hands_a_busy_answer_over_without_sleeping(
@@ -96,8 +138,8 @@ def test_prefects_client_hands_a_busy_answer_over_without_sleeping(
 
     _serve_with(monkeypatch, server)
     # when the slot is taken through the project's client
-    with concurrency._impatient_client() as client:
-        got = concurrency.asked_until_answered(lambda: concurrency._acquire(client))
+    with prefect_busy.impatient_client() as client:
+        got = prefect_busy.asked_until_answered(lambda: concurrency._acquire(client))
     # then the lease came on the second ask, and the one wait was ours, 50 ms (`waits` records
     # every time.sleep: Prefect's client sleeps ~2 s after a 503 before asking again)
     assert got == lease_id and len(acquisitions) == 2
@@ -211,7 +253,7 @@ def test_a_prefect_server_that_stays_gone_fails_the_gate_after_the_wait(
 
 def test_a_slot_that_cannot_be_given_back_is_left_to_its_lease(prefect_harness, monkeypatch):
     # given the slot taken, then Prefect's server gone before it is given back
-    monkeypatch.setattr(concurrency, "_lease", lambda _waiting: uuid.uuid4())
+    monkeypatch.setattr(concurrency, "_lease", lambda *_: uuid.uuid4())
     _server_gone_then_back(monkeypatch, gone_for=10**6)
     # then leaving the block does not fail: the registry is written, the lease ends by itself
     with concurrency.registry_slot():
