@@ -6,43 +6,36 @@ found in Prefect's cache still gets a nested run (tagged cached=true, with
 the metrics of the run that computed it) so MLflow reads the same either way.
 """
 
-import time
-from concurrent.futures import Future
 from pathlib import Path
 
 import mlflow
-from mlflow import MlflowClient
 from prefect import flow, get_run_logger
 from prefect.runtime import flow_run
 
 from instructflow.flows import approval, explained_errors, own_data, params_io
 from instructflow.flows.params import PipelineParams
 from instructflow.flows.publish import publish
-from instructflow.flows.stages import Stages, note_kept_start, run_stage, with_every_stage
+from instructflow.flows.stages import Stages, note_kept_start, with_every_stage
+from instructflow.flows.world_results import fill_report, register_and_gate
+from instructflow.flows.world_stages import (
+    checked_data,
+    evaluated_policies,
+    policies_to_evaluate,
+    trained_models,
+)
 from instructflow.tasks import (
-    base_model,
-    comparisons,
-    data,
     env,
     evaluation,
     fewshot_shown,
     interrupts,
-    judge,
     judge_trust,
     launch,
     lifecycle,
-    model_lineage,
     outages,
-    ppo_selection,
     preflight,
     provenance,
-    registry,
-    registry_rival,
     report,
-    report_training,
-    reward_model,
     run_status,
-    sft,
     task_run_states,
     tracking,
     worker_exit,
@@ -113,12 +106,16 @@ def rlhf_pipeline(
         profile_dir = root / "data" / params.profile
         # stage seconds, cache hits and keys (the report's run block), the data stage's too
         stage = Stages(params, profile_dir, parent_id, threads)
-        checked = _data(root, params, base_model_dir, stage)
+        checked = checked_data(root, params, base_model_dir, stage)
         if checked["refusal"]:
             return preflight.refuse(checked["refusal"])
-        models = _models(stage, params, {"data_md5": checked["version"]["md5"]}, base_model_dir)
-        policies = _policies(models, profile_dir, params)
-        evaluated = _evaluate(stage, models, policies)
+        models = trained_models(
+            stage, params, {"data_md5": checked["version"]["md5"]}, base_model_dir
+        )
+        # base_fewshot's demonstrations, and how many fewer than asked it shows (the report's)
+        fewshot, shortfall = fewshot_shown.world_prefix(profile_dir, params.stage("evaluation"))
+        policies = policies_to_evaluate(models, fewshot)
+        evaluated = evaluated_policies(stage, models, policies)
 
         # stage_seconds and cached_stages again once the registry stage has run (below)
         result = report.empty_report(
@@ -133,8 +130,8 @@ def rlhf_pipeline(
             }
         )
         result["provenance"] = prov
-        _fill_report(result, checked["summary"], models, policies, evaluated)
-        if shortfall := fewshot_shown.world_shortfall(profile_dir, params.stage("evaluation")):
+        fill_report(result, checked["summary"], models, policies, evaluated)
+        if shortfall:
             logger.warning(fewshot_shown.shortfall_text(shortfall))  # as on a dataset
             result["fewshot_shortfall"] = shortfall  # base_fewshot's row: fewer than asked
         result["run"]["stage_keys"] = with_every_stage(result["run"]["stage_keys"], stage.keys)
@@ -146,7 +143,7 @@ def rlhf_pipeline(
         tracking.log_final_metrics(parent_id, figures | judge_trust.parent_metrics(result["judge"]))
 
         run_info = run_info | {"mlflow_parent_run_url": url}
-        gate = _registry(stage, params, models, policies, evaluated, result, run_info)
+        gate = register_and_gate(stage, params, models, policies, evaluated, result, run_info)
         result["run"]["stage_seconds"] = dict(stage.timings)  # the registry stage's now too
         result["run"]["cached_stages"] = sorted(stage.cached)
         links = [url, env.mlflow_run_url(experiment_id, gate["mlflow_run_id"])]
@@ -163,238 +160,3 @@ def rlhf_pipeline(
         plotted = [Path(evaluated["dir"]) / f for f in evaluated["plots"]]
         publish(result, plotted, url)
     return result
-
-
-def _data(root: Path, params: PipelineParams, base_model_dir, stage: Stages) -> dict:
-    """Every input checked before any training (preflight), then the data stage (its seconds,
-    cache hit and key recorded in `stage`, as the other stages').
-
-    Returns preflight's verdict: `refusal` (None when every input passed), the
-    DVC `version` of data/ and, when it passed, the data stage's `summary`.
-    """
-    started = time.perf_counter()
-    checked = preflight.preflight_task(
-        str(root), params.model_copy(update={"base_model": base_model_dir})
-    )
-    if checked["refusal"]:  # the run fails here, with no retry
-        return checked
-    version, timings, parent_id = checked["version"], stage.timings, stage.parent_run_id
-    timings["data_restore"] = round(time.perf_counter() - started, 2)
-    tracking.log_stage_seconds(parent_id, "data_restore", timings["data_restore"])
-    mlflow.set_tags(data.version_tags(version))
-    get_run_logger().info(data.describe(version))
-    tracking.log_data_version(
-        f"world-{params.profile}", root / "data" / params.profile, version["md5"]
-    )
-    summary = run_stage(
-        data.validate_data_task,
-        "data",
-        config={"profile": params.profile},
-        inputs={"data_md5": version["md5"]},
-        parent_run_id=parent_id,
-        timings=timings,
-        cached=stage.cached,
-        keys=stage.keys,
-        profile_dir=str(root / "data" / params.profile),
-        md5=version["md5"],
-    )
-    return checked | {"summary": summary}
-
-
-def _key(result: dict, field: str = "model_dir") -> str:
-    """The cache key of the stage that produced `result` (the name of its output folder)."""
-    path = Path(result[field])
-    return (path.parent if field == "model_dir" else path).name
-
-
-def _models(stage: Stages, params: PipelineParams, data_in: dict, base_model_dir) -> dict:
-    """Base model, SFT, comparisons, reward model, held-out judge, PPO and PPO-ptx, and the
-    FLAN- and T0-style baselines: each stage's result by name, and `rm_inputs` (the keys of
-    the stages up to the RM, on which evaluation and the registry depend too).
-
-    With 2+ threads the stages that do not depend on each other run side by side
-    (`Stages.side_by_side`) in two lanes of about equal length: SFT -> comparisons
-    -> RM -> judge -> PPO-ptx in one, FLAN -> T0 -> PPO in the other (PPO waits
-    there for the first lane's RM, which on the tiny profile is ready before T0
-    is done). One after the other, the first lane's stages run first.
-    """
-    base = stage(
-        base_model.base_model_task, "base_model", "base", data_in, base_model=base_model_dir
-    )
-    base_in = data_in | {"base": _key(base)}
-
-    def preference_chain(lane: Stages) -> dict:
-        sft_out = lane(
-            sft.sft_task, "sft", "sft", base_in, variant="sft", model_dir=base["model_dir"]
-        )
-        sft_in, sft_dir = base_in | {"sft": _key(sft_out)}, sft_out["model_dir"]
-        comps = lane(
-            comparisons.comparisons_task, "comparisons", "comparisons", sft_in, sft_dir=sft_dir
-        )
-        comps_in = sft_in | {"comparisons": _key(comps, "dir")}
-        on_comparisons = {"sft_dir": sft_dir, "comparisons_dir": comps["dir"]}
-        rm = lane(
-            reward_model.reward_model_task,
-            "reward_model",
-            "reward_model",
-            comps_in,
-            **on_comparisons,
-        )
-        # A second reward model, on held-out preferences only: judges where gold cannot.
-        held_out_judge = lane(judge.judge_task, "judge", "judge", comps_in, **on_comparisons)
-        return {
-            "sft": sft_out,
-            "rm": rm,
-            "judge": held_out_judge,
-            "rm_inputs": sft_in | {"rm": _key(rm)},
-        }
-
-    def on_chain(lane: Stages, name: str, ptx_gamma: float, chain: dict) -> dict[str, dict]:
-        sft_dir, rm_dir = chain["sft"]["model_dir"], chain["rm"]["model_dir"]
-        return lane.ppo(name, ptx_gamma, chain["rm_inputs"], sft_dir, rm_dir)
-
-    chain_done: Future = Future()  # the second lane's PPO needs the first lane's RM
-
-    def preference_lane(lane: Stages) -> dict:
-        try:
-            chain = preference_chain(lane)
-        except BaseException as error:
-            chain_done.set_exception(error)  # the other lane stops waiting, and says why
-            raise
-        chain_done.set_result(chain)
-        return chain | on_chain(lane, "ppo_ptx", params.ptx_gamma, chain)
-
-    def baseline_lane(lane: Stages) -> dict:
-        runs = {
-            name: lane(
-                sft.sft_task, name, "baselines", base_in, variant=name, model_dir=base["model_dir"]
-            )
-            for name in ("flan", "t0")
-        }
-        return runs | on_chain(lane, "ppo", 0.0, chain_done.result())
-
-    first, second = stage.side_by_side(preference_lane, baseline_lane)
-    return {"base": base, **first, **second}
-
-
-def _policies(models: dict, profile_dir: Path, params: PipelineParams) -> dict[str, dict]:
-    """The seven policies evaluated: base (zero- and few-shot), FLAN, T0, SFT, PPO, PPO-ptx."""
-    fewshot = evaluation.fewshot_prefix(profile_dir, params.stage("evaluation").fewshot_examples)
-    base_dir = models["base"]["model_dir"]
-    return {
-        "base": {"model_dir": base_dir},
-        "base_fewshot": {"model_dir": base_dir, "prefix": fewshot},
-        **{
-            name: {"model_dir": models[name]["model_dir"]}
-            for name in ("flan", "t0", "sft", "ppo", "ppo_ptx")
-        },
-    }
-
-
-def _policy_keys(policies: dict[str, dict]) -> dict[str, str]:
-    return {name: _key(p) for name, p in policies.items()}
-
-
-def _evaluate(stage: Stages, models: dict, policies: dict[str, dict]) -> dict:
-    """Every policy on test users' prompts: gold, held-out labelers, public suite, judge."""
-    return stage(
-        evaluation.evaluation_task,
-        "evaluation",
-        "evaluation",
-        models["rm_inputs"] | _policy_keys(policies) | {"judge": _key(models["judge"], "dir")},
-        policies=policies,
-        sft_dir=models["sft"]["model_dir"],
-        rm_dir=models["rm"]["model_dir"],
-        judge_dir=models["judge"]["dir"],
-        lanes=stage.lanes(),  # the policies in two halves side by side
-    )
-
-
-# Each training stage (as run.stage_seconds names it) and its result's key in `models`.
-TRAINING_STAGES = {
-    "sft": "sft",
-    "flan": "flan",
-    "t0": "t0",
-    "reward_model": "rm",
-    "ppo": "ppo",
-    "ppo_ptx": "ppo_ptx",
-}
-
-
-def _fill_report(result: dict, summary: dict, models: dict, policies, evaluated: dict) -> None:
-    """The report's labelers, reward model, policies and training blocks, and the stage keys."""
-    rm_metrics = models["rm"]["metrics"]
-    result["run"]["stage_keys"] = _policy_keys(policies) | {
-        "reward_model": models["rm_inputs"]["rm"],
-        "judge": _key(models["judge"], "dir"),
-        "evaluation": _key(evaluated, "dir"),
-    }
-    result["labelers"] = {"pairwise_agreement": summary["labeler_agreement"]}
-    result["reward_model"] = {
-        "accuracy_heldout_labels": rm_metrics["rm/accuracy_heldout_labels"],
-        "accuracy_vs_gold": rm_metrics["rm/accuracy_vs_gold"],
-        "accuracy_vs_gold_by_family": {
-            name.removeprefix(reward_model.BY_FAMILY_PREFIX): value
-            for name, value in rm_metrics.items()
-            if name.startswith(reward_model.BY_FAMILY_PREFIX)
-        },
-    }
-    result["policies"] = evaluated["rows"]
-    result["training"] = report_training.training_block(
-        {stage: models[key]["metrics"] for stage, key in TRAINING_STAGES.items()}
-    )
-
-
-def _registry(stage: Stages, params: PipelineParams, models, policies, evaluated, result, run_info):
-    """Register the candidate and the RM, and let the gate decide (instructflow.tasks.registry)."""
-    candidate, rm, sft_out = params.candidate, models["rm"], models["sft"]
-    lineage = model_lineage.pipeline_lineage(
-        params, result["run"], run_info, candidate, sft_out["mlflow_run_id"]
-    )
-    policy_metrics = {
-        k.split("/", 2)[2]: round(v, 4)
-        for k, v in evaluation.flat_metrics({candidate: result["policies"][candidate]}).items()
-    }
-    model_name, reward_model_name = params.registry.names(params.profile)
-    policy_dir = policies[candidate]["model_dir"]
-    client = MlflowClient()
-    gate = stage(
-        registry.register_and_gate_task,
-        "registry",
-        "gate",
-        models["rm_inputs"]
-        | {
-            "policy": _policy_keys(policies)[candidate],
-            "evaluation": _key(evaluated, "dir"),
-            "gate_opponent": registry_rival.gate_opponent(client, policy_dir, model_name),
-        },
-        stale_because=lambda cached: registry_rival.registry_moved(
-            client, cached, (model_name, reward_model_name), (policy_dir, rm["model_dir"])
-        ),
-        candidate=candidate,
-        model_name=model_name,
-        reward_model_name=reward_model_name,
-        policy_dir=policy_dir,
-        rm_dir=rm["model_dir"],
-        sft_dir=sft_out["model_dir"],
-        eval_cfg=params.stage("evaluation"),
-        lineage=lineage,
-        policy_metrics=policy_metrics,
-        rm_metrics={k.split("/", 1)[1]: round(v, 4) for k, v in rm["metrics"].items()},
-        candidate_note=ppo_selection.kept_start_note(candidate, models[candidate]["metrics"]),
-        rm_lora=model_lineage.lora_lineage(params, "reward_model"),
-        # the card says what the report says of the judge (scalars: in the stage's key)
-        judge_trusted=result["judge"]["trustworthy"],
-        judge_trust_reason=result["judge"]["trust_reason"],
-    )
-    if "registry" in stage.cached:  # its task ran in an earlier flow run, with the artifact
-        registry.republish_gate(model_name, gate)
-    registry.tag_parent_run(gate["policy_version"], gate["decision"]["promote"])
-    get_run_logger().info(
-        "registered %s v%s; gate (vs %s): %s",
-        model_name,
-        gate["policy_version"],
-        gate["gate"]["incumbent"],
-        gate["decision"]["reason"],
-    )
-    return gate | {"model_name": model_name}

@@ -35,18 +35,20 @@ def shortfall_text(block: dict) -> str:
     return SHORTFALL.format(**block)
 
 
-def world_shortfall(profile_dir: Path, cfg: EvalConfig) -> dict | None:
-    """The embedded world's block when its prefix holds fewer than `cfg.fewshot_examples`
-    demonstrations (its preflight refuses a prefix the context cannot hold, so only the
-    families can run short)."""
+def world_prefix(profile_dir: Path, cfg: EvalConfig) -> tuple[str, dict | None]:
+    """The embedded world's few-shot prefix, and its block when the prefix holds fewer than
+    `cfg.fewshot_examples` demonstrations (its preflight refuses a prefix the context cannot
+    hold, so only the families can run short)."""
     # the evaluation stage's module imports torch: report.md's writers need only the text
-    from instructflow.tasks.evaluation import FEWSHOT_MAX_WORDS, fewshot_rows
+    from instructflow.tasks.evaluation import FEWSHOT_MAX_WORDS, fewshot_rows, fewshot_text
 
     asked = cfg.fewshot_examples
-    shown = len(fewshot_rows(profile_dir, asked))
+    rows = fewshot_rows(profile_dir, asked)
+    shown = len(rows)
     if shown >= asked:
-        return None
+        return fewshot_text(rows), None
     families = {0: "no family has one", 1: "only 1 family has one"}.get(
         shown, f"only {shown} families have one"
     )
-    return shortfall(shown, asked, WORLD_FEW.format(words=FEWSHOT_MAX_WORDS, families=families))
+    reason = WORLD_FEW.format(words=FEWSHOT_MAX_WORDS, families=families)
+    return fewshot_text(rows), shortfall(shown, asked, reason)

@@ -6,7 +6,7 @@ import shutil
 import mlflow
 from mlflow import MlflowClient
 
-from instructflow.flows import pipeline
+from instructflow.flows import world_stages
 from instructflow.flows.params import PipelineParams
 from instructflow.flows.stages import Stages
 from instructflow.tasks import data, preflight, tracking
@@ -32,14 +32,14 @@ def test_a_restore_by_the_cli_preflight_reaches_the_flow_log_and_parent_run(
         def info(self, message, *args):
             lines.append(message % args if args else message)
 
-    monkeypatch.setattr(pipeline, "get_run_logger", Recording)
+    monkeypatch.setattr(world_stages, "get_run_logger", Recording)
 
     @flow
     def data_step() -> str:
         tracking.setup()
         with mlflow.start_run() as parent:
             stage = Stages(params, root / "data" / params.profile, parent.info.run_id, 1)
-            pipeline._data(root, params, None, stage)
+            world_stages.checked_data(root, params, None, stage)
         return parent.info.run_id
 
     parent_id = data_step()

@@ -1,6 +1,6 @@
-"""The embedded world's report blocks, filled from the stages' results (flows/pipeline.py)."""
+"""The embedded world's report blocks, filled from the stages' results (flows/world_results.py)."""
 
-from instructflow.flows.pipeline import _fill_report
+from instructflow.flows.world_results import fill_report
 from instructflow.tasks.report import empty_report
 
 
@@ -21,7 +21,7 @@ def test_the_report_has_every_training_stages_trainable_fraction_and_peak_memory
     result = empty_report({"mlflow_run_id": "abc"})
     # when the report is filled from them
     evaluated = {"dir": "/runs/evaluation/evaluation-1", "rows": {}}
-    _fill_report(result, {"labeler_agreement": 0.7}, models, policies, evaluated)
+    fill_report(result, {"labeler_agreement": 0.7}, models, policies, evaluated)
     # then its training block has each training stage's two readings, by stage name
     assert set(result["training"]) == {*names, "reward_model"}
     assert result["training"]["reward_model"] == {"trainable_fraction": 0.05, "peak_memory_mb": 900}

@@ -125,8 +125,9 @@ def test_the_context_s_cut_and_no_room_keep_their_reasons(tmp_path):
 
 
 def test_the_embedded_worlds_prefix_short_of_families_is_said_as_such(tmp_path):
+    from instructflow.tasks.evaluation import fewshot_prefix
     from instructflow.tasks.evaluation_config import EvalConfig
-    from instructflow.tasks.fewshot_shown import world_shortfall
+    from instructflow.tasks.fewshot_shown import world_prefix
 
     # given the world's rule (one demonstration per family, answers of at most 4 words) and
     # two families with such an answer: the third family's answer is longer
@@ -138,7 +139,8 @@ def test_the_embedded_worlds_prefix_short_of_families_is_said_as_such(tmp_path):
     ]
     profile = _with_demonstrations(tmp_path, rows)
     # then asked for 3 it shows 2, and the block says why
-    block = world_shortfall(profile, EvalConfig(fewshot_examples=3))
+    prefix, block = world_prefix(profile, EvalConfig(fewshot_examples=3))
+    assert prefix == fewshot_prefix(profile, 3) and "p4" not in prefix
     assert block == {
         "shown": 2,
         "asked": 3,
@@ -146,5 +148,8 @@ def test_the_embedded_worlds_prefix_short_of_families_is_said_as_such(tmp_path):
         " at most 4 words, and only 2 families have one",
     }
     # and asked for 2 (or none) it shows all: no block
-    assert world_shortfall(profile, EvalConfig(fewshot_examples=2)) is None
-    assert world_shortfall(profile, EvalConfig(fewshot_examples=0)) is None
+    assert world_prefix(profile, EvalConfig(fewshot_examples=2)) == (
+        fewshot_prefix(profile, 2),
+        None,
+    )
+    assert world_prefix(profile, EvalConfig(fewshot_examples=0)) == ("", None)
