@@ -46,6 +46,8 @@ def asked_until_answered(call: Callable[[], T], asks: int = ASKS, long_wait: str
     """`call()`, asked again while it raises ServerBusy, `asks` times in all: after 50 ms,
     then twice as long each time, at most LONGEST_WAIT_SECONDS. `long_wait` is printed once
     when ASKS asks were busy and more are to come (the wait grows past Prefect's patience)."""
+    if asks < 1:
+        raise ValueError(f"asks must be >= 1, got {asks}")
     wait, waited = FIRST_WAIT_SECONDS, 0.0
     for ask in range(1, asks + 1):
         try:
@@ -60,4 +62,4 @@ def asked_until_answered(call: Callable[[], T], asks: int = ASKS, long_wait: str
                 print(long_wait, flush=True)
             time.sleep(wait)
             waited, wait = waited + wait, min(2 * wait, LONGEST_WAIT_SECONDS)
-    raise ValueError(f"asks must be >= 1, got {asks}")
+    raise AssertionError("unreachable: the last ask returns or raises")

@@ -61,6 +61,13 @@ def test_a_server_busy_for_good_fails_after_about_50_seconds_of_waits(waits):
     assert sum(waits) == pytest.approx(0.05 * (2**10 - 1))
 
 
+def test_no_asks_is_a_caller_error_and_nothing_is_called():
+    called = []
+    with pytest.raises(ValueError, match="asks must be >= 1, got 0"):
+        prefect_busy.asked_until_answered(lambda: called.append(1), asks=0)
+    assert called == []
+
+
 def test_the_gate_asks_a_busy_server_as_long_as_it_waits_for_a_lost_one(waits, capsys):
     from instructflow.tasks import outages
 
