@@ -36,7 +36,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
                 server.discard()
                 return params
             from instructflow.flows.pipeline import rlhf_pipeline
-            from instructflow.tasks import heap
+            from instructflow.tasks import flow_start_watch, heap
             from instructflow.tasks.env import no_flow_heartbeats
 
             heap.imports_done()
@@ -46,7 +46,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
         if isinstance(error, KeyboardInterrupt):
             raise interrupts.InterruptedBeforeFlow() from error  # worded by explained_errors
         raise
-    with interrupts.stop_on_signals(), no_flow_heartbeats():
+    with interrupts.stop_on_signals(), no_flow_heartbeats(), flow_start_watch.said_if_slow():
         state = rlhf_pipeline(params, return_state=True)
     report = state.result()  # raises InputRefused if the flow refused, or the stage's error
     print(json.dumps(report["run"], indent=2))

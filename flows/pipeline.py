@@ -27,6 +27,7 @@ from instructflow.tasks import (
     env,
     evaluation,
     fewshot_shown,
+    flow_start_watch,
     interrupts,
     judge_trust,
     launch,
@@ -54,6 +55,7 @@ def rlhf_pipeline(
         params: The run's settings; each field says what it does and its allowed range.
         sweep_run_id: Leave empty. `instructflow sweep` sets it to the MLflow run of the seed sweep this run belongs to (its parent).
     """
+    flow_start_watch.flow_started()  # `instructflow run` stops waiting to say it is slow
     logger = get_run_logger()
     # Run-time settings (tokenizers, DVC); Prefect's were fixed when it was imported.
     env.apply_defaults()
