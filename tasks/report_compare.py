@@ -1,5 +1,6 @@
 """Two reports side by side (`instructflow compare A B`): where and from what each was made,
-who judged them, each shared policy's figures with their 95% CIs, and each run's gate.
+who judged them, how many demonstrations base_fewshot was shown, each shared policy's
+figures with their 95% CIs, and each run's gate.
 
 A difference of win rates is a change of policy only when one judge gave both.
 On the embedded world `win_rate_vs_sft` is the held-out labelers' (fixed by the
@@ -11,6 +12,7 @@ key is (same data, settings, seed and code); otherwise the comparison says so.
 
 from typing import Any
 
+from instructflow.tasks.fewshot_shown import shortfall_text
 from instructflow.tasks.provenance import compare, describe_comparison, input_differences
 
 FIGURES = (
@@ -90,6 +92,28 @@ def _why_another_judge(a: dict[str, Any], b: dict[str, Any], id_a: tuple, id_b: 
     return said
 
 
+def fewshot_lines(a: dict[str, Any], b: dict[str, Any]) -> list[str]:
+    """Each report's `fewshot_shortfall` in one line, and whether base_fewshot's rows compare
+    a prefix of one length with another (a baseline shown 9 demonstrations is not the one
+    shown 10)."""
+    blocks = {side: r.get("fewshot_shortfall") for side, r in (("A", a), ("B", b))}
+    lines = [f"- {side}: {shortfall_text(block)}" for side, block in blocks.items() if block]
+    shown = {
+        side: (block["shown"], block["asked"]) if block else None for side, block in blocks.items()
+    }
+    in_both = all("base_fewshot" in r.get("policies", {}) for r in (a, b))
+    if in_both and shown["A"] != shown["B"]:
+        said = [
+            f"{side} {pair[0]} of {pair[1]}" if pair else f"{side} all it was asked for"
+            for side, pair in shown.items()
+        ]
+        lines.append(
+            f"- base_fewshot: NOT LIKE FOR LIKE (demonstrations shown: {'; '.join(said)}), so"
+            " its rows' B - A mixes a change of policy with a change of prompt"
+        )
+    return lines
+
+
 def _value(figure: Any) -> tuple[float | None, str]:
     """(the figure's mean, the figure as text with its 95% CI when it has one)."""
     if isinstance(figure, dict):
@@ -163,7 +187,7 @@ def report_comparison(a: dict[str, Any], b: dict[str, Any]) -> str:
         result["differences"] |= input_differences(a.get("run", {}), b.get("run", {}))
         result["differences"] |= data_differences(a, b)
         head = describe_comparison(result)
-    lines = [head, *judge_lines(a, b), "", *policy_rows(a, b)]
+    lines = [head, *judge_lines(a, b), *fewshot_lines(a, b), "", *policy_rows(a, b)]
     only = [
         f"Only in {side}: {', '.join(names)}"
         for side, names in (

@@ -155,3 +155,38 @@ def test_judges_that_differ_because_their_sft_models_do_say_so():
     b["run"]["stage_keys"]["sft"] = "sft-0e5e"
     assert "(judge keys judge-950a vs judge-cbb3)\n" in report_comparison(a, b) + "\n"
     assert "fine-tuned from" not in report_comparison(a, b)
+
+
+def _fewshot_report(shortfall: dict | None) -> dict:
+    row = {"gold_score": {"mean": 0.4}}
+    report = {"policies": {"base_fewshot": row, "sft": row}}
+    return report | ({"fewshot_shortfall": shortfall} if shortfall else {})
+
+
+def test_a_base_fewshot_shown_fewer_demonstrations_is_said_and_not_called_like_for_like():
+    # given a world run whose base_fewshot showed 9 of the 10 demonstrations asked for, beside
+    # one that showed all it was asked for
+    reason = "it shows one per task family ..., and only 9 families have one"
+    a = _fewshot_report({"shown": 9, "asked": 10, "reason": reason})
+    b = _fewshot_report(None)
+    # when they are compared
+    text = report_comparison(a, b)
+    # then A's shortfall is said in one line, and base_fewshot's rows are not like for like
+    said = "base_fewshot shows 9 of evaluation.fewshot_examples = 10 demonstrations"
+    assert f"- A: {said}: {reason}" in text
+    assert "- B: " not in text
+    assert (
+        "- base_fewshot: NOT LIKE FOR LIKE (demonstrations shown: A 9 of 10; B all it was"
+        " asked for), so its rows' B - A mixes a change of policy with a change of prompt"
+    ) in text
+    # above the table, whose rows are still shown
+    assert text.index("NOT LIKE FOR LIKE") < text.index("| base_fewshot | gold_score |")
+    # and two runs short by the same count are like for like, each still said
+    same = report_comparison(a, _fewshot_report({"shown": 9, "asked": 10, "reason": reason}))
+    assert f"- A: {said}" in same and f"- B: {said}" in same
+    assert "NOT LIKE FOR LIKE" not in same
+    # and neither short says nothing of it
+    assert "base_fewshot shows" not in report_comparison(b, b)
+    # and a base_fewshot in one report only has no rows to call unlike (Only in B names it)
+    del a["policies"]["base_fewshot"]
+    assert "NOT LIKE FOR LIKE" not in report_comparison(a, b)

@@ -110,3 +110,18 @@ def test_compare_exact_ignores_peak_memory_but_not_a_real_figure(tmp_path, capsy
     out = capsys.readouterr().out
     assert "1 figures differ" in out
     assert "reward_model/accuracy_vs_gold: 0.8 -> 0.81" in out
+
+
+def test_compare_exact_says_a_differing_fewshot_shortfall_but_does_not_count_it(tmp_path, capsys):
+    # given two reports with the same figures, base_fewshot shown 9 of 10 in the second
+    # (with the same figures only the block's words or `asked` can differ: another count
+    # shown is another prompt, whose figures differ and are counted)
+    first, second = tmp_path / "a.json", tmp_path / "b.json"
+    first.write_text(json.dumps(report(0.6) | {"provenance": {}}))
+    block = {"shown": 9, "asked": 10, "reason": "only 9 families have one"}
+    second.write_text(json.dumps(report(0.6) | {"provenance": {}, "fewshot_shortfall": block}))
+    # when they are compared exactly: no figure differs (exit 0), and the shortfall is said
+    assert main(["compare", "--exact", str(first), str(second)]) == 0
+    out = capsys.readouterr().out
+    assert "0 figures differ" in out
+    assert "- B: base_fewshot shows 9 of evaluation.fewshot_examples = 10" in out
