@@ -5,11 +5,13 @@ It holds the figures a person comparing policies reads first: the win rate again
 SFT (and the held-out judge's, where the report has it) and the gold score, each as
 its mean and 95% CI in one cell, with the scale in the header. The cells are
 formatted from report.json's values as report.md formats them (3 decimals). The
-artifact's description says where every other measure is.
+artifact's description says where every other measure is, and, as report.md does, when
+base_fewshot's row was measured with fewer demonstrations than asked.
 """
 
 from typing import Any
 
+from instructflow.tasks.fewshot_shown import shortfall_text
 from instructflow.tasks.report import in_pipeline_order
 from instructflow.tasks.splits import held_out_group
 
@@ -56,7 +58,8 @@ def _who_judged(report: dict[str, Any]) -> str:
 
 
 def table_description(report: dict[str, Any]) -> str:
-    """The artifact's description (Markdown): who judged, and where the rest is."""
+    """The artifact's description (Markdown): who judged, base_fewshot shown fewer
+    demonstrations than asked (the report's `fewshot_shortfall`), and where the rest is."""
     # A dataset without user ids is split by prompt: its test split holds prompts, not users.
     held_out = held_out_group((report.get("dataset") or {}).get("split_rule"))
     lines = [
@@ -68,6 +71,8 @@ def table_description(report: dict[str, Any]) -> str:
         lines.append(
             "The held-out judge is not to be trusted here: report.json `judge.trust_reason`."
         )
+    if shortfall := report.get("fewshot_shortfall"):  # base_fewshot's row: report.md's note
+        lines.append(f"{shortfall_text(shortfall)}.")
     run_id = report["run"]["mlflow_run_id"]
     lines.append(
         "Every other measure (Likert, RM score, KL to SFT, response length, perplexity and more; "

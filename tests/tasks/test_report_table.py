@@ -118,3 +118,17 @@ def test_the_description_names_whom_the_test_split_holds():
     assert table_description(by_user).startswith("Policies on test users,")
     assert table_description(by_prompt).startswith("Policies on test prompts,")
     assert "test users" not in table_description(by_prompt)
+
+
+def test_the_description_says_base_fewshot_was_shown_fewer_demonstrations_than_asked():
+    # given a report whose base_fewshot showed 9 of the 10 demonstrations asked for
+    report = _embedded_report()
+    reason = "it shows one per task family ..., and only 9 families have one"
+    report["fewshot_shortfall"] = {"shown": 9, "asked": 10, "reason": reason}
+    # then the description says so in report.md's sentence, before where the rest is
+    text = table_description(report)
+    said = f"base_fewshot shows 9 of evaluation.fewshot_examples = 10 demonstrations: {reason}."
+    assert said in text.split("\n\n")
+    assert text.index(said) < text.index("Every other measure")
+    # and a report without the block says nothing of it
+    assert "base_fewshot" not in table_description(_embedded_report())
