@@ -49,7 +49,7 @@ from instructflow.tasks.dataset_dvc import version_tags
 from instructflow.tasks.dataset_files import missing_folder
 from instructflow.tasks.evaluation import flat_metrics
 from instructflow.tasks.fewshot_own import fewshot_prefix_that_fits, fewshot_shortfall
-from instructflow.tasks.fewshot_shown import shortfall_text
+from instructflow.tasks.fewshot_shown import mlflow_tags, shortfall_text
 from instructflow.tasks.lora_checks import lora_target_problems, model_config
 from instructflow.tasks.preflight import InputRefused, refuse, refused
 from instructflow.tasks.runtime_checks import runtime_problems
@@ -211,6 +211,7 @@ def run(
     shortfall, skip = fewshot_shortfall(profile_dir, asked, shown, fits.max_len)
     if shortfall:
         logger.warning(shortfall_text(shortfall))
+        mlflow.set_tags(mlflow_tags(shortfall))  # the parent run's, for filtering runs
     policies = {
         "base": {"model_dir": base["model_dir"]},
         "base_fewshot": {"model_dir": base["model_dir"], "prefix": prefix},

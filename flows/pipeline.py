@@ -136,6 +136,7 @@ def rlhf_pipeline(
         if shortfall:
             logger.warning(fewshot_shown.shortfall_text(shortfall))  # as on a dataset
             result["fewshot_shortfall"] = shortfall  # base_fewshot's row: fewer than asked
+            mlflow.set_tags(fewshot_shown.mlflow_tags(shortfall))  # for filtering runs
         result["run"]["stage_keys"] = with_every_stage(result["run"]["stage_keys"], stage.keys)
         floor = params.stage("gate").judge_accuracy_floor  # the gate's: one verdict on the judge
         judged = models["judge"]["metrics"], evaluated.get("judge_agreement")

@@ -35,6 +35,12 @@ def shortfall_text(block: dict) -> str:
     return SHORTFALL.format(**block)
 
 
+def mlflow_tags(block: dict | None) -> dict[str, str]:
+    """The parent run's tag `fewshot_shortfall` ("9 of 10"): a person filtering runs in MLflow's
+    UI sees which base_fewshot figures were measured with fewer demonstrations. None without."""
+    return {"fewshot_shortfall": f"{block['shown']} of {block['asked']}"} if block else {}
+
+
 def world_prefix(profile_dir: Path, cfg: EvalConfig) -> tuple[str, dict | None]:
     """The embedded world's few-shot prefix, and its block when the prefix holds fewer than
     `cfg.fewshot_examples` demonstrations (its preflight refuses a prefix the context cannot

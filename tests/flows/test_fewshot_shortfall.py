@@ -1,5 +1,6 @@
 """base_fewshot showing fewer demonstrations than `evaluation.fewshot_examples` asks: report.json
-(`fewshot_shortfall`) and report.md say so beside its figures, on a dataset and on the world.
+(`fewshot_shortfall`) and report.md say so beside its figures, on a dataset and on the world,
+and so do the MLflow parent run (a tag) and the Prefect `rlhf-policies` artifact.
 
 A run that shows all it asked for adds nothing (tests/flows/test_own_data.py, the
 prompt/chosen/rejected run)."""
@@ -7,6 +8,7 @@ prompt/chosen/rejected run)."""
 import json
 
 import pytest
+from mlflow import MlflowClient
 
 from instructflow.flows.params import PipelineParams
 from instructflow.flows.pipeline import rlhf_pipeline
@@ -22,12 +24,25 @@ def _latest(root) -> tuple[dict, str]:
     return json.loads((latest / "report.json").read_text()), (latest / "report.md").read_text()
 
 
+def _shown_elsewhere(uri: str, report: dict) -> tuple[str | None, str]:
+    """The parent run's `fewshot_shortfall` tag and the `rlhf-policies` artifact's description."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+
+    tag = MlflowClient(tracking_uri=uri).get_run(report["run"]["mlflow_run_id"]).data.tags
+    of_this_run = FlowRunFilter(id=FlowRunFilterId(any_=[report["run"]["prefect_flow_run_id"]]))
+    with get_client(sync_client=True) as prefect:
+        artifacts = prefect.read_artifacts(flow_run_filter=of_this_run)
+    [policies] = [a for a in artifacts if a.key == "rlhf-policies"]
+    return tag.get("fewshot_shortfall"), policies.description
+
+
 def test_a_dataset_whose_training_split_holds_too_few_demonstrations_says_how_many_were_shown(
     prefect_harness, fast_smoke, tmp_path, monkeypatch
 ):
     # given a dataset whose demonstrations state their split: 2 train, 2 valid, 1 test
     root = init_dvc_project(tmp_path / "project")
-    use_project(monkeypatch, root)
+    uri = use_project(monkeypatch, root)
     data = write_pairwise_dataset(tmp_path / "pw", n=120)
     splits = ["train", "train", "valid", "valid", "test"]
     demos = [
@@ -51,6 +66,10 @@ def test_a_dataset_whose_training_split_holds_too_few_demonstrations_says_how_ma
         f"Note: base_fewshot shows 2 of evaluation.fewshot_examples = 3 demonstrations: {reason}."
     )
     assert line in markdown and markdown.index("| base_fewshot |") < markdown.index(line)
+    # and the MLflow parent run is tagged "2 of 3", the Prefect policies table says it too
+    tag, description = _shown_elsewhere(uri, report)
+    assert tag == "2 of 3"
+    assert line.removeprefix("Note: ") in description
 
 
 def test_the_embedded_world_with_fewer_families_than_demonstrations_asked_says_so(
@@ -59,7 +78,7 @@ def test_the_embedded_world_with_fewer_families_than_demonstrations_asked_says_s
     # given the embedded world, whose prefix shows one short answer per task family (9 of
     # its 10 families have one; the harmful family's refusals are longer)
     root = make_project()
-    use_project(monkeypatch, root)
+    uri = use_project(monkeypatch, root)
 
     # when the pipeline runs with base_fewshot asked for 10 demonstrations, in a context that
     # holds the 9 before a test prompt (256 tokens do not: the run is refused before training)
@@ -72,6 +91,9 @@ def test_the_embedded_world_with_fewer_families_than_demonstrations_asked_says_s
     shortfall = report["fewshot_shortfall"]
     assert (shortfall["shown"], shortfall["asked"]) == (9, 10)
     assert shortfall["reason"].endswith("and only 9 families have one")
-    assert "Note: base_fewshot shows 9 of evaluation.fewshot_examples = 10 demonstrations:" in (
-        markdown
-    )
+    said = "base_fewshot shows 9 of evaluation.fewshot_examples = 10 demonstrations:"
+    assert f"Note: {said}" in markdown
+    # and the MLflow parent run is tagged "9 of 10", the Prefect policies table says it too
+    tag, description = _shown_elsewhere(uri, report)
+    assert tag == "9 of 10"
+    assert said in description
