@@ -2,7 +2,6 @@
 
 import argparse
 import json
-import os
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -52,13 +51,16 @@ REGISTRY_WAIT = "waiting for the registry: a promotion gate is in progress"
 
 @contextmanager
 def _registry_slot() -> Iterator[None]:
-    """The registry's slot while inside, as a gate holds it (tasks/concurrency.py), where
-    PREFECT_API_URL is set; none without it: starting Prefect's temporary server would cost
+    """The registry's slot while inside, as a gate holds it (tasks/concurrency.py), where a
+    Prefect API is set; none without one: starting Prefect's temporary server would cost
     a one-second command seconds more (docs/registry.md says what that leaves open)."""
-    if not os.environ.get("PREFECT_API_URL"):
+    from instructflow.tasks import leftovers, outages
+
+    # Prefect's own resolved setting, as a run's gate sees it: exported, or in the profile
+    # (`prefect config set PREFECT_API_URL=...`); the variable alone missed the profile's.
+    if not outages.prefect_api_url():
         yield
         return
-    from instructflow.tasks import leftovers
     from instructflow.tasks.concurrency import ensure_limits, registry_slot
 
     # Alive while it holds the slot: a run starting meanwhile frees the slot only when no

@@ -1,13 +1,16 @@
-"""`instructflow promote` takes the registry's slot where a Prefect API is set, as a gate does:
-it waits for a gate in progress; without PREFECT_API_URL it takes none and starts no server."""
+"""`instructflow promote` takes the registry's slot where a Prefect API is set (exported or in
+the Prefect profile), as a gate does: it waits for a gate in progress; without one it takes
+none and starts no server."""
 
 import threading
 import time
+from contextlib import contextmanager
 
 import pytest
 from mlflow import MlflowClient
 
 from instructflow.flows.cli import main
+from instructflow.flows.cli_models import REGISTRY_WAIT
 from instructflow.tasks import concurrency, leftovers, outages, promotion
 from tests.conftest import use_project
 
@@ -94,7 +97,10 @@ def test_a_run_starting_while_promote_holds_the_slot_does_not_free_it(
 def test_without_prefect_api_url_promote_takes_no_slot_and_starts_no_server(
     client, monkeypatch, capsys
 ):
-    # given no Prefect API exported (a run would start Prefect's temporary server)
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    # given no Prefect API exported nor set (a run would start Prefect's temporary server;
+    # the session's test server, started by an earlier test, sets one in Prefect's settings)
     monkeypatch.delenv("PREFECT_API_URL", raising=False)
 
     def no_slot(*args, **kwargs):
@@ -103,7 +109,41 @@ def test_without_prefect_api_url_promote_takes_no_slot_and_starts_no_server(
     monkeypatch.setattr(concurrency, "ensure_limits", no_slot)
     monkeypatch.setattr(concurrency, "registry_slot", no_slot)
     # then promote moves champion as before
-    assert main(PROMOTE_V2) == 0
+    with temporary_settings(restore_defaults={PREFECT_API_URL}):
+        assert main(PROMOTE_V2) == 0
+    assert _champion(client) == "2"
+    assert capsys.readouterr().out == f"{MODEL} v2 is now champion (manual: reads better)\n"
+
+
+def test_a_prefect_api_set_in_the_profile_makes_promote_take_the_slot(
+    client, tmp_path, monkeypatch, capsys
+):
+    from prefect.context import root_settings_context
+
+    # given no PREFECT_API_URL exported, and the Prefect profile under PREFECT_HOME naming a
+    # server (`prefect config set PREFECT_API_URL=...` writes it there)
+    home = tmp_path / "prefect-home"
+    home.mkdir()
+    (home / "profiles.toml").write_text(
+        'active = "served"\n\n[profiles.served]\nPREFECT_API_URL = "http://127.0.0.1:4200/api"\n'
+    )
+    for name in ("PREFECT_API_URL", "PREFECT_PROFILE", "PREFECT_PROFILES_PATH"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("PREFECT_HOME", str(home))
+    taken = []
+
+    @contextmanager
+    def slot(**kwargs):
+        taken.append(kwargs)
+        yield
+
+    monkeypatch.setattr(concurrency, "ensure_limits", lambda: None)
+    monkeypatch.setattr(concurrency, "registry_slot", slot)
+    # when promote runs in a process whose Prefect loaded that profile (as it does at import)
+    with root_settings_context():
+        assert main(PROMOTE_V2) == 0
+    # then it took the registry's slot, as with the variable exported, and champion moved
+    assert taken == [{"waiting": REGISTRY_WAIT, "outage_wait": False}]
     assert _champion(client) == "2"
     assert capsys.readouterr().out == f"{MODEL} v2 is now champion (manual: reads better)\n"
 
