@@ -31,7 +31,13 @@ from instructflow.tasks import (
 )
 from instructflow.tasks.concurrency import registry_slot
 from instructflow.tasks.evaluation import Policy, flat_metrics
-from instructflow.tasks.gate import alias_effect, base_model_caveat, judge_decision, with_caveat
+from instructflow.tasks.gate import (
+    alias_effect,
+    base_model_caveat,
+    held_back,
+    judge_decision,
+    with_caveat,
+)
 from instructflow.tasks.model_card import JUDGE_EVIDENCE, model_card
 from instructflow.tasks.model_lineage import lora_lineage, mismatch_lineage
 from instructflow.tasks.registry_snapshot import RegistrySnapshot
@@ -141,6 +147,7 @@ def register_and_gate(
     rm_metrics = {k: round(v, 4) for k, v in result.get("reward_model", {}).items()}
     # One gate at a time, as on the world: two runs never both judge against one champion.
     with tracking.stage_run("registry", result["run"]["mlflow_run_id"]) as run, registry_slot():
+        played = registry_lookup.champion_version(client, policy_name)  # as the match finds it
         # none when the champion holds these very weights: it would play itself
         champion = registry_rival.rival_champion(client, inputs.policy_dir, policy_name)
         incumbent, win, prompts = _rival(params, inputs, result, policy_name, champion)
@@ -151,7 +158,6 @@ def register_and_gate(
         decision = judge_decision(win, accuracy, pairs, cfg, incumbent, plays_itself)
         theirs = registry_rival.incumbent_base_model(client, policy_name, incumbent)
         decision = with_caveat(decision, base_model_caveat(incumbent, theirs, params.base_model))
-        effect = alias_effect(decision.promote, cfg.auto_promote, cfg.require_approval)
         held = registry.registered_version(client, policy_name, inputs.policy_dir)
         snapshot = RegistrySnapshot.take(client, [policy_name, rm_name])
         try:
@@ -166,6 +172,10 @@ def register_and_gate(
                 rm_metrics,
                 lora_lineage(params, "reward_model"),
             )
+            # Read again before `champion` moves: one moved meanwhile was never played.
+            now = registry_lookup.champion_version(client, policy_name)
+            decision = held_back(decision, played, now)
+            effect = alias_effect(decision.promote, cfg.auto_promote, cfg.require_approval)
             # approval_asked: the calling flow pauses for a person (flows/approval.py);
             # `champion` moves last, once the version is whole (complete_and_promote)
             tagged = replace(effect, promote=False)

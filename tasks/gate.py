@@ -77,6 +77,21 @@ def alias_effect(
     )
 
 
+def held_back(decision: GateDecision, played: str | None, now: str | None) -> GateDecision:
+    """The decision once `champion` is read again before it would move: `now`, not the
+    version the gate found before its head-to-head (`played`; None: there was none).
+
+    What takes no registry slot (MLflow's UI, `promote` without a Prefect API) may move
+    `champion` while a gate plays: a passed decision then moves nothing, since it says
+    nothing about the version there now. Unchanged when nothing moved or it did not pass.
+    """
+    if not decision.promote or now == played:
+        return decision
+    moved = f"champion moved to v{now}" if now else "champion was unset"
+    reason = f"{moved} while this run was gating; run again to gate against it ({decision.reason})"
+    return replace(decision, promote=False, reason=reason)
+
+
 def decide(
     win_rate: float,
     ci95: tuple[float, float],

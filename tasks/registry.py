@@ -34,6 +34,7 @@ from instructflow.tasks.gate import (
     alias_effect,
     base_model_caveat,
     decide,
+    held_back,
     with_caveat,
 )
 from instructflow.tasks.gate_record import (  # re-exported: flows and tests call registry.<name>
@@ -258,6 +259,7 @@ def register_and_gate_task(
     client = MlflowClient()
     with tracking.stage_run("registry", parent_run_id) as run, registry_slot():
         dirs = (policy_dir, sft_dir)
+        played = champion_version(client, model_name)  # as the head-to-head finds it
         decision, figures = judge_candidate(
             client, model_name, dirs, profile_dir, eval_cfg, cfg, seed, lineage.get("base_model")
         )
@@ -282,6 +284,9 @@ def register_and_gate_task(
                 rm_metrics,
                 rm_lora,
             )
+            # Read again before `champion` moves: one moved meanwhile was never played.
+            decision = held_back(decision, played, champion_version(client, model_name))
+            gate |= {"promote": decision.promote, "reason": decision.reason}
             # With approval required, a passed gate waits for the person this flow asks next.
             effect = alias_effect(decision.promote, cfg.auto_promote, cfg.require_approval)
             written = ((model_name, policy_version), (reward_model_name, rm_version))

@@ -231,3 +231,33 @@ def test_a_server_lost_as_the_dataset_gate_ends_its_run_is_waited_for(
     client = MlflowClient()
     assert client.get_run(gate_run.info.run_id).info.status == "FINISHED"
     assert client.get_model_version(gate["model_name"], gate["policy_version"])
+
+
+def test_a_champion_moved_while_the_dataset_gate_played_stays_where_it_was_moved(
+    tiny_dirs, tmp_path, monkeypatch
+):
+    # given champion v1, a version v2 a person may pick, and a match the candidate wins
+    params, inputs = _dataset_run(tiny_dirs, tmp_path, monkeypatch)
+    name = _champion_tagged(params, inputs, monkeypatch, {})
+    client = MlflowClient()
+    other = str(client.create_model_version(name, inputs.rm_dir).version)
+
+    def won_while_champion_moved(*_args):
+        # a person moves champion (MLflow's UI takes no registry slot) during the match
+        client.set_registered_model_alias(name, "champion", other)
+        return "champion v1", {"mean": 0.8, "ci95": [0.7, 0.9]}, 10
+
+    monkeypatch.setattr(dataset_gate, "_rival", won_while_champion_moved)
+    # when the registry stage runs
+    with mlflow.start_run(run_name="parent") as parent:
+        gate, _ = dataset_gate.register_and_gate(params, _result(parent.info.run_id), inputs)
+    # then the candidate is registered, but champion stays on v2, which it never played
+    assert gate["policy_version"] == "3" and gate["champion"] == "2"
+    assert registry.champion_version(client, name) == "2"
+    # and the gate block and the version's tags say promote false, and why, plainly
+    assert not gate["promote"] and not gate["promoted"] and not gate["awaiting_approval"]
+    assert gate["reason"].startswith(
+        "champion moved to v2 while this run was gating; run again to gate against it "
+        "(beats champion v1: "
+    )
+    assert client.get_model_version(name, "3").tags["gate_reason"] == gate["reason"]

@@ -10,6 +10,7 @@ from instructflow.tasks.gate import (
     decide,
     gate_markdown,
     gate_summary,
+    held_back,
 )
 
 # passed, auto_promote, require_approval, champion_moved, promoted_here -> promote,
@@ -167,3 +168,21 @@ def test_a_champion_of_the_same_or_an_unrecorded_base_model_adds_nothing(theirs,
     decision = decide(0.45, (0.38, 0.53), 0.24, 0.24, 0.02, "champion v3")
     assert base_model_caveat("champion v3", theirs, ours) is None
     assert with_caveat(decision, None) == decision
+
+
+def test_a_passed_decision_is_held_back_only_when_champion_moved_since_it_was_played():
+    # given a passed decision against champion v1, and a failed one
+    passed = decide(0.7, (0.6, 0.8), 0.8, 0.8, margin=0.02, incumbent="champion v1")
+    failed = decide(0.4, (0.3, 0.5), 0.8, 0.8, margin=0.02, incumbent="champion v1")
+    # then champion still at v1 (or none before and after) changes nothing, nor does a failure
+    assert held_back(passed, "1", "1") == passed and held_back(passed, None, None) == passed
+    assert held_back(failed, "1", "2") == failed
+    # and champion moved or unset meanwhile holds the passed one back, saying so
+    moved, unset = held_back(passed, "1", "2"), held_back(passed, "1", None)
+    assert not moved.promote and not unset.promote
+    assert moved.reason == (
+        "champion moved to v2 while this run was gating; run again to gate against it "
+        f"({passed.reason})"
+    )
+    assert unset.reason.startswith("champion was unset while this run was gating; ")
+    assert moved.win_rate == passed.win_rate and moved.incumbent == "champion v1"

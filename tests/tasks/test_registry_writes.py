@@ -304,3 +304,35 @@ def test_the_same_command_again_completes_a_version_its_killed_run_left(
     assert version.description.startswith(f"# {POLICY} v2\n")
     assert version.tags["gate_promote"] == "True" and version.tags["promoted_by"] == "gate"
     assert str(registry.champion_version(gate.client, POLICY)) == "2"
+
+
+def test_a_champion_moved_while_the_gate_played_stays_where_it_was_moved(
+    gate, tmp_path, monkeypatch
+):
+    # given champion v1, a version v2 a person may pick, and a candidate whose gate passes
+    _passing(monkeypatch)
+    other = str(gate.client.create_model_version(POLICY, str(tmp_path)).version)
+    candidate = _foreign_policy(tmp_path / "foreign", gate.profile_dir)
+    real = registry.head_to_head
+
+    def moved_meanwhile(*args, **kwargs):
+        match = real(*args, **kwargs)
+        # a person moves champion (MLflow's UI takes no registry slot) while the gate plays v1
+        gate.client.set_registered_model_alias(POLICY, "champion", other)
+        return match
+
+    monkeypatch.setattr(registry, "head_to_head", moved_meanwhile)
+    # when the gate runs
+    result = gate.run(candidate)
+    # then the candidate is registered, but champion stays on v2, which it never played
+    assert result["gate"]["incumbent"] == "champion v1" and result["policy_version"] == "3"
+    assert registry.champion_version(gate.client, POLICY) == "2" == result["champion"]
+    # and its decision, gate block and tags say promote false, and why, plainly
+    reason = result["decision"]["reason"]
+    assert reason.startswith(
+        "champion moved to v2 while this run was gating; run again to gate against it ("
+    )
+    assert not result["decision"]["promote"] and not result["gate"]["promote"]
+    assert not result["gate"]["promoted"] and result["gate"]["reason"] == reason
+    tags = gate.client.get_model_version(POLICY, "3").tags
+    assert tags["gate_promote"] == "False" and tags["gate_reason"] == reason
