@@ -37,7 +37,7 @@ def shortfall_text(block: dict) -> str:
 
 def mlflow_tags(block: dict | None) -> dict[str, str]:
     """The parent run's tag `fewshot_shortfall` ("9 of 10"): a person filtering runs in MLflow's
-    UI sees which base_fewshot figures were measured with fewer demonstrations. None without."""
+    UI sees which base_fewshot figures were measured with fewer demonstrations; no tag without."""
     return {"fewshot_shortfall": f"{block['shown']} of {block['asked']}"} if block else {}
 
 
