@@ -182,12 +182,12 @@ def register_and_gate(
             decision = registry.record_decision(
                 client, policy_name, version, decision, tagged, JUDGE_EVIDENCE, approval_asked=True
             )
-            gate = _gate_block(cfg, decision, effect, win, accuracy, candidate, client, policy_name)
-            gate |= {"prompts": prompts, "note": elsewhere}
+            champion_after = version if effect.promote else now
+            gate = _gate_block(cfg, decision, effect, win, accuracy, candidate, policy_name)
+            gate |= {"prompts": prompts, "note": elsewhere, "champion": champion_after}
             # the digest verdict the gate acted on: `eval import` reads it, not the note
             gate |= {"candidate_holds_incumbent_weights": plays_itself}
             gate |= {"policy_version": version, "reward_model_version": rm_version}
-            gate |= {"champion": version} if effect.promote else {}
             gate |= registry.registered_block(policy_name, held, inputs.policy_dir)
             if inputs.candidate_note:
                 gate["candidate_note"] = inputs.candidate_note
@@ -207,7 +207,7 @@ def register_and_gate(
     return gate, run
 
 
-def _gate_block(cfg, decision, effect, win, accuracy, candidate, client, policy_name) -> dict:
+def _gate_block(cfg, decision, effect, win, accuracy, candidate, policy_name) -> dict:
     """The report's gate block of a dataset run (the embedded world's, with the judge's evidence)."""
     return {
         "model_name": policy_name,
@@ -226,5 +226,4 @@ def _gate_block(cfg, decision, effect, win, accuracy, candidate, client, policy_
         "require_approval": cfg.require_approval,
         "awaiting_approval": effect.awaiting_approval,
         "reason": decision.reason,
-        "champion": registry.champion_version(client, policy_name),
     }

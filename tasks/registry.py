@@ -166,7 +166,8 @@ def judge_candidate(
     base_model: str | None = None,
 ) -> tuple[GateDecision, dict]:
     """Play the candidate (`dirs`: its checkpoint, SFT's) against the champion or SFT and
-    decide, before anything is written: the decision, and the gate block's figures.
+    decide, before anything is written: the decision, and the gate block's figures (its
+    `promote` and `reason` follow once `champion` is read again: held_back).
     `base_model`: the candidate's (its lineage tag), for the reason to say when the champion
     was trained from another one."""
     policy_dir, sft_dir = dirs
@@ -206,8 +207,6 @@ def judge_candidate(
             "challenger": match["public_challenger"],
             "incumbent": match["public_incumbent"],
         },
-        "promote": decision.promote,
-        "reason": decision.reason,
         "candidate_holds_incumbent_weights": plays_itself,
     }
     return decision, figures
@@ -285,7 +284,8 @@ def register_and_gate_task(
                 rm_lora,
             )
             # Read again before `champion` moves: one moved meanwhile was never played.
-            decision = held_back(decision, played, champion_version(client, model_name))
+            now = champion_version(client, model_name)
+            decision = held_back(decision, played, now)
             gate |= {"promote": decision.promote, "reason": decision.reason}
             # With approval required, a passed gate waits for the person this flow asks next.
             effect = alias_effect(decision.promote, cfg.auto_promote, cfg.require_approval)
@@ -301,13 +301,12 @@ def register_and_gate_task(
                 gate["evidence"],
                 approval_asked=True,
             )
-            champion = policy_version if effect.promote else champion_version(client, model_name)
             gate |= {
                 "policy_version": policy_version,
                 "promoted": effect.promote,
                 "awaiting_approval": effect.awaiting_approval,
                 "require_approval": cfg.require_approval,
-                "champion": champion,
+                "champion": policy_version if effect.promote else now,
             } | registered_block(model_name, held, policy_dir)
             origin = client.get_model_version(model_name, policy_version).tags if held else None
             trust = {"trustworthy": judge_trusted, "trust_reason": judge_trust_reason}
