@@ -194,7 +194,8 @@ def check_reachable(
 
 
 def preflight(mlflow_uri: str | None = None) -> None:
-    """MLflow (when it is a server) and the Prefect API (when PREFECT_API_URL is set) answer, or one clear error."""
+    """MLflow (when it is a server) and the Prefect API (when one is set: the variable or
+    Prefect's profile) answer, or one clear error."""
     mlflow_uri = mlflow_uri or os.environ.get("MLFLOW_TRACKING_URI", "")
     if mlflow_uri.startswith(("http://", "https://")):
         check_reachable(
@@ -203,14 +204,28 @@ def preflight(mlflow_uri: str | None = None) -> None:
             "/health",
             "start it (make serve) or unset MLFLOW_TRACKING_URI to use the project's SQLite store",
         )
-    prefect_api = os.environ.get("PREFECT_API_URL")
+    # Prefect's setting, not only the variable: one set in the Prefect profile (`prefect
+    # config set`, under PREFECT_HOME) went unchecked and the run died in a 60-line traceback.
+    prefect_api = prefect_api_url()
     if prefect_api:
         check_reachable(
             "the Prefect API",
             prefect_api,
             "/health",
-            "start it (make serve) or unset PREFECT_API_URL to run with Prefect's ephemeral server",
+            f"start it (make serve) or {_how_to_unset_prefect_api()} to run with Prefect's "
+            "ephemeral server",
         )
+
+
+def _how_to_unset_prefect_api() -> str:
+    """Where this process's PREFECT_API_URL comes from, as the words that unset it."""
+    if os.environ.get("PREFECT_API_URL"):
+        return "unset PREFECT_API_URL"
+    from prefect.context import get_settings_context
+
+    context = get_settings_context()
+    where = f"profile {context.profile.name!r} in {context.settings.home}/profiles.toml"
+    return f"run `prefect config unset PREFECT_API_URL` (it is set in Prefect's {where})"
 
 
 def fault_line(error: Exception, resumable: bool = True) -> str | None:

@@ -90,6 +90,29 @@ def test_an_unreachable_server_fails_fast_in_one_line_naming_its_uri(service, co
     assert not (tmp_path / "runs").exists()
 
 
+def test_a_prefect_api_set_in_the_prefect_profile_is_checked_as_the_variable_is(tmp_path):
+    # given a project whose Prefect profile (`prefect config set PREFECT_API_URL=...` under
+    # the project's PREFECT_HOME, .prefect/) names a server that is down, and no variable
+    uri = f"http://127.0.0.1:{free_port()}/api"
+    (tmp_path / ".prefect").mkdir()
+    (tmp_path / ".prefect" / "profiles.toml").write_text(
+        f'active = "ephemeral"\n\n[profiles.ephemeral]\nPREFECT_API_URL = "{uri}"\n'
+    )
+    (tmp_path / "data.dvc").write_text("")
+    env = {k: v for k, v in cli_env(tmp_path).items() if k != "PREFECT_API_URL"}
+    # when a run starts
+    done = subprocess.run(
+        [sys.executable, "-m", "instructflow.flows.cli", "run", "--profile", "smoke"],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    # then one line names the server and where it is set (it died in Prefect's traceback)
+    assert done.returncode == 3, done.stderr
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and uri in lines[0] and "unreachable" in lines[0], done.stderr
+    assert "`prefect config unset PREFECT_API_URL`" in lines[0], done.stderr
+    assert not (tmp_path / "runs").exists()
+
+
 def test_a_run_outside_a_project_is_refused_without_writing_there(tmp_path):
     # given a folder that is no project (no .dvc/ there or above)
     env = cli_env(tmp_path)
