@@ -264,7 +264,7 @@ def lost_service_message(
     if not lost:
         return None
     first = cause_in_words(text) if text.strip() else type(error).__name__
-    services = f"MLflow: {mlflow_uri}; Prefect: {os.environ.get('PREFECT_API_URL') or 'ephemeral'}"
+    services = f"MLflow: {mlflow_uri}; Prefect: {prefect_api_url() or 'ephemeral'}"
     if not resumable:
         return f"lost a service ({services}): {first}. Run the same command again once it is back."
     return (
