@@ -16,13 +16,13 @@ the worker, and these lines name them, with the command that cancels each.
 """
 
 import datetime
-import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from instructflow.flows.deploy_schema import FLOW
+from instructflow.tasks import outages
 
 
 @dataclass(frozen=True)
@@ -132,7 +132,7 @@ def late_lines(runs: list[LateRun], prefect: str = "prefect") -> list[str]:
 def prefect_command() -> str:
     """How to call this environment's `prefect` against the API in force."""
     prefect = Path(sys.executable).parent / "prefect"
-    api = os.environ.get("PREFECT_API_URL")
+    api = outages.configured_prefect_api()
     return f"PREFECT_API_URL={api} {prefect}" if api else str(prefect)
 
 

@@ -144,6 +144,18 @@ def prefect_api_url() -> str:
     return PREFECT_API_URL.value() or ""
 
 
+def configured_prefect_api() -> str:
+    """The Prefect server a person named for this project: PREFECT_API_URL exported, or set
+    in the active Prefect profile (`prefect config set`, under PREFECT_HOME); '' for none (a
+    run then starts a temporary server of its own, which nothing else talks to)."""
+    if url := os.environ.get("PREFECT_API_URL"):
+        return url
+    from prefect.context import get_settings_context
+    from prefect.settings import PREFECT_API_URL
+
+    return get_settings_context().profile.settings.get(PREFECT_API_URL) or ""
+
+
 def wait_until_answering(what: str, uri: str, why: str, seconds: float | None = None) -> bool:
     """Whether the server at `uri` answers /health within `seconds` (OUTAGE_WAIT_SECONDS),
     asked every second; one line says what waits for it and why."""
@@ -206,7 +218,7 @@ def preflight(mlflow_uri: str | None = None) -> None:
         )
     # Prefect's setting, not only the variable: one set in the Prefect profile (`prefect
     # config set`, under PREFECT_HOME) went unchecked and the run died in a 60-line traceback.
-    prefect_api = prefect_api_url()
+    prefect_api = configured_prefect_api()
     if prefect_api:
         check_reachable(
             "the Prefect API",

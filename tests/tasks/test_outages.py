@@ -248,3 +248,20 @@ def test_the_events_workers_failure_notes_prefects_api_lost_and_the_log_workers_
     assert not outages.prefect_api_lost_since(started)  # logs lost, not task-run states
     services.error("Service %r failed to process item %r", "EventsWorker", "an event")
     assert outages.prefect_api_lost_since(started)
+
+
+def test_a_prefect_api_is_configured_by_the_variable_or_the_profile(monkeypatch):
+    from prefect.context import use_profile
+    from prefect.settings import PREFECT_API_URL, Profile
+
+    monkeypatch.delenv("PREFECT_API_URL", raising=False)
+    # none in the profile either: the run starts a temporary server of its own
+    with use_profile(Profile(name="none", settings={}), include_current_context=False):
+        assert outages.configured_prefect_api() == ""
+    # one set by `prefect config set` (the active profile) counts as one exported
+    in_profile = Profile(name="served", settings={PREFECT_API_URL: "http://127.0.0.1:4300/api"})
+    with use_profile(in_profile, include_current_context=False):
+        assert outages.configured_prefect_api() == "http://127.0.0.1:4300/api"
+        # and the exported variable wins over it, as it does in Prefect
+        monkeypatch.setenv("PREFECT_API_URL", "http://127.0.0.1:4200/api")
+        assert outages.configured_prefect_api() == "http://127.0.0.1:4200/api"

@@ -237,6 +237,22 @@ def test_a_command_line_run_against_a_server_watches_for_a_cancel(monkeypatch):
     assert not worker_exit.stop_on_cancel(run_id)
 
 
+def test_a_command_line_run_against_a_server_named_in_the_prefect_profile_watches_too(
+    monkeypatch,
+):
+    from prefect.context import use_profile
+    from prefect.settings import PREFECT_API_URL, Profile
+
+    from instructflow.tasks import worker_exit
+
+    monkeypatch.setattr(worker_exit, "_stop_when_cancelled", lambda _: None)
+    monkeypatch.delenv("PREFECT__FLOW_RUN_ID", raising=False)
+    monkeypatch.delenv("PREFECT_API_URL", raising=False)
+    served = Profile(name="served", settings={PREFECT_API_URL: "http://127.0.0.1:4200/api"})
+    with use_profile(served, include_current_context=False):  # `prefect config set`
+        assert worker_exit.stop_on_cancel(uuid.uuid4())
+
+
 def test_the_cancel_watch_asks_the_server_of_the_flow_that_started_it(monkeypatch):
     """A sweep's seed names its server only in the flow's settings (PREFECT_API_URL came after
     Prefect loaded the process's own): a watcher thread on those started a server of its own."""
