@@ -12,7 +12,7 @@ from instructflow.tasks.paths import project_root
 def _cmd_run(args: argparse.Namespace) -> int:
     # Servers were checked first (flows/cli.py main), before the imports below.
     from instructflow.flows import run_checks
-    from instructflow.tasks import interrupts, temporary_server
+    from instructflow.tasks import interrupts, late_cancel, temporary_server
     from instructflow.tasks.data_version import not_a_dvc_project
 
     server = temporary_server.EarlyStart()  # none yet
@@ -48,7 +48,11 @@ def _cmd_run(args: argparse.Namespace) -> int:
         raise
     with interrupts.stop_on_signals(), no_flow_heartbeats(), flow_start_watch.said_if_slow():
         state = rlhf_pipeline(params, return_state=True)
-    report = state.result()  # raises InputRefused if the flow refused, or the stage's error
+    if report := late_cancel.completed_report(state):
+        late_cancel.mark_completed(state)
+        print(f"instructflow: {late_cancel.MESSAGE}", file=sys.stderr)
+    else:
+        report = state.result()  # raises InputRefused if the flow refused, or the stage's error
     print(json.dumps(report["run"], indent=2))
     return 0
 
