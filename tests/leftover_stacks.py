@@ -1,4 +1,4 @@
-"""Serve stacks (scripts/serve.sh run by tests/conftest.py's served_stack) that a killed pytest
+"""Serve stacks (scripts/serve.sh run by tests/live_stack.py's served_stack) that a killed pytest
 left running, stopped by a later pytest session.
 
 served_stack stops its stack in a `finally`, which a pytest killed with SIGKILL (a CI

@@ -122,7 +122,7 @@ def test_each_session_sweeps_as_it_starts(tmp_path, processes):
 def test_served_stack_records_its_stack_while_serve_sh_runs_and_forgets_it_after(
     tmp_path, monkeypatch
 ):
-    from tests import conftest
+    from tests import live_stack
 
     # given a checkout whose serve.sh copies the records it finds, then fails
     monkeypatch.setenv("PYTEST_DEBUG_TEMPROOT", str(tmp_path / "temp-root"))
@@ -132,9 +132,9 @@ def test_served_stack_records_its_stack_while_serve_sh_runs_and_forgets_it_after
     (checkout / "scripts" / "serve.sh").write_text(
         'cat "$LEFTOVER_REGISTRY"/*.json > recorded.json; exit 1\n'
     )
-    monkeypatch.setattr(conftest, "copy_checkout", lambda dest: checkout)
+    monkeypatch.setattr(live_stack, "copy_checkout", lambda dest: checkout)
     # when served_stack starts it (and stops it once serve.sh failed)
-    with pytest.raises(AssertionError), conftest.served_stack(tmp_path):
+    with pytest.raises(AssertionError), live_stack.served_stack(tmp_path):
         pass
     # then serve.sh ran with the stack's .serve/ recorded, and the record is gone after
     assert str(checkout / ".serve") in (checkout / "recorded.json").read_text()
@@ -144,7 +144,7 @@ def test_served_stack_records_its_stack_while_serve_sh_runs_and_forgets_it_after
 def test_a_live_stack_whose_stop_script_times_out_is_still_stopped_by_pid(
     tmp_path, processes, monkeypatch
 ):
-    from tests.conftest import LiveStack
+    from tests.live_stack import LiveStack
 
     # given a stack whose worker and servers run, and a stop.sh that never returns in time
     server, worker = processes(), processes()

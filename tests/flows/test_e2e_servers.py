@@ -1,6 +1,6 @@
 """End to end on real servers: `make serve`'s script, a Custom Run of manual-run, MLflow and the registry.
 
-The live stack (tests/conftest.py) is scripts/serve.sh started in a copy of
+The live stack (tests/live_stack.py, shared by tests/conftest.py) is scripts/serve.sh started in a copy of
 the checkout on free loopback ports: a Prefect server with a fresh database,
 the instructflow-process pool, the deployments of prefect.yaml, a worker, and
 an MLflow server. The flow run regenerates data/ there (a fresh clone has

@@ -22,8 +22,9 @@ import pytest
 from mlflow import MlflowClient
 
 from instructflow.tasks import concurrency, tracking
-from tests.conftest import cli_env, cli_output, free_port, start_cli
+from tests.conftest import cli_env, cli_output, start_cli
 from tests.flows.contract import SMOKE_POLICY
+from tests.live_stack import free_port
 
 
 def session_processes(sid: int) -> list[int]:

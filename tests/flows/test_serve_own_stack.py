@@ -31,7 +31,7 @@ from mlflow import MlflowClient
 
 from instructflow.tasks import tracking
 from instructflow.tasks.leftovers import ephemeral_servers
-from tests.conftest import served_stack
+from tests.live_stack import served_stack
 
 pytestmark = pytest.mark.slow
 

@@ -17,7 +17,8 @@ import httpx
 import pytest
 
 from instructflow.flows import stop_runs
-from tests.conftest import REPO_ROOT, free_port
+from tests.conftest import REPO_ROOT
+from tests.live_stack import free_port
 
 
 def _stand_in(args: str) -> subprocess.Popen:

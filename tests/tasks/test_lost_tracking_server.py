@@ -14,7 +14,8 @@ from mlflow.exceptions import MlflowException
 
 from instructflow.tasks import batched_log, outages, tracking
 from instructflow.tasks.tracked import tracked_stage
-from tests.conftest import free_port, use_project
+from tests.conftest import use_project
+from tests.live_stack import free_port
 
 # What MLflow's HTTP client raises once its retries are spent on a stopped server.
 REFUSED = (

@@ -11,7 +11,7 @@ import pytest
 from mlflow.exceptions import MlflowException
 
 from instructflow.tasks import outages
-from tests.conftest import free_port
+from tests.live_stack import free_port
 
 
 @pytest.fixture
