@@ -130,10 +130,10 @@ def _wait_for_exit(pid: int) -> None:
 
 def stop_on_cancel(flow_run_id: UUID | str) -> bool:
     """A run `instructflow run` started against a Prefect server (PREFECT_API_URL, exported or
-    in the Prefect profile): a cancel
-    from the UI or CLI reaches no worker there, so the run watches for it as an orphaned
-    worker's run does (it waited out an approval pause and ended Completed). True if it
-    watches; a worker's run has its worker, a temporary server no UI to cancel from."""
+    in the Prefect profile): a cancel from the UI or CLI reaches no worker there, so the run
+    watches for it as an orphaned worker's run does (it waited out an approval pause and
+    ended Completed). True if it watches; a worker's run has its worker, a temporary server
+    no UI to cancel from."""
     if os.environ.get("PREFECT__FLOW_RUN_ID") or not outages.configured_prefect_api():
         return False
     # The flow's own Prefect settings go with it: a new thread starts with the process's, which
