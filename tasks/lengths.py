@@ -55,7 +55,9 @@ class LengthCheck:
         ids = self.tokenizer.encode(prompt, add_special_tokens=False)
         cut = self.need(prompt, responses) - self.max_len
         while cut < len(ids):
-            shorter = self.tokenizer.decode(ids[cut:], skip_special_tokens=True).strip()
+            # Special tokens kept and the end left as it was: a chat template's markup is
+            # special tokens (ChatML's <|im_start|>assistant), which skipping cut away.
+            shorter = self.tokenizer.decode(ids[cut:], skip_special_tokens=False).lstrip()
             excess = self.need(shorter, responses) - self.max_len if shorter else 1
             if shorter and excess <= 0:
                 return shorter

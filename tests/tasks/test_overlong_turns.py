@@ -67,3 +67,24 @@ def test_a_last_turn_too_long_alone_has_its_rendered_start_cut(tokenizer):
     assert cut is not None and cut.turns == turns  # the text's start cut, as before
     assert cut.prompt.endswith("<|assistant|>") and not cut.prompt.startswith("<|user|>")
     assert check.need(cut.prompt, cut.responses) <= check.max_len
+
+
+def test_a_cut_prompt_keeps_the_templates_special_tokens():
+    # given a template whose markup is special tokens (ChatML's <|im_start|>, Llama 3's
+    # headers) and a last user turn too long alone
+    texts = [f"Say the word {w} twice." for w in "apple river stone cloud".split()] * 5
+    tokenizer = train_tokenizer(texts, vocab_size=300)
+    tokenizer.chat_template = TEMPLATE
+    tokenizer.add_special_tokens({"additional_special_tokens": ["<|user|>", "<|assistant|>"]})
+    turns = [_turn("user", "Say the word apple twice. " * 20)]
+    rendered = render(turns, tokenizer)
+    check = LengthCheck(tokenizer, max_len=48, max_new_tokens=8)
+
+    # when its rendered start is cut
+    cut = check.shorten(_item(turns, tokenizer))
+
+    # then what is left is the rendered text's end as it was, generation prompt included
+    # (decoded without the special tokens it read '... twice.', no assistant marker)
+    assert cut is not None and cut.prompt.endswith("\n<|assistant|>")
+    assert rendered.endswith(cut.prompt) and len(cut.prompt) < len(rendered)
+    assert check.need(cut.prompt, cut.responses) <= check.max_len
