@@ -88,3 +88,21 @@ def test_a_cut_prompt_keeps_the_templates_special_tokens():
     assert cut is not None and cut.prompt.endswith("\n<|assistant|>")
     assert rendered.endswith(cut.prompt) and len(cut.prompt) < len(rendered)
     assert check.need(cut.prompt, cut.responses) <= check.max_len
+
+
+def test_a_cut_that_leaves_only_the_templates_markup_drops_the_row():
+    # given a room so small that cutting the rendered start leaves only what the template
+    # puts after the question ('\n<|assistant|>'), the same for every row
+    texts = [f"Say the word {w} twice." for w in "apple river stone cloud".split()] * 5
+    tokenizer = train_tokenizer(texts, vocab_size=300)
+    tokenizer.chat_template = TEMPLATE
+    tokenizer.add_special_tokens({"additional_special_tokens": ["<|user|>", "<|assistant|>"]})
+    turns = [_turn("user", "Say the word apple twice. " * 20)]
+    unbounded = LengthCheck(tokenizer, max_len=10**6, max_new_tokens=8)
+    check = LengthCheck(tokenizer, unbounded.need("\n<|assistant|>", ["apple"]), 8)
+
+    # when it is cut, then it is dropped (None), not kept with no question in it
+    assert check.shorten(_item(turns, tokenizer)) is None
+    # while a room that keeps a word of the question still cuts it
+    roomier = LengthCheck(tokenizer, unbounded.need("apple twice. \n<|assistant|>", ["apple"]), 8)
+    assert roomier.shorten(_item(turns, tokenizer)).prompt.endswith("twice. \n<|assistant|>")
