@@ -202,7 +202,11 @@ def _tokenizer_problems(folder: Path, config: Any) -> list[Problem]:
         message = "encodes text to nothing (tokenizer.json / vocab files missing?)"
         return [Problem(str(folder), 0, "tokenizer", message)]
     if tokenizer.eos_token_id is None:
-        return [Problem(str(folder), 0, "tokenizer", "has no EOS token (responses end with it)")]
+        message = (
+            "has no EOS token (each response ends with it): name one of its tokens and save it "
+            "again (tokenizer.eos_token = '<token>'; tokenizer.save_pretrained(folder))"
+        )
+        return [Problem(str(folder), 0, "tokenizer", message)]
     if (past_embeddings := _ids_past_embeddings(tokenizer, config)) is not None:
         return [Problem(str(folder), 0, "tokenizer", past_embeddings)]
     return _chat_template_problems(folder, getattr(tokenizer, "chat_template", None))

@@ -67,6 +67,15 @@ def tokens_added(folder, tokens=("<|user|>", "<|assistant|>")):
     tokenizer.save_pretrained(folder)
 
 
+def eos_unset(folder):
+    """A tokenizer saved without an EOS token (a Llama tokenizer some conversions leave so)."""
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(folder, local_files_only=True)
+    tokenizer.eos_token = None
+    tokenizer.save_pretrained(folder)
+
+
 # (id, how to break the copy, file under the model dir ("" = the dir), field, words)
 CASES = [
     ("no-config", lambda m: (m / "config.json").unlink(), "", "config.json", "missing"),
@@ -186,6 +195,13 @@ CASES = [
         "",
         "tokenizer",
         "have none; resize them, model.resize_token_embeddings(len(tokenizer))",
+    ),
+    (
+        "no-eos",
+        eos_unset,
+        "",
+        "tokenizer",
+        "has no EOS token (each response ends with it): name one of its tokens and save it again",
     ),
     (
         # a copy that left tokenizer.json behind: transformers' five lines named no file
