@@ -27,7 +27,12 @@ def resolve_pretrained(name_or_path: str, revision: str | None = None) -> Path:
                 f"base model {name_or_path}: a local directory has no revision (got {revision!r})"
             )
         return path
-    if path.exists() or name_or_path.startswith((".", "/", "~")):
+    if path.exists():  # config.json itself, say: the model is the folder around it
+        raise ModelNotFoundError(
+            f"base model {name_or_path}: a file, not a model directory (give the folder "
+            f"holding config.json and the weights: {path.parent})"
+        )
+    if name_or_path.startswith((".", "/", "~")):
         raise ModelNotFoundError(f"base model {name_or_path}: no such model directory")
 
     from huggingface_hub import constants, snapshot_download

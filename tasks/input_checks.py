@@ -69,7 +69,8 @@ def config_file_problems(folder: Path) -> list[Problem]:
     """A base-model directory without a readable config.json: the folder, the file or its JSON."""
     where = str(folder)
     if not folder.is_dir():
-        return [Problem(where, 0, "base_model", "no such directory")]
+        what = "a file, not the model's directory" if folder.exists() else "no such directory"
+        return [Problem(where, 0, "base_model", what)]
     config_file = folder / "config.json"
     if not config_file.is_file():
         return [Problem(where, 0, "config.json", "missing: " + _not_a_model(folder))]

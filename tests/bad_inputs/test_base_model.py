@@ -234,6 +234,13 @@ def test_a_missing_model_dir_is_named(smoke_dir, params, tmp_path):
     )
 
 
+def test_a_models_file_given_for_its_directory_is_named_as_a_file(smoke_dir, model_copy, params):
+    config = model_copy / "config.json"
+    assert_names(
+        refusal(with_model(params, config), smoke_dir), config, 0, "base_model", "a file, not"
+    )
+
+
 def test_rows_longer_than_a_small_context_are_named(smoke_dir, model_copy, params):
     # given a model whose context is 48 tokens: the few-shot evaluation prompts cannot fit
     set_config(model_copy, n_positions=48)

@@ -34,6 +34,16 @@ def test_a_missing_local_path_fails_naming_it(tmp_path):
     assert str(tmp_path / "nowhere") in str(error.value)
 
 
+def test_a_models_config_file_given_for_its_folder_names_the_folder(tmp_path):
+    # given the path of the model's config.json instead of its folder (a user's slip)
+    model_dir = save_tiny_checkpoint("gpt2", tmp_path / "my model")
+    # then the error says it is a file and names the folder to give (it said "no such
+    # model directory" of a path that exists)
+    with pytest.raises(ModelNotFoundError, match="a file, not a model directory") as error:
+        resolve_pretrained(str(model_dir / "config.json"))
+    assert f"give the folder holding config.json and the weights: {model_dir})" in str(error.value)
+
+
 def test_a_hub_id_in_the_cache_resolves_offline_to_its_snapshot(tmp_path, offline_cache):
     # given a model cached the way huggingface_hub lays it out (refs/main -> snapshots/<commit>)
     commit = "0123456789abcdef0123456789abcdef01234567"
