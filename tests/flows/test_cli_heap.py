@@ -46,13 +46,11 @@ def test_run(make_project, monkeypatch, seen):
 
     use_project(monkeypatch, make_project())
 
-    class FinishedState:
-        def result(self):
-            return {"run": {}}
-
     def fake_pipeline(params, return_state):
+        from prefect.states import Completed
+
         _flow_start(seen)
-        return FinishedState()
+        return Completed(data={"run": {}})
 
     monkeypatch.setattr(pipeline, "rlhf_pipeline", fake_pipeline)
     assert main(["run", "--profile", "smoke"]) == 0
