@@ -36,7 +36,10 @@ from uuid import UUID
 
 import httpx
 from prefect.client.orchestration import get_client
-from prefect.client.schemas.actions import GlobalConcurrencyLimitCreate
+from prefect.client.schemas.actions import (
+    GlobalConcurrencyLimitCreate,
+    GlobalConcurrencyLimitUpdate,
+)
 from prefect.exceptions import ObjectAlreadyExists, ObjectNotFound
 from prefect.logging import get_logger
 
@@ -132,9 +135,15 @@ def _after_outage(call: Callable[[], T], why: str) -> T:
     return call()
 
 
+# A holder renews its lease every LEASE_SECONDS / 2: a slot refused this long, with no other
+# run of this project alive, has no holder (see _free_if_orphaned).
+ORPHAN_SECONDS = 1.5 * LEASE_SECONDS
+
+
 def _acquire(client, unsaid: list[str] | None = None) -> UUID:
     """A lease on one registry slot, once it is free (Prefect answers 423 while it is held);
     the lines in `unsaid` are printed (and taken out) at a 423."""
+    refused_since = None
     while True:
         try:
             response = client.increment_concurrency_slots_with_lease(
@@ -146,7 +155,30 @@ def _acquire(client, unsaid: list[str] | None = None) -> UUID:
                 raise
             while unsaid:
                 print(unsaid.pop(0), flush=True)
+            refused_since = refused_since or time.monotonic()
+            if time.monotonic() - refused_since > ORPHAN_SECONDS and _free_if_orphaned(client):
+                refused_since = None
+                continue
             time.sleep(float(error.response.headers.get("Retry-After", 1)))
+
+
+def _free_if_orphaned(client) -> bool:
+    """Free the registry slot if nothing can be holding it: no other run of this project alive
+    and the server on this machine. A slot can outlive its holder there: the answer to an
+    increment that took it lost on a loaded machine (the client asks again and is refused by
+    its own slot), and Prefect's temporary server, which frees expired leases never (it runs
+    no repossessor). A gate waited so for ever (seen in a CI run, 23 minutes)."""
+    from instructflow.tasks import leftovers
+
+    if leftovers.alive_in_other_processes() or not leftovers.prefect_api_is_local():
+        return False
+    client.update_global_concurrency_limit(REGISTRY, GlobalConcurrencyLimitUpdate(active_slots=0))
+    print(
+        f"instructflow: the registry's slot stayed taken {ORPHAN_SECONDS:.0f} s with no other "
+        "run of this project alive to hold it (a lost answer, or a lease no server frees): freed",
+        flush=True,
+    )
+    return True
 
 
 def _renew(lease_id: UUID, stop: threading.Event) -> None:

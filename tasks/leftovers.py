@@ -88,10 +88,19 @@ def is_alive(token: str) -> bool:
 
 def others_alive(own: str) -> bool:
     """Is another run of this project root alive? Files of dead runs are removed on the way."""
+    return _alive_but(own)
+
+
+def alive_in_other_processes() -> bool:
+    """Is a run (or a promote) of this project root alive in another process than this one?"""
+    return _alive_but(*_held)
+
+
+def _alive_but(*skipped: str) -> bool:
     folder = live_dir()
     alive = False
     for path in folder.iterdir() if folder.is_dir() else []:
-        if path.name == own:
+        if path.name in skipped:
             continue
         if is_alive(path.name):
             alive = True

@@ -265,3 +265,49 @@ def test_a_slot_that_cannot_be_given_back_is_left_to_its_lease(prefect_harness, 
     # then leaving the block does not fail: the registry is written, the lease ends by itself
     with concurrency.registry_slot():
         pass
+
+
+def _orphan_the_slot() -> None:
+    """Take the slot with a lease no one renews or gives back: what an increment whose answer
+    was lost leaves (the client asked again, and its own slot refused it)."""
+    with get_client(sync_client=True) as client:
+        client.increment_concurrency_slots_with_lease(
+            names=[concurrency.REGISTRY], slots=1, mode="concurrency", lease_duration=60
+        )
+
+
+def test_a_slot_no_live_run_can_hold_is_freed_after_its_lease_would_have_ended(
+    prefect_harness, tmp_path, monkeypatch, capsys
+):
+    from instructflow.tasks import leftovers
+
+    # given the registry slot taken by a lease nobody holds, on Prefect's temporary server
+    # (which never frees an expired lease), and no other run of this project alive
+    monkeypatch.setenv("INSTRUCTFLOW_ROOT", str(tmp_path))
+    monkeypatch.setattr(concurrency, "ORPHAN_SECONDS", 1.0)
+    concurrency.ensure_limits()
+    _orphan_the_slot()
+    # when a gate asks for it, then it gets it once refused ORPHAN_SECONDS, saying why
+    started = time.monotonic()
+    with concurrency.registry_slot():
+        assert _active_slots() == 1
+    assert time.monotonic() - started < 30
+    assert "registry's slot stayed taken 1 s with no other run of this project alive" in (
+        capsys.readouterr().out
+    )
+    # but while another run of this project lives (it may be that run's gate), it waits
+    _orphan_the_slot()
+    monkeypatch.setattr(leftovers, "alive_in_other_processes", lambda: True)
+    entered = threading.Event()
+
+    def gate():
+        with concurrency.registry_slot():
+            entered.set()
+
+    waiting = threading.Thread(target=gate, daemon=True)
+    waiting.start()
+    assert not entered.wait(4)
+    monkeypatch.setattr(leftovers, "alive_in_other_processes", lambda: False)  # it ended
+    assert entered.wait(30)
+    waiting.join(30)
+    assert _active_slots() == 0
