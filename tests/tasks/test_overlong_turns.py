@@ -69,13 +69,19 @@ def test_a_last_turn_too_long_alone_has_its_rendered_start_cut(tokenizer):
     assert check.need(cut.prompt, cut.responses) <= check.max_len
 
 
-def test_a_cut_prompt_keeps_the_templates_special_tokens():
-    # given a template whose markup is special tokens (ChatML's <|im_start|>, Llama 3's
-    # headers) and a last user turn too long alone
+def _markup_as_special_tokens():
+    """A tokenizer with TEMPLATE, whose markers are special tokens (as ChatML's are)."""
     texts = [f"Say the word {w} twice." for w in "apple river stone cloud".split()] * 5
     tokenizer = train_tokenizer(texts, vocab_size=300)
     tokenizer.chat_template = TEMPLATE
     tokenizer.add_special_tokens({"additional_special_tokens": ["<|user|>", "<|assistant|>"]})
+    return tokenizer
+
+
+def test_a_cut_prompt_keeps_the_templates_special_tokens():
+    # given a template whose markup is special tokens (ChatML's <|im_start|>, Llama 3's
+    # headers) and a last user turn too long alone
+    tokenizer = _markup_as_special_tokens()
     turns = [_turn("user", "Say the word apple twice. " * 20)]
     rendered = render(turns, tokenizer)
     check = LengthCheck(tokenizer, max_len=48, max_new_tokens=8)
@@ -93,10 +99,7 @@ def test_a_cut_prompt_keeps_the_templates_special_tokens():
 def test_a_cut_that_leaves_only_the_templates_markup_drops_the_row():
     # given a room so small that cutting the rendered start leaves only what the template
     # puts after the question ('\n<|assistant|>'), the same for every row
-    texts = [f"Say the word {w} twice." for w in "apple river stone cloud".split()] * 5
-    tokenizer = train_tokenizer(texts, vocab_size=300)
-    tokenizer.chat_template = TEMPLATE
-    tokenizer.add_special_tokens({"additional_special_tokens": ["<|user|>", "<|assistant|>"]})
+    tokenizer = _markup_as_special_tokens()
     turns = [_turn("user", "Say the word apple twice. " * 20)]
     unbounded = LengthCheck(tokenizer, max_len=10**6, max_new_tokens=8)
     check = LengthCheck(tokenizer, unbounded.need("\n<|assistant|>", ["apple"]), 8)
