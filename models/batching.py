@@ -26,9 +26,12 @@ def encode_prompt(tokenizer: PreTrainedTokenizerBase, text: str) -> list[int]:
     return tokenizer.encode(text, add_special_tokens=True)
 
 
-def encode_response(tokenizer: PreTrainedTokenizerBase, response: str) -> list[int]:
-    """Ids of `format_response(response)` followed by EOS, as the policy should emit them."""
-    ids = tokenizer.encode(format_response(response), add_special_tokens=False)
+def encode_response(
+    tokenizer: PreTrainedTokenizerBase, response: str, prompt: str = ""
+) -> list[int]:
+    """Ids of `format_response(response)` followed by EOS, as the policy should emit them
+    after `prompt` (behind a chat template's opening of the assistant turn: no space)."""
+    ids = tokenizer.encode(format_response(response, prompt, tokenizer), add_special_tokens=False)
     return [*ids, tokenizer.eos_token_id]
 
 
@@ -47,8 +50,8 @@ def encode_pair(
     to stop. Longer than `max_len` raises, unless `cut`: then the response's end
     is cut to fit, its EOS kept (it still raises when the prompt leaves no room).
     """
-    prompt_ids = encode_prompt(tokenizer, format_prompt(prompt))
-    response_ids = encode_response(tokenizer, response)  # ends on the EOS
+    prompt_ids = encode_prompt(tokenizer, format_prompt(prompt, tokenizer))
+    response_ids = encode_response(tokenizer, response, prompt)  # ends on the EOS
     room = max_len - len(prompt_ids)
     if cut and len(response_ids) > room:
         if room < 1:  # the prompt alone fills the context: nothing of the response can be read

@@ -66,7 +66,7 @@ def encode_prompts(
     tokenizer: PreTrainedTokenizerBase, prompts: list[str], prefix: str = ""
 ) -> list[list[int]]:
     """Token ids of `prefix + format_prompt(p)`, with the tokenizer's usual BOS if it adds one."""
-    return [encode_prompt(tokenizer, prefix + format_prompt(p)) for p in prompts]
+    return [encode_prompt(tokenizer, prefix + format_prompt(p, tokenizer)) for p in prompts]
 
 
 class RowSeededSampling:
@@ -288,8 +288,8 @@ def text_response_logprobs(
         for prompt, response in zip(
             prompts[start : start + batch_size], responses[start : start + batch_size], strict=True
         ):
-            prompt_ids = encode_prompt(tokenizer, format_prompt(prompt))
-            response_ids = encode_response(tokenizer, response)
+            prompt_ids = encode_prompt(tokenizer, format_prompt(prompt, tokenizer))
+            response_ids = encode_response(tokenizer, response, prompt)
             ids = (prompt_ids + response_ids)[:max_len]
             labels = ([IGNORE_INDEX] * len(prompt_ids) + response_ids)[:max_len]
             rows.append((ids, labels))

@@ -83,12 +83,16 @@ def fewshot_rows(profile_dir: Path, n: int) -> list[dict]:
     return rows
 
 
-def fewshot_text(rows: list[dict]) -> str:
-    """Demonstrations in the prompt format, one after another."""
+def fewshot_text(rows: list[dict], tokenizer=None) -> str:
+    """Demonstrations in the prompt format (`tokenizer`: a chat template's, where it rendered
+    the prompts), one after another."""
     from instructflow.models.formatting import format_prompt, format_response
 
     return "".join(
-        format_prompt(r["prompt"]) + format_response(r["response"]) + "\n\n" for r in rows
+        format_prompt(r["prompt"], tokenizer)
+        + format_response(r["response"], r["prompt"], tokenizer)
+        + "\n\n"
+        for r in rows
     )
 
 

@@ -51,7 +51,7 @@ def fewshot_prefix_that_fits(profile_dir: Path, n: int, check: LengthCheck) -> t
     rows = own_fewshot_rows(profile_dir, n)
     prompts = [row["prompt"] for row in read_jsonl(profile_dir / layout.EVAL_TEST)]
     for k in range(len(rows), 0, -1):
-        prefix = fewshot_text(rows[:k])
+        prefix = fewshot_text(rows[:k], check.tokenizer)
         longest = max(check.prompt_tokens_after(prefix, p) for p in prompts)
         if longest + check.max_new_tokens <= check.max_len:
             return prefix, k

@@ -303,18 +303,20 @@ def length_problems(
     for index, row in zip(frame.index, frame.to_dict("records"), strict=True):
         prompt = row["prompt"]
         responses = [] if field is None else ([row[field]] if field == "response" else row[field])
+        # The Q/A frame's bytes: at least a templated prompt's (which gets none), so a bound
         prompt_bytes = len((prefix + format_prompt(prompt)).encode()) + SPECIAL_TOKENS_MARGIN
         if field is None:
             if prompt_bytes + max_new_tokens <= context:
                 continue
-            need = len(encode_prompt(tokenizer(), prefix + format_prompt(prompt))) + max_new_tokens
+            framed = prefix + format_prompt(prompt, tokenizer())
+            need = len(encode_prompt(tokenizer(), framed)) + max_new_tokens
             where, what = "prompt", f" with {max_new_tokens} tokens of sampling room"
         else:
             longest = max((len(format_response(r).encode()) for r in responses), default=0)
             if prompt_bytes + longest + 1 <= context:
                 continue
             need = LengthCheck(tokenizer(), context, 0).need(prompt, list(responses))
-            alone = len(encode_prompt(tokenizer(), format_prompt(prompt)))
+            alone = len(encode_prompt(tokenizer(), format_prompt(prompt, tokenizer())))
             where, what = ("prompt" if alone >= context else field), " (prompt + response + EOS)"
         if need > context:
             message = f"row needs {need} tokens{what} > context {context}"

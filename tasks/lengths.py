@@ -35,11 +35,11 @@ class LengthCheck:
 
     def prompt_tokens(self, prompt: str) -> int:
         """Tokens of the prompt as sampling continues from it."""
-        return len(encode_prompt(self.tokenizer, format_prompt(prompt)))
+        return len(encode_prompt(self.tokenizer, format_prompt(prompt, self.tokenizer)))
 
     def prompt_tokens_after(self, prefix: str, prompt: str) -> int:
         """Tokens of the prompt behind `prefix` (few-shot examples), as sampling reads it."""
-        return len(encode_prompt(self.tokenizer, prefix + format_prompt(prompt)))
+        return len(encode_prompt(self.tokenizer, prefix + format_prompt(prompt, self.tokenizer)))
 
     def pair_tokens(self, prompt: str, response: str) -> int:
         """Tokens of prompt + response + EOS as SFT and the reward model train on them."""
