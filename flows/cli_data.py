@@ -252,7 +252,13 @@ def _what_runs(summary: dict) -> list[str]:
 
 
 def _left_out(summary: dict) -> str:
-    counts = [f"{key}={summary[key]} ({why})" for key, why in LEFT_OUT.items() if summary.get(key)]
+    from instructflow.tasks.dataset_report import left_out_rows
+
+    counts = [
+        f"{key}={summary[key]} ({why}{left_out_rows(summary)})"
+        for key, why in LEFT_OUT.items()
+        if summary.get(key)
+    ]
     # dataset.overlong "drop" (with --base-model: lengths are known only then)
     too_long = {k: v for k, v in summary.get("overlong", {}).items() if k != "policy"}
     counts += [

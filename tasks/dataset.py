@@ -47,6 +47,7 @@ from instructflow.tasks.schemas import ROW_CHECK_FIELDS
 from instructflow.tasks.tables import LINE, Problem, TableError, _schema_problems
 
 EMPTY_TABLE = "the table is empty (no rows)"  # as instructflow.tasks.input_checks says it
+NAMED_ROWS = 5  # rows left out are counted; this many of them are named
 
 
 @dataclass
@@ -188,7 +189,10 @@ def load_dataset(
         elif name == "demonstrations":
             loaded[name] = demonstration_items(path, rows, render)
         elif name == "preferences":
-            loaded[name], summary["no_shared_prefix"] = preference_items(path, rows, shape, render)
+            loaded[name], unshared = preference_items(path, rows, shape, render)
+            # counted for the metrics, and the first rows named: a person looks at those
+            summary["no_shared_prefix"] = len(unshared)
+            summary["no_shared_prefix_rows"] = unshared[:NAMED_ROWS]
         else:
             extra[name] = [obj for _, obj in rows]
     if folder.is_dir():  # what is not read is listed, with the name a near miss was meant as

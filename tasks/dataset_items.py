@@ -87,14 +87,15 @@ def _item(
     )
 
 
-def _conversation_items(path, rows, render: PromptRenderer) -> tuple[list[Item], int]:
-    """Pairwise conversations: the shared turns are the prompt. Returns items and rows with none."""
-    items, unshared = [], 0
+def _conversation_items(path, rows, render: PromptRenderer) -> tuple[list[Item], list[int]]:
+    """Pairwise conversations: the shared turns are the prompt. Returns items and the numbers
+    of the rows with none."""
+    items, unshared = [], []
     for row, obj in rows:
         chosen, rejected = as_messages(obj["chosen"]), as_messages(obj["rejected"])
         prefix = shared_prompt(chosen, rejected)
         if prefix is None:
-            unshared += 1
+            unshared.append(row)
             continue
         answers = [chosen[-1]["content"].strip(), rejected[-1]["content"].strip()]
         if (prompt := render(prefix, path, row, "chosen")) is not None:
@@ -110,9 +111,9 @@ def _scores(obj: dict) -> dict[str, Any]:
     return {k: obj[k] for k in ds.SCORES if k in obj}
 
 
-def preference_items(path, rows, shape, render: PromptRenderer) -> tuple[list[Item], int]:
-    """The preferences of one of dataset_schemas' shapes as Items (a pair: K = 2), and how
-    many conversation pairs were left out for sharing no prompt turns (`no_shared_prefix`)."""
+def preference_items(path, rows, shape, render: PromptRenderer) -> tuple[list[Item], list[int]]:
+    """The preferences of one of dataset_schemas' shapes as Items (a pair: K = 2), and the rows
+    of the conversation pairs left out for sharing no prompt turns (`no_shared_prefix`)."""
     if shape == "conversation":
         return _conversation_items(path, rows, render)
     items = []
@@ -124,7 +125,7 @@ def preference_items(path, rows, shape, render: PromptRenderer) -> tuple[list[It
             pair = [obj["chosen"], obj["rejected"]]
             item = _item(path, row, obj, obj["prompt"], pair, "chosen", **_scores(obj))
         items.append(item)
-    return items, 0
+    return items, []
 
 
 def prompt_items(path, rows, render: PromptRenderer) -> list[Item]:

@@ -64,7 +64,18 @@ def _left_out(summary: dict) -> str:
     read as if its pairs had been looked for and not found)."""
     if summary["preference_shape"] != "conversation":
         return ""
-    return f", {summary.get('no_shared_prefix', 0)} conversation pairs without a shared prompt (left out)"
+    n = summary.get("no_shared_prefix", 0)
+    return f", {n} conversation pairs without a shared prompt (left out{left_out_rows(summary)})"
+
+
+def left_out_rows(summary: dict) -> str:
+    """'; rows 4, 9 of preferences.jsonl' (the first rows left out, '...' when there are more)."""
+    rows = summary.get("no_shared_prefix_rows") or []
+    if not rows:
+        return ""
+    more = ", ..." if summary.get("no_shared_prefix", 0) > len(rows) else ""
+    file = summary["tables"]["preferences"]["file"]
+    return f"; {'row' if len(rows) == 1 and not more else 'rows'} {', '.join(map(str, rows))}{more} of {file}"
 
 
 def overlong_text(overlong: dict) -> str:

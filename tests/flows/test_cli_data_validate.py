@@ -65,6 +65,8 @@ def test_validate_counts_the_rows_it_leaves_out_by_reason(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "K counts {2: 140}" in out
     assert "rows left out: no_shared_prefix=10 (preference pairs whose sides" in out
+    # with the first five of them named (rows are numbered from 1, as in every refusal)
+    assert "before the last turn; rows 1, 2, 3, 4, 5, ... of preferences.jsonl)" in out
     # and a dataset that leaves nothing out says so
     assert main(["data", "validate", str(write_hh_dataset(tmp_path / "all", n_pairs=150))]) == 0
     assert "rows left out: none" in capsys.readouterr().out

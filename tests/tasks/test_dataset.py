@@ -110,6 +110,7 @@ def test_hh_conversations_become_pairs_whose_prompt_is_the_shared_turns(tmp_path
 
     assert data.summary["preference_shape"] == "conversation"
     assert data.summary["no_shared_prefix"] == 1
+    assert data.summary["no_shared_prefix_rows"] == [201]  # the row appended after 200
     assert data.summary["k_counts"] == {2: 200}
     assert data.summary["sft_source"] == "demonstrations"
     first = data.preferences[0]  # row 1: a three-turn prompt (i = 0 is even)

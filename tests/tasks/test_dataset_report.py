@@ -32,6 +32,16 @@ def test_pairs_left_out_for_no_shared_prompt_are_counted_for_conversations_only(
     assert f", {talks['no_shared_prefix']} conversation pairs without a shared prompt" in section
 
 
+def test_the_first_pairs_left_out_are_named_by_row():
+    from instructflow.tasks.dataset_report import left_out_rows
+
+    summary = {"tables": {"preferences": {"file": "prefs.jsonl"}}, "no_shared_prefix": 1}
+    assert left_out_rows(summary | {"no_shared_prefix_rows": [7]}) == "; row 7 of prefs.jsonl"
+    summary |= {"no_shared_prefix": 9, "no_shared_prefix_rows": [2, 3]}
+    assert left_out_rows(summary) == "; rows 2, 3, ... of prefs.jsonl"
+    assert left_out_rows({"no_shared_prefix": 0}) == ""
+
+
 def test_rows_longer_than_the_context_are_said_in_words(tmp_path):
     from instructflow.tasks.dataset_report import overlong_text
 
