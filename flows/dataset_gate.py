@@ -222,6 +222,7 @@ def _gate_block(cfg, decision, effect, win, accuracy, candidate, policy_name) ->
         # and null figures would read like a suite that was run and measured nothing.
         "win_rate": win,
         "promote": decision.promote,
+        "held_back": decision.held_back,  # passed, against a champion that moved meanwhile
         "promoted": effect.promote,
         "require_approval": cfg.require_approval,
         "awaiting_approval": effect.awaiting_approval,

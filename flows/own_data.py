@@ -317,7 +317,7 @@ def run(
     seconds = round(time.perf_counter() - started, 2)
     tracking.log_stage_seconds(parent_id, "registry", seconds)
     result["run"]["stage_seconds"] = {**result["run"]["stage_seconds"], "registry": seconds}
-    registry.tag_parent_run(gate["policy_version"], gate["promote"])
+    registry.tag_parent_run(gate["policy_version"], gate["promote"], gate.get("held_back"))
     gate = result["gate"] = approval.after_gate(
         params.stage("gate"),
         gate["model_name"],

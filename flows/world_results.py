@@ -99,7 +99,8 @@ def register_and_gate(
     )
     if "registry" in stage.cached:  # its task ran in an earlier flow run, with the artifact
         registry.republish_gate(model_name, gate)
-    registry.tag_parent_run(gate["policy_version"], gate["decision"]["promote"])
+    decision = gate["decision"]  # a result cached before held_back was a field has none
+    registry.tag_parent_run(gate["policy_version"], decision["promote"], decision.get("held_back"))
     get_run_logger().info(
         "registered %s v%s; gate (vs %s): %s",
         model_name,

@@ -24,13 +24,16 @@ class GateDecision:
     public_suite_challenger: float | None  # None: no public suite (a dataset run)
     public_suite_incumbent: float | None
     win_margin: float = 0.0
+    held_back: bool = False  # the rule passed, but champion moved while it played (held_back)
 
 
 def decision_tags(decision: GateDecision) -> dict[str, str]:
     """The model-version tags of a decision, `gate_<field>` (None fields left out): every
     figure (win rate, public-suite accuracies, win margin) to 3 decimals and the CI as
-    "[low, high]", as the reason writes them."""
+    "[low, high]", as the reason writes them; `gate_held_back` only on a version held back."""
     fields = asdict(decision)
+    if not fields["held_back"]:
+        del fields["held_back"]
     tags = {
         f"gate_{k}": f"{v:.3f}"
         if isinstance(v, int | float) and not isinstance(v, bool)
@@ -89,7 +92,7 @@ def held_back(decision: GateDecision, played: str | None, now: str | None) -> Ga
         return decision
     moved = f"champion moved to v{now}" if now else "champion was unset"
     reason = f"{moved} while this run was gating; run again to gate against it ({decision.reason})"
-    return replace(decision, promote=False, reason=reason)
+    return replace(decision, promote=False, reason=reason, held_back=True)
 
 
 def decide(
@@ -208,9 +211,12 @@ def gate_summary(name: str, version: str, gate: dict) -> str:
     return f"{name} v{version}: {gate_verdict(gate).lower()}"
 
 
-def rule_verdict(passed: bool) -> str:
+def rule_verdict(passed: bool, held: bool = False) -> str:
     """The runs' `gate_decision` tag: whether the gate's rule passed. Not "promoted": with
-    approval required, or auto_promote off, a passed gate leaves `champion` where it was."""
+    approval required, or auto_promote off, a passed gate leaves `champion` where it was.
+    "held back" (`held`): it passed against a champion that moved before it could act."""
+    if held:
+        return "held back"
     return "passed" if passed else "rejected"
 
 

@@ -86,7 +86,7 @@ def record_gate(
         {
             "policy_version": policy_version,
             "reward_model_version": rm_version,
-            "gate_decision": rule_verdict(decision.promote),
+            "gate_decision": rule_verdict(decision.promote, decision.held_back),
             "gate_incumbent": decision.incumbent,
             "policy_registered": gate["registered"],
             "policy_weights_digest": gate["weights_digest"],
@@ -115,6 +115,7 @@ def republish_gate(model_name: str, result: dict) -> None:
     gate_artifact(model_name, result["policy_version"], decision, result["gate"])
 
 
-def tag_parent_run(policy_version: str, passed: bool) -> None:
+def tag_parent_run(policy_version: str, passed: bool, held: bool = False) -> None:
     """The pipeline's parent run (the active run) names the version its gate judged."""
-    mlflow.set_tags({"policy_version": policy_version, "gate_decision": rule_verdict(passed)})
+    verdict = rule_verdict(passed, held)
+    mlflow.set_tags({"policy_version": policy_version, "gate_decision": verdict})

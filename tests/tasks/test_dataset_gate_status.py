@@ -250,7 +250,7 @@ def test_a_champion_moved_while_the_dataset_gate_played_stays_where_it_was_moved
     monkeypatch.setattr(dataset_gate, "_rival", won_while_champion_moved)
     # when the registry stage runs
     with mlflow.start_run(run_name="parent") as parent:
-        gate, _ = dataset_gate.register_and_gate(params, _result(parent.info.run_id), inputs)
+        gate, run = dataset_gate.register_and_gate(params, _result(parent.info.run_id), inputs)
     # then the candidate is registered, but champion stays on v2, which it never played
     assert gate["policy_version"] == "3" and gate["champion"] == "2"
     assert registry.champion_version(client, name) == "2"
@@ -261,3 +261,8 @@ def test_a_champion_moved_while_the_dataset_gate_played_stays_where_it_was_moved
         "(beats champion v1: "
     )
     assert client.get_model_version(name, "3").tags["gate_reason"] == gate["reason"]
+    # and the rule, which passed, is tagged held back, not rejected (the version and the run)
+    assert (
+        gate["held_back"] and client.get_model_version(name, "3").tags["gate_held_back"] == "True"
+    )
+    assert mlflow.get_run(run.info.run_id).data.tags["gate_decision"] == "held back"

@@ -144,6 +144,8 @@ def test_the_runs_gate_decision_tag_says_whether_the_rule_passed_not_that_champi
     # (with approval required, or auto_promote off, a passed gate leaves champion where it was:
     # the tag said "promoted" all the same)
     assert (rule_verdict(True), rule_verdict(False)) == ("passed", "rejected")
+    # and one that passed against a champion that moved meanwhile is not called rejected
+    assert rule_verdict(False, held=True) == "held back"
 
 
 def test_a_champion_from_another_base_model_is_named_in_the_reason_the_verdict_unchanged():
@@ -180,6 +182,7 @@ def test_a_passed_decision_is_held_back_only_when_champion_moved_since_it_was_pl
     # and champion moved or unset meanwhile holds the passed one back, saying so
     moved, unset = held_back(passed, "1", "2"), held_back(passed, "1", None)
     assert not moved.promote and not unset.promote
+    assert moved.held_back and unset.held_back and not passed.held_back
     assert moved.reason == (
         "champion moved to v2 while this run was gating; run again to gate against it "
         f"({passed.reason})"

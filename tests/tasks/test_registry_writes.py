@@ -336,3 +336,7 @@ def test_a_champion_moved_while_the_gate_played_stays_where_it_was_moved(
     assert not result["gate"]["promoted"] and result["gate"]["reason"] == reason
     tags = gate.client.get_model_version(POLICY, "3").tags
     assert tags["gate_promote"] == "False" and tags["gate_reason"] == reason
+    # and the rule, which passed, is not tagged rejected: held back, on the version and the run
+    assert tags["gate_held_back"] == "True" and result["decision"]["held_back"]
+    run_tags = gate.client.get_run(result["mlflow_run_id"]).data.tags
+    assert run_tags["gate_decision"] == "held back"
