@@ -10,57 +10,77 @@ running text ("the capital of Velm is Orsk"), and a BPE tokenizer gives
 " Orsk" and "Orsk" different ids. Keeping the space lets facts learned in
 pretraining transfer to answers.
 
-A prompt the tokenizer's chat template rendered (it ends where the template
-opens the assistant's turn, e.g. ChatML's `<|im_start|>assistant\n`) is
-already what a chat model is conditioned on: it gets no frame, and its
-response follows the template's opening directly, as the model will meet it
-when served with its own template (TRL trains chat data the same way).
+A prompt the tokenizer's chat template rendered for a reply (it ends as the
+template ends a user turn and asks for the assistant's: ChatML's
+`<|im_end|>\n<|im_start|>assistant\n`, Llama 2's ` [/INST]`) is already what a
+chat model is conditioned on: it gets no frame, and its response follows it
+as the template places an assistant's answer there (ChatML: directly, Llama
+2: after a space), as the model meets it when served with its own template
+(TRL trains chat data the same way).
 """
 
 import re
 import weakref
+from dataclasses import dataclass
 
 PROMPT_PREFIX = "Q: "
 RESPONSE_PREFIX = "\nA:"
 
-_HEADERS: "weakref.WeakKeyDictionary[object, str]" = weakref.WeakKeyDictionary()
+
+@dataclass(frozen=True)
+class ChatFrame:
+    cue: str  # how a prompt rendered for a reply ends: the template's text after a user turn
+    lead: str  # whitespace the template puts before the assistant's answer behind `cue`
 
 
-def assistant_opening(tokenizer) -> str:
-    """The text the tokenizer's chat template puts after a conversation to open the
-    assistant's turn (`add_generation_prompt`); "" without a template, or with one that
-    adds nothing or fails on a one-turn conversation."""
+# Rendered in place of a conversation's text, to find what the template writes around it.
+_QUESTION, _ANSWER = "instructflow-question-text", "instructflow-answer-text"
+_FRAMES: "weakref.WeakKeyDictionary[object, ChatFrame | None]" = weakref.WeakKeyDictionary()
+
+
+def chat_frame(tokenizer) -> ChatFrame | None:
+    """How the tokenizer's chat template frames a reply; None without a template, or with
+    one that fails on a one-turn conversation or puts no markup after a user turn."""
     if tokenizer is None or not getattr(tokenizer, "chat_template", None):
-        return ""
-    if tokenizer not in _HEADERS:
-        turn = [{"role": "user", "content": "x"}]
-        try:
-            closed, opened = (
-                tokenizer.apply_chat_template(turn, tokenize=False, add_generation_prompt=g)
-                for g in (False, True)
-            )
-        except Exception:  # the template is the user's code; render() names its refusals
-            closed = opened = ""
-        _HEADERS[tokenizer] = opened[len(closed) :] if opened.startswith(closed) else ""
-    return _HEADERS[tokenizer]
+        return None
+    if tokenizer not in _FRAMES:
+        _FRAMES[tokenizer] = _frame_of(tokenizer)
+    return _FRAMES[tokenizer]
 
 
-def is_templated(prompt: str, tokenizer=None) -> bool:
-    """Whether `prompt` was rendered by the tokenizer's chat template for a reply."""
-    opening = assistant_opening(tokenizer)
-    return bool(opening) and prompt.endswith(opening)
+def _frame_of(tokenizer) -> ChatFrame | None:
+    asked = [{"role": "user", "content": _QUESTION}]
+    answered = [*asked, {"role": "assistant", "content": _ANSWER}]
+    try:
+        opened = tokenizer.apply_chat_template(asked, tokenize=False, add_generation_prompt=True)
+        whole = tokenizer.apply_chat_template(answered, tokenize=False)
+    except Exception:  # the template is the user's code; render() names its refusals
+        return None
+    at = opened.rfind(_QUESTION)
+    cue = opened[at + len(_QUESTION) :] if at >= 0 else ""
+    if not cue.strip():  # no markup to know a rendered prompt by
+        return None
+    between = whole[len(opened) : whole.find(_ANSWER)] if whole.startswith(opened) else ""
+    return ChatFrame(cue, between if not between.strip() else "")
+
+
+def _framed_by(prompt: str, tokenizer) -> ChatFrame | None:
+    """The chat frame `prompt` was rendered in, or None (a prompt given as text)."""
+    frame = chat_frame(tokenizer)
+    return frame if frame and prompt.endswith(frame.cue) else None
 
 
 def format_prompt(prompt: str, tokenizer=None) -> str:
     """The text a policy is conditioned on; the response follows it directly."""
-    if is_templated(prompt, tokenizer):
+    if _framed_by(prompt, tokenizer):
         return prompt
     return f"{PROMPT_PREFIX}{prompt}{RESPONSE_PREFIX}"
 
 
 def format_response(response: str, prompt: str = "", tokenizer=None) -> str:
     """The completion text as the policy should produce it after `prompt` (before EOS)."""
-    return response if is_templated(prompt, tokenizer) else f" {response}"
+    frame = _framed_by(prompt, tokenizer)
+    return f"{frame.lead}{response}" if frame else f" {response}"
 
 
 _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")

@@ -7,7 +7,7 @@ put the answer after `\\nA: `, where a chat model served with its own template n
 import pytest
 
 from instructflow.models.batching import IGNORE_INDEX, encode_pair, encode_prompt
-from instructflow.models.formatting import assistant_opening, format_prompt
+from instructflow.models.formatting import ChatFrame, chat_frame, format_prompt
 from instructflow.models.sampling import encode_prompts
 from instructflow.models.tokenizer import train_tokenizer
 from instructflow.tasks.conversations import render
@@ -16,6 +16,11 @@ from instructflow.tasks.evaluation import fewshot_text
 CHATML = (
     "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n"
     "{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+# Llama 2's shape: no generation prompt of its own, the answer a space after [/INST]
+INST = (
+    "{% for m in messages %}{% if m['role'] == 'user' %}[INST] {{ m['content'] }} [/INST]"
+    "{% else %} {{ m['content'] }}</s>{% endif %}{% endfor %}"
 )
 QUESTION = [{"role": "user", "content": "name a red fruit"}]
 # What CHATML renders for QUESTION with add_generation_prompt, written out by hand.
@@ -35,10 +40,11 @@ def chatml():
     return _tokenizer(CHATML)
 
 
-def test_the_templates_opening_of_the_assistant_turn_is_what_generation_adds(chatml):
+def test_the_frame_is_read_from_how_the_template_renders_a_turn_and_its_answer(chatml):
     assert render(QUESTION, chatml) == RENDERED
-    assert assistant_opening(chatml) == "<|im_start|>assistant\n"
-    assert assistant_opening(_tokenizer(None)) == ""
+    assert chat_frame(chatml) == ChatFrame(cue="<|im_end|>\n<|im_start|>assistant\n", lead="")
+    assert chat_frame(_tokenizer(INST)) == ChatFrame(cue=" [/INST]", lead=" ")
+    assert chat_frame(_tokenizer(None)) is None
 
 
 def test_a_rendered_prompt_is_followed_by_its_answer_with_no_frame_and_no_space(chatml):
@@ -55,17 +61,25 @@ def test_a_rendered_prompt_is_followed_by_its_answer_with_no_frame_and_no_space(
     assert encode_prompts(chatml, [RENDERED]) == [input_ids[:n_prompt]]
 
 
+def test_an_answer_goes_where_the_template_puts_one():
+    inst = _tokenizer(INST)
+    rendered = render(QUESTION, inst)
+    assert rendered == "[INST] name a red fruit [/INST]"
+    input_ids, _ = encode_pair(inst, rendered, "apple", max_len=64)
+    assert inst.decode(input_ids[:-1]) == "[INST] name a red fruit [/INST] apple"
+
+
 def test_a_text_prompt_keeps_the_q_a_frame_under_a_chat_template(chatml):
     # a prompt given as text is used as it is (docs/own-data.md): the pipeline's frame
     input_ids, _ = encode_pair(chatml, "name a red fruit", "apple", max_len=64)
     assert chatml.decode(input_ids[:-1]) == "Q: name a red fruit\nA: apple"
 
 
-def test_a_template_that_fails_on_one_turn_or_adds_nothing_leaves_the_frame():
+def test_a_template_that_fails_on_one_turn_or_writes_no_markup_leaves_the_frame():
     failing = _tokenizer("{{ raise_exception('system turn required') }}")
-    silent = _tokenizer("{% for m in messages %}{{ m['content'] }}\n{% endfor %}")
-    for tokenizer in (failing, silent):
-        assert assistant_opening(tokenizer) == ""
+    bare = _tokenizer("{% for m in messages %}{{ m['content'] }}\n{% endfor %}")
+    for tokenizer in (failing, bare):
+        assert chat_frame(tokenizer) is None
         assert format_prompt(RENDERED, tokenizer) == f"Q: {RENDERED}\nA:"
 
 
