@@ -23,28 +23,44 @@ def sft_logprobs_of(sft, tokenizer, prompts: list[str], ro) -> torch.Tensor:
     return sequence_logprobs(sft, query, mask, width, ro.response_ids, ro.response_mask).sum(-1)
 
 
-@torch.no_grad()
 def public_suite_accuracy(model, tokenizer, items: list[dict]) -> float:
     """Multiple choice by likelihood: the choice whose tokens the model finds most probable."""
-    correct = 0
+    scores = choice_logprobs(model, tokenizer, items)
+    correct, at = 0, 0
+    for item in items:
+        mine = scores[at : at + len(item["choices"])]
+        correct += int(max(range(len(mine)), key=mine.__getitem__) == item["answer"])
+        at += len(mine)
+    return correct / len(items)
+
+
+@torch.no_grad()
+def choice_logprobs(model, tokenizer, items: list[dict], batch_rows: int = 64) -> list[float]:
+    """log p(choice | " " + context) of every choice of every item, in that order.
+
+    All (item, choice) sequences are scored in batches of `batch_rows`, shortest first, not
+    one forward per item: the suite has hundreds of items, and on a small model a forward's
+    fixed cost was most of the evaluation stage. Right padding leaves a causal model's
+    log-probs of the tokens before it as they were.
+    """
+    rows = []  # (token ids, context length)
     for item in items:
         context = encode_prompt(tokenizer, " " + item["context"])
-        seqs = [
-            context + tokenizer(c, add_special_tokens=False)["input_ids"] for c in item["choices"]
-        ]
-        width = max(len(s) for s in seqs)
-        ids = torch.full((len(seqs), width), tokenizer.pad_token_id)
-        for i, s in enumerate(seqs):
-            ids[i, : len(s)] = torch.tensor(s)
+        for choice in item["choices"]:
+            rows.append(
+                (context + tokenizer(choice, add_special_tokens=False)["input_ids"], len(context))
+            )
+    scores = [0.0] * len(rows)
+    order = sorted(range(len(rows)), key=lambda r: len(rows[r][0]))
+    for start in range(0, len(order), batch_rows):
+        batch = order[start : start + batch_rows]
+        ids = pad_batch([rows[r][0] for r in batch], tokenizer.pad_token_id, side="right")
         logits = model(input_ids=ids, **no_cache(model)).logits[:, :-1]
-        logp = torch.log_softmax(logits.float(), -1)
-        target = ids[:, 1:]
-        token_logp = logp.gather(-1, target.unsqueeze(-1)).squeeze(-1)
-        scores = [
-            token_logp[i, len(context) - 1 : len(s) - 1].sum().item() for i, s in enumerate(seqs)
-        ]
-        correct += int(max(range(len(scores)), key=scores.__getitem__) == item["answer"])
-    return correct / len(items)
+        token_logp = torch.log_softmax(logits.float(), -1).gather(-1, ids[:, 1:, None])[..., 0]
+        for j, r in enumerate(batch):
+            seq, context = rows[r]
+            scores[r] = token_logp[j, context - 1 : len(seq) - 1].sum().item()
+    return scores
 
 
 @torch.no_grad()
