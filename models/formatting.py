@@ -35,17 +35,19 @@ class ChatFrame:
 
 # Rendered in place of a conversation's text, to find what the template writes around it.
 _QUESTION, _ANSWER = "instructflow-question-text", "instructflow-answer-text"
-_FRAMES: "weakref.WeakKeyDictionary[object, ChatFrame | None]" = weakref.WeakKeyDictionary()
+# tokenizer -> (its template, that template's frame): rendering is per call otherwise
+_FRAMES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
 def chat_frame(tokenizer) -> ChatFrame | None:
     """How the tokenizer's chat template frames a reply; None without a template, or with
     one that fails on a one-turn conversation or puts no markup after a user turn."""
-    if tokenizer is None or not getattr(tokenizer, "chat_template", None):
+    template = getattr(tokenizer, "chat_template", None)
+    if not template:
         return None
-    if tokenizer not in _FRAMES:
-        _FRAMES[tokenizer] = _frame_of(tokenizer)
-    return _FRAMES[tokenizer]
+    if _FRAMES.get(tokenizer, (None,))[0] != template:  # new, or its template was replaced
+        _FRAMES[tokenizer] = (template, _frame_of(tokenizer))
+    return _FRAMES[tokenizer][1]
 
 
 def _frame_of(tokenizer) -> ChatFrame | None:
@@ -60,7 +62,8 @@ def _frame_of(tokenizer) -> ChatFrame | None:
     cue = opened[at + len(_QUESTION) :] if at >= 0 else ""
     if not cue.strip():  # no markup to know a rendered prompt by
         return None
-    between = whole[len(opened) : whole.find(_ANSWER)] if whole.startswith(opened) else ""
+    answer_at = whole.find(_ANSWER, len(opened)) if whole.startswith(opened) else -1
+    between = whole[len(opened) : answer_at] if answer_at >= 0 else ""
     return ChatFrame(cue, between if not between.strip() else "")
 
 

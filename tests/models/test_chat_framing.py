@@ -87,3 +87,10 @@ def test_few_shot_demonstrations_of_rendered_prompts_carry_no_frame(chatml):
     rows = [{"prompt": RENDERED, "response": "apple"}, {"prompt": "name one", "response": "x"}]
     assert fewshot_text(rows, chatml) == f"{RENDERED}apple\n\nQ: name one\nA: x\n\n"
     assert fewshot_text(rows[:1]) == f"Q: {RENDERED}\nA: apple\n\n"
+
+
+def test_a_template_replaced_on_the_same_tokenizer_is_read_again():
+    tokenizer = _tokenizer(CHATML)
+    assert chat_frame(tokenizer).cue.endswith("<|im_start|>assistant\n")
+    tokenizer.chat_template = INST
+    assert chat_frame(tokenizer) == ChatFrame(cue=" [/INST]", lead=" ")
