@@ -217,7 +217,7 @@ def _validate_dataset(
     for line in notes(summary):  # ignored columns, files not read, near-miss names
         print(line)
     if base_model:
-        too_long = overlong_text(summary["overlong"])
+        too_long = overlong_text(summary["overlong"], summary.get("overlong_rows"))
         print(f"prompts rendered: {summary['rendering']}; too-long rows: {too_long}")
         settings = f"the settings of {params_file}" if params_file else "default settings"
         print(f"{folder}: valid for {base_model}, as a run with {settings} reads it")
@@ -252,7 +252,7 @@ def _what_runs(summary: dict) -> list[str]:
 
 
 def _left_out(summary: dict) -> str:
-    from instructflow.tasks.dataset_report import left_out_rows
+    from instructflow.tasks.dataset_report import left_out_rows, rows_named
 
     counts = [
         f"{key}={summary[key]} ({why}{left_out_rows(summary)})"
@@ -261,8 +261,11 @@ def _left_out(summary: dict) -> str:
     ]
     # dataset.overlong "drop" (with --base-model: lengths are known only then)
     too_long = {k: v for k, v in summary.get("overlong", {}).items() if k != "policy"}
+    named = summary.get("overlong_rows", {})
     counts += [
-        f"{c['dropped']} too long ({file})" for file, c in too_long.items() if c.get("dropped")
+        f"{c['dropped']} too long ({file}: {rows_named(c['dropped'], named[file]['dropped'])})"
+        for file, c in too_long.items()
+        if c.get("dropped")
     ]
     return ", ".join(counts) or "none"
 

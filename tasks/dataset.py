@@ -212,10 +212,13 @@ def load_dataset(
             raise TableError([none_fit])  # rather than every row, and a hint that cannot help
         for name in loaded:
             given = len(loaded[name])
-            loaded[name], counts, found = lengths.apply(loaded[name], cfg.overlong)
+            loaded[name], rows, found = lengths.apply(loaded[name], cfg.overlong)
             problems += found
-            if counts and name in paths:
-                summary["overlong"][paths[name].name] = counts
+            if rows and name in paths:  # counted for the metrics, the first rows named
+                file = paths[name].name
+                summary["overlong"][file] = {what: len(numbers) for what, numbers in rows.items()}
+                named = {what: numbers[:NAMED_ROWS] for what, numbers in rows.items()}
+                summary.setdefault("overlong_rows", {})[file] = named
             if given and not loaded[name] and not found:  # dropped, every row: none left
                 emptied[name] = lengths.none_left(paths[name], given, cfg.overlong)
         if hint := overlong_hint(problems, lengths.max_len, lengths.max_new_tokens):

@@ -22,7 +22,7 @@ def dataset_markdown(result: dict) -> str:
         *[f"- warning: {w}" for w in summary.get("split_warnings", [])],
         *[f"- {line}" for line in notes(summary)],  # ignored columns, files not read
         f"- SFT trained on {summary['sft_source']}; prompts rendered: {summary['rendering']}",
-        f"- rows longer than the context: {overlong_text(summary.get('overlong', {}))}",
+        f"- rows longer than the context: {overlong_text(summary.get('overlong', {}), summary.get('overlong_rows'))}",
         "- gold score: none (no gold oracle on a user's dataset)",
     ]
     lines += [f"- {name}: {reason}" for name, reason in result["skipped"].items()]
@@ -73,19 +73,30 @@ def left_out_rows(summary: dict) -> str:
     rows = summary.get("no_shared_prefix_rows") or []
     if not rows:
         return ""
-    more = ", ..." if summary.get("no_shared_prefix", 0) > len(rows) else ""
-    file = summary["tables"]["preferences"]["file"]
-    return f"; {'row' if len(rows) == 1 and not more else 'rows'} {', '.join(map(str, rows))}{more} of {file}"
+    named = rows_named(summary.get("no_shared_prefix", 0), rows)
+    return f"; {named} of {summary['tables']['preferences']['file']}"
 
 
-def overlong_text(overlong: dict) -> str:
+def rows_named(n: int, named: list[int]) -> str:
+    """'row 7', or 'rows 4, 9' of `n` rows ('rows 4, 9, ...' when `named` holds only the first)."""
+    more = ", ..." if n > len(named) else ""
+    return f"{'row' if n == 1 else 'rows'} {', '.join(map(str, named))}{more}"
+
+
+def overlong_text(overlong: dict, rows: dict | None = None) -> str:
     """The rows longer than the base model's context, in words: 'none (dataset.overlong:
-    refuse)', or each file's dropped or truncated rows under the policy. The summary's dict
-    (`{'policy': 'refuse'}`), printed as it was, read as code and said nothing of the rows."""
+    refuse)', or each file's dropped or truncated rows under the policy, the first of them
+    named (`rows`: the summary's overlong_rows). The summary's dict (`{'policy': 'refuse'}`),
+    printed as it was, read as code and said nothing of the rows."""
     policy = f"dataset.overlong: {overlong.get('policy', 'refuse')}"
     files = [
-        f"{file} {', '.join(f'{n} {what}' for what, n in counts.items())}"
+        f"{file} {', '.join(_counted(n, what, (rows or {}).get(file, {}).get(what)) for what, n in counts.items())}"
         for file, counts in overlong.items()
         if file != "policy" and counts
     ]
     return f"{'; '.join(files)} ({policy})" if files else f"none ({policy})"
+
+
+def _counted(n: int, what: str, named: list[int] | None) -> str:
+    """'2 dropped' or, with the rows, '2 dropped (rows 4, 9)' ('...' when more were)."""
+    return f"{n} {what} ({rows_named(n, named)})" if named else f"{n} {what}"

@@ -134,10 +134,11 @@ class LengthCheck:
             fixes.append("set dataset.overlong to 'truncate' in --params (cut prompts' start)")
         return ", or ".join(fixes)
 
-    def apply(self, items: list, policy: str) -> tuple[list, dict[str, int], list[Problem]]:
-        """Items that fit (kept, cut or dropped per `policy`), counts, and problems under "refuse"."""
+    def apply(self, items: list, policy: str) -> tuple[list, dict[str, list[int]], list[Problem]]:
+        """Items that fit (kept, cut or dropped per `policy`), the rows dropped and truncated,
+        and problems under "refuse"."""
         kept, problems = [], []
-        counts = {"dropped": 0, "truncated": 0}
+        rows: dict[str, list[int]] = {"dropped": [], "truncated": []}
         for item in items:
             n = self.need(item.prompt, item.responses)
             if n <= self.max_len:
@@ -157,11 +158,11 @@ class LengthCheck:
                 continue
             shorter = self.shorten(item) if policy == "truncate" else None
             if shorter is None:
-                counts["dropped"] += 1
+                rows["dropped"].append(item.row)
             else:
-                counts["truncated"] += 1
+                rows["truncated"].append(item.row)
                 kept.append(shorter)
-        return kept, {k: v for k, v in counts.items() if v}, problems
+        return kept, {what: numbers for what, numbers in rows.items() if numbers}, problems
 
 
 def _keeps_question(cut: str, item) -> bool:

@@ -169,8 +169,8 @@ def test_validate_reads_the_runs_params_file_for_its_dataset_settings(tmp_path, 
     args = ["data", "validate", str(folder), "--base-model", str(llama), "--params", str(params)]
     assert main(args) == 0
     out = capsys.readouterr().out
-    assert "too-long rows: preferences.jsonl 1 dropped (dataset.overlong: drop)" in out
-    assert "rows left out: 1 too long (preferences.jsonl)" in out  # it said "none"
+    assert "too-long rows: preferences.jsonl 1 dropped (row 5) (dataset.overlong: drop)" in out
+    assert "rows left out: 1 too long (preferences.jsonl: row 5)" in out  # it said "none"
     assert f"as a run with the settings of {params} reads it" in out
     # and a bad setting in the file is refused in one line, as `run` refuses it
     params.write_text(json.dumps({"dataset": {"overlong": "cut"}}))

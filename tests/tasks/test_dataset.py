@@ -474,9 +474,11 @@ def test_a_row_longer_than_the_context_is_refused_dropped_or_cut(tmp_path, token
     dropped = load_dataset(folder, DatasetConfig(overlong="drop"), check)
     assert len(dropped.preferences) == 39
     assert dropped.summary["overlong"]["preferences.jsonl"] == {"dropped": 1}
+    assert dropped.summary["overlong_rows"]["preferences.jsonl"] == {"dropped": [9]}
 
     cut = load_dataset(folder, DatasetConfig(overlong="truncate"), check)
     assert cut.summary["overlong"]["preferences.jsonl"] == {"truncated": 1}
+    assert cut.summary["overlong_rows"]["preferences.jsonl"] == {"truncated": [9]}
     item = next(i for i in cut.preferences if i.row == 9)
     assert item.prompt.endswith("Now say it.") and check.need(item.prompt, item.responses) <= 64
 

@@ -55,6 +55,13 @@ def test_rows_longer_than_the_context_are_said_in_words(tmp_path):
     assert overlong_text(cut) == (
         "preferences.jsonl 1 dropped, 2 truncated (dataset.overlong: truncate)"
     )
+    # and with the rows known, they are named (the first few; '...' when there were more)
+    rows = {"preferences.jsonl": {"dropped": [7], "truncated": [2, 3]}}
+    assert overlong_text(cut, rows) == (
+        "preferences.jsonl 1 dropped (row 7), 2 truncated (rows 2, 3) (dataset.overlong: truncate)"
+    )
+    cut["preferences.jsonl"]["truncated"] = 9
+    assert "9 truncated (rows 2, 3, ...)" in overlong_text(cut, rows)
     summary = load_dataset(write_kwise_dataset(tmp_path / "mine")).summary
     section = dataset_markdown(dataset_run_result(summary, "held-out judge"))
     assert "- rows longer than the context: none (dataset.overlong: refuse)" in section
