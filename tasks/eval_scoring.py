@@ -34,14 +34,18 @@ def public_suite_accuracy(model, tokenizer, items: list[dict]) -> float:
     return correct / len(items)
 
 
+LOGIT_BUDGET = 2**24  # values of one batch's log-probs (64 MiB in float32)
+
+
 @torch.no_grad()
 def choice_logprobs(model, tokenizer, items: list[dict], batch_rows: int = 64) -> list[float]:
     """log p(choice | " " + context) of every choice of every item, in that order.
 
-    All (item, choice) sequences are scored in batches of `batch_rows`, shortest first, not
-    one forward per item: the suite has hundreds of items, and on a small model a forward's
-    fixed cost was most of the evaluation stage. Right padding leaves a causal model's
-    log-probs of the tokens before it as they were.
+    All (item, choice) sequences are scored in batches of up to `batch_rows`, shortest
+    first, not one forward per item: the suite has hundreds of items, and on a small model
+    a forward's fixed cost was most of the evaluation stage. A batch holds fewer rows where
+    its log-probs over the vocabulary would pass LOGIT_BUDGET values (a large vocabulary).
+    Right padding leaves a causal model's log-probs of the tokens before it as they were.
     """
     rows = []  # (token ids, context length)
     for item in items:
@@ -52,8 +56,12 @@ def choice_logprobs(model, tokenizer, items: list[dict], batch_rows: int = 64) -
             )
     scores = [0.0] * len(rows)
     order = sorted(range(len(rows)), key=lambda r: len(rows[r][0]))
-    for start in range(0, len(order), batch_rows):
-        batch = order[start : start + batch_rows]
+    vocab = model.get_output_embeddings().weight.shape[0]
+    start = 0
+    while start < len(order):
+        longest = len(rows[order[min(start + batch_rows, len(order)) - 1]][0])
+        fit = max(1, min(batch_rows, LOGIT_BUDGET // (longest * vocab)))
+        batch, start = order[start : start + fit], start + fit
         ids = pad_batch([rows[r][0] for r in batch], tokenizer.pad_token_id, side="right")
         logits = model(input_ids=ids, **no_cache(model)).logits[:, :-1]
         token_logp = torch.log_softmax(logits.float(), -1).gather(-1, ids[:, 1:, None])[..., 0]

@@ -58,3 +58,24 @@ def test_accuracy_counts_the_items_whose_likeliest_choice_is_the_answer(model_an
         dict(it, answer=(p + 1) % len(it["choices"])) for it, p in zip(ITEMS, picks, strict=True)
     ]
     assert public_suite_accuracy(model, tokenizer, wrong) == 0.0
+
+
+def test_a_large_vocabulary_scores_in_smaller_batches_to_the_same_log_probs(
+    model_and_tokenizer, monkeypatch
+):
+    from instructflow.tasks import eval_scoring
+
+    model, tokenizer = model_and_tokenizer
+    whole = choice_logprobs(model, tokenizer, ITEMS)
+    # given a budget that holds one row of these lengths at a time
+    vocab = model.get_output_embeddings().weight.shape[0]
+    monkeypatch.setattr(eval_scoring, "LOGIT_BUDGET", 20 * vocab)
+    forwards = []
+    real_forward = model.forward
+    monkeypatch.setattr(
+        model, "forward", lambda **kw: forwards.append(kw["input_ids"].shape) or real_forward(**kw)
+    )
+    # then each forward stays within it, and every choice scores as before
+    assert choice_logprobs(model, tokenizer, ITEMS) == pytest.approx(whole, abs=1e-4)
+    assert all(rows * width * vocab <= 20 * vocab or rows == 1 for rows, width in forwards)
+    assert len(forwards) > 1
