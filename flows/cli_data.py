@@ -180,7 +180,11 @@ def _validate_dataset(
     from instructflow.flows.params_io import build_params, read_params_file
     from instructflow.tasks.dataset import load_dataset
     from instructflow.tasks.dataset_names import notes
-    from instructflow.tasks.dataset_report import overlong_text, split_counts_text
+    from instructflow.tasks.dataset_report import (
+        overlong_text,
+        split_counts_text,
+        training_example,
+    )
 
     # The run's dataset settings (overlong, split fractions) and sampling room: a refusal
     # that says "set dataset.overlong in --params" must be checkable here with that file.
@@ -219,6 +223,8 @@ def _validate_dataset(
     if base_model:
         too_long = overlong_text(summary["overlong"], summary.get("overlong_rows"))
         print(f"prompts rendered: {summary['rendering']}; too-long rows: {too_long}")
+        if example := training_example(dataset, check.tokenizer):  # the frame, seen
+            print(f"SFT's first example as the model reads it, {example}")
         settings = f"the settings of {params_file}" if params_file else "default settings"
         print(f"{folder}: valid for {base_model}, as a run with {settings} reads it")
     else:

@@ -77,6 +77,23 @@ def left_out_rows(summary: dict) -> str:
     return f"; {named} of {summary['tables']['preferences']['file']}"
 
 
+def training_example(dataset, tokenizer, room: int = 240) -> str | None:
+    """SFT's first example as the base model reads it, its special tokens written out (its
+    end, where the prompt's frame meets the answer, when it is longer than `room`):
+    'demonstrations.jsonl row 1: "[INST] Say it. [/INST] it</s>"'. None without one."""
+    from pathlib import Path
+
+    from instructflow.models.batching import encode_pair
+
+    item = next((i for i in [*dataset.demonstrations, *dataset.preferences] if i.responses), None)
+    if item is None:
+        return None
+    ids, _ = encode_pair(tokenizer, item.prompt, item.responses[0], 10**9)
+    text = tokenizer.decode(ids, skip_special_tokens=False)
+    shown = text if len(text) <= room else "..." + text[-room:]
+    return f"{Path(item.file).name} row {item.row}: {shown!r}"
+
+
 def rows_named(n: int, named: list[int]) -> str:
     """'row 7', or 'rows 4, 9' of `n` rows ('rows 4, 9, ...' when `named` holds only the first)."""
     more = ", ..." if n > len(named) else ""

@@ -146,6 +146,15 @@ def test_validate_with_the_base_model_renders_and_splits_as_the_run_does(tmp_pat
     assert f"splits by {as_run.summary['split_rule']}: {splits}" in out
     assert f"prompts rendered: {as_run.summary['rendering']}" in out
     assert f"valid for {llama}" in out
+    # and SFT's first example is shown as the model reads it: this model has no chat
+    # template, so the pipeline's Q/A frame, and the model's own EOS
+    from transformers import AutoTokenizer
+
+    first = json.loads((folder / "demonstrations.jsonl").read_text().splitlines()[0])
+    question, answer = (m["content"] for m in first["messages"])
+    eos = AutoTokenizer.from_pretrained(llama).eos_token
+    shown = repr(f"Q: {question}\nA: {answer}{eos}")
+    assert f"SFT's first example as the model reads it, demonstrations.jsonl row 1: {shown}" in out
 
 
 def test_validate_reads_the_runs_params_file_for_its_dataset_settings(tmp_path, capsys):

@@ -94,3 +94,20 @@ def test_a_template_replaced_on_the_same_tokenizer_is_read_again():
     assert chat_frame(tokenizer).cue.endswith("<|im_start|>assistant\n")
     tokenizer.chat_template = INST
     assert chat_frame(tokenizer) == ChatFrame(cue=" [/INST]", lead=" ")
+
+
+def test_data_validate_shows_the_first_example_as_the_model_reads_it(chatml):
+    from types import SimpleNamespace
+
+    from instructflow.tasks.dataset_items import Item
+    from instructflow.tasks.dataset_report import training_example
+
+    item = Item("/d/demonstrations.jsonl", 3, RENDERED, ["apple"], [0], None, None, None, None)
+    dataset = SimpleNamespace(demonstrations=[item], preferences=[])
+    assert training_example(dataset, chatml) == (
+        f"demonstrations.jsonl row 3: {RENDERED + 'apple' + chatml.eos_token!r}"
+    )
+    # a long one keeps its end, where the frame meets the answer
+    assert training_example(dataset, chatml, room=20) == (
+        f"demonstrations.jsonl row 3: {'...' + (RENDERED + 'apple' + chatml.eos_token)[-20:]!r}"
+    )
