@@ -16,6 +16,7 @@ from instructflow.tasks.dataset import load_dataset
 from instructflow.tasks.dataset_dvc import version_tags
 from instructflow.tasks.dataset_files import missing_folder
 from instructflow.tasks.dataset_names import notes
+from instructflow.tasks.dataset_report import left_out_notes
 from instructflow.tasks.input_checks import base_model_problems
 from instructflow.tasks.lengths import length_check
 from instructflow.tasks.lora_checks import lora_target_problems, model_config
@@ -68,5 +69,7 @@ def early_model_folder(params: PipelineParams) -> str | None:
 
 def notes_to_say(summary: dict) -> list[str]:
     """What a dataset that passed its checks warns of: uneven splits, what the run does not
-    read, and likely typos."""
-    return [f"warning: {w}" for w in summary.get("split_warnings", [])] + notes(summary)
+    read, likely typos, and valid rows it leaves out (said before training, not only in the
+    report after it)."""
+    warnings = [f"warning: {w}" for w in summary.get("split_warnings", [])]
+    return warnings + notes(summary) + left_out_notes(summary)

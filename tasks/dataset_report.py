@@ -94,6 +94,23 @@ def training_example(dataset, tokenizer, room: int = 240) -> str | None:
     return f"{Path(item.file).name} row {item.row}: {shown!r}"
 
 
+def left_out_notes(summary: dict) -> list[str]:
+    """Lines on the valid rows a run leaves out: conversation pairs with no shared prompt,
+    rows longer than the context that dataset.overlong dropped or cut; none without."""
+    lines = []
+    if n := summary.get("no_shared_prefix", 0):
+        pairs = "pair whose sides differ" if n == 1 else "pairs whose sides differ"
+        lines.append(
+            f"left out: {n} conversation {pairs} before the last turn"
+            f" (no shared prompt{left_out_rows(summary)})"
+        )
+    overlong = summary.get("overlong", {})
+    if any(counts for file, counts in overlong.items() if file != "policy"):
+        text = overlong_text(overlong, summary.get("overlong_rows"))
+        lines.append(f"rows longer than the context: {text}")
+    return lines
+
+
 def rows_named(n: int, named: list[int]) -> str:
     """'row 7', or 'rows 4, 9' of `n` rows ('rows 4, 9, ...' when `named` holds only the first)."""
     more = ", ..." if n > len(named) else ""

@@ -82,3 +82,28 @@ def test_rows_per_split_are_said_in_words(tmp_path):
     section = dataset_markdown(dataset_run_result(summary, "held-out judge"))
     line = next(line for line in section.splitlines() if line.startswith("- splits by "))
     assert "{" not in line and split_counts_text(summary["split_counts"]) in line
+
+
+def test_a_run_says_before_training_which_valid_rows_it_leaves_out():
+    from instructflow.flows.own_data_checks import notes_to_say
+
+    summary = {
+        "tables": {"preferences": {"file": "p.jsonl"}},
+        "no_shared_prefix": 2,
+        "no_shared_prefix_rows": [3, 8],
+        "overlong": {"policy": "drop", "p.jsonl": {"dropped": 1}},
+        "overlong_rows": {"p.jsonl": {"dropped": [5]}},
+    }
+    assert notes_to_say(summary) == [
+        "left out: 2 conversation pairs whose sides differ before the last turn"
+        " (no shared prompt; rows 3, 8 of p.jsonl)",
+        "rows longer than the context: p.jsonl 1 dropped (row 5) (dataset.overlong: drop)",
+    ]
+    # and a dataset that leaves nothing out adds no line
+    assert notes_to_say({"overlong": {"policy": "refuse"}}) == []
+    one = {"tables": {"preferences": {"file": "p.jsonl"}}, "no_shared_prefix": 1,
+           "no_shared_prefix_rows": [4]}  # fmt: skip
+    assert notes_to_say(one) == [
+        "left out: 1 conversation pair whose sides differ before the last turn"
+        " (no shared prompt; row 4 of p.jsonl)"
+    ]
