@@ -70,6 +70,32 @@ def copy_checkout(dest: Path) -> Path:
 TERMINAL_STATES = {"COMPLETED", "FAILED", "CRASHED", "CANCELLED"}
 
 
+# Prefect answers 503 while its SQLite store is busy (SQLITE_BUSY: the worker and a
+# finishing run write at the same moment) and 429 when it sheds load; both mean "ask
+# again", and Prefect's own client retries them the same way. On two cores a training
+# flow run can starve the server long enough for a read to time out (seen in CI): that
+# is "ask again" too.
+RETRYABLE = {429, 503}
+
+
+def ask_prefect(client, method: str, path: str, attempts: int = 8, **kwargs):
+    """One call to a Prefect API through an httpx client, asked again with a growing pause
+    while the server is busy or slow."""
+    import httpx
+
+    pause = 0.5
+    for _ in range(attempts - 1):
+        try:
+            response = client.request(method, path, **kwargs)
+        except httpx.TimeoutException:
+            response = None
+        if response is not None and response.status_code not in RETRYABLE:
+            return response
+        time.sleep(pause)
+        pause = min(pause * 2, 8.0)
+    return client.request(method, path, **kwargs)
+
+
 class LiveStack:
     """What scripts/serve.sh started in a copy of the checkout: Prefect server, worker, MLflow server."""
 
@@ -82,28 +108,11 @@ class LiveStack:
         self.api = httpx.Client(base_url=f"{self.prefect_url}/api", timeout=60)
         self.serve_output = ""
 
-    # Prefect answers 503 while its SQLite store is busy (SQLITE_BUSY: the worker
-    # and a finishing run write at the same moment) and 429 when it sheds load;
-    # both mean "ask again", and Prefect's own client retries them the same way.
-    # On two cores a training flow run can starve the server long enough for a
-    # read to time out (seen in CI): that is "ask again" too.
-    RETRYABLE = {429, 503}
+    RETRYABLE = RETRYABLE  # the UI's answers a test asks again on, as ask_prefect does
 
     def request(self, method: str, path: str, attempts: int = 8, **kwargs):
         """One API call, asked again with a growing pause while the server is busy or slow."""
-        import httpx
-
-        pause = 0.5
-        for _ in range(attempts - 1):
-            try:
-                response = self.api.request(method, path, **kwargs)
-            except httpx.TimeoutException:
-                response = None
-            if response is not None and response.status_code not in self.RETRYABLE:
-                return response
-            time.sleep(pause)
-            pause = min(pause * 2, 8.0)
-        return self.api.request(method, path, **kwargs)
+        return ask_prefect(self.api, method, path, attempts, **kwargs)
 
     def run_deployment(self, name: str, parameters: dict) -> str:
         """What the UI's Custom Run does: create a flow run of a deployment; return its id."""

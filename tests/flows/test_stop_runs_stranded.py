@@ -18,7 +18,7 @@ import pytest
 
 from instructflow.flows import stop_runs
 from tests.conftest import REPO_ROOT
-from tests.live_stack import free_port
+from tests.live_stack import ask_prefect, free_port
 
 
 def _stand_in(args: str) -> subprocess.Popen:
@@ -72,17 +72,25 @@ def served_state(prefect_server, tmp_path: Path) -> Iterator[tuple[Path, httpx.C
         yield state, client
 
 
+def _post(client: httpx.Client, path: str, body: dict) -> dict:
+    """POST to the session's Prefect server, asked again while it is busy (a CI run met a 503
+    of its SQLite store here, read as a deployment without an id), any other error raised."""
+    response = ask_prefect(client, "POST", path, json=body)
+    response.raise_for_status()
+    return response.json()
+
+
 def _deployment_run(client: httpx.Client, state: dict | None = None) -> dict:
     """A new flow run of a deployment 'scheduled-retrain' (Scheduled now, or `state`)."""
-    flow = client.post("/flows/", json={"name": "stop-runs-stranded"}).json()
-    deployment = client.post(
-        "/deployments/", json={"name": "scheduled-retrain", "flow_id": flow["id"]}
-    ).json()
-    created = client.post(
-        f"/deployments/{deployment['id']}/create_flow_run", json={"state": state} if state else {}
+    flow = _post(client, "/flows/", {"name": "stop-runs-stranded"})
+    deployment = _post(
+        client, "/deployments/", {"name": "scheduled-retrain", "flow_id": flow["id"]}
     )
-    created.raise_for_status()
-    return created.json()
+    return _post(
+        client,
+        f"/deployments/{deployment['id']}/create_flow_run",
+        {"state": state} if state else {},
+    )
 
 
 def _scheduled_run(client: httpx.Client, due: datetime.datetime) -> str:
@@ -96,12 +104,14 @@ def _pending_deployment_run(client: httpx.Client) -> str:
     """A deployment's flow run a worker claimed (Pending) and never started."""
     run = _deployment_run(client)
     pending = {"type": "PENDING", "name": "Pending"}
-    client.post(f"/flow_runs/{run['id']}/set_state", json={"state": pending}).raise_for_status()
+    _post(client, f"/flow_runs/{run['id']}/set_state", {"state": pending})
     return run["id"]
 
 
 def _state(client: httpx.Client, run_id: str) -> str:
-    return client.get(f"/flow_runs/{run_id}").json()["state"]["type"]
+    response = ask_prefect(client, "GET", f"/flow_runs/{run_id}")
+    response.raise_for_status()
+    return response.json()["state"]["type"]
 
 
 def test_a_run_no_worker_can_start_is_cancelled_at_once(served_state, capsys):
