@@ -1,6 +1,8 @@
 """The Dataset section of a dataset run's report.md: what was read, how it was split and
 judged, and what was left out or ignored."""
 
+from pathlib import Path
+
 from instructflow.tasks.dataset_names import notes
 from instructflow.tasks.gate import gate_verdict
 from instructflow.tasks.report_judge import GATE, SAID_IN, verdict_said_above
@@ -81,8 +83,6 @@ def training_example(dataset, tokenizer, room: int = 240) -> str | None:
     """SFT's first example as the base model reads it, its special tokens written out (its
     end, where the prompt's frame meets the answer, when it is longer than `room`):
     'demonstrations.jsonl row 1: "[INST] Say it. [/INST] it</s>"'. None without one."""
-    from pathlib import Path
-
     from instructflow.models.batching import encode_pair
 
     item = next((i for i in [*dataset.demonstrations, *dataset.preferences] if i.responses), None)
@@ -124,13 +124,17 @@ def overlong_text(overlong: dict, rows: dict | None = None) -> str:
     printed as it was, read as code and said nothing of the rows."""
     policy = f"dataset.overlong: {overlong.get('policy', 'refuse')}"
     files = [
-        f"{file} {', '.join(_counted(n, what, (rows or {}).get(file, {}).get(what)) for what, n in counts.items())}"
+        f"{file} {_counted(counts, (rows or {}).get(file, {}))}"
         for file, counts in overlong.items()
         if file != "policy" and counts
     ]
     return f"{'; '.join(files)} ({policy})" if files else f"none ({policy})"
 
 
-def _counted(n: int, what: str, named: list[int] | None) -> str:
-    """'2 dropped' or, with the rows, '2 dropped (rows 4, 9)' ('...' when more were)."""
-    return f"{n} {what} ({rows_named(n, named)})" if named else f"{n} {what}"
+def _counted(counts: dict[str, int], named: dict[str, list[int]]) -> str:
+    """'1 dropped, 2 truncated' or, with their rows, '1 dropped (row 7), 2 truncated (rows 2,
+    3)' ('...' when more were)."""
+    return ", ".join(
+        f"{n} {what} ({rows_named(n, named[what])})" if named.get(what) else f"{n} {what}"
+        for what, n in counts.items()
+    )
