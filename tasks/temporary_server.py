@@ -21,6 +21,7 @@ Three changes to how Prefect starts it (SubprocessASGIServer), made before a run
 - Early (start_early): while the command imports and checks its inputs, not after.
 """
 
+import contextvars
 import errno
 import os
 import shutil
@@ -79,7 +80,13 @@ class EarlyStart:
         self._failed: list[BaseException] = []
         self._thread = None
         if server is not None:
-            self._thread = threading.Thread(target=self._start, name="prefect-temporary-server")
+            # The thread starts the server with the caller's Prefect settings: a thread does not
+            # inherit context variables, where `temporary_settings` keeps them, and started in
+            # a bare context the server took the process's settings instead (another database).
+            caller = contextvars.copy_context()
+            self._thread = threading.Thread(
+                target=caller.run, args=(self._start,), name="prefect-temporary-server"
+            )
             self._thread.start()
 
     def _start(self) -> None:

@@ -103,18 +103,20 @@ def test_a_discarded_start_stops_at_once_and_leaves_the_database_whole(
 
     database = tmp_path / "prefect.db"
     url = f"sqlite+aiosqlite:///{database}"
-    monkeypatch.setenv("PREFECT_API_DATABASE_CONNECTION_URL", url)  # the server's process's
     settings = {
         PREFECT_API_DATABASE_CONNECTION_URL: url,
         PREFECT_API_URL: None,
         PREFECT_SERVER_EPHEMERAL_ENABLED: True,
     }
     with temporary_settings(settings):
-        # given a run's early server creating its new database (its migrations take seconds)
+        # given a run's early server creating its new database (its migrations take seconds),
+        # a database named only in these settings, not in the environment: start_early's
+        # thread must start the server with its caller's settings
         early = temporary_server.start_early()
         deadline = time.monotonic() + 60
         while not database.exists() and time.monotonic() < deadline:
             time.sleep(0.05)
+        assert database.exists(), "the early server did not create the database it was given"
         process = early._server.server_process
         if outages.server_answers(early._server.api_url):
             pytest.skip("the server answered before it could be discarded while starting")
