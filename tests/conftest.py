@@ -30,7 +30,7 @@ from pathlib import Path
 import pytest
 
 from instructflow.tasks.env import apply_defaults
-from tests import leftover_stacks
+from tests import leftover_stacks, suite_times
 from tests.live_stack import LiveStack, served_stack
 
 # Importing the project sets no environment variable; the tests run with what the
@@ -512,6 +512,11 @@ def no_mlflow(monkeypatch):
     monkeypatch.setattr(stages.tracking.batched, "add_metrics", lambda *a, **k: None)
     monkeypatch.setattr(stages.tracking, "stage_run", lambda *a, **k: contextlib.nullcontext())
     monkeypatch.setattr(stages.tracking, "log_metrics", lambda *a, **k: None)
+
+
+def pytest_configure(config) -> None:
+    """Each test phase's wall and CPU time to a file, when INSTRUCTFLOW_SUITE_TIMES is set."""
+    suite_times.register(config)
 
 
 def pytest_sessionstart(session: pytest.Session) -> None:
