@@ -86,9 +86,7 @@ def test_no_room_for_a_new_database_is_the_disk_full_line_before_any_server(tmp_
         temporary_server.check_room_for_a_new_database()
 
 
-def test_a_discarded_start_stops_at_once_and_leaves_the_database_whole(
-    prepared, tmp_path, monkeypatch
-):
+def test_a_discarded_start_stops_at_once_and_leaves_the_database_whole(prepared, tmp_path):
     import time
 
     from prefect.client.orchestration import get_client
