@@ -108,8 +108,6 @@ class LiveStack:
         self.api = httpx.Client(base_url=f"{self.prefect_url}/api", timeout=60)
         self.serve_output = ""
 
-    RETRYABLE = RETRYABLE  # the UI's answers a test asks again on, as ask_prefect does
-
     def request(self, method: str, path: str, attempts: int = 8, **kwargs):
         """One API call, asked again with a growing pause while the server is busy or slow."""
         return ask_prefect(self.api, method, path, attempts, **kwargs)

@@ -26,6 +26,7 @@ from playwright.sync_api import expect
 
 from tests.browser import prefect_form
 from tests.browser.test_ui import dismiss_mlflow_popups, shot
+from tests.live_stack import RETRYABLE
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
@@ -115,7 +116,7 @@ def _review_in_browser(live_stack, live_manual_run, page, screenshots, answer, n
     try:
         run_id = _paused_run(live_stack, flow, run_name, timeout=240)
         resumed = _answer_form(live_stack, page, run_id, answer, screenshots, name)
-        if resumed.status in live_stack.RETRYABLE:
+        if resumed.status in RETRYABLE:
             # Prefect's SQLite server answers 503 while its store is busy; the UI shows
             # the error and a person submits again, as this does (once).
             print(f"resume answered {resumed.status}: submitting the form again")

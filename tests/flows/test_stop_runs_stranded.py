@@ -72,22 +72,23 @@ def served_state(prefect_server, tmp_path: Path) -> Iterator[tuple[Path, httpx.C
         yield state, client
 
 
-def _post(client: httpx.Client, path: str, body: dict) -> dict:
-    """POST to the session's Prefect server, asked again while it is busy (a CI run met a 503
+def _ask(client: httpx.Client, method: str, path: str, body: dict | None = None) -> dict:
+    """The session's Prefect server's answer, asked again while it is busy (a CI run met a 503
     of its SQLite store here, read as a deployment without an id), any other error raised."""
-    response = ask_prefect(client, "POST", path, json=body)
+    response = ask_prefect(client, method, path, json=body)
     response.raise_for_status()
     return response.json()
 
 
 def _deployment_run(client: httpx.Client, state: dict | None = None) -> dict:
     """A new flow run of a deployment 'scheduled-retrain' (Scheduled now, or `state`)."""
-    flow = _post(client, "/flows/", {"name": "stop-runs-stranded"})
-    deployment = _post(
-        client, "/deployments/", {"name": "scheduled-retrain", "flow_id": flow["id"]}
+    flow = _ask(client, "POST", "/flows/", {"name": "stop-runs-stranded"})
+    deployment = _ask(
+        client, "POST", "/deployments/", {"name": "scheduled-retrain", "flow_id": flow["id"]}
     )
-    return _post(
+    return _ask(
         client,
+        "POST",
         f"/deployments/{deployment['id']}/create_flow_run",
         {"state": state} if state else {},
     )
@@ -104,14 +105,12 @@ def _pending_deployment_run(client: httpx.Client) -> str:
     """A deployment's flow run a worker claimed (Pending) and never started."""
     run = _deployment_run(client)
     pending = {"type": "PENDING", "name": "Pending"}
-    _post(client, f"/flow_runs/{run['id']}/set_state", {"state": pending})
+    _ask(client, "POST", f"/flow_runs/{run['id']}/set_state", {"state": pending})
     return run["id"]
 
 
 def _state(client: httpx.Client, run_id: str) -> str:
-    response = ask_prefect(client, "GET", f"/flow_runs/{run_id}")
-    response.raise_for_status()
-    return response.json()["state"]["type"]
+    return _ask(client, "GET", f"/flow_runs/{run_id}")["state"]["type"]
 
 
 def test_a_run_no_worker_can_start_is_cancelled_at_once(served_state, capsys):
